@@ -1,0 +1,5 @@
+"""``python -m livescope`` runs the command-line interface."""
+
+from livescope.cli import main
+
+main()

@@ -1,0 +1,62 @@
+"""Shared plumbing of the commands: JSON output, logging and error reporting."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from livescope.schema import ConfigError, LivescopeError, format_validation_error
+
+__all__ = ["emit", "fail", "setup_logging", "stderr", "user_errors"]
+
+stderr = Console(stderr=True, soft_wrap=True)
+
+EXIT_USER_ERROR = 2
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Log livescope to stderr (stdout is kept for results and ``--json``)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    log = logging.getLogger("livescope")
+    log.handlers[:] = [handler]
+    log.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    log.propagate = False
+
+
+def emit(obj: dict[str, Any]) -> None:
+    """Print one JSON object on stdout."""
+    sys.stdout.write(json.dumps(obj, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def fail(message: str, *, as_json: bool, problems: list[str] | None = None) -> NoReturn:
+    """Report a user error (stderr, and one JSON object on stdout with ``--json``) and exit 2."""
+    stderr.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    if as_json:
+        emit({"ok": False, "error": message, "problems": problems or []})
+    raise typer.Exit(EXIT_USER_ERROR)
+
+
+@contextmanager
+def user_errors(as_json: bool) -> Iterator[None]:
+    """Turn livescope's and pydantic's errors into a clear message and exit code 2."""
+    try:
+        yield
+    except ConfigError as exc:
+        fail(str(exc), as_json=as_json, problems=exc.problems)
+    except ValidationError as exc:
+        problems = format_validation_error(exc)
+        fail("invalid input:\n  - " + "\n  - ".join(problems), as_json=as_json, problems=problems)
+    except LivescopeError as exc:
+        fail(str(exc), as_json=as_json)
+    except KeyboardInterrupt:
+        fail("interrupted", as_json=as_json)

@@ -1,0 +1,156 @@
+"""Cell Tracking Challenge (CTC) layout: write and read label sequences with lineage.
+
+Ground truth: ``TRA/man_trackTTT.tif`` + ``TRA/man_track.txt``; results:
+``maskTTT.tif`` + ``res_track.txt``. Each line of a track file is ``L B E P``:
+track label, first and last frame, parent label (0 when none). A track has no
+gaps, and a daughter begins the frame after its parent ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import tifffile
+from numpy.typing import NDArray
+
+from livescope.schema import LivescopeError
+
+__all__ = ["CtcTrack", "read_ctc", "relabel_for_ctc", "write_ctc"]
+
+
+@dataclass(frozen=True)
+class CtcTrack:
+    """One line of a CTC track file."""
+
+    label: int
+    begin: int
+    end: int
+    parent: int
+
+
+def relabel_for_ctc(
+    id_frames: Sequence[NDArray[np.integer]],
+    parent_of: Mapping[int, int],
+) -> tuple[list[NDArray[np.uint16]], list[CtcTrack], dict[int, int]]:
+    """Turn per-frame object ids into CTC labels and tracks.
+
+    Parameters
+    ----------
+    id_frames
+        One label image per frame; equal ids in different frames are the same object.
+    parent_of
+        Parent id of each object id (0 or missing: none).
+
+    Returns
+    -------
+    frames, tracks, object_of
+        uint16 label images, the track list, and the object id of each CTC label.
+        An object that leaves and comes back starts a new track (no gaps); a
+        daughter links to its parent only where the parent's track ends the frame
+        before the daughter's begins.
+
+    """
+    presence: dict[int, list[int]] = {}
+    for f, frame in enumerate(id_frames):
+        for i in np.unique(frame).tolist():
+            if i:
+                presence.setdefault(int(i), []).append(f)
+    segments: list[tuple[int, int, int]] = []  # (object id, begin, end)
+    for obj in sorted(presence, key=lambda o: (presence[o][0], o)):
+        frames = presence[obj]
+        start = prev = frames[0]
+        for f in frames[1:]:
+            if f != prev + 1:
+                segments.append((obj, start, prev))
+                start = f
+            prev = f
+        segments.append((obj, start, prev))
+    segments.sort(key=lambda s: (s[1], s[0]))
+    if len(segments) > np.iinfo(np.uint16).max:
+        raise LivescopeError(f"{len(segments)} tracks do not fit CTC's 16-bit labels")
+
+    label_at: dict[tuple[int, int], int] = {}  # (object, frame) -> label
+    last_label: dict[int, tuple[int, int]] = {}  # object -> (label, end) of its last segment
+    object_of: dict[int, int] = {}
+    tracks: list[CtcTrack] = []
+    for n, (obj, begin, end) in enumerate(segments, start=1):
+        parent = 0
+        if obj not in last_label:  # an object's first track may link to its parent
+            par = int(parent_of.get(obj, 0) or 0)
+            if par in last_label and last_label[par][1] == begin - 1:
+                parent = last_label[par][0]
+        last_label[obj] = (n, end)
+        object_of[n] = obj
+        tracks.append(CtcTrack(n, begin, end, parent))
+        for f in range(begin, end + 1):
+            label_at[(obj, f)] = n
+
+    out: list[NDArray[np.uint16]] = []
+    for f, frame in enumerate(id_frames):
+        ids = np.unique(frame)
+        ids = ids[ids != 0]
+        lut_from = ids.astype(np.int64)
+        lut_to = np.array([label_at[(int(i), f)] for i in ids.tolist()], dtype=np.uint16)
+        relabelled = np.zeros(frame.shape, np.uint16)
+        if ids.size:
+            pos = np.searchsorted(lut_from, frame.astype(np.int64))
+            pos = np.clip(pos, 0, ids.size - 1)
+            hit = lut_from[pos] == frame
+            relabelled[hit] = lut_to[pos[hit]]
+        out.append(relabelled)
+    return out, tracks, object_of
+
+
+def _digits(n_frames: int) -> int:
+    return max(3, len(str(max(n_frames - 1, 0))))
+
+
+def write_ctc(
+    folder: str | Path,
+    frames: Sequence[NDArray[np.uint16]],
+    tracks: Sequence[CtcTrack],
+    kind: Literal["gt", "res"] = "res",
+) -> Path:
+    """Write a label sequence in CTC layout.
+
+    ``kind="gt"`` writes ``folder/TRA/man_trackTTT.tif`` and ``man_track.txt``;
+    ``kind="res"`` writes ``folder/maskTTT.tif`` and ``res_track.txt``.
+    Returns the folder holding the track file.
+    """
+    base = Path(folder) / "TRA" if kind == "gt" else Path(folder)
+    base.mkdir(parents=True, exist_ok=True)
+    stem, track_file = ("man_track", "man_track.txt") if kind == "gt" else ("mask", "res_track.txt")
+    nd = _digits(len(frames))
+    for f, frame in enumerate(frames):
+        tifffile.imwrite(
+            base / f"{stem}{f:0{nd}d}.tif", frame.astype(np.uint16), compression="zlib"
+        )
+    with (base / track_file).open("w", encoding="utf-8") as fh:
+        for t in tracks:
+            fh.write(f"{t.label} {t.begin} {t.end} {t.parent}\n")
+    return base
+
+
+def read_ctc(
+    folder: str | Path, kind: Literal["gt", "res"] = "res"
+) -> tuple[list[NDArray[np.uint16]], list[CtcTrack]]:
+    """Read a CTC label sequence written by `write_ctc` (or by anyone following CTC)."""
+    base = Path(folder) / "TRA" if kind == "gt" else Path(folder)
+    stem, track_file = ("man_track", "man_track.txt") if kind == "gt" else ("mask", "res_track.txt")
+    files = sorted(base.glob(f"{stem}[0-9]*.tif"), key=lambda p: int(p.stem[len(stem) :]))
+    if not files:
+        raise LivescopeError(f"no {stem}TTT.tif files in {base}")
+    frames = [np.asarray(tifffile.imread(p)) for p in files]
+    tracks = []
+    for n, line in enumerate((base / track_file).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 4:
+            raise LivescopeError(f"{base / track_file}:{n}: expected 'L B E P', got {line!r}")
+        tracks.append(CtcTrack(*(int(p) for p in parts)))
+    return frames, tracks

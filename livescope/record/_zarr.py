@@ -1,0 +1,213 @@
+"""OME-Zarr (NGFF 0.5, Zarr v3) recording that keeps every frame's event index.
+
+Layout of a run folder::
+
+    data.ome.zarr/            root group, ``bioformats2raw.layout`` (one series per position)
+        0/                    position 0: an NGFF image (multiscales, one level)
+            0/                array (t, c, z, y, x), one chunk per frame
+        1/ ...
+    frames.jsonl              one `FrameInfo` per frame, appended as it is written
+
+Arrays grow as events arrive, so runs whose events are added while they go on
+keep their true (t, c, z) axes instead of being flattened. A frame is on disk
+(chunk written, line appended and flushed) before `OmeZarrWriter.write` returns.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from livescope.schema import FrameInfo, LivescopeError
+
+__all__ = ["FRAMES_FILE", "ZARR_NAME", "OmeZarrWriter", "read_frames"]
+
+ZARR_NAME = "data.ome.zarr"
+FRAMES_FILE = "frames.jsonl"
+_AXES = ("t", "c", "z", "y", "x")
+_COLORS = ("FFFFFF", "0000FF", "00FF00", "FF0000", "FF00FF", "00FFFF", "FFFF00")
+
+
+class _Series:
+    def __init__(self, group: Any, name: str, shape_yx: tuple[int, int], dtype: np.dtype[Any]):
+        self.group = group
+        self.name = name
+        self.array = group.create_array(
+            "0",
+            shape=(1, 1, 1, *shape_yx),
+            chunks=(1, 1, 1, *shape_yx),
+            dtype=dtype,
+            fill_value=0,
+            dimension_names=_AXES,
+        )
+        self.shape = (1, 1, 1)
+
+
+class OmeZarrWriter:
+    """Write frames of one run into an OME-Zarr store plus a JSON-lines frame log.
+
+    Parameters
+    ----------
+    run_dir
+        Folder of the run (created; must not already hold a recording).
+    channels
+        Channel names known at the start (more may appear; the c axis grows).
+    pixel_size_um, z_step_um, interval_s
+        Physical scales written into the NGFF coordinate transformations.
+    attrs
+        Extra run attributes stored under ``livescope`` in the root group.
+
+    Notes
+    -----
+    Not thread-safe: call `write` from one thread (livescope's writer thread).
+
+    """
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        *,
+        channels: list[str],
+        pixel_size_um: float,
+        z_step_um: float = 1.0,
+        interval_s: float = 1.0,
+        attrs: dict[str, Any] | None = None,
+    ) -> None:
+        import zarr
+
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / ZARR_NAME
+        if self.path.exists():
+            raise LivescopeError(f"{self.path} already exists; choose a new output folder")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.channels = list(channels)
+        self._scale = (interval_s or 1.0, 1.0, z_step_um or 1.0, pixel_size_um, pixel_size_um)
+        self._root = zarr.open_group(self.path, mode="w", zarr_format=3)
+        self._attrs = dict(attrs or {})
+        self._root.attrs.update(
+            {"ome": {"version": "0.5", "bioformats2raw.layout": 3}, "livescope": self._attrs}
+        )
+        self._series: dict[str, _Series] = {}
+        self._log = (self.run_dir / FRAMES_FILE).open("a", encoding="utf-8")
+        self.frames_written = 0
+        self.closed = False
+
+    def __enter__(self) -> OmeZarrWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _series_for(self, name: str, shape_yx: tuple[int, int], dtype: np.dtype[Any]) -> _Series:
+        if name not in self._series:
+            group = self._root.create_group(str(len(self._series)))
+            self._series[name] = _Series(group, name, shape_yx, dtype)
+            self._write_image_attrs(self._series[name])
+        return self._series[name]
+
+    def _write_image_attrs(self, s: _Series) -> None:
+        t_s, _, z_s, px_y, px_x = self._scale
+        s.group.attrs.update(
+            {
+                "ome": {
+                    "version": "0.5",
+                    "multiscales": [
+                        {
+                            "name": s.name,
+                            "axes": [
+                                {"name": "t", "type": "time", "unit": "second"},
+                                {"name": "c", "type": "channel"},
+                                {"name": "z", "type": "space", "unit": "micrometer"},
+                                {"name": "y", "type": "space", "unit": "micrometer"},
+                                {"name": "x", "type": "space", "unit": "micrometer"},
+                            ],
+                            "datasets": [
+                                {
+                                    "path": "0",
+                                    "coordinateTransformations": [
+                                        {"type": "scale", "scale": [t_s, 1.0, z_s, px_y, px_x]}
+                                    ],
+                                }
+                            ],
+                        }
+                    ],
+                    "omero": {
+                        "channels": [
+                            {
+                                "label": c,
+                                "color": _COLORS[i % len(_COLORS)],
+                                "active": True,
+                                "window": {"start": 0, "end": 4095, "min": 0, "max": 65535},
+                            }
+                            for i, c in enumerate(self.channels)
+                        ],
+                        "rdefs": {"model": "greyscale"},
+                    },
+                },
+                "livescope": {"position": s.name},
+            }
+        )
+
+    def write(self, image: NDArray[Any], info: FrameInfo) -> None:
+        """Write one frame and its metadata line (writer thread; blocks until on disk).
+
+        Raises
+        ------
+        LivescopeError
+            if the frame's shape does not match earlier frames of its position.
+
+        """
+        if self.closed:
+            raise LivescopeError("recording is closed; no more frames can be written")
+        if info["channel"] not in self.channels:
+            self.channels.append(info["channel"])
+            for s in self._series.values():
+                self._write_image_attrs(s)
+        shape_yx = (int(image.shape[-2]), int(image.shape[-1]))
+        s = self._series_for(info["position"], shape_yx, image.dtype)
+        if s.array.shape[-2:] != shape_yx:
+            raise LivescopeError(
+                f"frame {info['seq']} of position {info['position']!r} is {shape_yx}, "
+                f"earlier frames are {s.array.shape[-2:]}"
+            )
+        idx = info["index"]
+        t, c, z = idx.get("t", 0), self.channels.index(info["channel"]), idx.get("z", 0)
+        need = (max(s.shape[0], t + 1), max(s.shape[1], len(self.channels)), max(s.shape[2], z + 1))
+        if need != s.shape:
+            s.array.resize((*need, *shape_yx))
+            s.shape = need
+        s.array[t, c, z] = image
+        self._log.write(json.dumps(info, default=str) + "\n")
+        self._log.flush()
+        self.frames_written += 1
+
+    def close(self) -> None:
+        """Flush and close the frame log (the arrays are already on disk)."""
+        if self.closed:
+            return
+        self.closed = True
+        self._log.flush()
+        os.fsync(self._log.fileno())
+        self._log.close()
+        self._root.attrs.update(
+            {
+                "livescope": {
+                    **self._attrs,
+                    "frames": self.frames_written,
+                    "positions": list(self._series),
+                    "channels": self.channels,
+                }
+            }
+        )
+
+
+def read_frames(run_dir: str | Path) -> list[FrameInfo]:
+    """Read the frame log of a recorded run, in acquisition order."""
+    path = Path(run_dir) / FRAMES_FILE
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

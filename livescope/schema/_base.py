@@ -1,0 +1,98 @@
+"""Frozen pydantic base for every configuration people edit (profiles, plans, cards)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ._errors import ConfigError
+
+__all__ = ["FrozenModel", "format_validation_error", "read_yaml"]
+
+_M = TypeVar("_M", bound="FrozenModel")
+
+
+def format_validation_error(err: ValidationError) -> list[str]:
+    """Return one line per error, each starting with its dotted field path.
+
+    Examples
+    --------
+    ``camera.bit_depth: Input should be less than or equal to 16 (got 20)``
+
+    """
+    lines: list[str] = []
+    for e in err.errors(include_url=False):
+        loc = ".".join(str(part) for part in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field (not part of the schema; check its spelling)"
+        elif e["type"] == "missing":
+            msg = "required field is missing"
+        got = e.get("input")
+        if e["type"] not in ("missing", "extra_forbidden") and not isinstance(got, dict | list):
+            msg = f"{msg} (got {got!r})"
+        lines.append(f"{loc}: {msg}")
+    return lines
+
+
+def read_yaml(path: str | Path, error: type[ConfigError] = ConfigError) -> Any:
+    """Read a YAML file, raising ``error`` with the line and column of a syntax error."""
+    p = Path(path)
+    if not p.is_file():
+        raise error(str(p), [f"file not found (looked for {p.resolve()})"])
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(str(p), [f"cannot read file: {exc}"]) from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = ""
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            where = f"line {mark.line + 1}, column {mark.column + 1}: "
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise error(str(p), [f"{where}YAML syntax error: {problem}"]) from exc
+
+
+class FrozenModel(BaseModel):
+    """Immutable model that forbids unknown fields.
+
+    Use `from_file` to load one from YAML and `replace` to derive a changed copy
+    (the copy is validated again).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+    error_type: ClassVar[type[ConfigError]] = ConfigError
+
+    @classmethod
+    def from_file(cls: type[_M], path: str | Path) -> _M:
+        """Load and validate a YAML file.
+
+        Raises
+        ------
+        ConfigError
+            (or the subclass named by ``error_type``) listing every problem with
+            its field path; the file is never partly applied.
+
+        """
+        err_cls = cls.error_type
+        data = read_yaml(path, err_cls)
+        if not isinstance(data, dict):
+            raise err_cls(
+                str(path), [f"(top level): expected a mapping, got {type(data).__name__}"]
+            )
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise err_cls(str(path), format_validation_error(exc)) from None
+
+    def replace(self: _M, **changes: Any) -> _M:
+        """Return a copy with ``changes`` applied, validated again."""
+        data = self.model_dump()
+        data.update(changes)
+        return type(self).model_validate(data)

@@ -1,0 +1,31 @@
+"""Per-frame metadata on the hot path: a TypedDict, not a pydantic model."""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+__all__ = ["FrameInfo"]
+
+
+class FrameInfo(TypedDict):
+    """What livescope records about every acquired frame (one JSON line each).
+
+    Units are in the names; times are seconds (sample time) or milliseconds.
+    ``index`` is the useq event index (``t``, ``p``, ``c``, ``z``, ...), ``seq`` the
+    frame's sequence number in the run (0, 1, 2, ... in acquisition order).
+    """
+
+    seq: int
+    index: dict[str, int]
+    position: str
+    channel: str
+    x_um: float | None
+    y_um: float | None
+    z_um: float | None
+    exposure_ms: float
+    pixel_size_um: float
+    sample_time_s: float | None
+    runner_time_ms: float
+    shape: tuple[int, ...]
+    dtype: str
+    event: dict[str, Any]

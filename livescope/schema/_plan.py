@@ -1,0 +1,140 @@
+"""Acquisition plans: a YAML file holding a useq-schema ``MDASequence``.
+
+`check_plan` compares a plan with a hardware profile before anything moves, so a
+typo in a channel name or a position outside the stage's travel is reported at
+once with the field it concerns, not halfway through a run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import useq
+from pydantic import BaseModel, ValidationError
+
+from ._base import format_validation_error, read_yaml
+from ._errors import PlanError
+from ._profile import HardwareProfile
+
+__all__ = ["check_plan", "load_plan"]
+
+_MAX_REPORTED = 20
+
+
+def load_plan(path: str | Path) -> useq.MDASequence:
+    """Load a plan file (YAML mapping of ``useq.MDASequence`` fields).
+
+    Raises
+    ------
+    PlanError
+        listing every problem with its field path.
+
+    """
+    data = read_yaml(path, PlanError)
+    if not isinstance(data, dict):
+        raise PlanError(str(path), [f"(top level): expected a mapping, got {type(data).__name__}"])
+    if unknown := _unknown_keys(data):
+        raise PlanError(str(path), unknown)
+    try:
+        return useq.MDASequence.model_validate(data)
+    except ValidationError as exc:
+        raise PlanError(str(path), format_validation_error(exc)) from None
+
+
+def _fields(model: type[BaseModel]) -> set[str]:
+    names = set(model.model_fields)
+    names |= {f.alias for f in model.model_fields.values() if f.alias}
+    return names
+
+
+def _unknown_keys(data: dict[str, object]) -> list[str]:
+    """Keys useq would silently ignore (a misspelt field must not be dropped quietly)."""
+    problems = [
+        f"{k}: unknown field (not part of useq.MDASequence; check its spelling)"
+        for k in data
+        if k not in _fields(useq.MDASequence)
+    ]
+    for key, model in (("channels", useq.Channel), ("stage_positions", useq.Position)):
+        items = data.get(key)
+        if not isinstance(items, list):
+            continue
+        known = _fields(model)
+        for i, item in enumerate(items):
+            if isinstance(item, dict):
+                problems += [
+                    f"{key}.{i}.{k}: unknown field (check its spelling)"
+                    for k in item
+                    if k not in known
+                ]
+    return problems
+
+
+def _outside(value: float, lo_hi: tuple[float, float]) -> bool:
+    return not lo_hi[0] <= value <= lo_hi[1]
+
+
+def check_plan(sequence: useq.MDASequence, profile: HardwareProfile, source: str = "plan") -> None:
+    """Check that every event of ``sequence`` can run on the rig of ``profile``.
+
+    Checks channel group and preset names, exposures against each preset's limits
+    and the light-dose budget, and every stage position (including grid and z-plan
+    offsets) against the profile's stage travel.
+
+    Raises
+    ------
+    PlanError
+        listing each problem once (the first 20), naming the event index and value.
+
+    """
+    problems: list[str] = []
+    chans = profile.channels
+    for i, ch in enumerate(sequence.channels):
+        where = f"channels.{i}"
+        if ch.group != chans.config_group:
+            problems.append(
+                f"{where}.group: config group {ch.group!r} is not the profile's channel group "
+                f"{chans.config_group!r}"
+            )
+            continue
+        try:
+            preset = chans.get(ch.config)
+        except KeyError as exc:
+            problems.append(f"{where}.config: {exc.args[0]}")
+            continue
+        if ch.exposure is not None:
+            if _outside(ch.exposure, (preset.exposure_min_ms, preset.exposure_max_ms)):
+                problems.append(
+                    f"{where}.exposure: {ch.exposure} ms is outside channel {preset.name!r} "
+                    f"limits [{preset.exposure_min_ms}, {preset.exposure_max_ms}] ms"
+                )
+            limit = profile.light_dose.max_exposure_ms_per_frame
+            if preset.kind == "fluorescence" and ch.exposure > limit:
+                problems.append(
+                    f"{where}.exposure: {ch.exposure} ms exceeds the light-dose budget "
+                    f"(light_dose.max_exposure_ms_per_frame = {limit} ms)"
+                )
+
+    xy, z = profile.stages.xy, profile.stages.z
+    seen: set[str] = set()
+    for event in sequence:
+        idx = dict(event.index)
+        checks = (
+            ("x", event.x_pos, xy.x_range_um, "stages.xy.x_range_um"),
+            ("y", event.y_pos, xy.y_range_um, "stages.xy.y_range_um"),
+            ("z", event.z_pos, z.z_range_um, "stages.z.z_range_um"),
+        )
+        for axis, value, lo_hi, field in checks:
+            if value is None or not _outside(value, lo_hi):
+                continue
+            name = event.pos_name or f"p={idx.get('p', 0)}"
+            msg = (
+                f"stage_positions ({name}): {axis} = {value:g} µm is outside the stage travel "
+                f"[{lo_hi[0]:g}, {lo_hi[1]:g}] µm ({field})"
+            )
+            if msg not in seen:
+                seen.add(msg)
+                problems.append(msg)
+        if len(problems) >= _MAX_REPORTED:
+            break
+    if problems:
+        raise PlanError(source, problems[:_MAX_REPORTED])

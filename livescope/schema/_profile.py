@@ -1,0 +1,284 @@
+"""Hardware profiles: one YAML file per rig, validated here.
+
+A profile says what the rig is (camera, objectives, channels, stages), what the
+sample may be exposed to (light-dose budget, stage travel), and what the analysis
+side may use (GPU, precision, latency budget). Units are in the field names.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, PositiveFloat, PositiveInt, model_validator
+
+from ._base import FrozenModel
+from ._errors import ProfileError
+
+__all__ = [
+    "Camera",
+    "Channel",
+    "ChannelSet",
+    "Compute",
+    "HardwareProfile",
+    "LightDoseBudget",
+    "Objective",
+    "Range",
+    "Simulation",
+    "Stages",
+    "XYStage",
+    "ZStage",
+    "builtin_profile_path",
+    "builtin_profiles",
+    "load_profile",
+]
+
+Range = Annotated[tuple[float, float], Field(description="(low, high), low < high")]
+
+
+def _check_range(name: str, r: tuple[float, float]) -> None:
+    if not r[0] < r[1]:
+        raise ValueError(f"{name} must be (low, high) with low < high, got {r}")
+
+
+class Camera(FrozenModel):
+    """The camera: sensor geometry, digitisation and noise (as on its datasheet)."""
+
+    name: str = Field(min_length=1, description="Micro-Manager camera device label.")
+    sensor_shape_px: tuple[PositiveInt, PositiveInt] = Field(description="(height, width) px.")
+    sensor_pixel_um: PositiveFloat = Field(description="Physical pixel pitch on the chip, µm.")
+    bit_depth: int = Field(ge=8, le=16, description="ADC bits; counts saturate at 2**bit_depth-1.")
+    max_fps: PositiveFloat = Field(description="Full-frame rate limit, frames per second.")
+    read_noise_e: float = Field(ge=0, default=1.6, description="RMS read noise, electrons.")
+    gain_adu_per_e: PositiveFloat = Field(default=0.5, description="Counts per electron.")
+    offset_adu: int = Field(ge=0, default=100, description="Dark offset, counts.")
+    full_well_e: PositiveFloat = Field(default=30000, description="Full-well capacity, electrons.")
+
+
+class Objective(FrozenModel):
+    """An objective and the pixel size it gives on this camera."""
+
+    name: str = Field(min_length=1, description="Preset name in the Objective group.")
+    magnification: PositiveFloat
+    na: float = Field(gt=0, le=1.7, description="Numerical aperture.")
+    pixel_size_um: PositiveFloat = Field(description="Sample-plane pixel size at binning 1, µm.")
+
+
+class Channel(FrozenModel):
+    """One preset of the channel config group."""
+
+    name: str = Field(min_length=1, description="Preset name in the channel config group.")
+    kind: Literal["label_free", "fluorescence"]
+    light_source: str = Field(min_length=1, description="Lamp, LED line or laser driving it.")
+    target: str | None = Field(
+        default=None, description="What the channel shows, e.g. 'nuclei' (engines pick by it)."
+    )
+    exposure_min_ms: PositiveFloat = 1.0
+    exposure_max_ms: PositiveFloat = 1000.0
+    default_exposure_ms: PositiveFloat = 50.0
+
+    @model_validator(mode="after")
+    def _exposures_ordered(self) -> Channel:
+        if not self.exposure_min_ms <= self.default_exposure_ms <= self.exposure_max_ms:
+            raise ValueError(
+                "need exposure_min_ms <= default_exposure_ms <= exposure_max_ms, got "
+                f"{self.exposure_min_ms} / {self.default_exposure_ms} / {self.exposure_max_ms}"
+            )
+        return self
+
+
+class ChannelSet(FrozenModel):
+    """The channel config group and its presets."""
+
+    config_group: str = Field(default="Channel", min_length=1)
+    presets: tuple[Channel, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> ChannelSet:
+        names = [c.name for c in self.presets]
+        if dups := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"channel preset names must be unique; repeated: {dups}")
+        return self
+
+    def get(self, name: str) -> Channel:
+        """Return the preset called ``name``.
+
+        Raises
+        ------
+        KeyError
+            naming the unknown channel and the ones that exist.
+
+        """
+        for c in self.presets:
+            if c.name == name:
+                return c
+        raise KeyError(
+            f"unknown channel {name!r} in group {self.config_group!r}; "
+            f"this profile has: {', '.join(c.name for c in self.presets)}"
+        )
+
+
+class XYStage(FrozenModel):
+    """XY stage travel and speed."""
+
+    name: str = Field(default="XY", min_length=1)
+    x_range_um: Range
+    y_range_um: Range
+    max_speed_um_s: PositiveFloat = 5000.0
+
+    @model_validator(mode="after")
+    def _ranges(self) -> XYStage:
+        _check_range("x_range_um", self.x_range_um)
+        _check_range("y_range_um", self.y_range_um)
+        return self
+
+
+class ZStage(FrozenModel):
+    """Focus drive travel and speed."""
+
+    name: str = Field(default="Z", min_length=1)
+    z_range_um: Range
+    max_speed_um_s: PositiveFloat = 1000.0
+
+    @model_validator(mode="after")
+    def _range(self) -> ZStage:
+        _check_range("z_range_um", self.z_range_um)
+        return self
+
+
+class Stages(FrozenModel):
+    """The stages the rig moves the sample and focus with."""
+
+    xy: XYStage
+    z: ZStage
+
+
+class LightDoseBudget(FrozenModel):
+    """How much excitation light the sample may receive (guardrails enforce it)."""
+
+    max_exposure_ms_per_frame: PositiveFloat = Field(
+        default=1000.0, description="Longest single fluorescence exposure, ms."
+    )
+    max_fluorescence_s_per_position: PositiveFloat = Field(
+        default=60.0, description="Total fluorescence exposure per position over a run, s."
+    )
+    max_extra_frames_per_run: int = Field(
+        ge=0, default=500, description="Frames that decisions may add to a plan."
+    )
+
+
+class Compute(FrozenModel):
+    """The analysis side: GPU, engine precision and the latency target."""
+
+    gpu: str | None = Field(default=None, description="GPU model expected, None for CPU only.")
+    precision: Literal["fp32", "fp16", "bf16", "int8"] = "fp16"
+    latency_budget_ms: PositiveFloat = Field(
+        default=500.0, description="Frame-to-decision latency target (p99), ms."
+    )
+
+
+class Simulation(FrozenModel):
+    """Parameters of the simulated sample (only for ``kind: simulated``)."""
+
+    seed: int = Field(ge=0, default=0)
+    sample_size_um: tuple[PositiveFloat, PositiveFloat] = Field(
+        default=(3000.0, 3000.0), description="(height, width) of the dish area with cells, µm."
+    )
+    cell_density_per_mm2: PositiveFloat = Field(default=400.0)
+    nucleus_radius_um: PositiveFloat = Field(default=6.0)
+    cycle_time_s: PositiveFloat = Field(
+        default=5400.0, description="Mean time from birth to mitosis onset, s (sample time)."
+    )
+    mitosis_duration_s: PositiveFloat = Field(default=1800.0)
+    death_rate_per_h: float = Field(ge=0, default=0.02)
+    speed_um_per_min: float = Field(ge=0, default=1.5, description="RMS random speed.")
+    drift_um_per_min: tuple[float, float] = Field(default=(0.3, 0.5), description="(y, x).")
+    focus_tilt_um_per_mm: tuple[float, float] = Field(default=(0.4, -0.3), description="(y, x).")
+    bleach_per_exposure_s: float = Field(
+        ge=0, default=0.05, description="Fluorescence lost per second of excitation (fraction)."
+    )
+    time_acceleration: PositiveFloat = Field(
+        default=600.0,
+        description="Sample seconds per wall-clock second: waits in a plan are divided by it.",
+    )
+
+
+class HardwareProfile(FrozenModel):
+    """A microscope rig, validated. Load with `load_profile` or `HardwareProfile.from_file`."""
+
+    error_type = ProfileError
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    kind: Literal["simulated", "replay", "micromanager"]
+    micromanager_config: Path | None = Field(
+        default=None, description="Micro-Manager .cfg file (required for kind: micromanager)."
+    )
+    camera: Camera
+    objectives: tuple[Objective, ...] = Field(min_length=1)
+    default_objective: str
+    channels: ChannelSet
+    stages: Stages
+    light_dose: LightDoseBudget = LightDoseBudget()
+    compute: Compute = Compute()
+    simulation: Simulation | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> HardwareProfile:
+        names = [o.name for o in self.objectives]
+        if len(set(names)) != len(names):
+            raise ValueError(f"objective names must be unique, got {names}")
+        if self.default_objective not in names:
+            raise ValueError(f"default_objective {self.default_objective!r} is not one of {names}")
+        if self.kind == "micromanager" and self.micromanager_config is None:
+            raise ValueError("kind 'micromanager' needs micromanager_config (path to a .cfg file)")
+        if self.kind == "simulated" and self.simulation is None:
+            raise ValueError("kind 'simulated' needs a simulation section")
+        if self.kind != "simulated" and self.simulation is not None:
+            raise ValueError(
+                f"a simulation section only applies to kind 'simulated', not {self.kind!r}"
+            )
+        return self
+
+    @property
+    def objective(self) -> Objective:
+        """The default objective."""
+        return next(o for o in self.objectives if o.name == self.default_objective)
+
+
+def builtin_profiles() -> dict[str, Path]:
+    """Return the shipped profiles by name (``sim``, ``replay``, ...)."""
+    candidates = [
+        Path(str(resources.files("livescope") / "_hardware_profiles")),
+        Path(__file__).resolve().parents[2] / "hardware_profiles",  # source checkout
+    ]
+    for folder in candidates:
+        if folder.is_dir():
+            return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+    return {}
+
+
+def builtin_profile_path(name: str) -> Path:
+    """Return the path of a shipped profile.
+
+    Raises
+    ------
+    ProfileError
+        if no shipped profile has that name.
+
+    """
+    found = builtin_profiles()
+    if name not in found:
+        raise ProfileError(name, [f"no shipped profile called {name!r}; have {sorted(found)}"])
+    return found[name]
+
+
+def load_profile(path_or_name: str | Path | None = None) -> HardwareProfile:
+    """Load a profile from a YAML path, or a shipped one by name (default ``sim``)."""
+    if path_or_name is None:
+        path_or_name = "sim"
+    p = Path(path_or_name)
+    if not p.suffix and not p.exists():
+        p = builtin_profile_path(str(path_or_name))
+    return HardwareProfile.from_file(p)

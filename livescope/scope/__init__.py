@@ -1,0 +1,37 @@
+"""Acquisition side: the simulated microscope, the acquisition engine and runs.
+
+The simulated microscope is a pymmcore-plus ``UniMMCore`` with pure-Python
+devices rendering a living cell population, with ground truth for every frame.
+"""
+
+from ._acquire import AcquisitionReport, position_name, run_acquisition
+from ._bench import CAMERA_TARGETS_FPS, bench_camera
+from ._demo import demo_sequence, run_simulated
+from ._engine import SAMPLE_TIME_KEY, LivescopeEngine
+from ._render import FieldOfView, Optics
+from ._sample import STEP_S, CellRecord, CellState, SampleState, SimulatedSample
+from ._sim import FrameTruth, SimulatedMicroscope, expose
+from ._truth import GroundTruthWriter
+
+__all__ = [
+    "CAMERA_TARGETS_FPS",
+    "SAMPLE_TIME_KEY",
+    "STEP_S",
+    "AcquisitionReport",
+    "CellRecord",
+    "CellState",
+    "FieldOfView",
+    "FrameTruth",
+    "GroundTruthWriter",
+    "LivescopeEngine",
+    "Optics",
+    "SampleState",
+    "SimulatedMicroscope",
+    "SimulatedSample",
+    "bench_camera",
+    "demo_sequence",
+    "expose",
+    "position_name",
+    "run_acquisition",
+    "run_simulated",
+]

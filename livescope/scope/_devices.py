@@ -1,0 +1,199 @@
+"""Pure-Python Micro-Manager devices of the simulated microscope.
+
+They are loaded into a pymmcore-plus ``UniMMCore`` by `SimulatedMicroscope`; the
+core calls them on its own threads (the camera on the acquisition thread during
+sequences). Stages refuse moves outside the profile's travel, as a real
+controller does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import DTypeLike
+from pymmcore_plus.experimental.unicore import (
+    ShutterDevice,
+    SimpleCameraDevice,
+    StageDevice,
+    StateDevice,
+    XYStageDevice,
+)
+
+from livescope.schema import StageLimitError
+
+if TYPE_CHECKING:
+    from ._sim import SimulatedMicroscope
+
+__all__ = ["SimCamera", "SimShutter", "SimStateDevice", "SimXYStage", "SimZStage"]
+
+
+def _check(axis: str, value: float, lo_hi: tuple[float, float], field: str) -> None:
+    lo, hi = lo_hi
+    if not lo <= value <= hi:
+        raise StageLimitError(
+            f"{axis} = {value:g} µm is outside the stage travel [{lo:g}, {hi:g}] µm "
+            f"(hardware profile: {field})"
+        )
+
+
+class SimXYStage(XYStageDevice):
+    """XY stage with travel limits, in µm."""
+
+    def __init__(self, x_range_um: tuple[float, float], y_range_um: tuple[float, float]) -> None:
+        super().__init__()
+        self._x_range, self._y_range = x_range_um, y_range_um
+        self._x = self._y = 0.0
+
+    def set_position_um(self, x: float, y: float) -> None:
+        """Move to (x, y); raises `StageLimitError` outside the travel."""
+        _check("XY stage x", x, self._x_range, "stages.xy.x_range_um")
+        _check("XY stage y", y, self._y_range, "stages.xy.y_range_um")
+        self._x, self._y = float(x), float(y)
+
+    def get_position_um(self) -> tuple[float, float]:
+        """Return (x, y) in µm."""
+        return self._x, self._y
+
+    def set_origin_x(self) -> None:
+        """Not supported: the simulated stage keeps sample coordinates."""
+        raise NotImplementedError("the simulated XY stage keeps absolute sample coordinates")
+
+    def set_origin_y(self) -> None:
+        """Not supported: the simulated stage keeps sample coordinates."""
+        raise NotImplementedError("the simulated XY stage keeps absolute sample coordinates")
+
+    def home(self) -> None:
+        """Move to (0, 0)."""
+        self.set_position_um(0.0, 0.0)
+
+    def stop(self) -> None:
+        """Do nothing: moves are instantaneous."""
+
+
+class SimZStage(StageDevice):
+    """Focus drive with travel limits, in µm (0 is the dish's focal plane at the origin)."""
+
+    def __init__(self, z_range_um: tuple[float, float]) -> None:
+        super().__init__()
+        self._range = z_range_um
+        self._z = 0.0
+
+    def set_position_um(self, val: float) -> None:
+        """Move to ``val``; raises `StageLimitError` outside the travel."""
+        _check("Z stage z", val, self._range, "stages.z.z_range_um")
+        self._z = float(val)
+
+    def get_position_um(self) -> float:
+        """Return z in µm."""
+        return self._z
+
+    def home(self) -> None:
+        """Move to 0."""
+        self.set_position_um(0.0)
+
+    def stop(self) -> None:
+        """Do nothing: moves are instantaneous."""
+
+    def set_origin(self) -> None:
+        """Not supported: the simulated focus keeps sample coordinates."""
+        raise NotImplementedError("the simulated Z stage keeps absolute sample coordinates")
+
+
+class SimStateDevice(StateDevice):
+    """A labelled state device (light path / filter set, objective turret)."""
+
+    def __init__(self, labels: Sequence[str]) -> None:
+        super().__init__(dict(enumerate(labels)))
+        self._state = 0
+
+    def get_state(self) -> int:
+        """Return the current position index."""
+        return self._state
+
+    def set_state(self, position: int) -> None:
+        """Move to position ``position``."""
+        self._state = int(position)
+
+    @property
+    def current_label(self) -> str:
+        """Label of the current position."""
+        return str(self._state_to_label[self._state])
+
+
+class SimShutter(ShutterDevice):
+    """The illumination shutter: frames taken while it is closed are dark."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._open = False
+
+    def get_open(self) -> bool:
+        """Return True when open."""
+        return self._open
+
+    def set_open(self, open: bool) -> None:
+        """Open or close."""
+        self._open = bool(open)
+
+
+class SimCamera(SimpleCameraDevice):
+    """Camera that renders the simulated sample under the current hardware state.
+
+    Sequence acquisitions advance sample time by one frame period per frame
+    (hardware-timed bursts), and are paced in wall-clock time by the simulation's
+    ``time_acceleration``.
+    """
+
+    def __init__(self, scope: SimulatedMicroscope) -> None:
+        super().__init__()
+        self._scope = scope
+        cam = scope.profile.camera
+        self._shape = (int(cam.sensor_shape_px[0]), int(cam.sensor_shape_px[1]))
+        self._dtype = np.dtype(np.uint8 if cam.bit_depth <= 8 else np.uint16)
+        self._exposure_ms = 10.0
+        self._frame_in_sequence = 0
+
+    def get_exposure(self) -> float:
+        """Exposure in ms."""
+        return self._exposure_ms
+
+    def set_exposure(self, exposure: float) -> None:
+        """Set the exposure in ms (must be > 0)."""
+        if not exposure > 0:
+            raise ValueError(f"exposure must be > 0 ms, got {exposure}")
+        self._exposure_ms = float(exposure)
+
+    def sensor_shape(self) -> tuple[int, int]:
+        """(rows, cols) of the sensor."""
+        return self._shape
+
+    def dtype(self) -> DTypeLike:
+        """uint16 (uint8 for 8-bit cameras)."""
+        return self._dtype
+
+    def snap(self, buffer: np.ndarray) -> Mapping[str, Any]:
+        """Render one frame into ``buffer`` and return its livescope metadata."""
+        return self._scope.render_into(buffer, self._exposure_ms, self._frame_in_sequence)
+
+    def start_sequence(
+        self,
+        n: int | None,
+        get_buffer: Callable[[Sequence[int], DTypeLike], np.ndarray],
+    ) -> Iterator[Mapping[str, Any]]:
+        """Yield frames; frame k is due at k frame periods (scaled) after the first."""
+        period_s = max(self._exposure_ms / 1000.0, 1.0 / self._scope.profile.camera.max_fps)
+        wall_period = period_s / self._scope.time_acceleration
+        t0 = time.perf_counter()
+        self._frame_in_sequence = 0
+        try:
+            for meta in super().start_sequence(n, get_buffer):
+                yield meta
+                self._frame_in_sequence += 1
+                due = t0 + self._frame_in_sequence * wall_period
+                if (wait := due - time.perf_counter()) > 0:
+                    time.sleep(wait)
+        finally:
+            self._frame_in_sequence = 0

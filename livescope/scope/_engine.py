@@ -1,0 +1,168 @@
+"""The acquisition engine: pymmcore-plus's ``MDAEngine`` with livescope's fixes.
+
+* Stage moves outside the hardware profile's travel raise `StageLimitError`
+  before anything moves (the stock engine logs a warning and images the wrong
+  place).
+* A Python shutter is opened around exposures when autoshutter is on
+  (``UniMMCore``'s autoshutter does not drive Python shutters: frames come out dark).
+* On the simulated microscope, the engine sets sample time from each event's
+  schedule and divides the waits of the plan by the simulation's
+  ``time_acceleration``, so a two-hour time-lapse plays in seconds.
+* Each frame's metadata carries the sample time and the stage position under
+  livescope keys, for ground truth and later analysis.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from pymmcore_plus.mda import MDAEngine
+from pymmcore_plus.metadata import FrameMetaV1
+from useq import MDAEvent
+
+from livescope.schema import HardwareProfile, StageLimitError
+
+if TYPE_CHECKING:
+    from pymmcore_plus import CMMCorePlus
+    from pymmcore_plus.mda._protocol import PImagePayload
+
+    from ._sim import SimulatedMicroscope
+
+__all__ = ["SAMPLE_TIME_KEY", "LivescopeEngine"]
+
+logger = logging.getLogger("livescope")
+
+SAMPLE_TIME_KEY = "sample_time_s"
+"""Key in ``MDAEvent.metadata``: the sample time (s) an event was planned for."""
+
+
+class LivescopeEngine(MDAEngine):
+    """MDA engine for livescope runs.
+
+    Parameters
+    ----------
+    core
+        The pymmcore-plus core (``CMMCorePlus`` or ``UniMMCore``).
+    profile
+        The rig's hardware profile (stage travel is checked against it).
+    sim
+        The simulated microscope driving ``core``, if any.
+
+    Attributes
+    ----------
+    failed_events
+        Events that should have produced an image and did not (the stock engine
+        logs and skips a failed snap; livescope counts and reports them).
+
+    """
+
+    def __init__(
+        self,
+        core: CMMCorePlus,
+        profile: HardwareProfile,
+        sim: SimulatedMicroscope | None = None,
+    ) -> None:
+        super().__init__(core)
+        self.profile = profile
+        self.sim = sim
+        self.failed_events: list[MDAEvent] = []
+
+    # ------------------------------------------------------------ schedule
+
+    def event_iterator(self, events: Iterable[MDAEvent]) -> Iterator[MDAEvent]:
+        """Scale waits on the simulated microscope (called on the runner thread)."""
+        if self.sim is None:
+            yield from super().event_iterator(events)
+            return
+        accel = self.sim.time_acceleration
+        for event in super().event_iterator(self._stamp(events)):
+            if event.min_start_time:
+                event = event.model_copy(update={"min_start_time": event.min_start_time / accel})
+            yield event
+
+    @staticmethod
+    def _stamp(events: Iterable[MDAEvent]) -> Iterator[MDAEvent]:
+        """Record each event's planned sample time before waits are scaled."""
+        for event in events:
+            if SAMPLE_TIME_KEY not in event.metadata:
+                meta = {**event.metadata, SAMPLE_TIME_KEY: float(event.min_start_time or 0.0)}
+                event = event.model_copy(update={"metadata": meta})
+            yield event
+
+    # ------------------------------------------------------------ hardware
+
+    def _check_limits(self, event: MDAEvent) -> None:
+        xy, z = self.profile.stages.xy, self.profile.stages.z
+        for axis, value, (lo, hi), field in (
+            ("x", event.x_pos, xy.x_range_um, "stages.xy.x_range_um"),
+            ("y", event.y_pos, xy.y_range_um, "stages.xy.y_range_um"),
+            ("z", event.z_pos, z.z_range_um, "stages.z.z_range_um"),
+        ):
+            if value is not None and not lo <= value <= hi:
+                raise StageLimitError(
+                    f"event {dict(event.index)}: {axis} = {value:g} µm is outside the stage "
+                    f"travel [{lo:g}, {hi:g}] µm (hardware profile: {field})"
+                )
+
+    def setup_event(self, event: MDAEvent) -> None:
+        """Move hardware for ``event`` (runner thread); raises `StageLimitError`."""
+        self._check_limits(event)
+        for sub in getattr(event, "events", ()):
+            self._check_limits(sub)
+        if self.sim is not None:
+            self.sim.set_time(float(event.metadata.get(SAMPLE_TIME_KEY, 0.0)))
+        super().setup_event(event)
+        core = self.mmcore
+        shutter = core.getShutterDevice()
+        is_py = getattr(core, "isPyDevice", None)
+        if shutter and core.getAutoShutter() and is_py is not None and is_py(shutter):
+            core.setShutterOpen(True)
+
+    def teardown_event(self, event: MDAEvent) -> None:
+        """Close a Python shutter opened by `setup_event`, then the stock teardown."""
+        core = self.mmcore
+        shutter = core.getShutterDevice()
+        is_py = getattr(core, "isPyDevice", None)
+        if (
+            shutter
+            and not event.keep_shutter_open
+            and core.getAutoShutter()
+            and is_py is not None
+            and is_py(shutter)
+        ):
+            core.setShutterOpen(False)
+        super().teardown_event(event)
+
+    # ------------------------------------------------------------ frames
+
+    def exec_event(self, event: MDAEvent) -> Iterable[PImagePayload | None]:
+        """Acquire ``event``; a single image event that yields nothing is counted as failed."""
+        n = 0
+        for payload in super().exec_event(event):
+            n += payload is not None
+            yield payload
+        wants_image = getattr(event, "action", None) is None or (
+            type(event.action).__name__ == "AcquireImage"
+        )
+        if n == 0 and wants_image and not getattr(event, "events", ()):
+            logger.error("no image acquired for event %s", dict(event.index))
+            self.failed_events.append(event)
+
+    def get_frame_metadata(
+        self,
+        event: MDAEvent,
+        prop_values: Any = None,
+        runner_time_ms: float = 0.0,
+        include_position: bool = True,
+        camera_device: str | None = None,
+    ) -> FrameMetaV1:
+        """Stock frame metadata plus livescope's sample time (simulated microscope)."""
+        meta = super().get_frame_metadata(
+            event, prop_values, runner_time_ms, include_position, camera_device
+        )
+        if self.sim is not None:
+            planned = float(event.metadata.get(SAMPLE_TIME_KEY, self.sim.time_s))
+            meta["livescope.sample_time_s"] = planned  # type: ignore[typeddict-unknown-key]
+        return meta

@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from livescope.schema import load_profile
+from livescope.scope import CAMERA_TARGETS_FPS, bench_camera
+from tests.conftest import run_cli
+
+
+def test_bench_reports_each_size_and_channel_with_ratio() -> None:
+    result = bench_camera(load_profile("sim"), sizes=(512,), seconds=0.2)
+    assert [r["channel"] for r in result["results"]] == ["Phase", "DAPI"]
+    for r in result["results"]:
+        assert r["frames"] >= 3
+        assert r["ratio_to_target"] == pytest.approx(r["fps"] / CAMERA_TARGETS_FPS[512], abs=2e-3)
+        assert r["meets_target"] == (r["fps"] >= CAMERA_TARGETS_FPS[512])
+
+
+def test_bench_cli_prints_one_json_object() -> None:
+    res = run_cli("bench", "camera", "--seconds", "0.2")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert {tuple(r["shape"]) for r in out["results"]} == {(512, 512), (2048, 2048)}

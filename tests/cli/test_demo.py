@@ -1,0 +1,153 @@
+"""``livescope demo`` end to end, in a fresh interpreter, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from livescope.record import read_ctc, read_frames
+from tests.conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    out = tmp_path_factory.mktemp("demo") / "run"
+    res = run_cli("demo", "--frames", "30", "--out", str(out), "--json")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.strip().splitlines()
+    assert len(lines) == 1, "stdout must hold exactly one JSON object"
+    return json.loads(lines[0]), out
+
+
+def test_demo_prints_summary(demo_run: tuple[dict, Path]) -> None:
+    summary, out = demo_run
+    assert summary["ok"] is True
+    assert summary["frames_acquired"] == 30 * 3 * 2
+    assert summary["frames_written"] == summary["frames_acquired"]
+    assert summary["positions"] == ["p0", "p1", "p2"]
+    assert summary["channels"] == ["Phase", "DAPI"]
+    assert Path(summary["out"]) == out.resolve()
+
+
+def test_demo_recording_opens_with_zarr(demo_run: tuple[dict, Path]) -> None:
+    _, out = demo_run
+    root = zarr.open_group(out / "data.ome.zarr", mode="r")
+    for series in ("0", "1", "2"):
+        a = root[f"{series}/0"]
+        assert a.shape == (30, 2, 1, 512, 512)
+        assert a.dtype == np.uint16
+        assert int(np.asarray(a[29, 1, 0]).max()) > 500  # a real fluorescence frame
+    frames = read_frames(out)
+    assert len(frames) == 180
+    assert frames[0]["event"]["index"] == {"t": 0, "p": 0, "c": 0}
+    assert all(f["sample_time_s"] == pytest.approx(120.0 * f["index"]["t"]) for f in frames)
+
+
+def test_ground_truth_scores_tra_1_against_itself(
+    demo_run: tuple[dict, Path], tmp_path: Path
+) -> None:
+    from ctc_metrics import evaluate_sequence
+
+    _, out = demo_run
+    for pos in ("p0", "p1", "p2"):
+        gt = out / "ground_truth" / pos
+        res = tmp_path / pos
+        res.mkdir()
+        for f in (gt / "TRA").glob("man_track*.tif"):
+            shutil.copy(f, res / f.name.replace("man_track", "mask"))
+        shutil.copy(gt / "TRA" / "man_track.txt", res / "res_track.txt")
+        scores = evaluate_sequence(str(res), str(gt), metrics=["TRA", "DET"], threads=1)
+        assert scores["TRA"] == pytest.approx(1.0)
+        assert scores["DET"] == pytest.approx(1.0)
+
+
+def test_a_division_in_view_has_its_parent_recorded(demo_run: tuple[dict, Path]) -> None:
+    _, out = demo_run
+    lineage = {r["cell_id"]: r for r in json.loads((out / "ground_truth/lineage.json").read_text())}
+    found = both = 0
+    for pos in ("p0", "p1", "p2"):
+        frames, tracks = read_ctc(out / "ground_truth" / pos, kind="gt")
+        cells = json.loads((out / "ground_truth" / pos / "cells.json").read_text())["tracks"]
+        by_label = {t.label: t for t in tracks}
+        for t in tracks:
+            if not t.parent:
+                continue
+            sisters = [u for u in tracks if u.parent == t.parent]
+            assert len(sisters) in (1, 2)  # a daughter born outside the field is not in view
+            both += len(sisters) == 2
+            parent = by_label[t.parent]
+            assert parent.end == t.begin - 1
+            # the CTC parent is the simulated mother, which divided
+            mother_id = cells[str(parent.label)]["cell_id"]
+            daughter_id = cells[str(t.label)]["cell_id"]
+            assert lineage[daughter_id]["parent_id"] == mother_id
+            assert lineage[mother_id]["fate"] == "divided"
+            assert lineage[mother_id]["mitosis_onset_s"] < lineage[mother_id]["end_s"]
+            # both daughters are in the frame where they begin, the mother is not
+            assert t.label in frames[t.begin]
+            assert parent.label not in frames[t.begin]
+            found += 1
+    assert found >= 2
+    assert both >= 2  # at least one division with both daughters in view
+
+
+def _plan(tmp_path: Path, text: str) -> Path:
+    f = tmp_path / "plan.yaml"
+    f.write_text(text)
+    return f
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        pytest.param(
+            ["--plan", "{plan}"],
+            "unknown channel 'Cy5' in group 'Channel'; this profile has: Phase, DAPI",
+            id="unknown-channel",
+        ),
+        pytest.param(["--profile", "{bad_profile}"], "camera.bit_depth", id="malformed-profile"),
+        pytest.param(["--profile", "widefield-2048-scmos"], "kind 'micromanager'", id="real-rig"),
+        pytest.param(["--plan", "{far_plan}"], "stages.xy.x_range_um", id="outside-stage-limits"),
+        pytest.param(["--plan", "{missing}"], "file not found", id="missing-plan"),
+    ],
+)
+def test_bad_input_gives_clear_error(tmp_path: Path, args: list[str], expected: str) -> None:
+    paths = {
+        "plan": _plan(tmp_path, "channels: [{config: Cy5}]\ntime_plan: {interval: 1, loops: 2}\n"),
+        "far_plan": tmp_path / "far.yaml",
+        "bad_profile": tmp_path / "bad.yaml",
+        "missing": tmp_path / "nope.yaml",
+    }
+    paths["far_plan"].write_text(
+        "stage_positions: [{x: 9000, y: 0, name: far}]\nchannels: [{config: DAPI}]\n"
+    )
+    paths["bad_profile"].write_text(
+        Path(__file__)
+        .parents[2]
+        .joinpath("hardware_profiles/sim.yaml")
+        .read_text()
+        .replace("bit_depth: 12", "bit_depth: 20")
+    )
+    argv = [a.format(**paths) for a in args]
+    res = run_cli("demo", "--frames", "2", "--out", str(tmp_path / "run"), "--json", *argv)
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr
+    assert expected in res.stderr
+    reply = json.loads(res.stdout)
+    assert reply["ok"] is False
+    assert expected in reply["error"] or any(expected in p for p in reply["problems"])
+    assert not (tmp_path / "run" / "data.ome.zarr").exists()
+
+
+def test_existing_output_is_not_overwritten(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert run_cli("demo", "--frames", "1", "--positions", "1", "--out", str(out)).returncode == 0
+    again = run_cli("demo", "--frames", "1", "--positions", "1", "--out", str(out))
+    assert again.returncode == 2
+    assert "already exists" in again.stderr
+    assert "Traceback" not in again.stderr

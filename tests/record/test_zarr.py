@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from livescope.record import OmeZarrWriter, read_frames
+from livescope.schema import FrameInfo, LivescopeError
+
+
+def _info(seq: int, t: int, c: str, pos: str = "p0", z: int = 0) -> FrameInfo:
+    return FrameInfo(
+        seq=seq,
+        index={"t": t, "p": 0, "z": z},
+        position=pos,
+        channel=c,
+        x_um=0.0,
+        y_um=0.0,
+        z_um=0.0,
+        exposure_ms=10.0,
+        pixel_size_um=0.65,
+        sample_time_s=float(t),
+        runner_time_ms=0.0,
+        shape=(8, 8),
+        dtype="uint16",
+        event={},
+    )
+
+
+def test_axes_grow_with_dynamic_events(tmp_path: Path) -> None:
+    w = OmeZarrWriter(tmp_path, channels=["Phase"], pixel_size_um=0.65)
+    frames = {}
+    plan = [
+        (0, "Phase", "a", 0),
+        (1, "Phase", "a", 0),
+        (5, "Phase", "a", 0),  # t jumps
+        (5, "DAPI", "a", 2),  # a channel and a z plane added mid-run
+        (0, "Phase", "b", 0),
+    ]  # a position added mid-run
+    for seq, (t, c, pos, z) in enumerate(plan):
+        img = np.full((8, 8), seq + 1, np.uint16)
+        w.write(img, _info(seq, t, c, pos, z))
+        frames[(t, c, pos, z)] = img
+    w.close()
+    root = zarr.open_group(tmp_path / "data.ome.zarr", mode="r")
+    a = root["0/0"]
+    assert a.shape == (6, 2, 3, 8, 8)
+    assert a.metadata.dimension_names == ("t", "c", "z", "y", "x")
+    assert int(a[5, 1, 2, 0, 0]) == 4
+    assert int(a[3, 0, 0, 0, 0]) == 0  # never acquired: fill value, and absent from the log
+    assert root["1/0"].shape == (1, 2, 1, 8, 8)  # channels are shared by all positions
+    ome = root["0"].attrs["ome"]
+    assert ome["version"] == "0.5"
+    assert [c["label"] for c in ome["omero"]["channels"]] == ["Phase", "DAPI"]
+    assert root.attrs["livescope"]["frames"] == 5
+    log = read_frames(tmp_path)
+    assert [f["seq"] for f in log] == list(range(5))
+    assert {(f["index"]["t"], f["channel"]) for f in log} == {(t, c) for t, c, _, _ in plan}
+
+
+def test_shape_mismatch_is_an_error(tmp_path: Path) -> None:
+    with OmeZarrWriter(tmp_path, channels=["Phase"], pixel_size_um=1.0) as w:
+        w.write(np.zeros((8, 8), np.uint16), _info(0, 0, "Phase"))
+        with pytest.raises(LivescopeError, match="earlier frames"):
+            w.write(np.zeros((4, 8), np.uint16), _info(1, 1, "Phase"))
+
+
+def test_refuses_to_overwrite(tmp_path: Path) -> None:
+    OmeZarrWriter(tmp_path, channels=[], pixel_size_um=1.0).close()
+    with pytest.raises(LivescopeError, match="already exists"):
+        OmeZarrWriter(tmp_path, channels=[], pixel_size_um=1.0)

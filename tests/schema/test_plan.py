@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import useq
+
+from livescope.schema import HardwareProfile, PlanError, check_plan, load_plan
+
+
+def _plan(**kw: object) -> useq.MDASequence:
+    base: dict = {
+        "stage_positions": [{"x": 0, "y": 0, "z": 0}],
+        "channels": [{"config": "DAPI", "exposure": 50}],
+        "time_plan": {"interval": 1, "loops": 2},
+    }
+    base.update(kw)
+    return useq.MDASequence.model_validate(base)
+
+
+def test_good_plan_passes(sim_profile: HardwareProfile) -> None:
+    check_plan(_plan(), sim_profile)
+
+
+@pytest.mark.parametrize(
+    ("kw", "expected"),
+    [
+        pytest.param(
+            {"channels": [{"config": "Cy5"}]},
+            "unknown channel 'Cy5' in group 'Channel'; this profile has: Phase, DAPI",
+            id="unknown-channel",
+        ),
+        pytest.param(
+            {"channels": [{"config": "DAPI", "group": "Filters"}]},
+            "config group 'Filters'",
+            id="wrong-group",
+        ),
+        pytest.param(
+            {"stage_positions": [{"x": 5000, "y": 0, "name": "far"}]},
+            "x = 5000 µm is outside the stage travel [-1400, 1400] µm (stages.xy.x_range_um)",
+            id="xy-outside",
+        ),
+        pytest.param(
+            {"stage_positions": [{"x": 0, "y": 0, "z": 0}], "z_plan": {"range": 1000, "step": 100}},
+            "stages.z.z_range_um",
+            id="z-stack-outside",
+        ),
+        pytest.param(
+            {"channels": [{"config": "Phase", "exposure": 900}]},
+            "outside channel 'Phase' limits",
+            id="exposure-limits",
+        ),
+        pytest.param(
+            {"channels": [{"config": "DAPI", "exposure": 1500}]},
+            "light_dose.max_exposure_ms_per_frame",
+            id="light-dose",
+        ),
+    ],
+)
+def test_bad_plan_names_problem(sim_profile: HardwareProfile, kw: dict, expected: str) -> None:
+    with pytest.raises(PlanError) as info:
+        check_plan(_plan(**kw), sim_profile)
+    assert any(expected in p for p in info.value.problems), info.value.problems
+
+
+def test_load_plan_reports_field(tmp_path: Path) -> None:
+    f = tmp_path / "plan.yaml"
+    f.write_text("channels:\n  - {config: DAPI, exposure: -3}\nbogus: 1\n")
+    with pytest.raises(PlanError) as info:
+        load_plan(f)
+    text = "\n".join(info.value.problems)
+    assert "bogus: unknown field" in text
+    f.write_text("channels:\n  - {config: DAPI, exposure: -3}\n")
+    with pytest.raises(PlanError) as info:
+        load_plan(f)
+    assert any("channels" in p and "exposure" in p for p in info.value.problems)
+
+
+def test_misspelt_channel_field(tmp_path: Path) -> None:
+    f = tmp_path / "plan.yaml"
+    f.write_text("channels:\n  - {config: DAPI, exposur: 30}\n")
+    with pytest.raises(PlanError, match=r"channels\.0\.exposur: unknown field"):
+        load_plan(f)
+
+
+def test_load_plan_roundtrip(tmp_path: Path, sim_profile: HardwareProfile) -> None:
+    f = tmp_path / "plan.yaml"
+    f.write_text(
+        "stage_positions: [{x: 10, y: 20, z: 0}]\n"
+        "channels: [{config: Phase, exposure: 10}]\n"
+        "time_plan: {interval: 60, loops: 3}\n"
+    )
+    seq = load_plan(f)
+    assert seq.sizes["t"] == 3
+    check_plan(seq, sim_profile)
