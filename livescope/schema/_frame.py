@@ -13,6 +13,7 @@ class FrameInfo(TypedDict):
     Units are in the names; times are seconds (sample time) or milliseconds.
     ``index`` is the useq event index (``t``, ``p``, ``c``, ``z``, ...), ``seq`` the
     frame's sequence number in the run (0, 1, 2, ... in acquisition order).
+    ``hardware_triggered`` marks frames of a hardware-timed burst (camera sequence).
     """
 
     seq: int
@@ -26,6 +27,7 @@ class FrameInfo(TypedDict):
     pixel_size_um: float
     sample_time_s: float | None
     runner_time_ms: float
+    hardware_triggered: bool
     shape: tuple[int, ...]
     dtype: str
     event: dict[str, Any]

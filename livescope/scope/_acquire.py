@@ -62,7 +62,9 @@ def position_name(event: useq.MDAEvent) -> str:
 
 def _frame_info(seq: int, image: NDArray[Any], event: useq.MDAEvent, meta: Any) -> FrameInfo:
     pos = meta.get("position") or {}
-    sample_time = meta.get("livescope.sample_time_s")
+    # hardware-timed bursts: the camera stamps each frame's own sample time
+    cam_meta = meta.get("camera_metadata") or {}
+    sample_time = cam_meta.get("livescope.sample_time_s", meta.get("livescope.sample_time_s"))
     return FrameInfo(
         seq=seq,
         index={k: int(v) for k, v in event.index.items()},
@@ -75,6 +77,7 @@ def _frame_info(seq: int, image: NDArray[Any], event: useq.MDAEvent, meta: Any) 
         pixel_size_um=float(meta.get("pixel_size_um", 0.0)),
         sample_time_s=None if sample_time is None else float(sample_time),
         runner_time_ms=float(meta.get("runner_time_ms", 0.0)),
+        hardware_triggered=bool(meta.get("hardware_triggered", False)),
         shape=tuple(int(s) for s in image.shape),
         dtype=str(image.dtype),
         event=event.model_dump(mode="json", exclude_unset=True, exclude={"sequence"}),

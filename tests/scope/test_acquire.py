@@ -1,0 +1,93 @@
+"""Runs through the livescope engine: MDA on the simulated core, recorded by the sinks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import useq
+import zarr
+
+from livescope.record import read_ctc, read_frames
+from livescope.schema import FrameInfo, HardwareProfile, LivescopeError, StageLimitError
+from livescope.scope import LivescopeEngine, SimulatedMicroscope, run_acquisition, run_simulated
+
+
+def test_hardware_timed_burst(sim_profile: HardwareProfile, tmp_path: Path) -> None:
+    seq = useq.MDASequence(
+        stage_positions=[(100.0, 100.0, 0.0)],
+        channels=[useq.Channel(config="DAPI", exposure=20.0)],
+        time_plan=useq.TIntervalLoops(interval=0, loops=8),
+    )
+    summary = run_simulated(sim_profile, seq, tmp_path / "run")
+    assert summary["frames_acquired"] == 8
+    frames = read_frames(tmp_path / "run")
+    assert all(f["hardware_triggered"] for f in frames)
+    times = [f["sample_time_s"] for f in frames]
+    assert np.allclose(np.diff(times), 0.020)  # one frame period each
+    data = zarr.open_group(tmp_path / "run" / "data.ome.zarr", mode="r")["0/0"]
+    assert data.shape[0] == 8
+    last = np.asarray(data[7, 0, 0]).astype(float)
+    assert np.percentile(last, 99.9) > sim_profile.camera.offset_adu + 150  # lit nuclei, not dark
+    gt, tracks = read_ctc(tmp_path / "run" / "ground_truth" / "p0", kind="gt")
+    assert len(gt) == 8
+    assert tracks
+
+
+def test_time_lapse_waits_are_scaled(sim_profile: HardwareProfile, tmp_path: Path) -> None:
+    seq = useq.MDASequence(
+        channels=[useq.Channel(config="Phase", exposure=5.0)],
+        time_plan=useq.TIntervalLoops(interval=600, loops=3),  # 20 min of sample time
+    )
+    summary = run_simulated(sim_profile, seq, tmp_path / "run")
+    assert summary["duration_s"] < 10  # 1200 s / 600 = 2 s of waiting
+    assert [f["sample_time_s"] for f in read_frames(tmp_path / "run")] == [0.0, 600.0, 1200.0]
+
+
+class _FailingSink:
+    def __init__(self) -> None:
+        self.closed = False
+        self.seen = 0
+
+    def write(self, image: Any, info: FrameInfo) -> None:
+        self.seen += 1
+        if self.seen == 3:
+            raise OSError("disk full")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_failing_sink_cancels_the_run_and_is_raised(sim: SimulatedMicroscope) -> None:
+    seq = useq.MDASequence(
+        channels=[useq.Channel(config="Phase", exposure=5.0)],
+        time_plan=useq.TIntervalLoops(interval=60, loops=50),
+    )
+    sink = _FailingSink()
+    engine = LivescopeEngine(sim.core, sim.profile, sim=sim)
+    with pytest.raises(LivescopeError, match="disk full"):
+        run_acquisition(sim.core, seq, engine, [sink])
+    assert sink.closed
+
+
+def test_engine_refuses_positions_outside_travel(sim: SimulatedMicroscope) -> None:
+    seq = useq.MDASequence(
+        stage_positions=[(0.0, 0.0, 0.0), (3000.0, 0.0, 0.0)],
+        channels=[useq.Channel(config="Phase", exposure=5.0)],
+    )
+    frames: list[FrameInfo] = []
+
+    class Collect:
+        def write(self, image: Any, info: FrameInfo) -> None:
+            frames.append(info)
+
+        def close(self) -> None:
+            pass
+
+    engine = LivescopeEngine(sim.core, sim.profile, sim=sim)
+    with pytest.raises(StageLimitError, match=r"stages\.xy\.x_range_um"):
+        run_acquisition(sim.core, seq, engine, [Collect()])
+    assert len(frames) == 1  # the frame before the bad move is kept
+    assert sim.core.getXYPosition() == (0.0, 0.0)
