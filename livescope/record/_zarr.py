@@ -207,7 +207,17 @@ class OmeZarrWriter:
 
 
 def read_frames(run_dir: str | Path) -> list[FrameInfo]:
-    """Read the frame log of a recorded run, in acquisition order."""
+    """Read the frame log of a recorded run, in acquisition order.
+
+    A run killed mid-write may end with a truncated line: it is skipped (its
+    frame is not counted as recorded).
+    """
     path = Path(run_dir) / FRAMES_FILE
+    out: list[FrameInfo] = []
     with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for line in f:
+            if not line.endswith("\n"):
+                break  # the line being written when the run was killed
+            if line.strip():
+                out.append(json.loads(line))
+    return out

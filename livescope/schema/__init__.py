@@ -5,8 +5,27 @@ units in field names; load with ``from_file`` (or `load_profile` / `load_plan`).
 """
 
 from ._base import FrozenModel, format_validation_error, read_yaml
+from ._decision import (
+    AddEvents,
+    ChangeInterval,
+    Decision,
+    DecisionAck,
+    Move,
+    StopPosition,
+    StopRun,
+    parse_decision,
+)
 from ._errors import ConfigError, LivescopeError, PlanError, ProfileError, StageLimitError
 from ._frame import FrameInfo
+from ._header import (
+    ALLOWED_DTYPES,
+    PROTOCOL_VERSION,
+    FrameHeader,
+    HeaderError,
+    ShmRef,
+    decode_header,
+    encode_header,
+)
 from ._plan import check_plan, load_plan
 from ._profile import (
     Camera,
@@ -26,29 +45,44 @@ from ._profile import (
 )
 
 __all__ = [
+    "ALLOWED_DTYPES",
+    "PROTOCOL_VERSION",
+    "AddEvents",
     "Camera",
+    "ChangeInterval",
     "Channel",
     "ChannelSet",
     "Compute",
     "ConfigError",
+    "Decision",
+    "DecisionAck",
+    "FrameHeader",
     "FrameInfo",
     "FrozenModel",
     "HardwareProfile",
+    "HeaderError",
     "LightDoseBudget",
     "LivescopeError",
+    "Move",
     "Objective",
     "PlanError",
     "ProfileError",
+    "ShmRef",
     "Simulation",
     "StageLimitError",
     "Stages",
+    "StopPosition",
+    "StopRun",
     "XYStage",
     "ZStage",
     "builtin_profile_path",
     "builtin_profiles",
     "check_plan",
+    "decode_header",
+    "encode_header",
     "format_validation_error",
     "load_plan",
     "load_profile",
+    "parse_decision",
     "read_yaml",
 ]

@@ -4,10 +4,11 @@ The simulated microscope is a pymmcore-plus ``UniMMCore`` with pure-Python
 devices rendering a living cell population, with ground truth for every frame.
 """
 
-from ._acquire import AcquisitionReport, position_name, run_acquisition
+from ._agent import EventFeed, ScopeAgent
 from ._bench import CAMERA_TARGETS_FPS, bench_camera
 from ._demo import demo_sequence, run_simulated
 from ._engine import SAMPLE_TIME_KEY, LivescopeEngine
+from ._fanout import FrameFanout, frame_info, position_name
 from ._render import FieldOfView, Optics
 from ._sample import STEP_S, CellRecord, CellState, SampleState, SimulatedSample
 from ._sim import FrameTruth, SimulatedMicroscope, expose
@@ -17,21 +18,23 @@ __all__ = [
     "CAMERA_TARGETS_FPS",
     "SAMPLE_TIME_KEY",
     "STEP_S",
-    "AcquisitionReport",
     "CellRecord",
     "CellState",
+    "EventFeed",
     "FieldOfView",
+    "FrameFanout",
     "FrameTruth",
     "GroundTruthWriter",
     "LivescopeEngine",
     "Optics",
     "SampleState",
+    "ScopeAgent",
     "SimulatedMicroscope",
     "SimulatedSample",
     "bench_camera",
     "demo_sequence",
     "expose",
+    "frame_info",
     "position_name",
-    "run_acquisition",
     "run_simulated",
 ]

@@ -1,25 +1,16 @@
-"""The demo run: a multi-position, multi-channel time-lapse on the simulated microscope.
-
-Used by ``livescope demo``; later stages of the pipeline (engines, overlay,
-decisions) attach to the same run.
-"""
+"""Runs on the simulated microscope: the demo plan, recorded with its ground truth."""
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import useq
 
-from livescope import __version__
-from livescope.record import ZARR_NAME, OmeZarrWriter
 from livescope.schema import HardwareProfile, check_plan
 
-from ._acquire import run_acquisition
-from ._engine import LivescopeEngine
+from ._agent import ScopeAgent
 from ._sim import SimulatedMicroscope
 from ._truth import GroundTruthWriter
 
@@ -74,12 +65,17 @@ def run_simulated(
     *,
     seed: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    bus: Literal["inline", "shm", "off"] = "off",
+    endpoints: dict[str, str] | None = None,
+    run_id: str | None = None,
+    on_ready: Callable[[ScopeAgent], None] | None = None,
 ) -> dict[str, Any]:
     """Acquire ``sequence`` on the simulated microscope, record it and its ground truth.
 
-    Writes ``out_dir/data.ome.zarr``, ``out_dir/frames.jsonl``,
-    ``out_dir/ground_truth/`` and ``out_dir/summary.json``; returns the summary.
-    ``progress(frames_written, frames_planned)`` is called after each frame.
+    Writes ``out_dir/data.ome.zarr``, ``frames.jsonl``, ``decisions.jsonl``,
+    ``ground_truth/`` and ``summary.json`` (and ``bus.json`` while a bus runs);
+    returns the summary. ``progress(frames_written, frames_planned)`` is called
+    after each frame; ``on_ready(agent)`` once the agent is listening.
 
     Raises
     ------
@@ -89,41 +85,32 @@ def run_simulated(
     """
     check_plan(sequence, profile)
     out = Path(out_dir)
-    started = time.time()
     with SimulatedMicroscope(profile, seed=seed) as sim:
-        engine = LivescopeEngine(sim.core, profile, sim=sim)
-        z_step = getattr(sequence.z_plan, "step", None) or 1.0
-        interval = getattr(sequence.time_plan, "interval", None)
-        recorder = OmeZarrWriter(
-            out,
-            channels=[c.config for c in sequence.channels],
-            pixel_size_um=sim.core.getPixelSizeUm(),
-            z_step_um=float(z_step),
-            interval_s=interval.total_seconds() if interval else 1.0,
-            attrs={"profile": profile.name, "seed": sim.seed, "livescope": __version__},
-        )
         truth = GroundTruthWriter(sim, out / "ground_truth")
-        report = run_acquisition(sim.core, sequence, engine, [recorder, truth], progress)
-    summary: dict[str, Any] = {
-        "ok": True,
-        "frames_acquired": report.frames_acquired,
-        "frames_written": report.frames_written,
-        "frames_failed": report.frames_failed,
-        "positions": report.positions,
-        "channels": report.channels,
-        "timepoints": report.timepoints,
-        "duration_s": round(report.duration_s, 3),
-        "fps": round(report.fps, 2),
-        "max_queue_depth": report.max_queue_depth,
-        "profile": profile.name,
-        "seed": sim.seed,
-        "out": str(out.resolve()),
-        "recording": str((out / ZARR_NAME).resolve()),
-        "ground_truth": str((out / "ground_truth").resolve()),
-        "truth": truth.summary,
-        "started_unix_s": round(started, 3),
-        "livescope_version": __version__,
-        "plan": json.loads(sequence.model_dump_json(exclude_unset=True)),
-    }
+        agent = ScopeAgent(
+            sim.core,
+            profile,
+            sequence,
+            out,
+            sim=sim,
+            run_id=run_id,
+            bus=bus,
+            endpoints=endpoints,
+            extra_sinks=[truth],
+        )
+        if on_ready is not None:
+            on_ready(agent)
+        planned = len(list(sequence))
+        summary = agent.run(None if progress is None else (lambda n: progress(n, planned)))
+    summary.update(
+        {
+            "timepoints": sequence.sizes.get("t", 1) or 1,
+            "seed": sim.seed,
+            "ground_truth": str((out / "ground_truth").resolve()),
+            "truth": truth.summary,
+        }
+    )
+    import json
+
     (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     return summary

@@ -12,7 +12,7 @@ import zarr
 
 from livescope.record import read_ctc, read_frames
 from livescope.schema import FrameInfo, HardwareProfile, LivescopeError, StageLimitError
-from livescope.scope import LivescopeEngine, SimulatedMicroscope, run_acquisition, run_simulated
+from livescope.scope import LivescopeEngine, ScopeAgent, SimulatedMicroscope, run_simulated
 
 
 def test_hardware_timed_burst(sim_profile: HardwareProfile, tmp_path: Path) -> None:
@@ -60,16 +60,19 @@ class _FailingSink:
         self.closed = True
 
 
-def test_a_failing_sink_cancels_the_run_and_is_raised(sim: SimulatedMicroscope) -> None:
+def test_a_failing_sink_cancels_the_run_and_is_raised(
+    sim: SimulatedMicroscope, tmp_path: Path
+) -> None:
     seq = useq.MDASequence(
         channels=[useq.Channel(config="Phase", exposure=5.0)],
         time_plan=useq.TIntervalLoops(interval=60, loops=50),
     )
     sink = _FailingSink()
-    engine = LivescopeEngine(sim.core, sim.profile, sim=sim)
+    agent = ScopeAgent(sim.core, sim.profile, seq, tmp_path, sim=sim, bus="off", extra_sinks=[sink])
     with pytest.raises(LivescopeError, match="disk full"):
-        run_acquisition(sim.core, seq, engine, [sink])
+        agent.run()
     assert sink.closed
+    assert sink.seen < 50  # cancelled, not run to the end
 
 
 def test_engine_refuses_positions_outside_travel(sim: SimulatedMicroscope) -> None:
@@ -77,17 +80,9 @@ def test_engine_refuses_positions_outside_travel(sim: SimulatedMicroscope) -> No
         stage_positions=[(0.0, 0.0, 0.0), (3000.0, 0.0, 0.0)],
         channels=[useq.Channel(config="Phase", exposure=5.0)],
     )
-    frames: list[FrameInfo] = []
-
-    class Collect:
-        def write(self, image: Any, info: FrameInfo) -> None:
-            frames.append(info)
-
-        def close(self) -> None:
-            pass
-
     engine = LivescopeEngine(sim.core, sim.profile, sim=sim)
+    sim.core.mda.set_engine(engine)
     with pytest.raises(StageLimitError, match=r"stages\.xy\.x_range_um"):
-        run_acquisition(sim.core, seq, engine, [Collect()])
-    assert len(frames) == 1  # the frame before the bad move is kept
+        sim.core.mda.run(seq)
+    assert engine.failed_events == []
     assert sim.core.getXYPosition() == (0.0, 0.0)

@@ -1,0 +1,173 @@
+"""The decision channel: worker → agent decisions, agent → worker acknowledgements.
+
+The agent binds a ROUTER socket and answers every message (also malformed ones)
+with a `DecisionAck` on the same connection; a worker connects a DEALER with
+`DecisionClient`. Messages are JSON, never pickles.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from livescope.schema import Decision, DecisionAck, LivescopeError, parse_decision
+
+from ._endpoints import BusSecurity, bind, connect, local_endpoint
+
+__all__ = ["DecisionClient", "DecisionServer"]
+
+logger = logging.getLogger("livescope")
+
+_MAX_MESSAGE = 4 * 1024 * 1024
+
+
+class DecisionServer:
+    """Agent side: receives decisions on a thread and answers each.
+
+    Parameters
+    ----------
+    handler
+        Called on the server thread with each valid decision and the time it was
+        received (``monotonic_ns``); returns the acknowledgement. It must not raise:
+        an exception is turned into a rejection and logged.
+    endpoint
+        Where to bind (default: a fresh local endpoint).
+
+    """
+
+    def __init__(
+        self,
+        handler: Callable[[Decision, int], DecisionAck],
+        *,
+        endpoint: str | None = None,
+        security: BusSecurity | None = None,
+    ) -> None:
+        self._handler = handler
+        self._ctx = zmq.Context()
+        self._sock = self._ctx.socket(zmq.ROUTER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.MAXMSGSIZE, _MAX_MESSAGE)
+        self.endpoint = bind(self._sock, endpoint or local_endpoint("decisions"), security)
+        self._stop = threading.Event()
+        self.received = 0
+        self.rejected = 0
+        self._thread = threading.Thread(target=self._run, name="livescope-decisions", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._sock, zmq.POLLIN)
+        while not self._stop.is_set():
+            if not poller.poll(100):
+                continue
+            parts = self._sock.recv_multipart()
+            ident, body = parts[0], parts[-1]
+            ack = self._answer(body if len(parts) == 2 else b"", time.monotonic_ns())
+            self._sock.send_multipart([ident, ack.model_dump_json().encode()])
+        self._sock.close(0)
+
+    def _answer(self, body: bytes, t_rx: int) -> DecisionAck:
+        self.received += 1
+        try:
+            decision = parse_decision(body)
+        except ValueError as exc:
+            self.rejected += 1
+            ident = _peek(body)
+            logger.warning("rejected decision %s: %s", ident.get("decision_id", "?"), exc)
+            return DecisionAck(
+                decision_id=str(ident.get("decision_id", "")),
+                run_id=str(ident.get("run_id", "")),
+                type=str(ident.get("type", "")),
+                accepted=False,
+                reason=str(exc),
+                t_received_ns=t_rx,
+                t_acked_ns=time.monotonic_ns(),
+            )
+        try:
+            ack = self._handler(decision, t_rx)
+        except Exception as exc:
+            logger.exception("decision %s failed", decision.decision_id)
+            ack = DecisionAck(
+                decision_id=decision.decision_id,
+                run_id=decision.run_id,
+                type=decision.type,
+                accepted=False,
+                reason=f"internal error: {exc}",
+                t_received_ns=t_rx,
+            )
+        if not ack.accepted:
+            self.rejected += 1
+        return ack
+
+    def close(self) -> None:
+        """Stop the server thread and close the socket."""
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self._ctx.term()
+
+
+def _peek(body: bytes) -> dict[str, Any]:
+    """Best-effort id fields of a malformed decision, for its rejection."""
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: data[k] for k in ("decision_id", "run_id", "type") if isinstance(data.get(k), str)}
+
+
+class DecisionClient:
+    """Worker side: send decisions and wait for their acknowledgements.
+
+    Use from one thread.
+    """
+
+    def __init__(self, endpoint: str, *, security: BusSecurity | None = None) -> None:
+        self._ctx = zmq.Context()
+        self._sock = self._ctx.socket(zmq.DEALER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        connect(self._sock, endpoint, security)
+        self.endpoint = endpoint
+        self._pending: dict[str, DecisionAck] = {}
+
+    def send(self, decision: Decision, timeout: float = 5.0) -> DecisionAck:
+        """Send ``decision`` and return its acknowledgement.
+
+        Raises
+        ------
+        LivescopeError
+            if no acknowledgement arrives within ``timeout`` seconds.
+
+        """
+        self._sock.send(decision.model_dump_json().encode())
+        return self._wait(decision.decision_id, timeout)
+
+    def send_raw(self, body: bytes, timeout: float = 5.0) -> DecisionAck:
+        """Send raw bytes (for tests of malformed input) and return the next acknowledgement."""
+        self._sock.send(body)
+        return self._wait(None, timeout)
+
+    def _wait(self, decision_id: str | None, timeout: float) -> DecisionAck:
+        if decision_id is not None and decision_id in self._pending:
+            return self._pending.pop(decision_id)
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            if not self._sock.poll(int(left * 1000) + 1):
+                break
+            ack = DecisionAck.model_validate_json(self._sock.recv())
+            if decision_id is None or ack.decision_id == decision_id:
+                return ack
+            self._pending[ack.decision_id] = ack
+        raise LivescopeError(f"no acknowledgement from the agent within {timeout} s")
+
+    def close(self) -> None:
+        """Close the socket."""
+        self._sock.close(0)
+        self._ctx.term()

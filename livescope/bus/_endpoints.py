@@ -1,0 +1,142 @@
+"""Endpoints and security of the bus sockets.
+
+Local endpoints use ipc where the platform has it and tcp on the loopback
+interface elsewhere (Windows). Binding to any other address needs CURVE keys:
+an unauthenticated socket never listens on a network.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from livescope.schema import LivescopeError
+
+__all__ = ["BusSecurity", "bind", "connect", "is_loopback", "local_endpoint"]
+
+
+def local_endpoint(name: str, *, transport: str | None = None) -> str:
+    """Return a fresh endpoint on this host for socket ``name``.
+
+    ``ipc://`` in the temp folder where ZeroMQ supports ipc, else
+    ``tcp://127.0.0.1:*`` (the port is chosen when binding; `bind` returns it).
+    ``transport`` forces ``"ipc"`` or ``"tcp"``.
+    """
+    use_ipc = transport == "ipc" or (transport is None and zmq.has("ipc") and os.name != "nt")
+    if use_ipc:
+        path = os.path.join(tempfile.gettempdir(), f"livescope-{name}-{uuid.uuid4().hex[:12]}")
+        return f"ipc://{path}"
+    return "tcp://127.0.0.1:*"
+
+
+def is_loopback(endpoint: str) -> bool:
+    """Return True for ipc/inproc endpoints and tcp on a loopback address."""
+    scheme, _, rest = endpoint.partition("://")
+    if scheme in ("ipc", "inproc"):
+        return True
+    if scheme != "tcp":
+        return False
+    host = rest.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # "*", an interface name or a host name: a network address
+
+
+@dataclass(frozen=True)
+class BusSecurity:
+    """CURVE keys (Z85 text) for sockets that listen on a network.
+
+    The binding side holds ``server_secret``/``server_public``; connecting sides
+    need ``server_public`` and their own key pair. If ``allowed_clients`` is
+    given, only those client public keys may connect (pyzmq's authenticator).
+    """
+
+    server_public: bytes
+    server_secret: bytes | None = None
+    client_public: bytes | None = None
+    client_secret: bytes | None = None
+    allowed_clients: tuple[bytes, ...] | None = None
+    _auth: list[Any] = field(default_factory=list, compare=False, repr=False)
+
+    @staticmethod
+    def generate() -> tuple[bytes, bytes]:
+        """Return a new (public, secret) CURVE key pair."""
+        return zmq.curve_keypair()
+
+    def apply_server(self, sock: zmq.Socket[Any]) -> None:
+        """Make ``sock`` a CURVE server (call before bind)."""
+        if self.server_secret is None:
+            raise LivescopeError("a CURVE server needs server_secret")
+        if self.allowed_clients is not None and not self._auth:
+            from zmq.auth import CURVE_ALLOW_ANY
+            from zmq.auth.thread import ThreadAuthenticator
+
+            auth = ThreadAuthenticator(sock.context)
+            auth.start()
+            auth.configure_curve(domain="*", location=CURVE_ALLOW_ANY)
+            allowed = set(self.allowed_clients)
+            auth.configure_curve_callback(domain="*", credentials_provider=_Allow(allowed))
+            self._auth.append(auth)
+        sock.curve_secretkey = self.server_secret
+        sock.curve_publickey = self.server_public
+        sock.curve_server = True
+
+    def apply_client(self, sock: zmq.Socket[Any]) -> None:
+        """Make ``sock`` a CURVE client of the server (call before connect)."""
+        public, secret = self.client_public, self.client_secret
+        if public is None or secret is None:
+            public, secret = zmq.curve_keypair()
+        sock.curve_serverkey = self.server_public
+        sock.curve_publickey = public
+        sock.curve_secretkey = secret
+
+    def close(self) -> None:
+        """Stop the authenticator thread, if any."""
+        for auth in self._auth:
+            auth.stop()
+        self._auth.clear()
+
+
+class _Allow:
+    def __init__(self, allowed: set[bytes]) -> None:
+        self.allowed = allowed
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        return zmq.utils.z85.encode(key) in self.allowed or key in self.allowed
+
+
+def bind(sock: zmq.Socket[Any], endpoint: str, security: BusSecurity | None = None) -> str:
+    """Bind ``sock``; refuse a network address without CURVE keys. Returns the endpoint bound.
+
+    Raises
+    ------
+    LivescopeError
+        if ``endpoint`` is not loopback and ``security`` is None.
+
+    """
+    if security is not None:
+        security.apply_server(sock)
+    elif not is_loopback(endpoint):
+        raise LivescopeError(
+            f"refusing to bind {endpoint} without CURVE keys: livescope binds to loopback by "
+            "default; to listen on a network pass BusSecurity (server key pair)"
+        )
+    sock.bind(endpoint)
+    last = sock.getsockopt(zmq.LAST_ENDPOINT)
+    return last.decode() if isinstance(last, bytes) else str(last)
+
+
+def connect(sock: zmq.Socket[Any], endpoint: str, security: BusSecurity | None = None) -> None:
+    """Connect ``sock`` (as a CURVE client when ``security`` is given)."""
+    if security is not None:
+        security.apply_client(sock)
+    sock.connect(endpoint)

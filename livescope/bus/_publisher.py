@@ -1,0 +1,205 @@
+"""Agent side of the frame bus: publish every frame to whoever listens.
+
+A PUB socket never blocks the sender: a subscriber that falls behind loses
+frames (it counts them from the sequence-number gaps), the acquisition never
+waits. In shared-memory mode the pixels go into a `ShmRing` slot and only the
+header travels; a small control socket (REP) hands readers their place in the ring.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any, Literal
+
+import numpy as np
+import zmq
+from numpy.typing import NDArray
+
+from livescope.schema import (
+    PROTOCOL_VERSION,
+    FrameHeader,
+    FrameInfo,
+    LivescopeError,
+    ShmRef,
+    encode_header,
+)
+
+from ._endpoints import BusSecurity, bind, local_endpoint
+from ._shm import ShmRing
+
+__all__ = ["FramePublisher"]
+
+logger = logging.getLogger("livescope")
+
+
+class FramePublisher:
+    """Publishes frames (wire protocol v1) on a PUB socket.
+
+    Parameters
+    ----------
+    run_id
+        Written into every header.
+    endpoint, control_endpoint
+        Where to bind (default: a fresh local endpoint each).
+    mode
+        ``"inline"`` (pixels in the message) or ``"shm"`` (pixels in shared memory).
+    max_frame_bytes, ring_slots
+        Shared-memory ring geometry (``shm`` mode).
+    security
+        CURVE keys; required to bind to a non-loopback address.
+
+    Notes
+    -----
+    `publish` must always be called from the same thread. The control socket
+    is served by a thread of its own.
+
+    """
+
+    def __init__(
+        self,
+        run_id: str,
+        *,
+        endpoint: str | None = None,
+        control_endpoint: str | None = None,
+        mode: Literal["inline", "shm"] = "inline",
+        max_frame_bytes: int = 0,
+        ring_slots: int = 32,
+        security: BusSecurity | None = None,
+        sndhwm: int = 256,
+    ) -> None:
+        if mode not in ("inline", "shm"):
+            raise LivescopeError(f"bus mode must be 'inline' or 'shm', got {mode!r}")
+        self.run_id = run_id
+        self.mode = mode
+        self._ctx = zmq.Context()
+        self._sock = self._ctx.socket(zmq.PUB)
+        self._sock.setsockopt(zmq.SNDHWM, sndhwm)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self.endpoint = bind(self._sock, endpoint or local_endpoint("frames"), security)
+        self._lock = threading.Lock()
+        self.ring: ShmRing | None = None
+        if mode == "shm":
+            if max_frame_bytes <= 0:
+                raise LivescopeError("shared-memory mode needs max_frame_bytes > 0")
+            self.ring = ShmRing(ring_slots, max_frame_bytes)
+        self._control = self._ctx.socket(zmq.REP)
+        self._control.setsockopt(zmq.LINGER, 0)
+        self.control_endpoint = bind(
+            self._control, control_endpoint or local_endpoint("control"), security
+        )
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._serve, name="livescope-bus-control", daemon=True
+        )
+        self._thread.start()
+        self.published = 0
+        self.bytes_published = 0
+        self.dropped_no_slot = 0
+
+    # ------------------------------------------------------------ control
+
+    def _serve(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._control, zmq.POLLIN)
+        while not self._stop.is_set():
+            if not poller.poll(100):
+                continue
+            raw = self._control.recv()
+            try:
+                reply = self._handle(json.loads(raw))
+            except (ValueError, LivescopeError) as exc:
+                reply = {"ok": False, "error": str(exc)}
+            self._control.send(json.dumps(reply).encode())
+        self._control.close(0)
+
+    def _handle(self, req: Any) -> dict[str, Any]:
+        if not isinstance(req, dict):
+            raise ValueError("control request must be a JSON object")
+        op = req.get("op")
+        info: dict[str, Any] = {"ok": True, "run_id": self.run_id, "mode": self.mode,
+                                "v": PROTOCOL_VERSION}  # fmt: skip
+        if op == "info":
+            return info
+        if op == "hello":
+            if self.ring is None:
+                return info
+            with self._lock:
+                index = self.ring.register_reader()
+            return {**info, "ring": self.ring.geometry, "reader": index}
+        if op == "bye":
+            if self.ring is not None and isinstance(req.get("reader"), int):
+                with self._lock:
+                    self.ring.unregister_reader(req["reader"])
+            return info
+        raise ValueError(f"unknown control op {op!r}")
+
+    # ------------------------------------------------------------ frames
+
+    def publish(self, image: NDArray[Any], info: FrameInfo, t_camera_ns: int) -> bool:
+        """Send one frame; returns False if it was dropped (no free shared-memory slot).
+
+        Never blocks on slow subscribers. ``image`` must not change afterwards
+        (inline frames are sent without a copy).
+        """
+        arr = np.ascontiguousarray(image)
+        t_agent = time.monotonic_ns()
+        shm: ShmRef | None = None
+        if self.ring is not None:
+            with self._lock:
+                slot = self.ring.claim(arr.nbytes)
+                if slot is None:
+                    self.dropped_no_slot += 1
+                    return False
+                self.ring.write(slot, arr)
+                gen = self.ring.publish(slot)
+            shm = ShmRef(name=self.ring.name, slot=slot, generation=gen)
+        header = FrameHeader(
+            v=PROTOCOL_VERSION,
+            run_id=self.run_id,
+            seq=int(info["seq"]),
+            index=dict(info["index"]),
+            channel=info["channel"],
+            position=info["position"],
+            x_um=info["x_um"],
+            y_um=info["y_um"],
+            z_um=info["z_um"],
+            exposure_ms=float(info["exposure_ms"]),
+            pixel_size_um=float(info["pixel_size_um"]),
+            t_camera_ns=int(t_camera_ns),
+            t_agent_ns=t_agent,
+            t_sent_ns=time.monotonic_ns(),
+            shape=[int(s) for s in arr.shape],
+            dtype=str(arr.dtype),
+            payload="shm" if shm else "inline",
+            shm=shm,
+        )
+        hdr = encode_header(header)
+        if shm is None:
+            self._sock.send_multipart([hdr, arr.data.cast("B")], copy=False)
+        else:
+            self._sock.send_multipart([hdr, b""], copy=True)
+        self.published += 1
+        self.bytes_published += arr.nbytes
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        """Counters of this publisher."""
+        return {
+            "mode": self.mode,
+            "published": self.published,
+            "bytes": self.bytes_published,
+            "dropped_no_slot": self.dropped_no_slot,
+            "readers_declared_dead": self.ring.readers_declared_dead if self.ring else 0,
+        }
+
+    def close(self) -> None:
+        """Stop the control thread, close the sockets, unlink shared memory."""
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self._sock.close(0)
+        if self.ring is not None:
+            self.ring.close()
+        self._ctx.term()

@@ -1,0 +1,355 @@
+"""Worker side of the frame bus: receive frames as numpy arrays, with a delivery policy.
+
+A receiver thread drains the socket as fast as it can and keeps frames in a
+queue whose policy the receiver chooses:
+
+* ``every``: a bounded queue; when it is full the oldest frame is dropped (and
+  counted) so the newest always get in;
+* ``latest``: only the newest frame is kept (conflation for live views).
+
+Every header is validated before use; a bad message is counted, logged and
+skipped, and the socket goes on. Frames are zero-copy views (of the message
+buffer, or of a shared-memory slot): call `Frame.release` (or use ``with``) when done.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import threading
+import time
+from typing import Any, Literal
+
+import numpy as np
+import zmq
+from numpy.typing import NDArray
+
+from livescope.schema import FrameHeader, HeaderError, LivescopeError, decode_header
+
+from ._endpoints import BusSecurity, connect
+from ._shm import ShmReader
+
+__all__ = ["Frame", "FrameSubscriber"]
+
+logger = logging.getLogger("livescope")
+
+_LATENCY_SAMPLES = 20000
+
+
+class Frame:
+    """One received frame: ``header`` (wire protocol v1) and ``array`` (read-only view).
+
+    ``t_received_ns`` is when the receiver thread got it (``time.monotonic_ns``).
+    """
+
+    __slots__ = ("_owner", "_released", "array", "header", "t_received_ns")
+
+    def __init__(
+        self,
+        header: FrameHeader,
+        array: NDArray[Any],
+        t_received_ns: int,
+        owner: FrameSubscriber | None = None,
+    ) -> None:
+        self.header = header
+        self.array = array
+        self.t_received_ns = t_received_ns
+        self._owner = owner
+        self._released = False
+
+    @property
+    def seq(self) -> int:
+        """Sequence number of the frame in its run."""
+        return self.header["seq"]
+
+    def valid(self) -> bool:
+        """Return False if the shared-memory slot was reused under this frame (data gone)."""
+        shm = self.header["shm"]
+        if shm is None or self._owner is None or self._owner.reader is None:
+            return True
+        return self._owner.reader.generation(shm["slot"]) == shm["generation"]
+
+    def release(self) -> None:
+        """Give the frame's memory back (shared-memory slots return to the ring)."""
+        if not self._released:
+            self._released = True
+            if self._owner is not None:
+                self._owner.release_frame(self)
+
+    def __enter__(self) -> Frame:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class FrameSubscriber:
+    """Receives frames from a `FramePublisher`.
+
+    Parameters
+    ----------
+    endpoint
+        The publisher's frame endpoint.
+    control_endpoint
+        The publisher's control endpoint (needed for shared-memory frames).
+    policy
+        ``"every"`` or ``"latest"`` (see the module doc).
+    maxlen
+        Queue length for ``every``.
+    security
+        CURVE keys when the publisher listens on a network.
+
+    Notes
+    -----
+    `get` and iteration may be used from any one thread; the socket lives on
+    the receiver thread.
+
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        control_endpoint: str | None = None,
+        policy: Literal["every", "latest"] = "every",
+        maxlen: int = 16,
+        security: BusSecurity | None = None,
+        rcvhwm: int = 256,
+    ) -> None:
+        if policy not in ("every", "latest"):
+            raise LivescopeError(f"delivery policy must be 'every' or 'latest', got {policy!r}")
+        if maxlen < 1:
+            raise LivescopeError(f"maxlen must be >= 1, got {maxlen}")
+        self.endpoint = endpoint
+        self.control_endpoint = control_endpoint
+        self.policy = policy
+        self.maxlen = 1 if policy == "latest" else maxlen
+        self.security = security
+        self.rcvhwm = rcvhwm
+        self.reader: ShmReader | None = None
+        self._queue: collections.deque[Frame] = collections.deque()
+        self._cond = threading.Condition()
+        self._in_use: dict[int, int] = {}  # shm slot -> frames holding it
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self.counts = collections.Counter[str]()
+        self._last_seq: int | None = None
+        self.max_depth = 0
+        self._lat: dict[str, collections.deque[int]] = {
+            k: collections.deque(maxlen=_LATENCY_SAMPLES)
+            for k in ("camera_to_agent", "agent_to_sent", "sent_to_received", "camera_to_received")
+        }
+        self._thread = threading.Thread(target=self._run, name="livescope-bus-rx", daemon=True)
+        self._thread.start()
+        self._ready.wait(5.0)
+        if self._error is not None:
+            raise LivescopeError(f"cannot attach to the frame bus: {self._error}")
+
+    # ------------------------------------------------------------ receiver thread
+
+    def _hello(self, ctx: zmq.Context[Any]) -> None:
+        if self.control_endpoint is None:
+            return
+        req = ctx.socket(zmq.REQ)
+        req.setsockopt(zmq.LINGER, 0)
+        req.setsockopt(zmq.RCVTIMEO, 3000)
+        connect(req, self.control_endpoint, self.security)
+        try:
+            req.send(b'{"op": "hello"}')
+            reply = json.loads(req.recv())
+        except zmq.Again:
+            raise LivescopeError(
+                f"no answer from the bus control at {self.control_endpoint}"
+            ) from None
+        finally:
+            req.close(0)
+        if not reply.get("ok"):
+            raise LivescopeError(f"bus control refused: {reply.get('error')}")
+        if "ring" in reply:
+            self.reader = ShmReader(reply["ring"], int(reply["reader"]))
+
+    def _bye(self, ctx: zmq.Context[Any]) -> None:
+        if self.control_endpoint is None or self.reader is None:
+            return
+        req = ctx.socket(zmq.REQ)
+        req.setsockopt(zmq.LINGER, 0)
+        req.setsockopt(zmq.RCVTIMEO, 500)
+        try:
+            connect(req, self.control_endpoint, self.security)
+            req.send(json.dumps({"op": "bye", "reader": self.reader.index}).encode())
+            req.recv()
+        except zmq.ZMQError:
+            pass  # the agent may be gone; it will declare this reader dead
+        finally:
+            req.close(0)
+
+    def _run(self) -> None:
+        ctx: zmq.Context[Any] = zmq.Context()
+        sock = ctx.socket(zmq.SUB)
+        try:
+            sock.setsockopt(zmq.RCVHWM, self.rcvhwm)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.SUBSCRIBE, b"")
+            connect(sock, self.endpoint, self.security)
+            self._hello(ctx)
+        except (zmq.ZMQError, LivescopeError, ValueError) as exc:
+            self._error = exc
+            self._ready.set()
+            sock.close(0)
+            ctx.term()
+            return
+        self._ready.set()
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        last_beat = 0
+        try:
+            while not self._stop.is_set():
+                if poller.poll(50):
+                    self._receive(sock.recv_multipart(copy=False))
+                now = time.monotonic_ns()
+                if self.reader is not None and now - last_beat > 200_000_000:
+                    last_beat = now
+                    self.reader.heartbeat()
+                    with self._cond:
+                        in_use = set(self._in_use)
+                    self.counts["lost_in_transit"] += self.reader.sweep(in_use)
+        finally:
+            self._bye(ctx)
+            sock.close(0)
+            with self._cond:
+                while self._queue:
+                    self._queue.popleft().release()
+            if self.reader is not None:
+                self.reader.close()
+            ctx.term()
+
+    def _receive(self, parts: list[zmq.Frame]) -> None:
+        t_rx = time.monotonic_ns()
+        self.counts["messages"] += 1
+        try:
+            if len(parts) != 2:
+                raise HeaderError(f"bad frame message: {len(parts)} parts, expected 2")
+            header = decode_header(parts[0].bytes, len(parts[1].buffer))
+            frame = self._frame(header, parts[1], t_rx)
+        except HeaderError as exc:
+            self.counts["rejected"] += 1
+            if self.counts["rejected"] <= 10 or self.counts["rejected"] % 1000 == 0:
+                logger.warning(
+                    "rejected a frame message (%d so far): %s", self.counts["rejected"], exc
+                )
+            return
+        if frame is None:
+            return
+        seq = header["seq"]
+        if self._last_seq is not None and seq > self._last_seq + 1:
+            self.counts["dropped_upstream"] += seq - self._last_seq - 1
+        self._last_seq = seq if self._last_seq is None else max(seq, self._last_seq)
+        self.counts["received"] += 1
+        lat = self._lat
+        lat["camera_to_agent"].append(header["t_agent_ns"] - header["t_camera_ns"])
+        lat["agent_to_sent"].append(header["t_sent_ns"] - header["t_agent_ns"])
+        lat["sent_to_received"].append(t_rx - header["t_sent_ns"])
+        lat["camera_to_received"].append(t_rx - header["t_camera_ns"])
+        dropped: list[Frame] = []
+        with self._cond:
+            self._queue.append(frame)
+            while len(self._queue) > self.maxlen:
+                dropped.append(self._queue.popleft())
+            self.max_depth = max(self.max_depth, len(self._queue))
+            self._cond.notify()
+        for old in dropped:
+            self.counts["dropped_queue" if self.policy == "every" else "replaced"] += 1
+            old.release()
+
+    def _frame(self, header: FrameHeader, part: zmq.Frame, t_rx: int) -> Frame | None:
+        shape = tuple(header["shape"])
+        shm = header["shm"]
+        if shm is None:
+            arr = np.frombuffer(part.buffer, dtype=header["dtype"]).reshape(shape)
+            return Frame(header, arr, t_rx, self)
+        if self.reader is None or shm["name"] != self.reader.name:
+            raise HeaderError(
+                f"frame {header['seq']} is in shared memory {shm['name']!r}, not attached"
+            )
+        slot = shm["slot"]
+        if slot >= self.reader.v.n_slots:
+            raise HeaderError(f"shared-memory slot {slot} does not exist")
+        nbytes = int(np.prod(shape)) * np.dtype(header["dtype"]).itemsize
+        if nbytes > self.reader.v.slot_bytes:
+            raise HeaderError(f"frame of {nbytes} bytes exceeds the ring's slots")
+        if not self.reader.holds(slot, shm["generation"]):
+            self.counts["not_held"] += 1  # published before this reader registered, or reused
+            return None
+        with self._cond:
+            self._in_use[slot] = self._in_use.get(slot, 0) + 1
+        return Frame(header, self.reader.view(slot, shape, header["dtype"]), t_rx, self)
+
+    def release_frame(self, frame: Frame) -> None:
+        """Give a frame's slot back; called by `Frame.release` (any thread)."""
+        shm = frame.header["shm"]
+        if shm is None or self.reader is None:
+            return
+        slot = shm["slot"]
+        with self._cond:
+            left = self._in_use.get(slot, 0) - 1
+            if left > 0:
+                self._in_use[slot] = left
+                return
+            self._in_use.pop(slot, None)
+        if self.reader.generation(slot) == shm["generation"]:
+            self.reader.release(slot)
+
+    # ------------------------------------------------------------ consumer API
+
+    def get(self, timeout: float | None = None) -> Frame | None:
+        """Next frame by the policy, or None after ``timeout`` seconds (None: wait forever)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not self._queue:
+                if self._stop.is_set():
+                    return None
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return None
+                self._cond.wait(0.1 if left is None else min(left, 0.1))
+            self.counts["delivered"] += 1
+            return self._queue.popleft()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters, queue depth and per-hop latency percentiles (ms)."""
+        out: dict[str, Any] = {
+            "policy": self.policy,
+            "maxlen": self.maxlen,
+            "depth": len(self._queue),
+            "max_depth": self.max_depth,
+            "mode": "shm" if self.reader is not None else "inline",
+        }
+        for key in ("messages", "received", "delivered", "rejected", "dropped_queue", "replaced",
+                    "dropped_upstream", "not_held", "lost_in_transit"):  # fmt: skip
+            out[key] = int(self.counts[key])
+        out["drops"] = out["dropped_queue"] + out["dropped_upstream"] + out["not_held"]
+        latency: dict[str, dict[str, float]] = {}
+        for hop, samples in self._lat.items():
+            if samples:
+                a = np.fromiter(samples, np.int64, len(samples)) / 1e6
+                latency[hop] = {
+                    "p50_ms": round(float(np.percentile(a, 50)), 3),
+                    "p99_ms": round(float(np.percentile(a, 99)), 3),
+                }
+        out["latency"] = latency
+        return out
+
+    def close(self) -> None:
+        """Stop receiving, release every frame still queued, detach."""
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> FrameSubscriber:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,114 @@
+"""The worker-side API: attach to a running agent, receive frames, send decisions.
+
+Examples
+--------
+>>> from livescope.bus import attach                      # doctest: +SKIP
+>>> with attach("runs/my-run") as link:                   # doctest: +SKIP
+...     while (frame := link.frames.get(timeout=5)) is not None:
+...         with frame:                                   # zero-copy view; released after
+...             mean = frame.array.mean()
+...         if mean > 1000:
+...             link.decide(StopRun(run_id=link.run_id, seq=frame.seq, rule="too bright"))
+
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from livescope.schema import Decision, DecisionAck, LivescopeError
+
+from ._decisions import DecisionClient
+from ._endpoints import BusSecurity
+from ._subscriber import FrameSubscriber
+
+__all__ = ["BUS_FILE", "BusInfo", "WorkerLink", "attach"]
+
+BUS_FILE = "bus.json"
+
+
+@dataclass(frozen=True)
+class BusInfo:
+    """Where a running agent's sockets are (written to ``<run>/bus.json``)."""
+
+    run_id: str
+    frames: str
+    control: str
+    decisions: str
+    mode: str
+
+    def write(self, run_dir: Path) -> Path:
+        """Write ``bus.json`` into ``run_dir`` (atomically)."""
+        path = run_dir / BUS_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.__dict__, indent=1), encoding="utf-8")
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def read(cls, run_dir_or_file: str | Path) -> BusInfo:
+        """Read ``bus.json`` from a run folder (or the file itself)."""
+        p = Path(run_dir_or_file)
+        path = p / BUS_FILE if p.is_dir() else p
+        try:
+            data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+            return cls(
+                **{k: str(data[k]) for k in ("run_id", "frames", "control", "decisions", "mode")}
+            )
+        except FileNotFoundError:
+            raise LivescopeError(f"no {BUS_FILE} in {p}: is an agent running there?") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LivescopeError(f"{path} is not a livescope bus file ({exc})") from None
+
+
+class WorkerLink:
+    """A worker's connection to one agent: ``frames`` in, decisions out."""
+
+    def __init__(
+        self,
+        info: BusInfo,
+        *,
+        policy: Literal["every", "latest"] = "every",
+        maxlen: int = 16,
+        security: BusSecurity | None = None,
+    ) -> None:
+        self.info = info
+        self.run_id = info.run_id
+        self.frames = FrameSubscriber(
+            info.frames,
+            control_endpoint=info.control,
+            policy=policy,
+            maxlen=maxlen,
+            security=security,
+        )
+        self.decisions = DecisionClient(info.decisions, security=security)
+
+    def decide(self, decision: Decision, timeout: float = 5.0) -> DecisionAck:
+        """Send a decision and wait for the agent's acknowledgement."""
+        return self.decisions.send(decision, timeout)
+
+    def close(self) -> None:
+        """Detach (frames still held are released)."""
+        self.frames.close()
+        self.decisions.close()
+
+    def __enter__(self) -> WorkerLink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def attach(
+    run: str | Path | BusInfo,
+    *,
+    policy: Literal["every", "latest"] = "every",
+    maxlen: int = 16,
+    security: BusSecurity | None = None,
+) -> WorkerLink:
+    """Attach a worker to a running agent (its run folder, ``bus.json``, or a `BusInfo`)."""
+    info = run if isinstance(run, BusInfo) else BusInfo.read(run)
+    return WorkerLink(info, policy=policy, maxlen=maxlen, security=security)

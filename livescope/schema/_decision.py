@@ -1,0 +1,131 @@
+"""Decisions (worker → agent) and their acknowledgements (agent → worker).
+
+A decision is a union tagged by ``type``; each names the run and the frame
+(sequence number) it answers, the rule that made it and, from the inference
+issues on, the engines (model sha256) whose results it used. The agent answers
+every message with a `DecisionAck`: accepted, or rejected with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Annotated, Any, Literal
+
+import useq
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, TypeAdapter, ValidationError
+
+from ._base import format_validation_error
+
+__all__ = [
+    "AddEvents",
+    "ChangeInterval",
+    "Decision",
+    "DecisionAck",
+    "Move",
+    "StopPosition",
+    "StopRun",
+    "parse_decision",
+]
+
+
+class _DecisionBase(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    decision_id: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=1, max_length=64)
+    run_id: str = Field(min_length=1, max_length=128, description="Run this decision is for.")
+    seq: int | None = Field(default=None, ge=0, description="Frame sequence number it answers.")
+    rule: str = Field(default="", max_length=256, description="Policy rule that made it.")
+    inputs: dict[str, Any] = Field(default_factory=dict, description="What the rule saw.")
+    engines: dict[str, str] = Field(
+        default_factory=dict, description="Engine name → model sha256 used."
+    )
+
+
+class AddEvents(_DecisionBase):
+    """Acquire more frames: useq events, each with its true index.
+
+    Events without a stage position take their position's (by ``p`` index or
+    ``pos_name``). Their ``min_start_time`` counts from the moment the agent
+    applies the decision plus ``delay_s`` (plan seconds).
+    """
+
+    type: Literal["add_events"] = "add_events"
+    events: tuple[useq.MDAEvent, ...] = Field(min_length=1, max_length=10000)
+    delay_s: float = Field(default=0.0, ge=0)
+
+
+class Move(_DecisionBase):
+    """Move (recentre) a position: its later events image at the new coordinates, µm."""
+
+    type: Literal["move"] = "move"
+    position: str = Field(min_length=1)
+    x_um: float
+    y_um: float
+    z_um: float | None = None
+
+
+class ChangeInterval(_DecisionBase):
+    """Change the time-lapse interval of the time points still to come, seconds."""
+
+    type: Literal["change_interval"] = "change_interval"
+    interval_s: PositiveFloat
+
+
+class StopPosition(_DecisionBase):
+    """Acquire nothing more at one position."""
+
+    type: Literal["stop_position"] = "stop_position"
+    position: str = Field(min_length=1)
+
+
+class StopRun(_DecisionBase):
+    """End the run after the event being acquired."""
+
+    type: Literal["stop_run"] = "stop_run"
+
+
+Decision = Annotated[
+    AddEvents | Move | ChangeInterval | StopPosition | StopRun, Field(discriminator="type")
+]
+_ADAPTER: TypeAdapter[Decision] = TypeAdapter(Decision)
+
+
+class DecisionAck(BaseModel):
+    """The agent's answer to one decision message."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    decision_id: str
+    run_id: str
+    type: str
+    accepted: bool
+    reason: str = ""
+    seq: int | None = None
+    events_added: int = 0
+    t_received_ns: int = 0
+    t_acked_ns: int = 0
+
+
+def parse_decision(raw: bytes) -> Decision:
+    """Parse and validate one decision message (JSON).
+
+    Raises
+    ------
+    ValueError
+        with a reason naming the problem (unknown type, bad field, not JSON).
+
+    """
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"decision is not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"decision must be a JSON object, got {type(data).__name__}")
+    kinds = ("add_events", "move", "change_interval", "stop_position", "stop_run")
+    if data.get("type") not in kinds:
+        raise ValueError(f"unknown decision type {data.get('type')!r}; known: {', '.join(kinds)}")
+    try:
+        return _ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        raise ValueError("invalid decision: " + "; ".join(format_validation_error(exc))) from None

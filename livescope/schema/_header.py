@@ -1,0 +1,191 @@
+"""Wire protocol v1 of the frame bus: the header that travels with every frame.
+
+A frame is a two-part ZeroMQ message: part 1 the header (UTF-8 JSON object),
+part 2 the pixels (``inline``: the raw C-order buffer; ``shm``: empty, the pixels
+are in a shared-memory slot the header names). `decode_header` validates every
+field before anything uses it; a bad header raises `HeaderError` with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Literal, TypedDict
+
+from ._errors import LivescopeError
+
+__all__ = [
+    "ALLOWED_DTYPES",
+    "PROTOCOL_VERSION",
+    "FrameHeader",
+    "HeaderError",
+    "ShmRef",
+    "decode_header",
+    "encode_header",
+]
+
+PROTOCOL_VERSION = 1
+ALLOWED_DTYPES = ("uint8", "uint16", "uint32", "float32")
+_ITEMSIZE = {"uint8": 1, "uint16": 2, "uint32": 4, "float32": 4}
+_MAX_HEADER_BYTES = 64 * 1024
+_MAX_SIDE = 65536
+_MAX_NBYTES = 2**34
+
+
+class HeaderError(LivescopeError, ValueError):
+    """A frame header (or its payload) is malformed; the message is rejected."""
+
+
+class ShmRef(TypedDict):
+    """Where a frame's pixels are in shared memory."""
+
+    name: str
+    slot: int
+    generation: int
+
+
+class FrameHeader(TypedDict):
+    """Header of one frame (wire protocol v1). Units are in the names.
+
+    Times are ``time.monotonic_ns()`` of the agent's host: ``t_camera_ns`` when the
+    frame reached the agent from the camera, ``t_agent_ns`` when it was handed to
+    the bus, ``t_sent_ns`` when it was sent.
+    """
+
+    v: int
+    run_id: str
+    seq: int
+    index: dict[str, int]
+    channel: str
+    position: str
+    x_um: float | None
+    y_um: float | None
+    z_um: float | None
+    exposure_ms: float
+    pixel_size_um: float
+    t_camera_ns: int
+    t_agent_ns: int
+    t_sent_ns: int
+    shape: list[int]
+    dtype: str
+    payload: Literal["inline", "shm"]
+    shm: ShmRef | None
+
+
+def encode_header(header: FrameHeader) -> bytes:
+    """Serialise a header (compact JSON; never pickle)."""
+    return json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _fail(msg: str) -> HeaderError:
+    return HeaderError(f"bad frame header: {msg}")
+
+
+def _int(d: dict[str, Any], key: str, lo: int = 0, hi: int = 2**63 - 1) -> int:
+    v = d.get(key)
+    if type(v) is not int or not lo <= v <= hi:
+        raise _fail(f"{key} must be an integer in [{lo}, {hi}], got {v!r}")
+    return v
+
+
+def _str(d: dict[str, Any], key: str, max_len: int = 256) -> str:
+    v = d.get(key)
+    if not isinstance(v, str) or len(v) > max_len:
+        raise _fail(f"{key} must be a string of at most {max_len} characters, got {v!r:.80}")
+    return v
+
+
+def _num(d: dict[str, Any], key: str, optional: bool = False) -> float | None:
+    v = d.get(key)
+    if v is None and optional:
+        return None
+    if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v):
+        raise _fail(f"{key} must be a finite number, got {v!r:.80}")
+    return float(v)
+
+
+def decode_header(raw: bytes, payload_nbytes: int | None = None) -> FrameHeader:
+    """Parse and validate a header.
+
+    Parameters
+    ----------
+    raw
+        Part 1 of the message.
+    payload_nbytes
+        Size of part 2 for ``inline`` frames (checked against shape and dtype).
+
+    Raises
+    ------
+    HeaderError
+        naming the first problem found.
+
+    """
+    if len(raw) > _MAX_HEADER_BYTES:
+        raise _fail(f"{len(raw)} bytes is larger than {_MAX_HEADER_BYTES}")
+    try:
+        d = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise _fail(f"not JSON ({exc})") from None
+    if not isinstance(d, dict):
+        raise _fail(f"expected a JSON object, got {type(d).__name__}")
+    v = d.get("v")
+    if v != PROTOCOL_VERSION:
+        raise _fail(f"protocol version {v!r} is not {PROTOCOL_VERSION}")
+    index = d.get("index")
+    if not isinstance(index, dict) or not all(
+        isinstance(k, str) and type(i) is int and 0 <= i < 2**31 for k, i in index.items()
+    ):
+        raise _fail(f"index must map axis names to non-negative integers, got {index!r:.80}")
+    shape = d.get("shape")
+    if (
+        not isinstance(shape, list)
+        or not 1 <= len(shape) <= 4
+        or not all(type(s) is int and 1 <= s <= _MAX_SIDE for s in shape)
+    ):
+        raise _fail(f"shape must be 1 to 4 positive integers, got {shape!r:.80}")
+    dtype = d.get("dtype")
+    if dtype not in ALLOWED_DTYPES:
+        raise _fail(f"dtype must be one of {ALLOWED_DTYPES}, got {dtype!r:.40}")
+    nbytes = math.prod(shape) * _ITEMSIZE[dtype]
+    if nbytes > _MAX_NBYTES:
+        raise _fail(f"frame of {nbytes} bytes is too large")
+    payload = d.get("payload")
+    shm = d.get("shm")
+    if payload == "inline":
+        if shm is not None:
+            raise _fail("inline frames carry no shm reference")
+        if payload_nbytes is not None and payload_nbytes != nbytes:
+            raise _fail(f"payload is {payload_nbytes} bytes, shape and dtype need {nbytes}")
+    elif payload == "shm":
+        if not isinstance(shm, dict):
+            raise _fail("shm frames need a shm reference")
+        _str(shm, "name", 128)
+        _int(shm, "slot", 0, 1 << 20)
+        _int(shm, "generation")
+        if payload_nbytes not in (None, 0):
+            raise _fail("shm frames carry no inline payload")
+    else:
+        raise _fail(f"payload must be 'inline' or 'shm', got {payload!r:.40}")
+    header = FrameHeader(
+        v=PROTOCOL_VERSION,
+        run_id=_str(d, "run_id", 128),
+        seq=_int(d, "seq"),
+        index={str(k): int(i) for k, i in index.items()},
+        channel=_str(d, "channel"),
+        position=_str(d, "position"),
+        x_um=_num(d, "x_um", optional=True),
+        y_um=_num(d, "y_um", optional=True),
+        z_um=_num(d, "z_um", optional=True),
+        exposure_ms=_num(d, "exposure_ms") or 0.0,
+        pixel_size_um=_num(d, "pixel_size_um") or 0.0,
+        t_camera_ns=_int(d, "t_camera_ns"),
+        t_agent_ns=_int(d, "t_agent_ns"),
+        t_sent_ns=_int(d, "t_sent_ns"),
+        shape=list(shape),
+        dtype=str(dtype),
+        payload=payload,
+        shm=None
+        if shm is None
+        else ShmRef(name=shm["name"], slot=shm["slot"], generation=shm["generation"]),
+    )
+    return header

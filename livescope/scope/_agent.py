@@ -1,0 +1,489 @@
+"""The scope agent: owns the core, records every frame, streams it, applies decisions.
+
+The plan's events are fed to pymmcore-plus's MDA runner from a queue (`EventFeed`)
+so that decisions can add, move, re-time or stop events while the run goes on.
+Events due at the same time are handed to the engine together, so bursts still
+merge into hardware-timed sequences. Decisions are applied between events.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import useq
+from pymmcore_plus import CMMCorePlus
+
+from livescope import __version__
+from livescope.bus import BusInfo, BusSecurity, DecisionServer, FramePublisher
+from livescope.record import DecisionLog, OmeZarrWriter, PSink
+from livescope.schema import (
+    AddEvents,
+    ChangeInterval,
+    Decision,
+    DecisionAck,
+    HardwareProfile,
+    LivescopeError,
+    Move,
+    StopPosition,
+    StopRun,
+    check_plan,
+)
+
+from ._engine import SAMPLE_TIME_KEY, LivescopeEngine
+from ._fanout import FrameFanout, position_name
+
+__all__ = ["EventFeed", "ScopeAgent"]
+
+logger = logging.getLogger("livescope")
+
+
+def _key(event: useq.MDAEvent) -> tuple[str, int, str, int]:
+    ch = event.channel.config if event.channel else ""
+    return (position_name(event), event.index.get("t", 0), ch, event.index.get("z", 0))
+
+
+class EventFeed:
+    """The queue of events still to acquire, consumed by the MDA runner.
+
+    Times are plan seconds (``min_start_time``). Thread-safe: the runner iterates
+    on its thread, decisions arrive on the decision-server thread.
+    """
+
+    def __init__(self, sequence: useq.MDASequence, engine: LivescopeEngine, clock_scale: float):
+        self._engine = engine
+        self._scale = clock_scale  # plan seconds per wall-clock second
+        self._lock = threading.Lock()
+        self._heap: list[tuple[float, int, useq.MDAEvent]] = []
+        self._order = itertools.count()
+        self.positions: dict[str, tuple[float | None, float | None, float | None]] = {}
+        self.position_index: dict[int, str] = {}
+        self.p_of: dict[str, int] = {}
+        self._planned_keys: set[tuple[str, int, str, int]] = set()
+        self._stopped_positions: set[str] = set()
+        self.stopped = False
+        self.finished = False
+        self._t0: float | None = None
+        self._last_t: tuple[int, float] = (-1, 0.0)  # last time index handed out, its time
+        for event in sequence:
+            self._push(event)
+            name = position_name(event)
+            self.positions.setdefault(name, (event.x_pos, event.y_pos, event.z_pos))
+            self.position_index.setdefault(event.index.get("p", 0), name)
+            self.p_of.setdefault(name, event.index.get("p", 0))
+
+    def _push(self, event: useq.MDAEvent) -> None:
+        heapq.heappush(self._heap, (float(event.min_start_time or 0.0), next(self._order), event))
+        self._planned_keys.add(_key(event))
+
+    # ------------------------------------------------------------ runner side
+
+    def now(self) -> float:
+        """Plan time since the run started, seconds."""
+        return 0.0 if self._t0 is None else (time.perf_counter() - self._t0) * self._scale
+
+    def __iter__(self) -> Iterator[useq.MDAEvent]:
+        """Yield events (runner thread) until the plan is done or the run is stopped."""
+        self._t0 = time.perf_counter()
+        first = True
+        try:
+            while True:
+                with self._lock:
+                    if self.stopped or not self._heap:
+                        return
+                    due = self._heap[0][0]
+                    batch = []
+                    while self._heap and self._heap[0][0] == due:
+                        batch.append(heapq.heappop(self._heap)[2])
+                for event in self._engine.event_iterator(batch):
+                    with self._lock:
+                        if self._is_stopped():  # a decision may have stopped the run
+                            return
+                        subs = getattr(event, "events", None) or (event,)
+                        if all(position_name(e) in self._stopped_positions for e in subs):
+                            continue
+                        t = event.index.get("t", 0)
+                        if t > self._last_t[0]:
+                            self._last_t = (t, float(event.metadata.get(SAMPLE_TIME_KEY, 0.0)))
+                    if first:  # the runner's event timer starts at the first event
+                        event = event.model_copy(update={"reset_event_timer": True})
+                        self._t0, first = time.perf_counter(), False
+                    yield event
+        finally:
+            with self._lock:
+                self.finished = True
+
+    # ------------------------------------------------------------ decisions
+
+    def _is_stopped(self) -> bool:
+        return self.stopped
+
+    def stop(self) -> None:
+        """Stop after the current event."""
+        with self._lock:
+            self.stopped = True
+            self._heap.clear()
+
+    def stop_position(self, name: str) -> int:
+        """Drop every pending event of position ``name``; returns how many."""
+        with self._lock:
+            self._stopped_positions.add(name)
+            before = len(self._heap)
+            self._heap = [h for h in self._heap if position_name(h[2]) != name]
+            heapq.heapify(self._heap)
+            return before - len(self._heap)
+
+    def move(self, name: str, x: float, y: float, z: float | None) -> int:
+        """Image position ``name`` at (x, y[, z]) from its next pending event on."""
+        with self._lock:
+            old = self.positions[name]
+            self.positions[name] = (x, y, old[2] if z is None else z)
+            n = 0
+            for i, (due, order, ev) in enumerate(self._heap):
+                if position_name(ev) == name:
+                    update: dict[str, Any] = {"x_pos": x, "y_pos": y}
+                    if z is not None:
+                        update["z_pos"] = z
+                    self._heap[i] = (due, order, ev.model_copy(update=update))
+                    n += 1
+            return n
+
+    def change_interval(self, interval_s: float) -> int:
+        """Re-time pending events of later time points to ``interval_s`` apart."""
+        with self._lock:
+            t_cur, t_start = self._last_t
+            n = 0
+            for i, (_, order, ev) in enumerate(self._heap):
+                t = ev.index.get("t", 0)
+                if t > t_cur and not ev.metadata.get("added_by"):
+                    due = t_start + (t - max(t_cur, 0)) * interval_s
+                    self._heap[i] = (due, order, ev.model_copy(update={"min_start_time": due}))
+                    n += 1
+            heapq.heapify(self._heap)
+            return n
+
+    def add(self, events: list[useq.MDAEvent]) -> None:
+        """Schedule events (already checked and timed)."""
+        with self._lock:
+            if self.finished or self.stopped:
+                raise LivescopeError("the run has ended; no events can be added")
+            for ev in events:
+                self._push(ev)
+
+    def is_taken(self, key: tuple[str, int, str, int]) -> bool:
+        """Return True if an event with this (position, t, channel, z) is planned or done."""
+        with self._lock:
+            return key in self._planned_keys
+
+
+class ScopeAgent:
+    """Runs a plan on a core: records every frame, publishes it, applies decisions.
+
+    Parameters
+    ----------
+    core
+        The pymmcore-plus core (``CMMCorePlus`` or the simulated ``UniMMCore``).
+    profile
+        The rig's hardware profile (decisions are checked against it).
+    sequence
+        The plan.
+    run_dir
+        Run folder (new): recording, frame log, decision log, ``bus.json``.
+    sim
+        The simulated microscope behind ``core``, if any (adds ground truth).
+    bus
+        ``"inline"``, ``"shm"`` or ``"off"``.
+    endpoints
+        Optional ``frames``, ``control`` and ``decisions`` endpoints to bind.
+    security
+        CURVE keys (required to bind to a network address).
+
+    """
+
+    def __init__(
+        self,
+        core: CMMCorePlus,
+        profile: HardwareProfile,
+        sequence: useq.MDASequence,
+        run_dir: str | Path,
+        *,
+        sim: Any = None,
+        run_id: str | None = None,
+        bus: Literal["inline", "shm", "off"] = "inline",
+        endpoints: dict[str, str] | None = None,
+        security: BusSecurity | None = None,
+        extra_sinks: list[PSink] | None = None,
+    ) -> None:
+        check_plan(sequence, profile)
+        self.core, self.profile, self.sequence, self.sim = core, profile, sequence, sim
+        self.run_dir = Path(run_dir)
+        self.run_id = run_id or time.strftime("run-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        self.engine = LivescopeEngine(core, profile, sim=sim)
+        accel = sim.time_acceleration if sim is not None else 1.0
+        self.feed = EventFeed(sequence, self.engine, accel)
+        # every channel of the rig has its place on the c axis from the start: the
+        # plan's first, then the others (decisions may add them)
+        channels = list(
+            dict.fromkeys(
+                [c.config for c in sequence.channels] + [c.name for c in profile.channels.presets]
+            )
+        )
+        self.channel_order = channels
+        self.recorder = OmeZarrWriter(
+            self.run_dir,
+            channels=channels,
+            pixel_size_um=core.getPixelSizeUm() or 1.0,
+            z_step_um=float(getattr(sequence.z_plan, "step", None) or 1.0),
+            interval_s=_interval_s(sequence),
+            attrs={"run_id": self.run_id, "profile": profile.name, "livescope": __version__},
+        )
+        self.decision_log = DecisionLog(self.run_dir)
+        self.decisions_accepted = 0
+        self.decisions_rejected = 0
+        eps = endpoints or {}
+        self.publisher: FramePublisher | None = None
+        self.server: DecisionServer | None = None
+        if bus != "off":
+            cam = profile.camera
+            max_bytes = cam.sensor_shape_px[0] * cam.sensor_shape_px[1] * 2
+            self.publisher = FramePublisher(
+                self.run_id,
+                endpoint=eps.get("frames"),
+                control_endpoint=eps.get("control"),
+                mode=bus,
+                max_frame_bytes=max_bytes,
+                security=security,
+            )
+            self.server = DecisionServer(
+                self._on_decision, endpoint=eps.get("decisions"), security=security
+            )
+            BusInfo(
+                self.run_id,
+                self.publisher.endpoint,
+                self.publisher.control_endpoint,
+                self.server.endpoint,
+                bus,
+            ).write(self.run_dir)
+        self.sinks: list[PSink] = [self.recorder, *(extra_sinks or [])]
+
+    # ------------------------------------------------------------ decisions
+
+    def _on_decision(self, decision: Decision, t_rx: int) -> DecisionAck:
+        """Check and apply one decision (decision-server thread); never raises."""
+        accepted, reason, added = False, "", 0
+        try:
+            if decision.run_id != self.run_id:
+                raise LivescopeError(
+                    f"unknown run {decision.run_id!r}; this agent runs {self.run_id!r}"
+                )
+            if self.feed.finished or self.feed.stopped:
+                raise LivescopeError("the run has ended")
+            added, reason = self._apply(decision)
+            accepted = True
+        except (LivescopeError, ValueError, KeyError) as exc:
+            reason = str(exc.args[0]) if isinstance(exc, KeyError) else str(exc)
+        ack = DecisionAck(
+            decision_id=decision.decision_id,
+            run_id=decision.run_id,
+            type=decision.type,
+            accepted=accepted,
+            reason=reason,
+            seq=decision.seq,
+            events_added=added,
+            t_received_ns=t_rx,
+            t_acked_ns=time.monotonic_ns(),
+        )
+        if accepted:
+            self.decisions_accepted += 1
+        else:
+            self.decisions_rejected += 1
+            logger.warning(
+                "decision %s (%s) rejected: %s", decision.decision_id, decision.type, reason
+            )
+        self.decision_log.append(
+            {"decision": decision.model_dump(mode="json"), "ack": ack.model_dump(mode="json")}
+        )
+        return ack
+
+    def _check_xyz(self, x: float | None, y: float | None, z: float | None, what: str) -> None:
+        xy, zs = self.profile.stages.xy, self.profile.stages.z
+        for axis, value, (lo, hi), field in (
+            ("x", x, xy.x_range_um, "stages.xy.x_range_um"),
+            ("y", y, xy.y_range_um, "stages.xy.y_range_um"),
+            ("z", z, zs.z_range_um, "stages.z.z_range_um"),
+        ):
+            if value is not None and not lo <= value <= hi:
+                raise LivescopeError(
+                    f"{what}: {axis} = {value:g} µm is outside the stage travel "
+                    f"[{lo:g}, {hi:g}] µm ({field})"
+                )
+
+    def _apply(self, d: Decision) -> tuple[int, str]:
+        feed = self.feed
+        if isinstance(d, StopRun):
+            feed.stop()
+            self.core.mda.cancel()  # also ends a wait for the next event
+            return 0, "run stops after the current event"
+        if isinstance(d, StopPosition):
+            if d.position not in feed.positions:
+                raise LivescopeError(
+                    f"unknown position {d.position!r}; have {sorted(feed.positions)}"
+                )
+            n = feed.stop_position(d.position)
+            return 0, f"{n} pending event(s) dropped"
+        if isinstance(d, Move):
+            if d.position not in feed.positions:
+                raise LivescopeError(
+                    f"unknown position {d.position!r}; have {sorted(feed.positions)}"
+                )
+            self._check_xyz(d.x_um, d.y_um, d.z_um, f"move {d.position}")
+            n = feed.move(d.position, d.x_um, d.y_um, d.z_um)
+            return 0, f"{n} pending event(s) moved"
+        if isinstance(d, ChangeInterval):
+            n = feed.change_interval(d.interval_s)
+            return 0, f"{n} pending event(s) re-timed"
+        if isinstance(d, AddEvents):
+            events = self._prepare_added(d)
+            feed.add(events)
+            return len(events), ""
+        raise LivescopeError(f"unsupported decision type {d.type!r}")  # pragma: no cover
+
+    def _prepare_added(self, d: AddEvents) -> list[useq.MDAEvent]:
+        """Fill positions, check channels, limits and collisions, set times."""
+        feed, chans = self.feed, self.profile.channels
+        start = feed.now() + d.delay_s
+        out: list[useq.MDAEvent] = []
+        keys: set[tuple[str, int, str, int]] = set()
+        for i, ev in enumerate(d.events):
+            what = f"event {i} {dict(ev.index)}"
+            name = ev.pos_name or feed.position_index.get(ev.index.get("p", -1))
+            update: dict[str, Any] = {}
+            if name is not None and name in feed.positions:
+                x, y, z = feed.positions[name]
+                update["pos_name"] = name
+                update["index"] = {**ev.index, "p": feed.p_of[name]}
+                for attr, value in (("x_pos", x), ("y_pos", y), ("z_pos", z)):
+                    if getattr(ev, attr) is None and value is not None:
+                        update[attr] = value
+            elif ev.x_pos is None or ev.y_pos is None:
+                raise LivescopeError(f"{what}: unknown position and no x/y given")
+            if ev.channel is None:
+                raise LivescopeError(f"{what}: no channel")
+            if ev.channel.group != chans.config_group:
+                raise LivescopeError(
+                    f"{what}: channel group {ev.channel.group!r} is not {chans.config_group!r}"
+                )
+            preset = chans.get(ev.channel.config)
+            exposure = ev.exposure if ev.exposure is not None else preset.default_exposure_ms
+            if not preset.exposure_min_ms <= exposure <= preset.exposure_max_ms:
+                raise LivescopeError(
+                    f"{what}: exposure {exposure} ms is outside channel {preset.name!r} limits "
+                    f"[{preset.exposure_min_ms}, {preset.exposure_max_ms}] ms"
+                )
+            update["exposure"] = exposure
+            update["index"] = {
+                **update.get("index", ev.index),
+                "c": self.channel_order.index(preset.name),
+            }
+            new = ev.model_copy(update=update)
+            self._check_xyz(new.x_pos, new.y_pos, new.z_pos, what)
+            key = _key(new)
+            if key in keys or feed.is_taken(key):
+                raise LivescopeError(
+                    f"{what}: position {key[0]} t={key[1]} channel {key[2]} z={key[3]} is already "
+                    "planned or acquired; give the added events their own index"
+                )
+            keys.add(key)
+            due = start + float(ev.min_start_time or 0.0)
+            meta = {**ev.metadata, "added_by": d.decision_id, SAMPLE_TIME_KEY: due}
+            out.append(new.model_copy(update={"min_start_time": due, "metadata": meta}))
+        return out
+
+    # ------------------------------------------------------------ running
+
+    def run(self, progress: Any = None) -> dict[str, Any]:
+        """Acquire until the plan is done or a decision stops the run (blocking).
+
+        Returns the run summary (also written to ``summary.json``).
+        """
+        fanout = FrameFanout(
+            self.sinks, publisher=self.publisher, on_cancel=self._cancel, progress=progress
+        )
+        core = self.core
+        core.mda.set_engine(self.engine)
+        core.mda.events.frameReady.connect(fanout.on_frame)
+        t0 = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            core.mda.run(iter(self.feed))
+        except BaseException as exc:  # noqa: BLE001 (re-raised after teardown)
+            error = exc
+        finally:
+            duration = time.perf_counter() - t0
+            core.mda.events.frameReady.disconnect(fanout.on_frame)
+            self.feed.stop()
+            try:
+                fanout.finish()
+            except LivescopeError as exc:
+                error = error or exc
+            finally:
+                summary = self._summary(fanout, duration)
+                self._close()
+        if error is not None:
+            raise error
+        if self.engine.failed_events:
+            raise LivescopeError(
+                f"{len(self.engine.failed_events)} frame(s) could not be acquired; first at "
+                f"event {dict(self.engine.failed_events[0].index)}"
+            )
+        return summary
+
+    def _cancel(self) -> None:
+        self.feed.stop()
+        self.core.mda.cancel()
+
+    def _summary(self, fanout: FrameFanout, duration: float) -> dict[str, Any]:
+        import json
+
+        bus: dict[str, Any] = self.publisher.stats() if self.publisher else {"mode": "off"}
+        bus["dropped_in_agent"] = fanout.bus_dropped
+        summary: dict[str, Any] = {
+            "ok": True,
+            "run_id": self.run_id,
+            "frames_acquired": fanout.frames_acquired,
+            "frames_written": fanout.frames_written,
+            "frames_failed": len(self.engine.failed_events),
+            "positions": list(self.feed.positions),
+            "channels": self.recorder.channels,
+            "duration_s": round(duration, 3),
+            "fps": round(fanout.frames_acquired / duration, 2) if duration > 0 else 0.0,
+            "max_queue_depth": fanout.max_queue_depth,
+            "decisions_accepted": self.decisions_accepted,
+            "decisions_rejected": self.decisions_rejected,
+            "bus": bus,
+            "out": str(self.run_dir.resolve()),
+            "recording": str(self.recorder.path.resolve()),
+            "profile": self.profile.name,
+            "livescope_version": __version__,
+        }
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+        return summary
+
+    def _close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        if self.publisher is not None:
+            self.publisher.close()
+        self.decision_log.close()
+
+
+def _interval_s(sequence: useq.MDASequence) -> float:
+    interval = getattr(sequence.time_plan, "interval", None)
+    return interval.total_seconds() if interval else 1.0
