@@ -38,6 +38,9 @@ class DecisionServer:
         an exception is turned into a rejection and logged.
     endpoint
         Where to bind (default: a fresh local endpoint).
+    on_invalid
+        Called (server thread) with the raw message and its rejection when a
+        message is not a valid decision, e.g. to log it.
 
     """
 
@@ -47,13 +50,23 @@ class DecisionServer:
         *,
         endpoint: str | None = None,
         security: BusSecurity | None = None,
+        on_invalid: Callable[[bytes, DecisionAck], None] | None = None,
     ) -> None:
         self._handler = handler
+        self._on_invalid = on_invalid
+        self._security = security
         self._ctx = zmq.Context()
         self._sock = self._ctx.socket(zmq.ROUTER)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.MAXMSGSIZE, _MAX_MESSAGE)
-        self.endpoint = bind(self._sock, endpoint or local_endpoint("decisions"), security)
+        try:
+            self.endpoint = bind(self._sock, endpoint or local_endpoint("decisions"), security)
+        except BaseException:
+            self._sock.close(0)
+            if security is not None:
+                security.release(self._ctx)
+            self._ctx.term()
+            raise
         self._stop = threading.Event()
         self.received = 0
         self.rejected = 0
@@ -80,7 +93,7 @@ class DecisionServer:
             self.rejected += 1
             ident = _peek(body)
             logger.warning("rejected decision %s: %s", ident.get("decision_id", "?"), exc)
-            return DecisionAck(
+            ack = DecisionAck(
                 decision_id=str(ident.get("decision_id", "")),
                 run_id=str(ident.get("run_id", "")),
                 type=str(ident.get("type", "")),
@@ -89,6 +102,9 @@ class DecisionServer:
                 t_received_ns=t_rx,
                 t_acked_ns=time.monotonic_ns(),
             )
+            if self._on_invalid is not None:
+                self._on_invalid(body, ack)
+            return ack
         try:
             ack = self._handler(decision, t_rx)
         except Exception as exc:
@@ -109,6 +125,8 @@ class DecisionServer:
         """Stop the server thread and close the socket."""
         self._stop.set()
         self._thread.join(timeout=2)
+        if self._security is not None:
+            self._security.release(self._ctx)
         self._ctx.term()
 
 

@@ -65,7 +65,7 @@ class BusSecurity:
     client_public: bytes | None = None
     client_secret: bytes | None = None
     allowed_clients: tuple[bytes, ...] | None = None
-    _auth: list[Any] = field(default_factory=list, compare=False, repr=False)
+    _auth: dict[int, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @staticmethod
     def generate() -> tuple[bytes, bytes]:
@@ -76,16 +76,18 @@ class BusSecurity:
         """Make ``sock`` a CURVE server (call before bind)."""
         if self.server_secret is None:
             raise LivescopeError("a CURVE server needs server_secret")
-        if self.allowed_clients is not None and not self._auth:
+        ctx = sock.context
+        if self.allowed_clients is not None and id(ctx) not in self._auth:
             from zmq.auth import CURVE_ALLOW_ANY
             from zmq.auth.thread import ThreadAuthenticator
 
-            auth = ThreadAuthenticator(sock.context)
+            # one authenticator (ZAP handler) per context, stopped by `release`
+            auth = ThreadAuthenticator(ctx)
             auth.start()
             auth.configure_curve(domain="*", location=CURVE_ALLOW_ANY)
             allowed = set(self.allowed_clients)
             auth.configure_curve_callback(domain="*", credentials_provider=_Allow(allowed))
-            self._auth.append(auth)
+            self._auth[id(ctx)] = auth
         sock.curve_secretkey = self.server_secret
         sock.curve_publickey = self.server_public
         sock.curve_server = True
@@ -99,9 +101,15 @@ class BusSecurity:
         sock.curve_publickey = public
         sock.curve_secretkey = secret
 
+    def release(self, ctx: zmq.Context[Any]) -> None:
+        """Stop the authenticator of ``ctx`` (before terminating the context)."""
+        auth = self._auth.pop(id(ctx), None)
+        if auth is not None:
+            auth.stop()
+
     def close(self) -> None:
-        """Stop the authenticator thread, if any."""
-        for auth in self._auth:
+        """Stop every authenticator thread."""
+        for auth in self._auth.values():
             auth.stop()
         self._auth.clear()
 

@@ -74,22 +74,31 @@ class FramePublisher:
             raise LivescopeError(f"bus mode must be 'inline' or 'shm', got {mode!r}")
         self.run_id = run_id
         self.mode = mode
+        self._security = security
         self._ctx = zmq.Context()
         self._sock = self._ctx.socket(zmq.PUB)
         self._sock.setsockopt(zmq.SNDHWM, sndhwm)
         self._sock.setsockopt(zmq.LINGER, 0)
-        self.endpoint = bind(self._sock, endpoint or local_endpoint("frames"), security)
-        self._lock = threading.Lock()
-        self.ring: ShmRing | None = None
-        if mode == "shm":
-            if max_frame_bytes <= 0:
-                raise LivescopeError("shared-memory mode needs max_frame_bytes > 0")
-            self.ring = ShmRing(ring_slots, max_frame_bytes)
         self._control = self._ctx.socket(zmq.REP)
         self._control.setsockopt(zmq.LINGER, 0)
-        self.control_endpoint = bind(
-            self._control, control_endpoint or local_endpoint("control"), security
-        )
+        self._lock = threading.Lock()
+        self.ring: ShmRing | None = None
+        try:
+            self.endpoint = bind(self._sock, endpoint or local_endpoint("frames"), security)
+            self.control_endpoint = bind(
+                self._control, control_endpoint or local_endpoint("control"), security
+            )
+            if mode == "shm":
+                if max_frame_bytes <= 0:
+                    raise LivescopeError("shared-memory mode needs max_frame_bytes > 0")
+                self.ring = ShmRing(ring_slots, max_frame_bytes)
+        except BaseException:
+            self._sock.close(0)
+            self._control.close(0)
+            if security is not None:
+                security.release(self._ctx)
+            self._ctx.term()
+            raise
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._serve, name="livescope-bus-control", daemon=True
@@ -202,4 +211,6 @@ class FramePublisher:
         self._sock.close(0)
         if self.ring is not None:
             self.ring.close()
+        if self._security is not None:
+            self._security.release(self._ctx)
         self._ctx.term()

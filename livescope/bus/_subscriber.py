@@ -268,6 +268,7 @@ class FrameSubscriber:
         shm = header["shm"]
         if shm is None:
             arr = np.frombuffer(part.buffer, dtype=header["dtype"]).reshape(shape)
+            arr.flags.writeable = False
             return Frame(header, arr, t_rx, self)
         if self.reader is None or shm["name"] != self.reader.name:
             raise HeaderError(

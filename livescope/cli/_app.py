@@ -10,6 +10,7 @@ import typer
 
 from livescope import __version__
 
+from ._agent import agent, worker
 from ._common import emit, fail, setup_logging, stderr, user_errors
 
 app = typer.Typer(
@@ -27,6 +28,8 @@ bench_app = typer.Typer(
 )
 app.add_typer(profile_app, name="profile")
 app.add_typer(bench_app, name="bench")
+app.command()(agent)
+app.command()(worker)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages to stderr.")]

@@ -22,7 +22,7 @@ import useq
 from pymmcore_plus import CMMCorePlus
 
 from livescope import __version__
-from livescope.bus import BusInfo, BusSecurity, DecisionServer, FramePublisher
+from livescope.bus import BUS_FILE, BusInfo, BusSecurity, DecisionServer, FramePublisher
 from livescope.record import DecisionLog, OmeZarrWriter, PSink
 from livescope.schema import (
     AddEvents,
@@ -262,7 +262,10 @@ class ScopeAgent:
                 security=security,
             )
             self.server = DecisionServer(
-                self._on_decision, endpoint=eps.get("decisions"), security=security
+                self._on_decision,
+                endpoint=eps.get("decisions"),
+                security=security,
+                on_invalid=self._on_invalid,
             )
             BusInfo(
                 self.run_id,
@@ -311,6 +314,11 @@ class ScopeAgent:
             {"decision": decision.model_dump(mode="json"), "ack": ack.model_dump(mode="json")}
         )
         return ack
+
+    def _on_invalid(self, raw: bytes, ack: DecisionAck) -> None:
+        self.decisions_rejected += 1
+        text = raw[:2000].decode("utf-8", errors="replace")
+        self.decision_log.append({"invalid": text, "ack": ack.model_dump(mode="json")})
 
     def _check_xyz(self, x: float | None, y: float | None, z: float | None, what: str) -> None:
         xy, zs = self.profile.stages.xy, self.profile.stages.z
@@ -477,6 +485,7 @@ class ScopeAgent:
         return summary
 
     def _close(self) -> None:
+        (self.run_dir / BUS_FILE).unlink(missing_ok=True)  # nobody can attach any more
         if self.server is not None:
             self.server.close()
         if self.publisher is not None:

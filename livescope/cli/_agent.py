@@ -1,0 +1,142 @@
+"""``livescope agent`` and ``livescope worker``: the two halves of a run, as processes."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ._common import emit, fail, setup_logging, stderr, user_errors
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+
+
+def agent(
+    plan: Annotated[Path, typer.Option(help="Plan YAML (a useq MDASequence).")],
+    profile: Annotated[
+        str, typer.Option(help="Hardware profile: a shipped name or a YAML path.")
+    ] = "sim",
+    out: Annotated[
+        Path | None, typer.Option(help="Run folder (new). Default: runs/agent-<date>-<time>.")
+    ] = None,
+    bus: Annotated[
+        str, typer.Option(help="Frame bus: inline, shm (shared memory) or off.")
+    ] = "shm",
+    frames_endpoint: Annotated[str | None, typer.Option(help="Bind frames here.")] = None,
+    control_endpoint: Annotated[str | None, typer.Option(help="Bind bus control here.")] = None,
+    decisions_endpoint: Annotated[str | None, typer.Option(help="Bind decisions here.")] = None,
+    run_id: Annotated[str | None, typer.Option(help="Run id (default: generated).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Simulation seed (simulated profiles).")] = None,
+    time_acceleration: Annotated[
+        float | None,
+        typer.Option(min=0.001, help="Simulated profiles: sample seconds per wall second."),
+    ] = None,
+    json_out: JsonOpt = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run a plan: record every frame, stream it on the bus, apply decisions from workers.
+
+    The bus endpoints are written to RUN/bus.json for workers to attach.
+    """
+    setup_logging(verbose)
+    from livescope.schema import check_plan, load_plan, load_profile
+    from livescope.scope import run_simulated
+
+    with user_errors(json_out):
+        if bus not in ("inline", "shm", "off"):
+            fail(f"--bus must be inline, shm or off, not {bus!r}", as_json=json_out)
+        prof = load_profile(profile)
+        if time_acceleration is not None:
+            if prof.simulation is None:
+                fail("--time-acceleration applies to simulated profiles only", as_json=json_out)
+            sim = prof.simulation.replace(time_acceleration=time_acceleration)
+            prof = prof.replace(simulation=sim.model_dump())
+        sequence = load_plan(plan)
+        check_plan(sequence, prof, str(plan))
+        run_dir = out or Path("runs") / time.strftime("agent-%Y%m%d-%H%M%S")
+        endpoints = {
+            k: v
+            for k, v in (
+                ("frames", frames_endpoint),
+                ("control", control_endpoint),
+                ("decisions", decisions_endpoint),
+            )
+            if v
+        }
+
+        def ready(a: Any) -> None:
+            stderr.print(f"agent running {a.run_id}: bus {bus}, attach with {run_dir}/bus.json")
+
+        if prof.kind == "simulated":
+            summary = run_simulated(
+                prof,
+                sequence,
+                run_dir,
+                seed=seed,
+                bus=bus,  # type: ignore[arg-type]
+                endpoints=endpoints,
+                run_id=run_id,
+                on_ready=ready,
+            )
+        else:
+            summary = _run_micromanager(prof, sequence, run_dir, bus, endpoints, run_id, ready)
+    if json_out:
+        emit(summary)
+    else:
+        stderr.print(
+            f"{summary['frames_acquired']} frames acquired, {summary['frames_written']} recorded, "
+            f"{summary['decisions_accepted']} decisions accepted, "
+            f"{summary['decisions_rejected']} rejected"
+        )
+        typer.echo(summary["out"])
+
+
+def _run_micromanager(
+    prof: Any, sequence: Any, run_dir: Path, bus: str, endpoints: dict[str, str],
+    run_id: str | None, ready: Any,
+) -> dict[str, Any]:  # fmt: skip
+    """Drive a real rig through pymmcore-plus (needs Micro-Manager's device adapters)."""
+    from pymmcore_plus import CMMCorePlus
+
+    from livescope.schema import LivescopeError
+    from livescope.scope import ScopeAgent
+
+    cfg = prof.micromanager_config
+    if cfg is None or not Path(cfg).is_file():
+        raise LivescopeError(f"Micro-Manager config {cfg} (micromanager_config) not found")
+    core = CMMCorePlus()
+    core.loadSystemConfiguration(str(cfg))
+    a = ScopeAgent(core, prof, sequence, run_dir, run_id=run_id, bus=bus, endpoints=endpoints)  # type: ignore[arg-type]
+    ready(a)
+    return a.run()
+
+
+def worker(
+    run: Annotated[Path, typer.Argument(help="Run folder of a running agent (or its bus.json).")],
+    policy: Annotated[str, typer.Option(help="Delivery: every (queue) or latest.")] = "every",
+    maxlen: Annotated[int, typer.Option(min=1, help="Queue length for 'every'.")] = 16,
+    idle_s: Annotated[float, typer.Option(help="Stop after this long without frames.")] = 5.0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Attach to a running agent and receive its frames (no engines yet: counts and latency)."""
+    setup_logging(False)
+    from livescope.bus import attach
+
+    with user_errors(json_out):
+        if policy not in ("every", "latest"):
+            fail(f"--policy must be every or latest, not {policy!r}", as_json=json_out)
+        deadline = time.monotonic() + 30
+        while not (run / "bus.json").exists() and run.is_dir() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        with attach(run, policy=policy, maxlen=maxlen) as link:  # type: ignore[arg-type]
+            while (frame := link.frames.get(timeout=idle_s)) is not None:
+                frame.release()
+            stats = link.frames.stats()
+    result = {"ok": True, "run_id": link.run_id, **stats}
+    if json_out:
+        emit(result)
+    else:
+        stderr.print(json.dumps(result, indent=1))

@@ -1,0 +1,231 @@
+"""The frame bus: inline and shared-memory frames, policies, drops, security."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import zmq
+
+from livescope.bus import (
+    BusSecurity,
+    FramePublisher,
+    FrameSubscriber,
+    ShmReader,
+    ShmRing,
+    is_loopback,
+)
+from livescope.schema import FrameInfo, LivescopeError
+
+
+def info(seq: int, shape: tuple[int, ...] = (64, 64)) -> FrameInfo:
+    return FrameInfo(
+        seq=seq, index={"t": seq}, position="p0", channel="DAPI", x_um=0.0, y_um=0.0, z_um=0.0,
+        exposure_ms=10.0, pixel_size_um=0.65, sample_time_s=0.0, runner_time_ms=0.0,
+        t_camera_ns=time.monotonic_ns(), hardware_triggered=False, added_by=None, adler32=0,
+        shape=shape, dtype="uint16", event={},
+    )  # fmt: skip
+
+
+def frame(seq: int, shape: tuple[int, int] = (256, 256)) -> np.ndarray:
+    return (np.arange(shape[0] * shape[1], dtype=np.uint32).reshape(shape) * (seq + 1)).astype(
+        np.uint16
+    )
+
+
+@pytest.fixture(params=["inline", "shm"])
+def pubsub(request: pytest.FixtureRequest) -> Iterator[tuple[FramePublisher, FrameSubscriber]]:
+    pub = FramePublisher("r1", mode=request.param, max_frame_bytes=256 * 256 * 2, ring_slots=8)
+    sub = FrameSubscriber(pub.endpoint, control_endpoint=pub.control_endpoint, maxlen=4)
+    time.sleep(0.3)  # let the subscription reach the publisher
+    yield pub, sub
+    sub.close()
+    pub.close()
+
+
+def test_frames_arrive_intact_with_header(pubsub: tuple[FramePublisher, FrameSubscriber]) -> None:
+    pub, sub = pubsub
+    for seq in range(20):
+        img = frame(seq)
+        assert pub.publish(img, info(seq, img.shape), time.monotonic_ns())
+        got = sub.get(timeout=2)
+        assert got is not None
+        with got:
+            assert got.seq == seq
+            assert got.header["run_id"] == "r1"
+            assert got.header["payload"] == pub.mode
+            assert got.array.dtype == np.uint16
+            assert np.array_equal(got.array, img)
+            assert not got.array.flags.writeable
+            assert got.valid()
+    stats = sub.stats()
+    assert stats["received"] == 20
+    assert stats["drops"] == 0
+    assert set(stats["latency"]) >= {"camera_to_agent", "agent_to_sent", "sent_to_received"}
+
+
+def test_every_policy_drops_oldest_and_counts(
+    pubsub: tuple[FramePublisher, FrameSubscriber],
+) -> None:
+    pub, sub = pubsub
+    for seq in range(12):  # nobody reads: the queue of 4 keeps the newest
+        assert pub.publish(frame(seq), info(seq), time.monotonic_ns())
+        time.sleep(0.02)  # the receiver thread releases dropped frames' slots meanwhile
+    time.sleep(0.5)
+    got = []
+    while (f := sub.get(timeout=0.2)) is not None:
+        got.append(f.seq)
+        f.release()
+    assert got == [8, 9, 10, 11]
+    stats = sub.stats()
+    assert stats["dropped_queue"] == 8
+    assert stats["max_depth"] == 4
+    # shared-memory slots of dropped frames were given back: the ring is free again
+    for seq in range(12, 30):
+        assert pub.publish(frame(seq), info(seq), time.monotonic_ns())
+        f = sub.get(timeout=2)
+        assert f is not None
+        f.release()
+    assert pub.stats()["dropped_no_slot"] == 0
+
+
+def test_latest_policy_conflates() -> None:
+    pub = FramePublisher("r1")
+    sub = FrameSubscriber(pub.endpoint, control_endpoint=pub.control_endpoint, policy="latest")
+    time.sleep(0.3)
+    for seq in range(10):
+        pub.publish(frame(seq), info(seq), time.monotonic_ns())
+    time.sleep(0.3)
+    f = sub.get(timeout=1)
+    assert f is not None
+    assert f.seq == 9
+    assert sub.get(timeout=0.2) is None
+    assert sub.stats()["replaced"] == 9
+    sub.close()
+    pub.close()
+
+
+def test_gaps_in_sequence_are_counted_as_upstream_drops() -> None:
+    pub = FramePublisher("r1")
+    sub = FrameSubscriber(pub.endpoint)
+    time.sleep(0.3)
+    for seq in (0, 1, 5, 6):
+        pub.publish(frame(seq), info(seq), time.monotonic_ns())
+    for _ in range(4):
+        f = sub.get(timeout=2)
+        assert f is not None
+        f.release()
+    assert sub.stats()["dropped_upstream"] == 3
+    sub.close()
+    pub.close()
+
+
+def test_shm_ring_drops_when_all_slots_are_held_and_reaps_dead_readers() -> None:
+    ring = ShmRing(3, 1024, dead_after_s=0.3)
+    reader = ShmReader(ring.geometry, ring.register_reader())
+    for _ in range(3):
+        slot = ring.claim(100)
+        assert slot is not None
+        ring.write(slot, np.ones(50, np.uint16))
+        ring.publish(slot)
+    assert ring.claim(100) is None  # the reader holds all three
+    time.sleep(0.4)  # the reader stops beating: declared dead, its holds dropped
+    assert ring.claim(100) is not None
+    assert ring.readers_declared_dead == 1
+    reader.close()
+    ring.close()
+
+
+def test_shm_generation_detects_reuse() -> None:
+    ring = ShmRing(2, 64)
+    reader = ShmReader(ring.geometry, ring.register_reader())
+    slot = ring.claim(8)
+    assert slot is not None
+    ring.write(slot, np.arange(4, dtype=np.uint16))
+    gen = ring.publish(slot)
+    assert reader.holds(slot, gen)
+    view = reader.view(slot, (4,), "uint16")
+    assert view.tolist() == [0, 1, 2, 3]
+    reader.release(slot)
+    ring.write(slot, np.zeros(4, np.uint16))
+    ring.publish(slot)
+    assert reader.generation(slot) != gen
+    assert not reader.holds(slot, gen)
+    del view
+    reader.close()
+    ring.close()
+
+
+def test_frames_too_large_for_the_ring_are_refused() -> None:
+    ring = ShmRing(2, 64)
+    with pytest.raises(LivescopeError, match="exceeds"):
+        ring.claim(65)
+    ring.close()
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "loopback"),
+    [
+        ("tcp://127.0.0.1:5555", True),
+        ("tcp://localhost:5555", True),
+        ("tcp://[::1]:5555", True),
+        ("ipc:///tmp/x", True),
+        ("tcp://0.0.0.0:5555", False),
+        ("tcp://*:5555", False),
+        ("tcp://192.168.1.10:5555", False),
+    ],
+)
+def test_loopback_detection(endpoint: str, loopback: bool) -> None:
+    assert is_loopback(endpoint) is loopback
+
+
+def test_network_bind_needs_curve_keys() -> None:
+    with pytest.raises(LivescopeError, match="without CURVE keys"):
+        FramePublisher("r1", endpoint="tcp://0.0.0.0:*")
+
+
+def test_curve_refuses_a_client_without_the_right_key() -> None:
+    server_public, server_secret = BusSecurity.generate()
+    client_public, client_secret = BusSecurity.generate()
+    server = BusSecurity(server_public, server_secret, allowed_clients=(client_public,))
+    pub = FramePublisher(
+        "r1", endpoint="tcp://0.0.0.0:*", control_endpoint="tcp://0.0.0.0:*", security=server
+    )
+    port = pub.endpoint.rsplit(":", 1)[1]
+    cport = pub.control_endpoint.rsplit(":", 1)[1]
+    good = FrameSubscriber(
+        f"tcp://127.0.0.1:{port}",
+        control_endpoint=f"tcp://127.0.0.1:{cport}",
+        security=BusSecurity(
+            server_public, client_public=client_public, client_secret=client_secret
+        ),
+    )
+    other_public, _ = BusSecurity.generate()
+    # right server key but a client key the server does not allow
+    stranger = FrameSubscriber(
+        f"tcp://127.0.0.1:{port}",
+        security=BusSecurity(server_public, client_public=other_public, client_secret=_),
+    )
+    # no CURVE at all
+    ctx = zmq.Context()
+    plain = ctx.socket(zmq.SUB)
+    plain.setsockopt(zmq.SUBSCRIBE, b"")
+    plain.setsockopt(zmq.LINGER, 0)
+    plain.connect(f"tcp://127.0.0.1:{port}")
+    time.sleep(0.5)
+    for seq in range(5):
+        pub.publish(frame(seq), info(seq), time.monotonic_ns())
+        time.sleep(0.02)
+    f = good.get(timeout=2)
+    assert f is not None
+    f.release()
+    assert stranger.get(timeout=0.5) is None
+    assert plain.poll(500) == 0
+    plain.close()
+    ctx.term()
+    for s in (good, stranger):
+        s.close()
+    pub.close()
+    server.close()

@@ -1,0 +1,134 @@
+"""Decisions sent to a running agent: applied at event boundaries, or rejected with a reason."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import useq
+
+from livescope.bus import DecisionClient
+from livescope.record import read_decisions, read_frames
+from livescope.schema import (
+    AddEvents,
+    ChangeInterval,
+    HardwareProfile,
+    Move,
+    StopPosition,
+    StopRun,
+)
+from livescope.scope import ScopeAgent, SimulatedMicroscope
+
+
+class Running:
+    def __init__(self, sim: SimulatedMicroscope, run: Path, loops: int = 30) -> None:
+        seq = useq.MDASequence(
+            stage_positions=[useq.Position(x=0, y=0, z=0, name="A"),
+                             useq.Position(x=300, y=0, z=0, name="B")],
+            channels=[useq.Channel(config="Phase", exposure=5.0)],
+            time_plan=useq.TIntervalLoops(interval=120, loops=loops),
+        )  # fmt: skip
+        self.agent = ScopeAgent(sim.core, sim.profile, seq, run, sim=sim, bus="inline")
+        self.summary: dict[str, Any] = {}
+        self.thread = threading.Thread(target=self._run)
+        self.thread.start()
+        self.client = DecisionClient(self.agent.server.endpoint)  # type: ignore[union-attr]
+        time.sleep(0.3)
+
+    def _run(self) -> None:
+        self.summary = self.agent.run()
+
+    def join(self) -> dict[str, Any]:
+        self.thread.join(60)
+        self.client.close()
+        return self.summary
+
+
+@pytest.fixture
+def running(sim: SimulatedMicroscope, tmp_path: Path) -> Iterator[Running]:
+    r = Running(sim, tmp_path / "run")
+    yield r
+    if r.thread.is_alive():
+        r.agent.feed.stop()
+        r.join()
+
+
+def test_bad_decisions_are_rejected_with_reasons_and_the_run_goes_on(
+    running: Running, sim_profile: HardwareProfile, tmp_path: Path
+) -> None:
+    rid = running.agent.run_id
+    c = running.client
+    cases = [
+        (
+            c.send_raw(b'{"type": "teleport", "run_id": "%s"}' % rid.encode()),
+            "unknown decision type 'teleport'",
+        ),
+        (c.send_raw(b"not json"), "not JSON"),
+        (c.send(StopRun(run_id="someone-else")), "unknown run 'someone-else'"),
+        (c.send(Move(run_id=rid, position="A", x_um=9000, y_um=0)), "stages.xy.x_range_um"),
+        (c.send(Move(run_id=rid, position="Z", x_um=0, y_um=0)), "unknown position 'Z'"),
+        (c.send(StopPosition(run_id=rid, position="nowhere")), "unknown position 'nowhere'"),
+        (
+            c.send(AddEvents(run_id=rid, events=[useq.MDAEvent(index={"t": 50}, x_pos=0, y_pos=2000,
+                                                               channel={"config": "DAPI"})])),
+            "stages.xy.y_range_um",
+        ),
+        (
+            c.send(AddEvents(run_id=rid, events=[useq.MDAEvent(index={"t": 50, "p": 0},
+                                                               channel={"config": "Cy5"})])),
+            "unknown channel 'Cy5'",
+        ),
+        (
+            c.send(AddEvents(run_id=rid, events=[useq.MDAEvent(index={"t": 0, "p": 0},
+                                                               channel={"config": "Phase"})])),
+            "already planned or acquired",
+        ),
+    ]  # fmt: skip
+    for ack, reason in cases:
+        assert ack.accepted is False
+        assert reason in ack.reason, ack
+    summary = running.join()
+    assert summary["frames_acquired"] == 60  # the run went on to the end
+    assert summary["decisions_rejected"] == len(cases)
+    log = read_decisions(running.agent.run_dir)
+    assert len(log) == len(cases)
+    reasons = [entry["ack"]["reason"] for entry in log]
+    for (_, reason), logged in zip(cases, reasons, strict=True):
+        assert reason in logged
+
+
+def test_decisions_are_applied_between_events(running: Running) -> None:
+    rid = running.agent.run_id
+    c = running.client
+    time.sleep(0.5)
+    moved = c.send(Move(run_id=rid, position="A", x_um=50.0, y_um=-20.0))
+    stopped_b = c.send(StopPosition(run_id=rid, position="B"))
+    slower = c.send(ChangeInterval(run_id=rid, interval_s=60.0))
+    assert moved.accepted
+    assert stopped_b.accepted
+    assert slower.accepted
+    time.sleep(0.5)
+    end = c.send(StopRun(run_id=rid, rule="enough"))
+    assert end.accepted
+    summary = running.join()
+    frames = read_frames(running.agent.run_dir)
+    assert summary["frames_acquired"] == len(frames) < 60  # stopped early
+    t_move = max(f["t_camera_ns"] for f in frames if f["position"] == "B")
+    later_a = [f for f in frames if f["position"] == "A" and f["t_camera_ns"] > t_move]
+    assert later_a
+    assert all((f["x_um"], f["y_um"]) == (50.0, -20.0) for f in later_a[1:])
+    gaps = [b["sample_time_s"] - a["sample_time_s"] for a, b in itertools.pairwise(later_a)]
+    assert gaps
+    assert all(g == pytest.approx(60.0) for g in gaps)
+    log = read_decisions(running.agent.run_dir)
+    assert [e["decision"]["type"] for e in log] == [
+        "move",
+        "stop_position",
+        "change_interval",
+        "stop_run",
+    ]
