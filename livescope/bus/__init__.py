@@ -5,6 +5,7 @@ Agent side: `FramePublisher`, `DecisionServer`. Worker side: `attach` (or
 `livescope.schema` (`FrameHeader`).
 """
 
+from ._bench import bench_bus
 from ._decisions import DecisionClient, DecisionServer
 from ._endpoints import BusSecurity, bind, connect, is_loopback, local_endpoint
 from ._publisher import FramePublisher
@@ -25,6 +26,7 @@ __all__ = [
     "ShmRing",
     "WorkerLink",
     "attach",
+    "bench_bus",
     "bind",
     "connect",
     "is_loopback",

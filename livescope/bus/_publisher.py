@@ -46,8 +46,9 @@ class FramePublisher:
         Where to bind (default: a fresh local endpoint each).
     mode
         ``"inline"`` (pixels in the message) or ``"shm"`` (pixels in shared memory).
-    max_frame_bytes, ring_slots
-        Shared-memory ring geometry (``shm`` mode).
+    max_frame_bytes, ring_bytes
+        Shared-memory ring geometry (``shm`` mode): slots of ``max_frame_bytes``,
+        as many as fit in ``ring_bytes`` (at least 4, at most 64).
     security
         CURVE keys; required to bind to a non-loopback address.
 
@@ -66,7 +67,7 @@ class FramePublisher:
         control_endpoint: str | None = None,
         mode: Literal["inline", "shm"] = "inline",
         max_frame_bytes: int = 0,
-        ring_slots: int = 32,
+        ring_bytes: int = 256 * 2**20,
         security: BusSecurity | None = None,
         sndhwm: int = 256,
     ) -> None:
@@ -91,7 +92,8 @@ class FramePublisher:
             if mode == "shm":
                 if max_frame_bytes <= 0:
                     raise LivescopeError("shared-memory mode needs max_frame_bytes > 0")
-                self.ring = ShmRing(ring_slots, max_frame_bytes)
+                slots = min(64, max(4, ring_bytes // max_frame_bytes))
+                self.ring = ShmRing(slots, max_frame_bytes)
         except BaseException:
             self._sock.close(0)
             self._control.close(0)

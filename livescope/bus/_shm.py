@@ -34,7 +34,6 @@ __all__ = ["ShmReader", "ShmRing"]
 logger = logging.getLogger("livescope")
 
 _MAGIC = 0x4C56534D52494E47  # "LVSMRING"
-_CREATED_HERE: set[str] = set()  # rings this process created (its tracker owns them)
 
 
 def _layout(n_slots: int, max_readers: int, slot_bytes: int) -> dict[str, int]:
@@ -72,20 +71,23 @@ def _buffer(shm: shared_memory.SharedMemory) -> memoryview:
 
 
 def _attach(name: str) -> shared_memory.SharedMemory:
-    """Attach without letting this process's resource tracker unlink the block at exit."""
+    """Attach without handing the block to this process's resource tracker.
+
+    Only the creator may unlink a ring; a tracker that registered an attaching
+    process would unlink the block when that process exits (Python < 3.13).
+    """
     try:
         return shared_memory.SharedMemory(name=name, track=False)  # type: ignore[call-arg]
     except TypeError:  # Python < 3.13: no track argument
-        shm = shared_memory.SharedMemory(name=name)
-        if name in _CREATED_HERE:
-            return shm
-        try:
-            from multiprocessing import resource_tracker
+        pass
+    from multiprocessing import resource_tracker
 
-            resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]  # noqa: SLF001
-        except (ImportError, AttributeError, KeyError):  # pragma: no cover (Windows: no tracker)
-            pass
-        return shm
+    register = resource_tracker.register
+    resource_tracker.register = lambda *args, **kwargs: None  # type: ignore[assignment]
+    try:
+        return shared_memory.SharedMemory(name=name)
+    finally:
+        resource_tracker.register = register
 
 
 class ShmRing:
@@ -118,12 +120,12 @@ class ShmRing:
         lay = _layout(n_slots, max_readers, slot_bytes)
         self.name = f"lvs_{uuid.uuid4().hex[:16]}"
         self._shm = shared_memory.SharedMemory(name=self.name, create=True, size=lay["total"])
-        _CREATED_HERE.add(self.name)
         self.v = _Views(_buffer(self._shm), n_slots, max_readers, slot_bytes)
         self.v.head[:] = (_MAGIC, n_slots, max_readers, slot_bytes)
         self.v.readers[:] = 0
         self.v.slots[:] = 0
         self.v.holders[:] = 0
+        self.v.data[:] = 0  # touch every page now, not during the acquisition
         self.dead_after_ns = int(dead_after_s * 1e9)
         self.readers_declared_dead = 0
         self._next = 0

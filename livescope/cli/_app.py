@@ -167,6 +167,20 @@ def profile_check(
         raise typer.Exit(1)
 
 
+@bench_app.command("bus")
+def bench_bus_cmd(
+    paced_seconds: Annotated[float, typer.Option(min=0.5, help="Length of the paced run.")] = 5.0,
+    json_out: JsonOpt = True,
+) -> None:
+    """Frame bus throughput and latency: raw pyzmq vs inline vs shared memory, + paced run."""
+    setup_logging(False)
+    from livescope.bus import bench_bus
+
+    with user_errors(json_out):
+        result = bench_bus(paced_seconds=paced_seconds)
+    emit(result)
+
+
 @bench_app.command("camera")
 def bench_camera_cmd(
     seconds: Annotated[float, typer.Option(min=0.1, help="Seconds per case.")] = 3.0,

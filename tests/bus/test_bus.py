@@ -37,7 +37,9 @@ def frame(seq: int, shape: tuple[int, int] = (256, 256)) -> np.ndarray:
 
 @pytest.fixture(params=["inline", "shm"])
 def pubsub(request: pytest.FixtureRequest) -> Iterator[tuple[FramePublisher, FrameSubscriber]]:
-    pub = FramePublisher("r1", mode=request.param, max_frame_bytes=256 * 256 * 2, ring_slots=8)
+    pub = FramePublisher(
+        "r1", mode=request.param, max_frame_bytes=256 * 256 * 2, ring_bytes=8 * 256 * 256 * 2
+    )
     sub = FrameSubscriber(pub.endpoint, control_endpoint=pub.control_endpoint, maxlen=4)
     time.sleep(0.3)  # let the subscription reach the publisher
     yield pub, sub

@@ -23,3 +23,16 @@ def test_bench_cli_prints_one_json_object() -> None:
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert {tuple(r["shape"]) for r in out["results"]} == {(512, 512), (2048, 2048)}
+
+
+def test_bench_bus_runs_side_by_side() -> None:
+    from livescope.bus import bench_bus
+
+    out = bench_bus(sizes=(512,), paced_seconds=0.5, repeats=1)
+    modes = {r["mode"] for r in out["results"]}
+    assert modes == {"raw", "inline", "shm", "memcpy"}
+    assert {"inline_vs_raw", "shm_vs_memcpy", "drops"} <= set(out)
+    assert {p["mode"] for p in out["paced"]} == {"inline", "shm"}
+    for r in out["results"]:
+        if r["mode"] != "memcpy":
+            assert r["received"] == r["frames"], r  # flat-out runs lose nothing
