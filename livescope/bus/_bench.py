@@ -219,7 +219,7 @@ def bench_bus(
 
     def ratio(a: tuple[str, int], b: tuple[str, int]) -> float | None:
         if a in by and b in by and by[b]["gb_per_s"]:
-            return round(by[a]["gb_per_s"] / by[b]["gb_per_s"], 3)
+            return round(float(by[a]["gb_per_s"]) / float(by[b]["gb_per_s"]), 3)
         return None
 
     paced: list[dict[str, Any]] = []
