@@ -8,6 +8,7 @@ cell, in Cell Tracking Challenge terms.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 from collections.abc import Mapping
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pymmcore
 from numpy.typing import NDArray
 from pymmcore_plus.experimental.unicore import UniMMCore
 
@@ -248,8 +250,14 @@ class SimulatedMicroscope:
         return core
 
     def close(self) -> None:
-        """Unload the devices and release the core."""
+        """Unload the devices and detach the core's callbacks from Python.
+
+        Detaching first means no callback from the core's own threads can reach
+        Python while the interpreter shuts down (which aborts the process).
+        """
         self.core.unloadAllDevices()
+        with contextlib.suppress(Exception):
+            pymmcore.CMMCore.registerCallback(self.core, None)
 
     def __enter__(self) -> SimulatedMicroscope:
         return self

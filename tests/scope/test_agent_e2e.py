@@ -159,9 +159,9 @@ def test_slow_worker_drops_on_the_analysis_path_only(tmp_path: Path) -> None:
         tmp_path,
         "stage_positions: [{x: 0, y: 0, z: 0}]\n"
         "channels: [{config: DAPI, exposure: 20}]\n"
-        "time_plan: {interval: 0.05, loops: 80}\n",
+        "time_plan: {interval: 0.1, loops: 50}\n",
     )
-    worker = _worker(tmp_path, "slow", "--sleep-ms", "250", "--maxlen", "4", "--idle-s", "2")
+    worker = _worker(tmp_path, "slow", "--sleep-ms", "300", "--maxlen", "4", "--idle-s", "2")
     agent = _agent(tmp_path, plan, *REALTIME)
     rc, out, err = _finish(agent)
     assert rc == 0, err
@@ -169,13 +169,13 @@ def test_slow_worker_drops_on_the_analysis_path_only(tmp_path: Path) -> None:
     summary = json.loads(out)
     stats = json.loads((tmp_path / "slow.json").read_text())["stats"]
     assert stats["drops"] > 10  # counted, on the analysis path
-    assert stats["delivered"] < 40
-    assert summary["frames_acquired"] == summary["frames_written"] == 80
+    assert stats["delivered"] < 25
+    assert summary["frames_acquired"] == summary["frames_written"] == 50
     frames = _check_recording(tmp_path / "run")
-    assert len(frames) == 80
+    assert len(frames) == 50
     gaps = _intervals_ms(frames)
-    assert abs(np.median(gaps) - 50) < 5, gaps
-    assert np.percentile(np.abs(gaps - 50), 95) < 5, gaps
+    assert abs(np.median(gaps) - 100) < 10, gaps
+    assert np.percentile(np.abs(gaps - 100), 95) < 10, gaps
 
 
 def test_killed_agent_leaves_every_logged_frame_readable(tmp_path: Path) -> None:
