@@ -76,14 +76,19 @@ class DecisionServer:
     def _run(self) -> None:
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
-        while not self._stop.is_set():
-            if not poller.poll(100):
-                continue
-            parts = self._sock.recv_multipart()
-            ident, body = parts[0], parts[-1]
-            ack = self._answer(body if len(parts) == 2 else b"", time.monotonic_ns())
-            self._sock.send_multipart([ident, ack.model_dump_json().encode()])
-        self._sock.close(0)
+        try:
+            while not self._stop.is_set():
+                if not poller.poll(100):
+                    continue
+                parts = self._sock.recv_multipart()
+                try:
+                    ident, body = parts[0], parts[-1]
+                    ack = self._answer(body if len(parts) == 2 else b"", time.monotonic_ns())
+                    self._sock.send_multipart([ident, ack.model_dump_json().encode()])
+                except Exception:
+                    logger.exception("decision server: a message could not be answered")
+        finally:
+            self._sock.close(0)
 
     def _answer(self, body: bytes, t_rx: int) -> DecisionAck:
         self.received += 1
@@ -103,7 +108,10 @@ class DecisionServer:
                 t_acked_ns=time.monotonic_ns(),
             )
             if self._on_invalid is not None:
-                self._on_invalid(body, ack)
+                try:
+                    self._on_invalid(body, ack)
+                except Exception:
+                    logger.exception("decision server: logging a rejected message failed")
             return ack
         try:
             ack = self._handler(decision, t_rx)
@@ -134,7 +142,7 @@ def _peek(body: bytes) -> dict[str, Any]:
     """Best-effort id fields of a malformed decision, for its rejection."""
     try:
         data = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return {}
     if not isinstance(data, dict):
         return {}

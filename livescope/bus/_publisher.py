@@ -115,20 +115,25 @@ class FramePublisher:
     def _serve(self) -> None:
         poller = zmq.Poller()
         poller.register(self._control, zmq.POLLIN)
-        while not self._stop.is_set():
-            if not poller.poll(100):
-                continue
-            raw = self._control.recv()
-            try:
-                reply = self._handle(json.loads(raw))
-            except (ValueError, LivescopeError) as exc:
-                reply = {"ok": False, "error": str(exc)}
-            self._control.send(json.dumps(reply).encode())
-        self._control.close(0)
+        try:
+            while not self._stop.is_set():
+                if not poller.poll(100):
+                    continue
+                parts = self._control.recv_multipart()  # REP: always read the whole request
+                try:
+                    reply = self._handle(json.loads(parts[0]) if len(parts) == 1 else None)
+                except (ValueError, RecursionError, LivescopeError) as exc:
+                    reply = {"ok": False, "error": str(exc)}
+                except Exception as exc:
+                    logger.exception("bus control: request failed")
+                    reply = {"ok": False, "error": f"internal error: {exc}"}
+                self._control.send(json.dumps(reply).encode())
+        finally:
+            self._control.close(0)
 
     def _handle(self, req: Any) -> dict[str, Any]:
         if not isinstance(req, dict):
-            raise ValueError("control request must be a JSON object")
+            raise ValueError("control request must be one JSON object")
         op = req.get("op")
         info: dict[str, Any] = {"ok": True, "run_id": self.run_id, "mode": self.mode,
                                 "v": PROTOCOL_VERSION}  # fmt: skip
@@ -138,12 +143,13 @@ class FramePublisher:
             if self.ring is None:
                 return info
             with self._lock:
-                index = self.ring.register_reader()
-            return {**info, "ring": self.ring.geometry, "reader": index}
+                index, token = self.ring.register_reader()
+            return {**info, "ring": self.ring.geometry, "reader": index, "token": token}
         if op == "bye":
-            if self.ring is not None and isinstance(req.get("reader"), int):
+            place, key = req.get("reader"), req.get("token")
+            if self.ring is not None and isinstance(place, int) and isinstance(key, int):
                 with self._lock:
-                    self.ring.unregister_reader(req["reader"])
+                    self.ring.unregister_reader(place, key)
             return info
         raise ValueError(f"unknown control op {op!r}")
 

@@ -2,7 +2,7 @@
 
 Layout of the shared block (all little-endian):
 
-* readers table: ``max_readers`` × (heartbeat ns: u8, active: u8 as u64 for alignment)
+* readers table: ``max_readers`` × (heartbeat ns, registration token; 0 = free) (u64)
 * slots table: ``n_slots`` × (generation, publish time ns) (u64)
 * holders table: ``n_slots`` × ``max_readers`` bytes (1: that reader still holds the slot)
 * data: ``n_slots`` × ``slot_bytes``
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import time
 import uuid
 from multiprocessing import shared_memory
@@ -142,27 +143,35 @@ class ShmRing:
 
     # -------------------------------------------------------------- readers
 
-    def register_reader(self) -> int:
-        """Give a new reader an index (control thread). Raises if the table is full."""
+    def register_reader(self) -> tuple[int, int]:
+        """Give a new reader a place and a token (control thread). Raises if the table is full.
+
+        The token tells a reader whether its place is still its own: a reader
+        declared dead finds a different token and must register again.
+        """
         self._reap_dead()
         free = np.flatnonzero(self.v.readers[:, 1] == 0)
         if free.size == 0:
             raise LivescopeError(f"all {self.v.max_readers} shared-memory reader places are taken")
         i = int(free[0])
+        token = secrets.randbits(62) | 1
         self.v.holders[:, i] = 0
         self.v.readers[i, 0] = time.monotonic_ns()
-        self.v.readers[i, 1] = 1
-        return i
+        self.v.readers[i, 1] = token
+        return i, token
 
-    def unregister_reader(self, i: int) -> None:
-        """Drop reader ``i`` and its holds."""
-        if 0 <= i < self.v.max_readers:
-            self.v.readers[i, 1] = 0
-            self.v.holders[:, i] = 0
+    def unregister_reader(self, i: int, token: int | None = None) -> None:
+        """Drop reader ``i`` and its holds (only if ``token``, when given, is still its own)."""
+        if not 0 <= i < self.v.max_readers:
+            return
+        if token is not None and int(self.v.readers[i, 1]) != token:
+            return
+        self.v.readers[i, 1] = 0
+        self.v.holders[:, i] = 0
 
     def _reap_dead(self) -> None:
         now = time.monotonic_ns()
-        active = self.v.readers[:, 1] == 1
+        active = self.v.readers[:, 1] != 0
         stale = active & (now - self.v.readers[:, 0].astype(np.int64) > self.dead_after_ns)
         for i in np.flatnonzero(stale).tolist():
             logger.warning("shared-memory reader %d missed its heartbeat; declared dead", i)
@@ -197,7 +206,7 @@ class ShmRing:
         """Mark ``slot`` held by every live reader; returns its generation."""
         self.v.slots[slot, 0] += 1  # even: complete
         self.v.slots[slot, 1] = time.monotonic_ns()
-        self.v.holders[slot, :] = self.v.readers[:, 1].astype(np.uint8)
+        self.v.holders[slot, :] = self.v.readers[:, 1] != 0
         return int(self.v.slots[slot, 0])
 
     def close(self) -> None:
@@ -209,9 +218,14 @@ class ShmRing:
 
 
 class ShmReader:
-    """Reader side: attaches to a ring by name with the index the writer gave it."""
+    """Reader side: attaches to a ring by name with the place and token the writer gave it.
 
-    def __init__(self, geometry: dict[str, Any], reader_index: int) -> None:
+    Every operation on holder bytes first checks that the place is still this
+    reader's (same token); once the writer has declared it dead, the reader
+    touches nothing and `registered` is False.
+    """
+
+    def __init__(self, geometry: dict[str, Any], reader_index: int, token: int) -> None:
         self._shm = _attach(str(geometry["name"]))
         self.v = _Views(
             _buffer(self._shm),
@@ -222,19 +236,38 @@ class ShmReader:
         if int(self.v.head[0]) != _MAGIC:
             raise LivescopeError(f"shared block {geometry['name']} is not a livescope ring")
         self.index = reader_index
+        self.token = token
         self.name = str(geometry["name"])
+        self._closed = False
         self.heartbeat()
 
-    def heartbeat(self) -> None:
-        """Tell the writer this reader is alive (call at least every second)."""
+    @property
+    def registered(self) -> bool:
+        """False once the writer gave this reader's place to another (or dropped it)."""
+        return not self._closed and int(self.v.readers[self.index, 1]) == self.token
+
+    def heartbeat(self) -> bool:
+        """Tell the writer this reader is alive (call at least every second).
+
+        Returns False (and does nothing) if the place is no longer this reader's.
+        """
+        if not self.registered:
+            return False
         self.v.readers[self.index, 0] = time.monotonic_ns()
+        return True
 
     def holds(self, slot: int, generation: int) -> bool:
         """Return True if this reader holds ``slot`` at ``generation``."""
-        return bool(self.v.holders[slot, self.index]) and int(self.v.slots[slot, 0]) == generation
+        return (
+            self.registered
+            and bool(self.v.holders[slot, self.index])
+            and int(self.v.slots[slot, 0]) == generation
+        )
 
     def generation(self, slot: int) -> int:
         """Return the generation of ``slot`` (it changes when the writer reuses the slot)."""
+        if self._closed:
+            return -1
         return int(self.v.slots[slot, 0])
 
     def sweep(self, in_use: set[int], older_than_s: float = 1.0) -> int:
@@ -245,6 +278,8 @@ class ShmReader:
         subscribed, or dropped by the socket); its hold would block the slot forever.
         Returns how many were released.
         """
+        if not self.registered:
+            return 0
         now = time.monotonic_ns()
         held = np.flatnonzero(self.v.holders[:, self.index])
         lost = 0
@@ -265,13 +300,24 @@ class ShmReader:
 
     def release(self, slot: int) -> None:
         """Give ``slot`` back to the writer."""
-        self.v.holders[slot, self.index] = 0
+        if self.registered:
+            self.v.holders[slot, self.index] = 0
+
+    def release_all(self) -> None:
+        """Give every slot back (before saying goodbye)."""
+        if self.registered:
+            self.v.holders[:, self.index] = 0
 
     def close(self) -> None:
-        """Release every hold and detach."""
+        """Release every hold and detach (views handed out stay readable until freed)."""
+        if self._closed:
+            return
+        self.release_all()
+        self._closed = True
+        self.v.release()
         try:
-            self.v.holders[:, self.index] = 0
-            self.v.release()
             self._shm.close()
-        except (BufferError, ValueError):  # views still alive in user code: detach at exit
-            logger.debug("shared block %s still in use; detaching later", self.name)
+        except BufferError:  # views still alive in user code: the mapping goes with them
+            logger.debug(
+                "shared block %s still in use; detaching when its views are freed", self.name
+            )

@@ -19,6 +19,7 @@ import json
 import logging
 import threading
 import time
+import weakref
 from typing import Any, Literal
 
 import numpy as np
@@ -41,9 +42,10 @@ class Frame:
     """One received frame: ``header`` (wire protocol v1) and ``array`` (read-only view).
 
     ``t_received_ns`` is when the receiver thread got it (``time.monotonic_ns``).
+    A frame that is garbage-collected without `release` is released then.
     """
 
-    __slots__ = ("_owner", "_released", "array", "header", "t_received_ns")
+    __slots__ = ("__weakref__", "_finalizer", "_owner", "array", "header", "t_received_ns")
 
     def __init__(
         self,
@@ -56,7 +58,12 @@ class Frame:
         self.array = array
         self.t_received_ns = t_received_ns
         self._owner = owner
-        self._released = False
+        shm = header["shm"]
+        self._finalizer = (
+            weakref.finalize(self, owner.release_slot, shm["slot"], shm["generation"])
+            if owner is not None and shm is not None
+            else None
+        )
 
     @property
     def seq(self) -> int:
@@ -72,10 +79,8 @@ class Frame:
 
     def release(self) -> None:
         """Give the frame's memory back (shared-memory slots return to the ring)."""
-        if not self._released:
-            self._released = True
-            if self._owner is not None:
-                self._owner.release_frame(self)
+        if self._finalizer is not None:
+            self._finalizer()  # runs once
 
     def __enter__(self) -> Frame:
         return self
@@ -168,7 +173,7 @@ class FrameSubscriber:
         if not reply.get("ok"):
             raise LivescopeError(f"bus control refused: {reply.get('error')}")
         if "ring" in reply:
-            self.reader = ShmReader(reply["ring"], int(reply["reader"]))
+            self.reader = ShmReader(reply["ring"], int(reply["reader"]), int(reply["token"]))
 
     def _bye(self, ctx: zmq.Context[Any]) -> None:
         if self.control_endpoint is None or self.reader is None:
@@ -176,9 +181,11 @@ class FrameSubscriber:
         req = ctx.socket(zmq.REQ)
         req.setsockopt(zmq.LINGER, 0)
         req.setsockopt(zmq.RCVTIMEO, 500)
+        self.reader.release_all()  # holds first: the place may be reassigned once we leave
         try:
             connect(req, self.control_endpoint, self.security)
-            req.send(json.dumps({"op": "bye", "reader": self.reader.index}).encode())
+            bye = {"op": "bye", "reader": self.reader.index, "token": self.reader.token}
+            req.send(json.dumps(bye).encode())
             req.recv()
         except zmq.ZMQError:
             pass  # the agent may be gone; it will declare this reader dead
@@ -194,8 +201,9 @@ class FrameSubscriber:
             sock.setsockopt(zmq.SUBSCRIBE, b"")
             connect(sock, self.endpoint, self.security)
             self._hello(ctx)
-        except (zmq.ZMQError, LivescopeError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 (reported to the constructor, which raises)
             self._error = exc
+            self._stop.set()
             self._ready.set()
             sock.close(0)
             ctx.term()
@@ -207,15 +215,25 @@ class FrameSubscriber:
         try:
             while not self._stop.is_set():
                 if poller.poll(50):
-                    self._receive(sock.recv_multipart(copy=False))
+                    try:
+                        self._receive(sock.recv_multipart(copy=False))
+                    except Exception:
+                        self.counts["errors"] += 1
+                        logger.exception("frame receiver: a message could not be handled")
                 now = time.monotonic_ns()
                 if self.reader is not None and now - last_beat > 200_000_000:
                     last_beat = now
-                    self.reader.heartbeat()
+                    if not self.reader.heartbeat():
+                        self._reregister(ctx)
+                        continue
                     with self._cond:
                         in_use = set(self._in_use)
                     self.counts["lost_in_transit"] += self.reader.sweep(in_use)
+        except Exception as exc:
+            logger.exception("frame receiver stopped")
+            self._error = exc
         finally:
+            self._stop.set()
             self._bye(ctx)
             sock.close(0)
             with self._cond:
@@ -224,6 +242,17 @@ class FrameSubscriber:
             if self.reader is not None:
                 self.reader.close()
             ctx.term()
+
+    def _reregister(self, ctx: zmq.Context[Any]) -> None:
+        """Register again after the writer declared this reader dead (e.g. it stalled)."""
+        logger.warning("shared-memory reader lost its place (declared dead); registering again")
+        self.counts["reregistered"] += 1
+        old, self.reader = self.reader, None
+        with self._cond:
+            self._in_use.clear()  # those holds are gone; frames still out are invalid
+        if old is not None:
+            old.close()
+        self._hello(ctx)
 
     def _receive(self, parts: list[zmq.Frame]) -> None:
         t_rx = time.monotonic_ns()
@@ -287,20 +316,19 @@ class FrameSubscriber:
             self._in_use[slot] = self._in_use.get(slot, 0) + 1
         return Frame(header, self.reader.view(slot, shape, header["dtype"]), t_rx, self)
 
-    def release_frame(self, frame: Frame) -> None:
-        """Give a frame's slot back; called by `Frame.release` (any thread)."""
-        shm = frame.header["shm"]
-        if shm is None or self.reader is None:
+    def release_slot(self, slot: int, generation: int) -> None:
+        """Give a frame's slot back; called once per frame by `Frame.release` (any thread)."""
+        reader = self.reader
+        if reader is None:
             return
-        slot = shm["slot"]
         with self._cond:
             left = self._in_use.get(slot, 0) - 1
             if left > 0:
                 self._in_use[slot] = left
                 return
             self._in_use.pop(slot, None)
-        if self.reader.generation(slot) == shm["generation"]:
-            self.reader.release(slot)
+        if reader.generation(slot) == generation:
+            reader.release(slot)
 
     # ------------------------------------------------------------ consumer API
 
@@ -328,7 +356,8 @@ class FrameSubscriber:
             "mode": "shm" if self.reader is not None else "inline",
         }
         for key in ("messages", "received", "delivered", "rejected", "dropped_queue", "replaced",
-                    "dropped_upstream", "not_held", "lost_in_transit"):  # fmt: skip
+                    "dropped_upstream", "not_held", "lost_in_transit", "reregistered",
+                    "errors"):  # fmt: skip
             out[key] = int(self.counts[key])
         out["drops"] = out["dropped_queue"] + out["dropped_upstream"] + out["not_held"]
         latency: dict[str, dict[str, float]] = {}

@@ -170,6 +170,11 @@ class OmeZarrWriter:
                 self._write_image_attrs(s)
         shape_yx = (int(image.shape[-2]), int(image.shape[-1]))
         s = self._series_for(info["position"], shape_yx, image.dtype)
+        if s.array.dtype != image.dtype:
+            raise LivescopeError(
+                f"frame {info['seq']} of position {info['position']!r} is {image.dtype}, "
+                f"earlier frames are {s.array.dtype} (the camera's pixel type changed mid-run)"
+            )
         if s.array.shape[-2:] != shape_yx:
             raise LivescopeError(
                 f"frame {info['seq']} of position {info['position']!r} is {shape_yx}, "

@@ -118,8 +118,8 @@ def parse_decision(raw: bytes) -> Decision:
     """
     try:
         data = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ValueError(f"decision is not JSON ({exc})") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ValueError(f"decision is not JSON ({type(exc).__name__}: {exc})") from None
     if not isinstance(data, dict):
         raise ValueError(f"decision must be a JSON object, got {type(data).__name__}")
     kinds = ("add_events", "move", "change_interval", "stop_position", "stop_run")

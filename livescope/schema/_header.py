@@ -124,7 +124,7 @@ def decode_header(raw: bytes, payload_nbytes: int | None = None) -> FrameHeader:
         raise _fail(f"{len(raw)} bytes is larger than {_MAX_HEADER_BYTES}")
     try:
         d = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise _fail(f"not JSON ({exc})") from None
     if not isinstance(d, dict):
         raise _fail(f"expected a JSON object, got {type(d).__name__}")

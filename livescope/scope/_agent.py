@@ -68,6 +68,7 @@ class EventFeed:
         self.p_of: dict[str, int] = {}
         self._planned_keys: set[tuple[str, int, str, int]] = set()
         self._stopped_positions: set[str] = set()
+        self._offsets: dict[str, tuple[float, float, float]] = {}
         self.stopped = False
         self.finished = False
         self._t0: float | None = None
@@ -78,6 +79,7 @@ class EventFeed:
             self.positions.setdefault(name, (event.x_pos, event.y_pos, event.z_pos))
             self.position_index.setdefault(event.index.get("p", 0), name)
             self.p_of.setdefault(name, event.index.get("p", 0))
+        self._plan_xyz = dict(self.positions)
 
     def _push(self, event: useq.MDAEvent) -> None:
         heapq.heappush(self._heap, (float(event.min_start_time or 0.0), next(self._order), event))
@@ -90,13 +92,18 @@ class EventFeed:
         return 0.0 if self._t0 is None else (time.perf_counter() - self._t0) * self._scale
 
     def __iter__(self) -> Iterator[useq.MDAEvent]:
-        """Yield events (runner thread) until the plan is done or the run is stopped."""
+        """Yield events (runner thread) until the plan is done or the run is stopped.
+
+        Decisions apply to every event not yet handed to the runner: moved
+        positions and stopped positions are applied as each event is yielded.
+        """
         self._t0 = time.perf_counter()
         first = True
         try:
             while True:
                 with self._lock:
                     if self.stopped or not self._heap:
+                        self.finished = True
                         return
                     due = self._heap[0][0]
                     batch = []
@@ -105,12 +112,14 @@ class EventFeed:
                 for event in self._engine.event_iterator(batch):
                     with self._lock:
                         if self._is_stopped():  # a decision may have stopped the run
+                            self.finished = True
                             return
                         subs = getattr(event, "events", None) or (event,)
                         if all(position_name(e) in self._stopped_positions for e in subs):
                             continue
+                        event = self._moved(event)
                         t = event.index.get("t", 0)
-                        if t > self._last_t[0]:
+                        if t > self._last_t[0] and not event.metadata.get("added_by"):
                             self._last_t = (t, float(event.metadata.get(SAMPLE_TIME_KEY, 0.0)))
                     if first:  # the runner's event timer starts at the first event
                         event = event.model_copy(update={"reset_event_timer": True})
@@ -119,6 +128,29 @@ class EventFeed:
         finally:
             with self._lock:
                 self.finished = True
+
+    def preview(self, event: useq.MDAEvent) -> useq.MDAEvent:
+        """Return the event as it would be yielded now (moves applied)."""
+        with self._lock:
+            return self._moved(event)
+
+    def _moved(self, event: useq.MDAEvent) -> useq.MDAEvent:
+        """Apply position moves: x/y to the new centre, z shifted by the same offset."""
+        name = position_name(event)
+        if name not in self._offsets or event.metadata.get("explicit_xy"):
+            return event
+        dx, dy, dz = self._offsets[name]
+        update: dict[str, Any] = {}
+        if event.x_pos is not None:
+            update["x_pos"] = event.x_pos + dx
+        if event.y_pos is not None:
+            update["y_pos"] = event.y_pos + dy
+        if event.z_pos is not None and dz:
+            update["z_pos"] = event.z_pos + dz
+        subs = getattr(event, "events", None)
+        if subs:
+            update["events"] = tuple(self._moved(e) for e in subs)
+        return event.model_copy(update=update)
 
     # ------------------------------------------------------------ decisions
 
@@ -140,20 +172,41 @@ class EventFeed:
             heapq.heapify(self._heap)
             return before - len(self._heap)
 
-    def move(self, name: str, x: float, y: float, z: float | None) -> int:
-        """Image position ``name`` at (x, y[, z]) from its next pending event on."""
+    def moved_coordinates(
+        self, name: str, x: float, y: float, z: float | None
+    ) -> list[tuple[float | None, float | None, float | None]]:
+        """Where the pending events of ``name`` would be imaged after such a move."""
         with self._lock:
+            px, py, pz = self._plan_xyz[name]
+            if px is None or py is None:
+                return [(x, y, z)]
+            dx, dy = x - px, y - py
+            dz = 0.0 if z is None or pz is None else z - pz
+            out: list[tuple[float | None, float | None, float | None]] = [(x, y, z)]
+            for _, _, ev in self._heap:
+                if position_name(ev) == name and not ev.metadata.get("explicit_xy"):
+                    out.append((
+                        None if ev.x_pos is None else ev.x_pos + dx,
+                        None if ev.y_pos is None else ev.y_pos + dy,
+                        None if ev.z_pos is None else ev.z_pos + dz,
+                    ))  # fmt: skip
+            return out
+
+    def move(self, name: str, x: float, y: float, z: float | None) -> int:
+        """Image position ``name`` centred at (x, y[, z]) from its next event on.
+
+        Applied as an offset from the plan's coordinates, so z-stacks keep their
+        planes. Returns how many pending events it affects.
+        """
+        with self._lock:
+            px, py, pz = self._plan_xyz[name]
+            dz = 0.0 if z is None or pz is None else z - pz
+            if px is None or py is None:
+                raise LivescopeError(f"position {name!r} has no planned x/y to move from")
+            self._offsets[name] = (x - px, y - py, dz)
             old = self.positions[name]
             self.positions[name] = (x, y, old[2] if z is None else z)
-            n = 0
-            for i, (due, order, ev) in enumerate(self._heap):
-                if position_name(ev) == name:
-                    update: dict[str, Any] = {"x_pos": x, "y_pos": y}
-                    if z is not None:
-                        update["z_pos"] = z
-                    self._heap[i] = (due, order, ev.model_copy(update=update))
-                    n += 1
-            return n
+            return sum(1 for h in self._heap if position_name(h[2]) == name)
 
     def change_interval(self, interval_s: float) -> int:
         """Re-time pending events of later time points to ``interval_s`` apart."""
@@ -176,6 +229,10 @@ class EventFeed:
                 raise LivescopeError("the run has ended; no events can be added")
             for ev in events:
                 self._push(ev)
+
+    def position_plan(self, name: str) -> tuple[float | None, float | None, float | None]:
+        """Return the plan's (x, y, z) of a position, before any move."""
+        return self._plan_xyz[name]
 
     def is_taken(self, key: tuple[str, int, str, int]) -> bool:
         """Return True if an event with this (position, t, channel, z) is planned or done."""
@@ -310,15 +367,21 @@ class ScopeAgent:
             logger.warning(
                 "decision %s (%s) rejected: %s", decision.decision_id, decision.type, reason
             )
-        self.decision_log.append(
-            {"decision": decision.model_dump(mode="json"), "ack": ack.model_dump(mode="json")}
-        )
+        try:
+            self.decision_log.append(
+                {"decision": decision.model_dump(mode="json"), "ack": ack.model_dump(mode="json")}
+            )
+        except OSError:
+            logger.exception("decision %s: writing the decision log failed", decision.decision_id)
         return ack
 
     def _on_invalid(self, raw: bytes, ack: DecisionAck) -> None:
         self.decisions_rejected += 1
         text = raw[:2000].decode("utf-8", errors="replace")
-        self.decision_log.append({"invalid": text, "ack": ack.model_dump(mode="json")})
+        try:
+            self.decision_log.append({"invalid": text, "ack": ack.model_dump(mode="json")})
+        except OSError:
+            logger.exception("writing the decision log failed")
 
     def _check_xyz(self, x: float | None, y: float | None, z: float | None, what: str) -> None:
         xy, zs = self.profile.stages.xy, self.profile.stages.z
@@ -351,7 +414,8 @@ class ScopeAgent:
                 raise LivescopeError(
                     f"unknown position {d.position!r}; have {sorted(feed.positions)}"
                 )
-            self._check_xyz(d.x_um, d.y_um, d.z_um, f"move {d.position}")
+            for xyz in feed.moved_coordinates(d.position, d.x_um, d.y_um, d.z_um):
+                self._check_xyz(*xyz, f"move {d.position}")
             n = feed.move(d.position, d.x_um, d.y_um, d.z_um)
             return 0, f"{n} pending event(s) moved"
         if isinstance(d, ChangeInterval):
@@ -373,8 +437,10 @@ class ScopeAgent:
             what = f"event {i} {dict(ev.index)}"
             name = ev.pos_name or feed.position_index.get(ev.index.get("p", -1))
             update: dict[str, Any] = {}
+            explicit = ev.x_pos is not None or ev.y_pos is not None
             if name is not None and name in feed.positions:
-                x, y, z = feed.positions[name]
+                # the plan's coordinates; the feed applies any move of the position on yield
+                x, y, z = feed.position_plan(name)
                 update["pos_name"] = name
                 update["index"] = {**ev.index, "p": feed.p_of[name]}
                 for attr, value in (("x_pos", x), ("y_pos", y), ("z_pos", z)):
@@ -400,8 +466,11 @@ class ScopeAgent:
                 **update.get("index", ev.index),
                 "c": self.channel_order.index(preset.name),
             }
+            if explicit:
+                update["metadata"] = {**ev.metadata, "explicit_xy": True}
             new = ev.model_copy(update=update)
-            self._check_xyz(new.x_pos, new.y_pos, new.z_pos, what)
+            where = feed.preview(new)  # where it will really be imaged
+            self._check_xyz(where.x_pos, where.y_pos, where.z_pos, what)
             key = _key(new)
             if key in keys or feed.is_taken(key):
                 raise LivescopeError(
@@ -410,7 +479,7 @@ class ScopeAgent:
                 )
             keys.add(key)
             due = start + float(ev.min_start_time or 0.0)
-            meta = {**ev.metadata, "added_by": d.decision_id, SAMPLE_TIME_KEY: due}
+            meta = {**new.metadata, "added_by": d.decision_id, SAMPLE_TIME_KEY: due}
             out.append(new.model_copy(update={"min_start_time": due, "metadata": meta}))
         return out
 

@@ -74,7 +74,7 @@ class LivescopeEngine(MDAEngine):
     def event_iterator(self, events: Iterable[MDAEvent]) -> Iterator[MDAEvent]:
         """Scale waits on the simulated microscope (called on the runner thread)."""
         if self.sim is None:
-            yield from super().event_iterator(events)
+            yield from super().event_iterator(self._stamp(events))
             return
         accel = self.sim.time_acceleration
         for event in super().event_iterator(self._stamp(events)):
@@ -146,9 +146,12 @@ class LivescopeEngine(MDAEngine):
         wants_image = getattr(event, "action", None) is None or (
             type(event.action).__name__ == "AcquireImage"
         )
-        if n == 0 and wants_image and not getattr(event, "events", ()):
-            logger.error("no image acquired for event %s", dict(event.index))
-            self.failed_events.append(event)
+        subs = tuple(getattr(event, "events", ()) or (event,))
+        if wants_image and n < len(subs):
+            logger.error(
+                "%d of %d images missing for event %s", len(subs) - n, len(subs), dict(event.index)
+            )
+            self.failed_events.extend(subs[n:])
 
     def get_frame_metadata(
         self,

@@ -150,8 +150,8 @@ class FrameFanout:
             if self.errors:
                 continue  # the run is being cancelled; the error is raised by finish()
             pixels, info = item
-            info["adler32"] = zlib.adler32(memoryview(pixels).cast("B"))
             try:
+                info["adler32"] = zlib.adler32(memoryview(pixels).cast("B"))
                 for s in self.sinks:
                     s.write(pixels, info)
             except Exception as exc:
@@ -162,7 +162,10 @@ class FrameFanout:
                 continue
             self.frames_written += 1
             if self._progress is not None:
-                self._progress(self.frames_written)
+                try:
+                    self._progress(self.frames_written)
+                except Exception:
+                    logger.exception("progress callback failed (recording goes on)")
 
     def _publish_loop(self) -> None:
         if self.publisher is None:
@@ -175,11 +178,15 @@ class FrameFanout:
                     return
                 pixels, info = self._bus.popleft()
             try:
-                if self.publisher.publish(pixels, info, info["t_camera_ns"]):
-                    self.bus_published += 1
+                published = self.publisher.publish(pixels, info, info["t_camera_ns"])
             except Exception:
-                logger.exception("publishing frame %s failed", info["seq"])
-                self.bus_dropped += 1
+                logger.exception("publishing frame %s failed (recording goes on)", info["seq"])
+                published = False
+            with self._bus_cond:
+                if published:
+                    self.bus_published += 1
+                else:
+                    self.bus_dropped += 1
 
     def finish(self) -> None:
         """Drain the queues, close every sink (also after errors), raise the first error.
@@ -205,3 +212,8 @@ class FrameFanout:
                 self.errors.append(exc)
         if self.errors:
             raise LivescopeError(f"recording failed: {self.errors[0]}") from self.errors[0]
+        if self.frames_written != self.frames_acquired:
+            raise LivescopeError(
+                f"recording incomplete: {self.frames_acquired} frames acquired, "
+                f"{self.frames_written} written"
+            )

@@ -126,7 +126,7 @@ def test_gaps_in_sequence_are_counted_as_upstream_drops() -> None:
 
 def test_shm_ring_drops_when_all_slots_are_held_and_reaps_dead_readers() -> None:
     ring = ShmRing(3, 1024, dead_after_s=0.3)
-    reader = ShmReader(ring.geometry, ring.register_reader())
+    reader = ShmReader(ring.geometry, *ring.register_reader())
     for _ in range(3):
         slot = ring.claim(100)
         assert slot is not None
@@ -136,13 +136,23 @@ def test_shm_ring_drops_when_all_slots_are_held_and_reaps_dead_readers() -> None
     time.sleep(0.4)  # the reader stops beating: declared dead, its holds dropped
     assert ring.claim(100) is not None
     assert ring.readers_declared_dead == 1
+    assert not reader.registered  # it finds out, and touches the ring no more
+    assert not reader.heartbeat()
+    other = ShmReader(ring.geometry, *ring.register_reader())  # takes the freed place
+    slot = ring.claim(100)
+    assert slot is not None
+    gen = ring.publish(slot)
+    assert other.holds(slot, gen)
+    reader.release_all()  # the dead reader's release must not free the new reader's hold
     reader.close()
+    assert other.holds(slot, gen)
+    other.close()
     ring.close()
 
 
 def test_shm_generation_detects_reuse() -> None:
     ring = ShmRing(2, 64)
-    reader = ShmReader(ring.geometry, ring.register_reader())
+    reader = ShmReader(ring.geometry, *ring.register_reader())
     slot = ring.claim(8)
     assert slot is not None
     ring.write(slot, np.arange(4, dtype=np.uint16))
@@ -231,3 +241,19 @@ def test_curve_refuses_a_client_without_the_right_key() -> None:
         s.close()
     pub.close()
     server.close()
+
+
+def test_unreleased_frames_are_released_when_collected() -> None:
+    import gc
+
+    pub = FramePublisher("r1", mode="shm", max_frame_bytes=64 * 64 * 2, ring_bytes=4 * 64 * 64 * 2)
+    sub = FrameSubscriber(pub.endpoint, control_endpoint=pub.control_endpoint, maxlen=64)
+    time.sleep(0.3)
+    for seq in range(12):  # 4 slots: only works if forgotten frames give theirs back
+        assert pub.publish(frame(seq, (64, 64)), info(seq, (64, 64)), time.monotonic_ns()), seq
+        f = sub.get(timeout=2)
+        assert f is not None
+        del f
+        gc.collect()
+    sub.close()
+    pub.close()
