@@ -73,9 +73,16 @@ class EventFeed:
         self.finished = False
         self._t0: float | None = None
         self._last_t: tuple[int, float] = (-1, 0.0)  # last time index handed out, its time
+        stage = list(sequence.stage_positions)
         for event in sequence:
             self._push(event)
             name = position_name(event)
+            p = event.index.get("p", 0)
+            if "g" not in event.index and p < len(
+                stage
+            ):  # the position itself, not its first plane
+                sp = stage[p]
+                self.positions.setdefault(name, (sp.x, sp.y, sp.z))
             self.positions.setdefault(name, (event.x_pos, event.y_pos, event.z_pos))
             self.position_index.setdefault(event.index.get("p", 0), name)
             self.p_of.setdefault(name, event.index.get("p", 0))

@@ -132,3 +132,23 @@ def test_decisions_are_applied_between_events(running: Running) -> None:
         "change_interval",
         "stop_run",
     ]
+
+
+def test_move_keeps_z_stacks_and_is_refused_when_a_plane_leaves_the_travel(
+    sim: SimulatedMicroscope,
+) -> None:
+    from livescope.scope import EventFeed, LivescopeEngine
+
+    seq = useq.MDASequence(
+        stage_positions=[useq.Position(x=0, y=0, z=10, name="A")],
+        channels=[useq.Channel(config="DAPI", exposure=5.0)],
+        z_plan=useq.ZRangeAround(range=4, step=2),
+        time_plan=useq.TIntervalLoops(interval=60, loops=2),
+    )
+    feed = EventFeed(seq, LivescopeEngine(sim.core, sim.profile, sim=sim), 600.0)
+    assert feed.move("A", 100.0, 50.0, 20.0) == 6
+    planes = sorted({feed.preview(ev).z_pos for ev in seq})
+    assert planes == [18.0, 20.0, 22.0]  # the stack moved as a whole
+    assert {(feed.preview(ev).x_pos, feed.preview(ev).y_pos) for ev in seq} == {(100.0, 50.0)}
+    coords = feed.moved_coordinates("A", 0.0, 0.0, 199.0)
+    assert max(z for _, _, z in coords if z is not None) == 201.0  # beyond the 200 µm travel
