@@ -12,6 +12,7 @@ from livescope import __version__
 
 from ._agent import agent, worker
 from ._common import emit, fail, setup_logging, stderr, user_errors
+from ._engines import bench_engines, engines_app, eval_app
 
 app = typer.Typer(
     name="livescope",
@@ -30,6 +31,8 @@ app.add_typer(profile_app, name="profile")
 app.add_typer(bench_app, name="bench")
 app.command()(agent)
 app.command()(worker)
+app.add_typer(engines_app, name="engines")
+app.add_typer(eval_app, name="eval")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages to stderr.")]
@@ -179,6 +182,16 @@ def bench_bus_cmd(
     with user_errors(json_out):
         result = bench_bus(paced_seconds=paced_seconds)
     emit(result)
+
+
+@bench_app.command("engines")
+def bench_engines_cmd(
+    engine: Annotated[str, typer.Option(help="Segmentation engine.")] = "nuclei-unet",
+    repeats: Annotated[int, typer.Option(min=1, help="Frames per size.")] = 3,
+    json_out: JsonOpt = True,
+) -> None:
+    """Engine and post-processing ms per frame per backend at 512², 1024², 2048², vs classical."""
+    bench_engines(json_out, engine, repeats)
 
 
 @bench_app.command("camera")

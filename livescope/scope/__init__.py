@@ -9,6 +9,7 @@ from ._bench import CAMERA_TARGETS_FPS, bench_camera
 from ._demo import demo_sequence, run_simulated
 from ._engine import SAMPLE_TIME_KEY, LivescopeEngine
 from ._fanout import FrameFanout, frame_info, position_name
+from ._frames import simulated_frames
 from ._render import FieldOfView, Optics
 from ._sample import STEP_S, CellRecord, CellState, SampleState, SimulatedSample
 from ._sim import FrameTruth, SimulatedMicroscope, expose
@@ -37,4 +38,5 @@ __all__ = [
     "frame_info",
     "position_name",
     "run_simulated",
+    "simulated_frames",
 ]

@@ -1,0 +1,289 @@
+"""``livescope engines list|check|build``, ``livescope eval seg``, ``livescope bench engines``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ._common import emit, setup_logging, stderr, user_errors
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+
+engines_app = typer.Typer(help="Inference engines: list, check, build.", no_args_is_help=True)
+eval_app = typer.Typer(help="Score engines against ground truth.", no_args_is_help=True)
+
+
+def _relative_error(a: Any, b: Any) -> float:
+    import numpy as np
+
+    return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(b))), 1e-12))
+
+
+def _test_frame(size: int = 512) -> Any:
+    """Render a simulated nuclear-stain frame (no data files needed)."""
+    from livescope.scope import simulated_frames
+
+    return simulated_frames(1, size=size, objective="10x")[0][0]
+
+
+@engines_app.command("list")
+def engines_list(json_out: JsonOpt = False) -> None:
+    """List shipped engines and the backends that can run here."""
+    from livescope.inference import available_backends, builtin_engines
+    from livescope.schema import EngineCard
+
+    engines = []
+    for name, folder in builtin_engines().items():
+        card = EngineCard.from_file(folder / "card.yaml")
+        engines.append(
+            {
+                "name": name,
+                "task": card.task,
+                "folder": str(folder),
+                "sha256": card.sha256,
+                "metrics": card.metrics,
+            }
+        )
+    backends = [{"name": n, "available": ok, "detail": why} for n, ok, why in available_backends()]
+    if json_out:
+        emit({"engines": engines, "backends": backends})
+        return
+    for e in engines:
+        stderr.print(f"{e['name']} ({e['task']}): {e['folder']}")
+    for b in backends:
+        mark = "[green]✓[/]" if b["available"] else "[dim]✗[/]"
+        stderr.print(f"{mark} backend {b['name']}: {b['detail']}")
+
+
+@engines_app.command("check")
+def engines_check(
+    engines: Annotated[
+        list[str] | None, typer.Argument(help="Engines (default: all shipped).")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Load each engine on every backend that can run here; check parity with ONNX Runtime CPU.
+
+    Also builds each engine ahead of time with TensorRT-RTX where it is installed.
+    Exits 1 if any check fails.
+    """
+    setup_logging(False)
+    from livescope.inference import (
+        BACKENDS,
+        Engine,
+        EngineError,
+        OnnxRuntimeBackend,
+        TensorRTRTXBackend,
+        TilePlan,
+        builtin_engines,
+    )
+    from livescope.schema import EngineCard, LivescopeError
+
+    names = engines or list(builtin_engines())
+    results: list[dict[str, Any]] = []
+    with user_errors(json_out):
+        frame = _test_frame(512)
+        for name in names:
+            ref_engine = Engine(name, backend=OnnxRuntimeBackend())
+            ref = ref_engine.infer(frame)
+            ref_engine.close()
+            for b in BACKENDS:
+                ok, why = b.available()
+                row: dict[str, Any] = {"engine": name, "backend": b.name}
+                if not ok:
+                    results.append({**row, "status": "unavailable", "detail": why})
+                    continue
+                try:
+                    with Engine(name, backend=b) as e:
+                        err = _relative_error(e.infer(frame), ref)
+                    status = "ok" if err <= 1e-4 else "mismatch"
+                    results.append({**row, "status": status, "relative_error": err, "detail": why})
+                except (EngineError, LivescopeError) as exc:
+                    results.append({**row, "status": "error", "detail": str(exc)})
+            rtx = TensorRTRTXBackend()
+            if rtx.installed():
+                e = Engine(name, backend=OnnxRuntimeBackend())
+                card: EngineCard = e.card
+                e.close()
+                t0 = time.perf_counter()
+                try:
+                    plan = rtx.build_ahead_of_time(
+                        e.model_path,
+                        card,
+                        TilePlan((2048, 2048), card.tiling.tile_px, 0).tile_shapes(),
+                    )
+                    results.append({"engine": name, "backend": "tensorrt-rtx (ahead-of-time build)",
+                                    "status": "ok", "plan_bytes": len(plan),
+                                    "seconds": round(time.perf_counter() - t0, 2)})  # fmt: skip
+                except LivescopeError as exc:
+                    results.append({"engine": name, "backend": "tensorrt-rtx (ahead-of-time build)",
+                                    "status": "error", "detail": str(exc)})  # fmt: skip
+    ok = all(r["status"] in ("ok", "unavailable") for r in results)
+    if json_out:
+        emit({"ok": ok, "results": results})
+    else:
+        for r in results:
+            err = r.get("relative_error", "")
+            stderr.print(
+                f"{r['engine']} / {r['backend']}: {r['status']} {err} {r.get('detail', '')}"
+            )
+    if not ok:
+        raise typer.Exit(1)
+
+
+@engines_app.command("build")
+def engines_build(
+    engine: Annotated[str, typer.Argument(help="Engine name or folder.")],
+    backend: Annotated[
+        str, typer.Option(help="tensorrt (on this GPU) or tensorrt-rtx.")
+    ] = "tensorrt",
+    profile: Annotated[
+        str, typer.Option(help="Hardware profile (frame shape → tile plan).")
+    ] = "sim",
+    precision: Annotated[str, typer.Option(help="fp32 or fp16.")] = "fp16",
+    compute_capability: Annotated[
+        list[str] | None, typer.Option(help="tensorrt-rtx ahead of time: e.g. SM89 (repeatable).")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Compile an engine's ONNX into a plan for this GPU (or ahead of time with TensorRT-RTX)."""
+    setup_logging(False)
+    from livescope.inference import (
+        Engine,
+        OnnxRuntimeBackend,
+        TensorRTRTXBackend,
+        TilePlan,
+        plan_cache_dir,
+        select_backend,
+    )
+    from livescope.schema import load_profile
+
+    with user_errors(json_out):
+        prof = load_profile(profile)
+        ref = Engine(engine, backend=OnnxRuntimeBackend())
+        card, model = ref.card, ref.model_path
+        ref.close()
+        shapes = TilePlan.for_profile(prof, card).tile_shapes()
+        t0 = time.perf_counter()
+        if backend == "tensorrt-rtx" and compute_capability:
+            plan = TensorRTRTXBackend().build_ahead_of_time(model, card, shapes, compute_capability)
+            out = (
+                plan_cache_dir()
+                / f"{card.name}-tensorrt-rtx-aot-{'-'.join(compute_capability)}.plan"
+            )
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(plan)
+            result = {"plan": str(out), "bytes": len(plan)}
+        else:
+            b = select_backend(backend)
+            Engine(
+                engine, backend=b, precision=precision, frame_shape=prof.camera.sensor_shape_px
+            ).close()
+            result = {"plan_cache": str(plan_cache_dir())}
+        result.update({"ok": True, "engine": card.name, "backend": backend, "tile_shapes": shapes,
+                       "seconds": round(time.perf_counter() - t0, 2)})  # fmt: skip
+    if json_out:
+        emit(result)
+    else:
+        stderr.print(result)
+
+
+@eval_app.command("seg")
+def eval_seg(
+    engine: Annotated[
+        str, typer.Option(help="Engine name or folder ('classical' for Otsu+watershed).")
+    ],
+    images: Annotated[Path, typer.Option(help="Folder of images.")],
+    labels: Annotated[Path, typer.Option(help="Folder of instance labels (same file names).")],
+    backend: Annotated[str | None, typer.Option(help="Backend (default: best available).")] = None,
+    per_image: Annotated[bool, typer.Option(help="Include per-image scores.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """AP@0.5, mAP@0.5:0.95, F1, precision, recall, counts and ms per image (engine, post)."""
+    setup_logging(False)
+    from livescope.inference import SegmentationEngine, evaluate_segmentation
+
+    with user_errors(json_out):
+        if engine == "classical":
+            result = evaluate_segmentation(None, images, labels, classical=True)
+        else:
+            with SegmentationEngine(engine, backend=backend) as e:
+                e.warmup()
+                result = evaluate_segmentation(e, images, labels)
+                result["engine"] = e.name
+                result["backend"] = e.backend.name
+        if not per_image:
+            result.pop("per_image")
+    if json_out:
+        emit(result)
+    else:
+        stderr.print({k: v for k, v in result.items() if k != "per_image"})
+
+
+def bench_engines(json_out: bool = True, engine: str = "nuclei-unet", repeats: int = 3) -> None:
+    """Milliseconds per frame per backend at 512², 1024², 2048² with post-processing apart.
+
+    Side by side: the classical Otsu + watershed pipeline on the same (simulated,
+    ground-truthed) frames, with both methods' AP@0.5.
+    """
+    setup_logging(False)
+    import numpy as np
+
+    from livescope.inference import (
+        BACKENDS,
+        SegmentationEngine,
+        classical_segmentation,
+        match_counts,
+        scores,
+    )
+    from livescope.scope import simulated_frames
+
+    rows: list[dict[str, Any]] = []
+    with user_errors(json_out):
+        frames = {
+            size: simulated_frames(repeats, size=size, seed=size) for size in (512, 1024, 2048)
+        }
+        for b in BACKENDS:
+            ok, why = b.available()
+            if not ok:
+                rows.append({"backend": b.name, "available": False, "detail": why})
+                continue
+            with SegmentationEngine(engine, backend=b) as e:
+                e.warmup((512, 512))
+                for size, items in frames.items():
+                    eng, post, counts = [], [], []
+                    for frame, truth in items:
+                        r = e.segment(frame)
+                        eng.append(r.ms_engine)
+                        post.append(r.ms_post)
+                        counts.append(scores(match_counts(truth, r.labels))["ap50"])
+                    total = float(np.median(eng) + np.median(post))
+                    rows.append({
+                        "backend": b.name, "device": why, "size": size,
+                        "ms_engine": round(float(np.median(eng)), 1),
+                        "ms_post": round(float(np.median(post)), 1),
+                        "ms_total": round(total, 1),
+                        "post_share": round(float(np.median(post)) / total, 3),
+                        "ap50_sim": round(float(np.mean(counts)), 3),
+                    })  # fmt: skip
+        for size, items in frames.items():
+            ms, aps = [], []
+            for frame, truth in items:
+                t0 = time.perf_counter()
+                lab = classical_segmentation(frame)
+                ms.append(1000 * (time.perf_counter() - t0))
+                aps.append(scores(match_counts(truth, lab))["ap50"])
+            rows.append({"backend": "classical (Otsu + watershed)", "size": size,
+                         "ms_total": round(float(np.median(ms)), 1),
+                         "ap50_sim": round(float(np.mean(aps)), 3)})  # fmt: skip
+    cpu_1024 = [r for r in rows if r.get("size") == 1024 and r.get("backend") == "onnxruntime"]
+    emit({
+        "bench": "engines",
+        "engine": engine,
+        "results": rows,
+        "post_share_1024_cpu": cpu_1024[0]["post_share"] if cpu_1024 else None,
+        "target_post_share_1024_cpu": 0.25,
+    })  # fmt: skip

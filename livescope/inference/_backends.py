@@ -1,0 +1,518 @@
+"""Inference backends behind one interface, found by providers.
+
+Each backend reports whether it can run here (and why not), and loads an ONNX
+model into a session that maps an fp32 (N, C, H, W) array to the model's first
+output. Heavy libraries are imported only inside the backend that needs them.
+
+Choice: by argument, then ``$LIVESCOPE_BACKEND``, then priority (lower first);
+if none can run, the error lists every backend tried and why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from numpy.typing import NDArray
+
+from livescope.schema import EngineCard, LivescopeError
+
+__all__ = [
+    "BACKENDS",
+    "BackendUnavailable",
+    "OnnxRuntimeBackend",
+    "PBackend",
+    "PSession",
+    "TensorRTBackend",
+    "TensorRTRTXBackend",
+    "TorchBackend",
+    "available_backends",
+    "build_plan",
+    "plan_cache_dir",
+    "select_backend",
+]
+
+logger = logging.getLogger("livescope")
+
+
+class BackendUnavailable(LivescopeError):
+    """No requested backend can run here; the message lists each one tried and why."""
+
+
+@runtime_checkable
+class PSession(Protocol):
+    """A loaded model. `run` maps fp32 (N, C, H, W) to the first output, fp32."""
+
+    backend: str
+    device: str
+    input_name: str
+    input_rank: int
+    output_names: list[str]
+
+    def run(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
+        """Run one batch (called from one thread at a time)."""
+
+    def close(self) -> None:
+        """Free the session and its device memory."""
+
+
+@runtime_checkable
+class PBackend(Protocol):
+    """A provider of sessions."""
+
+    name: str
+
+    def available(self) -> tuple[bool, str]:
+        """Return (can run here, why not / on what)."""
+
+    def priority(self) -> int:
+        """Lower runs first when no backend is named."""
+
+    def load(
+        self,
+        model: Path,
+        card: EngineCard,
+        *,
+        precision: str = "fp32",
+        shapes: Sequence[tuple[int, int]] = (),
+    ) -> PSession:
+        """Load ``model`` for frames (tiles) of ``shapes`` (H, W)."""
+
+
+def _has(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _cuda_device() -> tuple[bool, str]:
+    """Return whether torch sees a CUDA GPU (torch allocates the device buffers)."""
+    if not _has("torch"):
+        return False, "torch is not installed (needed for CUDA device buffers)"
+    import torch
+
+    if not torch.cuda.is_available():
+        return False, "no CUDA GPU visible to torch"
+    return True, torch.cuda.get_device_name(0)
+
+
+# ----------------------------------------------------------------- ONNX Runtime
+
+
+class _OrtSession:
+    def __init__(self, model: Path, providers: list[str]) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = os.cpu_count() or 1
+        opts.log_severity_level = 3
+        self._sess = ort.InferenceSession(str(model), sess_options=opts, providers=providers)
+        self.backend = "onnxruntime"
+        self.device = self._sess.get_providers()[0]
+        inp = self._sess.get_inputs()[0]
+        self.input_name = inp.name
+        self.input_rank = len(inp.shape)
+        self.output_names = [o.name for o in self._sess.get_outputs()]
+
+    def run(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
+        out = self._sess.run(self.output_names[:1], {self.input_name: x})[0]
+        return np.asarray(out, dtype=np.float32)
+
+    def close(self) -> None:
+        del self._sess
+
+
+class OnnxRuntimeBackend:
+    """ONNX Runtime: CPU, or CUDA / TensorRT execution providers where installed."""
+
+    name = "onnxruntime"
+
+    def _providers(self) -> list[str]:
+        import onnxruntime as ort
+
+        have = ort.get_available_providers()
+        wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        return [p for p in wanted if p in have] or ["CPUExecutionProvider"]
+
+    def available(self) -> tuple[bool, str]:
+        """Return (True, providers) when onnxruntime imports."""
+        if not _has("onnxruntime"):
+            return False, "onnxruntime is not installed"
+        return True, ", ".join(self._providers())
+
+    def priority(self) -> int:
+        """CUDA provider: 20; CPU only: 50."""
+        ok, how = self.available()
+        return 20 if ok and "CUDA" in how else 50
+
+    def load(
+        self,
+        model: Path,
+        card: EngineCard,
+        *,
+        precision: str = "fp32",
+        shapes: Sequence[tuple[int, int]] = (),
+    ) -> PSession:
+        """Create an ONNX Runtime session (fp32 graph; precision is the graph's)."""
+        return _OrtSession(model, self._providers())
+
+
+# ----------------------------------------------------------------- torch
+
+
+class _TorchSession:
+    def __init__(self, model: Path, card: EngineCard, precision: str) -> None:
+        import onnx
+        import torch
+        from onnx import numpy_helper
+
+        if not card.torch_module:
+            raise LivescopeError(f"engine {card.name}: the card names no torch_module")
+        mod_name, _, cls_name = card.torch_module.partition(":")
+        cls = getattr(importlib.import_module(mod_name), cls_name)
+        net = cls(**card.torch_kwargs)
+        weights = {
+            init.name: torch.from_numpy(numpy_helper.to_array(init).copy())
+            for init in onnx.load(str(model)).graph.initializer
+        }
+        missing, _ = net.load_state_dict(weights, strict=False)
+        missing = [m for m in missing if not m.endswith("num_batches_tracked")]
+        if missing:
+            raise LivescopeError(
+                f"engine {card.name}: {card.torch_module} has parameters the ONNX file lacks: "
+                f"{missing[:5]}"
+            )
+        self._torch = torch
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self._half = precision == "fp16" and self.device == "cuda"
+        net = net.eval().to(self.device)
+        self._net = net.half() if self._half else net
+        self.backend = "torch"
+        self.input_name = card.input.name
+        self.input_rank = 4
+        self.output_names = [o.name for o in card.outputs]
+        self._graphs: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}
+
+    def _graph(self, shape: tuple[int, ...]) -> tuple[Any, Any, Any]:
+        """Capture a CUDA graph for ``shape`` (static input and output tensors)."""
+        torch = self._torch
+        dtype = torch.float16 if self._half else torch.float32
+        static_in = torch.zeros(shape, device="cuda", dtype=dtype)
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream), torch.no_grad():
+            for _ in range(2):  # warm up before capture
+                self._net(static_in)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph), torch.no_grad():
+            static_out = self._net(static_in)
+        return graph, static_in, static_out
+
+    def run(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
+        torch = self._torch
+        # normalised in fp32 by the engine; cast to fp16 only here, on the device
+        t = torch.from_numpy(np.ascontiguousarray(x))
+        if self.device == "cpu":
+            with torch.no_grad():
+                return self._net(t).numpy().astype(np.float32, copy=False)  # type: ignore[no-any-return]
+        key = tuple(x.shape)
+        if key not in self._graphs:
+            self._graphs[key] = self._graph(key)
+        graph, static_in, static_out = self._graphs[key]
+        static_in.copy_(t.to("cuda", non_blocking=False).to(static_in.dtype))
+        graph.replay()
+        return static_out.float().cpu().numpy()  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self._graphs.clear()
+        del self._net
+        if self.device == "cuda":
+            self._torch.cuda.empty_cache()
+
+
+class TorchBackend:
+    """torch: rebuilds the model from the card's ``torch_module`` and the ONNX weights.
+
+    On CUDA it runs fp16 (when asked) with CUDA graphs, for GPUs without TensorRT.
+    """
+
+    name = "torch"
+
+    def available(self) -> tuple[bool, str]:
+        """Return (True, device) when torch and onnx import."""
+        if not _has("torch"):
+            return False, "torch is not installed (the train extra)"
+        if not _has("onnx"):
+            return False, "onnx is not installed (the train extra)"
+        ok, how = _cuda_device()
+        return True, how if ok else "cpu"
+
+    def priority(self) -> int:
+        """CUDA: 15; CPU: 60 (behind ONNX Runtime)."""
+        return 15 if _cuda_device()[0] else 60
+
+    def load(
+        self,
+        model: Path,
+        card: EngineCard,
+        *,
+        precision: str = "fp32",
+        shapes: Sequence[tuple[int, int]] = (),
+    ) -> PSession:
+        """Rebuild the torch module and load the ONNX initialisers into it."""
+        return _TorchSession(model, card, precision)
+
+
+# ----------------------------------------------------------------- TensorRT (and -RTX)
+
+
+def plan_cache_dir() -> Path:
+    """Where compiled plans are cached (``$LIVESCOPE_CACHE`` or ~/.cache/livescope)."""
+    root = os.environ.get("LIVESCOPE_CACHE") or Path.home() / ".cache" / "livescope"
+    return Path(root) / "plans"
+
+
+def _plan_key(
+    card: EngineCard, gpu: str, trt_version: str, precision: str, shapes: Sequence[tuple[int, int]]
+) -> str:
+    text = "|".join([card.sha256, gpu, trt_version, precision, repr(sorted(set(shapes)))])
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def build_plan(
+    trt: Any,
+    model: Path,
+    card: EngineCard,
+    *,
+    precision: str,
+    shapes: Sequence[tuple[int, int]],
+    compute_capabilities: Sequence[str] = (),
+    timing_cache: Path | None = None,
+) -> bytes:
+    """Build a serialized plan from ONNX with one optimisation profile covering ``shapes``.
+
+    ``trt`` is the ``tensorrt`` or ``tensorrt_rtx`` module. TensorRT >= 11 (and
+    TensorRT-RTX) take precision from the ONNX graph (strongly typed); TensorRT 10
+    enables fp16 kernels with a builder flag. ``compute_capabilities`` (RTX only,
+    e.g. ``["SM89"]``) builds ahead of time without a GPU.
+
+    Raises
+    ------
+    LivescopeError
+        naming the parser's errors or the failed build.
+
+    """
+    logger_ = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger_)
+    major = int(str(trt.__version__).split(".")[0])
+    is_rtx = trt.__name__.startswith("tensorrt_rtx")
+    flags = 0
+    if not is_rtx and major >= 11 and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger_)
+    if not parser.parse_from_file(str(model)):
+        errors = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)]
+        raise LivescopeError(f"engine {card.name}: {trt.__name__} cannot parse {model}: {errors}")
+    config = builder.create_builder_config()
+    if not is_rtx and major < 11 and precision == "fp16":
+        config.set_flag(trt.BuilderFlag.FP16)
+    if compute_capabilities:
+        config.num_compute_capabilities = len(compute_capabilities)
+        for i, cc in enumerate(compute_capabilities):
+            config.set_compute_capability(getattr(trt.ComputeCapability, cc), i)
+    if timing_cache is not None and hasattr(config, "create_timing_cache"):
+        blob = timing_cache.read_bytes() if timing_cache.exists() else b""
+        cache = config.create_timing_cache(blob)
+        config.set_timing_cache(cache, ignore_mismatch=False)
+    hs = [s[0] for s in shapes] or [512]
+    ws = [s[1] for s in shapes] or [512]
+    c = card.input.channels
+    profile = builder.create_optimization_profile()
+    profile.set_shape(
+        card.input.name,
+        (1, c, min(hs), min(ws)),
+        (1, c, max(hs), max(ws)),
+        (4, c, max(hs), max(ws)),
+    )
+    config.add_optimization_profile(profile)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise LivescopeError(f"engine {card.name}: {trt.__name__} failed to build a plan")
+    if timing_cache is not None and hasattr(config, "get_timing_cache"):
+        timing_cache.parent.mkdir(parents=True, exist_ok=True)
+        timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
+    return bytes(plan)
+
+
+class _TrtSession:
+    """Runs a plan with ``execute_async_v3``; I/O buffers are torch CUDA tensors."""
+
+    def __init__(self, trt: Any, plan: bytes, card: EngineCard, backend: str) -> None:
+        import torch
+
+        self._torch = torch
+        self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self._engine = self._runtime.deserialize_cuda_engine(plan)
+        if self._engine is None:
+            raise LivescopeError(f"engine {card.name}: cannot deserialize the {backend} plan")
+        self._context = self._engine.create_execution_context()
+        names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
+        mode = trt.TensorIOMode.INPUT
+        self.input_name = next(n for n in names if self._engine.get_tensor_mode(n) == mode)
+        self.output_names = [n for n in names if self._engine.get_tensor_mode(n) != mode]
+        self.input_rank = len(self._engine.get_tensor_shape(self.input_name))
+        self.backend = backend
+        self.device = torch.cuda.get_device_name(0)
+        self._stream = torch.cuda.Stream()
+        self._dtypes = {n: self._torch_dtype(trt, self._engine.get_tensor_dtype(n)) for n in names}
+
+    def _torch_dtype(self, trt: Any, dt: Any) -> Any:
+        torch = self._torch
+        return {trt.float32: torch.float32, trt.float16: torch.float16}.get(dt, torch.float32)
+
+    def run(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
+        torch = self._torch
+        ctx = self._context
+        inp = torch.from_numpy(np.ascontiguousarray(x)).to("cuda")
+        inp = inp.to(self._dtypes[self.input_name])  # fp32 normalised first, cast on device
+        ctx.set_input_shape(self.input_name, tuple(inp.shape))
+        ctx.set_tensor_address(self.input_name, inp.data_ptr())
+        outs = {}
+        for name in self.output_names:
+            shape = tuple(ctx.get_tensor_shape(name))
+            outs[name] = torch.empty(shape, device="cuda", dtype=self._dtypes[name])
+            ctx.set_tensor_address(name, outs[name].data_ptr())
+        with torch.cuda.stream(self._stream):
+            if not ctx.execute_async_v3(self._stream.cuda_stream):
+                raise LivescopeError(f"{self.backend}: execute_async_v3 failed")
+        self._stream.synchronize()
+        return outs[self.output_names[0]].float().cpu().numpy()  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        del self._context, self._engine, self._runtime
+        self._torch.cuda.empty_cache()
+
+
+class TensorRTBackend:
+    """NVIDIA TensorRT: plans built on the target GPU from ONNX, cached by key."""
+
+    name = "tensorrt"
+    module = "tensorrt"
+
+    def installed(self) -> bool:
+        """Return True if the library is importable (a GPU may still be missing)."""
+        return _has(self.module)
+
+    def available(self) -> tuple[bool, str]:
+        """Return (True, GPU) when the library and a CUDA GPU are present."""
+        if not _has(self.module):
+            return False, f"{self.module} is not installed (the gpu extra)"
+        ok, how = _cuda_device()
+        return ok, how
+
+    def priority(self) -> int:
+        """TensorRT first when it can run."""
+        return 10
+
+    def load(
+        self,
+        model: Path,
+        card: EngineCard,
+        *,
+        precision: str = "fp32",
+        shapes: Sequence[tuple[int, int]] = (),
+    ) -> PSession:
+        """Build (or reuse from the cache) a plan for this GPU and load it."""
+        trt = importlib.import_module(self.module)
+        import torch
+
+        gpu = torch.cuda.get_device_name(0)
+        key = _plan_key(card, gpu, str(trt.__version__), precision, shapes)
+        cache = plan_cache_dir() / f"{card.name}-{self.name}-{key}.plan"
+        if cache.exists():
+            plan = cache.read_bytes()
+        else:
+            timing = plan_cache_dir() / f"timing-{self.name}-{gpu.replace(' ', '_')}.cache"
+            plan = build_plan(
+                trt, model, card, precision=precision, shapes=shapes, timing_cache=timing
+            )
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_bytes(plan)
+        return _TrtSession(trt, plan, card, self.name)
+
+
+class TensorRTRTXBackend(TensorRTBackend):
+    """NVIDIA TensorRT-RTX (from PyPI): runs on RTX-class GPUs; builds ahead of time anywhere."""
+
+    name = "tensorrt-rtx"
+    module = "tensorrt_rtx"
+
+    def priority(self) -> int:
+        """Behind TensorRT."""
+        return 12
+
+    def build_ahead_of_time(
+        self,
+        model: Path,
+        card: EngineCard,
+        shapes: Sequence[tuple[int, int]],
+        compute_capabilities: Sequence[str] = ("SM80", "SM86", "SM89"),
+    ) -> bytes:
+        """Build a plan for the given GPU generations without a GPU (e.g. in CI)."""
+        if not _has(self.module):
+            raise BackendUnavailable(f"{self.module} is not installed")
+        trt = importlib.import_module(self.module)
+        return build_plan(
+            trt, model, card, precision="fp32", shapes=shapes,
+            compute_capabilities=compute_capabilities,
+        )  # fmt: skip
+
+
+BACKENDS: tuple[PBackend, ...] = (
+    TensorRTBackend(),
+    TensorRTRTXBackend(),
+    TorchBackend(),
+    OnnxRuntimeBackend(),
+)
+
+
+def available_backends() -> list[tuple[str, bool, str]]:
+    """(name, can run here, why / on what) for every known backend."""
+    return [(b.name, *b.available()) for b in BACKENDS]
+
+
+def select_backend(name: str | None = None) -> PBackend:
+    """Pick a backend: ``name``, else ``$LIVESCOPE_BACKEND``, else the best available.
+
+    Raises
+    ------
+    BackendUnavailable
+        listing each backend tried and why it cannot run.
+
+    """
+    wanted = name or os.environ.get("LIVESCOPE_BACKEND") or None
+    by_name = {b.name: b for b in BACKENDS}
+    if wanted is not None:
+        if wanted not in by_name:
+            raise BackendUnavailable(f"unknown backend {wanted!r}; known: {', '.join(by_name)}")
+        ok, why = by_name[wanted].available()
+        if not ok:
+            raise BackendUnavailable(f"backend {wanted!r} cannot run here: {why}")
+        return by_name[wanted]
+    tried = []
+    for b in sorted(BACKENDS, key=lambda b: b.priority()):
+        ok, why = b.available()
+        if ok:
+            return b
+        tried.append(f"{b.name}: {why}")
+    raise BackendUnavailable("no inference backend can run here:\n  " + "\n  ".join(tried))

@@ -1,0 +1,351 @@
+"""Engines: an ONNX model, its card, a backend session, tiling and post-processing.
+
+An engine is a folder ``engines/<task>/<name>/`` with ``model.onnx`` and
+``card.yaml``. Loading checks the model's sha256 against the card and the
+model's input against the card's; inference validates the frame, normalises it
+in fp32, runs it (in overlapping tiles when it is larger than the card's tile)
+and stitches the tiles by cutting in the middle of each overlap, so that no seam
+is left where the overlap covers the model's receptive field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from typing_extensions import Self
+
+from livescope.schema import EngineCard, HardwareProfile, LivescopeError
+
+from ._backends import PBackend, PSession, select_backend
+from ._postprocess import labels_from_maps, normalize_percentile
+
+__all__ = [
+    "Engine",
+    "EngineError",
+    "SegmentationEngine",
+    "SegmentationResult",
+    "TilePlan",
+    "builtin_engines",
+    "find_engine",
+    "sha256_file",
+]
+
+
+class EngineError(LivescopeError):
+    """An engine cannot be loaded or run; the message names the engine and the problem."""
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def builtin_engines() -> dict[str, Path]:
+    """Shipped engines by name (folders holding a card.yaml)."""
+    for root in (
+        Path(str(resources.files("livescope") / "_engines")),
+        Path(__file__).resolve().parents[2] / "engines",  # source checkout
+    ):
+        if root.is_dir():
+            return {p.parent.name: p.parent for p in sorted(root.glob("*/*/card.yaml"))}
+    return {}
+
+
+def find_engine(name_or_path: str | Path) -> Path:
+    """Folder of an engine, given a path (folder or card) or a shipped engine's name."""
+    p = Path(name_or_path)
+    if p.is_file() and p.name == "card.yaml":
+        return p.parent
+    if (p / "card.yaml").is_file():
+        return p
+    found = builtin_engines()
+    if str(name_or_path) in found:
+        return found[str(name_or_path)]
+    raise EngineError(
+        f"no engine {str(name_or_path)!r}: not a folder with card.yaml, and not a shipped "
+        f"engine (shipped: {', '.join(sorted(found)) or 'none'})"
+    )
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """How a frame of ``shape`` is cut into tiles of ``tile`` px overlapping by ``overlap`` px."""
+
+    shape: tuple[int, int]
+    tile: int
+    overlap: int
+    align: int = 8
+
+    @classmethod
+    def for_profile(cls, profile: HardwareProfile, card: EngineCard) -> TilePlan:
+        """Return the tile plan of a rig's full frame for an engine."""
+        h, w = profile.camera.sensor_shape_px
+        return cls((h, w), card.tiling.tile_px, card.tiling.overlap_px, card.input.multiple_of)
+
+    def spans(self, n: int) -> list[tuple[int, int]]:
+        """(start, size) of the tiles along an axis of length ``n``.
+
+        Starts are multiples of ``align`` (the model's pooling grid), so a tile
+        computes exactly what the whole frame would; the last tile runs to the
+        edge (up to ``align - 1`` px longer than the others).
+        """
+        if n <= self.tile:
+            return [(0, n)]
+        step = max(self.align, (self.tile - self.overlap) // self.align * self.align)
+        last = (n - self.tile) // self.align * self.align
+        starts = [*range(0, last, step), last]
+        return [(s, self.tile if s != last else n - s) for s in starts]
+
+    def tile_shapes(self) -> list[tuple[int, int]]:
+        """Return the distinct (h, w) of the tiles (what a compiled plan must accept)."""
+        hs = {size for _, size in self.spans(self.shape[0])}
+        ws = {size for _, size in self.spans(self.shape[1])}
+        return sorted((h, w) for h in hs for w in ws)
+
+    def regions(self) -> list[tuple[tuple[slice, slice], tuple[slice, slice]]]:
+        """For each tile: (its slice in the frame, the part of it kept in the output)."""
+        out = []
+        axes = []
+        for n in self.shape:
+            spans = self.spans(n)
+            cuts = [0] + [
+                (spans[i + 1][0] + spans[i][0] + spans[i][1]) // 2 for i in range(len(spans) - 1)
+            ]
+            cuts.append(n)
+            axes.append([(s, size, cuts[i], cuts[i + 1]) for i, (s, size) in enumerate(spans)])
+        for ys, yh, y0, y1 in axes[0]:
+            for xs, xw, x0, x1 in axes[1]:
+                src = (slice(ys, ys + yh), slice(xs, xs + xw))
+                keep = (slice(y0 - ys, y1 - ys), slice(x0 - xs, x1 - xs))
+                out.append((src, keep))
+        return out
+
+
+class Engine:
+    """An engine ready to run.
+
+    Parameters
+    ----------
+    name_or_path
+        A shipped engine's name or an engine folder.
+    backend
+        Backend name (default: ``$LIVESCOPE_BACKEND``, then the best available).
+    precision
+        ``fp32`` or ``fp16`` (where the backend supports it).
+    frame_shape
+        Frame (H, W) the engine will see, for compiled backends' shape profiles.
+
+    Raises
+    ------
+    EngineError
+        if the model is missing, its sha256 does not match the card, or its
+        input does not match the card.
+
+    """
+
+    def __init__(
+        self,
+        name_or_path: str | Path,
+        *,
+        backend: str | PBackend | None = None,
+        precision: str = "fp32",
+        frame_shape: tuple[int, int] | None = None,
+    ) -> None:
+        self.folder = find_engine(name_or_path)
+        self.card = EngineCard.from_file(self.folder / "card.yaml")
+        self.name = self.card.name
+        self.model_path = self.folder / self.card.model
+        if not self.model_path.is_file():
+            raise EngineError(f"engine {self.name}: model file {self.model_path} is missing")
+        digest = sha256_file(self.model_path)
+        if digest != self.card.sha256:
+            raise EngineError(
+                f"engine {self.name}: {self.model_path.name} has sha256 {digest[:16]}…, the card "
+                f"says {self.card.sha256[:16]}…; the model was changed or corrupted (refusing it)"
+            )
+        self.backend = backend if not isinstance(backend, str | None) else select_backend(backend)
+        t = self.card.tiling
+        shapes = (
+            TilePlan(
+                frame_shape, t.tile_px, t.overlap_px, self.card.input.multiple_of
+            ).tile_shapes()
+            if frame_shape
+            else []
+        )
+        self.session: PSession | None = self.backend.load(
+            self.model_path, self.card, precision=precision, shapes=shapes
+        )
+        self._check_io()
+
+    def _check_io(self) -> None:
+        s = self._session()
+        card = self.card
+        if s.input_name != card.input.name:
+            raise EngineError(
+                f"engine {self.name}: the card's input is {card.input.name!r}, the model's is "
+                f"{s.input_name!r} (card and model do not match)"
+            )
+        if s.input_rank != len(card.input.axes):
+            raise EngineError(
+                f"engine {self.name}: the card's input has axes {card.input.axes}, the model's "
+                f"input has rank {s.input_rank} (card and model do not match)"
+            )
+        if card.outputs[0].name not in s.output_names:
+            raise EngineError(
+                f"engine {self.name}: the card's output {card.outputs[0].name!r} is not among the "
+                f"model's outputs {s.output_names}"
+            )
+
+    def _session(self) -> PSession:
+        if self.session is None:
+            raise EngineError(f"engine {self.name} is closed")
+        return self.session
+
+    # ------------------------------------------------------------ frames
+
+    def check_frame(self, frame: Any) -> NDArray[Any]:
+        """Validate a camera frame: a 2-D (or C, H, W) numeric array.
+
+        Raises
+        ------
+        EngineError
+            naming the engine and what is wrong with the frame.
+
+        """
+        if not isinstance(frame, np.ndarray):
+            raise EngineError(
+                f"engine {self.name}: frame must be a numpy array, got {type(frame).__name__}"
+            )
+        if frame.dtype.kind not in "uif" or frame.dtype.itemsize > 8:
+            raise EngineError(
+                f"engine {self.name}: frame dtype {frame.dtype} is not camera counts "
+                "(expected an integer or float array)"
+            )
+        c = self.card.input.channels
+        ok_rank = frame.ndim == 2 if c == 1 else frame.ndim == 3 and frame.shape[0] == c
+        if not ok_rank:
+            want = "(H, W)" if c == 1 else f"({c}, H, W)"
+            raise EngineError(f"engine {self.name}: frame has shape {frame.shape}, expected {want}")
+        if min(frame.shape[-2:]) < 8:
+            raise EngineError(f"engine {self.name}: frame {frame.shape} is too small (< 8 px)")
+        if frame.dtype.kind == "f" and not np.isfinite(frame).all():
+            raise EngineError(f"engine {self.name}: frame holds NaN or infinite values")
+        return frame
+
+    def normalise(self, frame: NDArray[Any]) -> NDArray[np.float32]:
+        """Camera counts to model input, in fp32 (the card's normalisation)."""
+        n = self.card.normalisation
+        if n.kind == "percentile":
+            return normalize_percentile(frame, n.low, n.high)
+        out: NDArray[np.float32] = np.asarray(frame, dtype=np.float32) - np.float32(n.offset)
+        out *= np.float32(1.0 / n.scale)
+        return out
+
+    def _run_padded(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
+        """Run (C, H, W) padded to the model's multiple; returns (K, H, W)."""
+        m = self.card.input.multiple_of
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % m, (-w) % m
+        if ph or pw:
+            x = np.pad(x, ((0, 0), (0, ph), (0, pw)), mode="reflect")
+        out = self._session().run(x[None])
+        maps: NDArray[np.float32] = out[0, :, :h, :w]
+        return maps
+
+    def infer(self, frame: NDArray[Any]) -> NDArray[np.float32]:
+        """Model output maps (K, H, W) for one frame (tiled when larger than the card's tile)."""
+        f = self.check_frame(frame)
+        x = self.normalise(f)
+        if x.ndim == 2:
+            x = x[None]
+        h, w = x.shape[-2:]
+        tiling = self.card.tiling
+        plan = TilePlan((h, w), tiling.tile_px, tiling.overlap_px, self.card.input.multiple_of)
+        regions = plan.regions()
+        if len(regions) == 1:
+            return self._run_padded(x)
+        out: NDArray[np.float32] | None = None
+        for src, keep in regions:
+            y = self._run_padded(x[:, src[0], src[1]])
+            if out is None:
+                out = np.empty((y.shape[0], h, w), np.float32)
+            ys = slice(src[0].start + keep[0].start, src[0].start + keep[0].stop)
+            xs = slice(src[1].start + keep[1].start, src[1].start + keep[1].stop)
+            out[:, ys, xs] = y[:, keep[0], keep[1]]
+        if out is None:  # pragma: no cover (regions is never empty)
+            raise EngineError(f"engine {self.name}: empty tile plan for {frame.shape}")
+        return out
+
+    def warmup(self, shape: tuple[int, int] = (512, 512)) -> None:
+        """Run once on a blank frame (first runs allocate and compile)."""
+        c = self.card.input.channels
+        blank = np.zeros(shape if c == 1 else (c, *shape), np.uint16)
+        blank[::7, ::5] = 100
+        self.infer(blank)
+
+    def close(self) -> None:
+        """Free the session and its device memory; the engine cannot run afterwards."""
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class SegmentationResult:
+    """Instance labels (0 = background) and how long each stage took, ms."""
+
+    labels: NDArray[np.int32]
+    ms_engine: float
+    ms_post: float
+
+
+class SegmentationEngine(Engine):
+    """An engine whose maps (foreground, distance) become instance labels."""
+
+    def __init__(self, name_or_path: str | Path, **kwargs: Any) -> None:
+        super().__init__(name_or_path, **kwargs)
+        if self.card.task != "segmentation" or self.card.postprocess is None:
+            raise EngineError(
+                f"engine {self.name} is a {self.card.task} engine without segmentation "
+                "post-processing"
+            )
+        channels = self.card.outputs[0].channels
+        if tuple(channels[:2]) != ("foreground", "distance"):
+            raise EngineError(
+                f"engine {self.name}: output channels {channels} are not (foreground, distance)"
+            )
+
+    def segment(self, frame: NDArray[Any]) -> SegmentationResult:
+        """Segment one frame; timings separate the engine from post-processing."""
+        t0 = time.perf_counter()
+        maps = self.infer(frame)
+        t1 = time.perf_counter()
+        pp = self.card.postprocess
+        if pp is None:  # pragma: no cover (checked at load)
+            raise EngineError(f"engine {self.name} has no post-processing")
+        labels = labels_from_maps(
+            maps[0],
+            maps[1],
+            fg_threshold=pp.fg_threshold,
+            seed_threshold=pp.seed_threshold,
+            min_size_px=pp.min_size_px,
+        )
+        t2 = time.perf_counter()
+        return SegmentationResult(labels, 1000 * (t1 - t0), 1000 * (t2 - t1))

@@ -1,0 +1,9 @@
+"""Model definitions for livescope's engines (torch; needs the ``train`` extra).
+
+Only the training and export scripts in ``tools/`` and the torch backend import
+this package; the runtime runs the exported ONNX files.
+"""
+
+from ._unet import NucleiUNet
+
+__all__ = ["NucleiUNet"]

@@ -1,0 +1,63 @@
+"""A small U-Net for nuclei: foreground probability and a normalised distance map.
+
+Outputs (N, 2, H, W), both through a sigmoid: channel 0 is P(pixel in a nucleus),
+channel 1 is the distance to the nucleus border divided by the nucleus' largest
+such distance (1 at centres, 0 at borders). Instances come from seeds at high
+distance grown by a watershed inside the foreground (`livescope.inference`).
+H and W must be multiples of 2**depth.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["NucleiUNet"]
+
+
+def _block(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class NucleiUNet(nn.Module):
+    """U-Net with ``depth`` poolings and ``base`` channels at full resolution."""
+
+    def __init__(self, base: int = 16, depth: int = 3, in_channels: int = 1) -> None:
+        super().__init__()
+        self.depth = depth
+        chans = [base * 2**i for i in range(depth + 1)]
+        self.down = nn.ModuleList(
+            [_block(in_channels, chans[0])] + [_block(chans[i], chans[i + 1]) for i in range(depth)]
+        )
+        self.pool = nn.MaxPool2d(2)
+        self.up = nn.ModuleList(
+            [
+                nn.ConvTranspose2d(chans[i + 1], chans[i], 2, stride=2)
+                for i in reversed(range(depth))
+            ]
+        )
+        self.dec = nn.ModuleList([_block(2 * chans[i], chans[i]) for i in reversed(range(depth))])
+        self.head = nn.Conv2d(chans[0], 2, 1)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw outputs (before the sigmoid), for training."""
+        skips = []
+        for i, block in enumerate(self.down):
+            x = block(x)
+            if i < self.depth:
+                skips.append(x)
+                x = self.pool(x)
+        for up, dec, skip in zip(self.up, self.dec, reversed(skips), strict=True):
+            x = dec(torch.cat([up(x), skip], dim=1))
+        return self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Probabilities: (N, 2, H, W) in [0, 1]."""
+        return torch.sigmoid(self.logits(x))

@@ -1,0 +1,130 @@
+"""Engine cards: what an ONNX model expects, what it outputs, how it was made.
+
+``engines/<task>/<name>/card.yaml`` sits beside ``model.onnx``; loading an
+engine checks the model's sha256 against the card and the model's inputs against
+the card's, so a swapped or tampered file is refused with a clear error.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, PositiveFloat, PositiveInt
+
+from ._base import FrozenModel
+from ._errors import ConfigError
+
+__all__ = [
+    "CardInput",
+    "CardOutput",
+    "DataRef",
+    "EngineCard",
+    "EngineCardError",
+    "Normalisation",
+    "PostProcess",
+    "Tiling",
+    "TrainingRecord",
+]
+
+
+class EngineCardError(ConfigError):
+    """An engine card is invalid."""
+
+    kind = "engine card"
+
+
+class CardInput(FrozenModel):
+    """The model's image input."""
+
+    name: str = Field(min_length=1)
+    axes: Literal["NCYX"] = "NCYX"
+    dtype: Literal["float32"] = "float32"
+    channels: PositiveInt = 1
+    multiple_of: PositiveInt = Field(default=8, description="H and W must be multiples of it.")
+
+
+class Normalisation(FrozenModel):
+    """How camera counts become model input (always in fp32, before any fp16 cast).
+
+    ``percentile``: per frame, the ``low``/``high`` percentiles map to 0/1.
+    ``fixed``: ``(counts - offset) / scale``.
+    """
+
+    kind: Literal["percentile", "fixed"] = "percentile"
+    low: float = Field(default=1.0, ge=0, le=100)
+    high: float = Field(default=99.8, ge=0, le=100)
+    offset: float = 0.0
+    scale: PositiveFloat = 1.0
+
+
+class CardOutput(FrozenModel):
+    """One model output and the meaning of each of its channels."""
+
+    name: str = Field(min_length=1)
+    channels: tuple[str, ...] = Field(min_length=1)
+
+
+class PostProcess(FrozenModel):
+    """Post-processing to instances (segmentation engines)."""
+
+    kind: Literal["distance_watershed"] = "distance_watershed"
+    fg_threshold: float = Field(default=0.5, gt=0, lt=1)
+    seed_threshold: float = Field(default=0.5, gt=0, lt=1)
+    min_size_px: int = Field(default=12, ge=0)
+
+
+class Tiling(FrozenModel):
+    """Frames larger than ``tile_px`` are run in overlapping tiles and stitched."""
+
+    tile_px: PositiveInt = 1024
+    overlap_px: int = Field(default=64, ge=0)
+
+
+class DataRef(FrozenModel):
+    """A data set used to train or validate the model."""
+
+    name: str
+    split: str = ""
+    images: int = Field(default=0, ge=0)
+    licence: str = ""
+
+
+class TrainingRecord(FrozenModel):
+    """How the model was trained (the command reproduces it)."""
+
+    command: str
+    seed: int = 0
+    seconds: float = 0.0
+    data: tuple[DataRef, ...] = ()
+    augmentation: str = ""
+
+
+class EngineCard(FrozenModel):
+    """A model card. Load with ``EngineCard.from_file``."""
+
+    error_type = EngineCardError
+
+    name: str = Field(min_length=1)
+    task: Literal["segmentation", "virtual_stain", "classification"]
+    version: str = "1"
+    description: str = ""
+    model: str = "model.onnx"
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    opset: PositiveInt = 17
+    input: CardInput
+    normalisation: Normalisation = Normalisation()
+    outputs: tuple[CardOutput, ...] = Field(min_length=1)
+    postprocess: PostProcess | None = None
+    tiling: Tiling = Tiling()
+    object_radius_px: PositiveFloat | None = Field(
+        default=None, description="Typical object radius the model was trained on, px."
+    )
+    pixel_size_um: PositiveFloat | None = Field(
+        default=None, description="Pixel size trained at, µm (None: mixed)."
+    )
+    torch_module: str | None = Field(
+        default=None, description="'package.module:Class' that rebuilds the model in torch."
+    )
+    torch_kwargs: dict[str, int | float | str] = Field(default_factory=dict)
+    training: TrainingRecord
+    metrics: dict[str, dict[str, float]] = Field(default_factory=dict)

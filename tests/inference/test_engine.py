@@ -1,0 +1,241 @@
+"""Engines: loading checks, frame checks, tiling, backends, parity."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from livescope.inference import (
+    BACKENDS,
+    BackendUnavailable,
+    Engine,
+    EngineError,
+    OnnxRuntimeBackend,
+    SegmentationEngine,
+    TensorRTRTXBackend,
+    TilePlan,
+    available_backends,
+    builtin_engines,
+    labels_from_maps,
+    match_counts,
+    normalize_percentile,
+    scores,
+    select_backend,
+)
+from livescope.schema import EngineCard, EngineCardError
+
+ENGINE = "nuclei-unet"
+
+
+@pytest.fixture(scope="module")
+def frame() -> np.ndarray:
+    from livescope.cli._engines import _test_frame
+
+    return _test_frame(512)
+
+
+@pytest.fixture(scope="module")
+def engine() -> SegmentationEngine:
+    return SegmentationEngine(ENGINE, backend="onnxruntime")
+
+
+def _copy_engine(tmp_path: Path) -> Path:
+    dst = tmp_path / ENGINE
+    shutil.copytree(builtin_engines()[ENGINE], dst)
+    return dst
+
+
+def test_shipped_engine_is_listed_and_its_card_is_complete() -> None:
+    folder = builtin_engines()[ENGINE]
+    card = EngineCard.from_file(folder / "card.yaml")
+    assert card.task == "segmentation"
+    assert card.training.command.startswith("python tools/train_seg.py")
+    assert "nuclei-mnfinder/validation" in card.metrics
+    assert (folder / "model.onnx").stat().st_size < 5_000_000
+
+
+def test_segments_a_simulated_frame(engine: SegmentationEngine, frame: np.ndarray) -> None:
+    res = engine.segment(frame)
+    assert res.labels.shape == frame.shape
+    assert res.labels.max() > 10
+    assert res.ms_engine > 0
+    assert res.ms_post > 0
+
+
+def test_tampered_model_is_refused(tmp_path: Path) -> None:
+    folder = _copy_engine(tmp_path)
+    data = bytearray((folder / "model.onnx").read_bytes())
+    data[-100] ^= 0xFF
+    (folder / "model.onnx").write_bytes(bytes(data))
+    with pytest.raises(
+        EngineError, match=r"nuclei-unet: model.onnx has sha256 .* changed or corrupted"
+    ):
+        Engine(folder)
+
+
+def test_missing_model_is_refused(tmp_path: Path) -> None:
+    folder = _copy_engine(tmp_path)
+    (folder / "model.onnx").unlink()
+    with pytest.raises(EngineError, match=r"nuclei-unet: model file .* is missing"):
+        Engine(folder)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        pytest.param({"input": {"name": "pixels"}}, "card and model do not match", id="input-name"),
+        pytest.param(
+            {"outputs": [{"name": "probs", "channels": ["foreground", "distance"]}]},
+            "not among the model's outputs",
+            id="output-name",
+        ),
+    ],
+)
+def test_card_that_does_not_match_the_model(tmp_path: Path, change: dict, message: str) -> None:
+    folder = _copy_engine(tmp_path)
+    card = yaml.safe_load((folder / "card.yaml").read_text())
+    for key, value in change.items():
+        card[key] = {**card[key], **value} if isinstance(value, dict) else value
+    (folder / "card.yaml").write_text(yaml.safe_dump(card))
+    with pytest.raises(EngineError, match=message):
+        Engine(folder)
+
+
+def test_invalid_card_names_the_field(tmp_path: Path) -> None:
+    folder = _copy_engine(tmp_path)
+    card = yaml.safe_load((folder / "card.yaml").read_text())
+    card["sha256"] = "xyz"
+    (folder / "card.yaml").write_text(yaml.safe_dump(card))
+    with pytest.raises(EngineCardError, match="sha256"):
+        Engine(folder)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        pytest.param(np.zeros((64, 64), bool), "dtype bool", id="bool"),
+        pytest.param(np.zeros((64, 64), complex), "dtype complex128", id="complex"),
+        pytest.param(
+            np.zeros((2, 64, 64), np.uint16), r"shape \(2, 64, 64\), expected \(H, W\)", id="3d"
+        ),
+        pytest.param(np.zeros(64, np.uint16), r"shape \(64,\)", id="1d"),
+        pytest.param(np.full((64, 64), np.nan, np.float32), "NaN", id="nan"),
+        pytest.param([[1, 2], [3, 4]], "numpy array", id="list"),
+    ],
+)
+def test_bad_frames_are_refused(engine: SegmentationEngine, bad: object, message: str) -> None:
+    with pytest.raises(EngineError, match=f"engine nuclei-unet: .*{message}"):
+        engine.segment(bad)  # type: ignore[arg-type]
+
+
+def test_tile_plan_covers_every_pixel_once() -> None:
+    plan = TilePlan((1100, 1300), 512, 128)
+    cover = np.zeros((1100, 1300), int)
+    for src, keep in plan.regions():
+        ys = slice(src[0].start + keep[0].start, src[0].start + keep[0].stop)
+        xs = slice(src[1].start + keep[1].start, src[1].start + keep[1].stop)
+        cover[ys, xs] += 1
+    assert (cover == 1).all()
+    assert all(src[0].start % 8 == 0 and src[1].start % 8 == 0 for src, _ in plan.regions())
+    assert plan.tile_shapes() == [(512, 512), (512, 516), (516, 512), (516, 516)]
+
+
+def test_tiled_inference_has_no_seams(tmp_path: Path, frame: np.ndarray) -> None:
+    big = np.tile(frame, (2, 3))[:900, :1300]
+    folders = []
+    for name, tile in (("whole", 4096), ("tiled", 384)):
+        folder = _copy_engine(tmp_path / name)
+        card = yaml.safe_load((folder / "card.yaml").read_text())
+        card["tiling"] = {"tile_px": tile, "overlap_px": 128}
+        (folder / "card.yaml").write_text(yaml.safe_dump(card))
+        folders.append(folder)
+    whole = Engine(folders[0], backend="onnxruntime")
+    tiled = Engine(folders[1], backend="onnxruntime")
+    assert len(TilePlan(big.shape, 384, 128).regions()) > 4
+    a, b = whole.infer(big), tiled.infer(big)
+    assert np.max(np.abs(a - b)) < 1e-4
+
+
+def test_normalisation_is_fp32_for_large_counts() -> None:
+    img = np.array([[0, 42000], [65000, 42001]], np.uint16)
+    x = normalize_percentile(img, 0, 100)
+    assert x.dtype == np.float32
+    assert x[0, 1] != x[1, 1]  # fp16 would round 42000 and 42001 together
+
+
+def test_post_processing_splits_touching_nuclei() -> None:
+    yy, xx = np.mgrid[:64, :96]
+    d1 = np.clip(1 - np.hypot(yy - 32, xx - 30) / 14, 0, 1)
+    d2 = np.clip(1 - np.hypot(yy - 32, xx - 56) / 14, 0, 1)
+    dist = np.maximum(d1, d2).astype(np.float32)
+    fg = (dist > 0).astype(np.float32)
+    labels = labels_from_maps(fg, dist, fg_threshold=0.5, seed_threshold=0.5)
+    assert labels.max() == 2
+    assert labels[32, 30] != labels[32, 56]
+
+
+def test_metrics_on_known_cases() -> None:
+    truth = np.zeros((40, 40), np.int32)
+    truth[2:12, 2:12] = 1
+    truth[20:30, 20:30] = 2
+    assert scores(match_counts(truth, truth))["ap50"] == 1.0
+    pred = np.zeros_like(truth)
+    pred[2:12, 3:13] = 7  # IoU 9/11 = 0.82
+    pred[35:38, 35:38] = 8  # a false positive
+    s = scores(match_counts(truth, pred))
+    assert (s["n_true"], s["n_pred"]) == (2, 2)
+    assert s["precision"] == 0.5
+    assert s["recall"] == 0.5
+    assert s["ap50"] == pytest.approx(1 / 3, abs=1e-4)  # scores are rounded to 4 places
+
+
+def test_backend_selection_reports_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    names = [n for n, _, _ in available_backends()]
+    assert names == ["tensorrt", "tensorrt-rtx", "torch", "onnxruntime"]
+    with pytest.raises(BackendUnavailable, match="unknown backend 'tflite'"):
+        select_backend("tflite")
+    monkeypatch.setenv("LIVESCOPE_BACKEND", "onnxruntime")
+    assert select_backend().name == "onnxruntime"
+    unavailable = [b for b in BACKENDS if not b.available()[0]]
+    for b in unavailable:
+        with pytest.raises(BackendUnavailable, match=f"backend '{b.name}' cannot run here: "):
+            select_backend(b.name)
+
+
+@pytest.mark.parametrize(
+    "backend", [b for b in BACKENDS if b.name != "onnxruntime"], ids=lambda b: b.name
+)
+def test_backend_parity_with_onnxruntime_cpu(backend, frame: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+    ok, why = backend.available()
+    if not ok:
+        pytest.skip(f"{backend.name} cannot run here: {why}")
+    ref = Engine(ENGINE, backend=OnnxRuntimeBackend()).infer(frame)
+    with Engine(ENGINE, backend=backend) as e:
+        out = e.infer(frame)
+    rel = np.max(np.abs(out - ref)) / np.max(np.abs(ref))
+    assert rel <= 1e-4
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorrt_rtx") is None, reason="tensorrt-rtx not installed"
+)
+def test_tensorrt_rtx_builds_every_shipped_engine_ahead_of_time() -> None:
+    rtx = TensorRTRTXBackend()
+    for name, folder in builtin_engines().items():
+        card = EngineCard.from_file(folder / "card.yaml")
+        plan = rtx.build_ahead_of_time(
+            folder / card.model, card, [(512, 512), (1024, 1024)], ["SM89"]
+        )
+        assert len(plan) > 100_000, name
+
+
+def test_closed_engine_cannot_run(frame: np.ndarray) -> None:
+    e = Engine(ENGINE, backend="onnxruntime")
+    e.close()
+    with pytest.raises(EngineError, match="closed"):
+        e.infer(frame)

@@ -1,0 +1,70 @@
+"""Scores of the shipped segmentation engine on real annotated data (fit, not generalisation)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ..conftest import run_cli
+
+
+def _eval(shared: Path, sub: str, engine: str = "nuclei-unet") -> dict:
+    res = run_cli(
+        "eval", "seg", "--engine", engine, "--images", str(shared / sub / "images"),
+        "--labels", str(shared / sub / "labels"), "--json",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+def test_eval_reports_every_score(shared_data: Path) -> None:
+    out = _eval(shared_data, "nuclei-mnfinder/validation")
+    keys = {"ap50", "map", "f1", "precision", "recall", "n_true", "n_pred", "ms_engine", "ms_post"}
+    assert keys <= set(out)
+    assert out["n_true"] == 232
+    assert 0 < out["map"] < out["ap50"] <= 1
+
+
+# Issue 4's targets. The shipped model misses them (AP50 0.776, F1 0.799 when trained);
+# strict: once a better model meets them, these fail until the marks are removed.
+@pytest.mark.xfail(strict=True, reason="issue 4 target AP50 >= 0.80 not met yet (0.776)")
+def test_mnfinder_validation_ap50_target(shared_data: Path) -> None:
+    assert _eval(shared_data, "nuclei-mnfinder/validation")["ap50"] >= 0.80
+
+
+@pytest.mark.xfail(strict=True, reason="issue 4 target F1 >= 0.88 on DSB2018 not met yet (0.799)")
+def test_dsb2018_f1_target(shared_data: Path) -> None:
+    assert _eval(shared_data, "nuclei-dsb2018")["f1"] >= 0.88
+
+
+def test_network_beats_the_classical_pipeline(shared_data: Path) -> None:
+    net = _eval(shared_data, "nuclei-mnfinder/validation")
+    classical = _eval(shared_data, "nuclei-mnfinder/validation", engine="classical")
+    assert net["ap50"] > classical["ap50"] + 0.2
+
+
+def test_eval_bad_folders_give_clear_errors(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "images" / "a.tif").write_bytes(b"")
+    res = run_cli("eval", "seg", "--engine", "nuclei-unet", "--images", str(tmp_path / "images"),
+                  "--labels", str(tmp_path / "labels"), "--json")  # fmt: skip
+    assert res.returncode == 2
+    assert "no label file" in res.stderr
+    assert "Traceback" not in res.stderr
+    res = run_cli(
+        "eval", "seg", "--engine", "nope", "--images", str(tmp_path), "--labels", str(tmp_path)
+    )
+    assert res.returncode == 2
+    assert "no engine 'nope'" in res.stderr
+
+
+@pytest.mark.parametrize("sub", ["nuclei-dsb2018"])
+def test_eval_per_image(shared_data: Path, sub: str) -> None:
+    folder = shared_data / sub
+    res = run_cli("eval", "seg", "--engine", "nuclei-unet", "--images", str(folder / "images"),
+                  "--labels", str(folder / "labels"), "--per-image", "--json")  # fmt: skip
+    out = json.loads(res.stdout)
+    assert [p["image"] for p in out["per_image"]] == ["dsb2018_256.tif", "dsb2018_512.tif"]

@@ -1,0 +1,175 @@
+"""GPU check: every available backend on the shipped engines, timed and compared.
+
+    python tools/gpu_check.py --out gpu_check.json [--seconds-per-case 5]
+
+For each shipped engine and each backend that can run on this machine, at
+512², 1024² and 2048² frames: p50/p99 milliseconds per frame (engine only, and
+engine + post-processing), peak GPU memory (torch's allocator, where torch
+drives the device), and parity with ONNX Runtime on the CPU (max relative
+error; 1e-4 expected for fp32). Also fp16 on the torch backend. Bounded to
+finish in under 6 minutes; writes one JSON file and prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from livescope.inference import (  # noqa: E402
+    BACKENDS,
+    Engine,
+    OnnxRuntimeBackend,
+    SegmentationEngine,
+    builtin_engines,
+    labels_from_maps,
+)
+
+SIZES = (512, 1024, 2048)
+
+
+def frames_for(size: int, n: int = 3) -> list[np.ndarray]:
+    from livescope.scope import simulated_frames
+
+    return [img for img, _ in simulated_frames(n, size=size, seed=size)]
+
+
+def gpu_info() -> dict:
+    info: dict = {}
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["cuda_available"] = torch.cuda.is_available()
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+            info["cuda"] = torch.version.cuda
+            info["memory_gb"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
+    except ImportError:
+        info["torch"] = None
+    return info
+
+
+def peak_memory_mb() -> float | None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    except ImportError:
+        pass
+    return None
+
+
+def reset_peak() -> None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+    except ImportError:
+        pass
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--out", type=Path, default=Path("gpu_check.json"))
+    ap.add_argument("--seconds-per-case", type=float, default=4.0)
+    ap.add_argument("--budget-s", type=float, default=330.0)
+    a = ap.parse_args()
+    t_start = time.perf_counter()
+    result: dict = {
+        "machine": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            **gpu_info(),
+        },
+        "backends": [
+            {"name": b.name, "available": b.available()[0], "detail": b.available()[1]}
+            for b in BACKENDS
+        ],
+        "cases": [],
+        "skipped": [],
+    }
+    frames = {s: frames_for(s) for s in SIZES}
+    for name in builtin_engines():
+        ref_engine = Engine(name, backend=OnnxRuntimeBackend())
+        refs = {s: [ref_engine.infer(f) for f in fs] for s, fs in frames.items()}
+        ref_engine.close()
+        variants = [(b, "fp32") for b in BACKENDS if b.available()[0]]
+        variants += [(b, "fp16") for b in BACKENDS if b.name == "torch" and b.available()[0]]
+        for backend, precision in variants:
+            for size in SIZES:
+                if time.perf_counter() - t_start > a.budget_s:
+                    result["skipped"].append(
+                        f"{name}/{backend.name}/{precision}/{size}: time budget"
+                    )
+                    continue
+                case = {
+                    "engine": name,
+                    "backend": backend.name,
+                    "precision": precision,
+                    "size": size,
+                }
+                try:
+                    reset_peak()
+                    eng = SegmentationEngine(name, backend=backend, precision=precision,
+                                             frame_shape=(size, size))  # fmt: skip
+                    eng.infer(frames[size][0])  # warm-up (allocation, graph capture, autotune)
+                    rel = max(
+                        float(
+                            np.max(np.abs(eng.infer(f) - r)) / max(float(np.max(np.abs(r))), 1e-12)
+                        )
+                        for f, r in zip(frames[size], refs[size], strict=True)
+                    )
+                    ms_engine, ms_total = [], []
+                    t_case = time.perf_counter()
+                    k = 0
+                    while time.perf_counter() - t_case < a.seconds_per_case or k < 5:
+                        f = frames[size][k % len(frames[size])]
+                        t0 = time.perf_counter()
+                        maps = eng.infer(f)
+                        t1 = time.perf_counter()
+                        pp = eng.card.postprocess
+                        if pp is not None:
+                            labels_from_maps(maps[0], maps[1], fg_threshold=pp.fg_threshold,
+                                             seed_threshold=pp.seed_threshold)  # fmt: skip
+                        t2 = time.perf_counter()
+                        ms_engine.append(1000 * (t1 - t0))
+                        ms_total.append(1000 * (t2 - t0))
+                        k += 1
+                    case.update({
+                        "frames": k,
+                        "engine_p50_ms": round(float(np.percentile(ms_engine, 50)), 2),
+                        "engine_p99_ms": round(float(np.percentile(ms_engine, 99)), 2),
+                        "total_p50_ms": round(float(np.percentile(ms_total, 50)), 2),
+                        "total_p99_ms": round(float(np.percentile(ms_total, 99)), 2),
+                        "peak_gpu_memory_mb": peak_memory_mb(),
+                        "parity_max_relative_error_vs_ort_cpu": rel,
+                        "parity_ok": rel <= (1e-4 if precision == "fp32" else 2e-2),
+                        "device": eng.session.device if eng.session else None,
+                    })  # fmt: skip
+                    eng.close()
+                except Exception as exc:  # noqa: BLE001 (report every failure, go on)
+                    case["error"] = f"{type(exc).__name__}: {exc}"
+                result["cases"].append(case)
+                print(json.dumps(case), flush=True)
+    result["seconds"] = round(time.perf_counter() - t_start, 1)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(result, indent=1))
+    print(json.dumps({k: v for k, v in result.items() if k != "cases"}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,212 @@
+"""Train the nuclei segmentation engine and export it to ONNX.
+
+    python tools/train_seg.py --out engines/segmentation/nuclei-unet --seed 0
+
+Needs the ``train`` extra (torch, onnx) and the real data in ../shared/data (or
+$LIVESCOPE_DATA). Trains on nuclei-mnfinder/train plus simulated nuclei from
+the simulated microscope, with scale, intensity, blur and noise augmentation;
+nuclei-mnfinder/validation and nuclei-dsb2018 are never trained on. Seeded: the
+same command on the same machine gives the same weights. Writes model.onnx and
+the training record (train.json) used for the card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from livescope.inference._postprocess import normalize_percentile
+from livescope.models import NucleiUNet
+
+PATCH = 192
+
+
+def data_root() -> Path:
+    return Path(
+        os.environ.get("LIVESCOPE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+    )
+
+
+def distance_target(labels: np.ndarray) -> np.ndarray:
+    """Per-nucleus distance to its border, divided by the nucleus' maximum."""
+    out = np.zeros(labels.shape, np.float32)
+    for i, sl in enumerate(ndimage.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        sl = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in sl)
+        obj = labels[sl] == i
+        d = ndimage.distance_transform_edt(obj)
+        if d.max() > 0:
+            out[sl][obj] = (d[obj] / d.max()).astype(np.float32)
+    return out
+
+
+def load_real(folder: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    pairs = []
+    for img_path in sorted((folder / "images").glob("*.tif")):
+        lab = tifffile.imread(folder / "labels" / img_path.name).astype(np.int32)
+        pairs.append((normalize_percentile(tifffile.imread(img_path)), lab))
+    return pairs
+
+
+def make_sim(n: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Simulated DAPI frames and their masks (kept as the shipped model was trained with it)."""
+    from livescope.schema import load_profile
+    from livescope.scope import SimulatedMicroscope
+
+    rng = np.random.default_rng(seed)
+    out = []
+    with SimulatedMicroscope(load_profile("sim"), seed=seed) as sim:
+        core = sim.core
+        core.setConfig("Channel", "DAPI")
+        core.setShutterOpen(True)
+        for k in range(n):
+            core.setConfig("Objective", ["10x", "20x", "40x"][k % 3])
+            sim.set_time(float(rng.uniform(0, 7200)))
+            core.setXYPosition(float(rng.uniform(-1200, 1200)), float(rng.uniform(-1200, 1200)))
+            core.setPosition(float(rng.normal(0, 3)))
+            core.setExposure(float(rng.uniform(10, 200)))
+            core.snapImage()
+            img = np.asarray(core.getImage()).copy()
+            lab = sim.ground_truth().labels
+            _, lab = np.unique(lab, return_inverse=True)
+            out.append((normalize_percentile(img), lab.reshape(img.shape).astype(np.int32)))
+    return out
+
+
+class Sampler:
+    def __init__(self, real, sim, seed: int, sim_share: float = 0.3):
+        self.items = [
+            (x, (lab > 0).astype(np.float32), distance_target(lab)) for x, lab in real + sim
+        ]
+        self.n_real = len(real)
+        self.rng = np.random.default_rng(seed)
+        self.sim_share = sim_share if sim else 0.0
+
+    def patch(self) -> tuple[np.ndarray, np.ndarray]:
+        rng = self.rng
+        if rng.uniform() < self.sim_share:
+            k = int(rng.integers(self.n_real, len(self.items)))
+        else:
+            k = int(rng.integers(0, self.n_real))
+        img, fg, dist = self.items[k]
+        scale = math.exp(rng.uniform(math.log(0.35), math.log(1.4)))
+        size = round(PATCH / scale)
+        h, w = img.shape
+        pad = max(0, size - h), max(0, size - w)
+        if pad[0] or pad[1]:
+            img = np.pad(img, ((0, pad[0]), (0, pad[1])), mode="reflect")
+            fg = np.pad(fg, ((0, pad[0]), (0, pad[1])))
+            dist = np.pad(dist, ((0, pad[0]), (0, pad[1])))
+            h, w = img.shape
+        y = int(rng.integers(0, h - size + 1))
+        x = int(rng.integers(0, w - size + 1))
+        stack = torch.from_numpy(np.stack([img, fg, dist])[:, y : y + size, x : x + size].copy())
+        stack = F.interpolate(
+            stack[None], size=(PATCH, PATCH), mode="bilinear", align_corners=False
+        )[0]
+        im, fgt, dt = (
+            stack[0].numpy(),
+            (stack[1].numpy() > 0.5).astype(np.float32),
+            stack[2].numpy(),
+        )
+        dt = dt * fgt
+        k_rot = int(rng.integers(0, 4))
+        flip = bool(rng.integers(0, 2))
+        arrs = [np.rot90(a, k_rot) for a in (im, fgt, dt)]
+        if flip:
+            arrs = [a[:, ::-1] for a in arrs]
+        im, fgt, dt = (np.ascontiguousarray(a) for a in arrs)
+        # intensity: gamma, gain/offset, blur, noise
+        im = np.clip(im, 0, None) ** rng.uniform(0.6, 1.5)
+        if rng.uniform() < 0.3:
+            im = ndimage.gaussian_filter(im, rng.uniform(0.5, 2.0))
+        im = im * rng.uniform(0.5, 1.5) + rng.uniform(-0.15, 0.15)
+        noise = rng.uniform(0, 0.1)
+        im = im + noise * rng.standard_normal(im.shape) * (0.3 + np.sqrt(np.clip(im, 0, None)))
+        im = normalize_percentile(im)
+        return im.astype(np.float32), np.stack([fgt, dt]).astype(np.float32)
+
+    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        xs, ys = zip(*(self.patch() for _ in range(n)), strict=True)
+        return torch.from_numpy(np.stack(xs)[:, None]), torch.from_numpy(np.stack(ys))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--out", type=Path, default=Path("engines/segmentation/nuclei-unet"))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--iters", type=int, default=1800)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--base", type=int, default=16)
+    ap.add_argument("--sim-images", type=int, default=36)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    torch.manual_seed(a.seed)
+    torch.set_num_threads(a.threads)
+    torch.use_deterministic_algorithms(True)
+    t0 = time.time()
+    real = load_real(data_root() / "nuclei-mnfinder" / "train")
+    sim = make_sim(a.sim_images // 2, a.seed) + make_sim(
+        a.sim_images - a.sim_images // 2, a.seed + 1, crowded=True
+    )
+    sampler = Sampler(real, sim, a.seed)
+    print(
+        f"data: {len(real)} real + {len(sim)} simulated images ({time.time() - t0:.0f} s)",
+        flush=True,
+    )
+    model = NucleiUNet(base=a.base, depth=3)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=3e-3, total_steps=a.iters, pct_start=0.1
+    )
+    bce = torch.nn.BCEWithLogitsLoss()
+    model.train()
+    log = []
+    for it in range(a.iters):
+        x, y = sampler.batch(a.batch)
+        out = model.logits(x)
+        loss_fg = bce(out[:, 0], y[:, 0])
+        loss_dist = bce(out[:, 1], y[:, 1])
+        loss = loss_fg + 2.0 * loss_dist
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if it % 50 == 0 or it == a.iters - 1:
+            log.append({"iter": it, "loss": round(float(loss), 4), "s": round(time.time() - t0, 1)})
+            print(json.dumps(log[-1]), flush=True)
+    model.eval()
+    a.out.mkdir(parents=True, exist_ok=True)
+    dummy = torch.zeros(1, 1, 256, 256)
+    torch.onnx.export(
+        model, (dummy,), str(a.out / "model.onnx"), input_names=["image"], output_names=["prob"],
+        dynamic_axes={"image": {0: "n", 2: "h", 3: "w"}, "prob": {0: "n", 2: "h", 3: "w"}},
+        opset_version=17, do_constant_folding=False, dynamo=False,
+    )  # fmt: skip
+    record = {
+        "command": f"python tools/train_seg.py --out {a.out} --seed {a.seed} --iters {a.iters} "
+        f"--batch {a.batch} --base {a.base} --sim-images {a.sim_images} --threads {a.threads}",
+        "seed": a.seed, "iters": a.iters, "batch": a.batch, "patch": PATCH, "base": a.base,
+        "train_images_real": len(real), "train_images_sim": len(sim),
+        "seconds": round(time.time() - t0, 1), "torch": torch.__version__, "log": log,
+    }  # fmt: skip
+    (a.out / "train.json").write_text(json.dumps(record, indent=1))
+    print(f"done in {time.time() - t0:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
