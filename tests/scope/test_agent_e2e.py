@@ -145,9 +145,13 @@ def test_killed_worker_does_not_disturb_acquisition_and_a_new_one_reattaches(
     assert summary["frames_acquired"] == summary["frames_written"] == 60
     frames = _check_recording(tmp_path / "run")
     assert len(frames) == 60
+    # not stopped, not slowed: the schedule holds (frames are due at absolute times),
+    # with no stall, while a worker dies and another starts (which costs CPU here)
     gaps = _intervals_ms(frames)
-    assert abs(np.median(gaps) - 100) < 10, gaps
-    assert np.percentile(np.abs(gaps - 100), 95) < 10, gaps
+    span_ms = (frames[-1]["t_camera_ns"] - frames[0]["t_camera_ns"]) / 1e6
+    assert abs(span_ms - 59 * 100) < 59 * 100 * 0.02, span_ms
+    assert abs(np.median(gaps) - 100) < 2, gaps
+    assert gaps.max() < 150, gaps
     got = json.loads((tmp_path / "w2.json").read_text())["seqs"]
     assert got, "the restarted worker received nothing"
     assert min(got) > killed_at
