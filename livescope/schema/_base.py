@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -10,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ._errors import ConfigError
 
-__all__ = ["FrozenModel", "format_validation_error", "read_yaml"]
+__all__ = ["FrozenModel", "format_validation_error", "json_object", "read_yaml"]
 
 _M = TypeVar("_M", bound="FrozenModel")
 
@@ -36,6 +37,24 @@ def format_validation_error(err: ValidationError) -> list[str]:
             msg = f"{msg} (got {got!r})"
         lines.append(f"{loc}: {msg}")
     return lines
+
+
+def json_object(raw: bytes, what: str) -> dict[str, Any]:
+    """Parse bytes that must hold one JSON object (wire messages; never pickles).
+
+    Raises
+    ------
+    ValueError
+        saying what ``what`` is and why it is not a JSON object.
+
+    """
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ValueError(f"{what} is not JSON ({type(exc).__name__}: {exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} must be a JSON object, got {type(data).__name__}")
+    return data
 
 
 def read_yaml(path: str | Path, error: type[ConfigError] = ConfigError) -> Any:

@@ -8,14 +8,13 @@ every message with a `DecisionAck`: accepted, or rejected with the reason.
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Annotated, Any, Literal
 
 import useq
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, TypeAdapter, ValidationError
 
-from ._base import format_validation_error
+from ._base import format_validation_error, json_object
 
 __all__ = [
     "AddEvents",
@@ -116,12 +115,7 @@ def parse_decision(raw: bytes) -> Decision:
         with a reason naming the problem (unknown type, bad field, not JSON).
 
     """
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise ValueError(f"decision is not JSON ({type(exc).__name__}: {exc})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"decision must be a JSON object, got {type(data).__name__}")
+    data = json_object(raw, "decision")
     kinds = ("add_events", "move", "change_interval", "stop_position", "stop_run")
     if data.get("type") not in kinds:
         raise ValueError(f"unknown decision type {data.get('type')!r}; known: {', '.join(kinds)}")

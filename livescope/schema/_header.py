@@ -12,6 +12,7 @@ import json
 import math
 from typing import Any, Literal, TypedDict
 
+from ._base import json_object
 from ._errors import LivescopeError
 
 __all__ = [
@@ -123,11 +124,9 @@ def decode_header(raw: bytes, payload_nbytes: int | None = None) -> FrameHeader:
     if len(raw) > _MAX_HEADER_BYTES:
         raise _fail(f"{len(raw)} bytes is larger than {_MAX_HEADER_BYTES}")
     try:
-        d = json.loads(raw)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise _fail(f"not JSON ({exc})") from None
-    if not isinstance(d, dict):
-        raise _fail(f"expected a JSON object, got {type(d).__name__}")
+        d = json_object(raw, "header")
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
     v = d.get("v")
     if v != PROTOCOL_VERSION:
         raise _fail(f"protocol version {v!r} is not {PROTOCOL_VERSION}")
