@@ -159,9 +159,7 @@ def main() -> int:
     torch.use_deterministic_algorithms(True)
     t0 = time.time()
     real = load_real(data_root() / "nuclei-mnfinder" / "train")
-    sim = make_sim(a.sim_images // 2, a.seed) + make_sim(
-        a.sim_images - a.sim_images // 2, a.seed + 1, crowded=True
-    )
+    sim = make_sim(a.sim_images, a.seed)
     sampler = Sampler(real, sim, a.seed)
     print(
         f"data: {len(real)} real + {len(sim)} simulated images ({time.time() - t0:.0f} s)",
