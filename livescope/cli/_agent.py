@@ -9,9 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ._common import emit, fail, setup_logging, stderr, user_errors
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+from ._common import JsonOpt, emit, fail, setup_logging, stderr, user_errors
 
 
 def agent(

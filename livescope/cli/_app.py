@@ -11,7 +11,7 @@ import typer
 from livescope import __version__
 
 from ._agent import agent, worker
-from ._common import emit, fail, setup_logging, stderr, user_errors
+from ._common import JsonOpt, emit, fail, setup_logging, stderr, user_errors
 from ._engines import bench_engines, engines_app, eval_app
 
 app = typer.Typer(
@@ -34,7 +34,6 @@ app.command()(worker)
 app.add_typer(engines_app, name="engines")
 app.add_typer(eval_app, name="eval")
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages to stderr.")]
 
 

@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -15,11 +15,14 @@ from rich.console import Console
 
 from livescope.schema import ConfigError, LivescopeError, format_validation_error
 
-__all__ = ["emit", "fail", "setup_logging", "stderr", "user_errors"]
+__all__ = ["JsonOpt", "emit", "fail", "setup_logging", "stderr", "user_errors"]
 
 stderr = Console(stderr=True, soft_wrap=True)
 
 EXIT_USER_ERROR = 2
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+"""The ``--json`` option every command takes."""
 
 
 def setup_logging(verbose: bool = False) -> None:

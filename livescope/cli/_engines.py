@@ -8,9 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ._common import emit, setup_logging, stderr, user_errors
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+from ._common import JsonOpt, emit, setup_logging, stderr, user_errors
 
 engines_app = typer.Typer(help="Inference engines: list, check, build.", no_args_is_help=True)
 eval_app = typer.Typer(help="Score engines against ground truth.", no_args_is_help=True)

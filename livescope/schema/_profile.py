@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
 from ._base import FrozenModel
-from ._errors import ProfileError
+from ._errors import ProfileError, StageLimitError
 
 __all__ = [
     "Camera",
@@ -240,6 +240,22 @@ class HardwareProfile(FrozenModel):
                 f"a simulation section only applies to kind 'simulated', not {self.kind!r}"
             )
         return self
+
+    def check_stage_travel(
+        self, x_um: float | None, y_um: float | None, z_um: float | None, what: str
+    ) -> None:
+        """Raise `StageLimitError` naming ``what`` if a coordinate is outside the travel."""
+        xy, z = self.stages.xy, self.stages.z
+        for axis, value, (lo, hi), field in (
+            ("x", x_um, xy.x_range_um, "stages.xy.x_range_um"),
+            ("y", y_um, xy.y_range_um, "stages.xy.y_range_um"),
+            ("z", z_um, z.z_range_um, "stages.z.z_range_um"),
+        ):
+            if value is not None and not lo <= value <= hi:
+                raise StageLimitError(
+                    f"{what}: {axis} = {value:g} µm is outside the stage travel "
+                    f"[{lo:g}, {hi:g}] µm (hardware profile: {field})"
+                )
 
     @property
     def objective(self) -> Objective:

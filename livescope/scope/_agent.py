@@ -390,19 +390,6 @@ class ScopeAgent:
         except OSError:
             logger.exception("writing the decision log failed")
 
-    def _check_xyz(self, x: float | None, y: float | None, z: float | None, what: str) -> None:
-        xy, zs = self.profile.stages.xy, self.profile.stages.z
-        for axis, value, (lo, hi), field in (
-            ("x", x, xy.x_range_um, "stages.xy.x_range_um"),
-            ("y", y, xy.y_range_um, "stages.xy.y_range_um"),
-            ("z", z, zs.z_range_um, "stages.z.z_range_um"),
-        ):
-            if value is not None and not lo <= value <= hi:
-                raise LivescopeError(
-                    f"{what}: {axis} = {value:g} µm is outside the stage travel "
-                    f"[{lo:g}, {hi:g}] µm ({field})"
-                )
-
     def _apply(self, d: Decision) -> tuple[int, str]:
         feed = self.feed
         if isinstance(d, StopRun):
@@ -422,7 +409,7 @@ class ScopeAgent:
                     f"unknown position {d.position!r}; have {sorted(feed.positions)}"
                 )
             for xyz in feed.moved_coordinates(d.position, d.x_um, d.y_um, d.z_um):
-                self._check_xyz(*xyz, f"move {d.position}")
+                self.profile.check_stage_travel(*xyz, f"move {d.position}")
             n = feed.move(d.position, d.x_um, d.y_um, d.z_um)
             return 0, f"{n} pending event(s) moved"
         if isinstance(d, ChangeInterval):
@@ -477,7 +464,7 @@ class ScopeAgent:
                 update["metadata"] = {**ev.metadata, "explicit_xy": True}
             new = ev.model_copy(update=update)
             where = feed.preview(new)  # where it will really be imaged
-            self._check_xyz(where.x_pos, where.y_pos, where.z_pos, what)
+            self.profile.check_stage_travel(where.x_pos, where.y_pos, where.z_pos, what)
             key = _key(new)
             if key in keys or feed.is_taken(key):
                 raise LivescopeError(

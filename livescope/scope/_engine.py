@@ -22,7 +22,7 @@ from pymmcore_plus.mda import MDAEngine
 from pymmcore_plus.metadata import FrameMetaV1
 from useq import MDAEvent
 
-from livescope.schema import HardwareProfile, StageLimitError
+from livescope.schema import HardwareProfile
 
 if TYPE_CHECKING:
     from pymmcore_plus import CMMCorePlus
@@ -94,17 +94,8 @@ class LivescopeEngine(MDAEngine):
     # ------------------------------------------------------------ hardware
 
     def _check_limits(self, event: MDAEvent) -> None:
-        xy, z = self.profile.stages.xy, self.profile.stages.z
-        for axis, value, (lo, hi), field in (
-            ("x", event.x_pos, xy.x_range_um, "stages.xy.x_range_um"),
-            ("y", event.y_pos, xy.y_range_um, "stages.xy.y_range_um"),
-            ("z", event.z_pos, z.z_range_um, "stages.z.z_range_um"),
-        ):
-            if value is not None and not lo <= value <= hi:
-                raise StageLimitError(
-                    f"event {dict(event.index)}: {axis} = {value:g} µm is outside the stage "
-                    f"travel [{lo:g}, {hi:g}] µm (hardware profile: {field})"
-                )
+        what = f"event {dict(event.index)}"
+        self.profile.check_stage_travel(event.x_pos, event.y_pos, event.z_pos, what)
 
     def setup_event(self, event: MDAEvent) -> None:
         """Move hardware for ``event`` (runner thread); raises `StageLimitError`."""
