@@ -4,10 +4,16 @@
 
 For each shipped engine and each backend that can run on this machine, at
 512², 1024² and 2048² frames: p50/p99 milliseconds per frame (engine only, and
-engine + post-processing), peak GPU memory (torch's allocator, where torch
-drives the device), and parity with ONNX Runtime on the CPU (max relative
-error; 1e-4 expected for fp32). Also fp16 on the torch backend. Bounded to
-finish in under 6 minutes; writes one JSON file and prints it.
+engine + post-processing on the CPU), peak GPU memory (torch's allocator,
+where torch drives the device) and what is left allocated after ``close()``,
+parity with ONNX Runtime on the CPU (max relative error; 1e-4 expected for
+fp32) and, for fp16, how well its instance labels agree with fp32's. Where cupy
+is present, the GPU post-processing (`labels_from_maps_gpu`) is timed and its
+labels compared with the CPU watershed's. Bounded to finish in under 6 minutes;
+writes one JSON file and prints it.
+
+Frames come from the simulated microscope, or, on a machine without
+pymmcore-plus, from ``--frames FILE.npz`` (written by ``--save-frames``).
 """
 
 from __future__ import annotations
@@ -40,6 +46,49 @@ def frames_for(size: int, n: int = 3) -> list[np.ndarray]:
     from livescope.scope import simulated_frames
 
     return [img for img, _ in simulated_frames(n, size=size, seed=size)]
+
+
+def load_frames(path: Path | None) -> dict[int, list[np.ndarray]]:
+    if path is not None:
+        with np.load(path) as z:
+            return {s: [z[k] for k in sorted(z.files) if k.startswith(f"s{s}_")] for s in SIZES}
+    return {s: frames_for(s) for s in SIZES}
+
+
+def gpu_postprocess(maps: np.ndarray, cpu_labels: np.ndarray, pp: object) -> dict:
+    """Time `labels_from_maps_gpu` on cupy arrays; F1 of its labels against the CPU's."""
+    import cupy
+
+    from livescope.inference import labels_from_maps_gpu, match_counts, scores
+
+    fg, dist = cupy.asarray(maps[0]), cupy.asarray(maps[1])
+    kw = {"fg_threshold": pp.fg_threshold, "seed_threshold": pp.seed_threshold}  # type: ignore[attr-defined]
+    labels = labels_from_maps_gpu(fg, dist, **kw)  # warm-up (kernel compilation)
+    cupy.cuda.Device().synchronize()
+    ms = []
+    for _ in range(10):
+        t0 = time.perf_counter()
+        labels = labels_from_maps_gpu(fg, dist, **kw)
+        cupy.cuda.Device().synchronize()
+        ms.append(1000 * (time.perf_counter() - t0))
+    s = scores(match_counts(cpu_labels, cupy.asnumpy(labels)))
+    return {"gpu_post_p50_ms": round(float(np.median(ms)), 2),
+            "gpu_post_f1_vs_cpu": s["f1"], "gpu_post_map_vs_cpu": s["map"]}  # fmt: skip
+
+
+def left_allocated_mb() -> float | None:
+    try:
+        import gc
+
+        import torch
+
+        if torch.cuda.is_available():
+            gc.collect()
+            torch.cuda.synchronize()
+            return round(torch.cuda.memory_allocated() / 2**20, 2)
+    except ImportError:
+        pass
+    return None
 
 
 def gpu_info() -> dict:
@@ -86,7 +135,15 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("gpu_check.json"))
     ap.add_argument("--seconds-per-case", type=float, default=4.0)
     ap.add_argument("--budget-s", type=float, default=330.0)
+    ap.add_argument("--frames", type=Path, help="frames saved with --save-frames")
+    ap.add_argument("--save-frames", type=Path, help="save the simulated frames here and exit")
     a = ap.parse_args()
+    if a.save_frames:
+        fr = load_frames(None)
+        np.savez(
+            a.save_frames, **{f"s{s}_{i}": f for s, fs in fr.items() for i, f in enumerate(fs)}
+        )
+        return 0
     t_start = time.perf_counter()
     result: dict = {
         "machine": {
@@ -101,11 +158,26 @@ def main() -> int:
         "cases": [],
         "skipped": [],
     }
-    frames = {s: frames_for(s) for s in SIZES}
+    frames = load_frames(a.frames)
+    try:
+        import cupy  # noqa: F401
+
+        has_cupy = True
+    except ImportError:
+        has_cupy = False
+    result["machine"]["cupy"] = has_cupy
     for name in builtin_engines():
         ref_engine = Engine(name, backend=OnnxRuntimeBackend())
         refs = {s: [ref_engine.infer(f) for f in fs] for s, fs in frames.items()}
         ref_engine.close()
+        pp = ref_engine.card.postprocess
+
+        def labels_of(m: np.ndarray, pp: object = pp) -> np.ndarray:
+            assert pp is not None
+            return labels_from_maps(m[0], m[1], fg_threshold=pp.fg_threshold,  # type: ignore[attr-defined]
+                                    seed_threshold=pp.seed_threshold)  # type: ignore[attr-defined]  # fmt: skip
+
+        ref_labels = {s: labels_of(rs[0]) for s, rs in refs.items()}
         variants = [(b, "fp32") for b in BACKENDS if b.available()[0]]
         variants += [(b, "fp16") for b in BACKENDS if b.name == "torch" and b.available()[0]]
         for backend, precision in variants:
@@ -126,12 +198,14 @@ def main() -> int:
                     eng = SegmentationEngine(name, backend=backend, precision=precision,
                                              frame_shape=(size, size))  # fmt: skip
                     eng.infer(frames[size][0])  # warm-up (allocation, graph capture, autotune)
+                    outs = [eng.infer(f) for f in frames[size]]
                     rel = max(
-                        float(
-                            np.max(np.abs(eng.infer(f) - r)) / max(float(np.max(np.abs(r))), 1e-12)
-                        )
-                        for f, r in zip(frames[size], refs[size], strict=True)
+                        float(np.max(np.abs(o - r)) / max(float(np.max(np.abs(r))), 1e-12))
+                        for o, r in zip(outs, refs[size], strict=True)
                     )
+                    from livescope.inference import match_counts, scores
+
+                    label_f1 = scores(match_counts(ref_labels[size], labels_of(outs[0])))["f1"]
                     ms_engine, ms_total = [], []
                     t_case = time.perf_counter()
                     k = 0
@@ -157,9 +231,17 @@ def main() -> int:
                         "peak_gpu_memory_mb": peak_memory_mb(),
                         "parity_max_relative_error_vs_ort_cpu": rel,
                         "parity_ok": rel <= (1e-4 if precision == "fp32" else 2e-2),
-                        "device": eng.session.device if eng.session else None,
+                        "labels_f1_vs_ort_cpu": label_f1,
+                        "device": getattr(eng.session, "device", None) if eng.session else None,
                     })  # fmt: skip
+                    if has_cupy and backend.name == "torch" and precision == "fp32":
+                        try:
+                            case.update(gpu_postprocess(outs[0], ref_labels[size], pp))
+                        except Exception as exc:  # noqa: BLE001
+                            case["gpu_post_error"] = f"{type(exc).__name__}: {exc}"
                     eng.close()
+                    del eng
+                    case["gpu_memory_left_after_close_mb"] = left_allocated_mb()
                 except Exception as exc:  # noqa: BLE001 (report every failure, go on)
                     case["error"] = f"{type(exc).__name__}: {exc}"
                 result["cases"].append(case)

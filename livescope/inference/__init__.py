@@ -32,7 +32,7 @@ from ._engine import (
 )
 from ._evaluate import evaluate_segmentation, paired_files
 from ._metrics import IOU_THRESHOLDS, MatchCounts, match_counts, scores
-from ._postprocess import labels_from_maps, normalize_percentile
+from ._postprocess import labels_from_maps, labels_from_maps_gpu, normalize_percentile
 
 __all__ = [
     "BACKENDS",
@@ -57,6 +57,7 @@ __all__ = [
     "evaluate_segmentation",
     "find_engine",
     "labels_from_maps",
+    "labels_from_maps_gpu",
     "match_counts",
     "normalize_percentile",
     "paired_files",

@@ -11,6 +11,7 @@ is left where the overlap covers the model's receptive field.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -24,7 +25,7 @@ from typing_extensions import Self
 from livescope.schema import EngineCard, HardwareProfile, LivescopeError
 
 from ._backends import PBackend, PSession, select_backend
-from ._postprocess import labels_from_maps, normalize_percentile
+from ._postprocess import labels_from_maps, labels_from_maps_gpu, normalize_percentile
 
 __all__ = [
     "Engine",
@@ -319,8 +320,16 @@ class SegmentationResult:
 class SegmentationEngine(Engine):
     """An engine whose maps (foreground, distance) become instance labels."""
 
-    def __init__(self, name_or_path: str | Path, **kwargs: Any) -> None:
+    def __init__(
+        self, name_or_path: str | Path, *, gpu_postprocess: bool | None = None, **kwargs: Any
+    ) -> None:
+        """Load a segmentation engine.
+
+        ``gpu_postprocess``: None (default) uses the GPU path (cupy) when the
+        backend runs on CUDA and cupy imports; True requires it; False never.
+        """
         super().__init__(name_or_path, **kwargs)
+        self.gpu_postprocess = self._want_gpu_post(gpu_postprocess)
         if self.card.task != "segmentation" or self.card.postprocess is None:
             raise EngineError(
                 f"engine {self.name} is a {self.card.task} engine without segmentation "
@@ -332,6 +341,19 @@ class SegmentationEngine(Engine):
                 f"engine {self.name}: output channels {channels} are not (foreground, distance)"
             )
 
+    def _want_gpu_post(self, asked: bool | None) -> bool:
+        if asked is False:
+            return False
+        on_cuda = getattr(self.session, "device", None) == "cuda"
+        has_cupy = importlib.util.find_spec("cupy") is not None
+        if asked and not (on_cuda and has_cupy):
+            raise EngineError(
+                f"engine {self.name}: GPU post-processing needs a CUDA backend and cupy "
+                f"(backend {self.backend.name} on {getattr(self.session, 'device', '?')}, "
+                f"cupy {'present' if has_cupy else 'missing'})"
+            )
+        return on_cuda and has_cupy
+
     def segment(self, frame: NDArray[Any]) -> SegmentationResult:
         """Segment one frame; timings separate the engine from post-processing."""
         t0 = time.perf_counter()
@@ -340,12 +362,18 @@ class SegmentationEngine(Engine):
         pp = self.card.postprocess
         if pp is None:  # pragma: no cover (checked at load)
             raise EngineError(f"engine {self.name} has no post-processing")
-        labels = labels_from_maps(
-            maps[0],
-            maps[1],
-            fg_threshold=pp.fg_threshold,
-            seed_threshold=pp.seed_threshold,
-            min_size_px=pp.min_size_px,
-        )
+        kw: dict[str, Any] = {
+            "fg_threshold": pp.fg_threshold,
+            "seed_threshold": pp.seed_threshold,
+            "min_size_px": pp.min_size_px,
+        }
+        if self.gpu_postprocess:
+            import cupy
+
+            labels = cupy.asnumpy(
+                labels_from_maps_gpu(cupy.asarray(maps[0]), cupy.asarray(maps[1]), **kw)
+            )
+        else:
+            labels = labels_from_maps(maps[0], maps[1], **kw)
         t2 = time.perf_counter()
         return SegmentationResult(labels, 1000 * (t1 - t0), 1000 * (t2 - t1))

@@ -22,6 +22,7 @@ from livescope.inference import (
     available_backends,
     builtin_engines,
     labels_from_maps,
+    labels_from_maps_gpu,
     match_counts,
     normalize_percentile,
     scores,
@@ -177,6 +178,29 @@ def test_post_processing_splits_touching_nuclei() -> None:
     labels = labels_from_maps(fg, dist, fg_threshold=0.5, seed_threshold=0.5)
     assert labels.max() == 2
     assert labels[32, 30] != labels[32, 56]
+
+
+def test_gpu_postprocess_agrees_with_watershed(
+    engine: SegmentationEngine, frame: np.ndarray
+) -> None:
+    """The flood used on the GPU, run here with numpy, finds the watershed's nuclei."""
+    maps = engine.infer(frame)
+    pp = engine.card.postprocess
+    assert pp is not None
+    cpu = labels_from_maps(maps[0], maps[1], fg_threshold=pp.fg_threshold,
+                           seed_threshold=pp.seed_threshold)  # fmt: skip
+    flood = labels_from_maps_gpu(maps[0], maps[1], fg_threshold=pp.fg_threshold,
+                                 seed_threshold=pp.seed_threshold, xp=np)  # fmt: skip
+    assert isinstance(flood, np.ndarray)
+    assert flood.dtype == np.int32
+    assert cpu.max() > 10
+    s = scores(match_counts(cpu, flood))
+    assert s["f1"] >= 0.97
+    assert s["map"] >= 0.9
+    # touching nuclei stay apart, and nothing outside the foreground is labelled
+    assert not np.any(flood[maps[0] <= pp.fg_threshold])
+    empty = np.zeros((32, 32), np.float32)
+    assert labels_from_maps_gpu(empty, empty).max() == 0
 
 
 def test_metrics_on_known_cases() -> None:
