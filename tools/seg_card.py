@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 import tifffile
@@ -32,6 +33,22 @@ def data_root() -> Path:
     return Path(
         os.environ.get("LIVESCOPE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
     )
+
+
+def training_radius_px() -> float:
+    """Median nucleus radius the model saw: mnfinder's, times the scale augmentation's centre."""
+    import math
+
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from train_seg import SCALE_RANGE
+
+    radii = []
+    for f in sorted((data_root() / "nuclei-mnfinder" / "train" / "labels").glob("*.tif")):
+        areas = np.bincount(np.asarray(tifffile.imread(f)).ravel())[1:]
+        radii.extend(np.sqrt(areas[areas > 0] / math.pi).tolist())
+    return round(float(np.median(radii)) * math.sqrt(SCALE_RANGE[0] * SCALE_RANGE[1]), 1)
 
 
 def main() -> int:
@@ -57,7 +74,7 @@ def main() -> int:
         "postprocess": {"kind": "distance_watershed", "fg_threshold": 0.5, "seed_threshold": 0.5,
                         "min_size_px": 12},
         "tiling": {"tile_px": 1024, "overlap_px": 128},
-        "object_radius_px": 12.0,
+        "object_radius_px": training_radius_px(),
         "pixel_size_um": None,
         "torch_module": "livescope.models:NucleiUNet",
         "torch_kwargs": {"base": int(train["base"]), "depth": 3},

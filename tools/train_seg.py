@@ -29,6 +29,7 @@ from livescope.inference._postprocess import normalize_percentile
 from livescope.models import NucleiUNet
 
 PATCH = 192
+SCALE_RANGE = (0.35, 1.4)  # augmentation: apparent object size x this
 
 
 def data_root() -> Path:
@@ -100,7 +101,7 @@ class Sampler:
         else:
             k = int(rng.integers(0, self.n_real))
         img, fg, dist = self.items[k]
-        scale = math.exp(rng.uniform(math.log(0.35), math.log(1.4)))
+        scale = math.exp(rng.uniform(math.log(SCALE_RANGE[0]), math.log(SCALE_RANGE[1])))
         size = round(PATCH / scale)
         h, w = img.shape
         pad = max(0, size - h), max(0, size - w)

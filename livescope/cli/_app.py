@@ -13,6 +13,7 @@ from livescope import __version__
 from ._agent import agent, worker
 from ._common import JsonOpt, emit, fail, setup_logging, stderr, user_errors
 from ._engines import bench_engines, engines_app, eval_app
+from ._track import bench_track, eval_track, track
 
 app = typer.Typer(
     name="livescope",
@@ -33,6 +34,9 @@ app.command()(agent)
 app.command()(worker)
 app.add_typer(engines_app, name="engines")
 app.add_typer(eval_app, name="eval")
+app.command()(track)
+eval_app.command("track")(eval_track)
+bench_app.command("track")(bench_track)
 
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages to stderr.")]
 

@@ -3,7 +3,9 @@
 Ground truth: ``TRA/man_trackTTT.tif`` + ``TRA/man_track.txt``; results:
 ``maskTTT.tif`` + ``res_track.txt``. Each line of a track file is ``L B E P``:
 track label, first and last frame, parent label (0 when none). A track has no
-gaps, and a daughter begins the frame after its parent ends.
+gaps: an object missed for some frames continues as a new track whose parent is
+its track before the gap. A daughter begins after its parent ends (usually the
+next frame; later when it was first seen later).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class CtcTrack:
 def relabel_for_ctc(
     id_frames: Sequence[NDArray[np.integer]],
     parent_of: Mapping[int, int],
+    *,
+    max_link_gap: int | None = None,
 ) -> tuple[list[NDArray[np.uint16]], list[CtcTrack], dict[int, int]]:
     """Turn per-frame object ids into CTC labels and tracks.
 
@@ -44,14 +48,20 @@ def relabel_for_ctc(
         One label image per frame; equal ids in different frames are the same object.
     parent_of
         Parent id of each object id (0 or missing: none).
+    max_link_gap
+        Link a track to its parent (or to its own track before a gap) only when it
+        begins at most this many frames after that one ends; None: always. The
+        simulator's ground truth uses 1, so that only what happens in view counts
+        (a daughter drifting in from outside the field many frames later does not).
 
     Returns
     -------
     frames, tracks, object_of
         uint16 label images, the track list, and the object id of each CTC label.
-        An object that leaves and comes back starts a new track (no gaps); a
-        daughter links to its parent only where the parent's track ends the frame
-        before the daughter's begins.
+        An object missed for some frames and seen again continues as a new track
+        whose parent is its own track before the gap (CTC tracks have no gaps); a
+        daughter links to its parent's last track when that ends before the
+        daughter begins.
 
     """
     presence: dict[int, list[int]] = {}
@@ -79,10 +89,14 @@ def relabel_for_ctc(
     tracks: list[CtcTrack] = []
     for n, (obj, begin, end) in enumerate(segments, start=1):
         parent = 0
-        if obj not in last_label:  # an object's first track may link to its parent
-            par = int(parent_of.get(obj, 0) or 0)
-            if par in last_label and last_label[par][1] == begin - 1:
-                parent = last_label[par][0]
+        prev = obj if obj in last_label else int(parent_of.get(obj, 0) or 0)
+        # the same object after a gap, or an object's first track: its parent's last one
+        if (
+            prev in last_label
+            and last_label[prev][1] < begin
+            and (max_link_gap is None or begin - last_label[prev][1] <= max_link_gap)
+        ):
+            parent = last_label[prev][0]
         last_label[obj] = (n, end)
         object_of[n] = obj
         tracks.append(CtcTrack(n, begin, end, parent))

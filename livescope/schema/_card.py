@@ -117,7 +117,9 @@ class EngineCard(FrozenModel):
     postprocess: PostProcess | None = None
     tiling: Tiling = Tiling()
     object_radius_px: PositiveFloat | None = Field(
-        default=None, description="Typical object radius the model was trained on, px."
+        default=None,
+        description="Typical object radius the model segments best, px (frames whose objects "
+        "differ are rescaled to it when the user gives their object size).",
     )
     pixel_size_um: PositiveFloat | None = Field(
         default=None, description="Pixel size trained at, µm (None: mixed)."

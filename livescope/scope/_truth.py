@@ -73,7 +73,9 @@ class GroundTruthWriter:
         for pos, files in self._frames.items():
             ts = sorted(files)
             ids = [np.asarray(tifffile.imread(files[t])) for t in ts]
-            frames, tracks, object_of = relabel_for_ctc(ids, parent_of)
+            # in view only: a daughter that drifts in from outside the field later, or a
+            # cell that leaves and comes back, is not linked (no tracker could see it)
+            frames, tracks, object_of = relabel_for_ctc(ids, parent_of, max_link_gap=1)
             write_ctc(self.out_dir / pos, frames, tracks, kind="gt")
             cells = {
                 str(label): {

@@ -32,19 +32,24 @@ def test_division_links_daughters_to_parent() -> None:
     assert all(f.dtype == np.uint16 for f in out)
 
 
-def test_gap_starts_new_track_without_parent() -> None:
+def test_gap_continues_as_new_track_linked_to_itself() -> None:
     frames = [_frame((5, 1, 1)), _frame(), _frame((5, 1, 1))]
     _, tracks, object_of = relabel_for_ctc(frames, {})
-    assert [(t.begin, t.end, t.parent) for t in tracks] == [(0, 0, 0), (2, 2, 0)]
+    first = tracks[0].label
+    assert [(t.begin, t.end, t.parent) for t in tracks] == [(0, 0, 0), (2, 2, first)]
     assert set(object_of.values()) == {5}
     assert tracks[0].label != tracks[1].label
 
 
-def test_daughter_appearing_late_has_no_parent_link() -> None:
+def test_daughter_appearing_late_links_to_its_parent() -> None:
+    # as in CTC ground truth (GOWT1 01: track 18 begins 4 frames after its parent ends)
     frames = [_frame((1, 1, 1)), _frame(), _frame((2, 5, 5))]
     _, tracks, object_of = relabel_for_ctc(frames, {2: 1})
     label = next(lab for lab, obj in object_of.items() if obj == 2)
-    assert next(t for t in tracks if t.label == label).parent == 0
+    parent = next(lab for lab, obj in object_of.items() if obj == 1)
+    assert next(t for t in tracks if t.label == label).parent == parent
+    _, tracks, object_of = relabel_for_ctc(frames, {2: 1}, max_link_gap=1)
+    assert all(t.parent == 0 for t in tracks)
 
 
 @pytest.mark.parametrize("kind", ["gt", "res"])

@@ -1,0 +1,190 @@
+"""``livescope track``, ``livescope eval track`` and ``livescope bench track``."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ._common import JsonOpt, emit, setup_logging, stderr, user_errors
+
+__all__ = ["bench_track", "eval_track", "track"]
+
+
+def _frame_files(folder: Path) -> list[Path]:
+    """TIFF frames of a CTC-layout folder (t000.tif, man_track000.tif, mask000.tif ...)."""
+    from livescope.schema import LivescopeError
+
+    if not folder.is_dir():
+        raise LivescopeError(f"{folder} is not a folder")
+    numbered = []
+    for p in folder.iterdir():
+        m = re.fullmatch(r"[A-Za-z_]*?(\d+)\.tiff?", p.name)
+        if m:
+            numbered.append((int(m.group(1)), p))
+    if not numbered:
+        raise LivescopeError(f"{folder} holds no numbered TIFF frames (e.g. t000.tif)")
+    numbered.sort()
+    idx = [n for n, _ in numbered]
+    if idx != list(range(idx[0], idx[0] + len(idx))):
+        missing = sorted(set(range(idx[0], idx[-1] + 1)) - set(idx))
+        raise LivescopeError(f"{folder}: frames are not consecutive (missing {missing[:5]})")
+    return [p for _, p in numbered]
+
+
+def track(
+    images: Annotated[Path, typer.Argument(help="CTC-layout folder of frames (t000.tif ...).")],
+    out: Annotated[Path, typer.Option(help="Result folder (new): maskTTT.tif + res_track.txt.")],
+    engine: Annotated[
+        str | None, typer.Option(help="Segmentation engine (name or folder).")
+    ] = "nuclei-unet",
+    from_labels: Annotated[
+        bool,
+        typer.Option(help="IMAGES are instance label images already: track them as they are."),
+    ] = False,
+    backend: Annotated[str | None, typer.Option(help="Engine backend (default: best).")] = None,
+    diameter: Annotated[
+        float | None,
+        typer.Option(
+            help="Typical nucleus diameter in the images, px: frames are rescaled to the size "
+            "the engine segments best (its card's object_radius_px). Default: as they are."
+        ),
+    ] = None,
+    state: Annotated[
+        Path | None, typer.Option(help="Save the tracker's state here at the end (JSON).")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Segment (unless --from-labels) and track a sequence; write a CTC result.
+
+    The tracker is the causal one used live: each frame is linked as it comes.
+    """
+    setup_logging(False)
+    import numpy as np
+    import tifffile
+    from rich.progress import Progress
+
+    from livescope.record import relabel_for_ctc, write_ctc
+    from livescope.schema import LivescopeError
+    from livescope.tracking import OnlineTracker, track_sequence
+
+    with user_errors(json_out):
+        files = _frame_files(images)
+        if out.exists() and any(out.iterdir()):
+            raise LivescopeError(f"{out} exists and is not empty: choose a new result folder")
+        seg = None
+        if not from_labels:
+            from livescope.inference import SegmentationEngine
+
+            seg = SegmentationEngine(
+                engine or "nuclei-unet", backend=backend, object_diameter_px=diameter
+            )
+            seg.warmup()
+        ms_seg: list[float] = []
+        raw: list[Any] = []
+
+        def frames() -> Any:
+            for p in files:
+                img = np.asarray(tifffile.imread(p))
+                if img.ndim != 2:
+                    raise LivescopeError(f"{p}: expected a 2-D frame, got shape {img.shape}")
+                if seg is None:
+                    if not np.issubdtype(img.dtype, np.integer):
+                        raise LivescopeError(f"{p}: label images must be integer, not {img.dtype}")
+                    raw.append(None)
+                    yield img
+                else:
+                    r = seg.segment(img)
+                    ms_seg.append(r.ms_engine + r.ms_post)
+                    raw.append(img)
+                    yield r.labels
+
+        def images_() -> Any:
+            k = 0
+            while True:
+                yield raw[k] if k < len(raw) else None
+                k += 1
+
+        tracker = OnlineTracker()
+        t0 = time.perf_counter()
+        with Progress(console=stderr, transient=True, disable=json_out) as bar:
+            task = bar.add_task("tracking", total=len(files))
+            seq = track_sequence(
+                frames(),
+                images=images_(),
+                tracker=tracker,
+                progress=lambda k: bar.update(task, completed=k),
+            )
+        wall = time.perf_counter() - t0
+        if seg is not None:
+            seg.close()
+        masks, tracks, _ = relabel_for_ctc(seq.id_frames, seq.parents)
+        write_ctc(out, masks, tracks, kind="res")
+        if state is not None:
+            tracker.save(state)
+        ms_total = 1000 * wall / len(files)
+        result = {
+            "ok": True,
+            "out": str(out),
+            "frames": len(files),
+            "tracks": len(tracks),
+            "divisions": len(seq.divisions),
+            "engine": None if seg is None else seg.name,
+            "ms_segment": round(float(np.mean(ms_seg)), 2) if ms_seg else 0.0,
+            "ms_track": round(ms_total - (float(np.mean(ms_seg)) if ms_seg else 0.0), 2),
+        }
+    if json_out:
+        emit(result)
+    else:
+        stderr.print(result)
+
+
+def eval_track(
+    res: Annotated[Path, typer.Option(help="CTC result folder (maskTTT.tif + res_track.txt).")],
+    gt: Annotated[Path, typer.Option(help="CTC ground-truth folder (holding TRA/).")],
+    div_tolerance: Annotated[
+        int, typer.Option(min=0, help="Frames a division may be off and still match.")
+    ] = 1,
+    json_out: JsonOpt = False,
+) -> None:
+    """TRA, DET, LNK (py-ctcmetrics), division precision / recall / F1, frames, tracks."""
+    setup_logging(False)
+    from livescope.tracking import evaluate_tracking
+
+    with user_errors(json_out):
+        result = evaluate_tracking(res, gt, div_tolerance=div_tolerance)
+    if json_out:
+        emit(result)
+    else:
+        stderr.print(result)
+
+
+def bench_track(
+    cells: Annotated[
+        list[int] | None, typer.Option(help="Cell counts for the scaling run (repeatable).")
+    ] = None,
+    frames: Annotated[int, typer.Option(min=3, help="Frames per scaling run.")] = 20,
+    json_out: JsonOpt = True,
+) -> None:
+    """Tracker ms per frame against the number of cells, and peers on GOWT1 markers.
+
+    Scaling: synthetic drifting, dividing disks at each cell count; the ratio of
+    ms per cell between the largest and smallest count shows the growth (1 =
+    linear). Peers: where ``$LIVESCOPE_DATA`` (or ../shared/data) holds
+    ctc-Fluo-N2DH-GOWT1 and laptrack / trackpy are installed, all three track the
+    ground-truth markers (ids removed) and are scored side by side.
+    """
+    setup_logging(False)
+    from livescope.cli._track_bench import bench_scaling, compare_peers_gowt1
+
+    with user_errors(json_out):
+        scaling = bench_scaling(cells or [100, 1000, 4000], frames=frames)
+        result: dict[str, Any] = {"scaling": scaling}
+        result["peers_gowt1_markers"] = compare_peers_gowt1()
+    if json_out:
+        emit(result)
+    else:
+        stderr.print(result)

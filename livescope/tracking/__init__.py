@@ -1,0 +1,32 @@
+"""Tracking: the causal tracker used live, sequences, and CTC scoring.
+
+`OnlineTracker` links one frame's instance labels at a time to stable track ids,
+closes short gaps, detects divisions and keeps the lineage; its state saves and
+restores. `track_sequence` runs it over a recorded sequence; `evaluate_tracking`
+scores a Cell Tracking Challenge result with py-ctcmetrics.
+"""
+
+from ._evaluate import evaluate_tracking
+from ._sequence import TrackedSequence, track_sequence
+from ._tracker import (
+    Division,
+    ObjectTable,
+    OnlineTracker,
+    Revision,
+    TrackerConfig,
+    TrackUpdate,
+    measure_objects,
+)
+
+__all__ = [
+    "Division",
+    "ObjectTable",
+    "OnlineTracker",
+    "Revision",
+    "TrackUpdate",
+    "TrackedSequence",
+    "TrackerConfig",
+    "evaluate_tracking",
+    "measure_objects",
+    "track_sequence",
+]

@@ -1,0 +1,72 @@
+"""Score a CTC tracking result against ground truth with py-ctcmetrics."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from livescope.schema import LivescopeError
+
+__all__ = ["evaluate_tracking"]
+
+
+def evaluate_tracking(res: str | Path, gt: str | Path, *, div_tolerance: int = 1) -> dict[str, Any]:
+    """TRA, DET, LNK, division precision/recall/F1 and counts of a CTC result.
+
+    ``res`` holds ``maskTTT.tif`` + ``res_track.txt``; ``gt`` holds
+    ``TRA/man_trackTTT.tif`` + ``TRA/man_track.txt`` (a CTC ``NN_GT`` folder).
+    Divisions are matched by py-ctcmetrics' branching criterion (BC(i)): parent
+    and both daughters must match, within ``div_tolerance`` frames.
+    """
+    try:
+        from ctc_metrics import evaluate_sequence
+    except ImportError as exc:  # pragma: no cover (a core dependency)
+        raise LivescopeError("livescope eval track needs py-ctcmetrics") from exc
+    res, gt = Path(res), Path(gt)
+    if not (res / "res_track.txt").is_file():
+        raise LivescopeError(f"{res}: no res_track.txt (not a CTC result folder)")
+    if not (gt / "TRA" / "man_track.txt").is_file():
+        raise LivescopeError(f"{gt}: no TRA/man_track.txt (not a CTC ground-truth folder)")
+    n_res = len(list(res.glob("mask*.tif")))
+    n_gt = len(list((gt / "TRA").glob("man_track*.tif")))
+    if n_res != n_gt:
+        raise LivescopeError(f"{res} has {n_res} masks but {gt / 'TRA'} has {n_gt} frames")
+    metrics = ["Valid", "TRA", "DET", "LNK", f"BC({max(div_tolerance, 3)})"]
+    with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = evaluate_sequence(str(res), str(gt), metrics=metrics, threads=1)
+    if not r.get("Valid"):
+        raise LivescopeError(
+            f"{res}: py-ctcmetrics finds the result invalid (labels missing from masks or "
+            "res_track.txt, or a parent ending after its daughter begins)"
+        )
+    tp, fp, fn = (int(r[f"{k}_div({div_tolerance})"]) for k in ("tp", "fp", "fn"))
+    precision = tp / (tp + fp) if tp + fp else (1.0 if fn == 0 else 0.0)
+    recall = tp / (tp + fn) if tp + fn else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    tracks = [ln.split() for ln in (res / "res_track.txt").read_text().splitlines() if ln.strip()]
+    gt_tracks = [
+        ln.split() for ln in (gt / "TRA" / "man_track.txt").read_text().splitlines() if ln.strip()
+    ]
+    return {
+        "tra": round(float(r["TRA"]), 5),
+        "det": round(float(r["DET"]), 5),
+        "lnk": round(float(r["LNK"]), 5),
+        "div_precision": round(precision, 4),
+        "div_recall": round(recall, 4),
+        "div_f1": round(f1, 4),
+        "div_tolerance": div_tolerance,
+        "divisions_true": tp + fn,
+        "divisions_found": tp + fp,
+        "divisions_matched": tp,
+        "frames": n_res,
+        "tracks": len(tracks),
+        "tracks_true": len(gt_tracks),
+        "aogm": {
+            k[5:].lower(): float(r[k]) for k in r if k.startswith("AOGM_") and r[k] is not None
+        },
+        "bc": {k: float(r[k]) for k in r if k.startswith("BC(") and r[k] is not None},
+    }

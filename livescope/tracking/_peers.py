@@ -1,0 +1,89 @@
+"""Peer trackers (laptrack, trackpy) on the same input, for side-by-side comparisons.
+
+Optional: each needs its package (``pip install laptrack trackpy``). Both get the
+same objects (centroids of the label images) and the same search radius and gap
+as ours; divisions are left at each package's default (off in both).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from livescope.schema import LivescopeError
+
+from ._sequence import TrackedSequence
+from ._tracker import measure_objects
+
+__all__ = ["PEERS", "peer_track"]
+
+PEERS = ("laptrack", "trackpy")
+
+
+def _table(frames: Sequence[NDArray[np.integer[Any]]]) -> Any:
+    import pandas as pd
+
+    rows = []
+    for f, lab in enumerate(frames):
+        o = measure_objects(lab)
+        for k in range(len(o)):
+            rows.append((f, int(o.labels[k]), float(o.centroids[k, 0]), float(o.centroids[k, 1])))
+    return pd.DataFrame(rows, columns=["frame", "label", "y", "x"])
+
+
+def peer_track(
+    name: str,
+    frames: Sequence[NDArray[np.integer[Any]]],
+    *,
+    max_distance: float,
+    max_gap: int = 3,
+) -> TrackedSequence:
+    """Track label images with a peer package; same output form as `track_sequence`."""
+    if name not in PEERS:
+        raise LivescopeError(f"unknown peer tracker {name!r} (known: {', '.join(PEERS)})")
+    try:
+        with warnings.catch_warnings():  # the peers' own deprecation noise (pandas)
+            warnings.simplefilter("ignore")
+            return _run(name, frames, max_distance, max_gap)
+    except ImportError as exc:
+        raise LivescopeError(f"peer tracker {name} is not installed (pip install {name})") from exc
+
+
+def _run(
+    name: str, frames: Sequence[NDArray[np.integer[Any]]], max_distance: float, max_gap: int
+) -> TrackedSequence:
+    df = _table(frames)
+    if name == "laptrack":
+        from laptrack import LapTrack
+
+        lt = LapTrack(
+            cutoff=max_distance**2,
+            gap_closing_cutoff=max_distance**2,
+            gap_closing_max_frame_count=max_gap,
+        )
+        track_df, split_df, _ = lt.predict_dataframe(
+            df, coordinate_cols=["y", "x"], frame_col="frame", only_coordinate_cols=False
+        )
+        track_df = track_df.reset_index()
+        ids = track_df["track_id"].to_numpy() + 1
+        frame_col = "frame" if "frame" in track_df else "frame_y"
+        parents = {int(t) + 1: 0 for t in np.unique(ids - 1)}
+        for _, r in split_df.iterrows():
+            parents[int(r["child_track_id"]) + 1] = int(r["parent_track_id"]) + 1
+        fr, lab = track_df[frame_col].to_numpy(), track_df["label"].to_numpy()
+    else:
+        import trackpy
+
+        trackpy.quiet()
+        linked = trackpy.link(df, search_range=max_distance, memory=max_gap, pos_columns=["y", "x"])
+        ids = linked["particle"].to_numpy() + 1
+        parents = {int(t): 0 for t in np.unique(ids)}
+        fr, lab = linked["frame"].to_numpy(), linked["label"].to_numpy()
+    maps: list[dict[int, int]] = [{} for _ in frames]
+    for f, lb, i in zip(fr.tolist(), lab.tolist(), ids.tolist(), strict=True):
+        maps[int(f)][int(lb)] = int(i)
+    return TrackedSequence([np.asarray(f) for f in frames], maps, parents, [])

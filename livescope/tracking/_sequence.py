@@ -1,0 +1,104 @@
+"""Track a whole sequence of label images (the causal tracker, frame by frame)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, overload
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ._tracker import Division, OnlineTracker, TrackerConfig
+
+__all__ = ["TrackedSequence", "track_sequence"]
+
+
+class _IdFrames(Sequence[NDArray[np.int64]]):
+    """Track-id images computed on access (label images stay compact in memory)."""
+
+    def __init__(self, labels: list[NDArray[Any]], maps: list[dict[int, int]]) -> None:
+        self._labels, self._maps = labels, maps
+
+    def __len__(self) -> int:
+        return len(self._labels)
+
+    @overload
+    def __getitem__(self, i: int) -> NDArray[np.int64]: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[NDArray[np.int64]]: ...
+    def __getitem__(self, i: int | slice) -> NDArray[np.int64] | list[NDArray[np.int64]]:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        return _apply(self._labels[i], self._maps[i])
+
+
+@dataclass
+class TrackedSequence:
+    """Label images, each frame's label -> track id map, and the lineage."""
+
+    labels: list[NDArray[Any]]
+    maps: list[dict[int, int]]
+    parents: dict[int, int]
+    divisions: list[Division]
+
+    @property
+    def id_frames(self) -> Sequence[NDArray[np.int64]]:
+        """One track-id image per frame (0 = background); equal ids are one track."""
+        return _IdFrames(self.labels, self.maps)
+
+    @property
+    def n_tracks(self) -> int:
+        """Number of tracks."""
+        return len(self.parents)
+
+
+def _compact(labels: NDArray[Any]) -> NDArray[Any]:
+    a = np.asarray(labels)
+    top = int(a.max()) if a.size else 0
+    for dt in (np.uint16, np.uint32):
+        if top <= np.iinfo(dt).max:
+            return a.astype(dt, copy=False)
+    return a
+
+
+def track_sequence(
+    frames: Iterable[NDArray[np.integer[Any]]],
+    *,
+    images: Iterable[NDArray[Any] | None] | None = None,
+    config: TrackerConfig | None = None,
+    tracker: OnlineTracker | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> TrackedSequence:
+    """Run `OnlineTracker` over label images; apply its revisions to earlier frames."""
+    tr = tracker or OnlineTracker(config)
+    maps: list[dict[int, int]] = []
+    label_frames: list[NDArray[np.integer[Any]]] = []
+    divisions: list[Division] = []
+    imgs = iter(images) if images is not None else None
+    for k, lab in enumerate(frames):
+        img = next(imgs, None) if imgs is not None else None
+        up = tr.update(lab, image=img)
+        for rev in up.revisions:
+            for f in range(rev.first, rev.last + 1):
+                m = maps[f - (up.frame - len(maps))]
+                for label, tid in m.items():
+                    if tid == rev.old:
+                        m[label] = rev.new
+        maps.append(up.mapping())
+        label_frames.append(_compact(lab))
+        divisions.extend(up.divisions)
+        if progress is not None:
+            progress(k + 1)
+    return TrackedSequence(label_frames, maps, tr.lineage, divisions)
+
+
+def _apply(labels: NDArray[np.integer[Any]], mapping: dict[int, int]) -> NDArray[np.int64]:
+    """Replace each label by its track id (0 where unmapped), with a lookup table."""
+    lab = np.asarray(labels)
+    top = max(int(lab.max()) if lab.size else 0, max(mapping, default=0))
+    lut = np.zeros(top + 1, np.int64)
+    for k, v in mapping.items():
+        lut[k] = v
+    lut[0] = 0
+    return lut[lab]

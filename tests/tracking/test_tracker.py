@@ -1,0 +1,166 @@
+"""The online tracker: linking, gaps, divisions, state, scaling, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from livescope.schema import LivescopeError
+from livescope.tracking import (
+    OnlineTracker,
+    TrackerConfig,
+    measure_objects,
+    track_sequence,
+)
+
+
+def disks(shape: tuple[int, int], cells: list[tuple[float, float, float]]) -> np.ndarray:
+    """Label image with one disk (row, col, radius) per cell, labels in a shuffled order."""
+    lab = np.zeros(shape, np.int32)
+    order = np.random.default_rng(len(cells)).permutation(len(cells))
+    for k, (y, x, r) in zip(order, cells, strict=True):
+        y0, y1 = max(0, int(y - r) - 1), min(shape[0], int(y + r) + 2)
+        x0, x1 = max(0, int(x - r) - 1), min(shape[1], int(x + r) + 2)
+        yy, xx = np.mgrid[y0:y1, x0:x1]
+        lab[y0:y1, x0:x1][(yy - y) ** 2 + (xx - x) ** 2 <= r * r] = k + 1
+    return lab
+
+
+def test_measure_objects() -> None:
+    lab = np.zeros((20, 30), np.uint16)
+    lab[2:6, 3:7] = 5  # 16 px, centre (3.5, 4.5)
+    lab[10:20, 25:30] = 2  # touches the bottom and right edges
+    img = np.full(lab.shape, 3.0)
+    img[lab == 5] = 10.0
+    o = measure_objects(lab, img)
+    assert o.labels.tolist() == [2, 5]
+    assert o.areas.tolist() == [50.0, 16.0]
+    assert o.centroids[1].tolist() == [3.5, 4.5]
+    assert o.on_border is not None
+    assert o.on_border.tolist() == [True, False]
+    assert o.intensities is not None
+    assert o.intensities.tolist() == [3.0, 10.0]
+    assert len(measure_objects(np.zeros((8, 8), np.int32))) == 0
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (np.zeros((4, 4, 2), np.int32), "2-D"),
+        (np.zeros((4, 4), np.float32), "integer"),
+        (np.full((4, 4), -1, np.int32), "negative"),
+    ],
+)
+def test_bad_labels_are_refused(bad: np.ndarray, message: str) -> None:
+    with pytest.raises(LivescopeError, match=message):
+        OnlineTracker().update(bad)
+
+
+def test_frames_must_increase_and_config_is_checked() -> None:
+    tr = OnlineTracker()
+    tr.update(np.zeros((8, 8), np.int32), frame=3)
+    with pytest.raises(LivescopeError, match="frames must increase"):
+        tr.update(np.zeros((8, 8), np.int32), frame=3)
+    with pytest.raises(LivescopeError, match="gate_radii"):
+        TrackerConfig(gate_radii=0)
+
+
+def test_moving_cells_keep_their_ids() -> None:
+    rng = np.random.default_rng(1)
+    pos = rng.uniform(20, 180, (12, 2))
+    # keep cells apart so that ground truth is unambiguous
+    pos = np.array([[20 + 40 * (k % 4), 30 + 50 * (k // 4)] for k in range(12)], float)
+    tr = OnlineTracker()
+    first: dict[tuple[int, int], int] = {}
+    for t in range(15):
+        lab = disks((200, 200), [(y, x, 6) for y, x in pos])
+        up = tr.update(lab)
+        ids = [int(lab[round(y), round(x)]) for y, x in pos]
+        tids = [up.mapping()[i] for i in ids]
+        if t == 0:
+            first = {(k, 0): tid for k, tid in enumerate(tids)}
+        assert tids == [first[(k, 0)] for k in range(12)]
+        pos += rng.normal(0, 2.0, pos.shape)
+    assert len(tr.lineage) == 12
+    assert not any(tr.lineage.values())
+
+
+def test_gap_is_closed() -> None:
+    tr = OnlineTracker()
+    a = tr.update(disks((100, 100), [(50, 50, 6), (20, 20, 6)]))
+    ids0 = {int(v) for v in a.track_ids}
+    tr.update(disks((100, 100), [(20, 21, 6)]))  # the first cell is missed twice
+    tr.update(disks((100, 100), [(20, 22, 6)]))
+    up = tr.update(disks((100, 100), [(52, 51, 6), (20, 23, 6)]))
+    assert {int(v) for v in up.track_ids} == ids0
+
+
+def test_division_is_found_and_recorded() -> None:
+    frames = [disks((120, 120), [(60, 60, 9)]) for _ in range(5)]
+    frames += [
+        disks((120, 120), [(60, 60 - 4 * k - 8, 6), (60, 60 + 4 * k + 8, 6)]) for k in range(5)
+    ]
+    seq = track_sequence(frames)
+    assert len(seq.divisions) == 1
+    d = seq.divisions[0]
+    assert d.frame == 5
+    assert set(seq.parents) == {d.parent, *d.daughters}
+    assert seq.parents[d.daughters[0]] == seq.parents[d.daughters[1]] == d.parent
+    ids5 = np.unique(seq.id_frames[5])
+    assert set(ids5[ids5 > 0].tolist()) == set(d.daughters)
+
+
+def test_late_daughter_moves_the_split_back() -> None:
+    """One daughter is seen at once, its sister only 3 frames later (as in GOWT1 01)."""
+    frames = [disks((120, 120), [(60, 60, 9)]) for _ in range(5)]
+    frames += [disks((120, 120), [(60, 60 - 4 * k - 8, 6)]) for k in range(3)]
+    frames += [disks((120, 120), [(60, 60 - 4 * k - 8, 6), (60, 60 + 4 * k + 8, 6)])
+               for k in range(3, 6)]  # fmt: skip
+    seq = track_sequence(frames)
+    assert len(seq.divisions) == 1
+    d = seq.divisions[0]
+    assert (d.frame, d.detected_at) == (5, 8)
+    # frames 5..7 were returned under the parent's id, and are revised to the daughter's
+    first_daughter_id = int(seq.id_frames[5].max())
+    assert first_daughter_id in d.daughters
+    assert int(seq.id_frames[4].max()) == d.parent
+
+
+def test_cell_entering_at_the_edge_is_not_a_daughter() -> None:
+    frames = [disks((100, 100), [(50, 90, 7)]) for _ in range(5)]
+    frames += [disks((100, 100), [(50, 90, 7), (50, 101, 5)])]  # appears cut by the edge
+    seq = track_sequence(frames)
+    assert seq.divisions == []
+
+
+def test_state_saves_and_resumes_identically(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    pos = np.array([[20 + 35 * (k % 5), 25 + 40 * (k // 5)] for k in range(15)], float)
+    frames = []
+    for _ in range(20):
+        frames.append(disks((200, 200), [(y, x, 6) for y, x in pos]))
+        pos += rng.normal(0, 2.0, pos.shape)
+    whole = OnlineTracker()
+    expected = [whole.update(f).mapping() for f in frames]
+    first = OnlineTracker()
+    got = [first.update(f).mapping() for f in frames[:10]]
+    first.save(tmp_path / "state.json")
+    resumed = OnlineTracker.load(tmp_path / "state.json")
+    assert resumed.frame == 9
+    got += [resumed.update(f).mapping() for f in frames[10:]]
+    assert got == expected
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(LivescopeError, match="cannot read tracker state"):
+        OnlineTracker.load(tmp_path / "bad.json")
+
+
+def test_assignment_stays_local_with_thousands_of_cells() -> None:
+    """Spatial gating: 2,500 cells never make one big assignment problem."""
+    cells = [(10 + 20 * (k % 50), 10 + 20 * (k // 50), 4) for k in range(2500)]
+    tr = OnlineTracker()
+    tr.update(disks((1000, 1000), cells))
+    up = tr.update(disks((1000, 1000), [(y + 1, x - 1, r) for y, x, r in cells]))
+    assert len(set(up.track_ids.tolist())) == 2500
+    assert tr.largest_block <= 4
