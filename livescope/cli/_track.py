@@ -84,7 +84,6 @@ def track(
             )
             seg.warmup()
         ms_seg: list[float] = []
-        raw: list[Any] = []
 
         def frames() -> Any:
             for p in files:
@@ -94,19 +93,11 @@ def track(
                 if seg is None:
                     if not np.issubdtype(img.dtype, np.integer):
                         raise LivescopeError(f"{p}: label images must be integer, not {img.dtype}")
-                    raw.append(None)
                     yield img
                 else:
                     r = seg.segment(img)
                     ms_seg.append(r.ms_engine + r.ms_post)
-                    raw.append(img)
                     yield r.labels
-
-        def images_() -> Any:
-            k = 0
-            while True:
-                yield raw[k] if k < len(raw) else None
-                k += 1
 
         tracker = OnlineTracker()
         t0 = time.perf_counter()
@@ -114,7 +105,6 @@ def track(
             task = bar.add_task("tracking", total=len(files))
             seq = track_sequence(
                 frames(),
-                images=images_(),
                 tracker=tracker,
                 progress=lambda k: bar.update(task, completed=k),
             )

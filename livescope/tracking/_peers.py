@@ -71,7 +71,7 @@ def _run(
         track_df = track_df.reset_index()
         ids = track_df["track_id"].to_numpy() + 1
         frame_col = "frame" if "frame" in track_df else "frame_y"
-        parents = {int(t) + 1: 0 for t in np.unique(ids - 1)}
+        parents = {int(t): 0 for t in np.unique(ids)}
         for _, r in split_df.iterrows():
             parents[int(r["child_track_id"]) + 1] = int(r["parent_track_id"]) + 1
         fr, lab = track_df[frame_col].to_numpy(), track_df["label"].to_numpy()
