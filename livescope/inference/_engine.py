@@ -11,7 +11,6 @@ is left where the overlap covers the model's receptive field.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -24,7 +23,7 @@ from typing_extensions import Self
 
 from livescope.schema import EngineCard, HardwareProfile, LivescopeError
 
-from ._backends import PBackend, PSession, select_backend
+from ._backends import PBackend, PSession, _has, select_backend
 from ._postprocess import labels_from_maps, labels_from_maps_gpu, normalize_percentile
 
 __all__ = [
@@ -384,7 +383,7 @@ class SegmentationEngine(Engine):
         if asked is False:
             return False
         on_cuda = getattr(self.session, "device", None) == "cuda"
-        has_cupy = importlib.util.find_spec("cupy") is not None
+        has_cupy = _has("cupy")
         if asked and not (on_cuda and has_cupy):
             raise EngineError(
                 f"engine {self.name}: GPU post-processing needs a CUDA backend and cupy "
