@@ -89,7 +89,8 @@ def main() -> int:
                  "images": train["train_images_sim"], "licence": "generated here"},
             ],
             "augmentation": "scale 0.35-1.4x, rot90/flip, gamma 0.6-1.5, gain 0.5-1.5, offset "
-            "+-0.15, blur sigma 0.5-2 (30%), signal-dependent Gaussian noise",
+            "+-0.15, blur sigma 0.5-2 (30%), signal-dependent Gaussian noise; loss weight "
+            f"x{1 + train.get('contact_weight', 0):g} within 3 px of two touching nuclei",
         },
         "metrics": {},
     }  # fmt: skip

@@ -1,4 +1,4 @@
-"""``livescope engines list|check|build``, ``livescope eval seg``, ``livescope bench engines``."""
+"""``livescope engines list/check/build``, ``eval seg/stain/states``, ``bench engines``."""
 
 from __future__ import annotations
 
@@ -20,11 +20,31 @@ def _relative_error(a: Any, b: Any) -> float:
     return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(b))), 1e-12))
 
 
-def _test_frame(size: int = 512) -> Any:
-    """Render a simulated nuclear-stain frame (no data files needed)."""
-    from livescope.scope import simulated_frames
+def _test_inputs(cards: list[Any]) -> list[Any]:
+    """Build a simulated input for each engine (no data files needed), by task.
 
-    return simulated_frames(1, size=size, objective="10x")[0][0]
+    Segmentation: a nuclear-stain frame; virtual staining: the phase frame of
+    the same field; classification: the crops of that field's cells (a batch).
+    """
+    from livescope.inference import cell_crops, normalize_percentile
+    from livescope.scope import simulated_views
+
+    view = simulated_views(1, seed=3, objectives=("20x",))[0]
+    out = []
+    for card in cards:
+        if card.task == "classification":
+            crops = cell_crops(normalize_percentile(view.fluorescence), view.labels, card.crop_px)[
+                1
+            ]
+            out.append(crops[:64])
+        else:
+            out.append(view.phase if card.task == "virtual_stain" else view.fluorescence)
+    return out
+
+
+def _run_any(engine: Any, x: Any) -> Any:
+    """Run a frame through `infer`, a batch (4-D) through `run`."""
+    return engine.run(x) if x.ndim == 4 else engine.infer(x)
 
 
 @engines_app.command("list")
@@ -83,10 +103,10 @@ def engines_check(
     names = engines or list(builtin_engines())
     results: list[dict[str, Any]] = []
     with user_errors(json_out):
-        frame = _test_frame(512)
-        for name in names:
-            ref_engine = Engine(name, backend=OnnxRuntimeBackend())
-            ref = ref_engine.infer(frame)
+        refs = [Engine(n, backend=OnnxRuntimeBackend()) for n in names]
+        inputs = _test_inputs([e.card for e in refs])
+        for name, ref_engine, frame in zip(names, refs, inputs, strict=True):
+            ref = _run_any(ref_engine, frame)
             ref_engine.close()
             for b in BACKENDS:
                 ok, why = b.available()
@@ -96,7 +116,7 @@ def engines_check(
                     continue
                 try:
                     with Engine(name, backend=b) as e:
-                        err = _relative_error(e.infer(frame), ref)
+                        err = _relative_error(_run_any(e, frame), ref)
                     status = "ok" if err <= 1e-4 else "mismatch"
                     results.append({**row, "status": status, "relative_error": err, "detail": why})
                 except (EngineError, LivescopeError) as exc:
@@ -221,7 +241,198 @@ def eval_seg(
         stderr.print({k: v for k, v in result.items() if k != "per_image"})
 
 
-def bench_engines(json_out: bool = True, engine: str = "nuclei-unet", repeats: int = 3) -> None:
+def _seeds(text: str) -> list[int]:
+    from livescope.schema import LivescopeError
+
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise LivescopeError(
+            f"--simulated {text!r} is not a comma-separated list of seeds"
+        ) from None
+
+
+@eval_app.command("stain")
+def eval_stain(
+    engine: Annotated[str, typer.Option(help="Virtual-staining engine name or folder.")],
+    input: Annotated[
+        Path | None, typer.Option(help="Label-free image file, or folder (paired by file name).")
+    ] = None,
+    target: Annotated[
+        Path | None, typer.Option(help="Fluorescence image file, or folder (same file names).")
+    ] = None,
+    crop: Annotated[
+        str | None, typer.Option(help="Score only ROW0:ROW1,COL0:COL1 (e.g. a held-aside part).")
+    ] = None,
+    pixel_size: Annotated[
+        float | None, typer.Option(help="Input pixel size, µm (rescaled to the card's).")
+    ] = None,
+    simulated: Annotated[
+        str | None,
+        typer.Option(help="Score on simulated fields from these seeds instead, e.g. 100,101,102."),
+    ] = None,
+    views: Annotated[int, typer.Option(help="Simulated fields per seed.")] = 8,
+    segment_with: Annotated[
+        str | None,
+        typer.Option(help="Simulated only: also segment the stain with this engine (seg_f1)."),
+    ] = None,
+    backend: Annotated[str | None, typer.Option(help="Backend (default: best available).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Pearson r, SSIM, PSNR (targets normalised as the card states) and ms per frame."""
+    setup_logging(False)
+    from livescope.inference import StainEngine, evaluate_stain, parse_crop
+    from livescope.schema import LivescopeError
+
+    with user_errors(json_out), StainEngine(engine, backend=backend) as e:
+        e.warmup()
+        if simulated is not None:
+            from livescope.scope import score_stain_simulated, views_for_seeds
+
+            seeds = _seeds(simulated)
+            fields = views_for_seeds(seeds, views)
+            result = score_stain_simulated(
+                e, fields, segmenter=segment_with, nucleus_radius_um=_sim_nucleus_radius()
+            )
+            result["simulated_seeds"] = seeds
+        elif input is not None and target is not None:
+            result = evaluate_stain(
+                e, input, target, crop=parse_crop(crop), pixel_size_um=pixel_size
+            )
+            result.pop("per_frame")
+        else:
+            raise LivescopeError("give --input and --target, or --simulated SEEDS")
+        result["engine"] = e.name
+        result["backend"] = e.backend.name
+    if json_out:
+        emit(result)
+    else:
+        stderr.print(result)
+
+
+def _sim_nucleus_radius() -> float:
+    from livescope.schema import load_profile
+
+    sim = load_profile("sim").simulation
+    return float(sim.nucleus_radius_um) if sim is not None else 6.0
+
+
+@eval_app.command("states")
+def eval_states(
+    engine: Annotated[str, typer.Option(help="Cell-state engine name or folder.")],
+    simulated: Annotated[
+        str | None, typer.Option(help="Score on simulated fields from these seeds, e.g. 100,101.")
+    ] = None,
+    views: Annotated[int, typer.Option(help="Simulated fields per seed.")] = 20,
+    images: Annotated[
+        Path | None, typer.Option(help="CTC image folder (tTTT.tif): report divisions flagged.")
+    ] = None,
+    gt: Annotated[Path | None, typer.Option(help="CTC ground-truth folder (with TRA/).")] = None,
+    pixel_size: Annotated[float | None, typer.Option(help="CTC images' pixel size, µm.")] = None,
+    frames_before: Annotated[int, typer.Option(help="Frames before a split that count.")] = 5,
+    backend: Annotated[str | None, typer.Option(help="Backend (default: best available).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Mitosis precision/recall on simulated cells, or divisions flagged in a CTC sequence."""
+    setup_logging(False)
+    from livescope.inference import CellStateEngine
+    from livescope.schema import LivescopeError
+    from livescope.scope import flag_divisions_ctc, score_states_simulated, views_for_seeds
+
+    with user_errors(json_out), CellStateEngine(engine, backend=backend) as e:
+        if simulated is not None:
+            seeds = _seeds(simulated)
+            result = score_states_simulated(e, views_for_seeds(seeds, views))
+            result["simulated_seeds"] = seeds
+        elif images is not None and gt is not None:
+            result = flag_divisions_ctc(
+                e, images, gt, pixel_size_um=pixel_size, frames_before=frames_before
+            )
+        else:
+            raise LivescopeError("give --simulated SEEDS, or --images and --gt")
+        result["engine"] = e.name
+        result["backend"] = e.backend.name
+    if json_out:
+        emit(result)
+    else:
+        stderr.print(result)
+
+
+def _bench_stain(name: str, repeats: int) -> list[dict[str, Any]]:
+    """Virtual-staining ms per frame per backend at 512², 1024², 2048² (simulated phase)."""
+    import numpy as np
+
+    from livescope.inference import BACKENDS, StainEngine
+    from livescope.scope import simulated_views
+
+    frames = {
+        size: [v.phase for v in simulated_views(repeats, seed=size, size=size, objectives=("20x",))]
+        for size in (512, 1024, 2048)
+    }
+    rows: list[dict[str, Any]] = []
+    for b in BACKENDS:
+        ok, why = b.available()
+        if not ok:
+            continue
+        with StainEngine(name, backend=b) as e:
+            e.warmup((512, 512))
+            for size, items in frames.items():
+                ms = [e.predict(f).ms for f in items]
+                rows.append({"engine": name, "backend": b.name, "device": why, "size": size,
+                             "ms_total": round(float(np.median(ms)), 1)})  # fmt: skip
+    return rows
+
+
+def _grid_of_cells(n: int, radius: int = 9) -> tuple[Any, Any]:
+    """Make a frame with ``n`` Gaussian nuclei on a grid, and their labels (timing only)."""
+    import numpy as np
+
+    side = int(np.ceil(np.sqrt(n)))
+    pitch = 4 * radius
+    size = side * pitch
+    yy, xx = np.mgrid[0:size, 0:size]
+    cy, cx = (yy // pitch) * pitch + pitch // 2, (xx // pitch) * pitch + pitch // 2
+    idx = (yy // pitch) * side + (xx // pitch) + 1
+    r2 = (yy - cy) ** 2 + (xx - cx) ** 2
+    labels = np.where((r2 <= radius**2) & (idx <= n), idx, 0).astype(np.int32)
+    frame = (100 + 1000 * np.exp(-r2 / (2 * (radius / 1.5) ** 2)) * (labels > 0)).astype(np.uint16)
+    return frame, labels
+
+
+def _bench_states(name: str, repeats: int) -> list[dict[str, Any]]:
+    """Cell-state ms per frame (crops + one batched engine call) for 100 and 1,000 cells."""
+    import numpy as np
+
+    from livescope.inference import BACKENDS, CellStateEngine
+
+    rows: list[dict[str, Any]] = []
+    cases = {n: _grid_of_cells(n) for n in (100, 1000)}
+    for b in BACKENDS:
+        ok, why = b.available()
+        if not ok:
+            continue
+        with CellStateEngine(name, backend=b) as e:
+            e.classify(*cases[100])
+            for n, (frame, labels) in cases.items():
+                ms = []
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    e.classify(frame, labels)
+                    ms.append(1000 * (time.perf_counter() - t0))
+                rows.append({"engine": name, "backend": b.name, "device": why, "cells": n,
+                             "ms_total": round(float(np.median(ms)), 1),
+                             "us_per_cell": round(1000 * float(np.median(ms)) / n, 1)})  # fmt: skip
+    return rows
+
+
+def bench_engines(
+    json_out: bool = True,
+    engine: str = "nuclei-unet",
+    repeats: int = 3,
+    *,
+    stain: str | None = "nuclei-stain",
+    states: str | None = "cell-state",
+) -> None:
     """Milliseconds per frame per backend at 512², 1024², 2048² with post-processing apart.
 
     Side by side: the classical Otsu + watershed pipeline on the same (simulated,
@@ -277,6 +488,8 @@ def bench_engines(json_out: bool = True, engine: str = "nuclei-unet", repeats: i
             rows.append({"backend": "classical (Otsu + watershed)", "size": size,
                          "ms_total": round(float(np.median(ms)), 1),
                          "ap50_sim": round(float(np.mean(aps)), 3)})  # fmt: skip
+        stain_rows = _bench_stain(stain, repeats) if stain else []
+        state_rows = _bench_states(states, repeats) if states else []
     cpu_1024 = [r for r in rows if r.get("size") == 1024 and r.get("backend") == "onnxruntime"]
     emit({
         "bench": "engines",
@@ -284,4 +497,6 @@ def bench_engines(json_out: bool = True, engine: str = "nuclei-unet", repeats: i
         "results": rows,
         "post_share_1024_cpu": cpu_1024[0]["post_share"] if cpu_1024 else None,
         "target_post_share_1024_cpu": 0.25,
+        "stain": stain_rows,
+        "states": state_rows,
     })  # fmt: skip

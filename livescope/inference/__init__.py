@@ -19,6 +19,7 @@ from ._backends import (
     plan_cache_dir,
     select_backend,
 )
+from ._cellstate import MITOTIC_CLASSES, CellStateEngine, CellStates, cell_crops
 from ._classical import classical_segmentation
 from ._engine import (
     Engine,
@@ -30,14 +31,18 @@ from ._engine import (
     find_engine,
     sha256_file,
 )
-from ._evaluate import evaluate_segmentation, paired_files
+from ._evaluate import evaluate_segmentation, paired_files, read_image
 from ._metrics import IOU_THRESHOLDS, MatchCounts, match_counts, scores
 from ._postprocess import labels_from_maps, labels_from_maps_gpu, normalize_percentile
+from ._stain import StainEngine, StainResult, evaluate_stain, parse_crop, stain_scores
 
 __all__ = [
     "BACKENDS",
     "IOU_THRESHOLDS",
+    "MITOTIC_CLASSES",
     "BackendUnavailable",
+    "CellStateEngine",
+    "CellStates",
     "Engine",
     "EngineError",
     "MatchCounts",
@@ -46,6 +51,8 @@ __all__ = [
     "PSession",
     "SegmentationEngine",
     "SegmentationResult",
+    "StainEngine",
+    "StainResult",
     "TensorRTBackend",
     "TensorRTRTXBackend",
     "TilePlan",
@@ -53,16 +60,21 @@ __all__ = [
     "available_backends",
     "build_plan",
     "builtin_engines",
+    "cell_crops",
     "classical_segmentation",
     "evaluate_segmentation",
+    "evaluate_stain",
     "find_engine",
     "labels_from_maps",
     "labels_from_maps_gpu",
     "match_counts",
     "normalize_percentile",
     "paired_files",
+    "parse_crop",
     "plan_cache_dir",
+    "read_image",
     "scores",
     "select_backend",
     "sha256_file",
+    "stain_scores",
 ]

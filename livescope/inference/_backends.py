@@ -346,12 +346,16 @@ def build_plan(
     ws = [s[1] for s in shapes] or [512]
     c = card.input.channels
     profile = builder.create_optimization_profile()
-    profile.set_shape(
-        card.input.name,
-        (1, c, min(hs), min(ws)),
-        (1, c, max(hs), max(ws)),
-        (4, c, max(hs), max(ws)),
-    )
+    if card.crop_px is not None:  # a per-cell classifier: fixed crops, many per call
+        s = card.crop_px
+        profile.set_shape(card.input.name, (1, c, s, s), (256, c, s, s), (2048, c, s, s))
+    else:
+        profile.set_shape(
+            card.input.name,
+            (1, c, min(hs), min(ws)),
+            (1, c, max(hs), max(ws)),
+            (4, c, max(hs), max(ws)),
+        )
     config.add_optimization_profile(profile)
     plan = builder.build_serialized_network(network, config)
     if plan is None:

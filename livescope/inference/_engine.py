@@ -11,6 +11,7 @@ is left where the overlap covers the model's receptive field.
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -36,6 +37,10 @@ __all__ = [
     "find_engine",
     "sha256_file",
 ]
+
+
+MAX_RESCALE = 8.0
+"""Largest zoom (either way) an engine applies to match its card's pixel size."""
 
 
 class EngineError(LivescopeError):
@@ -252,6 +257,23 @@ class Engine:
         out *= np.float32(1.0 / n.scale)
         return out
 
+    def run(self, batch: NDArray[Any]) -> NDArray[np.float32]:
+        """Run an already-normalised (N, C, H, W) batch straight through the model.
+
+        Raises
+        ------
+        EngineError
+            if the batch's rank or channel count does not match the card.
+
+        """
+        x = np.asarray(batch, dtype=np.float32)
+        c = self.card.input.channels
+        if x.ndim != 4 or x.shape[1] != c:
+            raise EngineError(
+                f"engine {self.name}: batch has shape {x.shape}, expected (N, {c}, H, W)"
+            )
+        return self._session().run(np.ascontiguousarray(x))
+
     def _run_padded(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
         """Run (C, H, W) padded to the model's multiple; returns (K, H, W)."""
         m = self.card.input.multiple_of
@@ -285,6 +307,56 @@ class Engine:
             out[:, ys, xs] = y[:, keep[0], keep[1]]
         if out is None:  # pragma: no cover (regions is never empty)
             raise EngineError(f"engine {self.name}: empty tile plan for {frame.shape}")
+        return out
+
+    def pixel_scale(self, pixel_size_um: float | None, tolerance: float = 0.1) -> float:
+        """Zoom that brings a frame of ``pixel_size_um`` to the card's pixel size.
+
+        1.0 when either is unknown or they differ by at most ``tolerance``.
+
+        Raises
+        ------
+        EngineError
+            if the pixel size is not positive, or the zoom would exceed 8x either way.
+
+        """
+        card_px = self.card.pixel_size_um
+        if pixel_size_um is None or card_px is None:
+            return 1.0
+        if not (math.isfinite(pixel_size_um) and pixel_size_um > 0):
+            raise EngineError(f"engine {self.name}: pixel size must be > 0 µm, got {pixel_size_um}")
+        ratio = pixel_size_um / card_px
+        if abs(math.log(ratio)) <= math.log1p(tolerance):
+            return 1.0
+        if not 1 / MAX_RESCALE <= ratio <= MAX_RESCALE:
+            raise EngineError(
+                f"engine {self.name}: the frame's pixel size {pixel_size_um:g} µm is "
+                f"{ratio:.3g}x the {card_px:g} µm it was trained at; refusing to rescale by more "
+                f"than {MAX_RESCALE:g}x (use an engine trained near this pixel size)"
+            )
+        return ratio
+
+    def infer_scaled(self, frame: NDArray[Any], scale: float) -> NDArray[np.float32]:
+        """`infer` on the frame zoomed by ``scale`` (anti-aliased when shrinking).
+
+        The maps come back at the frame's own size.
+        """
+        from scipy import ndimage
+
+        x = np.asarray(self.check_frame(frame), dtype=np.float32)
+        if abs(scale - 1.0) <= 1e-3:
+            return self.infer(x)
+        lead = (0,) * (x.ndim - 2)
+        if scale < 1:
+            s = 0.5 * (1 / scale - 1)
+            x = ndimage.gaussian_filter(x, sigma=(*lead, s, s))
+        small = ndimage.zoom(
+            x, (*(1,) * len(lead), scale, scale), order=1, grid_mode=True, mode="nearest"
+        )
+        maps = self.infer(small)
+        h, w = x.shape[-2:]
+        zoom = (1, h / maps.shape[1], w / maps.shape[2])
+        out: NDArray[np.float32] = ndimage.zoom(maps, zoom, order=1, grid_mode=True, mode="nearest")
         return out
 
     def warmup(self, shape: tuple[int, int] = (512, 512)) -> None:
@@ -361,24 +433,6 @@ class SegmentationEngine(Engine):
                 f"engine {self.name}: output channels {channels} are not (foreground, distance)"
             )
 
-    def _infer_rescaled(self, frame: NDArray[Any]) -> NDArray[np.float32]:
-        """Run at ``self.scale`` (anti-aliased when shrinking); maps back at the frame's size."""
-        from scipy import ndimage
-
-        x = np.asarray(frame, dtype=np.float32)
-        lead = (0,) * (x.ndim - 2)
-        if self.scale < 1:
-            s = 0.5 * (1 / self.scale - 1)
-            x = ndimage.gaussian_filter(x, sigma=(*lead, s, s))
-        small = ndimage.zoom(
-            x, (*(1,) * len(lead), self.scale, self.scale), order=1, grid_mode=True, mode="nearest"
-        )
-        maps = self.infer(small)
-        h, w = frame.shape[-2:]
-        zoom = (1, h / maps.shape[1], w / maps.shape[2])
-        out: NDArray[np.float32] = ndimage.zoom(maps, zoom, order=1, grid_mode=True, mode="nearest")
-        return out
-
     def _want_gpu_post(self, asked: bool | None) -> bool:
         if asked is False:
             return False
@@ -396,7 +450,7 @@ class SegmentationEngine(Engine):
         """Segment one frame; timings separate the engine from post-processing."""
         t0 = time.perf_counter()
         if abs(self.scale - 1.0) > 1e-3:
-            maps = self._infer_rescaled(self.check_frame(frame))
+            maps = self.infer_scaled(frame, self.scale)
         else:
             maps = self.infer(frame)
         t1 = time.perf_counter()

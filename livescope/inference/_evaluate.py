@@ -17,7 +17,7 @@ from ._classical import classical_segmentation
 from ._engine import SegmentationEngine
 from ._metrics import MatchCounts, match_counts, scores
 
-__all__ = ["evaluate_segmentation", "paired_files"]
+__all__ = ["evaluate_segmentation", "paired_files", "read_image"]
 
 _SUFFIXES = (".tif", ".tiff", ".png")
 
@@ -43,7 +43,8 @@ def paired_files(images: Path, labels: Path) -> list[tuple[Path, Path]]:
     return [(p, labels / p.name) for p in imgs]
 
 
-def _read(path: Path) -> NDArray[Any]:
+def read_image(path: Path) -> NDArray[Any]:
+    """Read an image file (TIFF or PNG) into an array."""
     if path.suffix.lower() == ".png":
         from skimage.io import imread
 
@@ -69,8 +70,8 @@ def evaluate_segmentation(
     ms_post: list[float] = []
     per_image = []
     for i, (img_path, lab_path) in enumerate(pairs):
-        frame = _read(img_path)
-        truth = _read(lab_path)
+        frame = read_image(img_path)
+        truth = read_image(lab_path)
         if frame.ndim != 2 or truth.shape != frame.shape:
             raise LivescopeError(
                 f"{img_path.name}: image {frame.shape} and labels {truth.shape} must be the same "

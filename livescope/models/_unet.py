@@ -1,9 +1,15 @@
-"""A small U-Net for nuclei: foreground probability and a normalised distance map.
+"""Small U-Nets: nuclei segmentation (two sigmoid maps) and virtual staining (regression).
 
-Outputs (N, 2, H, W), both through a sigmoid: channel 0 is P(pixel in a nucleus),
-channel 1 is the distance to the nucleus border divided by the nucleus' largest
-such distance (1 at centres, 0 at borders). Instances come from seeds at high
-distance grown by a watershed inside the foreground (`livescope.inference`).
+`NucleiUNet` outputs (N, 2, H, W), both through a sigmoid: channel 0 is
+P(pixel in a nucleus), channel 1 is the distance to the nucleus border divided
+by the nucleus' largest such distance (1 at centres, 0 at borders). Instances
+come from seeds at high distance grown by a watershed inside the foreground
+(`livescope.inference`).
+
+`StainUNet` outputs (N, 1, H, W) with no activation: the predicted nuclear
+fluorescence in the target's normalised units (its 1st/99.8th percentiles at
+0/1), from ``in_channels`` label-free planes.
+
 H and W must be multiples of 2**depth.
 """
 
@@ -12,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["NucleiUNet"]
+__all__ = ["NucleiUNet", "StainUNet", "UNet"]
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
@@ -26,10 +32,12 @@ def _block(c_in: int, c_out: int) -> nn.Sequential:
     )
 
 
-class NucleiUNet(nn.Module):
+class UNet(nn.Module):
     """U-Net with ``depth`` poolings and ``base`` channels at full resolution."""
 
-    def __init__(self, base: int = 16, depth: int = 3, in_channels: int = 1) -> None:
+    def __init__(
+        self, base: int = 16, depth: int = 3, in_channels: int = 1, out_channels: int = 2
+    ) -> None:
         super().__init__()
         self.depth = depth
         chans = [base * 2**i for i in range(depth + 1)]
@@ -44,10 +52,10 @@ class NucleiUNet(nn.Module):
             ]
         )
         self.dec = nn.ModuleList([_block(2 * chans[i], chans[i]) for i in reversed(range(depth))])
-        self.head = nn.Conv2d(chans[0], 2, 1)
+        self.head = nn.Conv2d(chans[0], out_channels, 1)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw outputs (before the sigmoid), for training."""
+        """Raw outputs (before any activation), for training."""
         skips = []
         for i, block in enumerate(self.down):
             x = block(x)
@@ -59,5 +67,23 @@ class NucleiUNet(nn.Module):
         return self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw outputs (subclasses add their activation)."""
+        return self.logits(x)
+
+
+class NucleiUNet(UNet):
+    """Foreground probability and normalised distance to the border, (N, 2, H, W)."""
+
+    def __init__(self, base: int = 16, depth: int = 3, in_channels: int = 1) -> None:
+        super().__init__(base, depth, in_channels, out_channels=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Probabilities: (N, 2, H, W) in [0, 1]."""
         return torch.sigmoid(self.logits(x))
+
+
+class StainUNet(UNet):
+    """Predicted nuclear fluorescence (N, 1, H, W) from label-free planes."""
+
+    def __init__(self, base: int = 16, depth: int = 3, in_channels: int = 1) -> None:
+        super().__init__(base, depth, in_channels, out_channels=1)

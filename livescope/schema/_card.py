@@ -124,6 +124,16 @@ class EngineCard(FrozenModel):
     pixel_size_um: PositiveFloat | None = Field(
         default=None, description="Pixel size trained at, µm (None: mixed)."
     )
+    target_normalisation: Normalisation | None = Field(
+        default=None,
+        description="Virtual-stain engines: how the fluorescence targets were normalised, so "
+        "outputs are in those units and are scored after the same normalisation.",
+    )
+    crop_px: PositiveInt | None = Field(
+        default=None,
+        description="Classification engines: side of the square crop centred on each cell, "
+        "px at the card's pixel size.",
+    )
     torch_module: str | None = Field(
         default=None, description="'package.module:Class' that rebuilds the model in torch."
     )

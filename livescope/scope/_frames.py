@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -9,9 +10,10 @@ from numpy.typing import NDArray
 
 from livescope.schema import HardwareProfile, load_profile
 
+from ._sample import CellState
 from ._sim import SimulatedMicroscope
 
-__all__ = ["simulated_frames"]
+__all__ = ["SimulatedView", "simulated_frames", "simulated_views"]
 
 
 def simulated_frames(
@@ -61,4 +63,75 @@ def simulated_frames(
                 core.setExposure(exposure_ms)
             core.snapImage()
             out.append((np.asarray(core.getImage()).copy(), sim.ground_truth().labels))
+    return out
+
+
+@dataclass(frozen=True)
+class SimulatedView:
+    """One field seen in the label-free and the nuclear channel at the same instant.
+
+    ``states`` maps each cell id in ``labels`` to its `CellState` and its
+    progress (0..1) through that state.
+    """
+
+    phase: NDArray[Any]
+    fluorescence: NDArray[Any]
+    labels: NDArray[np.uint32]
+    states: dict[int, tuple[CellState, float]]
+    pixel_um: float
+
+
+def simulated_views(
+    n: int,
+    *,
+    seed: int = 0,
+    size: int | None = None,
+    objectives: tuple[str, ...] = ("10x", "20x", "40x"),
+    focus_sd_um: float = 2.0,
+    profile: HardwareProfile | None = None,
+) -> list[SimulatedView]:
+    """``n`` random fields (time, position, focus, exposures, objective) from ``seed``.
+
+    Each field is snapped in the profile's first label-free channel and in its
+    first fluorescence channel at the same sample time: virtual-staining pairs
+    and labelled cells for the cell-state classifier, with their ground truth.
+    """
+    prof = profile or load_profile("sim")
+    if size is not None:
+        prof = prof.replace(camera=prof.camera.replace(sensor_shape_px=(size, size)).model_dump())
+    if prof.simulation is None:
+        raise ValueError(f"profile {prof.name!r} is not a simulated profile")
+    kinds = {c.kind: c.name for c in reversed(prof.channels.presets)}
+    if "label_free" not in kinds or "fluorescence" not in kinds:
+        raise ValueError(f"profile {prof.name!r} needs a label-free and a fluorescence channel")
+    span = 0.5 * min(prof.simulation.sample_size_um) - 100.0
+    rng = np.random.default_rng([seed, 0x71E3])
+    out = []
+    with SimulatedMicroscope(prof, seed=seed) as sim:
+        core = sim.core
+        group = prof.channels.config_group
+        core.setShutterOpen(True)
+        for k in range(n):
+            core.setConfig("Objective", objectives[k % len(objectives)])
+            t = float(rng.uniform(0, 7200))
+            core.setXYPosition(*(float(v) for v in rng.uniform(-span, span, 2)))
+            core.setPosition(float(rng.normal(0, focus_sd_um)))
+            frames = []
+            for name, exposure in (
+                (kinds["label_free"], (5, 60)),
+                (kinds["fluorescence"], (10, 200)),
+            ):
+                core.setConfig(group, name)
+                core.setExposure(float(rng.uniform(*exposure)))
+                sim.set_time(t)
+                core.snapImage()
+                frames.append(np.asarray(core.getImage()).copy())
+            truth = sim.ground_truth(t)
+            state = sim.sample.state_at(t)
+            where = {int(i): j for j, i in enumerate(state.ids.tolist())}
+            states = {
+                cid: (CellState(int(state.state[where[cid]])), float(state.progress[where[cid]]))
+                for cid in truth.cell_ids
+            }
+            out.append(SimulatedView(frames[0], frames[1], truth.labels, states, truth.pixel_um))
     return out

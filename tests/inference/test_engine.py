@@ -35,9 +35,9 @@ ENGINE = "nuclei-unet"
 
 @pytest.fixture(scope="module")
 def frame() -> np.ndarray:
-    from livescope.cli._engines import _test_frame
+    from livescope.scope import simulated_frames
 
-    return _test_frame(512)
+    return simulated_frames(1, size=512, objective="10x")[0][0]
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,182 @@
+"""Virtual staining: a nuclear-stain image predicted from a label-free frame.
+
+`StainEngine.predict` returns the predicted fluorescence in the units of the
+card's ``target_normalisation`` (the training targets' 1st/99.8th percentiles at
+0/1), so it can be shown as an overlay or segmented like a real stain.
+
+Pixel size: a frame whose pixel size (when the caller knows it) differs from
+the card's by more than ``pixel_size_tolerance`` is rescaled to the card's pixel
+size, run, and the prediction resized back; a ratio beyond 8x either way is
+refused (`Engine.pixel_scale`). A frame with no contrast (constant, e.g. the
+shutter closed) yields an all-zero stain without running the model.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from livescope.schema import LivescopeError
+
+from ._engine import Engine, EngineError
+from ._evaluate import paired_files, read_image
+from ._postprocess import normalize_percentile
+
+__all__ = ["StainEngine", "StainResult", "evaluate_stain", "parse_crop", "stain_scores"]
+
+
+@dataclass(frozen=True)
+class StainResult:
+    """A predicted stain (H, W) float32 at the frame's size, and the engine time."""
+
+    image: NDArray[np.float32]
+    ms: float
+    scale: float
+
+
+class StainEngine(Engine):
+    """An engine that maps a label-free frame to a nuclear-stain image."""
+
+    def __init__(
+        self, name_or_path: str | Path, *, pixel_size_tolerance: float = 0.1, **kwargs: Any
+    ) -> None:
+        """Load a virtual-staining engine (``task: virtual_stain`` in its card)."""
+        super().__init__(name_or_path, **kwargs)
+        if self.card.task != "virtual_stain":
+            raise EngineError(f"engine {self.name} is a {self.card.task} engine, not virtual_stain")
+        if not 0 <= pixel_size_tolerance < 1:
+            raise EngineError(
+                f"engine {self.name}: pixel size tolerance must be in [0, 1), "
+                f"got {pixel_size_tolerance}"
+            )
+        self.pixel_size_tolerance = pixel_size_tolerance
+
+    def predict(self, frame: NDArray[Any], *, pixel_size_um: float | None = None) -> StainResult:
+        """Predicted stain for one label-free frame (rescaled as described in the module)."""
+        f = self.check_frame(frame)
+        scale = self.pixel_scale(pixel_size_um, self.pixel_size_tolerance)
+        t0 = time.perf_counter()
+        if f.size == 0 or float(f.max()) == float(f.min()):
+            image = np.zeros(f.shape[-2:], np.float32)
+        else:
+            image = self.infer_scaled(f, scale)[0]
+        return StainResult(image, 1000 * (time.perf_counter() - t0), scale)
+
+
+def parse_crop(text: str | None) -> tuple[slice, slice] | None:
+    """``"r0:r1,c0:c1"`` (either part may be ``:``) to a pair of slices.
+
+    Raises
+    ------
+    LivescopeError
+        if the text is not of that form.
+
+    """
+    if text is None:
+        return None
+    parts = text.split(",")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        out = []
+        for part in parts:
+            a, sep, b = part.strip().partition(":")
+            if not sep:
+                raise ValueError
+            out.append(slice(int(a) if a else None, int(b) if b else None))
+    except ValueError:
+        raise LivescopeError(
+            f"crop {text!r} is not 'ROW0:ROW1,COL0:COL1' (e.g. '0:1024,768:1024')"
+        ) from None
+    return out[0], out[1]
+
+
+def stain_scores(
+    pred: NDArray[np.floating[Any]], target: NDArray[np.floating[Any]]
+) -> dict[str, float]:
+    """Pearson r, SSIM and PSNR of a prediction against a target in the same units.
+
+    SSIM and PSNR use the target's range as the data range.
+    """
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    p = np.asarray(pred, np.float64)
+    t = np.asarray(target, np.float64)
+    if p.shape != t.shape:
+        raise LivescopeError(f"prediction {p.shape} and target {t.shape} differ in shape")
+    rng = float(t.max() - t.min())
+    if p.std() == 0 or t.std() == 0 or rng == 0:
+        raise LivescopeError("prediction or target is constant: Pearson r is undefined")
+    r = float(np.corrcoef(p.ravel(), t.ravel())[0, 1])
+    ssim = float(structural_similarity(t, p, data_range=rng))  # type: ignore[no-untyped-call]
+    psnr = float(peak_signal_noise_ratio(t, p, data_range=rng))  # type: ignore[no-untyped-call]
+    return {"pearson": r, "ssim": ssim, "psnr": psnr}
+
+
+def _pairs(inp: Path, target: Path) -> list[tuple[Path, Path]]:
+    if inp.is_file() and target.is_file():
+        return [(inp, target)]
+    if inp.is_dir() and target.is_dir():
+        return paired_files(inp, target)
+    for p in (inp, target):
+        if not p.exists():
+            raise LivescopeError(f"{p} does not exist")
+    raise LivescopeError(
+        f"input {inp} and target {target} must both be files or both be folders "
+        "(folders are paired by file name)"
+    )
+
+
+def evaluate_stain(
+    engine: StainEngine,
+    inp: Path,
+    target: Path,
+    *,
+    crop: tuple[slice, slice] | None = None,
+    pixel_size_um: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Mean Pearson r, SSIM, PSNR and ms per frame over input/target pairs.
+
+    Targets are normalised as the card states (over the whole image), then the
+    prediction and target are compared inside ``crop`` (whole image if None).
+    """
+    tn = engine.card.target_normalisation
+    if tn is None or tn.kind != "percentile":
+        raise EngineError(
+            f"engine {engine.name}: its card states no percentile target_normalisation"
+        )
+    pairs = _pairs(inp, target)
+    rows = []
+    for i, (ip, tp) in enumerate(pairs):
+        frame, tgt = read_image(ip), read_image(tp)
+        if frame.shape[-2:] != tgt.shape[-2:] or tgt.ndim != 2:
+            raise LivescopeError(
+                f"{ip.name}: input {frame.shape} and target {tgt.shape} must have the same "
+                "2-D frame size"
+            )
+        res = engine.predict(frame, pixel_size_um=pixel_size_um)
+        t = normalize_percentile(tgt, tn.low, tn.high)
+        p = res.image
+        if crop is not None:
+            p, t = p[crop], t[crop]
+            if p.size == 0:
+                raise LivescopeError(f"crop leaves nothing of the {frame.shape} frame {ip.name}")
+        rows.append({"input": ip.name, **stain_scores(p, t), "ms": res.ms})
+        if progress is not None:
+            progress(i + 1, len(pairs))
+    mean = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in ("pearson", "ssim", "psnr")}
+    return {
+        **mean,
+        "ms": round(float(np.mean([r["ms"] for r in rows])), 2),
+        "frames": len(rows),
+        "per_frame": [
+            {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()} for r in rows
+        ],
+    }

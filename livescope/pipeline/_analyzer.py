@@ -1,0 +1,178 @@
+"""One analysis pass per time point of one position: segment, track, stain, classify.
+
+`FrameAnalyzer.analyse` takes the frames of one field at one time point (a
+nuclear-stain frame, a label-free frame, or both) and returns, in one pass:
+
+1. the virtual stain of the label-free frame (when a stain engine is loaded);
+2. instance labels of the nuclei, segmented from the real stain, or from the
+   virtual one when no fluorescence frame was acquired;
+3. track ids for those nuclei (one causal tracker per position) with births,
+   losses and divisions;
+4. every cell's state probabilities (when a cell-state engine is loaded),
+   classified from the same nuclear signal as the segmentation.
+
+Each stage's time is reported apart. A field with no cells yields empty labels,
+tracks and states, never an error.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from livescope.inference import CellStateEngine, CellStates, SegmentationEngine, StainEngine
+from livescope.schema import LivescopeError
+from livescope.tracking import OnlineTracker, TrackerConfig, TrackUpdate
+
+__all__ = ["FrameAnalyzer", "FrameResult"]
+
+
+@dataclass
+class FrameResult:
+    """What one pass gave for one position at one time point."""
+
+    position: str
+    frame: int
+    labels: NDArray[np.int32] | None = None
+    tracks: TrackUpdate | None = None
+    stain: NDArray[np.float32] | None = None
+    states: CellStates | None = None
+    nuclear_source: str = ""
+    """``fluorescence`` or ``virtual_stain``: what was segmented and classified."""
+    ms: dict[str, float] = field(default_factory=dict)
+
+    def cell_table(self) -> list[dict[str, Any]]:
+        """One row per cell: label, track id, state probabilities (when classified)."""
+        if self.labels is None or self.tracks is None:
+            return []
+        track_of = self.tracks.mapping()
+        rows: list[dict[str, Any]] = [
+            {"label": int(lab), "track": int(track_of.get(int(lab), 0))}
+            for lab in self.tracks.labels.tolist()
+        ]
+        if self.states is not None and len(self.states):
+            by_label = {int(i): k for k, i in enumerate(self.states.ids.tolist())}
+            p_mit = self.states.p_mitosis
+            for row in rows:
+                k = by_label.get(row["label"])
+                if k is None:
+                    continue
+                row["state"] = self.states.classes[int(np.argmax(self.states.probs[k]))]
+                row["p_mitosis"] = round(float(p_mit[k]), 4)
+        return rows
+
+
+class FrameAnalyzer:
+    """Engines and per-position trackers for one run.
+
+    Parameters
+    ----------
+    segmenter, stain, states
+        Engine names or folders (None: that stage is skipped).
+    backend
+        Backend for every engine (None: the best available).
+    nucleus_diameter_um
+        Typical nucleus diameter; with a frame's pixel size it sets the
+        segmentation engine's rescaling. None: frames are segmented as they are.
+    tracker_config
+        Settings of the per-position trackers.
+
+    """
+
+    def __init__(
+        self,
+        *,
+        segmenter: str | Path | None = "nuclei-unet",
+        stain: str | Path | None = None,
+        states: str | Path | None = None,
+        backend: str | None = None,
+        nucleus_diameter_um: float | None = None,
+        tracker_config: TrackerConfig | None = None,
+    ) -> None:
+        if states is not None and segmenter is None:
+            raise LivescopeError(
+                "the cell-state stage needs a segmentation engine (cells to classify)"
+            )
+        self.backend = backend
+        self.segmenter_name = segmenter
+        self.nucleus_diameter_um = nucleus_diameter_um
+        self.stain = StainEngine(stain, backend=backend) if stain is not None else None
+        self.states = CellStateEngine(states, backend=backend) if states is not None else None
+        self._segmenters: dict[float | None, SegmentationEngine] = {}
+        self.tracker_config = tracker_config
+        self.trackers: dict[str, OnlineTracker] = {}
+        self._frames: dict[str, int] = {}
+
+    def _segmenter(self, pixel_size_um: float | None) -> SegmentationEngine:
+        diameter = None
+        if self.nucleus_diameter_um is not None and pixel_size_um:
+            diameter = round(self.nucleus_diameter_um / pixel_size_um, 2)
+        if diameter not in self._segmenters:
+            if self.segmenter_name is None:  # pragma: no cover (checked by callers)
+                raise LivescopeError("no segmentation engine loaded")
+            self._segmenters[diameter] = SegmentationEngine(
+                self.segmenter_name, backend=self.backend, object_diameter_px=diameter
+            )
+        return self._segmenters[diameter]
+
+    def analyse(
+        self,
+        *,
+        fluorescence: NDArray[Any] | None = None,
+        label_free: NDArray[Any] | None = None,
+        position: str = "p0",
+        pixel_size_um: float | None = None,
+    ) -> FrameResult:
+        """Run every loaded stage on one field at one time point (see the module)."""
+        if fluorescence is None and label_free is None:
+            raise LivescopeError("analyse needs a fluorescence frame, a label-free frame, or both")
+        frame = self._frames.get(position, -1) + 1
+        self._frames[position] = frame
+        res = FrameResult(position=position, frame=frame)
+        if label_free is not None and self.stain is not None:
+            t0 = time.perf_counter()
+            res.stain = self.stain.predict(label_free, pixel_size_um=pixel_size_um).image
+            res.ms["stain"] = 1000 * (time.perf_counter() - t0)
+        nuclear: NDArray[Any] | None
+        if fluorescence is not None:
+            nuclear, res.nuclear_source = fluorescence, "fluorescence"
+        elif res.stain is not None:
+            nuclear, res.nuclear_source = res.stain, "virtual_stain"
+        else:
+            nuclear = None
+        if nuclear is None or self.segmenter_name is None:
+            return res
+        t0 = time.perf_counter()
+        if float(np.max(nuclear)) == float(np.min(nuclear)):
+            labels = np.zeros(nuclear.shape, np.int32)
+        else:
+            labels = self._segmenter(pixel_size_um).segment(nuclear).labels
+        res.labels = labels
+        t1 = time.perf_counter()
+        tracker = self.trackers.setdefault(position, OnlineTracker(self.tracker_config))
+        res.tracks = tracker.update(labels, frame=frame)
+        t2 = time.perf_counter()
+        res.ms["segment"] = 1000 * (t1 - t0)
+        res.ms["track"] = 1000 * (t2 - t1)
+        if self.states is not None:
+            res.states = self.states.classify(nuclear, labels, pixel_size_um=pixel_size_um)
+            res.ms["states"] = 1000 * (time.perf_counter() - t2)
+        return res
+
+    def close(self) -> None:
+        """Free every engine's session (and its device memory)."""
+        for e in (*self._segmenters.values(), self.stain, self.states):
+            if e is not None:
+                e.close()
+        self._segmenters.clear()
+
+    def __enter__(self) -> FrameAnalyzer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,215 @@
+"""Score the virtual-staining and cell-state engines against ground truth.
+
+The simulated scores use `simulated_views` (random fields from simulator
+seeds, every objective), so a held-out seed is data the engines never saw.
+Each field's pixel size goes to the engine, which zooms it to the size it was
+trained at. `flag_divisions_ctc` checks the classifier on an annotated Cell
+Tracking Challenge sequence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from livescope.inference import (
+    MITOTIC_CLASSES,
+    CellStateEngine,
+    MatchCounts,
+    SegmentationEngine,
+    StainEngine,
+    match_counts,
+    normalize_percentile,
+    read_image,
+    scores,
+    stain_scores,
+)
+from livescope.record import read_ctc
+from livescope.schema import LivescopeError
+
+from ._frames import SimulatedView, simulated_views
+from ._sample import CellState
+
+__all__ = ["score_stain_simulated", "score_states_simulated", "views_for_seeds"]
+
+_MITOTIC = {CellState.PROPHASE, CellState.METAPHASE, CellState.ANAPHASE}
+
+
+def views_for_seeds(seeds: Sequence[int], views_per_seed: int) -> list[SimulatedView]:
+    """``views_per_seed`` random fields from each simulator seed."""
+    return [v for s in seeds for v in simulated_views(views_per_seed, seed=int(s))]
+
+
+def score_stain_simulated(
+    engine: StainEngine,
+    views: Sequence[SimulatedView],
+    *,
+    segmenter: str | None = None,
+    nucleus_radius_um: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Pearson r / SSIM / PSNR of the stain predicted from each phase frame vs its DAPI frame.
+
+    With ``segmenter`` (a segmentation engine) and ``nucleus_radius_um``, the
+    predicted stain is also segmented and scored against the true nuclei
+    (``seg_f1``, ``seg_ap50`` at IoU 0.5). Fields without cells are skipped
+    for the stain scores (Pearson r is undefined there).
+    """
+    tn = engine.card.target_normalisation
+    low, high = (tn.low, tn.high) if tn is not None else (1.0, 99.8)
+    rows: list[dict[str, float]] = []
+    seg_total = MatchCounts()
+    segs: dict[float, SegmentationEngine] = {}
+    ms: list[float] = []
+    try:
+        for i, v in enumerate(views):
+            res = engine.predict(v.phase, pixel_size_um=v.pixel_um)
+            ms.append(res.ms)
+            if v.states:
+                target = normalize_percentile(v.fluorescence, low, high)
+                rows.append(stain_scores(res.image, target))
+            if segmenter is not None and nucleus_radius_um is not None:
+                if v.pixel_um not in segs:
+                    segs[v.pixel_um] = SegmentationEngine(
+                        segmenter,
+                        backend=engine.backend,
+                        object_diameter_px=2 * nucleus_radius_um / v.pixel_um,
+                    )
+                seg_total.add(match_counts(v.labels, segs[v.pixel_um].segment(res.image).labels))
+            if progress is not None:
+                progress(i + 1, len(views))
+    finally:
+        for seg in segs.values():
+            seg.close()
+    out: dict[str, Any] = {
+        k: round(float(np.mean([r[k] for r in rows])), 4) for k in ("pearson", "ssim", "psnr")
+    }
+    out["ms"] = round(float(np.mean(ms)), 2)
+    out["frames"] = len(rows)
+    if segs:
+        s = scores(seg_total)
+        out.update(seg_f1=s["f1"], seg_ap50=s["ap50"], seg_n_true=s["n_true"])
+    return out
+
+
+def score_states_simulated(
+    engine: CellStateEngine,
+    views: Sequence[SimulatedView],
+    *,
+    threshold: float = 0.5,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Mitosis precision/recall (P(mitosis) >= ``threshold``) and per-class accuracy.
+
+    Cells are the true nuclei of each field (the classifier is scored apart
+    from segmentation errors); the frame is the fluorescence channel.
+    """
+    classes = engine.classes
+    names = {s: s.name.lower() for s in CellState}
+    tp = fp = fn = 0
+    confusion = np.zeros((len(CellState), len(classes)), np.int64)
+    n_cells = 0
+    for i, v in enumerate(views):
+        res = engine.classify(v.fluorescence, v.labels, pixel_size_um=v.pixel_um)
+        p_mit = res.p_mitosis
+        best = np.argmax(res.probs, axis=1) if len(res) else np.zeros(0, np.int64)
+        for j, cid in enumerate(res.ids.tolist()):
+            if int(cid) not in v.states:
+                continue
+            state = v.states[int(cid)][0]
+            truth = state in _MITOTIC
+            said = bool(p_mit[j] >= threshold)
+            tp += truth and said
+            fp += said and not truth
+            fn += truth and not said
+            confusion[int(state), int(best[j])] += 1
+            n_cells += 1
+        if progress is not None:
+            progress(i + 1, len(views))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    per_class = {}
+    for s in CellState:
+        row = confusion[int(s)]
+        name = names[s]
+        if row.sum() and name in classes:
+            per_class[name] = round(float(row[classes.index(name)] / row.sum()), 4)
+    return {
+        "mitosis_precision": round(precision, 4),
+        "mitosis_recall": round(recall, 4),
+        "mitosis_f1": round(2 * precision * recall / (precision + recall), 4)
+        if precision + recall
+        else 0.0,
+        "mitotic_cells": tp + fn,
+        "cells": n_cells,
+        "class_recall": per_class,
+        "mitotic_classes": list(MITOTIC_CLASSES),
+        "confusion": {names[s]: confusion[int(s)].tolist() for s in CellState},
+        "classes": list(classes),
+    }
+
+
+def flag_divisions_ctc(
+    engine: CellStateEngine,
+    images: Path,
+    gt: Path,
+    *,
+    pixel_size_um: float | None = None,
+    frames_before: int = 5,
+    threshold: float = 0.5,
+) -> dict[str, Any]:
+    """Check whether the classifier flags each annotated mother cell before it splits.
+
+    Cells are the ground-truth masks of a Cell Tracking Challenge sequence
+    (``images``: ``tTTT.tif``; ``gt``: ``TRA/man_trackTTT.tif`` + ``man_track.txt``).
+    A division counts as flagged when the mother has P(mitosis) >= ``threshold``
+    in at least one of its last ``frames_before`` frames. ``other_flag_rate``
+    is the share of all other cell-frames (not within ``frames_before`` of a
+    division, daughters' first frames excluded too) that are flagged.
+    """
+    frames, tracks = read_ctc(gt, kind="gt")
+    files = sorted(Path(images).glob("t[0-9]*.tif"), key=lambda p: int(p.stem[1:]))
+    if len(files) != len(frames):
+        raise LivescopeError(f"{images} has {len(files)} frames, {gt} annotates {len(frames)}")
+    parents = {t.parent for t in tracks if t.parent}
+    by_label = {t.label: t for t in tracks}
+    near: set[tuple[int, int]] = set()  # (frame, label) around divisions
+    for t in tracks:
+        if t.label in parents:
+            near.update((f, t.label) for f in range(t.end - frames_before + 1, t.end + 1))
+        if t.parent:
+            near.update((f, t.label) for f in range(t.begin, t.begin + frames_before))
+    p_of: dict[tuple[int, int], float] = {}
+    other = other_flagged = 0
+    for f, (path, lab) in enumerate(zip(files, frames, strict=True)):
+        res = engine.classify(read_image(path), lab, pixel_size_um=pixel_size_um)
+        for cid, p in zip(res.ids.tolist(), res.p_mitosis.tolist(), strict=True):
+            p_of[(f, int(cid))] = p
+            if (f, int(cid)) not in near:
+                other += 1
+                other_flagged += p >= threshold
+    divisions = []
+    for label in sorted(parents):
+        mother = by_label[label]
+        window = range(max(mother.begin, mother.end - frames_before + 1), mother.end + 1)
+        ps = [round(p_of.get((f, label), 0.0), 3) for f in window]
+        divisions.append(
+            {
+                "mother": label,
+                "last_frame": mother.end,
+                "daughters": sorted(t.label for t in tracks if t.parent == label),
+                "p_mitosis_last_frames": ps,
+                "flagged": any(p >= threshold for p in ps),
+            }
+        )
+    return {
+        "divisions": len(divisions),
+        "flagged": sum(d["flagged"] for d in divisions),
+        "other_cell_frames": other,
+        "other_flag_rate": round(other_flagged / other, 4) if other else 0.0,
+        "frames_before": frames_before,
+        "per_division": divisions,
+    }

@@ -1,0 +1,84 @@
+"""One pass per field: labels, tracks, a virtual stain and cell states (real engines)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from livescope.pipeline import FrameAnalyzer
+from livescope.schema import LivescopeError, load_profile
+from livescope.scope import SimulatedMicroscope
+
+
+def _time_lapse(n: int, seed: int = 5) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """(phase, DAPI, pixel size) at one position, every 3 sample-minutes, 20x."""
+    out = []
+    with SimulatedMicroscope(load_profile("sim"), seed=seed) as sim:
+        core = sim.core
+        core.setConfig("Objective", "20x")
+        core.setShutterOpen(True)
+        core.setXYPosition(150.0, -80.0)
+        for k in range(n):
+            frames = []
+            for channel in ("Phase", "DAPI"):
+                core.setConfig("Channel", channel)
+                sim.set_time(600.0 + 180.0 * k)
+                core.snapImage()
+                frames.append(np.asarray(core.getImage()).copy())
+            out.append((frames[0], frames[1], core.getPixelSizeUm()))
+    return out
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[tuple[np.ndarray, np.ndarray, float]]:
+    return _time_lapse(4)
+
+
+def test_one_pass_yields_labels_tracks_stain_and_states(frames) -> None:  # type: ignore[no-untyped-def]
+    with FrameAnalyzer(
+        stain="nuclei-stain", states="cell-state", backend="onnxruntime", nucleus_diameter_um=12
+    ) as fa:
+        results = [
+            fa.analyse(fluorescence=dapi, label_free=phase, pixel_size_um=px)
+            for phase, dapi, px in frames
+        ]
+    for r in results:
+        assert r.labels is not None
+        assert r.stain is not None
+        assert r.states is not None
+        assert r.tracks is not None
+        assert r.nuclear_source == "fluorescence"
+        assert r.stain.shape == r.labels.shape == frames[0][0].shape
+        assert set(r.ms) == {"stain", "segment", "track", "states"}
+        assert r.states.ids.tolist() == sorted(set(np.unique(r.labels).tolist()) - {0})
+        rows = r.cell_table()
+        assert len(rows) == r.labels.max() > 3
+        assert all(row["track"] > 0 and "p_mitosis" in row for row in rows)
+    # the same nuclei keep their track ids from one time point to the next
+    first = {row["track"] for row in results[0].cell_table()}
+    last = {row["track"] for row in results[-1].cell_table()}
+    assert len(first & last) >= 0.6 * len(first)
+
+
+def test_label_free_only_segments_the_virtual_stain(frames) -> None:  # type: ignore[no-untyped-def]
+    phase, _, px = frames[0]
+    with FrameAnalyzer(
+        stain="nuclei-stain", states="cell-state", backend="onnxruntime", nucleus_diameter_um=12
+    ) as fa:
+        r = fa.analyse(label_free=phase, pixel_size_um=px)
+        assert r.nuclear_source == "virtual_stain"
+        assert r.labels is not None
+        assert r.labels.max() > 3
+        blank = fa.analyse(label_free=np.full_like(phase, 90), position="empty", pixel_size_um=px)
+    assert blank.labels is not None
+    assert not blank.labels.any()
+    assert blank.cell_table() == []
+    assert blank.states is not None
+    assert len(blank.states) == 0
+
+
+def test_analyzer_refuses_impossible_plans() -> None:
+    with pytest.raises(LivescopeError, match="cell-state stage needs a segmentation engine"):
+        FrameAnalyzer(segmenter=None, states="cell-state")
+    with FrameAnalyzer(backend="onnxruntime") as fa, pytest.raises(LivescopeError, match="needs"):
+        fa.analyse()

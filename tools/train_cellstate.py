@@ -1,0 +1,147 @@
+"""Train the cell-state classifier (interphase / prophase / metaphase / anaphase / apoptotic).
+
+    python tools/train_cellstate.py --out engines/classification/cell-state --seed 0
+
+Needs the ``train`` extra (torch, onnx). Trains on cells of the simulated
+microscope, whose renderer draws each state (condensing chromatin in prophase,
+a bright plate in metaphase, small separating masses in anaphase/telophase,
+shrunken condensed nuclei in apoptosis) and whose ground truth gives every
+cell's state. Fields come from seeds ``--seeds`` (default 0-5), at all three
+objectives, zoomed to the card's pixel size (0.325 µm) as the engine does;
+seeds 100-102 are held out for the card's validation (tools/cellstate_card.py).
+Crops are cut by the engine's own `cell_crops`; augmentation: rotation/flip,
+gain/offset, noise, and the mask grown or shrunk by a pixel (segmentation
+error). Classes are sampled in proportion to the square root of their counts.
+Seeded: the same command on the same machine gives the same weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from livescope.inference import cell_crops, normalize_percentile
+from livescope.models import CellStateNet
+
+CLASSES = ("interphase", "prophase", "metaphase", "anaphase", "apoptotic")
+PIXEL_UM = 0.325
+CROP = 48
+
+
+def view_crops(views) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 2, CROP, CROP) crops and their class indices, from simulated views."""
+    xs, ys = [], []
+    for v in views:
+        x = normalize_percentile(v.fluorescence)
+        lab = np.asarray(v.labels).astype(np.int64)
+        scale = v.pixel_um / PIXEL_UM
+        if abs(scale - 1) > 0.1:
+            x = ndimage.zoom(x, scale, order=1, grid_mode=True, mode="nearest")
+            lab = ndimage.zoom(lab, scale, order=0, grid_mode=True, mode="nearest")
+        ids, crops = cell_crops(x, lab, CROP)
+        keep = [i for i, cid in enumerate(ids.tolist()) if int(cid) in v.states]
+        xs.append(crops[keep])
+        ys.extend(int(v.states[int(ids[i])][0]) for i in keep)
+    return np.concatenate(xs), np.asarray(ys, np.int64)
+
+
+def collect(seeds: list[int], views_per_seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from livescope.scope import simulated_views
+
+    parts = [view_crops(simulated_views(views_per_seed, seed=s)) for s in seeds]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    out = np.empty_like(x)
+    for i, c in enumerate(x):
+        img, mask = c[0], c[1] > 0.5
+        r = int(rng.integers(-1, 2))
+        if r > 0:
+            mask = ndimage.binary_dilation(mask)
+        elif r < 0 and mask.sum() > 20:
+            mask = ndimage.binary_erosion(mask)
+        img = img * rng.uniform(0.7, 1.4) + rng.uniform(-0.05, 0.05)
+        img = img + rng.uniform(0, 0.04) * rng.standard_normal(img.shape)
+        stack = np.rot90(np.stack([img, mask.astype(np.float32)]), int(rng.integers(0, 4)), (1, 2))
+        if rng.integers(0, 2):
+            stack = stack[:, :, ::-1]
+        out[i] = stack
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--out", type=Path, default=Path("engines/classification/cell-state"))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", default="0,1,2,3,4,5", help="simulator seeds to train on")
+    ap.add_argument("--views", type=int, default=60, help="fields per simulator seed")
+    ap.add_argument("--iters", type=int, default=1500)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--base", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    torch.manual_seed(a.seed)
+    torch.set_num_threads(a.threads)
+    torch.use_deterministic_algorithms(True)
+    rng = np.random.default_rng(a.seed)
+    t0 = time.time()
+    seeds = [int(s) for s in a.seeds.split(",")]
+    x_all, y_all = collect(seeds, a.views)
+    counts = np.bincount(y_all, minlength=len(CLASSES))
+    print(f"data: {len(y_all)} cells {dict(zip(CLASSES, counts.tolist(), strict=True))} "
+          f"({time.time() - t0:.0f} s)", flush=True)  # fmt: skip
+    w_class = np.where(counts > 0, 1 / np.sqrt(np.maximum(counts, 1)), 0)
+    p_cell = w_class[y_all] / w_class[y_all].sum()
+    model = CellStateNet(n_classes=len(CLASSES), base=a.base)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=3e-3, total_steps=a.iters, pct_start=0.1
+    )
+    model.train()
+    log = []
+    for it in range(a.iters):
+        idx = rng.choice(len(y_all), size=a.batch, p=p_cell)
+        x = torch.from_numpy(augment(x_all[idx], rng))
+        y = torch.from_numpy(y_all[idx])
+        loss = F.cross_entropy(model.logits(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if it % 100 == 0 or it == a.iters - 1:
+            log.append({"iter": it, "loss": round(loss.item(), 4), "s": round(time.time() - t0, 1)})
+            print(json.dumps(log[-1]), flush=True)
+    model.eval()
+    a.out.mkdir(parents=True, exist_ok=True)
+    dummy = torch.zeros(2, 2, CROP, CROP)
+    torch.onnx.export(
+        model, (dummy,), str(a.out / "model.onnx"), input_names=["crops"], output_names=["probs"],
+        dynamic_axes={"crops": {0: "n"}, "probs": {0: "n"}},
+        opset_version=17, do_constant_folding=False, dynamo=False,
+    )  # fmt: skip
+    record = {
+        "command": f"python tools/train_cellstate.py --out {a.out} --seed {a.seed} "
+        f"--seeds {a.seeds} --views {a.views} --iters {a.iters} --batch {a.batch} "
+        f"--base {a.base} --threads {a.threads}",
+        "seed": a.seed, "sim_seeds": seeds, "views": a.views * len(seeds), "cells": len(y_all),
+        "class_counts": dict(zip(CLASSES, counts.tolist(), strict=True)), "crop_px": CROP,
+        "pixel_size_um": PIXEL_UM, "seconds": round(time.time() - t0, 1),
+        "torch": torch.__version__, "log": log,
+    }  # fmt: skip
+    (a.out / "train.json").write_text(json.dumps(record, indent=1))
+    print(f"done in {time.time() - t0:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
