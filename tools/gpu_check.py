@@ -128,6 +128,63 @@ def reset_peak() -> None:
         pass
 
 
+def other_engine_cases(name: str, task: str, frames: dict, seconds: float) -> list[dict]:
+    """Parity with ONNX Runtime CPU and ms per call for the stain and cell-state engines.
+
+    Virtual stain: one frame per size (a camera frame is a valid input for
+    timing and parity). Cell states: crops of 100 and 1,000 cells in one call.
+    """
+    from livescope.cli._engines import _grid_of_cells
+    from livescope.inference import cell_crops, normalize_percentile
+
+    if task == "classification":
+        card = Engine(name, backend=OnnxRuntimeBackend()).card
+        inputs = {}
+        for n in (100, 1000):
+            frame, labels = _grid_of_cells(n)
+            inputs[n] = cell_crops(normalize_percentile(frame), labels, card.crop_px)[1]
+    else:
+        inputs = {size: fs[0] for size, fs in frames.items()}
+    ref_engine = Engine(name, backend=OnnxRuntimeBackend())
+    run_ref = ref_engine.run if task == "classification" else ref_engine.infer
+    refs = {k: run_ref(x) for k, x in inputs.items()}
+    ref_engine.close()
+    cases = []
+    variants = [(b, "fp32") for b in BACKENDS if b.available()[0]]
+    variants += [(b, "fp16") for b in BACKENDS if b.name == "torch" and b.available()[0]]
+    for backend, precision in variants:
+        for key, x in inputs.items():
+            case: dict = {"engine": name, "backend": backend.name, "precision": precision,
+                          ("cells" if task == "classification" else "size"): key}  # fmt: skip
+            try:
+                eng = Engine(name, backend=backend, precision=precision)
+                run = eng.run if task == "classification" else eng.infer
+                out = run(x)
+                rel = float(
+                    np.max(np.abs(out - refs[key])) / max(float(np.max(np.abs(refs[key]))), 1e-12)
+                )
+                ms = []
+                t_case = time.perf_counter()
+                while time.perf_counter() - t_case < seconds or len(ms) < 5:
+                    t0 = time.perf_counter()
+                    run(x)
+                    ms.append(1000 * (time.perf_counter() - t0))
+                case.update({
+                    "p50_ms": round(float(np.percentile(ms, 50)), 2),
+                    "p99_ms": round(float(np.percentile(ms, 99)), 2),
+                    "parity_max_relative_error_vs_ort_cpu": rel,
+                    "parity_ok": rel <= (1e-4 if precision == "fp32" else 2e-2),
+                    "device": getattr(eng.session, "device", None),
+                })  # fmt: skip
+                eng.close()
+                case["gpu_memory_left_after_close_mb"] = left_allocated_mb()
+            except Exception as exc:  # noqa: BLE001 (report every failure, go on)
+                case["error"] = f"{type(exc).__name__}: {exc}"
+            cases.append(case)
+            print(json.dumps(case), flush=True)
+    return cases
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -166,7 +223,10 @@ def main() -> int:
     except ImportError:
         has_cupy = False
     result["machine"]["cupy"] = has_cupy
-    for name in builtin_engines():
+    from livescope.schema import EngineCard
+
+    tasks = {n: EngineCard.from_file(f / "card.yaml").task for n, f in builtin_engines().items()}
+    for name in [n for n, t in tasks.items() if t == "segmentation"]:
         ref_engine = Engine(name, backend=OnnxRuntimeBackend())
         refs = {s: [ref_engine.infer(f) for f in fs] for s, fs in frames.items()}
         ref_engine.close()
@@ -246,6 +306,9 @@ def main() -> int:
                     case["error"] = f"{type(exc).__name__}: {exc}"
                 result["cases"].append(case)
                 print(json.dumps(case), flush=True)
+    for name, task in tasks.items():
+        if task != "segmentation" and time.perf_counter() - t_start < a.budget_s:
+            result["cases"] += other_engine_cases(name, task, frames, a.seconds_per_case)
     result["seconds"] = round(time.perf_counter() - t_start, 1)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=1))

@@ -10,8 +10,10 @@ cell's state. Fields come from seeds ``--seeds`` (default 0-5), at all three
 objectives, zoomed to the card's pixel size (0.325 µm) as the engine does;
 seeds 100-102 are held out for the card's validation (tools/cellstate_card.py).
 Crops are cut by the engine's own `cell_crops`; augmentation: rotation/flip,
-gain/offset, noise, and the mask grown or shrunk by a pixel (segmentation
-error). Classes are sampled in proportion to the square root of their counts.
+gain/offset, noise, the mask grown or shrunk by a pixel (segmentation error),
+and, on half the crops, what real nuclei look like but simulated ones do not
+(size 0.85-1.2x, grainy chromatin, dark nucleoli), so that real interphase
+nuclei are not taken for condensing ones. Classes are sampled in proportion to the square root of their counts.
 Seeded: the same command on the same machine gives the same weights.
 """
 
@@ -59,10 +61,37 @@ def collect(seeds: list[int], views_per_seed: int) -> tuple[np.ndarray, np.ndarr
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _zoom_about_centre(a: np.ndarray, z: float, order: int) -> np.ndarray:
+    """Zoom a square crop by ``z`` about its centre, keeping its size."""
+    n = a.shape[0]
+    c = (n - 1) / 2
+    return ndimage.affine_transform(
+        a, np.eye(2) / z, offset=c - c / z, output_shape=a.shape, order=order, mode="constant"
+    )
+
+
+def augment(x: np.ndarray, rng: np.random.Generator, realism: bool = True) -> np.ndarray:
+    """Rotation/flip, gain/offset, noise and mask errors; with ``realism``, half the
+    crops also get looks of real nuclei the simulator does not draw: size
+    0.85-1.2x, grainy chromatin (smoothed multiplicative noise), dark nucleoli."""
     out = np.empty_like(x)
+    n = x.shape[-1]
+    yy, xx = np.mgrid[0:n, 0:n]
     for i, c in enumerate(x):
-        img, mask = c[0], c[1] > 0.5
+        img, mask = c[0].copy(), c[1] > 0.5
+        if realism and rng.uniform() < 0.5:
+            z = float(np.exp(rng.uniform(np.log(0.85), np.log(1.2))))
+            img = _zoom_about_centre(img, z, 1)
+            mask = _zoom_about_centre(mask.astype(np.float32), z, 0) > 0.5
+            grain = ndimage.gaussian_filter(rng.standard_normal(img.shape), rng.uniform(0.5, 1.2))
+            img = img * (1 + rng.uniform(0, 0.25) * grain / max(float(grain.std()), 1e-6))
+            if rng.uniform() < 0.5 and mask.any():
+                ys, xs = np.nonzero(mask)
+                for _ in range(int(rng.integers(1, 4))):
+                    k = int(rng.integers(0, len(ys)))
+                    r = rng.uniform(1.5, 5)
+                    blob = np.exp(-((yy - ys[k]) ** 2 + (xx - xs[k]) ** 2) / (2 * r * r))
+                    img = img * (1 - rng.uniform(0.3, 0.7) * blob)
         r = int(rng.integers(-1, 2))
         if r > 0:
             mask = ndimage.binary_dilation(mask)
@@ -89,6 +118,10 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--base", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--no-realism", action="store_true",
+        help="only the basic augmentation (no size, chromatin grain or nucleoli), as model 1",
+    )  # fmt: skip
     a = ap.parse_args()
     torch.manual_seed(a.seed)
     torch.set_num_threads(a.threads)
@@ -111,7 +144,7 @@ def main() -> int:
     log = []
     for it in range(a.iters):
         idx = rng.choice(len(y_all), size=a.batch, p=p_cell)
-        x = torch.from_numpy(augment(x_all[idx], rng))
+        x = torch.from_numpy(augment(x_all[idx], rng, realism=not a.no_realism))
         y = torch.from_numpy(y_all[idx])
         loss = F.cross_entropy(model.logits(x), y)
         opt.zero_grad()
@@ -132,8 +165,8 @@ def main() -> int:
     record = {
         "command": f"python tools/train_cellstate.py --out {a.out} --seed {a.seed} "
         f"--seeds {a.seeds} --views {a.views} --iters {a.iters} --batch {a.batch} "
-        f"--base {a.base} --threads {a.threads}",
-        "seed": a.seed, "sim_seeds": seeds, "views": a.views * len(seeds), "cells": len(y_all),
+        f"--base {a.base} --threads {a.threads}" + (" --no-realism" if a.no_realism else ""),
+        "realism": not a.no_realism, "seed": a.seed, "sim_seeds": seeds, "views": a.views * len(seeds), "cells": len(y_all),
         "class_counts": dict(zip(CLASSES, counts.tolist(), strict=True)), "crop_px": CROP,
         "pixel_size_um": PIXEL_UM, "seconds": round(time.time() - t0, 1),
         "torch": torch.__version__, "log": log,

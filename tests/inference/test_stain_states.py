@@ -106,9 +106,9 @@ def test_empty_frames_give_empty_outputs(stain: StainEngine, states: CellStateEn
 @pytest.mark.parametrize(
     ("bad", "message"),
     [
-        (np.zeros((2, 64, 64), np.uint16), r"shape \(2, 64, 64\), expected \(H, W\)"),
-        (np.zeros((64, 64), complex), "not camera counts"),
-        ([[1, 2], [3, 4]], "must be a numpy array"),
+        (np.zeros((2, 64, 64), np.uint16), r"frame has shape \(2, 64, 64\), expected \(H, W\)"),
+        (np.zeros((64, 64), complex), "frame dtype complex128 is not camera counts"),
+        ([[1, 2], [3, 4]], "frame must be a numpy array"),
     ],
 )
 def test_stain_refuses_bad_frames(stain: StainEngine, bad: object, message: str) -> None:
