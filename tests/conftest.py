@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -8,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from livescope.schema import HardwareProfile, load_profile
+from livescope.schema import HardwareProfile, data_root, load_profile
 from livescope.scope import SimulatedMicroscope
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,8 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def data_dir() -> Path | None:
     """Real annotated data (../shared/data or $LIVESCOPE_DATA), None where absent."""
-    path = Path(os.environ.get("LIVESCOPE_DATA", ROOT.parent / "shared" / "data"))
-    return path if path.is_dir() else None
+    return data_root()
 
 
 @pytest.fixture

@@ -18,11 +18,11 @@ from pathlib import Path
 import yaml
 
 from livescope.inference import CellStateEngine, sha256_file
+from livescope.schema import require_data_root as data_root
 from livescope.scope import flag_divisions_ctc, score_states_simulated, views_for_seeds
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_cellstate import CLASSES, CROP, PIXEL_UM  # noqa: E402
-from train_stain import data_root  # noqa: E402
+from train_cellstate import CLASSES, CROP, PIXEL_UM
 
 HELD_OUT_SEEDS = (100, 101, 102)
 VIEWS_PER_SEED = 20

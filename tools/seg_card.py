@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -27,12 +26,7 @@ from livescope.inference import (
     sha256_file,
 )
 from livescope.inference._metrics import MatchCounts
-
-
-def data_root() -> Path:
-    return Path(
-        os.environ.get("LIVESCOPE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
-    )
+from livescope.schema import require_data_root as data_root
 
 
 def training_radius_px() -> float:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -27,15 +26,10 @@ from scipy import ndimage
 
 from livescope.inference._postprocess import normalize_percentile
 from livescope.models import NucleiUNet
+from livescope.schema import require_data_root as data_root
 
 PATCH = 192
 SCALE_RANGE = (0.35, 1.4)  # augmentation: apparent object size x this
-
-
-def data_root() -> Path:
-    return Path(
-        os.environ.get("LIVESCOPE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
-    )
 
 
 def distance_target(labels: np.ndarray) -> np.ndarray:
@@ -102,7 +96,12 @@ def make_sim(n: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
 class Sampler:
     def __init__(self, real, sim, seed: int, sim_share: float = 0.3, contact: float = 5.0):
         self.items = [
-            (x, (lab > 0).astype(np.float32), distance_target(lab), contact_weight(lab, weight=contact))
+            (
+                x,
+                (lab > 0).astype(np.float32),
+                distance_target(lab),
+                contact_weight(lab, weight=contact),
+            )
             for x, lab in real + sim
         ]
         self.n_real = len(real)

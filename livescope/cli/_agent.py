@@ -155,8 +155,8 @@ def worker(
             if analyse
             else None
         )
-        deadline = time.monotonic() + 30
-        while not (run / "bus.json").exists() and run.is_dir() and time.monotonic() < deadline:
+        deadline = time.monotonic() + 30  # an agent starting now has time to appear
+        while not (run / "bus.json").exists() and not run.is_file() and time.monotonic() < deadline:
             time.sleep(0.1)
         try:
             with attach(run, policy=policy, maxlen=maxlen) as link:  # type: ignore[arg-type]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from collections.abc import Sequence
@@ -12,18 +11,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from livescope.schema import LivescopeError
+from livescope.schema import LivescopeError, data_root
 from livescope.tracking import OnlineTracker, TrackedSequence, evaluate_tracking, track_sequence
 
-__all__ = ["bench_scaling", "compare_peers_gowt1", "data_root", "strip_ids", "write_result"]
-
-
-def data_root() -> Path | None:
-    """``$LIVESCOPE_DATA``, else ../shared/data beside the checkout; None if absent."""
-    env = os.environ.get("LIVESCOPE_DATA")
-    cands = [Path(env)] if env else []
-    cands.append(Path(__file__).resolve().parents[3] / "shared" / "data")  # beside a checkout
-    return next((p for p in cands if p.is_dir()), None)
+__all__ = ["bench_scaling", "compare_peers_gowt1", "strip_ids", "write_result"]
 
 
 def strip_ids(frames: Sequence[NDArray[Any]], seed: int = 0) -> list[NDArray[np.int64]]:

@@ -1,8 +1,11 @@
 """Inference: engines (ONNX models + cards) run by interchangeable backends.
 
-`Engine` / `SegmentationEngine` load an engine folder (``engines/<task>/<name>``),
-check it, and run frames through the backend chosen by `select_backend`
-(TensorRT, TensorRT-RTX, torch, ONNX Runtime).
+`Engine` loads an engine folder (``engines/<task>/<name>``), checks it, and
+runs frames through the backend chosen by `select_backend` (TensorRT,
+TensorRT-RTX, torch, ONNX Runtime). Task engines on top of it:
+`SegmentationEngine` (instance labels), `StainEngine` (a nuclear stain
+predicted from a label-free frame) and `CellStateEngine` (every cell of a frame
+classified in one call).
 """
 
 from ._backends import (

@@ -16,6 +16,7 @@ from ._card import (
     Tiling,
     TrainingRecord,
 )
+from ._data import data_root, require_data_root
 from ._decision import (
     AddEvents,
     ChangeInterval,
@@ -98,6 +99,7 @@ __all__ = [
     "builtin_profile_path",
     "builtin_profiles",
     "check_plan",
+    "data_root",
     "decode_header",
     "encode_header",
     "format_validation_error",
@@ -105,4 +107,5 @@ __all__ = [
     "load_profile",
     "parse_decision",
     "read_yaml",
+    "require_data_root",
 ]
