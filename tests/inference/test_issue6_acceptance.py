@@ -29,14 +29,23 @@ def _isl(root: Path) -> tuple[Path, Path]:
     return phase, dapi
 
 
+# Issue 6's target. The shipped model misses it (0.684 on z_depth-6 when trained);
+# strict: once a better model meets it, this fails until the mark is removed.
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,  # only the missed target; a crash still fails
+    reason="issue 6 target Pearson r >= 0.85 on the held-aside ISL columns not met yet (0.684)",
+)
 def test_isl_held_aside_pearson(shared_data: Path) -> None:
     phase, dapi = _isl(shared_data)
     p = run_cli("eval", "stain", "--engine", "nuclei-stain", "--input", str(phase),
                 "--target", str(dapi), "--crop", "0:1024,768:1024", "--backend", "onnxruntime",
                 "--json")  # fmt: skip
-    assert p.returncode == 0, p.stderr
+    if p.returncode != 0:  # not the target being missed: fail the strict xfail
+        pytest.fail(f"livescope eval stain failed: {p.stderr}")
     out = json.loads(p.stdout)
-    assert {"pearson", "ssim", "psnr", "ms"} <= set(out)
+    if not {"pearson", "ssim", "psnr", "ms"} <= set(out):
+        pytest.fail(f"keys missing: {sorted(out)}")
     assert out["pearson"] >= 0.85, out
 
 

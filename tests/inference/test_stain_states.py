@@ -53,7 +53,7 @@ def test_shipped_cards_are_complete(name: str, task: str, script: str) -> None:
     assert card.training.command.startswith(f"python {script}")
     assert card.pixel_size_um is not None
     assert card.metrics, "the card carries its validation metrics"
-    assert (folder / "model.onnx").stat().st_size < 5_000_000
+    assert (folder / "model.onnx").stat().st_size < 10_000_000  # a few MB, committed
 
 
 def test_stain_of_a_simulated_phase_frame_follows_the_nuclei(
