@@ -1,0 +1,29 @@
+"""``livescope engines list|check`` over every shipped engine (segmentation, stain, states)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ..conftest import run_cli
+
+SHIPPED = {"nuclei-unet": "segmentation", "nuclei-stain": "virtual_stain",
+           "cell-state": "classification"}  # fmt: skip
+
+
+def test_engines_list_shows_every_shipped_engine() -> None:
+    p = run_cli("engines", "list", "--json")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert {e["name"]: e["task"] for e in out["engines"]} == SHIPPED
+
+
+@pytest.mark.slow
+def test_engines_check_runs_each_engine_on_its_own_kind_of_input() -> None:
+    p = run_cli("engines", "check", "--json")
+    out = json.loads(p.stdout)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert out["ok"] is True
+    ran = {(r["engine"], r["backend"]) for r in out["results"] if r["status"] == "ok"}
+    assert {(name, "onnxruntime") for name in SHIPPED} <= ran
