@@ -167,7 +167,7 @@ def main() -> int:
     )
     ap.add_argument("--out", type=Path, default=Path("engines/segmentation/nuclei-unet"))
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--iters", type=int, default=1800)
+    ap.add_argument("--iters", type=int, default=3000)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--base", type=int, default=16)
     ap.add_argument("--sim-images", type=int, default=36)
