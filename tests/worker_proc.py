@@ -18,6 +18,13 @@ from livescope.bus import attach
 from livescope.schema import AddEvents
 
 
+def _write(path: Path, result: dict) -> None:
+    """Replace the result file atomically (the test reads it while this runs)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result))
+    tmp.replace(path)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("run", type=Path)
@@ -56,11 +63,9 @@ def main() -> int:
                     acks.append(ack.model_dump(mode="json"))
             if a.sleep_ms:
                 time.sleep(a.sleep_ms / 1000)
-            a.result.write_text(
-                json.dumps({"seqs": seqs, "acks": acks, "stats": link.frames.stats()})
-            )
+            _write(a.result, {"seqs": seqs, "acks": acks, "stats": link.frames.stats()})
         stats = link.frames.stats()
-    a.result.write_text(json.dumps({"seqs": seqs, "acks": acks, "stats": stats, "done": True}))
+    _write(a.result, {"seqs": seqs, "acks": acks, "stats": stats, "done": True})
     return 0
 
 

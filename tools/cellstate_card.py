@@ -18,8 +18,8 @@ from pathlib import Path
 import yaml
 
 from livescope.inference import CellStateEngine, sha256_file
+from livescope.pipeline import flag_divisions_ctc, score_states_simulated, views_for_seeds
 from livescope.schema import require_data_root as data_root
-from livescope.scope import flag_divisions_ctc, score_states_simulated, views_for_seeds
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_cellstate import CLASSES, CROP, PIXEL_UM

@@ -19,8 +19,8 @@ from pathlib import Path
 import yaml
 
 from livescope.inference import StainEngine, evaluate_stain, parse_crop, sha256_file
+from livescope.pipeline import score_stain_simulated, views_for_seeds
 from livescope.schema import require_data_root as data_root
-from livescope.scope import score_stain_simulated, views_for_seeds
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_stain import ISL, ISL_VALIDATION, PIXEL_UM, isl_files

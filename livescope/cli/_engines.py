@@ -287,7 +287,7 @@ def eval_stain(
     with user_errors(json_out), StainEngine(engine, backend=backend) as e:
         e.warmup()
         if simulated is not None:
-            from livescope.scope import score_stain_simulated, views_for_seeds
+            from livescope.pipeline import score_stain_simulated, views_for_seeds
 
             seeds = _seeds(simulated)
             fields = views_for_seeds(seeds, views)
@@ -336,8 +336,8 @@ def eval_states(
     """Mitosis precision/recall on simulated cells, or divisions flagged in a CTC sequence."""
     setup_logging(False)
     from livescope.inference import CellStateEngine
+    from livescope.pipeline import flag_divisions_ctc, score_states_simulated, views_for_seeds
     from livescope.schema import LivescopeError
-    from livescope.scope import flag_divisions_ctc, score_states_simulated, views_for_seeds
 
     with user_errors(json_out), CellStateEngine(engine, backend=backend) as e:
         if simulated is not None:

@@ -12,12 +12,6 @@ from ._fanout import FrameFanout, frame_info, position_name
 from ._frames import SimulatedView, simulated_frames, simulated_views
 from ._render import FieldOfView, Optics
 from ._sample import STEP_S, CellRecord, CellState, SampleState, SimulatedSample
-from ._scoring import (
-    flag_divisions_ctc,
-    score_stain_simulated,
-    score_states_simulated,
-    views_for_seeds,
-)
 from ._sim import FrameTruth, SimulatedMicroscope, expose
 from ._truth import GroundTruthWriter
 
@@ -42,13 +36,9 @@ __all__ = [
     "bench_camera",
     "demo_sequence",
     "expose",
-    "flag_divisions_ctc",
     "frame_info",
     "position_name",
     "run_simulated",
-    "score_stain_simulated",
-    "score_states_simulated",
     "simulated_frames",
     "simulated_views",
-    "views_for_seeds",
 ]

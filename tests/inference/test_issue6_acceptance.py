@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from livescope.inference import CellStateEngine, StainEngine
-from livescope.scope import (
+from livescope.pipeline import (
     flag_divisions_ctc,
     score_stain_simulated,
     score_states_simulated,

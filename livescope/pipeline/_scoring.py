@@ -29,9 +29,7 @@ from livescope.inference import (
 )
 from livescope.record import read_ctc
 from livescope.schema import LivescopeError
-
-from ._frames import SimulatedView, simulated_views
-from ._sample import CellState
+from livescope.scope import CellState, SimulatedView, simulated_views
 
 __all__ = ["score_stain_simulated", "score_states_simulated", "views_for_seeds"]
 
