@@ -20,7 +20,7 @@ Seeded: the same command on the same machine gives the same weights.
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import time
 from pathlib import Path
 
@@ -31,6 +31,9 @@ from scipy import ndimage
 
 from livescope.inference import cell_crops, normalize_percentile
 from livescope.models import CellStateNet
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _training import export_onnx, fit, seeded, write_record
 
 CLASSES = ("interphase", "prophase", "metaphase", "anaphase", "apoptotic")
 PIXEL_UM = 0.325
@@ -123,9 +126,7 @@ def main() -> int:
         help="only the basic augmentation (no size, chromatin grain or nucleoli), as model 1",
     )  # fmt: skip
     a = ap.parse_args()
-    torch.manual_seed(a.seed)
-    torch.set_num_threads(a.threads)
-    torch.use_deterministic_algorithms(True)
+    seeded(a.seed, a.threads)
     rng = np.random.default_rng(a.seed)
     t0 = time.time()
     seeds = [int(s) for s in a.seeds.split(",")]
@@ -136,43 +137,23 @@ def main() -> int:
     w_class = np.where(counts > 0, 1 / np.sqrt(np.maximum(counts, 1)), 0)
     p_cell = w_class[y_all] / w_class[y_all].sum()
     model = CellStateNet(n_classes=len(CLASSES), base=a.base)
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=3e-3, total_steps=a.iters, pct_start=0.1
-    )
-    model.train()
-    log = []
-    for it in range(a.iters):
+
+    def loss_at(it: int) -> torch.Tensor:
         idx = rng.choice(len(y_all), size=a.batch, p=p_cell)
         x = torch.from_numpy(augment(x_all[idx], rng, realism=not a.no_realism))
-        y = torch.from_numpy(y_all[idx])
-        loss = F.cross_entropy(model.logits(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        if it % 100 == 0 or it == a.iters - 1:
-            log.append({"iter": it, "loss": round(loss.item(), 4), "s": round(time.time() - t0, 1)})
-            print(json.dumps(log[-1]), flush=True)
-    model.eval()
-    a.out.mkdir(parents=True, exist_ok=True)
-    dummy = torch.zeros(2, 2, CROP, CROP)
-    torch.onnx.export(
-        model, (dummy,), str(a.out / "model.onnx"), input_names=["crops"], output_names=["probs"],
-        dynamic_axes={"crops": {0: "n"}, "probs": {0: "n"}},
-        opset_version=17, do_constant_folding=False, dynamo=False,
-    )  # fmt: skip
-    record = {
+        return F.cross_entropy(model.logits(x), torch.from_numpy(y_all[idx]))
+
+    log = fit(model, a.iters, loss_at, t0=t0, log_every=100)
+    export_onnx(model, a.out, (2, 2, CROP, CROP), "crops", "probs", {0: "n"})
+    write_record(a.out, {
         "command": f"python tools/train_cellstate.py --out {a.out} --seed {a.seed} "
         f"--seeds {a.seeds} --views {a.views} --iters {a.iters} --batch {a.batch} "
         f"--base {a.base} --threads {a.threads}" + (" --no-realism" if a.no_realism else ""),
-        "realism": not a.no_realism, "seed": a.seed, "sim_seeds": seeds, "views": a.views * len(seeds), "cells": len(y_all),
+        "realism": not a.no_realism, "seed": a.seed, "sim_seeds": seeds,
+        "views": a.views * len(seeds), "cells": len(y_all),
         "class_counts": dict(zip(CLASSES, counts.tolist(), strict=True)), "crop_px": CROP,
-        "pixel_size_um": PIXEL_UM, "seconds": round(time.time() - t0, 1),
-        "torch": torch.__version__, "log": log,
-    }  # fmt: skip
-    (a.out / "train.json").write_text(json.dumps(record, indent=1))
-    print(f"done in {time.time() - t0:.0f} s", flush=True)
+        "pixel_size_um": PIXEL_UM, "log": log,
+    }, t0)  # fmt: skip
     return 0
 
 

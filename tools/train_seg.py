@@ -13,8 +13,8 @@ the training record (train.json) used for the card.
 from __future__ import annotations
 
 import argparse
-import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -26,6 +26,10 @@ from scipy import ndimage
 
 from livescope.inference._postprocess import normalize_percentile
 from livescope.models import NucleiUNet
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _training import export_onnx, fit, seeded, write_record
+
 from livescope.schema import require_data_root as data_root
 
 PATCH = 192
@@ -177,9 +181,7 @@ def main() -> int:
         help="extra loss weight between touching nuclei (0: none, as the first model)",
     )  # fmt: skip
     a = ap.parse_args()
-    torch.manual_seed(a.seed)
-    torch.set_num_threads(a.threads)
-    torch.use_deterministic_algorithms(True)
+    seeded(a.seed, a.threads)
     t0 = time.time()
     real = load_real(data_root() / "nuclei-mnfinder" / "train")
     sim = make_sim(a.sim_images, a.seed)
@@ -189,45 +191,26 @@ def main() -> int:
         flush=True,
     )
     model = NucleiUNet(base=a.base, depth=3)
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=3e-3, total_steps=a.iters, pct_start=0.1
-    )
     bce = torch.nn.BCEWithLogitsLoss(reduction="none")
-    model.train()
-    log = []
-    for it in range(a.iters):
+
+    def loss_at(it: int) -> torch.Tensor:
         x, y = sampler.batch(a.batch)
         out = model.logits(x)
         w = y[:, 2]
         loss_fg = (w * bce(out[:, 0], y[:, 0])).mean()
         loss_dist = (w * bce(out[:, 1], y[:, 1])).mean()
-        loss = loss_fg + 2.0 * loss_dist
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        if it % 50 == 0 or it == a.iters - 1:
-            log.append({"iter": it, "loss": round(float(loss), 4), "s": round(time.time() - t0, 1)})
-            print(json.dumps(log[-1]), flush=True)
-    model.eval()
-    a.out.mkdir(parents=True, exist_ok=True)
-    dummy = torch.zeros(1, 1, 256, 256)
-    torch.onnx.export(
-        model, (dummy,), str(a.out / "model.onnx"), input_names=["image"], output_names=["prob"],
-        dynamic_axes={"image": {0: "n", 2: "h", 3: "w"}, "prob": {0: "n", 2: "h", 3: "w"}},
-        opset_version=17, do_constant_folding=False, dynamo=False,
-    )  # fmt: skip
-    record = {
+        return loss_fg + 2.0 * loss_dist
+
+    log = fit(model, a.iters, loss_at, t0=t0)
+    export_onnx(model, a.out, (1, 1, 256, 256), "image", "prob", {0: "n", 2: "h", 3: "w"})
+    write_record(a.out, {
         "command": f"python tools/train_seg.py --out {a.out} --seed {a.seed} --iters {a.iters} "
         f"--batch {a.batch} --base {a.base} --sim-images {a.sim_images} --threads {a.threads} "
         f"--contact-weight {a.contact_weight:g}",
         "seed": a.seed, "iters": a.iters, "batch": a.batch, "patch": PATCH, "base": a.base,
-        "contact_weight": a.contact_weight, "train_images_real": len(real), "train_images_sim": len(sim),
-        "seconds": round(time.time() - t0, 1), "torch": torch.__version__, "log": log,
-    }  # fmt: skip
-    (a.out / "train.json").write_text(json.dumps(record, indent=1))
-    print(f"done in {time.time() - t0:.0f} s", flush=True)
+        "contact_weight": a.contact_weight, "train_images_real": len(real),
+        "train_images_sim": len(sim), "log": log,
+    }, t0)  # fmt: skip
     return 0
 
 

@@ -27,9 +27,9 @@ Writes model.onnx and train.json; tools/stain_card.py then writes the card.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -40,6 +40,10 @@ from scipy import ndimage
 
 from livescope.inference._postprocess import normalize_percentile
 from livescope.models import StainUNet
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _training import export_onnx, fit, seeded, write_record
+
 from livescope.schema import require_data_root as data_root
 
 PATCH = 160
@@ -164,9 +168,7 @@ def main() -> int:
     ap.add_argument("--sim-share", type=float, default=0.4)
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
-    torch.manual_seed(a.seed)
-    torch.set_num_threads(a.threads)
-    torch.use_deterministic_algorithms(True)
+    seeded(a.seed, a.threads)
     t0 = time.time()
     slices = [int(s) for s in a.isl_slices.split(",")]
     isl = load_isl(data_root(), slices)
@@ -174,42 +176,22 @@ def main() -> int:
     sampler = Sampler(isl, sim, a.seed, a.sim_share)
     print(f"data: {len(isl)} ISL slices + {len(sim)} simulated pairs ({time.time() - t0:.0f} s)")
     model = StainUNet(base=a.base, depth=a.depth)
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=3e-3, total_steps=a.iters, pct_start=0.1
-    )
-    model.train()
-    log = []
-    for it in range(a.iters):
+
+    def loss_at(it: int) -> torch.Tensor:
         x, y = sampler.batch(a.batch)
         out = model(x)
-        loss = F.mse_loss(out, y) + 0.5 * pearson_loss(out, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        if it % 50 == 0 or it == a.iters - 1:
-            log.append({"iter": it, "loss": round(loss.item(), 4), "s": round(time.time() - t0, 1)})
-            print(json.dumps(log[-1]), flush=True)
-    model.eval()
-    a.out.mkdir(parents=True, exist_ok=True)
-    dummy = torch.zeros(1, 1, 256, 256)
-    torch.onnx.export(
-        model, (dummy,), str(a.out / "model.onnx"), input_names=["image"], output_names=["stain"],
-        dynamic_axes={"image": {0: "n", 2: "h", 3: "w"}, "stain": {0: "n", 2: "h", 3: "w"}},
-        opset_version=17, do_constant_folding=False, dynamo=False,
-    )  # fmt: skip
-    record = {
+        return F.mse_loss(out, y) + 0.5 * pearson_loss(out, y)
+
+    log = fit(model, a.iters, loss_at, t0=t0)
+    export_onnx(model, a.out, (1, 1, 256, 256), "image", "stain", {0: "n", 2: "h", 3: "w"})
+    write_record(a.out, {
         "command": f"python tools/train_stain.py --out {a.out} --seed {a.seed} --iters {a.iters} "
         f"--batch {a.batch} --base {a.base} --depth {a.depth} --isl-slices {a.isl_slices} "
         f"--sim-images {a.sim_images} --sim-share {a.sim_share:g} --threads {a.threads}",
         "seed": a.seed, "iters": a.iters, "batch": a.batch, "patch": PATCH, "base": a.base,
         "depth": a.depth, "isl_slices": slices, "isl_train_cols": list(ISL_TRAIN_COLS),
-        "isl_validation": ISL_VALIDATION, "train_images_sim": len(sim),
-        "seconds": round(time.time() - t0, 1), "torch": torch.__version__, "log": log,
-    }  # fmt: skip
-    (a.out / "train.json").write_text(json.dumps(record, indent=1))
-    print(f"done in {time.time() - t0:.0f} s", flush=True)
+        "isl_validation": ISL_VALIDATION, "train_images_sim": len(sim), "log": log,
+    }, t0)  # fmt: skip
     return 0
 
 

@@ -1,0 +1,75 @@
+"""What the training scripts in tools/ share: seeding, the optimiser and loop, export, record.
+
+Every script: `seeded` first (torch's generator, threads, deterministic
+kernels), then its own data and model, then `fit` (AdamW with a one-cycle
+learning rate, a line of JSON every ``log_every`` iterations), `export_onnx`
+and `write_record` (train.json, from which the card scripts write the card).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def seeded(seed: int, threads: int) -> None:
+    """Make a run reproducible: same command, same machine, same weights."""
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+
+
+def fit(
+    model: torch.nn.Module,
+    iters: int,
+    loss_at: Callable[[int], torch.Tensor],
+    *,
+    t0: float,
+    log_every: int = 50,
+) -> list[dict[str, Any]]:
+    """Train ``model`` for ``iters`` steps of ``loss_at(iteration)``; returns the loss log."""
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=iters, pct_start=0.1)
+    model.train()
+    log: list[dict[str, Any]] = []
+    for it in range(iters):
+        loss = loss_at(it)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if it % log_every == 0 or it == iters - 1:
+            log.append({"iter": it, "loss": round(loss.item(), 4), "s": round(time.time() - t0, 1)})
+            print(json.dumps(log[-1]), flush=True)
+    model.eval()
+    return log
+
+
+def export_onnx(
+    model: torch.nn.Module,
+    out: Path,
+    example_shape: Sequence[int],
+    input_name: str,
+    output_name: str,
+    dynamic_axes: dict[int, str],
+) -> None:
+    """Write ``out/model.onnx`` (opset 17) with the given dynamic axes on input and output."""
+    out.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(
+        model, (torch.zeros(*example_shape),), str(out / "model.onnx"),
+        input_names=[input_name], output_names=[output_name],
+        dynamic_axes={input_name: dynamic_axes, output_name: dynamic_axes},
+        opset_version=17, do_constant_folding=False, dynamo=False,
+    )  # fmt: skip
+
+
+def write_record(out: Path, record: dict[str, Any], t0: float) -> None:
+    """Write ``out/train.json`` (adding the seconds taken and the torch version)."""
+    record = {**record, "seconds": round(time.time() - t0, 1), "torch": torch.__version__}
+    (out / "train.json").write_text(json.dumps(record, indent=1))
+    print(f"done in {time.time() - t0:.0f} s", flush=True)
