@@ -10,18 +10,16 @@ in the mother's last 5 frames, and how often it flags any other cell-frame.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-import yaml
-
-from livescope.inference import CellStateEngine, sha256_file
+from livescope.inference import CellStateEngine
 from livescope.pipeline import flag_divisions_ctc, score_states_simulated, views_for_seeds
 from livescope.schema import require_data_root as data_root
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _cards import engine_and_record, new_card, write_card
 from train_cellstate import CLASSES, CROP, PIXEL_UM
 
 HELD_OUT_SEEDS = (100, 101, 102)
@@ -30,47 +28,29 @@ GOWT1_PIXEL_UM = 0.240  # Cell Tracking Challenge dataset description for Fluo-N
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("engine", type=Path)
-    a = ap.parse_args()
-    folder: Path = a.engine
-    train = json.loads((folder / "train.json").read_text())
-    card = {
-        "name": folder.name,
-        "task": "classification",
-        "version": "1",
-        "description": "Cell state from a crop of the nuclear signal centred on each cell and the "
+    folder, train = engine_and_record(__doc__)
+    card = new_card(
+        folder, train, task="classification",
+        description="Cell state from a crop of the nuclear signal centred on each cell and the "
         "cell's mask: interphase, prophase (early mitosis), metaphase and anaphase/telophase "
         "(late mitosis), apoptotic. P(mitosis) is the sum of the three mitotic classes.",
-        "model": "model.onnx",
-        "sha256": sha256_file(folder / "model.onnx"),
-        "opset": 17,
-        "input": {"name": "crops", "axes": "NCYX", "dtype": "float32", "channels": 2, "multiple_of": 8},
-        "normalisation": {"kind": "percentile", "low": 1.0, "high": 99.8},
-        "outputs": [{"name": "probs", "channels": list(CLASSES)}],
-        "crop_px": CROP,
-        "pixel_size_um": PIXEL_UM,
-        "torch_module": "livescope.models:CellStateNet",
-        "torch_kwargs": {"n_classes": len(CLASSES), "base": 16},
-        "training": {
-            "command": train["command"],
-            "seed": train["seed"],
-            "seconds": train["seconds"],
-            "data": [
-                {"name": "simulated microscope (livescope sim profile, DAPI, true nuclei)",
-                 "split": f"seeds {train['sim_seeds']}", "images": train["views"],
-                 "licence": "generated here"},
-            ],
-            "augmentation": "rot90/flip, gain 0.7-1.4, offset +-0.05, Gaussian noise, mask grown "
+        input_name="crops", channels=2,
+        outputs=[{"name": "probs", "channels": list(CLASSES)}],
+        data=[
+            {"name": "simulated microscope (livescope sim profile, DAPI, true nuclei)",
+             "split": f"seeds {train['sim_seeds']}", "images": train["views"],
+             "licence": "generated here"},
+        ],
+        augmentation="rot90/flip, gain 0.7-1.4, offset +-0.05, Gaussian noise, mask grown "
             "or shrunk by 1 px; on half the crops (unless --no-realism) size 0.85-1.2x, grainy "
             "chromatin and dark nucleoli; classes sampled by the square root of their counts "
             f"(cells: {train['class_counts']})",
-        },
-        "metrics": {},
-    }  # fmt: skip
-    (folder / "card.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
+        crop_px=CROP,
+        pixel_size_um=PIXEL_UM,
+        torch_module="livescope.models:CellStateNet",
+        torch_kwargs={"n_classes": len(CLASSES), "base": 16},
+    )  # fmt: skip
+    write_card(folder, card)
     engine = CellStateEngine(folder, backend="onnxruntime")
     views = views_for_seeds(HELD_OUT_SEEDS, VIEWS_PER_SEED)
     sim = score_states_simulated(engine, views)
@@ -89,7 +69,7 @@ def main() -> int:
         "other_cell_frames_flagged": float(div["other_flag_rate"]),
     }  # type: ignore[index]
     engine.close()
-    (folder / "card.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
+    write_card(folder, card)
     print(f"wrote {folder / 'card.yaml'}")
     return 0
 

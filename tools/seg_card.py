@@ -9,13 +9,10 @@ nuclei-mnfinder/validation and nuclei-dsb2018 and written into card.yaml.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
 import tifffile
-import yaml
 
 from livescope.inference import (
     SegmentationEngine,
@@ -23,10 +20,12 @@ from livescope.inference import (
     labels_from_maps,
     match_counts,
     scores,
-    sha256_file,
 )
 from livescope.inference._metrics import MatchCounts
 from livescope.schema import require_data_root as data_root
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _cards import engine_and_record, new_card, write_card
 
 
 def training_radius_px() -> float:
@@ -34,8 +33,6 @@ def training_radius_px() -> float:
     import math
 
     import numpy as np
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from train_seg import SCALE_RANGE
 
     radii = []
@@ -46,49 +43,31 @@ def training_radius_px() -> float:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("engine", type=Path)
-    a = ap.parse_args()
-    folder: Path = a.engine
-    train = json.loads((folder / "train.json").read_text())
-    card = {
-        "name": folder.name,
-        "task": "segmentation",
-        "version": "1",
-        "description": "Nuclei instance segmentation: a small U-Net predicts foreground and a "
+    folder, train = engine_and_record(__doc__)
+    card = new_card(
+        folder, train, task="segmentation",
+        description="Nuclei instance segmentation: a small U-Net predicts foreground and a "
         "normalised distance map; seeds at high distance grow by watershed into the foreground.",
-        "model": "model.onnx",
-        "sha256": sha256_file(folder / "model.onnx"),
-        "opset": 17,
-        "input": {"name": "image", "axes": "NCYX", "dtype": "float32", "channels": 1, "multiple_of": 8},
-        "normalisation": {"kind": "percentile", "low": 1.0, "high": 99.8},
-        "outputs": [{"name": "prob", "channels": ["foreground", "distance"]}],
-        "postprocess": {"kind": "distance_watershed", "fg_threshold": 0.5, "seed_threshold": 0.5,
-                        "min_size_px": 12},
-        "tiling": {"tile_px": 1024, "overlap_px": 128},
-        "object_radius_px": training_radius_px(),
-        "pixel_size_um": None,
-        "torch_module": "livescope.models:NucleiUNet",
-        "torch_kwargs": {"base": int(train["base"]), "depth": 3},
-        "training": {
-            "command": train["command"],
-            "seed": train["seed"],
-            "seconds": train["seconds"],
-            "data": [
-                {"name": "nuclei-mnfinder", "split": "train", "images": train["train_images_real"],
-                 "licence": "MIT"},
-                {"name": "simulated microscope (livescope sim profile, DAPI)", "split": "generated",
-                 "images": train["train_images_sim"], "licence": "generated here"},
-            ],
-            "augmentation": "scale 0.35-1.4x, rot90/flip, gamma 0.6-1.5, gain 0.5-1.5, offset "
-            "+-0.15, blur sigma 0.5-2 (30%), signal-dependent Gaussian noise; loss weight "
-            f"x{1 + train.get('contact_weight', 0):g} within 3 px of two touching nuclei",
-        },
-        "metrics": {},
-    }  # fmt: skip
-    (folder / "card.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
+        input_name="image", channels=1,
+        outputs=[{"name": "prob", "channels": ["foreground", "distance"]}],
+        data=[
+            {"name": "nuclei-mnfinder", "split": "train", "images": train["train_images_real"],
+             "licence": "MIT"},
+            {"name": "simulated microscope (livescope sim profile, DAPI)", "split": "generated",
+             "images": train["train_images_sim"], "licence": "generated here"},
+        ],
+        augmentation="scale 0.35-1.4x, rot90/flip, gamma 0.6-1.5, gain 0.5-1.5, offset "
+        "+-0.15, blur sigma 0.5-2 (30%), signal-dependent Gaussian noise; loss weight "
+        f"x{1 + train.get('contact_weight', 0):g} within 3 px of two touching nuclei",
+        postprocess={"kind": "distance_watershed", "fg_threshold": 0.5, "seed_threshold": 0.5,
+                     "min_size_px": 12},
+        tiling={"tile_px": 1024, "overlap_px": 128},
+        object_radius_px=training_radius_px(),
+        pixel_size_um=None,
+        torch_module="livescope.models:NucleiUNet",
+        torch_kwargs={"base": int(train["base"]), "depth": 3},
+    )  # fmt: skip
+    write_card(folder, card)
     engine = SegmentationEngine(folder, backend="onnxruntime")
     # thresholds: chosen on a third of the training images
     root = data_root() / "nuclei-mnfinder" / "train"
@@ -114,7 +93,7 @@ def main() -> int:
     card["postprocess"]["fg_threshold"] = best[1]  # type: ignore[index]
     card["postprocess"]["seed_threshold"] = best[2]  # type: ignore[index]
     card["metrics"]["train_subset_for_thresholds"] = {"ap50": best[0]}  # type: ignore[index]
-    (folder / "card.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
+    write_card(folder, card)
     engine = SegmentationEngine(folder, backend="onnxruntime")
     for key, sub in (
         ("nuclei-mnfinder/validation", "nuclei-mnfinder/validation"),
@@ -128,7 +107,7 @@ def main() -> int:
         card["metrics"][key] = {
             k: float(v) for k, v in r.items() if k in ("ap50", "map", "f1", "precision", "recall")
         }  # type: ignore[index]
-    (folder / "card.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
+    write_card(folder, card)
     print(f"wrote {folder / 'card.yaml'}")
     return 0
 

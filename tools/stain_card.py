@@ -11,18 +11,15 @@ nuclei-unet and scored against the true nuclei.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
-import yaml
-
-from livescope.inference import StainEngine, evaluate_stain, parse_crop, sha256_file
+from livescope.inference import StainEngine, evaluate_stain, parse_crop
 from livescope.pipeline import score_stain_simulated, views_for_seeds
 from livescope.schema import require_data_root as data_root
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _cards import engine_and_record, new_card, write_card
 from train_stain import ISL, ISL_VALIDATION, PIXEL_UM, isl_files
 
 HELD_OUT_SEEDS = (100, 101, 102)
@@ -31,49 +28,31 @@ HEADLINE_SLICE = 6
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("engine", type=Path)
-    a = ap.parse_args()
-    folder: Path = a.engine
-    train = json.loads((folder / "train.json").read_text())
-    card = {
-        "name": folder.name,
-        "task": "virtual_stain",
-        "version": "1",
-        "description": "Virtual nuclear stain: a small U-Net predicts the nuclear (DAPI) "
+    folder, train = engine_and_record(__doc__)
+    card = new_card(
+        folder, train, task="virtual_stain",
+        description="Virtual nuclear stain: a small U-Net predicts the nuclear (DAPI) "
         "fluorescence from one phase-contrast frame, in the target's normalised units.",
-        "model": "model.onnx",
-        "sha256": sha256_file(folder / "model.onnx"),
-        "opset": 17,
-        "input": {"name": "image", "axes": "NCYX", "dtype": "float32", "channels": 1, "multiple_of": 8},
-        "normalisation": {"kind": "percentile", "low": 1.0, "high": 99.8},
-        "outputs": [{"name": "stain", "channels": ["nuclear_stain"]}],
-        "tiling": {"tile_px": 1024, "overlap_px": 128},
-        "pixel_size_um": PIXEL_UM,
-        "target_normalisation": {"kind": "percentile", "low": 1.0, "high": 99.8},
-        "torch_module": "livescope.models:StainUNet",
-        "torch_kwargs": {"base": int(train["base"]), "depth": int(train["depth"])},
-        "training": {
-            "command": train["command"],
-            "seed": train["seed"],
-            "seconds": train["seconds"],
-            "data": [
-                {"name": ISL, "split": f"phase z-slices {train['isl_slices']}, columns "
-                 f"{train['isl_train_cols'][0]}-{train['isl_train_cols'][1] - 1} (held aside: "
-                 f"rows,cols {ISL_VALIDATION})", "images": len(train["isl_slices"]),
-                 "licence": "CC BY 4.0 (Christiansen et al., Cell 2018)"},
-                {"name": "simulated microscope (livescope sim profile, Phase -> DAPI)",
-                 "split": "generated, seed 0", "images": train["train_images_sim"],
-                 "licence": "generated here"},
-            ],
-            "augmentation": "scale 0.7-1.4x, rot90/flip, gain 0.7-1.3, offset +-0.1, blur sigma "
-            "0.5-1.5 (30%), signal-dependent Gaussian noise, random phase slice",
-        },
-        "metrics": {},
-    }  # fmt: skip
-    (folder / "card.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
+        input_name="image", channels=1,
+        outputs=[{"name": "stain", "channels": ["nuclear_stain"]}],
+        data=[
+            {"name": ISL, "split": f"phase z-slices {train['isl_slices']}, columns "
+             f"{train['isl_train_cols'][0]}-{train['isl_train_cols'][1] - 1} (held aside: "
+             f"rows,cols {ISL_VALIDATION})", "images": len(train["isl_slices"]),
+             "licence": "CC BY 4.0 (Christiansen et al., Cell 2018)"},
+            {"name": "simulated microscope (livescope sim profile, Phase -> DAPI)",
+             "split": "generated, seed 0", "images": train["train_images_sim"],
+             "licence": "generated here"},
+        ],
+        augmentation="scale 0.7-1.4x, rot90/flip, gain 0.7-1.3, offset +-0.1, blur sigma "
+        "0.5-1.5 (30%), signal-dependent Gaussian noise, random phase slice",
+        tiling={"tile_px": 1024, "overlap_px": 128},
+        pixel_size_um=PIXEL_UM,
+        target_normalisation={"kind": "percentile", "low": 1.0, "high": 99.8},
+        torch_module="livescope.models:StainUNet",
+        torch_kwargs={"base": int(train["base"]), "depth": int(train["depth"])},
+    )  # fmt: skip
+    write_card(folder, card)
     engine = StainEngine(folder, backend="onnxruntime")
     phase, dapi = isl_files(data_root())
     crop = parse_crop(ISL_VALIDATION)
@@ -100,7 +79,7 @@ def main() -> int:
         k: float(sim[k]) for k in ("pearson", "ssim", "psnr", "seg_f1", "seg_ap50")
     }  # type: ignore[index]
     engine.close()
-    (folder / "card.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
+    write_card(folder, card)
     print(f"wrote {folder / 'card.yaml'}")
     return 0
 
