@@ -73,7 +73,7 @@ def main() -> int:
         k: r_train[k] for k in ("pearson", "ssim", "psnr")
     }  # type: ignore[index]
     views = views_for_seeds(HELD_OUT_SEEDS, VIEWS_PER_SEED)
-    sim = score_stain_simulated(engine, views, segmenter="nuclei-unet", nucleus_radius_um=6.0)
+    sim = score_stain_simulated(engine, views, segmenter="nuclei-unet")
     print("simulated, held-out seeds:", sim, flush=True)
     card["metrics"][f"simulated seeds {','.join(map(str, HELD_OUT_SEEDS))} (held out)"] = {
         k: float(sim[k]) for k in ("pearson", "ssim", "psnr", "seg_f1", "seg_ap50")

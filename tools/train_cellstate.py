@@ -44,13 +44,11 @@ def view_crops(views) -> tuple[np.ndarray, np.ndarray]:
     """(N, 2, CROP, CROP) crops and their class indices, from simulated views."""
     xs, ys = [], []
     for v in views:
-        x = normalize_percentile(v.fluorescence)
-        lab = np.asarray(v.labels).astype(np.int64)
         scale = v.pixel_um / PIXEL_UM
-        if abs(scale - 1) > 0.1:
-            x = ndimage.zoom(x, scale, order=1, grid_mode=True, mode="nearest")
-            lab = ndimage.zoom(lab, scale, order=0, grid_mode=True, mode="nearest")
-        ids, crops = cell_crops(x, lab, CROP)
+        ids, crops = cell_crops(
+            normalize_percentile(v.fluorescence), v.labels, CROP,
+            scale=scale if abs(scale - 1) > 0.1 else 1.0,
+        )  # fmt: skip
         keep = [i for i, cid in enumerate(ids.tolist()) if int(cid) in v.states]
         xs.append(crops[keep])
         ys.extend(int(v.states[int(ids[i])][0]) for i in keep)

@@ -194,8 +194,9 @@ class _Analysis:
         from livescope.pipeline import FrameAnalyzer
         from livescope.schema import load_profile
 
-        self.profile = load_profile(profile)
-        sim = self.profile.simulation
+        prof = load_profile(profile)
+        self.kinds = {c.name: c.kind for c in prof.channels.presets}
+        sim = prof.simulation
         if nucleus_diameter_um is None and sim is not None:
             nucleus_diameter_um = 2 * sim.nucleus_radius_um
         self.analyzer = FrameAnalyzer(
@@ -223,8 +224,7 @@ class _Analysis:
         if self.key is not None and key != self.key:
             self.flush()
         self.key = key
-        known = {c.name: c.kind for c in self.profile.channels.presets}
-        kind = known.get(str(header["channel"]), "fluorescence")  # unknown: a nuclear stain
+        kind = self.kinds.get(str(header["channel"]), "fluorescence")  # unknown: nuclear stain
         slot = "label_free" if kind == "label_free" else "fluorescence"
         self.group[slot] = np.array(array, copy=True)
         self.pixel_size_um = float(header["pixel_size_um"]) or None

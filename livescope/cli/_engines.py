@@ -291,9 +291,7 @@ def eval_stain(
 
             seeds = _seeds(simulated)
             fields = views_for_seeds(seeds, views)
-            result = score_stain_simulated(
-                e, fields, segmenter=segment_with, nucleus_radius_um=_sim_nucleus_radius()
-            )
+            result = score_stain_simulated(e, fields, segmenter=segment_with)
             result["simulated_seeds"] = seeds
         elif input is not None and target is not None:
             result = evaluate_stain(
@@ -308,13 +306,6 @@ def eval_stain(
         emit(result)
     else:
         stderr.print(result)
-
-
-def _sim_nucleus_radius() -> float:
-    from livescope.schema import load_profile
-
-    sim = load_profile("sim").simulation
-    return float(sim.nucleus_radius_um) if sim is not None else 6.0
 
 
 @eval_app.command("states")

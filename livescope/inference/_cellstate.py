@@ -55,14 +55,20 @@ class CellStates:
 
 
 def cell_crops(
-    image: NDArray[np.float32], labels: NDArray[Any], size: int
+    image: NDArray[np.float32], labels: NDArray[Any], size: int, *, scale: float = 1.0
 ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
     """Ids and (N, 2, size, size) crops centred on each labelled cell's centroid.
 
     Channel 0 is ``image`` (zero outside the frame), channel 1 is 1 on the
     cell's own pixels. Centroids come from one pass of bincounts (no per-cell loop).
+    With ``scale`` != 1, image (linear) and labels (nearest) are zoomed by it first.
     """
     lab = np.asarray(labels).astype(np.int64, copy=False)
+    if scale != 1.0:
+        from scipy import ndimage
+
+        image = ndimage.zoom(image, scale, order=1, grid_mode=True, mode="nearest")
+        lab = ndimage.zoom(lab, scale, order=0, grid_mode=True, mode="nearest")
     counts = np.bincount(lab.ravel())
     ids = np.flatnonzero(counts)
     ids = ids[ids > 0]
@@ -145,13 +151,7 @@ class CellStateEngine(Engine):
             empty = np.zeros((0, len(self.classes)), np.float32)
             return CellStates(np.zeros(0, np.int64), empty, self.classes, 0.0)
         x = self.normalise(f)
-        scale = self.pixel_scale(pixel_size_um)
-        if scale != 1.0:
-            from scipy import ndimage
-
-            x = ndimage.zoom(x, scale, order=1, grid_mode=True, mode="nearest")
-            lab = ndimage.zoom(lab, scale, order=0, grid_mode=True, mode="nearest")
-        ids, crops = cell_crops(x, lab, self.crop_px)
+        ids, crops = cell_crops(x, lab, self.crop_px, scale=self.pixel_scale(pixel_size_um))
         step = self.max_batch
         probs = np.concatenate(
             [self._run_bucketed(crops[i : i + step]) for i in range(0, len(crops), step)]

@@ -341,11 +341,11 @@ class Engine:
 
         The maps come back at the frame's own size.
         """
+        if abs(scale - 1.0) <= 1e-3:
+            return self.infer(frame)
         from scipy import ndimage
 
         x = np.asarray(self.check_frame(frame), dtype=np.float32)
-        if abs(scale - 1.0) <= 1e-3:
-            return self.infer(x)
         lead = (0,) * (x.ndim - 2)
         if scale < 1:
             s = 0.5 * (1 / scale - 1)

@@ -46,13 +46,12 @@ def score_stain_simulated(
     views: Sequence[SimulatedView],
     *,
     segmenter: str | None = None,
-    nucleus_radius_um: float | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Pearson r / SSIM / PSNR of the stain predicted from each phase frame vs its DAPI frame.
 
-    With ``segmenter`` (a segmentation engine) and ``nucleus_radius_um``, the
-    predicted stain is also segmented and scored against the true nuclei
+    With ``segmenter`` (a segmentation engine, rescaled to each field's
+    nucleus size) the predicted stain is also segmented and scored against the true nuclei
     (``seg_f1``, ``seg_ap50`` at IoU 0.5). Fields without cells are skipped
     for the stain scores (Pearson r is undefined there).
     """
@@ -69,12 +68,12 @@ def score_stain_simulated(
             if v.states:
                 target = normalize_percentile(v.fluorescence, low, high)
                 rows.append(stain_scores(res.image, target))
-            if segmenter is not None and nucleus_radius_um is not None:
+            if segmenter is not None:
                 if v.pixel_um not in segs:
                     segs[v.pixel_um] = SegmentationEngine(
                         segmenter,
                         backend=engine.backend,
-                        object_diameter_px=2 * nucleus_radius_um / v.pixel_um,
+                        object_diameter_px=2 * v.nucleus_radius_um / v.pixel_um,
                     )
                 seg_total.add(match_counts(v.labels, segs[v.pixel_um].segment(res.image).labels))
             if progress is not None:

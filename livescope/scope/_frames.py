@@ -71,7 +71,8 @@ class SimulatedView:
     """One field seen in the label-free and the nuclear channel at the same instant.
 
     ``states`` maps each cell id in ``labels`` to its `CellState` and its
-    progress (0..1) through that state.
+    progress (0..1) through that state; ``nucleus_radius_um`` is the sample's
+    typical nucleus radius (its profile's).
     """
 
     phase: NDArray[Any]
@@ -79,6 +80,7 @@ class SimulatedView:
     labels: NDArray[np.uint32]
     states: dict[int, tuple[CellState, float]]
     pixel_um: float
+    nucleus_radius_um: float
 
 
 def simulated_views(
@@ -133,5 +135,14 @@ def simulated_views(
                 cid: (CellState(int(state.state[where[cid]])), float(state.progress[where[cid]]))
                 for cid in truth.cell_ids
             }
-            out.append(SimulatedView(frames[0], frames[1], truth.labels, states, truth.pixel_um))
+            out.append(
+                SimulatedView(
+                    frames[0],
+                    frames[1],
+                    truth.labels,
+                    states,
+                    truth.pixel_um,
+                    prof.simulation.nucleus_radius_um,
+                )
+            )
     return out

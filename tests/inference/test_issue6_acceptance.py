@@ -51,9 +51,7 @@ def test_isl_held_aside_pearson(shared_data: Path) -> None:
 
 def test_simulated_pairs_pearson_and_segmenting_the_stain() -> None:
     with StainEngine("nuclei-stain", backend="onnxruntime") as e:
-        out = score_stain_simulated(
-            e, views_for_seeds(HELD_OUT, 8), segmenter="nuclei-unet", nucleus_radius_um=6.0
-        )
+        out = score_stain_simulated(e, views_for_seeds(HELD_OUT, 8), segmenter="nuclei-unet")
     assert out["frames"] >= 20
     assert out["pearson"] >= 0.90, out
     assert out["seg_f1"] >= 0.8, out
