@@ -241,6 +241,15 @@ def eval_seg(
         stderr.print({k: v for k, v in result.items() if k != "per_image"})
 
 
+def _print_scores(result: dict[str, Any], engine: Any, json_out: bool) -> None:
+    """Print an engine's scores with its name and backend: JSON on stdout, or on stderr."""
+    result = {**result, "engine": engine.name, "backend": engine.backend.name}
+    if json_out:
+        emit(result)
+    else:
+        stderr.print(result)
+
+
 def _seeds(text: str) -> list[int]:
     from livescope.schema import LivescopeError
 
@@ -300,12 +309,7 @@ def eval_stain(
             result.pop("per_frame")
         else:
             raise LivescopeError("give --input and --target, or --simulated SEEDS")
-        result["engine"] = e.name
-        result["backend"] = e.backend.name
-    if json_out:
-        emit(result)
-    else:
-        stderr.print(result)
+    _print_scores(result, e, json_out)
 
 
 @eval_app.command("states")
@@ -341,12 +345,7 @@ def eval_states(
             )
         else:
             raise LivescopeError("give --simulated SEEDS, or --images and --gt")
-        result["engine"] = e.name
-        result["backend"] = e.backend.name
-    if json_out:
-        emit(result)
-    else:
-        stderr.print(result)
+    _print_scores(result, e, json_out)
 
 
 def _bench_stain(name: str, repeats: int) -> list[dict[str, Any]]:
