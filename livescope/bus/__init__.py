@@ -8,6 +8,14 @@ Agent side: `FramePublisher`, `DecisionServer`. Worker side: `attach` (or
 from ._bench import bench_bus
 from ._decisions import DecisionClient, DecisionServer
 from ._endpoints import BusSecurity, bind, connect, is_loopback, local_endpoint
+from ._overlay import OverlayPublisher, OverlaySubscriber
+from ._overlay_wire import (
+    OVERLAY_DTYPES,
+    OVERLAY_FILE,
+    OVERLAY_VERSION,
+    OverlayMessage,
+    decode_overlay,
+)
 from ._publisher import FramePublisher
 from ._shm import ShmReader, ShmRing
 from ._subscriber import Frame, FrameSubscriber
@@ -15,6 +23,9 @@ from ._worker import BUS_FILE, BusInfo, WorkerLink, attach
 
 __all__ = [
     "BUS_FILE",
+    "OVERLAY_DTYPES",
+    "OVERLAY_FILE",
+    "OVERLAY_VERSION",
     "BusInfo",
     "BusSecurity",
     "DecisionClient",
@@ -22,6 +33,9 @@ __all__ = [
     "Frame",
     "FramePublisher",
     "FrameSubscriber",
+    "OverlayMessage",
+    "OverlayPublisher",
+    "OverlaySubscriber",
     "ShmReader",
     "ShmRing",
     "WorkerLink",
@@ -29,6 +43,7 @@ __all__ = [
     "bench_bus",
     "bind",
     "connect",
+    "decode_overlay",
     "is_loopback",
     "local_endpoint",
 ]

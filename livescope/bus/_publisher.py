@@ -192,6 +192,8 @@ class FramePublisher:
             dtype=str(arr.dtype),
             payload="shm" if shm else "inline",
             shm=shm,
+            sample_time_s=info["sample_time_s"],
+            added_by=info["added_by"],
         )
         hdr = encode_header(header)
         if shm is None:

@@ -55,6 +55,11 @@ def agent(
         sequence = load_plan(plan)
         check_plan(sequence, prof, str(plan))
         run_dir = out or Path("runs") / time.strftime("agent-%Y%m%d-%H%M%S")
+        if (run_dir / "data.ome.zarr").exists():
+            fail(f"{run_dir} already holds a recording; choose a new --out", as_json=json_out)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        # the plan as given (with its policies) goes beside the recording for the worker
+        (run_dir / "plan.yaml").write_bytes(plan.read_bytes())
         endpoints = {
             k: v
             for k, v in (
@@ -118,12 +123,23 @@ def worker(
     maxlen: Annotated[int, typer.Option(min=1, help="Queue length for 'every'.")] = 16,
     idle_s: Annotated[float, typer.Option(help="Stop after this long without frames.")] = 5.0,
     analyse: Annotated[
-        bool, typer.Option(help="Run the engines: labels, tracks, virtual stain, cell states.")
+        bool,
+        typer.Option(help="Run the pipeline: engines, policies, results store, overlay."),
+    ] = False,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="Pipeline worker config (JSON, as the supervisor writes it)."),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Resume from RUN/results/state.json (a restarted worker).")
     ] = False,
     profile: Annotated[
         str, typer.Option(help="Hardware profile (which channels are label-free).")
     ] = "sim",
-    seg: Annotated[str, typer.Option(help="Segmentation engine.")] = "nuclei-unet",
+    plan: Annotated[
+        Path | None, typer.Option(help="Plan file with policies (default: RUN/plan.yaml).")
+    ] = None,
+    seg: Annotated[str, typer.Option(help="Segmentation engine ('' for none).")] = "nuclei-unet",
     stain: Annotated[str, typer.Option(help="Virtual-staining engine ('' for none).")] = (
         "nuclei-stain"
     ),
@@ -132,17 +148,17 @@ def worker(
         float | None, typer.Option(help="Typical nucleus diameter (default: the profile's).")
     ] = None,
     backend: Annotated[str | None, typer.Option(help="Engine backend (default: best).")] = None,
-    cells_out: Annotated[
-        Path | None, typer.Option(help="With --analyse: write one JSON line per cell and frame.")
-    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Attach to a running agent and receive its frames; with --analyse, run the engines.
+    """Attach to a running agent; with --analyse run the analysis pipeline on its frames.
 
-    Frames of one position and time point (its channels) are analysed together
-    in one pass when the next field's first frame arrives (or the run ends): a
-    label-free frame gives a virtual stain, the nuclear signal (the real stain,
-    else the virtual one) gives labels, tracks and cell states.
+    Without --analyse it receives and counts frames (drops, per-hop latency).
+    With --analyse (or --config) it is the pipeline worker: each field (the
+    frames of one position and time point) gets one pass of virtual stain,
+    segmentation, tracking and cell states; the plan's policies decide, the
+    guardrails check, decisions go to the agent; results go to RUN/results/
+    and the live overlay to RUN/overlay.json. It ends when the agent's run has
+    ended and every recorded field is analysed.
     """
     setup_logging(False)
     from livescope.bus import attach
@@ -150,124 +166,40 @@ def worker(
     with user_errors(json_out):
         if policy not in ("every", "latest"):
             fail(f"--policy must be every or latest, not {policy!r}", as_json=json_out)
-        analysis = (
-            _Analysis(profile, seg, stain, states, nucleus_diameter_um, backend, cells_out)
-            if analyse
-            else None
-        )
-        deadline = time.monotonic() + 30  # an agent starting now has time to appear
-        while not (run / "bus.json").exists() and not run.is_file() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        try:
+        if analyse or config is not None:
+            from livescope.pipeline import PipelineWorker, WorkerConfig
+
+            if config is not None:
+                try:
+                    cfg = WorkerConfig.from_json(config.read_text(encoding="utf-8"))
+                except (OSError, ValueError, TypeError) as exc:
+                    fail(f"cannot read worker config {config}: {exc}", as_json=json_out)
+            else:
+                cfg = WorkerConfig(
+                    profile=profile,
+                    segmenter=seg or None,
+                    stain=stain or None,
+                    states=states or None,
+                    backend=backend,
+                    nucleus_diameter_um=nucleus_diameter_um,
+                    plan=str(plan) if plan else None,
+                    maxlen=max(maxlen, 16),
+                    idle_s=idle_s,
+                )
+            result = PipelineWorker(run, cfg, resume=resume).run()
+        else:
+            deadline = time.monotonic() + 30  # an agent starting now has time to appear
+            while (
+                not (run / "bus.json").exists() and not run.is_file()
+                and time.monotonic() < deadline
+            ):  # fmt: skip
+                time.sleep(0.1)
             with attach(run, policy=policy, maxlen=maxlen) as link:  # type: ignore[arg-type]
                 while (frame := link.frames.get(timeout=idle_s)) is not None:
-                    if analysis is not None:
-                        analysis.add(frame.header, frame.array)
                     frame.release()
                 stats = link.frames.stats()
             result = {"ok": True, "run_id": link.run_id, **stats}
-            if analysis is not None:
-                analysis.flush()
-                result["analysis"] = analysis.summary()
-        finally:
-            if analysis is not None:
-                analysis.close()
     if json_out:
         emit(result)
     else:
         stderr.print(json.dumps(result, indent=1))
-
-
-class _Analysis:
-    """Groups bus frames by (position, t) and runs a `FrameAnalyzer` on each group."""
-
-    def __init__(
-        self,
-        profile: str,
-        seg: str,
-        stain: str,
-        states: str,
-        nucleus_diameter_um: float | None,
-        backend: str | None,
-        cells_out: Path | None,
-    ) -> None:
-        from livescope.pipeline import FrameAnalyzer
-        from livescope.schema import load_profile
-
-        prof = load_profile(profile)
-        self.kinds = {c.name: c.kind for c in prof.channels.presets}
-        sim = prof.simulation
-        if nucleus_diameter_um is None and sim is not None:
-            nucleus_diameter_um = 2 * sim.nucleus_radius_um
-        self.analyzer = FrameAnalyzer(
-            segmenter=seg or None,
-            stain=stain or None,
-            states=states or None,
-            backend=backend,
-            nucleus_diameter_um=nucleus_diameter_um,
-        )
-        self.key: tuple[str, int] | None = None
-        self.group: dict[str, Any] = {}
-        self.pixel_size_um: float | None = None
-        self.cells_out = cells_out.open("w", encoding="utf-8") if cells_out else None
-        self.fields = 0
-        self.cells = 0
-        self.divisions = 0
-        self.mitotic = 0
-        self.sources: dict[str, int] = {}
-        self.ms: dict[str, list[float]] = {}
-
-    def add(self, header: Any, array: Any) -> None:
-        import numpy as np
-
-        key = (str(header["position"]), int(header["index"].get("t", 0)))
-        if self.key is not None and key != self.key:
-            self.flush()
-        self.key = key
-        kind = self.kinds.get(str(header["channel"]), "fluorescence")  # unknown: nuclear stain
-        slot = "label_free" if kind == "label_free" else "fluorescence"
-        self.group[slot] = np.array(array, copy=True)
-        self.pixel_size_um = float(header["pixel_size_um"]) or None
-
-    def flush(self) -> None:
-        if self.key is None or not self.group:
-            return
-        position, t = self.key
-        res = self.analyzer.analyse(
-            fluorescence=self.group.get("fluorescence"),
-            label_free=self.group.get("label_free"),
-            position=position,
-            pixel_size_um=self.pixel_size_um,
-        )
-        self.group = {}
-        self.fields += 1
-        for stage, ms in res.ms.items():
-            self.ms.setdefault(stage, []).append(ms)
-        self.sources[res.nuclear_source or "none"] = (
-            self.sources.get(res.nuclear_source or "none", 0) + 1
-        )
-        rows = res.cell_table()
-        self.cells += len(rows)
-        self.mitotic += sum(r.get("p_mitosis", 0) >= 0.5 for r in rows)
-        if res.tracks is not None:
-            self.divisions += len(res.tracks.divisions)
-        if self.cells_out is not None:
-            for r in rows:
-                self.cells_out.write(json.dumps({"position": position, "t": t, **r}) + "\n")
-
-    def summary(self) -> dict[str, Any]:
-        import numpy as np
-
-        return {
-            "fields": self.fields,
-            "cells": self.cells,
-            "mitotic_cells": self.mitotic,
-            "divisions": self.divisions,
-            "nuclear_source": self.sources,
-            "ms_p50": {k: round(float(np.median(v)), 1) for k, v in self.ms.items()},
-        }
-
-    def close(self) -> None:
-        self.analyzer.close()
-        if self.cells_out is not None:
-            self.cells_out.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,6 +15,7 @@ from ._agent import agent, worker
 from ._common import JsonOpt, emit, fail, setup_logging, stderr, user_errors
 from ._engines import bench_engines, engines_app, eval_app
 from ._track import bench_track, eval_track, track
+from ._view import view
 
 app = typer.Typer(
     name="livescope",
@@ -32,6 +34,7 @@ app.add_typer(profile_app, name="profile")
 app.add_typer(bench_app, name="bench")
 app.command()(agent)
 app.command()(worker)
+app.command()(view)
 app.add_typer(engines_app, name="engines")
 app.add_typer(eval_app, name="eval")
 app.command()(track)
@@ -71,35 +74,64 @@ def demo(
         str, typer.Option(help="Hardware profile: a shipped name or a YAML path.")
     ] = "sim",
     plan: Annotated[
-        Path | None, typer.Option(help="Plan YAML (a useq MDASequence) instead of the default.")
+        Path | None,
+        typer.Option(help="Plan YAML (a useq MDASequence, optionally with policies:)."),
     ] = None,
     seed: Annotated[
         int | None, typer.Option(help="Overrides the profile's simulation seed.")
     ] = None,
+    analysis: Annotated[
+        bool,
+        typer.Option(
+            help="Run the pipeline worker, policies and report (--no-analysis: record only)."
+        ),
+    ] = True,
+    time_acceleration: Annotated[
+        float | None,
+        typer.Option(
+            min=0.001,
+            help="Sample seconds per wall second (default: 40 with analysis, so the CPU "
+            "engines keep up; the profile's without).",
+        ),
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="CPU threads per engine in the worker.")
+    ] = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Acquire a multi-position, multi-channel time-lapse on the simulated microscope.
+    """Run the simulated microscope through the whole system and write a report.
 
-    Records every frame (OME-Zarr + a per-frame event log) and the simulation's
-    ground truth (Cell Tracking Challenge layout) into the run folder.
+    Acquires a multi-position time-lapse (phase contrast + nuclear stain) of
+    dividing cells; records every frame with its ground truth; the pipeline
+    worker (its own process, restarted if it dies) segments, tracks, stains
+    and classifies every field; a rule images each cell entering mitosis with a
+    fast time-lapse centred on it; the triggers are scored against the
+    simulation's true mitoses; RUN/report.html shows it all.
     """
     setup_logging(verbose)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from livescope.schema import load_plan, load_profile
+    from livescope.schema import load_plan, load_profile, plan_sections
     from livescope.scope import demo_sequence, run_simulated
 
     with user_errors(json_out):
         prof = load_profile(profile)
-        if prof.kind != "simulated":
+        if prof.kind != "simulated" or prof.simulation is None:
             fail(
                 f"profile {prof.name!r} is kind {prof.kind!r}; `livescope demo` runs the "
                 "simulated microscope (use a profile with kind: simulated, e.g. 'sim')",
                 as_json=json_out,
             )
+        accel = time_acceleration or (40.0 if analysis else None)
+        if accel is not None:
+            prof = prof.replace(
+                simulation=prof.simulation.replace(time_acceleration=accel).model_dump()
+            )
+        policies: list[Any] | None = None
         if plan is not None:
             sequence = load_plan(plan)
+            policies = plan_sections(plan).get("policies")  # type: ignore[assignment]
         else:
             sequence = demo_sequence(
                 prof, timepoints=frames, positions=positions, interval_s=interval_s
@@ -119,7 +151,22 @@ def demo(
             def progress(done: int, total: int) -> None:
                 bar.update(task, completed=done, total=total)
 
-            summary = run_simulated(prof, sequence, run_dir, seed=seed, progress=progress)
+            if analysis:
+                from livescope.pipeline import DEMO_POLICIES, run_adaptive
+
+                if plan is None:
+                    policies = DEMO_POLICIES
+                summary = run_adaptive(
+                    prof, sequence, run_dir, policies=policies, seed=seed, threads=threads,
+                    progress=progress,
+                )  # fmt: skip
+            else:
+                summary = run_simulated(prof, sequence, run_dir, seed=seed, progress=progress)
+            bar.update(task, description="writing the report")
+            from livescope.view import write_report
+
+            summary["report"] = str(write_report(run_dir).resolve())
+            (run_dir / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     if json_out:
         emit(summary)
         return
@@ -135,8 +182,19 @@ def _print_demo(summary: dict[str, Any]) -> None:
         table.add_row(key, ", ".join(value) if isinstance(value, list) else str(value))
     table.add_row("ground-truth tracks", str(summary["truth"].get("tracks", 0)))
     table.add_row("divisions in view", str(summary["truth"].get("divisions", 0)))
+    if "frames_analysed" in summary:
+        d = summary["decisions"]
+        table.add_row("frames analysed", str(summary["frames_analysed"]))
+        table.add_row("decisions", f"{d['accepted']} accepted, {d['rejected']} rejected")
+        table.add_row("trigger precision / recall",
+                      f"{summary['trigger_precision']} / {summary['trigger_recall']}")  # fmt: skip
+        table.add_row("mitosis → trigger (median)", f"{summary['mitosis_to_trigger_s']} s")
+        over = summary["latency_ms"].get("overhead", {})
+        table.add_row("pipeline overhead p50 / p99", f"{over.get('p50')} / {over.get('p99')} ms")
+        dropped = f"{summary['dropped_analysis_frames']} / {summary['dropped_recorded_frames']}"
+        table.add_row("dropped (analysis / recorded)", dropped)
     table.add_row("recording", summary["recording"])
-    table.add_row("ground truth", summary["ground_truth"])
+    table.add_row("report", summary["report"])
     stderr.print(table)
     typer.echo(summary["out"])
 

@@ -107,12 +107,26 @@ def _cuda_device() -> tuple[bool, str]:
 # ----------------------------------------------------------------- ONNX Runtime
 
 
+def _threads() -> int:
+    """CPU threads per session: ``LIVESCOPE_THREADS`` if set (e.g. by the supervisor), else all."""
+    raw = os.environ.get("LIVESCOPE_THREADS", "")
+    if raw.strip():
+        try:
+            n = int(raw)
+        except ValueError:
+            raise LivescopeError(f"LIVESCOPE_THREADS must be a whole number, got {raw!r}") from None
+        if n >= 1:
+            return n
+        raise LivescopeError(f"LIVESCOPE_THREADS must be >= 1, got {n}")
+    return os.cpu_count() or 1
+
+
 class _OrtSession:
     def __init__(self, model: Path, providers: list[str]) -> None:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = os.cpu_count() or 1
+        opts.intra_op_num_threads = _threads()
         opts.log_severity_level = 3
         self._sess = ort.InferenceSession(str(model), sess_options=opts, providers=providers)
         self.backend = "onnxruntime"

@@ -1,25 +1,40 @@
 """The analysis pipeline: engines and trackers wired into one pass per frame.
 
 `FrameAnalyzer` turns the frames of one field at one time point into labels,
-tracks, a virtual stain and per-cell states. The worker process (``livescope
-worker --analyse``) feeds it from the frame bus. The ``score_*`` functions and
-`flag_divisions_ctc` score the stain and cell-state engines against ground
+tracks, a virtual stain and per-cell states. `PipelineWorker` (the worker
+process, ``livescope worker --analyse``) feeds it from the frame bus, runs the
+policies, sends decisions, writes the results store and the overlay;
+`WorkerSupervisor` runs it beside the agent and restarts it if it dies. The
+``score_*`` functions and `flag_divisions_ctc` score the stain and cell-state engines against ground
 truth (simulated fields, annotated CTC sequences).
 """
 
 from ._analyzer import FrameAnalyzer, FrameResult
+from ._demo import DEMO_POLICIES, evaluate_triggers, run_adaptive, write_plan
 from ._scoring import (
     flag_divisions_ctc,
     score_stain_simulated,
     score_states_simulated,
     views_for_seeds,
 )
+from ._supervisor import WorkerSupervisor
+from ._worker import LATENCY_STAGES, PLAN_FILE, RESULTS_DIR, PipelineWorker, WorkerConfig
 
 __all__ = [
+    "DEMO_POLICIES",
+    "LATENCY_STAGES",
+    "PLAN_FILE",
+    "RESULTS_DIR",
     "FrameAnalyzer",
     "FrameResult",
+    "PipelineWorker",
+    "WorkerConfig",
+    "WorkerSupervisor",
+    "evaluate_triggers",
     "flag_divisions_ctc",
+    "run_adaptive",
     "score_stain_simulated",
     "score_states_simulated",
     "views_for_seeds",
+    "write_plan",
 ]

@@ -127,14 +127,23 @@ class FrameAnalyzer:
         label_free: NDArray[Any] | None = None,
         position: str = "p0",
         pixel_size_um: float | None = None,
+        frame: int | None = None,
+        stain: bool = True,
     ) -> FrameResult:
-        """Run every loaded stage on one field at one time point (see the module)."""
+        """Run every loaded stage on one field at one time point (see the module).
+
+        ``frame`` is the field's time index (default: one more than the last one
+        of this position); a jump tells the tracker that frames were missed.
+        ``stain=False`` skips the virtual stain of a field that has a
+        fluorescence frame (it is always made when it is the only nuclear signal).
+        """
         if fluorescence is None and label_free is None:
             raise LivescopeError("analyse needs a fluorescence frame, a label-free frame, or both")
-        frame = self._frames.get(position, -1) + 1
+        if frame is None:
+            frame = self._frames.get(position, -1) + 1
         self._frames[position] = frame
         res = FrameResult(position=position, frame=frame)
-        if label_free is not None and self.stain is not None:
+        if label_free is not None and self.stain is not None and (stain or fluorescence is None):
             t0 = time.perf_counter()
             res.stain = self.stain.predict(label_free, pixel_size_um=pixel_size_um).image
             res.ms["stain"] = 1000 * (time.perf_counter() - t0)
@@ -163,6 +172,14 @@ class FrameAnalyzer:
             res.states = self.states.classify(nuclear, labels, pixel_size_um=pixel_size_um)
             res.ms["states"] = 1000 * (time.perf_counter() - t2)
         return res
+
+    def engine_hashes(self) -> dict[str, str]:
+        """Engine name → model sha256 of every loaded engine (recorded with decisions)."""
+        out = {e.name: e.card.sha256 for e in (self.stain, self.states) if e is not None}
+        if self.segmenter_name is not None:
+            seg = next(iter(self._segmenters.values()), None) or self._segmenter(None)
+            out[seg.name] = seg.card.sha256
+        return out
 
     def close(self) -> None:
         """Free every engine's session (and its device memory)."""

@@ -3,7 +3,7 @@
 from ._ctc import CtcTrack, read_ctc, relabel_for_ctc, write_ctc
 from ._decisions import DECISIONS_FILE, DecisionLog, read_decisions
 from ._protocol import PSink
-from ._zarr import FRAMES_FILE, ZARR_NAME, OmeZarrWriter, read_frames
+from ._zarr import FRAMES_FILE, ZARR_NAME, OmeZarrWriter, RecordingReader, read_frames
 
 __all__ = [
     "DECISIONS_FILE",
@@ -13,6 +13,7 @@ __all__ = [
     "DecisionLog",
     "OmeZarrWriter",
     "PSink",
+    "RecordingReader",
     "read_ctc",
     "read_decisions",
     "read_frames",

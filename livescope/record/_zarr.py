@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 
 from livescope.schema import FrameInfo, LivescopeError
 
-__all__ = ["FRAMES_FILE", "ZARR_NAME", "OmeZarrWriter", "read_frames"]
+__all__ = ["FRAMES_FILE", "ZARR_NAME", "OmeZarrWriter", "RecordingReader", "read_frames"]
 
 ZARR_NAME = "data.ome.zarr"
 FRAMES_FILE = "frames.jsonl"
@@ -226,3 +226,52 @@ def read_frames(run_dir: str | Path) -> list[FrameInfo]:
             if line.strip():
                 out.append(json.loads(line))
     return out
+
+
+class RecordingReader:
+    """Read frames back from a run's OME-Zarr recording, also while it is being written.
+
+    Frames are addressed by their `FrameInfo` (from the frame log): position,
+    channel and (t, z) index.
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        import zarr
+
+        self.path = Path(run_dir) / ZARR_NAME
+        if not self.path.is_dir():
+            raise LivescopeError(f"no recording at {self.path}")
+        self._zarr = zarr
+        self._groups: dict[str, str] = {}
+
+    def _group(self, position: str) -> Any:
+        root = self._zarr.open_group(self.path, mode="r")
+        if position not in self._groups:
+            for key in sorted(root.group_keys(), key=lambda k: int(k) if k.isdigit() else 0):
+                meta: Any = root[key].attrs.get("livescope")
+                name = meta.get("position") if isinstance(meta, dict) else None
+                if isinstance(name, str):
+                    self._groups[name] = key
+        if position not in self._groups:
+            raise LivescopeError(f"position {position!r} is not in the recording {self.path}")
+        return root[self._groups[position]]
+
+    def read(self, info: FrameInfo) -> NDArray[Any]:
+        """Return the pixels of the frame ``info`` describes.
+
+        Raises
+        ------
+        LivescopeError
+            if the recording does not hold that frame.
+
+        """
+        group = self._group(info["position"])
+        labels = [c["label"] for c in group.attrs["ome"]["omero"]["channels"]]
+        if info["channel"] not in labels:
+            raise LivescopeError(f"channel {info['channel']!r} is not in {self.path}")
+        idx = info["index"]
+        t, c, z = int(idx.get("t", 0)), labels.index(info["channel"]), int(idx.get("z", 0))
+        arr = group["0"]
+        if t >= arr.shape[0] or c >= arr.shape[1] or z >= arr.shape[2]:
+            raise LivescopeError(f"frame {info['seq']} (t={t}, c={c}, z={z}) is not in {self.path}")
+        return np.asarray(arr[t, c, z])

@@ -38,12 +38,13 @@ from ._header import (
     decode_header,
     encode_header,
 )
-from ._plan import check_plan, load_plan
+from ._plan import PLAN_SECTIONS, check_plan, load_plan, plan_sections
 from ._profile import (
     Camera,
     Channel,
     ChannelSet,
     Compute,
+    Guardrails,
     HardwareProfile,
     LightDoseBudget,
     Objective,
@@ -58,6 +59,7 @@ from ._profile import (
 
 __all__ = [
     "ALLOWED_DTYPES",
+    "PLAN_SECTIONS",
     "PROTOCOL_VERSION",
     "AddEvents",
     "Camera",
@@ -76,6 +78,7 @@ __all__ = [
     "FrameHeader",
     "FrameInfo",
     "FrozenModel",
+    "Guardrails",
     "HardwareProfile",
     "HeaderError",
     "LightDoseBudget",
@@ -106,6 +109,7 @@ __all__ = [
     "load_plan",
     "load_profile",
     "parse_decision",
+    "plan_sections",
     "read_yaml",
     "require_data_root",
 ]

@@ -50,7 +50,10 @@ class FrameHeader(TypedDict):
 
     Times are ``time.monotonic_ns()`` of the agent's host: ``t_camera_ns`` when the
     frame reached the agent from the camera, ``t_agent_ns`` when it was handed to
-    the bus, ``t_sent_ns`` when it was sent.
+    the bus, ``t_sent_ns`` when it was sent. ``sample_time_s`` is the plan clock
+    (seconds since the run started, in sample time) and ``added_by`` the id of
+    the decision that added the frame's event (None for the plan's own frames);
+    both are optional in v1 (absent from older senders: None).
     """
 
     v: int
@@ -71,6 +74,8 @@ class FrameHeader(TypedDict):
     dtype: str
     payload: Literal["inline", "shm"]
     shm: ShmRef | None
+    sample_time_s: float | None
+    added_by: str | None
 
 
 def encode_header(header: FrameHeader) -> bytes:
@@ -165,6 +170,9 @@ def decode_header(raw: bytes, payload_nbytes: int | None = None) -> FrameHeader:
             raise _fail("shm frames carry no inline payload")
     else:
         raise _fail(f"payload must be 'inline' or 'shm', got {payload!r:.40}")
+    added_by = d.get("added_by")
+    if added_by is not None:
+        added_by = _str(d, "added_by", 64)
     header = FrameHeader(
         v=PROTOCOL_VERSION,
         run_id=_str(d, "run_id", 128),
@@ -186,5 +194,7 @@ def decode_header(raw: bytes, payload_nbytes: int | None = None) -> FrameHeader:
         shm=None
         if shm is None
         else ShmRef(name=shm["name"], slot=shm["slot"], generation=shm["generation"]),
+        sample_time_s=_num(d, "sample_time_s", optional=True),
+        added_by=added_by,
     )
     return header

@@ -16,13 +16,21 @@ from ._base import format_validation_error, read_yaml
 from ._errors import PlanError
 from ._profile import HardwareProfile
 
-__all__ = ["check_plan", "load_plan"]
+__all__ = ["PLAN_SECTIONS", "check_plan", "load_plan", "plan_sections"]
 
 _MAX_REPORTED = 20
+
+PLAN_SECTIONS = ("policies", "analysis")
+"""livescope's own top-level keys in a plan file, beside the ``MDASequence`` fields:
+``policies`` (event-triggered rules, `livescope.policy`) and ``analysis`` (which
+engines the worker runs)."""
 
 
 def load_plan(path: str | Path) -> useq.MDASequence:
     """Load a plan file (YAML mapping of ``useq.MDASequence`` fields).
+
+    The file may also hold livescope's own sections (`PLAN_SECTIONS`); they are
+    read by `plan_sections`, not here.
 
     Raises
     ------
@@ -30,15 +38,34 @@ def load_plan(path: str | Path) -> useq.MDASequence:
         listing every problem with its field path.
 
     """
-    data = read_yaml(path, PlanError)
-    if not isinstance(data, dict):
-        raise PlanError(str(path), [f"(top level): expected a mapping, got {type(data).__name__}"])
+    data = _read_mapping(path)
+    data = {k: v for k, v in data.items() if k not in PLAN_SECTIONS}
     if unknown := _unknown_keys(data):
         raise PlanError(str(path), unknown)
     try:
         return useq.MDASequence.model_validate(data)
     except ValidationError as exc:
         raise PlanError(str(path), format_validation_error(exc)) from None
+
+
+def _read_mapping(path: str | Path) -> dict[str, object]:
+    data = read_yaml(path, PlanError)
+    if not isinstance(data, dict):
+        raise PlanError(str(path), [f"(top level): expected a mapping, got {type(data).__name__}"])
+    return data
+
+
+def plan_sections(path: str | Path) -> dict[str, object]:
+    """Return livescope's own sections of a plan file (``policies``, ``analysis``), as read.
+
+    Raises
+    ------
+    PlanError
+        if the file cannot be read or is not a mapping.
+
+    """
+    data = _read_mapping(path)
+    return {k: data[k] for k in PLAN_SECTIONS if k in data}
 
 
 def _fields(model: type[BaseModel]) -> set[str]:

@@ -21,6 +21,7 @@ __all__ = [
     "Channel",
     "ChannelSet",
     "Compute",
+    "Guardrails",
     "HardwareProfile",
     "LightDoseBudget",
     "Objective",
@@ -166,6 +167,22 @@ class LightDoseBudget(FrozenModel):
     max_extra_frames_per_run: int = Field(
         ge=0, default=500, description="Frames that decisions may add to a plan."
     )
+    max_fluorescence_s_per_channel: PositiveFloat | None = Field(
+        default=None,
+        description="Fluorescence exposure per position and channel over a run, s "
+        "(None: only the per-position total applies).",
+    )
+
+
+class Guardrails(FrozenModel):
+    """Limits on what policies may ask of the rig (checked before a decision is sent)."""
+
+    min_interval_s: PositiveFloat = Field(
+        default=1.0, description="Shortest time-lapse interval a decision may set, s."
+    )
+    max_decisions_per_min: PositiveFloat = Field(
+        default=60.0, description="Decisions sent per minute of run time (all rules)."
+    )
 
 
 class Compute(FrozenModel):
@@ -221,6 +238,7 @@ class HardwareProfile(FrozenModel):
     channels: ChannelSet
     stages: Stages
     light_dose: LightDoseBudget = LightDoseBudget()
+    guardrails: Guardrails = Guardrails()
     compute: Compute = Compute()
     simulation: Simulation | None = None
 

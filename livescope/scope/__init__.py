@@ -11,11 +11,12 @@ from ._engine import SAMPLE_TIME_KEY, LivescopeEngine
 from ._fanout import FrameFanout, frame_info, position_name
 from ._frames import SimulatedView, simulated_frames, simulated_views
 from ._render import FieldOfView, Optics
-from ._sample import STEP_S, CellRecord, CellState, SampleState, SimulatedSample
+from ._sample import ANAPHASE_SHARE, STEP_S, CellRecord, CellState, SampleState, SimulatedSample
 from ._sim import FrameTruth, SimulatedMicroscope, expose
 from ._truth import GroundTruthWriter
 
 __all__ = [
+    "ANAPHASE_SHARE",
     "CAMERA_TARGETS_FPS",
     "SAMPLE_TIME_KEY",
     "STEP_S",

@@ -308,6 +308,14 @@ class ScopeAgent:
             interval_s=_interval_s(sequence),
             attrs={"run_id": self.run_id, "profile": profile.name, "livescope": __version__},
         )
+        plan_file = self.run_dir / "plan.yaml"  # what ran, for workers and replays
+        if not plan_file.exists():
+            import json
+
+            import yaml
+
+            data = json.loads(sequence.model_dump_json(exclude_unset=True, exclude_defaults=True))
+            plan_file.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
         self.decision_log = DecisionLog(self.run_dir)
         self.decisions_accepted = 0
         self.decisions_rejected = 0

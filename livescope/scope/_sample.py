@@ -33,7 +33,7 @@ from numpy.typing import NDArray
 
 from livescope.schema import Simulation
 
-__all__ = ["STEP_S", "CellRecord", "CellState", "SampleState", "SimulatedSample"]
+__all__ = ["ANAPHASE_SHARE", "STEP_S", "CellRecord", "CellState", "SampleState", "SimulatedSample"]
 
 STEP_S = 10.0
 """Sample-time step of the simulation, seconds."""
@@ -41,6 +41,8 @@ STEP_S = 10.0
 _PROPHASE_SHARE = 0.45  # of mitosis_duration_s, from onset to metaphase
 _METAPHASE_SHARE = 0.25  # then metaphase until anaphase (division)
 _ANAPHASE_SHARE = 0.30  # daughters' separation and decondensation after division
+ANAPHASE_SHARE = _ANAPHASE_SHARE
+"""Share of ``mitosis_duration_s`` the daughters spend in anaphase/telophase after division."""
 _APOPTOSIS_S = 2400.0
 _VELOCITY_MEMORY_S = 600.0  # persistence time of random motion
 _HISTORY_STEPS = 720  # states kept for random access (2 h of sample time)

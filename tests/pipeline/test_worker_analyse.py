@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -29,9 +30,7 @@ def test_worker_analyses_each_field_of_a_running_acquisition(tmp_path: Path) -> 
         "time_plan: {interval: 600, loops: 6}\n"  # 1 s apart at the sim's 600x
     )
     run = tmp_path / "run"
-    cells = tmp_path / "cells.jsonl"
-    worker = _cli("worker", str(run), "--analyse", "--maxlen", "64", "--idle-s", "5",
-                  "--backend", "onnxruntime", "--cells-out", str(cells), "--json")  # fmt: skip
+    worker = _cli("worker", str(run), "--analyse", "--backend", "onnxruntime", "--json")
     agent = _cli("agent", "--plan", str(plan), "--out", str(run), "--bus", "inline", "--json")
     out, err = agent.communicate(timeout=300)
     assert agent.returncode == 0, err
@@ -39,16 +38,19 @@ def test_worker_analyses_each_field_of_a_running_acquisition(tmp_path: Path) -> 
     assert worker.returncode == 0, werr
     summary, result = json.loads(out), json.loads(wout)
     assert summary["frames_acquired"] == 24
-    # a worker that attaches while the run starts may miss its first frames (not drops);
-    # from then on nothing is lost, and every field is analysed once
-    assert result["delivered"] >= 18, json.dumps(result)
-    assert result["drops"] == 0
-    a = result["analysis"]
-    assert a["fields"] in (result["delivered"] // 2, result["delivered"] // 2 + 1)
-    assert a["nuclear_source"] == {"fluorescence": a["fields"]}
-    assert set(a["ms_p50"]) == {"stain", "segment", "track", "states"}
-    rows = [json.loads(line) for line in cells.read_text().splitlines()]
-    assert len(rows) == a["cells"] > 8
+    # every field is analysed once: live, or read back from the recording when the
+    # worker attached after its frames were sent
+    assert result["fields_analysed"] == 12
+    assert result["frames_analysed"] == 24
+    assert result["frames_received"] + result.get("frames_dropped_live", 0) >= 24
+    assert {"stain", "segment", "track", "states", "end_to_end", "overhead"} <= set(
+        result["latency_ms"]
+    )
+    with (run / "results" / "cells.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == result["cells"] > 8
     assert {r["position"] for r in rows} == {"A", "B"}
-    assert {3, 4, 5} <= {r["t"] for r in rows}
-    assert all(r["track"] > 0 and r["state"] for r in rows)
+    assert {int(r["t"]) for r in rows} == set(range(6))
+    assert all(int(r["track"]) > 0 and r["state"] for r in rows)
+    assert sorted((run / "results" / "ctc" / "A").glob("mask*.tif"))[-1].name == "mask005.tif"
+    assert (run / "results" / "ctc" / "A" / "res_track.txt").read_text().strip()

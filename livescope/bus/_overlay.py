@@ -1,0 +1,421 @@
+"""The overlay bus: analysis results of the newest frames, for live viewers.
+
+The worker publishes one message per analysed field; viewers keep only the
+newest message of each position ("latest wins"). Neither side ever waits for
+the other: the publisher drops (and counts) a message that a slow viewer has no
+room for, and the viewer's receiver thread drains its socket as fast as it can,
+so what it shows is the newest frame, not a backlog.
+
+A message is a ZeroMQ multipart message: part 1 a UTF-8 JSON header (overlay
+protocol v1), then one raw C-order buffer per array, in the order the header's
+``arrays`` lists them. Header fields:
+
+``v`` (1), ``run_id``, ``seq`` (the frame's sequence number), ``position``,
+``t`` (time index), ``sample_time_s`` (float or null), ``arrays`` (list of
+``{"name", "dtype", "shape"}``), ``cells`` (list of ``{"label", "track", "y",
+"x", "state", "p_mitosis"}``, centroids in px), ``tails`` (``{"<track id>":
+[[y, x], ...]}``, oldest first, px), ``decisions`` (list of ``{"rule", "y", "x",
+"accepted", "reason"}`` fired on this frame).
+
+Array names: ``raw:<channel>`` (camera frames), ``labels`` (int32 instance
+labels), ``stain`` (float32 or float16 virtual stain).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zmq
+from numpy.typing import NDArray
+
+from livescope.schema import HeaderError, LivescopeError
+
+from ._endpoints import BusSecurity, bind, connect, local_endpoint
+from ._overlay_wire import (
+    OVERLAY_DTYPES,
+    OVERLAY_FILE,
+    OVERLAY_VERSION,
+    OverlayMessage,
+    decode_overlay,
+)
+
+__all__ = ["OverlayPublisher", "OverlaySubscriber"]
+
+logger = logging.getLogger("livescope")
+
+
+def _plain(obj: object) -> Any:
+    """JSON fallback for numpy scalars and arrays given in a header."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+# ---------------------------------------------------------------- publisher
+
+
+class OverlayPublisher:
+    """Publishes overlay messages (worker side); never blocks.
+
+    Parameters
+    ----------
+    run_id
+        Written into every header.
+    run_dir
+        If given, ``run_dir/overlay.json`` tells viewers where to connect; it is
+        written atomically now and removed by `close`.
+    endpoint
+        Where to bind (default: a fresh local endpoint).
+    security
+        CURVE keys; required to bind to a non-loopback address.
+    sndhwm
+        Messages queued per viewer before new ones are dropped (and counted).
+
+    Notes
+    -----
+    The socket is an XPUB with ``XPUB_NODROP``: a message that a viewer has no
+    room for makes `publish` return False at once instead of being lost
+    silently, so drops are counted here. Call `publish` from one thread only.
+
+    """
+
+    def __init__(
+        self,
+        run_id: str,
+        *,
+        run_dir: Path | None = None,
+        endpoint: str | None = None,
+        security: BusSecurity | None = None,
+        sndhwm: int = 4,
+    ) -> None:
+        self.run_id = run_id
+        self._security = security
+        self._ctx: zmq.Context[Any] = zmq.Context()
+        self._sock = self._ctx.socket(zmq.XPUB)
+        self._file: Path | None = None
+        self._closed = False
+        try:
+            self._sock.setsockopt(zmq.SNDHWM, sndhwm)
+            self._sock.setsockopt(zmq.LINGER, 0)
+            self._sock.setsockopt(zmq.XPUB_NODROP, 1)
+            self.endpoint = bind(self._sock, endpoint or local_endpoint("overlay"), security)
+            if run_dir is not None:
+                self._file = Path(run_dir) / OVERLAY_FILE
+                tmp = self._file.with_suffix(".tmp")
+                info = {"run_id": run_id, "endpoint": self.endpoint, "v": OVERLAY_VERSION}
+                tmp.write_text(json.dumps(info, indent=1), encoding="utf-8")
+                tmp.replace(self._file)
+        except BaseException:
+            self._sock.close(0)
+            if security is not None:
+                security.release(self._ctx)
+            self._ctx.term()
+            raise
+        self.published = 0
+        self.dropped = 0
+        self.bytes_published = 0
+        self.subscribed = False
+
+    def _drain_subscriptions(self) -> None:
+        # XPUB hands us (un)subscriptions: read them so they never pile up, and
+        # learn whether anyone listens (first subscribe / last unsubscribe).
+        while True:
+            try:
+                msg = self._sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if msg[:1] in (b"\x00", b"\x01"):
+                self.subscribed = msg[:1] == b"\x01"
+
+    def publish(self, header: Mapping[str, Any], arrays: Mapping[str, NDArray[Any]]) -> bool:
+        """Send the results of one frame; returns False if it was dropped.
+
+        Never blocks. The arrays are sent without a copy: they must not change
+        afterwards.
+
+        Parameters
+        ----------
+        header
+            ``seq``, ``position``, ``t`` (required), ``sample_time_s``, ``cells``,
+            ``tails``, ``decisions`` (optional: null or empty); see the module doc.
+            ``v``, ``run_id`` and ``arrays`` are filled in here. Numpy scalars
+            and arrays are accepted (converted to JSON numbers and lists).
+        arrays
+            Name → array (1 to 4 dimensions, a dtype of `OVERLAY_DTYPES`).
+
+        Raises
+        ------
+        LivescopeError
+            if the header lacks a required field or cannot be encoded (NaN,
+            an unknown type), or an array has an unsupported dtype or shape.
+
+        """
+        if self._closed:
+            raise LivescopeError("overlay publisher is closed")
+        missing = [k for k in ("seq", "position", "t") if k not in header]
+        if missing:
+            raise LivescopeError(f"overlay header lacks {', '.join(missing)}")
+        specs: list[dict[str, Any]] = []
+        buffers: list[memoryview] = []
+        for name, a in arrays.items():
+            arr = np.ascontiguousarray(a)
+            if not arr.dtype.isnative:
+                arr = arr.astype(arr.dtype.newbyteorder("="))
+            if arr.dtype.name not in OVERLAY_DTYPES or not 1 <= arr.ndim <= 4 or arr.size == 0:
+                raise LivescopeError(
+                    f"overlay array {name!r}: {arr.dtype} {arr.shape} is not supported "
+                    f"(dtypes {', '.join(OVERLAY_DTYPES)}; 1 to 4 non-empty dimensions)"
+                )
+            specs.append({"name": str(name), "dtype": arr.dtype.name, "shape": list(arr.shape)})
+            buffers.append(arr.data.cast("B"))
+        msg = {
+            "sample_time_s": None,
+            "cells": [],
+            "tails": {},
+            "decisions": [],
+            **header,
+            "v": OVERLAY_VERSION,
+            "run_id": self.run_id,
+            "arrays": specs,
+        }
+        try:
+            raw = json.dumps(msg, separators=(",", ":"), allow_nan=False, default=_plain).encode()
+        except (TypeError, ValueError) as exc:
+            raise LivescopeError(f"overlay header cannot be encoded as JSON: {exc}") from None
+        self._drain_subscriptions()
+        try:
+            self._sock.send_multipart([raw, *buffers], flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            self.dropped += 1
+            return False
+        self.published += 1
+        self.bytes_published += len(raw) + sum(b.nbytes for b in buffers)
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: ``published``, ``dropped`` (a viewer had no room), ``bytes``."""
+        return {
+            "endpoint": self.endpoint,
+            "published": self.published,
+            "dropped": self.dropped,
+            "bytes": self.bytes_published,
+            "subscribed": self.subscribed,
+        }
+
+    def close(self) -> None:
+        """Remove ``overlay.json`` and close the socket (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._file is not None:
+            self._file.unlink(missing_ok=True)
+        self._sock.close(0)
+        if self._security is not None:
+            self._security.release(self._ctx)
+        self._ctx.term()
+
+    def __enter__(self) -> OverlayPublisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------- subscriber
+
+
+def _resolve(source: str | Path, timeout_s: float) -> tuple[str, str | None]:
+    """Return (endpoint, run id or None) for an endpoint, a run folder or its overlay.json."""
+    if isinstance(source, str) and "://" in source:
+        return source, None
+    path = Path(source)
+    file = path if path.suffix == ".json" and not path.is_dir() else path / OVERLAY_FILE
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            raw = file.read_bytes()
+            break
+        except FileNotFoundError:
+            if time.monotonic() >= deadline:
+                raise LivescopeError(
+                    f"no {OVERLAY_FILE} in {file.parent} after {timeout_s:g} s: is a worker "
+                    "publishing overlays for this run (e.g. `livescope worker --analyse`)?"
+                ) from None
+            time.sleep(0.05)
+    try:
+        info = json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise LivescopeError(f"{file} is not JSON ({exc})") from None
+    if (
+        not isinstance(info, dict)
+        or info.get("v") != OVERLAY_VERSION
+        or not isinstance(info.get("endpoint"), str)
+        or not isinstance(info.get("run_id"), str)
+    ):
+        raise LivescopeError(f"{file} is not an overlay file of version {OVERLAY_VERSION}")
+    return info["endpoint"], info["run_id"]
+
+
+class OverlaySubscriber:
+    """Receives overlay messages and keeps the newest one per position.
+
+    Parameters
+    ----------
+    source
+        A run folder (its ``overlay.json`` is waited for up to ``timeout_s``),
+        the ``overlay.json`` file itself, or an endpoint (``ipc://...``,
+        ``tcp://...``).
+    timeout_s
+        How long to wait for ``overlay.json`` to appear, in seconds.
+    security
+        CURVE keys when the publisher listens on a network.
+    rcvhwm
+        Messages the socket may queue; the receiver thread keeps it near empty.
+
+    Raises
+    ------
+    LivescopeError
+        if no ``overlay.json`` appears in time, it is invalid, or the socket
+        cannot connect.
+
+    Notes
+    -----
+    A receiver thread owns the socket: it drains every queued message, checks
+    each one (`decode_overlay`; a bad one is counted and logged, never raised)
+    and replaces the stored message of that position. A run folder's run id is
+    checked too: messages of another run are rejected. `latest`, `positions`
+    and `stats` may be called from any thread.
+
+    """
+
+    def __init__(
+        self,
+        source: str | Path,
+        *,
+        timeout_s: float = 10.0,
+        security: BusSecurity | None = None,
+        rcvhwm: int = 16,
+    ) -> None:
+        self.endpoint, self.run_id = _resolve(source, timeout_s)
+        self.security = security
+        self.rcvhwm = rcvhwm
+        self.counts = Counter[str]()
+        self._latest: dict[str, OverlayMessage] = {}
+        self._newest: OverlayMessage | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="livescope-overlay-rx", daemon=True)
+        self._thread.start()
+        self._ready.wait(5.0)
+        if self._error is not None:
+            raise LivescopeError(f"cannot attach to the overlay bus: {self._error}")
+
+    # ------------------------------------------------------------ receiver thread
+
+    def _run(self) -> None:
+        ctx: zmq.Context[Any] = zmq.Context()
+        sock = ctx.socket(zmq.SUB)
+        try:
+            sock.setsockopt(zmq.RCVHWM, self.rcvhwm)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.SUBSCRIBE, b"")
+            connect(sock, self.endpoint, self.security)
+        except Exception as exc:  # noqa: BLE001 (reported to the constructor, which raises)
+            self._error = exc
+            self._ready.set()
+            sock.close(0)
+            ctx.term()
+            return
+        self._ready.set()
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        try:
+            while not self._stop.is_set():
+                if not poller.poll(50):
+                    continue
+                for _ in range(1024):  # everything queued now; the newest stays
+                    try:
+                        parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    try:
+                        self._receive(parts)
+                    except Exception:
+                        self.counts["errors"] += 1
+                        logger.exception("overlay receiver: a message could not be handled")
+        except Exception as exc:
+            logger.exception("overlay receiver stopped")
+            self._error = exc
+        finally:
+            sock.close(0)
+            if self.security is not None:
+                self.security.release(ctx)
+            ctx.term()
+
+    def _receive(self, parts: list[zmq.Frame]) -> None:
+        t_rx = time.monotonic_ns()
+        self.counts["messages"] += 1
+        try:
+            msg = decode_overlay(parts[0].bytes, [p.buffer for p in parts[1:]], t_rx)
+            if self.run_id is not None and msg.header["run_id"] != self.run_id:
+                raise HeaderError(f"overlay of run {msg.header['run_id']!r:.80}, not this run")
+        except HeaderError as exc:
+            self.counts["rejected"] += 1
+            n = self.counts["rejected"]
+            if n <= 10 or n % 1000 == 0:
+                logger.warning("rejected an overlay message (%d so far): %s", n, exc)
+            return
+        with self._lock:
+            if msg.position in self._latest:
+                self.counts["replaced"] += 1
+            self._latest[msg.position] = msg
+            self._newest = msg
+        self.counts["received"] += 1
+
+    # ------------------------------------------------------------ consumer API
+
+    def latest(self, position: str | None = None) -> OverlayMessage | None:
+        """Return the newest message of ``position`` (None: of any position), or None yet.
+
+        Does not consume: calling again returns the same message until a newer one
+        arrives (compare with ``is`` to see whether anything changed).
+        """
+        with self._lock:
+            return self._newest if position is None else self._latest.get(position)
+
+    def positions(self) -> list[str]:
+        """Positions seen so far, in the order they first arrived."""
+        with self._lock:
+            return list(self._latest)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: ``messages``, ``received``, ``rejected``, ``replaced``, ``errors``."""
+        out: dict[str, Any] = {"endpoint": self.endpoint, "run_id": self.run_id}
+        for key in ("messages", "received", "rejected", "replaced", "errors"):
+            out[key] = int(self.counts[key])
+        out["positions"] = self.positions()
+        out["alive"] = self._thread.is_alive()
+        return out
+
+    def close(self) -> None:
+        """Stop the receiver thread and close the socket."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> OverlaySubscriber:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,61 @@
+"""``livescope view``: napari attached to a running run's overlay bus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ._common import JsonOpt, emit, fail, setup_logging, user_errors
+
+__all__ = ["view"]
+
+_INSTALL = "pip install 'livescope[viewer]'"
+
+
+def view(
+    run: Annotated[
+        Path, typer.Argument(help="Folder of a running run (where the worker writes overlay.json).")
+    ],
+    position: Annotated[
+        str | None, typer.Option(help="Position to show (default: the first that arrives).")
+    ] = None,
+    timeout_s: Annotated[
+        float, typer.Option(min=0, help="Seconds to wait for RUN/overlay.json to appear.")
+    ] = 30.0,
+    interval_ms: Annotated[
+        int, typer.Option(min=10, help="Refresh interval of the viewer, ms.")
+    ] = 100,
+    json_out: JsonOpt = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Show a running run live in napari: the newest frame of a position with its overlay.
+
+    Label contours, track ids and tails, the virtual stain and the decisions of
+    each analysed frame. The acquisition never waits for the viewer: it shows
+    the newest results and skips what it had no time to draw. Needs the
+    ``viewer`` extra. Blocks until the napari window is closed; with ``--json``
+    then prints the viewer's counters.
+    """
+    setup_logging(verbose)
+    with user_errors(json_out):
+        try:
+            import napari
+        except ImportError as exc:
+            fail(f"napari is not installed ({exc}): {_INSTALL}", as_json=json_out)
+        from livescope.view import OverlayViewer
+
+        try:
+            viewer = OverlayViewer(run, position=position, timeout_s=timeout_s)
+        except ImportError as exc:  # napari present, but no Qt binding or OpenGL
+            fail(f"napari cannot start ({exc}): {_INSTALL}", as_json=json_out)
+        stats: dict[str, Any]
+        try:
+            viewer.start(interval_ms)
+            napari.run()
+        finally:
+            stats = viewer.stats()
+            viewer.close()
+    if json_out:
+        emit({"ok": True, **stats})

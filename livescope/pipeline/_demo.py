@@ -1,0 +1,311 @@
+"""The full adaptive run on the simulated microscope: agent + supervised worker + policies.
+
+`run_adaptive` acquires a plan on the simulated microscope (the agent records
+every frame and streams it), runs the pipeline worker beside it in its own
+process (restarted if it dies), lets the plan's policies change the
+acquisition, then scores the triggers against the simulation's ground truth
+(`evaluate_triggers`) and returns the run summary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+import useq
+import yaml
+
+from livescope.record import read_frames
+from livescope.schema import HardwareProfile, LivescopeError
+from livescope.scope import ANAPHASE_SHARE, ScopeAgent, run_simulated
+
+from ._supervisor import WorkerSupervisor
+from ._worker import LATENCY_STAGES, PLAN_FILE, RESULTS_DIR, WorkerConfig
+
+__all__ = ["DEMO_POLICIES", "evaluate_triggers", "run_adaptive", "write_plan"]
+
+DEMO_POLICIES: list[dict[str, Any]] = [
+    {
+        "name": "mitosis-closeup",
+        "when": {"mitosis": {"p_min": 0.5, "frames": 2}},
+        "do": {
+            "acquire": {
+                "channels": ["Phase", "DAPI"],
+                "loops": 4,
+                "interval_s": 30,
+                "centre": "cell",
+            }
+        },
+        "cooldown_s": 1800,
+        "cooldown_radius_um": 20,
+    }
+]
+"""The demo's rule: a cell in mitosis (two frames in a row) gets a fast time-lapse
+(4 time points, 30 s apart, phase + nuclear stain) centred on it."""
+
+
+def write_plan(
+    path: Path, sequence: useq.MDASequence, policies: list[dict[str, Any]] | None
+) -> None:
+    """Write a plan file: the sequence's fields plus ``policies:``."""
+    data = json.loads(sequence.model_dump_json(exclude_unset=True, exclude_defaults=True))
+    if policies:
+        data["policies"] = policies
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+
+
+def run_adaptive(
+    profile: HardwareProfile,
+    sequence: useq.MDASequence,
+    out_dir: str | Path,
+    *,
+    policies: list[dict[str, Any]] | None = None,
+    worker: WorkerConfig | None = None,
+    seed: int | None = None,
+    threads: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    on_supervisor: Callable[[WorkerSupervisor], None] | None = None,
+    ready_timeout_s: float = 120.0,
+) -> dict[str, Any]:
+    """Acquire with the pipeline worker in the loop; return the run summary.
+
+    ``policies`` is a plan's ``policies:`` list (written with the sequence to
+    ``out_dir/plan.yaml``, which the worker reads). ``on_supervisor`` is called
+    once the worker is ready, before the first frame (e.g. to inject faults).
+
+    Raises
+    ------
+    LivescopeError
+        if the worker does not become ready or does not finish.
+
+    """
+    out = Path(out_dir)
+    if (out / "data.ome.zarr").exists():
+        raise LivescopeError(f"{out} already holds a recording; choose a new output folder")
+    out.mkdir(parents=True, exist_ok=True)
+    write_plan(out / PLAN_FILE, sequence, policies)
+    profile_path = out / "profile.yaml"  # the rig as run (e.g. its time acceleration)
+    profile_path.write_text(
+        yaml.safe_dump(profile.model_dump(mode="json"), sort_keys=False), encoding="utf-8"
+    )
+    cfg = worker or WorkerConfig(stain_every=5)
+    cfg = dataclasses.replace(cfg, profile=str(profile_path))
+    supervisor = WorkerSupervisor(out, cfg, threads=threads)
+
+    def start_worker(agent: ScopeAgent) -> None:
+        supervisor.start()
+        ready = out / RESULTS_DIR / "ready"
+        deadline = time.monotonic() + ready_timeout_s
+        while not ready.exists():
+            if time.monotonic() > deadline or (supervisor.exits and supervisor.exits[-1] != 0):
+                raise LivescopeError(
+                    f"the pipeline worker did not start (see {out / RESULTS_DIR / 'worker.log'})"
+                )
+            time.sleep(0.05)
+        if on_supervisor is not None:
+            on_supervisor(supervisor)
+
+    t0 = time.perf_counter()
+    summary = run_simulated(
+        profile, sequence, out, seed=seed, progress=progress, bus="inline", on_ready=start_worker
+    )
+    work = supervisor.wait()
+    mitosis_rules = [p["name"] for p in policies or [] if "mitosis" in p.get("when", {})]
+    evaluation = evaluate_triggers(out, profile, rules=mitosis_rules)
+    frames = read_frames(out)
+    planned = sum(1 for f in frames if not f.get("added_by"))
+    latency = {k: {"p50": v["p50"], "p99": v["p99"]} for k, v in work.get("latency_ms", {}).items()
+               if k in LATENCY_STAGES}  # fmt: skip
+    executed = _decision_executed_ms(out)
+    if executed:
+        a = np.asarray(executed)
+        latency["decision_executed"] = {"p50": round(float(np.percentile(a, 50)), 3),
+                                        "p99": round(float(np.percentile(a, 99)), 3)}  # fmt: skip
+    summary.update(
+        {
+            "frames_analysed": int(work.get("frames_analysed", 0)),
+            "fields_analysed": int(work.get("fields_analysed", 0)),
+            "frames_planned_recorded": planned,
+            "frames_added": len(frames) - planned,
+            "decisions": {
+                "accepted": summary["decisions_accepted"],
+                "rejected": summary["decisions_rejected"]
+                + int(work.get("decisions_rejected_guardrail", 0)),
+                "rejected_by_guardrails": int(work.get("decisions_rejected_guardrail", 0)),
+                "rejected_by_agent": summary["decisions_rejected"],
+            },
+            "trigger_precision": evaluation["precision"],
+            "trigger_recall": evaluation["recall"],
+            "mitosis_to_trigger_s": evaluation["mitosis_to_trigger_s"],
+            "latency_ms": latency,
+            "dropped_analysis_frames": int(work.get("frames_dropped_live", 0)),
+            "fields_analysed_late": int(work.get("dropped_live", 0)),
+            "dropped_recorded_frames": summary["frames_acquired"] - summary["frames_written"],
+            "worker_restarts": work["supervisor"]["restarts"],
+            "policies_disabled": work.get("policies_disabled", []),
+            "engines": work.get("engines", {}),
+            "guardrails": work.get("guardrails", {}),
+            "evaluation": evaluation,
+            "wall_s": round(time.perf_counter() - t0, 2),
+        }
+    )
+    (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    return summary
+
+
+def _decision_executed_ms(run_dir: Path) -> list[float]:
+    """Agent queued a decision's events → its first added frame acquired, ms."""
+    acked: dict[str, int] = {}
+    path = run_dir / "decisions.jsonl"
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            rec = json.loads(line)
+            ack = rec.get("ack", {})
+            if ack.get("accepted"):
+                acked[ack["decision_id"]] = int(ack.get("t_acked_ns", 0))
+    first: dict[str, int] = {}
+    for f in read_frames(run_dir):
+        d = f.get("added_by")
+        if d and d not in first:
+            first[str(d)] = int(f["t_camera_ns"])
+    return [(first[d] - t) / 1e6 for d, t in acked.items() if d in first and t]
+
+
+def evaluate_triggers(
+    run_dir: str | Path, profile: HardwareProfile, *, rules: list[str] | None = None
+) -> dict[str, Any]:
+    """Score mitosis triggers against the simulation's ground truth.
+
+    A trigger is correct when the cell it fired on (the true cell under its
+    centroid) was in mitosis at that frame's sample time: a mother between
+    mitosis onset and division, or a daughter in anaphase/telophase (then it is
+    its mother's mitosis). A true mitosis counts as observable when it was in view
+    in at least two plan time points of a position; recall is over those.
+
+    Returns precision, recall, median onset-to-trigger delay (s) and the
+    per-trigger and per-mitosis lists.
+    """
+    run = Path(run_dir)
+    truth = run / "ground_truth"
+    if not (truth / "lineage.json").is_file():
+        raise LivescopeError(f"{run} has no simulation ground truth (ground_truth/lineage.json)")
+    sim = profile.simulation
+    if sim is None:
+        raise LivescopeError(f"profile {profile.name!r} is not simulated")
+    anaphase_s = ANAPHASE_SHARE * sim.mitosis_duration_s
+    lineage = {int(r["cell_id"]): r for r in json.loads((truth / "lineage.json").read_text())}
+
+    def mitosis_of(cid: int, when: float) -> int | None:
+        r = lineage.get(cid)
+        if r is None:
+            return None
+        onset, end = r.get("mitosis_onset_s"), r.get("end_s")
+        if onset is not None and onset <= when and (end is None or when <= end):
+            return cid
+        parent = lineage.get(int(r["parent_id"]))
+        if parent is not None and r["birth_s"] <= when <= r["birth_s"] + anaphase_s:
+            return int(parent["cell_id"])
+        return None
+
+    times: dict[tuple[str, int], float] = {}
+    for f in read_frames(run):
+        when = f.get("sample_time_s")
+        if not f.get("added_by") and when is not None:
+            times.setdefault((str(f["position"]), int(f["index"].get("t", 0))), float(when))
+    masks: dict[tuple[str, int], Any] = {}
+
+    def mask(pos: str, t: int) -> Any:
+        if (pos, t) not in masks:
+            p = truth / pos / "cell_ids" / f"t{t:04d}.tif"
+            masks[(pos, t)] = tifffile.imread(p) if p.is_file() else None
+        return masks[(pos, t)]
+
+    # observable mitoses: (position, mother) -> sample times it was seen mitotic
+    seen: dict[tuple[str, int], list[float]] = {}
+    for (pos, t), when in sorted(times.items()):
+        m = mask(pos, t)
+        if m is None:
+            continue
+        for cid in np.unique(m[m > 0]).tolist():
+            mother = mitosis_of(int(cid), when)
+            if mother is not None:
+                seen.setdefault((pos, mother), [])
+                if when not in seen[(pos, mother)]:
+                    seen[(pos, mother)].append(when)
+    observable = {k for k, v in seen.items() if len(v) >= 2}
+
+    triggers = []
+    policy_log = run / RESULTS_DIR / "policy.jsonl"
+    lines = policy_log.read_text(encoding="utf-8").splitlines() if policy_log.is_file() else []
+    for line in lines:
+        rec = json.loads(line)
+        if rec.get("trigger") != "mitosis" or (rules and rec.get("rule") not in rules):
+            continue
+        pos, t = str(rec["position"]), int(rec["t"])
+        when = float(rec.get("sample_time_s") or times.get((pos, t), 0.0))
+        cid = _cell_at(mask(pos, t), rec.get("y"), rec.get("x"))
+        mother = mitosis_of(cid, when) if cid else None
+        triggers.append({"position": pos, "t": t, "sample_time_s": when, "track": rec.get("track"),
+                         "y": rec.get("y"), "x": rec.get("x"), "cell_id": cid,
+                         "mitosis_of": mother, "ok": mother is not None,
+                         "verdict": rec.get("verdict")})  # fmt: skip
+    first: dict[tuple[str, int], float] = {}
+    for tr in triggers:
+        if tr["ok"]:
+            key = (tr["position"], int(tr["mitosis_of"]))
+            first[key] = min(first.get(key, np.inf), tr["sample_time_s"])
+    mitoses = []
+    delays = []
+    for pos, mother in sorted(observable):
+        onset = lineage[mother].get("mitosis_onset_s")
+        hit = (pos, mother) in first
+        delay = None
+        if hit and onset is not None:
+            delay = round(first[(pos, mother)] - float(onset), 1)
+            delays.append(delay)
+        mitoses.append({"position": pos, "cell_id": mother, "onset_s": onset,
+                        "triggered": hit, "delay_s": delay})  # fmt: skip
+    n_ok = sum(tr["ok"] for tr in triggers)
+    hits = sum(m["triggered"] for m in mitoses)
+    counted = [k for k in first if k in observable]
+    return {
+        "precision": round(n_ok / len(triggers), 4) if triggers else None,
+        "recall": round(hits / len(mitoses), 4) if mitoses else None,
+        "mitosis_to_trigger_s": round(float(np.median(delays)), 1) if delays else None,
+        "triggers_fired": len(triggers),
+        "triggers_correct": n_ok,
+        "duplicate_triggers": n_ok - len(first),
+        "mitoses_observable": len(mitoses),
+        "mitoses_triggered": hits,
+        "mitoses_triggered_outside_observable": len(first) - len(counted),
+        "triggers": triggers,
+        "mitoses": mitoses,
+    }
+
+
+def _cell_at(m: Any, y: Any, x: Any, radius: int = 4) -> int:
+    """Return the true cell id under (y, x), else the nearest one within ``radius`` px (0: none)."""
+    if m is None or y is None or x is None:
+        return 0
+    r, c = round(float(y)), round(float(x))
+    h, w = m.shape
+    if 0 <= r < h and 0 <= c < w and m[r, c]:
+        return int(m[r, c])
+    r0, r1, c0, c1 = (
+        max(0, r - radius),
+        min(h, r + radius + 1),
+        max(0, c - radius),
+        min(w, c + radius + 1),
+    )
+    win = m[r0:r1, c0:c1]
+    ys, xs = np.nonzero(win)
+    if ys.size == 0:
+        return 0
+    k = int(np.argmin((ys + r0 - r) ** 2 + (xs + c0 - c) ** 2))
+    return int(win[ys[k], xs[k]])

@@ -1,0 +1,149 @@
+"""Start the pipeline worker as its own process and restart it when it dies.
+
+``livescope run`` / ``livescope demo`` start the agent in their own process and
+the worker beside it (``python -m livescope worker RUN --config FILE``); the
+supervisor watches the worker and, if it exits with an error or is killed
+while the run goes on, starts it again with ``--resume``: the new worker
+restores the trackers, policies and guardrails from ``results/state.json`` and
+reads the fields it missed back from the recording, so tracks keep their ids
+and no field goes unanalysed. The recording never depends on the worker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from livescope.schema import LivescopeError
+
+from ._worker import RESULTS_DIR, WorkerConfig
+
+__all__ = ["WorkerSupervisor"]
+
+logger = logging.getLogger("livescope")
+
+
+class WorkerSupervisor:
+    """Runs and supervises one worker process for a run folder.
+
+    Parameters
+    ----------
+    run_dir
+        The run folder (the agent writes ``bus.json`` there).
+    config
+        The worker's configuration (written to ``results/worker-config.json``).
+    max_restarts
+        Restarts allowed before the supervisor gives up (the run goes on, unanalysed).
+    threads
+        Threads each engine may use in the worker (None: the runtime's default).
+
+    """
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        config: WorkerConfig,
+        *,
+        max_restarts: int = 5,
+        threads: int | None = None,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.results = self.run_dir / RESULTS_DIR
+        self.results.mkdir(parents=True, exist_ok=True)
+        self.config_path = self.results / "worker-config.json"
+        self.config_path.write_text(config.to_json(), encoding="utf-8")
+        self.max_restarts = max_restarts
+        self.threads = threads
+        self.restarts = 0
+        self.exits: list[int] = []
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._log = (self.results / "worker.log").open("ab")
+
+    def _spawn(self, resume: bool) -> subprocess.Popen[bytes]:
+        cmd = [sys.executable, "-m", "livescope", "worker", str(self.run_dir), "--config",
+               str(self.config_path), "--json"]  # fmt: skip
+        if resume:
+            cmd.append("--resume")
+        env = dict(os.environ)
+        if self.threads is not None:
+            env["LIVESCOPE_THREADS"] = str(self.threads)
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self._log, env=env)
+
+    def start(self) -> None:
+        """Start the worker and the thread that watches it."""
+        with self._lock:
+            self.proc = self._spawn(resume=False)
+        self._thread = threading.Thread(target=self._watch, name="livescope-supervisor",
+                                        daemon=True)  # fmt: skip
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                proc = self.proc
+            if proc is None:
+                return
+            code = proc.poll()
+            if code is None:
+                self._stop.wait(0.1)
+                continue
+            self.exits.append(code)
+            if code == 0:
+                return  # finished: the run ended and every field was analysed
+            if self.restarts >= self.max_restarts:
+                logger.error("worker exited with %s; %d restarts used, giving up", code,
+                             self.restarts)  # fmt: skip
+                return
+            self.restarts += 1
+            logger.warning("worker exited with %s; restarting it (%d)", code, self.restarts)
+            with self._lock:
+                self.proc = self._spawn(resume=True)
+
+    def kill(self) -> None:
+        """Kill the current worker process (fault injection; the supervisor restarts it)."""
+        with self._lock:
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.kill()
+
+    def wait(self, timeout_s: float = 600.0) -> dict[str, Any]:
+        """Wait for the worker to finish the run (after the agent ended); return its summary.
+
+        Raises
+        ------
+        LivescopeError
+            if it does not finish within ``timeout_s`` (it is then terminated).
+
+        """
+        deadline = time.monotonic() + timeout_s
+        while self._thread is not None and self._thread.is_alive():
+            if time.monotonic() > deadline:
+                self._stop.set()
+                with self._lock:
+                    if self.proc is not None and self.proc.poll() is None:
+                        self.proc.terminate()
+                raise LivescopeError(
+                    f"the worker did not finish within {timeout_s:.0f} s after the run "
+                    f"(log: {self.results / 'worker.log'})"
+                )
+            self._thread.join(0.2)
+        self._log.close()
+        path = self.results / "worker.json"
+        summary: dict[str, Any] = {}
+        if path.is_file():
+            summary = json.loads(path.read_text(encoding="utf-8"))
+        summary["supervisor"] = {"restarts": self.restarts, "exit_codes": self.exits}
+        if not self.exits or self.exits[-1] != 0:
+            raise LivescopeError(
+                f"the worker failed (exit codes {self.exits}); see {self.results / 'worker.log'}"
+            )
+        return summary

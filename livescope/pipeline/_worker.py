@@ -1,0 +1,654 @@
+"""The pipeline worker: frames in from the bus, results, overlay and decisions out.
+
+`PipelineWorker` attaches to a running agent (its run folder's ``bus.json``)
+and, for each field (the frames of one position at one time point of the
+plan), runs one `FrameAnalyzer` pass (virtual stain → segmentation → tracking
+→ cell states), then the policies (`livescope.policy`), sends the decisions
+that pass the guardrails, publishes the overlay (latest wins) and appends to the
+results store beside the raw data::
+
+    <run>/results/
+        cells.csv           one row per cell and field: track, centroid, area,
+                            intensities, state probabilities
+        ctc/<position>/     maskTTT.tif (track ids) + res_track.txt (CTC result)
+        policy.jsonl        every rule firing: decision, guardrail or agent verdict
+        latency.jsonl       per field: ms per stage (see `LATENCY_STAGES`)
+        state.json          trackers, policies, guardrails (a restarted worker resumes)
+        worker.json         the worker's summary, written when it stops
+
+Nothing is lost when the worker falls behind or restarts: a field whose frames
+did not arrive over the bus (dropped, or sent while the worker was down) is read
+back from the recording before a later field of the same position is analysed,
+so the tracker sees every time point; such fields are counted as
+``dropped_live``. Frames added by decisions (``added_by``) are recorded by the
+agent; the worker counts them but does not analyse them unless asked
+(``analyse_added``).
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+import useq
+from numpy.typing import NDArray
+
+from livescope.bus import BUS_FILE, attach
+from livescope.policy import Cells, Observation, Policy, PolicyEngine, Verdict, load_policies
+from livescope.record import RecordingReader, read_frames
+from livescope.schema import HardwareProfile, LivescopeError, load_plan, load_profile
+from livescope.tracking import OnlineTracker, measure_objects
+
+from ._analyzer import FrameAnalyzer, FrameResult
+
+__all__ = ["LATENCY_STAGES", "PLAN_FILE", "RESULTS_DIR", "PipelineWorker", "WorkerConfig"]
+
+logger = logging.getLogger("livescope")
+
+RESULTS_DIR = "results"
+PLAN_FILE = "plan.yaml"
+LATENCY_STAGES = (
+    "camera_to_received",  # camera → agent → bus → worker's receiver thread
+    "queue_wait",  # received → analysis starts (grouping + waiting behind earlier fields)
+    "busy_wait",  # the part of queue_wait spent while the worker analysed earlier fields
+    "stain", "segment", "track", "states",  # engines
+    "engines",  # their sum
+    "prepare",  # per-cell measurements for the policies
+    "policy",  # policies + guardrails
+    "decision_enqueued",  # decision sent → the agent queued its events (ack)
+    "decision_executed",  # the agent queued it → first frame it added was acquired
+    "end_to_end",  # camera → decision enqueued (or → policies done, when none fired)
+    "overhead",  # end_to_end − engines − busy_wait: what the pipeline itself costs
+    "store",  # results store + overlay (after the decisions; off the decision path)
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What the worker runs (JSON round trip: `to_json` / `from_json`)."""
+
+    profile: str = "sim"
+    segmenter: str | None = "nuclei-unet"
+    stain: str | None = "nuclei-stain"
+    states: str | None = "cell-state"
+    backend: str | None = None
+    nucleus_diameter_um: float | None = None
+    plan: str | None = None
+    """Plan file with ``policies:`` (default: the run folder's plan.yaml)."""
+    stain_every: int = 1
+    """Virtual stain of every Nth time point of a field that also has a fluorescence
+    frame (fields with only a label-free frame always get it: it is what is segmented)."""
+    analyse_added: bool = False
+    maxlen: int = 256
+    idle_s: float = 60.0
+    """Give up when no frame arrived for this long and the agent is still there."""
+    tail_frames: int = 10
+    overlay: bool = True
+    decision_timeout_s: float = 2.0
+
+    def to_json(self) -> str:
+        """Serialise (for the supervisor to hand to a worker process)."""
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkerConfig:
+        """Read a config written by `to_json` (unknown keys are an error)."""
+        data = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        if unknown := sorted(set(data) - known):
+            raise LivescopeError(f"worker config: unknown key(s) {unknown}")
+        return cls(**data)
+
+
+@dataclass
+class _Field:
+    position: str
+    t: int
+    frames: dict[tuple[str, int], NDArray[Any]]
+    header: dict[str, Any]
+    """Header of the frame that completed the field (latest arrival)."""
+    t_received_ns: int
+    live: bool = True
+
+
+def _pct(values: Sequence[float]) -> dict[str, float]:
+    a = np.asarray(values, np.float64)
+    p50, p99 = (round(float(np.percentile(a, q)), 3) for q in (50, 99))
+    return {"p50": p50, "p99": p99, "n": int(a.size)}
+
+
+class PipelineWorker:
+    """Analyse a running run's fields; see the module.
+
+    Parameters
+    ----------
+    run_dir
+        The agent's run folder.
+    config
+        Engines, policies and limits.
+    resume
+        Continue from ``results/state.json`` (a restarted worker).
+    policies
+        Python policies added to the plan's declared rules.
+
+    """
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        config: WorkerConfig | None = None,
+        *,
+        resume: bool = False,
+        policies: Sequence[Policy] = (),
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.config = cfg = config or WorkerConfig()
+        self.profile: HardwareProfile = load_profile(cfg.profile)
+        plan_path = Path(cfg.plan) if cfg.plan else self.run_dir / PLAN_FILE
+        self.sequence: useq.MDASequence | None = None
+        rules: list[Policy] = []
+        if plan_path.is_file():
+            self.sequence = load_plan(plan_path)
+            rules = load_policies(plan_path, self.profile)
+        self.kinds = {c.name: c.kind for c in self.profile.channels.presets}
+        if self.sequence is not None and self.sequence.channels:
+            channels = [c.config for c in self.sequence.channels]
+        else:
+            channels = [c.name for c in self.profile.channels.presets]
+        nz = max(1, len(list(self.sequence.z_plan))) if self.sequence is not None and (
+            self.sequence.z_plan) else 1  # fmt: skip
+        self.expected = len(channels) * nz
+        self.mid_z = nz // 2
+        diameter = cfg.nucleus_diameter_um
+        if diameter is None and self.profile.simulation is not None:
+            diameter = 2 * self.profile.simulation.nucleus_radius_um
+        self.analyzer = FrameAnalyzer(
+            segmenter=cfg.segmenter,
+            stain=cfg.stain,
+            states=cfg.states,
+            backend=cfg.backend,
+            nucleus_diameter_um=diameter,
+        )
+        self.engines = self.analyzer.engine_hashes()
+        self.policy = PolicyEngine([*rules, *policies], self.profile, self.sequence)
+        self.results = self.run_dir / RESULTS_DIR
+        self.results.mkdir(parents=True, exist_ok=True)
+        self.done: dict[str, int] = {}  # position -> last analysed t
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.tails: dict[str, dict[int, collections.deque[tuple[float, float]]]] = {}
+        self.latency: dict[str, list[float]] = {k: [] for k in LATENCY_STAGES}
+        self.run_id = ""
+        self._busy_until = 0
+        self._reader: RecordingReader | None = None
+        self._class_cols: list[str] = []
+        self.resumed = False
+        if resume:
+            self._restore()
+        self._cells = (self.results / "cells.csv").open("a", encoding="utf-8", newline="")
+        self._cells_writer = csv.writer(self._cells)
+        self._policy_log = (self.results / "policy.jsonl").open("a", encoding="utf-8")
+        self._latency_log = (self.results / "latency.jsonl").open("a", encoding="utf-8")
+        self.link: Any = None
+        self.overlay: Any = None
+        self._acks: dict[int, tuple[str, bool, str]] = {}
+
+    # ------------------------------------------------------------ state
+
+    def _state_path(self) -> Path:
+        return self.results / "state.json"
+
+    def _save_state(self) -> None:
+        state = {
+            "version": 1,
+            "run_id": self.run_id,
+            "done": self.done,
+            "counts": dict(self.counts),
+            "trackers": {p: tr.state() for p, tr in self.analyzer.trackers.items()},
+            "policy": self.policy.state(),
+            "class_cols": self._class_cols,
+        }
+        path = self._state_path()
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state), encoding="utf-8")
+        tmp.replace(path)
+
+    def _restore(self) -> None:
+        path = self._state_path()
+        if not path.is_file():
+            logger.warning("no %s to resume from; starting afresh", path)
+            return
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise LivescopeError(f"cannot read worker state {path}: {exc}") from exc
+        self.run_id = state.get("run_id", "")
+        self.done = {str(k): int(v) for k, v in state["done"].items()}
+        self.counts.update(state.get("counts", {}))
+        self.counts["restarts"] += 1
+        for pos, st in state["trackers"].items():
+            self.analyzer.trackers[pos] = OnlineTracker.from_state(st)
+        self.policy.restore(state["policy"])
+        self._class_cols = list(state.get("class_cols", []))
+        self.resumed = True
+        logger.info("worker resumed: %s", dict(self.done))
+
+    # ------------------------------------------------------------ running
+
+    def run(self, *, attach_timeout_s: float = 30.0) -> dict[str, Any]:
+        """Analyse until the agent has finished and every recorded field is analysed.
+
+        Returns the worker's summary (also written to ``results/worker.json``).
+        """
+        deadline = time.monotonic() + attach_timeout_s
+        bus = self.run_dir / BUS_FILE
+        while not bus.exists() and time.monotonic() < deadline:
+            if (self.run_dir / "summary.json").exists():
+                break  # the run has already ended: analyse what was recorded
+            time.sleep(0.05)
+        try:
+            if bus.exists():
+                self._live()
+            else:
+                (self.results / "ready").write_text(str(time.time()), encoding="utf-8")
+            self._catch_up_all()
+        finally:
+            summary = self._finish()
+        return summary
+
+    def _live(self) -> None:
+        self.link = attach(self.run_dir, policy="every", maxlen=self.config.maxlen)
+        self.run_id = self.link.run_id
+        if self.config.overlay:
+            self._open_overlay()
+        (self.results / "ready").write_text(str(time.time()), encoding="utf-8")
+        bus = self.run_dir / BUS_FILE
+        pending: _Field | None = None
+        last_frame = time.monotonic()
+        while True:
+            frame = self.link.frames.get(timeout=0.1)
+            if frame is None:
+                if not bus.exists():
+                    break  # the agent has finished; the queue is drained
+                if time.monotonic() - last_frame > self.config.idle_s:
+                    logger.warning("no frame for %.0f s; the worker stops", self.config.idle_s)
+                    break
+                continue
+            last_frame = time.monotonic()
+            try:
+                h = frame.header
+                self.counts["frames_received"] += 1
+                if h.get("added_by") and not self.config.analyse_added:
+                    self.counts["added_frames_received"] += 1
+                    continue
+                key = (str(h["position"]), int(h["index"].get("t", 0)))
+                if key[0] in self.done and key[1] <= self.done[key[0]]:
+                    self.counts["frames_already_analysed"] += 1
+                    continue
+                if pending is not None and (pending.position, pending.t) != key:
+                    self._process(pending)  # incomplete: its other frames never came
+                    pending = None
+                if pending is None:
+                    pending = _Field(key[0], key[1], {}, dict(h), frame.t_received_ns)
+                z = int(h["index"].get("z", 0))
+                pending.frames[(str(h["channel"]), z)] = np.array(frame.array, copy=True)
+                pending.header, pending.t_received_ns = dict(h), frame.t_received_ns
+            finally:
+                frame.release()
+            if len(pending.frames) >= self.expected:
+                self._process(pending)
+                pending = None
+        if pending is not None:
+            self._process(pending)
+
+    # ------------------------------------------------------------ catching up
+
+    def _recorded_fields(self) -> dict[tuple[str, int], list[dict[str, Any]]]:
+        out: dict[tuple[str, int], list[dict[str, Any]]] = collections.defaultdict(list)
+        if not (self.run_dir / "frames.jsonl").exists():
+            return out
+        for info in read_frames(self.run_dir):
+            if info.get("added_by") and not self.config.analyse_added:
+                continue
+            key = (str(info["position"]), int(info["index"].get("t", 0)))
+            out[key].append(dict(info))
+        return out
+
+    def _catch_up(self, position: str, before_t: int | None) -> None:
+        """Analyse recorded fields of ``position`` newer than the last analysed one."""
+        last = self.done.get(position, -1)
+        if before_t is not None and before_t <= last + 1:
+            return
+        fields = self._recorded_fields()
+        ts = sorted(t for (p, t) in fields if p == position and t > last and
+                    (before_t is None or t < before_t))  # fmt: skip
+        for t in ts:
+            self._process_recorded(position, t, fields[(position, t)])
+
+    def _catch_up_all(self) -> None:
+        fields = self._recorded_fields()
+        for position in sorted({p for p, _ in fields}):
+            self._catch_up(position, None)
+
+    def _process_recorded(self, position: str, t: int, infos: list[dict[str, Any]]) -> None:
+        if self._reader is None:
+            self._reader = RecordingReader(self.run_dir)
+        frames: dict[tuple[str, int], NDArray[Any]] = {}
+        for info in infos:
+            try:
+                frames[(str(info["channel"]), int(info["index"].get("z", 0)))] = self._reader.read(
+                    info  # type: ignore[arg-type]
+                )
+            except LivescopeError as exc:
+                logger.warning("field %s t=%d: %s", position, t, exc)
+        if not frames:
+            return
+        last = infos[-1]
+        header = {**last, "t_camera_ns": int(last.get("t_camera_ns", 0))}
+        self.counts["dropped_live"] += 1
+        self.counts["frames_dropped_live"] += len(frames)
+        self._process(_Field(position, t, frames, header, time.monotonic_ns(), live=False))
+
+    # ------------------------------------------------------------ one field
+
+    def _process(self, fld: _Field) -> None:
+        if fld.live:
+            self._catch_up(fld.position, fld.t)  # fields the bus lost come from the recording
+        if fld.position in self.done and fld.t <= self.done[fld.position]:
+            return
+        t_start = time.monotonic_ns()
+        h = fld.header
+        chans: dict[str, NDArray[Any]] = {}
+        for (ch, _z), arr in sorted(fld.frames.items(), key=lambda kv: abs(kv[0][1] - self.mid_z)):
+            chans.setdefault(ch, arr)  # the plane nearest the middle of a z-stack
+        fluo = next((a for c, a in chans.items() if self.kinds.get(c) != "label_free"), None)
+        free = next((a for c, a in chans.items() if self.kinds.get(c) == "label_free"), None)
+        px = float(h.get("pixel_size_um") or 0.0) or None
+        res = self.analyzer.analyse(
+            fluorescence=fluo, label_free=free, position=fld.position, pixel_size_um=px,
+            frame=fld.t, stain=fld.t % max(1, self.config.stain_every) == 0,
+        )  # fmt: skip
+        t0 = time.perf_counter()
+        obs = self._observation(fld, res, fluo, px)
+        ms_prepare = 1000 * (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        verdicts = self.policy.evaluate(obs)
+        ms_policy = 1000 * (time.perf_counter() - t0)
+        t_policy = time.monotonic_ns()
+        sent = self._send(verdicts, obs)
+        t_decided = max([t_policy, *(a for _, a, _ in sent)])
+        ms: dict[str, float] = {k: round(v, 3) for k, v in res.ms.items()}
+        engines_ms = sum(res.ms.values())
+        ms["engines"] = round(engines_ms, 3)
+        ms["policy"] = round(ms_policy, 3)
+        ms["prepare"] = round(ms_prepare, 3)
+        if fld.live:
+            t_cam = int(h["t_camera_ns"])
+            busy = max(0, min(self._busy_until, t_start) - fld.t_received_ns)
+            e2e = (t_decided - t_cam) / 1e6
+            ms.update(
+                camera_to_received=round((fld.t_received_ns - t_cam) / 1e6, 3),
+                queue_wait=round((t_start - fld.t_received_ns) / 1e6, 3),
+                busy_wait=round(busy / 1e6, 3),
+                end_to_end=round(e2e, 3),
+                overhead=round(e2e - engines_ms - busy / 1e6, 3),
+            )
+            if sent:
+                ms["decision_enqueued"] = round(
+                    float(np.median([(a - s) / 1e6 for s, a, _ in sent])), 3
+                )
+        self._store(fld, res, obs, verdicts, sent, ms)
+        self._publish(fld, res, obs, verdicts, sent)
+        ms["store"] = round((time.monotonic_ns() - t_decided) / 1e6, 3)
+        for k, v in ms.items():
+            self.latency.setdefault(k, []).append(v)
+        self._latency_log.write(json.dumps({"position": fld.position, "t": fld.t,
+                                            "seq": int(h.get("seq", -1)), "live": fld.live,
+                                            "ms": ms}) + "\n")  # fmt: skip
+        self._latency_log.flush()
+        self.done[fld.position] = fld.t
+        self.counts["fields_analysed"] += 1
+        self.counts["frames_analysed"] += len(fld.frames)
+        self.counts["cells"] += len(obs.cells)
+        self._save_state()
+        self._busy_until = time.monotonic_ns()
+
+    def _observation(
+        self, fld: _Field, res: FrameResult, nuclear_frame: NDArray[Any] | None, px: float | None
+    ) -> Observation:
+        h = fld.header
+        shape = tuple(int(s) for s in next(iter(fld.frames.values())).shape[-2:])
+        stage = None
+        if h.get("x_um") is not None and h.get("y_um") is not None:
+            stage = (float(h["x_um"]), float(h["y_um"]),
+                     None if h.get("z_um") is None else float(h["z_um"]))  # fmt: skip
+        sample_t = h.get("sample_time_s")
+        common: dict[str, Any] = {
+            "run_id": self.run_id or str(h.get("run_id", "")),
+            "seq": int(h.get("seq", 0)),
+            "position": fld.position,
+            "t": fld.t,
+            "sample_time_s": float(sample_t) if sample_t is not None else float(fld.t),
+            "pixel_size_um": px or 1.0,
+            "shape": (shape[0], shape[1]),
+            "stage_um": stage,
+            "engines": self.engines,
+        }
+        if res.labels is None or res.tracks is None:
+            return Observation(**common)
+        nuclear = nuclear_frame if nuclear_frame is not None else res.stain
+        objs = measure_objects(res.labels, nuclear)
+        order = {int(lab): i for i, lab in enumerate(objs.labels.tolist())}
+        rows = [order[int(lab)] for lab in res.tracks.labels.tolist()]
+        n = len(rows)
+        tracks = res.tracks.track_ids.astype(np.int64)
+        tracker = self.analyzer.trackers[fld.position]
+        lineage, spans = tracker.lineage, tracker.spans()
+        parents = np.array([lineage.get(int(t), 0) for t in tracks.tolist()], np.int64)
+        age = np.array([fld.t - spans.get(int(t), (fld.t, fld.t))[0] for t in tracks.tolist()],
+                       np.int64)  # fmt: skip
+        stain = np.full(n, np.nan)
+        if res.stain is not None and n:
+            stain = measure_objects(res.labels, res.stain).intensities[rows]  # type: ignore[index]
+        p_mit = np.full(n, np.nan)
+        state: tuple[str, ...] = ("",) * n
+        if res.states is not None and len(res.states):
+            by_label = {int(i): k for k, i in enumerate(res.states.ids.tolist())}
+            pm = res.states.p_mitosis
+            best = np.argmax(res.states.probs, axis=1)
+            ks = [by_label.get(int(lab)) for lab in res.tracks.labels.tolist()]
+            p_mit = np.array([np.nan if k is None else float(pm[k]) for k in ks])
+            state = tuple("" if k is None else res.states.classes[int(best[k])] for k in ks)
+        intens = objs.intensities[rows] if objs.intensities is not None else np.full(n, np.nan)
+        cells = Cells(
+            labels=res.tracks.labels.astype(np.int64),
+            tracks=tracks,
+            parents=parents,
+            age=age,
+            y=objs.centroids[rows, 0] if n else np.zeros(0),
+            x=objs.centroids[rows, 1] if n else np.zeros(0),
+            area=objs.areas[rows] if n else np.zeros(0),
+            intensity=np.asarray(intens, np.float64),
+            stain=np.asarray(stain, np.float64),
+            p_mitosis=p_mit,
+            state=state,
+        )
+        divisions = tuple((d.parent, d.daughters) for d in res.tracks.divisions)
+        return Observation(**common, cells=cells, divisions=divisions, lost=res.tracks.lost)
+
+    def _send(self, verdicts: list[Verdict], obs: Observation) -> list[tuple[int, int, Any]]:
+        """Send the decisions that passed; returns (t_sent, t_enqueued, ack) of each."""
+        out: list[tuple[int, int, Any]] = []
+        self._acks = {}
+        for i, v in enumerate(verdicts):
+            if not v.ok or v.firing.decision is None:
+                continue
+            if self.link is None or not (self.run_dir / BUS_FILE).exists():
+                self._acks[i] = ("agent", False, "the run has ended (what-if: not sent)")
+                continue
+            t_sent = time.monotonic_ns()
+            try:
+                ack = self.link.decide(v.firing.decision, timeout=self.config.decision_timeout_s)
+            except LivescopeError as exc:
+                self._acks[i] = ("agent", False, str(exc))
+                continue
+            t_ack = time.monotonic_ns()
+            self._acks[i] = ("agent", ack.accepted, ack.reason)
+            if ack.accepted:
+                self.policy.accepted(v, obs.sample_time_s)
+                self.counts["decisions_accepted"] += 1
+                out.append((t_sent, ack.t_acked_ns or t_ack, ack))
+            else:
+                self.counts["decisions_rejected_agent"] += 1
+        return out
+
+    # ------------------------------------------------------------ outputs
+
+    def _store(
+        self, fld: _Field, res: FrameResult, obs: Observation, verdicts: list[Verdict],
+        sent: list[tuple[int, int, Any]], ms: dict[str, float],
+    ) -> None:  # fmt: skip
+        h = fld.header
+        c = obs.cells
+        if res.states is not None and not self._class_cols:
+            self._class_cols = list(res.states.classes)
+        if self._cells.tell() == 0:
+            self._cells_writer.writerow(
+                ["position", "t", "seq", "sample_time_s", "label", "track", "parent", "y", "x",
+                 "area", "intensity", "state", "p_mitosis", *(f"p_{k}" for k in self._class_cols)]
+            )  # fmt: skip
+        probs: dict[int, NDArray[Any]] = {}
+        if res.states is not None and len(res.states):
+            probs = {int(i): res.states.probs[k] for k, i in enumerate(res.states.ids.tolist())}
+        for i in range(len(c)):
+            p = probs.get(int(c.labels[i]))
+            self._cells_writer.writerow(
+                [fld.position, fld.t, h.get("seq", -1), round(obs.sample_time_s, 3),
+                 int(c.labels[i]), int(c.tracks[i]), int(c.parents[i]), round(float(c.y[i]), 2),
+                 round(float(c.x[i]), 2), int(c.area[i]), _r(c.intensity[i]), c.state[i],
+                 _r(c.p_mitosis[i]),
+                 *([round(float(v), 4) for v in p] if p is not None else
+                   [""] * len(self._class_cols))]
+            )  # fmt: skip
+        self._cells.flush()
+        if res.labels is not None and res.tracks is not None:
+            folder = self.results / "ctc" / fld.position
+            folder.mkdir(parents=True, exist_ok=True)
+            lut = np.zeros(int(res.labels.max()) + 1, np.uint16)
+            lut[res.tracks.labels] = res.tracks.track_ids
+            tifffile.imwrite(folder / f"mask{fld.t:03d}.tif", lut[res.labels], compression="zlib")
+        for i, v in enumerate(verdicts):
+            f = v.firing
+            stage, ok, reason = v.stage, v.ok, v.reason
+            if i in self._acks:
+                stage, ok, reason = self._acks[i]
+            verdict = "recorded" if v.stage == "record" else "accepted" if ok else "rejected"
+            self.counts[f"firings_{verdict}"] += 1
+            if stage == "guardrail":
+                self.counts["decisions_rejected_guardrail"] += 1
+            self._policy_log.write(json.dumps({
+                "rule": f.rule, "trigger": f.trigger, "position": f.position, "t": fld.t,
+                "seq": h.get("seq"), "sample_time_s": obs.sample_time_s, "track": f.track,
+                "y": f.y, "x": f.x, "inputs": f.inputs,
+                "decision": None if f.decision is None else f.decision.model_dump(mode="json"),
+                "verdict": verdict, "stage": stage, "reason": reason, "engines": obs.engines,
+            }, default=str) + "\n")  # fmt: skip
+        self._policy_log.flush()
+
+    def _open_overlay(self) -> None:
+        from livescope.bus import OverlayPublisher
+
+        self.overlay = OverlayPublisher(self.run_id, run_dir=self.run_dir)
+
+    def _publish(
+        self, fld: _Field, res: FrameResult, obs: Observation, verdicts: list[Verdict],
+        sent: list[tuple[int, int, Any]],
+    ) -> None:  # fmt: skip
+        c = obs.cells
+        tails = self.tails.setdefault(fld.position, {})
+        for i in range(len(c)):
+            tails.setdefault(int(c.tracks[i]), collections.deque(maxlen=self.config.tail_frames))
+            tails[int(c.tracks[i])].append((round(float(c.y[i]), 1), round(float(c.x[i]), 1)))
+        alive = {int(t) for t in c.tracks.tolist()}
+        for tid in [t for t in tails if t not in alive]:
+            del tails[tid]
+        if self.overlay is None:
+            return
+        arrays: dict[str, NDArray[Any]] = {f"raw:{ch}": a for (ch, _), a in fld.frames.items()}
+        if res.labels is not None:
+            arrays["labels"] = res.labels.astype(np.int32, copy=False)
+        if res.stain is not None:
+            arrays["stain"] = res.stain.astype(np.float16)
+        header = {
+            "seq": int(fld.header.get("seq", 0)),
+            "position": fld.position,
+            "t": fld.t,
+            "sample_time_s": obs.sample_time_s,
+            "cells": [
+                {"label": int(c.labels[i]), "track": int(c.tracks[i]), "y": float(c.y[i]),
+                 "x": float(c.x[i]), "state": c.state[i] or None,
+                 "p_mitosis": None if not np.isfinite(c.p_mitosis[i]) else float(c.p_mitosis[i])}
+                for i in range(len(c))
+            ],
+            "tails": {str(t): [list(p) for p in d] for t, d in tails.items()},
+            "decisions": [
+                {"rule": v.firing.rule, "y": v.firing.y, "x": v.firing.x,
+                 "accepted": bool(self._acks.get(i, ("", v.ok, ""))[1]),
+                 "reason": str(self._acks.get(i, ("", v.ok, v.reason))[2])}
+                for i, v in enumerate(verdicts)
+            ],
+        }  # fmt: skip
+        try:
+            self.overlay.publish(header, arrays)
+        except Exception:
+            self.counts["overlay_errors"] += 1
+            logger.exception("publishing the overlay failed")
+
+    def _finish(self) -> dict[str, Any]:
+        stats: dict[str, Any] = {}
+        if self.link is not None:
+            stats = self.link.frames.stats()
+            self.link.close()
+        if self.overlay is not None:
+            self.overlay.close()
+        for pos, tracker in self.analyzer.trackers.items():
+            folder = self.results / "ctc" / pos
+            folder.mkdir(parents=True, exist_ok=True)
+            lineage = tracker.lineage
+            lines = [f"{tid} {b} {e} {lineage.get(tid, 0)}" for tid, (b, e) in
+                     sorted(tracker.spans().items())]  # fmt: skip
+            (folder / "res_track.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        self.analyzer.close()
+        for f in (self._cells, self._policy_log, self._latency_log):
+            f.close()
+        summary: dict[str, Any] = {
+            "ok": True,
+            "run_id": self.run_id,
+            "resumed": self.resumed,
+            **{k: int(v) for k, v in sorted(self.counts.items())},
+            "latency_ms": {k: _pct(v) for k, v in self.latency.items() if v},
+            "policies_disabled": [{"rule": k, "error": v} for k, v in self.policy.disabled.items()],
+            "guardrails": self.policy.guardrails.usage(),
+            "engines": self.engines,
+            "bus": {k: stats[k] for k in ("received", "delivered", "drops", "dropped_queue",
+                                           "dropped_upstream", "max_depth") if k in stats},
+        }  # fmt: skip
+        self._save_state()
+        path = self.results / "worker.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(summary, indent=1), encoding="utf-8")
+        tmp.replace(path)
+        return summary
+
+
+def _r(v: float) -> float | str:
+    return "" if not np.isfinite(v) else round(float(v), 4)

@@ -1,0 +1,120 @@
+"""Run a set of policies on each observation, guard their decisions, keep their state."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import useq
+
+from livescope.schema import HardwareProfile, LivescopeError, plan_sections
+
+from ._guardrails import Guardrails
+from ._observation import Firing, Observation
+from ._rules import Policy, rules_from_spec
+
+__all__ = ["PolicyEngine", "Verdict", "load_policies"]
+
+logger = logging.getLogger("livescope")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A firing and whether its decision may be sent (``ok``) or why not."""
+
+    firing: Firing
+    ok: bool
+    stage: str = ""
+    """``guardrail`` when the guardrails rejected it; ``""`` when it may be sent."""
+    reason: str = ""
+
+
+def load_policies(path: str | Path, profile: HardwareProfile) -> list[Policy]:
+    """Rules declared under ``policies:`` in a plan file (none: empty list).
+
+    Raises
+    ------
+    LivescopeError
+        naming the rule and what is wrong with it.
+
+    """
+    spec = plan_sections(path).get("policies")
+    return list(
+        rules_from_spec(spec, channel_group=profile.channels.config_group, source=str(path))
+    )
+
+
+class PolicyEngine:
+    """Policies + guardrails for one run.
+
+    A policy that raises is disabled for the rest of the run (the error is
+    logged and listed in `disabled`); the others go on.
+    """
+
+    def __init__(
+        self,
+        policies: Sequence[Policy],
+        profile: HardwareProfile,
+        sequence: useq.MDASequence | None = None,
+    ) -> None:
+        names = [p.name for p in policies]
+        if dups := sorted({n for n in names if names.count(n) > 1}):
+            raise LivescopeError(f"policy names must be unique; repeated: {dups}")
+        self.policies = list(policies)
+        self.guardrails = Guardrails(profile, sequence)
+        self.disabled: dict[str, str] = {}
+
+    def evaluate(self, obs: Observation) -> list[Verdict]:
+        """Every enabled policy's firings for ``obs``, each checked by the guardrails."""
+        out: list[Verdict] = []
+        for policy in self.policies:
+            if policy.name in self.disabled:
+                continue
+            try:
+                firings = list(policy.decide(obs))
+                for f in firings:
+                    if not isinstance(f, Firing):
+                        raise TypeError(f"decide() returned {type(f).__name__}, not a Firing")
+            except Exception as exc:  # noqa: BLE001 (any policy bug disables that policy)
+                msg = f"{type(exc).__name__}: {exc}"
+                self.disabled[policy.name] = msg
+                logger.error("policy %r raised and is disabled for this run: %s", policy.name, msg)
+                continue
+            for f in firings:
+                if f.decision is None:
+                    out.append(Verdict(f, False, "record", "recorded only (no action)"))
+                    continue
+                reason = self.guardrails.check(f.decision, obs.sample_time_s)
+                if reason is None:
+                    out.append(Verdict(f, True))
+                else:
+                    logger.warning("guardrail rejected %s from %r: %s", f.decision.type, f.rule,
+                                   reason)  # fmt: skip
+                    out.append(Verdict(f, False, "guardrail", reason))
+        return out
+
+    def accepted(self, verdict: Verdict, now_s: float) -> None:
+        """Book a decision the agent accepted."""
+        if verdict.firing.decision is not None:
+            self.guardrails.commit(verdict.firing.decision, now_s)
+
+    def state(self) -> dict[str, Any]:
+        """Policies' and guardrails' state (JSON) for a restarted worker."""
+        pol: dict[str, Any] = {}
+        for p in self.policies:
+            get = getattr(p, "state", None)
+            if callable(get):
+                pol[p.name] = get()
+        return {"policies": pol, "disabled": self.disabled, "guardrails": self.guardrails.state()}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Continue from `state`."""
+        for p in self.policies:
+            put = getattr(p, "restore", None)
+            if callable(put) and p.name in state.get("policies", {}):
+                put(state["policies"][p.name])
+        self.disabled = dict(state.get("disabled", {}))
+        self.guardrails.restore(state["guardrails"])

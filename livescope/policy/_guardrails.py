@@ -1,0 +1,200 @@
+"""Guardrails: every decision is checked against the hardware profile before it is sent.
+
+`Guardrails.check` returns the reason a decision breaks a limit (or None); only
+decisions that pass are sent, and `Guardrails.commit` then books what they
+use. Limits (``HardwareProfile``):
+
+* stage travel (``stages``): every added event and every move;
+* light dose (``light_dose``): fluorescence exposure per position over the run
+  (the plan's own frames count), per position and channel, and the longest
+  single exposure; frames added over the run (``max_extra_frames_per_run``);
+* ``guardrails.min_interval_s``: no interval (a changed time-lapse interval,
+  or the spacing of an added time-lapse) shorter than this;
+* ``guardrails.max_decisions_per_min``: decisions per minute of run time.
+
+Sub-sequence positions (``p0~rule-3``) book their light against their parent
+position (``p0``): it is the same patch of sample.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+import useq
+
+from livescope.schema import (
+    AddEvents,
+    ChangeInterval,
+    Decision,
+    HardwareProfile,
+    LivescopeError,
+    Move,
+)
+
+__all__ = ["Guardrails", "parent_position"]
+
+
+def parent_position(name: str) -> str:
+    """Return the plan position a sub-sequence position belongs to (``p0~rule-3`` → ``p0``)."""
+    return name.split("~", 1)[0]
+
+
+def _event_position(ev: useq.MDAEvent) -> str:
+    name = ev.pos_name or f"p{ev.index.get('p', 0)}"
+    if "g" in ev.index:
+        name = f"{name}_g{ev.index['g']}"
+    return name
+
+
+class Guardrails:
+    """Checks decisions against a rig's limits and books what accepted ones use.
+
+    Parameters
+    ----------
+    profile
+        The rig.
+    sequence
+        The plan: its own fluorescence exposure counts against each position's budget.
+
+    """
+
+    def __init__(self, profile: HardwareProfile, sequence: useq.MDASequence | None = None) -> None:
+        self.profile = profile
+        self.dose_s: dict[str, float] = defaultdict(float)  # position -> fluorescence s
+        self.dose_ch_s: dict[str, float] = defaultdict(float)  # "position/channel" -> s
+        self.extra_frames = 0
+        self.sent_at: list[float] = []  # run times of decisions passed
+        self._kind = {c.name: c.kind for c in profile.channels.presets}
+        if sequence is not None:
+            for ev in sequence:
+                self._book_frame(ev)
+
+    def _exposure(self, ev: useq.MDAEvent) -> float:
+        if ev.exposure is not None:
+            return float(ev.exposure)
+        if ev.channel is None:
+            return 0.0
+        try:
+            return self.profile.channels.get(ev.channel.config).default_exposure_ms
+        except KeyError:
+            return 0.0
+
+    def _book_frame(self, ev: useq.MDAEvent) -> None:
+        ch = ev.channel.config if ev.channel else ""
+        if self._kind.get(ch) != "fluorescence":
+            return
+        pos = parent_position(_event_position(ev))
+        s = self._exposure(ev) / 1000.0
+        self.dose_s[pos] += s
+        self.dose_ch_s[f"{pos}/{ch}"] += s
+
+    def check(self, decision: Decision, now_s: float) -> str | None:
+        """Return why ``decision`` breaks a limit at run time ``now_s``, or None if it passes."""
+        g, dose = self.profile.guardrails, self.profile.light_dose
+        recent = [t for t in self.sent_at if now_s - t < 60.0]
+        if len(recent) + 1 > g.max_decisions_per_min:
+            return (
+                f"rate: {len(recent)} decisions in the last minute of run time; "
+                f"guardrails.max_decisions_per_min = {g.max_decisions_per_min:g}"
+            )
+        try:
+            if isinstance(decision, Move):
+                self.profile.check_stage_travel(
+                    decision.x_um, decision.y_um, decision.z_um, f"move {decision.position}"
+                )
+        except LivescopeError as exc:
+            return f"stage: {exc}"
+        if isinstance(decision, ChangeInterval) and decision.interval_s < g.min_interval_s:
+            return (
+                f"interval: {decision.interval_s:g} s is shorter than "
+                f"guardrails.min_interval_s = {g.min_interval_s:g} s"
+            )
+        if not isinstance(decision, AddEvents):
+            return None
+        events = decision.events
+        if self.extra_frames + len(events) > dose.max_extra_frames_per_run:
+            return (
+                f"frame budget: {len(events)} more frames would make "
+                f"{self.extra_frames + len(events)} added this run; "
+                f"light_dose.max_extra_frames_per_run = {dose.max_extra_frames_per_run}"
+            )
+        times = sorted({float(e.min_start_time or 0.0) for e in events})
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        if gaps and min(gaps) < g.min_interval_s:
+            return (
+                f"interval: added time points {min(gaps):g} s apart; "
+                f"guardrails.min_interval_s = {g.min_interval_s:g} s"
+            )
+        add: dict[str, float] = defaultdict(float)
+        add_ch: dict[str, float] = defaultdict(float)
+        for i, ev in enumerate(events):
+            try:
+                self.profile.check_stage_travel(ev.x_pos, ev.y_pos, ev.z_pos, f"event {i}")
+            except LivescopeError as exc:
+                return f"stage: {exc}"
+            ch = ev.channel.config if ev.channel else ""
+            if self._kind.get(ch) != "fluorescence":
+                continue
+            exp = self._exposure(ev)
+            if exp > dose.max_exposure_ms_per_frame:
+                return (
+                    f"light dose: event {i} exposure {exp:g} ms > "
+                    f"light_dose.max_exposure_ms_per_frame = {dose.max_exposure_ms_per_frame:g} ms"
+                )
+            pos = parent_position(_event_position(ev))
+            add[pos] += exp / 1000.0
+            add_ch[f"{pos}/{ch}"] += exp / 1000.0
+        for pos, s in add.items():
+            total = self.dose_s[pos] + s
+            if total > dose.max_fluorescence_s_per_position:
+                return (
+                    f"light dose: position {pos} would get {total:.2f} s of fluorescence; "
+                    f"light_dose.max_fluorescence_s_per_position = "
+                    f"{dose.max_fluorescence_s_per_position:g} s"
+                )
+        if dose.max_fluorescence_s_per_channel is not None:
+            for key, s in add_ch.items():
+                total = self.dose_ch_s[key] + s
+                if total > dose.max_fluorescence_s_per_channel:
+                    return (
+                        f"light dose: {key} would get {total:.2f} s of fluorescence; "
+                        f"light_dose.max_fluorescence_s_per_channel = "
+                        f"{dose.max_fluorescence_s_per_channel:g} s"
+                    )
+        return None
+
+    def commit(self, decision: Decision, now_s: float) -> None:
+        """Book a decision that passed `check` (and was sent)."""
+        self.sent_at = [t for t in self.sent_at if now_s - t < 60.0] + [now_s]
+        if isinstance(decision, AddEvents):
+            self.extra_frames += len(decision.events)
+            for ev in decision.events:
+                self._book_frame(ev)
+
+    def usage(self) -> dict[str, Any]:
+        """Return what has been booked: added frames, fluorescence seconds per position."""
+        return {
+            "extra_frames": self.extra_frames,
+            "fluorescence_s": {k: round(v, 3) for k, v in sorted(self.dose_s.items())},
+        }
+
+    def state(self) -> dict[str, Any]:
+        """Everything needed to resume after a worker restart (JSON)."""
+        return {
+            "dose_s": dict(self.dose_s),
+            "dose_ch_s": dict(self.dose_ch_s),
+            "extra_frames": self.extra_frames,
+            "sent_at": self.sent_at,
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Continue from `state` (the plan's own dose is part of it)."""
+        self.dose_s = defaultdict(float, {str(k): float(v) for k, v in state["dose_s"].items()})
+        self.dose_ch_s = defaultdict(
+            float, {str(k): float(v) for k, v in state["dose_ch_s"].items()}
+        )
+        self.extra_frames = int(state["extra_frames"])
+        self.sent_at = [float(t) for t in state["sent_at"]]

@@ -1,0 +1,129 @@
+"""What a policy sees (one analysed field) and what it gives back (firings)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from livescope.schema import Decision
+
+__all__ = ["Cells", "Firing", "Observation"]
+
+
+def _empty_f() -> NDArray[np.float64]:
+    return np.zeros(0, np.float64)
+
+
+def _empty_i() -> NDArray[np.int64]:
+    return np.zeros(0, np.int64)
+
+
+@dataclass(frozen=True)
+class Cells:
+    """Per-cell measurements of one field (equal-length arrays, one entry per cell).
+
+    Centroids are pixels (row ``y``, column ``x``) of the field's frame. Values a
+    stage did not produce are NaN (``stain`` without a virtual-staining engine,
+    ``p_mitosis`` without a cell-state engine); ``state`` is then ``""``.
+    """
+
+    labels: NDArray[np.int64] = field(default_factory=_empty_i)
+    tracks: NDArray[np.int64] = field(default_factory=_empty_i)
+    parents: NDArray[np.int64] = field(default_factory=_empty_i)
+    """Parent track of each cell's track (0: none known)."""
+    age: NDArray[np.int64] = field(default_factory=_empty_i)
+    """Frames since the track began (0 on its first frame)."""
+    y: NDArray[np.float64] = field(default_factory=_empty_f)
+    x: NDArray[np.float64] = field(default_factory=_empty_f)
+    area: NDArray[np.float64] = field(default_factory=_empty_f)
+    intensity: NDArray[np.float64] = field(default_factory=_empty_f)
+    """Mean of the nuclear signal (the stain, or the virtual stain) over the cell."""
+    stain: NDArray[np.float64] = field(default_factory=_empty_f)
+    """Mean of the virtual stain over the cell."""
+    p_mitosis: NDArray[np.float64] = field(default_factory=_empty_f)
+    state: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return int(self.tracks.size)
+
+    def feature(self, name: str) -> NDArray[np.float64]:
+        """Return a per-cell feature by name (``intensity``, ``stain``, ``area``, ``p_mitosis``)."""
+        if name not in FEATURES:
+            raise KeyError(f"unknown cell feature {name!r}; known: {', '.join(FEATURES)}")
+        return np.asarray(getattr(self, name), np.float64)
+
+
+FEATURES = ("intensity", "stain", "area", "p_mitosis")
+
+
+@dataclass(frozen=True)
+class Observation:
+    """The analysis of one field (one position at one time point), as policies see it.
+
+    ``sample_time_s`` is the run's plan clock: policies and guardrails time
+    cooldowns and rates with it, so a replay decides exactly as the live run did.
+    """
+
+    run_id: str
+    seq: int
+    """Sequence number of the frame the field's analysis completed with."""
+    position: str
+    t: int
+    sample_time_s: float
+    pixel_size_um: float
+    shape: tuple[int, int]
+    stage_um: tuple[float, float, float | None] | None = None
+    """(x, y, z) of the field's centre, µm (None when the frame carried none)."""
+    cells: Cells = field(default_factory=Cells)
+    divisions: tuple[tuple[int, tuple[int, int]], ...] = ()
+    """(parent track, (daughter, daughter)) found on this frame."""
+    lost: tuple[int, ...] = ()
+    """Tracks not seen on this frame that were seen on the previous one."""
+    engines: dict[str, str] = field(default_factory=dict)
+    """Engine name → model sha256 used for this field."""
+
+    def stage_xy(self, y: float, x: float) -> tuple[float, float]:
+        """Stage (x, y) in µm of a pixel (row ``y``, column ``x``) of this field.
+
+        Row 0 is at the smallest stage y, column 0 at the smallest x (the
+        simulated microscope's and Micro-Manager's default orientation).
+
+        Raises
+        ------
+        ValueError
+            if the frame carried no stage position.
+
+        """
+        if self.stage_um is None:
+            raise ValueError(f"field {self.position} t={self.t} has no stage position")
+        sx, sy = self.stage_um[0], self.stage_um[1]
+        h, w = self.shape
+        return (
+            sx + (x - (w - 1) / 2) * self.pixel_size_um,
+            sy + (y - (h - 1) / 2) * self.pixel_size_um,
+        )
+
+    def track_row(self, track: int) -> int | None:
+        """Index of ``track`` in `cells` (None if not in this field)."""
+        hits = np.flatnonzero(self.cells.tracks == track)
+        return int(hits[0]) if hits.size else None
+
+
+@dataclass(frozen=True)
+class Firing:
+    """One firing of a rule: the decision it asks for and what it saw.
+
+    ``decision`` is None for a rule that only records an event (no action).
+    """
+
+    rule: str
+    trigger: str
+    position: str
+    decision: Decision | None
+    track: int | None = None
+    y: float | None = None
+    x: float | None = None
+    inputs: dict[str, Any] = field(default_factory=dict)

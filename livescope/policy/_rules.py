@@ -1,0 +1,572 @@
+"""Declarative rules: a trigger over results, an action, a cooldown.
+
+A plan file declares them under ``policies:``; each becomes a `Rule`, which is
+one implementation of the `Policy` protocol (Python policies are another)::
+
+    policies:
+      - name: mitosis-closeup
+        when: {mitosis: {p_min: 0.5, frames: 2}}
+        do:
+          acquire: {channels: [Phase, DAPI], loops: 4, interval_s: 45, centre: cell}
+        cooldown_s: 1800          # not again within this long ...
+        cooldown_radius_um: 25    # ... this close to where it fired (0: anywhere)
+
+Triggers (``when``): ``mitosis`` (a track's P(mitosis) at or above ``p_min``
+for ``frames`` frames in a row, once per track, daughters of a fired track
+excluded), ``division`` (the tracker saw one cell become two), ``cell_count``
+(``above`` / ``below``, with ``hysteresis``), ``enter_region`` (a track
+enters a rectangle ``[y0, x0, y1, x1]`` in pixels), ``feature`` (a cell's
+``intensity`` / ``stain`` / ``area`` / ``p_mitosis`` rises to ``above``;
+re-armed when it falls to ``rearm_below``), ``track_lost``.
+
+Actions (``do``): ``acquire`` (a useq sub-sequence at the position or centred on
+the cell: ``channels``, ``loops`` × ``interval_s`` (a fast time-lapse),
+``z_planes`` × ``z_step_um`` (a z-stack), ``exposure_ms`` per channel),
+``recentre`` (move the position onto the cell), ``change_interval``
+(``interval_s``), ``stop_position``, ``stop_run``, ``record`` (log only).
+Sub-sequences get their own position name (``<position>~<rule>-<n>``), so their
+frames never collide with the plan's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import useq
+
+from livescope.schema import (
+    AddEvents,
+    ChangeInterval,
+    Decision,
+    LivescopeError,
+    Move,
+    StopPosition,
+    StopRun,
+)
+
+from ._observation import FEATURES, Firing, Observation
+
+__all__ = [
+    "ACTIONS",
+    "TRIGGERS",
+    "Acquire",
+    "Hit",
+    "Policy",
+    "Rule",
+    "rules_from_spec",
+]
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """Anything that turns an observation into firings (rules, or your own Python class).
+
+    ``decide`` must be pure in the observation and the policy's own state (no
+    I/O, no clocks: use ``obs.sample_time_s``); an exception disables the policy
+    for the rest of the run (logged) and the run goes on. Optional ``state()``
+    / ``restore(state)`` (JSON-serialisable) let a restarted worker resume it.
+    """
+
+    name: str
+
+    def decide(self, obs: Observation) -> Iterable[Firing]:
+        """Return the firings for one analysed field."""
+        ...
+
+
+@dataclass(frozen=True)
+class Hit:
+    """Where and on what a trigger fired (track and pixel centroid when it is a cell)."""
+
+    track: int | None = None
+    y: float | None = None
+    x: float | None = None
+    inputs: Mapping[str, Any] | None = None
+
+
+# ---------------------------------------------------------------- triggers
+
+
+class _Trigger:
+    kind = ""
+
+    def check(self, obs: Observation) -> list[Hit]:  # pragma: no cover (abstract)
+        raise NotImplementedError
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        return None
+
+
+def _key(obs: Observation, track: int) -> str:
+    return f"{obs.position}/{track}"
+
+
+class _Mitosis(_Trigger):
+    kind = "mitosis"
+
+    def __init__(self, p_min: float = 0.5, frames: int = 2) -> None:
+        if not 0 < p_min <= 1:
+            raise ValueError(f"mitosis.p_min must be in (0, 1], got {p_min}")
+        if frames < 1:
+            raise ValueError(f"mitosis.frames must be >= 1, got {frames}")
+        self.p_min, self.frames = float(p_min), int(frames)
+        self.runs: dict[str, int] = {}
+        self.fired: set[str] = set()
+
+    def check(self, obs: Observation) -> list[Hit]:
+        c = obs.cells
+        if len(c) == 0 or not np.isfinite(c.p_mitosis).any():
+            return []
+        hits = []
+        seen: dict[str, int] = {}
+        for i in range(len(c)):
+            key = _key(obs, int(c.tracks[i]))
+            if key in self.fired:
+                continue
+            parent = int(c.parents[i]) if c.parents.size else 0
+            if parent and _key(obs, parent) in self.fired:  # a daughter of a fired mitosis
+                self.fired.add(key)
+                continue
+            p = float(c.p_mitosis[i])
+            run = self.runs.get(key, 0) + 1 if p >= self.p_min else 0
+            seen[key] = run
+            if run >= self.frames:
+                self.fired.add(key)
+                hits.append(
+                    Hit(
+                        int(c.tracks[i]),
+                        float(c.y[i]),
+                        float(c.x[i]),
+                        {
+                            "p_mitosis": round(p, 4),
+                            "frames": run,
+                            "state": c.state[i] if c.state else "",
+                        },
+                    )
+                )
+        prefix = obs.position + "/"
+        self.runs = {k: v for k, v in self.runs.items() if not k.startswith(prefix)}
+        self.runs.update({k: v for k, v in seen.items() if v})
+        return hits
+
+    def state(self) -> dict[str, Any]:
+        return {"runs": self.runs, "fired": sorted(self.fired)}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.runs = {str(k): int(v) for k, v in state.get("runs", {}).items()}
+        self.fired = set(state.get("fired", []))
+
+
+class _Division(_Trigger):
+    kind = "division"
+
+    def check(self, obs: Observation) -> list[Hit]:
+        hits = []
+        for parent, daughters in obs.divisions:
+            rows = [r for d in daughters if (r := obs.track_row(d)) is not None]
+            if rows:
+                y = float(np.mean([obs.cells.y[r] for r in rows]))
+                x = float(np.mean([obs.cells.x[r] for r in rows]))
+                hits.append(Hit(parent, y, x, {"daughters": list(daughters)}))
+            else:
+                hits.append(Hit(parent, None, None, {"daughters": list(daughters)}))
+        return hits
+
+
+class _CellCount(_Trigger):
+    kind = "cell_count"
+
+    def __init__(
+        self, above: float | None = None, below: float | None = None, hysteresis: float = 0.1
+    ) -> None:
+        if (above is None) == (below is None):
+            raise ValueError("cell_count needs exactly one of 'above' or 'below'")
+        if not 0 <= hysteresis < 1:
+            raise ValueError(f"cell_count.hysteresis must be in [0, 1), got {hysteresis}")
+        self.above, self.below, self.hysteresis = above, below, float(hysteresis)
+        self.armed: dict[str, bool] = {}
+
+    def check(self, obs: Observation) -> list[Hit]:
+        n = len(obs.cells)
+        armed = self.armed.get(obs.position, True)
+        if self.above is not None:
+            crossed, rearm = n > self.above, n <= self.above * (1 - self.hysteresis)
+        else:
+            assert self.below is not None
+            crossed, rearm = n < self.below, n >= self.below * (1 + self.hysteresis)
+        if armed and crossed:
+            self.armed[obs.position] = False
+            return [Hit(None, None, None, {"cells": n})]
+        if not armed and rearm:
+            self.armed[obs.position] = True
+        return []
+
+    def state(self) -> dict[str, Any]:
+        return {"armed": self.armed}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.armed = {str(k): bool(v) for k, v in state.get("armed", {}).items()}
+
+
+class _EnterRegion(_Trigger):
+    kind = "enter_region"
+
+    def __init__(self, region: Sequence[float]) -> None:
+        if len(region) != 4 or not (region[0] < region[2] and region[1] < region[3]):
+            raise ValueError(f"enter_region.region must be [y0, x0, y1, x1] px, got {region}")
+        self.region = tuple(float(v) for v in region)
+        self.inside: set[str] = set()
+
+    def check(self, obs: Observation) -> list[Hit]:
+        c = obs.cells
+        y0, x0, y1, x1 = self.region
+        now = (c.y >= y0) & (c.y < y1) & (c.x >= x0) & (c.x < x1)
+        hits = []
+        keep = {k for k in self.inside if not k.startswith(obs.position + "/")}
+        for i in np.flatnonzero(now).tolist():
+            key = _key(obs, int(c.tracks[i]))
+            keep.add(key)
+            if key not in self.inside:
+                hits.append(Hit(int(c.tracks[i]), float(c.y[i]), float(c.x[i]), {}))
+        self.inside = keep
+        return hits
+
+    def state(self) -> dict[str, Any]:
+        return {"inside": sorted(self.inside)}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.inside = set(state.get("inside", []))
+
+
+class _Feature(_Trigger):
+    kind = "feature"
+
+    def __init__(self, feature: str, above: float, rearm_below: float | None = None) -> None:
+        if feature not in FEATURES:
+            raise ValueError(
+                f"feature.feature must be one of {', '.join(FEATURES)}, got {feature!r}"
+            )
+        rearm = above if rearm_below is None else rearm_below
+        if rearm > above:
+            raise ValueError(f"feature.rearm_below ({rearm}) must be <= above ({above})")
+        self.feature, self.above, self.rearm = feature, float(above), float(rearm)
+        self.high: set[str] = set()
+
+    def check(self, obs: Observation) -> list[Hit]:
+        c = obs.cells
+        values = c.feature(self.feature)
+        hits = []
+        for i in range(len(c)):
+            v = float(values[i])
+            if not math.isfinite(v):
+                continue
+            key = _key(obs, int(c.tracks[i]))
+            if key in self.high:
+                if v < self.rearm:
+                    self.high.discard(key)
+            elif v >= self.above:
+                self.high.add(key)
+                hits.append(Hit(int(c.tracks[i]), float(c.y[i]), float(c.x[i]),
+                                {self.feature: round(v, 4)}))  # fmt: skip
+        return hits
+
+    def state(self) -> dict[str, Any]:
+        return {"high": sorted(self.high)}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.high = set(state.get("high", []))
+
+
+class _TrackLost(_Trigger):
+    kind = "track_lost"
+
+    def check(self, obs: Observation) -> list[Hit]:
+        return [Hit(int(t), None, None, {}) for t in obs.lost]
+
+
+TRIGGERS: dict[str, type[_Trigger]] = {
+    t.kind: t for t in (_Mitosis, _Division, _CellCount, _EnterRegion, _Feature, _TrackLost)
+}
+
+
+# ---------------------------------------------------------------- actions
+
+
+@dataclass(frozen=True)
+class Acquire:
+    """A useq sub-sequence: a fast time-lapse, a z-stack, added channels, at a place."""
+
+    channels: tuple[str, ...]
+    group: str = "Channel"
+    loops: int = 1
+    interval_s: float = 0.0
+    z_planes: int = 1
+    z_step_um: float = 1.0
+    centre: str = "cell"
+    """``cell`` (on the cell that fired; the position when the hit has no cell) or ``position``."""
+    exposure_ms: Mapping[str, float] | None = None
+    delay_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.channels:
+            raise ValueError("acquire.channels must name at least one channel")
+        if self.loops < 1 or self.z_planes < 1:
+            raise ValueError("acquire.loops and acquire.z_planes must be >= 1")
+        if self.loops > 1 and self.interval_s <= 0:
+            raise ValueError("acquire.interval_s must be > 0 for a time-lapse (loops > 1)")
+        if self.centre not in ("cell", "position"):
+            raise ValueError(f"acquire.centre must be 'cell' or 'position', got {self.centre!r}")
+
+    def events(self, obs: Observation, hit: Hit, name: str) -> tuple[useq.MDAEvent, ...]:
+        """Return the events, named ``name``, centred as asked (stage µm)."""
+        if self.centre == "cell" and hit.y is not None and hit.x is not None:
+            x, y = obs.stage_xy(hit.y, hit.x)
+        else:
+            if obs.stage_um is None:
+                raise ValueError(f"field {obs.position} t={obs.t} has no stage position")
+            x, y = obs.stage_um[0], obs.stage_um[1]
+        z0 = obs.stage_um[2] if obs.stage_um is not None else None
+        out = []
+        for t in range(self.loops):
+            for k in range(self.z_planes):
+                dz = (k - (self.z_planes - 1) / 2) * self.z_step_um
+                z = None if z0 is None else z0 + dz
+                for ch in self.channels:
+                    exp = (self.exposure_ms or {}).get(ch)
+                    out.append(
+                        useq.MDAEvent(
+                            index={"t": t, "z": k},
+                            channel={"config": ch, "group": self.group},
+                            exposure=exp,
+                            x_pos=x,
+                            y_pos=y,
+                            z_pos=z,
+                            pos_name=name,
+                            min_start_time=t * self.interval_s,
+                        )
+                    )
+        return tuple(out)
+
+
+def _decision(
+    action: str, params: Mapping[str, Any], obs: Observation, hit: Hit, rule: str, n: int,
+    group: str,
+) -> Decision | None:  # fmt: skip
+    common: dict[str, Any] = {
+        "run_id": obs.run_id,
+        "seq": obs.seq,
+        "rule": rule,
+        "inputs": {
+            "position": obs.position,
+            "t": obs.t,
+            "track": hit.track,
+            **dict(hit.inputs or {}),
+        },
+        "engines": dict(obs.engines),
+    }
+    if action == "record":
+        return None
+    if action == "acquire":
+        spec = {"group": group, **params}
+        spec["channels"] = tuple(spec.get("channels", ()))
+        acq = Acquire(**spec)
+        name = f"{obs.position}~{rule}-{n}"
+        return AddEvents(events=acq.events(obs, hit, name), delay_s=acq.delay_s, **common)
+    if action == "recentre":
+        if hit.y is None or hit.x is None:
+            raise ValueError("recentre needs a trigger that fires on a cell")
+        x, y = obs.stage_xy(hit.y, hit.x)
+        z = obs.stage_um[2] if obs.stage_um is not None else None
+        return Move(position=obs.position, x_um=x, y_um=y, z_um=z, **common)
+    if action == "change_interval":
+        return ChangeInterval(interval_s=float(params["interval_s"]), **common)
+    if action == "stop_position":
+        return StopPosition(position=obs.position, **common)
+    if action == "stop_run":
+        return StopRun(**common)
+    raise ValueError(f"unknown action {action!r}")  # pragma: no cover (checked on load)
+
+
+ACTIONS = ("acquire", "recentre", "change_interval", "stop_position", "stop_run", "record")
+
+
+class Rule:
+    """A declared rule: ``when`` trigger, ``do`` action, cooldown in time and space.
+
+    Parameters
+    ----------
+    name
+        Rule name (recorded with every decision it makes).
+    when
+        ``{trigger kind: {parameters}}``.
+    do
+        ``{action kind: {parameters}}``.
+    cooldown_s
+        After firing, the rule does not fire again within this many seconds of
+        run time (at the same position) ...
+    cooldown_radius_um
+        ... closer than this to where it fired (0: anywhere in the position).
+    max_fires
+        At most this many firings over the run (None: no limit).
+    channel_group
+        The rig's channel config group (for ``acquire``).
+
+    """
+
+    def __init__(
+        self,
+        name: str,
+        when: Mapping[str, Any],
+        do: Mapping[str, Any],
+        *,
+        cooldown_s: float = 0.0,
+        cooldown_radius_um: float = 0.0,
+        max_fires: int | None = None,
+        channel_group: str = "Channel",
+    ) -> None:
+        if not name or "~" in name:
+            raise ValueError(f"rule name must be non-empty and without '~', got {name!r}")
+        self.name = name
+        if len(when) != 1 or next(iter(when)) not in TRIGGERS:
+            raise ValueError(
+                f"rule {name!r}: 'when' must be one of {', '.join(TRIGGERS)}, got {dict(when)}"
+            )
+        kind, params = next(iter(when.items()))
+        try:
+            self.trigger = TRIGGERS[kind](**dict(params or {}))
+        except TypeError as exc:
+            raise ValueError(f"rule {name!r}: trigger {kind}: {exc}") from None
+        if len(do) != 1 or next(iter(do)) not in ACTIONS:
+            raise ValueError(
+                f"rule {name!r}: 'do' must be one of {', '.join(ACTIONS)}, got {dict(do)}"
+            )
+        self.action, self.params = next(iter(do.items()))
+        self.params = dict(self.params or {})
+        if self.action == "acquire":
+            try:
+                Acquire(**{"group": channel_group, **self.params,
+                           "channels": tuple(self.params.get("channels", ()))})  # fmt: skip
+            except TypeError as exc:
+                raise ValueError(f"rule {name!r}: acquire: {exc}") from None
+        if self.action == "change_interval" and "interval_s" not in self.params:
+            raise ValueError(f"rule {name!r}: change_interval needs interval_s")
+        if cooldown_s < 0 or cooldown_radius_um < 0:
+            raise ValueError(f"rule {name!r}: cooldowns must be >= 0")
+        self.cooldown_s = float(cooldown_s)
+        self.cooldown_radius_um = float(cooldown_radius_um)
+        self.max_fires = max_fires
+        self.group = channel_group
+        self.fires = 0
+        self.recent: list[tuple[str, float, float | None, float | None]] = []
+        """(position, time, stage x, stage y) of firings still in their cooldown."""
+
+    def _cooling(self, obs: Observation, hit: Hit) -> bool:
+        now = obs.sample_time_s
+        self.recent = [r for r in self.recent if now - r[1] < self.cooldown_s]
+        for pos, _, rx, ry in self.recent:
+            if pos != obs.position:
+                continue
+            if self.cooldown_radius_um <= 0 or hit.y is None or hit.x is None or rx is None:
+                return True
+            x, y = obs.stage_xy(hit.y, hit.x) if obs.stage_um else (hit.x, hit.y)
+            if math.hypot(x - rx, y - (ry or 0.0)) < self.cooldown_radius_um:
+                return True
+        return False
+
+    def decide(self, obs: Observation) -> list[Firing]:
+        """Check the trigger; turn each hit outside its cooldown into a firing."""
+        out = []
+        for hit in self.trigger.check(obs):
+            if self.max_fires is not None and self.fires >= self.max_fires:
+                break
+            if self.cooldown_s > 0 and self._cooling(obs, hit):
+                continue
+            decision = _decision(
+                self.action, self.params, obs, hit, self.name, self.fires, self.group
+            )
+            self.fires += 1
+            if self.cooldown_s > 0:
+                sx = sy = None
+                if hit.y is not None and hit.x is not None:
+                    sx, sy = obs.stage_xy(hit.y, hit.x) if obs.stage_um else (hit.x, hit.y)
+                self.recent.append((obs.position, obs.sample_time_s, sx, sy))
+            out.append(
+                Firing(
+                    self.name,
+                    self.trigger.kind,
+                    obs.position,
+                    decision,
+                    hit.track,
+                    hit.y,
+                    hit.x,
+                    dict(hit.inputs or {}),
+                )
+            )
+        return out
+
+    def state(self) -> dict[str, Any]:
+        """Everything needed to resume the rule after a worker restart."""
+        return {"fires": self.fires, "recent": self.recent, "trigger": self.trigger.state()}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Continue from `state`."""
+        self.fires = int(state.get("fires", 0))
+        self.recent = [(str(r[0]), float(r[1]), r[2], r[3]) for r in state.get("recent", [])]
+        self.trigger.restore(state.get("trigger", {}))
+
+
+def rules_from_spec(
+    spec: object, *, channel_group: str = "Channel", source: str = "plan"
+) -> list[Rule]:
+    """Build rules from a plan's ``policies:`` list.
+
+    Raises
+    ------
+    LivescopeError
+        naming the rule (by index and name) and what is wrong with it.
+
+    """
+    if spec is None:
+        return []
+    if not isinstance(spec, list):
+        raise LivescopeError(
+            f"{source}: policies must be a list of rules, got {type(spec).__name__}"
+        )
+    rules: list[Rule] = []
+    known = {"name", "when", "do", "cooldown_s", "cooldown_radius_um", "max_fires"}
+    for i, item in enumerate(spec):
+        where = f"{source}: policies.{i}"
+        if not isinstance(item, dict):
+            raise LivescopeError(f"{where}: a rule is a mapping with name, when, do")
+        if unknown := sorted(set(item) - known):
+            raise LivescopeError(f"{where}: unknown field(s) {unknown}; known: {sorted(known)}")
+        for req in ("name", "when", "do"):
+            if req not in item:
+                raise LivescopeError(f"{where}: missing {req!r}")
+        if not isinstance(item["when"], dict) or not isinstance(item["do"], dict):
+            raise LivescopeError(f"{where}: 'when' and 'do' must be mappings")
+        try:
+            rules.append(
+                Rule(
+                    str(item["name"]),
+                    item["when"],
+                    item["do"],
+                    cooldown_s=float(item.get("cooldown_s", 0.0)),
+                    cooldown_radius_um=float(item.get("cooldown_radius_um", 0.0)),
+                    max_fires=item.get("max_fires"),
+                    channel_group=channel_group,
+                )
+            )
+        except (ValueError, TypeError) as exc:
+            raise LivescopeError(f"{where} ({item.get('name')}): {exc}") from None
+    names = [r.name for r in rules]
+    if dups := sorted({n for n in names if names.count(n) > 1}):
+        raise LivescopeError(f"{source}: rule names must be unique; repeated: {dups}")
+    return rules

@@ -1,0 +1,603 @@
+"""The run report: one self-contained HTML page that shows what a run did.
+
+`write_report` reads a run folder and writes ``report.html``: the headline
+figures, cells and cell states over time, the lineage, every rule firing and
+decision, per-stage latency, drops, thumbnails with mask contours and decision
+markers, and the triggers scored against ground truth. Plots are inline PNGs
+(matplotlib, Agg), styles inline; the page loads nothing and runs no script, so
+it opens offline and can be mailed or archived as one file.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import math
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from livescope.record import ZARR_NAME, CtcTrack
+from livescope.schema import LivescopeError
+
+from . import _report_plots as plots
+from ._report_data import RunData, firing_outcome, load_run
+from ._report_fields import field_thumbnails
+from ._report_html import CSS, as_dict, esc, fmt, kv_table, missing, table, value_range
+
+__all__ = ["REPORT_FILE", "write_report"]
+
+logger = logging.getLogger("livescope")
+
+REPORT_FILE = "report.html"
+MAX_LINEAGE_TRACKS = 250
+"""Tracks drawn per position in the lineage tree (whole trees, dividing ones first)."""
+_LATENCY_ORDER = (
+    "camera_to_received",
+    "queue_wait",
+    "busy_wait",
+    "stain",
+    "segment",
+    "track",
+    "states",
+    "policy",
+    "decision_sent",
+    "decision_executed",
+    "end_to_end",
+    "overhead",
+)
+# What reading a damaged part of a run folder may raise: the section says so, the rest is drawn.
+_SECTION_ERRORS = (OSError, ValueError, KeyError, TypeError, IndexError, LivescopeError)
+_NO_RESULTS = "no analysis results (results/ is missing)"
+
+
+class _Page:
+    """The sections of one report and the plots in them."""
+
+    def __init__(self, run: RunData) -> None:
+        self.run = run
+        self.sections: list[tuple[str, str, str]] = []
+        self.n_plots = 0
+        times = [f.get("sample_time_s") for f in run.frames]
+        self.max_time_s = max((float(t) for t in times if isinstance(t, int | float)), default=0.0)
+        self.unit = plots.time_unit(self.max_time_s)
+
+    def plot(self, png: bytes, *, alt: str, caption: str) -> str:
+        """Return an inline PNG figure with its caption (and count it)."""
+        self.n_plots += 1
+        data = base64.b64encode(png).decode("ascii")
+        return (
+            f'<figure><img class="plot" alt="{esc(alt)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{esc(caption)}</figcaption></figure>"
+        )
+
+    def add(self, anchor: str, title: str, build: Callable[[_Page], str]) -> None:
+        """Build one section; a damaged part of the run folder is reported, not raised."""
+        t0 = time.perf_counter()
+        try:
+            body = build(self)
+        except _SECTION_ERRORS as exc:
+            logger.warning("report section %r could not be drawn: %s", title, exc)
+            body = missing(f"This section could not be drawn: {type(exc).__name__}: {exc}")
+        logger.debug("report section %r: %.0f ms", title, 1000 * (time.perf_counter() - t0))
+        self.sections.append((anchor, title, body))
+
+    def html(self) -> str:
+        """Return the whole page."""
+        s = self.run.summary
+        run_id = str(s.get("run_id") or self.run.run_dir.name)
+        nav = "".join(f'<a href="#{a}">{esc(t)}</a>' for a, t, _ in self.sections)
+        body = "".join(
+            f'<section id="{a}"><h2>{esc(t)}</h2>{b}</section>' for a, t, b in self.sections
+        )
+        made = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        version = s.get("livescope_version", "")
+        return (
+            "<!DOCTYPE html>\n"
+            '<html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            '<link rel="icon" href="data:,">'
+            f"<title>Run report: {esc(run_id)}</title><style>{CSS}</style></head><body>"
+            f"<h1>Run report: {esc(run_id)}</h1>"
+            f'<p class="sub">{esc(self.run.run_dir.resolve())} · report written {esc(made)}'
+            f"{' · livescope ' + esc(version) if version else ''}</p>"
+            f"<nav>{nav}</nav>{body}</body></html>\n"
+        )
+
+
+# ------------------------------------------------------------------ sections
+
+
+def _summary_section(page: _Page) -> str:
+    run, s = page.run, page.run.summary
+    decisions = as_dict(s.get("decisions"))
+    accepted = decisions.get("accepted", s.get("decisions_accepted"))
+    rejected = decisions.get("rejected", s.get("decisions_rejected"))
+    disabled = s.get("policies_disabled") or []
+    engines = s.get("engines") or {}
+    truth = as_dict(s.get("truth"))
+    e2e = as_dict(as_dict(s.get("latency_ms")).get("end_to_end"))
+    rows = [
+        ("Run", fmt(s.get("run_id"))),
+        ("Hardware profile", fmt(s.get("profile"))),
+        ("Positions", fmt(run.positions)),
+        ("Channels", fmt(run.channels)),
+        ("Time points", fmt(s.get("timepoints"))),
+        ("Duration (s) · frames per second", f"{fmt(s.get('duration_s'))} · {fmt(s.get('fps'))}"),
+        (
+            "Frames acquired · written · analysed",
+            f"{fmt(s.get('frames_acquired'))} · {fmt(s.get('frames_written'))} · "
+            f"{fmt(s.get('frames_analysed'))}",
+        ),
+        (
+            "Dropped frames: recording · analysis",
+            f"{fmt(s.get('dropped_recorded_frames'))} · {fmt(s.get('dropped_analysis_frames'))}",
+        ),
+        ("Decisions accepted · rejected", f"{fmt(accepted)} · {fmt(rejected)}"),
+        (
+            "Trigger precision · recall",
+            f"{fmt(s.get('trigger_precision'))} · {fmt(s.get('trigger_recall'))}",
+        ),
+        ("Mitosis to trigger, median (s)", fmt(s.get("mitosis_to_trigger_s"))),
+        ("End-to-end latency p50 · p99 (ms)", f"{fmt(e2e.get('p50'))} · {fmt(e2e.get('p99'))}"),
+        ("Worker restarts", fmt(s.get("worker_restarts"))),
+        (
+            "Policies disabled",
+            "; ".join(f"{d.get('rule')}: {d.get('error')}" for d in disabled if isinstance(d, dict))
+            or "none",
+        ),
+        (
+            "Engines (sha256)",
+            "; ".join(f"{k} {str(v)[:12]}" for k, v in engines.items()) if engines else "—",
+        ),
+        (
+            "Ground truth: tracks · divisions in view",
+            f"{fmt(truth.get('tracks'))} · {fmt(truth.get('divisions'))}" if truth else "—",
+        ),
+    ]
+    out = ""
+    if not run.has_results:
+        out += missing(
+            "Analysis is missing: this run has no results/ folder (it was recorded without "
+            "analysis, or its results were not saved). Sections that need the analysis say so."
+        )
+    out += kv_table(rows)
+    if run.problems:
+        out += "<ul>" + "".join(f"<li>{esc(p)}</li>" for p in run.problems) + "</ul>"
+    return out
+
+
+def _cells_section(page: _Page) -> str:
+    run = page.run
+    if run.cells is None:
+        why = _NO_RESULTS if not run.has_results else "results/cells.csv is missing"
+        return missing(f"No cell table: {why}.")
+    out = []
+    times = run.sample_times()
+    for pos in run.positions:
+        rows = [c for c in run.cells if c.position == pos]
+        if not rows:
+            out.append(missing(f"{pos}: no cells in results/cells.csv."))
+            continue
+        ts = sorted({c.t for c in rows})
+        by_t: dict[int, list[Any]] = {t: [] for t in ts}
+        for c in rows:
+            by_t[c.t].append(c)
+        states = list(run.classes)
+        states += sorted({c.state for c in rows if c.state and c.state not in states})
+        if any(not c.state for c in rows):
+            states.append("unclassified")
+        fractions = {
+            st: [sum((c.state or "unclassified") == st for c in by_t[t]) / len(by_t[t]) for t in ts]
+            for st in states
+        }
+        fractions = {k: v for k, v in fractions.items() if any(v)}
+        x = [times.get((pos, t), next((c.sample_time_s for c in by_t[t]), float(t))) for t in ts]
+        counts = [len(by_t[t]) for t in ts]
+        png = plots.cells_over_time(x, counts, fractions, position=pos, unit=page.unit)
+        mitotic = sum(c.p_mitosis >= 0.5 for c in rows)
+        out.append(
+            page.plot(
+                png,
+                alt=f"cells and cell states over time at {pos}",
+                caption=f"{pos}: {value_range(counts)} cells per time point over "
+                f"{len(ts)} analysed time points; {mitotic} cell observations with "
+                "P(mitosis) ≥ 0.5.",
+            )
+        )
+    return "".join(out)
+
+
+def _read_tracks(path: Path) -> list[CtcTrack]:
+    tracks = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 4:
+            raise LivescopeError(f"{path.name}:{n}: expected 'L B E P', got {line!r:.60}")
+        tracks.append(CtcTrack(*(int(p) for p in parts)))
+    return tracks
+
+
+def _lineage_section(page: _Page) -> str:
+    run = page.run
+    if not run.has_results:
+        return missing(f"No lineage: {_NO_RESULTS}.")
+    out = []
+    for pos in run.positions:
+        folder = run.ctc_folder(pos)
+        if folder is None:
+            out.append(missing(f"{pos}: no lineage (results/ctc/{pos}/res_track.txt is missing)."))
+            continue
+        tracks = _read_tracks(folder / "res_track.txt")
+        if not tracks:
+            out.append(missing(f"{pos}: no tracks in res_track.txt."))
+            continue
+        png, drawn, _ = plots.lineage_tree(tracks, position=pos, max_tracks=MAX_LINEAGE_TRACKS)
+        kids = Counter(t.parent for t in tracks if t.parent)
+        total_div = sum(n > 1 for n in kids.values())
+        cap = (
+            f" Showing {drawn} of {len(tracks)} tracks (whole trees, those with a division first)."
+            if drawn < len(tracks)
+            else ""
+        )
+        out.append(
+            page.plot(
+                png,
+                alt=f"lineage tree of {pos}",
+                caption=f"{pos}: {len(tracks)} tracks, {total_div} divisions (red dots; black "
+                "connectors join a mother to her daughters, grey dashed ones a track to its "
+                f"continuation after a gap).{cap}",
+            )
+        )
+    return "".join(out)
+
+
+def _firings(page: _Page) -> list[dict[str, Any]]:
+    """Rule firings (policy.jsonl), else the agent's decision log, as uniform rows."""
+    run = page.run
+    times, seqs = run.sample_times(), run.seq_times()
+    out: list[dict[str, Any]] = []
+    if run.policy is not None:
+        for r in run.policy:
+            pos, t = str(r.get("position", "")), r.get("t")
+            st = r.get("sample_time_s")
+            if not isinstance(st, int | float) and isinstance(t, int):
+                st = times.get((pos, t))
+            out.append(
+                {
+                    "time": st,
+                    "rule": str(r.get("rule") or "?"),
+                    "kind": (r.get("decision") or {}).get("type") or r.get("trigger") or "",
+                    "seq": r.get("seq"),
+                    "position": pos,
+                    "outcome": firing_outcome(r.get("verdict"), r.get("stage")),
+                    "reason": str(r.get("reason") or ""),
+                }
+            )
+        return out
+    for rec in run.decisions or []:
+        d, ack = rec.get("decision") or {}, rec.get("ack") or {}
+        seq = d.get("seq", ack.get("seq"))
+        pos, _, st = seqs.get(seq, ("", 0, None)) if isinstance(seq, int) else ("", 0, None)
+        out.append(
+            {
+                "time": st,
+                "rule": str(d.get("rule") or d.get("type") or "(invalid message)"),
+                "kind": str(d.get("type") or ack.get("type") or ""),
+                "seq": seq,
+                "position": str(d.get("position") or pos),
+                "outcome": "accepted" if ack.get("accepted") else "rejected (agent)",
+                "reason": str(ack.get("reason") or ""),
+            }
+        )
+    return out
+
+
+def _decisions_section(page: _Page) -> str:
+    run = page.run
+    if run.policy is None and run.decisions is None:
+        return missing(
+            "No decisions recorded: results/policy.jsonl and decisions.jsonl are both missing."
+        )
+    firings = _firings(page)
+    out = []
+    if run.policy is None:
+        out.append(
+            missing(
+                "Rule firings unknown (results/policy.jsonl is missing"
+                f"{': ' + _NO_RESULTS if not run.has_results else ''}); "
+                "shown: the decisions the microscope received (decisions.jsonl)."
+            )
+        )
+    if not firings:
+        out.append("<p>No rule fired and no decision was sent during this run.</p>")
+        return "".join(out)
+    timed = [(float(f["time"]), f["rule"], f["outcome"]) for f in firings if f["time"] is not None]
+    if timed:
+        png = plots.decisions_timeline(timed, unit=page.unit, x_max_s=page.max_time_s)
+        out.append(
+            page.plot(
+                png,
+                alt="decisions timeline",
+                caption="Each marker is one rule firing at the sample time of the frame it "
+                "answered: green circles accepted, red crosses rejected by a guardrail, orange "
+                "crosses rejected by the microscope agent, black triangles rule errors.",
+            )
+        )
+    per_rule: dict[str, Counter[str]] = {}
+    for f in firings:
+        per_rule.setdefault(f["rule"], Counter())[f["outcome"]] += 1
+    cols = list(plots.STATUS_STYLE)
+    out.append("<h3>Per rule</h3>")
+    out.append(
+        table(
+            ["rule", "fired", *cols],
+            [[r, sum(c.values()), *(c[k] for k in cols)] for r, c in sorted(per_rule.items())],
+        )
+    )
+    reasons = Counter(
+        f["reason"] or "(no reason given)" for f in firings if f["outcome"] != "accepted"
+    )
+    if reasons:
+        out.append("<h3>Why decisions were not carried out</h3>")
+        out.append(table(["reason", "times"], reasons.most_common(), cap=20, what="reasons"))
+    unit_name, div = page.unit
+    out.append("<h3>All firings</h3>")
+    out.append(
+        table(
+            [f"time ({unit_name})", "rule", "decision", "frame", "position", "outcome", "reason"],
+            [
+                [
+                    None if f["time"] is None else round(float(f["time"]) / div, 2),
+                    f["rule"],
+                    f["kind"],
+                    f["seq"],
+                    f["position"],
+                    f["outcome"],
+                    f["reason"],
+                ]
+                for f in firings
+            ],
+            what="firings",
+        )
+    )
+    return "".join(out)
+
+
+def _latency_section(page: _Page) -> str:
+    run = page.run
+    summary_ms = run.summary.get("latency_ms")
+    if run.latency is None:
+        why = _NO_RESULTS if not run.has_results else "results/latency.jsonl is missing"
+        out = missing(f"No per-field latencies: {why}.")
+        if isinstance(summary_ms, dict) and summary_ms:
+            out += "<p>From the run summary:</p>" + table(
+                ["stage", "p50 (ms)", "p99 (ms)"],
+                [[k, v.get("p50"), v.get("p99")] for k, v in summary_ms.items()],
+            )
+        return out
+    values: dict[str, list[float]] = {}
+    for row in run.latency:
+        for stage, ms in (row.get("ms") or {}).items():
+            if isinstance(ms, int | float) and math.isfinite(ms):
+                values.setdefault(str(stage), []).append(float(ms))
+    if not values:
+        return missing("results/latency.jsonl holds no timings.")
+    order = [s for s in _LATENCY_ORDER if s in values] + sorted(set(values) - set(_LATENCY_ORDER))
+    stages = {s: np.asarray(values[s], np.float64) for s in order}
+    png = plots.latency_histograms(stages)
+    out = page.plot(
+        png,
+        alt="per-stage latency histograms",
+        caption="Per analysed field, milliseconds; black line p50, red dashed line p99.",
+    )
+    rows = []
+    for s, ms in stages.items():
+        p50, p99 = np.percentile(ms, [50, 99])
+        rows.append([s, int(ms.size), float(p50), float(p99), float(ms.max())])
+    return out + table(["stage", "fields", "p50 (ms)", "p99 (ms)", "max (ms)"], rows, cap=None)
+
+
+def _drops_section(page: _Page) -> str:
+    run, s = page.run, page.run.summary
+    bus = as_dict(s.get("bus"))
+    rows = [
+        ("Frames acquired", fmt(s.get("frames_acquired"))),
+        ("Frames written to disk", fmt(s.get("frames_written"))),
+        ("Frames that failed to record", fmt(s.get("frames_failed"))),
+        ("Recorded frames dropped", fmt(s.get("dropped_recorded_frames"))),
+        ("Frames dropped before analysis", fmt(s.get("dropped_analysis_frames"))),
+        ("Frames dropped on the bus (agent side)", fmt(bus.get("dropped_in_agent"))),
+        ("Frame log lines (frames.jsonl)", fmt(len(run.frames))),
+        ("Analysis worker restarts", fmt(s.get("worker_restarts"))),
+    ]
+    out = kv_table(rows)
+    recorded: dict[str, set[int]] = {}
+    for f in run.frames:
+        t = (f.get("index") or {}).get("t", 0)
+        recorded.setdefault(str(f.get("position", "")), set()).add(int(t))
+    if run.latency is not None:
+        analysed_from = "results/latency.jsonl"
+        pairs = {(str(r.get("position")), r.get("t")) for r in run.latency}
+    elif run.cells is not None:
+        analysed_from = "results/cells.csv (fields without cells are not listed there)"
+        pairs = {(c.position, c.t) for c in run.cells}
+    else:
+        return out + missing(f"Analysed fields unknown: {_NO_RESULTS}.")
+    rows2 = []
+    for pos in run.positions:
+        ts = recorded.get(pos, set())
+        done = {t for p, t in pairs if p == pos and isinstance(t, int)}
+        skipped = sorted(ts - done)
+        listed = ", ".join(map(str, skipped[:20])) + (" …" if len(skipped) > 20 else "")
+        rows2.append([pos, len(ts), len(ts & done), len(skipped), listed or "—"])
+    out += f"<h3>Fields analysed per position</h3><p>From {esc(analysed_from)}.</p>"
+    return out + table(
+        [
+            "position",
+            "time points recorded",
+            "analysed",
+            "not analysed",
+            "time points not analysed",
+        ],
+        rows2,
+    )
+
+
+def _fields_section(page: _Page) -> str:
+    run = page.run
+    if not run.has_recording:
+        return missing(f"No thumbnails: the recording ({ZARR_NAME}) is missing.")
+    notes: list[str] = []
+    if not run.has_results:
+        notes.append(f"No mask contours or decision markers: {_NO_RESULTS}.")
+    figures = field_thumbnails(run, notes=notes)
+    out = "".join(missing(n) for n in notes)
+    for pos, png, caption in figures:
+        out += page.plot(png, alt=f"thumbnails of {pos}", caption=caption)
+    return out
+
+
+def _truth_section(page: _Page) -> str:
+    run, s = page.run, page.run.summary
+    ev = s.get("evaluation")
+    if not isinstance(ev, dict):
+        has_gt = (run.run_dir / "ground_truth").is_dir()
+        return missing(
+            "No evaluation in summary.json"
+            + (
+                ": the run has ground truth (ground_truth/) but its triggers were not scored."
+                if has_gt
+                else " (runs on a real microscope have no ground truth)."
+            )
+        )
+    triggers = [t for t in ev.get("triggers") or [] if isinstance(t, dict)]
+    mitoses = [m for m in ev.get("mitoses") or [] if isinstance(m, dict)]
+    hits = sum(bool(t.get("ok")) for t in triggers)
+    caught = sum(bool(m.get("triggered")) for m in mitoses)
+    delays = [float(m["delay_s"]) for m in mitoses if isinstance(m.get("delay_s"), int | float)]
+    lines = [
+        f"{hits} of {len(triggers)} triggers were on a cell in mitosis "
+        f"(precision {fmt(s.get('trigger_precision'))}).",
+        f"{caught} of {len(mitoses)} mitoses in view were triggered on "
+        f"(recall {fmt(s.get('trigger_recall'))}).",
+        f"Median delay from mitosis onset to trigger: "
+        f"{fmt(float(np.median(delays)) if delays else None)} s.",
+    ]
+    out = "<p>" + "<br>".join(esc(x) for x in lines) + "</p>"
+    out += "<h3>Triggers</h3>"
+    out += (
+        table(
+            [
+                "position",
+                "time point",
+                "sample time (s)",
+                "track",
+                "y",
+                "x",
+                "true cell",
+                "correct",
+            ],
+            [
+                [
+                    t.get("position"),
+                    t.get("t"),
+                    t.get("sample_time_s"),
+                    t.get("track"),
+                    t.get("y"),
+                    t.get("x"),
+                    t.get("cell_id"),
+                    bool(t.get("ok")),
+                ]
+                for t in triggers
+            ],
+            what="triggers",
+        )
+        if triggers
+        else "<p>No triggers.</p>"
+    )
+    out += "<h3>Mitoses in view</h3>"
+    out += (
+        table(
+            ["position", "cell", "onset (s)", "triggered", "delay (s)"],
+            [
+                [
+                    m.get("position"),
+                    m.get("cell_id"),
+                    m.get("onset_s"),
+                    bool(m.get("triggered")),
+                    m.get("delay_s"),
+                ]
+                for m in mitoses
+            ],
+            what="mitoses",
+        )
+        if mitoses
+        else "<p>No mitosis in view.</p>"
+    )
+    return out
+
+
+_SECTIONS: tuple[tuple[str, str, Callable[[_Page], str]], ...] = (
+    ("summary", "At a glance", _summary_section),
+    ("cells", "Cells over time", _cells_section),
+    ("lineage", "Lineage", _lineage_section),
+    ("decisions", "Decisions", _decisions_section),
+    ("latency", "Latency", _latency_section),
+    ("drops", "Drops", _drops_section),
+    ("fields", "Fields with overlays", _fields_section),
+    ("truth", "Triggers vs ground truth", _truth_section),
+)
+
+
+def write_report(run_dir: str | Path, *, out: Path | None = None) -> Path:
+    """Render a run folder into one self-contained HTML report.
+
+    Called after a run (``livescope demo``/``run`` write it at the end) or on any
+    run folder later; blocks the calling thread (a few seconds for a 30-time-point,
+    3-position run) and needs no display.
+
+    Parameters
+    ----------
+    run_dir
+        The run folder: ``summary.json`` and ``frames.jsonl`` (required),
+        ``data.ome.zarr``, ``decisions.jsonl``, ``results/`` (``cells.csv``,
+        ``ctc/<position>/``, ``policy.jsonl``, ``latency.jsonl``) and
+        ``ground_truth/`` where present. A missing part leaves its section
+        saying what is missing.
+    out
+        Where to write the report (default ``run_dir/report.html``).
+
+    Returns
+    -------
+    Path
+        The report written.
+
+    Raises
+    ------
+    LivescopeError
+        if ``run_dir`` is not a run folder (no ``summary.json`` or ``frames.jsonl``).
+    OSError
+        if the report cannot be written.
+
+    """
+    t0 = time.perf_counter()
+    run = load_run(run_dir)
+    page = _Page(run)
+    for anchor, title, build in _SECTIONS:
+        page.add(anchor, title, build)
+    target = Path(out) if out is not None else run.run_dir / REPORT_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.write_text(page.html(), encoding="utf-8")
+    tmp.replace(target)
+    logger.info("report %s: %d plots in %.2f s", target, page.n_plots, time.perf_counter() - t0)
+    return target

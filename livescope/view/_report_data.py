@@ -1,0 +1,210 @@
+"""Reading a run folder for the run report: every part but the summary may be missing.
+
+Each reader returns None for a file that is not there (the report then says so)
+and skips a truncated last line of a JSON-lines log (a run killed mid-write).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from livescope.record import DECISIONS_FILE, FRAMES_FILE, ZARR_NAME
+from livescope.schema import LivescopeError
+
+__all__ = ["RESULTS_DIR", "CellRow", "RunData", "firing_outcome", "load_run"]
+
+RESULTS_DIR = "results"
+SUMMARY_FILE = "summary.json"
+_INT_COLUMNS = ("t", "seq", "label", "track", "parent")
+_FLOAT_COLUMNS = ("sample_time_s", "y", "x", "area", "intensity", "p_mitosis")
+
+
+@dataclass(frozen=True)
+class CellRow:
+    """One row of ``results/cells.csv`` (numbers parsed; a blank number is NaN or 0)."""
+
+    position: str
+    t: int
+    sample_time_s: float
+    track: int
+    state: str
+    p_mitosis: float
+
+
+@dataclass
+class RunData:
+    """Everything the report reads from a run folder (None: that part is missing)."""
+
+    run_dir: Path
+    summary: dict[str, Any]
+    frames: list[dict[str, Any]]
+    decisions: list[dict[str, Any]] | None
+    cells: list[CellRow] | None
+    classes: list[str]
+    """Cell-state classes, in the order of the ``p_<class>`` columns of cells.csv."""
+    policy: list[dict[str, Any]] | None
+    latency: list[dict[str, Any]] | None
+    has_results: bool
+    has_recording: bool
+    problems: list[str] = field(default_factory=list)
+    """Parts that exist but could not be read in full (shown in the report)."""
+
+    @property
+    def positions(self) -> list[str]:
+        """Position names: the summary's, else those of the frame log, in order."""
+        named = self.summary.get("positions")
+        if isinstance(named, list) and named:
+            return [str(p) for p in named]
+        return list(dict.fromkeys(str(f.get("position", "")) for f in self.frames))
+
+    @property
+    def channels(self) -> list[str]:
+        """Channel names: the summary's, else those of the frame log, in order."""
+        named = self.summary.get("channels")
+        if isinstance(named, list) and named:
+            return [str(c) for c in named]
+        return list(dict.fromkeys(str(f.get("channel", "")) for f in self.frames))
+
+    def sample_times(self) -> dict[tuple[str, int], float]:
+        """Sample time (s) of each (position, time point), from the frame log."""
+        out: dict[tuple[str, int], float] = {}
+        for f in self.frames:
+            st = f.get("sample_time_s")
+            t = (f.get("index") or {}).get("t", 0)
+            if isinstance(st, int | float):
+                key = (str(f.get("position", "")), int(t))
+                out[key] = min(out.get(key, math.inf), float(st))
+        return out
+
+    def seq_times(self) -> dict[int, tuple[str, int, float | None]]:
+        """Position, time point and sample time (s) of each frame sequence number."""
+        out: dict[int, tuple[str, int, float | None]] = {}
+        for f in self.frames:
+            if isinstance(f.get("seq"), int):
+                st = f.get("sample_time_s")
+                out[f["seq"]] = (
+                    str(f.get("position", "")),
+                    int((f.get("index") or {}).get("t", 0)),
+                    float(st) if isinstance(st, int | float) else None,
+                )
+        return out
+
+    def ctc_folder(self, position: str) -> Path | None:
+        """``results/ctc/<position>`` when it holds a ``res_track.txt``."""
+        folder = self.run_dir / RESULTS_DIR / "ctc" / position
+        return folder if (folder / "res_track.txt").is_file() else None
+
+
+def firing_outcome(verdict: object, stage: object) -> str:
+    """Outcome of one rule firing (a key of the report's marker styles)."""
+    if verdict == "accepted":
+        return "accepted"
+    if verdict == "error":
+        return "error"
+    if stage in ("guardrail", "agent"):
+        return f"rejected ({stage})"
+    return "rejected"
+
+
+def _read_jsonl(path: Path, problems: list[str]) -> list[dict[str, Any]] | None:
+    if not path.is_file():
+        return None
+    out: list[dict[str, Any]] = []
+    bad = 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError:
+            bad += 1
+            continue
+        if isinstance(item, dict):
+            out.append(item)
+        else:
+            bad += 1
+    if bad:
+        problems.append(f"{path.name}: {bad} unreadable line(s) skipped")
+    return out
+
+
+def _number(text: str | None) -> float:
+    try:
+        return float(text) if text not in (None, "") else math.nan
+    except ValueError:
+        return math.nan
+
+
+def _read_cells(path: Path, problems: list[str]) -> tuple[list[CellRow] | None, list[str]]:
+    if not path.is_file():
+        return None, []
+    rows: list[CellRow] = []
+    with path.open(encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        names = list(reader.fieldnames or [])
+        missing = [c for c in ("position", "t") if c not in names]
+        if missing:
+            problems.append(f"cells.csv: no column {', '.join(missing)}; cells not shown")
+            return None, []
+        classes = [c[2:] for c in names if c.startswith("p_") and c != "p_mitosis"]
+        for rec in reader:
+            t = _number(rec.get("t"))
+            if math.isnan(t):
+                continue
+            track = _number(rec.get("track"))
+            rows.append(
+                CellRow(
+                    position=str(rec.get("position") or ""),
+                    t=int(t),
+                    sample_time_s=_number(rec.get("sample_time_s")),
+                    track=0 if math.isnan(track) else int(track),
+                    state=str(rec.get("state") or ""),
+                    p_mitosis=_number(rec.get("p_mitosis")),
+                )
+            )
+    return rows, classes
+
+
+def load_run(run_dir: str | Path) -> RunData:
+    """Read a run folder (see `write_report` for its layout).
+
+    Raises
+    ------
+    LivescopeError
+        if ``summary.json`` or ``frames.jsonl`` is missing or unreadable (not a run folder).
+
+    """
+    run = Path(run_dir)
+    summary_path = run / SUMMARY_FILE
+    if not summary_path.is_file():
+        raise LivescopeError(f"{run} is not a run folder: {SUMMARY_FILE} is missing")
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise LivescopeError(f"{summary_path} is not valid JSON: {exc}") from None
+    if not isinstance(summary, dict):
+        raise LivescopeError(f"{summary_path} does not hold a JSON object")
+    problems: list[str] = []
+    frames = _read_jsonl(run / FRAMES_FILE, problems)
+    if frames is None:
+        raise LivescopeError(f"{run} is not a run folder: {FRAMES_FILE} is missing")
+    results = run / RESULTS_DIR
+    cells, classes = _read_cells(results / "cells.csv", problems)
+    return RunData(
+        run_dir=run,
+        summary=summary,
+        frames=frames,
+        decisions=_read_jsonl(run / DECISIONS_FILE, problems),
+        cells=cells,
+        classes=classes,
+        policy=_read_jsonl(results / "policy.jsonl", problems),
+        latency=_read_jsonl(results / "latency.jsonl", problems),
+        has_results=results.is_dir(),
+        has_recording=(run / ZARR_NAME).is_dir(),
+        problems=problems,
+    )

@@ -1,0 +1,162 @@
+"""The report's thumbnails: recorded frames with mask contours and decision markers."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from livescope.record import ZARR_NAME
+from livescope.schema import LivescopeError
+
+from . import _report_plots as plots
+from ._report_data import RESULTS_DIR, RunData, firing_outcome
+
+__all__ = ["THUMBNAILS_PER_POSITION", "THUMBNAIL_PX", "field_thumbnails"]
+
+THUMBNAILS_PER_POSITION = 4
+THUMBNAIL_PX = 256
+"""Longest side of a thumbnail, pixels (frames are block-averaged down to it)."""
+_NUCLEAR_NAMES = ("dapi", "hoechst", "h2b", "nls", "nuc", "dna", "draq5", "sir-dna", "spy")
+
+
+def _nuclear_channel(run: RunData, channels: list[str]) -> str | None:
+    """Find the channel imaging nuclei: from the run's hardware profile, else by name."""
+    from livescope.schema import load_profile
+
+    name = run.summary.get("profile")
+    if isinstance(name, str) and name:
+        try:
+            presets = load_profile(name).channels.presets
+        except (LivescopeError, OSError, ValueError):
+            presets = ()  # a profile file that is gone or changed: fall back to names
+        for p in presets:
+            if p.name in channels and p.target == "nuclei":
+                return p.name
+    for c in channels:
+        if any(k in c.lower() for k in _NUCLEAR_NAMES):
+            return c
+    return None
+
+
+def _series(run: RunData) -> tuple[dict[str, Any], list[str]]:
+    """Each position's zarr group, and the channel names (the c axis), of the recording."""
+    import zarr
+
+    root = zarr.open_group(run.run_dir / ZARR_NAME, mode="r")
+    groups = sorted(root.groups(), key=lambda kv: (not kv[0].isdigit(), kv[0].zfill(9)))
+    out: dict[str, Any] = {}
+    channels: list[str] = []
+    for i, (key, g) in enumerate(groups):
+        attrs: dict[str, Any] = dict(g.attrs)
+        pos = (attrs.get("livescope") or {}).get("position")
+        if not isinstance(pos, str):
+            pos = run.positions[i] if i < len(run.positions) else key
+        out[pos] = g
+        omero = (attrs.get("ome") or {}).get("omero") or {}
+        labels = [str(c.get("label", "")) for c in omero.get("channels", [])]
+        channels = labels if len(labels) > len(channels) else channels
+    if not channels:
+        root_attrs: dict[str, Any] = dict(root.attrs)
+        channels = list((root_attrs.get("livescope") or {}).get("channels") or run.channels)
+    return out, channels
+
+
+def _mask_files(run: RunData, position: str) -> dict[int, Path]:
+    folder = run.run_dir / RESULTS_DIR / "ctc" / position
+    out = {}
+    for p in folder.glob("mask[0-9]*.tif"):
+        digits = p.stem[4:]
+        if digits.isdigit():
+            out[int(digits)] = p
+    return out
+
+
+def _pick(ts: list[int], k: int, must: int | None) -> list[int]:
+    """Up to k time points spread over ``ts``, one of them ``must`` when given."""
+    idx = sorted({round(i) for i in np.linspace(0, len(ts) - 1, min(k, len(ts)))})
+    picked = [ts[i] for i in idx]
+    if must is not None and must not in picked:
+        nearest = min(range(len(picked)), key=lambda i: abs(picked[i] - must))
+        picked[nearest] = must
+    return sorted(set(picked))
+
+
+def field_thumbnails(run: RunData, *, notes: list[str]) -> list[tuple[str, bytes, str]]:
+    """One figure per position: (position, PNG, caption); what is missing goes to ``notes``."""
+    import tifffile
+
+    series, channels = _series(run)
+    nuclear = _nuclear_channel(run, channels)
+    times = run.sample_times()
+    unit_name, div = plots.time_unit(max(times.values(), default=0.0))
+    fired: dict[tuple[str, int], list[tuple[float, float, str]]] = {}
+    for r in run.policy or []:
+        y, x, t = r.get("y"), r.get("x"), r.get("t")
+        if isinstance(y, int | float) and isinstance(x, int | float) and isinstance(t, int):
+            outcome = firing_outcome(r.get("verdict"), r.get("stage"))
+            fired.setdefault((str(r.get("position")), t), []).append((float(y), float(x), outcome))
+    out = []
+    for pos in run.positions:
+        g = series.get(pos)
+        if g is None:
+            notes.append(f"{pos}: not in the recording.")
+            continue
+        zs: dict[str, dict[int, set[int]]] = {}
+        for f in run.frames:
+            if str(f.get("position")) == pos:
+                idx = f.get("index") or {}
+                ch = zs.setdefault(str(f.get("channel")), {})
+                ch.setdefault(int(idx.get("t", 0)), set()).add(int(idx.get("z", 0)))
+        shown = nuclear if nuclear in zs else next((c for c in channels if c in zs), None)
+        if shown is None or shown not in channels:
+            notes.append(f"{pos}: no recorded frames.")
+            continue
+        ts = sorted(zs[shown])
+        firing_ts = sorted(t for p, t in fired if p == pos and t in zs[shown])
+        picked = _pick(ts, THUMBNAILS_PER_POSITION, firing_ts[0] if firing_ts else None)
+        masks = _mask_files(run, pos) if run.has_results else {}
+        if run.has_results and not masks:
+            notes.append(
+                f"{pos}: no masks (results/ctc/{pos}/maskTTT.tif): frames without contours."
+            )
+        array = g["0"]
+        c = channels.index(shown)
+        panels = []
+        for t in picked:
+            z_all = sorted(zs[shown][t])
+            image = np.asarray(array[t, c, z_all[len(z_all) // 2]])
+            small, factor = plots.downsample(image, THUMBNAIL_PX)
+            edges = None
+            if t in masks:
+                labels = np.asarray(tifffile.imread(masks[t]))
+                if labels.shape == image.shape:
+                    edges = plots.mask_edges(labels, factor, small.shape)
+            st = times.get((pos, t), math.nan)
+            when = f" · {st / div:.4g} {unit_name}" if math.isfinite(st) else ""
+            panels.append(
+                plots.FieldPanel(
+                    title=f"t={t}{when}",
+                    image=small,
+                    shape=(int(image.shape[0]), int(image.shape[1])),
+                    edges=edges,
+                    markers=fired.get((pos, t), []),
+                )
+            )
+        n_fired = sum(len(fired.get((pos, t), [])) for t in picked)
+        caption = (
+            f"{pos}: {shown} channel at time points {', '.join(map(str, picked))} of "
+            f"{len(ts)}. Contours: segmented nuclei (results/ctc), one colour per track label."
+            if masks
+            else f"{pos}: {shown} channel at time points {', '.join(map(str, picked))} of "
+            f"{len(ts)}."
+        )
+        if n_fired:
+            caption += (
+                f" {n_fired} rule firing(s) marked: green circle accepted, red cross rejected "
+                "by a guardrail, orange cross rejected by the agent."
+            )
+        out.append((pos, plots.thumbnails(panels, position=pos), caption))
+    return out

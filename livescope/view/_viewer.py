@@ -1,0 +1,363 @@
+"""The live overlay viewer: napari attached to a run's overlay bus (``livescope view``).
+
+The viewer subscribes with "latest wins" (`OverlaySubscriber`) and redraws on a
+Qt timer, as fast as napari can draw; the acquisition and the analysis never
+wait for it. Layers are made once and then updated in place (``.data``), so a
+user's changes to them (contrast, colormap, visibility, opacity) stay.
+
+napari (the ``viewer`` extra) is imported only inside the functions that need it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from livescope.bus import OverlayMessage, OverlaySubscriber
+
+__all__ = ["OverlayViewer"]
+
+logger = logging.getLogger("livescope")
+
+# bottom to top: label-free, fluorescence, virtual stain, contours, tails, cells, decisions
+_RANK = {"label_free": 0, "fluorescence": 1, "stain": 2, "labels": 3, "tails": 4, "cells": 5,
+         "decisions": 6}  # fmt: skip
+_LABEL_FREE_WORDS = {"phase", "brightfield", "bright", "bf", "dic", "pc", "trans", "transmitted",
+                     "labelfree", "label", "oblique", "qpi", "ph", "phc"}  # fmt: skip
+_FLUORESCENCE_COLORMAPS = (
+    (("dapi", "hoechst", "bfp", "405"), "blue"),
+    (("gfp", "fitc", "yfp", "488", "venus"), "green"),
+    (("rfp", "mcherry", "tritc", "cy3", "561", "tdtomato", "dsred"), "magenta"),
+    (("cy5", "640", "647", "farred", "irfp"), "red"),
+)
+_MITOTIC = {"prophase", "metaphase", "anaphase", "telophase", "mitosis", "mitotic"}
+_ACCEPTED = (0.2, 1.0, 0.2, 1.0)
+_REJECTED = (1.0, 0.15, 0.15, 1.0)
+
+
+def channel_is_label_free(channel: str) -> bool:
+    """Guess from its name whether a channel is label-free (phase, brightfield, DIC...)."""
+    words = {w for w in re.split(r"[^a-z0-9]+", channel.lower().replace("-free", "free")) if w}
+    return bool(words & _LABEL_FREE_WORDS) or "labelfree" in channel.lower().replace("-", "")
+
+
+def channel_colormap(channel: str, index: int = 0) -> str:
+    """Return a napari colormap for a fluorescence channel, from its name (DAPI: blue...)."""
+    name = channel.lower().replace("-", "").replace(" ", "")
+    for keys, colormap in _FLUORESCENCE_COLORMAPS:
+        if any(k in name for k in keys):
+            return colormap
+    return ("green", "magenta", "cyan", "yellow")[index % 4]
+
+
+def track_colors(tracks: NDArray[Any]) -> NDArray[np.float32]:
+    """One stable, well-spread RGBA colour per track id (golden-ratio hues)."""
+    hue = (np.asarray(tracks, dtype=np.float64).ravel() * 0.618033988749895) % 1.0
+    sat, val = 0.7, 1.0
+    rgba = np.ones((hue.size, 4), dtype=np.float32)
+    for i, n in enumerate((5.0, 3.0, 1.0)):  # HSV to RGB, one channel at a time
+        k = (n + hue * 6.0) % 6.0
+        rgba[:, i] = val - val * sat * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
+    return rgba
+
+
+def _cell_color(state: object, p_mitosis: object) -> tuple[float, float, float, float]:
+    name = state.lower() if isinstance(state, str) else ""
+    if name in _MITOTIC or (not name and isinstance(p_mitosis, float) and p_mitosis >= 0.5):
+        return (1.0, 0.2, 1.0, 1.0)
+    if name.startswith("apopto"):
+        return (1.0, 0.3, 0.1, 1.0)
+    return (1.0, 1.0, 0.2, 1.0)
+
+
+class OverlayViewer:
+    """napari showing the newest analysis results of one position of a running run.
+
+    Parameters
+    ----------
+    source
+        A run folder (its ``overlay.json`` is waited for up to ``timeout_s``) or
+        an overlay endpoint.
+    position
+        The position to show; default: the first one that arrives.
+    viewer
+        A `napari.Viewer` to draw into; default: a new one.
+    timeout_s
+        How long to wait for ``overlay.json``, in seconds.
+
+    Raises
+    ------
+    ImportError
+        if napari is not installed (``pip install 'livescope[viewer]'``).
+    LivescopeError
+        if no overlay appears in time or it cannot be attached.
+
+    Notes
+    -----
+    Create, `refresh`, `start` and `close` on the Qt (main) thread. Messages
+    are received on the subscriber's own thread.
+
+    """
+
+    def __init__(
+        self,
+        source: str | Path,
+        *,
+        position: str | None = None,
+        viewer: Any | None = None,
+        timeout_s: float = 10.0,
+    ) -> None:
+        import napari  # the `viewer` extra; never at module level
+
+        self.subscriber = OverlaySubscriber(source, timeout_s=timeout_s)
+        self._owns_viewer = viewer is None
+        try:
+            self.viewer: Any = viewer if viewer is not None else napari.Viewer(title="livescope")
+        except BaseException:
+            self.subscriber.close()
+            raise
+        self.position = position
+        self.frames_shown = 0
+        self.refresh_errors = 0
+        self._shown: OverlayMessage | None = None
+        self._layers: dict[str, Any] = {}
+        self._ranks: dict[str, int] = {}
+        self._timer: Any = None
+
+    # ------------------------------------------------------------ positions
+
+    def positions(self) -> list[str]:
+        """Positions that have sent results so far."""
+        return self.subscriber.positions()
+
+    def show_position(self, position: str) -> None:
+        """Show ``position`` from the next `refresh` on."""
+        self.position = position
+        self._shown = None
+
+    def next_position(self) -> str | None:
+        """Switch to the next position seen (wrapping around); returns it."""
+        seen = self.positions()
+        if not seen:
+            return None
+        i = seen.index(self.position) + 1 if self.position in seen else 0
+        self.show_position(seen[i % len(seen)])
+        return self.position
+
+    # ------------------------------------------------------------ drawing
+
+    def refresh(self) -> bool:
+        """Draw the newest message of the shown position; returns False if nothing was new."""
+        if self.position is None:
+            seen = self.positions()
+            if not seen:
+                return False
+            self.position = seen[0]
+        msg = self.subscriber.latest(self.position)
+        if msg is None or msg is self._shown:
+            return False
+        self._draw(msg)
+        self._shown = msg
+        self.frames_shown += 1
+        return True
+
+    def _draw(self, msg: OverlayMessage) -> None:
+        h = msg.header
+        fluorescence = 0
+        for name, arr in msg.arrays.items():
+            if not name.startswith("raw:"):
+                continue
+            channel = name[4:]
+            if channel_is_label_free(channel):
+                self._image(name, arr, "label_free", colormap="gray", blending="translucent")
+            else:
+                cmap = channel_colormap(channel, fluorescence)
+                fluorescence += 1
+                self._image(name, arr, "fluorescence", colormap=cmap, blending="additive")
+        if "stain" in msg.arrays:
+            stain = np.asarray(msg.arrays["stain"], dtype=np.float32)  # GL has no float16 here
+            self._image("stain", stain, "stain", colormap="cyan", blending="additive")
+        if "labels" in msg.arrays:
+            self._labels(msg.arrays["labels"])
+        self._tails(h.get("tails") or {})
+        self._cells(h.get("cells") or [])
+        self._decisions(h.get("decisions") or [])
+        when = h.get("sample_time_s")
+        clock = f" · {when / 60:.1f} min" if isinstance(when, int | float) else ""
+        overlay = self.viewer.text_overlay
+        overlay.text = f"{h['run_id']} · {h['position']} · t={h['t']}{clock} · frame {h['seq']}"
+        overlay.visible = True
+
+    def _live(self, key: str) -> Any | None:
+        """Return the layer made for ``key``, or None if not made yet or removed by the user."""
+        layer = self._layers.get(key)
+        if layer is not None and layer not in self.viewer.layers:
+            return None
+        return layer
+
+    def _place(self, key: str, layer: Any, rank: int) -> None:
+        """Move a new layer (appended on top) below the first of ours that ranks higher."""
+        self._layers[key] = layer
+        self._ranks[key] = rank
+        layers = self.viewer.layers
+        above = [
+            layers.index(other)
+            for k, other in self._layers.items()
+            if k != key and other in layers and self._ranks[k] > rank
+        ]
+        if above:
+            layers.move(layers.index(layer), min(above))
+
+    def _image(self, key: str, data: NDArray[Any], kind: str, **style: Any) -> None:
+        layer = self._live(key)
+        if layer is not None:
+            layer.data = data
+        elif key not in self._layers:
+            layer = self.viewer.add_image(data, name=key, **style)
+            self._place(key, layer, _RANK[kind])
+
+    def _labels(self, labels: NDArray[Any]) -> None:
+        layer = self._live("labels")
+        if layer is not None:
+            layer.data = labels
+        elif "labels" not in self._layers:
+            layer = self.viewer.add_labels(labels, name="labels", opacity=1.0)
+            layer.contour = 1  # outlines only: the frame stays visible inside each nucleus
+            self._place("labels", layer, _RANK["labels"])
+
+    def _tails(self, tails: dict[str, Sequence[Sequence[float]]]) -> None:
+        paths = [
+            (int(track), np.asarray(points, dtype=np.float64))
+            for track, points in tails.items()
+            if len(points) >= 2
+        ]
+        data = [(p, "path") for _, p in paths]
+        colors = track_colors(np.array([t for t, _ in paths]))
+        layer = self._live("tails")
+        if layer is None:
+            if "tails" in self._layers:
+                return
+            layer = self.viewer.add_shapes(
+                None, shape_type="path", edge_width=1.5, face_color="transparent", name="tails"
+            )
+            self._place("tails", layer, _RANK["tails"])
+        layer.data = data
+        if data:
+            layer.edge_color = colors
+            layer.edge_width = [1.5] * len(data)
+
+    def _cells(self, cells: Sequence[dict[str, Any]]) -> None:
+        yx = np.array([[c["y"], c["x"]] for c in cells], dtype=np.float64).reshape(-1, 2)
+        features = {
+            "track": np.array([c["track"] for c in cells], dtype=np.int64),
+            "label": np.array([c["label"] for c in cells], dtype=np.int64),
+            "state": np.array([c.get("state") or "" for c in cells], dtype=object),
+            "p_mitosis": np.array(
+                [np.nan if c.get("p_mitosis") is None else c["p_mitosis"] for c in cells],
+                dtype=np.float64,
+            ),
+        }
+        colors = np.array(
+            [_cell_color(c.get("state"), c.get("p_mitosis")) for c in cells], dtype=np.float32
+        ).reshape(-1, 4)
+        layer = self._live("cells")
+        if layer is None:
+            if "cells" in self._layers:
+                return
+            layer = self.viewer.add_points(
+                yx,
+                name="cells",
+                size=3,
+                border_width=0,
+                features=features,
+                text={"string": "{track}", "size": 8, "color": "white", "anchor": "upper_left"},
+            )
+            self._place("cells", layer, _RANK["cells"])
+        else:
+            layer.data = yx
+            layer.features = features
+        if len(cells):
+            layer.face_color = colors
+
+    def _decisions(self, decisions: Sequence[dict[str, Any]]) -> None:
+        yx = np.array([[d["y"], d["x"]] for d in decisions], dtype=np.float64).reshape(-1, 2)
+        features = {
+            "rule": np.array([d["rule"] for d in decisions], dtype=object),
+            "accepted": np.array([d["accepted"] for d in decisions], dtype=bool),
+            "reason": np.array([d["reason"] for d in decisions], dtype=object),
+        }
+        colors = np.array(
+            [_ACCEPTED if d["accepted"] else _REJECTED for d in decisions], dtype=np.float32
+        ).reshape(-1, 4)
+        layer = self._live("decisions")
+        if layer is None:
+            if "decisions" in self._layers:
+                return
+            layer = self.viewer.add_points(
+                yx, name="decisions", symbol="star", size=14, border_width=0, features=features
+            )
+            self._place("decisions", layer, _RANK["decisions"])
+        else:
+            layer.data = yx
+            layer.features = features
+        if len(decisions):
+            layer.face_color = colors
+
+    # ------------------------------------------------------------ live updates
+
+    def _tick(self) -> None:
+        try:
+            self.refresh()
+        except Exception:
+            # the outermost loop of the viewer: log, count, keep showing what arrives next
+            self.refresh_errors += 1
+            logger.exception("overlay viewer: a refresh failed (%d so far)", self.refresh_errors)
+
+    def start(self, interval_ms: int = 100) -> None:
+        """Refresh every ``interval_ms`` on a Qt timer (call on the Qt thread).
+
+        A refresh that takes longer than the interval delays the next tick (Qt
+        does not queue timeouts), so the viewer runs at the rate napari can draw.
+        """
+        from qtpy.QtCore import QTimer
+
+        self.stop()
+        timer = QTimer()
+        timer.setInterval(int(interval_ms))
+        timer.timeout.connect(self._tick)
+        timer.start()
+        self._timer = timer
+
+    def stop(self) -> None:
+        """Stop the timer of `start` (the layers keep what they show)."""
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+
+    def stats(self) -> dict[str, Any]:
+        """Return the subscriber's counters, ``position``, ``frames_shown``, ``refresh_errors``."""
+        return {
+            **self.subscriber.stats(),
+            "position": self.position,
+            "frames_shown": self.frames_shown,
+            "refresh_errors": self.refresh_errors,
+        }
+
+    def close(self) -> None:
+        """Stop refreshing and detach; closes the napari viewer if this object made it."""
+        self.stop()
+        self.subscriber.close()
+        if self._owns_viewer:
+            self.viewer.close()
+
+    def __enter__(self) -> OverlayViewer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,286 @@
+"""The overlay bus: publisher → subscriber over real sockets, latest wins, bad messages."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import zmq
+
+from livescope.bus import (
+    OVERLAY_FILE,
+    OverlayMessage,
+    OverlayPublisher,
+    OverlaySubscriber,
+    decode_overlay,
+    local_endpoint,
+)
+from livescope.schema import HeaderError, LivescopeError
+
+
+def wait_for(cond: Callable[[], Any], timeout: float = 5.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := cond():
+            return value
+        time.sleep(0.01)
+    raise AssertionError("condition not met in time")
+
+
+def header(seq: int, position: str = "p0", **extra: Any) -> dict[str, Any]:
+    return {"seq": seq, "position": position, "t": seq, "sample_time_s": 60.0 * seq, **extra}
+
+
+def arrays(seq: int, shape: tuple[int, int] = (256, 256)) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seq)
+    return {
+        "raw:DAPI": rng.integers(0, 4096, shape, dtype=np.uint16),
+        "raw:Phase": rng.integers(0, 65535, (8, 8), dtype=np.uint16),  # < 64 KiB: copied by pyzmq
+        "labels": rng.integers(0, 50, shape, dtype=np.int32),
+        "stain": rng.random(shape, dtype=np.float32).astype(np.float16),
+    }
+
+
+def connected(pub: OverlayPublisher, sub: OverlaySubscriber) -> None:
+    """Publish pings until the subscription has reached the publisher (slow joiner)."""
+
+    def ping() -> bool:
+        pub.publish(header(0, "ping"), {})
+        return sub.latest("ping") is not None
+
+    wait_for(ping)
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[tuple[OverlayPublisher, OverlaySubscriber]]:
+    with OverlayPublisher("run-1", run_dir=tmp_path) as pub, OverlaySubscriber(tmp_path) as sub:
+        connected(pub, sub)
+        yield pub, sub
+
+
+def test_round_trip_keeps_arrays_and_header(
+    pair: tuple[OverlayPublisher, OverlaySubscriber],
+) -> None:
+    pub, sub = pair
+    sent = arrays(7)
+    cells = [
+        {"label": 3, "track": 12, "y": 10.5, "x": 20.0, "state": "metaphase", "p_mitosis": 0.9},
+        {"label": np.int32(4), "track": 13, "y": np.float32(30.0), "x": 1, "state": None,
+         "p_mitosis": None},
+    ]  # fmt: skip
+    tails = {"12": np.array([[8.0, 18.0], [10.5, 20.0]]), "13": [[30.0, 1.0]]}
+    decisions = [{"rule": "zoom-on-mitosis", "y": 10.5, "x": 20.0, "accepted": True, "reason": ""}]
+    assert pub.publish(header(7, "p1", cells=cells, tails=tails, decisions=decisions), sent)
+    msg = wait_for(lambda: sub.latest("p1"))
+    assert isinstance(msg, OverlayMessage)
+    assert msg.seq == 7
+    assert msg.position == "p1"
+    h = msg.header
+    assert (h["v"], h["run_id"], h["t"], h["sample_time_s"]) == (1, "run-1", 7, 420.0)
+    assert [a["name"] for a in h["arrays"]] == list(sent)
+    assert h["cells"][1] == {"label": 4, "track": 13, "y": 30.0, "x": 1, "state": None,
+                             "p_mitosis": None}  # fmt: skip
+    assert h["tails"] == {"12": [[8.0, 18.0], [10.5, 20.0]], "13": [[30.0, 1.0]]}
+    assert h["decisions"] == decisions
+    assert set(msg.arrays) == set(sent)
+    for name, arr in sent.items():
+        got = msg.arrays[name]
+        assert got.dtype == arr.dtype
+        assert np.array_equal(got, arr)
+        assert not got.flags.writeable
+    assert sub.latest() is msg  # the newest of any position
+    assert pub.stats()["subscribed"]
+
+
+def test_latest_per_position_wins_after_a_burst(
+    pair: tuple[OverlayPublisher, OverlaySubscriber],
+) -> None:
+    pub, sub = pair
+    last_ok: dict[str, int] = {}
+    for seq in range(1, 301):
+        pos = f"p{seq % 3}"
+        if pub.publish(header(seq, pos), arrays(seq % 4, (64, 64))):
+            last_ok[pos] = seq
+    wait_for(lambda: all((m := sub.latest(p)) and m.seq == s for p, s in last_ok.items()))
+    newest = max(last_ok.values())
+    assert sub.latest().seq == newest  # type: ignore[union-attr]
+    assert sub.positions() == ["ping", "p1", "p2", "p0"]
+    stats = sub.stats()
+    assert stats["received"] + pub.stats()["dropped"] >= 300
+    assert stats["replaced"] > 0
+    assert stats["rejected"] == stats["errors"] == 0
+    got = sub.latest("p1")
+    assert got is not None
+    assert np.array_equal(got.arrays["labels"], arrays(got.seq % 4, (64, 64))["labels"])
+
+
+def test_a_slow_viewer_never_blocks_the_publisher() -> None:
+    with OverlayPublisher("run-1") as pub:
+        ctx = zmq.Context()
+        stuck = ctx.socket(zmq.SUB)  # subscribed, never reads
+        stuck.setsockopt(zmq.RCVHWM, 1)
+        stuck.setsockopt(zmq.SUBSCRIBE, b"")
+        stuck.connect(pub.endpoint)
+        try:
+            wait_for(lambda: pub.publish(header(0), {}) and pub.stats()["subscribed"])
+            pings = pub.stats()["published"]
+            big = {"raw:DAPI": np.zeros((512, 512), np.uint16)}
+            t0 = time.perf_counter()
+            results = [pub.publish(header(seq), big) for seq in range(1, 201)]
+            elapsed = time.perf_counter() - t0
+        finally:
+            stuck.close(0)
+            ctx.term()
+    assert elapsed < 2.0
+    assert not all(results)
+    stats = pub.stats()
+    assert stats["dropped"] == results.count(False) > 0
+    assert stats["published"] == pings + results.count(True)
+
+
+def test_overlay_file_is_written_then_removed(tmp_path: Path) -> None:
+    pub = OverlayPublisher("run-9", run_dir=tmp_path)
+    info = json.loads((tmp_path / OVERLAY_FILE).read_text(encoding="utf-8"))
+    assert info == {"run_id": "run-9", "endpoint": pub.endpoint, "v": 1}
+    assert pub.endpoint.startswith(("ipc://", "tcp://127.0.0.1:"))
+    assert not list(tmp_path.glob("*.tmp"))
+    pub.close()
+    assert not (tmp_path / OVERLAY_FILE).exists()
+    pub.close()  # idempotent
+
+
+def test_subscriber_waits_for_the_overlay_file(tmp_path: Path) -> None:
+    with pytest.raises(LivescopeError, match=r"no overlay\.json"):
+        OverlaySubscriber(tmp_path, timeout_s=0.2)
+    pubs: list[OverlayPublisher] = []
+    later = threading.Timer(0.3, lambda: pubs.append(OverlayPublisher("r", run_dir=tmp_path)))
+    later.start()
+    try:
+        with OverlaySubscriber(tmp_path, timeout_s=5) as sub:
+            later.join()
+            assert sub.run_id == "r"
+            assert sub.endpoint == pubs[0].endpoint
+            connected(pubs[0], sub)
+    finally:
+        later.join()
+        for p in pubs:
+            p.close()
+
+
+@pytest.mark.parametrize(
+    ("hdr", "arrs", "match"),
+    [
+        pytest.param({"seq": 0, "position": "p"}, {}, "lacks t", id="missing t"),
+        pytest.param(header(0, cells=[{"p_mitosis": float("nan")}]), {}, "JSON", id="nan"),
+        pytest.param(header(0, cells=[object()]), {}, "JSON", id="not json"),
+        pytest.param(header(0), {"raw:x": np.zeros((4, 4))}, "float64", id="float64"),
+        pytest.param(header(0), {"raw:x": np.zeros((0, 4), np.uint8)}, "supported", id="empty"),
+    ],
+)
+def test_publisher_refuses_what_it_cannot_send(
+    hdr: dict[str, Any], arrs: dict[str, np.ndarray], match: str
+) -> None:
+    with OverlayPublisher("r") as pub, pytest.raises(LivescopeError, match=match):
+        pub.publish(hdr, arrs)
+
+
+# ------------------------------------------------------------------ validation
+
+
+def raw_message(
+    hdr: dict[str, Any] | None = None, bufs: list[bytes] | None = None, **over: Any
+) -> list[bytes]:
+    h = hdr or {
+        "v": 1, "run_id": "run-1", "seq": 5, "position": "p0", "t": 2, "sample_time_s": None,
+        "arrays": [{"name": "labels", "dtype": "int32", "shape": [4, 4]}],
+        "cells": [{"label": 1, "track": 3, "y": 1.0, "x": 2.0, "state": None, "p_mitosis": 0.1}],
+        "tails": {"3": [[1.0, 2.0]]},
+        "decisions": [{"rule": "r", "y": 1, "x": 2, "accepted": False, "reason": "budget"}],
+    }  # fmt: skip
+    h = {**h, **over}
+    for key in [k for k, v in over.items() if v is ...]:
+        del h[key]
+    return [json.dumps(h).encode(), *(bufs if bufs is not None else [bytes(64)])]
+
+
+BAD = [
+    pytest.param([b"{not json", bytes(64)], "not JSON", id="bad json"),
+    pytest.param([pickle.dumps({"v": 1}), bytes(64)], "not JSON", id="pickle"),
+    pytest.param([b"[1, 2]", bytes(64)], "JSON object", id="not an object"),
+    pytest.param(raw_message(v=2), "version", id="wrong version"),
+    pytest.param(raw_message(seq=...), "seq", id="missing seq"),
+    pytest.param(raw_message(position=7), "position", id="position not str"),
+    pytest.param(raw_message(t=-1), "t is", id="negative t"),
+    pytest.param(raw_message(seq=True), "seq", id="bool seq"),
+    pytest.param(raw_message(sample_time_s="soon"), "sample_time_s", id="bad sample time"),
+    pytest.param(raw_message(bufs=[bytes(63)]), "buffer is 63 bytes", id="short buffer"),
+    pytest.param(raw_message(bufs=[]), "carries 0 buffers", id="missing buffer"),
+    pytest.param(raw_message(bufs=[bytes(64)] * 2), "carries 2", id="extra buffer"),
+    pytest.param(
+        raw_message(arrays=[{"name": "labels", "dtype": "object", "shape": [4, 4]}]),
+        "dtype",
+        id="unknown dtype",
+    ),
+    pytest.param(
+        raw_message(arrays=[{"name": "labels", "dtype": "int32", "shape": [4, 0]}]),
+        "shape",
+        id="zero side",
+    ),
+    pytest.param(raw_message(cells=[{"label": 1}]), "cells", id="cell missing fields"),
+    pytest.param(raw_message(cells={"label": 1}), "cells", id="cells not a list"),
+    pytest.param(raw_message(tails={"x": [[1, 2]]}), "track ids", id="tail key not an id"),
+    pytest.param(raw_message(tails={"3": [[1, 2, 3]]}), "points", id="tail point 3d"),
+    pytest.param(
+        raw_message(decisions=[{"rule": "r", "y": 1, "x": 2, "accepted": 1, "reason": ""}]),
+        "decisions",
+        id="accepted not bool",
+    ),
+]
+
+
+@pytest.mark.parametrize(("parts", "match"), BAD)
+def test_decode_rejects_bad_messages(parts: list[bytes], match: str) -> None:
+    with pytest.raises(HeaderError, match=match):
+        decode_overlay(parts[0], parts[1:])
+
+
+def test_decode_accepts_a_good_message_without_copying() -> None:
+    buf = bytearray(np.arange(16, dtype=np.int32).tobytes())
+    msg = decode_overlay(raw_message(bufs=[])[0], [buf])
+    assert msg.arrays["labels"][3, 3] == 15
+    buf[-4:] = np.int32(99).tobytes()
+    assert msg.arrays["labels"][3, 3] == 99  # a view of the message buffer
+    assert decode_overlay(raw_message(tails={"-1": []}, extra_field=1)[0], [bytes(64)])
+
+
+def test_bad_messages_are_counted_not_fatal(tmp_path: Path) -> None:
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    pub.bind(local_endpoint("test-overlay"))
+    endpoint = pub.getsockopt(zmq.LAST_ENDPOINT).decode()  # type: ignore[union-attr]
+    info = {"run_id": "run-1", "endpoint": endpoint, "v": 1}
+    (tmp_path / OVERLAY_FILE).write_text(json.dumps(info), encoding="utf-8")
+    try:
+        with OverlaySubscriber(tmp_path) as sub:
+            wait_for(lambda: pub.send_multipart(raw_message(seq=0)) or sub.latest())
+            bad = [p.values[0] for p in BAD] + [raw_message(run_id="another-run")]
+            for parts in bad:
+                pub.send_multipart(parts)
+            pub.send_multipart(raw_message(seq=9))
+            wait_for(lambda: (m := sub.latest("p0")) and m.seq == 9)  # in order: after the bad
+            stats = sub.stats()
+            assert stats["rejected"] == len(bad)
+            assert stats["errors"] == 0
+            assert stats["alive"]
+            assert stats["messages"] == stats["received"] + len(bad)
+    finally:
+        pub.close(0)
+        ctx.term()

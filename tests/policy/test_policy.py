@@ -1,0 +1,239 @@
+"""Policies: triggers, actions, cooldowns, guardrails, a policy that raises."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import useq
+
+from livescope.policy import (
+    Cells,
+    Firing,
+    Guardrails,
+    Observation,
+    PolicyEngine,
+    Rule,
+    rules_from_spec,
+)
+from livescope.schema import AddEvents, ChangeInterval, LivescopeError, Move, load_profile
+
+PROFILE = load_profile("sim")
+
+
+def obs(
+    t: int,
+    tracks: list[int],
+    p_mit: list[float] | None = None,
+    *,
+    position: str = "p0",
+    ys: list[float] | None = None,
+    parents: list[int] | None = None,
+    divisions: tuple = (),
+    lost: tuple = (),
+    when: float | None = None,
+) -> Observation:
+    n = len(tracks)
+    ys = ys if ys is not None else [100.0 + 40 * i for i in range(n)]
+    return Observation(
+        run_id="r1",
+        seq=t,
+        position=position,
+        t=t,
+        sample_time_s=120.0 * t if when is None else when,
+        pixel_size_um=0.65,
+        shape=(512, 512),
+        stage_um=(0.0, 0.0, 0.0),
+        cells=Cells(
+            labels=np.arange(1, n + 1),
+            tracks=np.array(tracks, np.int64),
+            parents=np.array(parents or [0] * n, np.int64),
+            age=np.zeros(n, np.int64),
+            y=np.array(ys, float),
+            x=np.full(n, 256.0),
+            area=np.full(n, 200.0),
+            intensity=np.linspace(100, 1000, n) if n else np.zeros(0),
+            stain=np.full(n, np.nan),
+            p_mitosis=np.array(p_mit if p_mit is not None else [0.0] * n, float),
+            state=("interphase",) * n,
+        ),
+        divisions=divisions,
+        lost=lost,
+        engines={"nuclei-unet": "ab" * 32},
+    )
+
+
+CLOSEUP = {"acquire": {"channels": ["Phase", "DAPI"], "loops": 3, "interval_s": 30}}
+
+
+def test_mitosis_fires_once_per_track_after_consecutive_frames() -> None:
+    rule = Rule("closeup", {"mitosis": {"p_min": 0.5, "frames": 2}}, CLOSEUP)
+    assert rule.decide(obs(0, [1, 2], [0.9, 0.1])) == []  # one frame is not enough
+    fired = rule.decide(obs(1, [1, 2], [0.8, 0.1]))
+    assert [f.track for f in fired] == [1]
+    d = fired[0].decision
+    assert isinstance(d, AddEvents)
+    assert len(d.events) == 3 * 2
+    assert {e.pos_name for e in d.events} == {"p0~closeup-0"}
+    # centred on the cell: row 100 of a 512 px field at 0.65 µm/px, stage centre 0
+    assert d.events[0].y_pos == pytest.approx((100 - 255.5) * 0.65)
+    assert [e.min_start_time for e in d.events[::2]] == [0, 30, 60]
+    assert d.seq == 1
+    assert d.rule == "closeup"
+    assert d.engines == {"nuclei-unet": "ab" * 32}
+    assert d.inputs["p_mitosis"] == 0.8
+    assert rule.decide(obs(2, [1, 2], [0.9, 0.1])) == []  # once per track
+    # its daughters (parent 1) are the same mitosis
+    assert rule.decide(obs(3, [3, 4], [0.9, 0.9], parents=[1, 1])) == []
+    assert rule.decide(obs(4, [3, 4], [0.9, 0.9], parents=[1, 1])) == []
+
+
+def test_a_dip_below_threshold_restarts_the_count() -> None:
+    rule = Rule("c", {"mitosis": {"frames": 2}}, {"record": {}})
+    assert rule.decide(obs(0, [1], [0.9])) == []
+    assert rule.decide(obs(1, [1], [0.2])) == []
+    assert rule.decide(obs(2, [1], [0.9])) == []
+    fired = rule.decide(obs(3, [1], [0.9]))
+    assert len(fired) == 1
+    assert fired[0].decision is None
+
+
+def test_cooldown_in_time_and_space() -> None:
+    rule = Rule("c", {"mitosis": {"frames": 1}}, CLOSEUP, cooldown_s=600, cooldown_radius_um=20)
+    assert len(rule.decide(obs(0, [1], [0.9], ys=[100]))) == 1
+    # 10 px (6.5 µm) away, 120 s later: cooling down
+    assert rule.decide(obs(1, [2], [0.9], ys=[110])) == []
+    # 200 px away: fires
+    assert len(rule.decide(obs(2, [3], [0.9], ys=[300]))) == 1
+    # near the first one again but after the cooldown: fires
+    assert len(rule.decide(obs(9, [4], [0.9], ys=[100]))) == 1
+
+
+def test_cell_count_hysteresis_and_feature_threshold() -> None:
+    count = Rule("crowded", {"cell_count": {"above": 3, "hysteresis": 0.34}},
+                 {"change_interval": {"interval_s": 60}})  # fmt: skip
+    assert count.decide(obs(0, [1, 2, 3])) == []
+    fired = count.decide(obs(1, [1, 2, 3, 4]))
+    assert isinstance(fired[0].decision, ChangeInterval)
+    assert count.decide(obs(2, [1, 2, 3, 4, 5])) == []  # still above: not again
+    assert count.decide(obs(3, [1, 2, 3])) == []  # 3 > 3 * 0.66: not re-armed yet
+    assert count.decide(obs(4, [1])) == []  # re-armed
+    assert len(count.decide(obs(5, [1, 2, 3, 4]))) == 1
+    bright = Rule("bright", {"feature": {"feature": "intensity", "above": 900,
+                                         "rearm_below": 500}}, {"record": {}})  # fmt: skip
+    fired = bright.decide(obs(0, [1, 2]))  # intensities 100, 1000
+    assert [f.track for f in fired] == [2]
+    assert bright.decide(obs(1, [1, 2])) == []
+
+
+def test_division_region_lost_and_recentre() -> None:
+    div = Rule("div", {"division": {}}, {"recentre": {}})
+    fired = div.decide(obs(0, [5, 6], divisions=((2, (5, 6)),)))
+    d = fired[0].decision
+    assert isinstance(d, Move)
+    assert d.position == "p0"
+    assert d.y_um == pytest.approx((120 - 255.5) * 0.65)  # the daughters' midpoint
+    region = Rule("in", {"enter_region": {"region": [0, 0, 150, 512]}}, {"record": {}})
+    assert [f.track for f in region.decide(obs(0, [1, 2], ys=[100, 300]))] == [1]
+    assert region.decide(obs(1, [1, 2], ys=[100, 300])) == []  # already inside
+    assert [f.track for f in region.decide(obs(2, [1, 2], ys=[100, 120]))] == [2]
+    lost = Rule("lost", {"track_lost": {}}, {"stop_position": {}})
+    assert [f.track for f in lost.decide(obs(0, [1], lost=(7,)))] == [7]
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ([{"name": "a", "when": {"mitosis": {}}}], "missing 'do'"),
+        ([{"name": "a", "when": {"mitosys": {}}, "do": {"record": {}}}], "'when' must be one of"),
+        ([{"name": "a", "when": {"mitosis": {}}, "do": {"explode": {}}}], "'do' must be one of"),
+        ([{"name": "a", "when": {"mitosis": {"p_min": 2}}, "do": {"record": {}}}], "p_min"),
+        ([{"name": "a", "when": {"mitosis": {"frame": 2}}, "do": {"record": {}}}], "frame"),
+        ([{"name": "a", "when": {"mitosis": {}}, "do": {"acquire": {"channels": []}}}],
+         "at least one channel"),
+        ([{"name": "a", "when": {"mitosis": {}}, "do": {"record": {}}, "cooldown": 3}],
+         "unknown field"),
+        ([{"name": "a", "when": {"mitosis": {}}, "do": {"record": {}}}] * 2, "unique"),
+    ],
+)  # fmt: skip
+def test_bad_rules_are_reported_by_name(spec: list, expected: str) -> None:
+    with pytest.raises(LivescopeError, match=expected):
+        rules_from_spec(spec, source="plan.yaml")
+
+
+def _add(events: list[useq.MDAEvent]) -> AddEvents:
+    return AddEvents(run_id="r1", events=tuple(events))
+
+
+def _ev(t: float, ch: str = "DAPI", x: float = 0.0, exp: float | None = None) -> useq.MDAEvent:
+    return useq.MDAEvent(channel={"config": ch}, x_pos=x, y_pos=0.0, z_pos=0.0, exposure=exp,
+                         pos_name="p0~r-0", min_start_time=t)  # fmt: skip
+
+
+def test_guardrails_reject_each_limit_with_its_reason() -> None:
+    plan = useq.MDASequence(stage_positions=[(0, 0, 0)], channels=["DAPI"],
+                            time_plan={"interval": 60, "loops": 10})  # fmt: skip
+    g = Guardrails(PROFILE, plan)
+    assert g.dose_s["p0"] == pytest.approx(0.5)  # the plan's own 10 x 50 ms
+    assert g.check(_add([_ev(0, x=5000)]), 0) is not None  # off the stage
+    assert "stage" in str(g.check(_add([_ev(0, x=5000)]), 0))
+    assert "interval" in str(g.check(_add([_ev(0), _ev(0.5)]), 0))
+    assert "interval" in str(g.check(ChangeInterval(run_id="r1", interval_s=0.2), 0))
+    assert "max_exposure_ms_per_frame" in str(g.check(_add([_ev(0, exp=1500)]), 0))
+    dose = PROFILE.light_dose.max_fluorescence_s_per_position
+    n = int(dose / 0.9) + 1
+    big = _add([_ev(2.0 * i, exp=900) for i in range(n)])
+    assert "max_fluorescence_s_per_position" in str(g.check(big, 0))
+    frames = _add([_ev(2.0 * i, ch="Phase") for i in range(501)])
+    assert "max_extra_frames_per_run" in str(g.check(frames, 0))
+    ok = _add([_ev(0), _ev(30)])
+    assert g.check(ok, 0) is None
+    g.commit(ok, 0)
+    assert g.extra_frames == 2
+    assert g.dose_s["p0"] == pytest.approx(0.6)
+    # the rate limit counts decisions over a minute of run time
+    for i in range(int(PROFILE.guardrails.max_decisions_per_min) - 1):
+        g.commit(ChangeInterval(run_id="r1", interval_s=60), 1 + i * 0.1)
+    assert "rate" in str(g.check(ok, 10))
+    assert g.check(ok, 70) is None
+    g2 = Guardrails(PROFILE)
+    g2.restore(json.loads(json.dumps(g.state())))
+    assert g2.usage() == g.usage()
+
+
+class _Broken:
+    name = "broken"
+
+    def decide(self, o: Observation) -> list[Firing]:
+        raise ZeroDivisionError("oops")
+
+
+def test_a_policy_that_raises_is_disabled_and_the_others_go_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    good = Rule("closeup", {"mitosis": {"frames": 1}}, CLOSEUP)
+    far = Rule("far", {"mitosis": {"frames": 1}},
+               {"acquire": {"channels": ["DAPI"], "centre": "position"}})  # fmt: skip
+    engine = PolicyEngine([_Broken(), good, far], PROFILE)
+    o = Observation(**{**obs(0, [1], [0.9]).__dict__, "stage_um": (1390.0, 0.0, 0.0)})
+    verdicts = engine.evaluate(o)
+    assert "broken" in engine.disabled
+    assert "ZeroDivisionError" in engine.disabled["broken"]
+    assert "disabled" in caplog.text
+    by_rule = {v.firing.rule: v for v in verdicts}
+    # the cell is 0.65 * 155.5 µm left of a field at the stage's x limit: inside the travel
+    assert by_rule["closeup"].ok
+    assert by_rule["far"].ok  # the field centre itself is inside too
+    assert engine.evaluate(obs(1, [2], [0.9])) != []  # still running without "broken"
+    engine2 = PolicyEngine([_Broken(), good, far], PROFILE)
+    engine2.restore(json.loads(json.dumps(engine.state())))
+    assert engine2.disabled == engine.disabled
+    assert engine2.evaluate(obs(2, [1, 2], [0.9, 0.9])) == []  # both tracks already fired
+
+
+def test_recentre_without_a_cell_raises_so_the_rule_is_disabled() -> None:
+    rule = Rule("bad", {"cell_count": {"above": 0}}, {"recentre": {}})
+    engine = PolicyEngine([rule], PROFILE)
+    assert engine.evaluate(obs(0, [1])) == []
+    assert "recentre needs a trigger that fires on a cell" in engine.disabled["bad"]
