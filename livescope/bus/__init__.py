@@ -19,6 +19,7 @@ from ._overlay_wire import (
 from ._publisher import FramePublisher
 from ._shm import ShmReader, ShmRing
 from ._subscriber import Frame, FrameSubscriber
+from ._switching import SWITCH_INTERVAL_S, fast_thread_switching
 from ._worker import BUS_FILE, BusInfo, WorkerLink, attach
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "OVERLAY_DTYPES",
     "OVERLAY_FILE",
     "OVERLAY_VERSION",
+    "SWITCH_INTERVAL_S",
     "BusInfo",
     "BusSecurity",
     "DecisionClient",
@@ -44,6 +46,7 @@ __all__ = [
     "bind",
     "connect",
     "decode_overlay",
+    "fast_thread_switching",
     "is_loopback",
     "local_endpoint",
 ]

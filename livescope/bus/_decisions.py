@@ -175,6 +175,25 @@ class DecisionClient:
         self._sock.send(decision.model_dump_json().encode())
         return self._wait(decision.decision_id, timeout)
 
+    def send_many(
+        self, decisions: list[Decision], timeout: float = 5.0
+    ) -> list[DecisionAck | LivescopeError]:
+        """Send several decisions at once, then collect their acknowledgements (in order).
+
+        Each entry is the decision's acknowledgement, or the `LivescopeError`
+        saying none arrived within ``timeout`` seconds of the last send.
+        """
+        for d in decisions:
+            self._sock.send(d.model_dump_json().encode())
+        out: list[DecisionAck | LivescopeError] = []
+        deadline = time.monotonic() + timeout
+        for d in decisions:
+            try:
+                out.append(self._wait(d.decision_id, max(0.0, deadline - time.monotonic())))
+            except LivescopeError as exc:
+                out.append(exc)
+        return out
+
     def send_raw(self, body: bytes, timeout: float = 5.0) -> DecisionAck:
         """Send raw bytes (for tests of malformed input) and return the next acknowledgement."""
         self._sock.send(body)

@@ -3,7 +3,7 @@
 A message is a ZeroMQ multipart message: part 1 a UTF-8 JSON header, then one
 raw C-order buffer per array, in the order the header's ``arrays`` lists them.
 `decode_overlay` checks every field before anything uses it; the JSON is parsed
-as data only (never unpickled). See `livescope.bus._overlay` for the fields.
+as data only (never unpickled). Header fields: see `OverlayPublisher`.
 """
 
 from __future__ import annotations

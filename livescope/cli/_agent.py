@@ -56,7 +56,9 @@ def agent(
         check_plan(sequence, prof, str(plan))
         run_dir = out or Path("runs") / time.strftime("agent-%Y%m%d-%H%M%S")
         if (run_dir / "data.ome.zarr").exists():
-            fail(f"{run_dir} already holds a recording; choose a new --out", as_json=json_out)
+            fail(
+                f"{run_dir / 'data.ome.zarr'} already exists; choose a new --out", as_json=json_out
+            )
         run_dir.mkdir(parents=True, exist_ok=True)
         # the plan as given (with its policies) goes beside the recording for the worker
         (run_dir / "plan.yaml").write_bytes(plan.read_bytes())

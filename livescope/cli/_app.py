@@ -110,10 +110,9 @@ def demo(
     simulation's true mitoses; RUN/report.html shows it all.
     """
     setup_logging(verbose)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from livescope.schema import load_plan, load_profile, plan_sections
-    from livescope.scope import demo_sequence, run_simulated
+    from livescope.scope import demo_sequence
 
     with user_errors(json_out):
         prof = load_profile(profile)
@@ -137,36 +136,113 @@ def demo(
                 prof, timepoints=frames, positions=positions, interval_s=interval_s
             )
         run_dir = out or Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
-        with Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=stderr,
-            transient=True,
-            disable=json_out or not stderr.is_terminal,
-        ) as bar:
-            task = bar.add_task("acquiring", total=None)
+        if analysis and plan is None:
+            from livescope.pipeline import DEMO_POLICIES
 
-            def progress(done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total)
+            policies = DEMO_POLICIES
+        summary = _acquire_and_report(
+            prof, sequence, run_dir, policies=policies, analysis=analysis, seed=seed,
+            threads=threads, json_out=json_out, plan_file=plan,
+        )  # fmt: skip
+    if json_out:
+        emit(summary)
+        return
+    _print_demo(summary)
 
-            if analysis:
-                from livescope.pipeline import DEMO_POLICIES, run_adaptive
 
-                if plan is None:
-                    policies = DEMO_POLICIES
-                summary = run_adaptive(
-                    prof, sequence, run_dir, policies=policies, seed=seed, threads=threads,
-                    progress=progress,
-                )  # fmt: skip
-            else:
-                summary = run_simulated(prof, sequence, run_dir, seed=seed, progress=progress)
-            bar.update(task, description="writing the report")
-            from livescope.view import write_report
+def _acquire_and_report(
+    prof: Any, sequence: Any, run_dir: Path, *, policies: list[Any] | None, analysis: bool,
+    seed: int | None, threads: int | None, json_out: bool, plan_file: Path | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Acquire (with the supervised worker when ``analysis``), then write the report."""
+    if analysis:  # a bad rule is reported now, not by a worker that cannot start
+        from livescope.policy import rules_from_spec
 
-            summary["report"] = str(write_report(run_dir).resolve())
-            (run_dir / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+        rules_from_spec(policies, channel_group=prof.channels.config_group, source="plan")
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from livescope.scope import run_simulated
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=stderr,
+        transient=True,
+        disable=json_out or not stderr.is_terminal,
+    ) as bar:
+        task = bar.add_task("acquiring", total=None)
+
+        def progress(done: int, total: int) -> None:
+            extra = max(0, done - total)
+            label = f"acquiring (+{extra} added by decisions)" if extra else "acquiring"
+            bar.update(task, completed=min(done, total), total=total, description=label)
+
+        if analysis:
+            from livescope.pipeline import run_adaptive
+
+            summary = run_adaptive(
+                prof, sequence, run_dir, policies=policies, seed=seed, threads=threads,
+                progress=progress, plan_file=plan_file,
+            )  # fmt: skip
+        else:
+            summary = run_simulated(prof, sequence, run_dir, seed=seed, progress=progress)
+        bar.update(task, description="writing the report")
+        from livescope.view import write_report
+
+        summary["report"] = str(write_report(run_dir).resolve())
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    return summary
+
+
+@app.command("run")
+def run_cmd(
+    plan: Annotated[Path, typer.Argument(help="Plan YAML: a useq MDASequence, with policies:.")],
+    profile: Annotated[
+        str, typer.Option(help="Hardware profile: a shipped name or a YAML path.")
+    ] = "sim",
+    out: Annotated[
+        Path | None, typer.Option(help="Run folder (new). Default: runs/run-<date>-<time>.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Simulation seed (simulated profiles).")] = None,
+    time_acceleration: Annotated[
+        float | None,
+        typer.Option(min=0.001, help="Simulated profiles: sample seconds per wall second."),
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="CPU threads per engine in the worker.")
+    ] = None,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Run a plan with the pipeline worker and its policies in the loop; write the report.
+
+    The agent records every frame and streams it; the worker (its own process,
+    restarted if it dies) analyses every field and sends the decisions of the
+    plan's policies that pass the profile's guardrails. A simulated profile runs
+    on the simulated microscope (and scores mitosis triggers against its truth);
+    a micromanager profile drives the rig through its Micro-Manager config.
+    """
+    setup_logging(verbose)
+    from livescope.schema import check_plan, load_plan, load_profile, plan_sections
+
+    with user_errors(json_out):
+        prof = load_profile(profile)
+        if time_acceleration is not None:
+            if prof.simulation is None:
+                fail("--time-acceleration applies to simulated profiles only", as_json=json_out)
+            prof = prof.replace(
+                simulation=prof.simulation.replace(time_acceleration=time_acceleration).model_dump()
+            )
+        sequence = load_plan(plan)
+        check_plan(sequence, prof, str(plan))
+        policies = plan_sections(plan).get("policies")
+        run_dir = out or Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
+        summary = _acquire_and_report(
+            prof, sequence, run_dir, policies=policies, analysis=True,  # type: ignore[arg-type]
+            seed=seed, threads=threads, json_out=json_out, plan_file=plan,
+        )  # fmt: skip
     if json_out:
         emit(summary)
         return

@@ -27,7 +27,13 @@ from numpy.typing import NDArray
 
 from livescope.inference import CellStateEngine, CellStates, SegmentationEngine, StainEngine
 from livescope.schema import LivescopeError
-from livescope.tracking import OnlineTracker, TrackerConfig, TrackUpdate
+from livescope.tracking import (
+    ObjectTable,
+    OnlineTracker,
+    TrackerConfig,
+    TrackUpdate,
+    measure_objects,
+)
 
 __all__ = ["FrameAnalyzer", "FrameResult"]
 
@@ -44,6 +50,8 @@ class FrameResult:
     states: CellStates | None = None
     nuclear_source: str = ""
     """``fluorescence`` or ``virtual_stain``: what was segmented and classified."""
+    objects: ObjectTable | None = None
+    """Per-object centroid, area and mean nuclear signal (rows follow ascending labels)."""
     ms: dict[str, float] = field(default_factory=dict)
 
     def cell_table(self) -> list[dict[str, Any]]:
@@ -163,8 +171,10 @@ class FrameAnalyzer:
             labels = self._segmenter(pixel_size_um).segment(nuclear).labels
         res.labels = labels
         t1 = time.perf_counter()
-        tracker = self.trackers.setdefault(position, OnlineTracker(self.tracker_config))
-        res.tracks = tracker.update(labels, frame=frame)
+        if position not in self.trackers:
+            self.trackers[position] = OnlineTracker(self.tracker_config)
+        res.objects = measure_objects(labels, nuclear)  # measured once: tracker and policies
+        res.tracks = self.trackers[position].update(res.objects, frame=frame)
         t2 = time.perf_counter()
         res.ms["segment"] = 1000 * (t1 - t0)
         res.ms["track"] = 1000 * (t2 - t1)

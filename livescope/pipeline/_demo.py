@@ -1,10 +1,11 @@
-"""The full adaptive run on the simulated microscope: agent + supervised worker + policies.
+"""An adaptive run: the agent, the supervised pipeline worker and the plan's policies.
 
-`run_adaptive` acquires a plan on the simulated microscope (the agent records
+`run_adaptive` acquires a plan on the simulated microscope (or on a real rig
+through pymmcore-plus and the profile's Micro-Manager config; the agent records
 every frame and streams it), runs the pipeline worker beside it in its own
 process (restarted if it dies), lets the plan's policies change the
-acquisition, then scores the triggers against the simulation's ground truth
-(`evaluate_triggers`) and returns the run summary.
+acquisition, then (simulated runs) scores the triggers against the simulation's
+ground truth (`evaluate_triggers`) and returns the run summary.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import tifffile
@@ -72,11 +73,14 @@ def run_adaptive(
     progress: Callable[[int, int], None] | None = None,
     on_supervisor: Callable[[WorkerSupervisor], None] | None = None,
     ready_timeout_s: float = 120.0,
+    bus: Literal["inline", "shm"] = "shm",
+    plan_file: Path | None = None,
 ) -> dict[str, Any]:
     """Acquire with the pipeline worker in the loop; return the run summary.
 
     ``policies`` is a plan's ``policies:`` list (written with the sequence to
-    ``out_dir/plan.yaml``, which the worker reads). ``on_supervisor`` is called
+    ``out_dir/plan.yaml``, which the worker reads; ``plan_file``, the plan as the
+    user wrote it, is copied there instead when given). ``on_supervisor`` is called
     once the worker is ready, before the first frame (e.g. to inject faults).
 
     Raises
@@ -87,9 +91,12 @@ def run_adaptive(
     """
     out = Path(out_dir)
     if (out / "data.ome.zarr").exists():
-        raise LivescopeError(f"{out} already holds a recording; choose a new output folder")
+        raise LivescopeError(f"{out / 'data.ome.zarr'} already exists; choose a new output folder")
     out.mkdir(parents=True, exist_ok=True)
-    write_plan(out / PLAN_FILE, sequence, policies)
+    if plan_file is not None:
+        (out / PLAN_FILE).write_bytes(Path(plan_file).read_bytes())
+    else:
+        write_plan(out / PLAN_FILE, sequence, policies)
     profile_path = out / "profile.yaml"  # the rig as run (e.g. its time acceleration)
     profile_path.write_text(
         yaml.safe_dump(profile.model_dump(mode="json"), sort_keys=False), encoding="utf-8"
@@ -112,12 +119,17 @@ def run_adaptive(
             on_supervisor(supervisor)
 
     t0 = time.perf_counter()
-    summary = run_simulated(
-        profile, sequence, out, seed=seed, progress=progress, bus="inline", on_ready=start_worker
-    )
+    if profile.kind == "simulated":
+        summary = run_simulated(
+            profile, sequence, out, seed=seed, progress=progress, bus=bus, on_ready=start_worker
+        )
+    else:
+        summary = _run_micromanager(profile, sequence, out, bus, start_worker, progress)
     work = supervisor.wait()
     mitosis_rules = [p["name"] for p in policies or [] if "mitosis" in p.get("when", {})]
-    evaluation = evaluate_triggers(out, profile, rules=mitosis_rules)
+    evaluation: dict[str, Any] = {"precision": None, "recall": None, "mitosis_to_trigger_s": None}
+    if (out / "ground_truth" / "lineage.json").is_file():
+        evaluation = evaluate_triggers(out, profile, rules=mitosis_rules)
     frames = read_frames(out)
     planned = sum(1 for f in frames if not f.get("added_by"))
     latency = {k: {"p50": v["p50"], "p99": v["p99"]} for k, v in work.get("latency_ms", {}).items()
@@ -157,6 +169,28 @@ def run_adaptive(
     )
     (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     return summary
+
+
+def _run_micromanager(
+    profile: HardwareProfile,
+    sequence: useq.MDASequence,
+    out: Path,
+    bus: Literal["inline", "shm"],
+    on_ready: Callable[[ScopeAgent], None],
+    progress: Callable[[int, int], None] | None,
+) -> dict[str, Any]:
+    """Acquire on a real rig through pymmcore-plus (needs Micro-Manager's device adapters)."""
+    from pymmcore_plus import CMMCorePlus
+
+    cfg = profile.micromanager_config
+    if cfg is None or not Path(cfg).is_file():
+        raise LivescopeError(f"Micro-Manager config {cfg} (micromanager_config) not found")
+    core = CMMCorePlus()
+    core.loadSystemConfiguration(str(cfg))
+    agent = ScopeAgent(core, profile, sequence, out, bus=bus)
+    on_ready(agent)
+    planned = len(list(sequence))
+    return agent.run(None if progress is None else (lambda n: progress(n, planned)))
 
 
 def _decision_executed_ms(run_dir: Path) -> list[float]:

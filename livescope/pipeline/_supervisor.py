@@ -43,6 +43,10 @@ class WorkerSupervisor:
         Restarts allowed before the supervisor gives up (the run goes on, unanalysed).
     threads
         Threads each engine may use in the worker (None: the runtime's default).
+    lower_priority
+        Run the worker at a lower CPU priority than the agent (nice +5; below
+        normal on Windows), so that on a busy machine the acquisition and the
+        frames' way out are never the ones kept waiting.
 
     """
 
@@ -53,6 +57,7 @@ class WorkerSupervisor:
         *,
         max_restarts: int = 5,
         threads: int | None = None,
+        lower_priority: bool = True,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.results = self.run_dir / RESULTS_DIR
@@ -61,6 +66,7 @@ class WorkerSupervisor:
         self.config_path.write_text(config.to_json(), encoding="utf-8")
         self.max_restarts = max_restarts
         self.threads = threads
+        self.lower_priority = lower_priority
         self.restarts = 0
         self.exits: list[int] = []
         self.proc: subprocess.Popen[bytes] | None = None

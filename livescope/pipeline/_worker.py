@@ -30,6 +30,7 @@ from __future__ import annotations
 import collections
 import csv
 import dataclasses
+import gc
 import json
 import logging
 import time
@@ -43,7 +44,7 @@ import tifffile
 import useq
 from numpy.typing import NDArray
 
-from livescope.bus import BUS_FILE, attach
+from livescope.bus import BUS_FILE, attach, fast_thread_switching
 from livescope.policy import Cells, Observation, Policy, PolicyEngine, Verdict, load_policies
 from livescope.record import RecordingReader, read_frames
 from livescope.schema import HardwareProfile, LivescopeError, load_plan, load_profile
@@ -63,6 +64,7 @@ LATENCY_STAGES = (
     "busy_wait",  # the part of queue_wait spent while the worker analysed earlier fields
     "stain", "segment", "track", "states",  # engines
     "engines",  # their sum
+    "analyse_other",  # the analysis pass outside its engines (frame checks, bookkeeping)
     "prepare",  # per-cell measurements for the policies
     "policy",  # policies + guardrails
     "decision_enqueued",  # decision sent → the agent queued its events (ack)
@@ -255,14 +257,17 @@ class PipelineWorker:
             if (self.run_dir / "summary.json").exists():
                 break  # the run has already ended: analyse what was recorded
             time.sleep(0.05)
-        try:
-            if bus.exists():
-                self._live()
-            else:
-                (self.results / "ready").write_text(str(time.time()), encoding="utf-8")
-            self._catch_up_all()
-        finally:
-            summary = self._finish()
+        gc.collect()
+        gc.freeze()  # engines and config are loaded: later collections skip them
+        with fast_thread_switching():
+            try:
+                if bus.exists():
+                    self._live()
+                else:
+                    (self.results / "ready").write_text(str(time.time()), encoding="utf-8")
+                self._catch_up_all()
+            finally:
+                summary = self._finish()
         return summary
 
     def _live(self) -> None:
@@ -374,9 +379,14 @@ class PipelineWorker:
         free = next((a for c, a in chans.items() if self.kinds.get(c) == "label_free"), None)
         px = float(h.get("pixel_size_um") or 0.0) or None
         res = self.analyzer.analyse(
-            fluorescence=fluo, label_free=free, position=fld.position, pixel_size_um=px,
-            frame=fld.t, stain=fld.t % max(1, self.config.stain_every) == 0,
-        )  # fmt: skip
+            fluorescence=fluo,
+            label_free=free,
+            position=fld.position,
+            pixel_size_um=px,
+            frame=fld.t,
+            stain=fld.t % max(1, self.config.stain_every) == 0,
+        )
+        t_analysed = time.monotonic_ns()  # fmt: skip
         t0 = time.perf_counter()
         obs = self._observation(fld, res, fluo, px)
         ms_prepare = 1000 * (time.perf_counter() - t0)
@@ -391,6 +401,7 @@ class PipelineWorker:
         ms["engines"] = round(engines_ms, 3)
         ms["policy"] = round(ms_policy, 3)
         ms["prepare"] = round(ms_prepare, 3)
+        ms["analyse_other"] = round((t_analysed - t_start) / 1e6 - engines_ms, 3)
         if fld.live:
             t_cam = int(h["t_camera_ns"])
             busy = max(0, min(self._busy_until, t_start) - fld.t_received_ns)
@@ -446,10 +457,9 @@ class PipelineWorker:
         if res.labels is None or res.tracks is None:
             return Observation(**common)
         nuclear = nuclear_frame if nuclear_frame is not None else res.stain
-        objs = measure_objects(res.labels, nuclear)
-        order = {int(lab): i for i, lab in enumerate(objs.labels.tolist())}
-        rows = [order[int(lab)] for lab in res.tracks.labels.tolist()]
-        n = len(rows)
+        objs = res.objects if res.objects is not None else measure_objects(res.labels, nuclear)
+        rows = np.searchsorted(objs.labels, res.tracks.labels)  # objs.labels ascend
+        n = int(rows.size)
         tracks = res.tracks.track_ids.astype(np.int64)
         tracker = self.analyzer.trackers[fld.position]
         lineage, spans = tracker.lineage, tracker.spans()
@@ -458,7 +468,13 @@ class PipelineWorker:
                        np.int64)  # fmt: skip
         stain = np.full(n, np.nan)
         if res.stain is not None and n:
-            stain = measure_objects(res.labels, res.stain).intensities[rows]  # type: ignore[index]
+            flat = res.labels.ravel()
+            fg = np.flatnonzero(flat)
+            sums = np.bincount(
+                flat[fg], weights=res.stain.ravel()[fg], minlength=int(flat.max()) + 1
+            )
+            lab = objs.labels[rows]
+            stain = sums[lab] / np.maximum(objs.areas[rows], 1)
         p_mit = np.full(n, np.nan)
         state: tuple[str, ...] = ("",) * n
         if res.states is not None and len(res.states):
@@ -486,27 +502,29 @@ class PipelineWorker:
         return Observation(**common, cells=cells, divisions=divisions, lost=res.tracks.lost)
 
     def _send(self, verdicts: list[Verdict], obs: Observation) -> list[tuple[int, int, Any]]:
-        """Send the decisions that passed; returns (t_sent, t_enqueued, ack) of each."""
+        """Send the decisions that passed (all at once); returns (t_sent, t_enqueued, ack)."""
         out: list[tuple[int, int, Any]] = []
         self._acks = {}
-        for i, v in enumerate(verdicts):
-            if not v.ok or v.firing.decision is None:
-                continue
-            if self.link is None or not (self.run_dir / BUS_FILE).exists():
+        todo = [i for i, v in enumerate(verdicts) if v.ok and v.firing.decision is not None]
+        if not todo:
+            return out
+        if self.link is None or not (self.run_dir / BUS_FILE).exists():
+            for i in todo:
                 self._acks[i] = ("agent", False, "the run has ended (what-if: not sent)")
+            return out
+        t_sent = time.monotonic_ns()
+        decisions = [d for i in todo if (d := verdicts[i].firing.decision) is not None]
+        replies = self.link.decisions.send_many(decisions, timeout=self.config.decision_timeout_s)
+        t_back = time.monotonic_ns()
+        for i, ack in zip(todo, replies, strict=True):
+            if isinstance(ack, LivescopeError):
+                self._acks[i] = ("agent", False, str(ack))
                 continue
-            t_sent = time.monotonic_ns()
-            try:
-                ack = self.link.decide(v.firing.decision, timeout=self.config.decision_timeout_s)
-            except LivescopeError as exc:
-                self._acks[i] = ("agent", False, str(exc))
-                continue
-            t_ack = time.monotonic_ns()
             self._acks[i] = ("agent", ack.accepted, ack.reason)
             if ack.accepted:
-                self.policy.accepted(v, obs.sample_time_s)
+                self.policy.accepted(verdicts[i], obs.sample_time_s)
                 self.counts["decisions_accepted"] += 1
-                out.append((t_sent, ack.t_acked_ns or t_ack, ack))
+                out.append((t_sent, ack.t_acked_ns or t_back, ack))
             else:
                 self.counts["decisions_rejected_agent"] += 1
         return out
@@ -640,7 +658,8 @@ class PipelineWorker:
             "guardrails": self.policy.guardrails.usage(),
             "engines": self.engines,
             "bus": {k: stats[k] for k in ("received", "delivered", "drops", "dropped_queue",
-                                           "dropped_upstream", "max_depth") if k in stats},
+                                           "dropped_upstream", "max_depth", "latency")
+                    if k in stats},
         }  # fmt: skip
         self._save_state()
         path = self.results / "worker.json"

@@ -22,7 +22,14 @@ import useq
 from pymmcore_plus import CMMCorePlus
 
 from livescope import __version__
-from livescope.bus import BUS_FILE, BusInfo, BusSecurity, DecisionServer, FramePublisher
+from livescope.bus import (
+    BUS_FILE,
+    BusInfo,
+    BusSecurity,
+    DecisionServer,
+    FramePublisher,
+    fast_thread_switching,
+)
 from livescope.record import DecisionLog, OmeZarrWriter, PSink
 from livescope.schema import (
     AddEvents,
@@ -490,8 +497,14 @@ class ScopeAgent:
     def run(self, progress: Any = None) -> dict[str, Any]:
         """Acquire until the plan is done or a decision stops the run (blocking).
 
-        Returns the run summary (also written to ``summary.json``).
+        Returns the run summary (also written to ``summary.json``). Runs with a
+        short GIL switch interval (`fast_thread_switching`): frames change threads
+        several times on their way out.
         """
+        with fast_thread_switching():
+            return self._run(progress)
+
+    def _run(self, progress: Any) -> dict[str, Any]:
         fanout = FrameFanout(
             self.sinks, publisher=self.publisher, on_cancel=self._cancel, progress=progress
         )

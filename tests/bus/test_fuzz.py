@@ -24,7 +24,23 @@ def _valid_header() -> dict:
         "position": "p0", "x_um": 1.0, "y_um": 2.0, "z_um": None, "exposure_ms": 10.0,
         "pixel_size_um": 0.65, "t_camera_ns": 1, "t_agent_ns": 2, "t_sent_ns": 3,
         "shape": [4, 4], "dtype": "uint16", "payload": "inline", "shm": None,
+        "sample_time_s": 120.0, "added_by": None,
     }  # fmt: skip
+
+
+def test_headers_of_older_senders_decode_without_the_optional_fields() -> None:
+    h = _valid_header()
+    del h["sample_time_s"], h["added_by"]
+    got = decode_header(json.dumps(h).encode(), 32)
+    assert got["sample_time_s"] is None
+    assert got["added_by"] is None
+
+
+def test_added_by_must_be_a_short_string() -> None:
+    h = _valid_header()
+    h["added_by"] = 7
+    with pytest.raises(HeaderError, match="added_by"):
+        decode_header(json.dumps(h).encode(), 32)
 
 
 def test_valid_header_round_trips() -> None:

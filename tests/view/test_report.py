@@ -340,14 +340,12 @@ def _chromium() -> tuple[str, str]:
     return browser, driver
 
 
-def test_report_renders_in_headless_chromium(
-    analysed_run: tuple[Path, Path, float],
-) -> None:
+def open_in_chromium(report: Path) -> tuple[list[list[Any]], list[dict[str, Any]], str]:
+    """Open ``report`` in headless Chromium: its images, console errors/warnings and title."""
     browser, driver_path = _chromium()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    _, report, _ = analysed_run
     opts = webdriver.ChromeOptions()
     opts.binary_location = browser
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
@@ -364,6 +362,14 @@ def test_report_renders_in_headless_chromium(
         title = driver.title
     finally:
         driver.quit()
+    return images, errors, title
+
+
+def test_report_renders_in_headless_chromium(
+    analysed_run: tuple[Path, Path, float],
+) -> None:
+    _, report, _ = analysed_run
+    images, errors, title = open_in_chromium(report)
     assert errors == []
     assert title.startswith("Run report")
     assert len(images) == EXPECTED_PLOTS

@@ -10,8 +10,10 @@ viewer is made with ``show=False`` and its window is then shown with
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -45,32 +47,29 @@ REJECTED = (1.0, 0.15, 0.15)
 # ------------------------------------------------------------------ display and Qt
 
 
-_XVFB: list[subprocess.Popen[bytes]] = []  # kept for the whole session (see below)
-
-
 def _start_xvfb() -> None:
     # Xvfb must outlive Qt, which dies ("XIO: fatal IO error") if its X server goes first:
-    # the kernel stops it when this process ends (PR_SET_PDEATHSIG, kept across exec)
+    # the kernel stops it when this process ends (PR_SET_PDEATHSIG, kept across exec), so it
+    # is spawned without a Popen object (which would complain that it outlived the test)
     launch = (
         "import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGTERM); "
         "os.execvp('Xvfb', sys.argv[1:])"
     )
     number = next(n for n in range(99, 1000) if not Path(f"/tmp/.X{n}-lock").exists())
-    proc = subprocess.Popen(
-        [sys.executable, "-c", launch, "Xvfb", f":{number}", "-screen", "0", "1280x1024x24",
-         "-nolisten", "tcp"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    _XVFB.append(proc)
+    args = ["Xvfb", f":{number}", "-screen", "0", "1280x1024x24", "-nolisten", "tcp"]
+    quiet = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_WRONLY, 0) for fd in (1, 2)]
+    pid = os.posix_spawn(
+        sys.executable, [sys.executable, "-c", launch, *args], os.environ, file_actions=quiet
+    )
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and proc.poll() is None:
+    while time.monotonic() < deadline and os.waitpid(pid, os.WNOHANG) == (0, 0):
         with socket.socket(socket.AF_UNIX) as sock:
             if sock.connect_ex(f"/tmp/.X11-unix/X{number}") == 0:
                 os.environ["DISPLAY"] = f":{number}"
                 return
         time.sleep(0.05)
-    proc.kill()
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
     pytest.fail(f"Xvfb did not start on display :{number}")
 
 
@@ -209,7 +208,6 @@ def test_viewer_draws_label_contours_over_the_live_frame(
 ) -> None:
     from livescope.view import OverlayViewer
 
-    t0 = time.perf_counter()
     with OverlayPublisher("run-v", run_dir=tmp_path) as pub:
         ov = OverlayViewer(tmp_path, viewer=napari_viewer)
         try:
@@ -234,22 +232,25 @@ def test_viewer_draws_label_contours_over_the_live_frame(
             assert boundary.sum() > 1000
             assert interior.sum() > 1000
 
+            # decisions: accepted and rejected stars, drawn on top in their own colours
             shot = screenshot_1to1(napari_viewer, field.labels.shape)
-            on_edges = matches_label_colour(shot, labels, boundary)
-            print("FRACTIONS", on_edges)
-            inside = matches_label_colour(shot, labels, interior)
-            assert on_edges > 0.8, f"only {on_edges:.0%} of boundary pixels have label colours"
-            assert inside < 0.05, f"{inside:.0%} of nucleus interiors are painted over"
-
-            # decisions: accepted and rejected stars in their own colours
             assert np.allclose(shot[40, 40] / 255, ACCEPTED, atol=0.06)
             assert np.allclose(shot[40, 470] / 255, REJECTED, atol=0.06)
+
+            # contours over the frame (the markers and text drawn above them set aside)
+            for name in ("tails", "cells", "decisions"):
+                layers[name].visible = False
+            napari_viewer.text_overlay.visible = False
+            shot = screenshot_1to1(napari_viewer, field.labels.shape)
+            on_edges = matches_label_colour(shot, labels, boundary)
+            inside = matches_label_colour(shot, labels, interior)
+            assert on_edges > 0.95, f"only {on_edges:.0%} of boundary pixels have label colours"
+            assert inside < 0.02, f"{inside:.0%} of nucleus interiors are painted over"
 
             # the check can fail: hide the contours and the same pixels lose their colours
             labels.visible = False
             hidden = matches_label_colour(screenshot_1to1(napari_viewer, field.labels.shape),
                                           labels, boundary)  # fmt: skip
-            print("HIDDEN", hidden, inside)
             assert hidden < 0.2, f"{hidden:.0%} of boundary pixels coloured without contours"
             labels.visible = True
 
@@ -263,7 +264,6 @@ def test_viewer_draws_label_contours_over_the_live_frame(
             assert np.mean(error <= 2) > 0.99, f"frame drawn off by {error.mean():.1f} grey levels"
         finally:
             ov.close()
-    print(f"viewer test body: {time.perf_counter() - t0:.1f} s")
 
 
 def test_viewer_shows_the_latest_frame_and_switches_position(
@@ -330,3 +330,51 @@ def test_start_refreshes_on_a_qt_timer(
             ov.stop()
         finally:
             ov.close()
+
+
+def test_viewer_attached_to_a_running_demo_draws_its_contours(
+    napari_viewer: Any, tmp_path: Path
+) -> None:
+    """The acceptance check: napari on a live `livescope demo`, label contours over its frame."""
+    from livescope.view import OverlayViewer
+
+    run = tmp_path / "run"
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "livescope", "demo", "--frames", "12", "--positions", "1",
+         "--interval-s", "60", "--out", str(run), "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        ov = OverlayViewer(run, viewer=napari_viewer, timeout_s=120)
+        try:
+            # a field with cells: the worker's labels, drawn as contours over the raw frame
+            wait_for(lambda: ov.refresh() and int(ov.subscriber.latest().arrays["labels"].max()),
+                     timeout=120)  # fmt: skip
+            layers = {layer.name: layer for layer in napari_viewer.layers}
+            labels_layer = layers["labels"]
+            labels = np.asarray(labels_layer.data)  # what the worker segmented (no refresh now)
+            assert labels.shape == (512, 512)
+            assert int(labels.max()) > 5
+            assert {"raw:Phase", "raw:DAPI"} <= set(layers)
+            for name in ("tails", "cells", "decisions", "stain"):
+                if name in layers:
+                    layers[name].visible = False
+            napari_viewer.text_overlay.visible = False
+            boundary, interior = boundary_and_interior(labels)
+            assert boundary.sum() > 300
+            shot = screenshot_1to1(napari_viewer, labels.shape)
+            on_edges = matches_label_colour(shot, labels_layer, boundary)
+            inside = matches_label_colour(shot, labels_layer, interior)
+            assert on_edges > 0.95, f"only {on_edges:.0%} of boundary pixels have label colours"
+            assert inside < 0.02
+            raw = layers["raw:DAPI"]
+            assert np.asarray(raw.data).shape == labels.shape
+            assert int(np.asarray(raw.data).max()) > 500  # a real nuclear-stain frame
+        finally:
+            ov.close()
+        _out, err = demo.communicate(timeout=300)
+        assert demo.returncode == 0, err
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.communicate()

@@ -1,0 +1,56 @@
+"""``livescope run PLAN``: a user's plan with its own policies, the worker in the loop."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+PLAN = """\
+stage_positions: [{x: 0, y: 0, z: 0, name: field}]
+channels: [{config: Phase, exposure: 20}, {config: DAPI, exposure: 50}]
+time_plan: {interval: 60, loops: 8}
+policies:
+  - name: crowded
+    when: {cell_count: {above: 5}}
+    do: {change_interval: {interval_s: 90}}
+  - name: dividing
+    when: {division: {}}
+    do: {record: {}}
+"""
+
+
+@pytest.mark.slow
+def test_run_applies_the_plans_policies(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(PLAN)
+    out = tmp_path / "run"
+    res = run_cli("run", str(plan), "--out", str(out), "--time-acceleration", "40", "--json")
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["frames_planned_recorded"] == 16
+    assert summary["frames_analysed"] == 16
+    assert summary["decisions"]["accepted"] == 1  # the field is crowded once (hysteresis)
+    fired = [json.loads(x) for x in (out / "results/policy.jsonl").read_text().splitlines()]
+    crowded = [f for f in fired if f["rule"] == "crowded"]
+    assert len(crowded) == 1
+    assert crowded[0]["decision"]["type"] == "change_interval"
+    acks = [json.loads(x) for x in (out / "decisions.jsonl").read_text().splitlines()]
+    assert [a["ack"]["accepted"] for a in acks] == [True]
+    assert (out / "plan.yaml").read_text() == PLAN  # the plan as given, policies and all
+    assert Path(summary["report"]).is_file()
+
+
+def test_a_bad_rule_is_a_clear_error_before_anything_moves(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(PLAN.replace("cell_count: {above: 5}", "cell_count: {abvoe: 5}"))
+    res = run_cli("run", str(plan), "--out", str(tmp_path / "run"), "--json")
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr
+    reply = json.loads(res.stdout)
+    assert "policies.0 (crowded)" in reply["error"]
+    assert "abvoe" in reply["error"]
+    assert not (tmp_path / "run" / "data.ome.zarr").exists()
