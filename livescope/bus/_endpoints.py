@@ -18,7 +18,7 @@ import zmq
 
 from livescope.schema import LivescopeError
 
-__all__ = ["BusSecurity", "bind", "connect", "is_loopback", "local_endpoint"]
+__all__ = ["BusSecurity", "bind", "connect", "is_loopback", "local_endpoint", "subscribe"]
 
 
 def local_endpoint(name: str, *, transport: str | None = None) -> str:
@@ -148,3 +148,19 @@ def connect(sock: zmq.Socket[Any], endpoint: str, security: BusSecurity | None =
     if security is not None:
         security.apply_client(sock)
     sock.connect(endpoint)
+
+
+def subscribe(
+    ctx: zmq.Context[Any], endpoint: str, security: BusSecurity | None, rcvhwm: int
+) -> zmq.Socket[Any]:
+    """Open a SUB socket on ``endpoint`` receiving everything (no linger; closed on error)."""
+    sock: zmq.Socket[Any] = ctx.socket(zmq.SUB)
+    try:
+        sock.setsockopt(zmq.RCVHWM, rcvhwm)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SUBSCRIBE, b"")
+        connect(sock, endpoint, security)
+    except BaseException:
+        sock.close(0)
+        raise
+    return sock

@@ -38,7 +38,7 @@ from numpy.typing import NDArray
 
 from livescope.schema import HeaderError, LivescopeError
 
-from ._endpoints import BusSecurity, bind, connect, local_endpoint
+from ._endpoints import BusSecurity, bind, local_endpoint, subscribe
 from ._overlay_wire import (
     OVERLAY_DTYPES,
     OVERLAY_FILE,
@@ -326,16 +326,14 @@ class OverlaySubscriber:
 
     def _run(self) -> None:
         ctx: zmq.Context[Any] = zmq.Context()
-        sock = ctx.socket(zmq.SUB)
+        sock: zmq.Socket[Any] | None = None
         try:
-            sock.setsockopt(zmq.RCVHWM, self.rcvhwm)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.SUBSCRIBE, b"")
-            connect(sock, self.endpoint, self.security)
+            sock = subscribe(ctx, self.endpoint, self.security, self.rcvhwm)
         except Exception as exc:  # noqa: BLE001 (reported to the constructor, which raises)
             self._error = exc
             self._ready.set()
-            sock.close(0)
+            if sock is not None:
+                sock.close(0)
             ctx.term()
             return
         self._ready.set()

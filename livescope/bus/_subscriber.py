@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 
 from livescope.schema import FrameHeader, HeaderError, LivescopeError, decode_header
 
-from ._endpoints import BusSecurity, connect
+from ._endpoints import BusSecurity, connect, subscribe
 from ._shm import ShmReader
 
 __all__ = ["Frame", "FrameSubscriber"]
@@ -194,18 +194,16 @@ class FrameSubscriber:
 
     def _run(self) -> None:
         ctx: zmq.Context[Any] = zmq.Context()
-        sock = ctx.socket(zmq.SUB)
+        sock: zmq.Socket[Any] | None = None
         try:
-            sock.setsockopt(zmq.RCVHWM, self.rcvhwm)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.SUBSCRIBE, b"")
-            connect(sock, self.endpoint, self.security)
+            sock = subscribe(ctx, self.endpoint, self.security, self.rcvhwm)
             self._hello(ctx)
         except Exception as exc:  # noqa: BLE001 (reported to the constructor, which raises)
             self._error = exc
             self._stop.set()
             self._ready.set()
-            sock.close(0)
+            if sock is not None:
+                sock.close(0)
             ctx.term()
             return
         self._ready.set()

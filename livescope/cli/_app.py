@@ -12,7 +12,7 @@ import typer
 from livescope import __version__
 
 from ._agent import agent, worker
-from ._common import JsonOpt, emit, fail, setup_logging, stderr, user_errors
+from ._common import JsonOpt, ThreadsOpt, emit, fail, setup_logging, stderr, user_errors
 from ._engines import bench_engines, engines_app, eval_app
 from ._track import bench_track, eval_track, track
 from ._view import view
@@ -94,9 +94,7 @@ def demo(
             "engines keep up; the profile's without).",
         ),
     ] = None,
-    threads: Annotated[
-        int | None, typer.Option(min=1, help="CPU threads per engine in the worker.")
-    ] = None,
+    threads: ThreadsOpt = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -210,9 +208,7 @@ def run_cmd(
         float | None,
         typer.Option(min=0.001, help="Simulated profiles: sample seconds per wall second."),
     ] = None,
-    threads: Annotated[
-        int | None, typer.Option(min=1, help="CPU threads per engine in the worker.")
-    ] = None,
+    threads: ThreadsOpt = None,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:

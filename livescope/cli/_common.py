@@ -24,6 +24,12 @@ EXIT_USER_ERROR = 2
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 """The ``--json`` option every command takes."""
 
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option(min=1, help="CPU threads per engine in the worker (default: half the cores)."),
+]
+"""``--threads`` of the commands that start a pipeline worker."""
+
 
 def setup_logging(verbose: bool = False) -> None:
     """Log livescope to stderr (stdout is kept for results and ``--json``)."""

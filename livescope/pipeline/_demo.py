@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -103,6 +104,8 @@ def run_adaptive(
     )
     cfg = worker or WorkerConfig(stain_every=5)
     cfg = dataclasses.replace(cfg, profile=str(profile_path))
+    if threads is None:  # half the cores: the other half acquires, records and streams
+        threads = max(1, (os.cpu_count() or 2) // 2)
     supervisor = WorkerSupervisor(out, cfg, threads=threads)
 
     def start_worker(agent: ScopeAgent) -> None:
@@ -134,6 +137,9 @@ def run_adaptive(
     planned = sum(1 for f in frames if not f.get("added_by"))
     latency = {k: {"p50": v["p50"], "p99": v["p99"]} for k, v in work.get("latency_ms", {}).items()
                if k in LATENCY_STAGES}  # fmt: skip
+    for hop, v in work.get("bus", {}).get("latency", {}).items():  # the frame bus, hop by hop
+        if hop != "camera_to_received":
+            latency[hop] = {"p50": v["p50_ms"], "p99": v["p99_ms"]}
     executed = _decision_executed_ms(out)
     if executed:
         a = np.asarray(executed)

@@ -89,6 +89,19 @@ def test_mitosis_fires_once_per_track_after_consecutive_frames() -> None:
     assert rule.decide(obs(4, [3, 4], [0.9, 0.9], parents=[1, 1])) == []
 
 
+def test_acquire_a_z_stack_with_an_added_channel_at_the_position() -> None:
+    do = {"acquire": {"channels": ["DAPI"], "z_planes": 3, "z_step_um": 2.0,
+                      "centre": "position", "exposure_ms": {"DAPI": 80}}}  # fmt: skip
+    rule = Rule("stack", {"mitosis": {"frames": 1}}, do)
+    (fired,) = rule.decide(obs(0, [1], [0.9]))
+    events = fired.decision.events  # type: ignore[union-attr]
+    assert [e.z_pos for e in events] == [-2.0, 0.0, 2.0]
+    assert [e.index["z"] for e in events] == [0, 1, 2]
+    assert {(e.x_pos, e.y_pos, e.exposure, e.channel.config) for e in events} == {
+        (0.0, 0.0, 80.0, "DAPI")
+    }
+
+
 def test_a_dip_below_threshold_restarts_the_count() -> None:
     rule = Rule("c", {"mitosis": {"frames": 2}}, {"record": {}})
     assert rule.decide(obs(0, [1], [0.9])) == []
