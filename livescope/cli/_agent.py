@@ -123,7 +123,13 @@ def worker(
     run: Annotated[Path, typer.Argument(help="Run folder of a running agent (or its bus.json).")],
     policy: Annotated[str, typer.Option(help="Delivery: every (queue) or latest.")] = "every",
     maxlen: Annotated[int, typer.Option(min=1, help="Queue length for 'every'.")] = 16,
-    idle_s: Annotated[float, typer.Option(help="Stop after this long without frames.")] = 5.0,
+    idle_s: Annotated[
+        float | None,
+        typer.Option(
+            help="Stop after this long without frames (default: 5 s; with --analyse: wait "
+            "for as long as the run goes on)."
+        ),
+    ] = None,
     analyse: Annotated[
         bool,
         typer.Option(help="Run the pipeline: engines, policies, results store, overlay."),
@@ -197,7 +203,7 @@ def worker(
             ):  # fmt: skip
                 time.sleep(0.1)
             with attach(run, policy=policy, maxlen=maxlen) as link:  # type: ignore[arg-type]
-                while (frame := link.frames.get(timeout=idle_s)) is not None:
+                while (frame := link.frames.get(timeout=idle_s or 5.0)) is not None:
                     frame.release()
                 stats = link.frames.stats()
             result = {"ok": True, "run_id": link.run_id, **stats}

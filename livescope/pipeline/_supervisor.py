@@ -11,6 +11,7 @@ and no field goes unanalysed. The recording never depends on the worker.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -63,6 +64,7 @@ class WorkerSupervisor:
         self.results = self.run_dir / RESULTS_DIR
         self.results.mkdir(parents=True, exist_ok=True)
         self.config_path = self.results / "worker-config.json"
+        config = dataclasses.replace(config, parent_pid=os.getpid())  # it stops if we die
         self.config_path.write_text(config.to_json(), encoding="utf-8")
         self.max_restarts = max_restarts
         self.threads = threads

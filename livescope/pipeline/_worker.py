@@ -33,6 +33,7 @@ import dataclasses
 import gc
 import json
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -92,8 +93,11 @@ class WorkerConfig:
     frame (fields with only a label-free frame always get it: it is what is segmented)."""
     analyse_added: bool = False
     maxlen: int = 256
-    idle_s: float = 60.0
-    """Give up when no frame arrived for this long and the agent is still there."""
+    idle_s: float | None = None
+    """Give up when no frame arrived for this long while the agent's bus is there
+    (None: wait as long as the run goes on)."""
+    parent_pid: int | None = None
+    """The supervising process: the worker stops if it dies (POSIX)."""
     tail_frames: int = 10
     overlay: bool = True
     decision_timeout_s: float = 2.0
@@ -284,9 +288,12 @@ class PipelineWorker:
             if frame is None:
                 if not bus.exists():
                     break  # the agent has finished; the queue is drained
-                if time.monotonic() - last_frame > self.config.idle_s:
-                    logger.warning("no frame for %.0f s; the worker stops", self.config.idle_s)
+                idle = self.config.idle_s
+                if idle is not None and time.monotonic() - last_frame > idle:
+                    logger.warning("no frame for %.0f s; the worker stops", idle)
                     break
+                if self._orphaned():
+                    raise LivescopeError("the supervising process is gone; the worker stops")
                 continue
             last_frame = time.monotonic()
             try:
@@ -314,6 +321,11 @@ class PipelineWorker:
                 pending = None
         if pending is not None:
             self._process(pending)
+
+    def _orphaned(self) -> bool:
+        """Return True if the supervising process has died (POSIX: we were re-parented)."""
+        parent = self.config.parent_pid
+        return parent is not None and os.name == "posix" and os.getppid() != parent
 
     # ------------------------------------------------------------ catching up
 

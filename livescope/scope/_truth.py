@@ -47,7 +47,13 @@ class GroundTruthWriter:
         self.summary: dict[str, Any] = {}
 
     def write(self, image: NDArray[Any], info: FrameInfo) -> None:
-        """Record the truth of the frame's (position, t), once per pair (writer thread)."""
+        """Record the truth of the frame's (position, t), once per pair (writer thread).
+
+        Frames added by decisions (close-ups at their own positions) are left out:
+        the truth follows the plan's positions.
+        """
+        if info.get("added_by"):
+            return
         pos, t = info["position"], int(info["index"].get("t", 0))
         seen = self._frames.setdefault(pos, {})
         if t in seen:
