@@ -88,6 +88,11 @@ def agent(
             )
         else:
             summary = _run_micromanager(prof, sequence, run_dir, bus, endpoints, run_id, ready)
+        from livescope.view import write_report
+
+        # a worker attached to this run may still be finishing: `livescope report RUN`
+        # writes the report again with all of its results
+        summary["report"] = str(write_report(run_dir).resolve())
     if json_out:
         emit(summary)
     else:

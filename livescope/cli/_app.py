@@ -271,6 +271,23 @@ def _print_demo(summary: dict[str, Any]) -> None:
     typer.echo(summary["out"])
 
 
+@app.command()
+def report(
+    run: Annotated[Path, typer.Argument(help="Run folder (a demo, run, agent or replay).")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Write (again) a run's self-contained HTML report, RUN/report.html."""
+    setup_logging(False)
+    from livescope.view import write_report
+
+    with user_errors(json_out):
+        path = write_report(run).resolve()
+    if json_out:
+        emit({"ok": True, "report": str(path)})
+    else:
+        typer.echo(str(path))
+
+
 @profile_app.command("check")
 def profile_check(
     files: Annotated[list[Path], typer.Argument(help="Profile YAML files to validate.")],

@@ -42,6 +42,17 @@ def test_run_applies_the_plans_policies(tmp_path: Path) -> None:
     assert [a["ack"]["accepted"] for a in acks] == [True]
     assert (out / "plan.yaml").read_text() == PLAN  # the plan as given, policies and all
     assert Path(summary["report"]).is_file()
+    Path(summary["report"]).unlink()
+    again = run_cli("report", str(out), "--json")  # written again from the run folder
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["report"] == summary["report"]
+    assert "crowded" in Path(summary["report"]).read_text(encoding="utf-8")  # its firing
+
+
+def test_report_of_a_folder_that_is_not_a_run_is_a_clear_error(tmp_path: Path) -> None:
+    res = run_cli("report", str(tmp_path), "--json")
+    assert res.returncode == 2
+    assert "summary.json is missing" in json.loads(res.stdout)["error"]
 
 
 def test_a_bad_rule_is_a_clear_error_before_anything_moves(tmp_path: Path) -> None:
