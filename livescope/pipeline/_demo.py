@@ -122,12 +122,17 @@ def run_adaptive(
             on_supervisor(supervisor)
 
     t0 = time.perf_counter()
-    if profile.kind == "simulated":
-        summary = run_simulated(
-            profile, sequence, out, seed=seed, progress=progress, bus=bus, on_ready=start_worker
-        )
-    else:
-        summary = _run_micromanager(profile, sequence, out, bus, start_worker, progress)
+    try:
+        if profile.kind == "simulated":
+            summary = run_simulated(
+                profile, sequence, out, seed=seed, progress=progress, bus=bus,
+                on_ready=start_worker,
+            )  # fmt: skip
+        else:
+            summary = _run_micromanager(profile, sequence, out, bus, start_worker, progress)
+    except BaseException:
+        supervisor.stop()
+        raise
     work = supervisor.wait()
     mitosis_rules = [p["name"] for p in policies or [] if "mitosis" in p.get("when", {})]
     evaluation: dict[str, Any] = {"precision": None, "recall": None, "mitosis_to_trigger_s": None}
@@ -225,7 +230,9 @@ def evaluate_triggers(
     A trigger is correct when the cell it fired on (the true cell under its
     centroid) was in mitosis at that frame's sample time: a mother between
     mitosis onset and division, or a daughter in anaphase/telophase (then it is
-    its mother's mitosis). A true mitosis counts as observable when it was in view
+    its mother's mitosis). Precision counts only the first trigger on each true
+    mitosis as right: a repeat on one already triggered is a wasted acquisition
+    and counts as wrong. A true mitosis counts as observable when it was in view
     in at least two plan time points of a position; recall is over those.
 
     Returns precision, recall, median onset-to-trigger delay (s) and the
@@ -296,10 +303,12 @@ def evaluate_triggers(
                          "mitosis_of": mother, "ok": mother is not None,
                          "verdict": rec.get("verdict")})  # fmt: skip
     first: dict[tuple[str, int], float] = {}
-    for tr in triggers:
+    for tr in sorted(triggers, key=lambda tr: tr["sample_time_s"]):
+        tr["duplicate"] = False
         if tr["ok"]:
             key = (tr["position"], int(tr["mitosis_of"]))
-            first[key] = min(first.get(key, np.inf), tr["sample_time_s"])
+            tr["duplicate"] = key in first
+            first.setdefault(key, tr["sample_time_s"])
     mitoses = []
     delays = []
     for pos, mother in sorted(observable):
@@ -315,7 +324,8 @@ def evaluate_triggers(
     hits = sum(m["triggered"] for m in mitoses)
     counted = [k for k in first if k in observable]
     return {
-        "precision": round(n_ok / len(triggers), 4) if triggers else None,
+        # a second trigger on a mitosis already triggered counts against precision
+        "precision": round(len(first) / len(triggers), 4) if triggers else None,
         "recall": round(hits / len(mitoses), 4) if mitoses else None,
         "mitosis_to_trigger_s": round(float(np.median(delays)), 1) if delays else None,
         "triggers_fired": len(triggers),

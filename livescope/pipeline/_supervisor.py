@@ -26,7 +26,10 @@ from livescope.schema import LivescopeError
 
 from ._worker import RESULTS_DIR, WorkerConfig
 
-__all__ = ["WorkerSupervisor"]
+__all__ = ["WORKER_NICE", "WorkerSupervisor"]
+
+WORKER_NICE = 5
+"""How much lower the worker's CPU priority is than the agent's (POSIX nice)."""
 
 logger = logging.getLogger("livescope")
 
@@ -64,7 +67,7 @@ class WorkerSupervisor:
         self.results = self.run_dir / RESULTS_DIR
         self.results.mkdir(parents=True, exist_ok=True)
         self.config_path = self.results / "worker-config.json"
-        config = dataclasses.replace(config, parent_pid=os.getpid())  # it stops if we die
+        config = dataclasses.replace(config, watch_parent=True)  # it stops if we die
         self.config_path.write_text(config.to_json(), encoding="utf-8")
         self.max_restarts = max_restarts
         self.threads = threads
@@ -85,7 +88,21 @@ class WorkerSupervisor:
         env = dict(os.environ)
         if self.threads is not None:
             env["LIVESCOPE_THREADS"] = str(self.threads)
-        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self._log, env=env)
+        flags = 0
+        if self.lower_priority and os.name == "nt":
+            flags = getattr(subprocess, "BELOW_NORMAL_PRIORITY_CLASS", 0)
+        # its stdin is a pipe we hold: it closes when this process dies, and the worker stops
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log, env=env,
+            creationflags=flags,
+        )  # fmt: skip
+        if self.lower_priority and hasattr(os, "setpriority"):
+            try:  # at once, before the worker starts its threads (they inherit it)
+                nice = min(19, os.getpriority(os.PRIO_PROCESS, 0) + WORKER_NICE)
+                os.setpriority(os.PRIO_PROCESS, proc.pid, nice)
+            except OSError:
+                logger.warning("could not lower the worker's priority; it runs at normal")
+        return proc
 
     def start(self) -> None:
         """Start the worker and the thread that watches it."""
@@ -105,6 +122,8 @@ class WorkerSupervisor:
             if code is None:
                 self._stop.wait(0.1)
                 continue
+            if proc.stdin is not None:
+                proc.stdin.close()
             self.exits.append(code)
             if code == 0:
                 return  # finished: the run ended and every field was analysed
@@ -116,6 +135,20 @@ class WorkerSupervisor:
             logger.warning("worker exited with %s; restarting it (%d)", code, self.restarts)
             with self._lock:
                 self.proc = self._spawn(resume=True)
+
+    def stop(self) -> None:
+        """Stop watching and terminate the worker (e.g. when the run could not start)."""
+        self._stop.set()
+        with self._lock:
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.terminate()
+        if self._thread is not None:
+            self._thread.join(5)
+        if self.proc is not None:
+            self.proc.wait(10)
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+        self._log.close()
 
     def kill(self) -> None:
         """Kill the current worker process (fault injection; the supervisor restarts it)."""

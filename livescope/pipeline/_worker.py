@@ -34,6 +34,8 @@ import gc
 import json
 import logging
 import os
+import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,6 +51,7 @@ from livescope.bus import BUS_FILE, attach, fast_thread_switching
 from livescope.policy import Cells, Observation, Policy, PolicyEngine, Verdict, load_policies
 from livescope.record import RecordingReader, read_frames
 from livescope.schema import HardwareProfile, LivescopeError, load_plan, load_profile
+from livescope.scope import position_name
 from livescope.tracking import OnlineTracker, measure_objects
 
 from ._analyzer import FrameAnalyzer, FrameResult
@@ -96,11 +99,13 @@ class WorkerConfig:
     idle_s: float | None = None
     """Give up when no frame arrived for this long while the agent's bus is there
     (None: wait as long as the run goes on)."""
-    parent_pid: int | None = None
-    """The supervising process: the worker stops if it dies (POSIX)."""
+    watch_parent: bool = False
+    """Stop when stdin closes (the supervisor holds a pipe to it: it died if it closes)."""
     tail_frames: int = 10
     overlay: bool = True
     decision_timeout_s: float = 2.0
+    recording_wait_s: float = 2.0
+    """How long to wait for the recorder to log a frame the bus did not deliver."""
 
     def to_json(self) -> str:
         """Serialise (for the supervisor to hand to a worker process)."""
@@ -167,14 +172,15 @@ class PipelineWorker:
             self.sequence = load_plan(plan_path)
             rules = load_policies(plan_path, self.profile)
         self.kinds = {c.name: c.kind for c in self.profile.channels.presets}
-        if self.sequence is not None and self.sequence.channels:
-            channels = [c.config for c in self.sequence.channels]
-        else:
-            channels = [c.name for c in self.profile.channels.presets]
-        nz = max(1, len(list(self.sequence.z_plan))) if self.sequence is not None and (
-            self.sequence.z_plan) else 1  # fmt: skip
-        self.expected = len(channels) * nz
-        self.mid_z = nz // 2
+        # frames each field of the plan has (channels acquired every Nth time point and
+        # z-stacks skipped for a channel make them differ from field to field)
+        self.expected: dict[tuple[str, int], int] = collections.Counter()
+        if self.sequence is not None:
+            for ev in self.sequence:
+                self.expected[(position_name(ev), int(ev.index.get("t", 0)))] += 1
+        nz = len(list(self.sequence.z_plan)) if self.sequence and self.sequence.z_plan else 1
+        self.default_expected = max(1, len(self.kinds)) * max(1, nz)
+        self.mid_z = max(1, nz) // 2
         diameter = cfg.nucleus_diameter_um
         if diameter is None and self.profile.simulation is not None:
             diameter = 2 * self.profile.simulation.nucleus_radius_um
@@ -189,12 +195,12 @@ class PipelineWorker:
         self.policy = PolicyEngine([*rules, *policies], self.profile, self.sequence)
         self.results = self.run_dir / RESULTS_DIR
         self.results.mkdir(parents=True, exist_ok=True)
-        self.done: dict[str, int] = {}  # position -> last analysed t
+        self.done: dict[str, int] = {}  # position -> last analysed (and stored) t
+        self.decided: dict[str, int] = {}  # position -> last t whose decisions were sent
         self.counts: collections.Counter[str] = collections.Counter()
         self.tails: dict[str, dict[int, collections.deque[tuple[float, float]]]] = {}
-        self.latency: dict[str, list[float]] = {k: [] for k in LATENCY_STAGES}
         self.run_id = ""
-        self._busy_until = 0
+        self._engine_spans: collections.deque[tuple[int, int]] = collections.deque(maxlen=32)
         self._reader: RecordingReader | None = None
         self._class_cols: list[str] = []
         self.resumed = False
@@ -206,6 +212,11 @@ class PipelineWorker:
         self._latency_log = (self.results / "latency.jsonl").open("a", encoding="utf-8")
         self.link: Any = None
         self.overlay: Any = None
+        self._parent_gone = threading.Event()
+        if cfg.watch_parent:
+            threading.Thread(
+                target=self._watch_parent, name="livescope-parent", daemon=True
+            ).start()
         self._acks: dict[int, tuple[str, bool, str]] = {}
 
     # ------------------------------------------------------------ state
@@ -214,19 +225,26 @@ class PipelineWorker:
         return self.results / "state.json"
 
     def _save_state(self) -> None:
+        """Trackers and the last analysed field of each position (after a field is stored)."""
         state = {
             "version": 1,
             "run_id": self.run_id,
             "done": self.done,
             "counts": dict(self.counts),
             "trackers": {p: tr.state() for p, tr in self.analyzer.trackers.items()},
-            "policy": self.policy.state(),
             "class_cols": self._class_cols,
         }
-        path = self._state_path()
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state), encoding="utf-8")
-        tmp.replace(path)
+        _write_atomic(self._state_path(), json.dumps(state))
+
+    def _save_policy_state(self) -> None:
+        """Policies and guardrail budgets, as soon as a field's decisions are sent.
+
+        Saved apart from the trackers so that a worker killed between sending a
+        decision and storing the field's results neither sends it twice nor
+        forgets the light and frames it booked.
+        """
+        state = {"version": 1, "decided": self.decided, "policy": self.policy.state()}
+        _write_atomic(self.results / "policy_state.json", json.dumps(state))
 
     def _restore(self) -> None:
         path = self._state_path()
@@ -243,10 +261,37 @@ class PipelineWorker:
         self.counts["restarts"] += 1
         for pos, st in state["trackers"].items():
             self.analyzer.trackers[pos] = OnlineTracker.from_state(st)
-        self.policy.restore(state["policy"])
+        ppath = self.results / "policy_state.json"
+        if ppath.is_file():
+            pstate = json.loads(ppath.read_text(encoding="utf-8"))
+            self.policy.restore(pstate["policy"])
+            self.decided = {str(k): int(v) for k, v in pstate["decided"].items()}
         self._class_cols = list(state.get("class_cols", []))
+        self._drop_rows_after_restart()
         self.resumed = True
         logger.info("worker resumed: %s", dict(self.done))
+
+    def _drop_rows_after_restart(self) -> None:
+        """Remove results of a field the killed worker had half stored (it is analysed again)."""
+
+        def keep(pos: str, t: int, upto: dict[str, int]) -> bool:
+            return t <= upto.get(pos, -1)
+
+        cells = self.results / "cells.csv"
+        if cells.is_file():
+            lines = cells.read_text(encoding="utf-8").splitlines(keepends=True)
+            rows = [ln for ln in lines[1:] if keep(ln.split(",", 2)[0], int(ln.split(",", 2)[1]),
+                                                   self.done)]  # fmt: skip
+            _write_atomic(cells, "".join(lines[:1] + rows) if rows else "")
+        for name, upto in (("latency.jsonl", self.done), ("policy.jsonl", self.decided)):
+            path = self.results / name
+            if path.is_file():
+                out = []
+                for ln in path.read_text(encoding="utf-8").splitlines(keepends=True):
+                    rec = json.loads(ln)
+                    if keep(str(rec["position"]).split("~")[0], int(rec["t"]), upto):
+                        out.append(ln)
+                _write_atomic(path, "".join(out))
 
     # ------------------------------------------------------------ running
 
@@ -270,9 +315,10 @@ class PipelineWorker:
                 else:
                     (self.results / "ready").write_text(str(time.time()), encoding="utf-8")
                 self._catch_up_all()
-            finally:
-                summary = self._finish()
-        return summary
+            except BaseException:
+                self._finish(failed=True)  # no state saved: the field in hand is redone
+                raise
+            return self._finish()
 
     def _live(self) -> None:
         self.link = attach(self.run_dir, policy="every", maxlen=self.config.maxlen)
@@ -316,16 +362,24 @@ class PipelineWorker:
                 pending.header, pending.t_received_ns = dict(h), frame.t_received_ns
             finally:
                 frame.release()
-            if len(pending.frames) >= self.expected:
+            if len(pending.frames) >= self._expected((pending.position, pending.t)):
                 self._process(pending)
                 pending = None
         if pending is not None:
             self._process(pending)
 
     def _orphaned(self) -> bool:
-        """Return True if the supervising process has died (POSIX: we were re-parented)."""
-        parent = self.config.parent_pid
-        return parent is not None and os.name == "posix" and os.getppid() != parent
+        """Return True if the supervising process has died (its pipe to our stdin closed)."""
+        return self._parent_gone.is_set()
+
+    def _watch_parent(self) -> None:
+        try:  # the raw descriptor: a buffered read would block interpreter shutdown
+            fd = sys.stdin.fileno()
+            while os.read(fd, 1024):
+                pass
+        except (OSError, ValueError):
+            pass
+        self._parent_gone.set()
 
     # ------------------------------------------------------------ catching up
 
@@ -340,16 +394,60 @@ class PipelineWorker:
             out[key].append(dict(info))
         return out
 
+    def _recorded_until(
+        self, want: list[tuple[str, int]], wait_s: float
+    ) -> dict[tuple[str, int], list[dict[str, Any]]]:
+        """Read the frame log, waiting (up to ``wait_s``) until it has every frame of ``want``.
+
+        The recorder and the bus are separate threads: a frame may reach the
+        worker before its line reaches the log.
+        """
+        deadline = time.monotonic() + wait_s
+        while True:
+            fields = self._recorded_fields()
+            short = [k for k in want if len(fields.get(k, ())) < self._expected(k)]
+            if not short or time.monotonic() > deadline:
+                return fields
+            time.sleep(0.02)
+
+    def _expected(self, key: tuple[str, int]) -> int:
+        return self.expected.get(key) or self.default_expected
+
     def _catch_up(self, position: str, before_t: int | None) -> None:
         """Analyse recorded fields of ``position`` newer than the last analysed one."""
         last = self.done.get(position, -1)
         if before_t is not None and before_t <= last + 1:
             return
-        fields = self._recorded_fields()
+        want = []
+        if before_t is not None:  # the plan's fields in between (none for an unknown plan)
+            want = [(position, t) for t in range(last + 1, before_t) if (position, t) in
+                    self.expected]  # fmt: skip
+        fields = self._recorded_until(want, self.config.recording_wait_s)
         ts = sorted(t for (p, t) in fields if p == position and t > last and
                     (before_t is None or t < before_t))  # fmt: skip
         for t in ts:
             self._process_recorded(position, t, fields[(position, t)])
+        if missing := [k for k in want if k not in fields]:
+            self.counts["fields_missing"] += len(missing)
+            logger.warning("fields %s were neither received nor recorded: not analysed", missing)
+
+    def _complete(self, fld: _Field) -> None:
+        """Fill a live field's missing frames (lost on the bus) from the recording."""
+        key = (fld.position, fld.t)
+        fields = self._recorded_until([key], self.config.recording_wait_s)
+        if self._reader is None and fields.get(key):
+            self._reader = RecordingReader(self.run_dir)
+        for info in fields.get(key, []):
+            fz = (str(info["channel"]), int(info["index"].get("z", 0)))
+            if fz in fld.frames or self._reader is None:
+                continue
+            try:
+                fld.frames[fz] = self._reader.read(info)  # type: ignore[arg-type]
+                self.counts["frames_completed_from_recording"] += 1
+            except LivescopeError as exc:
+                logger.warning("field %s t=%d: %s", fld.position, fld.t, exc)
+        if len(fld.frames) < self._expected(key):
+            self.counts["fields_incomplete"] += 1
 
     def _catch_up_all(self) -> None:
         fields = self._recorded_fields()
@@ -380,6 +478,8 @@ class PipelineWorker:
     def _process(self, fld: _Field) -> None:
         if fld.live:
             self._catch_up(fld.position, fld.t)  # fields the bus lost come from the recording
+            if len(fld.frames) < self._expected((fld.position, fld.t)):
+                self._complete(fld)
         if fld.position in self.done and fld.t <= self.done[fld.position]:
             return
         t_start = time.monotonic_ns()
@@ -390,6 +490,7 @@ class PipelineWorker:
         fluo = next((a for c, a in chans.items() if self.kinds.get(c) != "label_free"), None)
         free = next((a for c, a in chans.items() if self.kinds.get(c) == "label_free"), None)
         px = float(h.get("pixel_size_um") or 0.0) or None
+        t_a0 = time.monotonic_ns()
         res = self.analyzer.analyse(
             fluorescence=fluo,
             label_free=free,
@@ -405,9 +506,10 @@ class PipelineWorker:
         t0 = time.perf_counter()
         verdicts = self.policy.evaluate(obs)
         ms_policy = 1000 * (time.perf_counter() - t0)
-        t_policy = time.monotonic_ns()
         sent = self._send(verdicts, obs)
-        t_decided = max([t_policy, *(a for _, a, _ in sent)])
+        t_decided = time.monotonic_ns()  # every decision answered (or timed out)
+        self.decided[fld.position] = fld.t
+        self._save_policy_state()
         ms: dict[str, float] = {k: round(v, 3) for k, v in res.ms.items()}
         engines_ms = sum(res.ms.values())
         ms["engines"] = round(engines_ms, 3)
@@ -416,7 +518,10 @@ class PipelineWorker:
         ms["analyse_other"] = round((t_analysed - t_start) / 1e6 - engines_ms, 3)
         if fld.live:
             t_cam = int(h["t_camera_ns"])
-            busy = max(0, min(self._busy_until, t_start) - fld.t_received_ns)
+            # waiting for the engines busy with earlier fields: not the pipeline's cost
+            busy = sum(
+                max(0, min(b, t_start) - max(a, fld.t_received_ns)) for a, b in self._engine_spans
+            )
             e2e = (t_decided - t_cam) / 1e6
             ms.update(
                 camera_to_received=round((fld.t_received_ns - t_cam) / 1e6, 3),
@@ -432,8 +537,6 @@ class PipelineWorker:
         self._store(fld, res, obs, verdicts, sent, ms)
         self._publish(fld, res, obs, verdicts, sent)
         ms["store"] = round((time.monotonic_ns() - t_decided) / 1e6, 3)
-        for k, v in ms.items():
-            self.latency.setdefault(k, []).append(v)
         self._latency_log.write(json.dumps({"position": fld.position, "t": fld.t,
                                             "seq": int(h.get("seq", -1)), "live": fld.live,
                                             "ms": ms}) + "\n")  # fmt: skip
@@ -443,7 +546,7 @@ class PipelineWorker:
         self.counts["frames_analysed"] += len(fld.frames)
         self.counts["cells"] += len(obs.cells)
         self._save_state()
-        self._busy_until = time.monotonic_ns()
+        self._engine_spans.append((t_a0, t_analysed))
 
     def _observation(
         self, fld: _Field, res: FrameResult, nuclear_frame: NDArray[Any] | None, px: float | None
@@ -514,15 +617,23 @@ class PipelineWorker:
         return Observation(**common, cells=cells, divisions=divisions, lost=res.tracks.lost)
 
     def _send(self, verdicts: list[Verdict], obs: Observation) -> list[tuple[int, int, Any]]:
-        """Send the decisions that passed (all at once); returns (t_sent, t_enqueued, ack)."""
+        """Send the decisions that passed (all at once); returns (t_sent, t_enqueued, ack).
+
+        A decision the agent refuses, or one not sent because the run has
+        ended, gives its guardrail budget back; one without an answer keeps it
+        booked (the agent may still have taken it).
+        """
         out: list[tuple[int, int, Any]] = []
         self._acks = {}
         todo = [i for i, v in enumerate(verdicts) if v.ok and v.firing.decision is not None]
         if not todo:
             return out
+        now = obs.sample_time_s
         if self.link is None or not (self.run_dir / BUS_FILE).exists():
             for i in todo:
                 self._acks[i] = ("agent", False, "the run has ended (what-if: not sent)")
+                self.policy.refused(verdicts[i], now)
+                self.counts["decisions_not_sent"] += 1
             return out
         t_sent = time.monotonic_ns()
         decisions = [d for i in todo if (d := verdicts[i].firing.decision) is not None]
@@ -530,14 +641,15 @@ class PipelineWorker:
         t_back = time.monotonic_ns()
         for i, ack in zip(todo, replies, strict=True):
             if isinstance(ack, LivescopeError):
-                self._acks[i] = ("agent", False, str(ack))
+                self._acks[i] = ("agent", False, f"no answer from the agent ({ack}); booked")
+                self.counts["decisions_unanswered"] += 1
                 continue
             self._acks[i] = ("agent", ack.accepted, ack.reason)
             if ack.accepted:
-                self.policy.accepted(verdicts[i], obs.sample_time_s)
                 self.counts["decisions_accepted"] += 1
                 out.append((t_sent, ack.t_acked_ns or t_back, ack))
             else:
+                self.policy.refused(verdicts[i], now)
                 self.counts["decisions_rejected_agent"] += 1
         return out
 
@@ -643,42 +755,75 @@ class PipelineWorker:
             self.counts["overlay_errors"] += 1
             logger.exception("publishing the overlay failed")
 
-    def _finish(self) -> dict[str, Any]:
+    def _finish(self, *, failed: bool = False) -> dict[str, Any]:
+        """Close everything; write ``worker.json`` (and, unless ``failed``, the CTC tracks).
+
+        After a failure no state is saved: a restarted worker redoes the field
+        that was in hand from the last state saved.
+        """
         stats: dict[str, Any] = {}
         if self.link is not None:
             stats = self.link.frames.stats()
             self.link.close()
         if self.overlay is not None:
             self.overlay.close()
-        for pos, tracker in self.analyzer.trackers.items():
-            folder = self.results / "ctc" / pos
-            folder.mkdir(parents=True, exist_ok=True)
-            lineage = tracker.lineage
-            lines = [f"{tid} {b} {e} {lineage.get(tid, 0)}" for tid, (b, e) in
-                     sorted(tracker.spans().items())]  # fmt: skip
-            (folder / "res_track.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        if not failed:
+            for pos, tracker in self.analyzer.trackers.items():
+                folder = self.results / "ctc" / pos
+                folder.mkdir(parents=True, exist_ok=True)
+                lineage = tracker.lineage
+                lines = [f"{tid} {b} {e} {lineage.get(tid, 0)}"
+                         for tid, (b, e) in sorted(tracker.spans().items())]  # fmt: skip
+                (folder / "res_track.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
         self.analyzer.close()
         for f in (self._cells, self._policy_log, self._latency_log):
             f.close()
         summary: dict[str, Any] = {
-            "ok": True,
+            "ok": not failed,
             "run_id": self.run_id,
             "resumed": self.resumed,
             **{k: int(v) for k, v in sorted(self.counts.items())},
-            "latency_ms": {k: _pct(v) for k, v in self.latency.items() if v},
+            # from the latency log: every field, also those of a worker that was restarted
+            "latency_ms": _latency_from_log(self.results / "latency.jsonl"),
             "policies_disabled": [{"rule": k, "error": v} for k, v in self.policy.disabled.items()],
             "guardrails": self.policy.guardrails.usage(),
             "engines": self.engines,
             "bus": {k: stats[k] for k in ("received", "delivered", "drops", "dropped_queue",
                                            "dropped_upstream", "max_depth", "latency")
-                    if k in stats},
+                    if k in stats},  # this worker process's connection only
         }  # fmt: skip
-        self._save_state()
-        path = self.results / "worker.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(summary, indent=1), encoding="utf-8")
-        tmp.replace(path)
+        if not failed:
+            self._save_state()
+        _write_atomic(self.results / "worker.json", json.dumps(summary, indent=1))
         return summary
+
+
+def _latency_from_log(path: Path) -> dict[str, dict[str, float]]:
+    """p50/p99 per stage over every field in ``latency.jsonl``."""
+    values: dict[str, list[float]] = collections.defaultdict(list)
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            for k, v in json.loads(line)["ms"].items():
+                values[k].append(float(v))
+    return {k: _pct(v) for k, v in values.items()}
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename.
+
+    On Windows the rename fails while another process has the file open (e.g.
+    a reader polling it): it is retried for up to a second.
+    """
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    for attempt in range(50):
+        try:
+            tmp.replace(path)
+            return
+        except PermissionError:
+            if attempt == 49:
+                raise
+            time.sleep(0.02)
 
 
 def _r(v: float) -> float | str:

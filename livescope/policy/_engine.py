@@ -68,7 +68,11 @@ class PolicyEngine:
         self.disabled: dict[str, str] = {}
 
     def evaluate(self, obs: Observation) -> list[Verdict]:
-        """Every enabled policy's firings for ``obs``, each checked by the guardrails."""
+        """Every enabled policy's firings for ``obs``, each checked by the guardrails.
+
+        A passing decision's budget is booked at once (see `Guardrails.commit`);
+        call `refused` for one the agent does not take.
+        """
         out: list[Verdict] = []
         for policy in self.policies:
             if policy.name in self.disabled:
@@ -89,6 +93,7 @@ class PolicyEngine:
                     continue
                 reason = self.guardrails.check(f.decision, obs.sample_time_s)
                 if reason is None:
+                    self.guardrails.commit(f.decision, obs.sample_time_s)  # the next sees it
                     out.append(Verdict(f, True))
                 else:
                     logger.warning("guardrail rejected %s from %r: %s", f.decision.type, f.rule,
@@ -96,10 +101,10 @@ class PolicyEngine:
                     out.append(Verdict(f, False, "guardrail", reason))
         return out
 
-    def accepted(self, verdict: Verdict, now_s: float) -> None:
-        """Book a decision the agent accepted."""
-        if verdict.firing.decision is not None:
-            self.guardrails.commit(verdict.firing.decision, now_s)
+    def refused(self, verdict: Verdict, now_s: float) -> None:
+        """Give back the budget of a passed decision the agent refused (or was never sent)."""
+        if verdict.ok and verdict.firing.decision is not None:
+            self.guardrails.release(verdict.firing.decision, now_s)
 
     def state(self) -> dict[str, Any]:
         """Policies' and guardrails' state (JSON) for a restarted worker."""

@@ -1,8 +1,9 @@
 """Guardrails: every decision is checked against the hardware profile before it is sent.
 
-`Guardrails.check` returns the reason a decision breaks a limit (or None); only
-decisions that pass are sent, and `Guardrails.commit` then books what they
-use. Limits (``HardwareProfile``):
+`Guardrails.check` returns the reason a decision breaks a limit (or None); a
+decision that passes is booked at once (`Guardrails.commit`), so the next one
+is checked against it, and given back (`Guardrails.release`) if the agent
+refuses it. Limits (``HardwareProfile``):
 
 * stage travel (``stages``): every added event and every move;
 * light dose (``light_dose``): fluorescence exposure per position over the run
@@ -82,12 +83,12 @@ class Guardrails:
         except KeyError:
             return 0.0
 
-    def _book_frame(self, ev: useq.MDAEvent) -> None:
+    def _book_frame(self, ev: useq.MDAEvent, sign: float = 1.0) -> None:
         ch = ev.channel.config if ev.channel else ""
         if self._kind.get(ch) != "fluorescence":
             return
         pos = parent_position(_event_position(ev))
-        s = self._exposure(ev) / 1000.0
+        s = sign * self._exposure(ev) / 1000.0
         self.dose_s[pos] += s
         self.dose_ch_s[f"{pos}/{ch}"] += s
 
@@ -167,12 +168,25 @@ class Guardrails:
         return None
 
     def commit(self, decision: Decision, now_s: float) -> None:
-        """Book a decision that passed `check` (and was sent)."""
+        """Book a decision that passed `check`, before it is sent.
+
+        Decisions fired together are checked one after the other against what
+        the ones before them booked, so a batch can never exceed a limit.
+        """
         self.sent_at = [t for t in self.sent_at if now_s - t < 60.0] + [now_s]
         if isinstance(decision, AddEvents):
             self.extra_frames += len(decision.events)
             for ev in decision.events:
                 self._book_frame(ev)
+
+    def release(self, decision: Decision, now_s: float) -> None:
+        """Give back what `commit` booked for a decision the agent refused."""
+        if now_s in self.sent_at:
+            self.sent_at.remove(now_s)
+        if isinstance(decision, AddEvents):
+            self.extra_frames -= len(decision.events)
+            for ev in decision.events:
+                self._book_frame(ev, sign=-1.0)
 
     def usage(self) -> dict[str, Any]:
         """Return what has been booked: added frames, fluorescence seconds per position."""

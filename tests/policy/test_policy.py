@@ -250,3 +250,19 @@ def test_recentre_without_a_cell_raises_so_the_rule_is_disabled() -> None:
     engine = PolicyEngine([rule], PROFILE)
     assert engine.evaluate(obs(0, [1])) == []
     assert "recentre needs a trigger that fires on a cell" in engine.disabled["bad"]
+
+
+def test_decisions_fired_together_are_checked_against_each_other() -> None:
+    prof = PROFILE.replace(
+        light_dose={**PROFILE.light_dose.model_dump(), "max_extra_frames_per_run": 12},
+        guardrails={"min_interval_s": 1.0, "max_decisions_per_min": 2},
+    )
+    rule = Rule("closeup", {"mitosis": {"frames": 1}}, CLOSEUP)  # 6 frames each
+    engine = PolicyEngine([rule], prof)
+    verdicts = engine.evaluate(obs(0, [1, 2, 3, 4, 5], [0.9] * 5))
+    assert [v.ok for v in verdicts] == [True, True, False, False, False]
+    assert all("rate" in v.reason or "frame budget" in v.reason for v in verdicts[2:])
+    assert engine.guardrails.extra_frames == 12
+    engine.refused(verdicts[0], 0.0)  # the agent refused one: its budget comes back
+    assert engine.guardrails.extra_frames == 6
+    assert len(engine.guardrails.sent_at) == 1

@@ -1,0 +1,75 @@
+"""Trigger scoring against simulated ground truth: what counts as right, on a made-up run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from livescope.pipeline import evaluate_triggers
+from livescope.schema import load_profile
+
+PROFILE = load_profile("sim")  # mitosis 1800 s: anaphase (daughters) 540 s
+
+
+def _run(tmp_path: Path, triggers: list[tuple[int, int, int]]) -> Path:
+    """Two cells over 4 time points 120 s apart: cell 1 enters mitosis at 100 s, cell 2 never.
+
+    ``triggers``: (t, y, x) of each mitosis firing.
+    """
+    truth = tmp_path / "ground_truth"
+    (truth / "p0" / "cell_ids").mkdir(parents=True)
+    lineage = [
+        {"cell_id": 1, "parent_id": 0, "birth_s": -500.0, "end_s": None, "fate": "alive",
+         "mitosis_onset_s": 100.0, "apoptosis_onset_s": None},
+        {"cell_id": 2, "parent_id": 0, "birth_s": -500.0, "end_s": None, "fate": "alive",
+         "mitosis_onset_s": None, "apoptosis_onset_s": None},
+    ]  # fmt: skip
+    (truth / "lineage.json").write_text(json.dumps(lineage))
+    frames = []
+    for t in range(4):
+        m = np.zeros((64, 64), np.uint16)
+        m[10:20, 10:20] = 1
+        m[40:50, 40:50] = 2
+        tifffile.imwrite(truth / "p0" / "cell_ids" / f"t{t:04d}.tif", m)
+        frames.append({"seq": t, "position": "p0", "index": {"t": t}, "added_by": None,
+                       "sample_time_s": 120.0 * t, "channel": "DAPI"})  # fmt: skip
+    (tmp_path / "frames.jsonl").write_text("".join(json.dumps(f) + "\n" for f in frames))
+    (tmp_path / "results").mkdir()
+    fired = [
+        {"rule": "m", "trigger": "mitosis", "position": "p0", "t": t, "y": y, "x": x,
+         "sample_time_s": 120.0 * t, "verdict": "accepted"}
+        for t, y, x in triggers
+    ]  # fmt: skip
+    (tmp_path / "results" / "policy.jsonl").write_text("".join(json.dumps(f) + "\n" for f in fired))
+    return tmp_path
+
+
+def test_one_right_trigger_is_precision_and_recall_one(tmp_path: Path) -> None:
+    ev = evaluate_triggers(_run(tmp_path, [(2, 15, 15)]), PROFILE)
+    assert ev["precision"] == 1.0
+    assert ev["recall"] == 1.0
+    assert ev["mitosis_to_trigger_s"] == 240 - 100
+    assert ev["mitoses_observable"] == 1  # cell 1 is mitotic at t = 1, 2, 3
+
+
+def test_repeats_and_wrong_cells_count_against_precision(tmp_path: Path) -> None:
+    # the mitosis triggered three times, the interphase cell once, a trigger before onset once
+    ev = evaluate_triggers(
+        _run(tmp_path, [(0, 15, 15), (1, 15, 15), (2, 15, 15), (3, 15, 15), (2, 45, 45)]),
+        PROFILE,
+    )
+    assert ev["triggers_fired"] == 5
+    assert ev["triggers_correct"] == 3  # on a mitotic cell at that time
+    assert ev["duplicate_triggers"] == 2
+    assert ev["precision"] == 0.2  # one useful trigger out of five
+    assert ev["recall"] == 1.0
+    assert ev["mitosis_to_trigger_s"] == 120 - 100
+
+
+def test_no_trigger_is_recall_zero(tmp_path: Path) -> None:
+    ev = evaluate_triggers(_run(tmp_path, []), PROFILE)
+    assert ev["precision"] is None
+    assert ev["recall"] == 0.0

@@ -1,0 +1,64 @@
+"""The worker's bookkeeping without a run: fields of a plan, resuming after a kill."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from livescope.pipeline import PipelineWorker, WorkerConfig
+
+NO_ENGINES = WorkerConfig(segmenter=None, stain=None, states=None, overlay=False)
+
+
+def test_fields_of_a_plan_that_skips_channels(tmp_path: Path) -> None:
+    (tmp_path / "plan.yaml").write_text(
+        "stage_positions: [{x: 0, y: 0, name: A}]\n"
+        "channels: [{config: Phase}, {config: DAPI, acquire_every: 3}]\n"
+        "time_plan: {interval: 60, loops: 4}\n"
+    )
+    w = PipelineWorker(tmp_path, NO_ENGINES)
+    try:
+        assert dict(w.expected) == {("A", 0): 2, ("A", 1): 1, ("A", 2): 1, ("A", 3): 2}
+    finally:
+        w._finish()
+
+
+def test_a_resumed_worker_drops_what_the_killed_one_half_stored(tmp_path: Path) -> None:
+    res = tmp_path / "results"
+    res.mkdir()
+    (res / "state.json").write_text(json.dumps(
+        {"version": 1, "run_id": "r", "done": {"p0": 4}, "counts": {}, "trackers": {},
+         "class_cols": []}
+    ))  # fmt: skip
+    (res / "policy_state.json").write_text(json.dumps(
+        {"version": 1, "decided": {"p0": 5}, "policy": {"policies": {}, "disabled": {},
+         "guardrails": {"dose_s": {}, "dose_ch_s": {}, "extra_frames": 8, "sent_at": [1.0]}}}
+    ))  # fmt: skip
+    header = "position,t,seq,sample_time_s,label,track\n"
+    rows = "".join(f"p0,{t},{t},0,1,1\n" for t in range(6))
+    (res / "cells.csv").write_text(header + rows)
+    (res / "latency.jsonl").write_text(
+        "".join(json.dumps({"position": "p0", "t": t, "ms": {}}) + "\n" for t in range(6))
+    )
+    (res / "policy.jsonl").write_text(
+        "".join(json.dumps({"position": f"p0~r-{t}" if t else "p0", "t": t}) + "\n"
+                for t in range(6))
+    )  # fmt: skip
+    w = PipelineWorker(tmp_path, NO_ENGINES, resume=True)
+    try:
+        assert w.done == {"p0": 4}
+        assert w.decided == {"p0": 5}
+        assert w.policy.guardrails.extra_frames == 8  # the decisions already sent stay booked
+        assert (res / "cells.csv").read_text() == header + "".join(
+            f"p0,{t},{t},0,1,1\n" for t in range(5)
+        )
+        assert [json.loads(x)["t"] for x in (res / "latency.jsonl").read_text().splitlines()] == [
+            0,
+            1,
+            2,
+            3,
+            4,
+        ]
+        assert len((res / "policy.jsonl").read_text().splitlines()) == 6  # t 5 was decided
+    finally:
+        w._finish(failed=True)
