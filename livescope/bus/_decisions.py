@@ -190,8 +190,8 @@ class DecisionClient:
         for d in decisions:
             try:
                 out.append(self._wait(d.decision_id, max(0.0, deadline - time.monotonic())))
-            except LivescopeError as exc:
-                out.append(exc)
+            except LivescopeError:
+                out.append(LivescopeError(f"no acknowledgement from the agent within {timeout} s"))
         return out
 
     def send_raw(self, body: bytes, timeout: float = 5.0) -> DecisionAck:

@@ -30,6 +30,7 @@ frames never collide with the plan's.
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -522,10 +523,38 @@ class Rule:
         self.trigger.restore(state.get("trigger", {}))
 
 
+def _python_policy(item: dict[str, Any], where: str) -> Policy:
+    """Return a policy written in Python: ``{name, python: "module:factory", args: {...}}``."""
+    if unknown := sorted(set(item) - {"name", "python", "args"}):
+        raise LivescopeError(f"{where}: unknown field(s) {unknown} for a Python policy")
+    name, target, args = item.get("name"), item["python"], item.get("args") or {}
+    if not isinstance(name, str) or not name or not isinstance(args, dict):
+        raise LivescopeError(f"{where}: a Python policy needs a name and args as a mapping")
+    module_name, _, attr = str(target).partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise LivescopeError(f"{where} ({name}): cannot import {target!r}: {exc}") from None
+    try:
+        policy = factory(name=name, **args)
+    except Exception as exc:  # noqa: BLE001 (the user's code: report what it raised)
+        raise LivescopeError(f"{where} ({name}): {target}(...) raised {exc!r}") from None
+    if not isinstance(policy, Policy) or policy.name != name:
+        raise LivescopeError(
+            f"{where} ({name}): {target} must return a policy (a decide() method and "
+            f"name == {name!r})"
+        )
+    return policy
+
+
 def rules_from_spec(
     spec: object, *, channel_group: str = "Channel", source: str = "plan"
-) -> list[Rule]:
-    """Build rules from a plan's ``policies:`` list.
+) -> list[Policy]:
+    """Build the policies of a plan's ``policies:`` list.
+
+    Each entry is a declared rule (``name``, ``when``, ``do``, cooldowns) or a
+    Python policy (``name``, ``python: "package.module:factory"``, ``args``):
+    ``factory(name=..., **args)`` must return a `Policy`.
 
     Raises
     ------
@@ -539,12 +568,15 @@ def rules_from_spec(
         raise LivescopeError(
             f"{source}: policies must be a list of rules, got {type(spec).__name__}"
         )
-    rules: list[Rule] = []
+    rules: list[Policy] = []
     known = {"name", "when", "do", "cooldown_s", "cooldown_radius_um", "max_fires"}
     for i, item in enumerate(spec):
         where = f"{source}: policies.{i}"
         if not isinstance(item, dict):
             raise LivescopeError(f"{where}: a rule is a mapping with name, when, do")
+        if "python" in item:
+            rules.append(_python_policy(item, where))
+            continue
         if unknown := sorted(set(item) - known):
             raise LivescopeError(f"{where}: unknown field(s) {unknown}; known: {sorted(known)}")
         for req in ("name", "when", "do"):

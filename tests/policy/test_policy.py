@@ -266,3 +266,37 @@ def test_decisions_fired_together_are_checked_against_each_other() -> None:
     engine.refused(verdicts[0], 0.0)  # the agent refused one: its budget comes back
     assert engine.guardrails.extra_frames == 6
     assert len(engine.guardrails.sent_at) == 1
+
+
+def test_a_python_policy_declared_in_the_plan() -> None:
+    spec = [
+        {
+            "name": "empty",
+            "python": "tests.policy.example_policy:EmptyField",
+            "args": {"frames": 2},
+        },
+        {"name": "closeup", "when": {"mitosis": {"frames": 1}}, "do": {"record": {}}},
+    ]
+    policies = rules_from_spec(spec)
+    engine = PolicyEngine(policies, PROFILE)
+    assert engine.evaluate(obs(0, [])) == []
+    (v,) = engine.evaluate(obs(1, []))
+    assert v.ok
+    assert v.firing.decision.type == "stop_position"  # type: ignore[union-attr]
+    assert engine.state()["policies"]["empty"] == {"p0": 2}
+
+
+@pytest.mark.parametrize(
+    ("item", "expected"),
+    [
+        ({"name": "x", "python": "tests.policy.nope:Foo"}, "cannot import"),
+        ({"name": "x", "python": "tests.policy.example_policy:Nope"}, "cannot import"),
+        ({"name": "x", "python": "tests.policy.example_policy:EmptyField", "args": {"n": 1}},
+         "raised TypeError"),
+        ({"name": "x", "python": "json:dumps"}, "raised TypeError"),
+        ({"name": "x", "python": "builtins:dict"}, "must return a policy"),
+    ],
+)  # fmt: skip
+def test_a_bad_python_policy_is_a_clear_error(item: dict, expected: str) -> None:
+    with pytest.raises(LivescopeError, match=expected):
+        rules_from_spec([item], source="plan.yaml")
