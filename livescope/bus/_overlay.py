@@ -23,6 +23,7 @@ labels), ``stain`` (float32 or float16 virtual stain).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -38,7 +39,7 @@ from numpy.typing import NDArray
 
 from livescope.schema import HeaderError, LivescopeError
 
-from ._endpoints import BusSecurity, bind, local_endpoint, subscribe
+from ._endpoints import BusSecurity, bind, connect, local_endpoint, subscribe
 from ._overlay_wire import (
     OVERLAY_DTYPES,
     OVERLAY_FILE,
@@ -307,6 +308,10 @@ class OverlaySubscriber:
         rcvhwm: int = 16,
     ) -> None:
         self.endpoint, self.run_id = _resolve(source, timeout_s)
+        self._file: Path | None = None  # followed: a restarted worker binds a new endpoint
+        if not (isinstance(source, str) and "://" in source):
+            p = Path(source)
+            self._file = p if p.suffix == ".json" and not p.is_dir() else p / OVERLAY_FILE
         self.security = security
         self.rcvhwm = rcvhwm
         self.counts = Counter[str]()
@@ -339,8 +344,12 @@ class OverlaySubscriber:
         self._ready.set()
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
+        next_check = time.monotonic() + 0.5
         try:
             while not self._stop.is_set():
+                if self._file is not None and time.monotonic() > next_check:
+                    next_check = time.monotonic() + 0.5
+                    self._follow(sock)
                 if not poller.poll(50):
                     continue
                 for _ in range(1024):  # everything queued now; the newest stays
@@ -361,6 +370,22 @@ class OverlaySubscriber:
             if self.security is not None:
                 self.security.release(ctx)
             ctx.term()
+
+    def _follow(self, sock: zmq.Socket[Any]) -> None:
+        """Connect to the endpoint a restarted worker wrote into overlay.json, if it moved."""
+        assert self._file is not None
+        try:
+            endpoint, run_id = _resolve(self._file, 0.0)
+        except LivescopeError:
+            return  # gone (the worker stopped) or being rewritten: look again later
+        if endpoint == self.endpoint or run_id != self.run_id:
+            return
+        with contextlib.suppress(zmq.ZMQError):
+            sock.disconnect(self.endpoint)
+        connect(sock, endpoint, self.security)
+        logger.info("overlay moved to %s (the worker was restarted)", endpoint)
+        self.endpoint = endpoint
+        self.counts["reconnected"] += 1
 
     def _receive(self, parts: list[zmq.Frame]) -> None:
         t_rx = time.monotonic_ns()
@@ -401,7 +426,7 @@ class OverlaySubscriber:
     def stats(self) -> dict[str, Any]:
         """Counters: ``messages``, ``received``, ``rejected``, ``replaced``, ``errors``."""
         out: dict[str, Any] = {"endpoint": self.endpoint, "run_id": self.run_id}
-        for key in ("messages", "received", "rejected", "replaced", "errors"):
+        for key in ("messages", "received", "rejected", "replaced", "errors", "reconnected"):
             out[key] = int(self.counts[key])
         out["positions"] = self.positions()
         out["alive"] = self._thread.is_alive()

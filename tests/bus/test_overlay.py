@@ -284,3 +284,28 @@ def test_bad_messages_are_counted_not_fatal(tmp_path: Path) -> None:
     finally:
         pub.close(0)
         ctx.term()
+
+
+def test_subscriber_follows_a_restarted_publisher(tmp_path: Path) -> None:
+    import numpy as np
+
+    from livescope.bus import OverlayPublisher, OverlaySubscriber
+
+    header = {"seq": 1, "position": "p0", "t": 0, "sample_time_s": 0.0, "cells": [],
+              "tails": {}, "decisions": []}  # fmt: skip
+    arrays = {"labels": np.ones((8, 8), np.int32)}
+    first = OverlayPublisher("run-x", run_dir=tmp_path)
+    with OverlaySubscriber(tmp_path) as sub:
+        old = sub.endpoint
+        first.close()  # the worker dies ...
+        with OverlayPublisher("run-x", run_dir=tmp_path) as second:  # ... and is restarted
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                second.publish({**header, "seq": 2}, arrays)
+                msg = sub.latest("p0")
+                if msg is not None and msg.header["seq"] == 2:
+                    break
+                time.sleep(0.05)
+            assert sub.endpoint != old
+            assert sub.latest("p0").header["seq"] == 2
+            assert sub.stats()["reconnected"] == 1
