@@ -34,6 +34,7 @@ import gc
 import json
 import logging
 import os
+import queue
 import sys
 import threading
 import time
@@ -119,6 +120,18 @@ class WorkerConfig:
         if unknown := sorted(set(data) - known):
             raise LivescopeError(f"worker config: unknown key(s) {unknown}")
         return cls(**data)
+
+
+@dataclass
+class _StoreJob:
+    fld: _Field
+    res: FrameResult
+    obs: Observation
+    verdicts: list[Verdict]
+    acks: dict[int, tuple[str, bool, str]]
+    ms: dict[str, float]
+    state: dict[str, Any]
+    policy_state: str
 
 
 @dataclass
@@ -218,33 +231,34 @@ class PipelineWorker:
                 target=self._watch_parent, name="livescope-parent", daemon=True
             ).start()
         self._acks: dict[int, tuple[str, bool, str]] = {}
+        self._tracker_states: dict[str, dict[str, Any]] = {
+            p: tr.state() for p, tr in self.analyzer.trackers.items()
+        }
+        self._store_q: queue.Queue[_StoreJob | None] = queue.Queue()
+        self._store_error: BaseException | None = None
+        self._store_thread = threading.Thread(target=self._store_loop, name="livescope-store",
+                                              daemon=True)  # fmt: skip
+        self._store_thread.start()
 
     # ------------------------------------------------------------ state
 
     def _state_path(self) -> Path:
         return self.results / "state.json"
 
-    def _save_state(self) -> None:
+    def _save_state(self, state: dict[str, Any] | None = None) -> None:
         """Trackers and the last analysed field of each position (after a field is stored)."""
-        state = {
-            "version": 1,
-            "run_id": self.run_id,
-            "done": self.done,
-            "counts": dict(self.counts),
-            "trackers": {p: tr.state() for p, tr in self.analyzer.trackers.items()},
-            "class_cols": self._class_cols,
-        }
+        state = dict(state if state is not None else self._snapshot())
+        state["class_cols"] = self._class_cols
         _write_atomic(self._state_path(), json.dumps(state))
 
-    def _save_policy_state(self) -> None:
-        """Policies and guardrail budgets, as soon as a field's decisions are sent.
+    def _policy_snapshot(self) -> dict[str, Any]:
+        """Return the policies' and guardrails' state as of the field just decided.
 
-        Saved apart from the trackers so that a worker killed between sending a
-        decision and storing the field's results neither sends it twice nor
-        forgets the light and frames it booked.
+        Written apart from the trackers' (at once when a decision went out) so
+        that a worker killed between sending a decision and storing the field's
+        results neither sends it twice nor forgets the light and frames it booked.
         """
-        state = {"version": 1, "decided": self.decided, "policy": self.policy.state()}
-        _write_atomic(self.results / "policy_state.json", json.dumps(state))
+        return {"version": 1, "decided": dict(self.decided), "policy": self.policy.state()}
 
     def _restore(self) -> None:
         path = self._state_path()
@@ -509,7 +523,9 @@ class PipelineWorker:
         sent = self._send(verdicts, obs)
         t_decided = time.monotonic_ns()  # every decision answered (or timed out)
         self.decided[fld.position] = fld.t
-        self._save_policy_state()
+        policy_state = json.dumps(self._policy_snapshot())  # now: the policies change next field
+        if verdicts:  # a decision went out: its budget and cooldown are saved before anything
+            _write_atomic(self.results / "policy_state.json", policy_state)
         ms: dict[str, float] = {k: round(v, 3) for k, v in res.ms.items()}
         engines_ms = sum(res.ms.values())
         ms["engines"] = round(engines_ms, 3)
@@ -534,19 +550,56 @@ class PipelineWorker:
                 ms["decision_enqueued"] = round(
                     float(np.median([(a - s) / 1e6 for s, a, _ in sent])), 3
                 )
-        self._store(fld, res, obs, verdicts, sent, ms)
-        self._publish(fld, res, obs, verdicts, sent)
-        ms["store"] = round((time.monotonic_ns() - t_decided) / 1e6, 3)
-        self._latency_log.write(json.dumps({"position": fld.position, "t": fld.t,
-                                            "seq": int(h.get("seq", -1)), "live": fld.live,
-                                            "ms": ms}) + "\n")  # fmt: skip
-        self._latency_log.flush()
         self.done[fld.position] = fld.t
         self.counts["fields_analysed"] += 1
         self.counts["frames_analysed"] += len(fld.frames)
         self.counts["cells"] += len(obs.cells)
-        self._save_state()
+        self._tracker_states[fld.position] = self.analyzer.trackers[fld.position].state() if (
+            fld.position in self.analyzer.trackers) else {}  # fmt: skip
+        # results, overlay and state are written by the store thread, off the decision path
+        job = _StoreJob(
+            fld, res, obs, verdicts, dict(self._acks), ms, self._snapshot(), policy_state
+        )
+        self._store_q.put(job)
         self._engine_spans.append((t_a0, t_analysed))
+        if self._store_error is not None:
+            raise LivescopeError(f"storing results failed: {self._store_error}")
+
+    def _snapshot(self) -> dict[str, Any]:
+        """Return the state as of now, for the store thread to save once the field is stored."""
+        return {
+            "version": 1,
+            "run_id": self.run_id,
+            "done": dict(self.done),
+            "counts": dict(self.counts),
+            "trackers": {p: st for p, st in self._tracker_states.items() if st},
+        }
+
+    def _store_loop(self) -> None:
+        while (job := self._store_q.get()) is not None:
+            if self._store_error is not None:
+                continue  # the worker is failing; state is not saved past the error
+            try:
+                t0 = time.perf_counter()
+                self._store(job.fld, job.res, job.obs, job.verdicts, job.acks)
+                self._publish(job.fld, job.res, job.obs, job.verdicts, job.acks)
+                job.ms["store"] = round(1000 * (time.perf_counter() - t0), 3)
+                self._latency_log.write(json.dumps({
+                    "position": job.fld.position, "t": job.fld.t,
+                    "seq": int(job.fld.header.get("seq", -1)), "live": job.fld.live,
+                    "ms": job.ms}) + "\n")  # fmt: skip
+                self._latency_log.flush()
+                self._save_state(job.state)
+                _write_atomic(self.results / "policy_state.json", job.policy_state)
+            except Exception as exc:
+                logger.exception("storing field %s t=%d failed", job.fld.position, job.fld.t)
+                self._store_error = exc
+
+    def _drain_store(self) -> None:
+        """Wait until every field handed to the store thread is written."""
+        if self._store_thread.is_alive():
+            self._store_q.put(None)
+            self._store_thread.join()
 
     def _observation(
         self, fld: _Field, res: FrameResult, nuclear_frame: NDArray[Any] | None, px: float | None
@@ -657,7 +710,7 @@ class PipelineWorker:
 
     def _store(
         self, fld: _Field, res: FrameResult, obs: Observation, verdicts: list[Verdict],
-        sent: list[tuple[int, int, Any]], ms: dict[str, float],
+        acks: dict[int, tuple[str, bool, str]],
     ) -> None:  # fmt: skip
         h = fld.header
         c = obs.cells
@@ -691,8 +744,8 @@ class PipelineWorker:
         for i, v in enumerate(verdicts):
             f = v.firing
             stage, ok, reason = v.stage, v.ok, v.reason
-            if i in self._acks:
-                stage, ok, reason = self._acks[i]
+            if i in acks:
+                stage, ok, reason = acks[i]
             verdict = "recorded" if v.stage == "record" else "accepted" if ok else "rejected"
             self.counts[f"firings_{verdict}"] += 1
             if stage == "guardrail":
@@ -713,7 +766,7 @@ class PipelineWorker:
 
     def _publish(
         self, fld: _Field, res: FrameResult, obs: Observation, verdicts: list[Verdict],
-        sent: list[tuple[int, int, Any]],
+        acks: dict[int, tuple[str, bool, str]],
     ) -> None:  # fmt: skip
         c = obs.cells
         tails = self.tails.setdefault(fld.position, {})
@@ -744,8 +797,8 @@ class PipelineWorker:
             "tails": {str(t): [list(p) for p in d] for t, d in tails.items()},
             "decisions": [
                 {"rule": v.firing.rule, "y": v.firing.y, "x": v.firing.x,
-                 "accepted": bool(self._acks.get(i, ("", v.ok, ""))[1]),
-                 "reason": str(self._acks.get(i, ("", v.ok, v.reason))[2])}
+                 "accepted": bool(acks.get(i, ("", v.ok, ""))[1]),
+                 "reason": str(acks.get(i, ("", v.ok, v.reason))[2])}
                 for i, v in enumerate(verdicts)
             ],
         }  # fmt: skip
@@ -761,6 +814,8 @@ class PipelineWorker:
         After a failure no state is saved: a restarted worker redoes the field
         that was in hand from the last state saved.
         """
+        self._drain_store()
+        failed = failed or self._store_error is not None
         stats: dict[str, Any] = {}
         if self.link is not None:
             stats = self.link.frames.stats()

@@ -179,6 +179,15 @@ class _Track:
         return self.pos[-1][1], self.pos[-1][2]
 
 
+def _track_state(tr: _Track) -> dict[str, Any]:
+    """Return a track's fields, lists copied (``asdict`` deep-copies every tuple: 10x slower)."""
+    return {
+        "id": tr.id, "parent": tr.parent, "born": tr.born, "last_seen": tr.last_seen,
+        "pos": list(tr.pos), "areas": list(tr.areas), "velocity": tr.velocity, "seen": tr.seen,
+        "ended": tr.ended, "on_border": tr.on_border,
+    }  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Division:
     """``parent`` ends at ``frame - 1``; ``daughters`` begin at ``frame`` or later."""
@@ -306,7 +315,7 @@ class OnlineTracker:
             "config": asdict(self.config),
             "frame": s.frame,
             "next_id": s.next_id,
-            "tracks": [asdict(tr) for tr in s.tracks.values()],
+            "tracks": [_track_state(tr) for tr in s.tracks.values()],
             "parents": {str(k): v for k, v in s.parents.items()},
             "first_frame": {str(k): v for k, v in s.first_frame.items()},
             "last_frame": {str(k): v for k, v in s.last_frame.items()},
