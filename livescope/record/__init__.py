@@ -1,19 +1,33 @@
 """Recording: OME-Zarr runs with per-frame event metadata, and Cell Tracking Challenge I/O."""
 
 from ._ctc import CtcTrack, read_ctc, relabel_for_ctc, write_ctc
+from ._datasets import (
+    DATASET_DTYPES,
+    Dataset,
+    DatasetError,
+    FrameKey,
+    RecordedFrame,
+    open_dataset,
+)
 from ._decisions import DECISIONS_FILE, DecisionLog, read_decisions
 from ._protocol import PSink
 from ._zarr import FRAMES_FILE, ZARR_NAME, OmeZarrWriter, RecordingReader, read_frames
 
 __all__ = [
+    "DATASET_DTYPES",
     "DECISIONS_FILE",
     "FRAMES_FILE",
     "ZARR_NAME",
     "CtcTrack",
+    "Dataset",
+    "DatasetError",
     "DecisionLog",
+    "FrameKey",
     "OmeZarrWriter",
     "PSink",
+    "RecordedFrame",
     "RecordingReader",
+    "open_dataset",
     "read_ctc",
     "read_decisions",
     "read_frames",

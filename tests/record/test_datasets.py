@@ -1,0 +1,123 @@
+"""Recorded datasets opened for replay: livescope recordings and CTC folders, and bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from livescope.record import DatasetError, FrameKey, open_dataset, read_frames
+from livescope.schema import data_root, load_profile
+from livescope.scope import demo_sequence, run_simulated
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("rec") / "run"
+    prof = load_profile("sim")
+    run_simulated(prof, demo_sequence(prof, timepoints=3, positions=2), out)
+    return out
+
+
+def test_a_livescope_recording_replays_every_logged_frame(recording: Path) -> None:
+    with open_dataset(recording) as ds:
+        assert ds.format == "livescope"
+        assert len(ds.frames) == 3 * 2 * 2
+        assert ds.positions == ["p0", "p1"]
+        assert ds.channels == ["Phase", "DAPI"]
+        (f,) = [f for f in ds.frames if f.key == FrameKey("p0", 1, "DAPI", 0)]
+        assert ds.frames.index(f) == 5  # acquisition order: t, p, c
+        assert f.sample_time_s == pytest.approx(120.0)
+        assert f.pixel_size_um == pytest.approx(0.65)
+        root = zarr.open_group(recording / "data.ome.zarr", mode="r")
+        assert np.array_equal(ds.read(f.key), root["0/0"][1, 1, 0])
+        assert ds.warnings == []
+        with pytest.raises(DatasetError, match="no recorded frame"):
+            ds.read(FrameKey("p0", 9, "DAPI", 0))
+
+
+def test_a_recording_cut_mid_write_replays_up_to_its_last_frame(
+    recording: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    cut = tmp_path / "cut"
+    shutil.copytree(recording, cut)
+    log = (cut / "frames.jsonl").read_text()
+    lines = log.splitlines(keepends=True)
+    (cut / "frames.jsonl").write_text("".join(lines[:7]) + lines[7][:40])  # killed mid-line
+    (cut / "summary.json").unlink()
+    with open_dataset(cut) as ds:
+        assert len(ds.frames) == 7
+        assert "did not finish" in ds.warnings[0]
+        assert ds.read(ds.frames[-1].key).shape == (512, 512)
+    assert len(read_frames(cut)) == 7
+
+
+def _ctc(folder: Path, frames: dict[int, np.ndarray]) -> Path:
+    folder.mkdir()
+    for t, image in frames.items():
+        tifffile.imwrite(folder / f"t{t:03d}.tif", image)
+    return folder
+
+
+def test_a_ctc_folder_is_one_position_and_channel(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    images = {t: rng.integers(0, 4000, (32, 48), dtype=np.uint16) for t in (0, 1, 3)}
+    with open_dataset(_ctc(tmp_path / "01", images), channel="DAPI", interval_s=300) as ds:
+        assert ds.format == "ctc"
+        assert [f.key for f in ds.frames] == [FrameKey("p0", t, "DAPI") for t in (0, 1, 3)]
+        assert [f.sample_time_s for f in ds.frames] == [0, 300, 900]
+        assert np.array_equal(ds.read(FrameKey("p0", 3, "DAPI")), images[3])
+        assert ds.warnings == [f"{tmp_path / '01'}: frames 2..2 are missing (t003.tif follows)"]
+
+
+def test_an_unreadable_ctc_frame_ends_the_replay_with_a_warning(tmp_path: Path) -> None:
+    folder = _ctc(tmp_path / "01", {0: np.ones((8, 8), np.uint8), 1: np.ones((8, 8), np.uint8)})
+    (folder / "t002.tif").write_bytes(b"II*\x00garbage")
+    with open_dataset(folder) as ds:
+        assert len(ds.frames) == 2
+        assert "t002.tif: cannot be read" in ds.warnings[0]
+
+
+@pytest.mark.parametrize(
+    ("image", "expected"),
+    [
+        (np.ones((8, 8), np.float32), "pixel type float32 is not supported"),
+        (np.ones((8, 8, 3), np.uint8), "frames of shape (8, 8, 3) are not supported"),
+        (np.ones((2, 8, 8), np.uint16), "frames of shape (2, 8, 8) are not supported"),
+    ],
+)
+def test_unsupported_frames_are_refused_naming_the_file(
+    tmp_path: Path, image: np.ndarray, expected: str
+) -> None:
+    folder = _ctc(tmp_path / "01", {0: image})
+    with pytest.raises(DatasetError, match=r"t000\.tif: ") as err:
+        open_dataset(folder)
+    assert expected in str(err.value)
+
+
+def test_other_inputs_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="no such file or folder"):
+        open_dataset(tmp_path / "nope")
+    (tmp_path / "nd").mkdir()
+    (tmp_path / "nd" / "NDTiff.index").write_bytes(b"")
+    with pytest.raises(DatasetError, match="NDTiff datasets cannot be replayed yet"):
+        open_dataset(tmp_path / "nd")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="not a dataset livescope can replay"):
+        open_dataset(tmp_path / "empty")
+
+
+def test_gowt1_sequence_opens_as_a_ctc_folder() -> None:
+    root = data_root()
+    if root is None or not (root / "ctc-Fluo-N2DH-GOWT1" / "01").is_dir():
+        pytest.skip("LIVESCOPE_DATA with ctc-Fluo-N2DH-GOWT1 is not available")
+    with open_dataset(root / "ctc-Fluo-N2DH-GOWT1" / "01") as ds:
+        assert len(ds.frames) == 92
+        assert ds.frames[0].shape == (1024, 1024)
+        assert ds.frames[0].dtype == "uint8"
+        assert ds.read(ds.frames[-1].key).shape == (1024, 1024)
