@@ -10,7 +10,10 @@ far:
 * ``ctc``: a Cell Tracking Challenge image folder (``t000.tif``, ``t001.tif``, ...),
   one position and one channel, ``interval_s`` apart.
 
-NDTiff, OME-TIFF and OME-Zarr are refused with a message saying so. Only
+* ``ome-tiff``: an OME-TIFF file, one series per position, T/C/Z planes of YX
+  (a file cut short, without its OME metadata, is refused).
+
+NDTiff and OME-Zarr are refused with a message saying so. Only
 monochrome uint8 and uint16 frames are replayed; anything else is refused with the
 file named. Problems that do not stop a replay (a gap in a CTC numbering, a frame
 whose checksum differs from the log) are listed in `Dataset.warnings`.
@@ -19,6 +22,7 @@ whose checksum differs from the log) are listed in `Dataset.warnings`.
 from __future__ import annotations
 
 import re
+import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,10 +117,19 @@ class Dataset:
                 if msg not in self.warnings:
                     self.warnings.append(msg)
             return image
+        if self.format == "ome-tiff":
+            series, plane = self._index[key]
+            try:
+                image = np.asarray(self._source.series[series].pages[plane].asarray())
+            except (OSError, ValueError, IndexError) as exc:
+                raise DatasetError(f"{self.path}: {key} cannot be read ({exc!r})") from None
+            return image.reshape(image.shape[-2:]) if image.ndim == 3 else image
         return _read_tiff_2d(self._index[key])
 
     def close(self) -> None:
         """Release the dataset's files."""
+        if self.format == "ome-tiff" and self._source is not None:
+            self._source.close()
         self._source = None
 
     def __enter__(self) -> Dataset:
@@ -154,8 +167,8 @@ def open_dataset(
         raise DatasetError(f"{p}: NDTiff datasets cannot be replayed yet (issue 8)")
     if p.is_dir() and ((p / "zarr.json").is_file() or (p / ".zattrs").is_file()):
         raise DatasetError(f"{p}: OME-Zarr datasets cannot be replayed yet (issue 8)")
-    if p.is_file() and p.name.lower().endswith((".ome.tif", ".ome.tiff")):
-        raise DatasetError(f"{p}: OME-TIFF files cannot be replayed yet (issue 8)")
+    if p.is_file() and p.suffix.lower() in (".tif", ".tiff"):
+        return _open_ome_tiff(p, interval_s, pixel_size_um)
     if p.is_dir() and any(_CTC_NAME.match(f.name) for f in p.iterdir()):
         return _open_ctc(p, channel, interval_s, pixel_size_um)
     raise DatasetError(
@@ -246,6 +259,80 @@ def _open_ctc(p: Path, channel: str, interval_s: float, pixel_size_um: float | N
     if not frames:
         raise DatasetError(f"{p}: no readable tNNN.tif frame")
     return Dataset(p, "ctc", frames, warnings=warnings, _index=index)
+
+
+_UNIT_UM = {None: 1.0, "µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3}
+
+
+def _open_ome_tiff(p: Path, interval_s: float, pixel_size_um: float | None) -> Dataset:
+    """One series per position; planes in the order of the series' leading axes (T, C, Z)."""
+    import logging
+
+    import tifffile
+
+    logged: list[str] = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            logged.append(record.getMessage())
+
+    handler = _Collect(logging.WARNING)
+    log = logging.getLogger("tifffile")
+    log.addHandler(handler)
+    try:
+        tf = tifffile.TiffFile(p)
+    except (OSError, ValueError, struct.error, tifffile.TiffFileError) as exc:
+        raise DatasetError(f"{p}: not a readable TIFF ({exc!r})") from None
+    finally:
+        log.removeHandler(handler)
+    try:
+        if logged:
+            raise DatasetError(f"{p}: truncated or damaged TIFF ({logged[0]})")
+        if not tf.is_ome:
+            raise DatasetError(f"{p}: no OME metadata; cannot tell time, channel and z apart")
+        images = tifffile.xml2dict(tf.ome_metadata or "")["OME"]["Image"]
+        images = images if isinstance(images, list) else [images]
+        frames: list[RecordedFrame] = []
+        index: dict[FrameKey, Any] = {}
+        for i, series in enumerate(tf.series):
+            axes, shape = series.get_axes(False), series.get_shape(False)
+            lead = axes[: axes.index("Y")] if "Y" in axes else axes
+            if axes[len(lead) :] not in ("YX", "YXS") or set(lead) - set("TCZ"):
+                raise DatasetError(
+                    f"{p}: series {i} has axes {axes}; livescope replays T, C, Z planes of YX"
+                )
+            if axes.endswith("S") and shape[-1] != 1:
+                raise DatasetError(f"{p}: series {i} is RGB; livescope replays monochrome frames")
+            _check_dtype(f"{p} (series {i})", series.dtype, tuple(shape[len(lead) : len(lead) + 2]))
+            px = images[i].get("Pixels", {}) if i < len(images) else {}
+            chans = px.get("Channel", [])
+            chans = chans if isinstance(chans, list) else [chans]
+            names = [c.get("Name") or f"c{k}" for k, c in enumerate(chans)]
+            size = px.get("PhysicalSizeX")
+            um = pixel_size_um
+            if um is None and size is not None:
+                um = float(size) * _UNIT_UM.get(px.get("PhysicalSizeXUnit"), 1.0)
+            step = float(px.get("TimeIncrement") or interval_s)
+            position = str(series.name or f"p{i}")
+            lead_shape = tuple(int(n) for n in shape[: len(lead)])
+            for plane, idx in enumerate(np.ndindex(*lead_shape)):
+                at = dict(zip(lead, idx, strict=True))
+                c = at.get("C", 0)
+                key = FrameKey(position, at.get("T", 0), names[c] if c < len(names) else f"c{c}",
+                               at.get("Z", 0))  # fmt: skip
+                frames.append(
+                    RecordedFrame(
+                        key, (int(shape[len(lead)]), int(shape[len(lead) + 1])),
+                        str(np.dtype(series.dtype)), sample_time_s=key.t * step,
+                        pixel_size_um=um, origin=f"series {i} plane {plane}",
+                    )
+                )  # fmt: skip
+                index[key] = (i, plane)
+    except BaseException:
+        tf.close()
+        raise
+    frames.sort(key=lambda f: (f.key.t, *index[f.key]))  # time point, then series and plane
+    return Dataset(p, "ome-tiff", frames, _source=tf, _index=index)
 
 
 def _read_tiff_2d(path: Path) -> NDArray[Any]:

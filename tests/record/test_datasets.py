@@ -121,3 +121,55 @@ def test_gowt1_sequence_opens_as_a_ctc_folder() -> None:
         assert ds.frames[0].shape == (1024, 1024)
         assert ds.frames[0].dtype == "uint8"
         assert ds.read(ds.frames[-1].key).shape == (1024, 1024)
+
+
+def _ome(path: Path, data: np.ndarray, positions: int = 2, axes: str = "TCZYX") -> Path:
+    with tifffile.TiffWriter(path, ome=True) as tw:
+        for p in range(positions):
+            tw.write(data + p, photometric="minisblack", metadata={
+                "axes": axes, "Name": f"pos{p}", "Channel": {"Name": ["Phase", "DAPI"]},
+                "PhysicalSizeX": 0.65, "PhysicalSizeY": 0.65, "TimeIncrement": 120.0,
+            })  # fmt: skip
+    return path
+
+
+def test_an_ome_tiff_replays_each_series_as_a_position(tmp_path: Path) -> None:
+    data = np.random.default_rng(0).integers(0, 4000, (4, 2, 1, 32, 48), dtype=np.uint16)
+    with open_dataset(_ome(tmp_path / "a.ome.tif", data)) as ds:
+        assert ds.format == "ome-tiff"
+        assert ds.positions == ["pos0", "pos1"]
+        assert ds.channels == ["Phase", "DAPI"]
+        assert len(ds.frames) == 4 * 2 * 2
+        assert [f.key for f in ds.frames[:3]] == [
+            FrameKey("pos0", 0, "Phase"), FrameKey("pos0", 0, "DAPI"), FrameKey("pos1", 0, "Phase")
+        ]  # fmt: skip
+        f = next(f for f in ds.frames if f.key == FrameKey("pos1", 3, "DAPI"))
+        assert f.sample_time_s == 360.0
+        assert f.pixel_size_um == pytest.approx(0.65)
+        assert np.array_equal(ds.read(f.key), data[3, 1, 0] + 1)
+
+
+def test_a_truncated_or_plain_tiff_is_a_clear_error(tmp_path: Path) -> None:
+    data = np.ones((4, 2, 1, 32, 48), np.uint16)
+    path = _ome(tmp_path / "a.ome.tif", data)
+    raw = path.read_bytes()
+    cut = tmp_path / "cut.ome.tif"
+    cut.write_bytes(raw[: len(raw) * 2 // 3])
+    with pytest.raises(DatasetError, match=r"cut\.ome\.tif: (truncated|no OME)"):
+        open_dataset(cut)
+    header = tmp_path / "header.tif"
+    header.write_bytes(raw[:6])
+    with pytest.raises(DatasetError, match=r"header\.tif: not a readable TIFF"):
+        open_dataset(header)
+    plain = tmp_path / "plain.tif"
+    tifffile.imwrite(plain, np.ones((3, 8, 8), np.uint16), photometric="minisblack")
+    with pytest.raises(DatasetError, match="no OME metadata"):
+        open_dataset(plain)
+    rgb = tmp_path / "rgb.ome.tif"
+    tifffile.imwrite(rgb, np.ones((8, 8, 3), np.uint8), ome=True, photometric="rgb")
+    with pytest.raises(DatasetError, match="RGB"):
+        open_dataset(rgb)
+    floats = tmp_path / "f.ome.tif"
+    tifffile.imwrite(floats, np.ones((2, 8, 8), np.float32), ome=True, photometric="minisblack")
+    with pytest.raises(DatasetError, match="pixel type float32 is not supported"):
+        open_dataset(floats)
