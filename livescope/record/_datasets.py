@@ -10,10 +10,12 @@ far:
 * ``ctc``: a Cell Tracking Challenge image folder (``t000.tif``, ``t001.tif``, ...),
   one position and one channel, ``interval_s`` apart.
 
+* ``ndtiff``: an NDTiff dataset (pycromanager / Micro-Manager, ndstorage); frames
+  after one cut short by a crash are left out, with a warning;
 * ``ome-tiff``: an OME-TIFF file, one series per position, T/C/Z planes of YX
   (a file cut short, without its OME metadata, is refused).
 
-NDTiff and OME-Zarr are refused with a message saying so. Only
+OME-Zarr datasets other than livescope's own are refused with a message saying so. Only
 monochrome uint8 and uint16 frames are replayed; anything else is refused with the
 file named. Problems that do not stop a replay (a gap in a CTC numbering, a frame
 whose checksum differs from the log) are listed in `Dataset.warnings`.
@@ -21,8 +23,11 @@ whose checksum differs from the log) are listed in `Dataset.warnings`.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 import struct
+import threading
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,6 +122,13 @@ class Dataset:
                 if msg not in self.warnings:
                     self.warnings.append(msg)
             return image
+        if self.format == "ndtiff":
+            try:
+                image = np.asarray(self._source.read_image(**self._index[key]))
+            except Exception as exc:  # noqa: BLE001 (ndstorage raises many kinds on a bad file)
+                raise DatasetError(f"{self.path}: {key} cannot be read ({exc!r})") from None
+            _check_dtype(str(self.path), image.dtype, image.shape)
+            return image
         if self.format == "ome-tiff":
             series, plane = self._index[key]
             try:
@@ -128,7 +140,7 @@ class Dataset:
 
     def close(self) -> None:
         """Release the dataset's files."""
-        if self.format == "ome-tiff" and self._source is not None:
+        if self.format in ("ome-tiff", "ndtiff") and self._source is not None:
             self._source.close()
         self._source = None
 
@@ -163,8 +175,12 @@ def open_dataset(
         raise DatasetError(f"{p}: no such file or folder")
     if p.is_dir() and (p / FRAMES_FILE).is_file() and (p / ZARR_NAME).is_dir():
         return _open_livescope(p)
+    if p.is_dir() and not (p / "NDTiff.index").is_file():
+        inner = [d for d in p.iterdir() if (d / "NDTiff.index").is_file()]
+        if len(inner) == 1:  # the acquisition's folder (acq_1/) inside the one given
+            p = inner[0]
     if p.is_dir() and (p / "NDTiff.index").is_file():
-        raise DatasetError(f"{p}: NDTiff datasets cannot be replayed yet (issue 8)")
+        return _open_ndtiff(p, interval_s, pixel_size_um)
     if p.is_dir() and ((p / "zarr.json").is_file() or (p / ".zattrs").is_file()):
         raise DatasetError(f"{p}: OME-Zarr datasets cannot be replayed yet (issue 8)")
     if p.is_file() and p.suffix.lower() in (".tif", ".tiff"):
@@ -259,6 +275,70 @@ def _open_ctc(p: Path, channel: str, interval_s: float, pixel_size_um: float | N
     if not frames:
         raise DatasetError(f"{p}: no readable tNNN.tif frame")
     return Dataset(p, "ctc", frames, warnings=warnings, _index=index)
+
+
+_NDTIFF_LOCK = threading.Lock()
+
+
+def _open_ndtiff(p: Path, interval_s: float, pixel_size_um: float | None) -> Dataset:
+    """Open an NDTiff dataset (pycromanager / Micro-Manager, written with ndstorage)."""
+    from ndstorage import Dataset as NDDataset
+
+    # ndstorage prints its progress to stdout (which holds a command's JSON): hide it
+    with _NDTIFF_LOCK, contextlib.redirect_stdout(io.StringIO()):
+        try:
+            nd = NDDataset(str(p))
+        except Exception as exc:  # noqa: BLE001 (ndstorage raises many kinds on a bad index)
+            raise DatasetError(
+                f"{p}: the NDTiff index cannot be read ({exc!r}); was the acquisition cut "
+                "short while writing it?"
+            ) from None
+    try:
+        shape = (int(nd.image_height), int(nd.image_width))
+        _check_dtype(str(p), nd.dtype, shape)
+        summary = getattr(nd, "summary_metadata", None) or {}
+        names = list(summary.get("ChNames") or [])
+        frames: list[RecordedFrame] = []
+        index: dict[FrameKey, Any] = {}
+        warnings: list[str] = []
+        coords_list = list(nd.get_image_coordinates_list())
+        for n, coords in enumerate(coords_list):
+            try:
+                meta = nd.read_metadata(**coords)
+            except Exception as exc:  # noqa: BLE001 (a frame cut short: stop before it)
+                warnings.append(
+                    f"{p}: acquisition ended mid-write; replaying the first {n} of "
+                    f"{len(coords_list)} indexed frames ({coords}: {exc!r})"
+                )
+                break
+            pos = coords.get("position", 0)
+            ch = coords.get("channel", 0)
+            if isinstance(ch, int) and ch < len(names):
+                ch = names[ch]
+            t = int(coords.get("time", 0))
+            key = FrameKey(pos if isinstance(pos, str) else f"p{pos}", t, str(ch),
+                           int(coords.get("z", 0)))  # fmt: skip
+            elapsed = meta.get("ElapsedTime-ms")
+            um = pixel_size_um or meta.get("PixelSizeUm") or meta.get("PixelSize_um") or (
+                summary.get("PixelSize_um"))  # fmt: skip
+            frames.append(
+                RecordedFrame(
+                    key, shape, str(np.dtype(nd.dtype)),
+                    sample_time_s=elapsed / 1000.0 if elapsed is not None else t * interval_s,
+                    x_um=meta.get("XPositionUm", meta.get("XPosition_um_Intended")),
+                    y_um=meta.get("YPositionUm", meta.get("YPosition_um_Intended")),
+                    z_um=meta.get("ZPositionUm"), exposure_ms=meta.get("Exposure"),
+                    pixel_size_um=float(um) if um else None, origin=f"NDTiff {coords}",
+                )
+            )  # fmt: skip
+            index[key] = dict(coords)
+    except BaseException:
+        nd.close()
+        raise
+    if not frames:
+        nd.close()
+        raise DatasetError(f"{p}: the NDTiff dataset holds no complete frame")
+    return Dataset(p, "ndtiff", frames, warnings=warnings, _source=nd, _index=index)
 
 
 _UNIT_UM = {None: 1.0, "µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3}
