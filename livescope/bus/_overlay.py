@@ -37,7 +37,7 @@ import numpy as np
 import zmq
 from numpy.typing import NDArray
 
-from livescope.schema import HeaderError, LivescopeError
+from livescope.schema import HeaderError, LivescopeError, write_atomic
 
 from ._endpoints import BusSecurity, bind, connect, local_endpoint, subscribe
 from ._overlay_wire import (
@@ -112,10 +112,8 @@ class OverlayPublisher:
             self.endpoint = bind(self._sock, endpoint or local_endpoint("overlay"), security)
             if run_dir is not None:
                 self._file = Path(run_dir) / OVERLAY_FILE
-                tmp = self._file.with_suffix(".tmp")
                 info = {"run_id": run_id, "endpoint": self.endpoint, "v": OVERLAY_VERSION}
-                tmp.write_text(json.dumps(info, indent=1), encoding="utf-8")
-                tmp.replace(self._file)
+                write_atomic(self._file, json.dumps(info, indent=1))
         except BaseException:
             self._sock.close(0)
             if security is not None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from livescope.schema import Decision, DecisionAck, LivescopeError
+from livescope.schema import Decision, DecisionAck, LivescopeError, write_atomic
 
 from ._decisions import DecisionClient
 from ._endpoints import BusSecurity
@@ -42,11 +42,7 @@ class BusInfo:
 
     def write(self, run_dir: Path) -> Path:
         """Write ``bus.json`` into ``run_dir`` (atomically)."""
-        path = run_dir / BUS_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.__dict__, indent=1), encoding="utf-8")
-        tmp.replace(path)
-        return path
+        return write_atomic(run_dir / BUS_FILE, json.dumps(self.__dict__, indent=1))
 
     @classmethod
     def read(cls, run_dir_or_file: str | Path) -> BusInfo:

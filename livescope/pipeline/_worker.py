@@ -51,7 +51,7 @@ from numpy.typing import NDArray
 from livescope.bus import BUS_FILE, attach, fast_thread_switching
 from livescope.policy import Cells, Observation, Policy, PolicyEngine, Verdict, load_policies
 from livescope.record import RecordingReader, read_frames
-from livescope.schema import HardwareProfile, LivescopeError, load_plan, load_profile
+from livescope.schema import HardwareProfile, LivescopeError, load_plan, load_profile, write_atomic
 from livescope.scope import position_name
 from livescope.tracking import OnlineTracker, measure_objects
 
@@ -249,7 +249,7 @@ class PipelineWorker:
         """Trackers and the last analysed field of each position (after a field is stored)."""
         state = dict(state if state is not None else self._snapshot())
         state["class_cols"] = self._class_cols
-        _write_atomic(self._state_path(), json.dumps(state))
+        write_atomic(self._state_path(), json.dumps(state))
 
     def _policy_snapshot(self) -> dict[str, Any]:
         """Return the policies' and guardrails' state as of the field just decided.
@@ -296,7 +296,7 @@ class PipelineWorker:
             lines = cells.read_text(encoding="utf-8").splitlines(keepends=True)
             rows = [ln for ln in lines[1:] if keep(ln.split(",", 2)[0], int(ln.split(",", 2)[1]),
                                                    self.done)]  # fmt: skip
-            _write_atomic(cells, "".join(lines[:1] + rows) if rows else "")
+            write_atomic(cells, "".join(lines[:1] + rows) if rows else "")
         for name, upto in (("latency.jsonl", self.done), ("policy.jsonl", self.decided)):
             path = self.results / name
             if path.is_file():
@@ -305,7 +305,7 @@ class PipelineWorker:
                     rec = json.loads(ln)
                     if keep(str(rec["position"]).split("~")[0], int(rec["t"]), upto):
                         out.append(ln)
-                _write_atomic(path, "".join(out))
+                write_atomic(path, "".join(out))
 
     # ------------------------------------------------------------ running
 
@@ -525,7 +525,7 @@ class PipelineWorker:
         self.decided[fld.position] = fld.t
         policy_state = json.dumps(self._policy_snapshot())  # now: the policies change next field
         if verdicts:  # a decision went out: its budget and cooldown are saved before anything
-            _write_atomic(self.results / "policy_state.json", policy_state)
+            write_atomic(self.results / "policy_state.json", policy_state)
         ms: dict[str, float] = {k: round(v, 3) for k, v in res.ms.items()}
         engines_ms = sum(res.ms.values())
         ms["engines"] = round(engines_ms, 3)
@@ -590,7 +590,7 @@ class PipelineWorker:
                     "ms": job.ms}) + "\n")  # fmt: skip
                 self._latency_log.flush()
                 self._save_state(job.state)
-                _write_atomic(self.results / "policy_state.json", job.policy_state)
+                write_atomic(self.results / "policy_state.json", job.policy_state)
             except Exception as exc:
                 logger.exception("storing field %s t=%d failed", job.fld.position, job.fld.t)
                 self._store_error = exc
@@ -849,7 +849,7 @@ class PipelineWorker:
         }  # fmt: skip
         if not failed:
             self._save_state()
-        _write_atomic(self.results / "worker.json", json.dumps(summary, indent=1))
+        write_atomic(self.results / "worker.json", json.dumps(summary, indent=1))
         return summary
 
 
@@ -861,24 +861,6 @@ def _latency_from_log(path: Path) -> dict[str, dict[str, float]]:
             for k, v in json.loads(line)["ms"].items():
                 values[k].append(float(v))
     return {k: _pct(v) for k, v in values.items()}
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename.
-
-    On Windows the rename fails while another process has the file open (e.g.
-    a reader polling it): it is retried for up to a second.
-    """
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    for attempt in range(50):
-        try:
-            tmp.replace(path)
-            return
-        except PermissionError:
-            if attempt == 49:
-                raise
-            time.sleep(0.02)
 
 
 def _r(v: float) -> float | str:

@@ -4,7 +4,7 @@ Everything people edit is a frozen pydantic model with ``extra="forbid"`` and
 units in field names; load with ``from_file`` (or `load_profile` / `load_plan`).
 """
 
-from ._base import FrozenModel, format_validation_error, read_yaml
+from ._base import FrozenModel, format_validation_error, read_yaml, write_atomic
 from ._card import (
     CardInput,
     CardOutput,
@@ -112,4 +112,5 @@ __all__ = [
     "plan_sections",
     "read_yaml",
     "require_data_root",
+    "write_atomic",
 ]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
+import time
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -11,9 +14,32 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ._errors import ConfigError
 
-__all__ = ["FrozenModel", "format_validation_error", "json_object", "read_yaml"]
+__all__ = ["FrozenModel", "format_validation_error", "json_object", "read_yaml", "write_atomic"]
 
 _M = TypeVar("_M", bound="FrozenModel")
+
+
+def write_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` so that a reader sees the old file or the new, never half.
+
+    The text goes to a temporary file beside it (named for this process and
+    thread, so concurrent writers never share one), then replaces it. On
+    Windows the replace fails while another process has the file open: it is
+    retried for up to a second.
+    """
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    for attempt in range(50):
+        try:
+            tmp.replace(target)
+            return target
+        except PermissionError:
+            if attempt == 49:
+                tmp.unlink(missing_ok=True)
+                raise
+            time.sleep(0.02)
+    return target  # pragma: no cover (the loop returns or raises)
 
 
 def format_validation_error(err: ValidationError) -> list[str]:

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from livescope.schema import LivescopeError
+from livescope.schema import LivescopeError, write_atomic
 
 __all__ = [
     "Division",
@@ -323,12 +323,7 @@ class OnlineTracker:
 
     def save(self, path: Any) -> None:
         """Write `state` as JSON (atomically: a crash never leaves half a file)."""
-        from pathlib import Path
-
-        p = Path(path)
-        tmp = p.with_suffix(p.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.state()), encoding="utf-8")
-        tmp.replace(p)
+        write_atomic(path, json.dumps(self.state()))
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> OnlineTracker:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import logging
 import math
-import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from livescope.record import ZARR_NAME, CtcTrack
-from livescope.schema import LivescopeError
+from livescope.schema import LivescopeError, write_atomic
 
 from . import _report_plots as plots
 from ._report_data import RunData, firing_outcome, load_run
@@ -596,8 +595,6 @@ def write_report(run_dir: str | Path, *, out: Path | None = None) -> Path:
         page.add(anchor, title, build)
     target = Path(out) if out is not None else run.run_dir / REPORT_FILE
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(page.html(), encoding="utf-8")
-    tmp.replace(target)
+    write_atomic(target, page.html())
     logger.info("report %s: %d plots in %.2f s", target, page.n_plots, time.perf_counter() - t0)
     return target
