@@ -131,7 +131,8 @@ class _StoreJob:
     acks: dict[int, tuple[str, bool, str]]
     ms: dict[str, float]
     state: dict[str, Any]
-    policy_state: str
+    policy_state: tuple[int, str]
+    """(generation, JSON) of the policies' state once this field was decided."""
 
 
 @dataclass
@@ -234,6 +235,8 @@ class PipelineWorker:
         self._tracker_states: dict[str, dict[str, Any]] = {
             p: tr.state() for p, tr in self.analyzer.trackers.items()
         }
+        self._policy_gen = self._policy_gen_written = 0
+        self._policy_lock = threading.Lock()
         self._store_q: queue.Queue[_StoreJob | None] = queue.Queue()
         self._store_error: BaseException | None = None
         self._store_thread = threading.Thread(target=self._store_loop, name="livescope-store",
@@ -250,6 +253,19 @@ class PipelineWorker:
         state = dict(state if state is not None else self._snapshot())
         state["class_cols"] = self._class_cols
         write_atomic(self._state_path(), json.dumps(state))
+
+    def _write_policy_state(self, generation: int, text: str) -> None:
+        """Write the policies' state unless a newer one is already on disk.
+
+        The main thread writes it at once when a decision went out; the store
+        thread writes each field's as it stores it, possibly later: the older
+        must never replace the newer.
+        """
+        with self._policy_lock:
+            if generation <= self._policy_gen_written:
+                return
+            write_atomic(self.results / "policy_state.json", text)
+            self._policy_gen_written = generation
 
     def _policy_snapshot(self) -> dict[str, Any]:
         """Return the policies' and guardrails' state as of the field just decided.
@@ -523,9 +539,10 @@ class PipelineWorker:
         sent = self._send(verdicts, obs)
         t_decided = time.monotonic_ns()  # every decision answered (or timed out)
         self.decided[fld.position] = fld.t
-        policy_state = json.dumps(self._policy_snapshot())  # now: the policies change next field
+        self._policy_gen += 1  # snapshot now: the policies change with the next field
+        policy_state = (self._policy_gen, json.dumps(self._policy_snapshot()))
         if verdicts:  # a decision went out: its budget and cooldown are saved before anything
-            write_atomic(self.results / "policy_state.json", policy_state)
+            self._write_policy_state(*policy_state)
         ms: dict[str, float] = {k: round(v, 3) for k, v in res.ms.items()}
         engines_ms = sum(res.ms.values())
         ms["engines"] = round(engines_ms, 3)
@@ -590,7 +607,7 @@ class PipelineWorker:
                     "ms": job.ms}) + "\n")  # fmt: skip
                 self._latency_log.flush()
                 self._save_state(job.state)
-                write_atomic(self.results / "policy_state.json", job.policy_state)
+                self._write_policy_state(*job.policy_state)
             except Exception as exc:
                 logger.exception("storing field %s t=%d failed", job.fld.position, job.fld.t)
                 self._store_error = exc

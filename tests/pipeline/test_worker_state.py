@@ -62,3 +62,14 @@ def test_a_resumed_worker_drops_what_the_killed_one_half_stored(tmp_path: Path) 
         assert len((res / "policy.jsonl").read_text().splitlines()) == 6  # t 5 was decided
     finally:
         w._finish(failed=True)
+
+
+def test_an_older_policy_state_never_replaces_a_newer_one(tmp_path: Path) -> None:
+    w = PipelineWorker(tmp_path, NO_ENGINES)
+    try:
+        w._write_policy_state(2, '{"newer": true}')  # written at once when a decision went out
+        w._write_policy_state(1, '{"older": true}')  # the store thread, one field behind
+        text = (tmp_path / "results" / "policy_state.json").read_text()
+        assert json.loads(text) == {"newer": True}
+    finally:
+        w._finish(failed=True)
