@@ -41,7 +41,7 @@ def agent(
     """
     setup_logging(verbose)
     from livescope.schema import check_plan, load_plan, load_profile
-    from livescope.scope import run_simulated
+    from livescope.scope import run_micromanager, run_simulated
 
     with user_errors(json_out):
         if bus not in ("inline", "shm", "off"):
@@ -87,7 +87,10 @@ def agent(
                 on_ready=ready,
             )
         else:
-            summary = _run_micromanager(prof, sequence, run_dir, bus, endpoints, run_id, ready)
+            summary = run_micromanager(
+                prof, sequence, run_dir, bus=bus, endpoints=endpoints, run_id=run_id,  # type: ignore[arg-type]
+                on_ready=ready,
+            )  # fmt: skip
         from livescope.view import write_report
 
         # a worker attached to this run may still be finishing: `livescope report RUN`
@@ -102,26 +105,6 @@ def agent(
             f"{summary['decisions_rejected']} rejected"
         )
         typer.echo(summary["out"])
-
-
-def _run_micromanager(
-    prof: Any, sequence: Any, run_dir: Path, bus: str, endpoints: dict[str, str],
-    run_id: str | None, ready: Any,
-) -> dict[str, Any]:  # fmt: skip
-    """Drive a real rig through pymmcore-plus (needs Micro-Manager's device adapters)."""
-    from pymmcore_plus import CMMCorePlus
-
-    from livescope.schema import LivescopeError
-    from livescope.scope import ScopeAgent
-
-    cfg = prof.micromanager_config
-    if cfg is None or not Path(cfg).is_file():
-        raise LivescopeError(f"Micro-Manager config {cfg} (micromanager_config) not found")
-    core = CMMCorePlus()
-    core.loadSystemConfiguration(str(cfg))
-    a = ScopeAgent(core, prof, sequence, run_dir, run_id=run_id, bus=bus, endpoints=endpoints)  # type: ignore[arg-type]
-    ready(a)
-    return a.run()
 
 
 def worker(

@@ -25,7 +25,7 @@ import yaml
 
 from livescope.record import read_frames
 from livescope.schema import HardwareProfile, LivescopeError
-from livescope.scope import ANAPHASE_SHARE, ScopeAgent, run_simulated
+from livescope.scope import ANAPHASE_SHARE, ScopeAgent, run_micromanager, run_simulated
 
 from ._supervisor import WorkerSupervisor
 from ._worker import LATENCY_STAGES, PLAN_FILE, RESULTS_DIR, WorkerConfig
@@ -129,7 +129,9 @@ def run_adaptive(
                 on_ready=start_worker,
             )  # fmt: skip
         else:
-            summary = _run_micromanager(profile, sequence, out, bus, start_worker, progress)
+            summary = run_micromanager(
+                profile, sequence, out, progress=progress, bus=bus, on_ready=start_worker
+            )
     except BaseException:
         supervisor.stop()
         raise
@@ -180,28 +182,6 @@ def run_adaptive(
     )
     (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     return summary
-
-
-def _run_micromanager(
-    profile: HardwareProfile,
-    sequence: useq.MDASequence,
-    out: Path,
-    bus: Literal["inline", "shm"],
-    on_ready: Callable[[ScopeAgent], None],
-    progress: Callable[[int, int], None] | None,
-) -> dict[str, Any]:
-    """Acquire on a real rig through pymmcore-plus (needs Micro-Manager's device adapters)."""
-    from pymmcore_plus import CMMCorePlus
-
-    cfg = profile.micromanager_config
-    if cfg is None or not Path(cfg).is_file():
-        raise LivescopeError(f"Micro-Manager config {cfg} (micromanager_config) not found")
-    core = CMMCorePlus()
-    core.loadSystemConfiguration(str(cfg))
-    agent = ScopeAgent(core, profile, sequence, out, bus=bus)
-    on_ready(agent)
-    planned = len(list(sequence))
-    return agent.run(None if progress is None else (lambda n: progress(n, planned)))
 
 
 def _decision_executed_ms(run_dir: Path) -> list[float]:

@@ -8,13 +8,13 @@ from typing import Any, Literal
 
 import useq
 
-from livescope.schema import HardwareProfile, check_plan
+from livescope.schema import HardwareProfile, LivescopeError, check_plan
 
 from ._agent import ScopeAgent
 from ._sim import SimulatedMicroscope
 from ._truth import GroundTruthWriter
 
-__all__ = ["demo_sequence", "run_simulated"]
+__all__ = ["demo_sequence", "run_micromanager", "run_simulated"]
 
 
 def demo_sequence(
@@ -114,3 +114,40 @@ def run_simulated(
 
     (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     return summary
+
+
+def run_micromanager(
+    profile: HardwareProfile,
+    sequence: useq.MDASequence,
+    out_dir: str | Path,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    bus: Literal["inline", "shm", "off"] = "shm",
+    endpoints: dict[str, str] | None = None,
+    run_id: str | None = None,
+    on_ready: Callable[[ScopeAgent], None] | None = None,
+) -> dict[str, Any]:
+    """Acquire ``sequence`` on a real rig through pymmcore-plus and the profile's config.
+
+    Needs Micro-Manager's device adapters; otherwise as `run_simulated` (no ground truth).
+
+    Raises
+    ------
+    LivescopeError
+        if the profile's Micro-Manager config file is missing.
+
+    """
+    from pymmcore_plus import CMMCorePlus
+
+    cfg = profile.micromanager_config
+    if cfg is None or not Path(cfg).is_file():
+        raise LivescopeError(f"Micro-Manager config {cfg} (micromanager_config) not found")
+    core = CMMCorePlus()
+    core.loadSystemConfiguration(str(cfg))
+    agent = ScopeAgent(
+        core, profile, sequence, out_dir, run_id=run_id, bus=bus, endpoints=endpoints
+    )
+    if on_ready is not None:
+        on_ready(agent)
+    planned = len(list(sequence))
+    return agent.run(None if progress is None else (lambda n: progress(n, planned)))
