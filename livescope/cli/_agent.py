@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ._common import JsonOpt, emit, fail, setup_logging, stderr, user_errors
+from ._common import JsonOpt, accelerated, emit, fail, setup_logging, stderr, user_errors
 
 
 def agent(
@@ -46,12 +46,7 @@ def agent(
     with user_errors(json_out):
         if bus not in ("inline", "shm", "off"):
             fail(f"--bus must be inline, shm or off, not {bus!r}", as_json=json_out)
-        prof = load_profile(profile)
-        if time_acceleration is not None:
-            if prof.simulation is None:
-                fail("--time-acceleration applies to simulated profiles only", as_json=json_out)
-            sim = prof.simulation.replace(time_acceleration=time_acceleration)
-            prof = prof.replace(simulation=sim.model_dump())
+        prof = accelerated(load_profile(profile), time_acceleration, as_json=json_out)
         sequence = load_plan(plan)
         check_plan(sequence, prof, str(plan))
         run_dir = out or Path("runs") / time.strftime("agent-%Y%m%d-%H%M%S")

@@ -12,7 +12,16 @@ import typer
 from livescope import __version__
 
 from ._agent import agent, worker
-from ._common import JsonOpt, ThreadsOpt, emit, fail, setup_logging, stderr, user_errors
+from ._common import (
+    JsonOpt,
+    ThreadsOpt,
+    accelerated,
+    emit,
+    fail,
+    setup_logging,
+    stderr,
+    user_errors,
+)
 from ._engines import bench_engines, engines_app, eval_app
 from ._track import bench_track, eval_track, track
 from ._view import view
@@ -121,10 +130,7 @@ def demo(
                 as_json=json_out,
             )
         accel = time_acceleration or (40.0 if analysis else None)
-        if accel is not None:
-            prof = prof.replace(
-                simulation=prof.simulation.replace(time_acceleration=accel).model_dump()
-            )
+        prof = accelerated(prof, accel, as_json=json_out)
         policies: list[Any] | None = None
         if plan is not None:
             sequence = load_plan(plan)
@@ -224,13 +230,7 @@ def run_cmd(
     from livescope.schema import check_plan, load_plan, load_profile, plan_sections
 
     with user_errors(json_out):
-        prof = load_profile(profile)
-        if time_acceleration is not None:
-            if prof.simulation is None:
-                fail("--time-acceleration applies to simulated profiles only", as_json=json_out)
-            prof = prof.replace(
-                simulation=prof.simulation.replace(time_acceleration=time_acceleration).model_dump()
-            )
+        prof = accelerated(load_profile(profile), time_acceleration, as_json=json_out)
         sequence = load_plan(plan)
         check_plan(sequence, prof, str(plan))
         policies = plan_sections(plan).get("policies")

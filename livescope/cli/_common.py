@@ -31,6 +31,19 @@ ThreadsOpt = Annotated[
 """``--threads`` of the commands that start a pipeline worker."""
 
 
+def accelerated(profile: Any, time_acceleration: float | None, *, as_json: bool) -> Any:
+    """Return ``profile`` with its simulation's ``time_acceleration`` set (None: as it is).
+
+    A clear error (exit 2) when the profile is not a simulated one.
+    """
+    if time_acceleration is None:
+        return profile
+    if profile.simulation is None:
+        fail("--time-acceleration applies to simulated profiles only", as_json=as_json)
+    sim = profile.simulation.replace(time_acceleration=time_acceleration)
+    return profile.replace(simulation=sim.model_dump())
+
+
 def setup_logging(verbose: bool = False) -> None:
     """Log livescope to stderr (stdout is kept for results and ``--json``)."""
     handler = logging.StreamHandler(sys.stderr)
