@@ -465,17 +465,8 @@ class PipelineWorker:
         """Fill a live field's missing frames (lost on the bus) from the recording."""
         key = (fld.position, fld.t)
         fields = self._recorded_until([key], self.config.recording_wait_s)
-        if self._reader is None and fields.get(key):
-            self._reader = RecordingReader(self.run_dir)
-        for info in fields.get(key, []):
-            fz = (str(info["channel"]), int(info["index"].get("z", 0)))
-            if fz in fld.frames or self._reader is None:
-                continue
-            try:
-                fld.frames[fz] = self._reader.read(info)  # type: ignore[arg-type]
-                self.counts["frames_completed_from_recording"] += 1
-            except LivescopeError as exc:
-                logger.warning("field %s t=%d: %s", fld.position, fld.t, exc)
+        added = self._read_recorded(fields.get(key, []), fld.frames)
+        self.counts["frames_completed_from_recording"] += added
         if len(fld.frames) < self._expected(key):
             self.counts["fields_incomplete"] += 1
 
@@ -484,17 +475,27 @@ class PipelineWorker:
         for position in sorted({p for p, _ in fields}):
             self._catch_up(position, None)
 
-    def _process_recorded(self, position: str, t: int, infos: list[dict[str, Any]]) -> None:
-        if self._reader is None:
-            self._reader = RecordingReader(self.run_dir)
-        frames: dict[tuple[str, int], NDArray[Any]] = {}
+    def _read_recorded(
+        self, infos: list[dict[str, Any]], frames: dict[tuple[str, int], NDArray[Any]]
+    ) -> int:
+        """Read the recorded frames ``infos`` into ``frames`` (those not there yet); how many."""
+        n = 0
         for info in infos:
+            fz = (str(info["channel"]), int(info["index"].get("z", 0)))
+            if fz in frames:
+                continue
+            if self._reader is None:
+                self._reader = RecordingReader(self.run_dir)
             try:
-                frames[(str(info["channel"]), int(info["index"].get("z", 0)))] = self._reader.read(
-                    info  # type: ignore[arg-type]
-                )
+                frames[fz] = self._reader.read(info)  # type: ignore[arg-type]
+                n += 1
             except LivescopeError as exc:
-                logger.warning("field %s t=%d: %s", position, t, exc)
+                logger.warning("frame %s: %s", info.get("seq"), exc)
+        return n
+
+    def _process_recorded(self, position: str, t: int, infos: list[dict[str, Any]]) -> None:
+        frames: dict[tuple[str, int], NDArray[Any]] = {}
+        self._read_recorded(infos, frames)
         if not frames:
             return
         last = infos[-1]

@@ -148,22 +148,17 @@ class Guardrails:
             pos = parent_position(_event_position(ev))
             add[pos] += exp / 1000.0
             add_ch[f"{pos}/{ch}"] += exp / 1000.0
-        for pos, s in add.items():
-            total = self.dose_s[pos] + s
-            if total > dose.max_fluorescence_s_per_position:
-                return (
-                    f"light dose: position {pos} would get {total:.2f} s of fluorescence; "
-                    f"light_dose.max_fluorescence_s_per_position = "
-                    f"{dose.max_fluorescence_s_per_position:g} s"
-                )
+        budgets = [(add, self.dose_s, "position ", "max_fluorescence_s_per_position",
+                    dose.max_fluorescence_s_per_position)]  # fmt: skip
         if dose.max_fluorescence_s_per_channel is not None:
-            for key, s in add_ch.items():
-                total = self.dose_ch_s[key] + s
-                if total > dose.max_fluorescence_s_per_channel:
+            budgets.append((add_ch, self.dose_ch_s, "", "max_fluorescence_s_per_channel",
+                            dose.max_fluorescence_s_per_channel))  # fmt: skip
+        for adding, booked, what, field, limit in budgets:
+            for key, s in adding.items():
+                if (total := booked[key] + s) > limit:
                     return (
-                        f"light dose: {key} would get {total:.2f} s of fluorescence; "
-                        f"light_dose.max_fluorescence_s_per_channel = "
-                        f"{dose.max_fluorescence_s_per_channel:g} s"
+                        f"light dose: {what}{key} would get {total:.2f} s of fluorescence; "
+                        f"light_dose.{field} = {limit:g} s"
                     )
         return None
 
