@@ -23,6 +23,7 @@ from ._common import (
     user_errors,
 )
 from ._engines import bench_engines, engines_app, eval_app
+from ._replay import replay
 from ._track import bench_track, eval_track, track
 from ._view import view
 
@@ -44,6 +45,7 @@ app.add_typer(bench_app, name="bench")
 app.command()(agent)
 app.command()(worker)
 app.command()(view)
+app.command()(replay)
 app.add_typer(engines_app, name="engines")
 app.add_typer(eval_app, name="eval")
 app.command()(track)

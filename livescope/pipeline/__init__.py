@@ -11,6 +11,7 @@ truth (simulated fields, annotated CTC sequences).
 
 from ._analyzer import FrameAnalyzer, FrameResult
 from ._demo import DEMO_POLICIES, evaluate_triggers, run_adaptive, write_plan
+from ._replay import replay_overhead, run_replay
 from ._scoring import (
     flag_divisions_ctc,
     score_stain_simulated,
@@ -32,7 +33,9 @@ __all__ = [
     "WorkerSupervisor",
     "evaluate_triggers",
     "flag_divisions_ctc",
+    "replay_overhead",
     "run_adaptive",
+    "run_replay",
     "score_stain_simulated",
     "score_states_simulated",
     "views_for_seeds",

@@ -76,6 +76,7 @@ def run_adaptive(
     ready_timeout_s: float = 120.0,
     bus: Literal["inline", "shm"] = "shm",
     plan_file: Path | None = None,
+    acquire: Callable[[Callable[[ScopeAgent], None]], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Acquire with the pipeline worker in the loop; return the run summary.
 
@@ -83,6 +84,9 @@ def run_adaptive(
     ``out_dir/plan.yaml``, which the worker reads; ``plan_file``, the plan as the
     user wrote it, is copied there instead when given). ``on_supervisor`` is called
     once the worker is ready, before the first frame (e.g. to inject faults).
+    ``acquire(on_ready)`` runs the acquisition instead of the profile's microscope
+    (a replay) and returns its summary; it must call ``on_ready(agent)`` once the
+    agent listens.
 
     Raises
     ------
@@ -123,7 +127,9 @@ def run_adaptive(
 
     t0 = time.perf_counter()
     try:
-        if profile.kind == "simulated":
+        if acquire is not None:
+            summary = acquire(start_worker)
+        elif profile.kind == "simulated":
             summary = run_simulated(
                 profile, sequence, out, seed=seed, progress=progress, bus=bus,
                 on_ready=start_worker,

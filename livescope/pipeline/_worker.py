@@ -144,6 +144,9 @@ class _Field:
     """Header of the frame that completed the field (latest arrival)."""
     t_received_ns: int
     live: bool = True
+    t_start_ns: int = 0
+    """When its analysis began and when its decisions were answered (monotonic ns)."""
+    t_done_ns: int = 0
 
 
 def _pct(values: Sequence[float]) -> dict[str, float]:
@@ -568,6 +571,7 @@ class PipelineWorker:
                 ms["decision_enqueued"] = round(
                     float(np.median([(a - s) / 1e6 for s, a, _ in sent])), 3
                 )
+        fld.t_start_ns, fld.t_done_ns = t_start, t_decided
         self.done[fld.position] = fld.t
         self.counts["fields_analysed"] += 1
         self.counts["frames_analysed"] += len(fld.frames)
@@ -605,6 +609,7 @@ class PipelineWorker:
                 self._latency_log.write(json.dumps({
                     "position": job.fld.position, "t": job.fld.t,
                     "seq": int(job.fld.header.get("seq", -1)), "live": job.fld.live,
+                    "t_start_ns": job.fld.t_start_ns, "t_done_ns": job.fld.t_done_ns,
                     "ms": job.ms}) + "\n")  # fmt: skip
                 self._latency_log.flush()
                 self._save_state(job.state)

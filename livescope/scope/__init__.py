@@ -11,6 +11,17 @@ from ._engine import SAMPLE_TIME_KEY, LivescopeEngine
 from ._fanout import FrameFanout, frame_info, position_name
 from ._frames import SimulatedView, simulated_frames, simulated_views
 from ._render import FieldOfView, Optics
+from ._replay import (
+    ReplayAgent,
+    ReplayCamera,
+    ReplayEngine,
+    ReplayGate,
+    ReplayMicroscope,
+    ReplaySource,
+    map_channels,
+    replay_sequence,
+    run_replay_scope,
+)
 from ._sample import ANAPHASE_SHARE, STEP_S, CellRecord, CellState, SampleState, SimulatedSample
 from ._sim import FrameTruth, SimulatedMicroscope, expose
 from ._truth import GroundTruthWriter
@@ -29,6 +40,12 @@ __all__ = [
     "GroundTruthWriter",
     "LivescopeEngine",
     "Optics",
+    "ReplayAgent",
+    "ReplayCamera",
+    "ReplayEngine",
+    "ReplayGate",
+    "ReplayMicroscope",
+    "ReplaySource",
     "SampleState",
     "ScopeAgent",
     "SimulatedMicroscope",
@@ -38,8 +55,11 @@ __all__ = [
     "demo_sequence",
     "expose",
     "frame_info",
+    "map_channels",
     "position_name",
+    "replay_sequence",
     "run_micromanager",
+    "run_replay_scope",
     "run_simulated",
     "simulated_frames",
     "simulated_views",

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -64,9 +64,16 @@ class EventFeed:
     on its thread, decisions arrive on the decision-server thread.
     """
 
-    def __init__(self, sequence: useq.MDASequence, engine: LivescopeEngine, clock_scale: float):
+    def __init__(
+        self,
+        sequence: useq.MDASequence,
+        engine: LivescopeEngine,
+        clock_scale: float,
+        clock: Callable[[], float] | None = None,
+    ):
         self._engine = engine
         self._scale = clock_scale  # plan seconds per wall-clock second
+        self._clock = clock  # plan seconds since the start, when not the wall clock (replay)
         self._lock = threading.Lock()
         self._heap: list[tuple[float, int, useq.MDAEvent]] = []
         self._order = itertools.count()
@@ -103,6 +110,8 @@ class EventFeed:
 
     def now(self) -> float:
         """Plan time since the run started, seconds."""
+        if self._clock is not None:
+            return self._clock()
         return 0.0 if self._t0 is None else (time.perf_counter() - self._t0) * self._scale
 
     def __iter__(self) -> Iterator[useq.MDAEvent]:
@@ -275,8 +284,17 @@ class ScopeAgent:
         Optional ``frames``, ``control`` and ``decisions`` endpoints to bind.
     security
         CURVE keys (required to bind to a network address).
+    engine
+        The acquisition engine (default: a `LivescopeEngine` for ``core``; replays
+        pass theirs).
+    clock
+        Plan seconds since the run started, when not the wall clock (a replay's is
+        the recorded time of the last event served).
 
     """
+
+    what_if = False
+    """Decisions are only logged, not applied to the acquisition (replays set it)."""
 
     def __init__(
         self,
@@ -291,14 +309,16 @@ class ScopeAgent:
         endpoints: dict[str, str] | None = None,
         security: BusSecurity | None = None,
         extra_sinks: list[PSink] | None = None,
+        engine: LivescopeEngine | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         check_plan(sequence, profile)
         self.core, self.profile, self.sequence, self.sim = core, profile, sequence, sim
         self.run_dir = Path(run_dir)
         self.run_id = run_id or time.strftime("run-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-        self.engine = LivescopeEngine(core, profile, sim=sim)
+        self.engine = engine or LivescopeEngine(core, profile, sim=sim)
         accel = sim.time_acceleration if sim is not None else 1.0
-        self.feed = EventFeed(sequence, self.engine, accel)
+        self.feed = EventFeed(sequence, self.engine, accel, clock)
         # every channel of the rig has its place on the c axis from the start: the
         # plan's first, then the others (decisions may add them)
         channels = list(
@@ -390,9 +410,13 @@ class ScopeAgent:
                 "decision %s (%s) rejected: %s", decision.decision_id, decision.type, reason
             )
         try:
-            self.decision_log.append(
-                {"decision": decision.model_dump(mode="json"), "ack": ack.model_dump(mode="json")}
-            )
+            record: dict[str, Any] = {
+                "decision": decision.model_dump(mode="json"),
+                "ack": ack.model_dump(mode="json"),
+            }
+            if self.what_if:
+                record["what_if"] = True
+            self.decision_log.append(record)
         except OSError:
             logger.exception("decision %s: writing the decision log failed", decision.decision_id)
         return ack

@@ -1,8 +1,9 @@
-"""Recorded datasets opened for replay: livescope recordings and CTC folders, and bad input."""
+"""Recorded datasets opened for replay (livescope, CTC, OME-TIFF, NDTiff, OME-Zarr), bad input."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import pytest
@@ -220,3 +221,212 @@ def test_a_damaged_ndtiff_index_is_a_clear_error(tmp_path: Path) -> None:
     index.write_bytes(index.read_bytes()[:-10])
     with pytest.raises(DatasetError, match="the NDTiff index cannot be read"):
         open_dataset(acq)
+
+
+def _ngff(
+    path: Path,
+    data: np.ndarray,
+    *,
+    axes: list[Any] | None = None,
+    scale: list[float] | None = None,
+    units: dict[str, str] | None = None,
+    channels: list[str] | None = None,
+    zarr_format: Literal[2, 3] = 3,
+    chunks: tuple[int, ...] | None = None,
+    separator: str = ".",
+    group: Any = None,
+) -> Path:
+    """Write one NGFF image (0.5 on Zarr v3, 0.4 on v2) with its level 0 at ``0``."""
+    axes = axes if axes is not None else list("tczyx")
+    units = units if units is not None else {"t": "second", "y": "micrometer", "x": "micrometer"}
+    entries = [
+        {"name": a, **({"unit": units[a]} if a in units else {})} if isinstance(a, str) else a
+        for a in axes
+    ]
+    level: dict[str, Any] = {"path": "0"}
+    if scale is not None:
+        level["coordinateTransformations"] = [{"type": "scale", "scale": scale}]
+    meta: dict[str, Any] = {"multiscales": [{"version": "0.4", "axes": entries,
+                                             "datasets": [level]}]}  # fmt: skip
+    if channels is not None:
+        meta["omero"] = {"channels": [{"label": c} for c in channels]}
+    if group is None:
+        group = zarr.open_group(path, mode="w", zarr_format=zarr_format)
+    if zarr_format == 3:
+        meta["multiscales"][0].pop("version")
+        group.attrs["ome"] = {"version": "0.5", **meta}
+        encoding: dict[str, Any] = {"name": "default", "separator": "/"}
+    else:
+        group.attrs.update(meta)
+        encoding = {"name": "v2", "separator": separator}
+    array = group.create_array(
+        "0", shape=data.shape, chunks=chunks or (*(1,) * (data.ndim - 2), *data.shape[-2:]),
+        dtype=data.dtype, chunk_key_encoding=encoding,
+    )  # fmt: skip
+    array[...] = data
+    return path
+
+
+def _planes(shape: tuple[int, ...], dtype: type = np.uint16) -> np.ndarray:
+    return np.random.default_rng(0).integers(1, 200, shape).astype(dtype)
+
+
+def test_an_ome_zarr_05_image_replays_its_planes_in_time_order(tmp_path: Path) -> None:
+    data = _planes((3, 2, 1, 32, 32))
+    path = _ngff(tmp_path / "img.zarr", data, scale=[120.0, 1.0, 2.0, 0.65, 0.65],
+                 channels=["Phase", "DAPI"])  # fmt: skip
+    with open_dataset(path) as ds:
+        assert ds.format == "ome-zarr"
+        assert ds.positions == ["p0"]
+        assert ds.channels == ["Phase", "DAPI"]
+        assert [f.key for f in ds.frames[:3]] == [
+            FrameKey("p0", 0, "Phase"), FrameKey("p0", 0, "DAPI"), FrameKey("p0", 1, "Phase")
+        ]  # fmt: skip
+        assert len(ds.frames) == 6
+        f = ds.frames[-1]
+        assert f.key == FrameKey("p0", 2, "DAPI")
+        assert (f.shape, f.dtype, f.origin) == ((32, 32), "uint16", "0 t=2 c=1 z=0")
+        assert f.sample_time_s == 240.0
+        assert f.pixel_size_um == pytest.approx(0.65)
+        assert np.array_equal(ds.read(f.key), data[2, 1, 0])
+        assert ds.warnings == []
+    with open_dataset(path, pixel_size_um=0.5) as ds:  # given: it wins over the file's
+        assert ds.frames[0].pixel_size_um == 0.5
+
+
+@pytest.mark.parametrize("separator", [".", "/"])
+def test_an_ngff_04_image_on_zarr_v2_converts_units(tmp_path: Path, separator: str) -> None:
+    data = _planes((2, 1, 3, 16, 24), np.uint8)
+    path = _ngff(
+        tmp_path / "img.zarr", data, zarr_format=2, separator=separator,
+        scale=[500.0, 1.0, 1.0, 650.0, 650.0],
+        units={"t": "millisecond", "y": "nanometer", "x": "nanometer"},
+    )  # fmt: skip
+    assert (path / ".zattrs").is_file()
+    with open_dataset(path, interval_s=60) as ds:
+        assert ds.format == "ome-zarr"
+        assert ds.channels == ["c0"]
+        assert len(ds.frames) == 2 * 3
+        f = next(f for f in ds.frames if f.key == FrameKey("p0", 1, "c0", 2))
+        assert f.sample_time_s == 0.5
+        assert f.pixel_size_um == pytest.approx(0.65)
+        assert f.dtype == "uint8"
+        assert np.array_equal(ds.read(f.key), data[1, 0, 2])
+
+
+def test_a_bioformats2raw_layout_replays_each_image_as_a_position(tmp_path: Path) -> None:
+    data = _planes((2, 2, 1, 16, 16))
+    root = zarr.open_group(tmp_path / "b2r.zarr", mode="w", zarr_format=3)
+    root.attrs["ome"] = {"version": "0.5", "bioformats2raw.layout": 3}
+    for p in range(2):
+        _ngff(tmp_path, data + p, group=root.create_group(str(p)), channels=["Phase", "DAPI"],
+              scale=[300.0, 1.0, 1.0, 0.65, 0.65])  # fmt: skip
+    with open_dataset(tmp_path / "b2r.zarr") as ds:
+        assert ds.positions == ["p0", "p1"]
+        assert [f.key for f in ds.frames[:4]] == [
+            FrameKey("p0", 0, "Phase"), FrameKey("p0", 0, "DAPI"),
+            FrameKey("p1", 0, "Phase"), FrameKey("p1", 0, "DAPI"),
+        ]  # fmt: skip
+        assert len(ds.frames) == 8
+        f = next(f for f in ds.frames if f.key == FrameKey("p1", 1, "DAPI"))
+        assert (f.origin, f.sample_time_s) == ("1/0 t=1 c=1 z=0", 300.0)
+        assert np.array_equal(ds.read(f.key), data[1, 1, 0] + 1)
+
+
+def test_a_livescope_ome_zarr_opens_as_a_generic_one(recording: Path) -> None:
+    with open_dataset(recording / "data.ome.zarr") as ds:
+        assert ds.format == "ome-zarr"
+        assert (ds.positions, ds.channels) == (["p0", "p1"], ["Phase", "DAPI"])
+        assert len(ds.frames) == 3 * 2 * 2
+        assert ds.frames[5].key == FrameKey("p0", 1, "DAPI", 0)
+        assert ds.frames[5].sample_time_s == pytest.approx(120.0)
+        with open_dataset(recording) as own:
+            assert np.array_equal(ds.read(ds.frames[5].key), own.read(ds.frames[5].key))
+
+
+def test_an_image_without_t_and_z_axes_is_one_time_point(tmp_path: Path) -> None:
+    data = _planes((2, 8, 8))
+    path = _ngff(tmp_path / "cyx.zarr", data, axes=["c", "y", "x"], zarr_format=2)
+    with open_dataset(path) as ds:
+        assert [f.key for f in ds.frames] == [FrameKey("p0", 0, "c0"), FrameKey("p0", 0, "c1")]
+        assert ds.frames[1].sample_time_s == 0.0
+        assert ds.frames[1].pixel_size_um is None
+        assert np.array_equal(ds.read(ds.frames[1].key), data[1])
+
+
+@pytest.mark.parametrize(
+    ("zarr_format", "chunks", "chunk", "expected", "replayed"),
+    [
+        (3, None, "c/2/1/0/0/0", "1 of 6 planes never written (t=2 c=1 z=0); replaying t=0..1", 4),
+        (2, None, "2.1.0.0.0", "1 of 6 planes never written (t=2 c=1 z=0); replaying t=0..1", 4),
+        # a quarter of a plane missing: the plane is left out, later time points replay
+        (3, (1, 1, 1, 16, 16), "c/1/0/0/1/0", "1 of 6 planes never written (t=1 c=0 z=0); "
+         "replaying t=0..2", 5),
+        # one chunk holds both channels
+        (3, (1, 2, 1, 32, 32), "c/2/0/0/0/0", "2 of 6 planes never written (t=2 c=0 z=0, "
+         "t=2 c=1 z=0); replaying t=0..1", 4),
+    ],
+)  # fmt: skip
+def test_planes_never_written_are_left_out_with_a_warning(
+    tmp_path: Path,
+    zarr_format: Literal[2, 3],
+    chunks: tuple[int, ...] | None,
+    chunk: str,
+    expected: str,
+    replayed: int,
+) -> None:
+    data = _planes((3, 2, 1, 32, 32))
+    path = _ngff(tmp_path / "cut.zarr", data, zarr_format=zarr_format, chunks=chunks)
+    (path / "0" / chunk).unlink()  # the run was killed before it was written
+    with open_dataset(path) as ds:
+        assert ds.warnings == [f"{path}: {expected}"]
+        assert len(ds.frames) == replayed
+        last = ds.frames[-1]
+        assert last.key == FrameKey("p0", int(expected[-1]), "c1")
+        assert np.array_equal(ds.read(last.key), data[last.key.t, 1, 0])
+
+
+def test_an_ome_zarr_without_a_complete_time_point_is_refused(tmp_path: Path) -> None:
+    path = _ngff(tmp_path / "cut.zarr", _planes((1, 2, 1, 8, 8)))
+    (path / "0" / "c" / "0" / "1" / "0" / "0" / "0").unlink()
+    with pytest.raises(DatasetError) as err:
+        open_dataset(path)
+    assert str(err.value) == (
+        f"{path}: no time point was written in full (1 of 2 planes never written: t=0 c=1 z=0)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("axes", "shape", "expected"),
+    [
+        (["c", "q"], (2, 8), "multiscales axes ['c', 'q'] lack y/x"),
+        ([{"type": "space"}, {"type": "space"}], (8, 8), "multiscales axes [None, None] lack y/x"),
+        (["t", "w", "y", "x"], (2, 2, 8, 8), "multiscales axes ['t', 'w', 'y', 'x'] are not "
+         "supported (livescope replays t, c, z planes of y/x)"),
+    ],
+)  # fmt: skip
+def test_ome_zarr_axes_livescope_cannot_replay_are_named(
+    tmp_path: Path, axes: list[Any], shape: tuple[int, ...], expected: str
+) -> None:
+    path = _ngff(tmp_path / "odd.zarr", _planes(shape), axes=axes)
+    with pytest.raises(DatasetError) as err:
+        open_dataset(path)
+    assert str(err.value) == f"{path}: {expected}"
+
+
+def test_other_ome_zarr_stores_are_clear_errors(tmp_path: Path) -> None:
+    floats = _ngff(tmp_path / "f.zarr", np.ones((2, 1, 1, 8, 8), np.float32))
+    with pytest.raises(DatasetError) as err:
+        open_dataset(floats)
+    assert str(err.value) == (
+        f"{floats / '0'}: pixel type float32 is not supported (livescope replays uint8/uint16 "
+        "monochrome frames)"
+    )
+    plate = zarr.open_group(tmp_path / "plate.zarr", mode="w", zarr_format=3)
+    plate.attrs["ome"] = {"version": "0.5", "plate": {"rows": [{"name": "A"}]}}
+    with pytest.raises(DatasetError) as err:
+        open_dataset(tmp_path / "plate.zarr")
+    assert str(err.value) == f"{tmp_path / 'plate.zarr'}: OME-Zarr plates are not supported yet"
+    zarr.open_group(tmp_path / "plain.zarr", mode="w", zarr_format=2).attrs["x"] = 1
+    with pytest.raises(DatasetError, match=r"plain\.zarr: no OME-Zarr multiscales metadata"):
+        open_dataset(tmp_path / "plain.zarr")

@@ -1,0 +1,165 @@
+"""``livescope replay``: recorded datasets through the unchanged pipeline."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ._common import JsonOpt, ThreadsOpt, emit, fail, setup_logging, stderr, user_errors
+
+__all__ = ["parse_channel_map", "parse_speed", "replay"]
+
+
+def parse_speed(text: str) -> float | None:
+    """``realtime`` → 1, ``max`` → None (as fast as the pipeline goes), else a factor > 0.
+
+    Raises
+    ------
+    ValueError
+        naming the accepted values.
+
+    """
+    t = text.strip().lower()
+    if t == "max":
+        return None
+    if t == "realtime":
+        return 1.0
+    try:
+        value = float(t.rstrip("x"))
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise ValueError(f"--speed {text!r}: use realtime, max or a factor > 0 (e.g. 10)")
+    return value
+
+
+def parse_channel_map(items: list[str]) -> dict[str, str]:
+    """``["GFP=Fluo", ...]`` → ``{"GFP": "Fluo"}``; a clear error for anything else."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, target = item.partition("=")
+        if not sep or not name.strip() or not target.strip():
+            raise ValueError(f"--channel-map {item!r}: write DATASET_CHANNEL=PROFILE_CHANNEL")
+        out[name.strip()] = target.strip()
+    return out
+
+
+def replay(
+    datasets: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Recorded dataset(s): a livescope run folder, an NDTiff dataset, an OME-TIFF "
+            "file, an OME-Zarr store or a folder of tNNN.tif frames (Cell Tracking Challenge)."
+        ),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Output folder (new). Default: runs/replay-<date>-<time>."),
+    ] = None,
+    plan: Annotated[
+        Path | None,
+        typer.Option(help="Plan YAML whose policies: run (default: the recording's own)."),
+    ] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option(help="Hardware profile (default: the recording's, else 'replay')."),
+    ] = None,
+    speed: Annotated[
+        str,
+        typer.Option(help="realtime, max (as fast as the engines go; reproducible) or a factor."),
+    ] = "max",
+    channel_map: Annotated[
+        list[str] | None,
+        typer.Option(help="DATASET_CHANNEL=PROFILE_CHANNEL (repeatable), e.g. GFP=Fluo."),
+    ] = None,
+    channel: Annotated[
+        str, typer.Option(help="Channel of a CTC folder (it does not name one).")
+    ] = "Fluo",
+    interval_s: Annotated[
+        float,
+        typer.Option(min=1e-6, help="Seconds between time points, where the dataset lacks times."),
+    ] = 1.0,
+    pixel_size: Annotated[
+        float | None,
+        typer.Option(min=1e-6, help="Pixel size in µm, where the dataset does not state it."),
+    ] = None,
+    gate_timeout_s: Annotated[
+        float,
+        typer.Option(min=0.1, help="At max speed: longest wait for the worker per time point."),
+    ] = 60.0,
+    threads: ThreadsOpt = None,
+    json_out: JsonOpt = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")] = False,
+) -> None:
+    """Replay a recorded dataset through the pipeline: results, report and what-if decisions.
+
+    The recorded frames are served by a replay camera on a Micro-Manager core,
+    so the agent, the bus, the engines and the policies run as in a live run.
+    Decisions are checked and logged as what-if (decisions.jsonl) but never
+    change which recorded frames are served. Writes OUT/results/, OUT/report.html
+    and OUT/summary.json.
+    """
+    setup_logging(verbose)
+    try:
+        factor = parse_speed(speed)
+        mapping = parse_channel_map(channel_map or [])
+    except ValueError as exc:
+        fail(str(exc), as_json=json_out)
+    if len(datasets) != 1:
+        fail(
+            "give one dataset (several datasets run with --cluster: not built yet)",
+            as_json=json_out,
+        )
+    run_dir = out or Path("runs") / time.strftime("replay-%Y%m%d-%H%M%S")
+    with user_errors(json_out):
+        summary = _replay_one(
+            datasets[0], run_dir, plan=plan, profile=profile, speed=factor, channel_map=mapping,
+            channel=channel, interval_s=interval_s, pixel_size_um=pixel_size, threads=threads,
+            gate_timeout_s=gate_timeout_s, json_out=json_out,
+        )  # fmt: skip
+    if json_out:
+        emit(summary)
+        return
+    for w in summary.get("warnings", []):
+        stderr.print(f"[yellow]warning:[/] {w}", highlight=False)
+    d = summary["decisions"]
+    over = summary.get("replay_overhead") or {}
+    stderr.print(
+        f"replayed {summary['frames_served']} frame(s) of {summary['dataset']} "
+        f"({summary['format']}); analysed {summary['frames_analysed']}; "
+        f"{d['what_if']} what-if decision(s); replay overhead {over.get('share')}",
+        highlight=False,
+    )
+    stderr.print(f"report: {summary['report']}", highlight=False)
+    typer.echo(summary["out"])
+
+
+def _replay_one(dataset: Path, run_dir: Path, *, json_out: bool, **kwargs: Any) -> dict[str, Any]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from livescope.pipeline import run_replay
+    from livescope.view import write_report
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=stderr,
+        transient=True,
+        disable=json_out or not stderr.is_terminal,
+    ) as bar:
+        task = bar.add_task("replaying", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=min(done, total), total=total)
+
+        summary = run_replay(dataset, run_dir, progress=progress, **kwargs)
+        bar.update(task, description="writing the report")
+        summary["report"] = str(write_report(run_dir).resolve())
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    return summary

@@ -1,0 +1,226 @@
+"""Replay a recorded dataset through the unchanged pipeline (``livescope replay``).
+
+`run_replay` opens the dataset (`livescope.record.open_dataset`: livescope
+recordings, NDTiff, OME-TIFF, OME-Zarr, CTC folders), serves its frames through
+a replay camera on a real ``UniMMCore`` (`livescope.scope.run_replay_scope`)
+to the scope agent, and runs the supervised pipeline worker and the plan's
+policies exactly as `run_adaptive` does for a live run. Decisions are logged as
+what-if. At ``speed=None`` (as fast as the pipeline goes) each time point waits
+for the worker to finish the previous ones, so every replay of a recording
+analyses the same fields in the same order and makes the same decisions.
+
+What is replayed:
+
+* a livescope recording replays its own ``plan.yaml`` (frames it lacks are
+  skipped), with the profile and worker settings it was recorded with, and its
+  policies unless ``plan`` gives others;
+* any other dataset gets a plan asking for each of its frames (positions,
+  time points, channels, z), on the ``replay`` profile, with the policies of
+  ``plan`` if given (else analysis only).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from livescope.record import Dataset, open_dataset
+from livescope.schema import HardwareProfile, LivescopeError, load_plan, load_profile, plan_sections
+from livescope.scope import ScopeAgent, map_channels, replay_sequence, run_replay_scope
+
+from ._demo import run_adaptive
+from ._worker import PLAN_FILE, RESULTS_DIR, WorkerConfig
+
+__all__ = ["replay_overhead", "run_replay"]
+
+
+def _recording_profile(ds: Dataset) -> HardwareProfile:
+    """Return the profile a livescope recording was made with (else the replay profile)."""
+    saved = ds.path / "profile.yaml"
+    if saved.is_file():
+        return load_profile(saved)
+    summary = ds.path / "summary.json"
+    if summary.is_file():
+        name = json.loads(summary.read_text(encoding="utf-8")).get("profile")
+        if name:
+            try:
+                return load_profile(str(name))
+            except LivescopeError:
+                pass
+    return load_profile("replay")
+
+
+def run_replay(
+    dataset: str | Path,
+    out_dir: str | Path,
+    *,
+    plan: str | Path | None = None,
+    profile: HardwareProfile | str | None = None,
+    speed: float | None = None,
+    channel_map: Mapping[str, str] | None = None,
+    channel: str = "Fluo",
+    interval_s: float = 1.0,
+    pixel_size_um: float | None = None,
+    worker: WorkerConfig | None = None,
+    threads: int | None = None,
+    gate_timeout_s: float = 60.0,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Replay ``dataset`` with the pipeline worker and policies in the loop; return the summary.
+
+    ``speed``: recorded seconds per wall second (``1.0`` real time), None as fast
+    as the pipeline goes (and reproducible). ``channel``, ``interval_s`` and
+    ``pixel_size_um`` describe datasets that do not record them (CTC folders).
+
+    Raises
+    ------
+    DatasetError
+        naming the file and the problem when the dataset cannot be replayed.
+    LivescopeError
+        when the plan, profile or channels do not fit, or the worker fails.
+
+    """
+    if speed is not None and not speed > 0:
+        raise LivescopeError(f"speed must be > 0 (or None for as fast as possible), got {speed}")
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise LivescopeError(f"{out} is not empty; choose a new output folder")
+    ds = open_dataset(dataset, channel=channel, interval_s=interval_s, pixel_size_um=pixel_size_um)
+    try:
+        own = ds.format == "livescope"
+        if isinstance(profile, str):
+            profile = load_profile(profile)
+        prof = profile or (_recording_profile(ds) if own else load_profile("replay"))
+        channels = map_channels(ds, prof, channel_map)
+        recorded_plan = ds.path / PLAN_FILE
+        if own and recorded_plan.is_file():
+            sequence = load_plan(recorded_plan)
+        else:
+            sequence = replay_sequence(ds, prof, channels)
+        policies: Any = None
+        if plan is not None:
+            policies = plan_sections(plan).get("policies")
+        elif own and recorded_plan.is_file():
+            policies = plan_sections(recorded_plan).get("policies")
+        cfg = worker
+        saved_cfg = ds.path / RESULTS_DIR / "worker-config.json"
+        if cfg is None and own and saved_cfg.is_file():
+            cfg = WorkerConfig.from_json(saved_cfg.read_text(encoding="utf-8"))
+        cfg = dataclasses.replace(cfg or WorkerConfig(stain_every=5), plan=None, idle_s=None)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "source.json").write_text(
+            json.dumps(
+                {
+                    "dataset": str(ds.path.resolve()),
+                    "format": ds.format,
+                    "channels": channels,
+                    "frames": len(ds.frames),
+                    "plan": str(plan) if plan is not None else None,
+                    "profile": prof.name,
+                    "speed": "max" if speed is None else speed,
+                },
+                indent=1,
+            ),
+            encoding="utf-8",
+        )
+
+        def acquire(on_ready: Callable[[ScopeAgent], None]) -> dict[str, Any]:
+            return run_replay_scope(
+                ds, prof, sequence, out, channels=channels, speed=speed, gate=speed is None,
+                gate_timeout_s=gate_timeout_s, progress=progress, bus="shm", on_ready=on_ready,
+            )  # fmt: skip
+
+        t0 = time.perf_counter()
+        summary = run_adaptive(
+            prof, sequence, out, policies=policies, worker=cfg, threads=threads,
+            progress=progress, acquire=acquire,
+        )  # fmt: skip
+        wall = time.perf_counter() - t0
+    finally:
+        ds.close()
+    overhead = replay_overhead(out)
+    what_if = _what_if_counts(out)
+    summary.update(
+        {
+            "replay": True,
+            "dataset": str(ds.path.resolve()),
+            "decisions": {**summary["decisions"], **what_if},
+            "deterministic": bool(
+                speed is None
+                and summary.get("gate_timeouts", 0) == 0
+                and summary.get("fields_analysed_late", 0) == 0
+                and summary.get("worker_restarts", 0) == 0
+            ),
+            "replay_overhead": overhead,
+            "wall_s": round(wall, 2),
+            "warnings": list(dict.fromkeys([*summary.get("warnings", []), *ds.warnings])),
+        }
+    )
+    (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    yaml_note = out / "replay.yaml"  # how to run it again
+    yaml_note.write_text(
+        yaml.safe_dump(
+            {"dataset": str(ds.path.resolve()), "plan": str(plan) if plan else None,
+             "profile": prof.name, "speed": "max" if speed is None else speed,
+             "channel_map": dict(channel_map or {})},
+            sort_keys=False,
+        ),
+        encoding="utf-8",
+    )  # fmt: skip
+    return summary
+
+
+def _what_if_counts(run_dir: Path) -> dict[str, int]:
+    """Decisions logged as what-if by the replay agent, and how many frames they were served."""
+    n = served = 0
+    path = run_dir / "decisions.jsonl"
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            rec = json.loads(line)
+            if rec.get("what_if") and rec.get("ack", {}).get("accepted"):
+                n += 1
+                served += int(rec["ack"].get("events_added") or 0)
+    return {"what_if": n, "what_if_frames_served": served}
+
+
+def replay_overhead(run_dir: str | Path) -> dict[str, float] | None:
+    """Share of the analysis wall time in which the worker waited for the replay.
+
+    From the worker's ``results/latency.jsonl``: the span from the first field's
+    analysis start to the last field's decisions, minus the time the worker spent
+    on fields (engines, policies, decisions), over that span. None when fewer
+    than two fields were analysed.
+    """
+    path = Path(run_dir) / RESULTS_DIR / "latency.jsonl"
+    spans: list[tuple[int, int]] = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            rec = json.loads(line)
+            a, b = int(rec.get("t_start_ns") or 0), int(rec.get("t_done_ns") or 0)
+            if a and b >= a:
+                spans.append((a, b))
+    if len(spans) < 2:
+        return None
+    first = min(a for a, _ in spans)
+    last = max(b for _, b in spans)
+    busy = 0
+    cursor = first
+    for a, b in sorted(spans):  # union of the busy intervals
+        a = max(a, cursor)
+        if b > a:
+            busy += b - a
+            cursor = b
+    wall = last - first
+    idle = max(0, wall - busy)
+    return {
+        "share": round(idle / wall, 4) if wall else 0.0,
+        "idle_s": round(idle / 1e9, 3),
+        "analysis_wall_s": round(wall / 1e9, 3),
+        "fields": len(spans),
+    }

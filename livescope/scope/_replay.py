@@ -1,0 +1,566 @@
+"""Replay a recorded dataset through the unchanged acquisition path.
+
+The replay microscope is a ``UniMMCore`` whose camera (`ReplayCamera`) serves
+recorded frames: the `ReplayEngine` tells the source which frame each event asks
+for before the snap, so the agent, the recorder, the bus, the engines and the
+policies run exactly as in a live run. Pacing follows the recorded sample
+times (``speed`` times faster; ``None`` as fast as the pipeline goes).
+
+At full speed a `ReplayGate` holds each plan time point until the pipeline
+worker has finished every field of the earlier ones (it follows the worker's
+``results/latency.jsonl``), so the worker sees the fields in the same order as
+any other replay: no frame is dropped on the bus and the decisions are
+reproducible. `ReplayAgent` logs decisions as "what-if" (``decisions.jsonl``,
+``"what_if": true``): they never change which planned frames are served; an
+added event is served only where the recording holds its frame.
+
+See docs/design/replay.md.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pymmcore
+import useq
+from numpy.typing import DTypeLike, NDArray
+from pymmcore_plus.experimental.unicore import SimpleCameraDevice, UniMMCore
+from pymmcore_plus.metadata import FrameMetaV1
+
+from livescope.record import Dataset, FrameKey, RecordedFrame
+from livescope.schema import (
+    AddEvents,
+    Decision,
+    HardwareProfile,
+    LivescopeError,
+    Move,
+    StopPosition,
+)
+
+from ._agent import ScopeAgent, _key
+from ._devices import SimShutter, SimStateDevice, SimXYStage, SimZStage
+from ._engine import SAMPLE_TIME_KEY, LivescopeEngine
+from ._fanout import position_name
+
+__all__ = [
+    "ReplayAgent",
+    "ReplayCamera",
+    "ReplayEngine",
+    "ReplayGate",
+    "ReplayMicroscope",
+    "ReplaySource",
+    "frames_in_plan",
+    "map_channels",
+    "replay_sequence",
+    "run_replay_scope",
+]
+
+logger = logging.getLogger("livescope")
+
+LIGHT_PATH = "LightPath"
+SHUTTER = "Shutter"
+
+
+class _ReplayCore(UniMMCore):
+    """``UniMMCore`` reporting the dataset's pixel size (0: unknown).
+
+    The C++ core cannot read Python devices' properties, so a pixel-size config
+    keyed on them is never found (as for the simulated microscope's turret).
+    """
+
+    def __init__(self, pixel_size_um: float | None) -> None:
+        # an explicit (adapter-free) search path: every device here is a Python device
+        super().__init__(mm_path=str(Path(__file__).parent))
+        self._pixel_size_um = float(pixel_size_um or 0.0)
+
+    def getPixelSizeUm(self, cached: bool = False) -> float:
+        """Return the recorded pixel size, µm (0 when the dataset does not state it)."""
+        return self._pixel_size_um
+
+    def getPixelSizeAffine(self, cached: bool = False) -> Any:
+        """Identity scaled by the recorded pixel size."""
+        px = self._pixel_size_um
+        return (px, 0.0, 0.0, 0.0, px, 0.0)
+
+
+def map_channels(
+    dataset: Dataset, profile: HardwareProfile, channel_map: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Return {dataset channel: profile channel} for every channel of ``dataset``.
+
+    A channel keeps its name when the profile has it; ``channel_map`` renames
+    others. A dataset of one channel the profile does not know is imaged as the
+    profile's first fluorescence channel (a warning is added to the dataset).
+
+    Raises
+    ------
+    LivescopeError
+        naming the channels the profile lacks and how to map them.
+
+    """
+    names = [c.name for c in profile.channels.presets]
+    given = dict(channel_map or {})
+    out: dict[str, str] = {}
+    unknown: list[str] = []
+    for ch in dataset.channels:
+        target = given.get(ch, ch)
+        if target in names:
+            out[ch] = target
+        else:
+            unknown.append(ch)
+    if unknown and len(dataset.channels) == 1:
+        fluo = [c.name for c in profile.channels.presets if c.kind == "fluorescence"]
+        if fluo:
+            out[unknown[0]] = fluo[0]
+            dataset.warnings.append(
+                f"{dataset.path}: channel {unknown[0]!r} is replayed as {fluo[0]!r} "
+                f"(a fluorescence channel of profile {profile.name!r}; pass --channel-map "
+                f"{unknown[0]}=NAME for another)"
+            )
+            unknown = []
+    if unknown:
+        bad = [f"{given.get(c, c)!r}" for c in unknown]
+        raise LivescopeError(
+            f"{dataset.path}: channel(s) {', '.join(bad)} not in profile {profile.name!r} "
+            f"(known: {', '.join(names)}); pass --channel-map {unknown[0]}={names[-1]}"
+        )
+    targets = list(out.values())
+    if dup := sorted({t for t in targets if targets.count(t) > 1}):
+        raise LivescopeError(f"{dataset.path}: two dataset channels map to {dup}")
+    return out
+
+
+def replay_sequence(
+    dataset: Dataset, profile: HardwareProfile, channels: Mapping[str, str]
+) -> useq.MDASequence:
+    """Build a plan asking for every frame of ``dataset`` (time points, positions, channels, z).
+
+    For datasets that were not recorded by livescope (a livescope recording
+    replays its own ``plan.yaml``). Time points are numbered as in the dataset
+    (a gap in its numbering is a time point whose frames are absent, and skipped).
+    """
+    frames = dataset.frames
+    first: dict[str, RecordedFrame] = {}
+    for f in frames:
+        first.setdefault(f.key.position, f)
+    ts = sorted({f.key.t for f in frames})
+    times = sorted({f.sample_time_s for f in frames if f.sample_time_s is not None})
+    steps = np.diff(times) if len(times) > 1 else np.asarray([1.0])
+    interval = float(np.median(steps)) if steps.size else 1.0
+    zs = sorted({f.key.z for f in frames})
+    group = profile.channels.config_group
+    chans = []
+    for ch in dataset.channels:
+        preset = profile.channels.get(channels[ch])
+        exp = next((f.exposure_ms for f in frames if f.key.channel == ch and f.exposure_ms), None)
+        lo, hi = preset.exposure_min_ms, preset.exposure_max_ms
+        exposure = min(max(float(exp), lo), hi) if exp else preset.default_exposure_ms
+        chans.append(useq.Channel(config=preset.name, group=group, exposure=exposure))
+    z_plan: Any = None
+    if len(zs) > 1:
+        z_plan = useq.ZRelativePositions(relative=[float(z) for z in range(max(zs) + 1)])
+    return useq.MDASequence(
+        stage_positions=[
+            useq.Position(x=f.x_um, y=f.y_um, z=f.z_um if len(zs) == 1 else None, name=p)
+            for p, f in first.items()
+        ],
+        channels=chans,
+        z_plan=z_plan,
+        time_plan=useq.TIntervalLoops(interval=max(interval, 1e-3), loops=max(ts) + 1),
+        axis_order="tpcz",
+    )
+
+
+class ReplaySource:
+    """Serves a dataset's frames in the order the events ask for them.
+
+    ``channels`` maps dataset channel names to the plan's (`map_channels`).
+    """
+
+    def __init__(self, dataset: Dataset, channels: Mapping[str, str]) -> None:
+        self.dataset = dataset
+        self._plan_to_ds = {v: k for k, v in channels.items()}
+        self._frames = {f.key: f for f in dataset.frames}
+        self.current: RecordedFrame | None = None
+        self._pixels: NDArray[Any] | None = None
+        self.served = 0
+        self.served_fields: collections.Counter[tuple[str, int]] = collections.Counter()
+        self.not_recorded: list[str] = []
+        first = dataset.frames[0]
+        self.shape = first.shape
+        self.dtype = np.dtype(first.dtype)
+        known = [f.sample_time_s for f in dataset.frames if f.sample_time_s is not None]
+        self.t0_s = min(known) if known else 0.0
+
+    def key_of(self, event: useq.MDAEvent) -> FrameKey:
+        """Return the recorded frame an event asks for (plan channel → dataset channel)."""
+        pos, t, ch, z = _key(event)
+        return FrameKey(pos, int(t), self._plan_to_ds.get(ch, ch), int(z))
+
+    def recorded(self, event: useq.MDAEvent) -> RecordedFrame | None:
+        """Return the recorded frame for ``event``, or None if the dataset lacks it."""
+        return self._frames.get(self.key_of(event))
+
+    def select(self, event: useq.MDAEvent) -> None:
+        """Make ``event``'s frame the next one the camera serves (runner thread)."""
+        key = self.key_of(event)
+        frame = self._frames.get(key)
+        if frame is None:
+            raise LivescopeError(f"{self.dataset.path}: no recorded frame for {key}")
+        self._pixels = self.dataset.read(key)
+        self.current = frame
+
+    def serve_into(self, buffer: NDArray[Any]) -> None:
+        """Copy the selected frame into the camera's buffer."""
+        if self._pixels is None or self.current is None:
+            raise LivescopeError("replay camera: no frame selected for this snap")
+        if self._pixels.shape != buffer.shape:
+            raise LivescopeError(
+                f"{self.dataset.path}: frame {self.current.origin} has shape "
+                f"{self._pixels.shape}; the replay camera serves {buffer.shape}"
+            )
+        buffer[...] = self._pixels
+        self._pixels = None
+        self.served += 1
+
+
+class ReplayCamera(SimpleCameraDevice):
+    """A Micro-Manager camera (Python device) whose frames come from a `ReplaySource`."""
+
+    def __init__(self, source: ReplaySource) -> None:
+        super().__init__()
+        self._source = source
+        self._exposure_ms = 1.0
+
+    def get_exposure(self) -> float:
+        """Exposure in ms (as set; the recorded frame is served whatever it is)."""
+        return self._exposure_ms
+
+    def set_exposure(self, exposure: float) -> None:
+        """Set the exposure in ms."""
+        self._exposure_ms = float(exposure)
+
+    def sensor_shape(self) -> tuple[int, int]:
+        """(rows, cols) of the recorded frames."""
+        return self._source.shape
+
+    def dtype(self) -> DTypeLike:
+        """Return the recorded pixel type."""
+        return self._source.dtype
+
+    def snap(self, buffer: np.ndarray) -> Mapping[str, Any]:
+        """Copy the frame the engine selected into ``buffer``."""
+        self._source.serve_into(buffer)
+        return {}
+
+
+class ReplayGate:
+    """Holds each plan time point until the worker has analysed the earlier ones.
+
+    Follows ``results/latency.jsonl``, which the worker appends once per field
+    after the field's decisions were answered. A wait longer than ``timeout_s``
+    logs a warning, lets the replay go on and counts a timeout (the replay is
+    then not guaranteed to be reproducible).
+    """
+
+    def __init__(self, run_dir: str | Path, *, timeout_s: float = 60.0) -> None:
+        self.path = Path(run_dir) / "results" / "latency.jsonl"
+        self.timeout_s = timeout_s
+        self.done: set[tuple[str, int]] = set()
+        self.timeouts = 0
+        self.waited_s = 0.0
+        self._offset = 0
+        self._rest = b""
+
+    def _read(self) -> None:
+        try:
+            with self.path.open("rb") as fh:
+                fh.seek(self._offset)
+                data = fh.read()
+        except FileNotFoundError:
+            return
+        self._offset += len(data)
+        *lines, self._rest = (self._rest + data).split(b"\n")
+        for line in lines:
+            with contextlib.suppress(ValueError, KeyError):
+                rec = json.loads(line)
+                self.done.add((str(rec["position"]), int(rec["t"])))
+
+    def wait_for(self, fields: Iterable[tuple[str, int]]) -> bool:
+        """Block until every field in ``fields`` is analysed; False on a timeout."""
+        want = set(fields)
+        if not want:
+            return True
+        t0 = time.perf_counter()
+        deadline = t0 + self.timeout_s
+        while True:
+            self._read()
+            if want <= self.done:
+                self.waited_s += time.perf_counter() - t0
+                return True
+            if time.perf_counter() > deadline:
+                self.timeouts += 1
+                self.waited_s += time.perf_counter() - t0
+                logger.warning(
+                    "replay: the worker has not analysed %s after %.0f s; going on (the replay "
+                    "may not be reproducible)",
+                    sorted(want - self.done)[:5],
+                    self.timeout_s,
+                )
+                return False
+            time.sleep(0.002)
+
+
+class ReplayEngine(LivescopeEngine):
+    """The acquisition engine of a replay: selects each event's recorded frame.
+
+    Events whose frame the dataset lacks (a position stopped in the live run,
+    a run cut short) are skipped and listed in ``source.not_recorded``. Each
+    frame's sample time is the recorded one. ``speed``: recorded seconds per
+    wall-clock second (None: no waiting at all). Hardware sequencing is off, so
+    every frame is one snap of one event.
+    """
+
+    def __init__(
+        self,
+        core: UniMMCore,
+        profile: HardwareProfile,
+        source: ReplaySource,
+        *,
+        speed: float | None = None,
+        gate: ReplayGate | None = None,
+        expected: Mapping[tuple[str, int], int] | None = None,
+    ) -> None:
+        super().__init__(core, profile)
+        self.use_hardware_sequencing = False
+        self.source = source
+        self.speed = speed
+        self.gate = gate
+        self.expected = dict(expected or {})
+        self.clock_s = 0.0
+        """Recorded seconds since the first frame, of the last event handed out."""
+        self._gate_t = -1
+
+    def event_iterator(self, events: Iterable[useq.MDAEvent]) -> Iterator[useq.MDAEvent]:
+        """Time each event by its recorded frame; skip events the dataset lacks."""
+        for event in events:
+            frame = self.source.recorded(event)
+            if frame is None:
+                self.source.not_recorded.append(str(self.source.key_of(event)))
+                continue
+            sample = frame.sample_time_s
+            if sample is None:
+                sample = float(event.metadata.get(SAMPLE_TIME_KEY, event.min_start_time or 0.0))
+            rel = sample - self.source.t0_s
+            self.clock_s = max(self.clock_s, rel)
+            meta = {**event.metadata, SAMPLE_TIME_KEY: float(sample)}
+            due = None if self.speed is None else max(0.0, rel) / self.speed
+            yield event.model_copy(update={"metadata": meta, "min_start_time": due})
+
+    def setup_event(self, event: useq.MDAEvent) -> None:
+        """Wait for the worker (gate), select the recorded frame, then set up as usual."""
+        t = int(event.index.get("t", 0))
+        if self.gate is not None and not event.metadata.get("added_by") and t > self._gate_t:
+            served = self.source.served_fields
+            # fields served in part (a frame missing from the recording) are not waited for:
+            # the worker analyses them once a frame of another field arrives
+            done = [k for k, n in served.items() if k[1] < t and n >= self.expected.get(k, n)]
+            self.gate.wait_for(done)
+            self._gate_t = t
+        self.source.select(event)
+        if not event.metadata.get("added_by"):
+            self.source.served_fields[(position_name(event), t)] += 1
+        super().setup_event(event)
+
+    def get_frame_metadata(
+        self,
+        event: useq.MDAEvent,
+        prop_values: Any = None,
+        runner_time_ms: float = 0.0,
+        include_position: bool = True,
+        camera_device: str | None = None,
+    ) -> FrameMetaV1:
+        """Stock metadata plus the recorded sample time and where the frame comes from."""
+        meta = super().get_frame_metadata(
+            event, prop_values, runner_time_ms, include_position, camera_device
+        )
+        frame = self.source.current
+        sample = event.metadata.get(SAMPLE_TIME_KEY)
+        meta["livescope.sample_time_s"] = sample  # type: ignore[typeddict-unknown-key]
+        if frame is not None:
+            meta["livescope.replay_of"] = frame.origin  # type: ignore[typeddict-unknown-key]
+        return meta
+
+
+class ReplayMicroscope:
+    """A ``UniMMCore`` with a `ReplayCamera` and the profile's stages and channels.
+
+    Stages keep the profile's travel (so a replayed decision is checked as the
+    live rig would check it); the pixel size is the dataset's where it states one.
+    """
+
+    def __init__(self, profile: HardwareProfile, source: ReplaySource) -> None:
+        self.profile = profile
+        self.source = source
+        p = profile
+        pixel = next((f.pixel_size_um for f in source.dataset.frames if f.pixel_size_um), None)
+        self.pixel_size_um = pixel
+        core = _ReplayCore(pixel)
+        self.camera = ReplayCamera(source)
+        devices = {
+            "ReplayCamera": self.camera,
+            p.stages.xy.name: SimXYStage(p.stages.xy.x_range_um, p.stages.xy.y_range_um),
+            p.stages.z.name: SimZStage(p.stages.z.z_range_um),
+            LIGHT_PATH: SimStateDevice([c.name for c in p.channels.presets]),
+            SHUTTER: SimShutter(),
+        }
+        for label, dev in devices.items():
+            core.loadPyDevice(label, dev)
+        core.initializeAllDevices()
+        group = p.channels.config_group
+        core.defineConfigGroup(group)
+        for ch in p.channels.presets:
+            core.defineConfig(group, ch.name, LIGHT_PATH, "Label", ch.name)
+        core.setChannelGroup(group)
+        core.setCameraDevice("ReplayCamera")
+        core.setXYStageDevice(p.stages.xy.name)
+        core.setFocusDevice(p.stages.z.name)
+        core.setShutterDevice(SHUTTER)
+        core.setAutoShutter(True)
+        core.setConfig(group, p.channels.presets[0].name)
+        self.core = core
+
+    def close(self) -> None:
+        """Unload the devices and detach the core's callbacks (as the simulated microscope)."""
+        self.core.unloadAllDevices()
+        with contextlib.suppress(Exception):
+            pymmcore.CMMCore.registerCallback(self.core, None)
+
+    def __enter__(self) -> ReplayMicroscope:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ReplayAgent(ScopeAgent):
+    """The scope agent of a replay: decisions are checked and logged as what-if.
+
+    `Move`, `ChangeInterval`, `StopPosition` and `StopRun` are accepted after the
+    live agent's checks and not applied; `AddEvents` is served for the events
+    whose frames the recording holds.
+    """
+
+    what_if = True
+
+    def __init__(self, *args: Any, source: ReplaySource, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.source = source
+        self.what_if_served = 0
+
+    def _apply(self, d: Decision) -> tuple[int, str]:
+        feed = self.feed
+        if isinstance(d, AddEvents):
+            events = self._prepare_added(d)
+            held = [e for e in events if self.source.recorded(e) is not None]
+            if held:
+                feed.add(held)
+            self.what_if_served += len(held)
+            return len(held), (
+                f"what-if: the recording holds {len(held)} of {len(events)} requested "
+                f"frame(s); {len(held)} served"
+            )
+        if isinstance(d, (StopPosition, Move)) and d.position not in feed.positions:
+            raise LivescopeError(f"unknown position {d.position!r}; have {sorted(feed.positions)}")
+        if isinstance(d, Move):
+            for xyz in feed.moved_coordinates(d.position, d.x_um, d.y_um, d.z_um):
+                self.profile.check_stage_travel(*xyz, f"move {d.position}")
+        return 0, f"what-if: {d.type} accepted, not applied (the replay serves the recording)"
+
+
+def frames_in_plan(sequence: useq.MDASequence) -> dict[tuple[str, int], int]:
+    """Frames each field (position, time index) of a plan has."""
+    out: collections.Counter[tuple[str, int]] = collections.Counter()
+    for event in sequence:
+        out[(position_name(event), int(event.index.get("t", 0)))] += 1
+    return dict(out)
+
+
+def run_replay_scope(
+    dataset: Dataset,
+    profile: HardwareProfile,
+    sequence: useq.MDASequence,
+    out_dir: str | Path,
+    *,
+    channels: Mapping[str, str],
+    speed: float | None = None,
+    gate: bool = False,
+    gate_timeout_s: float = 60.0,
+    progress: Callable[[int, int], None] | None = None,
+    bus: Literal["inline", "shm", "off"] = "off",
+    run_id: str | None = None,
+    on_ready: Callable[[ScopeAgent], None] | None = None,
+) -> dict[str, Any]:
+    """Replay ``dataset`` through a `ReplayAgent` into ``out_dir``; return the run summary.
+
+    As `run_simulated`, with the recorded frames served by a `ReplayCamera`.
+    ``gate``: hold each time point until the worker has analysed the earlier ones.
+    """
+    source = ReplaySource(dataset, channels)
+    expected = frames_in_plan(sequence)
+    out = Path(out_dir)
+    with ReplayMicroscope(profile, source) as scope:
+        engine = ReplayEngine(
+            scope.core,
+            profile,
+            source,
+            speed=speed,
+            gate=ReplayGate(out, timeout_s=gate_timeout_s) if gate else None,
+            expected=expected,
+        )
+        agent = ReplayAgent(
+            scope.core,
+            profile,
+            sequence,
+            out,
+            run_id=run_id,
+            bus=bus,
+            engine=engine,
+            clock=lambda: engine.clock_s,
+            source=source,
+        )
+        if on_ready is not None:
+            on_ready(agent)
+        planned = sum(1 for e in sequence if source.recorded(e) is not None)
+        t0 = time.perf_counter()
+        summary = agent.run(None if progress is None else (lambda n: progress(n, planned)))
+        wall = time.perf_counter() - t0
+    summary.update(
+        {
+            "replay_of": str(dataset.path),
+            "format": dataset.format,
+            "speed": "max" if speed is None else speed,
+            "frames_served": source.served,
+            "frames_not_recorded": len(source.not_recorded),
+            "what_if_served": agent.what_if_served,
+            "gate_timeouts": engine.gate.timeouts if engine.gate else 0,
+            "gate_wait_s": round(engine.gate.waited_s, 3) if engine.gate else 0.0,
+            "source_wall_s": round(wall, 3),
+            "warnings": list(dataset.warnings),
+        }
+    )
+    if source.not_recorded:
+        summary["warnings"].append(
+            f"{dataset.path}: {len(source.not_recorded)} planned frame(s) are not in the "
+            f"recording and were skipped (first: {source.not_recorded[0]})"
+        )
+    (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    return summary

@@ -1,0 +1,208 @@
+"""Replay of each dataset format through the full pipeline (issue 8).
+
+One small recording of the simulated microscope (2 positions × 3 time points ×
+phase + DAPI) is written again as NDTiff (ndstorage, as pycromanager writes),
+OME-TIFF and OME-Zarr (NGFF 0.5, bioformats2raw layout). Each is replayed with
+the supervised worker and the real engines: the same pixels in any container
+must give the same per-cell results. A copy of the recording cut mid-write
+replays up to its last logged frame and says so; a Cell Tracking Challenge
+folder (real GOWT1 frames) goes through ``livescope replay``.
+"""
+
+from __future__ import annotations
+
+import csv
+import gc
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from livescope.pipeline import run_replay
+from livescope.record import open_dataset
+from livescope.schema import load_profile
+from livescope.scope import demo_sequence, run_simulated
+from livescope.view import write_report
+
+from ..conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+T, P, CHANNELS = 3, 2, ("Phase", "DAPI")
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("rec") / "run"
+    prof = load_profile("sim")
+    run_simulated(prof, demo_sequence(prof, timepoints=T, positions=P), out, seed=5)
+    return out
+
+
+@pytest.fixture(scope="module")
+def planes(recording: Path) -> np.ndarray:
+    """The recording's pixels as (position, t, channel, y, x)."""
+    with open_dataset(recording) as ds:
+        first = ds.frames[0]
+        out = np.zeros((P, T, len(CHANNELS), *first.shape), first.dtype)
+        for f in ds.frames:
+            out[int(f.key.position[1:]), f.key.t, CHANNELS.index(f.key.channel)] = ds.read(f.key)
+    return out
+
+
+def _ndtiff(root: Path, planes: np.ndarray) -> Path:
+    from ndstorage import NDTiffDataset
+
+    ds = NDTiffDataset(str(root), name="acq", writable=True)
+    ds.initialize({"PixelSize_um": 0.65, "ChNames": list(CHANNELS)})
+    for t in range(T):
+        for p in range(P):
+            for c, name in enumerate(CHANNELS):
+                ds.put_image(
+                    {"time": t, "position": p, "channel": name},
+                    planes[p, t, c],
+                    {"ElapsedTime-ms": 120000.0 * t, "PixelSizeUm": 0.65, "Exposure": 20.0,
+                     "XPositionUm": 100.0 * p, "YPositionUm": 0.0},
+                )  # fmt: skip
+    with warnings.catch_warnings():  # ndstorage's finish() leaves a file unclosed (upstream)
+        warnings.simplefilter("ignore", ResourceWarning)
+        ds.finish()
+        ds.close()
+        gc.collect()
+    return root
+
+
+def _ome_tiff(path: Path, planes: np.ndarray) -> Path:
+    with tifffile.TiffWriter(path, ome=True) as tw:
+        for p in range(P):
+            tw.write(planes[p][:, :, None], photometric="minisblack", metadata={
+                "axes": "TCZYX", "Name": f"p{p}", "Channel": {"Name": list(CHANNELS)},
+                "PhysicalSizeX": 0.65, "PhysicalSizeY": 0.65, "TimeIncrement": 120.0,
+            })  # fmt: skip
+    return path
+
+
+def _ome_zarr(path: Path, planes: np.ndarray) -> Path:
+    root = zarr.open_group(path, mode="w", zarr_format=3)
+    root.attrs["ome"] = {"version": "0.5", "bioformats2raw.layout": 3}
+    for p in range(P):
+        image = root.create_group(str(p))
+        image.attrs["ome"] = {
+            "version": "0.5",
+            "multiscales": [{
+                "axes": [{"name": "t", "type": "time", "unit": "second"},
+                         {"name": "c", "type": "channel"},
+                         {"name": "y", "type": "space", "unit": "micrometer"},
+                         {"name": "x", "type": "space", "unit": "micrometer"}],
+                "datasets": [{"path": "0", "coordinateTransformations": [
+                    {"type": "scale", "scale": [120.0, 1.0, 0.65, 0.65]}]}],
+            }],
+            "omero": {"channels": [{"label": c} for c in CHANNELS]},
+        }  # fmt: skip
+        arr = image.create_array(
+            "0", shape=planes[p].shape, chunks=(1, 1, *planes.shape[-2:]), dtype=planes.dtype
+        )
+        arr[...] = planes[p]
+    return path
+
+
+def _cells(run: Path) -> list[tuple]:
+    with (run / "results" / "cells.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        r.pop("seq")
+    return sorted(tuple(r.values()) for r in rows)
+
+
+@pytest.fixture(scope="module")
+def replayed(recording: Path, planes: np.ndarray, tmp_path_factory: pytest.TempPathFactory):
+    base = tmp_path_factory.mktemp("formats")
+    cut = base / "cut"
+    shutil.copytree(recording, cut)
+    lines = (cut / "frames.jsonl").read_text().splitlines(keepends=True)
+    (cut / "frames.jsonl").write_text("".join(lines[:9]) + lines[9][:30])  # killed mid-line
+    (cut / "summary.json").unlink()
+    sources = {
+        "livescope": recording,
+        "cut": cut,
+        "ndtiff": _ndtiff(base / "nd", planes),
+        "ome-tiff": _ome_tiff(base / "a.ome.tif", planes),
+        "ome-zarr": _ome_zarr(base / "a.ome.zarr", planes),
+    }
+    out = {}
+    for name, src in sources.items():
+        run = base / f"replay-{name}"
+        summary = run_replay(src, run)
+        summary["report"] = str(write_report(run))
+        out[name] = (summary, run)
+    return out
+
+
+@pytest.mark.parametrize("fmt", ["livescope", "ndtiff", "ome-tiff", "ome-zarr"])
+def test_each_format_replays_through_the_pipeline(replayed, fmt: str) -> None:
+    summary, run = replayed[fmt]
+    assert summary["format"] == fmt
+    assert summary["frames_served"] == T * P * len(CHANNELS)
+    assert summary["frames_analysed"] == T * P * len(CHANNELS)
+    assert summary["fields_analysed"] == T * P
+    assert summary["deterministic"] is True
+    assert summary["warnings"] == []
+    assert Path(summary["report"]).is_file()
+    assert (run / "results" / "ctc" / "p1" / "res_track.txt").is_file()
+    cells = _cells(run)
+    assert len(cells) >= T * P * 5  # the simulated fields hold dozens of nuclei
+    # the same pixels, pixel size, times and channels in another container: same results
+    assert cells == _cells(replayed["livescope"][1])
+
+
+def test_a_recording_cut_mid_write_replays_up_to_its_last_frame_and_says_so(replayed) -> None:
+    summary, run = replayed["cut"]
+    assert summary["frames_served"] == 9
+    assert summary["frames_not_recorded"] == T * P * len(CHANNELS) - 9
+    text = " ".join(summary["warnings"])
+    assert "did not finish" in text
+    assert "replaying its 9 logged frames" in text
+    assert "not in the recording and were skipped" in text
+    full = _cells(replayed["livescope"][1])
+    cut = _cells(run)
+    done = {(r[0], r[1]) for r in cut}
+    assert len(done) == 5  # 4 whole fields and the phase frame of the fifth
+    assert cut[:1]
+    assert all(r in full for r in cut if (r[0], r[1]) != ("p0", "2"))
+
+
+def test_a_ctc_folder_replays_through_the_command(shared_data: Path, tmp_path: Path) -> None:
+    seq = shared_data / "ctc-Fluo-N2DH-GOWT1" / "01"
+    if not seq.is_dir():
+        pytest.skip(f"{seq} not found")
+    short = tmp_path / "01"
+    short.mkdir()
+    for t in range(4):
+        shutil.copy(seq / f"t{t:03d}.tif", short / f"t{t:03d}.tif")
+    out = tmp_path / "replay"
+    res = run_cli("replay", str(short), "--out", str(out), "--interval-s", "300", "--json")
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads(res.stdout)
+    assert summary["format"] == "ctc"
+    assert summary["frames_analysed"] == 4
+    assert Path(summary["report"]).is_file()
+    masks = sorted((out / "results" / "ctc" / "p0").glob("mask*.tif"))
+    assert [m.name for m in masks] == [f"mask{t:03d}.tif" for t in range(4)]
+    assert int(tifffile.imread(masks[0]).max()) >= 10  # GOWT1 frames hold ~20 nuclei
+    assert any("'Fluo'" in w for w in summary["warnings"]) is False  # CTC names its channel
+
+
+def test_a_missing_or_unreadable_dataset_is_a_clear_error(tmp_path: Path) -> None:
+    res = run_cli("replay", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), "--json")
+    assert res.returncode == 2
+    assert json.loads(res.stdout)["error"] == f"{tmp_path / 'nope'}: no such file or folder"
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(b"II*\x00")
+    res = run_cli("replay", str(bad), "--out", str(tmp_path / "o2"), "--json")
+    assert res.returncode == 2
+    assert json.loads(res.stdout)["error"].startswith(f"{bad}: not a readable TIFF")
