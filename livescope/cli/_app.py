@@ -368,3 +368,28 @@ def bench_camera_cmd(
     with user_errors(json_out):
         result = bench_camera(load_profile(profile), seconds=seconds)
     emit(result)
+
+
+@bench_app.command("replay-cluster")
+def bench_replay_cluster_cmd(
+    datasets: Annotated[int, typer.Option(min=1, help="Recorded datasets to replay.")] = 8,
+    timepoints: Annotated[int, typer.Option(min=2, help="Time points per dataset.")] = 12,
+    size: Annotated[int, typer.Option(min=64, help="Frame size (pixels, square).")] = 512,
+    keep: Annotated[
+        Path | None, typer.Option(help="Keep the datasets and replays in this folder.")
+    ] = None,
+    json_out: JsonOpt = True,
+) -> None:
+    """Replay throughput on a local Dask cluster of 2 worker processes vs 1 (target ≥ 1.6x).
+
+    Engines run one thread per task. Run it on an otherwise idle machine: the
+    ratio measures how well replays share the cores.
+    """
+    setup_logging(False)
+    from livescope.pipeline import bench_replay_cluster
+
+    with user_errors(json_out):
+        result = bench_replay_cluster(
+            datasets=datasets, timepoints=timepoints, size=size, keep=keep
+        )
+    emit(result)

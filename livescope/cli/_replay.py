@@ -11,7 +11,7 @@ import typer
 
 from ._common import JsonOpt, ThreadsOpt, emit, fail, setup_logging, stderr, user_errors
 
-__all__ = ["parse_channel_map", "parse_speed", "replay"]
+__all__ = ["parse_channel_map", "parse_speed", "replay", "replay_task"]
 
 
 def parse_speed(text: str) -> float | None:
@@ -87,10 +87,26 @@ def replay(
         float | None,
         typer.Option(min=1e-6, help="Pixel size in µm, where the dataset does not state it."),
     ] = None,
+    nucleus_diameter_um: Annotated[
+        float | None,
+        typer.Option(
+            min=0.1, help="Nuclei's diameter in µm, for segmentation (with the pixel size)."
+        ),
+    ] = None,
     gate_timeout_s: Annotated[
         float,
         typer.Option(min=0.1, help="At max speed: longest wait for the worker per time point."),
     ] = 60.0,
+    cluster: Annotated[
+        str | None,
+        typer.Option(help="Dask scheduler address (tcp://host:8786) to spread the datasets over."),
+    ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Several datasets without --cluster: local Dask worker processes."
+        ),
+    ] = 2,
     threads: ThreadsOpt = None,
     json_out: JsonOpt = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")] = False,
@@ -102,6 +118,11 @@ def replay(
     Decisions are checked and logged as what-if (decisions.jsonl) but never
     change which recorded frames are served. Writes OUT/results/, OUT/report.html
     and OUT/summary.json.
+
+    Several datasets (or --cluster) run as one task each on a Dask cluster (a
+    local one of --workers processes unless --cluster names a scheduler), each
+    into OUT/<dataset name>/; a failed task is retried twice, then reported
+    (exit 1).
     """
     setup_logging(verbose)
     try:
@@ -109,16 +130,19 @@ def replay(
         mapping = parse_channel_map(channel_map or [])
     except ValueError as exc:
         fail(str(exc), as_json=json_out)
-    if len(datasets) != 1:
-        fail(
-            "give one dataset (several datasets run with --cluster: not built yet)",
-            as_json=json_out,
-        )
     run_dir = out or Path("runs") / time.strftime("replay-%Y%m%d-%H%M%S")
+    if len(datasets) > 1 or cluster is not None:
+        options = {"plan": plan, "profile": profile, "speed": factor, "channel_map": mapping,
+                   "channel": channel, "interval_s": interval_s, "pixel_size_um": pixel_size,
+                   "gate_timeout_s": gate_timeout_s,
+                   "nucleus_diameter_um": nucleus_diameter_um}  # fmt: skip
+        _replay_cluster(datasets, run_dir, cluster, workers, threads or 1, options, json_out)
+        return
     with user_errors(json_out):
         summary = _replay_one(
             datasets[0], run_dir, plan=plan, profile=profile, speed=factor, channel_map=mapping,
             channel=channel, interval_s=interval_s, pixel_size_um=pixel_size, threads=threads,
+            nucleus_diameter_um=nucleus_diameter_um,
             gate_timeout_s=gate_timeout_s, json_out=json_out,
         )  # fmt: skip
     if json_out:
@@ -138,11 +162,49 @@ def replay(
     typer.echo(summary["out"])
 
 
+def _replay_cluster(
+    datasets: list[Path], run_dir: Path, cluster: str | None, workers: int, threads: int,
+    options: dict[str, Any], json_out: bool,
+) -> None:  # fmt: skip
+    from livescope.pipeline import replay_many
+
+    with user_errors(json_out):
+        summary = replay_many(
+            datasets, run_dir, cluster=cluster, workers=workers, threads=threads,
+            task=replay_task, options=options,
+            progress=None if json_out else lambda n, total: stderr.print(
+                f"{n}/{total} replays finished", highlight=False),
+        )  # fmt: skip
+    if json_out:
+        emit(summary)
+    else:
+        for d in summary["done"]:
+            stderr.print(f"done: {d['dataset']} → {d['report']}", highlight=False)
+        for f in summary["failed"]:
+            stderr.print(f"[red]failed:[/] {f['dataset']}: {f['error']}", highlight=False)
+        typer.echo(summary["out"])
+    if not summary["ok"]:
+        raise typer.Exit(1)
+
+
+def _write_report(out: Path, summary: dict[str, Any]) -> None:
+    from livescope.view import write_report
+
+    summary["report"] = str(write_report(out).resolve())
+    (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+
+
+def replay_task(spec: Any) -> dict[str, Any]:
+    """One dataset of ``livescope replay --cluster``: replay it, then write its report."""
+    from livescope.pipeline import run_replay_task
+
+    return run_replay_task(spec, finish=_write_report)
+
+
 def _replay_one(dataset: Path, run_dir: Path, *, json_out: bool, **kwargs: Any) -> dict[str, Any]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from livescope.pipeline import run_replay
-    from livescope.view import write_report
 
     with Progress(
         "[progress.description]{task.description}",
@@ -160,6 +222,5 @@ def _replay_one(dataset: Path, run_dir: Path, *, json_out: bool, **kwargs: Any) 
 
         summary = run_replay(dataset, run_dir, progress=progress, **kwargs)
         bar.update(task, description="writing the report")
-        summary["report"] = str(write_report(run_dir).resolve())
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+        _write_report(run_dir, summary)
     return summary

@@ -10,6 +10,7 @@ truth (simulated fields, annotated CTC sequences).
 """
 
 from ._analyzer import FrameAnalyzer, FrameResult
+from ._cluster import ReplaySpec, bench_replay_cluster, replay_many, run_replay_task
 from ._demo import DEMO_POLICIES, evaluate_triggers, run_adaptive, write_plan
 from ._replay import replay_overhead, run_replay
 from ._scoring import (
@@ -29,13 +30,17 @@ __all__ = [
     "FrameAnalyzer",
     "FrameResult",
     "PipelineWorker",
+    "ReplaySpec",
     "WorkerConfig",
     "WorkerSupervisor",
+    "bench_replay_cluster",
     "evaluate_triggers",
     "flag_divisions_ctc",
+    "replay_many",
     "replay_overhead",
     "run_adaptive",
     "run_replay",
+    "run_replay_task",
     "score_stain_simulated",
     "score_states_simulated",
     "views_for_seeds",

@@ -67,6 +67,7 @@ def run_replay(
     channel: str = "Fluo",
     interval_s: float = 1.0,
     pixel_size_um: float | None = None,
+    nucleus_diameter_um: float | None = None,
     worker: WorkerConfig | None = None,
     threads: int | None = None,
     gate_timeout_s: float = 60.0,
@@ -77,6 +78,8 @@ def run_replay(
     ``speed``: recorded seconds per wall second (``1.0`` real time), None as fast
     as the pipeline goes (and reproducible). ``channel``, ``interval_s`` and
     ``pixel_size_um`` describe datasets that do not record them (CTC folders).
+    ``nucleus_diameter_um`` tells the segmentation engine the nuclei's size
+    (default: the profile's simulation, else the engine's own scale).
 
     Raises
     ------
@@ -113,6 +116,8 @@ def run_replay(
         if cfg is None and own and saved_cfg.is_file():
             cfg = WorkerConfig.from_json(saved_cfg.read_text(encoding="utf-8"))
         cfg = dataclasses.replace(cfg or WorkerConfig(stain_every=5), plan=None, idle_s=None)
+        if nucleus_diameter_um is not None:
+            cfg = dataclasses.replace(cfg, nucleus_diameter_um=nucleus_diameter_um)
         out.mkdir(parents=True, exist_ok=True)
         (out / "source.json").write_text(
             json.dumps(

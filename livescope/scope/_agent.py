@@ -343,6 +343,13 @@ class ScopeAgent:
 
             data = json.loads(sequence.model_dump_json(exclude_unset=True, exclude_defaults=True))
             plan_file.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+        profile_file = self.run_dir / "profile.yaml"  # the rig as run (a crashed run keeps it)
+        if not profile_file.exists():
+            import yaml
+
+            profile_file.write_text(
+                yaml.safe_dump(profile.model_dump(mode="json"), sort_keys=False), encoding="utf-8"
+            )
         self.decision_log = DecisionLog(self.run_dir)
         self.decisions_accepted = 0
         self.decisions_rejected = 0

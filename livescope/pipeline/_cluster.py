@@ -1,0 +1,257 @@
+"""Many replays over a Dask distributed cluster (``livescope replay --cluster``).
+
+Each dataset is one task: `run_replay` (agent, supervised worker process,
+engines, policies) in a Dask worker process, writing to its own folder
+``OUT/<dataset name>/``. A task that fails is retried (its partial folder is
+moved aside to ``<name>.failed-<n>`` first, so outputs never mix) and, if it
+still fails, reported with its error: never silently lost. Without a cluster
+address a local one is started: ``workers`` processes of one thread each,
+with engines limited to ``threads`` threads (``LIVESCOPE_THREADS``), so that
+replays run side by side instead of fighting over the cores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from livescope.schema import LivescopeError
+
+__all__ = ["ReplaySpec", "bench_replay_cluster", "replay_many", "run_replay_task"]
+
+logger = logging.getLogger("livescope")
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplaySpec:
+    """One replay task: a dataset, its output folder and `run_replay`'s options."""
+
+    dataset: str
+    out: str
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def run_replay_task(
+    spec: ReplaySpec, *, finish: Callable[[Path, dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
+    """Run one replay (in a Dask worker process); return a short summary.
+
+    A folder left by an earlier attempt is moved to ``<out>.failed-<n>``.
+    ``finish(out, summary)`` runs after the replay (e.g. to write the report).
+    """
+    from ._replay import run_replay
+
+    out = Path(spec.out)
+    if out.exists() and any(out.iterdir()):
+        n = 1
+        while out.with_name(f"{out.name}.failed-{n}").exists():
+            n += 1
+        shutil.move(str(out), str(out.with_name(f"{out.name}.failed-{n}")))
+    t0 = time.perf_counter()
+    summary = run_replay(spec.dataset, out, **spec.options)
+    if finish is not None:
+        finish(out, summary)
+    return {
+        "dataset": spec.dataset,
+        "out": str(out.resolve()),
+        "frames_analysed": summary.get("frames_analysed"),
+        "fields_analysed": summary.get("fields_analysed"),
+        "decisions": summary.get("decisions"),
+        "deterministic": summary.get("deterministic"),
+        "replay_overhead": summary.get("replay_overhead"),
+        "report": summary.get("report"),
+        "task_s": round(time.perf_counter() - t0, 2),
+        "pid": os.getpid(),
+    }
+
+
+def _warm_up() -> None:
+    """Import what a replay task needs (once per worker process)."""
+    import onnxruntime  # noqa: F401
+
+    import livescope.pipeline
+    import livescope.scope  # noqa: F401
+
+
+def _out_names(datasets: Sequence[str | Path]) -> list[str]:
+    """One folder name per dataset (its name; repeated names get -2, -3, ...)."""
+    names: list[str] = []
+    for d in datasets:
+        p = Path(d)
+        base = p.name.split(".")[0] or "dataset"
+        if p.is_dir() and base.isdigit():  # CTC sequences: 01, 02 of a dataset folder
+            base = f"{p.parent.name}-{base}"
+        name, k = base, 2
+        while name in names:
+            name, k = f"{base}-{k}", k + 1
+        names.append(name)
+    return names
+
+
+def replay_many(
+    datasets: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    cluster: str | None = None,
+    workers: int = 2,
+    threads: int = 1,
+    retries: int = 2,
+    task: Callable[[ReplaySpec], dict[str, Any]] = run_replay_task,
+    options: dict[str, Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Replay every dataset as one task on a Dask cluster; return the summary.
+
+    ``cluster``: a scheduler address (``tcp://host:8786``); None starts a local
+    cluster of ``workers`` processes. The summary lists ``done`` and ``failed``
+    tasks (dataset, error, attempts); ``ok`` is False when any failed.
+
+    Raises
+    ------
+    LivescopeError
+        if dask.distributed is not installed, or the output folder is in use.
+
+    """
+    try:
+        from distributed import Client, LocalCluster, as_completed
+    except ImportError:
+        raise LivescopeError(
+            "replaying on a cluster needs dask.distributed: pip install 'livescope[cluster]'"
+        ) from None
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise LivescopeError(f"{out} is not empty; choose a new output folder")
+    out.mkdir(parents=True, exist_ok=True)
+    opts = {**(options or {}), "threads": threads}
+    specs = [
+        ReplaySpec(str(Path(d).resolve()), str((out / name).resolve()), opts)
+        for d, name in zip(datasets, _out_names(datasets), strict=True)
+    ]
+    t0 = time.perf_counter()
+    local = None
+    if cluster is None:
+        local = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            env={"LIVESCOPE_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)},
+        )
+    done: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    try:
+        with Client(local if local is not None else cluster) as client:
+            client.run(_warm_up)  # imports and engine runtimes, before the clock starts
+            t_submit = time.perf_counter()
+            futures = {
+                client.submit(task, s, key=f"replay-{i}-{Path(s.out).name}", retries=retries,
+                              pure=False): s
+                for i, s in enumerate(specs)
+            }  # fmt: skip
+            for fut in as_completed(futures):
+                spec = futures[fut]
+                if fut.status == "finished":
+                    done.append(fut.result())
+                else:
+                    exc = fut.exception()
+                    failed.append({
+                        "dataset": spec.dataset, "out": spec.out, "key": str(fut.key),
+                        "error": f"{type(exc).__name__}: {exc}", "attempts": retries + 1,
+                    })  # fmt: skip
+                    logger.error("replay of %s failed: %s", spec.dataset, exc)
+                if progress is not None:
+                    progress(len(done) + len(failed), len(specs))
+            wall = time.perf_counter() - t_submit
+    finally:
+        if local is not None:
+            local.close()
+    return {
+        "ok": not failed,
+        "datasets": len(specs),
+        "done": sorted(done, key=lambda d: d["dataset"]),
+        "failed": failed,
+        "cluster": cluster or f"local ({workers} worker processes × 1 thread)",
+        "engine_threads": threads,
+        "wall_s": round(wall, 2),
+        "total_s": round(time.perf_counter() - t0, 2),
+        "out": str(out.resolve()),
+    }
+
+
+def bench_replay_cluster(
+    *,
+    datasets: int = 8,
+    timepoints: int = 12,
+    size: int = 512,
+    workers: Sequence[int] = (1, 2),
+    threads: int = 1,
+    keep: str | Path | None = None,
+) -> dict[str, Any]:
+    """Throughput of replays on a local Dask cluster of 1 and of 2 worker processes.
+
+    Records ``datasets`` simulated sequences (one position, phase + DAPI,
+    ``size``², ``timepoints`` time points; different seeds), then replays all of
+    them at full speed with each cluster size, engines limited to ``threads``
+    threads per task. Returns fields per second for each and the ratio, measured
+    side by side in one run, with per-task times.
+    """
+    import tempfile
+
+    from livescope.schema import load_profile
+    from livescope.scope import demo_sequence, run_simulated
+
+    base = Path(keep) if keep is not None else Path(tempfile.mkdtemp(prefix="livescope-bench-"))
+    base.mkdir(parents=True, exist_ok=True)
+    prof = load_profile("sim")
+    prof = prof.replace(camera=prof.camera.replace(sensor_shape_px=(size, size)).model_dump())
+    seq = demo_sequence(prof, timepoints=timepoints, positions=1)
+    recs = []
+    for i in range(datasets):
+        rec = base / f"rec-{i}"
+        if not (rec / "summary.json").is_file():
+            shutil.rmtree(rec, ignore_errors=True)
+            run_simulated(prof, seq, rec, seed=100 + i)
+        recs.append(rec)
+    runs: dict[str, Any] = {}
+    try:
+        for n in workers:
+            out = base / f"replay-{n}w"
+            shutil.rmtree(out, ignore_errors=True)
+            res = replay_many(recs, out, workers=n, threads=threads)
+            if not res["ok"]:
+                raise LivescopeError(f"bench replay with {n} worker(s) failed: {res['failed']}")
+            fields = sum(int(d["fields_analysed"] or 0) for d in res["done"])
+            tasks = [d["task_s"] for d in res["done"]]
+            runs[f"{n}_workers"] = {
+                "wall_s": res["wall_s"],
+                "fields": fields,
+                "fields_per_s": round(fields / res["wall_s"], 3),
+                "task_s_median": round(sorted(tasks)[len(tasks) // 2], 2),
+                "task_s": tasks,
+                "replay_overhead_median": sorted(
+                    (d["replay_overhead"] or {}).get("share", 0.0) for d in res["done"]
+                )[len(tasks) // 2],
+            }
+    finally:
+        if keep is None:
+            shutil.rmtree(base, ignore_errors=True)
+    result: dict[str, Any] = {
+        "datasets": datasets,
+        "timepoints": timepoints,
+        "frame": [size, size],
+        "engine_threads": threads,
+        "cpu_count": os.cpu_count(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        **runs,
+    }
+    if len(workers) >= 2:
+        a, b = (runs[f"{n}_workers"]["fields_per_s"] for n in workers[:2])
+        result["throughput_ratio"] = round(b / a, 3) if a else None
+        result["target_ratio"] = 1.6
+    return result

@@ -1,0 +1,73 @@
+"""Replays spread over a local Dask cluster: retried, reported, never lost (issue 8)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from livescope.pipeline import ReplaySpec, replay_many
+from livescope.schema import load_profile
+from livescope.scope import demo_sequence, run_simulated
+
+from ..conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def recordings(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    base = tmp_path_factory.mktemp("recs")
+    prof = load_profile("sim")
+    prof = prof.replace(camera=prof.camera.replace(sensor_shape_px=(256, 256)).model_dump())
+    out = []
+    for i in range(2):
+        rec = base / f"rec{i}"
+        run_simulated(prof, demo_sequence(prof, timepoints=2, positions=1), rec, seed=i)
+        out.append(rec)
+    return out
+
+
+def test_a_failed_task_is_retried_and_a_lost_one_reported(recordings, tmp_path: Path) -> None:
+    marker = tmp_path / "failed-once"
+
+    def flaky(spec: ReplaySpec) -> dict:  # pickled by value into the worker processes
+        from livescope.pipeline import run_replay_task
+
+        if spec.dataset.endswith("rec1") and not marker.exists():
+            marker.write_text("")
+            Path(spec.out).mkdir(parents=True)
+            (Path(spec.out) / "partial").write_text("half written")
+            raise RuntimeError("worker lost mid-task")
+        return run_replay_task(spec)
+
+    missing = tmp_path / "never-recorded"
+    out = tmp_path / "out"
+    summary = replay_many([*recordings, missing], out, workers=2, task=flaky)
+    assert summary["ok"] is False
+    assert summary["datasets"] == 3
+    assert sorted(Path(d["dataset"]).name for d in summary["done"]) == ["rec0", "rec1"]
+    for d in summary["done"]:
+        assert d["frames_analysed"] == 4  # 2 time points × phase + DAPI
+        assert (Path(d["out"]) / "results" / "cells.csv").is_file()
+    (lost,) = summary["failed"]
+    assert lost["dataset"] == str(missing)
+    assert lost["error"] == f"DatasetError: {missing}: no such file or folder"
+    assert lost["attempts"] == 3
+    assert marker.exists()  # rec1 failed once, then succeeded
+    assert (out / "rec1.failed-1" / "partial").read_text() == "half written"
+    assert not (out / "rec1" / "partial").exists()  # the retry wrote into a clean folder
+
+
+def test_the_command_reports_failed_datasets_and_exits_1(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    res = run_cli("replay", str(a), str(b), "--out", str(tmp_path / "o"), "--json")
+    assert res.returncode == 1, res.stderr[-2000:]
+    summary = json.loads(res.stdout)
+    assert summary["ok"] is False
+    assert summary["done"] == []
+    assert sorted(f["error"] for f in summary["failed"]) == [
+        f"DatasetError: {a}: no such file or folder",
+        f"DatasetError: {b}: no such file or folder",
+    ]
