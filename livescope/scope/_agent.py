@@ -125,6 +125,12 @@ class EventFeed:
         try:
             while True:
                 with self._lock:
+                    drained = not self.stopped and not self._heap
+                # before the run ends, an engine may wait for work in flight (a replay waits
+                # for the worker's last fields, whose decisions may still add events)
+                if drained and getattr(self._engine, "drain", lambda: False)():
+                    continue
+                with self._lock:
                     if self.stopped or not self._heap:
                         self.finished = True
                         return

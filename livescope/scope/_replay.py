@@ -263,17 +263,22 @@ class ReplayCamera(SimpleCameraDevice):
 
 
 class ReplayGate:
-    """Holds each plan time point until the worker has analysed the earlier ones.
+    """Keeps the replay at most ``window`` plan time points ahead of the worker.
 
-    Follows ``results/latency.jsonl``, which the worker appends once per field
-    after the field's decisions were answered. A wait longer than ``timeout_s``
-    logs a warning, lets the replay go on and counts a timeout (the replay is
-    then not guaranteed to be reproducible).
+    Time point *t* is served once the worker has analysed every field of the
+    time points before *t − window* (the frames of the next time point wait on
+    the bus while the worker analyses the current one, so it never waits for
+    the replay, and the bus never has to drop a frame). It follows
+    ``results/latency.jsonl``, which the worker appends once per field after
+    the field's decisions were answered. A wait longer than ``timeout_s`` logs a
+    warning, lets the replay go on and counts a timeout (the replay is then not
+    guaranteed to be reproducible).
     """
 
-    def __init__(self, run_dir: str | Path, *, timeout_s: float = 60.0) -> None:
+    def __init__(self, run_dir: str | Path, *, timeout_s: float = 60.0, window: int = 1) -> None:
         self.path = Path(run_dir) / "results" / "latency.jsonl"
         self.timeout_s = timeout_s
+        self.window = max(0, int(window))
         self.done: set[tuple[str, int]] = set()
         self.timeouts = 0
         self.waited_s = 0.0
@@ -348,6 +353,7 @@ class ReplayEngine(LivescopeEngine):
         self.clock_s = 0.0
         """Recorded seconds since the first frame, of the last event handed out."""
         self._gate_t = -1
+        self._drained = -1
 
     def event_iterator(self, events: Iterable[useq.MDAEvent]) -> Iterator[useq.MDAEvent]:
         """Time each event by its recorded frame; skip events the dataset lacks."""
@@ -369,16 +375,39 @@ class ReplayEngine(LivescopeEngine):
         """Wait for the worker (gate), select the recorded frame, then set up as usual."""
         t = int(event.index.get("t", 0))
         if self.gate is not None and not event.metadata.get("added_by") and t > self._gate_t:
-            served = self.source.served_fields
-            # fields served in part (a frame missing from the recording) are not waited for:
-            # the worker analyses them once a frame of another field arrives
-            done = [k for k, n in served.items() if k[1] < t and n >= self.expected.get(k, n)]
-            self.gate.wait_for(done)
+            self.gate.wait_for(self._full_fields(before_t=t - self.gate.window))
             self._gate_t = t
         self.source.select(event)
         if not event.metadata.get("added_by"):
             self.source.served_fields[(position_name(event), t)] += 1
         super().setup_event(event)
+
+    def _full_fields(self, before_t: int | None = None) -> list[tuple[str, int]]:
+        """Fields served in full (before time index ``before_t``).
+
+        A field served in part (a frame missing from the recording) is not
+        waited for: the worker analyses it once a frame of another field arrives.
+        """
+        served = self.source.served_fields
+        return [
+            k for k, n in served.items()
+            if (before_t is None or k[1] < before_t) and n >= self.expected.get(k, n)
+        ]  # fmt: skip
+
+    def drain(self) -> bool:
+        """Wait for the worker's last fields before the run ends (runner thread).
+
+        Their decisions may still add events. Returns True if it waited (the
+        agent then looks for new events once more).
+        """
+        if self.gate is None:
+            return False
+        fields = self._full_fields()
+        if self._drained == len(fields):
+            return False
+        self._drained = len(fields)
+        self.gate.wait_for(fields)
+        return True
 
     def get_frame_metadata(
         self,

@@ -160,7 +160,27 @@ def _summary_section(page: _Page) -> str:
             f"{fmt(truth.get('tracks'))} · {fmt(truth.get('divisions'))}" if truth else "—",
         ),
     ]
+    if s.get("replay"):  # a replay of a recorded dataset: what it replayed and how fast
+        over = as_dict(s.get("replay_overhead"))
+        share = over.get("share")
+        rows[:0] = [
+            ("Replay of", f"{fmt(s.get('dataset'))} ({fmt(s.get('format'))})"),
+            (
+                "Replay speed · reproducible",
+                f"{fmt(s.get('speed'))} · {'yes' if s.get('deterministic') else 'no'}",
+            ),
+            (
+                "Replay overhead (worker waiting for frames)",
+                "—" if share is None else f"{100 * float(share):.1f}% of "
+                f"{fmt(over.get('analysis_wall_s'))} s of analysis",
+            ),
+            ("What-if decisions · frames served for them",
+             f"{fmt(decisions.get('what_if'))} · {fmt(decisions.get('what_if_frames_served'))}"),
+        ]  # fmt: skip
+    warnings = [w for w in s.get("warnings") or [] if isinstance(w, str)]
     out = ""
+    if warnings:
+        out += "<ul>" + "".join(f"<li>{esc(w)}</li>" for w in warnings) + "</ul>"
     if not run.has_results:
         out += missing(
             "Analysis is missing: this run has no results/ folder (it was recorded without "

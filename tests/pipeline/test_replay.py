@@ -72,12 +72,13 @@ def _cells(run: Path) -> list[tuple]:
     return sorted(tuple(r.values()) for r in rows)
 
 
-def _firings(run: Path, last_t: int) -> list[dict]:
+def _firings(run: Path, last_t: int | None = None) -> list[dict]:
     """Policy firings without ids, clocks and frame numbers.
 
-    Decisions answering the plan's last time point may find the run over
-    (the agent finishes while the worker still analyses it): their verdicts
-    race with the end of the run and are left out; the firings stay.
+    In a live run, decisions answering the plan's last time point may find the
+    run over (the agent finishes while the worker still analyses it): with
+    ``last_t`` their verdicts are left out (a replay waits for them); the
+    firings stay.
     """
     out = []
     for line in (run / "results" / "policy.jsonl").read_text().splitlines():
@@ -114,7 +115,7 @@ def test_replay_command_writes_results_report_and_what_if_decisions(live, replay
     for key in ("frames_analysed", "decisions", "report", "out", "deterministic"):
         assert key in summary, key
     assert summary["out"] == str(out.resolve())
-    assert Path(summary["report"]).is_file()
+    assert "Replay overhead" in Path(summary["report"]).read_text(encoding="utf-8")
     assert summary["deterministic"] is True
     planned = [f for f in read_frames(rec) if not f.get("added_by")]
     assert summary["frames_analysed"] == len(planned)  # every recorded planned frame
@@ -135,8 +136,8 @@ def test_replays_reproduce_the_live_run_and_each_other(live, replays) -> None:
     assert _cells(a) == _cells(b)
     assert _masks(a) == _masks(b)
     assert _tracks(a) == _tracks(b)
-    assert _firings(a, last_t) == _firings(b, last_t)
-    assert any(f["rule"] == "crowded" for f in _firings(a, last_t))
+    assert _firings(a) == _firings(b)
+    assert any(f["rule"] == "crowded" and f["verdict"] == "accepted" for f in _firings(a))
     # the live run analysed every field as it came (none read back late): same results
     assert live_summary["fields_analysed_late"] == 0
     assert _cells(rec) == _cells(a)
