@@ -10,6 +10,8 @@ from ._demo import demo_sequence, run_micromanager, run_simulated
 from ._engine import SAMPLE_TIME_KEY, LivescopeEngine
 from ._fanout import FrameFanout, frame_info, position_name
 from ._frames import SimulatedView, simulated_frames, simulated_views
+from ._pycromanager import PycromanagerAgent
+from ._pycromanager_core import adapt_core, read_saved_frame, to_pycromanager_event
 from ._render import FieldOfView, Optics
 from ._replay import (
     ReplayAgent,
@@ -40,6 +42,7 @@ __all__ = [
     "GroundTruthWriter",
     "LivescopeEngine",
     "Optics",
+    "PycromanagerAgent",
     "ReplayAgent",
     "ReplayCamera",
     "ReplayEngine",
@@ -51,16 +54,19 @@ __all__ = [
     "SimulatedMicroscope",
     "SimulatedSample",
     "SimulatedView",
+    "adapt_core",
     "bench_camera",
     "demo_sequence",
     "expose",
     "frame_info",
     "map_channels",
     "position_name",
+    "read_saved_frame",
     "replay_sequence",
     "run_micromanager",
     "run_replay_scope",
     "run_simulated",
     "simulated_frames",
     "simulated_views",
+    "to_pycromanager_event",
 ]

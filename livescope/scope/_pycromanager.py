@@ -1,0 +1,508 @@
+"""pycromanager backend: the agent drives a pycromanager ``Acquisition``.
+
+Two ways to reach a microscope, one class (`PycromanagerAgent`):
+
+* ``backend="java"``: a running Micro-Manager application, over pycromanager's
+  ZMQ bridge. In Micro-Manager, enable Tools → Options → "Run server on port
+  4827" (`PycromanagerAgent`'s ``port``); Java's acquisition engine then writes
+  an NDTiff dataset into the run folder on this PC, and livescope reads each
+  frame from it. Not tested against a real Micro-Manager (none on the test
+  machines): the tests stand pycromanager's Python engine in for Java's.
+* ``backend="python"``: pycromanager's Python acquisition engine on a
+  pymmcore-plus core in this process (the simulated microscope in the tests);
+  `adapt_core` makes the core look like the one pycromanager expects, for the
+  length of the run.
+
+How a run goes (`PycromanagerAgent.run`, on the caller's thread):
+
+* a feeder thread takes the plan's events from the agent's `EventFeed` *just in
+  time* (``lead_s`` before each is due), converts each (`to_pycromanager_event`)
+  and hands it to ``acq.acquire``: events added by decisions join the same feed,
+  so they reach the acquisition's event queue in time order. Each event is
+  handed over on its own, so pycromanager never merges events into hardware
+  sequences (bursts run as separate snaps);
+* frames come from pycromanager's fast path, ``image_saved_fn(axes, dataset)``:
+  pixels and metadata are read from the NDTiff file on disk (never over the
+  bridge, never through ``image_process_fn``), joined with a side table
+  axes → useq event (which holds ``added_by`` and the sample time) and handed to
+  `FrameFanout`;
+* **where frames are recorded**: as in every livescope run, in the run folder's
+  ``data.ome.zarr`` and ``frames.jsonl`` (the agent's recorder, fed by
+  `FrameFanout`), so workers, replay and the report read a pycromanager run like
+  any other. pycromanager's own NDTiff dataset (``<run>/pycromanager_1/``) stays
+  beside it, named in the summary (``ndtiff``): every frame is on disk twice;
+* the caller waits with a watchdog: if no image arrives for ``watchdog_s`` while
+  events are outstanding, the acquisition is aborted and `LivescopeError` raised.
+  Afterwards, images saved are counted against events submitted: a shortfall
+  raises `LivescopeError` (pycromanager reports some failures only on stderr).
+
+Defects of pycromanager 1.0.2 and ndstorage 0.1.18 met here, and what is done
+about each (docs/design/replay.md, section 3; tests/scope/test_pycromanager.py):
+
+* an event carrying ``tags`` kills the Python backend's submit thread and the
+  acquisition hangs: converted events never carry ``tags`` (livescope's data
+  stays in the side table), ``tags`` returned by a user hook are dropped, and
+  the watchdog ends any other hang;
+* a hook taking ``(event, event_queue)`` ends the acquisition with 0 images and
+  no exception: hooks must take one argument (checked before anything moves);
+* a hook returning ``None`` cancels its event (an event-generation hook, the
+  rest of the batch): livescope's hook wrappers always return an event, and no
+  event-generation hook is used;
+* the engine is a process-wide singleton bound to the first core it saw: one
+  pycromanager acquisition per process at a time (a module lock), and the
+  engine is pointed at the run's core before it starts;
+* a core left in ``mmpycorex``'s core list can abort interpreter exit: the
+  registration is undone when the run ends (and at exit, should a run not end);
+* ``UniMMCore``'s autoshutter does not open a Python shutter: it is opened after
+  the hardware is set and closed after the snap;
+* ndstorage's readers are buffered, so a frame read in ``image_saved_fn`` can
+  come back as the zeros of an earlier read-ahead: `read_saved_frame` reads it
+  unbuffered; ndstorage's file writer leaves a reader of its file open: it is
+  closed when the writer is done (`close_writer_readers`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import useq
+
+from livescope.schema import HardwareProfile, LivescopeError
+
+from ._agent import ScopeAgent
+from ._engine import SAMPLE_TIME_KEY
+from ._fanout import FrameFanout
+from ._pycromanager_core import (
+    AxesKey,
+    Hook,
+    RemoteCore,
+    adapt_core,
+    axes_key,
+    check_hook,
+    close_writer_readers,
+    read_saved_frame,
+    to_pycromanager_event,
+)
+
+__all__ = ["DEFAULT_PORT", "NDTIFF_NAME", "PycromanagerAgent"]
+
+logger = logging.getLogger("livescope")
+
+NDTIFF_NAME = "pycromanager"
+"""Name of pycromanager's NDTiff dataset in the run folder (``pycromanager_1/``)."""
+
+DEFAULT_PORT = 4827
+"""Micro-Manager's ZMQ server port (Tools → Options → "Run server on port 4827")."""
+
+_RUN_LOCK = threading.Lock()  # one pycromanager acquisition per process (engine singleton)
+
+
+# ----------------------------------------------------------------- the agent
+
+
+class PycromanagerAgent(ScopeAgent):
+    """A `ScopeAgent` whose events are acquired by a pycromanager ``Acquisition``.
+
+    Parameters
+    ----------
+    core
+        ``backend="python"``: the pymmcore-plus core to acquire with (e.g. the
+        simulated microscope's). ``backend="java"``: the bridge's core
+        (``pycromanager.Core(port=...)``), or None to connect on ``port``.
+    profile, sequence, run_dir
+        As for `ScopeAgent`.
+    backend
+        ``"python"`` (pycromanager's Python engine on ``core``) or ``"java"`` (a
+        running Micro-Manager application).
+    port
+        Micro-Manager's ZMQ server port (Java backend).
+    lead_s
+        How long (wall-clock seconds) before it is due each event is handed to
+        pycromanager.
+    watchdog_s
+        Abort the acquisition when no image has arrived for this long (wall-clock
+        seconds) while events are outstanding.
+    pre_hardware_hook_fn, post_hardware_hook_fn, post_camera_hook_fn
+        Optional pycromanager hooks taking one argument, the event (a dict); they
+        run on pycromanager's engine thread. A returned dict replaces the event
+        (without ``tags``); anything else keeps it.
+    **kwargs
+        Passed to `ScopeAgent` (``sim``, ``run_id``, ``bus``, ``endpoints``, ...).
+
+    Raises
+    ------
+    LivescopeError
+        if a hook does not take exactly one argument (before anything moves or is
+        written), or the plan does not fit the profile.
+
+    """
+
+    def __init__(
+        self,
+        core: Any,
+        profile: HardwareProfile,
+        sequence: useq.MDASequence,
+        run_dir: str | Path,
+        *,
+        backend: Literal["python", "java"] = "python",
+        port: int = DEFAULT_PORT,
+        lead_s: float = 0.05,
+        watchdog_s: float = 30.0,
+        pre_hardware_hook_fn: Hook | None = None,
+        post_hardware_hook_fn: Hook | None = None,
+        post_camera_hook_fn: Hook | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if backend not in ("python", "java"):
+            raise LivescopeError(f"unknown pycromanager backend {backend!r}; use python or java")
+        hooks = {
+            "pre_hardware_hook_fn": pre_hardware_hook_fn,
+            "post_hardware_hook_fn": post_hardware_hook_fn,
+            "post_camera_hook_fn": post_camera_hook_fn,
+        }
+        for name, fn in hooks.items():
+            check_hook(name, fn)
+        if not watchdog_s > 0:
+            raise LivescopeError(f"watchdog_s must be > 0 s, got {watchdog_s}")
+        if backend == "java":
+            if core is None:
+                from pycromanager import Core
+
+                core = Core(port=port)
+            core = RemoteCore(core)
+        elif core is None:
+            raise LivescopeError("the Python backend needs a pymmcore-plus core")
+        super().__init__(core, profile, sequence, run_dir, **kwargs)
+        self.backend = backend
+        self.port = port
+        self.lead_s = float(lead_s)
+        self.watchdog_s = float(watchdog_s)
+        self._hooks = hooks
+        # one pycromanager event per useq event: pycromanager must not merge them
+        self.engine.use_hardware_sequencing = False
+        self._lock = threading.Lock()
+        self._pending: dict[AxesKey, useq.MDAEvent] = {}
+        self._by_axes: dict[AxesKey, useq.MDAEvent] = {}
+        self.events_submitted = 0
+        self.images_saved = 0
+        self._last_progress = time.perf_counter()
+        self._errors: list[BaseException] = []
+        self._halt = threading.Event()
+        self._sink_failed = False
+        self._fanout: FrameFanout | None = None
+        self._acq: Any = None
+        self._open_shutter = False
+        self.ndtiff_path: Path | None = None
+
+    # ------------------------------------------------------------ pycromanager side
+
+    def _open_acquisition(self) -> Any:
+        """Create the pycromanager acquisition (caller's thread); it starts at once."""
+        kwargs: dict[str, Any] = {
+            "directory": str(self.run_dir),
+            "name": NDTIFF_NAME,
+            "image_saved_fn": self._on_image_saved,
+            "pre_hardware_hook_fn": self._pre_hardware,
+            "post_hardware_hook_fn": self._post_hardware,
+            "post_camera_hook_fn": self._post_camera,
+        }
+        if self.backend == "java":
+            import pycromanager
+
+            acq = pycromanager.JavaBackendAcquisition(port=self.port, **kwargs)
+        else:
+            from pycromanager.acquisition.python_backend_acquisitions import (
+                PythonBackendAcquisition,
+            )
+
+            acq = PythonBackendAcquisition(**kwargs)
+        dataset = acq.get_dataset()
+        if dataset is not None and hasattr(dataset, "put_image"):  # written in this process
+            close_writer_readers(dataset)
+        return acq
+
+    def _event_of(self, pm_event: dict[str, Any]) -> useq.MDAEvent | None:
+        with self._lock:
+            return self._by_axes.get(axes_key(pm_event.get("axes") or {}))
+
+    def _call_user(self, name: str, pm_event: dict[str, Any]) -> dict[str, Any]:
+        fn = self._hooks[name]
+        if fn is None:
+            return pm_event
+        try:
+            out = fn(pm_event)
+        except BaseException as exc:
+            # pycromanager aborts on a raising hook and only prints the traceback
+            self._errors.append(exc)
+            raise
+        if not isinstance(out, dict):
+            return pm_event  # None would cancel the event (a missing frame)
+        if "tags" in out:
+            logger.warning("%s returned an event with tags; dropped (pycromanager hangs)", name)
+            out = {k: v for k, v in out.items() if k != "tags"}
+        return out
+
+    def _pre_hardware(self, pm_event: dict[str, Any]) -> dict[str, Any]:
+        """Before the hardware moves (engine thread): the sample time, then the user's hook."""
+        event = self._event_of(pm_event)
+        if self.sim is not None and event is not None:
+            self.sim.set_time(float(event.metadata.get(SAMPLE_TIME_KEY, 0.0)))
+        return self._call_user("pre_hardware_hook_fn", pm_event)
+
+    def _python_shutter(self) -> bool:
+        """Return True if the core's shutter is a Python device under autoshutter.
+
+        ``UniMMCore``'s autoshutter does not open a Python shutter (frames come
+        out dark): livescope opens it around each snap.
+        """
+        if self.backend != "python":
+            return False
+        core = self.core
+        shutter = core.getShutterDevice()
+        is_py = getattr(core, "isPyDevice", None)
+        return bool(shutter and core.getAutoShutter() and is_py is not None and is_py(shutter))
+
+    def _post_hardware(self, pm_event: dict[str, Any]) -> dict[str, Any]:
+        """Hardware set (engine thread): open a Python shutter, then the user's hook."""
+        if self._open_shutter:
+            self.core.setShutterOpen(True)
+        return self._call_user("post_hardware_hook_fn", pm_event)
+
+    def _post_camera(self, pm_event: dict[str, Any]) -> dict[str, Any]:
+        """After the snap (engine thread): close a Python shutter, then the user's hook."""
+        if self._open_shutter:
+            self.core.setShutterOpen(False)
+        return self._call_user("post_camera_hook_fn", pm_event)
+
+    def _on_image_saved(self, axes: dict[str, Any], dataset: Any) -> None:
+        """``image_saved_fn`` (pycromanager's storage thread): read the frame, fan it out.
+
+        Never raises: an exception would end pycromanager's storage thread, and
+        with it the delivery of every later frame.
+        """
+        try:
+            key = axes_key(axes)
+            with self._lock:
+                event = self._pending.pop(key, None)
+            if event is None:
+                raise LivescopeError(f"pycromanager saved an image no event asked for: {axes}")
+            if self.ndtiff_path is None:
+                self.ndtiff_path = Path(str(dataset.path))
+            pixels, md = read_saved_frame(dataset, axes)
+            fanout = self._fanout
+            if fanout is None:  # pragma: no cover (set before the acquisition starts)
+                raise LivescopeError("image saved before the run started")
+            fanout.on_frame(pixels, event, self._frame_meta(md, event))
+            with self._lock:
+                self.images_saved += 1
+                self._last_progress = time.perf_counter()
+        except Exception as exc:  # counted, and raised by run()
+            logger.exception("pycromanager image %s could not be recorded", axes)
+            self._errors.append(exc)
+
+    def _frame_meta(self, md: dict[str, Any], event: useq.MDAEvent) -> dict[str, Any]:
+        """Translate pycromanager's image tags to the metadata `FrameFanout` reads."""
+        meta: dict[str, Any] = {}
+        pos = {}
+        for axis, tag in (("x", "XPosition_um_Intended"), ("y", "YPosition_um_Intended"),
+                          ("z", "ZPosition_um_Intended")):  # fmt: skip
+            if md.get(tag) is not None:
+                pos[axis] = float(md[tag])
+        if pos:
+            meta["position"] = pos
+        if md.get("Exposure") is not None:
+            meta["exposure_ms"] = float(md["Exposure"])
+        if md.get("PixelSize_um"):
+            meta["pixel_size_um"] = float(md["PixelSize_um"])
+        if md.get("ElapsedTime-ms") is not None:
+            meta["runner_time_ms"] = float(md["ElapsedTime-ms"])
+        if self.sim is not None:
+            meta["livescope.sample_time_s"] = float(event.metadata.get(SAMPLE_TIME_KEY, 0.0))
+        return meta
+
+    # ------------------------------------------------------------ feeding
+
+    def _submit(self, acq: Any, event: useq.MDAEvent) -> None:
+        pm = to_pycromanager_event(event)
+        key = axes_key(pm["axes"])
+        with self._lock:
+            if key in self._by_axes:
+                raise LivescopeError(
+                    f"event {dict(event.index)}: pycromanager axes {pm['axes']} are already used"
+                )
+            self._by_axes[key] = event
+            self._pending[key] = event
+            self.events_submitted += 1
+            self._last_progress = time.perf_counter()
+        acq.acquire(pm)
+
+    def _feed_loop(self, acq: Any) -> None:
+        """Feeder thread: hand each event to pycromanager ``lead_s`` before it is due."""
+        try:
+            t0 = time.perf_counter()
+            for event in self.feed:
+                if event.reset_event_timer:
+                    t0 = time.perf_counter()
+                due = t0 + float(event.min_start_time or 0.0) - self.lead_s
+                while not (self._halt.is_set() or self.feed.stopped):
+                    wait = due - time.perf_counter()
+                    if wait <= 0:
+                        break
+                    self._halt.wait(min(wait, 0.05))
+                if self._halt.is_set() or self.feed.stopped:
+                    break
+                for sub in getattr(event, "events", None) or (event,):
+                    self._submit(acq, sub)
+        except Exception as exc:  # raised by run() after teardown
+            logger.exception("feeding pycromanager failed")
+            self._errors.append(exc)
+            self._abort(acq, exc)
+        finally:
+            with contextlib.suppress(Exception):
+                acq.mark_finished()
+
+    @staticmethod
+    def _abort(acq: Any, exc: BaseException) -> None:
+        try:
+            acq.abort(exc)
+        except Exception:
+            logger.exception("aborting the pycromanager acquisition failed")
+
+    def _await(self, acq: Any, feeder: threading.Thread) -> None:
+        """Wait for the acquisition to end, aborting it when it stalls (caller's thread)."""
+        done: list[BaseException | None] = []
+
+        def wait() -> None:
+            try:
+                acq.await_completion()
+                done.append(None)
+            except BaseException as exc:  # noqa: BLE001 (handed to the caller's thread)
+                done.append(exc)
+
+        waiter = threading.Thread(target=wait, name="livescope-pycromanager-await", daemon=True)
+        waiter.start()
+        stalled = False
+        while waiter.is_alive():
+            waiter.join(0.05)
+            with self._lock:
+                outstanding = len(self._pending)
+                idle = time.perf_counter() - self._last_progress
+            if not stalled and outstanding and idle > self.watchdog_s:
+                stalled = True
+                err = LivescopeError(
+                    f"pycromanager stalled: no image for {idle:.1f} s with {outstanding} "
+                    f"event(s) outstanding (watchdog {self.watchdog_s:g} s); acquisition aborted"
+                )
+                self._errors.insert(0, err)
+                self.feed.stop()
+                self._halt.set()
+                self._abort(acq, err)
+                waiter.join(max(10.0, self.watchdog_s))
+                if waiter.is_alive():
+                    raise err
+        self._halt.set()  # ended (or aborted): nothing more is fed
+        feeder.join(max(10.0, self.watchdog_s))
+        if done and done[0] is not None and not stalled:
+            raise done[0]
+
+    # ------------------------------------------------------------ running
+
+    def _run(self, progress: Any) -> dict[str, Any]:
+        if not _RUN_LOCK.acquire(blocking=False):
+            for sink in self.sinks:
+                sink.close()
+            self._close()
+            raise LivescopeError(
+                "another pycromanager acquisition is running in this process (its engine "
+                "is a process-wide singleton); run one at a time (this agent is closed)"
+            )
+        try:
+            return self._run_locked(progress)
+        finally:
+            _RUN_LOCK.release()
+
+    def _run_locked(self, progress: Any) -> dict[str, Any]:
+        fanout = FrameFanout(
+            self.sinks, publisher=self.publisher, on_cancel=self._cancel, progress=progress
+        )
+        self._fanout = fanout
+        t0 = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            with contextlib.ExitStack() as stack:
+                if self.backend == "python":
+                    stack.enter_context(adapt_core(self.core))
+                self._open_shutter = self._python_shutter()
+                if self._open_shutter:  # also after an abort between open and close
+                    stack.callback(self.core.setShutterOpen, False)
+                acq = self._acq = self._open_acquisition()
+                feeder = threading.Thread(
+                    target=self._feed_loop, args=(acq,), name="livescope-pycromanager-feeder",
+                    daemon=True,
+                )  # fmt: skip
+                feeder.start()
+                try:
+                    self._await(acq, feeder)
+                finally:
+                    self._halt.set()
+                    self.feed.stop()
+                    self._close_dataset(acq)
+        except BaseException as exc:  # noqa: BLE001 (re-raised after teardown)
+            error = exc
+        finally:
+            duration = time.perf_counter() - t0
+            self.feed.stop()
+            try:
+                fanout.finish()
+            except LivescopeError as exc:
+                error = exc if self._sink_failed else (error or exc)
+            finally:
+                with self._lock:
+                    missing = list(self._pending.values())
+                self.engine.failed_events.extend(missing)
+                summary = self._summary(fanout, duration)
+                self._close()
+        if error is not None:
+            raise error
+        if missing or self._errors:
+            first = f": {self._errors[0]}" if self._errors else " (see stderr)"
+            raise LivescopeError(
+                f"pycromanager acquired {self.images_saved} of {self.events_submitted} "
+                f"events{first}"
+            ) from (self._errors[0] if self._errors else None)
+        return summary
+
+    @staticmethod
+    def _close_dataset(acq: Any) -> None:
+        try:
+            acq.get_dataset().close()
+        except Exception:
+            logger.exception("closing pycromanager's NDTiff dataset failed")
+
+    def _cancel(self) -> None:
+        """Stop feeding and abort the acquisition: a sink failed (writer thread)."""
+        self._sink_failed = True
+        self.feed.stop()
+        self._halt.set()
+        if self._acq is not None:
+            self._abort(self._acq, LivescopeError("recording failed; acquisition aborted"))
+
+    def _summary(self, fanout: FrameFanout, duration: float) -> dict[str, Any]:
+        import json
+
+        summary = super()._summary(fanout, duration)
+        summary.update(
+            {
+                "backend": f"pycromanager-{self.backend}",
+                "events_submitted": self.events_submitted,
+                "images_saved": self.images_saved,
+                "ndtiff": None if self.ndtiff_path is None else str(self.ndtiff_path.resolve()),
+            }
+        )
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+        return summary

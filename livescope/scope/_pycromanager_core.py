@@ -1,0 +1,354 @@
+"""What pycromanager needs from a core, and the events and frames exchanged with it.
+
+Workarounds for pycromanager 1.0.2 and ndstorage 0.1.18 live here (each is
+described where it is applied); `PycromanagerAgent` (``_pycromanager.py``) uses
+them. pycromanager is imported inside functions only.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import inspect
+import re
+import types
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import useq
+from numpy.typing import NDArray
+from pymmcore_plus import CMMCorePlus
+
+from livescope.schema import LivescopeError
+
+from ._fanout import position_name
+
+__all__ = [
+    "AxesKey",
+    "Hook",
+    "RemoteCore",
+    "TaggedImage",
+    "adapt_core",
+    "axes_key",
+    "check_hook",
+    "close_writer_readers",
+    "read_saved_frame",
+    "to_pycromanager_event",
+]
+
+Hook = Callable[[dict[str, Any]], Any]
+"""A pycromanager hook: called with the event (a dict) on pycromanager's engine thread."""
+AxesKey = tuple[tuple[str, int | str], ...]
+
+_REGISTERED: list[Any] = []  # cores this module put into mmpycorex's core list
+_ATEXIT_SET = False
+
+
+# ----------------------------------------------------------------- the core
+
+
+class TaggedImage:
+    """An image and its tags, as pycromanager's engine expects from the core."""
+
+    __slots__ = ("pix", "tags")
+
+    def __init__(self, tags: dict[str, Any] | None, pix: Any) -> None:
+        self.tags = tags
+        self.pix = pix
+
+
+def _camel_to_snake(name: str) -> str:
+    s = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", s).lower()
+
+
+def _snake_aliases(core: Any) -> dict[str, str]:
+    """Snake-case name → camelCase method of the core's class, for names not taken."""
+    cls = type(core)
+    taken = set(dir(cls)) | set(vars(core))
+    out: dict[str, str] = {}
+    for name in dir(cls):
+        if name.startswith("_") or name.islower():
+            continue
+        snake = _camel_to_snake(name)
+        if snake in taken or snake in out or not callable(getattr(cls, name, None)):
+            continue
+        out[snake] = name
+    return out
+
+
+def _get_tagged_image(
+    core: Any,
+    cam_index: int,
+    camera: str,
+    height: int,
+    width: int,
+    binning: Any = None,
+    pixel_type: Any = None,
+    roi_x_start: Any = None,
+    roi_y_start: Any = None,
+) -> TaggedImage:
+    """Return the last snapped image with the tags pycromanager's engine reads (engine thread)."""
+    pix = core.getImage()
+    tags: dict[str, Any] = {
+        "Camera": camera,
+        "Height": height,
+        "Width": width,
+        "PixelType": pixel_type,
+        "CameraChannelIndex": cam_index,
+    }
+    for key, value in (("Binning", binning), ("ROI-X-start", roi_x_start),
+                       ("ROI-Y-start", roi_y_start)):  # fmt: skip
+        if value is not None:
+            tags[key] = value
+    return TaggedImage(tags, pix)
+
+
+def _pop_next_tagged_image(core: Any) -> TaggedImage:
+    """Return the next image of a running sequence and its metadata (engine thread)."""
+    pix, md = core.popNextImageAndMD()
+    tags = dict(md)
+    tags.setdefault("Camera", core.getCameraDevice())
+    return TaggedImage(tags, pix)
+
+
+def _forget_cores() -> None:
+    """At exit: take cores a run left behind out of mmpycorex's list (it would unload them)."""
+    with contextlib.suppress(ImportError, ValueError):
+        from mmpycorex import launcher
+
+        for core in list(_REGISTERED):
+            if core in launcher._PYMMCORES:  # noqa: SLF001 (pycromanager's own registry)
+                launcher._PYMMCORES.remove(core)  # noqa: SLF001
+        _REGISTERED.clear()
+
+
+@contextlib.contextmanager
+def adapt_core(core: CMMCorePlus) -> Iterator[CMMCorePlus]:
+    """Let pycromanager's Python backend run on a pymmcore-plus core, for a ``with`` block.
+
+    Binds on the instance: snake_case aliases of the core's camelCase methods
+    (resolved on the instance, so ``UniMMCore``'s Python-device overrides are
+    used), ``get_tagged_image``, ``pop_next_tagged_image`` and ``TaggedImage``;
+    registers the core in ``mmpycorex``'s core list (so ``pycromanager.Acquisition``
+    picks the Python backend) and points pycromanager's engine singleton at it
+    (the engine keeps the first core it saw otherwise). Everything is undone on
+    exit, also after errors.
+
+    Not thread-safe: one adapted core at a time per process (`PycromanagerAgent`
+    holds a module lock around it).
+    """
+    global _ATEXIT_SET
+    from mmpycorex import launcher
+    from pycromanager.acquisition.acq_eng_py.internal.engine import Engine
+
+    if not _ATEXIT_SET:
+        atexit.register(_forget_cores)  # runs before mmpycorex's own atexit (LIFO)
+        _ATEXIT_SET = True
+    aliases = _snake_aliases(core)
+    extras = {
+        "get_tagged_image": types.MethodType(_get_tagged_image, core),
+        "pop_next_tagged_image": types.MethodType(_pop_next_tagged_image, core),
+        "TaggedImage": TaggedImage,
+    }
+    added: list[str] = []
+    registered = False
+    engine = Engine.get_instance()
+    previous = None if engine is None else engine.core
+    try:
+        for snake, camel in aliases.items():
+            if snake not in extras:  # pymmcore-plus's getTaggedImage has another signature
+                setattr(core, snake, getattr(core, camel))
+                added.append(snake)
+        for name, value in extras.items():
+            setattr(core, name, value)
+            added.append(name)
+        if core not in launcher._PYMMCORES:  # noqa: SLF001 (how pycromanager finds the core)
+            launcher._PYMMCORES.append(core)  # noqa: SLF001
+            _REGISTERED.append(core)
+            registered = True
+        if engine is None:
+            engine = Engine(core)
+        engine.core = core
+        engine.last_event = None  # the previous run's last event is another core's
+        yield core
+    finally:
+        if engine is not None:
+            engine.core = previous  # None, unless an outer adapt_core (or pycromanager) set it
+            engine.last_event = None
+        if registered:
+            with contextlib.suppress(ValueError):
+                launcher._PYMMCORES.remove(core)  # noqa: SLF001
+            _REGISTERED.remove(core)
+        for name in added:
+            vars(core).pop(name, None)
+
+
+class RemoteCore:
+    """A Java core (pycromanager's ZMQ bridge) under pymmcore-plus's camelCase names.
+
+    The agent asks its core for little (pixel size, autoshutter); Micro-Manager's
+    Java engine does the acquiring.
+    """
+
+    class _NoRunner:
+        def cancel(self) -> None:
+            """Nothing to cancel: the acquisition is stopped through pycromanager."""
+
+    def __init__(self, remote: Any) -> None:
+        self._remote = remote
+        self.mda = self._NoRunner()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._remote, _camel_to_snake(name))
+
+
+# ----------------------------------------------------------------- events
+
+
+def to_pycromanager_event(
+    event: useq.MDAEvent, *, min_start_time_s: float | None = None
+) -> dict[str, Any]:
+    """Convert a useq event to a pycromanager acquisition event (a dict).
+
+    Axes are ``time``, ``position`` (the position's name, `position_name`),
+    ``channel`` (the preset's name) and ``z`` (when the event has a z index);
+    ``config_group``, ``exposure`` (ms), ``x``/``y``/``z`` (µm) and
+    ``min_start_time`` (s; ``min_start_time_s`` if given, else the event's) follow
+    the event. Never ``tags`` (pycromanager 1.0.2's Python backend hangs on
+    them): livescope keeps its per-event data keyed by the axes.
+    """
+    axes: dict[str, int | str] = {
+        "time": int(event.index.get("t", 0)),
+        "position": position_name(event),
+    }
+    if event.channel is not None:
+        axes["channel"] = event.channel.config
+    if "z" in event.index:
+        axes["z"] = int(event.index["z"])
+    out: dict[str, Any] = {"axes": axes}
+    if event.channel is not None:
+        out["config_group"] = [event.channel.group, event.channel.config]
+    if event.exposure is not None:
+        out["exposure"] = float(event.exposure)
+    if event.x_pos is not None and event.y_pos is not None:
+        out["x"], out["y"] = float(event.x_pos), float(event.y_pos)
+    if event.z_pos is not None:
+        out["z"] = float(event.z_pos)
+    start = event.min_start_time if min_start_time_s is None else min_start_time_s
+    if start:
+        out["min_start_time"] = float(start)
+    return out
+
+
+def axes_key(axes: dict[str, Any]) -> AxesKey:
+    """Key of a pycromanager event's (or image's) axes: sorted items, numbers as ints."""
+    return tuple(sorted((str(k), v if isinstance(v, str) else int(v)) for k, v in axes.items()))
+
+
+_NDTIFF_DTYPES = {0: np.uint8, 1: np.uint16, 3: np.uint16, 4: np.uint16, 5: np.uint16,
+                  6: np.uint16}  # fmt: skip
+
+
+def read_saved_frame(dataset: Any, axes: dict[str, Any]) -> tuple[NDArray[Any], dict[str, Any]]:
+    """Read a frame pycromanager has just saved: its pixels and metadata, from disk.
+
+    ``dataset`` is the NDTiff dataset handed to ``image_saved_fn``. The frame is
+    read through a new unbuffered file handle: the dataset's own readers buffer
+    the file, and a buffer filled before the frame was written returns its old
+    bytes (zeros) in place of the pixels (ndstorage 0.1.18).
+
+    Raises
+    ------
+    LivescopeError
+        if the dataset has no such frame, or the file holds less than it says.
+
+    """
+    import json
+
+    entry = dataset.index.get(frozenset(axes.items()))
+    if entry is None:
+        raise LivescopeError(f"{dataset.path}: no frame {axes} in the NDTiff index")
+    dtype = _NDTIFF_DTYPES.get(int(entry.pixel_type))
+    if dtype is None:
+        raise LivescopeError(f"{dataset.path}: frame {axes} is RGB; livescope records monochrome")
+    h, w = int(entry.image_height), int(entry.image_width)
+    nbytes = h * w * np.dtype(dtype).itemsize
+    path = Path(str(dataset.path)) / str(entry.filename)
+    with path.open("rb", buffering=0) as f:
+        f.seek(int(entry.pix_offset))
+        data = f.read(nbytes)
+        f.seek(int(entry.metadata_offset))
+        md = f.read(int(entry.metadata_length))
+    if len(data) != nbytes or len(md) != int(entry.metadata_length):
+        raise LivescopeError(f"{path}: frame {axes} is cut short on disk")
+    return np.frombuffer(data, dtype=dtype).reshape(h, w), json.loads(md)
+
+
+def check_hook(name: str, fn: Hook | None) -> None:
+    """Refuse a hook that cannot be called with one argument, the event.
+
+    pycromanager 1.0.2 calls a hook taking ``(event, event_queue)`` with one
+    argument: the ``TypeError`` is printed, and the acquisition ends with 0
+    images and no exception.
+
+    Raises
+    ------
+    LivescopeError
+        naming the hook and its parameters.
+
+    """
+    if fn is None:
+        return
+    if not callable(fn):
+        raise LivescopeError(f"{name} is not callable")
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return  # a builtin without a signature: it is called with one argument
+    try:
+        sig.bind(None)
+    except TypeError:
+        raise LivescopeError(
+            f"{name}{sig} must take one argument, the event: pycromanager 1.0.2 ends an "
+            "acquisition with 0 images and no error for a hook taking (event, event_queue); "
+            "add events through decisions instead"
+        ) from None
+
+
+def close_writer_readers(dataset: Any) -> None:
+    """Close the reader each NDTiff file writer opens and ndstorage never closes.
+
+    ndstorage 0.1.18's ``SingleNDTiffWriter`` opens a reader of its own file that
+    nothing closes: a file handle leaks per NDTiff file, and a ResourceWarning is
+    raised on pycromanager's saving thread when the writer is dropped (at the end
+    of the acquisition, or when a full file is replaced). The dataset's
+    ``put_image`` and ``finish`` (saving thread) are wrapped to close it then.
+    """
+    put_image, finish = dataset.put_image, dataset.finish
+
+    def close_reader(writer: Any) -> None:
+        reader = getattr(writer, "reader", None)
+        if reader is not None:
+            with contextlib.suppress(OSError):
+                reader.close()
+
+    def put_and_close(*args: Any, **kwargs: Any) -> Any:
+        before = getattr(dataset, "current_writer", None)
+        out = put_image(*args, **kwargs)
+        if before is not None and getattr(dataset, "current_writer", None) is not before:
+            close_reader(before)
+        return out
+
+    def finish_and_close() -> Any:
+        before = getattr(dataset, "current_writer", None)
+        out = finish()
+        if before is not None:
+            close_reader(before)
+        return out
+
+    dataset.put_image, dataset.finish = put_and_close, finish_and_close
