@@ -32,6 +32,14 @@ def agent(
         float | None,
         typer.Option(min=0.001, help="Simulated profiles: sample seconds per wall second."),
     ] = None,
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="How to acquire: mda (pymmcore-plus) or pycromanager (a running Micro-Manager; "
+            "pycromanager's Python backend on a simulated profile)."
+        ),
+    ] = "mda",
+    port: Annotated[int, typer.Option(help="pycromanager: Micro-Manager's server port.")] = 4827,
     json_out: JsonOpt = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -46,6 +54,13 @@ def agent(
     with user_errors(json_out):
         if bus not in ("inline", "shm", "off"):
             fail(f"--bus must be inline, shm or off, not {bus!r}", as_json=json_out)
+        from livescope.scope import BACKENDS
+
+        if backend not in BACKENDS:
+            fail(
+                f"unknown acquisition backend {backend!r}; use mda or pycromanager",
+                as_json=json_out,
+            )
         prof = accelerated(load_profile(profile), time_acceleration, as_json=json_out)
         sequence = load_plan(plan)
         check_plan(sequence, prof, str(plan))
@@ -80,11 +95,12 @@ def agent(
                 endpoints=endpoints,
                 run_id=run_id,
                 on_ready=ready,
+                backend=backend,
             )
         else:
             summary = run_micromanager(
                 prof, sequence, run_dir, bus=bus, endpoints=endpoints, run_id=run_id,  # type: ignore[arg-type]
-                on_ready=ready,
+                on_ready=ready, backend=backend, port=port,
             )  # fmt: skip
         from livescope.view import write_report
 

@@ -53,6 +53,14 @@ eval_app.command("track")(eval_track)
 bench_app.command("track")(bench_track)
 
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages to stderr.")]
+BackendOpt = Annotated[
+    str,
+    typer.Option(
+        help="How the agent acquires: mda (pymmcore-plus) or pycromanager (a running "
+        "Micro-Manager; pycromanager's Python backend on a simulated profile)."
+    ),
+]
+PortOpt = Annotated[int, typer.Option(help="pycromanager: Micro-Manager's server port.")]
 
 
 @app.callback()
@@ -159,6 +167,7 @@ def demo(
 def _acquire_and_report(
     prof: Any, sequence: Any, run_dir: Path, *, policies: list[Any] | None, analysis: bool,
     seed: int | None, threads: int | None, json_out: bool, plan_file: Path | None = None,
+    backend: str = "mda", port: int = 4827,
 ) -> dict[str, Any]:  # fmt: skip
     """Acquire (with the supervised worker when ``analysis``), then write the report."""
     if analysis:  # a bad rule is reported now, not by a worker that cannot start
@@ -190,10 +199,12 @@ def _acquire_and_report(
 
             summary = run_adaptive(
                 prof, sequence, run_dir, policies=policies, seed=seed, threads=threads,
-                progress=progress, plan_file=plan_file,
+                progress=progress, plan_file=plan_file, backend=backend, port=port,
             )  # fmt: skip
         else:
-            summary = run_simulated(prof, sequence, run_dir, seed=seed, progress=progress)
+            summary = run_simulated(
+                prof, sequence, run_dir, seed=seed, progress=progress, backend=backend
+            )
         bar.update(task, description="writing the report")
         from livescope.view import write_report
 
@@ -217,6 +228,8 @@ def run_cmd(
         typer.Option(min=0.001, help="Simulated profiles: sample seconds per wall second."),
     ] = None,
     threads: ThreadsOpt = None,
+    backend: BackendOpt = "mda",
+    port: PortOpt = 4827,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -226,12 +239,21 @@ def run_cmd(
     restarted if it dies) analyses every field and sends the decisions of the
     plan's policies that pass the profile's guardrails. A simulated profile runs
     on the simulated microscope (and scores mitosis triggers against its truth);
-    a micromanager profile drives the rig through its Micro-Manager config.
+    a micromanager profile drives the rig through its Micro-Manager config, or
+    with --backend pycromanager a running Micro-Manager application (its server
+    on --port; on a simulated profile, pycromanager's Python backend).
     """
     setup_logging(verbose)
     from livescope.schema import check_plan, load_plan, load_profile, plan_sections
 
     with user_errors(json_out):
+        from livescope.scope import BACKENDS
+
+        if backend not in BACKENDS:
+            fail(
+                f"unknown acquisition backend {backend!r}; use mda or pycromanager",
+                as_json=json_out,
+            )
         prof = accelerated(load_profile(profile), time_acceleration, as_json=json_out)
         sequence = load_plan(plan)
         check_plan(sequence, prof, str(plan))
@@ -239,7 +261,8 @@ def run_cmd(
         run_dir = out or Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
         summary = _acquire_and_report(
             prof, sequence, run_dir, policies=policies, analysis=True,  # type: ignore[arg-type]
-            seed=seed, threads=threads, json_out=json_out, plan_file=plan,
+            seed=seed, threads=threads, json_out=json_out, plan_file=plan, backend=backend,
+            port=port,
         )  # fmt: skip
     if json_out:
         emit(summary)

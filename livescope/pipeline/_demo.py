@@ -77,6 +77,8 @@ def run_adaptive(
     bus: Literal["inline", "shm"] = "shm",
     plan_file: Path | None = None,
     acquire: Callable[[Callable[[ScopeAgent], None]], dict[str, Any]] | None = None,
+    backend: str = "mda",
+    port: int = 4827,
 ) -> dict[str, Any]:
     """Acquire with the pipeline worker in the loop; return the run summary.
 
@@ -86,7 +88,8 @@ def run_adaptive(
     once the worker is ready, before the first frame (e.g. to inject faults).
     ``acquire(on_ready)`` runs the acquisition instead of the profile's microscope
     (a replay) and returns its summary; it must call ``on_ready(agent)`` once the
-    agent listens.
+    agent listens. ``backend`` / ``port``: how the agent acquires (`run_simulated`,
+    `run_micromanager`).
 
     Raises
     ------
@@ -132,12 +135,13 @@ def run_adaptive(
         elif profile.kind == "simulated":
             summary = run_simulated(
                 profile, sequence, out, seed=seed, progress=progress, bus=bus,
-                on_ready=start_worker,
+                on_ready=start_worker, backend=backend,
             )  # fmt: skip
         else:
             summary = run_micromanager(
-                profile, sequence, out, progress=progress, bus=bus, on_ready=start_worker
-            )
+                profile, sequence, out, progress=progress, bus=bus, on_ready=start_worker,
+                backend=backend, port=port,
+            )  # fmt: skip
     except BaseException:
         supervisor.stop()
         raise

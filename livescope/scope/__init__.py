@@ -6,7 +6,7 @@ devices rendering a living cell population, with ground truth for every frame.
 
 from ._agent import EventFeed, ScopeAgent
 from ._bench import CAMERA_TARGETS_FPS, bench_camera
-from ._demo import demo_sequence, run_micromanager, run_simulated
+from ._demo import BACKENDS, demo_sequence, run_micromanager, run_simulated
 from ._engine import SAMPLE_TIME_KEY, LivescopeEngine
 from ._fanout import FrameFanout, frame_info, position_name
 from ._frames import SimulatedView, simulated_frames, simulated_views
@@ -30,6 +30,7 @@ from ._truth import GroundTruthWriter
 
 __all__ = [
     "ANAPHASE_SHARE",
+    "BACKENDS",
     "CAMERA_TARGETS_FPS",
     "SAMPLE_TIME_KEY",
     "STEP_S",

@@ -14,7 +14,16 @@ from ._agent import ScopeAgent
 from ._sim import SimulatedMicroscope
 from ._truth import GroundTruthWriter
 
-__all__ = ["demo_sequence", "run_micromanager", "run_simulated"]
+__all__ = ["BACKENDS", "demo_sequence", "run_micromanager", "run_simulated"]
+
+BACKENDS = ("mda", "pycromanager")
+"""How the agent acquires: pymmcore-plus's MDA runner, or a pycromanager ``Acquisition``
+(its Python backend on the simulated microscope; a running Micro-Manager on a rig)."""
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise LivescopeError(f"unknown acquisition backend {backend!r}; use mda or pycromanager")
 
 
 def demo_sequence(
@@ -69,6 +78,7 @@ def run_simulated(
     endpoints: dict[str, str] | None = None,
     run_id: str | None = None,
     on_ready: Callable[[ScopeAgent], None] | None = None,
+    backend: str = "mda",
 ) -> dict[str, Any]:
     """Acquire ``sequence`` on the simulated microscope, record it and its ground truth.
 
@@ -76,6 +86,8 @@ def run_simulated(
     ``ground_truth/`` and ``summary.json`` (and ``bus.json`` while a bus runs);
     returns the summary. ``progress(frames_written, frames_planned)`` is called
     after each frame; ``on_ready(agent)`` once the agent is listening.
+    ``backend="pycromanager"`` acquires through pycromanager's Python backend on
+    the simulated core instead of pymmcore-plus's MDA runner.
 
     Raises
     ------
@@ -84,10 +96,14 @@ def run_simulated(
 
     """
     check_plan(sequence, profile)
+    _check_backend(backend)
     out = Path(out_dir)
     with SimulatedMicroscope(profile, seed=seed) as sim:
         truth = GroundTruthWriter(sim, out / "ground_truth")
-        agent = ScopeAgent(
+        agent_cls: Any = ScopeAgent
+        if backend == "pycromanager":
+            from ._pycromanager import PycromanagerAgent as agent_cls
+        agent = agent_cls(
             sim.core,
             profile,
             sequence,
@@ -101,7 +117,9 @@ def run_simulated(
         if on_ready is not None:
             on_ready(agent)
         planned = len(list(sequence))
-        summary = agent.run(None if progress is None else (lambda n: progress(n, planned)))
+        summary: dict[str, Any] = agent.run(
+            None if progress is None else (lambda n: progress(n, planned))
+        )
     summary.update(
         {
             "timepoints": sequence.sizes.get("t", 1) or 1,
@@ -126,17 +144,35 @@ def run_micromanager(
     endpoints: dict[str, str] | None = None,
     run_id: str | None = None,
     on_ready: Callable[[ScopeAgent], None] | None = None,
+    backend: str = "mda",
+    port: int = 4827,
 ) -> dict[str, Any]:
-    """Acquire ``sequence`` on a real rig through pymmcore-plus and the profile's config.
+    """Acquire ``sequence`` on a real rig; otherwise as `run_simulated` (no ground truth).
 
-    Needs Micro-Manager's device adapters; otherwise as `run_simulated` (no ground truth).
+    ``backend="mda"``: pymmcore-plus loads the profile's Micro-Manager config
+    (needs Micro-Manager's device adapters on this PC). ``backend="pycromanager"``:
+    a running Micro-Manager application acquires, over pycromanager's bridge on
+    ``port`` (enable Tools → Options → "Run server on port 4827" there; its own
+    configuration is used).
 
     Raises
     ------
     LivescopeError
-        if the profile's Micro-Manager config file is missing.
+        if the profile's Micro-Manager config file is missing (mda backend).
 
     """
+    _check_backend(backend)
+    planned = len(list(sequence))
+    if backend == "pycromanager":
+        from ._pycromanager import PycromanagerAgent
+
+        pm_agent = PycromanagerAgent(
+            None, profile, sequence, out_dir, backend="java", port=port, run_id=run_id,
+            bus=bus, endpoints=endpoints,
+        )  # fmt: skip
+        if on_ready is not None:
+            on_ready(pm_agent)
+        return pm_agent.run(None if progress is None else (lambda n: progress(n, planned)))
     from pymmcore_plus import CMMCorePlus
 
     cfg = profile.micromanager_config
@@ -149,5 +185,4 @@ def run_micromanager(
     )
     if on_ready is not None:
         on_ready(agent)
-    planned = len(list(sequence))
     return agent.run(None if progress is None else (lambda n: progress(n, planned)))

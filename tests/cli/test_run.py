@@ -65,3 +65,46 @@ def test_a_bad_rule_is_a_clear_error_before_anything_moves(tmp_path: Path) -> No
     assert "policies.0 (crowded)" in reply["error"]
     assert "abvoe" in reply["error"]
     assert not (tmp_path / "run" / "data.ome.zarr").exists()
+
+
+PYCRO_PLAN = """\
+stage_positions: [{x: 0, y: 0, z: 0, name: field}]
+channels: [{config: Phase, exposure: 20}, {config: DAPI, exposure: 50}]
+time_plan: {interval: 60, loops: 4}
+policies:
+  - name: closeup
+    when: {cell_count: {above: 5}}
+    do: {acquire: {channels: [DAPI], loops: 2, interval_s: 20}}
+"""
+
+
+@pytest.mark.slow
+def test_run_through_pycromanager_with_the_worker_in_the_loop(tmp_path: Path) -> None:
+    """The whole adaptive loop with pycromanager acquiring (its Python backend on the
+    simulated microscope): the worker's decision is acquired, every frame recorded."""
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(PYCRO_PLAN)
+    out = tmp_path / "run"
+    res = run_cli("run", str(plan), "--out", str(out), "--time-acceleration", "40",
+                  "--backend", "pycromanager", "--json")  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads(res.stdout)
+    assert summary["backend"] == "pycromanager-python"
+    assert summary["frames_planned_recorded"] == 8
+    assert summary["frames_analysed"] == 8
+    assert summary["decisions"]["accepted"] == 1  # crowded once (hysteresis): one close-up
+    assert summary["frames_added"] == 2
+    assert summary["frames_acquired"] == summary["frames_written"] == 10
+    assert summary["images_saved"] == summary["events_submitted"] == 10
+    frames = [json.loads(x) for x in (out / "frames.jsonl").read_text().splitlines()]
+    assert len([f for f in frames if f["added_by"]]) == 2
+    assert Path(summary["ndtiff"]).is_dir()  # pycromanager's own dataset, beside the recording
+
+
+def test_an_unknown_backend_is_a_clear_error(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(PYCRO_PLAN)
+    res = run_cli("run", str(plan), "--out", str(tmp_path / "r"), "--backend", "micromanager",
+                  "--json")  # fmt: skip
+    assert res.returncode == 2
+    assert "unknown acquisition backend 'micromanager'" in json.loads(res.stdout)["error"]
