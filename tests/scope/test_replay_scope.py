@@ -1,0 +1,118 @@
+"""The replay microscope on its own: recorded frames served bit for bit, paced by recorded time."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import useq
+
+from livescope.record import open_dataset, read_frames
+from livescope.schema import LivescopeError, load_plan, load_profile
+from livescope.scope import (
+    ReplayEngine,
+    ReplayMicroscope,
+    ReplaySource,
+    demo_sequence,
+    map_channels,
+    replay_sequence,
+    run_replay_scope,
+    run_simulated,
+)
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """1 position × 3 time points 1 s apart (sample time), phase + DAPI, 128²."""
+    prof = load_profile("sim")
+    prof = prof.replace(camera=prof.camera.replace(sensor_shape_px=(128, 128)).model_dump())
+    out = tmp_path_factory.mktemp("rec") / "run"
+    run_simulated(prof, demo_sequence(prof, timepoints=3, positions=1, interval_s=1.0), out)
+    return out
+
+
+def _replay(recording: Path, out: Path, speed: float | None) -> tuple[dict, float]:
+    ds = open_dataset(recording)
+    prof = load_profile("sim")
+    t0 = time.perf_counter()
+    summary = run_replay_scope(
+        ds, prof, load_plan(recording / "plan.yaml"), out,
+        channels=map_channels(ds, prof), speed=speed,
+    )  # fmt: skip
+    ds.close()
+    return summary, time.perf_counter() - t0
+
+
+def test_every_frame_is_served_bit_for_bit_with_its_recorded_time(
+    recording: Path, tmp_path: Path
+) -> None:
+    summary, _ = _replay(recording, tmp_path / "max", None)
+    assert summary["frames_served"] == summary["frames_written"] == 6
+    assert summary["frames_not_recorded"] == 0
+    src, out = read_frames(recording), read_frames(tmp_path / "max")
+    assert [f["adler32"] for f in out] == [f["adler32"] for f in src]
+    assert [f["sample_time_s"] for f in out] == [f["sample_time_s"] for f in src] == [
+        0.0, 0.0, 1.0, 1.0, 2.0, 2.0
+    ]  # fmt: skip
+    assert all(f["pixel_size_um"] == src[0]["pixel_size_um"] for f in out)
+
+
+def test_pacing_follows_the_recorded_times(recording: Path, tmp_path: Path) -> None:
+    ds = open_dataset(recording)
+    prof = load_profile("sim")
+    source = ReplaySource(ds, map_channels(ds, prof))
+    plan = load_plan(recording / "plan.yaml")
+    with ReplayMicroscope(prof, source) as scope:
+        for speed, due in ((1.0, [0, 0, 1, 1, 2, 2]), (4.0, [0, 0, 0.25, 0.25, 0.5, 0.5])):
+            engine = ReplayEngine(scope.core, prof, source, speed=speed)
+            assert [e.min_start_time for e in engine.event_iterator(plan)] == due
+        engine = ReplayEngine(scope.core, prof, source, speed=None)
+        assert [e.min_start_time for e in engine.event_iterator(plan)] == [None] * 6
+    ds.close()
+    _, wall = _replay(recording, tmp_path / "realtime", 1.0)
+    assert wall >= 2.0  # the last time point is 2 s of sample time after the first
+
+
+def test_frames_the_recording_lacks_are_skipped_and_counted(
+    recording: Path, tmp_path: Path
+) -> None:
+    ds = open_dataset(recording)
+    prof = load_profile("sim")
+    longer = load_plan(recording / "plan.yaml").replace(
+        time_plan=useq.TIntervalLoops(interval=1.0, loops=5)
+    )
+    summary = run_replay_scope(
+        ds, prof, longer, tmp_path / "r", channels=map_channels(ds, prof), speed=None
+    )
+    ds.close()
+    assert summary["frames_served"] == 6
+    assert summary["frames_not_recorded"] == 4
+    assert "4 planned frame(s) are not in the recording" in summary["warnings"][-1]
+
+
+def test_channels_the_profile_lacks_need_a_map(tmp_path: Path) -> None:
+    import numpy as np
+    import tifffile
+
+    folder = tmp_path / "ctc"
+    folder.mkdir()
+    for t in range(2):
+        tifffile.imwrite(folder / f"t{t:03d}.tif", np.zeros((16, 16), np.uint16))
+    replay = load_profile("replay")
+    # one unknown channel: imaged as the profile's first fluorescence channel
+    with open_dataset(folder, channel="GFP") as ds:
+        assert map_channels(ds, replay) == {"GFP": "DAPI"}
+        assert "replayed as 'DAPI'" in ds.warnings[-1]
+        assert map_channels(ds, replay, {"GFP": "Fluo"}) == {"GFP": "Fluo"}
+        seq = replay_sequence(ds, replay, {"GFP": "Fluo"})
+        assert [c.config for c in seq.channels] == ["Fluo"]
+        assert seq.sizes["t"] == 2
+    data = np.zeros((2, 2, 1, 16, 16), np.uint16)
+    tifffile.imwrite(tmp_path / "a.ome.tif", data, ome=True, photometric="minisblack",
+                     metadata={"axes": "TCZYX", "Channel": {"Name": ["GFP", "RFP"]}})  # fmt: skip
+    with (
+        open_dataset(tmp_path / "a.ome.tif") as ds,
+        pytest.raises(LivescopeError, match=r"channel\(s\) 'GFP', 'RFP' not in profile 'replay'"),
+    ):
+        map_channels(ds, replay)
