@@ -18,6 +18,7 @@ from ._common import (
     accelerated,
     emit,
     fail,
+    progress_bar,
     setup_logging,
     stderr,
     user_errors,
@@ -174,20 +175,9 @@ def _acquire_and_report(
         from livescope.policy import rules_from_spec
 
         rules_from_spec(policies, channel_group=prof.channels.config_group, source="plan")
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
     from livescope.scope import run_simulated
 
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=stderr,
-        transient=True,
-        disable=json_out or not stderr.is_terminal,
-    ) as bar:
-        task = bar.add_task("acquiring", total=None)
+    with progress_bar("acquiring", json_out=json_out) as (bar, task):
 
         def progress(done: int, total: int) -> None:
             extra = max(0, done - total)

@@ -15,7 +15,7 @@ from rich.console import Console
 
 from livescope.schema import ConfigError, LivescopeError, format_validation_error
 
-__all__ = ["JsonOpt", "emit", "fail", "setup_logging", "stderr", "user_errors"]
+__all__ = ["JsonOpt", "emit", "fail", "progress_bar", "setup_logging", "stderr", "user_errors"]
 
 stderr = Console(stderr=True, soft_wrap=True)
 
@@ -82,3 +82,20 @@ def user_errors(as_json: bool) -> Iterator[None]:
         fail(str(exc), as_json=as_json)
     except KeyboardInterrupt:
         fail("interrupted", as_json=as_json)
+
+
+@contextmanager
+def progress_bar(description: str, *, json_out: bool) -> Iterator[tuple[Any, Any]]:
+    """Show a transient progress bar on stderr (off with ``--json`` or no terminal): (bar, task)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=stderr,
+        transient=True,
+        disable=json_out or not stderr.is_terminal,
+    ) as bar:
+        yield bar, bar.add_task(description, total=None)

@@ -9,7 +9,16 @@ from typing import Annotated, Any
 
 import typer
 
-from ._common import JsonOpt, ThreadsOpt, emit, fail, setup_logging, stderr, user_errors
+from ._common import (
+    JsonOpt,
+    ThreadsOpt,
+    emit,
+    fail,
+    progress_bar,
+    setup_logging,
+    stderr,
+    user_errors,
+)
 
 __all__ = ["parse_channel_map", "parse_speed", "replay", "replay_task"]
 
@@ -202,20 +211,9 @@ def replay_task(spec: Any) -> dict[str, Any]:
 
 
 def _replay_one(dataset: Path, run_dir: Path, *, json_out: bool, **kwargs: Any) -> dict[str, Any]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
     from livescope.pipeline import run_replay
 
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=stderr,
-        transient=True,
-        disable=json_out or not stderr.is_terminal,
-    ) as bar:
-        task = bar.add_task("replaying", total=None)
+    with progress_bar("replaying", json_out=json_out) as (bar, task):
 
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=min(done, total), total=total)

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import pymmcore
 import useq
 from numpy.typing import DTypeLike, NDArray
 from pymmcore_plus.experimental.unicore import SimpleCameraDevice, UniMMCore
@@ -49,6 +48,7 @@ from ._agent import ScopeAgent, _key
 from ._devices import SimShutter, SimStateDevice, SimXYStage, SimZStage
 from ._engine import SAMPLE_TIME_KEY, LivescopeEngine
 from ._fanout import position_name
+from ._sim import release_core
 
 __all__ = [
     "ReplayAgent",
@@ -469,9 +469,7 @@ class ReplayMicroscope:
 
     def close(self) -> None:
         """Unload the devices and detach the core's callbacks (as the simulated microscope)."""
-        self.core.unloadAllDevices()
-        with contextlib.suppress(Exception):
-            pymmcore.CMMCore.registerCallback(self.core, None)
+        release_core(self.core)
 
     def __enter__(self) -> ReplayMicroscope:
         return self

@@ -33,7 +33,7 @@ from ._render import (
 )
 from ._sample import CellRecord, SampleState, SimulatedSample
 
-__all__ = ["FrameTruth", "SimulatedMicroscope", "expose", "standard_normal"]
+__all__ = ["FrameTruth", "SimulatedMicroscope", "expose", "release_core", "standard_normal"]
 
 LIGHT_PATH = "LightPath"
 OBJECTIVE = "Objective"
@@ -41,6 +41,17 @@ SHUTTER = "Shutter"
 
 META_SAMPLE_TIME = "livescope.sample_time_s"
 META_FRAME = "livescope.sim_frame"
+
+
+def release_core(core: UniMMCore) -> None:
+    """Unload a core's devices and detach its callbacks from Python.
+
+    Detaching means no callback from the core's own threads can reach Python
+    while the interpreter shuts down (which aborts the process).
+    """
+    core.unloadAllDevices()
+    with contextlib.suppress(Exception):
+        pymmcore.CMMCore.registerCallback(core, None)
 
 
 class _SimCore(UniMMCore):
@@ -255,9 +266,7 @@ class SimulatedMicroscope:
         Detaching first means no callback from the core's own threads can reach
         Python while the interpreter shuts down (which aborts the process).
         """
-        self.core.unloadAllDevices()
-        with contextlib.suppress(Exception):
-            pymmcore.CMMCore.registerCallback(self.core, None)
+        release_core(self.core)
 
     def __enter__(self) -> SimulatedMicroscope:
         return self
