@@ -10,7 +10,8 @@ results store beside the raw data::
     <run>/results/
         cells.csv           one row per cell and field: track, centroid, area,
                             intensities, state probabilities
-        ctc/<position>/     maskTTT.tif (track ids) + res_track.txt (CTC result)
+        ctc/<position>/     maskTTT.tif + res_track.txt: track ids while the run goes on,
+                            a valid CTC result (tracks without gaps) once it ends
         policy.jsonl        every rule firing: decision, guardrail or agent verdict
         latency.jsonl       per field: ms per stage (see `LATENCY_STAGES`)
         state.json          trackers, policies, guardrails (a restarted worker resumes)
@@ -50,7 +51,7 @@ from numpy.typing import NDArray
 
 from livescope.bus import BUS_FILE, attach, fast_thread_switching
 from livescope.policy import Cells, Observation, Policy, PolicyEngine, Verdict, load_policies
-from livescope.record import RecordingReader, read_frames
+from livescope.record import RecordingReader, read_frames, rewrite_ctc_result
 from livescope.schema import HardwareProfile, LivescopeError, load_plan, load_profile, write_atomic
 from livescope.scope import position_name
 from livescope.tracking import OnlineTracker, measure_objects
@@ -845,14 +846,11 @@ class PipelineWorker:
             self.link.close()
         if self.overlay is not None:
             self.overlay.close()
-        if not failed:
+        if not failed:  # the live track-id masks become a valid CTC result (tracks without gaps)
             for pos, tracker in self.analyzer.trackers.items():
                 folder = self.results / "ctc" / pos
                 folder.mkdir(parents=True, exist_ok=True)
-                lineage = tracker.lineage
-                lines = [f"{tid} {b} {e} {lineage.get(tid, 0)}"
-                         for tid, (b, e) in sorted(tracker.spans().items())]  # fmt: skip
-                (folder / "res_track.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+                rewrite_ctc_result(folder, tracker.lineage)
         self.analyzer.close()
         for f in (self._cells, self._policy_log, self._latency_log):
             f.close()

@@ -1,6 +1,6 @@
 """Recording: OME-Zarr runs with per-frame event metadata, and Cell Tracking Challenge I/O."""
 
-from ._ctc import CtcTrack, read_ctc, relabel_for_ctc, write_ctc
+from ._ctc import CtcTrack, read_ctc, relabel_for_ctc, rewrite_ctc_result, write_ctc
 from ._datasets import (
     DATASET_DTYPES,
     Dataset,
@@ -32,5 +32,6 @@ __all__ = [
     "read_decisions",
     "read_frames",
     "relabel_for_ctc",
+    "rewrite_ctc_result",
     "write_ctc",
 ]

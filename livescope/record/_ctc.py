@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 
 from livescope.schema import LivescopeError
 
-__all__ = ["CtcTrack", "read_ctc", "relabel_for_ctc", "write_ctc"]
+__all__ = ["CtcTrack", "read_ctc", "relabel_for_ctc", "rewrite_ctc_result", "write_ctc"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,17 @@ def relabel_for_ctc(
         daughter begins.
 
     """
+    tracks, label_at, object_of = _ctc_tracks(id_frames, parent_of, max_link_gap)
+    out = [_relabel(frame, f, label_at) for f, frame in enumerate(id_frames)]
+    return out, tracks, object_of
+
+
+def _ctc_tracks(
+    id_frames: Sequence[NDArray[np.integer]],
+    parent_of: Mapping[int, int],
+    max_link_gap: int | None,
+) -> tuple[list[CtcTrack], dict[tuple[int, int], int], dict[int, int]]:
+    """First pass of `relabel_for_ctc`: tracks, (object, frame) → label, label → object."""
     presence: dict[int, list[int]] = {}
     for f, frame in enumerate(id_frames):
         for i in np.unique(frame).tolist():
@@ -102,21 +113,77 @@ def relabel_for_ctc(
         tracks.append(CtcTrack(n, begin, end, parent))
         for f in range(begin, end + 1):
             label_at[(obj, f)] = n
+    return tracks, label_at, object_of
 
-    out: list[NDArray[np.uint16]] = []
-    for f, frame in enumerate(id_frames):
-        ids = np.unique(frame)
-        ids = ids[ids != 0]
-        lut_from = ids.astype(np.int64)
-        lut_to = np.array([label_at[(int(i), f)] for i in ids.tolist()], dtype=np.uint16)
-        relabelled = np.zeros(frame.shape, np.uint16)
-        if ids.size:
-            pos = np.searchsorted(lut_from, frame.astype(np.int64))
-            pos = np.clip(pos, 0, ids.size - 1)
-            hit = lut_from[pos] == frame
-            relabelled[hit] = lut_to[pos[hit]]
-        out.append(relabelled)
-    return out, tracks, object_of
+
+def _relabel(
+    frame: NDArray[np.integer], f: int, label_at: Mapping[tuple[int, int], int]
+) -> NDArray[np.uint16]:
+    """Second pass of `relabel_for_ctc`: frame ``f``'s object ids → CTC labels."""
+    ids = np.unique(frame)
+    ids = ids[ids != 0]
+    lut_from = ids.astype(np.int64)
+    lut_to = np.array([label_at[(int(i), f)] for i in ids.tolist()], dtype=np.uint16)
+    relabelled = np.zeros(frame.shape, np.uint16)
+    if ids.size:
+        pos = np.searchsorted(lut_from, frame.astype(np.int64))
+        pos = np.clip(pos, 0, ids.size - 1)
+        hit = lut_from[pos] == frame
+        relabelled[hit] = lut_to[pos[hit]]
+    return relabelled
+
+
+class _MaskFiles(Sequence[NDArray[np.integer]]):
+    """Frames ``0..n-1`` of a folder of ``maskT.tif`` files, read when asked for (absent: empty)."""
+
+    def __init__(self, files: dict[int, Path], shape: tuple[int, ...]) -> None:
+        self._files = files
+        self._shape = shape
+        self._n = max(files) + 1 if files else 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, f: int) -> NDArray[np.integer]:  # type: ignore[override]
+        if not 0 <= f < self._n:
+            raise IndexError(f)
+        path = self._files.get(f)
+        return np.zeros(self._shape, np.uint16) if path is None else tifffile.imread(path)
+
+
+def rewrite_ctc_result(folder: str | Path, parent_of: Mapping[int, int]) -> list[CtcTrack]:
+    """Make a folder of per-frame object-id masks a valid CTC result, in place.
+
+    ``folder/maskT.tif`` hold object (track) ids frame by frame, as a live
+    tracker wrote them: an object may vanish for some frames and come back (gap
+    closing), and frames may be missing. They are rewritten as CTC labels with
+    ``res_track.txt`` (`relabel_for_ctc`), one frame in memory at a time; a
+    missing frame becomes an empty one. Returns the tracks.
+    """
+    base = Path(folder)
+    files: dict[int, Path] = {}
+    for p in base.glob("mask*.tif"):
+        digits = p.stem[4:]
+        if digits.isdigit():
+            files[int(digits)] = p
+    if not files:
+        (base / "res_track.txt").write_text("", encoding="utf-8")
+        return []
+    with tifffile.TiffFile(next(iter(files.values()))) as tf:
+        shape = tuple(tf.pages[0].shape)
+    frames = _MaskFiles(files, shape)
+    tracks, label_at, _ = _ctc_tracks(frames, parent_of, None)
+    nd = _digits(len(frames))
+    for f in range(len(frames)):
+        relabelled = _relabel(frames[f], f, label_at)
+        target = base / f"mask{f:0{nd}d}.tif"
+        tifffile.imwrite(target, relabelled, compression="zlib")
+        if f in files and files[f] != target:
+            files[f].unlink()  # the same frame under another number of digits
+    with (base / "res_track.txt").open("w", encoding="utf-8") as fh:
+        for t in tracks:
+            fh.write(f"{t.label} {t.begin} {t.end} {t.parent}\n")
+    return tracks
 
 
 def _digits(n_frames: int) -> int:

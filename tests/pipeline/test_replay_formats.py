@@ -27,6 +27,7 @@ from livescope.pipeline import run_replay
 from livescope.record import open_dataset
 from livescope.schema import load_profile
 from livescope.scope import demo_sequence, run_simulated
+from livescope.tracking import evaluate_tracking
 from livescope.view import write_report
 
 from ..conftest import run_cli
@@ -197,6 +198,13 @@ def test_a_ctc_folder_replays_through_the_command(shared_data: Path, tmp_path: P
     masks = sorted((out / "results" / "ctc" / "p0").glob("mask*.tif"))
     assert [m.name for m in masks] == [f"mask{t:03d}.tif" for t in range(4)]
     assert int(tifffile.imread(masks[0]).max()) >= 10  # GOWT1 frames hold ~20 nuclei
+    # a valid CTC result: scored against itself, py-ctcmetrics accepts it (TRA 1)
+    gt = tmp_path / "gt" / "TRA"
+    gt.mkdir(parents=True)
+    for m in masks:
+        shutil.copy(m, gt / m.name.replace("mask", "man_track"))
+    shutil.copy(masks[0].parent / "res_track.txt", gt / "man_track.txt")
+    assert evaluate_tracking(masks[0].parent, gt.parent)["tra"] == pytest.approx(1.0)
     assert any("'Fluo'" in w for w in summary["warnings"]) is False  # CTC names its channel
 
 

@@ -75,3 +75,44 @@ def test_reads_the_official_ctc_fixture(shared_data: Path) -> None:
     res_frames, res_tracks = read_ctc(shared_data / "ctc-format-fixture" / "res", kind="res")
     assert len(res_frames) == 6
     assert res_tracks
+
+
+def test_live_track_masks_are_rewritten_as_a_valid_ctc_result(tmp_path: Path) -> None:
+    """A live tracker's masks: track 5 is missed in frame 2 (gap closed), 5 divides
+    into 7 and 8, frame 4 was never analysed (no file)."""
+    import tifffile
+
+    from livescope.record import rewrite_ctc_result
+    from livescope.tracking import evaluate_tracking
+
+    def frame(*ids: int) -> np.ndarray:
+        m = np.zeros((16, 48), np.uint16)
+        for k, i in enumerate(ids):
+            m[4:10, 2 + 10 * k : 8 + 10 * k] = i
+        return m
+
+    live = {0: frame(5, 6), 1: frame(5, 6), 2: frame(0, 6), 3: frame(5, 6), 5: frame(7, 6, 8)}
+    res = tmp_path / "res"
+    res.mkdir()
+    for t, m in live.items():
+        tifffile.imwrite(res / f"mask{t:03d}.tif", m)
+    tracks = rewrite_ctc_result(res, {7: 5, 8: 5})
+    assert tracks == [
+        CtcTrack(1, 0, 1, 0),  # 5 before its gap
+        CtcTrack(2, 0, 3, 0),  # 6 before the frame that was never analysed
+        CtcTrack(3, 3, 3, 1),  # 5 after its gap: a new track, its parent itself
+        CtcTrack(4, 5, 5, 2),  # 6 after the missing frame
+        CtcTrack(5, 5, 5, 3),  # the daughters of 5
+        CtcTrack(6, 5, 5, 3),
+    ]
+    masks = sorted(p.name for p in res.glob("mask*.tif"))
+    assert masks == [f"mask{t:03d}.tif" for t in range(6)]
+    assert not tifffile.imread(res / "mask004.tif").any()
+    assert tifffile.imread(res / "mask003.tif").max() == 3
+    gt = tmp_path / "gt" / "TRA"  # the result as its own ground truth: TRA 1 when valid
+    gt.mkdir(parents=True)
+    for m in masks:
+        (gt / m.replace("mask", "man_track")).write_bytes((res / m).read_bytes())
+    (gt / "man_track.txt").write_text((res / "res_track.txt").read_text())
+    scores = evaluate_tracking(res, gt.parent)  # py-ctcmetrics refuses an invalid result
+    assert scores["tra"] == pytest.approx(1.0)
