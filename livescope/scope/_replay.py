@@ -48,7 +48,7 @@ from ._agent import ScopeAgent, _key
 from ._devices import SimShutter, SimStateDevice, SimXYStage, SimZStage
 from ._engine import SAMPLE_TIME_KEY, LivescopeEngine
 from ._fanout import position_name
-from ._sim import release_core
+from ._sim import LIGHT_PATH, SHUTTER, load_devices, release_core
 
 __all__ = [
     "ReplayAgent",
@@ -64,9 +64,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("livescope")
-
-LIGHT_PATH = "LightPath"
-SHUTTER = "Shutter"
 
 
 class _ReplayCore(UniMMCore):
@@ -453,14 +450,8 @@ class ReplayMicroscope:
             LIGHT_PATH: SimStateDevice([c.name for c in p.channels.presets]),
             SHUTTER: SimShutter(),
         }
-        for label, dev in devices.items():
-            core.loadPyDevice(label, dev)
-        core.initializeAllDevices()
+        load_devices(core, devices, p)
         group = p.channels.config_group
-        core.defineConfigGroup(group)
-        for ch in p.channels.presets:
-            core.defineConfig(group, ch.name, LIGHT_PATH, "Label", ch.name)
-        core.setChannelGroup(group)
         core.setCameraDevice("ReplayCamera")
         core.setXYStageDevice(p.stages.xy.name)
         core.setFocusDevice(p.stages.z.name)

@@ -33,7 +33,14 @@ from ._render import (
 )
 from ._sample import CellRecord, SampleState, SimulatedSample
 
-__all__ = ["FrameTruth", "SimulatedMicroscope", "expose", "release_core", "standard_normal"]
+__all__ = [
+    "FrameTruth",
+    "SimulatedMicroscope",
+    "expose",
+    "load_devices",
+    "release_core",
+    "standard_normal",
+]
 
 LIGHT_PATH = "LightPath"
 OBJECTIVE = "Objective"
@@ -41,6 +48,21 @@ SHUTTER = "Shutter"
 
 META_SAMPLE_TIME = "livescope.sample_time_s"
 META_FRAME = "livescope.sim_frame"
+
+
+def load_devices(core: UniMMCore, devices: dict[str, Any], profile: HardwareProfile) -> None:
+    """Load and initialise Python devices; define the profile's channel group.
+
+    Channel presets switch the ``LightPath`` state device (one of ``devices``).
+    """
+    for label, dev in devices.items():
+        core.loadPyDevice(label, dev)
+    core.initializeAllDevices()
+    group = profile.channels.config_group
+    core.defineConfigGroup(group)
+    for ch in profile.channels.presets:
+        core.defineConfig(group, ch.name, LIGHT_PATH, "Label", ch.name)
+    core.setChannelGroup(group)
 
 
 def release_core(core: UniMMCore) -> None:
@@ -234,15 +256,7 @@ class SimulatedMicroscope:
             OBJECTIVE: self._objective,
             SHUTTER: self._shutter,
         }
-        for label, dev in devices.items():
-            core.loadPyDevice(label, dev)
-        core.initializeAllDevices()
-
-        group = p.channels.config_group
-        core.defineConfigGroup(group)
-        for ch in p.channels.presets:
-            core.defineConfig(group, ch.name, LIGHT_PATH, "Label", ch.name)
-        core.setChannelGroup(group)
+        load_devices(core, devices, p)
         core.defineConfigGroup(OBJECTIVE)
         for obj in p.objectives:
             core.defineConfig(OBJECTIVE, obj.name, OBJECTIVE, "Label", obj.name)
@@ -256,7 +270,7 @@ class SimulatedMicroscope:
         core.setAutoShutter(True)
         core.setConfig(OBJECTIVE, p.default_objective)
         first = p.channels.presets[0]
-        core.setConfig(group, first.name)
+        core.setConfig(p.channels.config_group, first.name)
         core.setExposure(first.default_exposure_ms)
         return core
 
