@@ -242,6 +242,11 @@ class PipelineWorker:
         self._policy_gen = self._policy_gen_written = 0
         self._policy_lock = threading.Lock()
         self._store_q: queue.Queue[_StoreJob | None] = queue.Queue()
+        # set while the main thread is in the engines (which release the GIL) or waits for
+        # frames: the store thread does its Python-heavy work then, not while a field's
+        # pipeline (policies, decisions) needs the GIL
+        self._main_free = threading.Event()
+        self._main_free.set()
         self._store_error: BaseException | None = None
         self._store_thread = threading.Thread(target=self._store_loop, name="livescope-store",
                                               daemon=True)  # fmt: skip
@@ -517,6 +522,13 @@ class PipelineWorker:
                 self._complete(fld)
         if fld.position in self.done and fld.t <= self.done[fld.position]:
             return
+        self._main_free.clear()
+        try:
+            self._analyse_field(fld)
+        finally:
+            self._main_free.set()
+
+    def _analyse_field(self, fld: _Field) -> None:
         t_start = time.monotonic_ns()
         h = fld.header
         chans: dict[str, NDArray[Any]] = {}
@@ -526,14 +538,18 @@ class PipelineWorker:
         free = next((a for c, a in chans.items() if self.kinds.get(c) == "label_free"), None)
         px = float(h.get("pixel_size_um") or 0.0) or None
         t_a0 = time.monotonic_ns()
-        res = self.analyzer.analyse(
-            fluorescence=fluo,
-            label_free=free,
-            position=fld.position,
-            pixel_size_um=px,
-            frame=fld.t,
-            stain=fld.t % max(1, self.config.stain_every) == 0,
-        )
+        self._main_free.set()  # the engines release the GIL: the store thread may work
+        try:
+            res = self.analyzer.analyse(
+                fluorescence=fluo,
+                label_free=free,
+                position=fld.position,
+                pixel_size_um=px,
+                frame=fld.t,
+                stain=fld.t % max(1, self.config.stain_every) == 0,
+            )
+        finally:
+            self._main_free.clear()
         t_analysed = time.monotonic_ns()  # fmt: skip
         t0 = time.perf_counter()
         obs = self._observation(fld, res, fluo, px)
@@ -603,10 +619,14 @@ class PipelineWorker:
             if self._store_error is not None:
                 continue  # the worker is failing; state is not saved past the error
             try:
-                t0 = time.perf_counter()
-                self._store(job.fld, job.res, job.obs, job.verdicts, job.acks)
-                self._publish(job.fld, job.res, job.obs, job.verdicts, job.acks)
-                job.ms["store"] = round(1000 * (time.perf_counter() - t0), 3)
+                ms = 0.0
+                for step in (self._store, self._publish):
+                    self._main_free.wait(0.05)  # never longer: results must not lag behind
+                    t0 = time.perf_counter()
+                    step(job.fld, job.res, job.obs, job.verdicts, job.acks)
+                    ms += 1000 * (time.perf_counter() - t0)
+                job.ms["store"] = round(ms, 3)
+                self._main_free.wait(0.05)
                 self._latency_log.write(json.dumps({
                     "position": job.fld.position, "t": job.fld.t,
                     "seq": int(job.fld.header.get("seq", -1)), "live": job.fld.live,

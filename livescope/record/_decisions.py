@@ -1,8 +1,9 @@
 """The append-only decision log of a run (``decisions.jsonl``).
 
 Every decision the agent receives and the acknowledgement it sent are appended
-as JSON lines, flushed and synced at once: decisions are rare and each must
-survive a crash of the agent.
+as JSON lines and flushed at once (a crash of the agent loses none), then synced
+to disk by a thread of the log's own a moment later (so that the agent's answer
+to a decision never waits for the disk).
 """
 
 from __future__ import annotations
@@ -25,20 +26,44 @@ class DecisionLog:
         self.path = Path(run_dir) / DECISIONS_FILE
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._f = self.path.open("a", encoding="utf-8")
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # writes
+        self._sync_lock = threading.Lock()  # fsync and close
+        self._dirty = threading.Event()
+        self._closing = False
+        self._syncer = threading.Thread(
+            target=self._sync_loop, name="livescope-decision-log-sync", daemon=True
+        )
+        self._syncer.start()
 
     def append(self, record: dict[str, Any]) -> None:
-        """Write one record and sync it to disk."""
+        """Write one record and flush it (synced to disk by the log's thread)."""
         line = json.dumps(record, default=str, separators=(",", ":")) + "\n"
         with self._lock:
             self._f.write(line)
             self._f.flush()
-            os.fsync(self._f.fileno())
+        self._dirty.set()
+
+    def _sync_loop(self) -> None:
+        while True:
+            self._dirty.wait()
+            self._dirty.clear()
+            with self._sync_lock:
+                if self._f.closed:
+                    return
+                os.fsync(self._f.fileno())
+            if self._closing:
+                return
 
     def close(self) -> None:
-        """Close the file."""
-        with self._lock:
-            self._f.close()
+        """Sync and close the file."""
+        self._closing = True
+        self._dirty.set()
+        with self._sync_lock, self._lock:
+            if not self._f.closed:
+                self._f.flush()
+                os.fsync(self._f.fileno())
+                self._f.close()
+        self._syncer.join(timeout=5)
 
 
 def read_decisions(run_dir: str | Path) -> list[dict[str, Any]]:
