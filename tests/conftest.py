@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,3 +48,33 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
         timeout=600,
         check=False,
     )
+
+
+def write_ndtiff(
+    root: Path, image: Callable[[int, int, int], Any], *, timepoints: int = 3, positions: int = 2
+) -> Path:
+    """Write an NDTiff dataset as pycromanager does (ndstorage): phase + DAPI, 0.65 µm,
+    120 s apart, ``image(t, p, c)`` the pixels of each frame. Returns ``root``."""
+    import gc
+    import warnings
+
+    from ndstorage import NDTiffDataset
+
+    channels = ["Phase", "DAPI"]
+    ds = NDTiffDataset(str(root), name="acq", writable=True)
+    ds.initialize({"PixelSize_um": 0.65, "ChNames": channels})
+    for t in range(timepoints):
+        for p in range(positions):
+            for c, name in enumerate(channels):
+                ds.put_image(
+                    {"time": t, "position": p, "channel": name},
+                    image(t, p, c),
+                    {"ElapsedTime-ms": 120000.0 * t, "PixelSizeUm": 0.65, "Exposure": 20.0,
+                     "XPositionUm": 100.0 * p, "YPositionUm": 0.0},
+                )  # fmt: skip
+    with warnings.catch_warnings():  # ndstorage's finish() leaves a file unclosed (upstream)
+        warnings.simplefilter("ignore", ResourceWarning)
+        ds.finish()
+        ds.close()
+        gc.collect()
+    return root

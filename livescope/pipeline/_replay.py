@@ -28,8 +28,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from livescope.record import Dataset, open_dataset
 from livescope.schema import HardwareProfile, LivescopeError, load_plan, load_profile, plan_sections
 from livescope.scope import ScopeAgent, map_channels, replay_sequence, run_replay_scope
@@ -129,6 +127,7 @@ def run_replay(
                     "plan": str(plan) if plan is not None else None,
                     "profile": prof.name,
                     "speed": "max" if speed is None else speed,
+                    "channel_map": dict(channel_map or {}),
                 },
                 indent=1,
             ),
@@ -150,7 +149,9 @@ def run_replay(
     finally:
         ds.close()
     overhead = replay_overhead(out)
-    what_if = _what_if_counts(out)
+    # every decision the replay agent accepts is a what-if (`ReplayAgent`)
+    what_if = {"what_if": summary["decisions_accepted"],
+               "what_if_frames_served": summary.pop("what_if_served")}  # fmt: skip
     summary.update(
         {
             "replay": True,
@@ -168,30 +169,7 @@ def run_replay(
         }
     )
     (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
-    yaml_note = out / "replay.yaml"  # how to run it again
-    yaml_note.write_text(
-        yaml.safe_dump(
-            {"dataset": str(ds.path.resolve()), "plan": str(plan) if plan else None,
-             "profile": prof.name, "speed": "max" if speed is None else speed,
-             "channel_map": dict(channel_map or {})},
-            sort_keys=False,
-        ),
-        encoding="utf-8",
-    )  # fmt: skip
     return summary
-
-
-def _what_if_counts(run_dir: Path) -> dict[str, int]:
-    """Decisions logged as what-if by the replay agent, and how many frames they were served."""
-    n = served = 0
-    path = run_dir / "decisions.jsonl"
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            rec = json.loads(line)
-            if rec.get("what_if") and rec.get("ack", {}).get("accepted"):
-                n += 1
-                served += int(rec["ack"].get("events_added") or 0)
-    return {"what_if": n, "what_if_frames_served": served}
 
 
 def replay_overhead(run_dir: str | Path) -> dict[str, float] | None:

@@ -53,7 +53,7 @@ from livescope.bus import BUS_FILE, attach, fast_thread_switching
 from livescope.policy import Cells, Observation, Policy, PolicyEngine, Verdict, load_policies
 from livescope.record import RecordingReader, read_frames, rewrite_ctc_result
 from livescope.schema import HardwareProfile, LivescopeError, load_plan, load_profile, write_atomic
-from livescope.scope import position_name
+from livescope.scope import frames_in_plan
 from livescope.tracking import OnlineTracker, measure_objects
 
 from ._analyzer import FrameAnalyzer, FrameResult
@@ -192,10 +192,7 @@ class PipelineWorker:
         self.kinds = {c.name: c.kind for c in self.profile.channels.presets}
         # frames each field of the plan has (channels acquired every Nth time point and
         # z-stacks skipped for a channel make them differ from field to field)
-        self.expected: dict[tuple[str, int], int] = collections.Counter()
-        if self.sequence is not None:
-            for ev in self.sequence:
-                self.expected[(position_name(ev), int(ev.index.get("t", 0)))] += 1
+        self.expected = frames_in_plan(self.sequence) if self.sequence is not None else {}
         nz = len(list(self.sequence.z_plan)) if self.sequence and self.sequence.z_plan else 1
         self.default_expected = max(1, len(self.kinds)) * max(1, nz)
         self.mid_z = max(1, nz) // 2

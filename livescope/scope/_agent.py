@@ -601,9 +601,14 @@ class ScopeAgent:
             "recording": str(self.recorder.path.resolve()),
             "profile": self.profile.name,
             "livescope_version": __version__,
+            **self._summary_extra(),
         }
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
         return summary
+
+    def _summary_extra(self) -> dict[str, Any]:
+        """Keys a subclass adds to the run summary (e.g. how it acquired)."""
+        return {}
 
     def _close(self) -> None:
         (self.run_dir / BUS_FILE).unlink(missing_ok=True)  # nobody can attach any more

@@ -492,17 +492,10 @@ class PycromanagerAgent(ScopeAgent):
         if self._acq is not None:
             self._abort(self._acq, LivescopeError("recording failed; acquisition aborted"))
 
-    def _summary(self, fanout: FrameFanout, duration: float) -> dict[str, Any]:
-        import json
-
-        summary = super()._summary(fanout, duration)
-        summary.update(
-            {
-                "backend": f"pycromanager-{self.backend}",
-                "events_submitted": self.events_submitted,
-                "images_saved": self.images_saved,
-                "ndtiff": None if self.ndtiff_path is None else str(self.ndtiff_path.resolve()),
-            }
-        )
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
-        return summary
+    def _summary_extra(self) -> dict[str, Any]:
+        return {
+            "backend": f"pycromanager-{self.backend}",
+            "events_submitted": self.events_submitted,
+            "images_saved": self.images_saved,
+            "ndtiff": None if self.ndtiff_path is None else str(self.ndtiff_path.resolve()),
+        }

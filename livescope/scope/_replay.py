@@ -416,15 +416,12 @@ class ReplayEngine(LivescopeEngine):
         include_position: bool = True,
         camera_device: str | None = None,
     ) -> FrameMetaV1:
-        """Stock metadata plus the recorded sample time and where the frame comes from."""
+        """Stock metadata plus the recorded sample time."""
         meta = super().get_frame_metadata(
             event, prop_values, runner_time_ms, include_position, camera_device
         )
-        frame = self.source.current
         sample = event.metadata.get(SAMPLE_TIME_KEY)
         meta["livescope.sample_time_s"] = sample  # type: ignore[typeddict-unknown-key]
-        if frame is not None:
-            meta["livescope.replay_of"] = frame.origin  # type: ignore[typeddict-unknown-key]
         return meta
 
 

@@ -12,10 +12,8 @@ folder (real GOWT1 frames) goes through ``livescope replay``.
 from __future__ import annotations
 
 import csv
-import gc
 import json
 import shutil
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +28,7 @@ from livescope.scope import demo_sequence, run_simulated
 from livescope.tracking import evaluate_tracking
 from livescope.view import write_report
 
-from ..conftest import run_cli
+from ..conftest import run_cli, write_ndtiff
 
 pytestmark = pytest.mark.slow
 
@@ -54,28 +52,6 @@ def planes(recording: Path) -> np.ndarray:
         for f in ds.frames:
             out[int(f.key.position[1:]), f.key.t, CHANNELS.index(f.key.channel)] = ds.read(f.key)
     return out
-
-
-def _ndtiff(root: Path, planes: np.ndarray) -> Path:
-    from ndstorage import NDTiffDataset
-
-    ds = NDTiffDataset(str(root), name="acq", writable=True)
-    ds.initialize({"PixelSize_um": 0.65, "ChNames": list(CHANNELS)})
-    for t in range(T):
-        for p in range(P):
-            for c, name in enumerate(CHANNELS):
-                ds.put_image(
-                    {"time": t, "position": p, "channel": name},
-                    planes[p, t, c],
-                    {"ElapsedTime-ms": 120000.0 * t, "PixelSizeUm": 0.65, "Exposure": 20.0,
-                     "XPositionUm": 100.0 * p, "YPositionUm": 0.0},
-                )  # fmt: skip
-    with warnings.catch_warnings():  # ndstorage's finish() leaves a file unclosed (upstream)
-        warnings.simplefilter("ignore", ResourceWarning)
-        ds.finish()
-        ds.close()
-        gc.collect()
-    return root
 
 
 def _ome_tiff(path: Path, planes: np.ndarray) -> Path:
@@ -131,7 +107,7 @@ def replayed(recording: Path, planes: np.ndarray, tmp_path_factory: pytest.TempP
     sources = {
         "livescope": recording,
         "cut": cut,
-        "ndtiff": _ndtiff(base / "nd", planes),
+        "ndtiff": write_ndtiff(base / "nd", lambda t, p, c: planes[p, t, c]),
         "ome-tiff": _ome_tiff(base / "a.ome.tif", planes),
         "ome-zarr": _ome_zarr(base / "a.ome.zarr", planes),
     }

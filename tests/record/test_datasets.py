@@ -14,6 +14,8 @@ from livescope.record import DatasetError, FrameKey, open_dataset, read_frames
 from livescope.schema import data_root, load_profile
 from livescope.scope import demo_sequence, run_simulated
 
+from ..conftest import write_ndtiff
+
 
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -173,28 +175,7 @@ def test_a_truncated_or_plain_tiff_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def _ndtiff(root: Path) -> Path:
-    from ndstorage import NDTiffDataset
-
-    ds = NDTiffDataset(str(root), name="acq", writable=True)
-    ds.initialize({"PixelSize_um": 0.65, "ChNames": ["Phase", "DAPI"]})
-    for t in range(3):
-        for p in range(2):
-            for c in ("Phase", "DAPI"):
-                ds.put_image(
-                    {"time": t, "position": p, "channel": c},
-                    np.full((16, 24), 10 * t + p + (c == "DAPI") * 100, np.uint16),
-                    {"ElapsedTime-ms": 120000.0 * t, "PixelSizeUm": 0.65, "Exposure": 20.0,
-                     "XPositionUm": 100.0 * p, "YPositionUm": 0.0},
-                )  # fmt: skip
-    import gc
-    import warnings
-
-    with warnings.catch_warnings():  # ndstorage's finish() drops a file unclosed (upstream)
-        warnings.simplefilter("ignore", ResourceWarning)
-        ds.finish()
-        ds.close()
-        gc.collect()
-    return root
+    return write_ndtiff(root, lambda t, p, c: np.full((16, 24), 10 * t + p + c * 100, np.uint16))
 
 
 def test_an_ndtiff_dataset_replays_and_keeps_stdout_clean(
