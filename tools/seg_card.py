@@ -2,8 +2,9 @@
 
     python tools/seg_card.py engines/segmentation/nuclei-unet
 
-Post-processing thresholds are chosen on training images (never on the
-validation sets); the metrics are then measured with ONNX Runtime on
+Post-processing (foreground threshold; seeds from a distance threshold or from
+the distance map's h-maxima, with its smoothing) is chosen on a third of the
+training images (never on the validation sets); the metrics are then measured with ONNX Runtime on
 nuclei-mnfinder/validation and nuclei-dsb2018 and written into card.yaml.
 """
 
@@ -28,6 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _cards import engine_and_record, new_card, write_card
 
 
+SEED_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+SEED_HS = (0.1, 0.2, 0.3, 0.4)  # h-maxima heights, with seeds above H_FLOOR
+SMOOTH_PX = (0.0, 1.0, 2.0)
+H_FLOOR = 0.2
+
+
 def training_radius_px() -> float:
     """Median nucleus radius the model saw: mnfinder's, times the scale augmentation's centre."""
     import math
@@ -47,7 +54,7 @@ def main() -> int:
     card = new_card(
         folder, train, task="segmentation",
         description="Nuclei instance segmentation: a small U-Net predicts foreground and a "
-        "normalised distance map; seeds at high distance grow by watershed into the foreground.",
+        "normalised distance map; seeds at the distance peaks grow by watershed into the foreground.",
         input_name="image", channels=1,
         outputs=[{"name": "prob", "channels": ["foreground", "distance"]}],
         data=[
@@ -75,23 +82,26 @@ def main() -> int:
     for p in sorted((root / "images").glob("*.tif"))[::3]:
         maps.append(engine.infer(tifffile.imread(p)))
         truths.append(tifffile.imread(root / "labels" / p.name))
-    best = None
+    # seeds: regions above a threshold, or h-maxima of the (smoothed) distance map
+    seedings = [{"seed_threshold": t, "seed_h": None, "smooth_px": 0.0} for t in SEED_THRESHOLDS]
+    seedings += [
+        {"seed_threshold": H_FLOOR, "seed_h": h, "smooth_px": sm}
+        for h in SEED_HS
+        for sm in SMOOTH_PX
+    ]
+    best: tuple[float, dict[str, float | None]] | None = None
     for fg in (0.4, 0.5, 0.6):
-        for seed in (0.3, 0.4, 0.5, 0.6, 0.7):
+        for seeding in seedings:
+            params = {"fg_threshold": fg, **seeding}
             total = MatchCounts()
             for m, t in zip(maps, truths, strict=True):
-                total.add(
-                    match_counts(
-                        t, labels_from_maps(m[0], m[1], fg_threshold=fg, seed_threshold=seed)
-                    )
-                )
+                total.add(match_counts(t, labels_from_maps(m[0], m[1], **params)))  # type: ignore[arg-type]
             ap50 = scores(total)["ap50"]
             if best is None or ap50 > best[0]:
-                best = (ap50, fg, seed)
+                best = (ap50, params)
     assert best is not None
-    print(f"thresholds on training images: fg {best[1]}, seed {best[2]} (AP50 {best[0]})")
-    card["postprocess"]["fg_threshold"] = best[1]  # type: ignore[index]
-    card["postprocess"]["seed_threshold"] = best[2]  # type: ignore[index]
+    print(f"post-processing chosen on training images: {best[1]} (AP50 {best[0]})")
+    card["postprocess"].update(best[1])  # type: ignore[union-attr]
     card["metrics"]["train_subset_for_thresholds"] = {"ap50": best[0]}  # type: ignore[index]
     write_card(folder, card)
     engine = SegmentationEngine(folder, backend="onnxruntime")

@@ -461,6 +461,8 @@ class SegmentationEngine(Engine):
             "fg_threshold": pp.fg_threshold,
             "seed_threshold": pp.seed_threshold,
             "min_size_px": round(pp.min_size_px / self.scale**2),
+            "seed_h": pp.seed_h,
+            "smooth_px": pp.smooth_px / self.scale,
         }
         if self.gpu_postprocess:
             import cupy

@@ -1,8 +1,11 @@
 """Turn an engine's foreground and distance maps into instance labels.
 
 Seeds are the connected regions where the normalised distance exceeds
-``seed_threshold`` inside the foreground; a watershed on the distance grows them
-to the foreground mask. All steps are vectorised (scipy / scikit-image).
+``seed_threshold`` inside the foreground, or, with ``seed_h``, the distance
+map's h-maxima (peaks at least ``seed_h`` above the saddle to any higher peak:
+two touching nuclei whose distance ridges join above the threshold still get
+one seed each); a watershed on the distance grows them to the foreground mask.
+All steps are vectorised (scipy / scikit-image).
 
 `labels_from_maps_gpu` is the GPU path (cupy): the same seeds, grown by flooding
 the distance map in a few levels from the top down, with a geodesic dilation
@@ -47,13 +50,25 @@ def labels_from_maps(
     fg_threshold: float = 0.5,
     seed_threshold: float = 0.5,
     min_size_px: int = 12,
+    seed_h: float | None = None,
+    smooth_px: float = 0.0,
 ) -> NDArray[np.int32]:
-    """Instance labels (0 = background) from foreground and distance maps (same shape)."""
+    """Instance labels (0 = background) from foreground and distance maps (same shape).
+
+    ``seed_h``: seed at the distance map's h-maxima of that height (above
+    ``seed_threshold``) instead of at every region above ``seed_threshold``;
+    ``smooth_px``: Gaussian sigma applied to the distance map first.
+    """
     from scipy import ndimage
     from skimage.segmentation import watershed
 
     mask = fg > fg_threshold
-    seeds, n = ndimage.label((dist > seed_threshold) & mask)
+    if smooth_px > 0:
+        dist = ndimage.gaussian_filter(np.asarray(dist, np.float32), smooth_px)
+    seed_mask = (dist > seed_threshold) & mask
+    if seed_h is not None:
+        seed_mask = _h_maxima_cpu(np.asarray(dist, np.float32), seed_mask, seed_h)
+    seeds, n = ndimage.label(seed_mask)
     if n == 0:
         return np.zeros(fg.shape, np.int32)
     labels: NDArray[np.int32] = watershed(-dist, seeds, mask=mask)
@@ -73,6 +88,8 @@ def labels_from_maps_gpu(
     fg_threshold: float = 0.5,
     seed_threshold: float = 0.5,
     min_size_px: int = 12,
+    seed_h: float | None = None,
+    smooth_px: float = 0.0,
     levels: int = 6,
     xp: Any = None,
 ) -> Any:
@@ -92,7 +109,12 @@ def labels_from_maps_gpu(
     fg = xp.asarray(fg, dtype=xp.float32)
     dist = xp.asarray(dist, dtype=xp.float32)
     mask = fg > fg_threshold
-    labels, n = ndi.label((dist > seed_threshold) & mask)
+    if smooth_px > 0:
+        dist = ndi.gaussian_filter(dist, smooth_px)
+    seed_mask = (dist > seed_threshold) & mask
+    if seed_h is not None:
+        seed_mask &= _h_dome(xp.where(seed_mask, dist, -1), seed_h, xp, ndi) >= seed_h
+    labels, n = ndi.label(seed_mask)
     if int(n) == 0:
         return xp.zeros(fg.shape, xp.int32)
     labels = labels.astype(xp.int32, copy=False)
@@ -114,6 +136,60 @@ def labels_from_maps_gpu(
         small[0] = False
         labels = xp.where(small[labels], 0, labels).astype(xp.int32, copy=False)
     return labels
+
+
+def _eps(d: Any, xp: Any) -> Any:
+    """Float rounding allowance (as scikit-image's h_maxima): keeps d - h - eps below d - h."""
+    return 2 * np.finfo(np.float32).resolution * xp.abs(d)
+
+
+def _h_maxima_cpu(d: NDArray[np.float32], region: NDArray[np.bool_], h: float) -> Any:
+    """The h-maxima of ``d`` within each connected part of ``region`` (the seeds).
+
+    The same seeds as `_h_dome` on ``where(region, d, -1)``, computed part by
+    part: a part with one peak seeds at its maximum; only parts with several
+    peaks need the (scikit-image) reconstruction, on their own bounding box.
+    """
+    from scipy import ndimage
+    from skimage.morphology import reconstruction
+
+    eight = np.ones((3, 3), bool)  # as the reconstruction's 3x3 steps
+    parts, n = ndimage.label(region, structure=eight)
+    if n == 0:
+        return region
+    img = np.where(region, d, np.float32(-1))
+    peaks = region & (img >= ndimage.maximum_filter(img, size=3))
+    peak_labels, k = ndimage.label(peaks, structure=eight)
+    part_of_peak = np.zeros(k + 1, np.int64)
+    part_of_peak[peak_labels[peaks]] = parts[peaks]
+    n_peaks = np.bincount(part_of_peak[1:], minlength=n + 1)
+    top = np.full(n + 1, -np.inf, np.float32)
+    np.maximum.at(top, parts[region], img[region])
+    top[0] = np.finfo(np.float32).max  # the background never seeds
+    seeds: NDArray[np.bool_] = img >= (top - _eps(top, np))[parts]
+    boxes = ndimage.find_objects(parts)
+    for i in np.flatnonzero(n_peaks > 1):
+        sl = boxes[i - 1]
+        sub = np.where(parts[sl] == i, img[sl], np.float32(-1))
+        rec = reconstruction(sub - np.float32(h) - _eps(sub, np), sub, method="dilation")
+        seeds[sl] |= (parts[sl] == i) & ((sub - rec) >= h)
+    return seeds & region
+
+
+def _h_dome(d: Any, h: float, xp: Any, ndi: Any, check_every: int = 8) -> Any:
+    """``d`` minus its grey reconstruction by dilation from ``d - h`` (3x3 steps).
+
+    Element-wise operations and 3x3 dilations only, so it runs where ``d`` lives
+    (the GPU path; pixels outside the seed region are set to -1 first, so each
+    part is reconstructed on its own, as `_h_maxima_cpu` does).
+    """
+    rec = d - xp.float32(h) - _eps(d, xp)
+    while True:
+        prev = rec
+        for _ in range(check_every):
+            rec = xp.minimum(ndi.grey_dilation(rec, size=(3, 3)), d)
+        if bool((rec == prev).all()):
+            return d - rec
 
 
 def _array_module(a: Any) -> Any:

@@ -71,6 +71,17 @@ class PostProcess(FrozenModel):
     fg_threshold: float = Field(default=0.5, gt=0, lt=1)
     seed_threshold: float = Field(default=0.5, gt=0, lt=1)
     min_size_px: int = Field(default=12, ge=0)
+    seed_h: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="Seeds are the distance map's maxima at least this high above the "
+        "saddle to any higher one (h-maxima) and above seed_threshold; None: seeds are "
+        "the regions above seed_threshold.",
+    )
+    smooth_px: float = Field(
+        default=0.0, ge=0, description="Gaussian sigma (px) on the distance map before seeding."
+    )
 
 
 class Tiling(FrozenModel):

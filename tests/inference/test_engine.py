@@ -180,6 +180,42 @@ def test_post_processing_splits_touching_nuclei() -> None:
     assert labels[32, 30] != labels[32, 56]
 
 
+def test_h_maxima_seeds_split_nuclei_whose_ridges_join_above_the_threshold() -> None:
+    """Two overlapping domes (peaks 0.95, 1): the saddle (0.55) is above any useful threshold."""
+    yy, xx = np.mgrid[:64, :96]
+    d1 = np.clip(0.95 - np.hypot(yy - 32, xx - 35) / 14, 0, 1)
+    d2 = np.clip(1 - np.hypot(yy - 32, xx - 47) / 14, 0, 1)
+    dist = np.maximum(d1, d2).astype(np.float32)
+    fg = (dist > 0).astype(np.float32)
+    merged = labels_from_maps(fg, dist, fg_threshold=0.5, seed_threshold=0.5)
+    assert merged.max() == 1  # the threshold seeds see one nucleus
+    for post in (labels_from_maps, labels_from_maps_gpu):
+        labels = post(fg, dist, fg_threshold=0.5, seed_threshold=0.2, seed_h=0.3)
+        assert len(np.unique(labels[labels > 0])) == 2, post.__name__
+        assert labels[32, 35] != labels[32, 47]
+        # a peak less than h above its saddle (0.95 - 0.55) is not a seed of its own
+        shallow = post(fg, dist, fg_threshold=0.5, seed_threshold=0.2, seed_h=0.45)
+        assert len(np.unique(shallow[shallow > 0])) == 1, post.__name__
+
+
+def test_h_maxima_seeds_are_the_same_on_both_paths(
+    engine: SegmentationEngine, frame: np.ndarray
+) -> None:
+    """The part-by-part CPU seeds equal the GPU path's global reconstruction (run with numpy)."""
+    from scipy import ndimage
+
+    from livescope.inference._postprocess import _h_dome, _h_maxima_cpu
+
+    maps = engine.infer(frame)
+    for h, smooth in ((0.1, 0.0), (0.3, 2.0)):
+        d = ndimage.gaussian_filter(maps[1], smooth) if smooth else maps[1]
+        region = (d > 0.2) & (maps[0] > 0.4)
+        cpu = _h_maxima_cpu(d, region, h)
+        xp_path = region & (_h_dome(np.where(region, d, np.float32(-1)), h, np, ndimage) >= h)
+        assert cpu.any()
+        np.testing.assert_array_equal(cpu, xp_path)
+
+
 def test_gpu_postprocess_agrees_with_watershed(
     engine: SegmentationEngine, frame: np.ndarray
 ) -> None:
@@ -187,10 +223,9 @@ def test_gpu_postprocess_agrees_with_watershed(
     maps = engine.infer(frame)
     pp = engine.card.postprocess
     assert pp is not None
-    cpu = labels_from_maps(maps[0], maps[1], fg_threshold=pp.fg_threshold,
-                           seed_threshold=pp.seed_threshold)  # fmt: skip
-    flood = labels_from_maps_gpu(maps[0], maps[1], fg_threshold=pp.fg_threshold,
-                                 seed_threshold=pp.seed_threshold, xp=np)  # fmt: skip
+    kw = pp.model_dump(exclude={"kind"})
+    cpu = labels_from_maps(maps[0], maps[1], **kw)
+    flood = labels_from_maps_gpu(maps[0], maps[1], xp=np, **kw)
     assert isinstance(flood, np.ndarray)
     assert flood.dtype == np.int32
     assert cpu.max() > 10
