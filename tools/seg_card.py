@@ -28,7 +28,6 @@ from livescope.schema import require_data_root as data_root
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _cards import engine_and_record, new_card, write_card
 
-
 SEED_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 SEED_HS = (0.1, 0.2, 0.3, 0.4)  # h-maxima heights, with seeds above H_FLOOR
 SMOOTH_PX = (0.0, 1.0, 2.0)

@@ -144,7 +144,7 @@ def _eps(d: Any, xp: Any) -> Any:
 
 
 def _h_maxima_cpu(d: NDArray[np.float32], region: NDArray[np.bool_], h: float) -> Any:
-    """The h-maxima of ``d`` within each connected part of ``region`` (the seeds).
+    """Find the h-maxima of ``d`` within each connected part of ``region`` (the seeds).
 
     The same seeds as `_h_dome` on ``where(region, d, -1)``, computed part by
     part: a part with one peak seeds at its maximum; only parts with several
