@@ -68,6 +68,9 @@ class WorkerSupervisor:
         self.results.mkdir(parents=True, exist_ok=True)
         self.config_path = self.results / "worker-config.json"
         config = dataclasses.replace(config, watch_parent=True)  # it stops if we die
+        if lower_priority and sys.platform.startswith("linux"):
+            # per thread: only its engine thread yields to the acquisition and the decisions
+            config = dataclasses.replace(config, engine_nice=WORKER_NICE)
         self.config_path.write_text(config.to_json(), encoding="utf-8")
         self.max_restarts = max_restarts
         self.threads = threads
@@ -96,7 +99,11 @@ class WorkerSupervisor:
             cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log, env=env,
             creationflags=flags,
         )  # fmt: skip
-        if self.lower_priority and hasattr(os, "setpriority"):
+        if (
+            self.lower_priority
+            and hasattr(os, "setpriority")
+            and not sys.platform.startswith("linux")
+        ):
             try:  # at once, before the worker starts its threads (they inherit it)
                 nice = min(19, os.getpriority(os.PRIO_PROCESS, 0) + WORKER_NICE)
                 os.setpriority(os.PRIO_PROCESS, proc.pid, nice)

@@ -108,6 +108,9 @@ class WorkerConfig:
     decision_timeout_s: float = 2.0
     recording_wait_s: float = 2.0
     """How long to wait for the recorder to log a frame the bus did not deliver."""
+    engine_nice: int = 0
+    """Lower the engine and store threads' priority by this (Linux, per thread): the
+    worker's receiving and decision threads, and the acquisition, go first."""
 
     def to_json(self) -> str:
         """Serialise (for the supervisor to hand to a worker process)."""
@@ -137,6 +140,22 @@ class _StoreJob:
 
 
 @dataclass
+class _DecideJob:
+    """A field whose engines have run, for the decision thread."""
+
+    fld: _Field
+    res: FrameResult
+    nuclear: NDArray[Any] | None
+    pixel_size_um: float | None
+    t_start_ns: int
+    t_analysed_ns: int
+    busy_ns: int
+    """Time the engines spent on earlier fields while this one waited."""
+    tracker_state: dict[str, Any]
+    """Its position's tracker right after this field (the next field may change it)."""
+
+
+@dataclass
 class _Field:
     position: str
     t: int
@@ -148,6 +167,17 @@ class _Field:
     t_start_ns: int = 0
     """When its analysis began and when its decisions were answered (monotonic ns)."""
     t_done_ns: int = 0
+
+
+def _lower_this_thread(nice: int) -> None:
+    """Raise the calling thread's niceness by ``nice`` (Linux: threads have their own)."""
+    if nice <= 0 or not sys.platform.startswith("linux"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except OSError as exc:
+        logger.warning("could not lower the engine thread's priority (%s)", exc)
 
 
 def _pct(values: Sequence[float]) -> dict[str, float]:
@@ -232,10 +262,12 @@ class PipelineWorker:
             threading.Thread(
                 target=self._watch_parent, name="livescope-parent", daemon=True
             ).start()
-        self._acks: dict[int, tuple[str, bool, str]] = {}
+        # trackers and fields as of the last field whose decisions were made (what a
+        # restarted worker resumes from), kept by the decision thread
         self._tracker_states: dict[str, dict[str, Any]] = {
             p: tr.state() for p, tr in self.analyzer.trackers.items()
         }
+        self._decided_done: dict[str, int] = dict(self.done)
         self._policy_gen = self._policy_gen_written = 0
         self._policy_lock = threading.Lock()
         self._store_q: queue.Queue[_StoreJob | None] = queue.Queue()
@@ -248,6 +280,16 @@ class PipelineWorker:
         self._store_thread = threading.Thread(target=self._store_loop, name="livescope-store",
                                               daemon=True)  # fmt: skip
         self._store_thread.start()
+        # a field's policies and decisions run on their own thread while the engines start
+        # on the next field: a field never waits for another's decisions
+        self._decide_q: queue.Queue[_DecideJob | None] = queue.Queue()
+        self._decide_free = threading.Event()  # clear while a field's decisions are made
+        self._decide_free.set()
+        self._decide_error: BaseException | None = None
+        self._decide_thread = threading.Thread(
+            target=self._decide_loop, name="livescope-decide", daemon=True
+        )
+        self._decide_thread.start()
 
     # ------------------------------------------------------------ state
 
@@ -351,6 +393,9 @@ class PipelineWorker:
                 else:
                     (self.results / "ready").write_text(str(time.time()), encoding="utf-8")
                 self._catch_up_all()
+                self._drain_decisions()
+                if self._decide_error is not None:
+                    raise LivescopeError(f"deciding failed: {self._decide_error}")
             except BaseException:
                 self._finish(failed=True)  # no state saved: the field in hand is redone
                 raise
@@ -361,6 +406,7 @@ class PipelineWorker:
         self.run_id = self.link.run_id
         if self.config.overlay:
             self._open_overlay()
+        _lower_this_thread(self.config.engine_nice)  # the other threads have started
         (self.results / "ready").write_text(str(time.time()), encoding="utf-8")
         bus = self.run_dir / BUS_FILE
         pending: _Field | None = None
@@ -526,6 +572,8 @@ class PipelineWorker:
             self._main_free.set()
 
     def _analyse_field(self, fld: _Field) -> None:
+        if self._decide_error is not None:
+            raise LivescopeError(f"deciding failed: {self._decide_error}")
         t_start = time.monotonic_ns()
         h = fld.header
         chans: dict[str, NDArray[Any]] = {}
@@ -534,6 +582,10 @@ class PipelineWorker:
         fluo = next((a for c, a in chans.items() if self.kinds.get(c) != "label_free"), None)
         free = next((a for c, a in chans.items() if self.kinds.get(c) == "label_free"), None)
         px = float(h.get("pixel_size_um") or 0.0) or None
+        # waiting for the engines busy with earlier fields: not the pipeline's cost
+        busy = sum(
+            max(0, min(b, t_start) - max(a, fld.t_received_ns)) for a, b in self._engine_spans
+        )
         t_a0 = time.monotonic_ns()
         self._main_free.set()  # the engines release the GIL: the store thread may work
         try:
@@ -548,13 +600,48 @@ class PipelineWorker:
         finally:
             self._main_free.clear()
         t_analysed = time.monotonic_ns()  # fmt: skip
+        self._engine_spans.append((t_a0, t_analysed))
+        tracker = self.analyzer.trackers.get(fld.position)
+        self.done[fld.position] = fld.t
+        self.counts["fields_analysed"] += 1
+        self.counts["frames_analysed"] += len(fld.frames)
+        self._decide_q.put(
+            _DecideJob(fld, res, fluo, px, t_start, t_analysed, busy,
+                       tracker.state() if tracker is not None else {})
+        )  # fmt: skip
+        if self._store_error is not None:
+            raise LivescopeError(f"storing results failed: {self._store_error}")
+
+    def _decide_loop(self) -> None:
+        while (job := self._decide_q.get()) is not None:
+            if self._decide_error is not None:
+                continue  # the worker is failing; nothing more is decided
+            self._decide_free.clear()
+            try:
+                self._decide(job)
+            except Exception as exc:
+                logger.exception("deciding field %s t=%d failed", job.fld.position, job.fld.t)
+                self._decide_error = exc
+            finally:
+                self._decide_free.set()
+
+    def _drain_decisions(self) -> None:
+        """Wait until every analysed field's decisions are made (and handed to the store)."""
+        if self._decide_thread.is_alive():
+            self._decide_q.put(None)
+            self._decide_thread.join()
+
+    def _decide(self, job: _DecideJob) -> None:
+        """Run a field's policies, send its decisions, hand it to the store thread."""
+        fld, res = job.fld, job.res
+        h = fld.header
         t0 = time.perf_counter()
-        obs = self._observation(fld, res, fluo, px)
+        obs = self._observation(fld, res, job.nuclear, job.pixel_size_um)
         ms_prepare = 1000 * (time.perf_counter() - t0)
         t0 = time.perf_counter()
         verdicts = self.policy.evaluate(obs)
         ms_policy = 1000 * (time.perf_counter() - t0)
-        sent = self._send(verdicts, obs)
+        sent, acks = self._send(verdicts, obs)
         t_decided = time.monotonic_ns()  # every decision answered (or timed out)
         self.decided[fld.position] = fld.t
         self._policy_gen += 1  # snapshot now: the policies change with the next field
@@ -566,52 +653,42 @@ class PipelineWorker:
         ms["engines"] = round(engines_ms, 3)
         ms["policy"] = round(ms_policy, 3)
         ms["prepare"] = round(ms_prepare, 3)
-        ms["analyse_other"] = round((t_analysed - t_start) / 1e6 - engines_ms, 3)
+        ms["analyse_other"] = round((job.t_analysed_ns - job.t_start_ns) / 1e6 - engines_ms, 3)
         if fld.live:
             t_cam = int(h["t_camera_ns"])
-            # waiting for the engines busy with earlier fields: not the pipeline's cost
-            busy = sum(
-                max(0, min(b, t_start) - max(a, fld.t_received_ns)) for a, b in self._engine_spans
-            )
             e2e = (t_decided - t_cam) / 1e6
             ms.update(
                 camera_to_received=round((fld.t_received_ns - t_cam) / 1e6, 3),
-                queue_wait=round((t_start - fld.t_received_ns) / 1e6, 3),
-                busy_wait=round(busy / 1e6, 3),
+                queue_wait=round((job.t_start_ns - fld.t_received_ns) / 1e6, 3),
+                busy_wait=round(job.busy_ns / 1e6, 3),
                 end_to_end=round(e2e, 3),
-                overhead=round(e2e - engines_ms - busy / 1e6, 3),
+                overhead=round(e2e - engines_ms - job.busy_ns / 1e6, 3),
             )
             if sent:
                 ms["decision_enqueued"] = round(
                     float(np.median([(a - s) / 1e6 for s, a, _ in sent])), 3
                 )
-        fld.t_start_ns, fld.t_done_ns = t_start, t_decided
-        self.done[fld.position] = fld.t
-        self.counts["fields_analysed"] += 1
-        self.counts["frames_analysed"] += len(fld.frames)
+        fld.t_start_ns, fld.t_done_ns = job.t_start_ns, t_decided
         self.counts["cells"] += len(obs.cells)
-        self._tracker_states[fld.position] = self.analyzer.trackers[fld.position].state() if (
-            fld.position in self.analyzer.trackers) else {}  # fmt: skip
+        self._decided_done[fld.position] = fld.t
+        self._tracker_states[fld.position] = job.tracker_state
         # results, overlay and state are written by the store thread, off the decision path
-        job = _StoreJob(
-            fld, res, obs, verdicts, dict(self._acks), ms, self._snapshot(), policy_state
+        self._store_q.put(
+            _StoreJob(fld, res, obs, verdicts, acks, ms, self._snapshot(), policy_state)
         )
-        self._store_q.put(job)
-        self._engine_spans.append((t_a0, t_analysed))
-        if self._store_error is not None:
-            raise LivescopeError(f"storing results failed: {self._store_error}")
 
     def _snapshot(self) -> dict[str, Any]:
-        """Return the state as of now, for the store thread to save once the field is stored."""
+        """Return the state as of the last decided field, for the store thread to save."""
         return {
             "version": 1,
             "run_id": self.run_id,
-            "done": dict(self.done),
+            "done": dict(self._decided_done),
             "counts": dict(self.counts),
             "trackers": {p: st for p, st in self._tracker_states.items() if st},
         }
 
     def _store_loop(self) -> None:
+        _lower_this_thread(self.config.engine_nice)  # bulk work, like the engines
         while (job := self._store_q.get()) is not None:
             if self._store_error is not None:
                 continue  # the worker is failing; state is not saved past the error
@@ -619,11 +696,13 @@ class PipelineWorker:
                 ms = 0.0
                 for step in (self._store, self._publish):
                     self._main_free.wait(0.05)  # never longer: results must not lag behind
+                    self._decide_free.wait(0.05)
                     t0 = time.perf_counter()
                     step(job.fld, job.res, job.obs, job.verdicts, job.acks)
                     ms += 1000 * (time.perf_counter() - t0)
                 job.ms["store"] = round(ms, 3)
                 self._main_free.wait(0.05)
+                self._decide_free.wait(0.05)
                 self._latency_log.write(json.dumps({
                     "position": job.fld.position, "t": job.fld.t,
                     "seq": int(job.fld.header.get("seq", -1)), "live": job.fld.live,
@@ -710,42 +789,47 @@ class PipelineWorker:
         divisions = tuple((d.parent, d.daughters) for d in res.tracks.divisions)
         return Observation(**common, cells=cells, divisions=divisions, lost=res.tracks.lost)
 
-    def _send(self, verdicts: list[Verdict], obs: Observation) -> list[tuple[int, int, Any]]:
-        """Send the decisions that passed (all at once); returns (t_sent, t_enqueued, ack).
+    def _send(
+        self, verdicts: list[Verdict], obs: Observation
+    ) -> tuple[list[tuple[int, int, Any]], dict[int, tuple[str, bool, str]]]:
+        """Send the decisions that passed (all at once).
+
+        Returns (t_sent, t_enqueued, ack) of each accepted one, and the agent's
+        (stage, ok, reason) by verdict index.
 
         A decision the agent refuses, or one not sent because the run has
         ended, gives its guardrail budget back; one without an answer keeps it
         booked (the agent may still have taken it).
         """
         out: list[tuple[int, int, Any]] = []
-        self._acks = {}
+        acks: dict[int, tuple[str, bool, str]] = {}
         todo = [i for i, v in enumerate(verdicts) if v.ok and v.firing.decision is not None]
         if not todo:
-            return out
+            return out, acks
         now = obs.sample_time_s
         if self.link is None or not (self.run_dir / BUS_FILE).exists():
             for i in todo:
-                self._acks[i] = ("agent", False, "the run has ended (what-if: not sent)")
+                acks[i] = ("agent", False, "the run has ended (what-if: not sent)")
                 self.policy.refused(verdicts[i], now)
                 self.counts["decisions_not_sent"] += 1
-            return out
+            return out, acks
         t_sent = time.monotonic_ns()
         decisions = [d for i in todo if (d := verdicts[i].firing.decision) is not None]
         replies = self.link.decisions.send_many(decisions, timeout=self.config.decision_timeout_s)
         t_back = time.monotonic_ns()
         for i, ack in zip(todo, replies, strict=True):
             if isinstance(ack, LivescopeError):
-                self._acks[i] = ("agent", False, f"no answer from the agent ({ack}); booked")
+                acks[i] = ("agent", False, f"no answer from the agent ({ack}); booked")
                 self.counts["decisions_unanswered"] += 1
                 continue
-            self._acks[i] = ("agent", ack.accepted, ack.reason)
+            acks[i] = ("agent", ack.accepted, ack.reason)
             if ack.accepted:
                 self.counts["decisions_accepted"] += 1
                 out.append((t_sent, ack.t_acked_ns or t_back, ack))
             else:
                 self.policy.refused(verdicts[i], now)
                 self.counts["decisions_rejected_agent"] += 1
-        return out
+        return out, acks
 
     # ------------------------------------------------------------ outputs
 
@@ -855,8 +939,9 @@ class PipelineWorker:
         After a failure no state is saved: a restarted worker redoes the field
         that was in hand from the last state saved.
         """
+        self._drain_decisions()
         self._drain_store()
-        failed = failed or self._store_error is not None
+        failed = failed or self._store_error is not None or self._decide_error is not None
         stats: dict[str, Any] = {}
         if self.link is not None:
             stats = self.link.frames.stats()
