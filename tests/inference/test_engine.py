@@ -169,12 +169,17 @@ def test_normalisation_is_fp32_for_large_counts() -> None:
     assert x[0, 1] != x[1, 1]  # fp16 would round 42000 and 42001 together
 
 
-def test_post_processing_splits_touching_nuclei() -> None:
+def _two_domes(x1: int, x2: int, peak1: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Foreground and distance maps of two cone-shaped nuclei (radius 14) on row 32."""
     yy, xx = np.mgrid[:64, :96]
-    d1 = np.clip(1 - np.hypot(yy - 32, xx - 30) / 14, 0, 1)
-    d2 = np.clip(1 - np.hypot(yy - 32, xx - 56) / 14, 0, 1)
+    d1 = np.clip(peak1 - np.hypot(yy - 32, xx - x1) / 14, 0, 1)
+    d2 = np.clip(1 - np.hypot(yy - 32, xx - x2) / 14, 0, 1)
     dist = np.maximum(d1, d2).astype(np.float32)
-    fg = (dist > 0).astype(np.float32)
+    return (dist > 0).astype(np.float32), dist
+
+
+def test_post_processing_splits_touching_nuclei() -> None:
+    fg, dist = _two_domes(30, 56)
     labels = labels_from_maps(fg, dist, fg_threshold=0.5, seed_threshold=0.5)
     assert labels.max() == 2
     assert labels[32, 30] != labels[32, 56]
@@ -182,11 +187,7 @@ def test_post_processing_splits_touching_nuclei() -> None:
 
 def test_h_maxima_seeds_split_nuclei_whose_ridges_join_above_the_threshold() -> None:
     """Two overlapping domes (peaks 0.95, 1): the saddle (0.55) is above any useful threshold."""
-    yy, xx = np.mgrid[:64, :96]
-    d1 = np.clip(0.95 - np.hypot(yy - 32, xx - 35) / 14, 0, 1)
-    d2 = np.clip(1 - np.hypot(yy - 32, xx - 47) / 14, 0, 1)
-    dist = np.maximum(d1, d2).astype(np.float32)
-    fg = (dist > 0).astype(np.float32)
+    fg, dist = _two_domes(35, 47, peak1=0.95)
     merged = labels_from_maps(fg, dist, fg_threshold=0.5, seed_threshold=0.5)
     assert merged.max() == 1  # the threshold seeds see one nucleus
     for post in (labels_from_maps, labels_from_maps_gpu):
