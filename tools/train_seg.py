@@ -97,22 +97,8 @@ def make_sim(n: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def uneven_gain(shape: tuple[int, int], rng: np.random.Generator, low: float = 0.15) -> np.ndarray:
-    """A smooth random gain field in [low, 1]: some nuclei come out dim, others bright.
-
-    Stands in for uneven staining, expression and illumination across a field (the
-    dim nuclei a percentile normalisation set by bright ones makes nearly invisible).
-    """
-    field = ndimage.gaussian_filter(rng.standard_normal(shape), rng.uniform(12, 40))
-    field = (field - field.min()) / max(float(np.ptp(field)), 1e-6)
-    return np.exp(math.log(low) * field).astype(np.float32)
-
-
 class Sampler:
-    def __init__(
-        self, real, sim, seed: int, sim_share: float = 0.3, contact: float = 5.0,
-        dim_prob: float = 0.0,
-    ):  # fmt: skip
+    def __init__(self, real, sim, seed: int, sim_share: float = 0.3, contact: float = 5.0):
         self.items = [
             (
                 x,
@@ -123,7 +109,6 @@ class Sampler:
             for x, lab in real + sim
         ]
         self.n_real = len(real)
-        self.dim_prob = dim_prob
         self.rng = np.random.default_rng(seed)
         self.sim_share = sim_share if sim else 0.0
 
@@ -165,9 +150,7 @@ class Sampler:
         if flip:
             arrs = [a[:, ::-1] for a in arrs]
         im, fgt, dt, w = (np.ascontiguousarray(a) for a in arrs)
-        # intensity: uneven gain, gamma, gain/offset, blur, noise
-        if self.dim_prob and rng.uniform() < self.dim_prob:
-            im = np.clip(im, 0, None) * uneven_gain(im.shape, rng)
+        # intensity: gamma, gain/offset, blur, noise
         im = np.clip(im, 0, None) ** rng.uniform(0.6, 1.5)
         if rng.uniform() < 0.3:
             im = ndimage.gaussian_filter(im, rng.uniform(0.5, 2.0))
@@ -197,16 +180,12 @@ def main() -> int:
         "--contact-weight", type=float, default=5.0,
         help="extra loss weight between touching nuclei (0: none, as the first model)",
     )  # fmt: skip
-    ap.add_argument(
-        "--dim-prob", type=float, default=0.0,
-        help="share of patches given a smooth random gain (0.15-1) that dims some nuclei",
-    )  # fmt: skip
     a = ap.parse_args()
     seeded(a.seed, a.threads)
     t0 = time.time()
     real = load_real(data_root() / "nuclei-mnfinder" / "train")
     sim = make_sim(a.sim_images, a.seed)
-    sampler = Sampler(real, sim, a.seed, contact=a.contact_weight, dim_prob=a.dim_prob)
+    sampler = Sampler(real, sim, a.seed, contact=a.contact_weight)
     print(
         f"data: {len(real)} real + {len(sim)} simulated images ({time.time() - t0:.0f} s)",
         flush=True,
@@ -227,11 +206,9 @@ def main() -> int:
     write_record(a.out, {
         "command": f"python tools/train_seg.py --out {a.out} --seed {a.seed} --iters {a.iters} "
         f"--batch {a.batch} --base {a.base} --sim-images {a.sim_images} --threads {a.threads} "
-        f"--contact-weight {a.contact_weight:g}" + (f" --dim-prob {a.dim_prob:g}" if a.dim_prob
-                                                      else ""),
+        f"--contact-weight {a.contact_weight:g}",
         "seed": a.seed, "iters": a.iters, "batch": a.batch, "patch": PATCH, "base": a.base,
-        "contact_weight": a.contact_weight, "dim_prob": a.dim_prob,
-        "train_images_real": len(real),
+        "contact_weight": a.contact_weight, "train_images_real": len(real),
         "train_images_sim": len(sim), "log": log,
     }, t0)  # fmt: skip
     return 0
