@@ -11,7 +11,6 @@ import typer
 
 from ._common import (
     JsonOpt,
-    ThreadsOpt,
     emit,
     fail,
     progress_bar,
@@ -116,7 +115,14 @@ def replay(
             min=1, help="Several datasets without --cluster: local Dask worker processes."
         ),
     ] = 2,
-    threads: ThreadsOpt = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="CPU threads per engine in the worker (default: half the cores; with "
+            "several datasets or --cluster: 1 per task).",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")] = False,
 ) -> None:
