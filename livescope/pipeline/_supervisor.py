@@ -29,7 +29,8 @@ from ._worker import RESULTS_DIR, WorkerConfig
 __all__ = ["WORKER_NICE", "WorkerSupervisor"]
 
 WORKER_NICE = 5
-"""How much lower the worker's CPU priority is than the agent's (POSIX nice)."""
+"""How much lower the worker's CPU priority is than the agent's (POSIX nice): on
+Linux its engine and store threads only, elsewhere the whole process."""
 
 logger = logging.getLogger("livescope")
 
