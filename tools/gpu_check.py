@@ -55,11 +55,6 @@ def load_frames(path: Path | None) -> dict[int, list[np.ndarray]]:
     return {s: frames_for(s) for s in SIZES}
 
 
-def post_kwargs(pp: object) -> dict:
-    """The card's post-processing settings (thresholds, h-maxima seeds, smoothing)."""
-    return pp.model_dump(exclude={"kind"})  # type: ignore[attr-defined]
-
-
 def gpu_postprocess(maps: np.ndarray, cpu_labels: np.ndarray, pp: object) -> dict:
     """Time `labels_from_maps_gpu` on cupy arrays; F1 of its labels against the CPU's."""
     import cupy
@@ -67,7 +62,7 @@ def gpu_postprocess(maps: np.ndarray, cpu_labels: np.ndarray, pp: object) -> dic
     from livescope.inference import labels_from_maps_gpu, match_counts, scores
 
     fg, dist = cupy.asarray(maps[0]), cupy.asarray(maps[1])
-    kw = post_kwargs(pp)
+    kw = pp.label_kwargs()  # type: ignore[attr-defined]
     labels = labels_from_maps_gpu(fg, dist, **kw)  # warm-up (kernel compilation)
     cupy.cuda.Device().synchronize()
     ms = []
@@ -239,7 +234,7 @@ def main() -> int:
 
         def labels_of(m: np.ndarray, pp: object = pp) -> np.ndarray:
             assert pp is not None
-            return labels_from_maps(m[0], m[1], **post_kwargs(pp))
+            return labels_from_maps(m[0], m[1], **pp.label_kwargs())
 
         ref_labels = {s: labels_of(rs[0]) for s, rs in refs.items()}
         variants = [(b, "fp32") for b in BACKENDS if b.available()[0]]
@@ -280,7 +275,7 @@ def main() -> int:
                         t1 = time.perf_counter()
                         pp = eng.card.postprocess
                         if pp is not None:
-                            labels_from_maps(maps[0], maps[1], **post_kwargs(pp))
+                            labels_from_maps(maps[0], maps[1], **pp.label_kwargs())
                         t2 = time.perf_counter()
                         ms_engine.append(1000 * (t1 - t0))
                         ms_total.append(1000 * (t2 - t0))

@@ -4,8 +4,9 @@
 
 Post-processing (foreground threshold; seeds from a distance threshold or from
 the distance map's h-maxima, with its smoothing) is chosen on a third of the
-training images (never on the validation sets); the metrics are then measured with ONNX Runtime on
-nuclei-mnfinder/validation and nuclei-dsb2018 and written into card.yaml.
+training images (never on the validation sets); the metrics are then measured
+with ONNX Runtime on nuclei-mnfinder/validation and nuclei-dsb2018 and written
+into card.yaml.
 """
 
 from __future__ import annotations

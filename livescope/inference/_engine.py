@@ -457,13 +457,7 @@ class SegmentationEngine(Engine):
         pp = self.card.postprocess
         if pp is None:  # pragma: no cover (checked at load)
             raise EngineError(f"engine {self.name} has no post-processing")
-        kw: dict[str, Any] = {
-            "fg_threshold": pp.fg_threshold,
-            "seed_threshold": pp.seed_threshold,
-            "min_size_px": round(pp.min_size_px / self.scale**2),
-            "seed_h": pp.seed_h,
-            "smooth_px": pp.smooth_px / self.scale,
-        }
+        kw = pp.label_kwargs(self.scale)
         if self.gpu_postprocess:
             import cupy
 

@@ -173,7 +173,7 @@ def _h_maxima_cpu(d: NDArray[np.float32], region: NDArray[np.bool_], h: float) -
         sub = np.where(parts[sl] == i, img[sl], np.float32(-1))
         rec = reconstruction(sub - np.float32(h) - _eps(sub, np), sub, method="dilation")
         seeds[sl] |= (parts[sl] == i) & ((sub - rec) >= h)
-    return seeds & region
+    return seeds
 
 
 def _h_dome(d: Any, h: float, xp: Any, ndi: Any, check_every: int = 8) -> Any:

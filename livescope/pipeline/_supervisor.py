@@ -70,7 +70,7 @@ class WorkerSupervisor:
         self.config_path = self.results / "worker-config.json"
         config = dataclasses.replace(config, watch_parent=True)  # it stops if we die
         if lower_priority and sys.platform.startswith("linux"):
-            # per thread: only its engine thread yields to the acquisition and the decisions
+            # per thread: its engine and store threads yield to the acquisition and decisions
             config = dataclasses.replace(config, engine_nice=WORKER_NICE)
         self.config_path.write_text(config.to_json(), encoding="utf-8")
         self.max_restarts = max_restarts

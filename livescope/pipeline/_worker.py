@@ -177,7 +177,9 @@ def _lower_this_thread(nice: int) -> None:
         tid = threading.get_native_id()
         os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
     except OSError as exc:
-        logger.warning("could not lower the engine thread's priority (%s)", exc)
+        logger.warning(
+            "could not lower the priority of thread %s (%s)", threading.current_thread().name, exc
+        )
 
 
 def _pct(values: Sequence[float]) -> dict[str, float]:
@@ -272,8 +274,8 @@ class PipelineWorker:
         self._policy_lock = threading.Lock()
         self._store_q: queue.Queue[_StoreJob | None] = queue.Queue()
         # set while the main thread is in the engines (which release the GIL) or waits for
-        # frames: the store thread does its Python-heavy work then, not while a field's
-        # pipeline (policies, decisions) needs the GIL
+        # frames: the store thread does its Python-heavy work then, not while the main
+        # thread prepares a field or hands it on (nor while the decision thread works)
         self._main_free = threading.Event()
         self._main_free.set()
         self._store_error: BaseException | None = None

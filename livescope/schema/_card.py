@@ -7,7 +7,7 @@ the card's, so a swapped or tampered file is refused with a clear error.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt
 
@@ -82,6 +82,19 @@ class PostProcess(FrozenModel):
     smooth_px: float = Field(
         default=0.0, ge=0, description="Gaussian sigma (px) on the distance map before seeding."
     )
+
+    def label_kwargs(self, scale: float = 1.0) -> dict[str, Any]:
+        """Keyword arguments of ``labels_from_maps`` for maps of frames zoomed by ``scale``.
+
+        Sizes are the model's: on maps at the frame's own size they shrink with ``scale``.
+        """
+        return {
+            "fg_threshold": self.fg_threshold,
+            "seed_threshold": self.seed_threshold,
+            "min_size_px": round(self.min_size_px / scale**2),
+            "seed_h": self.seed_h,
+            "smooth_px": self.smooth_px / scale,
+        }
 
 
 class Tiling(FrozenModel):

@@ -224,7 +224,7 @@ def test_gpu_postprocess_agrees_with_watershed(
     maps = engine.infer(frame)
     pp = engine.card.postprocess
     assert pp is not None
-    kw = pp.model_dump(exclude={"kind"})
+    kw = pp.label_kwargs()
     cpu = labels_from_maps(maps[0], maps[1], **kw)
     flood = labels_from_maps_gpu(maps[0], maps[1], xp=np, **kw)
     assert isinstance(flood, np.ndarray)
