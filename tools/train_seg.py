@@ -97,8 +97,85 @@ def make_sim(n: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
+def nucleus_bank(real: list[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(image crop, mask) of every whole real nucleus (not cut by the image edge)."""
+    bank = []
+    for img, lab in real:
+        h, w = lab.shape
+        for i, sl in enumerate(ndimage.find_objects(lab), start=1):
+            if sl is None or sl[0].start == 0 or sl[1].start == 0:
+                continue
+            if sl[0].stop == h or sl[1].stop == w:
+                continue
+            mask = lab[sl] == i
+            if mask.sum() >= 30:
+                bank.append((img[sl].copy(), mask))
+    return bank
+
+
+def crowded(
+    base: tuple[np.ndarray, np.ndarray], bank: list, rng: np.random.Generator, size: int = 320
+) -> tuple[np.ndarray, np.ndarray]:
+    """A real crop with more real nuclei pasted so that they touch their neighbours.
+
+    Copy-paste augmentation: each pasted nucleus (rotated/flipped at random)
+    lands next to one already there, its centre 0.75-1.05 radii sums away, so
+    the network sees many touching pairs with their true split (the later
+    paste occludes the earlier; occluded remnants under a third are dropped).
+    """
+    img, lab = base
+    h, w = lab.shape
+    y0 = int(rng.integers(0, max(1, h - size + 1)))
+    x0 = int(rng.integers(0, max(1, w - size + 1)))
+    im = img[y0 : y0 + size, x0 : x0 + size].copy()
+    lb = lab[y0 : y0 + size, x0 : x0 + size].copy()
+    _, lb = np.unique(lb, return_inverse=True)
+    lb = lb.reshape(im.shape).astype(np.int32)
+    area0 = np.bincount(lb.ravel()).astype(float)
+    areas = list(area0)
+    for _ in range(int(rng.integers(8, 24))):
+        crop, mask = bank[int(rng.integers(len(bank)))]
+        k = int(rng.integers(4))
+        crop, mask = np.rot90(crop, k), np.rot90(mask, k)
+        if rng.integers(2):
+            crop, mask = crop[:, ::-1], mask[:, ::-1]
+        r_new = math.sqrt(mask.sum() / math.pi)
+        ids = np.flatnonzero(np.bincount(lb.ravel())[1:]) + 1
+        if ids.size and rng.uniform() < 0.9:
+            j = int(rng.choice(ids))
+            yy, xx = np.nonzero(lb == j)
+            cy, cx = yy.mean(), xx.mean()
+            r_old = math.sqrt(yy.size / math.pi)
+            ang = rng.uniform(0, 2 * math.pi)
+            d = (r_old + r_new) * rng.uniform(0.75, 1.05)
+            cy, cx = cy + d * math.sin(ang), cx + d * math.cos(ang)
+        else:
+            cy, cx = rng.uniform(0, im.shape[0]), rng.uniform(0, im.shape[1])
+        top, left = round(cy - mask.shape[0] / 2), round(cx - mask.shape[1] / 2)
+        ys = slice(max(top, 0), min(top + mask.shape[0], im.shape[0]))
+        xs = slice(max(left, 0), min(left + mask.shape[1], im.shape[1]))
+        if ys.stop <= ys.start or xs.stop <= xs.start:
+            continue
+        m = mask[ys.start - top : ys.stop - top, xs.start - left : xs.stop - left]
+        c = crop[ys.start - top : ys.stop - top, xs.start - left : xs.stop - left]
+        new = len(areas)
+        im[ys, xs][m] = c[m] * rng.uniform(0.7, 1.3)
+        lb[ys, xs][m] = new
+        areas.append(float(m.sum()))
+    # drop occluded remnants (under a third of what was there) and renumber
+    now = np.bincount(lb.ravel(), minlength=len(areas)).astype(float)
+    keep = now >= np.maximum(np.asarray(areas) / 3, 1)
+    keep[0] = True
+    lb = np.where(keep[lb], lb, 0)
+    _, lb = np.unique(lb, return_inverse=True)
+    return im, lb.reshape(im.shape).astype(np.int32)
+
+
 class Sampler:
-    def __init__(self, real, sim, seed: int, sim_share: float = 0.3, contact: float = 5.0):
+    def __init__(
+        self, real, sim, seed: int, sim_share: float = 0.3, contact: float = 5.0,
+        crowd_share: float = 0.0,
+    ):  # fmt: skip
         self.items = [
             (
                 x,
@@ -111,14 +188,21 @@ class Sampler:
         self.n_real = len(real)
         self.rng = np.random.default_rng(seed)
         self.sim_share = sim_share if sim else 0.0
+        self.contact = contact
+        self.crowd_share = crowd_share
+        self.real = real
+        self.bank = nucleus_bank(real) if crowd_share > 0 else []
 
     def patch(self) -> tuple[np.ndarray, np.ndarray]:
         rng = self.rng
         if rng.uniform() < self.sim_share:
-            k = int(rng.integers(self.n_real, len(self.items)))
+            img, fg, dist, wt = self.items[int(rng.integers(self.n_real, len(self.items)))]
+        elif self.crowd_share and rng.uniform() < self.crowd_share:
+            img, lab = crowded(self.real[int(rng.integers(self.n_real))], self.bank, rng)
+            fg = (lab > 0).astype(np.float32)
+            dist, wt = distance_target(lab), contact_weight(lab, weight=self.contact)
         else:
-            k = int(rng.integers(0, self.n_real))
-        img, fg, dist, wt = self.items[k]
+            img, fg, dist, wt = self.items[int(rng.integers(0, self.n_real))]
         scale = math.exp(rng.uniform(math.log(SCALE_RANGE[0]), math.log(SCALE_RANGE[1])))
         size = round(PATCH / scale)
         h, w = img.shape
@@ -180,12 +264,16 @@ def main() -> int:
         "--contact-weight", type=float, default=5.0,
         help="extra loss weight between touching nuclei (0: none, as the first model)",
     )  # fmt: skip
+    ap.add_argument(
+        "--crowd-share", type=float, default=0.0,
+        help="share of real patches made crowded by pasting real nuclei against each other",
+    )  # fmt: skip
     a = ap.parse_args()
     seeded(a.seed, a.threads)
     t0 = time.time()
     real = load_real(data_root() / "nuclei-mnfinder" / "train")
     sim = make_sim(a.sim_images, a.seed)
-    sampler = Sampler(real, sim, a.seed, contact=a.contact_weight)
+    sampler = Sampler(real, sim, a.seed, contact=a.contact_weight, crowd_share=a.crowd_share)
     print(
         f"data: {len(real)} real + {len(sim)} simulated images ({time.time() - t0:.0f} s)",
         flush=True,
@@ -206,9 +294,10 @@ def main() -> int:
     write_record(a.out, {
         "command": f"python tools/train_seg.py --out {a.out} --seed {a.seed} --iters {a.iters} "
         f"--batch {a.batch} --base {a.base} --sim-images {a.sim_images} --threads {a.threads} "
-        f"--contact-weight {a.contact_weight:g}",
+        f"--contact-weight {a.contact_weight:g}"
+        + (f" --crowd-share {a.crowd_share:g}" if a.crowd_share else ""),
         "seed": a.seed, "iters": a.iters, "batch": a.batch, "patch": PATCH, "base": a.base,
-        "contact_weight": a.contact_weight, "train_images_real": len(real),
+        "contact_weight": a.contact_weight, "crowd_share": a.crowd_share, "train_images_real": len(real),
         "train_images_sim": len(sim), "log": log,
     }, t0)  # fmt: skip
     return 0

@@ -383,6 +383,30 @@ def bench_camera_cmd(
     emit(result)
 
 
+@bench_app.command("pacing")
+def bench_pacing_cmd(
+    frames: Annotated[int, typer.Option(min=10, help="Time points in the plan.")] = 50,
+    interval_ms: Annotated[float, typer.Option(min=20, help="The plan's interval, ms.")] = 100.0,
+    worker_sleep_ms: Annotated[
+        float, typer.Option(min=1, help="The slow worker's sleep after each frame, ms.")
+    ] = 300.0,
+    json_out: JsonOpt = True,
+) -> None:
+    """Acquisition intervals with no worker vs a worker slower than the camera (target: 10 %).
+
+    Runs `livescope agent` in real time twice (about 2 x frames x interval);
+    run it on an otherwise idle machine.
+    """
+    setup_logging(False)
+    from ._pacing_bench import bench_pacing
+
+    with user_errors(json_out):
+        result = bench_pacing(
+            frames=frames, interval_ms=interval_ms, worker_sleep_ms=worker_sleep_ms
+        )
+    emit(result)
+
+
 @bench_app.command("replay-cluster")
 def bench_replay_cluster_cmd(
     datasets: Annotated[int, typer.Option(min=1, help="Recorded datasets to replay.")] = 8,

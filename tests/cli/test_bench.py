@@ -36,3 +36,27 @@ def test_bench_bus_runs_side_by_side() -> None:
     for r in out["results"]:
         if r["mode"] != "memcpy":
             assert r["received"] == r["frames"], r  # flat-out runs lose nothing
+
+
+def test_bench_pacing_runs_the_agent_with_and_without_a_slow_worker() -> None:
+    res = run_cli(
+        "bench", "pacing", "--frames", "20", "--interval-ms", "50", "--worker-sleep-ms", "200"
+    )
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    free, slow = out["cases"]
+    assert (free["case"], slow["case"]) == ("no-worker", "slow-worker")
+    for case in (free, slow):
+        assert case["frames_recorded"] == case["frames_acquired"] == 20
+        assert case["dropped_recorded_frames"] == 0
+        assert case["meets_target"] == (case["interval_dev_p95_ms"] <= 5.0)
+    assert free["analysis_drops"] is None
+    assert slow["analysis_drops"] > 0  # the worker cannot keep up: drops, on its path only
+    assert slow["analysis_delivered"] + slow["analysis_drops"] == 20
+    assert out["all_targets_met"] == (free["meets_target"] and slow["meets_target"])
+
+
+def test_bench_pacing_refuses_a_worker_that_keeps_up() -> None:
+    res = run_cli("bench", "pacing", "--interval-ms", "100", "--worker-sleep-ms", "50")
+    assert res.returncode != 0
+    assert "must exceed the interval" in res.stdout + res.stderr

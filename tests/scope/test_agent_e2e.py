@@ -177,9 +177,12 @@ def test_slow_worker_drops_on_the_analysis_path_only(tmp_path: Path) -> None:
     assert summary["frames_acquired"] == summary["frames_written"] == 50
     frames = _check_recording(tmp_path / "run")
     assert len(frames) == 50
+    # The agent never waits for the worker: a frame that did would come a whole
+    # sleep (300 ms) late. How closely intervals hold the plan is a timing
+    # figure for an idle machine: `livescope bench pacing` (target: 10 %).
     gaps = _intervals_ms(frames)
     assert abs(np.median(gaps) - 100) < 10, gaps
-    assert np.percentile(np.abs(gaps - 100), 95) < 10, gaps
+    assert gaps.max() < 100 + 300 / 2, gaps
 
 
 def test_killed_agent_leaves_every_logged_frame_readable(tmp_path: Path) -> None:

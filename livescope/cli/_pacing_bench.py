@@ -1,0 +1,139 @@
+"""Benchmark of acquisition pacing: a worker slower than the camera must not disturb it.
+
+The agent runs as its own process (`livescope agent`, real time, shared-memory
+bus) on a time-lapse plan, once with no worker attached and once with a worker
+that sleeps longer than the plan's interval after every frame. Each case
+reports the recorded frames' intervals (camera timestamps) against the plan:
+median, 95th percentile and maximum of |interval − plan|, and how late each
+frame was against its place in the schedule. Issue 3's target: intervals within
+10 % of the plan (95th percentile), and a slow worker costs drops on the analysis
+path only, never a recorded frame.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from livescope.schema import LivescopeError
+
+__all__ = ["bench_pacing"]
+
+PACING_TARGET = 0.10  # p95 |interval - plan| as a share of the plan (issue 3)
+
+
+def _slow_worker(run: Path, sleep_ms: float, stats: dict[str, Any]) -> None:
+    """Attach to the run's bus and take a frame every ``sleep_ms`` (a worker that falls behind)."""
+    from livescope.bus import attach
+
+    deadline = time.monotonic() + 60
+    while not (run / "bus.json").exists():
+        if time.monotonic() > deadline:
+            stats["error"] = "the agent wrote no bus.json within 60 s"
+            return
+        time.sleep(0.02)
+    with attach(run, maxlen=4) as link:
+        while (frame := link.frames.get(timeout=3.0)) is not None:
+            frame.release()
+            time.sleep(sleep_ms / 1000)
+        stats.update(link.frames.stats())
+
+
+def _case(
+    folder: Path, plan: Path, frames: int, interval_ms: float, worker_sleep_ms: float | None
+) -> dict[str, Any]:
+    from livescope.record import read_frames
+
+    run = folder / ("slow-worker" if worker_sleep_ms else "no-worker")
+    cmd = [sys.executable, "-m", "livescope", "agent", "--plan", str(plan), "--out", str(run),
+           "--time-acceleration", "1", "--json"]  # fmt: skip
+    worker: dict[str, Any] = {}
+    thread = None
+    agent = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        if worker_sleep_ms:
+            thread = threading.Thread(
+                target=_slow_worker, args=(run, worker_sleep_ms, worker),
+                name="bench-slow-worker", daemon=True,
+            )  # fmt: skip
+            thread.start()
+        out, err = agent.communicate(timeout=60 + 3 * frames * interval_ms / 1000)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+    if agent.returncode != 0:
+        raise LivescopeError(f"the agent failed (exit {agent.returncode}): {err.strip()[-2000:]}")
+    if thread is not None:
+        thread.join(30)
+        if "error" in worker:
+            raise LivescopeError(worker["error"])
+    summary = json.loads(out)
+    logged = read_frames(run)
+    t_ns = np.array([f["t_camera_ns"] for f in logged], dtype=np.int64)
+    gaps = np.diff(t_ns) / 1e6
+    dev = np.abs(gaps - interval_ms)
+    late = (t_ns - t_ns[0]) / 1e6 - interval_ms * np.arange(t_ns.size)
+    late -= np.median(late)  # lateness against the schedule, its typical offset removed
+    p95 = float(np.percentile(dev, 95))
+    return {
+        "case": run.name,
+        "worker_sleep_ms": worker_sleep_ms,
+        "frames_acquired": summary.get("frames_acquired"),
+        "frames_recorded": len(logged),
+        "dropped_recorded_frames": frames - len(logged),
+        "analysis_delivered": worker.get("delivered") if worker_sleep_ms else None,
+        "analysis_drops": worker.get("drops") if worker_sleep_ms else None,
+        "interval_median_ms": round(float(np.median(gaps)), 2),
+        "interval_dev_p50_ms": round(float(np.median(dev)), 2),
+        "interval_dev_p95_ms": round(p95, 2),
+        "interval_dev_max_ms": round(float(dev.max()), 2),
+        "schedule_late_p95_ms": round(float(np.percentile(np.abs(late), 95)), 2),
+        "meets_target": bool(p95 <= PACING_TARGET * interval_ms and len(logged) == frames),
+    }
+
+
+def bench_pacing(
+    frames: int = 50, interval_ms: float = 100.0, worker_sleep_ms: float = 300.0
+) -> dict[str, Any]:
+    """Run the two cases side by side (no worker, slow worker); one JSON-able dict."""
+    if worker_sleep_ms <= interval_ms:
+        raise LivescopeError(
+            f"worker sleep {worker_sleep_ms:g} ms must exceed the interval {interval_ms:g} ms "
+            "(the point is a worker that cannot keep up)"
+        )
+    with tempfile.TemporaryDirectory(prefix="livescope-pacing-") as tmp:
+        folder = Path(tmp)
+        plan = folder / "plan.yaml"
+        plan.write_text(
+            "stage_positions: [{x: 0, y: 0, z: 0}]\n"
+            "channels: [{config: DAPI, exposure: 20}]\n"
+            f"time_plan: {{interval: {interval_ms / 1000:g}, loops: {frames}}}\n"
+        )
+        cases = [_case(folder, plan, frames, interval_ms, s) for s in (None, worker_sleep_ms)]
+    free, slow = cases
+    return {
+        "bench": "pacing",
+        "plan": {"frames": frames, "interval_ms": interval_ms, "exposure_ms": 20},
+        "target_interval_dev_p95_ms": PACING_TARGET * interval_ms,
+        "cases": cases,
+        "slow_vs_free_dev_p95": round(
+            slow["interval_dev_p95_ms"] / max(free["interval_dev_p95_ms"], 1e-3), 2
+        ),
+        "all_targets_met": all(c["meets_target"] for c in cases),
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+    }
