@@ -20,7 +20,7 @@ import zmq
 
 from livescope.schema import FrameInfo
 
-from ._endpoints import local_endpoint
+from ._endpoints import local_endpoint, remove_ipc_files
 from ._publisher import FramePublisher
 from ._subscriber import FrameSubscriber
 
@@ -148,6 +148,7 @@ def _run_mode(mode: str, frames: np.ndarray, n: int, fps: float | None = None) -
     if raw_sock is not None and raw_ctx is not None:
         raw_sock.close(0)
         raw_ctx.term()
+        remove_ipc_files(endpoint)
     elapsed = max(res["t_last"], t_sent) - t0
     lat = np.asarray(res["lat"], dtype=np.int64) / 1e6
     return {

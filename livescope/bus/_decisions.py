@@ -18,7 +18,7 @@ import zmq
 
 from livescope.schema import Decision, DecisionAck, LivescopeError, parse_decision
 
-from ._endpoints import BusSecurity, bind, connect, local_endpoint
+from ._endpoints import BusSecurity, bind, connect, local_endpoint, remove_ipc_files
 
 __all__ = ["DecisionClient", "DecisionServer"]
 
@@ -136,6 +136,7 @@ class DecisionServer:
         if self._security is not None:
             self._security.release(self._ctx)
         self._ctx.term()
+        remove_ipc_files(self.endpoint)
 
 
 def _peek(body: bytes) -> dict[str, Any]:

@@ -7,6 +7,7 @@ an unauthenticated socket never listens on a network.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import tempfile
@@ -18,7 +19,15 @@ import zmq
 
 from livescope.schema import LivescopeError
 
-__all__ = ["BusSecurity", "bind", "connect", "is_loopback", "local_endpoint", "subscribe"]
+__all__ = [
+    "BusSecurity",
+    "bind",
+    "connect",
+    "is_loopback",
+    "local_endpoint",
+    "remove_ipc_files",
+    "subscribe",
+]
 
 
 def local_endpoint(name: str, *, transport: str | None = None) -> str:
@@ -33,6 +42,18 @@ def local_endpoint(name: str, *, transport: str | None = None) -> str:
         path = os.path.join(tempfile.gettempdir(), f"livescope-{name}-{uuid.uuid4().hex[:12]}")
         return f"ipc://{path}"
     return "tcp://127.0.0.1:*"
+
+
+def remove_ipc_files(*endpoints: str | None) -> None:
+    """Remove the socket files of ``ipc://`` endpoints this process bound, once closed.
+
+    ZeroMQ leaves them behind (in the temp folder for `local_endpoint`); without
+    this every run would leave its sockets' files there. Other endpoints are ignored.
+    """
+    for endpoint in endpoints:
+        if endpoint and endpoint.startswith("ipc://") and not endpoint.startswith("ipc://@"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(endpoint[len("ipc://") :])
 
 
 def is_loopback(endpoint: str) -> bool:

@@ -39,7 +39,7 @@ from numpy.typing import NDArray
 
 from livescope.schema import HeaderError, LivescopeError, write_atomic
 
-from ._endpoints import BusSecurity, bind, connect, local_endpoint, subscribe
+from ._endpoints import BusSecurity, bind, connect, local_endpoint, remove_ipc_files, subscribe
 from ._overlay_wire import (
     OVERLAY_DTYPES,
     OVERLAY_FILE,
@@ -222,6 +222,7 @@ class OverlayPublisher:
         if self._security is not None:
             self._security.release(self._ctx)
         self._ctx.term()
+        remove_ipc_files(self.endpoint)
 
     def __enter__(self) -> OverlayPublisher:
         return self

@@ -27,7 +27,7 @@ from livescope.schema import (
     encode_header,
 )
 
-from ._endpoints import BusSecurity, bind, local_endpoint
+from ._endpoints import BusSecurity, bind, local_endpoint, remove_ipc_files
 from ._shm import ShmRing
 
 __all__ = ["FramePublisher"]
@@ -224,3 +224,4 @@ class FramePublisher:
         if self._security is not None:
             self._security.release(self._ctx)
         self._ctx.term()
+        remove_ipc_files(self.endpoint, self.control_endpoint)

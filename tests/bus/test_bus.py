@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,11 +12,14 @@ import zmq
 
 from livescope.bus import (
     BusSecurity,
+    DecisionServer,
     FramePublisher,
     FrameSubscriber,
+    OverlayPublisher,
     ShmReader,
     ShmRing,
     is_loopback,
+    local_endpoint,
 )
 from livescope.schema import FrameInfo, LivescopeError
 
@@ -257,3 +261,18 @@ def test_unreleased_frames_are_released_when_collected() -> None:
         gc.collect()
     sub.close()
     pub.close()
+
+
+@pytest.mark.skipif(not local_endpoint("x").startswith("ipc://"), reason="no ipc on this platform")
+def test_closing_the_bus_removes_its_socket_files() -> None:
+    pub = FramePublisher("r1")
+    server = DecisionServer(lambda decision, t_rx_ns: pytest.fail("no decision was sent"))
+    overlay = OverlayPublisher("r1")
+    files = [
+        Path(e.removeprefix("ipc://"))
+        for e in (pub.endpoint, pub.control_endpoint, server.endpoint, overlay.endpoint)
+    ]
+    assert all(f.exists() for f in files)
+    for closable in (pub, server, overlay):
+        closable.close()
+    assert not any(f.exists() for f in files)
