@@ -65,7 +65,9 @@ def main() -> int:
         ],
         augmentation="scale 0.35-1.4x, rot90/flip, gamma 0.6-1.5, gain 0.5-1.5, offset "
         "+-0.15, blur sigma 0.5-2 (30%), signal-dependent Gaussian noise; loss weight "
-        f"x{1 + train.get('contact_weight', 0):g} within 3 px of two touching nuclei",
+        f"x{1 + train.get('contact_weight', 0):g} within 3 px of two touching nuclei"
+        + (f"; {train['crowd_share']:.0%} of real patches crowded by pasting real nuclei "
+           "against each other" if train.get("crowd_share") else ""),
         postprocess={"kind": "distance_watershed", "fg_threshold": 0.5, "seed_threshold": 0.5,
                      "min_size_px": 12},
         tiling={"tile_px": 1024, "overlap_px": 128},
@@ -74,6 +76,8 @@ def main() -> int:
         torch_module="livescope.models:NucleiUNet",
         torch_kwargs={"base": int(train["base"]), "depth": 3},
     )  # fmt: skip
+    if train.get("gamma", 1.0) != 1.0:  # the model was trained on normalised frames ** gamma
+        card["normalisation"]["gamma"] = train["gamma"]  # type: ignore[index]
     write_card(folder, card)
     engine = SegmentationEngine(folder, backend="onnxruntime")
     # thresholds: chosen on a third of the training images

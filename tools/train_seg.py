@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from livescope.inference._postprocess import normalize_percentile
+from livescope.inference import apply_gamma, normalize_percentile
 from livescope.models import NucleiUNet
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -174,7 +174,7 @@ def crowded(
 class Sampler:
     def __init__(
         self, real, sim, seed: int, sim_share: float = 0.3, contact: float = 5.0,
-        crowd_share: float = 0.0,
+        crowd_share: float = 0.0, gamma: float = 1.0,
     ):  # fmt: skip
         self.items = [
             (
@@ -190,6 +190,7 @@ class Sampler:
         self.sim_share = sim_share if sim else 0.0
         self.contact = contact
         self.crowd_share = crowd_share
+        self.gamma = gamma
         self.real = real
         self.bank = nucleus_bank(real) if crowd_share > 0 else []
 
@@ -242,6 +243,8 @@ class Sampler:
         noise = rng.uniform(0, 0.1)
         im = im + noise * rng.standard_normal(im.shape) * (0.3 + np.sqrt(np.clip(im, 0, None)))
         im = normalize_percentile(im)
+        if self.gamma != 1.0:  # the card's normalisation gamma, as the engine applies it
+            im = apply_gamma(im, self.gamma)
         return im.astype(np.float32), np.stack([fgt, dt, w]).astype(np.float32)
 
     def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -268,12 +271,23 @@ def main() -> int:
         "--crowd-share", type=float, default=0.0,
         help="share of real patches made crowded by pasting real nuclei against each other",
     )  # fmt: skip
+    ap.add_argument(
+        "--gamma", type=float, default=1.0,
+        help="input normalisation gamma (0.5: square root of the percentile-normalised frame)",
+    )  # fmt: skip
     a = ap.parse_args()
     seeded(a.seed, a.threads)
     t0 = time.time()
     real = load_real(data_root() / "nuclei-mnfinder" / "train")
     sim = make_sim(a.sim_images, a.seed)
-    sampler = Sampler(real, sim, a.seed, contact=a.contact_weight, crowd_share=a.crowd_share)
+    sampler = Sampler(
+        real,
+        sim,
+        a.seed,
+        contact=a.contact_weight,
+        crowd_share=a.crowd_share,
+        gamma=a.gamma,
+    )
     print(
         f"data: {len(real)} real + {len(sim)} simulated images ({time.time() - t0:.0f} s)",
         flush=True,
@@ -295,9 +309,10 @@ def main() -> int:
         "command": f"python tools/train_seg.py --out {a.out} --seed {a.seed} --iters {a.iters} "
         f"--batch {a.batch} --base {a.base} --sim-images {a.sim_images} --threads {a.threads} "
         f"--contact-weight {a.contact_weight:g}"
-        + (f" --crowd-share {a.crowd_share:g}" if a.crowd_share else ""),
+        + (f" --crowd-share {a.crowd_share:g}" if a.crowd_share else "")
+        + (f" --gamma {a.gamma:g}" if a.gamma != 1.0 else ""),
         "seed": a.seed, "iters": a.iters, "batch": a.batch, "patch": PATCH, "base": a.base,
-        "contact_weight": a.contact_weight, "crowd_share": a.crowd_share, "train_images_real": len(real),
+        "contact_weight": a.contact_weight, "crowd_share": a.crowd_share, "gamma": a.gamma, "train_images_real": len(real),
         "train_images_sim": len(sim), "log": log,
     }, t0)  # fmt: skip
     return 0

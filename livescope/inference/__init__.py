@@ -36,7 +36,12 @@ from ._engine import (
 )
 from ._evaluate import evaluate_segmentation, paired_files, read_image
 from ._metrics import IOU_THRESHOLDS, MatchCounts, match_counts, scores
-from ._postprocess import labels_from_maps, labels_from_maps_gpu, normalize_percentile
+from ._postprocess import (
+    apply_gamma,
+    labels_from_maps,
+    labels_from_maps_gpu,
+    normalize_percentile,
+)
 from ._stain import StainEngine, StainResult, evaluate_stain, parse_crop, stain_scores
 
 __all__ = [
@@ -60,6 +65,7 @@ __all__ = [
     "TensorRTRTXBackend",
     "TilePlan",
     "TorchBackend",
+    "apply_gamma",
     "available_backends",
     "build_plan",
     "builtin_engines",

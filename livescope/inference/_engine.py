@@ -25,7 +25,12 @@ from typing_extensions import Self
 from livescope.schema import EngineCard, HardwareProfile, LivescopeError
 
 from ._backends import PBackend, PSession, _has, select_backend
-from ._postprocess import labels_from_maps, labels_from_maps_gpu, normalize_percentile
+from ._postprocess import (
+    apply_gamma,
+    labels_from_maps,
+    labels_from_maps_gpu,
+    normalize_percentile,
+)
 
 __all__ = [
     "Engine",
@@ -251,10 +256,14 @@ class Engine:
     def normalise(self, frame: NDArray[Any]) -> NDArray[np.float32]:
         """Camera counts to model input, in fp32 (the card's normalisation)."""
         n = self.card.normalisation
+        out: NDArray[np.float32]
         if n.kind == "percentile":
-            return normalize_percentile(frame, n.low, n.high)
-        out: NDArray[np.float32] = np.asarray(frame, dtype=np.float32) - np.float32(n.offset)
-        out *= np.float32(1.0 / n.scale)
+            out = normalize_percentile(frame, n.low, n.high)
+        else:
+            out = np.asarray(frame, dtype=np.float32) - np.float32(n.offset)
+            out *= np.float32(1.0 / n.scale)
+        if n.gamma != 1.0:
+            out = apply_gamma(out, n.gamma)
         return out
 
     def run(self, batch: NDArray[Any]) -> NDArray[np.float32]:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["labels_from_maps", "labels_from_maps_gpu", "normalize_percentile"]
+__all__ = ["apply_gamma", "labels_from_maps", "labels_from_maps_gpu", "normalize_percentile"]
 
 
 def normalize_percentile(
@@ -40,6 +40,16 @@ def normalize_percentile(
     scale = np.float32(1.0 / max(float(hi - lo), eps))
     out: NDArray[np.float32] = x - np.float32(lo)
     out *= scale
+    return out
+
+
+def apply_gamma(x: NDArray[np.float32], gamma: float) -> NDArray[np.float32]:
+    """``max(x, 0) ** gamma`` in fp32 (a card's normalisation ``gamma``; 0.5 is the square root)."""
+    out: NDArray[np.float32] = np.maximum(x, np.float32(0.0))
+    if gamma == 0.5:
+        np.sqrt(out, out=out)
+    else:
+        np.power(out, np.float32(gamma), out=out)
     return out
 
 

@@ -107,6 +107,25 @@ def test_card_that_does_not_match_the_model(tmp_path: Path, change: dict, messag
         Engine(folder)
 
 
+@pytest.mark.parametrize("gamma", [pytest.param(0.5, id="sqrt"), pytest.param(0.7, id="0.7")])
+def test_card_gamma_raises_the_normalised_frame_to_its_power(
+    tmp_path: Path, frame: np.ndarray, gamma: float
+) -> None:
+    folder = _copy_engine(tmp_path)
+    card = yaml.safe_load((folder / "card.yaml").read_text())
+    card["normalisation"]["gamma"] = gamma
+    (folder / "card.yaml").write_text(yaml.safe_dump(card))
+    x = Engine(folder).normalise(frame)
+    linear = normalize_percentile(frame)
+    assert x.dtype == np.float32
+    np.testing.assert_allclose(x, np.clip(linear, 0, None) ** gamma, rtol=1e-5, atol=1e-6)
+    assert x.min() == 0.0  # below the low percentile: clipped, not NaN
+    card["normalisation"]["gamma"] = 1.5
+    (folder / "card.yaml").write_text(yaml.safe_dump(card))
+    with pytest.raises(EngineCardError, match="gamma"):
+        Engine(folder)
+
+
 def test_invalid_card_names_the_field(tmp_path: Path) -> None:
     folder = _copy_engine(tmp_path)
     card = yaml.safe_load((folder / "card.yaml").read_text())
