@@ -131,8 +131,7 @@ def crowded(
     lb = lab[y0 : y0 + size, x0 : x0 + size].copy()
     _, lb = np.unique(lb, return_inverse=True)
     lb = lb.reshape(im.shape).astype(np.int32)
-    area0 = np.bincount(lb.ravel()).astype(float)
-    areas = list(area0)
+    areas = np.bincount(lb.ravel()).astype(float).tolist()  # pixels per id when placed
     for _ in range(int(rng.integers(8, 24))):
         crop, mask = bank[int(rng.integers(len(bank)))]
         k = int(rng.integers(4))
@@ -312,7 +311,8 @@ def main() -> int:
         + (f" --crowd-share {a.crowd_share:g}" if a.crowd_share else "")
         + (f" --gamma {a.gamma:g}" if a.gamma != 1.0 else ""),
         "seed": a.seed, "iters": a.iters, "batch": a.batch, "patch": PATCH, "base": a.base,
-        "contact_weight": a.contact_weight, "crowd_share": a.crowd_share, "gamma": a.gamma, "train_images_real": len(real),
+        "contact_weight": a.contact_weight, "crowd_share": a.crowd_share, "gamma": a.gamma,
+        "train_images_real": len(real),
         "train_images_sim": len(sim), "log": log,
     }, t0)  # fmt: skip
     return 0

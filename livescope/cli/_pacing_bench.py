@@ -34,19 +34,22 @@ PACING_TARGET = 0.10  # p95 |interval - plan| as a share of the plan (issue 3)
 
 def _slow_worker(run: Path, sleep_ms: float, stats: dict[str, Any]) -> None:
     """Attach to the run's bus and take a frame every ``sleep_ms`` (a worker that falls behind)."""
-    from livescope.bus import attach
+    from livescope.bus import BUS_FILE, attach
 
     deadline = time.monotonic() + 60
-    while not (run / "bus.json").exists():
+    while not (run / BUS_FILE).exists():
         if time.monotonic() > deadline:
-            stats["error"] = "the agent wrote no bus.json within 60 s"
+            stats["error"] = f"the agent wrote no {BUS_FILE} within 60 s"
             return
         time.sleep(0.02)
-    with attach(run, maxlen=4) as link:
-        while (frame := link.frames.get(timeout=3.0)) is not None:
-            frame.release()
-            time.sleep(sleep_ms / 1000)
-        stats.update(link.frames.stats())
+    try:
+        with attach(run, maxlen=4) as link:
+            while (frame := link.frames.get(timeout=3.0)) is not None:
+                frame.release()
+                time.sleep(sleep_ms / 1000)
+            stats.update(link.frames.stats())
+    except LivescopeError as exc:  # surfaced by the caller, after the agent has finished
+        stats["error"] = f"the slow worker could not attach: {exc}"
 
 
 def _case(
