@@ -62,12 +62,15 @@ def labels_from_maps(
     min_size_px: int = 12,
     seed_h: float | None = None,
     smooth_px: float = 0.0,
+    min_score: float = 0.0,
 ) -> NDArray[np.int32]:
-    """Instance labels (0 = background) from foreground and distance maps (same shape).
+    """Instance labels (0 = background, then 1..N) from foreground and distance maps.
 
     ``seed_h``: seed at the distance map's h-maxima of that height (above
     ``seed_threshold``) instead of at every region above ``seed_threshold``;
-    ``smooth_px``: Gaussian sigma applied to the distance map first.
+    ``smooth_px``: Gaussian sigma applied to the distance map first. Objects
+    under ``min_size_px`` pixels, or whose mean foreground probability is
+    under ``min_score``, are dropped.
     """
     from scipy import ndimage
     from skimage.segmentation import watershed
@@ -82,13 +85,8 @@ def labels_from_maps(
     if n == 0:
         return np.zeros(fg.shape, np.int32)
     labels: NDArray[np.int32] = watershed(-dist, seeds, mask=mask)
-    if min_size_px > 0:
-        sizes = np.bincount(labels.ravel())
-        small = sizes < min_size_px
-        small[0] = False
-        if small.any():
-            labels[small[labels]] = 0
-    return labels.astype(np.int32, copy=False)
+    labels = labels.astype(np.int32, copy=False)
+    return _drop_weak(labels, fg, min_size_px, min_score, np)  # type: ignore[no-any-return]
 
 
 def labels_from_maps_gpu(
@@ -100,6 +98,7 @@ def labels_from_maps_gpu(
     min_size_px: int = 12,
     seed_h: float | None = None,
     smooth_px: float = 0.0,
+    min_score: float = 0.0,
     levels: int = 6,
     xp: Any = None,
 ) -> Any:
@@ -140,12 +139,28 @@ def labels_from_maps_gpu(
                 break
             labels = xp.where(new, grown, labels)
             allowed &= ~new
-    if min_size_px > 0:
-        sizes = xp.bincount(labels.ravel())
-        small = sizes < min_size_px
-        small[0] = False
-        labels = xp.where(small[labels], 0, labels).astype(xp.int32, copy=False)
-    return labels
+    return _drop_weak(labels, fg, min_size_px, min_score, xp)
+
+
+def _drop_weak(labels: Any, fg: Any, min_size_px: int, min_score: float, xp: Any) -> Any:
+    """Objects under ``min_size_px`` pixels or ``min_score`` mean foreground removed.
+
+    The rest are numbered 1..N again, so ids never skip a number.
+    """
+    if min_size_px <= 0 and min_score <= 0:
+        return labels
+    flat = labels.ravel()
+    sizes = xp.bincount(flat)
+    keep = sizes >= max(min_size_px, 1)
+    if min_score > 0:
+        total = xp.bincount(flat, weights=xp.asarray(fg, dtype=xp.float64).ravel())
+        keep &= total >= min_score * sizes
+    keep[0] = False
+    if bool(keep[1:].all()):
+        return labels
+    lut = xp.zeros(sizes.size, xp.int32)
+    lut[keep] = xp.arange(1, int(keep.sum()) + 1, dtype=xp.int32)
+    return lut[labels]
 
 
 def _eps(d: Any, xp: Any) -> Any:

@@ -86,6 +86,12 @@ class PostProcess(FrozenModel):
     smooth_px: float = Field(
         default=0.0, ge=0, description="Gaussian sigma (px) on the distance map before seeding."
     )
+    min_score: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="Objects whose mean foreground probability is below this are dropped.",
+    )
 
     def label_kwargs(self, scale: float = 1.0) -> dict[str, Any]:
         """Keyword arguments of ``labels_from_maps`` for maps of frames zoomed by ``scale``.
@@ -98,6 +104,7 @@ class PostProcess(FrozenModel):
             "min_size_px": round(self.min_size_px / scale**2),
             "seed_h": self.seed_h,
             "smooth_px": self.smooth_px / scale,
+            "min_score": self.min_score,
         }
 
 

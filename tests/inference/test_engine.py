@@ -204,6 +204,33 @@ def test_post_processing_splits_touching_nuclei() -> None:
     assert labels[32, 30] != labels[32, 56]
 
 
+def test_small_objects_are_dropped_and_the_rest_numbered_without_gaps() -> None:
+    """A speck under min_size_px goes; the nuclei after it keep consecutive ids (1..N)."""
+    fg, dist = _two_domes(20, 76)
+    dist[10:13, 48:51] = 1.0  # a 9-pixel speck between the two nuclei, seeded first
+    fg[10:13, 48:51] = 1.0
+    for post in (labels_from_maps, labels_from_maps_gpu):
+        kept = post(fg, dist, fg_threshold=0.5, seed_threshold=0.5, min_size_px=0)
+        assert kept.max() == 3, post.__name__
+        labels = post(fg, dist, fg_threshold=0.5, seed_threshold=0.5, min_size_px=20)
+        assert sorted(np.unique(labels).tolist()) == [0, 1, 2], post.__name__
+        assert labels[11, 49] == 0
+        assert labels[32, 20] != labels[32, 76]
+
+
+def test_objects_of_low_foreground_probability_are_dropped() -> None:
+    """min_score: an object whose mean foreground probability is under it goes, on both paths."""
+    fg, dist = _two_domes(20, 76)
+    fg[:, 48:] *= 0.7  # the right nucleus: mean foreground probability 0.7
+    for post in (labels_from_maps, labels_from_maps_gpu):
+        both = post(fg, dist, fg_threshold=0.5, seed_threshold=0.5, min_score=0.6)
+        assert both.max() == 2, post.__name__
+        sure = post(fg, dist, fg_threshold=0.5, seed_threshold=0.5, min_score=0.8)
+        assert sorted(np.unique(sure).tolist()) == [0, 1], post.__name__
+        assert sure[32, 20] == 1
+        assert sure[32, 76] == 0
+
+
 def test_h_maxima_seeds_split_nuclei_whose_ridges_join_above_the_threshold() -> None:
     """Two overlapping domes (peaks 0.95, 1): the saddle (0.55) is above any useful threshold."""
     fg, dist = _two_domes(35, 47, peak1=0.95)

@@ -27,7 +27,7 @@ def test_eval_reports_every_score(shared_data: Path) -> None:
     assert 0 < out["map"] < out["ap50"] <= 1
 
 
-# Issue 4's targets (measured on the shipped engine: AP50 0.818; DSB2018 F1 0.786).
+# Issue 4's targets (measured on the shipped engine: AP50 0.827; DSB2018 F1 0.813).
 def test_mnfinder_validation_ap50_target(shared_data: Path) -> None:
     assert _eval(shared_data, "nuclei-mnfinder/validation")["ap50"] >= 0.80
 
@@ -36,7 +36,7 @@ def test_mnfinder_validation_ap50_target(shared_data: Path) -> None:
 @pytest.mark.xfail(
     strict=True,
     raises=AssertionError,  # only the missed target; a crash still fails
-    reason="issue 4 target F1 >= 0.88 on DSB2018 not met yet (0.786)",
+    reason="issue 4 target F1 >= 0.88 on DSB2018 not met yet (0.813)",
 )
 def test_dsb2018_f1_target(shared_data: Path) -> None:
     assert _eval(shared_data, "nuclei-dsb2018")["f1"] >= 0.88
