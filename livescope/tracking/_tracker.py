@@ -17,11 +17,15 @@ that is first seen a few frames late still gets the right split, and the
 touching the frame's edge is a cell entering the field, not a daughter, unless
 its parent was near the edge too; a track that left through the edge can only
 come back through it.
+
+A frame that comes out of order or a second time is ignored with a warning in
+the log: its objects get track id 0 and the tracks and lineage stay as they were.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import statistics
 from collections.abc import Mapping
@@ -32,6 +36,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from livescope.schema import LivescopeError, write_atomic
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "Division",
@@ -219,6 +225,8 @@ class TrackUpdate:
     lost: tuple[int, ...] = ()
     divisions: tuple[Division, ...] = ()
     revisions: tuple[Revision, ...] = ()
+    ignored: str = ""
+    """Why this frame was not tracked (its track ids are 0); empty when it was."""
 
     def mapping(self) -> dict[int, int]:
         """Label -> track id."""
@@ -271,13 +279,21 @@ class OnlineTracker:
         frame: int | None = None,
         image: NDArray[Any] | None = None,
     ) -> TrackUpdate:
-        """Link one frame's objects to the tracks; frames must come in increasing order."""
+        """Link one frame's objects to the tracks.
+
+        Frames must come in increasing order: one that does not (out of order,
+        or a second time) is ignored with a warning, and its update has track
+        ids 0 and says why in ``ignored``.
+        """
         s, cfg = self._s, self.config
         t = s.frame + 1 if frame is None else int(frame)
-        if t <= s.frame:
-            raise LivescopeError(f"tracker: frame {t} after frame {s.frame} (frames must increase)")
         objs = labels if isinstance(labels, ObjectTable) else measure_objects(labels, image)
         n = len(objs)
+        if t <= s.frame:
+            again = "a second time" if t == s.frame else "out of order"
+            why = f"frame {t} came after frame {s.frame} ({again}): ignored"
+            logger.warning("tracker: %s; tracks and lineage unchanged", why)
+            return TrackUpdate(t, objs.labels.copy(), np.zeros(n, np.int64), ignored=why)
         # candidates: tracks seen within max_gap frames that have not divided
         cands = [tr for tr in s.tracks.values() if not tr.ended and t - tr.last_seen <= cfg.max_gap]
         self.largest_block = 0

@@ -58,11 +58,28 @@ def test_bad_labels_are_refused(bad: np.ndarray, message: str) -> None:
         OnlineTracker().update(bad)
 
 
-def test_frames_must_increase_and_config_is_checked() -> None:
+def test_frames_out_of_order_or_twice_are_ignored_with_a_log_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     tr = OnlineTracker()
-    tr.update(np.zeros((8, 8), np.int32), frame=3)
-    with pytest.raises(LivescopeError, match="frames must increase"):
-        tr.update(np.zeros((8, 8), np.int32), frame=3)
+    cells = [(10.0, 10.0, 4.0), (30.0, 30.0, 4.0)]
+    first = tr.update(disks((48, 48), cells), frame=3)
+    state = tr.state()
+    with caplog.at_level("WARNING", logger="livescope.tracking"):
+        again = tr.update(disks((48, 48), cells), frame=3)
+        back = tr.update(disks((48, 48), cells[:1]), frame=1)
+    assert "frame 3 came after frame 3 (a second time): ignored" in caplog.text
+    assert "frame 1 came after frame 3 (out of order): ignored" in caplog.text
+    assert again.ignored
+    assert back.ignored
+    assert not first.ignored
+    assert again.track_ids.tolist() == [0, 0]
+    assert back.track_ids.tolist() == [0]
+    assert tr.state() == state  # tracks and lineage untouched
+    assert tr.update(disks((48, 48), cells), frame=4).mapping() == first.mapping()
+
+
+def test_tracker_config_is_checked() -> None:
     with pytest.raises(LivescopeError, match="gate_radii"):
         TrackerConfig(gate_radii=0)
 
