@@ -24,6 +24,7 @@ the log: its objects get track id 0 and the tracks and lineage stay as they were
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -418,50 +419,66 @@ class OnlineTracker:
         cfg = self.config
         if not cands or len(objs) == 0:
             return {}
+        # every candidate at once: last and predicted position, gate, log median area
+        gap = np.array([t - tr.last_seen for tr in cands], np.float64)
+        last = np.array([tr.last for tr in cands], np.float64)
+        vel = np.array([tr.velocity for tr in cands], np.float64)
+        pred = last + 0.5 * vel * gap[:, None]
+        median_area = np.array([tr.median_area for tr in cands], np.float64)
+        gate = (cfg.gate_radii * np.sqrt(median_area / math.pi) + cfg.gate_px) * np.sqrt(gap)
         tree = cKDTree(objs.centroids)
-        edges: list[tuple[int, int, float]] = []
-        for i, tr in enumerate(cands):
-            gap = t - tr.last_seen
-            ly, lx = tr.last
-            py, px = ly + 0.5 * tr.velocity[0] * gap, lx + 0.5 * tr.velocity[1] * gap
-            g = self._gate(tr, gap)
-            log_area = math.log(max(tr.median_area, 1.0))
-            near = set(tree.query_ball_point((ly, lx), g)) | set(tree.query_ball_point((py, px), g))
-            for j in near:
-                if (
-                    gap > 1
-                    and tr.on_border
-                    and objs.on_border is not None
-                    and not objs.on_border[j]
-                ):
-                    continue  # it left the field: it can only come back through the edge
-                cy, cx = objs.centroids[j]
-                d = min(math.hypot(cy - ly, cx - lx), math.hypot(cy - py, cx - px)) / g
-                da = math.log(max(objs.areas[j], 1.0)) - log_area
-                cost = d * d + cfg.area_weight * da * da + cfg.gap_cost * (gap - 1)
-                edges.append((i, j, cost))
-        if not edges:
-            return {}
         nt, no = len(cands), len(objs)
-        ei = np.array([e[0] for e in edges])
-        ej = np.array([e[1] for e in edges])
-        graph = coo_matrix((np.ones(len(edges)), (ei, nt + ej)), shape=(nt + no, nt + no))
+        codes = []
+        for at in (last, pred):
+            near = tree.query_ball_point(at, gate)
+            counts = np.fromiter((len(x) for x in near), np.int64, count=nt)
+            objs_near = np.fromiter(itertools.chain.from_iterable(near), np.int64)
+            codes.append(np.repeat(np.arange(nt, dtype=np.int64), counts) * no + objs_near)
+        code = np.unique(np.concatenate(codes))
+        if code.size == 0:
+            return {}
+        ei, ej = code // no, code % no
+        if objs.on_border is not None:  # a track that left the field comes back through the edge
+            left = np.array([tr.on_border for tr in cands], bool)
+            ok = ~((gap[ei] > 1) & left[ei] & ~np.asarray(objs.on_border, bool)[ej])
+            ei, ej = ei[ok], ej[ok]
+        if ei.size == 0:
+            return {}
+        cen = np.asarray(objs.centroids, np.float64)[ej]
+        d = np.minimum(np.hypot(*(cen - last[ei]).T), np.hypot(*(cen - pred[ei]).T)) / gate[ei]
+        da = np.log(np.maximum(np.asarray(objs.areas, np.float64)[ej], 1.0)) - np.log(
+            np.maximum(median_area[ei], 1.0)
+        )
+        cost = d * d + cfg.area_weight * da * da + cfg.gap_cost * (gap[ei] - 1)
+        graph = coo_matrix((np.ones(ei.size), (ei, nt + ej)), shape=(nt + no, nt + no))
         _, comp = connected_components(graph, directed=False)
-        by_comp: dict[int, list[int]] = {}
-        for k, (i, _, _) in enumerate(edges):
-            by_comp.setdefault(int(comp[i]), []).append(k)
+        edge_comp = comp[ei]
+        per_comp = np.bincount(edge_comp)
         out: dict[int, int] = {}
-        for ks in by_comp.values():
-            ti = sorted({edges[k][0] for k in ks})
-            oj = sorted({edges[k][1] for k in ks})
+        # one track and one object: linking costs `cost`, not linking 2 x no_link_cost
+        single = per_comp[edge_comp] == 1
+        for i, j in zip(
+            ei[single & (cost < 2 * cfg.no_link_cost)].tolist(),
+            ej[single & (cost < 2 * cfg.no_link_cost)].tolist(),
+            strict=True,
+        ):
+            out[j] = cands[i].id
+        if single.any():
+            self.largest_block = 2
+        order = np.argsort(edge_comp[~single], kind="stable")
+        ks_all = np.flatnonzero(~single)[order]
+        bounds = np.flatnonzero(np.diff(edge_comp[ks_all])) + 1
+        for ks in np.split(ks_all, bounds) if ks_all.size else []:
+            ti = sorted(set(ei[ks].tolist()))
+            oj = sorted(set(ej[ks].tolist()))
             ri = {v: r for r, v in enumerate(ti)}
             cj = {v: c for c, v in enumerate(oj)}
             a, b = len(ti), len(oj)
             self.largest_block = max(self.largest_block, a + b)
             m = np.full((a + b, b + a), _BIG)
-            for k in ks:
-                i, j, c = edges[k]
-                m[ri[i], cj[j]] = c
+            for k in ks.tolist():
+                i, j = int(ei[k]), int(ej[k])
+                m[ri[i], cj[j]] = cost[k]
                 m[a + cj[j], b + ri[i]] = 0.0  # lower-right: keeps the matching complete
             m[np.arange(a), b + np.arange(a)] = cfg.no_link_cost  # track ends
             m[a + np.arange(b), np.arange(b)] = cfg.no_link_cost  # object starts a track
