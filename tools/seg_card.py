@@ -77,7 +77,7 @@ def main() -> int:
         + (f"; in {train['dim_share']:.0%} of patches each nucleus at even odds dimmed to "
            "2-100% of its signal" if train.get("dim_share") else ""),
         postprocess={"kind": "distance_watershed", "fg_threshold": 0.5, "seed_threshold": 0.5,
-                     "min_size_px": 12},
+                     "min_size_px": MIN_SIZE_PX},
         tiling={"tile_px": 1024, "overlap_px": 128},
         object_radius_px=training_radius_px(),
         pixel_size_um=None,

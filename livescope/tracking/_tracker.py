@@ -405,10 +405,6 @@ class OnlineTracker:
         tr.on_border = bool(objs.on_border[row]) if objs.on_border is not None else False
         self._s.last_frame[tr.id] = t
 
-    def _gate(self, tr: _Track, gap: int) -> float:
-        cfg = self.config
-        return (cfg.gate_radii * tr.radius + cfg.gate_px) * math.sqrt(gap)
-
     def _link(self, cands: list[_Track], objs: ObjectTable, t: int) -> dict[int, int]:
         """Gated linear assignment, solved per connected group of candidates."""
         from scipy.optimize import linear_sum_assignment
@@ -457,11 +453,8 @@ class OnlineTracker:
         out: dict[int, int] = {}
         # one track and one object: linking costs `cost`, not linking 2 x no_link_cost
         single = per_comp[edge_comp] == 1
-        for i, j in zip(
-            ei[single & (cost < 2 * cfg.no_link_cost)].tolist(),
-            ej[single & (cost < 2 * cfg.no_link_cost)].tolist(),
-            strict=True,
-        ):
+        linked = single & (cost < 2 * cfg.no_link_cost)
+        for i, j in zip(ei[linked].tolist(), ej[linked].tolist(), strict=True):
             out[j] = cands[i].id
         if single.any():
             self.largest_block = 2
