@@ -157,23 +157,40 @@ def bench_track(
         list[int] | None, typer.Option(help="Cell counts for the scaling run (repeatable).")
     ] = None,
     frames: Annotated[int, typer.Option(min=3, help="Frames per scaling run.")] = 20,
+    sim_cells: Annotated[
+        int, typer.Option(min=1, help="Cells per frame of the simulated peer comparison.")
+    ] = 2000,
+    sim_frames: Annotated[
+        int, typer.Option(min=3, help="Frames of the simulated peer comparison.")
+    ] = 20,
+    gowt1: Annotated[
+        bool, typer.Option(help="Also compare the peers on GOWT1 01's markers (if present).")
+    ] = True,
     json_out: JsonOpt = True,
 ) -> None:
-    """Tracker ms per frame against the number of cells, and peers on GOWT1 markers.
+    """Tracker speed against the number of cells, and peers on the same detections.
 
-    Scaling: synthetic drifting, dividing disks at each cell count; the ratio of
-    ms per cell between the largest and smallest count shows the growth (1 =
-    linear). Peers: where ``$LIVESCOPE_DATA`` (or ../shared/data) holds
-    ctc-Fluo-N2DH-GOWT1 and laptrack / trackpy are installed, all three track the
-    ground-truth markers (ids removed) and are scored side by side.
+    Scaling: moving disks at each cell count, ms per frame from the label images;
+    the ratio of ms per cell between the largest and smallest count shows the
+    growth (1 = linear). Simulated peers: ours, laptrack and trackpy (where
+    installed) link the same measured objects of ``--sim-cells`` moving cells:
+    seconds, objects per second, ms per frame, link precision and recall against
+    the truth, and our objects per second over the faster peer's. GOWT1: where
+    ``$LIVESCOPE_DATA`` (or ../shared/data) holds ctc-Fluo-N2DH-GOWT1, all three
+    track the ground-truth markers (ids removed), scored with the CTC metrics.
     """
     setup_logging(False)
-    from livescope.cli._track_bench import bench_scaling, compare_peers_gowt1
+    from livescope.cli._track_bench import (
+        bench_scaling,
+        compare_peers_gowt1,
+        compare_peers_simulated,
+    )
 
     with user_errors(json_out):
-        scaling = bench_scaling(cells or [100, 1000, 4000], frames=frames)
-        result: dict[str, Any] = {"scaling": scaling}
-        result["peers_gowt1_markers"] = compare_peers_gowt1()
+        result: dict[str, Any] = {"scaling": bench_scaling(cells or [100, 1000, 4000], frames)}
+        result["peers_simulated"] = compare_peers_simulated(sim_cells, sim_frames)
+        if gowt1:
+            result["peers_gowt1_markers"] = compare_peers_gowt1()
     if json_out:
         emit(result)
     else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +12,21 @@ import numpy as np
 from numpy.typing import NDArray
 
 from livescope.schema import LivescopeError, data_root
-from livescope.tracking import OnlineTracker, TrackedSequence, evaluate_tracking, track_sequence
+from livescope.tracking import (
+    ObjectTable,
+    OnlineTracker,
+    TrackedSequence,
+    evaluate_tracking,
+    track_sequence,
+)
 
-__all__ = ["bench_scaling", "compare_peers_gowt1", "strip_ids", "write_result"]
+__all__ = [
+    "bench_scaling",
+    "compare_peers_gowt1",
+    "compare_peers_simulated",
+    "strip_ids",
+    "write_result",
+]
 
 
 def strip_ids(frames: Sequence[NDArray[Any]], seed: int = 0) -> list[NDArray[np.int64]]:
@@ -39,21 +51,34 @@ def write_result(seq: TrackedSequence, folder: Path) -> Path:
     return write_ctc(folder, masks, tracks, kind="res")
 
 
-def _disks(n_cells: int, n_frames: int, seed: int) -> list[NDArray[np.int32]]:
-    """Drifting disks (radius 5 px) on a field sized for ~8% cover."""
+def _moving_cells(n_cells: int, n_frames: int, seed: int) -> list[NDArray[np.int32]]:
+    """Disks of radius 4-6 px on persistent random walks, ~8 % of a square field.
+
+    Label ``k + 1`` is cell ``k`` in every frame (the truth); a disk painted over by
+    its neighbours is missing from that frame, as an undetected cell would be.
+    """
     rng = np.random.default_rng(seed)
     side = int(np.sqrt(n_cells * 80 / 0.08))
-    pos = rng.uniform(10, side - 10, (n_cells, 2))
-    yy, xx = np.mgrid[-5:6, -5:6]
-    disk = yy**2 + xx**2 <= 25
+    lo, hi = 10.0, side - 10.0
+    pos = rng.uniform(lo, hi, (n_cells, 2))
+    vel = rng.normal(0, 1.0, (n_cells, 2))
+    radius = rng.integers(4, 7, n_cells)
+    stamps = {}
+    for r in (4, 5, 6):
+        yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+        stamps[r] = yy**2 + xx**2 <= r * r
     frames = []
     for _ in range(n_frames):
         lab = np.zeros((side, side), np.int32)
-        for k, (y, x) in enumerate(pos.astype(int)):
-            y0, x0 = np.clip(y - 5, 0, side - 11), np.clip(x - 5, 0, side - 11)
-            lab[y0 : y0 + 11, x0 : x0 + 11][disk] = k + 1
+        centres = np.rint(pos).astype(int).tolist()
+        for k, ((y, x), r) in enumerate(zip(centres, radius.tolist(), strict=True)):
+            lab[y - r : y + r + 1, x - r : x + r + 1][stamps[r]] = k + 1
         frames.append(lab)
-        pos = np.clip(pos + rng.normal(0, 1.5, pos.shape), 10, side - 10)
+        vel = 0.8 * vel + rng.normal(0, 0.6, vel.shape)  # ~1.4 px per frame, persistent
+        pos += vel
+        for bad, edge in ((pos < lo, lo), (pos > hi, hi)):  # bounce off the field's margin
+            pos[bad] = 2 * edge - pos[bad]
+            vel[bad] *= -1
     return frames
 
 
@@ -63,7 +88,7 @@ def bench_scaling(cells: Sequence[int], frames: int = 20) -> dict[str, Any]:
     for n in sorted(cells):
         if n < 1:
             raise LivescopeError(f"cell count must be >= 1, got {n}")
-        labs = _disks(n, frames, seed=n)
+        labs = _moving_cells(n, frames, seed=n)
         tr = OnlineTracker()
         ms = []
         for lab in labs:
@@ -75,6 +100,114 @@ def bench_scaling(cells: Sequence[int], frames: int = 20) -> dict[str, Any]:
                      "us_per_cell": round(1000 * med / n, 2)})  # fmt: skip
     ratio = rows[-1]["us_per_cell"] / rows[0]["us_per_cell"] if len(rows) > 1 else 1.0
     return {"rows": rows, "us_per_cell_ratio_largest_vs_smallest": round(ratio, 3)}
+
+
+def _truth(inp: Sequence[NDArray[Any]], labs: Sequence[NDArray[Any]]) -> list[dict[int, int]]:
+    """Per frame: input label -> true cell id (the two images label the same pixels)."""
+    out = []
+    for a, b in zip(inp, labs, strict=True):
+        fg = b > 0
+        pairs = np.unique(np.stack([a[fg], b[fg]]).astype(np.int64), axis=1)
+        out.append(dict(zip(pairs[0].tolist(), pairs[1].tolist(), strict=True)))
+    return out
+
+
+def _links(maps: Sequence[Mapping[int, int]], truth: Sequence[Mapping[int, int]]) -> set[Any]:
+    """Each track's consecutive appearances, as pairs of (frame, true cell id) nodes."""
+    last: dict[int, tuple[int, int]] = {}
+    out = set()
+    for f, m in enumerate(maps):
+        for label, tid in m.items():
+            node = (f, truth[f][label])
+            if tid in last:
+                out.add((last[tid], node))
+            last[tid] = node
+    return out
+
+
+def _longest_step(objs: Sequence[ObjectTable], truth: Sequence[Mapping[int, int]]) -> float:
+    """Longest distance a true cell's centroid moves between consecutive frames."""
+    longest = 0.0
+    for f in range(1, len(objs)):
+        prev = {truth[f - 1][lab]: k for k, lab in enumerate(objs[f - 1].labels.tolist())}
+        now = [(k, prev.get(truth[f][lab], -1)) for k, lab in enumerate(objs[f].labels.tolist())]
+        pairs = np.array([p for p in now if p[1] >= 0], np.int64).reshape(-1, 2)
+        step = objs[f].centroids[pairs[:, 0]] - objs[f - 1].centroids[pairs[:, 1]]
+        longest = max(longest, float(np.hypot(*step.T).max(initial=0.0)))
+    return longest
+
+
+def compare_peers_simulated(cells: int = 2000, frames: int = 20, seed: int = 0) -> dict[str, Any]:
+    """Ours, laptrack and trackpy on the same detections of ``cells`` moving cells.
+
+    Speed is linking alone, on objects measured once for all three (ours also
+    from label images, measurement included: its live latency). Links are scored
+    against the truth: precision and recall of consecutive appearances of a track.
+    """
+    if cells < 1 or frames < 3:
+        raise LivescopeError(f"need >= 1 cell and >= 3 frames, got {cells} and {frames}")
+    from livescope.tracking._peers import PEERS, objects_table, peer_track
+    from livescope.tracking._tracker import measure_objects
+
+    labs = _moving_cells(cells, frames, seed)
+    inp = strip_ids(labs, seed)
+    truth = _truth(inp, labs)
+    true_links = _links(truth, truth)  # the true cell id is the track
+    t0 = time.perf_counter()
+    objs = [measure_objects(lab) for lab in inp]
+    measure_ms = 1000 * (time.perf_counter() - t0) / frames
+    n_obj = sum(len(o) for o in objs)
+    cfg = OnlineTracker().config
+    # the peers' search radius: the longest true step, rounded up (the tightest radius
+    # that can make every link: fastest and most accurate for them; ours uses its gates)
+    gate = float(np.ceil(_longest_step(objs, truth)))
+
+    def score(maps: Sequence[Mapping[int, int]], seconds: float, tracks: int) -> dict[str, Any]:
+        found = _links(maps, truth)
+        hit = len(found & true_links)
+        return {"seconds": round(seconds, 4), "objects_per_s": round(n_obj / seconds),
+                "ms_per_frame": round(1000 * seconds / frames, 2),
+                "link_precision": round(hit / max(len(found), 1), 5),
+                "link_recall": round(hit / max(len(true_links), 1), 5),
+                "tracks": tracks}  # fmt: skip
+
+    out: dict[str, Any] = {"cells": cells, "frames": frames, "frame_px": labs[0].shape[0],
+                           "objects_per_frame": round(n_obj / frames, 1),
+                           "peer_search_radius_px": gate, "max_gap": cfg.max_gap,
+                           "measure_ms_per_frame": round(measure_ms, 2)}  # fmt: skip
+    # ours, linking alone: one update per frame on the measured objects
+    tracker, ms = OnlineTracker(), []
+    for o in objs:
+        t1 = time.perf_counter()
+        tracker.update(o)
+        ms.append(1000 * (time.perf_counter() - t1))
+    # ours again from the label images (measurement included), for the lineage-aware result
+    t1 = time.perf_counter()
+    seq = track_sequence(inp)
+    live_ms = 1000 * (time.perf_counter() - t1) / frames
+    ours = score(seq.maps, sum(ms) / 1000, seq.n_tracks)
+    ours |= {"ms_per_frame_p50": round(float(np.median(ms[1:])), 2),
+             "ms_per_frame_p99": round(float(np.percentile(ms[1:], 99)), 2),
+             "ms_per_frame_with_measurement": round(live_ms, 2)}  # fmt: skip
+    out["livescope"] = ours
+    try:
+        table = objects_table(objs)
+    except LivescopeError as exc:
+        table, out["peers_skipped"] = None, str(exc)
+    fastest = 0
+    for name in PEERS if table is not None else ():
+        try:
+            t1 = time.perf_counter()
+            peer = peer_track(name, inp, max_distance=gate, max_gap=cfg.max_gap, table=table)
+            sec = time.perf_counter() - t1
+        except LivescopeError as exc:
+            out[name] = {"skipped": str(exc)}
+            continue
+        out[name] = score(peer.maps, sec, peer.n_tracks)
+        fastest = max(fastest, out[name]["objects_per_s"])
+    if fastest:
+        out["objects_per_s_vs_faster_peer"] = round(ours["objects_per_s"] / fastest, 2)
+    return out
 
 
 def compare_peers_gowt1(seed: int = 0) -> dict[str, Any]:

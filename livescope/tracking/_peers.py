@@ -17,22 +17,29 @@ from numpy.typing import NDArray
 from livescope.schema import LivescopeError
 
 from ._sequence import TrackedSequence
-from ._tracker import measure_objects
+from ._tracker import ObjectTable, measure_objects
 
-__all__ = ["PEERS", "peer_track"]
+__all__ = ["PEERS", "objects_table", "peer_track"]
 
 PEERS = ("laptrack", "trackpy")
 
 
-def _table(frames: Sequence[NDArray[np.integer[Any]]]) -> Any:
-    import pandas as pd
-
-    rows = []
-    for f, lab in enumerate(frames):
-        o = measure_objects(lab)
-        for k in range(len(o)):
-            rows.append((f, int(o.labels[k]), float(o.centroids[k, 0]), float(o.centroids[k, 1])))
-    return pd.DataFrame(rows, columns=["frame", "label", "y", "x"])
+def objects_table(objects: Sequence[ObjectTable]) -> Any:
+    """One row per object (frame, label, centroid y and x): what the peers link."""
+    try:
+        import pandas as pd
+    except ImportError as exc:
+        raise LivescopeError(
+            "the peer trackers need pandas (pip install laptrack trackpy)"
+        ) from exc
+    cols = ("frame", "label", "y", "x")
+    parts = [
+        (np.full(len(o), f, np.int64), o.labels, o.centroids[:, 0], o.centroids[:, 1])
+        for f, o in enumerate(objects)
+    ]
+    return pd.DataFrame(
+        {c: np.concatenate([p[k] for p in parts]) if parts else [] for k, c in enumerate(cols)}
+    )
 
 
 def peer_track(
@@ -41,22 +48,30 @@ def peer_track(
     *,
     max_distance: float,
     max_gap: int = 3,
+    table: Any = None,
 ) -> TrackedSequence:
-    """Track label images with a peer package; same output form as `track_sequence`."""
+    """Track label images with a peer package; same output form as `track_sequence`.
+
+    ``table`` (from `objects_table`) skips measuring the objects again.
+    """
     if name not in PEERS:
         raise LivescopeError(f"unknown peer tracker {name!r} (known: {', '.join(PEERS)})")
     try:
         with warnings.catch_warnings():  # the peers' own deprecation noise (pandas)
             warnings.simplefilter("ignore")
-            return _run(name, frames, max_distance, max_gap)
+            df = objects_table([measure_objects(f) for f in frames]) if table is None else table
+            return _run(name, frames, df, max_distance, max_gap)
     except ImportError as exc:
         raise LivescopeError(f"peer tracker {name} is not installed (pip install {name})") from exc
 
 
 def _run(
-    name: str, frames: Sequence[NDArray[np.integer[Any]]], max_distance: float, max_gap: int
+    name: str,
+    frames: Sequence[NDArray[np.integer[Any]]],
+    df: Any,
+    max_distance: float,
+    max_gap: int,
 ) -> TrackedSequence:
-    df = _table(frames)
     if name == "laptrack":
         from laptrack import LapTrack
 

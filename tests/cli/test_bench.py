@@ -60,3 +60,43 @@ def test_bench_pacing_refuses_a_worker_that_keeps_up() -> None:
     res = run_cli("bench", "pacing", "--interval-ms", "100", "--worker-sleep-ms", "50")
     assert res.returncode != 0
     assert "must exceed the interval" in res.stdout + res.stderr
+
+
+def test_link_scores_count_a_swap_and_a_gap() -> None:
+    from livescope.cli._track_bench import _links
+
+    # label -> true cell per frame; cell 20 is missed in frame 1 (its link spans the gap)
+    truth = [{1: 10, 2: 20}, {1: 10}, {1: 10, 2: 20}, {1: 10, 2: 20}]
+    true = _links(truth, truth)
+    assert ((0, 20), (2, 20)) in true
+    assert len(true) == 5
+    # the tracker swaps the two cells from frame 3 on: two of its five links are wrong
+    tracked = [{1: 1, 2: 2}, {1: 1}, {1: 1, 2: 2}, {1: 2, 2: 1}]
+    found = _links(tracked, truth)
+    assert len(found) == 5
+    assert len(found & true) == 3
+
+
+def test_bench_track_compares_peers_on_simulated_cells() -> None:
+    res = run_cli("bench", "track", "--cells", "50", "--cells", "200", "--frames", "4",
+                  "--sim-cells", "300", "--sim-frames", "6", "--no-gowt1")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert [r["cells"] for r in out["scaling"]["rows"]] == [50, 200]
+    sim = out["peers_simulated"]
+    assert "peers_gowt1_markers" not in out
+    assert sim["frames"] == 6
+    assert 280 <= sim["objects_per_frame"] <= 300
+    ours = sim["livescope"]
+    assert ours["link_precision"] >= 0.95
+    assert ours["link_recall"] >= 0.95
+    per_s = 1000 * sim["objects_per_frame"] / ours["ms_per_frame"]
+    assert ours["objects_per_s"] == pytest.approx(per_s, rel=0.02)
+    peers = [p for p in ("laptrack", "trackpy") if "link_recall" in sim.get(p, {})]
+    for p in peers:
+        assert sim[p]["link_recall"] >= 0.9, p
+    if peers:
+        fastest = max(sim[p]["objects_per_s"] for p in peers)
+        assert sim["objects_per_s_vs_faster_peer"] == pytest.approx(
+            ours["objects_per_s"] / fastest, abs=0.01
+        )
