@@ -275,18 +275,45 @@ class _Tracks:
         return [(int(a), float(y), float(x)) for a, (y, x) in zip(f[keep], self.hp[k][keep],
                                                                    strict=True)]  # fmt: skip
 
-    def as_state(self, k: int) -> dict[str, Any]:
-        ok = self.hf[k] >= 0
-        return {
-            "id": int(self.id[k]), "parent": int(self.parent[k]), "born": int(self.born[k]),
-            "last_seen": int(self.last_seen[k]),
-            "pos": [(int(f), float(y), float(x))
-                    for f, (y, x) in zip(self.hf[k][ok], self.hp[k][ok], strict=True)],
-            "areas": [float(a) for a in self.ha[k][ok]],
-            "velocity": (float(self.vel[k, 0]), float(self.vel[k, 1])),
-            "seen": int(self.seen[k]), "ended": bool(self.ended[k]),
-            "on_border": bool(self.border[k]),
-        }  # fmt: skip
+    def columns(self) -> dict[str, Any]:
+        """Return the table as JSON-ready lists, one per column.
+
+        Empty history slots hold frame -1 and area 0. Divided tracks are never in
+        it between frames, so nothing says which track ended.
+        """
+        saved = [c for c in self.COLUMNS if c not in ("ended", "med", "ha")]
+        out = {c: getattr(self, c).tolist() for c in saved}
+        out["ha"] = np.where(self.hf >= 0, self.ha, 0.0).tolist()
+        return out
+
+    def load_columns(self, cols: Mapping[str, Any]) -> None:
+        """Replace the table by `columns`' output."""
+        try:
+            n = len(cols["id"])
+            types = {"id": np.int64, "parent": np.int64, "born": np.int64,
+                     "last_seen": np.int64, "seen": np.int64, "vel": np.float64, "border": bool,
+                     "hf": np.int64, "hp": np.float64, "ha": np.float64}  # fmt: skip
+            new = {c: np.asarray(cols[c], dt) for c, dt in types.items()}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LivescopeError(f"tracker state: bad track table ({exc})") from exc
+        shapes = {
+            "vel": (n, 2),
+            "hf": (n, self.hist),
+            "hp": (n, self.hist, 2),
+            "ha": (n, self.hist),
+        }
+        for c, arr in new.items():
+            want = shapes.get(c, (n,))
+            if arr.shape != want and not (n == 0 and arr.size == 0):
+                raise LivescopeError(
+                    f"tracker state: track column {c} has shape {arr.shape}, not {want}"
+                )
+            setattr(self, c, arr.reshape(want))
+        if n and not (self.hf[:, -1] >= 0).all():
+            raise LivescopeError("tracker state: a track has no last position")
+        self.ha = np.where(self.hf >= 0, self.ha, np.nan)
+        self.ended = np.zeros(n, bool)
+        self.med = _row_median(self.ha) if n else np.zeros(0)
 
 
 @dataclass
@@ -384,17 +411,18 @@ class OnlineTracker:
     # ------------------------------------------------------------------ state
 
     def state(self) -> dict[str, Any]:
-        """Everything needed to resume (JSON-serialisable)."""
+        """Everything needed to resume (JSON-serialisable; lists, no per-track objects)."""
         s = self._s
         return {
-            "version": 1,
+            "version": 2,
             "config": asdict(self.config),
             "frame": s.frame,
             "next_id": s.next_id,
-            "tracks": [self._t.as_state(k) for k in range(len(self._t))],
-            "parents": {str(k): v for k, v in s.parents.items()},
-            "first_frame": {str(k): v for k, v in s.first_frame.items()},
-            "last_frame": {str(k): v for k, v in s.last_frame.items()},
+            "tracks": self._t.columns(),
+            # lineage of every track ever started, as [track ids, values]
+            "parents": [list(s.parents), list(s.parents.values())],
+            "first_frame": [list(s.first_frame), list(s.first_frame.values())],
+            "last_frame": [list(s.last_frame), list(s.last_frame.values())],
         }
 
     def save(self, path: Any) -> None:
@@ -404,17 +432,33 @@ class OnlineTracker:
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> OnlineTracker:
         """Make a tracker that continues where the one that wrote ``state`` stopped."""
-        if state.get("version") != 1:
-            raise LivescopeError(f"tracker state version {state.get('version')!r} is not 1")
+        version = state.get("version")
+        if version not in (1, 2):
+            raise LivescopeError(f"tracker state version {version!r} is not 1 or 2")
         tr = cls(TrackerConfig(**state["config"]))
         s = tr._s
         s.frame = int(state["frame"])
         s.next_id = int(state["next_id"])
-        rows = []
+        if version == 2:
+            tr._t.load_columns(state["tracks"])
+            try:
+                s.parents, s.first_frame, s.last_frame = (
+                    {int(k): int(v) for k, v in zip(*state[key], strict=True)}
+                    for key in ("parents", "first_frame", "last_frame")
+                )
+            except (KeyError, TypeError, ValueError) as exc:
+                raise LivescopeError(f"tracker state: bad lineage ({exc})") from exc
+            return tr
+        rows = []  # version 1: one dict per track
         for d in state["tracks"]:
             if d.get("ended"):
                 continue  # divided: only its lineage matters
             pos = [tuple(p) for p in d["pos"]]
+            if not pos or len(d["areas"]) != len(pos):
+                raise LivescopeError(
+                    f"tracker state: track {d.get('id')} needs as many areas as positions, "
+                    f"at least one (got {len(pos)} positions, {len(d['areas'])} areas)"
+                )
             rows.append({"id": int(d["id"]), "parent": int(d["parent"]), "born": int(d["born"]),
                          "last_seen": int(d["last_seen"]), "seen": int(d["seen"]),
                          "border": bool(d["on_border"]), "vel": tuple(d["velocity"]),

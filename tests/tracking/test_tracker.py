@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -171,6 +172,57 @@ def test_state_saves_and_resumes_identically(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(LivescopeError, match="cannot read tracker state"):
         OnlineTracker.load(tmp_path / "bad.json")
+
+
+def _dividing_frames() -> list[np.ndarray]:
+    """12 drifting cells; the one at (30, 30) divides at frame 6."""
+    rng = np.random.default_rng(7)
+    pos = [[30 + 45 * (k % 4), 30 + 45 * (k // 4), 6.0] for k in range(12)]
+    out = []
+    for t in range(20):
+        if t == 6:
+            y, x, _ = pos.pop(0)
+            pos += [[y - 5, x, 4.5], [y + 5, x, 4.5]]
+        out.append(disks((200, 200), [(p[0], p[1], p[2]) for p in pos]))
+        for p in pos:
+            p[0] += rng.normal(0, 1.5)
+            p[1] += rng.normal(0, 1.5)
+    return out
+
+
+def test_a_state_saved_by_the_previous_version_resumes() -> None:
+    """data/tracker_state_v1.json: the first 10 frames, saved by the tracker before its
+    state became column lists (version 1, one dict per track; commit ee456f4)."""
+    frames = _dividing_frames()
+    whole = OnlineTracker()
+    expected = [whole.update(f).mapping() for f in frames]
+    assert set(whole.lineage.values()) == {0, 5}  # the division is in the saved part
+    state = json.loads((Path(__file__).parent / "data" / "tracker_state_v1.json").read_text())
+    assert state["version"] == 1
+    resumed = OnlineTracker.from_state(state)
+    again = OnlineTracker()
+    for f in frames[:10]:
+        again.update(f)
+    assert resumed.state() == again.state()
+    assert [resumed.update(f).mapping() for f in frames[10:]] == expected[10:]
+    assert resumed.lineage == whole.lineage
+
+
+def test_a_bad_state_is_refused_clearly() -> None:
+    tr = OnlineTracker()
+    for f in _dividing_frames()[:8]:
+        tr.update(f)
+    good = tr.state()
+    bad = json.loads(json.dumps(good))
+    bad["tracks"]["hf"] = bad["tracks"]["hf"][:-1]  # one row short
+    with pytest.raises(LivescopeError, match="track column hf has shape"):
+        OnlineTracker.from_state(bad)
+    bad = json.loads(json.dumps(good))
+    bad["parents"] = [[1, 2], [0]]
+    with pytest.raises(LivescopeError, match="bad lineage"):
+        OnlineTracker.from_state(bad)
+    with pytest.raises(LivescopeError, match="version 3 is not 1 or 2"):
+        OnlineTracker.from_state({**good, "version": 3})
 
 
 def test_assignment_stays_local_with_thousands_of_cells() -> None:
