@@ -94,7 +94,10 @@ def _run(
         import trackpy
 
         trackpy.quiet()
-        linked = trackpy.link(df, search_range=max_distance, memory=max_gap, pos_columns=["y", "x"])
+        # trackpy's memory counts the frames missed; max_gap, frames between sightings
+        linked = trackpy.link(
+            df, search_range=max_distance, memory=max_gap - 1, pos_columns=["y", "x"]
+        )
         ids = linked["particle"].to_numpy() + 1
         parents = {int(t): 0 for t in np.unique(ids)}
         fr, lab = linked["frame"].to_numpy(), linked["label"].to_numpy()

@@ -87,8 +87,13 @@ class TrackerConfig:
 
     def __post_init__(self) -> None:
         for name in ("gate_radii", "gate_px", "no_link_cost", "division_radii"):
-            if getattr(self, name) <= 0:
+            if not getattr(self, name) > 0:
                 raise LivescopeError(f"tracker config: {name} must be > 0")
+        for name in ("area_weight", "gap_cost"):  # link costs stay >= 0
+            if not getattr(self, name) >= 0:
+                raise LivescopeError(f"tracker config: {name} must be >= 0")
+        if not 0 <= self.velocity_smoothing <= 1:
+            raise LivescopeError("tracker config: velocity_smoothing must be in [0, 1]")
         if self.max_gap < 1:
             raise LivescopeError("tracker config: max_gap must be >= 1 (1 = no gaps)")
 
@@ -210,8 +215,8 @@ class _Tracks:
 
     Columns are arrays, so a frame's linking and bookkeeping are vectorised over all
     tracks. Each row keeps its recent positions and areas right-aligned in ``hist``
-    columns (frame -1 / NaN where empty): up to ``keep`` of them, one more just after
-    a late split hands a parent's last frames to a daughter.
+    columns (frame -1 / NaN where empty), the newest ``keep`` of them (a daughter that
+    takes over its parent's last frames after a late split gets fewer than that).
     """
 
     COLUMNS = ("id", "parent", "born", "last_seen", "seen", "vel", "border", "ended",
@@ -338,7 +343,7 @@ class OnlineTracker:
         self._s = _State()
         self._keep = max(self.config.division_window + 1, 8)
         """Recent positions a track keeps (the division window and the area median)."""
-        self._t = _Tracks(self._keep + 1)
+        self._t = _Tracks(self._keep)
         self._new: list[dict[str, Any]] = []  # tracks started this frame
         self.gated_pairs = 0
         """Track-object pairs inside the gates in the last frame (diagnostic: the size of
@@ -432,6 +437,14 @@ class OnlineTracker:
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> OnlineTracker:
         """Make a tracker that continues where the one that wrote ``state`` stopped."""
+        try:
+            return cls._from_state(state)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            what = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise LivescopeError(f"tracker state is malformed: {what}") from exc
+
+    @classmethod
+    def _from_state(cls, state: Mapping[str, Any]) -> OnlineTracker:
         version = state.get("version")
         if version not in (1, 2):
             raise LivescopeError(f"tracker state version {version!r} is not 1 or 2")
@@ -524,15 +537,10 @@ class OnlineTracker:
         gap = (t - tb.last_seen[trows]).astype(np.float64)[:, None]
         a = cfg.velocity_smoothing
         tb.vel[trows] = a * ((cen - tb.hp[trows, -1]) / gap) + (1 - a) * tb.vel[trows]
-        # push the new position and drop the oldest beyond `keep` (column 0 stays empty)
-        for h, new, empty in (
-            (tb.hf, t, -1),
-            (tb.hp, cen, 0.0),
-            (tb.ha, objs.areas[orows], np.nan),
-        ):
-            h[trows, 1:-1] = h[trows, 2:]
+        # push the new position; the oldest of a full history drops out
+        for h, new in ((tb.hf, t), (tb.hp, cen), (tb.ha, objs.areas[orows])):
+            h[trows, :-1] = h[trows, 1:]
             h[trows, -1] = new
-            h[trows, 0] = empty
         tb.last_seen[trows] = t
         tb.seen[trows] += 1
         tb.border[trows] = (
@@ -567,13 +575,14 @@ class OnlineTracker:
         no = len(objs)
         codes = []
         # pairs within each track's gate of its last or predicted position: one query per
-        # gap length (gates grow with the gap), each pair filtered by its own track's gate
-        for g in np.unique(gap):
-            sel = np.flatnonzero(gap == g)
+        # group of tracks whose gates are within a factor 1.4 of each other (so one huge
+        # cell does not widen every other track's search), filtered by each track's gate
+        group = np.floor(2 * np.log2(gate)).astype(np.int64)
+        for g in np.unique(group):
+            sel = np.flatnonzero(group == g)
+            reach = float(gate[sel].max())
             for at in (last[sel], pred[sel]):
-                near = cKDTree(at).sparse_distance_matrix(
-                    tree, float(gate[sel].max()), output_type="ndarray"
-                )
+                near = cKDTree(at).sparse_distance_matrix(tree, reach, output_type="ndarray")
                 i = sel[near["i"]]
                 inside = near["v"] <= gate[i]
                 codes.append(i[inside] * no + near["j"][inside])

@@ -223,6 +223,20 @@ def test_a_bad_state_is_refused_clearly() -> None:
         OnlineTracker.from_state(bad)
     with pytest.raises(LivescopeError, match="version 3 is not 1 or 2"):
         OnlineTracker.from_state({**good, "version": 3})
+    with pytest.raises(LivescopeError, match="malformed: missing 'next_id'"):
+        OnlineTracker.from_state({k: v for k, v in good.items() if k != "next_id"})
+    with pytest.raises(LivescopeError, match="malformed"):
+        OnlineTracker.from_state([good])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "needs"),
+    [("gap_cost", -0.5, ">= 0"), ("area_weight", -1.0, ">= 0"), ("gate_px", 0.0, "> 0"),
+     ("velocity_smoothing", 1.5, "in \\[0, 1\\]")],
+)  # fmt: skip
+def test_a_config_that_would_break_linking_is_refused(field: str, value: float, needs: str) -> None:
+    with pytest.raises(LivescopeError, match=f"{field} must be {needs}"):
+        TrackerConfig(**{field: value})  # type: ignore[arg-type]
 
 
 def test_assignment_stays_local_with_thousands_of_cells() -> None:
