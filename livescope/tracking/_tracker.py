@@ -572,30 +572,32 @@ class OnlineTracker:
         median_area = tb.med[cands]
         gate = (cfg.gate_radii * np.sqrt(median_area / math.pi) + cfg.gate_px) * np.sqrt(gap)
         tree = cKDTree(objs.centroids)
-        no = len(objs)
-        codes = []
-        # pairs within each track's gate of its last or predicted position: one query per
-        # group of tracks whose gates are within a factor 1.4 of each other (so one huge
-        # cell does not widen every other track's search), filtered by each track's gate
-        group = np.floor(2 * np.log2(gate)).astype(np.int64)
+        # Pairs within each track's gate of its last or predicted position, all found
+        # around the midpoint of the two (gate + half their distance). One query per
+        # group of tracks whose reaches are within a factor 1.4 of each other (so one
+        # huge cell does not widen every other track's search).
+        mid = 0.5 * (last + pred)
+        reach = gate + 0.5 * np.hypot(*(pred - last).T)
+        group = np.floor(2 * np.log2(reach)).astype(np.int64)
+        found_i, found_j = [], []
         for g in np.unique(group):
             sel = np.flatnonzero(group == g)
-            reach = float(gate[sel].max())
-            for at in (last[sel], pred[sel]):
-                near = cKDTree(at).sparse_distance_matrix(tree, reach, output_type="ndarray")
-                i = sel[near["i"]]
-                inside = near["v"] <= gate[i]
-                codes.append(i[inside] * no + near["j"][inside])
-        code = np.unique(np.concatenate(codes))
-        ei, ej = code // no, code % no
+            near = cKDTree(mid[sel]).sparse_distance_matrix(
+                tree, float(reach[sel].max()), output_type="ndarray"
+            )
+            found_i.append(sel[near["i"]])
+            found_j.append(near["j"])
+        ei, ej = np.concatenate(found_i), np.concatenate(found_j)
+        cen = np.asarray(objs.centroids, np.float64)[ej]
+        d = np.minimum(np.hypot(*(cen - last[ei]).T), np.hypot(*(cen - pred[ei]).T)) / gate[ei]
+        inside = d <= 1.0
+        ei, ej, cen, d = ei[inside], ej[inside], cen[inside], d[inside]
         if objs.on_border is not None:  # a track that left the field comes back through the edge
             left = tb.border[cands]
             ok = ~((gap[ei] > 1) & left[ei] & ~np.asarray(objs.on_border, bool)[ej])
-            ei, ej = ei[ok], ej[ok]
+            ei, ej, d = ei[ok], ej[ok], d[ok]
         if ei.size == 0:
             return none
-        cen = np.asarray(objs.centroids, np.float64)[ej]
-        d = np.minimum(np.hypot(*(cen - last[ei]).T), np.hypot(*(cen - pred[ei]).T)) / gate[ei]
         da = np.log(np.maximum(np.asarray(objs.areas, np.float64)[ej], 1.0)) - np.log(
             np.maximum(median_area[ei], 1.0)
         )
