@@ -137,15 +137,20 @@ def _longest_link(
     return max((math.dist(at[a], at[b]) for a, b in links), default=0.0)
 
 
-def compare_peers_simulated(cells: int = 2000, frames: int = 20, seed: int = 0) -> dict[str, Any]:
+def compare_peers_simulated(
+    cells: int = 2000, frames: int = 20, seed: int = 0, repeats: int = 3
+) -> dict[str, Any]:
     """Ours, laptrack and trackpy on the same detections of ``cells`` moving cells.
 
     Speed is linking alone, on objects measured once for all three (ours also
-    from label images, measurement included: its live latency). Links are scored
+    from label images, measurement included: its live latency), the median of up
+    to ``repeats`` timed runs each after one untimed warm-up. Links are scored
     against the truth: precision and recall of consecutive appearances of a track.
     """
-    if cells < 1 or frames < 3:
-        raise LivescopeError(f"need >= 1 cell and >= 3 frames, got {cells} and {frames}")
+    if cells < 1 or frames < 3 or repeats < 1:
+        raise LivescopeError(
+            f"need >= 1 cell, >= 3 frames and >= 1 repeat, got {cells}, {frames} and {repeats}"
+        )
     from livescope.tracking._peers import PEERS, objects_table, peer_track
     from livescope.tracking._tracker import measure_objects
 
@@ -176,22 +181,30 @@ def compare_peers_simulated(cells: int = 2000, frames: int = 20, seed: int = 0) 
                            "objects_per_frame": round(n_obj / frames, 1),
                            "peer_search_radius_px": gate, "max_gap": cfg.max_gap,
                            "measure_ms_per_frame": round(measure_ms, 2)}  # fmt: skip
-    # every tracker runs once on the first frames before it is timed (imports, caches)
+    # every tracker runs once on the first frames before it is timed (imports, caches),
+    # then up to `repeats` times (while a run takes under 5 s): the median run counts
     warm = inp[:3]
     track_sequence(warm)
-    # ours, linking alone: one update per frame on the measured objects
-    tracker, ms = OnlineTracker(), []
-    for o in objs:
-        t1 = time.perf_counter()
-        tracker.update(o)
-        ms.append(1000 * (time.perf_counter() - t1))
+
+    def ours_linking() -> list[float]:  # one update per frame on the measured objects
+        tracker, ms = OnlineTracker(), []
+        for o in objs:
+            t1 = time.perf_counter()
+            tracker.update(o)
+            ms.append(1000 * (time.perf_counter() - t1))
+        return ms
+
+    runs = [ours_linking()]
+    while len(runs) < repeats and sum(runs[-1]) < 5000:
+        runs.append(ours_linking())
     # ours again from the label images (measurement included), for the lineage-aware result
     t1 = time.perf_counter()
     seq = track_sequence(inp)
     live_ms = 1000 * (time.perf_counter() - t1) / frames
-    ours = score(seq.maps, sum(ms) / 1000, seq.n_tracks)
-    ours |= {"ms_per_frame_p50": round(float(np.median(ms[1:])), 2),
-             "ms_per_frame_p99": round(float(np.percentile(ms[1:], 99)), 2),
+    ours = score(seq.maps, float(np.median([sum(r) for r in runs])) / 1000, seq.n_tracks)
+    per_frame = [m for r in runs for m in r[1:]]  # the first frame only starts tracks
+    ours |= {"runs": len(runs), "ms_per_frame_p50": round(float(np.median(per_frame)), 2),
+             "ms_per_frame_p99": round(float(np.percentile(per_frame, 99)), 2),
              "ms_per_frame_with_measurement": round(live_ms, 2)}  # fmt: skip
     out["livescope"] = ours
     try:
@@ -202,13 +215,15 @@ def compare_peers_simulated(cells: int = 2000, frames: int = 20, seed: int = 0) 
     for name in PEERS if table is not None else ():
         try:
             peer_track(name, warm, max_distance=gate, max_gap=cfg.max_gap)
-            t1 = time.perf_counter()
-            peer = peer_track(name, inp, max_distance=gate, max_gap=cfg.max_gap, table=table)
-            sec = time.perf_counter() - t1
+            secs: list[float] = []
+            while not secs or (len(secs) < repeats and secs[-1] < 5.0):
+                t1 = time.perf_counter()
+                peer = peer_track(name, inp, max_distance=gate, max_gap=cfg.max_gap, table=table)
+                secs.append(time.perf_counter() - t1)
         except LivescopeError as exc:
             out[name] = {"skipped": str(exc)}
             continue
-        out[name] = score(peer.maps, sec, peer.n_tracks)
+        out[name] = score(peer.maps, float(np.median(secs)), peer.n_tracks) | {"runs": len(secs)}
         fastest = max(fastest, out[name]["objects_per_s"])
     if fastest:
         out["objects_per_s_vs_faster_peer"] = round(ours["objects_per_s"] / fastest, 2)
