@@ -241,7 +241,9 @@ def test_a_config_that_would_break_linking_is_refused(field: str, value: float, 
 
 def test_assignment_stays_local_with_thousands_of_cells() -> None:
     """Spatial gating: 2,500 cells never make one big assignment problem."""
-    cells = [(10 + 20 * (k % 50), 10 + 20 * (k // 50), 4) for k in range(2500)]
+    cells: list[tuple[float, float, float]] = [
+        (10 + 20 * (k % 50), 10 + 20 * (k // 50), 4) for k in range(2500)
+    ]
     tr = OnlineTracker()
     tr.update(disks((1000, 1000), cells))
     up = tr.update(disks((1000, 1000), [(y + 1, x - 1, r) for y, x, r in cells]))
