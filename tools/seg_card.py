@@ -18,14 +18,14 @@ import numpy as np
 import tifffile
 
 from livescope.inference import (
+    MatchCounts,
     SegmentationEngine,
+    drop_weak_objects,
     evaluate_segmentation,
     labels_from_maps,
     match_counts,
     scores,
 )
-from livescope.inference._metrics import MatchCounts
-from livescope.inference._postprocess import _drop_weak
 from livescope.schema import require_data_root as data_root
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -111,7 +111,9 @@ def main() -> int:
             for min_score in MIN_SCORES:
                 total = MatchCounts()
                 for m, t, lab in zip(maps, truths, unfiltered, strict=True):
-                    total.add(match_counts(t, _drop_weak(lab, m[0], MIN_SIZE_PX, min_score, np)))
+                    total.add(
+                        match_counts(t, drop_weak_objects(lab, m[0], MIN_SIZE_PX, min_score, np))
+                    )
                 ap50 = scores(total)["ap50"]
                 if best is None or ap50 > best[0]:
                     params = {"fg_threshold": fg, "min_size_px": MIN_SIZE_PX,

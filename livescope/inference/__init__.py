@@ -38,6 +38,7 @@ from ._evaluate import evaluate_segmentation, paired_files, read_image
 from ._metrics import IOU_THRESHOLDS, MatchCounts, match_counts, scores
 from ._postprocess import (
     apply_gamma,
+    drop_weak_objects,
     labels_from_maps,
     labels_from_maps_gpu,
     normalize_percentile,
@@ -71,6 +72,7 @@ __all__ = [
     "builtin_engines",
     "cell_crops",
     "classical_segmentation",
+    "drop_weak_objects",
     "evaluate_segmentation",
     "evaluate_stain",
     "find_engine",

@@ -21,7 +21,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["apply_gamma", "labels_from_maps", "labels_from_maps_gpu", "normalize_percentile"]
+__all__ = [
+    "apply_gamma",
+    "drop_weak_objects",
+    "labels_from_maps",
+    "labels_from_maps_gpu",
+    "normalize_percentile",
+]
 
 
 def normalize_percentile(
@@ -86,7 +92,7 @@ def labels_from_maps(
         return np.zeros(fg.shape, np.int32)
     labels: NDArray[np.int32] = watershed(-dist, seeds, mask=mask)
     labels = labels.astype(np.int32, copy=False)
-    return _drop_weak(labels, fg, min_size_px, min_score, np)  # type: ignore[no-any-return]
+    return drop_weak_objects(labels, fg, min_size_px, min_score, np)  # type: ignore[no-any-return]
 
 
 def labels_from_maps_gpu(
@@ -139,11 +145,13 @@ def labels_from_maps_gpu(
                 break
             labels = xp.where(new, grown, labels)
             allowed &= ~new
-    return _drop_weak(labels, fg, min_size_px, min_score, xp)
+    return drop_weak_objects(labels, fg, min_size_px, min_score, xp)
 
 
-def _drop_weak(labels: Any, fg: Any, min_size_px: int, min_score: float, xp: Any) -> Any:
+def drop_weak_objects(labels: Any, fg: Any, min_size_px: int, min_score: float, xp: Any) -> Any:
     """Objects under ``min_size_px`` pixels or ``min_score`` mean foreground removed.
+
+    ``xp`` is the array module of ``labels`` and ``fg`` (numpy, or cupy on the GPU).
 
     The rest are numbered 1..N again, so ids never skip a number.
     """
