@@ -17,6 +17,7 @@ from livescope.tracking import (
     ObjectTable,
     OnlineTracker,
     TrackedSequence,
+    TrackerConfig,
     evaluate_tracking,
     track_sequence,
 )
@@ -245,16 +246,16 @@ def compare_peers_gowt1(seed: int = 0) -> dict[str, Any]:
     frames, _ = read_ctc(gt, kind="gt")
     inp = strip_ids(frames, seed)
     n_obj = sum(int(np.count_nonzero(np.bincount(f.ravel())[1:])) for f in inp)
-    tracker = OnlineTracker()
+    cfg = TrackerConfig()
     # peers get one search radius: the median of our per-cell gates on frame 0
     radii = np.sqrt(np.bincount(inp[0].ravel())[1:] / np.pi)
     radius = float(np.median(radii[radii > 0]))
-    gate = tracker.config.gate_radii * radius + tracker.config.gate_px
-    out: dict[str, Any] = {"search_radius_px": round(gate, 1), "max_gap": tracker.config.max_gap}
-    runs: dict[str, Any] = {"livescope": lambda f: track_sequence(f, config=tracker.config)}
+    gate = cfg.gate_radii * radius + cfg.gate_px
+    out: dict[str, Any] = {"search_radius_px": round(gate, 1), "max_gap": cfg.max_gap}
+    runs: dict[str, Any] = {"livescope": lambda f: track_sequence(f, config=cfg)}
     for name in PEERS:
         runs[name] = lambda f, name=name: peer_track(
-            name, f, max_distance=gate, max_gap=tracker.config.max_gap
+            name, f, max_distance=gate, max_gap=cfg.max_gap
         )
     with tempfile.TemporaryDirectory() as tmp:
         for name, run in runs.items():

@@ -151,9 +151,8 @@ def labels_from_maps_gpu(
 def drop_weak_objects(labels: Any, fg: Any, min_size_px: int, min_score: float, xp: Any) -> Any:
     """Objects under ``min_size_px`` pixels or ``min_score`` mean foreground removed.
 
-    ``xp`` is the array module of ``labels`` and ``fg`` (numpy, or cupy on the GPU).
-
-    The rest are numbered 1..N again, so ids never skip a number.
+    The rest are numbered 1..N again, so ids never skip a number. ``xp`` is the
+    array module of ``labels`` and ``fg`` (numpy, or cupy on the GPU).
     """
     if min_size_px <= 0 and min_score <= 0:
         return labels

@@ -219,14 +219,11 @@ class _Tracks:
     takes over its parent's last frames after a late split gets fewer than that).
     """
 
-    COLUMNS = ("id", "parent", "born", "last_seen", "seen", "vel", "border", "ended",
-               "hf", "hp", "ha", "med")  # fmt: skip
+    COLUMNS = ("id", "last_seen", "seen", "vel", "border", "ended", "hf", "hp", "ha", "med")
 
     def __init__(self, hist: int) -> None:
         self.hist = hist
         self.id = np.zeros(0, np.int64)
-        self.parent = np.zeros(0, np.int64)
-        self.born = np.zeros(0, np.int64)
         self.last_seen = np.zeros(0, np.int64)
         self.seen = np.zeros(0, np.int64)
         self.vel = np.zeros((0, 2))
@@ -247,7 +244,7 @@ class _Tracks:
     def append(self, rows: list[dict[str, Any]]) -> None:
         """Add tracks at the end.
 
-        Each is a dict with id, parent, born, last_seen, seen, border, optionally vel,
+        Each is a dict with id, last_seen, seen, border, optionally vel,
         and its history as lists ``frames``, ``pos``, ``areas`` (oldest first).
         """
         if not rows:
@@ -261,8 +258,6 @@ class _Tracks:
             ha[r, k - m :] = row["areas"][-m:]
         new = {
             "id": np.array([r["id"] for r in rows], np.int64),
-            "parent": np.array([r["parent"] for r in rows], np.int64),
-            "born": np.array([r["born"] for r in rows], np.int64),
             "last_seen": np.array([r["last_seen"] for r in rows], np.int64),
             "seen": np.array([r["seen"] for r in rows], np.int64),
             "vel": np.array([r.get("vel", (0.0, 0.0)) for r in rows], np.float64),
@@ -295,9 +290,9 @@ class _Tracks:
         """Replace the table by `columns`' output."""
         try:
             n = len(cols["id"])
-            types = {"id": np.int64, "parent": np.int64, "born": np.int64,
-                     "last_seen": np.int64, "seen": np.int64, "vel": np.float64, "border": bool,
-                     "hf": np.int64, "hp": np.float64, "ha": np.float64}  # fmt: skip
+            types = {"id": np.int64, "last_seen": np.int64, "seen": np.int64,
+                     "vel": np.float64, "border": bool, "hf": np.int64, "hp": np.float64,
+                     "ha": np.float64}  # fmt: skip
             new = {c: np.asarray(cols[c], dt) for c, dt in types.items()}
         except (KeyError, TypeError, ValueError) as exc:
             raise LivescopeError(f"tracker state: bad track table ({exc})") from exc
@@ -472,9 +467,9 @@ class OnlineTracker:
                     f"tracker state: track {d.get('id')} needs as many areas as positions, "
                     f"at least one (got {len(pos)} positions, {len(d['areas'])} areas)"
                 )
-            rows.append({"id": int(d["id"]), "parent": int(d["parent"]), "born": int(d["born"]),
-                         "last_seen": int(d["last_seen"]), "seen": int(d["seen"]),
-                         "border": bool(d["on_border"]), "vel": tuple(d["velocity"]),
+            rows.append({"id": int(d["id"]), "last_seen": int(d["last_seen"]),
+                         "seen": int(d["seen"]), "border": bool(d["on_border"]),
+                         "vel": tuple(d["velocity"]),
                          "frames": [int(p[0]) for p in pos], "pos": [p[1:] for p in pos],
                          "areas": [float(a) for a in d["areas"]]})  # fmt: skip
         tr._t.append(rows)
@@ -516,7 +511,7 @@ class OnlineTracker:
         cy, cx = (float(v) for v in objs.centroids[row])
         frames = [*before[0], t]
         self._new.append({
-            "id": tid, "parent": parent, "born": t if born is None else born, "last_seen": t,
+            "id": tid, "last_seen": t,
             "seen": len(frames), "frames": frames, "pos": [*before[1], (cy, cx)],
             "areas": [*before[2], float(objs.areas[row])],
             "border": bool(objs.on_border[row]) if objs.on_border is not None else False,
@@ -591,7 +586,7 @@ class OnlineTracker:
         cen = np.asarray(objs.centroids, np.float64)[ej]
         d = np.minimum(np.hypot(*(cen - last[ei]).T), np.hypot(*(cen - pred[ei]).T)) / gate[ei]
         inside = d <= 1.0
-        ei, ej, cen, d = ei[inside], ej[inside], cen[inside], d[inside]
+        ei, ej, d = ei[inside], ej[inside], d[inside]
         if objs.on_border is not None:  # a track that left the field comes back through the edge
             left = tb.border[cands]
             ok = ~((gap[ei] > 1) & left[ei] & ~np.asarray(objs.on_border, bool)[ej])
