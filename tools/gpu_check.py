@@ -8,8 +8,9 @@ engine + post-processing on the CPU), peak GPU memory (torch's allocator,
 where torch drives the device) and what is left allocated after ``close()``,
 parity with ONNX Runtime on the CPU (max relative error; 1e-4 expected for
 fp32) and, for fp16, how well its instance labels agree with fp32's. Where cupy
-is present, the GPU post-processing (`labels_from_maps_gpu`) is timed and its
-labels compared with the CPU watershed's. Bounded to finish in under 6 minutes;
+is present, the GPU post-processing (`instance_labels` on cupy arrays: centre
+votes, or the flood that stands in for the watershed) is timed and its labels
+compared with the CPU's. Bounded to finish in under 6 minutes;
 writes one JSON file and prints it.
 
 Frames come from the simulated microscope, or, on a machine without
@@ -36,8 +37,9 @@ from livescope.inference import (  # noqa: E402
     OnnxRuntimeBackend,
     SegmentationEngine,
     builtin_engines,
-    labels_from_maps,
+    instance_labels,
 )
+from livescope.schema import PostProcess  # noqa: E402
 
 SIZES = (512, 1024, 2048)
 
@@ -55,20 +57,19 @@ def load_frames(path: Path | None) -> dict[int, list[np.ndarray]]:
     return {s: frames_for(s) for s in SIZES}
 
 
-def gpu_postprocess(maps: np.ndarray, cpu_labels: np.ndarray, pp: object) -> dict:
-    """Time `labels_from_maps_gpu` on cupy arrays; F1 of its labels against the CPU's."""
+def gpu_postprocess(maps: np.ndarray, cpu_labels: np.ndarray, pp: PostProcess) -> dict:
+    """Time `instance_labels` on cupy arrays; F1 of its labels against the CPU's."""
     import cupy
 
-    from livescope.inference import labels_from_maps_gpu, match_counts, scores
+    from livescope.inference import match_counts, scores
 
-    fg, dist = cupy.asarray(maps[0]), cupy.asarray(maps[1])
-    kw = pp.label_kwargs()  # type: ignore[attr-defined]
-    labels = labels_from_maps_gpu(fg, dist, **kw)  # warm-up (kernel compilation)
+    on_gpu = cupy.asarray(maps)
+    labels = instance_labels(on_gpu, pp)  # warm-up (kernel compilation)
     cupy.cuda.Device().synchronize()
     ms = []
     for _ in range(10):
         t0 = time.perf_counter()
-        labels = labels_from_maps_gpu(fg, dist, **kw)
+        labels = instance_labels(on_gpu, pp)
         cupy.cuda.Device().synchronize()
         ms.append(1000 * (time.perf_counter() - t0))
     s = scores(match_counts(cpu_labels, cupy.asnumpy(labels)))
@@ -232,9 +233,9 @@ def main() -> int:
         ref_engine.close()
         pp = ref_engine.card.postprocess
 
-        def labels_of(m: np.ndarray, pp: object = pp) -> np.ndarray:
+        def labels_of(m: np.ndarray, pp: PostProcess | None = pp) -> np.ndarray:
             assert pp is not None
-            return labels_from_maps(m[0], m[1], **pp.label_kwargs())
+            return instance_labels(m, pp)
 
         ref_labels = {s: labels_of(rs[0]) for s, rs in refs.items()}
         variants = [(b, "fp32") for b in BACKENDS if b.available()[0]]
@@ -275,7 +276,7 @@ def main() -> int:
                         t1 = time.perf_counter()
                         pp = eng.card.postprocess
                         if pp is not None:
-                            labels_from_maps(maps[0], maps[1], **pp.label_kwargs())
+                            instance_labels(maps, pp)
                         t2 = time.perf_counter()
                         ms_engine.append(1000 * (t1 - t0))
                         ms_total.append(1000 * (t2 - t0))

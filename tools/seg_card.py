@@ -3,10 +3,12 @@
     python tools/seg_card.py engines/segmentation/nuclei-unet
 
 Post-processing (foreground threshold; seeds from a distance threshold or from
-the distance map's h-maxima, with its smoothing; the lowest mean foreground
-probability an object may have) is chosen on a third of the training images
-(never on the validation sets); the metrics are then measured with ONNX Runtime
-on nuclei-mnfinder/validation and nuclei-dsb2018 and written into card.yaml.
+the distance map's h-maxima, with its smoothing, or, for a model trained with
+``--offsets``, the centre-vote density's smoothing, least height and peak
+radius; the lowest mean foreground probability an object may have) is chosen
+on a third of the training images (never on the validation sets); the metrics
+are then measured with ONNX Runtime on nuclei-mnfinder/validation and
+nuclei-dsb2018 and written into card.yaml.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from livescope.inference import (
     drop_weak_objects,
     evaluate_segmentation,
     labels_from_maps,
+    labels_from_votes,
     match_counts,
     scores,
 )
@@ -40,6 +43,11 @@ H_FLOOR = 0.2
 # there (60 px) drops them (the demo's mitosis triggers then miss more).
 MIN_SIZE_PX = 12  # model pixels
 MIN_SCORES = (0.0, 0.7, 0.75, 0.8, 0.85)  # objects of lower mean foreground are dropped
+# centre votes: smoothing of the votes and peak radius (both in nucleus radii), least density
+# at a centre (votes/px)
+VOTE_SIGMAS = (0.1, 0.15, 0.2, 0.3)
+MIN_VOTES = (1.0, 2.0, 4.0)
+PEAK_RADII = (0.15, 0.25, 0.4)
 
 
 def training_radius_px() -> float:
@@ -55,14 +63,41 @@ def training_radius_px() -> float:
     return round(float(np.median(radii)) * math.sqrt(SCALE_RANGE[0] * SCALE_RANGE[1]), 1)
 
 
+def seedings(votes: bool) -> list[dict[str, float | None]]:
+    """Every seeding the threshold search tries."""
+    if votes:
+        return [
+            {"vote_sigma": sg, "min_votes": mv, "peak_radius": r}
+            for sg in VOTE_SIGMAS
+            for mv in MIN_VOTES
+            for r in PEAK_RADII
+        ]
+    # seeds: regions above a threshold, or h-maxima of the (smoothed) distance map
+    out: list[dict[str, float | None]] = [
+        {"seed_threshold": t, "seed_h": None, "smooth_px": 0.0} for t in SEED_THRESHOLDS
+    ]
+    out += [
+        {"seed_threshold": H_FLOOR, "seed_h": h, "smooth_px": sm}
+        for h in SEED_HS
+        for sm in SMOOTH_PX
+    ]
+    return out
+
+
 def main() -> int:
     folder, train = engine_and_record(__doc__)
+    votes = bool(train.get("offsets"))
+    kind = "centre_votes" if votes else "distance_watershed"
     card = new_card(
         folder, train, task="segmentation",
-        description="Nuclei instance segmentation: a small U-Net predicts foreground and a "
-        "normalised distance map; seeds at the distance peaks grow by watershed into the foreground.",
+        description="Nuclei instance segmentation: a small U-Net predicts foreground, a "
+        + ("normalised distance map and each pixel's offset to its nucleus' centre; pixels "
+           "vote for centres, and each joins the centre it votes for." if votes else
+           "normalised distance map; seeds at the distance peaks grow by watershed into the "
+           "foreground."),
         input_name="image", channels=1,
-        outputs=[{"name": "prob", "channels": ["foreground", "distance"]}],
+        outputs=[{"name": "prob", "channels": ["foreground", "distance"]
+                  + (["offset_y", "offset_x"] if votes else [])}],
         data=[
             {"name": "nuclei-mnfinder", "split": "train", "images": train["train_images_real"],
              "licence": "MIT"},
@@ -76,13 +111,12 @@ def main() -> int:
            "against each other" if train.get("crowd_share") else "")
         + (f"; in {train['dim_share']:.0%} of patches each nucleus at even odds dimmed to "
            "2-100% of its signal" if train.get("dim_share") else ""),
-        postprocess={"kind": "distance_watershed", "fg_threshold": 0.5, "seed_threshold": 0.5,
-                     "min_size_px": MIN_SIZE_PX},
+        postprocess={"kind": kind, "fg_threshold": 0.5, "min_size_px": MIN_SIZE_PX},
         tiling={"tile_px": 1024, "overlap_px": 128},
         object_radius_px=training_radius_px(),
         pixel_size_um=None,
         torch_module="livescope.models:NucleiUNet",
-        torch_kwargs={"base": int(train["base"]), "depth": 3},
+        torch_kwargs={"base": int(train["base"]), "depth": 3, **({"offsets": True} if votes else {})},
     )  # fmt: skip
     if train.get("gamma", 1.0) != 1.0:  # the model was trained on normalised frames ** gamma
         card["normalisation"]["gamma"] = train["gamma"]  # type: ignore[index]
@@ -94,20 +128,16 @@ def main() -> int:
     for p in sorted((root / "images").glob("*.tif"))[::3]:
         maps.append(engine.infer(tifffile.imread(p)))
         truths.append(tifffile.imread(root / "labels" / p.name))
-    # seeds: regions above a threshold, or h-maxima of the (smoothed) distance map
-    seedings = [{"seed_threshold": t, "seed_h": None, "smooth_px": 0.0} for t in SEED_THRESHOLDS]
-    seedings += [
-        {"seed_threshold": H_FLOOR, "seed_h": h, "smooth_px": sm}
-        for h in SEED_HS
-        for sm in SMOOTH_PX
-    ]
+
+    def label(m: np.ndarray, fg: float, seeding: dict[str, float | None]) -> np.ndarray:
+        if votes:
+            return labels_from_votes(m[0], m[2:4], fg_threshold=fg, min_size_px=0, **seeding)  # type: ignore[arg-type]
+        return labels_from_maps(m[0], m[1], fg_threshold=fg, min_size_px=0, **seeding)  # type: ignore[arg-type]
+
     best: tuple[float, dict[str, float | None]] | None = None
     for fg in (0.4, 0.5, 0.6):
-        for seeding in seedings:
-            unfiltered = [
-                labels_from_maps(m[0], m[1], fg_threshold=fg, min_size_px=0, **seeding)  # type: ignore[arg-type]
-                for m in maps
-            ]
+        for seeding in seedings(votes):
+            unfiltered = [label(m, fg, seeding) for m in maps]
             for min_score in MIN_SCORES:
                 total = MatchCounts()
                 for m, t, lab in zip(maps, truths, unfiltered, strict=True):

@@ -39,8 +39,10 @@ from ._metrics import IOU_THRESHOLDS, MatchCounts, match_counts, scores
 from ._postprocess import (
     apply_gamma,
     drop_weak_objects,
+    instance_labels,
     labels_from_maps,
     labels_from_maps_gpu,
+    labels_from_votes,
     normalize_percentile,
 )
 from ._stain import StainEngine, StainResult, evaluate_stain, parse_crop, stain_scores
@@ -76,8 +78,10 @@ __all__ = [
     "evaluate_segmentation",
     "evaluate_stain",
     "find_engine",
+    "instance_labels",
     "labels_from_maps",
     "labels_from_maps_gpu",
+    "labels_from_votes",
     "match_counts",
     "normalize_percentile",
     "paired_files",

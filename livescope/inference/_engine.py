@@ -25,12 +25,7 @@ from typing_extensions import Self
 from livescope.schema import EngineCard, HardwareProfile, LivescopeError
 
 from ._backends import PBackend, PSession, _has, select_backend
-from ._postprocess import (
-    apply_gamma,
-    labels_from_maps,
-    labels_from_maps_gpu,
-    normalize_percentile,
-)
+from ._postprocess import apply_gamma, instance_labels, normalize_percentile
 
 __all__ = [
     "Engine",
@@ -291,6 +286,12 @@ class Engine:
         if ph or pw:
             x = np.pad(x, ((0, 0), (0, ph), (0, pw)), mode="reflect")
         out = self._session().run(x[None])
+        channels = self.card.outputs[0].channels
+        if out.shape[1] != len(channels):
+            raise EngineError(
+                f"engine {self.name}: the model gives {out.shape[1]} output channels, the card "
+                f"names {len(channels)} ({', '.join(channels)}): card and model do not match"
+            )
         maps: NDArray[np.float32] = out[0, :, :h, :w]
         return maps
 
@@ -366,6 +367,9 @@ class Engine:
         h, w = x.shape[-2:]
         zoom = (1, h / maps.shape[1], w / maps.shape[2])
         out: NDArray[np.float32] = ndimage.zoom(maps, zoom, order=1, grid_mode=True, mode="nearest")
+        for i, name in enumerate(self.card.outputs[0].channels):
+            if name.startswith("offset_"):  # vectors in the model's pixels
+                out[i] /= scale
         return out
 
     def warmup(self, shape: tuple[int, int] = (512, 512)) -> None:
@@ -398,7 +402,11 @@ class SegmentationResult:
 
 
 class SegmentationEngine(Engine):
-    """An engine whose maps (foreground, distance) become instance labels."""
+    """An engine whose maps become instance labels, as its card's post-processing says.
+
+    The maps start with foreground and distance; engines labelled by centre
+    votes add the offsets (dy, dx) to each pixel's nucleus centre.
+    """
 
     def __init__(
         self,
@@ -437,9 +445,13 @@ class SegmentationEngine(Engine):
                 "post-processing"
             )
         channels = self.card.outputs[0].channels
-        if tuple(channels[:2]) != ("foreground", "distance"):
+        want: tuple[str, ...] = ("foreground", "distance")
+        if self.card.postprocess.kind == "centre_votes":
+            want += ("offset_y", "offset_x")
+        if tuple(channels[: len(want)]) != want:
             raise EngineError(
-                f"engine {self.name}: output channels {channels} are not (foreground, distance)"
+                f"engine {self.name}: output channels {channels} do not start with {want} "
+                f"({self.card.postprocess.kind} post-processing needs them)"
             )
 
     def _want_gpu_post(self, asked: bool | None) -> bool:
@@ -466,14 +478,11 @@ class SegmentationEngine(Engine):
         pp = self.card.postprocess
         if pp is None:  # pragma: no cover (checked at load)
             raise EngineError(f"engine {self.name} has no post-processing")
-        kw = pp.label_kwargs(self.scale)
         if self.gpu_postprocess:
             import cupy
 
-            labels = cupy.asnumpy(
-                labels_from_maps_gpu(cupy.asarray(maps[0]), cupy.asarray(maps[1]), **kw)
-            )
+            labels = cupy.asnumpy(instance_labels(cupy.asarray(maps), pp, self.scale))
         else:
-            labels = labels_from_maps(maps[0], maps[1], **kw)
+            labels = instance_labels(maps, pp, self.scale)
         t2 = time.perf_counter()
         return SegmentationResult(labels, 1000 * (t1 - t0), 1000 * (t2 - t1))

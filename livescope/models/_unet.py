@@ -4,7 +4,9 @@
 P(pixel in a nucleus), channel 1 is the distance to the nucleus border divided
 by the nucleus' largest such distance (1 at centres, 0 at borders). Instances
 come from seeds at high distance grown by a watershed inside the foreground
-(`livescope.inference`).
+(`livescope.inference`). With ``offsets=True`` it adds two channels, the
+vector (dy, dx) in pixels from each nucleus pixel to its nucleus' centre:
+pixels then vote for centres, and each joins the centre it votes for.
 
 `StainUNet` outputs (N, 1, H, W) with no activation: the predicted nuclear
 fluorescence in the target's normalised units (its 1st/99.8th percentiles at
@@ -72,14 +74,26 @@ class UNet(nn.Module):
 
 
 class NucleiUNet(UNet):
-    """Foreground probability and normalised distance to the border, (N, 2, H, W)."""
+    """Foreground probability and normalised distance to the border, (N, 2, H, W).
 
-    def __init__(self, base: int = 16, depth: int = 3, in_channels: int = 1) -> None:
-        super().__init__(base, depth, in_channels, out_channels=2)
+    With ``offsets=True`` two more channels, (N, 4, H, W): the vector from each
+    pixel to the centre of its nucleus, (dy, dx) in pixels.
+    """
+
+    OFFSET_SCALE_PX = 10.0  # raw offset outputs are in units of this many pixels
+
+    def __init__(
+        self, base: int = 16, depth: int = 3, in_channels: int = 1, offsets: bool = False
+    ) -> None:
+        super().__init__(base, depth, in_channels, out_channels=4 if offsets else 2)
+        self.offsets = offsets
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Probabilities: (N, 2, H, W) in [0, 1]."""
-        return torch.sigmoid(self.logits(x))
+        """Probabilities in [0, 1], then (with offsets) the centre offsets in pixels."""
+        out = self.logits(x)
+        if not self.offsets:
+            return torch.sigmoid(out)
+        return torch.cat([torch.sigmoid(out[:, :2]), out[:, 2:] * self.OFFSET_SCALE_PX], dim=1)
 
 
 class StainUNet(UNet):

@@ -69,9 +69,17 @@ class CardOutput(FrozenModel):
 
 
 class PostProcess(FrozenModel):
-    """Post-processing to instances (segmentation engines)."""
+    """Post-processing to instances (segmentation engines).
 
-    kind: Literal["distance_watershed"] = "distance_watershed"
+    ``distance_watershed``: seeds at the distance map's peaks grow by watershed
+    into the foreground (``seed_threshold``, ``seed_h``, ``smooth_px``).
+    ``centre_votes``: each foreground pixel votes, along its predicted offset,
+    for its nucleus' centre; the peaks of the vote density are the nuclei
+    (``min_votes``, ``vote_sigma``, ``peak_radius``; the model's outputs must
+    include the channels ``offset_y`` and ``offset_x``).
+    """
+
+    kind: Literal["distance_watershed", "centre_votes"] = "distance_watershed"
     fg_threshold: float = Field(default=0.5, gt=0, lt=1)
     seed_threshold: float = Field(default=0.5, gt=0, lt=1)
     min_size_px: int = Field(default=12, ge=0)
@@ -92,19 +100,49 @@ class PostProcess(FrozenModel):
         lt=1,
         description="Objects whose mean foreground probability is below this are dropped.",
     )
+    min_votes: float = Field(
+        default=2.0,
+        gt=0,
+        description="centre_votes: the least vote density (votes per pixel, after smoothing) "
+        "at a nucleus' centre.",
+    )
+    vote_sigma: float = Field(
+        default=0.2,
+        ge=0,
+        description="centre_votes: Gaussian sigma on the votes, in units of the frame's "
+        "typical nucleus radius (estimated from the offsets).",
+    )
+    peak_radius: float = Field(
+        default=0.25,
+        gt=0,
+        description="centre_votes: a centre is the densest point within this radius, in units "
+        "of the frame's typical nucleus radius (at least 1 px).",
+    )
 
     def label_kwargs(self, scale: float = 1.0) -> dict[str, Any]:
-        """Keyword arguments of ``labels_from_maps`` for maps of frames zoomed by ``scale``.
+        """Keyword arguments of the labelling function for maps of frames zoomed by ``scale``.
 
-        Sizes are the model's: on maps at the frame's own size they shrink with ``scale``.
+        Sizes are the model's: on maps at the frame's own size they shrink with
+        ``scale`` (``labels_from_maps`` for distance_watershed,
+        ``labels_from_votes`` for centre_votes).
         """
-        return {
+        common = {
             "fg_threshold": self.fg_threshold,
-            "seed_threshold": self.seed_threshold,
             "min_size_px": round(self.min_size_px / scale**2),
+            "min_score": self.min_score,
+        }
+        if self.kind == "centre_votes":
+            return {  # vote_sigma and peak_radius are relative to the nuclei: no scaling
+                **common,
+                "min_votes": self.min_votes,
+                "vote_sigma": self.vote_sigma,
+                "peak_radius": self.peak_radius,
+            }
+        return {
+            **common,
+            "seed_threshold": self.seed_threshold,
             "seed_h": self.seed_h,
             "smooth_px": self.smooth_px / scale,
-            "min_score": self.min_score,
         }
 
 

@@ -107,6 +107,29 @@ def test_card_that_does_not_match_the_model(tmp_path: Path, change: dict, messag
         Engine(folder)
 
 
+def test_card_naming_more_output_channels_than_the_model_gives(
+    tmp_path: Path, frame: np.ndarray
+) -> None:
+    folder = _copy_engine(tmp_path)
+    card = yaml.safe_load((folder / "card.yaml").read_text())
+    channels = card["outputs"][0]["channels"]
+    card["outputs"][0]["channels"] = [*channels, "extra"]
+    (folder / "card.yaml").write_text(yaml.safe_dump(card))
+    engine = Engine(folder)
+    with pytest.raises(EngineError, match=f"gives {len(channels)} output channels.*do not match"):
+        engine.infer(frame)
+
+
+def test_centre_votes_need_offset_channels(tmp_path: Path) -> None:
+    folder = _copy_engine(tmp_path)
+    card = yaml.safe_load((folder / "card.yaml").read_text())
+    card["outputs"][0]["channels"] = ["foreground", "distance"]
+    card["postprocess"]["kind"] = "centre_votes"
+    (folder / "card.yaml").write_text(yaml.safe_dump(card))
+    with pytest.raises(EngineError, match=r"offset_y.*centre_votes post-processing needs them"):
+        SegmentationEngine(folder)
+
+
 @pytest.mark.parametrize("gamma", [pytest.param(0.5, id="sqrt"), pytest.param(0.7, id="0.7")])
 def test_card_gamma_raises_the_normalised_frame_to_its_power(
     tmp_path: Path, frame: np.ndarray, gamma: float
