@@ -141,12 +141,7 @@ def labels_from_maps_gpu(
     identical to `labels_from_maps`; borders between touching nuclei can differ
     from the CPU watershed by a pixel or two.
     """
-    if xp is None:
-        xp = _array_module(fg)
-    if xp is np:
-        from scipy import ndimage as ndi
-    else:
-        from cupyx.scipy import ndimage as ndi
+    xp, ndi = _modules(fg, xp)
     fg = xp.asarray(fg, dtype=xp.float32)
     dist = xp.asarray(dist, dtype=xp.float32)
     mask = fg > fg_threshold
@@ -207,12 +202,7 @@ def labels_from_votes(
     Runs where the maps live: numpy arrays give numpy labels, cupy arrays cupy
     labels (``xp`` forces one).
     """
-    if xp is None:
-        xp = _array_module(fg)
-    if xp is np:
-        from scipy import ndimage as ndi
-    else:
-        from cupyx.scipy import ndimage as ndi
+    xp, ndi = _modules(fg, xp)
     fg = xp.asarray(fg, dtype=xp.float32)
     h, w = fg.shape
     ys, xs = xp.nonzero(fg > fg_threshold)
@@ -314,6 +304,17 @@ def _h_dome(d: Any, h: float, xp: Any, ndi: Any, check_every: int = 8) -> Any:
             rec = xp.minimum(ndi.grey_dilation(rec, size=(3, 3)), d)
         if bool((rec == prev).all()):
             return d - rec
+
+
+def _modules(a: Any, xp: Any) -> tuple[Any, Any]:
+    """Return the array module (``xp``, else that of ``a``) and its ndimage (scipy or cupyx)."""
+    if xp is None:
+        xp = _array_module(a)
+    if xp is np:
+        from scipy import ndimage
+    else:
+        from cupyx.scipy import ndimage
+    return xp, ndimage
 
 
 def _array_module(a: Any) -> Any:
