@@ -90,11 +90,13 @@ def main() -> int:
     kind = "centre_votes" if votes else "distance_watershed"
     card = new_card(
         folder, train, task="segmentation",
-        description="Nuclei instance segmentation: a small U-Net predicts foreground, a "
-        + ("normalised distance map and each pixel's offset to its nucleus' centre; pixels "
-           "vote for centres, and each joins the centre it votes for." if votes else
-           "normalised distance map; seeds at the distance peaks grow by watershed into the "
-           "foreground."),
+        description=(
+            "Nuclei instance segmentation: a small U-Net predicts foreground, a normalised "
+            "distance map and each pixel's offset to its nucleus' centre; pixels vote for "
+            "centres, and each joins the centre it votes for." if votes else
+            "Nuclei instance segmentation: a small U-Net predicts foreground and a normalised "
+            "distance map; seeds at the distance peaks grow by watershed into the foreground."
+        ),
         input_name="image", channels=1,
         outputs=[{"name": "prob", "channels": ["foreground", "distance"]
                   + (["offset_y", "offset_x"] if votes else [])}],
@@ -110,8 +112,11 @@ def main() -> int:
         + (f"; {train['crowd_share']:.0%} of real patches crowded by pasting real nuclei "
            "against each other" if train.get("crowd_share") else "")
         + (f"; in {train['dim_share']:.0%} of patches each nucleus at even odds dimmed to "
-           "2-100% of its signal" if train.get("dim_share") else ""),
-        postprocess={"kind": kind, "fg_threshold": 0.5, "min_size_px": MIN_SIZE_PX},
+           "2-100% of its signal" if train.get("dim_share") else "")
+        + (f"; one axis stretched and the other shrunk by up to {train['stretch'] ** 0.5:.2g}x"
+           if train.get("stretch", 1.0) > 1 else ""),
+        postprocess={"kind": kind, "fg_threshold": 0.5}
+        | ({} if votes else {"seed_threshold": 0.5}) | {"min_size_px": MIN_SIZE_PX},
         tiling={"tile_px": 1024, "overlap_px": 128},
         object_radius_px=training_radius_px(),
         pixel_size_um=None,

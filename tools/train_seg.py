@@ -51,7 +51,14 @@ def distance_target(labels: np.ndarray) -> np.ndarray:
 
 
 def centre_offsets(labels: np.ndarray) -> np.ndarray:
-    """(2, H, W): the vector (dy, dx) from each nucleus pixel to its nucleus' centroid, in px."""
+    """(2, H, W): the vector (dy, dx) from each nucleus pixel to its nucleus' centroid, in px.
+
+    Each connected part of a label is a nucleus of its own (a pasted nucleus can
+    cut an earlier one in two; some label files reuse ids).
+    """
+    from skimage.measure import label as connected
+
+    labels = connected(labels, background=0, connectivity=1)
     n = int(labels.max()) + 1
     flat = labels.ravel()
     yy, xx = np.indices(labels.shape, dtype=np.float64)
@@ -383,6 +390,10 @@ def main() -> int:
     )  # fmt: skip
     ap.add_argument("--offset-weight", type=float, default=1.0, help="weight of the offset loss")
     a = ap.parse_args()
+    if a.stretch < 1:
+        ap.error(f"--stretch must be >= 1 (1: none), got {a.stretch:g}")
+    if a.offset_weight != 1.0 and not a.offsets:
+        ap.error("--offset-weight needs --offsets")
     seeded(a.seed, a.threads)
     t0 = time.time()
     real = load_real(data_root() / "nuclei-mnfinder" / "train", split_parts=a.offsets)

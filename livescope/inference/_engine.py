@@ -368,8 +368,11 @@ class Engine:
         zoom = (1, h / maps.shape[1], w / maps.shape[2])
         out: NDArray[np.float32] = ndimage.zoom(maps, zoom, order=1, grid_mode=True, mode="nearest")
         for i, name in enumerate(self.card.outputs[0].channels):
-            if name.startswith("offset_"):  # vectors in the model's pixels
-                out[i] /= scale
+            if name in ("offset_y", "offset_x"):  # vectors in the model's pixels
+                # nearest: interpolating would blend two touching nuclei's vectors
+                axis = 1 if name == "offset_y" else 2
+                out[i] = ndimage.zoom(maps[i], zoom[1:], order=0, grid_mode=True, mode="nearest")
+                out[i] *= zoom[axis]
         return out
 
     def warmup(self, shape: tuple[int, int] = (512, 512)) -> None:

@@ -179,6 +179,7 @@ def labels_from_votes(
     peak_radius: float = 0.25,
     min_size_px: int = 12,
     min_score: float = 0.0,
+    reach: float = 0.5,
     xp: Any = None,
 ) -> Any:
     """Instance labels (0 = background, then 1..N) from foreground and centre offsets.
@@ -188,16 +189,22 @@ def labels_from_votes(
     casts one vote where its vector points. The votes, smoothed by a Gaussian,
     make a density (votes per pixel) whose local maxima of at least
     ``min_votes`` are the centres; every voting pixel takes the label of the
-    centre nearest to its vote. Objects under ``min_size_px`` pixels, or whose
-    mean foreground probability is under ``min_score``, are dropped.
+    centre nearest to its vote, if that centre is within ``reach`` (else the
+    pixel stays background: it voted where no nucleus was found). Objects
+    under ``min_size_px`` pixels, or whose mean foreground probability is
+    under ``min_score``, are dropped.
 
-    The Gaussian's sigma (``vote_sigma``) and the radius within which a centre
-    must be the densest point (``peak_radius``) are in units of the frame's
-    typical nucleus radius, taken from the offsets themselves (sqrt 2 times
-    the median length of the foreground's vectors: a disc's pixels lie a median
-    R/sqrt 2 from its centre). A nucleus' votes spread in proportion to its
-    size, so one setting serves nuclei of 4 and of 20 px radius, and the
-    density at a centre (votes per pixel) does not depend on the size either.
+    The Gaussian's sigma (``vote_sigma``), the half-width of the square within
+    which a centre must be the densest point (``peak_radius``, at least 1 px)
+    and ``reach`` are in units of the frame's typical nucleus radius, taken
+    from the offsets themselves (sqrt 2 times the median length of the
+    foreground's vectors: a disc's pixels lie a median R/sqrt 2 from its
+    centre). A nucleus' votes spread in proportion to its size, so one setting
+    serves frames of nuclei of 4 and of 20 px radius, and the density at a
+    centre does not depend on the size either. The radius is one per frame:
+    in a frame of large nuclei, one far smaller (a micronucleus, a cell in
+    anaphase) spreads its votes over the large nuclei's sigma, and under
+    ``min_votes`` it is lost.
 
     Runs where the maps live: numpy arrays give numpy labels, cupy arrays cupy
     labels (``xp`` forces one).
@@ -223,10 +230,13 @@ def labels_from_votes(
     if int(n) == 0:
         return xp.zeros((h, w), xp.int32)
     centres = centres.astype(xp.int32, copy=False)
-    # the nearest centre to every pixel, read at each pixel's vote
+    # the nearest centre to every pixel, read at each pixel's vote; a vote farther than
+    # ``reach`` radii from every centre found none, and its pixel stays background
     iy, ix = ndi.distance_transform_edt(centres == 0, return_distances=False, return_indices=True)
+    cy, cx = iy[vy, vx], ix[vy, vx]
+    near = (vy - cy) ** 2 + (vx - cx) ** 2 <= (reach * radius) ** 2
     labels = xp.zeros((h, w), xp.int32)
-    labels[ys, xs] = centres[iy[vy, vx], ix[vy, vx]]
+    labels[ys[near], xs[near]] = centres[cy[near], cx[near]]
     return drop_weak_objects(labels, fg, min_size_px, min_score, xp)
 
 

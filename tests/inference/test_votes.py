@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from livescope.inference import (
+    Engine,
+    builtin_engines,
     instance_labels,
     labels_from_maps,
     labels_from_votes,
@@ -63,11 +67,25 @@ def test_weak_vote_peaks_and_small_objects_are_dropped() -> None:
     fg[5:7, 40:42] = 1.0  # 4 pixels voting for themselves: a density of at most 1 vote/px
     strict = labels_from_votes(fg, offsets, fg_threshold=0.5, min_votes=2.0, min_size_px=0)
     assert strict.max() == 2
+    assert not strict[5:7, 40:42].any()  # not joined to a far nucleus either
     lax = labels_from_votes(fg, offsets, fg_threshold=0.5, min_votes=0.1, min_size_px=0)
     assert lax.max() == 3
     sized = labels_from_votes(fg, offsets, fg_threshold=0.5, min_votes=0.1, min_size_px=12)
     assert sized.max() == 2
     assert sorted(np.unique(sized).tolist()) == [0, 1, 2]  # numbered without gaps
+
+
+def test_stray_votes_join_no_far_nucleus() -> None:
+    """A noisy patch voting for itself is left out, not added to the nearest nucleus."""
+    from scipy import ndimage
+
+    fg, _, offsets = _touching_pair(x1=20, x2=76, r=8)
+    fg[2:6, 2:6] = 1.0
+    labels = labels_from_votes(fg, offsets, min_size_px=0)
+    assert labels.max() == 2
+    assert not labels[2:6, 2:6].any()
+    for i in (1, 2):  # each nucleus one connected part
+        assert ndimage.label(labels == i)[1] == 1
 
 
 def test_empty_maps_give_empty_labels() -> None:
@@ -122,3 +140,32 @@ def test_one_setting_serves_small_and_large_nuclei(zoom: int) -> None:
     noisy = offsets + rng.normal(0, 0.1 * 12 / zoom, offsets.shape).astype(np.float32) * fg
     labels = labels_from_votes(fg, noisy, min_size_px=0)
     assert labels.max() == 2
+
+
+@pytest.mark.parametrize("scale", [pytest.param(0.5, id="shrunk"), pytest.param(2.0, id="zoomed")])
+def test_offsets_come_back_in_the_frames_pixels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scale: float
+) -> None:
+    """A frame zoomed by ``scale`` for the model: its vectors are divided by ``scale``."""
+    import shutil
+
+    import yaml
+
+    folder = tmp_path / "votes"
+    shutil.copytree(builtin_engines()["nuclei-unet"], folder)
+    card = yaml.safe_load((folder / "card.yaml").read_text())
+    card["outputs"][0]["channels"] = ["foreground", "distance", "offset_y", "offset_x"]
+    (folder / "card.yaml").write_text(yaml.safe_dump(card))
+    engine = Engine(folder)
+
+    def fake_infer(frame: np.ndarray) -> np.ndarray:  # the model's maps at its own size
+        maps = np.ones((4, *frame.shape), np.float32)
+        maps[2], maps[3] = 3.0, -2.0
+        return maps
+
+    monkeypatch.setattr(engine, "infer", fake_infer)
+    out = engine.infer_scaled(np.ones((64, 64), np.uint16), scale)
+    assert out.shape == (4, 64, 64)
+    np.testing.assert_allclose(out[:2], 1.0)
+    np.testing.assert_allclose(out[2], 3.0 / scale)
+    np.testing.assert_allclose(out[3], -2.0 / scale)
