@@ -24,11 +24,11 @@ from livescope.inference import (
     SegmentationEngine,
     drop_weak_objects,
     evaluate_segmentation,
-    labels_from_maps,
-    labels_from_votes,
+    instance_labels,
     match_counts,
     scores,
 )
+from livescope.schema import PostProcess
 from livescope.schema import require_data_root as data_root
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -134,15 +134,11 @@ def main() -> int:
         maps.append(engine.infer(tifffile.imread(p)))
         truths.append(tifffile.imread(root / "labels" / p.name))
 
-    def label(m: np.ndarray, fg: float, seeding: dict[str, float | None]) -> np.ndarray:
-        if votes:
-            return labels_from_votes(m[0], m[2:4], fg_threshold=fg, min_size_px=0, **seeding)  # type: ignore[arg-type]
-        return labels_from_maps(m[0], m[1], fg_threshold=fg, min_size_px=0, **seeding)  # type: ignore[arg-type]
-
     best: tuple[float, dict[str, float | None]] | None = None
     for fg in (0.4, 0.5, 0.6):
         for seeding in seedings(votes):
-            unfiltered = [label(m, fg, seeding) for m in maps]
+            trial = PostProcess(kind=kind, fg_threshold=fg, min_size_px=0, **seeding)  # type: ignore[arg-type]
+            unfiltered = [instance_labels(m, trial) for m in maps]
             for min_score in MIN_SCORES:
                 total = MatchCounts()
                 for m, t, lab in zip(maps, truths, unfiltered, strict=True):

@@ -365,14 +365,16 @@ class Engine:
         )
         maps = self.infer(small)
         h, w = x.shape[-2:]
-        zoom = (1, h / maps.shape[1], w / maps.shape[2])
-        out: NDArray[np.float32] = ndimage.zoom(maps, zoom, order=1, grid_mode=True, mode="nearest")
+        zoom = (h / maps.shape[1], w / maps.shape[2])
+        out = np.empty((maps.shape[0], h, w), np.float32)
         for i, name in enumerate(self.card.outputs[0].channels):
-            if name in ("offset_y", "offset_x"):  # vectors in the model's pixels
-                # nearest: interpolating would blend two touching nuclei's vectors
-                axis = 1 if name == "offset_y" else 2
-                out[i] = ndimage.zoom(maps[i], zoom[1:], order=0, grid_mode=True, mode="nearest")
-                out[i] *= zoom[axis]
+            # offsets (vectors in the model's pixels) by nearest: interpolating would blend
+            # two touching nuclei's vectors
+            vector = name in ("offset_y", "offset_x")
+            order = 0 if vector else 1
+            out[i] = ndimage.zoom(maps[i], zoom, order=order, grid_mode=True, mode="nearest")
+            if vector:
+                out[i] *= zoom[0] if name == "offset_y" else zoom[1]
         return out
 
     def warmup(self, shape: tuple[int, int] = (512, 512)) -> None:
