@@ -34,9 +34,14 @@ def new_card(
     outputs: list[dict[str, Any]],
     data: list[dict[str, Any]],
     augmentation: str,
+    multiple_of: int = 8,
     **fields: Any,
 ) -> dict[str, Any]:
-    """A card (metrics still empty): the common head, ``fields`` in order, the training record."""
+    """A card (metrics still empty): the common head, ``fields`` in order, the training record.
+
+    ``multiple_of``: what H and W of the model's input must be multiples of
+    (``2 ** depth`` for a U-Net: each pooling halves them).
+    """
     return {
         "name": folder.name,
         "task": task,
@@ -46,7 +51,7 @@ def new_card(
         "sha256": sha256_file(folder / "model.onnx"),
         "opset": 17,
         "input": {"name": input_name, "axes": "NCYX", "dtype": "float32", "channels": channels,
-                  "multiple_of": 8},
+                  "multiple_of": multiple_of},
         "normalisation": {"kind": "percentile", "low": 1.0, "high": 99.8},
         "outputs": outputs,
         **fields,

@@ -87,6 +87,7 @@ def seedings(votes: bool) -> list[dict[str, float | None]]:
 def main() -> int:
     folder, train = engine_and_record(__doc__)
     votes = bool(train.get("offsets"))
+    depth = int(train.get("depth", 3))  # records before --depth existed: 3
     kind = "centre_votes" if votes else "distance_watershed"
     card = new_card(
         folder, train, task="segmentation",
@@ -121,7 +122,9 @@ def main() -> int:
         object_radius_px=training_radius_px(),
         pixel_size_um=None,
         torch_module="livescope.models:NucleiUNet",
-        torch_kwargs={"base": int(train["base"]), "depth": 3, **({"offsets": True} if votes else {})},
+        multiple_of=2 ** depth,
+        torch_kwargs={"base": int(train["base"]), "depth": depth,
+                      **({"offsets": True} if votes else {})},
     )  # fmt: skip
     if train.get("gamma", 1.0) != 1.0:  # the model was trained on normalised frames ** gamma
         card["normalisation"]["gamma"] = train["gamma"]  # type: ignore[index]

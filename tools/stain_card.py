@@ -50,6 +50,7 @@ def main() -> int:
         pixel_size_um=PIXEL_UM,
         target_normalisation={"kind": "percentile", "low": 1.0, "high": 99.8},
         torch_module="livescope.models:StainUNet",
+        multiple_of=2 ** int(train["depth"]),
         torch_kwargs={"base": int(train["base"]), "depth": int(train["depth"])},
     )  # fmt: skip
     write_card(folder, card)

@@ -361,6 +361,9 @@ def main() -> int:
     ap.add_argument("--iters", type=int, default=3000)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--base", type=int, default=16)
+    ap.add_argument(
+        "--depth", type=int, default=3, help="U-Net poolings (4 doubles the field of view)"
+    )
     ap.add_argument("--sim-images", type=int, default=36)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument(
@@ -412,7 +415,7 @@ def main() -> int:
         f"data: {len(real)} real + {len(sim)} simulated images ({time.time() - t0:.0f} s)",
         flush=True,
     )
-    model = NucleiUNet(base=a.base, depth=3, offsets=a.offsets)
+    model = NucleiUNet(base=a.base, depth=a.depth, offsets=a.offsets)
     bce = torch.nn.BCEWithLogitsLoss(reduction="none")
 
     def loss_at(it: int) -> torch.Tensor:
@@ -439,8 +442,10 @@ def main() -> int:
         + (f" --gamma {a.gamma:g}" if a.gamma != 1.0 else "")
         + (f" --dim-share {a.dim_share:g}" if a.dim_share else "")
         + (f" --offsets --offset-weight {a.offset_weight:g}" if a.offsets else "")
-        + (f" --stretch {a.stretch:g}" if a.stretch != 1.0 else ""),
+        + (f" --stretch {a.stretch:g}" if a.stretch != 1.0 else "")
+        + (f" --depth {a.depth}" if a.depth != 3 else ""),
         "seed": a.seed, "iters": a.iters, "batch": a.batch, "patch": PATCH, "base": a.base,
+        "depth": a.depth,
         "contact_weight": a.contact_weight, "crowd_share": a.crowd_share, "gamma": a.gamma,
         "dim_share": a.dim_share, "offsets": a.offsets, "offset_weight": a.offset_weight,
         "stretch": a.stretch,

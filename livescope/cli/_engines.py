@@ -121,6 +121,15 @@ def engines_check(
                     results.append({**row, "status": status, "relative_error": err, "detail": why})
                 except (EngineError, LivescopeError) as exc:
                     results.append({**row, "status": "error", "detail": str(exc)})
+            if frame.ndim != 4:  # frame engines take any frame size (padded to the card's multiple)
+                odd = frame[..., : frame.shape[-2] - 3, : frame.shape[-1] - 5]
+                row = {"engine": name, "backend": "onnxruntime (frame of any size)"}
+                try:
+                    with Engine(name, backend=OnnxRuntimeBackend()) as e:
+                        e.infer(odd)
+                    results.append({**row, "status": "ok", "detail": f"{odd.shape} frame"})
+                except EngineError as exc:
+                    results.append({**row, "status": "error", "detail": str(exc)})
             rtx = TensorRTRTXBackend()
             if rtx.installed():
                 e = Engine(name, backend=OnnxRuntimeBackend())

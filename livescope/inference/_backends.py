@@ -46,6 +46,10 @@ class BackendUnavailable(LivescopeError):
     """No requested backend can run here; the message lists each one tried and why."""
 
 
+class BackendRunError(LivescopeError):
+    """A loaded model failed on an input (the runtime's own message, with the input's shape)."""
+
+
 @runtime_checkable
 class PSession(Protocol):
     """A loaded model. `run` maps fp32 (N, C, H, W) to the first output, fp32."""
@@ -137,7 +141,14 @@ class _OrtSession:
         self.output_names = [o.name for o in self._sess.get_outputs()]
 
     def run(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
-        out = self._sess.run(self.output_names[:1], {self.input_name: x})[0]
+        from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument
+
+        try:
+            out = self._sess.run(self.output_names[:1], {self.input_name: x})[0]
+        except (Fail, InvalidArgument) as exc:  # ORT's errors derive from Exception only
+            raise BackendRunError(
+                f"onnxruntime failed on input {tuple(x.shape)}: {str(exc).strip()}"
+            ) from exc
         return np.asarray(out, dtype=np.float32)
 
     def close(self) -> None:

@@ -24,7 +24,7 @@ from typing_extensions import Self
 
 from livescope.schema import EngineCard, HardwareProfile, LivescopeError
 
-from ._backends import PBackend, PSession, _has, select_backend
+from ._backends import BackendRunError, PBackend, PSession, _has, select_backend
 from ._postprocess import apply_gamma, instance_labels, normalize_percentile
 
 __all__ = [
@@ -285,7 +285,13 @@ class Engine:
         ph, pw = (-h) % m, (-w) % m
         if ph or pw:
             x = np.pad(x, ((0, 0), (0, ph), (0, pw)), mode="reflect")
-        out = self._session().run(x[None])
+        try:
+            out = self._session().run(x[None])
+        except BackendRunError as exc:
+            raise EngineError(
+                f"engine {self.name}: {exc} (frame {h}x{w} padded to multiples of {m}, the "
+                "card's input.multiple_of; a U-Net needs 2**depth)"
+            ) from exc
         channels = self.card.outputs[0].channels
         if out.shape[1] != len(channels):
             raise EngineError(

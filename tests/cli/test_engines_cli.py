@@ -27,3 +27,5 @@ def test_engines_check_runs_each_engine_on_its_own_kind_of_input() -> None:
     assert out["ok"] is True
     ran = {(r["engine"], r["backend"]) for r in out["results"] if r["status"] == "ok"}
     assert {(name, "onnxruntime") for name in SHIPPED} <= ran
+    frame_engines = {n for n, task in SHIPPED.items() if task != "classification"}
+    assert {(n, "onnxruntime (frame of any size)") for n in frame_engines} <= ran

@@ -188,6 +188,53 @@ def test_tile_plan_covers_every_pixel_once() -> None:
     assert plan.tile_shapes() == [(512, 512), (512, 516), (516, 512), (516, 516)]
 
 
+def _frame_engines() -> list[str]:
+    """Shipped engines that take whole frames (not crops)."""
+    return [
+        n for n, f in builtin_engines().items()
+        if EngineCard.from_file(f / "card.yaml").task in ("segmentation", "virtual_stain")
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", _frame_engines())
+def test_shipped_card_pads_frames_as_deep_as_its_unet_pools(name: str) -> None:
+    card = EngineCard.from_file(builtin_engines()[name] / "card.yaml")
+    depth = int(card.torch_kwargs.get("depth", 0))
+    assert depth > 0
+    assert card.input.multiple_of % 2**depth == 0
+
+
+@pytest.mark.parametrize("name", _frame_engines())
+@pytest.mark.parametrize("shape", [pytest.param((100, 75), id="small"),
+                                   pytest.param((1100, 1052), id="tiled")])  # fmt: skip
+def test_shipped_engines_take_frames_of_any_size(
+    name: str, shape: tuple[int, int], frame: np.ndarray
+) -> None:
+    # sides that are not multiples of 16 (cropped or binned cameras, rescaled frames)
+    big = np.tile(frame, (3, 3))[: shape[0], : shape[1]]
+    with Engine(name, backend="onnxruntime") as e:
+        maps = e.infer(big)
+    assert maps.shape[1:] == shape
+    assert np.isfinite(maps).all()
+
+
+def test_card_padding_less_than_its_unet_needs_names_the_setting(tmp_path: Path) -> None:
+    dst = tmp_path / "nuclei-stain"
+    shutil.copytree(builtin_engines()["nuclei-stain"], dst)
+    card = yaml.safe_load((dst / "card.yaml").read_text())
+    card["input"]["multiple_of"] = 8  # the depth-4 U-Net needs 16
+    (dst / "card.yaml").write_text(yaml.safe_dump(card))
+    with (
+        Engine(dst, backend="onnxruntime") as e,
+        pytest.raises(
+            EngineError,
+            match=r"nuclei-stain: onnxruntime failed on input \(1, 1, 520, 520\).*"
+            r"multiples of 8, the card's input.multiple_of",
+        ),
+    ):
+        e.infer(np.ones((520, 520), np.uint16))
+
+
 def test_tiled_inference_has_no_seams(tmp_path: Path, frame: np.ndarray) -> None:
     big = np.tile(frame, (2, 3))[:900, :1300]
     folders = []
