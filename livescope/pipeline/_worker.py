@@ -222,6 +222,12 @@ class PipelineWorker:
             self.sequence = load_plan(plan_path)
             rules = load_policies(plan_path, self.profile)
         self.kinds = {c.name: c.kind for c in self.profile.channels.presets}
+        # which fluorescence channel is segmented: one whose target is nuclei first, then
+        # one with no stated target (or not in the profile); never one showing something else
+        self.nuclear_rank = {
+            c.name: 0 if c.target == "nuclei" else 1 if c.target is None else None
+            for c in self.profile.channels.presets
+        }
         # frames each field of the plan has (channels acquired every Nth time point and
         # z-stacks skipped for a channel make them differ from field to field)
         self.expected = frames_in_plan(self.sequence) if self.sequence is not None else {}
@@ -581,7 +587,9 @@ class PipelineWorker:
         chans: dict[str, NDArray[Any]] = {}
         for (ch, _z), arr in sorted(fld.frames.items(), key=lambda kv: abs(kv[0][1] - self.mid_z)):
             chans.setdefault(ch, arr)  # the plane nearest the middle of a z-stack
-        fluo = next((a for c, a in chans.items() if self.kinds.get(c) != "label_free"), None)
+        nuclear = [(rank, c) for c in chans if self.kinds.get(c) != "label_free"
+                   if (rank := self.nuclear_rank.get(c, 1)) is not None]  # fmt: skip
+        fluo = chans[min(nuclear)[1]] if nuclear else None
         free = next((a for c, a in chans.items() if self.kinds.get(c) == "label_free"), None)
         px = float(h.get("pixel_size_um") or 0.0) or None
         # waiting for the engines busy with earlier fields: not the pipeline's cost

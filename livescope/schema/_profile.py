@@ -73,7 +73,9 @@ class Channel(FrozenModel):
     kind: Literal["label_free", "fluorescence"]
     light_source: str = Field(min_length=1, description="Lamp, LED line or laser driving it.")
     target: str | None = Field(
-        default=None, description="What the channel shows, e.g. 'nuclei' (engines pick by it)."
+        default=None,
+        description="What the channel shows, e.g. 'nuclei'. The pipeline segments a fluorescence "
+        "channel whose target is 'nuclei', else one with no target; never one showing another.",
     )
     exposure_min_ms: PositiveFloat = 1.0
     exposure_max_ms: PositiveFloat = 1000.0

@@ -54,11 +54,11 @@ def planes(recording: Path) -> np.ndarray:
     return out
 
 
-def _ome_tiff(path: Path, planes: np.ndarray) -> Path:
+def _ome_tiff(path: Path, planes: np.ndarray, channels: tuple[str, ...] = CHANNELS) -> Path:
     with tifffile.TiffWriter(path, ome=True) as tw:
         for p in range(P):
             tw.write(planes[p][:, :, None], photometric="minisblack", metadata={
-                "axes": "TCZYX", "Name": f"p{p}", "Channel": {"Name": list(CHANNELS)},
+                "axes": "TCZYX", "Name": f"p{p}", "Channel": {"Name": list(channels)},
                 "PhysicalSizeX": 0.65, "PhysicalSizeY": 0.65, "TimeIncrement": 120.0,
             })  # fmt: skip
     return path
@@ -138,6 +138,28 @@ def test_each_format_replays_through_the_pipeline(replayed, fmt: str) -> None:
     assert len(cells) >= T * P * 5  # the simulated fields hold dozens of nuclei
     # the same pixels, pixel size, times and channels in another container: same results
     assert cells == _cells(replayed["livescope"][1])
+
+
+def test_the_channel_whose_target_is_nuclei_is_segmented(replayed, planes, tmp_path) -> None:
+    # a GFP channel showing something else (here: noise) comes before DAPI in the file
+    # and in the profile: the pipeline must still segment DAPI, not the first fluorescence
+    gfp = np.random.default_rng(1).poisson(20, planes[:, :, :1].shape).astype(planes.dtype)
+    three = np.concatenate([planes[:, :, :1], gfp, planes[:, :, 1:]], axis=2)
+    src = _ome_tiff(tmp_path / "gfp.ome.tif", three, ("Phase", "GFP", "DAPI"))
+    sim = Path(__file__).parents[2] / "hardware_profiles" / "sim.yaml"
+    text = sim.read_text(encoding="utf-8").replace(
+        "    - {name: DAPI,",
+        "    - {name: GFP, kind: fluorescence, light_source: LED 470, target: cytoplasm}\n"
+        "    - {name: DAPI,",
+    )
+    profile = tmp_path / "sim-gfp.yaml"
+    profile.write_text(text, encoding="utf-8")
+    run = tmp_path / "replay"
+    summary = run_replay(src, run, profile=str(profile))
+    assert summary["fields_analysed"] == T * P
+    cells = _cells(run)
+    assert len(cells) >= T * P * 5
+    assert cells == _cells(replayed["ome-tiff"][1])  # the same nuclei, tracks and states
 
 
 def test_a_recording_cut_mid_write_replays_up_to_its_last_frame_and_says_so(replayed) -> None:
