@@ -248,11 +248,19 @@ class Engine:
             raise EngineError(f"engine {self.name}: frame holds NaN or infinite values")
         return frame
 
-    def normalise(self, frame: NDArray[Any]) -> NDArray[np.float32]:
-        """Camera counts to model input, in fp32 (the card's normalisation)."""
+    def normalise(self, frame: NDArray[Any], *, normalised: bool = False) -> NDArray[np.float32]:
+        """Camera counts to model input, in fp32 (the card's normalisation).
+
+        ``normalised``: the frame is already in the units that normalisation
+        gives (e.g. a virtual stain, in its target's percentile units): only
+        the card's gamma is applied. Stretching such a frame again by its own
+        percentiles would blow a dark frame's noise up to full range.
+        """
         n = self.card.normalisation
         out: NDArray[np.float32]
-        if n.kind == "percentile":
+        if normalised:
+            out = np.asarray(frame, dtype=np.float32)
+        elif n.kind == "percentile":
             out = normalize_percentile(frame, n.low, n.high)
         else:
             out = np.asarray(frame, dtype=np.float32) - np.float32(n.offset)
@@ -301,10 +309,10 @@ class Engine:
         maps: NDArray[np.float32] = out[0, :, :h, :w]
         return maps
 
-    def infer(self, frame: NDArray[Any]) -> NDArray[np.float32]:
+    def infer(self, frame: NDArray[Any], *, normalised: bool = False) -> NDArray[np.float32]:
         """Model output maps (K, H, W) for one frame (tiled when larger than the card's tile)."""
         f = self.check_frame(frame)
-        x = self.normalise(f)
+        x = self.normalise(f, normalised=normalised)
         if x.ndim == 2:
             x = x[None]
         h, w = x.shape[-2:]
@@ -352,13 +360,15 @@ class Engine:
             )
         return ratio
 
-    def infer_scaled(self, frame: NDArray[Any], scale: float) -> NDArray[np.float32]:
+    def infer_scaled(
+        self, frame: NDArray[Any], scale: float, *, normalised: bool = False
+    ) -> NDArray[np.float32]:
         """`infer` on the frame zoomed by ``scale`` (anti-aliased when shrinking).
 
         The maps come back at the frame's own size.
         """
         if abs(scale - 1.0) <= 1e-3:
-            return self.infer(frame)
+            return self.infer(frame, normalised=normalised)
         from scipy import ndimage
 
         x = np.asarray(self.check_frame(frame), dtype=np.float32)
@@ -369,7 +379,7 @@ class Engine:
         small = ndimage.zoom(
             x, (*(1,) * len(lead), scale, scale), order=1, grid_mode=True, mode="nearest"
         )
-        maps = self.infer(small)
+        maps = self.infer(small, normalised=normalised)
         h, w = x.shape[-2:]
         zoom = (h / maps.shape[1], w / maps.shape[2])
         out = np.empty((maps.shape[0], h, w), np.float32)
@@ -478,13 +488,17 @@ class SegmentationEngine(Engine):
             )
         return on_cuda and has_cupy
 
-    def segment(self, frame: NDArray[Any]) -> SegmentationResult:
-        """Segment one frame; timings separate the engine from post-processing."""
+    def segment(self, frame: NDArray[Any], *, normalised: bool = False) -> SegmentationResult:
+        """Segment one frame; timings separate the engine from post-processing.
+
+        ``normalised``: the frame is already in normalised units (a virtual
+        stain), see `Engine.normalise`.
+        """
         t0 = time.perf_counter()
         if abs(self.scale - 1.0) > 1e-3:
-            maps = self.infer_scaled(frame, self.scale)
+            maps = self.infer_scaled(frame, self.scale, normalised=normalised)
         else:
-            maps = self.infer(frame)
+            maps = self.infer(frame, normalised=normalised)
         t1 = time.perf_counter()
         pp = self.card.postprocess
         if pp is None:  # pragma: no cover (checked at load)

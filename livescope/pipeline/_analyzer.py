@@ -168,7 +168,10 @@ class FrameAnalyzer:
         if float(np.max(nuclear)) == float(np.min(nuclear)):
             labels = np.zeros(nuclear.shape, np.int32)
         else:
-            labels = self._segmenter(pixel_size_um).segment(nuclear).labels
+            # a virtual stain is already in normalised units: its own percentiles would
+            # stretch a dark frame's noise (lamp off) into phantom nuclei
+            virtual = res.nuclear_source == "virtual_stain"
+            labels = self._segmenter(pixel_size_um).segment(nuclear, normalised=virtual).labels
         res.labels = labels
         t1 = time.perf_counter()
         if position not in self.trackers:

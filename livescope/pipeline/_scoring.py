@@ -75,7 +75,8 @@ def score_stain_simulated(
                         backend=engine.backend,
                         object_diameter_px=2 * v.nucleus_radius_um / v.pixel_um,
                     )
-                seg_total.add(match_counts(v.labels, segs[v.pixel_um].segment(res.image).labels))
+                found = segs[v.pixel_um].segment(res.image, normalised=True)  # as the pipeline does
+                seg_total.add(match_counts(v.labels, found.labels))
             if progress is not None:
                 progress(i + 1, len(views))
     finally:

@@ -158,7 +158,7 @@ def test_offsets_come_back_in_the_frames_pixels(
     (folder / "card.yaml").write_text(yaml.safe_dump(card))
     engine = Engine(folder)
 
-    def fake_infer(frame: np.ndarray) -> np.ndarray:  # the model's maps at its own size
+    def fake_infer(frame: np.ndarray, *, normalised: bool = False) -> np.ndarray:  # model maps
         maps = np.ones((4, *frame.shape), np.float32)
         maps[2], maps[3] = 3.0, -2.0
         return maps

@@ -70,6 +70,15 @@ def test_label_free_only_segments_the_virtual_stain(frames) -> None:  # type: ig
         assert r.labels is not None
         assert r.labels.max() > 3
         blank = fa.analyse(label_free=np.full_like(phase, 90), position="empty", pixel_size_um=px)
+        # lamp off: the camera's offset and read noise only; its stain is dim noise, which
+        # must not be stretched to full range and segmented into phantom (mitotic) cells
+        noise = np.random.default_rng(1).normal(100.0, 1.5, phase.shape)
+        dark = fa.analyse(label_free=noise.round().astype(phase.dtype), position="dark",
+                          pixel_size_um=px)  # fmt: skip
+    assert dark.stain is not None
+    assert dark.stain.max() < 0.2  # in the target's units: no nucleus' worth of stain
+    assert dark.labels is not None
+    assert dark.labels.max() == 0
     assert blank.labels is not None
     assert not blank.labels.any()
     assert blank.cell_table() == []
