@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -55,9 +56,20 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def emit(obj: dict[str, Any]) -> None:
-    """Print one JSON object on stdout."""
-    sys.stdout.write(json.dumps(obj, default=str) + "\n")
+    """Print one JSON object on stdout (strict JSON: a NaN or infinity is written as null)."""
+    sys.stdout.write(json.dumps(_finite(obj), default=str, allow_nan=False) + "\n")
     sys.stdout.flush()
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by None (JSON has no NaN)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def fail(message: str, *, as_json: bool, problems: list[str] | None = None) -> NoReturn:

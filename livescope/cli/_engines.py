@@ -263,11 +263,14 @@ def _seeds(text: str) -> list[int]:
     from livescope.schema import LivescopeError
 
     try:
-        return [int(x) for x in text.split(",") if x.strip()]
+        seeds = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise LivescopeError(
             f"--simulated {text!r} is not a comma-separated list of seeds"
         ) from None
+    if not seeds:
+        raise LivescopeError("--simulated names no seed (e.g. --simulated 100,101,102)")
+    return seeds
 
 
 @eval_app.command("stain")
@@ -289,7 +292,7 @@ def eval_stain(
         str | None,
         typer.Option(help="Score on simulated fields from these seeds instead, e.g. 100,101,102."),
     ] = None,
-    views: Annotated[int, typer.Option(help="Simulated fields per seed.")] = 8,
+    views: Annotated[int, typer.Option(min=1, help="Simulated fields per seed.")] = 8,
     segment_with: Annotated[
         str | None,
         typer.Option(help="Simulated only: also segment the stain with this engine (seg_f1)."),

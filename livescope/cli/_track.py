@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
 from pathlib import Path
@@ -28,6 +29,12 @@ def _frame_files(folder: Path) -> list[Path]:
     if not numbered:
         raise LivescopeError(f"{folder} holds no numbered TIFF frames (e.g. t000.tif)")
     numbered.sort()
+    clash = [(a, b) for (n, a), (m, b) in itertools.pairwise(numbered) if n == m]
+    if clash:
+        a, b = clash[0]
+        raise LivescopeError(
+            f"{folder}: {a.name} and {b.name} have the same frame number (one frame per number)"
+        )
     idx = [n for n, _ in numbered]
     if idx != list(range(idx[0], idx[0] + len(idx))):
         missing = sorted(set(range(idx[0], idx[-1] + 1)) - set(idx))
@@ -64,17 +71,25 @@ def track(
     """
     setup_logging(False)
     import numpy as np
-    import tifffile
     from rich.progress import Progress
 
+    from livescope.inference import read_image
     from livescope.record import relabel_for_ctc, write_ctc
     from livescope.schema import LivescopeError
     from livescope.tracking import OnlineTracker, track_sequence
 
     with user_errors(json_out):
         files = _frame_files(images)
+        if out.exists() and not out.is_dir():
+            raise LivescopeError(f"{out} is a file: --out must be a new result folder")
         if out.exists() and any(out.iterdir()):
             raise LivescopeError(f"{out} exists and is not empty: choose a new result folder")
+        if state is not None and (state.is_dir() or not state.parent.is_dir()):
+            raise LivescopeError(
+                f"--state {state}: "
+                + ("is a folder" if state.is_dir() else f"folder {state.parent} does not exist")
+                + " (give a file path in an existing folder)"
+            )
         seg = None
         if not from_labels:
             from livescope.inference import SegmentationEngine
@@ -86,10 +101,17 @@ def track(
         ms_seg: list[float] = []
 
         def frames() -> Any:
+            shape = None
             for p in files:
-                img = np.asarray(tifffile.imread(p))
+                img = read_image(p)
                 if img.ndim != 2:
                     raise LivescopeError(f"{p}: expected a 2-D frame, got shape {img.shape}")
+                if shape is not None and img.shape != shape:
+                    raise LivescopeError(
+                        f"{p}: frame of {img.shape[0]}x{img.shape[1]} px, the sequence's first "
+                        f"is {shape[0]}x{shape[1]} (every frame must have the same size)"
+                    )
+                shape = img.shape
                 if seg is None:
                     if not np.issubdtype(img.dtype, np.integer):
                         raise LivescopeError(f"{p}: label images must be integer, not {img.dtype}")

@@ -64,6 +64,13 @@ def cell_crops(
     With ``scale`` != 1, image (linear) and labels (nearest) are zoomed by it first.
     """
     lab = np.asarray(labels).astype(np.int64, copy=False)
+    own = None  # compact ids -> the image's own
+    if lab.size and int(lab.max()) >= 4 * lab.size:
+        # ids far sparser than pixels: bincounts over compact ids (memory follows the cells)
+        own, inverse = np.unique(lab, return_inverse=True)
+        lab = inverse.reshape(lab.shape).astype(np.int64)
+        if own[0] != 0:  # no background pixel: compact id 0 must not be a cell
+            own, lab = np.concatenate([np.zeros(1, np.int64), own]), lab + 1
     if scale != 1.0:
         from scipy import ndimage
 
@@ -89,7 +96,7 @@ def cell_crops(
     out = np.empty((ids.size, 2, size, size), np.float32)
     out[:, 0] = img_p[r, c]
     out[:, 1] = lab_p[r, c] == ids[:, None, None]
-    return ids, out
+    return (own[ids] if own is not None else ids), out
 
 
 class CellStateEngine(Engine):
@@ -146,6 +153,10 @@ class CellStateEngine(Engine):
             )
         if f.dtype.kind not in "uif":
             raise EngineError(f"engine {self.name}: frame dtype {f.dtype} is not camera counts")
+        if lab.size and int(lab.min()) < 0:
+            raise EngineError(f"engine {self.name}: labels must not be negative")
+        if f.dtype.kind == "f" and not np.isfinite(f).all():
+            raise EngineError(f"engine {self.name}: frame holds NaN or infinite values")
         t0 = time.perf_counter()
         if not lab.any():
             empty = np.zeros((0, len(self.classes)), np.float32)

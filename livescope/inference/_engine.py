@@ -450,7 +450,7 @@ class SegmentationEngine(Engine):
         self.gpu_postprocess = self._want_gpu_post(gpu_postprocess)
         self.scale = 1.0
         if object_diameter_px is not None:
-            if not object_diameter_px > 0:
+            if not (math.isfinite(object_diameter_px) and object_diameter_px > 0):
                 raise EngineError(
                     f"engine {self.name}: object diameter must be > 0 px, got {object_diameter_px}"
                 )
@@ -460,6 +460,13 @@ class SegmentationEngine(Engine):
                     "cannot be rescaled to an object size"
                 )
             self.scale = 2 * self.card.object_radius_px / float(object_diameter_px)
+            if not 1 / MAX_RESCALE <= self.scale <= MAX_RESCALE:
+                raise EngineError(
+                    f"engine {self.name}: nuclei of {object_diameter_px:g} px would be rescaled "
+                    f"{self.scale:.3g}x to the {2 * self.card.object_radius_px:g} px it segments "
+                    f"best; refusing more than {MAX_RESCALE:g}x either way (check the diameter "
+                    "and pixel size)"
+                )
         if self.card.task != "segmentation" or self.card.postprocess is None:
             raise EngineError(
                 f"engine {self.name} is a {self.card.task} engine without segmentation "

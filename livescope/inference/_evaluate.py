@@ -34,7 +34,10 @@ def paired_files(images: Path, labels: Path) -> list[tuple[Path, Path]]:
     for d in (images, labels):
         if not d.is_dir():
             raise LivescopeError(f"{d} is not a folder")
-    imgs = sorted(p for p in images.iterdir() if p.suffix.lower() in _SUFFIXES)
+    # dot-files are not images (macOS writes "._name.tif" beside each file on shared drives)
+    imgs = sorted(
+        p for p in images.iterdir() if p.suffix.lower() in _SUFFIXES and not p.name.startswith(".")
+    )
     if not imgs:
         raise LivescopeError(f"no images ({', '.join(_SUFFIXES)}) in {images}")
     missing = [p.name for p in imgs if not (labels / p.name).is_file()]
@@ -44,12 +47,23 @@ def paired_files(images: Path, labels: Path) -> list[tuple[Path, Path]]:
 
 
 def read_image(path: Path) -> NDArray[Any]:
-    """Read an image file (TIFF or PNG) into an array."""
-    if path.suffix.lower() == ".png":
-        from skimage.io import imread
+    """Read an image file (TIFF or PNG) into an array.
 
-        return np.asarray(imread(path))
-    return np.asarray(tifffile.imread(path))
+    Raises
+    ------
+    LivescopeError
+        naming the file when it cannot be read (missing, truncated, not an image,
+        or compressed with a codec that is not installed).
+
+    """
+    try:
+        if path.suffix.lower() == ".png":
+            from skimage.io import imread
+
+            return np.asarray(imread(path))
+        return np.asarray(tifffile.imread(path))
+    except (OSError, ValueError, tifffile.TiffFileError) as exc:  # PIL's errors are OSErrors
+        raise LivescopeError(f"{path}: cannot read it as an image ({exc})") from exc
 
 
 def evaluate_segmentation(

@@ -75,8 +75,9 @@ def scores(c: MatchCounts) -> dict[str, float | int]:
         return tp / denom if denom else 1.0
 
     tp = c.tp[0.5]
-    precision = tp / c.n_pred if c.n_pred else 0.0
-    recall = tp / c.n_true if c.n_true else 0.0
+    nothing = c.n_pred == 0 and c.n_true == 0  # nothing to find and nothing found: perfect
+    precision = tp / c.n_pred if c.n_pred else float(nothing)
+    recall = tp / c.n_true if c.n_true else float(nothing)
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {
         "ap50": round(ap(0.5), 4),

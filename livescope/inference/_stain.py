@@ -110,6 +110,10 @@ def stain_scores(
     t = np.asarray(target, np.float64)
     if p.shape != t.shape:
         raise LivescopeError(f"prediction {p.shape} and target {t.shape} differ in shape")
+    if min(p.shape) < 7:
+        raise LivescopeError(f"{p.shape} px is too small to score: SSIM needs at least 7x7 px")
+    if not (np.isfinite(p).all() and np.isfinite(t).all()):
+        raise LivescopeError("prediction or target holds NaN or infinite values")
     rng = float(t.max() - t.min())
     if p.std() == 0 or t.std() == 0 or rng == 0:
         raise LivescopeError("prediction or target is constant: Pearson r is undefined")
@@ -160,6 +164,12 @@ def evaluate_stain(
             raise LivescopeError(
                 f"{ip.name}: input {frame.shape} and target {tgt.shape} must have the same "
                 "2-D frame size"
+            )
+        if np.issubdtype(tgt.dtype, np.floating) and not np.isfinite(tgt).all():
+            bad = int(np.count_nonzero(~np.isfinite(tgt)))
+            raise LivescopeError(
+                f"{tp.name}: the target holds {bad} NaN or infinite pixel(s) (e.g. a registration "
+                "border); fill or remove them first"
             )
         res = engine.predict(frame, pixel_size_um=pixel_size_um)
         t = normalize_percentile(tgt, tn.low, tn.high)

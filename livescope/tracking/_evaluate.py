@@ -34,6 +34,17 @@ def evaluate_tracking(res: str | Path, gt: str | Path, *, div_tolerance: int = 1
     n_gt = len(list((gt / "TRA").glob("man_track*.tif")))
     if n_res != n_gt:
         raise LivescopeError(f"{res} has {n_res} masks but {gt / 'TRA'} has {n_gt} frames")
+    for f in (res / "res_track.txt", gt / "TRA" / "man_track.txt"):
+        _check_track_file(f)
+    first_res = sorted(res.glob("mask*.tif"))[:1]
+    first_gt = sorted((gt / "TRA").glob("man_track*.tif"))[:1]
+    if first_res and first_gt:
+        shapes = [_tiff_shape(p) for p in (first_res[0], first_gt[0])]
+        if shapes[0] != shapes[1]:
+            raise LivescopeError(
+                f"{first_res[0]} is {shapes[0]} px but the ground truth's {first_gt[0].name} is "
+                f"{shapes[1]} px: result and ground truth must be the same frames"
+            )
     metrics = ["Valid", "TRA", "DET", "LNK", f"BC({max(div_tolerance, 3)})"]
     with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -70,3 +81,26 @@ def evaluate_tracking(res: str | Path, gt: str | Path, *, div_tolerance: int = 1
         },
         "bc": {k: float(r[k]) for k in r if k.startswith("BC(") and r[k] is not None},
     }
+
+
+def _check_track_file(path: Path) -> None:
+    """Refuse a CTC track file whose lines are not four whole numbers ``L B E P`` (>= 0)."""
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 4 or not all(p.isdigit() for p in parts):
+            raise LivescopeError(
+                f"{path}, line {n}: {line.strip()!r} is not 'label begin end parent' "
+                "(four whole numbers >= 0)"
+            )
+
+
+def _tiff_shape(path: Path) -> tuple[int, ...]:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tf:
+            return tuple(tf.pages[0].shape)
+    except (OSError, ValueError, tifffile.TiffFileError) as exc:
+        raise LivescopeError(f"{path}: cannot read it as a TIFF ({exc})") from exc

@@ -130,6 +130,13 @@ def measure_objects(
     flat = lab.ravel()
     idx = np.flatnonzero(flat != 0)  # foreground only (a bool mask first: ~4x faster)
     ids = flat[idx].astype(np.int64, copy=False)
+    lut = None  # compact ids -> the image's own
+    if ids.size and int(ids.max()) >= 4 * flat.size:
+        # ids far sparser than pixels (e.g. uint32 hashes): count over compact ids, so
+        # memory follows the number of objects, not the largest id
+        uniq, inverse = np.unique(ids, return_inverse=True)
+        ids = inverse.astype(np.int64) + 1
+        lut = np.concatenate([np.zeros(1, np.int64), uniq.astype(np.int64)])
     n = int(ids.max()) + 1 if ids.size else 1
     area = np.bincount(ids, minlength=n).astype(np.float64)
     rows = idx // lab.shape[1]
@@ -142,8 +149,9 @@ def measure_objects(
     cent = (
         np.stack([sr[present] / a, sc[present] / a], axis=1) if present.size else np.zeros((0, 2))
     )
+    own = lut[present] if lut is not None else present  # the image's own ids
     edge = np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]).astype(np.int64)
-    border = np.isin(present, edge)
+    border = np.isin(own, edge)
     inten = None
     if image is not None:
         img = np.asarray(image)
@@ -151,9 +159,7 @@ def measure_objects(
             raise LivescopeError(f"image shape {img.shape} differs from labels {lab.shape}")
         si = np.bincount(ids, weights=img.ravel()[idx].astype(np.float64), minlength=n)
         inten = si[present] / a
-    return ObjectTable(
-        present.astype(np.int64), cent, a, inten, border, (lab.shape[0], lab.shape[1])
-    )
+    return ObjectTable(own.astype(np.int64), cent, a, inten, border, (lab.shape[0], lab.shape[1]))
 
 
 def _edge_distance(p: tuple[float, float], shape: tuple[int, int]) -> float:

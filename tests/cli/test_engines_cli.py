@@ -29,3 +29,25 @@ def test_engines_check_runs_each_engine_on_its_own_kind_of_input() -> None:
     assert {(name, "onnxruntime") for name in SHIPPED} <= ran
     frame_engines = {n for n, task in SHIPPED.items() if task != "classification"}
     assert {(n, "onnxruntime (frame of any size)") for n in frame_engines} <= ran
+
+
+def test_json_output_is_strict_json_even_with_nan(capsys: pytest.CaptureFixture[str]) -> None:
+    from livescope.cli._common import emit
+
+    emit({"pearson": float("nan"), "ms": [1.5, float("inf")], "nested": {"r": -float("inf")}})
+    out = capsys.readouterr().out
+
+    def refuse(name: str) -> None:
+        raise AssertionError(f"{name} in JSON output")
+
+    assert json.loads(out, parse_constant=refuse) == {
+        "pearson": None, "ms": [1.5, None], "nested": {"r": None}
+    }  # fmt: skip
+
+
+def test_eval_stain_refuses_no_seeds_and_no_views() -> None:
+    for args, message in ((("--simulated", ""), "names no seed"),
+                          (("--simulated", "100", "--views", "0"), "--views")):  # fmt: skip
+        p = run_cli("eval", "stain", "--engine", "nuclei-stain", *args, "--json")
+        assert p.returncode == 2, p.stdout
+        assert message in p.stdout + p.stderr

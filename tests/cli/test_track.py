@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -74,3 +75,58 @@ def test_track_and_eval_refuse_bad_input(tmp_path: Path) -> None:
     r = cli("eval", "track", "--res", str(tmp_path / "gt"), "--gt", str(tmp_path / "gt"))
     assert r.returncode == 2
     assert "no res_track.txt" in r.stderr
+
+
+def test_track_refuses_unreadable_resized_and_clashing_frames_and_bad_paths(
+    tmp_path: Path,
+) -> None:
+    def refused(folder: Path, *extra: str) -> str:
+        r = cli("track", str(folder), "--from-labels", "--out", str(tmp_path / "o"), *extra,
+                "--json")  # fmt: skip
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert "Traceback" not in r.stderr
+        return str(json.loads(r.stdout)["error"])
+
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    tifffile.imwrite(corrupt / "t000.tif", np.zeros((8, 8), np.uint16))
+    (corrupt / "t001.tif").write_bytes(b"not a tiff at all")
+    assert "t001.tif: cannot read it as an image" in refused(corrupt)
+    resized = tmp_path / "resized"
+    resized.mkdir()
+    for t, side in enumerate((30, 24, 30)):
+        tifffile.imwrite(resized / f"t{t:03d}.tif", np.zeros((side, side), np.uint16))
+    assert "t001.tif: frame of 24x24 px, the sequence's first is 30x30" in refused(resized)
+    clash = tmp_path / "clash"
+    clash.mkdir()
+    for name in ("t000.tif", "t000.tiff", "t001.tif"):
+        tifffile.imwrite(clash / name, np.zeros((8, 8), np.uint16))
+    assert "have the same frame number" in refused(clash)
+    _sequence(tmp_path / "gt")
+    state = tmp_path / "no" / "such" / "state.json"
+    assert "does not exist" in refused(tmp_path / "gt" / "TRA", "--state", str(state))
+    assert not (tmp_path / "o").exists()  # refused before anything was written
+
+
+def test_eval_track_refuses_other_frames_and_a_malformed_track_file(tmp_path: Path) -> None:
+    _sequence(tmp_path / "gt")
+    small = tmp_path / "small"
+    small.mkdir()
+    for t in range(8):
+        tifffile.imwrite(small / f"mask{t:03d}.tif", np.zeros((48, 48), np.uint16))
+    (small / "res_track.txt").write_text("")
+    r = cli("eval", "track", "--res", str(small), "--gt", str(tmp_path / "gt"), "--json")
+    assert r.returncode == 2
+    assert "must be the same frames" in json.loads(r.stdout)["error"]
+    bad = tmp_path / "bad"
+    shutil.copytree(tmp_path / "gt" / "TRA", bad)
+    for p in bad.glob("man_track*.tif"):
+        p.rename(bad / p.name.replace("man_track", "mask"))
+    (bad / "man_track.txt").rename(bad / "res_track.txt")
+    (bad / "res_track.txt").write_text("1 0 3 0\n2 0 x 0\n")
+    r = cli("eval", "track", "--res", str(bad), "--gt", str(tmp_path / "gt"), "--json")
+    assert r.returncode == 2
+    assert (
+        "res_track.txt, line 2: '2 0 x 0' is not 'label begin end parent'"
+        in (json.loads(r.stdout)["error"])
+    )

@@ -368,6 +368,17 @@ def test_metrics_on_known_cases() -> None:
     assert s["precision"] == 0.5
     assert s["recall"] == 0.5
     assert s["ap50"] == pytest.approx(1 / 3, abs=1e-4)  # scores are rounded to 4 places
+    empty = np.zeros_like(truth)
+    nothing = scores(match_counts(empty, empty))  # nothing to find, nothing found: perfect
+    assert (nothing["ap50"], nothing["f1"], nothing["precision"], nothing["recall"]) == (1, 1, 1, 1)
+    missed = scores(match_counts(truth, empty))
+    assert (missed["ap50"], missed["f1"], missed["precision"], missed["recall"]) == (0, 0, 0, 0)
+
+
+@pytest.mark.parametrize("diameter", [0.001, 1e6, float("inf"), float("nan"), -3.0])
+def test_object_diameters_beyond_the_rescale_limit_are_refused(diameter: float) -> None:
+    with pytest.raises(EngineError, match=r"nuclei-unet: (nuclei of|object diameter must be)"):
+        SegmentationEngine(ENGINE, backend="onnxruntime", object_diameter_px=diameter)
 
 
 def test_backend_selection_reports_why(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tifffile
+
+from livescope.inference import paired_files, read_image
+from livescope.schema import LivescopeError
 
 from ..conftest import run_cli
 
@@ -46,6 +51,16 @@ def test_network_beats_the_classical_pipeline(shared_data: Path) -> None:
     net = _eval(shared_data, "nuclei-mnfinder/validation")
     classical = _eval(shared_data, "nuclei-mnfinder/validation", engine="classical")
     assert net["ap50"] > classical["ap50"] + 0.2
+
+
+def test_pairs_skip_dot_files_and_unreadable_images_are_named(tmp_path: Path) -> None:
+    for d in ("images", "labels"):
+        (tmp_path / d).mkdir()
+        tifffile.imwrite(tmp_path / d / "a.tif", np.zeros((8, 8), np.uint16))
+    (tmp_path / "images" / "._a.tif").write_bytes(b"\x00\x05\x16\x07")  # macOS metadata
+    assert [p.name for p, _ in paired_files(tmp_path / "images", tmp_path / "labels")] == ["a.tif"]
+    with pytest.raises(LivescopeError, match=r"\._a\.tif: cannot read it as an image"):
+        read_image(tmp_path / "images" / "._a.tif")
 
 
 def test_eval_bad_folders_give_clear_errors(tmp_path: Path) -> None:

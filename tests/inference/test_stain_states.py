@@ -139,6 +139,18 @@ def test_cell_crops_are_centred_on_each_cell() -> None:
     assert (crops[1, 0, :, :7] == 0).all()  # left of column 0
 
 
+def test_cell_crops_of_sparse_large_ids_match_compact_ones() -> None:
+    labels = np.zeros((64, 64), np.int64)
+    labels[10:15, 20:25] = 4
+    labels[40:50, 0:3] = 9
+    image = np.arange(64 * 64, dtype=np.float32).reshape(64, 64)
+    huge = np.where(labels == 4, 2**40, np.where(labels == 9, 3_000_000_000, 0))
+    ids, crops = cell_crops(image, huge, 16)  # memory follows the cells, not the largest id
+    _ref_ids, ref = cell_crops(image, labels, 16)
+    assert ids.tolist() == [3_000_000_000, 2**40]
+    assert np.array_equal(crops, ref[::-1])  # ids ascend: 9's cell first now
+
+
 def test_states_of_every_cell_in_one_call(states: CellStateEngine, view: SimulatedView) -> None:
     res = states.classify(view.fluorescence, view.labels, pixel_size_um=view.pixel_um)
     assert res.ids.tolist() == sorted(view.states)
@@ -159,6 +171,12 @@ def test_states_refuse_bad_input(states: CellStateEngine, view: SimulatedView) -
         states.classify(view.fluorescence, view.labels.astype(float))
     with pytest.raises(EngineError, match="frame must be a 2-D array"):
         states.classify(view.fluorescence[None], view.labels)
+    with pytest.raises(EngineError, match="labels must not be negative"):
+        states.classify(view.fluorescence, -view.labels.astype(np.int32))
+    nan = view.fluorescence.astype(np.float32)
+    nan[0, 0] = np.nan
+    with pytest.raises(EngineError, match="frame holds NaN"):
+        states.classify(nan, view.labels)
 
 
 def test_parse_crop() -> None:
@@ -183,6 +201,12 @@ def test_stain_scores_on_known_cases() -> None:
     assert s["ssim"] < close["ssim"]
     with pytest.raises(LivescopeError, match="constant"):
         stain_scores(np.zeros((8, 8)), t[:8, :8])
+    with pytest.raises(LivescopeError, match="SSIM needs at least 7x7 px"):
+        stain_scores(t[:5, :5], t[:5, :5])
+    holed = t.copy()
+    holed[3, 3] = np.nan
+    with pytest.raises(LivescopeError, match="NaN or infinite"):
+        stain_scores(t, holed)
 
 
 @pytest.mark.parametrize(

@@ -249,3 +249,19 @@ def test_assignment_stays_local_with_thousands_of_cells() -> None:
     up = tr.update(disks((1000, 1000), [(y + 1, x - 1, r) for y, x, r in cells]))
     assert len(set(up.track_ids.tolist())) == 2500
     assert tr.gated_pairs < 3 * 2500  # pairs inside the gates, not all 2,500^2
+
+
+def test_sparse_large_label_ids_are_measured_like_compact_ones() -> None:
+    lab = disks((64, 64), [(10, 10, 4), (40, 30, 6), (60, 60, 5)])
+    image = np.random.default_rng(0).random(lab.shape)
+    big = np.where(lab > 0, lab.astype(np.uint64) * 2**33 + 7, 0)  # ids near 2**34
+    a, b = measure_objects(lab, image), measure_objects(big, image)  # no 2**34-long counts
+    assert b.labels.tolist() == [int(v) * 2**33 + 7 for v in a.labels.tolist()]
+    np.testing.assert_allclose(b.centroids, a.centroids)
+    np.testing.assert_allclose(b.areas, a.areas)
+    assert a.intensities is not None
+    assert b.intensities is not None
+    np.testing.assert_allclose(b.intensities, a.intensities)
+    assert a.on_border is not None
+    assert b.on_border is not None
+    assert b.on_border.tolist() == a.on_border.tolist()
