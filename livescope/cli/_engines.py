@@ -336,7 +336,9 @@ def eval_states(
     ] = None,
     gt: Annotated[Path | None, typer.Option(help="CTC ground-truth folder (with TRA/).")] = None,
     pixel_size: Annotated[float | None, typer.Option(help="CTC images' pixel size, µm.")] = None,
-    frames_before: Annotated[int, typer.Option(help="Frames before a split that count.")] = 5,
+    frames_before: Annotated[
+        int, typer.Option(min=1, help="Frames before a split that count.")
+    ] = 5,
     backend: Annotated[str | None, typer.Option(help="Backend (default: best available).")] = None,
     json_out: JsonOpt = False,
 ) -> None:

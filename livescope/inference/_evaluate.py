@@ -91,6 +91,7 @@ def evaluate_segmentation(
                 f"{img_path.name}: image {frame.shape} and labels {truth.shape} must be the same "
                 "2-D shape"
             )
+        _refuse_binary_mask(truth, lab_path)
         if engine is not None:
             res = engine.segment(frame)
             pred = res.labels
@@ -115,3 +116,23 @@ def evaluate_segmentation(
         "images": len(pairs),
         "per_image": per_image,
     }
+
+
+def _refuse_binary_mask(truth: NDArray[Any], path: Path) -> None:
+    """Refuse ground truth that is a binary mask (one value over many separate objects).
+
+    Scored as it is, it would be one object, and every prediction wrong.
+    """
+    values = np.unique(truth)
+    values = values[values != 0]
+    if values.size != 1:
+        return
+    from scipy import ndimage
+
+    _, n = ndimage.label(truth != 0)
+    if n > 1:
+        raise LivescopeError(
+            f"{path.name}: the labels look like a binary mask (one value, {values[0]}, over {n} "
+            "separate objects); instance labels give each nucleus its own id "
+            "(e.g. skimage.measure.label)"
+        )

@@ -83,9 +83,34 @@ def json_object(raw: bytes, what: str) -> dict[str, Any]:
     return data
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Safe YAML loader that refuses a key given twice in one mapping.
+
+    Plain YAML keeps the last silently: two ``guardrails:`` blocks in a profile
+    would drop the first without a word.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (first on line "
+                    f"{seen[key].start_mark.line + 1})", key_node.start_mark,
+                )  # fmt: skip
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path, error: type[ConfigError] = ConfigError) -> Any:
-    """Read a YAML file, raising ``error`` with the line and column of a syntax error."""
+    """Read a YAML file, raising ``error`` with the line and column of a syntax error.
+
+    A key given twice in one mapping is an error too (YAML would keep the last).
+    """
     p = Path(path)
+    if p.is_dir():
+        raise error(str(p), ["is a folder, not a YAML file"])
     if not p.is_file():
         raise error(str(p), [f"file not found (looked for {p.resolve()})"])
     try:
@@ -93,7 +118,7 @@ def read_yaml(path: str | Path, error: type[ConfigError] = ConfigError) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise error(str(p), [f"cannot read file: {exc}"]) from exc
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
     except yaml.YAMLError as exc:
         where = ""
         mark = getattr(exc, "problem_mark", None)

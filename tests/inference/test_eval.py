@@ -63,6 +63,19 @@ def test_pairs_skip_dot_files_and_unreadable_images_are_named(tmp_path: Path) ->
         read_image(tmp_path / "images" / "._a.tif")
 
 
+def test_a_binary_mask_as_labels_is_refused(tmp_path: Path) -> None:
+    from livescope.inference import evaluate_segmentation
+
+    for d in ("images", "labels"):
+        (tmp_path / d).mkdir()
+    mask = np.zeros((32, 32), np.uint8)
+    mask[2:8, 2:8] = mask[20:28, 20:28] = 255
+    tifffile.imwrite(tmp_path / "images" / "a.tif", mask)
+    tifffile.imwrite(tmp_path / "labels" / "a.tif", mask)
+    with pytest.raises(LivescopeError, match=r"a\.tif: the labels look like a binary mask"):
+        evaluate_segmentation(None, tmp_path / "images", tmp_path / "labels", classical=True)
+
+
 def test_eval_bad_folders_give_clear_errors(tmp_path: Path) -> None:
     (tmp_path / "images").mkdir()
     (tmp_path / "labels").mkdir()

@@ -114,6 +114,11 @@ def test_micromanager_needs_config(tmp_path: Path) -> None:
     [
         pytest.param("name: [unclosed\n", "line 2", id="yaml-syntax"),
         pytest.param("- just\n- a list\n", "expected a mapping", id="not-a-mapping"),
+        pytest.param(
+            "name: a\nguardrails: {min_interval_s: 1}\nname: b\n",
+            r"line 3, column 1: .*key 'name' is given twice \(first on line 1\)",
+            id="duplicate-key",
+        ),
     ],
 )
 def test_unreadable_yaml(tmp_path: Path, text: str, expected: str) -> None:
@@ -126,6 +131,8 @@ def test_unreadable_yaml(tmp_path: Path, text: str, expected: str) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ProfileError, match="file not found"):
         load_profile(tmp_path / "nope.yaml")
+    with pytest.raises(ProfileError, match="is a folder, not a YAML file"):
+        load_profile(tmp_path)
 
 
 def test_unknown_shipped_name() -> None:
