@@ -51,3 +51,20 @@ def test_eval_stain_refuses_no_seeds_and_no_views() -> None:
         p = run_cli("eval", "stain", "--engine", "nuclei-stain", *args, "--json")
         assert p.returncode == 2, p.stdout
         assert message in p.stdout + p.stderr
+
+
+def test_usage_errors_with_json_still_print_one_json_object() -> None:
+    for args, message in (
+        (("eval", "seg", "--engine", "nuclei-unet"), "Missing option '--images'"),
+        (("eval", "stain", "--engine", "nuclei-stain", "--views", "x"), "'--views'"),
+        (("no-such-command",), "No such command"),
+    ):
+        p = run_cli(*args, "--json")
+        assert p.returncode == 2, p.stdout + p.stderr
+        out = json.loads(p.stdout)
+        assert out["ok"] is False
+        assert message in out["error"]
+        assert message in p.stderr  # the usual usage message too
+    ok = run_cli("engines", "list", "--json")
+    assert ok.returncode == 0
+    assert json.loads(ok.stdout)["engines"]
