@@ -174,7 +174,8 @@ def _acquire_and_report(
     if analysis:  # a bad rule is reported now, not by a worker that cannot start
         from livescope.policy import rules_from_spec
 
-        rules_from_spec(policies, channel_group=prof.channels.config_group, source="plan")
+        rules_from_spec(policies, channel_group=prof.channels.config_group, source="plan",
+                        channels=[c.name for c in prof.channels.presets])  # fmt: skip
     from livescope.scope import run_simulated
 
     with progress_bar("acquiring", json_out=json_out) as (bar, task):

@@ -43,7 +43,12 @@ def load_policies(path: str | Path, profile: HardwareProfile) -> list[Policy]:
     """
     spec = plan_sections(path).get("policies")
     return list(
-        rules_from_spec(spec, channel_group=profile.channels.config_group, source=str(path))
+        rules_from_spec(
+            spec,
+            channel_group=profile.channels.config_group,
+            source=str(path),
+            channels=[c.name for c in profile.channels.presets],
+        )
     )
 
 

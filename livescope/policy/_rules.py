@@ -297,6 +297,31 @@ TRIGGERS: dict[str, type[_Trigger]] = {
 }
 
 
+def _check_numbers(where: str, params: Mapping[str, Any], *, skip: Iterable[str] = ()) -> None:
+    """Refuse a parameter that is not a finite number (YAML ``"1"`` is a string)."""
+    for key, value in params.items():
+        if key in skip or value is None:
+            continue
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise ValueError(f"{where}.{key} must be a number, got {value!r}")
+        if key in _WHOLE and not float(value).is_integer():
+            raise ValueError(f"{where}.{key} must be a whole number, got {value!r}")
+
+
+_WHOLE = frozenset({"frames", "loops", "z_planes", "max_fires"})
+_ACTION_PARAMS: dict[str, frozenset[str]] = {
+    "recentre": frozenset(),
+    "change_interval": frozenset({"interval_s"}),
+    "stop_position": frozenset(),
+    "stop_run": frozenset(),
+    "record": frozenset(),
+}
+"""Parameters each action other than ``acquire`` takes (it acts on the position that fired)."""
+
 # ---------------------------------------------------------------- actions
 
 
@@ -318,6 +343,26 @@ class Acquire:
     def __post_init__(self) -> None:
         if not self.channels:
             raise ValueError("acquire.channels must name at least one channel")
+        if not all(isinstance(c, str) and c for c in self.channels):
+            raise ValueError(f"acquire.channels must be channel names, got {list(self.channels)}")
+        _check_numbers("acquire", {"loops": self.loops, "interval_s": self.interval_s,
+                                   "z_planes": self.z_planes, "z_step_um": self.z_step_um,
+                                   "delay_s": self.delay_s})  # fmt: skip
+        if self.interval_s < 0 or self.delay_s < 0 or self.z_step_um <= 0:
+            raise ValueError(
+                "acquire.interval_s and acquire.delay_s must be >= 0, acquire.z_step_um > 0"
+            )
+        if self.exposure_ms is not None:
+            if not isinstance(self.exposure_ms, Mapping):
+                raise ValueError(
+                    f"acquire.exposure_ms maps channel -> ms (e.g. {{DAPI: 100}}), "
+                    f"got {self.exposure_ms!r}"
+                )
+            if extra := sorted(set(self.exposure_ms) - set(self.channels)):
+                raise ValueError(f"acquire.exposure_ms names channel(s) not acquired: {extra}")
+            _check_numbers("acquire.exposure_ms", self.exposure_ms)
+            if any(v <= 0 for v in self.exposure_ms.values()):
+                raise ValueError("acquire.exposure_ms values must be > 0")
         if self.loops < 1 or self.z_planes < 1:
             raise ValueError("acquire.loops and acquire.z_planes must be >= 1")
         if self.loops > 1 and self.interval_s <= 0:
@@ -375,9 +420,7 @@ def _decision(
     if action == "record":
         return None
     if action == "acquire":
-        spec = {"group": group, **params}
-        spec["channels"] = tuple(spec.get("channels", ()))
-        acq = Acquire(**spec)
+        acq = Acquire(**_acquire_spec(params, group))
         name = f"{obs.position}~{rule}-{n}"
         return AddEvents(events=acq.events(obs, hit, name), delay_s=acq.delay_s, **common)
     if action == "recentre":
@@ -396,6 +439,14 @@ def _decision(
 
 
 ACTIONS = ("acquire", "recentre", "change_interval", "stop_position", "stop_run", "record")
+
+
+def _acquire_spec(params: Mapping[str, Any], group: str) -> dict[str, Any]:
+    """`Acquire` keywords from a rule's ``acquire:`` (one channel may be given as a name)."""
+    spec = {"group": group, **params}
+    chans = spec.get("channels", ())
+    spec["channels"] = (chans,) if isinstance(chans, str) else tuple(chans or ())
+    return spec
 
 
 class Rule:
@@ -418,6 +469,8 @@ class Rule:
         At most this many firings over the run (None: no limit).
     channel_group
         The rig's channel config group (for ``acquire``).
+    channels
+        The rig's channel names: ``acquire`` may name only these (None: unchecked).
 
     """
 
@@ -431,6 +484,7 @@ class Rule:
         cooldown_radius_um: float = 0.0,
         max_fires: int | None = None,
         channel_group: str = "Channel",
+        channels: Sequence[str] | None = None,
     ) -> None:
         if not name or "~" in name:
             raise ValueError(f"rule name must be non-empty and without '~', got {name!r}")
@@ -440,6 +494,9 @@ class Rule:
                 f"rule {name!r}: 'when' must be one of {', '.join(TRIGGERS)}, got {dict(when)}"
             )
         kind, params = next(iter(when.items()))
+        if params is not None and not isinstance(params, Mapping):
+            raise ValueError(f"rule {name!r}: trigger {kind} takes a mapping, got {params!r}")
+        _check_numbers(f"rule {name!r}: {kind}", dict(params or {}), skip=("feature", "region"))
         try:
             self.trigger = TRIGGERS[kind](**dict(params or {}))
         except TypeError as exc:
@@ -448,16 +505,39 @@ class Rule:
             raise ValueError(
                 f"rule {name!r}: 'do' must be one of {', '.join(ACTIONS)}, got {dict(do)}"
             )
-        self.action, self.params = next(iter(do.items()))
-        self.params = dict(self.params or {})
+        self.action, params = next(iter(do.items()))
+        if params is not None and not isinstance(params, Mapping):
+            raise ValueError(f"rule {name!r}: {self.action} takes a mapping, got {params!r}")
+        self.params = dict(params or {})
         if self.action == "acquire":
             try:
-                Acquire(**{"group": channel_group, **self.params,
-                           "channels": tuple(self.params.get("channels", ()))})  # fmt: skip
+                acq = Acquire(**_acquire_spec(self.params, channel_group))
             except TypeError as exc:
                 raise ValueError(f"rule {name!r}: acquire: {exc}") from None
-        if self.action == "change_interval" and "interval_s" not in self.params:
-            raise ValueError(f"rule {name!r}: change_interval needs interval_s")
+            if channels is not None and (unknown := [c for c in acq.channels if c not in channels]):
+                raise ValueError(
+                    f"rule {name!r}: acquire.channels {unknown} are not channels of the rig "
+                    f"(its profile has {list(channels)})"
+                )
+        else:
+            if unknown := sorted(set(self.params) - _ACTION_PARAMS[self.action]):
+                takes = sorted(_ACTION_PARAMS[self.action]) or "nothing"
+                raise ValueError(
+                    f"rule {name!r}: {self.action} takes {takes}, not {unknown} (it acts on the "
+                    "position whose field fired)"
+                )
+            _check_numbers(f"rule {name!r}: {self.action}", self.params)
+        if self.action == "change_interval" and not self.params.get("interval_s", 0) > 0:
+            raise ValueError(f"rule {name!r}: change_interval needs interval_s > 0")
+        if self.action == "recentre" and kind == "cell_count":
+            raise ValueError(
+                f"rule {name!r}: recentre needs a trigger that fires on a cell, not cell_count"
+            )
+        if max_fires is not None:
+            _check_numbers(f"rule {name!r}", {"max_fires": max_fires})
+            if max_fires < 1:
+                raise ValueError(f"rule {name!r}: max_fires must be >= 1, got {max_fires}")
+            max_fires = int(max_fires)
         if cooldown_s < 0 or cooldown_radius_um < 0:
             raise ValueError(f"rule {name!r}: cooldowns must be >= 0")
         self.cooldown_s = float(cooldown_s)
@@ -548,7 +628,11 @@ def _python_policy(item: dict[str, Any], where: str) -> Policy:
 
 
 def rules_from_spec(
-    spec: object, *, channel_group: str = "Channel", source: str = "plan"
+    spec: object,
+    *,
+    channel_group: str = "Channel",
+    source: str = "plan",
+    channels: Sequence[str] | None = None,
 ) -> list[Policy]:
     """Build the policies of a plan's ``policies:`` list.
 
@@ -594,6 +678,7 @@ def rules_from_spec(
                     cooldown_radius_um=float(item.get("cooldown_radius_um", 0.0)),
                     max_fires=item.get("max_fires"),
                     channel_group=channel_group,
+                    channels=channels,
                 )
             )
         except (ValueError, TypeError) as exc:

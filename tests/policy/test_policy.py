@@ -168,11 +168,41 @@ def test_division_region_lost_and_recentre() -> None:
         ([{"name": "a", "when": {"mitosis": {}}, "do": {"record": {}}, "cooldown": 3}],
          "unknown field"),
         ([{"name": "a", "when": {"mitosis": {}}, "do": {"record": {}}}] * 2, "unique"),
+        # values that YAML reads as the wrong type, caught before anything moves
+        ([{"name": "a", "when": {"cell_count": {"above": "1"}}, "do": {"record": {}}}],
+         r"cell_count.above must be a number, got '1'"),
+        ([{"name": "a", "when": {"mitosis": {"frames": 2.7}}, "do": {"record": {}}}],
+         "mitosis.frames must be a whole number"),
+        ([{"name": "a", "when": {"mitosis": {}}, "do": {"record": {}}, "max_fires": "2"}],
+         "max_fires must be a number"),
+        ([{"name": "a", "when": {"mitosis": {}}, "do": {"acquire": {
+            "channels": ["DAPI"], "z_planes": 2.5}}}], "z_planes must be a whole number"),
+        ([{"name": "a", "when": {"mitosis": {}}, "do": {"acquire": {
+            "channels": ["DAPI"], "exposure_ms": 100}}}], "exposure_ms maps channel"),
+        ([{"name": "a", "when": {"mitosis": {}}, "do": {"acquire": {
+            "channels": ["DAPI"], "delay_s": -10}}}], "delay_s must be >= 0"),
+        ([{"name": "a", "when": {"mitosis": {}}, "do": {"acquire": {"channels": ["GFP"]}}}],
+         r"acquire.channels \['GFP'\] are not channels of the rig"),
+        ([{"name": "a", "when": {"mitosis": {}}, "do": {"change_interval": {"interval_s": 0}}}],
+         "interval_s > 0"),
+        ([{"name": "a", "when": {"mitosis": {}}, "do": {"stop_position": {"position": "p1"}}}],
+         r"stop_position takes nothing, not \['position'\]"),
     ],
 )  # fmt: skip
 def test_bad_rules_are_reported_by_name(spec: list, expected: str) -> None:
     with pytest.raises(LivescopeError, match=expected):
-        rules_from_spec(spec, source="plan.yaml")
+        rules_from_spec(spec, source="plan.yaml", channels=["Phase", "DAPI"])
+
+
+def test_one_channel_may_be_named_without_a_list() -> None:
+    (rule,) = rules_from_spec(
+        [{"name": "a", "when": {"mitosis": {}}, "do": {"acquire": {"channels": "DAPI"}}}],
+        channels=["Phase", "DAPI"],
+    )
+    assert isinstance(rule, Rule)
+    (firing,) = rule.decide(obs(0, [1], [0.9])) or rule.decide(obs(1, [1], [0.9]))
+    assert firing.decision is not None
+    assert {e.channel.config for e in firing.decision.events} == {"DAPI"}  # not D, A, P, I
 
 
 def _add(events: list[useq.MDAEvent]) -> AddEvents:
@@ -245,11 +275,9 @@ def test_a_policy_that_raises_is_disabled_and_the_others_go_on(
     assert engine2.evaluate(obs(2, [1, 2], [0.9, 0.9])) == []  # both tracks already fired
 
 
-def test_recentre_without_a_cell_raises_so_the_rule_is_disabled() -> None:
-    rule = Rule("bad", {"cell_count": {"above": 0}}, {"recentre": {}})
-    engine = PolicyEngine([rule], PROFILE)
-    assert engine.evaluate(obs(0, [1])) == []
-    assert "recentre needs a trigger that fires on a cell" in engine.disabled["bad"]
+def test_recentre_on_a_trigger_without_a_cell_is_refused_at_load() -> None:
+    with pytest.raises(ValueError, match="recentre needs a trigger that fires on a cell"):
+        Rule("bad", {"cell_count": {"above": 0}}, {"recentre": {}})
 
 
 def test_decisions_fired_together_are_checked_against_each_other() -> None:
