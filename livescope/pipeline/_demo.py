@@ -121,8 +121,10 @@ def run_adaptive(
         deadline = time.monotonic() + ready_timeout_s
         while not ready.exists():
             if time.monotonic() > deadline or (supervisor.exits and supervisor.exits[-1] != 0):
+                why = f": {supervisor.error}" if supervisor.error else ""
                 raise LivescopeError(
-                    f"the pipeline worker did not start (see {out / RESULTS_DIR / 'worker.log'})"
+                    f"the pipeline worker did not start{why} (see "
+                    f"{out / RESULTS_DIR / 'worker.log'})"
                 )
             time.sleep(0.05)
         if on_supervisor is not None:

@@ -22,12 +22,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from livescope.schema import LivescopeError
+from livescope.schema import LivescopeError, write_atomic
 
 from ._worker import RESULTS_DIR, WorkerConfig
 
-__all__ = ["WORKER_NICE", "WorkerSupervisor"]
+__all__ = ["WORKER_FAILED", "WORKER_NICE", "WORKER_REFUSED", "WorkerSupervisor"]
 
+WORKER_REFUSED = 2
+"""Exit status of a worker that refused its input or config (the CLI's user-error
+status): it is not restarted, since it would refuse again."""
+WORKER_FAILED = "worker.failed"
+"""Written in the results folder, with the worker's error, once the supervisor gives up."""
 WORKER_NICE = 5
 """How much lower the worker's CPU priority is than the agent's (POSIX nice): on
 Linux its engine and store threads only, elsewhere the whole process."""
@@ -78,6 +83,8 @@ class WorkerSupervisor:
         self.lower_priority = lower_priority
         self.restarts = 0
         self.exits: list[int] = []
+        self.error = ""
+        """The worker's last error line once the supervisor gave up on it."""
         self.proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -132,17 +139,40 @@ class WorkerSupervisor:
                 continue
             if proc.stdin is not None:
                 proc.stdin.close()
+            if code != 0:  # before the exit is seen: whoever sees it can say why
+                self.error = self._last_error()
             self.exits.append(code)
             if code == 0:
                 return  # finished: the run ended and every field was analysed
+            if code == WORKER_REFUSED:  # its input or config is wrong: a restart cannot help
+                logger.error("the worker refused to run: %s", self.error)
+                self._give_up()
+                return
             if self.restarts >= self.max_restarts:
                 logger.error("worker exited with %s; %d restarts used, giving up", code,
                              self.restarts)  # fmt: skip
+                self._give_up()
                 return
             self.restarts += 1
             logger.warning("worker exited with %s; restarting it (%d)", code, self.restarts)
             with self._lock:
                 self.proc = self._spawn(resume=True)
+
+    def _last_error(self) -> str:
+        """Return the worker's own last error line in worker.log ('' if none)."""
+        try:
+            self._log.flush()
+            lines = (self.results / "worker.log").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        rows = [ln.strip() for ln in lines.splitlines() if ln.strip()]
+        errors = [ln for ln in rows if ln.lower().startswith("error:")]
+        last = (errors or rows or [""])[-1]
+        return last[len("error:") :].strip() if last.lower().startswith("error:") else last
+
+    def _give_up(self) -> None:
+        """Leave ``results/worker.failed`` (the replay's gate stops waiting on it)."""
+        write_atomic(self.results / WORKER_FAILED, self.error or f"exit codes {self.exits}")
 
     def stop(self) -> None:
         """Stop watching and terminate the worker (e.g. when the run could not start)."""
@@ -193,6 +223,8 @@ class WorkerSupervisor:
         summary["supervisor"] = {"restarts": self.restarts, "exit_codes": self.exits}
         if not self.exits or self.exits[-1] != 0:
             raise LivescopeError(
-                f"the worker failed (exit codes {self.exits}); see {self.results / 'worker.log'}"
+                f"the worker failed (exit codes {self.exits}"
+                + (f": {self.error}" if self.error else "")
+                + f"); see {self.results / 'worker.log'}"
             )
         return summary

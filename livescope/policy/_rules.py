@@ -529,9 +529,9 @@ class Rule:
             _check_numbers(f"rule {name!r}: {self.action}", self.params)
         if self.action == "change_interval" and not self.params.get("interval_s", 0) > 0:
             raise ValueError(f"rule {name!r}: change_interval needs interval_s > 0")
-        if self.action == "recentre" and kind == "cell_count":
+        if self.action == "recentre" and kind in ("cell_count", "track_lost"):
             raise ValueError(
-                f"rule {name!r}: recentre needs a trigger that fires on a cell, not cell_count"
+                f"rule {name!r}: recentre needs a trigger that fires on a cell in view, not {kind}"
             )
         if max_fires is not None:
             _check_numbers(f"rule {name!r}", {"max_fires": max_fires})

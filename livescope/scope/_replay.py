@@ -280,6 +280,7 @@ class ReplayGate:
         """How often the worker's log is read while waiting: a window ahead hides the delay."""
         self.done: set[tuple[str, int]] = set()
         self.timeouts = 0
+        self.gave_up = False
         self.waited_s = 0.0
         self._offset = 0
         self._rest = b""
@@ -298,6 +299,13 @@ class ReplayGate:
                 rec = json.loads(line)
                 self.done.add((str(rec["position"]), int(rec["t"])))
 
+    def worker_gone(self) -> bool:
+        """Return True once the worker's supervisor gave up (``results/worker.failed``)."""
+        if not self.gave_up and (self.path.parent / "worker.failed").exists():
+            self.gave_up = True
+            logger.error("replay: the pipeline worker failed; the rest is replayed unanalysed")
+        return self.gave_up
+
     def wait_for(self, fields: Iterable[tuple[str, int]]) -> bool:
         """Block until every field in ``fields`` is analysed; False on a timeout."""
         want = set(fields)
@@ -310,6 +318,9 @@ class ReplayGate:
             if want <= self.done:
                 self.waited_s += time.perf_counter() - t0
                 return True
+            if self.worker_gone():
+                self.waited_s += time.perf_counter() - t0
+                return False  # nothing will come: the supervisor gave up on the worker
             if time.perf_counter() > deadline:
                 self.timeouts += 1
                 self.waited_s += time.perf_counter() - t0

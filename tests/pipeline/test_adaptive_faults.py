@@ -2,7 +2,7 @@
 
 One short run on the simulated microscope with the real agent, bus, supervised
 worker process and engines: the worker is killed mid-run and must come back with
-its tracks; one rule raises on its first firing; one asks for more than the
+its tracks; a Python policy raises on its first crowded field; one asks for more than the
 guardrails allow.
 """
 
@@ -27,10 +27,10 @@ from livescope.scope import demo_sequence
 pytestmark = pytest.mark.slow
 
 POLICIES = [
-    {  # a configuration bug that only shows at run time: recentre needs a cell
-        "name": "crowded-recentre",
-        "when": {"cell_count": {"above": 1}},
-        "do": {"recentre": {}},
+    {  # a bug in the user's Python policy that only shows at run time
+        "name": "crowded-alarm",
+        "python": "tests.policy.example_policy:CrowdAlarm",
+        "args": {"above": 1},
     },
     {  # 0.5 s apart is under the profile's guardrails.min_interval_s (1 s)
         "name": "too-fast",
@@ -123,13 +123,13 @@ def test_tracks_keep_their_ids_across_the_restart(faulty_run) -> None:
     assert kept / total >= 0.9, (kept, total)
 
 
-def test_a_rule_that_raises_is_disabled_and_the_run_goes_on(faulty_run) -> None:
+def test_a_policy_that_raises_is_disabled_and_the_run_goes_on(faulty_run) -> None:
     summary, out, _ = faulty_run
     disabled = {d["rule"]: d["error"] for d in summary["policies_disabled"]}
-    assert "recentre needs a trigger that fires on a cell" in disabled["crowded-recentre"]
+    assert "crowd alarm: the user's own bug" in disabled["crowded-alarm"]
     assert summary["decisions"]["accepted"] >= 1  # the other rules went on deciding
     log = (out / "results" / "worker.log").read_text()
-    assert "crowded-recentre" in log
+    assert "crowded-alarm" in log
     assert "disabled" in log
 
 

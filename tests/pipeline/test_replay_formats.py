@@ -215,3 +215,19 @@ def test_a_missing_or_unreadable_dataset_is_a_clear_error(tmp_path: Path) -> Non
     res = run_cli("replay", str(bad), "--out", str(tmp_path / "o2"), "--json")
     assert res.returncode == 2
     assert json.loads(res.stdout)["error"].startswith(f"{bad}: not a readable TIFF")
+
+
+def test_a_worker_that_refuses_its_settings_fails_the_replay_at_once(tmp_path: Path) -> None:
+    # 11 µm nuclei at 0.01 µm/px would be rescaled ~60x: the worker refuses (exit 2). It is
+    # not restarted over and over, and the replay does not wait out its gate per time point
+    seq = tmp_path / "01"
+    seq.mkdir()
+    rng = np.random.default_rng(0)
+    for t in range(3):
+        tifffile.imwrite(seq / f"t{t:03d}.tif", rng.integers(0, 200, (128, 128), np.uint16))
+    res = run_cli("replay", str(seq), "--out", str(tmp_path / "o"), "--pixel-size", "0.01",
+                  "--nucleus-diameter-um", "11", "--json")  # fmt: skip
+    assert res.returncode == 2, res.stdout + res.stderr
+    error = json.loads(res.stdout)["error"]
+    assert "refusing more than 8x" in error  # the worker's own reason, not just "see the log"
+    assert "exit codes [2]" in error  # one try: a restart would refuse again

@@ -27,3 +27,16 @@ class EmptyField:
 
     def restore(self, state: dict[str, int]) -> None:
         self.empty = dict(state)
+
+
+class CrowdAlarm:
+    """A policy with a bug that only shows at run time: it raises once a field is crowded."""
+
+    def __init__(self, name: str, above: int = 1) -> None:
+        self.name = name
+        self.above = above
+
+    def decide(self, obs: Observation) -> list[Firing]:
+        if len(obs.cells) > self.above:
+            raise ZeroDivisionError("crowd alarm: the user's own bug")
+        return []
