@@ -563,7 +563,7 @@ class ScopeAgent:
             except LivescopeError as exc:
                 error = error or exc
             finally:
-                summary = self._summary(fanout, duration)
+                summary = self._summary(fanout, duration, error)
                 self._close()
         if error is not None:
             raise error
@@ -578,17 +578,31 @@ class ScopeAgent:
         self.feed.stop()
         self.core.mda.cancel()
 
-    def _summary(self, fanout: FrameFanout, duration: float) -> dict[str, Any]:
+    def _summary(
+        self, fanout: FrameFanout, duration: float, error: BaseException | None = None
+    ) -> dict[str, Any]:
+        """Write and return ``summary.json``; ``ok`` only if the run ended as planned."""
         import json
 
         bus: dict[str, Any] = self.publisher.stats() if self.publisher else {"mode": "off"}
         bus["dropped_in_agent"] = fanout.bus_dropped
+        failed = len(self.engine.failed_events)
         summary: dict[str, Any] = {
-            "ok": True,
+            "ok": error is None and failed == 0,
+            "interrupted": isinstance(error, KeyboardInterrupt),
+            "error": (
+                "interrupted (Ctrl-C)"
+                if isinstance(error, KeyboardInterrupt)
+                else f"{type(error).__name__}: {error}"
+                if error is not None
+                else f"{failed} frame(s) could not be acquired"
+                if failed
+                else None
+            ),
             "run_id": self.run_id,
             "frames_acquired": fanout.frames_acquired,
             "frames_written": fanout.frames_written,
-            "frames_failed": len(self.engine.failed_events),
+            "frames_failed": failed,
             "positions": list(self.feed.positions),
             "channels": self.recorder.channels,
             "duration_s": round(duration, 3),

@@ -178,6 +178,8 @@ def _summary_section(page: _Page) -> str:
              f"{fmt(decisions.get('what_if'))} · {fmt(decisions.get('what_if_frames_served'))}"),
         ]  # fmt: skip
     warnings = [w for w in s.get("warnings") or [] if isinstance(w, str)]
+    if s.get("ok") is False and isinstance(s.get("error"), str):
+        warnings.insert(0, f"The run did not end as planned: {s['error']}.")
     out = ""
     if warnings:
         out += "<ul>" + "".join(f"<li>{esc(w)}</li>" for w in warnings) + "</ul>"

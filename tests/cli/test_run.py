@@ -108,3 +108,35 @@ def test_an_unknown_backend_is_a_clear_error(tmp_path: Path) -> None:
                   "--json")  # fmt: skip
     assert res.returncode == 2
     assert "unknown acquisition backend 'micromanager'" in json.loads(res.stdout)["error"]
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_says_so_in_its_summary(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(PLAN.replace("loops: 8", "loops: 400").split("policies:")[0])
+    out = tmp_path / "run"
+    proc = subprocess.Popen(  # Ctrl-C as a terminal sends it: SIGINT to the process
+        [sys.executable, "-m", "livescope", "run", str(plan), "--out", str(out),
+         "--time-acceleration", "40", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    frames = out / "frames.jsonl"
+    while not (frames.is_file() and frames.read_text().count("\n") >= 4):
+        assert time.monotonic() < deadline, "the run did not start"
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 2, stderr
+    assert json.loads(stdout)["error"] == "interrupted"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ok"] is False
+    assert summary["interrupted"] is True
+    assert summary["error"] == "interrupted (Ctrl-C)"
+    assert 4 <= summary["frames_written"] == summary["frames_acquired"] < 800
