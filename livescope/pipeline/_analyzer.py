@@ -194,6 +194,17 @@ class FrameAnalyzer:
             out[seg.name] = seg.card.sha256
         return out
 
+    def engines_used(self, res: FrameResult) -> dict[str, str]:
+        """Engine name → model sha256 of the engines that ran for ``res`` (its stage times)."""
+        ran: list[Any] = []
+        if "stain" in res.ms:
+            ran.append(self.stain)
+        if "segment" in res.ms:
+            ran.append(next(iter(self._segmenters.values()), None))
+        if "states" in res.ms:
+            ran.append(self.states)
+        return {e.name: e.card.sha256 for e in ran if e is not None}
+
     def close(self) -> None:
         """Free every engine's session (and its device memory)."""
         for e in (*self._segmenters.values(), self.stain, self.states):

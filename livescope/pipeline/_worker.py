@@ -750,7 +750,7 @@ class PipelineWorker:
             "pixel_size_um": px or 1.0,
             "shape": (shape[0], shape[1]),
             "stage_um": stage,
-            "engines": self.engines,
+            "engines": self.analyzer.engines_used(res),  # those that ran for this field
         }
         if res.labels is None or res.tracks is None:
             return Observation(**common)
