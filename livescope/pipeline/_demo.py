@@ -98,6 +98,8 @@ def run_adaptive(
 
     """
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise LivescopeError(f"{out} is a file; the output must be a new folder")
     if (out / "data.ome.zarr").exists():
         raise LivescopeError(f"{out / 'data.ome.zarr'} already exists; choose a new output folder")
     out.mkdir(parents=True, exist_ok=True)

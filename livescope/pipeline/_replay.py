@@ -90,6 +90,8 @@ def run_replay(
     if speed is not None and not speed > 0:
         raise LivescopeError(f"speed must be > 0 (or None for as fast as possible), got {speed}")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise LivescopeError(f"{out} is a file; the output must be a new folder")
     if out.exists() and any(out.iterdir()):
         raise LivescopeError(f"{out} is not empty; choose a new output folder")
     ds = open_dataset(dataset, channel=channel, interval_s=interval_s, pixel_size_um=pixel_size_um)

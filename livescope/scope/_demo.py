@@ -98,6 +98,8 @@ def run_simulated(
     check_plan(sequence, profile)
     _check_backend(backend)
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise LivescopeError(f"{out} is a file; the output must be a new folder")
     with SimulatedMicroscope(profile, seed=seed) as sim:
         truth = GroundTruthWriter(sim, out / "ground_truth")
         agent_cls: Any = ScopeAgent

@@ -140,3 +140,15 @@ def test_an_interrupted_run_says_so_in_its_summary(tmp_path: Path) -> None:
     assert summary["interrupted"] is True
     assert summary["error"] == "interrupted (Ctrl-C)"
     assert 4 <= summary["frames_written"] == summary["frames_acquired"] < 800
+
+
+def test_an_output_path_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(PLAN)
+    taken = tmp_path / "taken"
+    taken.write_text("")
+    for args in (("run", str(plan)), ("replay", str(tmp_path)), ("demo",)):
+        res = run_cli(*args, "--out", str(taken), "--json")
+        assert res.returncode == 2, res.stderr
+        error = json.loads(res.stdout)["error"]
+        assert error == f"{taken} is a file; the output must be a new folder"
