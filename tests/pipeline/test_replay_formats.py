@@ -231,3 +231,24 @@ def test_a_worker_that_refuses_its_settings_fails_the_replay_at_once(tmp_path: P
     error = json.loads(res.stdout)["error"]
     assert "refusing more than 8x" in error  # the worker's own reason, not just "see the log"
     assert "exit codes [2]" in error  # one try: a restart would refuse again
+
+
+def test_a_replay_plan_with_a_misspelt_key_or_bad_rule_is_refused_before_anything(
+    tmp_path: Path,
+) -> None:
+    seq = tmp_path / "01"
+    seq.mkdir()
+    tifffile.imwrite(seq / "t000.tif", np.zeros((64, 64), np.uint16))
+    for name, text, message in (
+        ("typo", "policy:\n  - {name: a, when: {division: {}}, do: {record: {}}}\n",
+         "policy: unknown field"),
+        ("rule", "policies:\n  - {name: a, when: {divison: {}}, do: {record: {}}}\n",
+         "'when' must be one of"),
+    ):  # fmt: skip
+        plan = tmp_path / f"{name}.yaml"
+        plan.write_text(text)
+        out = tmp_path / f"out-{name}"
+        res = run_cli("replay", str(seq), "--plan", str(plan), "--out", str(out), "--json")
+        assert res.returncode == 2, res.stdout + res.stderr
+        assert message in json.loads(res.stdout)["error"]
+        assert not out.exists()  # refused before the output folder was made
