@@ -614,7 +614,10 @@ def _python_policy(item: dict[str, Any], where: str) -> Policy:
     try:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError) as exc:
-        raise LivescopeError(f"{where} ({name}): cannot import {target!r}: {exc}") from None
+        raise LivescopeError(
+            f"{where} ({name}): cannot import {target!r}: {exc} (the module must be installed "
+            "or on PYTHONPATH; the plan's folder is not searched)"
+        ) from None
     try:
         policy = factory(name=name, **args)
     except Exception as exc:  # noqa: BLE001 (the user's code: report what it raised)

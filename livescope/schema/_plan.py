@@ -20,10 +20,10 @@ __all__ = ["PLAN_SECTIONS", "check_plan", "load_plan", "plan_sections"]
 
 _MAX_REPORTED = 20
 
-PLAN_SECTIONS = ("policies", "analysis")
+PLAN_SECTIONS = ("policies",)
 """livescope's own top-level keys in a plan file, beside the ``MDASequence`` fields:
-``policies`` (event-triggered rules, `livescope.policy`) and ``analysis`` (which
-engines the worker runs)."""
+``policies`` (event-triggered rules, `livescope.policy`). The engines are chosen
+by the command (worker options), not by the plan: any other key is an error."""
 
 
 def load_plan(path: str | Path) -> useq.MDASequence:

@@ -83,6 +83,15 @@ def test_misspelt_channel_field(tmp_path: Path) -> None:
         load_plan(f)
 
 
+def test_policies_are_the_only_section_besides_the_sequence(tmp_path: Path) -> None:
+    f = tmp_path / "plan.yaml"
+    f.write_text("time_plan: {interval: 60, loops: 2}\npolicies: []\n")
+    assert load_plan(f).time_plan is not None
+    f.write_text("time_plan: {interval: 60, loops: 2}\nanalysis: {segmenter: other}\n")
+    with pytest.raises(PlanError, match="analysis: unknown field"):  # not silently ignored
+        load_plan(f)
+
+
 def test_load_plan_roundtrip(tmp_path: Path, sim_profile: HardwareProfile) -> None:
     f = tmp_path / "plan.yaml"
     f.write_text(
