@@ -105,6 +105,16 @@ def map_channels(
     """
     names = [c.name for c in profile.channels.presets]
     given = dict(channel_map or {})
+    if stray := sorted(set(given) - set(dataset.channels)):
+        raise LivescopeError(
+            f"{dataset.path}: --channel-map names channel(s) {stray} the dataset does not have "
+            f"(its channels: {', '.join(dataset.channels)})"
+        )
+    if bad := sorted({t for t in given.values() if t not in names}):
+        raise LivescopeError(
+            f"{dataset.path}: --channel-map maps to {bad}, not channels of profile "
+            f"{profile.name!r} (known: {', '.join(names)})"
+        )
     out: dict[str, str] = {}
     unknown: list[str] = []
     for ch in dataset.channels:

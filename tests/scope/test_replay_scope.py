@@ -105,6 +105,11 @@ def test_channels_the_profile_lacks_need_a_map(tmp_path: Path) -> None:
         assert map_channels(ds, replay) == {"GFP": "DAPI"}
         assert "replayed as 'DAPI'" in ds.warnings[-1]
         assert map_channels(ds, replay, {"GFP": "Fluo"}) == {"GFP": "Fluo"}
+        # a mistake in the map is named, never ignored (the old fallback hid both)
+        with pytest.raises(LivescopeError, match=r"names channel\(s\) \['GPF'\] the dataset"):
+            map_channels(ds, replay, {"GPF": "Fluo"})
+        with pytest.raises(LivescopeError, match=r"maps to \['GFPX'\], not channels of profile"):
+            map_channels(ds, replay, {"GFP": "GFPX"})
         seq = replay_sequence(ds, replay, {"GFP": "Fluo"})
         assert [c.config for c in seq.channels] == ["Fluo"]
         assert seq.sizes["t"] == 2
