@@ -124,6 +124,12 @@ def run_replay(
         cfg = dataclasses.replace(cfg or WorkerConfig(stain_every=5), plan=None, idle_s=None)
         if nucleus_diameter_um is not None:
             cfg = dataclasses.replace(cfg, nucleus_diameter_um=nucleus_diameter_um)
+            if not any(f.pixel_size_um for f in ds.frames):
+                ds.warnings.append(
+                    f"{ds.path}: the dataset states no pixel size, so the nucleus diameter "
+                    f"({nucleus_diameter_um:g} µm) cannot be turned into pixels and is not used, "
+                    "and positions are taken as 1 µm per pixel; pass --pixel-size"
+                )
         out.mkdir(parents=True, exist_ok=True)
         (out / "source.json").write_text(
             json.dumps(

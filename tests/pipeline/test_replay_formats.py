@@ -252,3 +252,16 @@ def test_a_replay_plan_with_a_misspelt_key_or_bad_rule_is_refused_before_anythin
         assert res.returncode == 2, res.stdout + res.stderr
         assert message in json.loads(res.stdout)["error"]
         assert not out.exists()  # refused before the output folder was made
+
+
+def test_a_nucleus_size_without_a_pixel_size_is_warned_about(tmp_path: Path) -> None:
+    seq = tmp_path / "01"
+    seq.mkdir()
+    for t in range(2):
+        tifffile.imwrite(seq / f"t{t:03d}.tif", np.zeros((64, 64), np.uint16))
+    res = run_cli("replay", str(seq), "--out", str(tmp_path / "o"), "--nucleus-diameter-um", "11",
+                  "--json")  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    warnings = " ".join(json.loads(res.stdout)["warnings"])
+    assert "states no pixel size" in warnings
+    assert "pass --pixel-size" in warnings
