@@ -372,6 +372,11 @@ class Engine:
         from scipy import ndimage
 
         x = np.asarray(self.check_frame(frame), dtype=np.float32)
+        if min(x.shape[-2:]) * scale < 8:
+            raise EngineError(
+                f"engine {self.name}: frame {x.shape[-2]}x{x.shape[-1]} px zoomed {scale:.3g}x "
+                "(to bring its nuclei or pixels to the model's size) is under 8 px"
+            )
         lead = (0,) * (x.ndim - 2)
         if scale < 1:
             s = 0.5 * (1 / scale - 1)

@@ -540,6 +540,11 @@ class Rule:
             max_fires = int(max_fires)
         if cooldown_s < 0 or cooldown_radius_um < 0:
             raise ValueError(f"rule {name!r}: cooldowns must be >= 0")
+        if cooldown_radius_um > 0 and cooldown_s == 0:
+            raise ValueError(
+                f"rule {name!r}: cooldown_radius_um limits the cooldown to a distance, and "
+                "has no effect without cooldown_s (how long the rule rests after firing)"
+            )
         self.cooldown_s = float(cooldown_s)
         self.cooldown_radius_um = float(cooldown_radius_um)
         self.max_fires = max_fires

@@ -375,6 +375,12 @@ def test_metrics_on_known_cases() -> None:
     assert (missed["ap50"], missed["f1"], missed["precision"], missed["recall"]) == (0, 0, 0, 0)
 
 
+def test_a_frame_zoomed_below_the_smallest_input_names_the_users_frame() -> None:
+    e = SegmentationEngine(ENGINE, backend="onnxruntime", object_diameter_px=100)
+    with pytest.raises(EngineError, match=r"frame 30x40 px zoomed 0\.186x .* under 8 px"):
+        e.segment(np.ones((30, 40), np.uint16))
+
+
 @pytest.mark.parametrize("diameter", [0.001, 1e6, float("inf"), float("nan"), -3.0])
 def test_object_diameters_beyond_the_rescale_limit_are_refused(diameter: float) -> None:
     with pytest.raises(EngineError, match=r"nuclei-unet: (nuclei of|object diameter must be)"):

@@ -187,6 +187,8 @@ def test_division_region_lost_and_recentre() -> None:
          "interval_s > 0"),
         ([{"name": "a", "when": {"mitosis": {}}, "do": {"stop_position": {"position": "p1"}}}],
          r"stop_position takes nothing, not \['position'\]"),
+        ([{"name": "a", "when": {"mitosis": {}}, "do": {"record": {}}, "cooldown_radius_um": 20}],
+         "has no effect without cooldown_s"),
     ],
 )  # fmt: skip
 def test_bad_rules_are_reported_by_name(spec: list, expected: str) -> None:
