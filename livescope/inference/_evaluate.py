@@ -98,6 +98,8 @@ def evaluate_segmentation(
             ms_engine.append(res.ms_engine)
             ms_post.append(res.ms_post)
         elif classical:
+            if frame.dtype.kind == "f" and not np.isfinite(frame).all():
+                raise LivescopeError(f"{img_path.name}: the image holds NaN or infinite values")
             t0 = time.perf_counter()
             pred = classical_segmentation(frame)
             ms_post.append(1000 * (time.perf_counter() - t0))

@@ -74,6 +74,14 @@ def test_a_binary_mask_as_labels_is_refused(tmp_path: Path) -> None:
     tifffile.imwrite(tmp_path / "labels" / "a.tif", mask)
     with pytest.raises(LivescopeError, match=r"a\.tif: the labels look like a binary mask"):
         evaluate_segmentation(None, tmp_path / "images", tmp_path / "labels", classical=True)
+    labels = (mask > 0).astype(np.uint16)
+    labels[20:28, 20:28] = 2
+    tifffile.imwrite(tmp_path / "labels" / "a.tif", labels)
+    nan = mask.astype(np.float32)
+    nan[0, 0] = np.nan
+    tifffile.imwrite(tmp_path / "images" / "a.tif", nan)
+    with pytest.raises(LivescopeError, match=r"a\.tif: the image holds NaN"):
+        evaluate_segmentation(None, tmp_path / "images", tmp_path / "labels", classical=True)
 
 
 def test_eval_bad_folders_give_clear_errors(tmp_path: Path) -> None:
