@@ -128,6 +128,14 @@ def test_unreadable_yaml(tmp_path: Path, text: str, expected: str) -> None:
         HardwareProfile.from_file(f)
 
 
+def test_yaml_merge_keys_still_work(tmp_path: Path) -> None:
+    from livescope.schema import read_yaml
+
+    f = tmp_path / "m.yaml"
+    f.write_text("base: &b {x: 1, y: 2}\nother:\n  <<: *b\n  x: 3\n")
+    assert read_yaml(f)["other"] == {"x": 3, "y": 2}
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ProfileError, match="file not found"):
         load_profile(tmp_path / "nope.yaml")
