@@ -247,6 +247,11 @@ def _resolve(source: str | Path, timeout_s: float) -> tuple[str, str | None]:
             break
         except FileNotFoundError:
             if time.monotonic() >= deadline:
+                if not file.parent.exists():
+                    raise LivescopeError(
+                        f"{file.parent} does not exist (no run was started there within "
+                        f"{timeout_s:g} s): check the run folder's path"
+                    ) from None
                 raise LivescopeError(
                     f"no {OVERLAY_FILE} in {file.parent} after {timeout_s:g} s: is a worker "
                     "publishing overlays for this run (e.g. `livescope worker --analyse`)?"

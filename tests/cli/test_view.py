@@ -27,6 +27,9 @@ def test_view_without_an_overlay_fails_clearly(tmp_path: Path) -> None:
     out = json.loads(res.stdout)
     assert out["ok"] is False
     assert "no overlay.json" in out["error"]
+    res = run_cli("view", str(tmp_path / "typo"), "--timeout-s", "0.2", "--json")
+    assert res.returncode == 2, res.stderr
+    assert "typo does not exist (no run was started there" in json.loads(res.stdout)["error"]
 
 
 def test_view_without_napari_says_what_to_install(tmp_path: Path) -> None:
