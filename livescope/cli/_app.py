@@ -172,10 +172,9 @@ def _acquire_and_report(
 ) -> dict[str, Any]:  # fmt: skip
     """Acquire (with the supervised worker when ``analysis``), then write the report."""
     if analysis:  # a bad rule is reported now, not by a worker that cannot start
-        from livescope.policy import rules_from_spec
+        from livescope.policy import rules_for_profile
 
-        rules_from_spec(policies, channel_group=prof.channels.config_group, source="plan",
-                        channels=[c.name for c in prof.channels.presets])  # fmt: skip
+        rules_for_profile(policies, prof)
     from livescope.scope import run_simulated
 
     with progress_bar("acquiring", json_out=json_out) as (bar, task):

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from livescope.policy import rules_from_spec
+from livescope.policy import rules_for_profile
 from livescope.record import Dataset, open_dataset
 from livescope.schema import HardwareProfile, LivescopeError, load_plan, load_profile, plan_sections
 from livescope.scope import ScopeAgent, map_channels, replay_sequence, run_replay_scope
@@ -114,9 +114,7 @@ def run_replay(
         elif own and recorded_plan.is_file():
             policies = plan_sections(recorded_plan).get("policies")
         # bad rules are reported now, not by a worker that cannot start
-        rules_from_spec(policies, channel_group=prof.channels.config_group,
-                        source=str(plan or recorded_plan),
-                        channels=[c.name for c in prof.channels.presets])  # fmt: skip
+        rules_for_profile(policies, prof, source=str(plan or recorded_plan))
         cfg = worker
         saved_cfg = ds.path / RESULTS_DIR / "worker-config.json"
         if cfg is None and own and saved_cfg.is_file():

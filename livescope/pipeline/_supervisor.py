@@ -166,9 +166,8 @@ class WorkerSupervisor:
         except OSError:
             return ""
         rows = [ln.strip() for ln in lines.splitlines() if ln.strip()]
-        errors = [ln for ln in rows if ln.lower().startswith("error:")]
-        last = (errors or rows or [""])[-1]
-        return last[len("error:") :].strip() if last.lower().startswith("error:") else last
+        errors = [ln[len("error:") :].strip() for ln in rows if ln.lower().startswith("error:")]
+        return (errors or rows or [""])[-1]
 
     def _give_up(self) -> None:
         """Leave ``results/worker.failed`` (the replay's gate stops waiting on it)."""

@@ -11,7 +11,7 @@ minimum interval, decision rate) before anything is sent. Pure: no I/O, no
 clocks; time is the run's sample time carried by each observation.
 """
 
-from ._engine import PolicyEngine, Verdict, load_policies
+from ._engine import PolicyEngine, Verdict, load_policies, rules_for_profile
 from ._guardrails import Guardrails, parent_position
 from ._observation import FEATURES, Cells, Firing, Observation
 from ._rules import ACTIONS, TRIGGERS, Acquire, Hit, Policy, Rule, rules_from_spec
@@ -32,5 +32,6 @@ __all__ = [
     "Verdict",
     "load_policies",
     "parent_position",
+    "rules_for_profile",
     "rules_from_spec",
 ]

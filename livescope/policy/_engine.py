@@ -16,7 +16,7 @@ from ._guardrails import Guardrails
 from ._observation import Firing, Observation
 from ._rules import Policy, rules_from_spec
 
-__all__ = ["PolicyEngine", "Verdict", "load_policies"]
+__all__ = ["PolicyEngine", "Verdict", "load_policies", "rules_for_profile"]
 
 logger = logging.getLogger("livescope")
 
@@ -41,14 +41,25 @@ def load_policies(path: str | Path, profile: HardwareProfile) -> list[Policy]:
         naming the rule and what is wrong with it.
 
     """
-    spec = plan_sections(path).get("policies")
-    return list(
-        rules_from_spec(
-            spec,
-            channel_group=profile.channels.config_group,
-            source=str(path),
-            channels=[c.name for c in profile.channels.presets],
-        )
+    return rules_for_profile(plan_sections(path).get("policies"), profile, source=str(path))
+
+
+def rules_for_profile(
+    spec: object, profile: HardwareProfile, *, source: str = "plan"
+) -> list[Policy]:
+    """`rules_from_spec` checked against a rig: its channel group and channel names.
+
+    Raises
+    ------
+    LivescopeError
+        naming the rule and what is wrong with it (e.g. a channel the rig lacks).
+
+    """
+    return rules_from_spec(
+        spec,
+        channel_group=profile.channels.config_group,
+        source=source,
+        channels=[c.name for c in profile.channels.presets],
     )
 
 

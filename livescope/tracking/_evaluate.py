@@ -30,19 +30,18 @@ def evaluate_tracking(res: str | Path, gt: str | Path, *, div_tolerance: int = 1
         raise LivescopeError(f"{res}: no res_track.txt (not a CTC result folder)")
     if not (gt / "TRA" / "man_track.txt").is_file():
         raise LivescopeError(f"{gt}: no TRA/man_track.txt (not a CTC ground-truth folder)")
-    n_res = len(list(res.glob("mask*.tif")))
-    n_gt = len(list((gt / "TRA").glob("man_track*.tif")))
+    masks = sorted(res.glob("mask*.tif"))
+    truth = sorted((gt / "TRA").glob("man_track*.tif"))
+    n_res, n_gt = len(masks), len(truth)
     if n_res != n_gt:
         raise LivescopeError(f"{res} has {n_res} masks but {gt / 'TRA'} has {n_gt} frames")
     for f in (res / "res_track.txt", gt / "TRA" / "man_track.txt"):
         _check_track_file(f)
-    first_res = sorted(res.glob("mask*.tif"))[:1]
-    first_gt = sorted((gt / "TRA").glob("man_track*.tif"))[:1]
-    if first_res and first_gt:
-        shapes = [_tiff_shape(p) for p in (first_res[0], first_gt[0])]
+    if masks:
+        shapes = [_tiff_shape(p) for p in (masks[0], truth[0])]
         if shapes[0] != shapes[1]:
             raise LivescopeError(
-                f"{first_res[0]} is {shapes[0]} px but the ground truth's {first_gt[0].name} is "
+                f"{masks[0]} is {shapes[0]} px but the ground truth's {truth[0].name} is "
                 f"{shapes[1]} px: result and ground truth must be the same frames"
             )
     metrics = ["Valid", "TRA", "DET", "LNK", f"BC({max(div_tolerance, 3)})"]
