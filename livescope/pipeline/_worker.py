@@ -39,7 +39,7 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,14 @@ from numpy.typing import NDArray
 from livescope.bus import BUS_FILE, attach, fast_thread_switching
 from livescope.policy import Cells, Observation, Policy, PolicyEngine, Verdict, load_policies
 from livescope.record import RecordingReader, read_frames, rewrite_ctc_result
-from livescope.schema import HardwareProfile, LivescopeError, load_plan, load_profile, write_atomic
+from livescope.schema import (
+    HardwareProfile,
+    LivescopeError,
+    load_plan,
+    load_profile,
+    lower_thread_priority,
+    write_atomic,
+)
 from livescope.scope import frames_in_plan
 from livescope.tracking import OnlineTracker, measure_objects
 
@@ -67,7 +74,7 @@ PLAN_FILE = "plan.yaml"
 LATENCY_STAGES = (
     "camera_to_received",  # camera → agent → bus → worker's receiver thread
     "queue_wait",  # received → analysis starts (grouping + waiting behind earlier fields)
-    "busy_wait",  # the part of queue_wait spent while the worker analysed earlier fields
+    "busy_wait",  # camera → analysis starts, the part the engines spent on earlier fields
     "stain", "segment", "track", "states",  # engines
     "engines",  # their sum
     "analyse_other",  # the analysis pass outside its engines (frame checks, bookkeeping)
@@ -169,17 +176,9 @@ class _Field:
     t_done_ns: int = 0
 
 
-def _lower_this_thread(nice: int) -> None:
-    """Raise the calling thread's niceness by ``nice`` (Linux: threads have their own)."""
-    if nice <= 0 or not sys.platform.startswith("linux"):
-        return
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
-    except OSError as exc:
-        logger.warning(
-            "could not lower the priority of thread %s (%s)", threading.current_thread().name, exc
-        )
+def _overlap_ns(spans: Iterable[tuple[int, int]], start: int, end: int) -> int:
+    """Return how much of the ``(begin, end)`` spans (ns) lies between ``start`` and ``end``."""
+    return sum(max(0, min(b, end) - max(a, start)) for a, b in spans)
 
 
 def _pct(values: Sequence[float]) -> dict[str, float]:
@@ -414,7 +413,7 @@ class PipelineWorker:
         self.run_id = self.link.run_id
         if self.config.overlay:
             self._open_overlay()
-        _lower_this_thread(self.config.engine_nice)  # the other threads have started
+        lower_thread_priority(self.config.engine_nice)  # the other threads have started
         (self.results / "ready").write_text(str(time.time()), encoding="utf-8")
         bus = self.run_dir / BUS_FILE
         pending: _Field | None = None
@@ -592,10 +591,11 @@ class PipelineWorker:
         fluo = chans[min(nuclear)[1]] if nuclear else None
         free = next((a for c, a in chans.items() if self.kinds.get(c) == "label_free"), None)
         px = float(h.get("pixel_size_um") or 0.0) or None
-        # waiting for the engines busy with earlier fields: not the pipeline's cost
-        busy = sum(
-            max(0, min(b, t_start) - max(a, fld.t_received_ns)) for a, b in self._engine_spans
-        )
+        # the engines busy with earlier fields since this field's last frame was taken: it
+        # waits for them however fast its frames travel, so that is not the pipeline's cost
+        t_cam = int(h.get("t_camera_ns") or 0)
+        since = min(fld.t_received_ns, t_cam) if fld.live and t_cam > 0 else fld.t_received_ns
+        busy = _overlap_ns(self._engine_spans, since, t_start)
         t_a0 = time.monotonic_ns()
         self._main_free.set()  # the engines release the GIL: the store thread may work
         try:
@@ -698,7 +698,7 @@ class PipelineWorker:
         }
 
     def _store_loop(self) -> None:
-        _lower_this_thread(self.config.engine_nice)  # bulk work, like the engines
+        lower_thread_priority(self.config.engine_nice)  # bulk work, like the engines
         while (job := self._store_q.get()) is not None:
             if self._store_error is not None:
                 continue  # the worker is failing; state is not saved past the error

@@ -11,7 +11,14 @@ from ._datasets import (
 )
 from ._decisions import DECISIONS_FILE, DecisionLog, read_decisions
 from ._protocol import PSink
-from ._zarr import FRAMES_FILE, ZARR_NAME, OmeZarrWriter, RecordingReader, read_frames
+from ._zarr import (
+    FRAMES_FILE,
+    ZARR_NAME,
+    OmeZarrWriter,
+    RecordingReader,
+    read_frames,
+    zarr_threads,
+)
 
 __all__ = [
     "DATASET_DTYPES",
@@ -34,4 +41,5 @@ __all__ = [
     "relabel_for_ctc",
     "rewrite_ctc_result",
     "write_ctc",
+    "zarr_threads",
 ]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,23 @@ from numpy.typing import NDArray
 
 from livescope.schema import FrameInfo, LivescopeError
 
-__all__ = ["FRAMES_FILE", "ZARR_NAME", "OmeZarrWriter", "RecordingReader", "read_frames"]
+__all__ = [
+    "FRAMES_FILE",
+    "ZARR_NAME",
+    "OmeZarrWriter",
+    "RecordingReader",
+    "read_frames",
+    "zarr_threads",
+]
+
+_ZARR_THREADS = ("zarr_io", "zarr_pool", "asyncio_")
+"""Names of the threads zarr writes on: its event loop and that loop's codec pool."""
+
+
+def zarr_threads() -> list[threading.Thread]:
+    """Return the threads zarr has started so far to write (and compress) arrays."""
+    return [t for t in threading.enumerate() if t.name.startswith(_ZARR_THREADS)]
+
 
 ZARR_NAME = "data.ome.zarr"
 FRAMES_FILE = "frames.jsonl"

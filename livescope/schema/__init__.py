@@ -56,6 +56,7 @@ from ._profile import (
     builtin_profiles,
     load_profile,
 )
+from ._threads import lower_thread_priority
 
 __all__ = [
     "ALLOWED_DTYPES",
@@ -108,6 +109,7 @@ __all__ = [
     "format_validation_error",
     "load_plan",
     "load_profile",
+    "lower_thread_priority",
     "parse_decision",
     "plan_sections",
     "read_yaml",

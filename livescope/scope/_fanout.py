@@ -1,18 +1,23 @@
-"""Hand every acquired frame to the recorder and the bus, off the acquisition thread.
+"""Hand every acquired frame to the recorder and the bus without holding up acquisition.
 
 pymmcore-plus emits ``frameReady`` on the acquisition thread, and a slow handler
 slows the whole run. `FrameFanout.on_frame` only builds the frame's `FrameInfo`,
-copies the pixels (one copy, shared read-only by all consumers) and enqueues it:
+copies the pixels (one copy, shared read-only by all consumers), queues the copy
+for recording and publishes it:
 
 * the recording queue is unbounded: every frame is written, none is dropped; if
-  a sink fails the run is cancelled and the error raised;
-* the bus queue is bounded: when the publisher falls behind, the oldest frames
-  are dropped for analysis only (and counted).
+  a sink fails the run is cancelled and the error raised. The writer thread (and
+  the threads zarr compresses on) run at lower priority on Linux: recording is
+  bulk work that may lag a burst, the hand-off to analysis is not;
+* publishing is itself the hand-off: it writes the pixels into a shared-memory
+  slot (or queues them on the socket) and never waits for a subscriber. A frame
+  with no free slot is dropped for analysis only (and counted). Publishing here,
+  not on a thread of its own, saves a thread hop (and its wake-up, up to
+  several ms on two busy cores) on every frame's way to the worker.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import queue
 import threading
@@ -26,10 +31,13 @@ import useq
 from numpy.typing import NDArray
 
 from livescope.bus import FramePublisher
-from livescope.record import PSink
-from livescope.schema import FrameInfo, LivescopeError
+from livescope.record import PSink, zarr_threads
+from livescope.schema import FrameInfo, LivescopeError, lower_thread_priority
 
-__all__ = ["FrameFanout", "position_name"]
+__all__ = ["RECORDING_NICE", "FrameFanout", "position_name"]
+
+RECORDING_NICE = 5
+"""Niceness added to the recording threads (Linux): as much as the worker's engines."""
 
 logger = logging.getLogger("livescope")
 
@@ -82,13 +90,13 @@ class FrameFanout:
     sinks
         Recording sinks, called in order on the writer thread.
     publisher
-        Optional bus publisher, called on the publisher thread.
+        Optional bus publisher, called on the acquisition thread (it never blocks).
     on_cancel
         Called (writer thread) when a sink fails, to cancel the acquisition.
     progress
         ``progress(frames_written)`` after each written frame (writer thread).
-    bus_queue
-        Frames the publisher may fall behind by before the oldest are dropped.
+    recording_nice
+        Niceness added to the writer thread and zarr's threads (Linux; 0: none).
 
     """
 
@@ -99,7 +107,7 @@ class FrameFanout:
         publisher: FramePublisher | None = None,
         on_cancel: Callable[[], None] | None = None,
         progress: Callable[[int], None] | None = None,
-        bus_queue: int = 64,
+        recording_nice: int = RECORDING_NICE,
     ) -> None:
         for s in sinks:
             if not isinstance(s, PSink):
@@ -109,10 +117,8 @@ class FrameFanout:
         self._on_cancel = on_cancel
         self._progress = progress
         self._frames: queue.Queue[Any] = queue.Queue()
-        self._bus: collections.deque[tuple[NDArray[Any], FrameInfo]] = collections.deque()
-        self._bus_max = bus_queue
-        self._bus_cond = threading.Condition()
-        self._bus_done = False
+        self._nice = recording_nice
+        self._lowered: set[int] = set()
         self.errors: list[BaseException] = []
         self.frames_acquired = 0
         self.frames_written = 0
@@ -122,31 +128,39 @@ class FrameFanout:
         self._writer = threading.Thread(
             target=self._write_loop, name="livescope-writer", daemon=True
         )
-        self._pub = threading.Thread(
-            target=self._publish_loop, name="livescope-publisher", daemon=True
-        )
         self._writer.start()
-        if publisher is not None:
-            self._pub.start()
 
     def on_frame(self, image: NDArray[Any], event: useq.MDAEvent, meta: Any) -> None:
-        """``frameReady`` handler (acquisition thread): record, copy, enqueue, return."""
+        """``frameReady`` handler (acquisition thread): copy, queue for recording, publish."""
         info = frame_info(self.frames_acquired, image, event, meta)
         self.frames_acquired += 1
         pixels = np.array(image, copy=True)
         pixels.flags.writeable = False
         self._frames.put((pixels, info))
         self.max_queue_depth = max(self.max_queue_depth, self._frames.qsize())
-        if self.publisher is not None:
-            with self._bus_cond:
-                self._bus.append((pixels, info))
-                if len(self._bus) > self._bus_max:
-                    self._bus.popleft()
-                    self.bus_dropped += 1
-                self._bus_cond.notify()
+        if self.publisher is None:
+            return
+        try:
+            published = self.publisher.publish(pixels, info, info["t_camera_ns"])
+        except Exception:
+            logger.exception("publishing frame %s failed (recording goes on)", info["seq"])
+            published = False
+        if published:
+            self.bus_published += 1
+        else:
+            self.bus_dropped += 1
+
+    def _lower_recording_threads(self) -> None:
+        """Lower the writer thread and any zarr thread not lowered yet (writer thread)."""
+        for t in [threading.current_thread(), *zarr_threads()]:
+            if t.native_id is not None and t.native_id not in self._lowered:
+                self._lowered.add(t.native_id)
+                lower_thread_priority(self._nice, t)
 
     def _write_loop(self) -> None:
         while (item := self._frames.get()) is not _STOP:
+            if self._nice > 0:
+                self._lower_recording_threads()  # zarr starts its threads on first use
             if self.errors:
                 continue  # the run is being cancelled; the error is raised by finish()
             pixels, info = item
@@ -167,27 +181,6 @@ class FrameFanout:
                 except Exception:
                     logger.exception("progress callback failed (recording goes on)")
 
-    def _publish_loop(self) -> None:
-        if self.publisher is None:
-            return
-        while True:
-            with self._bus_cond:
-                while not self._bus and not self._bus_done:
-                    self._bus_cond.wait()
-                if not self._bus:
-                    return
-                pixels, info = self._bus.popleft()
-            try:
-                published = self.publisher.publish(pixels, info, info["t_camera_ns"])
-            except Exception:
-                logger.exception("publishing frame %s failed (recording goes on)", info["seq"])
-                published = False
-            with self._bus_cond:
-                if published:
-                    self.bus_published += 1
-                else:
-                    self.bus_dropped += 1
-
     def finish(self) -> None:
         """Drain the queues, close every sink (also after errors), raise the first error.
 
@@ -199,11 +192,6 @@ class FrameFanout:
         """
         self._frames.put(_STOP)
         self._writer.join()
-        if self.publisher is not None:
-            with self._bus_cond:
-                self._bus_done = True
-                self._bus_cond.notify()
-            self._pub.join()
         for s in self.sinks:
             try:
                 s.close()

@@ -3,13 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
-import threading
-import time
 from pathlib import Path
-
-import pytest
 
 from livescope.pipeline import PipelineWorker, WorkerConfig
 
@@ -81,32 +75,16 @@ def test_an_older_policy_state_never_replaces_a_newer_one(tmp_path: Path) -> Non
         w._finish(failed=True)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priority is Linux's")
-def test_only_the_thread_that_asks_is_lowered() -> None:
-    """The engine thread yields to the decision path; the threads beside it keep theirs."""
-    from livescope.pipeline._worker import _lower_this_thread
+def test_busy_wait_counts_the_engines_on_earlier_fields_from_the_camera_on() -> None:
+    """A frame that reached the worker late while the engines were busy anyway cost nothing.
 
-    seen: dict[str, int] = {}
+    Spans (ns) the engines spent on earlier fields: 0-100 and 150-300. A field whose last
+    frame was taken at 50 and analysed from 200 waited 50 + 50 ns behind them.
+    """
+    from livescope.pipeline._worker import _overlap_ns
 
-    def lowered() -> None:
-        _lower_this_thread(3)
-        seen["lowered"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-        done.wait(5)  # alive while the other thread looks at its own priority
-
-    def other() -> None:
-        seen["other"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-
-    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    done = threading.Event()
-    a = threading.Thread(target=lowered)
-    a.start()
-    while "lowered" not in seen:
-        time.sleep(0.01)
-    b = threading.Thread(target=other)
-    b.start()
-    b.join()
-    done.set()
-    a.join()
-    assert seen["lowered"] == min(19, base + 3)
-    assert seen["other"] == base
-    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
+    spans = [(0, 100), (150, 300)]
+    assert _overlap_ns(spans, 50, 200) == 100
+    assert _overlap_ns(spans, 100, 150) == 0
+    assert _overlap_ns(spans, 120, 400) == 150
+    assert _overlap_ns([], 0, 10) == 0

@@ -1,0 +1,92 @@
+"""Per-thread priorities: bulk threads yield the CPU; the threads beside them keep theirs."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+import pytest
+
+from livescope.schema import lower_thread_priority
+
+linux_only = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="per-thread priority is Linux's"
+)
+
+
+def _nice(thread: threading.Thread | None = None) -> int:
+    tid = (thread or threading.current_thread()).native_id
+    assert tid is not None
+    return os.getpriority(os.PRIO_PROCESS, tid)
+
+
+def _parked() -> tuple[threading.Thread, threading.Event]:
+    done = threading.Event()
+    t = threading.Thread(target=done.wait, args=(5,))
+    t.start()
+    return t, done
+
+
+@linux_only
+def test_only_the_thread_that_asks_is_lowered() -> None:
+    seen: dict[str, int] = {}
+    done = threading.Event()
+
+    def lowered() -> None:
+        seen["ok"] = int(lower_thread_priority(3))
+        seen["lowered"] = _nice()
+        done.wait(5)
+
+    base = _nice()
+    a = threading.Thread(target=lowered)
+    a.start()
+    b, b_done = _parked()
+    try:
+        while "lowered" not in seen:
+            done.wait(0.01)
+        assert seen == {"ok": 1, "lowered": min(19, base + 3)}
+        assert _nice(b) == base
+        assert _nice() == base
+    finally:
+        done.set()
+        b_done.set()
+        a.join()
+        b.join()
+
+
+@linux_only
+def test_another_thread_is_lowered_and_capped_at_19() -> None:
+    t, done = _parked()
+    try:
+        base = _nice()
+        assert lower_thread_priority(30, t)
+        assert _nice(t) == 19
+        assert _nice() == base
+    finally:
+        done.set()
+        t.join()
+
+
+def test_nothing_happens_for_zero_or_an_unstarted_thread() -> None:
+    base = _nice() if sys.platform.startswith("linux") else None
+    assert not lower_thread_priority(0)
+    assert not lower_thread_priority(5, threading.Thread(target=print))
+    if base is not None:
+        assert _nice() == base
+
+
+@linux_only
+def test_lowering_twice_counts_from_the_threads_own_priority() -> None:
+    """zarr's threads outlive a run: the next run's recorder must not lower them again."""
+    t, done = _parked()
+    try:
+        base = _nice(t)
+        assert lower_thread_priority(2, t)
+        assert lower_thread_priority(2, t)
+        assert _nice(t) == min(19, base + 2)
+        assert lower_thread_priority(4, t)
+        assert _nice(t) == min(19, base + 4)
+    finally:
+        done.set()
+        t.join()
