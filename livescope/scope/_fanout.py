@@ -119,6 +119,7 @@ class FrameFanout:
         self._frames: queue.Queue[Any] = queue.Queue()
         self._nice = recording_nice
         self._lowered: set[int] = set()
+        self._publish_lock = threading.Lock()  # a socket is one thread's at a time
         self.errors: list[BaseException] = []
         self.frames_acquired = 0
         self.frames_written = 0
@@ -141,7 +142,8 @@ class FrameFanout:
         if self.publisher is None:
             return
         try:
-            published = self.publisher.publish(pixels, info, info["t_camera_ns"])
+            with self._publish_lock:
+                published = self.publisher.publish(pixels, info, info["t_camera_ns"])
         except Exception:
             logger.exception("publishing frame %s failed (recording goes on)", info["seq"])
             published = False

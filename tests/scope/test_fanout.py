@@ -1,0 +1,102 @@
+"""FrameFanout: every frame recorded; published on the acquisition thread, never waiting."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+import useq
+from numpy.typing import NDArray
+
+from livescope.bus import FramePublisher, FrameSubscriber
+from livescope.schema import FrameInfo
+from livescope.scope._fanout import FrameFanout
+
+
+class ListSink:
+    """A recording sink that keeps what it is given (and on which thread)."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[NDArray[Any], FrameInfo]] = []
+        self.threads: set[int | None] = set()
+        self.nice: list[int] = []
+
+    def write(self, image: NDArray[Any], info: FrameInfo) -> None:
+        self.frames.append((image, info))
+        self.threads.add(threading.get_native_id())
+        if sys.platform.startswith("linux"):
+            self.nice.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+    def close(self) -> None:
+        pass
+
+
+def _event(t: int) -> useq.MDAEvent:
+    return useq.MDAEvent(index={"t": t, "c": 0}, channel={"config": "DAPI"}, pos_name="p0")
+
+
+@pytest.mark.parametrize("mode", ["inline", "shm"])
+def test_frames_are_recorded_and_reach_a_subscriber_in_order(mode: str) -> None:
+    pub = FramePublisher("r1", mode=mode, max_frame_bytes=64 * 64 * 2, ring_bytes=8 * 64 * 64 * 2)  # type: ignore[arg-type]
+    sub = FrameSubscriber(pub.endpoint, control_endpoint=pub.control_endpoint, maxlen=64)
+    time.sleep(0.3)  # let the subscription reach the publisher
+    sink = ListSink()
+    fan = FrameFanout([sink], publisher=pub)
+    try:
+        images = [np.full((64, 64), t, np.uint16) for t in range(6)]
+        for t, img in enumerate(images):
+            fan.on_frame(img, _event(t), {"pixel_size_um": 0.5})
+            img[...] = 999  # the camera reuses its buffer: the fanout kept a copy
+            got = sub.get(timeout=2)  # published before on_frame returned
+            assert got is not None
+            with got:
+                assert got.seq == t
+                assert int(got.array[0, 0]) == t
+        fan.finish()
+    finally:
+        sub.close()
+        pub.close()
+    assert [int(i["seq"]) for _, i in sink.frames] == list(range(6))
+    assert [int(a[0, 0]) for a, _ in sink.frames] == list(range(6))
+    assert (fan.frames_acquired, fan.frames_written, fan.bus_published) == (6, 6, 6)
+    assert fan.bus_dropped == 0
+    assert threading.get_native_id() not in sink.threads  # recorded on the writer thread
+
+
+def test_a_frame_with_no_free_slot_is_dropped_for_analysis_only() -> None:
+    pub = FramePublisher("r1", mode="shm", max_frame_bytes=64 * 64 * 2, ring_bytes=0)  # 4 slots
+    sub = FrameSubscriber(pub.endpoint, control_endpoint=pub.control_endpoint, maxlen=64)
+    time.sleep(0.3)
+    sink = ListSink()
+    fan = FrameFanout([sink], publisher=pub)
+    try:
+        held = []
+        for t in range(6):  # the subscriber holds every frame it gets: four slots, six frames
+            fan.on_frame(np.full((64, 64), t, np.uint16), _event(t), {})
+            if (got := sub.get(timeout=0.5)) is not None:
+                held.append(got)
+        fan.finish()
+        for g in held:
+            g.release()
+    finally:
+        sub.close()
+        pub.close()
+    assert fan.frames_written == 6  # the recording has every frame
+    assert fan.bus_published == 4
+    assert fan.bus_dropped == 2
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priority is Linux's")
+def test_the_writer_thread_runs_at_lower_priority_the_acquisition_thread_does_not() -> None:
+    sink = ListSink()
+    fan = FrameFanout([sink], recording_nice=3)
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    fan.on_frame(np.zeros((8, 8), np.uint16), _event(0), {})
+    fan.finish()
+    assert sink.nice == [min(19, base + 3)]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
