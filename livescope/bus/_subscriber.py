@@ -344,6 +344,11 @@ class FrameSubscriber:
             self.counts["delivered"] += 1
             return self._queue.popleft()
 
+    def pending(self) -> int:
+        """Return how many frames are waiting to be taken with `get`."""
+        with self._cond:
+            return len(self._queue)
+
     def stats(self) -> dict[str, Any]:
         """Counters, queue depth and per-hop latency percentiles (ms)."""
         out: dict[str, Any] = {

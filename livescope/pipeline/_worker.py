@@ -70,6 +70,8 @@ __all__ = ["LATENCY_STAGES", "PLAN_FILE", "RESULTS_DIR", "PipelineWorker", "Work
 logger = logging.getLogger("livescope")
 
 RESULTS_DIR = "results"
+HANDOFF_WAIT_S = 0.02
+"""Longest a field's decisions wait for the main thread to start the next field's engines."""
 PLAN_FILE = "plan.yaml"
 LATENCY_STAGES = (
     "camera_to_received",  # camera → agent → bus → worker's receiver thread
@@ -82,7 +84,7 @@ LATENCY_STAGES = (
     "policy",  # policies + guardrails
     "decision_enqueued",  # decision sent → the agent queued its events (ack)
     "decision_executed",  # the agent queued it → first frame it added was acquired
-    "end_to_end",  # camera → decision enqueued (or → policies done, when none fired)
+    "end_to_end",  # camera → the agent queued the decisions (→ policies done, when none fired)
     "overhead",  # end_to_end − engines − busy_wait: what the pipeline itself costs
     "store",  # results store + overlay (after the decisions; off the decision path)
 )  # fmt: skip
@@ -292,6 +294,11 @@ class PipelineWorker:
         self._decide_q: queue.Queue[_DecideJob | None] = queue.Queue()
         self._decide_free = threading.Event()  # clear while a field's decisions are made
         self._decide_free.set()
+        # clear while the main thread moves on to a field whose frames are already here:
+        # the decision thread starts once the engines run (or after HANDOFF_WAIT_S), so
+        # the two do not fight over the GIL and the CPU while the next field is prepared
+        self._handoff = threading.Event()
+        self._handoff.set()
         self._decide_error: BaseException | None = None
         self._decide_thread = threading.Thread(
             target=self._decide_loop, name="livescope-decide", daemon=True
@@ -419,6 +426,8 @@ class PipelineWorker:
         pending: _Field | None = None
         last_frame = time.monotonic()
         while True:
+            if not self.link.frames.pending():
+                self._handoff.set()  # nothing to move on to: the decisions go now
             frame = self.link.frames.get(timeout=0.1)
             if frame is None:
                 if not bus.exists():
@@ -571,6 +580,7 @@ class PipelineWorker:
             if len(fld.frames) < self._expected((fld.position, fld.t)):
                 self._complete(fld)
         if fld.position in self.done and fld.t <= self.done[fld.position]:
+            self._handoff.set()
             return
         self._main_free.clear()
         try:
@@ -597,6 +607,7 @@ class PipelineWorker:
         since = min(fld.t_received_ns, t_cam) if fld.live and t_cam > 0 else fld.t_received_ns
         busy = _overlap_ns(self._engine_spans, since, t_start)
         t_a0 = time.monotonic_ns()
+        self._handoff.set()
         self._main_free.set()  # the engines release the GIL: the store thread may work
         try:
             res = self.analyzer.analyse(
@@ -615,6 +626,8 @@ class PipelineWorker:
         self.done[fld.position] = fld.t
         self.counts["fields_analysed"] += 1
         self.counts["frames_analysed"] += len(fld.frames)
+        if fld.live and self.link is not None and self.link.frames.pending():
+            self._handoff.clear()  # the next field is here: it goes first
         self._decide_q.put(
             _DecideJob(fld, res, fluo, px, t_start, t_analysed, busy,
                        tracker.state() if tracker is not None else {})
@@ -626,6 +639,7 @@ class PipelineWorker:
         while (job := self._decide_q.get()) is not None:
             if self._decide_error is not None:
                 continue  # the worker is failing; nothing more is decided
+            self._handoff.wait(HANDOFF_WAIT_S)
             self._decide_free.clear()
             try:
                 self._decide(job)
@@ -637,6 +651,7 @@ class PipelineWorker:
 
     def _drain_decisions(self) -> None:
         """Wait until every analysed field's decisions are made (and handed to the store)."""
+        self._handoff.set()
         if self._decide_thread.is_alive():
             self._decide_q.put(None)
             self._decide_thread.join()
@@ -666,7 +681,10 @@ class PipelineWorker:
         ms["analyse_other"] = round((job.t_analysed_ns - job.t_start_ns) / 1e6 - engines_ms, 3)
         if fld.live:
             t_cam = int(h["t_camera_ns"])
-            e2e = (t_decided - t_cam) / 1e6
+            # a decision is enqueued when the agent stamps its answer (t_acked_ns, the
+            # agent's clock, as t_camera_ns is); the answer's way back is not its latency
+            t_end = max((a for _, a, _ in sent), default=t_decided)
+            e2e = (t_end - t_cam) / 1e6
             ms.update(
                 camera_to_received=round((fld.t_received_ns - t_cam) / 1e6, 3),
                 queue_wait=round((job.t_start_ns - fld.t_received_ns) / 1e6, 3),

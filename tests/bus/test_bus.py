@@ -276,3 +276,25 @@ def test_closing_the_bus_removes_its_socket_files() -> None:
     for closable in (pub, server, overlay):
         closable.close()
     assert not any(f.exists() for f in files)
+
+
+def test_pending_counts_the_frames_waiting_to_be_taken() -> None:
+    pub = FramePublisher("r1")
+    sub = FrameSubscriber(pub.endpoint, maxlen=8)
+    try:
+        time.sleep(0.3)
+        assert sub.pending() == 0
+        for seq in range(3):
+            img = frame(seq, (16, 16))
+            assert pub.publish(img, info(seq, img.shape), time.monotonic_ns())
+        deadline = time.monotonic() + 2
+        while sub.pending() < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sub.pending() == 3
+        got = sub.get(timeout=1)
+        assert got is not None
+        got.release()
+        assert sub.pending() == 2
+    finally:
+        sub.close()
+        pub.close()
