@@ -604,7 +604,9 @@ class PipelineWorker:
         # the engines busy with earlier fields since this field's last frame was taken: it
         # waits for them however fast its frames travel, so that is not the pipeline's cost
         t_cam = int(h.get("t_camera_ns") or 0)
-        since = min(fld.t_received_ns, t_cam) if fld.live and t_cam > 0 else fld.t_received_ns
+        # (t_camera_ns is the agent's clock: used only where it can be this host's one)
+        live_cam = fld.live and 0 < t_cam <= fld.t_received_ns
+        since = t_cam if live_cam else fld.t_received_ns
         busy = _overlap_ns(self._engine_spans, since, t_start)
         t_a0 = time.monotonic_ns()
         self._handoff.set()
@@ -682,7 +684,8 @@ class PipelineWorker:
         if fld.live:
             t_cam = int(h["t_camera_ns"])
             # a decision is enqueued when the agent stamps its answer (t_acked_ns, the
-            # agent's clock, as t_camera_ns is); the answer's way back is not its latency
+            # agent's clock, as t_camera_ns is); the answer's way back is not its latency.
+            # Refused or unanswered ones end when their answer came (or the wait ended).
             t_end = max((a for _, a, _ in sent), default=t_decided)
             e2e = (t_end - t_cam) / 1e6
             ms.update(

@@ -35,13 +35,20 @@ __all__ = [
     "zarr_threads",
 ]
 
-_ZARR_THREADS = ("zarr_io", "zarr_pool", "asyncio_")
-"""Names of the threads zarr writes on: its event loop and that loop's codec pool."""
-
 
 def zarr_threads() -> list[threading.Thread]:
-    """Return the threads zarr has started so far to write (and compress) arrays."""
-    return [t for t in threading.enumerate() if t.name.startswith(_ZARR_THREADS)]
+    """Return zarr's own threads started so far: its I/O thread (event loop) and its pool.
+
+    The codec threads zarr starts through asyncio's default executor carry
+    asyncio's generic names; the caller tells them apart (`FrameFanout` takes the
+    threads that appear while a sink writes).
+    """
+    try:
+        from zarr.core import sync
+    except ImportError:  # pragma: no cover (zarr is a core dependency)
+        return []
+    io = sync.iothread[0]
+    return [t for t in threading.enumerate() if t is io or t.name.startswith("zarr_pool")]
 
 
 ZARR_NAME = "data.ome.zarr"

@@ -6,25 +6,27 @@ import logging
 import os
 import sys
 import threading
-import weakref
 
 __all__ = ["lower_thread_priority"]
 
 logger = logging.getLogger("livescope")
 
-_BASE: weakref.WeakKeyDictionary[threading.Thread, int] = weakref.WeakKeyDictionary()
-"""Each lowered thread's niceness before livescope first lowered it."""
+_base: list[int] = []
+"""The process's own niceness: that of the first thread lowered, before it was."""
+_base_lock = threading.Lock()
 
 
 def lower_thread_priority(nice: int, thread: threading.Thread | None = None) -> bool:
-    """Run a thread (default: the calling one) ``nice`` steps below its own priority.
+    """Run a thread (default: the calling one) ``nice`` steps below the process's priority.
 
     Linux gives each thread its own niceness, and a thread starts with its
-    creator's. Idempotent: the step counts from the thread's niceness before
-    livescope first lowered it (threads shared between runs, like zarr's, are
-    not lowered again and again). Elsewhere, or with ``nice <= 0``, nothing
-    changes. Niceness cannot be raised back without privileges: call it only
-    for threads that do bulk work for the rest of their life.
+    creator's. The step counts from the process's niceness (that of the first
+    thread lowered, taken before it was), not the thread's: lowering is
+    idempotent, threads shared between runs (zarr's) are not lowered again and
+    again, and a thread started by a lowered one is not lowered twice.
+    Elsewhere, or with ``nice <= 0``, nothing changes. Niceness cannot be
+    raised back without privileges: call it only for threads that do bulk
+    work for the rest of their life.
 
     Returns
     -------
@@ -40,7 +42,10 @@ def lower_thread_priority(nice: int, thread: threading.Thread | None = None) -> 
         return False
     try:
         now = os.getpriority(os.PRIO_PROCESS, tid)
-        target = min(19, _BASE.setdefault(t, now) + nice)
+        with _base_lock:
+            if not _base:
+                _base.append(now)
+        target = min(19, _base[0] + nice)
         if now < target:
             os.setpriority(os.PRIO_PROCESS, tid, target)
     except OSError as exc:

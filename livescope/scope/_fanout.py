@@ -119,7 +119,8 @@ class FrameFanout:
         self._frames: queue.Queue[Any] = queue.Queue()
         self._nice = recording_nice
         self._lowered: set[int] = set()
-        self._publish_lock = threading.Lock()  # a socket is one thread's at a time
+        self._publish_lock = threading.Lock()
+        self._finished = False
         self.errors: list[BaseException] = []
         self.frames_acquired = 0
         self.frames_written = 0
@@ -137,35 +138,39 @@ class FrameFanout:
         self.frames_acquired += 1
         pixels = np.array(image, copy=True)
         pixels.flags.writeable = False
-        self._frames.put((pixels, info))
-        self.max_queue_depth = max(self.max_queue_depth, self._frames.qsize())
-        if self.publisher is None:
-            return
-        try:
-            with self._publish_lock:
+        with self._publish_lock:  # one thread at a time on the socket; none after finish()
+            if self._finished:
+                logger.error("frame %s came after the acquisition ended: not recorded", info["seq"])
+                return
+            self._frames.put((pixels, info))
+            self.max_queue_depth = max(self.max_queue_depth, self._frames.qsize())
+            if self.publisher is None:
+                return
+            try:
                 published = self.publisher.publish(pixels, info, info["t_camera_ns"])
-        except Exception:
-            logger.exception("publishing frame %s failed (recording goes on)", info["seq"])
-            published = False
-        if published:
-            self.bus_published += 1
-        else:
-            self.bus_dropped += 1
+            except Exception:
+                logger.exception("publishing frame %s failed (recording goes on)", info["seq"])
+                published = False
+            if published:
+                self.bus_published += 1
+            else:
+                self.bus_dropped += 1
 
-    def _lower_recording_threads(self) -> None:
-        """Lower the writer thread and any zarr thread not lowered yet (writer thread)."""
-        for t in [threading.current_thread(), *zarr_threads()]:
-            if t.native_id is not None and t.native_id not in self._lowered:
-                self._lowered.add(t.native_id)
+    def _lower(self, threads: list[threading.Thread]) -> None:
+        for t in threads:
+            if t.ident is not None and t.ident not in self._lowered:
+                self._lowered.add(t.ident)
                 lower_thread_priority(self._nice, t)
 
     def _write_loop(self) -> None:
+        self._lower([threading.current_thread()])
         while (item := self._frames.get()) is not _STOP:
-            if self._nice > 0:
-                self._lower_recording_threads()  # zarr starts its threads on first use
             if self.errors:
                 continue  # the run is being cancelled; the error is raised by finish()
             pixels, info = item
+            # zarr starts its threads on first use: the ones that appear during a write
+            # with asyncio's executor names are its codec threads, bulk work like ours
+            known = {t.ident for t in threading.enumerate()} if self._nice > 0 else set()
             try:
                 info["adler32"] = zlib.adler32(memoryview(pixels).cast("B"))
                 for s in self.sinks:
@@ -176,6 +181,11 @@ class FrameFanout:
                 if self._on_cancel is not None:
                     self._on_cancel()
                 continue
+            finally:
+                if self._nice > 0:
+                    started = [t for t in threading.enumerate() if t.ident not in known
+                               and t.name.startswith("asyncio_")]  # fmt: skip
+                    self._lower([*zarr_threads(), *started])
             self.frames_written += 1
             if self._progress is not None:
                 try:
@@ -192,6 +202,8 @@ class FrameFanout:
             if a sink failed.
 
         """
+        with self._publish_lock:
+            self._finished = True
         self._frames.put(_STOP)
         self._writer.join()
         for s in self.sinks:

@@ -90,3 +90,29 @@ def test_lowering_twice_counts_from_the_threads_own_priority() -> None:
     finally:
         done.set()
         t.join()
+
+
+@linux_only
+def test_a_thread_started_by_a_lowered_thread_is_not_lowered_twice() -> None:
+    """zarr starts its codec threads from its (lowered) I/O thread: they inherit its niceness."""
+    base = _nice()
+    seen: dict[str, int] = {}
+    done = threading.Event()
+
+    def child() -> None:
+        seen["inherited"] = _nice()
+        lower_thread_priority(2)
+        seen["after"] = _nice()
+
+    def parent() -> None:
+        lower_thread_priority(2)
+        c = threading.Thread(target=child)
+        c.start()
+        c.join()
+        done.set()
+
+    p = threading.Thread(target=parent)
+    p.start()
+    p.join()
+    assert done.is_set()
+    assert seen == {"inherited": min(19, base + 2), "after": min(19, base + 2)}

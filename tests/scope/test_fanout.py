@@ -6,6 +6,8 @@ import os
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,6 +16,7 @@ import useq
 from numpy.typing import NDArray
 
 from livescope.bus import FramePublisher, FrameSubscriber
+from livescope.record import OmeZarrWriter, zarr_threads
 from livescope.schema import FrameInfo
 from livescope.scope._fanout import FrameFanout
 
@@ -92,11 +95,39 @@ def test_a_frame_with_no_free_slot_is_dropped_for_analysis_only() -> None:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priority is Linux's")
-def test_the_writer_thread_runs_at_lower_priority_the_acquisition_thread_does_not() -> None:
-    sink = ListSink()
-    fan = FrameFanout([sink], recording_nice=3)
+def test_recording_threads_run_at_lower_priority_the_others_do_not(tmp_path: Path) -> None:
+    """The writer and zarr's threads yield; the acquisition thread and a bystander do not."""
     base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    fan.on_frame(np.zeros((8, 8), np.uint16), _event(0), {})
-    fan.finish()
-    assert sink.nice == [min(19, base + 3)]
+    with ThreadPoolExecutor(1, thread_name_prefix="asyncio") as bystander:  # e.g. a notebook's
+        other = bystander.submit(threading.current_thread).result()
+        sink = ListSink()
+        zarr_sink = OmeZarrWriter(tmp_path, channels=["DAPI"], pixel_size_um=0.5)
+        fan = FrameFanout([sink, zarr_sink], recording_nice=3)
+        for t in range(3):
+            fan.on_frame(np.full((32, 32), t, np.uint16), _event(t), {})
+        fan.finish()
+        assert sink.nice == [min(19, base + 3)] * 3
+        zarr_own = zarr_threads()
+        assert zarr_own  # its I/O thread at least
+        for t in zarr_own:  # process-wide threads: an earlier run may have lowered them more
+            assert t.native_id is not None
+            assert os.getpriority(os.PRIO_PROCESS, t.native_id) >= min(19, base + 3), t.name
+        assert other.native_id is not None
+        assert os.getpriority(os.PRIO_PROCESS, other.native_id) == base
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
+
+
+def test_a_frame_after_finish_is_reported_not_published(caplog: pytest.LogCaptureFixture) -> None:
+    pub = FramePublisher("r1")
+    sink = ListSink()
+    fan = FrameFanout([sink], publisher=pub)
+    try:
+        fan.on_frame(np.zeros((8, 8), np.uint16), _event(0), {})
+        fan.finish()
+        with caplog.at_level("ERROR", logger="livescope"):
+            fan.on_frame(np.zeros((8, 8), np.uint16), _event(1), {})
+    finally:
+        pub.close()
+    assert "came after the acquisition ended: not recorded" in caplog.text
+    assert (fan.frames_acquired, fan.frames_written, fan.bus_published) == (2, 1, 1)
+    assert pub.published == 1
