@@ -50,6 +50,11 @@ class BackendRunError(LivescopeError):
     """A loaded model failed on an input (the runtime's own message, with the input's shape)."""
 
 
+def _run_error(runtime: str, x: NDArray[Any], exc: BaseException) -> str:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"{runtime} failed on input {tuple(x.shape)}: {first}"
+
+
 @runtime_checkable
 class PSession(Protocol):
     """A loaded model. `run` maps fp32 (N, C, H, W) to the first output, fp32."""
@@ -254,16 +259,19 @@ class _TorchSession:
         torch = self._torch
         # normalised in fp32 by the engine; cast to fp16 only here, on the device
         t = torch.from_numpy(np.ascontiguousarray(x))
-        if self.device == "cpu":
-            with torch.no_grad():
-                return self._net(t).numpy().astype(np.float32, copy=False)  # type: ignore[no-any-return]
-        key = tuple(x.shape)
-        if key not in self._graphs:
-            self._graphs[key] = self._graph(key)
-        graph, static_in, static_out = self._graphs[key]
-        static_in.copy_(t.to("cuda", non_blocking=False).to(static_in.dtype))
-        graph.replay()
-        return static_out.float().cpu().numpy()  # type: ignore[no-any-return]
+        try:
+            if self.device == "cpu":
+                with torch.no_grad():
+                    return self._net(t).numpy().astype(np.float32, copy=False)  # type: ignore[no-any-return]
+            key = tuple(x.shape)
+            if key not in self._graphs:
+                self._graphs[key] = self._graph(key)
+            graph, static_in, static_out = self._graphs[key]
+            static_in.copy_(t.to("cuda", non_blocking=False).to(static_in.dtype))
+            graph.replay()
+            return static_out.float().cpu().numpy()  # type: ignore[no-any-return]
+        except RuntimeError as exc:  # torch's errors (shapes, CUDA, out of memory)
+            raise BackendRunError(_run_error(f"torch ({self.device})", x, exc)) from exc
 
     def close(self) -> None:
         self._graphs.clear()
@@ -420,20 +428,29 @@ class _TrtSession:
     def run(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
         torch = self._torch
         ctx = self._context
-        inp = torch.from_numpy(np.ascontiguousarray(x)).to("cuda")
-        inp = inp.to(self._dtypes[self.input_name])  # fp32 normalised first, cast on device
-        ctx.set_input_shape(self.input_name, tuple(inp.shape))
-        ctx.set_tensor_address(self.input_name, inp.data_ptr())
-        outs = {}
-        for name in self.output_names:
-            shape = tuple(ctx.get_tensor_shape(name))
-            outs[name] = torch.empty(shape, device="cuda", dtype=self._dtypes[name])
-            ctx.set_tensor_address(name, outs[name].data_ptr())
-        with torch.cuda.stream(self._stream):
-            if not ctx.execute_async_v3(self._stream.cuda_stream):
-                raise LivescopeError(f"{self.backend}: execute_async_v3 failed")
-        self._stream.synchronize()
-        return outs[self.output_names[0]].float().cpu().numpy()  # type: ignore[no-any-return]
+        try:
+            inp = torch.from_numpy(np.ascontiguousarray(x)).to("cuda")
+            inp = inp.to(self._dtypes[self.input_name])  # fp32 normalised first, cast on device
+            if not ctx.set_input_shape(self.input_name, tuple(inp.shape)):
+                raise BackendRunError(
+                    f"{self.backend}: input {tuple(x.shape)} is outside the plan's optimisation "
+                    "profile (the hardware profile's frame shapes it was built for)"
+                )
+            ctx.set_tensor_address(self.input_name, inp.data_ptr())
+            outs = {}
+            for name in self.output_names:
+                shape = tuple(ctx.get_tensor_shape(name))
+                outs[name] = torch.empty(shape, device="cuda", dtype=self._dtypes[name])
+                ctx.set_tensor_address(name, outs[name].data_ptr())
+            with torch.cuda.stream(self._stream):
+                if not ctx.execute_async_v3(self._stream.cuda_stream):
+                    raise BackendRunError(
+                        f"{self.backend}: execute_async_v3 failed on input {tuple(x.shape)}"
+                    )
+            self._stream.synchronize()
+            return outs[self.output_names[0]].float().cpu().numpy()  # type: ignore[no-any-return]
+        except RuntimeError as exc:  # CUDA errors, out of memory
+            raise BackendRunError(_run_error(self.backend, x, exc)) from exc
 
     def close(self) -> None:
         del self._context, self._engine, self._runtime

@@ -275,7 +275,8 @@ class Engine:
         Raises
         ------
         EngineError
-            if the batch's rank or channel count does not match the card.
+            if the batch's rank or channel count does not match the card, or the
+            runtime fails on it.
 
         """
         x = np.asarray(batch, dtype=np.float32)
@@ -284,7 +285,10 @@ class Engine:
             raise EngineError(
                 f"engine {self.name}: batch has shape {x.shape}, expected (N, {c}, H, W)"
             )
-        return self._session().run(np.ascontiguousarray(x))
+        try:
+            return self._session().run(np.ascontiguousarray(x))
+        except BackendRunError as exc:
+            raise EngineError(f"engine {self.name}: {exc}") from exc
 
     def _run_padded(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
         """Run (C, H, W) padded to the model's multiple; returns (K, H, W)."""

@@ -218,21 +218,36 @@ def test_shipped_engines_take_frames_of_any_size(
     assert np.isfinite(maps).all()
 
 
-def test_card_padding_less_than_its_unet_needs_names_the_setting(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("backend", "runtime"),
+    [
+        pytest.param("onnxruntime", "onnxruntime", id="onnxruntime"),
+        pytest.param(
+            "torch", r"torch \(cpu\)", id="torch",
+            marks=pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                                     reason="torch (train extra) not installed"),
+        ),
+    ],
+)  # fmt: skip
+def test_card_padding_less_than_its_unet_needs_names_the_setting(
+    tmp_path: Path, backend: str, runtime: str
+) -> None:
     dst = tmp_path / "nuclei-stain"
     shutil.copytree(builtin_engines()["nuclei-stain"], dst)
     card = yaml.safe_load((dst / "card.yaml").read_text())
     card["input"]["multiple_of"] = 8  # the depth-4 U-Net needs 16
     (dst / "card.yaml").write_text(yaml.safe_dump(card))
     with (
-        Engine(dst, backend="onnxruntime") as e,
+        Engine(dst, backend=backend) as e,
         pytest.raises(
             EngineError,
-            match=r"nuclei-stain: onnxruntime failed on input \(1, 1, 520, 520\).*"
+            match=rf"nuclei-stain: {runtime} failed on input \(1, 1, 520, 520\).*"
             r"multiples of 8, the card's input.multiple_of",
         ),
     ):
         e.infer(np.ones((520, 520), np.uint16))
+    with Engine(dst, backend=backend) as e, pytest.raises(EngineError, match=r"nuclei-stain: "):
+        e.run(np.ones((1, 1, 520, 520), np.float32))  # a batch straight through: same error
 
 
 def test_tiled_inference_has_no_seams(tmp_path: Path, frame: np.ndarray) -> None:
