@@ -18,12 +18,14 @@ for recording and publishes it:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
+import signal
 import threading
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -82,6 +84,32 @@ def frame_info(seq: int, image: NDArray[Any], event: useq.MDAEvent, meta: Any) -
     )
 
 
+@contextlib.contextmanager
+def _no_ctrl_c() -> Iterator[None]:
+    """Hold Ctrl-C back until the block is done, then raise it.
+
+    The acquisition thread is usually the main thread, where Python raises
+    KeyboardInterrupt: arriving mid-publish it would leave a multipart message
+    half sent or a shared-memory slot half written. While the block runs, SIGINT
+    only marks itself; the previous handler is then called once. Other threads
+    never receive KeyboardInterrupt, so they run the block as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    old = signal.signal(signal.SIGINT, lambda signum, _frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+        if held:
+            if callable(old):
+                old(signal.SIGINT, None)
+            elif old != signal.SIG_IGN:
+                signal.raise_signal(signal.SIGINT)
+
+
 class FrameFanout:
     """Fans frames out to recording sinks (never dropping) and a publisher (best effort).
 
@@ -138,7 +166,7 @@ class FrameFanout:
         self.frames_acquired += 1
         pixels = np.array(image, copy=True)
         pixels.flags.writeable = False
-        with self._publish_lock:  # one thread at a time on the socket; none after finish()
+        with _no_ctrl_c(), self._publish_lock:  # one thread on the socket; none after finish()
             if self._finished:
                 logger.error("frame %s came after the acquisition ended: not recorded", info["seq"])
                 return

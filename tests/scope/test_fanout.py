@@ -131,3 +131,24 @@ def test_a_frame_after_finish_is_reported_not_published(caplog: pytest.LogCaptur
     assert "came after the acquisition ended: not recorded" in caplog.text
     assert (fan.frames_acquired, fan.frames_written, fan.bus_published) == (2, 1, 1)
     assert pub.published == 1
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT is sent differently on Windows")
+def test_ctrl_c_during_a_publish_is_raised_right_after_it() -> None:
+    """Publishing runs on the acquisition (main) thread: Ctrl-C must not cut it in half."""
+    import signal
+
+    from livescope.scope._fanout import _no_ctrl_c
+
+    done: list[bool] = []
+
+    def publish_interrupted() -> None:
+        with _no_ctrl_c():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # KeyboardInterrupt raised here would skip the next line
+            done.append(True)
+
+    with pytest.raises(KeyboardInterrupt):
+        publish_interrupted()
+    assert done == [True]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
