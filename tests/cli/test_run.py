@@ -120,10 +120,14 @@ def test_an_interrupted_run_says_so_in_its_summary(tmp_path: Path) -> None:
     plan = tmp_path / "plan.yaml"
     plan.write_text(PLAN.replace("loops: 8", "loops: 400").split("policies:")[0])
     out = tmp_path / "run"
+    # a shell starting the tests in the background hands SIGINT down ignored: the run
+    # gets it as a terminal gives it, with its default action (Python's KeyboardInterrupt)
     proc = subprocess.Popen(  # Ctrl-C as a terminal sends it: SIGINT to the process
         [sys.executable, "-m", "livescope", "run", str(plan), "--out", str(out),
          "--time-acceleration", "40", "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        if sys.platform != "win32" else None,
     )  # fmt: skip
     deadline = time.monotonic() + 120
     frames = out / "frames.jsonl"
