@@ -24,7 +24,7 @@ import useq
 import yaml
 
 from livescope.record import read_frames
-from livescope.schema import HardwareProfile, LivescopeError
+from livescope.schema import HardwareProfile, LivescopeError, check_output_folder
 from livescope.scope import ANAPHASE_SHARE, ScopeAgent, run_micromanager, run_simulated
 
 from ._supervisor import WorkerSupervisor
@@ -98,8 +98,7 @@ def run_adaptive(
 
     """
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise LivescopeError(f"{out} is a file; the output must be a new folder")
+    check_output_folder(out)
     if (out / "data.ome.zarr").exists():
         raise LivescopeError(f"{out / 'data.ome.zarr'} already exists; choose a new output folder")
     out.mkdir(parents=True, exist_ok=True)

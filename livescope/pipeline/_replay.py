@@ -30,7 +30,14 @@ from typing import Any
 
 from livescope.policy import rules_for_profile
 from livescope.record import Dataset, open_dataset
-from livescope.schema import HardwareProfile, LivescopeError, load_plan, load_profile, plan_sections
+from livescope.schema import (
+    HardwareProfile,
+    LivescopeError,
+    check_output_folder,
+    load_plan,
+    load_profile,
+    plan_sections,
+)
 from livescope.scope import ScopeAgent, map_channels, replay_sequence, run_replay_scope
 
 from ._demo import run_adaptive
@@ -91,8 +98,7 @@ def run_replay(
     if speed is not None and not speed > 0:
         raise LivescopeError(f"speed must be > 0 (or None for as fast as possible), got {speed}")
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise LivescopeError(f"{out} is a file; the output must be a new folder")
+    check_output_folder(out)
     if out.exists() and any(out.iterdir()):
         raise LivescopeError(f"{out} is not empty; choose a new output folder")
     ds = open_dataset(dataset, channel=channel, interval_s=interval_s, pixel_size_um=pixel_size_um)

@@ -4,7 +4,13 @@ Everything people edit is a frozen pydantic model with ``extra="forbid"`` and
 units in field names; load with ``from_file`` (or `load_profile` / `load_plan`).
 """
 
-from ._base import FrozenModel, format_validation_error, read_yaml, write_atomic
+from ._base import (
+    FrozenModel,
+    check_output_folder,
+    format_validation_error,
+    read_yaml,
+    write_atomic,
+)
 from ._card import (
     CardInput,
     CardOutput,
@@ -102,6 +108,7 @@ __all__ = [
     "ZStage",
     "builtin_profile_path",
     "builtin_profiles",
+    "check_output_folder",
     "check_plan",
     "data_root",
     "decode_header",

@@ -12,11 +12,24 @@ from typing import Any, ClassVar, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ._errors import ConfigError
+from ._errors import ConfigError, LivescopeError
 
-__all__ = ["FrozenModel", "format_validation_error", "json_object", "read_yaml", "write_atomic"]
+__all__ = [
+    "FrozenModel",
+    "check_output_folder",
+    "format_validation_error",
+    "json_object",
+    "read_yaml",
+    "write_atomic",
+]
 
 _M = TypeVar("_M", bound="FrozenModel")
+
+
+def check_output_folder(path: Path) -> None:
+    """Raise `LivescopeError` if ``path`` exists and is not a folder (outputs are folders)."""
+    if path.exists() and not path.is_dir():
+        raise LivescopeError(f"{path} is a file; the output must be a new folder")
 
 
 def write_atomic(path: str | Path, text: str) -> Path:

@@ -14,6 +14,7 @@ from ._pycromanager import PycromanagerAgent
 from ._pycromanager_core import adapt_core, read_saved_frame, to_pycromanager_event
 from ._render import FieldOfView, Optics
 from ._replay import (
+    WORKER_FAILED,
     ReplayAgent,
     ReplayCamera,
     ReplayEngine,
@@ -35,6 +36,7 @@ __all__ = [
     "CAMERA_TARGETS_FPS",
     "SAMPLE_TIME_KEY",
     "STEP_S",
+    "WORKER_FAILED",
     "CellRecord",
     "CellState",
     "EventFeed",

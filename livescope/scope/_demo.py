@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import useq
 
-from livescope.schema import HardwareProfile, LivescopeError, check_plan
+from livescope.schema import HardwareProfile, LivescopeError, check_output_folder, check_plan
 
 from ._agent import ScopeAgent
 from ._sim import SimulatedMicroscope
@@ -98,8 +98,7 @@ def run_simulated(
     check_plan(sequence, profile)
     _check_backend(backend)
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise LivescopeError(f"{out} is a file; the output must be a new folder")
+    check_output_folder(out)
     with SimulatedMicroscope(profile, seed=seed) as sim:
         truth = GroundTruthWriter(sim, out / "ground_truth")
         agent_cls: Any = ScopeAgent

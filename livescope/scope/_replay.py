@@ -51,6 +51,7 @@ from ._fanout import position_name
 from ._sim import LIGHT_PATH, SHUTTER, load_devices, release_core
 
 __all__ = [
+    "WORKER_FAILED",
     "ReplayAgent",
     "ReplayCamera",
     "ReplayEngine",
@@ -62,6 +63,9 @@ __all__ = [
     "replay_sequence",
     "run_replay_scope",
 ]
+
+WORKER_FAILED = "worker.failed"
+"""Written in the results folder, with the worker's error, once its supervisor gives up."""
 
 logger = logging.getLogger("livescope")
 
@@ -311,7 +315,7 @@ class ReplayGate:
 
     def worker_gone(self) -> bool:
         """Return True once the worker's supervisor gave up (``results/worker.failed``)."""
-        if not self.gave_up and (self.path.parent / "worker.failed").exists():
+        if not self.gave_up and (self.path.parent / WORKER_FAILED).exists():
             self.gave_up = True
             logger.error("replay: the pipeline worker failed; the rest is replayed unanalysed")
         return self.gave_up
