@@ -6,7 +6,7 @@ Agent side: `FramePublisher`, `DecisionServer`. Worker side: `attach` (or
 """
 
 from ._bench import bench_bus
-from ._decisions import DecisionClient, DecisionServer
+from ._decisions import Answered, DecisionClient, DecisionServer
 from ._endpoints import BusSecurity, bind, connect, is_loopback, local_endpoint
 from ._overlay import OverlayPublisher, OverlaySubscriber
 from ._overlay_wire import (
@@ -28,6 +28,7 @@ __all__ = [
     "OVERLAY_FILE",
     "OVERLAY_VERSION",
     "SWITCH_INTERVAL_S",
+    "Answered",
     "BusInfo",
     "BusSecurity",
     "DecisionClient",

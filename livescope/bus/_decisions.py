@@ -1,8 +1,10 @@
 """The decision channel: worker → agent decisions, agent → worker acknowledgements.
 
 The agent binds a ROUTER socket and answers every message (also malformed ones)
-with a `DecisionAck` on the same connection; a worker connects a DEALER with
-`DecisionClient`. Messages are JSON, never pickles.
+on the same connection; a worker connects a DEALER with `DecisionClient`. A
+message holds one or more decisions, one JSON part each (a field's decisions
+travel together); the answer holds a `DecisionAck` per part, in the same order.
+Messages are JSON, never pickles.
 """
 
 from __future__ import annotations
@@ -20,11 +22,15 @@ from livescope.schema import Decision, DecisionAck, LivescopeError, parse_decisi
 
 from ._endpoints import BusSecurity, bind, connect, local_endpoint, remove_ipc_files
 
-__all__ = ["DecisionClient", "DecisionServer"]
+__all__ = ["Answered", "DecisionClient", "DecisionServer"]
 
 logger = logging.getLogger("livescope")
 
 _MAX_MESSAGE = 4 * 1024 * 1024
+
+Answered = tuple[bytes, Decision | None, DecisionAck]
+"""One part of a decision message as answered: raw bytes, the decision (None if
+it was not a valid one) and its acknowledgement."""
 
 
 class DecisionServer:
@@ -33,14 +39,17 @@ class DecisionServer:
     Parameters
     ----------
     handler
-        Called on the server thread with each valid decision and the time it was
-        received (``monotonic_ns``); returns the acknowledgement. It must not raise:
-        an exception is turned into a rejection and logged.
+        Called on the server thread with each valid decision and the time its
+        message was received (``monotonic_ns``); returns the acknowledgement. It
+        must not raise: an exception is turned into a rejection and logged.
     endpoint
         Where to bind (default: a fresh local endpoint).
-    on_invalid
-        Called (server thread) with the raw message and its rejection when a
-        message is not a valid decision, e.g. to log it.
+    on_answered
+        Called (server thread) once a message's answer has gone out, with each of
+        its parts: the raw bytes, the decision (None when the part was not a
+        valid decision) and its acknowledgement; e.g. to log them. Work done here
+        is off the decisions' way: every acknowledgement of the message is
+        stamped and sent first.
 
     """
 
@@ -50,10 +59,10 @@ class DecisionServer:
         *,
         endpoint: str | None = None,
         security: BusSecurity | None = None,
-        on_invalid: Callable[[bytes, DecisionAck], None] | None = None,
+        on_answered: Callable[[list[Answered]], None] | None = None,
     ) -> None:
         self._handler = handler
-        self._on_invalid = on_invalid
+        self._on_answered = on_answered
         self._security = security
         self._ctx = zmq.Context()
         self._sock = self._ctx.socket(zmq.ROUTER)
@@ -81,16 +90,27 @@ class DecisionServer:
                 if not poller.poll(100):
                     continue
                 parts = self._sock.recv_multipart()
+                t_rx = time.monotonic_ns()
+                answered: list[Answered] = []
                 try:
-                    ident, body = parts[0], parts[-1]
-                    ack = self._answer(body if len(parts) == 2 else b"", time.monotonic_ns())
-                    self._sock.send_multipart([ident, ack.model_dump_json().encode()])
+                    # all of a message's decisions are answered in one reply: one wake-up
+                    # of this thread and one send, not one per decision
+                    for body in parts[1:] or [b""]:
+                        answered.append((body, *self._answer(body, t_rx)))
+                    self._sock.send_multipart(
+                        [parts[0], *(ack.model_dump_json().encode() for _, _, ack in answered)]
+                    )
                 except Exception:
                     logger.exception("decision server: a message could not be answered")
+                if answered and self._on_answered is not None:
+                    try:
+                        self._on_answered(answered)
+                    except Exception:
+                        logger.exception("decision server: handling answered decisions failed")
         finally:
             self._sock.close(0)
 
-    def _answer(self, body: bytes, t_rx: int) -> DecisionAck:
+    def _answer(self, body: bytes, t_rx: int) -> tuple[Decision | None, DecisionAck]:
         self.received += 1
         try:
             decision = parse_decision(body)
@@ -98,7 +118,7 @@ class DecisionServer:
             self.rejected += 1
             ident = _peek(body)
             logger.warning("rejected decision %s: %s", ident.get("decision_id", "?"), exc)
-            ack = DecisionAck(
+            return None, DecisionAck(
                 decision_id=str(ident.get("decision_id", "")),
                 run_id=str(ident.get("run_id", "")),
                 type=str(ident.get("type", "")),
@@ -107,12 +127,6 @@ class DecisionServer:
                 t_received_ns=t_rx,
                 t_acked_ns=time.monotonic_ns(),
             )
-            if self._on_invalid is not None:
-                try:
-                    self._on_invalid(body, ack)
-                except Exception:
-                    logger.exception("decision server: logging a rejected message failed")
-            return ack
         try:
             ack = self._handler(decision, t_rx)
         except Exception as exc:
@@ -127,7 +141,7 @@ class DecisionServer:
             )
         if not ack.accepted:
             self.rejected += 1
-        return ack
+        return decision, ack
 
     def close(self) -> None:
         """Stop the server thread and close the socket."""
@@ -184,8 +198,9 @@ class DecisionClient:
         Each entry is the decision's acknowledgement, or the `LivescopeError`
         saying none arrived within ``timeout`` seconds of the last send.
         """
-        for d in decisions:
-            self._sock.send(d.model_dump_json().encode())
+        if not decisions:
+            return []
+        self._sock.send_multipart([d.model_dump_json().encode() for d in decisions])
         out: list[DecisionAck | LivescopeError] = []
         deadline = time.monotonic() + timeout
         for d in decisions:
@@ -207,10 +222,12 @@ class DecisionClient:
         while (left := deadline - time.monotonic()) > 0:
             if not self._sock.poll(int(left * 1000) + 1):
                 break
-            ack = DecisionAck.model_validate_json(self._sock.recv())
-            if decision_id is None or ack.decision_id == decision_id:
-                return ack
-            self._pending[ack.decision_id] = ack
+            acks = [DecisionAck.model_validate_json(p) for p in self._sock.recv_multipart()]
+            if decision_id is None:
+                return acks[0]
+            self._pending.update((a.decision_id, a) for a in acks)
+            if decision_id in self._pending:
+                return self._pending.pop(decision_id)
         raise LivescopeError(f"no acknowledgement from the agent within {timeout} s")
 
     def close(self) -> None:

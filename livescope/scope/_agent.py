@@ -24,6 +24,7 @@ from pymmcore_plus import CMMCorePlus
 from livescope import __version__
 from livescope.bus import (
     BUS_FILE,
+    Answered,
     BusInfo,
     BusSecurity,
     DecisionServer,
@@ -377,7 +378,7 @@ class ScopeAgent:
                 self._on_decision,
                 endpoint=eps.get("decisions"),
                 security=security,
-                on_invalid=self._on_invalid,
+                on_answered=self._record_answered,
             )
             BusInfo(
                 self.run_id,
@@ -422,25 +423,31 @@ class ScopeAgent:
             logger.warning(
                 "decision %s (%s) rejected: %s", decision.decision_id, decision.type, reason
             )
-        try:
-            record: dict[str, Any] = {
-                "decision": decision.model_dump(mode="json"),
-                "ack": ack.model_dump(mode="json"),
-            }
-            if self.what_if:
-                record["what_if"] = True
-            self.decision_log.append(record)
-        except OSError:
-            logger.exception("decision %s: writing the decision log failed", decision.decision_id)
         return ack
 
-    def _on_invalid(self, raw: bytes, ack: DecisionAck) -> None:
-        self.decisions_rejected += 1
-        text = raw[:2000].decode("utf-8", errors="replace")
-        try:
-            self.decision_log.append({"invalid": text, "ack": ack.model_dump(mode="json")})
-        except OSError:
-            logger.exception("writing the decision log failed")
+    def _record_answered(self, answered: list[Answered]) -> None:
+        """Count a message's malformed parts and log every answer (server thread, after the reply).
+
+        The decision log is written here, once all of a message's decisions are
+        answered, so that writing it never delays the acknowledgements.
+        """
+        for raw, decision, ack in answered:
+            record: dict[str, Any]
+            if decision is None:
+                self.decisions_rejected += 1
+                text = raw[:2000].decode("utf-8", errors="replace")
+                record = {"invalid": text, "ack": ack.model_dump(mode="json")}
+            else:
+                record = {
+                    "decision": decision.model_dump(mode="json"),
+                    "ack": ack.model_dump(mode="json"),
+                }
+                if self.what_if:
+                    record["what_if"] = True
+            try:
+                self.decision_log.append(record)
+            except OSError:
+                logger.exception("decision %s: writing the decision log failed", ack.decision_id)
 
     def _apply(self, d: Decision) -> tuple[int, str]:
         feed = self.feed

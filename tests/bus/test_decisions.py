@@ -1,0 +1,87 @@
+"""The decision channel: a field's decisions travel in one message and are answered in order."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import zmq
+
+from livescope.bus import Answered, DecisionClient, DecisionServer
+from livescope.schema import ChangeInterval, Decision, DecisionAck, StopRun
+
+
+def _accept(decision: Decision, t_rx: int) -> DecisionAck:
+    return DecisionAck(
+        decision_id=decision.decision_id, run_id=decision.run_id, type=decision.type,
+        accepted=isinstance(decision, ChangeInterval), reason="", t_received_ns=t_rx,
+        t_acked_ns=time.monotonic_ns(),
+    )  # fmt: skip
+
+
+def test_decisions_sent_together_are_answered_in_one_reply_in_order() -> None:
+    batches: list[list[Answered]] = []
+    handed_on: list[int] = []
+    logged = threading.Event()
+
+    def record(answered: list[Answered]) -> None:
+        handed_on.append(time.monotonic_ns())
+        batches.append(answered)
+        logged.set()
+
+    server = DecisionServer(_accept, on_answered=record)
+    client = DecisionClient(server.endpoint)
+    try:
+        sent: list[Decision] = [
+            ChangeInterval(run_id="r", interval_s=5.0),
+            StopRun(run_id="r"),
+            ChangeInterval(run_id="r", interval_s=9.0),
+        ]
+        acks = client.send_many(sent, timeout=5)
+        assert [a.decision_id for a in acks if isinstance(a, DecisionAck)] == [
+            d.decision_id for d in sent
+        ]
+        assert [a.accepted for a in acks if isinstance(a, DecisionAck)] == [True, False, True]
+        assert logged.wait(5)
+        # one message: one batch, every part answered, and every answer stamped before the
+        # batch was handed on (the log is written after the reply, off the decisions' way)
+        assert len(batches) == 1
+        assert [d.decision_id for _, d, _ in batches[0] if d is not None] == [
+            d.decision_id for d in sent
+        ]
+        (t_rx,) = {ack.t_received_ns for _, _, ack in batches[0]}
+        assert all(t_rx <= ack.t_acked_ns <= handed_on[0] for _, _, ack in batches[0])
+        assert server.received == 3
+        assert server.rejected == 1
+    finally:
+        client.close()
+        server.close()
+
+
+def test_a_malformed_part_is_refused_and_the_others_still_answered() -> None:
+    batches: list[list[Answered]] = []
+    done = threading.Event()
+    server = DecisionServer(
+        _accept, on_answered=lambda answered: (batches.append(answered), done.set())
+    )
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(server.endpoint)
+    try:
+        good = ChangeInterval(run_id="r", interval_s=5.0)
+        sock.send_multipart([b"not json", good.model_dump_json().encode()])
+        assert sock.poll(5000)
+        acks = [DecisionAck.model_validate_json(p) for p in sock.recv_multipart()]
+        assert [a.accepted for a in acks] == [False, True]
+        assert "JSON" in acks[0].reason
+        assert acks[1].decision_id == good.decision_id
+        assert done.wait(5)
+        (bad_raw, bad, _), (_, ok, _) = batches[0]
+        assert (bad_raw, bad) == (b"not json", None)
+        assert ok is not None
+        assert ok.decision_id == good.decision_id
+    finally:
+        sock.close(0)
+        ctx.term()
+        server.close()
