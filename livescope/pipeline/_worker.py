@@ -55,6 +55,7 @@ from livescope.record import RecordingReader, read_frames, rewrite_ctc_result
 from livescope.schema import (
     HardwareProfile,
     LivescopeError,
+    bulk_priority,
     load_plan,
     load_profile,
     lower_thread_priority,
@@ -215,6 +216,8 @@ class PipelineWorker:
     ) -> None:
         self.run_dir = Path(run_dir)
         self.config = cfg = config or WorkerConfig()
+        if cfg.engine_nice > 0:
+            bulk_priority()  # a wrong LIVESCOPE_BULK_PRIORITY stops the worker here
         self.profile: HardwareProfile = load_profile(cfg.profile)
         plan_path = Path(cfg.plan) if cfg.plan else self.run_dir / PLAN_FILE
         self.sequence: useq.MDASequence | None = None

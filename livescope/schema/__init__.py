@@ -62,10 +62,11 @@ from ._profile import (
     builtin_profiles,
     load_profile,
 )
-from ._threads import lower_thread_priority
+from ._threads import BULK_PRIORITY_ENV, bulk_priority, lower_thread_priority
 
 __all__ = [
     "ALLOWED_DTYPES",
+    "BULK_PRIORITY_ENV",
     "PLAN_SECTIONS",
     "PROTOCOL_VERSION",
     "AddEvents",
@@ -108,6 +109,7 @@ __all__ = [
     "ZStage",
     "builtin_profile_path",
     "builtin_profiles",
+    "bulk_priority",
     "check_output_folder",
     "check_plan",
     "data_root",

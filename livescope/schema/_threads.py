@@ -1,4 +1,16 @@
-"""Thread priorities: bulk work (engines, recording) yields the CPU to the hand-offs."""
+"""Thread priorities: bulk work (engines, recording) yields the CPU to the hand-offs.
+
+On Linux a bulk thread is niced and, by default, also moved to the ``SCHED_IDLE``
+class: it runs whenever no normal thread wants the core, and a normal thread
+that wakes (a frame or a decision on its way) takes the core from it at once.
+A niceness alone only shrinks the thread's share: under the kernel's EEVDF
+scheduler a waking thread can still wait out the bulk thread's slice (on a busy
+2-core machine the frames' way to the worker and the decisions' way back had
+p99s of 4-8 ms with niceness alone, 1.4-1.9 ms with ``SCHED_IDLE``). The cost:
+while normal threads keep every core busy, a ``SCHED_IDLE`` thread waits. Set
+``LIVESCOPE_BULK_PRIORITY=nice`` to keep niceness only (e.g. on a machine
+shared with other busy programs, where recording must keep pace with them).
+"""
 
 from __future__ import annotations
 
@@ -7,13 +19,36 @@ import os
 import sys
 import threading
 
-__all__ = ["lower_thread_priority"]
+from ._errors import LivescopeError
+
+__all__ = ["BULK_PRIORITY_ENV", "bulk_priority", "lower_thread_priority"]
 
 logger = logging.getLogger("livescope")
+
+BULK_PRIORITY_ENV = "LIVESCOPE_BULK_PRIORITY"
+"""``idle`` (default: niceness and ``SCHED_IDLE``) or ``nice`` (niceness only)."""
 
 _base: list[int] = []
 """The process's own niceness: that of the first thread lowered, before it was."""
 _base_lock = threading.Lock()
+
+
+def bulk_priority() -> str:
+    """How bulk threads are lowered: ``idle`` or ``nice`` (from ``LIVESCOPE_BULK_PRIORITY``).
+
+    Call it where a run starts, so that a wrong value stops the run there with
+    a clear message, not on a bulk thread.
+
+    Raises
+    ------
+    LivescopeError
+        if the variable is set to anything else.
+
+    """
+    mode = os.environ.get(BULK_PRIORITY_ENV, "").strip().lower() or "idle"
+    if mode not in ("idle", "nice"):
+        raise LivescopeError(f"{BULK_PRIORITY_ENV} must be 'idle' or 'nice', got {mode!r}")
+    return mode
 
 
 def lower_thread_priority(nice: int, thread: threading.Thread | None = None) -> bool:
@@ -24,9 +59,16 @@ def lower_thread_priority(nice: int, thread: threading.Thread | None = None) -> 
     thread lowered, taken before it was), not the thread's: lowering is
     idempotent, threads shared between runs (zarr's) are not lowered again and
     again, and a thread started by a lowered one is not lowered twice.
-    Elsewhere, or with ``nice <= 0``, nothing changes. Niceness cannot be
-    raised back without privileges: call it only for threads that do bulk
-    work for the rest of their life.
+    Unless ``LIVESCOPE_BULK_PRIORITY`` is ``nice``, the thread also joins the
+    ``SCHED_IDLE`` class (see the module's docstring). Elsewhere, or with
+    ``nice <= 0``, nothing changes. Neither can be undone without privileges:
+    call it only for threads that do bulk work for the rest of their life.
+
+    Raises
+    ------
+    LivescopeError
+        if ``LIVESCOPE_BULK_PRIORITY`` is neither ``idle`` nor ``nice`` (see
+        `bulk_priority`).
 
     Returns
     -------
@@ -36,6 +78,7 @@ def lower_thread_priority(nice: int, thread: threading.Thread | None = None) -> 
     """
     if nice <= 0 or not sys.platform.startswith("linux"):
         return False
+    mode = bulk_priority()
     t = thread or threading.current_thread()
     tid = t.native_id
     if tid is None:  # not started
@@ -48,6 +91,8 @@ def lower_thread_priority(nice: int, thread: threading.Thread | None = None) -> 
         target = min(19, _base[0] + nice)
         if now < target:
             os.setpriority(os.PRIO_PROCESS, tid, target)
+        if mode == "idle" and os.sched_getscheduler(tid) != os.SCHED_IDLE:
+            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
     except OSError as exc:
         logger.warning("could not lower the priority of thread %s (%s)", t.name, exc)
         return False

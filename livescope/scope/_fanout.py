@@ -7,8 +7,9 @@ for recording and publishes it:
 
 * the recording queue is unbounded: every frame is written, none is dropped; if
   a sink fails the run is cancelled and the error raised. The writer thread (and
-  the threads zarr compresses on) run at lower priority on Linux: recording is
-  bulk work that may lag a burst, the hand-off to analysis is not;
+  the threads zarr compresses on) run at lower priority on Linux (``SCHED_IDLE``
+  by default): recording is bulk work that may lag a burst, the hand-off to
+  analysis is not;
 * publishing is itself the hand-off: it writes the pixels into a shared-memory
   slot (or queues them on the socket) and never waits for a subscriber. A frame
   with no free slot is dropped for analysis only (and counted). Publishing here,
@@ -34,7 +35,7 @@ from numpy.typing import NDArray
 
 from livescope.bus import FramePublisher
 from livescope.record import PSink, zarr_threads
-from livescope.schema import FrameInfo, LivescopeError, lower_thread_priority
+from livescope.schema import FrameInfo, LivescopeError, bulk_priority, lower_thread_priority
 
 __all__ = ["RECORDING_NICE", "FrameFanout", "position_name"]
 
@@ -124,7 +125,9 @@ class FrameFanout:
     progress
         ``progress(frames_written)`` after each written frame (writer thread).
     recording_nice
-        Niceness added to the writer thread and zarr's threads (Linux; 0: none).
+        Niceness added to the writer thread and zarr's threads (Linux; 0: none),
+        which also run as ``SCHED_IDLE`` unless ``LIVESCOPE_BULK_PRIORITY`` says
+        ``nice`` (see `livescope.schema.lower_thread_priority`).
 
     """
 
@@ -146,6 +149,8 @@ class FrameFanout:
         self._progress = progress
         self._frames: queue.Queue[Any] = queue.Queue()
         self._nice = recording_nice
+        if recording_nice > 0:
+            bulk_priority()  # a wrong LIVESCOPE_BULK_PRIORITY stops the run here
         self._lowered: set[int] = set()
         self._publish_lock = threading.Lock()
         self._finished = False

@@ -8,7 +8,12 @@ import threading
 
 import pytest
 
-from livescope.schema import lower_thread_priority
+from livescope.schema import (
+    BULK_PRIORITY_ENV,
+    LivescopeError,
+    bulk_priority,
+    lower_thread_priority,
+)
 
 linux_only = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="per-thread priority is Linux's"
@@ -116,3 +121,35 @@ def test_a_thread_started_by_a_lowered_thread_is_not_lowered_twice() -> None:
     p.join()
     assert done.is_set()
     assert seen == {"inherited": min(19, base + 2), "after": min(19, base + 2)}
+
+
+@linux_only
+@pytest.mark.parametrize(
+    ("mode", "idle"),
+    [pytest.param("", True, id="default-idle"), pytest.param("nice", False, id="nice-only")],
+)
+def test_a_bulk_thread_joins_the_idle_class_unless_told_nice_only(
+    mode: str, idle: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SCHED_IDLE: a waking normal thread takes the core from it at once."""
+    monkeypatch.setenv(BULK_PRIORITY_ENV, mode)
+    t, done = _parked()
+    try:
+        assert lower_thread_priority(2, t)
+        assert t.native_id is not None
+        policy = os.sched_getscheduler(t.native_id)
+        assert (policy == os.SCHED_IDLE) is idle
+        assert _nice(t) > _nice()
+        assert os.sched_getscheduler(0) != os.SCHED_IDLE  # the caller keeps its class
+    finally:
+        done.set()
+        t.join()
+
+
+def test_a_wrong_bulk_priority_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(BULK_PRIORITY_ENV, "realtime")
+    with pytest.raises(LivescopeError, match=r"LIVESCOPE_BULK_PRIORITY.*'realtime'"):
+        bulk_priority()
+    if sys.platform.startswith("linux"):
+        with pytest.raises(LivescopeError, match="LIVESCOPE_BULK_PRIORITY"):
+            lower_thread_priority(2)
