@@ -519,9 +519,12 @@ class ScopeAgent:
                 **update.get("index", ev.index),
                 "c": self.channel_order.index(preset.name),
             }
+            due = start + float(ev.min_start_time or 0.0)
+            update["min_start_time"] = due
+            update["metadata"] = {**ev.metadata, "added_by": d.decision_id, SAMPLE_TIME_KEY: due}
             if explicit:
-                update["metadata"] = {**ev.metadata, "explicit_xy": True}
-            new = ev.model_copy(update=update)
+                update["metadata"]["explicit_xy"] = True
+            new = ev.model_copy(update=update)  # one copy per event: decisions come in bursts
             where = feed.preview(new)  # where it will really be imaged
             self.profile.check_stage_travel(where.x_pos, where.y_pos, where.z_pos, what)
             key = _key(new)
@@ -531,9 +534,7 @@ class ScopeAgent:
                     "planned or acquired; give the added events their own index"
                 )
             keys.add(key)
-            due = start + float(ev.min_start_time or 0.0)
-            meta = {**new.metadata, "added_by": d.decision_id, SAMPLE_TIME_KEY: due}
-            out.append(new.model_copy(update={"min_start_time": due, "metadata": meta}))
+            out.append(new)
         return out
 
     # ------------------------------------------------------------ running
