@@ -38,6 +38,8 @@ REPORT_FILE = "report.html"
 MAX_LINEAGE_TRACKS = 250
 """Tracks drawn per position in the lineage tree (whole trees, dividing ones first)."""
 _LATENCY_ORDER = (
+    # livescope.pipeline.LATENCY_STAGES, written out so that drawing a report does not import
+    # the pipeline (and with it the scope and the bus); a test keeps the two the same
     "camera_to_received",
     "queue_wait",
     "busy_wait",
@@ -45,11 +47,15 @@ _LATENCY_ORDER = (
     "segment",
     "track",
     "states",
+    "engines",
+    "analyse_other",
+    "prepare",
     "policy",
-    "decision_sent",
+    "decision_enqueued",
     "decision_executed",
     "end_to_end",
     "overhead",
+    "store",
 )
 # What reading a damaged part of a run folder may raise: the section says so, the rest is drawn.
 _SECTION_ERRORS = (OSError, ValueError, KeyError, TypeError, IndexError, LivescopeError)

@@ -378,3 +378,10 @@ def test_report_renders_in_headless_chromium(
         assert complete
         assert width > 0
         assert height > 0
+
+
+def test_the_latency_table_lists_the_workers_stages_in_their_order() -> None:
+    from livescope.pipeline import LATENCY_STAGES
+    from livescope.view._report import _LATENCY_ORDER
+
+    assert _LATENCY_ORDER == LATENCY_STAGES
