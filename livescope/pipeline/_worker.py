@@ -81,6 +81,7 @@ LATENCY_STAGES = (
     "stain", "segment", "track", "states",  # engines
     "engines",  # their sum
     "analyse_other",  # the analysis pass outside its engines (frame checks, bookkeeping)
+    "handoff",  # analysed → the decision thread starts on it (it may let the next field go first)
     "prepare",  # per-cell measurements for the policies
     "policy",  # policies + guardrails
     "decision_enqueued",  # decision sent → the agent queued its events (ack)
@@ -665,6 +666,7 @@ class PipelineWorker:
         """Run a field's policies, send its decisions, hand it to the store thread."""
         fld, res = job.fld, job.res
         h = fld.header
+        t_handoff = time.monotonic_ns()
         t0 = time.perf_counter()
         obs = self._observation(fld, res, job.nuclear, job.pixel_size_um)
         ms_prepare = 1000 * (time.perf_counter() - t0)
@@ -684,6 +686,7 @@ class PipelineWorker:
         ms["policy"] = round(ms_policy, 3)
         ms["prepare"] = round(ms_prepare, 3)
         ms["analyse_other"] = round((job.t_analysed_ns - job.t_start_ns) / 1e6 - engines_ms, 3)
+        ms["handoff"] = round((t_handoff - job.t_analysed_ns) / 1e6, 3)
         if fld.live:
             t_cam = int(h["t_camera_ns"])
             # a decision is enqueued when the agent stamps its answer (t_acked_ns, the

@@ -49,6 +49,7 @@ _LATENCY_ORDER = (
     "states",
     "engines",
     "analyse_other",
+    "handoff",
     "prepare",
     "policy",
     "decision_enqueued",
