@@ -303,6 +303,8 @@ class PipelineWorker:
         # the two do not fight over the GIL and the CPU while the next field is prepared
         self._handoff = threading.Event()
         self._handoff.set()
+        self._fields: queue.Queue[_Field | Exception | None] = queue.Queue()
+        """Fields put together from the bus, for the main thread (a live run)."""
         self._decide_error: BaseException | None = None
         self._decide_thread = threading.Thread(
             target=self._decide_loop, name="livescope-decide", daemon=True
@@ -424,51 +426,86 @@ class PipelineWorker:
         self.run_id = self.link.run_id
         if self.config.overlay:
             self._open_overlay()
-        lower_thread_priority(self.config.engine_nice)  # the other threads have started
-        (self.results / "ready").write_text(str(time.time()), encoding="utf-8")
+        # frames are taken off the bus and put together into fields on a thread of their
+        # own, also while the engines run: a field is ready the moment the one before is
+        # analysed, and its decisions wait for no copying (see `_assemble`)
+        fields = self._fields
+        stop = threading.Event()
+        assembler = threading.Thread(target=self._assemble, args=(fields, stop),
+                                     name="livescope-fields", daemon=True)  # fmt: skip
+        assembler.start()
+        try:
+            # after every other thread has started (a thread inherits its creator's priority)
+            lower_thread_priority(self.config.engine_nice)
+            (self.results / "ready").write_text(str(time.time()), encoding="utf-8")
+            while True:
+                if fields.empty():
+                    self._handoff.set()  # nothing to move on to: the decisions go now
+                item = fields.get()
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                self._process(item)
+        finally:
+            stop.set()
+            assembler.join(timeout=5)
+
+    def _assemble(
+        self, fields: queue.Queue[_Field | Exception | None], stop: threading.Event
+    ) -> None:
+        """Take frames off the bus and queue each field once its frames are in (own thread).
+
+        Ends with None when the agent has finished, or with the exception that stopped it.
+        """
+        if self.link is None:  # pragma: no cover (attached before)
+            fields.put(LivescopeError("the worker is not attached to a run"))
+            return
         bus = self.run_dir / BUS_FILE
         pending: _Field | None = None
         last_frame = time.monotonic()
-        while True:
-            if not self.link.frames.pending():
-                self._handoff.set()  # nothing to move on to: the decisions go now
-            frame = self.link.frames.get(timeout=0.1)
-            if frame is None:
-                if not bus.exists():
-                    break  # the agent has finished; the queue is drained
-                idle = self.config.idle_s
-                if idle is not None and time.monotonic() - last_frame > idle:
-                    logger.warning("no frame for %.0f s; the worker stops", idle)
-                    break
-                if self._orphaned():
-                    raise LivescopeError("the supervising process is gone; the worker stops")
-                continue
-            last_frame = time.monotonic()
-            try:
-                h = frame.header
-                self.counts["frames_received"] += 1
-                if h.get("added_by") and not self.config.analyse_added:
-                    self.counts["added_frames_received"] += 1
+        try:
+            while not stop.is_set():
+                frame = self.link.frames.get(timeout=0.1)
+                if frame is None:
+                    if not bus.exists():
+                        break  # the agent has finished; the queue is drained
+                    idle = self.config.idle_s
+                    if idle is not None and time.monotonic() - last_frame > idle:
+                        logger.warning("no frame for %.0f s; the worker stops", idle)
+                        break
+                    if self._orphaned():
+                        raise LivescopeError("the supervising process is gone; the worker stops")
                     continue
-                key = (str(h["position"]), int(h["index"].get("t", 0)))
-                if key[0] in self.done and key[1] <= self.done[key[0]]:
-                    self.counts["frames_already_analysed"] += 1
-                    continue
-                if pending is not None and (pending.position, pending.t) != key:
-                    self._process(pending)  # incomplete: its other frames never came
+                last_frame = time.monotonic()
+                try:
+                    h = frame.header
+                    self.counts["frames_received"] += 1
+                    if h.get("added_by") and not self.config.analyse_added:
+                        self.counts["added_frames_received"] += 1
+                        continue
+                    key = (str(h["position"]), int(h["index"].get("t", 0)))
+                    if key[0] in self.done and key[1] <= self.done[key[0]]:
+                        self.counts["frames_already_analysed"] += 1
+                        continue
+                    if pending is not None and (pending.position, pending.t) != key:
+                        fields.put(pending)  # incomplete: its other frames never came
+                        pending = None
+                    if pending is None:
+                        pending = _Field(key[0], key[1], {}, dict(h), frame.t_received_ns)
+                    z = int(h["index"].get("z", 0))
+                    pending.frames[(str(h["channel"]), z)] = np.array(frame.array, copy=True)
+                    pending.header, pending.t_received_ns = dict(h), frame.t_received_ns
+                finally:
+                    frame.release()
+                if len(pending.frames) >= self._expected((pending.position, pending.t)):
+                    fields.put(pending)
                     pending = None
-                if pending is None:
-                    pending = _Field(key[0], key[1], {}, dict(h), frame.t_received_ns)
-                z = int(h["index"].get("z", 0))
-                pending.frames[(str(h["channel"]), z)] = np.array(frame.array, copy=True)
-                pending.header, pending.t_received_ns = dict(h), frame.t_received_ns
-            finally:
-                frame.release()
-            if len(pending.frames) >= self._expected((pending.position, pending.t)):
-                self._process(pending)
-                pending = None
-        if pending is not None:
-            self._process(pending)
+            if pending is not None:
+                fields.put(pending)
+            fields.put(None)
+        except Exception as exc:  # noqa: BLE001 (handed to the main thread, which raises it)
+            fields.put(exc)
 
     def _orphaned(self) -> bool:
         """Return True if the supervising process has died (its pipe to our stdin closed)."""
@@ -632,7 +669,7 @@ class PipelineWorker:
         self.done[fld.position] = fld.t
         self.counts["fields_analysed"] += 1
         self.counts["frames_analysed"] += len(fld.frames)
-        if fld.live and self.link is not None and self.link.frames.pending():
+        if fld.live and not self._fields.empty():
             self._handoff.clear()  # the next field is here: it goes first
         self._decide_q.put(
             _DecideJob(fld, res, fluo, px, t_start, t_analysed, busy,
