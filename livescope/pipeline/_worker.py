@@ -621,6 +621,8 @@ class PipelineWorker:
             if len(fld.frames) < self._expected((fld.position, fld.t)):
                 self._complete(fld)
         if fld.position in self.done and fld.t <= self.done[fld.position]:
+            if fld.live:  # analysed from the recording while its frames were on their way
+                self.counts["frames_already_analysed"] += len(fld.frames)
             self._handoff.set()
             return
         self._main_free.clear()
