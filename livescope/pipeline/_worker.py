@@ -431,7 +431,7 @@ class PipelineWorker:
         # analysed, and its decisions wait for no copying (see `_assemble`)
         fields = self._fields
         stop = threading.Event()
-        assembler = threading.Thread(target=self._assemble, args=(fields, stop),
+        assembler = threading.Thread(target=self._assemble, args=(stop,),
                                      name="livescope-fields", daemon=True)  # fmt: skip
         assembler.start()
         try:
@@ -451,13 +451,13 @@ class PipelineWorker:
             stop.set()
             assembler.join(timeout=5)
 
-    def _assemble(
-        self, fields: queue.Queue[_Field | Exception | None], stop: threading.Event
-    ) -> None:
+    def _assemble(self, stop: threading.Event) -> None:
         """Take frames off the bus and queue each field once its frames are in (own thread).
 
-        Ends with None when the agent has finished, or with the exception that stopped it.
+        The queue (``_fields``) ends with None when the agent has finished, or with
+        the exception that stopped this thread.
         """
+        fields = self._fields
         if self.link is None:  # pragma: no cover (attached before)
             fields.put(LivescopeError("the worker is not attached to a run"))
             return
