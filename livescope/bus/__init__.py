@@ -19,7 +19,7 @@ from ._overlay_wire import (
 from ._publisher import FramePublisher
 from ._shm import ShmReader, ShmRing
 from ._subscriber import Frame, FrameSubscriber
-from ._switching import SWITCH_INTERVAL_S, fast_thread_switching
+from ._switching import SWITCH_INTERVAL_S, collection_deferred, fast_thread_switching
 from ._worker import BUS_FILE, BusInfo, WorkerLink, attach
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "attach",
     "bench_bus",
     "bind",
+    "collection_deferred",
     "connect",
     "decode_overlay",
     "fast_thread_switching",

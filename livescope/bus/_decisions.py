@@ -21,6 +21,7 @@ import zmq
 from livescope.schema import Decision, DecisionAck, LivescopeError, parse_decision
 
 from ._endpoints import BusSecurity, bind, connect, local_endpoint, remove_ipc_files
+from ._switching import collection_deferred
 
 __all__ = ["Answered", "DecisionClient", "DecisionServer"]
 
@@ -94,12 +95,14 @@ class DecisionServer:
                 answered: list[Answered] = []
                 try:
                     # all of a message's decisions are answered in one reply: one wake-up
-                    # of this thread and one send, not one per decision
-                    for body in parts[1:] or [b""]:
-                        answered.append((body, *self._answer(body, t_rx)))
-                    self._sock.send_multipart(
-                        [parts[0], *(ack.model_dump_json().encode() for _, _, ack in answered)]
-                    )
+                    # of this thread and one send, not one per decision; no garbage
+                    # collection (up to 2 ms) starts before the reply has gone
+                    with collection_deferred():
+                        for body in parts[1:] or [b""]:
+                            answered.append((body, *self._answer(body, t_rx)))
+                        self._sock.send_multipart(
+                            [parts[0], *(ack.model_dump_json().encode() for _, _, ack in answered)]
+                        )
                 except Exception:
                     logger.exception("decision server: a message could not be answered")
                 if answered and self._on_answered is not None:

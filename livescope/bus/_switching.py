@@ -1,4 +1,4 @@
-"""Shorter GIL switch interval while a latency-sensitive process runs.
+"""Latency-sensitive threads: a short GIL switch interval, no garbage collection mid-way.
 
 CPython hands the GIL between busy threads every ``sys.getswitchinterval()``
 seconds (5 ms by default), so a frame waiting in one thread while another thread
@@ -6,15 +6,24 @@ compresses a chunk or decodes a message can wait that long just to run. The
 agent and the pipeline worker run with a 0.5 ms interval: throughput is the
 same for our threads (they spend their time in numpy, zlib and ONNX Runtime,
 which release the GIL) and the hand-over latency drops tenfold.
+
+CPython's cyclic garbage collector runs in whichever thread allocates past its
+threshold, holding the GIL: 0.1-2 ms for the younger generations in the agent
+and the worker, and a burst of decisions allocates enough to start one
+mid-burst (in the demo, reproducibly the same one). `collection_deferred` keeps
+it from starting inside a block; what it would have collected waits for the
+next allocation after.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import sys
+import threading
 from collections.abc import Iterator
 
-__all__ = ["SWITCH_INTERVAL_S", "fast_thread_switching"]
+__all__ = ["SWITCH_INTERVAL_S", "collection_deferred", "fast_thread_switching"]
 
 SWITCH_INTERVAL_S = 0.0005
 
@@ -28,3 +37,34 @@ def fast_thread_switching(interval_s: float = SWITCH_INTERVAL_S) -> Iterator[Non
         yield
     finally:
         sys.setswitchinterval(old)
+
+
+_gc_lock = threading.Lock()
+_gc_depth = 0
+_gc_was_enabled = False
+
+
+@contextlib.contextmanager
+def collection_deferred() -> Iterator[None]:
+    """Run the block with CPython's cyclic garbage collector paused (in every thread).
+
+    For short, latency-sensitive blocks only (answering a message of decisions,
+    a field's policies): reference counting still frees what is not in a
+    cycle, and the collector runs again at the first allocation past its
+    threshold after the block. Blocks on several threads, or nested, are
+    counted: the collector resumes when the last one ends, and only if it
+    was enabled when the first one began.
+    """
+    global _gc_depth, _gc_was_enabled
+    with _gc_lock:
+        if _gc_depth == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_depth += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_depth -= 1
+            if _gc_depth == 0 and _gc_was_enabled:
+                gc.enable()

@@ -49,7 +49,7 @@ import tifffile
 import useq
 from numpy.typing import NDArray
 
-from livescope.bus import BUS_FILE, attach, fast_thread_switching
+from livescope.bus import BUS_FILE, attach, collection_deferred, fast_thread_switching
 from livescope.policy import Cells, Observation, Policy, PolicyEngine, Verdict, load_policies
 from livescope.record import RecordingReader, read_frames, rewrite_ctc_result
 from livescope.schema import (
@@ -442,9 +442,12 @@ class PipelineWorker:
                 if fields.empty():
                     self._handoff.set()  # nothing to move on to: the decisions go now
                 item = fields.get()
-                if item is None:
-                    break
-                if isinstance(item, BaseException):
+                if not isinstance(item, _Field):
+                    # the end of the run (or an error): the last field's decisions go now,
+                    # not after the recording has been read for fields the bus lost
+                    self._handoff.set()
+                    if item is None:
+                        break
                     raise item
                 self._process(item)
         finally:
@@ -706,13 +709,14 @@ class PipelineWorker:
         fld, res = job.fld, job.res
         h = fld.header
         t_handoff = time.monotonic_ns()
-        t0 = time.perf_counter()
-        obs = self._observation(fld, res, job.nuclear, job.pixel_size_um)
-        ms_prepare = 1000 * (time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        verdicts = self.policy.evaluate(obs)
-        ms_policy = 1000 * (time.perf_counter() - t0)
-        sent, acks = self._send(verdicts, obs)
+        with collection_deferred():  # no garbage collection (up to 2 ms) until answered
+            t0 = time.perf_counter()
+            obs = self._observation(fld, res, job.nuclear, job.pixel_size_um)
+            ms_prepare = 1000 * (time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            verdicts = self.policy.evaluate(obs)
+            ms_policy = 1000 * (time.perf_counter() - t0)
+            sent, acks = self._send(verdicts, obs)
         t_decided = time.monotonic_ns()  # every decision answered (or timed out)
         self.decided[fld.position] = fld.t
         self._policy_gen += 1  # snapshot now: the policies change with the next field

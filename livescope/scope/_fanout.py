@@ -33,7 +33,7 @@ import numpy as np
 import useq
 from numpy.typing import NDArray
 
-from livescope.bus import FramePublisher
+from livescope.bus import FramePublisher, collection_deferred
 from livescope.record import PSink, zarr_threads
 from livescope.schema import FrameInfo, LivescopeError, bulk_priority, lower_thread_priority
 
@@ -166,7 +166,15 @@ class FrameFanout:
         self._writer.start()
 
     def on_frame(self, image: NDArray[Any], event: useq.MDAEvent, meta: Any) -> None:
-        """``frameReady`` handler (acquisition thread): copy, queue for recording, publish."""
+        """``frameReady`` handler (acquisition thread): copy, queue for recording, publish.
+
+        No garbage collection starts until the frame is on the bus (see
+        `collection_deferred`).
+        """
+        with collection_deferred():
+            self._hand_off(image, event, meta)
+
+    def _hand_off(self, image: NDArray[Any], event: useq.MDAEvent, meta: Any) -> None:
         info = frame_info(self.frames_acquired, image, event, meta)
         self.frames_acquired += 1
         pixels = np.array(image, copy=True)
