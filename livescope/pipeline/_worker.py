@@ -71,8 +71,14 @@ __all__ = ["LATENCY_STAGES", "PLAN_FILE", "RESULTS_DIR", "PipelineWorker", "Work
 logger = logging.getLogger("livescope")
 
 RESULTS_DIR = "results"
-HANDOFF_WAIT_S = 0.02
-"""Longest a field's decisions wait for the main thread to start the next field's engines."""
+HANDOFF_WAIT_S = 0.002
+"""Longest a field's decisions wait for the main thread to start the next field's engines.
+
+That takes ~0.5 ms; when it takes longer, the main thread (a bulk thread, see
+`lower_thread_priority`) is waiting for a core, and the decisions waiting for it
+gain nothing: in demos, 2-4 ms stalls of the hand-off (20 ms allowed) made the
+largest pipeline overheads.
+"""
 PLAN_FILE = "plan.yaml"
 LATENCY_STAGES = (
     "camera_to_received",  # camera → agent → bus → worker's receiver thread

@@ -131,11 +131,14 @@ class Guardrails:
             )
         add: dict[str, float] = defaultdict(float)
         add_ch: dict[str, float] = defaultdict(float)
+        places: set[tuple[float | None, float | None, float | None]] = set()
         for i, ev in enumerate(events):
-            try:
-                self.profile.check_stage_travel(ev.x_pos, ev.y_pos, ev.z_pos, f"event {i}")
-            except LivescopeError as exc:
-                return f"stage: {exc}"
+            if (xyz := (ev.x_pos, ev.y_pos, ev.z_pos)) not in places:  # events share places
+                places.add(xyz)
+                try:
+                    self.profile.check_stage_travel(*xyz, f"event {i}")
+                except LivescopeError as exc:
+                    return f"stage: {exc}"
             ch = ev.channel.config if ev.channel else ""
             if self._kind.get(ch) != "fluorescence":
                 continue

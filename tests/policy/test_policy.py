@@ -102,6 +102,25 @@ def test_acquire_a_z_stack_with_an_added_channel_at_the_position() -> None:
     }
 
 
+def test_a_time_lapse_of_z_stacks_gives_every_event_in_order_as_if_each_were_built() -> None:
+    # the later time points are copies of the first one's events: they must be the
+    # events one would get by building each (same fields, same order t, z, channel)
+    do = {"acquire": {"channels": ["Phase", "DAPI"], "loops": 3, "interval_s": 7.5,
+                      "z_planes": 2, "z_step_um": 1.5, "exposure_ms": {"DAPI": 40}}}  # fmt: skip
+    rule = Rule("lapse", {"mitosis": {"frames": 1}}, do)
+    (fired,) = rule.decide(obs(0, [1], [0.9]))
+    events = fired.decision.events  # type: ignore[union-attr]
+    x, y = events[0].x_pos, events[0].y_pos
+    built = [
+        useq.MDAEvent(index={"t": t, "z": k}, channel={"config": ch, "group": "Channel"},
+                      exposure=40.0 if ch == "DAPI" else None, x_pos=x, y_pos=y,
+                      z_pos=(k - 0.5) * 1.5, pos_name="p0~lapse-0", min_start_time=7.5 * t)
+        for t in range(3) for k in range(2) for ch in ("Phase", "DAPI")
+    ]  # fmt: skip
+    assert [e.model_dump() for e in events] == [e.model_dump() for e in built]
+    assert [e.index for e in events[::4]] == [{"t": 0, "z": 0}, {"t": 1, "z": 0}, {"t": 2, "z": 0}]
+
+
 def test_a_dip_below_threshold_restarts_the_count() -> None:
     rule = Rule("c", {"mitosis": {"frames": 2}}, {"record": {}})
     assert rule.decide(obs(0, [1], [0.9])) == []

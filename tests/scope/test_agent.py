@@ -78,6 +78,14 @@ def test_bad_decisions_are_rejected_with_reasons_and_the_run_goes_on(
                                                                channel={"config": "DAPI"})])),
             "stages.xy.y_range_um",
         ),
+        (  # the event is named in the reason
+            c.send(AddEvents(run_id=rid, events=[
+                useq.MDAEvent(index={"t": 51}, x_pos=0, y_pos=0, channel={"config": "DAPI"}),
+                useq.MDAEvent(index={"t": 52}, x_pos=0, y_pos=0, channel={"config": "DAPI"},
+                              exposure=1e6),
+            ])),
+            "event 1 {'t': 52}: exposure 1000000.0 ms is outside channel 'DAPI' limits",
+        ),
         (
             c.send(AddEvents(run_id=rid, events=[useq.MDAEvent(index={"t": 50, "p": 0},
                                                                channel={"config": "Cy5"})])),
