@@ -715,7 +715,9 @@ class PipelineWorker:
         fld, res = job.fld, job.res
         h = fld.header
         t_handoff = time.monotonic_ns()
-        with collection_deferred():  # no garbage collection (up to 2 ms) until answered
+        # no garbage collection (up to 2 ms) until answered: ~1-2 ms, at most the
+        # decision timeout when the agent does not answer
+        with collection_deferred():
             t0 = time.perf_counter()
             obs = self._observation(fld, res, job.nuclear, job.pixel_size_um)
             ms_prepare = 1000 * (time.perf_counter() - t0)

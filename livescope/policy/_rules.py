@@ -557,7 +557,6 @@ class Rule:
         self.cooldown_s = float(cooldown_s)
         self.cooldown_radius_um = float(cooldown_radius_um)
         self.max_fires = max_fires
-        self.group = channel_group
         self.fires = 0
         self.recent: list[tuple[str, float, float | None, float | None]] = []
         """(position, time, stage x, stage y) of firings still in their cooldown."""
