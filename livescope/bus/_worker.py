@@ -19,7 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from livescope.schema import Decision, DecisionAck, LivescopeError, write_atomic
+from livescope.schema import (
+    DECISION_PROTOCOL,
+    Decision,
+    DecisionAck,
+    LivescopeError,
+    write_atomic,
+)
 
 from ._decisions import DecisionClient
 from ._endpoints import BusSecurity
@@ -39,6 +45,9 @@ class BusInfo:
     control: str
     decisions: str
     mode: str
+    decision_protocol: int = DECISION_PROTOCOL
+    """The agent's `DECISION_PROTOCOL` (0 in a file that does not state it: an
+    agent from before the channel was versioned)."""
 
     def write(self, run_dir: Path) -> Path:
         """Write ``bus.json`` into ``run_dir`` (atomically)."""
@@ -52,7 +61,8 @@ class BusInfo:
         try:
             data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
             return cls(
-                **{k: str(data[k]) for k in ("run_id", "frames", "control", "decisions", "mode")}
+                **{k: str(data[k]) for k in ("run_id", "frames", "control", "decisions", "mode")},
+                decision_protocol=int(data.get("decision_protocol", 0)),
             )
         except FileNotFoundError:
             raise LivescopeError(f"no {BUS_FILE} in {p}: is an agent running there?") from None
@@ -105,6 +115,24 @@ def attach(
     maxlen: int = 16,
     security: BusSecurity | None = None,
 ) -> WorkerLink:
-    """Attach a worker to a running agent (its run folder, ``bus.json``, or a `BusInfo`)."""
+    """Attach a worker to a running agent (its run folder, ``bus.json``, or a `BusInfo`).
+
+    Raises
+    ------
+    LivescopeError
+        if there is no agent, or it speaks another version of the decision
+        channel (`DECISION_PROTOCOL`: agent and worker from different livescope
+        versions).
+
+    """
     info = run if isinstance(run, BusInfo) else BusInfo.read(run)
+    if info.decision_protocol != DECISION_PROTOCOL:
+        theirs = (
+            f"version {info.decision_protocol}" if info.decision_protocol else "an unversioned one"
+        )
+        raise LivescopeError(
+            f"the agent of run {info.run_id} speaks decision protocol {theirs}; this worker "
+            f"speaks version {DECISION_PROTOCOL}: run agent and worker from the same livescope "
+            "version"
+        )
     return WorkerLink(info, policy=policy, maxlen=maxlen, security=security)

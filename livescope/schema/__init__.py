@@ -24,6 +24,7 @@ from ._card import (
 )
 from ._data import data_root, require_data_root
 from ._decision import (
+    DECISION_PROTOCOL,
     AddEvents,
     ChangeInterval,
     Decision,
@@ -67,6 +68,7 @@ from ._threads import BULK_PRIORITY_ENV, bulk_priority, lower_thread_priority
 __all__ = [
     "ALLOWED_DTYPES",
     "BULK_PRIORITY_ENV",
+    "DECISION_PROTOCOL",
     "PLAN_SECTIONS",
     "PROTOCOL_VERSION",
     "AddEvents",

@@ -4,6 +4,10 @@ A decision is a union tagged by ``type``; each names the run and the frame
 (sequence number) it answers, the rule that made it and, from the inference
 issues on, the engines (model sha256) whose results it used. The agent answers
 every message with a `DecisionAck`: accepted, or rejected with the reason.
+
+How decisions travel is versioned (`DECISION_PROTOCOL`): the agent states its
+version in the run's ``bus.json`` and a worker refuses to attach to an agent of
+another version, instead of waiting for answers that never come.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, TypeAdapter, V
 from ._base import format_validation_error, json_object
 
 __all__ = [
+    "DECISION_PROTOCOL",
     "AddEvents",
     "ChangeInterval",
     "Decision",
@@ -26,6 +31,11 @@ __all__ = [
     "StopRun",
     "parse_decision",
 ]
+
+DECISION_PROTOCOL = 2
+"""Version of the decision channel. 2 (2026-11-29): a message holds one or more
+decisions, one JSON part each, answered in one reply with one `DecisionAck` per
+part, in order. 1 (earlier, never written down): one decision per message."""
 
 
 class _DecisionBase(BaseModel):

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+from pathlib import Path
 
+import pytest
 import zmq
 
-from livescope.bus import Answered, DecisionClient, DecisionServer
-from livescope.schema import ChangeInterval, Decision, DecisionAck, StopRun
+from livescope.bus import BUS_FILE, Answered, BusInfo, DecisionClient, DecisionServer, attach
+from livescope.schema import (
+    DECISION_PROTOCOL,
+    ChangeInterval,
+    Decision,
+    DecisionAck,
+    LivescopeError,
+    StopRun,
+)
 
 
 def _accept(decision: Decision, t_rx: int) -> DecisionAck:
@@ -84,4 +94,37 @@ def test_a_malformed_part_is_refused_and_the_others_still_answered() -> None:
     finally:
         sock.close(0)
         ctx.term()
+        server.close()
+
+
+@pytest.mark.parametrize(
+    ("stated", "expected"),
+    [
+        pytest.param(None, "speaks decision protocol an unversioned one", id="before-versions"),
+        pytest.param(DECISION_PROTOCOL + 1, f"version {DECISION_PROTOCOL + 1};", id="newer"),
+    ],
+)
+def test_a_worker_refuses_an_agent_of_another_decision_protocol(
+    tmp_path: Path, stated: int | None, expected: str
+) -> None:
+    server = DecisionServer(_accept)
+    try:
+        info = {"run_id": "r1", "frames": "tcp://127.0.0.1:1", "control": "tcp://127.0.0.1:2",
+                "decisions": server.endpoint, "mode": "inline"}  # fmt: skip
+        if stated is not None:
+            info["decision_protocol"] = stated
+        (tmp_path / BUS_FILE).write_text(json.dumps(info), encoding="utf-8")
+        with pytest.raises(LivescopeError, match="run agent and worker from the same") as err:
+            attach(tmp_path)
+        assert expected in str(err.value)
+        assert f"this worker speaks version {DECISION_PROTOCOL}" in str(err.value)
+        # the agent's own file states its version, and a worker of that version attaches
+        written = BusInfo("r1", "tcp://127.0.0.1:1", "tcp://127.0.0.1:2", server.endpoint,
+                          "inline")  # fmt: skip
+        written.write(tmp_path)
+        assert json.loads((tmp_path / BUS_FILE).read_text())["decision_protocol"] == (
+            DECISION_PROTOCOL
+        )
+        assert BusInfo.read(tmp_path) == written
+    finally:
         server.close()
