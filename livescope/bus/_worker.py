@@ -46,8 +46,8 @@ class BusInfo:
     decisions: str
     mode: str
     decision_protocol: int = DECISION_PROTOCOL
-    """The agent's `DECISION_PROTOCOL` (0 in a file that does not state it: an
-    agent from before the channel was versioned)."""
+    """The agent's `DECISION_PROTOCOL`; 0 when the file states none (an agent from
+    before the channel was versioned, whichever way it sent decisions)."""
 
     def write(self, run_dir: Path) -> Path:
         """Write ``bus.json`` into ``run_dir`` (atomically)."""
@@ -128,11 +128,12 @@ def attach(
     info = run if isinstance(run, BusInfo) else BusInfo.read(run)
     if info.decision_protocol != DECISION_PROTOCOL:
         theirs = (
-            f"version {info.decision_protocol}" if info.decision_protocol else "an unversioned one"
+            f"decision protocol version {info.decision_protocol}"
+            if info.decision_protocol
+            else "an unversioned decision protocol (an earlier livescope)"
         )
         raise LivescopeError(
-            f"the agent of run {info.run_id} speaks decision protocol {theirs}; this worker "
-            f"speaks version {DECISION_PROTOCOL}: run agent and worker from the same livescope "
-            "version"
+            f"the agent of run {info.run_id} speaks {theirs}; this worker speaks version "
+            f"{DECISION_PROTOCOL}: run agent and worker from the same livescope version"
         )
     return WorkerLink(info, policy=policy, maxlen=maxlen, security=security)

@@ -398,11 +398,13 @@ class Acquire:
                     )
                 )
         # a firing's events differ only in t and start time from one time point to the next:
-        # copying (no validation) is half the cost of building each, and bursts fire ~10
+        # copying (no validation) is half the cost of building each, and bursts fire ~10.
+        # Each copy gets its own index and metadata (a shallow copy would share them)
         out = list(first)
         for t in range(1, self.loops):
             when = t * float(self.interval_s)
-            out += [e.model_copy(update={"index": {**e.index, "t": t}, "min_start_time": when})
+            out += [e.model_copy(update={"index": {**e.index, "t": t}, "min_start_time": when,
+                                         "metadata": dict(e.metadata)})
                     for e in first]  # fmt: skip
         return tuple(out)
 

@@ -100,8 +100,10 @@ def test_a_malformed_part_is_refused_and_the_others_still_answered() -> None:
 @pytest.mark.parametrize(
     ("stated", "expected"),
     [
-        pytest.param(None, "speaks decision protocol an unversioned one", id="before-versions"),
-        pytest.param(DECISION_PROTOCOL + 1, f"version {DECISION_PROTOCOL + 1};", id="newer"),
+        pytest.param(None, "speaks an unversioned decision protocol", id="before-versions"),
+        pytest.param(
+            DECISION_PROTOCOL + 1, f"decision protocol version {DECISION_PROTOCOL + 1};", id="newer"
+        ),
     ],
 )
 def test_a_worker_refuses_an_agent_of_another_decision_protocol(

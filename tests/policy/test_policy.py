@@ -119,6 +119,8 @@ def test_a_time_lapse_of_z_stacks_gives_every_event_in_order_as_if_each_were_bui
     ]  # fmt: skip
     assert [e.model_dump() for e in events] == [e.model_dump() for e in built]
     assert [e.index for e in events[::4]] == [{"t": 0, "z": 0}, {"t": 1, "z": 0}, {"t": 2, "z": 0}]
+    # no two events share a mutable part (a policy may edit one event's metadata)
+    assert len({id(e.metadata) for e in events}) == len({id(e.index) for e in events}) == 12
 
 
 def test_a_dip_below_threshold_restarts_the_count() -> None:
