@@ -488,7 +488,7 @@ class ScopeAgent:
         keys: set[tuple[str, int, str, int]] = set()
         places: set[tuple[float | None, float | None, float | None]] = set()  # checked
         for i, ev in enumerate(d.events):
-            what = _Named(i, ev)  # the event as an error names it (made only for one)
+            what = f"event {i} {dict(ev.index)}"
             name = ev.pos_name or feed.position_index.get(ev.index.get("p", -1))
             update: dict[str, Any] = {}
             explicit = ev.x_pos is not None or ev.y_pos is not None
@@ -528,7 +528,7 @@ class ScopeAgent:
             new = ev.model_copy(update=update)  # one copy per event: decisions come in bursts
             where = feed.preview(new)  # where it will really be imaged
             if (xyz := (where.x_pos, where.y_pos, where.z_pos)) not in places:
-                self.profile.check_stage_travel(*xyz, str(what))
+                self.profile.check_stage_travel(*xyz, what)
                 places.add(xyz)
             key = _key(new)
             if key in keys or feed.is_taken(key):
@@ -642,18 +642,6 @@ class ScopeAgent:
         if self.publisher is not None:
             self.publisher.close()
         self.decision_log.close()
-
-
-class _Named:
-    """``event I {index}``, formatted only when an error message needs it."""
-
-    __slots__ = ("event", "i")
-
-    def __init__(self, i: int, event: useq.MDAEvent) -> None:
-        self.i, self.event = i, event
-
-    def __str__(self) -> str:
-        return f"event {self.i} {dict(self.event.index)}"
 
 
 def _interval_s(sequence: useq.MDASequence) -> float:
