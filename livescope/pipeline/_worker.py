@@ -262,6 +262,9 @@ class PipelineWorker:
         self.done: dict[str, int] = {}  # position -> last analysed (and stored) t
         self.decided: dict[str, int] = {}  # position -> last t whose decisions were sent
         self.counts: collections.Counter[str] = collections.Counter()
+        self._skip_lock = threading.Lock()
+        """Held to count ``frames_already_analysed``: the only count two threads (the
+        field-assembling and the main one) add to."""
         self.tails: dict[str, dict[int, collections.deque[tuple[float, float]]]] = {}
         self.run_id = ""
         self._engine_spans: collections.deque[tuple[int, int]] = collections.deque(maxlen=32)
@@ -495,7 +498,8 @@ class PipelineWorker:
                         continue
                     key = (str(h["position"]), int(h["index"].get("t", 0)))
                     if key[0] in self.done and key[1] <= self.done[key[0]]:
-                        self.counts["frames_already_analysed"] += 1
+                        with self._skip_lock:
+                            self.counts["frames_already_analysed"] += 1
                         continue
                     if pending is not None and (pending.position, pending.t) != key:
                         fields.put(pending)  # incomplete: its other frames never came
@@ -631,7 +635,8 @@ class PipelineWorker:
                 self._complete(fld)
         if fld.position in self.done and fld.t <= self.done[fld.position]:
             if fld.live:  # analysed from the recording while its frames were on their way
-                self.counts["frames_already_analysed"] += len(fld.frames)
+                with self._skip_lock:
+                    self.counts["frames_already_analysed"] += len(fld.frames)
             self._handoff.set()
             return
         self._main_free.clear()
