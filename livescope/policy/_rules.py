@@ -11,6 +11,9 @@ one implementation of the `Policy` protocol (Python policies are another)::
         cooldown_s: 1800          # not again within this long ...
         cooldown_radius_um: 25    # ... this close to where it fired (0: anywhere)
 
+A hit held back by a cooldown fires once the cooldown is over if its condition
+still holds (the cell is still in mitosis, ...); a division or lost track is dropped.
+
 Triggers (``when``): ``mitosis`` (a track's P(mitosis) at or above ``p_min``
 for ``frames`` frames in a row, once per track, daughters of a fired track
 excluded), ``division`` (the tracker saw one cell become two), ``cell_count``
@@ -98,6 +101,15 @@ class _Trigger:
     def check(self, obs: Observation) -> list[Hit]:  # pragma: no cover (abstract)
         raise NotImplementedError
 
+    def release(self, obs: Observation, hit: Hit) -> None:
+        """Take back a hit the rule did not fire on (cooldown): it may hit again later.
+
+        Triggers on a condition that lasts (a cell in mitosis, inside a region,
+        a feature or count past its threshold) hit again on a later field while
+        the condition holds; events (a division, a lost track) are gone.
+        """
+        return None
+
     def state(self) -> dict[str, Any]:
         return {}
 
@@ -157,6 +169,10 @@ class _Mitosis(_Trigger):
         self.runs.update({k: v for k, v in seen.items() if v})
         return hits
 
+    def release(self, obs: Observation, hit: Hit) -> None:
+        if hit.track is not None:
+            self.fired.discard(_key(obs, hit.track))  # its run goes on: it hits next field
+
     def state(self) -> dict[str, Any]:
         return {"runs": self.runs, "fired": sorted(self.fired)}
 
@@ -209,6 +225,9 @@ class _CellCount(_Trigger):
             self.armed[obs.position] = True
         return []
 
+    def release(self, obs: Observation, hit: Hit) -> None:
+        self.armed[obs.position] = True
+
     def state(self) -> dict[str, Any]:
         return {"armed": self.armed}
 
@@ -238,6 +257,10 @@ class _EnterRegion(_Trigger):
                 hits.append(Hit(int(c.tracks[i]), float(c.y[i]), float(c.x[i]), {}))
         self.inside = keep
         return hits
+
+    def release(self, obs: Observation, hit: Hit) -> None:
+        if hit.track is not None:
+            self.inside.discard(_key(obs, hit.track))
 
     def state(self) -> dict[str, Any]:
         return {"inside": sorted(self.inside)}
@@ -277,6 +300,10 @@ class _Feature(_Trigger):
                 hits.append(Hit(int(c.tracks[i]), float(c.y[i]), float(c.x[i]),
                                 {self.feature: round(v, 4)}))  # fmt: skip
         return hits
+
+    def release(self, obs: Observation, hit: Hit) -> None:
+        if hit.track is not None:
+            self.high.discard(_key(obs, hit.track))
 
     def state(self) -> dict[str, Any]:
         return {"high": sorted(self.high)}
@@ -474,6 +501,10 @@ class Rule:
         run time (at the same position) ...
     cooldown_radius_um
         ... closer than this to where it fired (0: anywhere in the position).
+        A hit held back by the cooldown is not used up: a condition that lasts
+        (a cell still in mitosis, still in the region, a feature or count still
+        past its threshold) fires on the first field after the cooldown; a
+        division or a lost track held back is dropped.
     max_fires
         At most this many firings over the run (None: no limit).
     channel_group
@@ -583,6 +614,7 @@ class Rule:
             if self.max_fires is not None and self.fires >= self.max_fires:
                 break
             if self.cooldown_s > 0 and self._cooling(obs, hit):
+                self.trigger.release(obs, hit)  # it fires once the cooldown is over
                 continue
             decision = _decision(
                 self.action, self.params, obs, hit, self.name, self.fires, self.acquire

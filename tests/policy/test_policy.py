@@ -144,6 +144,31 @@ def test_cooldown_in_time_and_space() -> None:
     assert len(rule.decide(obs(9, [4], [0.9], ys=[100]))) == 1
 
 
+def test_a_hit_held_back_by_the_cooldown_fires_once_it_is_over_if_it_still_holds() -> None:
+    # a cell entering mitosis beside one that fired is not used up by the cooldown
+    # (the demo missed such mitoses: the track was marked fired, then held back)
+    rule = Rule("c", {"mitosis": {"frames": 2}}, CLOSEUP, cooldown_s=600, cooldown_radius_um=20)
+    rule.decide(obs(0, [1], [0.9], ys=[100]))
+    assert len(rule.decide(obs(1, [1], [0.9], ys=[100]))) == 1  # fires at 120 s
+    for t in (2, 3, 4, 5):  # track 2 is mitotic 10 px away: held back until 720 s
+        assert rule.decide(obs(t, [1, 2], [0.9, 0.9], ys=[100, 110])) == []
+    fired = rule.decide(obs(6, [1, 2], [0.9, 0.9], ys=[100, 110]))
+    assert [f.track for f in fired] == [2]
+    assert fired[0].decision.inputs["frames"] == 5  # type: ignore[union-attr]
+    assert rule.decide(obs(7, [1, 2], [0.9, 0.9], ys=[100, 110])) == []  # once per track
+    # a track whose mitosis ended during the cooldown never fires
+    rule = Rule("c", {"mitosis": {"frames": 1}}, CLOSEUP, cooldown_s=600, cooldown_radius_um=20)
+    assert len(rule.decide(obs(0, [1], [0.9], ys=[100]))) == 1
+    assert rule.decide(obs(1, [1, 2], [0.1, 0.9], ys=[100, 110])) == []
+    assert rule.decide(obs(6, [1, 2], [0.1, 0.1], ys=[100, 110])) == []
+    # the edge triggers hit again once the cooldown is over if still past the edge
+    rule = Rule("f", {"feature": {"feature": "intensity", "above": 500}}, {"record": {}},
+                cooldown_s=600)  # fmt: skip
+    assert [f.track for f in rule.decide(obs(0, [1, 2], ys=[100, 140]))] == [2]
+    assert rule.decide(obs(1, [1, 2, 3], ys=[100, 140, 180])) == []  # 3 is held back
+    assert [f.track for f in rule.decide(obs(5, [1, 2, 3], ys=[100, 140, 180]))] == [3]
+
+
 def test_cell_count_hysteresis_and_feature_threshold() -> None:
     count = Rule("crowded", {"cell_count": {"above": 3, "hysteresis": 0.34}},
                  {"change_interval": {"interval_s": 60}})  # fmt: skip
