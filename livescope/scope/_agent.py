@@ -63,7 +63,20 @@ class EventFeed:
 
     Times are plan seconds (``min_start_time``). Thread-safe: the runner iterates
     on its thread, decisions arrive on the decision-server thread.
+
+    On the wall clock, an event is handed to the runner only ``lead_s`` before it
+    is due: until then the feed waits, and events a decision adds in the
+    meantime (due earlier) go first, as do moves, stops and new intervals. A
+    runner given the next time point at once would wait for it with the event
+    in hand, and a close-up asked for now would start only after it.
     """
+
+    lead_s: float = 0.005
+    """Wall-clock seconds before its time that an event is handed over (the runner
+    waits out the rest; pycromanager's feeder takes its own lead)."""
+    runner_cancelled: Callable[[], bool] | None = None
+    """Set by the agent: True once the runner was cancelled (the feed then stops
+    waiting, so that the runner sees the cancel at once)."""
 
     def __init__(
         self,
@@ -76,6 +89,7 @@ class EventFeed:
         self._scale = clock_scale  # plan seconds per wall-clock second
         self._clock = clock  # plan seconds since the start, when not the wall clock (replay)
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # events added, moved, stopped
         self._heap: list[tuple[float, int, useq.MDAEvent]] = []
         self._order = itertools.count()
         self.positions: dict[str, tuple[float | None, float | None, float | None]] = {}
@@ -135,6 +149,8 @@ class EventFeed:
                     if self.stopped or not self._heap:
                         self.finished = True
                         return
+                    if not first and self._wait_for_head():
+                        continue  # something changed, or a while passed: look again
                     due = self._heap[0][0]
                     batch = []
                     while self._heap and self._heap[0][0] == due:
@@ -158,6 +174,22 @@ class EventFeed:
         finally:
             with self._lock:
                 self.finished = True
+
+    def _wait_for_head(self) -> bool:
+        """Wait while the next event is not yet due (lock held); True if it waited.
+
+        Returns at the latest after 0.25 s, or when a decision changes the
+        queue. A replay's clock (``clock``) is not waited on.
+        """
+        if self._clock is not None or self._t0 is None:
+            return False
+        wait_s = (self._heap[0][0] - self.now()) / self._scale - self.lead_s
+        if wait_s <= 0:
+            return False
+        if self.runner_cancelled is not None and self.runner_cancelled():
+            return False  # hand the event over: the runner ends the run on it
+        self._changed.wait(min(wait_s, 0.25))
+        return True
 
     def preview(self, event: useq.MDAEvent) -> useq.MDAEvent:
         """Return the event as it would be yielded now (moves applied)."""
@@ -192,6 +224,7 @@ class EventFeed:
         with self._lock:
             self.stopped = True
             self._heap.clear()
+            self._changed.notify_all()
 
     def stop_position(self, name: str) -> int:
         """Drop every pending event of position ``name``; returns how many."""
@@ -200,6 +233,7 @@ class EventFeed:
             before = len(self._heap)
             self._heap = [h for h in self._heap if position_name(h[2]) != name]
             heapq.heapify(self._heap)
+            self._changed.notify_all()
             return before - len(self._heap)
 
     def moved_coordinates(
@@ -236,6 +270,7 @@ class EventFeed:
             self._offsets[name] = (x - px, y - py, dz)
             old = self.positions[name]
             self.positions[name] = (x, y, old[2] if z is None else z)
+            self._changed.notify_all()
             return sum(1 for h in self._heap if position_name(h[2]) == name)
 
     def change_interval(self, interval_s: float) -> int:
@@ -250,15 +285,28 @@ class EventFeed:
                     self._heap[i] = (due, order, ev.model_copy(update={"min_start_time": due}))
                     n += 1
             heapq.heapify(self._heap)
+            self._changed.notify_all()
             return n
 
-    def add(self, events: list[useq.MDAEvent]) -> None:
-        """Schedule events (already checked and timed)."""
+    def add(self, events: list[useq.MDAEvent], *, wake: bool = True) -> None:
+        """Schedule events (already checked and timed).
+
+        ``wake=False`` leaves a waiting runner asleep until `wake` (or its next
+        look, within 0.25 s): the agent wakes it once a message's decisions are
+        all answered, so that it does not take the GIL from the answers.
+        """
         with self._lock:
             if self.finished or self.stopped:
                 raise LivescopeError("the run has ended; no events can be added")
             for ev in events:
                 self._push(ev)
+            if wake:
+                self._changed.notify_all()
+
+    def wake(self) -> None:
+        """Let a runner waiting for its next event look at the queue again."""
+        with self._lock:
+            self._changed.notify_all()
 
     def position_plan(self, name: str) -> tuple[float | None, float | None, float | None]:
         """Return the plan's (x, y, z) of a position, before any move."""
@@ -429,8 +477,10 @@ class ScopeAgent:
         """Count a message's malformed parts and log every answer (server thread, after the reply).
 
         The decision log is written here, once all of a message's decisions are
-        answered, so that writing it never delays the acknowledgements.
+        answered, so that writing it never delays the acknowledgements. The
+        runner, if it waits for its next event, takes the added ones now.
         """
+        self.feed.wake()
         for raw, decision, ack in answered:
             record: dict[str, Any]
             if decision is None:
@@ -476,7 +526,7 @@ class ScopeAgent:
             return 0, f"{n} pending event(s) re-timed"
         if isinstance(d, AddEvents):
             events = self._prepare_added(d)
-            feed.add(events)
+            feed.add(events, wake=False)  # woken once the message is answered
             return len(events), ""
         raise LivescopeError(f"unsupported decision type {d.type!r}")  # pragma: no cover
 
@@ -559,6 +609,7 @@ class ScopeAgent:
         core = self.core
         core.mda.set_engine(self.engine)
         core.mda.events.frameReady.connect(fanout.on_frame)
+        self.feed.runner_cancelled = lambda: not core.mda.is_running()
         t0 = time.perf_counter()
         error: BaseException | None = None
         try:

@@ -181,6 +181,7 @@ class PycromanagerAgent(ScopeAgent):
         self.backend = backend
         self.port = port
         self.lead_s = float(lead_s)
+        self.feed.lead_s = max(self.feed.lead_s, self.lead_s)  # the feeder's lead is its own
         self.watchdog_s = float(watchdog_s)
         self._hooks = hooks
         # one pycromanager event per useq event: pycromanager must not merge them

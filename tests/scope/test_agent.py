@@ -142,6 +142,56 @@ def test_decisions_are_applied_between_events(running: Running) -> None:
     ]
 
 
+def test_events_added_while_the_runner_waits_are_acquired_before_the_next_time_point(
+    sim: SimulatedMicroscope, tmp_path: Path
+) -> None:
+    # 20 min between time points, 2 s on the wall clock at the simulation's 600x: a
+    # close-up asked for now must not wait behind the next time point (it did: the
+    # runner was handed that event at once and waited for it with the event in hand)
+    seq = useq.MDASequence(
+        stage_positions=[useq.Position(x=0, y=0, z=0, name="A")],
+        channels=[useq.Channel(config="Phase", exposure=5.0)],
+        time_plan=useq.TIntervalLoops(interval=1200, loops=2),
+    )
+    agent = ScopeAgent(sim.core, sim.profile, seq, tmp_path / "run", sim=sim, bus="inline")
+    thread = threading.Thread(target=agent.run)
+    thread.start()
+    client = DecisionClient(agent.server.endpoint)  # type: ignore[union-attr]
+    try:
+        time.sleep(0.4)
+        t_sent = time.monotonic_ns()
+        ack = client.send(AddEvents(run_id=agent.run_id, events=[
+            useq.MDAEvent(index={"t": 0}, x_pos=10.0, y_pos=0.0, pos_name="A~closeup",
+                          channel={"config": "DAPI"})]))  # fmt: skip
+        assert ack.accepted, ack.reason
+    finally:
+        thread.join(30)
+        client.close()
+    frames = sorted(read_frames(agent.run_dir), key=lambda f: f["t_camera_ns"])
+    order = [(f["position"], f["index"]["t"]) for f in frames]
+    assert order == [("A", 0), ("A~closeup", 0), ("A", 1)]
+    assert frames[1]["t_camera_ns"] - t_sent < 1e9  # at once, not at the next time point
+
+
+def test_a_run_cancelled_while_the_feed_waits_ends_at_once(
+    sim: SimulatedMicroscope, tmp_path: Path
+) -> None:
+    seq = useq.MDASequence(
+        channels=[useq.Channel(config="Phase", exposure=5.0)],
+        time_plan=useq.TIntervalLoops(interval=6000, loops=2),  # 10 s apart at 600x
+    )
+    agent = ScopeAgent(sim.core, sim.profile, seq, tmp_path / "run", sim=sim, bus="off")
+    thread = threading.Thread(target=agent.run)
+    thread.start()
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    sim.core.mda.cancel()  # as a GUI would, not through the agent
+    thread.join(30)
+    assert not thread.is_alive()
+    assert time.monotonic() - t0 < 5.0  # not after the 10 s wait for the next time point
+    assert [f["index"]["t"] for f in read_frames(agent.run_dir)] == [0]
+
+
 def test_move_keeps_z_stacks_and_is_refused_when_a_plane_leaves_the_travel(
     sim: SimulatedMicroscope,
 ) -> None:
