@@ -9,7 +9,15 @@ scheduler a waking thread can still wait out the bulk thread's slice (on a busy
 p99s of 4-8 ms with niceness alone, 1.4-1.9 ms with ``SCHED_IDLE``). The cost:
 while normal threads keep every core busy, a ``SCHED_IDLE`` thread waits. Set
 ``LIVESCOPE_BULK_PRIORITY=nice`` to keep niceness only (e.g. on a machine
-shared with other busy programs, where recording must keep pace with them).
+shared with other busy programs).
+
+The recorder's threads are niced only, never idle-class (``idle=False``): they
+share the agent's GIL with its acquisition and decision threads, and an
+idle-class thread that holds the GIL when a core is taken from it keeps it
+until a core is free again (in demos, behind the worker's idle-class
+engines), so the agent's answers waited; and recording, which must keep pace
+with the camera, cannot be left to wait while normal threads keep every core
+busy.
 """
 
 from __future__ import annotations
@@ -51,7 +59,9 @@ def bulk_priority() -> str:
     return mode
 
 
-def lower_thread_priority(nice: int, thread: threading.Thread | None = None) -> bool:
+def lower_thread_priority(
+    nice: int, thread: threading.Thread | None = None, *, idle: bool | None = None
+) -> bool:
     """Run a thread (default: the calling one) ``nice`` steps below the process's priority.
 
     Linux gives each thread its own niceness, and a thread starts with its
@@ -59,8 +69,9 @@ def lower_thread_priority(nice: int, thread: threading.Thread | None = None) -> 
     thread lowered, taken before it was), not the thread's: lowering is
     idempotent, threads shared between runs (zarr's) are not lowered again and
     again, and a thread started by a lowered one is not lowered twice.
-    Unless ``LIVESCOPE_BULK_PRIORITY`` is ``nice``, the thread also joins the
-    ``SCHED_IDLE`` class (see the module's docstring). Elsewhere, or with
+    With ``idle`` True, or None and ``LIVESCOPE_BULK_PRIORITY`` not ``nice``, the
+    thread also joins the ``SCHED_IDLE`` class (see the module's docstring;
+    ``idle=False``: niceness only, whatever the variable says). Elsewhere, or with
     ``nice <= 0``, nothing changes. Neither can be undone without privileges:
     call it only for threads that do bulk work for the rest of their life.
 
@@ -79,6 +90,8 @@ def lower_thread_priority(nice: int, thread: threading.Thread | None = None) -> 
     if nice <= 0 or not sys.platform.startswith("linux"):
         return False
     mode = bulk_priority()
+    if idle is not None:
+        mode = "idle" if idle else "nice"
     t = thread or threading.current_thread()
     tid = t.native_id
     if tid is None:  # not started

@@ -7,9 +7,9 @@ for recording and publishes it:
 
 * the recording queue is unbounded: every frame is written, none is dropped; if
   a sink fails the run is cancelled and the error raised. The writer thread (and
-  the threads zarr compresses on) run at lower priority on Linux (``SCHED_IDLE``
-  by default): recording is bulk work that may lag a burst, the hand-off to
-  analysis is not;
+  the threads zarr compresses on) run at lower priority on Linux (niceness only,
+  not ``SCHED_IDLE``: see `livescope.schema.lower_thread_priority`): recording
+  is bulk work that may lag a burst, the hand-off to analysis is not;
 * publishing is itself the hand-off: it writes the pixels into a shared-memory
   slot (or queues them on the socket) and never waits for a subscriber. A frame
   with no free slot is dropped for analysis only (and counted). Publishing here,
@@ -125,9 +125,9 @@ class FrameFanout:
     progress
         ``progress(frames_written)`` after each written frame (writer thread).
     recording_nice
-        Niceness added to the writer thread and zarr's threads (Linux; 0: none),
-        which also run as ``SCHED_IDLE`` unless ``LIVESCOPE_BULK_PRIORITY`` says
-        ``nice`` (see `livescope.schema.lower_thread_priority`).
+        Niceness added to the writer thread and zarr's threads (Linux; 0: none).
+        They never join ``SCHED_IDLE``, whatever ``LIVESCOPE_BULK_PRIORITY`` says
+        (see `livescope.schema.lower_thread_priority`).
 
     """
 
@@ -150,7 +150,7 @@ class FrameFanout:
         self._frames: queue.Queue[Any] = queue.Queue()
         self._nice = recording_nice
         if recording_nice > 0:
-            bulk_priority()  # a wrong LIVESCOPE_BULK_PRIORITY stops the run here
+            bulk_priority()  # a wrong LIVESCOPE_BULK_PRIORITY stops the run here (as always)
         self._lowered: set[int] = set()
         self._publish_lock = threading.Lock()
         self._finished = False
@@ -201,7 +201,7 @@ class FrameFanout:
         for t in threads:
             if t.ident is not None and t.ident not in self._lowered:
                 self._lowered.add(t.ident)
-                lower_thread_priority(self._nice, t)
+                lower_thread_priority(self._nice, t, idle=False)
 
     def _write_loop(self) -> None:
         self._lower([threading.current_thread()])

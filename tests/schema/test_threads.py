@@ -146,6 +146,28 @@ def test_a_bulk_thread_joins_the_idle_class_unless_told_nice_only(
         t.join()
 
 
+@linux_only
+@pytest.mark.parametrize(
+    ("mode", "idle"),
+    [pytest.param("", False, id="nice-despite-default"),
+     pytest.param("nice", True, id="idle-despite-nice")],
+)  # fmt: skip
+def test_the_caller_may_choose_the_class_whatever_the_variable_says(
+    mode: str, idle: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The recorder is niced only (idle=False) even where bulk threads are idle-class."""
+    monkeypatch.setenv(BULK_PRIORITY_ENV, mode)
+    t, done = _parked()
+    try:
+        assert lower_thread_priority(2, t, idle=idle)
+        assert t.native_id is not None
+        assert (os.sched_getscheduler(t.native_id) == os.SCHED_IDLE) is idle
+        assert _nice(t) > _nice()
+    finally:
+        done.set()
+        t.join()
+
+
 def test_a_wrong_bulk_priority_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(BULK_PRIORITY_ENV, "realtime")
     with pytest.raises(LivescopeError, match=r"LIVESCOPE_BULK_PRIORITY.*'realtime'"):

@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 from livescope.bus import FramePublisher, FrameSubscriber
 from livescope.record import OmeZarrWriter, zarr_threads
-from livescope.schema import FrameInfo
+from livescope.schema import BULK_PRIORITY_ENV, FrameInfo
 from livescope.scope._fanout import FrameFanout
 
 
@@ -28,12 +28,14 @@ class ListSink:
         self.frames: list[tuple[NDArray[Any], FrameInfo]] = []
         self.threads: set[int | None] = set()
         self.nice: list[int] = []
+        self.idle: list[bool] = []
 
     def write(self, image: NDArray[Any], info: FrameInfo) -> None:
         self.frames.append((image, info))
         self.threads.add(threading.get_native_id())
         if sys.platform.startswith("linux"):
             self.nice.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+            self.idle.append(os.sched_getscheduler(0) == os.SCHED_IDLE)
 
     def close(self) -> None:
         pass
@@ -95,8 +97,11 @@ def test_a_frame_with_no_free_slot_is_dropped_for_analysis_only() -> None:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priority is Linux's")
-def test_recording_threads_run_at_lower_priority_the_others_do_not(tmp_path: Path) -> None:
+def test_recording_threads_run_at_lower_priority_the_others_do_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The writer and zarr's threads yield; the acquisition thread and a bystander do not."""
+    monkeypatch.delenv(BULK_PRIORITY_ENV, raising=False)  # idle-class bulk threads elsewhere
     base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     with ThreadPoolExecutor(1, thread_name_prefix="asyncio") as bystander:  # e.g. a notebook's
         other = bystander.submit(threading.current_thread).result()
@@ -107,6 +112,7 @@ def test_recording_threads_run_at_lower_priority_the_others_do_not(tmp_path: Pat
             fan.on_frame(np.full((32, 32), t, np.uint16), _event(t), {})
         fan.finish()
         assert sink.nice == [min(19, base + 3)] * 3
+        assert sink.idle == [False] * 3  # niced only: it shares the GIL with the acquisition
         zarr_own = zarr_threads()
         assert zarr_own  # its I/O thread at least
         for t in zarr_own:  # process-wide threads: an earlier run may have lowered them more
