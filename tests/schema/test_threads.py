@@ -125,44 +125,28 @@ def test_a_thread_started_by_a_lowered_thread_is_not_lowered_twice() -> None:
 
 @linux_only
 @pytest.mark.parametrize(
-    ("mode", "idle"),
-    [pytest.param("", True, id="default-idle"), pytest.param("nice", False, id="nice-only")],
-)
-def test_a_bulk_thread_joins_the_idle_class_unless_told_nice_only(
-    mode: str, idle: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """SCHED_IDLE: a waking normal thread takes the core from it at once."""
-    monkeypatch.setenv(BULK_PRIORITY_ENV, mode)
-    t, done = _parked()
-    try:
-        assert lower_thread_priority(2, t)
-        assert t.native_id is not None
-        policy = os.sched_getscheduler(t.native_id)
-        assert (policy == os.SCHED_IDLE) is idle
-        assert _nice(t) > _nice()
-        assert os.sched_getscheduler(0) != os.SCHED_IDLE  # the caller keeps its class
-    finally:
-        done.set()
-        t.join()
-
-
-@linux_only
-@pytest.mark.parametrize(
-    ("mode", "idle"),
-    [pytest.param("", False, id="nice-despite-default"),
-     pytest.param("nice", True, id="idle-despite-nice")],
+    ("mode", "idle", "expect_idle"),
+    [pytest.param("", None, True, id="default-idle"),
+     pytest.param("nice", None, False, id="nice-only"),
+     pytest.param("", False, False, id="caller-says-nice"),  # the recorder's threads
+     pytest.param("nice", True, True, id="caller-says-idle")],
 )  # fmt: skip
-def test_the_caller_may_choose_the_class_whatever_the_variable_says(
-    mode: str, idle: bool, monkeypatch: pytest.MonkeyPatch
+def test_a_bulk_thread_joins_the_idle_class_unless_told_nice_only(
+    mode: str, idle: bool | None, expect_idle: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The recorder is niced only (idle=False) even where bulk threads are idle-class."""
+    """SCHED_IDLE: a waking normal thread takes the core from it at once.
+
+    The variable decides unless the caller does (``idle=``).
+    """
     monkeypatch.setenv(BULK_PRIORITY_ENV, mode)
     t, done = _parked()
     try:
         assert lower_thread_priority(2, t, idle=idle)
         assert t.native_id is not None
-        assert (os.sched_getscheduler(t.native_id) == os.SCHED_IDLE) is idle
+        policy = os.sched_getscheduler(t.native_id)
+        assert (policy == os.SCHED_IDLE) is expect_idle
         assert _nice(t) > _nice()
+        assert os.sched_getscheduler(0) != os.SCHED_IDLE  # the caller keeps its class
     finally:
         done.set()
         t.join()
