@@ -71,7 +71,10 @@ class BusInfo:
 
 
 class WorkerLink:
-    """A worker's connection to one agent: ``frames`` in, decisions out."""
+    """A worker's connection to one agent: ``frames`` in, decisions out.
+
+    ``decisions`` is None on a link attached for frames only.
+    """
 
     def __init__(
         self,
@@ -80,6 +83,7 @@ class WorkerLink:
         policy: Literal["every", "latest"] = "every",
         maxlen: int = 16,
         security: BusSecurity | None = None,
+        decisions: bool = True,
     ) -> None:
         self.info = info
         self.run_id = info.run_id
@@ -90,16 +94,30 @@ class WorkerLink:
             maxlen=maxlen,
             security=security,
         )
-        self.decisions = DecisionClient(info.decisions, security=security)
+        self.decisions = DecisionClient(info.decisions, security=security) if decisions else None
 
     def decide(self, decision: Decision, timeout: float = 5.0) -> DecisionAck:
-        """Send a decision and wait for the agent's acknowledgement."""
+        """Send a decision and wait for the agent's acknowledgement.
+
+        Raises
+        ------
+        LivescopeError
+            if no acknowledgement comes within ``timeout`` seconds, or the link
+            was attached for frames only.
+
+        """
+        if self.decisions is None:
+            raise LivescopeError(
+                f"the link to run {self.run_id} was attached for frames only "
+                "(attach(..., decisions=False)): it cannot send decisions"
+            )
         return self.decisions.send(decision, timeout)
 
     def close(self) -> None:
         """Detach (frames still held are released)."""
         self.frames.close()
-        self.decisions.close()
+        if self.decisions is not None:
+            self.decisions.close()
 
     def __enter__(self) -> WorkerLink:
         return self
@@ -114,19 +132,25 @@ def attach(
     policy: Literal["every", "latest"] = "every",
     maxlen: int = 16,
     security: BusSecurity | None = None,
+    decisions: bool = True,
 ) -> WorkerLink:
     """Attach a worker to a running agent (its run folder, ``bus.json``, or a `BusInfo`).
+
+    ``decisions=False`` attaches for frames only (a viewer, a counter, a
+    recorder of your own): no decision channel is opened, so an agent whose
+    decision channel speaks another version is no obstacle (every frame
+    header is still checked against the frame protocol).
 
     Raises
     ------
     LivescopeError
-        if there is no agent, or it speaks another version of the decision
-        channel (`DECISION_PROTOCOL`: agent and worker from different livescope
-        versions).
+        if there is no agent, or (with ``decisions``) it speaks another version
+        of the decision channel (`DECISION_PROTOCOL`: agent and worker from
+        different livescope versions).
 
     """
     info = run if isinstance(run, BusInfo) else BusInfo.read(run)
-    if info.decision_protocol != DECISION_PROTOCOL:
+    if decisions and info.decision_protocol != DECISION_PROTOCOL:
         theirs = (
             f"decision protocol version {info.decision_protocol}"
             if info.decision_protocol
@@ -136,4 +160,4 @@ def attach(
             f"the agent of run {info.run_id} speaks {theirs}; this worker speaks version "
             f"{DECISION_PROTOCOL}: run agent and worker from the same livescope version"
         )
-    return WorkerLink(info, policy=policy, maxlen=maxlen, security=security)
+    return WorkerLink(info, policy=policy, maxlen=maxlen, security=security, decisions=decisions)

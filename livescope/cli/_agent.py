@@ -201,7 +201,8 @@ def worker(
                 and time.monotonic() < deadline
             ):  # fmt: skip
                 time.sleep(0.1)
-            with attach(run, policy=policy, maxlen=maxlen) as link:  # type: ignore[arg-type]
+            # frames only: counting needs no decision channel (nor its version)
+            with attach(run, policy=policy, maxlen=maxlen, decisions=False) as link:  # type: ignore[arg-type]
                 while (frame := link.frames.get(timeout=idle_s or 5.0)) is not None:
                     frame.release()
                 stats = link.frames.stats()

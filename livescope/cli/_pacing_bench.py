@@ -43,7 +43,7 @@ def _slow_worker(run: Path, sleep_ms: float, stats: dict[str, Any]) -> None:
             return
         time.sleep(0.02)
     try:
-        with attach(run, maxlen=4) as link:
+        with attach(run, maxlen=4, decisions=False) as link:
             while (frame := link.frames.get(timeout=3.0)) is not None:
                 frame.release()
                 time.sleep(sleep_ms / 1000)

@@ -906,9 +906,12 @@ class PipelineWorker:
                 self.policy.refused(verdicts[i], now)
                 self.counts["decisions_not_sent"] += 1
             return out, acks
+        client = self.link.decisions
+        if client is None:  # pragma: no cover (the worker attaches with its decision channel)
+            raise LivescopeError("the worker is attached for frames only")
         t_sent = time.monotonic_ns()
         decisions = [d for i in todo if (d := verdicts[i].firing.decision) is not None]
-        replies = self.link.decisions.send_many(decisions, timeout=self.config.decision_timeout_s)
+        replies = client.send_many(decisions, timeout=self.config.decision_timeout_s)
         t_back = time.monotonic_ns()
         for i, ack in zip(todo, replies, strict=True):
             if isinstance(ack, LivescopeError):

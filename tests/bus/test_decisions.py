@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 import zmq
 
-from livescope.bus import BUS_FILE, Answered, BusInfo, DecisionClient, DecisionServer, attach
+from livescope.bus import (
+    BUS_FILE,
+    Answered,
+    BusInfo,
+    DecisionClient,
+    DecisionServer,
+    FramePublisher,
+    attach,
+)
 from livescope.schema import (
     DECISION_PROTOCOL,
     ChangeInterval,
@@ -120,6 +128,17 @@ def test_a_worker_refuses_an_agent_of_another_decision_protocol(
             attach(tmp_path)
         assert expected in str(err.value)
         assert f"this worker speaks version {DECISION_PROTOCOL}" in str(err.value)
+        # a consumer of frames only (a viewer, a counter) needs no decision channel
+        pub = FramePublisher("r1")
+        try:
+            info["frames"], info["control"] = pub.endpoint, pub.control_endpoint
+            (tmp_path / BUS_FILE).write_text(json.dumps(info), encoding="utf-8")
+            with attach(tmp_path, decisions=False) as frames_only:
+                assert frames_only.decisions is None
+                with pytest.raises(LivescopeError, match="attached for frames only"):
+                    frames_only.decide(StopRun(run_id="r1"))
+        finally:
+            pub.close()
         # the agent's own file states its version, and a worker of that version attaches
         written = BusInfo("r1", "tcp://127.0.0.1:1", "tcp://127.0.0.1:2", server.endpoint,
                           "inline")  # fmt: skip
