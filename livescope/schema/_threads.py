@@ -71,7 +71,8 @@ def lower_thread_priority(
     again, and a thread started by a lowered one is not lowered twice.
     With ``idle`` True, or None and ``LIVESCOPE_BULK_PRIORITY`` not ``nice``, the
     thread also joins the ``SCHED_IDLE`` class (see the module's docstring;
-    ``idle=False``: niceness only, whatever the variable says). Elsewhere, or with
+    ``idle=False``: niceness only, whichever valid value the variable has). A
+    thread already in that class stays there. Elsewhere, or with
     ``nice <= 0``, nothing changes. Neither can be undone without privileges:
     call it only for threads that do bulk work for the rest of their life.
 

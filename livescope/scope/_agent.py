@@ -68,7 +68,11 @@ class EventFeed:
     is due: until then the feed waits, and events a decision adds in the
     meantime (due earlier) go first, as do moves, stops and new intervals. A
     runner given the next time point at once would wait for it with the event
-    in hand, and a close-up asked for now would start only after it.
+    in hand, and a close-up asked for now would start only after it. The feed
+    keeps the schedule's clock (the runner's event timer is reset only at the
+    first event), and a pause of the runner stops that clock: later events
+    come that much later. Since the runner hardly waits itself, pymmcore-plus's
+    ``awaitingEvent`` signal (a GUI's countdown) is seldom emitted.
     """
 
     lead_s: float = 0.005
@@ -77,6 +81,8 @@ class EventFeed:
     runner_cancelled: Callable[[], bool] | None = None
     """Set by the agent: True once the runner was cancelled (the feed then stops
     waiting, so that the runner sees the cancel at once)."""
+    runner_paused: Callable[[], bool] | None = None
+    """Set by the agent: True while the runner is paused (the feed's clock stops)."""
 
     def __init__(
         self,
@@ -170,6 +176,9 @@ class EventFeed:
                     if first:  # the runner's event timer starts at the first event
                         event = event.model_copy(update={"reset_event_timer": True})
                         self._t0, first = time.perf_counter(), False
+                    elif event.reset_event_timer:  # useq sets it per position (p before t):
+                        # the feed's clock times every event, so the runner's never restarts
+                        event = event.model_copy(update={"reset_event_timer": False})
                     yield event
         finally:
             with self._lock:
@@ -183,11 +192,16 @@ class EventFeed:
         """
         if self._clock is not None or self._t0 is None:
             return False
+        if self.runner_cancelled is not None and self.runner_cancelled():
+            return False  # hand the event over: the runner ends the run on it
+        if self.runner_paused is not None and self.runner_paused():
+            t = time.perf_counter()
+            self._changed.wait(0.05)
+            self._t0 += time.perf_counter() - t  # a pause does not count towards the plan
+            return True
         wait_s = (self._heap[0][0] - self.now()) / self._scale - self.lead_s
         if wait_s <= 0:
             return False
-        if self.runner_cancelled is not None and self.runner_cancelled():
-            return False  # hand the event over: the runner ends the run on it
         self._changed.wait(min(wait_s, 0.25))
         return True
 
@@ -610,6 +624,7 @@ class ScopeAgent:
         core.mda.set_engine(self.engine)
         core.mda.events.frameReady.connect(fanout.on_frame)
         self.feed.runner_cancelled = lambda: not core.mda.is_running()
+        self.feed.runner_paused = core.mda.is_paused
         t0 = time.perf_counter()
         error: BaseException | None = None
         try:

@@ -126,8 +126,9 @@ class FrameFanout:
         ``progress(frames_written)`` after each written frame (writer thread).
     recording_nice
         Niceness added to the writer thread and zarr's threads (Linux; 0: none).
-        They never join ``SCHED_IDLE``, whatever ``LIVESCOPE_BULK_PRIORITY`` says
-        (see `livescope.schema.lower_thread_priority`).
+        They are not put in ``SCHED_IDLE``, whatever ``LIVESCOPE_BULK_PRIORITY``
+        says (see `livescope.schema.lower_thread_priority`; zarr's process-wide
+        threads keep a class an earlier user of them gave them).
 
     """
 

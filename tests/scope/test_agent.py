@@ -173,6 +173,56 @@ def test_events_added_while_the_runner_waits_are_acquired_before_the_next_time_p
     assert frames[1]["t_camera_ns"] - t_sent < 1e9  # at once, not at the next time point
 
 
+def test_a_pause_delays_the_plan_and_close_ups_still_go_first(
+    sim: SimulatedMicroscope, tmp_path: Path
+) -> None:
+    # the feed keeps the schedule: a pause must stop its clock (else the runner, which
+    # counts the pause, is handed each event early and waits with it in hand)
+    seq = useq.MDASequence(
+        stage_positions=[useq.Position(x=0, y=0, z=0, name="A")],
+        channels=[useq.Channel(config="Phase", exposure=5.0)],
+        time_plan=useq.TIntervalLoops(interval=1200, loops=3),  # 2 s apart at 600x
+    )
+    agent = ScopeAgent(sim.core, sim.profile, seq, tmp_path / "run", sim=sim, bus="inline")
+    thread = threading.Thread(target=agent.run)
+    thread.start()
+    client = DecisionClient(agent.server.endpoint)  # type: ignore[union-attr]
+    try:
+        time.sleep(0.3)
+        sim.core.mda.set_paused(True)
+        time.sleep(1.0)
+        sim.core.mda.set_paused(False)
+        time.sleep(0.5)  # t=1 is now due about 1.5 s from here, not 0.5 s
+        ack = client.send(AddEvents(run_id=agent.run_id, events=[
+            useq.MDAEvent(index={"t": 0}, x_pos=10.0, y_pos=0.0, pos_name="A~closeup",
+                          channel={"config": "Phase"})]))  # fmt: skip
+        assert ack.accepted, ack.reason
+    finally:
+        thread.join(30)
+        client.close()
+    frames = sorted(read_frames(agent.run_dir), key=lambda f: f["t_camera_ns"])
+    order = [(f["position"], f["index"]["t"]) for f in frames]
+    assert order == [("A", 0), ("A~closeup", 0), ("A", 1), ("A", 2)]
+    t = [f["t_camera_ns"] / 1e9 for f in frames]
+    assert t[2] - t[0] > 2.7  # 2 s plus the 1 s pause
+    assert t[3] - t[2] == pytest.approx(2.0, abs=0.3)  # then on schedule again
+
+
+def test_only_the_first_event_resets_the_runners_timer(sim: SimulatedMicroscope) -> None:
+    from livescope.scope import EventFeed, LivescopeEngine
+
+    # positions before time: useq resets the timer at each position's first event
+    seq = useq.MDASequence(
+        stage_positions=[useq.Position(x=0, y=0, name="A"), useq.Position(x=50, y=0, name="B")],
+        channels=[useq.Channel(config="Phase", exposure=5.0)],
+        time_plan=useq.TIntervalLoops(interval=30, loops=2),
+        axis_order="ptc",
+    )
+    assert sum(ev.reset_event_timer for ev in seq) == 2
+    feed = EventFeed(seq, LivescopeEngine(sim.core, sim.profile, sim=sim), 600.0)
+    assert [ev.reset_event_timer for ev in feed] == [True, False, False, False]
+
+
 def test_a_run_cancelled_while_the_feed_waits_ends_at_once(
     sim: SimulatedMicroscope, tmp_path: Path
 ) -> None:
