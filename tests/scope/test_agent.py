@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 import time
@@ -142,32 +143,48 @@ def test_decisions_are_applied_between_events(running: Running) -> None:
     ]
 
 
-def test_events_added_while_the_runner_waits_are_acquired_before_the_next_time_point(
-    sim: SimulatedMicroscope, tmp_path: Path
-) -> None:
-    # 20 min between time points, 2 s on the wall clock at the simulation's 600x: a
-    # close-up asked for now must not wait behind the next time point (it did: the
-    # runner was handed that event at once and waited for it with the event in hand)
+@contextlib.contextmanager
+def _slow_run(
+    sim: SimulatedMicroscope, run: Path, loops: int
+) -> Iterator[tuple[ScopeAgent, DecisionClient]]:
+    """Run one position, phase only, 20 min apart (2 s on the wall clock at 600x)."""
     seq = useq.MDASequence(
         stage_positions=[useq.Position(x=0, y=0, z=0, name="A")],
         channels=[useq.Channel(config="Phase", exposure=5.0)],
-        time_plan=useq.TIntervalLoops(interval=1200, loops=2),
+        time_plan=useq.TIntervalLoops(interval=1200, loops=loops),
     )
-    agent = ScopeAgent(sim.core, sim.profile, seq, tmp_path / "run", sim=sim, bus="inline")
+    agent = ScopeAgent(sim.core, sim.profile, seq, run, sim=sim, bus="inline")
     thread = threading.Thread(target=agent.run)
     thread.start()
     client = DecisionClient(agent.server.endpoint)  # type: ignore[union-attr]
     try:
-        time.sleep(0.4)
-        t_sent = time.monotonic_ns()
-        ack = client.send(AddEvents(run_id=agent.run_id, events=[
-            useq.MDAEvent(index={"t": 0}, x_pos=10.0, y_pos=0.0, pos_name="A~closeup",
-                          channel={"config": "DAPI"})]))  # fmt: skip
-        assert ack.accepted, ack.reason
+        yield agent, client
     finally:
         thread.join(30)
         client.close()
-    frames = sorted(read_frames(agent.run_dir), key=lambda f: f["t_camera_ns"])
+
+
+def _close_up(agent: ScopeAgent, client: DecisionClient, channel: str) -> None:
+    ack = client.send(AddEvents(run_id=agent.run_id, events=[
+        useq.MDAEvent(index={"t": 0}, x_pos=10.0, y_pos=0.0, pos_name="A~closeup",
+                      channel={"config": channel})]))  # fmt: skip
+    assert ack.accepted, ack.reason
+
+
+def _frames_in_order(agent: ScopeAgent) -> list[dict[str, Any]]:
+    return sorted(read_frames(agent.run_dir), key=lambda f: f["t_camera_ns"])
+
+
+def test_events_added_while_the_runner_waits_are_acquired_before_the_next_time_point(
+    sim: SimulatedMicroscope, tmp_path: Path
+) -> None:
+    # a close-up asked for now must not wait behind the next time point (it did: the
+    # runner was handed that event at once and waited for it with the event in hand)
+    with _slow_run(sim, tmp_path / "run", loops=2) as (agent, client):
+        time.sleep(0.4)
+        t_sent = time.monotonic_ns()
+        _close_up(agent, client, "DAPI")
+    frames = _frames_in_order(agent)
     order = [(f["position"], f["index"]["t"]) for f in frames]
     assert order == [("A", 0), ("A~closeup", 0), ("A", 1)]
     assert frames[1]["t_camera_ns"] - t_sent < 1e9  # at once, not at the next time point
@@ -178,29 +195,14 @@ def test_a_pause_delays_the_plan_and_close_ups_still_go_first(
 ) -> None:
     # the feed keeps the schedule: a pause must stop its clock (else the runner, which
     # counts the pause, is handed each event early and waits with it in hand)
-    seq = useq.MDASequence(
-        stage_positions=[useq.Position(x=0, y=0, z=0, name="A")],
-        channels=[useq.Channel(config="Phase", exposure=5.0)],
-        time_plan=useq.TIntervalLoops(interval=1200, loops=3),  # 2 s apart at 600x
-    )
-    agent = ScopeAgent(sim.core, sim.profile, seq, tmp_path / "run", sim=sim, bus="inline")
-    thread = threading.Thread(target=agent.run)
-    thread.start()
-    client = DecisionClient(agent.server.endpoint)  # type: ignore[union-attr]
-    try:
+    with _slow_run(sim, tmp_path / "run", loops=3) as (agent, client):
         time.sleep(0.3)
         sim.core.mda.set_paused(True)
         time.sleep(1.0)
         sim.core.mda.set_paused(False)
         time.sleep(0.5)  # t=1 is now due about 1.5 s from here, not 0.5 s
-        ack = client.send(AddEvents(run_id=agent.run_id, events=[
-            useq.MDAEvent(index={"t": 0}, x_pos=10.0, y_pos=0.0, pos_name="A~closeup",
-                          channel={"config": "Phase"})]))  # fmt: skip
-        assert ack.accepted, ack.reason
-    finally:
-        thread.join(30)
-        client.close()
-    frames = sorted(read_frames(agent.run_dir), key=lambda f: f["t_camera_ns"])
+        _close_up(agent, client, "Phase")
+    frames = _frames_in_order(agent)
     order = [(f["position"], f["index"]["t"]) for f in frames]
     assert order == [("A", 0), ("A~closeup", 0), ("A", 1), ("A", 2)]
     t = [f["t_camera_ns"] / 1e9 for f in frames]
