@@ -284,7 +284,6 @@ class EventFeed:
             self._offsets[name] = (x - px, y - py, dz)
             old = self.positions[name]
             self.positions[name] = (x, y, old[2] if z is None else z)
-            self._changed.notify_all()
             return sum(1 for h in self._heap if position_name(h[2]) == name)
 
     def change_interval(self, interval_s: float) -> int:

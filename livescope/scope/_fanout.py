@@ -151,7 +151,7 @@ class FrameFanout:
         self._frames: queue.Queue[Any] = queue.Queue()
         self._nice = recording_nice
         if recording_nice > 0:
-            bulk_priority()  # a wrong LIVESCOPE_BULK_PRIORITY stops the run here (as always)
+            bulk_priority()  # a wrong LIVESCOPE_BULK_PRIORITY stops the run here
         self._lowered: set[int] = set()
         self._publish_lock = threading.Lock()
         self._finished = False
