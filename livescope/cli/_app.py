@@ -383,6 +383,22 @@ def bench_camera_cmd(
     emit(result)
 
 
+@bench_app.command("record")
+def bench_record_cmd(
+    frames: Annotated[int, typer.Option(min=2, help="Frames per channel and size.")] = 20,
+    profile: Annotated[str, typer.Option(help="Simulated hardware profile.")] = "sim",
+    json_out: JsonOpt = True,
+) -> None:
+    """Measure recorder CPU ms and frames/s at 512² and 2048² per codec, side by side."""
+    setup_logging(False)
+    from livescope.schema import load_profile
+    from livescope.scope import bench_record
+
+    with user_errors(json_out):
+        result = bench_record(load_profile(profile), frames=frames)
+    emit(result)
+
+
 @bench_app.command("pacing")
 def bench_pacing_cmd(
     frames: Annotated[int, typer.Option(min=10, help="Time points in the plan.")] = 50,

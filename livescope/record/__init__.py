@@ -12,6 +12,7 @@ from ._datasets import (
 from ._decisions import DECISIONS_FILE, DecisionLog, read_decisions
 from ._protocol import PSink
 from ._zarr import (
+    CODECS,
     FRAMES_FILE,
     ZARR_NAME,
     OmeZarrWriter,
@@ -21,6 +22,7 @@ from ._zarr import (
 )
 
 __all__ = [
+    "CODECS",
     "DATASET_DTYPES",
     "DECISIONS_FILE",
     "FRAMES_FILE",

@@ -5,7 +5,7 @@ devices rendering a living cell population, with ground truth for every frame.
 """
 
 from ._agent import EventFeed, ScopeAgent
-from ._bench import CAMERA_TARGETS_FPS, bench_camera
+from ._bench import CAMERA_TARGETS_FPS, bench_camera, bench_record
 from ._demo import BACKENDS, demo_sequence, run_micromanager, run_simulated
 from ._engine import SAMPLE_TIME_KEY, LivescopeEngine
 from ._fanout import FrameFanout, frame_info, position_name
@@ -60,6 +60,7 @@ __all__ = [
     "SimulatedView",
     "adapt_core",
     "bench_camera",
+    "bench_record",
     "demo_sequence",
     "expose",
     "frame_info",

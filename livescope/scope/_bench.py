@@ -1,20 +1,34 @@
-"""Benchmark of the simulated camera (``livescope bench camera``)."""
+"""Benchmarks of the simulated camera and the recorder (``livescope bench camera|record``)."""
 
 from __future__ import annotations
 
 import os
 import platform
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
-from livescope.schema import HardwareProfile
+import numpy as np
+
+from livescope.record import CODECS, OmeZarrWriter
+from livescope.schema import FrameInfo, HardwareProfile
 
 from ._sim import SimulatedMicroscope
 
-__all__ = ["CAMERA_TARGETS_FPS", "bench_camera"]
+__all__ = ["CAMERA_TARGETS_FPS", "bench_camera", "bench_record"]
 
 CAMERA_TARGETS_FPS = {512: 100.0, 2048: 10.0}
 """Targets (frames per second on one core) by sensor side length."""
+
+
+def _machine(threads: int) -> dict[str, Any]:
+    return {
+        "cpu_count": os.cpu_count(),
+        "threads_used": threads,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
 def bench_camera(
@@ -74,10 +88,100 @@ def bench_camera(
         "profile": profile.name,
         "results": results,
         "all_targets_met": all(r["meets_target"] for r in results),
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "threads_used": 1,
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": _machine(1),
+    }
+
+
+def _sim_frames(profile: HardwareProfile, size: int, n: int) -> list[tuple[str, np.ndarray]]:
+    """``n`` simulated frames per channel at ``size``², at different sample times."""
+    cam = profile.camera.replace(sensor_shape_px=(size, size))
+    prof = profile.replace(camera=cam.model_dump())
+    out = []
+    with SimulatedMicroscope(prof, seed=0) as sim:
+        core = sim.core
+        core.setShutterOpen(True)
+        for preset in prof.channels.presets:
+            core.setConfig(prof.channels.config_group, preset.name)
+            core.setExposure(preset.default_exposure_ms)
+            for k in range(n):
+                sim.set_time(600.0 + 120.0 * k)
+                core.snapImage()
+                out.append((preset.name, np.asarray(core.getImage()).copy()))
+    return out
+
+
+def _info(seq: int, position: str, channel: str, t: int, c: int, img: np.ndarray) -> FrameInfo:
+    return {
+        "seq": seq, "index": {"t": t, "c": c}, "position": position, "channel": channel,
+        "x_um": None, "y_um": None, "z_um": None, "exposure_ms": 0.0, "pixel_size_um": 1.0,
+        "sample_time_s": None, "runner_time_ms": 0.0, "t_camera_ns": 0,
+        "hardware_triggered": False, "added_by": None, "adler32": 0,
+        "shape": tuple(img.shape), "dtype": str(img.dtype), "event": {},
+    }  # fmt: skip
+
+
+def _chunk_bytes(folder: Path) -> int:
+    """Bytes of the frame chunks under a recording (zarr v3 keeps them under ``c/``)."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and "c" in p.parts)
+
+
+def bench_record(
+    profile: HardwareProfile,
+    sizes: tuple[int, ...] = (512, 2048),
+    frames: int = 20,
+    codecs: tuple[str, ...] = CODECS,
+) -> dict[str, Any]:
+    """Measure the recorder's cost per frame for each codec, side by side.
+
+    Simulated frames (``frames`` per channel at each size) are rendered first,
+    then written through `OmeZarrWriter` (chunk, metadata, frame log: the
+    recorder's whole path) into a temporary folder, once per codec, in this
+    process. CPU time counts every thread (zarr encodes and writes on its own),
+    which is what the recorder takes from the cores the acquisition shares.
+    ``cpu_vs_zstd`` is each codec's CPU time per frame over zarr's default
+    codec's (``zstd``), measured in the same run.
+    """
+    if profile.simulation is None:
+        raise ValueError(f"profile {profile.name!r} is not a simulated profile")
+    results: list[dict[str, Any]] = []
+    for size in sizes:
+        imgs = _sim_frames(profile, size, frames)
+        raw = sum(a.nbytes for _, a in imgs)
+        rows: dict[str, dict[str, Any]] = {}
+        for codec in codecs:
+            with tempfile.TemporaryDirectory(prefix="livescope-bench-") as tmp:
+                run = Path(tmp) / "run"
+                names = list(dict.fromkeys(c for c, _ in imgs))
+                with OmeZarrWriter(run, channels=names, pixel_size_um=1.0, codec=codec) as w:
+                    w.write(imgs[0][1], _info(0, "warm-up", names[0], 0, 0, imgs[0][1]))
+                    counts = dict.fromkeys(names, 0)
+                    wall, cpu = time.perf_counter(), time.process_time()
+                    for seq, (ch, img) in enumerate(imgs):
+                        t = counts[ch]
+                        counts[ch] += 1
+                        w.write(img, _info(seq, "p0", ch, t, names.index(ch), img))
+                    wall = time.perf_counter() - wall
+                    cpu = time.process_time() - cpu
+                stored = _chunk_bytes(run / "data.ome.zarr" / "1")
+            n = len(imgs)
+            rows[codec] = {
+                "shape": [size, size],
+                "codec": codec,
+                "frames": n,
+                "fps": round(n / wall, 1),
+                "ms_per_frame": round(1000 * wall / n, 3),
+                "cpu_ms_per_frame": round(1000 * cpu / n, 3),
+                "compression": round(raw / stored, 3) if stored else None,
+                "mb_per_s": round(raw / wall / 1e6, 1),
+            }
+        base = rows.get("zstd", {}).get("cpu_ms_per_frame")
+        for row in rows.values():
+            row["cpu_vs_zstd"] = round(row["cpu_ms_per_frame"] / base, 3) if base else None
+            results.append(row)
+    return {
+        "bench": "record",
+        "profile": profile.name,
+        "default_codec": CODECS[0],
+        "results": results,
+        "machine": _machine(1),
     }

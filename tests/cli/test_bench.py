@@ -5,7 +5,7 @@ import json
 import pytest
 
 from livescope.schema import load_profile
-from livescope.scope import CAMERA_TARGETS_FPS, bench_camera
+from livescope.scope import CAMERA_TARGETS_FPS, bench_camera, bench_record
 from tests.conftest import run_cli
 
 
@@ -23,6 +23,19 @@ def test_bench_cli_prints_one_json_object() -> None:
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert {tuple(r["shape"]) for r in out["results"]} == {(512, 512), (2048, 2048)}
+
+
+def test_bench_record_writes_every_codec_side_by_side() -> None:
+    out = bench_record(load_profile("sim"), sizes=(64,), frames=2)
+    rows = {r["codec"]: r for r in out["results"]}
+    assert set(rows) == {"blosc-zstd", "zstd", "none"}
+    assert out["default_codec"] == "blosc-zstd"
+    for r in rows.values():
+        assert r["frames"] == 4  # 2 per channel
+        assert r["cpu_vs_zstd"] == pytest.approx(
+            r["cpu_ms_per_frame"] / rows["zstd"]["cpu_ms_per_frame"], abs=2e-3
+        )
+    assert rows["none"]["compression"] == pytest.approx(1.0, abs=0.01)  # chunks are all counted
 
 
 def test_bench_bus_runs_side_by_side() -> None:

@@ -71,3 +71,31 @@ def test_refuses_to_overwrite(tmp_path: Path) -> None:
     OmeZarrWriter(tmp_path, channels=[], pixel_size_um=1.0).close()
     with pytest.raises(LivescopeError, match="already exists"):
         OmeZarrWriter(tmp_path, channels=[], pixel_size_um=1.0)
+
+
+@pytest.mark.parametrize(
+    ("codec", "compressor"),
+    [
+        pytest.param("blosc-zstd", "blosc", id="default-blosc-zstd"),
+        pytest.param("zstd", "zstd", id="zstd"),
+        pytest.param("none", None, id="none"),
+    ],
+)
+def test_each_codec_keeps_the_pixels_exactly(
+    tmp_path: Path, codec: str, compressor: str | None
+) -> None:
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 65535, (32, 48), dtype=np.uint16)
+    kw = {} if codec == "blosc-zstd" else {"codec": codec}
+    with OmeZarrWriter(tmp_path, channels=["DAPI"], pixel_size_um=1.0, **kw) as w:
+        w.write(img, _info(0, 0, "DAPI"))
+    a = zarr.open_group(tmp_path / "data.ome.zarr", mode="r")["0/0"]
+    np.testing.assert_array_equal(a[0, 0, 0], img)
+    names = [c.to_dict()["name"] for c in a.metadata.codecs]
+    assert names[0] == "bytes"
+    assert names[1:] == ([compressor] if compressor else [])
+
+
+def test_an_unknown_codec_is_refused_by_name(tmp_path: Path) -> None:
+    with pytest.raises(LivescopeError, match=r"unknown recording codec 'lzma'.*blosc-zstd"):
+        OmeZarrWriter(tmp_path, channels=[], pixel_size_um=1.0, codec="lzma")
