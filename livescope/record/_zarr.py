@@ -162,53 +162,55 @@ class OmeZarrWriter:
 
     def _series_for(self, name: str, shape_yx: tuple[int, int], dtype: np.dtype[Any]) -> _Series:
         if name not in self._series:
-            group = self._root.create_group(str(len(self._series)))
+            # the group is written with its attributes (one metadata write, not three:
+            # close-ups add a series each while the camera runs)
+            group = self._root.create_group(
+                str(len(self._series)), attributes=self._image_attrs(name)
+            )
             self._series[name] = _Series(group, name, shape_yx, dtype, self.codec)
-            self._write_image_attrs(self._series[name])
         return self._series[name]
 
-    def _write_image_attrs(self, s: _Series) -> None:
+    def _image_attrs(self, name: str) -> dict[str, Any]:
+        """Return a series' NGFF attributes (multiscales, omero channels)."""
         t_s, _, z_s, px_y, px_x = self._scale
-        s.group.attrs.update(
-            {
-                "ome": {
-                    "version": "0.5",
-                    "multiscales": [
-                        {
-                            "name": s.name,
-                            "axes": [
-                                {"name": "t", "type": "time", "unit": "second"},
-                                {"name": "c", "type": "channel"},
-                                {"name": "z", "type": "space", "unit": "micrometer"},
-                                {"name": "y", "type": "space", "unit": "micrometer"},
-                                {"name": "x", "type": "space", "unit": "micrometer"},
-                            ],
-                            "datasets": [
-                                {
-                                    "path": "0",
-                                    "coordinateTransformations": [
-                                        {"type": "scale", "scale": [t_s, 1.0, z_s, px_y, px_x]}
-                                    ],
-                                }
-                            ],
-                        }
-                    ],
-                    "omero": {
-                        "channels": [
-                            {
-                                "label": c,
-                                "color": _COLORS[i % len(_COLORS)],
-                                "active": True,
-                                "window": {"start": 0, "end": 4095, "min": 0, "max": 65535},
-                            }
-                            for i, c in enumerate(self.channels)
+        return {
+            "ome": {
+                "version": "0.5",
+                "multiscales": [
+                    {
+                        "name": name,
+                        "axes": [
+                            {"name": "t", "type": "time", "unit": "second"},
+                            {"name": "c", "type": "channel"},
+                            {"name": "z", "type": "space", "unit": "micrometer"},
+                            {"name": "y", "type": "space", "unit": "micrometer"},
+                            {"name": "x", "type": "space", "unit": "micrometer"},
                         ],
-                        "rdefs": {"model": "greyscale"},
-                    },
+                        "datasets": [
+                            {
+                                "path": "0",
+                                "coordinateTransformations": [
+                                    {"type": "scale", "scale": [t_s, 1.0, z_s, px_y, px_x]}
+                                ],
+                            }
+                        ],
+                    }
+                ],
+                "omero": {
+                    "channels": [
+                        {
+                            "label": c,
+                            "color": _COLORS[i % len(_COLORS)],
+                            "active": True,
+                            "window": {"start": 0, "end": 4095, "min": 0, "max": 65535},
+                        }
+                        for i, c in enumerate(self.channels)
+                    ],
+                    "rdefs": {"model": "greyscale"},
                 },
-                "livescope": {"position": s.name},
-            }
-        )
+            },
+            "livescope": {"position": name},
+        }
 
     def write(self, image: NDArray[Any], info: FrameInfo) -> None:
         """Write one frame and its metadata line (writer thread; blocks until on disk).
@@ -224,7 +226,7 @@ class OmeZarrWriter:
         if info["channel"] not in self.channels:
             self.channels.append(info["channel"])
             for s in self._series.values():
-                self._write_image_attrs(s)
+                s.group.update_attributes(self._image_attrs(s.name))
         shape_yx = (int(image.shape[-2]), int(image.shape[-1]))
         s = self._series_for(info["position"], shape_yx, image.dtype)
         if s.array.dtype != image.dtype:
