@@ -58,9 +58,10 @@ CODECS = ("blosc-zstd", "zstd", "none")
 """How frame chunks are compressed (`OmeZarrWriter`'s ``codec``).
 
 ``blosc-zstd`` (the default): Blosc with byte shuffle and zstd at level 1. On
-simulated 512² camera frames it takes about half the CPU time per frame of
-``zstd`` (zarr's own default: zstd at its default level, no shuffle) and compresses
-them more (2.75x against 2.30x); on 2048² confocal frames the two are even
+simulated 512² and 2048² camera frames it takes about 60 % of the CPU time per
+frame of ``zstd`` (zarr's own default: zstd at its default level, no shuffle) and
+compresses them more (2.72x against 2.28x at 512²); on real 1024² confocal
+frames (tiled to 2048²) the two were even
 (``livescope bench record`` measures them side by side). The recorder shares the
 acquisition's cores, so its CPU time per frame is what matters. Every zarr v3
 reader (zarr-python, tensorstore, napari-ome-zarr) decodes Blosc.

@@ -162,6 +162,7 @@ def bench_record(
                         w.write(img, _info(seq, "p0", ch, t, names.index(ch), img))
                     wall = time.perf_counter() - wall
                     cpu = time.process_time() - cpu
+                # series 0 holds the warm-up frame, series 1 the measured ones
                 stored = _chunk_bytes(run / "data.ome.zarr" / "1")
             n = len(imgs)
             rows[codec] = {
