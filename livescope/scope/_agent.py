@@ -70,8 +70,12 @@ class EventFeed:
     runner given the next time point at once would wait for it with the event
     in hand, and a close-up asked for now would start only after it. The feed
     keeps the schedule's clock (the runner's event timer is reset only at the
-    first event), and a pause of the runner stops that clock: later events
-    come that much later. Since the runner hardly waits itself, pymmcore-plus's
+    first event), and a pause of the runner stops that clock from the moment it
+    is asked for to the moment it is lifted (`pause_toggled`, on the runner's
+    ``sequencePauseToggled`` signal): later events come that much later. (The
+    runner counts only the part of a pause it sees while it waits, so its timer
+    is never behind the feed's clock and it never holds an event longer than
+    ``lead_s``.) Since the runner hardly waits itself, pymmcore-plus's
     ``awaitingEvent`` signal (a GUI's countdown) is seldom emitted.
     """
 
@@ -81,8 +85,6 @@ class EventFeed:
     runner_cancelled: Callable[[], bool] | None = None
     """Set by the agent: True once the runner was cancelled (the feed then stops
     waiting, so that the runner sees the cancel at once)."""
-    runner_paused: Callable[[], bool] | None = None
-    """Set by the agent: True while the runner is paused (the feed's clock stops)."""
 
     def __init__(
         self,
@@ -107,6 +109,7 @@ class EventFeed:
         self.stopped = False
         self.finished = False
         self._t0: float | None = None
+        self._paused_at: float | None = None  # wall clock when a pause began (None: running)
         self._last_t: tuple[int, float] = (-1, 0.0)  # last time index handed out, its time
         stage = list(sequence.stage_positions)
         for event in sequence:
@@ -133,7 +136,26 @@ class EventFeed:
         """Plan time since the run started, seconds."""
         if self._clock is not None:
             return self._clock()
-        return 0.0 if self._t0 is None else (time.perf_counter() - self._t0) * self._scale
+        if self._t0 is None:
+            return 0.0
+        wall = time.perf_counter() if self._paused_at is None else self._paused_at
+        return (wall - self._t0) * self._scale
+
+    def pause_toggled(self, paused: bool) -> None:
+        """Stop (``paused``) or restart the feed's clock; any thread (the runner's signal).
+
+        A pause does not count towards the plan: every later event comes that
+        much later. Asking twice, or lifting a pause never asked for, changes nothing.
+        """
+        with self._lock:
+            wall = time.perf_counter()
+            if paused and self._paused_at is None:
+                self._paused_at = wall
+            elif not paused and self._paused_at is not None:
+                if self._t0 is not None:
+                    self._t0 += wall - max(self._paused_at, self._t0)
+                self._paused_at = None
+            self._changed.notify_all()
 
     def __iter__(self) -> Iterator[useq.MDAEvent]:
         """Yield events (runner thread) until the plan is done or the run is stopped.
@@ -175,7 +197,8 @@ class EventFeed:
                             self._last_t = (t, float(event.metadata.get(SAMPLE_TIME_KEY, 0.0)))
                     if first:  # the runner's event timer starts at the first event
                         event = event.model_copy(update={"reset_event_timer": True})
-                        self._t0, first = time.perf_counter(), False
+                        with self._lock:
+                            self._t0, first = time.perf_counter(), False
                     elif event.reset_event_timer:  # useq sets it per position (p before t):
                         # the feed's clock times every event, so the runner's never restarts
                         event = event.model_copy(update={"reset_event_timer": False})
@@ -194,10 +217,8 @@ class EventFeed:
             return False
         if self.runner_cancelled is not None and self.runner_cancelled():
             return False  # hand the event over: the runner ends the run on it
-        if self.runner_paused is not None and self.runner_paused():
-            t = time.perf_counter()
-            self._changed.wait(0.05)
-            self._t0 += time.perf_counter() - t  # a pause does not count towards the plan
+        if self._paused_at is not None:
+            self._changed.wait(0.25)  # until the pause is lifted (its clock is stopped)
             return True
         wait_s = (self._heap[0][0] - self.now()) / self._scale - self.lead_s
         if wait_s <= 0:
@@ -623,7 +644,7 @@ class ScopeAgent:
         core.mda.set_engine(self.engine)
         core.mda.events.frameReady.connect(fanout.on_frame)
         self.feed.runner_cancelled = lambda: not core.mda.is_running()
-        self.feed.runner_paused = core.mda.is_paused
+        core.mda.events.sequencePauseToggled.connect(self.feed.pause_toggled)
         t0 = time.perf_counter()
         error: BaseException | None = None
         try:
@@ -633,6 +654,7 @@ class ScopeAgent:
         finally:
             duration = time.perf_counter() - t0
             core.mda.events.frameReady.disconnect(fanout.on_frame)
+            core.mda.events.sequencePauseToggled.disconnect(self.feed.pause_toggled)
             self.feed.stop()
             try:
                 fanout.finish()
