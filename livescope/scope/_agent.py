@@ -73,8 +73,8 @@ class EventFeed:
     first event), and a pause of the runner stops that clock from the moment it
     is asked for to the moment it is lifted (`pause_toggled`, on the runner's
     ``sequencePauseToggled`` signal): later events come that much later. (The
-    runner counts only the part of a pause it sees while it waits, so its timer
-    is never behind the feed's clock and it never holds an event longer than
+    runner also counts a pause it sees while it holds an event, in 0.1 s steps:
+    after such a pause it may hold the next events up to 0.1 s longer than
     ``lead_s``.) Since the runner hardly waits itself, pymmcore-plus's
     ``awaitingEvent`` signal (a GUI's countdown) is seldom emitted.
     """
@@ -85,6 +85,10 @@ class EventFeed:
     runner_cancelled: Callable[[], bool] | None = None
     """Set by the agent: True once the runner was cancelled (the feed then stops
     waiting, so that the runner sees the cancel at once)."""
+    runner_pausing: Callable[[], bool] | None = None
+    """Set by the agent: True while the runner is paused or a pause is asked for.
+    `pause_toggled` trusts it over the signal's argument (signals from two threads
+    may arrive out of order), and a paused feed looks at it as it waits."""
 
     def __init__(
         self,
@@ -108,8 +112,9 @@ class EventFeed:
         self._offsets: dict[str, tuple[float, float, float]] = {}
         self.stopped = False
         self.finished = False
-        self._t0: float | None = None
-        self._paused_at: float | None = None  # wall clock when a pause began (None: running)
+        # the clock: (wall time of plan time 0, wall time a pause began or None), one
+        # tuple so that `now` reads both at once without the lock
+        self._clock0: tuple[float | None, float | None] = (None, None)
         self._last_t: tuple[int, float] = (-1, 0.0)  # last time index handed out, its time
         stage = list(sequence.stage_positions)
         for event in sequence:
@@ -136,26 +141,36 @@ class EventFeed:
         """Plan time since the run started, seconds."""
         if self._clock is not None:
             return self._clock()
-        if self._t0 is None:
+        t0, paused_at = self._clock0
+        if t0 is None:
             return 0.0
-        wall = time.perf_counter() if self._paused_at is None else self._paused_at
-        return (wall - self._t0) * self._scale
+        wall = time.perf_counter() if paused_at is None else paused_at
+        return max(0.0, wall - t0) * self._scale
 
     def pause_toggled(self, paused: bool) -> None:
         """Stop (``paused``) or restart the feed's clock; any thread (the runner's signal).
 
         A pause does not count towards the plan: every later event comes that
-        much later. Asking twice, or lifting a pause never asked for, changes nothing.
+        much later. Where `runner_pausing` is set, the runner's own state decides,
+        not ``paused``. Asking twice, or lifting a pause never asked for, changes
+        nothing.
         """
+        if self.runner_pausing is not None:
+            paused = self.runner_pausing()
         with self._lock:
-            wall = time.perf_counter()
-            if paused and self._paused_at is None:
-                self._paused_at = wall
-            elif not paused and self._paused_at is not None:
-                if self._t0 is not None:
-                    self._t0 += wall - max(self._paused_at, self._t0)
-                self._paused_at = None
-            self._changed.notify_all()
+            self._set_paused(paused)
+
+    def _set_paused(self, paused: bool) -> None:
+        """Stop or restart the clock (lock held)."""
+        t0, paused_at = self._clock0
+        wall = time.perf_counter()
+        if paused and paused_at is None:
+            self._clock0 = (t0, wall)
+        elif not paused and paused_at is not None:
+            if t0 is not None:  # the part of the pause since the clock started
+                t0 += wall - max(paused_at, t0)
+            self._clock0 = (t0, None)
+        self._changed.notify_all()
 
     def __iter__(self) -> Iterator[useq.MDAEvent]:
         """Yield events (runner thread) until the plan is done or the run is stopped.
@@ -163,7 +178,8 @@ class EventFeed:
         Decisions apply to every event not yet handed to the runner: moved
         positions and stopped positions are applied as each event is yielded.
         """
-        self._t0 = time.perf_counter()
+        with self._lock:
+            self._clock0 = (time.perf_counter(), self._clock0[1])
         first = True
         try:
             while True:
@@ -198,7 +214,7 @@ class EventFeed:
                     if first:  # the runner's event timer starts at the first event
                         event = event.model_copy(update={"reset_event_timer": True})
                         with self._lock:
-                            self._t0, first = time.perf_counter(), False
+                            self._clock0, first = (time.perf_counter(), self._clock0[1]), False
                     elif event.reset_event_timer:  # useq sets it per position (p before t):
                         # the feed's clock times every event, so the runner's never restarts
                         event = event.model_copy(update={"reset_event_timer": False})
@@ -213,12 +229,14 @@ class EventFeed:
         Returns at the latest after 0.25 s, or when a decision changes the
         queue. A replay's clock (``clock``) is not waited on.
         """
-        if self._clock is not None or self._t0 is None:
+        if self._clock is not None or self._clock0[0] is None:
             return False
         if self.runner_cancelled is not None and self.runner_cancelled():
             return False  # hand the event over: the runner ends the run on it
-        if self._paused_at is not None:
+        if self._clock0[1] is not None:
             self._changed.wait(0.25)  # until the pause is lifted (its clock is stopped)
+            if self.runner_pausing is not None and not self.runner_pausing():
+                self._set_paused(False)  # a lift whose signal went astray
             return True
         wait_s = (self._heap[0][0] - self.now()) / self._scale - self.lead_s
         if wait_s <= 0:
@@ -644,6 +662,7 @@ class ScopeAgent:
         core.mda.set_engine(self.engine)
         core.mda.events.frameReady.connect(fanout.on_frame)
         self.feed.runner_cancelled = lambda: not core.mda.is_running()
+        self.feed.runner_pausing = lambda: core.mda.is_paused() or core.mda.status.pause_requested
         core.mda.events.sequencePauseToggled.connect(self.feed.pause_toggled)
         t0 = time.perf_counter()
         error: BaseException | None = None
