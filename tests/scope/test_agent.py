@@ -23,7 +23,7 @@ from livescope.schema import (
     StopPosition,
     StopRun,
 )
-from livescope.scope import ScopeAgent, SimulatedMicroscope
+from livescope.scope import EventFeed, LivescopeEngine, ScopeAgent, SimulatedMicroscope
 
 
 class Running:
@@ -213,14 +213,17 @@ def test_a_pause_delays_the_plan_and_close_ups_still_go_first(
     assert (t[2] - t[0]) - (t[3] - t[2]) == pytest.approx(1.0, abs=0.3)
 
 
-def test_the_feeds_clock_stops_while_paused(sim: SimulatedMicroscope) -> None:
-    from livescope.scope import EventFeed, LivescopeEngine
-
+def _feed_one_second_apart(sim: SimulatedMicroscope) -> EventFeed:
+    """A feed of two phase frames 60 s apart in plan time, 1 s on the wall clock."""
     seq = useq.MDASequence(
         channels=[useq.Channel(config="Phase", exposure=5.0)],
         time_plan=useq.TIntervalLoops(interval=60, loops=2),
     )
-    feed = EventFeed(seq, LivescopeEngine(sim.core, sim.profile, sim=sim), 60.0)
+    return EventFeed(seq, LivescopeEngine(sim.core, sim.profile, sim=sim), 60.0)
+
+
+def test_the_feeds_clock_stops_while_paused(sim: SimulatedMicroscope) -> None:
+    feed = _feed_one_second_apart(sim)
     events = iter(feed)
     next(events)  # the clock starts at the first event
     feed.pause_toggled(True)
@@ -238,13 +241,7 @@ def test_the_feeds_clock_stops_while_paused(sim: SimulatedMicroscope) -> None:
 def test_a_pause_while_the_feed_waits_delays_the_next_event_by_all_of_it(
     sim: SimulatedMicroscope,
 ) -> None:
-    from livescope.scope import EventFeed, LivescopeEngine
-
-    seq = useq.MDASequence(
-        channels=[useq.Channel(config="Phase", exposure=5.0)],
-        time_plan=useq.TIntervalLoops(interval=60, loops=2),
-    )
-    feed = EventFeed(seq, LivescopeEngine(sim.core, sim.profile, sim=sim), 60.0)  # 1 s apart
+    feed = _feed_one_second_apart(sim)
     events = iter(feed)
     next(events)
     t0 = time.perf_counter()
@@ -262,13 +259,7 @@ def test_a_pause_while_the_feed_waits_delays_the_next_event_by_all_of_it(
 def test_a_pause_signal_out_of_order_follows_the_runners_state(
     sim: SimulatedMicroscope,
 ) -> None:
-    from livescope.scope import EventFeed, LivescopeEngine
-
-    seq = useq.MDASequence(
-        channels=[useq.Channel(config="Phase", exposure=5.0)],
-        time_plan=useq.TIntervalLoops(interval=60, loops=2),
-    )
-    feed = EventFeed(seq, LivescopeEngine(sim.core, sim.profile, sim=sim), 60.0)
+    feed = _feed_one_second_apart(sim)
     pausing = [False]
     feed.runner_pausing = lambda: pausing[0]
     events = iter(feed)
@@ -280,7 +271,6 @@ def test_a_pause_signal_out_of_order_follows_the_runners_state(
 
 
 def test_only_the_first_event_resets_the_runners_timer(sim: SimulatedMicroscope) -> None:
-    from livescope.scope import EventFeed, LivescopeEngine
 
     # positions before time: useq resets the timer at each position's first event
     seq = useq.MDASequence(
@@ -316,7 +306,6 @@ def test_a_run_cancelled_while_the_feed_waits_ends_at_once(
 def test_move_keeps_z_stacks_and_is_refused_when_a_plane_leaves_the_travel(
     sim: SimulatedMicroscope,
 ) -> None:
-    from livescope.scope import EventFeed, LivescopeEngine
 
     seq = useq.MDASequence(
         stage_positions=[useq.Position(x=0, y=0, z=10, name="A")],
