@@ -271,7 +271,6 @@ def test_a_pause_signal_out_of_order_follows_the_runners_state(
 
 
 def test_only_the_first_event_resets_the_runners_timer(sim: SimulatedMicroscope) -> None:
-
     # positions before time: useq resets the timer at each position's first event
     seq = useq.MDASequence(
         stage_positions=[useq.Position(x=0, y=0, name="A"), useq.Position(x=50, y=0, name="B")],
