@@ -305,7 +305,6 @@ def test_a_run_cancelled_while_the_feed_waits_ends_at_once(
 def test_move_keeps_z_stacks_and_is_refused_when_a_plane_leaves_the_travel(
     sim: SimulatedMicroscope,
 ) -> None:
-
     seq = useq.MDASequence(
         stage_positions=[useq.Position(x=0, y=0, z=10, name="A")],
         channels=[useq.Channel(config="DAPI", exposure=5.0)],
