@@ -208,8 +208,7 @@ def bench_replay_cluster(
 
     base = Path(keep) if keep is not None else Path(tempfile.mkdtemp(prefix="livescope-bench-"))
     base.mkdir(parents=True, exist_ok=True)
-    prof = load_profile("sim")
-    prof = prof.replace(camera=prof.camera.replace(sensor_shape_px=(size, size)).model_dump())
+    prof = load_profile("sim").with_square_sensor(size)
     seq = demo_sequence(prof, timepoints=timepoints, positions=1)
     recs = []
     for i in range(datasets):

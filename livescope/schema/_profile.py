@@ -277,6 +277,15 @@ class HardwareProfile(FrozenModel):
                     f"[{lo:g}, {hi:g}] µm (hardware profile: {field})"
                 )
 
+    def with_square_sensor(self, size_px: int) -> HardwareProfile:
+        """Return the same rig with a ``size_px`` × ``size_px`` camera sensor.
+
+        For benchmarks and simulated data at other frame sizes; validated again.
+        """
+        return self.replace(
+            camera=self.camera.replace(sensor_shape_px=(size_px, size_px)).model_dump()
+        )
+
     @property
     def objective(self) -> Objective:
         """The default objective."""

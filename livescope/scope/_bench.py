@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import useq
 
 from livescope.record import CODECS, OmeZarrWriter
 from livescope.schema import FrameInfo, HardwareProfile
 
+from ._fanout import frame_info
 from ._sim import SimulatedMicroscope
 
 __all__ = ["CAMERA_TARGETS_FPS", "bench_camera", "bench_record"]
@@ -49,8 +51,7 @@ def bench_camera(
     chans = channels or tuple(c.name for c in profile.channels.presets)
     results: list[dict[str, Any]] = []
     for size in sizes:
-        cam = profile.camera.replace(sensor_shape_px=(size, size))
-        prof = profile.replace(camera=cam.model_dump())
+        prof = profile.with_square_sensor(size)
         with SimulatedMicroscope(prof) as sim:
             core = sim.core
             core.setShutterOpen(True)
@@ -94,8 +95,7 @@ def bench_camera(
 
 def _sim_frames(profile: HardwareProfile, size: int, n: int) -> list[tuple[str, np.ndarray]]:
     """``n`` simulated frames per channel at ``size``², at different sample times."""
-    cam = profile.camera.replace(sensor_shape_px=(size, size))
-    prof = profile.replace(camera=cam.model_dump())
+    prof = profile.with_square_sensor(size)
     out = []
     with SimulatedMicroscope(prof, seed=0) as sim:
         core = sim.core
@@ -110,14 +110,10 @@ def _sim_frames(profile: HardwareProfile, size: int, n: int) -> list[tuple[str, 
     return out
 
 
-def _info(seq: int, position: str, channel: str, t: int, c: int, img: np.ndarray) -> FrameInfo:
-    return {
-        "seq": seq, "index": {"t": t, "c": c}, "position": position, "channel": channel,
-        "x_um": None, "y_um": None, "z_um": None, "exposure_ms": 0.0, "pixel_size_um": 1.0,
-        "sample_time_s": None, "runner_time_ms": 0.0, "t_camera_ns": 0,
-        "hardware_triggered": False, "added_by": None, "adler32": 0,
-        "shape": tuple(img.shape), "dtype": str(img.dtype), "event": {},
-    }  # fmt: skip
+def _info(seq: int, channel: str, t: int, c: int, img: np.ndarray) -> FrameInfo:
+    """Return the frame's record as a run makes it (position p0)."""
+    event = useq.MDAEvent(index={"t": t, "c": c}, channel={"config": channel}, pos_name="p0")
+    return frame_info(seq, img, event, {})
 
 
 def _chunk_bytes(folder: Path) -> int:
@@ -137,13 +133,13 @@ def _write_all(
         run = Path(tmp) / "run"
         with OmeZarrWriter(run, channels=names, pixel_size_um=1.0, codec=codec) as w:
             # warm-up: zarr's threads, and the position's series and array created
-            w.write(imgs[0][1], _info(0, "p0", imgs[0][0], 0, 0, imgs[0][1]))
+            w.write(imgs[0][1], _info(0, imgs[0][0], 0, 0, imgs[0][1]))
             counts = dict.fromkeys(names, 1)  # the warm-up frame took t=0 of one channel
             wall, cpu = time.perf_counter(), time.process_time()
             for seq, (ch, img) in enumerate(imgs, start=1):
                 t = counts[ch]
                 counts[ch] += 1
-                w.write(img, _info(seq, "p0", ch, t, names.index(ch), img))
+                w.write(img, _info(seq, ch, t, names.index(ch), img))
             wall = time.perf_counter() - wall
             cpu = time.process_time() - cpu
         stored = _chunk_bytes(run / "data.ome.zarr" / "0" / "0")

@@ -36,7 +36,7 @@ def simulated_frames(
     """
     prof = profile or load_profile("sim")
     if size is not None:
-        prof = prof.replace(camera=prof.camera.replace(sensor_shape_px=(size, size)).model_dump())
+        prof = prof.with_square_sensor(size)
     if prof.simulation is None:
         raise ValueError(f"profile {prof.name!r} is not a simulated profile")
     span = 0.5 * min(prof.simulation.sample_size_um) - 100.0
@@ -100,7 +100,7 @@ def simulated_views(
     """
     prof = profile or load_profile("sim")
     if size is not None:
-        prof = prof.replace(camera=prof.camera.replace(sensor_shape_px=(size, size)).model_dump())
+        prof = prof.with_square_sensor(size)
     if prof.simulation is None:
         raise ValueError(f"profile {prof.name!r} is not a simulated profile")
     kinds = {c.kind: c.name for c in reversed(prof.channels.presets)}

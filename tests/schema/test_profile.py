@@ -24,6 +24,12 @@ def test_sim_is_default_and_simulated() -> None:
     assert prof.simulation is not None
 
 
+def test_with_square_sensor_changes_the_sensor_only(sim_profile: HardwareProfile) -> None:
+    small = sim_profile.with_square_sensor(256)
+    assert small.camera.sensor_shape_px == (256, 256)
+    assert small.replace(camera=sim_profile.camera.model_dump()) == sim_profile
+
+
 def test_profile_is_frozen(sim_profile: HardwareProfile) -> None:
     with pytest.raises(Exception, match="frozen"):
         sim_profile.name = "x"  # type: ignore[misc]
