@@ -8,6 +8,7 @@ Agent side: `FramePublisher`, `DecisionServer`. Worker side: `attach` (or
 from ._bench import bench_bus
 from ._decisions import Answered, DecisionClient, DecisionServer
 from ._endpoints import BusSecurity, bind, connect, is_loopback, local_endpoint
+from ._jitter import JITTER_ROUNDS, bench_jitter
 from ._overlay import OverlayPublisher, OverlaySubscriber
 from ._overlay_wire import (
     OVERLAY_DTYPES,
@@ -24,6 +25,7 @@ from ._worker import BUS_FILE, BusInfo, WorkerLink, attach
 
 __all__ = [
     "BUS_FILE",
+    "JITTER_ROUNDS",
     "OVERLAY_DTYPES",
     "OVERLAY_FILE",
     "OVERLAY_VERSION",
@@ -44,6 +46,7 @@ __all__ = [
     "WorkerLink",
     "attach",
     "bench_bus",
+    "bench_jitter",
     "bind",
     "collection_deferred",
     "connect",

@@ -399,6 +399,28 @@ def bench_record_cmd(
     emit(result)
 
 
+@bench_app.command("jitter")
+def bench_jitter_cmd(
+    seconds: Annotated[float, typer.Option(min=0.5, help="Seconds per round (4 rounds).")] = 10.0,
+    period_ms: Annotated[
+        float, typer.Option(min=0.05, max=100, help="How long the probe sleeps each time.")
+    ] = 1.0,
+    busy: Annotated[
+        int | None,
+        typer.Option(min=1, help="Busy processes in the loaded rounds (default: one per core)."),
+    ] = None,
+    turns: Annotated[int, typer.Option(min=1, help="How many times each round runs.")] = 4,
+    json_out: JsonOpt = True,
+) -> None:
+    """How late this machine wakes a thread, idle and beside busy processes (the latency floor)."""
+    setup_logging(False)
+    from livescope.bus import bench_jitter
+
+    with user_errors(json_out):
+        result = bench_jitter(seconds=seconds, period_ms=period_ms, busy=busy, turns=turns)
+    emit(result)
+
+
 @bench_app.command("pacing")
 def bench_pacing_cmd(
     frames: Annotated[int, typer.Option(min=10, help="Time points in the plan.")] = 50,

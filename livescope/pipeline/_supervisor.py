@@ -22,19 +22,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from livescope.schema import LivescopeError, write_atomic
+from livescope.schema import WORKER_NICE, LivescopeError, write_atomic
 from livescope.scope import WORKER_FAILED
 
 from ._worker import RESULTS_DIR, WorkerConfig
 
-__all__ = ["WORKER_FAILED", "WORKER_NICE", "WORKER_REFUSED", "WorkerSupervisor"]
+__all__ = ["WORKER_FAILED", "WORKER_REFUSED", "WorkerSupervisor"]
 
 WORKER_REFUSED = 2
 """Exit status of a worker that refused its input or config (the CLI's user-error
 status): it is not restarted, since it would refuse again."""
-WORKER_NICE = 5
-"""How much lower the worker's CPU priority is than the agent's (POSIX nice): on
-Linux its engine and store threads only, elsewhere the whole process."""
 
 logger = logging.getLogger("livescope")
 

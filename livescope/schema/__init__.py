@@ -63,7 +63,7 @@ from ._profile import (
     builtin_profiles,
     load_profile,
 )
-from ._threads import BULK_PRIORITY_ENV, bulk_priority, lower_thread_priority
+from ._threads import BULK_PRIORITY_ENV, WORKER_NICE, bulk_priority, lower_thread_priority
 
 __all__ = [
     "ALLOWED_DTYPES",
@@ -71,6 +71,7 @@ __all__ = [
     "DECISION_PROTOCOL",
     "PLAN_SECTIONS",
     "PROTOCOL_VERSION",
+    "WORKER_NICE",
     "AddEvents",
     "Camera",
     "CardInput",

@@ -28,12 +28,15 @@ import threading
 
 from ._errors import LivescopeError
 
-__all__ = ["BULK_PRIORITY_ENV", "bulk_priority", "lower_thread_priority"]
+__all__ = ["BULK_PRIORITY_ENV", "WORKER_NICE", "bulk_priority", "lower_thread_priority"]
 
 logger = logging.getLogger("livescope")
 
 BULK_PRIORITY_ENV = "LIVESCOPE_BULK_PRIORITY"
 """``idle`` (default: niceness and ``SCHED_IDLE``) or ``nice`` (niceness only)."""
+WORKER_NICE = 5
+"""How much lower the worker's CPU priority is than the agent's (POSIX nice): on
+Linux its engine and store threads only, elsewhere the whole process."""
 
 _base: list[int] = []
 """The process's own niceness: that of the first thread lowered, before it was."""

@@ -1,0 +1,232 @@
+"""How long this machine keeps a ready thread from running (``livescope bench jitter``).
+
+Every hand-off in a run (a frame to the bus, a field to the decision thread, a
+decision to the agent) is a thread waking up, and it costs at least what the
+operating system and, on a virtual machine, the hypervisor take to run it. No
+change to livescope can take a run's latency below that floor, so the
+benchmark measures it, on the machine the run will use: a probe process sleeps
+``period_ms`` in a loop and records how late each wake-up is, side by side in
+one run
+
+- ``idle``: with nothing of ours running;
+- ``bulk``: with one busy process per core at normal priority (CPU engines
+  left at the operating system's defaults);
+- ``bulk_nice``: the same processes niced by `WORKER_NICE`;
+- ``bulk_idle_class``: niced and in Linux's ``SCHED_IDLE`` class, as the
+  worker's engine threads are by default (`livescope.schema.lower_thread_priority`).
+
+The busy processes run numpy on a 4 MiB array (memory traffic, like an
+engine's) in a single thread. Priorities are lowered with the project's own
+`lower_thread_priority`; where it cannot (not Linux), a round says
+``"lowered": false`` and measures normal priority.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import platform
+import sys
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+
+from livescope.schema import WORKER_NICE, LivescopeError, lower_thread_priority
+
+__all__ = ["JITTER_ROUNDS", "bench_jitter"]
+
+JITTER_ROUNDS: dict[str, str | None] = {
+    "idle": None,
+    "bulk": "normal",
+    "bulk_nice": "nice",
+    "bulk_idle_class": "idle",
+}
+"""Round name → priority of its busy processes (None: no busy processes)."""
+STALLS_MS = (1.0, 2.0, 5.0)
+
+
+def _busy(priority: str, conn: Connection) -> None:
+    """Load process: keep one core busy until told to stop; report the passes made."""
+    lowered = False
+    if priority != "normal":
+        lowered = lower_thread_priority(WORKER_NICE, idle=priority == "idle")
+    a = np.ones(1 << 20, np.float32)
+    passes = 0
+    conn.send(lowered)
+    t0 = time.perf_counter()
+    while not conn.poll():
+        np.multiply(a, 1.0000001, out=a)
+        passes += 1
+    conn.send(passes / (time.perf_counter() - t0))
+
+
+def _probe(period_s: float, seconds: float, conn: Connection) -> None:
+    """Probe process: sleep ``period_s`` again and again; send each wake-up's lateness (ns)."""
+    conn.send("ready")
+    late: list[int] = []
+    want = int(period_s * 1e9)
+    end = time.perf_counter_ns() + int(seconds * 1e9)
+    while (t0 := time.perf_counter_ns()) < end:
+        time.sleep(period_s)
+        late.append(max(0, time.perf_counter_ns() - t0 - want))
+    conn.send(late)
+
+
+def _summary(late_ns: list[int], seconds: float) -> dict[str, Any]:
+    ms = np.asarray(late_ns, np.float64) / 1e6
+    if not len(ms):
+        raise LivescopeError("the jitter probe recorded no wake-up (is the machine suspended?)")
+    return {
+        "wakeups": len(ms),
+        "late_ms": {
+            "p50": round(float(np.percentile(ms, 50)), 4),
+            "p99": round(float(np.percentile(ms, 99)), 4),
+            "p999": round(float(np.percentile(ms, 99.9)), 4),
+            "max": round(float(ms.max()), 3),
+        },
+        "stalls_per_s": {
+            f"over_{t:g}ms": round(float((ms > t).sum()) / seconds, 3) for t in STALLS_MS
+        },
+    }
+
+
+def _slice(
+    priority: str | None, seconds: float, period_s: float, n_busy: int
+) -> tuple[list[int], bool, float]:
+    """Run one turn of a round.
+
+    Returns the probe's lateness per wake-up (ns), whether the load was
+    lowered, and its passes per second.
+    """
+    ctx = mp.get_context("spawn")
+    busy: list[tuple[Any, Connection]] = []
+    probe_parent, probe_child = ctx.Pipe()
+    probe = ctx.Process(target=_probe, args=(period_s, seconds, probe_child), daemon=True)
+    try:
+        lowered: list[bool] = []
+        if priority is not None:
+            for _ in range(n_busy):
+                parent, child = ctx.Pipe()
+                proc = ctx.Process(target=_busy, args=(priority, child), daemon=True)
+                proc.start()
+                busy.append((proc, parent))
+            for _, parent in busy:
+                if not parent.poll(60):
+                    raise LivescopeError(f"a busy process of round {priority!r} did not start")
+                lowered.append(bool(parent.recv()))
+        probe.start()
+        if not probe_parent.poll(60):
+            raise LivescopeError("the jitter probe did not start")
+        probe_parent.recv()
+        if not probe_parent.poll(seconds + 60):
+            raise LivescopeError("the jitter probe did not finish")
+        late: list[int] = probe_parent.recv()
+        passes = 0.0
+        for _, parent in busy:
+            parent.send("stop")
+        for _, parent in busy:
+            if not parent.poll(30):
+                raise LivescopeError(f"a busy process of round {priority!r} did not stop")
+            passes += float(parent.recv())
+        return late, bool(lowered) and all(lowered), passes
+    finally:
+        for proc, parent in busy:
+            proc.join(5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+            parent.close()
+        if probe.is_alive():
+            probe.kill()
+        if probe.pid is not None:
+            probe.join()
+        probe_parent.close()
+
+
+def bench_jitter(
+    *, seconds: float = 10.0, period_ms: float = 1.0, busy: int | None = None, turns: int = 4
+) -> dict[str, Any]:
+    """Measure wake-up lateness with nothing running and beside busy processes.
+
+    Parameters
+    ----------
+    seconds
+        Length of each round. The rounds take turns, ``turns`` times each for
+        ``seconds / turns``, so that a slow spell of the machine (its host's
+        other guests, on a virtual machine) falls on every round alike.
+    period_ms
+        How long the probe sleeps each time.
+    busy
+        Busy processes in the loaded rounds (default: one per core).
+    turns
+        How many times each round runs.
+
+    Returns
+    -------
+    dict
+        ``rounds`` (name → wake-ups, lateness percentiles in ms, stalls per
+        second over 1, 2 and 5 ms), and ``ratios``: each loaded round's p99.9
+        and stalls over 2 ms per second against ``idle``'s, and
+        ``bulk_idle_class``'s against ``bulk``'s (how much of the load's cost
+        the idle class takes away). The p99.9, not the p99: a stall of a few
+        ms is rarer than 1 wake-up in 100, so a p99 does not see it.
+
+    Raises
+    ------
+    LivescopeError
+        if an argument is out of range or a process does not start or finish.
+
+    """
+    if not seconds > 0:
+        raise LivescopeError(f"seconds must be > 0, got {seconds}")
+    if not 0.05 <= period_ms <= 100:
+        raise LivescopeError(f"period_ms must be between 0.05 and 100, got {period_ms}")
+    n_busy = busy if busy is not None else os.cpu_count() or 1
+    if n_busy < 1:
+        raise LivescopeError(f"busy must be >= 1, got {n_busy}")
+    if turns < 1:
+        raise LivescopeError(f"turns must be >= 1, got {turns}")
+    late: dict[str, list[int]] = {name: [] for name in JITTER_ROUNDS}
+    lowered: dict[str, list[bool]] = {name: [] for name in JITTER_ROUNDS}
+    passes: dict[str, list[float]] = {name: [] for name in JITTER_ROUNDS}
+    for _ in range(turns):
+        for name, priority in JITTER_ROUNDS.items():
+            ns, low, per_s = _slice(priority, seconds / turns, period_ms / 1000, n_busy)
+            late[name] += ns
+            lowered[name].append(low)
+            passes[name].append(per_s)
+    rounds: dict[str, dict[str, Any]] = {}
+    for name, priority in JITTER_ROUNDS.items():
+        rounds[name] = _summary(late[name], seconds)
+        if priority is not None:
+            rounds[name]["busy_processes"] = n_busy
+            # all busy processes together, the mean over turns
+            rounds[name]["busy_passes_per_s"] = round(float(np.mean(passes[name])), 1)
+            rounds[name]["lowered"] = all(lowered[name])
+
+    def ratio(a: float, b: float) -> float | None:
+        return round(a / b, 3) if b > 0 else None
+
+    ratios: dict[str, float | None] = {}
+    pairs = [(name, "idle") for name in list(JITTER_ROUNDS)[1:]] + [("bulk_idle_class", "bulk")]
+    for name, base in pairs:
+        r, b = rounds[name], rounds[base]
+        ratios[f"{name}_vs_{base}_p999"] = ratio(r["late_ms"]["p999"], b["late_ms"]["p999"])
+        ratios[f"{name}_vs_{base}_stalls_over_2ms"] = ratio(
+            r["stalls_per_s"]["over_2ms"], b["stalls_per_s"]["over_2ms"]
+        )
+    return {
+        "benchmark": "jitter",
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": sys.platform,
+            "python": platform.python_version(),
+        },
+        "seconds": seconds,
+        "turns": turns,
+        "period_ms": period_ms,
+        "rounds": rounds,
+        "ratios": ratios,
+    }
