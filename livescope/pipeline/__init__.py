@@ -11,6 +11,7 @@ truth (simulated fields, annotated CTC sequences).
 
 from ._analyzer import FrameAnalyzer, FrameResult
 from ._cluster import ReplaySpec, bench_replay_cluster, replay_many, run_replay_task
+from ._config import LATENCY_STAGES, PLAN_FILE, RESULTS_DIR, WorkerConfig
 from ._demo import DEMO_POLICIES, evaluate_triggers, run_adaptive, write_plan
 from ._replay import replay_overhead, run_replay
 from ._scoring import (
@@ -20,7 +21,7 @@ from ._scoring import (
     views_for_seeds,
 )
 from ._supervisor import WorkerSupervisor
-from ._worker import LATENCY_STAGES, PLAN_FILE, RESULTS_DIR, PipelineWorker, WorkerConfig
+from ._worker import PipelineWorker
 
 __all__ = [
     "DEMO_POLICIES",

@@ -27,8 +27,8 @@ from livescope.record import read_frames
 from livescope.schema import HardwareProfile, LivescopeError, check_output_folder
 from livescope.scope import ANAPHASE_SHARE, ScopeAgent, run_micromanager, run_simulated
 
+from ._config import LATENCY_STAGES, PLAN_FILE, RESULTS_DIR, WorkerConfig
 from ._supervisor import WorkerSupervisor
-from ._worker import LATENCY_STAGES, PLAN_FILE, RESULTS_DIR, WorkerConfig
 
 __all__ = ["DEMO_POLICIES", "evaluate_triggers", "run_adaptive", "write_plan"]
 

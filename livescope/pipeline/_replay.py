@@ -40,8 +40,8 @@ from livescope.schema import (
 )
 from livescope.scope import ScopeAgent, map_channels, replay_sequence, run_replay_scope
 
+from ._config import PLAN_FILE, RESULTS_DIR, WorkerConfig
 from ._demo import run_adaptive
-from ._worker import PLAN_FILE, RESULTS_DIR, WorkerConfig
 
 __all__ = ["replay_overhead", "run_replay"]
 

@@ -25,7 +25,7 @@ from typing import Any
 from livescope.schema import WORKER_NICE, LivescopeError, write_atomic
 from livescope.scope import WORKER_FAILED
 
-from ._worker import RESULTS_DIR, WorkerConfig
+from ._config import RESULTS_DIR, WorkerConfig
 
 __all__ = ["WORKER_FAILED", "WORKER_REFUSED", "WorkerSupervisor"]
 

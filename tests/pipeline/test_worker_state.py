@@ -81,10 +81,10 @@ def test_busy_wait_counts_the_engines_on_earlier_fields_from_the_camera_on() -> 
     Spans (ns) the engines spent on earlier fields: 0-100 and 150-300. A field whose last
     frame was taken at 50 and analysed from 200 waited 50 + 50 ns behind them.
     """
-    from livescope.pipeline._worker import _overlap_ns
+    from livescope.pipeline._jobs import overlap_ns
 
     spans = [(0, 100), (150, 300)]
-    assert _overlap_ns(spans, 50, 200) == 100
-    assert _overlap_ns(spans, 100, 150) == 0
-    assert _overlap_ns(spans, 120, 400) == 150
-    assert _overlap_ns([], 0, 10) == 0
+    assert overlap_ns(spans, 50, 200) == 100
+    assert overlap_ns(spans, 100, 150) == 0
+    assert overlap_ns(spans, 120, 400) == 150
+    assert overlap_ns([], 0, 10) == 0

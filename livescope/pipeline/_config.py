@@ -1,0 +1,75 @@
+"""What the pipeline worker runs (`WorkerConfig`) and the names of its outputs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+
+from livescope.schema import LivescopeError
+
+__all__ = ["LATENCY_STAGES", "PLAN_FILE", "RESULTS_DIR", "WorkerConfig"]
+
+RESULTS_DIR = "results"
+PLAN_FILE = "plan.yaml"
+LATENCY_STAGES = (
+    "camera_to_received",  # camera → agent → bus → worker's receiver thread
+    "queue_wait",  # received → analysis starts (grouping + waiting behind earlier fields)
+    "busy_wait",  # camera → analysis starts, the part the engines spent on earlier fields
+    "stain", "segment", "track", "states",  # engines
+    "engines",  # their sum
+    "analyse_other",  # the analysis pass outside its engines (frame checks, bookkeeping)
+    "handoff",  # analysed → the decision thread starts on it (it may let the next field go first)
+    "prepare",  # per-cell measurements for the policies
+    "policy",  # policies + guardrails
+    "decision_enqueued",  # decision sent → the agent queued its events (ack)
+    "decision_executed",  # the agent queued it → first frame it added was acquired
+    "end_to_end",  # camera → the agent queued the decisions (→ policies done, when none fired)
+    "overhead",  # end_to_end − engines − busy_wait: what the pipeline itself costs
+    "store",  # results store + overlay (after the decisions; off the decision path)
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What the worker runs (JSON round trip: `to_json` / `from_json`)."""
+
+    profile: str = "sim"
+    segmenter: str | None = "nuclei-unet"
+    stain: str | None = "nuclei-stain"
+    states: str | None = "cell-state"
+    backend: str | None = None
+    nucleus_diameter_um: float | None = None
+    plan: str | None = None
+    """Plan file with ``policies:`` (default: the run folder's plan.yaml)."""
+    stain_every: int = 1
+    """Virtual stain of every Nth time point of a field that also has a fluorescence
+    frame (fields with only a label-free frame always get it: it is what is segmented)."""
+    analyse_added: bool = False
+    maxlen: int = 256
+    idle_s: float | None = None
+    """Give up when no frame arrived for this long while the agent's bus is there
+    (None: wait as long as the run goes on)."""
+    watch_parent: bool = False
+    """Stop when stdin closes (the supervisor holds a pipe to it: it died if it closes)."""
+    tail_frames: int = 10
+    overlay: bool = True
+    decision_timeout_s: float = 2.0
+    recording_wait_s: float = 2.0
+    """How long to wait for the recorder to log a frame the bus did not deliver."""
+    engine_nice: int = 0
+    """Lower the engine and store threads' priority by this (Linux, per thread): the
+    worker's receiving and decision threads, and the acquisition, go first."""
+
+    def to_json(self) -> str:
+        """Serialise (for the supervisor to hand to a worker process)."""
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkerConfig:
+        """Read a config written by `to_json` (unknown keys are an error)."""
+        data = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        if unknown := sorted(set(data) - known):
+            raise LivescopeError(f"worker config: unknown key(s) {unknown}")
+        return cls(**data)

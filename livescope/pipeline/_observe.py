@@ -1,0 +1,99 @@
+"""What the policies see of a field: its cells, divisions and lost tracks (`Observation`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from livescope.policy import Cells, Observation
+from livescope.schema import LivescopeError
+from livescope.tracking import OnlineTracker, measure_objects
+
+from ._analyzer import FrameResult
+from ._jobs import Field
+
+__all__ = ["observe"]
+
+
+def observe(
+    fld: Field,
+    res: FrameResult,
+    *,
+    nuclear_frame: NDArray[Any] | None,
+    pixel_size_um: float | None,
+    run_id: str,
+    engines: dict[str, str],
+    tracker: OnlineTracker | None,
+) -> Observation:
+    """Measure a field's tracked cells for the policies (the decision thread, per field).
+
+    ``nuclear_frame`` is the frame the cells' intensities are measured in
+    (None: the virtual stain); ``engines`` those that ran for the field (name →
+    sha256); ``tracker`` the position's, for lineage and track ages (None only
+    when nothing was segmented).
+    """
+    h = fld.header
+    shape = tuple(int(s) for s in next(iter(fld.frames.values())).shape[-2:])
+    stage = None
+    if h.get("x_um") is not None and h.get("y_um") is not None:
+        stage = (float(h["x_um"]), float(h["y_um"]),
+                 None if h.get("z_um") is None else float(h["z_um"]))  # fmt: skip
+    sample_t = h.get("sample_time_s")
+    common: dict[str, Any] = {
+        "run_id": run_id or str(h.get("run_id", "")),
+        "seq": int(h.get("seq", 0)),
+        "position": fld.position,
+        "t": fld.t,
+        "sample_time_s": float(sample_t) if sample_t is not None else float(fld.t),
+        "pixel_size_um": pixel_size_um or 1.0,
+        "shape": (shape[0], shape[1]),
+        "stage_um": stage,
+        "engines": engines,
+    }
+    if res.labels is None or res.tracks is None:
+        return Observation(**common)
+    if tracker is None:
+        raise LivescopeError(f"position {fld.position!r} was tracked but has no tracker")
+    nuclear = nuclear_frame if nuclear_frame is not None else res.stain
+    objs = res.objects if res.objects is not None else measure_objects(res.labels, nuclear)
+    rows = np.searchsorted(objs.labels, res.tracks.labels)  # objs.labels ascend
+    n = int(rows.size)
+    tracks = res.tracks.track_ids.astype(np.int64)
+    lineage, spans = tracker.lineage, tracker.spans()
+    parents = np.array([lineage.get(int(t), 0) for t in tracks.tolist()], np.int64)
+    age = np.array([fld.t - spans.get(int(t), (fld.t, fld.t))[0] for t in tracks.tolist()],
+                   np.int64)  # fmt: skip
+    stain = np.full(n, np.nan)
+    if res.stain is not None and n:
+        flat = res.labels.ravel()
+        fg = np.flatnonzero(flat)
+        sums = np.bincount(flat[fg], weights=res.stain.ravel()[fg], minlength=int(flat.max()) + 1)
+        lab = objs.labels[rows]
+        stain = sums[lab] / np.maximum(objs.areas[rows], 1)
+    p_mit = np.full(n, np.nan)
+    state: tuple[str, ...] = ("",) * n
+    if res.states is not None and len(res.states):
+        by_label = {int(i): k for k, i in enumerate(res.states.ids.tolist())}
+        pm = res.states.p_mitosis
+        best = np.argmax(res.states.probs, axis=1)
+        ks = [by_label.get(int(lab)) for lab in res.tracks.labels.tolist()]
+        p_mit = np.array([np.nan if k is None else float(pm[k]) for k in ks])
+        state = tuple("" if k is None else res.states.classes[int(best[k])] for k in ks)
+    intens = objs.intensities[rows] if objs.intensities is not None else np.full(n, np.nan)
+    cells = Cells(
+        labels=res.tracks.labels.astype(np.int64),
+        tracks=tracks,
+        parents=parents,
+        age=age,
+        y=objs.centroids[rows, 0] if n else np.zeros(0),
+        x=objs.centroids[rows, 1] if n else np.zeros(0),
+        area=objs.areas[rows] if n else np.zeros(0),
+        intensity=np.asarray(intens, np.float64),
+        stain=np.asarray(stain, np.float64),
+        p_mitosis=p_mit,
+        state=state,
+    )
+    divisions = tuple((d.parent, d.daughters) for d in res.tracks.divisions)
+    return Observation(**common, cells=cells, divisions=divisions, lost=res.tracks.lost)

@@ -1,0 +1,236 @@
+"""The pipeline worker's results store, beside the raw data, and its overlay.
+
+`ResultsStore` writes ``results/cells.csv``, ``results/ctc/<position>/``,
+``policy.jsonl`` and ``latency.jsonl`` (see `livescope.pipeline`), and
+publishes each field's overlay. The worker's store thread calls it, one
+decided field at a time, off the decision path.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+from numpy.typing import NDArray
+
+from livescope.policy import Observation, Verdict
+from livescope.schema import write_atomic
+
+from ._analyzer import FrameResult
+from ._jobs import Field
+
+__all__ = ["ResultsStore", "latency_from_log", "trim_results"]
+
+logger = logging.getLogger("livescope")
+
+
+class ResultsStore:
+    """Append-only results of one worker process (the files stay open until `close`).
+
+    Parameters
+    ----------
+    results
+        The run's ``results`` folder (it exists).
+    counts
+        The worker's counters; firings, guardrail refusals and overlay errors
+        are counted into it.
+    tail_frames
+        How many past centroids of each track the overlay shows.
+    class_cols
+        Cell-state classes of the table's probability columns (a resumed
+        worker's, from its state; empty: taken from the first field with states).
+
+    """
+
+    def __init__(
+        self,
+        results: Path,
+        counts: collections.Counter[str],
+        *,
+        tail_frames: int,
+        class_cols: Sequence[str] = (),
+    ) -> None:
+        self.results = results
+        self.counts = counts
+        self.tail_frames = tail_frames
+        self.class_cols = list(class_cols)
+        self.tails: dict[str, dict[int, collections.deque[tuple[float, float]]]] = {}
+        self.overlay: Any = None
+        self._cells = (results / "cells.csv").open("a", encoding="utf-8", newline="")
+        self._cells_writer = csv.writer(self._cells)
+        self._policy_log = (results / "policy.jsonl").open("a", encoding="utf-8")
+        self._latency_log = (results / "latency.jsonl").open("a", encoding="utf-8")
+
+    def open_overlay(self, run_id: str, run_dir: Path) -> None:
+        """Start publishing overlays (once the run's id is known)."""
+        from livescope.bus import OverlayPublisher
+
+        self.overlay = OverlayPublisher(run_id, run_dir=run_dir)
+
+    def log_latency(self, fld: Field, ms: dict[str, float]) -> None:
+        """Append a field's ms per stage to ``latency.jsonl``."""
+        self._latency_log.write(json.dumps({
+            "position": fld.position, "t": fld.t,
+            "seq": int(fld.header.get("seq", -1)), "live": fld.live,
+            "t_start_ns": fld.t_start_ns, "t_done_ns": fld.t_done_ns,
+            "ms": ms}) + "\n")  # fmt: skip
+        self._latency_log.flush()
+
+    def store(
+        self, fld: Field, res: FrameResult, obs: Observation, verdicts: list[Verdict],
+        acks: dict[int, tuple[str, bool, str]],
+    ) -> None:  # fmt: skip
+        """Append a decided field's cells, track-id mask and rule firings (store thread)."""
+        h = fld.header
+        c = obs.cells
+        if res.states is not None and not self.class_cols:
+            self.class_cols = list(res.states.classes)
+        if self._cells.tell() == 0:
+            self._cells_writer.writerow(
+                ["position", "t", "seq", "sample_time_s", "label", "track", "parent", "y", "x",
+                 "area", "intensity", "state", "p_mitosis", *(f"p_{k}" for k in self.class_cols)]
+            )  # fmt: skip
+        probs: dict[int, NDArray[Any]] = {}
+        if res.states is not None and len(res.states):
+            probs = {int(i): res.states.probs[k] for k, i in enumerate(res.states.ids.tolist())}
+        for i in range(len(c)):
+            p = probs.get(int(c.labels[i]))
+            self._cells_writer.writerow(
+                [fld.position, fld.t, h.get("seq", -1), round(obs.sample_time_s, 3),
+                 int(c.labels[i]), int(c.tracks[i]), int(c.parents[i]), round(float(c.y[i]), 2),
+                 round(float(c.x[i]), 2), int(c.area[i]), _r(c.intensity[i]), c.state[i],
+                 _r(c.p_mitosis[i]),
+                 *([round(float(v), 4) for v in p] if p is not None else
+                   [""] * len(self.class_cols))]
+            )  # fmt: skip
+        self._cells.flush()
+        if res.labels is not None and res.tracks is not None:
+            folder = self.results / "ctc" / fld.position
+            folder.mkdir(parents=True, exist_ok=True)
+            lut = np.zeros(int(res.labels.max()) + 1, np.uint16)
+            lut[res.tracks.labels] = res.tracks.track_ids
+            tifffile.imwrite(folder / f"mask{fld.t:03d}.tif", lut[res.labels], compression="zlib")
+        for i, v in enumerate(verdicts):
+            f = v.firing
+            stage, ok, reason = v.stage, v.ok, v.reason
+            if i in acks:
+                stage, ok, reason = acks[i]
+            verdict = "recorded" if v.stage == "record" else "accepted" if ok else "rejected"
+            self.counts[f"firings_{verdict}"] += 1
+            if stage == "guardrail":
+                self.counts["decisions_rejected_guardrail"] += 1
+            self._policy_log.write(json.dumps({
+                "rule": f.rule, "trigger": f.trigger, "position": f.position, "t": fld.t,
+                "seq": h.get("seq"), "sample_time_s": obs.sample_time_s, "track": f.track,
+                "y": f.y, "x": f.x, "inputs": f.inputs,
+                "decision": None if f.decision is None else f.decision.model_dump(mode="json"),
+                "verdict": verdict, "stage": stage, "reason": reason, "engines": obs.engines,
+            }, default=str) + "\n")  # fmt: skip
+        self._policy_log.flush()
+
+    def publish(
+        self, fld: Field, res: FrameResult, obs: Observation, verdicts: list[Verdict],
+        acks: dict[int, tuple[str, bool, str]],
+    ) -> None:  # fmt: skip
+        """Publish a decided field on the overlay bus, latest wins (store thread; never raises)."""
+        c = obs.cells
+        tails = self.tails.setdefault(fld.position, {})
+        for i in range(len(c)):
+            tails.setdefault(int(c.tracks[i]), collections.deque(maxlen=self.tail_frames))
+            tails[int(c.tracks[i])].append((round(float(c.y[i]), 1), round(float(c.x[i]), 1)))
+        alive = {int(t) for t in c.tracks.tolist()}
+        for tid in [t for t in tails if t not in alive]:
+            del tails[tid]
+        if self.overlay is None:
+            return
+        arrays: dict[str, NDArray[Any]] = {f"raw:{ch}": a for (ch, _), a in fld.frames.items()}
+        if res.labels is not None:
+            arrays["labels"] = res.labels.astype(np.int32, copy=False)
+        if res.stain is not None:
+            arrays["stain"] = res.stain.astype(np.float16)
+        header = {
+            "seq": int(fld.header.get("seq", 0)),
+            "position": fld.position,
+            "t": fld.t,
+            "sample_time_s": obs.sample_time_s,
+            "cells": [
+                {"label": int(c.labels[i]), "track": int(c.tracks[i]), "y": float(c.y[i]),
+                 "x": float(c.x[i]), "state": c.state[i] or None,
+                 "p_mitosis": None if not np.isfinite(c.p_mitosis[i]) else float(c.p_mitosis[i])}
+                for i in range(len(c))
+            ],
+            "tails": {str(t): [list(p) for p in d] for t, d in tails.items()},
+            "decisions": [
+                {"rule": v.firing.rule, "y": v.firing.y, "x": v.firing.x,
+                 "accepted": bool(acks.get(i, ("", v.ok, ""))[1]),
+                 "reason": str(acks.get(i, ("", v.ok, v.reason))[2])}
+                for i, v in enumerate(verdicts)
+            ],
+        }  # fmt: skip
+        try:
+            self.overlay.publish(header, arrays)
+        except Exception:
+            self.counts["overlay_errors"] += 1
+            logger.exception("publishing the overlay failed")
+
+    def close(self) -> None:
+        """Close the overlay and the files (after the store thread has stopped)."""
+        if self.overlay is not None:
+            self.overlay.close()
+        for f in (self._cells, self._policy_log, self._latency_log):
+            f.close()
+
+
+def trim_results(results: Path, done: dict[str, int], decided: dict[str, int]) -> None:
+    """Remove results of a field the killed worker had half stored (it is analysed again).
+
+    Rows of cells.csv and latency.jsonl after ``done`` (position → last stored
+    t) go, and policy.jsonl's after ``decided``. Call before a `ResultsStore`
+    opens the files.
+    """
+
+    def keep(pos: str, t: int, upto: dict[str, int]) -> bool:
+        return t <= upto.get(pos, -1)
+
+    cells = results / "cells.csv"
+    if cells.is_file():
+        lines = cells.read_text(encoding="utf-8").splitlines(keepends=True)
+        rows = [ln for ln in lines[1:] if keep(ln.split(",", 2)[0], int(ln.split(",", 2)[1]),
+                                               done)]  # fmt: skip
+        write_atomic(cells, "".join(lines[:1] + rows) if rows else "")
+    for name, upto in (("latency.jsonl", done), ("policy.jsonl", decided)):
+        path = results / name
+        if path.is_file():
+            out = []
+            for ln in path.read_text(encoding="utf-8").splitlines(keepends=True):
+                rec = json.loads(ln)
+                if keep(str(rec["position"]).split("~")[0], int(rec["t"]), upto):
+                    out.append(ln)
+            write_atomic(path, "".join(out))
+
+
+def _pct(values: Sequence[float]) -> dict[str, float]:
+    a = np.asarray(values, np.float64)
+    p50, p99 = (round(float(np.percentile(a, q)), 3) for q in (50, 99))
+    return {"p50": p50, "p99": p99, "n": int(a.size)}
+
+
+def latency_from_log(path: Path) -> dict[str, dict[str, float]]:
+    """p50/p99 per stage over every field in ``latency.jsonl``."""
+    values: dict[str, list[float]] = collections.defaultdict(list)
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            for k, v in json.loads(line)["ms"].items():
+                values[k].append(float(v))
+    return {k: _pct(v) for k, v in values.items()}
+
+
+def _r(v: float) -> float | str:
+    return "" if not np.isfinite(v) else round(float(v), 4)
