@@ -19,6 +19,7 @@ from ._overlay_wire import (
 )
 from ._publisher import FramePublisher
 from ._shm import ShmReader, ShmRing
+from ._stalls import STALL_MS, StallMonitor
 from ._subscriber import Frame, FrameSubscriber
 from ._switching import SWITCH_INTERVAL_S, collection_deferred, fast_thread_switching
 from ._worker import BUS_FILE, BusInfo, WorkerLink, attach
@@ -29,6 +30,7 @@ __all__ = [
     "OVERLAY_DTYPES",
     "OVERLAY_FILE",
     "OVERLAY_VERSION",
+    "STALL_MS",
     "SWITCH_INTERVAL_S",
     "Answered",
     "BusInfo",
@@ -43,6 +45,7 @@ __all__ = [
     "OverlaySubscriber",
     "ShmReader",
     "ShmRing",
+    "StallMonitor",
     "WorkerLink",
     "attach",
     "bench_bus",

@@ -17,12 +17,13 @@ one run
 
 The busy processes run numpy on a 4 MiB array (memory traffic, like an
 engine's) in a single thread. Priorities are lowered with the project's own
-`lower_thread_priority`; where it cannot (not Linux), a round says
-``"lowered": false`` and measures normal priority.
+`lower_thread_priority`; where it cannot (not Linux), the niced rounds say
+``"lowered": false`` and measure normal priority.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import platform
@@ -33,9 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from livescope.schema import WORKER_NICE, LivescopeError, lower_thread_priority
+from livescope.schema import WORKER_NICE, LivescopeError, bulk_priority, lower_thread_priority
 
-__all__ = ["JITTER_ROUNDS", "bench_jitter"]
+__all__ = ["JITTER_ROUNDS", "bench_jitter", "child_answer"]
 
 JITTER_ROUNDS: dict[str, str | None] = {
     "idle": None,
@@ -84,12 +85,22 @@ def _summary(late_ns: list[int], seconds: float) -> dict[str, Any]:
             "p50": round(float(np.percentile(ms, 50)), 4),
             "p99": round(float(np.percentile(ms, 99)), 4),
             "p999": round(float(np.percentile(ms, 99.9)), 4),
-            "max": round(float(ms.max()), 3),
+            "max": round(float(ms.max()), 4),
         },
         "stalls_per_s": {
             f"over_{t:g}ms": round(float((ms > t).sum()) / seconds, 3) for t in STALLS_MS
         },
     }
+
+
+def child_answer(conn: Connection, timeout_s: float, what: str) -> Any:
+    """Receive a child process's next message; a LivescopeError naming ``what`` if none comes."""
+    try:
+        if conn.poll(timeout_s):
+            return conn.recv()
+    except (EOFError, OSError):  # the child died (its end of the pipe closed)
+        raise LivescopeError(f"{what} ended without answering (see its error above)") from None
+    raise LivescopeError(f"{what} did not answer within {timeout_s:.0f} s")
 
 
 def _slice(
@@ -104,6 +115,7 @@ def _slice(
     busy: list[tuple[Any, Connection]] = []
     probe_parent, probe_child = ctx.Pipe()
     probe = ctx.Process(target=_probe, args=(period_s, seconds, probe_child), daemon=True)
+    what = f"a busy process of round {priority!r}"
     try:
         lowered: list[bool] = []
         if priority is not None:
@@ -111,27 +123,23 @@ def _slice(
                 parent, child = ctx.Pipe()
                 proc = ctx.Process(target=_busy, args=(priority, child), daemon=True)
                 proc.start()
+                child.close()  # the child's end lives in the child: EOF here if it dies
                 busy.append((proc, parent))
-            for _, parent in busy:
-                if not parent.poll(60):
-                    raise LivescopeError(f"a busy process of round {priority!r} did not start")
-                lowered.append(bool(parent.recv()))
+            lowered = [bool(child_answer(parent, 60, what)) for _, parent in busy]
         probe.start()
-        if not probe_parent.poll(60):
-            raise LivescopeError("the jitter probe did not start")
-        probe_parent.recv()
-        if not probe_parent.poll(seconds + 60):
-            raise LivescopeError("the jitter probe did not finish")
-        late: list[int] = probe_parent.recv()
+        probe_child.close()
+        child_answer(probe_parent, 60, "the jitter probe")
+        late: list[int] = child_answer(probe_parent, seconds + 60, "the jitter probe")
         passes = 0.0
         for _, parent in busy:
             parent.send("stop")
         for _, parent in busy:
-            if not parent.poll(30):
-                raise LivescopeError(f"a busy process of round {priority!r} did not stop")
-            passes += float(parent.recv())
+            passes += float(child_answer(parent, 30, what))
         return late, bool(lowered) and all(lowered), passes
     finally:
+        for _, parent in busy:  # stop them all first (a no-op for those already stopped)
+            with contextlib.suppress(OSError):
+                parent.send("stop")
         for proc, parent in busy:
             proc.join(5)
             if proc.is_alive():
@@ -170,13 +178,17 @@ def bench_jitter(
         second over 1, 2 and 5 ms), and ``ratios``: each loaded round's p99.9
         and stalls over 2 ms per second against ``idle``'s, and
         ``bulk_idle_class``'s against ``bulk``'s (how much of the load's cost
-        the idle class takes away). The p99.9, not the p99: a stall of a few
-        ms is rarer than 1 wake-up in 100, so a p99 does not see it.
+        the idle class takes away); None where the base is 0 (no stall over
+        2 ms in the idle round is common). The p99.9, not the p99: a stall of
+        a few ms is rarer than 1 wake-up in 100, so a p99 does not see it.
+        A loaded round's ``busy_passes_per_s`` counts the busy processes'
+        work from their start to the probe's end (the probe's start included).
 
     Raises
     ------
     LivescopeError
-        if an argument is out of range or a process does not start or finish.
+        if an argument or ``LIVESCOPE_BULK_PRIORITY`` is wrong, or a process
+        does not start or finish.
 
     """
     if not seconds > 0:
@@ -188,6 +200,7 @@ def bench_jitter(
         raise LivescopeError(f"busy must be >= 1, got {n_busy}")
     if turns < 1:
         raise LivescopeError(f"turns must be >= 1, got {turns}")
+    bulk_priority()  # a wrong LIVESCOPE_BULK_PRIORITY is refused here, not in the busy processes
     late: dict[str, list[int]] = {name: [] for name in JITTER_ROUNDS}
     lowered: dict[str, list[bool]] = {name: [] for name in JITTER_ROUNDS}
     passes: dict[str, list[float]] = {name: [] for name in JITTER_ROUNDS}
@@ -204,7 +217,8 @@ def bench_jitter(
             rounds[name]["busy_processes"] = n_busy
             # all busy processes together, the mean over turns
             rounds[name]["busy_passes_per_s"] = round(float(np.mean(passes[name])), 1)
-            rounds[name]["lowered"] = all(lowered[name])
+            if priority != "normal":
+                rounds[name]["lowered"] = all(lowered[name])
 
     def ratio(a: float, b: float) -> float | None:
         return round(a / b, 3) if b > 0 else None

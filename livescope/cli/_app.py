@@ -278,6 +278,12 @@ def _print_demo(summary: dict[str, Any]) -> None:
         table.add_row("mitosis → trigger (median)", f"{summary['mitosis_to_trigger_s']} s")
         over = summary["latency_ms"].get("overhead", {})
         table.add_row("pipeline overhead p50 / p99", f"{over.get('p50')} / {over.get('p99')} ms")
+        if stalls := summary.get("machine_stalls"):
+            table.add_row(
+                "machine stalls > 2 ms",
+                f"{stalls['over_2ms_per_s']}/s, longest {stalls['max_ms']} ms; in "
+                f"{stalls['slow_fields_in_a_stall']} of {stalls['slow_fields']} slow fields",
+            )
         dropped = f"{summary['dropped_analysis_frames']} / {summary['dropped_recorded_frames']}"
         table.add_row("dropped (analysis / recorded)", dropped)
     table.add_row("recording", summary["recording"])

@@ -12,7 +12,7 @@ truth (simulated fields, annotated CTC sequences).
 from ._analyzer import FrameAnalyzer, FrameResult
 from ._cluster import ReplaySpec, bench_replay_cluster, replay_many, run_replay_task
 from ._config import LATENCY_STAGES, PLAN_FILE, RESULTS_DIR, WorkerConfig
-from ._demo import DEMO_POLICIES, evaluate_triggers, run_adaptive, write_plan
+from ._demo import DEMO_POLICIES, SLOW_FIELD_MS, evaluate_triggers, run_adaptive, write_plan
 from ._replay import replay_overhead, run_replay
 from ._scoring import (
     flag_divisions_ctc,
@@ -28,6 +28,7 @@ __all__ = [
     "LATENCY_STAGES",
     "PLAN_FILE",
     "RESULTS_DIR",
+    "SLOW_FIELD_MS",
     "FrameAnalyzer",
     "FrameResult",
     "PipelineWorker",

@@ -10,6 +10,7 @@ ground truth (`evaluate_triggers`) and returns the run summary.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -23,6 +24,7 @@ import tifffile
 import useq
 import yaml
 
+from livescope.bus import StallMonitor
 from livescope.record import read_frames
 from livescope.schema import HardwareProfile, LivescopeError, check_output_folder
 from livescope.scope import ANAPHASE_SHARE, ScopeAgent, run_micromanager, run_simulated
@@ -30,7 +32,10 @@ from livescope.scope import ANAPHASE_SHARE, ScopeAgent, run_micromanager, run_si
 from ._config import LATENCY_STAGES, PLAN_FILE, RESULTS_DIR, WorkerConfig
 from ._supervisor import WorkerSupervisor
 
-__all__ = ["DEMO_POLICIES", "evaluate_triggers", "run_adaptive", "write_plan"]
+__all__ = ["DEMO_POLICIES", "SLOW_FIELD_MS", "evaluate_triggers", "run_adaptive", "write_plan"]
+
+SLOW_FIELD_MS = 5.0
+"""A field whose pipeline overhead is above this is slow (issue 7's p99 target on a 2-core PC)."""
 
 DEMO_POLICIES: list[dict[str, Any]] = [
     {
@@ -79,6 +84,7 @@ def run_adaptive(
     acquire: Callable[[Callable[[ScopeAgent], None]], dict[str, Any]] | None = None,
     backend: str = "mda",
     port: int = 4827,
+    watch_stalls: bool = True,
 ) -> dict[str, Any]:
     """Acquire with the pipeline worker in the loop; return the run summary.
 
@@ -89,7 +95,10 @@ def run_adaptive(
     ``acquire(on_ready)`` runs the acquisition instead of the profile's microscope
     (a replay) and returns its summary; it must call ``on_ready(agent)`` once the
     agent listens. ``backend`` / ``port``: how the agent acquires (`run_simulated`,
-    `run_micromanager`).
+    `run_micromanager`). ``watch_stalls``: watch the machine for stalls while
+    the run goes on (`livescope.bus.StallMonitor`; the summary's
+    ``machine_stalls``, with how many of the fields whose pipeline overhead
+    passed `SLOW_FIELD_MS` a stall overlapped).
 
     Raises
     ------
@@ -132,6 +141,7 @@ def run_adaptive(
             on_supervisor(supervisor)
 
     t0 = time.perf_counter()
+    monitor = StallMonitor().start() if watch_stalls else None
     try:
         if acquire is not None:
             summary = acquire(start_worker)
@@ -147,8 +157,16 @@ def run_adaptive(
             )  # fmt: skip
     except BaseException:
         supervisor.stop()
+        _stop_quietly(monitor)
         raise
-    work = supervisor.wait()
+    try:
+        work = supervisor.wait()
+    except BaseException:
+        _stop_quietly(monitor)
+        raise
+    machine: dict[str, Any] | None = None
+    if monitor is not None:
+        machine = {**monitor.stop(), **_slow_fields(out, monitor)}
     mitosis_rules = [p["name"] for p in policies or [] if "mitosis" in p.get("when", {})]
     evaluation: dict[str, Any] = {"precision": None, "recall": None, "mitosis_to_trigger_s": None}
     if (out / "ground_truth" / "lineage.json").is_file():
@@ -190,11 +208,41 @@ def run_adaptive(
             "engines": work.get("engines", {}),
             "guardrails": work.get("guardrails", {}),
             "evaluation": evaluation,
+            "machine_stalls": machine,
             "wall_s": round(time.perf_counter() - t0, 2),
         }
     )
     (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     return summary
+
+
+def _stop_quietly(monitor: StallMonitor | None) -> None:
+    """Stop the stall monitor of a run that failed (the run's own error is the one to see)."""
+    if monitor is not None:
+        with contextlib.suppress(LivescopeError):
+            monitor.stop()
+
+
+def _slow_fields(run_dir: Path, monitor: StallMonitor) -> dict[str, int]:
+    """Count live fields whose overhead passed `SLOW_FIELD_MS`, and those a stall overlapped.
+
+    A field spans its frame's camera time to the agent's answer (``end_to_end``);
+    its camera time is its analysis start less its queue wait and its way to the worker.
+    """
+    slow = stalled = 0
+    path = run_dir / RESULTS_DIR / "latency.jsonl"
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            rec = json.loads(line)
+            ms = rec.get("ms", {})
+            if not rec.get("live") or float(ms.get("overhead", 0.0)) <= SLOW_FIELD_MS:
+                continue
+            slow += 1
+            t_cam = int(rec["t_start_ns"]) - int(
+                (float(ms["queue_wait"]) + float(ms["camera_to_received"])) * 1e6
+            )
+            stalled += int(monitor.during(t_cam, t_cam + int(float(ms["end_to_end"]) * 1e6)))
+    return {"slow_fields": slow, "slow_fields_in_a_stall": stalled}
 
 
 def _decision_executed_ms(run_dir: Path) -> list[float]:

@@ -1,7 +1,8 @@
 """The pipeline worker's results store, beside the raw data, and its overlay.
 
 `ResultsStore` writes ``results/cells.csv``, ``results/ctc/<position>/``,
-``policy.jsonl`` and ``latency.jsonl`` (see `livescope.pipeline`), and
+``policy.jsonl`` and ``latency.jsonl`` (the layout is in the docstring of the
+worker's module, ``livescope/pipeline/_worker.py``), and
 publishes each field's overlay. The worker's store thread calls it, one
 decided field at a time, off the decision path.
 """
@@ -139,7 +140,10 @@ class ResultsStore:
         self, fld: Field, res: FrameResult, obs: Observation, verdicts: list[Verdict],
         acks: dict[int, tuple[str, bool, str]],
     ) -> None:  # fmt: skip
-        """Publish a decided field on the overlay bus, latest wins (store thread; never raises)."""
+        """Publish a decided field on the overlay bus, latest wins (store thread).
+
+        A failure to publish is logged and counted (``overlay_errors``), not raised.
+        """
         c = obs.cells
         tails = self.tails.setdefault(fld.position, {})
         for i in range(len(c)):
@@ -180,10 +184,13 @@ class ResultsStore:
             self.counts["overlay_errors"] += 1
             logger.exception("publishing the overlay failed")
 
-    def close(self) -> None:
-        """Close the overlay and the files (after the store thread has stopped)."""
+    def close_overlay(self) -> None:
+        """Stop publishing overlays (viewers see the run's overlay end)."""
         if self.overlay is not None:
             self.overlay.close()
+
+    def close(self) -> None:
+        """Close the files (after the store thread has stopped and the overlay is closed)."""
         for f in (self._cells, self._policy_log, self._latency_log):
             f.close()
 

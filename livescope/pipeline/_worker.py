@@ -13,7 +13,7 @@ results store beside the raw data::
         ctc/<position>/     maskTTT.tif + res_track.txt: track ids while the run goes on,
                             a valid CTC result (tracks without gaps) once it ends
         policy.jsonl        every rule firing: decision, guardrail or agent verdict
-        latency.jsonl       per field: ms per stage (see `LATENCY_STAGES`)
+        latency.jsonl       per field: ms per stage (see `livescope.pipeline.LATENCY_STAGES`)
         state.json          trackers, policies, guardrails (a restarted worker resumes)
         worker.json         the worker's summary, written when it stops
 
@@ -642,6 +642,7 @@ class PipelineWorker:
         if self.link is not None:
             stats = self.link.frames.stats()
             self.link.close()
+        self.store.close_overlay()
         if not failed:  # the live track-id masks become a valid CTC result (tracks without gaps)
             for pos, tracker in self.analyzer.trackers.items():
                 folder = self.results / "ctc" / pos

@@ -129,6 +129,7 @@ def _summary_section(page: _Page) -> str:
     engines = s.get("engines") or {}
     truth = as_dict(s.get("truth"))
     e2e = as_dict(as_dict(s.get("latency_ms")).get("end_to_end"))
+    stalls = as_dict(s.get("machine_stalls"))
     rows = [
         ("Run", fmt(s.get("run_id"))),
         ("Hardware profile", fmt(s.get("profile"))),
@@ -152,6 +153,11 @@ def _summary_section(page: _Page) -> str:
         ),
         ("Mitosis to trigger, median (s)", fmt(s.get("mitosis_to_trigger_s"))),
         ("End-to-end latency p50 · p99 (ms)", f"{fmt(e2e.get('p50'))} · {fmt(e2e.get('p99'))}"),
+        (
+            "Machine stalls over 2 ms: per second · longest (ms) · in slow fields",
+            f"{fmt(stalls.get('over_2ms_per_s'))} · {fmt(stalls.get('max_ms'))} · "
+            f"{fmt(stalls.get('slow_fields_in_a_stall'))} of {fmt(stalls.get('slow_fields'))}",
+        ),
         ("Worker restarts", fmt(s.get("worker_restarts"))),
         (
             "Policies disabled",

@@ -69,6 +69,22 @@ def test_demo_meets_the_adaptive_targets(demo_run: tuple[dict, Path]) -> None:
     assert (out / "results" / "cells.csv").is_file()
 
 
+def test_demo_reports_the_machine_stalls_beside_its_slow_fields(
+    demo_run: tuple[dict, Path],
+) -> None:
+    from livescope.pipeline import SLOW_FIELD_MS
+
+    summary, out = demo_run
+    stalls = summary["machine_stalls"]
+    assert stalls["wakeups"] > 1000  # watched the whole run (2 ms period)
+    assert 0.5 * summary["wall_s"] <= stalls["seconds"] <= summary["wall_s"] + 1
+    rows = [json.loads(line) for line in (out / "results/latency.jsonl").read_text().splitlines()]
+    slow = [r for r in rows if r["live"] and r["ms"]["overhead"] > SLOW_FIELD_MS]
+    assert stalls["slow_fields"] == len(slow)
+    assert 0 <= stalls["slow_fields_in_a_stall"] <= len(slow)
+    assert stalls["over_5ms_per_s"] <= stalls["over_2ms_per_s"] <= stalls["over_1ms_per_s"]
+
+
 def test_demo_report_opens_in_chromium_with_its_plots(demo_run: tuple[dict, Path]) -> None:
     from tests.view.test_report import open_in_chromium
 

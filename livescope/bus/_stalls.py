@@ -1,0 +1,198 @@
+"""Machine stalls during a run: how often the PC kept a ready thread from running.
+
+A run's latency can go no lower than the wake-ups of its threads, and a PC
+(above all a virtual machine, or a Windows PC with a misbehaving driver) now and
+then keeps a ready thread waiting for milliseconds. `StallMonitor` watches for
+that while a run goes on, from a small process of its own (so it never waits for
+livescope's own locks): it sleeps ``period_ms`` again and again and keeps each
+wake-up more than 2 ms late, stamped on the clock the frames are stamped with
+(``time.monotonic_ns``), so that a slow field can be told apart from a stalled
+machine. `livescope bench jitter` measures the same floor with nothing else
+running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import time
+from multiprocessing.connection import Connection
+from types import TracebackType
+from typing import Any
+
+from livescope.schema import LivescopeError
+
+from ._jitter import child_answer
+
+__all__ = ["STALL_MS", "StallMonitor"]
+
+STALL_MS = 2.0
+"""A wake-up later than this is a stall (kept with its time)."""
+MAX_KEPT = 20_000
+"""Stalls kept with their times (a week of one every 30 s); later ones are only counted."""
+_OVER_MS = (1.0, 2.0, 5.0)
+
+
+def _watch(period_s: float, conn: Connection) -> None:
+    """Probe process: sleep ``period_s`` until told to stop; count late wake-ups, keep stalls."""
+    want = int(period_s * 1e9)
+    over = [int(t * 1e6) for t in _OVER_MS]
+    counts = [0] * len(over)
+    stall_ns = int(STALL_MS * 1e6)
+    kept: list[tuple[int, int]] = []
+    wakeups = worst = 0
+    t_begin = time.monotonic_ns()
+    conn.send(t_begin)
+    while not conn.poll():
+        t0 = time.monotonic_ns()
+        time.sleep(period_s)
+        t1 = time.monotonic_ns()
+        late = t1 - t0 - want
+        wakeups += 1
+        if late > over[0]:
+            worst = max(worst, late)
+            for i, o in enumerate(over):
+                if late > o:
+                    counts[i] += 1
+            if late > stall_ns and len(kept) < MAX_KEPT:
+                kept.append((t1, late))
+    conn.send(
+        {
+            "t_begin_ns": t_begin,
+            "t_end_ns": time.monotonic_ns(),
+            "wakeups": wakeups,
+            "counts": counts,
+            "worst_ns": worst,
+            "stalls": kept,
+        }
+    )
+
+
+class StallMonitor:
+    """Watch the machine for stalls while a run goes on (a context manager).
+
+    Parameters
+    ----------
+    period_ms
+        How long the probe sleeps each time (2 ms: ~500 wake-ups a second, a
+        fraction of a per cent of one core).
+
+    Examples
+    --------
+    >>> with StallMonitor() as mon:  # doctest: +SKIP
+    ...     run()
+    >>> mon.result["over_2ms_per_s"]  # doctest: +SKIP
+
+    """
+
+    def __init__(self, period_ms: float = 2.0) -> None:
+        if not 0.1 <= period_ms <= 100:
+            raise LivescopeError(f"period_ms must be between 0.1 and 100, got {period_ms}")
+        self.period_ms = period_ms
+        self.result: dict[str, Any] | None = None
+        """The summary, once stopped (see `stop`)."""
+        self.stalls: list[tuple[int, int]] = []
+        """(woke at, late by) in monotonic ns of each stall over `STALL_MS`, once stopped."""
+        self._proc: Any = None
+        self._conn: Connection | None = None
+
+    def start(self, timeout_s: float = 60.0) -> StallMonitor:
+        """Start the probe process; return once it watches.
+
+        Raises
+        ------
+        LivescopeError
+            if the probe does not start within ``timeout_s``.
+
+        """
+        if self._proc is not None:
+            raise LivescopeError("the stall monitor is already running")
+        ctx = mp.get_context("spawn")
+        parent, child = ctx.Pipe()
+        self._proc = ctx.Process(
+            target=_watch, args=(self.period_ms / 1000, child), name="livescope-stalls", daemon=True
+        )
+        self._proc.start()
+        child.close()  # the child's end lives in the child: EOF here if it dies
+        try:
+            child_answer(parent, timeout_s, "the stall monitor's probe process")
+        except LivescopeError:
+            parent.close()
+            self._kill()
+            raise
+        self._conn = parent
+        return self
+
+    def stop(self, timeout_s: float = 10.0) -> dict[str, Any]:
+        """Stop the probe; return (and keep as `result`) what it saw.
+
+        Keys: ``period_ms``, ``seconds`` watched, ``wakeups``,
+        ``over_1ms_per_s`` / ``over_2ms_per_s`` / ``over_5ms_per_s`` (late
+        wake-ups per second), ``max_ms`` (the latest one, 0 when none was over
+        1 ms) and ``stalls`` (how many were over `STALL_MS`).
+
+        Raises
+        ------
+        LivescopeError
+            if the monitor was not started or its probe does not answer.
+
+        """
+        if self._conn is None:
+            raise LivescopeError("the stall monitor was not started")
+        conn, self._conn = self._conn, None
+        try:
+            try:
+                conn.send("stop")
+            except OSError:
+                raise LivescopeError("the stall monitor's probe process has died") from None
+            raw = child_answer(conn, timeout_s, "the stall monitor's probe process")
+        finally:
+            conn.close()
+            self._kill()
+        seconds = max(1e-9, (raw["t_end_ns"] - raw["t_begin_ns"]) / 1e9)
+        self.stalls = [(int(t), int(late)) for t, late in raw["stalls"]]
+        self.result = {
+            "period_ms": self.period_ms,
+            "seconds": round(seconds, 2),
+            "wakeups": int(raw["wakeups"]),
+            **{
+                f"over_{o:g}ms_per_s": round(c / seconds, 3)
+                for o, c in zip(_OVER_MS, raw["counts"], strict=True)
+            },
+            "max_ms": round(raw["worst_ns"] / 1e6, 3),
+            "stalls": int(raw["counts"][_OVER_MS.index(STALL_MS)]),
+        }
+        return self.result
+
+    def during(self, start_ns: int, end_ns: int) -> bool:
+        """Return whether a stall (over `STALL_MS`) overlapped ``[start_ns, end_ns]``.
+
+        Times are monotonic ns. A stall spans the time its thread was kept
+        waiting: from ``late`` ns before it woke until it woke. Call after `stop`.
+        """
+        return any(t - late <= end_ns and t >= start_ns for t, late in self.stalls)
+
+    def _kill(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        proc.join(5)  # it ends by itself once told to stop
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+
+    def __enter__(self) -> StallMonitor:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._conn is not None:
+            if exc_type is None:
+                self.stop()
+            else:  # the run failed: the monitor must not hide why
+                with contextlib.suppress(LivescopeError):
+                    self.stop()
