@@ -14,15 +14,15 @@ running.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing as mp
+import json
+import subprocess
+import sys
+import threading
 import time
-from multiprocessing.connection import Connection
 from types import TracebackType
 from typing import Any
 
 from livescope.schema import LivescopeError
-
-from ._jitter import child_answer
 
 __all__ = ["STALL_MS", "StallMonitor"]
 
@@ -31,10 +31,21 @@ STALL_MS = 2.0
 MAX_KEPT = 20_000
 """Stalls kept with their times (a week of one every 30 s); later ones are only counted."""
 _OVER_MS = (1.0, 2.0, 5.0)
+_WHO = "the stall monitor's probe process"
 
 
-def _watch(period_s: float, conn: Connection) -> None:
-    """Probe process: sleep ``period_s`` until told to stop; count late wake-ups, keep stalls."""
+def _watch(period_s: float) -> None:
+    """Probe process: sleep ``period_s`` until stdin says stop (or closes); report on stdout.
+
+    One JSON line when it watches (``{"t_begin_ns": ...}``), one when it stops.
+    """
+    stop = threading.Event()
+
+    def wait_for_stop() -> None:
+        sys.stdin.readline()  # "stop", or EOF when the parent is gone
+        stop.set()
+
+    threading.Thread(target=wait_for_stop, daemon=True).start()
     want = int(period_s * 1e9)
     over = [int(t * 1e6) for t in _OVER_MS]
     counts = [0] * len(over)
@@ -42,8 +53,8 @@ def _watch(period_s: float, conn: Connection) -> None:
     kept: list[tuple[int, int]] = []
     wakeups = worst = 0
     t_begin = time.monotonic_ns()
-    conn.send(t_begin)
-    while not conn.poll():
+    print(json.dumps({"t_begin_ns": t_begin}), flush=True)
+    while not stop.is_set():
         t0 = time.monotonic_ns()
         time.sleep(period_s)
         t1 = time.monotonic_ns()
@@ -56,16 +67,16 @@ def _watch(period_s: float, conn: Connection) -> None:
                     counts[i] += 1
             if late > stall_ns and len(kept) < MAX_KEPT:
                 kept.append((t1, late))
-    conn.send(
-        {
-            "t_begin_ns": t_begin,
-            "t_end_ns": time.monotonic_ns(),
-            "wakeups": wakeups,
-            "counts": counts,
-            "worst_ns": worst,
-            "stalls": kept,
-        }
-    )
+    out = {
+        "t_begin_ns": t_begin,
+        "t_end_ns": time.monotonic_ns(),
+        "wakeups": wakeups,
+        "counts": counts,
+        "worst_ns": worst,
+        "stalls": kept,
+    }
+    with contextlib.suppress(OSError):  # the parent may be gone
+        print(json.dumps(out), flush=True)
 
 
 class StallMonitor:
@@ -93,8 +104,7 @@ class StallMonitor:
         """The summary, once stopped (see `stop`)."""
         self.stalls: list[tuple[int, int]] = []
         """(woke at, late by) in monotonic ns of each stall over `STALL_MS`, once stopped."""
-        self._proc: Any = None
-        self._conn: Connection | None = None
+        self._proc: subprocess.Popen[str] | None = None
 
     def start(self, timeout_s: float = 60.0) -> StallMonitor:
         """Start the probe process; return once it watches.
@@ -107,21 +117,43 @@ class StallMonitor:
         """
         if self._proc is not None:
             raise LivescopeError("the stall monitor is already running")
-        ctx = mp.get_context("spawn")
-        parent, child = ctx.Pipe()
-        self._proc = ctx.Process(
-            target=_watch, args=(self.period_ms / 1000, child), name="livescope-stalls", daemon=True
+        # a plain process, not multiprocessing: runs also where the caller is a daemonic
+        # process (a Dask worker replaying a dataset), which may not have children
+        code = f"from livescope.bus._stalls import _watch; _watch({self.period_ms / 1000!r})"
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", code],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
         )
-        self._proc.start()
-        child.close()  # the child's end lives in the child: EOF here if it dies
         try:
-            child_answer(parent, timeout_s, "the stall monitor's probe process")
+            self._line(timeout_s)
         except LivescopeError:
-            parent.close()
             self._kill()
             raise
-        self._conn = parent
         return self
+
+    def _line(self, timeout_s: float) -> dict[str, Any]:
+        """Read the probe's next JSON line (a LivescopeError if none comes in time)."""
+        proc = self._proc
+        if proc is None or proc.stdout is None:  # pragma: no cover (started before)
+            raise LivescopeError("the stall monitor was not started")
+        stdout = proc.stdout
+        got: list[str] = []
+        # a thread, since a pipe cannot be waited on with a timeout on Windows
+        reader = threading.Thread(target=lambda: got.append(stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(timeout_s)
+        if reader.is_alive():
+            raise LivescopeError(f"{_WHO} did not answer within {timeout_s:.0f} s")
+        if not got or not got[0].strip():
+            raise LivescopeError(f"{_WHO} ended without answering (see its error above)")
+        try:
+            data: dict[str, Any] = json.loads(got[0])
+        except ValueError:
+            raise LivescopeError(f"{_WHO} answered {got[0][:80]!r}, not JSON") from None
+        return data
 
     def stop(self, timeout_s: float = 10.0) -> dict[str, Any]:
         """Stop the probe; return (and keep as `result`) what it saw.
@@ -137,17 +169,17 @@ class StallMonitor:
             if the monitor was not started or its probe does not answer.
 
         """
-        if self._conn is None:
+        proc = self._proc
+        if proc is None or proc.stdin is None:
             raise LivescopeError("the stall monitor was not started")
-        conn, self._conn = self._conn, None
         try:
             try:
-                conn.send("stop")
+                proc.stdin.write("stop\n")
+                proc.stdin.flush()
             except OSError:
-                raise LivescopeError("the stall monitor's probe process has died") from None
-            raw = child_answer(conn, timeout_s, "the stall monitor's probe process")
+                raise LivescopeError(f"{_WHO} has died") from None
+            raw = self._line(timeout_s)
         finally:
-            conn.close()
             self._kill()
         seconds = max(1e-9, (raw["t_end_ns"] - raw["t_begin_ns"]) / 1e9)
         self.stalls = [(int(t), int(late)) for t, late in raw["stalls"]]
@@ -176,10 +208,15 @@ class StallMonitor:
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        proc.join(5)  # it ends by itself once told to stop
-        if proc.is_alive():
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()  # stdin closed: the probe stops by itself
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
             proc.kill()
-            proc.join()
+            proc.wait()
 
     def __enter__(self) -> StallMonitor:
         return self.start()
@@ -190,7 +227,7 @@ class StallMonitor:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._conn is not None:
+        if self._proc is not None:
             if exc_type is None:
                 self.stop()
             else:  # the run failed: the monitor must not hide why
