@@ -4,11 +4,12 @@ The simulated microscope is a pymmcore-plus ``UniMMCore`` with pure-Python
 devices rendering a living cell population, with ground truth for every frame.
 """
 
-from ._agent import EventFeed, ScopeAgent
+from ._agent import ScopeAgent
 from ._bench import CAMERA_TARGETS_FPS, bench_camera, bench_record
 from ._demo import BACKENDS, demo_sequence, run_micromanager, run_simulated
 from ._engine import SAMPLE_TIME_KEY, LivescopeEngine
 from ._fanout import FrameFanout, frame_info, position_name
+from ._feed import EventFeed
 from ._frames import SimulatedView, simulated_frames, simulated_views
 from ._pycromanager import PycromanagerAgent
 from ._pycromanager_core import adapt_core, read_saved_frame, to_pycromanager_event

@@ -44,10 +44,11 @@ from livescope.schema import (
     StopPosition,
 )
 
-from ._agent import ScopeAgent, _key
+from ._agent import ScopeAgent
 from ._devices import SimShutter, SimStateDevice, SimXYStage, SimZStage
 from ._engine import SAMPLE_TIME_KEY, LivescopeEngine
 from ._fanout import position_name
+from ._feed import event_key
 from ._sim import LIGHT_PATH, SHUTTER, load_devices, release_core
 
 __all__ = [
@@ -213,7 +214,7 @@ class ReplaySource:
 
     def key_of(self, event: useq.MDAEvent) -> FrameKey:
         """Return the recorded frame an event asks for (plan channel → dataset channel)."""
-        pos, t, ch, z = _key(event)
+        pos, t, ch, z = event_key(event)
         return FrameKey(pos, int(t), self._plan_to_ds.get(ch, ch), int(z))
 
     def recorded(self, event: useq.MDAEvent) -> RecordedFrame | None:

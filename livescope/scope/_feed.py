@@ -1,0 +1,341 @@
+"""The agent's event queue: the plan's events, fed to the MDA runner just in time.
+
+`EventFeed` holds the events still to acquire; decisions add, move, re-time or
+stop them while the run goes on (see `ScopeAgent`).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import useq
+
+from livescope.schema import LivescopeError
+
+from ._engine import SAMPLE_TIME_KEY, LivescopeEngine
+from ._fanout import position_name
+
+__all__ = ["EventFeed", "event_key"]
+
+
+def event_key(event: useq.MDAEvent) -> tuple[str, int, str, int]:
+    """Return (position, t, channel, z): an event's place in the plan."""
+    ch = event.channel.config if event.channel else ""
+    return (position_name(event), event.index.get("t", 0), ch, event.index.get("z", 0))
+
+
+class EventFeed:
+    """The queue of events still to acquire, consumed by the MDA runner.
+
+    Times are plan seconds (``min_start_time``). Thread-safe: the runner iterates
+    on its thread, decisions arrive on the decision-server thread.
+
+    On the wall clock, an event is handed to the runner only ``lead_s`` before it
+    is due: until then the feed waits, and events a decision adds in the
+    meantime (due earlier) go first, as do moves, stops and new intervals. A
+    runner given the next time point at once would wait for it with the event
+    in hand, and a close-up asked for now would start only after it. The feed
+    keeps the schedule's clock (the runner's event timer is reset only at the
+    first event), and a pause of the runner stops that clock from the moment it
+    is asked for to the moment it is lifted (`pause_toggled`, on the runner's
+    ``sequencePauseToggled`` signal): later events come that much later. (The
+    runner also counts a pause it sees while it holds an event, in 0.1 s steps:
+    after such a pause it may hold the next events up to 0.1 s longer than
+    ``lead_s``.) Since the runner hardly waits itself, pymmcore-plus's
+    ``awaitingEvent`` signal (a GUI's countdown) is seldom emitted.
+    """
+
+    lead_s: float = 0.005
+    """Wall-clock seconds before its time that an event is handed over (the runner
+    waits out the rest; pycromanager's feeder takes its own lead)."""
+    runner_cancelled: Callable[[], bool] | None = None
+    """Set by the agent: True once the runner was cancelled (the feed then stops
+    waiting, so that the runner sees the cancel at once)."""
+    runner_pausing: Callable[[], bool] | None = None
+    """Set by the agent: True while the runner is paused or a pause is asked for.
+    `pause_toggled` trusts it over the signal's argument (signals from two threads
+    may arrive out of order), and a paused feed looks at it as it waits."""
+
+    def __init__(
+        self,
+        sequence: useq.MDASequence,
+        engine: LivescopeEngine,
+        clock_scale: float,
+        clock: Callable[[], float] | None = None,
+    ):
+        self._engine = engine
+        self._scale = clock_scale  # plan seconds per wall-clock second
+        self._clock = clock  # plan seconds since the start, when not the wall clock (replay)
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # events added, moved, stopped
+        self._heap: list[tuple[float, int, useq.MDAEvent]] = []
+        self._order = itertools.count()
+        self.positions: dict[str, tuple[float | None, float | None, float | None]] = {}
+        self.position_index: dict[int, str] = {}
+        self.p_of: dict[str, int] = {}
+        self._planned_keys: set[tuple[str, int, str, int]] = set()
+        self._stopped_positions: set[str] = set()
+        self._offsets: dict[str, tuple[float, float, float]] = {}
+        self.stopped = False
+        self.finished = False
+        # the clock: (wall time of plan time 0, wall time a pause began or None), one
+        # tuple so that `now` reads both at once without the lock
+        self._clock0: tuple[float | None, float | None] = (None, None)
+        self._last_t: tuple[int, float] = (-1, 0.0)  # last time index handed out, its time
+        stage = list(sequence.stage_positions)
+        for event in sequence:
+            self._push(event)
+            name = position_name(event)
+            p = event.index.get("p", 0)
+            if "g" not in event.index and p < len(
+                stage
+            ):  # the position itself, not its first plane
+                sp = stage[p]
+                self.positions.setdefault(name, (sp.x, sp.y, sp.z))
+            self.positions.setdefault(name, (event.x_pos, event.y_pos, event.z_pos))
+            self.position_index.setdefault(event.index.get("p", 0), name)
+            self.p_of.setdefault(name, event.index.get("p", 0))
+        self._plan_xyz = dict(self.positions)
+
+    def _push(self, event: useq.MDAEvent) -> None:
+        heapq.heappush(self._heap, (float(event.min_start_time or 0.0), next(self._order), event))
+        self._planned_keys.add(event_key(event))
+
+    # ------------------------------------------------------------ runner side
+
+    def now(self) -> float:
+        """Plan time since the run started, seconds."""
+        if self._clock is not None:
+            return self._clock()
+        t0, paused_at = self._clock0
+        if t0 is None:
+            return 0.0
+        wall = time.perf_counter() if paused_at is None else paused_at
+        return max(0.0, wall - t0) * self._scale
+
+    def pause_toggled(self, paused: bool) -> None:
+        """Stop (``paused``) or restart the feed's clock; any thread (the runner's signal).
+
+        A pause does not count towards the plan: every later event comes that
+        much later. Where `runner_pausing` is set, the runner's own state decides,
+        not ``paused``. Asking twice, or lifting a pause never asked for, changes
+        nothing.
+        """
+        if self.runner_pausing is not None:
+            paused = self.runner_pausing()
+        with self._lock:
+            self._set_paused(paused)
+
+    def _set_paused(self, paused: bool) -> None:
+        """Stop or restart the clock (lock held)."""
+        t0, paused_at = self._clock0
+        wall = time.perf_counter()
+        if paused and paused_at is None:
+            self._clock0 = (t0, wall)
+        elif not paused and paused_at is not None:
+            if t0 is not None:  # the part of the pause since the clock started
+                t0 += wall - max(paused_at, t0)
+            self._clock0 = (t0, None)
+        self._changed.notify_all()
+
+    def __iter__(self) -> Iterator[useq.MDAEvent]:
+        """Yield events (runner thread) until the plan is done or the run is stopped.
+
+        Decisions apply to every event not yet handed to the runner: moved
+        positions and stopped positions are applied as each event is yielded.
+        """
+        with self._lock:
+            self._clock0 = (time.perf_counter(), self._clock0[1])
+        first = True
+        try:
+            while True:
+                with self._lock:
+                    drained = not self.stopped and not self._heap
+                # before the run ends, an engine may wait for work in flight (a replay waits
+                # for the worker's last fields, whose decisions may still add events)
+                if drained and getattr(self._engine, "drain", lambda: False)():
+                    continue
+                with self._lock:
+                    if self.stopped or not self._heap:
+                        self.finished = True
+                        return
+                    if not first and self._wait_for_head():
+                        continue  # something changed, or a while passed: look again
+                    due = self._heap[0][0]
+                    batch = []
+                    while self._heap and self._heap[0][0] == due:
+                        batch.append(heapq.heappop(self._heap)[2])
+                for event in self._engine.event_iterator(batch):
+                    with self._lock:
+                        if self._is_stopped():  # a decision may have stopped the run
+                            self.finished = True
+                            return
+                        subs = getattr(event, "events", None) or (event,)
+                        if all(position_name(e) in self._stopped_positions for e in subs):
+                            continue
+                        event = self._moved(event)
+                        t = event.index.get("t", 0)
+                        if t > self._last_t[0] and not event.metadata.get("added_by"):
+                            self._last_t = (t, float(event.metadata.get(SAMPLE_TIME_KEY, 0.0)))
+                    if first:  # the runner's event timer starts at the first event
+                        event = event.model_copy(update={"reset_event_timer": True})
+                        with self._lock:
+                            self._clock0, first = (time.perf_counter(), self._clock0[1]), False
+                    elif event.reset_event_timer:  # useq sets it per position (p before t):
+                        # the feed's clock times every event, so the runner's never restarts
+                        event = event.model_copy(update={"reset_event_timer": False})
+                    yield event
+        finally:
+            with self._lock:
+                self.finished = True
+
+    def _wait_for_head(self) -> bool:
+        """Wait while the next event is not yet due (lock held); True if it waited.
+
+        Returns at the latest after 0.25 s, or when a decision changes the
+        queue. A replay's clock (``clock``) is not waited on.
+        """
+        if self._clock is not None or self._clock0[0] is None:
+            return False
+        if self.runner_cancelled is not None and self.runner_cancelled():
+            return False  # hand the event over: the runner ends the run on it
+        if self._clock0[1] is not None:
+            self._changed.wait(0.25)  # until the pause is lifted (its clock is stopped)
+            if self.runner_pausing is not None and not self.runner_pausing():
+                self._set_paused(False)  # a lift whose signal went astray
+            return True
+        wait_s = (self._heap[0][0] - self.now()) / self._scale - self.lead_s
+        if wait_s <= 0:
+            return False
+        self._changed.wait(min(wait_s, 0.25))
+        return True
+
+    def preview(self, event: useq.MDAEvent) -> useq.MDAEvent:
+        """Return the event as it would be yielded now (moves applied)."""
+        with self._lock:
+            return self._moved(event)
+
+    def _moved(self, event: useq.MDAEvent) -> useq.MDAEvent:
+        """Apply position moves: x/y to the new centre, z shifted by the same offset."""
+        name = position_name(event)
+        if name not in self._offsets or event.metadata.get("explicit_xy"):
+            return event
+        dx, dy, dz = self._offsets[name]
+        update: dict[str, Any] = {}
+        if event.x_pos is not None:
+            update["x_pos"] = event.x_pos + dx
+        if event.y_pos is not None:
+            update["y_pos"] = event.y_pos + dy
+        if event.z_pos is not None and dz:
+            update["z_pos"] = event.z_pos + dz
+        subs = getattr(event, "events", None)
+        if subs:
+            update["events"] = tuple(self._moved(e) for e in subs)
+        return event.model_copy(update=update)
+
+    # ------------------------------------------------------------ decisions
+
+    def _is_stopped(self) -> bool:
+        return self.stopped
+
+    def stop(self) -> None:
+        """Stop after the current event."""
+        with self._lock:
+            self.stopped = True
+            self._heap.clear()
+            self._changed.notify_all()
+
+    def stop_position(self, name: str) -> int:
+        """Drop every pending event of position ``name``; returns how many."""
+        with self._lock:
+            self._stopped_positions.add(name)
+            before = len(self._heap)
+            self._heap = [h for h in self._heap if position_name(h[2]) != name]
+            heapq.heapify(self._heap)
+            self._changed.notify_all()
+            return before - len(self._heap)
+
+    def moved_coordinates(
+        self, name: str, x: float, y: float, z: float | None
+    ) -> list[tuple[float | None, float | None, float | None]]:
+        """Where the pending events of ``name`` would be imaged after such a move."""
+        with self._lock:
+            px, py, pz = self._plan_xyz[name]
+            if px is None or py is None:
+                return [(x, y, z)]
+            dx, dy = x - px, y - py
+            dz = 0.0 if z is None or pz is None else z - pz
+            out: list[tuple[float | None, float | None, float | None]] = [(x, y, z)]
+            for _, _, ev in self._heap:
+                if position_name(ev) == name and not ev.metadata.get("explicit_xy"):
+                    out.append((
+                        None if ev.x_pos is None else ev.x_pos + dx,
+                        None if ev.y_pos is None else ev.y_pos + dy,
+                        None if ev.z_pos is None else ev.z_pos + dz,
+                    ))  # fmt: skip
+            return out
+
+    def move(self, name: str, x: float, y: float, z: float | None) -> int:
+        """Image position ``name`` centred at (x, y[, z]) from its next event on.
+
+        Applied as an offset from the plan's coordinates, so z-stacks keep their
+        planes. Returns how many pending events it affects.
+        """
+        with self._lock:
+            px, py, pz = self._plan_xyz[name]
+            dz = 0.0 if z is None or pz is None else z - pz
+            if px is None or py is None:
+                raise LivescopeError(f"position {name!r} has no planned x/y to move from")
+            self._offsets[name] = (x - px, y - py, dz)
+            old = self.positions[name]
+            self.positions[name] = (x, y, old[2] if z is None else z)
+            return sum(1 for h in self._heap if position_name(h[2]) == name)
+
+    def change_interval(self, interval_s: float) -> int:
+        """Re-time pending events of later time points to ``interval_s`` apart."""
+        with self._lock:
+            t_cur, t_start = self._last_t
+            n = 0
+            for i, (_, order, ev) in enumerate(self._heap):
+                t = ev.index.get("t", 0)
+                if t > t_cur and not ev.metadata.get("added_by"):
+                    due = t_start + (t - max(t_cur, 0)) * interval_s
+                    self._heap[i] = (due, order, ev.model_copy(update={"min_start_time": due}))
+                    n += 1
+            heapq.heapify(self._heap)
+            self._changed.notify_all()
+            return n
+
+    def add(self, events: list[useq.MDAEvent], *, wake: bool = True) -> None:
+        """Schedule events (already checked and timed).
+
+        ``wake=False`` leaves a waiting runner asleep until `wake` (or its next
+        look, within 0.25 s): the agent wakes it once a message's decisions are
+        all answered, so that it does not take the GIL from the answers.
+        """
+        with self._lock:
+            if self.finished or self.stopped:
+                raise LivescopeError("the run has ended; no events can be added")
+            for ev in events:
+                self._push(ev)
+            if wake:
+                self._changed.notify_all()
+
+    def wake(self) -> None:
+        """Let a runner waiting for its next event look at the queue again."""
+        with self._lock:
+            self._changed.notify_all()
+
+    def position_plan(self, name: str) -> tuple[float | None, float | None, float | None]:
+        """Return the plan's (x, y, z) of a position, before any move."""
+        return self._plan_xyz[name]
+
+    def is_taken(self, key: tuple[str, int, str, int]) -> bool:
+        """Return True if an event with this (position, t, channel, z) is planned or done."""
+        with self._lock:
+            return key in self._planned_keys
