@@ -1,0 +1,260 @@
+"""Rule triggers (``when``): what in a field's results makes a rule fire.
+
+One class per kind (`TRIGGERS`: ``mitosis``, ``division``, ``cell_count``,
+``enter_region``, ``feature``, ``track_lost``); each checks an `Observation`
+and returns `Hit` s, and keeps what it must remember between fields (state).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ._observation import FEATURES, Observation
+
+__all__ = ["TRIGGERS", "Hit", "Trigger"]
+
+
+@dataclass(frozen=True)
+class Hit:
+    """Where and on what a trigger fired (track and pixel centroid when it is a cell)."""
+
+    track: int | None = None
+    y: float | None = None
+    x: float | None = None
+    inputs: Mapping[str, Any] | None = None
+
+
+class Trigger:
+    """A rule's ``when``: checks each observation for hits (subclasses, one per kind)."""
+
+    kind = ""
+
+    def check(self, obs: Observation) -> list[Hit]:  # pragma: no cover (abstract)
+        raise NotImplementedError
+
+    def release(self, obs: Observation, hit: Hit) -> None:
+        """Take back a hit the rule did not fire on (cooldown): it may hit again later.
+
+        Triggers on a condition that lasts (a cell in mitosis, inside a region,
+        a feature or count past its threshold) hit again on a later field while
+        the condition holds; events (a division, a lost track) are gone.
+        """
+        return None
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        return None
+
+
+def _key(obs: Observation, track: int) -> str:
+    return f"{obs.position}/{track}"
+
+
+class _Mitosis(Trigger):
+    kind = "mitosis"
+
+    def __init__(self, p_min: float = 0.5, frames: int = 2) -> None:
+        if not 0 < p_min <= 1:
+            raise ValueError(f"mitosis.p_min must be in (0, 1], got {p_min}")
+        if frames < 1:
+            raise ValueError(f"mitosis.frames must be >= 1, got {frames}")
+        self.p_min, self.frames = float(p_min), int(frames)
+        self.runs: dict[str, int] = {}
+        self.fired: set[str] = set()
+
+    def check(self, obs: Observation) -> list[Hit]:
+        c = obs.cells
+        if len(c) == 0 or not np.isfinite(c.p_mitosis).any():
+            return []
+        hits = []
+        seen: dict[str, int] = {}
+        for i in range(len(c)):
+            key = _key(obs, int(c.tracks[i]))
+            if key in self.fired:
+                continue
+            parent = int(c.parents[i]) if c.parents.size else 0
+            if parent and _key(obs, parent) in self.fired:  # a daughter of a fired mitosis
+                self.fired.add(key)
+                continue
+            p = float(c.p_mitosis[i])
+            run = self.runs.get(key, 0) + 1 if p >= self.p_min else 0
+            seen[key] = run
+            if run >= self.frames:
+                self.fired.add(key)
+                hits.append(
+                    Hit(
+                        int(c.tracks[i]),
+                        float(c.y[i]),
+                        float(c.x[i]),
+                        {
+                            "p_mitosis": round(p, 4),
+                            "frames": run,
+                            "state": c.state[i] if c.state else "",
+                        },
+                    )
+                )
+        prefix = obs.position + "/"
+        self.runs = {k: v for k, v in self.runs.items() if not k.startswith(prefix)}
+        self.runs.update({k: v for k, v in seen.items() if v})
+        return hits
+
+    def release(self, obs: Observation, hit: Hit) -> None:
+        if hit.track is not None:
+            self.fired.discard(_key(obs, hit.track))  # its run goes on: it hits next field
+
+    def state(self) -> dict[str, Any]:
+        return {"runs": self.runs, "fired": sorted(self.fired)}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.runs = {str(k): int(v) for k, v in state.get("runs", {}).items()}
+        self.fired = set(state.get("fired", []))
+
+
+class _Division(Trigger):
+    kind = "division"
+
+    def check(self, obs: Observation) -> list[Hit]:
+        hits = []
+        for parent, daughters in obs.divisions:
+            rows = [r for d in daughters if (r := obs.track_row(d)) is not None]
+            if rows:
+                y = float(np.mean([obs.cells.y[r] for r in rows]))
+                x = float(np.mean([obs.cells.x[r] for r in rows]))
+                hits.append(Hit(parent, y, x, {"daughters": list(daughters)}))
+            else:
+                hits.append(Hit(parent, None, None, {"daughters": list(daughters)}))
+        return hits
+
+
+class _CellCount(Trigger):
+    kind = "cell_count"
+
+    def __init__(
+        self, above: float | None = None, below: float | None = None, hysteresis: float = 0.1
+    ) -> None:
+        if (above is None) == (below is None):
+            raise ValueError("cell_count needs exactly one of 'above' or 'below'")
+        if not 0 <= hysteresis < 1:
+            raise ValueError(f"cell_count.hysteresis must be in [0, 1), got {hysteresis}")
+        self.above, self.below, self.hysteresis = above, below, float(hysteresis)
+        self.armed: dict[str, bool] = {}
+
+    def check(self, obs: Observation) -> list[Hit]:
+        n = len(obs.cells)
+        armed = self.armed.get(obs.position, True)
+        if self.above is not None:
+            crossed, rearm = n > self.above, n <= self.above * (1 - self.hysteresis)
+        else:
+            assert self.below is not None
+            crossed, rearm = n < self.below, n >= self.below * (1 + self.hysteresis)
+        if armed and crossed:
+            self.armed[obs.position] = False
+            return [Hit(None, None, None, {"cells": n})]
+        if not armed and rearm:
+            self.armed[obs.position] = True
+        return []
+
+    def release(self, obs: Observation, hit: Hit) -> None:
+        self.armed[obs.position] = True
+
+    def state(self) -> dict[str, Any]:
+        return {"armed": self.armed}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.armed = {str(k): bool(v) for k, v in state.get("armed", {}).items()}
+
+
+class _EnterRegion(Trigger):
+    kind = "enter_region"
+
+    def __init__(self, region: Sequence[float]) -> None:
+        if len(region) != 4 or not (region[0] < region[2] and region[1] < region[3]):
+            raise ValueError(f"enter_region.region must be [y0, x0, y1, x1] px, got {region}")
+        self.region = tuple(float(v) for v in region)
+        self.inside: set[str] = set()
+
+    def check(self, obs: Observation) -> list[Hit]:
+        c = obs.cells
+        y0, x0, y1, x1 = self.region
+        now = (c.y >= y0) & (c.y < y1) & (c.x >= x0) & (c.x < x1)
+        hits = []
+        keep = {k for k in self.inside if not k.startswith(obs.position + "/")}
+        for i in np.flatnonzero(now).tolist():
+            key = _key(obs, int(c.tracks[i]))
+            keep.add(key)
+            if key not in self.inside:
+                hits.append(Hit(int(c.tracks[i]), float(c.y[i]), float(c.x[i]), {}))
+        self.inside = keep
+        return hits
+
+    def release(self, obs: Observation, hit: Hit) -> None:
+        if hit.track is not None:
+            self.inside.discard(_key(obs, hit.track))
+
+    def state(self) -> dict[str, Any]:
+        return {"inside": sorted(self.inside)}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.inside = set(state.get("inside", []))
+
+
+class _Feature(Trigger):
+    kind = "feature"
+
+    def __init__(self, feature: str, above: float, rearm_below: float | None = None) -> None:
+        if feature not in FEATURES:
+            raise ValueError(
+                f"feature.feature must be one of {', '.join(FEATURES)}, got {feature!r}"
+            )
+        rearm = above if rearm_below is None else rearm_below
+        if rearm > above:
+            raise ValueError(f"feature.rearm_below ({rearm}) must be <= above ({above})")
+        self.feature, self.above, self.rearm = feature, float(above), float(rearm)
+        self.high: set[str] = set()
+
+    def check(self, obs: Observation) -> list[Hit]:
+        c = obs.cells
+        values = c.feature(self.feature)
+        hits = []
+        for i in range(len(c)):
+            v = float(values[i])
+            if not math.isfinite(v):
+                continue
+            key = _key(obs, int(c.tracks[i]))
+            if key in self.high:
+                if v < self.rearm:
+                    self.high.discard(key)
+            elif v >= self.above:
+                self.high.add(key)
+                hits.append(Hit(int(c.tracks[i]), float(c.y[i]), float(c.x[i]),
+                                {self.feature: round(v, 4)}))  # fmt: skip
+        return hits
+
+    def release(self, obs: Observation, hit: Hit) -> None:
+        if hit.track is not None:
+            self.high.discard(_key(obs, hit.track))
+
+    def state(self) -> dict[str, Any]:
+        return {"high": sorted(self.high)}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.high = set(state.get("high", []))
+
+
+class _TrackLost(Trigger):
+    kind = "track_lost"
+
+    def check(self, obs: Observation) -> list[Hit]:
+        return [Hit(int(t), None, None, {}) for t in obs.lost]
+
+
+TRIGGERS: dict[str, type[Trigger]] = {
+    t.kind: t for t in (_Mitosis, _Division, _CellCount, _EnterRegion, _Feature, _TrackLost)
+}
