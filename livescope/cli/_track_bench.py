@@ -152,8 +152,8 @@ def compare_peers_simulated(
         raise LivescopeError(
             f"need >= 1 cell, >= 3 frames and >= 1 repeat, got {cells}, {frames} and {repeats}"
         )
+    from livescope.tracking import measure_objects
     from livescope.tracking._peers import PEERS, objects_table, peer_track
-    from livescope.tracking._tracker import measure_objects
 
     labs = _moving_cells(cells, frames, seed)
     inp = strip_ids(labs, seed)

@@ -7,16 +7,10 @@ scores a Cell Tracking Challenge result with py-ctcmetrics.
 """
 
 from ._evaluate import evaluate_tracking
+from ._objects import ObjectTable, measure_objects
 from ._sequence import TrackedSequence, track_sequence
-from ._tracker import (
-    Division,
-    ObjectTable,
-    OnlineTracker,
-    Revision,
-    TrackerConfig,
-    TrackUpdate,
-    measure_objects,
-)
+from ._tracker import OnlineTracker, TrackerConfig
+from ._updates import Division, Revision, TrackUpdate
 
 __all__ = [
     "Division",

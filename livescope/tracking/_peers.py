@@ -16,8 +16,8 @@ from numpy.typing import NDArray
 
 from livescope.schema import LivescopeError
 
+from ._objects import ObjectTable, measure_objects
 from ._sequence import TrackedSequence
-from ._tracker import ObjectTable, measure_objects
 
 __all__ = ["PEERS", "objects_table", "peer_track"]
 

@@ -9,7 +9,8 @@ from typing import Any, overload
 import numpy as np
 from numpy.typing import NDArray
 
-from ._tracker import Division, OnlineTracker, TrackerConfig
+from ._tracker import OnlineTracker, TrackerConfig
+from ._updates import Division
 
 __all__ = ["TrackedSequence", "track_sequence"]
 

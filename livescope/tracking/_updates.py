@@ -1,0 +1,49 @@
+"""What the tracker returns for a frame: track ids, and lineage events (`TrackUpdate`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["Division", "Revision", "TrackUpdate"]
+
+
+@dataclass(frozen=True)
+class Division:
+    """``parent`` ends at ``frame - 1``; ``daughters`` begin at ``frame`` or later."""
+
+    parent: int
+    daughters: tuple[int, int]
+    frame: int
+    detected_at: int
+
+
+@dataclass(frozen=True)
+class Revision:
+    """In frames ``first..last`` (already returned), track ``old`` is now ``new``."""
+
+    old: int
+    new: int
+    first: int
+    last: int
+
+
+@dataclass(frozen=True)
+class TrackUpdate:
+    """What one frame gave: a track id per object, and lineage events."""
+
+    frame: int
+    labels: NDArray[np.int64]
+    track_ids: NDArray[np.int64]
+    born: tuple[int, ...] = ()
+    lost: tuple[int, ...] = ()
+    divisions: tuple[Division, ...] = ()
+    revisions: tuple[Revision, ...] = ()
+    ignored: str = ""
+    """Why this frame was not tracked (its track ids are 0); empty when it was."""
+
+    def mapping(self) -> dict[int, int]:
+        """Label -> track id."""
+        return dict(zip(self.labels.tolist(), self.track_ids.tolist(), strict=True))
