@@ -18,7 +18,6 @@ import json
 import subprocess
 import sys
 import threading
-import time
 from types import TracebackType
 from typing import Any
 
@@ -34,49 +33,48 @@ _OVER_MS = (1.0, 2.0, 5.0)
 _WHO = "the stall monitor's probe process"
 
 
-def _watch(period_s: float) -> None:
-    """Probe process: sleep ``period_s`` until stdin says stop (or closes); report on stdout.
+_PROBE = """
+import json, sys, threading, time
 
-    One JSON line when it watches (``{"t_begin_ns": ...}``), one when it stops.
-    """
-    stop = threading.Event()
+period_s, over_ns = float(sys.argv[1]), json.loads(sys.argv[2])
+stall_ns, max_kept = int(sys.argv[3]), int(sys.argv[4])
+stop = threading.Event()
 
-    def wait_for_stop() -> None:
-        sys.stdin.readline()  # "stop", or EOF when the parent is gone
-        stop.set()
+def wait_for_stop():
+    sys.stdin.readline()  # "stop", or EOF when the parent is gone
+    stop.set()
 
-    threading.Thread(target=wait_for_stop, daemon=True).start()
-    want = int(period_s * 1e9)
-    over = [int(t * 1e6) for t in _OVER_MS]
-    counts = [0] * len(over)
-    stall_ns = int(STALL_MS * 1e6)
-    kept: list[tuple[int, int]] = []
-    wakeups = worst = 0
-    t_begin = time.monotonic_ns()
-    print(json.dumps({"t_begin_ns": t_begin}), flush=True)
-    while not stop.is_set():
-        t0 = time.monotonic_ns()
-        time.sleep(period_s)
-        t1 = time.monotonic_ns()
-        late = t1 - t0 - want
-        wakeups += 1
-        if late > over[0]:
-            worst = max(worst, late)
-            for i, o in enumerate(over):
-                if late > o:
-                    counts[i] += 1
-            if late > stall_ns and len(kept) < MAX_KEPT:
-                kept.append((t1, late))
-    out = {
-        "t_begin_ns": t_begin,
-        "t_end_ns": time.monotonic_ns(),
-        "wakeups": wakeups,
-        "counts": counts,
-        "worst_ns": worst,
-        "stalls": kept,
-    }
-    with contextlib.suppress(OSError):  # the parent may be gone
-        print(json.dumps(out), flush=True)
+threading.Thread(target=wait_for_stop, daemon=True).start()
+want = int(period_s * 1e9)
+counts = [0] * len(over_ns)
+kept = []
+wakeups = worst = 0
+t_begin = time.monotonic_ns()
+print(json.dumps({"t_begin_ns": t_begin}), flush=True)
+while not stop.is_set():
+    t0 = time.perf_counter_ns()
+    time.sleep(period_s)
+    late = time.perf_counter_ns() - t0 - want
+    wakeups += 1
+    if late > over_ns[0]:
+        worst = max(worst, late)
+        for i, o in enumerate(over_ns):
+            if late > o:
+                counts[i] += 1
+        if late > stall_ns and len(kept) < max_kept:
+            kept.append((time.monotonic_ns(), late))
+out = {"t_begin_ns": t_begin, "t_end_ns": time.monotonic_ns(), "wakeups": wakeups,
+       "counts": counts, "worst_ns": worst, "stalls": kept}
+try:
+    print(json.dumps(out), flush=True)
+except OSError:
+    pass  # the parent is gone
+"""
+"""The probe process's program: self-contained (no livescope import, so it starts
+fast and runs whatever the parent's import path). Lateness is timed on the
+high-resolution ``perf_counter``; a stall is stamped on ``monotonic_ns``, the
+frames' clock. One JSON line when it watches, one when stdin says stop (or closes).
+"""
 
 
 class StallMonitor:
@@ -119,13 +117,19 @@ class StallMonitor:
             raise LivescopeError("the stall monitor is already running")
         # a plain process, not multiprocessing: runs also where the caller is a daemonic
         # process (a Dask worker replaying a dataset), which may not have children
-        code = f"from livescope.bus._stalls import _watch; _watch({self.period_ms / 1000!r})"
+        args = [
+            str(self.period_ms / 1000),
+            json.dumps([int(t * 1e6) for t in _OVER_MS]),
+            str(int(STALL_MS * 1e6)),
+            str(MAX_KEPT),
+        ]
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", code],
+            [sys.executable, "-c", _PROBE, *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
             encoding="utf-8",
+            creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),  # no console (Windows)
         )
         try:
             self._line(timeout_s)
@@ -181,20 +185,25 @@ class StallMonitor:
             raw = self._line(timeout_s)
         finally:
             self._kill()
-        seconds = max(1e-9, (raw["t_end_ns"] - raw["t_begin_ns"]) / 1e9)
-        self.stalls = [(int(t), int(late)) for t, late in raw["stalls"]]
-        self.result = {
-            "period_ms": self.period_ms,
-            "seconds": round(seconds, 2),
-            "wakeups": int(raw["wakeups"]),
-            **{
-                f"over_{o:g}ms_per_s": round(c / seconds, 3)
-                for o, c in zip(_OVER_MS, raw["counts"], strict=True)
-            },
-            "max_ms": round(raw["worst_ns"] / 1e6, 3),
-            "stalls": int(raw["counts"][_OVER_MS.index(STALL_MS)]),
-        }
-        return self.result
+        try:
+            seconds = max(1e-9, (int(raw["t_end_ns"]) - int(raw["t_begin_ns"])) / 1e9)
+            stalls = [(int(t), int(late)) for t, late in raw["stalls"]]
+            counts = [int(c) for c in raw["counts"]]
+            result = {
+                "period_ms": self.period_ms,
+                "seconds": round(seconds, 2),
+                "wakeups": int(raw["wakeups"]),
+                **{
+                    f"over_{o:g}ms_per_s": round(c / seconds, 3)
+                    for o, c in zip(_OVER_MS, counts, strict=True)
+                },
+                "max_ms": round(int(raw["worst_ns"]) / 1e6, 3),
+                "stalls": counts[_OVER_MS.index(STALL_MS)],
+            }
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LivescopeError(f"{_WHO} answered an unexpected report ({exc!r})") from None
+        self.stalls, self.result = stalls, result
+        return result
 
     def during(self, start_ns: int, end_ns: int) -> bool:
         """Return whether a stall (over `STALL_MS`) overlapped ``[start_ns, end_ns]``.
@@ -208,15 +217,19 @@ class StallMonitor:
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        for pipe in (proc.stdin, proc.stdout):
-            if pipe is not None:
-                with contextlib.suppress(OSError):
-                    pipe.close()  # stdin closed: the probe stops by itself
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()  # the probe stops by itself at EOF
         try:
             proc.wait(5)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        if proc.stdout is not None:
+            # only now: a reader still blocked on it (an answer that timed out) holds its
+            # lock until the probe has exited
+            with contextlib.suppress(OSError):
+                proc.stdout.close()
 
     def __enter__(self) -> StallMonitor:
         return self.start()

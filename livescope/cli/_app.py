@@ -278,7 +278,9 @@ def _print_demo(summary: dict[str, Any]) -> None:
         table.add_row("mitosis → trigger (median)", f"{summary['mitosis_to_trigger_s']} s")
         over = summary["latency_ms"].get("overhead", {})
         table.add_row("pipeline overhead p50 / p99", f"{over.get('p50')} / {over.get('p99')} ms")
-        if stalls := summary.get("machine_stalls"):
+        if (stalls := summary.get("machine_stalls")) and "error" in stalls:
+            table.add_row("machine stalls > 2 ms", f"not measured: {stalls['error']}")
+        elif stalls:
             table.add_row(
                 "machine stalls > 2 ms",
                 f"{stalls['over_2ms_per_s']}/s, longest {stalls['max_ms']} ms; in "

@@ -93,3 +93,16 @@ def test_the_monitor_runs_in_a_daemonic_process() -> None:
     proc.join()
     assert isinstance(out, dict), out
     assert out["wakeups"] > 10
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="stops the probe with SIGSTOP")
+def test_a_hung_probe_is_killed_and_named_not_waited_for() -> None:
+    mon = StallMonitor().start()
+    proc = mon._proc
+    assert proc is not None
+    os.kill(proc.pid, signal.SIGSTOP)  # it can no longer answer
+    t0 = time.monotonic()
+    with pytest.raises(LivescopeError, match="did not answer within"):
+        mon.stop(timeout_s=0.5)
+    assert time.monotonic() - t0 < 15  # 0.5 s for the answer, 5 s to exit, then killed
+    assert proc.poll() is not None
