@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from livescope.schema import FrameInfo
+from livescope.schema import FrameInfo, clock_ns
 
 from ._endpoints import local_endpoint, remove_ipc_files
 from ._publisher import FramePublisher
@@ -57,7 +57,7 @@ def _receive(
         conn.send("ready")
         while count < n and sock.poll(int(idle_s * 1000)):
             hdr, body = sock.recv_multipart(copy=False)
-            t = time.monotonic_ns()
+            t = clock_ns()
             meta = json.loads(hdr.bytes)
             arr = np.frombuffer(body.buffer, np.uint16)
             checksum += int(arr[-1])  # touch the payload
@@ -114,7 +114,7 @@ def _run_mode(mode: str, frames: np.ndarray, n: int, fps: float | None = None) -
     parent.recv()
     time.sleep(0.2)
     period = None if fps is None else 1.0 / fps
-    t0 = time.monotonic_ns()
+    t0 = clock_ns()
     sent = retries = 0
     for i in range(n):
         if period is not None:
@@ -123,18 +123,18 @@ def _run_mode(mode: str, frames: np.ndarray, n: int, fps: float | None = None) -
                 time.sleep(min(wait, 0.002))
         img = frames[i % len(frames)]
         if raw_sock is not None:
-            hdr = json.dumps({"seq": i, "t": time.monotonic_ns()}).encode()
+            hdr = json.dumps({"seq": i, "t": clock_ns()}).encode()
             raw_sock.send_multipart([hdr, memoryview(img).cast("B")], copy=False)
             sent += 1
         elif pub is not None:
-            while not pub.publish(img, _info(i, shape), time.monotonic_ns()):
+            while not pub.publish(img, _info(i, shape), clock_ns()):
                 if period is not None:
                     break  # paced: a full ring is a drop, as in a live run
                 retries += 1  # flat out: wait for the reader to free a slot
                 time.sleep(0.0002)
             else:
                 sent += 1
-    t_sent = time.monotonic_ns()
+    t_sent = clock_ns()
     if not parent.poll(60):
         proc.kill()
         raise RuntimeError(f"bench receiver for {mode} did not report")

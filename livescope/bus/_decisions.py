@@ -18,7 +18,7 @@ from typing import Any
 
 import zmq
 
-from livescope.schema import Decision, DecisionAck, LivescopeError, parse_decision
+from livescope.schema import Decision, DecisionAck, LivescopeError, clock_ns, parse_decision
 
 from ._endpoints import BusSecurity, bind, connect, local_endpoint, remove_ipc_files
 from ._switching import collection_deferred
@@ -41,7 +41,7 @@ class DecisionServer:
     ----------
     handler
         Called on the server thread with each valid decision and the time its
-        message was received (``monotonic_ns``); returns the acknowledgement. It
+        message was received (`livescope.schema.clock_ns`); returns the acknowledgement. It
         must not raise: an exception is turned into a rejection and logged.
     endpoint
         Where to bind (default: a fresh local endpoint).
@@ -91,7 +91,7 @@ class DecisionServer:
                 if not poller.poll(100):
                     continue
                 parts = self._sock.recv_multipart()
-                t_rx = time.monotonic_ns()
+                t_rx = clock_ns()
                 answered: list[Answered] = []
                 try:
                     # all of a message's decisions are answered in one reply: one wake-up
@@ -128,7 +128,7 @@ class DecisionServer:
                 accepted=False,
                 reason=str(exc),
                 t_received_ns=t_rx,
-                t_acked_ns=time.monotonic_ns(),
+                t_acked_ns=clock_ns(),
             )
         try:
             ack = self._handler(decision, t_rx)

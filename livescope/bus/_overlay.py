@@ -37,7 +37,7 @@ import numpy as np
 import zmq
 from numpy.typing import NDArray
 
-from livescope.schema import HeaderError, LivescopeError, write_atomic
+from livescope.schema import HeaderError, LivescopeError, clock_ns, write_atomic
 
 from ._endpoints import BusSecurity, bind, connect, local_endpoint, remove_ipc_files, subscribe
 from ._overlay_wire import (
@@ -392,7 +392,7 @@ class OverlaySubscriber:
         self.counts["reconnected"] += 1
 
     def _receive(self, parts: list[zmq.Frame]) -> None:
-        t_rx = time.monotonic_ns()
+        t_rx = clock_ns()
         self.counts["messages"] += 1
         try:
             msg = decode_overlay(parts[0].bytes, [p.buffer for p in parts[1:]], t_rx)

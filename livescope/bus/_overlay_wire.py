@@ -53,7 +53,7 @@ class OverlayMessage:
     arrays
         Name → read-only array viewing the message's buffer.
     t_received_ns
-        When the receiver thread got it (``time.monotonic_ns``).
+        When the receiver thread got it (`livescope.schema.clock_ns`).
 
     """
 

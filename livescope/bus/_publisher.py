@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from typing import Any, Literal
 
 import numpy as np
@@ -24,6 +23,7 @@ from livescope.schema import (
     FrameInfo,
     LivescopeError,
     ShmRef,
+    clock_ns,
     encode_header,
 )
 
@@ -162,7 +162,7 @@ class FramePublisher:
         (inline frames are sent without a copy).
         """
         arr = np.ascontiguousarray(image)
-        t_agent = time.monotonic_ns()
+        t_agent = clock_ns()
         shm: ShmRef | None = None
         if self.ring is not None:
             with self._lock:
@@ -187,7 +187,7 @@ class FramePublisher:
             pixel_size_um=float(info["pixel_size_um"]),
             t_camera_ns=int(t_camera_ns),
             t_agent_ns=t_agent,
-            t_sent_ns=time.monotonic_ns(),
+            t_sent_ns=clock_ns(),
             shape=[int(s) for s in arr.shape],
             dtype=str(arr.dtype),
             payload="shm" if shm else "inline",

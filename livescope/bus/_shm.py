@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-import time
 import uuid
 from multiprocessing import shared_memory
 from typing import Any
@@ -28,7 +27,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from livescope.schema import LivescopeError
+from livescope.schema import LivescopeError, clock_ns
 
 __all__ = ["ShmReader", "ShmRing"]
 
@@ -156,7 +155,7 @@ class ShmRing:
         i = int(free[0])
         token = secrets.randbits(62) | 1
         self.v.holders[:, i] = 0
-        self.v.readers[i, 0] = time.monotonic_ns()
+        self.v.readers[i, 0] = clock_ns()
         self.v.readers[i, 1] = token
         return i, token
 
@@ -170,7 +169,7 @@ class ShmRing:
         self.v.holders[:, i] = 0
 
     def _reap_dead(self) -> None:
-        now = time.monotonic_ns()
+        now = clock_ns()
         active = self.v.readers[:, 1] != 0
         stale = active & (now - self.v.readers[:, 0].astype(np.int64) > self.dead_after_ns)
         for i in np.flatnonzero(stale).tolist():
@@ -205,7 +204,7 @@ class ShmRing:
     def publish(self, slot: int) -> int:
         """Mark ``slot`` held by every live reader; returns its generation."""
         self.v.slots[slot, 0] += 1  # even: complete
-        self.v.slots[slot, 1] = time.monotonic_ns()
+        self.v.slots[slot, 1] = clock_ns()
         self.v.holders[slot, :] = self.v.readers[:, 1] != 0
         return int(self.v.slots[slot, 0])
 
@@ -253,7 +252,7 @@ class ShmReader:
         """
         if not self.registered:
             return False
-        self.v.readers[self.index, 0] = time.monotonic_ns()
+        self.v.readers[self.index, 0] = clock_ns()
         return True
 
     def holds(self, slot: int, generation: int) -> bool:
@@ -280,7 +279,7 @@ class ShmReader:
         """
         if not self.registered:
             return 0
-        now = time.monotonic_ns()
+        now = clock_ns()
         held = np.flatnonzero(self.v.holders[:, self.index])
         lost = 0
         for slot in held.tolist():

@@ -6,7 +6,7 @@ then keeps a ready thread waiting for milliseconds. `StallMonitor` watches for
 that while a run goes on, from a small process of its own (so it never waits for
 livescope's own locks): it sleeps ``period_ms`` again and again and keeps each
 wake-up more than 2 ms late, stamped on the clock the frames are stamped with
-(``time.monotonic_ns``), so that a slow field can be told apart from a stalled
+(`livescope.schema.clock_ns`), so that a slow field can be told apart from a stalled
 machine. `livescope bench jitter` measures the same floor with nothing else
 running.
 """
@@ -49,7 +49,7 @@ want = int(period_s * 1e9)
 counts = [0] * len(over_ns)
 kept = []
 wakeups = worst = 0
-t_begin = time.monotonic_ns()
+t_begin = time.perf_counter_ns()
 print(json.dumps({"t_begin_ns": t_begin}), flush=True)
 while not stop.is_set():
     t0 = time.perf_counter_ns()
@@ -62,8 +62,8 @@ while not stop.is_set():
             if late > o:
                 counts[i] += 1
         if late > stall_ns and len(kept) < max_kept:
-            kept.append((time.monotonic_ns(), late))
-out = {"t_begin_ns": t_begin, "t_end_ns": time.monotonic_ns(), "wakeups": wakeups,
+            kept.append((time.perf_counter_ns(), late))
+out = {"t_begin_ns": t_begin, "t_end_ns": time.perf_counter_ns(), "wakeups": wakeups,
        "counts": counts, "worst_ns": worst, "stalls": kept}
 try:
     print(json.dumps(out), flush=True)
@@ -71,9 +71,9 @@ except OSError:
     pass  # the parent is gone
 """
 """The probe process's program: self-contained (no livescope import, so it starts
-fast and runs whatever the parent's import path). Lateness is timed on the
-high-resolution ``perf_counter``; a stall is stamped on ``monotonic_ns``, the
-frames' clock. One JSON line when it watches, one when stdin says stop (or closes).
+fast and runs whatever the parent's import path). It times and stamps on
+``time.perf_counter_ns``, the frames' clock (`livescope.schema.clock_ns`). One
+JSON line when it watches, one when stdin says stop (or closes).
 """
 
 
@@ -101,7 +101,7 @@ class StallMonitor:
         self.result: dict[str, Any] | None = None
         """The summary, once stopped (see `stop`)."""
         self.stalls: list[tuple[int, int]] = []
-        """(woke at, late by) in monotonic ns of each stall over `STALL_MS`, once stopped."""
+        """(woke at, late by) in ns (`clock_ns`) of each stall over `STALL_MS`, once stopped."""
         self._proc: subprocess.Popen[str] | None = None
 
     def start(self, timeout_s: float = 60.0) -> StallMonitor:
@@ -208,7 +208,7 @@ class StallMonitor:
     def during(self, start_ns: int, end_ns: int) -> bool:
         """Return whether a stall (over `STALL_MS`) overlapped ``[start_ns, end_ns]``.
 
-        Times are monotonic ns. A stall spans the time its thread was kept
+        Times are `clock_ns` ns. A stall spans the time its thread was kept
         waiting: from ``late`` ns before it woke until it woke. Call after `stop`.
         """
         return any(t - late <= end_ns and t >= start_ns for t, late in self.stalls)

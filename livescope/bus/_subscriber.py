@@ -26,7 +26,7 @@ import numpy as np
 import zmq
 from numpy.typing import NDArray
 
-from livescope.schema import FrameHeader, HeaderError, LivescopeError, decode_header
+from livescope.schema import FrameHeader, HeaderError, LivescopeError, clock_ns, decode_header
 
 from ._endpoints import BusSecurity, connect, subscribe
 from ._shm import ShmReader
@@ -41,7 +41,7 @@ _LATENCY_SAMPLES = 20000
 class Frame:
     """One received frame: ``header`` (wire protocol v1) and ``array`` (read-only view).
 
-    ``t_received_ns`` is when the receiver thread got it (``time.monotonic_ns``).
+    ``t_received_ns`` is when the receiver thread got it (`livescope.schema.clock_ns`).
     A frame that is garbage-collected without `release` is released then.
     """
 
@@ -218,7 +218,7 @@ class FrameSubscriber:
                     except Exception:
                         self.counts["errors"] += 1
                         logger.exception("frame receiver: a message could not be handled")
-                now = time.monotonic_ns()
+                now = clock_ns()
                 if self.reader is not None and now - last_beat > 200_000_000:
                     last_beat = now
                     if not self.reader.heartbeat():
@@ -253,7 +253,7 @@ class FrameSubscriber:
         self._hello(ctx)
 
     def _receive(self, parts: list[zmq.Frame]) -> None:
-        t_rx = time.monotonic_ns()
+        t_rx = clock_ns()
         self.counts["messages"] += 1
         try:
             if len(parts) != 2:

@@ -27,7 +27,7 @@ class Field:
     t_received_ns: int
     live: bool = True
     t_start_ns: int = 0
-    """When its analysis began and when its decisions were answered (monotonic ns)."""
+    """When its analysis began and when its decisions were answered (`clock_ns`)."""
     t_done_ns: int = 0
 
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import collections
-import time
 from pathlib import Path
 from typing import Any
 
 from livescope.bus import BUS_FILE, WorkerLink
 from livescope.policy import Observation, PolicyEngine, Verdict
-from livescope.schema import LivescopeError
+from livescope.schema import LivescopeError, clock_ns
 
 __all__ = ["send_verdicts"]
 
@@ -49,10 +48,10 @@ def send_verdicts(
     client = link.decisions
     if client is None:  # pragma: no cover (the worker attaches with its decision channel)
         raise LivescopeError("the worker is attached for frames only")
-    t_sent = time.monotonic_ns()
+    t_sent = clock_ns()
     decisions = [d for i in todo if (d := verdicts[i].firing.decision) is not None]
     replies = client.send_many(decisions, timeout=timeout_s)
-    t_back = time.monotonic_ns()
+    t_back = clock_ns()
     for i, ack in zip(todo, replies, strict=True):
         if isinstance(ack, LivescopeError):
             acks[i] = ("agent", False, f"no answer from the agent ({ack}); booked")

@@ -52,6 +52,7 @@ from livescope.schema import (
     HardwareProfile,
     LivescopeError,
     bulk_priority,
+    clock_ns,
     load_plan,
     load_profile,
     lower_thread_priority,
@@ -437,7 +438,7 @@ class PipelineWorker:
         header = {**last, "t_camera_ns": int(last.get("t_camera_ns", 0))}
         self.counts["dropped_live"] += 1
         self.counts["frames_dropped_live"] += len(frames)
-        self._process(Field(position, t, frames, header, time.monotonic_ns(), live=False))
+        self._process(Field(position, t, frames, header, clock_ns(), live=False))
 
     # ------------------------------------------------------------ one field
 
@@ -461,7 +462,7 @@ class PipelineWorker:
     def _analyse_field(self, fld: Field) -> None:
         if self._decide_error is not None:
             raise LivescopeError(f"deciding failed: {self._decide_error}")
-        t_start = time.monotonic_ns()
+        t_start = clock_ns()
         h = fld.header
         chans: dict[str, NDArray[Any]] = {}
         for (ch, _z), arr in sorted(fld.frames.items(), key=lambda kv: abs(kv[0][1] - self.mid_z)):
@@ -478,7 +479,7 @@ class PipelineWorker:
         live_cam = fld.live and 0 < t_cam <= fld.t_received_ns
         since = t_cam if live_cam else fld.t_received_ns
         busy = overlap_ns(self._engine_spans, since, t_start)
-        t_a0 = time.monotonic_ns()
+        t_a0 = clock_ns()
         self._handoff.set()
         self._main_free.set()  # the engines release the GIL: the store thread may work
         try:
@@ -492,7 +493,7 @@ class PipelineWorker:
             )
         finally:
             self._main_free.clear()
-        t_analysed = time.monotonic_ns()  # fmt: skip
+        t_analysed = clock_ns()  # fmt: skip
         self._engine_spans.append((t_a0, t_analysed))
         tracker = self.analyzer.trackers.get(fld.position)
         self.done[fld.position] = fld.t
@@ -532,7 +533,7 @@ class PipelineWorker:
         """Run a field's policies, send its decisions, hand it to the store thread."""
         fld, res = job.fld, job.res
         h = fld.header
-        t_handoff = time.monotonic_ns()
+        t_handoff = clock_ns()
         # no garbage collection (up to 2 ms) until answered: ~1-2 ms, at most the
         # decision timeout when the agent does not answer
         with collection_deferred():
@@ -550,7 +551,7 @@ class PipelineWorker:
                 verdicts, obs, link=self.link, run_dir=self.run_dir, policy=self.policy,
                 counts=self.counts, timeout_s=self.config.decision_timeout_s,
             )  # fmt: skip
-        t_decided = time.monotonic_ns()  # every decision answered (or timed out)
+        t_decided = clock_ns()  # every decision answered (or timed out)
         self.decided[fld.position] = fld.t
         self._policy_gen += 1  # snapshot now: the policies change with the next field
         policy_state = (self._policy_gen, json.dumps(self._policy_snapshot()))

@@ -22,6 +22,7 @@ from ._card import (
     Tiling,
     TrainingRecord,
 )
+from ._clock import clock_ns
 from ._data import data_root, require_data_root
 from ._decision import (
     DECISION_PROTOCOL,
@@ -115,6 +116,7 @@ __all__ = [
     "bulk_priority",
     "check_output_folder",
     "check_plan",
+    "clock_ns",
     "data_root",
     "decode_header",
     "encode_header",

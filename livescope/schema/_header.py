@@ -48,7 +48,7 @@ class ShmRef(TypedDict):
 class FrameHeader(TypedDict):
     """Header of one frame (wire protocol v1). Units are in the names.
 
-    Times are ``time.monotonic_ns()`` of the agent's host: ``t_camera_ns`` when the
+    Times are ``clock_ns()`` of the agent's host: ``t_camera_ns`` when the
     frame reached the agent from the camera, ``t_agent_ns`` when it was handed to
     the bus, ``t_sent_ns`` when it was sent. ``sample_time_s`` is the plan clock
     (seconds since the run started, in sample time) and ``added_by`` the id of

@@ -40,6 +40,7 @@ from livescope.schema import (
     StopPosition,
     StopRun,
     check_plan,
+    clock_ns,
 )
 
 from ._engine import SAMPLE_TIME_KEY, LivescopeEngine
@@ -195,7 +196,7 @@ class ScopeAgent:
             seq=decision.seq,
             events_added=added,
             t_received_ns=t_rx,
-            t_acked_ns=time.monotonic_ns(),
+            t_acked_ns=clock_ns(),
         )
         if accepted:
             self.decisions_accepted += 1

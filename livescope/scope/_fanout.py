@@ -24,7 +24,6 @@ import logging
 import queue
 import signal
 import threading
-import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -35,7 +34,13 @@ from numpy.typing import NDArray
 
 from livescope.bus import FramePublisher, collection_deferred
 from livescope.record import PSink, zarr_threads
-from livescope.schema import FrameInfo, LivescopeError, bulk_priority, lower_thread_priority
+from livescope.schema import (
+    FrameInfo,
+    LivescopeError,
+    bulk_priority,
+    clock_ns,
+    lower_thread_priority,
+)
 
 __all__ = ["RECORDING_NICE", "FrameFanout", "position_name"]
 
@@ -57,7 +62,7 @@ def position_name(event: useq.MDAEvent) -> str:
 
 def frame_info(seq: int, image: NDArray[Any], event: useq.MDAEvent, meta: Any) -> FrameInfo:
     """Build the `FrameInfo` of a frame from pymmcore-plus's event and metadata."""
-    t_camera = time.monotonic_ns()
+    t_camera = clock_ns()
     pos = meta.get("position") or {}
     # hardware-timed bursts: the camera stamps each frame's own sample time
     cam_meta = meta.get("camera_metadata") or {}

@@ -21,14 +21,14 @@ from livescope.bus import (
     is_loopback,
     local_endpoint,
 )
-from livescope.schema import FrameInfo, LivescopeError
+from livescope.schema import FrameInfo, LivescopeError, clock_ns
 
 
 def info(seq: int, shape: tuple[int, ...] = (64, 64)) -> FrameInfo:
     return FrameInfo(
         seq=seq, index={"t": seq}, position="p0", channel="DAPI", x_um=0.0, y_um=0.0, z_um=0.0,
         exposure_ms=10.0, pixel_size_um=0.65, sample_time_s=0.0, runner_time_ms=0.0,
-        t_camera_ns=time.monotonic_ns(), hardware_triggered=False, added_by=None, adler32=0,
+        t_camera_ns=clock_ns(), hardware_triggered=False, added_by=None, adler32=0,
         shape=shape, dtype="uint16", event={},
     )  # fmt: skip
 
@@ -55,7 +55,7 @@ def test_frames_arrive_intact_with_header(pubsub: tuple[FramePublisher, FrameSub
     pub, sub = pubsub
     for seq in range(20):
         img = frame(seq)
-        assert pub.publish(img, info(seq, img.shape), time.monotonic_ns())
+        assert pub.publish(img, info(seq, img.shape), clock_ns())
         got = sub.get(timeout=2)
         assert got is not None
         with got:
@@ -77,7 +77,7 @@ def test_every_policy_drops_oldest_and_counts(
 ) -> None:
     pub, sub = pubsub
     for seq in range(12):  # nobody reads: the queue of 4 keeps the newest
-        assert pub.publish(frame(seq), info(seq), time.monotonic_ns())
+        assert pub.publish(frame(seq), info(seq), clock_ns())
         time.sleep(0.02)  # the receiver thread releases dropped frames' slots meanwhile
     time.sleep(0.5)
     got = []
@@ -90,7 +90,7 @@ def test_every_policy_drops_oldest_and_counts(
     assert stats["max_depth"] == 4
     # shared-memory slots of dropped frames were given back: the ring is free again
     for seq in range(12, 30):
-        assert pub.publish(frame(seq), info(seq), time.monotonic_ns())
+        assert pub.publish(frame(seq), info(seq), clock_ns())
         f = sub.get(timeout=2)
         assert f is not None
         f.release()
@@ -102,7 +102,7 @@ def test_latest_policy_conflates() -> None:
     sub = FrameSubscriber(pub.endpoint, control_endpoint=pub.control_endpoint, policy="latest")
     time.sleep(0.3)
     for seq in range(10):
-        pub.publish(frame(seq), info(seq), time.monotonic_ns())
+        pub.publish(frame(seq), info(seq), clock_ns())
     time.sleep(0.3)
     f = sub.get(timeout=1)
     assert f is not None
@@ -118,7 +118,7 @@ def test_gaps_in_sequence_are_counted_as_upstream_drops() -> None:
     sub = FrameSubscriber(pub.endpoint)
     time.sleep(0.3)
     for seq in (0, 1, 5, 6):
-        pub.publish(frame(seq), info(seq), time.monotonic_ns())
+        pub.publish(frame(seq), info(seq), clock_ns())
     for _ in range(4):
         f = sub.get(timeout=2)
         assert f is not None
@@ -232,7 +232,7 @@ def test_curve_refuses_a_client_without_the_right_key() -> None:
     plain.connect(f"tcp://127.0.0.1:{port}")
     time.sleep(0.5)
     for seq in range(5):
-        pub.publish(frame(seq), info(seq), time.monotonic_ns())
+        pub.publish(frame(seq), info(seq), clock_ns())
         time.sleep(0.02)
     f = good.get(timeout=2)
     assert f is not None
@@ -254,7 +254,7 @@ def test_unreleased_frames_are_released_when_collected() -> None:
     sub = FrameSubscriber(pub.endpoint, control_endpoint=pub.control_endpoint, maxlen=64)
     time.sleep(0.3)
     for seq in range(12):  # 4 slots: only works if forgotten frames give theirs back
-        assert pub.publish(frame(seq, (64, 64)), info(seq, (64, 64)), time.monotonic_ns()), seq
+        assert pub.publish(frame(seq, (64, 64)), info(seq, (64, 64)), clock_ns()), seq
         f = sub.get(timeout=2)
         assert f is not None
         del f
@@ -286,7 +286,7 @@ def test_pending_counts_the_frames_waiting_to_be_taken() -> None:
         assert sub.pending() == 0
         for seq in range(3):
             img = frame(seq, (16, 16))
-            assert pub.publish(img, info(seq, img.shape), time.monotonic_ns())
+            assert pub.publish(img, info(seq, img.shape), clock_ns())
         deadline = time.monotonic() + 2
         while sub.pending() < 3 and time.monotonic() < deadline:
             time.sleep(0.01)

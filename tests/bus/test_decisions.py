@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +25,7 @@ from livescope.schema import (
     DecisionAck,
     LivescopeError,
     StopRun,
+    clock_ns,
 )
 
 
@@ -33,7 +33,7 @@ def _accept(decision: Decision, t_rx: int) -> DecisionAck:
     return DecisionAck(
         decision_id=decision.decision_id, run_id=decision.run_id, type=decision.type,
         accepted=isinstance(decision, ChangeInterval), reason="", t_received_ns=t_rx,
-        t_acked_ns=time.monotonic_ns(),
+        t_acked_ns=clock_ns(),
     )  # fmt: skip
 
 
@@ -43,7 +43,7 @@ def test_decisions_sent_together_are_answered_in_one_reply_in_order() -> None:
     logged = threading.Event()
 
     def record(answered: list[Answered]) -> None:
-        handed_on.append(time.monotonic_ns())
+        handed_on.append(clock_ns())
         batches.append(answered)
         logged.set()
 

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from livescope.bus import FramePublisher, FrameSubscriber
-from livescope.schema import HeaderError, decode_header, encode_header, parse_decision
+from livescope.schema import HeaderError, clock_ns, decode_header, encode_header, parse_decision
 
 from .test_bus import frame, info
 
@@ -104,7 +104,7 @@ def test_subscriber_survives_garbage_and_keeps_receiving(
     for parts in garbage:
         if parts:
             sock.send_multipart(parts)
-    seq = int(time.monotonic_ns() % 2**40)
+    seq = int(clock_ns() % 2**40)
     hdr = dict(_valid_header(), seq=seq, shape=[8, 8])
     sock.send_multipart([json.dumps(hdr).encode(), frame(0, (8, 8)).tobytes()[:-2]])  # truncated
     sock.send_multipart([json.dumps(hdr).encode(), frame(0, (8, 8)).tobytes()])  # good
@@ -151,7 +151,7 @@ def test_publisher_control_survives_garbage() -> None:
         req.close(0)
     sub = FrameSubscriber(pub.endpoint, control_endpoint=pub.control_endpoint)
     time.sleep(0.3)
-    pub.publish(frame(0, (16, 16)), info(0, (16, 16)), time.monotonic_ns())
+    pub.publish(frame(0, (16, 16)), info(0, (16, 16)), clock_ns())
     f = sub.get(timeout=2)
     assert f is not None
     f.release()

@@ -22,6 +22,7 @@ from livescope.schema import (
     Move,
     StopPosition,
     StopRun,
+    clock_ns,
 )
 from livescope.scope import EventFeed, LivescopeEngine, ScopeAgent, SimulatedMicroscope
 
@@ -182,7 +183,7 @@ def test_events_added_while_the_runner_waits_are_acquired_before_the_next_time_p
     # runner was handed that event at once and waited for it with the event in hand)
     with _slow_run(sim, tmp_path / "run", loops=2) as (agent, client):
         time.sleep(0.4)
-        t_sent = time.monotonic_ns()
+        t_sent = clock_ns()
         _close_up(agent, client, "DAPI")
     frames = _frames_in_order(agent)
     order = [(f["position"], f["index"]["t"]) for f in frames]
