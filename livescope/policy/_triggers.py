@@ -171,42 +171,57 @@ class _CellCount(Trigger):
         self.armed = {str(k): bool(v) for k, v in state.get("armed", {}).items()}
 
 
-class _EnterRegion(Trigger):
+class _CellSetTrigger(Trigger):
+    """A trigger on a lasting condition of a cell: the set of cells (position/track) in it.
+
+    A cell hits when it enters the set; a hit not fired on (cooldown) leaves it,
+    so it may hit again while the condition holds. Saved as ``{state_key: [...]}``.
+    """
+
+    state_key = ""
+
+    def __init__(self) -> None:
+        self.cells: set[str] = set()
+
+    def release(self, obs: Observation, hit: Hit) -> None:
+        if hit.track is not None:
+            self.cells.discard(_key(obs, hit.track))
+
+    def state(self) -> dict[str, Any]:
+        return {self.state_key: sorted(self.cells)}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.cells = set(state.get(self.state_key, []))
+
+
+class _EnterRegion(_CellSetTrigger):
     kind = "enter_region"
+    state_key = "inside"
 
     def __init__(self, region: Sequence[float]) -> None:
         if len(region) != 4 or not (region[0] < region[2] and region[1] < region[3]):
             raise ValueError(f"enter_region.region must be [y0, x0, y1, x1] px, got {region}")
+        super().__init__()
         self.region = tuple(float(v) for v in region)
-        self.inside: set[str] = set()
 
     def check(self, obs: Observation) -> list[Hit]:
         c = obs.cells
         y0, x0, y1, x1 = self.region
         now = (c.y >= y0) & (c.y < y1) & (c.x >= x0) & (c.x < x1)
         hits = []
-        keep = {k for k in self.inside if not k.startswith(obs.position + "/")}
+        keep = {k for k in self.cells if not k.startswith(obs.position + "/")}
         for i in np.flatnonzero(now).tolist():
             key = _key(obs, int(c.tracks[i]))
             keep.add(key)
-            if key not in self.inside:
+            if key not in self.cells:
                 hits.append(Hit(int(c.tracks[i]), float(c.y[i]), float(c.x[i]), {}))
-        self.inside = keep
+        self.cells = keep
         return hits
 
-    def release(self, obs: Observation, hit: Hit) -> None:
-        if hit.track is not None:
-            self.inside.discard(_key(obs, hit.track))
 
-    def state(self) -> dict[str, Any]:
-        return {"inside": sorted(self.inside)}
-
-    def restore(self, state: Mapping[str, Any]) -> None:
-        self.inside = set(state.get("inside", []))
-
-
-class _Feature(Trigger):
+class _Feature(_CellSetTrigger):
     kind = "feature"
+    state_key = "high"
 
     def __init__(self, feature: str, above: float, rearm_below: float | None = None) -> None:
         if feature not in FEATURES:
@@ -216,8 +231,8 @@ class _Feature(Trigger):
         rearm = above if rearm_below is None else rearm_below
         if rearm > above:
             raise ValueError(f"feature.rearm_below ({rearm}) must be <= above ({above})")
+        super().__init__()
         self.feature, self.above, self.rearm = feature, float(above), float(rearm)
-        self.high: set[str] = set()
 
     def check(self, obs: Observation) -> list[Hit]:
         c = obs.cells
@@ -228,24 +243,14 @@ class _Feature(Trigger):
             if not math.isfinite(v):
                 continue
             key = _key(obs, int(c.tracks[i]))
-            if key in self.high:
+            if key in self.cells:
                 if v < self.rearm:
-                    self.high.discard(key)
+                    self.cells.discard(key)
             elif v >= self.above:
-                self.high.add(key)
+                self.cells.add(key)
                 hits.append(Hit(int(c.tracks[i]), float(c.y[i]), float(c.x[i]),
                                 {self.feature: round(v, 4)}))  # fmt: skip
         return hits
-
-    def release(self, obs: Observation, hit: Hit) -> None:
-        if hit.track is not None:
-            self.high.discard(_key(obs, hit.track))
-
-    def state(self) -> dict[str, Any]:
-        return {"high": sorted(self.high)}
-
-    def restore(self, state: Mapping[str, Any]) -> None:
-        self.high = set(state.get("high", []))
 
 
 class _TrackLost(Trigger):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -199,6 +200,28 @@ def test_division_region_lost_and_recentre() -> None:
     assert [f.track for f in region.decide(obs(2, [1, 2], ys=[100, 120]))] == [2]
     lost = Rule("lost", {"track_lost": {}}, {"stop_position": {}})
     assert [f.track for f in lost.decide(obs(0, [1], lost=(7,)))] == [7]
+
+
+@pytest.mark.parametrize(
+    ("when", "key", "fire", "hold"),
+    [
+        pytest.param({"enter_region": {"region": [0, 0, 150, 512]}}, "inside",
+                     {"ys": [100, 300]}, {"ys": [100, 300]}, id="enter_region"),
+        pytest.param({"feature": {"feature": "intensity", "above": 900, "rearm_below": 500}},
+                     "high", {}, {}, id="feature"),
+    ],
+)  # fmt: skip
+def test_a_lasting_condition_is_remembered_across_a_restart(
+    when: dict[str, Any], key: str, fire: dict[str, Any], hold: dict[str, Any]
+) -> None:
+    rule = Rule("r", when, {"record": {}})
+    assert [f.track for f in rule.decide(obs(0, [1, 2], **fire))] != []
+    saved = json.loads(json.dumps(rule.state()))
+    assert saved["trigger"] == {key: ["p0/1"] if "ys" in fire else ["p0/2"]}  # as saved before
+    again = Rule("r", when, {"record": {}})
+    again.restore(saved)
+    assert again.decide(obs(1, [1, 2], **hold)) == []  # still in it: not again
+    assert Rule("r", when, {"record": {}}).decide(obs(1, [1, 2], **hold)) != []  # a fresh one fires
 
 
 @pytest.mark.parametrize(
