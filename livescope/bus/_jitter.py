@@ -36,7 +36,9 @@ import numpy as np
 
 from livescope.schema import WORKER_NICE, LivescopeError, bulk_priority, lower_thread_priority
 
-__all__ = ["JITTER_ROUNDS", "bench_jitter", "child_answer"]
+from ._stalls import LATE_MS
+
+__all__ = ["JITTER_ROUNDS", "bench_jitter"]
 
 JITTER_ROUNDS: dict[str, str | None] = {
     "idle": None,
@@ -45,7 +47,6 @@ JITTER_ROUNDS: dict[str, str | None] = {
     "bulk_idle_class": "idle",
 }
 """Round name → priority of its busy processes (None: no busy processes)."""
-STALLS_MS = (1.0, 2.0, 5.0)
 
 
 def _busy(priority: str, conn: Connection) -> None:
@@ -88,12 +89,12 @@ def _summary(late_ns: list[int], seconds: float) -> dict[str, Any]:
             "max": round(float(ms.max()), 4),
         },
         "stalls_per_s": {
-            f"over_{t:g}ms": round(float((ms > t).sum()) / seconds, 3) for t in STALLS_MS
+            f"over_{t:g}ms": round(float((ms > t).sum()) / seconds, 3) for t in LATE_MS
         },
     }
 
 
-def child_answer(conn: Connection, timeout_s: float, what: str) -> Any:
+def _child_answer(conn: Connection, timeout_s: float, what: str) -> Any:
     """Receive a child process's next message; a LivescopeError naming ``what`` if none comes."""
     try:
         if conn.poll(timeout_s):
@@ -125,16 +126,16 @@ def _slice(
                 proc.start()
                 child.close()  # the child's end lives in the child: EOF here if it dies
                 busy.append((proc, parent))
-            lowered = [bool(child_answer(parent, 60, what)) for _, parent in busy]
+            lowered = [bool(_child_answer(parent, 60, what)) for _, parent in busy]
         probe.start()
         probe_child.close()
-        child_answer(probe_parent, 60, "the jitter probe")
-        late: list[int] = child_answer(probe_parent, seconds + 60, "the jitter probe")
+        _child_answer(probe_parent, 60, "the jitter probe")
+        late: list[int] = _child_answer(probe_parent, seconds + 60, "the jitter probe")
         passes = 0.0
         for _, parent in busy:
             parent.send("stop")
         for _, parent in busy:
-            passes += float(child_answer(parent, 30, what))
+            passes += float(_child_answer(parent, 30, what))
         return late, bool(lowered) and all(lowered), passes
     finally:
         for _, parent in busy:  # stop them all first (a no-op for those already stopped)

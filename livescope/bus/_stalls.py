@@ -23,13 +23,14 @@ from typing import Any
 
 from livescope.schema import LivescopeError
 
-__all__ = ["STALL_MS", "StallMonitor"]
+__all__ = ["LATE_MS", "STALL_MS", "StallMonitor"]
 
 STALL_MS = 2.0
 """A wake-up later than this is a stall (kept with its time)."""
 MAX_KEPT = 20_000
 """Stalls kept with their times (a week of one every 30 s); later ones are only counted."""
-_OVER_MS = (1.0, 2.0, 5.0)
+LATE_MS = (1.0, 2.0, 5.0)
+"""Thresholds (ms) of late wake-ups counted per second (here and in `livescope bench jitter`)."""
 _WHO = "the stall monitor's probe process"
 
 
@@ -119,7 +120,7 @@ class StallMonitor:
         # process (a Dask worker replaying a dataset), which may not have children
         args = [
             str(self.period_ms / 1000),
-            json.dumps([int(t * 1e6) for t in _OVER_MS]),
+            json.dumps([int(t * 1e6) for t in LATE_MS]),
             str(int(STALL_MS * 1e6)),
             str(MAX_KEPT),
         ]
@@ -195,10 +196,10 @@ class StallMonitor:
                 "wakeups": int(raw["wakeups"]),
                 **{
                     f"over_{o:g}ms_per_s": round(c / seconds, 3)
-                    for o, c in zip(_OVER_MS, counts, strict=True)
+                    for o, c in zip(LATE_MS, counts, strict=True)
                 },
                 "max_ms": round(int(raw["worst_ns"]) / 1e6, 3),
-                "stalls": counts[_OVER_MS.index(STALL_MS)],
+                "stalls": counts[LATE_MS.index(STALL_MS)],
             }
         except (KeyError, TypeError, ValueError) as exc:
             raise LivescopeError(f"{_WHO} answered an unexpected report ({exc!r})") from None

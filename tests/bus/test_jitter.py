@@ -84,14 +84,14 @@ def test_bench_jitter_refuses_a_bad_priority_setting_before_starting(
 def test_a_child_process_that_dies_or_hangs_is_a_clear_error() -> None:
     import multiprocessing as mp
 
-    from livescope.bus._jitter import child_answer
+    from livescope.bus._jitter import _child_answer
 
     parent, child = mp.Pipe()
     child.close()  # what a dead child leaves
     with pytest.raises(LivescopeError, match="the probe ended without answering"):
-        child_answer(parent, 5, "the probe")
+        _child_answer(parent, 5, "the probe")
     parent, child = mp.Pipe()
     with pytest.raises(LivescopeError, match="the probe did not answer within 0 s"):
-        child_answer(parent, 0.05, "the probe")
+        _child_answer(parent, 0.05, "the probe")
     child.send("ok")
-    assert child_answer(parent, 5, "the probe") == "ok"
+    assert _child_answer(parent, 5, "the probe") == "ok"
