@@ -7,9 +7,12 @@ for recording and publishes it:
 
 * the recording queue is unbounded: every frame is written, none is dropped; if
   a sink fails the run is cancelled and the error raised. The writer thread (and
-  the threads zarr compresses on) run at lower priority on Linux (niceness only,
-  not ``SCHED_IDLE``: see `livescope.schema.lower_thread_priority`): recording
-  is bulk work that may lag a burst, the hand-off to analysis is not;
+  zarr's threads, which create the arrays) are bulk threads on Linux, as the
+  worker's engines (niced and, unless ``LIVESCOPE_BULK_PRIORITY=nice``, in the
+  ``SCHED_IDLE`` class: see `livescope.schema.lower_thread_priority`):
+  recording may lag a burst, the hand-off to analysis may not. A recording
+  that falls `RECORDING_LAG_WARN` frames behind the camera is logged (again at
+  each doubling), naming the memory held;
 * publishing is itself the hand-off: it writes the pixels into a shared-memory
   slot (or queues them on the socket) and never waits for a subscriber. A frame
   with no free slot is dropped for analysis only (and counted). Publishing here,
@@ -35,6 +38,7 @@ from numpy.typing import NDArray
 from livescope.bus import FramePublisher, collection_deferred
 from livescope.record import PSink, zarr_threads
 from livescope.schema import (
+    BULK_PRIORITY_ENV,
     FrameInfo,
     LivescopeError,
     bulk_priority,
@@ -42,10 +46,12 @@ from livescope.schema import (
     lower_thread_priority,
 )
 
-__all__ = ["RECORDING_NICE", "FrameFanout", "position_name"]
+__all__ = ["RECORDING_LAG_WARN", "RECORDING_NICE", "FrameFanout", "position_name"]
 
 RECORDING_NICE = 5
 """Niceness added to the recording threads (Linux): as much as the worker's engines."""
+RECORDING_LAG_WARN = 64
+"""Frames waiting to be recorded at which a warning is logged (then at 128, 256, ...)."""
 
 logger = logging.getLogger("livescope")
 
@@ -130,10 +136,10 @@ class FrameFanout:
     progress
         ``progress(frames_written)`` after each written frame (writer thread).
     recording_nice
-        Niceness added to the writer thread and zarr's threads (Linux; 0: none).
-        They are not put in ``SCHED_IDLE``, whatever ``LIVESCOPE_BULK_PRIORITY``
-        says (see `livescope.schema.lower_thread_priority`; zarr's process-wide
-        threads keep a class an earlier user of them gave them).
+        Niceness added to the writer thread and zarr's threads (Linux; 0: none,
+        and no ``SCHED_IDLE`` either). They also join ``SCHED_IDLE`` unless
+        ``LIVESCOPE_BULK_PRIORITY=nice`` (see `livescope.schema.lower_thread_priority`;
+        zarr's process-wide threads keep a class an earlier user gave them).
 
     """
 
@@ -164,6 +170,7 @@ class FrameFanout:
         self.frames_acquired = 0
         self.frames_written = 0
         self.max_queue_depth = 0
+        self._lag_warn_at = RECORDING_LAG_WARN
         self.bus_dropped = 0
         self.bus_published = 0
         self._writer = threading.Thread(
@@ -190,7 +197,15 @@ class FrameFanout:
                 logger.error("frame %s came after the acquisition ended: not recorded", info["seq"])
                 return
             self._frames.put((pixels, info))
-            self.max_queue_depth = max(self.max_queue_depth, self._frames.qsize())
+            depth = self._frames.qsize()
+            self.max_queue_depth = max(self.max_queue_depth, depth)
+            if depth >= self._lag_warn_at:
+                self._lag_warn_at *= 2
+                logger.warning(
+                    "recording is %d frames behind the camera (%.0f MB held in memory); if "
+                    "other busy programs share this PC's cores, %s=nice lets it keep pace",
+                    depth, depth * pixels.nbytes / 1e6, BULK_PRIORITY_ENV,
+                )  # fmt: skip
             if self.publisher is None:
                 return
             try:
@@ -207,7 +222,7 @@ class FrameFanout:
         for t in threads:
             if t.ident is not None and t.ident not in self._lowered:
                 self._lowered.add(t.ident)
-                lower_thread_priority(self._nice, t, idle=False)
+                lower_thread_priority(self._nice, t)
 
     def _write_loop(self) -> None:
         self._lower([threading.current_thread()])

@@ -27,8 +27,16 @@ def test_bench_cli_prints_one_json_object() -> None:
 
 def test_bench_record_writes_every_codec_side_by_side() -> None:
     out = bench_record(load_profile("sim"), sizes=(64,), frames=2, repeats=2)
-    rows = {r["codec"]: r for r in out["results"]}
+    rows = {r["codec"]: r for r in out["results"] if r["path"] == "livescope"}
     assert set(rows) == {"blosc-zstd", "zstd", "none"}
+    (via_zarr,) = [r for r in out["results"] if r["path"] == "zarr"]
+    assert via_zarr["codec"] == "blosc-zstd"
+    # the same frames, the same codec: zarr stores the same bytes
+    assert via_zarr["compression"] == rows["blosc-zstd"]["compression"]
+    if via_zarr["cpu_ms_per_frame"]:
+        assert rows["blosc-zstd"]["cpu_vs_zarr_path"] == pytest.approx(
+            rows["blosc-zstd"]["cpu_ms_per_frame"] / via_zarr["cpu_ms_per_frame"], abs=2e-3
+        )
     assert out["default_codec"] == "blosc-zstd"
     base = rows["zstd"]["cpu_ms_per_frame"]
     for r in rows.values():

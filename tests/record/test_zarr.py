@@ -99,3 +99,32 @@ def test_each_codec_keeps_the_pixels_exactly(
 def test_an_unknown_codec_is_refused_by_name(tmp_path: Path) -> None:
     with pytest.raises(LivescopeError, match=r"unknown recording codec 'lzma'.*blosc-zstd"):
         OmeZarrWriter(tmp_path, channels=[], pixel_size_um=1.0, codec="lzma")
+
+
+@pytest.mark.parametrize("codec", ["blosc-zstd", "zstd", "none"])
+@pytest.mark.parametrize("dtype", ["uint16", "uint8"])
+def test_chunks_are_the_bytes_zarr_itself_writes(tmp_path: Path, codec: str, dtype: str) -> None:
+    """The recorder encodes chunks itself; zarr, given the same array, writes the same bytes."""
+    rng = np.random.default_rng(2)
+    img = (rng.poisson(100, (37, 53)) + (rng.random((37, 53)) > 0.95) * 150).astype(dtype)
+    with OmeZarrWriter(tmp_path / "ours", channels=["DAPI"], pixel_size_um=1.0, codec=codec) as w:
+        w.write(img, _info(0, 2, "DAPI", z=1))
+    ours = tmp_path / "ours" / "data.ome.zarr" / "0" / "0"
+    theirs = zarr.create_array(
+        tmp_path / "theirs.zarr", shape=(3, 1, 2, 37, 53), chunks=(1, 1, 1, 37, 53),
+        dtype=dtype, fill_value=0, compressors=zarr.open_array(ours, mode="r").compressors or None,
+    )  # fmt: skip
+    theirs[2, 0, 1] = img
+    key = "c/2/0/1/0/0"
+    assert (ours / key).read_bytes() == (tmp_path / "theirs.zarr" / key).read_bytes()
+    assert not list(ours.rglob("*.partial"))
+    a = zarr.open_array(ours, mode="r")
+    assert a.shape == (3, 1, 2, 37, 53)
+    np.testing.assert_array_equal(a[2, 0, 1], img)
+
+
+def test_a_frame_that_is_not_one_image_is_refused(tmp_path: Path) -> None:
+    with OmeZarrWriter(tmp_path, channels=["Phase"], pixel_size_um=1.0) as w:
+        w.write(np.ones((1, 8, 8), np.uint16), _info(0, 0, "Phase"))  # a leading 1 is fine
+        with pytest.raises(LivescopeError, match=r"shape \(2, 8, 8\); one 2-D image"):
+            w.write(np.ones((2, 8, 8), np.uint16), _info(1, 1, "Phase"))

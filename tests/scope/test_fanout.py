@@ -101,7 +101,7 @@ def test_recording_threads_run_at_lower_priority_the_others_do_not(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The writer and zarr's threads yield; the acquisition thread and a bystander do not."""
-    monkeypatch.delenv(BULK_PRIORITY_ENV, raising=False)  # idle-class bulk threads elsewhere
+    monkeypatch.delenv(BULK_PRIORITY_ENV, raising=False)  # idle-class bulk threads
     base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     with ThreadPoolExecutor(1, thread_name_prefix="asyncio") as bystander:  # e.g. a notebook's
         other = bystander.submit(threading.current_thread).result()
@@ -112,7 +112,7 @@ def test_recording_threads_run_at_lower_priority_the_others_do_not(
             fan.on_frame(np.full((32, 32), t, np.uint16), _event(t), {})
         fan.finish()
         assert sink.nice == [min(19, base + 3)] * 3
-        assert sink.idle == [False] * 3  # niced only: it shares the GIL with the acquisition
+        assert sink.idle == [True] * 3  # a bulk thread, as the worker's engines
         zarr_own = zarr_threads()
         assert zarr_own  # its I/O thread at least
         for t in zarr_own:  # process-wide threads: an earlier run may have lowered them more
@@ -121,6 +121,53 @@ def test_recording_threads_run_at_lower_priority_the_others_do_not(
         assert other.native_id is not None
         assert os.getpriority(os.PRIO_PROCESS, other.native_id) == base
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priority is Linux's")
+def test_bulk_priority_nice_keeps_the_recorder_out_of_the_idle_class(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(BULK_PRIORITY_ENV, "nice")
+    sink = ListSink()
+    fan = FrameFanout([sink], recording_nice=2)
+    fan.on_frame(np.zeros((8, 8), np.uint16), _event(0), {})
+    fan.finish()
+    assert sink.idle == [False]
+
+
+class GatedSink(ListSink):
+    """A sink that writes nothing until released: the recording falls behind."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+
+    def write(self, image: NDArray[Any], info: FrameInfo) -> None:
+        self.gate.wait(10)
+        super().write(image, info)
+
+
+def test_a_recording_falling_behind_is_logged_and_loses_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from livescope.scope._fanout import RECORDING_LAG_WARN
+
+    sink = GatedSink()
+    fan = FrameFanout([sink], recording_nice=0)
+    n = 2 * RECORDING_LAG_WARN + 1
+    with caplog.at_level("WARNING", logger="livescope"):
+        for t in range(n):
+            fan.on_frame(np.zeros((100, 100), np.uint16), _event(t), {})
+    sink.gate.set()
+    fan.finish()
+    warned = [r.getMessage() for r in caplog.records if "behind the camera" in r.getMessage()]
+    # the writer holds the first frame: the queue reaches 64 and 128 frames (20 kB each)
+    assert len(warned) == 2, warned
+    assert warned[0].startswith(f"recording is {RECORDING_LAG_WARN} frames behind")
+    assert "(1 MB held in memory)" in warned[0]
+    assert "LIVESCOPE_BULK_PRIORITY=nice" in warned[0]
+    assert len(sink.frames) == n  # nothing dropped
+    assert [i["seq"] for _, i in sink.frames] == list(range(n))
 
 
 def test_a_frame_after_finish_is_reported_not_published(caplog: pytest.LogCaptureFixture) -> None:
