@@ -11,12 +11,10 @@ while normal threads keep every core busy, a ``SCHED_IDLE`` thread waits. Set
 ``LIVESCOPE_BULK_PRIORITY=nice`` to keep niceness only (e.g. on a machine
 shared with other busy programs).
 
-The recorder's threads are niced only, not put in the idle class
-(``idle=False``): recording must keep pace with the camera, and cannot be left
-to wait while normal threads keep every core busy. (They also share the
-agent's GIL with its acquisition and decision threads: an idle-class thread
-that holds the GIL when its core is taken keeps it until a core is free. In
-demos the change made no measurable difference to latency.)
+The recorder's writer thread is a bulk thread too. It was niced only
+(``idle=False``) while it wrote through zarr's own path, at twice today's CPU
+per frame, lest it fall behind the camera in the idle class; a recording that
+falls behind is now logged (see `livescope.scope`'s frame fan-out).
 """
 
 from __future__ import annotations
