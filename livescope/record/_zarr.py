@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -170,12 +171,24 @@ class _Series:
         _replace(path, self._encoder.encode(image))
 
 
-def _replace(path: Path, data: bytes | memoryview) -> None:
-    """Write a file whole: a reader sees the old one or the new one, never a part."""
+def _replace(path: Path, data: bytes | memoryview, tries: int = 6) -> None:
+    """Write a file whole: a reader sees the old one or the new one, never a part.
+
+    On Windows a file another process has open cannot be replaced (a reader of
+    the recording, e.g. the worker reading the array's metadata): the rename
+    is tried again for up to ~30 ms before the error is raised.
+    """
     tmp = path.with_name(f"{path.name}.partial")
     with tmp.open("wb") as f:
         f.write(data)
-    os.replace(tmp, path)
+    for attempt in range(tries):
+        try:
+            os.replace(tmp, path)
+            return
+        except PermissionError:
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.001 * 2**attempt)
 
 
 class OmeZarrWriter:

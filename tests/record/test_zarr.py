@@ -128,3 +128,47 @@ def test_a_frame_that_is_not_one_image_is_refused(tmp_path: Path) -> None:
         w.write(np.ones((1, 8, 8), np.uint16), _info(0, 0, "Phase"))  # a leading 1 is fine
         with pytest.raises(LivescopeError, match=r"shape \(2, 8, 8\); one 2-D image"):
             w.write(np.ones((2, 8, 8), np.uint16), _info(1, 1, "Phase"))
+
+
+def test_a_chunk_held_open_by_a_reader_is_replaced_once_it_is_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Windows refuses to replace a file another process has open: the writer tries again."""
+    import os
+
+    real = os.replace
+    refused: list[str] = []
+
+    def replace_once_refused(src: str, dst: str) -> None:
+        if not refused:
+            refused.append(str(dst))
+            raise PermissionError(13, "the file is in use by another process", str(dst))
+        real(src, dst)
+
+    img = np.arange(64, dtype=np.uint16).reshape(8, 8)
+    with OmeZarrWriter(tmp_path, channels=["DAPI"], pixel_size_um=1.0) as w:
+        w.write(img, _info(0, 0, "DAPI"))  # zarr creates the array
+        monkeypatch.setattr(os, "replace", replace_once_refused)
+        w.write(img + 1, _info(1, 1, "DAPI"))  # the array grows, then its chunk
+        monkeypatch.setattr(os, "replace", real)
+    assert refused[0].endswith("zarr.json")
+    a = zarr.open_group(tmp_path / "data.ome.zarr", mode="r")["0/0"]
+    assert a.shape == (2, 1, 1, 8, 8)
+    np.testing.assert_array_equal(a[1, 0, 0], img + 1)
+
+
+def test_a_chunk_that_stays_locked_fails_the_write_with_the_os_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    def refuse(src: str, dst: str) -> None:
+        raise PermissionError(13, "the file is in use by another process", str(dst))
+
+    with OmeZarrWriter(tmp_path, channels=["DAPI"], pixel_size_um=1.0) as w:
+        w.write(np.zeros((8, 8), np.uint16), _info(0, 0, "DAPI"))
+        monkeypatch.setattr(os, "replace", refuse)
+        with pytest.raises(PermissionError, match="in use"):
+            w.write(np.zeros((8, 8), np.uint16), _info(1, 0, "DAPI"))
+        monkeypatch.undo()
+        assert w.frames_written == 1  # the refused frame is not logged as written
