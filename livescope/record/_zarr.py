@@ -13,8 +13,9 @@ keep their true (t, c, z) axes instead of being flattened. A frame is on disk
 (chunk written, line appended and flushed) before `OmeZarrWriter.write` returns.
 zarr creates the groups and arrays; the writer encodes each frame's chunk with
 the array's own codecs and writes the chunk file, and the array's metadata when
-an axis grows, itself (each file written whole: a reader sees it before or after,
-never in part), at half the CPU time of zarr's own write path.
+an axis grows, itself (each file written whole with `livescope.schema.write_atomic`:
+a reader sees it before or after, never in part), at half the CPU time of zarr's
+own write path.
 """
 
 from __future__ import annotations
@@ -22,14 +23,13 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from livescope.schema import FrameInfo, LivescopeError
+from livescope.schema import FrameInfo, LivescopeError, write_atomic
 
 __all__ = [
     "CODECS",
@@ -159,7 +159,7 @@ class _Series:
     def grow(self, tcz: tuple[int, int, int]) -> None:
         """Set the array's (t, c, z) extent (its metadata document, replaced whole)."""
         self._metadata["shape"] = [*tcz, *self.shape_yx]
-        _replace(self.dir / "zarr.json", json.dumps(self._metadata, indent=2).encode())
+        write_atomic(self.dir / "zarr.json", json.dumps(self._metadata, indent=2))
         self.shape = tcz
 
     def write(self, tcz: tuple[int, int, int], image: NDArray[Any]) -> None:
@@ -168,27 +168,7 @@ class _Series:
         if path.parent not in self._dirs:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._dirs.add(path.parent)
-        _replace(path, self._encoder.encode(image))
-
-
-def _replace(path: Path, data: bytes | memoryview, tries: int = 6) -> None:
-    """Write a file whole: a reader sees the old one or the new one, never a part.
-
-    On Windows a file another process has open cannot be replaced (a reader of
-    the recording, e.g. the worker reading the array's metadata): the rename
-    is tried again for up to ~30 ms before the error is raised.
-    """
-    tmp = path.with_name(f"{path.name}.partial")
-    with tmp.open("wb") as f:
-        f.write(data)
-    for attempt in range(tries):
-        try:
-            os.replace(tmp, path)
-            return
-        except PermissionError:
-            if attempt == tries - 1:
-                raise
-            time.sleep(0.001 * 2**attempt)
+        write_atomic(path, self._encoder.encode(image))
 
 
 class OmeZarrWriter:

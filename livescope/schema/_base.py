@@ -32,17 +32,20 @@ def check_output_folder(path: Path) -> None:
         raise LivescopeError(f"{path} is a file; the output must be a new folder")
 
 
-def write_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` so that a reader sees the old file or the new, never half.
+def write_atomic(path: str | Path, data: str | bytes | memoryview) -> Path:
+    """Write ``data`` (text as UTF-8, or bytes) to ``path``, never half-written.
 
-    The text goes to a temporary file beside it (named for this process and
-    thread, so concurrent writers never share one), then replaces it. On
-    Windows the replace fails while another process has the file open: it is
-    retried for up to a second.
+    A reader sees the old file or the new one: the data goes to a temporary
+    file beside it (named for this process and thread, so concurrent writers
+    never share one), then replaces it. On Windows the replace fails while
+    another process has the file open: it is retried for up to a second.
     """
     target = Path(path)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
+    if isinstance(data, str):
+        tmp.write_text(data, encoding="utf-8")
+    else:
+        tmp.write_bytes(data)
     for attempt in range(50):
         try:
             tmp.replace(target)

@@ -117,7 +117,7 @@ def test_chunks_are_the_bytes_zarr_itself_writes(tmp_path: Path, codec: str, dty
     theirs[2, 0, 1] = img
     key = "c/2/0/1/0/0"
     assert (ours / key).read_bytes() == (tmp_path / "theirs.zarr" / key).read_bytes()
-    assert not list(ours.rglob("*.partial"))
+    assert not list(ours.rglob(".*.tmp"))  # no temporary file left
     a = zarr.open_array(ours, mode="r")
     assert a.shape == (3, 1, 2, 37, 53)
     np.testing.assert_array_equal(a[2, 0, 1], img)
@@ -172,3 +172,4 @@ def test_a_chunk_that_stays_locked_fails_the_write_with_the_os_error(
             w.write(np.zeros((8, 8), np.uint16), _info(1, 0, "DAPI"))
         monkeypatch.undo()
         assert w.frames_written == 1  # the refused frame is not logged as written
+    assert not list((tmp_path / "data.ome.zarr").rglob(".*.tmp"))  # no temporary file left
