@@ -1,14 +1,8 @@
 """Recording: OME-Zarr runs with per-frame event metadata, and Cell Tracking Challenge I/O."""
 
 from ._ctc import CtcTrack, read_ctc, relabel_for_ctc, rewrite_ctc_result, write_ctc
-from ._datasets import (
-    DATASET_DTYPES,
-    Dataset,
-    DatasetError,
-    FrameKey,
-    RecordedFrame,
-    open_dataset,
-)
+from ._dataset import DATASET_DTYPES, Dataset, DatasetError, FrameKey, RecordedFrame
+from ._datasets import open_dataset
 from ._decisions import DECISIONS_FILE, DecisionLog, read_decisions
 from ._protocol import PSink
 from ._zarr import (

@@ -1,0 +1,165 @@
+"""A recorded dataset: its frames and, on demand, their pixels (what every reader returns).
+
+The readers themselves are in ``_datasets`` (run folders, CTC, NDTiff, OME-TIFF)
+and ``_ngff`` (OME-Zarr); `open_dataset` picks one.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from livescope.schema import LivescopeError
+
+__all__ = [
+    "DATASET_DTYPES", "Dataset", "DatasetError", "FrameKey", "RecordedFrame", "check_dtype",
+]  # fmt: skip
+
+DATASET_DTYPES = ("uint8", "uint16")
+
+
+class DatasetError(LivescopeError):
+    """A dataset cannot be replayed; the message names the file and the problem."""
+
+
+@dataclass(frozen=True, order=True)
+class FrameKey:
+    """Which frame: the position, time index, channel and z index of an event."""
+
+    position: str
+    t: int
+    channel: str
+    z: int = 0
+
+
+@dataclass(frozen=True)
+class RecordedFrame:
+    """One recorded frame and what is known about it."""
+
+    key: FrameKey
+    shape: tuple[int, int]
+    dtype: str
+    sample_time_s: float | None = None
+    x_um: float | None = None
+    y_um: float | None = None
+    z_um: float | None = None
+    exposure_ms: float | None = None
+    pixel_size_um: float | None = None
+    origin: str = ""
+    """Where it comes from, for messages (e.g. ``seq 41`` or ``t017.tif``)."""
+
+
+@dataclass
+class Dataset:
+    """A recorded dataset: its frames in acquisition order, and their pixels on demand."""
+
+    path: Path
+    format: str
+    frames: list[RecordedFrame]
+    warnings: list[str] = field(default_factory=list)
+    _source: Any = None
+    _index: dict[FrameKey, Any] = field(default_factory=dict)
+
+    @property
+    def positions(self) -> list[str]:
+        """Position names, in order of first appearance."""
+        return list(dict.fromkeys(f.key.position for f in self.frames))
+
+    @property
+    def channels(self) -> list[str]:
+        """Channel names, in order of first appearance."""
+        return list(dict.fromkeys(f.key.channel for f in self.frames))
+
+    def read(self, key: FrameKey) -> NDArray[Any]:
+        """Return the pixels of frame ``key``.
+
+        Raises
+        ------
+        DatasetError
+            if the dataset has no such frame, or it cannot be read.
+
+        """
+        if key not in self._index:
+            raise DatasetError(f"{self.path}: no recorded frame for {key}")
+        if self.format == "livescope":
+            info = self._index[key]
+            try:
+                image: NDArray[Any] = self._source.read(info)
+            except LivescopeError as exc:
+                raise DatasetError(f"{self.path}: {exc}") from None
+            want = int(info.get("adler32") or 0)
+            data = np.ascontiguousarray(image).data.cast("B")
+            if want and zlib.adler32(data) != want:
+                msg = f"{self.path}: frame {info['seq']} ({key}) differs from its logged checksum"
+                if msg not in self.warnings:
+                    self.warnings.append(msg)
+            return image
+        if self.format == "ndtiff":
+            try:
+                image = np.asarray(self._source.read_image(**self._index[key]))
+            except Exception as exc:  # noqa: BLE001 (ndstorage raises many kinds on a bad file)
+                raise DatasetError(f"{self.path}: {key} cannot be read ({exc!r})") from None
+            check_dtype(str(self.path), image.dtype, image.shape)
+            return image
+        if self.format == "ome-tiff":
+            series, plane = self._index[key]
+            try:
+                image = np.asarray(self._source.series[series].pages[plane].asarray())
+            except (OSError, ValueError, IndexError) as exc:
+                raise DatasetError(f"{self.path}: {key} cannot be read ({exc!r})") from None
+            return image.reshape(image.shape[-2:]) if image.ndim == 3 else image
+        if self.format == "ome-zarr":
+            array_path, idx = self._index[key]
+            if self._source is None:
+                raise DatasetError(f"{self.path}: the dataset is closed")
+            plane = (*idx, slice(None), slice(None))
+            try:
+                image = np.asarray(self._source[array_path][plane])
+            except Exception as exc:  # noqa: BLE001 (zarr's stores and codecs raise many kinds)
+                raise DatasetError(f"{self.path}: {key} cannot be read ({exc!r})") from None
+            check_dtype(str(self.path / array_path), image.dtype, image.shape)
+            return image
+        return _read_tiff_2d(self._index[key])
+
+    def close(self) -> None:
+        """Release the dataset's files."""
+        if self.format in ("ome-tiff", "ndtiff") and self._source is not None:
+            self._source.close()
+        if self.format == "ome-zarr" and self._source is not None:
+            self._source.clear()  # the opened arrays (a local store holds no open file)
+        self._source = None
+
+    def __enter__(self) -> Dataset:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def check_dtype(where: str, dtype: Any, shape: tuple[int, ...]) -> None:
+    if len(shape) != 2:
+        raise DatasetError(
+            f"{where}: frames of shape {shape} are not supported (livescope replays "
+            "2-D monochrome frames)"
+        )
+    if str(np.dtype(dtype)) not in DATASET_DTYPES:
+        raise DatasetError(
+            f"{where}: pixel type {np.dtype(dtype)} is not supported (livescope replays "
+            "uint8/uint16 monochrome frames)"
+        )
+
+
+def _read_tiff_2d(path: Path) -> NDArray[Any]:
+    import tifffile
+
+    try:
+        image = np.asarray(tifffile.imread(path))
+    except (OSError, ValueError, tifffile.TiffFileError) as exc:
+        raise DatasetError(f"{path}: cannot be read ({exc})") from None
+    check_dtype(str(path), image.dtype, image.shape)
+    return image

@@ -1,0 +1,243 @@
+"""OME-Zarr images read for replay: NGFF 0.4 (Zarr v2) and 0.5 (Zarr v3), level 0 only.
+
+An image is one position; a ``bioformats2raw.layout`` folder holds one image
+per position. Planes whose chunks were never written (a run killed mid-write)
+are left out with a warning, and the replay ends at the last time point
+written in full. See `livescope.record.open_dataset`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._dataset import Dataset, DatasetError, FrameKey, RecordedFrame, check_dtype
+
+__all__ = ["open_ome_zarr"]
+
+_SPACE_UM: dict[str | None, float] = {
+    None: 1.0, "micrometer": 1.0, "nanometer": 1e-3, "angstrom": 1e-4, "millimeter": 1e3,
+    "centimeter": 1e4, "meter": 1e6,
+}  # fmt: skip
+_TIME_S: dict[str | None, float] = {
+    None: 1.0, "second": 1.0, "millisecond": 1e-3, "microsecond": 1e-6, "minute": 60.0,
+    "hour": 3600.0,
+}  # fmt: skip
+_LISTED_PLANES = 3  # missing planes named in the warning
+
+
+@dataclass
+class _ZarrImage:
+    """Level 0 of one NGFF image (one position) and which of its planes are on disk."""
+
+    position: str
+    array_path: str  # from the dataset folder, "/"-separated
+    array: Any
+    lead: list[str]  # the t/c/z axes of the array, in its order (y, x follow)
+    channels: list[str]
+    step_s: float
+    pixel_size_um: float | None
+    missing: set[tuple[int, ...]]  # planes (indices along ``lead``) never written
+
+
+def open_ome_zarr(p: Path, interval_s: float, pixel_size_um: float | None) -> Dataset:
+    """Open an OME-Zarr image, or a ``bioformats2raw.layout`` folder of images (positions)."""
+    import zarr
+
+    try:
+        root = zarr.open_group(p, mode="r")
+    except Exception as exc:  # noqa: BLE001 (zarr raises many kinds on a bad store)
+        raise DatasetError(f"{p}: not a readable Zarr group ({exc!r})") from None
+    attrs = _ome_attrs(root)
+    if "plate" in attrs or "well" in attrs:
+        raise DatasetError(f"{p}: OME-Zarr plates are not supported yet")
+    if "bioformats2raw.layout" in attrs and "multiscales" not in attrs:
+        keys = sorted((k for k in root.group_keys() if k.isdigit()), key=int)
+        if not keys:
+            raise DatasetError(f"{p}: bioformats2raw layout without an image group (0/, 1/, ...)")
+        images = [_zarr_image(p, root[k], k, f"p{k}", interval_s, pixel_size_um) for k in keys]
+    else:
+        images = [_zarr_image(p, root, "", "p0", interval_s, pixel_size_um)]
+
+    # every plane: t, position (index in images), c, z, its indices in the array, on disk
+    planes: list[tuple[int, int, int, int, tuple[int, ...], bool]] = []
+    for i, image in enumerate(images):
+        for idx in np.ndindex(*image.array.shape[:-2]):
+            at = dict(zip(image.lead, idx, strict=True))
+            plane = (at.get("t", 0), i, at.get("c", 0), at.get("z", 0), idx)
+            planes.append((*plane, idx not in image.missing))
+    planes.sort(key=lambda plane: plane[:4])
+    if not planes:
+        raise DatasetError(f"{p}: the OME-Zarr image holds no plane")
+    missing = [plane for plane in planes if not plane[5]]
+    incomplete = {plane[0] for plane in missing}
+    complete = [t for t in dict.fromkeys(plane[0] for plane in planes) if t not in incomplete]
+    warnings: list[str] = []
+    if missing:
+        several = len(images) > 1
+        named = ", ".join(
+            f"{images[i].position + ' ' if several else ''}t={t} c={c} z={z}"
+            for t, i, c, z, _, _ in missing[:_LISTED_PLANES]
+        )
+        more = ", ..." if len(missing) > _LISTED_PLANES else ""
+        if not complete:
+            raise DatasetError(
+                f"{p}: no time point was written in full ({len(missing)} of {len(planes)} "
+                f"planes never written: {named}{more})"
+            )
+        warnings.append(
+            f"{p}: {len(missing)} of {len(planes)} planes never written ({named}{more}); "
+            f"replaying t={planes[0][0]}..{complete[-1]}"
+        )
+    last = complete[-1]
+    frames: list[RecordedFrame] = []
+    index: dict[FrameKey, Any] = {}
+    for t, i, c, z, idx, on_disk in planes:
+        if not on_disk or t > last:
+            continue
+        image = images[i]
+        key = FrameKey(image.position, t, image.channels[c], z)
+        frames.append(
+            RecordedFrame(
+                key, (int(image.array.shape[-2]), int(image.array.shape[-1])),
+                str(np.dtype(image.array.dtype)), sample_time_s=t * image.step_s,
+                pixel_size_um=image.pixel_size_um, origin=f"{image.array_path} t={t} c={c} z={z}",
+            )
+        )  # fmt: skip
+        index[key] = (image.array_path, idx)
+    source = {image.array_path: image.array for image in images}
+    return Dataset(p, "ome-zarr", frames, warnings=warnings, _source=source, _index=index)
+
+
+def _ome_attrs(group: Any) -> dict[str, Any]:
+    """NGFF attributes: under ``ome`` (0.5, Zarr v3) or at the top (0.4, Zarr v2)."""
+    attrs: dict[str, Any] = dict(group.attrs)
+    ome = attrs.get("ome")
+    return {**attrs, **ome} if isinstance(ome, dict) else attrs
+
+
+def _zarr_image(
+    p: Path,
+    group: Any,
+    group_path: str,
+    position: str,
+    interval_s: float,
+    pixel_size_um: float | None,
+) -> _ZarrImage:
+    """Read the NGFF metadata of one image group and list the chunks of its level 0."""
+    import zarr
+
+    where = p / group_path if group_path else p
+    if not isinstance(group, zarr.Group):
+        raise DatasetError(f"{where}: not a Zarr group (an OME-Zarr image is one)")
+    attrs = _ome_attrs(group)
+    if "plate" in attrs or "well" in attrs:
+        raise DatasetError(f"{where}: OME-Zarr plates are not supported yet")
+    multiscales = attrs.get("multiscales")
+    ms = multiscales[0] if isinstance(multiscales, list) and multiscales else None
+    if not isinstance(ms, dict):
+        raise DatasetError(f"{where}: no OME-Zarr multiscales metadata (not an NGFF image)")
+    datasets = ms.get("datasets")
+    level = datasets[0] if isinstance(datasets, list) and datasets else None
+    if not isinstance(level, dict) or not isinstance(level.get("path"), str):
+        raise DatasetError(f"{where}: the multiscales list no dataset path")
+    array_path = f"{group_path}/{level['path']}" if group_path else level["path"]
+    try:
+        array = group[level["path"]]
+    except KeyError:
+        raise DatasetError(f"{p / array_path}: level 0 of the multiscales is missing") from None
+    if not isinstance(array, zarr.Array):
+        raise DatasetError(f"{p / array_path}: level 0 of the multiscales is not an array")
+
+    axes = ms.get("axes")
+    if axes is None and array.ndim == 5:
+        axes = ["t", "c", "z", "y", "x"]  # NGFF 0.1 and 0.2: always 5-D, no axes listed
+    axes = axes if isinstance(axes, list) else []
+    names = [a.get("name") if isinstance(a, dict) else a for a in axes]
+    names = [n if isinstance(n, str) and n else None for n in names]
+    units = [a.get("unit") if isinstance(a, dict) else None for a in axes]
+    if "y" not in names or "x" not in names or None in names:
+        raise DatasetError(f"{where}: multiscales axes {names} lack y/x")
+    lead = [str(n) for n in names[:-2]]
+    if names[-2:] != ["y", "x"] or set(lead) - {"t", "c", "z"} or len(set(lead)) < len(lead):
+        raise DatasetError(
+            f"{where}: multiscales axes {names} are not supported (livescope replays t, c, z "
+            "planes of y/x)"
+        )
+    if len(names) != array.ndim:
+        raise DatasetError(
+            f"{where}: multiscales axes {names} do not match {array_path} of shape {array.shape}"
+        )
+    check_dtype(str(p / array_path), array.dtype, tuple(array.shape[-2:]))
+
+    scale = _zarr_scale(level.get("coordinateTransformations"), array.ndim)
+    outer = _zarr_scale(ms.get("coordinateTransformations"), array.ndim)
+    if scale is not None and outer is not None:
+        scale = [a * b for a, b in zip(scale, outer, strict=True)]
+    scale = scale or outer
+    um = pixel_size_um
+    x_factor = _SPACE_UM.get(units[-1])
+    if um is None and scale is not None and x_factor is not None and scale[-1] > 0:
+        um = scale[-1] * x_factor
+    step = interval_s
+    if "t" in names and scale is not None:
+        t_factor = _TIME_S.get(units[names.index("t")])
+        if t_factor is not None and scale[names.index("t")] > 0:
+            step = scale[names.index("t")] * t_factor
+
+    n_channels = int(array.shape[names.index("c")]) if "c" in names else 1
+    omero = attrs.get("omero")
+    listed = omero.get("channels") if isinstance(omero, dict) else None
+    listed = listed if isinstance(listed, list) else []
+    channels: list[str] = []
+    for k in range(n_channels):
+        label = listed[k].get("label") if k < len(listed) and isinstance(listed[k], dict) else None
+        channels.append(label if isinstance(label, str) and label and label not in channels
+                        else f"c{k}")  # fmt: skip
+    missing = _missing_planes(array, p / array_path)
+    return _ZarrImage(position, array_path, array, lead, channels, step, um, missing)
+
+
+def _zarr_scale(transforms: Any, ndim: int) -> list[float] | None:
+    """Return the ``scale`` of a list of NGFF coordinate transformations, if it has one."""
+    for tr in transforms if isinstance(transforms, list) else []:
+        scale = tr.get("scale") if isinstance(tr, dict) and tr.get("type") == "scale" else None
+        if isinstance(scale, list) and len(scale) == ndim:
+            try:
+                return [float(v) for v in scale]
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+def _missing_planes(array: Any, folder: Path) -> set[tuple[int, ...]]:
+    """Planes (indices along the leading axes) with a chunk never written.
+
+    A missing chunk reads back as the fill value, silently: a run killed mid-write
+    leaves some. The chunk files of the (local) array are listed once; a plane is
+    on disk when every chunk covering its y/x extent is (a chunk spanning several
+    planes counts for each of them). Sharded arrays are checked shard by shard.
+    """
+    keys: set[str] = set()
+    for dirpath, _, files in os.walk(folder):
+        rel = Path(dirpath).relative_to(folder)
+        keys.update((rel / f).as_posix() for f in files)
+    shape = tuple(int(n) for n in array.shape)
+    grid = tuple(int(n) for n in (array.shards or array.chunks))
+    counts = [-(-n // g) for n, g in zip(shape, grid, strict=True)]
+    yx = [(yi, xi) for yi in range(counts[-2]) for xi in range(counts[-1])]
+    missing: set[tuple[int, ...]] = set()
+    for lead in np.ndindex(*counts[:-2]):
+        if all(array.metadata.encode_chunk_key((*lead, *c)) in keys for c in yx):
+            continue
+        spans = [
+            range(i * g, min((i + 1) * g, n))
+            for i, g, n in zip(lead, grid[:-2], shape[:-2], strict=True)
+        ]
+        missing.update(itertools.product(*spans))
+    return missing
