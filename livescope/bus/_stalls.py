@@ -15,15 +15,19 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import platform
+import statistics
 import subprocess
 import sys
 import threading
+import time
 from types import TracebackType
 from typing import Any
 
 from livescope.schema import LivescopeError
 
-__all__ = ["LATE_MS", "STALL_MS", "StallMonitor"]
+__all__ = ["LATE_MS", "STALL_MS", "StallMonitor", "machine_info"]
 
 STALL_MS = 2.0
 """A wake-up later than this is a stall (kept with its time)."""
@@ -76,6 +80,53 @@ fast and runs whatever the parent's import path). It times and stamps on
 ``time.perf_counter_ns``, the frames' clock (`livescope.schema.clock_ns`). One
 JSON line when it watches, one when stdin says stop (or closes).
 """
+
+
+def machine_info(rounds: int = 5) -> dict[str, Any]:
+    """Name the PC's CPU and time a fixed piece of Python work on it (the calling thread).
+
+    A run's pipeline overhead is Python work on a few threads, so it scales with
+    how fast one core runs Python: ``cpu_reference_ms`` (the median of
+    ``rounds`` runs of the same 150,000-step loop, ~10-40 ms each) lets figures
+    from two PCs be compared. Call it before a run starts, not during one. Returns ``cpu`` (the
+    model name, or what the platform reports), ``logical_cpus`` and
+    ``cpu_reference_ms``.
+    """
+    if rounds < 1:
+        raise LivescopeError(f"rounds must be at least 1, got {rounds}")
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        _reference_work()
+        times.append(1000 * (time.perf_counter() - t0))
+    return {
+        "cpu": _cpu_name(),
+        "logical_cpus": os.cpu_count(),
+        "cpu_reference_ms": round(statistics.median(times), 2),
+    }
+
+
+def _reference_work() -> int:
+    """Do the fixed work `machine_info` times: dict look-ups, arithmetic and branches."""
+    counts: dict[int, int] = {}
+    acc = 0
+    for i in range(150_000):
+        k = i & 255
+        counts[k] = counts.get(k, 0) + 1
+        acc += i if i & 1 else -i
+    return acc + len(counts)
+
+
+def _cpu_name() -> str:
+    if sys.platform.startswith("linux"):
+        with (
+            contextlib.suppress(OSError),
+            open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f,
+        ):
+            for line in f:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    return platform.processor() or platform.machine() or "unknown"
 
 
 class StallMonitor:

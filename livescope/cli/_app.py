@@ -278,6 +278,12 @@ def _print_demo(summary: dict[str, Any]) -> None:
         table.add_row("mitosis → trigger (median)", f"{summary['mitosis_to_trigger_s']} s")
         over = summary["latency_ms"].get("overhead", {})
         table.add_row("pipeline overhead p50 / p99", f"{over.get('p50')} / {over.get('p99')} ms")
+        if pc := summary.get("machine"):
+            table.add_row(
+                "machine",
+                f"{pc['cpu']}, {pc['logical_cpus']} logical CPUs; Python reference "
+                f"{pc['cpu_reference_ms']} ms",
+            )
         if (stalls := summary.get("machine_stalls")) and "error" in stalls:
             table.add_row("machine stalls > 2 ms", f"not measured: {stalls['error']}")
         elif stalls:

@@ -25,7 +25,7 @@ import tifffile
 import useq
 import yaml
 
-from livescope.bus import StallMonitor
+from livescope.bus import StallMonitor, machine_info
 from livescope.record import read_frames
 from livescope.schema import HardwareProfile, LivescopeError, check_output_folder
 from livescope.scope import ANAPHASE_SHARE, ScopeAgent, run_micromanager, run_simulated
@@ -102,7 +102,10 @@ def run_adaptive(
     the run goes on (`livescope.bus.StallMonitor`; the summary's
     ``machine_stalls``, with how many of the fields whose pipeline overhead
     passed `SLOW_FIELD_MS` a stall overlapped; ``{"error": ...}`` if the
-    monitor failed, which is logged and does not fail the run).
+    monitor failed, which is logged and does not fail the run). The summary's
+    ``machine`` names the CPU and how fast it runs Python
+    (`livescope.bus.machine_info`, timed before the run starts), so that
+    latencies from different PCs can be compared.
 
     Raises
     ------
@@ -115,6 +118,7 @@ def run_adaptive(
     if (out / "data.ome.zarr").exists():
         raise LivescopeError(f"{out / 'data.ome.zarr'} already exists; choose a new output folder")
     out.mkdir(parents=True, exist_ok=True)
+    pc = machine_info()  # before anything of the run starts
     if plan_file is not None:
         (out / PLAN_FILE).write_bytes(Path(plan_file).read_bytes())
     else:
@@ -216,6 +220,7 @@ def run_adaptive(
             "engines": work.get("engines", {}),
             "guardrails": work.get("guardrails", {}),
             "evaluation": evaluation,
+            "machine": pc,
             "machine_stalls": machine,
             "wall_s": round(time.perf_counter() - t0, 2),
         }

@@ -130,6 +130,7 @@ def _summary_section(page: _Page) -> str:
     truth = as_dict(s.get("truth"))
     e2e = as_dict(as_dict(s.get("latency_ms")).get("end_to_end"))
     stalls = as_dict(s.get("machine_stalls"))
+    pc = as_dict(s.get("machine"))
     rows = [
         ("Run", fmt(s.get("run_id"))),
         ("Hardware profile", fmt(s.get("profile"))),
@@ -153,6 +154,11 @@ def _summary_section(page: _Page) -> str:
         ),
         ("Mitosis to trigger, median (s)", fmt(s.get("mitosis_to_trigger_s"))),
         ("End-to-end latency p50 · p99 (ms)", f"{fmt(e2e.get('p50'))} · {fmt(e2e.get('p99'))}"),
+        (
+            "Machine: CPU · logical CPUs · Python reference (ms)",
+            f"{fmt(pc.get('cpu'))} · {fmt(pc.get('logical_cpus'))} · "
+            f"{fmt(pc.get('cpu_reference_ms'))}",
+        ),
         (
             "Machine stalls over 2 ms: per second · longest (ms) · in slow fields",
             f"{fmt(stalls.get('over_2ms_per_s'))} · {fmt(stalls.get('max_ms'))} · "

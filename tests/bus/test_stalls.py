@@ -106,3 +106,16 @@ def test_a_hung_probe_is_killed_and_named_not_waited_for() -> None:
         mon.stop(timeout_s=0.5)
     assert time.monotonic() - t0 < 15  # 0.5 s for the answer, 5 s to exit, then killed
     assert proc.poll() is not None
+
+
+def test_machine_info_names_the_cpu_and_times_the_reference_work() -> None:
+    from livescope.bus import machine_info
+
+    info = machine_info(rounds=3)
+    assert set(info) == {"cpu", "logical_cpus", "cpu_reference_ms"}
+    assert isinstance(info["cpu"], str)
+    assert info["cpu"]
+    assert info["logical_cpus"] == os.cpu_count()
+    assert 0 < info["cpu_reference_ms"] < 10_000
+    with pytest.raises(LivescopeError, match="rounds must be at least 1"):
+        machine_info(rounds=0)

@@ -7,7 +7,9 @@ acceptance figures are checked here).
 
 from __future__ import annotations
 
+import html
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -83,6 +85,14 @@ def test_demo_reports_the_machine_stalls_beside_its_slow_fields(
     assert stalls["slow_fields"] == len(slow)
     assert 0 <= stalls["slow_fields_in_a_stall"] <= len(slow)
     assert stalls["over_5ms_per_s"] <= stalls["over_2ms_per_s"] <= stalls["over_1ms_per_s"]
+    # the PC it ran on, for comparing latencies between PCs: in the summary and the report
+    pc = summary["machine"]
+    assert pc["cpu"]
+    assert pc["logical_cpus"] == os.cpu_count()
+    assert pc["cpu_reference_ms"] > 0
+    page = Path(summary["report"]).read_text(encoding="utf-8")
+    assert "Python reference" in page
+    assert html.escape(pc["cpu"]) in page
 
 
 def test_demo_report_opens_in_chromium_with_its_plots(demo_run: tuple[dict, Path]) -> None:
