@@ -10,13 +10,11 @@ it opens offline and can be mailed or archived as one file.
 
 from __future__ import annotations
 
-import base64
 import logging
 import math
 import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +24,11 @@ from livescope.record import ZARR_NAME, CtcTrack
 from livescope.schema import LivescopeError, write_atomic
 
 from . import _report_plots as plots
-from ._report_data import RunData, firing_outcome, load_run
+from ._report_data import load_run
+from ._report_decisions import decisions_section, truth_section
 from ._report_fields import field_thumbnails
-from ._report_html import CSS, as_dict, esc, fmt, kv_table, missing, table, value_range
+from ._report_html import as_dict, esc, fmt, kv_table, missing, table, value_range
+from ._report_page import NO_RESULTS, ReportPage
 
 __all__ = ["REPORT_FILE", "write_report"]
 
@@ -59,68 +59,10 @@ _LATENCY_ORDER = (
     "store",
 )
 # What reading a damaged part of a run folder may raise: the section says so, the rest is drawn.
-_SECTION_ERRORS = (OSError, ValueError, KeyError, TypeError, IndexError, LivescopeError)
-_NO_RESULTS = "no analysis results (results/ is missing)"
-
-
-class _Page:
-    """The sections of one report and the plots in them."""
-
-    def __init__(self, run: RunData) -> None:
-        self.run = run
-        self.sections: list[tuple[str, str, str]] = []
-        self.n_plots = 0
-        times = [f.get("sample_time_s") for f in run.frames]
-        self.max_time_s = max((float(t) for t in times if isinstance(t, int | float)), default=0.0)
-        self.unit = plots.time_unit(self.max_time_s)
-
-    def plot(self, png: bytes, *, alt: str, caption: str) -> str:
-        """Return an inline PNG figure with its caption (and count it)."""
-        self.n_plots += 1
-        data = base64.b64encode(png).decode("ascii")
-        return (
-            f'<figure><img class="plot" alt="{esc(alt)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{esc(caption)}</figcaption></figure>"
-        )
-
-    def add(self, anchor: str, title: str, build: Callable[[_Page], str]) -> None:
-        """Build one section; a damaged part of the run folder is reported, not raised."""
-        t0 = time.perf_counter()
-        try:
-            body = build(self)
-        except _SECTION_ERRORS as exc:
-            logger.warning("report section %r could not be drawn: %s", title, exc)
-            body = missing(f"This section could not be drawn: {type(exc).__name__}: {exc}")
-        logger.debug("report section %r: %.0f ms", title, 1000 * (time.perf_counter() - t0))
-        self.sections.append((anchor, title, body))
-
-    def html(self) -> str:
-        """Return the whole page."""
-        s = self.run.summary
-        run_id = str(s.get("run_id") or self.run.run_dir.name)
-        nav = "".join(f'<a href="#{a}">{esc(t)}</a>' for a, t, _ in self.sections)
-        body = "".join(
-            f'<section id="{a}"><h2>{esc(t)}</h2>{b}</section>' for a, t, b in self.sections
-        )
-        made = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        version = s.get("livescope_version", "")
-        return (
-            "<!DOCTYPE html>\n"
-            '<html lang="en"><head><meta charset="utf-8">'
-            '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            '<link rel="icon" href="data:,">'
-            f"<title>Run report: {esc(run_id)}</title><style>{CSS}</style></head><body>"
-            f"<h1>Run report: {esc(run_id)}</h1>"
-            f'<p class="sub">{esc(self.run.run_dir.resolve())} · report written {esc(made)}'
-            f"{' · livescope ' + esc(version) if version else ''}</p>"
-            f"<nav>{nav}</nav>{body}</body></html>\n"
-        )
-
-
 # ------------------------------------------------------------------ sections
 
 
-def _summary_section(page: _Page) -> str:
+def _summary_section(page: ReportPage) -> str:
     run, s = page.run, page.run.summary
     decisions = as_dict(s.get("decisions"))
     accepted = decisions.get("accepted", s.get("decisions_accepted"))
@@ -213,10 +155,10 @@ def _summary_section(page: _Page) -> str:
     return out
 
 
-def _cells_section(page: _Page) -> str:
+def _cells_section(page: ReportPage) -> str:
     run = page.run
     if run.cells is None:
-        why = _NO_RESULTS if not run.has_results else "results/cells.csv is missing"
+        why = NO_RESULTS if not run.has_results else "results/cells.csv is missing"
         return missing(f"No cell table: {why}.")
     out = []
     times = run.sample_times()
@@ -266,10 +208,10 @@ def _read_tracks(path: Path) -> list[CtcTrack]:
     return tracks
 
 
-def _lineage_section(page: _Page) -> str:
+def _lineage_section(page: ReportPage) -> str:
     run = page.run
     if not run.has_results:
-        return missing(f"No lineage: {_NO_RESULTS}.")
+        return missing(f"No lineage: {NO_RESULTS}.")
     out = []
     for pos in run.positions:
         folder = run.ctc_folder(pos)
@@ -300,123 +242,11 @@ def _lineage_section(page: _Page) -> str:
     return "".join(out)
 
 
-def _firings(page: _Page) -> list[dict[str, Any]]:
-    """Rule firings (policy.jsonl), else the agent's decision log, as uniform rows."""
-    run = page.run
-    times, seqs = run.sample_times(), run.seq_times()
-    out: list[dict[str, Any]] = []
-    if run.policy is not None:
-        for r in run.policy:
-            pos, t = str(r.get("position", "")), r.get("t")
-            st = r.get("sample_time_s")
-            if not isinstance(st, int | float) and isinstance(t, int):
-                st = times.get((pos, t))
-            out.append(
-                {
-                    "time": st,
-                    "rule": str(r.get("rule") or "?"),
-                    "kind": (r.get("decision") or {}).get("type") or r.get("trigger") or "",
-                    "seq": r.get("seq"),
-                    "position": pos,
-                    "outcome": firing_outcome(r.get("verdict"), r.get("stage")),
-                    "reason": str(r.get("reason") or ""),
-                }
-            )
-        return out
-    for rec in run.decisions or []:
-        d, ack = rec.get("decision") or {}, rec.get("ack") or {}
-        seq = d.get("seq", ack.get("seq"))
-        pos, _, st = seqs.get(seq, ("", 0, None)) if isinstance(seq, int) else ("", 0, None)
-        out.append(
-            {
-                "time": st,
-                "rule": str(d.get("rule") or d.get("type") or "(invalid message)"),
-                "kind": str(d.get("type") or ack.get("type") or ""),
-                "seq": seq,
-                "position": str(d.get("position") or pos),
-                "outcome": "accepted" if ack.get("accepted") else "rejected (agent)",
-                "reason": str(ack.get("reason") or ""),
-            }
-        )
-    return out
-
-
-def _decisions_section(page: _Page) -> str:
-    run = page.run
-    if run.policy is None and run.decisions is None:
-        return missing(
-            "No decisions recorded: results/policy.jsonl and decisions.jsonl are both missing."
-        )
-    firings = _firings(page)
-    out = []
-    if run.policy is None:
-        out.append(
-            missing(
-                "Rule firings unknown (results/policy.jsonl is missing"
-                f"{': ' + _NO_RESULTS if not run.has_results else ''}); "
-                "shown: the decisions the microscope received (decisions.jsonl)."
-            )
-        )
-    if not firings:
-        out.append("<p>No rule fired and no decision was sent during this run.</p>")
-        return "".join(out)
-    timed = [(float(f["time"]), f["rule"], f["outcome"]) for f in firings if f["time"] is not None]
-    if timed:
-        png = plots.decisions_timeline(timed, unit=page.unit, x_max_s=page.max_time_s)
-        out.append(
-            page.plot(
-                png,
-                alt="decisions timeline",
-                caption="Each marker is one rule firing at the sample time of the frame it "
-                "answered: green circles accepted, red crosses rejected by a guardrail, orange "
-                "crosses rejected by the microscope agent, black triangles rule errors.",
-            )
-        )
-    per_rule: dict[str, Counter[str]] = {}
-    for f in firings:
-        per_rule.setdefault(f["rule"], Counter())[f["outcome"]] += 1
-    cols = list(plots.STATUS_STYLE)
-    out.append("<h3>Per rule</h3>")
-    out.append(
-        table(
-            ["rule", "fired", *cols],
-            [[r, sum(c.values()), *(c[k] for k in cols)] for r, c in sorted(per_rule.items())],
-        )
-    )
-    reasons = Counter(
-        f["reason"] or "(no reason given)" for f in firings if f["outcome"] != "accepted"
-    )
-    if reasons:
-        out.append("<h3>Why decisions were not carried out</h3>")
-        out.append(table(["reason", "times"], reasons.most_common(), cap=20, what="reasons"))
-    unit_name, div = page.unit
-    out.append("<h3>All firings</h3>")
-    out.append(
-        table(
-            [f"time ({unit_name})", "rule", "decision", "frame", "position", "outcome", "reason"],
-            [
-                [
-                    None if f["time"] is None else round(float(f["time"]) / div, 2),
-                    f["rule"],
-                    f["kind"],
-                    f["seq"],
-                    f["position"],
-                    f["outcome"],
-                    f["reason"],
-                ]
-                for f in firings
-            ],
-            what="firings",
-        )
-    )
-    return "".join(out)
-
-
-def _latency_section(page: _Page) -> str:
+def _latency_section(page: ReportPage) -> str:
     run = page.run
     summary_ms = run.summary.get("latency_ms")
     if run.latency is None:
-        why = _NO_RESULTS if not run.has_results else "results/latency.jsonl is missing"
+        why = NO_RESULTS if not run.has_results else "results/latency.jsonl is missing"
         out = missing(f"No per-field latencies: {why}.")
         if isinstance(summary_ms, dict) and summary_ms:
             out += "<p>From the run summary:</p>" + table(
@@ -446,7 +276,7 @@ def _latency_section(page: _Page) -> str:
     return out + table(["stage", "fields", "p50 (ms)", "p99 (ms)", "max (ms)"], rows, cap=None)
 
 
-def _drops_section(page: _Page) -> str:
+def _drops_section(page: ReportPage) -> str:
     run, s = page.run, page.run.summary
     bus = as_dict(s.get("bus"))
     rows = [
@@ -471,7 +301,7 @@ def _drops_section(page: _Page) -> str:
         analysed_from = "results/cells.csv (fields without cells are not listed there)"
         pairs = {(c.position, c.t) for c in run.cells}
     else:
-        return out + missing(f"Analysed fields unknown: {_NO_RESULTS}.")
+        return out + missing(f"Analysed fields unknown: {NO_RESULTS}.")
     rows2 = []
     for pos in run.positions:
         ts = recorded.get(pos, set())
@@ -492,13 +322,13 @@ def _drops_section(page: _Page) -> str:
     )
 
 
-def _fields_section(page: _Page) -> str:
+def _fields_section(page: ReportPage) -> str:
     run = page.run
     if not run.has_recording:
         return missing(f"No thumbnails: the recording ({ZARR_NAME}) is missing.")
     notes: list[str] = []
     if not run.has_results:
-        notes.append(f"No mask contours or decision markers: {_NO_RESULTS}.")
+        notes.append(f"No mask contours or decision markers: {NO_RESULTS}.")
     figures = field_thumbnails(run, notes=notes)
     out = "".join(missing(n) for n in notes)
     for pos, png, caption in figures:
@@ -506,95 +336,15 @@ def _fields_section(page: _Page) -> str:
     return out
 
 
-def _truth_section(page: _Page) -> str:
-    run, s = page.run, page.run.summary
-    ev = s.get("evaluation")
-    if not isinstance(ev, dict):
-        has_gt = (run.run_dir / "ground_truth").is_dir()
-        return missing(
-            "No evaluation in summary.json"
-            + (
-                ": the run has ground truth (ground_truth/) but its triggers were not scored."
-                if has_gt
-                else " (runs on a real microscope have no ground truth)."
-            )
-        )
-    triggers = [t for t in ev.get("triggers") or [] if isinstance(t, dict)]
-    mitoses = [m for m in ev.get("mitoses") or [] if isinstance(m, dict)]
-    hits = sum(bool(t.get("ok")) for t in triggers)
-    caught = sum(bool(m.get("triggered")) for m in mitoses)
-    delays = [float(m["delay_s"]) for m in mitoses if isinstance(m.get("delay_s"), int | float)]
-    lines = [
-        f"{hits} of {len(triggers)} triggers were on a cell in mitosis "
-        f"(precision {fmt(s.get('trigger_precision'))}).",
-        f"{caught} of {len(mitoses)} mitoses in view were triggered on "
-        f"(recall {fmt(s.get('trigger_recall'))}).",
-        f"Median delay from mitosis onset to trigger: "
-        f"{fmt(float(np.median(delays)) if delays else None)} s.",
-    ]
-    out = "<p>" + "<br>".join(esc(x) for x in lines) + "</p>"
-    out += "<h3>Triggers</h3>"
-    out += (
-        table(
-            [
-                "position",
-                "time point",
-                "sample time (s)",
-                "track",
-                "y",
-                "x",
-                "true cell",
-                "correct",
-            ],
-            [
-                [
-                    t.get("position"),
-                    t.get("t"),
-                    t.get("sample_time_s"),
-                    t.get("track"),
-                    t.get("y"),
-                    t.get("x"),
-                    t.get("cell_id"),
-                    bool(t.get("ok")),
-                ]
-                for t in triggers
-            ],
-            what="triggers",
-        )
-        if triggers
-        else "<p>No triggers.</p>"
-    )
-    out += "<h3>Mitoses in view</h3>"
-    out += (
-        table(
-            ["position", "cell", "onset (s)", "triggered", "delay (s)"],
-            [
-                [
-                    m.get("position"),
-                    m.get("cell_id"),
-                    m.get("onset_s"),
-                    bool(m.get("triggered")),
-                    m.get("delay_s"),
-                ]
-                for m in mitoses
-            ],
-            what="mitoses",
-        )
-        if mitoses
-        else "<p>No mitosis in view.</p>"
-    )
-    return out
-
-
-_SECTIONS: tuple[tuple[str, str, Callable[[_Page], str]], ...] = (
+_SECTIONS: tuple[tuple[str, str, Callable[[ReportPage], str]], ...] = (
     ("summary", "At a glance", _summary_section),
     ("cells", "Cells over time", _cells_section),
     ("lineage", "Lineage", _lineage_section),
-    ("decisions", "Decisions", _decisions_section),
+    ("decisions", "Decisions", decisions_section),
     ("latency", "Latency", _latency_section),
     ("drops", "Drops", _drops_section),
     ("fields", "Fields with overlays", _fields_section),
-    ("truth", "Triggers vs ground truth", _truth_section),
+    ("truth", "Triggers vs ground truth", truth_section),
 )
 
 
@@ -631,7 +381,7 @@ def write_report(run_dir: str | Path, *, out: Path | None = None) -> Path:
     """
     t0 = time.perf_counter()
     run = load_run(run_dir)
-    page = _Page(run)
+    page = ReportPage(run)
     for anchor, title, build in _SECTIONS:
         page.add(anchor, title, build)
     target = Path(out) if out is not None else run.run_dir / REPORT_FILE

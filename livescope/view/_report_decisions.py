@@ -1,0 +1,207 @@
+"""The report's decision sections: every rule firing, and the triggers against ground truth."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from . import _report_plots as plots
+from ._report_data import firing_outcome
+from ._report_html import esc, fmt, missing, table
+from ._report_page import NO_RESULTS, ReportPage
+
+__all__ = ["decisions_section", "truth_section"]
+
+
+def _firings(page: ReportPage) -> list[dict[str, Any]]:
+    """Rule firings (policy.jsonl), else the agent's decision log, as uniform rows."""
+    run = page.run
+    times, seqs = run.sample_times(), run.seq_times()
+    out: list[dict[str, Any]] = []
+    if run.policy is not None:
+        for r in run.policy:
+            pos, t = str(r.get("position", "")), r.get("t")
+            st = r.get("sample_time_s")
+            if not isinstance(st, int | float) and isinstance(t, int):
+                st = times.get((pos, t))
+            out.append(
+                {
+                    "time": st,
+                    "rule": str(r.get("rule") or "?"),
+                    "kind": (r.get("decision") or {}).get("type") or r.get("trigger") or "",
+                    "seq": r.get("seq"),
+                    "position": pos,
+                    "outcome": firing_outcome(r.get("verdict"), r.get("stage")),
+                    "reason": str(r.get("reason") or ""),
+                }
+            )
+        return out
+    for rec in run.decisions or []:
+        d, ack = rec.get("decision") or {}, rec.get("ack") or {}
+        seq = d.get("seq", ack.get("seq"))
+        pos, _, st = seqs.get(seq, ("", 0, None)) if isinstance(seq, int) else ("", 0, None)
+        out.append(
+            {
+                "time": st,
+                "rule": str(d.get("rule") or d.get("type") or "(invalid message)"),
+                "kind": str(d.get("type") or ack.get("type") or ""),
+                "seq": seq,
+                "position": str(d.get("position") or pos),
+                "outcome": "accepted" if ack.get("accepted") else "rejected (agent)",
+                "reason": str(ack.get("reason") or ""),
+            }
+        )
+    return out
+
+
+def decisions_section(page: ReportPage) -> str:
+    run = page.run
+    if run.policy is None and run.decisions is None:
+        return missing(
+            "No decisions recorded: results/policy.jsonl and decisions.jsonl are both missing."
+        )
+    firings = _firings(page)
+    out = []
+    if run.policy is None:
+        out.append(
+            missing(
+                "Rule firings unknown (results/policy.jsonl is missing"
+                f"{': ' + NO_RESULTS if not run.has_results else ''}); "
+                "shown: the decisions the microscope received (decisions.jsonl)."
+            )
+        )
+    if not firings:
+        out.append("<p>No rule fired and no decision was sent during this run.</p>")
+        return "".join(out)
+    timed = [(float(f["time"]), f["rule"], f["outcome"]) for f in firings if f["time"] is not None]
+    if timed:
+        png = plots.decisions_timeline(timed, unit=page.unit, x_max_s=page.max_time_s)
+        out.append(
+            page.plot(
+                png,
+                alt="decisions timeline",
+                caption="Each marker is one rule firing at the sample time of the frame it "
+                "answered: green circles accepted, red crosses rejected by a guardrail, orange "
+                "crosses rejected by the microscope agent, black triangles rule errors.",
+            )
+        )
+    per_rule: dict[str, Counter[str]] = {}
+    for f in firings:
+        per_rule.setdefault(f["rule"], Counter())[f["outcome"]] += 1
+    cols = list(plots.STATUS_STYLE)
+    out.append("<h3>Per rule</h3>")
+    out.append(
+        table(
+            ["rule", "fired", *cols],
+            [[r, sum(c.values()), *(c[k] for k in cols)] for r, c in sorted(per_rule.items())],
+        )
+    )
+    reasons = Counter(
+        f["reason"] or "(no reason given)" for f in firings if f["outcome"] != "accepted"
+    )
+    if reasons:
+        out.append("<h3>Why decisions were not carried out</h3>")
+        out.append(table(["reason", "times"], reasons.most_common(), cap=20, what="reasons"))
+    unit_name, div = page.unit
+    out.append("<h3>All firings</h3>")
+    out.append(
+        table(
+            [f"time ({unit_name})", "rule", "decision", "frame", "position", "outcome", "reason"],
+            [
+                [
+                    None if f["time"] is None else round(float(f["time"]) / div, 2),
+                    f["rule"],
+                    f["kind"],
+                    f["seq"],
+                    f["position"],
+                    f["outcome"],
+                    f["reason"],
+                ]
+                for f in firings
+            ],
+            what="firings",
+        )
+    )
+    return "".join(out)
+
+
+def truth_section(page: ReportPage) -> str:
+    run, s = page.run, page.run.summary
+    ev = s.get("evaluation")
+    if not isinstance(ev, dict):
+        has_gt = (run.run_dir / "ground_truth").is_dir()
+        return missing(
+            "No evaluation in summary.json"
+            + (
+                ": the run has ground truth (ground_truth/) but its triggers were not scored."
+                if has_gt
+                else " (runs on a real microscope have no ground truth)."
+            )
+        )
+    triggers = [t for t in ev.get("triggers") or [] if isinstance(t, dict)]
+    mitoses = [m for m in ev.get("mitoses") or [] if isinstance(m, dict)]
+    hits = sum(bool(t.get("ok")) for t in triggers)
+    caught = sum(bool(m.get("triggered")) for m in mitoses)
+    delays = [float(m["delay_s"]) for m in mitoses if isinstance(m.get("delay_s"), int | float)]
+    lines = [
+        f"{hits} of {len(triggers)} triggers were on a cell in mitosis "
+        f"(precision {fmt(s.get('trigger_precision'))}).",
+        f"{caught} of {len(mitoses)} mitoses in view were triggered on "
+        f"(recall {fmt(s.get('trigger_recall'))}).",
+        f"Median delay from mitosis onset to trigger: "
+        f"{fmt(float(np.median(delays)) if delays else None)} s.",
+    ]
+    out = "<p>" + "<br>".join(esc(x) for x in lines) + "</p>"
+    out += "<h3>Triggers</h3>"
+    out += (
+        table(
+            [
+                "position",
+                "time point",
+                "sample time (s)",
+                "track",
+                "y",
+                "x",
+                "true cell",
+                "correct",
+            ],
+            [
+                [
+                    t.get("position"),
+                    t.get("t"),
+                    t.get("sample_time_s"),
+                    t.get("track"),
+                    t.get("y"),
+                    t.get("x"),
+                    t.get("cell_id"),
+                    bool(t.get("ok")),
+                ]
+                for t in triggers
+            ],
+            what="triggers",
+        )
+        if triggers
+        else "<p>No triggers.</p>"
+    )
+    out += "<h3>Mitoses in view</h3>"
+    out += (
+        table(
+            ["position", "cell", "onset (s)", "triggered", "delay (s)"],
+            [
+                [
+                    m.get("position"),
+                    m.get("cell_id"),
+                    m.get("onset_s"),
+                    bool(m.get("triggered")),
+                    m.get("delay_s"),
+                ]
+                for m in mitoses
+            ],
+            what="mitoses",
+        )
+        if mitoses
+        else "<p>No mitosis in view.</p>"
+    )
+    return out
