@@ -22,11 +22,9 @@ from ._replay import (
     ReplayGate,
     ReplayMicroscope,
     ReplaySource,
-    frames_in_plan,
-    map_channels,
-    replay_sequence,
     run_replay_scope,
 )
+from ._replay_plan import frames_in_plan, map_channels, replay_sequence
 from ._sample import ANAPHASE_SHARE, STEP_S, CellRecord, CellState, SampleState, SimulatedSample
 from ._sim import FrameTruth, SimulatedMicroscope, expose
 from ._truth import GroundTruthWriter

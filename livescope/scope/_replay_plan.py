@@ -1,0 +1,123 @@
+"""What a replay asks for: the dataset's channels on the profile, and a plan of its frames."""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import useq
+
+from livescope.record import Dataset, RecordedFrame
+from livescope.schema import HardwareProfile, LivescopeError
+
+from ._fanout import position_name
+
+__all__ = ["frames_in_plan", "map_channels", "replay_sequence"]
+
+
+def map_channels(
+    dataset: Dataset, profile: HardwareProfile, channel_map: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Return {dataset channel: profile channel} for every channel of ``dataset``.
+
+    A channel keeps its name when the profile has it; ``channel_map`` renames
+    others. A dataset of one channel the profile does not know is imaged as the
+    profile's first fluorescence channel (a warning is added to the dataset).
+
+    Raises
+    ------
+    LivescopeError
+        naming the channels the profile lacks and how to map them.
+
+    """
+    names = [c.name for c in profile.channels.presets]
+    given = dict(channel_map or {})
+    if stray := sorted(set(given) - set(dataset.channels)):
+        raise LivescopeError(
+            f"{dataset.path}: --channel-map names channel(s) {stray} the dataset does not have "
+            f"(its channels: {', '.join(dataset.channels)})"
+        )
+    if bad := sorted({t for t in given.values() if t not in names}):
+        raise LivescopeError(
+            f"{dataset.path}: --channel-map maps to {bad}, not channels of profile "
+            f"{profile.name!r} (known: {', '.join(names)})"
+        )
+    out: dict[str, str] = {}
+    unknown: list[str] = []
+    for ch in dataset.channels:
+        target = given.get(ch, ch)
+        if target in names:
+            out[ch] = target
+        else:
+            unknown.append(ch)
+    if unknown and len(dataset.channels) == 1:
+        fluo = [c.name for c in profile.channels.presets if c.kind == "fluorescence"]
+        if fluo:
+            out[unknown[0]] = fluo[0]
+            dataset.warnings.append(
+                f"{dataset.path}: channel {unknown[0]!r} is replayed as {fluo[0]!r} "
+                f"(a fluorescence channel of profile {profile.name!r}; pass --channel-map "
+                f"{unknown[0]}=NAME for another)"
+            )
+            unknown = []
+    if unknown:
+        bad = [f"{given.get(c, c)!r}" for c in unknown]
+        raise LivescopeError(
+            f"{dataset.path}: channel(s) {', '.join(bad)} not in profile {profile.name!r} "
+            f"(known: {', '.join(names)}); pass --channel-map {unknown[0]}={names[-1]}"
+        )
+    targets = list(out.values())
+    if dup := sorted({t for t in targets if targets.count(t) > 1}):
+        raise LivescopeError(f"{dataset.path}: two dataset channels map to {dup}")
+    return out
+
+
+def replay_sequence(
+    dataset: Dataset, profile: HardwareProfile, channels: Mapping[str, str]
+) -> useq.MDASequence:
+    """Build a plan asking for every frame of ``dataset`` (time points, positions, channels, z).
+
+    For datasets that were not recorded by livescope (a livescope recording
+    replays its own ``plan.yaml``). Time points are numbered as in the dataset
+    (a gap in its numbering is a time point whose frames are absent, and skipped).
+    """
+    frames = dataset.frames
+    first: dict[str, RecordedFrame] = {}
+    for f in frames:
+        first.setdefault(f.key.position, f)
+    ts = sorted({f.key.t for f in frames})
+    times = sorted({f.sample_time_s for f in frames if f.sample_time_s is not None})
+    steps = np.diff(times) if len(times) > 1 else np.asarray([1.0])
+    interval = float(np.median(steps)) if steps.size else 1.0
+    zs = sorted({f.key.z for f in frames})
+    group = profile.channels.config_group
+    chans = []
+    for ch in dataset.channels:
+        preset = profile.channels.get(channels[ch])
+        exp = next((f.exposure_ms for f in frames if f.key.channel == ch and f.exposure_ms), None)
+        lo, hi = preset.exposure_min_ms, preset.exposure_max_ms
+        exposure = min(max(float(exp), lo), hi) if exp else preset.default_exposure_ms
+        chans.append(useq.Channel(config=preset.name, group=group, exposure=exposure))
+    z_plan: Any = None
+    if len(zs) > 1:
+        z_plan = useq.ZRelativePositions(relative=[float(z) for z in range(max(zs) + 1)])
+    return useq.MDASequence(
+        stage_positions=[
+            useq.Position(x=f.x_um, y=f.y_um, z=f.z_um if len(zs) == 1 else None, name=p)
+            for p, f in first.items()
+        ],
+        channels=chans,
+        z_plan=z_plan,
+        time_plan=useq.TIntervalLoops(interval=max(interval, 1e-3), loops=max(ts) + 1),
+        axis_order="tpcz",
+    )
+
+
+def frames_in_plan(sequence: useq.MDASequence) -> dict[tuple[str, int], int]:
+    """Frames each field (position, time index) of a plan has."""
+    out: collections.Counter[tuple[str, int]] = collections.Counter()
+    for event in sequence:
+        out[(position_name(event), int(event.index.get("t", 0)))] += 1
+    return dict(out)
