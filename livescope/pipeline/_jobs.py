@@ -9,6 +9,7 @@ from typing import Any
 from numpy.typing import NDArray
 
 from livescope.policy import Observation, Verdict
+from livescope.tracking import TrackerSnapshot
 
 from ._analyzer import FrameResult
 
@@ -43,8 +44,9 @@ class DecideJob:
     t_analysed_ns: int
     busy_ns: int
     """Time the engines spent on earlier fields while this one waited."""
-    tracker_state: dict[str, Any]
-    """Its position's tracker right after this field (the next field may change it)."""
+    tracker_state: TrackerSnapshot | None
+    """Its position's tracker right after this field (the next field may change it; None:
+    nothing was tracked)."""
 
 
 @dataclass

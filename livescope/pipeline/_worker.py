@@ -59,7 +59,7 @@ from livescope.schema import (
     write_atomic,
 )
 from livescope.scope import frames_in_plan
-from livescope.tracking import OnlineTracker
+from livescope.tracking import OnlineTracker, TrackerSnapshot
 
 from ._analyzer import FrameAnalyzer
 from ._config import PLAN_FILE, RESULTS_DIR, WorkerConfig
@@ -169,8 +169,8 @@ class PipelineWorker:
             ).start()
         # trackers and fields as of the last field whose decisions were made (what a
         # restarted worker resumes from), kept by the decision thread
-        self._tracker_states: dict[str, dict[str, Any]] = {
-            p: tr.state() for p, tr in self.analyzer.trackers.items()
+        self._tracker_states: dict[str, TrackerSnapshot | None] = {
+            p: tr.snapshot() for p, tr in self.analyzer.trackers.items()
         }
         self._decided_done: dict[str, int] = dict(self.done)
         self._policy_gen = self._policy_gen_written = 0
@@ -211,6 +211,8 @@ class PipelineWorker:
     def _save_state(self, state: dict[str, Any] | None = None) -> None:
         """Trackers and the last analysed field of each position (after a field is stored)."""
         state = dict(state if state is not None else self._snapshot())
+        # the trackers' snapshots become JSON here, on the store thread, off the decisions' way
+        state["trackers"] = {p: st.state() for p, st in state["trackers"].items()}
         state["class_cols"] = self.store.class_cols
         write_atomic(self._state_path(), json.dumps(state))
 
@@ -503,7 +505,7 @@ class PipelineWorker:
             self._handoff.clear()  # the next field is here: it goes first
         self._decide_q.put(
             DecideJob(fld, res, fluo, px, t_start, t_analysed, busy,
-                       tracker.state() if tracker is not None else {})
+                       tracker.snapshot() if tracker is not None else None)
         )  # fmt: skip
         if self._store_error is not None:
             raise LivescopeError(f"storing results failed: {self._store_error}")
@@ -598,7 +600,7 @@ class PipelineWorker:
             "run_id": self.run_id,
             "done": dict(self._decided_done),
             "counts": dict(self.counts),
-            "trackers": {p: st for p, st in self._tracker_states.items() if st},
+            "trackers": {p: st for p, st in self._tracker_states.items() if st is not None},
         }
 
     def _store_loop(self) -> None:

@@ -9,7 +9,7 @@ scores a Cell Tracking Challenge result with py-ctcmetrics.
 from ._evaluate import evaluate_tracking
 from ._objects import ObjectTable, measure_objects
 from ._sequence import TrackedSequence, track_sequence
-from ._tracker import OnlineTracker, TrackerConfig
+from ._tracker import OnlineTracker, TrackerConfig, TrackerSnapshot
 from ._updates import Division, Revision, TrackUpdate
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "TrackUpdate",
     "TrackedSequence",
     "TrackerConfig",
+    "TrackerSnapshot",
     "evaluate_tracking",
     "measure_objects",
     "track_sequence",

@@ -87,15 +87,15 @@ class TrackTable:
         return [(int(a), float(y), float(x)) for a, (y, x) in zip(f[keep], self.hp[k][keep],
                                                                    strict=True)]  # fmt: skip
 
-    def columns(self) -> dict[str, Any]:
-        """Return the table as JSON-ready lists, one per column.
+    def saved_columns(self) -> dict[str, NDArray[Any]]:
+        """Return copies of the columns a saved state keeps (`load_columns` reads them back).
 
         Empty history slots hold frame -1 and area 0. Divided tracks are never in
         it between frames, so nothing says which track ended.
         """
         saved = [c for c in self.COLUMNS if c not in ("ended", "med", "ha")]
-        out = {c: getattr(self, c).tolist() for c in saved}
-        out["ha"] = np.where(self.hf >= 0, self.ha, 0.0).tolist()
+        out = {c: getattr(self, c).copy() for c in saved}
+        out["ha"] = np.where(self.hf >= 0, self.ha, 0.0)
         return out
 
     def load_columns(self, cols: Mapping[str, Any]) -> None:

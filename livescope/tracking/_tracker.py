@@ -42,7 +42,7 @@ from ._updates import Division, Revision, TrackUpdate
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OnlineTracker", "TrackerConfig"]
+__all__ = ["OnlineTracker", "TrackerConfig", "TrackerSnapshot"]
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,33 @@ class _State:
     parents: dict[int, int] = field(default_factory=dict)  # lineage: track -> parent (0 none)
     first_frame: dict[int, int] = field(default_factory=dict)
     last_frame: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrackerSnapshot:
+    """An `OnlineTracker`'s state at one frame (its own copies; see `OnlineTracker.snapshot`)."""
+
+    config: TrackerConfig
+    frame: int
+    next_id: int
+    tracks: dict[str, NDArray[Any]]
+    parents: dict[int, int]
+    first_frame: dict[int, int]
+    last_frame: dict[int, int]
+
+    def state(self) -> dict[str, Any]:
+        """Return it as `OnlineTracker.state` does (JSON-ready; `OnlineTracker.from_state`)."""
+        return {
+            "version": 2,
+            "config": asdict(self.config),
+            "frame": self.frame,
+            "next_id": self.next_id,
+            "tracks": {c: a.tolist() for c, a in self.tracks.items()},
+            # lineage of every track ever started, as [track ids, values]
+            "parents": [list(self.parents), list(self.parents.values())],
+            "first_frame": [list(self.first_frame), list(self.first_frame.values())],
+            "last_frame": [list(self.last_frame), list(self.last_frame.values())],
+        }
 
 
 class OnlineTracker:
@@ -196,18 +223,20 @@ class OnlineTracker:
 
     def state(self) -> dict[str, Any]:
         """Everything needed to resume (JSON-serialisable; lists, no per-track objects)."""
+        return self.snapshot().state()
+
+    def snapshot(self) -> TrackerSnapshot:
+        """Take the tracker's state as it is now, cheaply (copies; `TrackerSnapshot.state`).
+
+        For a caller that must not wait for the JSON-ready form (a few tenths of a
+        millisecond for a hundred tracks): the pipeline worker takes one per field
+        on its way to the decisions and leaves the rest to its store thread.
+        """
         s = self._s
-        return {
-            "version": 2,
-            "config": asdict(self.config),
-            "frame": s.frame,
-            "next_id": s.next_id,
-            "tracks": self._t.columns(),
-            # lineage of every track ever started, as [track ids, values]
-            "parents": [list(s.parents), list(s.parents.values())],
-            "first_frame": [list(s.first_frame), list(s.first_frame.values())],
-            "last_frame": [list(s.last_frame), list(s.last_frame.values())],
-        }
+        return TrackerSnapshot(
+            self.config, s.frame, s.next_id, self._t.saved_columns(),
+            dict(s.parents), dict(s.first_frame), dict(s.last_frame),
+        )  # fmt: skip
 
     def save(self, path: Any) -> None:
         """Write `state` as JSON (atomically: a crash never leaves half a file)."""

@@ -265,3 +265,23 @@ def test_sparse_large_label_ids_are_measured_like_compact_ones() -> None:
     assert a.on_border is not None
     assert b.on_border is not None
     assert b.on_border.tolist() == a.on_border.tolist()
+
+
+def test_a_snapshot_keeps_the_state_of_its_frame_while_the_tracker_goes_on() -> None:
+    """The worker takes a snapshot per field and turns it into JSON later, on another thread."""
+    frames = _dividing_frames()
+    tr = OnlineTracker()
+    for f in frames[:8]:
+        tr.update(f)
+    at_8 = tr.state()
+    snap = tr.snapshot()
+    for f in frames[8:]:  # the division (frame 6) is in the past; tracks move on
+        tr.update(f)
+    assert tr.state() != at_8
+    assert snap.state() == at_8
+    assert json.loads(json.dumps(snap.state())) == at_8
+    resumed = OnlineTracker.from_state(snap.state())
+    again = OnlineTracker.from_state(at_8)
+    assert [resumed.update(f).mapping() for f in frames[8:]] == [
+        again.update(f).mapping() for f in frames[8:]
+    ]
