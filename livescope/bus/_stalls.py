@@ -85,11 +85,11 @@ JSON line when it watches, one when stdin says stop (or closes).
 def machine_info(rounds: int = 5) -> dict[str, Any]:
     """Name the PC's CPU and time a fixed piece of Python work on it (the calling thread).
 
-    A run's pipeline overhead is Python work on a few threads, so it scales with
-    how fast one core runs Python: ``cpu_reference_ms`` (the median of
-    ``rounds`` runs of the same 150,000-step loop, ~10-40 ms each) lets figures
-    from two PCs be compared. Call it before a run starts, not during one. Returns ``cpu`` (the
-    model name, or what the platform reports), ``logical_cpus`` and
+    A run's pipeline overhead is Python work on a few threads, so it grows on a
+    slower CPU: ``cpu_reference_ms`` (the median of ``rounds`` runs of the same
+    150,000-step loop, ~10-40 ms each) lets figures from two PCs be compared.
+    Call it before a run starts, not during one. Returns ``cpu`` (the model
+    name, or what the platform reports), ``logical_cpus`` and
     ``cpu_reference_ms``.
     """
     if rounds < 1:
