@@ -9,7 +9,7 @@ from numpy.typing import NDArray
 
 from livescope.policy import Cells, Observation
 from livescope.schema import LivescopeError
-from livescope.tracking import OnlineTracker, measure_objects
+from livescope.tracking import TrackerSnapshot, measure_objects
 
 from ._analyzer import FrameResult
 from ._jobs import Field
@@ -25,14 +25,15 @@ def observe(
     pixel_size_um: float | None,
     run_id: str,
     engines: dict[str, str],
-    tracker: OnlineTracker | None,
+    tracker: TrackerSnapshot | None,
 ) -> Observation:
     """Measure a field's tracked cells for the policies (the decision thread, per field).
 
     ``nuclear_frame`` is the frame the cells' intensities are measured in
     (None: the virtual stain); ``engines`` those that ran for the field (name →
-    sha256); ``tracker`` the position's, for lineage and track ages (None only
-    when nothing was segmented).
+    sha256); ``tracker`` the position's tracker as of this field, for lineage and
+    track ages (a snapshot: the main thread may already be tracking the next
+    field; None only when nothing was segmented).
     """
     h = fld.header
     shape = tuple(int(s) for s in next(iter(fld.frames.values())).shape[-2:])
@@ -61,10 +62,9 @@ def observe(
     rows = np.searchsorted(objs.labels, res.tracks.labels)  # objs.labels ascend
     n = int(rows.size)
     tracks = res.tracks.track_ids.astype(np.int64)
-    lineage, spans = tracker.lineage, tracker.spans()
+    lineage, first = tracker.parents, tracker.first_frame
     parents = np.array([lineage.get(int(t), 0) for t in tracks.tolist()], np.int64)
-    age = np.array([fld.t - spans.get(int(t), (fld.t, fld.t))[0] for t in tracks.tolist()],
-                   np.int64)  # fmt: skip
+    age = np.array([fld.t - first.get(int(t), fld.t) for t in tracks.tolist()], np.int64)
     stain = np.full(n, np.nan)
     if res.stain is not None and n:
         flat = res.labels.ravel()

@@ -543,7 +543,7 @@ class PipelineWorker:
             obs = observe(
                 fld, res, nuclear_frame=job.nuclear, pixel_size_um=job.pixel_size_um,
                 run_id=self.run_id, engines=self.analyzer.engines_used(res),
-                tracker=self.analyzer.trackers.get(fld.position),
+                tracker=job.tracker_state,
             )  # fmt: skip
             ms_prepare = 1000 * (time.perf_counter() - t0)
             t0 = time.perf_counter()

@@ -99,7 +99,7 @@ class TrackTable:
         return out
 
     def load_columns(self, cols: Mapping[str, Any]) -> None:
-        """Replace the table by `columns`' output."""
+        """Replace the table by saved columns (`saved_columns`, as JSON lists or arrays)."""
         try:
             n = len(cols["id"])
             types = {"id": np.int64, "last_seen": np.int64, "seen": np.int64,

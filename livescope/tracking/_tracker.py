@@ -109,7 +109,7 @@ class _State:
     last_frame: dict[int, int] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TrackerSnapshot:
     """An `OnlineTracker`'s state at one frame (its own copies; see `OnlineTracker.snapshot`)."""
 

@@ -271,17 +271,19 @@ def test_a_snapshot_keeps_the_state_of_its_frame_while_the_tracker_goes_on() -> 
     """The worker takes a snapshot per field and turns it into JSON later, on another thread."""
     frames = _dividing_frames()
     tr = OnlineTracker()
-    for f in frames[:8]:
+    for f in frames[:5]:
         tr.update(f)
-    at_8 = tr.state()
+    at_5 = tr.state()
     snap = tr.snapshot()
-    for f in frames[8:]:  # the division (frame 6) is in the past; tracks move on
+    for f in frames[5:]:  # a cell divides (frame 6): new tracks, lineage, moved tracks
         tr.update(f)
-    assert tr.state() != at_8
-    assert snap.state() == at_8
-    assert json.loads(json.dumps(snap.state())) == at_8
+    assert len(tr.lineage) > len(snap.parents)
+    assert set(tr.lineage.values()) == {0, 5}
+    assert set(snap.parents.values()) == {0}
+    assert snap.state() == at_5
+    assert json.loads(json.dumps(snap.state())) == at_5
     resumed = OnlineTracker.from_state(snap.state())
-    again = OnlineTracker.from_state(at_8)
-    assert [resumed.update(f).mapping() for f in frames[8:]] == [
-        again.update(f).mapping() for f in frames[8:]
+    again = OnlineTracker.from_state(at_5)
+    assert [resumed.update(f).mapping() for f in frames[5:]] == [
+        again.update(f).mapping() for f in frames[5:]
     ]
