@@ -8,7 +8,8 @@ livescope's own locks): it sleeps ``period_ms`` again and again and keeps each
 wake-up more than 2 ms late, stamped on the clock the frames are stamped with
 (`livescope.schema.clock_ns`), so that a slow field can be told apart from a stalled
 machine. `livescope bench jitter` measures the same floor with nothing else
-running.
+running. `machine_info` names the PC's CPU and times a fixed piece of Python
+work on it, so that figures from two PCs can be compared.
 """
 
 from __future__ import annotations
@@ -88,7 +89,8 @@ def machine_info(rounds: int = 5) -> dict[str, Any]:
     A run's pipeline overhead is Python work on a few threads, so it grows on a
     slower CPU: ``cpu_reference_ms`` (the median of ``rounds`` runs of the same
     150,000-step loop, ~10-40 ms each) lets figures from two PCs be compared.
-    Call it before a run starts, not during one. Returns ``cpu`` (the model
+    Call it before a run starts, not during one (other busy programs on the PC,
+    other runs included, slow it too). Returns ``cpu`` (the model
     name, or what the platform reports), ``logical_cpus`` and
     ``cpu_reference_ms``.
     """

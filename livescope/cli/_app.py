@@ -281,7 +281,7 @@ def _print_demo(summary: dict[str, Any]) -> None:
         if pc := summary.get("machine"):
             table.add_row(
                 "machine",
-                f"{pc['cpu']}, {pc['logical_cpus']} logical CPUs; Python reference "
+                f"{pc['cpu']}, {pc['logical_cpus'] or '?'} logical CPUs; Python reference "
                 f"{pc['cpu_reference_ms']} ms",
             )
         if (stalls := summary.get("machine_stalls")) and "error" in stalls:
