@@ -26,8 +26,6 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
-import platform
-import sys
 import time
 from multiprocessing.connection import Connection
 from typing import Any
@@ -36,7 +34,7 @@ import numpy as np
 
 from livescope.schema import WORKER_NICE, LivescopeError, bulk_priority, lower_thread_priority
 
-from ._stalls import LATE_MS
+from ._stalls import LATE_MS, machine_info
 
 __all__ = ["JITTER_ROUNDS", "bench_jitter"]
 
@@ -234,11 +232,7 @@ def bench_jitter(
         )
     return {
         "benchmark": "jitter",
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": sys.platform,
-            "python": platform.python_version(),
-        },
+        "machine": machine_info(),
         "seconds": seconds,
         "turns": turns,
         "period_ms": period_ms,

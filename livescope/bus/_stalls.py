@@ -89,10 +89,10 @@ def machine_info(rounds: int = 5) -> dict[str, Any]:
     A run's pipeline overhead is Python work on a few threads, so it grows on a
     slower CPU: ``cpu_reference_ms`` (the median of ``rounds`` runs of the same
     150,000-step loop, ~10-40 ms each) lets figures from two PCs be compared.
-    Call it before a run starts, not during one (other busy programs on the PC,
-    other runs included, slow it too). Returns ``cpu`` (the model
-    name, or what the platform reports), ``logical_cpus`` and
-    ``cpu_reference_ms``.
+    Call it before or after a run, not during one (other busy programs on the
+    PC, other runs included, slow it too). Returns ``cpu`` (the model name, or
+    what the platform reports), ``logical_cpus``, ``cpu_reference_ms``,
+    ``python`` (its version) and ``platform``.
     """
     if rounds < 1:
         raise LivescopeError(f"rounds must be at least 1, got {rounds}")
@@ -105,6 +105,8 @@ def machine_info(rounds: int = 5) -> dict[str, Any]:
         "cpu": _cpu_name(),
         "logical_cpus": os.cpu_count(),
         "cpu_reference_ms": round(statistics.median(times), 2),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
     }
 
 

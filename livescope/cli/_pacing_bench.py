@@ -13,8 +13,6 @@ path only, never a recorded frame.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -25,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from livescope.bus import machine_info
 from livescope.schema import LivescopeError
 
 __all__ = ["bench_pacing"]
@@ -134,9 +133,5 @@ def bench_pacing(
             slow["interval_dev_p95_ms"] / max(free["interval_dev_p95_ms"], 1e-3), 2
         ),
         "all_targets_met": all(c["meets_target"] for c in cases),
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": machine_info(),
     }

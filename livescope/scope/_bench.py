@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -12,6 +10,7 @@ from typing import Any
 import numpy as np
 import useq
 
+from livescope.bus import machine_info
 from livescope.record import CODECS, OmeZarrWriter
 from livescope.schema import FrameInfo, HardwareProfile
 
@@ -25,12 +24,7 @@ CAMERA_TARGETS_FPS = {512: 100.0, 2048: 10.0}
 
 
 def _machine(threads: int) -> dict[str, Any]:
-    return {
-        "cpu_count": os.cpu_count(),
-        "threads_used": threads,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
+    return {**machine_info(), "threads_used": threads}
 
 
 def bench_camera(

@@ -112,7 +112,7 @@ def test_machine_info_names_the_cpu_and_times_the_reference_work() -> None:
     from livescope.bus import machine_info
 
     info = machine_info(rounds=3)
-    assert set(info) == {"cpu", "logical_cpus", "cpu_reference_ms"}
+    assert set(info) == {"cpu", "logical_cpus", "cpu_reference_ms", "python", "platform"}
     assert isinstance(info["cpu"], str)
     assert info["cpu"]
     assert info["logical_cpus"] == os.cpu_count()
