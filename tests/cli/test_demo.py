@@ -228,3 +228,27 @@ def test_existing_output_is_not_overwritten(tmp_path: Path) -> None:
     assert again.returncode == 2
     assert "already exists" in again.stderr
     assert "Traceback" not in again.stderr
+
+
+def test_the_demo_table_names_the_machine(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from livescope.cli._app import _print_demo
+    from livescope.cli._common import stderr
+
+    monkeypatch.setattr(stderr, "width", 200)  # one line per row
+
+    summary = {
+        "frames_acquired": 10, "timepoints": 2, "positions": ["p0"], "channels": ["DAPI"],
+        "duration_s": 1.0, "fps": 10.0, "truth": {"tracks": 3, "divisions": 1},
+        "frames_analysed": 4, "decisions": {"accepted": 1, "rejected": 0},
+        "trigger_precision": 1.0, "trigger_recall": 0.5, "mitosis_to_trigger_s": 60.0,
+        "latency_ms": {"overhead": {"p50": 2.0, "p99": 4.0}},
+        "machine": {"cpu": "Test CPU 9000", "logical_cpus": None, "cpu_reference_ms": 21.5},
+        "machine_stalls": None, "dropped_analysis_frames": 0, "dropped_recorded_frames": 0,
+        "recording": "r", "report": "r.html", "out": "o",
+    }  # fmt: skip
+    _print_demo(summary)
+    err = capsys.readouterr().err
+    assert "Test CPU 9000, ? logical CPUs; Python reference 21.5 ms" in err
+    assert "pipeline overhead p50 / p99" in err
