@@ -210,8 +210,11 @@ def test_a_pause_delays_the_plan_and_close_ups_still_go_first(
     assert t[3] - t[2] == pytest.approx(2.0, abs=0.3)  # then on schedule again
     # the interval with the pause is longer by the 1 s pause than the next one (each
     # also holds the simulator's time step; how exactly the feed counts a pause is
-    # tested on the feed alone, below: here the runner's signal must reach it)
-    assert (t[2] - t[0]) - (t[3] - t[2]) == pytest.approx(1.0, abs=0.3)
+    # tested on the feed alone, below: here the runner's signal must reach it). The
+    # outcomes to tell apart are 1 s (counted once), 0 (the signal lost) and 2 s (counted
+    # by the feed and the runner both); a shared 2-core CI machine once delayed one frame
+    # here by 0.35 s (1.35 measured), so the margin is half the pause, not a tight timing.
+    assert (t[2] - t[0]) - (t[3] - t[2]) == pytest.approx(1.0, abs=0.5)
 
 
 def _feed_one_second_apart(sim: SimulatedMicroscope) -> EventFeed:
