@@ -15,6 +15,11 @@ writes one JSON file and prints it.
 
 Frames come from the simulated microscope, or, on a machine without
 pymmcore-plus, from ``--frames FILE.npz`` (written by ``--save-frames``).
+
+``--demo DIR`` also runs ``livescope demo --json --out DIR`` (the whole adaptive
+demo, its engines on the backend the worker picks: torch on CUDA where there is
+no TensorRT) and adds its figures under ``"demo"``: frames, drops, decisions,
+trigger precision and recall, per-stage latency and where each engine ran.
 """
 
 from __future__ import annotations
@@ -186,6 +191,37 @@ def other_engine_cases(name: str, task: str, frames: dict, seconds: float) -> li
     return cases
 
 
+DEMO_STAGES = ("stain", "segment", "track", "states", "engines", "policy", "overhead",
+               "end_to_end", "decision_executed")  # fmt: skip
+
+
+def run_demo(out: Path, timeout_s: float) -> dict:
+    """Run the adaptive demo in a subprocess; its summary's figures, or why it failed."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "livescope", "demo", "--json", "--out", str(out)]
+    t0 = time.perf_counter()
+    try:
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"error": f"the demo did not finish in {timeout_s:.0f} s"}
+    wall = round(time.perf_counter() - t0, 1)
+    if done.returncode != 0:
+        return {"error": f"exit {done.returncode}", "stderr_tail": done.stderr[-3000:]}
+    s = json.loads(done.stdout)
+    keep = ("frames_acquired", "frames_analysed", "dropped_analysis_frames",
+            "dropped_recorded_frames", "decisions", "trigger_precision", "trigger_recall",
+            "mitosis_to_trigger_s", "worker_restarts", "engine_runtimes", "machine",
+            "machine_stalls", "report")  # fmt: skip
+    lat = s.get("latency_ms", {})
+    return {
+        "exit": 0,
+        "wall_s": wall,
+        **{k: s.get(k) for k in keep},
+        "latency_ms": {k: lat[k] for k in DEMO_STAGES if k in lat},
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -195,6 +231,8 @@ def main() -> int:
     ap.add_argument("--budget-s", type=float, default=330.0)
     ap.add_argument("--frames", type=Path, help="frames saved with --save-frames")
     ap.add_argument("--save-frames", type=Path, help="save the simulated frames here and exit")
+    ap.add_argument("--demo", type=Path, help="also run `livescope demo` with its output here")
+    ap.add_argument("--demo-timeout-s", type=float, default=240.0)
     a = ap.parse_args()
     if a.save_frames:
         fr = load_frames(None)
@@ -308,6 +346,9 @@ def main() -> int:
     for name, task in tasks.items():
         if task != "segmentation" and time.perf_counter() - t_start < a.budget_s:
             result["cases"] += other_engine_cases(name, task, frames, a.seconds_per_case)
+    if a.demo is not None:
+        result["demo"] = run_demo(a.demo, a.demo_timeout_s)
+        print(json.dumps({"demo": result["demo"]}), flush=True)
     result["seconds"] = round(time.perf_counter() - t_start, 1)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=1))

@@ -272,6 +272,12 @@ def _print_demo(summary: dict[str, Any]) -> None:
     if "frames_analysed" in summary:
         d = summary["decisions"]
         table.add_row("frames analysed", str(summary["frames_analysed"]))
+        if runtimes := summary.get("engine_runtimes"):
+            table.add_row(
+                "engines run on",
+                "; ".join(f"{k}: {r['backend']} on {r['device']} ({r['precision']})"
+                          for k, r in runtimes.items()),
+            )  # fmt: skip
         table.add_row("decisions", f"{d['accepted']} accepted, {d['rejected']} rejected")
         table.add_row("trigger precision / recall",
                       f"{summary['trigger_precision']} / {summary['trigger_recall']}")  # fmt: skip

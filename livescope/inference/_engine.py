@@ -180,6 +180,7 @@ class Engine:
                 f"says {self.card.sha256[:16]}…; the model was changed or corrupted (refusing it)"
             )
         self.backend = backend if not isinstance(backend, str | None) else select_backend(backend)
+        self.precision = precision
         t = self.card.tiling
         shapes = (
             TilePlan(
@@ -408,6 +409,15 @@ class Engine:
         blank = np.zeros(shape if c == 1 else (c, *shape), np.uint16)
         blank[::7, ::5] = 100
         self.infer(blank)
+
+    def runtime(self) -> dict[str, str]:
+        """Where the engine runs: backend, device (e.g. the GPU's name) and precision."""
+        device = str(getattr(self.session, "device", "closed"))
+        if device == "cuda":  # torch names the device type only: add the GPU's name
+            import torch
+
+            device = f"cuda ({torch.cuda.get_device_name(0)})"
+        return {"backend": self.backend.name, "device": device, "precision": self.precision}
 
     def close(self) -> None:
         """Free the session and its device memory; the engine cannot run afterwards."""

@@ -194,6 +194,11 @@ class FrameAnalyzer:
             out[seg.name] = seg.card.sha256
         return out
 
+    def engine_runtimes(self) -> dict[str, dict[str, str]]:
+        """Engine name → backend, device and precision of every loaded engine."""
+        engines = [next(iter(self._segmenters.values()), None), self.stain, self.states]
+        return {e.name: e.runtime() for e in engines if e is not None}
+
     def engines_used(self, res: FrameResult) -> dict[str, str]:
         """Engine name → model sha256 of the engines that ran for ``res`` (its stage times)."""
         ran: list[Any] = []

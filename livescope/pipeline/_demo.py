@@ -218,6 +218,7 @@ def run_adaptive(
             "worker_restarts": work["supervisor"]["restarts"],
             "policies_disabled": work.get("policies_disabled", []),
             "engines": work.get("engines", {}),
+            "engine_runtimes": work.get("engine_runtimes", {}),
             "guardrails": work.get("guardrails", {}),
             "evaluation": evaluation,
             "machine": pc,

@@ -142,6 +142,7 @@ class PipelineWorker:
             nucleus_diameter_um=diameter,
         )
         self.engines = self.analyzer.engine_hashes()
+        self.engine_runtimes = self.analyzer.engine_runtimes()
         self.policy = PolicyEngine([*rules, *policies], self.profile, self.sequence)
         self.results = self.run_dir / RESULTS_DIR
         self.results.mkdir(parents=True, exist_ok=True)
@@ -663,6 +664,7 @@ class PipelineWorker:
             "policies_disabled": [{"rule": k, "error": v} for k, v in self.policy.disabled.items()],
             "guardrails": self.policy.guardrails.usage(),
             "engines": self.engines,
+            "engine_runtimes": self.engine_runtimes,
             "bus": {k: stats[k] for k in ("received", "delivered", "drops", "dropped_queue",
                                            "dropped_upstream", "max_depth", "latency")
                     if k in stats},  # this worker process's connection only

@@ -69,6 +69,7 @@ def _summary_section(page: ReportPage) -> str:
     rejected = decisions.get("rejected", s.get("decisions_rejected"))
     disabled = s.get("policies_disabled") or []
     engines = s.get("engines") or {}
+    runtimes = as_dict(s.get("engine_runtimes"))
     truth = as_dict(s.get("truth"))
     e2e = as_dict(as_dict(s.get("latency_ms")).get("end_to_end"))
     stalls = as_dict(s.get("machine_stalls"))
@@ -115,6 +116,15 @@ def _summary_section(page: ReportPage) -> str:
         (
             "Engines (sha256)",
             "; ".join(f"{k} {str(v)[:12]}" for k, v in engines.items()) if engines else "—",
+        ),
+        (
+            "Engines run on: backend · device · precision",
+            "; ".join(
+                f"{k}: {fmt(r.get('backend'))} · {fmt(r.get('device'))} · {fmt(r.get('precision'))}"
+                for k, r in runtimes.items()
+                if isinstance(r, dict)
+            )
+            or "—",
         ),
         (
             "Ground truth: tracks · divisions in view",

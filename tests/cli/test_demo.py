@@ -93,6 +93,15 @@ def test_demo_reports_the_machine_stalls_beside_its_slow_fields(
     page = Path(summary["report"]).read_text(encoding="utf-8")
     assert "Python reference" in page
     assert html.escape(pc["cpu"]) in page
+    # and where its engines ran (a GPU or not): the backend the worker chose, per engine
+    from livescope.inference import select_backend
+
+    runtimes = summary["engine_runtimes"]
+    assert set(runtimes) == set(summary["engines"]) == {"nuclei-stain", "nuclei-unet", "cell-state"}
+    assert {r["backend"] for r in runtimes.values()} == {select_backend().name}
+    assert all(r["device"] and r["precision"] == "fp32" for r in runtimes.values())
+    assert "Engines run on" in page
+    assert html.escape(runtimes["nuclei-unet"]["device"]) in page
 
 
 def test_demo_report_opens_in_chromium_with_its_plots(demo_run: tuple[dict, Path]) -> None:
@@ -247,8 +256,11 @@ def test_the_demo_table_names_the_machine(
         "machine": {"cpu": "Test CPU 9000", "logical_cpus": None, "cpu_reference_ms": 21.5},
         "machine_stalls": None, "dropped_analysis_frames": 0, "dropped_recorded_frames": 0,
         "recording": "r", "report": "r.html", "out": "o",
+        "engine_runtimes": {"nuclei-unet": {"backend": "torch", "device": "cuda",
+                                            "precision": "fp16"}},
     }  # fmt: skip
     _print_demo(summary)
     err = capsys.readouterr().err
     assert "Test CPU 9000, ? logical CPUs; Python reference 21.5 ms" in err
+    assert "nuclei-unet: torch on cuda (fp16)" in err
     assert "pipeline overhead p50 / p99" in err
