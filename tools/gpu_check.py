@@ -43,6 +43,7 @@ from livescope.inference import (  # noqa: E402
     SegmentationEngine,
     builtin_engines,
     instance_labels,
+    labels_from_maps_gpu,
 )
 from livescope.schema import PostProcess  # noqa: E402
 
@@ -77,9 +78,13 @@ def gpu_postprocess(maps: np.ndarray, cpu_labels: np.ndarray, pp: PostProcess) -
         labels = instance_labels(on_gpu, pp)
         cupy.cuda.Device().synchronize()
         ms.append(1000 * (time.perf_counter() - t0))
-    s = scores(match_counts(cpu_labels, cupy.asnumpy(labels)))
+    on_cpu = cupy.asnumpy(labels)
+    s = scores(match_counts(cpu_labels, on_cpu))
+    # the same steps with numpy (what the tests check here): the CUDA kernels must agree
+    same = labels_from_maps_gpu(maps[0], maps[1], xp=np, **pp.label_kwargs(1.0))
     return {"gpu_post_p50_ms": round(float(np.median(ms)), 2),
-            "gpu_post_f1_vs_cpu": s["f1"], "gpu_post_map_vs_cpu": s["map"]}  # fmt: skip
+            "gpu_post_f1_vs_cpu": s["f1"], "gpu_post_map_vs_cpu": s["map"],
+            "gpu_post_identical_to_numpy_steps": bool(np.array_equal(same, on_cpu))}  # fmt: skip
 
 
 def left_allocated_mb() -> float | None:

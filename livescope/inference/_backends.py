@@ -197,6 +197,23 @@ class OnnxRuntimeBackend:
 
 # ----------------------------------------------------------------- torch
 
+_capture_streams: dict[int, Any] = {}  # CUDA device -> the side stream every graph is made on
+_live_cuda_sessions = 0  # torch sessions on CUDA not yet closed (in this process)
+
+
+def _capture_stream(torch: Any) -> Any:
+    """Return the one side stream on which CUDA graphs are warmed up and captured.
+
+    cuBLAS keeps a workspace (32 MiB on Hopper) for each stream it ran on, for
+    the life of the process: a new stream per graph left one behind per engine
+    and shape (the cell-state engine's linear layers; seen on an H200), so all
+    graphs share this one, as `torch.cuda.graph`'s own default stream does.
+    """
+    device = torch.cuda.current_device()
+    if device not in _capture_streams:
+        _capture_streams[device] = torch.cuda.Stream()
+    return _capture_streams[device]
+
 
 class _TorchSession:
     def __init__(self, model: Path, card: EngineCard, precision: str) -> None:
@@ -230,13 +247,17 @@ class _TorchSession:
         self.input_rank = 4
         self.output_names = [o.name for o in card.outputs]
         self._graphs: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}
+        self._open = True
+        if self.device == "cuda":
+            global _live_cuda_sessions
+            _live_cuda_sessions += 1
 
     def _graph(self, shape: tuple[int, ...]) -> tuple[Any, Any, Any]:
         """Capture a CUDA graph for ``shape`` (static input and output tensors)."""
         torch = self._torch
         dtype = torch.float16 if self._half else torch.float32
         static_in = torch.zeros(shape, device="cuda", dtype=dtype)
-        stream = torch.cuda.Stream()
+        stream = _capture_stream(torch)
         stream.wait_stream(torch.cuda.current_stream())
         # fp32 means fp32: no TF32 convolutions (they would break parity with the CPU at
         # 1e-3); cudnn picks the fastest algorithm once, for the captured shape
@@ -251,7 +272,7 @@ class _TorchSession:
         cudnn = torch.backends.cudnn.flags(
             enabled=True, benchmark=True, deterministic=False, allow_tf32=self._half
         )
-        with cudnn, torch.cuda.graph(graph), torch.no_grad():
+        with cudnn, torch.cuda.graph(graph, stream=stream), torch.no_grad():
             static_out = self._net(static_in)
         return graph, static_in, static_out
 
@@ -274,10 +295,22 @@ class _TorchSession:
             raise BackendRunError(_run_error(f"torch ({self.device})", x, exc)) from exc
 
     def close(self) -> None:
+        if not self._open:
+            return
+        self._open = False
         self._graphs.clear()
         del self._net
         if self.device == "cuda":
-            self._torch.cuda.empty_cache()
+            global _live_cuda_sessions
+            _live_cuda_sessions -= 1
+            torch = self._torch
+            if _live_cuda_sessions == 0:  # no graph of ours is left that could use them
+                torch.cuda.synchronize()
+                # torch has no public call for it (its own graph tools use this one)
+                clear = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)  # noqa: SLF001
+                if clear is not None:
+                    clear()
+            torch.cuda.empty_cache()
 
 
 class TorchBackend:
