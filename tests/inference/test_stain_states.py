@@ -151,6 +151,29 @@ def test_cell_crops_of_sparse_large_ids_match_compact_ones() -> None:
     assert np.array_equal(crops, ref[::-1])  # ids ascend: 9's cell first now
 
 
+@pytest.mark.parametrize("scale", [2.0, 0.5, 1.37, 0.8, 3.0, 0.3])
+def test_crops_at_another_pixel_size_are_those_of_the_zoomed_frame(scale: float) -> None:
+    # only the crops are sampled, but they must be what zooming the whole frame gave
+    from scipy import ndimage
+
+    rng = np.random.default_rng(int(scale * 100))
+    h, w = 131, 203
+    yy, xx = np.mgrid[:h, :w]
+    labels = np.zeros((h, w), np.int32)
+    for k in range(1, 30):  # some cut by the border, some tiny, some hidden by later ones
+        cy, cx, r = rng.uniform(-5, h + 5), rng.uniform(-5, w + 5), rng.uniform(1, 9)
+        labels[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = k
+    image = rng.random((h, w)).astype(np.float32)
+    zoomed_image = ndimage.zoom(image, scale, order=1, grid_mode=True, mode="nearest")
+    zoomed_labels = ndimage.zoom(labels, scale, order=0, grid_mode=True, mode="nearest")
+    ref_ids, ref = cell_crops(zoomed_image, zoomed_labels, 24)
+    ids, crops = cell_crops(image, labels, 24, scale=scale)
+    assert len(ref_ids) >= 10
+    np.testing.assert_array_equal(ids, ref_ids)  # cells lost in a zoom-out are lost here too
+    np.testing.assert_array_equal(crops[:, 1], ref[:, 1])
+    np.testing.assert_allclose(crops[:, 0], ref[:, 0], atol=1e-6)
+
+
 def test_states_of_every_cell_in_one_call(states: CellStateEngine, view: SimulatedView) -> None:
     res = states.classify(view.fluorescence, view.labels, pixel_size_um=view.pixel_um)
     assert res.ids.tolist() == sorted(view.states)
