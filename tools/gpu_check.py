@@ -227,6 +227,90 @@ def run_demo(out: Path, timeout_s: float) -> dict:
     }
 
 
+def engines_together(frames: dict[int, list[np.ndarray]]) -> dict:
+    """All shipped engines alive at once on the best backend, as in the worker.
+
+    Segmentation, virtual stain and cell states are loaded together, run in
+    turn for a few rounds (each engine's CUDA graphs captured while the others'
+    are alive), compared with ONNX Runtime on the CPU, then closed one by one:
+    GPU memory still allocated after each close and at the end.
+    """
+    from livescope.cli._engines import _grid_of_cells
+    from livescope.inference import (
+        CellStateEngine,
+        StainEngine,
+        match_counts,
+        scores,
+        select_backend,
+    )
+
+    backend = select_backend()
+    frame = frames[512][0]
+    cells, cell_labels = _grid_of_cells(300)
+    made = {
+        "nuclei-unet": lambda b: SegmentationEngine("nuclei-unet", backend=b),
+        "nuclei-stain": lambda b: StainEngine("nuclei-stain", backend=b),
+        "cell-state": lambda b: CellStateEngine("cell-state", backend=b),
+    }
+    run = {
+        "nuclei-unet": lambda e: e.segment(frame).labels,
+        "nuclei-stain": lambda e: e.predict(frame).image,
+        "cell-state": lambda e: e.classify(cells, cell_labels).probs,
+    }
+    ref = {}
+    for name in made:
+        eng = made[name](OnnxRuntimeBackend())
+        ref[name] = run[name](eng)
+        eng.close()
+    reset_peak()
+    engines = {name: make(backend) for name, make in made.items()}
+    out: dict = {"backend": backend.name, "runtimes": {n: e.runtime() for n, e in engines.items()}}
+    got: dict = {}
+    for _ in range(3):
+        for name, eng in engines.items():
+            got[name] = run[name](eng)
+    seg = scores(match_counts(ref["nuclei-unet"], got["nuclei-unet"]))
+    out["labels_f1_vs_ort_cpu"] = seg["f1"]
+    for name in ("nuclei-stain", "cell-state"):
+        r = ref[name]
+        err = float(np.max(np.abs(got[name] - r)) / max(float(np.max(np.abs(r))), 1e-12))
+        out[f"{name}_max_relative_error_vs_ort_cpu"] = err
+    out["peak_gpu_memory_mb"] = peak_memory_mb()
+    out["left_after_each_close_mb"] = {}
+    for name, eng in engines.items():
+        eng.close()
+        out["left_after_each_close_mb"][name] = left_allocated_mb()
+    return out
+
+
+def quick_post(frames: dict[int, list[np.ndarray]]) -> dict:
+    """The GPU post-processing on the shipped engine's maps, and on tiny and empty frames."""
+    import cupy
+
+    ref_engine = Engine("nuclei-unet", backend=OnnxRuntimeBackend())
+    pp = ref_engine.card.postprocess
+    assert pp is not None
+    out: dict = {}
+    for size in SIZES:
+        maps = ref_engine.infer(frames[size][0])
+        out[str(size)] = gpu_postprocess(maps, instance_labels(maps, pp), pp)
+    ref_engine.close()
+    rng = np.random.default_rng(0)
+    tiny = {}
+    for shape in ((1, 1), (1, 9), (9, 1), (3, 17), (0, 5)):
+        dist = rng.random(shape).astype(np.float32)
+        fg = (rng.random(shape) > 0.3).astype(np.float32)
+        kw = {"fg_threshold": 0.5, "seed_threshold": 0.2, "min_size_px": 0, "seed_h": 0.1}
+        try:
+            on_gpu = labels_from_maps_gpu(cupy.asarray(fg), cupy.asarray(dist), **kw)
+            same = np.array_equal(cupy.asnumpy(on_gpu), labels_from_maps_gpu(fg, dist, xp=np, **kw))
+            tiny["x".join(map(str, shape))] = same
+        except Exception as exc:  # noqa: BLE001 (report it)
+            tiny["x".join(map(str, shape))] = f"{type(exc).__name__}: {exc}"
+    out["tiny_frames_identical"] = tiny
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -238,6 +322,8 @@ def main() -> int:
     ap.add_argument("--save-frames", type=Path, help="save the simulated frames here and exit")
     ap.add_argument("--demo", type=Path, help="also run `livescope demo` with its output here")
     ap.add_argument("--demo-timeout-s", type=float, default=240.0)
+    ap.add_argument("--quick", action="store_true",
+                    help="only the engines together and the GPU post-processing (about a minute)")  # fmt: skip
     a = ap.parse_args()
     if a.save_frames:
         fr = load_frames(None)
@@ -267,6 +353,22 @@ def main() -> int:
     except ImportError:
         has_cupy = False
     result["machine"]["cupy"] = has_cupy
+    try:
+        result["together"] = engines_together(frames)
+    except Exception as exc:  # noqa: BLE001 (report every failure, go on)
+        result["together"] = {"error": f"{type(exc).__name__}: {exc}"}
+    print(json.dumps({"together": result["together"]}), flush=True)
+    if a.quick:
+        if has_cupy:
+            try:
+                result["gpu_post"] = quick_post(frames)
+            except Exception as exc:  # noqa: BLE001
+                result["gpu_post"] = {"error": f"{type(exc).__name__}: {exc}"}
+        result["seconds"] = round(time.perf_counter() - t_start, 1)
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(json.dumps(result, indent=1))
+        print(json.dumps(result, indent=1))
+        return 0
     from livescope.schema import EngineCard
 
     tasks = {n: EngineCard.from_file(f / "card.yaml").task for n, f in builtin_engines().items()}

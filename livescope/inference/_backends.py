@@ -15,6 +15,7 @@ import importlib
 import importlib.util
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -198,21 +199,33 @@ class OnnxRuntimeBackend:
 # ----------------------------------------------------------------- torch
 
 _capture_streams: dict[int, Any] = {}  # CUDA device -> the side stream every graph is made on
-_live_cuda_sessions = 0  # torch sessions on CUDA not yet closed (in this process)
+_capture_lock = threading.Lock()  # one capture at a time (they share the stream and clear below)
 
 
 def _capture_stream(torch: Any) -> Any:
-    """Return the one side stream on which CUDA graphs are warmed up and captured.
-
-    cuBLAS keeps a workspace (32 MiB on Hopper) for each stream it ran on, for
-    the life of the process: a new stream per graph left one behind per engine
-    and shape (the cell-state engine's linear layers; seen on an H200), so all
-    graphs share this one, as `torch.cuda.graph`'s own default stream does.
-    """
+    """Return the one side stream on which CUDA graphs are warmed up and captured."""
     device = torch.cuda.current_device()
     if device not in _capture_streams:
         _capture_streams[device] = torch.cuda.Stream()
     return _capture_streams[device]
+
+
+def _drop_cublas_workspaces(torch: Any) -> None:
+    """Forget torch's cached cuBLAS workspaces (they are allocated again when next needed).
+
+    cuBLAS keeps a workspace (32 MiB on Hopper) per stream it ran on, for the
+    life of the process: each engine warmed up on a stream of its own left one
+    behind after ``close()`` (33 MB per cell-state engine, seen on an H200).
+    Dropped just before a capture, the graph's own workspace is allocated in
+    its private memory pool (and freed with the graph); dropped again just
+    after, no cached entry points into that pool, so no later capture or
+    clear, ours or another library's, can take it from under the graph. This
+    is what torch's own graph trees do. torch has no public call for it.
+    """
+    clear = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)  # noqa: SLF001
+    if clear is not None:
+        torch.cuda.synchronize()
+        clear()
 
 
 class _TorchSession:
@@ -248,12 +261,13 @@ class _TorchSession:
         self.output_names = [o.name for o in card.outputs]
         self._graphs: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}
         self._open = True
-        if self.device == "cuda":
-            global _live_cuda_sessions
-            _live_cuda_sessions += 1
 
     def _graph(self, shape: tuple[int, ...]) -> tuple[Any, Any, Any]:
         """Capture a CUDA graph for ``shape`` (static input and output tensors)."""
+        with _capture_lock:
+            return self._capture(shape)
+
+    def _capture(self, shape: tuple[int, ...]) -> tuple[Any, Any, Any]:
         torch = self._torch
         dtype = torch.float16 if self._half else torch.float32
         static_in = torch.zeros(shape, device="cuda", dtype=dtype)
@@ -272,8 +286,10 @@ class _TorchSession:
         cudnn = torch.backends.cudnn.flags(
             enabled=True, benchmark=True, deterministic=False, allow_tf32=self._half
         )
+        _drop_cublas_workspaces(torch)  # the graph's own goes into its private pool
         with cudnn, torch.cuda.graph(graph, stream=stream), torch.no_grad():
             static_out = self._net(static_in)
+        _drop_cublas_workspaces(torch)
         return graph, static_in, static_out
 
     def run(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -301,16 +317,7 @@ class _TorchSession:
         self._graphs.clear()
         del self._net
         if self.device == "cuda":
-            global _live_cuda_sessions
-            _live_cuda_sessions -= 1
-            torch = self._torch
-            if _live_cuda_sessions == 0:  # no graph of ours is left that could use them
-                torch.cuda.synchronize()
-                # torch has no public call for it (its own graph tools use this one)
-                clear = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)  # noqa: SLF001
-                if clear is not None:
-                    clear()
-            torch.cuda.empty_cache()
+            self._torch.cuda.empty_cache()
 
 
 class TorchBackend:

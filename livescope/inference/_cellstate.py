@@ -173,19 +173,23 @@ class CellStateEngine(Engine):
     ) -> None:
         """Load a cell-state engine (``task: classification`` with ``crop_px`` in its card)."""
         super().__init__(name_or_path, **kwargs)
-        if self.card.task != "classification" or self.card.crop_px is None:
-            raise EngineError(
-                f"engine {self.name} is a {self.card.task} engine without crop_px, "
-                "not a cell classifier"
-            )
-        if self.card.input.channels != 2:
-            raise EngineError(
-                f"engine {self.name}: a cell classifier takes 2 channels (signal, mask), the "
-                f"card says {self.card.input.channels}"
-            )
-        self.classes = tuple(self.card.outputs[0].channels)
-        self.crop_px = int(self.card.crop_px)
-        self.max_batch = max_batch
+        try:  # a refused engine frees what it loaded
+            if self.card.task != "classification" or self.card.crop_px is None:
+                raise EngineError(
+                    f"engine {self.name} is a {self.card.task} engine without crop_px, "
+                    "not a cell classifier"
+                )
+            if self.card.input.channels != 2:
+                raise EngineError(
+                    f"engine {self.name}: a cell classifier takes 2 channels (signal, mask), the "
+                    f"card says {self.card.input.channels}"
+                )
+            self.classes = tuple(self.card.outputs[0].channels)
+            self.crop_px = int(self.card.crop_px)
+            self.max_batch = max_batch
+        except BaseException:
+            self.close()
+            raise
 
     def _run_bucketed(self, crops: NDArray[np.float32]) -> NDArray[np.float32]:
         """Run crops; on torch CUDA pad the batch to a power of two (one CUDA graph per size)."""

@@ -192,7 +192,11 @@ class Engine:
         self.session: PSession | None = self.backend.load(
             self.model_path, self.card, precision=precision, shapes=shapes
         )
-        self._check_io()
+        try:
+            self._check_io()
+        except BaseException:
+            self.close()  # a refused model's session (and its device memory) goes now
+            raise
 
     def _check_io(self) -> None:
         s = self._session()
@@ -466,40 +470,45 @@ class SegmentationEngine(Engine):
         back at the frame's size. None: frames are used as they are.
         """
         super().__init__(name_or_path, **kwargs)
-        self.gpu_postprocess = self._want_gpu_post(gpu_postprocess)
-        self.scale = 1.0
-        if object_diameter_px is not None:
-            if not (math.isfinite(object_diameter_px) and object_diameter_px > 0):
+        try:  # a refused engine frees what it loaded
+            self.gpu_postprocess = self._want_gpu_post(gpu_postprocess)
+            self.scale = 1.0
+            if object_diameter_px is not None:
+                if not (math.isfinite(object_diameter_px) and object_diameter_px > 0):
+                    raise EngineError(
+                        f"engine {self.name}: object diameter must be > 0 px, "
+                        f"got {object_diameter_px}"
+                    )
+                if self.card.object_radius_px is None:
+                    raise EngineError(
+                        f"engine {self.name}: its card gives no object_radius_px, so frames "
+                        "cannot be rescaled to an object size"
+                    )
+                self.scale = 2 * self.card.object_radius_px / float(object_diameter_px)
+                if not 1 / MAX_RESCALE <= self.scale <= MAX_RESCALE:
+                    raise EngineError(
+                        f"engine {self.name}: nuclei of {object_diameter_px:g} px would be "
+                        f"rescaled {self.scale:.3g}x to the {2 * self.card.object_radius_px:g} px "
+                        f"it segments best; refusing more than {MAX_RESCALE:g}x either way (check "
+                        "the diameter and pixel size)"
+                    )
+            if self.card.task != "segmentation" or self.card.postprocess is None:
                 raise EngineError(
-                    f"engine {self.name}: object diameter must be > 0 px, got {object_diameter_px}"
+                    f"engine {self.name} is a {self.card.task} engine without segmentation "
+                    "post-processing"
                 )
-            if self.card.object_radius_px is None:
+            channels = self.card.outputs[0].channels
+            want: tuple[str, ...] = ("foreground", "distance")
+            if self.card.postprocess.kind == "centre_votes":
+                want += ("offset_y", "offset_x")
+            if tuple(channels[: len(want)]) != want:
                 raise EngineError(
-                    f"engine {self.name}: its card gives no object_radius_px, so frames "
-                    "cannot be rescaled to an object size"
+                    f"engine {self.name}: output channels {channels} do not start with {want} "
+                    f"({self.card.postprocess.kind} post-processing needs them)"
                 )
-            self.scale = 2 * self.card.object_radius_px / float(object_diameter_px)
-            if not 1 / MAX_RESCALE <= self.scale <= MAX_RESCALE:
-                raise EngineError(
-                    f"engine {self.name}: nuclei of {object_diameter_px:g} px would be rescaled "
-                    f"{self.scale:.3g}x to the {2 * self.card.object_radius_px:g} px it segments "
-                    f"best; refusing more than {MAX_RESCALE:g}x either way (check the diameter "
-                    "and pixel size)"
-                )
-        if self.card.task != "segmentation" or self.card.postprocess is None:
-            raise EngineError(
-                f"engine {self.name} is a {self.card.task} engine without segmentation "
-                "post-processing"
-            )
-        channels = self.card.outputs[0].channels
-        want: tuple[str, ...] = ("foreground", "distance")
-        if self.card.postprocess.kind == "centre_votes":
-            want += ("offset_y", "offset_x")
-        if tuple(channels[: len(want)]) != want:
-            raise EngineError(
-                f"engine {self.name}: output channels {channels} do not start with {want} "
-                f"({self.card.postprocess.kind} post-processing needs them)"
-            )
+        except BaseException:
+            self.close()
+            raise
 
     def _want_gpu_post(self, asked: bool | None) -> bool:
         if asked is False:

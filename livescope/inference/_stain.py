@@ -48,14 +48,20 @@ class StainEngine(Engine):
     ) -> None:
         """Load a virtual-staining engine (``task: virtual_stain`` in its card)."""
         super().__init__(name_or_path, **kwargs)
-        if self.card.task != "virtual_stain":
-            raise EngineError(f"engine {self.name} is a {self.card.task} engine, not virtual_stain")
-        if not 0 <= pixel_size_tolerance < 1:
-            raise EngineError(
-                f"engine {self.name}: pixel size tolerance must be in [0, 1), "
-                f"got {pixel_size_tolerance}"
-            )
-        self.pixel_size_tolerance = pixel_size_tolerance
+        try:  # a refused engine frees what it loaded
+            if self.card.task != "virtual_stain":
+                raise EngineError(
+                    f"engine {self.name} is a {self.card.task} engine, not virtual_stain"
+                )
+            if not 0 <= pixel_size_tolerance < 1:
+                raise EngineError(
+                    f"engine {self.name}: pixel size tolerance must be in [0, 1), "
+                    f"got {pixel_size_tolerance}"
+                )
+            self.pixel_size_tolerance = pixel_size_tolerance
+        except BaseException:
+            self.close()
+            raise
 
     def predict(self, frame: NDArray[Any], *, pixel_size_um: float | None = None) -> StainResult:
         """Predicted stain for one label-free frame (rescaled as described in the module)."""

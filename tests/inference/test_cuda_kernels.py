@@ -33,19 +33,23 @@ struct Index {{ int x; }};
 static Index blockIdx, blockDim, threadIdx;
 #define __global__
 {kernels}
-extern "C" void run_dilate_min(const float* a, float* out, int* changed, int h, int w,
-                               const float* d) {{
-    blockDim.x = 1; threadIdx.x = 0;
-    for (int i = 0; i < h * w; ++i) {{ blockIdx.x = i; dilate_min(a, out, changed, h, w, d); }}
+// one launch: every thread of the grid, one at a time (those past the frame return at once)
+#define LAUNCH(call) \\
+    blockDim.x = block; \\
+    for (int g = 0; g < grid; ++g) \\
+        for (int k = 0; k < block; ++k) {{ blockIdx.x = g; threadIdx.x = k; call; }}
+extern "C" void run_dilate_min(int grid, int block, const float* a, float* out, int* changed,
+                               int h, int w, const float* d) {{
+    LAUNCH(dilate_min(a, out, changed, h, w, d))
 }}
-extern "C" void run_flood(const int* a, int* out, int* changed, int h, int w,
-                          const bool* mask, const float* dist, float t) {{
-    blockDim.x = 1; threadIdx.x = 0;
-    for (int i = 0; i < h * w; ++i) {{
-        blockIdx.x = i; flood(a, out, changed, h, w, mask, dist, t);
-    }}
+extern "C" void run_flood(int grid, int block, const int* a, int* out, int* changed, int h,
+                          int w, const bool* mask, const float* dist, float t) {{
+    LAUNCH(flood(a, out, changed, h, w, mask, dist, t))
 }}
 """
+# each kernel's arguments after the two buffers, the flag and (h, w), as the GPU gets them
+EXTRA = {"dilate_min": (np.float32,), "flood": (np.bool_, np.float32, "float32 scalar")}
+BUFFER = {"dilate_min": np.float32, "flood": np.int32}
 
 
 @pytest.fixture(scope="module")
@@ -59,32 +63,45 @@ def kernels(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
 
 
 def _ptr(a: np.ndarray) -> ctypes.c_void_p:
+    assert a.flags.c_contiguous
     return a.ctypes.data_as(ctypes.c_void_p)
 
 
-def _fixpoint_on_cpu(lib: ctypes.CDLL) -> Any:
-    """`_cuda_fixpoint` with the compiled kernels and numpy buffers (same loop, same checks)."""
+def _launcher(lib: ctypes.CDLL, name: str, launches: list[str]) -> Any:
+    """A stand-in for the compiled cupy kernel: checks each argument's type as the GPU reads it."""
 
-    def fixpoint(name: str, a: Any, *args: Any, check_every: int = 8) -> Any:
-        a = np.array(a, order="C")
-        out, changed = np.empty_like(a), np.zeros(1, np.int32)
-        h, w = a.shape
-        extra = [np.ascontiguousarray(x) if isinstance(x, np.ndarray) else x for x in args]
-        fn = getattr(lib, f"run_{name}")
-        steps = 0
-        while True:
-            changed[0] = 0
-            for _ in range(check_every):
-                arrays = [_ptr(a), _ptr(out), _ptr(changed), ctypes.c_int(h), ctypes.c_int(w)]
-                fn(*arrays, *[_ptr(x) if isinstance(x, np.ndarray) else ctypes.c_float(x)
-                              for x in extra])  # fmt: skip
-                a, out = out, a
-                steps += 1
-            if changed[0] == 0:
-                fixpoint.steps += steps  # type: ignore[attr-defined]
-                return a
+    def launch(grid: tuple[int], block: tuple[int], args: tuple[Any, ...]) -> None:
+        a, out, changed, h, w, *extra = args
+        assert a.dtype == out.dtype == BUFFER[name]
+        assert a.shape == out.shape == (h, w)
+        assert changed.dtype == np.int32
+        assert changed.shape == (1,)
+        assert type(h) is np.int32
+        assert type(w) is np.int32
+        assert grid[0] * block[0] >= h * w > (grid[0] - 1) * block[0]
+        typed: list[Any] = [ctypes.c_int(grid[0]), ctypes.c_int(block[0])]
+        typed += [_ptr(a), _ptr(out), _ptr(changed), ctypes.c_int(h), ctypes.c_int(w)]
+        for x, want in zip(extra, EXTRA[name], strict=True):
+            if want == "float32 scalar":
+                assert type(x) is np.float32  # a Python float would go as a double
+                typed.append(ctypes.c_float(x))
+            else:
+                assert x.dtype == want
+                assert x.shape == (h, w)
+                typed.append(_ptr(x))
+        getattr(lib, f"run_{name}")(*typed)
+        launches.append(name)
 
-    fixpoint.steps = 0  # type: ignore[attr-defined]
+    return launch
+
+
+def _fixpoint_on_cpu(lib: ctypes.CDLL, launches: list[str]) -> Any:
+    """`_cuda_fixpoint` itself, with numpy buffers and the kernels compiled for the CPU."""
+    real = post._cuda_fixpoint
+
+    def fixpoint(name: str, a: Any, *args: Any, **kw: Any) -> Any:
+        return real(name, a, *args, xp=np, kernel=_launcher(lib, name, launches), **kw)
+
     return fixpoint
 
 
@@ -127,11 +144,11 @@ def test_the_cuda_kernels_give_the_numpy_steps_labels(
     expected = post.labels_from_maps_gpu(fg, dist, xp=np, **kw)
     assert expected.max() >= 5  # enough nuclei, several of them touching
 
-    fixpoint = _fixpoint_on_cpu(kernels)
-    monkeypatch.setattr(post, "_cuda_fixpoint", fixpoint)
+    launches: list[str] = []
+    monkeypatch.setattr(post, "_cuda_fixpoint", _fixpoint_on_cpu(kernels, launches))
     monkeypatch.setattr(post, "_modules", lambda a, xp: (xp, ndimage))
     got = post.labels_from_maps_gpu(fg, dist, xp=_NotNumpy(), **kw)
-    assert fixpoint.steps > 0  # the kernels ran (not the numpy steps)
+    assert {"dilate_min", "flood"} <= set(launches)  # the kernels ran, not the numpy steps
     np.testing.assert_array_equal(got, expected)
 
 
@@ -141,7 +158,23 @@ def test_the_h_dome_kernel_matches_the_reconstruction_on_its_own(
     _, dist = _touching_nuclei(3)
     d = np.where(dist > 0.2, dist, np.float32(-1)).astype(np.float32)
     expected = post._h_dome(d, 0.3, np, ndimage)
-    monkeypatch.setattr(post, "_cuda_fixpoint", _fixpoint_on_cpu(kernels))
+    monkeypatch.setattr(post, "_cuda_fixpoint", _fixpoint_on_cpu(kernels, []))
     got = post._h_dome(d, 0.3, _NotNumpy(), ndimage)
     np.testing.assert_array_equal(got, expected)
     assert (got >= 0.3).any()  # some h-maxima
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (9, 1), (2, 2), (3, 17), (0, 5)])
+def test_the_kernels_on_frames_one_pixel_wide_or_empty(
+    kernels: ctypes.CDLL, monkeypatch: pytest.MonkeyPatch, shape: tuple[int, int]
+) -> None:
+    rng = np.random.default_rng(sum(shape))
+    dist = rng.random(shape).astype(np.float32)
+    fg = (rng.random(shape) > 0.3).astype(np.float32)
+    kw = {"fg_threshold": 0.5, "seed_threshold": 0.2, "min_size_px": 0, "seed_h": 0.1}
+    expected = post.labels_from_maps_gpu(fg, dist, xp=np, **kw)
+    monkeypatch.setattr(post, "_cuda_fixpoint", _fixpoint_on_cpu(kernels, []))
+    monkeypatch.setattr(post, "_modules", lambda a, xp: (xp, ndimage))
+    got = post.labels_from_maps_gpu(fg, dist, xp=_NotNumpy(), **kw)
+    np.testing.assert_array_equal(got, expected)
+    assert got.shape == shape

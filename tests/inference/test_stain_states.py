@@ -116,13 +116,21 @@ def test_stain_refuses_bad_frames(stain: StainEngine, bad: object, message: str)
         stain.predict(bad)  # type: ignore[arg-type]
 
 
-def test_engines_refuse_the_wrong_task() -> None:
+def test_engines_refuse_the_wrong_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    from livescope.inference import Engine, SegmentationEngine
+
+    closed: list[str] = []  # a refused engine frees the session it loaded (GPU memory)
+    real_close = Engine.close
+    monkeypatch.setattr(Engine, "close", lambda self: (closed.append(self.name), real_close(self)))
     with pytest.raises(
         EngineError, match="nuclei-unet is a segmentation engine, not virtual_stain"
     ):
         StainEngine("nuclei-unet", backend="onnxruntime")
     with pytest.raises(EngineError, match="not a cell classifier"):
         CellStateEngine(STAIN, backend="onnxruntime")
+    with pytest.raises(EngineError, match="without segmentation post-processing"):
+        SegmentationEngine(STAIN, backend="onnxruntime")
+    assert closed == ["nuclei-unet", STAIN, STAIN]
 
 
 def test_cell_crops_are_centred_on_each_cell() -> None:
