@@ -142,6 +142,7 @@ class _OrtSession:
         self.backend = "onnxruntime"
         self.device = self._sess.get_providers()[0]
         inp = self._sess.get_inputs()[0]
+        self.precision = "fp16" if "float16" in inp.type else "fp32"  # the graph's, as exported
         self.input_name = inp.name
         self.input_rank = len(inp.shape)
         self.output_names = [o.name for o in self._sess.get_outputs()]
@@ -253,6 +254,7 @@ class _TorchSession:
         self._torch = torch
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self._half = precision == "fp16" and self.device == "cuda"
+        self.precision = "fp16" if self._half else "fp32"  # fp16 on CUDA only
         net = net.eval().to(self.device)
         self._net = net.half() if self._half else net
         self.backend = "torch"

@@ -420,8 +420,10 @@ class Engine:
         if device == "cuda":  # torch names the device type only: add the GPU's name
             import torch
 
-            device = f"cuda ({torch.cuda.get_device_name(0)})"
-        return {"backend": self.backend.name, "device": device, "precision": self.precision}
+            device = f"cuda ({torch.cuda.get_device_name(torch.cuda.current_device())})"
+        # what the session really runs (torch on the CPU ignores fp16), else what was asked
+        precision = str(getattr(self.session, "precision", self.precision))
+        return {"backend": self.backend.name, "device": device, "precision": precision}
 
     def close(self) -> None:
         """Free the session and its device memory; the engine cannot run afterwards."""

@@ -447,3 +447,14 @@ def test_closed_engine_cannot_run(frame: np.ndarray) -> None:
     e.close()
     with pytest.raises(EngineError, match="closed"):
         e.infer(frame)
+
+
+def test_an_engine_says_where_and_how_it_runs() -> None:
+    # the run summary's engine_runtimes: what really runs, not what was asked for
+    with Engine("nuclei-unet", backend="onnxruntime", precision="fp16") as eng:
+        assert eng.runtime() == {
+            "backend": "onnxruntime",
+            "device": "CPUExecutionProvider",
+            "precision": "fp32",  # the ONNX graph's own: ONNX Runtime does not cast it
+        }
+    assert eng.runtime()["device"] == "closed"
