@@ -191,6 +191,20 @@ class CellStateEngine(Engine):
             self.close()
             raise
 
+    def warm_up_batches(self, max_cells: int = 256) -> None:
+        """Run each batch size the classifier pads to, up to ``max_cells`` (torch CUDA only).
+
+        Each size is a CUDA graph of its own, captured on its first call (tens
+        of ms): a worker does it before the run, not on its first fields.
+        """
+        if getattr(self.session, "device", None) != "cuda":
+            return
+        c = self.card.input.channels
+        size = 16
+        while size <= min(max_cells, self.max_batch):
+            self.run(np.zeros((size, c, self.crop_px, self.crop_px), np.float32))
+            size *= 2
+
     def _run_bucketed(self, crops: NDArray[np.float32]) -> NDArray[np.float32]:
         """Run crops; on torch CUDA pad the batch to a power of two (one CUDA graph per size)."""
         n = len(crops)

@@ -219,6 +219,7 @@ def run_adaptive(
             "policies_disabled": work.get("policies_disabled", []),
             "engines": work.get("engines", {}),
             "engine_runtimes": work.get("engine_runtimes", {}),
+            "engine_warm_up_s": work.get("warm_up_s"),
             "guardrails": work.get("guardrails", {}),
             "evaluation": evaluation,
             "machine": pc,

@@ -143,6 +143,7 @@ class PipelineWorker:
         )
         self.engines = self.analyzer.engine_hashes()
         self.engine_runtimes = self.analyzer.engine_runtimes()
+        self.warm_up_s: float | None = None  # set by `run`
         self.policy = PolicyEngine([*rules, *policies], self.profile, self.sequence)
         self.results = self.run_dir / RESULTS_DIR
         self.results.mkdir(parents=True, exist_ok=True)
@@ -278,6 +279,11 @@ class PipelineWorker:
             if (self.run_dir / "summary.json").exists():
                 break  # the run has already ended: analyse what was recorded
             time.sleep(0.05)
+        # the engines' first calls (allocation, kernels, CUDA graphs) before the first field:
+        # at the camera's full frame and the default objective's pixel size
+        cam = self.profile.camera.sensor_shape_px
+        px = self.profile.objective.pixel_size_um
+        self.warm_up_s = round(self.analyzer.warm_up((cam[0], cam[1]), px), 3)
         gc.collect()
         gc.freeze()  # engines and config are loaded: later collections skip them
         with fast_thread_switching():
@@ -665,6 +671,7 @@ class PipelineWorker:
             "guardrails": self.policy.guardrails.usage(),
             "engines": self.engines,
             "engine_runtimes": self.engine_runtimes,
+            "warm_up_s": self.warm_up_s,  # the engines' first calls, before the first field
             "bus": {k: stats[k] for k in ("received", "delivered", "drops", "dropped_queue",
                                            "dropped_upstream", "max_depth", "latency")
                     if k in stats},  # this worker process's connection only

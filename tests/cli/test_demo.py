@@ -101,6 +101,7 @@ def test_demo_reports_the_machine_stalls_beside_its_slow_fields(
     assert {r["backend"] for r in runtimes.values()} == {select_backend().name}
     assert all(r["device"] and r["precision"] == "fp32" for r in runtimes.values())
     assert "Engines run on" in page
+    assert summary["engine_warm_up_s"] > 0  # the engines' first calls came before the run
     assert html.escape(runtimes["nuclei-unet"]["device"]) in page
 
 

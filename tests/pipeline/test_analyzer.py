@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -91,3 +93,32 @@ def test_analyzer_refuses_impossible_plans() -> None:
         FrameAnalyzer(segmenter=None, states="cell-state")
     with FrameAnalyzer(backend="onnxruntime") as fa, pytest.raises(LivescopeError, match="needs"):
         fa.analyse()
+
+
+def _counted(calls: list[str], name: str, real: Any) -> Any:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        calls.append(name)
+        return real(*args, **kwargs)
+
+    return call
+
+
+def test_a_warm_up_runs_every_engine_and_leaves_no_trace(frames) -> None:  # type: ignore[no-untyped-def]
+    phase, dapi, px = frames[0]
+    kw = {"stain": "nuclei-stain", "states": "cell-state", "backend": "onnxruntime",
+          "nucleus_diameter_um": 12}  # fmt: skip
+    with FrameAnalyzer(**kw) as cold:  # type: ignore[arg-type]
+        expected = cold.analyse(fluorescence=dapi, label_free=phase, pixel_size_um=px)
+    with FrameAnalyzer(**kw) as fa:  # type: ignore[arg-type]
+        calls: list[str] = []
+        for engine, method in ((fa.stain, "predict"), (fa.states, "classify")):
+            setattr(engine, method, _counted(calls, method, getattr(engine, method)))
+        seconds = fa.warm_up(phase.shape, px)
+        assert seconds > 0
+        assert calls == ["predict", "classify"]  # every engine ran, the classifier on cells
+        assert fa.trackers == {}  # no position, no track
+        got = fa.analyse(fluorescence=dapi, label_free=phase, pixel_size_um=px)
+    assert got.frame == expected.frame == 0
+    np.testing.assert_array_equal(got.labels, expected.labels)
+    np.testing.assert_array_equal(got.states.probs, expected.states.probs)  # type: ignore[union-attr]
+    assert [r["track"] for r in got.cell_table()] == [r["track"] for r in expected.cell_table()]
