@@ -173,7 +173,7 @@ class CellStateEngine(Engine):
     ) -> None:
         """Load a cell-state engine (``task: classification`` with ``crop_px`` in its card)."""
         super().__init__(name_or_path, **kwargs)
-        try:  # a refused engine frees what it loaded
+        with self._closed_if_refused():
             if self.card.task != "classification" or self.card.crop_px is None:
                 raise EngineError(
                     f"engine {self.name} is a {self.card.task} engine without crop_px, "
@@ -187,9 +187,6 @@ class CellStateEngine(Engine):
             self.classes = tuple(self.card.outputs[0].channels)
             self.crop_px = int(self.card.crop_px)
             self.max_batch = max_batch
-        except BaseException:
-            self.close()
-            raise
 
     def warm_up_batches(self, max_cells: int = 256) -> None:
         """Run each batch size the classifier pads to, up to ``max_cells`` (torch CUDA only).

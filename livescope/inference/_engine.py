@@ -10,9 +10,11 @@ is left where the overlap covers the model's receptive field.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -192,10 +194,19 @@ class Engine:
         self.session: PSession | None = self.backend.load(
             self.model_path, self.card, precision=precision, shapes=shapes
         )
-        try:
+        with self._closed_if_refused():
             self._check_io()
+
+    @contextlib.contextmanager
+    def _closed_if_refused(self) -> Iterator[None]:
+        """Close the session just loaded if the checks in the block refuse the engine.
+
+        Its device memory goes at once, not whenever the half-made engine is collected.
+        """
+        try:
+            yield
         except BaseException:
-            self.close()  # a refused model's session (and its device memory) goes now
+            self.close()
             raise
 
     def _check_io(self) -> None:
@@ -472,7 +483,7 @@ class SegmentationEngine(Engine):
         back at the frame's size. None: frames are used as they are.
         """
         super().__init__(name_or_path, **kwargs)
-        try:  # a refused engine frees what it loaded
+        with self._closed_if_refused():
             self.gpu_postprocess = self._want_gpu_post(gpu_postprocess)
             self.scale = 1.0
             if object_diameter_px is not None:
@@ -508,9 +519,6 @@ class SegmentationEngine(Engine):
                     f"engine {self.name}: output channels {channels} do not start with {want} "
                     f"({self.card.postprocess.kind} post-processing needs them)"
                 )
-        except BaseException:
-            self.close()
-            raise
 
     def _want_gpu_post(self, asked: bool | None) -> bool:
         if asked is False:

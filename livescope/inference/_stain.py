@@ -48,7 +48,7 @@ class StainEngine(Engine):
     ) -> None:
         """Load a virtual-staining engine (``task: virtual_stain`` in its card)."""
         super().__init__(name_or_path, **kwargs)
-        try:  # a refused engine frees what it loaded
+        with self._closed_if_refused():
             if self.card.task != "virtual_stain":
                 raise EngineError(
                     f"engine {self.name} is a {self.card.task} engine, not virtual_stain"
@@ -59,9 +59,6 @@ class StainEngine(Engine):
                     f"got {pixel_size_tolerance}"
                 )
             self.pixel_size_tolerance = pixel_size_tolerance
-        except BaseException:
-            self.close()
-            raise
 
     def predict(self, frame: NDArray[Any], *, pixel_size_um: float | None = None) -> StainResult:
         """Predicted stain for one label-free frame (rescaled as described in the module)."""
