@@ -71,6 +71,21 @@ def test_bad_decisions_are_rejected_with_reasons_and_the_run_goes_on(
             "unknown decision type 'teleport'",
         ),
         (c.send_raw(b"not json"), "not JSON"),
+        (  # useq takes a NaN start time; the agent must not queue an event due at NaN s
+            c.send_raw(b'{"type": "add_events", "run_id": "%s", "events": [{"index": {"t": 60, '
+                       b'"p": 0}, "channel": "DAPI", "min_start_time": NaN}]}' % rid.encode()),
+            "event 0 {'t': 60, 'p': 0}: min_start_time must be finite, got nan",
+        ),
+        (  # an infinite interval would hold the run forever
+            c.send_raw(b'{"type": "change_interval", "run_id": "%s", "interval_s": Infinity}'
+                       % rid.encode()),
+            "interval_s: Input should be a finite number",
+        ),
+        (
+            c.send_raw(b'{"type": "move", "run_id": "%s", "position": "A", "x_um": NaN, '
+                       b'"y_um": 0}' % rid.encode()),
+            "x_um: Input should be a finite number",
+        ),
         (c.send(StopRun(run_id="someone-else")), "unknown run 'someone-else'"),
         (c.send(Move(run_id=rid, position="A", x_um=9000, y_um=0)), "stages.xy.x_range_um"),
         (c.send(Move(run_id=rid, position="Z", x_um=0, y_um=0)), "unknown position 'Z'"),

@@ -1,0 +1,104 @@
+"""Decisions on the wire: every kind parses back to itself; non-finite numbers are refused."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import useq
+
+from livescope.schema import (
+    AddEvents,
+    ChangeInterval,
+    Decision,
+    Move,
+    StopPosition,
+    StopRun,
+    parse_decision,
+)
+
+_EVENTS = tuple(
+    useq.MDAEvent(index={"t": t, "c": c}, channel={"config": name}, pos_name="p0~closeup",
+                  x_pos=-546.107, y_pos=-552.08, z_pos=0.0, min_start_time=30.0 * t,
+                  metadata={"cell": 7})
+    for t in range(4) for c, name in enumerate(("Phase", "DAPI"))
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "decision",
+    [
+        pytest.param(
+            AddEvents(
+                run_id="r",
+                seq=7,
+                rule="mitosis",
+                inputs={"p": 0.99},
+                engines={"nuclei-unet": "ab" * 32},
+                events=_EVENTS,
+                delay_s=1.5,
+            ),
+            id="add_events",
+        ),
+        pytest.param(Move(run_id="r", position="p0", x_um=1.5, y_um=-2.0, z_um=None), id="move"),
+        pytest.param(ChangeInterval(run_id="r", interval_s=45.0), id="change_interval"),
+        pytest.param(StopPosition(run_id="r", position="p1"), id="stop_position"),
+        pytest.param(StopRun(run_id="r", rule="enough"), id="stop_run"),
+    ],
+)
+def test_a_decision_parses_back_to_itself(decision: Decision) -> None:
+    back = parse_decision(decision.model_dump_json().encode())
+    assert back == decision
+    assert type(back) is type(decision)
+
+
+def _add(**event: object) -> bytes:
+    ev = {"index": {"t": 3, "p": 0}, "channel": "DAPI", **event}
+    # Python's json writes NaN and Infinity as JavaScript does: what a careless sender sends
+    return json.dumps({"type": "add_events", "run_id": "r", "events": [ev]}).encode()
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        pytest.param(
+            _add(min_start_time=float("nan")),
+            "event 0 {'t': 3, 'p': 0}: min_start_time must be finite, got nan",
+            id="event-due-at-nan",
+        ),
+        pytest.param(
+            _add(min_start_time=float("inf")),
+            "min_start_time must be finite, got inf",
+            id="event-due-never",
+        ),
+        pytest.param(_add(x_pos=float("-inf")), "x_pos must be finite", id="event-x"),
+        pytest.param(_add(z_pos=float("nan")), "z_pos must be finite", id="event-z"),
+        pytest.param(
+            b'{"type": "add_events", "run_id": "r", "delay_s": Infinity, "events": '
+            b'[{"index": {"t": 3}}]}',
+            "delay_s: Input should be a finite number",
+            id="delay",
+        ),
+        pytest.param(
+            b'{"type": "change_interval", "run_id": "r", "interval_s": Infinity}',
+            "interval_s: Input should be a finite number",
+            id="interval-infinite",
+        ),
+        pytest.param(
+            b'{"type": "move", "run_id": "r", "position": "p0", "x_um": 0, "y_um": NaN}',
+            "y_um: Input should be a finite number",
+            id="move-nan",
+        ),
+        pytest.param(
+            b'{"type": "teleport", "run_id": "r"}',
+            "unknown decision type 'teleport'",
+            id="unknown-type",
+        ),
+        pytest.param(b"[1, 2]", "decision must be a JSON object, got list", id="not-an-object"),
+        pytest.param(b"\xff{", "decision is not JSON", id="not-json"),
+    ],
+)
+def test_bad_decisions_are_refused_naming_the_problem(raw: bytes, reason: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        parse_decision(raw)
