@@ -25,8 +25,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from livescope.inference import CellStateEngine, CellStates, SegmentationEngine, StainEngine
-from livescope.schema import LivescopeError
+from livescope.inference import (
+    CellStateEngine,
+    CellStates,
+    SegmentationEngine,
+    StainEngine,
+    find_engine,
+)
+from livescope.schema import EngineCard, LivescopeError
 from livescope.tracking import (
     ObjectTable,
     OnlineTracker,
@@ -213,15 +219,27 @@ class FrameAnalyzer:
         return time.perf_counter() - t0
 
     def engine_hashes(self) -> dict[str, str]:
-        """Engine name → model sha256 of every loaded engine (recorded with decisions)."""
+        """Engine name → model sha256 of every engine of the run (recorded with decisions).
+
+        The segmentation engine's comes from its card when none is loaded yet
+        (it is loaded for the first frame's pixel size, which sets its scale);
+        loading it checks the model against that sha256.
+        """
         out = {e.name: e.card.sha256 for e in (self.stain, self.states) if e is not None}
         if self.segmenter_name is not None:
-            seg = next(iter(self._segmenters.values()), None) or self._segmenter(None)
-            out[seg.name] = seg.card.sha256
+            seg = next(iter(self._segmenters.values()), None)
+            if seg is not None:
+                out[seg.name] = seg.card.sha256
+            else:
+                card = EngineCard.from_file(find_engine(self.segmenter_name) / "card.yaml")
+                out[card.name] = card.sha256
         return out
 
     def engine_runtimes(self) -> dict[str, dict[str, str]]:
-        """Engine name → backend, device and precision of every loaded engine."""
+        """Engine name → backend, device and precision of every loaded engine.
+
+        The segmentation engine is there once a field or `warm_up` has loaded it.
+        """
         engines = [next(iter(self._segmenters.values()), None), self.stain, self.states]
         return {e.name: e.runtime() for e in engines if e is not None}
 

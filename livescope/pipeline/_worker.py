@@ -32,9 +32,7 @@ import collections
 import gc
 import json
 import logging
-import os
 import queue
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -62,6 +60,7 @@ from livescope.scope import frames_in_plan
 from livescope.tracking import OnlineTracker, TrackerSnapshot
 
 from ._analyzer import FrameAnalyzer
+from ._assembly import FieldAssembler, watch_stdin
 from ._config import PLAN_FILE, RESULTS_DIR, WorkerConfig
 from ._jobs import DecideJob, Field, StoreJob, overlap_ns
 from ._observe import observe
@@ -142,7 +141,6 @@ class PipelineWorker:
             nucleus_diameter_um=diameter,
         )
         self.engines = self.analyzer.engine_hashes()
-        self.engine_runtimes = self.analyzer.engine_runtimes()
         self.warm_up_s: float | None = None  # set by `run`
         self.policy = PolicyEngine([*rules, *policies], self.profile, self.sequence)
         self.results = self.run_dir / RESULTS_DIR
@@ -167,7 +165,7 @@ class PipelineWorker:
         self._parent_gone = threading.Event()
         if cfg.watch_parent:
             threading.Thread(
-                target=self._watch_parent, name="livescope-parent", daemon=True
+                target=watch_stdin, args=(self._parent_gone,), name="livescope-parent", daemon=True
             ).start()
         # trackers and fields as of the last field whose decisions were made (what a
         # restarted worker resumes from), kept by the decision thread
@@ -198,7 +196,7 @@ class PipelineWorker:
         self._handoff = threading.Event()
         self._handoff.set()
         self._fields: queue.Queue[Field | Exception | None] = queue.Queue()
-        """Fields put together from the bus, for the main thread (a live run)."""
+        """Fields put together from the bus, for the main thread (a live run's assembler's)."""
         self._decide_error: BaseException | None = None
         self._decide_thread = threading.Thread(
             target=self._decide_loop, name="livescope-decide", daemon=True
@@ -306,13 +304,13 @@ class PipelineWorker:
         self.run_id = self.link.run_id
         if self.config.overlay:
             self.store.open_overlay(self.run_id, self.run_dir)
-        # frames are taken off the bus and put together into fields on a thread of their
-        # own, also while the engines run: a field is ready the moment the one before is
-        # analysed, and its decisions wait for no copying (see `_assemble`)
-        fields = self._fields
-        stop = threading.Event()
-        assembler = threading.Thread(target=self._assemble, args=(stop,),
-                                     name="livescope-fields", daemon=True)  # fmt: skip
+        # frames are put together into fields on a thread of their own, also while the
+        # engines run (see `FieldAssembler`)
+        assembler = FieldAssembler(
+            self.link, self.run_dir, self.config, self.recorded,
+            self.done, self.counts, self._skip_lock, self._parent_gone,
+        )  # fmt: skip
+        self._fields = fields = assembler.fields
         assembler.start()
         try:
             # after every other thread has started (a thread inherits its creator's priority)
@@ -331,78 +329,7 @@ class PipelineWorker:
                     raise item
                 self._process(item)
         finally:
-            stop.set()
-            assembler.join(timeout=5)
-
-    def _assemble(self, stop: threading.Event) -> None:
-        """Take frames off the bus and queue each field once its frames are in (own thread).
-
-        The queue (``_fields``) ends with None when the agent has finished, or with
-        the exception that stopped this thread.
-        """
-        fields = self._fields
-        if self.link is None:  # pragma: no cover (attached before)
-            fields.put(LivescopeError("the worker is not attached to a run"))
-            return
-        bus = self.run_dir / BUS_FILE
-        pending: Field | None = None
-        last_frame = time.monotonic()
-        try:
-            while not stop.is_set():
-                frame = self.link.frames.get(timeout=0.1)
-                if frame is None:
-                    if not bus.exists():
-                        break  # the agent has finished; the queue is drained
-                    idle = self.config.idle_s
-                    if idle is not None and time.monotonic() - last_frame > idle:
-                        logger.warning("no frame for %.0f s; the worker stops", idle)
-                        break
-                    if self._orphaned():
-                        raise LivescopeError("the supervising process is gone; the worker stops")
-                    continue
-                last_frame = time.monotonic()
-                try:
-                    h = frame.header
-                    self.counts["frames_received"] += 1
-                    if h.get("added_by") and not self.config.analyse_added:
-                        self.counts["added_frames_received"] += 1
-                        continue
-                    key = (str(h["position"]), int(h["index"].get("t", 0)))
-                    if key[0] in self.done and key[1] <= self.done[key[0]]:
-                        with self._skip_lock:
-                            self.counts["frames_already_analysed"] += 1
-                        continue
-                    if pending is not None and (pending.position, pending.t) != key:
-                        fields.put(pending)  # incomplete: its other frames never came
-                        pending = None
-                    if pending is None:
-                        pending = Field(key[0], key[1], {}, dict(h), frame.t_received_ns)
-                    z = int(h["index"].get("z", 0))
-                    pending.frames[(str(h["channel"]), z)] = np.array(frame.array, copy=True)
-                    pending.header, pending.t_received_ns = dict(h), frame.t_received_ns
-                finally:
-                    frame.release()
-                if len(pending.frames) >= self.recorded.count((pending.position, pending.t)):
-                    fields.put(pending)
-                    pending = None
-            if pending is not None:
-                fields.put(pending)
-            fields.put(None)
-        except Exception as exc:  # noqa: BLE001 (handed to the main thread, which raises it)
-            fields.put(exc)
-
-    def _orphaned(self) -> bool:
-        """Return True if the supervising process has died (its pipe to our stdin closed)."""
-        return self._parent_gone.is_set()
-
-    def _watch_parent(self) -> None:
-        try:  # the raw descriptor: a buffered read would block interpreter shutdown
-            fd = sys.stdin.fileno()
-            while os.read(fd, 1024):
-                pass
-        except (OSError, ValueError):
-            pass
-        self._parent_gone.set()
+            assembler.stop()
 
     # ------------------------------------------------------------ catching up
 
@@ -658,6 +585,7 @@ class PipelineWorker:
                 folder = self.results / "ctc" / pos
                 folder.mkdir(parents=True, exist_ok=True)
                 rewrite_ctc_result(folder, tracker.lineage)
+        runtimes = self.analyzer.engine_runtimes()  # those loaded (by the warm-up, or fields)
         self.analyzer.close()
         self.store.close()
         summary: dict[str, Any] = {
@@ -670,7 +598,7 @@ class PipelineWorker:
             "policies_disabled": [{"rule": k, "error": v} for k, v in self.policy.disabled.items()],
             "guardrails": self.policy.guardrails.usage(),
             "engines": self.engines,
-            "engine_runtimes": self.engine_runtimes,
+            "engine_runtimes": runtimes,
             "warm_up_s": self.warm_up_s,  # the engines' first calls, before the first field
             "bus": {k: stats[k] for k in ("received", "delivered", "drops", "dropped_queue",
                                            "dropped_upstream", "max_depth", "latency")

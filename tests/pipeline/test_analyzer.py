@@ -122,3 +122,17 @@ def test_a_warm_up_runs_every_engine_and_leaves_no_trace(frames) -> None:  # typ
     np.testing.assert_array_equal(got.labels, expected.labels)
     np.testing.assert_array_equal(got.states.probs, expected.states.probs)  # type: ignore[union-attr]
     assert [r["track"] for r in got.cell_table()] == [r["track"] for r in expected.cell_table()]
+
+
+def test_the_run_loads_one_segmentation_engine_for_its_pixel_size(frames) -> None:  # type: ignore[no-untyped-def]
+    # the engines' hashes are asked for before any frame: they must not load an engine
+    # of their own beside the one the frames' pixel size needs
+    phase, dapi, px = frames[0]
+    with FrameAnalyzer(backend="onnxruntime", nucleus_diameter_um=12) as fa:
+        hashes = fa.engine_hashes()
+        assert fa.engine_runtimes() == {}  # nothing loaded yet
+        fa.warm_up(phase.shape, px)
+        fa.analyse(fluorescence=dapi, pixel_size_um=px)
+        (seg,) = fa._segmenters.values()  # noqa: SLF001
+        assert hashes == {"nuclei-unet": seg.card.sha256} == fa.engine_hashes()
+        assert fa.engine_runtimes()["nuclei-unet"]["backend"] == "onnxruntime"

@@ -1,0 +1,148 @@
+"""Frames off the bus, put together into fields on a thread of the worker's own.
+
+The worker's main thread runs the engines; frames keep arriving meanwhile.
+`FieldAssembler` takes them off the bus as they come, also while the engines
+run, and queues each field (the frames of one position at one time point) the
+moment its last frame is in: a field is ready as soon as the one before it is
+analysed, and its decisions wait for no copying.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import queue
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from livescope.bus import BUS_FILE
+from livescope.schema import LivescopeError
+
+from ._config import WorkerConfig
+from ._jobs import Field
+from ._recorded import RecordedFields
+
+__all__ = ["FieldAssembler", "watch_stdin"]  # the worker's own, not re-exported
+
+logger = logging.getLogger("livescope")
+
+
+class FieldAssembler:
+    """Queue a live run's fields for the worker's main thread, from a thread of its own.
+
+    Parameters
+    ----------
+    link
+        The worker's attachment to the agent (`livescope.bus.attach`); frames are
+        taken from ``link.frames``.
+    run_dir
+        The run folder: the agent has finished when its ``bus.json`` is gone.
+    config
+        ``idle_s`` (give up after so long without a frame) and ``analyse_added``.
+    recorded
+        How many frames each field of the plan has.
+    done
+        Position → last analysed time point (the main thread's, read here): frames
+        of fields already analysed (from the recording) are counted and dropped.
+    counts, count_lock
+        The worker's counts; ``count_lock`` is held to count
+        ``frames_already_analysed``, which the main thread also adds to.
+    orphaned
+        Set when the supervising process is gone (`watch_stdin`): the thread stops.
+
+    The queue (`fields`) ends with None when the agent has finished, or with
+    the exception that stopped the thread.
+
+    """
+
+    def __init__(
+        self,
+        link: Any,
+        run_dir: Path,
+        config: WorkerConfig,
+        recorded: RecordedFields,
+        done: dict[str, int],
+        counts: collections.Counter[str],
+        count_lock: threading.Lock,
+        orphaned: threading.Event,
+    ) -> None:
+        self.fields: queue.Queue[Field | Exception | None] = queue.Queue()
+        self._link, self._bus = link, run_dir / BUS_FILE
+        self._config, self._recorded, self._done = config, recorded, done
+        self._counts, self._count_lock, self._orphaned = counts, count_lock, orphaned
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="livescope-fields", daemon=True)
+
+    def start(self) -> None:
+        """Start taking frames off the bus."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread (a frame being put together is dropped) and wait for it."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        fields, counts = self.fields, self._counts
+        pending: Field | None = None
+        last_frame = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                frame = self._link.frames.get(timeout=0.1)
+                if frame is None:
+                    if not self._bus.exists():
+                        break  # the agent has finished; the queue is drained
+                    idle = self._config.idle_s
+                    if idle is not None and time.monotonic() - last_frame > idle:
+                        logger.warning("no frame for %.0f s; the worker stops", idle)
+                        break
+                    if self._orphaned.is_set():
+                        raise LivescopeError("the supervising process is gone; the worker stops")
+                    continue
+                last_frame = time.monotonic()
+                try:
+                    h = frame.header
+                    counts["frames_received"] += 1
+                    if h.get("added_by") and not self._config.analyse_added:
+                        counts["added_frames_received"] += 1
+                        continue
+                    key = (str(h["position"]), int(h["index"].get("t", 0)))
+                    if key[0] in self._done and key[1] <= self._done[key[0]]:
+                        with self._count_lock:
+                            counts["frames_already_analysed"] += 1
+                        continue
+                    if pending is not None and (pending.position, pending.t) != key:
+                        fields.put(pending)  # incomplete: its other frames never came
+                        pending = None
+                    if pending is None:
+                        pending = Field(key[0], key[1], {}, dict(h), frame.t_received_ns)
+                    z = int(h["index"].get("z", 0))
+                    pending.frames[(str(h["channel"]), z)] = np.array(frame.array, copy=True)
+                    pending.header, pending.t_received_ns = dict(h), frame.t_received_ns
+                finally:
+                    frame.release()
+                if len(pending.frames) >= self._recorded.count((pending.position, pending.t)):
+                    fields.put(pending)
+                    pending = None
+            if pending is not None:
+                fields.put(pending)
+            fields.put(None)
+        except Exception as exc:  # noqa: BLE001 (handed to the main thread, which raises it)
+            fields.put(exc)
+
+
+def watch_stdin(gone: threading.Event) -> None:
+    """Set ``gone`` once stdin closes (the supervisor holds a pipe to it); blocks until then."""
+    try:  # the raw descriptor: a buffered read would block interpreter shutdown
+        fd = sys.stdin.fileno()
+        while os.read(fd, 1024):
+            pass
+    except (OSError, ValueError):
+        pass
+    gone.set()
