@@ -133,6 +133,6 @@ def test_the_run_loads_one_segmentation_engine_for_its_pixel_size(frames) -> Non
         assert fa.engine_runtimes() == {}  # nothing loaded yet
         fa.warm_up(phase.shape, px)
         fa.analyse(fluorescence=dapi, pixel_size_um=px)
-        (seg,) = fa._segmenters.values()  # noqa: SLF001
+        (seg,) = fa._segmenters.values()
         assert hashes == {"nuclei-unet": seg.card.sha256} == fa.engine_hashes()
         assert fa.engine_runtimes()["nuclei-unet"]["backend"] == "onnxruntime"
