@@ -84,7 +84,7 @@ class FieldAssembler:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop the thread (a frame being put together is dropped) and wait for it."""
+        """Stop the thread and wait for it (at most 5 s); fields it queues after are not read."""
         self._stop.set()
         self._thread.join(timeout=5)
 

@@ -277,15 +277,16 @@ class PipelineWorker:
             if (self.run_dir / "summary.json").exists():
                 break  # the run has already ended: analyse what was recorded
             time.sleep(0.05)
-        # the engines' first calls (allocation, kernels, CUDA graphs) before the first field:
-        # at the camera's full frame and the default objective's pixel size
-        cam = self.profile.camera.sensor_shape_px
-        px = self.profile.objective.pixel_size_um
-        self.warm_up_s = round(self.analyzer.warm_up((cam[0], cam[1]), px), 3)
-        gc.collect()
-        gc.freeze()  # engines and config are loaded: later collections skip them
         with fast_thread_switching():
             try:
+                # the engines' first calls (allocation, kernels, CUDA graphs) before the first
+                # field, at the camera's full frame and the default objective's pixel size;
+                # the segmentation engine is loaded (and its model checked) here
+                cam = self.profile.camera.sensor_shape_px
+                px = self.profile.objective.pixel_size_um
+                self.warm_up_s = round(self.analyzer.warm_up((cam[0], cam[1]), px), 3)
+                gc.collect()
+                gc.freeze()  # engines and config are loaded: later collections skip them
                 if bus.exists():
                     self._live()
                 else:

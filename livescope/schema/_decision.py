@@ -48,8 +48,9 @@ part, in order. 1 (earlier, never written down): one decision per message."""
 
 
 class _DecisionBase(BaseModel):
-    # NaN and infinity are refused in every number (an infinite interval would
-    # hold the run forever; NaN passes no comparison a check could make)
+    # NaN and infinity are refused in every number the agent acts on (an infinite
+    # interval would hold the run forever; NaN passes no comparison a check could
+    # make); ``inputs`` (what a rule saw) is a record and may hold NaN
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     decision_id: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=1, max_length=64)

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
+import threading
 from pathlib import Path
 
+import pytest
+
+from livescope.inference import EngineError, find_engine
 from livescope.pipeline import PipelineWorker, WorkerConfig
 
 NO_ENGINES = WorkerConfig(segmenter=None, stain=None, states=None, overlay=False)
@@ -88,3 +93,23 @@ def test_busy_wait_counts_the_engines_on_earlier_fields_from_the_camera_on() -> 
     assert overlap_ns(spans, 100, 150) == 0
     assert overlap_ns(spans, 120, 400) == 150
     assert overlap_ns([], 0, 10) == 0
+
+
+def test_a_changed_model_stops_the_worker_before_its_first_field(tmp_path: Path) -> None:
+    # the segmentation engine is first loaded (its model checked) by the warm-up in run()
+    engine = tmp_path / "engine"
+    shutil.copytree(find_engine("nuclei-unet"), engine)
+    with (engine / "model.onnx").open("ab") as f:
+        f.write(b"x")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "summary.json").write_text("{}")  # the run has ended: nothing to wait for
+    cfg = WorkerConfig(segmenter=str(engine), stain=None, states=None, overlay=False)
+    w = PipelineWorker(run, cfg)
+    with pytest.raises(EngineError, match=r"nuclei-unet: model\.onnx has sha256"):
+        w.run(attach_timeout_s=1)
+    summary = json.loads((run / "results" / "worker.json").read_text())
+    assert summary["ok"] is False
+    assert summary.get("fields_analysed", 0) == 0
+    assert not (run / "results" / "ready").exists()
+    assert [t.name for t in threading.enumerate() if t.name.startswith("livescope-")] == []
