@@ -43,13 +43,6 @@ def parent_position(name: str) -> str:
     return name.split("~", 1)[0]
 
 
-def _event_position(ev: useq.MDAEvent) -> str:
-    name = ev.pos_name or f"p{ev.index.get('p', 0)}"
-    if "g" in ev.index:
-        name = f"{name}_g{ev.index['g']}"
-    return name
-
-
 class Guardrails:
     """Checks decisions against a rig's limits and books what accepted ones use.
 
@@ -69,9 +62,19 @@ class Guardrails:
         self.extra_frames = 0
         self.sent_at: list[float] = []  # run times of decisions passed
         self._kind = {c.name: c.kind for c in profile.channels.presets}
+        # an event may name its position or give its plan index: both book to the same name
+        self._names = {i: p.name for i, p in enumerate(sequence.stage_positions if sequence
+                                                       else ()) if p.name}  # fmt: skip
         if sequence is not None:
             for ev in sequence:
                 self._book_frame(ev)
+
+    def _event_position(self, ev: useq.MDAEvent) -> str:
+        p = ev.index.get("p", 0)
+        name = ev.pos_name or self._names.get(p) or f"p{p}"
+        if "g" in ev.index:
+            name = f"{name}_g{ev.index['g']}"
+        return name
 
     def _exposure(self, ev: useq.MDAEvent) -> float:
         if ev.exposure is not None:
@@ -87,16 +90,21 @@ class Guardrails:
         ch = ev.channel.config if ev.channel else ""
         if self._kind.get(ch) != "fluorescence":
             return
-        pos = parent_position(_event_position(ev))
+        pos = parent_position(self._event_position(ev))
         s = sign * self._exposure(ev) / 1000.0
         self.dose_s[pos] += s
         self.dose_ch_s[f"{pos}/{ch}"] += s
 
-    def check(self, decision: Decision, now_s: float) -> str | None:
-        """Return why ``decision`` breaks a limit at run time ``now_s``, or None if it passes."""
+    def check(self, decision: Decision, now_s: float, *, rate: bool = True) -> str | None:
+        """Return why ``decision`` breaks a limit at run time ``now_s``, or None if it passes.
+
+        ``rate=False`` leaves out decisions per minute (the agent's second check:
+        its clock, when a decision arrives, is not the field's sample time the
+        worker counts by, and the budgets are what protect the sample).
+        """
         g, dose = self.profile.guardrails, self.profile.light_dose
         recent = [t for t in self.sent_at if now_s - t < 60.0]
-        if len(recent) + 1 > g.max_decisions_per_min:
+        if rate and len(recent) + 1 > g.max_decisions_per_min:
             return (
                 f"rate: {len(recent)} decisions in the last minute of run time; "
                 f"guardrails.max_decisions_per_min = {g.max_decisions_per_min:g}"
@@ -148,7 +156,7 @@ class Guardrails:
                     f"light dose: event {i} exposure {exp:g} ms > "
                     f"light_dose.max_exposure_ms_per_frame = {dose.max_exposure_ms_per_frame:g} ms"
                 )
-            pos = parent_position(_event_position(ev))
+            pos = parent_position(self._event_position(ev))
             add[pos] += exp / 1000.0
             add_ch[f"{pos}/{ch}"] += exp / 1000.0
         budgets = [(add, self.dose_s, "position ", "max_fluorescence_s_per_position",

@@ -28,6 +28,7 @@ from livescope.bus import (
     FramePublisher,
     fast_thread_switching,
 )
+from livescope.policy import Guardrails
 from livescope.record import DecisionLog, OmeZarrWriter, PSink
 from livescope.schema import (
     AddEvents,
@@ -139,6 +140,8 @@ class ScopeAgent:
             profile_file.write_text(
                 yaml.safe_dump(profile.model_dump(mode="json"), sort_keys=False), encoding="utf-8"
             )
+        self.guardrails = Guardrails(profile, sequence)
+        """What accepted decisions have booked of the rig's budgets (the plan's frames too)."""
         self.decision_log = DecisionLog(self.run_dir)
         self.decisions_accepted = 0
         self.decisions_rejected = 0
@@ -183,7 +186,13 @@ class ScopeAgent:
                 )
             if self.feed.finished or self.feed.stopped:
                 raise LivescopeError("the run has ended")
+            # the rig's budgets, checked again here: a decision may come from any
+            # client of the channel, not only a worker whose guardrails passed it
+            now = self.feed.now()
+            if (why := self.guardrails.check(decision, now, rate=False)) is not None:
+                raise LivescopeError(f"guardrail: {why}")
             added, reason = self._apply(decision)
+            self.guardrails.commit(decision, now)
             accepted = True
         except (LivescopeError, ValueError, KeyError) as exc:
             reason = str(exc.args[0]) if isinstance(exc, KeyError) else str(exc)

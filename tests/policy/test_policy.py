@@ -314,6 +314,19 @@ def test_guardrails_reject_each_limit_with_its_reason() -> None:
     g2 = Guardrails(PROFILE)
     g2.restore(json.loads(json.dumps(g.state())))
     assert g2.usage() == g.usage()
+    assert g.check(ok, 70, rate=False) is None  # the agent's check: budgets, no rate
+    assert g.check(big, 70, rate=False) is not None
+
+
+def test_an_event_books_its_light_to_its_position_by_name_or_plan_index() -> None:
+    plan = useq.MDASequence(stage_positions=[useq.Position(x=0, y=0, name="A")],
+                            channels=["DAPI"], time_plan={"interval": 60, "loops": 10})  # fmt: skip
+    g = Guardrails(PROFILE, plan)
+    assert dict(g.dose_s) == {"A": pytest.approx(0.5)}
+    by_index = _add([useq.MDAEvent(index={"t": 20 + i, "p": 0}, channel="DAPI", exposure=1000)
+                     for i in range(3)])  # fmt: skip
+    g.commit(by_index, 0)
+    assert dict(g.dose_s) == {"A": pytest.approx(3.5)}  # one budget, however it is named
 
 
 class _Broken:

@@ -98,10 +98,36 @@ def test_bad_decisions_are_rejected_with_reasons_and_the_run_goes_on(
         (  # the event is named in the reason
             c.send(AddEvents(run_id=rid, events=[
                 useq.MDAEvent(index={"t": 51}, x_pos=0, y_pos=0, channel={"config": "DAPI"}),
-                useq.MDAEvent(index={"t": 52}, x_pos=0, y_pos=0, channel={"config": "DAPI"},
-                              exposure=1e6),
+                useq.MDAEvent(index={"t": 52}, x_pos=0, y_pos=0, channel={"config": "Phase"},
+                              exposure=600),
             ])),
-            "event 1 {'t': 52}: exposure 1000000.0 ms is outside channel 'DAPI' limits",
+            "event 1 {'t': 52}: exposure 600.0 ms is outside channel 'Phase' limits",
+        ),
+        # the rig's budgets hold for any client, not only a worker whose guardrails passed it
+        (
+            c.send(AddEvents(run_id=rid, events=[
+                useq.MDAEvent(index={"t": 51}, x_pos=0, y_pos=0, channel={"config": "DAPI"},
+                              exposure=1e6)])),
+            "guardrail: light dose: event 0 exposure 1e+06 ms > "
+            "light_dose.max_exposure_ms_per_frame = 1000 ms",
+        ),
+        (
+            c.send(AddEvents(run_id=rid, events=[
+                useq.MDAEvent(index={"t": 100 + i, "p": 0}, channel={"config": "DAPI"},
+                              exposure=1000) for i in range(121)])),
+            "guardrail: light dose: position A would get 121.00 s of fluorescence; "
+            "light_dose.max_fluorescence_s_per_position = 120 s",
+        ),
+        (
+            c.send(AddEvents(run_id=rid, events=[
+                useq.MDAEvent(index={"t": 100 + i, "p": 0}, channel={"config": "Phase"})
+                for i in range(501)])),
+            "guardrail: frame budget: 501 more frames would make 501 added this run; "
+            "light_dose.max_extra_frames_per_run = 500",
+        ),
+        (
+            c.send(ChangeInterval(run_id=rid, interval_s=0.1)),
+            "guardrail: interval: 0.1 s is shorter than guardrails.min_interval_s = 1 s",
         ),
         (
             c.send(AddEvents(run_id=rid, events=[useq.MDAEvent(index={"t": 50, "p": 0},
