@@ -62,11 +62,13 @@ class Guardrails:
         self.extra_frames = 0
         self.sent_at: list[float] = []  # run times of decisions passed
         self._kind = {c.name: c.kind for c in profile.channels.presets}
-        # an event may name its position or give its plan index: both book to the same name
-        self._names = {i: p.name for i, p in enumerate(sequence.stage_positions if sequence
-                                                       else ()) if p.name}  # fmt: skip
+        # an event may name its position or give its plan index: both book to the same
+        # place, the one the agent images it at (the position's first plan event's, grid
+        # tile included, as the agent's event queue names it)
+        self._names: dict[int, str] = {}
         if sequence is not None:
             for ev in sequence:
+                self._names.setdefault(ev.index.get("p", 0), self._event_position(ev))
                 self._book_frame(ev)
 
     def _event_position(self, ev: useq.MDAEvent) -> str:
@@ -166,7 +168,9 @@ class Guardrails:
                             dose.max_fluorescence_s_per_channel))  # fmt: skip
         for adding, booked, what, field, limit in budgets:
             for key, s in adding.items():
-                if (total := booked[key] + s) > limit:
+                # (a float's tolerance: the worker books and gives back what the agent
+                # refuses, the agent never books it; both must reach the same verdict)
+                if (total := booked[key] + s) > limit + 1e-9:
                     return (
                         f"light dose: {what}{key} would get {total:.2f} s of fluorescence; "
                         f"light_dose.{field} = {limit:g} s"

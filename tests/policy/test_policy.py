@@ -314,8 +314,8 @@ def test_guardrails_reject_each_limit_with_its_reason() -> None:
     g2 = Guardrails(PROFILE)
     g2.restore(json.loads(json.dumps(g.state())))
     assert g2.usage() == g.usage()
-    assert g.check(ok, 70, rate=False) is None  # the agent's check: budgets, no rate
-    assert g.check(big, 70, rate=False) is not None
+    assert g.check(ok, 10, rate=False) is None  # the agent's check: budgets, no rate
+    assert "max_fluorescence_s_per_position" in str(g.check(big, 10, rate=False))
 
 
 def test_an_event_books_its_light_to_its_position_by_name_or_plan_index() -> None:
@@ -327,6 +327,18 @@ def test_an_event_books_its_light_to_its_position_by_name_or_plan_index() -> Non
                      for i in range(3)])  # fmt: skip
     g.commit(by_index, 0)
     assert dict(g.dose_s) == {"A": pytest.approx(3.5)}  # one budget, however it is named
+
+    grid = useq.MDASequence(
+        stage_positions=[useq.Position(x=0, y=0, name="A", sequence=useq.MDASequence(
+            grid_plan=useq.GridRowsColumns(rows=1, columns=2)))],
+        channels=["DAPI"], time_plan={"interval": 60, "loops": 2},
+    )  # fmt: skip
+    g = Guardrails(PROFILE, grid)
+    assert set(g.dose_s) == {"A_g0", "A_g1"}
+    g.commit(_add([useq.MDAEvent(index={"t": 9, "p": 0}, channel="DAPI", exposure=1000)]), 0)
+    # imaged where the agent puts a p: 0 event: the position's first tile
+    assert g.dose_s["A_g0"] == pytest.approx(0.1 + 1.0)
+    assert set(g.dose_s) == {"A_g0", "A_g1"}
 
 
 class _Broken:

@@ -153,6 +153,26 @@ def test_bad_decisions_are_rejected_with_reasons_and_the_run_goes_on(
         assert reason in logged
 
 
+def _dapi(run_id: str, ts: range, exposure: float = 1000.0) -> AddEvents:
+    return AddEvents(run_id=run_id, delay_s=1e5, events=[  # due long after the test
+        useq.MDAEvent(index={"t": t, "p": 0}, channel={"config": "DAPI"}, exposure=exposure)
+        for t in ts])  # fmt: skip
+
+
+def test_the_agent_books_what_it_accepted_against_the_rigs_budgets(running: Running) -> None:
+    rid = running.agent.run_id
+    c = running.client
+    assert c.send(_dapi(rid, range(100, 200))).accepted  # 100 s of position A's 120 s
+    collides = c.send(_dapi(rid, range(150, 160)))  # within the budget, refused for another reason
+    assert not collides.accepted
+    assert "already planned" in collides.reason
+    assert c.send(_dapi(rid, range(200, 220))).accepted  # the refused one booked nothing: 120 s
+    over = c.send(_dapi(rid, range(220, 221)))
+    assert not over.accepted
+    assert "guardrail: light dose: position A would get 121.00 s" in over.reason
+    assert running.agent.guardrails.usage()["extra_frames"] == 120
+
+
 def test_decisions_are_applied_between_events(running: Running) -> None:
     rid = running.agent.run_id
     c = running.client
