@@ -2,9 +2,13 @@
 
 The agent binds a ROUTER socket and answers every message (also malformed ones)
 on the same connection; a worker connects a DEALER with `DecisionClient`. A
-message holds one or more decisions, one JSON part each (a field's decisions
-travel together); the answer holds a `DecisionAck` per part, in the same order.
-Messages are JSON, never pickles.
+message holds one or more decisions, one JSON part each; the answer holds a
+`DecisionAck` per part, in the same order. Messages are JSON, never pickles.
+
+A worker posts each of a field's decisions as soon as its policies make it
+(`DecisionClient.post`), so that the agent checks and queues one while the
+worker builds the next, and collects the answers once the field's policies are
+done (`DecisionClient.collect`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,11 @@ __all__ = ["Answered", "DecisionClient", "DecisionServer"]
 logger = logging.getLogger("livescope")
 
 _MAX_MESSAGE = 4 * 1024 * 1024
+
+_BURST_GAP_MS = 1
+"""How long the server waits for a burst's next message before it logs the answered ones."""
+_BURST_MAX = 64
+"""Decisions answered at most before their log is written (a burst that goes on)."""
 
 Answered = tuple[bytes, Decision | None, DecisionAck]
 """One part of a decision message as answered: raw bytes, the decision (None if
@@ -84,27 +93,19 @@ class DecisionServer:
         self._thread.start()
 
     def _run(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self._sock, zmq.POLLIN)
         try:
             while not self._stop.is_set():
-                if not poller.poll(100):
+                if not self._sock.poll(100):
                     continue
-                parts = self._sock.recv_multipart()
-                t_rx = clock_ns()
                 answered: list[Answered] = []
-                try:
-                    # all of a message's decisions are answered in one reply: one wake-up
-                    # of this thread and one send, not one per decision; no garbage
-                    # collection (up to 2 ms) starts before the reply has gone
-                    with collection_deferred():
-                        for body in parts[1:] or [b""]:
-                            answered.append((body, *self._answer(body, t_rx)))
-                        self._sock.send_multipart(
-                            [parts[0], *(ack.model_dump_json().encode() for _, _, ack in answered)]
-                        )
-                except Exception:
-                    logger.exception("decision server: a message could not be answered")
+                # a burst's messages (a field's decisions, posted one by one) are all
+                # answered before any is logged, and no garbage collection (up to 2 ms)
+                # starts before the last answer has gone
+                with collection_deferred():
+                    while True:
+                        self._answer_message(answered)
+                        if len(answered) >= _BURST_MAX or not self._sock.poll(_BURST_GAP_MS):
+                            break
                 if answered and self._on_answered is not None:
                     try:
                         self._on_answered(answered)
@@ -112,6 +113,21 @@ class DecisionServer:
                         logger.exception("decision server: handling answered decisions failed")
         finally:
             self._sock.close(0)
+
+    def _answer_message(self, answered: list[Answered]) -> None:
+        """Receive one message, answer each of its decisions in one reply (server thread)."""
+        parts = self._sock.recv_multipart()
+        t_rx = clock_ns()
+        mine: list[Answered] = []
+        try:
+            for body in parts[1:] or [b""]:
+                mine.append((body, *self._answer(body, t_rx)))
+            self._sock.send_multipart(
+                [parts[0], *(ack.model_dump_json().encode() for _, _, ack in mine)]
+            )
+        except Exception:
+            logger.exception("decision server: a message could not be answered")
+        answered += mine
 
     def _answer(self, body: bytes, t_rx: int) -> tuple[Decision | None, DecisionAck]:
         self.received += 1
@@ -196,19 +212,37 @@ class DecisionClient:
     def send_many(
         self, decisions: list[Decision], timeout: float = 5.0
     ) -> list[DecisionAck | LivescopeError]:
-        """Send several decisions at once, then collect their acknowledgements (in order).
+        """Send several decisions in one message, then collect their acknowledgements (in order).
 
         Each entry is the decision's acknowledgement, or the `LivescopeError`
-        saying none arrived within ``timeout`` seconds of the last send.
+        saying none arrived within ``timeout`` seconds of the send.
         """
         if not decisions:
             return []
         self._sock.send_multipart([d.model_dump_json().encode() for d in decisions])
+        return self.collect([d.decision_id for d in decisions], timeout)
+
+    def post(self, decision: Decision) -> None:
+        """Send ``decision`` without waiting; its acknowledgement waits for `collect`.
+
+        The agent starts on it at once: a caller that posts each decision as it
+        is made overlaps its own work with the agent's checks.
+        """
+        self._sock.send(decision.model_dump_json().encode())
+
+    def collect(
+        self, decision_ids: list[str], timeout: float = 5.0
+    ) -> list[DecisionAck | LivescopeError]:
+        """Return the acknowledgements of posted decisions, in the order of ``decision_ids``.
+
+        Each entry is the acknowledgement, or the `LivescopeError` saying none
+        arrived within ``timeout`` seconds of this call.
+        """
         out: list[DecisionAck | LivescopeError] = []
         deadline = time.monotonic() + timeout
-        for d in decisions:
+        for did in decision_ids:
             try:
-                out.append(self._wait(d.decision_id, max(0.0, deadline - time.monotonic())))
+                out.append(self._wait(did, max(0.0, deadline - time.monotonic())))
             except LivescopeError:
                 out.append(LivescopeError(f"no acknowledgement from the agent within {timeout} s"))
         return out
@@ -219,18 +253,18 @@ class DecisionClient:
         return self._wait(None, timeout)
 
     def _wait(self, decision_id: str | None, timeout: float) -> DecisionAck:
-        if decision_id is not None and decision_id in self._pending:
-            return self._pending.pop(decision_id)
         deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            if not self._sock.poll(int(left * 1000) + 1):
+        while True:
+            if decision_id is not None and decision_id in self._pending:
+                return self._pending.pop(decision_id)
+            # answers already here are read even once the time is up
+            left_ms = max(0, int((deadline - time.monotonic()) * 1000) + 1)
+            if not self._sock.poll(left_ms):
                 break
             acks = [DecisionAck.model_validate_json(p) for p in self._sock.recv_multipart()]
             if decision_id is None:
                 return acks[0]
             self._pending.update((a.decision_id, a) for a in acks)
-            if decision_id in self._pending:
-                return self._pending.pop(decision_id)
         raise LivescopeError(f"no acknowledgement from the agent within {timeout} s")
 
     def close(self) -> None:

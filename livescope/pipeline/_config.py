@@ -22,7 +22,8 @@ LATENCY_STAGES = (
     "handoff",  # analysed → the decision thread starts on it (it may let the next field go first)
     "prepare",  # per-cell measurements for the policies
     "policy",  # policies + guardrails
-    "decision_enqueued",  # decision sent → the agent queued its events (ack)
+    "post",  # serialising and sending each decision as it passes (between the firings)
+    "decision_enqueued",  # decision posted → the agent queued its events (ack)
     "decision_executed",  # the agent queued it → first frame it added was acquired
     "end_to_end",  # camera → the agent queued the decisions (→ policies done, when none fired)
     "overhead",  # end_to_end − engines − busy_wait: what the pipeline itself costs

@@ -8,60 +8,100 @@ from typing import Any
 
 from livescope.bus import BUS_FILE, WorkerLink
 from livescope.policy import Observation, PolicyEngine, Verdict
-from livescope.schema import LivescopeError, clock_ns
+from livescope.schema import Decision, LivescopeError, clock_ns
 
-__all__ = ["send_verdicts"]
+__all__ = ["FieldDecisions"]
 
 
-def send_verdicts(
-    verdicts: list[Verdict],
-    obs: Observation,
-    *,
-    link: WorkerLink | None,
-    run_dir: Path,
-    policy: PolicyEngine,
-    counts: collections.Counter[str],
-    timeout_s: float,
-) -> tuple[list[tuple[int, int, Any]], dict[int, tuple[str, bool, str]]]:
-    """Send the decisions that passed the guardrails, all at once, over ``link``.
+class FieldDecisions:
+    """Post a field's decisions to the agent as the policies pass them, then collect the answers.
 
-    Returns (t_sent, t_enqueued, ack) of each accepted one, and the agent's
-    (stage, ok, reason) by verdict index.
+    `post` is `PolicyEngine.evaluate`'s ``on_pass``: each decision leaves as
+    soon as the guardrails book it, so that the agent checks and queues it
+    while the policies make the next (a burst of close-ups at a time point's
+    first field takes the longer of the two halves, not their sum). `finish`
+    collects the agent's answers once the policies are done.
 
-    A decision the agent refuses, or one not sent because the run has
-    ended, gives its guardrail budget back; one without an answer keeps it
-    booked (the agent may still have taken it). ``link`` None, or no
-    ``bus.json`` in ``run_dir``: the run has ended. Counts go into ``counts``.
+    ``link`` None, or no ``bus.json`` in ``run_dir`` when the first decision
+    is made: the run has ended, and nothing is sent (what-if).
     """
-    out: list[tuple[int, int, Any]] = []
-    acks: dict[int, tuple[str, bool, str]] = {}
-    todo = [i for i, v in enumerate(verdicts) if v.ok and v.firing.decision is not None]
-    if not todo:
+
+    def __init__(self, link: WorkerLink | None, run_dir: Path) -> None:
+        self._link = link
+        self._run_dir = run_dir
+        self._sending: bool | None = None  # found out at the first decision
+        self._posted: dict[str, int] = {}  # decision_id → when it was sent (clock_ns)
+        self.posting_ms = 0.0
+        """Time spent serialising and sending (inside the policies' time), ms."""
+
+    def post(self, decision: Decision) -> None:
+        """Send one decision that passed the guardrails (no waiting for its answer).
+
+        Raises
+        ------
+        LivescopeError
+            if the worker is attached for frames only (no decision channel).
+
+        """
+        if self._sending is None:
+            self._sending = self._link is not None and (self._run_dir / BUS_FILE).exists()
+        if not self._sending or self._link is None:
+            return
+        client = self._link.decisions
+        if client is None:  # pragma: no cover (the worker attaches with its decision channel)
+            raise LivescopeError("the worker is attached for frames only")
+        t_sent = clock_ns()
+        client.post(decision)
+        self._posted[decision.decision_id] = t_sent
+        self.posting_ms += (clock_ns() - t_sent) / 1e6
+
+    def finish(
+        self,
+        verdicts: list[Verdict],
+        obs: Observation,
+        *,
+        policy: PolicyEngine,
+        counts: collections.Counter[str],
+        timeout_s: float,
+    ) -> tuple[list[tuple[int, int, Any]], dict[int, tuple[str, bool, str]]]:
+        """Collect the answers to the posted decisions (waiting up to ``timeout_s``).
+
+        Returns (t_sent, t_enqueued, ack) of each accepted one, and the agent's
+        (stage, ok, reason) by verdict index.
+
+        A decision the agent refuses, or one not sent because the run has
+        ended, gives its guardrail budget back; one without an answer keeps it
+        booked (the agent may still have taken it). Counts go into ``counts``.
+        """
+        out: list[tuple[int, int, Any]] = []
+        acks: dict[int, tuple[str, bool, str]] = {}
+        todo = [
+            (i, d) for i, v in enumerate(verdicts) if v.ok and (d := v.firing.decision) is not None
+        ]
+        if not todo:
+            return out, acks
+        now = obs.sample_time_s
+        if not self._sending or self._link is None or self._link.decisions is None:
+            for i, _ in todo:
+                acks[i] = ("agent", False, "the run has ended (what-if: not sent)")
+                policy.refused(verdicts[i], now)
+                counts["decisions_not_sent"] += 1
+            return out, acks
+        missing = [d.decision_id for _, d in todo if d.decision_id not in self._posted]
+        if missing:  # pragma: no cover (every passing decision goes through `post`)
+            raise LivescopeError(f"decision(s) {missing} passed but were never posted")
+        replies = self._link.decisions.collect([d.decision_id for _, d in todo], timeout_s)
+        t_back = clock_ns()
+        for (i, d), ack in zip(todo, replies, strict=True):
+            if isinstance(ack, LivescopeError):
+                acks[i] = ("agent", False, f"no answer from the agent ({ack}); booked")
+                counts["decisions_unanswered"] += 1
+                continue
+            acks[i] = ("agent", ack.accepted, ack.reason)
+            if ack.accepted:
+                counts["decisions_accepted"] += 1
+                out.append((self._posted[d.decision_id], ack.t_acked_ns or t_back, ack))
+            else:
+                policy.refused(verdicts[i], now)
+                counts["decisions_rejected_agent"] += 1
         return out, acks
-    now = obs.sample_time_s
-    if link is None or not (run_dir / BUS_FILE).exists():
-        for i in todo:
-            acks[i] = ("agent", False, "the run has ended (what-if: not sent)")
-            policy.refused(verdicts[i], now)
-            counts["decisions_not_sent"] += 1
-        return out, acks
-    client = link.decisions
-    if client is None:  # pragma: no cover (the worker attaches with its decision channel)
-        raise LivescopeError("the worker is attached for frames only")
-    t_sent = clock_ns()
-    decisions = [d for i in todo if (d := verdicts[i].firing.decision) is not None]
-    replies = client.send_many(decisions, timeout=timeout_s)
-    t_back = clock_ns()
-    for i, ack in zip(todo, replies, strict=True):
-        if isinstance(ack, LivescopeError):
-            acks[i] = ("agent", False, f"no answer from the agent ({ack}); booked")
-            counts["decisions_unanswered"] += 1
-            continue
-        acks[i] = ("agent", ack.accepted, ack.reason)
-        if ack.accepted:
-            counts["decisions_accepted"] += 1
-            out.append((t_sent, ack.t_acked_ns or t_back, ack))
-        else:
-            policy.refused(verdicts[i], now)
-            counts["decisions_rejected_agent"] += 1
-    return out, acks

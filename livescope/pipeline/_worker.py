@@ -66,7 +66,7 @@ from ._jobs import DecideJob, Field, StoreJob, overlap_ns
 from ._observe import observe
 from ._recorded import RecordedFields
 from ._results import ResultsStore, latency_from_log, trim_results
-from ._sending import send_verdicts
+from ._sending import FieldDecisions
 
 __all__ = ["PipelineWorker"]
 
@@ -482,11 +482,12 @@ class PipelineWorker:
             )  # fmt: skip
             ms_prepare = 1000 * (time.perf_counter() - t0)
             t0 = time.perf_counter()
-            verdicts = self.policy.evaluate(obs)
+            outgoing = FieldDecisions(self.link, self.run_dir)  # each sent as it passes
+            verdicts = self.policy.evaluate(obs, on_pass=outgoing.post)
             ms_policy = 1000 * (time.perf_counter() - t0)
-            sent, acks = send_verdicts(
-                verdicts, obs, link=self.link, run_dir=self.run_dir, policy=self.policy,
-                counts=self.counts, timeout_s=self.config.decision_timeout_s,
+            sent, acks = outgoing.finish(
+                verdicts, obs, policy=self.policy, counts=self.counts,
+                timeout_s=self.config.decision_timeout_s,
             )  # fmt: skip
         t_decided = clock_ns()  # every decision answered (or timed out)
         self.decided[fld.position] = fld.t
@@ -497,7 +498,8 @@ class PipelineWorker:
         ms: dict[str, float] = {k: round(v, 3) for k, v in res.ms.items()}
         engines_ms = sum(res.ms.values())
         ms["engines"] = round(engines_ms, 3)
-        ms["policy"] = round(ms_policy, 3)
+        ms["policy"] = round(ms_policy - outgoing.posting_ms, 3)
+        ms["post"] = round(outgoing.posting_ms, 3)
         ms["prepare"] = round(ms_prepare, 3)
         ms["analyse_other"] = round((job.t_analysed_ns - job.t_start_ns) / 1e6 - engines_ms, 3)
         ms["handoff"] = round((t_handoff - job.t_analysed_ns) / 1e6, 3)

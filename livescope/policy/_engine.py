@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import useq
 
-from livescope.schema import HardwareProfile, LivescopeError, plan_sections
+from livescope.schema import Decision, HardwareProfile, LivescopeError, plan_sections
 
 from ._guardrails import Guardrails
 from ._observation import Firing, Observation
@@ -83,39 +83,58 @@ class PolicyEngine:
         self.guardrails = Guardrails(profile, sequence)
         self.disabled: dict[str, str] = {}
 
-    def evaluate(self, obs: Observation) -> list[Verdict]:
+    def evaluate(
+        self, obs: Observation, on_pass: Callable[[Decision], None] | None = None
+    ) -> list[Verdict]:
         """Every enabled policy's firings for ``obs``, each checked by the guardrails.
 
         A passing decision's budget is booked at once (see `Guardrails.commit`);
-        call `refused` for one the agent does not take.
+        call `refused` for one the agent does not take. ``on_pass`` is called
+        (on this thread) with each passing decision as soon as it is booked,
+        before the policy makes its next firing: a caller sends it from there,
+        so that the agent works on it while the policies go on. An exception
+        from ``on_pass`` propagates (it is not the policy's fault).
+
+        A policy that raises is disabled; the firings it gave before it raised
+        stand (their decisions may already be on their way).
         """
         out: list[Verdict] = []
         for policy in self.policies:
             if policy.name in self.disabled:
                 continue
-            try:
-                firings = list(policy.decide(obs))
-                for f in firings:
+            firings: Iterator[Firing] | None = None
+            while True:
+                try:
+                    if firings is None:
+                        firings = iter(policy.decide(obs))
+                    f = next(firings, None)
+                    if f is None:
+                        break
                     if not isinstance(f, Firing):
                         raise TypeError(f"decide() returned {type(f).__name__}, not a Firing")
-            except Exception as exc:  # noqa: BLE001 (any policy bug disables that policy)
-                msg = f"{type(exc).__name__}: {exc}"
-                self.disabled[policy.name] = msg
-                logger.error("policy %r raised and is disabled for this run: %s", policy.name, msg)
-                continue
-            for f in firings:
-                if f.decision is None:
-                    out.append(Verdict(f, False, "record", "recorded only (no action)"))
-                    continue
-                reason = self.guardrails.check(f.decision, obs.sample_time_s)
-                if reason is None:
-                    self.guardrails.commit(f.decision, obs.sample_time_s)  # the next sees it
-                    out.append(Verdict(f, True))
-                else:
-                    logger.warning("guardrail rejected %s from %r: %s", f.decision.type, f.rule,
-                                   reason)  # fmt: skip
-                    out.append(Verdict(f, False, "guardrail", reason))
+                except Exception as exc:  # noqa: BLE001 (any policy bug disables that policy)
+                    msg = f"{type(exc).__name__}: {exc}"
+                    self.disabled[policy.name] = msg
+                    logger.error(
+                        "policy %r raised and is disabled for this run: %s", policy.name, msg
+                    )
+                    break
+                out.append(self._judge(f, obs, on_pass))
         return out
+
+    def _judge(
+        self, f: Firing, obs: Observation, on_pass: Callable[[Decision], None] | None
+    ) -> Verdict:
+        if f.decision is None:
+            return Verdict(f, False, "record", "recorded only (no action)")
+        reason = self.guardrails.check(f.decision, obs.sample_time_s)
+        if reason is not None:
+            logger.warning("guardrail rejected %s from %r: %s", f.decision.type, f.rule, reason)
+            return Verdict(f, False, "guardrail", reason)
+        self.guardrails.commit(f.decision, obs.sample_time_s)  # the next sees it
+        if on_pass is not None:
+            on_pass(f.decision)
+        return Verdict(f, True)
 
     def refused(self, verdict: Verdict, now_s: float) -> None:
         """Give back the budget of a passed decision the agent refused (or was never sent)."""

@@ -66,6 +66,10 @@ class Guardrails:
         # place, the one the agent images it at (the position's first plan event's, grid
         # tile included, as the agent's event queue names it)
         self._names: dict[int, str] = {}
+        self._summed: tuple[Decision | None, dict[str, float], dict[str, float]] = (None, {}, {})
+        """The fluorescence seconds per position and per position/channel of the last
+        decision `check` passed (the decision first): `commit` books them without walking
+        the events again."""
         if sequence is not None:
             for ev in sequence:
                 self._names.setdefault(ev.index.get("p", 0), self._event_position(ev))
@@ -175,6 +179,7 @@ class Guardrails:
                         f"light dose: {what}{key} would get {total:.2f} s of fluorescence; "
                         f"light_dose.{field} = {limit:g} s"
                     )
+        self._summed = (decision, add, add_ch)  # `commit` books them as they are
         return None
 
     def commit(self, decision: Decision, now_s: float) -> None:
@@ -186,8 +191,15 @@ class Guardrails:
         self.sent_at = [t for t in self.sent_at if now_s - t < 60.0] + [now_s]
         if isinstance(decision, AddEvents):
             self.extra_frames += len(decision.events)
-            for ev in decision.events:
-                self._book_frame(ev)
+            summed, add, add_ch = self._summed
+            if summed is not decision:  # not the decision checked last
+                for ev in decision.events:
+                    self._book_frame(ev)
+                return
+            for key, s in add.items():
+                self.dose_s[key] += s
+            for key, s in add_ch.items():
+                self.dose_ch_s[key] += s
 
     def release(self, decision: Decision, now_s: float) -> None:
         """Give back what `commit` booked for a decision the agent refused."""

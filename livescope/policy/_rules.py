@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import importlib
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -365,9 +365,12 @@ class Rule:
                 return True
         return False
 
-    def decide(self, obs: Observation) -> list[Firing]:
-        """Check the trigger; turn each hit outside its cooldown into a firing."""
-        out = []
+    def decide(self, obs: Observation) -> Iterator[Firing]:
+        """Check the trigger; turn each hit outside its cooldown into a firing.
+
+        Firings come one at a time (a generator): the caller may send each
+        decision before the next is made.
+        """
         for hit in self.trigger.check(obs):
             if self.max_fires is not None and self.fires >= self.max_fires:
                 break
@@ -383,19 +386,16 @@ class Rule:
                 if hit.y is not None and hit.x is not None:
                     sx, sy = obs.stage_xy(hit.y, hit.x) if obs.stage_um else (hit.x, hit.y)
                 self.recent.append((obs.position, obs.sample_time_s, sx, sy))
-            out.append(
-                Firing(
-                    self.name,
-                    self.trigger.kind,
-                    obs.position,
-                    decision,
-                    hit.track,
-                    hit.y,
-                    hit.x,
-                    dict(hit.inputs or {}),
-                )
+            yield Firing(
+                self.name,
+                self.trigger.kind,
+                obs.position,
+                decision,
+                hit.track,
+                hit.y,
+                hit.x,
+                dict(hit.inputs or {}),
             )
-        return out
 
     def state(self) -> dict[str, Any]:
         """Everything needed to resume the rule after a worker restart."""

@@ -52,6 +52,7 @@ _LATENCY_ORDER = (
     "handoff",
     "prepare",
     "policy",
+    "post",
     "decision_enqueued",
     "decision_executed",
     "end_to_end",

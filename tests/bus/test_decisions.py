@@ -1,9 +1,10 @@
-"""The decision channel: a field's decisions travel in one message and are answered in order."""
+"""The decision channel: decisions sent together or one by one, each answered, in order."""
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,44 @@ def test_a_malformed_part_is_refused_and_the_others_still_answered() -> None:
     finally:
         sock.close(0)
         ctx.term()
+        server.close()
+
+
+def test_decisions_posted_one_by_one_are_answered_each_and_logged_as_one_burst() -> None:
+    batches: list[list[Answered]] = []
+    logged = threading.Event()
+    release = threading.Event()
+
+    def slow_first(decision: Decision, t_rx: int) -> DecisionAck:
+        release.wait(5)  # the others are all waiting on the socket by the time it is answered
+        return _accept(decision, t_rx)
+
+    server = DecisionServer(
+        slow_first, on_answered=lambda answered: (batches.append(answered), logged.set())
+    )
+    client = DecisionClient(server.endpoint)
+    try:
+        posted: list[Decision] = [ChangeInterval(run_id="r", interval_s=5.0 + i) for i in range(5)]
+        for d in posted:
+            client.post(d)  # returns at once: nothing is answered before `release`
+        time.sleep(0.2)
+        release.set()
+        assert logged.wait(5)
+        # collected after they arrived: a zero wait still reads them, in the order asked for
+        wanted = [d.decision_id for d in reversed(posted)]
+        acks = client.collect(wanted, timeout=0)
+        assert [a.decision_id for a in acks if isinstance(a, DecisionAck)] == wanted
+        # each message is answered on its own (its own receipt time), the log once for the burst
+        assert len(batches) == 1
+        assert [d.decision_id for _, d, _ in batches[0] if d is not None] == [
+            d.decision_id for d in posted
+        ]
+        assert len({ack.t_received_ns for _, _, ack in batches[0]}) == 5
+        (missing,) = client.collect(["never-posted"], timeout=0.2)
+        assert isinstance(missing, LivescopeError)
+        assert "no acknowledgement" in str(missing)
+    finally:
+        client.close()
         server.close()
 
 

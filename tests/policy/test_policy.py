@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ from livescope.policy import (
     Rule,
     rules_from_spec,
 )
-from livescope.schema import AddEvents, ChangeInterval, LivescopeError, Move, load_profile
+from livescope.schema import AddEvents, ChangeInterval, Decision, LivescopeError, Move, load_profile
 
 PROFILE = load_profile("sim")
 
@@ -70,8 +71,8 @@ CLOSEUP = {"acquire": {"channels": ["Phase", "DAPI"], "loops": 3, "interval_s": 
 
 def test_mitosis_fires_once_per_track_after_consecutive_frames() -> None:
     rule = Rule("closeup", {"mitosis": {"p_min": 0.5, "frames": 2}}, CLOSEUP)
-    assert rule.decide(obs(0, [1, 2], [0.9, 0.1])) == []  # one frame is not enough
-    fired = rule.decide(obs(1, [1, 2], [0.8, 0.1]))
+    assert list(rule.decide(obs(0, [1, 2], [0.9, 0.1]))) == []  # one frame is not enough
+    fired = list(rule.decide(obs(1, [1, 2], [0.8, 0.1])))
     assert [f.track for f in fired] == [1]
     d = fired[0].decision
     assert isinstance(d, AddEvents)
@@ -84,17 +85,17 @@ def test_mitosis_fires_once_per_track_after_consecutive_frames() -> None:
     assert d.rule == "closeup"
     assert d.engines == {"nuclei-unet": "ab" * 32}
     assert d.inputs["p_mitosis"] == 0.8
-    assert rule.decide(obs(2, [1, 2], [0.9, 0.1])) == []  # once per track
+    assert list(rule.decide(obs(2, [1, 2], [0.9, 0.1]))) == []  # once per track
     # its daughters (parent 1) are the same mitosis
-    assert rule.decide(obs(3, [3, 4], [0.9, 0.9], parents=[1, 1])) == []
-    assert rule.decide(obs(4, [3, 4], [0.9, 0.9], parents=[1, 1])) == []
+    assert list(rule.decide(obs(3, [3, 4], [0.9, 0.9], parents=[1, 1]))) == []
+    assert list(rule.decide(obs(4, [3, 4], [0.9, 0.9], parents=[1, 1]))) == []
 
 
 def test_acquire_a_z_stack_with_an_added_channel_at_the_position() -> None:
     do = {"acquire": {"channels": ["DAPI"], "z_planes": 3, "z_step_um": 2.0,
                       "centre": "position", "exposure_ms": {"DAPI": 80}}}  # fmt: skip
     rule = Rule("stack", {"mitosis": {"frames": 1}}, do)
-    (fired,) = rule.decide(obs(0, [1], [0.9]))
+    (fired,) = list(rule.decide(obs(0, [1], [0.9])))
     events = fired.decision.events  # type: ignore[union-attr]
     assert [e.z_pos for e in events] == [-2.0, 0.0, 2.0]
     assert [e.index["z"] for e in events] == [0, 1, 2]
@@ -109,7 +110,7 @@ def test_a_time_lapse_of_z_stacks_gives_every_event_in_order_as_if_each_were_bui
     do = {"acquire": {"channels": ["Phase", "DAPI"], "loops": 3, "interval_s": 7.5,
                       "z_planes": 2, "z_step_um": 1.5, "exposure_ms": {"DAPI": 40}}}  # fmt: skip
     rule = Rule("lapse", {"mitosis": {"frames": 1}}, do)
-    (fired,) = rule.decide(obs(0, [1], [0.9]))
+    (fired,) = list(rule.decide(obs(0, [1], [0.9])))
     events = fired.decision.events  # type: ignore[union-attr]
     x, y = events[0].x_pos, events[0].y_pos
     built = [
@@ -126,80 +127,80 @@ def test_a_time_lapse_of_z_stacks_gives_every_event_in_order_as_if_each_were_bui
 
 def test_a_dip_below_threshold_restarts_the_count() -> None:
     rule = Rule("c", {"mitosis": {"frames": 2}}, {"record": {}})
-    assert rule.decide(obs(0, [1], [0.9])) == []
-    assert rule.decide(obs(1, [1], [0.2])) == []
-    assert rule.decide(obs(2, [1], [0.9])) == []
-    fired = rule.decide(obs(3, [1], [0.9]))
+    assert list(rule.decide(obs(0, [1], [0.9]))) == []
+    assert list(rule.decide(obs(1, [1], [0.2]))) == []
+    assert list(rule.decide(obs(2, [1], [0.9]))) == []
+    fired = list(rule.decide(obs(3, [1], [0.9])))
     assert len(fired) == 1
     assert fired[0].decision is None
 
 
 def test_cooldown_in_time_and_space() -> None:
     rule = Rule("c", {"mitosis": {"frames": 1}}, CLOSEUP, cooldown_s=600, cooldown_radius_um=20)
-    assert len(rule.decide(obs(0, [1], [0.9], ys=[100]))) == 1
+    assert len(list(rule.decide(obs(0, [1], [0.9], ys=[100])))) == 1
     # 10 px (6.5 µm) away, 120 s later: cooling down
-    assert rule.decide(obs(1, [2], [0.9], ys=[110])) == []
+    assert list(rule.decide(obs(1, [2], [0.9], ys=[110]))) == []
     # 200 px away: fires
-    assert len(rule.decide(obs(2, [3], [0.9], ys=[300]))) == 1
+    assert len(list(rule.decide(obs(2, [3], [0.9], ys=[300])))) == 1
     # near the first one again but after the cooldown: fires
-    assert len(rule.decide(obs(9, [4], [0.9], ys=[100]))) == 1
+    assert len(list(rule.decide(obs(9, [4], [0.9], ys=[100])))) == 1
 
 
 def test_a_hit_held_back_by_the_cooldown_fires_once_it_is_over_if_it_still_holds() -> None:
     # a cell entering mitosis beside one that fired is not used up by the cooldown
     # (the demo missed such mitoses: the track was marked fired, then held back)
     rule = Rule("c", {"mitosis": {"frames": 2}}, CLOSEUP, cooldown_s=600, cooldown_radius_um=20)
-    rule.decide(obs(0, [1], [0.9], ys=[100]))
-    assert len(rule.decide(obs(1, [1], [0.9], ys=[100]))) == 1  # fires at 120 s
+    list(rule.decide(obs(0, [1], [0.9], ys=[100])))
+    assert len(list(rule.decide(obs(1, [1], [0.9], ys=[100])))) == 1  # fires at 120 s
     for t in (2, 3, 4, 5):  # track 2 is mitotic 10 px away: held back until 720 s
-        assert rule.decide(obs(t, [1, 2], [0.9, 0.9], ys=[100, 110])) == []
-    fired = rule.decide(obs(6, [1, 2], [0.9, 0.9], ys=[100, 110]))
+        assert list(rule.decide(obs(t, [1, 2], [0.9, 0.9], ys=[100, 110]))) == []
+    fired = list(rule.decide(obs(6, [1, 2], [0.9, 0.9], ys=[100, 110])))
     assert [f.track for f in fired] == [2]
     assert fired[0].decision.inputs["frames"] == 5  # type: ignore[union-attr]
-    assert rule.decide(obs(7, [1, 2], [0.9, 0.9], ys=[100, 110])) == []  # once per track
+    assert list(rule.decide(obs(7, [1, 2], [0.9, 0.9], ys=[100, 110]))) == []  # once per track
     # a track whose mitosis ended during the cooldown never fires
     rule = Rule("c", {"mitosis": {"frames": 1}}, CLOSEUP, cooldown_s=600, cooldown_radius_um=20)
-    assert len(rule.decide(obs(0, [1], [0.9], ys=[100]))) == 1
-    assert rule.decide(obs(1, [1, 2], [0.1, 0.9], ys=[100, 110])) == []
-    assert rule.decide(obs(6, [1, 2], [0.1, 0.1], ys=[100, 110])) == []
+    assert len(list(rule.decide(obs(0, [1], [0.9], ys=[100])))) == 1
+    assert list(rule.decide(obs(1, [1, 2], [0.1, 0.9], ys=[100, 110]))) == []
+    assert list(rule.decide(obs(6, [1, 2], [0.1, 0.1], ys=[100, 110]))) == []
     # the edge triggers hit again once the cooldown is over if still past the edge
     rule = Rule("f", {"feature": {"feature": "intensity", "above": 500}}, {"record": {}},
                 cooldown_s=600)  # fmt: skip
-    assert [f.track for f in rule.decide(obs(0, [1, 2], ys=[100, 140]))] == [2]
-    assert rule.decide(obs(1, [1, 2, 3], ys=[100, 140, 180])) == []  # 3 is held back
-    assert [f.track for f in rule.decide(obs(5, [1, 2, 3], ys=[100, 140, 180]))] == [3]
+    assert [f.track for f in list(rule.decide(obs(0, [1, 2], ys=[100, 140])))] == [2]
+    assert list(rule.decide(obs(1, [1, 2, 3], ys=[100, 140, 180]))) == []  # 3 is held back
+    assert [f.track for f in list(rule.decide(obs(5, [1, 2, 3], ys=[100, 140, 180])))] == [3]
 
 
 def test_cell_count_hysteresis_and_feature_threshold() -> None:
     count = Rule("crowded", {"cell_count": {"above": 3, "hysteresis": 0.34}},
                  {"change_interval": {"interval_s": 60}})  # fmt: skip
-    assert count.decide(obs(0, [1, 2, 3])) == []
-    fired = count.decide(obs(1, [1, 2, 3, 4]))
+    assert list(count.decide(obs(0, [1, 2, 3]))) == []
+    fired = list(count.decide(obs(1, [1, 2, 3, 4])))
     assert isinstance(fired[0].decision, ChangeInterval)
-    assert count.decide(obs(2, [1, 2, 3, 4, 5])) == []  # still above: not again
-    assert count.decide(obs(3, [1, 2, 3])) == []  # 3 > 3 * 0.66: not re-armed yet
-    assert count.decide(obs(4, [1])) == []  # re-armed
-    assert len(count.decide(obs(5, [1, 2, 3, 4]))) == 1
+    assert list(count.decide(obs(2, [1, 2, 3, 4, 5]))) == []  # still above: not again
+    assert list(count.decide(obs(3, [1, 2, 3]))) == []  # 3 > 3 * 0.66: not re-armed yet
+    assert list(count.decide(obs(4, [1]))) == []  # re-armed
+    assert len(list(count.decide(obs(5, [1, 2, 3, 4])))) == 1
     bright = Rule("bright", {"feature": {"feature": "intensity", "above": 900,
                                          "rearm_below": 500}}, {"record": {}})  # fmt: skip
-    fired = bright.decide(obs(0, [1, 2]))  # intensities 100, 1000
+    fired = list(bright.decide(obs(0, [1, 2])))  # intensities 100, 1000
     assert [f.track for f in fired] == [2]
-    assert bright.decide(obs(1, [1, 2])) == []
+    assert list(bright.decide(obs(1, [1, 2]))) == []
 
 
 def test_division_region_lost_and_recentre() -> None:
     div = Rule("div", {"division": {}}, {"recentre": {}})
-    fired = div.decide(obs(0, [5, 6], divisions=((2, (5, 6)),)))
+    fired = list(div.decide(obs(0, [5, 6], divisions=((2, (5, 6)),))))
     d = fired[0].decision
     assert isinstance(d, Move)
     assert d.position == "p0"
     assert d.y_um == pytest.approx((120 - 255.5) * 0.65)  # the daughters' midpoint
     region = Rule("in", {"enter_region": {"region": [0, 0, 150, 512]}}, {"record": {}})
-    assert [f.track for f in region.decide(obs(0, [1, 2], ys=[100, 300]))] == [1]
-    assert region.decide(obs(1, [1, 2], ys=[100, 300])) == []  # already inside
-    assert [f.track for f in region.decide(obs(2, [1, 2], ys=[100, 120]))] == [2]
+    assert [f.track for f in list(region.decide(obs(0, [1, 2], ys=[100, 300])))] == [1]
+    assert list(region.decide(obs(1, [1, 2], ys=[100, 300]))) == []  # already inside
+    assert [f.track for f in list(region.decide(obs(2, [1, 2], ys=[100, 120])))] == [2]
     lost = Rule("lost", {"track_lost": {}}, {"stop_position": {}})
-    assert [f.track for f in lost.decide(obs(0, [1], lost=(7,)))] == [7]
+    assert [f.track for f in list(lost.decide(obs(0, [1], lost=(7,))))] == [7]
 
 
 @pytest.mark.parametrize(
@@ -215,13 +216,13 @@ def test_a_lasting_condition_is_remembered_across_a_restart(
     when: dict[str, Any], key: str, fire: dict[str, Any], hold: dict[str, Any]
 ) -> None:
     rule = Rule("r", when, {"record": {}})
-    assert [f.track for f in rule.decide(obs(0, [1, 2], **fire))] != []
+    assert [f.track for f in list(rule.decide(obs(0, [1, 2], **fire)))] != []
     saved = json.loads(json.dumps(rule.state()))
     assert saved["trigger"] == {key: ["p0/1"] if "ys" in fire else ["p0/2"]}  # as saved before
     again = Rule("r", when, {"record": {}})
     again.restore(saved)
-    assert again.decide(obs(1, [1, 2], **hold)) == []  # still in it: not again
-    assert Rule("r", when, {"record": {}}).decide(obs(1, [1, 2], **hold)) != []  # a fresh one fires
+    assert list(again.decide(obs(1, [1, 2], **hold))) == []  # still in it: not again
+    assert list(Rule("r", when, {"record": {}}).decide(obs(1, [1, 2], **hold))) != []  # fresh
 
 
 @pytest.mark.parametrize(
@@ -271,7 +272,7 @@ def test_one_channel_may_be_named_without_a_list() -> None:
         channels=["Phase", "DAPI"],
     )
     assert isinstance(rule, Rule)
-    (firing,) = rule.decide(obs(0, [1], [0.9])) or rule.decide(obs(1, [1], [0.9]))
+    (firing,) = list(rule.decide(obs(0, [1], [0.9]))) or list(rule.decide(obs(1, [1], [0.9])))
     assert firing.decision is not None
     assert {e.channel.config for e in firing.decision.events} == {"DAPI"}  # not D, A, P, I
 
@@ -390,6 +391,77 @@ def test_decisions_fired_together_are_checked_against_each_other() -> None:
     engine.refused(verdicts[0], 0.0)  # the agent refused one: its budget comes back
     assert engine.guardrails.extra_frames == 6
     assert len(engine.guardrails.sent_at) == 1
+
+
+class _FiresThenRaises:
+    """Yields the close-up rule's firings, then raises: a policy with a bug half-way."""
+
+    name = "half"
+
+    def __init__(self) -> None:
+        self.rule = Rule("half", {"mitosis": {"frames": 1}}, CLOSEUP)
+        self.made: list[int] = []  # decisions handed on before each firing was made
+
+    def decide(self, o: Observation) -> Iterator[Firing]:
+        for f in self.rule.decide(o):
+            yield f
+            self.made.append(len(passed))
+        raise ZeroDivisionError("oops")
+
+
+passed: list[Decision] = []
+
+
+def test_each_passing_decision_is_handed_on_before_the_next_firing_is_made() -> None:
+    passed.clear()
+    policy = _FiresThenRaises()
+    engine = PolicyEngine([policy], PROFILE)
+    verdicts = engine.evaluate(obs(0, [1, 2, 3], [0.9] * 3), on_pass=passed.append)
+    # each decision left (booked) while the policy was still to make the next one
+    assert policy.made == [1, 2, 3]
+    assert [v.firing.decision for v in verdicts] == passed
+    assert all(v.ok for v in verdicts)
+    # the policy raised after its third firing: disabled, and what it gave before stands
+    assert "ZeroDivisionError" in engine.disabled["half"]
+    assert engine.guardrails.extra_frames == 3 * 6
+
+
+def test_an_error_in_handing_a_decision_on_is_not_the_policys() -> None:
+    def fails(d: Decision) -> None:
+        raise LivescopeError("the agent has gone")
+
+    rule = Rule("closeup", {"mitosis": {"frames": 1}}, CLOSEUP)
+    engine = PolicyEngine([rule], PROFILE)
+    with pytest.raises(LivescopeError, match="the agent has gone"):
+        engine.evaluate(obs(0, [1], [0.9]), on_pass=fails)
+    assert engine.disabled == {}
+
+
+def test_commit_books_what_check_summed_as_walking_the_events_would() -> None:
+    seq = useq.MDASequence(stage_positions=[useq.Position(x=0, y=0, name="A")],
+                           channels=["DAPI"], time_plan={"interval": 60, "loops": 2})  # fmt: skip
+    decisions = [
+        _add([useq.MDAEvent(index={"t": 9, "p": 0}, channel="DAPI", exposure=200),
+              useq.MDAEvent(index={"t": 9, "p": 0}, channel="Phase", exposure=50),
+              useq.MDAEvent(index={"t": 10}, pos_name="A~r-0", channel="DAPI", exposure=300)]),
+        _add([useq.MDAEvent(index={"t": 11}, pos_name="B", channel="DAPI", exposure=100)]),
+    ]  # fmt: skip
+    checked, walked = Guardrails(PROFILE, seq), Guardrails(PROFILE, seq)
+    for d in decisions:
+        assert checked.check(d, 0.0) is None
+        checked.commit(d, 0.0)  # from the sums `check` made
+    walked.commit(decisions[0], 0.0)  # not checked before: each event booked on its own
+    walked.commit(decisions[1], 0.0)
+    assert dict(checked.dose_s) == pytest.approx(dict(walked.dose_s))
+    assert dict(checked.dose_ch_s) == pytest.approx(dict(walked.dose_ch_s))
+    assert checked.dose_s["A"] == pytest.approx(2 * 0.05 + 0.5)  # the plan: 2 x 50 ms
+    # a decision checked, then another checked: committing the first still books its own
+    other = Guardrails(PROFILE, seq)
+    assert other.check(decisions[0], 0.0) is None
+    assert other.check(decisions[1], 0.0) is None
+    other.commit(decisions[0], 0.0)
+    assert other.dose_s["A"] == pytest.approx(2 * 0.05 + 0.5)
+    assert other.dose_s.get("B", 0.0) == 0.0  # (the check of B booked nothing)
 
 
 def test_a_python_policy_declared_in_the_plan() -> None:
