@@ -198,7 +198,7 @@ def other_engine_cases(name: str, task: str, frames: dict, seconds: float) -> li
     return cases
 
 
-DEMO_STAGES = ("stain", "segment", "track", "states", "engines", "policy", "overhead",
+DEMO_STAGES = ("stain", "segment", "track", "states", "engines", "policy", "post", "overhead",
                "end_to_end", "decision_executed")  # fmt: skip
 
 

@@ -55,11 +55,13 @@ class DecisionServer:
     endpoint
         Where to bind (default: a fresh local endpoint).
     on_answered
-        Called (server thread) once a message's answer has gone out, with each of
-        its parts: the raw bytes, the decision (None when the part was not a
-        valid decision) and its acknowledgement; e.g. to log them. Work done here
-        is off the decisions' way: every acknowledgement of the message is
-        stamped and sent first.
+        Called (server thread) once a burst of messages is answered (no further
+        message within 1 ms, or 64 decisions), with each of their parts in
+        order: the raw bytes, the decision (None when the part was not a valid
+        decision) and its acknowledgement; e.g. to log them. Work done here is
+        off the decisions' way: every acknowledgement of the burst is stamped
+        and sent first. It is called for what was answered even when receiving
+        fails part-way.
 
     """
 
@@ -98,19 +100,21 @@ class DecisionServer:
                 if not self._sock.poll(100):
                     continue
                 answered: list[Answered] = []
-                # a burst's messages (a field's decisions, posted one by one) are all
-                # answered before any is logged, and no garbage collection (up to 2 ms)
-                # starts before the last answer has gone
-                with collection_deferred():
-                    while True:
-                        self._answer_message(answered)
-                        if len(answered) >= _BURST_MAX or not self._sock.poll(_BURST_GAP_MS):
-                            break
-                if answered and self._on_answered is not None:
-                    try:
-                        self._on_answered(answered)
-                    except Exception:
-                        logger.exception("decision server: handling answered decisions failed")
+                try:
+                    # a burst's messages (a field's decisions, posted one by one) are all
+                    # answered before any is logged, and no garbage collection (up to 2 ms)
+                    # starts before the last answer has gone
+                    with collection_deferred():
+                        while True:
+                            self._answer_message(answered)
+                            if len(answered) >= _BURST_MAX or not self._sock.poll(_BURST_GAP_MS):
+                                break
+                finally:
+                    if answered and self._on_answered is not None:
+                        try:
+                            self._on_answered(answered)
+                        except Exception:
+                            logger.exception("decision server: handling answered decisions failed")
         finally:
             self._sock.close(0)
 

@@ -20,6 +20,8 @@ __all__ = ["PolicyEngine", "Verdict", "load_policies", "rules_for_profile"]
 
 logger = logging.getLogger("livescope")
 
+_DONE: Any = object()  # the end of a policy's firings (a policy may yield None: an error)
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -93,7 +95,9 @@ class PolicyEngine:
         (on this thread) with each passing decision as soon as it is booked,
         before the policy makes its next firing: a caller sends it from there,
         so that the agent works on it while the policies go on. An exception
-        from ``on_pass`` propagates (it is not the policy's fault).
+        from ``on_pass`` is not the policy's fault: it propagates at once,
+        ending the evaluation with that decision booked (it may have left) and
+        the rest of the field's firings unmade; the worker stops on it.
 
         A policy that raises is disabled; the firings it gave before it raised
         stand (their decisions may already be on their way).
@@ -107,8 +111,8 @@ class PolicyEngine:
                 try:
                     if firings is None:
                         firings = iter(policy.decide(obs))
-                    f = next(firings, None)
-                    if f is None:
+                    f = next(firings, _DONE)
+                    if f is _DONE:
                         break
                     if not isinstance(f, Firing):
                         raise TypeError(f"decide() returned {type(f).__name__}, not a Firing")

@@ -217,11 +217,14 @@ class ScopeAgent:
         return ack
 
     def _record_answered(self, answered: list[Answered]) -> None:
-        """Count a message's malformed parts and log every answer (server thread, after the reply).
+        """Count malformed parts and log every answer (server thread, after a burst's replies).
 
-        The decision log is written here, once all of a message's decisions are
-        answered, so that writing it never delays the acknowledgements. The
-        runner, if it waits for its next event, takes the added ones now.
+        The decision log is written here, once a burst of messages (a field's
+        decisions, posted one by one) is answered, so that writing it never
+        delays an acknowledgement. The runner, if it waits for its next event,
+        takes the added ones now: not before, so that it does not take the GIL
+        from the answers (a close-up's first frame starts ~1 ms after the
+        burst's last answer, the server's wait for a next message).
         """
         self.feed.wake()
         for raw, decision, ack in answered:
@@ -269,7 +272,7 @@ class ScopeAgent:
             return 0, f"{n} pending event(s) re-timed"
         if isinstance(d, AddEvents):
             events = self._prepare_added(d)
-            feed.add(events, wake=False)  # woken once the message is answered
+            feed.add(events, wake=False)  # woken once the burst is answered
             return len(events), ""
         raise LivescopeError(f"unsupported decision type {d.type!r}")  # pragma: no cover
 

@@ -315,8 +315,8 @@ class EventFeed:
         """Schedule events (already checked and timed).
 
         ``wake=False`` leaves a waiting runner asleep until `wake` (or its next
-        look, within 0.25 s): the agent wakes it once a message's decisions are
-        all answered, so that it does not take the GIL from the answers.
+        look, within 0.25 s): the agent wakes it once a burst of decisions is
+        answered, so that it does not take the GIL from the answers.
         """
         with self._lock:
             if self.finished or self.stopped:

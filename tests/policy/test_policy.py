@@ -384,8 +384,10 @@ def test_decisions_fired_together_are_checked_against_each_other() -> None:
     )
     rule = Rule("closeup", {"mitosis": {"frames": 1}}, CLOSEUP)  # 6 frames each
     engine = PolicyEngine([rule], prof)
-    verdicts = engine.evaluate(obs(0, [1, 2, 3, 4, 5], [0.9] * 5))
+    handed_on: list[Decision] = []
+    verdicts = engine.evaluate(obs(0, [1, 2, 3, 4, 5], [0.9] * 5), on_pass=handed_on.append)
     assert [v.ok for v in verdicts] == [True, True, False, False, False]
+    assert handed_on == [v.firing.decision for v in verdicts[:2]]  # only those that passed
     assert all("rate" in v.reason or "frame budget" in v.reason for v in verdicts[2:])
     assert engine.guardrails.extra_frames == 12
     engine.refused(verdicts[0], 0.0)  # the agent refused one: its budget comes back
@@ -435,6 +437,20 @@ def test_an_error_in_handing_a_decision_on_is_not_the_policys() -> None:
     with pytest.raises(LivescopeError, match="the agent has gone"):
         engine.evaluate(obs(0, [1], [0.9]), on_pass=fails)
     assert engine.disabled == {}
+    assert engine.guardrails.extra_frames == 6  # booked: it may have left
+
+
+class _YieldsNone:
+    name = "none"
+
+    def decide(self, o: Observation) -> Iterator[Firing | None]:
+        yield None
+
+
+def test_a_policy_that_yields_something_else_than_a_firing_is_disabled() -> None:
+    engine = PolicyEngine([_YieldsNone()], PROFILE)  # type: ignore[list-item]
+    assert engine.evaluate(obs(0, [1], [0.9])) == []
+    assert "decide() returned NoneType, not a Firing" in engine.disabled["none"]
 
 
 def test_commit_books_what_check_summed_as_walking_the_events_would() -> None:

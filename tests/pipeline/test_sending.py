@@ -1,0 +1,83 @@
+"""A field's decisions posted to the agent as they pass, answered, refused or never sent."""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+
+import numpy as np
+
+from livescope.bus import BusInfo, DecisionServer, FramePublisher, attach
+from livescope.pipeline._sending import FieldDecisions
+from livescope.policy import Cells, Observation, PolicyEngine, Rule
+from livescope.schema import AddEvents, Decision, DecisionAck, clock_ns, load_profile
+
+PROFILE = load_profile("sim")
+CLOSEUP = {"acquire": {"channels": ["DAPI"], "loops": 2, "interval_s": 30}}
+
+
+def _obs(n: int) -> Observation:
+    return Observation(
+        run_id="r1", seq=0, position="p0", t=0, sample_time_s=0.0, pixel_size_um=0.65,
+        shape=(512, 512), stage_um=(0.0, 0.0, 0.0),
+        cells=Cells(
+            labels=np.arange(1, n + 1), tracks=np.arange(1, n + 1), parents=np.zeros(n, int),
+            age=np.zeros(n, int), y=100.0 + 40 * np.arange(n), x=np.full(n, 256.0),
+            area=np.full(n, 200.0), intensity=np.full(n, 500.0), stain=np.full(n, np.nan),
+            p_mitosis=np.full(n, 0.9), state=("prophase",) * n,
+        ),
+        divisions=(), lost=(), engines={},
+    )  # fmt: skip
+
+
+def _every_other(decision: Decision, t_rx: int) -> DecisionAck:
+    assert isinstance(decision, AddEvents)
+    refused = decision.events[0].pos_name == "p0~closeup-1"
+    return DecisionAck(
+        decision_id=decision.decision_id, run_id=decision.run_id, type=decision.type,
+        accepted=not refused, reason="taken" if refused else "", t_received_ns=t_rx,
+        t_acked_ns=clock_ns(),
+    )  # fmt: skip
+
+
+def test_posted_decisions_are_answered_and_a_refused_one_gives_its_budget_back(
+    tmp_path: Path,
+) -> None:
+    server = DecisionServer(_every_other)
+    pub = FramePublisher("r1")
+    try:
+        BusInfo("r1", pub.endpoint, pub.control_endpoint, server.endpoint, "inline").write(tmp_path)
+        with attach(tmp_path) as link:
+            engine = PolicyEngine([Rule("closeup", {"mitosis": {"frames": 1}}, CLOSEUP)], PROFILE)
+            outgoing = FieldDecisions(link, tmp_path)
+            verdicts = engine.evaluate(_obs(3), on_pass=outgoing.post)
+            assert outgoing.posted == 3
+            assert engine.guardrails.extra_frames == 3 * 2
+            counts: collections.Counter[str] = collections.Counter()
+            sent, acks = outgoing.finish(
+                verdicts, _obs(3), policy=engine, counts=counts, timeout_s=5
+            )
+    finally:
+        pub.close()
+        server.close()
+    assert [acks[i][1] for i in range(3)] == [True, False, True]
+    assert acks[1] == ("agent", False, "taken")
+    assert counts == {"decisions_accepted": 2, "decisions_rejected_agent": 1}
+    assert engine.guardrails.extra_frames == 2 * 2  # the refused close-up's frames came back
+    # each accepted one: posted before its answer was stamped
+    assert len(sent) == 2
+    assert all(t_sent <= t_acked for t_sent, t_acked, _ in sent)
+
+
+def test_nothing_is_sent_once_the_run_has_ended_and_every_budget_comes_back(
+    tmp_path: Path,
+) -> None:
+    engine = PolicyEngine([Rule("closeup", {"mitosis": {"frames": 1}}, CLOSEUP)], PROFILE)
+    outgoing = FieldDecisions(None, tmp_path)  # a what-if replay: no agent
+    verdicts = engine.evaluate(_obs(2), on_pass=outgoing.post)
+    counts: collections.Counter[str] = collections.Counter()
+    sent, acks = outgoing.finish(verdicts, _obs(2), policy=engine, counts=counts, timeout_s=5)
+    assert (sent, outgoing.posted) == ([], 0)
+    assert set(acks.values()) == {("agent", False, "the run has ended (what-if: not sent)")}
+    assert counts == {"decisions_not_sent": 2}
+    assert engine.guardrails.extra_frames == 0
