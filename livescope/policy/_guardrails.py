@@ -33,6 +33,7 @@ from livescope.schema import (
     HardwareProfile,
     LivescopeError,
     Move,
+    place_name,
 )
 
 __all__ = ["Guardrails", "parent_position"]
@@ -72,12 +73,19 @@ class Guardrails:
         the events again."""
         if sequence is not None:
             for ev in sequence:
-                self._names.setdefault(ev.index.get("p", 0), self._event_position(ev))
-                self._book_frame(ev)
+                self._names.setdefault(ev.index.get("p", 0), self._event_position(ev, planned=True))
+                self._book_frame(ev, planned=True)
 
-    def _event_position(self, ev: useq.MDAEvent) -> str:
+    def _event_position(self, ev: useq.MDAEvent, *, planned: bool = False) -> str:
         p = ev.index.get("p", 0)
-        name = ev.pos_name or self._names.get(p) or f"p{p}"
+        if ev.pos_name:
+            name = ev.pos_name
+        elif planned:  # as the agent's event queue names the plan's events
+            name = f"p{p}"
+        elif "p" not in ev.index and ev.x_pos is not None and ev.y_pos is not None:
+            name = place_name(ev.x_pos, ev.y_pos)  # an added place of its own (as the agent)
+        else:
+            name = self._names.get(p) or f"p{p}"
         if "g" in ev.index:
             name = f"{name}_g{ev.index['g']}"
         return name
@@ -92,11 +100,11 @@ class Guardrails:
         except KeyError:
             return 0.0
 
-    def _book_frame(self, ev: useq.MDAEvent, sign: float = 1.0) -> None:
+    def _book_frame(self, ev: useq.MDAEvent, sign: float = 1.0, *, planned: bool = False) -> None:
         ch = ev.channel.config if ev.channel else ""
         if self._kind.get(ch) != "fluorescence":
             return
-        pos = parent_position(self._event_position(ev))
+        pos = parent_position(self._event_position(ev, planned=planned))
         s = sign * self._exposure(ev) / 1000.0
         self.dose_s[pos] += s
         self.dose_ch_s[f"{pos}/{ch}"] += s

@@ -34,6 +34,7 @@ from ._decision import (
     StopPosition,
     StopRun,
     parse_decision,
+    place_name,
 )
 from ._errors import ConfigError, LivescopeError, PlanError, ProfileError, StageLimitError
 from ._frame import FrameInfo
@@ -125,6 +126,7 @@ __all__ = [
     "load_profile",
     "lower_thread_priority",
     "parse_decision",
+    "place_name",
     "plan_sections",
     "read_yaml",
     "require_data_root",

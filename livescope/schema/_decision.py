@@ -39,6 +39,7 @@ __all__ = [
     "StopPosition",
     "StopRun",
     "parse_decision",
+    "place_name",
 ]
 
 DECISION_PROTOCOL = 2
@@ -91,6 +92,16 @@ class AddEvents(_DecisionBase):
 
 _EVENT_NUMBERS = ("min_start_time", "exposure", "x_pos", "y_pos", "z_pos")
 """The numbers of a useq event the agent schedules and checks by (seconds, ms, µm)."""
+
+
+def place_name(x_um: float, y_um: float) -> str:
+    """Name the position of an added event that gives only its stage x/y, µm: ``xy+120-340``.
+
+    Such an event (no ``pos_name``, no plan index ``p``) images a place of its
+    own: the agent records its frames, and the guardrails book its light, under
+    this name (whole µm), so events at one place share a name.
+    """
+    return f"xy{round(x_um):+d}{round(y_um):+d}"
 
 
 class Move(_DecisionBase):

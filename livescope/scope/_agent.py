@@ -42,6 +42,7 @@ from livescope.schema import (
     StopRun,
     check_plan,
     clock_ns,
+    place_name,
 )
 
 from ._engine import SAMPLE_TIME_KEY, LivescopeEngine
@@ -298,6 +299,9 @@ class ScopeAgent:
                         update[attr] = value
             elif ev.x_pos is None or ev.y_pos is None:
                 raise LivescopeError(f"{what}: unknown position and no x/y given")
+            elif ev.pos_name is None and "p" not in ev.index:
+                # a place of its own: named by it, not filed under the plan's first position
+                update["pos_name"] = place_name(ev.x_pos, ev.y_pos)
             if ev.channel is None:
                 raise LivescopeError(f"{what}: no channel")
             if ev.channel.group != chans.config_group:

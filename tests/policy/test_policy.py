@@ -341,6 +341,15 @@ def test_an_event_books_its_light_to_its_position_by_name_or_plan_index() -> Non
     assert g.dose_s["A_g0"] == pytest.approx(0.1 + 1.0)
     assert set(g.dose_s) == {"A_g0", "A_g1"}
 
+    # an event that gives only its x/y images a place of its own: not position A's budget
+    g = Guardrails(PROFILE, plan)
+    g.commit(_add([useq.MDAEvent(index={"t": 20}, x_pos=150.2, y_pos=-20, channel="DAPI",
+                                 exposure=1000)]), 0)  # fmt: skip
+    assert dict(g.dose_s) == {"A": pytest.approx(0.5), "xy+150-20": pytest.approx(1.0)}
+    # a plan's grid without positions: its tiles are the first position's, as always
+    tiles = useq.MDASequence(grid_plan=useq.GridRowsColumns(rows=1, columns=2), channels=["DAPI"])
+    assert set(Guardrails(PROFILE, tiles).dose_s) == {"p0_g0", "p0_g1"}
+
 
 class _Broken:
     name = "broken"

@@ -17,6 +17,7 @@ from livescope.schema import (
     StopPosition,
     StopRun,
     parse_decision,
+    place_name,
 )
 
 _EVENTS = tuple(
@@ -106,3 +107,15 @@ def _add(**event: object) -> bytes:
 def test_bad_decisions_are_refused_naming_the_problem(raw: bytes, reason: str) -> None:
     with pytest.raises(ValueError, match=re.escape(reason)):
         parse_decision(raw)
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "name"),
+    [
+        pytest.param(150.2, -20.0, "xy+150-20", id="rounded"),
+        pytest.param(0.0, 2000.0, "xy+0+2000", id="signs"),
+        pytest.param(-0.4, 0.6, "xy+0+1", id="near-zero"),
+    ],
+)
+def test_an_added_place_is_named_by_its_coordinates(x: float, y: float, name: str) -> None:
+    assert place_name(x, y) == name
