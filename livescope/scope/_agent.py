@@ -47,7 +47,7 @@ from livescope.schema import (
 
 from ._engine import SAMPLE_TIME_KEY, LivescopeEngine
 from ._fanout import FrameFanout
-from ._feed import EventFeed, event_key
+from ._feed import EventFeed
 
 __all__ = ["ScopeAgent"]
 
@@ -118,6 +118,7 @@ class ScopeAgent:
             )
         )
         self.channel_order = channels
+        self._c_index = {name: c for c, name in enumerate(channels)}
         self.recorder = OmeZarrWriter(
             self.run_dir,
             channels=channels,
@@ -278,66 +279,74 @@ class ScopeAgent:
         raise LivescopeError(f"unsupported decision type {d.type!r}")  # pragma: no cover
 
     def _prepare_added(self, d: AddEvents) -> list[useq.MDAEvent]:
-        """Fill positions, check channels, limits and collisions, set times."""
-        feed, chans = self.feed, self.profile.channels
+        """Fill positions, check channels, limits and collisions, set times.
+
+        Runs for every added event of every decision, on the decision-server
+        thread while a burst of decisions waits: it does each event's work once
+        (one copy, one look at the queue) and spells an event out only in an
+        error.
+        """
+        feed, chans, c_index = self.feed, self.profile.channels, self._c_index
         start = feed.now() + d.delay_s
         out: list[useq.MDAEvent] = []
-        keys: set[tuple[str, int, str, int]] = set()
-        places: set[tuple[float | None, float | None, float | None]] = set()  # checked
         for i, ev in enumerate(d.events):
-            what = f"event {i} {dict(ev.index)}"
-            name = ev.pos_name or feed.position_index.get(ev.index.get("p", -1))
+            index = dict(ev.index)
+            name = ev.pos_name or feed.position_index.get(index.get("p", -1))
             update: dict[str, Any] = {}
             explicit = ev.x_pos is not None or ev.y_pos is not None
             if name is not None and name in feed.positions:
                 # the plan's coordinates; the feed applies any move of the position on yield
                 x, y, z = feed.position_plan(name)
                 update["pos_name"] = name
-                update["index"] = {**ev.index, "p": feed.p_of[name]}
-                for attr, value in (("x_pos", x), ("y_pos", y), ("z_pos", z)):
-                    if getattr(ev, attr) is None and value is not None:
-                        update[attr] = value
+                index["p"] = feed.p_of[name]
+                if ev.x_pos is None and x is not None:
+                    update["x_pos"] = x
+                if ev.y_pos is None and y is not None:
+                    update["y_pos"] = y
+                if ev.z_pos is None and z is not None:
+                    update["z_pos"] = z
             elif ev.x_pos is None or ev.y_pos is None:
-                raise LivescopeError(f"{what}: unknown position and no x/y given")
-            elif ev.pos_name is None and "p" not in ev.index:
+                raise LivescopeError(f"{_event_label(i, ev)}: unknown position and no x/y given")
+            elif ev.pos_name is None and "p" not in index:
                 # a place of its own: named by it, not filed under the plan's first position
                 update["pos_name"] = place_name(ev.x_pos, ev.y_pos)
             if ev.channel is None:
-                raise LivescopeError(f"{what}: no channel")
+                raise LivescopeError(f"{_event_label(i, ev)}: no channel")
             if ev.channel.group != chans.config_group:
                 raise LivescopeError(
-                    f"{what}: channel group {ev.channel.group!r} is not {chans.config_group!r}"
+                    f"{_event_label(i, ev)}: channel group {ev.channel.group!r} is not "
+                    f"{chans.config_group!r}"
                 )
             preset = chans.get(ev.channel.config)
             exposure = ev.exposure if ev.exposure is not None else preset.default_exposure_ms
             if not preset.exposure_min_ms <= exposure <= preset.exposure_max_ms:
+                lo, hi = preset.exposure_min_ms, preset.exposure_max_ms
                 raise LivescopeError(
-                    f"{what}: exposure {exposure} ms is outside channel {preset.name!r} limits "
-                    f"[{preset.exposure_min_ms}, {preset.exposure_max_ms}] ms"
+                    f"{_event_label(i, ev)}: exposure {exposure} ms is outside channel "
+                    f"{preset.name!r} limits [{lo}, {hi}] ms"
                 )
-            update["exposure"] = exposure
-            update["index"] = {
-                **update.get("index", ev.index),
-                "c": self.channel_order.index(preset.name),
-            }
+            index["c"] = c_index[preset.name]
             due = start + float(ev.min_start_time or 0.0)
-            update["min_start_time"] = due
-            update["metadata"] = {**ev.metadata, "added_by": d.decision_id, SAMPLE_TIME_KEY: due}
+            meta = {**ev.metadata, "added_by": d.decision_id, SAMPLE_TIME_KEY: due}
             if explicit:
-                update["metadata"]["explicit_xy"] = True
-            new = ev.model_copy(update=update)  # one copy per event: decisions come in bursts
-            where = feed.preview(new)  # where it will really be imaged
+                meta["explicit_xy"] = True
+            update.update(exposure=exposure, index=index, min_start_time=due, metadata=meta)
+            out.append(ev.model_copy(update=update))  # one copy per event: decisions come in bursts
+        # where each will really be imaged (moves applied), and whether its place in the
+        # plan is free, in one look at the queue
+        places: set[tuple[float | None, float | None, float | None]] = set()  # checked
+        keys: set[tuple[str, int, str, int]] = set()
+        for i, (where, key, taken) in enumerate(feed.preview_added(out)):
             if (xyz := (where.x_pos, where.y_pos, where.z_pos)) not in places:
-                self.profile.check_stage_travel(*xyz, what)
+                self.profile.check_stage_travel(*xyz, _event_label(i, d.events[i]))
                 places.add(xyz)
-            key = event_key(new)
-            if key in keys or feed.is_taken(key):
+            if taken or key in keys:
                 raise LivescopeError(
-                    f"{what}: position {key[0]} t={key[1]} channel {key[2]} z={key[3]} is already "
-                    "planned or acquired; give the added events their own index"
+                    f"{_event_label(i, d.events[i])}: position {key[0]} t={key[1]} channel "
+                    f"{key[2]} z={key[3]} is already planned or acquired; give the added events "
+                    "their own index"
                 )
             keys.add(key)
-            out.append(new)
         return out
 
     # ------------------------------------------------------------ running
@@ -446,6 +455,11 @@ class ScopeAgent:
         if self.publisher is not None:
             self.publisher.close()
         self.decision_log.close()
+
+
+def _event_label(i: int, event: useq.MDAEvent) -> str:
+    """``event <i> <index>``: how an error names an added event."""
+    return f"event {i} {dict(event.index)}"
 
 
 def _interval_s(sequence: useq.MDASequence) -> float:

@@ -220,6 +220,21 @@ class EventFeed:
         with self._lock:
             return self._moved(event)
 
+    def preview_added(
+        self, events: list[useq.MDAEvent]
+    ) -> list[tuple[useq.MDAEvent, tuple[str, int, str, int], bool]]:
+        """Return, per event, where it would be imaged now, its place in the plan, and if taken.
+
+        One look at the queue for a decision's events (the agent checks each
+        before adding any).
+        """
+        with self._lock:
+            out = []
+            for ev in events:
+                key = event_key(ev)
+                out.append((self._moved(ev), key, key in self._planned_keys))
+            return out
+
     def _moved(self, event: useq.MDAEvent) -> useq.MDAEvent:
         """Apply position moves: x/y to the new centre, z shifted by the same offset."""
         name = position_name(event)
