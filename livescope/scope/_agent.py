@@ -307,7 +307,7 @@ class ScopeAgent:
                     update["z_pos"] = z
             elif ev.x_pos is None or ev.y_pos is None:
                 raise LivescopeError(f"{_event_label(i, ev)}: unknown position and no x/y given")
-            elif ev.pos_name is None and "p" not in index:
+            elif not ev.pos_name and "p" not in index:  # (an empty name is no name)
                 # a place of its own: named by it, not filed under the plan's first position
                 update["pos_name"] = place_name(ev.x_pos, ev.y_pos)
             if ev.channel is None:

@@ -185,6 +185,12 @@ def test_an_event_at_its_own_x_y_is_filed_under_its_place_not_the_first_position
     # and its light is booked to that place, as the worker's guardrails book it
     assert running.agent.guardrails.usage()["extra_frames"] == 1
     assert running.agent.guardrails.dose_s["xy+150-20"] == pytest.approx(0.05)
+    # an empty name is no name: booked and filed alike
+    unnamed = there.model_copy(update={"index": {"t": 61}, "pos_name": ""})
+    ack = running.client.send(AddEvents(run_id=running.agent.run_id, delay_s=1e5, events=[unnamed]))
+    assert ack.accepted, ack.reason
+    assert running.agent.feed.is_taken(("xy+150-20", 61, "DAPI", 0))
+    assert running.agent.guardrails.dose_s["xy+150-20"] == pytest.approx(0.1)
 
 
 def test_decisions_are_applied_between_events(running: Running) -> None:
