@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import useq
@@ -52,11 +52,16 @@ class Guardrails:
     profile
         The rig.
     sequence
-        The plan: its own fluorescence exposure counts against each position's budget.
+        The plan (or its events, if already expanded): its own fluorescence exposure
+        counts against each position's budget.
 
     """
 
-    def __init__(self, profile: HardwareProfile, sequence: useq.MDASequence | None = None) -> None:
+    def __init__(
+        self,
+        profile: HardwareProfile,
+        sequence: useq.MDASequence | Iterable[useq.MDAEvent] | None = None,
+    ) -> None:
         self.profile = profile
         self.dose_s: dict[str, float] = defaultdict(float)  # position -> fluorescence s
         self.dose_ch_s: dict[str, float] = defaultdict(float)  # "position/channel" -> s

@@ -7,6 +7,7 @@ once with the field it concerns, not halfway through a run.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import useq
@@ -100,12 +101,19 @@ def _outside(value: float, lo_hi: tuple[float, float]) -> bool:
     return not lo_hi[0] <= value <= lo_hi[1]
 
 
-def check_plan(sequence: useq.MDASequence, profile: HardwareProfile, source: str = "plan") -> None:
+def check_plan(
+    sequence: useq.MDASequence,
+    profile: HardwareProfile,
+    source: str = "plan",
+    *,
+    events: Iterable[useq.MDAEvent] | None = None,
+) -> None:
     """Check that every event of ``sequence`` can run on the rig of ``profile``.
 
     Checks channel group and preset names, exposures against each preset's limits
     and the light-dose budget, and every stage position (including grid and z-plan
-    offsets) against the profile's stage travel.
+    offsets) against the profile's stage travel. ``events``: the sequence's events
+    if the caller has them already (expanding a plan costs ~40 µs per event).
 
     Raises
     ------
@@ -143,7 +151,7 @@ def check_plan(sequence: useq.MDASequence, profile: HardwareProfile, source: str
 
     xy, z = profile.stages.xy, profile.stages.z
     seen: set[str] = set()
-    for event in sequence:
+    for event in sequence if events is None else events:
         idx = dict(event.index)
         checks = (
             ("x", event.x_pos, xy.x_range_um, "stages.xy.x_range_um"),

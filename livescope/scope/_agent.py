@@ -103,13 +103,18 @@ class ScopeAgent:
         engine: LivescopeEngine | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        check_plan(sequence, profile)
+        # the plan expanded once (~40 µs per event: seconds for a long multi-position run)
+        # for the plan check, the event queue and the guardrails' books
+        planned = list(sequence)
+        check_plan(sequence, profile, events=planned)
+        self.planned_events = len(planned)
+        """How many events the plan holds (decisions may add more)."""
         self.core, self.profile, self.sequence, self.sim = core, profile, sequence, sim
         self.run_dir = Path(run_dir)
         self.run_id = run_id or time.strftime("run-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         self.engine = engine or LivescopeEngine(core, profile, sim=sim)
         accel = sim.time_acceleration if sim is not None else 1.0
-        self.feed = EventFeed(sequence, self.engine, accel, clock)
+        self.feed = EventFeed(sequence, self.engine, accel, clock, events=planned)
         # every channel of the rig has its place on the c axis from the start: the
         # plan's first, then the others (decisions may add them)
         channels = list(
@@ -142,7 +147,7 @@ class ScopeAgent:
             profile_file.write_text(
                 yaml.safe_dump(profile.model_dump(mode="json"), sort_keys=False), encoding="utf-8"
             )
-        self.guardrails = Guardrails(profile, sequence)
+        self.guardrails = Guardrails(profile, planned)
         """What accepted decisions have booked of the rig's budgets (the plan's frames too)."""
         self.decision_log = DecisionLog(self.run_dir)
         self.decisions_accepted = 0

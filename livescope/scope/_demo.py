@@ -117,7 +117,7 @@ def run_simulated(
         )
         if on_ready is not None:
             on_ready(agent)
-        planned = len(list(sequence))
+        planned = agent.planned_events
         summary: dict[str, Any] = agent.run(
             None if progress is None else (lambda n: progress(n, planned))
         )
@@ -163,7 +163,6 @@ def run_micromanager(
 
     """
     _check_backend(backend)
-    planned = len(list(sequence))
     if backend == "pycromanager":
         from ._pycromanager import PycromanagerAgent
 
@@ -173,6 +172,7 @@ def run_micromanager(
         )  # fmt: skip
         if on_ready is not None:
             on_ready(pm_agent)
+        planned = pm_agent.planned_events
         return pm_agent.run(None if progress is None else (lambda n: progress(n, planned)))
     from pymmcore_plus import CMMCorePlus
 
@@ -186,4 +186,5 @@ def run_micromanager(
     )
     if on_ready is not None:
         on_ready(agent)
+    planned = agent.planned_events
     return agent.run(None if progress is None else (lambda n: progress(n, planned)))

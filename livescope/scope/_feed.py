@@ -10,7 +10,7 @@ import heapq
 import itertools
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import useq
@@ -67,7 +67,10 @@ class EventFeed:
         engine: LivescopeEngine,
         clock_scale: float,
         clock: Callable[[], float] | None = None,
+        *,
+        events: Iterable[useq.MDAEvent] | None = None,
     ):
+        # ``events``: the sequence's events, if the caller has expanded it already
         self._engine = engine
         self._scale = clock_scale  # plan seconds per wall-clock second
         self._clock = clock  # plan seconds since the start, when not the wall clock (replay)
@@ -88,7 +91,7 @@ class EventFeed:
         self._clock0: tuple[float | None, float | None] = (None, None)
         self._last_t: tuple[int, float] = (-1, 0.0)  # last time index handed out, its time
         stage = list(sequence.stage_positions)
-        for event in sequence:
+        for event in sequence if events is None else events:
             self._push(event)
             name = position_name(event)
             p = event.index.get("p", 0)

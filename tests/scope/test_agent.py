@@ -374,6 +374,35 @@ def test_only_the_first_event_resets_the_runners_timer(sim: SimulatedMicroscope)
     assert [ev.reset_event_timer for ev in feed] == [True, False, False, False]
 
 
+def test_the_agent_expands_its_plan_once(
+    sim: SimulatedMicroscope, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ~40 µs per event: expanding a long multi-position plan three times cost seconds
+    seq = useq.MDASequence(
+        stage_positions=[useq.Position(x=0, y=0, name="A"), useq.Position(x=50, y=0)],
+        channels=[useq.Channel(config="Phase"), useq.Channel(config="DAPI")],
+        time_plan=useq.TIntervalLoops(interval=60, loops=3),
+    )
+    expansions = 0
+    iterate = useq.MDASequence.__iter__
+
+    def counted(self: useq.MDASequence) -> Iterator[useq.MDAEvent]:
+        nonlocal expansions
+        expansions += 1
+        return iterate(self)
+
+    monkeypatch.setattr(useq.MDASequence, "__iter__", counted)
+    agent = ScopeAgent(sim.core, sim.profile, seq, tmp_path / "run", sim=sim, bus="off")
+    assert expansions == 1
+    assert agent.planned_events == 12
+    # the queue and the books hold every planned event, as if each had expanded it
+    assert all(agent.feed.is_taken(("A", t, c, 0)) for t in range(3) for c in ("Phase", "DAPI"))
+    assert agent.feed.is_taken(("p1", 2, "DAPI", 0))
+    assert dict(agent.guardrails.dose_s) == pytest.approx({"A": 0.15, "p1": 0.15})  # 3 x 50 ms
+    agent.feed.stop()
+    assert agent.run()["frames_acquired"] == 0  # (and its files are closed)
+
+
 def test_a_run_cancelled_while_the_feed_waits_ends_at_once(
     sim: SimulatedMicroscope, tmp_path: Path
 ) -> None:
