@@ -198,3 +198,13 @@ def test_ground_truth_follows_stage(sim: SimulatedMicroscope) -> None:
     overlap_b = b.labels[:, : 512 - shift]
     agree = np.mean(overlap_a == overlap_b)
     assert agree > 0.97
+
+
+def test_shot_noise_drawn_in_chunks_is_the_same_draw() -> None:
+    # numpy's Poisson sampler holds the GIL for a whole call: chunks let the agent's
+    # other threads run, and must not change a seed's frames
+    from livescope.scope._sim import _poisson
+
+    lam = np.random.default_rng(1).uniform(0, 10, 10_000).astype(np.float32)
+    expected = np.random.default_rng([7, 1]).poisson(lam).astype(np.float32)
+    assert np.array_equal(_poisson(np.random.default_rng([7, 1]), lam), expected)
