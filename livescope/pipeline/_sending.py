@@ -31,8 +31,6 @@ class FieldDecisions:
         self._run_dir = run_dir
         self._sending: bool | None = None  # found out at the first decision
         self._posted: dict[str, int] = {}  # decision_id → when it was sent (clock_ns)
-        self.posted = 0
-        """Decisions sent so far."""
         self.posting_ms = 0.0
         """Time spent serialising and sending (inside the policies' time), ms."""
 
@@ -56,7 +54,11 @@ class FieldDecisions:
         client.post(decision)
         self._posted[decision.decision_id] = t_sent
         self.posting_ms += (clock_ns() - t_sent) / 1e6
-        self.posted += 1
+
+    @property
+    def posted(self) -> int:
+        """Decisions sent so far."""
+        return len(self._posted)
 
     def finish(
         self,
