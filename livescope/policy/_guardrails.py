@@ -13,13 +13,23 @@ refuses it. Limits (``HardwareProfile``):
   or the spacing of an added time-lapse) shorter than this;
 * ``guardrails.max_decisions_per_min``: decisions per minute of run time.
 
-Sub-sequence positions (``p0~rule-3``) book their light against their parent
-position (``p0``): it is the same patch of sample.
+Where light is booked: an event that names a plan position, or gives its plan
+index, books to that position; sub-sequence positions (``p0~rule-3``) book to
+their parent (``p0``): it is the same patch of sample. An added event at a place
+of its own (stage x/y with no plan position: no name and no index, or a name or
+index the plan does not have) books to where its light lands, the camera's
+field (default objective) centred on it: to every plan position whose field it
+overlaps, and to every stage area it overlaps. The areas are field-sized
+squares of a grid from the stage origin, named ``area(+i,+j)``: the square
+[i·w, (i+1)·w) × [j·h, (j+1)·h) µm for a field w µm wide and h µm high. So a
+policy cannot light one patch of sample past its budget by naming each frame's
+place anew or by moving it a little each time.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -33,7 +43,6 @@ from livescope.schema import (
     HardwareProfile,
     LivescopeError,
     Move,
-    place_name,
 )
 
 __all__ = ["Guardrails", "parent_position"]
@@ -72,13 +81,20 @@ class Guardrails:
         # place, the one the agent images it at (the position's first plan event's, grid
         # tile included, as the agent's event queue names it)
         self._names: dict[int, str] = {}
+        self._plan: set[str] = set()  # the plan's budgets (positions, grid tiles)
+        self._centres: dict[str, tuple[float, float]] = {}  # budget -> its field's centre, µm
+        self._fov_um = profile.field_of_view_um
         self._summed: tuple[Decision | None, dict[str, float], dict[str, float]] = (None, {}, {})
         """The fluorescence seconds per position and per position/channel of the last
         decision `check` passed (the decision first): `commit` books them without walking
         the events again."""
         if sequence is not None:
             for ev in sequence:
-                self._names.setdefault(ev.index.get("p", 0), self._event_position(ev, planned=True))
+                name = self._event_position(ev, planned=True)
+                self._names.setdefault(ev.index.get("p", 0), name)
+                self._plan.add(key := parent_position(name))
+                if ev.x_pos is not None and ev.y_pos is not None:
+                    self._centres.setdefault(key, (float(ev.x_pos), float(ev.y_pos)))
                 self._book_frame(ev, planned=True)
 
     def _event_position(self, ev: useq.MDAEvent, *, planned: bool = False) -> str:
@@ -87,13 +103,31 @@ class Guardrails:
             name = ev.pos_name
         elif planned:  # as the agent's event queue names the plan's events
             name = f"p{p}"
-        elif "p" not in ev.index and ev.x_pos is not None and ev.y_pos is not None:
-            name = place_name(ev.x_pos, ev.y_pos)  # an added place of its own (as the agent)
         else:
             name = self._names.get(p) or f"p{p}"
         if "g" in ev.index:
             name = f"{name}_g{ev.index['g']}"
         return name
+
+    def _light_keys(self, ev: useq.MDAEvent, *, planned: bool = False) -> tuple[str, ...]:
+        """Return the budgets an event's light is booked to (see the module)."""
+        x, y = ev.x_pos, ev.y_pos
+        if planned or ev.pos_name or "p" in ev.index or x is None or y is None:
+            # (an event with neither a position nor x/y is refused by the agent; checked
+            # here as the plan's first position's, as the agent's queue would file it)
+            name = parent_position(self._event_position(ev, planned=planned))
+            if planned or name in self._plan or x is None or y is None:
+                return (name,)
+        return self._landing(float(x), float(y))
+
+    def _landing(self, x: float, y: float) -> tuple[str, ...]:
+        """Return the plan positions and stage areas a field centred at x, y µm overlaps."""
+        h, w = self._fov_um
+        keys = [k for k, (cx, cy) in self._centres.items() if abs(x - cx) < w and abs(y - cy) < h]
+        for i in range(math.floor(x / w - 0.5), math.ceil(x / w + 0.5)):
+            keys += [f"area({i:+d},{j:+d})"
+                     for j in range(math.floor(y / h - 0.5), math.ceil(y / h + 0.5))]  # fmt: skip
+        return tuple(keys)
 
     def _exposure(self, ev: useq.MDAEvent) -> float:
         if ev.exposure is not None:
@@ -109,10 +143,10 @@ class Guardrails:
         ch = ev.channel.config if ev.channel else ""
         if self._kind.get(ch) != "fluorescence":
             return
-        pos = parent_position(self._event_position(ev, planned=planned))
         s = sign * self._exposure(ev) / 1000.0
-        self.dose_s[pos] += s
-        self.dose_ch_s[f"{pos}/{ch}"] += s
+        for key in self._light_keys(ev, planned=planned):
+            self.dose_s[key] += s
+            self.dose_ch_s[f"{key}/{ch}"] += s
 
     def check(self, decision: Decision, now_s: float, *, rate: bool = True) -> str | None:
         """Return why ``decision`` breaks a limit at run time ``now_s``, or None if it passes.
@@ -175,9 +209,9 @@ class Guardrails:
                     f"light dose: event {i} exposure {exp:g} ms > "
                     f"light_dose.max_exposure_ms_per_frame = {dose.max_exposure_ms_per_frame:g} ms"
                 )
-            pos = parent_position(self._event_position(ev))
-            add[pos] += exp / 1000.0
-            add_ch[f"{pos}/{ch}"] += exp / 1000.0
+            for key in self._light_keys(ev):
+                add[key] += exp / 1000.0
+                add_ch[f"{key}/{ch}"] += exp / 1000.0
         budgets = [(add, self.dose_s, "position ", "max_fluorescence_s_per_position",
                     dose.max_fluorescence_s_per_position)]  # fmt: skip
         if dose.max_fluorescence_s_per_channel is not None:
@@ -188,8 +222,9 @@ class Guardrails:
                 # (a float's tolerance: the worker books and gives back what the agent
                 # refuses, the agent never books it; both must reach the same verdict)
                 if (total := booked[key] + s) > limit + 1e-9:
+                    where = key if key.startswith("area(") else what + key  # (a stage area)
                     return (
-                        f"light dose: {what}{key} would get {total:.2f} s of fluorescence; "
+                        f"light dose: {where} would get {total:.2f} s of fluorescence; "
                         f"light_dose.{field} = {limit:g} s"
                     )
         self._summed = (decision, add, add_ch)  # `commit` books them as they are

@@ -291,6 +291,13 @@ class HardwareProfile(FrozenModel):
         """The default objective."""
         return next(o for o in self.objectives if o.name == self.default_objective)
 
+    @property
+    def field_of_view_um(self) -> tuple[float, float]:
+        """(height, width) of the sample the camera sees through the default objective, µm."""
+        h, w = self.camera.sensor_shape_px
+        px = self.objective.pixel_size_um
+        return h * px, w * px
+
 
 def builtin_profiles() -> dict[str, Path]:
     """Return the shipped profiles by name (``sim``, ``replay``, ...)."""

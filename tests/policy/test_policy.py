@@ -341,14 +341,75 @@ def test_an_event_books_its_light_to_its_position_by_name_or_plan_index() -> Non
     assert g.dose_s["A_g0"] == pytest.approx(0.1 + 1.0)
     assert set(g.dose_s) == {"A_g0", "A_g1"}
 
-    # an event that gives only its x/y images a place of its own: not position A's budget
-    g = Guardrails(PROFILE, plan)
-    g.commit(_add([useq.MDAEvent(index={"t": 20}, x_pos=150.2, y_pos=-20, channel="DAPI",
-                                 exposure=1000)]), 0)  # fmt: skip
-    assert dict(g.dose_s) == {"A": pytest.approx(0.5), "xy+150-20": pytest.approx(1.0)}
     # a plan's grid without positions: its tiles are the first position's, as always
     tiles = useq.MDASequence(grid_plan=useq.GridRowsColumns(rows=1, columns=2), channels=["DAPI"])
     assert set(Guardrails(PROFILE, tiles).dose_s) == {"p0_g0", "p0_g1"}
+
+
+@pytest.mark.parametrize(
+    ("event", "booked"),
+    [
+        pytest.param(  # the sim camera's field: 512 px x 0.65 um = 332.8 um square
+            {"x_pos": 150.2, "y_pos": -20.0}, {"A", "area(-1,-1)", "area(-1,+0)", "area(+0,-1)",
+                                               "area(+0,+0)"},
+            id="x/y only, overlapping A"),
+        pytest.param({"x_pos": 1000.0, "y_pos": 1000.0},
+                     {"area(+2,+2)", "area(+2,+3)", "area(+3,+2)", "area(+3,+3)"},
+                     id="x/y only, away from the plan"),
+        pytest.param({"x_pos": 166.4, "y_pos": 166.4}, {"A", "area(+0,+0)"},
+                     id="on the area grid"),
+        pytest.param({"x_pos": 1000.0, "y_pos": 1000.0, "pos_name": "cell-7"},
+                     {"area(+2,+2)", "area(+2,+3)", "area(+3,+2)", "area(+3,+3)"},
+                     id="a name the plan does not have"),
+        pytest.param({"x_pos": 1000.0, "y_pos": 1000.0, "index": {"t": 20, "p": 5}},
+                     {"area(+2,+2)", "area(+2,+3)", "area(+3,+2)", "area(+3,+3)"},
+                     id="an index the plan does not have"),
+        pytest.param({"x_pos": 1000.0, "y_pos": 1000.0, "pos_name": "A~r-1"}, {"A"},
+                     id="a sub-sequence of A, wherever it is"),
+        pytest.param({"x_pos": 1000.0, "y_pos": 1000.0, "index": {"t": 20, "p": 0}}, {"A"},
+                     id="A by its index"),
+    ],
+)  # fmt: skip
+def test_an_added_place_books_its_light_where_it_lands(
+    event: dict[str, Any], booked: set[str]
+) -> None:
+    plan = useq.MDASequence(stage_positions=[useq.Position(x=0, y=0, name="A")],
+                            channels=["DAPI"], time_plan={"interval": 60, "loops": 10})  # fmt: skip
+    g = Guardrails(PROFILE, plan)
+    before = dict(g.dose_s)
+    ev = useq.MDAEvent(**{"index": {"t": 20}, "channel": "DAPI", "exposure": 1000, **event})
+    g.commit(_add([ev]), 0)
+    added = {k: v - before.get(k, 0.0) for k, v in g.dose_s.items()}
+    assert {k for k, v in added.items() if v} == booked
+    assert all(added[k] == pytest.approx(1.0) for k in booked)
+    assert g.dose_ch_s[f"{sorted(booked)[0]}/DAPI"] == pytest.approx(g.dose_s[sorted(booked)[0]])
+    g.release(_add([ev]), 0)  # given back where it was booked
+    assert all(g.dose_s[k] == pytest.approx(before.get(k, 0.0)) for k in booked)
+
+
+@pytest.mark.parametrize(
+    "place",
+    [
+        pytest.param(lambda k: {"x_pos": 1000.0 + k, "y_pos": 1000.0}, id="moved 1 um each time"),
+        pytest.param(lambda k: {"x_pos": 1000.0, "y_pos": 1000.0, "pos_name": f"cell-{k}"},
+                     id="named anew each time"),
+    ],
+)  # fmt: skip
+def test_a_patch_of_sample_cannot_be_lit_past_its_budget_by_renaming_or_nudging(
+    place: Any,
+) -> None:
+    prof = PROFILE.replace(light_dose={"max_fluorescence_s_per_position": 3.0})
+    g = Guardrails(prof, useq.MDASequence(stage_positions=[useq.Position(x=0, y=0, name="A")],
+                                          channels=["DAPI"]))  # fmt: skip
+    why = None
+    for k in range(4):
+        d = _add([useq.MDAEvent(index={"t": 20 + k}, channel="DAPI", exposure=1000, **place(k))])
+        if (why := g.check(d, 0)) is not None:
+            break
+        g.commit(d, 0)
+    assert k == 3, "the fourth second of light on one patch must be refused"
+    assert why is not None
+    assert why.startswith("light dose: area(+2,+2) would get 4.00 s")
 
 
 class _Broken:

@@ -173,24 +173,30 @@ def test_the_agent_books_what_it_accepted_against_the_rigs_budgets(running: Runn
     assert running.agent.guardrails.usage()["extra_frames"] == 120
 
 
-def test_an_event_at_its_own_x_y_is_filed_under_its_place_not_the_first_position(
+def test_an_event_at_its_own_x_y_is_filed_under_its_place_and_booked_where_it_lands(
     running: Running,
 ) -> None:
     there = useq.MDAEvent(index={"t": 60}, x_pos=150.2, y_pos=-20.0, channel={"config": "DAPI"})
+    dose = running.agent.guardrails.dose_s
+    before = {k: dose[k] for k in ("A", "B")}
     ack = running.client.send(AddEvents(run_id=running.agent.run_id, delay_s=1e5, events=[there]))
     assert ack.accepted, ack.reason
     # recorded (and kept apart from other events) under its place's name, not as "p0"
     assert running.agent.feed.is_taken(("xy+150-20", 60, "DAPI", 0))
     assert not running.agent.feed.is_taken(("p0", 60, "DAPI", 0))
-    # and its light is booked to that place, as the worker's guardrails book it
+    # its light is booked where it lands, as the worker's guardrails book it: the
+    # fields of A (0, 0) and B (300, 0) it overlaps, and its stage areas
     assert running.agent.guardrails.usage()["extra_frames"] == 1
-    assert running.agent.guardrails.dose_s["xy+150-20"] == pytest.approx(0.05)
+    assert "xy+150-20" not in dose
+    for k in ("A", "B"):
+        assert dose[k] == pytest.approx(before[k] + 0.05)
+    assert dose["area(+0,-1)"] == pytest.approx(0.05)
     # an empty name is no name: booked and filed alike
     unnamed = there.model_copy(update={"index": {"t": 61}, "pos_name": ""})
     ack = running.client.send(AddEvents(run_id=running.agent.run_id, delay_s=1e5, events=[unnamed]))
     assert ack.accepted, ack.reason
     assert running.agent.feed.is_taken(("xy+150-20", 61, "DAPI", 0))
-    assert running.agent.guardrails.dose_s["xy+150-20"] == pytest.approx(0.1)
+    assert dose["area(+0,-1)"] == pytest.approx(0.1)
 
 
 def test_decisions_are_applied_between_events(running: Running) -> None:
