@@ -43,14 +43,10 @@ from livescope.schema import (
     HardwareProfile,
     LivescopeError,
     Move,
+    parent_position,
 )
 
 __all__ = ["Guardrails", "parent_position"]
-
-
-def parent_position(name: str) -> str:
-    """Return the plan position a sub-sequence position belongs to (``p0~rule-3`` → ``p0``)."""
-    return name.split("~", 1)[0]
 
 
 class Guardrails:

@@ -33,6 +33,7 @@ from ._decision import (
     Move,
     StopPosition,
     StopRun,
+    parent_position,
     parse_decision,
     place_name,
 )
@@ -125,6 +126,7 @@ __all__ = [
     "load_plan",
     "load_profile",
     "lower_thread_priority",
+    "parent_position",
     "parse_decision",
     "place_name",
     "plan_sections",

@@ -38,6 +38,7 @@ __all__ = [
     "Move",
     "StopPosition",
     "StopRun",
+    "parent_position",
     "parse_decision",
     "place_name",
 ]
@@ -102,6 +103,15 @@ def place_name(x_um: float, y_um: float) -> str:
     this name (whole µm), so events at one place share a name.
     """
     return f"xy{round(x_um):+d}{round(y_um):+d}"
+
+
+def parent_position(name: str) -> str:
+    """Return the position a sub-sequence position belongs to (``p0~rule-3`` → ``p0``).
+
+    A rule's added events image a patch of their parent's sample: they book
+    their light to it, and stopping the parent stops them.
+    """
+    return name.split("~", 1)[0]
 
 
 class Move(_DecisionBase):

@@ -259,7 +259,7 @@ class ScopeAgent:
             self.core.mda.cancel()  # also ends a wait for the next event
             return 0, "run stops after the current event"
         if isinstance(d, StopPosition):
-            if d.position not in feed.positions:
+            if not feed.has_position(d.position):  # the plan's, or a place decisions added
                 raise LivescopeError(
                     f"unknown position {d.position!r}; have {sorted(feed.positions)}"
                 )
@@ -341,7 +341,12 @@ class ScopeAgent:
         # plan is free, in one look at the queue
         places: set[tuple[float | None, float | None, float | None]] = set()  # checked
         keys: set[tuple[str, int, str, int]] = set()
-        for i, (where, key, taken) in enumerate(feed.preview_added(out)):
+        for i, (where, key, taken, stopped) in enumerate(feed.preview_added(out)):
+            if stopped:
+                raise LivescopeError(
+                    f"{_event_label(i, d.events[i])}: position {key[0]} was stopped by an "
+                    "earlier decision; nothing more is acquired there"
+                )
             if (xyz := (where.x_pos, where.y_pos, where.z_pos)) not in places:
                 self.profile.check_stage_travel(*xyz, _event_label(i, d.events[i]))
                 places.add(xyz)

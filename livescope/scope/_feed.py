@@ -15,7 +15,7 @@ from typing import Any
 
 import useq
 
-from livescope.schema import LivescopeError
+from livescope.schema import LivescopeError, parent_position
 
 from ._engine import SAMPLE_TIME_KEY, LivescopeEngine
 from ._fanout import position_name
@@ -83,6 +83,7 @@ class EventFeed:
         self.p_of: dict[str, int] = {}
         self._planned_keys: set[tuple[str, int, str, int]] = set()
         self._stopped_positions: set[str] = set()
+        self._added_positions: set[str] = set()  # places that only decisions' events image
         self._offsets: dict[str, tuple[float, float, float]] = {}
         self.stopped = False
         self.finished = False
@@ -179,7 +180,7 @@ class EventFeed:
                             self.finished = True
                             return
                         subs = getattr(event, "events", None) or (event,)
-                        if all(position_name(e) in self._stopped_positions for e in subs):
+                        if all(self._stopped(position_name(e)) for e in subs):
                             continue
                         event = self._moved(event)
                         t = event.index.get("t", 0)
@@ -225,17 +226,19 @@ class EventFeed:
 
     def preview_added(
         self, events: list[useq.MDAEvent]
-    ) -> list[tuple[useq.MDAEvent, tuple[str, int, str, int], bool]]:
-        """Return, per event, where it would be imaged now, its place in the plan, and if taken.
+    ) -> list[tuple[useq.MDAEvent, tuple[str, int, str, int], bool, bool]]:
+        """Return, per event: where it is imaged now, its plan key, if taken, if stopped.
 
-        One look at the queue for a decision's events (the agent checks each
-        before adding any).
+        Its place in the plan (position, t, channel, z) is taken when planned
+        or added before; stopped when its position, or the one a sub-sequence
+        position belongs to, was stopped. One look at the queue for a
+        decision's events (the agent checks each before adding any).
         """
         with self._lock:
             out = []
             for ev in events:
                 key = event_key(ev)
-                out.append((self._moved(ev), key, key in self._planned_keys))
+                out.append((self._moved(ev), key, key in self._planned_keys, self._stopped(key[0])))
             return out
 
     def _moved(self, event: useq.MDAEvent) -> useq.MDAEvent:
@@ -261,6 +264,16 @@ class EventFeed:
     def _is_stopped(self) -> bool:
         return self.stopped
 
+    def _stopped(self, position: str) -> bool:
+        """Whether a position, or the one a sub-sequence position belongs to, was stopped."""
+        stopped = self._stopped_positions
+        return bool(stopped) and (position in stopped or parent_position(position) in stopped)
+
+    def has_position(self, name: str) -> bool:
+        """Return True if ``name`` is a position of the plan or a place added events image."""
+        with self._lock:
+            return name in self.positions or name in self._added_positions
+
     def stop(self) -> None:
         """Stop after the current event."""
         with self._lock:
@@ -269,11 +282,16 @@ class EventFeed:
             self._changed.notify_all()
 
     def stop_position(self, name: str) -> int:
-        """Drop every pending event of position ``name``; returns how many."""
+        """Drop every pending event of position ``name`` and its sub-sequences; return how many.
+
+        Sub-sequence positions (``name~rule-3``) are the same patch of sample.
+        Events added for any of them later are refused (the agent asks
+        `preview_added`).
+        """
         with self._lock:
             self._stopped_positions.add(name)
             before = len(self._heap)
-            self._heap = [h for h in self._heap if position_name(h[2]) != name]
+            self._heap = [h for h in self._heap if not self._stopped(position_name(h[2]))]
             heapq.heapify(self._heap)
             self._changed.notify_all()
             return before - len(self._heap)
@@ -341,6 +359,7 @@ class EventFeed:
                 raise LivescopeError("the run has ended; no events can be added")
             for ev in events:
                 self._push(ev)
+                self._added_positions.add(position_name(ev))
             if wake:
                 self._changed.notify_all()
 

@@ -199,6 +199,43 @@ def test_an_event_at_its_own_x_y_is_filed_under_its_place_and_booked_where_it_la
     assert dose["area(+0,-1)"] == pytest.approx(0.1)
 
 
+def test_stopping_a_position_stops_its_sub_sequences_and_what_is_added_for_it_later(
+    running: Running,
+) -> None:
+    rid, c = running.agent.run_id, running.client
+
+    def closeup(name: str, t: int, x: float = 10.0) -> AddEvents:
+        ev = useq.MDAEvent(index={"t": t}, pos_name=name, x_pos=x, y_pos=0.0,
+                           channel={"config": "Phase"})  # fmt: skip
+        return AddEvents(run_id=rid, delay_s=1e5, events=[ev])
+
+    assert c.send(closeup("A~closeup-0", 60)).accepted
+    assert c.send(closeup("A~closeup-1", 60)).accepted
+    assert c.send(closeup("xy+900+0", 60, x=900.0)).accepted
+    # a place that only added events image can be stopped by its name
+    one = c.send(StopPosition(run_id=rid, position="A~closeup-1"))
+    assert one.accepted, one.reason
+    assert one.reason == "1 pending event(s) dropped"
+    assert c.send(StopPosition(run_id=rid, position="xy+900+0")).accepted
+    # stopping A stops the sub-sequences of A's sample too
+    stop_a = c.send(StopPosition(run_id=rid, position="A"))
+    assert stop_a.accepted, stop_a.reason
+    again = c.send(StopPosition(run_id=rid, position="A~closeup-0"))
+    assert again.reason == "0 pending event(s) dropped"  # (gone with A)
+    # and what is added for it, or for a sub-sequence of it, later is refused (not dropped
+    # unseen after an accepted answer)
+    for late in (closeup("A~closeup-2", 61), _dapi(rid, range(70, 71)), closeup("A", 62)):
+        ack = c.send(late)
+        assert not ack.accepted
+        assert "position A" in ack.reason
+        assert "was stopped by an earlier decision" in ack.reason
+    # B goes on
+    assert c.send(closeup("B~closeup-0", 60, x=300.0)).accepted
+    unknown = c.send(StopPosition(run_id=rid, position="A~never"))
+    assert not unknown.accepted
+    assert "unknown position 'A~never'" in unknown.reason
+
+
 def test_decisions_are_applied_between_events(running: Running) -> None:
     rid = running.agent.run_id
     c = running.client
