@@ -199,7 +199,10 @@ class DecisionClient:
         self._sock.setsockopt(zmq.LINGER, 0)
         connect(self._sock, endpoint, security)
         self.endpoint = endpoint
-        self._pending: dict[str, DecisionAck] = {}
+        self._pending: dict[str, DecisionAck] = {}  # answers read before they were asked for
+        self._given_up: set[str] = set()  # decisions whose wait ran out
+        self.late_answers = 0
+        """Answers that came after their wait ran out (logged, then dropped)."""
 
     def send(self, decision: Decision, timeout: float = 5.0) -> DecisionAck:
         """Send ``decision`` and return its acknowledgement.
@@ -268,7 +271,18 @@ class DecisionClient:
             acks = [DecisionAck.model_validate_json(p) for p in self._sock.recv_multipart()]
             if decision_id is None:
                 return acks[0]
-            self._pending.update((a.decision_id, a) for a in acks)
+            for a in acks:
+                if a.decision_id in self._given_up:  # nobody waits for it any more
+                    self._given_up.discard(a.decision_id)
+                    self.late_answers += 1
+                    logger.warning(
+                        "decision %s answered after its wait ran out: %s %s", a.decision_id,
+                        "accepted" if a.accepted else "refused", a.reason,
+                    )  # fmt: skip
+                else:
+                    self._pending[a.decision_id] = a
+        if decision_id is not None:
+            self._given_up.add(decision_id)
         raise LivescopeError(f"no acknowledgement from the agent within {timeout} s")
 
     def close(self) -> None:

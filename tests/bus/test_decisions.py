@@ -144,6 +144,34 @@ def test_decisions_posted_one_by_one_are_answered_each_and_logged_as_one_burst()
         server.close()
 
 
+def test_an_answer_that_comes_after_its_wait_ran_out_is_counted_and_dropped() -> None:
+    release = threading.Event()
+
+    def slow(decision: Decision, t_rx: int) -> DecisionAck:
+        if isinstance(decision, StopRun):
+            release.wait(5)
+        return _accept(decision, t_rx)
+
+    server = DecisionServer(slow)
+    client = DecisionClient(server.endpoint)
+    try:
+        late = StopRun(run_id="r")
+        client.post(late)
+        (gave_up,) = client.collect([late.decision_id], timeout=0.1)
+        assert isinstance(gave_up, LivescopeError)
+        release.set()
+        # the next decision's answer comes after the late one: the late one is not kept
+        # for a wait that will never come (it was, for the life of the client)
+        on_time = ChangeInterval(run_id="r", interval_s=5.0)
+        assert client.send(on_time, timeout=5).decision_id == on_time.decision_id
+        assert client.late_answers == 1
+        (again,) = client.collect([late.decision_id], timeout=0.1)
+        assert isinstance(again, LivescopeError)
+    finally:
+        client.close()
+        server.close()
+
+
 @pytest.mark.parametrize(
     ("stated", "expected"),
     [
