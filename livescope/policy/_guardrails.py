@@ -18,12 +18,13 @@ index, books to that position; sub-sequence positions (``p0~rule-3``) book to
 their parent (``p0``): it is the same patch of sample. An added event at a place
 of its own (stage x/y with no plan position: no name and no index, or a name or
 index the plan does not have) books to where its light lands, the camera's
-field (default objective) centred on it: to every plan position whose field it
-overlaps, and to every stage area it overlaps. The areas are field-sized
-squares of a grid from the stage origin, named ``area(+i,+j)``: the square
-[i·w, (i+1)·w) × [j·h, (j+1)·h) µm for a field w µm wide and h µm high. So a
-policy cannot light one patch of sample past its budget by naming each frame's
-place anew or by moving it a little each time.
+field (default objective) centred on it: to every plan position whose field (at
+its plan coordinates, moves aside) it overlaps, and to every stage area it
+overlaps. The areas are field-sized squares of a grid from the stage origin,
+named ``area(+i,+j)``: the square [i·w, (i+1)·w) × [j·h, (j+1)·h) µm for a
+field w µm wide and h µm high. So a policy cannot light one patch of sample
+past its budget by naming each frame's place anew or by moving it a little
+each time.
 """
 
 from __future__ import annotations
