@@ -77,7 +77,8 @@ class Guardrails:
         # an event may name its position or give its plan index: both book to the same
         # place, the one the agent images it at (the position's first plan event's, grid
         # tile included, as the agent's event queue names it)
-        self._names: dict[int, str] = {}
+        self._base_of_p: dict[int, str] = {}  # plan index -> the position's own name
+        self._first_of: dict[str, str] = {}  # the position's own name -> its first tile
         self._plan: set[str] = set()  # the plan's budgets (positions, grid tiles)
         self._centres: dict[str, tuple[float, float]] = {}  # budget -> its field's centre, µm
         self._fov_um = profile.field_of_view_um
@@ -88,23 +89,22 @@ class Guardrails:
         if sequence is not None:
             for ev in sequence:
                 name = self._event_position(ev, planned=True)
-                self._names.setdefault(ev.index.get("p", 0), name)
+                base = ev.pos_name or f"p{ev.index.get('p', 0)}"
+                self._base_of_p.setdefault(ev.index.get("p", 0), base)
+                self._first_of.setdefault(base, name)
                 self._plan.add(key := parent_position(name))
                 if ev.x_pos is not None and ev.y_pos is not None:
                     self._centres.setdefault(key, (float(ev.x_pos), float(ev.y_pos)))
                 self._book_frame(ev, planned=True)
 
     def _event_position(self, ev: useq.MDAEvent, *, planned: bool = False) -> str:
-        p = ev.index.get("p", 0)
-        if ev.pos_name:
-            name = ev.pos_name
-        elif planned:  # as the agent's event queue names the plan's events
-            name = f"p{p}"
-        else:
-            name = self._names.get(p) or f"p{p}"
-        if "g" in ev.index:
-            name = f"{name}_g{ev.index['g']}"
-        return name
+        """Name the position an event images, as the agent's event queue does."""
+        p, g = ev.index.get("p", 0), ev.index.get("g")
+        base = ev.pos_name or (f"p{p}" if planned else self._base_of_p.get(p, f"p{p}"))
+        if g is not None:
+            return f"{base}_g{g}"
+        # (an added event without a tile images a grid position's first tile)
+        return base if planned or base in self._plan else self._first_of.get(base, base)
 
     def _light_keys(self, ev: useq.MDAEvent, *, planned: bool = False) -> tuple[str, ...]:
         """Return the budgets an event's light is booked to (see the module)."""

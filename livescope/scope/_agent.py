@@ -296,14 +296,18 @@ class ScopeAgent:
         out: list[useq.MDAEvent] = []
         for i, ev in enumerate(d.events):
             index = dict(ev.index)
-            name = ev.pos_name or feed.position_index.get(index.get("p", -1))
+            name = feed.position_of(ev.pos_name, index.get("p"), index.get("g"))
             update: dict[str, Any] = {}
             explicit = ev.x_pos is not None or ev.y_pos is not None
-            if name is not None and name in feed.positions:
+            if name is not None:
                 # the plan's coordinates; the feed applies any move of the position on yield
                 x, y, z = feed.position_plan(name)
-                update["pos_name"] = name
+                update["pos_name"], g = feed.tile_of(name)  # (a grid tile: name + g)
                 index["p"] = feed.p_of[name]
+                if g is None:
+                    index.pop("g", None)
+                else:
+                    index["g"] = g
                 if ev.x_pos is None and x is not None:
                     update["x_pos"] = x
                 if ev.y_pos is None and y is not None:
@@ -311,6 +315,10 @@ class ScopeAgent:
                 if ev.z_pos is None and z is not None:
                     update["z_pos"] = z
             elif ev.x_pos is None or ev.y_pos is None:
+                if "g" in index and feed.position_of(ev.pos_name, index.get("p"), None):
+                    raise LivescopeError(
+                        f"{_event_label(i, ev)}: its position has no grid tile g={index['g']}"
+                    )
                 raise LivescopeError(f"{_event_label(i, ev)}: unknown position and no x/y given")
             elif not ev.pos_name and "p" not in index:  # (an empty name is no name)
                 # a place of its own: named by it, not filed under the plan's first position

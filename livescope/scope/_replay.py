@@ -421,7 +421,9 @@ class ReplayAgent(ScopeAgent):
                 f"what-if: the recording holds {len(held)} of {len(events)} requested "
                 f"frame(s); {len(held)} served"
             )
-        if isinstance(d, (StopPosition, Move)) and d.position not in feed.positions:
+        if isinstance(d, Move) and d.position not in feed.positions:
+            raise LivescopeError(f"unknown position {d.position!r}; have {sorted(feed.positions)}")
+        if isinstance(d, StopPosition) and not feed.has_position(d.position):
             raise LivescopeError(f"unknown position {d.position!r}; have {sorted(feed.positions)}")
         if isinstance(d, Move):
             for xyz in feed.moved_coordinates(d.position, d.x_um, d.y_um, d.z_um):

@@ -340,6 +340,12 @@ def test_an_event_books_its_light_to_its_position_by_name_or_plan_index() -> Non
     # imaged where the agent puts a p: 0 event: the position's first tile
     assert g.dose_s["A_g0"] == pytest.approx(0.1 + 1.0)
     assert set(g.dose_s) == {"A_g0", "A_g1"}
+    # or the tile it names, by index or by the position's name (was "A_g0_g1")
+    g.commit(_add([useq.MDAEvent(index={"t": 9, "p": 0, "g": 1}, channel="DAPI", exposure=1000),
+                   useq.MDAEvent(index={"t": 10, "g": 1}, pos_name="A", channel="DAPI",
+                                 exposure=1000)]), 0)  # fmt: skip
+    assert g.dose_s["A_g1"] == pytest.approx(0.1 + 2.0)
+    assert set(g.dose_s) == {"A_g0", "A_g1"}
 
     # a plan's grid without positions: its tiles are the first position's, as always
     tiles = useq.MDASequence(grid_plan=useq.GridRowsColumns(rows=1, columns=2), channels=["DAPI"])

@@ -18,6 +18,7 @@ from livescope.record import read_decisions, read_frames
 from livescope.schema import (
     AddEvents,
     ChangeInterval,
+    DecisionAck,
     HardwareProfile,
     Move,
     StopPosition,
@@ -28,8 +29,11 @@ from livescope.scope import EventFeed, LivescopeEngine, ScopeAgent, SimulatedMic
 
 
 class Running:
-    def __init__(self, sim: SimulatedMicroscope, run: Path, loops: int = 30) -> None:
-        seq = useq.MDASequence(
+    def __init__(
+        self, sim: SimulatedMicroscope, run: Path, loops: int = 30,
+        seq: useq.MDASequence | None = None,
+    ) -> None:  # fmt: skip
+        seq = seq or useq.MDASequence(
             stage_positions=[useq.Position(x=0, y=0, z=0, name="A"),
                              useq.Position(x=300, y=0, z=0, name="B")],
             channels=[useq.Channel(config="Phase", exposure=5.0)],
@@ -234,6 +238,51 @@ def test_stopping_a_position_stops_its_sub_sequences_and_what_is_added_for_it_la
     unknown = c.send(StopPosition(run_id=rid, position="A~never"))
     assert not unknown.accepted
     assert "unknown position 'A~never'" in unknown.reason
+
+
+def test_an_added_event_images_the_grid_tile_it_asks_for(
+    sim: SimulatedMicroscope, tmp_path: Path
+) -> None:
+    grid = useq.GridRowsColumns(rows=1, columns=2, fov_width=300, fov_height=300)
+    seq = useq.MDASequence(
+        stage_positions=[useq.Position(x=0, y=0, z=0, name="A",
+                                       sequence=useq.MDASequence(grid_plan=grid))],
+        channels=[useq.Channel(config="Phase", exposure=5.0)],
+        time_plan=useq.TIntervalLoops(interval=120, loops=30),
+    )  # fmt: skip
+    r = Running(sim, tmp_path / "run", seq=seq)
+    try:
+        rid, feed, dose = r.agent.run_id, r.agent.feed, r.agent.guardrails.dose_s
+        tiles = {name: feed.position_plan(name)[0] for name in ("A_g0", "A_g1")}
+        assert tiles["A_g0"] != tiles["A_g1"]
+
+        def add(t: int, **index: int) -> DecisionAck:
+            ev = useq.MDAEvent(index={"t": t, **index}, channel={"config": "DAPI"})
+            return r.client.send(AddEvents(run_id=rid, events=[ev]))
+
+        for ack in (add(60, p=0, g=1), add(61, p=0)):
+            assert ack.accepted, ack.reason
+        # the tile it names, or the first tile, booked to that tile's budget alone (it was
+        # filed as "A_g0_g1" and imaged at the first tile's place)
+        assert feed.is_taken(("A_g1", 60, "DAPI", 0))
+        assert feed.is_taken(("A_g0", 61, "DAPI", 0))
+        assert not any("_g0_g" in k for k in dose)
+        assert dose["A_g1"] == pytest.approx(dose["A_g0"]) == pytest.approx(0.05)
+        missing = add(62, p=0, g=5)
+        assert not missing.accepted
+        assert "its position has no grid tile g=5" in missing.reason
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            frames = read_frames(r.agent.run_dir)
+            if {f["index"]["t"] for f in frames if f["channel"] == "DAPI"} >= {60, 61}:
+                break
+            time.sleep(0.2)
+        dapi = {f["index"]["t"]: f for f in read_frames(r.agent.run_dir) if f["channel"] == "DAPI"}
+        assert (dapi[60]["position"], dapi[60]["x_um"]) == ("A_g1", tiles["A_g1"])
+        assert (dapi[61]["position"], dapi[61]["x_um"]) == ("A_g0", tiles["A_g0"])
+    finally:
+        r.agent.feed.stop()
+        r.join()
 
 
 def test_decisions_are_applied_between_events(running: Running) -> None:
