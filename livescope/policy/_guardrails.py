@@ -35,6 +35,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
 import useq
 
 from livescope.schema import (
@@ -81,6 +82,9 @@ class Guardrails:
         self._first_of: dict[str, str] = {}  # the position's own name -> its first tile
         self._plan: set[str] = set()  # the plan's budgets (positions, grid tiles)
         self._centres: dict[str, tuple[float, float]] = {}  # budget -> its field's centre, µm
+        self._centre_xy = np.zeros((0, 2))  # the same as an array (filled after the plan)
+        self._centre_names: list[str] = []
+        self._landed: dict[tuple[float, float], tuple[str, ...]] = {}  # recent `_landing`s
         self._fov_um = profile.field_of_view_um
         self._summed: tuple[Decision | None, dict[str, float], dict[str, float]] = (None, {}, {})
         """The fluorescence seconds per position and per position/channel of the last
@@ -96,6 +100,8 @@ class Guardrails:
                 if ev.x_pos is not None and ev.y_pos is not None:
                     self._centres.setdefault(key, (float(ev.x_pos), float(ev.y_pos)))
                 self._book_frame(ev, planned=True)
+        self._centre_xy = np.array(list(self._centres.values()), float).reshape(-1, 2)
+        self._centre_names = list(self._centres)
 
     def _event_position(self, ev: useq.MDAEvent, *, planned: bool = False) -> str:
         """Name the position an event images, as the agent's event queue does."""
@@ -119,12 +125,19 @@ class Guardrails:
 
     def _landing(self, x: float, y: float) -> tuple[str, ...]:
         """Return the plan positions and stage areas a field centred at x, y µm overlaps."""
+        if (known := self._landed.get((x, y))) is not None:
+            return known  # (a decision's events share their place)
         h, w = self._fov_um
-        keys = [k for k, (cx, cy) in self._centres.items() if abs(x - cx) < w and abs(y - cy) < h]
+        xy = self._centre_xy  # (one comparison however many positions the plan has)
+        near = np.flatnonzero((np.abs(xy[:, 0] - x) < w) & (np.abs(xy[:, 1] - y) < h))
+        keys = [self._centre_names[i] for i in near]
         for i in range(math.floor(x / w - 0.5), math.ceil(x / w + 0.5)):
             keys += [f"area({i:+d},{j:+d})"
                      for j in range(math.floor(y / h - 0.5), math.ceil(y / h + 0.5))]  # fmt: skip
-        return tuple(keys)
+        if len(self._landed) >= 4096:
+            self._landed.clear()
+        self._landed[x, y] = out = tuple(keys)
+        return out
 
     def _exposure(self, ev: useq.MDAEvent) -> float:
         if ev.exposure is not None:
