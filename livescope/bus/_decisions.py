@@ -37,6 +37,8 @@ _BURST_GAP_MS = 1
 """How long the server waits for a burst's next message before it logs the answered ones."""
 _BURST_MAX = 64
 """Decisions answered at most before their log is written (a burst that goes on)."""
+_GIVEN_UP_MAX = 4096
+"""Decisions whose wait ran out that a client remembers (to tell their late answers)."""
 
 Answered = tuple[bytes, Decision | None, DecisionAck]
 """One part of a decision message as answered: raw bytes, the decision (None if
@@ -200,7 +202,7 @@ class DecisionClient:
         connect(self._sock, endpoint, security)
         self.endpoint = endpoint
         self._pending: dict[str, DecisionAck] = {}  # answers read before they were asked for
-        self._given_up: set[str] = set()  # decisions whose wait ran out
+        self._given_up: dict[str, None] = {}  # decisions whose wait ran out (oldest first)
         self.late_answers = 0
         """Answers that came after their wait ran out (logged, then dropped)."""
 
@@ -271,19 +273,30 @@ class DecisionClient:
             acks = [DecisionAck.model_validate_json(p) for p in self._sock.recv_multipart()]
             if decision_id is None:
                 return acks[0]
-            for a in acks:
-                if a.decision_id in self._given_up:  # nobody waits for it any more
-                    self._given_up.discard(a.decision_id)
-                    self.late_answers += 1
-                    logger.warning(
-                        "decision %s answered after its wait ran out: %s %s", a.decision_id,
-                        "accepted" if a.accepted else "refused", a.reason,
-                    )  # fmt: skip
-                else:
-                    self._pending[a.decision_id] = a
+            self._file(acks)
         if decision_id is not None:
-            self._given_up.add(decision_id)
+            self._given_up[decision_id] = None
+            if len(self._given_up) > _GIVEN_UP_MAX:  # an agent that stopped answering
+                del self._given_up[next(iter(self._given_up))]
         raise LivescopeError(f"no acknowledgement from the agent within {timeout} s")
+
+    def _file(self, acks: list[DecisionAck]) -> None:
+        """Keep answers for their waits; log, count and drop those nobody waits for."""
+        for a in acks:
+            if a.decision_id in self._given_up:  # its wait ran out
+                del self._given_up[a.decision_id]
+                self.late_answers += 1
+                logger.warning(
+                    "decision %s answered after its wait ran out: %s %s", a.decision_id,
+                    "accepted" if a.accepted else "refused", a.reason,
+                )  # fmt: skip
+            else:
+                self._pending[a.decision_id] = a
+
+    def drain(self) -> None:
+        """Read the answers that have arrived, without waiting (e.g. before counting late ones)."""
+        while self._sock.poll(0):
+            self._file([DecisionAck.model_validate_json(p) for p in self._sock.recv_multipart()])
 
     def close(self) -> None:
         """Close the socket."""

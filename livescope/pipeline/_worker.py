@@ -582,9 +582,10 @@ class PipelineWorker:
         stats: dict[str, Any] = {}
         if self.link is not None:
             stats = self.link.frames.stats()
-            if self.link.decisions is not None and self.link.decisions.late_answers:
-                # answered after the worker stopped waiting (their budget stayed booked)
-                self.counts["decisions_answered_late"] = self.link.decisions.late_answers
+            if (client := self.link.decisions) is not None:
+                client.drain()  # answered after the worker stopped waiting (budget kept)
+                if client.late_answers:
+                    self.counts["decisions_answered_late"] = client.late_answers
             self.link.close()
         self.store.close_overlay()
         if not failed:  # the live track-id masks become a valid CTC result (tracks without gaps)

@@ -22,9 +22,12 @@ field (default objective) centred on it: to every plan position whose field (at
 its plan coordinates, moves aside) it overlaps, and to every stage area it
 overlaps. The areas are field-sized squares of a grid from the stage origin,
 named ``area(+i,+j)``: the square [i·w, (i+1)·w) × [j·h, (j+1)·h) µm for a
-field w µm wide and h µm high. So a policy cannot light one patch of sample
-past its budget by naming each frame's place anew or by moving it a little
-each time.
+field w µm wide and h µm high. An event that names a plan position and gives
+its own x/y books to that position and to every other plan position its field
+overlaps, and, if its field misses its position's, to where it lands as well.
+So a policy cannot light one patch of sample past its budget by naming each
+frame's place anew, by moving it a little each time, or by filing it under
+another position.
 """
 
 from __future__ import annotations
@@ -119,8 +122,16 @@ class Guardrails:
             # (an event with neither a position nor x/y is refused by the agent; checked
             # here as the plan's first position's, as the agent's queue would file it)
             name = parent_position(self._event_position(ev, planned=planned))
-            if planned or name in self._plan or x is None or y is None:
+            if planned or x is None or y is None:
                 return (name,)
+            if name in self._plan:
+                # its position's, and any other position its field overlaps; away from
+                # its position's field, where it lands too (a name buys no new budget)
+                land = self._landing(float(x), float(y))
+                plan = [k for k in land if not k.startswith("area(")]
+                if name in plan:
+                    return (name, *(k for k in plan if k != name))
+                return (name, *land)
         return self._landing(float(x), float(y))
 
     def _landing(self, x: float, y: float) -> tuple[str, ...]:

@@ -99,8 +99,9 @@ def place_name(x_um: float, y_um: float) -> str:
     """Name the position of an added event that gives only its stage x/y, µm: ``xy+120-340``.
 
     Such an event (no ``pos_name``, no plan index ``p``) images a place of its
-    own: the agent records its frames, and the guardrails book its light, under
-    this name (whole µm), so events at one place share a name.
+    own: the agent records its frames under this name (whole µm), so events at
+    one place share a name. (The guardrails book its light by where it lands,
+    not by this name: see `livescope.policy.Guardrails`.)
     """
     return f"xy{round(x_um):+d}{round(y_um):+d}"
 
@@ -132,7 +133,12 @@ class ChangeInterval(_DecisionBase):
 
 
 class StopPosition(_DecisionBase):
-    """Acquire nothing more at one position."""
+    """Acquire nothing more at one position (a plan position or a place added events image).
+
+    Stopping a position stops its sub-sequences (``name~rule-3``) too; events
+    added later that name it, give its plan index, or belong to one of its
+    sub-sequences are refused.
+    """
 
     type: Literal["stop_position"] = "stop_position"
     position: str = Field(min_length=1)

@@ -299,6 +299,14 @@ class ScopeAgent:
             name = feed.position_of(ev.pos_name, index.get("p"), index.get("g"))
             update: dict[str, Any] = {}
             explicit = ev.x_pos is not None or ev.y_pos is not None
+            if (
+                name is None
+                and "g" in index
+                and feed.position_of(ev.pos_name, index.get("p"), None)
+            ):
+                raise LivescopeError(
+                    f"{_event_label(i, ev)}: its position has no grid tile g={index['g']}"
+                )
             if name is not None:
                 # the plan's coordinates; the feed applies any move of the position on yield
                 x, y, z = feed.position_plan(name)
@@ -315,10 +323,6 @@ class ScopeAgent:
                 if ev.z_pos is None and z is not None:
                     update["z_pos"] = z
             elif ev.x_pos is None or ev.y_pos is None:
-                if "g" in index and feed.position_of(ev.pos_name, index.get("p"), None):
-                    raise LivescopeError(
-                        f"{_event_label(i, ev)}: its position has no grid tile g={index['g']}"
-                    )
                 raise LivescopeError(f"{_event_label(i, ev)}: unknown position and no x/y given")
             elif not ev.pos_name and "p" not in index:  # (an empty name is no name)
                 # a place of its own: named by it, not filed under the plan's first position
@@ -350,9 +354,9 @@ class ScopeAgent:
         places: set[tuple[float | None, float | None, float | None]] = set()  # checked
         keys: set[tuple[str, int, str, int]] = set()
         for i, (where, key, taken, stopped) in enumerate(feed.preview_added(out)):
-            if stopped:
+            if stopped is not None:
                 raise LivescopeError(
-                    f"{_event_label(i, d.events[i])}: position {key[0]} was stopped by an "
+                    f"{_event_label(i, d.events[i])}: position {stopped} was stopped by an "
                     "earlier decision; nothing more is acquired there"
                 )
             if (xyz := (where.x_pos, where.y_pos, where.z_pos)) not in places:

@@ -235,19 +235,20 @@ class EventFeed:
 
     def preview_added(
         self, events: list[useq.MDAEvent]
-    ) -> list[tuple[useq.MDAEvent, tuple[str, int, str, int], bool, bool]]:
-        """Return, per event: where it is imaged now, its plan key, if taken, if stopped.
+    ) -> list[tuple[useq.MDAEvent, tuple[str, int, str, int], bool, str | None]]:
+        """Return, per event: where it is imaged now, its plan key, if taken, what stopped it.
 
         Its place in the plan (position, t, channel, z) is taken when planned
-        or added before; stopped when its position, or the one a sub-sequence
-        position belongs to, was stopped. One look at the queue for a
-        decision's events (the agent checks each before adding any).
+        or added before; the last item names the stopped position it is at (its
+        own, or the one its sub-sequence position belongs to), or is None. One
+        look at the queue for a decision's events (the agent checks each before
+        adding any).
         """
         with self._lock:
             out = []
             for ev in events:
                 key = event_key(ev)
-                out.append((self._moved(ev), key, key in self._planned_keys, self._stopped(key[0])))
+                out.append((self._moved(ev), key, key in self._planned_keys, self._stopper(key[0])))
             return out
 
     def _moved(self, event: useq.MDAEvent) -> useq.MDAEvent:
@@ -275,8 +276,17 @@ class EventFeed:
 
     def _stopped(self, position: str) -> bool:
         """Whether a position, or the one a sub-sequence position belongs to, was stopped."""
+        return self._stopper(position) is not None
+
+    def _stopper(self, position: str) -> str | None:
+        """Return the stopped position an event at ``position`` falls under, or None."""
         stopped = self._stopped_positions
-        return bool(stopped) and (position in stopped or parent_position(position) in stopped)
+        if not stopped:
+            return None
+        if position in stopped:
+            return position
+        parent = parent_position(position)
+        return parent if parent in stopped else None
 
     def position_of(self, pos_name: str | None, p: int | None, g: int | None) -> str | None:
         """Return the plan position an added event means, or None if it means none.
@@ -390,6 +400,15 @@ class EventFeed:
                 self._added_positions.add(position_name(ev))
             if wake:
                 self._changed.notify_all()
+
+    def note_added(self, events: Iterable[useq.MDAEvent]) -> None:
+        """Note the places of accepted events that are not queued, for later decisions.
+
+        A replay serves only what its recording holds; a later decision may
+        still name the place of an event it did not serve.
+        """
+        with self._lock:
+            self._added_positions.update(position_name(ev) for ev in events)
 
     def wake(self) -> None:
         """Let a runner waiting for its next event look at the queue again."""

@@ -416,6 +416,7 @@ class ReplayAgent(ScopeAgent):
             held = [e for e in events if self.source.recorded(e) is not None]
             if held:
                 feed.add(held)
+            feed.note_added(events)  # (served or not, a later decision may name their places)
             self.what_if_served += len(held)
             return len(held), (
                 f"what-if: the recording holds {len(held)} of {len(events)} requested "

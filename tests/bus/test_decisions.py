@@ -167,6 +167,19 @@ def test_an_answer_that_comes_after_its_wait_ran_out_is_counted_and_dropped() ->
         assert client.late_answers == 1
         (again,) = client.collect([late.decision_id], timeout=0.1)
         assert isinstance(again, LivescopeError)
+        # one that comes when nobody is reading is counted by `drain` (the worker's last
+        # look before its summary)
+        release.clear()
+        later = StopRun(run_id="r")
+        client.post(later)
+        (gave_up,) = client.collect([later.decision_id], timeout=0.1)
+        assert isinstance(gave_up, LivescopeError)
+        release.set()
+        deadline = time.monotonic() + 5
+        while client.late_answers < 2 and time.monotonic() < deadline:
+            client.drain()
+            time.sleep(0.01)
+        assert client.late_answers == 2
     finally:
         client.close()
         server.close()

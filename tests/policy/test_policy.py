@@ -370,10 +370,16 @@ def test_an_event_books_its_light_to_its_position_by_name_or_plan_index() -> Non
         pytest.param({"x_pos": 1000.0, "y_pos": 1000.0, "index": {"t": 20, "p": 5}},
                      {"area(+2,+2)", "area(+2,+3)", "area(+3,+2)", "area(+3,+3)"},
                      id="an index the plan does not have"),
-        pytest.param({"x_pos": 1000.0, "y_pos": 1000.0, "pos_name": "A~r-1"}, {"A"},
-                     id="a sub-sequence of A, wherever it is"),
-        pytest.param({"x_pos": 1000.0, "y_pos": 1000.0, "index": {"t": 20, "p": 0}}, {"A"},
-                     id="A by its index"),
+        pytest.param({"x_pos": 100.0, "y_pos": -50.0, "pos_name": "A~r-1"}, {"A"},
+                     id="a sub-sequence of A in A's field"),
+        pytest.param({"x_pos": 100.0, "y_pos": -50.0, "index": {"t": 20, "p": 0}}, {"A"},
+                     id="A by its index, in its field"),
+        pytest.param({"x_pos": 1000.0, "y_pos": 1000.0, "pos_name": "A~r-1"},
+                     {"A", "area(+2,+2)", "area(+2,+3)", "area(+3,+2)", "area(+3,+3)"},
+                     id="a sub-sequence of A away from A's field: A, and where it lands"),
+        pytest.param({"x_pos": 1000.0, "y_pos": 1000.0, "index": {"t": 20, "p": 0}},
+                     {"A", "area(+2,+2)", "area(+2,+3)", "area(+3,+2)", "area(+3,+3)"},
+                     id="A by its index, away from its field"),
     ],
 )  # fmt: skip
 def test_an_added_place_books_its_light_where_it_lands(
@@ -399,14 +405,18 @@ def test_an_added_place_books_its_light_where_it_lands(
         pytest.param(lambda k: {"x_pos": 1000.0 + k, "y_pos": 1000.0}, id="moved 1 um each time"),
         pytest.param(lambda k: {"x_pos": 1000.0, "y_pos": 1000.0, "pos_name": f"cell-{k}"},
                      id="named anew each time"),
+        pytest.param(lambda k: {"x_pos": 1000.0, "y_pos": 1000.0, "pos_name": "AB"[k % 2]},
+                     id="filed under one plan position, then the other"),
     ],
 )  # fmt: skip
 def test_a_patch_of_sample_cannot_be_lit_past_its_budget_by_renaming_or_nudging(
     place: Any,
 ) -> None:
     prof = PROFILE.replace(light_dose={"max_fluorescence_s_per_position": 3.0})
-    g = Guardrails(prof, useq.MDASequence(stage_positions=[useq.Position(x=0, y=0, name="A")],
-                                          channels=["DAPI"]))  # fmt: skip
+    plan = useq.MDASequence(stage_positions=[useq.Position(x=0, y=0, name="A"),
+                                             useq.Position(x=-1000, y=-1000, name="B")],
+                            channels=["DAPI"])  # fmt: skip
+    g = Guardrails(prof, plan)
     why = None
     for k in range(4):
         d = _add([useq.MDAEvent(index={"t": 20 + k}, channel="DAPI", exposure=1000, **place(k))])

@@ -231,8 +231,7 @@ def test_stopping_a_position_stops_its_sub_sequences_and_what_is_added_for_it_la
     for late in (closeup("A~closeup-2", 61), _dapi(rid, range(70, 71)), closeup("A", 62)):
         ack = c.send(late)
         assert not ack.accepted
-        assert "position A" in ack.reason
-        assert "was stopped by an earlier decision" in ack.reason
+        assert "position A was stopped by an earlier decision" in ack.reason
     # B goes on
     assert c.send(closeup("B~closeup-0", 60, x=300.0)).accepted
     unknown = c.send(StopPosition(run_id=rid, position="A~never"))
@@ -269,6 +268,11 @@ def test_an_added_event_images_the_grid_tile_it_asks_for(
         assert not any("_g0_g" in k for k in dose)
         assert dose["A_g1"] == pytest.approx(dose["A_g0"]) == pytest.approx(0.05)
         missing = add(62, p=0, g=5)
+        assert not missing.accepted
+        assert "its position has no grid tile g=5" in missing.reason
+        at_xy = useq.MDAEvent(index={"t": 63, "g": 5}, pos_name="A", x_pos=0.0, y_pos=0.0,
+                              channel={"config": "DAPI"})  # fmt: skip
+        missing = r.client.send(AddEvents(run_id=rid, events=[at_xy]))  # with x/y as well
         assert not missing.accepted
         assert "its position has no grid tile g=5" in missing.reason
         deadline = time.monotonic() + 20
@@ -403,6 +407,18 @@ def _feed_one_second_apart(sim: SimulatedMicroscope) -> EventFeed:
         time_plan=useq.TIntervalLoops(interval=60, loops=2),
     )
     return EventFeed(seq, LivescopeEngine(sim.core, sim.profile, sim=sim), 60.0)
+
+
+def test_places_noted_but_not_queued_can_be_named_later(sim: SimulatedMicroscope) -> None:
+    # a replay serves only the added events its recording holds; the others' places
+    # are still known, so a later StopPosition naming one is not "unknown"
+    feed = _feed_one_second_apart(sim)
+    there = useq.MDAEvent(index={"t": 9}, pos_name="p0~closeup-0", x_pos=5.0, y_pos=0.0,
+                          channel={"config": "DAPI"})  # fmt: skip
+    assert not feed.has_position("p0~closeup-0")
+    feed.note_added([there])
+    assert feed.has_position("p0~closeup-0")
+    assert feed.stop_position("p0~closeup-0") == 0
 
 
 def test_the_feeds_clock_stops_while_paused(sim: SimulatedMicroscope) -> None:
