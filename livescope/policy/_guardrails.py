@@ -87,6 +87,9 @@ class Guardrails:
         self._centres: dict[str, tuple[float, float]] = {}  # budget -> its field's centre, µm
         self._centre_xy = np.zeros((0, 2))  # the same as an array (filled after the plan)
         self._centre_names: list[str] = []
+        self._neighbours: dict[str, list[tuple[str, float, float]]] = {}
+        """Per plan position, the others whose fields an event overlapping its field may
+        overlap too (centres within two fields): usually none."""
         self._landed: dict[tuple[float, float], tuple[str, ...]] = {}  # recent `_landing`s
         self._fov_um = profile.field_of_view_um
         self._summed: tuple[Decision | None, dict[str, float], dict[str, float]] = (None, {}, {})
@@ -105,6 +108,13 @@ class Guardrails:
                 self._book_frame(ev, planned=True)
         self._centre_xy = np.array(list(self._centres.values()), float).reshape(-1, 2)
         self._centre_names = list(self._centres)
+        h, w = self._fov_um
+        for name, (cx, cy) in self._centres.items():
+            xy = self._centre_xy
+            near = np.flatnonzero((np.abs(xy[:, 0] - cx) < 2 * w) & (np.abs(xy[:, 1] - cy) < 2 * h))
+            self._neighbours[name] = [
+                (k, *self._centres[k]) for i in near if (k := self._centre_names[i]) != name
+            ]
 
     def _event_position(self, ev: useq.MDAEvent, *, planned: bool = False) -> str:
         """Name the position an event images, as the agent's event queue does."""
@@ -127,11 +137,12 @@ class Guardrails:
             if name in self._plan:
                 # its position's, and any other position its field overlaps; away from
                 # its position's field, where it lands too (a name buys no new budget)
-                land = self._landing(float(x), float(y))
-                plan = [k for k in land if not k.startswith("area(")]
-                if name in plan:
-                    return (name, *(k for k in plan if k != name))
-                return (name, *land)
+                h, w = self._fov_um
+                c = self._centres.get(name)
+                if c is not None and abs(x - c[0]) < w and abs(y - c[1]) < h:
+                    return (name, *(k for k, cx, cy in self._neighbours[name]
+                                    if abs(x - cx) < w and abs(y - cy) < h))  # fmt: skip
+                return (name, *self._landing(float(x), float(y)))
         return self._landing(float(x), float(y))
 
     def _landing(self, x: float, y: float) -> tuple[str, ...]:
@@ -214,6 +225,7 @@ class Guardrails:
         add: dict[str, float] = defaultdict(float)
         add_ch: dict[str, float] = defaultdict(float)
         places: set[tuple[float | None, float | None, float | None]] = set()
+        booked_to: dict[tuple[Any, ...], tuple[str, ...]] = {}  # a decision's events share
         for i, ev in enumerate(events):
             if (xyz := (ev.x_pos, ev.y_pos, ev.z_pos)) not in places:  # events share places
                 places.add(xyz)
@@ -230,7 +242,10 @@ class Guardrails:
                     f"light dose: event {i} exposure {exp:g} ms > "
                     f"light_dose.max_exposure_ms_per_frame = {dose.max_exposure_ms_per_frame:g} ms"
                 )
-            for key in self._light_keys(ev):
+            at = (ev.pos_name, ev.index.get("p"), ev.index.get("g"), ev.x_pos, ev.y_pos)
+            if (keys := booked_to.get(at)) is None:
+                keys = booked_to[at] = self._light_keys(ev)
+            for key in keys:
                 add[key] += exp / 1000.0
                 add_ch[f"{key}/{ch}"] += exp / 1000.0
         budgets = [(add, self.dose_s, "position ", "max_fluorescence_s_per_position",
