@@ -400,6 +400,33 @@ def test_an_added_place_books_its_light_where_it_lands(
 
 
 @pytest.mark.parametrize(
+    ("x", "booked"),
+    [
+        pytest.param(150.0, {"A", "B"}, id="between A and B: both"),
+        pytest.param(-150.0, {"A"}, id="on A's far side: A alone"),
+        pytest.param(-400.0, {"A", "area(-2,-1)", "area(-2,+0)", "area(-1,-1)", "area(-1,+0)"},
+                     id="off A's field: A, and where it lands"),
+    ],
+)  # fmt: skip
+def test_a_sub_sequence_books_to_its_position_and_the_neighbours_it_overlaps(
+    x: float, booked: set[str]
+) -> None:
+    plan = useq.MDASequence(stage_positions=[useq.Position(x=0, y=0, name="A"),
+                                             useq.Position(x=300, y=0, name="B")],
+                            channels=["DAPI"])  # fmt: skip
+    g = Guardrails(PROFILE, plan)
+    before = dict(g.dose_s)
+    ev = useq.MDAEvent(index={"t": 20}, pos_name="A~r-1", x_pos=x, y_pos=0.0, channel="DAPI",
+                       exposure=1000)  # fmt: skip
+    d = _add([ev, ev.model_copy(update={"index": {"t": 21}})])
+    assert g.check(d, 0) is None
+    g.commit(d, 0)  # (books what `check` summed)
+    added = {k: v - before.get(k, 0.0) for k, v in g.dose_s.items() if v != before.get(k, 0.0)}
+    assert set(added) == booked
+    assert all(v == pytest.approx(2.0) for v in added.values())
+
+
+@pytest.mark.parametrize(
     "place",
     [
         pytest.param(lambda k: {"x_pos": 1000.0 + k, "y_pos": 1000.0}, id="moved 1 um each time"),
