@@ -48,7 +48,9 @@ from livescope.schema import (
     HardwareProfile,
     LivescopeError,
     Move,
+    PlanPositions,
     parent_position,
+    position_name,
 )
 
 __all__ = ["Guardrails", "parent_position"]
@@ -81,12 +83,9 @@ class Guardrails:
         # an event may name its position or give its plan index: both book to the same
         # place, the one the agent images it at (the position's first plan event's, grid
         # tile included, as the agent's event queue names it)
-        self._base_of_p: dict[int, str] = {}  # plan index -> the position's own name
-        self._first_of: dict[str, str] = {}  # the position's own name -> its first tile
+        self._positions = PlanPositions()  # named as the agent's event queue names them
         self._plan: set[str] = set()  # the plan's budgets (positions, grid tiles)
         self._centres: dict[str, tuple[float, float]] = {}  # budget -> its field's centre, µm
-        self._centre_xy = np.zeros((0, 2))  # the same as an array (filled after the plan)
-        self._centre_names: list[str] = []
         self._neighbours: dict[str, list[tuple[str, float, float]]] = {}
         """Per plan position, the others whose fields an event overlapping its field may
         overlap too (centres within two fields): usually none."""
@@ -98,14 +97,11 @@ class Guardrails:
         the events again."""
         if sequence is not None:
             for ev in sequence:
-                name = self._event_position(ev, planned=True)
-                base = ev.pos_name or f"p{ev.index.get('p', 0)}"
-                self._base_of_p.setdefault(ev.index.get("p", 0), base)
-                self._first_of.setdefault(base, name)
-                self._plan.add(key := parent_position(name))
+                self._plan.add(key := parent_position(self._positions.add(ev)))
                 if ev.x_pos is not None and ev.y_pos is not None:
                     self._centres.setdefault(key, (float(ev.x_pos), float(ev.y_pos)))
                 self._book_frame(ev, planned=True)
+        # the centres as an array (one comparison however many positions the plan has)
         self._centre_xy = np.array(list(self._centres.values()), float).reshape(-1, 2)
         self._centre_names = list(self._centres)
         h, w = self._fov_um
@@ -118,12 +114,13 @@ class Guardrails:
 
     def _event_position(self, ev: useq.MDAEvent, *, planned: bool = False) -> str:
         """Name the position an event images, as the agent's event queue does."""
+        if planned:
+            return position_name(ev)
         p, g = ev.index.get("p", 0), ev.index.get("g")
-        base = ev.pos_name or (f"p{p}" if planned else self._base_of_p.get(p, f"p{p}"))
-        if g is not None:
-            return f"{base}_g{g}"
-        # (an added event without a tile images a grid position's first tile)
-        return base if planned or base in self._plan else self._first_of.get(base, base)
+        if (found := self._positions.resolve(ev.pos_name, p, g)) is not None:
+            return found
+        base = ev.pos_name or self._positions.base_of(p) or f"p{p}"  # not a plan position
+        return base if g is None else f"{base}_g{g}"
 
     def _light_keys(self, ev: useq.MDAEvent, *, planned: bool = False) -> tuple[str, ...]:
         """Return the budgets an event's light is booked to (see the module)."""
@@ -150,7 +147,7 @@ class Guardrails:
         if (known := self._landed.get((x, y))) is not None:
             return known  # (a decision's events share their place)
         h, w = self._fov_um
-        xy = self._centre_xy  # (one comparison however many positions the plan has)
+        xy = self._centre_xy
         near = np.flatnonzero((np.abs(xy[:, 0] - x) < w) & (np.abs(xy[:, 1] - y) < h))
         keys = [self._centre_names[i] for i in near]
         for i in range(math.floor(x / w - 0.5), math.ceil(x / w + 0.5)):

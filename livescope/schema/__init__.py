@@ -49,6 +49,7 @@ from ._header import (
     encode_header,
 )
 from ._plan import PLAN_SECTIONS, check_plan, load_plan, plan_sections
+from ._positions import PlanPositions, position_name
 from ._profile import (
     Camera,
     Channel,
@@ -101,6 +102,7 @@ __all__ = [
     "Normalisation",
     "Objective",
     "PlanError",
+    "PlanPositions",
     "PostProcess",
     "ProfileError",
     "ShmRef",
@@ -130,6 +132,7 @@ __all__ = [
     "parse_decision",
     "place_name",
     "plan_sections",
+    "position_name",
     "read_yaml",
     "require_data_root",
     "write_atomic",

@@ -44,6 +44,7 @@ from livescope.schema import (
     bulk_priority,
     clock_ns,
     lower_thread_priority,
+    position_name,
 )
 
 __all__ = ["RECORDING_LAG_WARN", "RECORDING_NICE", "FrameFanout", "position_name"]
@@ -56,14 +57,6 @@ RECORDING_LAG_WARN = 64
 logger = logging.getLogger("livescope")
 
 _STOP = object()
-
-
-def position_name(event: useq.MDAEvent) -> str:
-    """Name of the position an event images (``pos_name``, else ``p<index>``, plus grid tile)."""
-    name = event.pos_name or f"p{event.index.get('p', 0)}"
-    if "g" in event.index:
-        name = f"{name}_g{event.index['g']}"
-    return name
 
 
 def frame_info(seq: int, image: NDArray[Any], event: useq.MDAEvent, meta: Any) -> FrameInfo:

@@ -15,7 +15,7 @@ from typing import Any
 
 import useq
 
-from livescope.schema import LivescopeError, parent_position
+from livescope.schema import LivescopeError, PlanPositions, parent_position
 
 from ._engine import SAMPLE_TIME_KEY, LivescopeEngine
 from ._fanout import position_name
@@ -81,11 +81,8 @@ class EventFeed:
         self.positions: dict[str, tuple[float | None, float | None, float | None]] = {}
         self.position_index: dict[int, str] = {}
         self.p_of: dict[str, int] = {}
-        # an added event may give a position's name or index, and a grid tile: the
-        # position's own name (its events' pos_name, or p<index>) and its tiles
-        self._base_of_p: dict[int, str] = {}
-        self._first_of: dict[str, str] = {}  # base name -> its first position (tile 0)
-        self._tile_of: dict[str, tuple[str, int | None]] = {}  # position -> (base, g)
+        # an added event may give a position's name or index, and a grid tile
+        self._plan_positions = PlanPositions()
         self._planned_keys: set[tuple[str, int, str, int]] = set()
         self._stopped_positions: set[str] = set()
         self._added_positions: set[str] = set()  # places that only decisions' events image
@@ -109,10 +106,7 @@ class EventFeed:
             self.positions.setdefault(name, (event.x_pos, event.y_pos, event.z_pos))
             self.position_index.setdefault(event.index.get("p", 0), name)
             self.p_of.setdefault(name, event.index.get("p", 0))
-            base = event.pos_name or f"p{p}"
-            self._base_of_p.setdefault(p, base)
-            self._first_of.setdefault(base, name)
-            self._tile_of.setdefault(name, (base, event.index.get("g")))
+            self._plan_positions.add(event)
         self._plan_xyz = dict(self.positions)
 
     def _push(self, event: useq.MDAEvent) -> None:
@@ -289,23 +283,12 @@ class EventFeed:
         return parent if parent in stopped else None
 
     def position_of(self, pos_name: str | None, p: int | None, g: int | None) -> str | None:
-        """Return the plan position an added event means, or None if it means none.
-
-        ``pos_name`` (or, without one, the plan index ``p``) names the
-        position; ``g`` a tile of its grid. Without ``g``, a position imaged
-        as a grid means its first tile.
-        """
-        base = pos_name or (self._base_of_p.get(p) if p is not None else None)
-        if base is None:
-            return None
-        if g is not None:
-            tile = f"{base}_g{g}"
-            return tile if tile in self.positions else None
-        return base if base in self.positions else self._first_of.get(base)
+        """Return the plan position an added event means (`PlanPositions.resolve`), or None."""
+        return self._plan_positions.resolve(pos_name, p, g)
 
     def tile_of(self, position: str) -> tuple[str, int | None]:
         """Return a plan position's own name and grid tile (``A_g1`` → ``("A", 1)``)."""
-        return self._tile_of[position]
+        return self._plan_positions.tile_of(position)
 
     def has_position(self, name: str) -> bool:
         """Return True if ``name`` is a position of the plan or a place added events image."""
