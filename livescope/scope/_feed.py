@@ -79,7 +79,6 @@ class EventFeed:
         self._heap: list[tuple[float, int, useq.MDAEvent]] = []
         self._order = itertools.count()
         self.positions: dict[str, tuple[float | None, float | None, float | None]] = {}
-        self.position_index: dict[int, str] = {}
         self.p_of: dict[str, int] = {}
         # an added event may give a position's name or index, and a grid tile
         self._plan_positions = PlanPositions()
@@ -104,7 +103,6 @@ class EventFeed:
                 sp = stage[p]
                 self.positions.setdefault(name, (sp.x, sp.y, sp.z))
             self.positions.setdefault(name, (event.x_pos, event.y_pos, event.z_pos))
-            self.position_index.setdefault(event.index.get("p", 0), name)
             self.p_of.setdefault(name, event.index.get("p", 0))
             self._plan_positions.add(event)
         self._plan_xyz = dict(self.positions)
