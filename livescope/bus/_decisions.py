@@ -205,6 +205,10 @@ class DecisionClient:
         self._given_up: dict[str, None] = {}  # decisions whose wait ran out (oldest first)
         self.late_answers = 0
         """Answers that came after their wait ran out (logged, then dropped)."""
+        self.on_late: Callable[[DecisionAck], None] | None = None
+        """Called with each answer that came after its wait ran out (on the thread that read
+        it: the one in `collect`, `send` or `drain`), e.g. to give a refused decision's
+        budget back."""
 
     def send(self, decision: Decision, timeout: float = 5.0) -> DecisionAck:
         """Send ``decision`` and return its acknowledgement.
@@ -290,6 +294,8 @@ class DecisionClient:
                     "decision %s answered after its wait ran out: %s %s", a.decision_id,
                     "accepted" if a.accepted else "refused", a.reason,
                 )  # fmt: skip
+                if self.on_late is not None:
+                    self.on_late(a)
             else:
                 self._pending[a.decision_id] = a
 

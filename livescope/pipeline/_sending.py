@@ -8,9 +8,41 @@ from typing import Any
 
 from livescope.bus import BUS_FILE, WorkerLink
 from livescope.policy import Observation, PolicyEngine, Verdict
-from livescope.schema import Decision, LivescopeError, clock_ns
+from livescope.schema import Decision, DecisionAck, LivescopeError, clock_ns
 
-__all__ = ["FieldDecisions"]
+__all__ = ["FieldDecisions", "Unanswered"]
+
+_HELD_MAX = 4096  # unanswered decisions remembered (an agent that stopped answering)
+
+
+class Unanswered:
+    """Decisions the agent did not answer in time: their budget stays booked until it does.
+
+    `answered` is the decision client's ``on_late``: a late refusal gives the
+    budget back (``decisions_refused_late``); a late acceptance keeps it. The
+    policies and this run on the worker's decision thread (late answers are
+    read while a later field's answers are collected), or after it has
+    stopped (the worker's last `drain`).
+    """
+
+    def __init__(self, policy: PolicyEngine, counts: collections.Counter[str]) -> None:
+        self._policy = policy
+        self._counts = counts
+        self._held: dict[str, tuple[Verdict, float]] = {}  # decision_id → (verdict, booked at s)
+
+    def hold(self, decision_id: str, verdict: Verdict, now_s: float) -> None:
+        """Remember a decision whose answer did not come (its budget is booked at ``now_s``)."""
+        self._held[decision_id] = (verdict, now_s)
+        if len(self._held) > _HELD_MAX:
+            del self._held[next(iter(self._held))]
+
+    def answered(self, ack: DecisionAck) -> None:
+        """Take a late answer: a refused decision's budget is given back."""
+        held = self._held.pop(ack.decision_id, None)
+        if held is None or ack.accepted:
+            return
+        self._policy.refused(*held)
+        self._counts["decisions_refused_late"] += 1
 
 
 class FieldDecisions:
@@ -68,6 +100,7 @@ class FieldDecisions:
         policy: PolicyEngine,
         counts: collections.Counter[str],
         timeout_s: float,
+        unanswered: Unanswered | None = None,
     ) -> tuple[list[tuple[int, int, Any]], dict[int, tuple[str, bool, str]]]:
         """Collect the answers to the posted decisions (waiting up to ``timeout_s``).
 
@@ -76,7 +109,8 @@ class FieldDecisions:
 
         A decision the agent refuses, or one not sent because the run has
         ended, gives its guardrail budget back; one without an answer keeps it
-        booked (the agent may still have taken it). Counts go into ``counts``.
+        booked (the agent may still take it) and goes to ``unanswered``, which
+        gives it back if a refusal comes later. Counts go into ``counts``.
         """
         out: list[tuple[int, int, Any]] = []
         acks: dict[int, tuple[str, bool, str]] = {}
@@ -101,6 +135,8 @@ class FieldDecisions:
             if isinstance(ack, LivescopeError):
                 acks[i] = ("agent", False, f"no answer from the agent ({ack}); booked")
                 counts["decisions_unanswered"] += 1
+                if unanswered is not None:
+                    unanswered.hold(d.decision_id, verdicts[i], now)
                 continue
             acks[i] = ("agent", ack.accepted, ack.reason)
             if ack.accepted:

@@ -66,7 +66,7 @@ from ._jobs import DecideJob, Field, StoreJob, overlap_ns
 from ._observe import observe
 from ._recorded import RecordedFields
 from ._results import ResultsStore, latency_from_log, trim_results
-from ._sending import FieldDecisions
+from ._sending import FieldDecisions, Unanswered
 
 __all__ = ["PipelineWorker"]
 
@@ -148,6 +148,7 @@ class PipelineWorker:
         self.done: dict[str, int] = {}  # position -> last analysed (and stored) t
         self.decided: dict[str, int] = {}  # position -> last t whose decisions were sent
         self.counts: collections.Counter[str] = collections.Counter()
+        self._unanswered = Unanswered(self.policy, self.counts)
         self._skip_lock = threading.Lock()
         """Held to count ``frames_already_analysed``: the only count two threads (the
         field-assembling and the main one) add to."""
@@ -303,6 +304,8 @@ class PipelineWorker:
     def _live(self) -> None:
         self.link = attach(self.run_dir, policy="every", maxlen=self.config.maxlen)
         self.run_id = self.link.run_id
+        if self.link.decisions is not None:  # a late refusal gives its budget back
+            self.link.decisions.on_late = self._unanswered.answered
         if self.config.overlay:
             self.store.open_overlay(self.run_id, self.run_dir)
         # frames are put together into fields on a thread of their own, also while the
@@ -487,7 +490,7 @@ class PipelineWorker:
             ms_policy = 1000 * (time.perf_counter() - t0)
             sent, acks = outgoing.finish(
                 verdicts, obs, policy=self.policy, counts=self.counts,
-                timeout_s=self.config.decision_timeout_s,
+                timeout_s=self.config.decision_timeout_s, unanswered=self._unanswered,
             )  # fmt: skip
         t_decided = clock_ns()  # every decision answered (or timed out)
         self.decided[fld.position] = fld.t
@@ -583,7 +586,7 @@ class PipelineWorker:
         if self.link is not None:
             stats = self.link.frames.stats()
             if (client := self.link.decisions) is not None:
-                client.drain()  # answered after the worker stopped waiting (budget kept)
+                client.drain()  # answered after the worker stopped waiting
                 if client.late_answers:
                     self.counts["decisions_answered_late"] = client.late_answers
             self.link.close()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import collections
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 
 from livescope.bus import BusInfo, DecisionServer, FramePublisher, attach
-from livescope.pipeline._sending import FieldDecisions
+from livescope.pipeline._sending import FieldDecisions, Unanswered
 from livescope.policy import Cells, Observation, PolicyEngine, Rule
 from livescope.schema import AddEvents, Decision, DecisionAck, clock_ns, load_profile
 
@@ -81,3 +83,39 @@ def test_nothing_is_sent_once_the_run_has_ended_and_every_budget_comes_back(
     assert set(acks.values()) == {("agent", False, "the run has ended (what-if: not sent)")}
     assert counts == {"decisions_not_sent": 2}
     assert engine.guardrails.extra_frames == 0
+
+
+def test_a_refusal_that_comes_after_the_wait_gives_the_budget_back(tmp_path: Path) -> None:
+    release = threading.Event()
+
+    def slow(decision: Decision, t_rx: int) -> DecisionAck:
+        release.wait(5)
+        return _every_other(decision, t_rx)
+
+    server = DecisionServer(slow)
+    pub = FramePublisher("r1")
+    try:
+        BusInfo("r1", pub.endpoint, pub.control_endpoint, server.endpoint, "inline").write(tmp_path)
+        with attach(tmp_path) as link:
+            engine = PolicyEngine([Rule("closeup", {"mitosis": {"frames": 1}}, CLOSEUP)], PROFILE)
+            counts: collections.Counter[str] = collections.Counter()
+            held = Unanswered(engine, counts)
+            link.decisions.on_late = held.answered
+            outgoing = FieldDecisions(link, tmp_path)
+            verdicts = engine.evaluate(_obs(3), on_pass=outgoing.post)
+            sent, _ = outgoing.finish(
+                verdicts, _obs(3), policy=engine, counts=counts, timeout_s=0.05, unanswered=held
+            )
+            assert sent == []
+            assert counts == {"decisions_unanswered": 3}
+            assert engine.guardrails.extra_frames == 3 * 2  # kept: the agent may take them
+            release.set()
+            deadline = time.monotonic() + 5
+            while link.decisions.late_answers < 3 and time.monotonic() < deadline:
+                link.decisions.drain()
+                time.sleep(0.01)
+    finally:
+        pub.close()
+        server.close()
+    assert counts["decisions_refused_late"] == 1
+    assert engine.guardrails.extra_frames == 2 * 2  # the late refusal's frames came back
