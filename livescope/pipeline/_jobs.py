@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from numpy.typing import NDArray
 
 from livescope.policy import Observation, Verdict
@@ -47,6 +48,50 @@ class DecideJob:
     tracker_state: TrackerSnapshot | None
     """Its position's tracker right after this field (the next field may change it; None:
     nothing was tracked)."""
+
+    def latency_ms(
+        self, *, prepare: float, policy: float, posting: float, posted: int,
+        sent: list[tuple[int, int, Any]], t_handoff_ns: int, t_decided_ns: int,
+    ) -> dict[str, float]:  # fmt: skip
+        """Return the field's latency record (ms per stage; `livescope.pipeline.LATENCY_STAGES`).
+
+        ``prepare``, ``policy`` (posting included) and ``posting``: ms the
+        decision thread spent; ``sent``: (t_sent, t_acked, ack) of each
+        accepted decision; ``t_handoff_ns``: when the decision thread took the
+        field; ``t_decided_ns``: when every decision was answered (or the wait
+        ended). Live fields also get their way from the camera and the
+        pipeline overhead (end to end, minus this field's engines and the time
+        it waited for the engines on earlier fields).
+        """
+        fld, res = self.fld, self.res
+        ms: dict[str, float] = {k: round(v, 3) for k, v in res.ms.items()}
+        engines_ms = sum(res.ms.values())
+        ms["engines"] = round(engines_ms, 3)
+        ms["policy"] = round(policy - posting, 3)
+        if posted:  # (a field that sent nothing has no sending stage)
+            ms["post"] = round(posting, 3)
+        ms["prepare"] = round(prepare, 3)
+        ms["analyse_other"] = round((self.t_analysed_ns - self.t_start_ns) / 1e6 - engines_ms, 3)
+        ms["handoff"] = round((t_handoff_ns - self.t_analysed_ns) / 1e6, 3)
+        if fld.live:
+            t_cam = int(fld.header["t_camera_ns"])
+            # a decision is enqueued when the agent stamps its answer (t_acked_ns, the
+            # agent's clock, as t_camera_ns is); the answer's way back is not its latency.
+            # Refused or unanswered ones end when their answer came (or the wait ended).
+            t_end = max((a for _, a, _ in sent), default=t_decided_ns)
+            e2e = (t_end - t_cam) / 1e6
+            ms.update(
+                camera_to_received=round((fld.t_received_ns - t_cam) / 1e6, 3),
+                queue_wait=round((self.t_start_ns - fld.t_received_ns) / 1e6, 3),
+                busy_wait=round(self.busy_ns / 1e6, 3),
+                end_to_end=round(e2e, 3),
+                overhead=round(e2e - engines_ms - self.busy_ns / 1e6, 3),
+            )
+            if sent:
+                ms["decision_enqueued"] = round(
+                    float(np.median([(a - s) / 1e6 for s, a, _ in sent])), 3
+                )
+        return ms
 
 
 @dataclass

@@ -39,7 +39,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import useq
 from numpy.typing import NDArray
 
@@ -472,7 +471,6 @@ class PipelineWorker:
     def _decide(self, job: DecideJob) -> None:
         """Run a field's policies, send its decisions, hand it to the store thread."""
         fld, res = job.fld, job.res
-        h = fld.header
         t_handoff = clock_ns()
         # no garbage collection (up to 2 ms) until answered: ~1-2 ms, at most the
         # decision timeout when the agent does not answer
@@ -498,33 +496,10 @@ class PipelineWorker:
         policy_state = (self._policy_gen, json.dumps(self._policy_snapshot()))
         if verdicts:  # a decision went out: its budget and cooldown are saved before anything
             self._write_policy_state(*policy_state)
-        ms: dict[str, float] = {k: round(v, 3) for k, v in res.ms.items()}
-        engines_ms = sum(res.ms.values())
-        ms["engines"] = round(engines_ms, 3)
-        ms["policy"] = round(ms_policy - outgoing.posting_ms, 3)
-        if outgoing.posted:  # (a field that sent nothing has no sending stage)
-            ms["post"] = round(outgoing.posting_ms, 3)
-        ms["prepare"] = round(ms_prepare, 3)
-        ms["analyse_other"] = round((job.t_analysed_ns - job.t_start_ns) / 1e6 - engines_ms, 3)
-        ms["handoff"] = round((t_handoff - job.t_analysed_ns) / 1e6, 3)
-        if fld.live:
-            t_cam = int(h["t_camera_ns"])
-            # a decision is enqueued when the agent stamps its answer (t_acked_ns, the
-            # agent's clock, as t_camera_ns is); the answer's way back is not its latency.
-            # Refused or unanswered ones end when their answer came (or the wait ended).
-            t_end = max((a for _, a, _ in sent), default=t_decided)
-            e2e = (t_end - t_cam) / 1e6
-            ms.update(
-                camera_to_received=round((fld.t_received_ns - t_cam) / 1e6, 3),
-                queue_wait=round((job.t_start_ns - fld.t_received_ns) / 1e6, 3),
-                busy_wait=round(job.busy_ns / 1e6, 3),
-                end_to_end=round(e2e, 3),
-                overhead=round(e2e - engines_ms - job.busy_ns / 1e6, 3),
-            )
-            if sent:
-                ms["decision_enqueued"] = round(
-                    float(np.median([(a - s) / 1e6 for s, a, _ in sent])), 3
-                )
+        ms = job.latency_ms(
+            prepare=ms_prepare, policy=ms_policy, posting=outgoing.posting_ms,
+            posted=outgoing.posted, sent=sent, t_handoff_ns=t_handoff, t_decided_ns=t_decided,
+        )  # fmt: skip
         fld.t_start_ns, fld.t_done_ns = job.t_start_ns, t_decided
         self.counts["cells"] += len(obs.cells)
         self._decided_done[fld.position] = fld.t
