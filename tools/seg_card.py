@@ -3,7 +3,8 @@
     python tools/seg_card.py engines/segmentation/nuclei-unet
 
 Post-processing (foreground threshold; seeds from a distance threshold or from
-the distance map's h-maxima, with its smoothing, or, for a model trained with
+the distance map's h-maxima, with its smoothing, and for a model trained with
+``--neighbours`` the weight of its neighbour map; or, for a model trained with
 ``--offsets``, the centre-vote density's smoothing, least height and peak
 radius; the lowest mean foreground probability an object may have) is chosen
 on a third of the training images (never on the validation sets); the metrics
@@ -48,6 +49,7 @@ MIN_SCORES = (0.0, 0.7, 0.75, 0.8, 0.85)  # objects of lower mean foreground are
 VOTE_SIGMAS = (0.1, 0.15, 0.2, 0.3)
 MIN_VOTES = (1.0, 2.0, 4.0)
 PEAK_RADII = (0.15, 0.25, 0.4)
+NEIGHBOUR_WEIGHTS = (0.0, 0.5, 1.0, 2.0)  # neighbour map x this off the distance map
 
 
 def training_radius_px() -> float:
@@ -63,7 +65,7 @@ def training_radius_px() -> float:
     return round(float(np.median(radii)) * math.sqrt(SCALE_RANGE[0] * SCALE_RANGE[1]), 1)
 
 
-def seedings(votes: bool) -> list[dict[str, float | None]]:
+def seedings(votes: bool, neighbours: bool = False) -> list[dict[str, float | None]]:
     """Every seeding the threshold search tries."""
     if votes:
         return [
@@ -81,12 +83,15 @@ def seedings(votes: bool) -> list[dict[str, float | None]]:
         for h in SEED_HS
         for sm in SMOOTH_PX
     ]
+    if neighbours:
+        out = [s | {"neighbour_weight": w} for w in NEIGHBOUR_WEIGHTS for s in out]
     return out
 
 
 def main() -> int:
     folder, train = engine_and_record(__doc__)
     votes = bool(train.get("offsets"))
+    neighbours = bool(train.get("neighbours"))
     depth = int(train.get("depth", 3))  # records before --depth existed: 3
     kind = "centre_votes" if votes else "distance_watershed"
     card = new_card(
@@ -95,12 +100,17 @@ def main() -> int:
             "Nuclei instance segmentation: a small U-Net predicts foreground, a normalised "
             "distance map and each pixel's offset to its nucleus' centre; pixels vote for "
             "centres, and each joins the centre it votes for." if votes else
+            "Nuclei instance segmentation: a small U-Net predicts foreground, a normalised "
+            "distance map and closeness to a touching nucleus; seeds at the peaks of the "
+            "distance minus that closeness grow by watershed into the foreground."
+            if neighbours else
             "Nuclei instance segmentation: a small U-Net predicts foreground and a normalised "
             "distance map; seeds at the distance peaks grow by watershed into the foreground."
         ),
         input_name="image", channels=1,
         outputs=[{"name": "prob", "channels": ["foreground", "distance"]
-                  + (["offset_y", "offset_x"] if votes else [])}],
+                  + (["offset_y", "offset_x"] if votes else [])
+                  + (["neighbour"] if neighbours else [])}],
         data=[
             {"name": "nuclei-mnfinder", "split": "train", "images": train["train_images_real"],
              "licence": "MIT"},
@@ -124,7 +134,8 @@ def main() -> int:
         torch_module="livescope.models:NucleiUNet",
         multiple_of=2 ** depth,
         torch_kwargs={"base": int(train["base"]), "depth": depth,
-                      **({"offsets": True} if votes else {})},
+                      **({"offsets": True} if votes else {}),
+                      **({"neighbours": True} if neighbours else {})},
     )  # fmt: skip
     if train.get("gamma", 1.0) != 1.0:  # the model was trained on normalised frames ** gamma
         card["normalisation"]["gamma"] = train["gamma"]  # type: ignore[index]
@@ -139,7 +150,7 @@ def main() -> int:
 
     best: tuple[float, dict[str, float | None]] | None = None
     for fg in (0.4, 0.5, 0.6):
-        for seeding in seedings(votes):
+        for seeding in seedings(votes, neighbours):
             trial = PostProcess(kind=kind, fg_threshold=fg, min_size_px=0, **seeding)  # type: ignore[arg-type]
             unfiltered = [instance_labels(m, trial) for m in maps]
             for min_score in MIN_SCORES:

@@ -50,6 +50,34 @@ def distance_target(labels: np.ndarray) -> np.ndarray:
     return out
 
 
+def neighbour_target(labels: np.ndarray, reach_px: float = 3.0) -> np.ndarray:
+    """Per nucleus: closeness to the nearest other nucleus, 1 at the contact, 0 at the far side.
+
+    Inside a nucleus that comes within ``reach_px`` of another, the distance to
+    the nearest other nucleus' pixel, divided by that distance's largest value
+    in the nucleus, is inverted and cubed (high only near the contact: the
+    neighbour distance of Scherr et al., PLoS ONE 2020). Nuclei that touch none
+    are 0.
+    """
+    out = np.zeros(labels.shape, np.float32)
+    for i, sl in enumerate(ndimage.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        m = int(reach_px) + 1
+        sl = tuple(slice(max(s.start - m, 0), s.stop + m) for s in sl)
+        crop = labels[sl]
+        obj = crop == i
+        other = (crop > 0) & ~obj
+        if not other.any():
+            continue
+        d = ndimage.distance_transform_edt(~other)[obj]
+        if d.min() > reach_px:
+            continue
+        big = max(float(d.max()), 1.0)
+        out[sl][obj] = ((1.0 - d / big) ** 3).astype(np.float32)
+    return out
+
+
 def centre_offsets(labels: np.ndarray) -> np.ndarray:
     """(2, H, W): the vector (dy, dx) from each nucleus pixel to its nucleus' centroid, in px.
 
@@ -248,8 +276,9 @@ class Sampler:
     def __init__(
         self, real, sim, seed: int, sim_share: float = 0.3, contact: float = 5.0,
         crowd_share: float = 0.0, gamma: float = 1.0, dim_share: float = 0.0,
-        stretch: float = 1.0,
+        stretch: float = 1.0, neighbours: bool = False,
     ):  # fmt: skip
+        self.neighbours = neighbours
         self.items = [
             (
                 x,
@@ -257,6 +286,7 @@ class Sampler:
                 distance_target(lab),
                 contact_weight(lab, weight=contact),
                 centre_offsets(lab),
+                neighbour_target(lab) if neighbours else np.zeros_like(x, np.float32),
             )
             for x, lab in real + sim
         ]
@@ -286,11 +316,12 @@ class Sampler:
             fg = (lab > 0).astype(np.float32)
             dist, wt = distance_target(lab), contact_weight(lab, weight=self.contact)
             off = centre_offsets(lab)
+            nb = neighbour_target(lab) if self.neighbours else np.zeros_like(dist)
         else:
             k = int(rng.integers(0, self.n_real))
         halo = None  # set: dim some nuclei of this patch
         if k is not None:
-            img, fg, dist, wt, off = self.items[k]
+            img, fg, dist, wt, off, nb = self.items[k]
             if self.dim_share and rng.uniform() < self.dim_share:
                 halo = self.halos[k]
         scale = math.exp(rng.uniform(math.log(SCALE_RANGE[0]), math.log(SCALE_RANGE[1])))
@@ -305,6 +336,7 @@ class Sampler:
             fg = np.pad(fg, ((0, pad[0]), (0, pad[1])))
             dist = np.pad(dist, ((0, pad[0]), (0, pad[1])))
             wt = np.pad(wt, ((0, pad[0]), (0, pad[1])), constant_values=1.0)
+            nb = np.pad(nb, ((0, pad[0]), (0, pad[1])))
             off = np.pad(off, ((0, 0), (0, pad[0]), (0, pad[1])))
             if halo is not None:
                 halo = np.pad(halo, ((0, pad[0]), (0, pad[1])))
@@ -315,7 +347,7 @@ class Sampler:
         im = img[win]
         if halo is not None and k is not None:
             im = dim_some(im, halo[win], self.bgs[k], rng)
-        stack = torch.from_numpy(np.stack([im, fg[win], dist[win], wt[win]]))
+        stack = torch.from_numpy(np.stack([im, fg[win], dist[win], wt[win], nb[win]]))
         stack = F.interpolate(
             stack[None], size=(PATCH, PATCH), mode="bilinear", align_corners=False
         )[0]
@@ -325,16 +357,18 @@ class Sampler:
             torch.from_numpy(np.ascontiguousarray(off[:, win[0], win[1]]))[None],
             size=(PATCH, PATCH), mode="nearest-exact",
         )[0].numpy() * np.array([PATCH / sy, PATCH / sx], np.float32)[:, None, None]  # fmt: skip
-        im, fgt, dt, w = (
+        im, fgt, dt, w, nbt = (
             stack[0].numpy(),
             (stack[1].numpy() > 0.5).astype(np.float32),
             stack[2].numpy(),
             stack[3].numpy(),
+            stack[4].numpy(),
         )
         dt = dt * fgt
+        nbt = nbt * fgt
         k_rot = int(rng.integers(0, 4))
         flip = bool(rng.integers(0, 2))
-        im, fgt, dt, w, oy, ox = rot_flip([im, fgt, dt, w, offs[0], offs[1]], k_rot, flip)
+        im, fgt, dt, w, nbt, oy, ox = rot_flip([im, fgt, dt, w, nbt, offs[0], offs[1]], k_rot, flip)
         # intensity: gamma, gain/offset, blur, noise
         im = np.clip(im, 0, None) ** rng.uniform(0.6, 1.5)
         if rng.uniform() < 0.3:
@@ -345,7 +379,7 @@ class Sampler:
         im = normalize_percentile(im)
         if self.gamma != 1.0:  # the card's normalisation gamma, as the engine applies it
             im = apply_gamma(im, self.gamma)
-        return im.astype(np.float32), np.stack([fgt, dt, w, oy, ox]).astype(np.float32)
+        return im.astype(np.float32), np.stack([fgt, dt, w, oy, ox, nbt]).astype(np.float32)
 
     def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         xs, ys = zip(*(self.patch() for _ in range(n)), strict=True)
@@ -392,7 +426,13 @@ def main() -> int:
         help="anisotropic scale augmentation: one axis x up to sqrt(S), the other / sqrt(S)",
     )  # fmt: skip
     ap.add_argument("--offset-weight", type=float, default=1.0, help="weight of the offset loss")
+    ap.add_argument(
+        "--neighbours", action="store_true",
+        help="also predict closeness to a touching neighbour (seeds from distance minus it)",
+    )  # fmt: skip
     a = ap.parse_args()
+    if a.neighbours and a.offsets:
+        ap.error("--neighbours and --offsets are two ways to split nuclei: choose one")
     if a.stretch < 1:
         ap.error(f"--stretch must be >= 1 (1: none), got {a.stretch:g}")
     if a.offset_weight != 1.0 and not a.offsets:
@@ -410,12 +450,13 @@ def main() -> int:
         gamma=a.gamma,
         dim_share=a.dim_share,
         stretch=a.stretch,
+        neighbours=a.neighbours,
     )
     print(
         f"data: {len(real)} real + {len(sim)} simulated images ({time.time() - t0:.0f} s)",
         flush=True,
     )
-    model = NucleiUNet(base=a.base, depth=a.depth, offsets=a.offsets)
+    model = NucleiUNet(base=a.base, depth=a.depth, offsets=a.offsets, neighbours=a.neighbours)
     bce = torch.nn.BCEWithLogitsLoss(reduction="none")
 
     def loss_at(it: int) -> torch.Tensor:
@@ -424,11 +465,13 @@ def main() -> int:
         w = y[:, 2]
         loss_fg = (w * bce(out[:, 0], y[:, 0])).mean()
         loss_dist = (w * bce(out[:, 1], y[:, 1])).mean()
+        if a.neighbours:
+            return loss_fg + 2.0 * loss_dist + 2.0 * (w * bce(out[:, 2], y[:, 5])).mean()
         if not a.offsets:
             return loss_fg + 2.0 * loss_dist
         # L1 on the offsets (in the model's output units) over nucleus pixels
         fg = y[:, 0]
-        err = (out[:, 2:] - y[:, 3:] / NucleiUNet.OFFSET_SCALE_PX).abs().sum(1)
+        err = (out[:, 2:] - y[:, 3:5] / NucleiUNet.OFFSET_SCALE_PX).abs().sum(1)
         loss_off = (w * fg * err).sum() / (w * fg).sum().clamp(min=1.0)
         return loss_fg + 2.0 * loss_dist + a.offset_weight * loss_off
 
@@ -443,12 +486,13 @@ def main() -> int:
         + (f" --dim-share {a.dim_share:g}" if a.dim_share else "")
         + (f" --offsets --offset-weight {a.offset_weight:g}" if a.offsets else "")
         + (f" --stretch {a.stretch:g}" if a.stretch != 1.0 else "")
+        + (" --neighbours" if a.neighbours else "")
         + (f" --depth {a.depth}" if a.depth != 3 else ""),
         "seed": a.seed, "iters": a.iters, "batch": a.batch, "patch": PATCH, "base": a.base,
         "depth": a.depth,
         "contact_weight": a.contact_weight, "crowd_share": a.crowd_share, "gamma": a.gamma,
         "dim_share": a.dim_share, "offsets": a.offsets, "offset_weight": a.offset_weight,
-        "stretch": a.stretch,
+        "stretch": a.stretch, "neighbours": a.neighbours,
         "train_images_real": len(real),
         "train_images_sim": len(sim), "log": log,
     }, t0)  # fmt: skip

@@ -512,12 +512,16 @@ class SegmentationEngine(Engine):
                 )
             channels = self.card.outputs[0].channels
             want: tuple[str, ...] = ("foreground", "distance")
-            if self.card.postprocess.kind == "centre_votes":
+            post: str = self.card.postprocess.kind
+            if post == "centre_votes":
                 want += ("offset_y", "offset_x")
+            elif self.card.postprocess.neighbour_weight > 0:
+                want += ("neighbour",)
+                post += " with neighbour_weight"
             if tuple(channels[: len(want)]) != want:
                 raise EngineError(
                     f"engine {self.name}: output channels {channels} do not start with {want} "
-                    f"({self.card.postprocess.kind} post-processing needs them)"
+                    f"({post} post-processing needs them)"
                 )
 
     def _want_gpu_post(self, asked: bool | None) -> bool:

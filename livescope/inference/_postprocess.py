@@ -85,9 +85,13 @@ def instance_labels(maps: Any, postprocess: PostProcess, scale: float = 1.0) -> 
     kw = postprocess.label_kwargs(scale)
     if postprocess.kind == "centre_votes":
         return labels_from_votes(maps[0], maps[2:4], **kw)
-    if _array_module(maps) is np:
-        return labels_from_maps(maps[0], maps[1], **kw)
-    return labels_from_maps_gpu(maps[0], maps[1], **kw)
+    xp = _array_module(maps)
+    dist = maps[1]
+    if postprocess.neighbour_weight > 0:  # channel 2: closeness to a touching nucleus
+        dist = xp.clip(dist - xp.float32(postprocess.neighbour_weight) * maps[2], 0.0, 1.0)
+    if xp is np:
+        return labels_from_maps(maps[0], dist, **kw)
+    return labels_from_maps_gpu(maps[0], dist, **kw)
 
 
 def labels_from_maps(

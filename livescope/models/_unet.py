@@ -77,16 +77,23 @@ class NucleiUNet(UNet):
     """Foreground probability and normalised distance to the border, (N, 2, H, W).
 
     With ``offsets=True`` two more channels, (N, 4, H, W): the vector from each
-    pixel to the centre of its nucleus, (dy, dx) in pixels.
+    pixel to the centre of its nucleus, (dy, dx) in pixels. With
+    ``neighbours=True`` one more sigmoid channel, (N, 3, H, W): closeness to
+    a touching neighbour (1 where a nucleus meets another, falling to 0 across
+    it; 0 in nuclei that touch none).
     """
 
     OFFSET_SCALE_PX = 10.0  # raw offset outputs are in units of this many pixels
 
     def __init__(
-        self, base: int = 16, depth: int = 3, in_channels: int = 1, offsets: bool = False
-    ) -> None:
-        super().__init__(base, depth, in_channels, out_channels=4 if offsets else 2)
+        self, base: int = 16, depth: int = 3, in_channels: int = 1, offsets: bool = False,
+        neighbours: bool = False,
+    ) -> None:  # fmt: skip
+        if offsets and neighbours:
+            raise ValueError("NucleiUNet predicts centre offsets or neighbours, not both")
+        super().__init__(base, depth, in_channels, out_channels=4 if offsets else 2 + neighbours)
         self.offsets = offsets
+        self.neighbours = neighbours
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Probabilities in [0, 1], then (with offsets) the centre offsets in pixels."""

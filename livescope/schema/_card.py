@@ -77,6 +77,9 @@ class PostProcess(FrozenModel):
     for its nucleus' centre; the peaks of the vote density are the nuclei
     (``min_votes``, ``vote_sigma``, ``peak_radius``; the model's outputs must
     include the channels ``offset_y`` and ``offset_x``).
+    ``neighbour_weight`` (distance_watershed, for models that also predict a
+    ``neighbour`` map): seeds and watershed use the distance map minus this
+    times the neighbour map, so that two touching nuclei part where they meet.
     """
 
     kind: Literal["distance_watershed", "centre_votes"] = "distance_watershed"
@@ -99,6 +102,13 @@ class PostProcess(FrozenModel):
         ge=0,
         lt=1,
         description="Objects whose mean foreground probability is below this are dropped.",
+    )
+    neighbour_weight: float = Field(
+        default=0.0,
+        ge=0,
+        description="distance_watershed: the neighbour map (closeness to a touching "
+        "nucleus) times this is taken off the distance map before seeding and growing; "
+        "0: the distance map alone. The model's outputs must include channel neighbour.",
     )
     min_votes: float = Field(
         default=2.0,

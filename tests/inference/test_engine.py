@@ -120,13 +120,29 @@ def test_card_naming_more_output_channels_than_the_model_gives(
         engine.infer(frame)
 
 
-def test_centre_votes_need_offset_channels(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("postprocess", "message"),
+    [
+        pytest.param(
+            {"kind": "centre_votes"}, r"offset_y.*centre_votes post-processing needs them",
+            id="centre_votes",
+        ),
+        pytest.param(
+            {"neighbour_weight": 1.0},
+            r"'neighbour'.*distance_watershed with neighbour_weight post-processing needs them",
+            id="neighbour_weight",
+        ),
+    ],
+)  # fmt: skip
+def test_post_processing_needs_its_output_channels(
+    tmp_path: Path, postprocess: dict[str, object], message: str
+) -> None:
     folder = _copy_engine(tmp_path)
     card = yaml.safe_load((folder / "card.yaml").read_text())
     card["outputs"][0]["channels"] = ["foreground", "distance"]
-    card["postprocess"]["kind"] = "centre_votes"
+    card["postprocess"].update(postprocess)
     (folder / "card.yaml").write_text(yaml.safe_dump(card))
-    with pytest.raises(EngineError, match=r"offset_y.*centre_votes post-processing needs them"):
+    with pytest.raises(EngineError, match=message):
         SegmentationEngine(folder)
 
 

@@ -116,6 +116,24 @@ def test_instance_labels_follow_the_cards_kind(kind: str, function: object) -> N
     assert got.max() == 2
 
 
+def test_a_neighbour_map_parts_touching_nuclei_that_one_distance_dome_merges() -> None:
+    """distance_watershed with ``neighbour_weight``: the dome minus the contact splits in two."""
+    fg, dist, _ = _touching_pair()
+    xx = np.arange(96, dtype=np.float32)[None, :].repeat(64, 0)
+    # closeness to the other nucleus: 1 at the contact (x = 45), 0 from 8 px away
+    neighbour = (np.clip(1 - np.abs(xx - 45) / 8, 0, 1) ** 2 * fg).astype(np.float32)
+    maps = np.stack([fg, dist, neighbour])
+    alone = PostProcess(seed_threshold=0.2, seed_h=0.1)
+    assert instance_labels(maps, alone).max() == 1  # the third channel is not read
+    parted = instance_labels(maps, alone.replace(neighbour_weight=1.0))
+    assert parted.max() == 2
+    assert parted[32, 34] != parted[32, 56]
+    assert not np.any(parted[fg <= 0.5])
+    truth = np.zeros(fg.shape, np.int32)
+    truth[fg > 0.5] = np.where(xx < 45, 1, 2)[fg > 0.5]
+    assert scores(match_counts(truth, parted))["map"] >= 0.9
+
+
 def test_sizes_in_the_card_scale_with_the_frames_zoom() -> None:
     """Sizes in model pixels scale; those relative to the nuclei's radius do not."""
     pp = PostProcess(
