@@ -125,7 +125,9 @@ class PipelineWorker:
         }
         # frames each field of the plan has (channels acquired every Nth time point and
         # z-stacks skipped for a channel make them differ from field to field)
-        self.expected = frames_in_plan(self.sequence) if self.sequence is not None else {}
+        # the plan expanded once (~50 µs per event) for these counts and the guardrails' books
+        planned = list(self.sequence) if self.sequence is not None else None
+        self.expected = frames_in_plan(planned) if planned is not None else {}
         nz = len(list(self.sequence.z_plan)) if self.sequence and self.sequence.z_plan else 1
         self.default_expected = max(1, len(self.kinds)) * max(1, nz)
         self.mid_z = max(1, nz) // 2
@@ -141,7 +143,7 @@ class PipelineWorker:
         )
         self.engines = self.analyzer.engine_hashes()
         self.warm_up_s: float | None = None  # set by `run`
-        self.policy = PolicyEngine([*rules, *policies], self.profile, self.sequence)
+        self.policy = PolicyEngine([*rules, *policies], self.profile, planned)
         self.results = self.run_dir / RESULTS_DIR
         self.results.mkdir(parents=True, exist_ok=True)
         self.done: dict[str, int] = {}  # position -> last analysed (and stored) t

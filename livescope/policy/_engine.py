@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,7 +76,7 @@ class PolicyEngine:
         self,
         policies: Sequence[Policy],
         profile: HardwareProfile,
-        sequence: useq.MDASequence | None = None,
+        sequence: useq.MDASequence | Iterable[useq.MDAEvent] | None = None,
     ) -> None:
         names = [p.name for p in policies]
         if dups := sorted({n for n in names if names.count(n) > 1}):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import collections
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -115,8 +115,10 @@ def replay_sequence(
     )
 
 
-def frames_in_plan(sequence: useq.MDASequence) -> dict[tuple[str, int], int]:
-    """Frames each field (position, time index) of a plan has."""
+def frames_in_plan(
+    sequence: useq.MDASequence | Iterable[useq.MDAEvent],
+) -> dict[tuple[str, int], int]:
+    """Frames each field (position, time index) of a plan (or its expanded events) has."""
     out: collections.Counter[tuple[str, int]] = collections.Counter()
     for event in sequence:
         out[(position_name(event), int(event.index.get("t", 0)))] += 1
