@@ -95,7 +95,7 @@ class EventFeed:
         stage = list(sequence.stage_positions)
         for event in sequence if events is None else events:
             self._push(event)
-            name = position_name(event)
+            name = self._plan_positions.add(event)
             p = event.index.get("p", 0)
             if "g" not in event.index and p < len(
                 stage
@@ -103,8 +103,7 @@ class EventFeed:
                 sp = stage[p]
                 self.positions.setdefault(name, (sp.x, sp.y, sp.z))
             self.positions.setdefault(name, (event.x_pos, event.y_pos, event.z_pos))
-            self.p_of.setdefault(name, event.index.get("p", 0))
-            self._plan_positions.add(event)
+            self.p_of.setdefault(name, p)
         self._plan_xyz = dict(self.positions)
 
     def _push(self, event: useq.MDAEvent) -> None:
