@@ -137,7 +137,8 @@ class StopPosition(_DecisionBase):
 
     Stopping a position stops its sub-sequences (``name~rule-3``) too; events
     added later that name it, give its plan index, or belong to one of its
-    sub-sequences are refused.
+    sub-sequences are refused, and so are events at a place of their own (x/y
+    only) centred in its field or in a field of its sub-sequences.
     """
 
     type: Literal["stop_position"] = "stop_position"

@@ -42,6 +42,7 @@ from livescope.schema import (
     StopRun,
     check_plan,
     clock_ns,
+    parent_position,
     place_name,
 )
 
@@ -114,7 +115,10 @@ class ScopeAgent:
         self.run_id = run_id or time.strftime("run-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         self.engine = engine or LivescopeEngine(core, profile, sim=sim)
         accel = sim.time_acceleration if sim is not None else 1.0
-        self.feed = EventFeed(sequence, self.engine, accel, clock, events=planned)
+        self.feed = EventFeed(
+            sequence, self.engine, accel, clock, events=planned,
+            field_of_view_um=profile.field_of_view_um,
+        )  # fmt: skip
         # every channel of the rig has its place on the c axis from the start: the
         # plan's first, then the others (decisions may add them)
         channels = list(
@@ -355,9 +359,11 @@ class ScopeAgent:
         keys: set[tuple[str, int, str, int]] = set()
         for i, (where, key, taken, stopped) in enumerate(feed.preview_added(out)):
             if stopped is not None:
+                by_name = stopped in (key[0], parent_position(key[0]))
+                lands = "" if by_name else f" and {key[0]} lies in its field"
                 raise LivescopeError(
                     f"{_event_label(i, d.events[i])}: position {stopped} was stopped by an "
-                    "earlier decision; nothing more is acquired there"
+                    f"earlier decision{lands}; nothing more is acquired there"
                 )
             if (xyz := (where.x_pos, where.y_pos, where.z_pos)) not in places:
                 self.profile.check_stage_travel(*xyz, _event_label(i, d.events[i]))

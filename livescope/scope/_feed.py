@@ -69,8 +69,10 @@ class EventFeed:
         clock: Callable[[], float] | None = None,
         *,
         events: Iterable[useq.MDAEvent] | None = None,
+        field_of_view_um: tuple[float, float] | None = None,
     ):
-        # ``events``: the sequence's events, if the caller has expanded it already
+        # ``events``: the sequence's events, if the caller has expanded it already;
+        # ``field_of_view_um``: (height, width) of the camera's field, for stopped places
         self._engine = engine
         self._scale = clock_scale  # plan seconds per wall-clock second
         self._clock = clock  # plan seconds since the start, when not the wall clock (replay)
@@ -84,7 +86,10 @@ class EventFeed:
         self._plan_positions = PlanPositions()
         self._planned_keys: set[tuple[str, int, str, int]] = set()
         self._stopped_positions: set[str] = set()
+        self._stopped_fields: list[tuple[str, float, float]] = []  # (name, x, y) of each
+        self._fov_um = field_of_view_um
         self._added_positions: set[str] = set()  # places that only decisions' events image
+        self._added_xy: dict[str, tuple[float, float]] = {}  # an added place -> its x, y
         self._offsets: dict[str, tuple[float, float, float]] = {}
         self.stopped = False
         self.finished = False
@@ -239,7 +244,10 @@ class EventFeed:
             out = []
             for ev in events:
                 key = event_key(ev)
-                out.append((self._moved(ev), key, key in self._planned_keys, self._stopper(key[0])))
+                stopper = self._stopper(key[0])
+                if stopper is None and parent_position(key[0]) not in self.positions:
+                    stopper = self._stopped_field_at(ev.x_pos, ev.y_pos)  # a place of its own
+                out.append((self._moved(ev), key, key in self._planned_keys, stopper))
             return out
 
     def _moved(self, event: useq.MDAEvent) -> useq.MDAEvent:
@@ -279,6 +287,16 @@ class EventFeed:
         parent = parent_position(position)
         return parent if parent in stopped else None
 
+    def _stopped_field_at(self, x: float | None, y: float | None) -> str | None:
+        """Return the stopped position or place whose field holds stage x, y µm, or None."""
+        if self._fov_um is None or x is None or y is None:
+            return None
+        h, w = self._fov_um
+        for name, cx, cy in self._stopped_fields:
+            if abs(x - cx) < w / 2 and abs(y - cy) < h / 2:
+                return name
+        return None
+
     def position_of(self, pos_name: str | None, p: int | None, g: int | None) -> str | None:
         """Return the plan position an added event means (`PlanPositions.resolve`), or None."""
         return self._plan_positions.resolve(pos_name, p, g)
@@ -304,10 +322,17 @@ class EventFeed:
 
         Sub-sequence positions (``name~rule-3``) are the same patch of sample.
         Events added for any of them later are refused (the agent asks
-        `preview_added`).
+        `preview_added`), and so are events at places of their own (x/y only)
+        centred in the field of the position (where it is imaged now) or of
+        any of its sub-sequences.
         """
         with self._lock:
             self._stopped_positions.add(name)
+            x, y, _ = self.positions.get(name, (None, None, None))
+            fields = [] if x is None or y is None else [(name, x, y)]
+            fields += [(name, *xy) for k, xy in self._added_xy.items()
+                       if k == name or parent_position(k) == name]  # fmt: skip
+            self._stopped_fields += fields
             before = len(self._heap)
             self._heap = [h for h in self._heap if not self._stopped(position_name(h[2]))]
             heapq.heapify(self._heap)
@@ -377,7 +402,7 @@ class EventFeed:
                 raise LivescopeError("the run has ended; no events can be added")
             for ev in events:
                 self._push(ev)
-                self._added_positions.add(position_name(ev))
+                self._note_place(ev)
             if wake:
                 self._changed.notify_all()
 
@@ -388,7 +413,15 @@ class EventFeed:
         still name the place of an event it did not serve.
         """
         with self._lock:
-            self._added_positions.update(position_name(ev) for ev in events)
+            for ev in events:
+                self._note_place(ev)
+
+    def _note_place(self, ev: useq.MDAEvent) -> None:
+        """Note an added event's place (lock held): its name, and where it is if new."""
+        name = position_name(ev)
+        self._added_positions.add(name)
+        if name not in self.positions and ev.x_pos is not None and ev.y_pos is not None:
+            self._added_xy.setdefault(name, (float(ev.x_pos), float(ev.y_pos)))
 
     def wake(self) -> None:
         """Let a runner waiting for its next event look at the queue again."""

@@ -232,8 +232,22 @@ def test_stopping_a_position_stops_its_sub_sequences_and_what_is_added_for_it_la
         ack = c.send(late)
         assert not ack.accepted
         assert "position A was stopped by an earlier decision" in ack.reason
-    # B goes on
+
+    # an event at a place of its own (x/y only) is refused where it would image a stopped
+    # field (centred in it: the sim's field is 332.8 µm wide), wherever its name points
+    def at(x: float, t: int) -> AddEvents:
+        ev = useq.MDAEvent(index={"t": t}, x_pos=x, y_pos=5.0, channel={"config": "Phase"})
+        return AddEvents(run_id=rid, delay_s=1e5, events=[ev])
+
+    for x, stopper in ((20.0, "A~closeup-1"), (-160.0, "A"), (905.0, "xy+900+0")):
+        ack = c.send(at(x, 63))
+        assert not ack.accepted, x
+        assert f"position {stopper} was stopped by an earlier decision and " in ack.reason
+        assert "lies in its field" in ack.reason
+    # B goes on, and so does a place beside the stopped fields
     assert c.send(closeup("B~closeup-0", 60, x=300.0)).accepted
+    assert c.send(at(300.0, 64)).accepted
+    assert c.send(at(700.0, 64)).accepted
     unknown = c.send(StopPosition(run_id=rid, position="A~never"))
     assert not unknown.accepted
     assert "unknown position 'A~never'" in unknown.reason
