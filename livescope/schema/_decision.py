@@ -137,8 +137,9 @@ class StopPosition(_DecisionBase):
 
     Stopping a position stops its sub-sequences (``name~rule-3``) too; events
     added later that name it, give its plan index, or belong to one of its
-    sub-sequences are refused, and so are events at a place of their own (x/y
-    only) centred in its field or in a field of its sub-sequences.
+    sub-sequences are refused, and so are events imaged at x/y of their own (a
+    place of its own, or another position's close-up) centred in its field or
+    in a field of its sub-sequences.
     """
 
     type: Literal["stop_position"] = "stop_position"

@@ -245,8 +245,10 @@ class EventFeed:
             for ev in events:
                 key = event_key(ev)
                 stopper = self._stopper(key[0])
-                if stopper is None and parent_position(key[0]) not in self.positions:
-                    stopper = self._stopped_field_at(ev.x_pos, ev.y_pos)  # a place of its own
+                if stopper is None and (
+                    ev.metadata.get("explicit_xy") or parent_position(key[0]) not in self.positions
+                ):  # imaged at its own x/y (a place of its own, or a position's, e.g. a close-up)
+                    stopper = self._stopped_field_at(ev.x_pos, ev.y_pos)
                 out.append((self._moved(ev), key, key in self._planned_keys, stopper))
             return out
 
@@ -322,7 +324,8 @@ class EventFeed:
 
         Sub-sequence positions (``name~rule-3``) are the same patch of sample.
         Events added for any of them later are refused (the agent asks
-        `preview_added`), and so are events at places of their own (x/y only)
+        `preview_added`), and so are events imaged at x/y of their own (a place
+        of its own, or another position's event given x/y, such as a close-up)
         centred in the field of the position (where it is imaged now) or of
         any of its sub-sequences.
         """

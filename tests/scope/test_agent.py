@@ -244,8 +244,14 @@ def test_stopping_a_position_stops_its_sub_sequences_and_what_is_added_for_it_la
         assert not ack.accepted, x
         assert f"position {stopper} was stopped by an earlier decision and " in ack.reason
         assert "lies in its field" in ack.reason
-    # B goes on, and so does a place beside the stopped fields
+    # so is another position's event given x/y of its own (B's fields overlap A's: a close-up
+    # of B centred on a cell inside A's field would image the stopped patch)
+    ack = c.send(closeup("B~closeup-1", 61, x=100.0))
+    assert not ack.accepted
+    assert "was stopped by an earlier decision and B~closeup-1 lies in its field" in ack.reason
+    # B goes on, at its own centre and beside the stopped fields, and so does a place
     assert c.send(closeup("B~closeup-0", 60, x=300.0)).accepted
+    assert c.send(closeup("B~closeup-2", 61, x=200.0)).accepted
     assert c.send(at(300.0, 64)).accepted
     assert c.send(at(700.0, 64)).accepted
     unknown = c.send(StopPosition(run_id=rid, position="A~never"))
