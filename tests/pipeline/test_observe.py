@@ -1,0 +1,53 @@
+"""What the policies see of a field: per-cell measurements in the tracks' order."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage.draw import disk
+
+from livescope.pipeline import FrameResult
+from livescope.pipeline._jobs import Field
+from livescope.pipeline._observe import observe
+from livescope.tracking import OnlineTracker, measure_objects
+
+
+def _field_result(stain: bool) -> tuple[Field, FrameResult, np.ndarray, np.ndarray, OnlineTracker]:
+    rng = np.random.default_rng(3)
+    labels = np.zeros((96, 128), np.int32)
+    # labels out of order and with gaps; one cell on the frame's edge
+    for lab, (y, x, r) in zip((12, 3, 7, 40), ((20, 30, 8), (60, 90, 10), (70, 20, 6), (5, 120, 7)),
+                              strict=True):  # fmt: skip
+        labels[disk((y, x), r, shape=labels.shape)] = lab
+    nuclear = rng.uniform(50, 500, labels.shape).astype(np.uint16)
+    stain_map = rng.uniform(0, 1, labels.shape).astype(np.float32)
+    tracker = OnlineTracker()
+    objects = measure_objects(labels, nuclear)
+    res = FrameResult(
+        "A", 0, labels=labels, tracks=tracker.update(objects, frame=0),
+        stain=stain_map if stain else None, objects=objects,
+    )  # fmt: skip
+    fld = Field("A", 0, {("DAPI", 0): nuclear}, {"seq": 1, "x_um": 0.0, "y_um": 0.0}, 0)
+    return fld, res, nuclear, stain_map, tracker
+
+
+@pytest.mark.parametrize("stain", [pytest.param(True, id="stain"), pytest.param(False, id="none")])
+def test_cells_carry_their_own_mean_signal_and_stain(stain: bool) -> None:
+    fld, res, nuclear, stain_map, tracker = _field_result(stain)
+    obs = observe(
+        fld, res, nuclear_frame=nuclear, pixel_size_um=0.5, run_id="r", engines={},
+        tracker=tracker.snapshot(),
+    )  # fmt: skip
+    cells = obs.cells
+    assert res.tracks is not None
+    assert res.labels is not None
+    assert cells.labels.tolist() == res.tracks.labels.tolist()
+    assert sorted(cells.labels.tolist()) == [3, 7, 12, 40]
+    for k, lab in enumerate(cells.labels.tolist()):
+        mask = res.labels == lab
+        assert cells.area[k] == mask.sum()
+        assert cells.intensity[k] == pytest.approx(nuclear[mask].mean())
+        if stain:
+            assert cells.stain[k] == pytest.approx(float(stain_map[mask].mean()), rel=1e-6)
+        else:
+            assert np.isnan(cells.stain[k])
