@@ -48,7 +48,7 @@ def agent(
     The bus endpoints are written to RUN/bus.json for workers to attach.
     """
     setup_logging(verbose)
-    from livescope.schema import check_plan, load_plan, load_profile
+    from livescope.schema import check_output_folder, check_plan, load_plan, load_profile
     from livescope.scope import run_micromanager, run_simulated
 
     with user_errors(json_out):
@@ -69,7 +69,7 @@ def agent(
             fail(
                 f"{run_dir / 'data.ome.zarr'} already exists; choose a new --out", as_json=json_out
             )
-        run_dir.mkdir(parents=True, exist_ok=True)
+        check_output_folder(run_dir)  # (creates it)
         # the plan as given (with its policies) goes beside the recording for the worker
         (run_dir / "plan.yaml").write_bytes(plan.read_bytes())
         endpoints = {

@@ -129,7 +129,7 @@ def demo(
     """
     setup_logging(verbose)
 
-    from livescope.schema import load_plan, load_profile, plan_sections
+    from livescope.schema import check_plan, load_plan, load_profile, plan_sections
     from livescope.scope import demo_sequence
 
     with user_errors(json_out):
@@ -145,6 +145,7 @@ def demo(
         policies: list[Any] | None = None
         if plan is not None:
             sequence = load_plan(plan)
+            check_plan(sequence, prof, str(plan))  # (named by its file in the message)
             policies = plan_sections(plan).get("policies")  # type: ignore[assignment]
         else:
             sequence = demo_sequence(

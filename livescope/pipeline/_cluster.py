@@ -115,7 +115,8 @@ def replay_many(
     Raises
     ------
     LivescopeError
-        if dask.distributed is not installed, or the output folder is in use.
+        if dask.distributed is not installed, the output folder is in use, or
+        the scheduler cannot be reached.
 
     """
     try:
@@ -146,7 +147,15 @@ def replay_many(
     done: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
     try:
-        with Client(local if local is not None else cluster) as client:
+        try:
+            client = Client(local if local is not None else cluster)
+        except OSError as err:  # (a timeout too): nothing listens there, or a firewall
+            raise LivescopeError(
+                f"cannot reach the Dask scheduler at {cluster}: {err}"
+                if cluster
+                else f"cannot start a local Dask cluster: {err}"
+            ) from err
+        with client:
             client.run(_warm_up)  # imports and engine runtimes, before the clock starts
             t_submit = time.perf_counter()
             futures = {

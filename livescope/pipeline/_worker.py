@@ -272,6 +272,13 @@ class PipelineWorker:
         """Analyse until the agent has finished and every recorded field is analysed.
 
         Returns the worker's summary (also written to ``results/worker.json``).
+
+        Raises
+        ------
+        LivescopeError
+            if no agent appears within ``attach_timeout_s`` (no ``bus.json``) and
+            the folder holds no run or recording to analyse either (a wrong path).
+
         """
         deadline = time.monotonic() + attach_timeout_s
         bus = self.run_dir / BUS_FILE
@@ -279,6 +286,14 @@ class PipelineWorker:
             if (self.run_dir / "summary.json").exists():
                 break  # the run has already ended: analyse what was recorded
             time.sleep(0.05)
+        if not any((self.run_dir / f).exists() for f in (BUS_FILE, "summary.json", "frames.jsonl")):
+            self._finish(failed=True)
+            raise LivescopeError(
+                f"no agent in {self.run_dir}: no {BUS_FILE} appeared within "
+                f"{attach_timeout_s:g} s and the folder holds no run (summary.json) or "
+                "recording (frames.jsonl); start the agent first (`livescope agent`), or check "
+                "the run folder's path"
+            )
         with fast_thread_switching():
             try:
                 # the engines' first calls (allocation, kernels, CUDA graphs) before the first

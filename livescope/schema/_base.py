@@ -27,9 +27,23 @@ _M = TypeVar("_M", bound="FrozenModel")
 
 
 def check_output_folder(path: Path) -> None:
-    """Raise `LivescopeError` if ``path`` exists and is not a folder (outputs are folders)."""
+    """Make sure ``path`` is a folder that can be written to, creating it if missing.
+
+    Raises
+    ------
+    LivescopeError
+        if ``path`` (or one of its parents) is a file, or it cannot be created
+        (no permission, a read-only or missing drive), naming it and the reason.
+
+    """
     if path.exists() and not path.is_dir():
         raise LivescopeError(f"{path} is a file; the output must be a new folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LivescopeError(
+            f"cannot create the output folder {path}: {exc.strerror or exc}"
+        ) from exc
 
 
 def write_atomic(path: str | Path, data: str | bytes | memoryview) -> Path:

@@ -12,7 +12,7 @@ import useq
 
 from livescope.bus import machine_info
 from livescope.record import CODECS, OmeZarrWriter
-from livescope.schema import FrameInfo, HardwareProfile
+from livescope.schema import FrameInfo, HardwareProfile, LivescopeError
 
 from ._fanout import frame_info
 from ._sim import SimulatedMicroscope
@@ -41,7 +41,10 @@ def bench_camera(
     target in `CAMERA_TARGETS_FPS`, measured in the same run.
     """
     if profile.simulation is None:
-        raise ValueError(f"profile {profile.name!r} is not a simulated profile")
+        raise LivescopeError(
+            f"profile {profile.name!r} is not a simulated profile; this benchmark runs on the "
+            "simulated microscope (e.g. --profile sim)"
+        )
     chans = channels or tuple(c.name for c in profile.channels.presets)
     results: list[dict[str, Any]] = []
     for size in sizes:
@@ -198,9 +201,12 @@ def bench_record(
     each chunk itself); the default codec's row gives ``cpu_vs_zarr_path``.
     """
     if profile.simulation is None:
-        raise ValueError(f"profile {profile.name!r} is not a simulated profile")
+        raise LivescopeError(
+            f"profile {profile.name!r} is not a simulated profile; this benchmark runs on the "
+            "simulated microscope (e.g. --profile sim)"
+        )
     if repeats < 1 or frames < 1:
-        raise ValueError(f"repeats and frames must be >= 1, got {repeats} and {frames}")
+        raise LivescopeError(f"repeats and frames must be >= 1, got {repeats} and {frames}")
     results: list[dict[str, Any]] = []
     for size in sizes:
         imgs = _sim_frames(profile, size, frames)

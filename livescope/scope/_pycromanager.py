@@ -173,7 +173,14 @@ class PycromanagerAgent(ScopeAgent):
             if core is None:
                 from pycromanager import Core
 
-                core = Core(port=port)
+                try:
+                    core = Core(port=port)
+                except Exception as exc:  # (its bridge raises a bare Exception)
+                    raise LivescopeError(
+                        f"no Micro-Manager answered on port {port} ({exc}); start "
+                        "Micro-Manager, turn its server on (Tools > Options > Run server on "
+                        "port) and give that port with --port"
+                    ) from exc
             core = RemoteCore(core)
         elif core is None:
             raise LivescopeError("the Python backend needs a pymmcore-plus core")

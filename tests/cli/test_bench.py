@@ -25,6 +25,15 @@ def test_bench_cli_prints_one_json_object() -> None:
     assert {tuple(r["shape"]) for r in out["results"]} == {(512, 512), (2048, 2048)}
 
 
+@pytest.mark.parametrize("bench", ["camera", "record"])
+def test_bench_on_a_profile_that_is_not_simulated_is_a_clear_error(bench: str) -> None:
+    res = run_cli("bench", bench, "--profile", "replay", "--json")
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr
+    error = json.loads(res.stdout)["error"]
+    assert "profile 'replay' is not a simulated profile" in error
+
+
 def test_bench_record_writes_every_codec_side_by_side() -> None:
     out = bench_record(load_profile("sim"), sizes=(64,), frames=2, repeats=2)
     rows = {r["codec"]: r for r in out["results"] if r["path"] == "livescope"}

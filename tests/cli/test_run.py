@@ -151,8 +151,18 @@ def test_an_output_path_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
     plan.write_text(PLAN)
     taken = tmp_path / "taken"
     taken.write_text("")
-    for args in (("run", str(plan)), ("replay", str(tmp_path)), ("demo",)):
+    for args in (("run", str(plan)), ("replay", str(tmp_path)), ("demo",), ("agent", "--plan",
+                 str(plan))):  # fmt: skip
         res = run_cli(*args, "--out", str(taken), "--json")
         assert res.returncode == 2, res.stderr
         error = json.loads(res.stdout)["error"]
         assert error == f"{taken} is a file; the output must be a new folder"
+    # a folder that cannot be made (under a file): named, with the reason, not a traceback
+    under = taken / "run1"
+    for args in (("demo", "--no-analysis", "--frames", "1"), ("agent", "--plan", str(plan))):
+        res = run_cli(*args, "--out", str(under), "--json")
+        assert res.returncode == 2, res.stderr
+        assert "Traceback" not in res.stderr
+        assert json.loads(res.stdout)["error"].startswith(
+            f"cannot create the output folder {under}: "
+        )

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from livescope.pipeline import ReplaySpec, replay_many
-from livescope.schema import load_profile
+from livescope.schema import LivescopeError, load_profile
 from livescope.scope import demo_sequence, run_simulated
 
 from ..conftest import run_cli
@@ -71,3 +71,19 @@ def test_the_command_reports_failed_datasets_and_exits_1(tmp_path: Path) -> None
         f"DatasetError: {a}: no such file or folder",
         f"DatasetError: {b}: no such file or folder",
     ]
+
+
+def test_a_scheduler_that_does_not_answer_is_a_clear_error(tmp_path: Path) -> None:
+    import dask
+    import zmq
+
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.REP)  # a port that is free now (nothing listens once closed)
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    sock.close(linger=0)
+    address = f"tcp://127.0.0.1:{port}"
+    with (
+        dask.config.set({"distributed.comm.timeouts.connect": "1s"}),
+        pytest.raises(LivescopeError, match=f"cannot reach the Dask scheduler at {address}: "),
+    ):
+        replay_many([tmp_path / "any"], tmp_path / "out", cluster=address)

@@ -11,6 +11,7 @@ import pytest
 
 from livescope.inference import EngineError, find_engine
 from livescope.pipeline import PipelineWorker, WorkerConfig
+from livescope.schema import LivescopeError
 
 NO_ENGINES = WorkerConfig(segmenter=None, stain=None, states=None, overlay=False)
 
@@ -67,6 +68,13 @@ def test_a_resumed_worker_drops_what_the_killed_one_half_stored(tmp_path: Path) 
         assert len((res / "policy.jsonl").read_text().splitlines()) == 6  # t 5 was decided
     finally:
         w._finish(failed=True)
+
+
+def test_a_worker_with_no_agent_and_no_recording_says_so(tmp_path: Path) -> None:
+    w = PipelineWorker(tmp_path / "nosuchrun", NO_ENGINES)
+    with pytest.raises(LivescopeError, match=r"no agent in .*nosuchrun: no bus.json appeared "
+                       r"within 0.2 s and the folder holds no run"):  # fmt: skip
+        w.run(attach_timeout_s=0.2)
 
 
 def test_an_older_policy_state_never_replaces_a_newer_one(tmp_path: Path) -> None:
