@@ -101,6 +101,39 @@ def _outside(value: float, lo_hi: tuple[float, float]) -> bool:
     return not lo_hi[0] <= value <= lo_hi[1]
 
 
+def _time_and_grid_problems(sequence: useq.MDASequence, profile: HardwareProfile) -> list[str]:
+    """Return the problems of negative time steps and of grids without a field of view."""
+    problems = []
+    tp = sequence.time_plan
+    phases = getattr(tp, "phases", None) or ([tp] if tp is not None else [])
+    for k, phase in enumerate(phases):
+        where = "time_plan" + (f".phases.{k}" if len(phases) > 1 else "")
+        for name in ("interval", "duration"):
+            step = getattr(phase, name, None)
+            if step is not None and step.total_seconds() < 0:
+                problems.append(
+                    f"{where}.{name}: {step.total_seconds():g} s; time only runs forward "
+                    "(give a value >= 0)"
+                )
+    grids = [("grid_plan", sequence.grid_plan)] + [
+        (f"stage_positions.{i}.sequence.grid_plan", p.sequence.grid_plan)
+        for i, p in enumerate(sequence.stage_positions)
+        if p.sequence is not None and p.sequence.grid_plan is not None
+    ]
+    h, w = profile.field_of_view_um
+    for where, grid in grids:
+        if (
+            grid is not None
+            and hasattr(grid, "fov_width")
+            and (grid.fov_width is None or grid.fov_height is None)
+        ):
+            problems.append(
+                f"{where}: give fov_width and fov_height (µm): without them useq places the "
+                f"tiles 1 µm apart; this profile's field of view is {w:g} x {h:g} µm"
+            )
+    return problems
+
+
 def check_plan(
     sequence: useq.MDASequence,
     profile: HardwareProfile,
@@ -110,9 +143,11 @@ def check_plan(
 ) -> None:
     """Check that every event of ``sequence`` can run on the rig of ``profile``.
 
-    Checks channel group and preset names, exposures against each preset's limits
-    and the light-dose budget, and every stage position (including grid and z-plan
-    offsets) against the profile's stage travel. ``events``: the sequence's events
+    Checks channel group and preset names (each channel given once; at least
+    one), exposures against each preset's limits and the light-dose budget,
+    time steps (none negative), grids (their field of view given), and every
+    stage position (including grid and z-plan offsets) against the profile's
+    stage travel. ``events``: the sequence's events
     if the caller has them already (expanding a plan costs ~40 µs per event).
 
     Raises
@@ -123,8 +158,18 @@ def check_plan(
     """
     problems: list[str] = []
     chans = profile.channels
+    known = ", ".join(c.name for c in chans.presets)
+    if not sequence.channels:
+        problems.append(f"channels: the plan has no channels; give at least one of: {known}")
+    first: dict[str, int] = {}
     for i, ch in enumerate(sequence.channels):
         where = f"channels.{i}"
+        if (j := first.setdefault(ch.config, i)) != i:
+            problems.append(
+                f"{where}.config: channel {ch.config!r} is already channels.{j}; a recording "
+                "keeps one c index per channel, so its frames would overwrite the other's "
+                "(give each channel once)"
+            )
         if ch.group != chans.config_group:
             problems.append(
                 f"{where}.group: config group {ch.group!r} is not the profile's channel group "
@@ -149,6 +194,7 @@ def check_plan(
                     f"(light_dose.max_exposure_ms_per_frame = {limit} ms)"
                 )
 
+    problems += _time_and_grid_problems(sequence, profile)
     xy, z = profile.stages.xy, profile.stages.z
     seen: set[str] = set()
     for event in sequence if events is None else events:

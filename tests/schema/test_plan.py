@@ -55,6 +55,46 @@ def test_good_plan_passes(sim_profile: HardwareProfile) -> None:
             "light_dose.max_exposure_ms_per_frame",
             id="light-dose",
         ),
+        pytest.param(
+            {
+                "channels": [
+                    {"config": "Phase", "exposure": 20},
+                    {"config": "Phase", "exposure": 50},
+                ]
+            },
+            "channels.1.config: channel 'Phase' is already channels.0",
+            id="channel-twice",
+        ),
+        pytest.param(
+            {"channels": []},
+            "channels: the plan has no channels; give at least one of: Phase, DAPI",
+            id="no-channels",
+        ),
+        pytest.param(
+            {"time_plan": {"interval": -60, "loops": 2}},
+            "time_plan.interval: -60 s; time only runs forward",
+            id="negative-interval",
+        ),
+        pytest.param(
+            {"time_plan": {"phases": [{"interval": 1, "loops": 2}, {"duration": -5, "loops": 2}]}},
+            "time_plan.phases.1.duration: -5 s",
+            id="negative-phase",
+        ),
+        pytest.param(
+            {"grid_plan": {"rows": 2, "columns": 2}},
+            "grid_plan: give fov_width and fov_height (µm): without them useq places the tiles "
+            "1 µm apart; this profile's field of view is 332.8 x 332.8 µm",
+            id="grid-without-fov",
+        ),
+        pytest.param(
+            {
+                "stage_positions": [
+                    {"x": 0, "y": 0, "sequence": {"grid_plan": {"rows": 1, "columns": 2}}}
+                ]
+            },
+            "stage_positions.0.sequence.grid_plan: give fov_width and fov_height",
+            id="position-grid-without-fov",
+        ),
     ],
 )
 def test_bad_plan_names_problem(sim_profile: HardwareProfile, kw: dict, expected: str) -> None:
