@@ -40,6 +40,8 @@ def view(
     """
     setup_logging(verbose)
     with user_errors(json_out):
+        if run.exists() and not run.is_dir():
+            fail(f"{run} is a file; give the run's folder", as_json=json_out)
         try:
             import napari
         except ImportError as exc:

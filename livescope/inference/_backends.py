@@ -138,7 +138,12 @@ class _OrtSession:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = _threads()
         opts.log_severity_level = 3
-        self._sess = ort.InferenceSession(str(model), sess_options=opts, providers=providers)
+        try:
+            self._sess = ort.InferenceSession(str(model), sess_options=opts, providers=providers)
+        except Exception as exc:  # (ORT's own error types derive from Exception only)
+            raise LivescopeError(
+                f"{model}: ONNX Runtime cannot load it as an ONNX model ({str(exc).strip()[:300]})"
+            ) from exc
         self.backend = "onnxruntime"
         self.device = self._sess.get_providers()[0]
         inp = self._sess.get_inputs()[0]
@@ -410,6 +415,12 @@ def build_plan(
     if not is_rtx and major < 11 and precision == "fp16":
         config.set_flag(trt.BuilderFlag.FP16)
     if compute_capabilities:
+        known = [n for n in dir(trt.ComputeCapability) if n.startswith("SM")]
+        if unknown := [cc for cc in compute_capabilities if cc not in known]:
+            raise LivescopeError(
+                f"engine {card.name}: unknown compute capability {', '.join(unknown)}; "
+                f"{trt.__name__} {trt.__version__} knows {', '.join(known)}"
+            )
         config.num_compute_capabilities = len(compute_capabilities)
         for i, cc in enumerate(compute_capabilities):
             config.set_compute_capability(getattr(trt.ComputeCapability, cc), i)

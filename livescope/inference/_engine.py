@@ -172,6 +172,10 @@ class Engine:
         self.folder = find_engine(name_or_path)
         self.card = EngineCard.from_file(self.folder / "card.yaml")
         self.name = self.card.name
+        if precision not in ("fp32", "fp16"):
+            raise EngineError(
+                f"engine {self.name}: precision must be fp32 or fp16, not {precision!r}"
+            )
         self.model_path = self.folder / self.card.model
         if not self.model_path.is_file():
             raise EngineError(f"engine {self.name}: model file {self.model_path} is missing")

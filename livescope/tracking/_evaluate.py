@@ -38,12 +38,16 @@ def evaluate_tracking(res: str | Path, gt: str | Path, *, div_tolerance: int = 1
     for f in (res / "res_track.txt", gt / "TRA" / "man_track.txt"):
         _check_track_file(f)
     if masks:
-        shapes = [_tiff_shape(p) for p in (masks[0], truth[0])]
-        if shapes[0] != shapes[1]:
-            raise LivescopeError(
-                f"{masks[0]} is {shapes[0]} px but the ground truth's {truth[0].name} is "
-                f"{shapes[1]} px: result and ground truth must be the same frames"
-            )
+        want = _tiff_shape(truth[0])
+        for m in masks:  # (headers only)
+            shape = _tiff_shape(m, labels=True)
+            if shape != want:
+                raise LivescopeError(
+                    f"{m} is {shape} px but the ground truth's {truth[0].name} is {want} px: "
+                    "result and ground truth must be the same frames (2-D label images)"
+                )
+    if not (res / "res_track.txt").read_text(encoding="utf-8").strip():
+        raise LivescopeError(f"{res / 'res_track.txt'} lists no tracks: nothing to score")
     metrics = ["Valid", "TRA", "DET", "LNK", f"BC({max(div_tolerance, 3)})"]
     with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -95,11 +99,17 @@ def _check_track_file(path: Path) -> None:
             )
 
 
-def _tiff_shape(path: Path) -> tuple[int, ...]:
+def _tiff_shape(path: Path, *, labels: bool = False) -> tuple[int, ...]:
+    """Return a TIFF's shape (its header only); ``labels``: refuse one that holds no labels."""
+    import numpy as np
     import tifffile
 
     try:
         with tifffile.TiffFile(path) as tf:
-            return tuple(tf.pages[0].shape)
-    except (OSError, ValueError, tifffile.TiffFileError) as exc:
+            page = tf.pages[0]
+            shape, dtype = tuple(page.shape), np.dtype(page.dtype)
+    except (OSError, ValueError, IndexError, tifffile.TiffFileError) as exc:
         raise LivescopeError(f"{path}: cannot read it as a TIFF ({exc})") from exc
+    if labels and not np.issubdtype(dtype, np.integer):
+        raise LivescopeError(f"{path}: a mask must hold integer labels, not {dtype} values")
+    return shape

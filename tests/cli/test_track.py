@@ -130,3 +130,25 @@ def test_eval_track_refuses_other_frames_and_a_malformed_track_file(tmp_path: Pa
         "res_track.txt, line 2: '2 0 x 0' is not 'label begin end parent'"
         in (json.loads(r.stdout)["error"])
     )
+    # each mask is checked, not only the first: a later one cut short, of floats, not a
+    # TIFF; and a result without tracks
+    (bad / "res_track.txt").write_text((tmp_path / "gt" / "TRA" / "man_track.txt").read_text())
+    shape = tifffile.imread(bad / "mask000.tif").shape
+    last = sorted(bad.glob("mask*.tif"))[-1]
+    for content, error in (
+        (np.zeros((shape[0] // 2, shape[1]), np.uint16), f"{last} is ({shape[0] // 2}, "),
+        (np.zeros(shape, np.float32), f"{last}: a mask must hold integer labels, not float32"),
+        (b"not a tiff", f"{last}: cannot read it as a TIFF"),
+        (None, "res_track.txt lists no tracks: nothing to score"),
+    ):
+        if content is None:
+            tifffile.imwrite(last, np.zeros(shape, np.uint16))
+            (bad / "res_track.txt").write_text("")
+        elif isinstance(content, bytes):
+            last.write_bytes(content)
+        else:
+            tifffile.imwrite(last, content)
+        r = cli("eval", "track", "--res", str(bad), "--gt", str(tmp_path / "gt"), "--json")
+        assert r.returncode == 2, r.stderr
+        assert "Traceback" not in r.stderr
+        assert error in json.loads(r.stdout)["error"]

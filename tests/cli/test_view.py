@@ -20,6 +20,15 @@ def test_view_is_a_command() -> None:
     assert "overlay" in res.stdout
 
 
+def test_view_of_a_file_fails_clearly(tmp_path: Path) -> None:
+    (tmp_path / "summary.json").write_text("{}")
+    res = run_cli("view", str(tmp_path / "summary.json"), "--json")
+    assert res.returncode == 2, res.stderr
+    assert json.loads(res.stdout)["error"] == (
+        f"{tmp_path / 'summary.json'} is a file; give the run's folder"
+    )
+
+
 @pytest.mark.skipif(find_spec("napari") is None, reason="napari not installed")
 def test_view_without_an_overlay_fails_clearly(tmp_path: Path) -> None:
     res = run_cli("view", str(tmp_path), "--timeout-s", "0.2", "--json")

@@ -27,8 +27,9 @@ from livescope.inference import (
     normalize_percentile,
     scores,
     select_backend,
+    sha256_file,
 )
-from livescope.schema import EngineCard, EngineCardError
+from livescope.schema import EngineCard, EngineCardError, LivescopeError
 
 ENGINE = "nuclei-unet"
 
@@ -77,6 +78,23 @@ def test_tampered_model_is_refused(tmp_path: Path) -> None:
         EngineError, match=r"nuclei-unet: model.onnx has sha256 .* changed or corrupted"
     ):
         Engine(folder)
+
+
+def test_a_model_that_is_not_onnx_is_refused(tmp_path: Path) -> None:
+    folder = _copy_engine(tmp_path)
+    (folder / "model.onnx").write_bytes(b"not an onnx model")  # and a card that vouches for it
+    card = (folder / "card.yaml").read_text()
+    old = EngineCard.from_file(folder / "card.yaml").sha256
+    (folder / "card.yaml").write_text(card.replace(old, sha256_file(folder / "model.onnx")))
+    with pytest.raises(LivescopeError, match=r"model.onnx: ONNX Runtime cannot load it as an ONNX"):
+        Engine(folder, backend="onnxruntime")
+
+
+def test_an_unknown_precision_is_refused() -> None:
+    with pytest.raises(
+        EngineError, match="nuclei-unet: precision must be fp32 or fp16, not 'fp64'"
+    ):
+        Engine(ENGINE, backend="onnxruntime", precision="fp64")
 
 
 def test_missing_model_is_refused(tmp_path: Path) -> None:
@@ -456,6 +474,10 @@ def test_tensorrt_rtx_builds_every_shipped_engine_ahead_of_time() -> None:
             folder / card.model, card, [(512, 512), (1024, 1024)], ["SM89"]
         )
         assert len(plan) > 100_000, name
+    card = EngineCard.from_file(builtin_engines()[ENGINE] / "card.yaml")
+    with pytest.raises(LivescopeError, match="unknown compute capability SM999; tensorrt_rtx"):
+        rtx.build_ahead_of_time(builtin_engines()[ENGINE] / card.model, card, [(512, 512)],
+                                ["SM999"])  # fmt: skip
 
 
 def test_closed_engine_cannot_run(frame: np.ndarray) -> None:
