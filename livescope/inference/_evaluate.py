@@ -86,12 +86,17 @@ def evaluate_segmentation(
     for i, (img_path, lab_path) in enumerate(pairs):
         frame = read_image(img_path)
         truth = read_image(lab_path)
-        if frame.ndim != 2 or truth.shape != frame.shape:
+        if frame.ndim != 2:
+            raise LivescopeError(
+                f"{img_path.name}: the image is {frame.shape}, not one 2-D plane (save a stack's "
+                "planes, or an RGB image's nuclear channel, as images of their own)"
+            )
+        if truth.shape != frame.shape:
             raise LivescopeError(
                 f"{img_path.name}: image {frame.shape} and labels {truth.shape} must be the same "
                 "2-D shape"
             )
-        _refuse_binary_mask(truth, lab_path)
+        truth = _instance_labels(truth, lab_path)
         if engine is not None:
             res = engine.segment(frame)
             pred = res.labels
@@ -118,6 +123,42 @@ def evaluate_segmentation(
         "images": len(pairs),
         "per_image": per_image,
     }
+
+
+def _instance_labels(truth: NDArray[Any], path: Path) -> NDArray[Any]:
+    """Return ground truth as integer instance labels, or refuse what is none.
+
+    Refused: fractional or negative values, an intensity image (neighbouring
+    pixels differ almost everywhere; in labels only along borders: were the
+    folders swapped?) and a binary mask.
+    """
+    if truth.dtype.kind == "b":
+        truth = truth.astype(np.uint8)
+    elif truth.dtype.kind == "f":
+        if not (np.isfinite(truth).all() and np.array_equal(truth, np.round(truth))):
+            raise LivescopeError(
+                f"{path.name}: the labels hold fractional values ({truth.dtype}); instance "
+                "labels are whole numbers, one per nucleus (0 = background)"
+            )
+        truth = truth.astype(np.int64)
+    elif truth.dtype.kind not in "iu":
+        raise LivescopeError(f"{path.name}: labels of type {truth.dtype} are not instance labels")
+    if truth.size and truth.min() < 0:
+        raise LivescopeError(
+            f"{path.name}: the labels hold negative values; instance labels are 0 (background) "
+            "or a positive id per nucleus"
+        )
+    left, right = truth[:, :-1], truth[:, 1:]
+    both = (left != 0) & (right != 0)
+    pairs = int(both.sum())
+    if pairs >= 100 and (changed := float((left != right)[both].mean())) > 0.5:
+        raise LivescopeError(
+            f"{path.name}: this looks like an intensity image, not instance labels "
+            f"(neighbouring pixels differ in {changed:.0%} of pairs; in labels only where two "
+            "nuclei touch): were --images and --labels swapped?"
+        )
+    _refuse_binary_mask(truth, path)
+    return truth
 
 
 def _refuse_binary_mask(truth: NDArray[Any], path: Path) -> None:

@@ -109,6 +109,13 @@ class ReplaySource:
         first = dataset.frames[0]
         self.shape = first.shape
         self.dtype = np.dtype(first.dtype)
+        for f in dataset.frames:  # one camera, one frame size: refused now, not mid-run
+            if f.shape != first.shape or f.dtype != first.dtype:
+                raise LivescopeError(
+                    f"{dataset.path}: frame {f.origin} is {f.shape[0]}x{f.shape[1]} px "
+                    f"{f.dtype}, the first ({first.origin}) {first.shape[0]}x{first.shape[1]} "
+                    f"px {first.dtype}; a replay serves frames of one size and type"
+                )
         known = [f.sample_time_s for f in dataset.frames if f.sample_time_s is not None]
         self.t0_s = min(known) if known else 0.0
 

@@ -84,6 +84,37 @@ def test_a_binary_mask_as_labels_is_refused(tmp_path: Path) -> None:
         evaluate_segmentation(None, tmp_path / "images", tmp_path / "labels", classical=True)
 
 
+def _labels_refused(tmp_path: Path, image: np.ndarray, labels: np.ndarray) -> str:
+    from livescope.inference import evaluate_segmentation
+
+    for d, a in (("images", image), ("labels", labels)):
+        (tmp_path / d).mkdir(exist_ok=True)
+        tifffile.imwrite(tmp_path / d / "a.tif", a, photometric="minisblack")
+    with pytest.raises(LivescopeError) as info:
+        evaluate_segmentation(None, tmp_path / "images", tmp_path / "labels", classical=True)
+    return str(info.value)
+
+
+def test_ground_truth_that_is_not_instance_labels_is_refused(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    labels = np.zeros((64, 64), np.uint16)
+    labels[4:20, 4:20], labels[30:50, 30:50] = 1, 2
+    image = rng.integers(100, 4000, labels.shape).astype(np.uint16)
+    assert "fractional values (float32)" in _labels_refused(
+        tmp_path, image, labels.astype(np.float32) + 0.5
+    )
+    assert "negative values" in _labels_refused(tmp_path, image, labels.astype(np.int16) - 1)
+    assert "were --images and --labels swapped?" in _labels_refused(tmp_path, labels, image)
+    assert "not one 2-D plane" in _labels_refused(tmp_path, np.stack([image] * 4), labels)
+    # whole-number floats are labels all the same
+    from livescope.inference import evaluate_segmentation
+
+    tifffile.imwrite(tmp_path / "labels" / "a.tif", labels.astype(np.float32))
+    tifffile.imwrite(tmp_path / "images" / "a.tif", (labels > 0) * 1000 + 100)
+    r = evaluate_segmentation(None, tmp_path / "images", tmp_path / "labels", classical=True)
+    assert r["n_true"] == 2
+
+
 def test_eval_bad_folders_give_clear_errors(tmp_path: Path) -> None:
     (tmp_path / "images").mkdir()
     (tmp_path / "labels").mkdir()

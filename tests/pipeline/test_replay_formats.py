@@ -215,6 +215,17 @@ def test_a_missing_or_unreadable_dataset_is_a_clear_error(tmp_path: Path) -> Non
     res = run_cli("replay", str(bad), "--out", str(tmp_path / "o2"), "--json")
     assert res.returncode == 2
     assert json.loads(res.stdout)["error"].startswith(f"{bad}: not a readable TIFF")
+    # frames of another size: refused before the run, not a frame lost mid-run
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for t, side in enumerate((64, 32)):
+        tifffile.imwrite(mixed / f"t{t:03d}.tif", np.zeros((side, side), np.uint16))
+    res = run_cli("replay", str(mixed), "--out", str(tmp_path / "o3"), "--json")
+    assert res.returncode == 2, res.stderr
+    assert json.loads(res.stdout)["error"] == (
+        f"{mixed}: frame t001.tif is 32x32 px uint16, the first (t000.tif) 64x64 px uint16; "
+        "a replay serves frames of one size and type"
+    )
 
 
 def test_a_worker_that_refuses_its_settings_fails_the_replay_at_once(tmp_path: Path) -> None:
