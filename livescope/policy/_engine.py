@@ -14,7 +14,7 @@ from livescope.schema import Decision, HardwareProfile, LivescopeError, plan_sec
 
 from ._guardrails import Guardrails
 from ._observation import Firing, Observation
-from ._rules import Policy, rules_from_spec
+from ._rules import Policy, Rule, rules_from_spec
 
 __all__ = ["PolicyEngine", "Verdict", "load_policies", "rules_for_profile"]
 
@@ -49,7 +49,12 @@ def load_policies(path: str | Path, profile: HardwareProfile) -> list[Policy]:
 def rules_for_profile(
     spec: object, profile: HardwareProfile, *, source: str = "plan"
 ) -> list[Policy]:
-    """`rules_from_spec` checked against a rig: its channel group and channel names.
+    """`rules_from_spec` checked against a rig: its channels and the guardrails' limits.
+
+    A declared rule whose every firing the guardrails would refuse (an
+    ``acquire`` exposure outside its channel's limits or over the light-dose
+    budget per frame, time points or a changed interval closer than
+    ``guardrails.min_interval_s``) is refused now, before anything moves.
 
     Raises
     ------
@@ -57,12 +62,47 @@ def rules_for_profile(
         naming the rule and what is wrong with it (e.g. a channel the rig lacks).
 
     """
-    return rules_from_spec(
+    rules = rules_from_spec(
         spec,
         channel_group=profile.channels.config_group,
         source=source,
         channels=[c.name for c in profile.channels.presets],
     )
+    for i, rule in enumerate(rules):
+        if isinstance(rule, Rule) and (problem := _never_passes(rule, profile)):
+            raise LivescopeError(f"{source}: policies.{i} ({rule.name}): {problem}")
+    return rules
+
+
+def _never_passes(rule: Rule, profile: HardwareProfile) -> str | None:
+    """Return why the guardrails would refuse every firing of ``rule``, or None."""
+    g, dose = profile.guardrails, profile.light_dose
+    if rule.action == "change_interval" and float(rule.params["interval_s"]) < g.min_interval_s:
+        return (
+            f"change_interval.interval_s = {rule.params['interval_s']:g} s is shorter than "
+            f"guardrails.min_interval_s = {g.min_interval_s:g} s"
+        )
+    if (acq := rule.acquire) is None:
+        return None
+    if acq.loops > 1 and acq.interval_s < g.min_interval_s:
+        return (
+            f"acquire.interval_s = {acq.interval_s:g} s is shorter than "
+            f"guardrails.min_interval_s = {g.min_interval_s:g} s"
+        )
+    for ch in acq.channels:
+        preset = profile.channels.get(ch)
+        exp = (acq.exposure_ms or {}).get(ch, preset.default_exposure_ms)
+        if not preset.exposure_min_ms <= exp <= preset.exposure_max_ms:
+            return (
+                f"acquire.exposure_ms {ch}: {exp:g} ms is outside channel {ch!r} limits "
+                f"[{preset.exposure_min_ms:g}, {preset.exposure_max_ms:g}] ms"
+            )
+        if preset.kind == "fluorescence" and exp > dose.max_exposure_ms_per_frame:
+            return (
+                f"acquire.exposure_ms {ch}: {exp:g} ms exceeds "
+                f"light_dose.max_exposure_ms_per_frame = {dose.max_exposure_ms_per_frame:g} ms"
+            )
+    return None
 
 
 class PolicyEngine:

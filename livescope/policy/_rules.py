@@ -298,7 +298,9 @@ class Rule:
         try:
             self.trigger = TRIGGERS[kind](**dict(params or {}))
         except TypeError as exc:
-            raise ValueError(f"rule {name!r}: trigger {kind}: {exc}") from None
+            raise ValueError(
+                f"rule {name!r}: trigger {kind}: {_settings_problem(TRIGGERS[kind], params, exc)}"
+            ) from None
         if len(do) != 1 or next(iter(do)) not in ACTIONS:
             raise ValueError(
                 f"rule {name!r}: 'do' must be one of {', '.join(ACTIONS)}, got {dict(do)}"
@@ -310,10 +312,13 @@ class Rule:
         self.acquire: Acquire | None = None
         """The sub-sequence an ``acquire`` rule adds (checked once, here)."""
         if self.action == "acquire":
+            spec = _acquire_spec(self.params, channel_group)
             try:
-                self.acquire = acq = Acquire(**_acquire_spec(self.params, channel_group))
+                self.acquire = acq = Acquire(**spec)
             except TypeError as exc:
-                raise ValueError(f"rule {name!r}: acquire: {exc}") from None
+                raise ValueError(
+                    f"rule {name!r}: acquire: {_settings_problem(Acquire, spec, exc)}"
+                ) from None
             if channels is not None and (unknown := [c for c in acq.channels if c not in channels]):
                 raise ValueError(
                     f"rule {name!r}: acquire.channels {unknown} are not channels of the rig "
@@ -433,6 +438,20 @@ def _python_policy(item: dict[str, Any], where: str) -> Policy:
             f"name == {name!r})"
         )
     return policy
+
+
+def _settings_problem(cls: Any, given: Mapping[str, Any] | None, exc: TypeError) -> str:
+    """Say which settings a trigger or action does not know (not its class' __init__)."""
+    import inspect
+
+    takes = [p for p in inspect.signature(cls).parameters if not p.startswith("_")]
+    if unknown := sorted(set(given or {}) - set(takes)):
+        return f"unknown setting(s) {unknown}; it takes {takes}"
+    missing = [
+        p.name for p in inspect.signature(cls).parameters.values()
+        if p.default is inspect.Parameter.empty and p.name not in (given or {})
+    ]  # fmt: skip
+    return f"missing setting(s) {missing}; it takes {takes}" if missing else str(exc)
 
 
 def rules_from_spec(

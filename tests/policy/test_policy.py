@@ -17,6 +17,7 @@ from livescope.policy import (
     Observation,
     PolicyEngine,
     Rule,
+    rules_for_profile,
     rules_from_spec,
 )
 from livescope.schema import AddEvents, ChangeInterval, Decision, LivescopeError, Move, load_profile
@@ -259,11 +260,46 @@ def test_a_lasting_condition_is_remembered_across_a_restart(
          r"stop_position takes nothing, not \['position'\]"),
         ([{"name": "a", "when": {"mitosis": {}}, "do": {"record": {}}, "cooldown_radius_um": 20}],
          "has no effect without cooldown_s"),
+        # a misspelt setting is named with those the trigger or action takes
+        ([{"name": "a", "when": {"cell_count": {"hysterisis": 2}}, "do": {"record": {}}}],
+         r"trigger cell_count: unknown setting\(s\) \['hysterisis'\]; it takes \[.*'hysteresis'"),
+        ([{"name": "a", "when": {"mitosis": {}}, "do": {"acquire": {"channels": ["DAPI"],
+          "loop": 3}}}], r"acquire: unknown setting\(s\) \['loop'\]; it takes \[.*'loops'"),
     ],
 )  # fmt: skip
 def test_bad_rules_are_reported_by_name(spec: list, expected: str) -> None:
     with pytest.raises(LivescopeError, match=expected):
         rules_from_spec(spec, source="plan.yaml", channels=["Phase", "DAPI"])
+
+
+@pytest.mark.parametrize(
+    ("do", "expected"),
+    [
+        pytest.param({"acquire": {"channels": ["DAPI"], "exposure_ms": {"DAPI": 1500}}},
+                     "acquire.exposure_ms DAPI: 1500 ms exceeds light_dose.max_exposure_ms_per_"
+                     "frame = 1000 ms", id="light-dose"),
+        pytest.param({"acquire": {"channels": ["Phase"], "exposure_ms": {"Phase": 900}}},
+                     "acquire.exposure_ms Phase: 900 ms is outside channel 'Phase' limits "
+                     "[1, 500] ms", id="exposure-limits"),
+        pytest.param({"acquire": {"channels": ["DAPI"], "loops": 3, "interval_s": 0.2}},
+                     "acquire.interval_s = 0.2 s is shorter than guardrails.min_interval_s = 1 s",
+                     id="acquire-interval"),
+        pytest.param({"change_interval": {"interval_s": 0.01}},
+                     "change_interval.interval_s = 0.01 s is shorter than "
+                     "guardrails.min_interval_s = 1 s", id="change-interval"),
+    ],
+)  # fmt: skip
+def test_a_rule_the_guardrails_would_always_refuse_is_refused_at_load(
+    do: dict, expected: str
+) -> None:
+    spec = [{"name": "a", "when": {"mitosis": {}}, "do": do}]
+    with pytest.raises(LivescopeError) as info:
+        rules_for_profile(spec, load_profile("sim"), source="plan.yaml")
+    assert str(info.value) == f"plan.yaml: policies.0 (a): {expected}"
+    # within the rig's limits it loads
+    ok = {"acquire": {"channels": ["DAPI"], "loops": 3, "interval_s": 1.0,
+                      "exposure_ms": {"DAPI": 1000}}}  # fmt: skip
+    assert len(rules_for_profile([{**spec[0], "do": ok}], load_profile("sim"))) == 1
 
 
 def test_one_channel_may_be_named_without_a_list() -> None:
