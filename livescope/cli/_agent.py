@@ -9,7 +9,16 @@ from typing import Annotated, Any
 
 import typer
 
-from ._common import JsonOpt, accelerated, emit, fail, setup_logging, stderr, user_errors
+from ._common import (
+    JsonOpt,
+    accelerated,
+    emit,
+    fail,
+    refuse_replay_profile,
+    setup_logging,
+    stderr,
+    user_errors,
+)
 
 
 def agent(
@@ -62,6 +71,7 @@ def agent(
                 as_json=json_out,
             )
         prof = accelerated(load_profile(profile), time_acceleration, as_json=json_out)
+        refuse_replay_profile(prof, "agent", as_json=json_out)
         sequence = load_plan(plan)
         check_plan(sequence, prof, str(plan))
         run_dir = out or Path("runs") / time.strftime("agent-%Y%m%d-%H%M%S")

@@ -19,6 +19,7 @@ from ._common import (
     emit,
     fail,
     progress_bar,
+    refuse_replay_profile,
     setup_logging,
     stderr,
     user_errors,
@@ -246,6 +247,7 @@ def run_cmd(
                 as_json=json_out,
             )
         prof = accelerated(load_profile(profile), time_acceleration, as_json=json_out)
+        refuse_replay_profile(prof, "run", as_json=json_out)
         sequence = load_plan(plan)
         check_plan(sequence, prof, str(plan))
         policies = plan_sections(plan).get("policies")

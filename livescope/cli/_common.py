@@ -45,6 +45,17 @@ def accelerated(profile: Any, time_acceleration: float | None, *, as_json: bool)
     return profile.replace(simulation=sim.model_dump())
 
 
+def refuse_replay_profile(profile: Any, command: str, *, as_json: bool) -> None:
+    """Exit 2 with a clear message when ``profile`` is a replay profile (no rig to drive)."""
+    if profile.kind == "replay":
+        fail(
+            f"profile {profile.name!r} is kind 'replay': it serves recorded data to "
+            f"`livescope replay`; `livescope {command}` drives a simulated or micromanager rig "
+            "(e.g. --profile sim)",
+            as_json=as_json,
+        )
+
+
 def setup_logging(verbose: bool = False) -> None:
     """Log livescope to stderr (stdout is kept for results and ``--json``)."""
     handler = logging.StreamHandler(sys.stderr)

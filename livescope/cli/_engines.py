@@ -332,7 +332,7 @@ def eval_states(
     simulated: Annotated[
         str | None, typer.Option(help="Score on simulated fields from these seeds, e.g. 100,101.")
     ] = None,
-    views: Annotated[int, typer.Option(help="Simulated fields per seed.")] = 20,
+    views: Annotated[int, typer.Option(min=1, help="Simulated fields per seed.")] = 20,
     images: Annotated[
         Path | None, typer.Option(help="CTC image folder (tTTT.tif): report divisions flagged.")
     ] = None,

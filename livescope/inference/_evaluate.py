@@ -22,8 +22,8 @@ __all__ = ["evaluate_segmentation", "paired_files", "read_image"]
 _SUFFIXES = (".tif", ".tiff", ".png")
 
 
-def paired_files(images: Path, labels: Path) -> list[tuple[Path, Path]]:
-    """Images and label images paired by file name.
+def paired_files(images: Path, labels: Path, *, what: str = "label") -> list[tuple[Path, Path]]:
+    """Images and label images (or ``what`` the second folder holds) paired by file name.
 
     Raises
     ------
@@ -42,7 +42,7 @@ def paired_files(images: Path, labels: Path) -> list[tuple[Path, Path]]:
         raise LivescopeError(f"no images ({', '.join(_SUFFIXES)}) in {images}")
     missing = [p.name for p in imgs if not (labels / p.name).is_file()]
     if missing:
-        raise LivescopeError(f"no label file in {labels} for: {', '.join(missing[:10])}")
+        raise LivescopeError(f"no {what} file in {labels} for: {', '.join(missing[:10])}")
     return [(p, labels / p.name) for p in imgs]
 
 

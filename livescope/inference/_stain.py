@@ -130,7 +130,7 @@ def _pairs(inp: Path, target: Path) -> list[tuple[Path, Path]]:
     if inp.is_file() and target.is_file():
         return [(inp, target)]
     if inp.is_dir() and target.is_dir():
-        return paired_files(inp, target)
+        return paired_files(inp, target, what="target")
     for p in (inp, target):
         if not p.exists():
             raise LivescopeError(f"{p} does not exist")

@@ -110,6 +110,18 @@ def test_an_unknown_backend_is_a_clear_error(tmp_path: Path) -> None:
     assert "unknown acquisition backend 'micromanager'" in json.loads(res.stdout)["error"]
 
 
+def test_a_replay_profile_is_refused_by_run_and_agent(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(PYCRO_PLAN)
+    for cmd, args in (("run", (str(plan),)), ("agent", ("--plan", str(plan)))):
+        res = run_cli(cmd, *args, "--profile", "replay", "--out", str(tmp_path / cmd), "--json")
+        assert res.returncode == 2, res.stderr
+        assert json.loads(res.stdout)["error"] == (
+            "profile 'replay' is kind 'replay': it serves recorded data to `livescope replay`; "
+            f"`livescope {cmd}` drives a simulated or micromanager rig (e.g. --profile sim)"
+        )
+
+
 @pytest.mark.slow
 def test_an_interrupted_run_says_so_in_its_summary(tmp_path: Path) -> None:
     import signal
