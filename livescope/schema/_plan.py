@@ -7,6 +7,7 @@ once with the field it concerns, not halfway through a run.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -75,6 +76,19 @@ def _fields(model: type[BaseModel]) -> set[str]:
     return names
 
 
+def _union_members(field: str) -> list[type[BaseModel]]:
+    """Return the models a union field of ``useq.MDASequence`` may hold (e.g. time plans)."""
+    out: list[type[BaseModel]] = []
+    stack = [useq.MDASequence.model_fields[field].annotation]
+    while stack:
+        a = stack.pop()
+        if isinstance(a, type) and issubclass(a, BaseModel):
+            out.append(a)
+        else:
+            stack.extend(typing.get_args(a))
+    return out
+
+
 def _unknown_keys(data: dict[str, object]) -> list[str]:
     """Keys useq would silently ignore (a misspelt field must not be dropped quietly)."""
     problems = [
@@ -82,6 +96,15 @@ def _unknown_keys(data: dict[str, object]) -> list[str]:
         for k in data
         if k not in _fields(useq.MDASequence)
     ]
+    for key in ("time_plan", "z_plan", "grid_plan"):  # unions: a key no member takes
+        plan = data.get(key)
+        if isinstance(plan, dict):
+            known = set().union(*(_fields(m) for m in _union_members(key)))
+            problems += [
+                f"{key}.{k}: unknown field (takes {', '.join(sorted(known))})"
+                for k in plan
+                if k not in known
+            ]
     for key, model in (("channels", useq.Channel), ("stage_positions", useq.Position)):
         items = data.get(key)
         if not isinstance(items, list):

@@ -123,6 +123,17 @@ def test_misspelt_channel_field(tmp_path: Path) -> None:
         load_plan(f)
 
 
+def test_misspelt_time_plan_field_is_named_alone(tmp_path: Path) -> None:
+    f = tmp_path / "plan.yaml"
+    f.write_text("channels: [{config: DAPI}]\ntime_plan: {interval: 60, lops: 2}\n")
+    with pytest.raises(PlanError) as info:
+        load_plan(f)
+    assert info.value.problems == [
+        "time_plan.lops: unknown field (takes duration, interval, loops, phases, "
+        "prioritize_duration)"
+    ]  # not one error per kind of time plan useq would try
+
+
 def test_policies_are_the_only_section_besides_the_sequence(tmp_path: Path) -> None:
     f = tmp_path / "plan.yaml"
     f.write_text("time_plan: {interval: 60, loops: 2}\npolicies: []\n")
