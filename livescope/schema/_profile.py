@@ -259,6 +259,22 @@ class HardwareProfile(FrozenModel):
             raise ValueError(
                 f"a simulation section only applies to kind 'simulated', not {self.kind!r}"
             )
+        cam = self.camera
+        if cam.offset_adu >= 2**cam.bit_depth - 1:
+            raise ValueError(
+                f"camera.offset_adu {cam.offset_adu} is at or above the largest count of a "
+                f"{cam.bit_depth}-bit camera ({2**cam.bit_depth - 1})"
+            )
+        for i, o in enumerate(self.objectives if self.kind != "replay" else ()):
+            # (a replay profile's objective is a placeholder: each dataset sets its pixel size)
+            expected = cam.sensor_pixel_um / o.magnification
+            if not 0.25 <= o.pixel_size_um / expected <= 4:  # adapters: 0.5x-2x, and more
+                raise ValueError(
+                    f"objectives.{i} ({o.name}): pixel_size_um {o.pixel_size_um:g} is "
+                    f"{o.pixel_size_um / expected:.3g}x the {expected:.3g} µm of the camera's "
+                    f"{cam.sensor_pixel_um:g} µm pitch through a {o.magnification:g}x objective "
+                    "(a unit slip? more than a 4x relay or adapter either way is refused)"
+                )
         return self
 
     def check_stage_travel(

@@ -68,6 +68,19 @@ BAD = [
     pytest.param(
         "channels.presets.0.default_exposure_ms", 5000, "exposure_min_ms <=", id="exposure-order"
     ),
+    pytest.param(
+        "objectives.0.pixel_size_um",
+        650,
+        "objectives.0 (10x): pixel_size_um 650 is 1e+03x the "
+        "0.65 µm of the camera's 6.5 µm pitch through a 10x objective",
+        id="pixel-size-nm-for-um",
+    ),
+    pytest.param(
+        "camera.offset_adu",
+        100000,
+        "camera.offset_adu 100000 is at or above the largest count",
+        id="offset-above-range",
+    ),
 ]
 
 
