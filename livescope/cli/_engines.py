@@ -309,6 +309,8 @@ def eval_stain(
 
     with user_errors(json_out), StainEngine(engine, backend=backend) as e:
         e.warmup()
+        if simulated is not None and (input is not None or target is not None):
+            raise LivescopeError("give --input and --target, or --simulated SEEDS, not both")
         if simulated is not None:
             from livescope.pipeline import score_stain_simulated, views_for_seeds
 

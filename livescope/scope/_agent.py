@@ -46,7 +46,7 @@ from livescope.schema import (
     place_name,
 )
 
-from ._engine import SAMPLE_TIME_KEY, LivescopeEngine
+from ._engine import SAMPLE_TIME_KEY, LivescopeEngine, index_text
 from ._fanout import FrameFanout
 from ._feed import EventFeed
 
@@ -422,7 +422,7 @@ class ScopeAgent:
         if self.engine.failed_events:
             raise LivescopeError(
                 f"{len(self.engine.failed_events)} frame(s) could not be acquired; first at "
-                f"event {dict(self.engine.failed_events[0].index)}"
+                f"event {index_text(self.engine.failed_events[0].index)} (the log says why)"
             )
         return summary
 

@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pymmcore_plus.mda import MDAEngine
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from ._sim import SimulatedMicroscope
 
-__all__ = ["SAMPLE_TIME_KEY", "LivescopeEngine"]
+__all__ = ["SAMPLE_TIME_KEY", "LivescopeEngine", "index_text"]
 
 logger = logging.getLogger("livescope")
 
@@ -140,8 +140,9 @@ class LivescopeEngine(MDAEngine):
         subs = tuple(getattr(event, "events", ()) or (event,))
         if wants_image and n < len(subs):
             logger.error(
-                "%d of %d images missing for event %s", len(subs) - n, len(subs), dict(event.index)
-            )
+                "%d of %d images missing for event %s", len(subs) - n, len(subs),
+                index_text(event.index),
+            )  # fmt: skip
             self.failed_events.extend(subs[n:])
 
     def get_frame_metadata(
@@ -160,3 +161,8 @@ class LivescopeEngine(MDAEngine):
             planned = float(event.metadata.get(SAMPLE_TIME_KEY, self.sim.time_s))
             meta["livescope.sample_time_s"] = planned  # type: ignore[typeddict-unknown-key]
         return meta
+
+
+def index_text(index: Mapping[Any, int]) -> str:
+    """Return an event's index as users write it: ``t=1, p=0, c=1`` (not useq's Axis reprs)."""
+    return ", ".join(f"{getattr(k, 'value', k)}={v}" for k, v in index.items())

@@ -26,6 +26,11 @@ def evaluate_tracking(res: str | Path, gt: str | Path, *, div_tolerance: int = 1
     except ImportError as exc:  # pragma: no cover (a core dependency)
         raise LivescopeError("livescope eval track needs py-ctcmetrics") from exc
     res, gt = Path(res), Path(gt)
+    for folder in (res, gt):
+        if not folder.is_dir():
+            raise LivescopeError(
+                f"{folder} does not exist" if not folder.exists() else f"{folder} is not a folder"
+            )
     if not (res / "res_track.txt").is_file():
         raise LivescopeError(f"{res}: no res_track.txt (not a CTC result folder)")
     if not (gt / "TRA" / "man_track.txt").is_file():

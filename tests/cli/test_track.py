@@ -118,6 +118,10 @@ def test_eval_track_refuses_other_frames_and_a_malformed_track_file(tmp_path: Pa
     r = cli("eval", "track", "--res", str(small), "--gt", str(tmp_path / "gt"), "--json")
     assert r.returncode == 2
     assert "must be the same frames" in json.loads(r.stdout)["error"]
+    gt = str(tmp_path / "gt")
+    r = cli("eval", "track", "--res", str(tmp_path / "nope"), "--gt", gt, "--json")
+    assert r.returncode == 2
+    assert json.loads(r.stdout)["error"] == f"{tmp_path / 'nope'} does not exist"
     bad = tmp_path / "bad"
     shutil.copytree(tmp_path / "gt" / "TRA", bad)
     for p in bad.glob("man_track*.tif"):
