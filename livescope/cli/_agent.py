@@ -79,7 +79,8 @@ def agent(
             fail(
                 f"{run_dir / 'data.ome.zarr'} already exists; choose a new --out", as_json=json_out
             )
-        check_output_folder(run_dir)  # (creates it)
+        check_output_folder(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
         # the plan as given (with its policies) goes beside the recording for the worker
         (run_dir / "plan.yaml").write_bytes(plan.read_bytes())
         endpoints = {

@@ -27,23 +27,26 @@ _M = TypeVar("_M", bound="FrozenModel")
 
 
 def check_output_folder(path: Path) -> None:
-    """Make sure ``path`` is a folder that can be written to, creating it if missing.
+    """Check that ``path`` is, or can be made, an output folder (nothing is created).
 
     Raises
     ------
     LivescopeError
-        if ``path`` (or one of its parents) is a file, or it cannot be created
-        (no permission, a read-only or missing drive), naming it and the reason.
+        if ``path`` or one of its parents is a file, or the nearest existing
+        parent cannot be written to, naming it.
 
     """
     if path.exists() and not path.is_dir():
         raise LivescopeError(f"{path} is a file; the output must be a new folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
+    parent = path.absolute()
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
         raise LivescopeError(
-            f"cannot create the output folder {path}: {exc.strerror or exc}"
-        ) from exc
+            f"cannot create the output folder {path}: {parent} is a file, not a folder"
+        )
+    if not path.exists() and not os.access(parent, os.W_OK):
+        raise LivescopeError(f"cannot create the output folder {path}: {parent} is not writable")
 
 
 def write_atomic(path: str | Path, data: str | bytes | memoryview) -> Path:

@@ -476,6 +476,15 @@ class ScopeAgent:
         """Keys a subclass adds to the run summary (e.g. how it acquired)."""
         return {}
 
+    def close(self) -> None:
+        """Release the agent's sockets, threads and ``bus.json`` without running.
+
+        For a caller whose own set-up fails between making the agent and `run`
+        (which closes it itself).
+        """
+        self.recorder.close()  # (the frame log; nothing was recorded)
+        self._close()
+
     def _close(self) -> None:
         (self.run_dir / BUS_FILE).unlink(missing_ok=True)  # nobody can attach any more
         if self.server is not None:
@@ -483,6 +492,15 @@ class ScopeAgent:
         if self.publisher is not None:
             self.publisher.close()
         self.decision_log.close()
+
+
+def ready_or_close(agent: ScopeAgent, on_ready: Callable[[ScopeAgent], None]) -> None:
+    """Call ``on_ready(agent)``; if it fails (e.g. the worker did not start), close the agent."""
+    try:
+        on_ready(agent)
+    except BaseException:
+        agent.close()  # its sockets and threads, which only `run` would close otherwise
+        raise
 
 
 def _event_label(i: int, event: useq.MDAEvent) -> str:

@@ -10,7 +10,7 @@ import useq
 
 from livescope.schema import HardwareProfile, LivescopeError, check_output_folder, check_plan
 
-from ._agent import ScopeAgent
+from ._agent import ScopeAgent, ready_or_close
 from ._sim import SimulatedMicroscope
 from ._truth import GroundTruthWriter
 
@@ -116,7 +116,7 @@ def run_simulated(
             extra_sinks=[truth],
         )
         if on_ready is not None:
-            on_ready(agent)
+            ready_or_close(agent, on_ready)
         planned = agent.planned_events
         summary: dict[str, Any] = agent.run(
             None if progress is None else (lambda n: progress(n, planned))
@@ -171,7 +171,7 @@ def run_micromanager(
             bus=bus, endpoints=endpoints,
         )  # fmt: skip
         if on_ready is not None:
-            on_ready(pm_agent)
+            ready_or_close(pm_agent, on_ready)
         planned = pm_agent.planned_events
         return pm_agent.run(None if progress is None else (lambda n: progress(n, planned)))
     from pymmcore_plus import CMMCorePlus
@@ -185,6 +185,6 @@ def run_micromanager(
         core, profile, sequence, out_dir, run_id=run_id, bus=bus, endpoints=endpoints
     )
     if on_ready is not None:
-        on_ready(agent)
+        ready_or_close(agent, on_ready)
     planned = agent.planned_events
     return agent.run(None if progress is None else (lambda n: progress(n, planned)))

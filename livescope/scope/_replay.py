@@ -44,7 +44,7 @@ from livescope.schema import (
     StopPosition,
 )
 
-from ._agent import ScopeAgent
+from ._agent import ScopeAgent, ready_or_close
 from ._devices import SimShutter, SimStateDevice, SimXYStage, SimZStage
 from ._engine import SAMPLE_TIME_KEY, LivescopeEngine
 from ._fanout import position_name
@@ -483,7 +483,7 @@ def run_replay_scope(
             source=source,
         )
         if on_ready is not None:
-            on_ready(agent)
+            ready_or_close(agent, on_ready)
         planned = sum(1 for e in sequence if source.recorded(e) is not None)
         t0 = time.perf_counter()
         summary = agent.run(None if progress is None else (lambda n: progress(n, planned)))

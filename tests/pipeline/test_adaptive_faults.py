@@ -32,11 +32,11 @@ POLICIES = [
         "python": "tests.policy.example_policy:CrowdAlarm",
         "args": {"above": 1},
     },
-    {  # 0.5 s apart is under the profile's guardrails.min_interval_s (1 s)
+    {  # 0.5 s apart is under the profile's guardrails.min_interval_s (1 s); a Python
+        # policy, since a declared rule asking for it is refused before the run
         "name": "too-fast",
-        "when": {"mitosis": {"frames": 1}},
-        "do": {"acquire": {"channels": ["DAPI"], "loops": 3, "interval_s": 0.5}},
-        "max_fires": 2,
+        "python": "tests.policy.example_policy:TooFast",
+        "args": {"times": 2, "gap_s": 0.5},
     },
     {
         "name": "closeup",

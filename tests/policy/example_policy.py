@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import useq
+
 from livescope.policy import Firing, Observation
-from livescope.schema import StopPosition
+from livescope.schema import AddEvents, StopPosition
 
 
 class EmptyField:
@@ -40,3 +42,35 @@ class CrowdAlarm:
         if len(obs.cells) > self.above:
             raise ZeroDivisionError("crowd alarm: the user's own bug")
         return []
+
+
+class TooFast:
+    """Asks, on its first ``times`` fields with cells, for DAPI time points ``gap_s`` apart.
+
+    Closer than a rig's ``guardrails.min_interval_s``, it is what the guardrails
+    must refuse at run time (a declared rule asking for it is refused at load).
+    """
+
+    def __init__(self, name: str, times: int = 2, gap_s: float = 0.5) -> None:
+        self.name = name
+        self.times = times
+        self.gap_s = gap_s
+        self.fired = 0
+
+    def decide(self, obs: Observation) -> list[Firing]:
+        if self.fired >= self.times or len(obs.cells) == 0:
+            return []
+        self.fired += 1
+        events = [
+            useq.MDAEvent(index={"t": 100_000 + 3 * self.fired + k}, pos_name=obs.position,
+                          channel={"config": "DAPI"}, min_start_time=k * self.gap_s)
+            for k in range(3)
+        ]  # fmt: skip
+        d = AddEvents(run_id=obs.run_id, seq=obs.seq, rule=self.name, events=events)
+        return [Firing(self.name, "too_fast", obs.position, d, inputs={"fired": self.fired})]
+
+    def state(self) -> dict[str, int]:
+        return {"fired": self.fired}
+
+    def restore(self, state: dict[str, int]) -> None:
+        self.fired = int(state["fired"])

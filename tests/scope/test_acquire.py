@@ -86,3 +86,21 @@ def test_engine_refuses_positions_outside_travel(sim: SimulatedMicroscope) -> No
         sim.core.mda.run(seq)
     assert engine.failed_events == []
     assert sim.core.getXYPosition() == (0.0, 0.0)
+
+
+def test_an_agent_whose_caller_fails_before_the_run_is_closed(
+    sim_profile: HardwareProfile, tmp_path: Path
+) -> None:
+    import threading
+
+    from livescope.scope import demo_sequence
+
+    def worker_did_not_start(agent: ScopeAgent) -> None:
+        raise LivescopeError("the pipeline worker did not start")
+
+    seq = demo_sequence(sim_profile, timepoints=1, positions=1)
+    with pytest.raises(LivescopeError, match="did not start"):
+        run_simulated(sim_profile, seq, tmp_path / "r", bus="inline", on_ready=worker_did_not_start)
+    # its sockets and threads are gone with it (a caller that goes on leaks nothing)
+    assert [t.name for t in threading.enumerate() if t.name.startswith("livescope-")] == []
+    assert not (tmp_path / "r" / "bus.json").exists()
