@@ -246,6 +246,11 @@ def _resolve(source: str | Path, timeout_s: float) -> tuple[str, str | None]:
             raw = file.read_bytes()
             break
         except FileNotFoundError:
+            if (file.parent / "summary.json").is_file():  # (a run writes it as it ends)
+                raise LivescopeError(
+                    f"{file.parent} holds a finished run (summary.json): nothing is published "
+                    f"there any more; its report is {file.parent / 'report.html'}"
+                ) from None
             if time.monotonic() >= deadline:
                 if not file.parent.exists():
                     raise LivescopeError(

@@ -73,7 +73,7 @@ def track(
     import numpy as np
     from rich.progress import Progress
 
-    from livescope.inference import read_image
+    from livescope.inference import as_instance_labels, read_image
     from livescope.record import relabel_for_ctc, write_ctc
     from livescope.schema import LivescopeError
     from livescope.tracking import OnlineTracker, track_sequence
@@ -115,7 +115,7 @@ def track(
                 if seg is None:
                     if not np.issubdtype(img.dtype, np.integer):
                         raise LivescopeError(f"{p}: label images must be integer, not {img.dtype}")
-                    yield img
+                    yield as_instance_labels(img, str(p))  # (not raw frames: --from-labels)
                 else:
                     r = seg.segment(img)
                     ms_seg.append(r.ms_engine + r.ms_post)

@@ -34,7 +34,7 @@ from ._engine import (
     find_engine,
     sha256_file,
 )
-from ._evaluate import evaluate_segmentation, paired_files, read_image
+from ._evaluate import as_instance_labels, evaluate_segmentation, paired_files, read_image
 from ._metrics import IOU_THRESHOLDS, MatchCounts, match_counts, scores
 from ._postprocess import (
     apply_gamma,
@@ -69,6 +69,7 @@ __all__ = [
     "TilePlan",
     "TorchBackend",
     "apply_gamma",
+    "as_instance_labels",
     "available_backends",
     "build_plan",
     "builtin_engines",

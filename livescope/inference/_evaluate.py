@@ -17,7 +17,7 @@ from ._classical import classical_segmentation
 from ._engine import SegmentationEngine
 from ._metrics import MatchCounts, match_counts, scores
 
-__all__ = ["evaluate_segmentation", "paired_files", "read_image"]
+__all__ = ["as_instance_labels", "evaluate_segmentation", "paired_files", "read_image"]
 
 _SUFFIXES = (".tif", ".tiff", ".png")
 
@@ -96,7 +96,7 @@ def evaluate_segmentation(
                 f"{img_path.name}: image {frame.shape} and labels {truth.shape} must be the same "
                 "2-D shape"
             )
-        truth = _instance_labels(truth, lab_path)
+        truth = as_instance_labels(truth, lab_path.name)
         if engine is not None:
             res = engine.segment(frame)
             pred = res.labels
@@ -125,27 +125,33 @@ def evaluate_segmentation(
     }
 
 
-def _instance_labels(truth: NDArray[Any], path: Path) -> NDArray[Any]:
-    """Return ground truth as integer instance labels, or refuse what is none.
+def as_instance_labels(truth: NDArray[Any], name: str) -> NDArray[Any]:
+    """Return a label image as integer instance labels, or refuse what is none.
 
-    Refused: fractional or negative values, an intensity image (neighbouring
-    pixels differ almost everywhere; in labels only along borders: were the
-    folders swapped?) and a binary mask.
+    Refused, naming ``name`` (the file): fractional or negative values, an
+    intensity image (neighbouring pixels differ almost everywhere; in labels
+    only along borders: were images and labels swapped?) and a binary mask.
+
+    Raises
+    ------
+    LivescopeError
+        saying which of these it is.
+
     """
     if truth.dtype.kind == "b":
         truth = truth.astype(np.uint8)
     elif truth.dtype.kind == "f":
         if not (np.isfinite(truth).all() and np.array_equal(truth, np.round(truth))):
             raise LivescopeError(
-                f"{path.name}: the labels hold fractional values ({truth.dtype}); instance "
+                f"{name}: the labels hold fractional values ({truth.dtype}); instance "
                 "labels are whole numbers, one per nucleus (0 = background)"
             )
         truth = truth.astype(np.int64)
     elif truth.dtype.kind not in "iu":
-        raise LivescopeError(f"{path.name}: labels of type {truth.dtype} are not instance labels")
+        raise LivescopeError(f"{name}: labels of type {truth.dtype} are not instance labels")
     if truth.size and truth.min() < 0:
         raise LivescopeError(
-            f"{path.name}: the labels hold negative values; instance labels are 0 (background) "
+            f"{name}: the labels hold negative values; instance labels are 0 (background) "
             "or a positive id per nucleus"
         )
     left, right = truth[:, :-1], truth[:, 1:]
@@ -153,15 +159,15 @@ def _instance_labels(truth: NDArray[Any], path: Path) -> NDArray[Any]:
     pairs = int(both.sum())
     if pairs >= 100 and (changed := float((left != right)[both].mean())) > 0.5:
         raise LivescopeError(
-            f"{path.name}: this looks like an intensity image, not instance labels "
+            f"{name}: this looks like an intensity image, not instance labels "
             f"(neighbouring pixels differ in {changed:.0%} of pairs; in labels only where two "
             "nuclei touch): were --images and --labels swapped?"
         )
-    _refuse_binary_mask(truth, path)
+    _refuse_binary_mask(truth, name)
     return truth
 
 
-def _refuse_binary_mask(truth: NDArray[Any], path: Path) -> None:
+def _refuse_binary_mask(truth: NDArray[Any], name: str) -> None:
     """Refuse ground truth that is a binary mask (one value over many separate objects).
 
     Scored as it is, it would be one object, and every prediction wrong.
@@ -175,7 +181,7 @@ def _refuse_binary_mask(truth: NDArray[Any], path: Path) -> None:
     _, n = ndimage.label(truth != 0)
     if n > 1:
         raise LivescopeError(
-            f"{path.name}: the labels look like a binary mask (one value, {values[0]}, over {n} "
+            f"{name}: the labels look like a binary mask (one value, {values[0]}, over {n} "
             "separate objects); instance labels give each nucleus its own id "
             "(e.g. skimage.measure.label)"
         )

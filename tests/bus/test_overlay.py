@@ -171,6 +171,12 @@ def test_subscriber_waits_for_the_overlay_file(tmp_path: Path) -> None:
         later.join()
         for p in pubs:
             p.close()
+    # a finished run: said at once, not after the wait
+    (tmp_path / "summary.json").write_text("{}")
+    t0 = time.monotonic()
+    with pytest.raises(LivescopeError, match=r"holds a finished run \(summary\.json\).*report"):
+        OverlaySubscriber(tmp_path, timeout_s=30)
+    assert time.monotonic() - t0 < 5
 
 
 @pytest.mark.parametrize(

@@ -71,6 +71,13 @@ def test_track_and_eval_refuse_bad_input(tmp_path: Path) -> None:
     r = cli("track", str(floats), "--from-labels", "--out", str(tmp_path / "o2"))
     assert r.returncode == 2
     assert "must be integer" in r.stderr
+    raw = tmp_path / "raw"  # camera frames given as labels: every grey level an "object"
+    raw.mkdir()
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(raw / "t000.tif", rng.integers(100, 4000, (32, 32)).astype(np.uint16))
+    r = cli("track", str(raw), "--from-labels", "--out", str(tmp_path / "o3"), "--json")
+    assert r.returncode == 2, r.stderr
+    assert "looks like an intensity image, not instance labels" in json.loads(r.stdout)["error"]
     _sequence(tmp_path / "gt")
     r = cli("eval", "track", "--res", str(tmp_path / "gt"), "--gt", str(tmp_path / "gt"))
     assert r.returncode == 2
