@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from livescope.schema import LivescopeError
+from livescope.schema import LivescopeError, check_output_folder
 
 __all__ = ["ReplaySpec", "bench_replay_cluster", "replay_many", "run_replay_task"]
 
@@ -126,8 +126,7 @@ def replay_many(
             "replaying on a cluster needs dask.distributed: pip install 'livescope[cluster]'"
         ) from None
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        raise LivescopeError(f"{out} is not empty; choose a new output folder")
+    check_output_folder(out, empty=True)
     out.mkdir(parents=True, exist_ok=True)
     opts = {**(options or {}), "threads": threads}
     specs = [

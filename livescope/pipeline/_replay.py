@@ -98,9 +98,7 @@ def run_replay(
     if speed is not None and not speed > 0:
         raise LivescopeError(f"speed must be > 0 (or None for as fast as possible), got {speed}")
     out = Path(out_dir)
-    check_output_folder(out)
-    if out.exists() and any(out.iterdir()):
-        raise LivescopeError(f"{out} is not empty; choose a new output folder")
+    check_output_folder(out, empty=True)
     ds = open_dataset(dataset, channel=channel, interval_s=interval_s, pixel_size_um=pixel_size_um)
     try:
         own = ds.format == "livescope"

@@ -444,11 +444,12 @@ def _settings_problem(cls: Any, given: Mapping[str, Any] | None, exc: TypeError)
     """Say which settings a trigger or action does not know (not its class' __init__)."""
     import inspect
 
-    takes = [p for p in inspect.signature(cls).parameters if not p.startswith("_")]
+    params = inspect.signature(cls).parameters.values()
+    takes = [p.name for p in params if not p.name.startswith("_")]
     if unknown := sorted(set(given or {}) - set(takes)):
         return f"unknown setting(s) {unknown}; it takes {takes}"
     missing = [
-        p.name for p in inspect.signature(cls).parameters.values()
+        p.name for p in params
         if p.default is inspect.Parameter.empty and p.name not in (given or {})
     ]  # fmt: skip
     return f"missing setting(s) {missing}; it takes {takes}" if missing else str(exc)

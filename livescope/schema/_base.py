@@ -26,18 +26,22 @@ __all__ = [
 _M = TypeVar("_M", bound="FrozenModel")
 
 
-def check_output_folder(path: Path) -> None:
+def check_output_folder(path: Path, *, empty: bool = False) -> None:
     """Check that ``path`` is, or can be made, an output folder (nothing is created).
+
+    ``empty``: an existing folder must hold nothing.
 
     Raises
     ------
     LivescopeError
-        if ``path`` or one of its parents is a file, or the nearest existing
-        parent cannot be written to, naming it.
+        if ``path`` or one of its parents is a file, the nearest existing
+        parent cannot be written to, or (``empty``) it holds something, naming it.
 
     """
     if path.exists() and not path.is_dir():
         raise LivescopeError(f"{path} is a file; the output must be a new folder")
+    if empty and path.is_dir() and any(path.iterdir()):
+        raise LivescopeError(f"{path} is not empty; choose a new output folder")
     parent = path.absolute()
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
