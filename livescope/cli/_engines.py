@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ._common import JsonOpt, emit, fail, setup_logging, stderr, user_errors
+from ._common import JsonOpt, emit, setup_logging, stderr, user_errors
 
 engines_app = typer.Typer(help="Inference engines: list, check, build.", no_args_is_help=True)
 eval_app = typer.Typer(help="Score engines against ground truth.", no_args_is_help=True)
@@ -189,10 +189,9 @@ def engines_build(
     from livescope.schema import load_profile
 
     with user_errors(json_out):
-        if precision not in ("fp32", "fp16"):
-            fail(f"--precision must be fp32 or fp16, not {precision!r}", as_json=json_out)
         prof = load_profile(profile)
-        ref = Engine(engine, backend=OnnxRuntimeBackend())
+        # (checks the precision too, also for the ahead-of-time build that takes none)
+        ref = Engine(engine, backend=OnnxRuntimeBackend(), precision=precision)
         card, model = ref.card, ref.model_path
         ref.close()
         shapes = TilePlan.for_profile(prof, card).tile_shapes()

@@ -68,3 +68,13 @@ def test_usage_errors_with_json_still_print_one_json_object() -> None:
     ok = run_cli("engines", "list", "--json")
     assert ok.returncode == 0
     assert json.loads(ok.stdout)["engines"]
+
+
+def test_engines_build_refuses_an_unknown_precision_on_every_path() -> None:
+    # the ahead-of-time build takes no precision of its own: it is checked all the same
+    for extra in ((), ("--backend", "tensorrt-rtx", "--compute-capability", "SM89")):
+        res = run_cli("engines", "build", "nuclei-unet", "--precision", "fp64", *extra, "--json")
+        assert res.returncode == 2, res.stderr
+        assert json.loads(res.stdout)["error"] == (
+            "engine nuclei-unet: precision must be fp32 or fp16, not 'fp64'"
+        )
