@@ -184,6 +184,8 @@ def worker(
     with user_errors(json_out):
         if policy not in ("every", "latest"):
             fail(f"--policy must be every or latest, not {policy!r}", as_json=json_out)
+        if not run.is_file() and not any((run / f).exists() for f in ("bus.json", "summary.json")):
+            stderr.print(f"waiting up to 30 s for an agent to start in {run} (its bus.json)")
         if analyse or config is not None:
             from livescope.pipeline import PipelineWorker, WorkerConfig
 
@@ -211,6 +213,12 @@ def worker(
                 not (run / "bus.json").exists() and not run.is_file()
                 and time.monotonic() < deadline
             ):  # fmt: skip
+                if (run / "summary.json").exists():
+                    fail(
+                        f"the run in {run} has finished: there are no frames to count "
+                        "(`livescope worker --analyse` analyses what it recorded)",
+                        as_json=json_out,
+                    )
                 time.sleep(0.1)
             # frames only: counting needs no decision channel (nor its version)
             with attach(run, policy=policy, maxlen=maxlen, decisions=False) as link:  # type: ignore[arg-type]

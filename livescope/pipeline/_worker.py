@@ -145,6 +145,10 @@ class PipelineWorker:
         self.warm_up_s: float | None = None  # set by `run`
         self.policy = PolicyEngine([*rules, *policies], self.profile, planned)
         self.results = self.run_dir / RESULTS_DIR
+        # the folders this worker makes, outermost first: a worker refused for a wrong path
+        # takes them away again (`_abandon`)
+        self._made = [d for d in (*reversed(self.results.parents), self.results)
+                      if not d.exists()]  # fmt: skip
         self.results.mkdir(parents=True, exist_ok=True)
         self.done: dict[str, int] = {}  # position -> last analysed (and stored) t
         self.decided: dict[str, int] = {}  # position -> last t whose decisions were sent
@@ -287,7 +291,7 @@ class PipelineWorker:
                 break  # the run has already ended: analyse what was recorded
             time.sleep(0.05)
         if not any((self.run_dir / f).exists() for f in (BUS_FILE, "summary.json", "frames.jsonl")):
-            self._finish(failed=True)
+            self._abandon()
             raise LivescopeError(
                 f"no agent in {self.run_dir}: no {BUS_FILE} appeared within "
                 f"{attach_timeout_s:g} s and the folder holds no run (summary.json) or "
@@ -564,6 +568,27 @@ class PipelineWorker:
         if self._store_thread.is_alive():
             self._store_q.put(None)
             self._store_thread.join()
+
+    def _abandon(self) -> None:
+        """Stop without a run to analyse: close, and leave the folder as it was found.
+
+        The results files opened at start-up are removed while still empty, and
+        the folders this worker made while they hold nothing else; no
+        ``worker.json`` is written (there was no run).
+        """
+        self._drain_decisions()
+        self._drain_store()
+        self.analyzer.close()
+        self.store.close()
+        for name in ("cells.csv", "policy.jsonl", "latency.jsonl"):
+            path = self.results / name
+            if path.is_file() and path.stat().st_size == 0:
+                path.unlink()
+        for folder in reversed(self._made):
+            try:
+                folder.rmdir()  # only if empty: anything else there stays
+            except OSError:
+                break
 
     def _finish(self, *, failed: bool = False) -> dict[str, Any]:
         """Close everything; write ``worker.json`` (and, unless ``failed``, the CTC tracks).

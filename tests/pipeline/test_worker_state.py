@@ -13,6 +13,8 @@ from livescope.inference import EngineError, find_engine
 from livescope.pipeline import PipelineWorker, WorkerConfig
 from livescope.schema import LivescopeError
 
+from ..conftest import run_cli
+
 NO_ENGINES = WorkerConfig(segmenter=None, stain=None, states=None, overlay=False)
 
 
@@ -71,10 +73,44 @@ def test_a_resumed_worker_drops_what_the_killed_one_half_stored(tmp_path: Path) 
 
 
 def test_a_worker_with_no_agent_and_no_recording_says_so(tmp_path: Path) -> None:
-    w = PipelineWorker(tmp_path / "nosuchrun", NO_ENGINES)
-    with pytest.raises(LivescopeError, match=r"no agent in .*nosuchrun: no bus.json appeared "
+    w = PipelineWorker(tmp_path / "nosuchrun" / "run", NO_ENGINES)
+    with pytest.raises(LivescopeError, match=r"no agent in .*nosuchrun.run: no bus.json appeared "
                        r"within 0.2 s and the folder holds no run"):  # fmt: skip
         w.run(attach_timeout_s=0.2)
+    # a wrong path is left as it was found: nothing made there, no worker.json
+    assert list(tmp_path.iterdir()) == []
+    assert [t.name for t in threading.enumerate() if t.name.startswith("livescope-")] == []
+
+
+def test_a_worker_refused_in_an_existing_folder_keeps_what_was_there(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "cells.csv").write_text("earlier\n")
+    w = PipelineWorker(tmp_path, NO_ENGINES)
+    with pytest.raises(LivescopeError, match="no agent in"):
+        w.run(attach_timeout_s=0.1)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        "notes.txt", "results", "results/cells.csv"
+    ]  # fmt: skip
+    assert (tmp_path / "results" / "cells.csv").read_text() == "earlier\n"
+
+
+def test_worker_cli_on_a_finished_run_says_so_at_once(tmp_path: Path) -> None:
+    (tmp_path / "summary.json").write_text("{}")  # a run that has ended: no bus.json
+    res = run_cli("worker", str(tmp_path), "--idle-s", "1")  # counting frames only
+    assert res.returncode != 0
+    assert "has finished: there are no frames to count" in res.stderr
+    assert "waiting" not in res.stderr  # (it does not wait 30 s for an agent first)
+
+
+def test_worker_cli_says_it_waits_for_an_agent(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    (run / "results").mkdir(parents=True)
+    (run / "results" / "state.json").write_text("not json")  # stops it at once, once it has said
+    res = run_cli("worker", str(run), "--analyse", "--resume", "--json")
+    assert res.returncode != 0
+    assert f"waiting up to 30 s for an agent to start in {run}" in res.stderr.replace("\n", "")
+    assert json.loads(res.stdout)["error"].startswith("cannot read worker state")
 
 
 def test_an_older_policy_state_never_replaces_a_newer_one(tmp_path: Path) -> None:
