@@ -67,6 +67,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -92,6 +93,35 @@ from ._pycromanager_core import (
 __all__ = ["DEFAULT_PORT", "NDTIFF_NAME", "PycromanagerAgent"]
 
 logger = logging.getLogger("livescope")
+
+
+def _quiet_bridge_threads(port: int) -> Callable[[], None]:
+    """Log, not print, what the socket threads of pycromanager's bridge on ``port`` raise.
+
+    A bridge that finds no Micro-Manager ends its socket thread with tracebacks
+    of its own (a timeout, then its own failing clean-up) after `Core` has
+    already raised; livescope's message says what is wrong. Other threads'
+    exceptions go to the hook that was there. Returns a function that puts
+    that hook back (called once the bridge is up; after a failure the filter
+    stays, for the dying thread).
+    """
+    before = threading.excepthook
+    prefix = f"BridgeSocketThread_port{port}"
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if args.thread is not None and args.thread.name.startswith(prefix):
+            logger.debug("pycromanager bridge thread %s: %r", args.thread.name, args.exc_value)
+            return
+        before(args)
+
+    threading.excepthook = hook
+
+    def restore() -> None:
+        if threading.excepthook is hook:
+            threading.excepthook = before
+
+    return restore
+
 
 NDTIFF_NAME = "pycromanager"
 """Name of pycromanager's NDTiff dataset in the run folder (``pycromanager_1/``)."""
@@ -173,14 +203,18 @@ class PycromanagerAgent(ScopeAgent):
             if core is None:
                 from pycromanager import Core
 
+                restore = _quiet_bridge_threads(port)
                 try:
                     core = Core(port=port)
                 except Exception as exc:  # (its bridge raises a bare Exception)
+                    # (the failed bridge's socket thread dies with a traceback of its own
+                    # after this: logged, not printed, so that this message stands alone)
                     raise LivescopeError(
                         f"no Micro-Manager answered on port {port} ({exc}); start "
                         "Micro-Manager, turn its server on (Tools > Options > Run server on "
                         "port) and give that port with --port"
                     ) from exc
+                restore()
             core = RemoteCore(core)
         elif core is None:
             raise LivescopeError("the Python backend needs a pymmcore-plus core")

@@ -354,3 +354,32 @@ print(s["frames_written"], len(launcher._PYMMCORES), hasattr(sim.core, "snap_ima
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["2", "0", "False"]
+
+
+def test_no_micro_manager_on_the_port_is_one_clear_message(tmp_path: Path) -> None:
+    """No traceback of the bridge's own thread beside livescope's message."""
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("channels: [{config: DAPI, exposure: 10}]\n")
+    script = f"""
+import time
+from livescope.schema import LivescopeError, load_plan, load_profile
+from livescope.scope import PycromanagerAgent
+try:
+    PycromanagerAgent(None, load_profile("widefield-2048-scmos"), load_plan({str(plan)!r}),
+                      {str(tmp_path / "run")!r}, backend="java", port={port}, bus="off")
+except LivescopeError as exc:
+    print(exc)
+time.sleep(2)  # the failed bridge's socket thread ends (with its exception) meanwhile
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"no Micro-Manager answered on port {port}")
+    assert "Traceback" not in proc.stderr, proc.stderr
