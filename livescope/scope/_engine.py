@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from pymmcore_plus.mda import MDAEngine
 from pymmcore_plus.metadata import FrameMetaV1
+from pymmcore_plus.metadata import functions as metadata_functions
 from useq import MDAEvent
 
 from livescope.schema import HardwareProfile
@@ -68,6 +69,8 @@ class LivescopeEngine(MDAEngine):
         self.profile = profile
         self.sim = sim
         self.failed_events: list[MDAEvent] = []
+        self._burst_position: Any = None
+        """Where the stage was when a hardware-timed burst without x/y of its own began."""
 
     # ------------------------------------------------------------ schedule
 
@@ -106,6 +109,13 @@ class LivescopeEngine(MDAEngine):
             self.sim.set_time(float(event.metadata.get(SAMPLE_TIME_KEY, 0.0)))
         super().setup_event(event)
         core = self.mmcore
+        # pymmcore-plus reads no stage position for a hardware-timed burst's frames (a
+        # stage query per frame would slow real hardware); a burst that gives no x/y of
+        # its own is stamped with the position read once here, so that every frame says
+        # where it was taken (its ground truth, a replay's place)
+        self._burst_position = None
+        if getattr(event, "events", None) and (event.x_pos is None or event.y_pos is None):
+            self._burst_position = metadata_functions.position(core)
         shutter = core.getShutterDevice()
         is_py = getattr(core, "isPyDevice", None)
         if shutter and core.getAutoShutter() and is_py is not None and is_py(shutter):
@@ -157,6 +167,8 @@ class LivescopeEngine(MDAEngine):
         meta = super().get_frame_metadata(
             event, prop_values, runner_time_ms, include_position, camera_device
         )
+        if "position" not in meta and self._burst_position is not None:
+            meta["position"] = self._burst_position
         if self.sim is not None:
             planned = float(event.metadata.get(SAMPLE_TIME_KEY, self.sim.time_s))
             meta["livescope.sample_time_s"] = planned  # type: ignore[typeddict-unknown-key]
