@@ -48,7 +48,7 @@ from ._header import (
     decode_header,
     encode_header,
 )
-from ._plan import PLAN_SECTIONS, check_plan, load_plan, plan_sections
+from ._plan import PLAN_SECTIONS, check_plan, load_plan, plan_events, plan_sections
 from ._positions import PlanPositions, position_name
 from ._profile import (
     Camera,
@@ -131,6 +131,7 @@ __all__ = [
     "parent_position",
     "parse_decision",
     "place_name",
+    "plan_events",
     "plan_sections",
     "position_name",
     "read_yaml",

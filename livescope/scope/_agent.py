@@ -44,6 +44,7 @@ from livescope.schema import (
     clock_ns,
     parent_position,
     place_name,
+    plan_events,
 )
 
 from ._engine import SAMPLE_TIME_KEY, LivescopeEngine, index_text
@@ -106,7 +107,7 @@ class ScopeAgent:
     ) -> None:
         # the plan expanded once (~40 µs per event: seconds for a long multi-position run)
         # for the plan check, the event queue and the guardrails' books
-        planned = list(sequence)
+        planned = plan_events(sequence)
         check_plan(sequence, profile, events=planned)
         self.planned_events = len(planned)
         """How many events the plan holds (decisions may add more)."""

@@ -104,3 +104,49 @@ def test_an_agent_whose_caller_fails_before_the_run_is_closed(
     # its sockets and threads are gone with it (a caller that goes on leaks nothing)
     assert [t.name for t in threading.enumerate() if t.name.startswith("livescope-")] == []
     assert not (tmp_path / "r" / "bus.json").exists()
+
+
+def test_a_run_expands_its_plan_once(
+    sim_profile: HardwareProfile, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command's plan check, run_simulated's and the agent's share one expansion."""
+    from livescope.schema import check_plan
+
+    expanded = []
+    iterate = useq.MDASequence.__iter__
+
+    def counting(self: useq.MDASequence) -> Any:
+        expanded.append(self.uid)
+        return iterate(self)
+
+    monkeypatch.setattr(useq.MDASequence, "__iter__", counting)
+    seq = useq.MDASequence(
+        channels=[useq.Channel(config="DAPI", exposure=10.0)],
+        time_plan=useq.TIntervalLoops(interval=0, loops=3),
+    )
+    check_plan(seq, sim_profile)  # as `livescope agent` / `run` / `demo --plan` do first
+    summary = run_simulated(sim_profile, seq, tmp_path / "run", bus="off")
+    assert summary["frames_acquired"] == 3
+    assert expanded == [seq.uid]
+    # another plan object is expanded on its own
+    other = seq.model_copy(update={"time_plan": useq.TIntervalLoops(interval=0, loops=2)})
+    check_plan(other, sim_profile)
+    assert len(expanded) == 2
+
+
+def test_a_burst_without_positions_records_where_the_stage_is(
+    sim_profile: HardwareProfile, tmp_path: Path
+) -> None:
+    """pymmcore-plus reads no stage for a hardware-timed burst; its frames still say where."""
+    seq = useq.MDASequence(
+        channels=[useq.Channel(config="DAPI", exposure=10.0)],
+        time_plan=useq.TIntervalLoops(interval=0, loops=4),
+    )
+    with SimulatedMicroscope(sim_profile) as sim:
+        sim.core.setXYPosition(150.0, -80.0)
+        sim.core.waitForSystem()
+        ScopeAgent(sim.core, sim.profile, seq, tmp_path / "run", sim=sim, bus="off").run()
+    frames = read_frames(tmp_path / "run")
+    assert len(frames) == 4
+    assert all(f["hardware_triggered"] for f in frames)
+    assert {(f["x_um"], f["y_um"]) for f in frames} == {(150.0, -80.0)}
