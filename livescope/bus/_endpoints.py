@@ -149,7 +149,8 @@ def bind(sock: zmq.Socket[Any], endpoint: str, security: BusSecurity | None = No
     Raises
     ------
     LivescopeError
-        if ``endpoint`` is not loopback and ``security`` is None.
+        if ``endpoint`` is not loopback and ``security`` is None, or cannot be bound
+        (in use, malformed, an ipc path whose folder does not exist).
 
     """
     if security is not None:
@@ -159,7 +160,14 @@ def bind(sock: zmq.Socket[Any], endpoint: str, security: BusSecurity | None = No
             f"refusing to bind {endpoint} without CURVE keys: livescope binds to loopback by "
             "default; to listen on a network pass BusSecurity (server key pair)"
         )
-    sock.bind(endpoint)
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError as exc:  # in use, malformed, or an ipc path whose folder is missing
+        raise LivescopeError(
+            f"cannot listen on {endpoint}: {exc.strerror}; give a free port "
+            "(tcp://127.0.0.1:PORT, or tcp://127.0.0.1:* for any), or leave the endpoint out "
+            "for a fresh local one"
+        ) from None
     last = sock.getsockopt(zmq.LAST_ENDPOINT)
     return last.decode() if isinstance(last, bytes) else str(last)
 

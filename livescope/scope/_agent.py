@@ -129,6 +129,36 @@ class ScopeAgent:
         )
         self.channel_order = channels
         self._c_index = {name: c for c, name in enumerate(channels)}
+        self.guardrails = Guardrails(profile, planned)
+        """What accepted decisions have booked of the rig's budgets (the plan's frames too)."""
+        self.decisions_accepted = 0
+        self.decisions_rejected = 0
+        # the bus first: an endpoint that cannot be bound (in use, malformed) stops the
+        # agent before anything is written into the run folder
+        eps = endpoints or {}
+        self.publisher: FramePublisher | None = None
+        self.server: DecisionServer | None = None
+        if bus != "off":
+            cam = profile.camera
+            max_bytes = cam.sensor_shape_px[0] * cam.sensor_shape_px[1] * 2
+            self.publisher = FramePublisher(
+                self.run_id,
+                endpoint=eps.get("frames"),
+                control_endpoint=eps.get("control"),
+                mode=bus,
+                max_frame_bytes=max_bytes,
+                security=security,
+            )
+            try:
+                self.server = DecisionServer(
+                    self._on_decision,
+                    endpoint=eps.get("decisions"),
+                    security=security,
+                    on_answered=self._record_answered,
+                )
+            except BaseException:
+                self.publisher.close()
+                raise
         self.recorder = OmeZarrWriter(
             self.run_dir,
             channels=channels,
@@ -152,31 +182,8 @@ class ScopeAgent:
             profile_file.write_text(
                 yaml.safe_dump(profile.model_dump(mode="json"), sort_keys=False), encoding="utf-8"
             )
-        self.guardrails = Guardrails(profile, planned)
-        """What accepted decisions have booked of the rig's budgets (the plan's frames too)."""
         self.decision_log = DecisionLog(self.run_dir)
-        self.decisions_accepted = 0
-        self.decisions_rejected = 0
-        eps = endpoints or {}
-        self.publisher: FramePublisher | None = None
-        self.server: DecisionServer | None = None
-        if bus != "off":
-            cam = profile.camera
-            max_bytes = cam.sensor_shape_px[0] * cam.sensor_shape_px[1] * 2
-            self.publisher = FramePublisher(
-                self.run_id,
-                endpoint=eps.get("frames"),
-                control_endpoint=eps.get("control"),
-                mode=bus,
-                max_frame_bytes=max_bytes,
-                security=security,
-            )
-            self.server = DecisionServer(
-                self._on_decision,
-                endpoint=eps.get("decisions"),
-                security=security,
-                on_answered=self._record_answered,
-            )
+        if self.publisher is not None and self.server is not None:
             BusInfo(
                 self.run_id,
                 self.publisher.endpoint,

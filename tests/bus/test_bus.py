@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import useq
 import zmq
 
 from livescope.bus import (
@@ -200,6 +201,36 @@ def test_loopback_detection(endpoint: str, loopback: bool) -> None:
 def test_network_bind_needs_curve_keys() -> None:
     with pytest.raises(LivescopeError, match="without CURVE keys"):
         FramePublisher("r1", endpoint="tcp://0.0.0.0:*")
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "why"),
+    [
+        ("tcp://127.0.0.1:abc", "Invalid argument"),
+        ("ipc:///no/such/folder/frames", "No such file or directory"),
+    ],
+)
+def test_an_endpoint_that_cannot_be_bound_is_named(endpoint: str, why: str) -> None:
+    with pytest.raises(LivescopeError, match=f"cannot listen on {endpoint}: {why}"):
+        FramePublisher("r1", endpoint=endpoint)
+
+
+def test_an_endpoint_in_use_is_named_and_the_agent_writes_nothing(tmp_path: Path) -> None:
+    from livescope.schema import load_profile
+    from livescope.scope import ScopeAgent, SimulatedMicroscope
+
+    taken = zmq.Context.instance().socket(zmq.REP)
+    port = taken.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        prof = load_profile("sim")
+        seq = useq.MDASequence(channels=["DAPI"], time_plan={"interval": 0, "loops": 2})
+        in_use = f"cannot listen on tcp://127.0.0.1:{port}: Address already in use"
+        with SimulatedMicroscope(prof) as sim, pytest.raises(LivescopeError, match=in_use):
+            ScopeAgent(sim.core, prof, seq, tmp_path / "run", sim=sim, bus="inline",
+                       endpoints={"decisions": f"tcp://127.0.0.1:{port}"})  # fmt: skip
+    finally:
+        taken.close(0)
+    assert not (tmp_path / "run").exists()  # no half-made recording to refuse a rerun
 
 
 def test_curve_refuses_a_client_without_the_right_key() -> None:
