@@ -93,7 +93,11 @@ def fail(message: str, *, as_json: bool, problems: list[str] | None = None) -> N
 
 @contextmanager
 def user_errors(as_json: bool) -> Iterator[None]:
-    """Turn livescope's and pydantic's errors into a clear message and exit code 2."""
+    """Turn livescope's and pydantic's errors into a clear message and exit code 2.
+
+    So are file-system errors that name a path (a folder that cannot be made,
+    a file that cannot be read or written); other errors keep their traceback.
+    """
     try:
         yield
     except ConfigError as exc:
@@ -105,6 +109,12 @@ def user_errors(as_json: bool) -> Iterator[None]:
         fail(str(exc), as_json=as_json)
     except KeyboardInterrupt:
         fail("interrupted", as_json=as_json)
+    except OSError as exc:  # a file or folder the system refused, e.g. an --out it cannot make
+        if exc.filename is None:
+            raise
+        logging.getLogger("livescope").debug("file system error", exc_info=True)
+        where = f"{exc.filename} -> {exc.filename2}" if exc.filename2 else f"{exc.filename}"
+        fail(f"cannot use {where}: {exc.strerror or exc}", as_json=as_json)
 
 
 @contextmanager

@@ -178,3 +178,16 @@ def test_an_output_path_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
         assert json.loads(res.stdout)["error"].startswith(
             f"cannot create the output folder {under}: "
         )
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_a_folder_the_system_refuses_is_named_not_a_traceback(tmp_path: Path) -> None:
+    # /proc looks writable to root (os.access), yet nothing can be made in it: the same as
+    # a share that refuses writes whatever its permissions say
+    out = Path("/proc") / f"livescope-{tmp_path.name}"
+    res = run_cli("demo", "--no-analysis", "--frames", "1", "--out", str(out), "--json")
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr
+    error = json.loads(res.stdout)["error"]
+    # (as root the system refuses the folder; otherwise the folder check already does)
+    assert error.startswith((f"cannot use {out}: ", f"cannot create the output folder {out}: "))
