@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from livescope.record import DatasetError
 from livescope.schema import LivescopeError, check_output_folder
 
 __all__ = ["ReplaySpec", "bench_replay_cluster", "replay_many", "run_replay_task"]
@@ -71,6 +72,22 @@ def run_replay_task(
     }
 
 
+_BAD_INPUT = "livescope.bad_input"
+"""Key of a task's result whose dataset cannot be replayed (not retried)."""
+
+
+def _run_task(task: Callable[[ReplaySpec], dict[str, Any]], spec: ReplaySpec) -> dict[str, Any]:
+    """Run ``task(spec)``; a dataset that cannot be read is a result, not an exception.
+
+    Another attempt would fail the same way, so Dask must not retry it (nor
+    print its traceback from the worker).
+    """
+    try:
+        return task(spec)
+    except DatasetError as exc:
+        return {_BAD_INPUT: f"{type(exc).__name__}: {exc}"}
+
+
 def _warm_up() -> None:
     """Import what a replay task needs (once per worker process)."""
     import onnxruntime  # noqa: F401
@@ -110,7 +127,9 @@ def replay_many(
 
     ``cluster``: a scheduler address (``tcp://host:8786``); None starts a local
     cluster of ``workers`` processes. The summary lists ``done`` and ``failed``
-    tasks (dataset, error, attempts); ``ok`` is False when any failed.
+    tasks (dataset, error, attempts); ``ok`` is False when any failed. A task
+    that fails is tried ``retries`` more times, except one whose dataset cannot
+    be read (missing, not a recording: `DatasetError`), which would fail again.
 
     Raises
     ------
@@ -158,14 +177,20 @@ def replay_many(
             client.run(_warm_up)  # imports and engine runtimes, before the clock starts
             t_submit = time.perf_counter()
             futures = {
-                client.submit(task, s, key=f"replay-{i}-{Path(s.out).name}", retries=retries,
-                              pure=False): s
+                client.submit(_run_task, task, s, key=f"replay-{i}-{Path(s.out).name}",
+                              retries=retries, pure=False): s
                 for i, s in enumerate(specs)
             }  # fmt: skip
             for fut in as_completed(futures):
                 spec = futures[fut]
-                if fut.status == "finished":
-                    done.append(fut.result())
+                if fut.status == "finished" and _BAD_INPUT in (res := fut.result()):
+                    failed.append({
+                        "dataset": spec.dataset, "out": spec.out, "key": str(fut.key),
+                        "error": res[_BAD_INPUT], "attempts": 1,
+                    })  # fmt: skip
+                    logger.error("cannot replay %s: %s", spec.dataset, res[_BAD_INPUT])
+                elif fut.status == "finished":
+                    done.append(res)
                 else:
                     exc = fut.exception()
                     failed.append({
