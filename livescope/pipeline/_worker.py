@@ -81,6 +81,18 @@ largest pipeline overheads.
 """
 
 
+WORKER_COUNTS = (
+    "added_frames_received", "cells", "decisions_accepted", "decisions_answered_late",
+    "decisions_not_sent", "decisions_refused_late", "decisions_rejected_agent",
+    "decisions_rejected_guardrail", "decisions_unanswered", "dropped_live", "fields_analysed",
+    "fields_incomplete", "fields_missing", "frames_already_analysed", "frames_analysed",
+    "frames_completed_from_recording", "frames_dropped_live", "frames_received",
+    "overlay_errors", "restarts",
+)  # fmt: skip
+"""The counts a worker's summary always holds (``results/worker.json``), 0 when nothing
+happened."""
+
+
 class PipelineWorker:
     """Analyse a running run's fields; see the module.
 
@@ -616,11 +628,13 @@ class PipelineWorker:
         runtimes = self.analyzer.engine_runtimes()  # those loaded (by the warm-up, or fields)
         self.analyzer.close()
         self.store.close()
+        counts = {**dict.fromkeys(WORKER_COUNTS, 0), **self.counts}
         summary: dict[str, Any] = {
             "ok": not failed,
             "run_id": self.run_id,
             "resumed": self.resumed,
-            **{k: int(v) for k, v in sorted(self.counts.items())},
+            # every count, 0 included: a key a user looks for is there whatever happened
+            **{k: int(v) for k, v in sorted(counts.items())},
             # from the latency log: every field, also those of a worker that was restarted
             "latency_ms": latency_from_log(self.results / "latency.jsonl"),
             "policies_disabled": [{"rule": k, "error": v} for k, v in self.policy.disabled.items()],

@@ -157,3 +157,15 @@ def test_a_changed_model_stops_the_worker_before_its_first_field(tmp_path: Path)
     assert summary.get("fields_analysed", 0) == 0
     assert not (run / "results" / "ready").exists()
     assert [t.name for t in threading.enumerate() if t.name.startswith("livescope-")] == []
+
+
+def test_the_summary_holds_every_count_even_at_zero(tmp_path: Path) -> None:
+    import re
+
+    from livescope.pipeline._worker import WORKER_COUNTS
+
+    summary = PipelineWorker(tmp_path, NO_ENGINES)._finish()
+    assert {k: summary[k] for k in WORKER_COUNTS} == dict.fromkeys(WORKER_COUNTS, 0)
+    # every count the worker keeps is one of them (a new count is added to the list)
+    src = "".join(p.read_text() for p in Path(__file__).parents[2].glob("livescope/pipeline/*.py"))
+    assert set(re.findall(r'counts\["(\w+)"\]', src)) <= set(WORKER_COUNTS)
