@@ -281,7 +281,10 @@ def _print_demo(summary: dict[str, Any]) -> None:
                 "; ".join(f"{k}: {r['backend']} on {r['device']} ({r['precision']})"
                           for k, r in runtimes.items()),
             )  # fmt: skip
-        table.add_row("decisions", f"{d['accepted']} accepted, {d['rejected']} rejected")
+        not_sent = (
+            f", {d['not_sent']} not sent (made after the run ended)" if d.get("not_sent") else ""
+        )
+        table.add_row("decisions", f"{d['accepted']} accepted, {d['rejected']} rejected{not_sent}")
         table.add_row("trigger precision / recall",
                       f"{summary['trigger_precision']} / {summary['trigger_recall']}")  # fmt: skip
         table.add_row("mitosis → trigger (median)", f"{summary['mitosis_to_trigger_s']} s")

@@ -207,6 +207,9 @@ def run_adaptive(
                 + int(work.get("decisions_rejected_guardrail", 0)),
                 "rejected_by_guardrails": int(work.get("decisions_rejected_guardrail", 0)),
                 "rejected_by_agent": summary["decisions_rejected"],
+                # made by the policies once the run had ended (its last fields): never
+                # sent, but scored as triggers (they are the detector's answers)
+                "not_sent": int(work.get("decisions_not_sent", 0)),
             },
             "trigger_precision": evaluation["precision"],
             "trigger_recall": evaluation["recall"],

@@ -62,6 +62,7 @@ def test_demo_meets_the_adaptive_targets(demo_run: tuple[dict, Path]) -> None:
     for f in rejected:  # the frame budget ran out, or it fired on the last field after the end
         last = f["t"] == 29 and f["reason"].startswith("the run has ended")
         assert "max_extra_frames_per_run" in f["reason"] or last, f
+    assert d["not_sent"] == sum(f["reason"].startswith("the run has ended") for f in rejected)
     assert d["accepted"] >= 50
     # every accepted close-up was acquired: 4 time points x 2 channels, centred on its cell
     added = [f for f in read_frames(out) if f["added_by"]]
@@ -260,6 +261,15 @@ def test_the_demo_table_names_the_machine(
         "engine_runtimes": {"nuclei-unet": {"backend": "torch", "device": "cuda",
                                             "precision": "fp16"}},
     }  # fmt: skip
+    _print_demo(summary)
+    err = capsys.readouterr().err
+    assert "1 accepted, 0 rejected" in err
+    assert "not sent" not in err
+    summary["decisions"] = {"accepted": 1, "rejected": 0, "not_sent": 3}
+    _print_demo(summary)
+    err = capsys.readouterr().err
+    assert "1 accepted, 0 rejected, 3 not sent (made after the run ended)" in err
+    summary["decisions"] = {"accepted": 1, "rejected": 0}
     _print_demo(summary)
     err = capsys.readouterr().err
     assert "Test CPU 9000, ? logical CPUs; Python reference 21.5 ms" in err
