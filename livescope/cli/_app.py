@@ -82,12 +82,28 @@ def version(json_out: JsonOpt = False) -> None:
 @app.command()
 def demo(
     frames: Annotated[
-        int, typer.Option(min=1, help="Time points to acquire (each: every position and channel).")
-    ] = 30,
-    positions: Annotated[int, typer.Option(min=1, help="Stage positions in the default plan.")] = 3,
+        int | None,
+        typer.Option(
+            min=1,
+            help="Time points to acquire (each: every position and channel); default 30. "
+            "Not with --plan.",
+            show_default=False,
+        ),
+    ] = None,
+    positions: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Stage positions; default 3. Not with --plan.", show_default=False
+        ),
+    ] = None,
     interval_s: Annotated[
-        float, typer.Option(min=0, help="Time-lapse interval in sample time, seconds.")
-    ] = 120.0,
+        float | None,
+        typer.Option(
+            min=0,
+            help="Time-lapse interval in sample time, seconds; default 120. Not with --plan.",
+            show_default=False,
+        ),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Run folder (new). Default: runs/demo-<date>-<time>.")
     ] = None,
@@ -145,12 +161,24 @@ def demo(
         prof = accelerated(prof, accel, as_json=json_out)
         policies: list[Any] | None = None
         if plan is not None:
+            shape = {"--frames": frames, "--positions": positions, "--interval-s": interval_s}
+            given = [name for name, v in shape.items() if v is not None]
+            if given:
+                fail(
+                    f"{' and '.join(given)} shape the built-in demo plan; with --plan the plan "
+                    f"gives them ({plan}: time_plan, stage_positions): leave "
+                    f"{'them' if len(given) > 1 else 'it'} out",
+                    as_json=json_out,
+                )
             sequence = load_plan(plan)
             check_plan(sequence, prof, str(plan))  # (named by its file in the message)
             policies = plan_sections(plan).get("policies")  # type: ignore[assignment]
         else:
             sequence = demo_sequence(
-                prof, timepoints=frames, positions=positions, interval_s=interval_s
+                prof,
+                timepoints=30 if frames is None else frames,
+                positions=3 if positions is None else positions,
+                interval_s=120.0 if interval_s is None else interval_s,
             )
         run_dir = out or Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
         if analysis and plan is None:

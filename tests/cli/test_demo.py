@@ -201,6 +201,12 @@ def _plan(tmp_path: Path, text: str) -> Path:
         pytest.param(["--profile", "widefield-2048-scmos"], "kind 'micromanager'", id="real-rig"),
         pytest.param(["--plan", "{far_plan}"], "stages.xy.x_range_um", id="outside-stage-limits"),
         pytest.param(["--plan", "{missing}"], "file not found", id="missing-plan"),
+        pytest.param(
+            ["--plan", "{good_plan}", "--frames", "2", "--interval-s", "60"],
+            "--frames and --interval-s shape the built-in demo plan; with --plan the plan gives "
+            "them",
+            id="plan-and-frames",
+        ),
     ],
 )
 def test_bad_input_gives_clear_error(tmp_path: Path, args: list[str], expected: str) -> None:
@@ -209,7 +215,9 @@ def test_bad_input_gives_clear_error(tmp_path: Path, args: list[str], expected: 
         "far_plan": tmp_path / "far.yaml",
         "bad_profile": tmp_path / "bad.yaml",
         "missing": tmp_path / "nope.yaml",
+        "good_plan": tmp_path / "good.yaml",
     }
+    paths["good_plan"].write_text("channels: [{config: DAPI}]\ntime_plan: {interval: 1, loops: 1}")
     paths["far_plan"].write_text(
         "stage_positions: [{x: 9000, y: 0, name: far}]\nchannels: [{config: DAPI}]\n"
     )
@@ -221,7 +229,8 @@ def test_bad_input_gives_clear_error(tmp_path: Path, args: list[str], expected: 
         .replace("bit_depth: 12", "bit_depth: 20")
     )
     argv = [a.format(**paths) for a in args]
-    res = run_cli("demo", "--frames", "2", "--out", str(tmp_path / "run"), "--json", *argv)
+    short = [] if "--plan" in argv else ["--frames", "2"]  # (a plan gives its own time points)
+    res = run_cli("demo", *short, "--out", str(tmp_path / "run"), "--json", *argv)
     assert res.returncode == 2
     assert "Traceback" not in res.stderr
     assert expected in res.stderr
