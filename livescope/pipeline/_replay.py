@@ -114,7 +114,14 @@ def run_replay(
         policies: Any = None
         if plan is not None:
             load_plan(plan)  # a misspelt key (e.g. 'policy:') is an error, not ignored
-            policies = plan_sections(plan).get("policies")
+            sections = plan_sections(plan)
+            if "policies" not in sections:
+                raise LivescopeError(
+                    f"{plan} has no policies: a replay takes only the policies of --plan (the "
+                    "frames it serves are the recording's); add the rules to try, or "
+                    "'policies: []' to replay with none"
+                )
+            policies = sections["policies"]
         elif own and recorded_plan.is_file():
             policies = plan_sections(recorded_plan).get("policies")
         # bad rules are reported now, not by a worker that cannot start

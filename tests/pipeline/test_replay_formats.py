@@ -244,7 +244,7 @@ def test_a_worker_that_refuses_its_settings_fails_the_replay_at_once(tmp_path: P
     assert "exit codes [2]" in error  # one try: a restart would refuse again
 
 
-def test_a_replay_plan_with_a_misspelt_key_or_bad_rule_is_refused_before_anything(
+def test_a_replay_plan_with_a_misspelt_key_bad_rule_or_no_rules_is_refused_first(
     tmp_path: Path,
 ) -> None:
     seq = tmp_path / "01"
@@ -255,6 +255,9 @@ def test_a_replay_plan_with_a_misspelt_key_or_bad_rule_is_refused_before_anythin
          "policy: unknown field"),
         ("rule", "policies:\n  - {name: a, when: {divison: {}}, do: {record: {}}}\n",
          "'when' must be one of"),
+        # no policies: the user may think its acquisition drives the replay (it does not)
+        ("none", "channels: [{config: GFP}]\ntime_plan: {interval: 1, loops: 2}\n",
+         "has no policies: a replay takes only the policies of --plan"),
     ):  # fmt: skip
         plan = tmp_path / f"{name}.yaml"
         plan.write_text(text)
