@@ -16,7 +16,9 @@ import useq
 from pydantic import BaseModel, ValidationError
 
 from ._base import format_validation_error, read_yaml
+from ._decision import parent_position
 from ._errors import PlanError
+from ._positions import position_name
 from ._profile import HardwareProfile
 
 __all__ = ["PLAN_SECTIONS", "check_plan", "load_plan", "plan_events", "plan_sections"]
@@ -188,7 +190,8 @@ def check_plan(
     """Check that every event of ``sequence`` can run on the rig of ``profile``.
 
     Checks channel group and preset names (each channel given once; at least
-    one), exposures against each preset's limits and the light-dose budget,
+    one), exposures against each preset's limits and the light-dose budget
+    (each frame's exposure, and each position's fluorescence over the plan),
     time steps (none negative), grids (their field of view given), and every
     stage position (including grid and z-plan offsets) against the profile's
     stage travel. ``events``: the sequence's events
@@ -241,7 +244,17 @@ def check_plan(
     problems += _time_and_grid_problems(sequence, profile)
     xy, z = profile.stages.xy, profile.stages.z
     seen: set[str] = set()
+    # the plan's own fluorescence per position (and channel), as the guardrails book it
+    fluo_ms = {c.name: c.default_exposure_ms for c in chans.presets if c.kind == "fluorescence"}
+    dose: dict[str, float] = {}
+    dose_ch: dict[tuple[str, str], float] = {}
     for event in plan_events(sequence) if events is None else events:
+        config = event.channel.config if event.channel is not None else ""
+        if config in fluo_ms:
+            ms = fluo_ms[config] if event.exposure is None else float(event.exposure)
+            key = parent_position(position_name(event))
+            dose[key] = dose.get(key, 0.0) + ms / 1000.0
+            dose_ch[key, config] = dose_ch.get((key, config), 0.0) + ms / 1000.0
         idx = dict(event.index)
         checks = (
             ("x", event.x_pos, xy.x_range_um, "stages.xy.x_range_um"),
@@ -261,5 +274,31 @@ def check_plan(
                 problems.append(msg)
         if len(problems) >= _MAX_REPORTED:
             break
+    problems += _dose_problems(dose, dose_ch, profile)
     if problems:
         raise PlanError(source, problems[:_MAX_REPORTED])
+
+
+def _dose_problems(
+    dose: dict[str, float], dose_ch: dict[tuple[str, str], float], profile: HardwareProfile
+) -> list[str]:
+    """Positions (and channels) whose planned fluorescence alone passes the light-dose budget."""
+    budget = profile.light_dose
+    fix = (
+        "(shorter exposures, fluorescence at fewer time points, or a larger budget in the profile)"
+    )
+    out = [
+        f"light dose: position {key} gets {s:.1f} s of fluorescence from the plan alone; "
+        f"light_dose.max_fluorescence_s_per_position = {budget.max_fluorescence_s_per_position:g}"
+        f" s {fix}"
+        for key, s in dose.items()
+        if s > budget.max_fluorescence_s_per_position + 1e-9
+    ]
+    if (limit := budget.max_fluorescence_s_per_channel) is not None:
+        out += [
+            f"light dose: position {key}, channel {ch} gets {s:.1f} s of fluorescence from the "
+            f"plan alone; light_dose.max_fluorescence_s_per_channel = {limit:g} s {fix}"
+            for (key, ch), s in dose_ch.items()
+            if s > limit + 1e-9
+        ]
+    return out

@@ -153,3 +153,43 @@ def test_load_plan_roundtrip(tmp_path: Path, sim_profile: HardwareProfile) -> No
     seq = load_plan(f)
     assert seq.sizes["t"] == 3
     check_plan(seq, sim_profile)
+
+
+def test_a_plan_whose_own_light_passes_a_positions_budget_is_refused(
+    sim_profile: HardwareProfile,
+) -> None:
+    # sim: 120 s of fluorescence per position; 1 s of DAPI at 121 time points is 121 s
+    plan = _plan(
+        stage_positions=[{"x": 0, "y": 0, "z": 0, "name": "A"}, {"x": 500, "y": 0, "z": 0}],
+        channels=[{"config": "DAPI", "exposure": 1000}, {"config": "Phase", "exposure": 1000}],
+        time_plan={"interval": 1, "loops": 121},
+    )
+    with pytest.raises(PlanError) as err:
+        check_plan(plan, sim_profile)
+    limit = "light_dose.max_fluorescence_s_per_position = 120 s"
+    assert [p for p in err.value.problems if p.startswith("light dose")] == [
+        f"light dose: position A gets 121.0 s of fluorescence from the plan alone; {limit} "
+        "(shorter exposures, fluorescence at fewer time points, or a larger budget in the "
+        "profile)",
+        f"light dose: position p1 gets 121.0 s of fluorescence from the plan alone; {limit} "
+        "(shorter exposures, fluorescence at fewer time points, or a larger budget in the "
+        "profile)",
+    ]
+    # the phase frames' light is no fluorescence; the budget itself is allowed
+    check_plan(_plan(channels=[{"config": "DAPI", "exposure": 1000}],
+                     time_plan={"interval": 1, "loops": 120}), sim_profile)  # fmt: skip
+    # an exposure the plan leaves out counts at the channel's default
+    default_ms = sim_profile.channels.get("DAPI").default_exposure_ms
+    loops = int(120_000 / default_ms) + 1
+    with pytest.raises(PlanError, match="light dose: position p0 gets"):
+        check_plan(_plan(channels=[{"config": "DAPI"}],
+                         time_plan={"interval": 1, "loops": loops}), sim_profile)  # fmt: skip
+
+
+def test_a_per_channel_light_budget_is_checked_too(sim_profile: HardwareProfile) -> None:
+    dose = sim_profile.light_dose.model_copy(update={"max_fluorescence_s_per_channel": 10.0})
+    prof = sim_profile.model_copy(update={"light_dose": dose})
+    plan = _plan(channels=[{"config": "DAPI", "exposure": 500}],
+                 time_plan={"interval": 1, "loops": 21})  # fmt: skip
+    with pytest.raises(PlanError, match=r"position p0, channel DAPI gets 10\.5 s of fluorescence"):
+        check_plan(plan, prof)
