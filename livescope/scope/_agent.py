@@ -108,7 +108,8 @@ class ScopeAgent:
         # the plan expanded once (~40 µs per event: seconds for a long multi-position run)
         # for the plan check, the event queue and the guardrails' books
         planned = plan_events(sequence)
-        check_plan(sequence, profile, events=planned)
+        # (a replay's plan asks for light that was given when its frames were recorded)
+        check_plan(sequence, profile, events=planned, light_budget=not self.what_if)
         self.planned_events = len(planned)
         """How many events the plan holds (decisions may add more)."""
         self.core, self.profile, self.sequence, self.sim = core, profile, sequence, sim
