@@ -58,7 +58,7 @@ def agent(
     """
     setup_logging(verbose)
     from livescope.schema import check_output_folder, check_plan, load_plan, load_profile
-    from livescope.scope import run_micromanager, run_simulated
+    from livescope.scope import check_micromanager_config, run_micromanager, run_simulated
 
     with user_errors(json_out):
         if bus not in ("inline", "shm", "off"):
@@ -80,6 +80,7 @@ def agent(
                 f"{run_dir / 'data.ome.zarr'} already exists; choose a new --out", as_json=json_out
             )
         check_output_folder(run_dir)
+        check_micromanager_config(prof, backend)  # (before the run folder is made)
         run_dir.mkdir(parents=True, exist_ok=True)
         # the plan as given (with its policies) goes beside the recording for the worker
         (run_dir / "plan.yaml").write_bytes(plan.read_bytes())

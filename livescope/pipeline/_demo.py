@@ -28,7 +28,13 @@ import yaml
 from livescope.bus import StallMonitor, machine_info
 from livescope.record import read_frames
 from livescope.schema import HardwareProfile, LivescopeError, check_output_folder
-from livescope.scope import ANAPHASE_SHARE, ScopeAgent, run_micromanager, run_simulated
+from livescope.scope import (
+    ANAPHASE_SHARE,
+    ScopeAgent,
+    check_micromanager_config,
+    run_micromanager,
+    run_simulated,
+)
 
 from ._config import LATENCY_STAGES, PLAN_FILE, RESULTS_DIR, WorkerConfig
 from ._supervisor import WorkerSupervisor
@@ -117,6 +123,8 @@ def run_adaptive(
     check_output_folder(out)
     if (out / "data.ome.zarr").exists():
         raise LivescopeError(f"{out / 'data.ome.zarr'} already exists; choose a new output folder")
+    if acquire is None:  # a rig's config file that is not there: before anything is written
+        check_micromanager_config(profile, backend)
     out.mkdir(parents=True, exist_ok=True)
     pc = machine_info()  # before anything of the run starts
     if plan_file is not None:

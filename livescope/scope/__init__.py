@@ -6,7 +6,13 @@ devices rendering a living cell population, with ground truth for every frame.
 
 from ._agent import ScopeAgent
 from ._bench import CAMERA_TARGETS_FPS, bench_camera, bench_record
-from ._demo import BACKENDS, demo_sequence, run_micromanager, run_simulated
+from ._demo import (
+    BACKENDS,
+    check_micromanager_config,
+    demo_sequence,
+    run_micromanager,
+    run_simulated,
+)
 from ._engine import SAMPLE_TIME_KEY, LivescopeEngine
 from ._fanout import FrameFanout, frame_info, position_name
 from ._feed import EventFeed
@@ -60,6 +66,7 @@ __all__ = [
     "adapt_core",
     "bench_camera",
     "bench_record",
+    "check_micromanager_config",
     "demo_sequence",
     "expose",
     "frame_info",

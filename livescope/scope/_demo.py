@@ -14,7 +14,13 @@ from ._agent import ScopeAgent, ready_or_close
 from ._sim import SimulatedMicroscope
 from ._truth import GroundTruthWriter
 
-__all__ = ["BACKENDS", "demo_sequence", "run_micromanager", "run_simulated"]
+__all__ = [
+    "BACKENDS",
+    "check_micromanager_config",
+    "demo_sequence",
+    "run_micromanager",
+    "run_simulated",
+]
 
 BACKENDS = ("mda", "pycromanager")
 """How the agent acquires: pymmcore-plus's MDA runner, or a pycromanager ``Acquisition``
@@ -135,6 +141,19 @@ def run_simulated(
     return summary
 
 
+def check_micromanager_config(profile: HardwareProfile, backend: str = "mda") -> None:
+    """Raise `LivescopeError` if acquiring on ``profile`` needs a config file that is missing.
+
+    The mda backend loads the profile's ``micromanager_config``; checked before
+    a run folder is made, so that a wrong path leaves nothing behind.
+    """
+    _check_backend(backend)
+    if backend == "mda" and profile.kind != "simulated":
+        cfg = profile.micromanager_config
+        if cfg is None or not Path(cfg).is_file():
+            raise LivescopeError(f"Micro-Manager config {cfg} (micromanager_config) not found")
+
+
 def run_micromanager(
     profile: HardwareProfile,
     sequence: useq.MDASequence,
@@ -176,9 +195,8 @@ def run_micromanager(
         return pm_agent.run(None if progress is None else (lambda n: progress(n, planned)))
     from pymmcore_plus import CMMCorePlus
 
+    check_micromanager_config(profile, backend)
     cfg = profile.micromanager_config
-    if cfg is None or not Path(cfg).is_file():
-        raise LivescopeError(f"Micro-Manager config {cfg} (micromanager_config) not found")
     core = CMMCorePlus()
     core.loadSystemConfiguration(str(cfg))
     agent = ScopeAgent(

@@ -191,3 +191,14 @@ def test_a_folder_the_system_refuses_is_named_not_a_traceback(tmp_path: Path) ->
     error = json.loads(res.stdout)["error"]
     # (as root the system refuses the folder; otherwise the folder check already does)
     assert error.startswith((f"cannot use {out}: ", f"cannot create the output folder {out}: "))
+
+
+def test_a_rig_whose_config_file_is_missing_leaves_no_run_folder(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("stage_positions: [{x: 0, y: 0, z: 0}]\nchannels: [{config: DAPI}]\n")
+    for args in (("run", str(plan)), ("agent", "--plan", str(plan))):
+        out = tmp_path / f"out-{args[0]}"
+        res = run_cli(*args, "--profile", "widefield-2048-scmos", "--out", str(out), "--json")
+        assert res.returncode == 2, res.stderr
+        assert json.loads(res.stdout)["error"].endswith("(micromanager_config) not found")
+        assert not out.exists()  # nothing half-made to clear away before the next try
