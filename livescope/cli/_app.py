@@ -79,6 +79,12 @@ def version(json_out: JsonOpt = False) -> None:
         typer.echo(__version__)
 
 
+ANALYSIS_ACCELERATION = 40.0
+"""Sample seconds per wall second of a simulated run with the pipeline worker in the loop
+(`demo`, `run`): fast enough for a short demo, slow enough that the engines keep up on a
+2-core CPU (at the sim profile's own 600x most decisions would come after the run ended)."""
+
+
 @app.command()
 def demo(
     frames: Annotated[
@@ -157,7 +163,7 @@ def demo(
                 "simulated microscope (use a profile with kind: simulated, e.g. 'sim')",
                 as_json=json_out,
             )
-        accel = time_acceleration or (40.0 if analysis else None)
+        accel = time_acceleration or (ANALYSIS_ACCELERATION if analysis else None)
         prof = accelerated(prof, accel, as_json=json_out)
         policies: list[Any] | None = None
         if plan is not None:
@@ -245,7 +251,11 @@ def run_cmd(
     seed: Annotated[int | None, typer.Option(help="Simulation seed (simulated profiles).")] = None,
     time_acceleration: Annotated[
         float | None,
-        typer.Option(min=0.001, help="Simulated profiles: sample seconds per wall second."),
+        typer.Option(
+            min=0.001,
+            help="Simulated profiles: sample seconds per wall second (default: 40, so the "
+            "CPU engines keep up, as in the demo).",
+        ),
     ] = None,
     threads: ThreadsOpt = None,
     backend: BackendOpt = "mda",
@@ -274,7 +284,10 @@ def run_cmd(
                 f"unknown acquisition backend {backend!r}; use mda or pycromanager",
                 as_json=json_out,
             )
-        prof = accelerated(load_profile(profile), time_acceleration, as_json=json_out)
+        prof = load_profile(profile)
+        if time_acceleration is None and prof.simulation is not None:
+            time_acceleration = ANALYSIS_ACCELERATION  # (the profile's own, 600x, outruns them)
+        prof = accelerated(prof, time_acceleration, as_json=json_out)
         refuse_replay_profile(prof, "run", as_json=json_out)
         sequence = load_plan(plan)
         check_plan(sequence, prof, str(plan))
