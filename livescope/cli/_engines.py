@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ._common import JsonOpt, emit, setup_logging, stderr, user_errors
+from ._common import JsonOpt, emit, fail, setup_logging, stderr, user_errors
 
 engines_app = typer.Typer(help="Inference engines: list, check, build.", no_args_is_help=True)
 eval_app = typer.Typer(help="Score engines against ground truth.", no_args_is_help=True)
@@ -189,6 +189,15 @@ def engines_build(
     from livescope.schema import load_profile
 
     with user_errors(json_out):
+        if backend not in ("tensorrt", "tensorrt-rtx"):
+            fail(
+                f"engines build makes TensorRT plans: --backend tensorrt or tensorrt-rtx, not "
+                f"{backend!r} (the other backends need no build; `livescope engines check` "
+                "runs them)",
+                as_json=json_out,
+            )
+        if compute_capability and backend != "tensorrt-rtx":
+            fail("--compute-capability is for tensorrt-rtx's ahead-of-time build", as_json=json_out)
         prof = load_profile(profile)
         # (checks the precision too, also for the ahead-of-time build that takes none)
         ref = Engine(engine, backend=OnnxRuntimeBackend(), precision=precision)
@@ -352,11 +361,16 @@ def eval_states(
     from livescope.schema import LivescopeError
 
     with user_errors(json_out), CellStateEngine(engine, backend=backend) as e:
+        if simulated is not None and (images is not None or gt is not None):
+            raise LivescopeError("give --simulated SEEDS, or --images and --gt, not both")
         if simulated is not None:
             seeds = _seeds(simulated)
             result = score_states_simulated(e, views_for_seeds(seeds, views))
             result["simulated_seeds"] = seeds
         elif images is not None and gt is not None:
+            for what, folder in (("--images", images), ("--gt", gt)):
+                if not folder.is_dir():
+                    raise LivescopeError(f"{what} {folder} does not exist or is not a folder")
             result = flag_divisions_ctc(
                 e, images, gt, pixel_size_um=pixel_size, frames_before=frames_before
             )

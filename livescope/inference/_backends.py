@@ -611,7 +611,10 @@ def select_backend(name: str | None = None) -> PBackend:
     by_name = {b.name: b for b in BACKENDS}
     if wanted is not None:
         if wanted not in by_name:
-            raise BackendUnavailable(f"unknown backend {wanted!r}; known: {', '.join(by_name)}")
+            where = "" if name else " (from the LIVESCOPE_BACKEND environment variable)"
+            raise BackendUnavailable(
+                f"unknown backend {wanted!r}{where}; known: {', '.join(by_name)}"
+            )
         ok, why = by_name[wanted].available()
         if not ok:
             raise BackendUnavailable(f"backend {wanted!r} cannot run here: {why}")

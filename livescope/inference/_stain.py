@@ -97,7 +97,20 @@ def parse_crop(text: str | None) -> tuple[slice, slice] | None:
         raise LivescopeError(
             f"crop {text!r} is not 'ROW0:ROW1,COL0:COL1' (e.g. '0:1024,768:1024')"
         ) from None
+    if any(v is not None and v < 0 for sl in out for v in (sl.start, sl.stop)):
+        raise LivescopeError(f"crop {text!r}: bounds are pixel indices from 0, not negative")
     return out[0], out[1]
+
+
+def _check_crop(crop: tuple[slice, slice], shape: tuple[int, ...], name: str) -> None:
+    """Refuse a crop that reaches past the frame (it would be cut back without a word)."""
+    for sl, n, axis in zip(crop, shape[-2:], ("rows", "columns"), strict=True):
+        for v in (sl.start, sl.stop):
+            if v is not None and v > n:
+                raise LivescopeError(
+                    f"crop {axis} {sl.start or 0}:{n if sl.stop is None else sl.stop} reach past "
+                    f"the {shape[-2]}x{shape[-1]} frame {name} ({axis} 0:{n})"
+                )
 
 
 def stain_scores(
@@ -163,7 +176,19 @@ def evaluate_stain(
     rows = []
     for i, (ip, tp) in enumerate(pairs):
         frame, tgt = read_image(ip), read_image(tp)
-        if frame.shape[-2:] != tgt.shape[-2:] or tgt.ndim != 2:
+        planes = engine.card.input.channels  # the input: one plane, or that many z-slices
+        for path, img, ndim in ((ip, frame, 2 if planes == 1 else 3), (tp, tgt, 2)):
+            if img.ndim != ndim:
+                want = "one 2-D plane" if ndim == 2 else f"a stack of {planes} planes"
+                raise LivescopeError(
+                    f"{path.name}: the image is {img.shape}, not {want} (an RGB file or a "
+                    f"stack?); engine {engine.name} takes "
+                    f"{'single-channel 2-D frames' if planes == 1 else f'({planes}, H, W) input'}"
+                    " and a 2-D target"
+                )
+        if crop is not None:
+            _check_crop(crop, frame.shape, ip.name)
+        if frame.shape[-2:] != tgt.shape:
             raise LivescopeError(
                 f"{ip.name}: input {frame.shape} and target {tgt.shape} must have the same "
                 "2-D frame size"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -78,3 +79,46 @@ def test_engines_build_refuses_an_unknown_precision_on_every_path() -> None:
         assert json.loads(res.stdout)["error"] == (
             "engine nuclei-unet: precision must be fp32 or fp16, not 'fp64'"
         )
+
+
+def test_engine_commands_name_each_mistake(tmp_path: Path) -> None:
+    import numpy as np
+    import tifffile
+
+    frame = tmp_path / "f.tif"
+    tifffile.imwrite(frame, np.zeros((64, 64), np.uint16))
+    rgb = tmp_path / "rgb.tif"
+    tifffile.imwrite(rgb, np.zeros((64, 64, 3), np.uint8))
+    stain = ("eval", "stain", "--engine", "nuclei-stain", "--input", str(frame), "--target")
+    for args, message in (
+        (("engines", "build", "nuclei-unet", "--backend", "torch"),
+         "engines build makes TensorRT plans: --backend tensorrt or tensorrt-rtx, not 'torch'"),
+        (("engines", "build", "nuclei-unet", "--compute-capability", "SM89"),
+         "--compute-capability is for tensorrt-rtx's ahead-of-time build"),
+        (("eval", "states", "--engine", "cell-state", "--simulated", "100", "--images",
+          str(tmp_path), "--gt", str(tmp_path)), "give --simulated SEEDS, or --images and --gt, "
+         "not both"),
+        (("eval", "states", "--engine", "cell-state", "--images", str(tmp_path / "nope"), "--gt",
+          str(tmp_path)), f"--images {tmp_path / 'nope'} does not exist or is not a folder"),
+        ((*stain, str(rgb)), "rgb.tif: the image is (64, 64, 3), not one 2-D plane"),
+        ((*stain, str(frame), "--crop", "0:100,0:64"),
+         "crop rows 0:100 reach past the 64x64 frame f.tif (rows 0:64)"),
+        ((*stain, str(frame), "--crop", "-5:10,0:64"),
+         "crop '-5:10,0:64': bounds are pixel indices from 0, not negative"),
+    ):  # fmt: skip
+        p = run_cli(*args, "--json")
+        assert p.returncode == 2, p.stdout + p.stderr
+        assert "Traceback" not in p.stderr
+        assert message in json.loads(p.stdout)["error"], args
+
+
+def test_an_unknown_backend_from_the_environment_says_where_it_came_from(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from livescope.inference import BackendUnavailable, select_backend
+
+    monkeypatch.setenv("LIVESCOPE_BACKEND", "bogus")
+    with pytest.raises(BackendUnavailable, match="'bogus' \\(from the LIVESCOPE_BACKEND"):
+        select_backend()
+    with pytest.raises(BackendUnavailable, match="unknown backend 'nope'; known"):
+        select_backend("nope")
