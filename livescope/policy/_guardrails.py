@@ -50,7 +50,8 @@ from livescope.schema import (
     Move,
     PlanPositions,
     parent_position,
-    position_name,
+    plan_events,
+    planned_light_s,
 )
 
 __all__ = ["Guardrails", "parent_position"]
@@ -96,11 +97,16 @@ class Guardrails:
         decision `check` passed (the decision first): `commit` books them without walking
         the events again."""
         if sequence is not None:
-            for ev in sequence:
+            events = (
+                plan_events(sequence) if isinstance(sequence, useq.MDASequence) else tuple(sequence)
+            )  # (walked twice: a generator would be spent by the first)
+            for ev in events:
                 self._plan.add(key := parent_position(self._positions.add(ev)))
                 if ev.x_pos is not None and ev.y_pos is not None:
                     self._centres.setdefault(key, (float(ev.x_pos), float(ev.y_pos)))
-                self._book_frame(ev, planned=True)
+            for (key, ch), s in planned_light_s(events, profile).items():  # the plan's own light
+                self.dose_s[key] += s
+                self.dose_ch_s[f"{key}/{ch}"] += s
         # the centres as an array (one comparison however many positions the plan has)
         self._centre_xy = np.array(list(self._centres.values()), float).reshape(-1, 2)
         self._centre_names = list(self._centres)
@@ -112,24 +118,25 @@ class Guardrails:
                 (k, *self._centres[k]) for i in near if (k := self._centre_names[i]) != name
             ]
 
-    def _event_position(self, ev: useq.MDAEvent, *, planned: bool = False) -> str:
-        """Name the position an event images, as the agent's event queue does."""
-        if planned:
-            return position_name(ev)
+    def _event_position(self, ev: useq.MDAEvent) -> str:
+        """Name the position an added event images, as the agent's event queue does."""
         p, g = ev.index.get("p", 0), ev.index.get("g")
         if (found := self._positions.resolve(ev.pos_name, p, g)) is not None:
             return found
         base = ev.pos_name or self._positions.base_of(p) or f"p{p}"  # not a plan position
         return base if g is None else f"{base}_g{g}"
 
-    def _light_keys(self, ev: useq.MDAEvent, *, planned: bool = False) -> tuple[str, ...]:
-        """Return the budgets an event's light is booked to (see the module)."""
+    def _light_keys(self, ev: useq.MDAEvent) -> tuple[str, ...]:
+        """Return the budgets an added event's light is booked to (see the module).
+
+        (The plan's own events book to their positions: `planned_light_s`.)
+        """
         x, y = ev.x_pos, ev.y_pos
-        if planned or ev.pos_name or "p" in ev.index or x is None or y is None:
+        if ev.pos_name or "p" in ev.index or x is None or y is None:
             # (an event with neither a position nor x/y is refused by the agent; checked
             # here as the plan's first position's, as the agent's queue would file it)
-            name = parent_position(self._event_position(ev, planned=planned))
-            if planned or x is None or y is None:
+            name = parent_position(self._event_position(ev))
+            if x is None or y is None:
                 return (name,)
             if name in self._plan:
                 # its position's, and any other position its field overlaps; away from
@@ -168,12 +175,12 @@ class Guardrails:
         except KeyError:
             return 0.0
 
-    def _book_frame(self, ev: useq.MDAEvent, sign: float = 1.0, *, planned: bool = False) -> None:
+    def _book_frame(self, ev: useq.MDAEvent, sign: float = 1.0) -> None:
         ch = ev.channel.config if ev.channel else ""
         if self._kind.get(ch) != "fluorescence":
             return
         s = sign * self._exposure(ev) / 1000.0
-        for key in self._light_keys(ev, planned=planned):
+        for key in self._light_keys(ev):
             self.dose_s[key] += s
             self.dose_ch_s[f"{key}/{ch}"] += s
 

@@ -48,7 +48,14 @@ from ._header import (
     decode_header,
     encode_header,
 )
-from ._plan import PLAN_SECTIONS, check_plan, load_plan, plan_events, plan_sections
+from ._plan import (
+    PLAN_SECTIONS,
+    check_plan,
+    load_plan,
+    plan_events,
+    plan_sections,
+    planned_light_s,
+)
 from ._positions import PlanPositions, position_name
 from ._profile import (
     Camera,
@@ -133,6 +140,7 @@ __all__ = [
     "place_name",
     "plan_events",
     "plan_sections",
+    "planned_light_s",
     "position_name",
     "read_yaml",
     "require_data_root",

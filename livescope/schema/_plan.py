@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typing
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import useq
@@ -21,7 +21,14 @@ from ._errors import PlanError
 from ._positions import position_name
 from ._profile import HardwareProfile
 
-__all__ = ["PLAN_SECTIONS", "check_plan", "load_plan", "plan_events", "plan_sections"]
+__all__ = [
+    "PLAN_SECTIONS",
+    "check_plan",
+    "load_plan",
+    "plan_events",
+    "plan_sections",
+    "planned_light_s",
+]
 
 _MAX_REPORTED = 20
 
@@ -180,12 +187,35 @@ def plan_events(sequence: useq.MDASequence) -> tuple[useq.MDAEvent, ...]:
     return events
 
 
+def planned_light_s(
+    events: Iterable[useq.MDAEvent], profile: HardwareProfile
+) -> dict[tuple[str, str], float]:
+    """Return the seconds of fluorescence a plan's own events give each (position, channel).
+
+    An event's light goes to the plan position it images (a sub-sequence's or
+    a grid tile's to its position), at its exposure, else its channel's default;
+    other channels give none. The plan check holds it to the light-dose budget,
+    and the guardrails book it before any decision adds more.
+    """
+    fluo_ms = {
+        c.name: c.default_exposure_ms for c in profile.channels.presets if c.kind == "fluorescence"
+    }
+    light: dict[tuple[str, str], float] = {}
+    for event in events:
+        config = event.channel.config if event.channel is not None else ""
+        if config in fluo_ms:
+            ms = fluo_ms[config] if event.exposure is None else float(event.exposure)
+            key = (parent_position(position_name(event)), config)
+            light[key] = light.get(key, 0.0) + ms / 1000.0
+    return light
+
+
 def check_plan(
     sequence: useq.MDASequence,
     profile: HardwareProfile,
     source: str = "plan",
     *,
-    events: Iterable[useq.MDAEvent] | None = None,
+    events: Sequence[useq.MDAEvent] | None = None,
     light_budget: bool = True,
 ) -> None:
     """Check that every event of ``sequence`` can run on the rig of ``profile``.
@@ -247,17 +277,8 @@ def check_plan(
     problems += _time_and_grid_problems(sequence, profile)
     xy, z = profile.stages.xy, profile.stages.z
     seen: set[str] = set()
-    # the plan's own fluorescence per position (and channel), as the guardrails book it
-    fluo_ms = {c.name: c.default_exposure_ms for c in chans.presets if c.kind == "fluorescence"}
-    dose: dict[str, float] = {}
-    dose_ch: dict[tuple[str, str], float] = {}
-    for event in plan_events(sequence) if events is None else events:
-        config = event.channel.config if event.channel is not None else ""
-        if config in fluo_ms:
-            ms = fluo_ms[config] if event.exposure is None else float(event.exposure)
-            key = parent_position(position_name(event))
-            dose[key] = dose.get(key, 0.0) + ms / 1000.0
-            dose_ch[key, config] = dose_ch.get((key, config), 0.0) + ms / 1000.0
+    planned = plan_events(sequence) if events is None else events
+    for event in planned:
         idx = dict(event.index)
         checks = (
             ("x", event.x_pos, xy.x_range_um, "stages.xy.x_range_um"),
@@ -278,15 +299,16 @@ def check_plan(
         if len(problems) >= _MAX_REPORTED:
             break
     if light_budget:
-        problems += _dose_problems(dose, dose_ch, profile)
+        problems += _dose_problems(planned_light_s(planned, profile), profile)
     if problems:
         raise PlanError(source, problems[:_MAX_REPORTED])
 
 
-def _dose_problems(
-    dose: dict[str, float], dose_ch: dict[tuple[str, str], float], profile: HardwareProfile
-) -> list[str]:
+def _dose_problems(light: dict[tuple[str, str], float], profile: HardwareProfile) -> list[str]:
     """Positions (and channels) whose planned fluorescence alone passes the light-dose budget."""
+    dose: dict[str, float] = {}
+    for (key, _), s in light.items():
+        dose[key] = dose.get(key, 0.0) + s
     budget = profile.light_dose
     fix = (
         "(shorter exposures, fluorescence at fewer time points, or a larger budget in the profile)"
@@ -302,7 +324,7 @@ def _dose_problems(
         out += [
             f"light dose: position {key}, channel {ch} gets {s:.1f} s of fluorescence from the "
             f"plan alone; light_dose.max_fluorescence_s_per_channel = {limit:g} s {fix}"
-            for (key, ch), s in dose_ch.items()
+            for (key, ch), s in light.items()
             if s > limit + 1e-9
         ]
     return out
