@@ -166,12 +166,17 @@ def demo(
         accel = time_acceleration or (ANALYSIS_ACCELERATION if analysis else None)
         prof = accelerated(prof, accel, as_json=json_out)
         policies: list[Any] | None = None
+        # the built-in plan's shape as given (what is not keeps demo_sequence's default)
+        shape: dict[str, Any] = {"timepoints": frames, "positions": positions,
+                                 "interval_s": interval_s}  # fmt: skip
+        given = {k: v for k, v in shape.items() if v is not None}
         if plan is not None:
-            shape = {"--frames": frames, "--positions": positions, "--interval-s": interval_s}
-            given = [name for name, v in shape.items() if v is not None]
             if given:
+                options = {"timepoints": "--frames", "positions": "--positions",
+                           "interval_s": "--interval-s"}  # fmt: skip
                 fail(
-                    f"{' and '.join(given)} shape the built-in demo plan; with --plan the plan "
+                    f"{' and '.join(options[k] for k in given)} shape the built-in demo plan; "
+                    "with --plan the plan "
                     f"gives them ({plan}: time_plan, stage_positions): leave "
                     f"{'them' if len(given) > 1 else 'it'} out",
                     as_json=json_out,
@@ -180,12 +185,7 @@ def demo(
             check_plan(sequence, prof, str(plan))  # (named by its file in the message)
             policies = plan_sections(plan).get("policies")  # type: ignore[assignment]
         else:
-            sequence = demo_sequence(
-                prof,
-                timepoints=30 if frames is None else frames,
-                positions=3 if positions is None else positions,
-                interval_s=120.0 if interval_s is None else interval_s,
-            )
+            sequence = demo_sequence(prof, **given)
         run_dir = out or Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
         if analysis and plan is None:
             from livescope.pipeline import DEMO_POLICIES
