@@ -130,6 +130,10 @@ def agent(
         typer.echo(summary["out"])
 
 
+ATTACH_WAIT_S = 30.0
+"""How long `livescope worker` waits for an agent to start in its run folder (its bus.json)."""
+
+
 def worker(
     run: Annotated[Path, typer.Argument(help="Run folder of a running agent (or its bus.json).")],
     policy: Annotated[str, typer.Option(help="Delivery: every (queue) or latest.")] = "every",
@@ -186,7 +190,9 @@ def worker(
         if policy not in ("every", "latest"):
             fail(f"--policy must be every or latest, not {policy!r}", as_json=json_out)
         if not run.is_file() and not any((run / f).exists() for f in ("bus.json", "summary.json")):
-            stderr.print(f"waiting up to 30 s for an agent to start in {run} (its bus.json)")
+            stderr.print(
+                f"waiting up to {ATTACH_WAIT_S:g} s for an agent to start in {run} (its bus.json)"
+            )
         if analyse or config is not None:
             from livescope.pipeline import PipelineWorker, WorkerConfig
 
@@ -207,9 +213,9 @@ def worker(
                     maxlen=max(maxlen, 16),
                     idle_s=idle_s,
                 )
-            result = PipelineWorker(run, cfg, resume=resume).run()
+            result = PipelineWorker(run, cfg, resume=resume).run(attach_timeout_s=ATTACH_WAIT_S)
         else:
-            deadline = time.monotonic() + 30  # an agent starting now has time to appear
+            deadline = time.monotonic() + ATTACH_WAIT_S
             while (
                 not (run / "bus.json").exists() and not run.is_file()
                 and time.monotonic() < deadline

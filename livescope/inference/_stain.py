@@ -174,9 +174,9 @@ def evaluate_stain(
         )
     pairs = _pairs(inp, target)
     rows = []
+    planes = engine.card.input.channels  # the input: one plane, or that many z-slices
     for i, (ip, tp) in enumerate(pairs):
         frame, tgt = read_image(ip), read_image(tp)
-        planes = engine.card.input.channels  # the input: one plane, or that many z-slices
         for path, img, ndim in ((ip, frame, 2 if planes == 1 else 3), (tp, tgt, 2)):
             if img.ndim != ndim:
                 want = "one 2-D plane" if ndim == 2 else f"a stack of {planes} planes"
