@@ -13,6 +13,7 @@ from livescope import __version__
 
 from ._agent import agent, worker
 from ._common import (
+    BenchJsonOpt,
     JsonOpt,
     ThreadsOpt,
     accelerated,
@@ -405,7 +406,7 @@ def profile_check(
 @bench_app.command("bus")
 def bench_bus_cmd(
     paced_seconds: Annotated[float, typer.Option(min=0.5, help="Length of the paced run.")] = 5.0,
-    json_out: JsonOpt = True,
+    json_out: BenchJsonOpt = True,
 ) -> None:
     """Frame bus throughput and latency: raw pyzmq vs inline vs shared memory, + paced run."""
     setup_logging(False)
@@ -424,7 +425,7 @@ def bench_engines_cmd(
     ),
     states: Annotated[str, typer.Option(help="Cell-state engine ('' to skip).")] = "cell-state",
     repeats: Annotated[int, typer.Option(min=1, help="Frames per size.")] = 3,
-    json_out: JsonOpt = True,
+    json_out: BenchJsonOpt = True,
 ) -> None:
     """Ms per frame per backend at 512², 1024², 2048² for every engine; segmentation vs classical.
 
@@ -438,7 +439,7 @@ def bench_engines_cmd(
 def bench_camera_cmd(
     seconds: Annotated[float, typer.Option(min=0.1, help="Seconds per case.")] = 3.0,
     profile: Annotated[str, typer.Option(help="Simulated hardware profile.")] = "sim",
-    json_out: JsonOpt = True,
+    json_out: BenchJsonOpt = True,
 ) -> None:
     """Simulated-camera frames per second at 512² and 2048² (targets 100 and 10 fps)."""
     setup_logging(False)
@@ -454,7 +455,7 @@ def bench_camera_cmd(
 def bench_record_cmd(
     frames: Annotated[int, typer.Option(min=2, help="Frames per channel and size.")] = 20,
     profile: Annotated[str, typer.Option(help="Simulated hardware profile.")] = "sim",
-    json_out: JsonOpt = True,
+    json_out: BenchJsonOpt = True,
 ) -> None:
     """Measure recorder CPU ms and frames/s at 512² and 2048² per codec, side by side."""
     setup_logging(False)
@@ -477,7 +478,7 @@ def bench_jitter_cmd(
         typer.Option(min=1, help="Busy processes in the loaded rounds (default: one per core)."),
     ] = None,
     turns: Annotated[int, typer.Option(min=1, help="How many times each round runs.")] = 4,
-    json_out: JsonOpt = True,
+    json_out: BenchJsonOpt = True,
 ) -> None:
     """How late this machine wakes a thread, idle and beside busy processes (the latency floor)."""
     setup_logging(False)
@@ -495,7 +496,7 @@ def bench_pacing_cmd(
     worker_sleep_ms: Annotated[
         float, typer.Option(min=1, help="The slow worker's sleep after each frame, ms.")
     ] = 300.0,
-    json_out: JsonOpt = True,
+    json_out: BenchJsonOpt = True,
 ) -> None:
     """Acquisition intervals with no worker vs a worker slower than the camera (target: 10 %).
 
@@ -520,7 +521,7 @@ def bench_replay_cluster_cmd(
     keep: Annotated[
         Path | None, typer.Option(help="Keep the datasets and replays in this folder.")
     ] = None,
-    json_out: JsonOpt = True,
+    json_out: BenchJsonOpt = True,
 ) -> None:
     """Replay throughput on a local Dask cluster of 2 worker processes vs 1 (target ≥ 1.6x).
 

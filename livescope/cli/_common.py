@@ -16,7 +16,16 @@ from rich.console import Console
 
 from livescope.schema import ConfigError, LivescopeError, format_validation_error
 
-__all__ = ["JsonOpt", "emit", "fail", "progress_bar", "setup_logging", "stderr", "user_errors"]
+__all__ = [
+    "BenchJsonOpt",
+    "JsonOpt",
+    "emit",
+    "fail",
+    "progress_bar",
+    "setup_logging",
+    "stderr",
+    "user_errors",
+]
 
 stderr = Console(stderr=True, soft_wrap=True)
 
@@ -24,6 +33,16 @@ EXIT_USER_ERROR = 2
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 """The ``--json`` option every command takes."""
+
+BenchJsonOpt = Annotated[
+    bool,
+    typer.Option(
+        "--json",
+        help="Benchmarks always print one JSON object on stdout; the flag is accepted for scripts.",
+        show_default=False,
+    ),
+]
+"""``--json`` of the benchmarks, whose output is JSON either way (errors too)."""
 
 ThreadsOpt = Annotated[
     int | None,

@@ -316,9 +316,15 @@ def eval_stain(
     from livescope.schema import LivescopeError
 
     with user_errors(json_out), StainEngine(engine, backend=backend) as e:
-        e.warmup()
         if simulated is not None and (input is not None or target is not None):
             raise LivescopeError("give --input and --target, or --simulated SEEDS, not both")
+        if segment_with is not None:
+            if simulated is None:
+                raise LivescopeError(
+                    "--segment-with scores against the simulator's nuclei: give --simulated SEEDS"
+                )
+            _check_segmenter(segment_with)
+        e.warmup()
         if simulated is not None:
             from livescope.pipeline import score_stain_simulated, views_for_seeds
 
@@ -334,6 +340,19 @@ def eval_stain(
         else:
             raise LivescopeError("give --input and --target, or --simulated SEEDS")
     _print_scores(result, e, json_out)
+
+
+def _check_segmenter(name: str) -> None:
+    """Refuse, before any work, an engine that cannot segment (e.g. the cell-state classifier)."""
+    from livescope.inference import EngineError, find_engine
+    from livescope.schema import EngineCard
+
+    card = EngineCard.from_file(find_engine(name) / "card.yaml")
+    if card.task != "segmentation" or card.postprocess is None:
+        raise EngineError(
+            f"--segment-with {name}: it is a {card.task} engine, not a segmentation engine "
+            "(e.g. nuclei-unet)"
+        )
 
 
 @eval_app.command("states")

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ._common import JsonOpt, emit, setup_logging, stderr, user_errors
+from ._common import BenchJsonOpt, JsonOpt, emit, setup_logging, stderr, user_errors
 
 __all__ = ["bench_track", "eval_track", "track"]
 
@@ -188,7 +188,7 @@ def bench_track(
     gowt1: Annotated[
         bool, typer.Option(help="Also compare the peers on GOWT1 01's markers (if present).")
     ] = True,
-    json_out: JsonOpt = True,
+    json_out: BenchJsonOpt = True,
 ) -> None:
     """Tracker speed against the number of cells, and peers on the same detections.
 

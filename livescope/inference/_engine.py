@@ -488,6 +488,11 @@ class SegmentationEngine(Engine):
         """
         super().__init__(name_or_path, **kwargs)
         with self._closed_if_refused():
+            if self.card.task != "segmentation" or self.card.postprocess is None:
+                raise EngineError(
+                    f"engine {self.name} is a {self.card.task} engine without segmentation "
+                    "post-processing"
+                )
             self.gpu_postprocess = self._want_gpu_post(gpu_postprocess)
             self.scale = 1.0
             if object_diameter_px is not None:
@@ -509,11 +514,6 @@ class SegmentationEngine(Engine):
                         f"it segments best; refusing more than {MAX_RESCALE:g}x either way (check "
                         "the diameter and pixel size)"
                     )
-            if self.card.task != "segmentation" or self.card.postprocess is None:
-                raise EngineError(
-                    f"engine {self.name} is a {self.card.task} engine without segmentation "
-                    "post-processing"
-                )
             channels = self.card.outputs[0].channels
             want: tuple[str, ...] = ("foreground", "distance")
             post: str = self.card.postprocess.kind

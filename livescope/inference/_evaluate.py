@@ -78,6 +78,8 @@ def evaluate_segmentation(
 
     With ``classical=True`` (and no engine) scores the Otsu + watershed baseline.
     """
+    if images.resolve() == labels.resolve():
+        raise LivescopeError(f"--images and --labels are the same folder ({images})")
     pairs = paired_files(images, labels)
     total = MatchCounts()
     ms_engine: list[float] = []
@@ -95,6 +97,11 @@ def evaluate_segmentation(
             raise LivescopeError(
                 f"{img_path.name}: image {frame.shape} and labels {truth.shape} must be the same "
                 "2-D shape"
+            )
+        if np.array_equal(frame, truth):
+            raise LivescopeError(
+                f"{img_path.name}: the image is its own label image (is --images a folder of "
+                "labels?)"
             )
         truth = as_instance_labels(truth, lab_path.name)
         if engine is not None:

@@ -131,3 +131,14 @@ def test_bench_track_compares_peers_on_simulated_cells() -> None:
         assert sim["objects_per_s_vs_faster_peer"] == pytest.approx(
             ours["objects_per_s"] / fastest, abs=0.01
         )
+
+
+@pytest.mark.parametrize(
+    "bench", ["bus", "engines", "camera", "record", "jitter", "pacing", "replay-cluster", "track"]
+)
+def test_bench_help_says_the_output_is_json_either_way(bench: str) -> None:
+    res = run_cli("bench", bench, "--help")
+    assert res.returncode == 0, res.stderr
+    text = " ".join(res.stdout.replace("│", " ").split())  # the help's wrapped table, unwrapped
+    assert "Benchmarks always print one JSON object" in text
+    assert "default: True" not in text  # a flag that cannot be turned off

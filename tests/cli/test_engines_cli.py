@@ -54,6 +54,18 @@ def test_eval_stain_refuses_no_seeds_and_no_views() -> None:
         assert message in p.stdout + p.stderr
 
 
+def test_eval_stain_segments_only_simulated_fields_with_a_segmentation_engine() -> None:
+    for args, message in (
+        (("--simulated", "100", "--segment-with", "cell-state"),
+         "--segment-with cell-state: it is a classification engine, not a segmentation engine"),
+        (("--input", "x.tif", "--target", "y.tif", "--segment-with", "nuclei-unet"),
+         "--segment-with scores against the simulator's nuclei: give --simulated SEEDS"),
+    ):  # fmt: skip
+        p = run_cli("eval", "stain", "--engine", "nuclei-stain", *args, "--json")
+        assert p.returncode == 2, p.stdout
+        assert json.loads(p.stdout)["error"].startswith(message)
+
+
 def test_usage_errors_with_json_still_print_one_json_object() -> None:
     for args, message in (
         (("eval", "seg", "--engine", "nuclei-unet"), "Missing option '--images'"),

@@ -70,7 +70,7 @@ def test_a_binary_mask_as_labels_is_refused(tmp_path: Path) -> None:
         (tmp_path / d).mkdir()
     mask = np.zeros((32, 32), np.uint8)
     mask[2:8, 2:8] = mask[20:28, 20:28] = 255
-    tifffile.imwrite(tmp_path / "images" / "a.tif", mask)
+    tifffile.imwrite(tmp_path / "images" / "a.tif", mask.astype(np.uint16) * 4 + 100)
     tifffile.imwrite(tmp_path / "labels" / "a.tif", mask)
     with pytest.raises(LivescopeError, match=r"a\.tif: the labels look like a binary mask"):
         evaluate_segmentation(None, tmp_path / "images", tmp_path / "labels", classical=True)
@@ -129,6 +129,21 @@ def test_eval_bad_folders_give_clear_errors(tmp_path: Path) -> None:
     )
     assert res.returncode == 2
     assert "no engine 'nope'" in res.stderr
+
+
+def test_labels_given_as_images_are_refused(tmp_path: Path) -> None:
+    from livescope.inference import evaluate_segmentation
+
+    labels = np.zeros((64, 64), np.uint16)
+    labels[4:20, 4:20], labels[30:50, 30:50] = 1, 2
+    for d in ("labels", "copy"):
+        (tmp_path / d).mkdir()
+        tifffile.imwrite(tmp_path / d / "a.tif", labels)
+    folder = tmp_path / "labels"
+    with pytest.raises(LivescopeError, match=r"--images and --labels are the same folder"):
+        evaluate_segmentation(None, folder, tmp_path / "." / "labels", classical=True)
+    with pytest.raises(LivescopeError, match=r"a\.tif: the image is its own label image"):
+        evaluate_segmentation(None, tmp_path / "copy", folder, classical=True)
 
 
 @pytest.mark.parametrize("sub", ["nuclei-dsb2018"])
