@@ -43,7 +43,13 @@ import useq
 from numpy.typing import NDArray
 
 from livescope.bus import BUS_FILE, attach, collection_deferred, fast_thread_switching
-from livescope.policy import Policy, PolicyEngine, load_policies
+from livescope.policy import (
+    REHEARSAL,
+    Policy,
+    PolicyEngine,
+    load_policies,
+    rehearsal_field,
+)
 from livescope.record import rewrite_ctc_result
 from livescope.schema import (
     HardwareProfile,
@@ -206,8 +212,13 @@ class PipelineWorker:
         # a field's policies and decisions run on their own thread while the engines start
         # on the next field: a field never waits for another's decisions
         self._decide_q: queue.Queue[DecideJob | None] = queue.Queue()
-        self._decide_free = threading.Event()  # clear while a field's decisions are made
+        # clear from the moment a field is handed to the decision thread until every field
+        # handed to it is decided: the store thread, woken as the main thread goes free,
+        # must not start a step just as a field's decisions begin
+        self._decide_free = threading.Event()
         self._decide_free.set()
+        self._deciding = 0  # fields handed to the decision thread, not yet decided
+        self._deciding_lock = threading.Lock()
         # clear while the main thread moves on to a field whose frames are already here:
         # the decision thread starts once the engines run (or after HANDOFF_WAIT_S), so
         # the two do not fight over the GIL and the CPU while the next field is prepared
@@ -318,6 +329,8 @@ class PipelineWorker:
                 cam = self.profile.camera.sensor_shape_px
                 px = self.profile.objective.pixel_size_um
                 self.warm_up_s = round(self.analyzer.warm_up((cam[0], cam[1]), px), 3)
+                # and the decisions' path (the run's first decisions come in its busiest field)
+                self._rehearse_decisions()
                 gc.collect()
                 gc.freeze()  # engines and config are loaded: later collections skip them
                 if bus.exists():
@@ -332,6 +345,12 @@ class PipelineWorker:
                 self._finish(failed=True)  # no state saved: the field in hand is redone
                 raise
             return self._finish()
+
+    def _rehearse_decisions(self) -> None:
+        """Each declared rule's decision built, checked and serialised once, off the record."""
+        first = next(iter(self.sequence), None) if self.sequence is not None else None
+        if first is not None:
+            self.policy.rehearse(rehearsal_field(first, self.profile, REHEARSAL))
 
     def _live(self) -> None:
         self.link = attach(self.run_dir, policy="every", maxlen=self.config.maxlen)
@@ -473,6 +492,9 @@ class PipelineWorker:
         self.counts["frames_analysed"] += len(fld.frames)
         if fld.live and not self._fields.empty():
             self._handoff.clear()  # the next field is here: it goes first
+        with self._deciding_lock:  # (before the main thread goes free: see _decide_free)
+            self._deciding += 1
+            self._decide_free.clear()
         self._decide_q.put(
             DecideJob(fld, res, fluo, px, t_start, t_analysed, busy,
                        tracker.snapshot() if tracker is not None else None)
@@ -482,17 +504,19 @@ class PipelineWorker:
 
     def _decide_loop(self) -> None:
         while (job := self._decide_q.get()) is not None:
-            if self._decide_error is not None:
-                continue  # the worker is failing; nothing more is decided
-            self._handoff.wait(HANDOFF_WAIT_S)
-            self._decide_free.clear()
             try:
+                if self._decide_error is not None:
+                    continue  # the worker is failing; nothing more is decided
+                self._handoff.wait(HANDOFF_WAIT_S)
                 self._decide(job)
             except Exception as exc:
                 logger.exception("deciding field %s t=%d failed", job.fld.position, job.fld.t)
                 self._decide_error = exc
             finally:
-                self._decide_free.set()
+                with self._deciding_lock:
+                    self._deciding -= 1
+                    if self._deciding == 0:
+                        self._decide_free.set()
 
     def _drain_decisions(self) -> None:
         """Wait until every analysed field's decisions are made (and handed to the store)."""

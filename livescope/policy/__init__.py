@@ -14,11 +14,13 @@ clocks; time is the run's sample time carried by each observation.
 from ._engine import PolicyEngine, Verdict, load_policies, rules_for_profile
 from ._guardrails import Guardrails, parent_position
 from ._observation import FEATURES, Cells, Firing, Observation
+from ._rehearsal import REHEARSAL, rehearsal_closeup, rehearsal_field
 from ._rules import ACTIONS, TRIGGERS, Acquire, Hit, Policy, Rule, rules_from_spec
 
 __all__ = [
     "ACTIONS",
     "FEATURES",
+    "REHEARSAL",
     "TRIGGERS",
     "Acquire",
     "Cells",
@@ -32,6 +34,8 @@ __all__ = [
     "Verdict",
     "load_policies",
     "parent_position",
+    "rehearsal_closeup",
+    "rehearsal_field",
     "rules_for_profile",
     "rules_from_spec",
 ]

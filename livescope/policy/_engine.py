@@ -10,11 +10,18 @@ from typing import Any
 
 import useq
 
-from livescope.schema import Decision, HardwareProfile, LivescopeError, plan_sections
+from livescope.schema import (
+    Decision,
+    DecisionAck,
+    HardwareProfile,
+    LivescopeError,
+    plan_sections,
+)
 
 from ._guardrails import Guardrails
 from ._observation import Firing, Observation
-from ._rules import Policy, Rule, rules_from_spec
+from ._rehearsal import centre_hit
+from ._rules import Policy, Rule, _decision, rules_from_spec
 
 __all__ = ["PolicyEngine", "Verdict", "load_policies", "rules_for_profile"]
 
@@ -179,6 +186,41 @@ class PolicyEngine:
         if on_pass is not None:
             on_pass(f.decision)
         return Verdict(f, True)
+
+    def rehearse(self, obs: Observation) -> int:
+        """Run each declared rule's decision path once on ``obs``, off the record.
+
+        For every enabled `Rule`, the decision it would make for a cell at the
+        middle of the field is built, checked by the guardrails (nothing
+        booked: no `Guardrails.commit`) and serialised, and the answer's JSON
+        read back, so that the run's first decisions do not run that code cold
+        (see ``_rehearsal``). The rules' own state (cooldowns, what fired) is not
+        touched; Python policies are not run. Returns how many decisions were
+        rehearsed. A rule whose rehearsal fails is left as it is (it is judged
+        on the run's real fields).
+        """
+        hit = centre_hit(obs)
+        done = 0
+        for policy in self.policies:
+            if not isinstance(policy, Rule) or policy.name in self.disabled:
+                continue
+            try:
+                decision = _decision(
+                    policy.action, policy.params, obs, hit, policy.name, 0, policy.acquire
+                )
+                if decision is None:
+                    continue
+                self.guardrails.check(decision, obs.sample_time_s)
+                ack = DecisionAck(
+                    decision_id=decision.decision_id, run_id=decision.run_id,
+                    type=decision.type, accepted=True, events_added=1, t_received_ns=1,
+                )  # fmt: skip
+                decision.model_dump_json()
+                DecisionAck.model_validate_json(ack.model_dump_json())
+                done += 1
+            except (ValueError, LivescopeError) as exc:
+                logger.debug("rehearsing rule %r: %s", policy.name, exc)
+        return done
 
     def refused(self, verdict: Verdict, now_s: float) -> None:
         """Give back the budget of a passed decision the agent refused (or was never sent)."""

@@ -260,8 +260,9 @@ class Guardrails:
         for adding, booked, what, field, limit in budgets:
             for key, s in adding.items():
                 # (a float's tolerance: the worker books and gives back what the agent
-                # refuses, the agent never books it; both must reach the same verdict)
-                if (total := booked[key] + s) > limit + 1e-9:
+                # refuses, the agent never books it; both must reach the same verdict; a
+                # check books nothing, not even a zero)
+                if (total := booked.get(key, 0.0) + s) > limit + 1e-9:
                     where = key if key.startswith("area(") else what + key  # (a stage area)
                     return (
                         f"light dose: {where} would get {total:.2f} s of fluorescence; "

@@ -661,3 +661,36 @@ def test_a_python_policy_declared_in_the_plan() -> None:
 def test_a_bad_python_policy_is_a_clear_error(item: dict, expected: str) -> None:
     with pytest.raises(LivescopeError, match=expected):
         rules_from_spec([item], source="plan.yaml")
+
+
+def test_rehearsing_the_rules_books_nothing_and_leaves_them_as_they_were() -> None:
+    from livescope.policy import REHEARSAL, rehearsal_closeup, rehearsal_field
+
+    def rules() -> list[Rule]:
+        return rules_from_spec([
+            {"name": "closeup", "when": {"mitosis": {"frames": 1}}, "do": CLOSEUP,
+             "cooldown_s": 600},
+            {"name": "recentre", "when": {"division": {}}, "do": {"recentre": {}}},
+            {"name": "slower", "when": {"cell_count": {"above": 50}},
+             "do": {"change_interval": {"interval_s": 300}}},
+            {"name": "note", "when": {"track_lost": {}}, "do": {"record": {}}},
+        ], source="plan.yaml", channels=["Phase", "DAPI"])  # fmt: skip
+
+    plan = [useq.MDAEvent(x_pos=100.0, y_pos=-50.0, z_pos=0.0, pos_name="p0")]
+    field = rehearsal_field(plan[0], PROFILE, REHEARSAL)
+    assert field.stage_um == (100.0, -50.0, 0.0)
+    # the agent's close-up passes the rig's guardrails: its rehearsal goes the whole way
+    assert Guardrails(PROFILE, plan).check(rehearsal_closeup(field, PROFILE), 0.0) is None
+
+    engine = PolicyEngine(rules(), PROFILE, plan)
+    books = engine.guardrails.state()
+    assert engine.rehearse(field) == 3  # the record-only rule makes no decision
+    assert engine.guardrails.state() == books
+    assert all(r.fires == 0 and r.recent == [] for r in engine.policies)  # type: ignore[attr-defined]
+    # and the run's first decision is judged and booked as by an engine that never rehearsed
+    fresh = PolicyEngine(rules(), PROFILE, plan)
+    for e in (engine, fresh):
+        (v,) = e.evaluate(obs(0, [1], [0.9]))
+        assert v.ok
+    assert engine.guardrails.state() == fresh.guardrails.state()
+    assert engine.policies[0].recent == fresh.policies[0].recent  # type: ignore[attr-defined]

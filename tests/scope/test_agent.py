@@ -566,3 +566,24 @@ def test_move_keeps_z_stacks_and_is_refused_when_a_plane_leaves_the_travel(
     assert {(feed.preview(ev).x_pos, feed.preview(ev).y_pos) for ev in seq} == {(100.0, 50.0)}
     coords = feed.moved_coordinates("A", 0.0, 0.0, 199.0)
     assert max(z for _, _, z in coords if z is not None) == 201.0  # beyond the 200 µm travel
+
+
+def test_the_agent_rehearses_a_close_up_before_the_run_and_keeps_nothing_of_it(
+    sim: SimulatedMicroscope, tmp_path: Path
+) -> None:
+    # the run's first decisions would otherwise run the parse/check/prepare code cold
+    seq = useq.MDASequence(
+        stage_positions=[useq.Position(x=0, y=0, name="A")],
+        channels=[useq.Channel(config="Phase"), useq.Channel(config="DAPI")],
+        time_plan=useq.TIntervalLoops(interval=60, loops=3),
+    )
+    agent = ScopeAgent(sim.core, sim.profile, seq, tmp_path / "run", sim=sim, bus="off")
+    books = agent.guardrails.state()
+    assert agent._rehearse_decision() is True  # the whole way: parsed, checked, prepared
+    assert agent.guardrails.state() == books
+    assert not agent.feed.has_position("A~rehearsal-0")
+    assert (agent.decisions_accepted, agent.decisions_rejected) == (0, 0)
+    agent.feed.stop()
+    summary = agent.run()  # (which rehearses again)
+    assert summary["frames_acquired"] == 0
+    assert read_decisions(tmp_path / "run") == []
