@@ -315,30 +315,32 @@ def eval_stain(
     from livescope.inference import StainEngine, evaluate_stain, parse_crop
     from livescope.schema import LivescopeError
 
-    with user_errors(json_out), StainEngine(engine, backend=backend) as e:
+    with user_errors(json_out):  # the options first, before an engine is loaded
         if simulated is not None and (input is not None or target is not None):
             raise LivescopeError("give --input and --target, or --simulated SEEDS, not both")
+        if simulated is None and (input is None or target is None):
+            raise LivescopeError("give --input and --target, or --simulated SEEDS")
+        seeds = _seeds(simulated) if simulated is not None else []
+        box = parse_crop(crop)
         if segment_with is not None:
             if simulated is None:
                 raise LivescopeError(
                     "--segment-with scores against the simulator's nuclei: give --simulated SEEDS"
                 )
             _check_segmenter(segment_with)
+    with user_errors(json_out), StainEngine(engine, backend=backend) as e:
         e.warmup()
         if simulated is not None:
             from livescope.pipeline import score_stain_simulated, views_for_seeds
 
-            seeds = _seeds(simulated)
             fields = views_for_seeds(seeds, views)
             result = score_stain_simulated(e, fields, segmenter=segment_with)
             result["simulated_seeds"] = seeds
-        elif input is not None and target is not None:
-            result = evaluate_stain(
-                e, input, target, crop=parse_crop(crop), pixel_size_um=pixel_size
-            )
-            result.pop("per_frame")
         else:
-            raise LivescopeError("give --input and --target, or --simulated SEEDS")
+            assert input is not None  # (checked above, with target)
+            assert target is not None
+            result = evaluate_stain(e, input, target, crop=box, pixel_size_um=pixel_size)
+            result.pop("per_frame")
     _print_scores(result, e, json_out)
 
 
@@ -348,11 +350,13 @@ def _check_segmenter(name: str) -> None:
     from livescope.schema import EngineCard
 
     card = EngineCard.from_file(find_engine(name) / "card.yaml")
-    if card.task != "segmentation" or card.postprocess is None:
+    if card.task != "segmentation":
         raise EngineError(
             f"--segment-with {name}: it is a {card.task} engine, not a segmentation engine "
             "(e.g. nuclei-unet)"
         )
+    if card.postprocess is None:
+        raise EngineError(f"--segment-with {name}: its card gives no segmentation post-processing")
 
 
 @eval_app.command("states")

@@ -348,9 +348,12 @@ class PipelineWorker:
 
     def _rehearse_decisions(self) -> None:
         """Each declared rule's decision built, checked and serialised once, off the record."""
-        first = next(iter(self.sequence), None) if self.sequence is not None else None
-        if first is not None:
-            self.policy.rehearse(rehearsal_field(first, self.profile, REHEARSAL))
+        try:  # never fatal: at worst the first decisions run cold
+            first = next(iter(self.sequence), None) if self.sequence is not None else None
+            if first is not None:
+                self.policy.rehearse(rehearsal_field(first, self.profile, REHEARSAL))
+        except Exception as exc:  # noqa: BLE001
+            logger.debug("rehearsing the decisions failed: %s", exc)
 
     def _live(self) -> None:
         self.link = attach(self.run_dir, policy="every", maxlen=self.config.maxlen)
@@ -509,7 +512,7 @@ class PipelineWorker:
                     continue  # the worker is failing; nothing more is decided
                 self._handoff.wait(HANDOFF_WAIT_S)
                 self._decide(job)
-            except Exception as exc:
+            except BaseException as exc:  # (a Python policy's SystemExit too: the worker stops)
                 logger.exception("deciding field %s t=%d failed", job.fld.position, job.fld.t)
                 self._decide_error = exc
             finally:

@@ -410,24 +410,24 @@ class ScopeAgent:
         """
         if self._first_event is None:
             return False
-        obs = rehearsal_field(self._first_event, self.profile, self.run_id)
-        body = rehearsal_closeup(obs, self.profile).model_dump_json().encode()
-        t_rx = clock_ns()
-        try:
+        try:  # never fatal: at worst the first decisions run cold
+            obs = rehearsal_field(self._first_event, self.profile, self.run_id)
+            body = rehearsal_closeup(obs, self.profile).model_dump_json().encode()
+            t_rx = clock_ns()
             decision = parse_decision(body)
             self.guardrails.check(decision, self.feed.now(), rate=False)
             added = len(self._prepare_added(decision)) if isinstance(decision, AddEvents) else 0
-        except (LivescopeError, ValueError, KeyError) as exc:
+            ack = DecisionAck(
+                decision_id=decision.decision_id, run_id=decision.run_id, type=decision.type,
+                accepted=True, seq=decision.seq, events_added=added, t_received_ns=t_rx,
+                t_acked_ns=clock_ns(),
+            )  # fmt: skip
+            ack.model_dump_json()
+            decision.model_dump(mode="json")
+            ack.model_dump(mode="json")
+        except Exception as exc:  # noqa: BLE001 (e.g. limits that refuse any close-up)
             logger.debug("rehearsing a decision: %s", exc)
             return False
-        ack = DecisionAck(
-            decision_id=decision.decision_id, run_id=decision.run_id, type=decision.type,
-            accepted=True, seq=decision.seq, events_added=added, t_received_ns=t_rx,
-            t_acked_ns=clock_ns(),
-        )  # fmt: skip
-        ack.model_dump_json()
-        decision.model_dump(mode="json")
-        ack.model_dump(mode="json")
         return True
 
     def _run(self, progress: Any) -> dict[str, Any]:
@@ -457,8 +457,7 @@ class ScopeAgent:
             except LivescopeError as exc:
                 error = error or exc
             finally:
-                summary = self._summary(fanout, duration, error)
-                self._close()
+                summary, error = self._end(fanout, duration, error)
         if error is not None:
             raise error
         if self.engine.failed_events:
@@ -475,9 +474,7 @@ class ScopeAgent:
     def _summary(
         self, fanout: FrameFanout, duration: float, error: BaseException | None = None
     ) -> dict[str, Any]:
-        """Write and return ``summary.json``; ``ok`` only if the run ended as planned."""
-        import json
-
+        """Return the run summary (``summary.json``); ``ok`` only if the run ended as planned."""
         bus: dict[str, Any] = self.publisher.stats() if self.publisher else {"mode": "off"}
         bus["dropped_in_agent"] = fanout.bus_dropped
         failed = len(self.engine.failed_events)
@@ -511,8 +508,37 @@ class ScopeAgent:
             "livescope_version": __version__,
             **self._summary_extra(),
         }
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
         return summary
+
+    def _end(
+        self, fanout: FrameFanout, duration: float, error: BaseException | None
+    ) -> tuple[dict[str, Any], BaseException | None]:
+        """Write ``summary.json`` and close; return the summary and the run's error.
+
+        Closing happens whatever fails (the bus's shared memory, the decision
+        channel). A summary that cannot be written (e.g. the disk is full) is
+        logged; it becomes the run's error only when the run had none (a
+        recording that failed for the same reason stays the error reported).
+        """
+        import json
+
+        try:
+            summary = self._summary(fanout, duration, error)
+            path = self.run_dir / "summary.json"
+            part = path.with_name(path.name + ".part")  # never a half-written summary
+            try:
+                part.write_text(json.dumps(summary, indent=1), encoding="utf-8")
+                part.replace(path)
+            except OSError as exc:
+                part.unlink(missing_ok=True)
+                logger.error("writing %s failed: %s", path, exc)
+                if error is None:
+                    error = LivescopeError(
+                        f"the run ended but its summary could not be written to {path}: {exc}"
+                    )
+        finally:
+            self._close()
+        return summary, error
 
     def _summary_extra(self) -> dict[str, Any]:
         """Keys a subclass adds to the run summary (e.g. how it acquired)."""

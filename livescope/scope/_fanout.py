@@ -231,7 +231,12 @@ class FrameFanout:
                 for s in self.sinks:
                     s.write(pixels, info)
             except Exception as exc:
-                logger.exception("writing frame %s failed; cancelling the run", info["seq"])
+                if isinstance(exc, OSError):  # a full disk, a lost share: the message says it all
+                    logger.error(
+                        "writing frame %s failed (%s); cancelling the run", info["seq"], exc
+                    )
+                else:
+                    logger.exception("writing frame %s failed; cancelling the run", info["seq"])
                 self.errors.append(exc)
                 if self._on_cancel is not None:
                     self._on_cancel()
@@ -265,10 +270,16 @@ class FrameFanout:
             try:
                 s.close()
             except Exception as exc:
-                logger.exception("closing sink %r failed", s)
+                if isinstance(exc, OSError):
+                    logger.error("closing %s failed (%s)", type(s).__name__, exc)
+                else:
+                    logger.exception("closing %s failed", type(s).__name__)
                 self.errors.append(exc)
         if self.errors:
-            raise LivescopeError(f"recording failed: {self.errors[0]}") from self.errors[0]
+            raise LivescopeError(
+                f"recording failed after {self.frames_written} of {self.frames_acquired} "
+                f"frame(s) were written: {self.errors[0]}"
+            ) from self.errors[0]
         if self.frames_written != self.frames_acquired:
             raise LivescopeError(
                 f"recording incomplete: {self.frames_acquired} frames acquired, "

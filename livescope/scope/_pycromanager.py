@@ -507,8 +507,7 @@ class PycromanagerAgent(ScopeAgent):
                 with self._lock:
                     missing = list(self._pending.values())
                 self.engine.failed_events.extend(missing)
-                summary = self._summary(fanout, duration)
-                self._close()
+                summary, error = self._end(fanout, duration, error)
         if error is not None:
             raise error
         if missing or self._errors:

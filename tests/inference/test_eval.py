@@ -153,3 +153,13 @@ def test_eval_per_image(shared_data: Path, sub: str) -> None:
                   "--labels", str(folder / "labels"), "--per-image", "--json")  # fmt: skip
     out = json.loads(res.stdout)
     assert [p["image"] for p in out["per_image"]] == ["dsb2018_256.tif", "dsb2018_512.tif"]
+
+
+def test_an_empty_tile_with_empty_labels_is_scored(tmp_path: Path) -> None:
+    from livescope.inference import evaluate_segmentation
+
+    for d in ("images", "labels"):
+        (tmp_path / d).mkdir()
+        tifffile.imwrite(tmp_path / d / "a.tif", np.zeros((32, 32), np.uint16))
+    r = evaluate_segmentation(None, tmp_path / "images", tmp_path / "labels", classical=True)
+    assert r["n_true"] == 0

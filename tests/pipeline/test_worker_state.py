@@ -6,6 +6,7 @@ import json
 import shutil
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -169,3 +170,63 @@ def test_the_summary_holds_every_count_even_at_zero(tmp_path: Path) -> None:
     # every count the worker keeps is one of them (a new count is added to the list)
     src = "".join(p.read_text() for p in Path(__file__).parents[2].glob("livescope/pipeline/*.py"))
     assert set(re.findall(r'counts\["(\w+)"\]', src)) <= set(WORKER_COUNTS)
+
+
+def test_the_store_is_held_off_while_any_handed_field_is_undecided(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "plan.yaml").write_text(
+        "stage_positions: [{x: 0, y: 0, name: A}]\n"
+        "channels: [{config: Phase}]\ntime_plan: {interval: 60, loops: 4}\n"
+        "policies:\n  - {name: closeup, when: {mitosis: {frames: 1}},"
+        " do: {acquire: {channels: [Phase], loops: 2, interval_s: 30}}}\n"
+    )
+    w = PipelineWorker(tmp_path, NO_ENGINES)
+    go = threading.Event()
+    decided: list[int] = []
+
+    def decide(job: object) -> None:  # the second field's decisions fail
+        go.wait(5)
+        decided.append(len(decided))
+        if len(decided) == 2:
+            raise RuntimeError("a policy bug")
+
+    monkeypatch.setattr(w, "_decide", decide)
+    try:
+        for t in range(3):  # as _analyse_field hands fields on
+            with w._deciding_lock:
+                w._deciding += 1
+                w._decide_free.clear()
+            w._decide_q.put(SimpleNamespace(fld=SimpleNamespace(position="A", t=t)))  # type: ignore[arg-type]
+        assert not w._decide_free.wait(0.1)  # handed on, not yet started: held off already
+        go.set()
+        assert w._decide_free.wait(5)  # all three done, the failed one included
+        assert decided == [0, 1]  # the worker is failing: the third is not decided
+        assert w._deciding == 0
+        assert isinstance(w._decide_error, RuntimeError)
+    finally:
+        w._finish(failed=True)
+
+
+def test_a_failed_rehearsal_is_not_the_runs_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "plan.yaml").write_text(
+        "stage_positions: [{x: 0, y: 0, name: A}]\n"
+        "channels: [{config: Phase}]\ntime_plan: {interval: 60, loops: 2}\n"
+        "policies:\n  - {name: closeup, when: {mitosis: {frames: 1}},"
+        " do: {acquire: {channels: [Phase], loops: 2, interval_s: 30}}}\n"
+    )
+    w = PipelineWorker(tmp_path, NO_ENGINES)
+    calls: list[object] = []
+
+    def broken(obs: object) -> int:
+        calls.append(obs)
+        raise RuntimeError("rehearsal bug")
+
+    monkeypatch.setattr(w.policy, "rehearse", broken)
+    try:
+        w._rehearse_decisions()  # logged, not raised
+        assert len(calls) == 1
+    finally:
+        w._finish(failed=True)

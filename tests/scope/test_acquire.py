@@ -75,6 +75,48 @@ def test_a_failing_sink_cancels_the_run_and_is_raised(
     assert sink.seen < 50  # cancelled, not run to the end
 
 
+def test_a_full_disk_is_reported_once_and_leaves_no_half_written_summary(
+    sim: SimulatedMicroscope, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    seq = useq.MDASequence(
+        channels=[useq.Channel(config="Phase", exposure=5.0)],
+        time_plan=useq.TIntervalLoops(interval=60, loops=50),
+    )
+    full = OSError(errno.ENOSPC, "No space left on device")
+
+    class Full(_FailingSink):
+        def write(self, image: Any, info: FrameInfo) -> None:
+            self.seen += 1
+            if self.seen >= 3:
+                raise full
+
+    write_text = Path.write_text
+
+    def no_space(self: Path, *args: Any, **kwargs: Any) -> int:
+        if self.name.startswith("summary.json"):
+            self.write_bytes(b"{")  # as a full disk does: the file made, its text cut short
+            raise full
+        return write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", no_space)
+    agent = ScopeAgent(sim.core, sim.profile, seq, tmp_path, sim=sim, bus="inline",
+                       extra_sinks=[Full()])  # fmt: skip
+    # the recording's error is the one reported (not the summary's that came after it),
+    # with how far the recording got
+    with pytest.raises(
+        LivescopeError,
+        match=r"recording failed after 2 of \d+ frame\(s\) were written: \[Errno 28\] No space",
+    ):
+        agent.run()
+    # no summary.json, not an empty or cut-short one: the folder reads as a run cut short
+    assert not (tmp_path / "summary.json").exists()
+    assert not (tmp_path / "summary.json.part").exists()
+    assert agent.server is not None
+    assert not agent.server._thread.is_alive()  # closed all the same
+
+
 def test_engine_refuses_positions_outside_travel(sim: SimulatedMicroscope) -> None:
     seq = useq.MDASequence(
         stage_positions=[(0.0, 0.0, 0.0), (3000.0, 0.0, 0.0)],

@@ -587,3 +587,32 @@ def test_the_agent_rehearses_a_close_up_before_the_run_and_keeps_nothing_of_it(
     summary = agent.run()  # (which rehearses again)
     assert summary["frames_acquired"] == 0
     assert read_decisions(tmp_path / "run") == []
+
+
+def test_the_run_rehearses_and_a_failed_rehearsal_does_not_stop_it(
+    sim: SimulatedMicroscope, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import livescope.scope._agent as agent_module
+
+    seq = useq.MDASequence(
+        stage_positions=[useq.Position(x=0, y=0, z=0, name="A")],
+        channels=[useq.Channel(config="Phase", exposure=5.0)],
+        time_plan=useq.TIntervalLoops(interval=60, loops=2),
+    )
+    agent = ScopeAgent(sim.core, sim.profile, seq, tmp_path / "run", sim=sim, bus="off")
+    rehearsed: list[bool] = []
+    rehearse = agent._rehearse_decision
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("e.g. limits no close-up can pass")
+
+    def spy() -> bool:
+        rehearsed.append(rehearse())
+        return rehearsed[-1]
+
+    monkeypatch.setattr(agent_module, "rehearsal_closeup", broken)
+    monkeypatch.setattr(agent, "_rehearse_decision", spy)
+    summary = agent.run()
+    assert rehearsed == [False]  # run() rehearsed, and the rehearsal failed quietly
+    assert summary["ok"]
+    assert summary["frames_acquired"] == 2
