@@ -172,16 +172,20 @@ def test_the_summary_holds_every_count_even_at_zero(tmp_path: Path) -> None:
     assert set(re.findall(r'counts\["(\w+)"\]', src)) <= set(WORKER_COUNTS)
 
 
-def test_the_store_is_held_off_while_any_handed_field_is_undecided(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    (tmp_path / "plan.yaml").write_text(
+def _worker_with_a_rule(run: Path) -> PipelineWorker:
+    (run / "plan.yaml").write_text(
         "stage_positions: [{x: 0, y: 0, name: A}]\n"
         "channels: [{config: Phase}]\ntime_plan: {interval: 60, loops: 4}\n"
         "policies:\n  - {name: closeup, when: {mitosis: {frames: 1}},"
         " do: {acquire: {channels: [Phase], loops: 2, interval_s: 30}}}\n"
     )
-    w = PipelineWorker(tmp_path, NO_ENGINES)
+    return PipelineWorker(run, NO_ENGINES)
+
+
+def test_the_store_is_held_off_while_any_handed_field_is_undecided(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w = _worker_with_a_rule(tmp_path)
     go = threading.Event()
     decided: list[int] = []
 
@@ -198,7 +202,7 @@ def test_the_store_is_held_off_while_any_handed_field_is_undecided(
                 w._deciding += 1
                 w._decide_free.clear()
             w._decide_q.put(SimpleNamespace(fld=SimpleNamespace(position="A", t=t)))  # type: ignore[arg-type]
-        assert not w._decide_free.wait(0.1)  # handed on, not yet started: held off already
+        assert not w._decide_free.wait(0.1)  # three handed on, none decided: held off
         go.set()
         assert w._decide_free.wait(5)  # all three done, the failed one included
         assert decided == [0, 1]  # the worker is failing: the third is not decided
@@ -211,13 +215,7 @@ def test_the_store_is_held_off_while_any_handed_field_is_undecided(
 def test_a_failed_rehearsal_is_not_the_runs_failure(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "plan.yaml").write_text(
-        "stage_positions: [{x: 0, y: 0, name: A}]\n"
-        "channels: [{config: Phase}]\ntime_plan: {interval: 60, loops: 2}\n"
-        "policies:\n  - {name: closeup, when: {mitosis: {frames: 1}},"
-        " do: {acquire: {channels: [Phase], loops: 2, interval_s: 30}}}\n"
-    )
-    w = PipelineWorker(tmp_path, NO_ENGINES)
+    w = _worker_with_a_rule(tmp_path)
     calls: list[object] = []
 
     def broken(obs: object) -> int:
