@@ -5,10 +5,10 @@ code cold (pydantic's validators and serialisers, the guardrails' paths, the
 interpreter's specialised bytecode): on this project's 2-core machine a
 close-up's build, check and JSON took ~0.25 ms more on the worker's side the
 first time and its parse, check and queueing ~0.5 ms more on the agent's
-(669 against 73-130 µs), against ~0.1 ms each once warm. A run's first decisions come at its busiest
-moment (the demo's first time point fires 5-12 close-ups per field), so each
-side runs decisions like them through first, off the record: built, checked
-and serialised, never booked, sent or queued.
+(669 against 73-130 µs), against ~0.1 ms each once warm. A run's first
+decisions come at its busiest moment (the demo's first time point fires 5-12
+close-ups per field), so each side runs decisions like them through first,
+off the record: built, checked and serialised, never booked, sent or queued.
 """
 
 from __future__ import annotations

@@ -59,14 +59,19 @@ def write_atomic(path: str | Path, data: str | bytes | memoryview) -> Path:
     A reader sees the old file or the new one: the data goes to a temporary
     file beside it (named for this process and thread, so concurrent writers
     never share one), then replaces it. On Windows the replace fails while
-    another process has the file open: it is retried for up to a second.
+    another process has the file open: it is retried for up to a second. A
+    write that fails (e.g. the disk is full) leaves neither file behind.
     """
     target = Path(path)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    if isinstance(data, str):
-        tmp.write_text(data, encoding="utf-8")
-    else:
-        tmp.write_bytes(data)
+    try:
+        if isinstance(data, str):
+            tmp.write_text(data, encoding="utf-8")
+        else:
+            tmp.write_bytes(data)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
     for attempt in range(50):
         try:
             tmp.replace(target)

@@ -46,6 +46,7 @@ from livescope.schema import (
     parse_decision,
     place_name,
     plan_events,
+    write_atomic,
 )
 
 from ._engine import SAMPLE_TIME_KEY, LivescopeEngine, index_text
@@ -525,12 +526,9 @@ class ScopeAgent:
         try:
             summary = self._summary(fanout, duration, error)
             path = self.run_dir / "summary.json"
-            part = path.with_name(path.name + ".part")  # never a half-written summary
-            try:
-                part.write_text(json.dumps(summary, indent=1), encoding="utf-8")
-                part.replace(path)
+            try:  # never half-written: a run without it reads as one cut short
+                write_atomic(path, json.dumps(summary, indent=1))
             except OSError as exc:
-                part.unlink(missing_ok=True)
                 logger.error("writing %s failed: %s", path, exc)
                 if error is None:
                     error = LivescopeError(

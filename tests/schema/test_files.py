@@ -1,0 +1,30 @@
+"""Files written whole or not at all (`write_atomic`)."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from livescope.schema import write_atomic
+
+
+def test_a_write_that_fails_leaves_the_old_file_and_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "state.json"
+    write_atomic(target, '{"old": true}')
+    write_text = Path.write_text
+
+    def full(self: Path, data: str, *args: Any, **kwargs: Any) -> int:
+        write_text(self, data[:3], *args, **kwargs)  # as a full disk does: cut short
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(OSError, match="No space left"):
+        write_atomic(target, '{"new": true}')
+    monkeypatch.undo()
+    assert target.read_text() == '{"old": true}'
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
