@@ -73,7 +73,7 @@ def track(
     import numpy as np
     from rich.progress import Progress
 
-    from livescope.inference import as_instance_labels, read_image
+    from livescope.inference import as_instance_labels, read_image, refuse_label_image
     from livescope.record import relabel_for_ctc, write_ctc
     from livescope.schema import LivescopeError
     from livescope.tracking import OnlineTracker, track_sequence
@@ -91,7 +91,9 @@ def track(
                 + " (give a file path in an existing folder)"
             )
         seg = None
-        if not from_labels:
+        if not from_labels:  # label images given without --from-labels: before the engine loads
+            for p in dict.fromkeys((files[0], files[len(files) // 2], files[-1])):
+                refuse_label_image(read_image(p), f"{p} (--from-labels tracks labels)")
             from livescope.inference import SegmentationEngine
 
             seg = SegmentationEngine(

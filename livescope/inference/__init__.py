@@ -34,7 +34,13 @@ from ._engine import (
     find_engine,
     sha256_file,
 )
-from ._evaluate import as_instance_labels, evaluate_segmentation, paired_files, read_image
+from ._evaluate import (
+    as_instance_labels,
+    evaluate_segmentation,
+    paired_files,
+    read_image,
+    refuse_label_image,
+)
 from ._metrics import IOU_THRESHOLDS, MatchCounts, match_counts, scores
 from ._postprocess import (
     apply_gamma,
@@ -89,6 +95,7 @@ __all__ = [
     "parse_crop",
     "plan_cache_dir",
     "read_image",
+    "refuse_label_image",
     "scores",
     "select_backend",
     "sha256_file",

@@ -17,7 +17,13 @@ from ._classical import classical_segmentation
 from ._engine import SegmentationEngine
 from ._metrics import MatchCounts, match_counts, scores
 
-__all__ = ["as_instance_labels", "evaluate_segmentation", "paired_files", "read_image"]
+__all__ = [
+    "as_instance_labels",
+    "evaluate_segmentation",
+    "paired_files",
+    "read_image",
+    "refuse_label_image",
+]
 
 _SUFFIXES = (".tif", ".tiff", ".png")
 
@@ -104,6 +110,7 @@ def evaluate_segmentation(
                 "labels?)"
             )
         truth = as_instance_labels(truth, lab_path.name)
+        refuse_label_image(frame, f"{img_path.name} (--images)")
         if engine is not None:
             res = engine.segment(frame)
             pred = res.labels
@@ -172,6 +179,42 @@ def as_instance_labels(truth: NDArray[Any], name: str) -> NDArray[Any]:
         )
     _refuse_binary_mask(truth, name)
     return truth
+
+
+def refuse_label_image(frame: NDArray[Any], name: str) -> None:
+    """Refuse a frame to segment that is an instance label image already.
+
+    In a label image the background is 0, each nucleus is one value over one
+    connected region, and neighbouring pixels differ only along borders; in a
+    camera frame each value is scattered over many regions (on this project's
+    data: 100-1000x as many regions as values, even in a dim 8-bit frame whose
+    neighbours are mostly equal, against 1.0x in every label image).
+
+    Raises
+    ------
+    LivescopeError
+        naming ``name`` and how many objects it holds.
+
+    """
+    if frame.ndim != 2 or frame.dtype.kind not in "iu":
+        return
+    values, counts = np.unique(frame, return_counts=True)
+    n_values = int((values != 0).sum())
+    if n_values < 2 or values[np.argmax(counts)] != 0:  # empty, a mask, or a background > 0
+        return
+    left, right = frame[:, :-1], frame[:, 1:]
+    both = (left != 0) & (right != 0)
+    if not both.any() or float((left != right)[both].mean()) > 0.2:
+        return
+    from skimage.measure import label
+
+    # regions of equal value (connected in 8 directions), 0 the background
+    regions = int(label(frame, background=0, connectivity=2).max())  # type: ignore[no-untyped-call]
+    if regions <= 1.5 * n_values:
+        raise LivescopeError(
+            f"{name}: this is an instance label image, not a frame to segment ({n_values} "
+            f"objects, each value one connected region)"
+        )
 
 
 def _refuse_binary_mask(truth: NDArray[Any], name: str) -> None:

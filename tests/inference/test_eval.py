@@ -144,6 +144,30 @@ def test_labels_given_as_images_are_refused(tmp_path: Path) -> None:
         evaluate_segmentation(None, folder, tmp_path / "." / "labels", classical=True)
     with pytest.raises(LivescopeError, match=r"a\.tif: the image is its own label image"):
         evaluate_segmentation(None, tmp_path / "copy", folder, classical=True)
+    other = tmp_path / "other"  # another tile's labels given as the image
+    other.mkdir()
+    tifffile.imwrite(other / "a.tif", np.roll(labels, 7, axis=1) * 3)
+    with pytest.raises(LivescopeError, match=r"a\.tif \(--images\): this is an instance label "
+                       r"image, not a frame to segment \(2 objects"):  # fmt: skip
+        evaluate_segmentation(None, other, folder, classical=True)
+
+
+def test_dim_frames_with_flat_patches_are_not_taken_for_labels() -> None:
+    from skimage.measure import label
+
+    from livescope.inference import refuse_label_image
+
+    # a dim 8-bit frame: few grey levels, most neighbours equal, but each level in many places
+    yy, xx = np.mgrid[:128, :128]
+    blobs = sum(np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 60.0)
+                for cy, cx in [(20, 20), (20, 90), (70, 50), (100, 100), (110, 20)])  # fmt: skip
+    frame = np.round(12 * blobs).astype(np.uint8)
+    refuse_label_image(frame, "dim")  # (no error)
+    refuse_label_image(frame + np.uint8(2), "dim, no zeros")
+    refuse_label_image(np.zeros((16, 16), np.uint16), "empty")
+    refuse_label_image((frame > 3).astype(np.uint8), "a binary mask")  # one value: not told
+    with pytest.raises(LivescopeError, match="labels: this is an instance label image"):
+        refuse_label_image(label((frame > 3).astype(np.uint8)).astype(np.uint16), "labels")
 
 
 @pytest.mark.parametrize("sub", ["nuclei-dsb2018"])
