@@ -58,7 +58,10 @@ from livescope.schema import (
     clock_ns,
     load_plan,
     load_profile,
+    lower_native_threads,
     lower_thread_priority,
+    native_thread_ids,
+    plan_events,
     write_atomic,
 )
 from livescope.scope import frames_in_plan
@@ -143,8 +146,10 @@ class PipelineWorker:
         }
         # frames each field of the plan has (channels acquired every Nth time point and
         # z-stacks skipped for a channel make them differ from field to field)
-        # the plan expanded once (~50 µs per event) for these counts and the guardrails' books
-        planned = list(self.sequence) if self.sequence is not None else None
+        # the plan expanded once (~50 µs per event) for these counts, the guardrails' books and
+        # the rehearsal's field
+        planned = list(plan_events(self.sequence)) if self.sequence is not None else None
+        self._first_event = planned[0] if planned else None
         self.expected = frames_in_plan(planned) if planned is not None else {}
         nz = len(list(self.sequence.z_plan)) if self.sequence and self.sequence.z_plan else 1
         self.default_expected = max(1, len(self.kinds)) * max(1, nz)
@@ -152,6 +157,7 @@ class PipelineWorker:
         diameter = cfg.nucleus_diameter_um
         if diameter is None and self.profile.simulation is not None:
             diameter = 2 * self.profile.simulation.nucleus_radius_um
+        before = native_thread_ids()  # (the engines' own thread pools: see `_lower_pools`)
         self.analyzer = FrameAnalyzer(
             segmenter=cfg.segmenter,
             stain=cfg.stain,
@@ -159,6 +165,7 @@ class PipelineWorker:
             backend=cfg.backend,
             nucleus_diameter_um=diameter,
         )
+        self._lower_pools(before)
         self.engines = self.analyzer.engine_hashes()
         self.warm_up_s: float | None = None  # set by `run`
         self.policy = PolicyEngine([*rules, *policies], self.profile, planned)
@@ -328,7 +335,9 @@ class PipelineWorker:
                 # the segmentation engine is loaded (and its model checked) here
                 cam = self.profile.camera.sensor_shape_px
                 px = self.profile.objective.pixel_size_um
+                before = native_thread_ids()
                 self.warm_up_s = round(self.analyzer.warm_up((cam[0], cam[1]), px), 3)
+                self._lower_pools(before)
                 # and the decisions' path (the run's first decisions come in its busiest field)
                 self._rehearse_decisions()
                 gc.collect()
@@ -346,12 +355,26 @@ class PipelineWorker:
                 raise
             return self._finish()
 
+    def _lower_pools(self, before: set[int]) -> None:
+        """Lower the threads the engines started since ``before`` (Linux) as bulk threads.
+
+        ONNX Runtime starts its intra-op pool with a session of more than one
+        thread (`WorkerSupervisor`'s ``threads``: half the cores), torch its CPU
+        pool at the first call; each inherits the priority of the thread that
+        loaded or warmed up the engine, this one, still at the agent's. Only
+        threads Python does not list are lowered (the worker's own are lowered,
+        or not, by their own code).
+        """
+        ours = {t.native_id for t in threading.enumerate()}
+        if pools := native_thread_ids() - before - ours:
+            n = lower_native_threads(self.config.engine_nice, sorted(pools))
+            logger.debug("lowered %d of the engines' %d pool thread(s)", n, len(pools))
+
     def _rehearse_decisions(self) -> None:
         """Each declared rule's decision built, checked and serialised once, off the record."""
         try:  # never fatal: at worst the first decisions run cold
-            first = next(iter(self.sequence), None) if self.sequence is not None else None
-            if first is not None:
-                self.policy.rehearse(rehearsal_field(first, self.profile, REHEARSAL))
+            if self._first_event is not None:
+                self.policy.rehearse(rehearsal_field(self._first_event, self.profile, REHEARSAL))
         except Exception as exc:  # noqa: BLE001
             logger.debug("rehearsing the decisions failed: %s", exc)
 

@@ -74,7 +74,14 @@ from ._profile import (
     builtin_profiles,
     load_profile,
 )
-from ._threads import BULK_PRIORITY_ENV, WORKER_NICE, bulk_priority, lower_thread_priority
+from ._threads import (
+    BULK_PRIORITY_ENV,
+    WORKER_NICE,
+    bulk_priority,
+    lower_native_threads,
+    lower_thread_priority,
+    native_thread_ids,
+)
 
 __all__ = [
     "ALLOWED_DTYPES",
@@ -134,7 +141,9 @@ __all__ = [
     "format_validation_error",
     "load_plan",
     "load_profile",
+    "lower_native_threads",
     "lower_thread_priority",
+    "native_thread_ids",
     "parent_position",
     "parse_decision",
     "place_name",

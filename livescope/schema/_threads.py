@@ -23,10 +23,18 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Iterable
 
 from ._errors import LivescopeError
 
-__all__ = ["BULK_PRIORITY_ENV", "WORKER_NICE", "bulk_priority", "lower_thread_priority"]
+__all__ = [
+    "BULK_PRIORITY_ENV",
+    "WORKER_NICE",
+    "bulk_priority",
+    "lower_native_threads",
+    "lower_thread_priority",
+    "native_thread_ids",
+]
 
 logger = logging.getLogger("livescope")
 
@@ -90,13 +98,52 @@ def lower_thread_priority(
     """
     if nice <= 0 or not sys.platform.startswith("linux"):
         return False
+    t = thread or threading.current_thread()
+    if t.native_id is None:  # not started
+        return False
+    return _lower(t.native_id, t.name, nice, _mode(idle))
+
+
+def native_thread_ids() -> set[int]:
+    """Return the kernel ids of this process's threads (Linux; elsewhere an empty set).
+
+    Libraries start threads of their own that Python does not list (ONNX
+    Runtime's intra-op pool when a session gets more than one thread, torch's
+    CPU pool): compare the ids before and after such a library starts them.
+    """
+    if not sys.platform.startswith("linux"):
+        return set()
+    try:
+        return {int(name) for name in os.listdir("/proc/self/task")}
+    except OSError:  # (no /proc)
+        return set()
+
+
+def lower_native_threads(nice: int, tids: Iterable[int], *, idle: bool | None = None) -> int:
+    """Lower threads given by kernel id as `lower_thread_priority` lowers one; return how many.
+
+    For the threads a library starts (see `native_thread_ids`): a thread
+    inherits its creator's priority, so a pool started while the engines were
+    loaded at normal priority would compute at normal priority for the rest
+    of the run. A thread that has ended since is skipped (its id may belong to
+    another process by now).
+    """
+    if nice <= 0 or not sys.platform.startswith("linux"):
+        return 0
+    mode = _mode(idle)
+    # (an id no longer among this process's threads is skipped: the kernel may give it to another)
+    return sum(_lower(tid, f"native thread {tid}", nice, mode, gone_ok=True) for tid in tids
+               if os.path.exists(f"/proc/self/task/{tid}"))  # fmt: skip
+
+
+def _mode(idle: bool | None) -> str:
     mode = bulk_priority()
     if idle is not None:
         mode = "idle" if idle else "nice"
-    t = thread or threading.current_thread()
-    tid = t.native_id
-    if tid is None:  # not started
-        return False
+    return mode
+
+
+def _lower(tid: int, label: str, nice: int, mode: str, *, gone_ok: bool = False) -> bool:
     try:
         now = os.getpriority(os.PRIO_PROCESS, tid)
         with _base_lock:
@@ -107,7 +154,11 @@ def lower_thread_priority(
             os.setpriority(os.PRIO_PROCESS, tid, target)
         if mode == "idle" and os.sched_getscheduler(tid) != os.SCHED_IDLE:
             os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+    except ProcessLookupError:
+        if not gone_ok:
+            logger.warning("could not lower the priority of %s: it has ended", label)
+        return False
     except OSError as exc:
-        logger.warning("could not lower the priority of thread %s (%s)", t.name, exc)
+        logger.warning("could not lower the priority of %s (%s)", label, exc)
         return False
     return True

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sys
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -228,3 +230,38 @@ def test_a_failed_rehearsal_is_not_the_runs_failure(
         assert len(calls) == 1
     finally:
         w._finish(failed=True)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priority is Linux's")
+def test_the_engines_own_thread_pools_compute_as_bulk_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ONNX Runtime's intra-op pool (a session of 2 threads) joins the idle class with the engines.
+
+    The pool starts when the engines load and warm up, at the worker's normal
+    priority, and its threads inherit it: they would compute beside the
+    acquisition at the agent's priority for the whole run.
+    """
+    from livescope.schema import native_thread_ids
+
+    monkeypatch.setenv("LIVESCOPE_THREADS", "2")
+    monkeypatch.delenv("LIVESCOPE_BULK_PRIORITY", raising=False)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "summary.json").write_text("{}")  # the run has ended: nothing to wait for
+    before = native_thread_ids()
+    cfg = WorkerConfig(segmenter="nuclei-unet", stain=None, states="cell-state", overlay=False,
+                       engine_nice=5)  # fmt: skip
+    w = PipelineWorker(run, cfg)
+    seen: dict[int, int] = {}
+
+    def look() -> None:  # after the warm-up, while the engines are open
+        ours = {t.native_id for t in threading.enumerate()}
+        for tid in native_thread_ids() - before - ours:
+            seen[tid] = os.sched_getscheduler(tid)
+
+    monkeypatch.setattr(w, "_catch_up_all", look)
+    w.run(attach_timeout_s=1)
+    assert seen, "no engine pool thread started (a session of 2 threads has one)"
+    assert set(seen.values()) == {os.SCHED_IDLE}
+    assert os.sched_getscheduler(0) != os.SCHED_IDLE  # the caller keeps its class

@@ -12,7 +12,9 @@ from livescope.schema import (
     BULK_PRIORITY_ENV,
     LivescopeError,
     bulk_priority,
+    lower_native_threads,
     lower_thread_priority,
+    native_thread_ids,
 )
 
 linux_only = pytest.mark.skipif(
@@ -147,6 +149,28 @@ def test_a_bulk_thread_joins_the_idle_class_unless_told_nice_only(
         assert (policy == os.SCHED_IDLE) is expect_idle
         assert _nice(t) > _nice()
         assert os.sched_getscheduler(0) != os.SCHED_IDLE  # the caller keeps its class
+    finally:
+        done.set()
+        t.join()
+
+
+@linux_only
+def test_threads_a_library_started_are_lowered_by_kernel_id(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv(BULK_PRIORITY_ENV, raising=False)
+    t, done = _parked()
+    try:
+        assert t.native_id is not None
+        ids = native_thread_ids()
+        assert {threading.get_native_id(), t.native_id} <= ids
+        gone = max(ids) + 100_000  # (no such thread: skipped without a word)
+        assert lower_native_threads(4, [t.native_id, gone]) == 1
+        assert os.sched_getscheduler(t.native_id) == os.SCHED_IDLE
+        assert _nice(t) > _nice()
+        assert os.sched_getscheduler(0) != os.SCHED_IDLE  # the caller keeps its class
+        assert lower_native_threads(0, [threading.get_native_id()]) == 0  # nice 0: nothing
+        assert "could not lower" not in caplog.text
     finally:
         done.set()
         t.join()
