@@ -93,7 +93,9 @@ def track(
         seg = None
         if not from_labels:  # label images given without --from-labels: before the engine loads
             for p in dict.fromkeys((files[0], files[len(files) // 2], files[-1])):
-                refuse_label_image(read_image(p), f"{p} (--from-labels tracks labels)")
+                refuse_label_image(
+                    read_image(p), str(p), "; to track label images as they are, add --from-labels"
+                )
             from livescope.inference import SegmentationEngine
 
             seg = SegmentationEngine(

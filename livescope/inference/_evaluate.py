@@ -110,7 +110,9 @@ def evaluate_segmentation(
                 "labels?)"
             )
         truth = as_instance_labels(truth, lab_path.name)
-        refuse_label_image(frame, f"{img_path.name} (--images)")
+        refuse_label_image(
+            frame, f"{img_path.name} (--images)", "; is --images a folder of labels?"
+        )
         if engine is not None:
             res = engine.segment(frame)
             pred = res.labels
@@ -181,14 +183,17 @@ def as_instance_labels(truth: NDArray[Any], name: str) -> NDArray[Any]:
     return truth
 
 
-def refuse_label_image(frame: NDArray[Any], name: str) -> None:
+def refuse_label_image(frame: NDArray[Any], name: str, hint: str = "") -> None:
     """Refuse a frame to segment that is an instance label image already.
 
     In a label image the background is 0, each nucleus is one value over one
-    connected region, and neighbouring pixels differ only along borders; in a
-    camera frame each value is scattered over many regions (on this project's
-    data: 100-1000x as many regions as values, even in a dim 8-bit frame whose
-    neighbours are mostly equal, against 1.0x in every label image).
+    connected region that borders the background, and neighbouring pixels
+    differ only along borders. In a camera frame each grey level lies in many
+    regions (on this project's data: 100-1000x as many regions as values, even
+    in a dim 8-bit frame whose neighbours are mostly equal, against 1.0x in
+    every label image); in a smooth, noise-free frame on a background of 0
+    each level may be one ring, but only the lowest rings border the
+    background. ``hint`` ends the message (what to do instead).
 
     Raises
     ------
@@ -198,23 +203,28 @@ def refuse_label_image(frame: NDArray[Any], name: str) -> None:
     """
     if frame.ndim != 2 or frame.dtype.kind not in "iu":
         return
-    values, counts = np.unique(frame, return_counts=True)
-    n_values = int((values != 0).sum())
-    if n_values < 2 or values[np.argmax(counts)] != 0:  # empty, a mask, or a background > 0
+    zero = frame == 0
+    values = np.unique(frame[~zero])
+    if values.size < 2 or not zero.any():  # empty, a mask, or no background of 0
         return
     left, right = frame[:, :-1], frame[:, 1:]
     both = (left != 0) & (right != 0)
     if not both.any() or float((left != right)[both].mean()) > 0.2:
         return
+    from scipy import ndimage
     from skimage.measure import label
 
     # regions of equal value (connected in 8 directions), 0 the background
     regions = int(label(frame, background=0, connectivity=2).max())  # type: ignore[no-untyped-call]
-    if regions <= 1.5 * n_values:
-        raise LivescopeError(
-            f"{name}: this is an instance label image, not a frame to segment ({n_values} "
-            f"objects, each value one connected region)"
-        )
+    if regions > 1.5 * values.size:
+        return
+    rim = ndimage.binary_dilation(zero, structure=np.ones((3, 3), bool)) & ~zero
+    if np.unique(frame[rim]).size < 0.5 * values.size:  # nested rings, not objects
+        return
+    raise LivescopeError(
+        f"{name}: this is an instance label image, not a frame to segment ({values.size} "
+        f"objects, each value one connected region on a background of 0)" + hint
+    )
 
 
 def _refuse_binary_mask(truth: NDArray[Any], name: str) -> None:

@@ -102,6 +102,14 @@ WORKER_COUNTS = (
 happened."""
 
 
+def _thread_name(tid: int) -> str:
+    """Return a thread's kernel name (Linux), or "" when it cannot be read."""
+    try:
+        return Path(f"/proc/self/task/{tid}/comm").read_text(encoding="utf-8").strip()
+    except OSError:
+        return ""
+
+
 class PipelineWorker:
     """Analyse a running run's fields; see the module.
 
@@ -359,14 +367,18 @@ class PipelineWorker:
         """Lower the threads the engines started since ``before`` (Linux) as bulk threads.
 
         ONNX Runtime starts its intra-op pool with a session of more than one
-        thread (`WorkerSupervisor`'s ``threads``: half the cores), torch its CPU
+        thread (``LIVESCOPE_THREADS``; `livescope demo` gives the engines half
+        the cores, and without it ONNX Runtime takes them all), torch its CPU
         pool at the first call; each inherits the priority of the thread that
-        loaded or warmed up the engine, this one, still at the agent's. Only
-        threads Python does not list are lowered (the worker's own are lowered,
-        or not, by their own code).
+        loaded or warmed up the engine, this one, still at the agent's. Every
+        thread the engines started that Python does not list is lowered (the
+        worker's own are lowered, or not, by their own code), except the CUDA
+        driver's (named ``cuda...``: its event and callback threads, left as
+        they were until measured on a GPU).
         """
         ours = {t.native_id for t in threading.enumerate()}
-        if pools := native_thread_ids() - before - ours:
+        pools = native_thread_ids() - before - ours
+        if pools := {tid for tid in pools if not _thread_name(tid).startswith("cuda")}:
             n = lower_native_threads(self.config.engine_nice, sorted(pools))
             logger.debug("lowered %d of the engines' %d pool thread(s)", n, len(pools))
 

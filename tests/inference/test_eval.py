@@ -164,6 +164,15 @@ def test_dim_frames_with_flat_patches_are_not_taken_for_labels() -> None:
     frame = np.round(12 * blobs).astype(np.uint8)
     refuse_label_image(frame, "dim")  # (no error)
     refuse_label_image(frame + np.uint8(2), "dim, no zeros")
+    # noise-free frames on a background of exactly 0: each grey level one ring, nested
+    one = np.round(12 * np.exp(-((yy - 64) ** 2 + (xx - 64) ** 2) / 800.0)).astype(np.uint8)
+    refuse_label_image(one, "one smooth nucleus")
+    refuse_label_image(one.astype(np.uint16), "one smooth nucleus, 16-bit")
+    two = np.round(
+        12 * np.exp(-((yy - 40) ** 2 + (xx - 40) ** 2) / 300.0)
+        + 4 * np.exp(-((yy - 90) ** 2 + (xx - 90) ** 2) / 300.0)
+    ).astype(np.uint8)
+    refuse_label_image(two, "two nuclei of different brightness")
     refuse_label_image(np.zeros((16, 16), np.uint16), "empty")
     refuse_label_image((frame > 3).astype(np.uint8), "a binary mask")  # one value: not told
     with pytest.raises(LivescopeError, match="labels: this is an instance label image"):

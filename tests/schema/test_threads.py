@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import threading
 
@@ -164,8 +165,15 @@ def test_threads_a_library_started_are_lowered_by_kernel_id(
         assert t.native_id is not None
         ids = native_thread_ids()
         assert {threading.get_native_id(), t.native_id} <= ids
-        gone = max(ids) + 100_000  # (no such thread: skipped without a word)
-        assert lower_native_threads(4, [t.native_id, gone]) == 1
+        # another process's id (e.g. a thread's id the kernel gave away): never touched
+        other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(10)"])
+        try:
+            assert lower_native_threads(4, [t.native_id, other.pid]) == 1
+            assert os.getpriority(os.PRIO_PROCESS, other.pid) == _nice()
+            assert os.sched_getscheduler(other.pid) != os.SCHED_IDLE
+        finally:
+            other.kill()
+            other.wait()
         assert os.sched_getscheduler(t.native_id) == os.SCHED_IDLE
         assert _nice(t) > _nice()
         assert os.sched_getscheduler(0) != os.SCHED_IDLE  # the caller keeps its class
