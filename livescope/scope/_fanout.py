@@ -10,9 +10,11 @@ for recording and publishes it:
   zarr's threads, which create the arrays) are bulk threads on Linux, as the
   worker's engines (niced and, unless ``LIVESCOPE_BULK_PRIORITY=nice``, in the
   ``SCHED_IDLE`` class: see `livescope.schema.lower_thread_priority`):
-  recording may lag a burst, the hand-off to analysis may not. A recording
-  that falls `RECORDING_LAG_WARN` frames behind the camera is logged (again at
-  each doubling), naming the memory held;
+  recording may lag a burst, the hand-off to analysis may not. While frames
+  go to analysis the writer starts no frame until `RECORDING_HOLD_S` after
+  the camera took it, so that the field it completes reaches the engines
+  first. A recording that falls `RECORDING_LAG_WARN` frames behind the camera
+  is logged (again at each doubling), naming the memory held;
 * publishing is itself the hand-off: it writes the pixels into a shared-memory
   slot (or queues them on the socket) and never waits for a subscriber. A frame
   with no free slot is dropped for analysis only (and counted). Publishing here,
@@ -27,6 +29,7 @@ import logging
 import queue
 import signal
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -53,6 +56,25 @@ RECORDING_NICE = 5
 """Niceness added to the recording threads (Linux): as much as the worker's engines."""
 RECORDING_LAG_WARN = 64
 """Frames waiting to be recorded at which a warning is logged (then at 128, 256, ...)."""
+
+RECORDING_HOLD_S = 0.003
+"""How old a frame is before the writer starts on it, while frames go to analysis, s.
+
+Both the writer and the worker's engines are bulk threads (idle class on
+Linux), and a waking idle-class thread never takes a core from another: the
+kernel counts a core running only idle-class threads as free and may put the
+worker's thread there. In a traced demo (2 cores), the worker's engine thread,
+woken for a time point's first field, waited 2.4 ms behind the writer
+compressing that field's frames while the other core sat idle, until the
+scheduler's tick. Held for 3 ms (the frames reach the worker in ~0.5 ms), the
+writer starts after the engines have, and shares their core or takes the other.
+Alternating demos, seven each: the longest wait of a time point's first field
+for the engines' thread 1.04-1.75 ms against 0.92-3.42 without the hold (2 of
+those 7 and 7 of 13 demos without it that day had one of 2-4.4 ms); the
+overhead p99 did not move beyond the demos' spread (4.19-6.84 against
+4.01-7.51 ms, means 5.28 and 5.39). Recording lags by those 3 ms (none is lost:
+`finish` drains).
+"""
 
 logger = logging.getLogger("livescope")
 
@@ -133,6 +155,9 @@ class FrameFanout:
         and no ``SCHED_IDLE`` either). They also join ``SCHED_IDLE`` unless
         ``LIVESCOPE_BULK_PRIORITY=nice`` (see `livescope.schema.lower_thread_priority`;
         zarr's process-wide threads keep a class an earlier user gave them).
+    hold_s
+        How old a frame is before the writer starts on it, s (default:
+        `RECORDING_HOLD_S` with a publisher and a lowered writer, else 0).
 
     """
 
@@ -144,6 +169,7 @@ class FrameFanout:
         on_cancel: Callable[[], None] | None = None,
         progress: Callable[[int], None] | None = None,
         recording_nice: int = RECORDING_NICE,
+        hold_s: float | None = None,
     ) -> None:
         for s in sinks:
             if not isinstance(s, PSink):
@@ -154,6 +180,9 @@ class FrameFanout:
         self._progress = progress
         self._frames: queue.Queue[Any] = queue.Queue()
         self._nice = recording_nice
+        if hold_s is None:
+            hold_s = RECORDING_HOLD_S if publisher is not None and recording_nice > 0 else 0.0
+        self._hold_ns = int(hold_s * 1e9)
         if recording_nice > 0:
             bulk_priority()  # a wrong LIVESCOPE_BULK_PRIORITY stops the run here
         self._lowered: set[int] = set()
@@ -223,6 +252,9 @@ class FrameFanout:
             if self.errors:
                 continue  # the run is being cancelled; the error is raised by finish()
             pixels, info = item
+            age_ns = clock_ns() - int(info["t_camera_ns"])
+            if 0 <= age_ns < self._hold_ns:  # the field this frame completes: to the engines first
+                time.sleep((self._hold_ns - age_ns) / 1e9)
             # zarr starts its threads on first use: the ones that appear during a write
             # with asyncio's executor names are its codec threads, bulk work like ours
             known = {t.ident for t in threading.enumerate()} if self._nice > 0 else set()

@@ -17,8 +17,8 @@ from numpy.typing import NDArray
 
 from livescope.bus import FramePublisher, FrameSubscriber
 from livescope.record import OmeZarrWriter, zarr_threads
-from livescope.schema import BULK_PRIORITY_ENV, FrameInfo
-from livescope.scope._fanout import FrameFanout
+from livescope.schema import BULK_PRIORITY_ENV, FrameInfo, clock_ns
+from livescope.scope._fanout import RECORDING_HOLD_S, FrameFanout
 
 
 class ListSink:
@@ -29,8 +29,10 @@ class ListSink:
         self.threads: set[int | None] = set()
         self.nice: list[int] = []
         self.idle: list[bool] = []
+        self.ages_ns: list[int] = []  # how old each frame was when written
 
     def write(self, image: NDArray[Any], info: FrameInfo) -> None:
+        self.ages_ns.append(clock_ns() - int(info["t_camera_ns"]))
         self.frames.append((image, info))
         self.threads.add(threading.get_native_id())
         if sys.platform.startswith("linux"):
@@ -71,6 +73,20 @@ def test_frames_are_recorded_and_reach_a_subscriber_in_order(mode: str) -> None:
     assert (fan.frames_acquired, fan.frames_written, fan.bus_published) == (6, 6, 6)
     assert fan.bus_dropped == 0
     assert threading.get_native_id() not in sink.threads  # recorded on the writer thread
+    # frames going to analysis: none written before its field could reach the engines
+    assert min(sink.ages_ns) >= RECORDING_HOLD_S * 1e9
+
+
+def test_the_writer_holds_a_frame_only_when_asked_and_loses_none() -> None:
+    assert FrameFanout([ListSink()])._hold_ns == 0  # nothing goes to analysis: no hold
+    assert FrameFanout([ListSink()], hold_s=0.0)._hold_ns == 0
+    sink = ListSink()
+    fan = FrameFanout([sink], hold_s=0.05)
+    for t in range(5):
+        fan.on_frame(np.full((8, 8), t, np.uint16), _event(t), {})
+    fan.finish()
+    assert [int(a[0, 0]) for a, _ in sink.frames] == list(range(5))
+    assert min(sink.ages_ns) >= 0.05e9
 
 
 def test_a_frame_with_no_free_slot_is_dropped_for_analysis_only() -> None:
