@@ -177,6 +177,13 @@ def test_dim_frames_with_flat_patches_are_not_taken_for_labels() -> None:
     refuse_label_image((frame > 3).astype(np.uint8), "a binary mask")  # one value: not told
     with pytest.raises(LivescopeError, match="labels: this is an instance label image"):
         refuse_label_image(label((frame > 3).astype(np.uint8)).astype(np.uint16), "labels")
+    dense = np.kron(np.arange(1, 145).reshape(12, 12), np.ones((10, 10))).astype(np.uint16)
+    dense[:2] = 0  # confluent cells: most labels touch only each other
+    with pytest.raises(
+        LivescopeError,
+        match=r"dense: this is an instance label image, not a frame to segment \(144",
+    ):
+        refuse_label_image(dense, "dense")
 
 
 @pytest.mark.parametrize("sub", ["nuclei-dsb2018"])

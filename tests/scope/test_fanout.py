@@ -77,16 +77,50 @@ def test_frames_are_recorded_and_reach_a_subscriber_in_order(mode: str) -> None:
     assert min(sink.ages_ns) >= RECORDING_HOLD_S * 1e9
 
 
-def test_the_writer_holds_a_frame_only_when_asked_and_loses_none() -> None:
-    assert FrameFanout([ListSink()])._hold_ns == 0  # nothing goes to analysis: no hold
-    assert FrameFanout([ListSink()], hold_s=0.0)._hold_ns == 0
+def _hold_ns(monkeypatch: pytest.MonkeyPatch, mode: str, **kw: Any) -> int:
+    monkeypatch.setenv(BULK_PRIORITY_ENV, mode)
+    fan = FrameFanout([ListSink()], **kw)
+    fan.finish()
+    return fan._hold_ns
+
+
+def test_the_writer_holds_frames_for_analysis_only_beside_idle_class_engines(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pub = FramePublisher("r1", mode="inline", max_frame_bytes=64)  # type: ignore[arg-type]
+    try:
+        linux = sys.platform.startswith("linux")
+        assert _hold_ns(monkeypatch, "", publisher=pub) == (3_000_000 if linux else 0)
+        assert _hold_ns(monkeypatch, "nice", publisher=pub) == 0  # no idle class: no reason
+        assert _hold_ns(monkeypatch, "", publisher=pub, recording_nice=0) == 0
+        assert _hold_ns(monkeypatch, "") == 0  # nothing goes to analysis
+    finally:
+        pub.close()
+
+
+def test_the_writer_holds_each_frame_once_not_the_stream_and_loses_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import livescope.scope._fanout as fanout
+
+    naps: list[float] = []
+    sleep = time.sleep
+
+    def nap(s: float) -> None:
+        naps.append(s)
+        sleep(s)
+
+    monkeypatch.setattr(fanout.time, "sleep", nap)
     sink = ListSink()
-    fan = FrameFanout([sink], hold_s=0.05)
-    for t in range(5):
+    fan = FrameFanout([sink], hold_s=0.2)
+    for t in range(20):  # queued at once: the writer waits once, then the rest are old enough
         fan.on_frame(np.full((8, 8), t, np.uint16), _event(t), {})
     fan.finish()
-    assert [int(a[0, 0]) for a, _ in sink.frames] == list(range(5))
-    assert min(sink.ages_ns) >= 0.05e9
+    assert [int(a[0, 0]) for a, _ in sink.frames] == list(range(20))
+    assert min(sink.ages_ns) >= 0.2e9
+    # (per frame, the waits would add up to 20 x 0.2 s; the frames queued after the first wait
+    # out what is left of their own hold, microseconds)
+    assert sum(naps) < 0.3, f"the writer waited {sum(naps):.2f} s for 20 frames queued at once"
 
 
 def test_a_frame_with_no_free_slot_is_dropped_for_analysis_only() -> None:
