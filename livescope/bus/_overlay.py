@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -112,6 +113,7 @@ class OverlayPublisher:
             self.endpoint = bind(self._sock, endpoint or local_endpoint("overlay"), security)
             if run_dir is not None:
                 self._file = Path(run_dir) / OVERLAY_FILE
+                _remove_stale_socket(self._file)
                 info = {"run_id": run_id, "endpoint": self.endpoint, "v": OVERLAY_VERSION}
                 write_atomic(self._file, json.dumps(info, indent=1))
         except BaseException:
@@ -229,6 +231,25 @@ class OverlayPublisher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _remove_stale_socket(file: Path) -> None:
+    """Remove the socket file of the publisher ``file`` names, gone without closing.
+
+    A worker killed (or crashed) leaves its ``overlay.json`` and, for an
+    ``ipc://`` endpoint, its socket file in the temp folder; the restarted
+    worker's publisher replaces the one and removes the other. Only a socket
+    file of ours (`local_endpoint`'s name in the temp folder) is removed.
+    """
+    try:
+        old = json.loads(file.read_text(encoding="utf-8")).get("endpoint")
+    except (OSError, ValueError, AttributeError):
+        return  # none, or not ours to read
+    if not isinstance(old, str) or not old.startswith("ipc://"):
+        return
+    path = Path(old[len("ipc://") :])
+    if path.parent == Path(tempfile.gettempdir()) and path.name.startswith("livescope-overlay-"):
+        remove_ipc_files(old)
 
 
 # ---------------------------------------------------------------- subscriber

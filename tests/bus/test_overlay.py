@@ -155,6 +155,31 @@ def test_overlay_file_is_written_then_removed(tmp_path: Path) -> None:
     pub.close()  # idempotent
 
 
+def test_a_restarted_publisher_removes_the_socket_file_a_killed_one_left(tmp_path: Path) -> None:
+    import tempfile
+    import uuid
+
+    from livescope.bus import local_endpoint
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name, removed in (("livescope-overlay-", True), ("someone-elses-", False)):
+        left = Path(tempfile.gettempdir()) / f"{name}{uuid.uuid4().hex[:12]}"
+        left.write_text("")  # the socket file of a worker killed without closing
+        (run / OVERLAY_FILE).write_text(json.dumps({"run_id": "r", "endpoint": f"ipc://{left}"}))
+        pub = OverlayPublisher("r", run_dir=run)
+        try:
+            assert left.exists() is not removed
+            assert json.loads((run / OVERLAY_FILE).read_text())["endpoint"] == pub.endpoint
+        finally:
+            pub.close()
+            left.unlink(missing_ok=True)
+    if local_endpoint("overlay").startswith("ipc://"):  # (and its own file goes on close)
+        assert not Path(pub.endpoint[len("ipc://") :]).exists()
+    (run / OVERLAY_FILE).write_text("not json")  # what cannot be read is only replaced
+    OverlayPublisher("r", run_dir=run).close()
+
+
 def test_subscriber_waits_for_the_overlay_file(tmp_path: Path) -> None:
     with pytest.raises(LivescopeError, match=r"no overlay\.json"):
         OverlaySubscriber(tmp_path, timeout_s=0.2)
