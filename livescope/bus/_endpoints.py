@@ -13,6 +13,7 @@ import os
 import tempfile
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -26,6 +27,7 @@ __all__ = [
     "is_loopback",
     "local_endpoint",
     "remove_ipc_files",
+    "remove_left_ipc_file",
     "subscribe",
 ]
 
@@ -54,6 +56,19 @@ def remove_ipc_files(*endpoints: str | None) -> None:
         if endpoint and endpoint.startswith("ipc://") and not endpoint.startswith("ipc://@"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(endpoint[len("ipc://") :])
+
+
+def remove_left_ipc_file(endpoint: str, name: str) -> None:
+    """Remove the socket file a process killed before closing left for ``local_endpoint(name)``.
+
+    Only a file of that name in the temp folder is removed: ``endpoint`` comes
+    from a file another process wrote (e.g. ``overlay.json``).
+    """
+    if not endpoint.startswith("ipc://"):
+        return
+    path = Path(endpoint[len("ipc://") :])
+    if path.parent == Path(tempfile.gettempdir()) and path.name.startswith(f"livescope-{name}-"):
+        remove_ipc_files(endpoint)
 
 
 def is_loopback(endpoint: str) -> bool:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -40,7 +39,15 @@ from numpy.typing import NDArray
 
 from livescope.schema import HeaderError, LivescopeError, clock_ns, write_atomic
 
-from ._endpoints import BusSecurity, bind, connect, local_endpoint, remove_ipc_files, subscribe
+from ._endpoints import (
+    BusSecurity,
+    bind,
+    connect,
+    local_endpoint,
+    remove_ipc_files,
+    remove_left_ipc_file,
+    subscribe,
+)
 from ._overlay_wire import (
     OVERLAY_DTYPES,
     OVERLAY_FILE,
@@ -245,11 +252,8 @@ def _remove_stale_socket(file: Path) -> None:
         old = json.loads(file.read_text(encoding="utf-8")).get("endpoint")
     except (OSError, ValueError, AttributeError):
         return  # none, or not ours to read
-    if not isinstance(old, str) or not old.startswith("ipc://"):
-        return
-    path = Path(old[len("ipc://") :])
-    if path.parent == Path(tempfile.gettempdir()) and path.name.startswith("livescope-overlay-"):
-        remove_ipc_files(old)
+    if isinstance(old, str):
+        remove_left_ipc_file(old, "overlay")
 
 
 # ---------------------------------------------------------------- subscriber

@@ -170,10 +170,8 @@ def as_instance_labels(truth: NDArray[Any], name: str) -> NDArray[Any]:
             f"{name}: the labels hold negative values; instance labels are 0 (background) "
             "or a positive id per nucleus"
         )
-    left, right = truth[:, :-1], truth[:, 1:]
-    both = (left != 0) & (right != 0)
-    pairs = int(both.sum())
-    if pairs >= 100 and (changed := float((left != right)[both].mean())) > 0.5:
+    pairs, changed = _neighbours_differ(truth)
+    if pairs >= 100 and changed > 0.5:
         raise LivescopeError(
             f"{name}: this looks like an intensity image, not instance labels "
             f"(neighbouring pixels differ in {changed:.0%} of pairs; in labels only where two "
@@ -207,9 +205,8 @@ def refuse_label_image(frame: NDArray[Any], name: str, hint: str = "") -> None:
     values = np.unique(frame[~zero])
     if values.size < 2 or not zero.any():  # empty, a mask, or no background of 0
         return
-    left, right = frame[:, :-1], frame[:, 1:]
-    both = (left != 0) & (right != 0)
-    if not both.any() or float((left != right)[both].mean()) > 0.2:
+    pairs, changed = _neighbours_differ(frame)
+    if pairs == 0 or changed > 0.2:
         return
     from skimage.measure import label, regionprops
 
@@ -226,6 +223,18 @@ def refuse_label_image(frame: NDArray[Any], name: str, hint: str = "") -> None:
         f"{name}: this is an instance label image, not a frame to segment ({values.size} "
         f"objects on a background of 0, each value one connected region)" + hint
     )
+
+
+def _neighbours_differ(img: NDArray[Any]) -> tuple[int, float]:
+    """Return how many pairs of side-by-side non-zero pixels there are, and the share that differ.
+
+    In labels neighbours differ only where two nuclei touch; in an intensity
+    image almost everywhere.
+    """
+    left, right = img[:, :-1], img[:, 1:]
+    both = (left != 0) & (right != 0)
+    pairs = int(both.sum())
+    return pairs, float((left != right)[both].mean()) if pairs else 0.0
 
 
 def _refuse_binary_mask(truth: NDArray[Any], name: str) -> None:

@@ -91,6 +91,14 @@ logger = logging.getLogger("livescope")
 _STOP = object()
 
 
+def _log_failure(exc: Exception, what: str, then: str = "") -> None:
+    """Log a sink's failure: an OSError (a full disk, a lost share) by its message alone."""
+    if isinstance(exc, OSError):
+        logger.error("%s (%s)%s", what, exc, then)
+    else:
+        logger.exception("%s%s", what, then)
+
+
 def frame_info(seq: int, image: NDArray[Any], event: useq.MDAEvent, meta: Any) -> FrameInfo:
     """Build the `FrameInfo` of a frame from pymmcore-plus's event and metadata."""
     t_camera = clock_ns()
@@ -191,16 +199,12 @@ class FrameFanout:
         self._progress = progress
         self._frames: queue.Queue[Any] = queue.Queue()
         self._nice = recording_nice
+        # (a wrong LIVESCOPE_BULK_PRIORITY stops the run here)
+        mode = bulk_priority() if recording_nice > 0 else None
         if hold_s is None:  # (the hold is for two idle-class threads: see RECORDING_HOLD_S)
-            idle = sys.platform.startswith("linux") and recording_nice > 0
-            hold_s = (
-                RECORDING_HOLD_S
-                if publisher is not None and idle and bulk_priority() == "idle"
-                else 0.0
-            )
+            idle = sys.platform.startswith("linux") and mode == "idle"
+            hold_s = RECORDING_HOLD_S if publisher is not None and idle else 0.0
         self._hold_ns = int(hold_s * 1e9)
-        if recording_nice > 0:
-            bulk_priority()  # a wrong LIVESCOPE_BULK_PRIORITY stops the run here
         self._lowered: set[int] = set()
         self._publish_lock = threading.Lock()
         self._finished = False
@@ -282,13 +286,8 @@ class FrameFanout:
                 info["adler32"] = zlib.adler32(memoryview(pixels).cast("B"))
                 for s in self.sinks:
                     s.write(pixels, info)
-            except Exception as exc:
-                if isinstance(exc, OSError):  # a full disk, a lost share: the message says it all
-                    logger.error(
-                        "writing frame %s failed (%s); cancelling the run", info["seq"], exc
-                    )
-                else:
-                    logger.exception("writing frame %s failed; cancelling the run", info["seq"])
+            except Exception as exc:  # noqa: BLE001 (logged, kept, raised by finish())
+                _log_failure(exc, f"writing frame {info['seq']} failed", "; cancelling the run")
                 self.errors.append(exc)
                 if self._on_cancel is not None:
                     self._on_cancel()
@@ -321,11 +320,8 @@ class FrameFanout:
         for s in self.sinks:
             try:
                 s.close()
-            except Exception as exc:
-                if isinstance(exc, OSError):
-                    logger.error("closing %s failed (%s)", type(s).__name__, exc)
-                else:
-                    logger.exception("closing %s failed", type(s).__name__)
+            except Exception as exc:  # noqa: BLE001 (logged, kept, raised by finish())
+                _log_failure(exc, f"closing {type(s).__name__} failed")
                 self.errors.append(exc)
         if self.errors:
             raise LivescopeError(
