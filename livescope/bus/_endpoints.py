@@ -10,7 +10,11 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import socket
+import stat
 import tempfile
+import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +32,14 @@ __all__ = [
     "local_endpoint",
     "remove_ipc_files",
     "remove_left_ipc_file",
+    "remove_stale_ipc_files",
     "subscribe",
 ]
+
+STALE_AFTER_S = 60.0
+"""A socket file of livescope's in the temp folder that no process has listened on for
+longer than this (s) is a killed process's and may be removed (`remove_stale_ipc_files`)."""
+_swept = threading.Event()
 
 
 def local_endpoint(name: str, *, transport: str | None = None) -> str:
@@ -37,10 +47,15 @@ def local_endpoint(name: str, *, transport: str | None = None) -> str:
 
     ``ipc://`` in the temp folder where ZeroMQ supports ipc, else
     ``tcp://127.0.0.1:*`` (the port is chosen when binding; `bind` returns it).
-    ``transport`` forces ``"ipc"`` or ``"tcp"``.
+    ``transport`` forces ``"ipc"`` or ``"tcp"``. The first ipc endpoint of a
+    process also removes the socket files killed processes left in the temp
+    folder (`remove_stale_ipc_files`).
     """
     use_ipc = transport == "ipc" or (transport is None and zmq.has("ipc") and os.name != "nt")
     if use_ipc:
+        if not _swept.is_set():  # once per process: what killed runs left in the temp folder
+            _swept.set()
+            remove_stale_ipc_files()
         path = os.path.join(tempfile.gettempdir(), f"livescope-{name}-{uuid.uuid4().hex[:12]}")
         return f"ipc://{path}"
     return "tcp://127.0.0.1:*"
@@ -69,6 +84,57 @@ def remove_left_ipc_file(endpoint: str, name: str) -> None:
     path = Path(endpoint[len("ipc://") :])
     if path.parent == Path(tempfile.gettempdir()) and path.name.startswith(f"livescope-{name}-"):
         remove_ipc_files(endpoint)
+
+
+def remove_stale_ipc_files(older_than_s: float = STALE_AFTER_S) -> list[str]:
+    """Remove the socket files of `local_endpoint` that no process listens on; return them.
+
+    A process that ends without closing its sockets (killed, crashed, the PC
+    switched off) leaves their files in the temp folder, where nothing else
+    removes them. A file is removed only if its name is livescope's, it is a
+    socket of this user's, older than ``older_than_s`` (a socket bound a moment
+    ago may not listen yet) and a connection to it is refused: no process holds
+    it. Nothing is done where there are no Unix sockets (Windows uses tcp).
+    """
+    if not hasattr(socket, "AF_UNIX"):
+        return []
+    removed = []
+    now = time.time()
+    tmp = tempfile.gettempdir()
+    with contextlib.suppress(OSError), os.scandir(tmp) as entries:
+        for entry in entries:
+            if not entry.name.startswith("livescope-"):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if (
+                not stat.S_ISSOCK(st.st_mode)
+                or now - st.st_mtime < older_than_s
+                or (hasattr(os, "getuid") and st.st_uid != os.getuid())
+            ):
+                continue
+            if _refuses_connections(entry.path):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                    removed.append(entry.path)
+    return removed
+
+
+def _refuses_connections(path: str) -> bool:
+    """Return True if nothing listens on the Unix socket file ``path``."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(0.5)
+        probe.connect(path)
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False  # (a full backlog, no permission...): left alone
+    finally:
+        probe.close()
+    return False
 
 
 def is_loopback(endpoint: str) -> bool:

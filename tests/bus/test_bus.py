@@ -309,6 +309,64 @@ def test_closing_the_bus_removes_its_socket_files() -> None:
     assert not any(f.exists() for f in files)
 
 
+_BIND_AND_HANG = """
+import sys, time, zmq
+sock = zmq.Context().socket(zmq.PUB)
+sock.bind(sys.argv[1])
+print("bound", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.skipif(not local_endpoint("x").startswith("ipc://"), reason="no ipc on this platform")
+def test_socket_files_of_killed_processes_are_removed_and_live_ones_kept(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from livescope.bus._endpoints import STALE_AFTER_S, remove_stale_ipc_files
+
+    def bound_by_a_process(name: str) -> tuple[subprocess.Popen[str], Path]:
+        endpoint = local_endpoint(name)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _BIND_AND_HANG, endpoint], stdout=subprocess.PIPE, text=True
+        )
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "bound"
+        return proc, Path(endpoint.removeprefix("ipc://"))
+
+    def kill(proc: subprocess.Popen[str]) -> None:
+        proc.kill()
+        proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+
+    old = time.time() - STALE_AFTER_S - 5
+    killed, killed_file = bound_by_a_process("sweeptest")
+    kill(killed)
+    young, young_file = bound_by_a_process("sweeptest")
+    kill(young)
+    live, live_file = bound_by_a_process("sweeptest")
+    plain_file = killed_file.with_name(killed_file.name + "-plain")
+    plain_file.write_text("not a socket")
+    try:
+        for f in (killed_file, live_file, plain_file):
+            os.utime(f, (old, old))
+        assert killed_file.exists()  # ZeroMQ leaves it behind when killed
+        removed = remove_stale_ipc_files()
+        assert str(killed_file) in removed
+        assert not killed_file.exists()
+        assert young_file.exists()  # too young to tell: may be binding right now
+        assert live_file.exists()  # a process listens on it
+        assert plain_file.exists()  # not a socket
+        with zmq.Context() as ctx, ctx.socket(zmq.SUB) as sub:  # the live one still works
+            sub.connect(f"ipc://{live_file}")
+    finally:
+        kill(live)
+        for f in (killed_file, young_file, live_file, plain_file):
+            f.unlink(missing_ok=True)
+
+
 def test_pending_counts_the_frames_waiting_to_be_taken() -> None:
     pub = FramePublisher("r1")
     sub = FrameSubscriber(pub.endpoint, maxlen=8)

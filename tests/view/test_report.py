@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import csv
 import json
+import os
 import re
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -346,22 +348,27 @@ def open_in_chromium(report: Path) -> tuple[list[list[Any]], list[dict[str, Any]
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = browser
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
-        opts.add_argument(arg)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=opts, service=Service(driver_path))
-    try:
-        driver.get(report.as_uri())
-        images = driver.execute_script(
-            "return Array.from(document.images).map("
-            "i => [i.className, i.complete, i.naturalWidth, i.naturalHeight])"
-        )
-        errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
-        title = driver.title
-    finally:
-        driver.quit()
+    # Chromium's profile and its singleton socket's folder go in a folder of the test's own
+    # (TMPDIR for the browser), removed afterwards: in the temp folder they were left behind
+    with tempfile.TemporaryDirectory(prefix="chromium-test-") as tmp:
+        opts = webdriver.ChromeOptions()
+        opts.binary_location = browser
+        for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+            opts.add_argument(arg)
+        opts.add_argument(f"--user-data-dir={os.path.join(tmp, 'profile')}")
+        opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+        service = Service(driver_path, env={**os.environ, "TMPDIR": tmp})
+        driver = webdriver.Chrome(options=opts, service=service)
+        try:
+            driver.get(report.as_uri())
+            images = driver.execute_script(
+                "return Array.from(document.images).map("
+                "i => [i.className, i.complete, i.naturalWidth, i.naturalHeight])"
+            )
+            errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
+            title = driver.title
+        finally:
+            driver.quit()
     return images, errors, title
 
 
