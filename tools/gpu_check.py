@@ -349,12 +349,13 @@ def main() -> int:
     }
     frames = load_frames(a.frames)
     try:
-        import cupy  # noqa: F401
+        import cupy
 
-        has_cupy = True
+        has_cupy, cupy_version = True, str(cupy.__version__)
     except ImportError:
-        has_cupy = False
+        has_cupy, cupy_version = False, None
     result["machine"]["cupy"] = has_cupy
+    result["machine"]["cupy_version"] = cupy_version
     try:
         result["together"] = engines_together(frames)
     except Exception as exc:  # noqa: BLE001 (report every failure, go on)

@@ -22,6 +22,7 @@ from livescope.schema import FrameInfo, clock_ns
 
 from ._endpoints import local_endpoint, remove_ipc_files
 from ._publisher import FramePublisher
+from ._stalls import machine_info
 from ._subscriber import FrameSubscriber
 
 __all__ = ["bench_bus"]
@@ -256,4 +257,5 @@ def bench_bus(
         "targets": targets,
         "results": results,
         "paced": paced,
+        "machine": machine_info(),  # (timed once the transfers are done)
     }

@@ -485,6 +485,7 @@ def bench_engines(
     setup_logging(False)
     import numpy as np
 
+    from livescope.bus import machine_info
     from livescope.inference import (
         BACKENDS,
         SegmentationEngine,
@@ -543,4 +544,5 @@ def bench_engines(
         "target_post_share_1024_cpu": 0.25,
         "stain": stain_rows,
         "states": state_rows,
+        "machine": machine_info(),  # (timed once the engines are done)
     })  # fmt: skip

@@ -206,6 +206,7 @@ def bench_track(
     track the ground-truth markers (ids removed), scored with the CTC metrics.
     """
     setup_logging(False)
+    from livescope.bus import machine_info
     from livescope.cli._track_bench import (
         bench_scaling,
         compare_peers_gowt1,
@@ -217,6 +218,7 @@ def bench_track(
         result["peers_simulated"] = compare_peers_simulated(sim_cells, sim_frames)
         if gowt1:
             result["peers_gowt1_markers"] = compare_peers_gowt1()
+        result["machine"] = machine_info()  # (timed once the trackers are done)
     if json_out:
         emit(result)
     else:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from livescope.bus import machine_info
 from livescope.record import DatasetError
 from livescope.schema import LivescopeError, check_output_folder
 
@@ -280,6 +281,7 @@ def bench_replay_cluster(
         "engine_threads": threads,
         "cpu_count": os.cpu_count(),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "machine": machine_info(),  # (timed once the runs are done)
         **runs,
     }
     if len(workers) >= 2:

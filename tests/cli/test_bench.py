@@ -63,6 +63,7 @@ def test_bench_bus_runs_side_by_side() -> None:
     modes = {r["mode"] for r in out["results"]}
     assert modes == {"raw", "inline", "shm", "memcpy"}
     assert {"inline_vs_raw", "shm_vs_memcpy", "drops"} <= set(out)
+    assert out["machine"]["cpu_reference_ms"] > 0  # comparable with other PCs' figures
     assert {p["mode"] for p in out["paced"]} == {"inline", "shm"}
     for r in out["results"]:
         if r["mode"] != "memcpy":
@@ -116,6 +117,7 @@ def test_bench_track_compares_peers_on_simulated_cells() -> None:
     assert [r["cells"] for r in out["scaling"]["rows"]] == [50, 200]
     sim = out["peers_simulated"]
     assert "peers_gowt1_markers" not in out
+    assert out["machine"]["cpu_reference_ms"] > 0
     assert sim["frames"] == 6
     assert 280 <= sim["objects_per_frame"] <= 300
     ours = sim["livescope"]

@@ -85,3 +85,4 @@ def test_bench_engines_includes_stain_and_states() -> None:
     cells = {r["cells"] for r in out["states"] if r["backend"] == "onnxruntime"}
     assert cells == {100, 1000}
     assert all(r["ms_total"] > 0 for r in out["stain"] + out["states"])
+    assert out["machine"]["cpu_reference_ms"] > 0  # comparable with other PCs' figures
