@@ -36,7 +36,9 @@ def agent(
     control_endpoint: Annotated[str | None, typer.Option(help="Bind bus control here.")] = None,
     decisions_endpoint: Annotated[str | None, typer.Option(help="Bind decisions here.")] = None,
     run_id: Annotated[str | None, typer.Option(help="Run id (default: generated).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Simulation seed (simulated profiles).")] = None,
+    seed: Annotated[
+        int | None, typer.Option(min=0, help="Simulation seed (simulated profiles).")
+    ] = None,
     time_acceleration: Annotated[
         float | None,
         typer.Option(min=0.001, help="Simulated profiles: sample seconds per wall second."),
@@ -48,7 +50,9 @@ def agent(
             "pycromanager's Python backend on a simulated profile)."
         ),
     ] = "mda",
-    port: Annotated[int, typer.Option(help="pycromanager: Micro-Manager's server port.")] = 4827,
+    port: Annotated[
+        int, typer.Option(min=1, max=65535, help="pycromanager: Micro-Manager's server port.")
+    ] = 4827,
     json_out: JsonOpt = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -141,6 +145,7 @@ def worker(
     idle_s: Annotated[
         float | None,
         typer.Option(
+            min=0,
             help="Stop after this long without frames (default: 5 s; with --analyse: wait "
             "for as long as the run goes on)."
         ),

@@ -63,7 +63,9 @@ BackendOpt = Annotated[
         "Micro-Manager; pycromanager's Python backend on a simulated profile)."
     ),
 ]
-PortOpt = Annotated[int, typer.Option(help="pycromanager: Micro-Manager's server port.")]
+PortOpt = Annotated[
+    int, typer.Option(min=1, max=65535, help="pycromanager: Micro-Manager's server port.")
+]
 
 
 @app.callback()
@@ -122,7 +124,7 @@ def demo(
         typer.Option(help="Plan YAML (a useq MDASequence, optionally with policies:)."),
     ] = None,
     seed: Annotated[
-        int | None, typer.Option(help="Overrides the profile's simulation seed.")
+        int | None, typer.Option(min=0, help="Overrides the profile's simulation seed.")
     ] = None,
     analysis: Annotated[
         bool,
@@ -249,7 +251,9 @@ def run_cmd(
     out: Annotated[
         Path | None, typer.Option(help="Run folder (new). Default: runs/run-<date>-<time>.")
     ] = None,
-    seed: Annotated[int | None, typer.Option(help="Simulation seed (simulated profiles).")] = None,
+    seed: Annotated[
+        int | None, typer.Option(min=0, help="Simulation seed (simulated profiles).")
+    ] = None,
     time_acceleration: Annotated[
         float | None,
         typer.Option(

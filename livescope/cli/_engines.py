@@ -280,6 +280,8 @@ def _seeds(text: str) -> list[int]:
         ) from None
     if not seeds:
         raise LivescopeError("--simulated names no seed (e.g. --simulated 100,101,102)")
+    if negative := [s for s in seeds if s < 0]:
+        raise LivescopeError(f"--simulated: a seed is a whole number >= 0, got {negative[0]}")
     return seeds
 
 

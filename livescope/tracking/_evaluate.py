@@ -92,7 +92,13 @@ def evaluate_tracking(res: str | Path, gt: str | Path, *, div_tolerance: int = 1
 
 
 def _check_track_file(path: Path) -> None:
-    """Refuse a CTC track file whose lines are not four whole numbers ``L B E P`` (>= 0)."""
+    """Refuse a CTC track file that is not lines ``L B E P`` of one consistent lineage.
+
+    Four whole numbers >= 0 per line; each label (> 0) listed once, beginning no
+    later than it ends; a parent is 0 or a label listed in the file, not the
+    track itself, and ends before its daughter begins.
+    """
+    rows: dict[int, tuple[int, int, int, int]] = {}  # label → (begin, end, parent, line)
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         parts = line.split()
         if not parts:
@@ -101,6 +107,33 @@ def _check_track_file(path: Path) -> None:
             raise LivescopeError(
                 f"{path}, line {n}: {line.strip()!r} is not 'label begin end parent' "
                 "(four whole numbers >= 0)"
+            )
+        label, begin, end, parent = (int(p) for p in parts)
+        where = f"{path}, line {n}"
+        if label == 0:
+            raise LivescopeError(f"{where}: label 0 is the background, not a track")
+        if label in rows:
+            raise LivescopeError(f"{where}: track {label} is listed again (line {rows[label][3]})")
+        if begin > end:
+            raise LivescopeError(
+                f"{where}: track {label} begins (frame {begin}) after it ends ({end})"
+            )
+        if parent == label:
+            raise LivescopeError(f"{where}: track {label} is its own parent")
+        rows[label] = (begin, end, parent, n)
+    for label, (begin, _, parent, n) in rows.items():
+        if not parent:
+            continue
+        if parent not in rows:
+            raise LivescopeError(
+                f"{path}, line {n}: the parent {parent} of track {label} "
+                "is not a track of this file"
+            )
+        if rows[parent][1] >= begin:
+            raise LivescopeError(
+                f"{path}, line {n}: track {label} begins at frame {begin}, but its parent "
+                f"{parent} ends at frame {rows[parent][1]} "
+                "(a parent ends before its daughters begin)"
             )
 
 

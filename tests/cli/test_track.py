@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tifffile
 
 from livescope.record import CtcTrack, write_ctc
@@ -123,6 +125,31 @@ def test_track_refuses_unreadable_resized_and_clashing_frames_and_bad_paths(
     state = tmp_path / "no" / "such" / "state.json"
     assert "does not exist" in refused(tmp_path / "gt" / "TRA", "--state", str(state))
     assert not (tmp_path / "o").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize(
+    ("lines", "error"),
+    [
+        ("1 0 3 0\n2 4 6 9\n", "line 2: the parent 9 of track 2 is not a track of this file"),
+        ("1 0 3 0\n1 4 6 0\n", "line 2: track 1 is listed again (line 1)"),
+        ("1 5 3 0\n", "line 1: track 1 begins (frame 5) after it ends (3)"),
+        ("1 0 3 1\n", "line 1: track 1 is its own parent"),
+        ("0 0 3 0\n", "line 1: label 0 is the background, not a track"),
+        ("1 0 3 0\n2 3 6 1\n", "line 2: track 2 begins at frame 3, but its parent 1 ends"),
+    ],
+)
+def test_a_track_file_of_an_impossible_lineage_is_refused_by_line(
+    tmp_path: Path, lines: str, error: str
+) -> None:
+    from livescope.schema import LivescopeError
+    from livescope.tracking._evaluate import _check_track_file
+
+    f = tmp_path / "res_track.txt"
+    f.write_text(lines)
+    with pytest.raises(LivescopeError, match=re.escape(error)):
+        _check_track_file(f)
+    f.write_text("1 0 3 0\n2 4 6 1\n3 4 9 1\n\n4 2 2 0\n")  # a division, a one-frame track
+    _check_track_file(f)
 
 
 def test_eval_track_refuses_other_frames_and_a_malformed_track_file(tmp_path: Path) -> None:
