@@ -147,7 +147,7 @@ def worker(
         typer.Option(
             min=0,
             help="Stop after this long without frames (default: 5 s; with --analyse: wait "
-            "for as long as the run goes on)."
+            "for as long as the run goes on).",
         ),
     ] = None,
     analyse: Annotated[
