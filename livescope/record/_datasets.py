@@ -139,8 +139,10 @@ def _open_ctc(p: Path, channel: str, interval_s: float, pixel_size_um: float | N
                 series = tf.series[0]
                 shape, dtype = tuple(int(s) for s in series.shape), series.dtype
         except (OSError, ValueError, IndexError, tifffile.TiffFileError) as exc:
-            warnings.append(f"{f}: cannot be read ({exc!r}); the replay ends before it")
-            break
+            # left out like a missing frame: the frames after it are still replayed
+            why = "truncated or damaged TIFF" if isinstance(exc, IndexError) else repr(exc)
+            warnings.append(f"{f}: cannot be read ({why}); replayed without it")
+            continue
         check_dtype(str(f), dtype, shape)
         key = FrameKey("p0", t, channel, 0)
         frames.append(

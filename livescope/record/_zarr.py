@@ -24,7 +24,7 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -353,15 +353,31 @@ def read_frames(run_dir: str | Path) -> list[FrameInfo]:
 
     A run killed mid-write may end with a truncated line: it is skipped (its
     frame is not counted as recorded).
+
+    Raises
+    ------
+    LivescopeError
+        if a complete line is not a JSON object (the log was damaged or edited),
+        naming the line.
+
     """
     path = Path(run_dir) / FRAMES_FILE
     out: list[FrameInfo] = []
     with path.open(encoding="utf-8") as f:
-        for line in f:
+        for n, line in enumerate(f, start=1):
             if not line.endswith("\n"):
                 break  # the line being written when the run was killed
-            if line.strip():
-                out.append(json.loads(line))
+            if not line.strip():
+                continue
+            try:
+                info = json.loads(line)
+            except ValueError as exc:
+                raise LivescopeError(f"{path}, line {n}: not a JSON frame record ({exc})") from None
+            if not isinstance(info, dict):
+                raise LivescopeError(
+                    f"{path}, line {n}: a frame record is a JSON object, not {type(info).__name__}"
+                )
+            out.append(cast(FrameInfo, info))
     return out
 
 
@@ -399,7 +415,8 @@ class RecordingReader:
         Raises
         ------
         LivescopeError
-            if the recording does not hold that frame.
+            if the recording does not hold that frame, or its chunk cannot be
+            read (a damaged file).
 
         """
         group = self._group(info["position"])
@@ -411,4 +428,10 @@ class RecordingReader:
         arr = group["0"]
         if t >= arr.shape[0] or c >= arr.shape[1] or z >= arr.shape[2]:
             raise LivescopeError(f"frame {info['seq']} (t={t}, c={c}, z={z}) is not in {self.path}")
-        return np.asarray(arr[t, c, z])
+        try:
+            return np.asarray(arr[t, c, z])
+        except Exception as exc:  # noqa: BLE001 (zarr's stores and codecs raise many kinds)
+            raise LivescopeError(
+                f"frame {info['seq']} ({info['position']} t={t} c={info['channel']} z={z}) "
+                f"cannot be read from {self.path}: its chunk is damaged ({exc})"
+            ) from None

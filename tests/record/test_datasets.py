@@ -60,6 +60,20 @@ def test_a_recording_cut_mid_write_replays_up_to_its_last_frame(
     assert len(read_frames(cut)) == 7
 
 
+def test_a_damaged_chunk_is_a_clear_error_naming_its_frame(recording: Path, tmp_path: Path) -> None:
+    import shutil
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(recording, damaged)
+    chunks = sorted(p for p in (damaged / "data.ome.zarr" / "0" / "0").rglob("*") if p.is_file())
+    chunks = [p for p in chunks if p.name != "zarr.json"]
+    chunks[0].write_bytes(b"\x00" * 64)  # (p0's first chunk: t=0, Phase)
+    with open_dataset(damaged) as ds:
+        with pytest.raises(DatasetError, match=r"frame 0 \(p0 t=0 c=Phase z=0\) cannot be read"):
+            ds.read(FrameKey("p0", 0, "Phase", 0))
+        assert ds.read(FrameKey("p0", 0, "DAPI", 0)).shape == (512, 512)  # the others still are
+
+
 def _ctc(folder: Path, frames: dict[int, np.ndarray]) -> Path:
     folder.mkdir()
     for t, image in frames.items():
@@ -78,12 +92,33 @@ def test_a_ctc_folder_is_one_position_and_channel(tmp_path: Path) -> None:
         assert ds.warnings == [f"{tmp_path / '01'}: frames 2..2 are missing (t003.tif follows)"]
 
 
-def test_an_unreadable_ctc_frame_ends_the_replay_with_a_warning(tmp_path: Path) -> None:
-    folder = _ctc(tmp_path / "01", {0: np.ones((8, 8), np.uint8), 1: np.ones((8, 8), np.uint8)})
+def test_an_unreadable_ctc_frame_is_left_out_with_a_warning_and_later_ones_kept(
+    tmp_path: Path,
+) -> None:
+    good = np.ones((8, 8), np.uint8)
+    folder = _ctc(tmp_path / "01", {0: good, 1: good, 3: good})
     (folder / "t002.tif").write_bytes(b"II*\x00garbage")
+    tifffile.imwrite(folder / "t004.tif", np.ones((64, 64), np.uint8), compression="zlib")
+    (folder / "t004.tif").write_bytes((folder / "t004.tif").read_bytes()[:12])  # cut short
     with open_dataset(folder) as ds:
-        assert len(ds.frames) == 2
-        assert "t002.tif: cannot be read" in ds.warnings[0]
+        assert [f.key.t for f in ds.frames] == [0, 1, 3]  # t003, after the bad one, is kept
+        assert len(ds.warnings) == 2
+        assert "t002.tif: cannot be read (" in ds.warnings[0]
+        assert ds.warnings[0].endswith("replayed without it")
+        assert "t004.tif: cannot be read (" in ds.warnings[1]
+
+
+def test_a_damaged_line_of_the_frame_log_is_named(tmp_path: Path) -> None:
+    from livescope.schema import LivescopeError
+
+    (tmp_path / "frames.jsonl").write_text('{"seq": 0}\n{not json\n{"seq": 2}\n[1]\n')
+    with pytest.raises(LivescopeError, match=r"frames.jsonl, line 2: not a JSON frame record"):
+        read_frames(tmp_path)
+    (tmp_path / "frames.jsonl").write_text('{"seq": 0}\n[1]\n')
+    with pytest.raises(LivescopeError, match=r"line 2: a frame record is a JSON object, not list"):
+        read_frames(tmp_path)
+    (tmp_path / "frames.jsonl").write_text('{"seq": 0}\n\n{"seq": 1}\n{"seq": 2, "cut')
+    assert [f["seq"] for f in read_frames(tmp_path)] == [0, 1]  # a crash's last line is skipped
 
 
 @pytest.mark.parametrize(
