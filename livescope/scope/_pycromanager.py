@@ -239,6 +239,8 @@ class PycromanagerAgent(ScopeAgent):
         self._fanout: FrameFanout | None = None
         self._acq: Any = None
         self._open_shutter = False
+        self._stage_at: dict[AxesKey, dict[str, float]] = {}
+        """Where the stage stood for events that name no position (pycromanager tags none)."""
         self.ndtiff_path: Path | None = None
 
     # ------------------------------------------------------------ pycromanager side
@@ -310,10 +312,36 @@ class PycromanagerAgent(ScopeAgent):
         return bool(shutter and core.getAutoShutter() and is_py is not None and is_py(shutter))
 
     def _post_hardware(self, pm_event: dict[str, Any]) -> dict[str, Any]:
-        """Hardware set (engine thread): open a Python shutter, then the user's hook."""
+        """Hardware set (engine thread): note the stage, open a Python shutter, the user's hook.
+
+        pycromanager tags a frame with the stage position its event asked for
+        only; for an event that asks for none the frame gets where the stage
+        stands now (as pymmcore-plus's engine does), which the results, the
+        policies' close-ups and the simulator's ground truth need.
+        """
+        event = self._event_of(pm_event)
+        if event is not None and (event.x_pos is None or event.y_pos is None):
+            here = self._stage_position()
+            if here:
+                with self._lock:
+                    self._stage_at[axes_key(pm_event.get("axes") or {})] = here
         if self._open_shutter:
             self.core.setShutterOpen(True)
         return self._call_user("post_hardware_hook_fn", pm_event)
+
+    def _stage_position(self) -> dict[str, float]:
+        """Return the XY stage's (and focus drive's) position now; {} on a rig without one."""
+        core = self.core
+        try:
+            if not core.getXYStageDevice():
+                return {}
+            here = {"x": float(core.getXPosition()), "y": float(core.getYPosition())}
+            if core.getFocusDevice():
+                here["z"] = float(core.getPosition())
+        except Exception:  # (a device that fails to answer: the frame goes untagged)
+            logger.warning("could not read the stage position", exc_info=True)
+            return {}
+        return here
 
     def _post_camera(self, pm_event: dict[str, Any]) -> dict[str, Any]:
         """After the snap (engine thread): close a Python shutter, then the user's hook."""
@@ -339,7 +367,7 @@ class PycromanagerAgent(ScopeAgent):
             fanout = self._fanout
             if fanout is None:  # pragma: no cover (set before the acquisition starts)
                 raise LivescopeError("image saved before the run started")
-            fanout.on_frame(pixels, event, self._frame_meta(md, event))
+            fanout.on_frame(pixels, event, self._frame_meta(md, event, key))
             with self._lock:
                 self.images_saved += 1
                 self._last_progress = time.perf_counter()
@@ -347,7 +375,7 @@ class PycromanagerAgent(ScopeAgent):
             logger.exception("pycromanager image %s could not be recorded", axes)
             self._errors.append(exc)
 
-    def _frame_meta(self, md: dict[str, Any], event: useq.MDAEvent) -> dict[str, Any]:
+    def _frame_meta(self, md: dict[str, Any], event: useq.MDAEvent, key: AxesKey) -> dict[str, Any]:
         """Translate pycromanager's image tags to the metadata `FrameFanout` reads."""
         meta: dict[str, Any] = {}
         pos = {}
@@ -355,6 +383,10 @@ class PycromanagerAgent(ScopeAgent):
                           ("z", "ZPosition_um_Intended")):  # fmt: skip
             if md.get(tag) is not None:
                 pos[axis] = float(md[tag])
+        with self._lock:
+            here = self._stage_at.pop(key, None)
+        for axis, value in (here or {}).items():
+            pos.setdefault(axis, value)
         if pos:
             meta["position"] = pos
         if md.get("Exposure") is not None:
@@ -412,8 +444,10 @@ class PycromanagerAgent(ScopeAgent):
     def _abort(acq: Any, exc: BaseException) -> None:
         try:
             acq.abort(exc)
-        except Exception:
-            logger.exception("aborting the pycromanager acquisition failed")
+        except Exception as abort_exc:  # (e.g. one that has just ended by itself)
+            # one line: the run's error (``exc``) is what the user must read
+            logger.warning("aborting the pycromanager acquisition failed (%r)", abort_exc)
+            logger.debug("abort failure", exc_info=True)
 
     def _await(self, acq: Any, feeder: threading.Thread) -> None:
         """Wait for the acquisition to end, aborting it when it stalls (caller's thread)."""

@@ -138,6 +138,27 @@ def test_frames_are_the_pixels_the_camera_made(profile: HardwareProfile, tmp_pat
             b["index"], b["sample_time_s"], b["x_um"], b["y_um"], b["exposure_ms"])  # fmt: skip
 
 
+def test_frames_of_a_plan_without_positions_get_the_stage_position(
+    profile: HardwareProfile, tmp_path: Path
+) -> None:
+    """pycromanager tags a frame only with the position its event asked for: a plan
+    without stage positions lost them, and the simulator's ground truth refused the run."""
+    plan = useq.MDASequence(
+        channels=[useq.Channel(config="Phase", exposure=5.0)],
+        time_plan=useq.TIntervalLoops(interval=60.0, loops=2),
+    )
+    runs = {}
+    for name, cls in (("mda", ScopeAgent), ("pycromanager", PycromanagerAgent)):
+        with SimulatedMicroscope(profile) as sim:
+            sim.core.setXYPosition(120.0, -40.0)
+            sim.core.waitForSystem()
+            cls(sim.core, profile, plan, tmp_path / name, sim=sim, bus="off").run()
+        runs[name] = read_frames(tmp_path / name)
+    assert [(f["x_um"], f["y_um"]) for f in runs["pycromanager"]] == [(120.0, -40.0)] * 2
+    for a, b in zip(runs["mda"], runs["pycromanager"], strict=True):
+        assert (a["x_um"], a["y_um"], a["z_um"]) == (b["x_um"], b["y_um"], b["z_um"])
+
+
 # ----------------------------------------------------------------- defects
 
 
