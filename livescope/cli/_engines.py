@@ -245,6 +245,12 @@ def eval_seg(
 
     with user_errors(json_out):
         if engine == "classical":
+            if backend is not None:
+                fail(
+                    f"--backend {backend}: the classical pipeline runs no engine (scikit-image "
+                    "on the CPU); drop --backend or name an engine",
+                    as_json=json_out,
+                )
             result = evaluate_segmentation(None, images, labels, classical=True)
         else:
             with SegmentationEngine(engine, backend=backend) as e:

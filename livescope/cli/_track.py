@@ -19,6 +19,8 @@ def _frame_files(folder: Path) -> list[Path]:
     """TIFF frames of a CTC-layout folder (t000.tif, man_track000.tif, mask000.tif ...)."""
     from livescope.schema import LivescopeError
 
+    if not folder.exists():
+        raise LivescopeError(f"{folder} does not exist")
     if not folder.is_dir():
         raise LivescopeError(f"{folder} is not a folder")
     numbered = []
@@ -46,8 +48,9 @@ def track(
     images: Annotated[Path, typer.Argument(help="CTC-layout folder of frames (t000.tif ...).")],
     out: Annotated[Path, typer.Option(help="Result folder (new): maskTTT.tif + res_track.txt.")],
     engine: Annotated[
-        str | None, typer.Option(help="Segmentation engine (name or folder).")
-    ] = "nuclei-unet",
+        str | None,
+        typer.Option(help="Segmentation engine (name or folder). Default: nuclei-unet."),
+    ] = None,
     from_labels: Annotated[
         bool,
         typer.Option(help="IMAGES are instance label images already: track them as they are."),
@@ -79,6 +82,14 @@ def track(
     from livescope.tracking import OnlineTracker, track_sequence
 
     with user_errors(json_out):
+        if from_labels:
+            given = [f"--{n}" for n, v in (("engine", engine), ("backend", backend),
+                                           ("diameter", diameter)) if v is not None]  # fmt: skip
+            if given:
+                raise LivescopeError(
+                    f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for segmenting, "
+                    "and --from-labels segments nothing: drop one or the other"
+                )
         files = _frame_files(images)
         if out.exists() and not out.is_dir():
             raise LivescopeError(f"{out} is a file: --out must be a new result folder")
@@ -119,8 +130,11 @@ def track(
                 if seg is None:
                     if not np.issubdtype(img.dtype, np.integer):
                         raise LivescopeError(f"{p}: label images must be integer, not {img.dtype}")
-                    yield as_instance_labels(img, str(p))  # (not raw frames: --from-labels)
+                    # (not raw frames: --from-labels)
+                    yield as_instance_labels(img, str(p), "; to segment them, drop --from-labels")
                 else:
+                    if img.dtype.kind == "f" and not np.isfinite(img).all():
+                        raise LivescopeError(f"{p}: the frame holds NaN or infinite values")
                     r = seg.segment(img)
                     ms_seg.append(r.ms_engine + r.ms_post)
                     yield r.labels

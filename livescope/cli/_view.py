@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,6 +15,23 @@ from ._common import JsonOpt, emit, fail, setup_logging, user_errors
 __all__ = ["view"]
 
 _INSTALL = "pip install 'livescope[viewer]'"
+
+
+def no_display_reason(env: Mapping[str, str], platform: str = sys.platform) -> str | None:
+    """Say why napari could not open a window here, or None if it can try.
+
+    On Linux and the BSDs Qt needs an X11 or Wayland display (or a platform
+    named in ``QT_QPA_PLATFORM``, e.g. ``offscreen``); without one it aborts
+    the process instead of raising. Windows and macOS always have a desktop.
+    """
+    if platform.startswith(("win", "darwin", "cygwin")):
+        return None
+    if env.get("QT_QPA_PLATFORM") or env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"):
+        return None
+    return (
+        "livescope view needs a graphical display and none is set (no DISPLAY or "
+        "WAYLAND_DISPLAY): run it on the microscope PC's desktop, or over ssh -X"
+    )
 
 
 def view(
@@ -46,6 +66,8 @@ def view(
             import napari
         except ImportError as exc:
             fail(f"napari is not installed ({exc}): {_INSTALL}", as_json=json_out)
+        if (why := no_display_reason(os.environ)) is not None:
+            fail(why, as_json=json_out)
         from livescope.view import OverlayViewer
 
         try:

@@ -38,6 +38,8 @@ def paired_files(images: Path, labels: Path, *, what: str = "label") -> list[tup
 
     """
     for d in (images, labels):
+        if not d.exists():
+            raise LivescopeError(f"{d} does not exist")
         if not d.is_dir():
             raise LivescopeError(f"{d} is not a folder")
     # dot-files are not images (macOS writes "._name.tif" beside each file on shared drives)
@@ -66,10 +68,14 @@ def read_image(path: Path) -> NDArray[Any]:
         if path.suffix.lower() == ".png":
             from skimage.io import imread
 
-            return np.asarray(imread(path))
-        return np.asarray(tifffile.imread(path))
+            image = np.asarray(imread(path))
+        else:
+            image = np.asarray(tifffile.imread(path))
     except (OSError, ValueError, tifffile.TiffFileError) as exc:  # PIL's errors are OSErrors
         raise LivescopeError(f"{path}: cannot read it as an image ({exc})") from exc
+    if image.size == 0:  # (what tifffile makes of a file cut short inside its pixel data)
+        raise LivescopeError(f"{path}: no pixels could be read (a truncated or damaged file?)")
+    return image
 
 
 def evaluate_segmentation(
@@ -113,14 +119,14 @@ def evaluate_segmentation(
         refuse_label_image(
             frame, f"{img_path.name} (--images)", "; is --images a folder of labels?"
         )
+        if frame.dtype.kind == "f" and not np.isfinite(frame).all():
+            raise LivescopeError(f"{img_path.name}: the image holds NaN or infinite values")
         if engine is not None:
             res = engine.segment(frame)
             pred = res.labels
             ms_engine.append(res.ms_engine)
             ms_post.append(res.ms_post)
         elif classical:
-            if frame.dtype.kind == "f" and not np.isfinite(frame).all():
-                raise LivescopeError(f"{img_path.name}: the image holds NaN or infinite values")
             t0 = time.perf_counter()
             pred = classical_segmentation(frame)
             ms_post.append(1000 * (time.perf_counter() - t0))
@@ -141,12 +147,15 @@ def evaluate_segmentation(
     }
 
 
-def as_instance_labels(truth: NDArray[Any], name: str) -> NDArray[Any]:
+def as_instance_labels(
+    truth: NDArray[Any], name: str, hint: str = ": were --images and --labels swapped?"
+) -> NDArray[Any]:
     """Return a label image as integer instance labels, or refuse what is none.
 
     Refused, naming ``name`` (the file): fractional or negative values, an
     intensity image (neighbouring pixels differ almost everywhere; in labels
-    only along borders: were images and labels swapped?) and a binary mask.
+    only along borders; ``hint`` ends that message: what to do instead) and a
+    binary mask.
 
     Raises
     ------
@@ -175,7 +184,7 @@ def as_instance_labels(truth: NDArray[Any], name: str) -> NDArray[Any]:
         raise LivescopeError(
             f"{name}: this looks like an intensity image, not instance labels "
             f"(neighbouring pixels differ in {changed:.0%} of pairs; in labels only where two "
-            "nuclei touch): were --images and --labels swapped?"
+            f"nuclei touch){hint}"
         )
     _refuse_binary_mask(truth, name)
     return truth

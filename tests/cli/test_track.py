@@ -79,7 +79,9 @@ def test_track_and_eval_refuse_bad_input(tmp_path: Path) -> None:
     tifffile.imwrite(raw / "t000.tif", rng.integers(100, 4000, (32, 32)).astype(np.uint16))
     r = cli("track", str(raw), "--from-labels", "--out", str(tmp_path / "o3"), "--json")
     assert r.returncode == 2, r.stderr
-    assert "looks like an intensity image, not instance labels" in json.loads(r.stdout)["error"]
+    error = json.loads(r.stdout)["error"]
+    assert "looks like an intensity image, not instance labels" in error
+    assert error.endswith("; to segment them, drop --from-labels")  # (track has no --labels)
     _sequence(tmp_path / "gt")
     r = cli("track", str(tmp_path / "gt" / "TRA"), "--out", str(tmp_path / "o4"),
             "--engine", "no-such-engine", "--json")  # fmt: skip
@@ -124,6 +126,16 @@ def test_track_refuses_unreadable_resized_and_clashing_frames_and_bad_paths(
     _sequence(tmp_path / "gt")
     state = tmp_path / "no" / "such" / "state.json"
     assert "does not exist" in refused(tmp_path / "gt" / "TRA", "--state", str(state))
+    # options for segmenting, with --from-labels (which segments nothing): not ignored silently
+    assert refused(tmp_path / "gt" / "TRA", "--engine", "foo", "--backend", "bar") == (
+        "--engine, --backend are for segmenting, and --from-labels segments nothing: "
+        "drop one or the other"
+    )
+    assert "--diameter is for segmenting" in refused(tmp_path / "gt" / "TRA", "--diameter", "9")
+    r = cli("eval", "seg", "--engine", "classical", "--backend", "foo", "--images",
+            str(tmp_path), "--labels", str(tmp_path), "--json")  # fmt: skip
+    assert r.returncode == 2
+    assert "the classical pipeline runs no engine" in json.loads(r.stdout)["error"]
     assert not (tmp_path / "o").exists()  # refused before anything was written
 
 

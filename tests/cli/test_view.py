@@ -29,16 +29,44 @@ def test_view_of_a_file_fails_clearly(tmp_path: Path) -> None:
     )
 
 
+def _view(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``livescope view ARGS --json`` with ``env`` replacing the display's variables."""
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "livescope", "view", *args, "--json"],
+        capture_output=True, text=True, cwd=ROOT, env={**base, **env}, timeout=120, check=False,
+    )  # fmt: skip
+
+
 @pytest.mark.skipif(find_spec("napari") is None, reason="napari not installed")
 def test_view_without_an_overlay_fails_clearly(tmp_path: Path) -> None:
-    res = run_cli("view", str(tmp_path), "--timeout-s", "0.2", "--json")
+    res = _view(str(tmp_path), "--timeout-s", "0.2", QT_QPA_PLATFORM="offscreen")
     assert res.returncode == 2, res.stderr
     out = json.loads(res.stdout)
     assert out["ok"] is False
     assert "no overlay.json" in out["error"]
-    res = run_cli("view", str(tmp_path / "typo"), "--timeout-s", "0.2", "--json")
+    res = _view(str(tmp_path / "typo"), "--timeout-s", "0.2", QT_QPA_PLATFORM="offscreen")
     assert res.returncode == 2, res.stderr
     assert "typo does not exist (no run was started there" in json.loads(res.stdout)["error"]
+
+
+@pytest.mark.skipif(find_spec("napari") is None, reason="napari not installed")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a desktop always has a display")
+def test_view_without_a_display_fails_clearly_instead_of_aborting(tmp_path: Path) -> None:
+    res = _view(str(tmp_path), "--timeout-s", "0.2")  # (Qt would abort the process: exit 134)
+    assert res.returncode == 2, res.stderr
+    assert "needs a graphical display and none is set" in json.loads(res.stdout)["error"]
+
+
+def test_which_platforms_need_a_display_variable() -> None:
+    from livescope.cli._view import no_display_reason
+
+    assert no_display_reason({}, "linux") is not None
+    for env in ({"DISPLAY": ":0"}, {"WAYLAND_DISPLAY": "wayland-0"}, {"QT_QPA_PLATFORM": "xcb"}):
+        assert no_display_reason(env, "linux") is None
+    assert no_display_reason({}, "win32") is None
+    assert no_display_reason({}, "darwin") is None
 
 
 def test_view_without_napari_says_what_to_install(tmp_path: Path) -> None:

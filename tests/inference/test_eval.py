@@ -82,6 +82,25 @@ def test_a_binary_mask_as_labels_is_refused(tmp_path: Path) -> None:
     tifffile.imwrite(tmp_path / "images" / "a.tif", nan)
     with pytest.raises(LivescopeError, match=r"a\.tif: the image holds NaN"):
         evaluate_segmentation(None, tmp_path / "images", tmp_path / "labels", classical=True)
+    from livescope.inference import SegmentationEngine
+
+    with (  # the file is named with an engine too
+        SegmentationEngine("nuclei-unet") as engine,
+        pytest.raises(LivescopeError, match=r"a\.tif: the image holds NaN"),
+    ):
+        evaluate_segmentation(engine, tmp_path / "images", tmp_path / "labels")
+    with pytest.raises(LivescopeError, match=r"nope does not exist"):
+        evaluate_segmentation(None, tmp_path / "nope", tmp_path / "labels", classical=True)
+
+
+def test_a_tiff_cut_short_before_its_directory_is_named_as_damaged(tmp_path: Path) -> None:
+    import struct
+
+    # (writers that put the image directory after the pixels, as GOWT1's files have it: a
+    # copy cut short keeps a header pointing past its end, and tifffile reads 0 pixels)
+    (tmp_path / "a.tif").write_bytes(b"II*\x00" + struct.pack("<I", 279520) + bytes(5000))
+    with pytest.raises(LivescopeError, match=r"a\.tif: no pixels could be read \(a truncated"):
+        read_image(tmp_path / "a.tif")
 
 
 def _labels_refused(tmp_path: Path, image: np.ndarray, labels: np.ndarray) -> str:
