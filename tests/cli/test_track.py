@@ -59,7 +59,11 @@ def test_track_labels_then_eval(tmp_path: Path) -> None:
 def test_track_and_eval_refuse_bad_input(tmp_path: Path) -> None:
     r = cli("track", str(tmp_path / "nowhere"), "--from-labels", "--out", str(tmp_path / "o"))
     assert r.returncode == 2
-    assert "is not a folder" in r.stderr
+    assert f"{tmp_path / 'nowhere'} does not exist" in r.stderr
+    (tmp_path / "a-file").write_text("")
+    r = cli("track", str(tmp_path / "a-file"), "--from-labels", "--out", str(tmp_path / "o"))
+    assert r.returncode == 2
+    assert "a-file is not a folder" in r.stderr
     gaps = tmp_path / "gaps"
     gaps.mkdir()
     for t in (0, 1, 3):
