@@ -498,6 +498,7 @@ def bench_engines(
         BACKENDS,
         SegmentationEngine,
         classical_segmentation,
+        find_engine,
         match_counts,
         scores,
     )
@@ -505,6 +506,9 @@ def bench_engines(
 
     rows: list[dict[str, Any]] = []
     with user_errors(json_out):
+        for name in (engine, stain, states):  # every name now, not once the others have run
+            if name is not None:
+                find_engine(name)
         frames = {
             size: simulated_frames(repeats, size=size, seed=size) for size in (512, 1024, 2048)
         }

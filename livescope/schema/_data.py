@@ -11,17 +11,26 @@ __all__ = ["data_root", "require_data_root"]
 
 
 def data_root() -> Path | None:
-    """``$LIVESCOPE_DATA``, else ``../shared/data`` beside the checkout; None if absent."""
+    """``$LIVESCOPE_DATA`` if set, else ``../shared/data`` beside the checkout; None if absent.
+
+    A ``LIVESCOPE_DATA`` that names no folder is not replaced by the default:
+    data from somewhere else than the user said would be a silent surprise.
+    """
     env = os.environ.get("LIVESCOPE_DATA")
-    candidates = [Path(env)] if env else []
-    candidates.append(Path(__file__).resolve().parents[3] / "shared" / "data")
-    return next((p for p in candidates if p.is_dir()), None)
+    path = Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data"
+    return path if path.is_dir() else None
 
 
 def require_data_root() -> Path:
     """`data_root`, or a clear error saying how to point livescope at the data."""
     root = data_root()
     if root is None:
+        env = os.environ.get("LIVESCOPE_DATA")
+        if env:
+            raise LivescopeError(
+                f"LIVESCOPE_DATA is {env}, which is not a folder: set it to the shared data "
+                "folder (the one holding nuclei-mnfinder/, ctc-Fluo-N2DH-GOWT1/, ...)"
+            )
         raise LivescopeError(
             "real data not found: set LIVESCOPE_DATA to the shared data folder "
             "(the one holding nuclei-mnfinder/, ctc-Fluo-N2DH-GOWT1/, ...)"

@@ -144,3 +144,21 @@ def test_bench_help_says_the_output_is_json_either_way(bench: str) -> None:
     text = " ".join(res.stdout.replace("│", " ").split())  # the help's wrapped table, unwrapped
     assert "Benchmarks always print one JSON object" in text
     assert "default: True" not in text  # a flag that cannot be turned off
+
+
+def test_bench_engines_checks_every_engine_name_before_it_starts(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import typer
+
+    import livescope.scope
+    from livescope.cli._engines import bench_engines
+
+    def too_early(*args: object, **kwargs: object) -> None:
+        pytest.fail("the benchmark began before every engine name was checked")
+
+    monkeypatch.setattr(livescope.scope, "simulated_frames", too_early)
+    with pytest.raises(typer.Exit) as info:
+        bench_engines(json_out=True, stain="foo")
+    assert info.value.exit_code == 2
+    assert "no engine 'foo'" in json.loads(capsys.readouterr().out)["error"]

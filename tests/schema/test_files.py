@@ -28,3 +28,16 @@ def test_a_write_that_fails_leaves_the_old_file_and_no_temporary(
     monkeypatch.undo()
     assert target.read_text() == '{"old": true}'
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+def test_a_data_folder_that_does_not_exist_is_not_replaced_by_the_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from livescope.schema import LivescopeError, data_root, require_data_root
+
+    monkeypatch.setenv("LIVESCOPE_DATA", str(tmp_path / "typo"))
+    assert data_root() is None  # (not ../shared/data, which may exist beside the checkout)
+    with pytest.raises(LivescopeError, match=r"LIVESCOPE_DATA is .*typo, which is not a folder"):
+        require_data_root()
+    monkeypatch.setenv("LIVESCOPE_DATA", str(tmp_path))
+    assert data_root() == tmp_path
