@@ -163,7 +163,11 @@ def read_yaml(path: str | Path, error: type[ConfigError] = ConfigError) -> Any:
         raise error(str(p), [f"file not found (looked for {p.resolve()})"])
     try:
         text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError:
+        raise error(
+            str(p), ["not a text file (an image or other binary file?): give the YAML file"]
+        ) from None
+    except OSError as exc:
         raise error(str(p), [f"cannot read file: {exc}"]) from exc
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
@@ -174,6 +178,13 @@ def read_yaml(path: str | Path, error: type[ConfigError] = ConfigError) -> Any:
             where = f"line {mark.line + 1}, column {mark.column + 1}: "
         problem = getattr(exc, "problem", None) or str(exc)
         raise error(str(p), [f"{where}YAML syntax error: {problem}"]) from exc
+
+
+def top_level_problem(data: Any) -> str:
+    """Say what is wrong with a YAML file whose top level is not a mapping (``key: value``)."""
+    if data is None:
+        return "the file is empty (or holds only comments): nothing to read"
+    return f"(top level): expected a mapping of key: value lines, got a {type(data).__name__}"
 
 
 class FrozenModel(BaseModel):
@@ -201,9 +212,7 @@ class FrozenModel(BaseModel):
         err_cls = cls.error_type
         data = read_yaml(path, err_cls)
         if not isinstance(data, dict):
-            raise err_cls(
-                str(path), [f"(top level): expected a mapping, got {type(data).__name__}"]
-            )
+            raise err_cls(str(path), [top_level_problem(data)])
         try:
             return cls.model_validate(data)
         except ValidationError as exc:

@@ -15,7 +15,7 @@ from pathlib import Path
 import useq
 from pydantic import BaseModel, ValidationError
 
-from ._base import format_validation_error, read_yaml
+from ._base import format_validation_error, read_yaml, top_level_problem
 from ._decision import parent_position
 from ._errors import PlanError
 from ._positions import position_name
@@ -63,7 +63,7 @@ def load_plan(path: str | Path) -> useq.MDASequence:
 def _read_mapping(path: str | Path) -> dict[str, object]:
     data = read_yaml(path, PlanError)
     if not isinstance(data, dict):
-        raise PlanError(str(path), [f"(top level): expected a mapping, got {type(data).__name__}"])
+        raise PlanError(str(path), [top_level_problem(data)])
     return data
 
 

@@ -132,7 +132,13 @@ def test_micromanager_needs_config(tmp_path: Path) -> None:
     ("text", "expected"),
     [
         pytest.param("name: [unclosed\n", "line 2", id="yaml-syntax"),
-        pytest.param("- just\n- a list\n", "expected a mapping", id="not-a-mapping"),
+        pytest.param(
+            "- just\n- a list\n",
+            "expected a mapping of key: value lines, got a list",
+            id="not-a-mapping",
+        ),
+        pytest.param("# only a comment\n", "the file is empty", id="empty"),
+        pytest.param("\x89PNG\r\n\x1a\n\xff\xfe", "not a text file", id="binary"),
         pytest.param(
             "name: a\nguardrails: {min_interval_s: 1}\nname: b\n",
             r"line 3, column 1: .*key 'name' is given twice \(first on line 1\)",
@@ -142,7 +148,7 @@ def test_micromanager_needs_config(tmp_path: Path) -> None:
 )
 def test_unreadable_yaml(tmp_path: Path, text: str, expected: str) -> None:
     f = tmp_path / "p.yaml"
-    f.write_text(text)
+    f.write_bytes(text.encode("latin-1"))
     with pytest.raises(ProfileError, match=expected):
         HardwareProfile.from_file(f)
 
