@@ -93,7 +93,7 @@ def format_validation_error(err: ValidationError) -> list[str]:
 
     """
     lines: list[str] = []
-    for e in err.errors(include_url=False):
+    for e in _likeliest_branches(err.errors(include_url=False)):
         loc = ".".join(str(part) for part in e["loc"]) or "(top level)"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
@@ -103,8 +103,40 @@ def format_validation_error(err: ValidationError) -> list[str]:
         got = e.get("input")
         if e["type"] not in ("missing", "extra_forbidden") and not isinstance(got, dict | list):
             msg = f"{msg} (got {got!r})"
-        lines.append(f"{loc}: {msg}")
+        if (line := f"{loc}: {msg}") not in lines:
+            lines.append(line)
     return lines
+
+
+def _likeliest_branches(errors: list[Any]) -> list[Any]:
+    """Keep, of a field that may take one of several models, the errors of the one meant.
+
+    pydantic reports every member of a union: a ``time_plan`` with ``loops:
+    three`` also lacks ``phases`` (MultiPhaseTimePlan) and ``duration``
+    (TIntervalDuration). The member meant is the one missing the fewest fields
+    the user did not write, then with the fewest errors; its errors are kept,
+    without the member's name in their path. A member is a path part in
+    CamelCase (a model's name; fields are lower case).
+    """
+    groups: dict[tuple[Any, ...], dict[str, list[Any]]] = {}
+    kept: list[Any] = []
+    for e in errors:
+        loc = tuple(e["loc"])
+        at = next((i for i, p in enumerate(loc) if isinstance(p, str) and p[:1].isupper()), None)
+        if at is None:
+            kept.append(e)
+            continue
+        groups.setdefault(loc[:at], {}).setdefault(loc[at], []).append(
+            {**e, "loc": loc[:at] + loc[at + 1 :]}
+        )
+    for branches in groups.values():
+
+        def score(errs: list[Any]) -> tuple[int, int]:
+            return sum(e["type"] == "missing" for e in errs), len(errs)
+
+        best = min(score(errs) for errs in branches.values())
+        kept += [e for errs in branches.values() if score(errs) == best for e in errs]
+    return kept
 
 
 def json_object(raw: bytes, what: str) -> dict[str, Any]:

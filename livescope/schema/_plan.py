@@ -142,6 +142,8 @@ def _time_and_grid_problems(sequence: useq.MDASequence, profile: HardwareProfile
     for k, phase in enumerate(phases):
         where = "time_plan" + (f".phases.{k}" if len(phases) > 1 else "")
         for name in ("interval", "duration"):
+            if name not in phase.model_fields_set:
+                continue  # (derived, e.g. a loops plan's duration: its interval is named)
             step = getattr(phase, name, None)
             if step is not None and step.total_seconds() < 0:
                 problems.append(

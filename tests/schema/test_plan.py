@@ -116,6 +116,25 @@ def test_load_plan_reports_field(tmp_path: Path) -> None:
     assert any("channels" in p and "exposure" in p for p in info.value.problems)
 
 
+def test_a_time_plan_error_names_the_kind_of_plan_written(
+    tmp_path: Path, sim_profile: HardwareProfile
+) -> None:
+    """pydantic reports every kind of time plan useq knows; the one meant is the one whose
+    fields were written (a list of five problems, four about fields never written, was)."""
+    f = tmp_path / "plan.yaml"
+    f.write_text("channels: [{config: DAPI}]\ntime_plan: {interval: 2, loops: three}\n")
+    with pytest.raises(PlanError) as info:
+        load_plan(f)
+    assert len(info.value.problems) == 1
+    assert info.value.problems[0].startswith("time_plan.loops: Input should be a valid integer")
+    # a negative interval: not also a negative duration the user never wrote
+    with pytest.raises(PlanError) as info:
+        check_plan(_plan(time_plan={"interval": -5, "loops": 3}), sim_profile)
+    assert [p for p in info.value.problems if p.startswith("time_plan")] == [
+        "time_plan.interval: -5 s; time only runs forward (give a value >= 0)"
+    ]
+
+
 def test_misspelt_channel_field(tmp_path: Path) -> None:
     f = tmp_path / "plan.yaml"
     f.write_text("channels:\n  - {config: DAPI, exposur: 30}\n")
