@@ -20,6 +20,7 @@ import tifffile
 from numpy.typing import NDArray
 
 from livescope.schema import LivescopeError
+from livescope.tracking import gt_folder_hint
 
 __all__ = ["CtcTrack", "read_ctc", "relabel_for_ctc", "rewrite_ctc_result", "write_ctc"]
 
@@ -224,7 +225,7 @@ def read_ctc(
     stem, track_file = ("man_track", "man_track.txt") if kind == "gt" else ("mask", "res_track.txt")
     files = sorted(base.glob(f"{stem}[0-9]*.tif"), key=lambda p: int(p.stem[len(stem) :]))
     if not files:
-        raise LivescopeError(f"no {stem}TTT.tif files in {base}")
+        raise LivescopeError(f"no {stem}TTT.tif files in {base}{gt_folder_hint(folder)}")
     frames = [np.asarray(tifffile.imread(p)) for p in files]
     tracks = []
     for n, line in enumerate((base / track_file).read_text(encoding="utf-8").splitlines(), 1):

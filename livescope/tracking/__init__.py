@@ -6,7 +6,7 @@ restores. `track_sequence` runs it over a recorded sequence; `evaluate_tracking`
 scores a Cell Tracking Challenge result with py-ctcmetrics.
 """
 
-from ._evaluate import evaluate_tracking
+from ._evaluate import evaluate_tracking, gt_folder_hint
 from ._objects import ObjectTable, measure_objects
 from ._sequence import TrackedSequence, track_sequence
 from ._tracker import OnlineTracker, TrackerConfig, TrackerSnapshot
@@ -22,6 +22,7 @@ __all__ = [
     "TrackerConfig",
     "TrackerSnapshot",
     "evaluate_tracking",
+    "gt_folder_hint",
     "measure_objects",
     "track_sequence",
 ]

@@ -10,7 +10,15 @@ from typing import Any
 
 from livescope.schema import LivescopeError
 
-__all__ = ["evaluate_tracking"]
+__all__ = ["evaluate_tracking", "gt_folder_hint"]
+
+
+def gt_folder_hint(folder: str | Path) -> str:
+    """``; give its parent ...`` when ``folder`` is a ground truth's TRA folder itself."""
+    p = Path(folder)
+    if p.name == "TRA" and (p / "man_track.txt").is_file():
+        return f"; {p} is the TRA folder itself: give its parent ({p.parent})"
+    return ""
 
 
 def evaluate_tracking(res: str | Path, gt: str | Path, *, div_tolerance: int = 1) -> dict[str, Any]:
@@ -34,7 +42,9 @@ def evaluate_tracking(res: str | Path, gt: str | Path, *, div_tolerance: int = 1
     if not (res / "res_track.txt").is_file():
         raise LivescopeError(f"{res}: no res_track.txt (not a CTC result folder)")
     if not (gt / "TRA" / "man_track.txt").is_file():
-        raise LivescopeError(f"{gt}: no TRA/man_track.txt (not a CTC ground-truth folder)")
+        raise LivescopeError(
+            f"{gt}: no TRA/man_track.txt (not a CTC ground-truth folder){gt_folder_hint(gt)}"
+        )
     masks = sorted(res.glob("mask*.tif"))
     truth = sorted((gt / "TRA").glob("man_track*.tif"))
     n_res, n_gt = len(masks), len(truth)

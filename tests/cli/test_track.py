@@ -216,3 +216,22 @@ def test_eval_track_refuses_other_frames_and_a_malformed_track_file(tmp_path: Pa
         assert r.returncode == 2, r.stderr
         assert "Traceback" not in r.stderr
         assert error in json.loads(r.stdout)["error"]
+
+
+def test_the_tra_folder_given_for_the_ground_truth_says_to_give_its_parent(
+    tmp_path: Path,
+) -> None:
+    from livescope.record import read_ctc
+    from livescope.schema import LivescopeError
+    from livescope.tracking import evaluate_tracking
+
+    _sequence(tmp_path / "gt")
+    tra = tmp_path / "gt" / "TRA"
+    hint = f"{tra} is the TRA folder itself: give its parent ({tmp_path / 'gt'})"
+    (res := tmp_path / "res").mkdir()
+    (res / "res_track.txt").write_text("1 0 3 0\n")
+    with pytest.raises(LivescopeError, match=re.escape(hint)):
+        evaluate_tracking(res, tra)
+    with pytest.raises(LivescopeError, match=re.escape(hint)):  # (eval states reads it so)
+        read_ctc(tra, kind="gt")
+    assert len(read_ctc(tmp_path / "gt", kind="gt")[0]) == 8
