@@ -102,7 +102,10 @@ def demo(
     positions: Annotated[
         int | None,
         typer.Option(
-            min=1, help="Stage positions; default 3. Not with --plan.", show_default=False
+            min=1,
+            help="Stage positions; default 3 (at most as many fields as fit along the "
+            "stage's diagonal: 5 on 'sim'). Not with --plan.",
+            show_default=False,
         ),
     ] = None,
     interval_s: Annotated[

@@ -44,6 +44,13 @@ def demo_sequence(
     ``positions`` fields along a diagonal of the stage travel, every channel of
     the profile at its default exposure, ``timepoints`` time points ``interval_s``
     (sample time) apart.
+
+    Raises
+    ------
+    LivescopeError
+        if more positions are asked for than fit along that diagonal without
+        their fields overlapping (a plan file places any number).
+
     """
     if timepoints < 1:
         raise ValueError(f"timepoints must be >= 1, got {timepoints}")
@@ -52,6 +59,14 @@ def demo_sequence(
     xy = profile.stages.xy
     span_x = 0.5 * (xy.x_range_um[1] - xy.x_range_um[0])
     span_y = 0.5 * (xy.y_range_um[1] - xy.y_range_um[0])
+    fov_h, fov_w = profile.field_of_view_um
+    fit = 1 + int(max(span_x / fov_w, 0.6 * span_y / fov_h))  # steps of at least one field
+    if positions > fit:
+        raise LivescopeError(
+            f"{positions} positions do not fit along the stage's diagonal (profile "
+            f"{profile.name!r}) without their fields overlapping: at most {fit}; for more, "
+            "place them in a plan file (stage_positions) and give it with --plan"
+        )
     cx = 0.5 * (xy.x_range_um[0] + xy.x_range_um[1])
     cy = 0.5 * (xy.y_range_um[0] + xy.y_range_um[1])
     stage_positions = []

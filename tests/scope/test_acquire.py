@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -192,3 +193,17 @@ def test_a_burst_without_positions_records_where_the_stage_is(
     assert len(frames) == 4
     assert all(f["hardware_triggered"] for f in frames)
     assert {(f["x_um"], f["y_um"]) for f in frames} == {(150.0, -80.0)}
+
+
+def test_the_demo_plan_refuses_positions_whose_fields_would_overlap(
+    sim_profile: HardwareProfile,
+) -> None:
+    from livescope.scope import demo_sequence
+
+    h, w = sim_profile.field_of_view_um
+    seq = demo_sequence(sim_profile, timepoints=1, positions=5)
+    xy = [(p.x, p.y) for p in seq.stage_positions]
+    for (x0, y0), (x1, y1) in itertools.pairwise(xy):  # neighbours: fields apart
+        assert abs(x1 - x0) >= w or abs(y1 - y0) >= h
+    with pytest.raises(LivescopeError, match=r"6 positions do not fit .* at most 5; for more"):
+        demo_sequence(sim_profile, timepoints=1, positions=6)
