@@ -230,10 +230,17 @@ def bind(sock: zmq.Socket[Any], endpoint: str, security: BusSecurity | None = No
     Raises
     ------
     LivescopeError
-        if ``endpoint`` is not loopback and ``security`` is None, or cannot be bound
-        (in use, malformed, an ipc path whose folder does not exist).
+        if ``endpoint`` is not a tcp, ipc or inproc address, is not loopback and
+        ``security`` is None, or cannot be bound (in use, malformed, an ipc path
+        whose folder does not exist).
 
     """
+    scheme, sep, _ = endpoint.partition("://")
+    if not sep or scheme not in ("tcp", "ipc", "inproc"):
+        raise LivescopeError(
+            f"{endpoint!r} is not a ZeroMQ endpoint: give tcp://127.0.0.1:PORT (or "
+            "tcp://127.0.0.1:* for any free port), or leave it out for a fresh local one"
+        )
     if security is not None:
         security.apply_server(sock)
     elif not is_loopback(endpoint):

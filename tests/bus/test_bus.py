@@ -215,6 +215,12 @@ def test_an_endpoint_that_cannot_be_bound_is_named(endpoint: str, why: str) -> N
         FramePublisher("r1", endpoint=endpoint)
 
 
+@pytest.mark.parametrize("endpoint", ["notanendpoint", "127.0.0.1:5555", "udp://127.0.0.1:5"])
+def test_what_is_not_an_endpoint_is_said_to_be_none(endpoint: str) -> None:
+    with pytest.raises(LivescopeError, match=f"'{endpoint}' is not a ZeroMQ endpoint: give tcp"):
+        FramePublisher("r1", endpoint=endpoint)
+
+
 def test_an_endpoint_in_use_is_named_and_the_agent_writes_nothing(tmp_path: Path) -> None:
     from livescope.schema import load_profile
     from livescope.scope import ScopeAgent, SimulatedMicroscope
