@@ -240,6 +240,8 @@ def bench_replay_cluster(
     from livescope.schema import load_profile
     from livescope.scope import demo_sequence, run_simulated
 
+    if keep is not None:  # (a folder of an earlier run's recordings is reused)
+        check_output_folder(Path(keep))
     base = Path(keep) if keep is not None else Path(tempfile.mkdtemp(prefix="livescope-bench-"))
     base.mkdir(parents=True, exist_ok=True)
     prof = load_profile("sim").with_square_sensor(size)

@@ -88,3 +88,13 @@ def test_a_scheduler_that_does_not_answer_is_a_clear_error(tmp_path: Path) -> No
         pytest.raises(LivescopeError, match=f"cannot reach the Dask scheduler at {address}: "),
     ):
         replay_many([tmp_path / "any"], tmp_path / "out", cluster=address)
+
+
+def test_the_benchmark_refuses_a_file_as_its_keep_folder(tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(b"\x89PNG")
+    res = run_cli("bench", "replay-cluster", "--keep", str(tmp_path / "a.png"), "--json")
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert (
+        json.loads(res.stdout)["error"]
+        == f"{tmp_path / 'a.png'} is a file; the output must be a new folder"
+    )
