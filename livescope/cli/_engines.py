@@ -402,9 +402,16 @@ def eval_states(
             for what, folder in (("--images", images), ("--gt", gt)):
                 if not folder.is_dir():
                     raise LivescopeError(f"{what} {folder} does not exist or is not a folder")
+            if pixel_size is None and e.card.pixel_size_um is not None:
+                stderr.print(
+                    f"warning: no --pixel-size: the images are taken to be at the classifier's "
+                    f"{e.card.pixel_size_um:g} µm per pixel (cells' crops are not rescaled)",
+                    highlight=False,
+                )
             result = flag_divisions_ctc(
                 e, images, gt, pixel_size_um=pixel_size, frames_before=frames_before
             )
+            result["pixel_size_um"] = pixel_size  # (None: taken to be the card's)
         else:
             raise LivescopeError("give --simulated SEEDS, or --images and --gt")
     _print_scores(result, e, json_out)

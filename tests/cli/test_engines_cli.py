@@ -134,3 +134,27 @@ def test_an_unknown_backend_from_the_environment_says_where_it_came_from(
         select_backend()
     with pytest.raises(BackendUnavailable, match="unknown backend 'nope'; known"):
         select_backend("nope")
+
+
+def test_eval_states_on_a_ctc_sequence_says_which_pixel_size_it_assumed(tmp_path: Path) -> None:
+    import numpy as np
+    import tifffile
+
+    from livescope.record import CtcTrack, write_ctc
+
+    yy, xx = np.mgrid[:64, :64]
+    frames = [((yy - 32) ** 2 + (xx - 20 - 2 * t) ** 2 <= 49).astype(np.uint16) for t in range(3)]
+    write_ctc(tmp_path / "gt", frames, [CtcTrack(1, 0, 2, 0)], kind="gt")
+    (tmp_path / "images").mkdir()
+    for t, lab in enumerate(frames):
+        tifffile.imwrite(tmp_path / "images" / f"t{t:03d}.tif", (lab * 900 + 100).astype(np.uint16))
+    args = ("eval", "states", "--engine", "cell-state", "--images", str(tmp_path / "images"),
+            "--gt", str(tmp_path / "gt"), "--json")  # fmt: skip
+    res = run_cli(*args)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "no --pixel-size: the images are taken to be at the classifier's" in res.stderr
+    assert json.loads(res.stdout)["pixel_size_um"] is None
+    res = run_cli(*args, "--pixel-size", "0.4")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "no --pixel-size" not in res.stderr
+    assert json.loads(res.stdout)["pixel_size_um"] == 0.4
