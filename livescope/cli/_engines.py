@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ._common import JsonOpt, emit, fail, setup_logging, stderr, user_errors
+from ._common import JsonOpt, emit, fail, progress_bar, setup_logging, stderr, user_errors
 
 engines_app = typer.Typer(help="Inference engines: list, check, build.", no_args_is_help=True)
 eval_app = typer.Typer(help="Score engines against ground truth.", no_args_is_help=True)
@@ -251,11 +251,20 @@ def eval_seg(
                     "on the CPU); drop --backend or name an engine",
                     as_json=json_out,
                 )
-            result = evaluate_segmentation(None, images, labels, classical=True)
+            with progress_bar("scoring", json_out=json_out) as (bar, task):
+                result = evaluate_segmentation(
+                    None, images, labels, classical=True,
+                    progress=lambda k, n: bar.update(task, completed=k, total=n),
+                )  # fmt: skip
         else:
-            with SegmentationEngine(engine, backend=backend) as e:
+            with (
+                SegmentationEngine(engine, backend=backend) as e,
+                progress_bar("scoring", json_out=json_out) as (bar, task),
+            ):
                 e.warmup()
-                result = evaluate_segmentation(e, images, labels)
+                result = evaluate_segmentation(
+                    e, images, labels, progress=lambda k, n: bar.update(task, completed=k, total=n)
+                )
                 result["engine"] = e.name
                 result["backend"] = e.backend.name
         if not per_image:
@@ -347,7 +356,11 @@ def eval_stain(
         else:
             assert input is not None  # (checked above, with target)
             assert target is not None
-            result = evaluate_stain(e, input, target, crop=box, pixel_size_um=pixel_size)
+            with progress_bar("scoring", json_out=json_out) as (bar, task):
+                result = evaluate_stain(
+                    e, input, target, crop=box, pixel_size_um=pixel_size,
+                    progress=lambda k, n: bar.update(task, completed=k, total=n),
+                )  # fmt: skip
             result.pop("per_frame")
     _print_scores(result, e, json_out)
 
