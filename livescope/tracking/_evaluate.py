@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import sys
+import io
 import warnings
 from pathlib import Path
 from typing import Any
@@ -64,13 +64,20 @@ def evaluate_tracking(res: str | Path, gt: str | Path, *, div_tolerance: int = 1
     if not (res / "res_track.txt").read_text(encoding="utf-8").strip():
         raise LivescopeError(f"{res / 'res_track.txt'} lists no tracks: nothing to score")
     metrics = ["Valid", "TRA", "DET", "LNK", f"BC({max(div_tolerance, 3)})"]
-    with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with (
+        contextlib.redirect_stdout(io.StringIO()),  # ("Invalid results!": said below)
+        warnings.catch_warnings(record=True) as said,
+    ):
+        warnings.simplefilter("always")
         r = evaluate_sequence(str(res), str(gt), metrics=metrics, threads=1)
     if not r.get("Valid"):
+        # py-ctcmetrics says why in warnings: the first few, e.g. "Label 3 in res_track
+        # but not in mask .../mask004.tif."
+        why = list(dict.fromkeys(str(w.message) for w in said if w.category is UserWarning))
+        detail = "; ".join(why[:3]) + (f" (and {len(why) - 3} more)" if len(why) > 3 else "")
         raise LivescopeError(
-            f"{res}: py-ctcmetrics finds the result invalid (labels missing from masks or "
-            "res_track.txt, or a parent ending after its daughter begins)"
+            f"{res}: py-ctcmetrics finds the result invalid: "
+            + (detail or "labels missing from masks or res_track.txt")
         )
     tp, fp, fn = (int(r[f"{k}_div({div_tolerance})"]) for k in ("tp", "fp", "fn"))
     precision = tp / (tp + fp) if tp + fp else (1.0 if fn == 0 else 0.0)

@@ -235,3 +235,22 @@ def test_the_tra_folder_given_for_the_ground_truth_says_to_give_its_parent(
     with pytest.raises(LivescopeError, match=re.escape(hint)):  # (eval states reads it so)
         read_ctc(tra, kind="gt")
     assert len(read_ctc(tmp_path / "gt", kind="gt")[0]) == 8
+
+
+def test_an_invalid_result_is_refused_with_py_ctcmetrics_reasons(tmp_path: Path) -> None:
+    from livescope.schema import LivescopeError
+    from livescope.tracking import evaluate_tracking
+
+    _sequence(tmp_path / "gt")
+    res = tmp_path / "res"
+    shutil.copytree(tmp_path / "gt" / "TRA", res)
+    for p in res.glob("man_track*.tif"):
+        p.rename(res / p.name.replace("man_track", "mask"))
+    (res / "man_track.txt").rename(res / "res_track.txt")
+    assert evaluate_tracking(res, tmp_path / "gt")["tra"] == 1.0  # the truth scores as truth
+    with (res / "res_track.txt").open("a") as f:
+        f.write("9 0 1 0\n")  # a track no mask holds
+    with pytest.raises(
+        LivescopeError, match=r"finds the result invalid: Label 9 in res_track but not in mask"
+    ):
+        evaluate_tracking(res, tmp_path / "gt")
