@@ -115,14 +115,16 @@ def _likeliest_branches(errors: list[Any]) -> list[Any]:
     three`` also lacks ``phases`` (MultiPhaseTimePlan) and ``duration``
     (TIntervalDuration). The member meant is the one missing the fewest fields
     the user did not write, then with the fewest errors; its errors are kept,
-    without the member's name in their path. A member is a path part in
-    CamelCase (a model's name; fields are lower case).
+    without the member's name in their path. A member is a path part that
+    names a pydantic model (how pydantic tags a union's members); other parts,
+    such as a channel's name keying a mapping, are the user's and stay.
     """
+    models = _model_names()
     groups: dict[tuple[Any, ...], dict[str, list[Any]]] = {}
     kept: list[Any] = []
     for e in errors:
         loc = tuple(e["loc"])
-        at = next((i for i, p in enumerate(loc) if isinstance(p, str) and p[:1].isupper()), None)
+        at = next((i for i, p in enumerate(loc) if isinstance(p, str) and p in models), None)
         if at is None:
             kept.append(e)
             continue
@@ -137,6 +139,19 @@ def _likeliest_branches(errors: list[Any]) -> list[Any]:
         best = min(score(errs) for errs in branches.values())
         kept += [e for errs in branches.values() if score(errs) == best for e in errs]
     return kept
+
+
+def _model_names() -> set[str]:
+    """Return the class names of every pydantic model defined so far (useq's, ours...)."""
+    seen: set[type] = set()
+    todo: list[type] = [BaseModel]
+    while todo:
+        subs: list[type] = todo.pop().__subclasses__()
+        for sub in subs:
+            if sub not in seen:  # (by class: two modules may each have a FrozenModel)
+                seen.add(sub)
+                todo.append(sub)
+    return {cls.__name__ for cls in seen}
 
 
 def json_object(raw: bytes, what: str) -> dict[str, Any]:

@@ -214,3 +214,18 @@ def test_a_per_channel_light_budget_is_checked_too(sim_profile: HardwareProfile)
                  time_plan={"interval": 1, "loops": 21})  # fmt: skip
     with pytest.raises(PlanError, match=r"position p0, channel DAPI gets 10\.5 s of fluorescence"):
         check_plan(plan, prof)
+
+
+def test_only_union_members_are_taken_out_of_an_error_path() -> None:
+    """A mapping's keys (a channel's name) are the user's: kept, and every key's error too."""
+    from pydantic import BaseModel, PositiveFloat, ValidationError
+
+    from livescope.schema._base import format_validation_error
+
+    class Budgets(BaseModel):
+        seconds: dict[str, PositiveFloat]
+
+    with pytest.raises(ValidationError) as info:
+        Budgets.model_validate({"seconds": {"DAPI": -1, "Phase": "x", "GFP": 2}})
+    problems = format_validation_error(info.value)
+    assert [p.split(":")[0] for p in problems] == ["seconds.DAPI", "seconds.Phase"]
