@@ -56,8 +56,9 @@ def local_endpoint(name: str, *, transport: str | None = None) -> str:
         if not _swept.is_set():  # once per process: what killed runs left in the temp folder
             _swept.set()
             remove_stale_ipc_files()
-        path = os.path.join(tempfile.gettempdir(), f"livescope-{name}-{uuid.uuid4().hex[:12]}")
-        return f"ipc://{path}"
+        # (the process id in the name: a sweep never takes the file of a process that lives)
+        leaf = f"livescope-{name}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        return f"ipc://{os.path.join(tempfile.gettempdir(), leaf)}"
     return "tcp://127.0.0.1:*"
 
 
@@ -86,21 +87,26 @@ def remove_left_ipc_file(endpoint: str, name: str) -> None:
         remove_ipc_files(endpoint)
 
 
-def remove_stale_ipc_files(older_than_s: float = STALE_AFTER_S) -> list[str]:
+def remove_stale_ipc_files(
+    older_than_s: float = STALE_AFTER_S, *, folder: str | None = None
+) -> list[str]:
     """Remove the socket files of `local_endpoint` that no process listens on; return them.
 
     A process that ends without closing its sockets (killed, crashed, the PC
     switched off) leaves their files in the temp folder, where nothing else
     removes them. A file is removed only if its name is livescope's, it is a
     socket of this user's, older than ``older_than_s`` (a socket bound a moment
-    ago may not listen yet) and a connection to it is refused: no process holds
-    it. Nothing is done where there are no Unix sockets (Windows uses tcp).
+    ago may not listen yet), the process named in it (`local_endpoint` puts its
+    id there) has ended, and a connection to it is refused: no process holds
+    it (on macOS a live socket whose queue is full refuses too). ``folder``:
+    where to look (default: the temp folder). Nothing is done on Windows (it
+    uses tcp).
     """
-    if not hasattr(socket, "AF_UNIX"):
+    if os.name == "nt" or not hasattr(socket, "AF_UNIX"):
         return []
     removed = []
     now = time.time()
-    tmp = tempfile.gettempdir()
+    tmp = folder if folder is not None else tempfile.gettempdir()
     with contextlib.suppress(OSError), os.scandir(tmp) as entries:
         for entry in entries:
             if not entry.name.startswith("livescope-"):
@@ -115,11 +121,29 @@ def remove_stale_ipc_files(older_than_s: float = STALE_AFTER_S) -> list[str]:
                 or (hasattr(os, "getuid") and st.st_uid != os.getuid())
             ):
                 continue
-            if _refuses_connections(entry.path):
-                with contextlib.suppress(OSError):
-                    os.unlink(entry.path)
-                    removed.append(entry.path)
+            if _process_lives(entry.name) or not _refuses_connections(entry.path):
+                continue
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+                removed.append(entry.path)
     return removed
+
+
+def _process_lives(name: str) -> bool:
+    """Return whether the process whose id a socket file's name holds is running (POSIX).
+
+    ``livescope-<socket>-<pid>-<hex>``; a name without an id (older files) gives False.
+    """
+    parts = name.split("-")
+    if len(parts) < 4 or not parts[-2].isdigit():
+        return False
+    try:
+        os.kill(int(parts[-2]), 0)  # (signal 0: only asks; never called on Windows)
+    except ProcessLookupError:
+        return False
+    except OSError:  # (another user's process, or no permission to ask)
+        return True
+    return True
 
 
 def _refuses_connections(path: str) -> bool:

@@ -20,13 +20,23 @@ _INSTALL = "pip install 'livescope[viewer]'"
 def no_display_reason(env: Mapping[str, str], platform: str = sys.platform) -> str | None:
     """Say why napari could not open a window here, or None if it can try.
 
-    On Linux and the BSDs Qt needs an X11 or Wayland display (or a platform
-    named in ``QT_QPA_PLATFORM``, e.g. ``offscreen``); without one it aborts
-    the process instead of raising. Windows and macOS always have a desktop.
+    On Linux and the BSDs Qt needs an X11 display (``DISPLAY``) or a Wayland
+    one (``WAYLAND_DISPLAY``), unless ``QT_QPA_PLATFORM`` names a platform that
+    draws without one (``offscreen``, ``vnc``, ...); without it Qt aborts the
+    process instead of raising. Windows and macOS always have a desktop.
     """
     if platform.startswith(("win", "darwin", "cygwin")):
         return None
-    if env.get("QT_QPA_PLATFORM") or env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"):
+    qpa = env.get("QT_QPA_PLATFORM", "").split(":")[0].strip().lower()
+    if qpa in ("offscreen", "minimal", "vnc", "eglfs", "linuxfb"):
+        return None
+    if qpa.startswith("wayland"):
+        if env.get("WAYLAND_DISPLAY"):
+            return None
+    elif qpa == "xcb":
+        if env.get("DISPLAY"):
+            return None
+    elif env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"):
         return None
     return (
         "livescope view needs a graphical display and none is set (no DISPLAY or "

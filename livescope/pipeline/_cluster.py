@@ -241,6 +241,8 @@ def bench_replay_cluster(
     from livescope.scope import demo_sequence, run_simulated
 
     if keep is not None:  # (a folder of an earlier run's recordings is reused)
+        if Path(keep).exists() and not Path(keep).is_dir():
+            raise LivescopeError(f"--keep {keep} is a file; give a folder (new, or of a run)")
         check_output_folder(Path(keep))
     base = Path(keep) if keep is not None else Path(tempfile.mkdtemp(prefix="livescope-bench-"))
     base.mkdir(parents=True, exist_ok=True)

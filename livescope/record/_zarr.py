@@ -428,10 +428,12 @@ class RecordingReader:
         arr = group["0"]
         if t >= arr.shape[0] or c >= arr.shape[1] or z >= arr.shape[2]:
             raise LivescopeError(f"frame {info['seq']} (t={t}, c={c}, z={z}) is not in {self.path}")
+        frame = f"frame {info['seq']} ({info['position']} t={t} c={info['channel']} z={z})"
         try:
             return np.asarray(arr[t, c, z])
-        except Exception as exc:  # noqa: BLE001 (zarr's stores and codecs raise many kinds)
+        except OSError as exc:  # (the file system's: a lock, a permission, a lost drive)
+            raise LivescopeError(f"{frame} cannot be read from {self.path}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 (zarr's codecs raise many kinds)
             raise LivescopeError(
-                f"frame {info['seq']} ({info['position']} t={t} c={info['channel']} z={z}) "
-                f"cannot be read from {self.path}: its chunk is damaged ({exc})"
+                f"{frame} cannot be read from {self.path}: its chunk is damaged ({exc})"
             ) from None

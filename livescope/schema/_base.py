@@ -84,8 +84,12 @@ def write_atomic(path: str | Path, data: str | bytes | memoryview) -> Path:
     return target  # pragma: no cover (the loop returns or raises)
 
 
-def format_validation_error(err: ValidationError) -> list[str]:
+def format_validation_error(err: ValidationError, data: Any = None) -> list[str]:
     """Return one line per error, each starting with its dotted field path.
+
+    ``data``: what was validated (the file's mapping), if the caller has it:
+    it tells a key the user wrote from the name pydantic gives a union's
+    member (see `_likeliest_branches`).
 
     Examples
     --------
@@ -93,7 +97,8 @@ def format_validation_error(err: ValidationError) -> list[str]:
 
     """
     lines: list[str] = []
-    for e in _likeliest_branches(err.errors(include_url=False)):
+    errors = err.errors(include_url=False)
+    for e in _likeliest_branches(errors, 0, _model_names(), data):
         loc = ".".join(str(part) for part in e["loc"]) or "(top level)"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
@@ -108,37 +113,64 @@ def format_validation_error(err: ValidationError) -> list[str]:
     return lines
 
 
-def _likeliest_branches(errors: list[Any]) -> list[Any]:
+def _likeliest_branches(errors: list[Any], start: int, models: set[str], data: Any) -> list[Any]:
     """Keep, of a field that may take one of several models, the errors of the one meant.
 
     pydantic reports every member of a union: a ``time_plan`` with ``loops:
     three`` also lacks ``phases`` (MultiPhaseTimePlan) and ``duration``
-    (TIntervalDuration). The member meant is the one missing the fewest fields
-    the user did not write, then with the fewest errors; its errors are kept,
-    without the member's name in their path. A member is a path part that
-    names a pydantic model (how pydantic tags a union's members); other parts,
-    such as a channel's name keying a mapping, are the user's and stay.
+    (TIntervalDuration). A member is named in an error's path (from index
+    ``start`` on) by a part that is a pydantic model's name (``models``), is
+    not a key the user wrote there (``data``), nor the unknown key of an
+    ``extra_forbidden`` error; a union has at least two members failing at one
+    path. Its members' own unions are settled first; then the member meant is
+    the one missing the fewest of its own fields, then with the fewest errors.
+    Its errors are kept (all tied members'), without the member's name.
     """
-    models = _model_names()
     groups: dict[tuple[Any, ...], dict[str, list[Any]]] = {}
     kept: list[Any] = []
     for e in errors:
         loc = tuple(e["loc"])
-        at = next((i for i, p in enumerate(loc) if isinstance(p, str) and p in models), None)
+        at = next((i for i in range(start, len(loc)) if _names_member(e, loc, i, models, data)),
+                  None)  # fmt: skip
         if at is None:
             kept.append(e)
+        else:
+            groups.setdefault(loc[:at], {}).setdefault(loc[at], []).append(e)
+    for prefix, branches in groups.items():
+        n = len(prefix)
+        if len(branches) < 2:  # (not a union's members: look past it)
+            kept += _likeliest_branches(next(iter(branches.values())), n + 1, models, data)
             continue
-        groups.setdefault(loc[:at], {}).setdefault(loc[at], []).append(
-            {**e, "loc": loc[:at] + loc[at + 1 :]}
-        )
-    for branches in groups.values():
-
-        def score(errs: list[Any]) -> tuple[int, int]:
-            return sum(e["type"] == "missing" for e in errs), len(errs)
-
-        best = min(score(errs) for errs in branches.values())
-        kept += [e for errs in branches.values() if score(errs) == best for e in errs]
+        settled = [
+            _likeliest_branches(
+                [{**e, "loc": prefix + tuple(e["loc"])[n + 1 :]} for e in errs], n, models, data
+            )
+            for errs in branches.values()
+        ]
+        scores = [_score(errs, n) for errs in settled]
+        kept += [e for errs, sc in zip(settled, scores, strict=True) if sc == min(scores)
+                 for e in errs]  # fmt: skip
     return kept
+
+
+def _score(errors: list[Any], n: int) -> tuple[int, int]:
+    """Rank a member (path of ``n`` parts): its own fields missing, then its errors."""
+    return sum(e["type"] == "missing" and len(e["loc"]) == n + 1 for e in errors), len(errors)
+
+
+def _names_member(e: Any, loc: tuple[Any, ...], i: int, models: set[str], data: Any) -> bool:
+    """Return whether ``loc[i]`` names a union's member, not a key (see `_likeliest_branches`)."""
+    part = loc[i]
+    if not isinstance(part, str) or part not in models:
+        return False
+    if e["type"] == "extra_forbidden" and i == len(loc) - 1:
+        return False  # (the unknown key the user wrote)
+    here = data
+    for p in loc[:i]:  # the user's data at that path (members' names are no keys: skipped)
+        keyed = isinstance(here, dict) and p in here
+        if keyed or (isinstance(here, list) and isinstance(p, int) and 0 <= p < len(here)):
+            here = here[p]
+    return not (isinstance(here, dict) and part in here)
 
 
 def _model_names() -> set[str]:
@@ -209,13 +241,13 @@ def read_yaml(path: str | Path, error: type[ConfigError] = ConfigError) -> Any:
     if not p.is_file():
         raise error(str(p), [f"file not found (looked for {p.resolve()})"])
     try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise error(
-            str(p), ["not a text file (an image or other binary file?): give the YAML file"]
-        ) from None
+        raw = p.read_bytes()
     except OSError as exc:
         raise error(str(p), [f"cannot read file: {exc}"]) from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(str(p), [_not_utf8(raw, exc)]) from None
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
     except yaml.YAMLError as exc:
@@ -225,6 +257,19 @@ def read_yaml(path: str | Path, error: type[ConfigError] = ConfigError) -> Any:
             where = f"line {mark.line + 1}, column {mark.column + 1}: "
         problem = getattr(exc, "problem", None) or str(exc)
         raise error(str(p), [f"{where}YAML syntax error: {problem}"]) from exc
+
+
+def _not_utf8(raw: bytes, exc: UnicodeDecodeError) -> str:
+    """Say why a YAML file's bytes are not UTF-8 text, and what to do."""
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return "saved as UTF-16 ('Unicode' in Notepad): save it as UTF-8"
+    if b"\x00" in raw[:4096] or raw[:4] in (b"\x89PNG", b"II*\x00", b"MM\x00*"):
+        return "not a text file (an image or other binary file?): give the YAML file"
+    line = raw[: exc.start].count(b"\n") + 1
+    return (
+        f"not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line}; e.g. saved as 'ANSI' "
+        "in Notepad): save it as UTF-8"
+    )
 
 
 def top_level_problem(data: Any) -> str:
@@ -263,7 +308,7 @@ class FrozenModel(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise err_cls(str(path), format_validation_error(exc)) from None
+            raise err_cls(str(path), format_validation_error(exc, data)) from None
 
     def replace(self: _M, **changes: Any) -> _M:
         """Return a copy with ``changes`` applied, validated again."""

@@ -194,4 +194,6 @@ def parse_decision(raw: bytes) -> Decision:
     try:
         return _ADAPTER.validate_python(data)
     except ValidationError as exc:
-        raise ValueError("invalid decision: " + "; ".join(format_validation_error(exc))) from None
+        raise ValueError(
+            "invalid decision: " + "; ".join(format_validation_error(exc, data))
+        ) from None

@@ -57,7 +57,7 @@ def load_plan(path: str | Path) -> useq.MDASequence:
     try:
         return useq.MDASequence.model_validate(data)
     except ValidationError as exc:
-        raise PlanError(str(path), format_validation_error(exc)) from None
+        raise PlanError(str(path), format_validation_error(exc, data)) from None
 
 
 def _read_mapping(path: str | Path) -> dict[str, object]:

@@ -335,6 +335,8 @@ class PycromanagerAgent(ScopeAgent):
         try:
             if not core.getXYStageDevice():
                 return {}
+            # (two calls, not getXYPosition: through Micro-Manager's Java bridge that gives
+            # a Point2D, not a pair; only events that name no position pay for them)
             here = {"x": float(core.getXPosition()), "y": float(core.getYPosition())}
             if core.getFocusDevice():
                 here["z"] = float(core.getPosition())

@@ -120,7 +120,7 @@ def _check_track_file(path: Path) -> None:
         parts = line.split()
         if not parts:
             continue
-        if len(parts) != 4 or not all(p.isdigit() for p in parts):
+        if len(parts) != 4 or not all(p.isascii() and p.isdigit() for p in parts):
             raise LivescopeError(
                 f"{path}, line {n}: {line.strip()!r} is not 'label begin end parent' "
                 "(four whole numbers >= 0)"

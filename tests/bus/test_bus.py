@@ -316,30 +316,34 @@ def test_closing_the_bus_removes_its_socket_files() -> None:
 
 
 _BIND_AND_HANG = """
-import sys, time, zmq
+import os, sys, time, zmq
+path = sys.argv[1].replace("PID", str(os.getpid()))
 sock = zmq.Context().socket(zmq.PUB)
-sock.bind(sys.argv[1])
-print("bound", flush=True)
+sock.bind("ipc://" + path)
+print(path, flush=True)
 time.sleep(600)
 """
 
 
 @pytest.mark.skipif(not local_endpoint("x").startswith("ipc://"), reason="no ipc on this platform")
-def test_socket_files_of_killed_processes_are_removed_and_live_ones_kept(tmp_path: Path) -> None:
+def test_socket_files_of_killed_processes_are_removed_and_live_ones_kept() -> None:
     import os
+    import shutil
     import subprocess
     import sys
+    import tempfile
 
     from livescope.bus._endpoints import STALE_AFTER_S, remove_stale_ipc_files
 
+    folder = tempfile.mkdtemp(prefix="ls-")  # (its own: another run's sweep stays out; short)
+
     def bound_by_a_process(name: str) -> tuple[subprocess.Popen[str], Path]:
-        endpoint = local_endpoint(name)
         proc = subprocess.Popen(
-            [sys.executable, "-c", _BIND_AND_HANG, endpoint], stdout=subprocess.PIPE, text=True
-        )
+            [sys.executable, "-c", _BIND_AND_HANG, os.path.join(folder, name)],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
         assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "bound"
-        return proc, Path(endpoint.removeprefix("ipc://"))
+        return proc, Path(proc.stdout.readline().strip())
 
     def kill(proc: subprocess.Popen[str]) -> None:
         proc.kill()
@@ -348,29 +352,38 @@ def test_socket_files_of_killed_processes_are_removed_and_live_ones_kept(tmp_pat
         proc.stdout.close()
 
     old = time.time() - STALE_AFTER_S - 5
-    killed, killed_file = bound_by_a_process("sweeptest")
+    named = "livescope-sweeptest-PID-0123456789ab"  # as local_endpoint names them
+    killed, killed_file = bound_by_a_process(named)
     kill(killed)
-    young, young_file = bound_by_a_process("sweeptest")
+    unnamed, unnamed_file = bound_by_a_process("livescope-sweeptest-0123456789ab")  # (older)
+    kill(unnamed)
+    young, young_file = bound_by_a_process(named)
     kill(young)
-    live, live_file = bound_by_a_process("sweeptest")
-    plain_file = killed_file.with_name(killed_file.name + "-plain")
+    live, live_file = bound_by_a_process(named)
+    plain_file = Path(folder) / "livescope-sweeptest-plain"
     plain_file.write_text("not a socket")
     try:
-        for f in (killed_file, live_file, plain_file):
+        for f in (killed_file, unnamed_file, live_file, plain_file):
             os.utime(f, (old, old))
         assert killed_file.exists()  # ZeroMQ leaves it behind when killed
-        removed = remove_stale_ipc_files()
-        assert str(killed_file) in removed
+        removed = remove_stale_ipc_files(folder=folder)
+        assert sorted(removed) == sorted([str(killed_file), str(unnamed_file)])
         assert not killed_file.exists()
         assert young_file.exists()  # too young to tell: may be binding right now
-        assert live_file.exists()  # a process listens on it
+        assert live_file.exists()  # its process lives (and listens on it)
         assert plain_file.exists()  # not a socket
         with zmq.Context() as ctx, ctx.socket(zmq.SUB) as sub:  # the live one still works
             sub.connect(f"ipc://{live_file}")
     finally:
         kill(live)
-        for f in (killed_file, young_file, live_file, plain_file):
-            f.unlink(missing_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_local_endpoints_name_their_process() -> None:
+    import os
+
+    endpoint = local_endpoint("frames", transport="ipc")
+    assert Path(endpoint.removeprefix("ipc://")).name.startswith(f"livescope-frames-{os.getpid()}-")
 
 
 def test_pending_counts_the_frames_waiting_to_be_taken() -> None:

@@ -62,9 +62,13 @@ def test_view_without_a_display_fails_clearly_instead_of_aborting(tmp_path: Path
 def test_which_platforms_need_a_display_variable() -> None:
     from livescope.cli._view import no_display_reason
 
-    assert no_display_reason({}, "linux") is not None
-    for env in ({"DISPLAY": ":0"}, {"WAYLAND_DISPLAY": "wayland-0"}, {"QT_QPA_PLATFORM": "xcb"}):
-        assert no_display_reason(env, "linux") is None
+    for env in ({}, {"QT_QPA_PLATFORM": "xcb"}, {"QT_QPA_PLATFORM": "wayland"},
+                {"QT_QPA_PLATFORM": "xcb", "WAYLAND_DISPLAY": "wayland-0"}):  # fmt: skip
+        assert no_display_reason(env, "linux") is not None, env  # (Qt would abort)
+    for env in ({"DISPLAY": ":0"}, {"WAYLAND_DISPLAY": "wayland-0"},
+                {"QT_QPA_PLATFORM": "xcb", "DISPLAY": ":1"}, {"QT_QPA_PLATFORM": "offscreen"},
+                {"QT_QPA_PLATFORM": "wayland-egl", "WAYLAND_DISPLAY": "w"}):  # fmt: skip
+        assert no_display_reason(env, "linux") is None, env
     assert no_display_reason({}, "win32") is None
     assert no_display_reason({}, "darwin") is None
 

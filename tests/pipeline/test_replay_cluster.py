@@ -94,7 +94,6 @@ def test_the_benchmark_refuses_a_file_as_its_keep_folder(tmp_path: Path) -> None
     (tmp_path / "a.png").write_bytes(b"\x89PNG")
     res = run_cli("bench", "replay-cluster", "--keep", str(tmp_path / "a.png"), "--json")
     assert res.returncode == 2, res.stderr[-2000:]
-    assert (
-        json.loads(res.stdout)["error"]
-        == f"{tmp_path / 'a.png'} is a file; the output must be a new folder"
+    assert json.loads(res.stdout)["error"] == (
+        f"--keep {tmp_path / 'a.png'} is a file; give a folder (new, or of a run)"
     )

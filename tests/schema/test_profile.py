@@ -140,6 +140,12 @@ def test_micromanager_needs_config(tmp_path: Path) -> None:
         pytest.param("# only a comment\n", "the file is empty", id="empty"),
         pytest.param("\x89PNG\r\n\x1a\n\xff\xfe", "not a text file", id="binary"),
         pytest.param(
+            "name: a\ndescription: 5 \xb5m\n",  # (latin-1 bytes: Notepad's 'ANSI')
+            r"not UTF-8 text \(byte 0xb5 on line 2",
+            id="ansi",
+        ),
+        pytest.param("\xff\xfen\x00a\x00", "saved as UTF-16", id="utf-16"),
+        pytest.param(
             "name: a\nguardrails: {min_interval_s: 1}\nname: b\n",
             r"line 3, column 1: .*key 'name' is given twice \(first on line 1\)",
             id="duplicate-key",

@@ -350,7 +350,7 @@ def open_in_chromium(report: Path) -> tuple[list[list[Any]], list[dict[str, Any]
 
     # Chromium's profile and its singleton socket's folder go in a folder of the test's own
     # (TMPDIR for the browser), removed afterwards: in the temp folder they were left behind
-    with tempfile.TemporaryDirectory(prefix="chromium-test-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="chromium-test-", ignore_cleanup_errors=True) as tmp:
         opts = webdriver.ChromeOptions()
         opts.binary_location = browser
         for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
