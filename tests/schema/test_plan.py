@@ -127,6 +127,14 @@ def test_a_time_plan_error_names_the_kind_of_plan_written(
         load_plan(f)
     assert len(info.value.problems) == 1
     assert info.value.problems[0].startswith("time_plan.loops: Input should be a valid integer")
+    # the same inside a multi-phase plan (the phases' own kinds settled first)
+    f.write_text(
+        "channels: [{config: DAPI}]\n"
+        "time_plan: {phases: [{interval: 2, loops: three}, {interval: 5, loops: 4}]}\n"
+    )
+    with pytest.raises(PlanError) as info:
+        load_plan(f)
+    assert [p.split(":")[0] for p in info.value.problems] == ["time_plan.phases.0.loops"]
     # a negative interval: not also a negative duration the user never wrote
     with pytest.raises(PlanError) as info:
         check_plan(_plan(time_plan={"interval": -5, "loops": 3}), sim_profile)

@@ -138,6 +138,7 @@ def test_micromanager_needs_config(tmp_path: Path) -> None:
             id="not-a-mapping",
         ),
         pytest.param("# only a comment\n", "the file is empty", id="empty"),
+        pytest.param("name: a\nCamera: {}\n", r"Camera: unknown field", id="capital-typo"),
         pytest.param("\x89PNG\r\n\x1a\n\xff\xfe", "not a text file", id="binary"),
         pytest.param(
             "name: a\ndescription: 5 \xb5m\n",  # (latin-1 bytes: Notepad's 'ANSI')
