@@ -542,6 +542,7 @@ class PycromanagerAgent(ScopeAgent):
             finally:
                 with self._lock:
                     missing = list(self._pending.values())
+                    self._stage_at.clear()  # (positions of frames that never came)
                 self.engine.failed_events.extend(missing)
                 summary, error = self._end(fanout, duration, error)
         if error is not None:
