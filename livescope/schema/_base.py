@@ -99,7 +99,7 @@ def format_validation_error(err: ValidationError, data: Any = None) -> list[str]
     lines: list[str] = []
     errors = err.errors(include_url=False)
     for e in _likeliest_branches(errors, 0, _model_names(), data):
-        loc = ".".join(str(part) for part in e["loc"]) or "(top level)"
+        loc = ".".join(str(part) for part in _with_index(tuple(e["loc"]), e, data)) or "(top level)"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown field (not part of the schema; check its spelling)"
@@ -156,6 +156,25 @@ def _likeliest_branches(errors: list[Any], start: int, models: set[str], data: A
 def _score(errors: list[Any], n: int) -> tuple[int, int]:
     """Rank a member (path of ``n`` parts): its own fields missing, then its errors."""
     return sum(e["type"] == "missing" and len(e["loc"]) == n + 1 for e in errors), len(errors)
+
+
+def _with_index(loc: tuple[Any, ...], e: Any, data: Any) -> tuple[Any, ...]:
+    """Put back the list index a validator left out of a path (useq: ``channels.exposure``).
+
+    Only where the user's data at ``loc[0]`` is a list with exactly one item whose
+    ``loc[1]`` holds the value the error is about.
+    """
+    if len(loc) != 2 or not isinstance(data, dict) or not isinstance(loc[1], str):
+        return loc
+    items = data.get(loc[0])
+    if not isinstance(items, list):
+        return loc
+    hits = [
+        i
+        for i, it in enumerate(items)
+        if isinstance(it, dict) and loc[1] in it and it[loc[1]] == e.get("input")
+    ]
+    return (loc[0], hits[0], loc[1]) if len(hits) == 1 else loc
 
 
 def _names_member(e: Any, loc: tuple[Any, ...], i: int, models: set[str], data: Any) -> bool:
