@@ -39,7 +39,7 @@ def ensure_env(extra: str) -> Path:
         print(f"creating virtual environment in {VENV}", file=sys.stderr, flush=True)
         venv.create(VENV, with_pip=True)
     key = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
-    installed = STAMP.read_text().split() if STAMP.exists() else []
+    installed = STAMP.read_text(encoding="utf-8").split() if STAMP.exists() else []
     if installed[:1] == [key] and (extra in installed[1:] or extra == "core"):
         return py
     spec = "." if extra == "core" else f".[{extra}]"
@@ -47,7 +47,7 @@ def ensure_env(extra: str) -> Path:
     if run([*pip, "-e", spec]) != 0:
         sys.exit("installing livescope failed (see the pip output above)")
     extras = set(installed[1:]) if installed[:1] == [key] else set()
-    STAMP.write_text(" ".join([key, *sorted(extras | {extra})]))
+    STAMP.write_text(" ".join([key, *sorted(extras | {extra})]), encoding="utf-8")
     return py
 
 

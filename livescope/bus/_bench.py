@@ -119,8 +119,8 @@ def _run_mode(mode: str, frames: np.ndarray, n: int, fps: float | None = None) -
     sent = retries = 0
     for i in range(n):
         if period is not None:
-            due = t0 / 1e9 + i * period
-            while (wait := due - time.monotonic()) > 0:
+            due = t0 / 1e9 + i * period  # (clock_ns: on Windows monotonic is another clock)
+            while (wait := due - clock_ns() / 1e9) > 0:
                 time.sleep(min(wait, 0.002))
         img = frames[i % len(frames)]
         if raw_sock is not None:

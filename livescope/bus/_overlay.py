@@ -37,7 +37,7 @@ import numpy as np
 import zmq
 from numpy.typing import NDArray
 
-from livescope.schema import HeaderError, LivescopeError, clock_ns, write_atomic
+from livescope.schema import HeaderError, LivescopeError, clock_ns, remove_file, write_atomic
 
 from ._endpoints import (
     BusSecurity,
@@ -226,7 +226,7 @@ class OverlayPublisher:
             return
         self._closed = True
         if self._file is not None:
-            self._file.unlink(missing_ok=True)
+            remove_file(self._file)  # (never raises: the socket below is closed whatever)
         self._sock.close(0)
         if self._security is not None:
             self._security.release(self._ctx)

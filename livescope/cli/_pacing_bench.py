@@ -120,7 +120,8 @@ def bench_pacing(
         plan.write_text(
             "stage_positions: [{x: 0, y: 0, z: 0}]\n"
             "channels: [{config: DAPI, exposure: 20}]\n"
-            f"time_plan: {{interval: {interval_ms / 1000:g}, loops: {frames}}}\n"
+            f"time_plan: {{interval: {interval_ms / 1000:g}, loops: {frames}}}\n",
+            encoding="utf-8",
         )
         cases = [_case(folder, plan, frames, interval_ms, s) for s in (None, worker_sleep_ms)]
     free, slow = cases

@@ -313,7 +313,8 @@ def evaluate_triggers(
     if sim is None:
         raise LivescopeError(f"profile {profile.name!r} is not simulated")
     anaphase_s = ANAPHASE_SHARE * sim.mitosis_duration_s
-    lineage = {int(r["cell_id"]): r for r in json.loads((truth / "lineage.json").read_text())}
+    rows = json.loads((truth / "lineage.json").read_text(encoding="utf-8"))
+    lineage = {int(r["cell_id"]): r for r in rows}
 
     def mitosis_of(cid: int, when: float) -> int | None:
         r = lineage.get(cid)

@@ -9,6 +9,7 @@ from ._base import (
     check_output_folder,
     format_validation_error,
     read_yaml,
+    remove_file,
     write_atomic,
 )
 from ._card import (
@@ -152,6 +153,7 @@ __all__ = [
     "planned_light_s",
     "position_name",
     "read_yaml",
+    "remove_file",
     "require_data_root",
     "write_atomic",
 ]

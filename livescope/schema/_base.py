@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -82,6 +83,27 @@ def write_atomic(path: str | Path, data: str | bytes | memoryview) -> Path:
                 raise
             time.sleep(0.02)
     return target  # pragma: no cover (the loop returns or raises)
+
+
+def remove_file(path: str | Path) -> bool:
+    """Remove ``path`` if it is there; return whether it is gone. Never raises.
+
+    On Windows a file another process has open cannot be removed: that is
+    retried for up to a second (like `write_atomic`'s replace), then logged and
+    left, so that a caller closing its sockets after it still does.
+    """
+    for attempt in range(50):
+        try:
+            Path(path).unlink(missing_ok=True)
+            return True
+        except PermissionError:
+            if attempt < 49:
+                time.sleep(0.02)
+        except OSError as exc:
+            logging.getLogger("livescope").warning("could not remove %s (%s)", path, exc)
+            return False
+    logging.getLogger("livescope").warning("could not remove %s: another program has it open", path)
+    return False
 
 
 def format_validation_error(err: ValidationError, data: Any = None) -> list[str]:

@@ -46,6 +46,7 @@ from livescope.schema import (
     parse_decision,
     place_name,
     plan_events,
+    remove_file,
     write_atomic,
 )
 
@@ -552,7 +553,7 @@ class ScopeAgent:
         self._close()
 
     def _close(self) -> None:
-        (self.run_dir / BUS_FILE).unlink(missing_ok=True)  # nobody can attach any more
+        remove_file(self.run_dir / BUS_FILE)  # nobody can attach any more (never raises)
         if self.server is not None:
             self.server.close()
         if self.publisher is not None:

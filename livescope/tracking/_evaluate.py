@@ -83,10 +83,10 @@ def evaluate_tracking(res: str | Path, gt: str | Path, *, div_tolerance: int = 1
     precision = tp / (tp + fp) if tp + fp else (1.0 if fn == 0 else 0.0)
     recall = tp / (tp + fn) if tp + fn else 1.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    tracks = [ln.split() for ln in (res / "res_track.txt").read_text().splitlines() if ln.strip()]
-    gt_tracks = [
-        ln.split() for ln in (gt / "TRA" / "man_track.txt").read_text().splitlines() if ln.strip()
-    ]
+    tracks, gt_tracks = (
+        [ln.split() for ln in f.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        for f in (res / "res_track.txt", gt / "TRA" / "man_track.txt")
+    )
     return {
         "tra": round(float(r["TRA"]), 5),
         "det": round(float(r["DET"]), 5),
@@ -116,7 +116,11 @@ def _check_track_file(path: Path) -> None:
     track itself, and ends before its daughter begins.
     """
     rows: dict[int, tuple[int, int, int, int]] = {}  # label → (begin, end, parent, line)
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise LivescopeError(f"{path}: not a text file of 'label begin end parent' lines") from None
+    for n, line in enumerate(text.splitlines(), start=1):
         parts = line.split()
         if not parts:
             continue

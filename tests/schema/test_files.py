@@ -41,3 +41,16 @@ def test_a_data_folder_that_does_not_exist_is_not_replaced_by_the_default(
         require_data_root()
     monkeypatch.setenv("LIVESCOPE_DATA", str(tmp_path))
     assert data_root() == tmp_path
+
+
+def test_remove_file_never_raises_so_that_closing_goes_on(tmp_path: Path) -> None:
+    from livescope.schema import remove_file
+
+    f = tmp_path / "bus.json"
+    f.write_text("{}")
+    assert remove_file(f) is True
+    assert not f.exists()
+    assert remove_file(f) is True  # (gone already)
+    (tmp_path / "a-folder").mkdir()
+    assert remove_file(tmp_path / "a-folder") is False  # (an OSError: logged, not raised)
+    assert (tmp_path / "a-folder").is_dir()
