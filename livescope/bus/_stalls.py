@@ -40,7 +40,9 @@ _WHO = "the stall monitor's probe process"
 
 
 _PROBE = """
-import json, sys, threading, time
+import json, signal, sys, threading, time
+
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl+C: the run stops it (stdin)
 
 period_s, over_ns = float(sys.argv[1]), json.loads(sys.argv[2])
 stall_ns, max_kept = int(sys.argv[3]), int(sys.argv[4])

@@ -73,6 +73,19 @@ def test_a_probe_that_died_is_a_clear_error_on_stop() -> None:
         mon.stop()  # the monitor is stopped either way
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT")
+def test_a_terminal_ctrl_c_does_not_stop_the_probe() -> None:
+    """A terminal's Ctrl+C reaches the whole process group: the run stops its probe itself
+    (it printed a KeyboardInterrupt traceback and the run lost its stall figures)."""
+    mon = StallMonitor().start()
+    proc = mon._proc
+    assert proc is not None
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    assert proc.poll() is None
+    assert mon.stop()["wakeups"] > 0
+
+
 def _monitor_in_child(conn: Connection) -> None:
     try:
         with StallMonitor() as mon:
