@@ -17,12 +17,9 @@ __all__ = ["bench_track", "eval_track", "track"]
 
 def _frame_files(folder: Path) -> list[Path]:
     """TIFF frames of a CTC-layout folder (t000.tif, man_track000.tif, mask000.tif ...)."""
-    from livescope.schema import LivescopeError
+    from livescope.schema import LivescopeError, check_input_folder
 
-    if not folder.exists():
-        raise LivescopeError(f"{folder} does not exist")
-    if not folder.is_dir():
-        raise LivescopeError(f"{folder} is not a folder")
+    check_input_folder(folder)
     numbered = []
     for p in folder.iterdir():
         m = re.fullmatch(r"[A-Za-z_]*?(\d+)\.tiff?", p.name)

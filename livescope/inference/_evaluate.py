@@ -11,7 +11,7 @@ import numpy as np
 import tifffile
 from numpy.typing import NDArray
 
-from livescope.schema import LivescopeError
+from livescope.schema import LivescopeError, check_input_folder
 
 from ._classical import classical_segmentation
 from ._engine import SegmentationEngine
@@ -38,10 +38,7 @@ def paired_files(images: Path, labels: Path, *, what: str = "label") -> list[tup
 
     """
     for d in (images, labels):
-        if not d.exists():
-            raise LivescopeError(f"{d} does not exist")
-        if not d.is_dir():
-            raise LivescopeError(f"{d} is not a folder")
+        check_input_folder(d)
     # dot-files are not images (macOS writes "._name.tif" beside each file on shared drives)
     imgs = sorted(
         p for p in images.iterdir() if p.suffix.lower() in _SUFFIXES and not p.name.startswith(".")

@@ -6,6 +6,7 @@ units in field names; load with ``from_file`` (or `load_profile` / `load_plan`).
 
 from ._base import (
     FrozenModel,
+    check_input_folder,
     check_output_folder,
     format_validation_error,
     read_yaml,
@@ -133,6 +134,7 @@ __all__ = [
     "builtin_profile_path",
     "builtin_profiles",
     "bulk_priority",
+    "check_input_folder",
     "check_output_folder",
     "check_plan",
     "clock_ns",

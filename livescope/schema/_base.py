@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -25,6 +26,14 @@ __all__ = [
 ]
 
 _M = TypeVar("_M", bound="FrozenModel")
+
+
+def check_input_folder(path: Path) -> None:
+    """Refuse ``path`` unless it is an existing folder, saying which it is not."""
+    if not path.exists():
+        raise LivescopeError(f"{path} does not exist")
+    if not path.is_dir():
+        raise LivescopeError(f"{path} is not a folder")
 
 
 def check_output_folder(path: Path, *, empty: bool = False) -> None:
@@ -73,16 +82,29 @@ def write_atomic(path: str | Path, data: str | bytes | memoryview) -> Path:
     except OSError:
         tmp.unlink(missing_ok=True)
         raise
+    try:
+        _while_locked(lambda: tmp.replace(target))
+    except PermissionError:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def _while_locked(op: Callable[[], object]) -> None:
+    """Run ``op``, again every 20 ms for up to a second while it raises PermissionError.
+
+    On Windows a file another process has open (a reader of ``bus.json``, a
+    virus scanner) cannot be replaced or removed until it is closed; the last
+    PermissionError is raised.
+    """
     for attempt in range(50):
         try:
-            tmp.replace(target)
-            return target
+            op()
+            return
         except PermissionError:
             if attempt == 49:
-                tmp.unlink(missing_ok=True)
                 raise
             time.sleep(0.02)
-    return target  # pragma: no cover (the loop returns or raises)
 
 
 def remove_file(path: str | Path) -> bool:
@@ -92,18 +114,17 @@ def remove_file(path: str | Path) -> bool:
     retried for up to a second (like `write_atomic`'s replace), then logged and
     left, so that a caller closing its sockets after it still does.
     """
-    for attempt in range(50):
-        try:
-            Path(path).unlink(missing_ok=True)
-            return True
-        except PermissionError:
-            if attempt < 49:
-                time.sleep(0.02)
-        except OSError as exc:
-            logging.getLogger("livescope").warning("could not remove %s (%s)", path, exc)
-            return False
-    logging.getLogger("livescope").warning("could not remove %s: another program has it open", path)
-    return False
+    try:
+        _while_locked(lambda: Path(path).unlink(missing_ok=True))
+    except PermissionError:
+        logging.getLogger("livescope").warning(
+            "could not remove %s: another program has it open", path
+        )
+        return False
+    except OSError as exc:
+        logging.getLogger("livescope").warning("could not remove %s (%s)", path, exc)
+        return False
+    return True
 
 
 def format_validation_error(err: ValidationError, data: Any = None) -> list[str]:

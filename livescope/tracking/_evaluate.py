@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from livescope.schema import LivescopeError
+from livescope.schema import LivescopeError, check_input_folder
 
 __all__ = ["evaluate_tracking", "gt_folder_hint"]
 
@@ -35,10 +35,7 @@ def evaluate_tracking(res: str | Path, gt: str | Path, *, div_tolerance: int = 1
         raise LivescopeError("livescope eval track needs py-ctcmetrics") from exc
     res, gt = Path(res), Path(gt)
     for folder in (res, gt):
-        if not folder.is_dir():
-            raise LivescopeError(
-                f"{folder} does not exist" if not folder.exists() else f"{folder} is not a folder"
-            )
+        check_input_folder(folder)
     if not (res / "res_track.txt").is_file():
         raise LivescopeError(f"{res}: no res_track.txt (not a CTC result folder)")
     if not (gt / "TRA" / "man_track.txt").is_file():
@@ -50,8 +47,8 @@ def evaluate_tracking(res: str | Path, gt: str | Path, *, div_tolerance: int = 1
     n_res, n_gt = len(masks), len(truth)
     if n_res != n_gt:
         raise LivescopeError(f"{res} has {n_res} masks but {gt / 'TRA'} has {n_gt} frames")
-    for f in (res / "res_track.txt", gt / "TRA" / "man_track.txt"):
-        _check_track_file(f)
+    n_tracks, n_true = (_check_track_file(f) for f in (res / "res_track.txt",
+                                                        gt / "TRA" / "man_track.txt"))  # fmt: skip
     if masks:
         want = _tiff_shape(truth[0])
         for m in masks:  # (headers only)
@@ -61,7 +58,7 @@ def evaluate_tracking(res: str | Path, gt: str | Path, *, div_tolerance: int = 1
                     f"{m} is {shape} px but the ground truth's {truth[0].name} is {want} px: "
                     "result and ground truth must be the same frames (2-D label images)"
                 )
-    if not (res / "res_track.txt").read_text(encoding="utf-8").strip():
+    if not n_tracks:
         raise LivescopeError(f"{res / 'res_track.txt'} lists no tracks: nothing to score")
     metrics = ["Valid", "TRA", "DET", "LNK", f"BC({max(div_tolerance, 3)})"]
     with (
@@ -83,10 +80,6 @@ def evaluate_tracking(res: str | Path, gt: str | Path, *, div_tolerance: int = 1
     precision = tp / (tp + fp) if tp + fp else (1.0 if fn == 0 else 0.0)
     recall = tp / (tp + fn) if tp + fn else 1.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    tracks, gt_tracks = (
-        [ln.split() for ln in f.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        for f in (res / "res_track.txt", gt / "TRA" / "man_track.txt")
-    )
     return {
         "tra": round(float(r["TRA"]), 5),
         "det": round(float(r["DET"]), 5),
@@ -99,8 +92,8 @@ def evaluate_tracking(res: str | Path, gt: str | Path, *, div_tolerance: int = 1
         "divisions_found": tp + fp,
         "divisions_matched": tp,
         "frames": n_res,
-        "tracks": len(tracks),
-        "tracks_true": len(gt_tracks),
+        "tracks": n_tracks,
+        "tracks_true": n_true,
         "aogm": {
             k[5:].lower(): float(r[k]) for k in r if k.startswith("AOGM_") and r[k] is not None
         },
@@ -108,8 +101,8 @@ def evaluate_tracking(res: str | Path, gt: str | Path, *, div_tolerance: int = 1
     }
 
 
-def _check_track_file(path: Path) -> None:
-    """Refuse a CTC track file that is not lines ``L B E P`` of one consistent lineage.
+def _check_track_file(path: Path) -> int:
+    """Return how many tracks a CTC track file lists; refuse one that is not a lineage.
 
     Four whole numbers >= 0 per line; each label (> 0) listed once, beginning no
     later than it ends; a parent is 0 or a label listed in the file, not the
@@ -156,6 +149,7 @@ def _check_track_file(path: Path) -> None:
                 f"{parent} ends at frame {rows[parent][1]} "
                 "(a parent ends before its daughters begin)"
             )
+    return len(rows)
 
 
 def _tiff_shape(path: Path, *, labels: bool = False) -> tuple[int, ...]:
