@@ -267,12 +267,12 @@ class FrameSubscriber:
                     "rejected a frame message (%d so far): %s", self.counts["rejected"], exc
                 )
             return
-        if frame is None:
-            return
         seq = header["seq"]
         if self._last_seq is not None and seq > self._last_seq + 1:
             self.counts["dropped_upstream"] += seq - self._last_seq - 1
         self._last_seq = seq if self._last_seq is None else max(seq, self._last_seq)
+        if frame is None:  # counted once, as not_held (not again as a gap by the next frame)
+            return
         self.counts["received"] += 1
         lat = self._lat
         lat["camera_to_agent"].append(header["t_agent_ns"] - header["t_camera_ns"])

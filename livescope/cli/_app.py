@@ -238,10 +238,11 @@ def _acquire_and_report(
                 prof, sequence, run_dir, seed=seed, progress=progress, backend=backend
             )
         bar.update(task, description="writing the report")
+        from livescope.schema import write_atomic
         from livescope.view import write_report
 
         summary["report"] = str(write_report(run_dir).resolve())
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+        write_atomic(run_dir / "summary.json", json.dumps(summary, indent=1))
     return summary
 
 

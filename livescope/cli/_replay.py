@@ -203,10 +203,11 @@ def _replay_cluster(
 
 
 def _write_report(out: Path, summary: dict[str, Any]) -> None:
+    from livescope.schema import write_atomic
     from livescope.view import write_report
 
     summary["report"] = str(write_report(out).resolve())
-    (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    write_atomic(out / "summary.json", json.dumps(summary, indent=1))
 
 
 def replay_task(spec: Any) -> dict[str, Any]:

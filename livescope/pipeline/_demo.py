@@ -27,7 +27,13 @@ import yaml
 
 from livescope.bus import StallMonitor, machine_info
 from livescope.record import read_frames
-from livescope.schema import HardwareProfile, LivescopeError, check_output_folder
+from livescope.schema import (
+    HardwareProfile,
+    LivescopeError,
+    check_output_folder,
+    read_jsonl,
+    write_atomic,
+)
 from livescope.scope import (
     ANAPHASE_SHARE,
     ScopeAgent,
@@ -43,6 +49,8 @@ __all__ = ["DEMO_POLICIES", "SLOW_FIELD_MS", "evaluate_triggers", "run_adaptive"
 
 logger = logging.getLogger("livescope")
 
+ANALYSIS_GAPS = ("fields_missing", "fields_incomplete", "decisions_unanswered", "overlay_errors")
+"""The worker's counts of what it could not do, copied into a run's summary (``analysis_gaps``)."""
 SLOW_FIELD_MS = 5.0
 """A field whose pipeline overhead is above this is slow (issue 7's p99 target on a 2-core PC)."""
 
@@ -227,6 +235,10 @@ def run_adaptive(
             "fields_analysed_late": int(work.get("dropped_live", 0)),
             "dropped_recorded_frames": summary["frames_acquired"] - summary["frames_written"],
             "worker_restarts": work["supervisor"]["restarts"],
+            # what the analysis could not do (0 each in a run that went well): fields
+            # neither received nor recorded in time, fields analysed without all their
+            # frames, decisions the agent never answered, overlay updates that failed
+            "analysis_gaps": {k: int(work.get(k, 0)) for k in ANALYSIS_GAPS},
             "policies_disabled": work.get("policies_disabled", []),
             "engines": work.get("engines", {}),
             "engine_runtimes": work.get("engine_runtimes", {}),
@@ -238,7 +250,7 @@ def run_adaptive(
             "wall_s": round(time.perf_counter() - t0, 2),
         }
     )
-    (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    write_atomic(out / "summary.json", json.dumps(summary, indent=1))
     return summary
 
 
@@ -256,31 +268,25 @@ def _slow_fields(run_dir: Path, monitor: StallMonitor) -> dict[str, int]:
     its camera time is its analysis start less its queue wait and its way to the worker.
     """
     slow = stalled = 0
-    path = run_dir / RESULTS_DIR / "latency.jsonl"
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            rec = json.loads(line)
-            ms = rec.get("ms", {})
-            if not rec.get("live") or float(ms.get("overhead", 0.0)) <= SLOW_FIELD_MS:
-                continue
-            slow += 1
-            t_cam = int(rec["t_start_ns"]) - int(
-                (float(ms["queue_wait"]) + float(ms["camera_to_received"])) * 1e6
-            )
-            stalled += int(monitor.during(t_cam, t_cam + int(float(ms["end_to_end"]) * 1e6)))
+    for rec in read_jsonl(run_dir / RESULTS_DIR / "latency.jsonl"):
+        ms = rec.get("ms", {})
+        if not rec.get("live") or float(ms.get("overhead", 0.0)) <= SLOW_FIELD_MS:
+            continue
+        slow += 1
+        t_cam = int(rec["t_start_ns"]) - int(
+            (float(ms["queue_wait"]) + float(ms["camera_to_received"])) * 1e6
+        )
+        stalled += int(monitor.during(t_cam, t_cam + int(float(ms["end_to_end"]) * 1e6)))
     return {"slow_fields": slow, "slow_fields_in_a_stall": stalled}
 
 
 def _decision_executed_ms(run_dir: Path) -> list[float]:
     """Agent queued a decision's events → its first added frame acquired, ms."""
     acked: dict[str, int] = {}
-    path = run_dir / "decisions.jsonl"
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            rec = json.loads(line)
-            ack = rec.get("ack", {})
-            if ack.get("accepted"):
-                acked[ack["decision_id"]] = int(ack.get("t_acked_ns", 0))
+    for rec in read_jsonl(run_dir / "decisions.jsonl"):
+        ack = rec.get("ack", {})
+        if ack.get("accepted"):
+            acked[ack["decision_id"]] = int(ack.get("t_acked_ns", 0))
     first: dict[str, int] = {}
     for f in read_frames(run_dir):
         d = f.get("added_by")
@@ -355,11 +361,8 @@ def evaluate_triggers(
                     seen[(pos, mother)].append(when)
     observable = {k for k, v in seen.items() if len(v) >= 2}
 
-    triggers = []
-    policy_log = run / RESULTS_DIR / "policy.jsonl"
-    lines = policy_log.read_text(encoding="utf-8").splitlines() if policy_log.is_file() else []
-    for line in lines:
-        rec = json.loads(line)
+    triggers: list[dict[str, Any]] = []
+    for rec in read_jsonl(run / RESULTS_DIR / "policy.jsonl"):
         if rec.get("trigger") != "mitosis" or (rules and rec.get("rule") not in rules):
             continue
         pos, t = str(rec["position"]), int(rec["t"])

@@ -37,6 +37,8 @@ from livescope.schema import (
     load_plan,
     load_profile,
     plan_sections,
+    read_jsonl,
+    write_atomic,
 )
 from livescope.scope import ScopeAgent, map_channels, replay_sequence, run_replay_scope
 
@@ -191,7 +193,7 @@ def run_replay(
             "warnings": list(dict.fromkeys([*summary.get("warnings", []), *ds.warnings])),
         }
     )
-    (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    write_atomic(out / "summary.json", json.dumps(summary, indent=1))
     return summary
 
 
@@ -205,12 +207,10 @@ def replay_overhead(run_dir: str | Path) -> dict[str, float] | None:
     """
     path = Path(run_dir) / RESULTS_DIR / "latency.jsonl"
     spans: list[tuple[int, int]] = []
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            rec = json.loads(line)
-            a, b = int(rec.get("t_start_ns") or 0), int(rec.get("t_done_ns") or 0)
-            if a and b >= a:
-                spans.append((a, b))
+    for rec in read_jsonl(path):
+        a, b = int(rec.get("t_start_ns") or 0), int(rec.get("t_done_ns") or 0)
+        if a and b >= a:
+            spans.append((a, b))
     if len(spans) < 2:
         return None
     first = min(a for a, _ in spans)

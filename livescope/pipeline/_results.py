@@ -22,7 +22,7 @@ import tifffile
 from numpy.typing import NDArray
 
 from livescope.policy import Observation, Verdict
-from livescope.schema import write_atomic
+from livescope.schema import read_jsonl, write_atomic
 
 from ._analyzer import FrameResult
 from ._jobs import Field
@@ -209,17 +209,16 @@ def trim_results(results: Path, done: dict[str, int], decided: dict[str, int]) -
     cells = results / "cells.csv"
     if cells.is_file():
         lines = cells.read_text(encoding="utf-8").splitlines(keepends=True)
-        rows = [ln for ln in lines[1:] if keep(ln.split(",", 2)[0], int(ln.split(",", 2)[1]),
-                                               done)]  # fmt: skip
+        # (a row without its newline was being written when the worker was killed: its
+        # field was not stored, so it goes with the field's other rows)
+        rows = [ln for ln in lines[1:] if ln.endswith("\n") and keep(
+            ln.split(",", 2)[0], int(ln.split(",", 2)[1]), done)]  # fmt: skip
         write_atomic(cells, "".join(lines[:1] + rows) if rows else "")
     for name, upto in (("latency.jsonl", done), ("policy.jsonl", decided)):
         path = results / name
         if path.is_file():
-            out = []
-            for ln in path.read_text(encoding="utf-8").splitlines(keepends=True):
-                rec = json.loads(ln)
-                if keep(str(rec["position"]).split("~")[0], int(rec["t"]), upto):
-                    out.append(ln)
+            out = [json.dumps(rec) + "\n" for rec in read_jsonl(path)
+                   if keep(str(rec["position"]).split("~")[0], int(rec["t"]), upto)]  # fmt: skip
             write_atomic(path, "".join(out))
 
 
@@ -232,10 +231,9 @@ def _pct(values: Sequence[float]) -> dict[str, float]:
 def latency_from_log(path: Path) -> dict[str, dict[str, float]]:
     """p50/p99 per stage over every field in ``latency.jsonl``."""
     values: dict[str, list[float]] = collections.defaultdict(list)
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            for k, v in json.loads(line)["ms"].items():
-                values[k].append(float(v))
+    for rec in read_jsonl(path):
+        for k, v in rec["ms"].items():
+            values[k].append(float(v))
     return {k: _pct(v) for k, v in values.items()}
 
 

@@ -222,4 +222,9 @@ class WorkerSupervisor:
                 + (f": {self.error}" if self.error else "")
                 + f"); see {self.results / 'worker.log'}"
             )
+        if summary.get("ok") is False:  # (a worker that failed exits with an error: not this one)
+            raise LivescopeError(
+                f"the worker ended but says its results are incomplete; see "
+                f"{self.results / 'worker.log'}"
+            )
         return summary

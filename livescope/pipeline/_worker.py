@@ -358,6 +358,11 @@ class PipelineWorker:
                 self._drain_decisions()
                 if self._decide_error is not None:
                     raise LivescopeError(f"deciding failed: {self._decide_error}")
+                # the last fields' results are written before the run counts as analysed:
+                # a store error there (a full disk) fails the worker as on any other field
+                self._drain_store()
+                if self._store_error is not None:
+                    raise LivescopeError(f"storing results failed: {self._store_error}")
             except BaseException:
                 self._finish(failed=True)  # no state saved: the field in hand is redone
                 raise

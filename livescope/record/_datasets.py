@@ -88,6 +88,25 @@ def open_dataset(
     )
 
 
+def _refuse_repeated_keys(p: Path, frames: list[RecordedFrame], axes: str) -> None:
+    """Refuse two frames with one key: a replay would serve one of them as both.
+
+    Raises
+    ------
+    DatasetError
+        naming both frames (e.g. two OME-TIFF series of one name, or NDTiff
+        tiles told apart only by axes livescope does not replay).
+
+    """
+    first: dict[FrameKey, str] = {}
+    for f in frames:
+        if (other := first.setdefault(f.key, f.origin)) != f.origin:
+            raise DatasetError(
+                f"{p}: {other} and {f.origin} are both {f.key}: livescope tells frames apart "
+                f"by {axes} only, so a replay would serve one of them as both"
+            )
+
+
 def _open_livescope(p: Path) -> Dataset:
     infos = read_frames(p)  # a line cut short by a crash is skipped
     if not infos:
@@ -216,6 +235,7 @@ def _open_ndtiff(p: Path, interval_s: float, pixel_size_um: float | None) -> Dat
                 )
             )  # fmt: skip
             index[key] = dict(coords)
+        _refuse_repeated_keys(p, frames, "position, time, channel and z")
     except BaseException:
         nd.close()
         raise
@@ -292,6 +312,7 @@ def _open_ome_tiff(p: Path, interval_s: float, pixel_size_um: float | None) -> D
                     )
                 )  # fmt: skip
                 index[key] = (i, plane)
+        _refuse_repeated_keys(p, frames, "series name, T, C and Z")
     except BaseException:
         tf.close()
         raise

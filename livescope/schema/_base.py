@@ -21,6 +21,7 @@ __all__ = [
     "check_output_folder",
     "format_validation_error",
     "json_object",
+    "read_jsonl",
     "read_yaml",
     "write_atomic",
 ]
@@ -61,6 +62,48 @@ def check_output_folder(path: Path, *, empty: bool = False) -> None:
         )
     if not path.exists() and not os.access(parent, os.W_OK):
         raise LivescopeError(f"cannot create the output folder {path}: {parent} is not writable")
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Read a log of one JSON object per line, written by appending (results, decisions).
+
+    A last line without its newline is the one being written when a process was
+    killed (or the disk filled): it is left out, with a warning. Blank lines
+    are skipped. A missing file reads as no records.
+
+    Raises
+    ------
+    LivescopeError
+        if a complete line is not a JSON object (the log was damaged or edited),
+        naming the file and line.
+
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    except UnicodeDecodeError as exc:
+        raise LivescopeError(f"{p}: not a UTF-8 text log ({exc.reason})") from None
+    lines = text.split("\n")
+    if lines[-1].strip():
+        logging.getLogger("livescope").warning(
+            "%s: its last line was cut short (a process killed mid-write); left out", p
+        )
+    out: list[dict[str, Any]] = []
+    for n, line in enumerate(lines[:-1], start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError as exc:
+            raise LivescopeError(f"{p}, line {n}: not a JSON record ({exc})") from None
+        if not isinstance(rec, dict):
+            raise LivescopeError(
+                f"{p}, line {n}: a record is a JSON object, not {type(rec).__name__}"
+            )
+        out.append(rec)
+    return out
 
 
 def write_atomic(path: str | Path, data: str | bytes | memoryview) -> Path:

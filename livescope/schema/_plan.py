@@ -279,9 +279,14 @@ def check_plan(
     problems += _time_and_grid_problems(sequence, profile)
     xy, z = profile.stages.xy, profile.stages.z
     seen: set[str] = set()
+    named: dict[str, int] = {}  # position name -> the plan index of its first event
     planned = plan_events(sequence) if events is None else events
     for event in planned:
         idx = dict(event.index)
+        key, p = position_name(event), int(idx.get("p", 0))
+        if (q := named.setdefault(key, p)) != p and (msg := _same_name(key, q, p)) not in seen:
+            seen.add(msg)
+            problems.append(msg)
         checks = (
             ("x", event.x_pos, xy.x_range_um, "stages.xy.x_range_um"),
             ("y", event.y_pos, xy.y_range_um, "stages.xy.y_range_um"),
@@ -304,6 +309,14 @@ def check_plan(
         problems += _dose_problems(planned_light_s(planned, profile), profile)
     if problems:
         raise PlanError(source, problems[:_MAX_REPORTED])
+
+
+def _same_name(key: str, first: int, again: int) -> str:
+    return (
+        f"stage_positions.{again}: position name {key!r} is also stage_positions.{first}'s "
+        "(an unnamed position is called p<index>); a recording keeps one series per name, so "
+        "their frames would overwrite each other's (give each position a name of its own)"
+    )
 
 
 def _dose_problems(light: dict[tuple[str, str], float], profile: HardwareProfile) -> list[str]:

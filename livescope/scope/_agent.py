@@ -138,6 +138,7 @@ class ScopeAgent:
         """What accepted decisions have booked of the rig's budgets (the plan's frames too)."""
         self.decisions_accepted = 0
         self.decisions_rejected = 0
+        self.decision_log_errors = 0  # answers the decision log could not keep (a full disk)
         # the bus first: an endpoint that cannot be bound (in use, malformed) stops the
         # agent before anything is written into the run folder
         eps = endpoints or {}
@@ -220,6 +221,9 @@ class ScopeAgent:
             accepted = True
         except (LivescopeError, ValueError, KeyError) as exc:
             reason = str(exc.args[0]) if isinstance(exc, KeyError) else str(exc)
+        except Exception as exc:  # a bug: refused and counted, and the run goes on
+            logger.exception("decision %s (%s) failed", decision.decision_id, decision.type)
+            reason = f"internal error: {type(exc).__name__}: {exc}"
         ack = DecisionAck(
             decision_id=decision.decision_id,
             run_id=decision.run_id,
@@ -267,6 +271,7 @@ class ScopeAgent:
             try:
                 self.decision_log.append(record)
             except OSError:
+                self.decision_log_errors += 1
                 logger.exception("decision %s: writing the decision log failed", ack.decision_id)
 
     def _apply(self, d: Decision) -> tuple[int, str]:
@@ -480,8 +485,9 @@ class ScopeAgent:
         bus: dict[str, Any] = self.publisher.stats() if self.publisher else {"mode": "off"}
         bus["dropped_in_agent"] = fanout.bus_dropped
         failed = len(self.engine.failed_events)
+        unlogged = self.decision_log_errors
         summary: dict[str, Any] = {
-            "ok": error is None and failed == 0,
+            "ok": error is None and failed == 0 and unlogged == 0,
             "interrupted": isinstance(error, KeyboardInterrupt),
             "error": (
                 "interrupted (Ctrl-C)"
@@ -490,6 +496,8 @@ class ScopeAgent:
                 if error is not None
                 else f"{failed} frame(s) could not be acquired"
                 if failed
+                else f"{unlogged} decision(s) could not be written to the decision log"
+                if unlogged
                 else None
             ),
             "run_id": self.run_id,
@@ -503,6 +511,7 @@ class ScopeAgent:
             "max_queue_depth": fanout.max_queue_depth,
             "decisions_accepted": self.decisions_accepted,
             "decisions_rejected": self.decisions_rejected,
+            "decision_log_errors": unlogged,
             "bus": bus,
             "out": str(self.run_dir.resolve()),
             "recording": str(self.recorder.path.resolve()),

@@ -8,7 +8,13 @@ from typing import Any, Literal
 
 import useq
 
-from livescope.schema import HardwareProfile, LivescopeError, check_output_folder, check_plan
+from livescope.schema import (
+    HardwareProfile,
+    LivescopeError,
+    check_output_folder,
+    check_plan,
+    write_atomic,
+)
 
 from ._agent import ScopeAgent, ready_or_close
 from ._sim import SimulatedMicroscope
@@ -152,7 +158,7 @@ def run_simulated(
     )
     import json
 
-    (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    write_atomic(out / "summary.json", json.dumps(summary, indent=1))
     return summary
 
 

@@ -42,6 +42,7 @@ from livescope.schema import (
     LivescopeError,
     Move,
     StopPosition,
+    write_atomic,
 )
 
 from ._agent import ScopeAgent, ready_or_close
@@ -507,5 +508,5 @@ def run_replay_scope(
             f"{dataset.path}: {len(source.not_recorded)} planned frame(s) are not in the "
             f"recording and were skipped (first: {source.not_recorded[0]})"
         )
-    (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    write_atomic(out / "summary.json", json.dumps(summary, indent=1))
     return summary

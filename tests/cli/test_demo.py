@@ -1,8 +1,11 @@
 """``livescope demo`` end to end, in a fresh interpreter, as a user runs it.
 
 The module's run is the README's demo with no options: 30 time points, 3
-positions, the pipeline worker and the mitosis rule in the loop (issue 7's
-acceptance figures are checked here).
+positions, the pipeline worker and the mitosis rule in the loop. Issue 7's
+acceptance figures are checked here, except its timing target (pipeline
+overhead p99 <= 5 ms): a timing figure on a shared machine is measured by
+running `livescope demo --json`, not asserted in a test (see
+docs/design/latency.md).
 """
 
 from __future__ import annotations
@@ -50,6 +53,10 @@ def test_demo_meets_the_adaptive_targets(demo_run: tuple[dict, Path]) -> None:
         assert key in summary, key
     assert summary["dropped_recorded_frames"] == 0
     assert summary["frames_analysed"] == 180  # every planned frame (live or caught up)
+    from livescope.pipeline._demo import ANALYSIS_GAPS
+
+    # no field missed or analysed in part, no decision unanswered, no overlay update failed
+    assert summary["analysis_gaps"] == dict.fromkeys(ANALYSIS_GAPS, 0)
     ev = summary["evaluation"]
     assert ev["mitoses_observable"] >= 30, ev  # enough true mitoses for the scores to mean much
     assert summary["trigger_precision"] >= 0.9, ev
@@ -113,6 +120,11 @@ def test_demo_report_opens_in_chromium_with_its_plots(demo_run: tuple[dict, Path
     page = Path(summary["report"]).read_text(encoding="utf-8")
     assert "http://" not in page
     assert "https://" not in page
+    from tests.view.test_report import SECTIONS
+
+    for anchor in SECTIONS:  # the worker's own results, read by the report
+        assert f'<section id="{anchor}">' in page
+    assert 'class="missing"' not in page
     images, errors, title = open_in_chromium(Path(summary["report"]))
     assert errors == []
     assert title.startswith("Run report")

@@ -265,3 +265,61 @@ def test_the_engines_own_thread_pools_compute_as_bulk_threads(
     assert seen, "no engine pool thread started (a session of 2 threads has one)"
     assert set(seen.values()) == {os.SCHED_IDLE}
     assert os.sched_getscheduler(0) != os.SCHED_IDLE  # the caller keeps its class
+
+
+def test_a_store_error_on_the_last_field_fails_the_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a full disk while the run's last field is stored: the worker must not exit as if
+    # every field's results were written (its summary said ok: false, its exit code 0)
+    from livescope.schema import load_profile
+    from livescope.scope import demo_sequence, run_simulated
+
+    prof = load_profile("sim")
+    run = tmp_path / "run"
+    run_simulated(prof, demo_sequence(prof, timepoints=2, positions=1), run, seed=3)
+    w = PipelineWorker(run, NO_ENGINES)
+    real_store = w.store.store
+    stored: list[int] = []
+
+    def store(fld, *args):  # type: ignore[no-untyped-def]
+        if fld.t == 1:
+            raise OSError(28, "No space left on device")
+        stored.append(fld.t)
+        return real_store(fld, *args)
+
+    monkeypatch.setattr(w.store, "store", store)
+    with pytest.raises(LivescopeError, match=r"storing results failed: .*No space left"):
+        w.run(attach_timeout_s=0.1)
+    assert stored == [0]
+    assert json.loads((run / "results" / "worker.json").read_text())["ok"] is False
+
+
+def test_a_resumed_worker_drops_lines_the_killed_one_cut_short(tmp_path: Path) -> None:
+    # killed (or the disk full) mid-write: each restart crashed on the torn line
+    res = tmp_path / "results"
+    res.mkdir()
+    (res / "state.json").write_text(json.dumps(
+        {"version": 1, "run_id": "r", "done": {"p0": 1}, "counts": {}, "trackers": {},
+         "class_cols": []}
+    ))  # fmt: skip
+    (res / "policy_state.json").write_text(json.dumps(
+        {"version": 1, "decided": {"p0": 1}, "policy": {"policies": {}, "disabled": {},
+         "guardrails": {"dose_s": {}, "dose_ch_s": {}, "extra_frames": 0, "sent_at": []}}}
+    ))  # fmt: skip
+    header = "position,t,seq,sample_time_s,label,track\n"
+    (res / "cells.csv").write_text(header + "p0,0,0,0,1,1\np0,1,1,0,1,1\np0,1")  # (of p0,12)
+    lines = [json.dumps({"position": "p0", "t": t, "ms": {}}) + "\n" for t in range(2)]
+    (res / "latency.jsonl").write_text("".join(lines) + '{"position": "p0", "t": 2, "m')
+    (res / "policy.jsonl").write_text('{"position": "p0", "t": 0}\n{"posi')
+    w = PipelineWorker(tmp_path, NO_ENGINES, resume=True)
+    try:
+        assert (res / "cells.csv").read_text() == header + "p0,0,0,0,1,1\np0,1,1,0,1,1\n"
+        assert [json.loads(x)["t"] for x in (res / "latency.jsonl").read_text().splitlines()] == [
+            0, 1,
+        ]  # fmt: skip
+        assert [json.loads(x) for x in (res / "policy.jsonl").read_text().splitlines()] == [
+            {"position": "p0", "t": 0}
+        ]
+    finally:
+        w._finish(failed=True)

@@ -11,10 +11,10 @@ import tifffile
 import zarr
 
 from livescope.record import DatasetError, FrameKey, open_dataset, read_frames
-from livescope.schema import data_root, load_profile
+from livescope.schema import load_profile
 from livescope.scope import demo_sequence, run_simulated
 
-from ..conftest import write_ndtiff
+from ..conftest import shared_subfolder, write_ndtiff
 
 
 @pytest.fixture(scope="module")
@@ -147,10 +147,7 @@ def test_other_inputs_are_clear_errors(tmp_path: Path) -> None:
 
 
 def test_gowt1_sequence_opens_as_a_ctc_folder() -> None:
-    root = data_root()
-    if root is None or not (root / "ctc-Fluo-N2DH-GOWT1" / "01").is_dir():
-        pytest.skip("LIVESCOPE_DATA with ctc-Fluo-N2DH-GOWT1 is not available")
-    with open_dataset(root / "ctc-Fluo-N2DH-GOWT1" / "01") as ds:
+    with open_dataset(shared_subfolder("ctc-Fluo-N2DH-GOWT1/01")) as ds:
         assert len(ds.frames) == 92
         assert ds.frames[0].shape == (1024, 1024)
         assert ds.frames[0].dtype == "uint8"
@@ -181,6 +178,18 @@ def test_an_ome_tiff_replays_each_series_as_a_position(tmp_path: Path) -> None:
         assert f.sample_time_s == 360.0
         assert f.pixel_size_um == pytest.approx(0.65)
         assert np.array_equal(ds.read(f.key), data[3, 1, 0] + 1)
+
+
+def test_two_ome_tiff_series_of_one_name_are_refused(tmp_path: Path) -> None:
+    # one would be served as both: the first series' frames replayed with the second's pixels
+    path = tmp_path / "twice.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as tw:
+        for value in (1, 2):
+            meta = {"axes": "TYX", "Name": "Pos", "Channel": {"Name": ["DAPI"]}}
+            tw.write(np.full((2, 16, 16), value, np.uint16), metadata=meta)
+    with pytest.raises(DatasetError, match=r"twice\.ome\.tif: series 0 plane 0 and series 1 "
+                       r"plane 0 are both .*'Pos'.*series name, T, C and Z"):  # fmt: skip
+        open_dataset(path)
 
 
 def test_a_truncated_or_plain_tiff_is_a_clear_error(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from livescope.schema import write_atomic
+from livescope.schema import LivescopeError, read_jsonl, write_atomic
 
 
 def test_a_write_that_fails_leaves_the_old_file_and_no_temporary(
@@ -54,3 +54,28 @@ def test_remove_file_never_raises_so_that_closing_goes_on(tmp_path: Path) -> Non
     (tmp_path / "a-folder").mkdir()
     assert remove_file(tmp_path / "a-folder") is False  # (an OSError: logged, not raised)
     assert (tmp_path / "a-folder").is_dir()
+
+
+def test_a_log_cut_short_by_a_kill_reads_up_to_its_last_whole_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = tmp_path / "latency.jsonl"
+    log.write_text('{"t": 0}\n\n{"t": 1}\n{"t": 2, "ms": {"eng', encoding="utf-8")
+    with caplog.at_level("WARNING", logger="livescope"):
+        assert read_jsonl(log) == [{"t": 0}, {"t": 1}]
+    assert "its last line was cut short" in caplog.text
+    assert read_jsonl(tmp_path / "none.jsonl") == []
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"t": 0}\n{"t": 1\n{"t": 2}\n', r"latency\.jsonl, line 2: not a JSON record"),
+        ('{"t": 0}\n[1, 2]\n', r"latency\.jsonl, line 2: a record is a JSON object, not list"),
+    ],
+)
+def test_a_damaged_log_line_is_named(tmp_path: Path, text: str, message: str) -> None:
+    log = tmp_path / "latency.jsonl"
+    log.write_text(text, encoding="utf-8")
+    with pytest.raises(LivescopeError, match=message):
+        read_jsonl(log)

@@ -66,6 +66,16 @@ def test_good_plan_passes(sim_profile: HardwareProfile) -> None:
             id="channel-twice",
         ),
         pytest.param(
+            {"stage_positions": [{"x": 0, "y": 0, "name": "A"}, {"x": 400, "y": 0, "name": "A"}]},
+            "stage_positions.1: position name 'A' is also stage_positions.0's",
+            id="position-name-twice",
+        ),
+        pytest.param(  # the second, unnamed, is called p1 too
+            {"stage_positions": [{"x": 0, "y": 0, "name": "p1"}, {"x": 400, "y": 0}]},
+            "stage_positions.1: position name 'p1' is also stage_positions.0's",
+            id="position-named-as-another-unnamed",
+        ),
+        pytest.param(
             {"channels": []},
             "channels: the plan has no channels; give at least one of: Phase, DAPI",
             id="no-channels",

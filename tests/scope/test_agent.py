@@ -157,6 +157,39 @@ def test_bad_decisions_are_rejected_with_reasons_and_the_run_goes_on(
         assert reason in logged
 
 
+def test_a_decision_that_fails_inside_the_agent_is_refused_and_counted(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a bug in applying one decision (fault injected): refused with its error, counted
+    # as rejected (it was not), the run goes on; an answer the decision log cannot keep
+    # (a full disk) is counted and makes the run not ok
+    rid = running.agent.run_id
+
+    def broken(d):  # type: ignore[no-untyped-def]
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(running.agent, "_apply", broken)
+    ack = running.client.send(StopRun(run_id=rid))
+    assert ack.accepted is False
+    assert ack.reason == "internal error: RuntimeError: boom"
+    deadline = time.monotonic() + 5  # (the log is written after the answer)
+    while not read_decisions(running.agent.run_dir) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+    def full(record):  # type: ignore[no-untyped-def]
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(running.agent.decision_log, "append", full)
+    assert running.client.send(StopRun(run_id=rid)).accepted is False
+    running.agent.feed.stop()
+    summary = running.join()
+    assert summary["decisions_rejected"] == 2
+    assert summary["decision_log_errors"] == 1
+    assert summary["ok"] is False
+    assert summary["error"] == "1 decision(s) could not be written to the decision log"
+    assert len(read_decisions(running.agent.run_dir)) == 1
+
+
 def _dapi(run_id: str, ts: range, exposure: float = 1000.0) -> AddEvents:
     return AddEvents(run_id=run_id, delay_s=1e5, events=[  # due long after the test
         useq.MDAEvent(index={"t": t, "p": 0}, channel={"config": "DAPI"}, exposure=exposure)
@@ -472,7 +505,10 @@ def test_a_pause_while_the_feed_waits_delays_the_next_event_by_all_of_it(
     time.sleep(0.5)
     feed.pause_toggled(False)
     waiter.join(5)
-    assert got[0] - t0 == pytest.approx(1.5, abs=0.05)  # 1 s + the whole 0.5 s pause
+    # 1 s + the whole 0.5 s pause. A busy machine only makes it later: the upper bound
+    # is halfway to the 2 s of a pause counted twice, the lower one 50 ms under 1.5 s
+    # (a pause not counted gives 1 s)
+    assert 1.45 <= got[0] - t0 < 1.75, got[0] - t0
 
 
 def test_a_pause_signal_out_of_order_follows_the_runners_state(
@@ -486,7 +522,8 @@ def test_a_pause_signal_out_of_order_follows_the_runners_state(
     t0 = time.perf_counter()
     feed.pause_toggled(True)  # a "paused" signal that came after the runner was resumed
     next(events)  # the feed does not stay paused for good
-    assert time.perf_counter() - t0 == pytest.approx(1.0, abs=0.05)
+    # on time (a busy machine only makes it later); a pause that held would keep it waiting
+    assert 0.95 <= time.perf_counter() - t0 < 1.5
 
 
 def test_only_the_first_event_resets_the_runners_timer(sim: SimulatedMicroscope) -> None:
