@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -12,6 +13,21 @@ from livescope.schema import HardwareProfile, data_root, load_profile
 from livescope.scope import SimulatedMicroscope
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+REQUIRE_ENV = "LIVESCOPE_TEST_REQUIRE"
+"""What must be here, space- or comma-separated: ``data`` (../shared/data or
+$LIVESCOPE_DATA, each data set a test reads), ``torch`` (the torch backend). CI
+(.ci/run) sets ``data torch``: a test that would skip for want of them fails
+instead, so that a missing install step or data folder cannot pass as a green run."""
+
+
+def skip_unless_required(need: str, reason: str) -> NoReturn:
+    """Skip the test for ``reason``, or fail it where $LIVESCOPE_TEST_REQUIRE names ``need``."""
+    required = os.environ.get(REQUIRE_ENV, "").replace(",", " ").split()
+    if need in required:
+        pytest.fail(f"{reason}, and {REQUIRE_ENV} requires {need!r}")
+    pytest.skip(reason)
 
 
 def data_dir() -> Path | None:
@@ -23,7 +39,16 @@ def data_dir() -> Path | None:
 def shared_data() -> Path:
     path = data_dir()
     if path is None:
-        pytest.skip("real data not found: set LIVESCOPE_DATA (CI always does)")
+        skip_unless_required("data", "real data not found: set LIVESCOPE_DATA (CI always does)")
+    return path
+
+
+def shared_subfolder(name: str) -> Path:
+    """A data set of the real data (e.g. ``ctc-Fluo-N2DH-GOWT1/01``); skipped where absent."""
+    root = data_dir()
+    path = None if root is None else root / name
+    if path is None or not path.is_dir():
+        skip_unless_required("data", f"{name} not found in the real data (LIVESCOPE_DATA)")
     return path
 
 

@@ -31,6 +31,8 @@ from livescope.inference import (
 )
 from livescope.schema import EngineCard, EngineCardError, LivescopeError
 
+from ..conftest import skip_unless_required
+
 ENGINE = "nuclei-unet"
 
 
@@ -256,16 +258,14 @@ def test_shipped_engines_take_frames_of_any_size(
     ("backend", "runtime"),
     [
         pytest.param("onnxruntime", "onnxruntime", id="onnxruntime"),
-        pytest.param(
-            "torch", r"torch \(cpu\)", id="torch",
-            marks=pytest.mark.skipif(importlib.util.find_spec("torch") is None,
-                                     reason="torch (train extra) not installed"),
-        ),
+        pytest.param("torch", r"torch \(cpu\)", id="torch"),
     ],
-)  # fmt: skip
+)
 def test_card_padding_less_than_its_unet_needs_names_the_setting(
     tmp_path: Path, backend: str, runtime: str
 ) -> None:
+    if importlib.util.find_spec(backend) is None:
+        skip_unless_required(backend, f"{backend} is not installed (the train extra)")
     dst = tmp_path / "nuclei-stain"
     shutil.copytree(builtin_engines()["nuclei-stain"], dst)
     card = yaml.safe_load((dst / "card.yaml").read_text())
@@ -396,8 +396,8 @@ def test_gpu_postprocess_agrees_with_watershed(
     assert flood.dtype == np.int32
     assert cpu.max() > 10
     s = scores(match_counts(cpu, flood))
-    assert s["f1"] >= 0.97
-    assert s["map"] >= 0.9
+    assert s["f1"] == 1.0  # the same nuclei; a pixel or two may differ at a border
+    assert s["map"] >= 0.98
     # touching nuclei stay apart, and nothing outside the foreground is labelled
     assert not np.any(flood[maps[0] <= pp.fg_threshold])
     empty = np.zeros((32, 32), np.float32)
@@ -454,8 +454,8 @@ def test_backend_selection_reports_why(monkeypatch: pytest.MonkeyPatch) -> None:
 )
 def test_backend_parity_with_onnxruntime_cpu(backend, frame: np.ndarray) -> None:  # type: ignore[no-untyped-def]
     ok, why = backend.available()
-    if not ok:
-        pytest.skip(f"{backend.name} cannot run here: {why}")
+    if not ok:  # (torch's CPU build runs anywhere: CI requires it)
+        skip_unless_required(backend.name, f"{backend.name} cannot run here: {why}")
     ref = Engine(ENGINE, backend=OnnxRuntimeBackend()).infer(frame)
     with Engine(ENGINE, backend=backend) as e:
         out = e.infer(frame)

@@ -20,6 +20,8 @@ from livescope.inference import (
 from livescope.schema import EngineCard, LivescopeError
 from livescope.scope import CellState, SimulatedView, simulated_views
 
+from ..conftest import skip_unless_required
+
 STAIN = "nuclei-stain"
 STATES = "cell-state"
 
@@ -66,7 +68,7 @@ def test_stain_of_a_simulated_phase_frame_follows_the_nuclei(
     outside = res.image[view.labels == 0].mean()
     assert inside > outside + 0.2, (inside, outside)
     target = normalize_percentile(view.fluorescence)
-    assert stain_scores(res.image, target)["pearson"] > 0.5
+    assert stain_scores(res.image, target)["pearson"] >= 0.85  # 0.93 measured
 
 
 def test_stain_rescales_to_the_cards_pixel_size(stain: StainEngine, view: SimulatedView) -> None:
@@ -79,7 +81,7 @@ def test_stain_rescales_to_the_cards_pixel_size(stain: StainEngine, view: Simula
     assert res.scale == pytest.approx(2.0)
     assert res.image.shape == small.shape
     target = normalize_percentile(view.fluorescence[::2, ::2])
-    assert stain_scores(res.image, target)["pearson"] > 0.5
+    assert stain_scores(res.image, target)["pearson"] >= 0.85  # 0.93 measured
 
 
 @pytest.mark.parametrize(
@@ -192,7 +194,11 @@ def test_states_of_every_cell_in_one_call(states: CellStateEngine, view: Simulat
         [v[0] != CellState.INTERPHASE for v in (view.states[i] for i in res.ids.tolist())]
     )
     said = res.p_mitosis >= 0.5
-    assert (said == truth).mean() > 0.8  # the held-out acceptance check is in test_issue6
+    # calling every cell interphase scores 0.78 here: every mitotic cell must be found
+    # (the held-out acceptance check is in test_issue6)
+    assert truth.sum() >= 3
+    assert (said & truth).sum() == truth.sum()
+    assert (said == truth).mean() >= 0.9
 
 
 def test_states_refuse_bad_input(states: CellStateEngine, view: SimulatedView) -> None:
@@ -246,8 +252,8 @@ def test_stain_scores_on_known_cases() -> None:
 @pytest.mark.parametrize("name", [STAIN, STATES])
 def test_backend_parity(backend, name: str, view: SimulatedView) -> None:  # type: ignore[no-untyped-def]
     ok, why = backend.available()
-    if not ok:
-        pytest.skip(f"{backend.name} cannot run here: {why}")
+    if not ok:  # (torch's CPU build runs anywhere: CI requires it)
+        skip_unless_required(backend.name, f"{backend.name} cannot run here: {why}")
     from livescope.cli._engines import _run_any, _test_inputs
     from livescope.inference import Engine
 

@@ -28,7 +28,7 @@ from livescope.scope import demo_sequence, run_simulated
 from livescope.tracking import evaluate_tracking
 from livescope.view import write_report
 
-from ..conftest import run_cli, write_ndtiff
+from ..conftest import run_cli, shared_subfolder, write_ndtiff
 
 pytestmark = pytest.mark.slow
 
@@ -178,10 +178,8 @@ def test_a_recording_cut_mid_write_replays_up_to_its_last_frame_and_says_so(repl
     assert all(r in full for r in cut if (r[0], r[1]) != ("p0", "2"))
 
 
-def test_a_ctc_folder_replays_through_the_command(shared_data: Path, tmp_path: Path) -> None:
-    seq = shared_data / "ctc-Fluo-N2DH-GOWT1" / "01"
-    if not seq.is_dir():
-        pytest.skip(f"{seq} not found")
+def test_a_ctc_folder_replays_through_the_command(tmp_path: Path) -> None:
+    seq = shared_subfolder("ctc-Fluo-N2DH-GOWT1/01")
     short = tmp_path / "01"
     short.mkdir()
     for t in range(4):

@@ -256,10 +256,9 @@ def _attributes(page: str, name: str) -> list[str]:
 
 
 def test_report_is_one_self_contained_file(analysed_run: tuple[Path, Path, float]) -> None:
-    out, report, seconds = analysed_run
+    out, report, _ = analysed_run
     assert report == out / "report.html"
     page = report.read_text(encoding="utf-8")
-    assert seconds < 20, f"write_report took {seconds:.1f} s"
     srcs, hrefs = _attributes(page, "src"), _attributes(page, "href")
     assert len(srcs) == EXPECTED_PLOTS
     assert all(s.startswith("data:image/png;base64,") for s in srcs)
