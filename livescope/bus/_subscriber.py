@@ -331,11 +331,21 @@ class FrameSubscriber:
     # ------------------------------------------------------------ consumer API
 
     def get(self, timeout: float | None = None) -> Frame | None:
-        """Next frame by the policy, or None after ``timeout`` seconds (None: wait forever)."""
+        """Next frame by the policy, or None after ``timeout`` seconds (None: wait forever).
+
+        Raises
+        ------
+        LivescopeError
+            once the frames taken, if the receiving thread stopped on an error
+            (no more frames would come: the caller must not wait for them).
+
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while not self._queue:
                 if self._stop.is_set():
+                    if self._error is not None:
+                        raise LivescopeError(f"the frame receiver stopped: {self._error!r}")
                     return None
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:

@@ -117,13 +117,22 @@ class FieldAssembler:
                         with self._count_lock:
                             counts["frames_already_analysed"] += 1
                         continue
+                    pixels = np.array(frame.array, copy=True)
+                    if not frame.valid():  # its shared-memory slot was reused while it waited
+                        with self._count_lock:  # (its field is completed from the recording)
+                            counts["frames_overwritten"] += 1
+                        logger.warning(
+                            "frame %s was overwritten in shared memory before it was read; "
+                            "it is read from the recording", h["seq"],
+                        )  # fmt: skip
+                        continue
                     if pending is not None and (pending.position, pending.t) != key:
                         fields.put(pending)  # incomplete: its other frames never came
                         pending = None
                     if pending is None:
                         pending = Field(key[0], key[1], {}, dict(h), frame.t_received_ns)
                     z = int(h["index"].get("z", 0))
-                    pending.frames[(str(h["channel"]), z)] = np.array(frame.array, copy=True)
+                    pending.frames[(str(h["channel"]), z)] = pixels
                     pending.header, pending.t_received_ns = dict(h), frame.t_received_ns
                 finally:
                     frame.release()

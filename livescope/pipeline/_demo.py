@@ -49,7 +49,10 @@ __all__ = ["DEMO_POLICIES", "SLOW_FIELD_MS", "evaluate_triggers", "run_adaptive"
 
 logger = logging.getLogger("livescope")
 
-ANALYSIS_GAPS = ("fields_missing", "fields_incomplete", "decisions_unanswered", "overlay_errors")
+ANALYSIS_GAPS = (
+    "fields_missing", "fields_incomplete", "fields_unreadable", "decisions_unanswered",
+    "overlay_errors",
+)  # fmt: skip
 """The worker's counts of what it could not do, copied into a run's summary (``analysis_gaps``)."""
 SLOW_FIELD_MS = 5.0
 """A field whose pipeline overhead is above this is slow (issue 7's p99 target on a 2-core PC)."""
@@ -237,7 +240,8 @@ def run_adaptive(
             "worker_restarts": work["supervisor"]["restarts"],
             # what the analysis could not do (0 each in a run that went well): fields
             # neither received nor recorded in time, fields analysed without all their
-            # frames, decisions the agent never answered, overlay updates that failed
+            # frames, recorded fields none of whose frames could be read, decisions the
+            # agent never answered, overlay updates that failed
             "analysis_gaps": {k: int(work.get(k, 0)) for k in ANALYSIS_GAPS},
             "policies_disabled": work.get("policies_disabled", []),
             "engines": work.get("engines", {}),

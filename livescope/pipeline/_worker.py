@@ -94,9 +94,9 @@ WORKER_COUNTS = (
     "added_frames_received", "cells", "decisions_accepted", "decisions_answered_late",
     "decisions_not_sent", "decisions_refused_late", "decisions_rejected_agent",
     "decisions_rejected_guardrail", "decisions_unanswered", "dropped_live", "fields_analysed",
-    "fields_incomplete", "fields_missing", "frames_already_analysed", "frames_analysed",
-    "frames_completed_from_recording", "frames_dropped_live", "frames_received",
-    "overlay_errors", "restarts",
+    "fields_incomplete", "fields_missing", "fields_unreadable", "frames_already_analysed",
+    "frames_analysed", "frames_completed_from_recording", "frames_dropped_live",
+    "frames_overwritten", "frames_received", "overlay_errors", "restarts",
 )  # fmt: skip
 """The counts a worker's summary always holds (``results/worker.json``), 0 when nothing
 happened."""
@@ -466,8 +466,11 @@ class PipelineWorker:
     def _process_recorded(self, position: str, t: int, infos: list[dict[str, Any]]) -> None:
         frames: dict[tuple[str, int], NDArray[Any]] = {}
         self.recorded.read_into(infos, frames)
-        if not frames:
+        if not frames:  # every frame unreadable (each named in the log): counted, not analysed
+            self.counts["fields_unreadable"] += 1
             return
+        if len(frames) < len(infos):
+            self.counts["fields_incomplete"] += 1
         last = infos[-1]
         header = {**last, "t_camera_ns": int(last.get("t_camera_ns", 0))}
         self.counts["dropped_live"] += 1
@@ -684,7 +687,7 @@ class PipelineWorker:
             if (client := self.link.decisions) is not None:
                 client.drain()  # answered after the worker stopped waiting
                 if client.late_answers:
-                    self.counts["decisions_answered_late"] = client.late_answers
+                    self.counts["decisions_answered_late"] += client.late_answers
             self.link.close()
         self.store.close_overlay()
         if not failed:  # the live track-id masks become a valid CTC result (tracks without gaps)

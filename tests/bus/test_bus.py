@@ -406,3 +406,30 @@ def test_pending_counts_the_frames_waiting_to_be_taken() -> None:
     finally:
         sub.close()
         pub.close()
+
+
+def test_a_receiver_that_stops_on_an_error_says_so_instead_of_going_quiet(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # declared dead by the writer, and registering again fails (faults injected): the
+    # worker's assembler used to spin on get() returning None at once, analysing nothing
+    pub = FramePublisher("r1", mode="shm", max_frame_bytes=64 * 64 * 2, ring_bytes=4 * 64 * 64 * 2)
+    sub = FrameSubscriber(pub.endpoint, control_endpoint=pub.control_endpoint)
+    try:
+        time.sleep(0.3)
+        pub.publish(frame(0, (64, 64)), info(0), clock_ns())
+        f = sub.get(timeout=2)
+        assert f is not None
+        f.release()
+
+        def refused(ctx):  # type: ignore[no-untyped-def]
+            raise LivescopeError("the writer does not answer")
+
+        assert sub.reader is not None
+        monkeypatch.setattr(sub, "_hello", refused)
+        monkeypatch.setattr(sub.reader, "heartbeat", lambda: False)
+        with pytest.raises(LivescopeError, match=r"the frame receiver stopped: .*does not answer"):
+            sub.get(timeout=3)
+    finally:
+        sub.close()
+        pub.close()

@@ -323,3 +323,23 @@ def test_a_resumed_worker_drops_lines_the_killed_one_cut_short(tmp_path: Path) -
         ]
     finally:
         w._finish(failed=True)
+
+
+def test_recorded_fields_with_unreadable_frames_are_counted(tmp_path: Path) -> None:
+    # a field none of whose frames can be read was skipped with only a warning per frame;
+    # one read in part was analysed as if whole
+    from livescope.schema import load_profile
+    from livescope.scope import demo_sequence, run_simulated
+
+    prof = load_profile("sim")
+    run = tmp_path / "run"
+    run_simulated(prof, demo_sequence(prof, timepoints=2, positions=1), run, seed=3)
+    chunks = run / "data.ome.zarr" / "0" / "0" / "c"  # (t, c, z, y, x)
+    (chunks / "0" / "1" / "0" / "0" / "0").write_bytes(b"\x00" * 64)  # t=0: DAPI
+    for c in ("0", "1"):  # t=1: both channels
+        (chunks / "1" / c / "0" / "0" / "0").write_bytes(b"\x00" * 64)
+    summary = PipelineWorker(run, NO_ENGINES).run(attach_timeout_s=0.1)
+    assert summary["ok"] is True
+    assert summary["fields_analysed"] == 1
+    assert summary["fields_incomplete"] == 1
+    assert summary["fields_unreadable"] == 1
