@@ -544,15 +544,16 @@ class PycromanagerAgent(ScopeAgent):
                     missing = list(self._pending.values())
                     self._stage_at.clear()  # (positions of frames that never came)
                 self.engine.failed_events.extend(missing)
+                if error is None and (missing or self._errors):  # (in the summary too)
+                    first = f": {self._errors[0]}" if self._errors else " (see stderr)"
+                    error = LivescopeError(
+                        f"pycromanager acquired {self.images_saved} of {self.events_submitted} "
+                        f"events{first}"
+                    )
+                    error.__cause__ = self._errors[0] if self._errors else None
                 summary, error = self._end(fanout, duration, error)
         if error is not None:
             raise error
-        if missing or self._errors:
-            first = f": {self._errors[0]}" if self._errors else " (see stderr)"
-            raise LivescopeError(
-                f"pycromanager acquired {self.images_saved} of {self.events_submitted} "
-                f"events{first}"
-            ) from (self._errors[0] if self._errors else None)
         return summary
 
     @staticmethod

@@ -6,6 +6,7 @@ has a test here, named after what livescope does about it.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -265,6 +266,33 @@ def test_a_shortfall_raises_and_every_frame_acquired_is_recorded(
         _adler(RecordingReader(tmp_path / "run").read(f)) for f in frames
     ]
     assert agent.engine.failed_events  # the summary counts the frames that never came
+    _registry_is_clean()
+
+
+def test_an_image_that_cannot_be_read_back_makes_the_run_fail_in_its_summary_too(
+    scope: SimulatedMicroscope, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the event was taken off the pending list before its image failed to be read: the
+    # summary said ok, with no frame failed, while run() raised
+    from livescope.scope import _pycromanager
+
+    real, calls = _pycromanager.read_saved_frame, []
+
+    def flaky(dataset, axes):  # type: ignore[no-untyped-def]
+        calls.append(axes)
+        if len(calls) == 2:
+            raise OSError("the NDTiff file could not be read")
+        return real(dataset, axes)
+
+    monkeypatch.setattr(_pycromanager, "read_saved_frame", flaky)
+    agent = PycromanagerAgent(
+        scope.core, scope.profile, _plan(), tmp_path / "run", sim=scope, bus="off",
+    )  # fmt: skip
+    with pytest.raises(LivescopeError, match=r"acquired \d+ of \d+ events: the NDTiff file"):
+        agent.run()
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["ok"] is False
+    assert "the NDTiff file could not be read" in summary["error"]
     _registry_is_clean()
 
 
