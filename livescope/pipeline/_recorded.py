@@ -19,6 +19,8 @@ logger = logging.getLogger("livescope")
 
 FieldKey = tuple[str, int]
 """(position, t) of a field."""
+RECORDER_BEHIND_S = 60.0
+"""How long to wait for frames the bus lost while the recorder is still behind them."""
 
 
 class RecordedFields:
@@ -50,6 +52,8 @@ class RecordedFields:
         self.default_expected = default_expected
         self.analyse_added = analyse_added
         self._reader: RecordingReader | None = None
+        self.last_seq = -1
+        """The newest frame (``seq``) in the log when last read."""
 
     def count(self, key: FieldKey) -> int:
         """Return how many frames field ``key`` should have."""
@@ -58,9 +62,11 @@ class RecordedFields:
     def logged(self) -> dict[FieldKey, list[dict[str, Any]]]:
         """Return the frame log's entries by field (none before the recorder starts it)."""
         out: dict[FieldKey, list[dict[str, Any]]] = collections.defaultdict(list)
+        self.last_seq = -1
         if not (self.run_dir / "frames.jsonl").exists():
             return out
         for info in read_frames(self.run_dir):
+            self.last_seq = max(self.last_seq, int(info.get("seq", -1)))
             if info.get("added_by") and not self.analyse_added:
                 continue
             key = (str(info["position"]), int(info["index"].get("t", 0)))
@@ -68,20 +74,34 @@ class RecordedFields:
         return out
 
     def logged_until(
-        self, want: list[FieldKey], wait_s: float
+        self,
+        want: list[FieldKey],
+        wait_s: float,
+        *,
+        until_seq: int | None = None,
+        behind_s: float = RECORDER_BEHIND_S,
     ) -> dict[FieldKey, list[dict[str, Any]]]:
         """Read the frame log, waiting (up to ``wait_s``) until it has every frame of ``want``.
 
         The recorder and the bus are separate threads: a frame may reach the
-        worker before its line reaches the log.
+        worker before its line reaches the log. With ``until_seq`` (a frame
+        acquired after every frame of ``want``), the wait goes on for up to
+        ``behind_s`` while the log has not reached that frame: the recorder
+        logs frames in the order they were taken, so until then it is behind,
+        not missing them (a busy PC), and a field given up on then would never
+        be analysed.
         """
-        deadline = time.monotonic() + wait_s
+        t0 = time.monotonic()
         while True:
             fields = self.logged()
             short = [k for k in want if len(fields.get(k, ())) < self.count(k)]
-            if not short or time.monotonic() > deadline:
+            if not short:
                 return fields
-            time.sleep(0.02)
+            behind = until_seq is not None and self.last_seq < until_seq
+            waited = time.monotonic() - t0
+            if waited > (max(wait_s, behind_s) if behind else wait_s):
+                return fields
+            time.sleep(0.02 if waited < wait_s else 0.1)
 
     def read_into(
         self, infos: list[dict[str, Any]], frames: dict[tuple[str, int], NDArray[Any]]

@@ -431,8 +431,11 @@ class PipelineWorker:
 
     # ------------------------------------------------------------ catching up
 
-    def _catch_up(self, position: str, before_t: int | None) -> None:
-        """Analyse recorded fields of ``position`` newer than the last analysed one."""
+    def _catch_up(self, position: str, before_t: int | None, seq: int | None = None) -> None:
+        """Analyse recorded fields of ``position`` newer than the last analysed one.
+
+        ``before_t``: the live field at hand (its frame ``seq``), which they come before.
+        """
         last = self.done.get(position, -1)
         if before_t is not None and before_t <= last + 1:
             return
@@ -440,7 +443,7 @@ class PipelineWorker:
         if before_t is not None:  # the plan's fields in between (none for an unknown plan)
             want = [(position, t) for t in range(last + 1, before_t) if (position, t) in
                     self.expected]  # fmt: skip
-        fields = self.recorded.logged_until(want, self.config.recording_wait_s)
+        fields = self.recorded.logged_until(want, self.config.recording_wait_s, until_seq=seq)
         ts = sorted(t for (p, t) in fields if p == position and t > last and
                     (before_t is None or t < before_t))  # fmt: skip
         for t in ts:
@@ -452,7 +455,9 @@ class PipelineWorker:
     def _complete(self, fld: Field) -> None:
         """Fill a live field's missing frames (lost on the bus) from the recording."""
         key = (fld.position, fld.t)
-        fields = self.recorded.logged_until([key], self.config.recording_wait_s)
+        fields = self.recorded.logged_until(
+            [key], self.config.recording_wait_s, until_seq=int(fld.header.get("seq", -1))
+        )
         added = self.recorded.read_into(fields.get(key, []), fld.frames)
         self.counts["frames_completed_from_recording"] += added
         if len(fld.frames) < self.recorded.count(key):
@@ -481,7 +486,8 @@ class PipelineWorker:
 
     def _process(self, fld: Field) -> None:
         if fld.live:
-            self._catch_up(fld.position, fld.t)  # fields the bus lost come from the recording
+            # fields the bus lost come from the recording
+            self._catch_up(fld.position, fld.t, int(fld.header.get("seq", -1)))
             if len(fld.frames) < self.recorded.count((fld.position, fld.t)):
                 self._complete(fld)
         if fld.position in self.done and fld.t <= self.done[fld.position]:

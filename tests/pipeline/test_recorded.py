@@ -1,0 +1,48 @@
+"""The worker's reading of the recording for fields the bus did not deliver."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+from livescope.pipeline._recorded import RecordedFields
+
+
+def _log(run: Path, seqs: range, t: int) -> None:
+    with (run / "frames.jsonl").open("a", encoding="utf-8") as f:
+        for seq in seqs:
+            ch = "Phase" if seq % 2 == 0 else "DAPI"
+            f.write(json.dumps({"seq": seq, "position": "p0", "index": {"t": t},
+                                "channel": ch}) + "\n")  # fmt: skip
+
+
+def test_a_recorder_behind_the_field_at_hand_is_waited_for(tmp_path: Path) -> None:
+    # the bus lost t=1; the worker has t=2 (frames 4-5) in hand. The recorder logs frames
+    # in the order they were taken: until it reaches frame 5 it is behind, not missing
+    # t=1, and giving up after the 0.5 s wait left t=1 unanalysed for good
+    _log(tmp_path, range(0, 2), 0)
+    rec = RecordedFields(tmp_path, {("p0", t): 2 for t in range(3)}, 2)
+    writer = threading.Timer(1.5, lambda: (_log(tmp_path, range(2, 4), 1),
+                                           _log(tmp_path, range(4, 6), 2)))  # fmt: skip
+    writer.start()
+    try:
+        t0 = time.monotonic()
+        fields = rec.logged_until([("p0", 1)], 0.5, until_seq=5, behind_s=30)
+        waited = time.monotonic() - t0
+    finally:
+        writer.cancel()
+    assert len(fields[("p0", 1)]) == 2
+    assert waited >= 1.5
+    assert rec.last_seq == 5
+
+
+def test_a_field_the_log_has_passed_is_missing_after_the_short_wait(tmp_path: Path) -> None:
+    _log(tmp_path, range(0, 2), 0)
+    _log(tmp_path, range(4, 6), 2)  # t=1 never taken (its event failed)
+    rec = RecordedFields(tmp_path, {("p0", t): 2 for t in range(3)}, 2)
+    t0 = time.monotonic()
+    fields = rec.logged_until([("p0", 1)], 0.3, until_seq=5, behind_s=30)
+    assert ("p0", 1) not in fields
+    assert time.monotonic() - t0 < 5  # not the 30 s kept for a recorder still behind
