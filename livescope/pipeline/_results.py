@@ -13,6 +13,8 @@ import collections
 import csv
 import json
 import logging
+import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,13 @@ from livescope.schema import read_jsonl, write_atomic
 from ._analyzer import FrameResult
 from ._jobs import Field
 
-__all__ = ["ResultsStore", "latency_from_log", "trim_results"]
+__all__ = [
+    "ResultsStore",
+    "ctc_staging",
+    "latency_from_log",
+    "restore_live_masks",
+    "trim_results",
+]
 
 logger = logging.getLogger("livescope")
 
@@ -193,6 +201,35 @@ class ResultsStore:
         """Close the files (after the store thread has stopped and the overlay is closed)."""
         for f in (self._cells, self._policy_log, self._latency_log):
             f.close()
+
+
+def ctc_staging(folder: Path) -> tuple[Path, Path]:
+    """Return where a position's CTC result is staged, and where its live masks wait.
+
+    The result is written to ``results/ctc/.<position>.new`` before it is
+    swapped in; the live track-id masks wait in ``.<position>.live`` meanwhile.
+    """
+    return folder.with_name(f".{folder.name}.new"), folder.with_name(f".{folder.name}.live")
+
+
+def restore_live_masks(results: Path) -> None:
+    """Undo a CTC rewrite that a killed worker had not finished (before its state was saved).
+
+    A position whose live masks are still kept aside gets them back (the
+    rewritten result goes: it is written again at the end); a half-written
+    result is removed.
+    """
+    ctc = results / "ctc"
+    if not ctc.is_dir():
+        return
+    for live in ctc.glob(".*.live"):
+        folder = live.with_name(live.name[1 : -len(".live")])
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(live, folder)
+        logger.info("%s: the live track masks are restored (a rewrite was cut short)", folder)
+    for staged in ctc.glob(".*.new"):
+        shutil.rmtree(staged, ignore_errors=True)
 
 
 def trim_results(results: Path, done: dict[str, int], decided: dict[str, int]) -> None:

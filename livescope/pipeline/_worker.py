@@ -32,7 +32,9 @@ import collections
 import gc
 import json
 import logging
+import os
 import queue
+import shutil
 import threading
 import time
 from collections.abc import Sequence
@@ -73,7 +75,13 @@ from ._config import PLAN_FILE, RESULTS_DIR, WorkerConfig
 from ._jobs import DecideJob, Field, StoreJob, overlap_ns
 from ._observe import observe
 from ._recorded import RecordedFields
-from ._results import ResultsStore, latency_from_log, trim_results
+from ._results import (
+    ResultsStore,
+    ctc_staging,
+    latency_from_log,
+    restore_live_masks,
+    trim_results,
+)
 from ._sending import FieldDecisions, Unanswered
 
 __all__ = ["PipelineWorker"]
@@ -303,6 +311,7 @@ class PipelineWorker:
             pstate = json.loads(ppath.read_text(encoding="utf-8"))
             self.policy.restore(pstate["policy"])
             self.decided = {str(k): int(v) for k, v in pstate["decided"].items()}
+        restore_live_masks(self.results)
         trim_results(self.results, self.done, self.decided)
         self.resumed = True
         logger.info("worker resumed: %s", dict(self.done))
@@ -696,11 +705,20 @@ class PipelineWorker:
                     self.counts["decisions_answered_late"] += client.late_answers
             self.link.close()
         self.store.close_overlay()
+        live_kept: list[Path] = []
         if not failed:  # the live track-id masks become a valid CTC result (tracks without gaps)
             for pos, tracker in self.analyzer.trackers.items():
                 folder = self.results / "ctc" / pos
                 folder.mkdir(parents=True, exist_ok=True)
-                rewrite_ctc_result(folder, tracker.lineage)
+                # written beside them, then swapped in; the live masks are kept until the
+                # state below is saved: a worker killed before that resumes from them
+                # (`restore_live_masks`), not from masks already relabelled
+                staged, live = ctc_staging(folder)
+                shutil.rmtree(staged, ignore_errors=True)
+                rewrite_ctc_result(folder, tracker.lineage, out=staged)
+                os.replace(folder, live)
+                os.replace(staged, folder)
+                live_kept.append(live)
         runtimes = self.analyzer.engine_runtimes()  # those loaded (by the warm-up, or fields)
         self.analyzer.close()
         self.store.close()
@@ -724,5 +742,7 @@ class PipelineWorker:
         }  # fmt: skip
         if not failed:
             self._save_state()
+            for live in live_kept:
+                shutil.rmtree(live, ignore_errors=True)
         write_atomic(self.results / "worker.json", json.dumps(summary, indent=1))
         return summary

@@ -152,14 +152,17 @@ class _MaskFiles(Sequence[NDArray[np.integer]]):
         return np.zeros(self._shape, np.uint16) if path is None else tifffile.imread(path)
 
 
-def rewrite_ctc_result(folder: str | Path, parent_of: Mapping[int, int]) -> list[CtcTrack]:
-    """Make a folder of per-frame object-id masks a valid CTC result, in place.
+def rewrite_ctc_result(
+    folder: str | Path, parent_of: Mapping[int, int], out: str | Path | None = None
+) -> list[CtcTrack]:
+    """Make a folder of per-frame object-id masks a valid CTC result, in place or in ``out``.
 
     ``folder/maskT.tif`` hold object (track) ids frame by frame, as a live
     tracker wrote them: an object may vanish for some frames and come back (gap
     closing), and frames may be missing. They are rewritten as CTC labels with
     ``res_track.txt`` (`relabel_for_ctc`), one frame in memory at a time; a
-    missing frame becomes an empty one. Returns the tracks.
+    missing frame becomes an empty one. With ``out`` (a new folder), the result
+    goes there and ``folder`` is left as it was. Returns the tracks.
     """
     base = Path(folder)
     files: dict[int, Path] = {}
@@ -167,8 +170,10 @@ def rewrite_ctc_result(folder: str | Path, parent_of: Mapping[int, int]) -> list
         digits = p.stem[4:]
         if digits.isdigit():
             files[int(digits)] = p
+    dest = base if out is None else Path(out)
+    dest.mkdir(parents=True, exist_ok=True)
     if not files:
-        (base / "res_track.txt").write_text("", encoding="utf-8")
+        (dest / "res_track.txt").write_text("", encoding="utf-8")
         return []
     with tifffile.TiffFile(next(iter(files.values()))) as tf:
         shape = tuple(tf.pages[0].shape)
@@ -177,11 +182,11 @@ def rewrite_ctc_result(folder: str | Path, parent_of: Mapping[int, int]) -> list
     nd = _digits(len(frames))
     for f in range(len(frames)):
         relabelled = _relabel(frames[f], f, label_at)
-        target = base / f"mask{f:0{nd}d}.tif"
+        target = dest / f"mask{f:0{nd}d}.tif"
         tifffile.imwrite(target, relabelled, compression="zlib")
-        if f in files and files[f] != target:
+        if out is None and f in files and files[f] != target:
             files[f].unlink()  # the same frame under another number of digits
-    with (base / "res_track.txt").open("w", encoding="utf-8") as fh:
+    with (dest / "res_track.txt").open("w", encoding="utf-8") as fh:
         for t in tracks:
             fh.write(f"{t.label} {t.begin} {t.end} {t.parent}\n")
     return tracks

@@ -57,3 +57,5 @@ def test_worker_analyses_each_field_of_a_running_acquisition(tmp_path: Path) -> 
     assert all(int(r["track"]) > 0 and r["state"] for r in rows)
     assert sorted((run / "results" / "ctc" / "A").glob("mask*.tif"))[-1].name == "mask005.tif"
     assert (run / "results" / "ctc" / "A" / "res_track.txt").read_text().strip()
+    # the result was swapped in and the live masks it was made from removed
+    assert sorted(p.name for p in (run / "results" / "ctc").iterdir()) == ["A", "B"]

@@ -343,3 +343,25 @@ def test_recorded_fields_with_unreadable_frames_are_counted(tmp_path: Path) -> N
     assert summary["fields_analysed"] == 1
     assert summary["fields_incomplete"] == 1
     assert summary["fields_unreadable"] == 1
+
+
+def test_a_worker_killed_while_rewriting_its_tracks_resumes_from_the_live_masks(
+    tmp_path: Path,
+) -> None:
+    # killed after the CTC result was swapped in, before its state was saved: the
+    # resumed worker must not read relabelled masks as track ids
+    res = tmp_path / "results"
+    ctc = res / "ctc"
+    for name, text in (("p0", "relabelled"), (".p0.live", "live"), (".p1.new", "half")):
+        (ctc / name).mkdir(parents=True)
+        (ctc / name / "mask000.tif").write_text(text)
+    (res / "state.json").write_text(json.dumps(
+        {"version": 1, "run_id": "r", "done": {"p0": 0}, "counts": {}, "trackers": {},
+         "class_cols": []}
+    ))  # fmt: skip
+    w = PipelineWorker(tmp_path, NO_ENGINES, resume=True)
+    try:
+        assert sorted(p.name for p in ctc.iterdir()) == ["p0"]
+        assert (ctc / "p0" / "mask000.tif").read_text() == "live"
+    finally:
+        w._finish(failed=True)
