@@ -110,6 +110,10 @@ WORKER_COUNTS = (
 happened."""
 
 
+STORE_COUNTS = ("firings_", "decisions_rejected_guardrail", "overlay_errors")
+"""Counts only the store thread adds to (prefixes), for the field it stores."""
+
+
 def _thread_name(tid: int) -> str:
     """Return a thread's kernel name (Linux), or "" when it cannot be read."""
     try:
@@ -654,6 +658,11 @@ class PipelineWorker:
                 self._main_free.wait(0.05)
                 self._decide_free.wait(0.05)
                 self.store.log_latency(job.fld, job.ms)
+                # the counts only this thread keeps, as of this field (the state was taken
+                # when the field was decided, before they counted its firings)
+                job.state["counts"].update(
+                    {k: v for k, v in self.counts.items() if k.startswith(STORE_COUNTS)}
+                )
                 self._save_state(job.state)
                 self._write_policy_state(*job.policy_state)
             except Exception as exc:

@@ -365,3 +365,33 @@ def test_a_worker_killed_while_rewriting_its_tracks_resumes_from_the_live_masks(
         assert (ctc / "p0" / "mask000.tif").read_text() == "live"
     finally:
         w._finish(failed=True)
+
+
+def test_each_fields_saved_state_holds_the_counts_its_storing_added(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the state saved after a field was taken when it was decided, before the store
+    # thread counted its rule firings: a restart from it lost them
+    from livescope.schema import load_profile
+    from livescope.scope import demo_sequence, run_simulated
+
+    prof = load_profile("sim")
+    run = tmp_path / "run"
+    run_simulated(prof, demo_sequence(prof, timepoints=3, positions=1), run, seed=3)
+    w = PipelineWorker(run, NO_ENGINES)
+    real_store, real_save = w.store.store, w._save_state
+    saved: list[int] = []
+
+    def store(*args):  # type: ignore[no-untyped-def]
+        w.counts["firings_accepted"] += 1  # as storing a field with one accepted firing does
+        return real_store(*args)
+
+    def save(state=None):  # type: ignore[no-untyped-def]
+        if state is not None:  # (each field's; the run's end saves its own)
+            saved.append(state["counts"].get("firings_accepted", 0))
+        real_save(state)
+
+    monkeypatch.setattr(w.store, "store", store)
+    monkeypatch.setattr(w, "_save_state", save)
+    w.run(attach_timeout_s=0.1)
+    assert saved == [1, 2, 3]
