@@ -9,6 +9,7 @@ to a decision never waits for the disk).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Any
 __all__ = ["DECISIONS_FILE", "DecisionLog", "read_decisions"]
 
 DECISIONS_FILE = "decisions.jsonl"
+
+logger = logging.getLogger("livescope")
 
 
 class DecisionLog:
@@ -30,6 +33,8 @@ class DecisionLog:
         self._sync_lock = threading.Lock()  # fsync and close
         self._dirty = threading.Event()
         self._closing = False
+        self.sync_errors = 0
+        """Syncs to disk that failed (the log goes on; the run summary counts them)."""
         self._syncer = threading.Thread(
             target=self._sync_loop, name="livescope-decision-log-sync", daemon=True
         )
@@ -50,7 +55,11 @@ class DecisionLog:
             with self._sync_lock:
                 if self._f.closed:
                     return
-                os.fsync(self._f.fileno())
+                try:
+                    os.fsync(self._f.fileno())
+                except OSError:  # (the lines are written; they may not be on disk yet)
+                    self.sync_errors += 1
+                    logger.exception("syncing the decision log %s failed", self.path)
             if self._closing:
                 return
 

@@ -485,7 +485,7 @@ class ScopeAgent:
         bus: dict[str, Any] = self.publisher.stats() if self.publisher else {"mode": "off"}
         bus["dropped_in_agent"] = fanout.bus_dropped
         failed = len(self.engine.failed_events)
-        unlogged = self.decision_log_errors
+        unlogged = self.decision_log_errors + self.decision_log.sync_errors
         summary: dict[str, Any] = {
             "ok": error is None and failed == 0 and unlogged == 0,
             "interrupted": isinstance(error, KeyboardInterrupt),
@@ -496,7 +496,7 @@ class ScopeAgent:
                 if error is not None
                 else f"{failed} frame(s) could not be acquired"
                 if failed
-                else f"{unlogged} decision(s) could not be written to the decision log"
+                else f"{unlogged} write(s) or sync(s) of the decision log failed"
                 if unlogged
                 else None
             ),

@@ -186,7 +186,7 @@ def test_a_decision_that_fails_inside_the_agent_is_refused_and_counted(
     assert summary["decisions_rejected"] == 2
     assert summary["decision_log_errors"] == 1
     assert summary["ok"] is False
-    assert summary["error"] == "1 decision(s) could not be written to the decision log"
+    assert summary["error"] == "1 write(s) or sync(s) of the decision log failed"
     assert len(read_decisions(running.agent.run_dir)) == 1
 
 
