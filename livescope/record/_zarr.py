@@ -29,7 +29,7 @@ from typing import Any, cast
 import numpy as np
 from numpy.typing import NDArray
 
-from livescope.schema import FrameInfo, LivescopeError, write_atomic
+from livescope.schema import FrameInfo, LivescopeError, read_jsonl, write_atomic
 
 __all__ = [
     "CODECS",
@@ -361,24 +361,10 @@ def read_frames(run_dir: str | Path) -> list[FrameInfo]:
         naming the line.
 
     """
-    path = Path(run_dir) / FRAMES_FILE
-    out: list[FrameInfo] = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.endswith("\n"):
-                break  # the line being written when the run was killed
-            if not line.strip():
-                continue
-            try:
-                info = json.loads(line)
-            except ValueError as exc:
-                raise LivescopeError(f"{path}, line {n}: not a JSON frame record ({exc})") from None
-            if not isinstance(info, dict):
-                raise LivescopeError(
-                    f"{path}, line {n}: a frame record is a JSON object, not {type(info).__name__}"
-                )
-            out.append(cast(FrameInfo, info))
-    return out
+    # (while a run goes on, its last line may be being written: left out without a word)
+    records = read_jsonl(Path(run_dir) / FRAMES_FILE, what="frame record", live=True,
+                         missing_ok=False)  # fmt: skip
+    return cast(list[FrameInfo], records)
 
 
 class RecordingReader:

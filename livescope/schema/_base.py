@@ -64,29 +64,36 @@ def check_output_folder(path: Path, *, empty: bool = False) -> None:
         raise LivescopeError(f"cannot create the output folder {path}: {parent} is not writable")
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+def read_jsonl(
+    path: str | Path, *, what: str = "record", live: bool = False, missing_ok: bool = True
+) -> list[dict[str, Any]]:
     """Read a log of one JSON object per line, written by appending (results, decisions).
 
-    A last line without its newline is the one being written when a process was
-    killed (or the disk filled): it is left out, with a warning. Blank lines
-    are skipped. A missing file reads as no records.
+    A last line without its newline is left out: the one being written when a
+    process was killed (or the disk filled), said with a warning; or, with
+    ``live``, the one being written now (no warning). Blank lines are skipped.
+    A missing file reads as no records unless ``missing_ok`` is False.
 
     Raises
     ------
     LivescopeError
         if a complete line is not a JSON object (the log was damaged or edited),
-        naming the file and line.
+        naming the file, the line and ``what`` it should hold.
+    FileNotFoundError
+        if the file is missing and ``missing_ok`` is False.
 
     """
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return []
+        if missing_ok:
+            return []
+        raise
     except UnicodeDecodeError as exc:
         raise LivescopeError(f"{p}: not a UTF-8 text log ({exc.reason})") from None
     lines = text.split("\n")
-    if lines[-1].strip():
+    if lines[-1].strip() and not live:
         logging.getLogger("livescope").warning(
             "%s: its last line was cut short (a process killed mid-write); left out", p
         )
@@ -97,10 +104,10 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
         try:
             rec = json.loads(line)
         except ValueError as exc:
-            raise LivescopeError(f"{p}, line {n}: not a JSON record ({exc})") from None
+            raise LivescopeError(f"{p}, line {n}: not a JSON {what} ({exc})") from None
         if not isinstance(rec, dict):
             raise LivescopeError(
-                f"{p}, line {n}: a record is a JSON object, not {type(rec).__name__}"
+                f"{p}, line {n}: a {what} is a JSON object, not {type(rec).__name__}"
             )
         out.append(rec)
     return out

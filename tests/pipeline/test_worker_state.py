@@ -21,6 +21,17 @@ from ..conftest import run_cli
 NO_ENGINES = WorkerConfig(segmenter=None, stain=None, states=None, overlay=False)
 
 
+def _recorded_run(tmp_path: Path, timepoints: int) -> Path:
+    """A finished simulated run of one position (Phase + DAPI), no worker attached."""
+    from livescope.schema import load_profile
+    from livescope.scope import demo_sequence, run_simulated
+
+    prof = load_profile("sim")
+    run = tmp_path / "run"
+    run_simulated(prof, demo_sequence(prof, timepoints=timepoints, positions=1), run, seed=3)
+    return run
+
+
 def test_fields_of_a_plan_that_skips_channels(tmp_path: Path) -> None:
     (tmp_path / "plan.yaml").write_text(
         "stage_positions: [{x: 0, y: 0, name: A}]\n"
@@ -272,12 +283,7 @@ def test_a_store_error_on_the_last_field_fails_the_worker(
 ) -> None:
     # a full disk while the run's last field is stored: the worker must not exit as if
     # every field's results were written (its summary said ok: false, its exit code 0)
-    from livescope.schema import load_profile
-    from livescope.scope import demo_sequence, run_simulated
-
-    prof = load_profile("sim")
-    run = tmp_path / "run"
-    run_simulated(prof, demo_sequence(prof, timepoints=2, positions=1), run, seed=3)
+    run = _recorded_run(tmp_path, timepoints=2)
     w = PipelineWorker(run, NO_ENGINES)
     real_store = w.store.store
     stored: list[int] = []
@@ -328,12 +334,7 @@ def test_a_resumed_worker_drops_lines_the_killed_one_cut_short(tmp_path: Path) -
 def test_recorded_fields_with_unreadable_frames_are_counted(tmp_path: Path) -> None:
     # a field none of whose frames can be read was skipped with only a warning per frame;
     # one read in part was analysed as if whole
-    from livescope.schema import load_profile
-    from livescope.scope import demo_sequence, run_simulated
-
-    prof = load_profile("sim")
-    run = tmp_path / "run"
-    run_simulated(prof, demo_sequence(prof, timepoints=2, positions=1), run, seed=3)
+    run = _recorded_run(tmp_path, timepoints=2)
     chunks = run / "data.ome.zarr" / "0" / "0" / "c"  # (t, c, z, y, x)
     (chunks / "0" / "1" / "0" / "0" / "0").write_bytes(b"\x00" * 64)  # t=0: DAPI
     for c in ("0", "1"):  # t=1: both channels
@@ -372,12 +373,7 @@ def test_each_fields_saved_state_holds_the_counts_its_storing_added(
 ) -> None:
     # the state saved after a field was taken when it was decided, before the store
     # thread counted its rule firings: a restart from it lost them
-    from livescope.schema import load_profile
-    from livescope.scope import demo_sequence, run_simulated
-
-    prof = load_profile("sim")
-    run = tmp_path / "run"
-    run_simulated(prof, demo_sequence(prof, timepoints=3, positions=1), run, seed=3)
+    run = _recorded_run(tmp_path, timepoints=3)
     w = PipelineWorker(run, NO_ENGINES)
     real_store, real_save = w.store.store, w._save_state
     saved: list[int] = []
