@@ -169,7 +169,9 @@ class DecisionServer:
         return decision, ack
 
     def close(self) -> None:
-        """Stop the server thread and close the socket."""
+        """Stop the server thread and close the socket (again: nothing more happens)."""
+        if self._ctx.closed:
+            return
         self._stop.set()
         self._thread.join(timeout=2)
         if self._security is not None:

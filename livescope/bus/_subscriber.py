@@ -336,8 +336,9 @@ class FrameSubscriber:
         Raises
         ------
         LivescopeError
-            once the frames taken, if the receiving thread stopped on an error
-            (no more frames would come: the caller must not wait for them).
+            if the receiving thread stopped on an error: no more frames will
+            come (those still queued then were released with it, unread), and
+            the caller must not wait for them.
 
         """
         deadline = None if timeout is None else time.monotonic() + timeout

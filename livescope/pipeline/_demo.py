@@ -51,7 +51,7 @@ logger = logging.getLogger("livescope")
 
 ANALYSIS_GAPS = (
     "fields_missing", "fields_incomplete", "fields_unreadable", "decisions_unanswered",
-    "overlay_errors",
+    "overlay_errors", "ctc_results_not_written",
 )  # fmt: skip
 """The worker's counts of what it could not do, copied into a run's summary (``analysis_gaps``)."""
 SLOW_FIELD_MS = 5.0
@@ -241,7 +241,8 @@ def run_adaptive(
             # what the analysis could not do (0 each in a run that went well): fields
             # neither received nor recorded in time, fields analysed without all their
             # frames, recorded fields none of whose frames could be read, decisions the
-            # agent never answered, overlay updates that failed
+            # agent never answered, overlay updates that failed, positions whose tracks
+            # could not be written as a CTC result
             "analysis_gaps": {k: int(work.get(k, 0)) for k in ANALYSIS_GAPS},
             "policies_disabled": work.get("policies_disabled", []),
             "engines": work.get("engines", {}),

@@ -89,7 +89,8 @@ class RecordedFields:
         ``behind_s`` while the log has not reached that frame: the recorder
         logs frames in the order they were taken, so until then it is behind,
         not missing them (a busy PC), and a field given up on then would never
-        be analysed.
+        be analysed. Once the run has ended (its ``summary.json``), every frame
+        it took is logged: no longer wait.
         """
         t0 = time.monotonic()
         while True:
@@ -97,7 +98,11 @@ class RecordedFields:
             short = [k for k in want if len(fields.get(k, ())) < self.count(k)]
             if not short:
                 return fields
-            behind = until_seq is not None and self.last_seq < until_seq
+            behind = (
+                until_seq is not None
+                and self.last_seq < until_seq
+                and not (self.run_dir / "summary.json").exists()
+            )  # (ended: all logged)
             waited = time.monotonic() - t0
             if waited > (max(wait_s, behind_s) if behind else wait_s):
                 return fields

@@ -103,7 +103,8 @@ WORKER_COUNTS = (
     "decisions_not_sent", "decisions_refused_late", "decisions_rejected_agent",
     "decisions_rejected_guardrail", "decisions_unanswered", "dropped_live", "fields_analysed",
     "fields_incomplete", "fields_missing", "fields_unreadable", "frames_already_analysed",
-    "frames_analysed", "frames_completed_from_recording", "frames_dropped_live",
+    "ctc_results_not_written", "frames_analysed", "frames_completed_from_recording",
+    "frames_dropped_live",
     "frames_overwritten", "frames_received", "overlay_errors", "restarts",
 )  # fmt: skip
 """The counts a worker's summary always holds (``results/worker.json``), 0 when nothing
@@ -468,9 +469,10 @@ class PipelineWorker:
     def _complete(self, fld: Field) -> None:
         """Fill a live field's missing frames (lost on the bus) from the recording."""
         key = (fld.position, fld.t)
-        fields = self.recorded.logged_until(
-            [key], self.config.recording_wait_s, until_seq=int(fld.header.get("seq", -1))
-        )
+        # (the frames lost may come after the last one received: the field's last frame is
+        # that many further on; the wait stops anyway once the run has ended)
+        last = int(fld.header.get("seq", -1)) + self.recorded.count(key) - len(fld.frames)
+        fields = self.recorded.logged_until([key], self.config.recording_wait_s, until_seq=last)
         added = self.recorded.read_into(fields.get(key, []), fld.frames)
         self.counts["frames_completed_from_recording"] += added
         if len(fld.frames) < self.recorded.count(key):
@@ -487,7 +489,7 @@ class PipelineWorker:
         if not frames:  # every frame unreadable (each named in the log): counted, not analysed
             self.counts["fields_unreadable"] += 1
             return
-        if len(frames) < len(infos):
+        if len(frames) < self.recorded.count((position, t)):  # unreadable, or never logged
             self.counts["fields_incomplete"] += 1
         last = infos[-1]
         header = {**last, "t_camera_ns": int(last.get("t_camera_ns", 0))}
@@ -660,8 +662,9 @@ class PipelineWorker:
                 self.store.log_latency(job.fld, job.ms)
                 # the counts only this thread keeps, as of this field (the state was taken
                 # when the field was decided, before they counted its firings)
+                counts = dict(self.counts)  # (one copy: other threads add keys meanwhile)
                 job.state["counts"].update(
-                    {k: v for k, v in self.counts.items() if k.startswith(STORE_COUNTS)}
+                    {k: v for k, v in counts.items() if k.startswith(STORE_COUNTS)}
                 )
                 self._save_state(job.state)
                 self._write_policy_state(*job.policy_state)
@@ -724,9 +727,17 @@ class PipelineWorker:
                 # (`restore_live_masks`), not from masks already relabelled
                 staged, live = ctc_staging(folder)
                 shutil.rmtree(staged, ignore_errors=True)
-                rewrite_ctc_result(folder, tracker.lineage, out=staged)
-                os.replace(folder, live)
-                os.replace(staged, folder)
+                shutil.rmtree(live, ignore_errors=True)  # (a run's end killed before it went)
+                try:
+                    rewrite_ctc_result(folder, tracker.lineage, out=staged)
+                    os.replace(folder, live)
+                except OSError as exc:  # e.g. a file in it held open by another program
+                    shutil.rmtree(staged, ignore_errors=True)
+                    self.counts["ctc_results_not_written"] += 1
+                    logger.warning("%s: the CTC result could not be written (%s); the folder "
+                                   "keeps the live track ids", folder, exc)  # fmt: skip
+                    continue
+                os.replace(staged, folder)  # (a new name: nothing holds it open)
                 live_kept.append(live)
         runtimes = self.analyzer.engine_runtimes()  # those loaded (by the warm-up, or fields)
         self.analyzer.close()

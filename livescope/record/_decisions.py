@@ -69,9 +69,14 @@ class DecisionLog:
         self._dirty.set()
         with self._sync_lock, self._lock:
             if not self._f.closed:
-                self._f.flush()
-                os.fsync(self._f.fileno())
-                self._f.close()
+                try:
+                    self._f.flush()
+                    os.fsync(self._f.fileno())
+                except OSError:
+                    self.sync_errors += 1
+                    logger.exception("syncing the decision log %s failed", self.path)
+                finally:
+                    self._f.close()
         self._syncer.join(timeout=5)
 
 

@@ -534,6 +534,11 @@ class ScopeAgent:
         import json
 
         try:
+            # the decision channel's last answers are logged, and the log synced, before
+            # the summary counts what the log could not keep
+            if self.server is not None:
+                self.server.close()
+            self.decision_log.close()
             summary = self._summary(fanout, duration, error)
             path = self.run_dir / "summary.json"
             try:  # never half-written: a run without it reads as one cut short

@@ -11,11 +11,12 @@ from livescope.pipeline._recorded import RecordedFields
 
 
 def _log(run: Path, seqs: range, t: int) -> None:
+    """Log frames ``seqs`` (two per time point, from ``t`` on) in one write."""
+    lines = [json.dumps({"seq": seq, "position": "p0", "index": {"t": t + k // 2},
+                         "channel": ("Phase", "DAPI")[k % 2]}) + "\n"
+             for k, seq in enumerate(seqs)]  # fmt: skip
     with (run / "frames.jsonl").open("a", encoding="utf-8") as f:
-        for seq in seqs:
-            ch = "Phase" if seq % 2 == 0 else "DAPI"
-            f.write(json.dumps({"seq": seq, "position": "p0", "index": {"t": t},
-                                "channel": ch}) + "\n")  # fmt: skip
+        f.write("".join(lines))
 
 
 def test_a_recorder_behind_the_field_at_hand_is_waited_for(tmp_path: Path) -> None:
@@ -24,8 +25,7 @@ def test_a_recorder_behind_the_field_at_hand_is_waited_for(tmp_path: Path) -> No
     # t=1, and giving up after the 0.5 s wait left t=1 unanalysed for good
     _log(tmp_path, range(0, 2), 0)
     rec = RecordedFields(tmp_path, {("p0", t): 2 for t in range(3)}, 2)
-    writer = threading.Timer(1.5, lambda: (_log(tmp_path, range(2, 4), 1),
-                                           _log(tmp_path, range(4, 6), 2)))  # fmt: skip
+    writer = threading.Timer(1.5, lambda: _log(tmp_path, range(2, 6), 1))  # (t=1, then t=2)
     writer.start()
     try:
         t0 = time.monotonic()
@@ -36,6 +36,16 @@ def test_a_recorder_behind_the_field_at_hand_is_waited_for(tmp_path: Path) -> No
     assert len(fields[("p0", 1)]) == 2
     assert waited >= 1.5
     assert rec.last_seq == 5
+
+
+def test_no_long_wait_once_the_run_has_ended(tmp_path: Path) -> None:
+    _log(tmp_path, range(0, 2), 0)  # the run ended after t=0: t=1 was never taken
+    (tmp_path / "summary.json").write_text("{}")
+    rec = RecordedFields(tmp_path, {("p0", t): 2 for t in range(3)}, 2)
+    t0 = time.monotonic()
+    fields = rec.logged_until([("p0", 1)], 0.3, until_seq=5, behind_s=30)
+    assert ("p0", 1) not in fields
+    assert time.monotonic() - t0 < 5  # not the 30 s kept for a recorder still behind
 
 
 def test_a_field_the_log_has_passed_is_missing_after_the_short_wait(tmp_path: Path) -> None:
