@@ -535,7 +535,8 @@ class ScopeAgent:
 
         try:
             # the decision channel's last answers are logged, and the log synced, before
-            # the summary counts what the log could not keep
+            # the summary counts what the log could not keep (workers see the run end first)
+            remove_file(self.run_dir / BUS_FILE)
             if self.server is not None:
                 self.server.close()
             self.decision_log.close()
