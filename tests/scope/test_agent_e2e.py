@@ -145,13 +145,15 @@ def test_killed_worker_does_not_disturb_acquisition_and_a_new_one_reattaches(
     assert summary["frames_acquired"] == summary["frames_written"] == 60
     frames = _check_recording(tmp_path / "run")
     assert len(frames) == 60
-    # not stopped, not slowed: the schedule holds (frames are due at absolute times),
-    # with no stall, while a worker dies and another starts (which costs CPU here)
+    # not stopped, not slowed while a worker dies and another starts: frames are due at
+    # absolute times, so the run keeps its length; no frame waited for the dead worker
+    # (its shared-memory slots are freed 3 s after its last heartbeat: a wait for them
+    # would be seconds). How evenly frames come is a timing figure for an idle machine
+    # (`livescope bench pacing`); a busy one delays single frames by a few 100 ms.
     gaps = _intervals_ms(frames)
     span_ms = (frames[-1]["t_camera_ns"] - frames[0]["t_camera_ns"]) / 1e6
-    assert abs(span_ms - 59 * 100) < 59 * 100 * 0.02, span_ms
-    assert abs(np.median(gaps) - 100) < 2, gaps
-    assert gaps.max() < 150, gaps
+    assert abs(span_ms - 59 * 100) < 59 * 100 * 0.1, span_ms
+    assert gaps.max() < 1000, gaps
     got = json.loads((tmp_path / "w2.json").read_text())["seqs"]
     assert got, "the restarted worker received nothing"
     assert min(got) > killed_at
@@ -165,7 +167,7 @@ def test_slow_worker_drops_on_the_analysis_path_only(tmp_path: Path) -> None:
         "channels: [{config: DAPI, exposure: 20}]\n"
         "time_plan: {interval: 0.1, loops: 50}\n",
     )
-    worker = _worker(tmp_path, "slow", "--sleep-ms", "300", "--maxlen", "4", "--idle-s", "2")
+    worker = _worker(tmp_path, "slow", "--sleep-ms", "1000", "--maxlen", "4", "--idle-s", "2")
     agent = _agent(tmp_path, plan, *REALTIME)
     rc, out, err = _finish(agent)
     assert rc == 0, err
@@ -178,11 +180,11 @@ def test_slow_worker_drops_on_the_analysis_path_only(tmp_path: Path) -> None:
     frames = _check_recording(tmp_path / "run")
     assert len(frames) == 50
     # The agent never waits for the worker: a frame that did would come a whole
-    # sleep (300 ms) late. How closely intervals hold the plan is a timing
-    # figure for an idle machine: `livescope bench pacing` (target: 10 %).
+    # sleep (1 s) late; a busy machine delays single frames by a few 100 ms. How closely
+    # intervals hold the plan is a timing figure for an idle machine: `livescope bench
+    # pacing` (target: 10 %).
     gaps = _intervals_ms(frames)
-    assert abs(np.median(gaps) - 100) < 10, gaps
-    assert gaps.max() < 100 + 300 / 2, gaps
+    assert gaps.max() < 100 + 1000 / 2, gaps
 
 
 def test_killed_agent_leaves_every_logged_frame_readable(tmp_path: Path) -> None:
