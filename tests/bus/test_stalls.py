@@ -58,7 +58,7 @@ def test_monitor_misuse_is_refused() -> None:
     with StallMonitor() as mon, pytest.raises(LivescopeError, match="already running"):
         mon.start()
     assert mon.result is not None  # stopped on leaving the block
-    assert mon.result["wakeups"] >= 0
+    assert set(mon.result) >= {"wakeups", "stalls", "max_ms"}  # (stopped at once: few wakeups)
 
 
 def test_a_probe_that_died_is_a_clear_error_on_stop() -> None:
