@@ -469,10 +469,9 @@ class PipelineWorker:
     def _complete(self, fld: Field) -> None:
         """Fill a live field's missing frames (lost on the bus) from the recording."""
         key = (fld.position, fld.t)
-        # (the frames lost may come after the last one received: the field's last frame is
-        # that many further on; the wait stops anyway once the run has ended)
-        last = int(fld.header.get("seq", -1)) + self.recorded.count(key) - len(fld.frames)
-        fields = self.recorded.logged_until([key], self.config.recording_wait_s, until_seq=last)
+        fields = self.recorded.logged_until(
+            [key], self.config.recording_wait_s, until_seq=int(fld.header.get("seq", -1))
+        )
         added = self.recorded.read_into(fields.get(key, []), fld.frames)
         self.counts["frames_completed_from_recording"] += added
         if len(fld.frames) < self.recorded.count(key):
@@ -489,8 +488,8 @@ class PipelineWorker:
         if not frames:  # every frame unreadable (each named in the log): counted, not analysed
             self.counts["fields_unreadable"] += 1
             return
-        if len(frames) < self.recorded.count((position, t)):  # unreadable, or never logged
-            self.counts["fields_incomplete"] += 1
+        if len(frames) < max(len(infos), self.expected.get((position, t), 0)):
+            self.counts["fields_incomplete"] += 1  # unreadable frames, or never logged
         last = infos[-1]
         header = {**last, "t_camera_ns": int(last.get("t_camera_ns", 0))}
         self.counts["dropped_live"] += 1
@@ -731,11 +730,11 @@ class PipelineWorker:
                 try:
                     rewrite_ctc_result(folder, tracker.lineage, out=staged)
                     os.replace(folder, live)
-                except OSError as exc:  # e.g. a file in it held open by another program
+                except Exception:  # a file held open by another program, a damaged mask...
                     shutil.rmtree(staged, ignore_errors=True)
                     self.counts["ctc_results_not_written"] += 1
-                    logger.warning("%s: the CTC result could not be written (%s); the folder "
-                                   "keeps the live track ids", folder, exc)  # fmt: skip
+                    logger.exception("%s: the CTC result could not be written; the folder "
+                                     "keeps the live track ids", folder)  # fmt: skip
                     continue
                 os.replace(staged, folder)  # (a new name: nothing holds it open)
                 live_kept.append(live)

@@ -75,8 +75,10 @@ class DecisionLog:
                 except OSError:
                     self.sync_errors += 1
                     logger.exception("syncing the decision log %s failed", self.path)
-                finally:
-                    self._f.close()
+                try:
+                    self._f.close()  # (flushes again what a failed flush left: fails alike)
+                except OSError as exc:
+                    logger.warning("closing the decision log %s: %s", self.path, exc)
         self._syncer.join(timeout=5)
 
 

@@ -537,9 +537,12 @@ class ScopeAgent:
             # the decision channel's last answers are logged, and the log synced, before
             # the summary counts what the log could not keep (workers see the run end first)
             remove_file(self.run_dir / BUS_FILE)
-            if self.server is not None:
-                self.server.close()
-            self.decision_log.close()
+            try:  # (nothing here may keep the summary from being written)
+                if self.server is not None:
+                    self.server.close()
+                self.decision_log.close()
+            except Exception:
+                logger.exception("closing the decision channel failed")
             summary = self._summary(fanout, duration, error)
             path = self.run_dir / "summary.json"
             try:  # never half-written: a run without it reads as one cut short

@@ -391,3 +391,20 @@ def test_each_fields_saved_state_holds_the_counts_its_storing_added(
     monkeypatch.setattr(w, "_save_state", save)
     w.run(attach_timeout_s=0.1)
     assert saved == [1, 2, 3]
+
+
+def test_a_ctc_result_that_cannot_be_written_is_counted_and_the_live_ids_kept(
+    tmp_path: Path,
+) -> None:
+    # a damaged live mask (or a file held open on Windows) used to fail the finished run
+    from livescope.tracking import OnlineTracker
+
+    w = PipelineWorker(tmp_path, NO_ENGINES)
+    w.analyzer.trackers["p0"] = OnlineTracker()
+    folder = tmp_path / "results" / "ctc" / "p0"
+    folder.mkdir(parents=True)
+    (folder / "mask000.tif").write_bytes(b"II*\x00" + b"\x00" * 12)  # a TIFF cut short
+    summary = w._finish()
+    assert summary["ctc_results_not_written"] == 1
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["p0"]  # nothing staged left
+    assert sorted(p.name for p in folder.iterdir()) == ["mask000.tif"]  # the live ids

@@ -34,3 +34,15 @@ def test_a_failed_sync_is_counted_and_the_log_goes_on(
     assert log.sync_errors == 1
     assert len(calls) >= 2  # synced again after the failure
     assert read_decisions(tmp_path) == [{"n": 1}, {"n": 2}]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
+def test_a_full_disk_never_makes_closing_the_log_raise(tmp_path: Path) -> None:
+    # the line a failed write left in the buffer failed again when the file closed: the
+    # agent's end raised there and wrote no summary
+    (tmp_path / "decisions.jsonl").symlink_to("/dev/full")
+    log = DecisionLog(tmp_path)
+    with pytest.raises(OSError, match="No space left"):
+        log.append({"n": 1})  # (the agent counts it)
+    log.close()
+    assert log.sync_errors == 1
