@@ -318,10 +318,11 @@ def _print_demo(summary: dict[str, Any]) -> None:
 
     table = Table(title="livescope demo", show_header=False)
     for key in ("frames_acquired", "timepoints", "positions", "channels", "duration_s", "fps"):
-        value = summary[key]
-        table.add_row(key, ", ".join(value) if isinstance(value, list) else str(value))
-    table.add_row("ground-truth tracks", str(summary["truth"].get("tracks", 0)))
-    table.add_row("divisions in view", str(summary["truth"].get("divisions", 0)))
+        if (value := summary.get(key)) is not None:  # (a micromanager run has no timepoints)
+            table.add_row(key, ", ".join(value) if isinstance(value, list) else str(value))
+    if (truth := summary.get("truth")) is not None:  # (simulated runs only)
+        table.add_row("ground-truth tracks", str(truth.get("tracks", 0)))
+        table.add_row("divisions in view", str(truth.get("divisions", 0)))
     if "frames_analysed" in summary:
         d = summary["decisions"]
         table.add_row("frames analysed", str(summary["frames_analysed"]))

@@ -10,11 +10,13 @@ results store beside the raw data::
     <run>/results/
         cells.csv           one row per cell and field: track, centroid, area,
                             intensities, state probabilities
-        ctc/<position>/     maskTTT.tif + res_track.txt: track ids while the run goes on,
-                            a valid CTC result (tracks without gaps) once it ends
-        policy.jsonl        every rule firing: decision, guardrail or agent verdict
+        ctc/<position>/     maskTTT.tif: track ids while the run goes on; with
+                            res_track.txt, a valid CTC result (tracks without gaps) once
+                            it ends
+        policy.jsonl        every rule firing: decision, verdict, who decided (stage)
         latency.jsonl       per field: ms per stage (see `livescope.pipeline.LATENCY_STAGES`)
-        state.json          trackers, policies, guardrails (a restarted worker resumes)
+        state.json          trackers, last field done, counts  } a restarted worker
+        policy_state.json   policies, guardrail budgets       } resumes from both
         worker.json         the worker's summary, written when it stops
 
 Nothing is lost when the worker falls behind or restarts: a field whose frames

@@ -243,39 +243,13 @@ def check_plan(
     known = ", ".join(c.name for c in chans.presets)
     if not sequence.channels:
         problems.append(f"channels: the plan has no channels; give at least one of: {known}")
-    first: dict[str, int] = {}
-    for i, ch in enumerate(sequence.channels):
-        where = f"channels.{i}"
-        if (j := first.setdefault(ch.config, i)) != i:
-            problems.append(
-                f"{where}.config: channel {ch.config!r} is already channels.{j}; a recording "
-                "keeps one c index per channel, so its frames would overwrite the other's "
-                "(give each channel once)"
-            )
-        if ch.group != chans.config_group:
-            problems.append(
-                f"{where}.group: config group {ch.group!r} is not the profile's channel group "
-                f"{chans.config_group!r}"
-            )
-            continue
-        try:
-            preset = chans.get(ch.config)
-        except KeyError as exc:
-            problems.append(f"{where}.config: {exc.args[0]}")
-            continue
-        if ch.exposure is not None:
-            if _outside(ch.exposure, (preset.exposure_min_ms, preset.exposure_max_ms)):
-                problems.append(
-                    f"{where}.exposure: {ch.exposure} ms is outside channel {preset.name!r} "
-                    f"limits [{preset.exposure_min_ms}, {preset.exposure_max_ms}] ms"
-                )
-            limit = profile.light_dose.max_exposure_ms_per_frame
-            if preset.kind == "fluorescence" and ch.exposure > limit:
-                problems.append(
-                    f"{where}.exposure: {ch.exposure} ms exceeds the light-dose budget "
-                    f"(light_dose.max_exposure_ms_per_frame = {limit} ms)"
-                )
-
+    # the plan's channels, and those a position's own sequence gives instead
+    for prefix, channels in [("", sequence.channels)] + [
+        (f"stage_positions.{i}.sequence.", p.sequence.channels)
+        for i, p in enumerate(sequence.stage_positions)
+        if p.sequence is not None
+    ]:
+        problems += _channel_problems(prefix, channels, profile)
     problems += _time_and_grid_problems(sequence, profile)
     xy, z = profile.stages.xy, profile.stages.z
     seen: set[str] = set()
@@ -309,6 +283,48 @@ def check_plan(
         problems += _dose_problems(planned_light_s(planned, profile), profile)
     if problems:
         raise PlanError(source, problems[:_MAX_REPORTED])
+
+
+def _channel_problems(
+    prefix: str, channels: Sequence[useq.Channel], profile: HardwareProfile
+) -> list[str]:
+    """Each channel's group, preset and exposure against the rig (``prefix``: where they are)."""
+    problems: list[str] = []
+    chans = profile.channels
+    first: dict[str, int] = {}
+    for i, ch in enumerate(channels):
+        where = f"{prefix}channels.{i}"
+        if (j := first.setdefault(ch.config, i)) != i:
+            problems.append(
+                f"{where}.config: channel {ch.config!r} is already {prefix}channels.{j}; a "
+                "recording keeps one c index per channel, so its frames would overwrite the "
+                "other's (give each channel once)"
+            )
+        if ch.group != chans.config_group:
+            problems.append(
+                f"{where}.group: config group {ch.group!r} is not the profile's channel group "
+                f"{chans.config_group!r}"
+            )
+            continue
+        try:
+            preset = chans.get(ch.config)
+        except KeyError as exc:
+            problems.append(f"{where}.config: {exc.args[0]}")
+            continue
+        if ch.exposure is not None:
+            if _outside(ch.exposure, (preset.exposure_min_ms, preset.exposure_max_ms)):
+                problems.append(
+                    f"{where}.exposure: {ch.exposure} ms is outside channel {preset.name!r} "
+                    f"limits [{preset.exposure_min_ms}, {preset.exposure_max_ms}] ms"
+                )
+            limit = profile.light_dose.max_exposure_ms_per_frame
+            if preset.kind == "fluorescence" and ch.exposure > limit:
+                problems.append(
+                    f"{where}.exposure: {ch.exposure} ms exceeds the light-dose budget "
+                    f"(light_dose.max_exposure_ms_per_frame = {limit} ms)"
+                )
+
+    return problems
 
 
 def _same_name(key: str, first: int, again: int) -> str:

@@ -205,3 +205,13 @@ def test_a_rig_whose_config_file_is_missing_leaves_no_run_folder(tmp_path: Path)
         assert res.returncode == 2, res.stderr
         assert json.loads(res.stdout)["error"].endswith("(micromanager_config) not found")
         assert not out.exists()  # nothing half-made to clear away before the next try
+
+
+def test_the_table_of_a_micromanager_run_has_no_simulation_rows() -> None:
+    # a micromanager run's summary has no timepoints or ground truth: the table
+    # after `livescope run` without --json raised a KeyError once the run was done
+    from livescope.cli._app import _print_demo
+
+    _print_demo({"frames_acquired": 12, "positions": ["A"], "channels": ["DAPI"],
+                 "duration_s": 3.0, "fps": 4.0, "recording": "r/data.ome.zarr",
+                 "report": "r/report.html", "out": "r"})  # fmt: skip

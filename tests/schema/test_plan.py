@@ -65,6 +65,25 @@ def test_good_plan_passes(sim_profile: HardwareProfile) -> None:
             "channels.1.config: channel 'Phase' is already channels.0",
             id="channel-twice",
         ),
+        pytest.param(  # a position's own channels are checked as the plan's are
+            {
+                "stage_positions": [
+                    {
+                        "x": 0,
+                        "y": 0,
+                        "sequence": {"channels": [{"config": "DAPI", "exposure": 3000}]},
+                    }
+                ]
+            },
+            "stage_positions.0.sequence.channels.0.exposure: 3000.0 ms is outside channel "
+            "'DAPI' limits",
+            id="position-channel-exposure",
+        ),
+        pytest.param(
+            {"stage_positions": [{"x": 0, "y": 0, "sequence": {"channels": [{"config": "GFP"}]}}]},
+            "stage_positions.0.sequence.channels.0.config: unknown channel 'GFP'",
+            id="position-channel-unknown",
+        ),
         pytest.param(
             {"stage_positions": [{"x": 0, "y": 0, "name": "A"}, {"x": 400, "y": 0, "name": "A"}]},
             "stage_positions.1: position name 'A' is also stage_positions.0's",
