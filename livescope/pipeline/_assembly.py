@@ -127,6 +127,7 @@ class FieldAssembler:
                         )  # fmt: skip
                         continue
                     if pending is not None and (pending.position, pending.t) != key:
+                        pending.next_seq = int(h["seq"])  # (its lost frames came before)
                         fields.put(pending)  # incomplete: its other frames never came
                         pending = None
                     if pending is None:

@@ -31,6 +31,9 @@ class Field:
     t_start_ns: int = 0
     """When its analysis began and when its decisions were answered (`clock_ns`)."""
     t_done_ns: int = 0
+    next_seq: int | None = None
+    """The first frame received after it, of another field: every frame of this one
+    was taken before it (None: none came after)."""
 
 
 @dataclass

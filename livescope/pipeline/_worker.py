@@ -471,9 +471,10 @@ class PipelineWorker:
     def _complete(self, fld: Field) -> None:
         """Fill a live field's missing frames (lost on the bus) from the recording."""
         key = (fld.position, fld.t)
-        fields = self.recorded.logged_until(
-            [key], self.config.recording_wait_s, until_seq=int(fld.header.get("seq", -1))
-        )
+        # the log holds every frame of the field once it reaches the frame before the next
+        # field's first (its lost frames may come after the last one received)
+        last = int(fld.header.get("seq", -1)) if fld.next_seq is None else fld.next_seq - 1
+        fields = self.recorded.logged_until([key], self.config.recording_wait_s, until_seq=last)
         added = self.recorded.read_into(fields.get(key, []), fld.frames)
         self.counts["frames_completed_from_recording"] += added
         if len(fld.frames) < self.recorded.count(key):

@@ -408,3 +408,33 @@ def test_a_ctc_result_that_cannot_be_written_is_counted_and_the_live_ids_kept(
     assert summary["ctc_results_not_written"] == 1
     assert sorted(p.name for p in folder.parent.iterdir()) == ["p0"]  # nothing staged left
     assert sorted(p.name for p in folder.iterdir()) == ["mask000.tif"]  # the live ids
+
+
+def test_a_field_whose_last_frame_the_bus_lost_waits_for_the_recorder(tmp_path: Path) -> None:
+    # t=0's DAPI frame (seq 1) was lost on the bus and the recorder has not logged it yet;
+    # the next field's first frame (seq 2) came: the log is behind until it reaches seq 1
+    # (before, the wait was bounded by the last frame received, seq 0, already logged)
+    import dataclasses
+
+    import numpy as np
+
+    from livescope.pipeline._jobs import Field
+
+    run = _recorded_run(tmp_path, timepoints=2)
+    log = run / "frames.jsonl"
+    lines = log.read_text().splitlines(keepends=True)
+    log.write_text(lines[0])  # the recorder has logged seq 0 only
+    (run / "summary.json").rename(run / "summary.later")  # the run goes on
+    phase = np.zeros((8, 8), np.uint16)
+    fld = Field("p0", 0, {("Phase", 0): phase}, json.loads(lines[0]), 0, next_seq=2)
+    w = PipelineWorker(run, dataclasses.replace(NO_ENGINES, recording_wait_s=0.2))
+    catch_up = threading.Timer(1.0, lambda: log.write_text("".join(lines)))
+    catch_up.start()
+    try:
+        w._complete(fld)
+    finally:
+        catch_up.cancel()
+        w._finish(failed=True)
+    assert set(fld.frames) == {("Phase", 0), ("DAPI", 0)}
+    assert w.counts["frames_completed_from_recording"] == 1
+    assert w.counts["fields_incomplete"] == 0
