@@ -94,15 +94,13 @@ class RecordedFields:
         """
         t0 = time.monotonic()
         while True:
+            # (ended before the read: the read then holds every frame the run logged)
+            ended = (self.run_dir / "summary.json").exists()
             fields = self.logged()
             short = [k for k in want if len(fields.get(k, ())) < self.count(k)]
             if not short:
                 return fields
-            behind = (
-                until_seq is not None
-                and self.last_seq < until_seq
-                and not (self.run_dir / "summary.json").exists()
-            )  # (ended: all logged)
+            behind = until_seq is not None and self.last_seq < until_seq and not ended
             waited = time.monotonic() - t0
             if waited > (max(wait_s, behind_s) if behind else wait_s):
                 return fields

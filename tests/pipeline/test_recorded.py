@@ -56,3 +56,24 @@ def test_a_field_the_log_has_passed_is_missing_after_the_short_wait(tmp_path: Pa
     fields = rec.logged_until([("p0", 1)], 0.3, until_seq=5, behind_s=30)
     assert ("p0", 1) not in fields
     assert time.monotonic() - t0 < 5  # not the 30 s kept for a recorder still behind
+
+
+def test_a_run_that_ends_while_the_log_is_read_is_read_again(tmp_path: Path) -> None:
+    # the recorder caught up and the run ended between a read of the log and the check
+    # for the run's end: that stale read was returned, the field given up on
+    _log(tmp_path, range(0, 2), 0)
+    rec = RecordedFields(tmp_path, {("p0", t): 2 for t in range(3)}, 2)
+    real, reads = rec.logged, []
+
+    def logged():  # type: ignore[no-untyped-def]
+        out = real()
+        if not reads:  # right after the first read: the rest is logged, the run ends
+            _log(tmp_path, range(2, 6), 1)
+            (tmp_path / "summary.json").write_text("{}")
+        reads.append(len(out))
+        return out
+
+    rec.logged = logged  # type: ignore[method-assign]
+    fields = rec.logged_until([("p0", 1)], 0.0, until_seq=5, behind_s=30)
+    assert len(fields[("p0", 1)]) == 2
+    assert len(reads) == 2
