@@ -101,13 +101,13 @@ largest pipeline overheads.
 
 
 WORKER_COUNTS = (
-    "added_frames_received", "cells", "decisions_accepted", "decisions_answered_late",
-    "decisions_not_sent", "decisions_refused_late", "decisions_rejected_agent",
-    "decisions_rejected_guardrail", "decisions_unanswered", "dropped_live", "fields_analysed",
-    "fields_incomplete", "fields_missing", "fields_unreadable", "frames_already_analysed",
-    "ctc_results_not_written", "frames_analysed", "frames_completed_from_recording",
-    "frames_dropped_live",
-    "frames_overwritten", "frames_received", "overlay_errors", "restarts",
+    "added_frames_received", "cells", "ctc_results_not_written", "decisions_accepted",
+    "decisions_answered_late", "decisions_not_sent", "decisions_refused_late",
+    "decisions_rejected_agent", "decisions_rejected_guardrail", "decisions_unanswered",
+    "dropped_live", "fields_analysed", "fields_incomplete", "fields_missing",
+    "fields_unreadable", "frames_already_analysed", "frames_analysed",
+    "frames_completed_from_recording", "frames_dropped_live", "frames_overwritten",
+    "frames_received", "overlay_errors", "restarts",
 )  # fmt: skip
 """The counts a worker's summary always holds (``results/worker.json``), 0 when nothing
 happened."""

@@ -55,13 +55,19 @@ class DecisionLog:
             with self._sync_lock:
                 if self._f.closed:
                     return
-                try:
-                    os.fsync(self._f.fileno())
-                except OSError:  # (the lines are written; they may not be on disk yet)
-                    self.sync_errors += 1
-                    logger.exception("syncing the decision log %s failed", self.path)
+                self._sync(flush=False)
             if self._closing:
                 return
+
+    def _sync(self, *, flush: bool) -> None:
+        """Sync the file to disk (flushing it first): a failure is counted and logged."""
+        try:
+            if flush:
+                self._f.flush()
+            os.fsync(self._f.fileno())
+        except OSError:  # (the lines are written; they may not be on disk yet)
+            self.sync_errors += 1
+            logger.exception("syncing the decision log %s failed", self.path)
 
     def close(self) -> None:
         """Sync and close the file."""
@@ -69,12 +75,7 @@ class DecisionLog:
         self._dirty.set()
         with self._sync_lock, self._lock:
             if not self._f.closed:
-                try:
-                    self._f.flush()
-                    os.fsync(self._f.fileno())
-                except OSError:
-                    self.sync_errors += 1
-                    logger.exception("syncing the decision log %s failed", self.path)
+                self._sync(flush=True)
                 try:
                     self._f.close()  # (flushes again what a failed flush left: fails alike)
                 except OSError as exc:

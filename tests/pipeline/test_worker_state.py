@@ -32,6 +32,38 @@ def _recorded_run(tmp_path: Path, timepoints: int) -> Path:
     return run
 
 
+def _saved_state(
+    res: Path, done: dict[str, int], decided: dict[str, int] | None = None,
+    extra_frames: int = 0, sent_at: tuple[float, ...] = (),
+) -> None:  # fmt: skip
+    """The state a killed worker left in ``res``: state.json, and policy_state.json if
+    ``decided`` is given (its guardrails' frames and decision times booked)."""
+    res.mkdir(parents=True, exist_ok=True)
+    (res / "state.json").write_text(json.dumps(
+        {"version": 1, "run_id": "r", "done": done, "counts": {}, "trackers": {},
+         "class_cols": []}
+    ))  # fmt: skip
+    if decided is not None:
+        (res / "policy_state.json").write_text(
+            json.dumps(
+                {
+                    "version": 1,
+                    "decided": decided,
+                    "policy": {
+                        "policies": {},
+                        "disabled": {},
+                        "guardrails": {
+                            "dose_s": {},
+                            "dose_ch_s": {},
+                            "extra_frames": extra_frames,
+                            "sent_at": list(sent_at),
+                        },
+                    },
+                }
+            )
+        )
+
+
 def test_fields_of_a_plan_that_skips_channels(tmp_path: Path) -> None:
     (tmp_path / "plan.yaml").write_text(
         "stage_positions: [{x: 0, y: 0, name: A}]\n"
@@ -47,15 +79,7 @@ def test_fields_of_a_plan_that_skips_channels(tmp_path: Path) -> None:
 
 def test_a_resumed_worker_drops_what_the_killed_one_half_stored(tmp_path: Path) -> None:
     res = tmp_path / "results"
-    res.mkdir()
-    (res / "state.json").write_text(json.dumps(
-        {"version": 1, "run_id": "r", "done": {"p0": 4}, "counts": {}, "trackers": {},
-         "class_cols": []}
-    ))  # fmt: skip
-    (res / "policy_state.json").write_text(json.dumps(
-        {"version": 1, "decided": {"p0": 5}, "policy": {"policies": {}, "disabled": {},
-         "guardrails": {"dose_s": {}, "dose_ch_s": {}, "extra_frames": 8, "sent_at": [1.0]}}}
-    ))  # fmt: skip
+    _saved_state(res, {"p0": 4}, {"p0": 5}, extra_frames=8, sent_at=(1.0,))
     header = "position,t,seq,sample_time_s,label,track\n"
     rows = "".join(f"p0,{t},{t},0,1,1\n" for t in range(6))
     (res / "cells.csv").write_text(header + rows)
@@ -304,15 +328,7 @@ def test_a_store_error_on_the_last_field_fails_the_worker(
 def test_a_resumed_worker_drops_lines_the_killed_one_cut_short(tmp_path: Path) -> None:
     # killed (or the disk full) mid-write: each restart crashed on the torn line
     res = tmp_path / "results"
-    res.mkdir()
-    (res / "state.json").write_text(json.dumps(
-        {"version": 1, "run_id": "r", "done": {"p0": 1}, "counts": {}, "trackers": {},
-         "class_cols": []}
-    ))  # fmt: skip
-    (res / "policy_state.json").write_text(json.dumps(
-        {"version": 1, "decided": {"p0": 1}, "policy": {"policies": {}, "disabled": {},
-         "guardrails": {"dose_s": {}, "dose_ch_s": {}, "extra_frames": 0, "sent_at": []}}}
-    ))  # fmt: skip
+    _saved_state(res, {"p0": 1}, {"p0": 1})
     header = "position,t,seq,sample_time_s,label,track\n"
     (res / "cells.csv").write_text(header + "p0,0,0,0,1,1\np0,1,1,0,1,1\np0,1")  # (of p0,12)
     lines = [json.dumps({"position": "p0", "t": t, "ms": {}}) + "\n" for t in range(2)]
@@ -356,10 +372,7 @@ def test_a_worker_killed_while_rewriting_its_tracks_resumes_from_the_live_masks(
     for name, text in (("p0", "relabelled"), (".p0.live", "live"), (".p1.new", "half")):
         (ctc / name).mkdir(parents=True)
         (ctc / name / "mask000.tif").write_text(text)
-    (res / "state.json").write_text(json.dumps(
-        {"version": 1, "run_id": "r", "done": {"p0": 0}, "counts": {}, "trackers": {},
-         "class_cols": []}
-    ))  # fmt: skip
+    _saved_state(res, {"p0": 0})
     w = PipelineWorker(tmp_path, NO_ENGINES, resume=True)
     try:
         assert sorted(p.name for p in ctc.iterdir()) == ["p0"]
