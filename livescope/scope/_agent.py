@@ -216,8 +216,14 @@ class ScopeAgent:
             now = self.feed.now()
             if (why := self.guardrails.check(decision, now, rate=False)) is not None:
                 raise LivescopeError(f"guardrail: {why}")
-            added, reason = self._apply(decision)
+            # booked before it is applied, given back if applying fails: a decision whose
+            # events were queued is never answered refused
             self.guardrails.commit(decision, now)
+            try:
+                added, reason = self._apply(decision)
+            except BaseException:
+                self.guardrails.release(decision, now)
+                raise
             accepted = True
         except (LivescopeError, ValueError, KeyError) as exc:
             reason = str(exc.args[0]) if isinstance(exc, KeyError) else str(exc)

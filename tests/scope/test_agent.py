@@ -210,6 +210,35 @@ def test_the_agent_books_what_it_accepted_against_the_rigs_budgets(running: Runn
     assert running.agent.guardrails.usage()["extra_frames"] == 120
 
 
+def test_a_decision_the_agent_cannot_book_is_refused_and_nothing_of_it_is_queued(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # booking fails (fault injected): the answer says refused, so none of its events
+    # may be acquired (the worker gives the budget back on a refusal); and a decision
+    # refused while being applied gives back what it booked
+    rid = running.agent.run_id
+    feed = running.agent.feed
+    planned = running.agent.guardrails.dose_s["A"]  # the plan's own light
+
+    def broken(decision, now_s):  # type: ignore[no-untyped-def]
+        raise RuntimeError("books unreadable")
+
+    with monkeypatch.context() as m:
+        m.setattr(running.agent.guardrails, "commit", broken)
+        ack = running.client.send(_dapi(rid, range(100, 101)))
+    assert not ack.accepted
+    assert ack.reason == "internal error: RuntimeError: books unreadable"
+    assert not feed.is_taken(("A", 100, "DAPI", 0))
+    assert running.agent.guardrails.usage()["extra_frames"] == 0
+    assert running.client.send(_dapi(rid, range(100, 101))).accepted  # now booked and queued
+    assert feed.is_taken(("A", 100, "DAPI", 0))
+    collides = running.client.send(_dapi(rid, range(100, 102)))
+    assert not collides.accepted
+    assert "already planned" in collides.reason
+    assert running.agent.guardrails.usage()["extra_frames"] == 1
+    assert running.agent.guardrails.dose_s["A"] == pytest.approx(planned + 1.0)  # 1 s, once
+
+
 def test_an_event_at_its_own_x_y_is_filed_under_its_place_and_booked_where_it_lands(
     running: Running,
 ) -> None:
