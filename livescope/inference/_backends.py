@@ -10,11 +10,14 @@ if none can run, the error lists every backend tried and why.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import hashlib
 import importlib
 import importlib.util
 import logging
 import os
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -103,10 +106,30 @@ def _has(module: str) -> bool:
         return False
 
 
+@functools.cache
+def _cuda_driver() -> bool:
+    """Return whether NVIDIA's CUDA driver library loads here (no GPU is touched).
+
+    Checked before torch is imported to ask for a GPU: where there is no driver,
+    importing torch only to hear "no GPU" cost a CPU-only worker ~200 MB of
+    memory and its import time.
+    """
+    names = {"win32": ("nvcuda.dll",), "darwin": ()}.get(sys.platform, ("libcuda.so.1",))
+    for name in names:
+        try:
+            ctypes.CDLL(name)
+        except OSError:
+            continue
+        return True
+    return False
+
+
 def _cuda_device() -> tuple[bool, str]:
     """Return whether torch sees a CUDA GPU (torch allocates the device buffers)."""
     if not _has("torch"):
         return False, "torch is not installed (needed for CUDA device buffers)"
+    if not _cuda_driver():
+        return False, "no NVIDIA CUDA driver on this machine (no GPU for torch)"
     import torch
 
     if not torch.cuda.is_available():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +79,25 @@ def test_onnx_runtime_on_the_cpu_plans_no_memory_pattern(engine: SegmentationEng
     sess = engine.session._sess  # type: ignore[union-attr]
     assert sess.get_providers() == ["CPUExecutionProvider"]
     assert sess.get_session_options().enable_mem_pattern is False
+
+
+def test_without_a_cuda_driver_loading_engines_does_not_import_torch() -> None:
+    # torch is imported only to ask it for a GPU: where no driver can give one, a
+    # CPU worker is spared its ~200 MB and import time (a fresh process: this one
+    # may have imported torch for other tests)
+    from livescope.inference._backends import _cuda_driver
+
+    if _cuda_driver():
+        pytest.skip("this machine has a CUDA driver: torch is imported to look for a GPU")
+    code = (
+        "import sys\n"
+        "from livescope.pipeline._analyzer import FrameAnalyzer\n"
+        "a = FrameAnalyzer(segmenter='nuclei-unet', stain='nuclei-stain', states='cell-state')\n"
+        "a.warm_up((64, 64))\n"
+        "print(sorted(a.engine_hashes()), 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split()[-1] == "False", out.stdout
 
 
 def test_tampered_model_is_refused(tmp_path: Path) -> None:
