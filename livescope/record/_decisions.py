@@ -15,6 +15,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from livescope.schema import read_jsonl
+
 __all__ = ["DECISIONS_FILE", "DecisionLog", "read_decisions"]
 
 DECISIONS_FILE = "decisions.jsonl"
@@ -83,15 +85,12 @@ class DecisionLog:
         self._syncer.join(timeout=5)
 
 
-def read_decisions(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Read a run's decision log (a truncated last line, from a crash, is skipped)."""
-    path = Path(run_dir) / DECISIONS_FILE
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out
+def read_decisions(run_dir: str | Path, *, live: bool = False) -> list[dict[str, Any]]:
+    """Read a run's decision log (`livescope.schema.read_jsonl`).
+
+    A last line cut short (a crash mid-write; with ``live``, the one being
+    written now) is left out; a damaged complete line raises `LivescopeError`
+    naming it (until session 32 every unreadable line was skipped without a
+    word). A run without a log reads as no decisions.
+    """
+    return read_jsonl(Path(run_dir) / DECISIONS_FILE, what="decision record", live=live)

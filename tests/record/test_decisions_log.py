@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
 
 import pytest
 
-from livescope.record import DecisionLog, read_decisions
+from livescope.record import DECISIONS_FILE, DecisionLog, read_decisions
+from livescope.schema import LivescopeError
 
 
 def test_a_failed_sync_is_counted_and_the_log_goes_on(
@@ -46,3 +48,24 @@ def test_a_full_disk_never_makes_closing_the_log_raise(tmp_path: Path) -> None:
         log.append({"n": 1})  # (the agent counts it)
     log.close()
     assert log.sync_errors == 1
+
+
+def test_a_damaged_decision_record_is_named_and_a_cut_last_line_left_out(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = DecisionLog(tmp_path)
+    for i in range(3):
+        log.append({"decision": {"decision_id": f"d{i}"}, "ack": {"accepted": True}})
+    log.close()
+    path = tmp_path / DECISIONS_FILE
+    whole = path.read_text(encoding="utf-8")
+    path.write_text(whole + '{"decision": {"decision_id": "d3"', encoding="utf-8")  # killed
+    with caplog.at_level(logging.WARNING, logger="livescope"):
+        ids = [r["decision"]["decision_id"] for r in read_decisions(tmp_path)]
+    assert ids == ["d0", "d1", "d2"]
+    assert "cut short" in caplog.text
+    lines = whole.splitlines()
+    lines[1] = lines[1][:-5]  # a complete line damaged (its end lost): never skipped
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(LivescopeError, match=rf"{DECISIONS_FILE}, line 2: not a JSON decision"):
+        read_decisions(tmp_path)
