@@ -7,6 +7,7 @@ once with the field it concerns, not halfway through a run.
 
 from __future__ import annotations
 
+import sys
 import typing
 import weakref
 from collections.abc import Iterable, Sequence
@@ -258,6 +259,11 @@ def check_plan(
     for event in planned:
         idx = dict(event.index)
         key, p = position_name(event), int(idx.get("p", 0))
+        if key not in named and (why := folder_name_problem(key)) is not None:
+            problems.append(
+                f"stage_positions.{p}: position name {key!r} {why}; a position's results are "
+                "kept in a folder of its name (results/ctc/<name>): rename the position"
+            )
         if (q := named.setdefault(key, p)) != p and (msg := _same_name(key, q, p)) not in seen:
             seen.add(msg)
             problems.append(msg)
@@ -325,6 +331,37 @@ def _channel_problems(
                 )
 
     return problems
+
+
+_WINDOWS_DEVICES = frozenset(
+    ["CON", "PRN", "AUX", "NUL"] + [f"{d}{i}" for d in ("COM", "LPT") for i in range(1, 10)]
+)
+
+
+def folder_name_problem(name: str, *, windows: bool | None = None) -> str | None:
+    r"""Return why ``name`` cannot name a folder of its own (None if it can).
+
+    Everywhere: empty, ``.``, ``..``, a ``/`` (a folder inside another, or
+    outside the run) or a control character. On Windows (``windows`` None:
+    where this runs) also ``<>:"\|?*``, a trailing space or dot (Windows drops
+    them: two names, one folder) and device names (``CON``, ``NUL``, ``COM1``
+    ...), with or without an extension.
+    """
+    if windows is None:
+        windows = sys.platform == "win32"
+    if name in ("", ".", ".."):
+        return "is not a folder name"
+    bad = sorted({c for c in name if c == "/" or ord(c) < 32 or (windows and c in '<>:"\\|?*')})
+    if bad:
+        shown = ", ".join(repr(c) for c in bad)
+        return (
+            f"contains {shown}, which {'Windows does' if windows else 'folder names do'} not allow"
+        )
+    if windows and name[-1] in " .":
+        return "ends in a space or a dot, which Windows drops from folder names"
+    if windows and name.split(".")[0].strip().upper() in _WINDOWS_DEVICES:
+        return "is a device name on Windows, not a folder name"
+    return None
 
 
 def _same_name(key: str, first: int, again: int) -> str:

@@ -6,6 +6,7 @@ import pytest
 import useq
 
 from livescope.schema import HardwareProfile, PlanError, check_plan, load_plan
+from livescope.schema._plan import folder_name_problem
 
 
 def _plan(**kw: object) -> useq.MDASequence:
@@ -267,3 +268,51 @@ def test_only_union_members_are_taken_out_of_an_error_path() -> None:
         Budgets.model_validate({"seconds": {"DAPI": -1, "Phase": "x", "GFP": 2}})
     problems = format_validation_error(info.value)
     assert [p.split(":")[0] for p in problems] == ["seconds.DAPI", "seconds.Phase"]
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("..", "position name '..' is not a folder name"),
+        ("well/A1", "position name 'well/A1' contains '/', which folder names do not allow"),
+        ("A1\n", "contains '\\n'"),
+    ],
+)
+def test_a_position_name_that_cannot_name_its_results_folder_is_refused(
+    sim_profile: HardwareProfile, name: str, expected: str
+) -> None:
+    # its results go to results/ctc/<name>: '..' wrote them into results/ itself,
+    # 'well/A1' into a folder inside another
+    positions = [{"x": 0, "y": 0, "name": "ok"}, {"x": 10, "y": 0, "name": name}]
+    with pytest.raises(PlanError) as info:
+        check_plan(_plan(stage_positions=positions), sim_profile)
+    assert len(info.value.problems) == 1, info.value.problems
+    assert info.value.problems[0].startswith("stage_positions.1: ")
+    assert expected in info.value.problems[0]
+    assert "rename the position" in info.value.problems[0]
+
+
+@pytest.mark.parametrize(
+    ("name", "on_windows"),
+    [
+        ("A1", None),
+        ("well A1 (left)", None),
+        ("Pos:1", "contains ':', which Windows does not allow"),
+        ('a<b>"c"?*|\\', "contains '\"', '*', '<', '>', '?', '\\\\', '|', which Windows"),
+        ("A1.", "ends in a space or a dot"),
+        ("A1 ", "ends in a space or a dot"),
+        ("nul", "is a device name on Windows"),
+        ("COM3.tif", "is a device name on Windows"),
+        ("COM10", None),
+    ],
+)
+def test_windows_folder_names_are_checked_on_windows_only(
+    name: str, on_windows: str | None
+) -> None:
+    assert folder_name_problem(name, windows=False) is None  # all fine on Linux and macOS
+    why = folder_name_problem(name, windows=True)
+    if on_windows is None:
+        assert why is None
+    else:
+        assert why is not None
+        assert on_windows in why
