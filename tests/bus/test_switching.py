@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from livescope.bus import SWITCH_INTERVAL_S, collection_deferred, fast_thread_switching
+from livescope.bus._switching import fine_system_timer
 
 
 @pytest.fixture
@@ -48,6 +49,12 @@ def test_fast_thread_switching_shortens_the_interval_and_restores_it() -> None:
     with fast_thread_switching():
         assert sys.getswitchinterval() == pytest.approx(min(old, SWITCH_INTERVAL_S))
     assert sys.getswitchinterval() == old
+
+
+def test_a_fine_system_timer_is_asked_for_on_windows_only() -> None:
+    # Windows rounds timed waits up to its timer tick (~15.6 ms) unless asked for 1 ms
+    with fine_system_timer() as given:
+        assert given is (sys.platform == "win32")
 
 
 def _enabled_soon() -> bool:
