@@ -298,6 +298,12 @@ class Guardrails:
             self.extra_frames -= len(decision.events)
             for ev in decision.events:
                 self._book_frame(ev, sign=-1.0)
+            # a place booked only by this decision is dropped, not left at 0.0 (or at
+            # a float's residue: `commit` adds the decision's sums, this takes its
+            # frames back one by one)
+            for books in (self.dose_s, self.dose_ch_s):
+                for key in [k for k, v in books.items() if abs(v) < 1e-9]:
+                    del books[key]
 
     def usage(self) -> dict[str, Any]:
         """Return what has been booked: added frames, fluorescence seconds per position."""

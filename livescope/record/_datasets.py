@@ -27,14 +27,18 @@ whose checksum differs from the log) are listed in `Dataset.warnings`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import re
 import struct
+import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from livescope.schema import CASE_BLIND, folder_name_problem
 
 from ._dataset import Dataset, DatasetError, FrameKey, RecordedFrame, check_dtype
 from ._ngff import open_ome_zarr
@@ -64,7 +68,59 @@ def open_dataset(
         unsupported pixel type, unreadable frames).
 
     """
-    p = Path(path)
+    return _with_folder_names(_open(Path(path), channel, interval_s, pixel_size_um))
+
+
+def _with_folder_names(ds: Dataset) -> Dataset:
+    """Rename positions whose names cannot name a results folder here; say so in a warning.
+
+    A replay keeps each position's results in a folder of its name, and a plan
+    whose names cannot be folders is refused (`livescope.schema.check_plan`);
+    a recording's names are not the user's to change, so they are replaced:
+    each character a folder name may not hold by ``_``, a leading dot or a
+    trailing space or dot dropped, a device name (Windows) given a trailing
+    ``_``; where that is still no folder name, or names a folder another
+    position has (file names that ignore case count as one), ``p<k>``.
+    """
+    taken: set[str] = set()
+    renamed: dict[str, str] = {}
+    for k, name in enumerate(ds.positions):
+        new = name
+        if folder_name_problem(name) is not None:
+            new = "".join(
+                "_" if ch == "/" or ord(ch) < 32 or (sys.platform == "win32" and ch in '<>:"\\|?*')
+                else ch
+                for ch in name
+            ).lstrip(".").rstrip(" .")  # fmt: skip
+            if folder_name_problem(new) is not None:
+                new += "_"  # a device name (CON_): no longer one
+        j = k
+        while folder_name_problem(new) is not None or _fold(new) in taken:
+            new, j = f"p{j}", j + 1
+        taken.add(_fold(new))
+        if new != name:
+            renamed[name] = new
+    if not renamed:
+        return ds
+    for old, new in renamed.items():
+        ds.warnings.append(
+            f"position {old!r} is replayed as {new!r}: its name cannot name its results folder"
+        )
+
+    def key(k: FrameKey) -> FrameKey:
+        return dataclasses.replace(k, position=renamed.get(k.position, k.position))
+
+    ds.frames = [dataclasses.replace(f, key=key(f.key)) for f in ds.frames]
+    ds._index = {key(k): v for k, v in ds._index.items()}  # noqa: SLF001
+    return ds
+
+
+def _fold(name: str) -> str:
+    """Return the name as this system compares file names (case ignored on Windows, macOS)."""
+    return name.casefold() if CASE_BLIND else name
+
+
+def _open(p: Path, channel: str, interval_s: float, pixel_size_um: float | None) -> Dataset:
     if not p.exists():
         raise DatasetError(f"{p}: no such file or folder")
     if p.is_dir() and (p / FRAMES_FILE).is_file() and (p / ZARR_NAME).is_dir():

@@ -52,8 +52,10 @@ from ._header import (
     encode_header,
 )
 from ._plan import (
+    CASE_BLIND,
     PLAN_SECTIONS,
     check_plan,
+    folder_name_problem,
     load_plan,
     plan_events,
     plan_sections,
@@ -89,6 +91,7 @@ from ._threads import (
 __all__ = [
     "ALLOWED_DTYPES",
     "BULK_PRIORITY_ENV",
+    "CASE_BLIND",
     "DECISION_PROTOCOL",
     "PLAN_SECTIONS",
     "PROTOCOL_VERSION",
@@ -142,6 +145,7 @@ __all__ = [
     "data_root",
     "decode_header",
     "encode_header",
+    "folder_name_problem",
     "format_validation_error",
     "load_plan",
     "load_profile",

@@ -255,15 +255,22 @@ def check_plan(
     xy, z = profile.stages.xy, profile.stages.z
     seen: set[str] = set()
     named: dict[str, int] = {}  # position name -> the plan index of its first event
+    folded: dict[str, str] = {}  # casefolded name -> the name
     planned = plan_events(sequence) if events is None else events
     for event in planned:
         idx = dict(event.index)
         key, p = position_name(event), int(idx.get("p", 0))
-        if key not in named and (why := folder_name_problem(key)) is not None:
-            problems.append(
-                f"stage_positions.{p}: position name {key!r} {why}; a position's results are "
-                "kept in a folder of its name (results/ctc/<name>): rename the position"
-            )
+        if key not in named:
+            if (why := folder_name_problem(key)) is not None:
+                problems.append(
+                    f"stage_positions.{p}: position name {key!r} {why}; a position's results "
+                    "are kept in a folder of its name (results/ctc/<name>): rename the position"
+                )
+            elif (other := folded.setdefault(key.casefold(), key)) != key and CASE_BLIND:
+                problems.append(
+                    f"stage_positions.{p}: position names {other!r} and {key!r} name one "
+                    "folder here (this system's file names ignore case): rename one of them"
+                )
         if (q := named.setdefault(key, p)) != p and (msg := _same_name(key, q, p)) not in seen:
             seen.add(msg)
             problems.append(msg)
@@ -333,6 +340,10 @@ def _channel_problems(
     return problems
 
 
+CASE_BLIND = sys.platform in ("win32", "darwin")
+"""Whether file names here ignore case (Windows; macOS's default disks): ``A1`` and
+``a1`` are one folder."""
+
 _WINDOWS_DEVICES = frozenset(
     ["CON", "PRN", "AUX", "NUL"] + [f"{d}{i}" for d in ("COM", "LPT") for i in range(1, 10)]
 )
@@ -341,7 +352,8 @@ _WINDOWS_DEVICES = frozenset(
 def folder_name_problem(name: str, *, windows: bool | None = None) -> str | None:
     r"""Return why ``name`` cannot name a folder of its own (None if it can).
 
-    Everywhere: empty, ``.``, ``..``, a ``/`` (a folder inside another, or
+    Everywhere: empty, ``.``, ``..``, a leading ``.`` (hidden; the worker's own
+    staging folders are named so), a ``/`` (a folder inside another, or
     outside the run) or a control character. On Windows (``windows`` None:
     where this runs) also ``<>:"\|?*``, a trailing space or dot (Windows drops
     them: two names, one folder) and device names (``CON``, ``NUL``, ``COM1``
@@ -351,6 +363,8 @@ def folder_name_problem(name: str, *, windows: bool | None = None) -> str | None
         windows = sys.platform == "win32"
     if name in ("", ".", ".."):
         return "is not a folder name"
+    if name.startswith("."):
+        return "starts with a dot (hidden, and the worker's own staging folders start so)"
     bad = sorted({c for c in name if c == "/" or ord(c) < 32 or (windows and c in '<>:"\\|?*')})
     if bad:
         shown = ", ".join(repr(c) for c in bad)

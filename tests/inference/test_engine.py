@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -77,18 +78,21 @@ def test_onnx_runtime_on_the_cpu_plans_no_memory_pattern(engine: SegmentationEng
     # the pattern held a block beside the arena from a session's second run: the
     # demo's worker ~1.52 GB instead of ~1.06 GB, for the same speed (see the backend)
     sess = engine.session._sess  # type: ignore[union-attr]
-    assert sess.get_providers() == ["CPUExecutionProvider"]
+    if sess.get_providers()[0] != "CPUExecutionProvider":
+        pytest.skip("ONNX Runtime runs on a GPU here: its memory pattern is left as it is")
     assert sess.get_session_options().enable_mem_pattern is False
 
 
 def test_without_a_cuda_driver_loading_engines_does_not_import_torch() -> None:
     # torch is imported only to ask it for a GPU: where no driver can give one, a
-    # CPU worker is spared its ~200 MB and import time (a fresh process: this one
+    # CPU worker is spared its ~0.18 GB and import time (a fresh process: this one
     # may have imported torch for other tests)
     from livescope.inference._backends import _cuda_driver
 
     if _cuda_driver():
         pytest.skip("this machine has a CUDA driver: torch is imported to look for a GPU")
+    if importlib.util.find_spec("torch") is None:
+        skip_unless_required("torch", "torch is not installed: nothing to keep from importing")
     code = (
         "import sys\n"
         "from livescope.pipeline._analyzer import FrameAnalyzer\n"
@@ -96,7 +100,10 @@ def test_without_a_cuda_driver_loading_engines_does_not_import_torch() -> None:
         "a.warm_up((64, 64))\n"
         "print(sorted(a.engine_hashes()), 'torch' in sys.modules)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    env = {k: v for k, v in os.environ.items() if k != "LIVESCOPE_BACKEND"}  # best one chosen
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
     assert out.stdout.split()[-1] == "False", out.stdout
 
 

@@ -424,15 +424,24 @@ def test_an_added_place_books_its_light_where_it_lands(
     plan = useq.MDASequence(stage_positions=[useq.Position(x=0, y=0, name="A")],
                             channels=["DAPI"], time_plan={"interval": 60, "loops": 10})  # fmt: skip
     g = Guardrails(PROFILE, plan)
-    before = dict(g.dose_s)
+    before, before_ch = dict(g.dose_s), dict(g.dose_ch_s)
     ev = useq.MDAEvent(**{"index": {"t": 20}, "channel": "DAPI", "exposure": 1000, **event})
-    g.commit(_add([ev]), 0)
+    decision = _add(
+        [
+            ev,
+            ev.model_copy(update={"index": {**ev.index, "t": 21}}),
+            ev.model_copy(update={"index": {**ev.index, "t": 22}, "exposure": 100}),
+        ]
+    )
+    assert g.check(decision, 0) is None
+    g.commit(decision, 0)  # (booked as checked: the sums `check` made)
     added = {k: v - before.get(k, 0.0) for k, v in g.dose_s.items()}
     assert {k for k, v in added.items() if v} == booked
-    assert all(added[k] == pytest.approx(1.0) for k in booked)
+    assert all(added[k] == pytest.approx(2.1) for k in booked)
     assert g.dose_ch_s[f"{sorted(booked)[0]}/DAPI"] == pytest.approx(g.dose_s[sorted(booked)[0]])
-    g.release(_add([ev]), 0)  # given back where it was booked
-    assert all(g.dose_s[k] == pytest.approx(before.get(k, 0.0)) for k in booked)
+    g.release(decision, 0)  # given back where it was booked; a place only it lit is gone
+    assert dict(g.dose_s) == pytest.approx(before)
+    assert dict(g.dose_ch_s) == pytest.approx(before_ch)
 
 
 @pytest.mark.parametrize(

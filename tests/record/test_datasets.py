@@ -192,6 +192,34 @@ def test_two_ome_tiff_series_of_one_name_are_refused(tmp_path: Path) -> None:
         open_dataset(path)
 
 
+@pytest.mark.parametrize("case_blind", [False, True])
+def test_series_names_that_cannot_name_a_folder_are_replayed_under_names_that_can(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case_blind: bool
+) -> None:
+    # a replay keeps each position's results in a folder of its name (a plan of such
+    # names is refused; a recording's are not the user's to change): renamed, said
+    # in a warning, every frame still read from its own series
+    import livescope.record._datasets as datasets
+
+    monkeypatch.setattr(datasets, "CASE_BLIND", case_blind)  # Windows, macOS: A1 is a1
+    names = ["TileScan 1/Position 1", ".B.live", "..", "A1", "a1", "p3"]
+    path = tmp_path / "named.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as tw:
+        for value, name in enumerate(names):
+            meta = {"axes": "TYX", "Name": name, "Channel": {"Name": ["DAPI"]}}
+            tw.write(np.full((2, 16, 16), value, np.uint16), metadata=meta)
+    with open_dataset(path) as ds:
+        want = ["TileScan 1_Position 1", "B.live", "_", "A1", "p4" if case_blind else "a1", "p3"]
+        assert ds.positions == want
+        for value, name in enumerate(want):
+            assert np.all(ds.read(FrameKey(name, 1, "DAPI")) == value)
+        renamed = [(a, b) for a, b in zip(names, want, strict=True) if a != b]
+        assert ds.warnings == [
+            f"position {a!r} is replayed as {b!r}: its name cannot name its results folder"
+            for a, b in renamed
+        ]
+
+
 def test_a_truncated_or_plain_tiff_is_a_clear_error(tmp_path: Path) -> None:
     data = np.ones((4, 2, 1, 32, 48), np.uint16)
     path = _ome(tmp_path / "a.ome.tif", data)

@@ -274,7 +274,8 @@ def test_only_union_members_are_taken_out_of_an_error_path() -> None:
     ("name", "expected"),
     [
         ("..", "position name '..' is not a folder name"),
-        ("well/A1", "position name 'well/A1' contains '/', which folder names do not allow"),
+        ("well/A1", "position name 'well/A1' contains '/'"),
+        (".B.live", "starts with a dot"),  # the worker's staging folders are named so
         ("A1\n", "contains '\\n'"),
     ],
 )
@@ -282,7 +283,7 @@ def test_a_position_name_that_cannot_name_its_results_folder_is_refused(
     sim_profile: HardwareProfile, name: str, expected: str
 ) -> None:
     # its results go to results/ctc/<name>: '..' wrote them into results/ itself,
-    # 'well/A1' into a folder inside another
+    # 'well/A1' into a folder inside another, '.B.live' over B's on a resume
     positions = [{"x": 0, "y": 0, "name": "ok"}, {"x": 10, "y": 0, "name": name}]
     with pytest.raises(PlanError) as info:
         check_plan(_plan(stage_positions=positions), sim_profile)
@@ -290,6 +291,25 @@ def test_a_position_name_that_cannot_name_its_results_folder_is_refused(
     assert info.value.problems[0].startswith("stage_positions.1: ")
     assert expected in info.value.problems[0]
     assert "rename the position" in info.value.problems[0]
+
+
+@pytest.mark.parametrize("case_blind", [False, True])
+def test_two_position_names_of_one_folder_are_refused_where_case_is_ignored(
+    sim_profile: HardwareProfile, monkeypatch: pytest.MonkeyPatch, case_blind: bool
+) -> None:
+    import livescope.schema._plan as plan
+
+    monkeypatch.setattr(plan, "CASE_BLIND", case_blind)  # Windows, macOS: A1 is a1
+    positions = [{"x": 0, "y": 0, "name": "A1"}, {"x": 10, "y": 0, "name": "a1"}]
+    if not case_blind:
+        check_plan(_plan(stage_positions=positions), sim_profile)
+        return
+    with pytest.raises(PlanError) as info:
+        check_plan(_plan(stage_positions=positions), sim_profile)
+    assert info.value.problems == [
+        "stage_positions.1: position names 'A1' and 'a1' name one folder here (this "
+        "system's file names ignore case): rename one of them"
+    ]
 
 
 @pytest.mark.parametrize(

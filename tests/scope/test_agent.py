@@ -173,7 +173,7 @@ def test_a_decision_that_fails_inside_the_agent_is_refused_and_counted(
     assert ack.accepted is False
     assert ack.reason == "internal error: RuntimeError: boom"
     deadline = time.monotonic() + 5  # (the log is written after the answer)
-    while not read_decisions(running.agent.run_dir) and time.monotonic() < deadline:
+    while not read_decisions(running.agent.run_dir, live=True) and time.monotonic() < deadline:
         time.sleep(0.01)
 
     def full(record):  # type: ignore[no-untyped-def]
