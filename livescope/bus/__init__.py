@@ -19,7 +19,7 @@ from ._overlay_wire import (
 )
 from ._publisher import FramePublisher
 from ._shm import ShmReader, ShmRing
-from ._stalls import STALL_MS, StallMonitor, machine_info
+from ._stalls import STALL_MS, StallMonitor, machine_info, peak_memory_mb
 from ._subscriber import Frame, FrameSubscriber
 from ._switching import SWITCH_INTERVAL_S, collection_deferred, fast_thread_switching
 from ._worker import BUS_FILE, BusInfo, WorkerLink, attach
@@ -58,4 +58,5 @@ __all__ = [
     "is_loopback",
     "local_endpoint",
     "machine_info",
+    "peak_memory_mb",
 ]

@@ -28,7 +28,7 @@ from typing import Any
 
 from livescope.schema import LivescopeError
 
-__all__ = ["LATE_MS", "STALL_MS", "StallMonitor", "machine_info"]
+__all__ = ["LATE_MS", "STALL_MS", "StallMonitor", "machine_info", "peak_memory_mb"]
 
 STALL_MS = 2.0
 """A wake-up later than this is a stall (kept with its time)."""
@@ -110,6 +110,57 @@ def machine_info(rounds: int = 5) -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
+
+
+def peak_memory_mb() -> float | None:
+    """Return the most memory this process has held resident so far, in MB of 2**20 bytes.
+
+    The operating system's own figure (Linux and macOS ``ru_maxrss``, Windows
+    the peak working set): what the process needed at its busiest, e.g. to
+    size the PC for a run. Sampling cannot miss a peak this way. None where it
+    cannot be read.
+    """
+    if sys.platform == "win32":
+        peak_mb = _windows_peak_working_set_mb()
+    else:
+        import resource
+
+        peak = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        peak_mb = round(peak / (1 << 20 if sys.platform == "darwin" else 1 << 10), 1)  # B / KiB
+    return peak_mb
+
+
+def _windows_peak_working_set_mb() -> float | None:
+    """Return the peak working set (``GetProcessMemoryInfo``); None where it cannot be read."""
+    if sys.platform == "win32":
+        import ctypes
+        from ctypes import wintypes
+
+        class Counters(ctypes.Structure):
+            _fields_ = [
+                ("cb", wintypes.DWORD),
+                ("PageFaultCount", wintypes.DWORD),
+                ("PeakWorkingSetSize", ctypes.c_size_t),
+                ("WorkingSetSize", ctypes.c_size_t),
+                ("QuotaPeakPagedPoolUsage", ctypes.c_size_t),
+                ("QuotaPagedPoolUsage", ctypes.c_size_t),
+                ("QuotaPeakNonPagedPoolUsage", ctypes.c_size_t),
+                ("QuotaNonPagedPoolUsage", ctypes.c_size_t),
+                ("PagefileUsage", ctypes.c_size_t),
+                ("PeakPagefileUsage", ctypes.c_size_t),
+            ]
+
+        counters = Counters()
+        counters.cb = ctypes.sizeof(Counters)
+        try:
+            process = ctypes.windll.kernel32.GetCurrentProcess()
+            if ctypes.windll.psapi.GetProcessMemoryInfo(
+                process, ctypes.byref(counters), counters.cb
+            ):
+                return round(float(counters.PeakWorkingSetSize) / (1 << 20), 1)
+        except (OSError, AttributeError):
+            pass
+    return None
 
 
 def _reference_work() -> int:

@@ -355,6 +355,9 @@ def _print_demo(summary: dict[str, Any]) -> None:
                 f"{stalls['over_2ms_per_s']}/s, longest {stalls['max_ms']} ms; in "
                 f"{stalls['slow_fields_in_a_stall']} of {stalls['slow_fields']} slow fields",
             )
+        if mem := summary.get("peak_memory_mb"):
+            table.add_row("peak memory (this process / worker)",
+                          f"{mem.get('run')} / {mem.get('worker')} MB")  # fmt: skip
         dropped = f"{summary['dropped_analysis_frames']} / {summary['dropped_recorded_frames']}"
         table.add_row("dropped (analysis / recorded)", dropped)
     table.add_row("recording", summary["recording"])

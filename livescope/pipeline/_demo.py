@@ -25,7 +25,7 @@ import tifffile
 import useq
 import yaml
 
-from livescope.bus import StallMonitor, machine_info
+from livescope.bus import StallMonitor, machine_info, peak_memory_mb
 from livescope.record import read_frames
 from livescope.schema import (
     HardwareProfile,
@@ -252,6 +252,9 @@ def run_adaptive(
             "evaluation": evaluation,
             "machine": pc,
             "machine_stalls": machine,
+            # the most memory each process held (MB): this one (the agent, and the
+            # simulated microscope when there is one) and the worker's last process
+            "peak_memory_mb": {"run": peak_memory_mb(), "worker": work.get("peak_memory_mb")},
             "wall_s": round(time.perf_counter() - t0, 2),
         }
     )

@@ -46,7 +46,13 @@ from typing import Any
 import useq
 from numpy.typing import NDArray
 
-from livescope.bus import BUS_FILE, attach, collection_deferred, fast_thread_switching
+from livescope.bus import (
+    BUS_FILE,
+    attach,
+    collection_deferred,
+    fast_thread_switching,
+    peak_memory_mb,
+)
 from livescope.policy import (
     REHEARSAL,
     Policy,
@@ -758,6 +764,7 @@ class PipelineWorker:
             "engines": self.engines,
             "engine_runtimes": runtimes,
             "warm_up_s": self.warm_up_s,  # the engines' first calls, before the first field
+            "peak_memory_mb": peak_memory_mb(),  # this process's (a restarted worker: its own)
             "bus": {k: stats[k] for k in ("received", "delivered", "drops", "dropped_queue",
                                            "dropped_upstream", "max_depth", "latency")
                     if k in stats},  # this worker process's connection only

@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import subprocess
 import sys
 import time
 from multiprocessing.connection import Connection
@@ -132,3 +133,19 @@ def test_machine_info_names_the_cpu_and_times_the_reference_work() -> None:
     assert 0 < info["cpu_reference_ms"] < 10_000
     with pytest.raises(LivescopeError, match="rounds must be at least 1"):
         machine_info(rounds=0)
+
+
+def test_the_peak_memory_counts_what_the_process_held_at_its_busiest() -> None:
+    # a fresh process touches 300 MB and lets it go: its peak says so afterwards
+    # (a wrong unit, KiB taken for bytes or the reverse, is off a thousandfold)
+    code = (
+        "import numpy as np\n"
+        "from livescope.bus import peak_memory_mb\n"
+        "before = peak_memory_mb()\n"
+        "a = np.ones(300 * 2**20, np.uint8); del a\n"
+        "print(before, peak_memory_mb())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    before, after = (float(x) for x in out.stdout.split())
+    assert 10 < before < 1000  # (MB of 2**20 bytes) the interpreter, numpy, livescope
+    assert 300 <= after <= before + 300 + 50

@@ -94,6 +94,10 @@ def test_demo_reports_the_machine_stalls_beside_its_slow_fields(
     assert 0 <= stalls["slow_fields_in_a_stall"] <= len(slow)
     assert stalls["over_5ms_per_s"] <= stalls["over_2ms_per_s"] <= stalls["over_1ms_per_s"]
     # the PC it ran on, for comparing latencies between PCs: in the summary and the report
+    # the most memory each process held: the worker has ONNX Runtime and three engines
+    mem = summary["peak_memory_mb"]
+    assert mem["run"] > 50
+    assert mem["worker"] > 100
     pc = summary["machine"]
     assert pc["cpu"]
     assert pc["logical_cpus"] == os.cpu_count()
@@ -296,3 +300,9 @@ def test_the_demo_table_names_the_machine(
     assert "Test CPU 9000, ? logical CPUs; Python reference 21.5 ms" in err
     assert "nuclei-unet: torch on cuda (fp16)" in err
     assert "pipeline overhead p50 / p99" in err
+    assert "peak memory" not in err  # (a summary from before it was measured)
+    summary["peak_memory_mb"] = {"run": 401.5, "worker": None}  # (a worker that never ended)
+    _print_demo(summary)
+    err = capsys.readouterr().err
+    assert "peak memory (this process / worker)" in err
+    assert "401.5 / None MB" in err
