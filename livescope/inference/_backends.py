@@ -160,26 +160,38 @@ def _threads() -> int:
     return os.cpu_count() or 1
 
 
+def _ort_session(model: Path, providers: list[str]) -> Any:
+    """Create an ONNX Runtime session with livescope's options (see `_OrtSession`)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = _threads()
+    opts.log_severity_level = 3
+    if providers[:1] == ["CPUExecutionProvider"]:
+        # no memory pattern on the CPU: from a session's second run it holds a
+        # block planned for the input shape beside the arena. Without it the demo's
+        # worker holds ~1.06 GB instead of ~1.52 GB once its engines have run twice,
+        # each engine as fast (stain / segmentation / cell states 486 / 110 / 54 ms
+        # per 512² field either way; ONNX Runtime 1.32, one thread, 2026-12-02)
+        opts.enable_mem_pattern = False
+    try:
+        return ort.InferenceSession(str(model), sess_options=opts, providers=providers)
+    except Exception as exc:  # (ORT's own error types derive from Exception only)
+        raise LivescopeError(
+            f"{model}: ONNX Runtime cannot load it as an ONNX model ({str(exc).strip()[:300]})"
+        ) from exc
+
+
 class _OrtSession:
     def __init__(self, model: Path, providers: list[str]) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = _threads()
-        opts.log_severity_level = 3
-        if providers[:1] == ["CPUExecutionProvider"]:
-            # no memory pattern on the CPU: from a session's second run it holds a
-            # block planned for the input shape beside the arena. Without it the demo's
-            # worker holds ~1.06 GB instead of ~1.52 GB once its engines have run twice,
-            # each engine as fast (stain / segmentation / cell states 486 / 110 / 54 ms
-            # per 512² field either way; ONNX Runtime 1.32, one thread, 2026-12-02)
-            opts.enable_mem_pattern = False
-        try:
-            self._sess = ort.InferenceSession(str(model), sess_options=opts, providers=providers)
-        except Exception as exc:  # (ORT's own error types derive from Exception only)
-            raise LivescopeError(
-                f"{model}: ONNX Runtime cannot load it as an ONNX model ({str(exc).strip()[:300]})"
-            ) from exc
+        self._sess = _ort_session(model, providers)
+        if providers[0] != "CPUExecutionProvider" and self._sess.get_providers()[0] == (
+            "CPUExecutionProvider"
+        ):  # the GPU provider did not start (e.g. no cuDNN): said, and run as on the CPU
+            logger.warning(
+                "%s: ONNX Runtime could not start %s; it runs on the CPU", model, providers[0]
+            )
+            self._sess = _ort_session(model, ["CPUExecutionProvider"])
         self.backend = "onnxruntime"
         self.device = self._sess.get_providers()[0]
         inp = self._sess.get_inputs()[0]

@@ -51,10 +51,29 @@ def test_fast_thread_switching_shortens_the_interval_and_restores_it() -> None:
     assert sys.getswitchinterval() == old
 
 
-def test_a_fine_system_timer_is_asked_for_on_windows_only() -> None:
+def test_a_fine_system_timer_is_asked_for_on_windows_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # Windows rounds timed waits up to its timer tick (~15.6 ms) unless asked for 1 ms
     with fine_system_timer() as given:
         assert given is (sys.platform == "win32")
+    # the agent and the worker hold it for as long as they switch threads fast
+    import contextlib
+
+    import livescope.bus._switching as switching
+
+    seen: list[str] = []
+
+    @contextlib.contextmanager
+    def noted(ms: int = 1):  # type: ignore[no-untyped-def]
+        seen.append("asked")
+        yield False
+        seen.append("given back")
+
+    monkeypatch.setattr(switching, "fine_system_timer", noted)
+    with fast_thread_switching():
+        assert seen == ["asked"]
+    assert seen == ["asked", "given back"]
 
 
 def _enabled_soon() -> bool:

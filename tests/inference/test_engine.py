@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import shutil
 import subprocess
@@ -81,6 +82,29 @@ def test_onnx_runtime_on_the_cpu_plans_no_memory_pattern(engine: SegmentationEng
     if sess.get_providers()[0] != "CPUExecutionProvider":
         pytest.skip("ONNX Runtime runs on a GPU here: its memory pattern is left as it is")
     assert sess.get_session_options().enable_mem_pattern is False
+
+
+def test_a_gpu_provider_that_does_not_start_is_said_and_the_session_runs_as_on_the_cpu(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # asked for CUDA where ONNX Runtime cannot start it (here: a CPU-only build; on a
+    # PC: e.g. no cuDNN), it falls back to the CPU by itself: say so, and plan no
+    # memory pattern there either
+    import onnxruntime as ort
+
+    from livescope.inference._backends import _OrtSession
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("ONNX Runtime has a CUDA provider here")
+    model = builtin_engines()[ENGINE] / "model.onnx"
+    with (
+        caplog.at_level(logging.WARNING, logger="livescope"),
+        pytest.warns(UserWarning, match="'CUDAExecutionProvider' is not in available provider"),
+    ):
+        sess = _OrtSession(model, ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert sess.device == "CPUExecutionProvider"
+    assert "could not start CUDAExecutionProvider; it runs on the CPU" in caplog.text
+    assert sess._sess.get_session_options().enable_mem_pattern is False
 
 
 def test_without_a_cuda_driver_loading_engines_does_not_import_torch() -> None:
