@@ -31,14 +31,13 @@ import dataclasses
 import io
 import re
 import struct
-import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from livescope.schema import CASE_BLIND, folder_name_problem
+from livescope.schema import folder_key, folder_name_problem, safe_folder_name
 
 from ._dataset import Dataset, DatasetError, FrameKey, RecordedFrame, check_dtype
 from ._ngff import open_ome_zarr
@@ -76,28 +75,18 @@ def _with_folder_names(ds: Dataset) -> Dataset:
 
     A replay keeps each position's results in a folder of its name, and a plan
     whose names cannot be folders is refused (`livescope.schema.check_plan`);
-    a recording's names are not the user's to change, so they are replaced:
-    each character a folder name may not hold by ``_``, a leading dot or a
-    trailing space or dot dropped, a device name (Windows) given a trailing
-    ``_``; where that is still no folder name, or names a folder another
-    position has (file names that ignore case count as one), ``p<k>``.
+    a recording's names are not the user's to change, so they are replaced
+    (`livescope.schema.safe_folder_name`); where that is still no folder name,
+    or names a folder another position has (`livescope.schema.folder_key`:
+    file names that ignore case count as one), by ``p<k>``.
     """
     taken: set[str] = set()
     renamed: dict[str, str] = {}
     for k, name in enumerate(ds.positions):
-        new = name
-        if folder_name_problem(name) is not None:
-            new = "".join(
-                "_" if ch == "/" or ord(ch) < 32 or (sys.platform == "win32" and ch in '<>:"\\|?*')
-                else ch
-                for ch in name
-            ).lstrip(".").rstrip(" .")  # fmt: skip
-            if folder_name_problem(new) is not None:
-                new += "_"  # a device name (CON_): no longer one
-        j = k
-        while folder_name_problem(new) is not None or _fold(new) in taken:
+        new, j = safe_folder_name(name), k
+        while folder_name_problem(new) is not None or folder_key(new) in taken:
             new, j = f"p{j}", j + 1
-        taken.add(_fold(new))
+        taken.add(folder_key(new))
         if new != name:
             renamed[name] = new
     if not renamed:
@@ -113,11 +102,6 @@ def _with_folder_names(ds: Dataset) -> Dataset:
     ds.frames = [dataclasses.replace(f, key=key(f.key)) for f in ds.frames]
     ds._index = {key(k): v for k, v in ds._index.items()}  # noqa: SLF001
     return ds
-
-
-def _fold(name: str) -> str:
-    """Return the name as this system compares file names (case ignored on Windows, macOS)."""
-    return name.casefold() if CASE_BLIND else name
 
 
 def _open(p: Path, channel: str, interval_s: float, pixel_size_um: float | None) -> Dataset:

@@ -55,11 +55,13 @@ from ._plan import (
     CASE_BLIND,
     PLAN_SECTIONS,
     check_plan,
+    folder_key,
     folder_name_problem,
     load_plan,
     plan_events,
     plan_sections,
     planned_light_s,
+    safe_folder_name,
 )
 from ._positions import PlanPositions, position_name
 from ._profile import (
@@ -145,6 +147,7 @@ __all__ = [
     "data_root",
     "decode_header",
     "encode_header",
+    "folder_key",
     "folder_name_problem",
     "format_validation_error",
     "load_plan",
@@ -163,5 +166,6 @@ __all__ = [
     "read_yaml",
     "remove_file",
     "require_data_root",
+    "safe_folder_name",
     "write_atomic",
 ]

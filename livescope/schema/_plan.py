@@ -255,7 +255,7 @@ def check_plan(
     xy, z = profile.stages.xy, profile.stages.z
     seen: set[str] = set()
     named: dict[str, int] = {}  # position name -> the plan index of its first event
-    folded: dict[str, str] = {}  # casefolded name -> the name
+    folded: dict[str, str] = {}  # `folder_key` -> the name
     planned = plan_events(sequence) if events is None else events
     for event in planned:
         idx = dict(event.index)
@@ -266,7 +266,7 @@ def check_plan(
                     f"stage_positions.{p}: position name {key!r} {why}; a position's results "
                     "are kept in a folder of its name (results/ctc/<name>): rename the position"
                 )
-            elif (other := folded.setdefault(key.casefold(), key)) != key and CASE_BLIND:
+            elif (other := folded.setdefault(folder_key(key), key)) != key:
                 problems.append(
                     f"stage_positions.{p}: position names {other!r} and {key!r} name one "
                     "folder here (this system's file names ignore case): rename one of them"
@@ -365,7 +365,7 @@ def folder_name_problem(name: str, *, windows: bool | None = None) -> str | None
         return "is not a folder name"
     if name.startswith("."):
         return "starts with a dot (hidden, and the worker's own staging folders start so)"
-    bad = sorted({c for c in name if c == "/" or ord(c) < 32 or (windows and c in '<>:"\\|?*')})
+    bad = sorted({c for c in name if _not_in_folder_names(c, windows)})
     if bad:
         shown = ", ".join(repr(c) for c in bad)
         return (
@@ -376,6 +376,32 @@ def folder_name_problem(name: str, *, windows: bool | None = None) -> str | None
     if windows and name.split(".")[0].strip().upper() in _WINDOWS_DEVICES:
         return "is a device name on Windows, not a folder name"
     return None
+
+
+def _not_in_folder_names(c: str, windows: bool) -> bool:
+    """Whether character ``c`` may not be in a folder name (see `folder_name_problem`)."""
+    return c == "/" or ord(c) < 32 or (windows and c in '<>:"\\|?*')
+
+
+def safe_folder_name(name: str) -> str:
+    """Return ``name`` made a folder name here, as near as can be (check the result again).
+
+    Each character a folder name may not hold becomes ``_``; a leading dot and a
+    trailing space or dot go; a name still refused (a device name on Windows,
+    or nothing left) gets a trailing ``_``. Names without a problem come back
+    as they are.
+    """
+    if folder_name_problem(name) is None:
+        return name
+    windows = sys.platform == "win32"
+    new = "".join("_" if _not_in_folder_names(c, windows) else c for c in name)
+    new = new.lstrip(".").rstrip(" .")
+    return new if folder_name_problem(new) is None else new + "_"
+
+
+def folder_key(name: str) -> str:
+    """Return ``name`` as this system compares folder names (case ignored where `CASE_BLIND`)."""
+    return name.casefold() if CASE_BLIND else name
 
 
 def _same_name(key: str, first: int, again: int) -> str:

@@ -199,9 +199,9 @@ def test_series_names_that_cannot_name_a_folder_are_replayed_under_names_that_ca
     # a replay keeps each position's results in a folder of its name (a plan of such
     # names is refused; a recording's are not the user's to change): renamed, said
     # in a warning, every frame still read from its own series
-    import livescope.record._datasets as datasets
+    import livescope.schema._plan as plan
 
-    monkeypatch.setattr(datasets, "CASE_BLIND", case_blind)  # Windows, macOS: A1 is a1
+    monkeypatch.setattr(plan, "CASE_BLIND", case_blind)  # Windows, macOS: A1 is a1
     names = ["TileScan 1/Position 1", ".B.live", "..", "A1", "a1", "p3"]
     path = tmp_path / "named.ome.tif"
     with tifffile.TiffWriter(path, ome=True) as tw:
