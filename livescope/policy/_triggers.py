@@ -68,6 +68,10 @@ class _Mitosis(Trigger):
         self.p_min, self.frames = float(p_min), int(frames)
         self.runs: dict[str, int] = {}
         self.fired: set[str] = set()
+        self.inherited: set[str] = set()
+        """Daughters of a fired mitosis (or of such a daughter) still in it."""
+        self.own: set[str] = set()
+        """Daughters of a fired mitosis seen out of it: their next mitosis is their own."""
 
     def check(self, obs: Observation) -> list[Hit]:
         c = obs.cells
@@ -79,11 +83,22 @@ class _Mitosis(Trigger):
             key = _key(obs, int(c.tracks[i]))
             if key in self.fired:
                 continue
-            parent = int(c.parents[i]) if c.parents.size else 0
-            if parent and _key(obs, parent) in self.fired:  # a daughter of a fired mitosis
-                self.fired.add(key)
-                continue
             p = float(c.p_mitosis[i])
+            parent = int(c.parents[i]) if c.parents.size else 0
+            if (
+                parent
+                and key not in self.own
+                and ((pk := _key(obs, parent)) in self.fired or pk in self.inherited)
+            ):
+                # a daughter of a fired mitosis: while it is still in it (anaphase,
+                # telophase) it is the mitosis already fired on, and so are its own
+                # daughters then (a tracker's split within one mitosis); once seen out
+                # of it, the daughter's own next mitosis (a cell cycle later) counts
+                if p >= self.p_min:
+                    self.inherited.add(key)
+                    continue
+                self.inherited.discard(key)
+                self.own.add(key)
             run = self.runs.get(key, 0) + 1 if p >= self.p_min else 0
             seen[key] = run
             if run >= self.frames:
@@ -110,11 +125,18 @@ class _Mitosis(Trigger):
             self.fired.discard(_key(obs, hit.track))  # its run goes on: it hits next field
 
     def state(self) -> dict[str, Any]:
-        return {"runs": self.runs, "fired": sorted(self.fired)}
+        return {
+            "runs": self.runs,
+            "fired": sorted(self.fired),
+            "inherited": sorted(self.inherited),
+            "own": sorted(self.own),
+        }
 
     def restore(self, state: Mapping[str, Any]) -> None:
         self.runs = {str(k): int(v) for k, v in state.get("runs", {}).items()}
         self.fired = set(state.get("fired", []))
+        self.inherited = set(state.get("inherited", []))
+        self.own = set(state.get("own", []))
 
 
 class _Division(Trigger):

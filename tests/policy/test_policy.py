@@ -92,6 +92,32 @@ def test_mitosis_fires_once_per_track_after_consecutive_frames() -> None:
     assert list(rule.decide(obs(4, [3, 4], [0.9, 0.9], parents=[1, 1]))) == []
 
 
+def test_a_daughter_of_a_fired_mitosis_fires_on_its_own_next_mitosis() -> None:
+    """A cell cycle later a daughter divides again: that is a new mitosis (long runs)."""
+    rule = Rule("closeup", {"mitosis": {"p_min": 0.5, "frames": 2}}, CLOSEUP)
+    assert list(rule.decide(obs(0, [1], [0.9]))) == []
+    assert [f.track for f in rule.decide(obs(1, [1], [0.9]))] == [1]
+    # the daughters, still in their mother's mitosis (anaphase, telophase): not again
+    for t in (2, 3):
+        assert list(rule.decide(obs(t, [3, 4], [0.9, 0.9], parents=[1, 1]))) == []
+    # a tracker's second split within the same mitosis: 4's "daughter" 7 is that mitosis too
+    assert list(rule.decide(obs(3, [3, 4, 7], [0.9, 0.9, 0.9], parents=[1, 1, 4]))) == []
+    # daughter 3 leaves mitosis first; 4 (and 7) are still in it
+    assert list(rule.decide(obs(4, [3, 4, 7], [0.1, 0.9, 0.9], parents=[1, 1, 4]))) == []
+    # a cell cycle later daughter 3 enters a mitosis of its own: it fires after 2 frames,
+    # while 4, never seen out of its mother's mitosis, does not
+    assert list(rule.decide(obs(40, [3, 4], [0.9, 0.9], parents=[1, 1]))) == []
+    saved = json.loads(json.dumps(rule.state()))  # a worker restart in between
+    again = Rule("closeup", {"mitosis": {"p_min": 0.5, "frames": 2}}, CLOSEUP)
+    again.restore(saved)
+    assert [f.track for f in again.decide(obs(41, [3, 4], [0.9, 0.9], parents=[1, 1]))] == [3]
+    assert list(again.decide(obs(42, [3, 4], [0.9, 0.9], parents=[1, 1]))) == []
+    # a daughter of 3's mitosis is 3's, and first seen out of mitosis is free at once
+    assert list(again.decide(obs(43, [5, 6], [0.9, 0.1], parents=[3, 3]))) == []
+    assert list(again.decide(obs(44, [5, 6], [0.9, 0.9], parents=[3, 3]))) == []
+    assert [f.track for f in again.decide(obs(45, [5, 6], [0.9, 0.9], parents=[3, 3]))] == [6]
+
+
 def test_acquire_a_z_stack_with_an_added_channel_at_the_position() -> None:
     do = {"acquire": {"channels": ["DAPI"], "z_planes": 3, "z_step_um": 2.0,
                       "centre": "position", "exposure_ms": {"DAPI": 80}}}  # fmt: skip
