@@ -71,11 +71,16 @@ class Frame:
         return self.header["seq"]
 
     def valid(self) -> bool:
-        """Return False if the shared-memory slot was reused under this frame (data gone)."""
+        """Return False if the shared-memory slot was reused under this frame (data gone).
+
+        Also False while the receiver registers again (declared dead by the
+        writer): its slot cannot be checked then.
+        """
         shm = self.header["shm"]
-        if shm is None or self._owner is None or self._owner.reader is None:
+        if shm is None or self._owner is None:
             return True
-        return self._owner.reader.generation(shm["slot"]) == shm["generation"]
+        reader = self._owner.reader
+        return reader is not None and reader.generation(shm["slot"]) == shm["generation"]
 
     def release(self) -> None:
         """Give the frame's memory back (shared-memory slots return to the ring)."""

@@ -433,3 +433,55 @@ def test_a_receiver_that_stops_on_an_error_says_so_instead_of_going_quiet(
     finally:
         sub.close()
         pub.close()
+
+
+def test_a_reader_declared_dead_has_its_frames_overwritten_told_and_misses_none_unsaid() -> None:
+    """A stalled reader that the writer declared dead (its place given up) while it still
+    held a frame: once that slot is reused the frame says it is no longer valid (the worker
+    then reads it from the recording), every frame sent meanwhile is either received or
+    counted as not held, and the reader registers again."""
+    pub = FramePublisher(
+        "r1", mode="shm", max_frame_bytes=256 * 256 * 2, ring_bytes=4 * 256 * 256 * 2
+    )
+    sub = FrameSubscriber(pub.endpoint, control_endpoint=pub.control_endpoint, maxlen=16)
+    try:
+        time.sleep(0.3)
+        assert pub.publish(frame(0), info(0), clock_ns())
+        first = sub.get(timeout=2)
+        assert first is not None
+        assert first.valid()
+        assert pub.ring is not None
+        assert sub.reader is not None
+        pub.ring.unregister_reader(sub.reader.index)  # as the writer does after a stall
+        for seq in range(1, 5):  # 4 slots: the first frame's slot is reused
+            assert pub.publish(frame(seq), info(seq), clock_ns())
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and (
+            sub.counts["received"] + sub.counts["not_held"] < 5
+            or sub.reader is None
+            or not sub.reader.registered
+        ):
+            time.sleep(0.01)
+        assert not first.valid()
+        first.release()  # (a stale frame's release frees nothing of the reader's new place)
+        assert sub.counts["received"] + sub.counts["not_held"] == 5  # none lost unsaid
+        assert sub.counts["reregistered"] == 1
+        assert sub.reader is not None
+        assert sub.reader.registered
+        assert pub.publish(frame(5), info(5), clock_ns())  # held again under the new place
+        got = None
+        while (nxt := sub.get(timeout=2)) is not None:
+            if nxt.seq == 5:
+                got = nxt
+                break
+            nxt.release()
+        assert got is not None
+        assert got.valid()
+        assert np.array_equal(got.array, frame(5))
+        reader, sub.reader = sub.reader, None  # between two registrations: nothing to check
+        assert not got.valid()
+        sub.reader = reader
+        got.release()
+    finally:
+        sub.close()
+        pub.close()
