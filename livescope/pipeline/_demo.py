@@ -105,6 +105,7 @@ def run_adaptive(
     backend: str = "mda",
     port: int = 4827,
     watch_stalls: bool = True,
+    ground_truth: Path | None = None,
 ) -> dict[str, Any]:
     """Acquire with the pipeline worker in the loop; return the run summary.
 
@@ -122,7 +123,10 @@ def run_adaptive(
     monitor failed, which is logged and does not fail the run). The summary's
     ``machine`` names the CPU and how fast it runs Python
     (`livescope.bus.machine_info`, timed before the run starts), so that
-    latencies from different PCs can be compared.
+    latencies from different PCs can be compared. The mitosis rules' triggers
+    are scored (`evaluate_triggers`) against the simulation's ground truth:
+    ``out_dir/ground_truth`` by default, ``ground_truth`` for a replay of a
+    simulated recording (``profile`` must then be simulated).
 
     Raises
     ------
@@ -200,8 +204,9 @@ def run_adaptive(
             machine = {"error": str(exc)}
     mitosis_rules = [p["name"] for p in policies or [] if "mitosis" in p.get("when", {})]
     evaluation: dict[str, Any] = {"precision": None, "recall": None, "mitosis_to_trigger_s": None}
-    if (out / "ground_truth" / "lineage.json").is_file():
-        evaluation = evaluate_triggers(out, profile, rules=mitosis_rules)
+    truth = ground_truth if ground_truth is not None else out / "ground_truth"
+    if (truth / "lineage.json").is_file():
+        evaluation = evaluate_triggers(out, profile, rules=mitosis_rules, truth=truth)
     frames = read_frames(out)
     planned = sum(1 for f in frames if not f.get("added_by"))
     latency = {k: {"p50": v["p50"], "p99": v["p99"]} for k, v in work.get("latency_ms", {}).items()
@@ -304,7 +309,11 @@ def _decision_executed_ms(run_dir: Path) -> list[float]:
 
 
 def evaluate_triggers(
-    run_dir: str | Path, profile: HardwareProfile, *, rules: list[str] | None = None
+    run_dir: str | Path,
+    profile: HardwareProfile,
+    *,
+    rules: list[str] | None = None,
+    truth: str | Path | None = None,
 ) -> dict[str, Any]:
     """Score mitosis triggers against the simulation's ground truth.
 
@@ -316,13 +325,16 @@ def evaluate_triggers(
     and counts as wrong. A true mitosis counts as observable when it was in view
     in at least two plan time points of a position; recall is over those.
 
-    Returns precision, recall, median onset-to-trigger delay (s) and the
-    per-trigger and per-mitosis lists.
+    ``truth``: the ground truth's folder (default ``run_dir/ground_truth``; a
+    replay's is its recording's, whose time points and sample times it serves).
+
+    Returns precision, recall, median onset-to-trigger delay (s), the ground
+    truth's folder and the per-trigger and per-mitosis lists.
     """
     run = Path(run_dir)
-    truth = run / "ground_truth"
+    truth = Path(truth) if truth is not None else run / "ground_truth"
     if not (truth / "lineage.json").is_file():
-        raise LivescopeError(f"{run} has no simulation ground truth (ground_truth/lineage.json)")
+        raise LivescopeError(f"{truth} holds no simulation ground truth (lineage.json)")
     sim = profile.simulation
     if sim is None:
         raise LivescopeError(f"profile {profile.name!r} is not simulated")
@@ -413,6 +425,7 @@ def evaluate_triggers(
         "mitoses_observable": len(mitoses),
         "mitoses_triggered": hits,
         "mitoses_triggered_outside_observable": len(first) - len(counted),
+        "ground_truth": str(truth.resolve()),
         "triggers": triggers,
         "mitoses": mitoses,
     }

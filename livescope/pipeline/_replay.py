@@ -17,6 +17,11 @@ What is replayed:
 * any other dataset gets a plan asking for each of its frames (positions,
   time points, channels, z), on the ``replay`` profile, with the policies of
   ``plan`` if given (else analysis only).
+
+A recording of the simulated microscope keeps the simulation's ground truth:
+the replay's mitosis triggers are scored against it (``trigger_precision``,
+``trigger_recall``, ``evaluation``), so that a rule can be tried offline
+(``plan``) and compared with the live run's.
 """
 
 from __future__ import annotations
@@ -165,10 +170,21 @@ def run_replay(
                 gate_timeout_s=gate_timeout_s, progress=progress, bus="shm", on_ready=on_ready,
             )  # fmt: skip
 
+        # a simulated recording's ground truth scores the replay's mitosis triggers too
+        # (the replay serves its time points with their sample times)
+        truth: Path | None = None
+        if own and (ds.path / "ground_truth" / "lineage.json").is_file():
+            if prof.simulation is not None:
+                truth = ds.path / "ground_truth"
+            else:
+                ds.warnings.append(
+                    f"{ds.path} holds the simulation's ground truth, but profile {prof.name!r} "
+                    "is not simulated: the triggers are not scored"
+                )
         t0 = time.perf_counter()
         summary = run_adaptive(
             prof, sequence, out, policies=policies, worker=cfg, threads=threads,
-            progress=progress, acquire=acquire,
+            progress=progress, acquire=acquire, ground_truth=truth,
         )  # fmt: skip
         wall = time.perf_counter() - t0
     finally:

@@ -146,6 +146,24 @@ def test_replays_reproduce_the_live_run_and_each_other(live, replays) -> None:
     assert _firings(rec, last_t) == _firings(a, last_t)
 
 
+def test_a_replay_of_a_simulated_recording_is_scored_against_its_ground_truth(
+    live, replays
+) -> None:
+    """The recording's ground truth scores the replay's mitosis triggers: as the live run's."""
+    live_summary, rec = live
+    summary_a, _, summary_b, _ = replays
+    ev = live_summary["evaluation"]
+    assert ev["triggers_fired"] >= 1  # the mitosis rule fired in the live run
+    assert ev["mitoses_observable"] >= 1
+    for summary in (summary_a, summary_b):
+        got = summary["evaluation"]
+        assert got["ground_truth"] == str((rec / "ground_truth").resolve())
+        assert summary["trigger_precision"] == live_summary["trigger_precision"]
+        assert summary["trigger_recall"] == live_summary["trigger_recall"]
+        for key in ("triggers_fired", "triggers_correct", "mitoses_observable"):
+            assert got[key] == ev[key], key
+
+
 def test_replay_serves_recorded_frames_bit_for_bit(live, replays) -> None:
     _, rec = live
     _, a, _, _ = replays
