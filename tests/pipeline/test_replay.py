@@ -195,3 +195,13 @@ def test_replay_refuses_a_folder_in_use_and_a_bad_speed(live, tmp_path: Path) ->
     res = run_cli("replay", str(rec), "--speed", "fast", "--out", str(tmp_path / "o"), "--json")
     assert res.returncode == 2
     assert "use realtime, max or a factor" in json.loads(res.stdout)["error"]
+
+
+def test_a_replay_on_a_profile_that_is_not_simulated_says_why_it_is_not_scored(
+    live, tmp_path: Path
+) -> None:
+    _, rec = live
+    summary = run_replay(rec, tmp_path / "r", profile="replay")
+    assert summary["trigger_precision"] is None
+    assert summary["evaluation"]["precision"] is None
+    assert any("is not simulated: the triggers are not scored" in w for w in summary["warnings"])
