@@ -339,6 +339,12 @@ def _print_demo(summary: dict[str, Any]) -> None:
         table.add_row("trigger precision / recall",
                       f"{summary['trigger_precision']} / {summary['trigger_recall']}")  # fmt: skip
         table.add_row("mitosis → trigger (median)", f"{summary['mitosis_to_trigger_s']} s")
+        if tracking := summary.get("tracking"):
+            table.add_row(
+                "tracks vs ground truth (TRA)",
+                ", ".join(f"{p}: {sc['tra']}" if "tra" in sc else f"{p}: not scored"
+                          for p, sc in tracking.items()),
+            )  # fmt: skip
         over = summary["latency_ms"].get("overhead", {})
         table.add_row("pipeline overhead p50 / p99", f"{over.get('p50')} / {over.get('p99')} ms")
         if pc := summary.get("machine"):

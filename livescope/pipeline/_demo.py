@@ -41,11 +41,15 @@ from livescope.scope import (
     run_micromanager,
     run_simulated,
 )
+from livescope.tracking import evaluate_tracking
 
 from ._config import LATENCY_STAGES, PLAN_FILE, RESULTS_DIR, WorkerConfig
 from ._supervisor import WorkerSupervisor
 
-__all__ = ["DEMO_POLICIES", "SLOW_FIELD_MS", "evaluate_triggers", "run_adaptive", "write_plan"]
+__all__ = [
+    "DEMO_POLICIES", "SLOW_FIELD_MS", "evaluate_tracks", "evaluate_triggers", "run_adaptive",
+    "write_plan",
+]  # fmt: skip
 
 logger = logging.getLogger("livescope")
 
@@ -205,8 +209,10 @@ def run_adaptive(
     mitosis_rules = [p["name"] for p in policies or [] if "mitosis" in p.get("when", {})]
     evaluation: dict[str, Any] = {"precision": None, "recall": None, "mitosis_to_trigger_s": None}
     truth = ground_truth if ground_truth is not None else out / "ground_truth"
+    tracking: dict[str, Any] | None = None
     if (truth / "lineage.json").is_file():
         evaluation = evaluate_triggers(out, profile, rules=mitosis_rules, truth=truth)
+        tracking = evaluate_tracks(out, truth)
     frames = read_frames(out)
     planned = sum(1 for f in frames if not f.get("added_by"))
     latency = {k: {"p50": v["p50"], "p99": v["p99"]} for k, v in work.get("latency_ms", {}).items()
@@ -255,6 +261,7 @@ def run_adaptive(
             "engine_warm_up_s": work.get("warm_up_s"),
             "guardrails": work.get("guardrails", {}),
             "evaluation": evaluation,
+            "tracking": tracking,
             "machine": pc,
             "machine_stalls": machine,
             # the most memory each process held (MB): this one (the agent, and the
@@ -265,6 +272,27 @@ def run_adaptive(
     )
     write_atomic(out / "summary.json", json.dumps(summary, indent=1))
     return summary
+
+
+def evaluate_tracks(run_dir: str | Path, truth: str | Path) -> dict[str, Any]:
+    """Score each position's tracks (``results/ctc/<position>``) against the simulation's.
+
+    Per position, `livescope.tracking.evaluate_tracking` against
+    ``truth/<position>`` (its ``TRA/``): TRA, DET, LNK, division precision /
+    recall / F1 and counts; a position that cannot be scored (no CTC result
+    written, a frame count that differs) gets ``{"error": ...}``: the run's
+    other results stand.
+    """
+    out: dict[str, Any] = {}
+    ctc = Path(run_dir) / RESULTS_DIR / "ctc"
+    for gt in sorted(p for p in Path(truth).iterdir() if (p / "TRA" / "man_track.txt").is_file()):
+        try:
+            scores = evaluate_tracking(ctc / gt.name, gt)
+        except LivescopeError as exc:
+            out[gt.name] = {"error": str(exc)}
+            continue
+        out[gt.name] = {k: v for k, v in scores.items() if k not in ("aogm", "bc")}
+    return out
 
 
 def _stop_quietly(monitor: StallMonitor | None) -> None:

@@ -355,7 +355,7 @@ _SECTIONS: tuple[tuple[str, str, Callable[[ReportPage], str]], ...] = (
     ("latency", "Latency", _latency_section),
     ("drops", "Drops", _drops_section),
     ("fields", "Fields with overlays", _fields_section),
-    ("truth", "Triggers vs ground truth", truth_section),
+    ("truth", "Triggers and tracks vs ground truth", truth_section),
 )
 
 

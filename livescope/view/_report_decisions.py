@@ -154,6 +154,7 @@ def truth_section(page: ReportPage) -> str:
         f"{fmt(float(np.median(delays)) if delays else None)} s.",
     ]
     out = "<p>" + "<br>".join(esc(x) for x in lines) + "</p>"
+    out += _tracking_table(s.get("tracking"))
     out += "<h3>Triggers</h3>"
     out += (
         table(
@@ -205,3 +206,26 @@ def truth_section(page: ReportPage) -> str:
         else "<p>No mitosis in view.</p>"
     )
     return out
+
+
+def _tracking_table(tracking: Any) -> str:
+    """Each position's tracks against the simulation's (the summary's ``tracking``)."""
+    if not isinstance(tracking, dict) or not tracking:
+        return ""
+    rows: list[list[Any]] = []
+    for pos, sc in sorted(tracking.items()):
+        if not isinstance(sc, dict):
+            continue
+        if "error" in sc:
+            rows.append([pos, None, None, None, None, None, f"not scored: {sc['error']}"])
+            continue
+        divisions = f"{sc.get('divisions_matched')} of {sc.get('divisions_true')} true " \
+            f"({sc.get('divisions_found')} found)"  # fmt: skip
+        rows.append([pos, sc.get("tra"), sc.get("det"), sc.get("lnk"), sc.get("div_f1"),
+                     sc.get("tracks"), divisions])  # fmt: skip
+    head = ["position", "TRA", "DET", "LNK", "division F1", "tracks", "divisions matched"]
+    return (
+        "<h3>Tracks</h3><p>Each position's tracks scored against the simulation's with "
+        "py-ctcmetrics (Cell Tracking Challenge TRA, DET, LNK; divisions matched within "
+        "1 frame).</p>" + table(head, rows, what="positions")
+    )

@@ -169,6 +169,26 @@ def test_ground_truth_scores_tra_1_against_itself(
         assert scores["DET"] == pytest.approx(1.0)
 
 
+def test_the_demo_scores_its_tracks_against_the_ground_truth(
+    demo_run: tuple[dict, Path],
+) -> None:
+    """Each position's tracks are scored in the summary and shown in the report."""
+    from livescope.tracking import evaluate_tracking
+
+    summary, out = demo_run
+    tracking = summary["tracking"]
+    assert set(tracking) == {"p0", "p1", "p2"}
+    for pos, got in tracking.items():
+        again = evaluate_tracking(out / "results" / "ctc" / pos, out / "ground_truth" / pos)
+        assert got["tra"] == again["tra"]
+        assert got["frames"] == 30
+        assert got["tra"] > 0.9, got  # (the README's figures: 0.97-0.98)
+        assert got["divisions_true"] >= 1
+    page = Path(summary["report"]).read_text(encoding="utf-8")
+    assert "Triggers and tracks vs ground truth" in page
+    assert f'<td class="num">{tracking["p0"]["tra"]:.3g}</td>' in page
+
+
 def test_a_division_in_view_has_its_parent_recorded(demo_run: tuple[dict, Path]) -> None:
     _, out = demo_run
     lineage = {r["cell_id"]: r for r in json.loads((out / "ground_truth/lineage.json").read_text())}
@@ -306,3 +326,8 @@ def test_the_demo_table_names_the_machine(
     err = capsys.readouterr().err
     assert "peak memory (this process / worker)" in err
     assert "401.5 / None MB" in err
+    summary["tracking"] = {"p0": {"tra": 0.981}, "p1": {"error": "no masks"}}
+    _print_demo(summary)
+    err = capsys.readouterr().err
+    assert "tracks vs ground truth (TRA)" in err
+    assert "p0: 0.981, p1: not scored" in err

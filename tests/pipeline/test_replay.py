@@ -162,6 +162,10 @@ def test_a_replay_of_a_simulated_recording_is_scored_against_its_ground_truth(
         assert summary["trigger_recall"] == live_summary["trigger_recall"]
         for key in ("triggers_fired", "triggers_correct", "mitoses_observable"):
             assert got[key] == ev[key], key
+        # the same tracks as live (same masks): the same scores, every position scored
+        assert summary["tracking"] == live_summary["tracking"]
+    assert set(live_summary["tracking"]) == {"p0", "p1"}
+    assert all("tra" in sc for sc in live_summary["tracking"].values())
 
 
 def test_replay_serves_recorded_frames_bit_for_bit(live, replays) -> None:
