@@ -73,3 +73,32 @@ def test_no_trigger_is_recall_zero(tmp_path: Path) -> None:
     ev = evaluate_triggers(_run(tmp_path, []), PROFILE)
     assert ev["precision"] is None
     assert ev["recall"] == 0.0
+
+
+def test_tracks_are_scored_per_position_and_one_without_a_result_says_why(
+    tmp_path: Path,
+) -> None:
+    from livescope.pipeline._demo import evaluate_tracks
+
+    run = _run(tmp_path, [])
+    truth = run / "ground_truth"
+    for pos in ("p0", "p1"):  # the truth's two cells, as CTC ground truth
+        tra = truth / pos / "TRA"
+        tra.mkdir(parents=True, exist_ok=True)
+        res = run / "results" / "ctc" / pos
+        for t in range(4):
+            m = tifffile.imread(truth / "p0" / "cell_ids" / f"t{t:04d}.tif")
+            tifffile.imwrite(tra / f"man_track{t:03d}.tif", m)
+            if pos == "p0":  # p1's tracks were never written
+                res.mkdir(parents=True, exist_ok=True)
+                tifffile.imwrite(res / f"mask{t:03d}.tif", m)
+        (tra / "man_track.txt").write_text("1 0 3 0\n2 0 3 0\n")
+    (run / "results" / "ctc" / "p0" / "res_track.txt").write_text("1 0 3 0\n2 0 3 0\n")
+    got = evaluate_tracks(run, truth)
+    assert set(got) == {"p0", "p1"}
+    assert got["p0"]["tra"] == 1.0
+    assert got["p0"]["tracks"] == 2
+    assert "aogm" not in got["p0"]
+    assert set(got["p1"]) == {"error"}
+    assert "ctc" in got["p1"]["error"]
+    assert "p1" in got["p1"]["error"]
