@@ -109,7 +109,7 @@ def run_adaptive(
     backend: str = "mda",
     port: int = 4827,
     watch_stalls: bool = True,
-    ground_truth: Path | None = None,
+    ground_truth: tuple[Path, HardwareProfile] | None = None,
 ) -> dict[str, Any]:
     """Acquire with the pipeline worker in the loop; return the run summary.
 
@@ -128,9 +128,12 @@ def run_adaptive(
     ``machine`` names the CPU and how fast it runs Python
     (`livescope.bus.machine_info`, timed before the run starts), so that
     latencies from different PCs can be compared. The mitosis rules' triggers
-    are scored (`evaluate_triggers`) against the simulation's ground truth:
-    ``out_dir/ground_truth`` by default, ``ground_truth`` for a replay of a
-    simulated recording (``profile`` must then be simulated).
+    (`evaluate_triggers`) and each position's tracks (`evaluate_tracks`) are
+    scored against the simulation's ground truth: ``out_dir/ground_truth``
+    with ``profile``'s simulation by default; ``ground_truth`` gives another
+    folder and the simulated profile it was made with (a replay of a simulated
+    recording). A scoring that fails is logged and said in the summary
+    (``error``); the run's results stand.
 
     Raises
     ------
@@ -140,6 +143,11 @@ def run_adaptive(
     """
     out = Path(out_dir)
     check_output_folder(out)
+    if ground_truth is not None and ground_truth[1].simulation is None:
+        raise LivescopeError(
+            f"ground truth {ground_truth[0]} is scored with a simulated profile; "
+            f"{ground_truth[1].name!r} is not one"
+        )
     if (out / "data.ome.zarr").exists():
         raise LivescopeError(f"{out / 'data.ome.zarr'} already exists; choose a new output folder")
     if acquire is None:  # a rig's config file that is not there: before anything is written
@@ -208,10 +216,14 @@ def run_adaptive(
             machine = {"error": str(exc)}
     mitosis_rules = [p["name"] for p in policies or [] if "mitosis" in p.get("when", {})]
     evaluation: dict[str, Any] = {"precision": None, "recall": None, "mitosis_to_trigger_s": None}
-    truth = ground_truth if ground_truth is not None else out / "ground_truth"
+    truth, truth_profile = ground_truth or (out / "ground_truth", profile)
     tracking: dict[str, Any] | None = None
     if (truth / "lineage.json").is_file():
-        evaluation = evaluate_triggers(out, profile, rules=mitosis_rules, truth=truth)
+        try:
+            evaluation = evaluate_triggers(out, truth_profile, rules=mitosis_rules, truth=truth)
+        except Exception as exc:  # an aside: the run itself succeeded
+            logger.exception("the triggers could not be scored against %s", truth)
+            evaluation = {**evaluation, "error": f"{type(exc).__name__}: {exc}"}
         tracking = evaluate_tracks(out, truth)
     frames = read_frames(out)
     planned = sum(1 for f in frames if not f.get("added_by"))
@@ -279,9 +291,10 @@ def evaluate_tracks(run_dir: str | Path, truth: str | Path) -> dict[str, Any]:
 
     Per position, `livescope.tracking.evaluate_tracking` against
     ``truth/<position>`` (its ``TRA/``): TRA, DET, LNK, division precision /
-    recall / F1 and counts; a position that cannot be scored (no CTC result
-    written, a frame count that differs) gets ``{"error": ...}``: the run's
-    other results stand.
+    recall / F1 and counts. A position that cannot be scored gets
+    ``{"error": ...}`` (no CTC result written; a time point missing, so that
+    the frame counts differ; a damaged mask, also logged): the run's other
+    results stand.
     """
     out: dict[str, Any] = {}
     ctc = Path(run_dir) / RESULTS_DIR / "ctc"
@@ -290,6 +303,10 @@ def evaluate_tracks(run_dir: str | Path, truth: str | Path) -> dict[str, Any]:
             scores = evaluate_tracking(ctc / gt.name, gt)
         except LivescopeError as exc:
             out[gt.name] = {"error": str(exc)}
+            continue
+        except Exception as exc:  # e.g. a damaged mask: said, the run stands
+            logger.exception("%s: the tracks could not be scored", gt.name)
+            out[gt.name] = {"error": f"{type(exc).__name__}: {exc}"}
             continue
         out[gt.name] = {k: v for k, v in scores.items() if k not in ("aogm", "bc")}
     return out

@@ -170,16 +170,18 @@ def run_replay(
                 gate_timeout_s=gate_timeout_s, progress=progress, bus="shm", on_ready=on_ready,
             )  # fmt: skip
 
-        # a simulated recording's ground truth scores the replay's mitosis triggers too
-        # (the replay serves its time points with their sample times)
-        truth: Path | None = None
+        # a simulated recording's ground truth scores the replay's triggers and tracks
+        # too (the replay serves its time points with their sample times), with the
+        # simulation it was recorded with, whatever profile the replay runs on
+        truth: tuple[Path, HardwareProfile] | None = None
         if own and (ds.path / "ground_truth" / "lineage.json").is_file():
-            if prof.simulation is not None:
-                truth = ds.path / "ground_truth"
+            recorded = _recording_profile(ds)
+            if recorded.simulation is not None:
+                truth = (ds.path / "ground_truth", recorded)
             else:
                 ds.warnings.append(
-                    f"{ds.path} holds the simulation's ground truth, but profile {prof.name!r} "
-                    "is not simulated: the triggers are not scored"
+                    f"{ds.path} holds a simulation's ground truth, but its profile "
+                    f"{recorded.name!r} is not simulated: the replay is not scored"
                 )
         t0 = time.perf_counter()
         summary = run_adaptive(

@@ -70,8 +70,11 @@ class _Mitosis(Trigger):
         self.fired: set[str] = set()
         self.inherited: set[str] = set()
         """Daughters of a fired mitosis (or of such a daughter) still in it."""
+        self.leaving: dict[str, int] = {}
+        """Such daughters seen out of it: on how many fields in a row."""
         self.own: set[str] = set()
-        """Daughters of a fired mitosis seen out of it: their next mitosis is their own."""
+        """Daughters of a fired mitosis seen out of it (``frames`` fields in a row): their
+        next mitosis is their own."""
 
     def check(self, obs: Observation) -> list[Hit]:
         c = obs.cells
@@ -93,10 +96,15 @@ class _Mitosis(Trigger):
                 # a daughter of a fired mitosis: while it is still in it (anaphase,
                 # telophase) it is the mitosis already fired on, and so are its own
                 # daughters then (a tracker's split within one mitosis); once seen out
-                # of it, the daughter's own next mitosis (a cell cycle later) counts
-                if p >= self.p_min:
+                # of it on `frames` fields in a row (one low or unscored field is not
+                # enough), the daughter's own next mitosis (a cell cycle later) counts
+                out = self.leaving.get(key, 0) + 1 if p < self.p_min else 0
+                if out < self.frames:
+                    if np.isfinite(p):  # (no score: nothing learnt)
+                        self.leaving[key] = out
                     self.inherited.add(key)
                     continue
+                self.leaving.pop(key, None)
                 self.inherited.discard(key)
                 self.own.add(key)
             run = self.runs.get(key, 0) + 1 if p >= self.p_min else 0
@@ -129,6 +137,7 @@ class _Mitosis(Trigger):
             "runs": self.runs,
             "fired": sorted(self.fired),
             "inherited": sorted(self.inherited),
+            "leaving": self.leaving,
             "own": sorted(self.own),
         }
 
@@ -136,6 +145,7 @@ class _Mitosis(Trigger):
         self.runs = {str(k): int(v) for k, v in state.get("runs", {}).items()}
         self.fired = set(state.get("fired", []))
         self.inherited = set(state.get("inherited", []))
+        self.leaving = {str(k): int(v) for k, v in state.get("leaving", {}).items()}
         self.own = set(state.get("own", []))
 
 

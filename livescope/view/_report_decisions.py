@@ -140,6 +140,9 @@ def truth_section(page: ReportPage) -> str:
                 else " (runs on a real microscope have no ground truth)."
             )
         )
+    if "triggers" not in ev:  # not scored: the scoring failed, or there was no ground truth
+        why = f": {ev['error']}" if ev.get("error") else " (the run has no ground truth)"
+        return missing(f"The triggers were not scored{why}.") + _tracking_table(s.get("tracking"))
     triggers = [t for t in ev.get("triggers") or [] if isinstance(t, dict)]
     mitoses = [m for m in ev.get("mitoses") or [] if isinstance(m, dict)]
     hits = sum(bool(t.get("ok")) for t in triggers)

@@ -478,9 +478,9 @@ def test_a_reader_declared_dead_has_its_frames_overwritten_told_and_misses_none_
         assert got is not None
         assert got.valid()
         assert np.array_equal(got.array, frame(5))
-        reader, sub.reader = sub.reader, None  # between two registrations: nothing to check
+        sub.close()  # its receiver thread ends: nothing else touches `reader` now
+        sub.reader = None  # as between two registrations: the slot cannot be checked
         assert not got.valid()
-        sub.reader = reader
         got.release()
     finally:
         sub.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import zlib
 from pathlib import Path
 
@@ -201,11 +202,40 @@ def test_replay_refuses_a_folder_in_use_and_a_bad_speed(live, tmp_path: Path) ->
     assert "use realtime, max or a factor" in json.loads(res.stdout)["error"]
 
 
-def test_a_replay_on_a_profile_that_is_not_simulated_says_why_it_is_not_scored(
+def test_a_replay_on_another_profile_is_scored_with_the_recordings_simulation(
+    live, tmp_path: Path
+) -> None:
+    """Scored with the simulation the recording was made with, whatever the replay runs on."""
+    _, rec = live
+    summary = run_replay(rec, tmp_path / "r", profile="replay")
+    assert summary["profile"] == "replay"
+    assert summary["evaluation"]["ground_truth"] == str((rec / "ground_truth").resolve())
+    assert "triggers" in summary["evaluation"]
+    assert set(summary["tracking"]) == {"p0", "p1"}
+    assert all("tra" in sc for sc in summary["tracking"].values())
+    assert not any("not scored" in w for w in summary["warnings"])
+
+
+def test_a_recording_whose_own_profile_is_not_simulated_is_not_scored_and_says_why(
     live, tmp_path: Path
 ) -> None:
     _, rec = live
-    summary = run_replay(rec, tmp_path / "r", profile="replay")
+    copy = tmp_path / "rec"
+    shutil.copytree(rec, copy, ignore=shutil.ignore_patterns("report.html"))
+    replay_profile = Path(__file__).parents[2] / "hardware_profiles" / "replay.yaml"
+    (copy / "profile.yaml").write_text(replay_profile.read_text(encoding="utf-8"))
+    summary = run_replay(copy, tmp_path / "r")
     assert summary["trigger_precision"] is None
-    assert summary["evaluation"]["precision"] is None
-    assert any("is not simulated: the triggers are not scored" in w for w in summary["warnings"])
+    assert "triggers" not in summary["evaluation"]
+    assert summary["tracking"] is None
+    assert any("is not simulated: the replay is not scored" in w for w in summary["warnings"])
+
+
+def test_ground_truth_is_scored_with_a_simulated_profile_or_refused_before_acquiring(
+    tmp_path: Path,
+) -> None:
+    prof = load_profile("replay")
+    seq = demo_sequence(load_profile("sim"), timepoints=1, positions=1)
+    with pytest.raises(LivescopeError, match="'replay' is not one"):
+        run_adaptive(prof, seq, tmp_path / "out", ground_truth=(tmp_path, prof))
+    assert not (tmp_path / "out" / "data.ome.zarr").exists()

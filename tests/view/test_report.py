@@ -319,6 +319,28 @@ def test_run_without_analysis_says_so(
     assert not (bare / "report.html").exists()
 
 
+def test_triggers_not_scored_say_why_and_the_tracks_still_show(
+    analysed_run: tuple[Path, Path, float], tmp_path: Path
+) -> None:
+    out, _, _ = analysed_run
+    run = tmp_path / "run"
+    shutil.copytree(out, run, ignore=shutil.ignore_patterns("report.html"))
+    summary = json.loads((run / "summary.json").read_text())
+    summary["evaluation"] = {"precision": None, "recall": None, "mitosis_to_trigger_s": None,
+                             "error": "OSError: lineage.json <unreadable>"}  # fmt: skip
+    summary["tracking"] = {"p0": {"tra": 0.9812, "det": 0.99, "lnk": 0.97, "div_f1": 1.0,
+                                  "tracks": 12, "divisions_matched": 1, "divisions_true": 1,
+                                  "divisions_found": 1},
+                           "p1": {"error": "no masks written"}}  # fmt: skip
+    (run / "summary.json").write_text(json.dumps(summary))
+    page = write_report(run).read_text(encoding="utf-8")
+    assert "The triggers were not scored: OSError: lineage.json &lt;unreadable&gt;." in page
+    assert "0 of 0 triggers" not in page
+    assert '<td class="num">0.981</td>' in page
+    assert "1 of 1 true (1 found)" in page
+    assert "not scored: no masks written" in page
+
+
 def test_not_a_run_folder_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(LivescopeError, match=r"summary\.json is missing"):
         write_report(tmp_path)
