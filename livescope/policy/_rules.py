@@ -15,9 +15,8 @@ A hit held back by a cooldown fires once the cooldown is over if its condition
 still holds (the cell is still in mitosis, ...); a division or lost track is dropped.
 
 Triggers (``when``): ``mitosis`` (a track's P(mitosis) at or above ``p_min``
-for ``frames`` frames in a row, once per mitosis: a daughter of a fired track is
-that mitosis until it is seen out of it, then its own next mitosis counts, as
-does that of a track fired on in the mitosis it began in),
+for ``frames`` frames in a row, once per track; a daughter of a fired track is
+that mitosis until it is seen out of it, then its own next mitosis counts),
 ``division`` (the tracker saw one cell become two), ``cell_count``
 (``above`` / ``below``, with ``hysteresis``), ``enter_region`` (a track
 enters a rectangle ``[y0, x0, y1, x1]`` in pixels), ``feature`` (a cell's

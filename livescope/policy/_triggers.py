@@ -75,23 +75,6 @@ class _Mitosis(Trigger):
         self.own: set[str] = set()
         """Daughters of a fired mitosis seen out of it (``frames`` fields in a row): their
         next mitosis is their own."""
-        self.born_in: set[str] = set()
-        """Tracks fired on while in mitosis on every field since they began (a daughter
-        in its mother's anaphase, a cell first seen in mitosis): re-armed once out of it."""
-
-    def _out_of_it(self, key: str, p: float) -> bool:
-        """Count ``key``'s fields in a row out of mitosis; True once there are ``frames``.
-
-        One low field among high ones is not enough, and a field without a score
-        (NaN) neither counts nor breaks the count.
-        """
-        out = self.leaving.get(key, 0) + 1 if p < self.p_min else 0
-        if out >= self.frames:
-            self.leaving.pop(key, None)
-            return True
-        if np.isfinite(p):
-            self.leaving[key] = out
-        return False
 
     def check(self, obs: Observation) -> list[Hit]:
         c = obs.cells
@@ -101,15 +84,9 @@ class _Mitosis(Trigger):
         seen: dict[str, int] = {}
         for i in range(len(c)):
             key = _key(obs, int(c.tracks[i]))
-            p = float(c.p_mitosis[i])
             if key in self.fired:
-                # once per mitosis: a track fired on the mitosis it began in goes on past
-                # it (its mother's division seen late), so once out of it, it is re-armed
-                if key not in self.born_in or not self._out_of_it(key, p):
-                    continue
-                self.fired.discard(key)
-                self.born_in.discard(key)
-                self.own.add(key)
+                continue
+            p = float(c.p_mitosis[i])
             parent = int(c.parents[i]) if c.parents.size else 0
             if (
                 parent
@@ -119,19 +96,21 @@ class _Mitosis(Trigger):
                 # a daughter of a fired mitosis: while it is still in it (anaphase,
                 # telophase) it is the mitosis already fired on, and so are its own
                 # daughters then (a tracker's split within one mitosis); once seen out
-                # of it (`_out_of_it`), the daughter's own next mitosis (a cell cycle
-                # later) counts
-                if not self._out_of_it(key, p):
+                # of it on `frames` fields in a row (one low or unscored field is not
+                # enough), the daughter's own next mitosis (a cell cycle later) counts
+                out = self.leaving.get(key, 0) + 1 if p < self.p_min else 0
+                if out < self.frames:
+                    if np.isfinite(p):  # (no score: nothing learnt)
+                        self.leaving[key] = out
                     self.inherited.add(key)
                     continue
+                self.leaving.pop(key, None)
                 self.inherited.discard(key)
                 self.own.add(key)
             run = self.runs.get(key, 0) + 1 if p >= self.p_min else 0
             seen[key] = run
             if run >= self.frames:
                 self.fired.add(key)
-                if c.age.size and run > int(c.age[i]):  # in it since the track began
-                    self.born_in.add(key)
                 hits.append(
                     Hit(
                         int(c.tracks[i]),
@@ -151,9 +130,7 @@ class _Mitosis(Trigger):
 
     def release(self, obs: Observation, hit: Hit) -> None:
         if hit.track is not None:
-            key = _key(obs, hit.track)
-            self.fired.discard(key)  # its run goes on: it hits next field
-            self.born_in.discard(key)
+            self.fired.discard(_key(obs, hit.track))  # its run goes on: it hits next field
 
     def state(self) -> dict[str, Any]:
         return {
@@ -162,7 +139,6 @@ class _Mitosis(Trigger):
             "inherited": sorted(self.inherited),
             "leaving": self.leaving,
             "own": sorted(self.own),
-            "born_in": sorted(self.born_in),
         }
 
     def restore(self, state: Mapping[str, Any]) -> None:
@@ -171,7 +147,6 @@ class _Mitosis(Trigger):
         self.inherited = set(state.get("inherited", []))
         self.leaving = {str(k): int(v) for k, v in state.get("leaving", {}).items()}
         self.own = set(state.get("own", []))
-        self.born_in = set(state.get("born_in", []))
 
 
 class _Division(Trigger):

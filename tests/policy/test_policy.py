@@ -33,7 +33,6 @@ def obs(
     position: str = "p0",
     ys: list[float] | None = None,
     parents: list[int] | None = None,
-    ages: list[int] | None = None,
     divisions: tuple = (),
     lost: tuple = (),
     when: float | None = None,
@@ -53,7 +52,7 @@ def obs(
             labels=np.arange(1, n + 1),
             tracks=np.array(tracks, np.int64),
             parents=np.array(parents or [0] * n, np.int64),
-            age=np.array(ages or [0] * n, np.int64),
+            age=np.zeros(n, np.int64),
             y=np.array(ys, float),
             x=np.full(n, 256.0),
             area=np.full(n, 200.0),
@@ -121,36 +120,6 @@ def test_a_daughter_of_a_fired_mitosis_fires_on_its_own_next_mitosis() -> None:
                            [0.9, 0.9], [0.9, 0.1], [0.9, 0.2], [0.9, 0.9]], start=43):  # fmt: skip
         assert list(again.decide(obs(t, [5, 6], p, parents=[3, 3]))) == [], t
     assert [f.track for f in again.decide(obs(52, [5, 6], [0.9, 0.9], parents=[3, 3]))] == [6]
-
-
-def test_a_track_fired_on_the_mitosis_it_began_in_is_re_armed_once_out_of_it() -> None:
-    """A daughter first seen in its mother's anaphase (the mother never fired on) goes on past
-    that mitosis: its own next one fires too. A cell seen in interphase before its mitosis
-    fires once (its track ends at the division)."""
-    rule = Rule("closeup", {"mitosis": {"p_min": 0.5, "frames": 2}}, CLOSEUP)
-
-    def fired(t: int, p3: float, p5: float) -> list[int | None]:
-        # daughter 3 (of 1) began at t = 10; cell 5 at t = 0
-        o = obs(t, [3, 5], [p3, p5], parents=[1, 0], ages=[t - 10, t])
-        return [f.track for f in rule.decide(o)]
-
-    assert fired(10, 0.9, 0.1) == []
-    assert fired(11, 0.9, 0.1) == [3]  # in mitosis since it began
-    assert fired(12, 0.9, 0.9) == []
-    assert fired(13, 0.1, 0.9) == [5]  # in interphase before: its own mitosis
-    assert fired(14, 0.9, 0.9) == []  # one low field is not out of it
-    assert fired(15, 0.9, 0.1) == []
-    assert fired(16, 0.1, 0.1) == []
-    assert fired(17, 0.1, 0.1) == []  # 3 out of it on 2 fields: re-armed; 5 is not
-    assert fired(50, 0.9, 0.9) == []
-    assert fired(51, 0.9, 0.9) == [3]  # 3's own mitosis, a cell cycle later
-    for t in (52, 53):
-        assert fired(t, 0.1, 0.1) == []
-    assert fired(54, 0.9, 0.9) == []
-    assert fired(55, 0.9, 0.9) == []  # 3's own mitosis is fired on once, as 5's was
-    saved = json.loads(json.dumps(rule.state()))
-    assert saved["trigger"]["born_in"] == []
-    assert saved["trigger"]["fired"] == ["p0/3", "p0/5"]
 
 
 def test_a_mitosis_state_saved_before_daughters_were_told_apart_restores() -> None:
