@@ -19,9 +19,10 @@ What is replayed:
   ``plan`` if given (else analysis only).
 
 A recording of the simulated microscope keeps the simulation's ground truth:
-the replay's mitosis triggers are scored against it (``trigger_precision``,
-``trigger_recall``, ``evaluation``), so that a rule can be tried offline
-(``plan``) and compared with the live run's.
+the replay's mitosis triggers and tracks are scored against it with the
+simulation the recording was made with, whatever profile the replay runs on
+(``trigger_precision``, ``trigger_recall``, ``evaluation``, ``tracking``), so
+that a rule can be tried offline (``plan``) and compared with the live run's.
 """
 
 from __future__ import annotations
