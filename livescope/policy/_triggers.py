@@ -75,6 +75,16 @@ class _Mitosis(Trigger):
         self.own: set[str] = set()
         """Daughters of a fired mitosis seen out of it (``frames`` fields in a row): their
         next mitosis is their own."""
+        self.newest: dict[str, int] = {}
+        """Per position, the highest track id seen so far (the tracker counts ids up)."""
+        self.fresh: set[str] = set()
+        """Tracks scoring in mitosis on every field since first seen (in the last field)."""
+        self.seen_before = False
+        """Restored from a state without ``newest``: tracks of a position not in it were seen."""
+        self.rearm: set[str] = set()
+        """Fired daughters that fired in the mitosis they were first seen in (their
+        mother's, not fired on): re-armed once seen out of it on ``frames`` fields in a
+        row, so that their own next mitosis fires."""
 
     def check(self, obs: Observation) -> list[Hit]:
         c = obs.cells
@@ -82,11 +92,29 @@ class _Mitosis(Trigger):
             return []
         hits = []
         seen: dict[str, int] = {}
+        fresh: set[str] = set()
+        newest = self.newest.get(obs.position, int(c.tracks.max()) if self.seen_before else 0)
         for i in range(len(c)):
-            key = _key(obs, int(c.tracks[i]))
-            if key in self.fired:
-                continue
+            track = int(c.tracks[i])
+            key = _key(obs, track)
             p = float(c.p_mitosis[i])
+            if p >= self.p_min and (track > newest or key in self.fresh):
+                fresh.add(key)  # (a track id above every one seen before: first seen now)
+            if key in self.fired:
+                if key not in self.rearm:
+                    continue
+                # it fired in its mother's mitosis (first seen in anaphase, that mitosis
+                # not fired on): once seen out of it on `frames` fields in a row it is
+                # a cell like any other, whose own next mitosis (a cell cycle later)
+                # fires; until then it is that mitosis, and so are its daughters
+                out = self.leaving.get(key, 0) + 1 if p < self.p_min else 0
+                if out < self.frames:
+                    if np.isfinite(p):
+                        self.leaving[key] = out
+                    continue
+                self.leaving.pop(key, None)
+                self.rearm.discard(key)
+                self.fired.discard(key)
             parent = int(c.parents[i]) if c.parents.size else 0
             if (
                 parent
@@ -111,6 +139,12 @@ class _Mitosis(Trigger):
             seen[key] = run
             if run >= self.frames:
                 self.fired.add(key)
+                if parent and key in fresh:
+                    # never seen out of mitosis: this is the mitosis it was born in. (A cell
+                    # without a parent, first seen in mitosis, is not re-armed: it may
+                    # score low on a field or two before it divides, and its daughters
+                    # are that mitosis; its track ends there anyway.)
+                    self.rearm.add(key)
                 hits.append(
                     Hit(
                         int(c.tracks[i]),
@@ -126,11 +160,15 @@ class _Mitosis(Trigger):
         prefix = obs.position + "/"
         self.runs = {k: v for k, v in self.runs.items() if not k.startswith(prefix)}
         self.runs.update({k: v for k, v in seen.items() if v})
+        self.fresh = {k for k in self.fresh if not k.startswith(prefix)} | fresh
+        self.newest[obs.position] = max(newest, int(c.tracks.max()))
         return hits
 
     def release(self, obs: Observation, hit: Hit) -> None:
         if hit.track is not None:
-            self.fired.discard(_key(obs, hit.track))  # its run goes on: it hits next field
+            key = _key(obs, hit.track)
+            self.fired.discard(key)  # its run goes on: it hits next field
+            self.rearm.discard(key)
 
     def state(self) -> dict[str, Any]:
         return {
@@ -139,6 +177,9 @@ class _Mitosis(Trigger):
             "inherited": sorted(self.inherited),
             "leaving": self.leaving,
             "own": sorted(self.own),
+            "newest": self.newest,
+            "fresh": sorted(self.fresh),
+            "rearm": sorted(self.rearm),
         }
 
     def restore(self, state: Mapping[str, Any]) -> None:
@@ -147,6 +188,12 @@ class _Mitosis(Trigger):
         self.inherited = set(state.get("inherited", []))
         self.leaving = {str(k): int(v) for k, v in state.get("leaving", {}).items()}
         self.own = set(state.get("own", []))
+        self.newest = {str(k): int(v) for k, v in state.get("newest", {}).items()}
+        self.fresh = set(state.get("fresh", []))
+        self.rearm = set(state.get("rearm", []))
+        # a state saved before ``newest`` existed: the tracks in a position's next
+        # field are not taken as first seen there (none is re-armed wrongly)
+        self.seen_before = "newest" not in state
 
 
 class _Division(Trigger):

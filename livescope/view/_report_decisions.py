@@ -216,19 +216,26 @@ def _tracking_table(tracking: Any) -> str:
     if not isinstance(tracking, dict) or not tracking:
         return ""
     rows: list[list[Any]] = []
+    tolerances: set[Any] = set()
     for pos, sc in sorted(tracking.items()):
         if not isinstance(sc, dict):
             continue
         if "error" in sc:
             rows.append([pos, None, None, None, None, None, f"not scored: {sc['error']}"])
             continue
+        tolerances.add(sc.get("div_tolerance"))
         divisions = f"{sc.get('divisions_matched')} of {sc.get('divisions_true')} true " \
             f"({sc.get('divisions_found')} found)"  # fmt: skip
         rows.append([pos, sc.get("tra"), sc.get("det"), sc.get("lnk"), sc.get("div_f1"),
                      sc.get("tracks"), divisions])  # fmt: skip
     head = ["position", "TRA", "DET", "LNK", "division F1", "tracks", "divisions matched"]
+    tols = sorted(t for t in tolerances if isinstance(t, int))  # (the scores' own)
+    within = ""
+    if tols:
+        frames = f"{tols[0]}-{tols[-1]}" if tols[-1] != tols[0] else str(tols[0])
+        within = f"; divisions matched within {frames} frame{'' if frames == '1' else 's'}"
     return (
         "<h3>Tracks</h3><p>Each position's tracks scored against the simulation's with "
-        "py-ctcmetrics (Cell Tracking Challenge TRA, DET, LNK; divisions matched within "
-        "1 frame).</p>" + table(head, rows, what="positions")
+        f"py-ctcmetrics (Cell Tracking Challenge TRA, DET, LNK{within}).</p>"
+        + table(head, rows, what="positions")
     )

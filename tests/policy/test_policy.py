@@ -122,6 +122,54 @@ def test_a_daughter_of_a_fired_mitosis_fires_on_its_own_next_mitosis() -> None:
     assert [f.track for f in again.decide(obs(52, [5, 6], [0.9, 0.9], parents=[3, 3]))] == [6]
 
 
+def test_a_daughter_fired_in_its_mothers_mitosis_fires_again_on_its_own() -> None:
+    """First seen in anaphase (its mother never fired on), a daughter that fires is that
+    mitosis until it leaves it; a cell cycle later its own mitosis fires (long runs)."""
+    rule = Rule("closeup", {"mitosis": {"p_min": 0.5, "frames": 2}}, CLOSEUP)
+    assert list(rule.decide(obs(0, [1, 2], [0.1, 0.9]))) == []  # 2: one field, then divides
+    # 2's daughters, new tracks 3 and 4, in its anaphase: both fire (this rule has no
+    # cooldown; the demo's 20 µm cooldown radius holds the second back)
+    assert list(rule.decide(obs(1, [1, 3, 4], [0.1, 0.9, 0.9], parents=[0, 2, 2]))) == []
+    fired = rule.decide(obs(2, [1, 3, 4], [0.1, 0.9, 0.9], parents=[0, 2, 2]))
+    assert [f.track for f in fired] == [3, 4]
+    # a tracker's split of 3 while still in that mitosis: the same mitosis
+    assert list(rule.decide(obs(3, [1, 3, 9], [0.1, 0.9, 0.9], parents=[0, 2, 3]))) == []
+    # out of it on one field, then in it again (one low field is not leaving it)
+    assert list(rule.decide(obs(4, [1, 3, 4], [0.1, 0.2, 0.2], parents=[0, 2, 2]))) == []
+    assert list(rule.decide(obs(5, [1, 3, 4], [0.1, 0.9, np.nan], parents=[0, 2, 2]))) == []
+    assert list(rule.decide(obs(6, [1, 3, 4], [0.1, 0.9, 0.1], parents=[0, 2, 2]))) == []
+    # 3 leaves it (2 fields in a row), 4 too
+    for t in (7, 8):
+        assert list(rule.decide(obs(t, [1, 3, 4], [0.1, 0.1, 0.1], parents=[0, 2, 2]))) == []
+    saved = json.loads(json.dumps(rule.state()))  # a worker restart in between
+    again = Rule("closeup", {"mitosis": {"p_min": 0.5, "frames": 2}}, CLOSEUP)
+    again.restore(saved)
+    when = 120.0 * 40  # a cell cycle later, past the rule's cooldown
+    assert list(again.decide(obs(40, [1, 3, 4], [0.1, 0.9, 0.1], parents=[0, 2, 2],
+                                 when=when))) == []  # fmt: skip
+    fired = again.decide(obs(41, [1, 3, 4], [0.1, 0.9, 0.1], parents=[0, 2, 2], when=when + 120))
+    assert [f.track for f in fired] == [3]
+    # its daughters are its mitosis
+    for t in (42, 43):
+        assert list(again.decide(obs(t, [1, 10, 11], [0.1, 0.9, 0.9], parents=[0, 3, 3]))) == []
+
+
+def test_a_cell_first_seen_in_mitosis_fires_once_for_it() -> None:
+    """A cell first seen in mitosis that scores low on fields before dividing (a parentless
+    cell, or a daughter that scored low on its first field): never re-armed for it."""
+    rule = Rule("closeup", {"mitosis": {"p_min": 0.5, "frames": 2}}, CLOSEUP)
+    # 1: a cell first seen in prophase; 5: a daughter first seen low, then in mitosis
+    p = [[0.9, 0.1], [0.9, 0.9], [0.1, 0.9], [0.1, 0.1], [0.1, 0.1], [0.9, 0.9], [0.9, 0.9]]
+    hits = [
+        [f.track for f in rule.decide(obs(t, [1, 5], pt, parents=[0, 4], ys=[100, 300]))]
+        for t, pt in enumerate(p)
+    ]
+    assert hits == [[], [1], [5], [], [], [], []]
+    # 1's daughters are its mitosis
+    for t in (7, 8):
+        assert list(rule.decide(obs(t, [6, 7], [0.9, 0.9], parents=[1, 1]))) == []
+
+
 def test_a_mitosis_state_saved_before_daughters_were_told_apart_restores() -> None:
     """A state file from before (no "inherited" / "leaving" / "own"): its daughters stay out."""
     rule = Rule("closeup", {"mitosis": {"p_min": 0.5, "frames": 2}}, CLOSEUP)
@@ -130,6 +178,14 @@ def test_a_mitosis_state_saved_before_daughters_were_told_apart_restores() -> No
         assert list(rule.decide(obs(t, [3, 4], [0.9, 0.1], parents=[1, 1]))) == []
     assert [f.track for f in rule.decide(obs(4, [3, 4], [0.9, 0.9], parents=[1, 1]))] == []
     assert [f.track for f in rule.decide(obs(5, [3, 4], [0.9, 0.9], parents=[1, 1]))] == [4]
+    # tracks in the next field of a position were seen before the state was saved: none
+    # counts as first seen in mitosis (to be re-armed once out of it)
+    legacy = Rule("closeup", {"mitosis": {"p_min": 0.5, "frames": 2}}, CLOSEUP)
+    legacy.restore({"fires": 0, "recent": [], "trigger": {"runs": {}, "fired": []}})
+    list(legacy.decide(obs(0, [7, 8], [0.9, 0.1], parents=[2, 2])))
+    assert legacy.state()["trigger"]["fresh"] == []
+    list(legacy.decide(obs(1, [7, 8, 9], [0.9, 0.1, 0.9], parents=[2, 2, 0])))
+    assert legacy.state()["trigger"]["fresh"] == ["p0/9"]
 
 
 def test_acquire_a_z_stack_with_an_added_channel_at_the_position() -> None:

@@ -330,7 +330,7 @@ def test_triggers_not_scored_say_why_and_the_tracks_still_show(
                              "error": "OSError: lineage.json <unreadable>"}  # fmt: skip
     summary["tracking"] = {"p0": {"tra": 0.9812, "det": 0.99, "lnk": 0.97, "div_f1": 1.0,
                                   "tracks": 12, "divisions_matched": 1, "divisions_true": 1,
-                                  "divisions_found": 1},
+                                  "divisions_found": 1, "div_tolerance": 2},
                            "p1": {"error": "no masks written"}}  # fmt: skip
     (run / "summary.json").write_text(json.dumps(summary))
     page = write_report(run).read_text(encoding="utf-8")
@@ -338,6 +338,7 @@ def test_triggers_not_scored_say_why_and_the_tracks_still_show(
     assert "0 of 0 triggers" not in page
     assert '<td class="num">0.981</td>' in page
     assert "1 of 1 true (1 found)" in page
+    assert "divisions matched within 2 frames" in page  # the tolerance they were scored at
     assert "not scored: no masks written" in page
 
 
