@@ -16,7 +16,8 @@ still holds (the cell is still in mitosis, ...); a division or lost track is dro
 
 Triggers (``when``): ``mitosis`` (a track's P(mitosis) at or above ``p_min``
 for ``frames`` frames in a row, once per track; a daughter of a fired track is
-that mitosis until it is seen out of it, then its own next mitosis counts),
+that mitosis until it is seen out of it and not in it again for
+``rearm_after_s``, then its own next mitosis counts),
 ``division`` (the tracker saw one cell become two), ``cell_count``
 (``above`` / ``below``, with ``hysteresis``), ``enter_region`` (a track
 enters a rectangle ``[y0, x0, y1, x1]`` in pixels), ``feature`` (a cell's

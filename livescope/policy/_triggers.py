@@ -58,42 +58,92 @@ def _key(obs: Observation, track: int) -> str:
 
 
 class _Mitosis(Trigger):
+    """A cell in mitosis on ``frames`` fields in a row: one hit per track and mitosis.
+
+    A cell already fired on is that mitosis, and so are its daughters while
+    they are in it (anaphase, telophase; or a tracker's split within it). One
+    of them is re-armed, its own next mitosis (a cell cycle later) to fire,
+    once seen out of mitosis on ``frames`` fields in a row and not in it again
+    for ``rearm_after_s`` from the first of them (sample seconds; 0 by default:
+    a rule's cooldown holds back a repeat on the same cell, and in the demo's
+    runs no cell dipped out of a mitosis and back in; a longer time guards a
+    rule without a cooldown against such dips of the classifier, at the cost
+    of a mitosis begun sooner than that). This holds for a
+    daughter of a mitosis fired on, and for a daughter that fired on its
+    mother's mitosis (first seen in it, the mother never fired on, so it was
+    never seen out of mitosis). A cell first seen in mitosis with no parent is
+    never re-armed: its daughters are that mitosis, and its track ends there.
+    Both daughters of a mitosis not fired on may hit (a rule's cooldown radius
+    holds the second back).
+    """
+
     kind = "mitosis"
 
-    def __init__(self, p_min: float = 0.5, frames: int = 2) -> None:
+    def __init__(self, p_min: float = 0.5, frames: int = 2, rearm_after_s: float = 0) -> None:
         if not 0 < p_min <= 1:
             raise ValueError(f"mitosis.p_min must be in (0, 1], got {p_min}")
         if frames < 1:
             raise ValueError(f"mitosis.frames must be >= 1, got {frames}")
+        if not 0 <= rearm_after_s < math.inf:
+            raise ValueError(f"mitosis.rearm_after_s must be >= 0 seconds, got {rearm_after_s}")
         self.p_min, self.frames = float(p_min), int(frames)
+        self.rearm_after_s = float(rearm_after_s)
         self.runs: dict[str, int] = {}
         self.fired: set[str] = set()
         self.inherited: set[str] = set()
         """Daughters of a fired mitosis (or of such a daughter) still in it."""
+        self.rearm: set[str] = set()
+        """Fired daughters that fired on their mother's mitosis, still in it."""
         self.leaving: dict[str, int] = {}
-        """Such daughters seen out of it: on how many fields in a row."""
+        """Cells in ``inherited`` or ``rearm`` seen out of mitosis: on how many fields in a row."""
+        self.out_since: dict[str, float] = {}
+        """... and since when (sample seconds)."""
         self.own: set[str] = set()
-        """Daughters of a fired mitosis seen out of it (``frames`` fields in a row): their
-        next mitosis is their own."""
+        """Daughters of a fired mitosis re-armed: their next mitosis is their own."""
         self.newest: dict[str, int] = {}
         """Per position, the highest track id seen so far (the tracker counts ids up)."""
         self.fresh: set[str] = set()
-        """Tracks scoring in mitosis on every field since first seen (in the last field)."""
-        self.seen_before = False
-        """Restored from a state without ``newest``: tracks of a position not in it were seen."""
-        self.rearm: set[str] = set()
-        """Fired daughters that fired in the mitosis they were first seen in (their
-        mother's, not fired on): re-armed once seen out of it on ``frames`` fields in a
-        row, so that their own next mitosis fires."""
+        """Tracks seen in mitosis on every field since they were first seen (last field)."""
+
+    def _out_of_it(self, key: str, p: float, now: float) -> bool:
+        """Count a held cell's field out of (or in) mitosis; True once it is re-armed."""
+        n = self.leaving.get(key, 0)
+        if p < self.p_min:
+            if n == 0:
+                self.out_since[key] = now
+            n = self.leaving[key] = n + 1
+        elif np.isfinite(p):  # in it again (no score: nothing learnt)
+            if not self._rearmed(key, n, now):  # (out long enough: a mitosis of its own)
+                self.leaving[key] = 0
+                self.out_since.pop(key, None)
+                return False
+            return True
+        return self._rearmed(key, n, now)
+
+    def _rearmed(self, key: str, n: int, now: float) -> bool:
+        # (a state saved before `out_since` existed: its count alone, as then)
+        if n < self.frames or now - self.out_since.get(key, -math.inf) < self.rearm_after_s:
+            return False
+        self.leaving.pop(key, None)
+        self.out_since.pop(key, None)
+        return True
 
     def check(self, obs: Observation) -> list[Hit]:
         c = obs.cells
-        if len(c) == 0 or not np.isfinite(c.p_mitosis).any():
+        if len(c) == 0:
+            return []
+        prefix = obs.position + "/"
+        # the first field seen at a position (a rule added, or a state saved before
+        # `newest`, after a restart): none of its tracks is taken as first seen now
+        newest = self.newest.get(obs.position, int(c.tracks.max()))
+        self.newest[obs.position] = max(newest, int(c.tracks.max()))
+        if not np.isfinite(c.p_mitosis).any():  # (not scored: nothing learnt, none fresh)
+            self.fresh = {k for k in self.fresh if not k.startswith(prefix)}
             return []
         hits = []
         seen: dict[str, int] = {}
         fresh: set[str] = set()
-        newest = self.newest.get(obs.position, int(c.tracks.max()) if self.seen_before else 0)
+        now = obs.sample_time_s
         for i in range(len(c)):
             track = int(c.tracks[i])
             key = _key(obs, track)
@@ -101,49 +151,32 @@ class _Mitosis(Trigger):
             if p >= self.p_min and (track > newest or key in self.fresh):
                 fresh.add(key)  # (a track id above every one seen before: first seen now)
             if key in self.fired:
-                if key not in self.rearm:
+                if key not in self.rearm or not self._out_of_it(key, p, now):
                     continue
-                # it fired in its mother's mitosis (first seen in anaphase, that mitosis
-                # not fired on): once seen out of it on `frames` fields in a row it is
-                # a cell like any other, whose own next mitosis (a cell cycle later)
-                # fires; until then it is that mitosis, and so are its daughters
-                out = self.leaving.get(key, 0) + 1 if p < self.p_min else 0
-                if out < self.frames:
-                    if np.isfinite(p):
-                        self.leaving[key] = out
-                    continue
-                self.leaving.pop(key, None)
                 self.rearm.discard(key)
                 self.fired.discard(key)
             parent = int(c.parents[i]) if c.parents.size else 0
             if (
                 parent
                 and key not in self.own
-                and ((pk := _key(obs, parent)) in self.fired or pk in self.inherited)
+                and (
+                    key in self.inherited  # (held until out of it itself, whatever its mother)
+                    or (pk := _key(obs, parent)) in self.fired
+                    or pk in self.inherited
+                )
             ):
-                # a daughter of a fired mitosis: while it is still in it (anaphase,
-                # telophase) it is the mitosis already fired on, and so are its own
-                # daughters then (a tracker's split within one mitosis); once seen out
-                # of it on `frames` fields in a row (one low or unscored field is not
-                # enough), the daughter's own next mitosis (a cell cycle later) counts
-                out = self.leaving.get(key, 0) + 1 if p < self.p_min else 0
-                if out < self.frames:
-                    if np.isfinite(p):  # (no score: nothing learnt)
-                        self.leaving[key] = out
+                # a daughter of a fired mitosis (or of such a daughter: a tracker's
+                # split within it)
+                if not self._out_of_it(key, p, now):
                     self.inherited.add(key)
                     continue
-                self.leaving.pop(key, None)
                 self.inherited.discard(key)
                 self.own.add(key)
             run = self.runs.get(key, 0) + 1 if p >= self.p_min else 0
             seen[key] = run
             if run >= self.frames:
                 self.fired.add(key)
-                if parent and key in fresh:
-                    # never seen out of mitosis: this is the mitosis it was born in. (A cell
-                    # without a parent, first seen in mitosis, is not re-armed: it may
-                    # score low on a field or two before it divides, and its daughters
-                    # are that mitosis; its track ends there anyway.)
+                if parent and key in fresh:  # never seen out of it: its mother's mitosis
                     self.rearm.add(key)
                 hits.append(
                     Hit(
@@ -157,11 +190,9 @@ class _Mitosis(Trigger):
                         },
                     )
                 )
-        prefix = obs.position + "/"
         self.runs = {k: v for k, v in self.runs.items() if not k.startswith(prefix)}
         self.runs.update({k: v for k, v in seen.items() if v})
         self.fresh = {k for k in self.fresh if not k.startswith(prefix)} | fresh
-        self.newest[obs.position] = max(newest, int(c.tracks.max()))
         return hits
 
     def release(self, obs: Observation, hit: Hit) -> None:
@@ -175,25 +206,24 @@ class _Mitosis(Trigger):
             "runs": self.runs,
             "fired": sorted(self.fired),
             "inherited": sorted(self.inherited),
+            "rearm": sorted(self.rearm),
             "leaving": self.leaving,
+            "out_since": self.out_since,
             "own": sorted(self.own),
             "newest": self.newest,
             "fresh": sorted(self.fresh),
-            "rearm": sorted(self.rearm),
         }
 
     def restore(self, state: Mapping[str, Any]) -> None:
         self.runs = {str(k): int(v) for k, v in state.get("runs", {}).items()}
         self.fired = set(state.get("fired", []))
         self.inherited = set(state.get("inherited", []))
+        self.rearm = set(state.get("rearm", []))
         self.leaving = {str(k): int(v) for k, v in state.get("leaving", {}).items()}
+        self.out_since = {str(k): float(v) for k, v in state.get("out_since", {}).items()}
         self.own = set(state.get("own", []))
         self.newest = {str(k): int(v) for k, v in state.get("newest", {}).items()}
         self.fresh = set(state.get("fresh", []))
-        self.rearm = set(state.get("rearm", []))
-        # a state saved before ``newest`` existed: the tracks in a position's next
-        # field are not taken as first seen there (none is re-armed wrongly)
-        self.seen_before = "newest" not in state
 
 
 class _Division(Trigger):

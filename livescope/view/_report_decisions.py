@@ -229,7 +229,7 @@ def _tracking_table(tracking: Any) -> str:
         rows.append([pos, sc.get("tra"), sc.get("det"), sc.get("lnk"), sc.get("div_f1"),
                      sc.get("tracks"), divisions])  # fmt: skip
     head = ["position", "TRA", "DET", "LNK", "division F1", "tracks", "divisions matched"]
-    tols = sorted(t for t in tolerances if isinstance(t, int))  # (the scores' own)
+    tols = sorted(t for t in tolerances if isinstance(t, int) and not isinstance(t, bool))
     within = ""
     if tols:
         frames = f"{tols[0]}-{tols[-1]}" if tols[-1] != tols[0] else str(tols[0])

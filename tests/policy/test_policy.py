@@ -92,9 +92,15 @@ def test_mitosis_fires_once_per_track_after_consecutive_frames() -> None:
     assert list(rule.decide(obs(4, [3, 4], [0.9, 0.9], parents=[1, 1]))) == []
 
 
-def test_a_daughter_of_a_fired_mitosis_fires_on_its_own_next_mitosis() -> None:
+@pytest.mark.parametrize("rearm_after_s", [None, 1800], ids=["default", "30-minutes"])
+def test_a_daughter_of_a_fired_mitosis_fires_on_its_own_next_mitosis(
+    rearm_after_s: float | None,
+) -> None:
     """A cell cycle later a daughter divides again: that is a new mitosis (long runs)."""
-    rule = Rule("closeup", {"mitosis": {"p_min": 0.5, "frames": 2}}, CLOSEUP)
+    when = {"mitosis": {"p_min": 0.5, "frames": 2}}
+    if rearm_after_s is not None:
+        when["mitosis"]["rearm_after_s"] = rearm_after_s
+    rule = Rule("closeup", when, CLOSEUP)
     assert list(rule.decide(obs(0, [1], [0.9]))) == []
     assert [f.track for f in rule.decide(obs(1, [1], [0.9]))] == [1]
     # the daughters, still in their mother's mitosis (anaphase, telophase): not again
@@ -110,64 +116,139 @@ def test_a_daughter_of_a_fired_mitosis_fires_on_its_own_next_mitosis() -> None:
     # while 4, never seen out of its mother's mitosis, does not
     assert list(rule.decide(obs(40, [3, 4], [0.9, 0.9], parents=[1, 1]))) == []
     saved = json.loads(json.dumps(rule.state()))  # a worker restart in between
-    again = Rule("closeup", {"mitosis": {"p_min": 0.5, "frames": 2}}, CLOSEUP)
+    again = Rule("closeup", when, CLOSEUP)
     again.restore(saved)
     assert [f.track for f in again.decide(obs(41, [3, 4], [0.9, 0.9], parents=[1, 1]))] == [3]
     assert list(again.decide(obs(42, [3, 4], [0.9, 0.9], parents=[1, 1]))) == []
     # a daughter of 3's mitosis is 3's: one low field (or one the classifier did not
-    # score) within it does not free it; two in a row do
+    # score) within it does not free it
     for t, p in enumerate([[0.9, 0.1], [0.9, 0.9], [0.9, 0.9], [0.9, np.nan], [0.9, 0.9],
-                           [0.9, 0.9], [0.9, 0.1], [0.9, 0.2], [0.9, 0.9]], start=43):  # fmt: skip
+                           [0.9, 0.9], [0.9, 0.1], [0.9, 0.2]], start=43):  # fmt: skip
         assert list(again.decide(obs(t, [5, 6], p, parents=[3, 3]))) == [], t
-    assert [f.track for f in again.decide(obs(52, [5, 6], [0.9, 0.9], parents=[3, 3]))] == [6]
+    # two in a row do (t = 49, 50): in mitosis again, its own mitosis fires; unless
+    # rearm_after_s has not passed since it left: then it is a dip within 3's
+    fired = [
+        [f.track for f in again.decide(obs(t, [5, 6], [0.9, 0.9], parents=[3, 3]))]
+        for t in (51, 52)
+    ]
+    if rearm_after_s is None:
+        assert fired == [[], [6]]
+        return
+    assert fired == [[], []]
+    for t in (53, 54):
+        assert list(again.decide(obs(t, [5, 6], [0.9, 0.1], parents=[3, 3]))) == [], t
+    # out of it since t = 53 (unseen in between) and in it again 30 minutes (15 fields)
+    # later: re-armed, its own mitosis fires on the second field
+    assert list(again.decide(obs(68, [5, 6], [0.9, 0.9], parents=[3, 3]))) == []
+    assert [f.track for f in again.decide(obs(69, [5, 6], [0.9, 0.9], parents=[3, 3]))] == [6]
 
 
-def test_a_daughter_fired_in_its_mothers_mitosis_fires_again_on_its_own() -> None:
+_LO, _HI, _NA = 0.1, 0.9, np.nan
+REARMING = [  # (time point, {track: (P(mitosis), parent)}, tracks fired on); 120 s apart
+    (0, {2: (_HI, 0)}, []),  # 2: one field in mitosis, then it divides
+    (1, {3: (_HI, 2), 4: (_HI, 2)}, []),  # its daughters, first seen in its anaphase
+    (2, {3: (_HI, 2), 4: (_HI, 2)}, [3, 4]),  # fire on its mitosis (no cooldown: both)
+    # a tracker's split of 3 while still in it: 9 is that mitosis too
+    (3, {3: (_HI, 2), 4: (_HI, 2), 9: (_HI, 3)}, []),
+    (4, {3: (_HI, 2), 4: (_HI, 2), 9: (_HI, 3)}, []),
+    # 3 and 4 leave it (one field unscored for 3); 15, a daughter of an unseen cell,
+    # scores low on its second field
+    (5, {3: (_LO, 2), 4: (_LO, 2), 15: (_HI, 14)}, []),
+    (6, {3: (_NA, 2), 4: (_LO, 2), 15: (_LO, 14)}, []),
+    # 4 dips: in mitosis again 4 minutes after leaving it (before rearm_after_s): still
+    # that mitosis, no repeat. 15 fires, but not being new to mitosis is not re-armed
+    (7, {3: (_LO, 2), 4: (_HI, 2), 15: (_HI, 14)}, []),
+    (8, {3: (_LO, 2), 4: (_HI, 2), 15: (_HI, 14)}, [15]),
+    (9, {3: (_LO, 2), 4: (_LO, 2), 15: (_LO, 14)}, []),
+    (10, {3: (_LO, 2), 4: (_LO, 2), 15: (_LO, 14)}, []),
+    # 30 minutes after 3 left it (unseen in between): its own mitosis fires; 4 left it
+    # only 22 minutes ago (t = 9)
+    (20, {3: (_HI, 2), 4: (_HI, 2)}, []),
+    (21, {3: (_HI, 2), 4: (_HI, 2)}, [3]),
+    (22, {10: (_HI, 3), 11: (_HI, 3)}, []),  # 3's daughters are its mitosis
+    (23, {10: (_HI, 3), 11: (_HI, 3)}, []),
+    (24, {15: (_HI, 14)}, []),  # 30 minutes after 15 left: not re-armed
+    (25, {15: (_HI, 14)}, []),
+    # 16, first seen in mitosis, then a field not scored at all: not known to have been
+    # in mitosis since first seen, it is not re-armed after it fires either
+    (26, {16: (_HI, 14)}, []),
+    (27, {16: (_NA, 14)}, []),
+    (28, {16: (_HI, 14)}, [16]),  # (an unscored field does not end its run)
+    (29, {16: (_HI, 14)}, []),
+    (30, {16: (_LO, 14)}, []),
+    (31, {16: (_LO, 14)}, []),
+    (45, {16: (_HI, 14)}, []),
+    (46, {16: (_HI, 14)}, []),
+]
+
+
+@pytest.mark.parametrize("restarts", [False, True], ids=["one-worker", "restart-every-field"])
+def test_a_daughter_fired_in_its_mothers_mitosis_fires_again_on_its_own(restarts: bool) -> None:
     """First seen in anaphase (its mother never fired on), a daughter that fires is that
-    mitosis until it leaves it; a cell cycle later its own mitosis fires (long runs)."""
-    rule = Rule("closeup", {"mitosis": {"p_min": 0.5, "frames": 2}}, CLOSEUP)
-    assert list(rule.decide(obs(0, [1, 2], [0.1, 0.9]))) == []  # 2: one field, then divides
-    # 2's daughters, new tracks 3 and 4, in its anaphase: both fire (this rule has no
-    # cooldown; the demo's 20 µm cooldown radius holds the second back)
-    assert list(rule.decide(obs(1, [1, 3, 4], [0.1, 0.9, 0.9], parents=[0, 2, 2]))) == []
-    fired = rule.decide(obs(2, [1, 3, 4], [0.1, 0.9, 0.9], parents=[0, 2, 2]))
-    assert [f.track for f in fired] == [3, 4]
-    # a tracker's split of 3 while still in that mitosis: the same mitosis
-    assert list(rule.decide(obs(3, [1, 3, 9], [0.1, 0.9, 0.9], parents=[0, 2, 3]))) == []
-    # out of it on one field, then in it again (one low field is not leaving it)
-    assert list(rule.decide(obs(4, [1, 3, 4], [0.1, 0.2, 0.2], parents=[0, 2, 2]))) == []
-    assert list(rule.decide(obs(5, [1, 3, 4], [0.1, 0.9, np.nan], parents=[0, 2, 2]))) == []
-    assert list(rule.decide(obs(6, [1, 3, 4], [0.1, 0.9, 0.1], parents=[0, 2, 2]))) == []
-    # 3 leaves it (2 fields in a row), 4 too
-    for t in (7, 8):
-        assert list(rule.decide(obs(t, [1, 3, 4], [0.1, 0.1, 0.1], parents=[0, 2, 2]))) == []
-    saved = json.loads(json.dumps(rule.state()))  # a worker restart in between
-    again = Rule("closeup", {"mitosis": {"p_min": 0.5, "frames": 2}}, CLOSEUP)
-    again.restore(saved)
-    when = 120.0 * 40  # a cell cycle later, past the rule's cooldown
-    assert list(again.decide(obs(40, [1, 3, 4], [0.1, 0.9, 0.1], parents=[0, 2, 2],
-                                 when=when))) == []  # fmt: skip
-    fired = again.decide(obs(41, [1, 3, 4], [0.1, 0.9, 0.1], parents=[0, 2, 2], when=when + 120))
-    assert [f.track for f in fired] == [3]
-    # its daughters are its mitosis
-    for t in (42, 43):
-        assert list(again.decide(obs(t, [1, 10, 11], [0.1, 0.9, 0.9], parents=[0, 3, 3]))) == []
+    mitosis until it leaves it; a cell cycle later its own mitosis fires (long runs).
+    With the state saved and restored before every field, the same hits."""
+    when = {"mitosis": {"p_min": 0.5, "frames": 2, "rearm_after_s": 1800}}
+    rule = Rule("closeup", when, CLOSEUP)
+    for t, cells, expected in REARMING:
+        if restarts:
+            saved = json.loads(json.dumps(rule.state()))
+            rule = Rule("closeup", when, CLOSEUP)
+            rule.restore(saved)
+        p, parents = zip(*cells.values(), strict=True)
+        fired = rule.decide(obs(t, list(cells), list(p), parents=list(parents)))
+        assert [f.track for f in fired] == expected, t
+
+
+def test_a_daughter_is_held_until_out_of_the_mitosis_itself_whatever_its_mother() -> None:
+    """A tracker's split within a fired mitosis (9, from 3, which goes on): 9 is held
+    until out of it itself, even once 3 is re-armed."""
+    when = {"mitosis": {"p_min": 0.5, "frames": 2, "rearm_after_s": 1800}}
+    rule = Rule("closeup", when, CLOSEUP)
+    fields = [
+        (0, {1: (_HI, 0)}, []), (1, {1: (_HI, 0)}, [1]),
+        (2, {3: (_HI, 1), 4: (_HI, 1)}, []),
+        (3, {3: (_HI, 1), 4: (_HI, 1), 9: (_HI, 3)}, []),
+        (4, {3: (_HI, 1), 4: (_HI, 1), 9: (_HI, 3)}, []),
+        (5, {3: (_LO, 1), 9: (_HI, 3)}, []), (6, {3: (_LO, 1), 9: (_HI, 3)}, []),
+        (11, {9: (_LO, 3)}, []), (12, {9: (_LO, 3)}, []),  # 9 out of it from here
+        (20, {3: (_LO, 1), 9: (_LO, 3)}, []),  # 3 re-armed (30 minutes out)
+        (21, {9: (_HI, 3)}, []), (22, {9: (_HI, 3)}, []),  # 9 only 20 minutes out
+    ]  # fmt: skip
+    for t, cells, expected in fields:
+        p, parents = zip(*cells.values(), strict=True)
+        fired = rule.decide(obs(t, list(cells), list(p), parents=list(parents)))
+        assert [f.track for f in fired] == expected, t
+
+
+def test_a_daughter_held_back_by_the_cooldown_is_not_re_armed() -> None:
+    rule = Rule("closeup", {"mitosis": {"p_min": 0.5, "frames": 2}}, CLOSEUP,
+                cooldown_s=1800, cooldown_radius_um=20)  # fmt: skip
+    list(rule.decide(obs(0, [2], [0.9])))
+    list(rule.decide(obs(1, [3, 4], [0.9, 0.9], parents=[2, 2], ys=[100, 110])))
+    assert [f.track for f in rule.decide(obs(2, [3, 4], [0.9, 0.9], parents=[2, 2],
+                                             ys=[100, 110]))] == [3]  # fmt: skip
+    assert rule.state()["trigger"]["rearm"] == ["p0/3"]  # 4 was held back: not fired
 
 
 def test_a_cell_first_seen_in_mitosis_fires_once_for_it() -> None:
-    """A cell first seen in mitosis that scores low on fields before dividing (a parentless
-    cell, or a daughter that scored low on its first field): never re-armed for it."""
+    """A cell first seen in mitosis that scores low on fields before dividing fires once
+    (a dip of the classifier); a cell without a parent is not re-armed at all (its track
+    ends at its division), nor is a daughter that scored low since it was first seen."""
     rule = Rule("closeup", {"mitosis": {"p_min": 0.5, "frames": 2}}, CLOSEUP)
-    # 1: a cell first seen in prophase; 5: a daughter first seen low, then in mitosis
+    assert list(rule.decide(obs(0, [2], [0.1]))) == []
+    # 1: a cell first seen in prophase (new mid-run); 5: a daughter first seen low
     p = [[0.9, 0.1], [0.9, 0.9], [0.1, 0.9], [0.1, 0.1], [0.1, 0.1], [0.9, 0.9], [0.9, 0.9]]
     hits = [
-        [f.track for f in rule.decide(obs(t, [1, 5], pt, parents=[0, 4], ys=[100, 300]))]
-        for t, pt in enumerate(p)
+        [f.track for f in rule.decide(obs(t, [3, 5], pt, parents=[0, 4], ys=[100, 300]))]
+        for t, pt in enumerate(p, start=1)
     ]
-    assert hits == [[], [1], [5], [], [], [], []]
-    # 1's daughters are its mitosis
-    for t in (7, 8):
-        assert list(rule.decide(obs(t, [6, 7], [0.9, 0.9], parents=[1, 1]))) == []
+    assert hits == [[], [3], [5], [], [], [], []]
+    # 3 divides: its daughters are its mitosis (one of them goes on as track 3)
+    for t in (8, 9):
+        assert list(rule.decide(obs(t, [3, 7], [0.1, 0.9], parents=[0, 3]))) == []
+    # an hour later (a track that went on through its division): neither fires again
+    for t in (40, 41):
+        assert list(rule.decide(obs(t, [3, 5], [0.9, 0.9], parents=[0, 4]))) == []
 
 
 def test_a_mitosis_state_saved_before_daughters_were_told_apart_restores() -> None:
@@ -178,6 +259,12 @@ def test_a_mitosis_state_saved_before_daughters_were_told_apart_restores() -> No
         assert list(rule.decide(obs(t, [3, 4], [0.9, 0.1], parents=[1, 1]))) == []
     assert [f.track for f in rule.decide(obs(4, [3, 4], [0.9, 0.9], parents=[1, 1]))] == []
     assert [f.track for f in rule.decide(obs(5, [3, 4], [0.9, 0.9], parents=[1, 1]))] == [4]
+    # a daughter counted out of it in a state saved before `out_since`: by its count alone
+    held = Rule("closeup", {"mitosis": {"p_min": 0.5, "frames": 2}}, CLOSEUP)
+    held.restore({"fires": 1, "recent": [], "trigger": {
+        "runs": {}, "fired": ["p0/1"], "inherited": ["p0/4"], "leaving": {"p0/4": 2}}})  # fmt: skip
+    assert list(held.decide(obs(10, [4], [0.9], parents=[1]))) == []
+    assert [f.track for f in held.decide(obs(11, [4], [0.9], parents=[1]))] == [4]
     # tracks in the next field of a position were seen before the state was saved: none
     # counts as first seen in mitosis (to be re-armed once out of it)
     legacy = Rule("closeup", {"mitosis": {"p_min": 0.5, "frames": 2}}, CLOSEUP)
@@ -330,6 +417,8 @@ def test_a_lasting_condition_is_remembered_across_a_restart(
         ([{"name": "a", "when": {"mitosis": {}}, "do": {"explode": {}}}], "'do' must be one of"),
         ([{"name": "a", "when": {"mitosis": {"p_min": 2}}, "do": {"record": {}}}], "p_min"),
         ([{"name": "a", "when": {"mitosis": {"frame": 2}}, "do": {"record": {}}}], "frame"),
+        ([{"name": "a", "when": {"mitosis": {"rearm_after_s": -60}}, "do": {"record": {}}}],
+         r"mitosis.rearm_after_s must be >= 0 seconds, got -60"),
         ([{"name": "a", "when": {"mitosis": {}}, "do": {"acquire": {"channels": []}}}],
          "at least one channel"),
         ([{"name": "a", "when": {"mitosis": {}}, "do": {"record": {}}, "cooldown": 3}],
