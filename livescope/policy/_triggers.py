@@ -61,8 +61,8 @@ class _Mitosis(Trigger):
     """A cell in mitosis on ``frames`` fields in a row: one hit per track and mitosis.
 
     A cell already fired on is that mitosis, and so are its daughters while
-    they are in it (anaphase, telophase; or a tracker's split within it). One
-    of them is re-armed, its own next mitosis (a cell cycle later) to fire,
+    they are in it (anaphase, telophase; or a tracker's split within it). Such
+    a daughter is re-armed, its own next mitosis (a cell cycle later) to fire,
     once seen out of mitosis on ``frames`` fields in a row and not in it again
     for ``rearm_after_s`` from the first of them (sample seconds; 0 by default:
     a rule's cooldown holds back a repeat on the same cell, and in the demo's

@@ -216,20 +216,21 @@ def _tracking_table(tracking: Any) -> str:
     if not isinstance(tracking, dict) or not tracking:
         return ""
     rows: list[list[Any]] = []
-    tolerances: set[Any] = set()
+    tolerances: set[int] = set()  # (the frames the scores matched divisions within)
     for pos, sc in sorted(tracking.items()):
         if not isinstance(sc, dict):
             continue
         if "error" in sc:
             rows.append([pos, None, None, None, None, None, f"not scored: {sc['error']}"])
             continue
-        tolerances.add(sc.get("div_tolerance"))
+        if isinstance(tol := sc.get("div_tolerance"), int) and not isinstance(tol, bool):
+            tolerances.add(tol)
         divisions = f"{sc.get('divisions_matched')} of {sc.get('divisions_true')} true " \
             f"({sc.get('divisions_found')} found)"  # fmt: skip
         rows.append([pos, sc.get("tra"), sc.get("det"), sc.get("lnk"), sc.get("div_f1"),
                      sc.get("tracks"), divisions])  # fmt: skip
     head = ["position", "TRA", "DET", "LNK", "division F1", "tracks", "divisions matched"]
-    tols = sorted(t for t in tolerances if isinstance(t, int) and not isinstance(t, bool))
+    tols = sorted(tolerances)
     within = ""
     if tols:
         frames = f"{tols[0]}-{tols[-1]}" if tols[-1] != tols[0] else str(tols[0])

@@ -328,10 +328,12 @@ def test_triggers_not_scored_say_why_and_the_tracks_still_show(
     summary = json.loads((run / "summary.json").read_text())
     summary["evaluation"] = {"precision": None, "recall": None, "mitosis_to_trigger_s": None,
                              "error": "OSError: lineage.json <unreadable>"}  # fmt: skip
+    # (p2: a hand-edited summary whose tolerance is no number)
     summary["tracking"] = {"p0": {"tra": 0.9812, "det": 0.99, "lnk": 0.97, "div_f1": 1.0,
                                   "tracks": 12, "divisions_matched": 1, "divisions_true": 1,
                                   "divisions_found": 1, "div_tolerance": 2},
-                           "p1": {"error": "no masks written"}}  # fmt: skip
+                           "p1": {"error": "no masks written"},
+                           "p2": {"tra": 0.97, "div_tolerance": [1]}}  # fmt: skip
     (run / "summary.json").write_text(json.dumps(summary))
     page = write_report(run).read_text(encoding="utf-8")
     assert "The triggers were not scored: OSError: lineage.json &lt;unreadable&gt;." in page
