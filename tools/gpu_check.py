@@ -143,6 +143,19 @@ def reset_peak() -> None:
         pass
 
 
+def parity(eng: Engine, rel: float) -> dict:
+    """A case's parity with ONNX Runtime on the CPU, judged by the precision that ran.
+
+    ``precision_run``: torch on a CPU runs fp16 as fp32 (1e-4 expected for fp32, 2e-2 for fp16).
+    """
+    ran = eng.runtime()["precision"]
+    return {
+        "precision_run": ran,
+        "parity_max_relative_error_vs_ort_cpu": rel,
+        "parity_ok": rel <= (1e-4 if ran == "fp32" else 2e-2),
+    }
+
+
 def other_engine_cases(name: str, task: str, frames: dict, seconds: float) -> list[dict]:
     """Parity with ONNX Runtime CPU and ms per call for the stain and cell-state engines.
 
@@ -184,13 +197,10 @@ def other_engine_cases(name: str, task: str, frames: dict, seconds: float) -> li
                     t0 = time.perf_counter()
                     run(x)
                     ms.append(1000 * (time.perf_counter() - t0))
-                ran = eng.runtime()["precision"]  # (torch on the CPU runs fp16 as fp32)
                 case.update({
-                    "precision_run": ran,
                     "p50_ms": round(float(np.percentile(ms, 50)), 2),
                     "p99_ms": round(float(np.percentile(ms, 99)), 2),
-                    "parity_max_relative_error_vs_ort_cpu": rel,
-                    "parity_ok": rel <= (1e-4 if ran == "fp32" else 2e-2),
+                    **parity(eng, rel),
                     "device": getattr(eng.session, "device", None),
                 })  # fmt: skip
                 eng.close()
@@ -433,17 +443,14 @@ def main() -> int:
                         ms_engine.append(1000 * (t1 - t0))
                         ms_total.append(1000 * (t2 - t0))
                         k += 1
-                    ran = eng.runtime()["precision"]  # (torch on the CPU runs fp16 as fp32)
                     case.update({
                         "frames": k,
-                        "precision_run": ran,
                         "engine_p50_ms": round(float(np.percentile(ms_engine, 50)), 2),
                         "engine_p99_ms": round(float(np.percentile(ms_engine, 99)), 2),
                         "total_p50_ms": round(float(np.percentile(ms_total, 50)), 2),
                         "total_p99_ms": round(float(np.percentile(ms_total, 99)), 2),
                         "peak_gpu_memory_mb": peak_memory_mb(),
-                        "parity_max_relative_error_vs_ort_cpu": rel,
-                        "parity_ok": rel <= (1e-4 if ran == "fp32" else 2e-2),
+                        **parity(eng, rel),
                         "labels_f1_vs_ort_cpu": label_f1,
                         "device": getattr(eng.session, "device", None) if eng.session else None,
                     })  # fmt: skip

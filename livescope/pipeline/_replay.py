@@ -112,7 +112,9 @@ def run_replay(
         own = ds.format == "livescope"
         if isinstance(profile, str):
             profile = load_profile(profile)
-        prof = profile or (_recording_profile(ds) if own else load_profile("replay"))
+        # (read once: the profile to run on by default, and the ground truth's simulation)
+        recorded = _recording_profile(ds) if own and profile is None else None
+        prof = profile or recorded or load_profile("replay")
         channels = map_channels(ds, prof, channel_map)
         recorded_plan = ds.path / PLAN_FILE
         if own and recorded_plan.is_file():
@@ -176,7 +178,7 @@ def run_replay(
         # simulation it was recorded with, whatever profile the replay runs on
         truth: tuple[Path, HardwareProfile] | None = None
         if own and (ds.path / "ground_truth" / "lineage.json").is_file():
-            recorded = _recording_profile(ds)
+            recorded = recorded or _recording_profile(ds)
             if recorded.simulation is not None:
                 truth = (ds.path / "ground_truth", recorded)
             else:
