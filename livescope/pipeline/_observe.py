@@ -14,7 +14,23 @@ from livescope.tracking import TrackerSnapshot, measure_objects
 from ._analyzer import FrameResult
 from ._jobs import Field
 
-__all__ = ["observe"]
+__all__ = ["observe", "sample_time_of"]
+
+
+def sample_time_of(header: dict[str, Any]) -> float:
+    """Return a frame's sample time, s: its ``sample_time_s``, else its camera stamp.
+
+    livescope's own agent stamps every frame with the run's clock (the plan's
+    sample time on the simulated microscope, the time since the acquisition
+    began on a real rig). A frame from a publisher of your own may carry none
+    (it is optional in wire protocol v1): it is then timed by its camera stamp
+    (``t_camera_ns``, the sender's monotonic clock, in s), so that cooldowns and
+    rates still count seconds; only differences of it mean anything.
+    """
+    sample_t = header.get("sample_time_s")
+    if sample_t is not None:
+        return float(sample_t)
+    return int(header.get("t_camera_ns") or 0) / 1e9
 
 
 def observe(
@@ -41,13 +57,12 @@ def observe(
     if h.get("x_um") is not None and h.get("y_um") is not None:
         stage = (float(h["x_um"]), float(h["y_um"]),
                  None if h.get("z_um") is None else float(h["z_um"]))  # fmt: skip
-    sample_t = h.get("sample_time_s")
     common: dict[str, Any] = {
         "run_id": run_id or str(h.get("run_id", "")),
         "seq": int(h.get("seq", 0)),
         "position": fld.position,
         "t": fld.t,
-        "sample_time_s": float(sample_t) if sample_t is not None else float(fld.t),
+        "sample_time_s": sample_time_of(h),
         "pixel_size_um": pixel_size_um or 1.0,
         "shape": (shape[0], shape[1]),
         "stage_um": stage,

@@ -53,7 +53,8 @@ class FrameHeader(TypedDict):
     the bus, ``t_sent_ns`` when it was sent. ``sample_time_s`` is the plan clock
     (seconds since the run started, in sample time) and ``added_by`` the id of
     the decision that added the frame's event (None for the plan's own frames);
-    both are optional in v1 (absent from older senders: None).
+    both are optional in v1 (absent from older senders: None; the worker times
+    a frame without a sample time by its ``t_camera_ns``).
     """
 
     v: int

@@ -106,6 +106,11 @@ def frame_info(seq: int, image: NDArray[Any], event: useq.MDAEvent, meta: Any) -
     # hardware-timed bursts: the camera stamps each frame's own sample time
     cam_meta = meta.get("camera_metadata") or {}
     sample_time = cam_meta.get("livescope.sample_time_s", meta.get("livescope.sample_time_s"))
+    if sample_time is None and meta.get("runner_time_ms") is not None:
+        # a real rig (no simulated clock): the frame's time since the acquisition began,
+        # as pymmcore-plus stamps it (each frame of a hardware-timed burst its own), or
+        # Micro-Manager's ElapsedTime-ms through pycromanager
+        sample_time = float(meta["runner_time_ms"]) / 1000.0
     added_by = event.metadata.get("added_by")
     return FrameInfo(
         seq=seq,

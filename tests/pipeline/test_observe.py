@@ -51,3 +51,25 @@ def test_cells_carry_their_own_mean_signal_and_stain(stain: bool) -> None:
             assert cells.stain[k] == pytest.approx(float(stain_map[mask].mean()), rel=1e-6)
         else:
             assert np.isnan(cells.stain[k])
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        pytest.param({"sample_time_s": 600.0, "t_camera_ns": 5_000_000_000}, 600.0, id="stamped"),
+        # a publisher of one's own may leave it out (wire protocol v1): the camera's clock,
+        # in s, not the time index (a cooldown of 600 s would have lasted 600 time points)
+        pytest.param({"sample_time_s": None, "t_camera_ns": 7_250_000_000}, 7.25, id="camera"),
+        pytest.param({"t_camera_ns": 7_250_000_000}, 7.25, id="absent"),
+    ],
+)
+def test_a_field_is_timed_by_its_sample_time_else_its_camera_stamp(
+    header: dict[str, float | None], expected: float
+) -> None:
+    fld, res, nuclear, _, tracker = _field_result(False)
+    fld = Field("A", 3, fld.frames, {**fld.header, **header}, 0)
+    obs = observe(
+        fld, res, nuclear_frame=nuclear, pixel_size_um=0.5, run_id="r", engines={},
+        tracker=tracker.snapshot(),
+    )  # fmt: skip
+    assert obs.sample_time_s == expected

@@ -47,6 +47,23 @@ def test_time_lapse_waits_are_scaled(sim_profile: HardwareProfile, tmp_path: Pat
     assert [f["sample_time_s"] for f in read_frames(tmp_path / "run")] == [0.0, 600.0, 1200.0]
 
 
+def test_a_real_rig_times_frames_by_the_acquisition_clock(
+    sim: SimulatedMicroscope, tmp_path: Path
+) -> None:
+    # the core without its simulated clock, as on a real rig: frames are timed by
+    # pymmcore-plus's own clock (seconds since the acquisition began), not left
+    # without a time (the worker would then have had nothing to time cooldowns by)
+    seq = useq.MDASequence(
+        channels=[useq.Channel(config="Phase", exposure=5.0)],
+        time_plan=useq.TIntervalLoops(interval=0.2, loops=3),
+    )
+    ScopeAgent(sim.core, sim.profile, seq, tmp_path, bus="off").run()
+    times = [f["sample_time_s"] for f in read_frames(tmp_path)]
+    assert None not in times
+    assert 0.0 <= times[0] < times[1] < times[2]
+    assert min(np.diff(times)) >= 0.19  # the interval's real waits, in s
+
+
 class _FailingSink:
     def __init__(self) -> None:
         self.closed = False

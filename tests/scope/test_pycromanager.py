@@ -139,6 +139,23 @@ def test_frames_are_the_pixels_the_camera_made(profile: HardwareProfile, tmp_pat
             b["index"], b["sample_time_s"], b["x_um"], b["y_um"], b["exposure_ms"])  # fmt: skip
 
 
+def test_a_real_rig_times_frames_by_micro_managers_elapsed_time(
+    scope: SimulatedMicroscope, tmp_path: Path
+) -> None:
+    # the core without its simulated clock, as on a real rig: each frame's sample time is
+    # Micro-Manager's ElapsedTime-ms (it was left out, and the worker had no clock)
+    plan = _plan(loops=2, interval_s=0.3, positions=1)
+    PycromanagerAgent(scope.core, scope.profile, plan, tmp_path, bus="off").run()
+    frames = read_frames(tmp_path)
+    times = [f["sample_time_s"] for f in frames]
+    assert len(times) == 4
+    assert None not in times
+    by_t = [[s for f, s in zip(frames, times, strict=True) if f["index"]["t"] == t]
+            for t in (0, 1)]  # fmt: skip
+    assert max(by_t[0]) < min(by_t[1])
+    assert min(by_t[1]) - min(by_t[0]) >= 0.29  # the interval's real wait, in s
+
+
 def test_frames_of_a_plan_without_positions_get_the_stage_position(
     profile: HardwareProfile, tmp_path: Path
 ) -> None:
