@@ -138,6 +138,15 @@ ATTACH_WAIT_S = 30.0
 """How long `livescope worker` waits for an agent to start in its run folder (its bus.json)."""
 
 
+def _wait_for_run(run: Path, timeout_s: float) -> None:
+    """Wait up to ``timeout_s`` for an agent's run in ``run`` (its bus, summary or frame log)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not run.is_file():  # (a bus.json given)
+        if any((run / f).exists() for f in ("bus.json", "summary.json", "frames.jsonl")):
+            return
+        time.sleep(0.05)
+
+
 def worker(
     run: Annotated[Path, typer.Argument(help="Run folder of a running agent (or its bus.json).")],
     policy: Annotated[str, typer.Option(help="Delivery: every (queue) or latest.")] = "every",
@@ -162,8 +171,12 @@ def worker(
         bool, typer.Option(help="Resume from RUN/results/state.json (a restarted worker).")
     ] = False,
     profile: Annotated[
-        str, typer.Option(help="Hardware profile (which channels are label-free).")
-    ] = "sim",
+        str | None,
+        typer.Option(
+            help="Hardware profile: channels, guardrails (default: RUN/profile.yaml, the rig "
+            "as the agent runs it)."
+        ),
+    ] = None,
     plan: Annotated[
         Path | None, typer.Option(help="Plan file with policies (default: RUN/plan.yaml).")
     ] = None,
@@ -207,6 +220,18 @@ def worker(
                 except (OSError, ValueError, TypeError) as exc:
                     fail(f"cannot read worker config {config}: {exc}", as_json=json_out)
             else:
+                if not resume:
+                    # the run's plan (its policies) and profile are read when the worker is
+                    # made: a worker started before its agent waits for them first
+                    _wait_for_run(run, ATTACH_WAIT_S)
+                if profile is None:
+                    profile = str((run.parent if run.is_file() else run) / "profile.yaml")
+                    if not Path(profile).is_file():
+                        stderr.print(
+                            f"no profile.yaml in {run}: using the shipped 'sim' profile "
+                            "(give the rig's with --profile)"
+                        )
+                        profile = "sim"
                 cfg = WorkerConfig(
                     profile=profile,
                     segmenter=seg or None,

@@ -146,7 +146,8 @@ class ScopeAgent:
         self.server: DecisionServer | None = None
         if bus != "off":
             cam = profile.camera
-            max_bytes = cam.sensor_shape_px[0] * cam.sensor_shape_px[1] * 2
+            max_bytes = max(cam.sensor_shape_px[0] * cam.sensor_shape_px[1] * 2,
+                            _camera_frame_bytes(core, cam.sensor_shape_px))  # fmt: skip
             self.publisher = FramePublisher(
                 self.run_id,
                 endpoint=eps.get("frames"),
@@ -168,7 +169,7 @@ class ScopeAgent:
         self.recorder = OmeZarrWriter(
             self.run_dir,
             channels=channels,
-            pixel_size_um=core.getPixelSizeUm() or 1.0,
+            pixel_size_um=_pixel_size_um(core, profile),
             z_step_um=float(getattr(sequence.z_plan, "step", None) or 1.0),
             interval_s=_interval_s(sequence),
             attrs={"run_id": self.run_id, "profile": profile.name, "livescope": __version__},
@@ -592,6 +593,43 @@ def ready_or_close(agent: ScopeAgent, on_ready: Callable[[ScopeAgent], None]) ->
     except BaseException:
         agent.close()  # its sockets and threads, which only `run` would close otherwise
         raise
+
+
+def _pixel_size_um(core: Any, profile: HardwareProfile) -> float:
+    """Micro-Manager's pixel size, or the profile's where it has no calibration (0), µm."""
+    px = float(core.getPixelSizeUm() or 0.0)
+    if px > 0:
+        return px
+    px = profile.objective.pixel_size_um
+    logger.warning(
+        "Micro-Manager has no pixel size calibration for the current configuration: frames "
+        "are stamped with the profile's %g µm (objective %r at binning 1); calibrate the pixel "
+        "size in Micro-Manager if the objective or binning differ (close-ups and recentring "
+        "move the stage by it)", px, profile.objective.name,
+    )  # fmt: skip
+    return px
+
+
+def _camera_frame_bytes(core: Any, profile_shape: tuple[int, int]) -> int:
+    """Bytes of the camera's frame as configured now (0 if the core cannot say).
+
+    The bus's shared-memory slots are sized for the larger of it and the profile's
+    sensor: a camera larger than its profile says would otherwise fill no slot,
+    and no frame would reach the worker.
+    """
+    try:
+        h, w = int(core.getImageHeight()), int(core.getImageWidth())
+        nbytes = h * w * int(core.getBytesPerPixel())
+    except Exception:  # noqa: BLE001 (no camera loaded: the profile's size stands)
+        return 0
+    if nbytes > profile_shape[0] * profile_shape[1] * 2:  # (a smaller ROI is fine)
+        logger.warning(
+            "the camera's frames are %dx%d px of %d byte(s), larger than the profile's "
+            "sensor_shape_px %dx%d of 16 bits: the profile's camera section does not "
+            "describe this camera (the bus is sized for the camera)",
+            h, w, nbytes // max(1, h * w), profile_shape[0], profile_shape[1],
+        )  # fmt: skip
+    return nbytes
 
 
 def _event_label(i: int, event: useq.MDAEvent) -> str:

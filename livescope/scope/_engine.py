@@ -172,6 +172,8 @@ class LivescopeEngine(MDAEngine):
         if self.sim is not None:
             planned = float(event.metadata.get(SAMPLE_TIME_KEY, self.sim.time_s))
             meta["livescope.sample_time_s"] = planned  # type: ignore[typeddict-unknown-key]
+        if not meta.get("pixel_size_um"):  # no calibration in Micro-Manager: the profile's
+            meta["pixel_size_um"] = self.profile.objective.pixel_size_um
         return meta
 
 

@@ -393,8 +393,9 @@ class PycromanagerAgent(ScopeAgent):
             meta["position"] = pos
         if md.get("Exposure") is not None:
             meta["exposure_ms"] = float(md["Exposure"])
-        if md.get("PixelSize_um"):
-            meta["pixel_size_um"] = float(md["PixelSize_um"])
+        # no calibration in Micro-Manager (0 or absent): the profile's
+        px = md.get("PixelSize_um") or self.profile.objective.pixel_size_um
+        meta["pixel_size_um"] = float(px)
         if md.get("ElapsedTime-ms") is not None:
             meta["runner_time_ms"] = float(md["ElapsedTime-ms"])
         if self.sim is not None:

@@ -6,6 +6,7 @@ import csv
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -28,13 +29,22 @@ def test_worker_analyses_each_field_of_a_running_acquisition(tmp_path: Path) -> 
         "stage_positions: [{x: 0, y: 0, z: 0, name: A}, {x: 300, y: 100, z: 0, name: B}]\n"
         "channels: [{config: Phase, exposure: 10}, {config: DAPI, exposure: 30}]\n"
         "time_plan: {interval: 600, loops: 6}\n"  # 1 s apart at the sim's 600x
+        "policies: [{name: seen, when: {cell_count: {above: 0}}, do: {record: {}}}]\n"
     )
     run = tmp_path / "run"
+    # started first: the run's plan (its policies) and profile are not there yet
     worker = _cli("worker", str(run), "--analyse", "--backend", "onnxruntime", "--json")
+    assert worker.stderr is not None
+    said = ""
+    while "waiting" not in said and (line := worker.stderr.readline()):
+        said += line
+    assert "waiting up to 30 s for an agent" in said
+    time.sleep(5)  # (time enough to have made itself without a plan, as it did before)
     agent = _cli("agent", "--plan", str(plan), "--out", str(run), "--bus", "inline", "--json")
     out, err = agent.communicate(timeout=300)
     assert agent.returncode == 0, err
     wout, werr = worker.communicate(timeout=300)
+    werr = said + werr
     assert worker.returncode == 0, werr
     summary, result = json.loads(out), json.loads(wout)
     assert summary["frames_acquired"] == 24
@@ -57,5 +67,9 @@ def test_worker_analyses_each_field_of_a_running_acquisition(tmp_path: Path) -> 
     assert all(int(r["track"]) > 0 and r["state"] for r in rows)
     assert sorted((run / "results" / "ctc" / "A").glob("mask*.tif"))[-1].name == "mask005.tif"
     assert (run / "results" / "ctc" / "A" / "res_track.txt").read_text().strip()
+    # the plan's policy ran (a worker made before its agent had started ran none)
+    fired = [json.loads(x) for x in (run / "results" / "policy.jsonl").read_text().splitlines()]
+    assert sorted(f["position"] for f in fired if f["rule"] == "seen") == ["A", "B"]
+    assert "no profile.yaml" not in werr  # the run's own profile, not the shipped sim
     # the result was swapped in and the live masks it was made from removed
     assert sorted(p.name for p in (run / "results" / "ctc").iterdir()) == ["A", "B"]

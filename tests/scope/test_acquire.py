@@ -64,6 +64,41 @@ def test_a_real_rig_times_frames_by_the_acquisition_clock(
     assert min(np.diff(times)) >= 0.19  # the interval's real waits, in s
 
 
+def test_a_core_without_pixel_calibration_stamps_the_profiles_pixel_size(
+    sim: SimulatedMicroscope, tmp_path: Path
+) -> None:
+    # Micro-Manager says 0 without a pixel-size calibration; 1 µm/px (as before) would
+    # have put close-ups and recentring at 1/0.65 times their distance on this rig
+    for name in list(sim.core.getAvailablePixelSizeConfigs()):
+        sim.core.deletePixelSizeConfig(name)
+    assert sim.core.getPixelSizeUm() == 0
+    seq = useq.MDASequence(
+        channels=[useq.Channel(config="Phase", exposure=5.0)],
+        time_plan=useq.TIntervalLoops(interval=60, loops=2),
+    )
+    ScopeAgent(sim.core, sim.profile, seq, tmp_path, sim=sim, bus="off").run()
+    px = sim.profile.objective.pixel_size_um
+    assert px != 1.0
+    assert [f["pixel_size_um"] for f in read_frames(tmp_path)] == [px, px]
+    attrs = zarr.open_group(tmp_path / "data.ome.zarr", mode="r")["0"].attrs.asdict()
+    scale = attrs["ome"]["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]
+    assert scale["scale"][-2:] == [px, px]
+
+
+def test_the_bus_is_sized_for_a_camera_larger_than_its_profile_says(
+    sim: SimulatedMicroscope, tmp_path: Path
+) -> None:
+    small = sim.profile.replace(camera=sim.profile.camera.replace(sensor_shape_px=(64, 64)))
+    seq = useq.MDASequence(channels=[useq.Channel(config="Phase", exposure=5.0)])
+    agent = ScopeAgent(sim.core, small, seq, tmp_path, sim=sim, bus="shm")
+    try:
+        assert agent.publisher is not None
+        assert agent.publisher.ring is not None
+        assert agent.publisher.ring.v.slot_bytes >= 512 * 512 * 2  # the camera's, not 64²'s
+    finally:
+        agent.close()
+
+
 class _FailingSink:
     def __init__(self) -> None:
         self.closed = False

@@ -139,14 +139,18 @@ def test_frames_are_the_pixels_the_camera_made(profile: HardwareProfile, tmp_pat
             b["index"], b["sample_time_s"], b["x_um"], b["y_um"], b["exposure_ms"])  # fmt: skip
 
 
-def test_a_real_rig_times_frames_by_micro_managers_elapsed_time(
+def test_a_real_rig_times_frames_by_micro_managers_elapsed_time_and_has_a_pixel_size(
     scope: SimulatedMicroscope, tmp_path: Path
 ) -> None:
     # the core without its simulated clock, as on a real rig: each frame's sample time is
     # Micro-Manager's ElapsedTime-ms (it was left out, and the worker had no clock)
+    # and without a pixel-size calibration (Micro-Manager's 0): the profile's pixel size
+    for name in list(scope.core.getAvailablePixelSizeConfigs()):
+        scope.core.deletePixelSizeConfig(name)
     plan = _plan(loops=2, interval_s=0.3, positions=1)
     PycromanagerAgent(scope.core, scope.profile, plan, tmp_path, bus="off").run()
     frames = read_frames(tmp_path)
+    assert {f["pixel_size_um"] for f in frames} == {scope.profile.objective.pixel_size_um}
     times = [f["sample_time_s"] for f in frames]
     assert len(times) == 4
     assert None not in times
