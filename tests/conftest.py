@@ -76,10 +76,16 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
 
 
 def write_ndtiff(
-    root: Path, image: Callable[[int, int, int], Any], *, timepoints: int = 3, positions: int = 2
+    root: Path,
+    image: Callable[[int, int, int], Any],
+    *,
+    timepoints: int = 3,
+    positions: int = 2,
+    tags: Callable[[int, int, int], dict[str, Any]] | None = None,
 ) -> Path:
     """Write an NDTiff dataset as pycromanager does (ndstorage): phase + DAPI, 0.65 µm,
-    120 s apart, ``image(t, p, c)`` the pixels of each frame. Returns ``root``."""
+    120 s apart, ``image(t, p, c)`` the pixels of each frame (``tags(t, p, c)`` its
+    image tags instead of the usual ones). Returns ``root``."""
     import gc
     import warnings
 
@@ -94,6 +100,7 @@ def write_ndtiff(
                 ds.put_image(
                     {"time": t, "position": p, "channel": name},
                     image(t, p, c),
+                    tags(t, p, c) if tags is not None else
                     {"ElapsedTime-ms": 120000.0 * t, "PixelSizeUm": 0.65, "Exposure": 20.0,
                      "XPositionUm": 100.0 * p, "YPositionUm": 0.0},
                 )  # fmt: skip

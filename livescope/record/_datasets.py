@@ -261,16 +261,17 @@ def _open_ndtiff(p: Path, interval_s: float, pixel_size_um: float | None) -> Dat
             t = int(coords.get("time", 0))
             key = FrameKey(pos if isinstance(pos, str) else f"p{pos}", t, str(ch),
                            int(coords.get("z", 0)))  # fmt: skip
-            elapsed = meta.get("ElapsedTime-ms")
+            elapsed = _tag_num(meta, "ElapsedTime-ms")
             um = pixel_size_um or meta.get("PixelSizeUm") or meta.get("PixelSize_um") or (
                 summary.get("PixelSize_um"))  # fmt: skip
             frames.append(
                 RecordedFrame(
                     key, shape, str(np.dtype(nd.dtype)),
                     sample_time_s=elapsed / 1000.0 if elapsed is not None else t * interval_s,
-                    x_um=meta.get("XPositionUm", meta.get("XPosition_um_Intended")),
-                    y_um=meta.get("YPositionUm", meta.get("YPosition_um_Intended")),
-                    z_um=meta.get("ZPositionUm"), exposure_ms=meta.get("Exposure"),
+                    x_um=_tag_num(meta, "XPositionUm", "XPosition_um_Intended"),
+                    y_um=_tag_num(meta, "YPositionUm", "YPosition_um_Intended"),
+                    z_um=_tag_num(meta, "ZPositionUm", "ZPosition_um_Intended"),
+                    exposure_ms=_tag_num(meta, "Exposure"),
                     pixel_size_um=float(um) if um else None, origin=f"NDTiff {coords}",
                 )
             )  # fmt: skip
@@ -358,3 +359,16 @@ def _open_ome_tiff(p: Path, interval_s: float, pixel_size_um: float | None) -> D
         raise
     frames.sort(key=lambda f: (f.key.t, *index[f.key]))  # time point, then series and plane
     return Dataset(p, "ome-tiff", frames, _source=tf, _index=index)
+
+
+def _tag_num(meta: dict[str, Any], *tags: str) -> float | None:
+    """Return the first of ``tags`` Micro-Manager wrote, as a number (its tags may be text)."""
+    for tag in tags:
+        value = meta.get(tag)
+        if value is None or value == "":
+            continue
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            continue
+    return None

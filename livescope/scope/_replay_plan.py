@@ -88,8 +88,14 @@ def replay_sequence(
     for f in frames:
         first.setdefault(f.key.position, f)
     ts = sorted({f.key.t for f in frames})
-    times = sorted({f.sample_time_s for f in frames if f.sample_time_s is not None})
-    steps = np.diff(times) if len(times) > 1 else np.asarray([1.0])
+    # the interval from each time point's first frame (a real rig's frames each carry
+    # their own time: the median gap between any two frames is one channel's switch)
+    began: dict[int, float] = {}
+    for f in frames:
+        if f.sample_time_s is not None:
+            began[f.key.t] = min(began.get(f.key.t, f.sample_time_s), f.sample_time_s)
+    tb = sorted(began)
+    steps = np.diff([began[t] for t in tb]) / np.diff(tb) if len(tb) > 1 else np.asarray([])
     interval = float(np.median(steps)) if steps.size else 1.0
     zs = sorted({f.key.z for f in frames})
     group = profile.channels.config_group

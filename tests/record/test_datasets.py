@@ -268,6 +268,21 @@ def test_an_ndtiff_dataset_replays_and_keeps_stdout_clean(
     assert capsys.readouterr().out == ""  # ndstorage's progress printing is hidden
 
 
+def test_ndtiff_tags_written_as_text_or_as_intended_positions_are_read(tmp_path: Path) -> None:
+    # Micro-Manager writes some tags as text, and a stage position it was asked for as
+    # *_um_Intended (a text ElapsedTime-ms raised; the z of an intended one was lost)
+    root = write_ndtiff(
+        tmp_path / "nd", lambda t, p, c: np.zeros((16, 24), np.uint16), timepoints=2,
+        tags=lambda t, p, c: {"ElapsedTime-ms": f"{120000.0 * t + 40 * c}", "Exposure": "20",
+                              "XPosition_um_Intended": 100.0 * p, "YPositionUm": "-5.5",
+                              "ZPosition_um_Intended": "12.5", "PixelSizeUm": 0.65},
+    )  # fmt: skip
+    with open_dataset(root) as ds:
+        f = next(f for f in ds.frames if f.key == FrameKey("p1", 1, "DAPI"))
+        assert (f.sample_time_s, f.exposure_ms) == (120.04, 20.0)
+        assert (f.x_um, f.y_um, f.z_um) == (100.0, -5.5, 12.5)
+
+
 def test_a_damaged_ndtiff_index_is_a_clear_error(tmp_path: Path) -> None:
     acq = next((_ndtiff(tmp_path / "nd")).iterdir())
     index = acq / "NDTiff.index"

@@ -121,3 +121,20 @@ def test_channels_the_profile_lacks_need_a_map(tmp_path: Path) -> None:
         pytest.raises(LivescopeError, match=r"channel\(s\) 'GFP', 'RFP' not in profile 'replay'"),
     ):
         map_channels(ds, replay)
+
+
+def test_a_replayed_plan_is_timed_by_its_time_points_not_its_frames(tmp_path: Path) -> None:
+    from livescope.record import Dataset, FrameKey, RecordedFrame
+
+    # a real rig's recording: each frame its own time (positions 0.5 s and channels
+    # 0.1 s apart), time points 120 s apart, one time point missing from the numbering
+    frames = [
+        RecordedFrame(FrameKey(p, t, c, 0), (16, 16), "uint16",
+                      sample_time_s=120.0 * t + 0.5 * i + 0.1 * j, x_um=100.0 * i, y_um=0.0)
+        for t in (0, 1, 2, 4) for i, p in enumerate("AB") for j, c in enumerate(("Phase", "DAPI"))
+    ]  # fmt: skip
+    ds = Dataset(tmp_path, "test", frames)
+    seq = replay_sequence(ds, load_profile("replay"), {"Phase": "Phase", "DAPI": "DAPI"})
+    assert isinstance(seq.time_plan, useq.TIntervalLoops)
+    assert seq.time_plan.interval.total_seconds() == pytest.approx(120.0)  # (it was 0.1 s)
+    assert seq.sizes["t"] == 5
