@@ -116,6 +116,7 @@ class ScopeAgent:
         self.planned_events = len(planned)
         """How many events the plan holds (decisions may add more)."""
         self._first_event = planned[0] if planned else None  # where a rehearsal lands
+        _check_camera(core)
         self.core, self.profile, self.sequence, self.sim = core, profile, sequence, sim
         self.run_dir = Path(run_dir)
         self.run_id = run_id or time.strftime("run-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
@@ -593,6 +594,43 @@ def ready_or_close(agent: ScopeAgent, on_ready: Callable[[ScopeAgent], None]) ->
     except BaseException:
         agent.close()  # its sockets and threads, which only `run` would close otherwise
         raise
+
+
+def _check_camera(core: Any) -> None:
+    """Refuse a multi-camera; warn about a camera turned or mirrored against the stage.
+
+    Raises
+    ------
+    LivescopeError
+        if the core's camera is a multi-camera (two or more camera channels):
+        their frames share one channel and index, so one would be recorded over
+        the other.
+
+    """
+    try:
+        cams = int(core.getNumberOfCameraChannels())
+    except Exception:  # noqa: BLE001 (a core that cannot say: one camera)
+        cams = 1
+    if cams > 1:
+        raise LivescopeError(
+            f"the camera {core.getCameraDevice()!r} has {cams} camera channels (a "
+            "multi-camera): livescope records and analyses one camera's frames; choose one "
+            "of its physical cameras as the core's camera"
+        )
+    try:
+        a, b, _, c, d, _ = (float(v) for v in core.getPixelSizeAffine())
+    except Exception:  # noqa: BLE001 (no pixel-size configuration: nothing to check)
+        return
+    if (a, b, c, d) != (0.0, 0.0, 0.0, 0.0) and not (
+        a > 0 and d > 0 and abs(b) <= 1e-3 * a and abs(c) <= 1e-3 * d
+    ):
+        logger.warning(
+            "Micro-Manager's pixel size affine (%g, %g; %g, %g) turns or mirrors the camera "
+            "against the stage: livescope maps frame rows and columns to stage y and x as "
+            "they are, so a close-up or recentring centred on a cell would miss it; set the "
+            "camera's Transpose/Mirror properties so that the affine is a plain scale",
+            a, b, c, d,
+        )  # fmt: skip
 
 
 def _pixel_size_um(core: Any, profile: HardwareProfile) -> float:

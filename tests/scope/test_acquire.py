@@ -99,6 +99,29 @@ def test_the_bus_is_sized_for_a_camera_larger_than_its_profile_says(
         agent.close()
 
 
+def test_a_camera_turned_against_the_stage_is_warned_about(
+    sim: SimulatedMicroscope, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    seq = useq.MDASequence(channels=[useq.Channel(config="Phase", exposure=5.0)])
+    ScopeAgent(sim.core, sim.profile, seq, tmp_path / "a", sim=sim, bus="off").close()
+    assert "turns or mirrors" not in caplog.text  # Micro-Manager's default: no turn
+    px = sim.core.getPixelSizeUm()
+    sim.core.setPixelSizeAffine(sim.core.getCurrentPixelSizeConfig(), (0.0, px, 0.0, px, 0.0, 0.0))
+    ScopeAgent(sim.core, sim.profile, seq, tmp_path / "b", sim=sim, bus="off").close()
+    assert "pixel size affine (0, 0.65; 0.65, 0) turns or mirrors the camera" in caplog.text
+
+
+def test_a_multi_camera_is_refused_before_anything_is_written(
+    sim: SimulatedMicroscope, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (the core says what Micro-Manager's Multi Camera device makes it say)
+    monkeypatch.setattr(sim.core, "getNumberOfCameraChannels", lambda: 2)
+    seq = useq.MDASequence(channels=[useq.Channel(config="Phase", exposure=5.0)])
+    with pytest.raises(LivescopeError, match=r"has 2 camera channels \(a multi-camera\)"):
+        ScopeAgent(sim.core, sim.profile, seq, tmp_path / "run", sim=sim, bus="shm")
+    assert not (tmp_path / "run").exists()
+
+
 class _FailingSink:
     def __init__(self) -> None:
         self.closed = False
