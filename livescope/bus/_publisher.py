@@ -28,6 +28,7 @@ from livescope.schema import (
 )
 
 from ._endpoints import BusSecurity, bind, local_endpoint, remove_ipc_files
+from ._held import held_send_available, send_held
 from ._shm import ShmRing
 
 __all__ = ["FramePublisher"]
@@ -101,6 +102,8 @@ class FramePublisher:
                 security.release(self._ctx)
             self._ctx.term()
             raise
+        if mode == "shm":
+            held_send_available()  # looked for now, not at the first frame
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._serve, name="livescope-bus-control", daemon=True
@@ -198,8 +201,8 @@ class FramePublisher:
         hdr = encode_header(header)
         if shm is None:
             self._sock.send_multipart([hdr, arr.data.cast("B")], copy=False)
-        else:
-            self._sock.send_multipart([hdr, b""], copy=True)
+        else:  # a header only: sent keeping the GIL (`livescope.bus._held`)
+            send_held(self._sock, [hdr, b""])
         self.published += 1
         self.bytes_published += arr.nbytes
         return True
