@@ -159,10 +159,15 @@ def _open_livescope(p: Path) -> Dataset:
         idx = info["index"]
         key = FrameKey(str(info["position"]), int(idx.get("t", 0)), str(info["channel"]),
                        int(idx.get("z", 0)))  # fmt: skip
+        sample_t = info.get("sample_time_s")
+        if sample_t is None and info.get("runner_time_ms") is not None:
+            # a real rig's recording from before session 35 stamped no sample time: the
+            # acquisition's own clock, as such frames carry now
+            sample_t = float(info["runner_time_ms"]) / 1000.0
         frames.append(
             RecordedFrame(
                 key, (shape[0], shape[1]), str(info["dtype"]),
-                sample_time_s=info.get("sample_time_s"), x_um=info.get("x_um"),
+                sample_time_s=sample_t, x_um=info.get("x_um"),
                 y_um=info.get("y_um"), z_um=info.get("z_um"),
                 exposure_ms=info.get("exposure_ms"),
                 pixel_size_um=info.get("pixel_size_um") or None, origin=f"seq {info['seq']}",

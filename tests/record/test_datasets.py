@@ -42,6 +42,24 @@ def test_a_livescope_recording_replays_every_logged_frame(recording: Path) -> No
             ds.read(FrameKey("p0", 9, "DAPI", 0))
 
 
+def test_a_real_rigs_older_recording_is_timed_by_its_acquisition_clock(
+    recording: Path, tmp_path: Path
+) -> None:
+    import json
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(recording, old)
+    infos = [json.loads(x) for x in (old / "frames.jsonl").read_text().splitlines()]
+    for info in infos:  # as a real rig's recording before session 35: no sample time
+        info["sample_time_s"] = None
+    (old / "frames.jsonl").write_text("".join(json.dumps(i) + "\n" for i in infos))
+    with open_dataset(old) as ds:
+        times = [f.sample_time_s for f in ds.frames]
+    assert times == pytest.approx([i["runner_time_ms"] / 1000 for i in infos])
+    assert None not in times
+
+
 def test_a_recording_cut_mid_write_replays_up_to_its_last_frame(
     recording: Path, tmp_path: Path
 ) -> None:
