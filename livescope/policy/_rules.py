@@ -245,6 +245,17 @@ def _acquire_spec(params: Mapping[str, Any], group: str) -> dict[str, Any]:
     return spec
 
 
+def _place_um(obs: Observation, y: float, x: float) -> tuple[float, float]:
+    """Where a cell is, µm: on the stage, or in the frame where it carried no stage position.
+
+    (In the frame it was in pixels until session 35: a cooldown radius in µm
+    then counted pixels.)
+    """
+    if obs.stage_um:
+        return obs.stage_xy(y, x)
+    return x * obs.pixel_size_um, y * obs.pixel_size_um
+
+
 class Rule:
     """A declared rule: ``when`` trigger, ``do`` action, cooldown in time and space.
 
@@ -367,7 +378,7 @@ class Rule:
                 continue
             if self.cooldown_radius_um <= 0 or hit.y is None or hit.x is None or rx is None:
                 return True
-            x, y = obs.stage_xy(hit.y, hit.x) if obs.stage_um else (hit.x, hit.y)
+            x, y = _place_um(obs, hit.y, hit.x)
             if math.hypot(x - rx, y - (ry or 0.0)) < self.cooldown_radius_um:
                 return True
         return False
@@ -391,7 +402,7 @@ class Rule:
             if self.cooldown_s > 0:
                 sx = sy = None
                 if hit.y is not None and hit.x is not None:
-                    sx, sy = obs.stage_xy(hit.y, hit.x) if obs.stage_um else (hit.x, hit.y)
+                    sx, sy = _place_um(obs, hit.y, hit.x)
                 self.recent.append((obs.position, obs.sample_time_s, sx, sy))
             yield Firing(
                 self.name,

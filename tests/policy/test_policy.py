@@ -330,6 +330,21 @@ def test_cooldown_in_time_and_space() -> None:
     assert len(list(rule.decide(obs(9, [4], [0.9], ys=[100])))) == 1
 
 
+def test_the_cooldown_radius_is_in_um_on_a_frame_without_a_stage_position() -> None:
+    import dataclasses
+
+    def nowhere(o: Observation) -> Observation:
+        return dataclasses.replace(o, stage_um=None)
+
+    rule = Rule("c", {"mitosis": {"frames": 1}}, {"record": {}}, cooldown_s=600,
+                cooldown_radius_um=20)  # fmt: skip
+    assert len(list(rule.decide(nowhere(obs(0, [1], [0.9], ys=[100]))))) == 1
+    # 25 px at 0.65 µm/px (16 µm) away: cooling down (25 "µm" in pixels fired)
+    assert list(rule.decide(nowhere(obs(1, [2], [0.9], ys=[125])))) == []
+    # 40 px (26 µm) away: fires
+    assert len(list(rule.decide(nowhere(obs(2, [3], [0.9], ys=[140]))))) == 1
+
+
 def test_a_hit_held_back_by_the_cooldown_fires_once_it_is_over_if_it_still_holds() -> None:
     # a cell entering mitosis beside one that fired is not used up by the cooldown
     # (the demo missed such mitoses: the track was marked fired, then held back)
