@@ -12,11 +12,12 @@ p50 0.65 ms / p99 2.1 ms through pyzmq and 29 µs / 117 µs held (this
 project's 2-core machine, 2026-12-02); in the demo the first decision of a
 field waited 0.3-1.3 ms in its send.
 
-The library called is the one pyzmq loaded (found in ``/proc/self/maps``,
-checked by its version), so the socket handle (`zmq.Socket.underlying`) is
-its own. Elsewhere (Windows, macOS: not looked for), with
-``LIVESCOPE_HELD_SEND=0``, or for a message libzmq cannot queue at once (the
-peer's queue full), pyzmq's own send is used.
+The library called is the one pyzmq runs on (looked up through pyzmq's own
+extension, checked by its version and by a message sent through it), so the
+socket handle (`zmq.Socket.underlying`) is its own. Elsewhere (Windows,
+macOS: not looked for), with ``LIVESCOPE_HELD_SEND=0``, for parts other than
+`bytes`, or for a message libzmq cannot queue at once (the peer's queue full),
+pyzmq's own send is used.
 """
 
 from __future__ import annotations
@@ -44,22 +45,18 @@ def _load() -> ctypes.PyDLL | None:
     if os.environ.get(HELD_SEND_ENV, "").strip() == "0" or not sys.platform.startswith("linux"):
         return None
     try:
-        with open("/proc/self/maps", encoding="utf-8", errors="replace") as fh:
-            paths = {ln.split()[-1] for ln in fh if ln.rstrip().count("/")}
-    except OSError:
-        return None
-    paths = {p for p in paths if os.path.basename(p).startswith("libzmq") and ".so" in p}
-    if len(paths) != 1:  # none (a static build) or more than one: not sure which is pyzmq's
-        return None
-    try:
-        lib = ctypes.PyDLL(paths.pop())
+        # looked up through pyzmq's own extension: its libzmq (bundled beside it, or
+        # linked into it), whatever other libzmq the process may have loaded
+        from zmq.backend.cython import _zmq
+
+        lib = ctypes.PyDLL(_zmq.__file__)
         major, minor, patch = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
         lib.zmq_version(ctypes.byref(major), ctypes.byref(minor), ctypes.byref(patch))
         if (major.value, minor.value, patch.value) != zmq.zmq_version_info():
             return None
         lib.zmq_send.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int]
         lib.zmq_send.restype = ctypes.c_int
-    except (OSError, AttributeError, ValueError) as exc:
+    except (ImportError, OSError, AttributeError, ValueError) as exc:
         logger.debug("sending with the GIL held is not available: %s", exc)
         return None
     return lib if _probe(lib) else None
@@ -99,12 +96,16 @@ def held_send_available() -> bool:
 def send_held(sock: zmq.Socket[bytes], parts: Sequence[bytes]) -> None:
     """Send ``parts`` as one message on ``sock``, keeping the GIL (see the module).
 
-    Only for small messages of bytes, from the one thread that uses ``sock``.
-    What libzmq cannot queue at once (or an error, which pyzmq then raises)
-    goes on through pyzmq's send, blocking as ``sock.send_multipart`` does.
+    For small messages, from the one thread that uses ``sock``; parts other
+    than `bytes` go through pyzmq. A message libzmq cannot queue at once (the
+    peer's queue full), or an error, goes through pyzmq's send instead, which
+    blocks as ``sock.send_multipart`` does, or raises. libzmq takes a
+    message's first part only if it will take the rest, unless the peer's
+    pipe is being torn down: a later part refused then means the message is
+    dropped (as libzmq drops it; logged).
     """
     lib = _libzmq()
-    if lib is None:
+    if lib is None or not all(type(p) is bytes for p in parts):
         sock.send_multipart(parts)
         return
     handle = sock.underlying
@@ -112,5 +113,9 @@ def send_held(sock: zmq.Socket[bytes], parts: Sequence[bytes]) -> None:
     for i, data in enumerate(parts):
         flags = zmq.DONTWAIT | (zmq.SNDMORE if i < last else 0)
         if lib.zmq_send(handle, data, len(data), flags) < 0:
-            sock.send_multipart(parts[i:])  # the rest of the same message
+            if i == 0:
+                sock.send_multipart(parts)
+            else:
+                logger.warning("a message's part %d of %d was refused: message dropped",
+                               i + 1, len(parts))  # fmt: skip
             return

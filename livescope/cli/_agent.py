@@ -138,12 +138,21 @@ ATTACH_WAIT_S = 30.0
 """How long `livescope worker` waits for an agent to start in its run folder (its bus.json)."""
 
 
-def _wait_for_run(run: Path, timeout_s: float) -> None:
-    """Wait up to ``timeout_s`` for an agent's run in ``run`` (its bus, summary or frame log)."""
+def _wait_for_run(run: Path, timeout_s: float) -> bool:
+    """Wait up to ``timeout_s`` for an agent's run in ``run``; return whether one is there.
+
+    A run is there once its ``bus.json`` or ``summary.json`` is, or its frame log
+    with its ``profile.yaml`` (an agent writes its plan, then its profile, each
+    whole, before its bus; the frame log comes first).
+    """
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and not run.is_file():  # (a bus.json given)
-        if any((run / f).exists() for f in ("bus.json", "summary.json", "frames.jsonl")):
-            return
+    while True:
+        if run.is_file() or any((run / f).exists() for f in ("bus.json", "summary.json")):
+            return True
+        if (run / "frames.jsonl").exists() and (run / "profile.yaml").exists():
+            return True
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.05)
 
 
@@ -220,10 +229,16 @@ def worker(
                 except (OSError, ValueError, TypeError) as exc:
                     fail(f"cannot read worker config {config}: {exc}", as_json=json_out)
             else:
-                if not resume:
-                    # the run's plan (its policies) and profile are read when the worker is
-                    # made: a worker started before its agent waits for them first
-                    _wait_for_run(run, ATTACH_WAIT_S)
+                # the run's plan (its policies) and profile are read when the worker is
+                # made: a worker started before its agent waits for them first
+                if not resume and not _wait_for_run(run, ATTACH_WAIT_S):
+                    fail(
+                        f"no agent in {run}: no bus.json appeared within {ATTACH_WAIT_S:g} s "
+                        "and the folder holds no run (summary.json) or recording "
+                        "(frames.jsonl); start the agent first (`livescope agent`), or check "
+                        "the run folder's path",
+                        as_json=json_out,
+                    )
                 if profile is None:
                     profile = str((run.parent if run.is_file() else run) / "profile.yaml")
                     if not Path(profile).is_file():

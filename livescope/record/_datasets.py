@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import math
 import re
 import struct
 import threading
@@ -373,7 +374,9 @@ def _tag_num(meta: dict[str, Any], *tags: str) -> float | None:
         if value is None or value == "":
             continue
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             continue
+        if math.isfinite(number):
+            return number
     return None

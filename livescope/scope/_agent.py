@@ -182,13 +182,13 @@ class ScopeAgent:
             import yaml
 
             data = json.loads(sequence.model_dump_json(exclude_unset=True, exclude_defaults=True))
-            plan_file.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+            write_atomic(plan_file, yaml.safe_dump(data, sort_keys=False))
         profile_file = self.run_dir / "profile.yaml"  # the rig as run (a crashed run keeps it)
-        if not profile_file.exists():
+        if not profile_file.exists():  # (whole when it appears: a worker may be waiting for it)
             import yaml
 
-            profile_file.write_text(
-                yaml.safe_dump(profile.model_dump(mode="json"), sort_keys=False), encoding="utf-8"
+            write_atomic(
+                profile_file, yaml.safe_dump(profile.model_dump(mode="json"), sort_keys=False)
             )
         self.decision_log = DecisionLog(self.run_dir)
         if self.publisher is not None and self.server is not None:

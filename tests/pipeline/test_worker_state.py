@@ -141,6 +141,26 @@ def test_worker_cli_on_a_finished_run_says_so_at_once(tmp_path: Path) -> None:
     assert "waiting" not in res.stderr  # (it does not wait 30 s for an agent first)
 
 
+def test_worker_cli_with_no_agent_fails_after_one_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    import livescope.cli._agent as cli_agent
+    from livescope.cli._app import app
+
+    monkeypatch.setattr(cli_agent, "ATTACH_WAIT_S", 0.3)
+    run = tmp_path / "run"
+    res = CliRunner().invoke(app, ["worker", str(run), "--analyse", "--json"])
+    assert res.exit_code == 2
+    assert "no agent in" in res.output
+    # no worker made with the shipped profile and no plan, to wait a second time (it
+    # waited 60 s, and an agent starting in the second half was analysed without its
+    # policies)
+    assert "no profile.yaml" not in res.output
+    assert not run.exists()
+
+
 def test_worker_cli_says_it_waits_for_an_agent(tmp_path: Path) -> None:
     run = tmp_path / "run"
     (run / "results").mkdir(parents=True)
