@@ -222,6 +222,7 @@ def worker(
             )
         if analyse or config is not None:
             from livescope.pipeline import PipelineWorker, WorkerConfig
+            from livescope.pipeline._worker import no_agent_error
 
             if config is not None:
                 try:
@@ -232,13 +233,7 @@ def worker(
                 # the run's plan (its policies) and profile are read when the worker is
                 # made: a worker started before its agent waits for them first
                 if not resume and not _wait_for_run(run, ATTACH_WAIT_S):
-                    fail(
-                        f"no agent in {run}: no bus.json appeared within {ATTACH_WAIT_S:g} s "
-                        "and the folder holds no run (summary.json) or recording "
-                        "(frames.jsonl); start the agent first (`livescope agent`), or check "
-                        "the run folder's path",
-                        as_json=json_out,
-                    )
+                    raise no_agent_error(run, ATTACH_WAIT_S)
                 if profile is None:
                     profile = str((run.parent if run.is_file() else run) / "profile.yaml")
                     if not Path(profile).is_file():

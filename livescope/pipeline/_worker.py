@@ -131,6 +131,15 @@ def _thread_name(tid: int) -> str:
         return ""
 
 
+def no_agent_error(run_dir: Path, waited_s: float) -> LivescopeError:
+    """Return the error of a worker whose folder showed no agent's run within ``waited_s``."""
+    return LivescopeError(
+        f"no agent in {run_dir}: no {BUS_FILE} appeared within {waited_s:g} s and the "
+        "folder holds no run (summary.json) or recording (frames.jsonl); start the agent "
+        "first (`livescope agent`), or check the run folder's path"
+    )
+
+
 class PipelineWorker:
     """Analyse a running run's fields; see the module.
 
@@ -352,12 +361,7 @@ class PipelineWorker:
             time.sleep(0.05)
         if not any((self.run_dir / f).exists() for f in (BUS_FILE, "summary.json", "frames.jsonl")):
             self._abandon()
-            raise LivescopeError(
-                f"no agent in {self.run_dir}: no {BUS_FILE} appeared within "
-                f"{attach_timeout_s:g} s and the folder holds no run (summary.json) or "
-                "recording (frames.jsonl); start the agent first (`livescope agent`), or check "
-                "the run folder's path"
-            )
+            raise no_agent_error(self.run_dir, attach_timeout_s)
         with fast_thread_switching():
             try:
                 # the engines' first calls (allocation, kernels, CUDA graphs) before the first

@@ -146,9 +146,7 @@ class ScopeAgent:
         self.publisher: FramePublisher | None = None
         self.server: DecisionServer | None = None
         if bus != "off":
-            cam = profile.camera
-            max_bytes = max(cam.sensor_shape_px[0] * cam.sensor_shape_px[1] * 2,
-                            _camera_frame_bytes(core, cam.sensor_shape_px))  # fmt: skip
+            max_bytes = _bus_frame_bytes(core, profile.camera.sensor_shape_px)
             self.publisher = FramePublisher(
                 self.run_id,
                 endpoint=eps.get("frames"),
@@ -648,25 +646,28 @@ def _pixel_size_um(core: Any, profile: HardwareProfile) -> float:
     return px
 
 
-def _camera_frame_bytes(core: Any, profile_shape: tuple[int, int]) -> int:
-    """Bytes of the camera's frame as configured now (0 if the core cannot say).
+def _bus_frame_bytes(core: Any, profile_shape: tuple[int, int]) -> int:
+    """Return the bytes of the largest frame the bus must carry (its slots' size).
 
-    The bus's shared-memory slots are sized for the larger of it and the profile's
-    sensor: a camera larger than its profile says would otherwise fill no slot,
-    and no frame would reach the worker.
+    The profile's sensor at 16 bits, or the camera's frame as configured now
+    where that is larger (a warning says so): a camera larger than its profile
+    says would otherwise fill no shared-memory slot, and no frame would reach
+    the worker.
     """
+    profile_bytes = profile_shape[0] * profile_shape[1] * 2
     try:
         h, w = int(core.getImageHeight()), int(core.getImageWidth())
         nbytes = h * w * int(core.getBytesPerPixel())
     except Exception:  # noqa: BLE001 (no camera loaded: the profile's size stands)
-        return 0
-    if nbytes > profile_shape[0] * profile_shape[1] * 2:  # (a smaller ROI is fine)
-        logger.warning(
-            "the camera's frames are %dx%d px of %d byte(s), larger than the profile's "
-            "sensor_shape_px %dx%d of 16 bits: the profile's camera section does not "
-            "describe this camera (the bus is sized for the camera)",
-            h, w, nbytes // max(1, h * w), profile_shape[0], profile_shape[1],
-        )  # fmt: skip
+        return profile_bytes
+    if nbytes <= profile_bytes:  # (a smaller ROI is fine)
+        return profile_bytes
+    logger.warning(
+        "the camera's frames are %dx%d px of %d byte(s), larger than the profile's "
+        "sensor_shape_px %dx%d of 16 bits: the profile's camera section does not "
+        "describe this camera (the bus is sized for the camera)",
+        h, w, nbytes // max(1, h * w), profile_shape[0], profile_shape[1],
+    )  # fmt: skip
     return nbytes
 
 
