@@ -241,6 +241,8 @@ class PycromanagerAgent(ScopeAgent):
         self._open_shutter = False
         self._stage_at: dict[AxesKey, dict[str, float]] = {}
         """Where the stage stood for events that name no position (pycromanager tags none)."""
+        self._first_image_wall: float | None = None
+        """When the first snap ended (`time.time`): pycromanager's clock for ``min_start_time``."""
         self.ndtiff_path: Path | None = None
 
     # ------------------------------------------------------------ pycromanager side
@@ -347,6 +349,8 @@ class PycromanagerAgent(ScopeAgent):
 
     def _post_camera(self, pm_event: dict[str, Any]) -> dict[str, Any]:
         """After the snap (engine thread): close a Python shutter, then the user's hook."""
+        if self._first_image_wall is None:  # (pycromanager's clock starts right after)
+            self._first_image_wall = time.time()
         if self._open_shutter:
             self.core.setShutterOpen(False)
         return self._call_user("post_camera_hook_fn", pm_event)
@@ -404,8 +408,8 @@ class PycromanagerAgent(ScopeAgent):
 
     # ------------------------------------------------------------ feeding
 
-    def _submit(self, acq: Any, event: useq.MDAEvent) -> None:
-        pm = to_pycromanager_event(event)
+    def _submit(self, acq: Any, event: useq.MDAEvent, t0_wall: float) -> None:
+        pm = to_pycromanager_event(event, min_start_time_s=self._acquisition_time(event, t0_wall))
         key = axes_key(pm["axes"])
         with self._lock:
             if key in self._by_axes:
@@ -418,13 +422,28 @@ class PycromanagerAgent(ScopeAgent):
             self._last_progress = time.perf_counter()
         acq.acquire(pm)
 
+    def _acquisition_time(self, event: useq.MDAEvent, t0_wall: float) -> float:
+        """Return when the event is due on pycromanager's clock (s; 0: at once).
+
+        The plan's times count from the feed's start (``t0_wall``, `time.time`),
+        as pymmcore-plus's do; pycromanager counts ``min_start_time`` from its
+        first image, which a slow first set-up (a long stage move) delays: every
+        later event would be that much late. Before the first image its clock
+        has not started, and an event runs when it is handed over (``lead_s``
+        before it is due at most).
+        """
+        start = self._first_image_wall
+        if start is None or not event.min_start_time:
+            return 0.0
+        return max(0.0, t0_wall + float(event.min_start_time) - start)
+
     def _feed_loop(self, acq: Any) -> None:
         """Feeder thread: hand each event to pycromanager ``lead_s`` before it is due."""
         try:
-            t0 = time.perf_counter()
+            t0, t0_wall = time.perf_counter(), time.time()
             for event in self.feed:
                 if event.reset_event_timer:
-                    t0 = time.perf_counter()
+                    t0, t0_wall = time.perf_counter(), time.time()
                 due = t0 + float(event.min_start_time or 0.0) - self.lead_s
                 while not (self._halt.is_set() or self.feed.stopped):
                     wait = due - time.perf_counter()
@@ -434,7 +453,7 @@ class PycromanagerAgent(ScopeAgent):
                 if self._halt.is_set() or self.feed.stopped:
                     break
                 for sub in getattr(event, "events", None) or (event,):
-                    self._submit(acq, sub)
+                    self._submit(acq, sub, t0_wall)
         except Exception as exc:  # raised by run() after teardown
             logger.exception("feeding pycromanager failed")
             self._errors.append(exc)

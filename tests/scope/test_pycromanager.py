@@ -160,6 +160,28 @@ def test_a_real_rig_times_frames_by_micro_managers_elapsed_time_and_has_a_pixel_
     assert min(by_t[1]) - min(by_t[0]) >= 0.29  # the interval's real wait, in s
 
 
+def test_a_slow_first_set_up_does_not_delay_the_later_time_points(
+    scope: SimulatedMicroscope, tmp_path: Path
+) -> None:
+    # pycromanager counts min_start_time from its first image: a first event slow to set
+    # up (a long stage move) made every later time point (and close-up) that much late
+    moves = [0.6]
+
+    def long_first_move(event: dict) -> dict:
+        if moves:
+            time.sleep(moves.pop())
+        return event
+
+    plan = _plan(loops=2, interval_s=1.0, positions=1)
+    PycromanagerAgent(
+        scope.core, scope.profile, plan, tmp_path, bus="off", pre_hardware_hook_fn=long_first_move
+    ).run()
+    frames = read_frames(tmp_path)
+    first = {t: min(f["sample_time_s"] for f in frames if f["index"]["t"] == t) for t in (0, 1)}
+    # t = 1 is due 1.0 s after the run's start, which the first image took 0.6 s to reach
+    assert first[1] - first[0] < 0.8, first
+
+
 def test_frames_of_a_plan_without_positions_get_the_stage_position(
     profile: HardwareProfile, tmp_path: Path
 ) -> None:
@@ -324,8 +346,8 @@ def test_the_watchdog_aborts_a_hung_acquisition(
     """An event with tags kills pycromanager's submit thread: the acquisition hangs silently."""
     from livescope.scope import _pycromanager
 
-    def with_tags(event: useq.MDAEvent) -> dict:
-        return {**to_pycromanager_event(event), "tags": {"livescope": 1}}
+    def with_tags(event: useq.MDAEvent, **kwargs: Any) -> dict:
+        return {**to_pycromanager_event(event, **kwargs), "tags": {"livescope": 1}}
 
     monkeypatch.setattr(_pycromanager, "to_pycromanager_event", with_tags)
     agent = PycromanagerAgent(
