@@ -42,6 +42,7 @@ def observe(
     run_id: str,
     engines: dict[str, str],
     tracker: TrackerSnapshot | None,
+    orientation: tuple[float, float, float, float] = (1.0, 0.0, 0.0, 1.0),
 ) -> Observation:
     """Measure a field's tracked cells for the policies (the decision thread, per field).
 
@@ -49,7 +50,8 @@ def observe(
     (None: the virtual stain); ``engines`` those that ran for the field (name →
     sha256); ``tracker`` the position's tracker as of this field, for lineage and
     track ages (a snapshot: the main thread may already be tracking the next
-    field; None only when nothing was segmented).
+    field; None only when nothing was segmented); ``orientation`` the camera's
+    against the stage (the profile's ``camera.orientation``).
     """
     h = fld.header
     shape = tuple(int(s) for s in next(iter(fld.frames.values())).shape[-2:])
@@ -67,6 +69,7 @@ def observe(
         "shape": (shape[0], shape[1]),
         "stage_um": stage,
         "engines": engines,
+        "orientation": orientation,
     }
     if res.labels is None or res.tracks is None:
         return Observation(**common)

@@ -615,7 +615,7 @@ class PipelineWorker:
             obs = observe(
                 fld, res, nuclear_frame=job.nuclear, pixel_size_um=job.pixel_size_um,
                 run_id=self.run_id, engines=self.analyzer.engines_used(res),
-                tracker=job.tracker_state,
+                tracker=job.tracker_state, orientation=self.profile.camera.orientation,
             )  # fmt: skip
             ms_prepare = 1000 * (time.perf_counter() - t0)
             t0 = time.perf_counter()

@@ -84,12 +84,16 @@ class Observation:
     """Tracks not seen on this frame that were seen on the previous one."""
     engines: dict[str, str] = field(default_factory=dict)
     """Engine name → model sha256 used for this field."""
+    orientation: tuple[float, float, float, float] = (1.0, 0.0, 0.0, 1.0)
+    """The stage directions of the frame's columns and rows (the profile's
+    ``camera.orientation``; Micro-Manager's pixel size affine on a real rig)."""
 
     def stage_xy(self, y: float, x: float) -> tuple[float, float]:
         """Stage (x, y) in µm of a pixel (row ``y``, column ``x``) of this field.
 
-        Row 0 is at the smallest stage y, column 0 at the smallest x (the
-        simulated microscope's and Micro-Manager's default orientation).
+        By default row 0 is at the smallest stage y and column 0 at the
+        smallest x (the simulated microscope's and Micro-Manager's default
+        orientation); `orientation` turns or mirrors that.
 
         Raises
         ------
@@ -101,10 +105,9 @@ class Observation:
             raise ValueError(f"field {self.position} t={self.t} has no stage position")
         sx, sy = self.stage_um[0], self.stage_um[1]
         h, w = self.shape
-        return (
-            sx + (x - (w - 1) / 2) * self.pixel_size_um,
-            sy + (y - (h - 1) / 2) * self.pixel_size_um,
-        )
+        dcol, drow = (x - (w - 1) / 2) * self.pixel_size_um, (y - (h - 1) / 2) * self.pixel_size_um
+        a, b, c, d = self.orientation
+        return sx + a * dcol + b * drow, sy + c * dcol + d * drow
 
     def track_row(self, track: int) -> int | None:
         """Index of ``track`` in `cells` (None if not in this field)."""

@@ -43,6 +43,7 @@ def rehearsal_field(event: useq.MDAEvent, profile: HardwareProfile, run_id: str)
         pixel_size_um=profile.objective.pixel_size_um,
         shape=(h, w),
         stage_um=(x, y, event.z_pos),
+        orientation=profile.camera.orientation,
     )
 
 

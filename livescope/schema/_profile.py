@@ -55,6 +55,26 @@ class Camera(FrozenModel):
     gain_adu_per_e: PositiveFloat = Field(default=0.5, description="Counts per electron.")
     offset_adu: int = Field(ge=0, default=100, description="Dark offset, counts.")
     full_well_e: PositiveFloat = Field(default=30000, description="Full-well capacity, electrons.")
+    orientation: tuple[float, float, float, float] = Field(
+        default=(1.0, 0.0, 0.0, 1.0),
+        description="The stage directions of the frame's columns and rows, (a, b, c, d): a "
+        "cell dcol columns and drow rows from the centre is at stage x + px·(a·dcol + b·drow), "
+        "y + px·(c·dcol + d·drow). (1, 0, 0, 1): columns along +x, rows along +y; (-1, 0, 0, "
+        "1): mirrored in x; (0, 1, 1, 0): transposed. A run on Micro-Manager takes it from "
+        "the pixel size affine where one is set.",
+    )
+
+    @model_validator(mode="after")
+    def _orientation_is_a_turn_or_mirror(self) -> Camera:
+        a, b, c, d = self.orientation
+        # columns of unit length at right angles (a calibrated affine is a few % off)
+        if not (abs(a * a + c * c - 1) <= 0.1 and abs(b * b + d * d - 1) <= 0.1
+                and abs(a * b + c * d) <= 0.1):  # fmt: skip
+            raise ValueError(
+                f"camera.orientation {self.orientation} is not a turn or mirror (its "
+                "columns must be unit vectors at right angles, e.g. (1, 0, 0, 1) or (-1, 0, 0, 1))"
+            )
+        return self
 
 
 class Objective(FrozenModel):

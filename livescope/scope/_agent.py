@@ -9,6 +9,7 @@ merge into hardware-timed sequences. Decisions are applied between events.
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -117,6 +118,7 @@ class ScopeAgent:
         """How many events the plan holds (decisions may add more)."""
         self._first_event = planned[0] if planned else None  # where a rehearsal lands
         _check_camera(core)
+        given, profile = profile, _oriented(core, profile)
         self.core, self.profile, self.sequence, self.sim = core, profile, sequence, sim
         self.run_dir = Path(run_dir)
         self.run_id = run_id or time.strftime("run-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
@@ -182,7 +184,9 @@ class ScopeAgent:
             data = json.loads(sequence.model_dump_json(exclude_unset=True, exclude_defaults=True))
             write_atomic(plan_file, yaml.safe_dump(data, sort_keys=False))
         profile_file = self.run_dir / "profile.yaml"  # the rig as run (a crashed run keeps it)
-        if not profile_file.exists():  # (whole when it appears: a worker may be waiting for it)
+        # (whole when it appears: a worker may be waiting for it; written again when the
+        # camera's orientation came from Micro-Manager, for the worker started after it)
+        if profile is not given or not profile_file.exists():
             import yaml
 
             write_atomic(
@@ -595,7 +599,7 @@ def ready_or_close(agent: ScopeAgent, on_ready: Callable[[ScopeAgent], None]) ->
 
 
 def _check_camera(core: Any) -> None:
-    """Refuse a multi-camera; warn about a camera turned or mirrored against the stage.
+    """Refuse a multi-camera.
 
     Raises
     ------
@@ -615,20 +619,47 @@ def _check_camera(core: Any) -> None:
             "multi-camera): livescope records and analyses one camera's frames; choose one "
             "of its physical cameras as the core's camera"
         )
+
+
+def _oriented(core: Any, profile: HardwareProfile) -> HardwareProfile:
+    """Return the profile with its camera's orientation from Micro-Manager's pixel size affine.
+
+    The affine's (a, b; c, d) map a frame's columns and rows to stage x and y;
+    scaled to unit length, they are the profile's ``camera.orientation``, which
+    cell-centred actions use (a camera turned or mirrored against the stage
+    would otherwise send a close-up or a recentring off the cell). A core with
+    no affine (all zeros) keeps the profile's; one whose affine is not a turn
+    or mirror (e.g. sheared) is refused.
+
+    Raises
+    ------
+    LivescopeError
+        if the affine is set but is not a turn or mirror of the frame.
+
+    """
     try:
         a, b, _, c, d, _ = (float(v) for v in core.getPixelSizeAffine())
-    except Exception:  # noqa: BLE001 (no pixel-size configuration: nothing to check)
-        return
-    if (a, b, c, d) != (0.0, 0.0, 0.0, 0.0) and not (
-        a > 0 and d > 0 and abs(b) <= 1e-3 * a and abs(c) <= 1e-3 * d
-    ):
-        logger.warning(
-            "Micro-Manager's pixel size affine (%g, %g; %g, %g) turns or mirrors the camera "
-            "against the stage: livescope maps frame rows and columns to stage y and x as "
-            "they are, so a close-up or recentring centred on a cell would miss it; set the "
-            "camera's Transpose/Mirror properties so that the affine is a plain scale",
-            a, b, c, d,
-        )  # fmt: skip
+    except Exception:  # noqa: BLE001 (no pixel-size configuration: the profile's)
+        return profile
+    if not all(math.isfinite(v) for v in (a, b, c, d)) or (a, b, c, d) == (0.0,) * 4:
+        return profile
+    scale = math.sqrt(abs(a * d - b * c))
+    turned = tuple(round(v / scale, 6) for v in (a, b, c, d)) if scale > 0 else (a, b, c, d)
+    if turned == profile.camera.orientation:
+        return profile
+    try:
+        out = profile.replace(camera={**profile.camera.model_dump(), "orientation": turned})
+    except ValueError as exc:
+        raise LivescopeError(
+            f"Micro-Manager's pixel size affine ({a:g}, {b:g}; {c:g}, {d:g}) is not a turn or "
+            "mirror of the camera against the stage; calibrate it again (Devices > Pixel "
+            "Size Calibration) or set it to the plain pixel size"
+        ) from exc
+    logger.info(
+        "camera orientation %s from Micro-Manager's pixel size affine (the profile says %s)",
+        turned, profile.camera.orientation,
+    )  # fmt: skip
+    return out
 
 
 def _pixel_size_um(core: Any, profile: HardwareProfile) -> float:

@@ -87,9 +87,8 @@ class _ReplayCore(UniMMCore):
         return self._pixel_size_um
 
     def getPixelSizeAffine(self, cached: bool = False) -> Any:
-        """Identity scaled by the recorded pixel size."""
-        px = self._pixel_size_um
-        return (px, 0.0, 0.0, 0.0, px, 0.0)
+        """None (zeros): the replay's profile says how the recorded camera was turned."""
+        return (0.0,) * 6
 
 
 class ReplaySource:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -331,8 +332,6 @@ def test_cooldown_in_time_and_space() -> None:
 
 
 def test_the_cooldown_radius_is_in_um_on_a_frame_without_a_stage_position() -> None:
-    import dataclasses
-
     def nowhere(o: Observation) -> Observation:
         return dataclasses.replace(o, stage_um=None)
 
@@ -400,6 +399,37 @@ def test_division_region_lost_and_recentre() -> None:
     assert [f.track for f in list(region.decide(obs(2, [1, 2], ys=[100, 120])))] == [2]
     lost = Rule("lost", {"track_lost": {}}, {"stop_position": {}})
     assert [f.track for f in list(lost.decide(obs(0, [1], lost=(7,))))] == [7]
+
+
+@pytest.mark.parametrize(
+    ("orientation", "expected"),
+    [
+        pytest.param((1.0, 0.0, 0.0, 1.0), (10.0, 20.0), id="as-is"),
+        pytest.param((-1.0, 0.0, 0.0, 1.0), (-10.0, 20.0), id="mirrored-in-x"),
+        pytest.param((0.0, 1.0, 1.0, 0.0), (20.0, 10.0), id="transposed"),
+        pytest.param((0.0, -1.0, 1.0, 0.0), (-20.0, 10.0), id="turned-90"),
+    ],
+)
+def test_a_cell_s_stage_position_follows_the_camera_s_orientation(
+    orientation: tuple[float, float, float, float], expected: tuple[float, float]
+) -> None:
+    # a cell 10 µm right of and 20 µm below the frame's centre, the field at (100, 200)
+    px = 0.5
+    o = dataclasses.replace(obs(0, [1]), pixel_size_um=px, stage_um=(100.0, 200.0, 0.0),
+                            orientation=orientation)  # fmt: skip
+    x, y = o.stage_xy(255.5 + 20 / px, 255.5 + 10 / px)
+    assert (x - 100, y - 200) == pytest.approx(expected)
+    d = Rule("r", {"division": {}}, {"recentre": {}}).decide(
+        dataclasses.replace(o, cells=obs(0, [5, 6], ys=[255.5 + 40, 255.5 + 40]).cells,
+                            divisions=((2, (5, 6)),))
+    )  # fmt: skip
+    move = next(iter(d)).decision
+    assert isinstance(move, Move)
+    dcol = float(np.mean(obs(0, [5, 6]).cells.x)) - 255.5
+    a, b, c, dd = orientation
+    assert (move.x_um, move.y_um) == pytest.approx(
+        (100 + px * (a * dcol + b * 40), 200 + px * (c * dcol + dd * 40))
+    )
 
 
 @pytest.mark.parametrize(

@@ -76,6 +76,12 @@ BAD = [
         id="pixel-size-nm-for-um",
     ),
     pytest.param(
+        "camera.orientation",
+        [1, 0, 0.5, 1],
+        "camera.orientation (1.0, 0.0, 0.5, 1.0) is not a turn or mirror",
+        id="orientation-sheared",
+    ),
+    pytest.param(
         "camera.offset_adu",
         100000,
         "camera.offset_adu 100000 is at or above the largest count",

@@ -9,10 +9,17 @@ from typing import Any
 import numpy as np
 import pytest
 import useq
+import yaml
 import zarr
 
 from livescope.record import read_ctc, read_frames
-from livescope.schema import FrameInfo, HardwareProfile, LivescopeError, StageLimitError
+from livescope.schema import (
+    FrameInfo,
+    HardwareProfile,
+    LivescopeError,
+    StageLimitError,
+    load_profile,
+)
 from livescope.scope import LivescopeEngine, ScopeAgent, SimulatedMicroscope, run_simulated
 
 
@@ -99,16 +106,39 @@ def test_the_bus_is_sized_for_a_camera_larger_than_its_profile_says(
         agent.close()
 
 
-def test_a_camera_turned_against_the_stage_is_warned_about(
-    sim: SimulatedMicroscope, tmp_path: Path, caplog: pytest.LogCaptureFixture
+def test_a_camera_turned_against_the_stage_takes_micro_manager_s_orientation(
+    sim: SimulatedMicroscope, tmp_path: Path
 ) -> None:
+    # a close-up or recentring centred on a cell went off it when the camera was
+    # transposed or mirrored against the stage (the affine was only warned about)
     seq = useq.MDASequence(channels=[useq.Channel(config="Phase", exposure=5.0)])
-    ScopeAgent(sim.core, sim.profile, seq, tmp_path / "a", sim=sim, bus="off").close()
-    assert "turns or mirrors" not in caplog.text  # Micro-Manager's default: no turn
-    px = sim.core.getPixelSizeUm()
-    sim.core.setPixelSizeAffine(sim.core.getCurrentPixelSizeConfig(), (0.0, px, 0.0, px, 0.0, 0.0))
-    ScopeAgent(sim.core, sim.profile, seq, tmp_path / "b", sim=sim, bus="off").close()
-    assert "pixel size affine (0, 0.65; 0.65, 0) turns or mirrors the camera" in caplog.text
+    config, px = sim.core.getCurrentPixelSizeConfig(), sim.core.getPixelSizeUm()
+    before = tuple(sim.core.getPixelSizeAffine())
+    agent = ScopeAgent(sim.core, sim.profile, seq, tmp_path / "a", sim=sim, bus="off")
+    agent.close()
+    assert agent.profile.camera.orientation == (1.0, 0.0, 0.0, 1.0)  # Micro-Manager's default
+    try:
+        cases = [((0.0, px, 0.0, px, 0.0, 0.0), (0.0, 1.0, 1.0, 0.0)),  # transposed
+                 ((-px, 0.0, 5.0, 0.0, px, 0.0), (-1.0, 0.0, 0.0, 1.0))]  # mirrored  # fmt: skip
+        for affine, expected in cases:
+            run = tmp_path / f"{expected}"
+            run.mkdir()
+            # a profile already there (`livescope run` writes it before the agent starts)
+            (run / "profile.yaml").write_text(
+                yaml.safe_dump(sim.profile.model_dump(mode="json")), encoding="utf-8"
+            )
+            sim.core.setPixelSizeAffine(config, affine)
+            agent = ScopeAgent(sim.core, sim.profile, seq, run, sim=sim, bus="off")
+            agent.close()
+            assert agent.profile.camera.orientation == expected
+            # the worker reads the run's profile
+            assert load_profile(run / "profile.yaml").camera.orientation == expected
+        sim.core.setPixelSizeAffine(config, (px, 0.5 * px, 0.0, 0.0, px, 0.0))  # sheared
+        with pytest.raises(LivescopeError, match=r"pixel size affine \(0.65, 0.325; 0, 0.65\) "
+                           "is not a turn or mirror"):  # fmt: skip
+            ScopeAgent(sim.core, sim.profile, seq, tmp_path / "c", sim=sim, bus="off")
+    finally:
+        sim.core.setPixelSizeAffine(config, before)
 
 
 def test_a_multi_camera_is_refused_before_anything_is_written(
