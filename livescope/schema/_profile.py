@@ -275,6 +275,11 @@ class HardwareProfile(FrozenModel):
             raise ValueError("kind 'micromanager' needs micromanager_config (path to a .cfg file)")
         if self.kind == "simulated" and self.simulation is None:
             raise ValueError("kind 'simulated' needs a simulation section")
+        if self.kind == "simulated" and self.camera.orientation != (1.0, 0.0, 0.0, 1.0):
+            raise ValueError(
+                f"camera.orientation {self.camera.orientation}: the simulated microscope's "
+                "camera is not turned against its stage; leave it (1, 0, 0, 1)"
+            )
         if self.kind != "simulated" and self.simulation is not None:
             raise ValueError(
                 f"a simulation section only applies to kind 'simulated', not {self.kind!r}"
@@ -329,10 +334,15 @@ class HardwareProfile(FrozenModel):
 
     @property
     def field_of_view_um(self) -> tuple[float, float]:
-        """(height, width) of the sample the camera sees through the default objective, µm."""
+        """(y, x) extent on the stage of what the camera sees through the default objective, µm.
+
+        The frame's (height, width) as the camera's `Camera.orientation` lays it
+        on the stage (a transposed or turned camera's, swapped).
+        """
         h, w = self.camera.sensor_shape_px
         px = self.objective.pixel_size_um
-        return h * px, w * px
+        a, b, c, d = self.camera.orientation
+        return (abs(c) * w + abs(d) * h) * px, (abs(a) * w + abs(b) * h) * px
 
 
 def builtin_profiles() -> dict[str, Path]:

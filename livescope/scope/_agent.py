@@ -30,7 +30,7 @@ from livescope.bus import (
     fast_thread_switching,
 )
 from livescope.policy import Guardrails, rehearsal_closeup, rehearsal_field
-from livescope.record import DecisionLog, OmeZarrWriter, PSink
+from livescope.record import ZARR_NAME, DecisionLog, OmeZarrWriter, PSink
 from livescope.schema import (
     AddEvents,
     ChangeInterval,
@@ -112,13 +112,14 @@ class ScopeAgent:
         # the plan expanded once (~40 µs per event: seconds for a long multi-position run)
         # for the plan check, the event queue and the guardrails' books
         planned = plan_events(sequence)
+        _check_camera(core)
+        # (the camera's field on the stage, which the plan check uses, turns with it)
+        given, profile = profile, _oriented(core, profile)
         # (a replay's plan asks for light that was given when its frames were recorded)
         check_plan(sequence, profile, events=planned, light_budget=not self.what_if)
         self.planned_events = len(planned)
         """How many events the plan holds (decisions may add more)."""
         self._first_event = planned[0] if planned else None  # where a rehearsal lands
-        _check_camera(core)
-        given, profile = profile, _oriented(core, profile)
         self.core, self.profile, self.sequence, self.sim = core, profile, sequence, sim
         self.run_dir = Path(run_dir)
         self.run_id = run_id or time.strftime("run-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
@@ -167,6 +168,28 @@ class ScopeAgent:
             except BaseException:
                 self.publisher.close()
                 raise
+        # what ran, for workers and replays, each whole when it appears and before the
+        # frame log (a worker started first reads them once the log is there); not over
+        # a recorded run's (the recorder refuses its folder)
+        if not (self.run_dir / ZARR_NAME).exists():
+            import json
+
+            import yaml
+
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            plan_file = self.run_dir / "plan.yaml"
+            if not plan_file.exists():
+                data = json.loads(
+                    sequence.model_dump_json(exclude_unset=True, exclude_defaults=True)
+                )
+                write_atomic(plan_file, yaml.safe_dump(data, sort_keys=False))
+            # the rig as run (a crashed run keeps it); written again when the camera's
+            # orientation came from Micro-Manager
+            profile_file = self.run_dir / "profile.yaml"
+            if profile is not given or not profile_file.exists():
+                write_atomic(
+                    profile_file, yaml.safe_dump(profile.model_dump(mode="json"), sort_keys=False)
+                )
         self.recorder = OmeZarrWriter(
             self.run_dir,
             channels=channels,
@@ -175,23 +198,6 @@ class ScopeAgent:
             interval_s=_interval_s(sequence),
             attrs={"run_id": self.run_id, "profile": profile.name, "livescope": __version__},
         )
-        plan_file = self.run_dir / "plan.yaml"  # what ran, for workers and replays
-        if not plan_file.exists():
-            import json
-
-            import yaml
-
-            data = json.loads(sequence.model_dump_json(exclude_unset=True, exclude_defaults=True))
-            write_atomic(plan_file, yaml.safe_dump(data, sort_keys=False))
-        profile_file = self.run_dir / "profile.yaml"  # the rig as run (a crashed run keeps it)
-        # (whole when it appears: a worker may be waiting for it; written again when the
-        # camera's orientation came from Micro-Manager, for the worker started after it)
-        if profile is not given or not profile_file.exists():
-            import yaml
-
-            write_atomic(
-                profile_file, yaml.safe_dump(profile.model_dump(mode="json"), sort_keys=False)
-            )
         self.decision_log = DecisionLog(self.run_dir)
         if self.publisher is not None and self.server is not None:
             BusInfo(
@@ -621,15 +627,30 @@ def _check_camera(core: Any) -> None:
         )
 
 
+def _affine(core: Any) -> tuple[float, ...] | None:
+    """Micro-Manager's pixel size affine, six numbers (None: the core could not say)."""
+    try:
+        v = core.getPixelSizeAffine()
+        try:
+            values = tuple(float(x) for x in v)
+        except TypeError:  # a Java DoubleVector through Micro-Manager's bridge
+            values = tuple(float(v.get(i)) for i in range(int(v.size())))
+    except Exception:  # (a core that cannot say: the profile's)
+        logger.warning("could not read Micro-Manager's pixel size affine", exc_info=True)
+        return None
+    return values if len(values) == 6 else None
+
+
 def _oriented(core: Any, profile: HardwareProfile) -> HardwareProfile:
     """Return the profile with its camera's orientation from Micro-Manager's pixel size affine.
 
     The affine's (a, b; c, d) map a frame's columns and rows to stage x and y;
     scaled to unit length, they are the profile's ``camera.orientation``, which
     cell-centred actions use (a camera turned or mirrored against the stage
-    would otherwise send a close-up or a recentring off the cell). A core with
-    no affine (all zeros) keeps the profile's; one whose affine is not a turn
-    or mirror (e.g. sheared) is refused.
+    would otherwise send a close-up or a recentring off the cell). An affine
+    that is a plain scale (Micro-Manager's default, set with the pixel size)
+    or none (all zeros: no pixel size configuration) leaves the profile's;
+    one that is not a turn or mirror (e.g. sheared) is refused.
 
     Raises
     ------
@@ -637,28 +658,41 @@ def _oriented(core: Any, profile: HardwareProfile) -> HardwareProfile:
         if the affine is set but is not a turn or mirror of the frame.
 
     """
-    try:
-        a, b, _, c, d, _ = (float(v) for v in core.getPixelSizeAffine())
-    except Exception:  # noqa: BLE001 (no pixel-size configuration: the profile's)
+    values = _affine(core)
+    if values is None:
         return profile
-    if not all(math.isfinite(v) for v in (a, b, c, d)) or (a, b, c, d) == (0.0,) * 4:
+    a, b, _, c, d, _ = values
+    if not all(math.isfinite(v) for v in (a, b, c, d)):
+        return profile
+    if b == 0.0 and c == 0.0 and a > 0 and a == d:  # a plain scale: no turn stated
+        return profile
+    if (a, b, c, d) == (0.0,) * 4:
         return profile
     scale = math.sqrt(abs(a * d - b * c))
     turned = tuple(round(v / scale, 6) for v in (a, b, c, d)) if scale > 0 else (a, b, c, d)
     if turned == profile.camera.orientation:
         return profile
+    what = f"Micro-Manager's pixel size affine ({a:g}, {b:g}; {c:g}, {d:g})"
     try:
-        out = profile.replace(camera={**profile.camera.model_dump(), "orientation": turned})
+        camera = profile.camera.replace(orientation=turned)
     except ValueError as exc:
         raise LivescopeError(
-            f"Micro-Manager's pixel size affine ({a:g}, {b:g}; {c:g}, {d:g}) is not a turn or "
-            "mirror of the camera against the stage; calibrate it again (Devices > Pixel "
-            "Size Calibration) or set it to the plain pixel size"
+            f"{what} is not a turn or mirror of the camera against the stage; calibrate it "
+            "again (Devices > Pixel Size Calibration) or set it to the plain pixel size"
         ) from exc
-    logger.info(
-        "camera orientation %s from Micro-Manager's pixel size affine (the profile says %s)",
-        turned, profile.camera.orientation,
-    )  # fmt: skip
+    if profile.kind == "simulated":
+        raise LivescopeError(
+            f"{what} turns or mirrors the simulated microscope's camera, whose frames are "
+            "never turned against its stage; set it to the plain pixel size"
+        )
+    out = profile.replace(camera=camera.model_dump())
+    if profile.camera.orientation != (1.0, 0.0, 0.0, 1.0):
+        logger.warning(
+            "the camera's orientation %s from Micro-Manager's pixel size affine replaces the "
+            "profile's %s", turned, profile.camera.orientation,
+        )  # fmt: skip
+    else:
+        logger.info("camera orientation %s from Micro-Manager's pixel size affine", turned)
     return out
 
 

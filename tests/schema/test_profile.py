@@ -102,6 +102,18 @@ def test_bad_profile_names_the_field(
     assert str(f) in str(info.value)
 
 
+def test_the_field_of_view_on_the_stage_turns_with_the_camera() -> None:
+    rig = load_profile("widefield-2048-scmos")
+    cam = rig.camera.replace(sensor_shape_px=(1000, 2000))
+    px = rig.objective.pixel_size_um
+    assert rig.replace(camera=cam.model_dump()).field_of_view_um == (1000 * px, 2000 * px)
+    turned = cam.replace(orientation=(0.0, -1.0, 1.0, 0.0))  # rows along -x, columns along +y
+    assert rig.replace(camera=turned.model_dump()).field_of_view_um == (2000 * px, 1000 * px)
+    sim = load_profile("sim")  # the simulated camera is never turned
+    with pytest.raises(ValueError, match="simulated microscope's camera is not turned"):
+        sim.replace(camera=sim.camera.replace(orientation=(-1.0, 0.0, 0.0, 1.0)).model_dump())
+
+
 def test_every_error_is_listed(tmp_path: Path) -> None:
     data = _mutate("camera.bit_depth", 99)
     data["stages"]["z"]["z_range_um"] = [5, 1]

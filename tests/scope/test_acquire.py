@@ -112,12 +112,21 @@ def test_a_camera_turned_against_the_stage_takes_micro_manager_s_orientation(
     # a close-up or recentring centred on a cell went off it when the camera was
     # transposed or mirrored against the stage (the affine was only warned about)
     seq = useq.MDASequence(channels=[useq.Channel(config="Phase", exposure=5.0)])
+    # the simulated core as a rig's (its affine set as a user's Micro-Manager would be)
+    rig = sim.profile.replace(kind="micromanager", simulation=None, micromanager_config="rig.cfg")
+    mirrored = rig.replace(camera=rig.camera.replace(orientation=(-1.0, 0.0, 0.0, 1.0)))
     config, px = sim.core.getCurrentPixelSizeConfig(), sim.core.getPixelSizeUm()
     before = tuple(sim.core.getPixelSizeAffine())
-    agent = ScopeAgent(sim.core, sim.profile, seq, tmp_path / "a", sim=sim, bus="off")
-    agent.close()
-    assert agent.profile.camera.orientation == (1.0, 0.0, 0.0, 1.0)  # Micro-Manager's default
+
+    def agent(profile: HardwareProfile, run: Path) -> HardwareProfile:
+        ScopeAgent(sim.core, profile, seq, run, bus="off").close()
+        return load_profile(run / "profile.yaml")  # what the worker reads
+
     try:
+        # Micro-Manager's default (a plain scale, also binned): the profile's orientation
+        for k, scale in enumerate((px, 2 * px)):
+            sim.core.setPixelSizeAffine(config, (scale, 0.0, 0.0, 0.0, scale, 0.0))
+            assert agent(mirrored, tmp_path / f"plain{k}").camera.orientation == (-1, 0, 0, 1)
         cases = [((0.0, px, 0.0, px, 0.0, 0.0), (0.0, 1.0, 1.0, 0.0)),  # transposed
                  ((-px, 0.0, 5.0, 0.0, px, 0.0), (-1.0, 0.0, 0.0, 1.0))]  # mirrored  # fmt: skip
         for affine, expected in cases:
@@ -125,20 +134,20 @@ def test_a_camera_turned_against_the_stage_takes_micro_manager_s_orientation(
             run.mkdir()
             # a profile already there (`livescope run` writes it before the agent starts)
             (run / "profile.yaml").write_text(
-                yaml.safe_dump(sim.profile.model_dump(mode="json")), encoding="utf-8"
+                yaml.safe_dump(rig.model_dump(mode="json")), encoding="utf-8"
             )
             sim.core.setPixelSizeAffine(config, affine)
-            agent = ScopeAgent(sim.core, sim.profile, seq, run, sim=sim, bus="off")
-            agent.close()
-            assert agent.profile.camera.orientation == expected
-            # the worker reads the run's profile
-            assert load_profile(run / "profile.yaml").camera.orientation == expected
+            assert agent(rig, run).camera.orientation == expected
         sim.core.setPixelSizeAffine(config, (px, 0.5 * px, 0.0, 0.0, px, 0.0))  # sheared
         with pytest.raises(LivescopeError, match=r"pixel size affine \(0.65, 0.325; 0, 0.65\) "
                            "is not a turn or mirror"):  # fmt: skip
-            ScopeAgent(sim.core, sim.profile, seq, tmp_path / "c", sim=sim, bus="off")
+            ScopeAgent(sim.core, rig, seq, tmp_path / "c", bus="off")
+        sim.core.setPixelSizeAffine(config, (0.0, px, 0.0, px, 0.0, 0.0))
+        with pytest.raises(LivescopeError, match="turns or mirrors the simulated microscope's"):
+            ScopeAgent(sim.core, sim.profile, seq, tmp_path / "d", sim=sim, bus="off")
     finally:
         sim.core.setPixelSizeAffine(config, before)
+    assert not (tmp_path / "c").exists()  # refused before anything was written
 
 
 def test_a_multi_camera_is_refused_before_anything_is_written(
