@@ -257,9 +257,21 @@ def check_plan(
     named: dict[str, int] = {}  # position name -> the plan index of its first event
     folded: dict[str, str] = {}  # `folder_key` -> the name
     planned = plan_events(sequence) if events is None else events
+    places: set[tuple[str, int, str, int]] = set()  # (position, t, channel, z) planned
+    twice: set[str] = set()  # positions with an event planned twice
     for event in planned:
         idx = dict(event.index)
         key, p = position_name(event), int(idx.get("p", 0))
+        place = (key, int(idx.get("t", 0)), event.channel.config if event.channel else "",
+                 int(idx.get("z", 0)))  # fmt: skip
+        if place in places and key not in twice:
+            twice.add(key)
+            problems.append(
+                f"stage_positions.{p} ({key}): t={place[1]}, channel {place[2]!r}, z={place[3]} "
+                "is planned twice (e.g. a position's own time_plan inside the plan's): its "
+                "frames would overwrite each other in the recording; give the time plan once"
+            )
+        places.add(place)
         if key not in named:
             if (why := folder_name_problem(key)) is not None:
                 problems.append(

@@ -12,12 +12,13 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
 import useq
 from pymmcore_plus import CMMCorePlus
+from useq import AcquireImage
 
 from livescope import __version__
 from livescope.bus import (
@@ -117,6 +118,7 @@ class ScopeAgent:
         given, profile = profile, _oriented(core, profile)
         # (a replay's plan asks for light that was given when its frames were recorded)
         check_plan(sequence, profile, events=planned, light_budget=not self.what_if)
+        self._undefined_presets = _undefined_presets(core, profile, planned)
         self.planned_events = len(planned)
         """How many events the plan holds (decisions may add more)."""
         self._first_event = planned[0] if planned else None  # where a rehearsal lands
@@ -333,6 +335,17 @@ class ScopeAgent:
         start = feed.now() + d.delay_s
         out: list[useq.MDAEvent] = []
         for i, ev in enumerate(d.events):
+            if (
+                ev.properties or ev.keep_shutter_open or ev.roi is not None
+                or ev.slm_image is not None or not isinstance(ev.action, AcquireImage)
+            ):  # fmt: skip
+                # (device properties could set another exposure or move a stage, an
+                # open shutter light the sample between frames: none of it is checked)
+                raise LivescopeError(
+                    f"{_event_label(i, ev)}: an added event may give its channel, exposure, "
+                    "position and time, not device properties, an open shutter, a camera "
+                    "ROI, an SLM image or an action other than acquiring an image"
+                )
             index = dict(ev.index)
             name = feed.position_of(ev.pos_name, index.get("p"), index.get("g"))
             update: dict[str, Any] = {}
@@ -379,6 +392,11 @@ class ScopeAgent:
                 raise LivescopeError(
                     f"{_event_label(i, ev)}: exposure {exposure} ms is outside channel "
                     f"{preset.name!r} limits [{lo}, {hi}] ms"
+                )
+            if preset.name in self._undefined_presets:
+                raise LivescopeError(
+                    f"{_event_label(i, ev)}: channel {preset.name!r} is not a preset of group "
+                    f"{chans.config_group!r} in Micro-Manager's configuration"
                 )
             index["c"] = c_index[preset.name]
             due = start + float(ev.min_start_time or 0.0)
@@ -485,10 +503,18 @@ class ScopeAgent:
             raise error
         if self.engine.failed_events:
             raise LivescopeError(
-                f"{len(self.engine.failed_events)} frame(s) could not be acquired; first at "
-                f"event {index_text(self.engine.failed_events[0].index)} (the log says why)"
+                f"{len(self.engine.failed_events)} frame(s) could not be acquired"
+                f"{self._first_failure()}"
             )
         return summary
+
+    def _first_failure(self) -> str:
+        """``; the first, <why>`` for a run whose events failed (the log says more)."""
+        why = self.engine.first_failure
+        if why is None:
+            first = self.engine.failed_events[0].index if self.engine.failed_events else {}
+            why = f"event {index_text(first)} (the log says why)"
+        return f"; the first, {why}"
 
     def _cancel(self) -> None:
         self.feed.stop()
@@ -510,7 +536,7 @@ class ScopeAgent:
                 if isinstance(error, KeyboardInterrupt)
                 else f"{type(error).__name__}: {error}"
                 if error is not None
-                else f"{failed} frame(s) could not be acquired"
+                else f"{failed} frame(s) could not be acquired{self._first_failure()}"
                 if failed
                 else f"{unlogged} write(s) or sync(s) of the decision log failed"
                 if unlogged
@@ -625,6 +651,42 @@ def _check_camera(core: Any) -> None:
             "multi-camera): livescope records and analyses one camera's frames; choose one "
             "of its physical cameras as the core's camera"
         )
+
+
+def _undefined_presets(
+    core: Any, profile: HardwareProfile, planned: Iterable[useq.MDAEvent]
+) -> frozenset[str]:
+    """Return the profile's channel presets that Micro-Manager's configuration lacks.
+
+    Raises
+    ------
+    LivescopeError
+        if the plan uses one (pymmcore-plus would fail the run when it reached
+        its first frame): before anything moves.
+
+    """
+    group = profile.channels.config_group
+    try:
+        missing = frozenset(
+            c.name for c in profile.channels.presets if not core.isConfigDefined(group, c.name)
+        )
+    except Exception:  # (a core that cannot say: nothing refused here)
+        logger.warning("could not check the channel presets against Micro-Manager", exc_info=True)
+        return frozenset()
+    used = sorted(missing & {e.channel.config for e in planned if e.channel is not None})
+    if used:
+        raise LivescopeError(
+            f"the plan's channel(s) {', '.join(map(repr, used))} are not presets of group "
+            f"{group!r} in Micro-Manager's configuration; define them there (or fix the "
+            "names in the profile and the plan)"
+        )
+    if missing:
+        logger.warning(
+            "the profile's channel(s) %s are not presets of group %r in Micro-Manager's "
+            "configuration: decisions that add them are refused",
+            ", ".join(map(repr, sorted(missing))), group,
+        )  # fmt: skip
+    return missing
 
 
 def _affine(core: Any) -> tuple[float, ...] | None:

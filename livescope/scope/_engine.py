@@ -15,10 +15,11 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from pymmcore_plus.mda import MDAEngine
+from pymmcore_plus.mda import MDAEngine, SkipEvent
 from pymmcore_plus.metadata import FrameMetaV1
 from pymmcore_plus.metadata import functions as metadata_functions
 from useq import MDAEvent
@@ -68,7 +69,10 @@ class LivescopeEngine(MDAEngine):
         super().__init__(core)
         self.profile = profile
         self.sim = sim
+        self._default_exposure = {c.name: c.default_exposure_ms for c in profile.channels.presets}
         self.failed_events: list[MDAEvent] = []
+        self.first_failure: str | None = None
+        """Why the first failed event failed (None: none failed, or the reason is unknown)."""
         self._burst_position: Any = None
         """Where the stage was when a hardware-timed burst without x/y of its own began."""
 
@@ -85,14 +89,26 @@ class LivescopeEngine(MDAEngine):
                 event = event.model_copy(update={"min_start_time": event.min_start_time / accel})
             yield event
 
-    @staticmethod
-    def _stamp(events: Iterable[MDAEvent]) -> Iterator[MDAEvent]:
-        """Record each event's planned sample time before waits are scaled."""
+    def _stamp(self, events: Iterable[MDAEvent]) -> Iterator[MDAEvent]:
+        """Stamp each event's planned sample time; give one without an exposure its default.
+
+        The sample time is recorded before waits are scaled. (Without an
+        exposure the camera kept whatever exposure it had, e.g. the previous
+        channel's, while the light-dose budget and the guardrails booked the
+        default.)
+        """
         for event in events:
+            update: dict[str, Any] = {}
             if SAMPLE_TIME_KEY not in event.metadata:
-                meta = {**event.metadata, SAMPLE_TIME_KEY: float(event.min_start_time or 0.0)}
-                event = event.model_copy(update={"metadata": meta})
-            yield event
+                update["metadata"] = {
+                    **event.metadata,
+                    SAMPLE_TIME_KEY: float(event.min_start_time or 0.0),
+                }
+            if event.exposure is None and event.channel is not None:
+                default = self._default_exposure.get(event.channel.config)
+                if default is not None:
+                    update["exposure"] = default
+            yield event.model_copy(update=update) if update else event
 
     # ------------------------------------------------------------ hardware
 
@@ -101,14 +117,38 @@ class LivescopeEngine(MDAEngine):
         self.profile.check_stage_travel(event.x_pos, event.y_pos, event.z_pos, what)
 
     def setup_event(self, event: MDAEvent) -> None:
-        """Move hardware for ``event`` (runner thread); raises `StageLimitError`."""
+        """Move hardware for ``event`` (runner thread); raises `StageLimitError`.
+
+        A stage move, channel or exposure the hardware refuses fails the event:
+        its frames are not taken (the stock engine logs a warning and images
+        wherever the stage is, in whatever channel), and are counted in
+        `failed_events` (the run goes on; its summary says it failed).
+        """
         self._check_limits(event)
         for sub in getattr(event, "events", ()):
             self._check_limits(sub)
         if self.sim is not None:
             self.sim.set_time(float(event.metadata.get(SAMPLE_TIME_KEY, 0.0)))
-        super().setup_event(event)
         core = self.mmcore
+        try:
+            super().setup_event(event)
+            if event.exposure is not None and not math.isclose(
+                core.getExposure(), event.exposure, rel_tol=0.01, abs_tol=0.01
+            ):
+                raise _Refused(
+                    f"the camera's exposure is {core.getExposure():g} ms, not the "
+                    f"{event.exposure:g} ms asked for"
+                )
+        except _Refused as exc:
+            subs = tuple(getattr(event, "events", ()) or (event,))
+            if not self.failed_events:
+                self.first_failure = f"event {index_text(event.index)}: {exc}"
+            self.failed_events.extend(subs)
+            logger.error(
+                "%d frame(s) of event %s not acquired: %s", len(subs), index_text(event.index),
+                exc,
+            )  # fmt: skip
+            raise SkipEvent(num_frames=len(subs), reason=str(exc)) from exc
         # pymmcore-plus reads no stage position for a hardware-timed burst's frames (a
         # stage query per frame would slow real hardware); a burst that gives no x/y of
         # its own is stamped with the position read once here, so that every frame says
@@ -120,6 +160,32 @@ class LivescopeEngine(MDAEngine):
         is_py = getattr(core, "isPyDevice", None)
         if shutter and core.getAutoShutter() and is_py is not None and is_py(shutter):
             core.setShutterOpen(True)
+
+    def _set_event_xy_position(self, event: MDAEvent) -> None:
+        """Move the XY stage for ``event``; raise `_Refused` if it refuses."""
+        x, y = event.x_pos, event.y_pos
+        core = self.mmcore
+        if (x is None and y is None) or not core.getXYStageDevice():
+            super()._set_event_xy_position(event)  # nothing to move (or no stage: its warning)
+            return
+        if x is None or y is None:
+            here = core.getXYPosition()
+            x, y = (here[0] if x is None else x), (here[1] if y is None else y)
+        try:
+            core.setXYPosition(x, y)
+        except Exception as exc:  # (whatever the device adapter raises)
+            raise _Refused(f"the XY stage did not move to ({x:g}, {y:g}) µm: {exc}") from exc
+
+    def _set_event_channel(self, event: MDAEvent) -> None:
+        """Set ``event``'s channel preset; raise `_Refused` if it cannot be set."""
+        ch = event.channel
+        if ch is None or (ch.group, ch.config) == getattr(self.mmcore, "_last_config", None):
+            return
+        try:
+            self.mmcore.setConfig(ch.group, ch.config)
+        except Exception as exc:  # (a preset missing from the config, a device error)
+            why = f"channel {ch.config!r} (group {ch.group!r}) was not set: {exc}"
+            raise _Refused(why) from exc
 
     def teardown_event(self, event: MDAEvent) -> None:
         """Close a Python shutter opened by `setup_event`, then the stock teardown."""
@@ -149,6 +215,8 @@ class LivescopeEngine(MDAEngine):
         )
         subs = tuple(getattr(event, "events", ()) or (event,))
         if wants_image and n < len(subs):
+            if not self.failed_events:
+                self.first_failure = f"event {index_text(subs[n].index)}: no image came"
             logger.error(
                 "%d of %d images missing for event %s", len(subs) - n, len(subs),
                 index_text(event.index),
@@ -175,6 +243,10 @@ class LivescopeEngine(MDAEngine):
         if not meta.get("pixel_size_um"):  # no calibration in Micro-Manager: the profile's
             meta["pixel_size_um"] = self.profile.objective.pixel_size_um
         return meta
+
+
+class _Refused(Exception):
+    """The hardware refused what an event asked of it (the event is skipped, counted failed)."""
 
 
 def index_text(index: Mapping[Any, int]) -> str:

@@ -125,6 +125,21 @@ def test_good_plan_passes(sim_profile: HardwareProfile) -> None:
             "stage_positions.0.sequence.grid_plan: give fov_width and fov_height",
             id="position-grid-without-fov",
         ),
+        pytest.param(  # (its frames overwrote each other in the recording)
+            {
+                "time_plan": {"interval": 600, "loops": 2},
+                "stage_positions": [
+                    {
+                        "x": 0,
+                        "y": 0,
+                        "name": "A",
+                        "sequence": {"time_plan": {"interval": 1, "loops": 3}},
+                    }
+                ],
+            },
+            "stage_positions.0 (A): t=0, channel 'DAPI', z=0 is planned twice",
+            id="position-time-plan-inside-the-plans",
+        ),
     ],
 )
 def test_bad_plan_names_problem(sim_profile: HardwareProfile, kw: dict, expected: str) -> None:

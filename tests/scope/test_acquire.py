@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,12 @@ import zarr
 
 from livescope.record import read_ctc, read_frames
 from livescope.schema import (
+    AddEvents,
     FrameInfo,
     HardwareProfile,
     LivescopeError,
     StageLimitError,
+    clock_ns,
     load_profile,
 )
 from livescope.scope import LivescopeEngine, ScopeAgent, SimulatedMicroscope, run_simulated
@@ -148,6 +151,79 @@ def test_a_camera_turned_against_the_stage_takes_micro_manager_s_orientation(
     finally:
         sim.core.setPixelSizeAffine(config, before)
     assert not (tmp_path / "c").exists()  # refused before anything was written
+
+
+def test_a_channel_without_an_exposure_is_imaged_at_its_default(
+    sim: SimulatedMicroscope, tmp_path: Path
+) -> None:
+    # the camera kept the previous channel's exposure (400 ms) while the light-dose
+    # budget and the guardrails booked the channel's default
+    seq = useq.MDASequence(
+        channels=[useq.Channel(config="Phase", exposure=400.0), useq.Channel(config="DAPI")],
+        time_plan=useq.TIntervalLoops(interval=60, loops=2),
+    )
+    run_simulated(sim.profile, seq, tmp_path, seed=1)
+    dapi = sim.profile.channels.get("DAPI").default_exposure_ms
+    assert {(f["channel"], f["exposure_ms"]) for f in read_frames(tmp_path)} == {
+        ("Phase", 400.0),
+        ("DAPI", dapi),
+    }
+
+
+def test_a_stage_that_refuses_a_move_fails_its_frames_not_the_rest_of_the_run(
+    sim: SimulatedMicroscope, tmp_path: Path
+) -> None:
+    # the stock engine logged the refusal and imaged wherever the stage was: B's frames
+    # were pictures of A, and the run said ok
+    seq = useq.MDASequence(
+        stage_positions=[useq.Position(x=0, y=0, z=0, name="A"),
+                         useq.Position(x=800, y=800, z=0, name="B")],
+        channels=[useq.Channel(config="Phase", exposure=20.0)],
+        time_plan=useq.TIntervalLoops(interval=60, loops=2), axis_order="tpcz",
+    )  # fmt: skip
+    move = sim._xy.set_position_um
+
+    def refuse(x: float, y: float) -> None:
+        if x == 800:
+            raise RuntimeError("XYStage: serial command failed")
+        move(x, y)
+
+    sim._xy.set_position_um = refuse  # type: ignore[method-assign]
+    agent = ScopeAgent(sim.core, sim.profile, seq, tmp_path, sim=sim, bus="off")
+    with pytest.raises(LivescopeError, match=r"2 frame\(s\) could not be acquired; the first, "
+                       r"event t=0, p=1, c=0: the XY stage did not move to \(800, 800\) µm: "
+                       "XYStage: serial command failed"):  # fmt: skip
+        agent.run()
+    frames = read_frames(tmp_path)
+    assert [(f["position"], f["index"]["t"]) for f in frames] == [("A", 0), ("A", 1)]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert not summary["ok"]
+    assert summary["frames_failed"] == 2
+    assert "the XY stage did not move to (800, 800) µm" in summary["error"]
+
+
+def test_a_channel_micro_manager_lacks_is_refused_in_the_plan_and_in_decisions(
+    sim: SimulatedMicroscope, tmp_path: Path
+) -> None:
+    # pymmcore-plus failed the whole run when it reached the first such frame (and a
+    # decision adding one was accepted first)
+    sim.core.deleteConfig("Channel", "DAPI")
+    both = useq.MDASequence(channels=[useq.Channel(config="Phase", exposure=5.0),
+                                      useq.Channel(config="DAPI", exposure=5.0)])  # fmt: skip
+    with pytest.raises(LivescopeError, match=r"the plan's channel\(s\) 'DAPI' are not presets "
+                       "of group 'Channel' in Micro-Manager's configuration"):  # fmt: skip
+        ScopeAgent(sim.core, sim.profile, both, tmp_path / "a", sim=sim, bus="off")
+    assert not (tmp_path / "a").exists()
+    phase = useq.MDASequence(channels=[useq.Channel(config="Phase", exposure=5.0)])
+    agent = ScopeAgent(sim.core, sim.profile, phase, tmp_path / "b", sim=sim, bus="off")
+    try:
+        added = useq.MDAEvent(index={"t": 5}, x_pos=0.0, y_pos=0.0, channel={"config": "DAPI"},
+                              exposure=10.0)  # fmt: skip
+        ack = agent._on_decision(AddEvents(run_id=agent.run_id, events=[added]), clock_ns())
+    finally:
+        agent.close()
+    assert not ack.accepted
+    assert "channel 'DAPI' is not a preset of group 'Channel' in Micro-Manager's" in ack.reason
 
 
 def test_a_multi_camera_is_refused_before_anything_is_written(

@@ -239,6 +239,31 @@ def test_a_decision_the_agent_cannot_book_is_refused_and_nothing_of_it_is_queued
     assert running.agent.guardrails.dose_s["A"] == pytest.approx(planned + 1.0)  # 1 s, once
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [
+        pytest.param({"properties": [("Camera", "Exposure", 1800.0)]}, id="properties"),
+        pytest.param({"keep_shutter_open": True}, id="shutter-open"),
+        pytest.param({"roi": (0, 0, 64, 64)}, id="roi"),
+        pytest.param(
+            {"action": {"type": "hardware_autofocus", "autofocus_device_name": "Z"}},
+            id="other-action",
+        ),
+    ],
+)
+def test_an_added_event_with_fields_nothing_checks_is_refused(
+    running: Running, extra: dict[str, Any]
+) -> None:
+    # device properties could set another exposure or move a stage past the guardrails,
+    # an open shutter light the sample between frames: such an event was accepted
+    ev = useq.MDAEvent(index={"t": 100}, pos_name="A", channel={"config": "DAPI"}, exposure=50,
+                       **extra)  # fmt: skip
+    ack = running.client.send(AddEvents(run_id=running.agent.run_id, events=[ev]))
+    assert not ack.accepted
+    assert "an added event may give its channel, exposure, position and time" in ack.reason
+    assert not running.agent.feed.is_taken(("A", 100, "DAPI", 0))
+
+
 def test_an_event_at_its_own_x_y_is_filed_under_its_place_and_booked_where_it_lands(
     running: Running,
 ) -> None:
