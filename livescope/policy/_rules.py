@@ -223,8 +223,9 @@ def _decision(
         if hit.y is None or hit.x is None:
             raise ValueError("recentre needs a trigger that fires on a cell")
         x, y = obs.stage_xy(hit.y, hit.x)
-        z = obs.stage_um[2] if obs.stage_um is not None else None
-        return Move(position=obs.position, x_um=x, y_um=y, z_um=z, **common)
+        # x/y only: the field's z is its last frame's, a plane of a z-stack, which the
+        # move would take for the position's centre (each recentring moved the stack up)
+        return Move(position=obs.position, x_um=x, y_um=y, z_um=None, **common)
     if action == "change_interval":
         return ChangeInterval(interval_s=float(params["interval_s"]), **common)
     if action == "stop_position":

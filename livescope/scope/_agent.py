@@ -110,6 +110,7 @@ class ScopeAgent:
         engine: LivescopeEngine | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
+        sequence = _around_focus(sequence, core)
         # the plan expanded once (~40 µs per event: seconds for a long multi-position run)
         # for the plan check, the event queue and the guardrails' books
         planned = plan_events(sequence)
@@ -297,7 +298,7 @@ class ScopeAgent:
         if isinstance(d, StopRun):
             feed.stop()
             self.core.mda.cancel()  # also ends a wait for the next event
-            return 0, "run stops after the current event"
+            return 0, "run stops after the current frame"
         if isinstance(d, StopPosition):
             if not feed.has_position(d.position):  # the plan's, or a place decisions added
                 raise LivescopeError(
@@ -651,6 +652,59 @@ def _check_camera(core: Any) -> None:
             "multi-camera): livescope records and analyses one camera's frames; choose one "
             "of its physical cameras as the core's camera"
         )
+
+
+def _around_focus(sequence: useq.MDASequence, core: Any) -> useq.MDASequence:
+    """Return the plan with the focus drive's z for positions a relative z plan needs it for.
+
+    useq counts a relative z plan (``ZRangeAround``, ``ZAboveBelow``,
+    ``ZRelativePositions``) from each position's z; a position without one (or
+    a plan without positions) got planes around z = 0 µm, far from the sample on
+    most focus drives. As in Micro-Manager, the stack is centred on the focus
+    where it is when the run starts.
+
+    Raises
+    ------
+    LivescopeError
+        if such a plan meets a rig whose focus drive cannot be read.
+
+    """
+
+    def relative(zp: Any) -> bool:
+        return zp is not None and bool(getattr(zp, "is_relative", False))
+
+    def own_plan(p: useq.Position) -> Any:
+        sub = p.sequence
+        return sub.z_plan if sub is not None and sub.z_plan is not None else sequence.z_plan
+
+    positions = list(sequence.stage_positions)
+    if positions:
+        needs = [i for i, p in enumerate(positions) if p.z is None and relative(own_plan(p))]
+    else:
+        needs = [0] if relative(sequence.z_plan) else []
+    if not needs:
+        return sequence
+    try:
+        if not core.getFocusDevice():
+            raise LivescopeError("the rig has no focus drive")
+        z = float(core.getPosition())
+    except Exception as exc:
+        raise LivescopeError(
+            f"the plan's z plan is relative (counted from each position's z) and "
+            f"{'the plan has no positions' if not positions else 'a position has no z'}, "
+            f"but the focus drive's position could not be read ({exc}); give the "
+            "positions' z, or an absolute z plan (ZTopBottom, ZAbsolutePositions)"
+        ) from exc
+    logger.info("relative z plan: centred on the focus drive's z = %g µm for %s", z,
+                "the plan" if not positions else f"{len(needs)} position(s) without z")  # fmt: skip
+    if not positions:
+        positions = [useq.Position(z=z)]
+    else:
+        positions = [p.model_copy(update={"z": z}) if i in needs else p
+                     for i, p in enumerate(positions)]  # fmt: skip
+    data = sequence.model_dump(exclude_unset=True)
+    data["stage_positions"] = [p.model_dump(exclude_unset=True) | {"z": p.z} for p in positions]
+    return useq.MDASequence.model_validate(data)
 
 
 def _undefined_presets(

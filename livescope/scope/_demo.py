@@ -219,7 +219,14 @@ def run_micromanager(
     check_micromanager_config(profile, backend)
     cfg = profile.micromanager_config
     core = CMMCorePlus()
-    core.loadSystemConfiguration(str(cfg))
+    try:
+        core.loadSystemConfiguration(str(cfg))
+    except (OSError, RuntimeError) as exc:  # (Micro-Manager names the device, not the file)
+        raise LivescopeError(
+            f"Micro-Manager could not load the configuration {cfg} ({exc}); check it in "
+            "Micro-Manager's Hardware Configuration Wizard, and that the device adapters "
+            "are installed (pymmcore-plus finds them with `mmcore find`)"
+        ) from exc
     agent = ScopeAgent(
         core, profile, sequence, out_dir, run_id=run_id, bus=bus, endpoints=endpoints
     )

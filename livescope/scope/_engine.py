@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import types
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -205,11 +206,31 @@ class LivescopeEngine(MDAEngine):
     # ------------------------------------------------------------ frames
 
     def exec_event(self, event: MDAEvent) -> Iterable[PImagePayload | None]:
-        """Acquire ``event``; a single image event that yields nothing is counted as failed."""
+        """Acquire ``event``; a single image event that yields nothing is counted as failed.
+
+        The runner's signals (a stop or cancel) are passed on to the stock
+        engine, which ends a hardware-timed burst on them (it went on to its
+        last frame); frames a stop cuts off are not counted as failed.
+        """
+        inner = iter(super().exec_event(event))
         n = 0
-        for payload in super().exec_event(event):
-            n += payload is not None
-            yield payload
+        cancelled = False
+        if isinstance(inner, types.GeneratorType):
+            try:
+                payload = next(inner)
+                while True:
+                    n += payload is not None
+                    signal = yield payload
+                    cancelled = cancelled or signal == "cancel"
+                    payload = inner.send(signal)
+            except StopIteration:
+                pass
+        else:  # pragma: no cover (the stock engine's is a generator)
+            for payload in inner:
+                n += payload is not None
+                yield payload
+        if cancelled:
+            return
         wants_image = getattr(event, "action", None) is None or (
             type(event.action).__name__ == "AcquireImage"
         )

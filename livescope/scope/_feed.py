@@ -268,6 +268,11 @@ class EventFeed:
         subs = getattr(event, "events", None)
         if subs:
             update["events"] = tuple(self._moved(e) for e in subs)
+            # a hardware-timed burst's stage positions are its sequences, merged before
+            # the move reached it (they imaged the plan's place)
+            for key, d in (("x_sequence", dx), ("y_sequence", dy), ("z_sequence", dz)):
+                if d and (seq := getattr(event, key, None)):
+                    update[key] = tuple(v + d for v in seq)
         return event.model_copy(update=update)
 
     # ------------------------------------------------------------ decisions

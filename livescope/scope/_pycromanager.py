@@ -72,11 +72,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import useq
+from useq import AcquireImage
 
-from livescope.schema import HardwareProfile, LivescopeError
+from livescope.schema import HardwareProfile, LivescopeError, plan_events
 
 from ._agent import ScopeAgent
-from ._engine import SAMPLE_TIME_KEY
+from ._engine import SAMPLE_TIME_KEY, index_text
 from ._fanout import FrameFanout
 from ._pycromanager_core import (
     AxesKey,
@@ -190,6 +191,15 @@ class PycromanagerAgent(ScopeAgent):
     ) -> None:
         if backend not in ("python", "java"):
             raise LivescopeError(f"unknown pycromanager backend {backend!r}; use python or java")
+        for event in plan_events(sequence):  # (expanded once: the agent's check reuses them)
+            if not isinstance(event.action, AcquireImage):
+                # (it became a snap in the event's channel, and the image event after it
+                # was refused as a duplicate of its axes: the run failed)
+                raise LivescopeError(
+                    f"event {index_text(event.index)} asks for {event.action.type!r}: the "
+                    "pycromanager backend acquires images only; run autofocus with "
+                    "--backend mda, or in a pycromanager hook"
+                )
         hooks = {
             "pre_hardware_hook_fn": pre_hardware_hook_fn,
             "post_hardware_hook_fn": post_hardware_hook_fn,

@@ -393,6 +393,8 @@ def test_division_region_lost_and_recentre() -> None:
     assert isinstance(d, Move)
     assert d.position == "p0"
     assert d.y_um == pytest.approx((120 - 255.5) * 0.65)  # the daughters' midpoint
+    # x/y only: the field's z (a z-stack's last plane) moved the stack up at each recentring
+    assert d.z_um is None
     region = Rule("in", {"enter_region": {"region": [0, 0, 150, 512]}}, {"record": {}})
     assert [f.track for f in list(region.decide(obs(0, [1, 2], ys=[100, 300])))] == [1]
     assert list(region.decide(obs(1, [1, 2], ys=[100, 300]))) == []  # already inside

@@ -20,6 +20,7 @@ from livescope.schema import (
     HardwareProfile,
     LivescopeError,
     StageLimitError,
+    StopRun,
     clock_ns,
     load_profile,
 )
@@ -45,6 +46,28 @@ def test_hardware_timed_burst(sim_profile: HardwareProfile, tmp_path: Path) -> N
     gt, tracks = read_ctc(tmp_path / "run" / "ground_truth" / "p0", kind="gt")
     assert len(gt) == 8
     assert tracks
+
+
+def test_a_stop_cuts_a_hardware_timed_burst_short(sim: SimulatedMicroscope, tmp_path: Path) -> None:
+    # the engine's wrapper did not pass the runner's stop on: a burst of 60 frames ran to
+    # its end (seconds on a real camera) after the run was stopped
+    seq = useq.MDASequence(
+        channels=[useq.Channel(config="Phase", exposure=20.0)],
+        time_plan=useq.TIntervalLoops(interval=0, loops=60),
+    )
+    agent = ScopeAgent(sim.core, sim.profile, seq, tmp_path, sim=sim, bus="off")
+    stopped: list[bool] = []
+
+    def stop_at_the_third(img: Any, event: useq.MDAEvent, meta: Any) -> None:
+        if event.index.get("t") == 2 and not stopped:
+            stopped.append(agent._on_decision(StopRun(run_id=agent.run_id), clock_ns()).accepted)
+
+    sim.core.mda.events.frameReady.connect(stop_at_the_third)
+    summary = agent.run()
+    assert stopped == [True]
+    assert 3 <= summary["frames_acquired"] < 20
+    assert summary["frames_failed"] == 0  # cut short on purpose: none failed
+    assert summary["frames_written"] == summary["frames_acquired"]
 
 
 def test_time_lapse_waits_are_scaled(sim_profile: HardwareProfile, tmp_path: Path) -> None:
@@ -224,6 +247,41 @@ def test_a_channel_micro_manager_lacks_is_refused_in_the_plan_and_in_decisions(
         agent.close()
     assert not ack.accepted
     assert "channel 'DAPI' is not a preset of group 'Channel' in Micro-Manager's" in ack.reason
+
+
+@pytest.mark.parametrize(
+    "positions",
+    [pytest.param([], id="no-positions"),
+     pytest.param([useq.Position(x=0, y=0, name="A")], id="position-without-z")],
+)  # fmt: skip
+def test_a_relative_z_plan_without_a_position_z_is_centred_on_the_focus(
+    sim: SimulatedMicroscope, tmp_path: Path, positions: list[useq.Position]
+) -> None:
+    # useq counts it from the position's z: without one, its planes were at -2, 0, 2 µm
+    # (on a real focus drive, far from the sample)
+    seq = useq.MDASequence(
+        stage_positions=positions,
+        channels=[useq.Channel(config="DAPI", exposure=10.0)],
+        z_plan=useq.ZRangeAround(range=4, step=2),
+    )
+    sim.core.setPosition(50.0)
+    ScopeAgent(sim.core, sim.profile, seq, tmp_path, sim=sim, bus="off").run()
+    assert [f["z_um"] for f in read_frames(tmp_path)] == [48.0, 50.0, 52.0]
+
+
+def test_a_config_micro_manager_cannot_load_is_one_clear_error(tmp_path: Path) -> None:
+    # (it was an OSError naming the device adapter, not the file: a traceback)
+    from livescope.scope import run_micromanager
+
+    cfg = tmp_path / "rig.cfg"
+    cfg.write_text("Device,Camera,NoSuchAdapter,Cam\nProperty,Core,Initialize,1\n")
+    rig = load_profile("widefield-2048-scmos").replace(micromanager_config=str(cfg))
+    seq = useq.MDASequence(channels=[useq.Channel(config="Phase")])
+    with pytest.raises(
+        LivescopeError, match=f"Micro-Manager could not load the configuration {cfg}"
+    ):
+        run_micromanager(rig, seq, tmp_path / "run", bus="off")
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_multi_camera_is_refused_before_anything_is_written(

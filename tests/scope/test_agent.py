@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import useq
+from pymmcore_plus.core._sequencing import SequencedEvent
 
 from livescope.bus import DecisionClient
 from livescope.record import read_decisions, read_frames
@@ -657,6 +658,15 @@ def test_move_keeps_z_stacks_and_is_refused_when_a_plane_leaves_the_travel(
     assert {(feed.preview(ev).x_pos, feed.preview(ev).y_pos) for ev in seq} == {(100.0, 50.0)}
     coords = feed.moved_coordinates("A", 0.0, 0.0, 199.0)
     assert max(z for _, _, z in coords if z is not None) == 201.0  # beyond the 200 µm travel
+    # a hardware-timed z-stack (a piezo's sequence, merged before the move reached it)
+    # is moved too: it imaged the plan's planes
+    stack = [ev for ev in seq if ev.index["t"] == 1]
+    burst = SequencedEvent(**{**stack[0].model_dump(), "events": tuple(stack),
+                              "z_sequence": tuple(e.z_pos for e in stack)})  # fmt: skip
+    assert burst.z_sequence == (8.0, 10.0, 12.0)
+    moved = feed._moved(burst)
+    assert moved.z_sequence == (18.0, 20.0, 22.0)
+    assert [e.z_pos for e in moved.events] == [18.0, 20.0, 22.0]
 
 
 def test_the_agent_rehearses_a_close_up_before_the_run_and_keeps_nothing_of_it(

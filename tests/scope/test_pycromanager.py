@@ -249,6 +249,20 @@ def test_converted_events_never_carry_tags(event: useq.MDAEvent, expected: dict)
     assert out == expected
 
 
+def test_an_autofocus_plan_is_refused_before_anything_moves(
+    scope: SimulatedMicroscope, tmp_path: Path
+) -> None:
+    # its autofocus event became a snap, and the image event after it was refused as a
+    # duplicate of its axes: the run failed part-way
+    af = useq.AxesBasedAF(autofocus_device_name="Z", axes=("p",))
+    plan = _plan(loops=1).model_copy(update={"autofocus_plan": af})
+    plan = useq.MDASequence.model_validate(plan.model_dump())
+    assert any(not isinstance(e.action, useq.AcquireImage) for e in plan)
+    with pytest.raises(LivescopeError, match="the pycromanager backend acquires images only"):
+        PycromanagerAgent(scope.core, scope.profile, plan, tmp_path / "run", bus="off")
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize(
     "hook", ["pre_hardware_hook_fn", "post_hardware_hook_fn", "post_camera_hook_fn"]
 )
