@@ -12,6 +12,7 @@ import typing
 import weakref
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import useq
 from pydantic import BaseModel, ValidationError
@@ -25,6 +26,7 @@ from ._profile import HardwareProfile
 __all__ = [
     "PLAN_SECTIONS",
     "check_plan",
+    "focus_centred_positions",
     "load_plan",
     "plan_events",
     "plan_sections",
@@ -190,6 +192,29 @@ def plan_events(sequence: useq.MDASequence) -> tuple[useq.MDAEvent, ...]:
     return events
 
 
+def focus_centred_positions(sequence: useq.MDASequence) -> list[int]:
+    """Return the positions whose relative z plan needs the focus drive's z (plan indices).
+
+    useq counts a relative z plan (``ZRangeAround``, ``ZAboveBelow``,
+    ``ZRelativePositions``) from each position's z; a position without one (or
+    a plan without positions: index 0) is centred, as in Micro-Manager, on
+    where the focus drive is when the run starts (the agent fills it in).
+    """
+
+    def relative(zp: Any) -> bool:
+        return zp is not None and bool(getattr(zp, "is_relative", False))
+
+    if not sequence.stage_positions:
+        return [0] if relative(sequence.z_plan) else []
+    out = []
+    for i, p in enumerate(sequence.stage_positions):
+        sub = p.sequence
+        zp = sub.z_plan if sub is not None and sub.z_plan is not None else sequence.z_plan
+        if p.z is None and relative(zp):
+            out.append(i)
+    return out
+
+
 def planned_light_s(
     events: Iterable[useq.MDAEvent], profile: HardwareProfile
 ) -> dict[tuple[str, str], float]:
@@ -205,6 +230,8 @@ def planned_light_s(
     }
     light: dict[tuple[str, str], float] = {}
     for event in events:
+        if not isinstance(event.action, useq.AcquireImage):
+            continue  # (an autofocus event before an image: no fluorescence of its own)
         config = event.channel.config if event.channel is not None else ""
         if config in fluo_ms:
             ms = fluo_ms[config] if event.exposure is None else float(event.exposure)
@@ -259,19 +286,24 @@ def check_plan(
     planned = plan_events(sequence) if events is None else events
     places: set[tuple[str, int, str, int]] = set()  # (position, t, channel, z) planned
     twice: set[str] = set()  # positions with an event planned twice
+    # positions whose relative z plan counts from the focus drive's z when the run starts
+    # (the agent fills it in and checks the planes then): not from z = 0 here
+    from_focus = set(focus_centred_positions(sequence))
     for event in planned:
         idx = dict(event.index)
         key, p = position_name(event), int(idx.get("p", 0))
+        image = isinstance(event.action, useq.AcquireImage)  # (not an autofocus before it)
         place = (key, int(idx.get("t", 0)), event.channel.config if event.channel else "",
                  int(idx.get("z", 0)))  # fmt: skip
-        if place in places and key not in twice:
+        if image and place in places and key not in twice:
             twice.add(key)
             problems.append(
                 f"stage_positions.{p} ({key}): t={place[1]}, channel {place[2]!r}, z={place[3]} "
                 "is planned twice (e.g. a position's own time_plan inside the plan's): its "
                 "frames would overwrite each other in the recording; give the time plan once"
             )
-        places.add(place)
+        if image:
+            places.add(place)
         if key not in named:
             if (why := folder_name_problem(key)) is not None:
                 problems.append(
@@ -286,10 +318,11 @@ def check_plan(
         if (q := named.setdefault(key, p)) != p and (msg := _same_name(key, q, p)) not in seen:
             seen.add(msg)
             problems.append(msg)
+        z_pos = None if p in from_focus else event.z_pos
         checks = (
             ("x", event.x_pos, xy.x_range_um, "stages.xy.x_range_um"),
             ("y", event.y_pos, xy.y_range_um, "stages.xy.y_range_um"),
-            ("z", event.z_pos, z.z_range_um, "stages.z.z_range_um"),
+            ("z", z_pos, z.z_range_um, "stages.z.z_range_um"),
         )
         for axis, value, lo_hi, field in checks:
             if value is None or not _outside(value, lo_hi):

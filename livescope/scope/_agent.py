@@ -44,6 +44,7 @@ from livescope.schema import (
     StopRun,
     check_plan,
     clock_ns,
+    focus_centred_positions,
     parent_position,
     parse_decision,
     place_name,
@@ -657,11 +658,11 @@ def _check_camera(core: Any) -> None:
 def _around_focus(sequence: useq.MDASequence, core: Any) -> useq.MDASequence:
     """Return the plan with the focus drive's z for positions a relative z plan needs it for.
 
-    useq counts a relative z plan (``ZRangeAround``, ``ZAboveBelow``,
-    ``ZRelativePositions``) from each position's z; a position without one (or
-    a plan without positions) got planes around z = 0 µm, far from the sample on
-    most focus drives. As in Micro-Manager, the stack is centred on the focus
-    where it is when the run starts.
+    useq counts a relative z plan from each position's z; a position without
+    one (or a plan without positions) got planes around z = 0 µm, far from the
+    sample on most focus drives (`livescope.schema.focus_centred_positions`).
+    As in Micro-Manager, the stack is centred on the focus where it is when
+    the run starts.
 
     Raises
     ------
@@ -669,21 +670,10 @@ def _around_focus(sequence: useq.MDASequence, core: Any) -> useq.MDASequence:
         if such a plan meets a rig whose focus drive cannot be read.
 
     """
-
-    def relative(zp: Any) -> bool:
-        return zp is not None and bool(getattr(zp, "is_relative", False))
-
-    def own_plan(p: useq.Position) -> Any:
-        sub = p.sequence
-        return sub.z_plan if sub is not None and sub.z_plan is not None else sequence.z_plan
-
-    positions = list(sequence.stage_positions)
-    if positions:
-        needs = [i for i, p in enumerate(positions) if p.z is None and relative(own_plan(p))]
-    else:
-        needs = [0] if relative(sequence.z_plan) else []
+    needs = focus_centred_positions(sequence)
     if not needs:
         return sequence
+    positions = list(sequence.stage_positions)
     try:
         if not core.getFocusDevice():
             raise LivescopeError("the rig has no focus drive")

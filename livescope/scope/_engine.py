@@ -120,7 +120,7 @@ class LivescopeEngine(MDAEngine):
     def setup_event(self, event: MDAEvent) -> None:
         """Move hardware for ``event`` (runner thread); raises `StageLimitError`.
 
-        A stage move, channel or exposure the hardware refuses fails the event:
+        A stage or focus move, channel or exposure the hardware refuses fails the event:
         its frames are not taken (the stock engine logs a warning and images
         wherever the stage is, in whatever channel), and are counted in
         `failed_events` (the run goes on; its summary says it failed).
@@ -133,8 +133,12 @@ class LivescopeEngine(MDAEngine):
         core = self.mmcore
         try:
             super().setup_event(event)
-            if event.exposure is not None and not math.isclose(
-                core.getExposure(), event.exposure, rel_tol=0.01, abs_tol=0.01
+            # (a burst with an exposure sequence sets it by hardware, not here; a camera
+            # may round an exposure a little: what it cannot reach is refused)
+            if (
+                event.exposure is not None
+                and not getattr(event, "exposure_sequence", ())
+                and not math.isclose(core.getExposure(), event.exposure, rel_tol=0.1, abs_tol=0.5)
             ):
                 raise _Refused(
                     f"the camera's exposure is {core.getExposure():g} ms, not the "
@@ -142,13 +146,11 @@ class LivescopeEngine(MDAEngine):
                 )
         except _Refused as exc:
             subs = tuple(getattr(event, "events", ()) or (event,))
+            where = index_text(subs[0].index)  # (a burst's own index is empty)
             if not self.failed_events:
-                self.first_failure = f"event {index_text(event.index)}: {exc}"
+                self.first_failure = f"event {where}: {exc}"
             self.failed_events.extend(subs)
-            logger.error(
-                "%d frame(s) of event %s not acquired: %s", len(subs), index_text(event.index),
-                exc,
-            )  # fmt: skip
+            logger.error("%d frame(s) of event %s not acquired: %s", len(subs), where, exc)
             raise SkipEvent(num_frames=len(subs), reason=str(exc)) from exc
         # pymmcore-plus reads no stage position for a hardware-timed burst's frames (a
         # stage query per frame would slow real hardware); a burst that gives no x/y of
@@ -176,6 +178,13 @@ class LivescopeEngine(MDAEngine):
             core.setXYPosition(x, y)
         except Exception as exc:  # (whatever the device adapter raises)
             raise _Refused(f"the XY stage did not move to ({x:g}, {y:g}) µm: {exc}") from exc
+
+    def _set_event_z(self, event: MDAEvent) -> None:
+        """Move the focus drive for ``event``; raise `_Refused` if it refuses."""
+        try:
+            super()._set_event_z(event)
+        except Exception as exc:  # (whatever the device adapter raises)
+            raise _Refused(f"the focus drive did not move to {event.z_pos:g} µm: {exc}") from exc
 
     def _set_event_channel(self, event: MDAEvent) -> None:
         """Set ``event``'s channel preset; raise `_Refused` if it cannot be set."""

@@ -254,25 +254,33 @@ class EventFeed:
 
     def _moved(self, event: useq.MDAEvent) -> useq.MDAEvent:
         """Apply position moves: x/y to the new centre, z shifted by the same offset."""
+        subs = getattr(event, "events", None)
+        if subs:
+            # a hardware-timed burst (of one position or several): its events moved, and
+            # its stage sequences, merged before the move reached it, rebuilt from them
+            # (they imaged the plan's places)
+            moved = tuple(self._moved(e) for e in subs)
+            if all(m is e for m, e in zip(moved, subs, strict=True)):
+                return event
+            update: dict[str, Any] = {"events": moved}
+            first = moved[0]
+            for axis in ("x", "y", "z"):
+                if getattr(event, f"{axis}_pos") is not None:
+                    update[f"{axis}_pos"] = getattr(first, f"{axis}_pos")
+                if getattr(event, f"{axis}_sequence", None):
+                    update[f"{axis}_sequence"] = tuple(getattr(m, f"{axis}_pos") for m in moved)
+            return event.model_copy(update=update)
         name = position_name(event)
         if name not in self._offsets or event.metadata.get("explicit_xy"):
             return event
         dx, dy, dz = self._offsets[name]
-        update: dict[str, Any] = {}
+        update = {}
         if event.x_pos is not None:
             update["x_pos"] = event.x_pos + dx
         if event.y_pos is not None:
             update["y_pos"] = event.y_pos + dy
         if event.z_pos is not None and dz:
             update["z_pos"] = event.z_pos + dz
-        subs = getattr(event, "events", None)
-        if subs:
-            update["events"] = tuple(self._moved(e) for e in subs)
-            # a hardware-timed burst's stage positions are its sequences, merged before
-            # the move reached it (they imaged the plan's place)
-            for key, d in (("x_sequence", dx), ("y_sequence", dy), ("z_sequence", dz)):
-                if d and (seq := getattr(event, key, None)):
-                    update[key] = tuple(v + d for v in seq)
         return event.model_copy(update=update)
 
     # ------------------------------------------------------------ decisions
@@ -375,7 +383,8 @@ class EventFeed:
         """
         with self._lock:
             px, py, pz = self._plan_xyz[name]
-            dz = 0.0 if z is None or pz is None else z - pz
+            # (no z: an x/y move keeps the focus an earlier move gave the position)
+            dz = self._offsets.get(name, (0.0, 0.0, 0.0))[2] if z is None or pz is None else z - pz
             if px is None or py is None:
                 raise LivescopeError(f"position {name!r} has no planned x/y to move from")
             self._offsets[name] = (x - px, y - py, dz)

@@ -5,7 +5,14 @@ from pathlib import Path
 import pytest
 import useq
 
-from livescope.schema import HardwareProfile, PlanError, check_plan, load_plan
+from livescope.schema import (
+    HardwareProfile,
+    PlanError,
+    check_plan,
+    load_plan,
+    load_profile,
+    planned_light_s,
+)
 from livescope.schema._plan import folder_name_problem
 
 
@@ -351,3 +358,30 @@ def test_windows_folder_names_are_checked_on_windows_only(
     else:
         assert why is not None
         assert on_windows in why
+
+
+def test_an_autofocus_plan_is_not_a_frame_planned_twice_and_gives_no_light(
+    sim_profile: HardwareProfile,
+) -> None:
+    # useq puts an autofocus event before each image event, at the same place in the plan
+    af = _plan(autofocus_plan={"autofocus_device_name": "Z", "axes": ["t"]})
+    assert sum(not isinstance(e.action, useq.AcquireImage) for e in af) == 2
+    check_plan(af, sim_profile)
+    assert planned_light_s(af, sim_profile) == planned_light_s(_plan(), sim_profile)
+
+
+def test_a_relative_z_plan_without_a_position_z_is_not_checked_around_zero() -> None:
+    # the agent centres it on the focus drive when the run starts (and checks it then);
+    # from z = 0 its planes were below a rig's travel [0, 10000] µm
+    rig = load_profile("widefield-2048-scmos")
+    plan = _plan(channels=[{"config": "Phase", "exposure": 10}],
+                 stage_positions=[{"x": 0, "y": 0}], z_plan={"range": 4, "step": 2})  # fmt: skip
+    assert [e.z_pos for e in plan][:3] == [-2.0, 0.0, 2.0]
+    check_plan(plan, rig)
+    placed = _plan(
+        channels=[{"config": "Phase", "exposure": 10}],
+        stage_positions=[{"x": 0, "y": 0, "z": 1}],
+        z_plan={"range": 4, "step": 2},
+    )
+    with pytest.raises(PlanError, match="z = -1 µm is outside the stage travel"):
+        check_plan(placed, rig)

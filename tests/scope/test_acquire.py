@@ -225,6 +225,29 @@ def test_a_stage_that_refuses_a_move_fails_its_frames_not_the_rest_of_the_run(
     assert "the XY stage did not move to (800, 800) µm" in summary["error"]
 
 
+def test_a_focus_drive_that_refuses_a_move_fails_its_frames_not_the_run(
+    sim: SimulatedMicroscope, tmp_path: Path
+) -> None:
+    seq = useq.MDASequence(
+        stage_positions=[useq.Position(x=0, y=0, z=0, name="A"),
+                         useq.Position(x=0, y=0, z=30, name="B")],
+        channels=[useq.Channel(config="Phase", exposure=20.0)],
+        time_plan=useq.TIntervalLoops(interval=60, loops=2), axis_order="tpcz",
+    )  # fmt: skip
+    focus = sim.core.setZPosition
+
+    def refuse(z: float) -> None:
+        if z == 30:
+            raise RuntimeError("Z: position not reached")
+        focus(z)
+
+    sim.core.setZPosition = refuse  # type: ignore[method-assign]
+    agent = ScopeAgent(sim.core, sim.profile, seq, tmp_path, sim=sim, bus="off")
+    with pytest.raises(LivescopeError, match="the focus drive did not move to 30 µm"):
+        agent.run()
+    assert [f["position"] for f in read_frames(tmp_path)] == ["A", "A"]
+
+
 def test_a_channel_micro_manager_lacks_is_refused_in_the_plan_and_in_decisions(
     sim: SimulatedMicroscope, tmp_path: Path
 ) -> None:

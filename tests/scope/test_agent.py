@@ -667,6 +667,31 @@ def test_move_keeps_z_stacks_and_is_refused_when_a_plane_leaves_the_travel(
     moved = feed._moved(burst)
     assert moved.z_sequence == (18.0, 20.0, 22.0)
     assert [e.z_pos for e in moved.events] == [18.0, 20.0, 22.0]
+    # an x/y move (a recentring) keeps the focus an earlier move gave the position
+    feed.move("A", 0.0, 0.0, None)
+    assert sorted({feed.preview(ev).z_pos for ev in seq}) == [18.0, 20.0, 22.0]
+
+
+def test_a_move_shifts_only_its_own_position_in_a_burst_of_several(
+    sim: SimulatedMicroscope,
+) -> None:
+    # a sequenceable XY stage merges positions imaged at one time into one burst: its
+    # x sequence was shifted by the first position's move for every position
+    seq = useq.MDASequence(
+        stage_positions=[useq.Position(x=0, y=0, z=0, name="A"),
+                         useq.Position(x=500, y=0, z=0, name="B")],
+        channels=[useq.Channel(config="Phase", exposure=5.0)],
+        time_plan=useq.TIntervalLoops(interval=60, loops=2),
+    )  # fmt: skip
+    feed = EventFeed(seq, LivescopeEngine(sim.core, sim.profile, sim=sim), 600.0)
+    pair = [ev for ev in seq if ev.index["t"] == 1]
+    burst = SequencedEvent(**{**pair[0].model_dump(), "events": tuple(pair),
+                              "x_sequence": (0.0, 500.0), "y_sequence": (0.0, 0.0)})  # fmt: skip
+    for name, expected in (("B", (0.0, 450.0)), ("A", (100.0, 450.0))):
+        feed.move(name, 100.0 if name == "A" else 450.0, 0.0, None)
+        moved = feed._moved(burst)
+        assert moved.x_sequence == expected
+        assert tuple(e.x_pos for e in moved.events) == expected
 
 
 def test_the_agent_rehearses_a_close_up_before_the_run_and_keeps_nothing_of_it(
