@@ -193,59 +193,48 @@ def test_a_channel_without_an_exposure_is_imaged_at_its_default(
     }
 
 
+@pytest.mark.parametrize(
+    ("b", "why"),
+    [pytest.param((800.0, 800.0, 0.0), r"the XY stage did not move to \(800, 800\) µm", id="xy"),
+     pytest.param((0.0, 0.0, 30.0), "the focus drive did not move to 30 µm", id="focus")],
+)  # fmt: skip
 def test_a_stage_that_refuses_a_move_fails_its_frames_not_the_rest_of_the_run(
-    sim: SimulatedMicroscope, tmp_path: Path
+    sim: SimulatedMicroscope, tmp_path: Path, b: tuple[float, float, float], why: str
 ) -> None:
-    # the stock engine logged the refusal and imaged wherever the stage was: B's frames
-    # were pictures of A, and the run said ok
+    # the stock engine logged a refused XY move and imaged wherever the stage was (B's
+    # frames were pictures of A, and the run said ok); a refused focus move ended the run
     seq = useq.MDASequence(
         stage_positions=[useq.Position(x=0, y=0, z=0, name="A"),
-                         useq.Position(x=800, y=800, z=0, name="B")],
+                         useq.Position(x=b[0], y=b[1], z=b[2], name="B")],
         channels=[useq.Channel(config="Phase", exposure=20.0)],
         time_plan=useq.TIntervalLoops(interval=60, loops=2), axis_order="tpcz",
     )  # fmt: skip
-    move = sim._xy.set_position_um
+    move, focus = sim._xy.set_position_um, sim.core.setZPosition
 
-    def refuse(x: float, y: float) -> None:
-        if x == 800:
-            raise RuntimeError("XYStage: serial command failed")
+    def refuse_xy(x: float, y: float) -> None:
+        if (x, y) == b[:2]:
+            raise RuntimeError("refused by the device")
         move(x, y)
 
-    sim._xy.set_position_um = refuse  # type: ignore[method-assign]
+    def refuse_z(z: float) -> None:
+        if z == b[2]:
+            raise RuntimeError("refused by the device")
+        focus(z)
+
+    if b[2]:  # B differs from A in z only
+        sim.core.setZPosition = refuse_z  # type: ignore[method-assign]
+    else:
+        sim._xy.set_position_um = refuse_xy  # type: ignore[method-assign]
     agent = ScopeAgent(sim.core, sim.profile, seq, tmp_path, sim=sim, bus="off")
     with pytest.raises(LivescopeError, match=r"2 frame\(s\) could not be acquired; the first, "
-                       r"event t=0, p=1, c=0: the XY stage did not move to \(800, 800\) µm: "
-                       "XYStage: serial command failed"):  # fmt: skip
+                       rf"event t=0, p=1, c=0: {why}: refused by the device"):  # fmt: skip
         agent.run()
     frames = read_frames(tmp_path)
     assert [(f["position"], f["index"]["t"]) for f in frames] == [("A", 0), ("A", 1)]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert not summary["ok"]
     assert summary["frames_failed"] == 2
-    assert "the XY stage did not move to (800, 800) µm" in summary["error"]
-
-
-def test_a_focus_drive_that_refuses_a_move_fails_its_frames_not_the_run(
-    sim: SimulatedMicroscope, tmp_path: Path
-) -> None:
-    seq = useq.MDASequence(
-        stage_positions=[useq.Position(x=0, y=0, z=0, name="A"),
-                         useq.Position(x=0, y=0, z=30, name="B")],
-        channels=[useq.Channel(config="Phase", exposure=20.0)],
-        time_plan=useq.TIntervalLoops(interval=60, loops=2), axis_order="tpcz",
-    )  # fmt: skip
-    focus = sim.core.setZPosition
-
-    def refuse(z: float) -> None:
-        if z == 30:
-            raise RuntimeError("Z: position not reached")
-        focus(z)
-
-    sim.core.setZPosition = refuse  # type: ignore[method-assign]
-    agent = ScopeAgent(sim.core, sim.profile, seq, tmp_path, sim=sim, bus="off")
-    with pytest.raises(LivescopeError, match="the focus drive did not move to 30 µm"):
-        agent.run()
-    assert [f["position"] for f in read_frames(tmp_path)] == ["A", "A"]
+    assert why.replace("\\", "") in summary["error"]
 
 
 def test_a_channel_micro_manager_lacks_is_refused_in_the_plan_and_in_decisions(
