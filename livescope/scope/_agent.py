@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -117,7 +118,7 @@ class ScopeAgent:
         planned = plan_events(sequence)
         _check_camera(core)
         # (the camera's field on the stage, which the plan check uses, turns with it)
-        given, profile = profile, _oriented(core, profile)
+        given, profile = profile, _objective_in_use(core, _oriented(core, profile))
         # (a replay's plan asks for light that was given when its frames were recorded)
         check_plan(sequence, profile, events=planned, light_budget=not self.what_if)
         self._undefined_presets = _undefined_presets(core, profile, planned)
@@ -731,6 +732,55 @@ def _undefined_presets(
             ", ".join(map(repr, sorted(missing))), group,
         )  # fmt: skip
     return missing
+
+
+def _objective_in_use(core: Any, profile: HardwareProfile) -> HardwareProfile:
+    """Return the profile with the objective Micro-Manager's pixel size says is in use.
+
+    The guardrails' field of view (light booked to the positions a close-up
+    overlaps, places around a stopped position) and the plan check are the
+    default objective's; a run on another objective (one with half the
+    magnification sees a field twice as wide) booked too little overlap. The
+    profile's objective whose pixel size, times the camera's binning, is
+    within 3 % of Micro-Manager's becomes the run's default (written to the
+    run's profile.yaml); none: a warning, and the profile's default stays.
+    """
+    try:
+        px = float(core.getPixelSizeUm() or 0.0)
+        binning = _binning(core)
+    except Exception:  # noqa: BLE001 (a core that cannot say: the profile's)
+        return profile
+    if px <= 0:  # (no calibration: the profile's, with a warning where frames are stamped)
+        return profile
+    at_one = px / binning
+
+    def matches(o: Any) -> bool:
+        return bool(abs(o.pixel_size_um - at_one) <= 0.03 * o.pixel_size_um)
+
+    if matches(profile.objective):
+        return profile
+    found = [o for o in profile.objectives if matches(o)]
+    if len(found) != 1:
+        logger.warning(
+            "Micro-Manager's pixel size %g µm (binning %d) is none of the profile's "
+            "objectives': the guardrails take the field of view of its default, %s (%g µm)",
+            px, binning, profile.objective.name, profile.objective.pixel_size_um,
+        )  # fmt: skip
+        return profile
+    logger.info(
+        "objective in use: %s (Micro-Manager's pixel size %g µm, binning %d; the profile's "
+        "default is %s)", found[0].name, px, binning, profile.default_objective,
+    )  # fmt: skip
+    return profile.replace(default_objective=found[0].name)
+
+
+def _binning(core: Any) -> int:
+    """Return the camera's binning (1 where it has none): Micro-Manager's ``Binning`` property."""
+    cam = core.getCameraDevice()
+    if not cam or not core.hasProperty(cam, "Binning"):
+        return 1
+    digits = re.match(r"\s*(\d+)", str(core.getProperty(cam, "Binning")))  # "2" or "2x2"
+    return max(1, int(digits.group(1))) if digits else 1
 
 
 def _affine(core: Any) -> tuple[float, ...] | None:

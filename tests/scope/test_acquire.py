@@ -296,6 +296,27 @@ def test_a_config_micro_manager_cannot_load_is_one_clear_error(tmp_path: Path) -
     assert not (tmp_path / "run").exists()
 
 
+def test_the_guardrails_take_the_field_of_the_objective_in_use(
+    sim: SimulatedMicroscope, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # they took the profile's default objective's: on one of half the magnification the
+    # field is twice as wide, and close-ups booked too little light to its neighbours
+    seq = useq.MDASequence(channels=[useq.Channel(config="Phase", exposure=5.0)])
+    rig = sim.profile.replace(default_objective="20x")
+    assert sim.core.getPixelSizeUm() == 0.65  # the 10x is in
+    agent = ScopeAgent(sim.core, rig, seq, tmp_path / "a", sim=sim, bus="off")
+    agent.close()
+    assert agent.profile.objective.name == "10x"
+    assert agent.profile.field_of_view_um == sim.profile.field_of_view_um
+    assert load_profile(tmp_path / "a" / "profile.yaml").default_objective == "10x"
+    config = sim.core.getCurrentPixelSizeConfig()
+    sim.core.setPixelSizeUm(config, 0.5)  # none of the profile's
+    agent = ScopeAgent(sim.core, rig, seq, tmp_path / "b", sim=sim, bus="off")
+    agent.close()
+    assert agent.profile.objective.name == "20x"
+    assert "pixel size 0.5 µm (binning 1) is none of the profile's objectives'" in caplog.text
+
+
 def test_a_multi_camera_is_refused_before_anything_is_written(
     sim: SimulatedMicroscope, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
