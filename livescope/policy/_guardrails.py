@@ -184,19 +184,23 @@ class Guardrails:
             self.dose_s[key] += s
             self.dose_ch_s[f"{key}/{ch}"] += s
 
-    def check(self, decision: Decision, now_s: float, *, rate: bool = True) -> str | None:
+    def check(self, decision: Decision, now_s: float, *, rate: float = 1.0) -> str | None:
         """Return why ``decision`` breaks a limit at run time ``now_s``, or None if it passes.
 
-        ``rate=False`` leaves out decisions per minute (the agent's second check:
-        its clock, when a decision arrives, is not the field's sample time the
-        worker counts by, and the budgets are what protect the sample).
+        ``rate``: how many times ``guardrails.max_decisions_per_min`` may pass
+        in the last minute (0: not checked). The agent's second check allows
+        twice as many: its clock, when a decision arrives, is not the field's
+        sample time the worker counts by, so a burst the worker spread over
+        two minutes may reach it within one; twice the limit still stops a
+        client that floods the channel.
         """
         g, dose = self.profile.guardrails, self.profile.light_dose
         recent = [t for t in self.sent_at if now_s - t < 60.0]
-        if rate and len(recent) + 1 > g.max_decisions_per_min:
+        if rate > 0 and len(recent) + 1 > rate * g.max_decisions_per_min:
             return (
                 f"rate: {len(recent)} decisions in the last minute of run time; "
                 f"guardrails.max_decisions_per_min = {g.max_decisions_per_min:g}"
+                + (f" (x{rate:g} here)" if rate != 1 else "")
             )
         try:
             if isinstance(decision, Move):

@@ -62,6 +62,10 @@ __all__ = ["ScopeAgent"]
 
 logger = logging.getLogger("livescope")
 
+AGENT_RATE_SLACK = 2.0
+"""The agent refuses decisions past this many times the profile's decisions per minute
+(the worker holds them to it by sample time; the agent counts when they arrive)."""
+
 
 class ScopeAgent:
     """Runs a plan on a core: records every frame, publishes it, applies decisions.
@@ -122,6 +126,11 @@ class ScopeAgent:
         # (a replay's plan asks for light that was given when its frames were recorded)
         check_plan(sequence, profile, events=planned, light_budget=not self.what_if)
         self._undefined_presets = _undefined_presets(core, profile, planned)
+        # the largest time index an added event may take (a huge one grew the recording's
+        # time axis to match)
+        self._max_t = max((int(e.index.get("t", 0)) for e in planned), default=0) + int(
+            profile.light_dose.max_extra_frames_per_run
+        )
         self.planned_events = len(planned)
         """How many events the plan holds (decisions may add more)."""
         self._first_event = planned[0] if planned else None  # where a rehearsal lands
@@ -229,7 +238,7 @@ class ScopeAgent:
             # the rig's budgets, checked again here: a decision may come from any
             # client of the channel, not only a worker whose guardrails passed it
             now = self.feed.now()
-            if (why := self.guardrails.check(decision, now, rate=False)) is not None:
+            if (why := self.guardrails.check(decision, now, rate=AGENT_RATE_SLACK)) is not None:
                 raise LivescopeError(f"guardrail: {why}")
             # booked before it is applied, given back if applying fails: a decision whose
             # events were queued is never answered refused
@@ -350,6 +359,11 @@ class ScopeAgent:
                     "ROI, an SLM image or an action other than acquiring an image"
                 )
             index = dict(ev.index)
+            if int(index.get("t", 0)) > self._max_t:
+                raise LivescopeError(
+                    f"{_event_label(i, ev)}: time index t={index['t']} is past the plan's last "
+                    f"plus light_dose.max_extra_frames_per_run (t <= {self._max_t})"
+                )
             name = feed.position_of(ev.pos_name, index.get("p"), index.get("g"))
             update: dict[str, Any] = {}
             explicit = ev.x_pos is not None or ev.y_pos is not None
@@ -459,7 +473,7 @@ class ScopeAgent:
             body = rehearsal_closeup(obs, self.profile).model_dump_json().encode()
             t_rx = clock_ns()
             decision = parse_decision(body)
-            self.guardrails.check(decision, self.feed.now(), rate=False)
+            self.guardrails.check(decision, self.feed.now(), rate=0)
             added = len(self._prepare_added(decision)) if isinstance(decision, AddEvents) else 0
             ack = DecisionAck(
                 decision_id=decision.decision_id, run_id=decision.run_id, type=decision.type,

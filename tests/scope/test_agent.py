@@ -265,6 +265,27 @@ def test_an_added_event_with_fields_nothing_checks_is_refused(
     assert not running.agent.feed.is_taken(("A", 100, "DAPI", 0))
 
 
+def test_the_agent_holds_decisions_per_minute_and_time_indices_to_the_rig(
+    running: Running,
+) -> None:
+    # it left the rate to the worker (any client of the channel could flood it), and an
+    # added event's time index had no bound (the recording's time axis grew to match)
+    rid = running.agent.run_id
+    huge = useq.MDAEvent(index={"t": 10**9}, pos_name="A", channel={"config": "Phase"})
+    ack = running.client.send(AddEvents(run_id=rid, events=[huge]))
+    assert not ack.accepted
+    assert "time index t=1000000000 is past the plan's last" in ack.reason
+    # a small limit, so that the burst takes a few ms of the simulated clock's minute
+    # (600x: 0.1 s of wall time)
+    g = running.agent.guardrails
+    g.profile = g.profile.replace(
+        guardrails={**g.profile.guardrails.model_dump(), "max_decisions_per_min": 3}
+    )
+    acks = [running.client.send(ChangeInterval(run_id=rid, interval_s=120.0)) for _ in range(7)]
+    assert [a.accepted for a in acks] == [True] * 6 + [False]
+    assert "max_decisions_per_min = 3 (x2 here)" in acks[-1].reason
+
+
 def test_an_event_at_its_own_x_y_is_filed_under_its_place_and_booked_where_it_lands(
     running: Running,
 ) -> None:
