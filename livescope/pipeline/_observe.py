@@ -8,7 +8,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from livescope.policy import Cells, Observation
-from livescope.schema import LivescopeError
+from livescope.schema import UNTURNED, LivescopeError
 from livescope.tracking import TrackerSnapshot, measure_objects
 
 from ._analyzer import FrameResult
@@ -42,7 +42,7 @@ def observe(
     run_id: str,
     engines: dict[str, str],
     tracker: TrackerSnapshot | None,
-    orientation: tuple[float, float, float, float] = (1.0, 0.0, 0.0, 1.0),
+    orientation: tuple[float, float, float, float] = UNTURNED,
 ) -> Observation:
     """Measure a field's tracked cells for the policies (the decision thread, per field).
 

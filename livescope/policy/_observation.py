@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from livescope.schema import Decision
+from livescope.schema import UNTURNED, Decision
 
 __all__ = ["Cells", "Firing", "Observation"]
 
@@ -84,7 +84,7 @@ class Observation:
     """Tracks not seen on this frame that were seen on the previous one."""
     engines: dict[str, str] = field(default_factory=dict)
     """Engine name → model sha256 used for this field."""
-    orientation: tuple[float, float, float, float] = (1.0, 0.0, 0.0, 1.0)
+    orientation: tuple[float, float, float, float] = UNTURNED
     """The stage directions of the frame's columns and rows (the profile's
     ``camera.orientation``; Micro-Manager's pixel size affine on a real rig)."""
 

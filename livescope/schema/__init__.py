@@ -66,6 +66,7 @@ from ._plan import (
 )
 from ._positions import PlanPositions, position_name
 from ._profile import (
+    UNTURNED,
     Camera,
     Channel,
     ChannelSet,
@@ -98,6 +99,7 @@ __all__ = [
     "DECISION_PROTOCOL",
     "PLAN_SECTIONS",
     "PROTOCOL_VERSION",
+    "UNTURNED",
     "WORKER_NICE",
     "AddEvents",
     "Camera",

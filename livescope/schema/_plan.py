@@ -295,14 +295,15 @@ def check_plan(
         image = isinstance(event.action, useq.AcquireImage)  # (not an autofocus before it)
         place = (key, int(idx.get("t", 0)), event.channel.config if event.channel else "",
                  int(idx.get("z", 0)))  # fmt: skip
-        if image and place in places and key not in twice:
-            twice.add(key)
-            problems.append(
-                f"stage_positions.{p} ({key}): t={place[1]}, channel {place[2]!r}, z={place[3]} "
-                "is planned twice (e.g. a position's own time_plan inside the plan's): its "
-                "frames would overwrite each other in the recording; give the time plan once"
-            )
         if image:
+            if place in places and key not in twice:
+                twice.add(key)
+                problems.append(
+                    f"stage_positions.{p} ({key}): t={place[1]}, channel {place[2]!r}, "
+                    f"z={place[3]} is planned twice (e.g. a position's own time_plan inside "
+                    "the plan's): its frames would overwrite each other in the recording; "
+                    "give the time plan once"
+                )
             places.add(place)
         if key not in named:
             if (why := folder_name_problem(key)) is not None:

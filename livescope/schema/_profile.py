@@ -17,6 +17,7 @@ from ._base import FrozenModel
 from ._errors import ProfileError, StageLimitError
 
 __all__ = [
+    "UNTURNED",
     "Camera",
     "Channel",
     "ChannelSet",
@@ -34,6 +35,9 @@ __all__ = [
     "builtin_profiles",
     "load_profile",
 ]
+
+UNTURNED: tuple[float, float, float, float] = (1.0, 0.0, 0.0, 1.0)
+"""`Camera.orientation` of a camera not turned or mirrored against the stage."""
 
 Range = Annotated[tuple[float, float], Field(description="(low, high), low < high")]
 
@@ -56,7 +60,7 @@ class Camera(FrozenModel):
     offset_adu: int = Field(ge=0, default=100, description="Dark offset, counts.")
     full_well_e: PositiveFloat = Field(default=30000, description="Full-well capacity, electrons.")
     orientation: tuple[float, float, float, float] = Field(
-        default=(1.0, 0.0, 0.0, 1.0),
+        default=UNTURNED,
         description="The stage directions of the frame's columns and rows, (a, b, c, d): a "
         "cell dcol columns and drow rows from the centre is at stage x + px·(a·dcol + b·drow), "
         "y + px·(c·dcol + d·drow). (1, 0, 0, 1): columns along +x, rows along +y; (-1, 0, 0, "
@@ -275,7 +279,7 @@ class HardwareProfile(FrozenModel):
             raise ValueError("kind 'micromanager' needs micromanager_config (path to a .cfg file)")
         if self.kind == "simulated" and self.simulation is None:
             raise ValueError("kind 'simulated' needs a simulation section")
-        if self.kind == "simulated" and self.camera.orientation != (1.0, 0.0, 0.0, 1.0):
+        if self.kind == "simulated" and self.camera.orientation != UNTURNED:
             raise ValueError(
                 f"camera.orientation {self.camera.orientation}: the simulated microscope's "
                 "camera is not turned against its stage; leave it (1, 0, 0, 1)"

@@ -34,6 +34,7 @@ from livescope.bus import (
 from livescope.policy import Guardrails, rehearsal_closeup, rehearsal_field
 from livescope.record import ZARR_NAME, DecisionLog, OmeZarrWriter, PSink
 from livescope.schema import (
+    UNTURNED,
     AddEvents,
     ChangeInterval,
     Decision,
@@ -702,13 +703,11 @@ def _around_focus(sequence: useq.MDASequence, core: Any) -> useq.MDASequence:
         ) from exc
     logger.info("relative z plan: centred on the focus drive's z = %g µm for %s", z,
                 "the plan" if not positions else f"{len(needs)} position(s) without z")  # fmt: skip
-    if not positions:
-        positions = [useq.Position(z=z)]
-    else:
-        positions = [p.model_copy(update={"z": z}) if i in needs else p
-                     for i, p in enumerate(positions)]  # fmt: skip
     data = sequence.model_dump(exclude_unset=True)
-    data["stage_positions"] = [p.model_dump(exclude_unset=True) | {"z": p.z} for p in positions]
+    data["stage_positions"] = [
+        p.model_dump(exclude_unset=True) | ({"z": z} if i in needs else {})
+        for i, p in enumerate(positions)
+    ] or [{"z": z}]
     return useq.MDASequence.model_validate(data)
 
 
@@ -856,7 +855,7 @@ def _oriented(core: Any, profile: HardwareProfile) -> HardwareProfile:
             "never turned against its stage; set it to the plain pixel size"
         )
     out = profile.replace(camera=camera.model_dump())
-    if profile.camera.orientation != (1.0, 0.0, 0.0, 1.0):
+    if profile.camera.orientation != UNTURNED:
         logger.warning(
             "the camera's orientation %s from Micro-Manager's pixel size affine replaces the "
             "profile's %s", turned, profile.camera.orientation,

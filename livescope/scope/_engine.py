@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from pymmcore_plus.mda import MDAEngine, SkipEvent
 from pymmcore_plus.metadata import FrameMetaV1
 from pymmcore_plus.metadata import functions as metadata_functions
-from useq import MDAEvent
+from useq import AcquireImage, MDAEvent
 
 from livescope.schema import HardwareProfile
 
@@ -240,9 +240,7 @@ class LivescopeEngine(MDAEngine):
                 yield payload
         if cancelled:
             return
-        wants_image = getattr(event, "action", None) is None or (
-            type(event.action).__name__ == "AcquireImage"
-        )
+        wants_image = isinstance(event.action, AcquireImage)
         subs = tuple(getattr(event, "events", ()) or (event,))
         if wants_image and n < len(subs):
             if not self.failed_events:
