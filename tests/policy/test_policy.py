@@ -732,6 +732,70 @@ def test_a_patch_of_sample_cannot_be_lit_past_its_budget_by_renaming_or_nudging(
     assert why.startswith("light dose: area(+2,+2) would get 4.00 s")
 
 
+def _two_positions(prof: Any = PROFILE) -> Guardrails:
+    # A and B 1000 um apart (the sim camera's field: 332.8 um square), 10 x 50 ms of
+    # DAPI each
+    plan = useq.MDASequence(stage_positions=[useq.Position(x=0, y=0, name="A"),
+                                             useq.Position(x=1000, y=0, name="B")],
+                            channels=["DAPI"], time_plan={"interval": 60, "loops": 10})  # fmt: skip
+    return Guardrails(prof, plan)
+
+
+def _move(name: str, x: float, y: float = 0.0) -> Move:
+    return Move(run_id="r1", position=name, x_um=x, y_um=y)
+
+
+def test_a_move_over_another_position_books_each_ones_frames_still_to_come_to_the_other() -> None:
+    g = _two_positions()
+    assert dict(g.dose_s) == pytest.approx({"A": 0.5, "B": 0.5})
+    # a move far from both books nothing (the position's budget follows it)
+    g.commit(_move("A", -2000.0), 60.0, t_index=1)
+    assert dict(g.dose_s) == pytest.approx({"A": 0.5, "B": 0.5})
+    # A recentred over B's field at t = 4: the frames of t 4..9 of each light both
+    d = _move("A", 900.0)
+    assert g.check(d, 240.0, t_index=4) is None
+    g.commit(d, 240.0, t_index=4)
+    assert dict(g.dose_s) == pytest.approx({"A": 0.8, "B": 0.8})
+    assert g.dose_ch_s["B/DAPI"] == pytest.approx(0.8)
+    # a close-up at A (no x/y: imaged at A's centre, now over B) lights B as well
+    closeup = _add([useq.MDAEvent(index={"t": 20}, pos_name="A", channel="DAPI", exposure=100)])
+    assert g.check(closeup, 250.0) is None
+    g.commit(closeup, 250.0)
+    assert dict(g.dose_s) == pytest.approx({"A": 0.9, "B": 0.9})
+    state = json.loads(json.dumps(g.state()))
+    # moved away at t = 7: what is still to come of t 7..9 is given back, t 4..6 stays
+    g.commit(back := _move("A", 0.0), 420.0, t_index=7)
+    assert dict(g.dose_s) == pytest.approx({"A": 0.75, "B": 0.75})
+    g.commit(closeup, 430.0)  # A's close-ups light A alone again
+    assert dict(g.dose_s) == pytest.approx({"A": 0.85, "B": 0.75})
+    g.release(closeup, 430.0)
+    g.release(back, 420.0)  # a move the agent refused is undone: A is over B again
+    assert dict(g.dose_s) == pytest.approx({"A": 0.9, "B": 0.9})
+    assert {**g.state(), "sent_at": []} == {**state, "sent_at": []}  # (a minute on)
+    # a restarted worker carries on from where A is
+    g2 = _two_positions()
+    g2.restore(state)
+    g2.commit(closeup, 440.0)
+    assert dict(g2.dose_s) == pytest.approx({"A": 1.0, "B": 1.0})
+
+
+def test_a_move_that_would_light_another_position_past_its_budget_is_refused() -> None:
+    g = _two_positions(PROFILE.replace(light_dose={"max_fluorescence_s_per_position": 1.0}))
+    # B's close-ups: 0.4 s on top of its plan's 0.5
+    g.commit(_add([useq.MDAEvent(index={"t": 20 + i}, pos_name="B", channel="DAPI",
+                                 exposure=100) for i in range(4)]), 0.0)  # fmt: skip
+    d = _move("A", 900.0)
+    why = g.check(d, 0.0, t_index=0)  # A's 10 frames to come: 0.5 s
+    assert why == (
+        "light dose: moving A over B's field: position B would get 1.40 s of fluorescence; "
+        "light_dose.max_fluorescence_s_per_position = 1 s"
+    )
+    # later in the run less of A's plan is still to come
+    assert g.check(d, 480.0, t_index=8) is None
+    # (and a move from the worker's check to the agent's is never refused for the budget
+    # the worker booked: the agent counts from a time index at least the field's)
+
+
 class _Broken:
     name = "broken"
 

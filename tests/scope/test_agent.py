@@ -221,7 +221,7 @@ def test_a_decision_the_agent_cannot_book_is_refused_and_nothing_of_it_is_queued
     feed = running.agent.feed
     planned = running.agent.guardrails.dose_s["A"]  # the plan's own light
 
-    def broken(decision, now_s):  # type: ignore[no-untyped-def]
+    def broken(decision, now_s, **kw):  # type: ignore[no-untyped-def]
         raise RuntimeError("books unreadable")
 
     with monkeypatch.context() as m:
@@ -713,6 +713,53 @@ def test_a_move_shifts_only_its_own_position_in_a_burst_of_several(
         moved = feed._moved(burst)
         assert moved.x_sequence == expected
         assert tuple(e.x_pos for e in moved.events) == expected
+
+
+def test_the_agent_books_a_moves_light_where_it_lands_and_undoes_a_move_it_refuses(
+    sim: SimulatedMicroscope, tmp_path: Path
+) -> None:
+    # A moved over B: each one's DAPI frames still to come light the other's sample
+    seq = useq.MDASequence(
+        stage_positions=[useq.Position(x=0, y=0, z=0, name="A"),
+                         useq.Position(x=1000, y=0, z=0, name="B")],
+        channels=[useq.Channel(config="DAPI", exposure=50.0)],
+        z_plan=useq.ZRangeAround(range=2, step=2),  # two planes, 1 µm either side
+        time_plan=useq.TIntervalLoops(interval=60, loops=4),
+    )  # fmt: skip
+    profile = sim.profile.replace(light_dose={"max_fluorescence_s_per_position": 1.0})
+    agent = ScopeAgent(sim.core, profile, seq, tmp_path / "run", sim=sim, bus="off")
+    try:
+        rid = agent.run_id
+        assert dict(agent.guardrails.dose_s) == pytest.approx({"A": 0.4, "B": 0.4})
+        at_b = AddEvents(run_id=rid, events=[
+            useq.MDAEvent(index={"t": 9}, pos_name="B", channel={"config": "DAPI"},
+                          exposure=100.0, min_start_time=200.0)])  # fmt: skip
+        assert agent._on_decision(at_b, clock_ns()).accepted
+        # a plane out of the z travel (200 µm): refused by the feed after the guardrails
+        # passed and booked it, and undone
+        ack = agent._on_decision(Move(run_id=rid, position="A", x_um=950, y_um=0, z_um=199.5),
+                                 clock_ns())  # fmt: skip
+        assert not ack.accepted
+        assert ack.reason.startswith("move A: z = 200.5 µm is outside the stage travel")
+        assert dict(agent.guardrails.dose_s) == pytest.approx({"A": 0.4, "B": 0.5})
+        assert agent.guardrails.state()["moved"] == {}
+        ack = agent._on_decision(Move(run_id=rid, position="A", x_um=950, y_um=0), clock_ns())
+        assert ack.accepted, ack.reason
+        assert dict(agent.guardrails.dose_s) == pytest.approx({"A": 0.8, "B": 0.9})
+        # a close-up at A, imaged over B now, is held to B's budget too
+        closeup = AddEvents(run_id=rid, events=[
+            useq.MDAEvent(index={"t": 10 + i}, pos_name="A", channel={"config": "DAPI"},
+                          exposure=100.0, min_start_time=300.0 + 60 * i)
+            for i in range(2)])  # fmt: skip
+        ack = agent._on_decision(closeup, clock_ns())
+        assert not ack.accepted
+        assert ack.reason == (
+            "guardrail: light dose: position B would get 1.10 s of fluorescence; "
+            "light_dose.max_fluorescence_s_per_position = 1 s"
+        )
+    finally:
+        agent.feed.stop()
+        agent.run()
 
 
 def test_the_agent_rehearses_a_close_up_before_the_run_and_keeps_nothing_of_it(
