@@ -178,11 +178,11 @@ class PolicyEngine:
     ) -> Verdict:
         if f.decision is None:
             return Verdict(f, False, "record", "recorded only (no action)")
-        reason = self.guardrails.check(f.decision, obs.sample_time_s, t_index=obs.t)
+        reason = self.guardrails.check(f.decision, obs.sample_time_s)
         if reason is not None:
             logger.warning("guardrail rejected %s from %r: %s", f.decision.type, f.rule, reason)
             return Verdict(f, False, "guardrail", reason)
-        self.guardrails.commit(f.decision, obs.sample_time_s, t_index=obs.t)  # the next sees it
+        self.guardrails.commit(f.decision, obs.sample_time_s)  # the next sees it
         if on_pass is not None:
             on_pass(f.decision)
         return Verdict(f, True)

@@ -18,30 +18,32 @@ index, books to that position; sub-sequence positions (``p0~rule-3``) book to
 their parent (``p0``): it is the same patch of sample. An added event at a place
 of its own (stage x/y with no plan position: no name and no index, or a name or
 index the plan does not have) books to where its light lands, the camera's
-field (default objective) centred on it: to every plan position whose field (at
-its plan coordinates, moves aside) it overlaps, and to every stage area it
+field (default objective) centred on it: to every plan position whose field
+(where it is now, moves applied) it overlaps, and to every stage area it
 overlaps. The areas are field-sized squares of a grid from the stage origin,
 named ``area(+i,+j)``: the square [i·w, (i+1)·w) × [j·h, (j+1)·h) µm for a
-field w µm wide and h µm high. An event that names a plan position and gives
+field w µm wide and high h µm. An event that names a plan position and gives
 its own x/y books to that position and to every other plan position its field
 overlaps, and, if its field misses its position's, to where it lands as well.
 So a policy cannot light one patch of sample past its budget by naming each
 frame's place anew, by moving it a little each time, or by filing it under
 another position. An event that names a plan position and gives no x/y is
-imaged as the position's plan frames are, at its centre (where it is now,
-moves applied): it books to the position, and to any other position a move
-put over its field (or it over another's).
+imaged as the position's plan frames are, at its centre (where it is now): it
+books to the position, and to every position a move put over its field.
 
-A move (``Move``) takes a position's field, and the plan's frames still to
-come there, to a new place. Where its new field overlaps another plan
-position's field (where that one is now) that its plan field did not, each
-lights the other's sample: the moving position's fluorescence frames still to
-come (the plan's, from the time index the run has reached) are booked to the
-other position, and the other's to it. A move that would take either past a
-budget is refused. Moving again gives back what is still to come of that
-booking (what was imaged meanwhile stays booked). The plan's own overlaps are
-the plan's choice: they book nothing (the plan check holds each position to
-its budget).
+A move (``Move``) takes a position's field to a new place, with every event
+that follows it there (the plan's, and added ones without x/y). Where its
+field then overlaps another position's field more than the two overlap in the
+plan (a grid's tiles, say), each lights the other's sample: the light of each
+one's following events is booked to the other, counted whole (the plan's
+frames of the whole run, and every added one so far: the guardrails do not
+know which were imaged already, so they never count less than the sample
+gets), and a move that would take either past a budget is refused. Booked
+once per pair: moving away and back books only what was added since. The
+plan's own overlaps book nothing (the plan check holds each position to its
+budget). Not counted: the light a position's frames left at its plan place
+once it moved away (a position or an event put there later is held to its
+own budgets), and a moved position's light on the stage areas.
 """
 
 from __future__ import annotations
@@ -70,19 +72,22 @@ from livescope.schema import (
 
 __all__ = ["Guardrails", "parent_position"]
 
-_Pairs = dict[tuple[str, str], dict[str, float]]
-"""(from, to) -> seconds of fluorescence per channel: ``from``'s frames booked to ``to``."""
+_PerChannel = dict[str, float]
+_Pairs = dict[tuple[str, str], _PerChannel]
+"""(from, to) -> seconds of fluorescence per channel: ``from``'s light booked to ``to``."""
+_UNDO_KEPT = 1024
+"""Decisions whose bookings are kept to be given back exactly (a refusal comes within
+seconds; an older one is given back as its events would book now)."""
 
 
-def _net(back: _Pairs, new: _Pairs) -> tuple[dict[str, float], dict[str, float]]:
-    """Return what a move books per budget and per budget/channel (given back: negative)."""
+def _net(pairs: _Pairs) -> tuple[dict[str, float], dict[str, float]]:
+    """Return what a move's pairs book per budget and per budget/channel."""
     add: dict[str, float] = defaultdict(float)
     add_ch: dict[str, float] = defaultdict(float)
-    for sign, pairs in ((-1.0, back), (1.0, new)):
-        for (_, dst), chs in pairs.items():
-            for ch, s in chs.items():
-                add[dst] += sign * s
-                add_ch[f"{dst}/{ch}"] += sign * s
+    for (_, dst), chs in pairs.items():
+        for ch, s in chs.items():
+            add[dst] += s
+            add_ch[f"{dst}/{ch}"] += s
     return add, add_ch
 
 
@@ -116,23 +121,23 @@ class Guardrails:
         self._positions = PlanPositions()  # named as the agent's event queue names them
         self._plan: set[str] = set()  # the plan's budgets (positions, grid tiles)
         self._centres: dict[str, tuple[float, float]] = {}  # budget -> its field's centre, µm
-        self._neighbours: dict[str, list[str]] = {}
-        """Per plan position, the others whose fields an event overlapping its field may
-        overlap too (centres within two fields): usually none."""
+        self._neighbours: dict[str, set[str]] = {}
+        """Per plan position, the others centred (now) within two fields of it: those
+        whose fields an event overlapping its field may overlap too (usually none)."""
         self._landed: dict[tuple[float, float], tuple[str, ...]] = {}  # recent `_landing`s
         self._fov_um = profile.field_of_view_um
-        self._summed: tuple[Decision | None, dict[str, float], dict[str, float]] = (None, {}, {})
-        """The fluorescence seconds per position and per position/channel of the last
-        decision `check` passed (the decision first): `commit` books them without walking
-        the events again."""
-        self._frames: dict[str, list[tuple[int, str, float]]] = defaultdict(list)
-        """Per plan position, its planned fluorescence frames: (time index, channel, s)."""
-        self._cross: dict[tuple[str, str], dict[str, float]] = {}
-        """(from, to) -> the seconds per channel of ``from``'s frames still to come that
-        were booked to ``to`` when a move made their fields overlap."""
-        self._plan_overlaps: dict[str, frozenset[str]] = {}  # at the plan's places
-        self._undo: dict[str, tuple[Any, ...]] = {}  # decision id -> what its commit changed
-        self._summed_move: tuple[Decision | None, _Pairs, _Pairs] = (None, {}, {})
+        self._summed: tuple[Decision | None, tuple[Any, ...]] = (None, ())
+        """What the last decision `check` passed books (the decision first): `commit`
+        books it without walking the events again."""
+        self._own: dict[str, _PerChannel] = defaultdict(lambda: defaultdict(float))
+        """Per plan position, the light of the events that follow it when it moves: the
+        plan's, and added ones without x/y (per channel, s)."""
+        self._cross: _Pairs = {}
+        """What of each one's following light was booked to the other, per pair of
+        positions a move made overlap."""
+        self._moves: dict[str, list[tuple[str, tuple[float, float]]]] = {}
+        """Per moved position, the moves booked, in order: (decision id, centre)."""
+        self._undo: dict[str, tuple[Any, ...]] = {}  # decision id -> what its commit booked
         if sequence is not None:
             events = (
                 plan_events(sequence) if isinstance(sequence, useq.MDASequence) else tuple(sequence)
@@ -141,33 +146,41 @@ class Guardrails:
                 self._plan.add(key := parent_position(self._positions.add(ev)))
                 if ev.x_pos is not None and ev.y_pos is not None:
                     self._centres.setdefault(key, (float(ev.x_pos), float(ev.y_pos)))
-                ch = ev.channel.config if ev.channel else ""
-                if self._kind.get(ch) == "fluorescence" and isinstance(
-                    ev.action, useq.AcquireImage
-                ):  # (as `planned_light_s` counts it)
-                    t = int(ev.index.get("t", 0))
-                    self._frames[key].append((t, ch, self._exposure(ev) / 1000.0))
             for (key, ch), s in planned_light_s(events, profile).items():  # the plan's own light
                 self.dose_s[key] += s
                 self.dose_ch_s[f"{key}/{ch}"] += s
+                self._own[key][ch] += s
         self._plan_centres = dict(self._centres)
         # the centres as an array (one comparison however many positions the plan has)
         self._centre_xy = np.array(list(self._centres.values()), float).reshape(-1, 2)
         self._centre_names = list(self._centres)
         self._row = {k: i for i, k in enumerate(self._centre_names)}
         for name, (cx, cy) in self._centres.items():
-            self._neighbours[name] = self._near(cx, cy, 2, name)
-        for name, (cx, cy) in self._centres.items():
-            self._plan_overlaps[name] = frozenset(self._near(cx, cy, 1, name))
+            self._neighbours[name] = set(self._near(cx, cy, 2, name))
 
     def _near(self, x: float, y: float, fields: float, but: str | None = None) -> list[str]:
-        """Return the plan positions centred (now) within ``fields`` fields of x, y µm."""
+        """Return the plan positions centred (now) less than ``fields`` fields from x, y µm."""
         h, w = self._fov_um
         xy = self._centre_xy
         near = np.flatnonzero(
             (np.abs(xy[:, 0] - x) < fields * w) & (np.abs(xy[:, 1] - y) < fields * h)
         )
         return [k for i in near if (k := self._centre_names[i]) != but]
+
+    def _shared_um2(self, a: tuple[float, float], b: tuple[float, float]) -> float:
+        """Return the area two fields centred at ``a`` and ``b`` share, µm²."""
+        h, w = self._fov_um
+        return max(0.0, w - abs(a[0] - b[0])) * max(0.0, h - abs(a[1] - b[1]))
+
+    def _put_over(self, name: str, other: str, at: tuple[float, float] | None = None) -> bool:
+        """Whether a move put ``name``'s field over ``other``'s (each where it is now).
+
+        True where the two share more than their plan fields do (``at``: ``name``'s
+        centre, if not where it is).
+        """
+        here = self._shared_um2(self._centres[name] if at is None else at, self._centres[other])
+        plan = self._shared_um2(self._plan_centres[name], self._plan_centres[other])
+        return here > plan + 1e-6
 
     def _event_position(self, ev: useq.MDAEvent) -> str:
         """Name the position an added event images, as the agent's event queue does."""
@@ -177,8 +190,11 @@ class Guardrails:
         base = ev.pos_name or self._positions.base_of(p) or f"p{p}"  # not a plan position
         return base if g is None else f"{base}_g{g}"
 
-    def _light_keys(self, ev: useq.MDAEvent) -> tuple[str, ...]:
-        """Return the budgets an added event's light is booked to (see the module).
+    def _light_keys(self, ev: useq.MDAEvent) -> tuple[tuple[str, ...], str | None]:
+        """Return the budgets an added event's light is booked to, and what it follows.
+
+        See the module. The second: the plan position it follows when that moves
+        (None: it stays where it is).
 
         (The plan's own events book to their positions: `planned_light_s`.)
         """
@@ -188,34 +204,30 @@ class Guardrails:
             # here as the plan's first position's, as the agent's queue would file it)
             name = parent_position(self._event_position(ev))
             c = self._centres.get(name)
-            centres, (h, w) = self._centres, self._fov_um
             if x is None or y is None:
                 if c is None:
-                    return (name,)
-                # imaged as its position's plan frames are, where the position is now:
-                # its own, and a position a move put over it (or it over)
-                plan = self._plan_overlaps[name]
-                return (name, *(k for k in self._neighbours[name]
-                                if k not in plan and abs(c[0] - centres[k][0]) < w
-                                and abs(c[1] - centres[k][1]) < h))  # fmt: skip
+                    return (name,), None
+                # imaged as its position's plan frames are, where the position is now
+                over = (k for k in self._neighbours[name] if self._put_over(name, k))
+                return (name, *sorted(over)), name  # (sorted: both sides name one first)
             if name in self._plan:
                 # its position's, and any other position its field overlaps; away from
                 # its position's field, where it lands too (a name buys no new budget)
+                h, w = self._fov_um
                 if c is not None and abs(x - c[0]) < w and abs(y - c[1]) < h:
-                    return (name, *(k for k in self._neighbours[name]
-                                    if abs(x - centres[k][0]) < w
-                                    and abs(y - centres[k][1]) < h))  # fmt: skip
-                return (name, *self._landing(float(x), float(y)))
-        return self._landing(float(x), float(y))
+                    centres = self._centres
+                    return (name, *sorted(k for k in self._neighbours[name]
+                                          if abs(x - centres[k][0]) < w
+                                          and abs(y - centres[k][1]) < h)), None  # fmt: skip
+                return (name, *self._landing(float(x), float(y))), None
+        return self._landing(float(x), float(y)), None
 
     def _landing(self, x: float, y: float) -> tuple[str, ...]:
         """Return the plan positions and stage areas a field centred at x, y µm overlaps."""
         if (known := self._landed.get((x, y))) is not None:
             return known  # (a decision's events share their place)
         h, w = self._fov_um
-        xy = self._centre_xy
-        near = np.flatnonzero((np.abs(xy[:, 0] - x) < w) & (np.abs(xy[:, 1] - y) < h))
-        keys = [self._centre_names[i] for i in near]
+        keys = self._near(x, y, 1)
         for i in range(math.floor(x / w - 0.5), math.ceil(x / w + 0.5)):
             keys += [f"area({i:+d},{j:+d})"
                      for j in range(math.floor(y / h - 0.5), math.ceil(y / h + 0.5))]  # fmt: skip
@@ -234,18 +246,48 @@ class Guardrails:
         except KeyError:
             return 0.0
 
-    def _book_frame(self, ev: useq.MDAEvent, sign: float = 1.0) -> None:
-        ch = ev.channel.config if ev.channel else ""
-        if self._kind.get(ch) != "fluorescence":
-            return
-        s = sign * self._exposure(ev) / 1000.0
-        for key in self._light_keys(ev):
-            self.dose_s[key] += s
-            self.dose_ch_s[f"{key}/{ch}"] += s
+    def _sum_light(
+        self, events: Iterable[useq.MDAEvent]
+    ) -> tuple[dict[str, float], dict[str, float], _Pairs]:
+        """Return what added events book.
 
-    def check(
-        self, decision: Decision, now_s: float, *, rate: float = 1.0, t_index: int | None = None
-    ) -> str | None:
+        Per budget, per budget/channel, and what follows a position when it moves:
+        ``(position, position)`` -> per channel, its own; ``(position, other)``, booked
+        to another a move put over it (as `_cross`).
+        """
+        add: dict[str, float] = defaultdict(float)
+        add_ch: dict[str, float] = defaultdict(float)
+        follow: _Pairs = {}
+        booked_to: dict[tuple[Any, ...], tuple[tuple[str, ...], str | None]] = {}
+        for ev in events:
+            ch = ev.channel.config if ev.channel else ""
+            if self._kind.get(ch) != "fluorescence":
+                continue
+            s = self._exposure(ev) / 1000.0
+            at = (ev.pos_name, ev.index.get("p"), ev.index.get("g"), ev.x_pos, ev.y_pos)
+            if (found := booked_to.get(at)) is None:  # (a decision's events share places)
+                found = booked_to[at] = self._light_keys(ev)
+            keys, follows = found
+            for key in keys:
+                add[key] += s
+                add_ch[f"{key}/{ch}"] += s
+            if follows is not None:  # its own, and positions a move put over it
+                for key in keys:
+                    chs = follow.setdefault((follows, key), {})
+                    chs[ch] = chs.get(ch, 0.0) + s
+        return add, add_ch, follow
+
+    def _book(self, add: Mapping[str, float], add_ch: Mapping[str, float], sign: float) -> None:
+        for books, adding in ((self.dose_s, add), (self.dose_ch_s, add_ch)):
+            for key, s in adding.items():
+                books[key] += sign * s
+            if sign < 0:
+                # a place booked only by what is given back is dropped, not left at 0.0
+                # (or at a float's residue)
+                for key in [k for k in adding if abs(books.get(k, 1.0)) < 1e-9]:
+                    del books[key]
+
+    def check(self, decision: Decision, now_s: float, *, rate: float = 1.0) -> str | None:
         """Return why ``decision`` breaks a limit at run time ``now_s``, or None if it passes.
 
         ``rate``: how many times ``guardrails.max_decisions_per_min`` may pass
@@ -254,11 +296,6 @@ class Guardrails:
         sample time the worker counts by, so a burst the worker spread over
         two minutes may reach it within one; twice the limit still stops a
         client that floods the channel.
-
-        ``t_index``: the plan's time index the run has reached (the worker's:
-        the field's; the agent's: the last it handed out). A move books the
-        plan's frames from there on (see the module); None counts them all.
-        Give `commit` the same.
         """
         g, dose = self.profile.guardrails, self.profile.light_dose
         recent = [t for t in self.sent_at if now_s - t < 60.0]
@@ -275,12 +312,12 @@ class Guardrails:
                 )
             except LivescopeError as exc:
                 return f"stage: {exc}"
-            back, new = self._move_light(decision, t_index)
-            onto = sorted({dst for _, dst in new} - {decision.position})
-            where = f"moving {decision.position} over {', '.join(onto)}'s field: " if onto else ""
-            if (why := self._over_budget(*_net(back, new), where)) is not None:
+            pairs = self._move_light(decision.position, (decision.x_um, decision.y_um))
+            over = sorted({dst for _, dst in pairs} - {decision.position})
+            doing = f"moving {decision.position} over {', '.join(over)}'s field: " if over else ""
+            if (why := self._over_budget(*_net(pairs), doing)) is not None:
                 return why
-            self._summed_move = (decision, back, new)
+            self._summed = (decision, (pairs,))
             return None
         if isinstance(decision, ChangeInterval) and decision.interval_s < g.min_interval_s:
             return (
@@ -303,10 +340,7 @@ class Guardrails:
                 f"interval: added time points {min(gaps):g} s apart; "
                 f"guardrails.min_interval_s = {g.min_interval_s:g} s"
             )
-        add: dict[str, float] = defaultdict(float)
-        add_ch: dict[str, float] = defaultdict(float)
         places: set[tuple[float | None, float | None, float | None]] = set()
-        booked_to: dict[tuple[Any, ...], tuple[str, ...]] = {}  # a decision's events share
         for i, ev in enumerate(events):
             if (xyz := (ev.x_pos, ev.y_pos, ev.z_pos)) not in places:  # events share places
                 places.add(xyz)
@@ -315,23 +349,18 @@ class Guardrails:
                 except LivescopeError as exc:
                     return f"stage: {exc}"
             ch = ev.channel.config if ev.channel else ""
-            if self._kind.get(ch) != "fluorescence":
-                continue
-            exp = self._exposure(ev)
-            if exp > dose.max_exposure_ms_per_frame:
+            if (
+                self._kind.get(ch) == "fluorescence"
+                and (exp := self._exposure(ev)) > dose.max_exposure_ms_per_frame
+            ):
                 return (
                     f"light dose: event {i} exposure {exp:g} ms > "
                     f"light_dose.max_exposure_ms_per_frame = {dose.max_exposure_ms_per_frame:g} ms"
                 )
-            at = (ev.pos_name, ev.index.get("p"), ev.index.get("g"), ev.x_pos, ev.y_pos)
-            if (keys := booked_to.get(at)) is None:
-                keys = booked_to[at] = self._light_keys(ev)
-            for key in keys:
-                add[key] += exp / 1000.0
-                add_ch[f"{key}/{ch}"] += exp / 1000.0
-        if (why := self._over_budget(add, add_ch)) is not None:
+        summed = self._sum_light(events)
+        if (why := self._over_budget(summed[0], summed[1])) is not None:
             return why
-        self._summed = (decision, add, add_ch)  # `commit` books them as they are
+        self._summed = (decision, summed)  # `commit` books them as they are
         return None
 
     def _over_budget(
@@ -349,7 +378,7 @@ class Guardrails:
                 # (a float's tolerance: the worker books and gives back what the agent
                 # refuses, the agent never books it; both must reach the same verdict; a
                 # check books nothing, not even a zero)
-                if s > 0 and (total := booked.get(key, 0.0) + s) > limit + 1e-9:
+                if (total := booked.get(key, 0.0) + s) > limit + 1e-9:
                     where = key if key.startswith("area(") else what + key  # (a stage area)
                     return (
                         f"light dose: {doing}{where} would get {total:.2f} s of fluorescence; "
@@ -359,115 +388,126 @@ class Guardrails:
 
     # ------------------------------------------------------------ moves
 
-    def _pending(self, name: str, t_index: int | None) -> dict[str, float]:
-        """Return the seconds per channel of ``name``'s planned fluorescence still to come."""
-        out: dict[str, float] = defaultdict(float)
-        for t, ch, s in self._frames.get(name, ()):
-            if t_index is None or t >= t_index:
-                out[ch] += s
-        return out
+    def _move_light(self, name: str, at: tuple[float, float]) -> _Pairs:
+        """Return what ``name`` centred at ``at`` µm books.
 
-    def _move_light(self, d: Move, t_index: int | None) -> tuple[_Pairs, _Pairs]:
-        """Return what a move gives back of its position's bookings, and what it books.
-
-        Each a mapping (from, to) -> seconds per channel: ``from``'s frames still
-        to come, booked to ``to`` (see the module).
+        Per pair (from, to) a move put one over the other: what of ``from``'s
+        following light is not booked to ``to`` yet.
         """
-        name = d.position
-        back: _Pairs = {}
-        new: _Pairs = {}
+        pairs: _Pairs = {}
         if name not in self._centres:
-            return back, new  # no planned x/y (the agent refuses to move it)
-        for pair, chs in self._cross.items():
-            if name in pair:
-                pend = self._pending(pair[0], t_index)
-                back[pair] = {ch: min(s, pend.get(ch, 0.0)) for ch, s in chs.items()}
-        for other in self._near(d.x_um, d.y_um, 1, name):  # (fields overlap)
-            if other in self._plan_overlaps[name]:
+            return pairs  # no planned x/y (the agent refuses to move it)
+        for other in self._near(*at, 1, name):  # (fields that overlap)
+            if not self._put_over(name, other, at):
                 continue
             for pair in ((name, other), (other, name)):
-                if chs := self._pending(pair[0], t_index):
-                    new[pair] = chs
-        return back, new
+                booked = self._cross.get(pair, {})
+                own = self._own.get(pair[0], {})
+                more = {ch: s - booked.get(ch, 0.0) for ch, s in own.items()}
+                if more := {ch: s for ch, s in more.items() if s > 1e-12}:
+                    pairs[pair] = more
+        return pairs
+
+    def _book_pairs(self, pairs: _Pairs, sign: float) -> None:
+        for pair, chs in pairs.items():
+            booked = self._cross.setdefault(pair, {})
+            for ch, s in chs.items():
+                booked[ch] = booked.get(ch, 0.0) + sign * s
+            if all(abs(s) < 1e-12 for s in booked.values()):
+                del self._cross[pair]
+        self._book(*_net(pairs), sign)
+
+    def _follow(self, follow: _Pairs, sign: float) -> None:
+        """Note (or give back) added events' light that follows their position."""
+        for (name, key), chs in follow.items():
+            books = self._own[name] if key == name else self._cross.setdefault((name, key), {})
+            for ch, s in chs.items():
+                books[ch] = books.get(ch, 0.0) + sign * s
 
     def _set_centre(self, name: str, xy: tuple[float, float]) -> None:
-        """Place a position's field at ``xy`` µm (a move, or its undoing)."""
+        """Place a position's field at ``xy`` µm (a move, or a move given back)."""
+        if self._centres[name] == xy:
+            return
         self._centres[name] = xy
         self._centre_xy[self._row[name]] = xy
         self._landed.clear()
-        self._summed = (None, {}, {})  # (what a check summed may have lit it)
-        for k in {name, *self._neighbours[name], *self._near(*xy, 2)}:
-            self._neighbours[k] = self._near(*self._centres[k], 2, k)
+        near = set(self._near(*xy, 2, name))
+        for k in self._neighbours[name] - near:
+            self._neighbours[k].discard(name)
+        for k in near:
+            self._neighbours[k].add(name)
+        self._neighbours[name] = near
 
-    def _commit_move(self, d: Move, t_index: int | None) -> None:
-        summed, back, new = self._summed_move
-        if summed is not d:  # not the decision checked last
-            back, new = self._move_light(d, t_index)
-        if d.position not in self._centres:
-            return
-        add, add_ch = _net(back, new)
-        before = {pair: chs for pair, chs in self._cross.items() if d.position in pair}
-        for pair in back:
-            del self._cross[pair]
-        self._cross.update(new)
-        for books, adding in ((self.dose_s, add), (self.dose_ch_s, add_ch)):
-            for key, s in adding.items():
-                books[key] += s
-        self._undo[d.decision_id] = (self._centres[d.position], before, new, add, add_ch)
-        if len(self._undo) > 256:  # (a refusal comes within seconds)
+    def _remember(self, decision: Decision, booked: tuple[Any, ...]) -> None:
+        self._undo[decision.decision_id] = booked
+        if len(self._undo) > _UNDO_KEPT:
             del self._undo[next(iter(self._undo))]
-        self._set_centre(d.position, (float(d.x_um), float(d.y_um)))
 
-    def _release_move(self, d: Move) -> None:
-        if (undo := self._undo.pop(d.decision_id, None)) is None:
-            return
-        centre, before, new, add, add_ch = undo
-        for pair in new:
-            self._cross.pop(pair, None)
-        self._cross.update(before)
-        for books, adding in ((self.dose_s, add), (self.dose_ch_s, add_ch)):
-            for key, s in adding.items():
-                books[key] -= s
-        self._set_centre(d.position, centre)
+    # ------------------------------------------------------------ booking
 
-    def commit(self, decision: Decision, now_s: float, *, t_index: int | None = None) -> None:
+    def commit(self, decision: Decision, now_s: float) -> None:
         """Book a decision that passed `check`, before it is sent.
 
         Decisions fired together are checked one after the other against what
         the ones before them booked, so a batch can never exceed a limit.
-        ``t_index`` as given to `check`.
         """
         self.sent_at = [t for t in self.sent_at if now_s - t < 60.0] + [now_s]
+        checked, summed = self._summed
+        self._summed = (None, ())
         if isinstance(decision, Move):
-            self._commit_move(decision, t_index)
-        if isinstance(decision, AddEvents):
-            self.extra_frames += len(decision.events)
-            summed, add, add_ch = self._summed
-            if summed is not decision:  # not the decision checked last
-                for ev in decision.events:
-                    self._book_frame(ev)
+            name, at = decision.position, (float(decision.x_um), float(decision.y_um))
+            if name not in self._centres:
                 return
-            for key, s in add.items():
-                self.dose_s[key] += s
-            for key, s in add_ch.items():
-                self.dose_ch_s[key] += s
+            pairs = summed[0] if checked is decision else self._move_light(name, at)
+            self._book_pairs(pairs, 1.0)
+            self._moves.setdefault(name, []).append((decision.decision_id, at))
+            self._remember(decision, (name, pairs))
+            self._set_centre(name, at)
+        elif isinstance(decision, AddEvents):
+            self.extra_frames += len(decision.events)
+            add, add_ch, follow = (
+                summed if checked is decision else self._sum_light(decision.events)
+            )
+            self._book(add, add_ch, 1.0)
+            self._follow(follow, 1.0)
+            self._remember(decision, (add, add_ch, follow))
 
     def release(self, decision: Decision, now_s: float) -> None:
-        """Give back what `commit` booked for a decision the agent refused."""
+        """Give back what `commit` booked for a decision the agent refused.
+
+        In any order: what a decision booked is given back as it was booked,
+        and a refused move leaves its position where the moves still booked
+        put it.
+        """
         if now_s in self.sent_at:
             self.sent_at.remove(now_s)
+        self._summed = (None, ())
+        booked = self._undo.pop(decision.decision_id, None)
         if isinstance(decision, Move):
-            self._release_move(decision)
-        if isinstance(decision, AddEvents):
+            name = decision.position
+            if name not in self._centres:
+                return
+            if booked is not None:
+                self._book_pairs(booked[1], -1.0)
+            moves = [m for m in self._moves.get(name, []) if m[0] != decision.decision_id]
+            self._moves[name] = moves
+            self._set_centre(name, moves[-1][1] if moves else self._plan_centres[name])
+            # where it is now, what it overlaps is booked (a pair only the refused move
+            # booked, while a later move put it over that position too), as the later
+            # move's: given back if that is refused too
+            extra = self._move_light(name, self._centres[name])
+            self._book_pairs(extra, 1.0)
+            if extra and moves and (later := self._undo.get(moves[-1][0])) is not None:
+                pairs = {pair: dict(chs) for pair, chs in later[1].items()}
+                for pair, chs in extra.items():
+                    for ch, s in chs.items():
+                        pairs.setdefault(pair, {})[ch] = pairs.get(pair, {}).get(ch, 0.0) + s
+                self._undo[moves[-1][0]] = (name, pairs)
+        elif isinstance(decision, AddEvents):
             self.extra_frames -= len(decision.events)
-            for ev in decision.events:
-                self._book_frame(ev, sign=-1.0)
-            # a place booked only by this decision is dropped, not left at 0.0 (or at
-            # a float's residue: `commit` adds the decision's sums, this takes its
-            # frames back one by one)
-            for books in (self.dose_s, self.dose_ch_s):
-                for key in [k for k, v in books.items() if abs(v) < 1e-9]:
-                    del books[key]
+            add, add_ch, follow = booked if booked is not None else self._sum_light(decision.events)
+            self._book(add, add_ch, -1.0)
+            self._follow(follow, -1.0)
 
     def usage(self) -> dict[str, Any]:
         """Return what has been booked: added frames, fluorescence seconds per position."""
@@ -478,14 +518,14 @@ class Guardrails:
 
     def state(self) -> dict[str, Any]:
         """Everything needed to resume after a worker restart (JSON)."""
-        centres, plan = self._centres, self._plan_centres
         return {
             "dose_s": dict(self.dose_s),
             "dose_ch_s": dict(self.dose_ch_s),
             "extra_frames": self.extra_frames,
             "sent_at": self.sent_at,
-            "moved": {k: list(xy) for k, xy in centres.items() if xy != plan[k]},
+            "following": {k: dict(v) for k, v in self._own.items()},
             "cross": [[src, dst, chs] for (src, dst), chs in self._cross.items()],
+            "moves": {k: [[i, *xy] for i, xy in v] for k, v in self._moves.items() if v},
         }
 
     def restore(self, state: Mapping[str, Any]) -> None:
@@ -496,10 +536,13 @@ class Guardrails:
         )
         self.extra_frames = int(state["extra_frames"])
         self.sent_at = [float(t) for t in state["sent_at"]]
-        for k, (x, y) in state.get("moved", {}).items():
-            if k in self._centres:
-                self._set_centre(k, (float(x), float(y)))
+        for k, chs in state.get("following", {}).items():
+            self._own[str(k)] = defaultdict(float, {str(c): float(s) for c, s in chs.items()})
         self._cross = {
             (str(src), str(dst)): {str(ch): float(s) for ch, s in chs.items()}
             for src, dst, chs in state.get("cross", [])
         }
+        for k, moves in state.get("moves", {}).items():
+            if k in self._centres and moves:
+                self._moves[k] = [(str(i), (float(x), float(y))) for i, x, y in moves]
+                self._set_centre(k, self._moves[k][-1][1])

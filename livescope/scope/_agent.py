@@ -238,13 +238,12 @@ class ScopeAgent:
                 raise LivescopeError("the run has ended")
             # the rig's budgets, checked again here: a decision may come from any
             # client of the channel, not only a worker whose guardrails passed it
-            now, t = self.feed.now(), self.feed.time_index
-            why = self.guardrails.check(decision, now, rate=AGENT_RATE_SLACK, t_index=t)
-            if why is not None:
+            now = self.feed.now()
+            if (why := self.guardrails.check(decision, now, rate=AGENT_RATE_SLACK)) is not None:
                 raise LivescopeError(f"guardrail: {why}")
             # booked before it is applied, given back if applying fails: a decision whose
             # events were queued is never answered refused
-            self.guardrails.commit(decision, now, t_index=t)
+            self.guardrails.commit(decision, now)
             try:
                 added, reason = self._apply(decision)
             except BaseException:

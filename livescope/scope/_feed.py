@@ -127,11 +127,6 @@ class EventFeed:
         wall = time.perf_counter() if paused_at is None else paused_at
         return max(0.0, wall - t0) * self._scale
 
-    @property
-    def time_index(self) -> int:
-        """The plan's last time index handed to the runner (-1 before the first)."""
-        return self._last_t[0]
-
     def pause_toggled(self, paused: bool) -> None:
         """Stop (``paused``) or restart the feed's clock; any thread (the runner's signal).
 

@@ -745,38 +745,82 @@ def _move(name: str, x: float, y: float = 0.0) -> Move:
     return Move(run_id="r1", position=name, x_um=x, y_um=y)
 
 
-def test_a_move_over_another_position_books_each_ones_frames_still_to_come_to_the_other() -> None:
+def test_a_move_over_another_position_books_each_ones_following_light_to_the_other() -> None:
     g = _two_positions()
     assert dict(g.dose_s) == pytest.approx({"A": 0.5, "B": 0.5})
     # a move far from both books nothing (the position's budget follows it)
-    g.commit(_move("A", -2000.0), 60.0, t_index=1)
+    g.commit(_move("A", -2000.0), 60.0)
     assert dict(g.dose_s) == pytest.approx({"A": 0.5, "B": 0.5})
-    # A recentred over B's field at t = 4: the frames of t 4..9 of each light both
+    # A recentred over B's field: each one's plan frames light the other, counted whole
+    # (the guardrails do not know which were imaged already)
     d = _move("A", 900.0)
-    assert g.check(d, 240.0, t_index=4) is None
-    g.commit(d, 240.0, t_index=4)
-    assert dict(g.dose_s) == pytest.approx({"A": 0.8, "B": 0.8})
-    assert g.dose_ch_s["B/DAPI"] == pytest.approx(0.8)
-    # a close-up at A (no x/y: imaged at A's centre, now over B) lights B as well
-    closeup = _add([useq.MDAEvent(index={"t": 20}, pos_name="A", channel="DAPI", exposure=100)])
-    assert g.check(closeup, 250.0) is None
-    g.commit(closeup, 250.0)
-    assert dict(g.dose_s) == pytest.approx({"A": 0.9, "B": 0.9})
+    assert g.check(d, 240.0) is None
+    g.commit(d, 240.0)
+    assert dict(g.dose_s) == pytest.approx({"A": 1.0, "B": 1.0})
+    assert g.dose_ch_s["B/DAPI"] == pytest.approx(1.0)
+    # a close-up at A (no x/y: imaged at A's centre, now over B) lights B as well, and
+    # one at B lights A
+    at_a = _add([useq.MDAEvent(index={"t": 20}, pos_name="A", channel="DAPI", exposure=100)])
+    at_b = _add([useq.MDAEvent(index={"t": 21}, pos_name="B", channel="DAPI", exposure=100)])
+    for closeup in (at_a, at_b):
+        assert g.check(closeup, 250.0) is None
+        g.commit(closeup, 250.0)
+    assert dict(g.dose_s) == pytest.approx({"A": 1.2, "B": 1.2})
     state = json.loads(json.dumps(g.state()))
-    # moved away at t = 7: what is still to come of t 7..9 is given back, t 4..6 stays
-    g.commit(back := _move("A", 0.0), 420.0, t_index=7)
-    assert dict(g.dose_s) == pytest.approx({"A": 0.75, "B": 0.75})
-    g.commit(closeup, 430.0)  # A's close-ups light A alone again
-    assert dict(g.dose_s) == pytest.approx({"A": 0.85, "B": 0.75})
-    g.release(closeup, 430.0)
-    g.release(back, 420.0)  # a move the agent refused is undone: A is over B again
-    assert dict(g.dose_s) == pytest.approx({"A": 0.9, "B": 0.9})
-    assert {**g.state(), "sent_at": []} == {**state, "sent_at": []}  # (a minute on)
-    # a restarted worker carries on from where A is
+    # moved away: nothing is given back (it may have been imaged over B), and A's
+    # close-ups light A alone again
+    g.commit(back := _move("A", 0.0), 420.0)
+    g.commit(at_a2 := _add([at_a.events[0].model_copy(update={"index": {"t": 22}})]), 430.0)
+    assert dict(g.dose_s) == pytest.approx({"A": 1.3, "B": 1.2})
+    # over B again: only what A added since is booked to B (and nothing of B's)
+    g.commit(_move("A", 950.0), 440.0)
+    assert dict(g.dose_s) == pytest.approx({"A": 1.3, "B": 1.3})
+    # a restarted worker carries on from where A is and what was booked
     g2 = _two_positions()
     g2.restore(state)
-    g2.commit(closeup, 440.0)
-    assert dict(g2.dose_s) == pytest.approx({"A": 1.0, "B": 1.0})
+    assert g2.check(at_a, 450.0) is None
+    g2.commit(at_a, 450.0)
+    assert dict(g2.dose_s) == pytest.approx({"A": 1.3, "B": 1.3})
+    assert g2.check(_move("A", 900.0), 460.0) is None
+    g2.commit(_move("A", 900.0), 460.0)  # (no more to book: all of A's is booked to B)
+    assert dict(g2.dose_s) == pytest.approx({"A": 1.3, "B": 1.3})
+    del back, at_a2
+
+
+def test_a_refused_decision_is_given_back_as_it_was_booked_in_any_order() -> None:
+    g = _two_positions()
+    # a close-up given x/y in A's field, then A moved over B, then the close-up refused:
+    # given back where it was booked (not where A's field is now)
+    closeup = _add([useq.MDAEvent(index={"t": 20}, pos_name="A~r-1", x_pos=150.0, y_pos=0.0,
+                                  channel="DAPI", exposure=100)])  # fmt: skip
+    g.commit(closeup, 0.0)
+    assert dict(g.dose_s) == pytest.approx({"A": 0.6, "B": 0.5})
+    g.commit(m1 := _move("A", 900.0), 1.0)
+    assert dict(g.dose_s) == pytest.approx({"A": 1.1, "B": 1.0})
+    g.release(closeup, 0.0)
+    assert dict(g.dose_s) == pytest.approx({"A": 1.0, "B": 1.0})
+    # two moves of A, the first refused after the second was booked: A stays where the
+    # second put it, over B, and the pair stays booked
+    g.commit(m2 := _move("A", 950.0), 2.0)
+    g.release(m1, 1.0)
+    assert dict(g.dose_s) == pytest.approx({"A": 1.0, "B": 1.0})
+    assert g.state()["moves"] == {"A": [[m2.decision_id, 950.0, 0.0]]}
+    g.release(m2, 2.0)  # both refused: A is back at its plan place, nothing booked
+    assert dict(g.dose_s) == pytest.approx({"A": 0.5, "B": 0.5})
+    assert g.state()["cross"] == []
+    # a grid's tiles overlap in the plan (useq's default 1 um field): that books nothing,
+    # but a move that puts one further over the other does
+    grid = useq.MDASequence(
+        stage_positions=[useq.Position(x=0, y=0, name="A", sequence=useq.MDASequence(
+            grid_plan=useq.GridRowsColumns(rows=1, columns=2)))],
+        channels=["DAPI"], time_plan={"interval": 60, "loops": 2},
+    )  # fmt: skip
+    g = Guardrails(PROFILE, grid)
+    assert dict(g.dose_s) == pytest.approx({"A_g0": 0.1, "A_g1": 0.1})
+    g.commit(_move("A_g0", -10.0), 0.0)  # (apart: they share less than in the plan)
+    assert dict(g.dose_s) == pytest.approx({"A_g0": 0.1, "A_g1": 0.1})
+    g.commit(_move("A_g0", 0.5), 0.0)  # onto A_g1
+    assert dict(g.dose_s) == pytest.approx({"A_g0": 0.2, "A_g1": 0.2})
 
 
 def test_a_move_that_would_light_another_position_past_its_budget_is_refused() -> None:
@@ -784,16 +828,13 @@ def test_a_move_that_would_light_another_position_past_its_budget_is_refused() -
     # B's close-ups: 0.4 s on top of its plan's 0.5
     g.commit(_add([useq.MDAEvent(index={"t": 20 + i}, pos_name="B", channel="DAPI",
                                  exposure=100) for i in range(4)]), 0.0)  # fmt: skip
-    d = _move("A", 900.0)
-    why = g.check(d, 0.0, t_index=0)  # A's 10 frames to come: 0.5 s
+    why = g.check(_move("A", 900.0), 0.0)  # A's 0.5 s would light B
     assert why == (
         "light dose: moving A over B's field: position B would get 1.40 s of fluorescence; "
         "light_dose.max_fluorescence_s_per_position = 1 s"
     )
-    # later in the run less of A's plan is still to come
-    assert g.check(d, 480.0, t_index=8) is None
-    # (and a move from the worker's check to the agent's is never refused for the budget
-    # the worker booked: the agent counts from a time index at least the field's)
+    assert dict(g.dose_s) == pytest.approx({"A": 0.5, "B": 0.9})  # (a check books nothing)
+    assert g.check(_move("A", 600.0), 0.0) is None  # (beside B's field, not over it)
 
 
 class _Broken:

@@ -221,7 +221,7 @@ def test_a_decision_the_agent_cannot_book_is_refused_and_nothing_of_it_is_queued
     feed = running.agent.feed
     planned = running.agent.guardrails.dose_s["A"]  # the plan's own light
 
-    def broken(decision, now_s, **kw):  # type: ignore[no-untyped-def]
+    def broken(decision, now_s):  # type: ignore[no-untyped-def]
         raise RuntimeError("books unreadable")
 
     with monkeypatch.context() as m:
@@ -742,16 +742,21 @@ def test_the_agent_books_a_moves_light_where_it_lands_and_undoes_a_move_it_refus
         assert not ack.accepted
         assert ack.reason.startswith("move A: z = 200.5 µm is outside the stage travel")
         assert dict(agent.guardrails.dose_s) == pytest.approx({"A": 0.4, "B": 0.5})
-        assert agent.guardrails.state()["moved"] == {}
+        assert agent.guardrails.state()["moves"] == {}
         ack = agent._on_decision(Move(run_id=rid, position="A", x_um=950, y_um=0), clock_ns())
         assert ack.accepted, ack.reason
-        assert dict(agent.guardrails.dose_s) == pytest.approx({"A": 0.8, "B": 0.9})
-        # a close-up at A, imaged over B now, is held to B's budget too
-        closeup = AddEvents(run_id=rid, events=[
-            useq.MDAEvent(index={"t": 10 + i}, pos_name="A", channel={"config": "DAPI"},
-                          exposure=100.0, min_start_time=300.0 + 60 * i)
-            for i in range(2)])  # fmt: skip
-        ack = agent._on_decision(closeup, clock_ns())
+        # each one's light (plan and added, counted whole) booked to the other
+        assert dict(agent.guardrails.dose_s) == pytest.approx({"A": 0.9, "B": 0.9})
+
+        def closeup(at: str, t: int) -> AddEvents:
+            return AddEvents(run_id=rid, events=[
+                useq.MDAEvent(index={"t": t}, pos_name=at, channel={"config": "DAPI"},
+                              exposure=100.0, min_start_time=300.0 + t)])  # fmt: skip
+
+        # a close-up at A, imaged over B now, is booked to B too, and held to its budget
+        assert agent._on_decision(closeup("A", 10), clock_ns()).accepted
+        assert dict(agent.guardrails.dose_s) == pytest.approx({"A": 1.0, "B": 1.0})
+        ack = agent._on_decision(closeup("B", 11), clock_ns())
         assert not ack.accepted
         assert ack.reason == (
             "guardrail: light dose: position B would get 1.10 s of fluorescence; "
