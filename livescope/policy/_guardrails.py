@@ -41,9 +41,9 @@ know which were imaged already, so they never count less than the sample
 gets), and a move that would take either past a budget is refused. Booked
 once per pair: moving away and back books only what was added since. The
 plan's own overlaps book nothing (the plan check holds each position to its
-budget). Not counted: the light a position's frames left at its plan place
-once it moved away (a position or an event put there later is held to its
-own budgets), and a moved position's light on the stage areas.
+budget). Not counted: light already booked to a place that a position is
+moved to later (the plan place another position left, events given x/y there,
+stage areas): the moved position is held to its own budgets there.
 """
 
 from __future__ import annotations
@@ -75,9 +75,9 @@ __all__ = ["Guardrails", "parent_position"]
 _PerChannel = dict[str, float]
 _Pairs = dict[tuple[str, str], _PerChannel]
 """(from, to) -> seconds of fluorescence per channel: ``from``'s light booked to ``to``."""
-_UNDO_KEPT = 1024
-"""Decisions whose bookings are kept to be given back exactly (a refusal comes within
-seconds; an older one is given back as its events would book now)."""
+_UNDO_KEPT = 4096
+"""Decisions whose bookings are kept, to be given back as booked if refused (as many as
+a worker keeps waiting for an answer; an older refusal gives nothing back)."""
 
 
 def _net(pairs: _Pairs) -> tuple[dict[str, float], dict[str, float]]:
@@ -423,6 +423,8 @@ class Guardrails:
             books = self._own[name] if key == name else self._cross.setdefault((name, key), {})
             for ch, s in chs.items():
                 books[ch] = books.get(ch, 0.0) + sign * s
+            if key != name and all(abs(s) < 1e-12 for s in books.values()):
+                del self._cross[name, key]
 
     def _set_centre(self, name: str, xy: tuple[float, float]) -> None:
         """Place a position's field at ``xy`` µm (a move, or a move given back)."""
@@ -475,9 +477,11 @@ class Guardrails:
     def release(self, decision: Decision, now_s: float) -> None:
         """Give back what `commit` booked for a decision the agent refused.
 
-        In any order: what a decision booked is given back as it was booked,
-        and a refused move leaves its position where the moves still booked
-        put it.
+        In any order: what a decision booked is given back as it was booked
+        (nothing, if it is no longer known: an answer later than `_UNDO_KEPT`
+        decisions, or from before a restart), and a refused move leaves its
+        position where the moves still booked put it, with what they overlap
+        booked.
         """
         if now_s in self.sent_at:
             self.sent_at.remove(now_s)
@@ -489,25 +493,31 @@ class Guardrails:
                 return
             if booked is not None:
                 self._book_pairs(booked[1], -1.0)
-            moves = [m for m in self._moves.get(name, []) if m[0] != decision.decision_id]
-            self._moves[name] = moves
+            moves = self._moves.get(name, [])
+            at = next((i for i, m in enumerate(moves) if m[0] == decision.decision_id), None)
+            if at is None:
+                return
+            del moves[at]
+            # the later moves' places: what the refused move booked for them (a pair
+            # booked once) is booked again, as theirs: given back if they are refused too
+            for later_id, place in moves[at:]:
+                if not (extra := self._move_light(name, place)):
+                    continue
+                self._book_pairs(extra, 1.0)
+                if (later := self._undo.get(later_id)) is not None:
+                    pairs = {pair: dict(chs) for pair, chs in later[1].items()}
+                    for pair, chs in extra.items():
+                        into = pairs.setdefault(pair, {})
+                        for ch, s in chs.items():
+                            into[ch] = into.get(ch, 0.0) + s
+                    self._undo[later_id] = (name, pairs)
             self._set_centre(name, moves[-1][1] if moves else self._plan_centres[name])
-            # where it is now, what it overlaps is booked (a pair only the refused move
-            # booked, while a later move put it over that position too), as the later
-            # move's: given back if that is refused too
-            extra = self._move_light(name, self._centres[name])
-            self._book_pairs(extra, 1.0)
-            if extra and moves and (later := self._undo.get(moves[-1][0])) is not None:
-                pairs = {pair: dict(chs) for pair, chs in later[1].items()}
-                for pair, chs in extra.items():
-                    for ch, s in chs.items():
-                        pairs.setdefault(pair, {})[ch] = pairs.get(pair, {}).get(ch, 0.0) + s
-                self._undo[moves[-1][0]] = (name, pairs)
         elif isinstance(decision, AddEvents):
             self.extra_frames -= len(decision.events)
-            add, add_ch, follow = booked if booked is not None else self._sum_light(decision.events)
-            self._book(add, add_ch, -1.0)
-            self._follow(follow, -1.0)
+            if booked is not None:
+                add, add_ch, follow = booked
+                self._book(add, add_ch, -1.0)
+                self._follow(follow, -1.0)
 
     def usage(self) -> dict[str, Any]:
         """Return what has been booked: added frames, fluorescence seconds per position."""

@@ -545,6 +545,13 @@ def test_one_channel_may_be_named_without_a_list() -> None:
     assert {e.channel.config for e in firing.decision.events} == {"DAPI"}  # not D, A, P, I
 
 
+_GRID = useq.MDASequence(  # two tiles of position A (useq's default field: 1 um)
+    stage_positions=[useq.Position(x=0, y=0, name="A", sequence=useq.MDASequence(
+        grid_plan=useq.GridRowsColumns(rows=1, columns=2)))],
+    channels=["DAPI"], time_plan={"interval": 60, "loops": 2},
+)  # fmt: skip
+
+
 def _add(events: list[useq.MDAEvent]) -> AddEvents:
     return AddEvents(run_id="r1", events=tuple(events))
 
@@ -597,12 +604,7 @@ def test_an_event_books_its_light_to_its_position_by_name_or_plan_index() -> Non
     g.commit(by_index, 0)
     assert dict(g.dose_s) == {"A": pytest.approx(3.5)}  # one budget, however it is named
 
-    grid = useq.MDASequence(
-        stage_positions=[useq.Position(x=0, y=0, name="A", sequence=useq.MDASequence(
-            grid_plan=useq.GridRowsColumns(rows=1, columns=2)))],
-        channels=["DAPI"], time_plan={"interval": 60, "loops": 2},
-    )  # fmt: skip
-    g = Guardrails(PROFILE, grid)
+    g = Guardrails(PROFILE, _GRID)
     assert set(g.dose_s) == {"A_g0", "A_g1"}
     g.commit(_add([useq.MDAEvent(index={"t": 9, "p": 0}, channel="DAPI", exposure=1000)]), 0)
     # imaged where the agent puts a p: 0 event: the position's first tile
@@ -808,14 +810,27 @@ def test_a_refused_decision_is_given_back_as_it_was_booked_in_any_order() -> Non
     g.release(m2, 2.0)  # both refused: A is back at its plan place, nothing booked
     assert dict(g.dose_s) == pytest.approx({"A": 0.5, "B": 0.5})
     assert g.state()["cross"] == []
+    # three moves, the first refused last: the second (over B, accepted by the agent)
+    # keeps the pair booked although A has moved on
+    m1, m2, m3 = _move("A", 900.0), _move("A", 950.0), _move("A", -1000.0)
+    for i, m in enumerate((m1, m2, m3)):
+        g.commit(m, 3.0 + i)
+    g.release(m1, 3.0)
+    assert dict(g.dose_s) == pytest.approx({"A": 1.0, "B": 1.0})
+    g.release(m2, 4.0)
+    assert dict(g.dose_s) == pytest.approx({"A": 0.5, "B": 0.5})
+    assert g.state()["moves"] == {"A": [[m3.decision_id, -1000.0, 0.0]]}
+    # a refusal of a decision no longer known (from before a restart) gives nothing back
+    g2 = _two_positions()
+    g.commit(closeup, 10.0)
+    g2.restore(json.loads(json.dumps(g.state())))
+    g2.release(closeup, 10.0)
+    assert dict(g2.dose_s) == pytest.approx(dict(g.dose_s))
+    assert g2.dose_s["A"] == pytest.approx(0.6)
+    assert g2.extra_frames == g.extra_frames - 1
     # a grid's tiles overlap in the plan (useq's default 1 um field): that books nothing,
     # but a move that puts one further over the other does
-    grid = useq.MDASequence(
-        stage_positions=[useq.Position(x=0, y=0, name="A", sequence=useq.MDASequence(
-            grid_plan=useq.GridRowsColumns(rows=1, columns=2)))],
-        channels=["DAPI"], time_plan={"interval": 60, "loops": 2},
-    )  # fmt: skip
-    g = Guardrails(PROFILE, grid)
+    g = Guardrails(PROFILE, _GRID)
     assert dict(g.dose_s) == pytest.approx({"A_g0": 0.1, "A_g1": 0.1})
     g.commit(_move("A_g0", -10.0), 0.0)  # (apart: they share less than in the plan)
     assert dict(g.dose_s) == pytest.approx({"A_g0": 0.1, "A_g1": 0.1})
