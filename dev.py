@@ -28,8 +28,19 @@ def venv_python() -> Path:
 
 
 def run(cmd: list[str], env: dict[str, str] | None = None) -> int:
+    """Run a command and return its exit status.
+
+    A Ctrl+C reaches the command (the console sends it to both): this script
+    waits for it to finish on its own (the demo writes its summary when
+    interrupted) and returns its status, instead of stopping with a traceback.
+    """
     print("+ " + " ".join(str(c) for c in cmd), file=sys.stderr, flush=True)
-    return subprocess.call([str(c) for c in cmd], cwd=ROOT, env=env)
+    proc = subprocess.Popen([str(c) for c in cmd], cwd=ROOT, env=env)
+    while True:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            continue
 
 
 def ensure_env(extra: str) -> Path:

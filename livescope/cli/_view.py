@@ -14,7 +14,7 @@ from ._common import JsonOpt, emit, fail, setup_logging, user_errors
 
 __all__ = ["view"]
 
-_INSTALL = "pip install 'livescope[viewer]'"
+_INSTALL = 'pip install "livescope[viewer]"'  # (double quotes: cmd.exe takes them too)
 
 
 def no_display_reason(env: Mapping[str, str], platform: str = sys.platform) -> str | None:

@@ -143,7 +143,7 @@ def replay_many(
         from distributed import Client, LocalCluster, as_completed
     except ImportError:
         raise LivescopeError(
-            "replaying on a cluster needs dask.distributed: pip install 'livescope[cluster]'"
+            'replaying on a cluster needs dask.distributed: pip install "livescope[cluster]"'
         ) from None
     out = Path(out_dir)
     check_output_folder(out, empty=True)

@@ -92,16 +92,24 @@ class WorkerSupervisor:
                str(self.config_path), "--json"]  # fmt: skip
         if resume:
             cmd.append("--resume")
-        env = dict(os.environ)
+        # its errors in worker.log as UTF-8, which `_last_error` reads (Windows would
+        # write them in the console's code page: "µm" came back as "�m")
+        env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
         if self.threads is not None:
             env["LIVESCOPE_THREADS"] = str(self.threads)
+        # a Ctrl+C in the terminal goes to the run, not to the worker as well (which
+        # exited "interrupted" and was taken for a worker that refused to run): it is
+        # started in a process group (Windows) or session (POSIX) of its own; the run
+        # stops it, and its stdin pipe closing stops it if the run dies
         flags = 0
-        if self.lower_priority and os.name == "nt":
-            flags = getattr(subprocess, "BELOW_NORMAL_PRIORITY_CLASS", 0)
+        if os.name == "nt":
+            flags = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
+            if self.lower_priority:
+                flags |= getattr(subprocess, "BELOW_NORMAL_PRIORITY_CLASS", 0)
         # its stdin is a pipe we hold: it closes when this process dies, and the worker stops
         proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log, env=env,
-            creationflags=flags,
+            creationflags=flags, start_new_session=os.name != "nt",
         )  # fmt: skip
         if (
             self.lower_priority

@@ -94,7 +94,7 @@ class OverlayViewer:
     Raises
     ------
     ImportError
-        if napari is not installed (``pip install 'livescope[viewer]'``).
+        if napari is not installed (``pip install "livescope[viewer]"``).
     LivescopeError
         if no overlay appears in time or it cannot be attached.
 

@@ -84,4 +84,4 @@ def test_view_without_napari_says_what_to_install(tmp_path: Path) -> None:
     )  # fmt: skip
     assert res.returncode == 2, res.stderr
     out = json.loads(res.stdout)
-    assert "pip install 'livescope[viewer]'" in out["error"]
+    assert 'pip install "livescope[viewer]"' in out["error"]

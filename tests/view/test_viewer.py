@@ -32,7 +32,7 @@ from livescope.scope import SimulatedView, simulated_views
 
 pytestmark = [
     pytest.mark.skipif(
-        find_spec("napari") is None, reason="napari not installed: pip install 'livescope[viewer]'"
+        find_spec("napari") is None, reason='napari not installed: pip install "livescope[viewer]"'
     ),
     # napari's own imports warn (pydantic v1-style models, ...): not ours to fix
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),
