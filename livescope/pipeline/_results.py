@@ -13,7 +13,6 @@ import collections
 import csv
 import json
 import logging
-import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +23,7 @@ import tifffile
 from numpy.typing import NDArray
 
 from livescope.policy import Observation, Verdict
-from livescope.schema import read_jsonl, write_atomic
+from livescope.schema import read_jsonl, replace_path, write_atomic
 
 from ._analyzer import FrameResult
 from ._jobs import Field
@@ -226,7 +225,7 @@ def restore_live_masks(results: Path) -> None:
         folder = live.with_name(live.name[1 : -len(".live")])
         if folder.exists():
             shutil.rmtree(folder)
-        os.replace(live, folder)
+        replace_path(live, folder)
         logger.info("%s: the live track masks are restored (a rewrite was cut short)", folder)
     for staged in ctc.glob(".*.new"):
         shutil.rmtree(staged, ignore_errors=True)

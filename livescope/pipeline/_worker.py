@@ -34,7 +34,6 @@ import collections
 import gc
 import json
 import logging
-import os
 import queue
 import shutil
 import threading
@@ -72,6 +71,7 @@ from livescope.schema import (
     lower_thread_priority,
     native_thread_ids,
     plan_events,
+    replace_path,
     write_atomic,
 )
 from livescope.scope import frames_in_plan
@@ -742,14 +742,14 @@ class PipelineWorker:
                 shutil.rmtree(live, ignore_errors=True)  # (a run's end killed before it went)
                 try:
                     rewrite_ctc_result(folder, tracker.lineage, out=staged)
-                    os.replace(folder, live)
+                    replace_path(folder, live)  # (retried: a file in it held open)
                 except Exception:  # a file held open by another program, a damaged mask...
                     shutil.rmtree(staged, ignore_errors=True)
                     self.counts["ctc_results_not_written"] += 1
                     logger.exception("%s: the CTC result could not be written; the folder "
                                      "keeps the live track ids", folder)  # fmt: skip
                     continue
-                os.replace(staged, folder)  # (a new name: nothing holds it open)
+                replace_path(staged, folder)  # (a new name: nothing should hold it open)
                 live_kept.append(live)
         runtimes = self.analyzer.engine_runtimes()  # those loaded (by the warm-up, or fields)
         self.analyzer.close()

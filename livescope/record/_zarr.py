@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -405,13 +406,28 @@ class RecordingReader:
             read (a damaged file).
 
         """
-        group = self._group(info["position"])
-        labels = [c["label"] for c in group.attrs["ome"]["omero"]["channels"]]
+        for attempt in range(50):
+            # the metadata (zarr.json) the recorder replaces as the run grows: on Windows
+            # a file being replaced cannot be opened for a moment (PermissionError)
+            try:
+                group = self._group(info["position"])
+                labels = [c["label"] for c in group.attrs["ome"]["omero"]["channels"]]
+                arr = group["0"]
+                break
+            except PermissionError as exc:
+                if attempt == 49:
+                    raise LivescopeError(
+                        f"{self.path}: the recording's metadata cannot be opened: {exc}"
+                    ) from None
+                time.sleep(0.02)
+            except OSError as exc:
+                raise LivescopeError(
+                    f"{self.path}: the recording's metadata cannot be read: {exc}"
+                ) from None
         if info["channel"] not in labels:
             raise LivescopeError(f"channel {info['channel']!r} is not in {self.path}")
         idx = info["index"]
         t, c, z = int(idx.get("t", 0)), labels.index(info["channel"]), int(idx.get("z", 0))
-        arr = group["0"]
         if t >= arr.shape[0] or c >= arr.shape[1] or z >= arr.shape[2]:
             raise LivescopeError(f"frame {info['seq']} (t={t}, c={c}, z={z}) is not in {self.path}")
         frame = f"frame {info['seq']} ({info['position']} t={t} c={info['channel']} z={z})"

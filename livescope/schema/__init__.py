@@ -12,6 +12,7 @@ from ._base import (
     read_jsonl,
     read_yaml,
     remove_file,
+    replace_path,
     write_atomic,
 )
 from ._card import (
@@ -169,6 +170,7 @@ __all__ = [
     "read_jsonl",
     "read_yaml",
     "remove_file",
+    "replace_path",
     "require_data_root",
     "safe_folder_name",
     "write_atomic",

@@ -23,6 +23,7 @@ __all__ = [
     "json_object",
     "read_jsonl",
     "read_yaml",
+    "replace_path",
     "write_atomic",
 ]
 
@@ -155,6 +156,16 @@ def _while_locked(op: Callable[[], object]) -> None:
             if attempt == 49:
                 raise
             time.sleep(0.02)
+
+
+def replace_path(src: str | Path, dst: str | Path) -> None:
+    """Rename ``src`` to ``dst`` (`os.replace`), retried for up to a second while refused.
+
+    On Windows a folder cannot be renamed while a file in it is open (a viewer,
+    the search indexer, a virus scanner): PermissionError, raised once a second
+    of retries has not helped.
+    """
+    _while_locked(lambda: os.replace(src, dst))
 
 
 def remove_file(path: str | Path) -> bool:

@@ -173,3 +173,31 @@ def test_a_chunk_that_stays_locked_fails_the_write_with_the_os_error(
         monkeypatch.undo()
         assert w.frames_written == 1  # the refused frame is not logged as written
     assert not list((tmp_path / "data.ome.zarr").rglob(".*.tmp"))  # no temporary file left
+
+
+def test_a_reader_waits_out_metadata_being_replaced_and_names_it_if_it_stays_locked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Windows cannot open a zarr.json the recorder is replacing: the reader tries again."""
+    from livescope.record import RecordingReader
+
+    img = np.arange(64, dtype=np.uint16).reshape(8, 8)
+    with OmeZarrWriter(tmp_path, channels=["DAPI"], pixel_size_um=1.0) as w:
+        w.write(img, _info(0, 0, "DAPI"))
+    reader = RecordingReader(tmp_path)
+    info = read_frames(tmp_path)[0]
+    real = reader._group
+    refusals = [2]
+
+    def locked_for_a_moment(position: str) -> object:
+        if refusals[0] > 0:
+            refusals[0] -= 1
+            raise PermissionError(13, "the file is in use by another process", "zarr.json")
+        return real(position)
+
+    monkeypatch.setattr(reader, "_group", locked_for_a_moment)
+    np.testing.assert_array_equal(reader.read(info), img)
+    assert refusals == [0]
+    refusals[0] = 10**6
+    with pytest.raises(LivescopeError, match=r"metadata cannot be opened: .*in use"):
+        reader.read(info)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from livescope.schema import LivescopeError, read_jsonl, write_atomic
+from livescope.schema import LivescopeError, read_jsonl, replace_path, write_atomic
 
 
 def test_a_write_that_fails_leaves_the_old_file_and_no_temporary(
@@ -79,3 +79,33 @@ def test_a_damaged_log_line_is_named(tmp_path: Path, text: str, message: str) ->
     log.write_text(text, encoding="utf-8")
     with pytest.raises(LivescopeError, match=message):
         read_jsonl(log)
+
+
+def test_a_folder_held_open_for_a_moment_is_renamed_once_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Windows refuses to rename a folder while a file in it is open (a viewer, an indexer)
+    import os
+
+    (src := tmp_path / "new").mkdir()
+    (src / "mask.tif").write_bytes(b"x")
+    real, refused = os.replace, []
+
+    def busy_twice(a: Any, b: Any) -> None:
+        if len(refused) < 2:
+            refused.append(b)
+            raise PermissionError(13, "in use by another process", str(a))
+        real(a, b)
+
+    monkeypatch.setattr(os, "replace", busy_twice)
+    replace_path(src, tmp_path / "p0")
+    assert len(refused) == 2
+    assert (tmp_path / "p0" / "mask.tif").read_bytes() == b"x"
+
+    def always_busy(a: Any, b: Any) -> None:
+        raise PermissionError(13, "in use by another process", str(a))
+
+    monkeypatch.setattr(os, "replace", always_busy)
+    with pytest.raises(PermissionError, match="in use"):  # after a second of retries
+        replace_path(tmp_path / "p0", tmp_path / "p1")
+    assert (tmp_path / "p0").is_dir()
