@@ -8,6 +8,7 @@ to a decision never waits for the disk).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -31,6 +32,9 @@ class DecisionLog:
         self.path = Path(run_dir) / DECISIONS_FILE
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._f = self.path.open("a", encoding="utf-8")
+        # synced through a descriptor of its own: on Windows a sync holds the
+        # descriptor's lock, which the next answer's write would wait for
+        self._sync_fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         self._lock = threading.Lock()  # writes
         self._sync_lock = threading.Lock()  # fsync and close
         self._dirty = threading.Event()
@@ -66,7 +70,7 @@ class DecisionLog:
         try:
             if flush:
                 self._f.flush()
-            os.fsync(self._f.fileno())
+            os.fsync(self._sync_fd)
         except OSError:  # (the lines are written; they may not be on disk yet)
             self.sync_errors += 1
             logger.exception("syncing the decision log %s failed", self.path)
@@ -82,6 +86,8 @@ class DecisionLog:
                     self._f.close()  # (flushes again what a failed flush left: fails alike)
                 except OSError as exc:
                     logger.warning("closing the decision log %s: %s", self.path, exc)
+                with contextlib.suppress(OSError):
+                    os.close(self._sync_fd)
         self._syncer.join(timeout=5)
 
 
