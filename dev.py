@@ -76,8 +76,8 @@ def cmd_test(args: list[str]) -> int:
     steps = [
         ("ruff (lint)", [py, "-m", "ruff", "check", "."]),
         ("ruff (format)", [py, "-m", "ruff", "format", "--check", "."]),
-        # (checked as on Linux, CI's platform, wherever it runs: on Windows mypy would
-        # take the Linux-only branches for errors)
+        # (checked as on Linux, CI's platform, wherever it runs: on Windows mypy took
+        # calls kept off Windows at run time, and its pipe type, for errors)
         ("mypy (strict on livescope/)", [py, "-m", "mypy", "--platform", "linux"]),
         (
             "import-linter (layers)",
