@@ -22,7 +22,7 @@ field (default objective) centred on it: to every plan position whose field
 (where it is now, moves applied) it overlaps, and to every stage area it
 overlaps. The areas are field-sized squares of a grid from the stage origin,
 named ``area(+i,+j)``: the square [i·w, (i+1)·w) × [j·h, (j+1)·h) µm for a
-field w µm wide and high h µm. An event that names a plan position and gives
+field w µm wide and h µm high. An event that names a plan position and gives
 its own x/y books to that position and to every other plan position its field
 overlaps, and, if its field misses its position's, to where it lands as well.
 So a policy cannot light one patch of sample past its budget by naming each
@@ -78,6 +78,13 @@ _Pairs = dict[tuple[str, str], _PerChannel]
 _UNDO_KEPT = 4096
 """Decisions whose bookings are kept, to be given back as booked if refused (as many as
 a worker keeps waiting for an answer; an older refusal gives nothing back)."""
+
+
+def _accumulate(books: _PerChannel, chs: Mapping[str, float], sign: float = 1.0) -> bool:
+    """Add ``sign`` times ``chs`` into ``books`` (per channel); return whether all is ~0."""
+    for ch, s in chs.items():
+        books[ch] = books.get(ch, 0.0) + sign * s
+    return all(abs(s) < 1e-12 for s in books.values())
 
 
 def _net(pairs: _Pairs) -> tuple[dict[str, float], dict[str, float]]:
@@ -273,8 +280,7 @@ class Guardrails:
                 add_ch[f"{key}/{ch}"] += s
             if follows is not None:  # its own, and positions a move put over it
                 for key in keys:
-                    chs = follow.setdefault((follows, key), {})
-                    chs[ch] = chs.get(ch, 0.0) + s
+                    _accumulate(follow.setdefault((follows, key), {}), {ch: s})
         return add, add_ch, follow
 
     def _book(self, add: Mapping[str, float], add_ch: Mapping[str, float], sign: float) -> None:
@@ -410,20 +416,16 @@ class Guardrails:
 
     def _book_pairs(self, pairs: _Pairs, sign: float) -> None:
         for pair, chs in pairs.items():
-            booked = self._cross.setdefault(pair, {})
-            for ch, s in chs.items():
-                booked[ch] = booked.get(ch, 0.0) + sign * s
-            if all(abs(s) < 1e-12 for s in booked.values()):
+            if _accumulate(self._cross.setdefault(pair, {}), chs, sign):
                 del self._cross[pair]
         self._book(*_net(pairs), sign)
 
     def _follow(self, follow: _Pairs, sign: float) -> None:
         """Note (or give back) added events' light that follows their position."""
         for (name, key), chs in follow.items():
-            books = self._own[name] if key == name else self._cross.setdefault((name, key), {})
-            for ch, s in chs.items():
-                books[ch] = books.get(ch, 0.0) + sign * s
-            if key != name and all(abs(s) < 1e-12 for s in books.values()):
+            if key == name:
+                _accumulate(self._own[name], chs, sign)
+            elif _accumulate(self._cross.setdefault((name, key), {}), chs, sign):
                 del self._cross[name, key]
 
     def _set_centre(self, name: str, xy: tuple[float, float]) -> None:
@@ -507,9 +509,7 @@ class Guardrails:
                 if (later := self._undo.get(later_id)) is not None:
                     pairs = {pair: dict(chs) for pair, chs in later[1].items()}
                     for pair, chs in extra.items():
-                        into = pairs.setdefault(pair, {})
-                        for ch, s in chs.items():
-                            into[ch] = into.get(ch, 0.0) + s
+                        _accumulate(pairs.setdefault(pair, {}), chs)
                     self._undo[later_id] = (name, pairs)
             self._set_centre(name, moves[-1][1] if moves else self._plan_centres[name])
         elif isinstance(decision, AddEvents):

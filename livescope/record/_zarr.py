@@ -23,14 +23,13 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
 
-from livescope.schema import FrameInfo, LivescopeError, read_jsonl, write_atomic
+from livescope.schema import FrameInfo, LivescopeError, read_jsonl, while_locked, write_atomic
 
 __all__ = [
     "CODECS",
@@ -406,24 +405,23 @@ class RecordingReader:
             read (a damaged file).
 
         """
-        for attempt in range(50):
+
+        def metadata() -> tuple[list[str], Any]:
+            group = self._group(info["position"])
+            return [c["label"] for c in group.attrs["ome"]["omero"]["channels"]], group["0"]
+
+        try:
             # the metadata (zarr.json) the recorder replaces as the run grows: on Windows
             # a file being replaced cannot be opened for a moment (PermissionError)
-            try:
-                group = self._group(info["position"])
-                labels = [c["label"] for c in group.attrs["ome"]["omero"]["channels"]]
-                arr = group["0"]
-                break
-            except PermissionError as exc:
-                if attempt == 49:
-                    raise LivescopeError(
-                        f"{self.path}: the recording's metadata cannot be opened: {exc}"
-                    ) from None
-                time.sleep(0.02)
-            except OSError as exc:
-                raise LivescopeError(
-                    f"{self.path}: the recording's metadata cannot be read: {exc}"
-                ) from None
+            labels, arr = while_locked(metadata)
+        except PermissionError as exc:
+            raise LivescopeError(
+                f"{self.path}: the recording's metadata cannot be opened: {exc}"
+            ) from None
+        except OSError as exc:
+            raise LivescopeError(
+                f"{self.path}: the recording's metadata cannot be read: {exc}"
+            ) from None
         if info["channel"] not in labels:
             raise LivescopeError(f"channel {info['channel']!r} is not in {self.path}")
         idx = info["index"]

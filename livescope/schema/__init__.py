@@ -13,6 +13,7 @@ from ._base import (
     read_yaml,
     remove_file,
     replace_path,
+    while_locked,
     write_atomic,
 )
 from ._card import (
@@ -173,5 +174,6 @@ __all__ = [
     "replace_path",
     "require_data_root",
     "safe_folder_name",
+    "while_locked",
     "write_atomic",
 ]

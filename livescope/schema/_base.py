@@ -24,10 +24,12 @@ __all__ = [
     "read_jsonl",
     "read_yaml",
     "replace_path",
+    "while_locked",
     "write_atomic",
 ]
 
 _M = TypeVar("_M", bound="FrozenModel")
+_T = TypeVar("_T")
 
 
 def check_input_folder(path: Path) -> None:
@@ -134,28 +136,26 @@ def write_atomic(path: str | Path, data: str | bytes | memoryview) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     try:
-        _while_locked(lambda: tmp.replace(target))
+        while_locked(lambda: tmp.replace(target))
     except PermissionError:
         tmp.unlink(missing_ok=True)
         raise
     return target
 
 
-def _while_locked(op: Callable[[], object]) -> None:
-    """Run ``op``, again every 20 ms for up to a second while it raises PermissionError.
+def while_locked(op: Callable[[], _T]) -> _T:
+    """Return ``op()``, tried again every 20 ms for up to a second while PermissionError.
 
     On Windows a file another process has open (a reader of ``bus.json``, a
-    virus scanner) cannot be replaced or removed until it is closed; the last
-    PermissionError is raised.
+    virus scanner) cannot be replaced or removed until it is closed, nor opened
+    while it is being replaced; the last PermissionError is raised.
     """
-    for attempt in range(50):
+    for _ in range(49):
         try:
-            op()
-            return
+            return op()
         except PermissionError:
-            if attempt == 49:
-                raise
             time.sleep(0.02)
+    return op()  # (the 50th try: its PermissionError is raised)
 
 
 def replace_path(src: str | Path, dst: str | Path) -> None:
@@ -165,7 +165,7 @@ def replace_path(src: str | Path, dst: str | Path) -> None:
     the search indexer, a virus scanner): PermissionError, raised once a second
     of retries has not helped.
     """
-    _while_locked(lambda: os.replace(src, dst))
+    while_locked(lambda: os.replace(src, dst))
 
 
 def remove_file(path: str | Path) -> bool:
@@ -176,7 +176,7 @@ def remove_file(path: str | Path) -> bool:
     left, so that a caller closing its sockets after it still does.
     """
     try:
-        _while_locked(lambda: Path(path).unlink(missing_ok=True))
+        while_locked(lambda: Path(path).unlink(missing_ok=True))
     except PermissionError:
         logging.getLogger("livescope").warning(
             "could not remove %s: another program has it open", path
