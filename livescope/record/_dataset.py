@@ -52,6 +52,9 @@ class RecordedFrame:
     pixel_size_um: float | None = None
     origin: str = ""
     """Where it comes from, for messages (e.g. ``seq 41`` or ``t017.tif``)."""
+    affine: tuple[float, float, float, float, float, float] | None = None
+    """Micro-Manager's pixel size affine as recorded with the frame (None: not recorded,
+    or all zeros: no calibration)."""
 
 
 @dataclass

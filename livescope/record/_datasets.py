@@ -11,7 +11,8 @@ far:
   one position and one channel, ``interval_s`` apart.
 
 * ``ndtiff``: an NDTiff dataset (pycromanager / Micro-Manager, ndstorage); frames
-  after one cut short by a crash are left out, with a warning;
+  after one cut short by a crash are left out, with a warning; each frame's
+  ``PixelSizeAffine`` (how the camera was turned against the stage) is read;
 * ``ome-tiff``: an OME-TIFF file, one series per position, T/C/Z planes of YX
   (a file cut short, without its OME metadata, is refused);
 * ``ome-zarr``: an OME-Zarr image (NGFF 0.4 on Zarr v2, 0.5 on Zarr v3), or a
@@ -270,6 +271,7 @@ def _open_ndtiff(p: Path, interval_s: float, pixel_size_um: float | None) -> Dat
             elapsed = _tag_num(meta, "ElapsedTime-ms")
             um = pixel_size_um or meta.get("PixelSizeUm") or meta.get("PixelSize_um") or (
                 summary.get("PixelSize_um"))  # fmt: skip
+            affine = _mm_affine(meta.get("PixelSizeAffine", summary.get("PixelSizeAffine")))
             frames.append(
                 RecordedFrame(
                     key, shape, str(np.dtype(nd.dtype)),
@@ -279,6 +281,7 @@ def _open_ndtiff(p: Path, interval_s: float, pixel_size_um: float | None) -> Dat
                     z_um=_tag_num(meta, "ZPositionUm", "ZPosition_um_Intended"),
                     exposure_ms=_tag_num(meta, "Exposure"),
                     pixel_size_um=float(um) if um else None, origin=f"NDTiff {coords}",
+                    affine=affine,
                 )
             )  # fmt: skip
             index[key] = dict(coords)
@@ -365,6 +368,37 @@ def _open_ome_tiff(p: Path, interval_s: float, pixel_size_um: float | None) -> D
         raise
     frames.sort(key=lambda f: (f.key.t, *index[f.key]))  # time point, then series and plane
     return Dataset(p, "ome-tiff", frames, _source=tf, _index=index)
+
+
+_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def _mm_affine(value: Any) -> tuple[float, float, float, float, float, float] | None:
+    """Return Micro-Manager's pixel size affine tag as six numbers (None: none stated).
+
+    Micro-Manager writes it as text, ``"a;b;c;d;e;f"`` (or, through its Java
+    metadata, ``"AffineTransform[[a, b, c], [d, e, f]]"``); pymmcore-plus as a
+    list. All zeros (no calibration), anything but six finite numbers: None.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        parts: list[Any] = _NUMBER.findall(value)
+    else:
+        try:
+            parts = list(value)
+        except TypeError:
+            return None
+    if len(parts) != 6:
+        return None
+    try:
+        a, b, c, d, e, f = (float(x) for x in parts)
+    except (TypeError, ValueError):
+        return None
+    numbers = (a, b, c, d, e, f)
+    if not all(math.isfinite(x) for x in numbers) or not any(numbers):
+        return None
+    return numbers
 
 
 def _tag_num(meta: dict[str, Any], *tags: str) -> float | None:

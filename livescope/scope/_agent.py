@@ -123,7 +123,8 @@ class ScopeAgent:
         planned = plan_events(sequence)
         _check_camera(core)
         # (the camera's field on the stage, which the plan check uses, turns with it)
-        given, profile = profile, _objective_in_use(core, _oriented(core, profile))
+        given = profile
+        profile = _objective_in_use(core, _oriented(core, profile, recorded=self.what_if))
         # (a replay's plan asks for light that was given when its frames were recorded)
         check_plan(sequence, profile, events=planned, light_budget=not self.what_if)
         self._undefined_presets = _undefined_presets(core, profile, planned)
@@ -810,7 +811,7 @@ def _affine(core: Any) -> tuple[float, ...] | None:
     return values if len(values) == 6 else None
 
 
-def _oriented(core: Any, profile: HardwareProfile) -> HardwareProfile:
+def _oriented(core: Any, profile: HardwareProfile, *, recorded: bool = False) -> HardwareProfile:
     """Return the profile with its camera's orientation from Micro-Manager's pixel size affine.
 
     The affine's (a, b; c, d) map a frame's columns and rows to stage x and y;
@@ -819,12 +820,15 @@ def _oriented(core: Any, profile: HardwareProfile) -> HardwareProfile:
     would otherwise send a close-up or a recentring off the cell). An affine
     that is a plain scale (Micro-Manager's default, set with the pixel size)
     or none (all zeros: no pixel size configuration) leaves the profile's;
-    one that is not a turn or mirror (e.g. sheared) is refused.
+    one that is not a turn or mirror (e.g. sheared) is refused. ``recorded``: the
+    affine a replayed dataset was recorded with (a sheared one gets a warning and
+    leaves the profile's).
 
     Raises
     ------
     LivescopeError
-        if the affine is set but is not a turn or mirror of the frame.
+        if the affine is set but is not a turn or mirror of the frame (a recorded
+        one: a warning, and the profile's orientation).
 
     """
     values = _affine(core)
@@ -841,15 +845,28 @@ def _oriented(core: Any, profile: HardwareProfile) -> HardwareProfile:
     turned = tuple(round(v / scale, 6) for v in (a, b, c, d)) if scale > 0 else (a, b, c, d)
     if turned == profile.camera.orientation:
         return profile
-    what = f"Micro-Manager's pixel size affine ({a:g}, {b:g}; {c:g}, {d:g})"
+    source = "the dataset's recorded" if recorded else "Micro-Manager's"
+    what = f"{source} pixel size affine ({a:g}, {b:g}; {c:g}, {d:g})"
     try:
         camera = profile.camera.replace(orientation=turned)
     except ValueError as exc:
+        if recorded:  # (nothing to calibrate: the profile's orientation, with a warning)
+            logger.warning(
+                "%s is not a turn or mirror of the camera against the stage: the profile's "
+                "camera orientation %s is used", what, profile.camera.orientation,
+            )  # fmt: skip
+            return profile
         raise LivescopeError(
             f"{what} is not a turn or mirror of the camera against the stage; calibrate it "
             "again (Devices > Pixel Size Calibration) or set it to the plain pixel size"
         ) from exc
     if profile.kind == "simulated":
+        if recorded:
+            raise LivescopeError(
+                f"{what} turns or mirrors the camera against the stage, which the simulated "
+                "microscope's profile cannot state: replay it with the rig's profile or "
+                "--profile replay"
+            )
         raise LivescopeError(
             f"{what} turns or mirrors the simulated microscope's camera, whose frames are "
             "never turned against its stage; set it to the plain pixel size"
@@ -857,11 +874,11 @@ def _oriented(core: Any, profile: HardwareProfile) -> HardwareProfile:
     out = profile.replace(camera=camera.model_dump())
     if profile.camera.orientation != UNTURNED:
         logger.warning(
-            "the camera's orientation %s from Micro-Manager's pixel size affine replaces the "
-            "profile's %s", turned, profile.camera.orientation,
+            "the camera's orientation %s from %s pixel size affine replaces the profile's %s",
+            turned, source, profile.camera.orientation,
         )  # fmt: skip
     else:
-        logger.info("camera orientation %s from Micro-Manager's pixel size affine", turned)
+        logger.info("camera orientation %s from %s pixel size affine", turned, source)
     return out
 
 

@@ -23,8 +23,9 @@ import collections
 import contextlib
 import json
 import logging
+import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -71,24 +72,56 @@ logger = logging.getLogger("livescope")
 
 
 class _ReplayCore(UniMMCore):
-    """``UniMMCore`` reporting the dataset's pixel size (0: unknown).
+    """``UniMMCore`` reporting the dataset's pixel size (0: unknown) and affine.
 
     The C++ core cannot read Python devices' properties, so a pixel-size config
     keyed on them is never found (as for the simulated microscope's turret).
     """
 
-    def __init__(self, pixel_size_um: float | None) -> None:
+    def __init__(
+        self, pixel_size_um: float | None, affine: tuple[float, ...] | None = None
+    ) -> None:
         # an explicit (adapter-free) search path: every device here is a Python device
         super().__init__(mm_path=str(Path(__file__).parent))
         self._pixel_size_um = float(pixel_size_um or 0.0)
+        self._affine = tuple(affine) if affine is not None else (0.0,) * 6
 
     def getPixelSizeUm(self, cached: bool = False) -> float:
         """Return the recorded pixel size, µm (0 when the dataset does not state it)."""
         return self._pixel_size_um
 
     def getPixelSizeAffine(self, cached: bool = False) -> Any:
-        """None (zeros): the replay's profile says how the recorded camera was turned."""
-        return (0.0,) * 6
+        """Return the recorded pixel size affine (zeros: not recorded; the profile's turn holds).
+
+        Read at the replay's start as a live run reads the rig's: a turn or
+        mirror in it becomes the run's camera orientation.
+        """
+        return self._affine
+
+
+def _recorded_affine(frames: Sequence[RecordedFrame]) -> tuple[float, ...] | None:
+    """Return the pixel size affine the dataset's frames were recorded with (None: none).
+
+    The first frame's that states one. Frames recorded with another turn or mirror (a
+    camera turned mid-acquisition) get a warning: the replay follows the first.
+    """
+    stated = [(f, f.affine) for f in frames if f.affine is not None]
+    if not stated:
+        return None
+    (first, affine), turn = stated[0], _turn(stated[0][1])
+    if other := next(((f, a) for f, a in stated if _turn(a) != turn), None):
+        logger.warning(
+            "the dataset's frames were recorded with more than one camera turn: %s has pixel "
+            "size affine %s, %s has %s; the replay maps cells to the stage by the first",
+            first.origin or first.key, affine, other[0].origin or other[0].key, other[1],
+        )  # fmt: skip
+    return affine
+
+
+def _turn(affine: tuple[float, ...]) -> tuple[int, ...]:
+    """Return the signs of an affine's (a, b; c, d): the turn or mirror, not the scale."""
+    abcd = affine[:2] + affine[3:5]
+    return tuple(int(math.copysign(1, v)) if abs(v) > 1e-12 else 0 for v in abcd)
 
 
 class ReplaySource:
@@ -371,7 +404,7 @@ class ReplayMicroscope:
         p = profile
         pixel = next((f.pixel_size_um for f in source.dataset.frames if f.pixel_size_um), None)
         self.pixel_size_um = pixel
-        core = _ReplayCore(pixel)
+        core = _ReplayCore(pixel, _recorded_affine(source.dataset.frames))
         self.camera = ReplayCamera(source)
         devices = {
             "ReplayCamera": self.camera,

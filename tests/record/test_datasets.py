@@ -516,3 +516,27 @@ def test_other_ome_zarr_stores_are_clear_errors(tmp_path: Path) -> None:
     zarr.open_group(tmp_path / "plain.zarr", mode="w", zarr_format=2).attrs["x"] = 1
     with pytest.raises(DatasetError, match=r"plain\.zarr: no OME-Zarr multiscales metadata"):
         open_dataset(tmp_path / "plain.zarr")
+
+
+def test_a_recorded_pixel_size_affine_is_read_in_each_form_micro_manager_writes(
+    tmp_path: Path,
+) -> None:
+    forms = {
+        0: ("-0.65;0.0;5.0;0.0;0.65;0.0", (-0.65, 0.0, 5.0, 0.0, 0.65, 0.0)),  # its tag
+        1: ("AffineTransform[[0.0, 0.65, 0.0], [0.65, 0.0, -2e-1]]",  # through its Java side
+            (0.0, 0.65, 0.0, 0.65, 0.0, -0.2)),
+        2: ([0.65, 0, 0, 0, 0.65, 0], (0.65, 0.0, 0.0, 0.0, 0.65, 0.0)),  # pymmcore-plus's list
+        3: ("0;0;0;0;0;0", None),  # no calibration
+        4: ("0.65;0;0;0.65", None),  # not six numbers
+        5: ("nan;0;0;0;1;0", None),
+    }  # fmt: skip
+    root = write_ndtiff(
+        tmp_path / "nd", lambda t, p, c: np.zeros((16, 24), np.uint16), timepoints=1,
+        positions=len(forms), tags=lambda t, p, c: {"PixelSizeUm": 0.65,
+                                                    "PixelSizeAffine": forms[p][0]},
+    )  # fmt: skip
+    with open_dataset(root) as ds:
+        got = {int(f.key.position[1:]): f.affine for f in ds.frames if f.key.channel == "DAPI"}
+    assert got == {p: expected for p, (_, expected) in forms.items()}
+    with open_dataset(_ndtiff(tmp_path / "untagged")) as ds:
+        assert {f.affine for f in ds.frames} == {None}

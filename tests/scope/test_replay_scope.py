@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import useq
 
 from livescope.record import open_dataset, read_frames
-from livescope.schema import LivescopeError, load_plan, load_profile
+from livescope.schema import HardwareProfile, LivescopeError, load_plan, load_profile
 from livescope.scope import (
     ReplayEngine,
     ReplayMicroscope,
@@ -138,3 +139,48 @@ def test_a_replayed_plan_is_timed_by_its_time_points_not_its_frames(tmp_path: Pa
     assert isinstance(seq.time_plan, useq.TIntervalLoops)
     assert seq.time_plan.interval.total_seconds() == pytest.approx(120.0)  # (it was 0.1 s)
     assert seq.sizes["t"] == 5
+
+
+def test_a_micro_manager_dataset_replays_with_the_camera_turn_it_was_recorded_with(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # the pixel size affine an NDTiff dataset records was not read: a close-up or
+    # recentring replayed on a mirrored camera's frames went to the cell's mirror image
+    import numpy as np
+
+    from ..conftest import write_ndtiff
+
+    def replayed(name: str, affine: Callable[[int], str]) -> HardwareProfile:
+        root = write_ndtiff(
+            tmp_path / name, lambda t, p, c: np.full((32, 32), 100, np.uint16), timepoints=2,
+            positions=1, tags=lambda t, p, c: {"ElapsedTime-ms": 1000.0 * t, "PixelSizeUm": 0.65,
+                                               "PixelSizeAffine": affine(t)},
+        )  # fmt: skip
+        prof, out = load_profile("replay"), tmp_path / f"{name}-run"
+        with open_dataset(root) as ds:
+            channels = map_channels(ds, prof)
+            plan = replay_sequence(ds, prof, channels)
+            run_replay_scope(ds, prof, plan, out, channels=channels, speed=None)
+        return load_profile(out / "profile.yaml")  # what the worker reads
+
+    assert load_profile("replay").camera.orientation == (1, 0, 0, 1)
+    assert replayed("mirrored", lambda t: "-0.65;0;0;0;0.65;0").camera.orientation == (-1, 0, 0, 1)
+    # Micro-Manager's default (a plain scale) and no calibration (zeros): the profile's
+    assert replayed("plain", lambda t: "0.65;0;0;0;0.65;0").camera.orientation == (1, 0, 0, 1)
+    assert replayed("zeros", lambda t: "0;0;0;0;0;0").camera.orientation == (1, 0, 0, 1)
+    assert "more than one camera turn" not in caplog.text
+    # turned between time points: the first frame's turn, with a warning naming both
+    turned = replayed("turned", lambda t: "0;0.65;0;0.65;0;0" if t == 0 else "0.65;0;0;0;0.65;0")
+    assert turned.camera.orientation == (0, 1, 1, 0)
+    assert "more than one camera turn" in caplog.text
+    # a sheared one is no turn: the profile's, with a warning (nothing to calibrate in a replay)
+    assert replayed("sheared", lambda t: "0.65;0.3;0;0;0.65;0").camera.orientation == (1, 0, 0, 1)
+    assert "recorded pixel size affine (0.65, 0.3; 0, 0.65) is not a turn" in caplog.text
+    # the simulated microscope's profile cannot state a turned camera: refused, by name
+    sim = load_profile("sim")
+    with open_dataset(tmp_path / "mirrored") as ds:
+        channels = map_channels(ds, sim)
+        plan = replay_sequence(ds, sim, channels)
+        with pytest.raises(LivescopeError, match=r"dataset's recorded pixel size affine "
+                           r"\(-0.65, 0; 0, 0.65\) turns .* --profile replay"):  # fmt: skip
+            run_replay_scope(ds, sim, plan, tmp_path / "sim-run", channels=channels)
