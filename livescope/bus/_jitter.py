@@ -17,7 +17,8 @@ one run
 
 The busy processes run numpy on a 4 MiB array (memory traffic, like an
 engine's) in a single thread. Priorities are lowered with the project's own
-`lower_thread_priority`; where it cannot (not Linux), the niced rounds say
+`lower_thread_priority`: on Windows both lowered rounds run at the lowest thread
+priority (see `livescope.schema`'s threads); where it cannot (macOS), they say
 ``"lowered": false`` and measure normal priority.
 """
 

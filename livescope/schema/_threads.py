@@ -15,10 +15,17 @@ The recorder's writer thread is a bulk thread too. It was niced only
 (``idle=False``) while it wrote through zarr's own path, at twice today's CPU
 per frame, lest it fall behind the camera in the idle class; a recording that
 falls behind is now logged (see `livescope.scope`'s frame fan-out).
+
+On Windows a bulk thread is set to ``THREAD_PRIORITY_LOWEST`` (two steps below
+its process's priority class; the worker's process runs ``BELOW_NORMAL``), not
+to ``THREAD_PRIORITY_IDLE``: an idle-priority thread would wait behind every
+other program of the PC, and a recording must keep up with the camera. Written
+from the Win32 documentation; not yet run on Windows.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import sys
@@ -43,6 +50,9 @@ BULK_PRIORITY_ENV = "LIVESCOPE_BULK_PRIORITY"
 WORKER_NICE = 5
 """How much lower the worker's CPU priority is than the agent's (POSIX nice): on
 Linux its engine and store threads only, elsewhere the whole process."""
+
+_WIN_THREAD_PRIORITY_LOWEST = -2
+_WIN_THREAD_SET_LIMITED_INFORMATION = 0x0400
 
 _base: list[int] = []
 """The process's own niceness: that of the first thread lowered, before it was."""
@@ -80,9 +90,11 @@ def lower_thread_priority(
     With ``idle`` True, or None and ``LIVESCOPE_BULK_PRIORITY`` not ``nice``, the
     thread also joins the ``SCHED_IDLE`` class (see the module's docstring;
     ``idle=False``: niceness only, whichever valid value the variable has). A
-    thread already in that class stays there. Elsewhere, or with
-    ``nice <= 0``, nothing changes. Neither can be undone without privileges:
-    call it only for threads that do bulk work for the rest of their life.
+    thread already in that class stays there. On Windows the thread gets
+    ``THREAD_PRIORITY_LOWEST`` whatever ``nice`` and ``idle`` (see the module's
+    docstring). Elsewhere (macOS), or with ``nice <= 0``, nothing changes. On
+    Linux neither can be undone without privileges: call it only for threads
+    that do bulk work for the rest of their life.
 
     Raises
     ------
@@ -96,12 +108,43 @@ def lower_thread_priority(
         True if the priority was lowered.
 
     """
-    if nice <= 0 or not sys.platform.startswith("linux"):
-        return False
     t = thread or threading.current_thread()
-    if t.native_id is None:  # not started
+    if nice <= 0 or t.native_id is None:  # (None: not started)
         return False
-    return _lower(t.native_id, t.name, nice, _mode(idle))
+    if sys.platform == "win32":
+        _mode(idle)  # (a wrong LIVESCOPE_BULK_PRIORITY is refused here too)
+        return _lower_windows(t.native_id, t.name)
+    elif sys.platform.startswith("linux"):
+        return _lower(t.native_id, t.name, nice, _mode(idle))
+    else:  # (macOS: nothing. One if-elif-else: mypy skips the other platforms' branches)
+        return False
+
+
+def _lower_windows(tid: int, label: str) -> bool:
+    """Set the thread of id ``tid`` to ``THREAD_PRIORITY_LOWEST`` (Windows; see the module)."""
+    if sys.platform == "win32":  # (the calls exist on Windows only)
+        from ctypes import wintypes
+
+        kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+        kernel32.OpenThread.argtypes = [wintypes.DWORD, wintypes.BOOL, wintypes.DWORD]
+        kernel32.OpenThread.restype = wintypes.HANDLE
+        kernel32.SetThreadPriority.argtypes = [wintypes.HANDLE, ctypes.c_int]
+        kernel32.SetThreadPriority.restype = wintypes.BOOL
+        kernel32.CloseHandle.argtypes = [wintypes.HANDLE]
+        kernel32.CloseHandle.restype = wintypes.BOOL
+        handle = kernel32.OpenThread(_WIN_THREAD_SET_LIMITED_INFORMATION, False, tid)
+        done = bool(handle)
+        if handle:
+            done = bool(kernel32.SetThreadPriority(handle, _WIN_THREAD_PRIORITY_LOWEST))
+            error = ctypes.get_last_error()
+            kernel32.CloseHandle(handle)
+        else:
+            error = ctypes.get_last_error()
+        if not done:
+            why = ctypes.FormatError(error).strip()
+            logger.warning("could not lower the priority of %s (%s)", label, why)
+        return done
+    return False
 
 
 def native_thread_ids() -> set[int]:

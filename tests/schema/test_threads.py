@@ -191,3 +191,28 @@ def test_a_wrong_bulk_priority_is_refused_by_name(monkeypatch: pytest.MonkeyPatc
     if sys.platform.startswith("linux"):
         with pytest.raises(LivescopeError, match="LIVESCOPE_BULK_PRIORITY"):
             lower_thread_priority(2)
+
+
+@pytest.mark.skipif(sys.platform != "win32", reason="Windows' thread priorities")
+def test_a_bulk_thread_runs_at_the_lowest_thread_priority_on_windows() -> None:
+    # the recorder's threads kept the acquisition's priority there, above the worker's
+    t, done = _parked()
+    try:
+        assert lower_thread_priority(5, t)
+        if sys.platform == "win32":  # (for the type checker, which runs as on Linux)
+            import ctypes
+
+            kernel32 = ctypes.WinDLL("kernel32")
+            kernel32.OpenThread.restype = ctypes.c_void_p
+            kernel32.GetThreadPriority.argtypes = [ctypes.c_void_p]
+            handle = kernel32.OpenThread(0x0800, False, t.native_id)  # (query, limited)
+            assert handle
+            try:
+                assert kernel32.GetThreadPriority(handle) == -2  # THREAD_PRIORITY_LOWEST
+            finally:
+                kernel32.CloseHandle(ctypes.c_void_p(handle))
+            kernel32.GetCurrentThread.restype = ctypes.c_void_p
+            assert kernel32.GetThreadPriority(kernel32.GetCurrentThread()) == 0  # the caller's
+    finally:
+        done.set()
+        t.join()
