@@ -378,12 +378,19 @@ def _mm_affine(value: Any) -> tuple[float, float, float, float, float, float] | 
 
     Micro-Manager writes it as text, ``"a;b;c;d;e;f"`` (or, through its Java
     metadata, ``"AffineTransform[[a, b, c], [d, e, f]]"``); pymmcore-plus as a
-    list. All zeros (no calibration), anything but six finite numbers: None.
+    list. All zeros (no calibration), another form, anything but six finite
+    numbers: None.
     """
     if value is None:
         return None
     if isinstance(value, str):
-        parts: list[Any] = _NUMBER.findall(value)
+        text = value.strip()
+        if text.startswith("AffineTransform[["):
+            parts: list[Any] = _NUMBER.findall(text)
+        elif ";" in text:
+            parts = text.split(";")
+        else:  # (no form Micro-Manager writes)
+            return None
     else:
         try:
             parts = list(value)

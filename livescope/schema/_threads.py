@@ -109,7 +109,8 @@ def lower_thread_priority(
 
     """
     t = thread or threading.current_thread()
-    if nice <= 0 or t.native_id is None:  # (None: not started)
+    # (an ended thread's id may belong to another thread by now, even another process's)
+    if nice <= 0 or t.native_id is None or not t.is_alive():
         return False
     if sys.platform == "win32":
         _mode(idle)  # (a wrong LIVESCOPE_BULK_PRIORITY is refused here too)

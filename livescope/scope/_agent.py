@@ -828,7 +828,8 @@ def _oriented(core: Any, profile: HardwareProfile, *, recorded: bool = False) ->
     ------
     LivescopeError
         if the affine is set but is not a turn or mirror of the frame (a recorded
-        one: a warning, and the profile's orientation).
+        one: a warning, and the profile's orientation), or turns or mirrors the
+        camera of a simulated profile (live or replayed).
 
     """
     values = _affine(core)

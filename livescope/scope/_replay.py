@@ -102,14 +102,20 @@ class _ReplayCore(UniMMCore):
 def _recorded_affine(frames: Sequence[RecordedFrame]) -> tuple[float, ...] | None:
     """Return the pixel size affine the dataset's frames were recorded with (None: none).
 
-    The first frame's that states one. Frames recorded with another turn or mirror (a
-    camera turned mid-acquisition) get a warning: the replay follows the first.
+    The first frame's that states one (a zero 2x2 part states none). Frames recorded
+    with another turn or mirror (a camera turned mid-acquisition) get a warning: the
+    replay follows the first. Another objective's scale, or a calibration a few
+    degrees off, is the same turn.
     """
-    stated = [(f, f.affine) for f in frames if f.affine is not None]
+    stated = [(f, a, u) for f in frames if (a := f.affine) and (u := _unit(a)) is not None]
     if not stated:
         return None
-    (first, affine), turn = stated[0], _turn(stated[0][1])
-    if other := next(((f, a) for f, a in stated if _turn(a) != turn), None):
+    first, affine, unit = stated[0]
+
+    def turned(u: tuple[float, ...]) -> bool:  # (a few degrees apart: the same turn)
+        return max(abs(x - y) for x, y in zip(u, unit, strict=True)) > 0.2
+
+    if other := next((s for s in stated if turned(s[2])), None):
         logger.warning(
             "the dataset's frames were recorded with more than one camera turn: %s has pixel "
             "size affine %s, %s has %s; the replay maps cells to the stage by the first",
@@ -118,10 +124,11 @@ def _recorded_affine(frames: Sequence[RecordedFrame]) -> tuple[float, ...] | Non
     return affine
 
 
-def _turn(affine: tuple[float, ...]) -> tuple[int, ...]:
-    """Return the signs of an affine's (a, b; c, d): the turn or mirror, not the scale."""
-    abcd = affine[:2] + affine[3:5]
-    return tuple(int(math.copysign(1, v)) if abs(v) > 1e-12 else 0 for v in abcd)
+def _unit(affine: tuple[float, ...]) -> tuple[float, float, float, float] | None:
+    """Return an affine's (a, b; c, d) scaled to unit size: its turn or mirror (None: zero)."""
+    a, b, _, c, d, _ = affine
+    scale = math.sqrt(abs(a * d - b * c))
+    return None if scale == 0 else (a / scale, b / scale, c / scale, d / scale)
 
 
 class ReplaySource:

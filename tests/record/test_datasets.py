@@ -529,6 +529,7 @@ def test_a_recorded_pixel_size_affine_is_read_in_each_form_micro_manager_writes(
         3: ("0;0;0;0;0;0", None),  # no calibration
         4: ("0.65;0;0;0.65", None),  # not six numbers
         5: ("nan;0;0;0;1;0", None),
+        6: ("0.65-0.0-0.0-0.0-0.65-0.0", None),  # no form it writes (its ROI tags use "-")
     }  # fmt: skip
     root = write_ndtiff(
         tmp_path / "nd", lambda t, p, c: np.zeros((16, 24), np.uint16), timepoints=1,

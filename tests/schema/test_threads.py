@@ -76,10 +76,15 @@ def test_another_thread_is_lowered_and_capped_at_19() -> None:
         t.join()
 
 
-def test_nothing_happens_for_zero_or_an_unstarted_thread() -> None:
+def test_nothing_happens_for_zero_or_an_unstarted_or_ended_thread() -> None:
     base = _nice() if sys.platform.startswith("linux") else None
     assert not lower_thread_priority(0)
     assert not lower_thread_priority(5, threading.Thread(target=print))
+    ended = threading.Thread(target=int)
+    ended.start()
+    ended.join()
+    assert ended.native_id is not None  # (kept: the kernel may give it to another thread)
+    assert not lower_thread_priority(5, ended)
     if base is not None:
         assert _nice() == base
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -168,6 +169,13 @@ def test_a_micro_manager_dataset_replays_with_the_camera_turn_it_was_recorded_wi
     # Micro-Manager's default (a plain scale) and no calibration (zeros): the profile's
     assert replayed("plain", lambda t: "0.65;0;0;0;0.65;0").camera.orientation == (1, 0, 0, 1)
     assert replayed("zeros", lambda t: "0;0;0;0;0;0").camera.orientation == (1, 0, 0, 1)
+    # two objectives' calibrations a degree apart, either way: one turn, no warning
+    assert replayed(
+        "calibrated",
+        lambda t: "0.6499;-0.0057;0;0.0057;0.6499;0" if t == 0 else "1.3;0.0008;0;-0.0006;1.3;0",
+    ).camera.orientation == pytest.approx(
+        tuple(v / math.hypot(0.6499, 0.0057) for v in (0.6499, -0.0057, 0.0057, 0.6499)), abs=1e-6
+    )  # (the first's, a degree off (1, 0, 0, 1): as a live run takes Micro-Manager's)
     assert "more than one camera turn" not in caplog.text
     # turned between time points: the first frame's turn, with a warning naming both
     turned = replayed("turned", lambda t: "0;0.65;0;0.65;0;0" if t == 0 else "0.65;0;0;0;0.65;0")
