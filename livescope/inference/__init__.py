@@ -41,7 +41,7 @@ from ._evaluate import (
     read_image,
     refuse_label_image,
 )
-from ._metrics import IOU_THRESHOLDS, MatchCounts, match_counts, scores
+from ._metrics import ERROR_KINDS, IOU_THRESHOLDS, MatchCounts, match_counts, scores
 from ._postprocess import (
     apply_gamma,
     drop_weak_objects,
@@ -55,6 +55,7 @@ from ._stain import StainEngine, StainResult, evaluate_stain, parse_crop, stain_
 
 __all__ = [
     "BACKENDS",
+    "ERROR_KINDS",
     "IOU_THRESHOLDS",
     "MITOTIC_CLASSES",
     "BackendUnavailable",

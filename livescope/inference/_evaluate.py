@@ -83,7 +83,10 @@ def evaluate_segmentation(
     classical: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """AP@0.5, mAP@0.5:0.95, F1/precision/recall@0.5, counts and ms per image.
+    """AP@0.5, mAP@0.5:0.95, F1/precision/recall@0.5, counts, errors and ms per image.
+
+    ``errors``: the objects left unmatched at IoU 0.5 by what went wrong
+    (merged, split, missed, misdrawn, spurious; see ``_metrics``).
 
     With ``classical=True`` (and no engine) scores the Otsu + watershed baseline.
     """
@@ -132,11 +135,12 @@ def evaluate_segmentation(
             raise LivescopeError("evaluate_segmentation needs an engine or classical=True")
         c = match_counts(truth, pred)
         total.add(c)
-        per_image.append({"image": img_path.name, **scores(c)})
+        per_image.append({"image": img_path.name, **scores(c), "errors": c.errors})
         if progress is not None:
             progress(i + 1, len(pairs))
     return {
         **scores(total),
+        "errors": total.errors,
         "ms_engine": round(float(np.mean(ms_engine)), 2),
         "ms_post": round(float(np.mean(ms_post)), 2),
         "images": len(pairs),

@@ -4,6 +4,15 @@ Objects are matched one-to-one by the assignment that maximises total IoU among
 pairs above the threshold (as StarDist's ``matching``). AP at a threshold is
 ``TP / (TP + FP + FN)`` (the Data Science Bowl 2018 definition); ``map`` is its
 mean over IoU 0.5, 0.55, ..., 0.95. Scores over a set sum TP, FP and FN first.
+
+What went wrong at IoU 0.5 (`MatchCounts.errors`, `ERROR_KINDS`), for each true
+object left unmatched: ``merged`` (one predicted object holds at least half of
+it and half of another true object: two nuclei found as one), ``split`` (no
+predicted object holds half of it, several together do: one nucleus cut in
+parts), ``missed`` (predicted objects hold less than half of it: not found),
+``misdrawn`` (found, but drawn too large or too small for IoU 0.5); and for each
+predicted object left unmatched that holds no half of a true object and lies
+mostly (over half) off them: ``spurious`` (found where there is none).
 """
 
 from __future__ import annotations
@@ -14,9 +23,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["IOU_THRESHOLDS", "MatchCounts", "match_counts", "scores"]
+__all__ = ["ERROR_KINDS", "IOU_THRESHOLDS", "MatchCounts", "match_counts", "scores"]
 
 IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
+ERROR_KINDS = ("merged", "split", "missed", "misdrawn", "spurious")
+"""What went wrong with an object left unmatched at IoU 0.5 (see the module)."""
 
 
 @dataclass
@@ -26,27 +37,31 @@ class MatchCounts:
     tp: dict[float, int] = field(default_factory=lambda: dict.fromkeys(IOU_THRESHOLDS, 0))
     n_true: int = 0
     n_pred: int = 0
+    errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ERROR_KINDS, 0))
+    """Objects left unmatched at IoU 0.5, by what went wrong (see the module)."""
 
     def add(self, other: MatchCounts) -> None:
         """Accumulate another image's counts."""
         for t in self.tp:
             self.tp[t] += other.tp[t]
+        for k in self.errors:
+            self.errors[k] += other.errors[k]
         self.n_true += other.n_true
         self.n_pred += other.n_pred
 
 
-def _iou(true: NDArray[Any], pred: NDArray[Any]) -> tuple[NDArray[np.float64], int, int]:
+def _overlaps(
+    true: NDArray[Any], pred: NDArray[Any]
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Return the pixels each true object shares with each predicted one, and their areas."""
     t_ids, t_inv = np.unique(true, return_inverse=True)
     p_ids, p_inv = np.unique(pred, return_inverse=True)
     t_inv, p_inv = t_inv.ravel(), p_inv.ravel()
     nt, np_ = len(t_ids), len(p_ids)
     inter = np.bincount(t_inv * np_ + p_inv, minlength=nt * np_).reshape(nt, np_).astype(float)
-    area_t = inter.sum(1, keepdims=True)
-    area_p = inter.sum(0, keepdims=True)
-    iou = inter / np.maximum(area_t + area_p - inter, 1)
-    t_fg = t_ids != 0
-    p_fg = p_ids != 0
-    return iou[t_fg][:, p_fg], int(t_fg.sum()), int(p_fg.sum())
+    area_t, area_p = inter.sum(1), inter.sum(0)
+    t_fg, p_fg = t_ids != 0, p_ids != 0
+    return inter[t_fg][:, p_fg], area_t[t_fg], area_p[p_fg]
 
 
 def match_counts(true: NDArray[Any], pred: NDArray[Any]) -> MatchCounts:
@@ -55,14 +70,45 @@ def match_counts(true: NDArray[Any], pred: NDArray[Any]) -> MatchCounts:
 
     if true.shape != pred.shape:
         raise ValueError(f"label images differ in shape: {true.shape} vs {pred.shape}")
-    iou, nt, np_ = _iou(true, pred)
-    out = MatchCounts(n_true=nt, n_pred=np_)
-    if nt == 0 or np_ == 0:
-        return out
-    for t in IOU_THRESHOLDS:
-        cost = np.where(iou >= t, -iou, 0.0)
-        rows, cols = linear_sum_assignment(cost)
-        out.tp[t] = int((iou[rows, cols] >= t).sum())
+    inter, area_t, area_p = _overlaps(true, pred)
+    out = MatchCounts(n_true=len(area_t), n_pred=len(area_p))
+    matched_t, matched_p = np.zeros(len(area_t), bool), np.zeros(len(area_p), bool)
+    if len(area_t) and len(area_p):
+        iou = inter / np.maximum(area_t[:, None] + area_p[None, :] - inter, 1)
+        for t in IOU_THRESHOLDS:
+            cost = np.where(iou >= t, -iou, 0.0)
+            rows, cols = linear_sum_assignment(cost)
+            ok = iou[rows, cols] >= t
+            out.tp[t] = int(ok.sum())
+            if t == 0.5:
+                matched_t[rows[ok]] = matched_p[cols[ok]] = True
+    out.errors = _error_kinds(inter, area_t, area_p, matched_t, matched_p)
+    return out
+
+
+def _error_kinds(
+    inter: NDArray[np.float64],
+    area_t: NDArray[np.float64],
+    area_p: NDArray[np.float64],
+    matched_t: NDArray[np.bool_],
+    matched_p: NDArray[np.bool_],
+) -> dict[str, int]:
+    """Count the objects left unmatched at IoU 0.5 by what went wrong (see the module)."""
+    share_t = inter / np.maximum(area_t[:, None], 1)  # of each true object, in each prediction
+    holds = share_t >= 0.5  # a prediction holding at least half of a true object
+    holds_two = holds.sum(axis=0) >= 2
+    out = dict.fromkeys(ERROR_KINDS, 0)
+    for g in np.flatnonzero(~matched_t):
+        if share_t[g].sum() < 0.5:
+            out["missed"] += 1
+        elif (holds[g] & holds_two).any():
+            out["merged"] += 1
+        elif not holds[g].any():  # (half of it in several predictions together)
+            out["split"] += 1
+        else:
+            out["misdrawn"] += 1
+    on_true = inter.sum(axis=0) / np.maximum(area_p, 1)  # of each prediction, on true objects
+    out["spurious"] = int(((on_true < 0.5) & ~holds.any(axis=0) & ~matched_p).sum())
     return out
 
 

@@ -212,6 +212,40 @@ def test_eval_per_image(shared_data: Path, sub: str) -> None:
                   "--labels", str(folder / "labels"), "--per-image", "--json")  # fmt: skip
     out = json.loads(res.stdout)
     assert [p["image"] for p in out["per_image"]] == ["dsb2018_256.tif", "dsb2018_512.tif"]
+    # what went wrong, per image and in all: the unmatched objects, each counted once
+    for r in (*out["per_image"], out):
+        tp = round(r["recall"] * r["n_true"])
+        wrong = r["errors"]
+        assert set(wrong) == {"merged", "split", "missed", "misdrawn", "spurious"}
+        assert wrong["merged"] + wrong["split"] + wrong["missed"] + wrong["misdrawn"] == (
+            r["n_true"] - tp
+        )
+        assert wrong["spurious"] <= r["n_pred"] - tp
+    assert out["errors"] == {
+        k: sum(p["errors"][k] for p in out["per_image"]) for k in out["errors"]
+    }
+
+
+def test_each_kind_of_segmentation_error_is_named() -> None:
+    from livescope.inference import match_counts
+
+    true = np.zeros((40, 80), np.uint16)
+    pred = np.zeros_like(true)
+    true[2:10, 2:10], pred[2:10, 2:10] = 1, 1  # found
+    true[2:10, 12:18], true[2:10, 18:24] = 2, 3  # two touching nuclei ...
+    pred[2:10, 11:25] = 2  # ... found as one
+    true[12:24, 2:14] = 4  # one nucleus ...
+    pred[12:24, 2:6], pred[12:24, 6:10], pred[12:24, 10:14] = 3, 4, 7  # ... cut in three
+    true[12:20, 20:28] = 5  # not found
+    true[28:32, 2:6] = 6  # a small nucleus ...
+    pred[26:36, 0:10] = 5  # ... drawn far too large
+    pred[30:38, 60:70] = 6  # found where there is none
+    c = match_counts(true, pred)
+    assert (c.n_true, c.n_pred, c.tp[0.5]) == (6, 7, 1)
+    assert c.errors == {"merged": 2, "split": 1, "missed": 1, "misdrawn": 1, "spurious": 1}
+    # nothing predicted: every nucleus missed; nothing true: every object spurious
+    assert match_counts(true, np.zeros_like(true)).errors["missed"] == 6
+    assert match_counts(np.zeros_like(true), pred).errors["spurious"] == 7
 
 
 def test_an_empty_tile_with_empty_labels_is_scored(tmp_path: Path) -> None:
