@@ -335,7 +335,10 @@ def _print_demo(summary: dict[str, Any]) -> None:
         not_sent = (
             f", {d['not_sent']} not sent (made after the run ended)" if d.get("not_sent") else ""
         )
-        table.add_row("decisions", f"{d['accepted']} accepted, {d['rejected']} rejected{not_sent}")
+        shared = f", {d['shared']} firing(s) shared a close-up" if d.get("shared") else ""
+        table.add_row(
+            "decisions", f"{d['accepted']} accepted, {d['rejected']} rejected{not_sent}{shared}"
+        )
         table.add_row("trigger precision / recall",
                       f"{summary['trigger_precision']} / {summary['trigger_recall']}")  # fmt: skip
         table.add_row("mitosis → trigger (median)", f"{summary['mitosis_to_trigger_s']} s")

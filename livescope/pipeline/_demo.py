@@ -71,6 +71,7 @@ DEMO_POLICIES: list[dict[str, Any]] = [
                 "loops": 4,
                 "interval_s": 30,
                 "centre": "cell",
+                "share_field": True,
             }
         },
         "cooldown_s": 1800,
@@ -78,7 +79,8 @@ DEMO_POLICIES: list[dict[str, Any]] = [
     }
 ]
 """The demo's rule: a cell in mitosis (two frames in a row) gets a fast time-lapse
-(4 time points, 30 s apart, phase + nuclear stain) centred on it."""
+(4 time points, 30 s apart, phase + nuclear stain) centred on it, unless one made
+for another cell of the field at the same time point images it (``share_field``)."""
 
 
 def write_plan(
@@ -252,6 +254,9 @@ def run_adaptive(
                 # made by the policies once the run had ended (its last fields): never
                 # sent, but scored as triggers (they are the detector's answers)
                 "not_sent": int(work.get("decisions_not_sent", 0)),
+                # firings whose cell another's sub-sequence images (``share_field``): no
+                # decision of their own
+                "shared": int(work.get("firings_shared", 0)),
             },
             "trigger_precision": evaluation["precision"],
             "trigger_recall": evaluation["recall"],

@@ -127,10 +127,11 @@ class ResultsStore:
             tifffile.imwrite(folder / f"mask{fld.t:03d}.tif", lut[res.labels], compression="zlib")
         for i, v in enumerate(verdicts):
             f = v.firing
-            stage, ok, reason = v.stage, v.ok, v.reason
-            if i in acks:
-                stage, ok, reason = acks[i]
-            verdict = "recorded" if v.stage == "record" else "accepted" if ok else "rejected"
+            stage, ok, reason = _outcome(i, verdicts, acks)
+            verdict = (
+                "recorded" if stage == "record" else "shared" if stage == "shared" and ok
+                else "accepted" if ok else "rejected"
+            )  # fmt: skip
             self.counts[f"firings_{verdict}"] += 1
             if stage == "guardrail":
                 self.counts["decisions_rejected_guardrail"] += 1
@@ -138,7 +139,9 @@ class ResultsStore:
                 "rule": f.rule, "trigger": f.trigger, "position": f.position, "t": fld.t,
                 "seq": h.get("seq"), "sample_time_s": obs.sample_time_s, "track": f.track,
                 "y": f.y, "x": f.x, "inputs": f.inputs,
-                "decision": None if f.decision is None else f.decision.model_dump(mode="json"),
+                # (a shared firing's decision was never made: the sub-sequence is another's)
+                "decision": None if f.decision is None or v.stage == "shared"
+                else f.decision.model_dump(mode="json"),
                 "verdict": verdict, "stage": stage, "reason": reason, "engines": obs.engines,
             }, default=str) + "\n")  # fmt: skip
         self._policy_log.flush()
@@ -180,8 +183,9 @@ class ResultsStore:
             "tails": {str(t): [list(p) for p in d] for t, d in tails.items()},
             "decisions": [
                 {"rule": v.firing.rule, "y": v.firing.y, "x": v.firing.x,
-                 "accepted": bool(acks.get(i, ("", v.ok, ""))[1]),
-                 "reason": str(acks.get(i, ("", v.ok, v.reason))[2])}
+                 # (a shared firing's cell is imaged while its sub-sequence stands)
+                 "accepted": _outcome(i, verdicts, acks)[1],
+                 "reason": _outcome(i, verdicts, acks)[2]}
                 for i, v in enumerate(verdicts)
             ],
         }  # fmt: skip
@@ -275,3 +279,20 @@ def latency_from_log(path: Path) -> dict[str, dict[str, float]]:
 
 def _r(v: float) -> float | str:
     return "" if not np.isfinite(v) else round(float(v), 4)
+
+
+def _outcome(
+    i: int, verdicts: list[Verdict], acks: dict[int, tuple[str, bool, str]]
+) -> tuple[str, bool, str]:
+    """Return the field's ``i``-th firing's (stage, carried out, reason), answer included.
+
+    A shared one stands while the sub-sequence that images its cell does.
+    """
+    v = verdicts[i]
+    if v.stage == "shared" and v.by is not None:
+        by = verdicts[v.by]
+        _, ok, why = acks.get(v.by, (by.stage, by.ok, by.reason))
+        return (
+            ("shared", True, v.reason) if ok else ("shared", False, f"{v.reason}; refused: {why}")
+        )
+    return acks.get(i, (v.stage, v.ok, v.reason))

@@ -15,12 +15,13 @@ from ._engine import PolicyEngine, Verdict, load_policies, rules_for_profile
 from ._guardrails import Guardrails, parent_position
 from ._observation import FEATURES, Cells, Firing, Observation
 from ._rehearsal import REHEARSAL, rehearsal_closeup, rehearsal_field
-from ._rules import ACTIONS, TRIGGERS, Acquire, Hit, Policy, Rule, rules_from_spec
+from ._rules import ACTIONS, SHARE_MARGIN, TRIGGERS, Acquire, Hit, Policy, Rule, rules_from_spec
 
 __all__ = [
     "ACTIONS",
     "FEATURES",
     "REHEARSAL",
+    "SHARE_MARGIN",
     "TRIGGERS",
     "Acquire",
     "Cells",

@@ -11,6 +11,7 @@ from typing import Any
 import useq
 
 from livescope.schema import (
+    AddEvents,
     Decision,
     DecisionAck,
     HardwareProfile,
@@ -37,8 +38,13 @@ class Verdict:
     firing: Firing
     ok: bool
     stage: str = ""
-    """``guardrail`` when the guardrails rejected it; ``""`` when it may be sent."""
+    """``guardrail`` when the guardrails rejected it; ``record`` for a rule that only
+    records; ``shared`` when another firing's sub-sequence images its cell (the
+    reason names it); ``""`` when it may be sent."""
     reason: str = ""
+    by: int | None = None
+    """A shared one's: the index, among the field's verdicts, of the firing whose
+    sub-sequence images its cell (should the agent refuse that one, this goes too)."""
 
 
 def load_policies(path: str | Path, profile: HardwareProfile) -> list[Policy]:
@@ -112,6 +118,15 @@ def _never_passes(rule: Rule, profile: HardwareProfile) -> str | None:
     return None
 
 
+def _shared_reason(by: Firing) -> str:
+    """Say which sub-sequence images a shared firing's cell."""
+    name = ""
+    if isinstance(by.decision, AddEvents) and by.decision.events:
+        name = f" {by.decision.events[0].pos_name}"
+    track = f" (track {by.track})" if by.track is not None else ""
+    return f"imaged by the sub-sequence{name} of {by.rule}{track}, whose field holds it"
+
+
 class PolicyEngine:
     """Policies + guardrails for one run.
 
@@ -148,11 +163,19 @@ class PolicyEngine:
 
         A policy that raises is disabled; the firings it gave before it raised
         stand (their decisions may already be on their way).
+
+        A firing of a rule whose ``acquire`` shares fields (``share_field``) that
+        the sub-sequence of an earlier firing of the field covers (it passed the
+        guardrails; `Acquire.covers`) is not judged: its verdict is ``shared``,
+        and its decision is neither booked nor sent.
         """
         out: list[Verdict] = []
         for policy in self.policies:
             if policy.name in self.disabled:
                 continue
+            acquire = policy.acquire if isinstance(policy, Rule) else None
+            sharing = acquire is not None and acquire.share_field
+            made: list[int] = []  # (the field's verdicts whose sub-sequences may be shared)
             firings: Iterator[Firing] | None = None
             while True:
                 try:
@@ -170,7 +193,15 @@ class PolicyEngine:
                         "policy %r raised and is disabled for this run: %s", policy.name, msg
                     )
                     break
-                out.append(self._judge(f, obs, on_pass))
+                by = next((i for i in made if acquire is not None and acquire.covers(
+                    obs, (out[i].firing.y, out[i].firing.x), f.y, f.x)), None)  # fmt: skip
+                if by is not None:
+                    out.append(Verdict(f, False, "shared", _shared_reason(out[by].firing), by))
+                    continue
+                verdict = self._judge(f, obs, on_pass)
+                if verdict.ok and sharing:
+                    made.append(len(out))
+                out.append(verdict)
         return out
 
     def _judge(

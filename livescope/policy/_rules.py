@@ -26,7 +26,10 @@ re-armed when it falls to ``rearm_below``), ``track_lost``.
 
 Actions (``do``): ``acquire`` (a useq sub-sequence at the position or centred on
 the cell: ``channels``, ``loops`` × ``interval_s`` (a fast time-lapse),
-``z_planes`` × ``z_step_um`` (a z-stack), ``exposure_ms`` per channel),
+``z_planes`` × ``z_step_um`` (a z-stack), ``exposure_ms`` per channel;
+``share_field: true``: cells firing in one field that lie in the central part
+(`SHARE_MARGIN`) of a sub-sequence the rule made there, which the guardrails
+passed, are imaged by it and get none of their own),
 ``recentre`` (move the position onto the cell), ``change_interval``
 (``interval_s``), ``stop_position``, ``stop_run``, ``record`` (log only).
 Sub-sequences get their own position name (``<position>~<rule>-<n>``), so their
@@ -58,6 +61,7 @@ from ._triggers import TRIGGERS, Hit
 
 __all__ = [
     "ACTIONS",
+    "SHARE_MARGIN",
     "TRIGGERS",
     "Acquire",
     "Hit",
@@ -99,6 +103,10 @@ def _check_numbers(where: str, params: Mapping[str, Any], *, skip: Iterable[str]
             raise ValueError(f"{where}.{key} must be a whole number, got {value!r}")
 
 
+SHARE_MARGIN = 0.1
+"""A cell shares a sub-sequence's field (``share_field``) when it lies this far (a
+fraction of the field's height and width) or more inside the field's edges."""
+
 _WHOLE = frozenset({"frames", "loops", "z_planes", "max_fires"})
 _ACTION_PARAMS: dict[str, frozenset[str]] = {
     "recentre": frozenset(),
@@ -126,8 +134,14 @@ class Acquire:
     """``cell`` (on the cell that fired; the position when the hit has no cell) or ``position``."""
     exposure_ms: Mapping[str, float] | None = None
     delay_s: float = 0.0
+    share_field: bool = False
+    """Cells firing in one field that the field of an earlier firing's sub-sequence
+    holds (`covers`) get none of their own (see the module; they still count as
+    firings, e.g. towards a rule's ``max_fires``)."""
 
     def __post_init__(self) -> None:
+        if not isinstance(self.share_field, bool):
+            raise ValueError(f"acquire.share_field must be true or false, got {self.share_field!r}")
         if not self.channels:
             raise ValueError("acquire.channels must name at least one channel")
         if not all(isinstance(c, str) and c for c in self.channels):
@@ -156,6 +170,30 @@ class Acquire:
             raise ValueError("acquire.interval_s must be > 0 for a time-lapse (loops > 1)")
         if self.centre not in ("cell", "position"):
             raise ValueError(f"acquire.centre must be 'cell' or 'position', got {self.centre!r}")
+
+    def covers(
+        self, obs: Observation, at: tuple[float | None, float | None], y: float | None,
+        x: float | None,
+    ) -> bool:  # fmt: skip
+        """Return whether a firing at ``at``'s sub-sequence images a cell at (``y``, ``x``).
+
+        ``at`` and the cell are (row, column) in the same field; the cell must lie
+        away from the sub-sequence's edges (`SHARE_MARGIN`). Its frames are the
+        camera's, centred on that firing's cell (``centre: cell``) or on the
+        position (``centre: position``, where every firing's sub-sequence is the
+        same, or a firing without a cell).
+        """
+        if self.centre == "position":
+            return True
+        if y is None or x is None:  # (its own would be at the position)
+            return at[0] is None or at[1] is None
+        h, w = obs.shape
+        if at[0] is not None and at[1] is not None:
+            cy, cx = at[0], at[1]
+        else:  # (the position's stage place is its frame's centre pixel)
+            cy, cx = (h - 1) / 2, (w - 1) / 2
+        reach = 0.5 - SHARE_MARGIN
+        return abs(y - cy) <= reach * h and abs(x - cx) <= reach * w
 
     def events(self, obs: Observation, hit: Hit, name: str) -> tuple[useq.MDAEvent, ...]:
         """Return the events, named ``name``, centred as asked (stage µm)."""

@@ -102,8 +102,8 @@ class RunData:
 
 def firing_outcome(verdict: object, stage: object) -> str:
     """Outcome of one rule firing (a key of the report's marker styles)."""
-    if verdict == "accepted":
-        return "accepted"
+    if verdict in ("accepted", "shared", "recorded"):
+        return str(verdict)
     if verdict == "error":
         return "error"
     if stage in ("guardrail", "agent"):

@@ -83,8 +83,10 @@ def decisions_section(page: ReportPage) -> str:
                 png,
                 alt="decisions timeline",
                 caption="Each marker is one rule firing at the sample time of the frame it "
-                "answered: green circles accepted, red crosses rejected by a guardrail, orange "
-                "crosses rejected by the microscope agent, black triangles rule errors.",
+                "answered: green circles accepted, light green circles shared (imaged by "
+                "another firing's sub-sequence), grey squares recorded only, red crosses "
+                "rejected by a guardrail, orange crosses rejected by the microscope agent, "
+                "black triangles rule errors.",
             )
         )
     per_rule: dict[str, Counter[str]] = {}
@@ -99,7 +101,9 @@ def decisions_section(page: ReportPage) -> str:
         )
     )
     reasons = Counter(
-        f["reason"] or "(no reason given)" for f in firings if f["outcome"] != "accepted"
+        f["reason"] or "(no reason given)"
+        for f in firings
+        if f["outcome"] not in ("accepted", "shared", "recorded")
     )
     if reasons:
         out.append("<h3>Why decisions were not carried out</h3>")

@@ -155,8 +155,9 @@ def field_thumbnails(run: RunData, *, notes: list[str]) -> list[tuple[str, bytes
         )
         if n_fired:
             caption += (
-                f" {n_fired} rule firing(s) marked: green circle accepted, red cross rejected "
-                "by a guardrail, orange cross rejected by the agent."
+                f" {n_fired} rule firing(s) marked: green circle accepted, light green circle "
+                "shared (imaged by another firing's sub-sequence), grey square recorded only, "
+                "red cross rejected by a guardrail, orange cross rejected by the agent."
             )
         out.append((pos, plots.thumbnails(panels, position=pos), caption))
     return out

@@ -40,6 +40,8 @@ DPI = 80
 
 STATUS_STYLE: dict[str, tuple[str, str]] = {
     "accepted": ("o", "#1a9850"),
+    "shared": ("o", "#91cf60"),
+    "recorded": ("s", "#999999"),
     "rejected (guardrail)": ("X", "#d73027"),
     "rejected (agent)": ("X", "#fc8d59"),
     "rejected": ("X", "#b2182b"),

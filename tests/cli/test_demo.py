@@ -65,12 +65,27 @@ def test_demo_meets_the_adaptive_targets(demo_run: tuple[dict, Path]) -> None:
     # each close-up was sent, unless the profile's frame budget (500 added frames) was spent
     fired = [json.loads(line) for line in (out / "results/policy.jsonl").read_text().splitlines()]
     rejected = [f for f in fired if f["verdict"] == "rejected"]
-    assert d["accepted"] + len(rejected) == len(fired) == ev["triggers_fired"]
+    shared = [f for f in fired if f["verdict"] == "shared"]
+    assert d["accepted"] + len(rejected) + len(shared) == len(fired) == ev["triggers_fired"]
+    assert d["shared"] == len(shared)
     for f in rejected:  # the frame budget ran out, or it fired on the last field after the end
-        last = f["t"] == 29 and f["reason"].startswith("the run has ended")
+        last = f["t"] == 29 and "the run has ended" in f["reason"]  # (or its sharer's did)
         assert "max_extra_frames_per_run" in f["reason"] or last, f
-    assert d["not_sent"] == sum(f["reason"].startswith("the run has ended") for f in rejected)
+    # (made after the run ended, or sent as it ended and refused by the agent)
+    ended = sum(f["reason"].startswith("the run has ended") for f in rejected
+                if f["stage"] != "shared")  # fmt: skip
+    assert d["not_sent"] + d["rejected_by_agent"] == ended
     assert d["accepted"] >= 50
+    # a firing shares a close-up of its field that was acquired, and lies well inside it
+    assert shared  # (the first time point's bursts: up to 12 mitoses in a field)
+    made = {f["decision"]["events"][0]["pos_name"]: f for f in fired if f["verdict"] == "accepted"}
+    for f in shared:
+        name = f["reason"].split("sub-sequence ")[1].split(" ")[0]
+        by = made[name]
+        assert (by["position"], by["t"]) == (f["position"], f["t"]), f
+        assert abs(f["y"] - by["y"]) <= 0.4 * 512, f
+        assert abs(f["x"] - by["x"]) <= 0.4 * 512, f
+        assert f["decision"] is None
     # every accepted close-up was acquired: 4 time points x 2 channels, centred on its cell
     added = [f for f in read_frames(out) if f["added_by"]]
     assert len(added) == summary["frames_added"] == 8 * d["accepted"]

@@ -1055,3 +1055,63 @@ def test_rehearsing_the_rules_books_nothing_and_leaves_them_as_they_were() -> No
         assert v.ok
     assert engine.guardrails.state() == fresh.guardrails.state()
     assert engine.policies[0].recent == fresh.policies[0].recent  # type: ignore[attr-defined]
+
+
+def test_cells_firing_in_one_field_share_the_sub_sequence_whose_field_holds_it() -> None:
+    # twelve close-ups of one field at the run's first time point imaged the same cells
+    # again and again; with share_field a cell the field of an earlier one holds (away
+    # from its edges) is imaged by it
+    share = {"acquire": {**CLOSEUP["acquire"], "share_field": True}}
+    ys = [20.0, 120.0, 220.0, 400.0, 480.0]  # (fields 512 px high: 0.4 x 512 = 204.8 px)
+    engine = PolicyEngine([Rule("closeup", {"mitosis": {"frames": 1}}, share)], PROFILE)
+    verdicts = engine.evaluate(obs(0, [1, 2, 3, 4, 5], [0.9] * 5, ys=ys))
+    assert [(v.firing.track, v.ok, v.stage) for v in verdicts] == [
+        (1, True, ""), (2, False, "shared"), (3, False, "shared"), (4, True, ""),
+        (5, False, "shared"),
+    ]  # fmt: skip
+    assert verdicts[1].reason == (
+        "imaged by the sub-sequence p0~closeup-0 of closeup (track 1), whose field holds it"
+    )
+    assert "p0~closeup-3 of closeup (track 4)" in verdicts[4].reason
+    assert engine.guardrails.extra_frames == 2 * 6  # a shared one books nothing
+    # without it, each its own
+    own = PolicyEngine([Rule("closeup", {"mitosis": {"frames": 1}}, CLOSEUP)], PROFILE)
+    assert all(v.ok for v in own.evaluate(obs(0, [1, 2, 3, 4, 5], [0.9] * 5, ys=ys)))
+    # at the position: every later firing of the field shares the first's
+    at_position = {"acquire": {**share["acquire"], "centre": "position"}}
+    engine = PolicyEngine([Rule("field", {"mitosis": {"frames": 1}}, at_position)], PROFILE)
+    verdicts = engine.evaluate(obs(0, [1, 2, 3, 4, 5], [0.9] * 5, ys=ys))
+    assert [v.stage for v in verdicts] == ["", "shared", "shared", "shared", "shared"]
+    # only a sub-sequence the guardrails passed is shared: a refused one images nothing
+    tight = PROFILE.replace(
+        light_dose={**PROFILE.light_dose.model_dump(), "max_extra_frames_per_run": 4}
+    )
+    engine = PolicyEngine([Rule("closeup", {"mitosis": {"frames": 1}}, share)], tight)
+    verdicts = engine.evaluate(obs(0, [1, 2], [0.9] * 2, ys=ys[:2]))
+    assert [v.stage for v in verdicts] == ["guardrail", "guardrail"]
+    # and the next field is a field of its own
+    engine = PolicyEngine([Rule("closeup", {"mitosis": {"frames": 1}}, share)], PROFILE)
+    first = engine.evaluate(obs(0, [1], [0.9], ys=ys[:1]))
+    second = engine.evaluate(obs(1, [1, 2], [0.9] * 2, ys=ys[:2]))
+    assert [v.ok for v in first] == [True]
+    assert [(v.firing.track, v.ok) for v in second] == [(2, True)]
+
+
+def test_share_field_is_a_yes_or_no() -> None:
+    with pytest.raises(ValueError, match=r"acquire\.share_field must be true or false, got 'yes'"):
+        Rule("c", {"mitosis": {}}, {"acquire": {"channels": ["DAPI"], "share_field": "yes"}})
+
+
+def test_a_shared_firing_goes_with_its_sub_sequence_when_the_agent_refuses_it() -> None:
+    from livescope.pipeline._results import _outcome
+
+    share = {"acquire": {**CLOSEUP["acquire"], "share_field": True}}
+    engine = PolicyEngine([Rule("closeup", {"mitosis": {"frames": 1}}, share)], PROFILE)
+    verdicts = engine.evaluate(obs(0, [1, 2], [0.9] * 2, ys=[20.0, 120.0]))
+    assert [(v.stage, v.by) for v in verdicts] == [("", None), ("shared", 0)]
+    assert _outcome(1, verdicts, {}) == ("shared", True, verdicts[1].reason)
+    refused = {0: ("agent", False, "the run has ended")}
+    assert _outcome(1, verdicts, refused) == (
+        "shared", False, f"{verdicts[1].reason}; refused: the run has ended"
+    )  # fmt: skip
+    assert _outcome(0, verdicts, refused) == ("agent", False, "the run has ended")
