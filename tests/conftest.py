@@ -52,6 +52,18 @@ def shared_subfolder(name: str) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _livescope_logger_restored() -> Iterator[None]:
+    """Put the ``livescope`` logger back after each test: a command run in-process sets
+    its handler and stops propagation, which would hide later tests' warnings from caplog."""
+    import logging
+
+    log = logging.getLogger("livescope")
+    saved = (list(log.handlers), log.level, log.propagate)
+    yield
+    log.handlers[:], log.level, log.propagate = saved[0], saved[1], saved[2]
+
+
 @pytest.fixture(scope="session")
 def sim_profile() -> HardwareProfile:
     return load_profile("sim")

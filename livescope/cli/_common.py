@@ -75,9 +75,29 @@ def refuse_replay_profile(profile: Any, command: str, *, as_json: bool) -> None:
         )
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes each record to ``sys.stderr`` as it is when the record is logged.
+
+    A handler holding the stream it was made with writes to a closed file once
+    whoever called the command in-process (a test runner, a notebook, an
+    application embedding livescope) has put its own stderr back.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass  # always the current sys.stderr
+
+
 def setup_logging(verbose: bool = False) -> None:
     """Log livescope to stderr (stdout is kept for results and ``--json``)."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     log = logging.getLogger("livescope")
     log.handlers[:] = [handler]

@@ -32,6 +32,27 @@ def test_engines_check_runs_each_engine_on_its_own_kind_of_input() -> None:
     assert {(n, "onnxruntime (frame of any size)") for n in frame_engines} <= ran
 
 
+def test_command_logging_follows_stderr_when_it_is_swapped_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a command run in-process (a test runner, a notebook) logs to the stderr it was
+    # given; once that is closed and the caller's own is back, later warnings go there,
+    # not to the closed file ("--- Logging error ---")
+    import io
+    import logging
+
+    from livescope.cli._common import setup_logging
+
+    during, after = io.StringIO(), io.StringIO()
+    monkeypatch.setattr("sys.stderr", during)
+    setup_logging()
+    logging.getLogger("livescope.test").warning("while the command runs")
+    during.close()
+    monkeypatch.setattr("sys.stderr", after)
+    logging.getLogger("livescope.test").warning("after it")
+    assert after.getvalue() == "WARNING livescope.test: after it\n"
+
+
 def test_json_output_is_strict_json_even_with_nan(capsys: pytest.CaptureFixture[str]) -> None:
     from livescope.cli._common import emit
 
