@@ -86,7 +86,8 @@ def evaluate_segmentation(
     """AP@0.5, mAP@0.5:0.95, F1/precision/recall@0.5, counts, errors and ms per image.
 
     ``errors``: the objects left unmatched at IoU 0.5 by what went wrong
-    (merged, split, missed, misdrawn, spurious; see ``_metrics``).
+    and the predictions left unmatched that no such error accounts for
+    (merged, split, missed, misdrawn; spurious, fragment; see ``_metrics``).
 
     With ``classical=True`` (and no engine) scores the Otsu + watershed baseline.
     """

@@ -5,14 +5,20 @@ pairs above the threshold (as StarDist's ``matching``). AP at a threshold is
 ``TP / (TP + FP + FN)`` (the Data Science Bowl 2018 definition); ``map`` is its
 mean over IoU 0.5, 0.55, ..., 0.95. Scores over a set sum TP, FP and FN first.
 
-What went wrong at IoU 0.5 (`MatchCounts.errors`, `ERROR_KINDS`), for each true
-object left unmatched: ``merged`` (one predicted object holds at least half of
-it and half of another true object: two nuclei found as one), ``split`` (no
-predicted object holds half of it, several together do: one nucleus cut in
-parts), ``missed`` (predicted objects hold less than half of it: not found),
-``misdrawn`` (found, but drawn too large or too small for IoU 0.5); and for each
-predicted object left unmatched that holds no half of a true object and lies
-mostly (over half) off them: ``spurious`` (found where there is none).
+What went wrong at IoU 0.5 (`MatchCounts.errors`, `ERROR_KINDS`). Each true
+object left unmatched is counted once: ``merged`` (one predicted object holds at
+least half of it and half of another true object: two nuclei found as one),
+``split`` (no predicted object holds half of it, several together do: one
+nucleus cut in parts), ``misdrawn`` (found, but drawn too large for IoU 0.5: one
+predicted object holds half of it; or too small: a predicted object lying
+mostly on it covers less than half of it), ``missed`` (none of these: not
+found). A predicted object left unmatched is counted when no true object's
+error above accounts for it: ``spurious`` (it lies mostly, over half, off the
+true objects: found where there is none) or ``fragment`` (it lies mostly on the
+true objects, and the one it overlaps most was matched to another prediction: an
+extra piece of a nucleus that was found). Every unmatched predicted object is
+thus spurious, a fragment, or part of an unmatched true object's error (the one
+holding a merged or too-large one, a piece of a split one, a too-small one).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from numpy.typing import NDArray
 __all__ = ["ERROR_KINDS", "IOU_THRESHOLDS", "MatchCounts", "match_counts", "scores"]
 
 IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
-ERROR_KINDS = ("merged", "split", "missed", "misdrawn", "spurious")
+ERROR_KINDS = ("merged", "split", "missed", "misdrawn", "spurious", "fragment")
 """What went wrong with an object left unmatched at IoU 0.5 (see the module)."""
 
 
@@ -97,18 +103,28 @@ def _error_kinds(
     share_t = inter / np.maximum(area_t[:, None], 1)  # of each true object, in each prediction
     holds = share_t >= 0.5  # a prediction holding at least half of a true object
     holds_two = holds.sum(axis=0) >= 2
+    # of each prediction, on the true objects, and the true object it overlaps most
+    on_true = inter.sum(axis=0) / np.maximum(area_p, 1)
+    main = inter.argmax(axis=0) if len(area_t) else np.zeros(len(area_p), int)
+    main_matched = matched_t[main] if len(area_t) else np.zeros(len(area_p), bool)
+    # unmatched predictions holding no half of a true object, lying mostly on them
+    piece = ~matched_p & ~holds.any(axis=0) & (on_true >= 0.5)
+    small = np.zeros(len(area_t), bool)  # unmatched true objects with such a piece on them
+    small[main[piece & ~main_matched]] = True
     out = dict.fromkeys(ERROR_KINDS, 0)
     for g in np.flatnonzero(~matched_t):
-        if share_t[g].sum() < 0.5:
-            out["missed"] += 1
-        elif (holds[g] & holds_two).any():
+        if (holds[g] & holds_two).any():
             out["merged"] += 1
-        elif not holds[g].any():  # (half of it in several predictions together)
-            out["split"] += 1
-        else:
+        elif holds[g].any():  # (one prediction holds half of it: drawn too large)
             out["misdrawn"] += 1
-    on_true = inter.sum(axis=0) / np.maximum(area_p, 1)  # of each prediction, on true objects
+        elif share_t[g].sum() >= 0.5:  # (half of it in several predictions together)
+            out["split"] += 1
+        elif small[g]:  # (a prediction lying on it covers under half: drawn too small)
+            out["misdrawn"] += 1
+        else:
+            out["missed"] += 1
     out["spurious"] = int(((on_true < 0.5) & ~holds.any(axis=0) & ~matched_p).sum())
+    out["fragment"] = int((piece & main_matched).sum())
     return out
 
 

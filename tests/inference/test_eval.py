@@ -216,11 +216,11 @@ def test_eval_per_image(shared_data: Path, sub: str) -> None:
     for r in (*out["per_image"], out):
         tp = round(r["recall"] * r["n_true"])
         wrong = r["errors"]
-        assert set(wrong) == {"merged", "split", "missed", "misdrawn", "spurious"}
+        assert set(wrong) == {"merged", "split", "missed", "misdrawn", "spurious", "fragment"}
         assert wrong["merged"] + wrong["split"] + wrong["missed"] + wrong["misdrawn"] == (
             r["n_true"] - tp
         )
-        assert wrong["spurious"] <= r["n_pred"] - tp
+        assert wrong["spurious"] + wrong["fragment"] <= r["n_pred"] - tp
     assert out["errors"] == {
         k: sum(p["errors"][k] for p in out["per_image"]) for k in out["errors"]
     }
@@ -240,12 +240,18 @@ def test_each_kind_of_segmentation_error_is_named() -> None:
     true[28:32, 2:6] = 6  # a small nucleus ...
     pred[26:36, 0:10] = 5  # ... drawn far too large
     pred[30:38, 60:70] = 6  # found where there is none
+    true[26:38, 40:52] = 7  # a nucleus found ...
+    pred[26:38, 40:50], pred[26:38, 50:52] = 8, 9  # ... with a piece of it apart
+    true[12:24, 60:72] = 8  # a nucleus ...
+    pred[14:18, 62:66] = 10  # ... found as a small part of it
     c = match_counts(true, pred)
-    assert (c.n_true, c.n_pred, c.tp[0.5]) == (6, 7, 1)
-    assert c.errors == {"merged": 2, "split": 1, "missed": 1, "misdrawn": 1, "spurious": 1}
+    assert (c.n_true, c.n_pred, c.tp[0.5]) == (8, 10, 2)
+    assert c.errors == {
+        "merged": 2, "split": 1, "missed": 1, "misdrawn": 2, "spurious": 1, "fragment": 1
+    }  # fmt: skip
     # nothing predicted: every nucleus missed; nothing true: every object spurious
-    assert match_counts(true, np.zeros_like(true)).errors["missed"] == 6
-    assert match_counts(np.zeros_like(true), pred).errors["spurious"] == 7
+    assert match_counts(true, np.zeros_like(true)).errors["missed"] == 8
+    assert match_counts(np.zeros_like(true), pred).errors["spurious"] == 10
 
 
 def test_an_empty_tile_with_empty_labels_is_scored(tmp_path: Path) -> None:
