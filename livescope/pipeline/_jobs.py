@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,21 @@ class Field:
     next_seq: int | None = None
     """The first frame received after it, of another field: every frame of this one
     was taken before it (None: none came after)."""
+    z_um: dict[int, float] = field(default_factory=dict)
+    """Stage z of its frames by z index, where their headers give it (a z-stack's
+    planes: the header above is the last plane's)."""
+
+    def note_z(self, header: dict[str, Any]) -> None:
+        """Keep the stage z of a frame of this field (nothing when it has none)."""
+        if header.get("z_um") is not None:
+            self.z_um[int(header.get("index", {}).get("z", 0))] = float(header["z_um"])
+
+    def z_centre_um(self) -> float | None:
+        """Return the middle of its planes' stage z (the header's z with none kept)."""
+        if self.z_um:
+            return (min(self.z_um.values()) + max(self.z_um.values())) / 2
+        z = self.header.get("z_um")
+        return None if z is None else float(z)
 
 
 @dataclass

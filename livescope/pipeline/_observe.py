@@ -57,8 +57,8 @@ def observe(
     shape = tuple(int(s) for s in next(iter(fld.frames.values())).shape[-2:])
     stage = None
     if h.get("x_um") is not None and h.get("y_um") is not None:
-        stage = (float(h["x_um"]), float(h["y_um"]),
-                 None if h.get("z_um") is None else float(h["z_um"]))  # fmt: skip
+        # (z: the middle of a z-stack, not its last plane, which the header gives)
+        stage = (float(h["x_um"]), float(h["y_um"]), fld.z_centre_um())
     common: dict[str, Any] = {
         "run_id": run_id or str(h.get("run_id", "")),
         "seq": int(h.get("seq", 0)),

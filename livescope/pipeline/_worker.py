@@ -486,6 +486,8 @@ class PipelineWorker:
         last = int(fld.header.get("seq", -1)) if fld.next_seq is None else fld.next_seq - 1
         fields = self.recorded.logged_until([key], self.config.recording_wait_s, until_seq=last)
         added = self.recorded.read_into(fields.get(key, []), fld.frames)
+        for info in fields.get(key, []):
+            fld.note_z(info)
         self.counts["frames_completed_from_recording"] += added
         if len(fld.frames) < self.recorded.count(key):
             self.counts["fields_incomplete"] += 1
@@ -507,7 +509,10 @@ class PipelineWorker:
         header = {**last, "t_camera_ns": int(last.get("t_camera_ns", 0))}
         self.counts["dropped_live"] += 1
         self.counts["frames_dropped_live"] += len(frames)
-        self._process(Field(position, t, frames, header, clock_ns(), live=False))
+        fld = Field(position, t, frames, header, clock_ns(), live=False)
+        for info in infos:
+            fld.note_z(info)
+        self._process(fld)
 
     # ------------------------------------------------------------ one field
 

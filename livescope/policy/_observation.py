@@ -76,7 +76,8 @@ class Observation:
     pixel_size_um: float
     shape: tuple[int, int]
     stage_um: tuple[float, float, float | None] | None = None
-    """(x, y, z) of the field's centre, µm (None when the frame carried none)."""
+    """(x, y, z) of the field's centre, µm (None when the frame carried none); z is
+    the middle of a z-stack's planes (until session 40 its last plane's)."""
     cells: Cells = field(default_factory=Cells)
     divisions: tuple[tuple[int, tuple[int, int]], ...] = ()
     """(parent track, (daughter, daughter)) found on this frame."""

@@ -73,3 +73,24 @@ def test_a_field_is_timed_by_its_sample_time_else_its_camera_stamp(
         tracker=tracker.snapshot(),
     )  # fmt: skip
     assert obs.sample_time_s == expected
+
+
+def test_a_z_stack_field_is_placed_at_the_middle_of_its_planes() -> None:
+    # the header a field keeps is its last frame's: a z-stack's last plane; a close-up's
+    # own z-stack centred there sat half a stack off the cells
+    fld, res, nuclear, _, tracker = _field_result(False)
+    stack = Field("A", 0, {}, {}, 0)
+    for k, z in enumerate((9.0, 10.0, 11.0)):
+        h = {"seq": 1 + k, "x_um": 0.0, "y_um": 0.0, "z_um": z, "index": {"t": 0, "z": k}}
+        stack.frames[("DAPI", k)], stack.header = nuclear, h
+        stack.note_z(h)
+    obs = observe(
+        stack, res, nuclear_frame=nuclear, pixel_size_um=0.5, run_id="r", engines={},
+        tracker=tracker.snapshot(),
+    )  # fmt: skip
+    assert stack.header["z_um"] == 11.0
+    assert obs.stage_um == (0.0, 0.0, 10.0)
+    # one plane: its z; none given: none
+    one = Field("A", 0, fld.frames, {**fld.header, "z_um": 4.0}, 0)
+    assert one.z_centre_um() == 4.0
+    assert fld.z_centre_um() is None
