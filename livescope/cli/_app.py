@@ -336,6 +336,8 @@ def _print_demo(summary: dict[str, Any]) -> None:
             f", {d['not_sent']} not sent (made after the run ended)" if d.get("not_sent") else ""
         )
         shared = f", {d['shared']} firing(s) shared a close-up" if d.get("shared") else ""
+        if d.get("shared_not_imaged"):
+            shared += f" ({d['shared_not_imaged']} more shared a close-up that was not made)"
         table.add_row(
             "decisions", f"{d['accepted']} accepted, {d['rejected']} rejected{not_sent}{shared}"
         )

@@ -170,7 +170,9 @@ def replay(
     stderr.print(
         f"replayed {summary['frames_served']} frame(s) of {summary['dataset']} "
         f"({summary['format']}); analysed {summary['frames_analysed']}; "
-        f"{d['what_if']} what-if decision(s); replay overhead {over.get('share')}",
+        f"{d['what_if']} what-if decision(s)"
+        + (f" ({d['shared']} firing(s) shared one's close-up)" if d.get("shared") else "")
+        + f"; replay overhead {over.get('share')}",
         highlight=False,
     )
     stderr.print(f"report: {summary['report']}", highlight=False)

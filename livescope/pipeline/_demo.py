@@ -257,6 +257,8 @@ def run_adaptive(
                 # firings whose cell another's sub-sequence images (``share_field``): no
                 # decision of their own
                 "shared": int(work.get("firings_shared", 0)),
+                # and those whose sub-sequence was refused, not sent or not answered
+                "shared_not_imaged": int(work.get("firings_shared_not_imaged", 0)),
             },
             "trigger_precision": evaluation["precision"],
             "trigger_recall": evaluation["recall"],

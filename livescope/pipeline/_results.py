@@ -133,6 +133,8 @@ class ResultsStore:
                 else "accepted" if ok else "rejected"
             )  # fmt: skip
             self.counts[f"firings_{verdict}"] += 1
+            if stage == "shared" and not ok:  # (its sub-sequence was not carried out)
+                self.counts["firings_shared_not_imaged"] += 1
             if stage == "guardrail":
                 self.counts["decisions_rejected_guardrail"] += 1
             self._policy_log.write(json.dumps({
@@ -286,13 +288,13 @@ def _outcome(
 ) -> tuple[str, bool, str]:
     """Return the field's ``i``-th firing's (stage, carried out, reason), answer included.
 
-    A shared one stands while the sub-sequence that images its cell does.
+    A shared one stands while the sub-sequence that images its cell does; when
+    that one was refused, not sent or not answered, its reason ends with that
+    one's (``its fate: ...``).
     """
     v = verdicts[i]
     if v.stage == "shared" and v.by is not None:
         by = verdicts[v.by]
         _, ok, why = acks.get(v.by, (by.stage, by.ok, by.reason))
-        return (
-            ("shared", True, v.reason) if ok else ("shared", False, f"{v.reason}; refused: {why}")
-        )
+        return ("shared", ok, v.reason if ok else f"{v.reason}; its fate: {why}")
     return acks.get(i, (v.stage, v.ok, v.reason))

@@ -22,7 +22,7 @@ from livescope.schema import (
 from ._guardrails import Guardrails
 from ._observation import Firing, Observation
 from ._rehearsal import centre_hit
-from ._rules import Policy, Rule, _decision, rules_from_spec
+from ._rules import Acquire, Policy, Rule, _decision, rules_from_spec
 
 __all__ = ["PolicyEngine", "Verdict", "load_policies", "rules_for_profile"]
 
@@ -127,6 +127,27 @@ def _shared_reason(by: Firing) -> str:
     return f"imaged by the sub-sequence{name} of {by.rule}{track}, whose field holds it"
 
 
+def _share_refused(
+    out: list[Verdict], first: int, made: list[int], acquire: Acquire, obs: Observation
+) -> None:
+    """Make shared those the guardrails refused whose cell a passed sub-sequence holds.
+
+    (Say, a close-up past the stage limits whose cell a later firing's close-up
+    of the field images.) ``out[first:]`` are one policy's verdicts for the
+    field, ``made`` the indices in ``out`` of its passed sub-sequences.
+    """
+    for i in range(first, len(out)):
+        v = out[i]
+        if v.stage != "guardrail":
+            continue
+        y, x = v.firing.y, v.firing.x
+        by = next((j for j in made if acquire.covers(
+            obs, (out[j].firing.y, out[j].firing.x), y, x)), None)  # fmt: skip
+        if by is not None:
+            why = f"{_shared_reason(out[by].firing)} (the guardrails refused its own: "
+            out[i] = Verdict(v.firing, False, "shared", f"{why}{v.reason})", by)
+
+
 class PolicyEngine:
     """Policies + guardrails for one run.
 
@@ -167,7 +188,9 @@ class PolicyEngine:
         A firing of a rule whose ``acquire`` shares fields (``share_field``) that
         the sub-sequence of an earlier firing of the field covers (it passed the
         guardrails; `Acquire.covers`) is not judged: its verdict is ``shared``,
-        and its decision is neither booked nor sent.
+        and its decision is neither booked nor sent. One the guardrails refused
+        whose cell a later firing's passing sub-sequence covers is ``shared`` too
+        (its reason says why its own was refused).
         """
         out: list[Verdict] = []
         for policy in self.policies:
@@ -176,6 +199,7 @@ class PolicyEngine:
             acquire = policy.acquire if isinstance(policy, Rule) else None
             sharing = acquire is not None and acquire.share_field
             made: list[int] = []  # (the field's verdicts whose sub-sequences may be shared)
+            first = len(out)  # (this policy's first verdict)
             firings: Iterator[Firing] | None = None
             while True:
                 try:
@@ -202,6 +226,8 @@ class PolicyEngine:
                 if verdict.ok and sharing:
                     made.append(len(out))
                 out.append(verdict)
+            if acquire is not None and made:
+                _share_refused(out, first, made, acquire, obs)
         return out
 
     def _judge(

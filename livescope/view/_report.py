@@ -91,7 +91,11 @@ def _summary_section(page: ReportPage) -> str:
             "Dropped frames: recording · analysis",
             f"{fmt(s.get('dropped_recorded_frames'))} · {fmt(s.get('dropped_analysis_frames'))}",
         ),
-        ("Decisions accepted · rejected", f"{fmt(accepted)} · {fmt(rejected)}"),
+        (
+            "Decisions accepted · rejected · firings shared (not imaged)",
+            f"{fmt(accepted)} · {fmt(rejected)} · {fmt(decisions.get('shared'))} "
+            f"({fmt(decisions.get('shared_not_imaged'))})",
+        ),
         (
             "Trigger precision · recall",
             f"{fmt(s.get('trigger_precision'))} · {fmt(s.get('trigger_recall'))}",

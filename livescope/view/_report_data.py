@@ -106,7 +106,7 @@ def firing_outcome(verdict: object, stage: object) -> str:
         return str(verdict)
     if verdict == "error":
         return "error"
-    if stage in ("guardrail", "agent"):
+    if stage in ("guardrail", "agent", "shared"):
         return f"rejected ({stage})"
     return "rejected"
 

@@ -44,6 +44,7 @@ STATUS_STYLE: dict[str, tuple[str, str]] = {
     "recorded": ("s", "#999999"),
     "rejected (guardrail)": ("X", "#d73027"),
     "rejected (agent)": ("X", "#fc8d59"),
+    "rejected (shared)": ("X", "#f4a582"),
     "rejected": ("X", "#b2182b"),
     "error": ("^", "#000000"),
 }

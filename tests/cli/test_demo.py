@@ -68,6 +68,11 @@ def test_demo_meets_the_adaptive_targets(demo_run: tuple[dict, Path]) -> None:
     shared = [f for f in fired if f["verdict"] == "shared"]
     assert d["accepted"] + len(rejected) + len(shared) == len(fired) == ev["triggers_fired"]
     assert d["shared"] == len(shared)
+    # every firing is in one figure of the summary (a shared one whose close-up was
+    # not made too: it is logged as rejected)
+    assert d["accepted"] + d["rejected"] + d["not_sent"] + d["shared"] + d[
+        "shared_not_imaged"
+    ] == len(fired)  # fmt: skip
     for f in rejected:  # the frame budget ran out, or it fired on the last field after the end
         last = f["t"] == 29 and "the run has ended" in f["reason"]  # (or its sharer's did)
         assert "max_extra_frames_per_run" in f["reason"] or last, f

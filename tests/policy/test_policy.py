@@ -1097,6 +1097,27 @@ def test_cells_firing_in_one_field_share_the_sub_sequence_whose_field_holds_it()
     assert [(v.firing.track, v.ok) for v in second] == [(2, True)]
 
 
+def test_a_firing_the_guardrails_refused_shares_a_later_sub_sequence_holding_it() -> None:
+    # the first cell's close-up would take the stage past its travel (y below -100 µm);
+    # the second's, 100 px lower in the field, does not, and its field holds the first
+    stages = PROFILE.stages.model_dump()
+    stages["xy"]["y_range_um"] = (-100.0, 1000.0)
+    near_edge = PROFILE.replace(stages=stages)
+    share = {"acquire": {**CLOSEUP["acquire"], "share_field": True}}
+    engine = PolicyEngine([Rule("closeup", {"mitosis": {"frames": 1}}, share)], near_edge)
+    verdicts = engine.evaluate(obs(0, [1, 2], [0.9] * 2, ys=[20.0, 120.0]))
+    assert [(v.firing.track, v.ok, v.stage, v.by) for v in verdicts] == [
+        (1, False, "shared", 1), (2, True, "", None)
+    ]  # fmt: skip
+    assert verdicts[0].reason.startswith("imaged by the sub-sequence p0~closeup-1 of closeup")
+    assert "(the guardrails refused its own: " in verdicts[0].reason
+    assert "outside the stage travel" in verdicts[0].reason
+    # without share_field it stays refused
+    engine = PolicyEngine([Rule("closeup", {"mitosis": {"frames": 1}}, CLOSEUP)], near_edge)
+    verdicts = engine.evaluate(obs(0, [1, 2], [0.9] * 2, ys=[20.0, 120.0]))
+    assert [(v.ok, v.stage) for v in verdicts] == [(False, "guardrail"), (True, "")]
+
+
 def test_share_field_is_a_yes_or_no() -> None:
     with pytest.raises(ValueError, match=r"acquire\.share_field must be true or false, got 'yes'"):
         Rule("c", {"mitosis": {}}, {"acquire": {"channels": ["DAPI"], "share_field": "yes"}})
@@ -1112,6 +1133,11 @@ def test_a_shared_firing_goes_with_its_sub_sequence_when_the_agent_refuses_it() 
     assert _outcome(1, verdicts, {}) == ("shared", True, verdicts[1].reason)
     refused = {0: ("agent", False, "the run has ended")}
     assert _outcome(1, verdicts, refused) == (
-        "shared", False, f"{verdicts[1].reason}; refused: the run has ended"
+        "shared", False, f"{verdicts[1].reason}; its fate: the run has ended"
     )  # fmt: skip
+    # (one the agent never answered may still be made: its fate is said as it is)
+    unanswered = {0: ("agent", False, "no answer from the agent (timed out); booked")}
+    assert _outcome(1, verdicts, unanswered)[2].endswith(
+        "; its fate: no answer from the agent (timed out); booked"
+    )
     assert _outcome(0, verdicts, refused) == ("agent", False, "the run has ended")
