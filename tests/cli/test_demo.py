@@ -73,9 +73,13 @@ def test_demo_meets_the_adaptive_targets(demo_run: tuple[dict, Path]) -> None:
     assert d["accepted"] + d["rejected"] + d["not_sent"] + d["shared"] + d[
         "shared_not_imaged"
     ] == len(fired)  # fmt: skip
-    for f in rejected:  # the frame budget ran out, or it fired on the last field after the end
-        last = f["t"] == 29 and "the run has ended" in f["reason"]  # (or its sharer's did)
-        assert "max_extra_frames_per_run" in f["reason"] or last, f
+    # the frame budget ran out, or it fired once the acquisition had ended (or its sharer
+    # did): on the last field, or on the last few where the engines fall behind on a slow
+    # PC (they analyse every field in turn), never before a field whose close-up was made
+    last_made = max(f["t"] for f in fired if f["verdict"] == "accepted")
+    for f in rejected:
+        ended = "the run has ended" in f["reason"] and f["t"] >= last_made
+        assert "max_extra_frames_per_run" in f["reason"] or ended, f
     # (made after the run ended, or sent as it ended and refused by the agent)
     ended = sum(f["reason"].startswith("the run has ended") for f in rejected
                 if f["stage"] != "shared")  # fmt: skip
