@@ -337,7 +337,9 @@ def _print_demo(summary: dict[str, Any]) -> None:
         )
         shared = f", {d['shared']} firing(s) shared a close-up" if d.get("shared") else ""
         if d.get("shared_not_imaged"):
-            shared += f" ({d['shared_not_imaged']} more shared a close-up that was not made)"
+            shared += f", {d['shared_not_imaged']} shared one that was not made"
+        if d.get("unanswered"):
+            shared += f", {d['unanswered']} not answered in time"
         table.add_row(
             "decisions", f"{d['accepted']} accepted, {d['rejected']} rejected{not_sent}{shared}"
         )

@@ -172,6 +172,7 @@ def replay(
         f"({summary['format']}); analysed {summary['frames_analysed']}; "
         f"{d['what_if']} what-if decision(s)"
         + (f" ({d['shared']} firing(s) shared one's close-up)" if d.get("shared") else "")
+        + (f" ({d['shared_not_imaged']} shared one not made)" if d.get("shared_not_imaged") else "")
         + f"; replay overhead {over.get('share')}",
         highlight=False,
     )

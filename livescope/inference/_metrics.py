@@ -10,15 +10,17 @@ object left unmatched is counted once: ``merged`` (one predicted object holds at
 least half of it and half of another true object: two nuclei found as one),
 ``split`` (no predicted object holds half of it, several together do: one
 nucleus cut in parts), ``misdrawn`` (found, but drawn too large for IoU 0.5: one
-predicted object holds half of it; or too small: a predicted object lying
-mostly on it covers less than half of it), ``missed`` (none of these: not
-found). A predicted object left unmatched is counted when no true object's
-error above accounts for it: ``spurious`` (it lies mostly, over half, off the
-true objects: found where there is none) or ``fragment`` (it lies mostly on the
-true objects, and the one it overlaps most was matched to another prediction: an
-extra piece of a nucleus that was found). Every unmatched predicted object is
-thus spurious, a fragment, or part of an unmatched true object's error (the one
-holding a merged or too-large one, a piece of a split one, a too-small one).
+predicted object holds half of it; or too small: it is the true object that an
+unmatched predicted object, lying mostly on the true objects and holding no
+half of one, overlaps most, however little of it that covers), ``missed``
+(none of these: not found). A predicted object left unmatched that holds no
+half of an unmatched true object is counted when no such error accounts for
+it: ``spurious`` (it lies mostly, over half, off the true objects: found where
+there is none) or ``fragment`` (it lies mostly on the true objects, and the one
+it overlaps most was matched to another prediction: an extra piece of a nucleus
+that was found). Every unmatched predicted object is thus spurious, a
+fragment, or part of an unmatched true object's error (the one holding a merged
+or too-large one, a piece of a split one, a too-small one).
 """
 
 from __future__ import annotations
@@ -107,8 +109,10 @@ def _error_kinds(
     on_true = inter.sum(axis=0) / np.maximum(area_p, 1)
     main = inter.argmax(axis=0) if len(area_t) else np.zeros(len(area_p), int)
     main_matched = matched_t[main] if len(area_t) else np.zeros(len(area_p), bool)
-    # unmatched predictions holding no half of a true object, lying mostly on them
-    piece = ~matched_p & ~holds.any(axis=0) & (on_true >= 0.5)
+    # unmatched predictions holding no half of an unmatched true object (such a one is
+    # that object's error), lying mostly on the true objects / mostly off them
+    free = ~matched_p & ~(holds & ~matched_t[:, None]).any(axis=0)
+    piece = free & (on_true >= 0.5)
     small = np.zeros(len(area_t), bool)  # unmatched true objects with such a piece on them
     small[main[piece & ~main_matched]] = True
     out = dict.fromkeys(ERROR_KINDS, 0)
@@ -123,7 +127,7 @@ def _error_kinds(
             out["misdrawn"] += 1
         else:
             out["missed"] += 1
-    out["spurious"] = int(((on_true < 0.5) & ~holds.any(axis=0) & ~matched_p).sum())
+    out["spurious"] = int((free & (on_true < 0.5)).sum())
     out["fragment"] = int((piece & main_matched).sum())
     return out
 

@@ -257,8 +257,14 @@ def run_adaptive(
                 # firings whose cell another's sub-sequence images (``share_field``): no
                 # decision of their own
                 "shared": int(work.get("firings_shared", 0)),
-                # and those whose sub-sequence was refused, not sent or not answered
+                # and those whose sub-sequence was refused or not sent
                 "shared_not_imaged": int(work.get("firings_shared_not_imaged", 0)),
+                # decisions the agent did not answer in time, and firings sharing their
+                # sub-sequences (it may have carried them out later)
+                "unanswered": int(work.get("decisions_unanswered", 0))
+                + int(work.get("firings_shared_unanswered", 0)),
+                # firings of rules that only record
+                "recorded": int(work.get("firings_recorded", 0)),
             },
             "trigger_precision": evaluation["precision"],
             "trigger_recall": evaluation["recall"],

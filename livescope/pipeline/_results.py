@@ -133,8 +133,12 @@ class ResultsStore:
                 else "accepted" if ok else "rejected"
             )  # fmt: skip
             self.counts[f"firings_{verdict}"] += 1
-            if stage == "shared" and not ok:  # (its sub-sequence was not carried out)
-                self.counts["firings_shared_not_imaged"] += 1
+            if v.stage == "shared" and not ok:
+                # its sub-sequence was not carried out, or (no answer yet) may still be
+                if stage == "unanswered":
+                    self.counts["firings_shared_unanswered"] += 1
+                else:
+                    self.counts["firings_shared_not_imaged"] += 1
             if stage == "guardrail":
                 self.counts["decisions_rejected_guardrail"] += 1
             self._policy_log.write(json.dumps({
@@ -289,12 +293,19 @@ def _outcome(
     """Return the field's ``i``-th firing's (stage, carried out, reason), answer included.
 
     A shared one stands while the sub-sequence that images its cell does; when
-    that one was refused, not sent or not answered, its reason ends with that
-    one's (``its fate: ...``).
+    that one was refused or not sent (stage ``shared``) or not answered in
+    time (stage ``unanswered``), its reason ends with that one's (``its fate: ...``).
     """
     v = verdicts[i]
     if v.stage == "shared" and v.by is not None:
         by = verdicts[v.by]
-        _, ok, why = acks.get(v.by, (by.stage, by.ok, by.reason))
-        return ("shared", ok, v.reason if ok else f"{v.reason}; its fate: {why}")
+        fate, ok, why = acks.get(v.by, (by.stage, by.ok, by.reason))
+        if ok:
+            return ("shared", True, v.reason)
+        # (one not answered in time may still be carried out: said as such)
+        return (
+            "unanswered" if fate == "unanswered" else "shared",
+            False,
+            f"{v.reason}; its fate: {why}",
+        )
     return acks.get(i, (v.stage, v.ok, v.reason))

@@ -105,7 +105,8 @@ class FieldDecisions:
         """Collect the answers to the posted decisions (waiting up to ``timeout_s``).
 
         Returns (t_sent, t_enqueued, ack) of each accepted one, and the agent's
-        (stage, ok, reason) by verdict index.
+        (stage, ok, reason) by verdict index: stage ``agent``, or ``unanswered``
+        for one it did not answer in time.
 
         A decision the agent refuses, or one not sent because the run has
         ended, gives its guardrail budget back; one without an answer keeps it
@@ -133,7 +134,7 @@ class FieldDecisions:
         t_back = clock_ns()
         for (i, d), ack in zip(todo, replies, strict=True):
             if isinstance(ack, LivescopeError):
-                acks[i] = ("agent", False, f"no answer from the agent ({ack}); booked")
+                acks[i] = ("unanswered", False, f"no answer from the agent ({ack}); booked")
                 counts["decisions_unanswered"] += 1
                 if unanswered is not None:
                     unanswered.hold(d.decision_id, verdicts[i], now)

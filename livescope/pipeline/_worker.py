@@ -111,7 +111,8 @@ WORKER_COUNTS = (
     "decisions_answered_late", "decisions_not_sent", "decisions_refused_late",
     "decisions_rejected_agent", "decisions_rejected_guardrail", "decisions_unanswered",
     "dropped_live", "fields_analysed", "fields_incomplete", "fields_missing",
-    "fields_unreadable", "firings_shared_not_imaged", "frames_already_analysed", "frames_analysed",
+    "fields_unreadable", "firings_recorded", "firings_shared_not_imaged",
+    "firings_shared_unanswered", "frames_already_analysed", "frames_analysed",
     "frames_completed_from_recording", "frames_dropped_live", "frames_overwritten",
     "frames_received", "overlay_errors", "restarts",
 )  # fmt: skip

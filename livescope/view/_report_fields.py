@@ -158,8 +158,8 @@ def field_thumbnails(run: RunData, *, notes: list[str]) -> list[tuple[str, bytes
                 f" {n_fired} rule firing(s) marked: green circle accepted, light green circle "
                 "shared (imaged by another firing's sub-sequence), grey square recorded only, "
                 "red cross rejected by a guardrail, orange cross rejected by the agent, "
-                "pink cross shared a sub-sequence that was not made, dark red cross "
-                "rejected otherwise."
+                "pink cross shared a sub-sequence that was not made, grey cross not "
+                "answered by the agent in time, dark red cross rejected otherwise."
             )
         out.append((pos, plots.thumbnails(panels, position=pos), caption))
     return out

@@ -45,6 +45,7 @@ STATUS_STYLE: dict[str, tuple[str, str]] = {
     "rejected (guardrail)": ("X", "#d73027"),
     "rejected (agent)": ("X", "#fc8d59"),
     "rejected (shared)": ("X", "#f4a582"),
+    "unanswered": ("X", "#878787"),
     "rejected": ("X", "#b2182b"),
     "error": ("^", "#000000"),
 }

@@ -249,6 +249,13 @@ def test_each_kind_of_segmentation_error_is_named() -> None:
     assert c.errors == {
         "merged": 2, "split": 1, "missed": 1, "misdrawn": 2, "spurious": 1, "fragment": 1
     }  # fmt: skip
+    # a nucleus cut in two halves: one is matched (IoU 0.5), the other is a fragment
+    half = np.zeros((4, 8), np.uint16)
+    half[:2, :4] = 1
+    halves = np.zeros_like(half)
+    halves[:2, :2], halves[:2, 2:4] = 1, 2
+    c = match_counts(half, halves)
+    assert (c.tp[0.5], c.errors["fragment"], sum(c.errors.values())) == (1, 1, 1)
     # nothing predicted: every nucleus missed; nothing true: every object spurious
     assert match_counts(true, np.zeros_like(true)).errors["missed"] == 8
     assert match_counts(np.zeros_like(true), pred).errors["spurious"] == 10

@@ -103,10 +103,11 @@ def test_a_refusal_that_comes_after_the_wait_gives_the_budget_back(tmp_path: Pat
             link.decisions.on_late = held.answered
             outgoing = FieldDecisions(link, tmp_path)
             verdicts = engine.evaluate(_obs(3), on_pass=outgoing.post)
-            sent, _ = outgoing.finish(
+            sent, acks = outgoing.finish(
                 verdicts, _obs(3), policy=engine, counts=counts, timeout_s=0.05, unanswered=held
             )
             assert sent == []
+            assert {a[:2] for a in acks.values()} == {("unanswered", False)}
             assert counts == {"decisions_unanswered": 3}
             assert engine.guardrails.extra_frames == 3 * 2  # kept: the agent may take them
             release.set()

@@ -471,3 +471,35 @@ def test_a_field_whose_last_frame_the_bus_lost_waits_for_the_recorder(tmp_path: 
     assert set(fld.frames) == {("Phase", 0), ("DAPI", 0)}
     assert w.counts["frames_completed_from_recording"] == 1
     assert w.counts["fields_incomplete"] == 0
+
+
+def test_a_z_stack_field_completed_from_the_recording_is_placed_at_its_middle(
+    tmp_path: Path,
+) -> None:
+    # the bus brought one plane; the others are read from the recording, with their z
+    import numpy as np
+    import useq
+
+    from livescope.pipeline._jobs import Field
+    from livescope.schema import load_profile
+    from livescope.scope import demo_sequence, run_simulated
+
+    prof = load_profile("sim")
+    run = tmp_path / "run"
+    seq = demo_sequence(prof, timepoints=1, positions=1)
+    seq = seq.model_copy(update={"z_plan": useq.ZRangeAround(range=4.0, step=2.0)})
+    run_simulated(prof, seq, run, seed=3)
+    frames = [json.loads(line) for line in (run / "frames.jsonl").read_text().splitlines()]
+    zs = sorted({f["z_um"] for f in frames})
+    assert len(zs) == 3  # three planes, 2 µm apart
+    first = frames[0]
+    fld = Field("p0", 0, {(first["channel"], 0): np.zeros((8, 8), np.uint16)}, first, 0)
+    fld.note_z(first)
+    w = PipelineWorker(run, NO_ENGINES)
+    try:
+        w._complete(fld)
+    finally:
+        w._finish(failed=True)
+    assert len(fld.frames) == len(frames)
+    assert sorted(fld.z_um.values()) == zs
+    assert fld.z_centre_um() == zs[1]

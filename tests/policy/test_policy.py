@@ -1136,8 +1136,8 @@ def test_a_shared_firing_goes_with_its_sub_sequence_when_the_agent_refuses_it() 
         "shared", False, f"{verdicts[1].reason}; its fate: the run has ended"
     )  # fmt: skip
     # (one the agent never answered may still be made: its fate is said as it is)
-    unanswered = {0: ("agent", False, "no answer from the agent (timed out); booked")}
-    assert _outcome(1, verdicts, unanswered)[2].endswith(
-        "; its fate: no answer from the agent (timed out); booked"
-    )
+    unanswered = {0: ("unanswered", False, "no answer from the agent (timed out); booked")}
+    stage, ok, reason = _outcome(1, verdicts, unanswered)
+    assert (stage, ok) == ("unanswered", False)
+    assert reason.endswith("; its fate: no answer from the agent (timed out); booked")
     assert _outcome(0, verdicts, refused) == ("agent", False, "the run has ended")

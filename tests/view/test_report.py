@@ -416,3 +416,20 @@ def test_the_latency_table_lists_the_workers_stages_in_their_order() -> None:
     from livescope.view._report import _LATENCY_ORDER
 
     assert _LATENCY_ORDER == LATENCY_STAGES
+
+
+def test_each_firing_outcome_has_a_marker_and_a_caption() -> None:
+    from livescope.view._report_data import firing_outcome
+    from livescope.view._report_plots import STATUS_STYLE
+
+    # (verdict, stage) as the policy log writes them
+    logged = {
+        ("accepted", ""): "accepted", ("shared", "shared"): "shared",
+        ("recorded", "record"): "recorded", ("rejected", "guardrail"): "rejected (guardrail)",
+        ("rejected", "agent"): "rejected (agent)",
+        # a shared firing whose sub-sequence was refused, or not answered in time
+        ("rejected", "shared"): "rejected (shared)", ("rejected", "unanswered"): "unanswered",
+    }  # fmt: skip
+    for (verdict, stage), outcome in logged.items():
+        assert firing_outcome(verdict, stage) == outcome
+        assert outcome in STATUS_STYLE
