@@ -127,6 +127,14 @@ def _shared_reason(by: Firing) -> str:
     return f"imaged by the sub-sequence{name} of {by.rule}{track}, whose field holds it"
 
 
+def _covering(
+    out: list[Verdict], made: list[int], acquire: Acquire, obs: Observation, f: Firing
+) -> int | None:
+    """Return the index in ``out`` of the first of ``made`` whose sub-sequence covers ``f``."""
+    return next((j for j in made if acquire.covers(
+        obs, (out[j].firing.y, out[j].firing.x), f.y, f.x)), None)  # fmt: skip
+
+
 def _share_refused(
     out: list[Verdict], first: int, made: list[int], acquire: Acquire, obs: Observation
 ) -> None:
@@ -140,9 +148,7 @@ def _share_refused(
         v = out[i]
         if v.stage != "guardrail":
             continue
-        y, x = v.firing.y, v.firing.x
-        by = next((j for j in made if acquire.covers(
-            obs, (out[j].firing.y, out[j].firing.x), y, x)), None)  # fmt: skip
+        by = _covering(out, made, acquire, obs, v.firing)
         if by is not None:
             why = f"{_shared_reason(out[by].firing)} (the guardrails refused its own: "
             out[i] = Verdict(v.firing, False, "shared", f"{why}{v.reason})", by)
@@ -217,8 +223,7 @@ class PolicyEngine:
                         "policy %r raised and is disabled for this run: %s", policy.name, msg
                     )
                     break
-                by = next((i for i in made if acquire is not None and acquire.covers(
-                    obs, (out[i].firing.y, out[i].firing.x), f.y, f.x)), None)  # fmt: skip
+                by = None if acquire is None else _covering(out, made, acquire, obs, f)
                 if by is not None:
                     out.append(Verdict(f, False, "shared", _shared_reason(out[by].firing), by))
                     continue
