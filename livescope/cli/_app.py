@@ -339,7 +339,9 @@ def _print_demo(summary: dict[str, Any]) -> None:
         if d.get("shared_not_imaged"):
             shared += f", {d['shared_not_imaged']} shared one that was not made"
         if d.get("unanswered"):
-            shared += f", {d['unanswered']} not answered in time"
+            shared += f", {d['unanswered']} never answered"
+        if d.get("answered_late"):
+            shared += f" ({d['answered_late']} answered late)"
         table.add_row(
             "decisions", f"{d['accepted']} accepted, {d['rejected']} rejected{not_sent}{shared}"
         )
@@ -354,6 +356,14 @@ def _print_demo(summary: dict[str, Any]) -> None:
             )  # fmt: skip
         over = summary["latency_ms"].get("overhead", {})
         table.add_row("pipeline overhead p50 / p99", f"{over.get('p50')} / {over.get('p99')} ms")
+        if (behind := summary.get("analysis_behind_s")) and behind.get("max", 0) >= 1:
+            skipped = summary.get("stains_skipped_behind")
+            table.add_row(
+                "analysis behind the acquisition",
+                f"up to {behind['max']:.1f} s, {behind['last']:.1f} s at the end (the engines "
+                "were slower than the acquisition: decisions came that late)"
+                + (f"; {skipped} overlay stain(s) skipped to catch up" if skipped else ""),
+            )
         if pc := summary.get("machine"):
             table.add_row(
                 "machine",

@@ -243,10 +243,16 @@ class FrameAnalyzer:
         engines = [next(iter(self._segmenters.values()), None), self.stain, self.states]
         return {e.name: e.runtime() for e in engines if e is not None}
 
-    def engines_used(self, res: FrameResult) -> dict[str, str]:
-        """Engine name → model sha256 of the engines that ran for ``res`` (its stage times)."""
+    def engines_used(self, res: FrameResult, *, stain_decides: bool = True) -> dict[str, str]:
+        """Engine name → model sha256 of the engines that ran for ``res`` (its stage times).
+
+        ``stain_decides`` False: the policies read no virtual stain, so a stain
+        made only for the overlay (the field's fluorescence was segmented) is
+        left out: the decisions did not depend on it (and a worker that skipped
+        it to catch up records the same engines as a replay that made it).
+        """
         ran: list[Any] = []
-        if "stain" in res.ms:
+        if "stain" in res.ms and (stain_decides or res.nuclear_source == "virtual_stain"):
             ran.append(self.stain)
         if "segment" in res.ms:
             ran.append(next(iter(self._segmenters.values()), None))

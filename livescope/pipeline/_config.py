@@ -46,6 +46,11 @@ class WorkerConfig:
     stain_every: int = 1
     """Virtual stain of every Nth time point of a field that also has a fluorescence
     frame (fields with only a label-free frame always get it: it is what is segmented)."""
+    skip_stain_when_behind: bool = True
+    """Skip the virtual stain of a field that also has a fluorescence frame when a later
+    time point of its position is already waiting: the engines are a whole time point
+    behind the acquisition, and that stain is only drawn on the overlay (the field's
+    labels and states come from the fluorescence). Counted as ``stains_skipped_behind``."""
     analyse_added: bool = False
     maxlen: int = 256
     idle_s: float | None = None

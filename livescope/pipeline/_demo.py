@@ -58,6 +58,25 @@ ANALYSIS_GAPS = (
     "overlay_errors", "ctc_results_not_written",
 )  # fmt: skip
 """The worker's counts of what it could not do, copied into a run's summary (``analysis_gaps``)."""
+
+
+def answered_late(work: dict[str, Any]) -> int:
+    """Decisions the agent answered after the worker's wait ran out (a worker summary's counts)."""
+    return int(work.get("decisions_accepted_late", 0)) + int(work.get("decisions_refused_late", 0))
+
+
+def never_answered(work: dict[str, Any]) -> int:
+    """Decisions the agent did not answer in time and never answered after (a worker summary's)."""
+    return int(work.get("decisions_unanswered", 0)) - answered_late(work)
+
+
+def analysis_gaps(work: dict[str, Any]) -> dict[str, int]:
+    """Return a worker summary's `ANALYSIS_GAPS` (``decisions_unanswered``: never answered)."""
+    gaps = {k: int(work.get(k, 0)) for k in ANALYSIS_GAPS}
+    gaps["decisions_unanswered"] = never_answered(work)
+    return gaps
+
+
 SLOW_FIELD_MS = 5.0
 """A field whose pipeline overhead is above this is slow (issue 7's p99 target on a 2-core PC)."""
 
@@ -259,10 +278,11 @@ def run_adaptive(
                 "shared": int(work.get("firings_shared", 0)),
                 # and those whose sub-sequence was refused or not sent
                 "shared_not_imaged": int(work.get("firings_shared_not_imaged", 0)),
-                # decisions the agent did not answer in time, and firings sharing their
-                # sub-sequences (it may have carried them out later)
-                "unanswered": int(work.get("decisions_unanswered", 0))
-                + int(work.get("firings_shared_unanswered", 0)),
+                # decisions the agent never answered, and firings sharing the sub-sequence
+                # of one it did not answer in time (it may have carried it out later)
+                "unanswered": never_answered(work) + int(work.get("firings_shared_unanswered", 0)),
+                # decisions answered after the worker's wait (in accepted / rejected)
+                "answered_late": answered_late(work),
                 # firings of rules that only record
                 "recorded": int(work.get("firings_recorded", 0)),
             },
@@ -279,11 +299,15 @@ def run_adaptive(
             # frames, recorded fields none of whose frames could be read, decisions the
             # agent never answered, overlay updates that failed, positions whose tracks
             # could not be written as a CTC result
-            "analysis_gaps": {k: int(work.get(k, 0)) for k in ANALYSIS_GAPS},
+            "analysis_gaps": analysis_gaps(work),
             "policies_disabled": work.get("policies_disabled", []),
             "engines": work.get("engines", {}),
             "engine_runtimes": work.get("engine_runtimes", {}),
             "engine_warm_up_s": work.get("warm_up_s"),
+            # how long after its last frame a live field's analysis started (most, last), s
+            "analysis_behind_s": work.get("behind_s"),
+            # overlay-only virtual stains left out while a time point behind (`WorkerConfig`)
+            "stains_skipped_behind": int(work.get("stains_skipped_behind", 0)),
             "guardrails": work.get("guardrails", {}),
             "evaluation": evaluation,
             "tracking": tracking,

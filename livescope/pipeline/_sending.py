@@ -19,7 +19,10 @@ class Unanswered:
     """Decisions the agent did not answer in time: their budget stays booked until it does.
 
     `answered` is the decision client's ``on_late``: a late refusal gives the
-    budget back (``decisions_refused_late``); a late acceptance keeps it. The
+    budget back (``decisions_refused_late``); a late acceptance keeps it
+    (``decisions_accepted_late``). Both leave ``decisions_unanswered`` as it
+    was (it says what happened in time); the answered ones are those counts'
+    sum. The
     policies and this run on the worker's decision thread (late answers are
     read while a later field's answers are collected), or after it has
     stopped (the worker's last `drain`).
@@ -37,9 +40,12 @@ class Unanswered:
             del self._held[next(iter(self._held))]
 
     def answered(self, ack: DecisionAck) -> None:
-        """Take a late answer: a refused decision's budget is given back."""
+        """Take a late answer: count it; a refused decision's budget is given back."""
         held = self._held.pop(ack.decision_id, None)
-        if held is None or ack.accepted:
+        if held is None:  # (not one of ours, or forgotten: over `_HELD_MAX` held)
+            return
+        if ack.accepted:
+            self._counts["decisions_accepted_late"] += 1
             return
         self._policy.refused(*held)
         self._counts["decisions_refused_late"] += 1

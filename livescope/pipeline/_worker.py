@@ -26,6 +26,10 @@ so the tracker sees every time point; such fields are counted as
 ``dropped_live``. Frames added by decisions (``added_by``) are recorded by the
 agent; the worker counts them but does not analyse them unless asked
 (``analyse_added``).
+
+When the engines are slower than the acquisition the worker falls behind and
+goes on in order (the tracker needs every time point): its decisions come late,
+which it says (`Behind`: ``behind_s`` in the summary, warnings in the log).
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ from livescope.policy import (
     REHEARSAL,
     Policy,
     PolicyEngine,
+    Rule,
     load_policies,
     rehearsal_field,
 )
@@ -105,16 +110,54 @@ gain nothing: in demos, 2-4 ms stalls of the hand-off (20 ms allowed) made the
 largest pipeline overheads.
 """
 
+BEHIND_WARN_S = 10.0
+"""A live field whose analysis starts this long after its last frame was taken is logged
+as a warning (then again each time the wait doubles): the engines are slower than the
+acquisition, so its decisions come that much late."""
+
+
+class Behind:
+    """How far the analysis is behind the acquisition.
+
+    That is how long after its last frame was taken each live field's analysis
+    started (0 when the engines keep up).
+    """
+
+    def __init__(self, warn_s: float = BEHIND_WARN_S) -> None:
+        self.max_s = 0.0
+        self.last_s = 0.0
+        self._warn_s = warn_s
+
+    def note(self, position: str, t: int, behind_s: float) -> None:
+        """Take one live field's wait; warn when it passes ``warn_s``, then each time it doubles."""
+        self.last_s = behind_s
+        self.max_s = max(self.max_s, behind_s)
+        if behind_s < self._warn_s:
+            return
+        self._warn_s = 2 * behind_s
+        logger.warning(
+            "the analysis is %.0f s behind the acquisition (field %s t=%d): the engines take "
+            "longer per field than the plan gives them, so decisions come that late; a "
+            "longer interval (a simulated sample: less --time-acceleration), a faster "
+            "backend (a GPU) or fewer engines (`livescope worker --stain ''`) would keep up",
+            behind_s, position, t,
+        )  # fmt: skip
+
+    def summary(self) -> dict[str, float]:
+        """Return the most and the last field's wait, s."""
+        return {"max": round(self.max_s, 3), "last": round(self.last_s, 3)}
+
 
 WORKER_COUNTS = (
     "added_frames_received", "cells", "ctc_results_not_written", "decisions_accepted",
-    "decisions_answered_late", "decisions_not_sent", "decisions_refused_late",
-    "decisions_rejected_agent", "decisions_rejected_guardrail", "decisions_unanswered",
+    "decisions_accepted_late", "decisions_answered_late", "decisions_not_sent",
+    "decisions_refused_late", "decisions_rejected_agent", "decisions_rejected_guardrail",
+    "decisions_unanswered",
     "dropped_live", "fields_analysed", "fields_incomplete", "fields_missing",
     "fields_unreadable", "firings_recorded", "firings_shared_not_imaged",
     "firings_shared_unanswered", "frames_already_analysed", "frames_analysed",
     "frames_completed_from_recording", "frames_dropped_live", "frames_overwritten",
-    "frames_received", "overlay_errors", "restarts",
+    "frames_received", "overlay_errors", "restarts", "stains_skipped_behind",
 )  # fmt: skip
 """The counts a worker's summary always holds (``results/worker.json``), 0 when nothing
 happened."""
@@ -207,7 +250,14 @@ class PipelineWorker:
         self._lower_pools(before)
         self.engines = self.analyzer.engine_hashes()
         self.warm_up_s: float | None = None  # set by `run`
+        self.behind = Behind()
         self.policy = PolicyEngine([*rules, *policies], self.profile, planned)
+        # the virtual stain feeds the decisions: segmented (no fluorescence), or a rule's
+        # `feature: stain`, or a Python policy (which may read any feature)
+        self._stain_decides = any(
+            not isinstance(p, Rule) or getattr(p.trigger, "feature", None) == "stain"
+            for p in self.policy.policies
+        )
         self.results = self.run_dir / RESULTS_DIR
         # the folders this worker makes, outermost first: a worker refused for a wrong path
         # takes them away again (`_abandon`)
@@ -548,6 +598,14 @@ class PipelineWorker:
         fluo = chans[min(nuclear)[1]] if nuclear else None
         free = next((a for c, a in chans.items() if self.kinds.get(c) == "label_free"), None)
         px = float(h.get("pixel_size_um") or 0.0) or None
+        stain = fld.t % max(1, self.config.stain_every) == 0
+        if (
+            stain and fluo is not None and free is not None and self.analyzer.stain is not None
+            and self.config.skip_stain_when_behind and not self._stain_decides
+            and self._later_waiting(fld)
+        ):  # fmt: skip
+            stain = False  # (the overlay's only: the fluorescence is what is segmented)
+            self.counts["stains_skipped_behind"] += 1
         # the engines busy with earlier fields since this field's last frame was taken: it
         # waits for them however fast its frames travel, so that is not the pipeline's cost
         t_cam = int(h.get("t_camera_ns") or 0)
@@ -555,6 +613,8 @@ class PipelineWorker:
         live_cam = fld.live and 0 < t_cam <= fld.t_received_ns
         since = t_cam if live_cam else fld.t_received_ns
         busy = overlap_ns(self._engine_spans, since, t_start)
+        if live_cam:
+            self.behind.note(fld.position, fld.t, (t_start - t_cam) / 1e9)
         t_a0 = clock_ns()
         self._handoff.set()
         self._main_free.set()  # the engines release the GIL: the store thread may work
@@ -565,7 +625,7 @@ class PipelineWorker:
                 position=fld.position,
                 pixel_size_um=px,
                 frame=fld.t,
-                stain=fld.t % max(1, self.config.stain_every) == 0,
+                stain=stain,
             )
         finally:
             self._main_free.clear()
@@ -586,6 +646,16 @@ class PipelineWorker:
         )  # fmt: skip
         if self._store_error is not None:
             raise LivescopeError(f"storing results failed: {self._store_error}")
+
+    def _later_waiting(self, fld: Field) -> bool:
+        """Whether a later time point of ``fld``'s position is already queued (live fields)."""
+        if not fld.live:
+            return False
+        with self._fields.mutex:  # (a look at the queue: the assembler adds to it meanwhile)
+            return any(
+                isinstance(f, Field) and f.position == fld.position and f.t > fld.t
+                for f in self._fields.queue
+            )
 
     def _decide_loop(self) -> None:
         while (job := self._decide_q.get()) is not None:
@@ -620,7 +690,8 @@ class PipelineWorker:
             t0 = time.perf_counter()
             obs = observe(
                 fld, res, nuclear_frame=job.nuclear, pixel_size_um=job.pixel_size_um,
-                run_id=self.run_id, engines=self.analyzer.engines_used(res),
+                run_id=self.run_id,
+                engines=self.analyzer.engines_used(res, stain_decides=self._stain_decides),
                 tracker=job.tracker_state, orientation=self.profile.camera.orientation,
             )  # fmt: skip
             ms_prepare = 1000 * (time.perf_counter() - t0)
@@ -774,6 +845,7 @@ class PipelineWorker:
             "engines": self.engines,
             "engine_runtimes": runtimes,
             "warm_up_s": self.warm_up_s,  # the engines' first calls, before the first field
+            "behind_s": self.behind.summary(),  # this process's (a restarted worker: its own)
             "peak_memory_mb": peak_memory_mb(),  # this process's (a restarted worker: its own)
             "bus": {k: stats[k] for k in ("received", "delivered", "drops", "dropped_queue",
                                            "dropped_upstream", "max_depth", "latency")

@@ -73,6 +73,7 @@ def _summary_section(page: ReportPage) -> str:
     runtimes = as_dict(s.get("engine_runtimes"))
     truth = as_dict(s.get("truth"))
     e2e = as_dict(as_dict(s.get("latency_ms")).get("end_to_end"))
+    behind = as_dict(s.get("analysis_behind_s"))
     stalls = as_dict(s.get("machine_stalls"))
     pc = as_dict(s.get("machine"))
     rows = [
@@ -102,6 +103,11 @@ def _summary_section(page: ReportPage) -> str:
         ),
         ("Mitosis to trigger, median (s)", fmt(s.get("mitosis_to_trigger_s"))),
         ("End-to-end latency p50 · p99 (ms)", f"{fmt(e2e.get('p50'))} · {fmt(e2e.get('p99'))}"),
+        (
+            "Analysis behind the acquisition: most · at the end (s) · overlay stains skipped",
+            f"{fmt(behind.get('max'))} · {fmt(behind.get('last'))} · "
+            f"{fmt(s.get('stains_skipped_behind'))}",
+        ),
         (
             "Machine: CPU · logical CPUs · Python reference (ms)",
             f"{fmt(pc.get('cpu'))} · {fmt(pc.get('logical_cpus'))} · "

@@ -105,6 +105,11 @@ def test_demo_meets_the_adaptive_targets(demo_run: tuple[dict, Path]) -> None:
     added = [f for f in read_frames(out) if f["added_by"]]
     assert len(added) == summary["frames_added"] == 8 * d["accepted"]
     assert {"decision_enqueued", "end_to_end", "overhead", "engines"} <= set(summary["latency_ms"])
+    # how far the analysis fell behind: at least each live field's wait from its receipt
+    behind = summary["analysis_behind_s"]
+    assert 0 <= behind["last"] <= behind["max"]
+    assert 1000 * behind["max"] >= summary["latency_ms"]["queue_wait"]["p99"] - 1
+    assert d["answered_late"] == 0
     assert Path(summary["report"]).is_file()
     assert (out / "results" / "cells.csv").is_file()
 
@@ -159,6 +164,13 @@ def test_demo_report_opens_in_chromium_with_its_plots(demo_run: tuple[dict, Path
     for anchor in SECTIONS:  # the worker's own results, read by the report
         assert f'<section id="{anchor}">' in page
     assert 'class="missing"' not in page
+    from livescope.view._report_html import fmt
+
+    behind = fmt(summary["analysis_behind_s"]["max"])
+    assert (
+        "Analysis behind the acquisition: most · at the end (s) · overlay stains skipped"
+        f"</th><td>{behind} · "
+    ) in page
     images, errors, title = open_in_chromium(Path(summary["report"]))
     assert errors == []
     assert title.startswith("Run report")
@@ -361,3 +373,16 @@ def test_the_demo_table_names_the_machine(
     err = capsys.readouterr().err
     assert "tracks vs ground truth (TRA)" in err
     assert "p0: 0.981, p1: not scored" in err
+    assert "behind the acquisition" not in err  # (a summary from before it was measured)
+    summary["analysis_behind_s"] = {"max": 0.4, "last": 0.1}  # keeping up: not a row
+    _print_demo(summary)
+    assert "behind the acquisition" not in capsys.readouterr().err
+    summary["analysis_behind_s"] = {"max": 18.47, "last": 9.02}
+    summary["stains_skipped_behind"] = 4
+    summary["decisions"] = {"accepted": 5, "rejected": 1, "unanswered": 2, "answered_late": 3}
+    _print_demo(summary)
+    err = capsys.readouterr().err
+    assert "analysis behind the acquisition" in err
+    assert "up to 18.5 s, 9.0 s at the end" in err
+    assert "4 overlay stain(s) skipped to catch up" in err
+    assert "5 accepted, 1 rejected, 2 never answered (3 answered late)" in err

@@ -152,10 +152,7 @@ def test_a_guardrail_breach_is_rejected_never_executed(faulty_run) -> None:
     assert d["seq"] is not None
     assert d["rule"] == "closeup"
     assert d["inputs"]["track"] > 0
-    # the engines that ran for that field: the virtual stain only every 5th time point
-    lines = (out / "results" / "latency.jsonl").read_text().splitlines()
-    ran = {(r["position"], r["t"]): r["ms"] for r in map(json.loads, lines)}
-    stained = "stain" in ran[(d["inputs"]["position"], d["inputs"]["t"])]
-    assert set(d["engines"]) == {"nuclei-unet", "cell-state"} | ({"nuclei-stain"} if stained
-                                                                  else set())  # fmt: skip
+    # the engines whose outputs the decisions saw: the DAPI frame was segmented and no
+    # rule reads the `stain` feature, so the virtual stain (the overlay's) is not one
+    assert set(d["engines"]) == {"nuclei-unet", "cell-state"}
     assert np.all([len(v) == 64 for v in d["engines"].values()])

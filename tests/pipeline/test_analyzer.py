@@ -44,6 +44,14 @@ def test_one_pass_yields_labels_tracks_stain_and_states(frames) -> None:  # type
             fa.analyse(fluorescence=dapi, label_free=phase, pixel_size_um=px)
             for phase, dapi, px in frames
         ]
+        # the engines a decision on the field records: the stain only when the policies
+        # read it (here the DAPI frame was segmented: the stain is the overlay's)
+        used = fa.engines_used(results[0])
+        assert set(used) == {"nuclei-stain", "nuclei-unet", "cell-state"}
+        assert all(len(h) == 64 for h in used.values())
+        assert set(fa.engines_used(results[0], stain_decides=False)) == {
+            "nuclei-unet", "cell-state"
+        }  # fmt: skip
     for r in results:
         assert r.labels is not None
         assert r.stain is not None
@@ -69,6 +77,8 @@ def test_label_free_only_segments_the_virtual_stain(frames) -> None:  # type: ig
     ) as fa:
         r = fa.analyse(label_free=phase, pixel_size_um=px)
         assert r.nuclear_source == "virtual_stain"
+        # what was segmented: its engine is recorded whatever the policies read
+        assert "nuclei-stain" in fa.engines_used(r, stain_decides=False)
         assert r.labels is not None
         assert r.labels.max() > 3
         blank = fa.analyse(label_free=np.full_like(phase, 90), position="empty", pixel_size_um=px)

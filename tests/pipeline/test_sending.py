@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from livescope.bus import BusInfo, DecisionServer, FramePublisher, attach
+from livescope.pipeline._demo import analysis_gaps, answered_late, never_answered
 from livescope.pipeline._sending import FieldDecisions, Unanswered
 from livescope.policy import Cells, Observation, PolicyEngine, Rule
 from livescope.schema import AddEvents, Decision, DecisionAck, clock_ns, load_profile
@@ -119,4 +120,10 @@ def test_a_refusal_that_comes_after_the_wait_gives_the_budget_back(tmp_path: Pat
         pub.close()
         server.close()
     assert counts["decisions_refused_late"] == 1
+    assert counts["decisions_accepted_late"] == 2  # (what the agent's own counts hold too)
+    assert counts["decisions_unanswered"] == 3  # (in time: none)
+    # the run's summary: answered late, so none left unanswered (nor counted twice)
+    assert answered_late(dict(counts)) == 3
+    assert never_answered(dict(counts)) == 0
+    assert analysis_gaps(dict(counts))["decisions_unanswered"] == 0
     assert engine.guardrails.extra_frames == 2 * 2  # the late refusal's frames came back

@@ -73,3 +73,40 @@ def test_worker_analyses_each_field_of_a_running_acquisition(tmp_path: Path) -> 
     assert "no profile.yaml" not in werr  # the run's own profile, not the shipped sim
     # the result was swapped in and the live masks it was made from removed
     assert sorted(p.name for p in (run / "results" / "ctc").iterdir()) == ["A", "B"]
+
+
+def _behind_run(tmp_path: Path, policies: list[dict] | None) -> tuple[dict, dict, list[int]]:
+    """A run whose time points come faster than the engines; its summaries, stained t."""
+    from livescope.pipeline import WorkerConfig, run_adaptive
+    from livescope.schema import load_profile
+    from livescope.scope import demo_sequence
+
+    prof = load_profile("sim")
+    # time points 1 sample second apart (~2 ms at the sim's 600x): faster than any engine
+    seq = demo_sequence(prof, timepoints=5, positions=1, interval_s=1.0)
+    out = tmp_path / "run"
+    cfg = WorkerConfig(stain_every=1, backend="onnxruntime")
+    summary = run_adaptive(prof, seq, out, policies=policies, worker=cfg, watch_stalls=False)
+    work = json.loads((out / "results" / "worker.json").read_text())
+    rows = [json.loads(x) for x in (out / "results" / "latency.jsonl").read_text().splitlines()]
+    assert sorted(r["t"] for r in rows) == [0, 1, 2, 3, 4]  # every field analysed
+    with (out / "results" / "cells.csv").open() as f:  # labels and states all the same
+        assert {int(r["t"]) for r in csv.DictReader(f)} == set(range(5))
+    return summary, work, sorted(r["t"] for r in rows if "stain" in r["ms"])
+
+
+def test_a_worker_a_time_point_behind_skips_the_overlays_stain(tmp_path: Path) -> None:
+    summary, work, stained = _behind_run(tmp_path, None)
+    # each field either has its stain or was counted: none lost without a word
+    assert work["stains_skipped_behind"] + len(stained) == 5
+    assert work["stains_skipped_behind"] >= 1
+    assert 4 in stained  # the last time point: nothing later waits behind it
+    assert summary["stains_skipped_behind"] == work["stains_skipped_behind"]
+
+
+def test_a_worker_whose_policies_read_the_stain_never_skips_it(tmp_path: Path) -> None:
+    rule = {"name": "stained", "when": {"feature": {"feature": "stain", "above": 0.5}},
+            "do": {"record": {}}}  # fmt: skip
+    _, work, stained = _behind_run(tmp_path, [rule])
+    assert work["stains_skipped_behind"] == 0
+    assert stained == [0, 1, 2, 3, 4]

@@ -503,3 +503,18 @@ def test_a_z_stack_field_completed_from_the_recording_is_placed_at_its_middle(
     assert len(fld.frames) == len(frames)
     assert sorted(fld.z_um.values()) == zs
     assert fld.z_centre_um() == zs[1]
+
+
+def test_the_worker_says_when_its_analysis_falls_behind(caplog: pytest.LogCaptureFixture) -> None:
+    from livescope.pipeline._worker import Behind
+
+    behind = Behind(warn_s=10)
+    with caplog.at_level("WARNING", logger="livescope"):
+        for t, wait_s in enumerate([0.2, 4.0, 12.0, 15.0, 19.0, 25.0, 3.0]):
+            behind.note("p0", t, wait_s)
+    warned = [r.getMessage() for r in caplog.records if "behind the acquisition" in r.getMessage()]
+    # at 10 s, then only once the wait has doubled (24 s): not a line per field
+    assert len(warned) == 2, warned
+    assert "12 s behind the acquisition (field p0 t=2)" in warned[0]
+    assert "25 s behind the acquisition (field p0 t=5)" in warned[1]
+    assert behind.summary() == {"max": 25.0, "last": 3.0}
