@@ -341,7 +341,7 @@ def _print_demo(summary: dict[str, Any]) -> None:
         if d.get("unanswered"):
             shared += f", {d['unanswered']} never answered"
         if d.get("answered_late"):
-            shared += f" ({d['answered_late']} answered late)"
+            shared += f"; {d['answered_late']} answered late"
         table.add_row(
             "decisions", f"{d['accepted']} accepted, {d['rejected']} rejected{not_sent}{shared}"
         )

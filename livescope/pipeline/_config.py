@@ -50,7 +50,9 @@ class WorkerConfig:
     """Skip the virtual stain of a field that also has a fluorescence frame when a later
     time point of its position is already waiting: the engines are a whole time point
     behind the acquisition, and that stain is only drawn on the overlay (the field's
-    labels and states come from the fluorescence). Counted as ``stains_skipped_behind``."""
+    labels and states come from the fluorescence). Never when a policy reads the stain
+    (a rule's ``feature: stain``, or any Python policy). Counted as
+    ``stains_skipped_behind``."""
     analyse_added: bool = False
     maxlen: int = 256
     idle_s: float | None = None

@@ -34,6 +34,8 @@ class Field:
     next_seq: int | None = None
     """The first frame received after it, of another field: every frame of this one
     was taken before it (None: none came after)."""
+    stain_skipped: bool = False
+    """Its overlay-only virtual stain was left out to catch up (counted once decided)."""
     z_um: dict[int, float] = field(default_factory=dict)
     """Stage z of its frames by z index, where their headers give it (a z-stack's
     planes: the header above is the last plane's)."""

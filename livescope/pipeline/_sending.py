@@ -32,17 +32,25 @@ class Unanswered:
         self._policy = policy
         self._counts = counts
         self._held: dict[str, tuple[Verdict, float]] = {}  # decision_id → (verdict, booked at s)
+        # late answers read before their decision was held: one whose wait ran out is
+        # answered while the same `collect` still waits for the field's other decisions
+        self._early: dict[str, DecisionAck] = {}
 
     def hold(self, decision_id: str, verdict: Verdict, now_s: float) -> None:
         """Remember a decision whose answer did not come (its budget is booked at ``now_s``)."""
         self._held[decision_id] = (verdict, now_s)
         if len(self._held) > _HELD_MAX:
             del self._held[next(iter(self._held))]
+        if (ack := self._early.pop(decision_id, None)) is not None:
+            self.answered(ack)
 
     def answered(self, ack: DecisionAck) -> None:
         """Take a late answer: count it; a refused decision's budget is given back."""
         held = self._held.pop(ack.decision_id, None)
-        if held is None:  # (not one of ours, or forgotten: over `_HELD_MAX` held)
+        if held is None:  # not held yet (see `hold`), or forgotten: over `_HELD_MAX` held
+            self._early[ack.decision_id] = ack
+            if len(self._early) > _HELD_MAX:
+                del self._early[next(iter(self._early))]
             return
         if ack.accepted:
             self._counts["decisions_accepted_late"] += 1

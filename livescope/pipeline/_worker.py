@@ -605,7 +605,7 @@ class PipelineWorker:
             and self._later_waiting(fld)
         ):  # fmt: skip
             stain = False  # (the overlay's only: the fluorescence is what is segmented)
-            self.counts["stains_skipped_behind"] += 1
+            fld.stain_skipped = True  # (counted when decided: the state saved is as of then)
         # the engines busy with earlier fields since this field's last frame was taken: it
         # waits for them however fast its frames travel, so that is not the pipeline's cost
         t_cam = int(h.get("t_camera_ns") or 0)
@@ -715,6 +715,7 @@ class PipelineWorker:
         )  # fmt: skip
         fld.t_start_ns, fld.t_done_ns = job.t_start_ns, t_decided
         self.counts["cells"] += len(obs.cells)
+        self.counts["stains_skipped_behind"] += fld.stain_skipped
         self._decided_done[fld.position] = fld.t
         self._tracker_states[fld.position] = job.tracker_state
         # results, overlay and state are written by the store thread, off the decision path

@@ -385,4 +385,4 @@ def test_the_demo_table_names_the_machine(
     assert "analysis behind the acquisition" in err
     assert "up to 18.5 s, 9.0 s at the end" in err
     assert "4 overlay stain(s) skipped to catch up" in err
-    assert "5 accepted, 1 rejected, 2 never answered (3 answered late)" in err
+    assert "5 accepted, 1 rejected, 2 never answered; 3 answered late" in err

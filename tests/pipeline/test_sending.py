@@ -127,3 +127,24 @@ def test_a_refusal_that_comes_after_the_wait_gives_the_budget_back(tmp_path: Pat
     assert never_answered(dict(counts)) == 0
     assert analysis_gaps(dict(counts))["decisions_unanswered"] == 0
     assert engine.guardrails.extra_frames == 2 * 2  # the late refusal's frames came back
+
+
+def test_a_late_answer_read_before_its_decision_is_held_still_counts() -> None:
+    # one `collect` for a field's decisions: the first one's wait ran out, and its answer
+    # came while the others were still awaited, before the worker held it as unanswered
+    engine = PolicyEngine([Rule("closeup", {"mitosis": {"frames": 1}}, CLOSEUP)], PROFILE)
+    verdicts = engine.evaluate(_obs(2))
+    assert engine.guardrails.extra_frames == 2 * 2
+    counts: collections.Counter[str] = collections.Counter()
+    held = Unanswered(engine, counts)
+    ids = [v.firing.decision.decision_id for v in verdicts if v.firing.decision is not None]
+    for did, ok in zip(ids, (True, False), strict=True):
+        held.answered(DecisionAck(
+            decision_id=did, run_id="r1", type="add_events", accepted=ok,
+            reason="" if ok else "taken", t_received_ns=0, t_acked_ns=0,
+        ))  # fmt: skip
+    assert counts == {}  # not held yet: nothing to count
+    for did, v in zip(ids, verdicts, strict=True):
+        held.hold(did, v, 0.0)
+    assert counts == {"decisions_accepted_late": 1, "decisions_refused_late": 1}
+    assert engine.guardrails.extra_frames == 1 * 2  # the refused one's frames came back
