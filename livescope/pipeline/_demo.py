@@ -368,11 +368,14 @@ def _slow_fields(run_dir: Path, monitor: StallMonitor) -> dict[str, int]:
         if not rec.get("live") or float(ms.get("overhead", 0.0)) <= SLOW_FIELD_MS:
             continue
         slow += 1
-        t_cam = int(rec["t_start_ns"]) - int(
-            (float(ms["queue_wait"]) + float(ms["camera_to_received"])) * 1e6
-        )
+        t_cam = int(rec["t_start_ns"]) - int(_camera_to_start_ms(ms) * 1e6)
         stalled += int(monitor.during(t_cam, t_cam + int(float(ms["end_to_end"]) * 1e6)))
     return {"slow_fields": slow, "slow_fields_in_a_stall": stalled}
+
+
+def _camera_to_start_ms(ms: dict[str, Any]) -> float:
+    """Return a live field's last-frame camera time → analysis start, ms (its latency record)."""
+    return float(ms["camera_to_received"]) + float(ms["queue_wait"])
 
 
 def analysis_behind_s(run_dir: Path) -> dict[str, float]:
@@ -382,7 +385,7 @@ def analysis_behind_s(run_dir: Path) -> dict[str, float]:
     too): its way to the worker plus its wait there.
     """
     waits = [
-        (float(ms["camera_to_received"]) + float(ms["queue_wait"])) / 1000
+        _camera_to_start_ms(ms) / 1000
         for rec in read_jsonl(run_dir / RESULTS_DIR / "latency.jsonl")
         if rec.get("live") and "queue_wait" in (ms := rec.get("ms", {}))
     ]
