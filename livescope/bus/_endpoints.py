@@ -12,6 +12,7 @@ import ipaddress
 import os
 import socket
 import stat
+import sys
 import tempfile
 import threading
 import time
@@ -147,18 +148,21 @@ def _process_lives(name: str) -> bool:
 
 
 def _refuses_connections(path: str) -> bool:
-    """Return True if nothing listens on the Unix socket file ``path``."""
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.settimeout(0.5)
-        probe.connect(path)
-    except ConnectionRefusedError:
-        return True
-    except OSError:
-        return False  # (a full backlog, no permission...): left alone
-    finally:
-        probe.close()
-    return False
+    """Return True if nothing listens on the Unix socket file ``path`` (False on Windows)."""
+    if sys.platform == "win32":  # (no AF_UNIX in Python there; the bus uses tcp)
+        return False
+    else:
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.settimeout(0.5)
+            probe.connect(path)
+        except ConnectionRefusedError:
+            return True
+        except OSError:
+            return False  # (a full backlog, no permission...): left alone
+        finally:
+            probe.close()
+        return False
 
 
 def is_loopback(endpoint: str) -> bool:

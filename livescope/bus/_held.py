@@ -42,24 +42,28 @@ _lib: ctypes.PyDLL | bool | None = None  # None: not looked for yet; False: not 
 
 def _load() -> ctypes.PyDLL | None:
     """Return the libzmq pyzmq runs on, as a `PyDLL` (GIL held), or None."""
-    if os.environ.get(HELD_SEND_ENV, "").strip() == "0" or not sys.platform.startswith("linux"):
+    # (an if-else, not code after a return: mypy checks the else branch for Linux only)
+    if not sys.platform.startswith("linux") or os.environ.get(HELD_SEND_ENV, "").strip() == "0":
         return None
-    try:
-        # looked up through pyzmq's own extension: its libzmq (bundled beside it, or
-        # linked into it), whatever other libzmq the process may have loaded
-        from zmq.backend.cython import _zmq
+    else:
+        try:
+            # looked up through pyzmq's own extension: its libzmq (bundled beside it, or
+            # linked into it), whatever other libzmq the process may have loaded
+            from zmq.backend.cython import _zmq
 
-        lib = ctypes.PyDLL(_zmq.__file__)
-        major, minor, patch = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
-        lib.zmq_version(ctypes.byref(major), ctypes.byref(minor), ctypes.byref(patch))
-        if (major.value, minor.value, patch.value) != zmq.zmq_version_info():
+            lib = ctypes.PyDLL(_zmq.__file__)
+            major, minor, patch = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
+            lib.zmq_version(ctypes.byref(major), ctypes.byref(minor), ctypes.byref(patch))
+            if (major.value, minor.value, patch.value) != zmq.zmq_version_info():
+                return None
+            lib.zmq_send.argtypes = [
+                ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int
+            ]  # fmt: skip
+            lib.zmq_send.restype = ctypes.c_int
+        except (ImportError, OSError, AttributeError, ValueError) as exc:
+            logger.debug("sending with the GIL held is not available: %s", exc)
             return None
-        lib.zmq_send.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int]
-        lib.zmq_send.restype = ctypes.c_int
-    except (ImportError, OSError, AttributeError, ValueError) as exc:
-        logger.debug("sending with the GIL held is not available: %s", exc)
-        return None
-    return lib if _probe(lib) else None
+        return lib if _probe(lib) else None
 
 
 def _probe(lib: ctypes.PyDLL) -> bool:

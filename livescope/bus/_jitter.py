@@ -27,15 +27,21 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
+import sys
 import time
-from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from livescope.schema import WORKER_NICE, LivescopeError, bulk_priority, lower_thread_priority
 
 from ._stalls import LATE_MS, machine_info
+
+if TYPE_CHECKING:  # (a multiprocessing pipe's end: a PipeConnection on Windows)
+    if sys.platform == "win32":
+        from multiprocessing.connection import PipeConnection as Connection
+    else:
+        from multiprocessing.connection import Connection
 
 __all__ = ["JITTER_ROUNDS", "bench_jitter"]
 

@@ -111,11 +111,9 @@ class WorkerSupervisor:
             cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log, env=env,
             creationflags=flags, start_new_session=os.name != "nt",
         )  # fmt: skip
-        if (
-            self.lower_priority
-            and hasattr(os, "setpriority")
-            and not sys.platform.startswith("linux")
-        ):
+        if sys.platform == "win32" or sys.platform.startswith("linux"):
+            pass  # (its priority class above; Linux lowers its bulk threads only)
+        elif self.lower_priority:  # (macOS and other POSIX systems: the whole process)
             try:  # at once, before the worker starts its threads (they inherit it)
                 nice = min(19, os.getpriority(os.PRIO_PROCESS, 0) + WORKER_NICE)
                 os.setpriority(os.PRIO_PROCESS, proc.pid, nice)

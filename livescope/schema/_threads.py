@@ -145,7 +145,8 @@ def _lower_windows(tid: int, label: str) -> bool:
             why = ctypes.FormatError(error).strip()
             logger.warning("could not lower the priority of %s (%s)", label, why)
         return done
-    return False
+    else:  # (an if-else on the platform: mypy checks each platform's branch for it alone)
+        return False
 
 
 def native_thread_ids() -> set[int]:
@@ -155,11 +156,12 @@ def native_thread_ids() -> set[int]:
     Runtime's intra-op pool when a session gets more than one thread, torch's
     CPU pool): compare the ids before and after such a library starts them.
     """
-    if not sys.platform.startswith("linux"):
-        return set()
-    try:
-        return {int(name) for name in os.listdir("/proc/self/task")}
-    except OSError:  # (no /proc)
+    if sys.platform.startswith("linux"):
+        try:
+            return {int(name) for name in os.listdir("/proc/self/task")}
+        except OSError:  # (no /proc)
+            return set()
+    else:
         return set()
 
 
@@ -172,12 +174,16 @@ def lower_native_threads(nice: int, tids: Iterable[int], *, idle: bool | None = 
     of the run. A thread that has ended since is skipped (its id may belong to
     another process by now).
     """
-    if nice <= 0 or not sys.platform.startswith("linux"):
+    if nice <= 0:
         return 0
-    mode = _mode(idle)
-    # (an id no longer among this process's threads is skipped: the kernel may give it to another)
-    return sum(_lower(tid, f"native thread {tid}", nice, mode, gone_ok=True) for tid in tids
-               if os.path.exists(f"/proc/self/task/{tid}"))  # fmt: skip
+    if sys.platform.startswith("linux"):
+        mode = _mode(idle)
+        # (an id no longer among this process's threads is skipped: the kernel may give it
+        # to another)
+        return sum(_lower(tid, f"native thread {tid}", nice, mode, gone_ok=True) for tid in tids
+                   if os.path.exists(f"/proc/self/task/{tid}"))  # fmt: skip
+    else:
+        return 0
 
 
 def _mode(idle: bool | None) -> str:
@@ -188,21 +194,25 @@ def _mode(idle: bool | None) -> str:
 
 
 def _lower(tid: int, label: str, nice: int, mode: str, *, gone_ok: bool = False) -> bool:
-    try:
-        now = os.getpriority(os.PRIO_PROCESS, tid)
-        with _base_lock:
-            if not _base:
-                _base.append(now)
-        target = min(19, _base[0] + nice)
-        if now < target:
-            os.setpriority(os.PRIO_PROCESS, tid, target)
-        if mode == "idle" and os.sched_getscheduler(tid) != os.SCHED_IDLE:
-            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
-    except ProcessLookupError:
-        if not gone_ok:
-            logger.warning("could not lower the priority of %s: it has ended", label)
+    """Nice thread ``tid`` and, with ``mode`` ``idle``, move it to ``SCHED_IDLE`` (Linux)."""
+    if not sys.platform.startswith("linux"):  # (its callers are Linux's branches)
         return False
-    except OSError as exc:
-        logger.warning("could not lower the priority of %s (%s)", label, exc)
-        return False
-    return True
+    else:  # (an else, not code after a return: mypy then checks it for Linux only)
+        try:
+            now = os.getpriority(os.PRIO_PROCESS, tid)
+            with _base_lock:
+                if not _base:
+                    _base.append(now)
+            target = min(19, _base[0] + nice)
+            if now < target:
+                os.setpriority(os.PRIO_PROCESS, tid, target)
+            if mode == "idle" and os.sched_getscheduler(tid) != os.SCHED_IDLE:
+                os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+        except ProcessLookupError:
+            if not gone_ok:
+                logger.warning("could not lower the priority of %s: it has ended", label)
+            return False
+        except OSError as exc:
+            logger.warning("could not lower the priority of %s (%s)", label, exc)
+            return False
+        return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -126,6 +127,10 @@ def test_a_replay_profile_is_refused_by_run_and_agent(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    sys.platform == "win32",
+    reason="Ctrl+C is a console event on Windows (CTRL_C_EVENT to a process group), not SIGINT",
+)
 def test_an_interrupted_run_says_so_in_its_summary(tmp_path: Path) -> None:
     import signal
     import subprocess

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -133,7 +131,7 @@ def test_killed_worker_does_not_disturb_acquisition_and_a_new_one_reattaches(
     first = _worker(tmp_path, "w1")
     _wait_for(lambda: (tmp_path / "w1.json").exists())
     time.sleep(1.0)
-    os.kill(first.pid, signal.SIGKILL)
+    first.kill()  # (SIGKILL; TerminateProcess on Windows)
     _finish(first)
     killed_at = max(json.loads((tmp_path / "w1.json").read_text())["seqs"])
     time.sleep(0.5)
@@ -197,7 +195,7 @@ def test_killed_agent_leaves_every_logged_frame_readable(tmp_path: Path) -> None
     agent = _agent(tmp_path, plan, "--bus", "off")
     log = tmp_path / "run" / "frames.jsonl"
     _wait_for(lambda: log.exists() and log.read_text().count("\n") >= 40, 60)
-    os.kill(agent.pid, signal.SIGKILL)
+    agent.kill()  # (SIGKILL; TerminateProcess on Windows)
     _finish(agent)
     frames = _check_recording(tmp_path / "run")
     assert len(frames) >= 40
