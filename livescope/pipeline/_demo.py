@@ -44,6 +44,7 @@ from livescope.scope import (
 from livescope.tracking import evaluate_tracking
 
 from ._config import LATENCY_STAGES, PLAN_FILE, RESULTS_DIR, WorkerConfig
+from ._results import behind_from_log, camera_to_start_ms
 from ._supervisor import WorkerSupervisor
 
 __all__ = [
@@ -305,7 +306,7 @@ def run_adaptive(
             "engine_runtimes": work.get("engine_runtimes", {}),
             "engine_warm_up_s": work.get("warm_up_s"),
             # how long after its last frame a live field's analysis started (most, last), s
-            "analysis_behind_s": analysis_behind_s(out),
+            "analysis_behind_s": behind_from_log(out / RESULTS_DIR / "latency.jsonl"),
             # overlay-only virtual stains left out while a time point behind (`WorkerConfig`)
             "stains_skipped_behind": int(work.get("stains_skipped_behind", 0)),
             "guardrails": work.get("guardrails", {}),
@@ -368,28 +369,9 @@ def _slow_fields(run_dir: Path, monitor: StallMonitor) -> dict[str, int]:
         if not rec.get("live") or float(ms.get("overhead", 0.0)) <= SLOW_FIELD_MS:
             continue
         slow += 1
-        t_cam = int(rec["t_start_ns"]) - int(_camera_to_start_ms(ms) * 1e6)
+        t_cam = int(rec["t_start_ns"]) - int(camera_to_start_ms(ms) * 1e6)
         stalled += int(monitor.during(t_cam, t_cam + int(float(ms["end_to_end"]) * 1e6)))
     return {"slow_fields": slow, "slow_fields_in_a_stall": stalled}
-
-
-def _camera_to_start_ms(ms: dict[str, Any]) -> float:
-    """Return a live field's last-frame camera time → analysis start, ms (its latency record)."""
-    return float(ms["camera_to_received"]) + float(ms["queue_wait"])
-
-
-def analysis_behind_s(run_dir: Path) -> dict[str, float]:
-    """How long after its last frame each live field's analysis started: the most, the last, s.
-
-    From ``results/latency.jsonl`` (every worker process of the run, a restarted one's
-    too): its way to the worker plus its wait there.
-    """
-    waits = [
-        _camera_to_start_ms(ms) / 1000
-        for rec in read_jsonl(run_dir / RESULTS_DIR / "latency.jsonl")
-        if rec.get("live") and "queue_wait" in (ms := rec.get("ms", {}))
-    ]
-    return {"max": round(max(waits, default=0.0), 3), "last": round(waits[-1] if waits else 0.0, 3)}
 
 
 def _decision_executed_ms(run_dir: Path) -> list[float]:

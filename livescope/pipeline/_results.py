@@ -30,6 +30,8 @@ from ._jobs import Field
 
 __all__ = [
     "ResultsStore",
+    "behind_from_log",
+    "camera_to_start_ms",
     "ctc_staging",
     "latency_from_log",
     "restore_live_masks",
@@ -281,6 +283,26 @@ def latency_from_log(path: Path) -> dict[str, dict[str, float]]:
         for k, v in rec["ms"].items():
             values[k].append(float(v))
     return {k: _pct(v) for k, v in values.items()}
+
+
+def camera_to_start_ms(ms: dict[str, Any]) -> float:
+    """Return a live field's last-frame camera time → analysis start, ms (its latency record)."""
+    return float(ms["camera_to_received"]) + float(ms["queue_wait"])
+
+
+def behind_from_log(path: Path) -> dict[str, float]:
+    """How long after its last frame each live field's analysis started: the most, the last, s.
+
+    From ``latency.jsonl`` (every worker process of the run, a restarted one's
+    too): each live field's way to the worker plus its wait there (0 when the
+    engines keep up with the acquisition).
+    """
+    waits = [
+        camera_to_start_ms(ms) / 1000
+        for rec in read_jsonl(path)
+        if rec.get("live") and "queue_wait" in (ms := rec.get("ms", {}))
+    ]
+    return {"max": round(max(waits, default=0.0), 3), "last": round(waits[-1] if waits else 0.0, 3)}
 
 
 def _r(v: float) -> float | str:

@@ -29,7 +29,7 @@ agent; the worker counts them but does not analyse them unless asked
 
 When the engines are slower than the acquisition the worker falls behind and
 goes on in order (the tracker needs every time point): its decisions come late,
-which it says (`Behind`: ``behind_s`` in the summary, warnings in the log).
+which it says (``behind_s`` in the summary, `Behind`'s warnings in the log).
 """
 
 from __future__ import annotations
@@ -90,6 +90,7 @@ from ._observe import observe
 from ._recorded import RecordedFields
 from ._results import (
     ResultsStore,
+    behind_from_log,
     ctc_staging,
     latency_from_log,
     restore_live_masks,
@@ -117,21 +118,18 @@ acquisition, so its decisions come that much late."""
 
 
 class Behind:
-    """How far the analysis is behind the acquisition.
+    """Warns when the analysis falls behind the acquisition.
 
     That is how long after its last frame was taken each live field's analysis
-    started (0 when the engines keep up).
+    started (0 when the engines keep up). The figures (`behind_from_log`) come
+    from the latency log, which also holds a restarted worker's fields.
     """
 
     def __init__(self, warn_s: float = BEHIND_WARN_S) -> None:
-        self.max_s = 0.0
-        self.last_s = 0.0
         self._warn_s = warn_s
 
     def note(self, position: str, t: int, behind_s: float) -> None:
         """Take one live field's wait; warn when it passes ``warn_s``, then each time it doubles."""
-        self.last_s = behind_s
-        self.max_s = max(self.max_s, behind_s)
         if behind_s < self._warn_s:
             return
         self._warn_s = 2 * behind_s
@@ -142,10 +140,6 @@ class Behind:
             "backend (a GPU) or fewer engines (`livescope worker --stain ''`) would keep up",
             behind_s, position, t,
         )  # fmt: skip
-
-    def summary(self) -> dict[str, float]:
-        """Return the most and the last field's wait, s."""
-        return {"max": round(self.max_s, 3), "last": round(self.last_s, 3)}
 
 
 WORKER_COUNTS = (
@@ -846,7 +840,7 @@ class PipelineWorker:
             "engines": self.engines,
             "engine_runtimes": runtimes,
             "warm_up_s": self.warm_up_s,  # the engines' first calls, before the first field
-            "behind_s": self.behind.summary(),  # this process's (a restarted worker: its own)
+            "behind_s": behind_from_log(self.results / "latency.jsonl"),  # (as latency_ms)
             "peak_memory_mb": peak_memory_mb(),  # this process's (a restarted worker: its own)
             "bus": {k: stats[k] for k in ("received", "delivered", "drops", "dropped_queue",
                                            "dropped_upstream", "max_depth", "latency")
