@@ -78,7 +78,7 @@ def cmd_test(args: list[str]) -> int:
         ("ruff (format)", [py, "-m", "ruff", "format", "--check", "."]),
         # (checked as on each platform livescope runs on, wherever this runs: a call that
         # exists on one platform only must sit in a branch of an `if sys.platform ...`;
-        # one cache per platform, so that each check after the first is quick)
+        # a cache per platform, so that the three do not overwrite each other's)
         *(
             (
                 f"mypy (strict on livescope/, as on {platform})",

@@ -295,7 +295,9 @@ def behind_from_log(path: Path) -> dict[str, float]:
 
     From ``latency.jsonl`` (every worker process of the run, a restarted one's
     too): each live field's way to the worker plus its wait there (0 when the
-    engines keep up with the acquisition).
+    engines keep up with the acquisition). The camera's stamps are the agent's
+    clock: with the agent on another PC, as for every latency figure, only as
+    good as the two clocks' agreement.
     """
     waits = [
         camera_to_start_ms(ms) / 1000

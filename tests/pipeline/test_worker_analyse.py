@@ -104,16 +104,16 @@ def test_a_worker_a_time_point_behind_skips_the_overlays_stain(tmp_path: Path) -
     assert work["stains_skipped_behind"] >= 1
     assert 4 in stained  # the last time point: nothing later waits behind it
     assert summary["stains_skipped_behind"] == work["stains_skipped_behind"]
-    assert summary["analysis_behind_s"] == work["behind_s"]  # one figure, from the log
 
 
 def test_a_worker_whose_policies_read_the_stain_never_skips_it(tmp_path: Path) -> None:
     rule = {"name": "stained", "when": {"feature": {"feature": "stain", "above": 0.5}},
             "do": {"record": {}}}  # fmt: skip
     summary, work, stained, rows = _behind_run(tmp_path, [rule])
-    # it was behind: its time points, taken ms apart, waited for the fields' engines; the
-    # last of them at least as long as a field's stain takes (whatever the machine's speed)
+    assert stained == [0, 1, 2, 3, 4]
+    assert work["stains_skipped_behind"] == 0
+    # it was behind: its time points, taken ms apart, waited for the fields' engines (the
+    # latest-waiting field at least as long as a field's stain takes, whatever the
+    # machine's speed; a few ms of transport if it had kept up)
     stain_ms = sorted(r["ms"]["stain"] for r in rows)
     assert summary["analysis_behind_s"]["max"] * 1000 >= stain_ms[len(stain_ms) // 2]
-    assert work["stains_skipped_behind"] == 0
-    assert stained == [0, 1, 2, 3, 4]
