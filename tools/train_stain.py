@@ -22,7 +22,8 @@ and noise augmentation; the training picks a random phase slice from
 targets are normalised per frame (1st/99.8th percentiles to 0/1), as the card
 states, and each input patch again after its intensity augmentation (without
 that second step, session 42: held-aside r 0.711 instead of 0.684, SSIM 0.52
-instead of 0.73, simulated pairs 0.918; see docs/design/model-trials.md). Seeded: the same command on the same machine gives the same weights.
+instead of 0.73, simulated pairs 0.918; see docs/design/model-trials.md).
+Seeded: the same command on the same machine gives the same weights.
 Writes model.onnx and train.json; tools/stain_card.py then writes the card.
 """
 

@@ -104,6 +104,7 @@ def test_a_worker_a_time_point_behind_skips_the_overlays_stain(tmp_path: Path) -
     assert work["stains_skipped_behind"] >= 1
     assert 4 in stained  # the last time point: nothing later waits behind it
     assert summary["stains_skipped_behind"] == work["stains_skipped_behind"]
+    assert summary["analysis_behind_s"] == work["behind_s"]  # one figure, from the log
 
 
 def test_a_worker_whose_policies_read_the_stain_never_skips_it(tmp_path: Path) -> None:
