@@ -48,8 +48,8 @@ from ._results import behind_from_log, camera_to_start_ms
 from ._supervisor import WorkerSupervisor
 
 __all__ = [
-    "DEMO_POLICIES", "SLOW_FIELD_MS", "evaluate_tracks", "evaluate_triggers", "run_adaptive",
-    "write_plan",
+    "DEMO_POLICIES", "SLOW_FIELD_MS", "analysis_pace", "evaluate_tracks", "evaluate_triggers",
+    "run_adaptive", "write_plan",
 ]  # fmt: skip
 
 logger = logging.getLogger("livescope")
@@ -59,6 +59,26 @@ ANALYSIS_GAPS = (
     "overlay_errors", "ctc_results_not_written",
 )  # fmt: skip
 """The worker's counts of what it could not do, copied into a run's summary (``analysis_gaps``)."""
+
+
+def analysis_pace(
+    acceleration: float | None, duration_s: float, behind: dict[str, float]
+) -> float | None:
+    """Return the pace the analysis of a simulated run kept, in sample s per wall s, or None.
+
+    A run at ``acceleration`` (sample seconds per wall second) that acquired
+    for ``duration_s`` and whose analysis was still ``behind["last"]`` seconds
+    behind at the end (`behind_from_log`) analysed ``duration_s`` of
+    acquisition in ``duration_s + last``: about ``acceleration * duration /
+    (duration + last)``, to one decimal. None when it ended less than 1 s
+    behind (it kept up), or for a rig or replay (``acceleration`` None). A run
+    at that pace can still fall a little behind: what the worker left out to
+    catch up (`WorkerConfig.skip_stain_when_behind`) it then does.
+    """
+    last = float(behind.get("last", 0.0))
+    if acceleration is None or duration_s <= 0 or last < 1.0:
+        return None
+    return max(0.1, round(acceleration * duration_s / (duration_s + last), 1))
 
 
 def answered_late(work: dict[str, Any]) -> int:
@@ -254,6 +274,9 @@ def run_adaptive(
     for hop, v in work.get("bus", {}).get("latency", {}).items():  # the frame bus, hop by hop
         if hop != "camera_to_received":
             latency[hop] = {"p50": v["p50_ms"], "p99": v["p99_ms"]}
+    behind = behind_from_log(out / RESULTS_DIR / "latency.jsonl")
+    sim = profile.simulation if acquire is None else None
+    accel = sim.time_acceleration if sim is not None else None
     executed = _decision_executed_ms(out)
     if executed:
         a = np.asarray(executed)
@@ -306,7 +329,11 @@ def run_adaptive(
             "engine_runtimes": work.get("engine_runtimes", {}),
             "engine_warm_up_s": work.get("warm_up_s"),
             # how long after its last frame a live field's analysis started (most, last), s
-            "analysis_behind_s": behind_from_log(out / RESULTS_DIR / "latency.jsonl"),
+            "analysis_behind_s": behind,
+            # the simulated microscope's pace (sample s per wall s; None for a rig or a
+            # replay) and, when the analysis ended behind it, the pace the analysis kept
+            "time_acceleration": accel,
+            "analysis_pace": analysis_pace(accel, float(summary.get("duration_s") or 0.0), behind),
             # overlay-only virtual stains left out while a time point behind (`WorkerConfig`)
             "stains_skipped_behind": int(work.get("stains_skipped_behind", 0)),
             "guardrails": work.get("guardrails", {}),

@@ -385,4 +385,11 @@ def test_the_demo_table_names_the_machine(
     assert "analysis behind the acquisition" in err
     assert "up to 18.5 s, 9.0 s at the end" in err
     assert "4 overlay stain(s) skipped to catch up" in err
+    assert "pace the analysis kept" not in err  # (a summary from before it was said)
+    summary["time_acceleration"] = 40.0
+    summary["analysis_pace"] = 32.7
+    _print_demo(summary)
+    err = capsys.readouterr().err
+    assert "pace the analysis kept" in err
+    assert "about 32.7 sample s per wall s, the acquisition 40 (a lower" in err
     assert "5 accepted, 1 rejected, 2 never answered; 3 answered late" in err

@@ -98,6 +98,9 @@ def _behind_run(
 
 
 def test_a_worker_a_time_point_behind_skips_the_overlays_stain(tmp_path: Path) -> None:
+    from livescope.pipeline._demo import analysis_pace
+    from livescope.schema import load_profile
+
     summary, work, stained, _ = _behind_run(tmp_path, None)
     # each field either has its stain or was counted: none lost without a word
     assert work["stains_skipped_behind"] + len(stained) == 5
@@ -105,6 +108,22 @@ def test_a_worker_a_time_point_behind_skips_the_overlays_stain(tmp_path: Path) -
     assert 4 in stained  # the last time point: nothing later waits behind it
     assert summary["stains_skipped_behind"] == work["stains_skipped_behind"]
     assert summary["analysis_behind_s"] == work["behind_s"]  # one figure, from the log
+    # the pace the run went at, and the slower one its analysis kept
+    assert summary["time_acceleration"] == load_profile("sim").simulation.time_acceleration
+    assert summary["analysis_pace"] == analysis_pace(
+        summary["time_acceleration"], summary["duration_s"], summary["analysis_behind_s"]
+    )
+
+
+def test_the_analysis_pace_follows_how_far_behind_a_run_ended() -> None:
+    from livescope.pipeline._demo import analysis_pace
+
+    # 100 s acquired at 40x, analysed by 25 s after: the engines kept 0.8 of that pace
+    assert analysis_pace(40.0, 100.0, {"max": 30.0, "last": 25.0}) == 32.0
+    assert analysis_pace(40.0, 100.0, {"max": 30.0, "last": 0.6}) is None  # it kept up
+    assert analysis_pace(None, 100.0, {"max": 30.0, "last": 25.0}) is None  # a rig
+    assert analysis_pace(40.0, 0.0, {"max": 0.0, "last": 0.0}) is None
+    assert analysis_pace(1.0, 1.0, {"max": 900.0, "last": 900.0}) == 0.1  # its floor
 
 
 def test_a_worker_whose_policies_read_the_stain_never_skips_it(tmp_path: Path) -> None:
