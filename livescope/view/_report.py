@@ -63,6 +63,15 @@ _LATENCY_ORDER = (
 # ------------------------------------------------------------------ sections
 
 
+def _analysis_pace(s: dict[str, Any]) -> str:
+    """Say the pace a simulated run's analysis kept ("kept up" when it ended under 1 s behind)."""
+    if (pace := s.get("analysis_pace")) is not None:
+        return fmt(pace)
+    if s.get("time_acceleration") is not None and "analysis_behind_s" in s:
+        return "kept up"
+    return "—"  # a rig, a replay, a run without analysis, or a summary from before it was said
+
+
 def _summary_section(page: ReportPage) -> str:
     run, s = page.run, page.run.summary
     decisions = as_dict(s.get("decisions"))
@@ -107,6 +116,10 @@ def _summary_section(page: ReportPage) -> str:
             "Analysis behind the acquisition: most · at the end (s) · overlay stains skipped",
             f"{fmt(behind.get('max'))} · {fmt(behind.get('last'))} · "
             f"{fmt(s.get('stains_skipped_behind'))}",
+        ),
+        (
+            "Pace, sample s per wall s: acquisition · analysis",
+            f"{fmt(s.get('time_acceleration'))} · {_analysis_pace(s)}",
         ),
         (
             "Machine: CPU · logical CPUs · Python reference (ms)",

@@ -43,6 +43,7 @@ def test_demo_prints_summary(demo_run: tuple[dict, Path]) -> None:
     assert summary["positions"] == ["p0", "p1", "p2"]
     assert summary["channels"] == ["Phase", "DAPI"]
     assert Path(summary["out"]) == out.resolve()
+    assert summary["time_acceleration"] == 40.0  # the demo's pace with the worker in the loop
 
 
 def test_demo_meets_the_adaptive_targets(demo_run: tuple[dict, Path]) -> None:
@@ -170,6 +171,12 @@ def test_demo_report_opens_in_chromium_with_its_plots(demo_run: tuple[dict, Path
     assert (
         "Analysis behind the acquisition: most · at the end (s) · overlay stains skipped"
         f"</th><td>{behind} · "
+    ) in page
+    # the pace it acquired at, and the one its analysis kept (when it ended behind)
+    kept = "kept up" if summary["analysis_pace"] is None else fmt(summary["analysis_pace"])
+    assert (
+        "Pace, sample s per wall s: acquisition · analysis"
+        f"</th><td>{fmt(summary['time_acceleration'])} · {kept}</td>"
     ) in page
     images, errors, title = open_in_chromium(Path(summary["report"]))
     assert errors == []
