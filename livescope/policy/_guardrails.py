@@ -293,8 +293,13 @@ class Guardrails:
                 for key in [k for k in adding if abs(books.get(k, 1.0)) < 1e-9]:
                     del books[key]
 
-    def check(self, decision: Decision, now_s: float, *, rate: float = 1.0) -> str | None:
+    def check(
+        self, decision: Decision, now_s: float, *, rate: float = 1.0, age_s: float | None = None
+    ) -> str | None:
         """Return why ``decision`` breaks a limit at run time ``now_s``, or None if it passes.
+
+        ``age_s``: how long ago (run time) the frame it answers was taken, where
+        known (the agent's check; None: not checked).
 
         ``rate``: how many times ``guardrails.max_decisions_per_min`` may pass
         in the last minute (0: not checked). The agent's second check allows
@@ -304,6 +309,11 @@ class Guardrails:
         client that floods the channel.
         """
         g, dose = self.profile.guardrails, self.profile.light_dose
+        if age_s is not None and g.max_decision_age_s is not None and age_s > g.max_decision_age_s:
+            return (
+                f"stale: it answers frame {decision.seq}, taken {age_s:.1f} s ago (run time); "
+                f"guardrails.max_decision_age_s = {g.max_decision_age_s:g} s"
+            )
         recent = [t for t in self.sent_at if now_s - t < 60.0]
         if rate > 0 and len(recent) + 1 > rate * g.max_decisions_per_min:
             return (

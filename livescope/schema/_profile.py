@@ -209,6 +209,15 @@ class Guardrails(FrozenModel):
     max_decisions_per_min: PositiveFloat = Field(
         default=60.0, description="Decisions sent per minute of run time (all rules)."
     )
+    max_decision_age_s: PositiveFloat | None = Field(
+        default=None,
+        description=(
+            "Refuse a decision that answers a frame taken longer ago than this, s of run "
+            "time (the sample's time on a simulated rig): when the analysis has fallen "
+            "behind, a close-up of a cell seen then may no longer show what fired it. "
+            "Checked by the agent, which knows when each frame was taken. None: no limit."
+        ),
+    )
 
 
 class Compute(FrozenModel):

@@ -157,6 +157,7 @@ class ScopeAgent:
         self.guardrails = Guardrails(profile, planned)
         """What accepted decisions have booked of the rig's budgets (the plan's frames too)."""
         self.decisions_accepted = 0
+        self._fanout: FrameFanout | None = None  # the running acquisition's
         self.decisions_rejected = 0
         self.decision_log_errors = 0  # answers the decision log could not keep (a full disk)
         # the bus first: an endpoint that cannot be bound (in use, malformed) stops the
@@ -240,7 +241,10 @@ class ScopeAgent:
             # the rig's budgets, checked again here: a decision may come from any
             # client of the channel, not only a worker whose guardrails passed it
             now = self.feed.now()
-            if (why := self.guardrails.check(decision, now, rate=AGENT_RATE_SLACK)) is not None:
+            age = self._frame_age_s(decision.seq, now)
+            if (
+                why := self.guardrails.check(decision, now, rate=AGENT_RATE_SLACK, age_s=age)
+            ) is not None:
                 raise LivescopeError(f"guardrail: {why}")
             # booked before it is applied, given back if applying fails: a decision whose
             # events were queued is never answered refused
@@ -275,6 +279,13 @@ class ScopeAgent:
                 "decision %s (%s) rejected: %s", decision.decision_id, decision.type, reason
             )
         return ack
+
+    def _frame_age_s(self, seq: int | None, now: float) -> float | None:
+        """How long ago (run time) frame ``seq`` was taken; None when not known."""
+        times = self._fanout.frame_times if self._fanout is not None else []
+        if seq is None or not 0 <= seq < len(times):
+            return None
+        return now - times[seq]
 
     def _record_answered(self, answered: list[Answered]) -> None:
         """Count malformed parts and log every answer (server thread, after a burst's replies).
@@ -493,8 +504,10 @@ class ScopeAgent:
     def _run(self, progress: Any) -> dict[str, Any]:
         self._rehearse_decision()
         fanout = FrameFanout(
-            self.sinks, publisher=self.publisher, on_cancel=self._cancel, progress=progress
-        )
+            self.sinks, publisher=self.publisher, on_cancel=self._cancel, progress=progress,
+            clock=self.feed.now,
+        )  # fmt: skip
+        self._fanout = fanout
         core = self.core
         core.mda.set_engine(self.engine)
         core.mda.events.frameReady.connect(fanout.on_frame)

@@ -182,6 +182,9 @@ class FrameFanout:
         How long after a frame was handed to the bus the writer starts on it, s
         (default: `RECORDING_HOLD_S` with a publisher and an idle-class writer,
         i.e. on Linux unless ``LIVESCOPE_BULK_PRIORITY=nice``; else 0).
+    clock
+        The run's clock (s), read as each frame comes: ``frame_times`` (the
+        agent's check of how old the frame a decision answers is).
 
     """
 
@@ -194,6 +197,7 @@ class FrameFanout:
         progress: Callable[[int], None] | None = None,
         recording_nice: int = RECORDING_NICE,
         hold_s: float | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         for s in sinks:
             if not isinstance(s, PSink):
@@ -220,6 +224,9 @@ class FrameFanout:
         self._lag_warn_at = RECORDING_LAG_WARN
         self.bus_dropped = 0
         self.bus_published = 0
+        self._clock = clock
+        self.frame_times: list[float] = []
+        """Per frame (by ``seq``), the ``clock``'s time when it came (empty without one)."""
         self._writer = threading.Thread(
             target=self._write_loop, name="livescope-writer", daemon=True
         )
@@ -237,6 +244,8 @@ class FrameFanout:
     def _hand_off(self, image: NDArray[Any], event: useq.MDAEvent, meta: Any) -> None:
         info = frame_info(self.frames_acquired, image, event, meta)
         self.frames_acquired += 1
+        if self._clock is not None:
+            self.frame_times.append(self._clock())
         pixels = np.array(image, copy=True)
         pixels.flags.writeable = False
         with _no_ctrl_c(), self._publish_lock:  # one thread on the socket; none after finish()

@@ -246,7 +246,6 @@ class PycromanagerAgent(ScopeAgent):
         self._errors: list[BaseException] = []
         self._halt = threading.Event()
         self._sink_failed = False
-        self._fanout: FrameFanout | None = None
         self._acq: Any = None
         self._open_shutter = False
         self._stage_at: dict[AxesKey, dict[str, float]] = {}
@@ -536,8 +535,9 @@ class PycromanagerAgent(ScopeAgent):
 
     def _run_locked(self, progress: Any) -> dict[str, Any]:
         fanout = FrameFanout(
-            self.sinks, publisher=self.publisher, on_cancel=self._cancel, progress=progress
-        )
+            self.sinks, publisher=self.publisher, on_cancel=self._cancel, progress=progress,
+            clock=self.feed.now,
+        )  # fmt: skip
         self._fanout = fanout
         t0 = time.perf_counter()
         error: BaseException | None = None

@@ -594,6 +594,22 @@ def test_guardrails_reject_each_limit_with_its_reason() -> None:
     assert "max_fluorescence_s_per_position" in str(g.check(big, 10, rate=False))
 
 
+def test_a_decision_answering_a_frame_older_than_the_rigs_limit_is_stale() -> None:
+    decision = ChangeInterval(run_id="r1", interval_s=60, seq=7)
+    assert PROFILE.guardrails.max_decision_age_s is None  # no limit unless the rig sets one
+    assert Guardrails(PROFILE).check(decision, 900, age_s=900) is None
+    rig = PROFILE.replace(guardrails={**PROFILE.guardrails.model_dump(), "max_decision_age_s": 300})
+    g = Guardrails(rig)
+    assert g.check(decision, 900, age_s=299.5) is None
+    assert g.check(decision, 900) is None  # an age not known is not checked
+    assert g.check(decision, 900, age_s=300.5) == (
+        "stale: it answers frame 7, taken 300.5 s ago (run time); "
+        "guardrails.max_decision_age_s = 300 s"
+    )
+    with pytest.raises(ValueError, match="max_decision_age_s"):
+        PROFILE.replace(guardrails={"max_decision_age_s": 0})
+
+
 def test_an_event_books_its_light_to_its_position_by_name_or_plan_index() -> None:
     plan = useq.MDASequence(stage_positions=[useq.Position(x=0, y=0, name="A")],
                             channels=["DAPI"], time_plan={"interval": 60, "loops": 10})  # fmt: skip

@@ -286,6 +286,34 @@ def test_the_agent_holds_decisions_per_minute_and_time_indices_to_the_rig(
     assert "max_decisions_per_min = 3 (x2 here)" in acks[-1].reason
 
 
+def test_the_agent_refuses_a_decision_on_a_frame_older_than_the_rigs_limit(
+    running: Running,
+) -> None:
+    # a worker far behind the camera would otherwise image cells as they were minutes ago
+    g = running.agent.guardrails
+    g.profile = g.profile.replace(
+        guardrails={**g.profile.guardrails.model_dump(), "max_decision_age_s": 300}
+    )
+    fanout = running.agent._fanout
+    assert fanout is not None
+    while fanout.frames_acquired < 8:  # 4 time points, 120 s apart (0.2 s each at 600x)
+        time.sleep(0.02)
+    rid = running.agent.run_id
+    old = running.client.send(ChangeInterval(run_id=rid, interval_s=120.0, seq=0))
+    assert not old.accepted
+    assert old.reason.startswith("guardrail: stale: it answers frame 0, taken ")
+    assert old.reason.endswith(" s ago (run time); guardrails.max_decision_age_s = 300 s")
+    taken = float(old.reason.split("taken ")[1].split(" s ago")[0])
+    assert taken > 300
+    last = fanout.frames_acquired - 1
+    new = running.client.send(ChangeInterval(run_id=rid, interval_s=120.0, seq=last))
+    assert new.accepted, new.reason
+    assert running.client.send(ChangeInterval(run_id=rid, interval_s=120.0)).accepted  # no seq
+    running.agent.feed.stop()
+    summary = running.join()
+    assert summary["decisions_rejected"] == 1
+
+
 def test_an_event_at_its_own_x_y_is_filed_under_its_place_and_booked_where_it_lands(
     running: Running,
 ) -> None:
