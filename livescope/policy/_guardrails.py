@@ -11,7 +11,10 @@ refuses it. Limits (``HardwareProfile``):
   single exposure; frames added over the run (``max_extra_frames_per_run``);
 * ``guardrails.min_interval_s``: no interval (a changed time-lapse interval,
   or the spacing of an added time-lapse) shorter than this;
-* ``guardrails.max_decisions_per_min``: decisions per minute of run time.
+* ``guardrails.max_decisions_per_min``: decisions per minute of run time;
+* ``guardrails.max_decision_age_s``: no close-up, move or interval change that
+  answers a frame taken longer ago than this (the agent's check: it alone
+  knows when each frame was taken); a stop is never refused as stale.
 
 Where light is booked: an event that names a plan position, or gives its plan
 index, books to that position; sub-sequence positions (``p0~rule-3``) book to
@@ -65,6 +68,8 @@ from livescope.schema import (
     LivescopeError,
     Move,
     PlanPositions,
+    StopPosition,
+    StopRun,
     parent_position,
     plan_events,
     planned_light_s,
@@ -298,8 +303,8 @@ class Guardrails:
     ) -> str | None:
         """Return why ``decision`` breaks a limit at run time ``now_s``, or None if it passes.
 
-        ``age_s``: how long ago (run time) the frame it answers was taken, where
-        known (the agent's check; None: not checked).
+        ``age_s``: how long ago the frame it answers was taken (the agent's
+        check, which knows; None: not checked), s of the sample's time.
 
         ``rate``: how many times ``guardrails.max_decisions_per_min`` may pass
         in the last minute (0: not checked). The agent's second check allows
@@ -309,9 +314,13 @@ class Guardrails:
         client that floods the channel.
         """
         g, dose = self.profile.guardrails, self.profile.light_dose
-        if age_s is not None and g.max_decision_age_s is not None and age_s > g.max_decision_age_s:
+        if (
+            age_s is not None and g.max_decision_age_s is not None
+            and age_s > g.max_decision_age_s
+            and not isinstance(decision, StopPosition | StopRun)  # (a late stop only saves light)
+        ):  # fmt: skip
             return (
-                f"stale: it answers frame {decision.seq}, taken {age_s:.1f} s ago (run time); "
+                f"stale: it answers frame {decision.seq}, taken {age_s:.1f} s ago; "
                 f"guardrails.max_decision_age_s = {g.max_decision_age_s:g} s"
             )
         recent = [t for t in self.sent_at if now_s - t < 60.0]

@@ -212,10 +212,11 @@ class Guardrails(FrozenModel):
     max_decision_age_s: PositiveFloat | None = Field(
         default=None,
         description=(
-            "Refuse a decision that answers a frame taken longer ago than this, s of run "
-            "time (the sample's time on a simulated rig): when the analysis has fallen "
-            "behind, a close-up of a cell seen then may no longer show what fired it. "
-            "Checked by the agent, which knows when each frame was taken. None: no limit."
+            "Refuse a close-up, move or interval change that answers a frame taken longer "
+            "ago than this, s (wall-clock time on a real rig, pauses included; the sample's "
+            "time on a simulated one): when the analysis has fallen behind, a cell seen then "
+            "may no longer show what fired it. Checked by the agent, which knows when each "
+            "frame was taken; stops are never refused, replays not checked. None: no limit."
         ),
     )
 

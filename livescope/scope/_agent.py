@@ -101,6 +101,10 @@ class ScopeAgent:
     what_if = False
     """Decisions are only logged, not applied to the acquisition (replays set it)."""
 
+    ages_decisions = True
+    """The frame a decision answers may be too old (``guardrails.max_decision_age_s``);
+    a replay's are not aged: its time is the recording's, served ahead of the analysis."""
+
     def __init__(
         self,
         core: CMMCorePlus,
@@ -158,6 +162,10 @@ class ScopeAgent:
         """What accepted decisions have booked of the rig's budgets (the plan's frames too)."""
         self.decisions_accepted = 0
         self._fanout: FrameFanout | None = None  # the running acquisition's
+        # the sample's time, for how old the frame a decision answers is: the plan's clock
+        # on a simulated rig (its sample stops with it during a pause), the wall clock on a
+        # real one (the sample goes on through a pause)
+        self._sample_clock = self.feed.now if profile.kind == "simulated" else time.perf_counter
         self.decisions_rejected = 0
         self.decision_log_errors = 0  # answers the decision log could not keep (a full disk)
         # the bus first: an endpoint that cannot be bound (in use, malformed) stops the
@@ -241,7 +249,7 @@ class ScopeAgent:
             # the rig's budgets, checked again here: a decision may come from any
             # client of the channel, not only a worker whose guardrails passed it
             now = self.feed.now()
-            age = self._frame_age_s(decision.seq, now)
+            age = self._frame_age_s(decision.seq)
             if (
                 why := self.guardrails.check(decision, now, rate=AGENT_RATE_SLACK, age_s=age)
             ) is not None:
@@ -280,12 +288,15 @@ class ScopeAgent:
             )
         return ack
 
-    def _frame_age_s(self, seq: int | None, now: float) -> float | None:
-        """How long ago (run time) frame ``seq`` was taken; None when not known."""
-        times = self._fanout.frame_times if self._fanout is not None else []
+    def _frame_age_s(self, seq: int | None) -> float | None:
+        """How long ago (the sample's time) frame ``seq`` was taken; None when not known.
+
+        Not known: no frame named, one this run has not taken, or a replay's.
+        """
+        times = self._fanout.frame_times if self._fanout is not None else ()
         if seq is None or not 0 <= seq < len(times):
             return None
-        return now - times[seq]
+        return self._sample_clock() - times[seq]
 
     def _record_answered(self, answered: list[Answered]) -> None:
         """Count malformed parts and log every answer (server thread, after a burst's replies).
@@ -505,7 +516,7 @@ class ScopeAgent:
         self._rehearse_decision()
         fanout = FrameFanout(
             self.sinks, publisher=self.publisher, on_cancel=self._cancel, progress=progress,
-            clock=self.feed.now,
+            clock=self._sample_clock if self.ages_decisions else None,
         )  # fmt: skip
         self._fanout = fanout
         core = self.core

@@ -24,6 +24,7 @@ for recording and publishes it:
 
 from __future__ import annotations
 
+import array
 import contextlib
 import logging
 import queue
@@ -183,7 +184,7 @@ class FrameFanout:
         (default: `RECORDING_HOLD_S` with a publisher and an idle-class writer,
         i.e. on Linux unless ``LIVESCOPE_BULK_PRIORITY=nice``; else 0).
     clock
-        The run's clock (s), read as each frame comes: ``frame_times`` (the
+        The sample's clock (s), read as each frame comes: ``frame_times`` (the
         agent's check of how old the frame a decision answers is).
 
     """
@@ -225,7 +226,7 @@ class FrameFanout:
         self.bus_dropped = 0
         self.bus_published = 0
         self._clock = clock
-        self.frame_times: list[float] = []
+        self.frame_times = array.array("d")
         """Per frame (by ``seq``), the ``clock``'s time when it came (empty without one)."""
         self._writer = threading.Thread(
             target=self._write_loop, name="livescope-writer", daemon=True

@@ -536,7 +536,7 @@ class PycromanagerAgent(ScopeAgent):
     def _run_locked(self, progress: Any) -> dict[str, Any]:
         fanout = FrameFanout(
             self.sinks, publisher=self.publisher, on_cancel=self._cancel, progress=progress,
-            clock=self.feed.now,
+            clock=self._sample_clock,
         )  # fmt: skip
         self._fanout = fanout
         t0 = time.perf_counter()

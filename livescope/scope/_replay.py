@@ -450,6 +450,7 @@ class ReplayAgent(ScopeAgent):
     """
 
     what_if = True
+    ages_decisions = False  # (its clock is the recording's, handed out ahead of the frames)
 
     def __init__(self, *args: Any, source: ReplaySource, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -21,7 +21,16 @@ from livescope.policy import (
     rules_for_profile,
     rules_from_spec,
 )
-from livescope.schema import AddEvents, ChangeInterval, Decision, LivescopeError, Move, load_profile
+from livescope.schema import (
+    AddEvents,
+    ChangeInterval,
+    Decision,
+    LivescopeError,
+    Move,
+    StopPosition,
+    StopRun,
+    load_profile,
+)
 
 PROFILE = load_profile("sim")
 
@@ -603,8 +612,13 @@ def test_a_decision_answering_a_frame_older_than_the_rigs_limit_is_stale() -> No
     assert g.check(decision, 900, age_s=299.5) is None
     assert g.check(decision, 900) is None  # an age not known is not checked
     assert g.check(decision, 900, age_s=300.5) == (
-        "stale: it answers frame 7, taken 300.5 s ago (run time); "
-        "guardrails.max_decision_age_s = 300 s"
+        "stale: it answers frame 7, taken 300.5 s ago; guardrails.max_decision_age_s = 300 s"
+    )
+    # a late stop only saves light
+    assert g.check(StopRun(run_id="r1", seq=7), 900, age_s=900) is None
+    assert g.check(StopPosition(run_id="r1", seq=7, position="p0"), 900, age_s=900) is None
+    assert "stale" in str(
+        g.check(Move(run_id="r1", seq=7, position="p0", x_um=0, y_um=0), 9, age_s=900)
     )
     with pytest.raises(ValueError, match="max_decision_age_s"):
         PROFILE.replace(guardrails={"max_decision_age_s": 0})
