@@ -161,13 +161,16 @@ class ScopeAgent:
         self.guardrails = Guardrails(profile, planned)
         """What accepted decisions have booked of the rig's budgets (the plan's frames too)."""
         self.decisions_accepted = 0
+        self.decisions_rejected = 0
+        self.decision_log_errors = 0  # answers the decision log could not keep (a full disk)
         self._fanout: FrameFanout | None = None  # the running acquisition's
         # the sample's time, for how old the frame a decision answers is: the plan's clock
         # on a simulated rig (its sample stops with it during a pause), the wall clock on a
-        # real one (the sample goes on through a pause)
-        self._sample_clock = self.feed.now if profile.kind == "simulated" else time.perf_counter
-        self.decisions_rejected = 0
-        self.decision_log_errors = 0  # answers the decision log could not keep (a full disk)
+        # real one (the sample goes on through a pause); None: decisions are not aged
+        self._sample_clock: Callable[[], float] | None = (
+            None if not self.ages_decisions
+            else self.feed.now if profile.kind == "simulated" else time.perf_counter
+        )  # fmt: skip
         # the bus first: an endpoint that cannot be bound (in use, malformed) stops the
         # agent before anything is written into the run folder
         eps = endpoints or {}
@@ -294,7 +297,7 @@ class ScopeAgent:
         Not known: no frame named, one this run has not taken, or a replay's.
         """
         times = self._fanout.frame_times if self._fanout is not None else ()
-        if seq is None or not 0 <= seq < len(times):
+        if seq is None or self._sample_clock is None or not 0 <= seq < len(times):
             return None
         return self._sample_clock() - times[seq]
 
@@ -516,7 +519,7 @@ class ScopeAgent:
         self._rehearse_decision()
         fanout = FrameFanout(
             self.sinks, publisher=self.publisher, on_cancel=self._cancel, progress=progress,
-            clock=self._sample_clock if self.ages_decisions else None,
+            clock=self._sample_clock,
         )  # fmt: skip
         self._fanout = fanout
         core = self.core
