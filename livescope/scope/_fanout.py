@@ -101,8 +101,12 @@ def _log_failure(exc: Exception, what: str, then: str = "") -> None:
 
 
 def frame_info(seq: int, image: NDArray[Any], event: useq.MDAEvent, meta: Any) -> FrameInfo:
-    """Build the `FrameInfo` of a frame from pymmcore-plus's event and metadata."""
-    t_camera = clock_ns()
+    """Build the `FrameInfo` of a frame from pymmcore-plus's event and metadata.
+
+    ``t_camera_ns`` is now, or ``meta["livescope.t_camera_ns"]`` where the
+    frame was stamped earlier (pycromanager's: when its snap ended).
+    """
+    t_camera = int(meta.get("livescope.t_camera_ns") or clock_ns())
     pos = meta.get("position") or {}
     # hardware-timed bursts: the camera stamps each frame's own sample time
     cam_meta = meta.get("camera_metadata") or {}
@@ -233,20 +237,28 @@ class FrameFanout:
         )
         self._writer.start()
 
-    def on_frame(self, image: NDArray[Any], event: useq.MDAEvent, meta: Any) -> None:
+    def on_frame(
+        self, image: NDArray[Any], event: useq.MDAEvent, meta: Any, *, taken: float | None = None
+    ) -> None:
         """``frameReady`` handler (acquisition thread): copy, queue for recording, publish.
+
+        ``taken``: the ``clock``'s time when the frame was taken, where that was
+        before it came here (pycromanager's frames come after being saved and
+        read back); None: now.
 
         No garbage collection starts until the frame is on the bus (see
         `collection_deferred`).
         """
         with collection_deferred():
-            self._hand_off(image, event, meta)
+            self._hand_off(image, event, meta, taken)
 
-    def _hand_off(self, image: NDArray[Any], event: useq.MDAEvent, meta: Any) -> None:
+    def _hand_off(
+        self, image: NDArray[Any], event: useq.MDAEvent, meta: Any, taken: float | None
+    ) -> None:
         info = frame_info(self.frames_acquired, image, event, meta)
         self.frames_acquired += 1
         if self._clock is not None:
-            self.frame_times.append(self._clock())
+            self.frame_times.append(self._clock() if taken is None else taken)
         pixels = np.array(image, copy=True)
         pixels.flags.writeable = False
         with _no_ctrl_c(), self._publish_lock:  # one thread on the socket; none after finish()

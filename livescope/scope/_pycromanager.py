@@ -25,7 +25,8 @@ How a run goes (`PycromanagerAgent.run`, on the caller's thread):
   pixels and metadata are read from the NDTiff file on disk (never over the
   bridge, never through ``image_process_fn``), joined with a side table
   axes → useq event (which holds ``added_by`` and the sample time) and handed to
-  `FrameFanout`;
+  `FrameFanout`, stamped with when its snap ended (the post-camera hook), not
+  when it was saved: its latency (``t_camera_ns``) and age start at the camera;
 * **where frames are recorded**: as in every livescope run, in the run folder's
   ``data.ome.zarr`` and ``frames.jsonl`` (the agent's recorder, fed by
   `FrameFanout`), so workers, replay and the report read a pycromanager run like
@@ -74,7 +75,7 @@ from typing import Any, Literal
 import useq
 from useq import AcquireImage
 
-from livescope.schema import HardwareProfile, LivescopeError, plan_events
+from livescope.schema import HardwareProfile, LivescopeError, clock_ns, plan_events
 
 from ._agent import ScopeAgent
 from ._engine import SAMPLE_TIME_KEY, index_text
@@ -252,6 +253,9 @@ class PycromanagerAgent(ScopeAgent):
         """Where the stage stood for events that name no position (pycromanager tags none)."""
         self._first_image_wall: float | None = None
         """When the first snap ended (`time.time`): pycromanager's clock for ``min_start_time``."""
+        self._snapped: dict[AxesKey, tuple[int, float | None]] = {}
+        """When each pending event's snap ended (``clock_ns()``, the sample's clock): its frame
+        reaches livescope only after pycromanager has saved it and it is read back."""
         self.ndtiff_path: Path | None = None
 
     # ------------------------------------------------------------ pycromanager side
@@ -357,7 +361,18 @@ class PycromanagerAgent(ScopeAgent):
         return here
 
     def _post_camera(self, pm_event: dict[str, Any]) -> dict[str, Any]:
-        """After the snap (engine thread): close a Python shutter, then the user's hook."""
+        """After the snap (engine thread): note when, close a Python shutter, the user's hook.
+
+        The frame is taken now: its ``t_camera_ns`` and the time the agent ages
+        decisions answering it from (``guardrails.max_decision_age_s``) are
+        these, not when pycromanager has saved it.
+        """
+        t_camera = clock_ns()
+        key = axes_key(pm_event.get("axes") or {})
+        with self._lock:
+            if key in self._pending:  # (not the finishing event, which has no frame)
+                clock = self._sample_clock
+                self._snapped[key] = (t_camera, None if clock is None else clock())
         if self._first_image_wall is None:  # (pycromanager's clock starts right after)
             self._first_image_wall = time.time()
         if self._open_shutter:
@@ -374,6 +389,7 @@ class PycromanagerAgent(ScopeAgent):
             key = axes_key(axes)
             with self._lock:
                 event = self._pending.pop(key, None)
+                t_camera, taken = self._snapped.pop(key, (None, None))
             if event is None:
                 raise LivescopeError(f"pycromanager saved an image no event asked for: {axes}")
             if self.ndtiff_path is None:
@@ -382,7 +398,10 @@ class PycromanagerAgent(ScopeAgent):
             fanout = self._fanout
             if fanout is None:  # pragma: no cover (set before the acquisition starts)
                 raise LivescopeError("image saved before the run started")
-            fanout.on_frame(pixels, event, self._frame_meta(md, event, key))
+            meta = self._frame_meta(md, event, key)
+            if t_camera is not None:
+                meta["livescope.t_camera_ns"] = t_camera
+            fanout.on_frame(pixels, event, meta, taken=taken)
             with self._lock:
                 self.images_saved += 1
                 self._last_progress = time.perf_counter()

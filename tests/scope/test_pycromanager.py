@@ -160,6 +160,40 @@ def test_a_real_rig_times_frames_by_micro_managers_elapsed_time_and_has_a_pixel_
     assert min(by_t[1]) - min(by_t[0]) >= 0.29  # the interval's real wait, in s
 
 
+def test_frames_are_timed_when_the_camera_took_them_not_when_saved_and_read_back(
+    scope: SimulatedMicroscope, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a frame reaches livescope after pycromanager has saved it and it is read back: its
+    # latency (t_camera_ns) and the age the agent checks decisions by started only then
+    from livescope.scope import _pycromanager
+
+    real, read_at = _pycromanager.read_saved_frame, []
+
+    def slow_disk(dataset, axes):  # type: ignore[no-untyped-def]
+        read_at.append(time.perf_counter_ns())
+        time.sleep(0.15)
+        return real(dataset, axes)
+
+    monkeypatch.setattr(_pycromanager, "read_saved_frame", slow_disk)
+    agent = PycromanagerAgent(  # no sim: the plan's clock is the wall clock
+        scope.core, scope.profile, _plan(loops=2, interval_s=0.5, positions=1), tmp_path,
+        bus="off",
+    )  # fmt: skip
+    agent.run()
+    frames = read_frames(tmp_path)
+    assert len(frames) == len(read_at) == 4
+    for f, t_read in zip(frames, read_at, strict=True):
+        assert f["t_camera_ns"] < t_read, f["index"]
+    assert agent._fanout is not None
+    taken = agent._fanout.frame_times
+    assert len(taken) == 4
+    for t in (0, 1):  # a time point's two channels, snapped one after the other
+        a, b = (f for f in frames if f["index"]["t"] == t)
+        # read back 0.15 s apart (or more): stamped then, they were as far apart
+        assert abs(b["t_camera_ns"] - a["t_camera_ns"]) < 0.1e9, (a["index"], b["index"])
+        assert abs(taken[b["seq"]] - taken[a["seq"]]) < 0.1, (a["index"], b["index"])
+
+
 def test_a_slow_first_set_up_does_not_delay_the_later_time_points(
     scope: SimulatedMicroscope, tmp_path: Path
 ) -> None:
