@@ -309,6 +309,9 @@ def run_adaptive(
                 "answered_late": answered_late(work),
                 # firings of rules that only record
                 "recorded": int(work.get("firings_recorded", 0)),
+                # firings given back to their rules: the agent refused their decision
+                # as stale (guardrails.max_decision_age_s); they may fire again
+                "given_back": int(work.get("firings_given_back", 0)),
             },
             "trigger_precision": evaluation["precision"],
             "trigger_recall": evaluation["recall"],

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from livescope.bus import BUS_FILE, WorkerLink
-from livescope.policy import Observation, PolicyEngine, Verdict
+from livescope.policy import STALE_REFUSAL, Observation, PolicyEngine, Verdict
 from livescope.schema import Decision, DecisionAck, LivescopeError, clock_ns
 
 __all__ = ["FieldDecisions", "Unanswered"]
@@ -57,6 +57,8 @@ class Unanswered:
             return
         self._policy.refused(*held)
         self._counts["decisions_refused_late"] += 1
+        if ack.reason.startswith(STALE_REFUSAL):  # (its field's shared firings are not known)
+            self._counts["firings_given_back"] += self._policy.give_back([held[0]], 0)
 
 
 class FieldDecisions:
@@ -125,7 +127,9 @@ class FieldDecisions:
         A decision the agent refuses, or one not sent because the run has
         ended, gives its guardrail budget back; one without an answer keeps it
         booked (the agent may still take it) and goes to ``unanswered``, which
-        gives it back if a refusal comes later. Counts go into ``counts``.
+        gives it back if a refusal comes later. A decision refused as stale
+        (`STALE_REFUSAL`) gives its firing, and those shared with it, back to
+        their rules (`PolicyEngine.give_back`). Counts go into ``counts``.
         """
         out: list[tuple[int, int, Any]] = []
         acks: dict[int, tuple[str, bool, str]] = {}
@@ -160,4 +164,6 @@ class FieldDecisions:
             else:
                 policy.refused(verdicts[i], now)
                 counts["decisions_rejected_agent"] += 1
+                if ack.reason.startswith(STALE_REFUSAL):  # may fire again on a fresher field
+                    counts["firings_given_back"] += policy.give_back(verdicts, i)
         return out, acks

@@ -148,7 +148,7 @@ WORKER_COUNTS = (
     "decisions_refused_late", "decisions_rejected_agent", "decisions_rejected_guardrail",
     "decisions_unanswered",
     "dropped_live", "fields_analysed", "fields_incomplete", "fields_missing",
-    "fields_unreadable", "firings_recorded", "firings_shared_not_imaged",
+    "fields_unreadable", "firings_given_back", "firings_recorded", "firings_shared_not_imaged",
     "firings_shared_unanswered", "frames_already_analysed", "frames_analysed",
     "frames_completed_from_recording", "frames_dropped_live", "frames_overwritten",
     "frames_received", "overlay_errors", "restarts", "stains_skipped_behind",

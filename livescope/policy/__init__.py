@@ -12,7 +12,7 @@ clocks; time is the run's sample time carried by each observation.
 """
 
 from ._engine import PolicyEngine, Verdict, load_policies, rules_for_profile
-from ._guardrails import Guardrails, parent_position
+from ._guardrails import STALE_REFUSAL, Guardrails, parent_position
 from ._observation import FEATURES, Cells, Firing, Observation
 from ._rehearsal import REHEARSAL, rehearsal_closeup, rehearsal_field
 from ._rules import ACTIONS, SHARE_MARGIN, TRIGGERS, Acquire, Hit, Policy, Rule, rules_from_spec
@@ -22,6 +22,7 @@ __all__ = [
     "FEATURES",
     "REHEARSAL",
     "SHARE_MARGIN",
+    "STALE_REFUSAL",
     "TRIGGERS",
     "Acquire",
     "Cells",

@@ -13,6 +13,10 @@ one implementation of the `Policy` protocol (Python policies are another)::
 
 A hit held back by a cooldown fires once the cooldown is over if its condition
 still holds (the cell is still in mitosis, ...); a division or lost track is dropped.
+A firing whose decision the microscope refused as stale (the frame it answers
+was too old: ``guardrails.max_decision_age_s``) is given back (`Rule.give_back`):
+no cooldown, not counted towards ``max_fires``, so a lasting condition fires
+again on a fresher field. Any other refusal counts as a firing.
 
 Triggers (``when``): ``mitosis`` (a track's P(mitosis) at or above ``p_min``
 for ``frames`` frames in a row, once per track; a daughter of a fired track is
@@ -108,6 +112,7 @@ SHARE_MARGIN = 0.1
 fraction of the field's height and width) or more inside the field's edges."""
 
 _WHOLE = frozenset({"frames", "loops", "z_planes", "max_fires"})
+_BOOKED_MAX = 4096  # a rule's last firings that `Rule.give_back` can take back
 _ACTION_PARAMS: dict[str, frozenset[str]] = {
     "recentre": frozenset(),
     "change_interval": frozenset({"interval_s"}),
@@ -406,8 +411,14 @@ class Rule:
         self.cooldown_radius_um = float(cooldown_radius_um)
         self.max_fires = max_fires
         self.fires = 0
+        """Firings so far (also numbering the close-ups' positions: never counts down)."""
+        self.given_back = 0
+        """Firings given back (`give_back`): not counted towards ``max_fires``."""
         self.recent: list[tuple[str, float, float | None, float | None]] = []
         """(position, time, stage x, stage y) of firings still in their cooldown."""
+        self._booked: dict[str, tuple[str, Hit, tuple[str, float, float | None, float | None]]]
+        self._booked = {}
+        """Recent firings by decision id: position, hit and cooldown entry (`give_back`)."""
 
     def _cooling(self, obs: Observation, hit: Hit) -> bool:
         now = obs.sample_time_s
@@ -429,20 +440,25 @@ class Rule:
         decision before the next is made.
         """
         for hit in self.trigger.check(obs):
-            if self.max_fires is not None and self.fires >= self.max_fires:
+            if self.max_fires is not None and self.fires - self.given_back >= self.max_fires:
                 break
             if self.cooldown_s > 0 and self._cooling(obs, hit):
-                self.trigger.release(obs, hit)  # it fires once the cooldown is over
+                self.trigger.release(obs.position, hit)  # it fires once the cooldown is over
                 continue
             decision = _decision(
                 self.action, self.params, obs, hit, self.name, self.fires, self.acquire
             )
             self.fires += 1
+            sx = sy = None
+            if hit.y is not None and hit.x is not None:
+                sx, sy = _place_um(obs, hit.y, hit.x)
+            entry = (obs.position, obs.sample_time_s, sx, sy)
             if self.cooldown_s > 0:
-                sx = sy = None
-                if hit.y is not None and hit.x is not None:
-                    sx, sy = _place_um(obs, hit.y, hit.x)
-                self.recent.append((obs.position, obs.sample_time_s, sx, sy))
+                self.recent.append(entry)
+            if decision is not None:
+                self._booked[decision.decision_id] = (obs.position, hit, entry)
+                if len(self._booked) > _BOOKED_MAX:
+                    del self._booked[next(iter(self._booked))]
             yield Firing(
                 self.name,
                 self.trigger.kind,
@@ -454,13 +470,38 @@ class Rule:
                 dict(hit.inputs or {}),
             )
 
+    def give_back(self, decision_id: str) -> bool:
+        """Take back the firing that made ``decision_id``: as if the rule had not fired.
+
+        For a decision the microscope refused as stale (the frame it answers
+        was too old: ``guardrails.max_decision_age_s``): the cell may fire
+        again on a fresher field while its condition lasts (a cell still in
+        mitosis), outside the cooldown this firing began and not counted
+        towards ``max_fires``. Returns False for a decision this rule does not
+        remember (not its own, one of its last `_BOOKED_MAX` firings, made
+        before a worker restart, or given back already).
+        """
+        booked = self._booked.pop(decision_id, None)
+        if booked is None:
+            return False
+        position, hit, entry = booked
+        self.given_back += 1
+        if entry in self.recent:
+            self.recent.remove(entry)
+        self.trigger.release(position, hit)
+        return True
+
     def state(self) -> dict[str, Any]:
         """Everything needed to resume the rule after a worker restart."""
-        return {"fires": self.fires, "recent": self.recent, "trigger": self.trigger.state()}
+        return {
+            "fires": self.fires, "given_back": self.given_back, "recent": self.recent,
+            "trigger": self.trigger.state(),
+        }  # fmt: skip
 
     def restore(self, state: Mapping[str, Any]) -> None:
         """Continue from `state`."""
         self.fires = int(state.get("fires", 0))
+        self.given_back = int(state.get("given_back", 0))
         self.recent = [(str(r[0]), float(r[1]), r[2], r[3]) for r in state.get("recent", [])]
         self.trigger.restore(state.get("trigger", {}))
 

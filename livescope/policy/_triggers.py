@@ -37,12 +37,14 @@ class Trigger:
     def check(self, obs: Observation) -> list[Hit]:  # pragma: no cover (abstract)
         raise NotImplementedError
 
-    def release(self, obs: Observation, hit: Hit) -> None:
-        """Take back a hit the rule did not fire on (cooldown): it may hit again later.
+    def release(self, position: str, hit: Hit) -> None:
+        """Take back a hit of ``position``: it may hit again later.
 
-        Triggers on a condition that lasts (a cell in mitosis, inside a region,
-        a feature or count past its threshold) hit again on a later field while
-        the condition holds; events (a division, a lost track) are gone.
+        For a hit the rule did not fire on (cooldown), or one whose decision the
+        microscope refused as stale. Triggers on a condition that lasts (a cell
+        in mitosis, inside a region, a feature or count past its threshold) hit
+        again on a later field while the condition holds; events (a division, a
+        lost track) are gone.
         """
         return None
 
@@ -54,7 +56,11 @@ class Trigger:
 
 
 def _key(obs: Observation, track: int) -> str:
-    return f"{obs.position}/{track}"
+    return _cell(obs.position, track)
+
+
+def _cell(position: str, track: int) -> str:
+    return f"{position}/{track}"
 
 
 class _Mitosis(Trigger):
@@ -195,9 +201,9 @@ class _Mitosis(Trigger):
         self.fresh = {k for k in self.fresh if not k.startswith(prefix)} | fresh
         return hits
 
-    def release(self, obs: Observation, hit: Hit) -> None:
+    def release(self, position: str, hit: Hit) -> None:
         if hit.track is not None:
-            key = _key(obs, hit.track)
+            key = _cell(position, hit.track)
             self.fired.discard(key)  # its run goes on: it hits next field
             self.rearm.discard(key)
 
@@ -270,8 +276,8 @@ class _CellCount(Trigger):
             self.armed[obs.position] = True
         return []
 
-    def release(self, obs: Observation, hit: Hit) -> None:
-        self.armed[obs.position] = True
+    def release(self, position: str, hit: Hit) -> None:
+        self.armed[position] = True
 
     def state(self) -> dict[str, Any]:
         return {"armed": self.armed}
@@ -292,9 +298,9 @@ class _CellSetTrigger(Trigger):
     def __init__(self) -> None:
         self.cells: set[str] = set()
 
-    def release(self, obs: Observation, hit: Hit) -> None:
+    def release(self, position: str, hit: Hit) -> None:
         if hit.track is not None:
-            self.cells.discard(_key(obs, hit.track))
+            self.cells.discard(_cell(position, hit.track))
 
     def state(self) -> dict[str, Any]:
         return {self.state_key: sorted(self.cells)}

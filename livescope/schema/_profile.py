@@ -216,7 +216,9 @@ class Guardrails(FrozenModel):
             "ago than this, s (wall-clock time on a real rig, pauses included; the sample's "
             "time on a simulated one): when the analysis has fallen behind, a cell seen then "
             "may no longer show what fired it. Checked by the agent, which knows when each "
-            "frame was taken; stops are never refused, replays not checked. None: no limit."
+            "frame was taken; stops are never refused, replays not checked. A rule's firing "
+            "refused so is given back (no cooldown): it may fire on a fresher field. "
+            "None: no limit."
         ),
     )
 

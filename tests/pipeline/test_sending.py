@@ -12,7 +12,7 @@ import numpy as np
 from livescope.bus import BusInfo, DecisionServer, FramePublisher, attach
 from livescope.pipeline._demo import analysis_gaps, answered_late, never_answered
 from livescope.pipeline._sending import FieldDecisions, Unanswered
-from livescope.policy import Cells, Observation, PolicyEngine, Rule
+from livescope.policy import STALE_REFUSAL, Cells, Observation, PolicyEngine, Rule
 from livescope.schema import AddEvents, Decision, DecisionAck, clock_ns, load_profile
 
 PROFILE = load_profile("sim")
@@ -148,3 +148,54 @@ def test_a_late_answer_read_before_its_decision_is_held_still_counts() -> None:
         held.hold(did, v, 0.0)
     assert counts == {"decisions_accepted_late": 1, "decisions_refused_late": 1}
     assert engine.guardrails.extra_frames == 1 * 2  # the refused one's frames came back
+
+
+def test_a_decision_refused_as_stale_gives_its_firing_back_to_its_rule(tmp_path: Path) -> None:
+    # (the agent's max_decision_age_s): the cell may fire again on a fresher field, while
+    # a refusal for any other reason counts as a firing (its cooldown, max_fires)
+    def stale_first(decision: Decision, t_rx: int) -> DecisionAck:
+        assert isinstance(decision, AddEvents)
+        name = decision.events[0].pos_name
+        reason = {"p0~closeup-0": f"{STALE_REFUSAL}it answers frame 0, taken 400.0 s ago; "
+                                  "guardrails.max_decision_age_s = 300 s",
+                  "p0~closeup-1": "taken"}.get(name, "")  # fmt: skip
+        return DecisionAck(
+            decision_id=decision.decision_id, run_id=decision.run_id, type=decision.type,
+            accepted=not reason, reason=reason, t_received_ns=t_rx, t_acked_ns=clock_ns(),
+        )  # fmt: skip
+
+    server = DecisionServer(stale_first)
+    pub = FramePublisher("r1")
+    rule = Rule(
+        "closeup", {"mitosis": {"frames": 1}}, CLOSEUP, cooldown_s=600, cooldown_radius_um=20
+    )
+    engine = PolicyEngine([rule], PROFILE)
+    counts: collections.Counter[str] = collections.Counter()
+    try:
+        BusInfo("r1", pub.endpoint, pub.control_endpoint, server.endpoint, "inline").write(tmp_path)
+        with attach(tmp_path) as link:
+            outgoing = FieldDecisions(link, tmp_path)
+            verdicts = engine.evaluate(_obs(3), on_pass=outgoing.post)
+            outgoing.finish(verdicts, _obs(3), policy=engine, counts=counts, timeout_s=5)
+    finally:
+        pub.close()
+        server.close()
+    assert counts == {
+        "decisions_accepted": 1, "decisions_rejected_agent": 2, "firings_given_back": 1
+    }  # fmt: skip
+    assert (rule.fires, rule.given_back) == (3, 1)
+    assert len(rule.recent) == 2  # the stale one's cooldown is gone
+    # the next field: the stale one's cell fires again, the refused one's does not (and a
+    # new cell does); a late answer is taken alike
+    verdicts = engine.evaluate(_obs(4))
+    assert [v.firing.track for v in verdicts] == [1, 4]
+    decision = verdicts[0].firing.decision
+    assert decision is not None
+    held = Unanswered(engine, counts)
+    held.hold(decision.decision_id, verdicts[0], 0.0)
+    held.answered(DecisionAck(
+        decision_id=decision.decision_id, run_id="r1", type="add_events", accepted=False,
+        reason=f"{STALE_REFUSAL}it answers frame 0", t_received_ns=0, t_acked_ns=0,
+    ))  # fmt: skip
+    assert counts["firings_given_back"] == 2
+    assert rule.given_back == 2

@@ -624,6 +624,37 @@ def test_a_decision_answering_a_frame_older_than_the_rigs_limit_is_stale() -> No
         PROFILE.replace(guardrails={"max_decision_age_s": 0})
 
 
+def test_a_firing_refused_as_stale_is_given_back_and_fires_again_on_a_fresher_field() -> None:
+    # the agent refuses a close-up whose frame is too old (max_decision_age_s); had the
+    # firing counted, the cell's cooldown (and max_fires) would lose its mitosis for good
+    share = {"acquire": {**CLOSEUP["acquire"], "share_field": True}}
+
+    def engine() -> PolicyEngine:
+        rule = Rule("closeup", {"mitosis": {"frames": 1}}, share, cooldown_s=1800,
+                    cooldown_radius_um=20, max_fires=3)  # fmt: skip
+        return PolicyEngine([rule], PROFILE)
+
+    stale, budget = engine(), engine()
+    for e in (stale, budget):
+        verdicts = e.evaluate(obs(0, [1, 2], [0.9] * 2, ys=[100.0, 140.0]))
+        assert [(v.ok, v.stage, v.by) for v in verdicts] == [(True, "", None), (False, "shared", 0)]
+        e.refused(verdicts[0], 0.0)
+        if e is stale:  # its firing and the one sharing its sub-sequence
+            assert e.give_back(verdicts, 0) == 2
+            assert e.give_back(verdicts, 0) == 0  # (once)
+    # any other refusal counts as a firing: both cells are in their cooldown
+    assert budget.evaluate(obs(1, [1, 2], [0.9] * 2, ys=[100.0, 140.0])) == []
+    again = stale.evaluate(obs(1, [1, 2], [0.9] * 2, ys=[100.0, 140.0]))
+    assert [(v.firing.track, v.ok, v.stage) for v in again] == [(1, True, ""), (2, False, "shared")]
+    rule = stale.policies[0]
+    assert isinstance(rule, Rule)
+    assert (rule.fires, rule.given_back) == (4, 2)
+    # not counted towards max_fires (3): a third cell far away still fires
+    assert [v.ok for v in stale.evaluate(obs(2, [3], [0.9], ys=[450.0]))] == [True]
+    assert rule.state()["given_back"] == 2  # (a restarted worker keeps the count)
+    assert stale.give_back(again, 5) == 0  # (no such verdict: nothing)
+
+
 def test_an_event_books_its_light_to_its_position_by_name_or_plan_index() -> None:
     plan = useq.MDASequence(stage_positions=[useq.Position(x=0, y=0, name="A")],
                             channels=["DAPI"], time_plan={"interval": 60, "loops": 10})  # fmt: skip

@@ -15,6 +15,7 @@ import useq
 from pymmcore_plus.core._sequencing import SequencedEvent
 
 from livescope.bus import DecisionClient
+from livescope.policy import STALE_REFUSAL
 from livescope.record import read_decisions, read_frames
 from livescope.schema import (
     AddEvents,
@@ -301,7 +302,7 @@ def test_the_agent_refuses_a_decision_on_a_frame_older_than_the_rigs_limit(
     rid = running.agent.run_id
     old = running.client.send(ChangeInterval(run_id=rid, interval_s=120.0, seq=0))
     assert not old.accepted
-    assert old.reason.startswith("guardrail: stale: it answers frame 0, taken ")
+    assert old.reason.startswith(f"{STALE_REFUSAL}it answers frame 0, taken ")
     assert old.reason.endswith(" s ago; guardrails.max_decision_age_s = 300 s")
     taken = float(old.reason.split("taken ")[1].split(" s ago")[0])
     assert taken > 300
