@@ -434,7 +434,10 @@ def evaluate_triggers(
     its mother's mitosis). Precision counts only the first trigger on each true
     mitosis as right: a repeat on one already triggered is a wasted acquisition
     and counts as wrong. A true mitosis counts as observable when it was in view
-    in at least two plan time points of a position; recall is over those.
+    in at least two plan time points of a position; recall is over those. A
+    firing given back to its rule (its close-up refused as stale:
+    ``guardrails.max_decision_age_s``) is no trigger: its rule may fire on the
+    cell again, and that firing is (``triggers_given_back`` counts them).
 
     ``truth``: the ground truth's folder (default ``run_dir/ground_truth``; a
     replay's is its recording's, whose time points and sample times it serves).
@@ -493,8 +496,12 @@ def evaluate_triggers(
     observable = {k for k, v in seen.items() if len(v) >= 2}
 
     triggers: list[dict[str, Any]] = []
+    given_back = 0
     for rec in read_jsonl(run / RESULTS_DIR / "policy.jsonl"):
         if rec.get("trigger") != "mitosis" or (rules and rec.get("rule") not in rules):
+            continue
+        if rec.get("given_back"):  # taken back by its rule (refused as stale): not a trigger
+            given_back += 1
             continue
         pos, t = str(rec["position"]), int(rec["t"])
         when = float(rec.get("sample_time_s") or times.get((pos, t), 0.0))
@@ -531,6 +538,7 @@ def evaluate_triggers(
         "recall": round(hits / len(mitoses), 4) if mitoses else None,
         "mitosis_to_trigger_s": round(float(np.median(delays)), 1) if delays else None,
         "triggers_fired": len(triggers),
+        "triggers_given_back": given_back,
         "triggers_correct": n_ok,
         "duplicate_triggers": n_ok - len(first),
         "mitoses_observable": len(mitoses),

@@ -95,9 +95,14 @@ class ResultsStore:
 
     def store(
         self, fld: Field, res: FrameResult, obs: Observation, verdicts: list[Verdict],
-        acks: dict[int, tuple[str, bool, str]],
+        acks: dict[int, tuple[str, bool, str]], given_back: frozenset[int] = frozenset(),
     ) -> None:  # fmt: skip
-        """Append a decided field's cells, track-id mask and rule firings (store thread)."""
+        """Append a decided field's cells, track-id mask and rule firings (store thread).
+
+        ``given_back``: the firings given back to their rules (the agent refused
+        their decision, or the one they shared, as stale): logged with
+        ``given_back: true``; the rule may fire on the cell again.
+        """
         h = fld.header
         c = obs.cells
         if res.states is not None and not self.class_cols:
@@ -151,6 +156,7 @@ class ResultsStore:
                 "decision": None if f.decision is None or v.stage == "shared"
                 else f.decision.model_dump(mode="json"),
                 "verdict": verdict, "stage": stage, "reason": reason, "engines": obs.engines,
+                "given_back": i in given_back,
             }, default=str) + "\n")  # fmt: skip
         self._policy_log.flush()
 

@@ -58,7 +58,7 @@ class Unanswered:
         self._policy.refused(*held)
         self._counts["decisions_refused_late"] += 1
         if ack.reason.startswith(STALE_REFUSAL):  # (its field's shared firings are not known)
-            self._counts["firings_given_back"] += self._policy.give_back([held[0]], 0)
+            self._counts["firings_given_back"] += len(self._policy.give_back([held[0]], 0))
 
 
 class FieldDecisions:
@@ -81,6 +81,8 @@ class FieldDecisions:
         self._posted: dict[str, int] = {}  # decision_id → when it was sent (clock_ns)
         self.posting_ms = 0.0
         """Time spent serialising and sending (inside the policies' time), ms."""
+        self.given_back: set[int] = set()
+        """Verdict indices of the firings `finish` gave back to their rules (refused as stale)."""
 
     def post(self, decision: Decision) -> None:
         """Send one decision that passed the guardrails (no waiting for its answer).
@@ -129,7 +131,8 @@ class FieldDecisions:
         booked (the agent may still take it) and goes to ``unanswered``, which
         gives it back if a refusal comes later. A decision refused as stale
         (`STALE_REFUSAL`) gives its firing, and those shared with it, back to
-        their rules (`PolicyEngine.give_back`). Counts go into ``counts``.
+        their rules (`PolicyEngine.give_back`; their indices: ``given_back``).
+        Counts go into ``counts``.
         """
         out: list[tuple[int, int, Any]] = []
         acks: dict[int, tuple[str, bool, str]] = {}
@@ -165,5 +168,7 @@ class FieldDecisions:
                 policy.refused(verdicts[i], now)
                 counts["decisions_rejected_agent"] += 1
                 if ack.reason.startswith(STALE_REFUSAL):  # may fire again on a fresher field
-                    counts["firings_given_back"] += policy.give_back(verdicts, i)
+                    back = policy.give_back(verdicts, i)
+                    self.given_back.update(back)
+                    counts["firings_given_back"] += len(back)
         return out, acks

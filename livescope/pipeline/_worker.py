@@ -35,6 +35,7 @@ which it says (``behind_s`` in the summary, `Behind`'s warnings in the log).
 from __future__ import annotations
 
 import collections
+import functools
 import gc
 import json
 import logging
@@ -713,9 +714,11 @@ class PipelineWorker:
         self._decided_done[fld.position] = fld.t
         self._tracker_states[fld.position] = job.tracker_state
         # results, overlay and state are written by the store thread, off the decision path
-        self._store_q.put(
-            StoreJob(fld, res, obs, verdicts, acks, ms, self._snapshot(), policy_state)
-        )
+        job_done = StoreJob(
+            fld, res, obs, verdicts, acks, ms, self._snapshot(), policy_state,
+            frozenset(outgoing.given_back),
+        )  # fmt: skip
+        self._store_q.put(job_done)
 
     def _snapshot(self) -> dict[str, Any]:
         """Return the state as of the last decided field, for the store thread to save."""
@@ -734,7 +737,8 @@ class PipelineWorker:
                 continue  # the worker is failing; state is not saved past the error
             try:
                 ms = 0.0
-                for step in (self.store.store, self.store.publish):
+                store = functools.partial(self.store.store, given_back=job.given_back)
+                for step in (store, self.store.publish):
                     self._main_free.wait(0.05)  # never longer: results must not lag behind
                     self._decide_free.wait(0.05)
                     t0 = time.perf_counter()

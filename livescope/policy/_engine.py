@@ -289,7 +289,7 @@ class PolicyEngine:
         if verdict.ok and verdict.firing.decision is not None:
             self.guardrails.release(verdict.firing.decision, now_s)
 
-    def give_back(self, verdicts: Sequence[Verdict], i: int) -> int:
+    def give_back(self, verdicts: Sequence[Verdict], i: int) -> list[int]:
         """Give back to their rules the firing of ``verdicts[i]`` and those shared with it.
 
         For a decision the agent refused as stale (`STALE_REFUSAL`: the frame
@@ -299,18 +299,18 @@ class PolicyEngine:
         cooldown begun and not counted towards ``max_fires``. The field's
         firings shared with it (its sub-sequence was to image their cells) are
         given back too. Python policies keep their own state: theirs are not.
-        Call `refused` for the budget as for any refusal. Returns how many
-        firings were given back.
+        Call `refused` for the budget as for any refusal. Returns the indices
+        (in ``verdicts``) of the firings given back.
         """
         rules = {p.name: p for p in self.policies if isinstance(p, Rule)}
-        n = 0
+        out = []
         for j, v in enumerate(verdicts):
             if j != i and not (v.stage == "shared" and v.by == i):
                 continue
             rule, decision = rules.get(v.firing.rule), v.firing.decision
             if rule is not None and decision is not None and rule.give_back(decision.decision_id):
-                n += 1
-        return n
+                out.append(j)
+        return out
 
     def state(self) -> dict[str, Any]:
         """Policies' and guardrails' state (JSON) for a restarted worker."""

@@ -14,10 +14,13 @@ from livescope.schema import load_profile
 PROFILE = load_profile("sim")  # mitosis 1800 s: anaphase (daughters) 540 s
 
 
-def _run(tmp_path: Path, triggers: list[tuple[int, int, int]]) -> Path:
+def _run(
+    tmp_path: Path, triggers: list[tuple[int, int, int]], given_back: tuple[int, ...] = ()
+) -> Path:
     """Two cells over 4 time points 120 s apart: cell 1 enters mitosis at 100 s, cell 2 never.
 
-    ``triggers``: (t, y, x) of each mitosis firing.
+    ``triggers``: (t, y, x) of each mitosis firing; ``given_back``: the indices of those
+    given back to their rule (refused as stale).
     """
     truth = tmp_path / "ground_truth"
     (truth / "p0" / "cell_ids").mkdir(parents=True)
@@ -40,8 +43,9 @@ def _run(tmp_path: Path, triggers: list[tuple[int, int, int]]) -> Path:
     (tmp_path / "results").mkdir()
     fired = [
         {"rule": "m", "trigger": "mitosis", "position": "p0", "t": t, "y": y, "x": x,
-         "sample_time_s": 120.0 * t, "verdict": "accepted"}
-        for t, y, x in triggers
+         "sample_time_s": 120.0 * t, "verdict": "rejected" if i in given_back else "accepted",
+         "given_back": i in given_back}
+        for i, (t, y, x) in enumerate(triggers)
     ]  # fmt: skip
     (tmp_path / "results" / "policy.jsonl").write_text("".join(json.dumps(f) + "\n" for f in fired))
     return tmp_path
@@ -67,6 +71,16 @@ def test_repeats_and_wrong_cells_count_against_precision(tmp_path: Path) -> None
     assert ev["precision"] == 0.2  # one useful trigger out of five
     assert ev["recall"] == 1.0
     assert ev["mitosis_to_trigger_s"] == 120 - 100
+
+
+def test_a_firing_given_back_to_its_rule_is_no_trigger(tmp_path: Path) -> None:
+    # its close-up refused as stale, the rule fired on the mitosis again a field later:
+    # one trigger, not a repeat (the first was never imaged)
+    ev = evaluate_triggers(_run(tmp_path, [(1, 15, 15), (2, 15, 15)], given_back=(0,)), PROFILE)
+    assert (ev["triggers_fired"], ev["triggers_given_back"]) == (1, 1)
+    assert ev["duplicate_triggers"] == 0
+    assert ev["precision"] == 1.0
+    assert ev["mitosis_to_trigger_s"] == 240 - 100  # from the trigger that stood
 
 
 def test_no_trigger_is_recall_zero(tmp_path: Path) -> None:

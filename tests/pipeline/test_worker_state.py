@@ -332,11 +332,11 @@ def test_a_store_error_on_the_last_field_fails_the_worker(
     real_store = w.store.store
     stored: list[int] = []
 
-    def store(fld, *args):  # type: ignore[no-untyped-def]
+    def store(fld, *args, **kwargs):  # type: ignore[no-untyped-def]
         if fld.t == 1:
             raise OSError(28, "No space left on device")
         stored.append(fld.t)
-        return real_store(fld, *args)
+        return real_store(fld, *args, **kwargs)
 
     monkeypatch.setattr(w.store, "store", store)
     with pytest.raises(LivescopeError, match=r"storing results failed: .*No space left"):
@@ -411,9 +411,9 @@ def test_each_fields_saved_state_holds_the_counts_its_storing_added(
     real_store, real_save = w.store.store, w._save_state
     saved: list[int] = []
 
-    def store(*args):  # type: ignore[no-untyped-def]
+    def store(*args, **kwargs):  # type: ignore[no-untyped-def]
         w.counts["firings_accepted"] += 1  # as storing a field with one accepted firing does
-        return real_store(*args)
+        return real_store(*args, **kwargs)
 
     def save(state=None):  # type: ignore[no-untyped-def]
         if state is not None:  # (each field's; the run's end saves its own)

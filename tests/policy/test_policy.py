@@ -640,8 +640,8 @@ def test_a_firing_refused_as_stale_is_given_back_and_fires_again_on_a_fresher_fi
         assert [(v.ok, v.stage, v.by) for v in verdicts] == [(True, "", None), (False, "shared", 0)]
         e.refused(verdicts[0], 0.0)
         if e is stale:  # its firing and the one sharing its sub-sequence
-            assert e.give_back(verdicts, 0) == 2
-            assert e.give_back(verdicts, 0) == 0  # (once)
+            assert e.give_back(verdicts, 0) == [0, 1]
+            assert e.give_back(verdicts, 0) == []  # (once)
     # any other refusal counts as a firing: both cells are in their cooldown
     assert budget.evaluate(obs(1, [1, 2], [0.9] * 2, ys=[100.0, 140.0])) == []
     again = stale.evaluate(obs(1, [1, 2], [0.9] * 2, ys=[100.0, 140.0]))
@@ -652,7 +652,7 @@ def test_a_firing_refused_as_stale_is_given_back_and_fires_again_on_a_fresher_fi
     # not counted towards max_fires (3): a third cell far away still fires
     assert [v.ok for v in stale.evaluate(obs(2, [3], [0.9], ys=[450.0]))] == [True]
     assert rule.state()["given_back"] == 2  # (a restarted worker keeps the count)
-    assert stale.give_back(again, 5) == 0  # (no such verdict: nothing)
+    assert stale.give_back(again, 5) == []  # (no such verdict: nothing)
 
 
 def test_an_event_books_its_light_to_its_position_by_name_or_plan_index() -> None:
