@@ -55,10 +55,10 @@ class Unanswered:
         if ack.accepted:
             self._counts["decisions_accepted_late"] += 1
             return
+        # (one refused as stale is not given back to its rule: its field is logged, and
+        # the rule has moved on to later fields since; see `FieldDecisions.finish`)
         self._policy.refused(*held)
         self._counts["decisions_refused_late"] += 1
-        if ack.reason.startswith(STALE_REFUSAL):  # (its field's shared firings are not known)
-            self._counts["firings_given_back"] += len(self._policy.give_back([held[0]], 0))
 
 
 class FieldDecisions:
@@ -130,9 +130,11 @@ class FieldDecisions:
         ended, gives its guardrail budget back; one without an answer keeps it
         booked (the agent may still take it) and goes to ``unanswered``, which
         gives it back if a refusal comes later. A decision refused as stale
-        (`STALE_REFUSAL`) gives its firing, and those shared with it, back to
-        their rules (`PolicyEngine.give_back`; their indices: ``given_back``).
-        Counts go into ``counts``.
+        (`STALE_REFUSAL`) in time gives its firing, and those shared with it,
+        back to their rules (`PolicyEngine.give_back`; their indices:
+        ``given_back``); one refused so after the wait does not (the field has
+        been logged, and the rules have judged later fields since). Counts go
+        into ``counts``.
         """
         out: list[tuple[int, int, Any]] = []
         acks: dict[int, tuple[str, bool, str]] = {}

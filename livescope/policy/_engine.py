@@ -294,9 +294,9 @@ class PolicyEngine:
 
         For a decision the agent refused as stale (`STALE_REFUSAL`: the frame
         it answers was older than ``guardrails.max_decision_age_s``): each rule
-        takes its firing back (`Rule.give_back`), so that a cell still in
-        mitosis (a lasting condition) fires again on a fresher field, with no
-        cooldown begun and not counted towards ``max_fires``. The field's
+        takes its firing back (`Rule.give_back`, once per cell), so that a
+        cell still in mitosis (a lasting condition) fires again on a fresher
+        field, with no cooldown begun and not counted towards ``max_fires``. The field's
         firings shared with it (its sub-sequence was to image their cells) are
         given back too. Python policies keep their own state: theirs are not.
         Call `refused` for the budget as for any refusal. Returns the indices

@@ -14,9 +14,9 @@ one implementation of the `Policy` protocol (Python policies are another)::
 A hit held back by a cooldown fires once the cooldown is over if its condition
 still holds (the cell is still in mitosis, ...); a division or lost track is dropped.
 A firing whose decision the microscope refused as stale (the frame it answers
-was too old: ``guardrails.max_decision_age_s``) is given back (`Rule.give_back`):
-no cooldown, not counted towards ``max_fires``, so a lasting condition fires
-again on a fresher field. Any other refusal counts as a firing.
+was too old: ``guardrails.max_decision_age_s``) is given back (`Rule.give_back`),
+once per cell: no cooldown, not counted towards ``max_fires``, so a lasting
+condition fires again on a fresher field. Any other refusal counts as a firing.
 
 Triggers (``when``): ``mitosis`` (a track's P(mitosis) at or above ``p_min``
 for ``frames`` frames in a row, once per track; a daughter of a fired track is
@@ -414,6 +414,8 @@ class Rule:
         """Firings so far (also numbering the close-ups' positions: never counts down)."""
         self.given_back = 0
         """Firings given back (`give_back`): not counted towards ``max_fires``."""
+        self.given_back_cells: set[str] = set()
+        """``position/track`` of the cells given back once (never twice)."""
         self.recent: list[tuple[str, float, float | None, float | None]] = []
         """(position, time, stage x, stage y) of firings still in their cooldown."""
         self._booked: dict[str, tuple[str, Hit, tuple[str, float, float | None, float | None]]]
@@ -441,7 +443,9 @@ class Rule:
         """
         for hit in self.trigger.check(obs):
             if self.max_fires is not None and self.fires - self.given_back >= self.max_fires:
-                break
+                # not used up: a firing given back frees its place (`give_back`)
+                self.trigger.release(obs.position, hit)
+                continue
             if self.cooldown_s > 0 and self._cooling(obs, hit):
                 self.trigger.release(obs.position, hit)  # it fires once the cooldown is over
                 continue
@@ -474,17 +478,25 @@ class Rule:
         """Take back the firing that made ``decision_id``: as if the rule had not fired.
 
         For a decision the microscope refused as stale (the frame it answers
-        was too old: ``guardrails.max_decision_age_s``): the cell may fire
-        again on a fresher field while its condition lasts (a cell still in
-        mitosis), outside the cooldown this firing began and not counted
-        towards ``max_fires``. Returns False for a decision this rule does not
-        remember (not its own, one of its last `_BOOKED_MAX` firings, made
-        before a worker restart, or given back already).
+        was too old: ``guardrails.max_decision_age_s``): a lasting condition
+        (a cell still in mitosis, in a region, past a threshold) may fire again
+        on a fresher field, outside the cooldown this firing began and not
+        counted towards ``max_fires``; an event (a division, a lost track) is
+        gone. Once per cell: while the analysis stays that far behind, its
+        next firing is refused too, and a cell refused as stale again counts
+        as fired (so a rule does not fire on it on every field). Returns False
+        when not given back: a decision this rule does not remember (not its
+        own, older than its last `_BOOKED_MAX` firings, made before a worker
+        restart, or given back already), or its cell's second.
         """
         booked = self._booked.pop(decision_id, None)
         if booked is None:
             return False
         position, hit, entry = booked
+        cell = f"{position}/{'' if hit.track is None else hit.track}"
+        if cell in self.given_back_cells:
+            return False
+        self.given_back_cells.add(cell)
         self.given_back += 1
         if entry in self.recent:
             self.recent.remove(entry)
@@ -494,7 +506,8 @@ class Rule:
     def state(self) -> dict[str, Any]:
         """Everything needed to resume the rule after a worker restart."""
         return {
-            "fires": self.fires, "given_back": self.given_back, "recent": self.recent,
+            "fires": self.fires, "given_back": self.given_back,
+            "given_back_cells": sorted(self.given_back_cells), "recent": self.recent,
             "trigger": self.trigger.state(),
         }  # fmt: skip
 
@@ -502,6 +515,7 @@ class Rule:
         """Continue from `state`."""
         self.fires = int(state.get("fires", 0))
         self.given_back = int(state.get("given_back", 0))
+        self.given_back_cells = {str(c) for c in state.get("given_back_cells", [])}
         self.recent = [(str(r[0]), float(r[1]), r[2], r[3]) for r in state.get("recent", [])]
         self.trigger.restore(state.get("trigger", {}))
 

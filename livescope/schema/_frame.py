@@ -15,7 +15,8 @@ class FrameInfo(TypedDict):
     frame's sequence number in the run (0, 1, 2, ... in acquisition order).
     ``hardware_triggered`` marks frames of a hardware-timed burst (camera sequence).
     ``t_camera_ns`` is ``clock_ns()`` when the frame reached livescope (through
-    pycromanager, when its snap ended: its post-camera hook);
+    pycromanager, at its post-camera hook: after the snap on pycromanager's
+    Python backend, once the camera was triggered on Micro-Manager's Java one);
     ``added_by`` the id of the decision that added its event (None: the plan's);
     ``adler32`` the checksum of its pixels as the camera produced them.
     """

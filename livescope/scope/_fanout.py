@@ -104,7 +104,7 @@ def frame_info(seq: int, image: NDArray[Any], event: useq.MDAEvent, meta: Any) -
     """Build the `FrameInfo` of a frame from pymmcore-plus's event and metadata.
 
     ``t_camera_ns`` is now, or ``meta["livescope.t_camera_ns"]`` where the
-    frame was stamped earlier (pycromanager's: when its snap ended).
+    frame was stamped earlier (pycromanager's: at its post-camera hook).
     """
     t_camera = int(meta.get("livescope.t_camera_ns") or clock_ns())
     pos = meta.get("position") or {}
@@ -188,8 +188,9 @@ class FrameFanout:
         (default: `RECORDING_HOLD_S` with a publisher and an idle-class writer,
         i.e. on Linux unless ``LIVESCOPE_BULK_PRIORITY=nice``; else 0).
     clock
-        The sample's clock (s), read as each frame comes: ``frame_times`` (the
-        agent's check of how old the frame a decision answers is).
+        The sample's clock (s), read as each frame comes (or its time given to
+        `on_frame` as ``taken``): ``frame_times`` (the agent's check of how old
+        the frame a decision answers is).
 
     """
 

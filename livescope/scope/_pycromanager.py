@@ -25,8 +25,9 @@ How a run goes (`PycromanagerAgent.run`, on the caller's thread):
   pixels and metadata are read from the NDTiff file on disk (never over the
   bridge, never through ``image_process_fn``), joined with a side table
   axes → useq event (which holds ``added_by`` and the sample time) and handed to
-  `FrameFanout`, stamped with when its snap ended (the post-camera hook), not
-  when it was saved: its latency (``t_camera_ns``) and age start at the camera;
+  `FrameFanout`, stamped at its post-camera hook (after the snap on the Python
+  backend; once the camera was triggered, on the Java one), not when it was
+  saved: its latency (``t_camera_ns``) and age start at the camera;
 * **where frames are recorded**: as in every livescope run, in the run folder's
   ``data.ome.zarr`` and ``frames.jsonl`` (the agent's recorder, fed by
   `FrameFanout`), so workers, replay and the report read a pycromanager run like
@@ -254,7 +255,7 @@ class PycromanagerAgent(ScopeAgent):
         self._first_image_wall: float | None = None
         """When the first snap ended (`time.time`): pycromanager's clock for ``min_start_time``."""
         self._snapped: dict[AxesKey, tuple[int, float | None]] = {}
-        """When each pending event's snap ended (``clock_ns()``, the sample's clock): its frame
+        """When each pending event's snap was taken (``clock_ns()``, the sample's clock): its frame
         reaches livescope only after pycromanager has saved it and it is read back."""
         self.ndtiff_path: Path | None = None
 
@@ -363,9 +364,11 @@ class PycromanagerAgent(ScopeAgent):
     def _post_camera(self, pm_event: dict[str, Any]) -> dict[str, Any]:
         """After the snap (engine thread): note when, close a Python shutter, the user's hook.
 
-        The frame is taken now: its ``t_camera_ns`` and the time the agent ages
-        decisions answering it from (``guardrails.max_decision_age_s``) are
-        these, not when pycromanager has saved it.
+        The frame is taken now (on the Python backend the snap has ended; on
+        the Java one the camera has been triggered): its ``t_camera_ns`` and
+        the time the agent ages decisions answering it from
+        (``guardrails.max_decision_age_s``) are these, not when pycromanager
+        has saved it.
         """
         t_camera = clock_ns()
         key = axes_key(pm_event.get("axes") or {})
@@ -592,6 +595,7 @@ class PycromanagerAgent(ScopeAgent):
                 with self._lock:
                     missing = list(self._pending.values())
                     self._stage_at.clear()  # (positions of frames that never came)
+                    self._snapped.clear()  # (and their snaps' times)
                 self.engine.failed_events.extend(missing)
                 if error is None and (missing or self._errors):  # (in the summary too)
                     first = f": {self._errors[0]}" if self._errors else " (see stderr)"

@@ -186,16 +186,19 @@ def test_a_decision_refused_as_stale_gives_its_firing_back_to_its_rule(tmp_path:
     assert (rule.fires, rule.given_back) == (3, 1)
     assert len(rule.recent) == 2  # the stale one's cooldown is gone
     # the next field: the stale one's cell fires again, the refused one's does not (and a
-    # new cell does); a late answer is taken alike
+    # new cell does)
     verdicts = engine.evaluate(_obs(4))
     assert [v.firing.track for v in verdicts] == [1, 4]
-    decision = verdicts[0].firing.decision
+    decision = verdicts[1].firing.decision
     assert decision is not None
     held = Unanswered(engine, counts)
-    held.hold(decision.decision_id, verdicts[0], 0.0)
+    held.hold(decision.decision_id, verdicts[1], 0.0)
     held.answered(DecisionAck(
         decision_id=decision.decision_id, run_id="r1", type="add_events", accepted=False,
         reason=f"{STALE_REFUSAL}it answers frame 0", t_received_ns=0, t_acked_ns=0,
     ))  # fmt: skip
-    assert counts["firings_given_back"] == 2
-    assert rule.given_back == 2
+    # (refused after the wait: counted, its budget back, but not given back to its rule,
+    # whose field has been logged since)
+    assert counts["decisions_refused_late"] == 1
+    assert counts["firings_given_back"] == 1
+    assert rule.given_back == 1

@@ -649,10 +649,34 @@ def test_a_firing_refused_as_stale_is_given_back_and_fires_again_on_a_fresher_fi
     rule = stale.policies[0]
     assert isinstance(rule, Rule)
     assert (rule.fires, rule.given_back) == (4, 2)
+    # once per cell: refused as stale again (the analysis still far behind), it counts
+    assert stale.give_back(again, 0) == []
+    assert stale.evaluate(obs(2, [1, 2], [0.9] * 2, ys=[100.0, 140.0])) == []  # (cooldown)
     # not counted towards max_fires (3): a third cell far away still fires
-    assert [v.ok for v in stale.evaluate(obs(2, [3], [0.9], ys=[450.0]))] == [True]
-    assert rule.state()["given_back"] == 2  # (a restarted worker keeps the count)
+    assert [v.ok for v in stale.evaluate(obs(3, [3], [0.9], ys=[450.0]))] == [True]
     assert stale.give_back(again, 5) == []  # (no such verdict: nothing)
+    # a restarted worker keeps the count and the cells given back once
+    fresh = engine()
+    fresh.restore(json.loads(json.dumps(stale.state())))
+    restored = fresh.policies[0]
+    assert isinstance(restored, Rule)
+    assert (restored.fires, restored.given_back) == (5, 2)
+    assert restored.given_back_cells == {"p0/1", "p0/2"}
+    assert restored.recent == rule.recent
+
+
+def test_a_cell_held_back_by_max_fires_fires_once_a_firing_is_given_back() -> None:
+    # the rule at its max_fires: a cell in mitosis is not used up, and takes the place
+    # a firing refused as stale frees
+    rule = Rule("closeup", {"mitosis": {"frames": 1}}, CLOSEUP, max_fires=1)
+    engine = PolicyEngine([rule], PROFILE)
+    first = engine.evaluate(obs(0, [1, 2], [0.9] * 2, ys=[100.0, 300.0]))
+    assert [(v.firing.track, v.ok) for v in first] == [(1, True)]
+    engine.refused(first[0], 0.0)
+    assert engine.give_back(first, 0) == [0]
+    # cell 1 has left mitosis; cell 2, held back by max_fires, fires
+    second = engine.evaluate(obs(1, [1, 2], [0.1, 0.9], ys=[100.0, 300.0]))
+    assert [(v.firing.track, v.ok) for v in second] == [(2, True)]
 
 
 def test_an_event_books_its_light_to_its_position_by_name_or_plan_index() -> None:
