@@ -77,10 +77,11 @@ from livescope.schema import (
 
 __all__ = ["STALE_REFUSAL", "Guardrails", "parent_position"]
 
-STALE_REFUSAL = "guardrail: stale: "
+_STALE = "stale: "  # how `Guardrails.check`'s reason for a frame too old begins
+STALE_REFUSAL = "guardrail: " + _STALE
 """How the agent's answer begins when it refuses a decision whose frame is too old
-(``guardrails.max_decision_age_s``; its check's reason, after the agent's ``guardrail: ``):
-the worker gives such a firing back to its rule (`PolicyEngine.give_back`)."""
+(``guardrails.max_decision_age_s``; the agent puts ``guardrail: `` before its check's
+reason): the worker gives such a firing back to its rule (`PolicyEngine.give_back`)."""
 
 _PerChannel = dict[str, float]
 _Pairs = dict[tuple[str, str], _PerChannel]
@@ -325,8 +326,7 @@ class Guardrails:
             and not isinstance(decision, StopPosition | StopRun)  # (a late stop only saves light)
         ):  # fmt: skip
             return (
-                f"{STALE_REFUSAL.removeprefix('guardrail: ')}it answers frame {decision.seq}, "
-                f"taken {age_s:.1f} s ago; "
+                f"{_STALE}it answers frame {decision.seq}, taken {age_s:.1f} s ago; "
                 f"guardrails.max_decision_age_s = {g.max_decision_age_s:g} s"
             )
         recent = [t for t in self.sent_at if now_s - t < 60.0]

@@ -412,15 +412,20 @@ class Rule:
         self.max_fires = max_fires
         self.fires = 0
         """Firings so far (also numbering the close-ups' positions: never counts down)."""
-        self.given_back = 0
-        """Firings given back (`give_back`): not counted towards ``max_fires``."""
         self.given_back_cells: set[str] = set()
-        """``position/track`` of the cells given back once (never twice)."""
+        """``position/track`` of the cells given back once (never twice; `give_back`)."""
         self.recent: list[tuple[str, float, float | None, float | None]] = []
         """(position, time, stage x, stage y) of firings still in their cooldown."""
-        self._booked: dict[str, tuple[str, Hit, tuple[str, float, float | None, float | None]]]
+        self._booked: dict[
+            str, tuple[str, Hit, tuple[str, float, float | None, float | None] | None]
+        ]
         self._booked = {}
         """Recent firings by decision id: position, hit and cooldown entry (`give_back`)."""
+
+    @property
+    def given_back(self) -> int:
+        """Firings given back (`give_back`, one per cell): not counted towards ``max_fires``."""
+        return len(self.given_back_cells)
 
     def _cooling(self, obs: Observation, hit: Hit) -> bool:
         now = obs.sample_time_s
@@ -453,11 +458,12 @@ class Rule:
                 self.action, self.params, obs, hit, self.name, self.fires, self.acquire
             )
             self.fires += 1
-            sx = sy = None
-            if hit.y is not None and hit.x is not None:
-                sx, sy = _place_um(obs, hit.y, hit.x)
-            entry = (obs.position, obs.sample_time_s, sx, sy)
+            entry = None
             if self.cooldown_s > 0:
+                sx = sy = None
+                if hit.y is not None and hit.x is not None:
+                    sx, sy = _place_um(obs, hit.y, hit.x)
+                entry = (obs.position, obs.sample_time_s, sx, sy)
                 self.recent.append(entry)
             if decision is not None:
                 self._booked[decision.decision_id] = (obs.position, hit, entry)
@@ -497,8 +503,7 @@ class Rule:
         if cell in self.given_back_cells:
             return False
         self.given_back_cells.add(cell)
-        self.given_back += 1
-        if entry in self.recent:
+        if entry is not None and entry in self.recent:
             self.recent.remove(entry)
         self.trigger.release(position, hit)
         return True
@@ -506,15 +511,14 @@ class Rule:
     def state(self) -> dict[str, Any]:
         """Everything needed to resume the rule after a worker restart."""
         return {
-            "fires": self.fires, "given_back": self.given_back,
-            "given_back_cells": sorted(self.given_back_cells), "recent": self.recent,
+            "fires": self.fires, "given_back_cells": sorted(self.given_back_cells),
+            "recent": self.recent,
             "trigger": self.trigger.state(),
         }  # fmt: skip
 
     def restore(self, state: Mapping[str, Any]) -> None:
         """Continue from `state`."""
         self.fires = int(state.get("fires", 0))
-        self.given_back = int(state.get("given_back", 0))
         self.given_back_cells = {str(c) for c in state.get("given_back_cells", [])}
         self.recent = [(str(r[0]), float(r[1]), r[2], r[3]) for r in state.get("recent", [])]
         self.trigger.restore(state.get("trigger", {}))
