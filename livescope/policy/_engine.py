@@ -298,18 +298,30 @@ class PolicyEngine:
         cell still in mitosis (a lasting condition) fires again on a fresher
         field, with no cooldown begun and not counted towards ``max_fires``. The field's
         firings shared with it (its sub-sequence was to image their cells) are
-        given back too. Python policies keep their own state: theirs are not.
-        Call `refused` for the budget as for any refusal. Returns the indices
-        (in ``verdicts``) of the firings given back.
+        given back too. A Python policy takes its firing back only if it has a
+        ``give_back(decision_id) -> bool`` method (optional, like ``state()``);
+        one that raises there is disabled, as in ``decide``. Call `refused` for
+        the budget as for any refusal. Returns the indices (in ``verdicts``) of
+        the firings given back.
         """
-        rules = {p.name: p for p in self.policies if isinstance(p, Rule)}
+        by_name = {p.name: p for p in self.policies}
         out = []
         for j, v in enumerate(verdicts):
             if j != i and not (v.stage == "shared" and v.by == i):
                 continue
-            rule, decision = rules.get(v.firing.rule), v.firing.decision
-            if rule is not None and decision is not None and rule.give_back(decision.decision_id):
-                out.append(j)
+            policy, decision = by_name.get(v.firing.rule), v.firing.decision
+            if policy is None or decision is None or policy.name in self.disabled:
+                continue
+            take = getattr(policy, "give_back", None)
+            if not callable(take):
+                continue
+            try:
+                if take(decision.decision_id):
+                    out.append(j)
+            except Exception as exc:  # noqa: BLE001 (a policy bug disables that policy)
+                msg = f"{type(exc).__name__} in give_back: {exc}"
+                self.disabled[policy.name] = msg
+                logger.error("policy %r raised and is disabled for this run: %s", policy.name, msg)
         return out
 
     def state(self) -> dict[str, Any]:

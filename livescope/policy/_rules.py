@@ -82,7 +82,10 @@ class Policy(Protocol):
     ``decide`` must be pure in the observation and the policy's own state (no
     I/O, no clocks: use ``obs.sample_time_s``); an exception disables the policy
     for the rest of the run (logged) and the run goes on. Optional ``state()``
-    / ``restore(state)`` (JSON-serialisable) let a restarted worker resume it.
+    / ``restore(state)`` (JSON-serialisable) let a restarted worker resume it,
+    and an optional ``give_back(decision_id) -> bool`` takes back a firing whose
+    decision the microscope refused as stale (`STALE_REFUSAL`), returning True
+    when it did (see `PolicyEngine.give_back`).
     """
 
     name: str

@@ -56,6 +56,7 @@ class TooFast:
         self.times = times
         self.gap_s = gap_s
         self.fired = 0
+        self.made: set[str] = set()  # (decision ids not yet given back)
 
     def decide(self, obs: Observation) -> list[Firing]:
         if self.fired >= self.times or len(obs.cells) == 0:
@@ -67,10 +68,26 @@ class TooFast:
             for k in range(3)
         ]  # fmt: skip
         d = AddEvents(run_id=obs.run_id, seq=obs.seq, rule=self.name, events=events)
+        self.made.add(d.decision_id)
         return [Firing(self.name, "too_fast", obs.position, d, inputs={"fired": self.fired})]
+
+    def give_back(self, decision_id: str) -> bool:
+        """A decision refused as stale does not count towards ``times``."""
+        if decision_id not in self.made:
+            return False
+        self.made.discard(decision_id)
+        self.fired -= 1
+        return True
 
     def state(self) -> dict[str, int]:
         return {"fired": self.fired}
 
     def restore(self, state: dict[str, int]) -> None:
         self.fired = int(state["fired"])
+
+
+class BadGiveBack(TooFast):
+    """Takes a firing back with a bug of its own."""
+
+    def give_back(self, decision_id: str) -> bool:
+        raise KeyError(decision_id)

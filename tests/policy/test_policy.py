@@ -1093,6 +1093,31 @@ def test_a_python_policy_declared_in_the_plan() -> None:
     assert engine.state()["policies"]["empty"] == {"p0": 2}
 
 
+def test_a_python_policy_takes_back_a_stale_firing_only_if_it_says_how() -> None:
+    spec = [
+        {"name": "fast", "python": "tests.policy.example_policy:TooFast",
+         "args": {"times": 1, "gap_s": 5}},
+        {"name": "empty", "python": "tests.policy.example_policy:EmptyField",
+         "args": {"frames": 1}},
+        {"name": "buggy", "python": "tests.policy.example_policy:BadGiveBack",
+         "args": {"times": 1, "gap_s": 5}},
+    ]  # fmt: skip
+    engine = PolicyEngine(rules_from_spec(spec), PROFILE)
+    first = engine.evaluate(obs(0, [1]))
+    assert [(v.firing.rule, v.ok) for v in first] == [("fast", True), ("buggy", True)]
+    engine.refused(first[0], 0.0)
+    assert engine.give_back(first, 0) == [0]  # (its own give_back)
+    assert engine.give_back(first, 0) == []  # (once: it no longer has that decision)
+    assert [v.firing.rule for v in engine.evaluate(obs(1, [1]))] == ["fast"]  # fires again
+    stop = engine.evaluate(obs(2, []))
+    assert [(v.firing.rule, v.ok) for v in stop] == [("empty", True)]
+    assert engine.give_back(stop, 0) == []  # (no give_back: it counts as fired)
+    # a give_back that raises disables its policy, as decide() would
+    assert engine.give_back(first, 1) == []
+    assert "KeyError in give_back" in engine.disabled["buggy"]
+    assert set(engine.disabled) == {"buggy"}
+
+
 @pytest.mark.parametrize(
     ("item", "expected"),
     [
