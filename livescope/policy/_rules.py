@@ -61,7 +61,7 @@ from livescope.schema import (
 )
 
 from ._observation import Firing, Observation
-from ._triggers import TRIGGERS, Hit
+from ._triggers import TRIGGERS, Hit, cell_key
 
 __all__ = [
     "ACTIONS",
@@ -502,7 +502,7 @@ class Rule:
         if booked is None:
             return False
         position, hit, entry = booked
-        cell = f"{position}/{'' if hit.track is None else hit.track}"
+        cell = cell_key(position, hit.track)
         if cell in self.given_back_cells:
             return False
         self.given_back_cells.add(cell)

@@ -56,11 +56,12 @@ class Trigger:
 
 
 def _key(obs: Observation, track: int) -> str:
-    return _cell(obs.position, track)
+    return cell_key(obs.position, track)
 
 
-def _cell(position: str, track: int) -> str:
-    return f"{position}/{track}"
+def cell_key(position: str, track: int | None) -> str:
+    """Return a cell's key in rules' and triggers' memory: ``position/track`` (or ``position/``)."""
+    return f"{position}/{'' if track is None else track}"
 
 
 class _Mitosis(Trigger):
@@ -203,7 +204,7 @@ class _Mitosis(Trigger):
 
     def release(self, position: str, hit: Hit) -> None:
         if hit.track is not None:
-            key = _cell(position, hit.track)
+            key = cell_key(position, hit.track)
             self.fired.discard(key)  # its run goes on: it hits next field
             self.rearm.discard(key)
 
@@ -300,7 +301,7 @@ class _CellSetTrigger(Trigger):
 
     def release(self, position: str, hit: Hit) -> None:
         if hit.track is not None:
-            self.cells.discard(_cell(position, hit.track))
+            self.cells.discard(cell_key(position, hit.track))
 
     def state(self) -> dict[str, Any]:
         return {self.state_key: sorted(self.cells)}
