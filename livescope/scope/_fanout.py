@@ -34,7 +34,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import useq
@@ -100,13 +100,27 @@ def _log_failure(exc: Exception, what: str, then: str = "") -> None:
         logger.exception("%s%s", what, then)
 
 
-def frame_info(seq: int, image: NDArray[Any], event: useq.MDAEvent, meta: Any) -> FrameInfo:
+class Taken(NamedTuple):
+    """When a frame was taken, where that was before it reached `FrameFanout.on_frame`.
+
+    pycromanager's frames come after being saved and read back: they are
+    stamped at its post-camera hook. ``t_camera_ns``: `clock_ns`; ``clock_s``:
+    the fan-out's ``clock`` (the time decisions answering the frame are aged
+    from), or None without one.
+    """
+
+    t_camera_ns: int
+    clock_s: float | None
+
+
+def frame_info(
+    seq: int, image: NDArray[Any], event: useq.MDAEvent, meta: Any, t_camera_ns: int | None = None
+) -> FrameInfo:
     """Build the `FrameInfo` of a frame from pymmcore-plus's event and metadata.
 
-    ``t_camera_ns`` is now, or ``meta["livescope.t_camera_ns"]`` where the
-    frame was stamped earlier (pycromanager's: at its post-camera hook).
+    ``t_camera_ns``: when the frame was taken (`clock_ns`); None: now.
     """
-    t_camera = int(meta.get("livescope.t_camera_ns") or clock_ns())
+    t_camera = clock_ns() if t_camera_ns is None else int(t_camera_ns)
     pos = meta.get("position") or {}
     # hardware-timed bursts: the camera stamps each frame's own sample time
     cam_meta = meta.get("camera_metadata") or {}
@@ -239,13 +253,12 @@ class FrameFanout:
         self._writer.start()
 
     def on_frame(
-        self, image: NDArray[Any], event: useq.MDAEvent, meta: Any, *, taken: float | None = None
+        self, image: NDArray[Any], event: useq.MDAEvent, meta: Any, *, taken: Taken | None = None
     ) -> None:
         """``frameReady`` handler (acquisition thread): copy, queue for recording, publish.
 
-        ``taken``: the ``clock``'s time when the frame was taken, where that was
-        before it came here (pycromanager's frames come after being saved and
-        read back); None: now.
+        ``taken``: when the frame was taken, where that was before it came
+        here (pycromanager's); None: now.
 
         No garbage collection starts until the frame is on the bus (see
         `collection_deferred`).
@@ -254,12 +267,14 @@ class FrameFanout:
             self._hand_off(image, event, meta, taken)
 
     def _hand_off(
-        self, image: NDArray[Any], event: useq.MDAEvent, meta: Any, taken: float | None
+        self, image: NDArray[Any], event: useq.MDAEvent, meta: Any, taken: Taken | None
     ) -> None:
-        info = frame_info(self.frames_acquired, image, event, meta)
+        stamp = None if taken is None else taken.t_camera_ns
+        info = frame_info(self.frames_acquired, image, event, meta, stamp)
         self.frames_acquired += 1
         if self._clock is not None:
-            self.frame_times.append(self._clock() if taken is None else taken)
+            then = None if taken is None else taken.clock_s
+            self.frame_times.append(self._clock() if then is None else then)
         pixels = np.array(image, copy=True)
         pixels.flags.writeable = False
         with _no_ctrl_c(), self._publish_lock:  # one thread on the socket; none after finish()

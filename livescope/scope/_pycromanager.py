@@ -80,7 +80,7 @@ from livescope.schema import HardwareProfile, LivescopeError, clock_ns, plan_eve
 
 from ._agent import ScopeAgent
 from ._engine import SAMPLE_TIME_KEY, index_text
-from ._fanout import FrameFanout
+from ._fanout import FrameFanout, Taken
 from ._pycromanager_core import (
     AxesKey,
     Hook,
@@ -254,7 +254,7 @@ class PycromanagerAgent(ScopeAgent):
         """Where the stage stood for events that name no position (pycromanager tags none)."""
         self._first_image_wall: float | None = None
         """When the first snap ended (`time.time`): pycromanager's clock for ``min_start_time``."""
-        self._snapped: dict[AxesKey, tuple[int, float | None]] = {}
+        self._snapped: dict[AxesKey, Taken] = {}
         """When each pending event's snap was taken (``clock_ns()``, the sample's clock): its frame
         reaches livescope only after pycromanager has saved it and it is read back."""
         self.ndtiff_path: Path | None = None
@@ -375,7 +375,7 @@ class PycromanagerAgent(ScopeAgent):
         with self._lock:
             if key in self._pending:  # (not the finishing event, which has no frame)
                 clock = self._sample_clock
-                self._snapped[key] = (t_camera, None if clock is None else clock())
+                self._snapped[key] = Taken(t_camera, None if clock is None else clock())
         if self._first_image_wall is None:  # (pycromanager's clock starts right after)
             self._first_image_wall = time.time()
         if self._open_shutter:
@@ -392,7 +392,7 @@ class PycromanagerAgent(ScopeAgent):
             key = axes_key(axes)
             with self._lock:
                 event = self._pending.pop(key, None)
-                t_camera, taken = self._snapped.pop(key, (None, None))
+                taken = self._snapped.pop(key, None)
             if event is None:
                 raise LivescopeError(f"pycromanager saved an image no event asked for: {axes}")
             if self.ndtiff_path is None:
@@ -402,8 +402,6 @@ class PycromanagerAgent(ScopeAgent):
             if fanout is None:  # pragma: no cover (set before the acquisition starts)
                 raise LivescopeError("image saved before the run started")
             meta = self._frame_meta(md, event, key)
-            if t_camera is not None:
-                meta["livescope.t_camera_ns"] = t_camera
             fanout.on_frame(pixels, event, meta, taken=taken)
             with self._lock:
                 self.images_saved += 1
