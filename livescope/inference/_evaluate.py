@@ -72,7 +72,28 @@ def read_image(path: Path) -> NDArray[Any]:
         raise LivescopeError(f"{path}: cannot read it as an image ({exc})") from exc
     if image.size == 0:  # (what tifffile makes of a file cut short inside its pixel data)
         raise LivescopeError(f"{path}: no pixels could be read (a truncated or damaged file?)")
-    return image
+    return grey_plane(image)
+
+
+def grey_plane(image: NDArray[Any]) -> NDArray[Any]:
+    """Return the one plane an RGB(A) image holds without loss, else ``image`` as it is.
+
+    Grey saved as colour (every colour channel the same, as the Data Science
+    Bowl's PNGs and many exports are), or a single colour channel with signal
+    (e.g. a blue DAPI image) is that plane. An image whose colour channels
+    differ, or whose alpha is not one value, is returned unchanged (callers
+    refuse what is not one 2-D plane).
+    """
+    if image.ndim != 3 or image.shape[-1] not in (3, 4) or min(image.shape[:2]) <= 4:
+        return image
+    colour = image[..., :3]
+    if image.shape[-1] == 4 and not (image[..., 3] == image[0, 0, 3]).all():
+        return image
+    lit = [c for c in range(3) if colour[..., c].any()]
+    if len(lit) <= 1:  # (one colour channel with signal, or an all-black frame)
+        return np.ascontiguousarray(colour[..., lit[0] if lit else 0])
+    grey = len(lit) == 3 and all(np.array_equal(colour[..., 0], colour[..., c]) for c in (1, 2))
+    return np.ascontiguousarray(colour[..., 0]) if grey else image
 
 
 def evaluate_segmentation(
@@ -104,7 +125,8 @@ def evaluate_segmentation(
         if frame.ndim != 2:
             raise LivescopeError(
                 f"{img_path.name}: the image is {frame.shape}, not one 2-D plane (save a stack's "
-                "planes, or an RGB image's nuclear channel, as images of their own)"
+                "planes, or a colour image's nuclear channel, as images of their own; grey saved "
+                "as RGB is read as one plane)"
             )
         if truth.shape != frame.shape:
             raise LivescopeError(

@@ -121,7 +121,9 @@ def test_engine_commands_name_each_mistake(tmp_path: Path) -> None:
     frame = tmp_path / "f.tif"
     tifffile.imwrite(frame, np.zeros((64, 64), np.uint16))
     rgb = tmp_path / "rgb.tif"
-    tifffile.imwrite(rgb, np.zeros((64, 64, 3), np.uint8))
+    colour = np.zeros((64, 64, 3), np.uint8)
+    colour[..., 0], colour[..., 1] = 10, 20  # (two channels with signal, not grey)
+    tifffile.imwrite(rgb, colour)
     stain = ("eval", "stain", "--engine", "nuclei-stain", "--input", str(frame), "--target")
     for args, message in (
         (("engines", "build", "nuclei-unet", "--backend", "torch"),

@@ -103,6 +103,48 @@ def test_a_tiff_cut_short_before_its_directory_is_named_as_damaged(tmp_path: Pat
         read_image(tmp_path / "a.tif")
 
 
+def test_grey_or_one_channel_saved_as_colour_is_scored_as_its_plane(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    from skimage.io import imsave
+
+    from livescope.inference import evaluate_segmentation
+
+    src = shared_data / "nuclei-dsb2018"
+    plain = evaluate_segmentation(None, src / "images", src / "labels", classical=True)
+    for d in ("images", "labels"):
+        (tmp_path / d).mkdir()
+    for p in sorted((src / "images").glob("*.tif")):
+        grey = tifffile.imread(p)
+        labels = tifffile.imread(src / "labels" / p.name)
+        if grey.dtype == np.uint8:  # grey as RGBA, as the Data Science Bowl's PNGs are
+            rgba = np.stack([grey] * 3 + [np.full_like(grey, 255)], -1)
+            imsave(tmp_path / "images" / f"{p.stem}.png", rgba, check_contrast=False)
+            imsave(tmp_path / "labels" / f"{p.stem}.png", labels, check_contrast=False)
+        else:  # a blue-only DAPI image (16-bit RGB: TIFF)
+            blue = np.zeros((*grey.shape, 3), grey.dtype)
+            blue[..., 2] = grey
+            tifffile.imwrite(tmp_path / "images" / p.name, blue, photometric="rgb")
+            tifffile.imwrite(tmp_path / "labels" / p.name, labels)
+    assert [read_image(p).ndim for p in sorted((tmp_path / "images").iterdir())] == [2, 2]
+    coloured = evaluate_segmentation(None, tmp_path / "images", tmp_path / "labels", classical=True)
+    for key in ("ap50", "f1", "n_true", "n_pred"):
+        assert coloured[key] == plain[key], key
+    # colour whose channels differ, or an alpha that varies, is not one plane
+    rgba[:4, :4, 3] = 0
+    assert read_image_from(tmp_path / "x.png", rgba).shape == rgba.shape
+    rgba[..., 3] = rgba[0, 0, 3]
+    rgba[..., 0] //= 2
+    assert read_image_from(tmp_path / "x.png", rgba).shape == rgba.shape
+
+
+def read_image_from(path: Path, image: np.ndarray) -> np.ndarray:
+    from skimage.io import imsave
+
+    imsave(path, image, check_contrast=False)
+    return read_image(path)
+
+
 def _labels_refused(tmp_path: Path, image: np.ndarray, labels: np.ndarray) -> str:
     from livescope.inference import evaluate_segmentation
 
