@@ -237,6 +237,14 @@ def eval_seg(
     labels: Annotated[Path, typer.Option(help="Folder of instance labels (same file names).")],
     backend: Annotated[str | None, typer.Option(help="Backend (default: best available).")] = None,
     per_image: Annotated[bool, typer.Option(help="Include per-image scores.")] = False,
+    diameter: Annotated[
+        float | None,
+        typer.Option(
+            help="Typical nucleus diameter in the images, px: frames are rescaled to the size "
+            "the engine segments best (its card's object_radius_px), labels come back at the "
+            "images' size. Default: as they are."
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """AP@0.5, mAP@0.5:0.95, F1, precision, recall, counts and ms per image (engine, post)."""
@@ -245,10 +253,12 @@ def eval_seg(
 
     with user_errors(json_out):
         if engine == "classical":
-            if backend is not None:
+            given = [f"--{n} {v}" for n, v in (("backend", backend), ("diameter", diameter))
+                     if v is not None]  # fmt: skip
+            if given:
                 fail(
-                    f"--backend {backend}: the classical pipeline runs no engine (scikit-image "
-                    "on the CPU); drop --backend or name an engine",
+                    f"{', '.join(given)}: the classical pipeline runs no engine (scikit-image "
+                    "on the CPU, no rescaling); drop it or name an engine",
                     as_json=json_out,
                 )
             with progress_bar("scoring", json_out=json_out) as (bar, task):
@@ -258,7 +268,7 @@ def eval_seg(
                 )  # fmt: skip
         else:
             with (
-                SegmentationEngine(engine, backend=backend) as e,
+                SegmentationEngine(engine, backend=backend, object_diameter_px=diameter) as e,
                 progress_bar("scoring", json_out=json_out) as (bar, task),
             ):
                 e.warmup()
@@ -267,6 +277,8 @@ def eval_seg(
                 )
                 result["engine"] = e.name
                 result["backend"] = e.backend.name
+                if diameter is not None:
+                    result["scale"] = round(e.scale, 4)
         if not per_image:
             result.pop("per_image")
     if json_out:

@@ -136,6 +136,11 @@ def test_engine_commands_name_each_mistake(tmp_path: Path) -> None:
         (("eval", "states", "--engine", "cell-state", "--images", str(tmp_path / "nope"), "--gt",
           str(tmp_path)), f"--images {tmp_path / 'nope'} does not exist or is not a folder"),
         ((*stain, str(rgb)), "rgb.tif: the image is (64, 64, 3), not one 2-D plane"),
+        (("eval", "seg", "--engine", "classical", "--images", str(tmp_path), "--labels",
+          str(tmp_path), "--diameter", "12"), "--diameter 12.0: the classical pipeline runs no "
+         "engine"),
+        (("eval", "seg", "--engine", "nuclei-unet", "--images", str(tmp_path), "--labels",
+          str(tmp_path), "--diameter", "0"), "object diameter must be > 0 px"),
         ((*stain, str(frame), "--crop", "0:100,0:64"),
          "crop rows 0:100 reach past the 64x64 frame f.tif (rows 0:64)"),
         ((*stain, str(frame), "--crop", "-5:10,0:64"),

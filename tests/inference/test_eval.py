@@ -15,10 +15,10 @@ from livescope.schema import LivescopeError
 from ..conftest import run_cli
 
 
-def _eval(shared: Path, sub: str, engine: str = "nuclei-unet") -> dict:
+def _eval(shared: Path, sub: str, engine: str = "nuclei-unet", *extra: str) -> dict:
     res = run_cli(
         "eval", "seg", "--engine", engine, "--images", str(shared / sub / "images"),
-        "--labels", str(shared / sub / "labels"), "--json",
+        "--labels", str(shared / sub / "labels"), "--json", *extra,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
     return json.loads(res.stdout)
@@ -51,6 +51,18 @@ def test_network_beats_the_classical_pipeline(shared_data: Path) -> None:
     net = _eval(shared_data, "nuclei-mnfinder/validation")
     classical = _eval(shared_data, "nuclei-mnfinder/validation", engine="classical")
     assert net["ap50"] > classical["ap50"] + 0.2
+
+
+def test_eval_seg_rescales_frames_to_a_stated_nucleus_diameter(shared_data: Path) -> None:
+    as_is = _eval(shared_data, "nuclei-dsb2018")
+    # the size the engine segments best (2 x its card's object_radius_px, 9.3): no change
+    same = _eval(shared_data, "nuclei-dsb2018", "nuclei-unet", "--diameter", "18.6")
+    assert same["scale"] == 1.0
+    assert (same["f1"], same["n_pred"]) == (as_is["f1"], as_is["n_pred"])
+    zoomed = _eval(shared_data, "nuclei-dsb2018", "nuclei-unet", "--diameter", "12")
+    assert zoomed["scale"] == pytest.approx(1.55)
+    assert zoomed["n_true"] == as_is["n_true"]  # (labels scored at the images' size)
+    assert zoomed["n_pred"] != as_is["n_pred"]
 
 
 def test_pairs_skip_dot_files_and_unreadable_images_are_named(tmp_path: Path) -> None:
