@@ -42,6 +42,7 @@ def main() -> int:
         time.sleep(0.05)
     seqs: list[int] = []
     acks = []
+    bus = json.loads((a.run / "bus.json").read_text())
     with attach(a.run, policy=a.policy, maxlen=a.maxlen) as link:
         print("attached", flush=True)
         while (frame := link.frames.get(timeout=a.idle_s)) is not None:
@@ -63,9 +64,9 @@ def main() -> int:
                     acks.append(ack.model_dump(mode="json"))
             if a.sleep_ms:
                 time.sleep(a.sleep_ms / 1000)
-            _write(a.result, {"seqs": seqs, "acks": acks, "stats": link.frames.stats()})
+            _write(a.result, {"seqs": seqs, "acks": acks, "stats": link.frames.stats(), "bus": bus})
         stats = link.frames.stats()
-    _write(a.result, {"seqs": seqs, "acks": acks, "stats": stats, "done": True})
+    _write(a.result, {"seqs": seqs, "acks": acks, "stats": stats, "bus": bus, "done": True})
     return 0
 
 

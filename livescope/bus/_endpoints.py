@@ -43,15 +43,36 @@ longer than this (s) is a killed process's and may be removed (`remove_stale_ipc
 _swept = threading.Event()
 
 
+TRANSPORT_ENV = "LIVESCOPE_TRANSPORT"
+"""``tcp`` or ``ipc``: the transport of local endpoints (unset: ipc where ZeroMQ has it, not
+on Windows; else tcp on the loopback interface), e.g. ``tcp`` where the temp folder cannot
+hold socket files, or to run Windows' transport on Linux."""
+
+
 def local_endpoint(name: str, *, transport: str | None = None) -> str:
     """Return a fresh endpoint on this host for socket ``name``.
 
     ``ipc://`` in the temp folder where ZeroMQ supports ipc, else
     ``tcp://127.0.0.1:*`` (the port is chosen when binding; `bind` returns it).
-    ``transport`` forces ``"ipc"`` or ``"tcp"``. The first ipc endpoint of a
-    process also removes the socket files killed processes left in the temp
-    folder (`remove_stale_ipc_files`).
+    ``transport`` (else ``LIVESCOPE_TRANSPORT``) forces ``"ipc"`` or ``"tcp"``.
+    The first ipc endpoint of a process also removes the socket files killed
+    processes left in the temp folder (`remove_stale_ipc_files`).
+
+    Raises
+    ------
+    LivescopeError
+        for a transport other than ``ipc`` or ``tcp``, or ``ipc`` where ZeroMQ
+        has none (Windows).
     """
+    if transport is None:
+        transport = os.environ.get(TRANSPORT_ENV, "").strip().lower() or None
+        where = f" (from the {TRANSPORT_ENV} environment variable)"
+    else:
+        where = ""
+    if transport not in (None, "ipc", "tcp"):
+        raise LivescopeError(f"transport {transport!r}{where}: give tcp or ipc")
+    if transport == "ipc" and (not zmq.has("ipc") or os.name == "nt"):
+        raise LivescopeError(f"transport ipc{where}: ZeroMQ has no ipc sockets here; give tcp")
     use_ipc = transport == "ipc" or (transport is None and zmq.has("ipc") and os.name != "nt")
     if use_ipc:
         if not _swept.is_set():  # once per process: what killed runs left in the temp folder

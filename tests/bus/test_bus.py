@@ -386,6 +386,26 @@ def test_local_endpoints_name_their_process() -> None:
     assert Path(endpoint.removeprefix("ipc://")).name.startswith(f"livescope-frames-{os.getpid()}-")
 
 
+@pytest.mark.skipif(not local_endpoint("x").startswith("ipc://"), reason="no ipc on this platform")
+def test_the_transport_of_local_endpoints_can_be_chosen_by_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LIVESCOPE_TRANSPORT", "TCP ")
+    assert local_endpoint("frames") == "tcp://127.0.0.1:*"
+    pub = FramePublisher("r1")  # (bound: its port chosen)
+    try:
+        assert pub.endpoint.startswith("tcp://127.0.0.1:")
+        assert not pub.endpoint.endswith(":*")
+    finally:
+        pub.close()
+    assert local_endpoint("frames", transport="ipc").startswith("ipc://")  # (an argument wins)
+    monkeypatch.setenv("LIVESCOPE_TRANSPORT", "udp")
+    with pytest.raises(LivescopeError, match=r"transport 'udp' \(from the LIVESCOPE_TRANSPORT"):
+        local_endpoint("frames")
+    monkeypatch.setenv("LIVESCOPE_TRANSPORT", "")
+    assert local_endpoint("frames").startswith("ipc://")
+
+
 def test_pending_counts_the_frames_waiting_to_be_taken() -> None:
     pub = FramePublisher("r1")
     sub = FrameSubscriber(pub.endpoint, maxlen=8)

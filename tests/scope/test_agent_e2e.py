@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -26,18 +27,24 @@ def _plan(tmp_path: Path, text: str) -> Path:
     return f
 
 
-def _agent(tmp_path: Path, plan: Path, *args: str) -> subprocess.Popen[str]:
+def _agent(
+    tmp_path: Path, plan: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "livescope", "agent", "--plan", str(plan), "--out",
          str(tmp_path / "run"), "--json", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env=None if env is None else {**os.environ, **env},
     )  # fmt: skip
 
 
-def _worker(tmp_path: Path, name: str, *args: str) -> subprocess.Popen[str]:
+def _worker(
+    tmp_path: Path, name: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, str(WORKER), str(tmp_path / "run"), str(tmp_path / f"{name}.json"), *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env=None if env is None else {**os.environ, **env},
     )  # fmt: skip
 
 
@@ -68,22 +75,29 @@ def _check_recording(run: Path) -> list[dict]:
     return frames  # type: ignore[return-value]
 
 
-@pytest.mark.parametrize("bus", ["shm", "inline"])
-def test_worker_adds_events_that_are_acquired_recorded_and_acked(tmp_path: Path, bus: str) -> None:
+@pytest.mark.parametrize(
+    ("bus", "transport"), [("shm", None), ("inline", None), ("shm", "tcp")]
+)  # (tcp on the loopback interface: Windows' transport)
+def test_worker_adds_events_that_are_acquired_recorded_and_acked(
+    tmp_path: Path, bus: str, transport: str | None
+) -> None:
     plan = _plan(
         tmp_path,
         "stage_positions: [{x: 0, y: 0, z: 0, name: A}, {x: 300, y: 100, z: 0, name: B}]\n"
         "channels: [{config: Phase, exposure: 10}, {config: DAPI, exposure: 30}]\n"
         "time_plan: {interval: 240, loops: 15}\n",  # 0.4 s apart at the sim's 600x
     )
-    agent = _agent(tmp_path, plan, "--bus", bus)
-    worker = _worker(tmp_path, "w", "--add-after", "6")
+    env = None if transport is None else {"LIVESCOPE_TRANSPORT": transport}
+    agent = _agent(tmp_path, plan, "--bus", bus, env=env)
+    worker = _worker(tmp_path, "w", "--add-after", "6", env=env)
     rc, out, err = _finish(agent)
     assert rc == 0, err
     wrc, _, werr = _finish(worker)
     assert wrc == 0, werr
     summary = json.loads(out)
     result = json.loads((tmp_path / "w.json").read_text())
+    want = "tcp://127.0.0.1:" if transport == "tcp" else "ipc://"
+    assert all(result["bus"][k].startswith(want) for k in ("frames", "control", "decisions"))
 
     ack = result["acks"][0]
     assert ack["accepted"] is True, ack
