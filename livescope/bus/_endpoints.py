@@ -63,6 +63,7 @@ def local_endpoint(name: str, *, transport: str | None = None) -> str:
     LivescopeError
         for a transport other than ``ipc`` or ``tcp``, or ``ipc`` where ZeroMQ
         has none (Windows).
+
     """
     if transport is None:
         transport = os.environ.get(TRANSPORT_ENV, "").strip().lower() or None
