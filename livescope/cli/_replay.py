@@ -40,7 +40,7 @@ def parse_speed(text: str) -> float | None:
         value = float(t.rstrip("x"))
     except ValueError:
         value = float("nan")
-    if not value > 0:
+    if not 0 < value < float("inf"):
         raise ValueError(f"--speed {text!r}: use realtime, max or a factor > 0 (e.g. 10)")
     return value
 

@@ -255,6 +255,7 @@ class Simulation(FrozenModel):
     )
     time_acceleration: PositiveFloat = Field(
         default=600.0,
+        allow_inf_nan=False,  # (inf: every wait NaN, the run would hang)
         description="Sample seconds per wall-clock second: waits in a plan are divided by it.",
     )
 

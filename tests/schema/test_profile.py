@@ -221,3 +221,21 @@ def test_cli_profile_check_all_shipped() -> None:
     res = run_cli("profile", "check", *map(str, builtin_profiles().values()), "--json")
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["ok"] is True
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), 0.0])
+def test_an_endless_or_no_time_acceleration_is_refused(value: float) -> None:
+    # (inf made every wait of the simulated scope NaN: the run hung after its first time point)
+    sim = load_profile("sim").simulation
+    assert sim is not None
+    with pytest.raises(ValueError, match="time_acceleration"):
+        sim.replace(time_acceleration=value)
+
+
+@pytest.mark.parametrize("text", ["inf", "nan", "0", "-2", "fast"])
+def test_a_replay_speed_must_be_a_finite_factor(text: str) -> None:
+    from livescope.cli._replay import parse_speed
+
+    with pytest.raises(ValueError, match="use realtime, max or a factor > 0"):
+        parse_speed(text)
+    assert parse_speed("10x") == 10.0
