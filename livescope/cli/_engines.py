@@ -284,7 +284,7 @@ def eval_seg(
     if json_out:
         emit(result)
     else:
-        stderr.print({k: v for k, v in result.items() if k != "per_image"})
+        stderr.print(result)  # (per_image only with --per-image: popped above otherwise)
 
 
 def _print_scores(result: dict[str, Any], engine: Any, json_out: bool) -> None:
