@@ -106,3 +106,22 @@ def test_a_fault_frame_between_good_ones_does_not_break_the_tracks(fault: str) -
     tr.update(bad)
     after = tr.update(good).mapping()
     assert after == first  # the gap is closed: same cells, same tracks
+
+
+def test_a_sequence_of_one_frame_is_refused_with_a_clear_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # (py-ctcmetrics raised "need at least one array to concatenate" on one frame)
+    import tifffile
+
+    from livescope.schema import LivescopeError
+    from livescope.tracking import evaluate_tracking
+
+    mask = np.zeros((16, 16), np.uint16)
+    mask[4:9, 4:9] = 1
+    (tmp_path / "res").mkdir()
+    (tmp_path / "gt" / "TRA").mkdir(parents=True)
+    tifffile.imwrite(tmp_path / "res" / "mask000.tif", mask)
+    tifffile.imwrite(tmp_path / "gt" / "TRA" / "man_track000.tif", mask)
+    for f in (tmp_path / "res" / "res_track.txt", tmp_path / "gt" / "TRA" / "man_track.txt"):
+        f.write_text("1 0 0 0\n")
+    with pytest.raises(LivescopeError, match="has 1 frame: tracking is scored on 2 frames or more"):
+        evaluate_tracking(tmp_path / "res", tmp_path / "gt")
