@@ -72,9 +72,10 @@ def local_endpoint(name: str, *, transport: str | None = None) -> str:
         where = ""
     if transport not in (None, "ipc", "tcp"):
         raise LivescopeError(f"transport {transport!r}{where}: give tcp or ipc")
-    if transport == "ipc" and (not zmq.has("ipc") or os.name == "nt"):
+    has_ipc = zmq.has("ipc") and os.name != "nt"
+    if transport == "ipc" and not has_ipc:
         raise LivescopeError(f"transport ipc{where}: ZeroMQ has no ipc sockets here; give tcp")
-    use_ipc = transport == "ipc" or (transport is None and zmq.has("ipc") and os.name != "nt")
+    use_ipc = has_ipc if transport is None else transport == "ipc"
     if use_ipc:
         if not _swept.is_set():  # once per process: what killed runs left in the temp folder
             _swept.set()

@@ -217,11 +217,7 @@ class PolicyEngine:
                     if not isinstance(f, Firing):
                         raise TypeError(f"decide() returned {type(f).__name__}, not a Firing")
                 except Exception as exc:  # noqa: BLE001 (any policy bug disables that policy)
-                    msg = f"{type(exc).__name__}: {exc}"
-                    self.disabled[policy.name] = msg
-                    logger.error(
-                        "policy %r raised and is disabled for this run: %s", policy.name, msg
-                    )
+                    self._disable(policy.name, f"{type(exc).__name__}: {exc}")
                     break
                 by = None if acquire is None else _covering(out, made, acquire, obs, f)
                 if by is not None:
@@ -319,10 +315,13 @@ class PolicyEngine:
                 if take(decision.decision_id):
                     out.append(j)
             except Exception as exc:  # noqa: BLE001 (a policy bug disables that policy)
-                msg = f"{type(exc).__name__} in give_back: {exc}"
-                self.disabled[policy.name] = msg
-                logger.error("policy %r raised and is disabled for this run: %s", policy.name, msg)
+                self._disable(policy.name, f"{type(exc).__name__} in give_back: {exc}")
         return out
+
+    def _disable(self, name: str, why: str) -> None:
+        """Disable policy ``name`` for the rest of the run (it raised), saying ``why``."""
+        self.disabled[name] = why
+        logger.error("policy %r raised and is disabled for this run: %s", name, why)
 
     def state(self) -> dict[str, Any]:
         """Policies' and guardrails' state (JSON) for a restarted worker."""

@@ -61,7 +61,10 @@ def evaluate_tracking(res: str | Path, gt: str | Path, *, div_tolerance: int = 1
     if not n_tracks:
         raise LivescopeError(f"{res / 'res_track.txt'} lists no tracks: nothing to score")
     if n_res < 2:  # (py-ctcmetrics fails on one frame: there are no links to score)
-        raise LivescopeError(f"{res} has {n_res} frame: tracking is scored on 2 frames or more")
+        raise LivescopeError(
+            f"{res} has {n_res} frame{'' if n_res == 1 else 's'}: tracking is scored on 2 "
+            "frames or more"
+        )
     metrics = ["Valid", "TRA", "DET", "LNK", f"BC({max(div_tolerance, 3)})"]
     with (
         contextlib.redirect_stdout(io.StringIO()),  # ("Invalid results!": said below)
