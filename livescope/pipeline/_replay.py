@@ -70,6 +70,27 @@ def _recording_profile(ds: Dataset) -> HardwareProfile:
     return load_profile("replay")
 
 
+def fit_to_recording(profile: HardwareProfile, ds: Dataset) -> HardwareProfile:
+    """Return ``profile`` with the recording's frame shape and pixel size, if it is a replay one.
+
+    The ``replay`` profile's camera (1024² px) and objective (1 µm/px) are
+    placeholders: left as they are, the guardrails would judge which positions'
+    fields overlap, and the worker warm up and the bus be sized, for a frame the
+    recording does not have. A rig's profile is kept as given.
+    """
+    if profile.kind != "replay" or not ds.frames:
+        return profile
+    pixel = next((f.pixel_size_um for f in ds.frames if f.pixel_size_um), None)
+    objectives = [
+        o.replace(pixel_size_um=pixel) if pixel and o.name == profile.default_objective else o
+        for o in profile.objectives
+    ]
+    return profile.replace(
+        camera=profile.camera.replace(sensor_shape_px=ds.frames[0].shape).model_dump(),
+        objectives=[o.model_dump() for o in objectives],
+    )
+
+
 def run_replay(
     dataset: str | Path,
     out_dir: str | Path,
@@ -114,7 +135,7 @@ def run_replay(
             profile = load_profile(profile)
         # (read once: the profile to run on by default, and the ground truth's simulation)
         recorded = _recording_profile(ds) if own and profile is None else None
-        prof = profile or recorded or load_profile("replay")
+        prof = fit_to_recording(profile or recorded or load_profile("replay"), ds)
         channels = map_channels(ds, prof, channel_map)
         recorded_plan = ds.path / PLAN_FILE
         if own and recorded_plan.is_file():

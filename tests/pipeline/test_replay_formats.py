@@ -277,3 +277,26 @@ def test_a_nucleus_size_without_a_pixel_size_is_warned_about(tmp_path: Path) -> 
     warnings = " ".join(json.loads(res.stdout)["warnings"])
     assert "states no pixel size" in warnings
     assert "pass --pixel-size" in warnings
+
+
+def test_the_replay_profile_takes_the_recordings_frame_shape_and_pixel_size(
+    tmp_path: Path,
+) -> None:
+    # the replay profile's 1024² px at 1 µm/px are placeholders: the guardrails' fields
+    # (which positions overlap), the worker's warm-up and the bus take the recording's
+    seq = tmp_path / "01"
+    seq.mkdir()
+    for t in range(2):
+        tifffile.imwrite(seq / f"t{t:03d}.tif", np.zeros((64, 48), np.uint16))
+    out = tmp_path / "o"
+    res = run_cli("replay", str(seq), "--out", str(out), "--pixel-size", "0.5", "--json")
+    assert res.returncode == 0, res.stderr[-2000:]
+    prof = load_profile(out / "profile.yaml")
+    assert prof.name == "replay"
+    assert prof.camera.sensor_shape_px == (64, 48)
+    assert prof.objective.pixel_size_um == 0.5
+    assert prof.field_of_view_um == (32.0, 24.0)
+    # a rig's profile is kept as given
+    res = run_cli("replay", str(seq), "--out", str(tmp_path / "o2"), "--profile", "sim", "--json")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert load_profile(tmp_path / "o2" / "profile.yaml") == load_profile("sim")
