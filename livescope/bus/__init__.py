@@ -7,7 +7,7 @@ Agent side: `FramePublisher`, `DecisionServer`. Worker side: `attach` (or
 
 from ._bench import bench_bus
 from ._decisions import Answered, DecisionClient, DecisionServer
-from ._endpoints import BusSecurity, bind, connect, is_loopback, local_endpoint
+from ._endpoints import BusSecurity, bind, connect, is_loopback, local_endpoint, uses_ipc
 from ._jitter import JITTER_ROUNDS, bench_jitter
 from ._overlay import OverlayPublisher, OverlaySubscriber
 from ._overlay_wire import (
@@ -59,4 +59,5 @@ __all__ = [
     "local_endpoint",
     "machine_info",
     "peak_memory_mb",
+    "uses_ipc",
 ]

@@ -49,14 +49,11 @@ on Windows; else tcp on the loopback interface), e.g. ``tcp`` where the temp fol
 hold socket files, or to run Windows' transport on Linux."""
 
 
-def local_endpoint(name: str, *, transport: str | None = None) -> str:
-    """Return a fresh endpoint on this host for socket ``name``.
+def uses_ipc(transport: str | None = None) -> bool:
+    """Whether local endpoints are ``ipc://`` (``transport``, else ``LIVESCOPE_TRANSPORT``).
 
-    ``ipc://`` in the temp folder where ZeroMQ supports ipc, else
-    ``tcp://127.0.0.1:*`` (the port is chosen when binding; `bind` returns it).
-    ``transport`` (else ``LIVESCOPE_TRANSPORT``) forces ``"ipc"`` or ``"tcp"``.
-    The first ipc endpoint of a process also removes the socket files killed
-    processes left in the temp folder (`remove_stale_ipc_files`).
+    A run checks it before it writes anything: a bad ``LIVESCOPE_TRANSPORT``
+    would otherwise stop it once its output folder is half made.
 
     Raises
     ------
@@ -75,8 +72,25 @@ def local_endpoint(name: str, *, transport: str | None = None) -> str:
     has_ipc = zmq.has("ipc") and os.name != "nt"
     if transport == "ipc" and not has_ipc:
         raise LivescopeError(f"transport ipc{where}: ZeroMQ has no ipc sockets here; give tcp")
-    use_ipc = has_ipc if transport is None else transport == "ipc"
-    if use_ipc:
+    return has_ipc if transport is None else transport == "ipc"
+
+
+def local_endpoint(name: str, *, transport: str | None = None) -> str:
+    """Return a fresh endpoint on this host for socket ``name``.
+
+    ``ipc://`` in the temp folder where ZeroMQ supports ipc, else
+    ``tcp://127.0.0.1:*`` (the port is chosen when binding; `bind` returns it).
+    ``transport`` (else ``LIVESCOPE_TRANSPORT``) forces ``"ipc"`` or ``"tcp"``.
+    The first ipc endpoint of a process also removes the socket files killed
+    processes left in the temp folder (`remove_stale_ipc_files`).
+
+    Raises
+    ------
+    LivescopeError
+        as `uses_ipc`.
+
+    """
+    if uses_ipc(transport):
         if not _swept.is_set():  # once per process: what killed runs left in the temp folder
             _swept.set()
             remove_stale_ipc_files()

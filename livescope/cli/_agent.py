@@ -85,6 +85,9 @@ def agent(
             )
         check_output_folder(run_dir)
         check_micromanager_config(prof, backend)  # (before the run folder is made)
+        from livescope.bus import uses_ipc
+
+        uses_ipc()  # (a bad LIVESCOPE_TRANSPORT, too)
         run_dir.mkdir(parents=True, exist_ok=True)
         # the plan as given (with its policies) goes beside the recording for the worker
         (run_dir / "plan.yaml").write_bytes(plan.read_bytes())
@@ -216,6 +219,10 @@ def worker(
     with user_errors(json_out):
         if policy not in ("every", "latest"):
             fail(f"--policy must be every or latest, not {policy!r}", as_json=json_out)
+        # (a folder under a file can never be made: no agent will start there)
+        above = next((p for p in run.parents if p.exists()), None)
+        if above is not None and not above.is_dir():
+            fail(f"{run}: {above} is a file, so no agent can start a run there", as_json=json_out)
         if not run.is_file() and not any((run / f).exists() for f in ("bus.json", "summary.json")):
             stderr.print(
                 f"waiting up to {ATTACH_WAIT_S:g} s for an agent to start in {run} (its bus.json)"

@@ -313,13 +313,13 @@ def run_cmd(
     if json_out:
         emit(summary)
         return
-    _print_demo(summary)
+    _print_demo(summary, "livescope run")
 
 
-def _print_demo(summary: dict[str, Any]) -> None:
+def _print_demo(summary: dict[str, Any], title: str = "livescope demo") -> None:
     from rich.table import Table
 
-    table = Table(title="livescope demo", show_header=False)
+    table = Table(title=title, show_header=False)
     for key in ("frames_acquired", "timepoints", "positions", "channels", "duration_s", "fps"):
         if (value := summary.get(key)) is not None:  # (a micromanager run has no timepoints)
             table.add_row(key, ", ".join(value) if isinstance(value, list) else str(value))
@@ -340,7 +340,7 @@ def _print_demo(summary: dict[str, Any]) -> None:
         )
         shared = f", {d['shared']} firing(s) shared a close-up" if d.get("shared") else ""
         if d.get("shared_not_imaged"):
-            shared += f", {d['shared_not_imaged']} shared one that was not made"
+            shared += f" ({d['shared_not_imaged']} whose close-up was refused or not sent)"
         if d.get("unanswered"):
             shared += f", {d['unanswered']} never answered"
         if d.get("answered_late"):
@@ -348,9 +348,15 @@ def _print_demo(summary: dict[str, Any]) -> None:
         table.add_row(
             "decisions", f"{d['accepted']} accepted, {d['rejected']} rejected{not_sent}{shared}"
         )
-        table.add_row("trigger precision / recall",
-                      f"{summary['trigger_precision']} / {summary['trigger_recall']}")  # fmt: skip
-        table.add_row("mitosis → trigger (median)", f"{summary['mitosis_to_trigger_s']} s")
+        precision, recall = summary["trigger_precision"], summary["trigger_recall"]
+        ev = summary.get("evaluation") or {}
+        table.add_row(
+            "trigger precision / recall",
+            f"{precision} / {recall}" if precision is not None or recall is not None
+            else "not scored: " + (ev.get("note") or ev.get("error") or "no ground truth"),
+        )  # fmt: skip
+        if (delay := summary["mitosis_to_trigger_s"]) is not None:
+            table.add_row("mitosis → trigger (median)", f"{delay} s")
         if tracking := summary.get("tracking"):
             table.add_row(
                 "tracks vs ground truth (TRA)",

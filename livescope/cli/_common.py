@@ -22,6 +22,7 @@ __all__ = [
     "emit",
     "fail",
     "progress_bar",
+    "report",
     "setup_logging",
     "stderr",
     "user_errors",
@@ -109,6 +110,22 @@ def emit(obj: dict[str, Any]) -> None:
     """Print one JSON object on stdout (strict JSON: a NaN or infinity is written as null)."""
     sys.stdout.write(json.dumps(_finite(obj), default=str, allow_nan=False) + "\n")
     sys.stdout.flush()
+
+
+def report(obj: dict[str, Any], json_out: bool) -> None:
+    """Print a command's result: JSON on stdout, else for people on stderr.
+
+    For people it is YAML: one key per line, nested ones indented (a dict's
+    repr on one wrapped line was hard to read).
+    """
+    if json_out:
+        emit(obj)
+        return
+    import yaml
+
+    plain = json.loads(json.dumps(_finite(obj), default=str))
+    text = yaml.safe_dump(plain, sort_keys=False, allow_unicode=True, width=100)
+    stderr.print(text.rstrip(), highlight=False, markup=False)
 
 
 def _finite(obj: Any) -> Any:

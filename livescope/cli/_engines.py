@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ._common import JsonOpt, emit, fail, progress_bar, setup_logging, stderr, user_errors
+from ._common import JsonOpt, emit, fail, progress_bar, report, setup_logging, stderr, user_errors
 
 engines_app = typer.Typer(help="Inference engines: list, check, build.", no_args_is_help=True)
 eval_app = typer.Typer(help="Score engines against ground truth.", no_args_is_help=True)
@@ -222,10 +222,7 @@ def engines_build(
             result = {"plan_cache": str(plan_cache_dir())}
         result.update({"ok": True, "engine": card.name, "backend": backend, "tile_shapes": shapes,
                        "seconds": round(time.perf_counter() - t0, 2)})  # fmt: skip
-    if json_out:
-        emit(result)
-    else:
-        stderr.print(result)
+    report(result, json_out)
 
 
 @eval_app.command("seg")
@@ -281,19 +278,13 @@ def eval_seg(
                     result["scale"] = round(e.scale, 4)
         if not per_image:
             result.pop("per_image")
-    if json_out:
-        emit(result)
-    else:
-        stderr.print(result)  # (per_image only with --per-image: popped above otherwise)
+    report(result, json_out)
 
 
 def _print_scores(result: dict[str, Any], engine: Any, json_out: bool) -> None:
     """Print an engine's scores with its name and backend: JSON on stdout, or on stderr."""
     result = {**result, "engine": engine.name, "backend": engine.backend.name}
-    if json_out:
-        emit(result)
-    else:
-        stderr.print(result)
+    report(result, json_out)
 
 
 def _seeds(text: str) -> list[int]:

@@ -171,9 +171,19 @@ def replay(
         f"replayed {summary['frames_served']} frame(s) of {summary['dataset']} "
         f"({summary['format']}); analysed {summary['frames_analysed']}; "
         f"{d['what_if']} what-if decision(s)"
-        + (f" ({d['shared']} firing(s) shared one's close-up)" if d.get("shared") else "")
-        + (f" ({d['shared_not_imaged']} shared one not made)" if d.get("shared_not_imaged") else "")
-        + f"; replay overhead {over.get('share')}",
+        + (f", {d['not_sent']} not sent (made after the last frame)" if d.get("not_sent") else "")
+        + (f"; {d['shared']} firing(s) shared a close-up" if d.get("shared") else "")
+        + (
+            f" ({d['shared_not_imaged']} whose close-up was refused or not sent)"
+            if d.get("shared_not_imaged")
+            else ""
+        )
+        + (
+            f"; the worker waited for the replay {over['share']:.0%} of its "
+            f"{over['analysis_wall_s']:g} s"
+            if over
+            else ""
+        ),
         highlight=False,
     )
     stderr.print(f"report: {summary['report']}", highlight=False)

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ._common import BenchJsonOpt, JsonOpt, emit, setup_logging, stderr, user_errors
+from ._common import BenchJsonOpt, JsonOpt, report, setup_logging, stderr, user_errors
 
 __all__ = ["bench_track", "eval_track", "track"]
 
@@ -163,10 +163,7 @@ def track(
             "ms_segment": round(float(np.mean(ms_seg)), 2) if ms_seg else 0.0,
             "ms_track": round(ms_total - (float(np.mean(ms_seg)) if ms_seg else 0.0), 2),
         }
-    if json_out:
-        emit(result)
-    else:
-        stderr.print(result)
+    report(result, json_out)
 
 
 def eval_track(
@@ -183,10 +180,7 @@ def eval_track(
 
     with user_errors(json_out):
         result = evaluate_tracking(res, gt, div_tolerance=div_tolerance)
-    if json_out:
-        emit(result)
-    else:
-        stderr.print(result)
+    report(result, json_out)
 
 
 def bench_track(
@@ -230,7 +224,4 @@ def bench_track(
         if gowt1:
             result["peers_gowt1_markers"] = compare_peers_gowt1()
         result["machine"] = machine_info()  # (timed once the trackers are done)
-    if json_out:
-        emit(result)
-    else:
-        stderr.print(result)
+    report(result, json_out)

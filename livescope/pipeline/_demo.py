@@ -25,7 +25,7 @@ import tifffile
 import useq
 import yaml
 
-from livescope.bus import StallMonitor, machine_info, peak_memory_mb
+from livescope.bus import StallMonitor, machine_info, peak_memory_mb, uses_ipc
 from livescope.record import read_frames
 from livescope.schema import (
     HardwareProfile,
@@ -185,6 +185,7 @@ def run_adaptive(
     """
     out = Path(out_dir)
     check_output_folder(out)
+    uses_ipc()  # a bad LIVESCOPE_TRANSPORT: before anything is written
     if ground_truth is not None and ground_truth[1].simulation is None:
         raise LivescopeError(
             f"ground truth {ground_truth[0]} is scored with a simulated profile; "
@@ -441,6 +442,8 @@ def evaluate_triggers(
 
     ``truth``: the ground truth's folder (default ``run_dir/ground_truth``; a
     replay's is its recording's, whose time points and sample times it serves).
+    ``rules``: the mitosis rules to score (None: every mitosis firing); an empty
+    list (the plan has none) scores no recall unless a policy fired on mitoses.
 
     Returns precision, recall, median onset-to-trigger delay (s), the ground
     truth's folder and the per-trigger and per-mitosis lists.
@@ -532,10 +535,14 @@ def evaluate_triggers(
     n_ok = sum(tr["ok"] for tr in triggers)
     hits = sum(m["triggered"] for m in mitoses)
     counted = [k for k in first if k in observable]
+    # a plan without a mitosis rule (and no policy of its own firing on mitoses) was not
+    # asked to catch them: a recall of 0 would blame it for what it never tried
+    no_rule = rules is not None and not rules and not triggers
     return {
         # a second trigger on a mitosis already triggered counts against precision
         "precision": round(len(first) / len(triggers), 4) if triggers else None,
-        "recall": round(hits / len(mitoses), 4) if mitoses else None,
+        "recall": round(hits / len(mitoses), 4) if mitoses and not no_rule else None,
+        "note": "the plan has no mitosis rule: its triggers are not scored" if no_rule else None,
         "mitosis_to_trigger_s": round(float(np.median(delays)), 1) if delays else None,
         "triggers_fired": len(triggers),
         "triggers_given_back": given_back,

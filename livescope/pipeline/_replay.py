@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from livescope.bus import uses_ipc
 from livescope.policy import rules_for_profile
 from livescope.record import Dataset, open_dataset
 from livescope.schema import (
@@ -128,6 +129,7 @@ def run_replay(
         raise LivescopeError(f"speed must be > 0 (or None for as fast as possible), got {speed}")
     out = Path(out_dir)
     check_output_folder(out, empty=True)
+    uses_ipc()  # a bad LIVESCOPE_TRANSPORT: before anything is written
     ds = open_dataset(dataset, channel=channel, interval_s=interval_s, pixel_size_um=pixel_size_um)
     try:
         own = ds.format == "livescope"

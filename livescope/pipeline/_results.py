@@ -137,7 +137,7 @@ class ResultsStore:
             stage, ok, reason = _outcome(i, verdicts, acks)
             verdict = (
                 "recorded" if stage == "record" else "shared" if stage == "shared" and ok
-                else "accepted" if ok else "rejected"
+                else "accepted" if ok else "not_sent" if stage == "not_sent" else "rejected"
             )  # fmt: skip
             self.counts[f"firings_{verdict}"] += 1
             if v.stage == "shared" and not ok:

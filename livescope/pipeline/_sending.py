@@ -123,8 +123,8 @@ class FieldDecisions:
         """Collect the answers to the posted decisions (waiting up to ``timeout_s``).
 
         Returns (t_sent, t_enqueued, ack) of each accepted one, and the agent's
-        (stage, ok, reason) by verdict index: stage ``agent``, or ``unanswered``
-        for one it did not answer in time.
+        (stage, ok, reason) by verdict index: stage ``agent``, ``unanswered``
+        for one it did not answer in time, or ``not_sent`` once the run has ended.
 
         A decision the agent refuses, or one not sent because the run has
         ended, gives its guardrail budget back; one without an answer keeps it
@@ -146,7 +146,7 @@ class FieldDecisions:
         now = obs.sample_time_s
         if not self._sending or self._link is None or self._link.decisions is None:
             for i, _ in todo:
-                acks[i] = ("agent", False, "the run has ended (what-if: not sent)")
+                acks[i] = ("not_sent", False, "the run has ended (what-if: not sent)")
                 policy.refused(verdicts[i], now)
                 counts["decisions_not_sent"] += 1
             return out, acks

@@ -403,6 +403,9 @@ class Rule:
             if max_fires < 1:
                 raise ValueError(f"rule {name!r}: max_fires must be >= 1, got {max_fires}")
             max_fires = int(max_fires)
+        _check_numbers(
+            f"rule {name!r}", {"cooldown_s": cooldown_s, "cooldown_radius_um": cooldown_radius_um}
+        )
         if cooldown_s < 0 or cooldown_radius_um < 0:
             raise ValueError(f"rule {name!r}: cooldowns must be >= 0")
         if cooldown_radius_um > 0 and cooldown_s == 0:
@@ -616,8 +619,8 @@ def rules_from_spec(
                     str(item["name"]),
                     item["when"],
                     item["do"],
-                    cooldown_s=float(item.get("cooldown_s", 0.0)),
-                    cooldown_radius_um=float(item.get("cooldown_radius_um", 0.0)),
+                    cooldown_s=item.get("cooldown_s", 0.0),
+                    cooldown_radius_um=item.get("cooldown_radius_um", 0.0),
                     max_fires=item.get("max_fires"),
                     channel_group=channel_group,
                     channels=channels,

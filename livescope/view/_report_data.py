@@ -106,6 +106,8 @@ def firing_outcome(verdict: object, stage: object) -> str:
         return str(verdict)
     if verdict == "error":
         return "error"
+    if verdict == "not_sent":
+        return "not sent"
     if stage == "unanswered":
         return "unanswered"
     if stage in ("guardrail", "agent", "shared"):

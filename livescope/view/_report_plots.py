@@ -46,6 +46,7 @@ STATUS_STYLE: dict[str, tuple[str, str]] = {
     "rejected (agent)": ("X", "#fc8d59"),
     "rejected (shared)": ("X", "#f4a582"),
     "unanswered": ("X", "#878787"),
+    "not sent": ("P", "#bababa"),
     "rejected": ("X", "#b2182b"),
     "error": ("^", "#000000"),
 }

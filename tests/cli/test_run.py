@@ -223,3 +223,28 @@ def test_the_table_of_a_micromanager_run_has_no_simulation_rows() -> None:
     _print_demo({"frames_acquired": 12, "positions": ["A"], "channels": ["DAPI"],
                  "duration_s": 3.0, "fps": 4.0, "recording": "r/data.ome.zarr",
                  "report": "r/report.html", "out": "r"})  # fmt: skip
+
+
+def test_a_bad_transport_is_refused_before_a_run_folder_is_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LIVESCOPE_TRANSPORT", "udp")  # (the CLI's processes inherit it)
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(PLAN)
+    seq = tmp_path / "01"
+    seq.mkdir()
+    import numpy as np
+    import tifffile
+
+    tifffile.imwrite(seq / "t000.tif", np.zeros((64, 64), np.uint16))
+    for args in (("demo", "--frames", "2"), ("run", str(plan)), ("agent", "--plan", str(plan)),
+                 ("replay", str(seq))):  # fmt: skip
+        out = tmp_path / f"out-{args[0]}"
+        res = run_cli(*args, "--out", str(out), "--json")
+        assert res.returncode == 2, (args, res.stderr[-2000:])
+        error = json.loads(res.stdout)["error"]
+        assert (
+            error == "transport 'udp' (from the LIVESCOPE_TRANSPORT environment variable): "
+            "give tcp or ipc"
+        ), args
+        assert not out.exists(), args  # nothing half-made to clear away before the next try

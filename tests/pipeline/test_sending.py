@@ -81,7 +81,7 @@ def test_nothing_is_sent_once_the_run_has_ended_and_every_budget_comes_back(
     counts: collections.Counter[str] = collections.Counter()
     sent, acks = outgoing.finish(verdicts, _obs(2), policy=engine, counts=counts, timeout_s=5)
     assert (sent, outgoing.posted) == ([], 0)
-    assert set(acks.values()) == {("agent", False, "the run has ended (what-if: not sent)")}
+    assert set(acks.values()) == {("not_sent", False, "the run has ended (what-if: not sent)")}
     assert counts == {"decisions_not_sent": 2}
     assert engine.guardrails.extra_frames == 0
 

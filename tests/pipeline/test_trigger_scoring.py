@@ -87,6 +87,21 @@ def test_no_trigger_is_recall_zero(tmp_path: Path) -> None:
     ev = evaluate_triggers(_run(tmp_path, []), PROFILE)
     assert ev["precision"] is None
     assert ev["recall"] == 0.0
+    # the plan's mitosis rule never fired: it missed the mitosis
+    ev = evaluate_triggers(_run(tmp_path / "m", []), PROFILE, rules=["m"])
+    assert ev["recall"] == 0.0
+    assert ev["note"] is None
+
+
+def test_a_plan_without_a_mitosis_rule_is_not_scored_on_recall(tmp_path: Path) -> None:
+    # it never tried to catch mitoses: a recall of 0 would say it missed them
+    ev = evaluate_triggers(_run(tmp_path, []), PROFILE, rules=[])
+    assert (ev["precision"], ev["recall"]) == (None, None)
+    assert ev["note"] == "the plan has no mitosis rule: its triggers are not scored"
+    assert ev["mitoses_observable"] == 1  # (the truth is still read)
+    # a policy of its own that fires on mitoses is scored
+    ev = evaluate_triggers(_run(tmp_path / "own", [(2, 15, 15)]), PROFILE, rules=[])
+    assert (ev["precision"], ev["recall"], ev["note"]) == (1.0, 1.0, None)
 
 
 def test_tracks_are_scored_per_position_and_one_without_a_result_says_why(

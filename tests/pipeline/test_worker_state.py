@@ -161,6 +161,17 @@ def test_worker_cli_with_no_agent_fails_after_one_wait(
     assert not run.exists()
 
 
+def test_worker_cli_refuses_a_run_folder_under_a_file_at_once(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("")
+    run = tmp_path / "notes.txt" / "run"  # no agent can ever make it
+    res = run_cli("worker", str(run), "--analyse", "--json")
+    assert res.returncode == 2
+    assert json.loads(res.stdout)["error"] == (
+        f"{run}: {tmp_path / 'notes.txt'} is a file, so no agent can start a run there"
+    )
+    assert "waiting" not in res.stderr
+
+
 def test_worker_cli_says_it_waits_for_an_agent(tmp_path: Path) -> None:
     run = tmp_path / "run"
     (run / "results").mkdir(parents=True)

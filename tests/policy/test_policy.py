@@ -487,6 +487,8 @@ def test_a_lasting_condition_is_remembered_across_a_restart(
          "mitosis.frames must be a whole number"),
         ([{"name": "a", "when": {"mitosis": {}}, "do": {"record": {}}, "max_fires": "2"}],
          "max_fires must be a number"),
+        ([{"name": "a", "when": {"mitosis": {}}, "do": {"record": {}}, "cooldown_s": "soon"}],
+         r"rule 'a'.cooldown_s must be a number, got 'soon'"),
         ([{"name": "a", "when": {"mitosis": {}}, "do": {"acquire": {
             "channels": ["DAPI"], "z_planes": 2.5}}}], "z_planes must be a whole number"),
         ([{"name": "a", "when": {"mitosis": {}}, "do": {"acquire": {

@@ -429,6 +429,7 @@ def test_each_firing_outcome_has_a_marker_and_a_caption() -> None:
         ("rejected", "agent"): "rejected (agent)",
         # a shared firing whose sub-sequence was refused, or not answered in time
         ("rejected", "shared"): "rejected (shared)", ("rejected", "unanswered"): "unanswered",
+        ("not_sent", "not_sent"): "not sent",  # made after the run ended
     }  # fmt: skip
     for (verdict, stage), outcome in logged.items():
         assert firing_outcome(verdict, stage) == outcome
