@@ -542,7 +542,7 @@ def evaluate_triggers(
         # a second trigger on a mitosis already triggered counts against precision
         "precision": round(len(first) / len(triggers), 4) if triggers else None,
         "recall": round(hits / len(mitoses), 4) if mitoses and not no_rule else None,
-        "note": "the plan has no mitosis rule: its triggers are not scored" if no_rule else None,
+        "note": "the plan has no mitosis rule" if no_rule else None,  # (why: not scored)
         "mitosis_to_trigger_s": round(float(np.median(delays)), 1) if delays else None,
         "triggers_fired": len(triggers),
         "triggers_given_back": given_back,

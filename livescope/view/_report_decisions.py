@@ -161,7 +161,7 @@ def truth_section(page: ReportPage) -> str:
         f"{fmt(float(np.median(delays)) if delays else None)} s.",
     ]
     if ev.get("note"):
-        lines.append(f"{str(ev['note'])[:1].upper()}{str(ev['note'])[1:]}.")
+        lines.append(f"Triggers not scored: {ev['note']}.")
     out = "<p>" + "<br>".join(esc(x) for x in lines) + "</p>"
     out += _tracking_table(s.get("tracking"))
     out += "<h3>Triggers</h3>"
