@@ -77,11 +77,21 @@ def fit_to_recording(profile: HardwareProfile, ds: Dataset) -> HardwareProfile:
     The ``replay`` profile's camera (1024² px) and objective (1 µm/px) are
     placeholders: left as they are, the guardrails would judge which positions'
     fields overlap, and the worker warm up and the bus be sized, for a frame the
-    recording does not have. A rig's profile is kept as given.
+    recording does not have. A rig's profile is kept as given (a warning in
+    ``ds.warnings`` when its pixel size is not the recording's).
     """
-    if profile.kind != "replay" or not ds.frames:
+    if not ds.frames:
         return profile
     pixel = next((f.pixel_size_um for f in ds.frames if f.pixel_size_um), None)
+    if profile.kind != "replay":
+        own = profile.objective.pixel_size_um
+        if pixel and abs(own - pixel) > 0.01 * pixel:
+            ds.warnings.append(
+                f"{ds.path}: its pixel size is {pixel:g} µm, profile {profile.name!r}'s "
+                f"objective {profile.default_objective!r} gives {own:g} µm: the guardrails "
+                "judge fields and moves at the profile's"
+            )
+        return profile
     objectives = [
         o.replace(pixel_size_um=pixel) if pixel and o.name == profile.default_objective else o
         for o in profile.objectives

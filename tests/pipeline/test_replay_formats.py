@@ -300,3 +300,12 @@ def test_the_replay_profile_takes_the_recordings_frame_shape_and_pixel_size(
     res = run_cli("replay", str(seq), "--out", str(tmp_path / "o2"), "--profile", "sim", "--json")
     assert res.returncode == 0, res.stderr[-2000:]
     assert load_profile(tmp_path / "o2" / "profile.yaml") == load_profile("sim")
+    assert not any("pixel size" in w for w in json.loads(res.stdout)["warnings"])
+    # (and where the recording says another pixel size, that the guardrails go by the rig's)
+    out3 = tmp_path / "o3"
+    res = run_cli("replay", str(seq), "--out", str(out3), "--profile", "sim", "--pixel-size", "0.5",
+                  "--json")  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert f"{seq}: its pixel size is 0.5 µm, profile 'sim'" in " ".join(
+        json.loads(res.stdout)["warnings"]
+    )
