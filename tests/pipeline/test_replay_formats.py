@@ -227,8 +227,9 @@ def test_a_missing_or_unreadable_dataset_is_a_clear_error(tmp_path: Path) -> Non
 
 
 def test_a_worker_that_refuses_its_settings_fails_the_replay_at_once(tmp_path: Path) -> None:
-    # 11 µm nuclei at 0.01 µm/px would be rescaled ~60x: the worker refuses (exit 2). It is
-    # not restarted over and over, and the replay does not wait out its gate per time point
+    # 11 µm nuclei at 0.01 µm/px would be rescaled ~60x, and the stain engine's frames 30x:
+    # the worker refuses (exit 2) as it warms up at the recording's pixel size. It is not
+    # restarted over and over, and the replay does not wait out its gate per time point
     seq = tmp_path / "01"
     seq.mkdir()
     rng = np.random.default_rng(0)
@@ -238,8 +239,13 @@ def test_a_worker_that_refuses_its_settings_fails_the_replay_at_once(tmp_path: P
                   "--nucleus-diameter-um", "11", "--json")  # fmt: skip
     assert res.returncode == 2, res.stdout + res.stderr
     error = json.loads(res.stdout)["error"]
-    assert "refusing more than 8x" in error  # the worker's own reason, not just "see the log"
-    assert "exit codes [2]" in error  # one try: a restart would refuse again
+    # the worker's own reason, not just "see the log"
+    assert "the frame's pixel size 0.01 µm" in error
+    assert "refusing to rescale by more than 8x" in error
+    assert error.startswith("the pipeline worker did not start")  # at once
+    # the supervisor gave up on the first refusal (a restart would refuse again)
+    failed = (tmp_path / "o" / "results" / "worker.failed").read_text(encoding="utf-8")
+    assert "refusing to rescale by more than 8x" in failed
 
 
 def test_a_replay_plan_with_a_misspelt_key_bad_rule_or_no_rules_is_refused_first(
