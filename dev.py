@@ -27,15 +27,15 @@ def venv_python() -> Path:
     return VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
 
-def run(cmd: list[str], env: dict[str, str] | None = None) -> int:
-    """Run a command and return its exit status.
+def run(cmd: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT) -> int:
+    """Run a command (in ``cwd``, by default beside this file) and return its exit status.
 
     A Ctrl+C reaches the command (the console sends it to both): this script
     waits for it to finish on its own (the demo writes its summary when
     interrupted) and returns its status, instead of stopping with a traceback.
     """
     print("+ " + " ".join(str(c) for c in cmd), file=sys.stderr, flush=True)
-    proc = subprocess.Popen([str(c) for c in cmd], cwd=ROOT, env=env)
+    proc = subprocess.Popen([str(c) for c in cmd], cwd=cwd, env=env)
     while True:
         try:
             return proc.wait()
@@ -64,7 +64,9 @@ def ensure_env(extra: str) -> Path:
 
 def cmd_demo(args: list[str]) -> int:
     py = ensure_env("core")
-    return run([py, "-m", "livescope", "demo", *args])
+    # in the caller's folder: a relative --out or --plan is where the user means it (and
+    # the default runs/ lands there)
+    return run([py, "-m", "livescope", "demo", *args], cwd=Path.cwd())
 
 
 def cmd_test(args: list[str]) -> int:

@@ -11,8 +11,10 @@ import typer
 
 from ._common import (
     JsonOpt,
+    VerboseOpt,
     accelerated,
     emit,
+    exit_if_interrupted,
     fail,
     refuse_replay_profile,
     setup_logging,
@@ -27,7 +29,10 @@ def agent(
         str, typer.Option(help="Hardware profile: a shipped name or a YAML path.")
     ] = "sim",
     out: Annotated[
-        Path | None, typer.Option(help="Run folder (new). Default: runs/agent-<date>-<time>.")
+        Path | None,
+        typer.Option(
+            help="Run folder (new, or one without a recording). Default: runs/agent-<date>-<time>."
+        ),
     ] = None,
     bus: Annotated[
         str, typer.Option(help="Frame bus: inline, shm (shared memory) or off.")
@@ -54,7 +59,7 @@ def agent(
         int, typer.Option(min=1, max=65535, help="pycromanager: Micro-Manager's server port.")
     ] = 4827,
     json_out: JsonOpt = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Run a plan: record every frame, stream it on the bus, apply decisions from workers.
 
@@ -62,7 +67,12 @@ def agent(
     """
     setup_logging(verbose)
     from livescope.schema import check_output_folder, check_plan, load_plan, load_profile
-    from livescope.scope import check_micromanager_config, run_micromanager, run_simulated
+    from livescope.scope import (
+        check_micromanager_config,
+        interrupted_summary,
+        run_micromanager,
+        run_simulated,
+    )
 
     with user_errors(json_out):
         if bus not in ("inline", "shm", "off"):
@@ -102,25 +112,29 @@ def agent(
         }
 
         def ready(a: Any) -> None:
-            stderr.print(f"agent running {a.run_id}: bus {bus}, attach with {run_dir}/bus.json")
+            attach = f"attach with {run_dir}/bus.json" if bus != "off" else "nothing to attach"
+            stderr.print(f"agent running {a.run_id}: bus {bus}, {attach}")
 
-        if prof.kind == "simulated":
-            summary = run_simulated(
-                prof,
-                sequence,
-                run_dir,
-                seed=seed,
-                bus=bus,  # type: ignore[arg-type]
-                endpoints=endpoints,
-                run_id=run_id,
-                on_ready=ready,
-                backend=backend,
-            )
-        else:
-            summary = run_micromanager(
-                prof, sequence, run_dir, bus=bus, endpoints=endpoints, run_id=run_id,  # type: ignore[arg-type]
-                on_ready=ready, backend=backend, port=port,
-            )  # fmt: skip
+        try:
+            if prof.kind == "simulated":
+                summary = run_simulated(
+                    prof,
+                    sequence,
+                    run_dir,
+                    seed=seed,
+                    bus=bus,  # type: ignore[arg-type]
+                    endpoints=endpoints,
+                    run_id=run_id,
+                    on_ready=ready,
+                    backend=backend,
+                )
+            else:
+                summary = run_micromanager(
+                    prof, sequence, run_dir, bus=bus, endpoints=endpoints, run_id=run_id,  # type: ignore[arg-type]
+                    on_ready=ready, backend=backend, port=port,
+                )  # fmt: skip
+        except KeyboardInterrupt:  # Ctrl+C: what was recorded is reported
+            summary = interrupted_summary(run_dir)
         from livescope.view import write_report
 
         # a worker attached to this run may still be finishing: `livescope report RUN`
@@ -135,6 +149,7 @@ def agent(
             f"{summary['decisions_rejected']} rejected"
         )
         typer.echo(summary["out"])
+    exit_if_interrupted(summary)
 
 
 ATTACH_WAIT_S = 30.0
@@ -276,7 +291,8 @@ def worker(
                 time.sleep(0.1)
             # frames only: counting needs no decision channel (nor its version)
             with attach(run, policy=policy, maxlen=maxlen, decisions=False) as link:  # type: ignore[arg-type]
-                while (frame := link.frames.get(timeout=idle_s or 5.0)) is not None:
+                wait_s = 5.0 if idle_s is None else idle_s  # (0: only frames already waiting)
+                while (frame := link.frames.get(timeout=wait_s)) is not None:
                     frame.release()
                 stats = link.frames.stats()
             result = {"ok": True, "run_id": link.run_id, **stats}

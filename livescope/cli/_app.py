@@ -16,8 +16,10 @@ from ._common import (
     BenchJsonOpt,
     JsonOpt,
     ThreadsOpt,
+    VerboseOpt,
     accelerated,
     emit,
+    exit_if_interrupted,
     fail,
     progress_bar,
     refuse_replay_profile,
@@ -55,7 +57,6 @@ app.command()(track)
 eval_app.command("track")(eval_track)
 bench_app.command("track")(bench_track)
 
-VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages to stderr.")]
 BackendOpt = Annotated[
     str,
     typer.Option(
@@ -119,7 +120,10 @@ def demo(
         ),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option(help="Run folder (new). Default: runs/demo-<date>-<time>.")
+        Path | None,
+        typer.Option(
+            help="Run folder (new, or one without a recording). Default: runs/demo-<date>-<time>."
+        ),
     ] = None,
     profile: Annotated[
         str, typer.Option(help="Hardware profile: a shipped name or a YAML path.")
@@ -204,10 +208,16 @@ def demo(
             prof, sequence, run_dir, policies=policies, analysis=analysis, seed=seed,
             threads=threads, json_out=json_out, plan_file=plan,
         )  # fmt: skip
+    _print_run(summary, "livescope demo", json_out)
+
+
+def _print_run(summary: dict[str, Any], title: str, json_out: bool) -> None:
+    """Print a run's summary (JSON, or the table); exit 2 if a Ctrl+C stopped it."""
     if json_out:
         emit(summary)
-        return
-    _print_demo(summary)
+    else:
+        _print_demo(summary, title)
+    exit_if_interrupted(summary)
 
 
 def _acquire_and_report(
@@ -220,7 +230,7 @@ def _acquire_and_report(
         from livescope.policy import rules_for_profile
 
         rules_for_profile(policies, prof)
-    from livescope.scope import run_simulated
+    from livescope.scope import interrupted_summary, run_simulated
 
     with progress_bar("acquiring", json_out=json_out) as (bar, task):
 
@@ -237,9 +247,12 @@ def _acquire_and_report(
                 progress=progress, plan_file=plan_file, backend=backend, port=port,
             )  # fmt: skip
         else:
-            summary = run_simulated(
-                prof, sequence, run_dir, seed=seed, progress=progress, backend=backend
-            )
+            try:
+                summary = run_simulated(
+                    prof, sequence, run_dir, seed=seed, progress=progress, backend=backend
+                )
+            except KeyboardInterrupt:  # Ctrl+C: what was recorded is reported
+                summary = interrupted_summary(run_dir)
         bar.update(task, description="writing the report")
         from livescope.schema import write_atomic
         from livescope.view import write_report
@@ -256,7 +269,10 @@ def run_cmd(
         str, typer.Option(help="Hardware profile: a shipped name or a YAML path.")
     ] = "sim",
     out: Annotated[
-        Path | None, typer.Option(help="Run folder (new). Default: runs/run-<date>-<time>.")
+        Path | None,
+        typer.Option(
+            help="Run folder (new, or one without a recording). Default: runs/run-<date>-<time>."
+        ),
     ] = None,
     seed: Annotated[
         int | None, typer.Option(min=0, help="Simulation seed (simulated profiles).")
@@ -310,10 +326,21 @@ def run_cmd(
             seed=seed, threads=threads, json_out=json_out, plan_file=plan, backend=backend,
             port=port,
         )  # fmt: skip
-    if json_out:
-        emit(summary)
-        return
-    _print_demo(summary, "livescope run")
+    _print_run(summary, "livescope run", json_out)
+
+
+def _trigger_scores(summary: dict[str, Any]) -> str:
+    """Return the table's trigger precision / recall, or why there is none."""
+    ev = summary.get("evaluation") or {}
+    if why := ev.get("note") or ev.get("error"):
+        return f"not scored: {why}"
+    precision, recall = summary.get("trigger_precision"), summary.get("trigger_recall")
+    if precision is None and recall is None and "triggers" not in ev:  # (scored ones list them)
+        return "not scored: no ground truth"
+    return (
+        f"{'– (no trigger)' if precision is None else precision} / "
+        f"{'– (no mitosis in view twice)' if recall is None else recall}"
+    )
 
 
 def _print_demo(summary: dict[str, Any], title: str = "livescope demo") -> None:
@@ -348,13 +375,7 @@ def _print_demo(summary: dict[str, Any], title: str = "livescope demo") -> None:
         table.add_row(
             "decisions", f"{d['accepted']} accepted, {d['rejected']} rejected{not_sent}{shared}"
         )
-        precision, recall = summary["trigger_precision"], summary["trigger_recall"]
-        ev = summary.get("evaluation") or {}
-        table.add_row(
-            "trigger precision / recall",
-            f"{precision} / {recall}" if precision is not None or recall is not None
-            else "not scored: " + (ev.get("note") or ev.get("error") or "no ground truth"),
-        )  # fmt: skip
+        table.add_row("trigger precision / recall", _trigger_scores(summary))
         if (delay := summary["mitosis_to_trigger_s"]) is not None:
             table.add_row("mitosis → trigger (median)", f"{delay} s")
         if tracking := summary.get("tracking"):

@@ -19,7 +19,9 @@ from livescope.schema import ConfigError, LivescopeError, format_validation_erro
 __all__ = [
     "BenchJsonOpt",
     "JsonOpt",
+    "VerboseOpt",
     "emit",
+    "exit_if_interrupted",
     "fail",
     "progress_bar",
     "report",
@@ -34,6 +36,9 @@ EXIT_USER_ERROR = 2
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 """The ``--json`` option every command takes."""
+
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages to stderr.")]
+"""The ``--verbose`` option of the long-running commands."""
 
 BenchJsonOpt = Annotated[
     bool,
@@ -110,6 +115,13 @@ def emit(obj: dict[str, Any]) -> None:
     """Print one JSON object on stdout (strict JSON: a NaN or infinity is written as null)."""
     sys.stdout.write(json.dumps(_finite(obj), default=str, allow_nan=False) + "\n")
     sys.stdout.flush()
+
+
+def exit_if_interrupted(summary: dict[str, Any]) -> None:
+    """Exit 2, saying so, after printing the summary of a run a Ctrl+C stopped."""
+    if summary.get("interrupted"):
+        stderr.print("interrupted: the run stopped early (its report covers what was acquired)")
+        raise typer.Exit(EXIT_USER_ERROR)
 
 
 def report(obj: dict[str, Any], json_out: bool) -> None:

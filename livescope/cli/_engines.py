@@ -165,7 +165,11 @@ def engines_check(
 def engines_build(
     engine: Annotated[str, typer.Argument(help="Engine name or folder.")],
     backend: Annotated[
-        str, typer.Option(help="tensorrt (on this GPU) or tensorrt-rtx.")
+        str,
+        typer.Option(
+            help="tensorrt (on this GPU) or tensorrt-rtx (on this GPU, or without one: "
+            "give --compute-capability)."
+        ),
     ] = "tensorrt",
     profile: Annotated[
         str, typer.Option(help="Hardware profile (frame shape → tile plan).")
@@ -186,7 +190,7 @@ def engines_build(
         plan_cache_dir,
         select_backend,
     )
-    from livescope.schema import load_profile
+    from livescope.schema import LivescopeError, load_profile
 
     with user_errors(json_out):
         if backend not in ("tensorrt", "tensorrt-rtx"):
@@ -215,12 +219,25 @@ def engines_build(
             out.write_bytes(plan)
             result = {"plan": str(out), "bytes": len(plan)}
         else:
-            b = select_backend(backend)
+            try:
+                b = select_backend(backend)
+            except LivescopeError as exc:
+                if backend != "tensorrt-rtx":
+                    raise
+                raise LivescopeError(
+                    f"{exc}; to build without a GPU, name the GPUs it is for: "
+                    "--compute-capability SM89 (repeatable)"
+                ) from None
             Engine(
                 engine, backend=b, precision=precision, frame_shape=prof.camera.sensor_shape_px
             ).close()
             result = {"plan_cache": str(plan_cache_dir())}
-        result.update({"ok": True, "engine": card.name, "backend": backend, "tile_shapes": shapes,
+        # (a per-cell classifier's plan takes batches of fixed crops, not tiles)
+        inputs = (
+            {"crop_px": card.crop_px, "batch": [1, 2048]} if card.crop_px is not None
+            else {"tile_shapes": shapes}
+        )  # fmt: skip
+        result.update({"ok": True, "engine": card.name, "backend": backend, **inputs,
                        "seconds": round(time.perf_counter() - t0, 2)})  # fmt: skip
     report(result, json_out)
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from livescope.schema import LivescopeError, data_root
+from livescope.schema import LivescopeError, require_data_root
 from livescope.tracking import (
     ObjectTable,
     OnlineTracker,
@@ -239,10 +239,13 @@ def compare_peers_gowt1(seed: int = 0) -> dict[str, Any]:
     from livescope.record import read_ctc
     from livescope.tracking._peers import PEERS, peer_track
 
-    root = data_root()
-    gt = root / "ctc-Fluo-N2DH-GOWT1" / "01_GT" if root else None
-    if gt is None or not (gt / "TRA" / "man_track.txt").is_file():
-        return {"skipped": "ctc-Fluo-N2DH-GOWT1 not found (set LIVESCOPE_DATA)"}
+    try:
+        root = require_data_root()
+    except LivescopeError as exc:  # (a part of the bench: skipped, saying why)
+        return {"skipped": str(exc)}
+    gt = root / "ctc-Fluo-N2DH-GOWT1" / "01_GT"
+    if not (gt / "TRA" / "man_track.txt").is_file():
+        return {"skipped": f"{gt} holds no TRA/man_track.txt"}
     frames, _ = read_ctc(gt, kind="gt")
     inp = strip_ids(frames, seed)
     n_obj = sum(int(np.count_nonzero(np.bincount(f.ravel())[1:])) for f in inp)

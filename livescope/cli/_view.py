@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ._common import JsonOpt, emit, fail, setup_logging, user_errors
+from ._common import JsonOpt, VerboseOpt, emit, fail, setup_logging, user_errors
 
 __all__ = ["view"]
 
@@ -58,7 +58,7 @@ def view(
         int, typer.Option(min=10, help="Refresh interval of the viewer, ms.")
     ] = 100,
     json_out: JsonOpt = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Show a running run live in napari: the newest frame of a position with its overlay.
 

@@ -112,7 +112,7 @@ def evaluate_segmentation(
 
     With ``classical=True`` (and no engine) scores the Otsu + watershed baseline.
     """
-    if images.resolve() == labels.resolve():
+    if images.resolve() == labels.resolve() and images.is_dir():  # (else: which is missing)
         raise LivescopeError(f"--images and --labels are the same folder ({images})")
     pairs = paired_files(images, labels)
     total = MatchCounts()

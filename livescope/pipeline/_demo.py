@@ -38,6 +38,7 @@ from livescope.scope import (
     ANAPHASE_SHARE,
     ScopeAgent,
     check_micromanager_config,
+    interrupted_summary,
     run_micromanager,
     run_simulated,
 )
@@ -241,6 +242,19 @@ def run_adaptive(
                 profile, sequence, out, progress=progress, bus=bus, on_ready=start_worker,
                 backend=backend, port=port,
             )  # fmt: skip
+    except KeyboardInterrupt:
+        # Ctrl+C stopped the acquisition: what was recorded is analysed and reported (the
+        # worker, in a process group of its own, did not get it); a second one stops that
+        try:
+            summary = interrupted_summary(out)
+        except KeyboardInterrupt:
+            supervisor.stop()
+            _stop_quietly(monitor)
+            raise
+        logger.warning(
+            "interrupted: the acquisition has stopped; the worker analyses what was recorded "
+            "(Ctrl+C again to stop it)"
+        )
     except BaseException:
         supervisor.stop()
         _stop_quietly(monitor)

@@ -4,7 +4,7 @@ The simulated microscope is a pymmcore-plus ``UniMMCore`` with pure-Python
 devices rendering a living cell population, with ground truth for every frame.
 """
 
-from ._agent import ScopeAgent
+from ._agent import ScopeAgent, interrupted_summary
 from ._bench import CAMERA_TARGETS_FPS, bench_camera, bench_record
 from ._demo import (
     BACKENDS,
@@ -71,6 +71,7 @@ __all__ = [
     "expose",
     "frame_info",
     "frames_in_plan",
+    "interrupted_summary",
     "map_channels",
     "position_name",
     "read_saved_frame",

@@ -667,6 +667,25 @@ class ScopeAgent:
         self.decision_log.close()
 
 
+def interrupted_summary(run_dir: str | Path) -> dict[str, Any]:
+    """Return the summary a run stopped by Ctrl+C wrote, in its KeyboardInterrupt's handler.
+
+    The agent stops acquiring, closes the recording and writes ``summary.json``
+    (``interrupted``) before it raises the KeyboardInterrupt: what was acquired
+    can still be analysed and reported. Raises KeyboardInterrupt again when the
+    run wrote no such summary (stopped before it began acquiring).
+    """
+    import json
+
+    try:
+        summary = json.loads((Path(run_dir) / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise KeyboardInterrupt from None
+    if not isinstance(summary, dict) or summary.get("interrupted") is not True:
+        raise KeyboardInterrupt
+    return summary
+
+
 def ready_or_close(agent: ScopeAgent, on_ready: Callable[[ScopeAgent], None]) -> None:
     """Call ``on_ready(agent)``; if it fails (e.g. the worker did not start), close the agent."""
     try:

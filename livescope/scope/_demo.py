@@ -16,7 +16,7 @@ from livescope.schema import (
     write_atomic,
 )
 
-from ._agent import ScopeAgent, ready_or_close
+from ._agent import ScopeAgent, interrupted_summary, ready_or_close
 from ._sim import SimulatedMicroscope
 from ._truth import GroundTruthWriter
 
@@ -145,9 +145,13 @@ def run_simulated(
         if on_ready is not None:
             ready_or_close(agent, on_ready)
         planned = agent.planned_events
-        summary: dict[str, Any] = agent.run(
-            None if progress is None else (lambda n: progress(n, planned))
-        )
+        stopped: KeyboardInterrupt | None = None
+        try:
+            summary: dict[str, Any] = agent.run(
+                None if progress is None else (lambda n: progress(n, planned))
+            )
+        except KeyboardInterrupt as exc:  # (Ctrl+C: completed as below, then raised again)
+            summary, stopped = interrupted_summary(out), exc
     summary.update(
         {
             "timepoints": sequence.sizes.get("t", 1) or 1,
@@ -159,6 +163,8 @@ def run_simulated(
     import json
 
     write_atomic(out / "summary.json", json.dumps(summary, indent=1))
+    if stopped is not None:
+        raise stopped
     return summary
 
 

@@ -363,6 +363,16 @@ def test_the_demo_table_names_the_machine(
     err = capsys.readouterr().err
     assert "1 accepted, 0 rejected" in err
     assert "not sent" not in err
+    assert "│ 1.0 / 0.5 " in err
+    # no trigger, no mitosis seen twice; no ground truth; a plan with no mitosis rule
+    for evaluation, says in (
+        ({"triggers": [], "mitoses": []}, "– (no trigger) / – (no mitosis in view twice)"),
+        (None, "not scored: no ground truth"),
+        ({"note": "the plan has no mitosis rule"}, "not scored: the plan has no mitosis rule"),
+    ):
+        _print_demo({**summary, "trigger_precision": None, "trigger_recall": None,
+                     "evaluation": evaluation})  # fmt: skip
+        assert says in capsys.readouterr().err
     summary["decisions"] = {"accepted": 1, "rejected": 0, "not_sent": 3}
     _print_demo(summary)
     err = capsys.readouterr().err
