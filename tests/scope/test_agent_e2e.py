@@ -214,3 +214,36 @@ def test_killed_agent_leaves_every_logged_frame_readable(tmp_path: Path) -> None
     frames = _check_recording(tmp_path / "run")
     assert len(frames) >= 40
     assert [f["seq"] for f in frames] == list(range(len(frames)))
+
+
+def test_the_readmes_python_worker_gets_its_close_ups(tmp_path: Path) -> None:
+    # the README's example worker, as printed there (its run folder and test aside): its
+    # first close-up was once past the extra-frame budget, so every decision was refused
+    import re
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    example = re.search(r"```python\n(from livescope\.bus import attach\n.*?)```", text, re.S)
+    assert example is not None, "the README's worker example is gone"
+    code = example.group(1).replace('"runs/my-run"', repr(str(tmp_path / "run")))
+    code = code.replace("frame.array.mean() > 500", "frame.seq in (2, 3)")  # two close-ups
+    script = tmp_path / "readme_worker.py"
+    script.write_text(code)
+    plan = _plan(
+        tmp_path,
+        "stage_positions: [{x: 0, y: 0, z: 0, name: A}]\n"
+        "channels: [{config: Phase, exposure: 10}, {config: DAPI, exposure: 30}]\n"
+        "time_plan: {interval: 240, loops: 6}\n",
+    )
+    agent = _agent(tmp_path, plan, "--time-acceleration", "120")
+    _wait_for(lambda: (tmp_path / "run" / "bus.json").exists())
+    worker = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    rc, out, err = _finish(agent)
+    assert rc == 0, err
+    assert worker.returncode == 0, worker.stderr
+    answers = [ln for ln in worker.stdout.splitlines() if ln.startswith(("True", "False"))]
+    assert answers == ["True ", "True "], worker.stdout
+    added = [f for f in read_frames(tmp_path / "run") if f["added_by"]]
+    assert [(f["position"], f["channel"]) for f in added] == [("bright-2", "DAPI"),
+                                                              ("bright-3", "DAPI")]  # fmt: skip
