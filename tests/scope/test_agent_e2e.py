@@ -239,7 +239,7 @@ def test_the_readmes_python_worker_gets_its_close_ups(tmp_path: Path) -> None:
     worker = subprocess.run(
         [sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=120
     )
-    rc, out, err = _finish(agent)
+    rc, _, err = _finish(agent)
     assert rc == 0, err
     assert worker.returncode == 0, worker.stderr
     answers = [ln for ln in worker.stdout.splitlines() if ln.startswith(("True", "False"))]
