@@ -12,6 +12,7 @@ import typer
 from ._common import (
     JsonOpt,
     emit,
+    exit_if_interrupted,
     fail,
     progress_bar,
     setup_logging,
@@ -162,6 +163,7 @@ def replay(
         )  # fmt: skip
     if json_out:
         emit(summary)
+        exit_if_interrupted(summary)
         return
     for w in summary.get("warnings", []):
         stderr.print(f"[yellow]warning:[/] {w}", highlight=False)
@@ -188,6 +190,7 @@ def replay(
     )
     stderr.print(f"report: {summary['report']}", highlight=False)
     typer.echo(summary["out"])
+    exit_if_interrupted(summary)
 
 
 def _replay_cluster(

@@ -46,7 +46,7 @@ from livescope.schema import (
     write_atomic,
 )
 
-from ._agent import ScopeAgent, ready_or_close
+from ._agent import ScopeAgent, interrupted_summary, ready_or_close
 from ._devices import SimShutter, SimStateDevice, SimXYStage, SimZStage
 from ._engine import SAMPLE_TIME_KEY, LivescopeEngine
 from ._fanout import position_name
@@ -527,7 +527,11 @@ def run_replay_scope(
             ready_or_close(agent, on_ready)
         planned = sum(1 for e in sequence if source.recorded(e) is not None)
         t0 = time.perf_counter()
-        summary = agent.run(None if progress is None else (lambda n: progress(n, planned)))
+        stopped: KeyboardInterrupt | None = None
+        try:
+            summary = agent.run(None if progress is None else (lambda n: progress(n, planned)))
+        except KeyboardInterrupt as exc:  # (Ctrl+C: completed as below, then raised again)
+            summary, stopped = interrupted_summary(out), exc
         wall = time.perf_counter() - t0
     summary.update(
         {
@@ -549,4 +553,6 @@ def run_replay_scope(
             f"recording and were skipped (first: {source.not_recorded[0]})"
         )
     write_atomic(out / "summary.json", json.dumps(summary, indent=1))
+    if stopped is not None:
+        raise stopped
     return summary

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -315,3 +316,35 @@ def test_the_replay_profile_takes_the_recordings_frame_shape_and_pixel_size(
     assert f"{seq}: its pixel size is 0.5 µm, profile 'sim'" in " ".join(
         json.loads(res.stdout)["warnings"]
     )
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT as a POSIX terminal does")
+def test_an_interrupted_replay_reports_what_it_served(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import time
+
+    seq = tmp_path / "01"
+    seq.mkdir()
+    for t in range(5):
+        tifffile.imwrite(seq / f"t{t:03d}.tif", np.zeros((64, 64), np.uint16))
+    out = tmp_path / "o"
+    proc = subprocess.Popen(  # real time at 300 s apart: stopped after its first frame
+        [sys.executable, "-m", "livescope", "replay", str(seq), "--out", str(out),
+         "--interval-s", "300", "--speed", "1", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not ((out / "frames.jsonl").is_file() and (out / "frames.jsonl").read_text()):
+        assert time.monotonic() < deadline, "the replay did not start"
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 2, stderr[-2000:]
+    summary = json.loads(stdout)
+    assert (summary["ok"], summary["interrupted"]) == (False, True)
+    assert summary["frames_served"] == summary["frames_analysed"] == 1
+    assert summary["format"] == "ctc"  # (the replay's own keys, completed after the stop)
+    assert Path(summary["report"]).is_file()
