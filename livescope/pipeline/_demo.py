@@ -261,7 +261,8 @@ def run_adaptive(
         raise
     try:
         work = supervisor.wait()
-    except BaseException:
+    except BaseException:  # (e.g. a second Ctrl+C: the worker stops too)
+        supervisor.stop()
         _stop_quietly(monitor)
         raise
     machine: dict[str, Any] | None = None

@@ -403,9 +403,10 @@ class Rule:
             if max_fires < 1:
                 raise ValueError(f"rule {name!r}: max_fires must be >= 1, got {max_fires}")
             max_fires = int(max_fires)
-        _check_numbers(
-            f"rule {name!r}", {"cooldown_s": cooldown_s, "cooldown_radius_um": cooldown_radius_um}
-        )
+        cooldowns = {"cooldown_s": cooldown_s, "cooldown_radius_um": cooldown_radius_um}
+        if none := [k for k, v in cooldowns.items() if v is None]:  # (YAML's empty `key:`)
+            raise ValueError(f"rule {name!r}.{none[0]} must be a number, got nothing")
+        _check_numbers(f"rule {name!r}", cooldowns)
         if cooldown_s < 0 or cooldown_radius_um < 0:
             raise ValueError(f"rule {name!r}: cooldowns must be >= 0")
         if cooldown_radius_um > 0 and cooldown_s == 0:

@@ -232,9 +232,11 @@ def test_the_readmes_python_worker_gets_its_close_ups(tmp_path: Path) -> None:
         tmp_path,
         "stage_positions: [{x: 0, y: 0, z: 0, name: A}]\n"
         "channels: [{config: Phase, exposure: 10}, {config: DAPI, exposure: 30}]\n"
-        "time_plan: {interval: 240, loops: 6}\n",
+        "time_plan: {interval: 240, loops: 3}\n",
     )
-    agent = _agent(tmp_path, plan, "--time-acceleration", "120")
+    # 4 s per time point (under the example's 5 s wait): the worker, started once bus.json
+    # is there, is attached well before frames 2 and 3 (the second time point)
+    agent = _agent(tmp_path, plan, "--time-acceleration", "60")
     _wait_for(lambda: (tmp_path / "run" / "bus.json").exists())
     worker = subprocess.run(
         [sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=120
