@@ -24,6 +24,7 @@ from ._common import (
     progress_bar,
     refuse_replay_profile,
     setup_logging,
+    shared_closeups,
     stderr,
     user_errors,
 )
@@ -365,9 +366,7 @@ def _print_demo(summary: dict[str, Any], title: str = "livescope demo") -> None:
         not_sent = (
             f", {d['not_sent']} not sent (made after the run ended)" if d.get("not_sent") else ""
         )
-        shared = f", {d['shared']} firing(s) shared a close-up" if d.get("shared") else ""
-        if d.get("shared_not_imaged"):
-            shared += f" ({d['shared_not_imaged']} whose close-up was refused or not sent)"
+        shared = f", {text}" if (text := shared_closeups(d)) else ""
         if d.get("unanswered"):
             shared += f", {d['unanswered']} never answered"
         if d.get("answered_late"):

@@ -26,6 +26,7 @@ __all__ = [
     "progress_bar",
     "report",
     "setup_logging",
+    "shared_closeups",
     "stderr",
     "user_errors",
 ]
@@ -115,6 +116,16 @@ def emit(obj: dict[str, Any]) -> None:
     """Print one JSON object on stdout (strict JSON: a NaN or infinity is written as null)."""
     sys.stdout.write(json.dumps(_finite(obj), default=str, allow_nan=False) + "\n")
     sys.stdout.flush()
+
+
+def shared_closeups(decisions: dict[str, Any]) -> str:
+    """Say how many firings shared another's close-up, made or not ('' when none did)."""
+    parts = []
+    if n := decisions.get("shared"):
+        parts.append(f"{n} firing(s) shared a close-up")
+    if n := decisions.get("shared_not_imaged"):
+        parts.append(f"{n} shared one that was refused or not sent")
+    return ", ".join(parts)
 
 
 def exit_if_interrupted(summary: dict[str, Any]) -> None:

@@ -183,6 +183,7 @@ def engines_build(
     """Compile an engine's ONNX into a plan for this GPU (or ahead of time with TensorRT-RTX)."""
     setup_logging(False)
     from livescope.inference import (
+        CROP_BATCH,
         Engine,
         OnnxRuntimeBackend,
         TensorRTRTXBackend,
@@ -234,7 +235,8 @@ def engines_build(
             result = {"plan_cache": str(plan_cache_dir())}
         # (a per-cell classifier's plan takes batches of fixed crops, not tiles)
         inputs = (
-            {"crop_px": card.crop_px, "batch": [1, 2048]} if card.crop_px is not None
+            {"crop_px": card.crop_px, "batch": [CROP_BATCH[0], CROP_BATCH[-1]]}
+            if card.crop_px is not None
             else {"tile_shapes": shapes}
         )  # fmt: skip
         result.update({"ok": True, "engine": card.name, "backend": backend, **inputs,

@@ -16,6 +16,7 @@ from ._common import (
     fail,
     progress_bar,
     setup_logging,
+    shared_closeups,
     stderr,
     user_errors,
 )
@@ -174,12 +175,7 @@ def replay(
         f"({summary['format']}); analysed {summary['frames_analysed']}; "
         f"{d['what_if']} what-if decision(s)"
         + (f", {d['not_sent']} not sent (made after the last frame)" if d.get("not_sent") else "")
-        + (f"; {d['shared']} firing(s) shared a close-up" if d.get("shared") else "")
-        + (
-            f" ({d['shared_not_imaged']} whose close-up was refused or not sent)"
-            if d.get("shared_not_imaged")
-            else ""
-        )
+        + (f"; {text}" if (text := shared_closeups(d)) else "")
         + (
             f"; the worker waited for the replay {over['share']:.0%} of its "
             f"{over['analysis_wall_s']:g} s"

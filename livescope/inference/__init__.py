@@ -10,6 +10,7 @@ classified in one call).
 
 from ._backends import (
     BACKENDS,
+    CROP_BATCH,
     BackendUnavailable,
     OnnxRuntimeBackend,
     PBackend,
@@ -55,6 +56,7 @@ from ._stain import StainEngine, StainResult, evaluate_stain, parse_crop, stain_
 
 __all__ = [
     "BACKENDS",
+    "CROP_BATCH",
     "ERROR_KINDS",
     "IOU_THRESHOLDS",
     "MITOTIC_CLASSES",

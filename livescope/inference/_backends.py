@@ -32,6 +32,7 @@ from livescope.schema import EngineCard, LivescopeError
 
 __all__ = [
     "BACKENDS",
+    "CROP_BATCH",
     "BackendUnavailable",
     "OnnxRuntimeBackend",
     "PBackend",
@@ -44,6 +45,10 @@ __all__ = [
     "plan_cache_dir",
     "select_backend",
 ]
+
+CROP_BATCH = (1, 256, 2048)
+"""Crops per call of a per-cell classifier's TensorRT plan: least, the one it is tuned
+for, most (`CellStateEngine` calls it with at most the last)."""
 
 logger = logging.getLogger("livescope")
 
@@ -484,7 +489,8 @@ def build_plan(
     profile = builder.create_optimization_profile()
     if card.crop_px is not None:  # a per-cell classifier: fixed crops, many per call
         s = card.crop_px
-        profile.set_shape(card.input.name, (1, c, s, s), (256, c, s, s), (2048, c, s, s))
+        lo, opt, hi = CROP_BATCH
+        profile.set_shape(card.input.name, (lo, c, s, s), (opt, c, s, s), (hi, c, s, s))
     else:
         profile.set_shape(
             card.input.name,

@@ -20,12 +20,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from ._backends import CROP_BATCH
 from ._engine import Engine, EngineError
 
 __all__ = ["MITOTIC_CLASSES", "CellStateEngine", "CellStates", "cell_crops"]
 
 MITOTIC_CLASSES = ("prophase", "metaphase", "anaphase")
-MAX_BATCH = 2048
+MAX_BATCH = CROP_BATCH[-1]
 """Cells per engine call (a TensorRT plan's optimisation profile covers 1..MAX_BATCH)."""
 
 

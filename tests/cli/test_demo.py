@@ -377,6 +377,12 @@ def test_the_demo_table_names_the_machine(
     _print_demo(summary)
     err = capsys.readouterr().err
     assert "1 accepted, 0 rejected, 3 not sent (made after the run ended)" in err
+    # firings sharing another's close-up, also when none of those close-ups was made
+    summary["decisions"] = {"accepted": 1, "rejected": 0, "shared": 0, "shared_not_imaged": 2}
+    _print_demo(summary)
+    assert "1 accepted, 0 rejected, 2 shared one that was refused or not sent" in (
+        capsys.readouterr().err
+    )
     summary["decisions"] = {"accepted": 1, "rejected": 0}
     _print_demo(summary)
     err = capsys.readouterr().err
