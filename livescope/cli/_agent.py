@@ -97,7 +97,8 @@ def agent(
         check_micromanager_config(prof, backend)  # (before the run folder is made)
         from livescope.bus import uses_ipc
 
-        uses_ipc()  # (a bad LIVESCOPE_TRANSPORT, too)
+        if bus != "off" and not (frames_endpoint and control_endpoint and decisions_endpoint):
+            uses_ipc()  # a bad LIVESCOPE_TRANSPORT (it makes the endpoints not given)
         run_dir.mkdir(parents=True, exist_ok=True)
         # the plan as given (with its policies) goes beside the recording for the worker
         (run_dir / "plan.yaml").write_bytes(plan.read_bytes())
@@ -115,6 +116,7 @@ def agent(
             attach = f"attach with {run_dir}/bus.json" if bus != "off" else "nothing to attach"
             stderr.print(f"agent running {a.run_id}: bus {bus}, {attach}")
 
+        started = time.time()
         try:
             if prof.kind == "simulated":
                 summary = run_simulated(
@@ -134,7 +136,7 @@ def agent(
                     on_ready=ready, backend=backend, port=port,
                 )  # fmt: skip
         except KeyboardInterrupt:  # Ctrl+C: what was recorded is reported
-            summary = interrupted_summary(run_dir)
+            summary = interrupted_summary(run_dir, since=started)
         from livescope.view import write_report
 
         # a worker attached to this run may still be finishing: `livescope report RUN`

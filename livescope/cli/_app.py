@@ -248,12 +248,13 @@ def _acquire_and_report(
                 progress=progress, plan_file=plan_file, backend=backend, port=port,
             )  # fmt: skip
         else:
+            started = time.time()
             try:
                 summary = run_simulated(
                     prof, sequence, run_dir, seed=seed, progress=progress, backend=backend
                 )
             except KeyboardInterrupt:  # Ctrl+C: what was recorded is reported
-                summary = interrupted_summary(run_dir)
+                summary = interrupted_summary(run_dir, since=started)
         bar.update(task, description="writing the report")
         from livescope.schema import write_atomic
         from livescope.view import write_report

@@ -227,7 +227,7 @@ def run_adaptive(
         if on_supervisor is not None:
             on_supervisor(supervisor)
 
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), time.time()
     monitor = StallMonitor().start() if watch_stalls else None
     try:
         if acquire is not None:
@@ -246,7 +246,7 @@ def run_adaptive(
         # Ctrl+C stopped the acquisition: what was recorded is analysed and reported (the
         # worker, in a process group of its own, did not get it); a second one stops that
         try:
-            summary = interrupted_summary(out)
+            summary = interrupted_summary(out, since=started)
         except KeyboardInterrupt:
             supervisor.stop()
             _stop_quietly(monitor)

@@ -78,18 +78,26 @@ def fit_to_recording(profile: HardwareProfile, ds: Dataset) -> HardwareProfile:
     placeholders: left as they are, the guardrails would judge which positions'
     fields overlap, and the worker warm up and the bus be sized, for a frame the
     recording does not have. A rig's profile is kept as given (a warning in
-    ``ds.warnings`` when its pixel size is not the recording's).
+    ``ds.warnings`` when its default objective's pixel size, at a binning of
+    1-4, is not the recording's).
     """
     if not ds.frames:
         return profile
     pixel = next((f.pixel_size_um for f in ds.frames if f.pixel_size_um), None)
     if profile.kind != "replay":
         own = profile.objective.pixel_size_um
-        if pixel and abs(own - pixel) > 0.01 * pixel:
+        if pixel and not _binning(own, pixel):
+            others = [(o.name, _binning(o.pixel_size_um, pixel)) for o in profile.objectives]
+            others = [(name, b) for name, b in others if b]
+            hint = (
+                f" (objective {others[0][0]!r} at binning {others[0][1]})"
+                if len(others) == 1
+                else ""
+            )
             ds.warnings.append(
-                f"{ds.path}: its pixel size is {pixel:g} µm, profile {profile.name!r}'s "
-                f"objective {profile.default_objective!r} gives {own:g} µm: the guardrails "
-                "judge fields and moves at the profile's"
+                f"{ds.path}: its pixel size is {pixel:g} µm{hint}, profile {profile.name!r}'s "
+                f"objective {profile.default_objective!r} gives {own:g} µm at binning 1: the "
+                "guardrails judge fields and moves at the profile's"
             )
         return profile
     objectives = [
@@ -99,6 +107,18 @@ def fit_to_recording(profile: HardwareProfile, ds: Dataset) -> HardwareProfile:
     return profile.replace(
         camera=profile.camera.replace(sensor_shape_px=ds.frames[0].shape).model_dump(),
         objectives=[o.model_dump() for o in objectives],
+    )
+
+
+def _binning(objective_um: float, pixel_um: float) -> int | None:
+    """Return the binning (1-4) at which an objective gives a frame's pixel size within 3 %.
+
+    The tolerance is the agent's when it finds the objective in use from
+    Micro-Manager's pixel size (`livescope.scope` ``_objective_in_use``).
+    """
+    return next(
+        (b for b in (1, 2, 3, 4) if abs(objective_um * b - pixel_um) <= 0.03 * objective_um * b),
+        None,
     )
 
 
@@ -238,6 +258,7 @@ def run_replay(
             "decisions": {**summary["decisions"], **what_if},
             "deterministic": bool(
                 speed is None
+                and not summary.get("interrupted")  # (a Ctrl+C: fewer frames served)
                 and summary.get("gate_timeouts", 0) == 0
                 and summary.get("fields_analysed_late", 0) == 0
                 and summary.get("worker_restarts", 0) == 0

@@ -69,7 +69,31 @@ def open_dataset(
         unsupported pixel type, unreadable frames).
 
     """
-    return _with_folder_names(_open(Path(path), channel, interval_s, pixel_size_um))
+    if pixel_size_um is not None and not (math.isfinite(pixel_size_um) and pixel_size_um > 0):
+        raise DatasetError(f"{path}: pixel size {pixel_size_um} µm given; it must be above 0")
+    ds = _open(Path(path), channel, interval_s, pixel_size_um)
+    return _with_folder_names(_checked_pixel_sizes(ds))
+
+
+def _checked_pixel_sizes(ds: Dataset) -> Dataset:
+    """Refuse a recorded pixel size below 0 or not finite; read one of 0 as not recorded.
+
+    Micro-Manager records 0 for a pixel size that was never calibrated; NDTiff
+    and livescope's own frame log already read it as none. Raises DatasetError
+    naming the dataset and the first frame concerned.
+    """
+    for k, f in enumerate(ds.frames):
+        um = f.pixel_size_um
+        if um is None or (math.isfinite(um) and um > 0):
+            continue
+        if um != 0:
+            ds.close()
+            fix = "" if ds.format == "livescope" else " (--pixel-size gives the right one)"
+            raise DatasetError(
+                f"{ds.path}: {f.origin} records a pixel size of {um} µm; it must be above 0{fix}"
+            )
+        ds.frames[k] = dataclasses.replace(f, pixel_size_um=None)
+    return ds
 
 
 def _with_folder_names(ds: Dataset) -> Dataset:

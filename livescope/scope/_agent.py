@@ -541,7 +541,7 @@ class ScopeAgent:
             self.feed.stop()
             try:
                 fanout.finish()
-            except LivescopeError as exc:
+            except (LivescopeError, KeyboardInterrupt) as exc:  # (Ctrl+C: as if in the run)
                 error = error or exc
             finally:
                 summary, error = self._end(fanout, duration, error)
@@ -667,18 +667,24 @@ class ScopeAgent:
         self.decision_log.close()
 
 
-def interrupted_summary(run_dir: str | Path) -> dict[str, Any]:
+def interrupted_summary(run_dir: str | Path, *, since: float | None = None) -> dict[str, Any]:
     """Return the summary a run stopped by Ctrl+C wrote, in its KeyboardInterrupt's handler.
 
     The agent stops acquiring, closes the recording and writes ``summary.json``
     (``interrupted``) before it raises the KeyboardInterrupt: what was acquired
-    can still be analysed and reported. Raises KeyboardInterrupt again when the
-    run wrote no such summary (stopped before it began acquiring).
+    can still be analysed and reported. ``since``: when the run started
+    (`time.time`); a ``summary.json`` written before then is an earlier run's.
+    Raises KeyboardInterrupt again when the run wrote no such summary (stopped
+    before it began acquiring).
     """
     import json
 
+    path = Path(run_dir) / "summary.json"
     try:
-        summary = json.loads((Path(run_dir) / "summary.json").read_text(encoding="utf-8"))
+        # (an earlier run's, in a folder used again; the slack: file systems' coarse clocks)
+        if since is not None and path.stat().st_mtime < since - 2.0:
+            raise KeyboardInterrupt
+        summary = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         raise KeyboardInterrupt from None
     if not isinstance(summary, dict) or summary.get("interrupted") is not True:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -126,6 +127,7 @@ def run_simulated(
     _check_backend(backend)
     out = Path(out_dir)
     check_output_folder(out)
+    started = time.time()
     with SimulatedMicroscope(profile, seed=seed) as sim:
         truth = GroundTruthWriter(sim, out / "ground_truth")
         agent_cls: Any = ScopeAgent
@@ -151,7 +153,7 @@ def run_simulated(
                 None if progress is None else (lambda n: progress(n, planned))
             )
         except KeyboardInterrupt as exc:  # (Ctrl+C: completed as below, then raised again)
-            summary, stopped = interrupted_summary(out), exc
+            summary, stopped = interrupted_summary(out, since=started), exc
     summary.update(
         {
             "timepoints": sequence.sizes.get("t", 1) or 1,

@@ -153,30 +153,61 @@ def frame_info(
     )
 
 
+class _CtrlCHeld:
+    """Hold Ctrl-C back while the ``with`` block runs; `replay` raises it afterwards.
+
+    Outside the main thread (which alone receives KeyboardInterrupt) it does
+    nothing. While held, SIGINT only marks itself (logging ``notice`` the first
+    time, if given); `replay` then calls the previous handler once.
+    """
+
+    def __init__(self, notice: Callable[[], str] | None = None) -> None:
+        self.held = 0
+        self._notice = notice
+        self._old: Any = None
+        self._active = False
+
+    def _hold(self, _signum: int, _frame: Any) -> None:
+        if self.held == 0 and self._notice is not None:
+            logger.warning(self._notice())
+        self.held += 1
+
+    def __enter__(self) -> _CtrlCHeld:
+        self._active = threading.current_thread() is threading.main_thread()
+        if self._active:
+            self._old = signal.signal(signal.SIGINT, self._hold)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._active:
+            signal.signal(signal.SIGINT, self._old)
+
+    def replay(self) -> None:
+        """Pass a Ctrl-C held back on to the handler it was held from (usually: raise it)."""
+        if not self.held:
+            return
+        self.held = 0
+        if callable(self._old):
+            self._old(signal.SIGINT, None)
+        elif self._old != signal.SIG_IGN:
+            signal.raise_signal(signal.SIGINT)
+
+
 @contextlib.contextmanager
 def _no_ctrl_c() -> Iterator[None]:
     """Hold Ctrl-C back until the block is done, then raise it.
 
     The acquisition thread is usually the main thread, where Python raises
     KeyboardInterrupt: arriving mid-publish it would leave a multipart message
-    half sent or a shared-memory slot half written. While the block runs, SIGINT
-    only marks itself; the previous handler is then called once. Other threads
-    never receive KeyboardInterrupt, so they run the block as it is.
+    half sent or a shared-memory slot half written. Other threads never
+    receive KeyboardInterrupt, so they run the block as it is.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held: list[int] = []
-    old = signal.signal(signal.SIGINT, lambda signum, _frame: held.append(signum))
+    held = _CtrlCHeld()
     try:
-        yield
+        with held:
+            yield
     finally:
-        signal.signal(signal.SIGINT, old)
-        if held:
-            if callable(old):
-                old(signal.SIGINT, None)
-            elif old != signal.SIG_IGN:
-                signal.raise_signal(signal.SIGINT)
+        held.replay()
 
 
 class FrameFanout:
@@ -354,18 +385,30 @@ class FrameFanout:
         ------
         LivescopeError
             if a sink failed.
+        KeyboardInterrupt
+            if Ctrl+C was pressed while it ran: held back until the recording
+            is closed, then raised.
 
         """
         with self._publish_lock:
             self._finished = True
-        self._frames.put(_STOP)
-        self._writer.join()
-        for s in self.sinks:
-            try:
-                s.close()
-            except Exception as exc:  # noqa: BLE001 (logged, kept, raised by finish())
-                _log_failure(exc, f"closing {type(s).__name__} failed")
-                self.errors.append(exc)
+        # a Ctrl+C now (e.g. a second one) would leave the recording unclosed and the
+        # frames still queued unwritten: it is held back until the sinks are closed
+        held = _CtrlCHeld(
+            lambda: (
+                f"Ctrl+C: the recording is closed first ({self._frames.qsize()} "
+                "frame(s) still to write)"
+            )
+        )
+        with held:
+            self._frames.put(_STOP)
+            self._writer.join()
+            for s in self.sinks:
+                try:
+                    s.close()
+                except Exception as exc:  # noqa: BLE001 (logged, kept, raised by finish())
+                    _log_failure(exc, f"closing {type(s).__name__} failed")
+                    self.errors.append(exc)
         if self.errors:
             raise LivescopeError(
                 f"recording failed after {self.frames_written} of {self.frames_acquired} "
@@ -376,3 +419,4 @@ class FrameFanout:
                 f"recording incomplete: {self.frames_acquired} frames acquired, "
                 f"{self.frames_written} written"
             )
+        held.replay()  # (a recording that failed is the error that counts)

@@ -513,6 +513,25 @@ class PycromanagerAgent(ScopeAgent):
 
         waiter = threading.Thread(target=wait, name="livescope-pycromanager-await", daemon=True)
         waiter.start()
+        try:
+            stalled = self._watch(acq, waiter)
+        except KeyboardInterrupt:  # the events pycromanager already holds must not go on
+            self.feed.stop()
+            self._halt.set()
+            self._abort(acq, LivescopeError("interrupted (Ctrl-C)"))
+            waiter.join(max(10.0, self.watchdog_s))
+            feeder.join(max(10.0, self.watchdog_s))
+            raise
+        self._halt.set()  # ended (or aborted): nothing more is fed
+        feeder.join(max(10.0, self.watchdog_s))
+        if done and done[0] is not None and not stalled:
+            raise done[0]
+
+    def _watch(self, acq: Any, waiter: threading.Thread) -> bool:
+        """Wait for ``waiter`` (pycromanager's end); abort the acquisition if it stalls.
+
+        Returns whether it stalled (the error is the first of ``_errors``).
+        """
         stalled = False
         while waiter.is_alive():
             waiter.join(0.05)
@@ -532,10 +551,7 @@ class PycromanagerAgent(ScopeAgent):
                 waiter.join(max(10.0, self.watchdog_s))
                 if waiter.is_alive():
                     raise err
-        self._halt.set()  # ended (or aborted): nothing more is fed
-        feeder.join(max(10.0, self.watchdog_s))
-        if done and done[0] is not None and not stalled:
-            raise done[0]
+        return stalled
 
     # ------------------------------------------------------------ running
 
@@ -587,6 +603,8 @@ class PycromanagerAgent(ScopeAgent):
             self.feed.stop()
             try:
                 fanout.finish()
+            except KeyboardInterrupt as exc:  # (Ctrl+C while the recording closed)
+                error = error or exc
             except LivescopeError as exc:
                 error = exc if self._sink_failed else (error or exc)
             finally:

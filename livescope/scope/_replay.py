@@ -503,6 +503,7 @@ def run_replay_scope(
     source = ReplaySource(dataset, channels)
     expected = frames_in_plan(sequence)
     out = Path(out_dir)
+    started = time.time()
     with ReplayMicroscope(profile, source) as scope:
         engine = ReplayEngine(
             scope.core,
@@ -531,7 +532,7 @@ def run_replay_scope(
         try:
             summary = agent.run(None if progress is None else (lambda n: progress(n, planned)))
         except KeyboardInterrupt as exc:  # (Ctrl+C: completed as below, then raised again)
-            summary, stopped = interrupted_summary(out), exc
+            summary, stopped = interrupted_summary(out, since=started), exc
         wall = time.perf_counter() - t0
     summary.update(
         {

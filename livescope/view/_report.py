@@ -102,9 +102,9 @@ def _summary_section(page: ReportPage) -> str:
             f"{fmt(s.get('dropped_recorded_frames'))} · {fmt(s.get('dropped_analysis_frames'))}",
         ),
         (
-            "Decisions accepted · rejected · firings shared (not imaged)",
-            f"{fmt(accepted)} · {fmt(rejected)} · {fmt(decisions.get('shared'))} "
-            f"({fmt(decisions.get('shared_not_imaged'))})",
+            "Decisions accepted · rejected · not sent · firings shared (not imaged)",
+            f"{fmt(accepted)} · {fmt(rejected)} · {fmt(decisions.get('not_sent'))} · "
+            f"{fmt(decisions.get('shared'))} ({fmt(decisions.get('shared_not_imaged'))})",
         ),
         (
             "Trigger precision · recall",

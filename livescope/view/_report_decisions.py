@@ -78,15 +78,15 @@ def decisions_section(page: ReportPage) -> str:
     timed = [(float(f["time"]), f["rule"], f["outcome"]) for f in firings if f["time"] is not None]
     if timed:
         png = plots.decisions_timeline(timed, unit=page.unit, x_max_s=page.max_time_s)
+        shown = {outcome for _, _, outcome in timed}
         out.append(
             page.plot(
                 png,
                 alt="decisions timeline",
                 caption="Each marker is one rule firing at the sample time of the frame it "
-                "answered: green circles accepted, light green circles shared (imaged by "
-                "another firing's sub-sequence), grey squares recorded only, red crosses "
-                "rejected by a guardrail, orange crosses rejected by the microscope agent, "
-                "black triangles rule errors.",
+                "answered: "
+                + "; ".join(v for k, v in plots.STATUS_CAPTION.items() if k in shown)
+                + ".",
             )
         )
     per_rule: dict[str, Counter[str]] = {}

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DPI",
+    "STATUS_CAPTION",
     "STATUS_STYLE",
     "FieldPanel",
     "cells_over_time",
@@ -51,6 +52,22 @@ STATUS_STYLE: dict[str, tuple[str, str]] = {
     "error": ("^", "#000000"),
 }
 """Marker and colour of each decision outcome (timeline and thumbnails)."""
+
+STATUS_CAPTION: dict[str, str] = {
+    "accepted": "green circles accepted",
+    "shared": "light green circles shared (imaged by another firing's sub-sequence)",
+    "recorded": "grey squares recorded only",
+    "rejected (guardrail)": "red crosses rejected by a guardrail",
+    "rejected (agent)": "orange crosses rejected by the microscope agent",
+    "rejected (shared)": "pink crosses shared with a firing whose sub-sequence was rejected "
+    "or not sent",
+    "unanswered": "dark grey crosses not answered by the agent while the worker waited "
+    "(it may have carried them out later)",
+    "not sent": "light grey plus signs not sent (the run had ended)",
+    "rejected": "dark red crosses rejected (by what, not recorded)",
+    "error": "black triangles rule errors",
+}
+"""What each outcome's marker says, for the figures' captions (the keys of `STATUS_STYLE`)."""
 
 _STATE_COLOURS = {
     "interphase": "#bdbdbd",

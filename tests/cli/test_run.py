@@ -255,3 +255,8 @@ def test_a_bad_transport_is_refused_before_a_run_folder_is_made(
             "give tcp or ipc"
         ), args
         assert not out.exists(), args  # nothing half-made to clear away before the next try
+    # an agent without a bus makes no endpoint: the transport is not its concern
+    res = run_cli("agent", "--plan", str(plan), "--bus", "off", "--out", str(tmp_path / "quiet"),
+                  "--json")  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads(res.stdout)["frames_written"] == 16

@@ -308,14 +308,17 @@ def test_the_replay_profile_takes_the_recordings_frame_shape_and_pixel_size(
     assert res.returncode == 0, res.stderr[-2000:]
     assert load_profile(tmp_path / "o2" / "profile.yaml") == load_profile("sim")
     assert not any("pixel size" in w for w in json.loads(res.stdout)["warnings"])
+
     # (and where the recording says another pixel size, that the guardrails go by the rig's)
-    out3 = tmp_path / "o3"
-    res = run_cli("replay", str(seq), "--out", str(out3), "--profile", "sim", "--pixel-size", "0.5",
-                  "--json")  # fmt: skip
-    assert res.returncode == 0, res.stderr[-2000:]
-    assert f"{seq}: its pixel size is 0.5 µm, profile 'sim'" in " ".join(
-        json.loads(res.stdout)["warnings"]
-    )
+    def warnings(pixel_size: str) -> str:
+        res = run_cli("replay", str(seq), "--out", str(tmp_path / f"o-{pixel_size}"), "--profile",
+                      "sim", "--pixel-size", pixel_size, "--json")  # fmt: skip
+        assert res.returncode == 0, res.stderr[-2000:]
+        return " ".join(json.loads(res.stdout)["warnings"])
+
+    assert f"{seq}: its pixel size is 0.9 µm, profile 'sim'" in warnings("0.9")
+    assert "pixel size" not in warnings("1.3")  # sim's 10x (0.65 µm) at binning 2
+    assert "is 0.4875 µm (objective '40x' at binning 3), profile 'sim'" in warnings("0.4875")
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT as a POSIX terminal does")

@@ -541,3 +541,29 @@ def test_a_recorded_pixel_size_affine_is_read_in_each_form_micro_manager_writes(
     assert got == {p: expected for p, (_, expected) in forms.items()}
     with open_dataset(_ndtiff(tmp_path / "untagged")) as ds:
         assert {f.affine for f in ds.frames} == {None}
+
+
+@pytest.mark.parametrize("size", [-0.65, float("nan"), float("inf")])
+def test_a_recorded_pixel_size_below_0_or_not_a_number_is_refused_naming_the_frame(
+    tmp_path: Path, size: float
+) -> None:
+    data = np.zeros((2, 1, 1, 16, 16), np.uint16)
+    path = tmp_path / "bad.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as tw:
+        tw.write(data, photometric="minisblack", metadata={"axes": "TCZYX", "PhysicalSizeX": size})
+    with pytest.raises(DatasetError, match=r"bad\.ome\.tif: series 0 plane 0 records a pixel size"):
+        open_dataset(path)
+    with open_dataset(path, pixel_size_um=0.5) as ds:  # the user gives the right one
+        assert {f.pixel_size_um for f in ds.frames} == {0.5}
+    with pytest.raises(DatasetError, match="pixel size -1 µm given"):
+        open_dataset(path, pixel_size_um=-1)
+
+
+def test_a_recorded_pixel_size_of_0_is_read_as_none(tmp_path: Path) -> None:
+    """Micro-Manager records 0 for a pixel size never calibrated."""
+    data = np.zeros((2, 1, 1, 16, 16), np.uint16)
+    path = tmp_path / "uncalibrated.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as tw:
+        tw.write(data, photometric="minisblack", metadata={"axes": "TCZYX", "PhysicalSizeX": 0})
+    with open_dataset(path) as ds:
+        assert {f.pixel_size_um for f in ds.frames} == {None}

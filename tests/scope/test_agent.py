@@ -845,3 +845,25 @@ def test_the_run_rehearses_and_a_failed_rehearsal_does_not_stop_it(
     assert rehearsed == [False]  # run() rehearsed, and the rehearsal failed quietly
     assert summary["ok"]
     assert summary["frames_acquired"] == 2
+
+
+def test_an_interrupted_runs_summary_is_read_only_if_this_run_wrote_it(tmp_path: Path) -> None:
+    """A Ctrl+C before a run wrote its summary must not report a folder's earlier run."""
+    import json
+    import os
+
+    from livescope.scope import interrupted_summary
+
+    with pytest.raises(KeyboardInterrupt):
+        interrupted_summary(tmp_path)  # no summary at all: the Ctrl+C goes on
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps({"run_id": "earlier", "interrupted": True}), encoding="utf-8")
+    started = time.time()
+    assert interrupted_summary(tmp_path, since=started)["run_id"] == "earlier"  # (just written)
+    os.utime(path, (started - 60, started - 60))  # written a minute before this run began
+    assert interrupted_summary(tmp_path)["run_id"] == "earlier"
+    with pytest.raises(KeyboardInterrupt):
+        interrupted_summary(tmp_path, since=started)
+    path.write_text(json.dumps({"run_id": "now", "interrupted": False}), encoding="utf-8")
+    with pytest.raises(KeyboardInterrupt):  # a run that ended as planned was not interrupted
+        interrupted_summary(tmp_path, since=started)

@@ -260,3 +260,47 @@ def test_ctrl_c_during_a_publish_is_raised_right_after_it() -> None:
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+class SlowSink(ListSink):
+    """Writes slowly; the first frame written presses Ctrl+C (as a user would, twice)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed = False
+
+    def write(self, image: NDArray[Any], info: FrameInfo) -> None:
+        import signal
+
+        if not self.frames:
+            os.kill(os.getpid(), signal.SIGINT)  # lands while finish() waits for the writer
+        time.sleep(0.02)
+        super().write(image, info)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT is sent differently on Windows")
+def test_ctrl_c_while_the_recording_closes_waits_for_every_frame_then_is_raised(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A second Ctrl+C during finish() must not leave frames unwritten or a sink unclosed."""
+    import signal
+
+    sink, last = SlowSink(), ListSink()
+    fan = FrameFanout([sink, last])
+    for t in range(10):
+        fan.on_frame(np.full((8, 8), t, np.uint16), _event(t), {})
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with caplog.at_level("WARNING", logger="livescope"), pytest.raises(KeyboardInterrupt):
+            fan.finish()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert [int(a[0, 0]) for a, _ in sink.frames] == list(range(10))
+    assert len(last.frames) == 10
+    assert sink.closed
+    assert (fan.frames_acquired, fan.frames_written) == (10, 10)
+    assert "Ctrl+C: the recording is closed first" in caplog.text

@@ -526,3 +526,49 @@ time.sleep(2)  # the failed bridge's socket thread ends (with its exception) mea
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"no Micro-Manager answered on port {port}")
     assert "Traceback" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT is sent differently on Windows")
+def test_ctrl_c_aborts_the_events_pycromanager_already_holds(
+    scope: SimulatedMicroscope, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events handed over ahead of time must not go on being acquired after a Ctrl+C.
+
+    (A guard: the run aborts the acquisition on Ctrl+C; before it did so, closing
+    the dataset also stopped these events, so this test passed then too.)
+    """
+    import os
+    import signal
+
+    renders: list[float] = []
+    render = scope.render_into
+
+    def slow_render(*args: Any, **kwargs: Any) -> Any:
+        renders.append(time.perf_counter())
+        time.sleep(0.3)  # (the time point's 4 events take 1.2 s; Ctrl+C comes after the first)
+        return render(*args, **kwargs)
+
+    monkeypatch.setattr(scope, "render_into", slow_render)
+    run = tmp_path / "run"
+    agent = PycromanagerAgent(
+        scope.core, scope.profile, _plan(loops=3, interval_s=300), run, sim=scope, bus="off"
+    )
+
+    def press_ctrl_c(written: int) -> None:
+        if written == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            agent.run(press_ctrl_c)
+    finally:
+        signal.signal(signal.SIGINT, before)
+    n = len(renders)
+    time.sleep(1.0)
+    assert len(renders) == n, "frames were still acquired after the run had stopped"
+    summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+    assert summary["interrupted"] is True
+    assert summary["frames_acquired"] == summary["frames_written"] < 4
+    assert len(read_frames(run)) == summary["frames_written"]
+    _registry_is_clean()

@@ -282,6 +282,10 @@ def test_report_has_every_section(analysed_run: tuple[Path, Path, float]) -> Non
     assert "mitosis-burst" in page
     assert "focus-check" in page
     assert "rejected (guardrail)" in page
+    # the timeline's caption says the markers it shows, and only those
+    for said in ("red crosses rejected by a guardrail", "black triangles rule errors"):
+        assert said in page
+    assert "plus signs not sent" not in page  # (no firing of this run came after its end)
     assert "nuclei-unet" in page
     assert "cell-state" in page
     assert 'class="missing"' not in page  # every part of this run is there
@@ -420,8 +424,9 @@ def test_the_latency_table_lists_the_workers_stages_in_their_order() -> None:
 
 def test_each_firing_outcome_has_a_marker_and_a_caption() -> None:
     from livescope.view._report_data import firing_outcome
-    from livescope.view._report_plots import STATUS_STYLE
+    from livescope.view._report_plots import STATUS_CAPTION, STATUS_STYLE
 
+    assert list(STATUS_CAPTION) == list(STATUS_STYLE)  # each marker said in the captions
     # (verdict, stage) as the policy log writes them
     logged = {
         ("accepted", ""): "accepted", ("shared", "shared"): "shared",
