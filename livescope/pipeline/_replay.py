@@ -40,6 +40,7 @@ from livescope.record import Dataset, open_dataset
 from livescope.schema import (
     HardwareProfile,
     LivescopeError,
+    Objective,
     check_output_folder,
     load_plan,
     load_profile,
@@ -85,10 +86,8 @@ def fit_to_recording(profile: HardwareProfile, ds: Dataset) -> HardwareProfile:
         return profile
     pixel = next((f.pixel_size_um for f in ds.frames if f.pixel_size_um), None)
     if profile.kind != "replay":
-        own = profile.objective.pixel_size_um
-        if pixel and not _binning(own, pixel):
-            others = [(o.name, _binning(o.pixel_size_um, pixel)) for o in profile.objectives]
-            others = [(name, b) for name, b in others if b]
+        if pixel and not _binning(profile.objective, pixel):
+            others = [(o.name, b) for o in profile.objectives if (b := _binning(o, pixel))]
             hint = (
                 f" (objective {others[0][0]!r} at binning {others[0][1]})"
                 if len(others) == 1
@@ -96,8 +95,9 @@ def fit_to_recording(profile: HardwareProfile, ds: Dataset) -> HardwareProfile:
             )
             ds.warnings.append(
                 f"{ds.path}: its pixel size is {pixel:g} µm{hint}, profile {profile.name!r}'s "
-                f"objective {profile.default_objective!r} gives {own:g} µm at binning 1: the "
-                "guardrails judge fields and moves at the profile's"
+                f"objective {profile.default_objective!r} gives "
+                f"{profile.objective.pixel_size_um:g} µm at binning 1: the guardrails judge "
+                "fields and moves at the profile's"
             )
         return profile
     objectives = [
@@ -110,16 +110,9 @@ def fit_to_recording(profile: HardwareProfile, ds: Dataset) -> HardwareProfile:
     )
 
 
-def _binning(objective_um: float, pixel_um: float) -> int | None:
-    """Return the binning (1-4) at which an objective gives a frame's pixel size within 3 %.
-
-    The tolerance is the agent's when it finds the objective in use from
-    Micro-Manager's pixel size (`livescope.scope` ``_objective_in_use``).
-    """
-    return next(
-        (b for b in (1, 2, 3, 4) if abs(objective_um * b - pixel_um) <= 0.03 * objective_um * b),
-        None,
-    )
+def _binning(objective: Objective, pixel_um: float) -> int | None:
+    """Return the binning (1-4) at which ``objective`` gives a frame's pixel size, if any."""
+    return next((b for b in (1, 2, 3, 4) if objective.gives(pixel_um, b)), None)
 
 
 def run_replay(

@@ -89,6 +89,11 @@ class Objective(FrozenModel):
     na: float = Field(gt=0, le=1.7, description="Numerical aperture.")
     pixel_size_um: PositiveFloat = Field(description="Sample-plane pixel size at binning 1, µm.")
 
+    def gives(self, pixel_size_um: float, binning: int = 1) -> bool:
+        """Whether a frame's pixel size (µm) is this objective's at ``binning``, within 3 %."""
+        own = self.pixel_size_um * binning
+        return abs(own - pixel_size_um) <= 0.03 * own
+
 
 class Channel(FrozenModel):
     """One preset of the channel config group."""

@@ -818,14 +818,9 @@ def _objective_in_use(core: Any, profile: HardwareProfile) -> HardwareProfile:
         return profile
     if px <= 0:  # (no calibration: the profile's, with a warning where frames are stamped)
         return profile
-    at_one = px / binning
-
-    def matches(o: Any) -> bool:
-        return bool(abs(o.pixel_size_um - at_one) <= 0.03 * o.pixel_size_um)
-
-    if matches(profile.objective):
+    if profile.objective.gives(px, binning):
         return profile
-    found = [o for o in profile.objectives if matches(o)]
+    found = [o for o in profile.objectives if o.gives(px, binning)]
     if len(found) != 1:
         logger.warning(
             "Micro-Manager's pixel size %g µm (binning %d) is none of the profile's "
