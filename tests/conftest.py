@@ -3,6 +3,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
@@ -62,6 +64,77 @@ def _livescope_logger_restored() -> Iterator[None]:
     saved = (list(log.handlers), log.level, log.propagate)
     yield
     log.handlers[:], log.level, log.propagate = saved[0], saved[1], saved[2]
+
+
+THREAD_GRACE_S = 10.0
+"""How long a test's non-daemon threads may take to end after it (they usually end at once)."""
+
+EXIT_WATCHDOG_S = 120.0
+"""How long pytest's process may take to exit after the run before it is stopped (status 1)."""
+
+
+def _pool_threads() -> set[threading.Thread]:
+    """Idle workers of ``concurrent.futures`` pools: shut down at interpreter exit."""
+    from concurrent.futures import thread as pool
+
+    return set(pool._threads_queues)  # (the only record of them)
+
+
+def _stacks(threads: list[threading.Thread]) -> str:
+    import traceback
+
+    frames = sys._current_frames()
+    out = []
+    for t in threads:
+        frame = frames.get(t.ident or -1)
+        stack = "".join(traceback.format_stack(frame)) if frame is not None else "  (no frame)\n"
+        out.append(f"thread {t.name!r}:\n{stack}")
+    return "\n".join(out)
+
+
+@pytest.fixture(autouse=True)
+def _no_thread_left_running() -> Iterator[None]:
+    """Fail a test that leaves a non-daemon thread running.
+
+    Python waits for every non-daemon thread before it exits: one that never
+    ends (e.g. pycromanager's saving thread after a failed abort) hangs the
+    whole run after its last test, silently, until CI's time limit.
+    """
+    before = set(threading.enumerate())
+    yield
+    left = [
+        t for t in threading.enumerate()
+        if t not in before and not t.daemon and t.is_alive() and t not in _pool_threads()
+    ]  # fmt: skip
+    deadline = time.monotonic() + THREAD_GRACE_S
+    for t in left:
+        t.join(max(0.0, deadline - time.monotonic()))
+    left = [t for t in left if t.is_alive()]
+    if left:
+        pytest.fail(
+            f"{len(left)} non-daemon thread(s) still running {THREAD_GRACE_S:g} s after the "
+            f"test (the interpreter would never exit):\n{_stacks(left)}",
+            pytrace=False,
+        )
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Where pytest is the program (not ``pytest.main`` in a longer-lived process): if it
+    has not exited ``EXIT_WATCHDOG_S`` after the run (a thread or an exit handler that
+    never ends), print every thread's stack and exit with status 1, instead of hanging."""
+    import faulthandler
+
+    main = getattr(sys.modules.get("__main__"), "__spec__", None)
+    program = Path(sys.argv[0]).stem if sys.argv and sys.argv[0] else ""
+    if (main is not None and main.name == "pytest.__main__") or program in ("pytest", "py.test"):
+        print(
+            f"(livescope's tests: the process is stopped if it has not exited in "
+            f"{EXIT_WATCHDOG_S:g} s)",
+            file=sys.__stderr__,
+            flush=True,
+        )
+        faulthandler.dump_traceback_later(EXIT_WATCHDOG_S, exit=True, file=sys.__stderr__)
 
 
 @pytest.fixture(scope="session")

@@ -141,6 +141,9 @@ class WorkerSupervisor:
                 continue
             if proc.stdin is not None:
                 proc.stdin.close()
+            if self._stop.is_set():  # stop() ended it: not a crash, and not restarted
+                self.exits.append(code)
+                return
             if code != 0:  # before the exit is seen: whoever sees it can say why
                 self.error = self._last_error()
             self.exits.append(code)
@@ -158,6 +161,8 @@ class WorkerSupervisor:
             self.restarts += 1
             logger.warning("worker exited with %s; restarting it (%d)", code, self.restarts)
             with self._lock:
+                if self._stop.is_set():  # (stop() came meanwhile)
+                    return
                 self.proc = self._spawn(resume=True)
 
     def _last_error(self) -> str:

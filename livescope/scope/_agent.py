@@ -579,6 +579,12 @@ class ScopeAgent:
             "interrupted": isinstance(error, KeyboardInterrupt),
             "error": (
                 "interrupted (Ctrl-C)"
+                + (
+                    f"; the recording abandoned, {fanout.frames_acquired - fanout.frames_written}"
+                    " frame(s) not written"
+                    if fanout.abandoned
+                    else ""
+                )
                 if isinstance(error, KeyboardInterrupt)
                 else f"{type(error).__name__}: {error}"
                 if error is not None

@@ -158,12 +158,22 @@ class _CtrlCHeld:
 
     Outside the main thread (which alone receives KeyboardInterrupt) it does
     nothing. While held, SIGINT only marks itself (logging ``notice`` the first
-    time, if given); `replay` then calls the previous handler once.
+    time, if given); `replay` then calls the previous handler once. With
+    ``give_up`` (a message), the ``GIVE_UP_AFTER``-th Ctrl-C held is not held:
+    the message is logged and KeyboardInterrupt raised at once, so that a block
+    that hangs (a sink that never closes) cannot hold the user for ever.
     """
 
-    def __init__(self, notice: Callable[[], str] | None = None) -> None:
+    GIVE_UP_AFTER = 2
+
+    def __init__(
+        self,
+        notice: Callable[[], str] | None = None,
+        give_up: Callable[[], str] | None = None,
+    ) -> None:
         self.held = 0
         self._notice = notice
+        self._give_up = give_up
         self._old: Any = None
         self._active = False
 
@@ -171,6 +181,10 @@ class _CtrlCHeld:
         if self.held == 0 and self._notice is not None:
             logger.warning(self._notice())
         self.held += 1
+        if self._give_up is not None and self.held >= self.GIVE_UP_AFTER:
+            logger.error(self._give_up())
+            self.held = 0  # (raised now, not replayed)
+            raise KeyboardInterrupt
 
     def __enter__(self) -> _CtrlCHeld:
         self._active = threading.current_thread() is threading.main_thread()
@@ -271,6 +285,7 @@ class FrameFanout:
         self.errors: list[BaseException] = []
         self.frames_acquired = 0
         self.frames_written = 0
+        self.abandoned = False  # (a Ctrl+C while closing was pressed again: see finish())
         self.max_queue_depth = 0
         self._lag_warn_at = RECORDING_LAG_WARN
         self.bus_dropped = 0
@@ -346,7 +361,7 @@ class FrameFanout:
     def _write_loop(self) -> None:
         self._lower([threading.current_thread()])
         while (item := self._frames.get()) is not _STOP:
-            if self.errors:
+            if self.errors or self.abandoned:
                 continue  # the run is being cancelled; the error is raised by finish()
             pixels, info, sent = item
             if self._hold_ns:  # the field this frame completes goes to the engines first
@@ -378,6 +393,16 @@ class FrameFanout:
                 except Exception:
                     logger.exception("progress callback failed (recording goes on)")
 
+    def _unwritten(self) -> int:
+        return self.frames_acquired - self.frames_written
+
+    def _abandon(self) -> str:
+        self.abandoned = True  # the writer writes no more
+        return (
+            f"Ctrl+C again: the recording is abandoned, {self._unwritten()} frame(s) not "
+            "written and its files not closed (they may be incomplete)"
+        )
+
     def finish(self) -> None:
         """Drain the queues, close every sink (also after errors), raise the first error.
 
@@ -387,7 +412,9 @@ class FrameFanout:
             if a sink failed.
         KeyboardInterrupt
             if Ctrl+C was pressed while it ran: held back until the recording
-            is closed, then raised.
+            is closed, then raised; pressed again, at once, the recording
+            abandoned (``abandoned``: the frames still queued are not written,
+            the sinks not closed).
 
         """
         with self._publish_lock:
@@ -396,9 +423,10 @@ class FrameFanout:
         # frames still queued unwritten: it is held back until the sinks are closed
         held = _CtrlCHeld(
             lambda: (
-                f"Ctrl+C: the recording is closed first ({self._frames.qsize()} "
-                "frame(s) still to write)"
-            )
+                f"Ctrl+C: the recording is closed first ({self._unwritten()} frame(s) still "
+                "to write; Ctrl+C again abandons them)"
+            ),
+            self._abandon,
         )
         with held:
             self._frames.put(_STOP)

@@ -501,8 +501,15 @@ class PycromanagerAgent(ScopeAgent):
             logger.debug("abort failure", exc_info=True)
 
     def _await(self, acq: Any, feeder: threading.Thread) -> None:
-        """Wait for the acquisition to end, aborting it when it stalls (caller's thread)."""
+        """Wait for the acquisition to end, aborting it when it stalls (caller's thread).
+
+        The end is an event the waiting thread sets, not ``Thread.join``: a Ctrl+C
+        that interrupts ``join`` in the main thread marks a running thread as ended
+        on Python < 3.13 (CPython's bpo-45274 fix releases the lock the thread
+        still holds), and later joins then return at once.
+        """
         done: list[BaseException | None] = []
+        ended = threading.Event()
 
         def wait() -> None:
             try:
@@ -510,31 +517,42 @@ class PycromanagerAgent(ScopeAgent):
                 done.append(None)
             except BaseException as exc:  # noqa: BLE001 (handed to the caller's thread)
                 done.append(exc)
+            finally:
+                ended.set()
 
         waiter = threading.Thread(target=wait, name="livescope-pycromanager-await", daemon=True)
         waiter.start()
         try:
-            stalled = self._watch(acq, waiter)
+            stalled = self._watch(acq, ended)
         except KeyboardInterrupt:  # the events pycromanager already holds must not go on
             self.feed.stop()
             self._halt.set()
             self._abort(acq, LivescopeError("interrupted (Ctrl-C)"))
-            waiter.join(max(10.0, self.watchdog_s))
-            feeder.join(max(10.0, self.watchdog_s))
+            # pycromanager must finish its abort before the core is taken from its
+            # engine (adapt_core's exit): an event in flight would then fail, the end
+            # of the acquisition never reach its saving thread, and its threads (not
+            # daemons) keep the process from exiting
+            limit = max(10.0, self.watchdog_s)
+            if not ended.wait(limit):
+                logger.warning(
+                    "pycromanager had not ended its acquisition %.0f s after the Ctrl-C; "
+                    "its threads may keep this process from exiting",
+                    limit,
+                )
+            feeder.join(limit)
             raise
         self._halt.set()  # ended (or aborted): nothing more is fed
         feeder.join(max(10.0, self.watchdog_s))
         if done and done[0] is not None and not stalled:
             raise done[0]
 
-    def _watch(self, acq: Any, waiter: threading.Thread) -> bool:
-        """Wait for ``waiter`` (pycromanager's end); abort the acquisition if it stalls.
+    def _watch(self, acq: Any, ended: threading.Event) -> bool:
+        """Wait for pycromanager's end (``ended``); abort the acquisition if it stalls.
 
         Returns whether it stalled (the error is the first of ``_errors``).
         """
         stalled = False
-        while waiter.is_alive():
-            waiter.join(0.05)
+        while not ended.wait(0.05):
             with self._lock:
                 outstanding = len(self._pending)
                 idle = time.perf_counter() - self._last_progress
@@ -548,8 +566,7 @@ class PycromanagerAgent(ScopeAgent):
                 self.feed.stop()
                 self._halt.set()
                 self._abort(acq, err)
-                waiter.join(max(10.0, self.watchdog_s))
-                if waiter.is_alive():
+                if not ended.wait(max(10.0, self.watchdog_s)):
                     raise err
         return stalled
 

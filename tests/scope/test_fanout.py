@@ -273,6 +273,8 @@ class SlowSink(ListSink):
         import signal
 
         if not self.frames:
+            while signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                time.sleep(0.005)  # (until finish() holds it back)
             os.kill(os.getpid(), signal.SIGINT)  # lands while finish() waits for the writer
         time.sleep(0.02)
         super().write(image, info)
@@ -304,3 +306,53 @@ def test_ctrl_c_while_the_recording_closes_waits_for_every_frame_then_is_raised(
     assert sink.closed
     assert (fan.frames_acquired, fan.frames_written) == (10, 10)
     assert "Ctrl+C: the recording is closed first" in caplog.text
+
+
+class AbandonedSink(ListSink):
+    """Presses Ctrl+C at its first and third frames, once finish() holds Ctrl+C back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed = False
+
+    def write(self, image: NDArray[Any], info: FrameInfo) -> None:
+        import signal
+
+        if len(self.frames) in (0, 2):
+            while signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                time.sleep(0.005)  # (until finish() holds it back)
+            os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.02)
+        super().write(image, info)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT is sent differently on Windows")
+def test_ctrl_c_pressed_again_while_the_recording_closes_abandons_it_at_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A close that hangs must not hold the user for ever: Ctrl+C again gives up on it."""
+    import signal
+
+    sink = AbandonedSink()
+    fan = FrameFanout([sink])
+    for t in range(10):
+        fan.on_frame(np.full((8, 8), t, np.uint16), _event(t), {})
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with caplog.at_level("WARNING", logger="livescope"), pytest.raises(KeyboardInterrupt):
+            fan.finish()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert fan.abandoned
+    time.sleep(0.2)  # (the frame being written when Ctrl+C came is finished)
+    written = len(sink.frames)
+    time.sleep(0.3)
+    assert len(sink.frames) == written < 10, "the writer went on after the recording was abandoned"
+    assert not sink.closed
+    assert fan.frames_written < fan.frames_acquired == 10
+    assert "Ctrl+C again abandons them" in caplog.text
+    assert "the recording is abandoned" in caplog.text
