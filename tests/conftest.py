@@ -73,11 +73,21 @@ EXIT_WATCHDOG_S = 120.0
 """How long pytest's process may take to exit after the run before it is stopped (status 1)."""
 
 
-def _pool_threads() -> set[threading.Thread]:
-    """Idle workers of ``concurrent.futures`` pools: shut down at interpreter exit."""
+def _idle_pool_threads() -> set[threading.Thread]:
+    """Workers of ``concurrent.futures`` pools waiting for work: they are shut down
+    at interpreter exit (a busy one is checked like any other thread)."""
     from concurrent.futures import thread as pool
 
-    return set(pool._threads_queues)  # (the only record of them)
+    frames = sys._current_frames()
+    idle = set()
+    for t in list(pool._threads_queues):  # (the only record of them)
+        frame, callee = frames.get(t.ident or -1), None
+        while frame is not None and frame.f_code is not pool._worker.__code__:
+            frame, callee = frame.f_back, frame
+        # waiting in the pool's work_queue.get(): a SimpleQueue's is C code, no frame of its own
+        if frame is not None and (callee is None or callee.f_code.co_name == "get"):
+            idle.add(t)
+    return idle
 
 
 def _stacks(threads: list[threading.Thread]) -> str:
@@ -102,14 +112,16 @@ def _no_thread_left_running() -> Iterator[None]:
     """
     before = set(threading.enumerate())
     yield
-    left = [
-        t for t in threading.enumerate()
-        if t not in before and not t.daemon and t.is_alive() and t not in _pool_threads()
-    ]  # fmt: skip
     deadline = time.monotonic() + THREAD_GRACE_S
-    for t in left:
-        t.join(max(0.0, deadline - time.monotonic()))
-    left = [t for t in left if t.is_alive()]
+    while True:
+        idle = _idle_pool_threads()
+        left = [
+            t for t in threading.enumerate()
+            if t not in before and not t.daemon and t.is_alive() and t not in idle
+        ]  # fmt: skip
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     if left:
         pytest.fail(
             f"{len(left)} non-daemon thread(s) still running {THREAD_GRACE_S:g} s after the "

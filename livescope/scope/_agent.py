@@ -579,12 +579,6 @@ class ScopeAgent:
             "interrupted": isinstance(error, KeyboardInterrupt),
             "error": (
                 "interrupted (Ctrl-C)"
-                + (
-                    f"; the recording abandoned, {fanout.frames_acquired - fanout.frames_written}"
-                    " frame(s) not written"
-                    if fanout.abandoned
-                    else ""
-                )
                 if isinstance(error, KeyboardInterrupt)
                 else f"{type(error).__name__}: {error}"
                 if error is not None
@@ -613,6 +607,12 @@ class ScopeAgent:
             "livescope_version": __version__,
             **self._summary_extra(),
         }
+        if fanout.abandoned:  # (Ctrl+C pressed again while the recording closed)
+            lost = fanout.frames_acquired - fanout.frames_written
+            summary["error"] = (
+                f"{summary['error'] or 'stopped'}; the recording was abandoned ({lost} "
+                "frame(s) not written, its files not closed)"
+            )
         return summary
 
     def _end(

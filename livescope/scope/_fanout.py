@@ -159,21 +159,23 @@ class _CtrlCHeld:
     Outside the main thread (which alone receives KeyboardInterrupt) it does
     nothing. While held, SIGINT only marks itself (logging ``notice`` the first
     time, if given); `replay` then calls the previous handler once. With
-    ``give_up`` (a message), the ``GIVE_UP_AFTER``-th Ctrl-C held is not held:
-    the message is logged and KeyboardInterrupt raised at once, so that a block
-    that hangs (a sink that never closes) cannot hold the user for ever.
+    ``give_up``, the ``give_up_after``-th Ctrl-C held is not held: the previous
+    handler is put back, ``give_up()`` called (``gave_up`` set) and
+    KeyboardInterrupt raised at once, so that a block that hangs (a sink that
+    never closes) cannot hold the user for ever.
     """
-
-    GIVE_UP_AFTER = 2
 
     def __init__(
         self,
         notice: Callable[[], str] | None = None,
-        give_up: Callable[[], str] | None = None,
+        give_up: Callable[[], None] | None = None,
+        give_up_after: int = 2,
     ) -> None:
         self.held = 0
+        self.gave_up = False
         self._notice = notice
         self._give_up = give_up
+        self._give_up_after = give_up_after
         self._old: Any = None
         self._active = False
 
@@ -181,10 +183,17 @@ class _CtrlCHeld:
         if self.held == 0 and self._notice is not None:
             logger.warning(self._notice())
         self.held += 1
-        if self._give_up is not None and self.held >= self.GIVE_UP_AFTER:
-            logger.error(self._give_up())
+        if self._give_up is not None and self.held >= self._give_up_after:
+            self._restore()  # (a Ctrl+C from now on goes where it went before)
             self.held = 0  # (raised now, not replayed)
+            self.gave_up = True
+            self._give_up()
             raise KeyboardInterrupt
+
+    def _restore(self) -> None:
+        if self._active:
+            self._active = False
+            signal.signal(signal.SIGINT, self._old)
 
     def __enter__(self) -> _CtrlCHeld:
         self._active = threading.current_thread() is threading.main_thread()
@@ -193,8 +202,7 @@ class _CtrlCHeld:
         return self
 
     def __exit__(self, *_exc: object) -> None:
-        if self._active:
-            signal.signal(signal.SIGINT, self._old)
+        self._restore()
 
     def replay(self) -> None:
         """Pass a Ctrl-C held back on to the handler it was held from (usually: raise it)."""
@@ -286,6 +294,9 @@ class FrameFanout:
         self.frames_acquired = 0
         self.frames_written = 0
         self.abandoned = False  # (a Ctrl+C while closing was pressed again: see finish())
+        # set when the writer thread ends: waited on instead of Thread.join, which a
+        # Ctrl+C can interrupt into reporting a running thread as ended (Python < 3.13)
+        self._writer_done = threading.Event()
         self.max_queue_depth = 0
         self._lag_warn_at = RECORDING_LAG_WARN
         self.bus_dropped = 0
@@ -359,6 +370,12 @@ class FrameFanout:
                 lower_thread_priority(self._nice, t)
 
     def _write_loop(self) -> None:
+        try:
+            self._write_frames()
+        finally:
+            self._writer_done.set()
+
+    def _write_frames(self) -> None:
         self._lower([threading.current_thread()])
         while (item := self._frames.get()) is not _STOP:
             if self.errors or self.abandoned:
@@ -396,12 +413,8 @@ class FrameFanout:
     def _unwritten(self) -> int:
         return self.frames_acquired - self.frames_written
 
-    def _abandon(self) -> str:
+    def _abandon(self) -> None:
         self.abandoned = True  # the writer writes no more
-        return (
-            f"Ctrl+C again: the recording is abandoned, {self._unwritten()} frame(s) not "
-            "written and its files not closed (they may be incomplete)"
-        )
 
     def finish(self) -> None:
         """Drain the queues, close every sink (also after errors), raise the first error.
@@ -426,17 +439,29 @@ class FrameFanout:
                 f"Ctrl+C: the recording is closed first ({self._unwritten()} frame(s) still "
                 "to write; Ctrl+C again abandons them)"
             ),
-            self._abandon,
+            give_up=self._abandon,
         )
-        with held:
-            self._frames.put(_STOP)
-            self._writer.join()
-            for s in self.sinks:
-                try:
-                    s.close()
-                except Exception as exc:  # noqa: BLE001 (logged, kept, raised by finish())
-                    _log_failure(exc, f"closing {type(s).__name__} failed")
-                    self.errors.append(exc)
+        try:
+            with held:
+                self._frames.put(_STOP)
+                while not self._writer_done.wait(0.1):  # (a timeout: Ctrl+C on Windows)
+                    pass
+                for s in self.sinks:
+                    try:
+                        s.close()
+                    except Exception as exc:  # noqa: BLE001 (logged, kept, raised by finish())
+                        _log_failure(exc, f"closing {type(s).__name__} failed")
+                        self.errors.append(exc)
+        except KeyboardInterrupt:
+            if held.gave_up:  # (the frame being written when it came is finished)
+                self._writer_done.wait(1.0)
+                left = self._unwritten()
+                logger.error(
+                    "Ctrl+C again: the recording is abandoned: %s, and its files not closed "
+                    "(they may be incomplete)",
+                    f"{left} frame(s) not written" if left else "every frame was written",
+                )
+            raise
         if self.errors:
             raise LivescopeError(
                 f"recording failed after {self.frames_written} of {self.frames_acquired} "

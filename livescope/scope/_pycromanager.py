@@ -80,7 +80,7 @@ from livescope.schema import HardwareProfile, LivescopeError, clock_ns, plan_eve
 
 from ._agent import ScopeAgent
 from ._engine import SAMPLE_TIME_KEY, index_text
-from ._fanout import FrameFanout, Taken
+from ._fanout import FrameFanout, Taken, _CtrlCHeld
 from ._pycromanager_core import (
     AxesKey,
     Hook,
@@ -249,6 +249,7 @@ class PycromanagerAgent(ScopeAgent):
         self._halt = threading.Event()
         self._sink_failed = False
         self._acq: Any = None
+        self._pm_ended: threading.Event | None = None  # (set by _await when pycromanager ends)
         self._open_shutter = False
         self._stage_at: dict[AxesKey, dict[str, float]] = {}
         """Where the stage stood for events that name no position (pycromanager tags none)."""
@@ -509,7 +510,7 @@ class PycromanagerAgent(ScopeAgent):
         still holds), and later joins then return at once.
         """
         done: list[BaseException | None] = []
-        ended = threading.Event()
+        ended = self._pm_ended = threading.Event()
 
         def wait() -> None:
             try:
@@ -533,11 +534,22 @@ class PycromanagerAgent(ScopeAgent):
             # of the acquisition never reach its saving thread, and its threads (not
             # daemons) keep the process from exiting
             limit = max(10.0, self.watchdog_s)
-            if not ended.wait(limit):
+            logger.warning(
+                "Ctrl+C: pycromanager's acquisition is stopping (the event in progress "
+                "ends first; waiting up to %.0f s, Ctrl+C again stops waiting)",
+                limit,
+            )
+            try:
+                with _CtrlCHeld(give_up=lambda: None, give_up_after=1):
+                    deadline = time.monotonic() + limit
+                    while not ended.wait(0.1) and time.monotonic() < deadline:
+                        pass
+            except KeyboardInterrupt:
+                pass  # (asked again: stop waiting)
+            if not ended.is_set():
                 logger.warning(
-                    "pycromanager had not ended its acquisition %.0f s after the Ctrl-C; "
-                    "its threads may keep this process from exiting",
-                    limit,
+                    "pycromanager has not ended its acquisition: it ends in the background, "
+                    "and the core stays adapted for its engine until then"
                 )
             feeder.join(limit)
             raise
@@ -597,7 +609,7 @@ class PycromanagerAgent(ScopeAgent):
         try:
             with contextlib.ExitStack() as stack:
                 if self.backend == "python":
-                    stack.enter_context(adapt_core(self.core))
+                    stack.enter_context(adapt_core(self.core, in_use=self._pm_running))
                 self._open_shutter = self._python_shutter()
                 if self._open_shutter:  # also after an abort between open and close
                     stack.callback(self.core.setShutterOpen, False)
@@ -641,6 +653,10 @@ class PycromanagerAgent(ScopeAgent):
         if error is not None:
             raise error
         return summary
+
+    def _pm_running(self) -> bool:
+        """Whether pycromanager's acquisition (once started) has not ended yet."""
+        return self._pm_ended is not None and not self._pm_ended.is_set()
 
     @staticmethod
     def _close_dataset(acq: Any) -> None:

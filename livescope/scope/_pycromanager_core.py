@@ -11,6 +11,8 @@ import atexit
 import contextlib
 import inspect
 import re
+import threading
+import time
 import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -114,6 +116,9 @@ def _pop_next_tagged_image(core: Any) -> TaggedImage:
     return TaggedImage(tags, pix)
 
 
+_UNADAPTING: list[threading.Thread] = []  # (cores left to pycromanager until it ends)
+
+
 def _forget_cores() -> None:
     """At exit: take cores a run left behind out of mmpycorex's list (it would unload them)."""
     with contextlib.suppress(ImportError, ValueError):
@@ -126,7 +131,9 @@ def _forget_cores() -> None:
 
 
 @contextlib.contextmanager
-def adapt_core(core: CMMCorePlus) -> Iterator[CMMCorePlus]:
+def adapt_core(
+    core: CMMCorePlus, in_use: Callable[[], bool] | None = None
+) -> Iterator[CMMCorePlus]:
     """Let pycromanager's Python backend run on a pymmcore-plus core, for a ``with`` block.
 
     Binds on the instance: snake_case aliases of the core's camelCase methods
@@ -135,7 +142,10 @@ def adapt_core(core: CMMCorePlus) -> Iterator[CMMCorePlus]:
     registers the core in ``mmpycorex``'s core list (so ``pycromanager.Acquisition``
     picks the Python backend) and points pycromanager's engine singleton at it
     (the engine keeps the first core it saw otherwise). Everything is undone on
-    exit, also after errors.
+    exit, also after errors; where ``in_use()`` says an acquisition on it has
+    not ended (e.g. left to end in the background after a Ctrl+C), only once it
+    has: taking the core from under pycromanager's engine would leave its
+    threads waiting for ever.
 
     Not thread-safe: one adapted core at a time per process (`PycromanagerAgent`
     holds a module lock around it).
@@ -144,6 +154,12 @@ def adapt_core(core: CMMCorePlus) -> Iterator[CMMCorePlus]:
     from mmpycorex import launcher
     from pycromanager.acquisition.acq_eng_py.internal.engine import Engine
 
+    _UNADAPTING[:] = [t for t in _UNADAPTING if t.is_alive()]
+    if _UNADAPTING:
+        raise LivescopeError(
+            "an earlier pycromanager acquisition in this process is still ending (it was "
+            "left to end after a Ctrl+C); try again once it has"
+        )
     if not _ATEXIT_SET:
         atexit.register(_forget_cores)  # runs before mmpycorex's own atexit (LIFO)
         _ATEXIT_SET = True
@@ -175,15 +191,37 @@ def adapt_core(core: CMMCorePlus) -> Iterator[CMMCorePlus]:
         engine.last_event = None  # the previous run's last event is another core's
         yield core
     finally:
-        if engine is not None:
-            engine.core = previous  # None, unless an outer adapt_core (or pycromanager) set it
-            engine.last_event = None
-        if registered:
-            with contextlib.suppress(ValueError):
-                launcher._PYMMCORES.remove(core)  # noqa: SLF001
-            _REGISTERED.remove(core)
-        for name in added:
-            vars(core).pop(name, None)
+        if in_use is None or not in_use():
+            _unadapt(core, engine, previous, registered, added)
+        else:  # undone once the acquisition has ended
+
+            def unadapt_later(still: Callable[[], bool]) -> None:
+                while still():
+                    time.sleep(0.1)
+                _unadapt(core, engine, previous, registered, added)
+
+            later = threading.Thread(
+                target=unadapt_later, args=(in_use,), name="livescope-pycromanager-unadapt",
+                daemon=True,
+            )  # fmt: skip
+            _UNADAPTING.append(later)
+            later.start()
+
+
+def _unadapt(
+    core: CMMCorePlus, engine: Any, previous: Any, registered: bool, added: list[str]
+) -> None:
+    from mmpycorex import launcher
+
+    if engine is not None:
+        engine.core = previous  # None, unless an outer adapt_core (or pycromanager) set it
+        engine.last_event = None
+    if registered:
+        with contextlib.suppress(ValueError):
+            launcher._PYMMCORES.remove(core)  # noqa: SLF001
+        _REGISTERED.remove(core)
+    for name in added:
+        vars(core).pop(name, None)
 
 
 class RemoteCore:

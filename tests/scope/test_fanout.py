@@ -262,6 +262,25 @@ def test_ctrl_c_during_a_publish_is_raised_right_after_it() -> None:
         signal.signal(signal.SIGINT, before)
 
 
+def _press_ctrl_c_once_held(presses_held: int = 0) -> None:
+    """From the writer thread: once finish() holds Ctrl+C back (and has held
+    ``presses_held`` already), press it, as a user would (sent to the main thread)."""
+    import signal
+
+    from livescope.scope._fanout import _CtrlCHeld
+
+    deadline = time.monotonic() + 10
+    while True:
+        handler = signal.getsignal(signal.SIGINT)
+        held = getattr(handler, "__self__", None)
+        if isinstance(held, _CtrlCHeld) and held.held >= presses_held:
+            break
+        if time.monotonic() > deadline:
+            raise AssertionError("finish() did not hold Ctrl+C back within 10 s")
+        time.sleep(0.005)
+    signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+
+
 class SlowSink(ListSink):
     """Writes slowly; the first frame written presses Ctrl+C (as a user would, twice)."""
 
@@ -270,12 +289,9 @@ class SlowSink(ListSink):
         self.closed = False
 
     def write(self, image: NDArray[Any], info: FrameInfo) -> None:
-        import signal
 
         if not self.frames:
-            while signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-                time.sleep(0.005)  # (until finish() holds it back)
-            os.kill(os.getpid(), signal.SIGINT)  # lands while finish() waits for the writer
+            _press_ctrl_c_once_held()  # lands while finish() waits for the writer
         time.sleep(0.02)
         super().write(image, info)
 
@@ -314,14 +330,16 @@ class AbandonedSink(ListSink):
     def __init__(self) -> None:
         super().__init__()
         self.closed = False
+        self.fan: FrameFanout
 
     def write(self, image: NDArray[Any], info: FrameInfo) -> None:
-        import signal
-
-        if len(self.frames) in (0, 2):
-            while signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-                time.sleep(0.005)  # (until finish() holds it back)
-            os.kill(os.getpid(), signal.SIGINT)
+        if len(self.frames) == 0:
+            _press_ctrl_c_once_held()
+        elif len(self.frames) == 2:
+            _press_ctrl_c_once_held(presses_held=1)  # (once the first was held)
+            deadline = time.monotonic() + 10
+            while not self.fan.abandoned and time.monotonic() < deadline:
+                time.sleep(0.005)  # (this frame is being written when it is abandoned)
         time.sleep(0.02)
         super().write(image, info)
 
@@ -337,7 +355,7 @@ def test_ctrl_c_pressed_again_while_the_recording_closes_abandons_it_at_once(
     import signal
 
     sink = AbandonedSink()
-    fan = FrameFanout([sink])
+    fan = sink.fan = FrameFanout([sink], recording_nice=0)
     for t in range(10):
         fan.on_frame(np.full((8, 8), t, np.uint16), _event(t), {})
     before = signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -348,11 +366,9 @@ def test_ctrl_c_pressed_again_while_the_recording_closes_abandons_it_at_once(
     finally:
         signal.signal(signal.SIGINT, before)
     assert fan.abandoned
-    time.sleep(0.2)  # (the frame being written when Ctrl+C came is finished)
-    written = len(sink.frames)
-    time.sleep(0.3)
-    assert len(sink.frames) == written < 10, "the writer went on after the recording was abandoned"
+    assert fan._writer_done.wait(10), "the writer did not end"
+    assert len(sink.frames) == fan.frames_written == 3  # (the frame being written was)
     assert not sink.closed
-    assert fan.frames_written < fan.frames_acquired == 10
+    assert fan.frames_acquired == 10
     assert "Ctrl+C again abandons them" in caplog.text
-    assert "the recording is abandoned" in caplog.text
+    assert "the recording is abandoned: 7 frame(s) not written" in caplog.text

@@ -572,3 +572,65 @@ def test_ctrl_c_aborts_the_events_pycromanager_already_holds(
     assert summary["frames_acquired"] == summary["frames_written"] < 4
     assert len(read_frames(run)) == summary["frames_written"]
     _registry_is_clean()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT is sent differently on Windows")
+def test_ctrl_c_again_stops_waiting_and_pycromanager_ends_in_the_background(
+    scope: SimulatedMicroscope, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second Ctrl+C must not wait for a slow event, nor take the core from
+    pycromanager's engine before it has ended (its threads would then wait for ever
+    and the process never exit); the core is handed back once it has."""
+    import os
+    import signal
+
+    from pycromanager.acquisition.acq_eng_py.internal.engine import Engine
+
+    from livescope.scope._fanout import _CtrlCHeld
+
+    slow = threading.Event()
+    render = scope.render_into
+
+    def slow_render(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(3.0 if slow.is_set() else 0.3)  # (the event in flight at Ctrl+C is slow)
+        return render(*args, **kwargs)
+
+    monkeypatch.setattr(scope, "render_into", slow_render)
+    agent = PycromanagerAgent(
+        scope.core, scope.profile, _plan(loops=3, interval_s=300), tmp_path / "run", sim=scope,
+        bus="off",
+    )  # fmt: skip
+
+    def press_again_while_it_waits() -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            held = getattr(signal.getsignal(signal.SIGINT), "__self__", None)
+            if isinstance(held, _CtrlCHeld):
+                signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+                return
+            time.sleep(0.005)
+
+    def press_ctrl_c(written: int) -> None:
+        if written == 1:
+            slow.set()
+            threading.Thread(target=press_again_while_it_waits, daemon=True).start()
+            os.kill(os.getpid(), signal.SIGINT)
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            agent.run(press_ctrl_c)
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert agent._pm_running(), "run() waited for the slow event despite the second Ctrl+C"
+    engine = Engine.get_instance()
+    assert engine is not None
+    assert engine.core is scope.core  # (left to pycromanager)
+    with pytest.raises(LivescopeError, match="still ending"), adapt_core(scope.core):
+        pass
+    deadline = time.monotonic() + 20
+    while agent._pm_running() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not agent._pm_running(), "pycromanager did not end in the background"
+    time.sleep(0.5)  # (the core is handed back within 0.1 s of its end)
+    _registry_is_clean()
