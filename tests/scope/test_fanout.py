@@ -281,6 +281,19 @@ def _press_ctrl_c_once_held(presses_held: int = 0) -> None:
     signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
 
 
+def _finish_interrupted(fan: FrameFanout, caplog: pytest.LogCaptureFixture) -> None:
+    """Run ``fan.finish()``, expecting the KeyboardInterrupt of a Ctrl+C its sinks press."""
+    import signal
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with caplog.at_level("WARNING", logger="livescope"), pytest.raises(KeyboardInterrupt):
+            fan.finish()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 class SlowSink(ListSink):
     """Writes slowly; the first frame written presses Ctrl+C (as a user would, twice)."""
 
@@ -289,7 +302,6 @@ class SlowSink(ListSink):
         self.closed = False
 
     def write(self, image: NDArray[Any], info: FrameInfo) -> None:
-
         if not self.frames:
             _press_ctrl_c_once_held()  # lands while finish() waits for the writer
         time.sleep(0.02)
@@ -304,19 +316,12 @@ def test_ctrl_c_while_the_recording_closes_waits_for_every_frame_then_is_raised(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A second Ctrl+C during finish() must not leave frames unwritten or a sink unclosed."""
-    import signal
 
     sink, last = SlowSink(), ListSink()
     fan = FrameFanout([sink, last])
     for t in range(10):
         fan.on_frame(np.full((8, 8), t, np.uint16), _event(t), {})
-    before = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        with caplog.at_level("WARNING", logger="livescope"), pytest.raises(KeyboardInterrupt):
-            fan.finish()
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    finally:
-        signal.signal(signal.SIGINT, before)
+    _finish_interrupted(fan, caplog)
     assert [int(a[0, 0]) for a, _ in sink.frames] == list(range(10))
     assert len(last.frames) == 10
     assert sink.closed
@@ -324,27 +329,18 @@ def test_ctrl_c_while_the_recording_closes_waits_for_every_frame_then_is_raised(
     assert "Ctrl+C: the recording is closed first" in caplog.text
 
 
-class AbandonedSink(ListSink):
+class AbandonedSink(SlowSink):
     """Presses Ctrl+C at its first and third frames, once finish() holds Ctrl+C back."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.closed = False
-        self.fan: FrameFanout
+    fan: FrameFanout
 
     def write(self, image: NDArray[Any], info: FrameInfo) -> None:
-        if len(self.frames) == 0:
-            _press_ctrl_c_once_held()
-        elif len(self.frames) == 2:
+        if len(self.frames) == 2:
             _press_ctrl_c_once_held(presses_held=1)  # (once the first was held)
             deadline = time.monotonic() + 10
             while not self.fan.abandoned and time.monotonic() < deadline:
                 time.sleep(0.005)  # (this frame is being written when it is abandoned)
-        time.sleep(0.02)
         super().write(image, info)
-
-    def close(self) -> None:
-        self.closed = True
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT is sent differently on Windows")
@@ -352,19 +348,12 @@ def test_ctrl_c_pressed_again_while_the_recording_closes_abandons_it_at_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A close that hangs must not hold the user for ever: Ctrl+C again gives up on it."""
-    import signal
 
     sink = AbandonedSink()
     fan = sink.fan = FrameFanout([sink], recording_nice=0)
     for t in range(10):
         fan.on_frame(np.full((8, 8), t, np.uint16), _event(t), {})
-    before = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        with caplog.at_level("WARNING", logger="livescope"), pytest.raises(KeyboardInterrupt):
-            fan.finish()
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    finally:
-        signal.signal(signal.SIGINT, before)
+    _finish_interrupted(fan, caplog)
     assert fan.abandoned
     assert fan._writer_done.wait(10), "the writer did not end"
     assert len(sink.frames) == fan.frames_written == 3  # (the frame being written was)

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,18 @@ def _registry_is_clean() -> None:
     assert launcher._PYMMCORES == []
     engine = Engine.get_instance()
     assert engine is None or engine.core is None
+
+
+def _run_interrupted(agent: PycromanagerAgent, progress: Callable[[int], None]) -> None:
+    """Run ``agent``, expecting the KeyboardInterrupt of a Ctrl+C ``progress`` presses."""
+    import signal
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            agent.run(progress)
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def _adler(image: np.ndarray) -> int:
@@ -558,12 +570,7 @@ def test_ctrl_c_aborts_the_events_pycromanager_already_holds(
         if written == 1:
             os.kill(os.getpid(), signal.SIGINT)
 
-    before = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            agent.run(press_ctrl_c)
-    finally:
-        signal.signal(signal.SIGINT, before)
+    _run_interrupted(agent, press_ctrl_c)
     n = len(renders)
     time.sleep(1.0)
     assert len(renders) == n, "frames were still acquired after the run had stopped"
@@ -616,12 +623,7 @@ def test_ctrl_c_again_stops_waiting_and_pycromanager_ends_in_the_background(
             threading.Thread(target=press_again_while_it_waits, daemon=True).start()
             os.kill(os.getpid(), signal.SIGINT)
 
-    before = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            agent.run(press_ctrl_c)
-    finally:
-        signal.signal(signal.SIGINT, before)
+    _run_interrupted(agent, press_ctrl_c)
     assert agent._pm_running(), "run() waited for the slow event despite the second Ctrl+C"
     engine = Engine.get_instance()
     assert engine is not None
