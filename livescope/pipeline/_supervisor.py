@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from livescope.schema import WORKER_NICE, LivescopeError, write_atomic
+from livescope.schema import WORKER_NICE, LivescopeError, start_daemon, write_atomic
 from livescope.scope import WORKER_FAILED
 
 from ._config import RESULTS_DIR, WorkerConfig
@@ -84,7 +84,7 @@ class WorkerSupervisor:
         self.proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._watched: threading.Event | None = None  # (set when the watching thread ends)
         self._log = (self.results / "worker.log").open("ab")
 
     def _spawn(self, resume: bool) -> subprocess.Popen[bytes]:
@@ -125,9 +125,7 @@ class WorkerSupervisor:
         """Start the worker and the thread that watches it."""
         with self._lock:
             self.proc = self._spawn(resume=False)
-        self._thread = threading.Thread(target=self._watch, name="livescope-supervisor",
-                                        daemon=True)  # fmt: skip
-        self._thread.start()
+        self._watched = start_daemon(self._watch, "livescope-supervisor")
 
     def _watch(self) -> None:
         while not self._stop.is_set():
@@ -186,8 +184,8 @@ class WorkerSupervisor:
         with self._lock:
             if self.proc is not None and self.proc.poll() is None:
                 self.proc.terminate()
-        if self._thread is not None:
-            self._thread.join(5)
+        if self._watched is not None:
+            self._watched.wait(5)
         if self.proc is not None:
             self.proc.wait(10)
             if self.proc.stdin is not None:
@@ -210,7 +208,7 @@ class WorkerSupervisor:
 
         """
         deadline = time.monotonic() + timeout_s
-        while self._thread is not None and self._thread.is_alive():
+        while self._watched is not None and not self._watched.is_set():
             if time.monotonic() > deadline:
                 self._stop.set()
                 with self._lock:
@@ -220,7 +218,7 @@ class WorkerSupervisor:
                     f"the worker did not finish within {timeout_s:.0f} s after the run "
                     f"(log: {self.results / 'worker.log'})"
                 )
-            self._thread.join(0.2)
+            self._watched.wait(0.2)
         self._log.close()
         path = self.results / "worker.json"
         summary: dict[str, Any] = {}

@@ -92,6 +92,7 @@ from ._threads import (
     lower_native_threads,
     lower_thread_priority,
     native_thread_ids,
+    start_daemon,
 )
 
 __all__ = [
@@ -174,6 +175,7 @@ __all__ = [
     "replace_path",
     "require_data_root",
     "safe_folder_name",
+    "start_daemon",
     "while_locked",
     "write_atomic",
 ]

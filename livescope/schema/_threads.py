@@ -30,7 +30,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from ._errors import LivescopeError
 
@@ -41,6 +41,7 @@ __all__ = [
     "lower_native_threads",
     "lower_thread_priority",
     "native_thread_ids",
+    "start_daemon",
 ]
 
 logger = logging.getLogger("livescope")
@@ -216,3 +217,26 @@ def _lower(tid: int, label: str, nice: int, mode: str, *, gone_ok: bool = False)
             logger.warning("could not lower the priority of %s (%s)", label, exc)
             return False
         return True
+
+
+def start_daemon(target: Callable[[], object], name: str) -> threading.Event:
+    """Run ``target`` on a daemon thread named ``name``; return an event set when it ends.
+
+    Wait on the event, not with ``Thread.join``: a Ctrl+C that interrupts
+    ``join`` in the main thread makes Python < 3.13 take the still-running
+    thread for ended (threading's bpo-45274 handling releases the lock the
+    thread holds), so later joins return at once (once, pycromanager's
+    acquisition was cut short that way and the process could not exit). Wait
+    in slices (``while not ended.wait(0.1)``) where Ctrl+C must get through: an
+    untimed wait cannot be interrupted on Windows.
+    """
+    ended = threading.Event()
+
+    def run() -> None:
+        try:
+            target()
+        finally:
+            ended.set()
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return ended

@@ -50,6 +50,7 @@ from livescope.schema import (
     clock_ns,
     lower_thread_priority,
     position_name,
+    start_daemon,
 )
 
 __all__ = [
@@ -294,9 +295,6 @@ class FrameFanout:
         self.frames_acquired = 0
         self.frames_written = 0
         self.abandoned = False  # (a Ctrl+C while closing was pressed again: see finish())
-        # set when the writer thread ends: waited on instead of Thread.join, which a
-        # Ctrl+C can interrupt into reporting a running thread as ended (Python < 3.13)
-        self._writer_done = threading.Event()
         self.max_queue_depth = 0
         self._lag_warn_at = RECORDING_LAG_WARN
         self.bus_dropped = 0
@@ -304,10 +302,7 @@ class FrameFanout:
         self._clock = clock
         self.frame_times = array.array("d")
         """Per frame (by ``seq``), the ``clock``'s time when it came (empty without one)."""
-        self._writer = threading.Thread(
-            target=self._write_loop, name="livescope-writer", daemon=True
-        )
-        self._writer.start()
+        self._writer_done = start_daemon(self._write_loop, "livescope-writer")
 
     def on_frame(
         self, image: NDArray[Any], event: useq.MDAEvent, meta: Any, *, taken: Taken | None = None
@@ -370,12 +365,6 @@ class FrameFanout:
                 lower_thread_priority(self._nice, t)
 
     def _write_loop(self) -> None:
-        try:
-            self._write_frames()
-        finally:
-            self._writer_done.set()
-
-    def _write_frames(self) -> None:
         self._lower([threading.current_thread()])
         while (item := self._frames.get()) is not _STOP:
             if self.errors or self.abandoned:

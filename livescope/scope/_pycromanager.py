@@ -76,7 +76,13 @@ from typing import Any, Literal
 import useq
 from useq import AcquireImage
 
-from livescope.schema import HardwareProfile, LivescopeError, clock_ns, plan_events
+from livescope.schema import (
+    HardwareProfile,
+    LivescopeError,
+    clock_ns,
+    plan_events,
+    start_daemon,
+)
 
 from ._agent import ScopeAgent
 from ._engine import SAMPLE_TIME_KEY, index_text
@@ -504,13 +510,10 @@ class PycromanagerAgent(ScopeAgent):
     def _await(self, acq: Any, feeder: threading.Thread) -> None:
         """Wait for the acquisition to end, aborting it when it stalls (caller's thread).
 
-        The end is an event the waiting thread sets, not ``Thread.join``: a Ctrl+C
-        that interrupts ``join`` in the main thread marks a running thread as ended
-        on Python < 3.13 (CPython's bpo-45274 fix releases the lock the thread
-        still holds), and later joins then return at once.
+        The end is an event (`start_daemon`), not ``Thread.join``: a Ctrl+C can make
+        a join take the waiting thread for ended while pycromanager still runs.
         """
         done: list[BaseException | None] = []
-        ended = self._pm_ended = threading.Event()
 
         def wait() -> None:
             try:
@@ -518,11 +521,8 @@ class PycromanagerAgent(ScopeAgent):
                 done.append(None)
             except BaseException as exc:  # noqa: BLE001 (handed to the caller's thread)
                 done.append(exc)
-            finally:
-                ended.set()
 
-        waiter = threading.Thread(target=wait, name="livescope-pycromanager-await", daemon=True)
-        waiter.start()
+        ended = self._pm_ended = start_daemon(wait, "livescope-pycromanager-await")
         try:
             stalled = self._watch(acq, ended)
         except KeyboardInterrupt:  # the events pycromanager already holds must not go on

@@ -221,3 +221,27 @@ def test_a_bulk_thread_runs_at_the_lowest_thread_priority_on_windows() -> None:
     finally:
         done.set()
         t.join()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT is sent differently on Windows")
+def test_start_daemon_says_ended_only_once_its_target_has_ended() -> None:
+    """A Ctrl+C that interrupts a join must not pass for the thread's end."""
+    import signal
+
+    from livescope.schema import start_daemon
+
+    go = threading.Event()
+    ended = start_daemon(go.wait, "livescope-test-daemon")
+    (thread,) = [t for t in threading.enumerate() if t.name == "livescope-test-daemon"]
+    main = threading.main_thread().ident or 0
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Timer(0.05, signal.pthread_kill, (main, signal.SIGINT)).start()
+        with pytest.raises(KeyboardInterrupt):
+            thread.join()  # (Python < 3.13 then takes the thread for ended)
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert not ended.is_set()
+    go.set()
+    assert ended.wait(5)
+    assert thread.daemon
