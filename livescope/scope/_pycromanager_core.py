@@ -23,7 +23,7 @@ import useq
 from numpy.typing import NDArray
 from pymmcore_plus import CMMCorePlus
 
-from livescope.schema import LivescopeError
+from livescope.schema import LivescopeError, start_daemon
 
 from ._fanout import position_name
 
@@ -116,7 +116,7 @@ def _pop_next_tagged_image(core: Any) -> TaggedImage:
     return TaggedImage(tags, pix)
 
 
-_UNADAPTING: list[threading.Thread] = []  # (cores left to pycromanager until it ends)
+_UNADAPTING: list[threading.Event] = []  # (cores left to pycromanager until it ends)
 
 
 def _forget_cores() -> None:
@@ -154,7 +154,7 @@ def adapt_core(
     from mmpycorex import launcher
     from pycromanager.acquisition.acq_eng_py.internal.engine import Engine
 
-    _UNADAPTING[:] = [t for t in _UNADAPTING if t.is_alive()]
+    _UNADAPTING[:] = [done for done in _UNADAPTING if not done.is_set()]
     if _UNADAPTING:
         raise LivescopeError(
             "an earlier pycromanager acquisition in this process is still ending (it was "
@@ -200,12 +200,9 @@ def adapt_core(
                     time.sleep(0.1)
                 _unadapt(core, engine, previous, registered, added)
 
-            later = threading.Thread(
-                target=unadapt_later, args=(in_use,), name="livescope-pycromanager-unadapt",
-                daemon=True,
-            )  # fmt: skip
-            _UNADAPTING.append(later)
-            later.start()
+            _UNADAPTING.append(
+                start_daemon(lambda: unadapt_later(in_use), "livescope-pycromanager-unadapt")
+            )
 
 
 def _unadapt(
