@@ -608,10 +608,9 @@ class ScopeAgent:
             **self._summary_extra(),
         }
         if fanout.abandoned:  # (Ctrl+C pressed again while the recording closed)
-            lost = fanout.frames_acquired - fanout.frames_written
             summary["error"] = (
-                f"{summary['error'] or 'stopped'}; the recording was abandoned ({lost} "
-                "frame(s) not written, its files not closed)"
+                f"{summary['error'] or 'stopped'}; the recording was abandoned "
+                f"({fanout.frames_unwritten} frame(s) not written, its files not closed)"
             )
         return summary
 

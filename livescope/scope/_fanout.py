@@ -160,8 +160,8 @@ class _CtrlCHeld:
     Outside the main thread (which alone receives KeyboardInterrupt) it does
     nothing. While held, SIGINT only marks itself (logging ``notice`` the first
     time, if given); `replay` then calls the previous handler once. With
-    ``give_up``, the ``give_up_after``-th Ctrl-C held is not held: the previous
-    handler is put back, ``give_up()`` called (``gave_up`` set) and
+    ``give_up_after``, that many-th Ctrl-C held is not held: the previous
+    handler is put back, ``gave_up`` set, ``give_up()`` called (if given) and
     KeyboardInterrupt raised at once, so that a block that hangs (a sink that
     never closes) cannot hold the user for ever.
     """
@@ -170,7 +170,7 @@ class _CtrlCHeld:
         self,
         notice: Callable[[], str] | None = None,
         give_up: Callable[[], None] | None = None,
-        give_up_after: int = 2,
+        give_up_after: int | None = None,
     ) -> None:
         self.held = 0
         self.gave_up = False
@@ -184,11 +184,12 @@ class _CtrlCHeld:
         if self.held == 0 and self._notice is not None:
             logger.warning(self._notice())
         self.held += 1
-        if self._give_up is not None and self.held >= self._give_up_after:
+        if self._give_up_after is not None and self.held >= self._give_up_after:
             self._restore()  # (a Ctrl+C from now on goes where it went before)
             self.held = 0  # (raised now, not replayed)
             self.gave_up = True
-            self._give_up()
+            if self._give_up is not None:
+                self._give_up()
             raise KeyboardInterrupt
 
     def _restore(self) -> None:
@@ -399,7 +400,9 @@ class FrameFanout:
                 except Exception:
                     logger.exception("progress callback failed (recording goes on)")
 
-    def _unwritten(self) -> int:
+    @property
+    def frames_unwritten(self) -> int:
+        """Frames acquired but not (yet) written."""
         return self.frames_acquired - self.frames_written
 
     def _abandon(self) -> None:
@@ -425,10 +428,11 @@ class FrameFanout:
         # frames still queued unwritten: it is held back until the sinks are closed
         held = _CtrlCHeld(
             lambda: (
-                f"Ctrl+C: the recording is closed first ({self._unwritten()} frame(s) still "
-                "to write; Ctrl+C again abandons them)"
+                f"Ctrl+C: the recording is closed first ({self.frames_unwritten} frame(s) "
+                "still to write; Ctrl+C again abandons them)"
             ),
             give_up=self._abandon,
+            give_up_after=2,
         )
         try:
             with held:
@@ -444,7 +448,7 @@ class FrameFanout:
         except KeyboardInterrupt:
             if held.gave_up:  # (the frame being written when it came is finished)
                 self._writer_done.wait(1.0)
-                left = self._unwritten()
+                left = self.frames_unwritten
                 logger.error(
                     "Ctrl+C again: the recording is abandoned: %s, and its files not closed "
                     "(they may be incomplete)",

@@ -540,7 +540,7 @@ class PycromanagerAgent(ScopeAgent):
                 limit,
             )
             try:
-                with _CtrlCHeld(give_up=lambda: None, give_up_after=1):
+                with _CtrlCHeld(give_up_after=1):
                     deadline = time.monotonic() + limit
                     while not ended.wait(0.1) and time.monotonic() < deadline:
                         pass
