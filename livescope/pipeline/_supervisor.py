@@ -85,6 +85,7 @@ class WorkerSupervisor:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._watched: threading.Event | None = None  # (set when the watching thread ends)
+        self._handled: subprocess.Popen[bytes] | None = None  # the last exit the watcher took
         self._log = (self.results / "worker.log").open("ab")
 
     def _spawn(self, resume: bool) -> subprocess.Popen[bytes]:
@@ -139,9 +140,9 @@ class WorkerSupervisor:
                 continue
             if proc.stdin is not None:
                 proc.stdin.close()
-            if self._stop.is_set():  # stop() ended it: not a crash, and not restarted
-                self.exits.append(code)
+            if self._stop.is_set():  # stop() takes this exit (ended by it, or just before)
                 return
+            self._handled = proc
             if code != 0:  # before the exit is seen: whoever sees it can say why
                 self.error = self._last_error()
             self.exits.append(code)
@@ -157,7 +158,8 @@ class WorkerSupervisor:
                 self._give_up()
                 return
             self.restarts += 1
-            logger.warning("worker exited with %s; restarting it (%d)", code, self.restarts)
+            logger.warning("worker exited with %s%s; restarting it (%d)", code,
+                           f" ({self.error})" if self.error else "", self.restarts)  # fmt: skip
             with self._lock:
                 if self._stop.is_set():  # (stop() came meanwhile)
                     return
@@ -165,8 +167,9 @@ class WorkerSupervisor:
 
     def _last_error(self) -> str:
         """Return the worker's own last error line in worker.log ('' if none)."""
-        try:
+        if not self._log.closed:
             self._log.flush()
+        try:
             lines = (self.results / "worker.log").read_text(encoding="utf-8", errors="replace")
         except OSError:
             return ""
@@ -179,17 +182,32 @@ class WorkerSupervisor:
         write_atomic(self.results / WORKER_FAILED, self.error or f"exit codes {self.exits}")
 
     def stop(self) -> None:
-        """Stop watching and terminate the worker (e.g. when the run could not start)."""
+        """Stop watching and terminate the worker (e.g. when the run could not start).
+
+        A worker that had failed on its own before this (its exit not yet seen by the
+        watching thread) is not taken for one this stopped: its exit code is kept and
+        its error line logged and kept in ``error``.
+        """
         self._stop.set()
         with self._lock:
-            if self.proc is not None and self.proc.poll() is None:
-                self.proc.terminate()
+            proc = self.proc
+            ended_itself = proc is not None and proc.poll() is not None
+            if proc is not None and not ended_itself:
+                proc.terminate()
         if self._watched is not None:
-            self._watched.wait(5)
-        if self.proc is not None:
-            self.proc.wait(10)
-            if self.proc.stdin is not None:
-                self.proc.stdin.close()
+            self._watched.wait(5)  # (after it, the watcher neither takes an exit nor restarts)
+        if proc is not None:
+            proc.wait(10)
+            if proc.stdin is not None:
+                proc.stdin.close()
+            if proc is not self._handled:  # an exit the watcher did not take
+                self._handled = proc
+                self.exits.append(proc.returncode)
+                if ended_itself and proc.returncode != 0:
+                    self.error = self._last_error()
+                    why = self.error or f"see {self.results / 'worker.log'}"
+                    logger.error("the worker had exited with %s before it was stopped: %s",
+                                 proc.returncode, why)  # fmt: skip
         self._log.close()
 
     def kill(self) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -36,3 +39,71 @@ def test_the_run_takes_the_workers_results_only_if_it_finished_and_says_they_are
     summary = sup.wait(1)
     assert summary.get("fields") == says.get("fields")
     assert summary["supervisor"] == {"restarts": len(exits) - 1, "exit_codes": exits}
+
+
+class _ScriptedSupervisor(WorkerSupervisor):
+    """The supervisor under test, its worker process a short script instead of a worker."""
+
+    script = "import sys; sys.stdin.readline()"  # waits until told (or stopped)
+
+    def _spawn(self, resume: bool) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-c", self.script], stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL, stderr=self._log,
+        )  # fmt: skip
+
+
+_FAILS_WHEN_TOLD = (
+    "import sys; sys.stdin.readline(); "
+    "print('error: the engines could not load', file=sys.stderr); sys.exit(3)"
+)
+
+
+def test_a_worker_that_failed_just_before_stop_keeps_its_exit_and_error_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sup = _ScriptedSupervisor(tmp_path / "run", WorkerConfig(), max_restarts=0)
+    sup.script = _FAILS_WHEN_TOLD
+    sup.start()
+    proc = sup.proc
+    assert proc is not None
+    assert proc.stdin is not None
+    with sup._lock:  # the watcher cannot look at the worker until stop() has
+        proc.stdin.write(b"go\n")
+        proc.stdin.flush()
+        assert proc.wait(20) == 3
+        stopper = threading.Thread(target=sup.stop, name="test-stop")
+        stopper.start()
+        assert sup._stop.wait(5)  # stop() is waiting for the lock, the exit not yet taken
+    stopper.join(30)
+    assert not stopper.is_alive()
+    assert sup.exits == [3]
+    assert sup.error == "the engines could not load"
+    assert "exited with 3 before it was stopped: the engines could not load" in caplog.text
+
+
+def test_a_worker_that_stop_ended_is_not_taken_for_a_failure(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sup = _ScriptedSupervisor(tmp_path / "run", WorkerConfig())
+    sup.start()
+    sup.stop()
+    assert len(sup.exits) == 1
+    assert sup.exits[0] != 0  # terminated
+    assert sup.restarts == 0
+    assert sup.error == ""
+    assert "before it was stopped" not in caplog.text
+
+
+def test_a_restart_says_why_the_worker_exited(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sup = _ScriptedSupervisor(tmp_path / "run", WorkerConfig(), max_restarts=1)
+    sup.script = _FAILS_WHEN_TOLD.replace("sys.stdin.readline(); ", "")  # fails at once
+    sup.start()
+    with pytest.raises(LivescopeError, match=r"exit codes \[3, 3\]: the engines could not load"):
+        sup.wait(60)
+    assert "worker exited with 3 (the engines could not load); restarting it (1)" in caplog.text
+    assert (sup.results / "worker.failed").read_text(encoding="utf-8") == (
+        "the engines could not load"
+    )
