@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -12,10 +13,14 @@ import useq
 
 from livescope.schema import (
     AddEvents,
+    ChangeInterval,
     Decision,
     DecisionAck,
     HardwareProfile,
     LivescopeError,
+    Move,
+    StopPosition,
+    StopRun,
     plan_sections,
 )
 
@@ -29,6 +34,7 @@ __all__ = ["PolicyEngine", "Verdict", "load_policies", "rules_for_profile"]
 logger = logging.getLogger("livescope")
 
 _DONE: Any = object()  # the end of a policy's firings (a policy may yield None: an error)
+_DECISIONS = (AddEvents, Move, ChangeInterval, StopPosition, StopRun)  # (`Decision`'s members)
 
 
 @dataclass(frozen=True)
@@ -38,9 +44,10 @@ class Verdict:
     firing: Firing
     ok: bool
     stage: str = ""
-    """``guardrail`` when the guardrails rejected it; ``record`` for a rule that only
-    records; ``shared`` when another firing's sub-sequence images its cell (the
-    reason names it); ``""`` when it may be sent."""
+    """``guardrail`` when the guardrails rejected it, or when its decision could not
+    be made (`Firing.unmade`, say a field with no stage position; the reason says
+    so); ``record`` for a rule that only records; ``shared`` when another firing's
+    sub-sequence images its cell (the reason names it); ``""`` when it may be sent."""
     reason: str = ""
     by: int | None = None
     """A shared one's: the index, among the field's verdicts, of the firing whose
@@ -158,7 +165,10 @@ class PolicyEngine:
     """Policies + guardrails for one run.
 
     A policy that raises is disabled for the rest of the run (the error is
-    logged and listed in `disabled`); the others go on.
+    logged and listed in `disabled`); the others go on. So is one whose firing
+    carries something other than a decision, whose decision the guardrails'
+    check raises on, or whose ``state()`` / ``restore()`` raises (or, for a
+    Python policy, whose ``state()`` is not JSON).
     """
 
     def __init__(
@@ -189,7 +199,13 @@ class PolicyEngine:
         the rest of the field's firings unmade; the worker stops on it.
 
         A policy that raises is disabled; the firings it gave before it raised
-        stand (their decisions may already be on their way).
+        stand (their decisions may already be on their way). So is one whose
+        firing's ``decision`` is neither None nor a `Decision` (that firing
+        goes nowhere: no verdict), and one whose decision the guardrails'
+        check raises on (that firing is refused at stage ``guardrail``, the
+        error its reason). A firing whose decision could not be made
+        (`Firing.unmade`: a field with no stage position, say) is refused at
+        stage ``guardrail`` with that reason; the policy goes on.
 
         A firing of a rule whose ``acquire`` shares fields (``share_field``) that
         the sub-sequence of an earlier firing of the field covers (it passed the
@@ -216,6 +232,12 @@ class PolicyEngine:
                         break
                     if not isinstance(f, Firing):
                         raise TypeError(f"decide() returned {type(f).__name__}, not a Firing")
+                    if f.decision is not None and not isinstance(f.decision, _DECISIONS):
+                        raise TypeError(
+                            f"decide() returned a Firing whose decision is a "
+                            f"{type(f.decision).__name__}, not a decision "
+                            f"({', '.join(d.__name__ for d in _DECISIONS)}) or None"
+                        )
                 except Exception as exc:  # noqa: BLE001 (any policy bug disables that policy)
                     self._disable(policy.name, f"{type(exc).__name__}: {exc}")
                     break
@@ -223,20 +245,32 @@ class PolicyEngine:
                 if by is not None:
                     out.append(Verdict(f, False, "shared", _shared_reason(out[by].firing), by))
                     continue
-                verdict = self._judge(f, obs, on_pass)
+                verdict = self._judge(policy.name, f, obs, on_pass)
                 if verdict.ok and sharing:
                     made.append(len(out))
                 out.append(verdict)
+                if policy.name in self.disabled:  # (the guardrails' check raised on it)
+                    break
             if acquire is not None and made:
                 _share_refused(out, first, made, acquire, obs)
         return out
 
     def _judge(
-        self, f: Firing, obs: Observation, on_pass: Callable[[Decision], None] | None
-    ) -> Verdict:
+        self, name: str, f: Firing, obs: Observation,
+        on_pass: Callable[[Decision], None] | None,
+    ) -> Verdict:  # fmt: skip
+        """Check policy ``name``'s firing ``f``; book and hand on its decision if it passes."""
+        if f.unmade:
+            logger.warning("no decision from %r: %s", f.rule, f.unmade)
+            return Verdict(f, False, "guardrail", f.unmade)
         if f.decision is None:
             return Verdict(f, False, "record", "recorded only (no action)")
-        reason = self.guardrails.check(f.decision, obs.sample_time_s)
+        try:
+            reason = self.guardrails.check(f.decision, obs.sample_time_s)
+        except Exception as exc:  # noqa: BLE001 (a decision they cannot read: the policy's bug)
+            why = f"{type(exc).__name__} in the guardrails' check of its {f.decision.type}: {exc}"
+            self._disable(name, why)
+            return Verdict(f, False, "guardrail", why)
         if reason is not None:
             logger.warning("guardrail rejected %s from %r: %s", f.decision.type, f.rule, reason)
             return Verdict(f, False, "guardrail", reason)
@@ -319,24 +353,46 @@ class PolicyEngine:
         return out
 
     def _disable(self, name: str, why: str) -> None:
-        """Disable policy ``name`` for the rest of the run (it raised), saying ``why``."""
+        """Disable policy ``name`` for the rest of the run (it failed), saying ``why``."""
         self.disabled[name] = why
-        logger.error("policy %r raised and is disabled for this run: %s", name, why)
+        logger.error("policy %r failed and is disabled for this run: %s", name, why)
 
     def state(self) -> dict[str, Any]:
-        """Policies' and guardrails' state (JSON) for a restarted worker."""
+        """Policies' and guardrails' state (JSON) for a restarted worker.
+
+        A policy whose ``state()`` raises, or (a Python policy: a `Rule`'s is
+        JSON) returns what ``json.dumps`` cannot write, is disabled and its
+        state left out, as are disabled policies' (never used again).
+        """
         pol: dict[str, Any] = {}
         for p in self.policies:
             get = getattr(p, "state", None)
-            if callable(get):
-                pol[p.name] = get()
+            if not callable(get) or p.name in self.disabled:
+                continue
+            try:
+                got = get()
+                if not isinstance(p, Rule):
+                    json.dumps(got)  # (the worker writes it as JSON, on every field)
+            except Exception as exc:  # noqa: BLE001 (a policy bug disables that policy)
+                self._disable(p.name, f"{type(exc).__name__} in state(): {exc}")
+                continue
+            pol[p.name] = got
         return {"policies": pol, "disabled": self.disabled, "guardrails": self.guardrails.state()}
 
     def restore(self, state: Mapping[str, Any]) -> None:
-        """Continue from `state`."""
+        """Continue from `state`.
+
+        A policy disabled when it was saved stays disabled; one whose
+        ``restore()`` raises is disabled now.
+        """
+        self.disabled = dict(state.get("disabled", {}))
+        saved = state.get("policies", {})
         for p in self.policies:
             put = getattr(p, "restore", None)
-            if callable(put) and p.name in state.get("policies", {}):
-                put(state["policies"][p.name])
-        self.disabled = dict(state.get("disabled", {}))
+            if not callable(put) or p.name not in saved or p.name in self.disabled:
+                continue
+            try:
+                put(saved[p.name])
+            except Exception as exc:  # noqa: BLE001 (a policy bug disables that policy)
+                self._disable(p.name, f"{type(exc).__name__} in restore(): {exc}")
         self.guardrails.restore(state["guardrails"])

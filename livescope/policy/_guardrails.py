@@ -11,7 +11,8 @@ refuses it. Limits (``HardwareProfile``):
   single exposure; frames added over the run (``max_extra_frames_per_run``);
 * ``guardrails.min_interval_s``: no interval (a changed time-lapse interval,
   or the spacing of an added time-lapse) shorter than this;
-* ``guardrails.max_decisions_per_min``: decisions per minute of run time;
+* ``guardrails.max_decisions_per_min``: decisions per minute of run time (stops
+  are neither limited nor counted: a stop only saves light);
 * ``guardrails.max_decision_age_s``: no close-up, move or interval change that
   answers a frame taken longer ago than this (the agent's check: it alone
   knows when each frame was taken); a stop is never refused as stale.
@@ -27,7 +28,9 @@ overlaps. The areas are field-sized squares of a grid from the stage origin,
 named ``area(+i,+j)``: the square [i·w, (i+1)·w) × [j·h, (j+1)·h) µm for a
 field w µm wide and h µm high. An event that names a plan position and gives
 its own x/y books to that position and to every other plan position its field
-overlaps, and, if its field misses its position's, to where it lands as well.
+overlaps, and, if its field misses its position's, to where it lands as well;
+one that gives only its x or only its y is imaged, as the agent does, with the
+other taken from its position's plan place (no move applied) and books the same.
 So a policy cannot light one patch of sample past its budget by naming each
 frame's place anew, by moving it a little each time, or by filing it under
 another position. An event that names a plan position and gives no x/y is
@@ -220,8 +223,17 @@ class Guardrails:
         if ev.pos_name or "p" in ev.index or x is None or y is None:
             # (an event with neither a position nor x/y is refused by the agent; checked
             # here as the plan's first position's, as the agent's queue would file it)
-            name = parent_position(self._event_position(ev))
+            position = self._event_position(ev)
+            name = parent_position(position)
             c = self._centres.get(name)
+            if (
+                (x is None) != (y is None) and (ev.pos_name or "p" in ev.index)
+                and position in self._positions and name in self._plan_centres
+            ):  # fmt: skip
+                # one axis given: the agent images it there, the other at the position's
+                # plan place (given x/y: no move applied), so it lands as if both were given
+                px, py = self._plan_centres[name]
+                x, y = (px if x is None else x), (py if y is None else y)
             if x is None or y is None:
                 if c is None:
                     return (name,), None
@@ -313,7 +325,8 @@ class Guardrails:
         check, which knows; None: not checked), s of the sample's time.
 
         ``rate``: how many times ``guardrails.max_decisions_per_min`` may pass
-        in the last minute (0: not checked). The agent's second check allows
+        in the last minute (0: not checked; a stop is never limited by it, nor
+        counted: it only saves light). The agent's second check allows
         twice as many: its clock, when a decision arrives, is not the field's
         sample time the worker counts by, so a burst the worker spread over
         two minutes may reach it within one; twice the limit still stops a
@@ -330,7 +343,10 @@ class Guardrails:
                 f"guardrails.max_decision_age_s = {g.max_decision_age_s:g} s"
             )
         recent = [t for t in self.sent_at if now_s - t < 60.0]
-        if rate > 0 and len(recent) + 1 > rate * g.max_decisions_per_min:
+        if (
+            rate > 0 and len(recent) + 1 > rate * g.max_decisions_per_min
+            and not isinstance(decision, StopPosition | StopRun)  # (a stop only saves light)
+        ):  # fmt: skip
             return (
                 f"rate: {len(recent)} decisions in the last minute of run time; "
                 f"guardrails.max_decisions_per_min = {g.max_decisions_per_min:g}"
@@ -478,9 +494,11 @@ class Guardrails:
         """Book a decision that passed `check`, before it is sent.
 
         Decisions fired together are checked one after the other against what
-        the ones before them booked, so a batch can never exceed a limit.
+        the ones before them booked, so a batch can never exceed a limit. A stop
+        books nothing, not even towards the rate (`check` does not limit it).
         """
-        self.sent_at = [t for t in self.sent_at if now_s - t < 60.0] + [now_s]
+        if not isinstance(decision, StopPosition | StopRun):
+            self.sent_at = [t for t in self.sent_at if now_s - t < 60.0] + [now_s]
         checked, summed = self._summed
         self._summed = (None, ())
         if isinstance(decision, Move):
@@ -510,8 +528,8 @@ class Guardrails:
         position where the moves still booked put it, with what they overlap
         booked.
         """
-        if now_s in self.sent_at:
-            self.sent_at.remove(now_s)
+        if not isinstance(decision, StopPosition | StopRun) and now_s in self.sent_at:
+            self.sent_at.remove(now_s)  # (a stop was not counted: `commit`)
         self._summed = (None, ())
         booked = self._undo.pop(decision.decision_id, None)
         if isinstance(decision, Move):

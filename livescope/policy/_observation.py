@@ -120,7 +120,8 @@ class Observation:
 class Firing:
     """One firing of a rule: the decision it asks for and what it saw.
 
-    ``decision`` is None for a rule that only records an event (no action).
+    ``decision`` is None for a rule that only records an event (no action), and
+    for a firing whose decision could not be made (``unmade`` says why).
     """
 
     rule: str
@@ -131,3 +132,7 @@ class Firing:
     y: float | None = None
     x: float | None = None
     inputs: dict[str, Any] = field(default_factory=dict)
+    unmade: str = ""
+    """Why its decision could not be made (say, a close-up in a field whose frame
+    carried no stage position): the engine refuses this firing with it as the
+    reason, and the policy goes on. ``""``: made (or only recorded)."""

@@ -82,7 +82,8 @@ class Policy(Protocol):
     ``decide`` must be pure in the observation and the policy's own state (no
     I/O, no clocks: use ``obs.sample_time_s``); an exception disables the policy
     for the rest of the run (logged) and the run goes on. Optional ``state()``
-    / ``restore(state)`` (JSON-serialisable) let a restarted worker resume it,
+    / ``restore(state)`` (JSON-serialisable) let a restarted worker resume it
+    (one that raises, or a state that is not JSON, disables the policy too),
     and an optional ``give_back(decision_id) -> bool`` takes back a firing whose
     decision the microscope refused as stale (`STALE_REFUSAL`), returning True
     when it did (see `PolicyEngine.give_back`).
@@ -124,6 +125,8 @@ _ACTION_PARAMS: dict[str, frozenset[str]] = {
     "record": frozenset(),
 }
 """Parameters each action other than ``acquire`` takes (it acts on the position that fired)."""
+_AIMED = frozenset({"acquire", "recentre"})
+"""Actions whose decision needs the field's stage position (to place a close-up or a move)."""
 
 # ---------------------------------------------------------------- actions
 
@@ -288,6 +291,15 @@ def _acquire_spec(params: Mapping[str, Any], group: str) -> dict[str, Any]:
     """`Acquire` keywords from a rule's ``acquire:`` (one channel may be given as a name)."""
     spec = {"group": group, **params}
     chans = spec.get("channels", ())
+    if isinstance(chans, Mapping):
+        raise ValueError(
+            f"acquire.channels lists channel names, got a mapping {dict(chans)}; give "
+            "exposures as acquire.exposure_ms (e.g. channels: [DAPI], exposure_ms: {DAPI: 50})"
+        )
+    if chans is not None and not isinstance(chans, str | list | tuple):
+        raise ValueError(
+            f"acquire.channels must be a channel name or a list of them, got {chans!r}"
+        )
     spec["channels"] = (chans,) if isinstance(chans, str) else tuple(chans or ())
     return spec
 
@@ -451,7 +463,9 @@ class Rule:
         """Check the trigger; turn each hit outside its cooldown into a firing.
 
         Firings come one at a time (a generator): the caller may send each
-        decision before the next is made.
+        decision before the next is made. A close-up or recentring in a field
+        whose frame carried no stage position has no decision (`Firing.unmade`
+        says why; the engine refuses it): it counts as a refused firing does.
         """
         for hit in self.trigger.check(obs):
             if self.max_fires is not None and self.fires - self.given_back >= self.max_fires:
@@ -461,9 +475,15 @@ class Rule:
             if self.cooldown_s > 0 and self._cooling(obs, hit):
                 self.trigger.release(obs.position, hit)  # it fires once the cooldown is over
                 continue
-            decision = _decision(
-                self.action, self.params, obs, hit, self.name, self.fires, self.acquire
-            )
+            decision, unmade = None, ""
+            if obs.stage_um is None and self.action in _AIMED:
+                # nothing to aim at: this firing is refused (and counts, as a refused one
+                # does), not the rule disabled: later fields may carry their stage position
+                unmade = f"field {obs.position} t={obs.t} has no stage position"
+            else:
+                decision = _decision(
+                    self.action, self.params, obs, hit, self.name, self.fires, self.acquire
+                )
             self.fires += 1
             entry = None
             if self.cooldown_s > 0:
@@ -485,6 +505,7 @@ class Rule:
                 hit.y,
                 hit.x,
                 dict(hit.inputs or {}),
+                unmade,
             )
 
     def give_back(self, decision_id: str) -> bool:
@@ -604,12 +625,14 @@ def rules_from_spec(
         where = f"{source}: policies.{i}"
         if not isinstance(item, dict):
             raise LivescopeError(f"{where}: a rule is a mapping with name, when, do")
+        if item.get("name") is None or not str(item["name"]).strip():  # (YAML's `name:`)
+            raise LivescopeError(f"{where}: name is required")
         if "python" in item:
             rules.append(_python_policy(item, where))
             continue
         if unknown := sorted(set(item) - known):
             raise LivescopeError(f"{where}: unknown field(s) {unknown}; known: {sorted(known)}")
-        for req in ("name", "when", "do"):
+        for req in ("when", "do"):
             if req not in item:
                 raise LivescopeError(f"{where}: missing {req!r}")
         if not isinstance(item["when"], dict) or not isinstance(item["do"], dict):

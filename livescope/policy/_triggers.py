@@ -315,8 +315,20 @@ class _EnterRegion(_CellSetTrigger):
     state_key = "inside"
 
     def __init__(self, region: Sequence[float]) -> None:
-        if len(region) != 4 or not (region[0] < region[2] and region[1] < region[3]):
-            raise ValueError(f"enter_region.region must be [y0, x0, y1, x1] px, got {region}")
+        if (
+            not isinstance(region, list | tuple | np.ndarray)
+            or len(region) != 4
+            or not all(
+                isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
+                and math.isfinite(v) for v in region
+            )
+            or not (region[0] < region[2] and region[1] < region[3])
+        ):  # fmt: skip
+            # (YAML's "100" is a string, and a bare number no rectangle)
+            raise ValueError(
+                f"enter_region.region must be [y0, x0, y1, x1] px (4 numbers, y0 < y1, "
+                f"x0 < x1), got {region!r}"
+            )
         super().__init__()
         self.region = tuple(float(v) for v in region)
 

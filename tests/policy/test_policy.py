@@ -480,6 +480,30 @@ def test_a_lasting_condition_is_remembered_across_a_restart(
         ([{"name": "a", "when": {"mitosis": {}}, "do": {"record": {}}, "cooldown": 3}],
          "unknown field"),
         ([{"name": "a", "when": {"mitosis": {}}, "do": {"record": {}}}] * 2, "unique"),
+        ([{"when": {"mitosis": {}}, "do": {"record": {}}}], r"^plan.yaml: policies.0: name is "
+         "required$"),
+        ([{"name": None, "when": {"mitosis": {}}, "do": {"record": {}}}],  # YAML's `name:`
+         r"^plan.yaml: policies.0: name is required$"),
+        ([{"name": " ", "when": {"mitosis": {}}, "do": {"record": {}}}],
+         r"^plan.yaml: policies.0: name is required$"),
+        ([{"name": None, "python": "tests.policy.example_policy:EmptyField"}],
+         r"^plan.yaml: policies.0: name is required$"),
+        # a field of the wrong shape is named, with the policy
+        ([{"name": "a", "when": {"mitosis": {}}, "do": {"acquire": {"channels": {"DAPI": 50}}}}],
+         r"^plan.yaml: policies.0 \(a\): acquire.channels lists channel names, got a mapping "
+         r"\{'DAPI': 50\}; give exposures as acquire.exposure_ms"),
+        ([{"name": "a", "when": {"mitosis": {}}, "do": {"acquire": {"channels": 5}}}],
+         r"^plan.yaml: policies.0 \(a\): acquire.channels must be a channel name or a list of "
+         "them, got 5$"),
+        ([{"name": "a", "when": {"enter_region": {"region": [0, 0, "100", 100]}},
+           "do": {"record": {}}}],
+         r"^plan.yaml: policies.0 \(a\): enter_region.region must be \[y0, x0, y1, x1\] px "
+         r"\(4 numbers, y0 < y1, x0 < x1\), got \[0, 0, '100', 100\]$"),
+        ([{"name": "a", "when": {"enter_region": {"region": 100}}, "do": {"record": {}}}],
+         r"^plan.yaml: policies.0 \(a\): enter_region.region must be .*, got 100$"),
+        ([{"name": "a", "when": {"enter_region": {"region": [0, 0, 100]}},
+           "do": {"record": {}}}],
+         r"^plan.yaml: policies.0 \(a\): enter_region.region must be .*, got \[0, 0, 100\]$"),
         # values that YAML reads as the wrong type, caught before anything moves
         ([{"name": "a", "when": {"cell_count": {"above": "1"}}, "do": {"record": {}}}],
          r"cell_count.above must be a number, got '1'"),
@@ -737,6 +761,13 @@ def test_an_event_books_its_light_to_its_position_by_name_or_plan_index() -> Non
         pytest.param({"x_pos": 1000.0, "y_pos": 1000.0, "index": {"t": 20, "p": 0}},
                      {"A", "area(+2,+2)", "area(+2,+3)", "area(+3,+2)", "area(+3,+3)"},
                      id="A by its index, away from its field"),
+        # one axis given: the agent takes the other from the position's plan place
+        pytest.param({"x_pos": 1000.0, "pos_name": "A"},
+                     {"A", "area(+2,-1)", "area(+2,+0)", "area(+3,-1)", "area(+3,+0)"},
+                     id="A by its name, x only, away from its field"),
+        pytest.param({"y_pos": 1000.0, "index": {"t": 20, "p": 0}},
+                     {"A", "area(-1,+2)", "area(-1,+3)", "area(+0,+2)", "area(+0,+3)"},
+                     id="A by its index, y only, away from its field"),
     ],
 )  # fmt: skip
 def test_an_added_place_books_its_light_where_it_lands(
@@ -1253,3 +1284,194 @@ def test_a_shared_firing_goes_with_its_sub_sequence_when_the_agent_refuses_it() 
     assert (stage, ok) == ("unanswered", False)
     assert reason.endswith("; its fate: no answer from the agent (timed out); booked")
     assert _outcome(0, verdicts, refused) == ("agent", False, "the run has ended")
+
+
+def test_an_event_giving_only_x_or_y_lands_at_its_positions_plan_place() -> None:
+    plan = useq.MDASequence(
+        stage_positions=[useq.Position(x=0, y=0, name="p0"),
+                         useq.Position(x=1000, y=0, name="p1")],
+        channels=["DAPI"], time_plan={"interval": 120, "loops": 10},
+    )  # fmt: skip
+    g = Guardrails(PROFILE, plan)
+    g.commit(Move(run_id="r1", position="p0", x_um=0.0, y_um=500.0), 0.0)
+
+    def burst(n: int, t0: int, **where: Any) -> AddEvents:
+        return _add([useq.MDAEvent(index={"t": t0 + i}, channel="DAPI", exposure=1000,
+                                   min_start_time=2.0 * i, **where) for i in range(n)])  # fmt: skip
+
+    g.commit(burst(100, 100, pos_name="p1"), 0.0)  # p1: 0.5 s planned + 100 s
+    # p0 moved, but an event giving its x is imaged there at p0's plan y (0), not the
+    # moved one's (500): on p1's field, whose budget it is held to
+    x_only = burst(19, 200, pos_name="p0", x_pos=1000.0)
+    assert g.check(x_only, 120.0) is None
+    g.commit(x_only, 120.0)
+    assert g.dose_s["p1"] == pytest.approx(119.5)
+    assert "position p1 would get 138.50 s" in str(
+        g.check(burst(19, 300, pos_name="p0", x_pos=1000.0), 240.0)
+    )
+
+
+class _NotADecision:
+    name = "not-a-decision"
+
+    def decide(self, o: Observation) -> Iterator[Firing]:
+        bad: Any = {"type": "stop_run"}  # (a dict, not a StopRun)
+        yield Firing(self.name, "custom", o.position, bad)
+
+
+def test_a_firing_carrying_something_else_than_a_decision_disables_its_policy() -> None:
+    handed_on: list[Decision] = []
+    rule = Rule("closeup", {"mitosis": {"frames": 1}}, CLOSEUP)
+    engine = PolicyEngine([_NotADecision(), rule], PROFILE)
+    verdicts = engine.evaluate(obs(0, [1], [0.9]), on_pass=handed_on.append)
+    assert [v.firing.rule for v in verdicts] == ["closeup"]  # the others go on
+    assert handed_on == [verdicts[0].firing.decision]
+    assert "decision is a dict, not a decision" in engine.disabled["not-a-decision"]
+    assert set(engine.disabled) == {"not-a-decision"}
+
+
+class _UnreadableDecision:
+    """Builds its decisions without validation, and wrongly (a bug of its own)."""
+
+    name = "unreadable"
+
+    def __init__(self) -> None:
+        self.made = 0
+
+    def decide(self, o: Observation) -> Iterator[Firing]:
+        for _ in range(2):
+            self.made += 1
+            bad = AddEvents.model_construct(run_id=o.run_id, events=({"index": {"t": 9}},))
+            yield Firing(self.name, "custom", o.position, bad)
+
+
+def test_a_decision_the_guardrails_cannot_check_is_refused_and_disables_its_policy() -> None:
+    handed_on: list[Decision] = []
+    policy = _UnreadableDecision()
+    engine = PolicyEngine([policy, Rule("closeup", {"mitosis": {"frames": 1}}, CLOSEUP)], PROFILE)
+    verdicts = engine.evaluate(obs(0, [1], [0.9]), on_pass=handed_on.append)
+    assert [(v.firing.rule, v.ok, v.stage) for v in verdicts] == [
+        ("unreadable", False, "guardrail"), ("closeup", True, "")
+    ]  # fmt: skip
+    assert verdicts[0].reason.startswith(
+        "AttributeError in the guardrails' check of its add_events"
+    )
+    assert verdicts[0].reason == engine.disabled["unreadable"]
+    assert policy.made == 1  # disabled: its next firing is not made
+    assert handed_on == [verdicts[1].firing.decision]
+    assert engine.guardrails.extra_frames == 6  # the close-up's only
+
+
+class _StateRaises:
+    name = "raising-state"
+
+    def decide(self, o: Observation) -> list[Firing]:
+        return []
+
+    def state(self) -> dict[str, Any]:
+        raise RuntimeError("boom")
+
+
+class _StateNotJson:
+    name = "set-state"
+
+    def decide(self, o: Observation) -> list[Firing]:
+        return []
+
+    def state(self) -> dict[str, Any]:
+        return {"seen": {1, 2}}  # (a set: a common slip)
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        pytest.param(_StateRaises(), "RuntimeError in state(): boom", id="raises"),
+        pytest.param(_StateNotJson(), "TypeError in state(): Object of type set is not JSON "
+                     "serializable", id="not-json"),
+    ],
+)  # fmt: skip
+def test_a_policy_whose_state_cannot_be_saved_is_disabled_and_left_out(
+    policy: Any, expected: str
+) -> None:
+    rule = Rule("closeup", {"mitosis": {"frames": 1}}, CLOSEUP)
+    engine = PolicyEngine([policy, rule], PROFILE)
+    engine.evaluate(obs(0, [1], [0.9]))
+    state = json.loads(json.dumps(engine.state()))  # as the worker writes it, every field
+    assert set(state["policies"]) == {"closeup"}
+    assert state["disabled"] == {policy.name: expected}
+    assert json.loads(json.dumps(engine.state())) == state  # (not disabled again, once is enough)
+
+
+class _RestoreRaises:
+    name = "raising-restore"
+
+    def decide(self, o: Observation) -> list[Firing]:
+        return []
+
+    def state(self) -> dict[str, Any]:
+        return {"n": 1}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        raise KeyError("n")
+
+
+def test_a_policy_whose_restore_raises_is_disabled_and_the_others_resume() -> None:
+    policies: list[Any] = [
+        _Broken(),
+        _RestoreRaises(),
+        Rule("closeup", {"mitosis": {"frames": 1}}, CLOSEUP),
+    ]
+    engine = PolicyEngine(policies, PROFILE)
+    engine.evaluate(obs(0, [1], [0.9]))
+    state = json.loads(json.dumps(engine.state()))
+    restarted = PolicyEngine(policies, PROFILE)
+    restarted.restore(state)
+    assert restarted.disabled == {
+        "broken": engine.disabled["broken"], "raising-restore": "KeyError in restore(): 'n'"
+    }  # fmt: skip
+    assert restarted.guardrails.extra_frames == 6
+    assert restarted.evaluate(obs(1, [1], [0.9])) == []  # the close-up's track fired already
+
+
+def test_a_stop_is_neither_held_back_by_the_rate_nor_counted_in_it() -> None:
+    prof = PROFILE.replace(guardrails={"min_interval_s": 1.0, "max_decisions_per_min": 2})
+    g = Guardrails(prof)
+    for d in (
+        ChangeInterval(run_id="r1", interval_s=60),
+        ChangeInterval(run_id="r1", interval_s=90),
+    ):
+        g.commit(d, 0.0)
+    assert "rate" in str(g.check(ChangeInterval(run_id="r1", interval_s=60), 0.0))
+    stops = [StopPosition(run_id="r1", position="p0"), StopRun(run_id="r1")]
+    for stop in stops:  # a stop only saves light
+        assert g.check(stop, 0.0) is None
+        g.commit(stop, 0.0)
+    assert g.sent_at == [0.0, 0.0]
+    g.release(stops[0], 0.0)  # (a refused stop gives back none of the others' rate)
+    assert g.sent_at == [0.0, 0.0]
+    # a rule's stop among a burst of close-ups that used up the minute's rate
+    burst = Rule("closeup", {"mitosis": {"frames": 1}},
+                 {"acquire": {"channels": ["Phase"], "loops": 1}})  # fmt: skip
+    stop = Rule("stop", {"cell_count": {"above": 1}}, {"stop_run": {}})
+    engine = PolicyEngine([burst, stop], prof)
+    verdicts = engine.evaluate(obs(0, [1, 2, 3], [0.9] * 3))
+    assert [(v.firing.rule, v.ok) for v in verdicts] == [
+        ("closeup", True), ("closeup", True), ("closeup", False), ("stop", True)
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "do", [pytest.param(CLOSEUP, id="acquire"), pytest.param({"recentre": {}}, id="recentre")]
+)
+def test_a_field_without_a_stage_position_refuses_that_firing_only(
+    do: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = PolicyEngine([Rule("r", {"mitosis": {"frames": 1}}, do)], PROFILE)
+    blind = Observation(**{**obs(3, [1], [0.9]).__dict__, "stage_um": None})
+    (v,) = engine.evaluate(blind)
+    assert (v.ok, v.stage, v.reason) == (False, "guardrail", "field p0 t=3 has no stage position")
+    assert v.firing.decision is None
+    assert "field p0 t=3 has no stage position" in caplog.text
+    assert engine.disabled == {}
+    (later,) = engine.evaluate(obs(4, [2], [0.9]))  # the rule goes on
+    assert later.ok
