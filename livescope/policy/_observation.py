@@ -39,6 +39,7 @@ class Cells:
     y: NDArray[np.float64] = field(default_factory=_empty_f)
     x: NDArray[np.float64] = field(default_factory=_empty_f)
     area: NDArray[np.float64] = field(default_factory=_empty_f)
+    """Pixels of the frame (px², not µm²: at 0.65 µm/px a nucleus of 113 µm² is ~270)."""
     intensity: NDArray[np.float64] = field(default_factory=_empty_f)
     """Mean of the nuclear signal (the stain, or the virtual stain) over the cell."""
     stain: NDArray[np.float64] = field(default_factory=_empty_f)

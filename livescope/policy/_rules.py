@@ -304,6 +304,10 @@ def _acquire_spec(params: Mapping[str, Any], group: str) -> dict[str, Any]:
     return spec
 
 
+_Cooling = tuple[str, float, float | None, float | None, bool]
+"""A firing in its cooldown: position, sample time, x, y µm (`_place_um`), on the stage."""
+
+
 def _place_um(obs: Observation, y: float, x: float) -> tuple[float, float]:
     """Where a cell is, µm: on the stage, or in the frame where it carried no stage position.
 
@@ -331,6 +335,9 @@ class Rule:
         run time (at the same position) ...
     cooldown_radius_um
         ... closer than this to where it fired (0: anywhere in the position).
+        Where both fields carry their stage position, a firing at another
+        position this close on the stage holds it back too (the same cell,
+        where the fields overlap: a grid's tiles).
         A hit held back by the cooldown is not used up: a condition that lasts
         (a cell still in mitosis, still in the region, a feature or count still
         past its threshold) fires on the first field after the cooldown; a
@@ -433,11 +440,9 @@ class Rule:
         """Firings so far (also numbering the close-ups' positions: never counts down)."""
         self.given_back_cells: set[str] = set()
         """``position/track`` of the cells given back once (never twice; `give_back`)."""
-        self.recent: list[tuple[str, float, float | None, float | None]] = []
-        """(position, time, stage x, stage y) of firings still in their cooldown."""
-        self._booked: dict[
-            str, tuple[str, Hit, tuple[str, float, float | None, float | None] | None]
-        ]
+        self.recent: list[_Cooling] = []
+        """(position, time, x, y µm, on the stage) of firings still in their cooldown."""
+        self._booked: dict[str, tuple[str, Hit, _Cooling | None]]
         self._booked = {}
         """Recent firings by decision id: position, hit and cooldown entry (`give_back`)."""
 
@@ -449,10 +454,14 @@ class Rule:
     def _cooling(self, obs: Observation, hit: Hit) -> bool:
         now = obs.sample_time_s
         self.recent = [r for r in self.recent if now - r[1] < self.cooldown_s]
-        for pos, _, rx, ry in self.recent:
+        for pos, _, rx, ry, on_stage in self.recent:
             if pos != obs.position:
-                continue
-            if self.cooldown_radius_um <= 0 or hit.y is None or hit.x is None or rx is None:
+                # another position's firing: near on the stage, as where fields overlap
+                # (a grid's tiles), it is the same cell
+                near = on_stage and obs.stage_um and self.cooldown_radius_um > 0
+                if not near or hit.y is None or hit.x is None or rx is None:
+                    continue
+            elif self.cooldown_radius_um <= 0 or hit.y is None or hit.x is None or rx is None:
                 return True
             x, y = _place_um(obs, hit.y, hit.x)
             if math.hypot(x - rx, y - (ry or 0.0)) < self.cooldown_radius_um:
@@ -490,7 +499,7 @@ class Rule:
                 sx = sy = None
                 if hit.y is not None and hit.x is not None:
                     sx, sy = _place_um(obs, hit.y, hit.x)
-                entry = (obs.position, obs.sample_time_s, sx, sy)
+                entry = (obs.position, obs.sample_time_s, sx, sy, bool(obs.stage_um))
                 self.recent.append(entry)
             if decision is not None:
                 self._booked[decision.decision_id] = (obs.position, hit, entry)
@@ -548,7 +557,10 @@ class Rule:
         """Continue from `state`."""
         self.fires = int(state.get("fires", 0))
         self.given_back_cells = {str(c) for c in state.get("given_back_cells", [])}
-        self.recent = [(str(r[0]), float(r[1]), r[2], r[3]) for r in state.get("recent", [])]
+        # (saved before session 50 without the last: taken as frame coordinates, the
+        # cooldown as it was then, within the position)
+        self.recent = [(str(r[0]), float(r[1]), r[2], r[3], bool(r[4]) if len(r) > 4 else False)
+                       for r in state.get("recent", [])]  # fmt: skip
         self.trigger.restore(state.get("trigger", {}))
 
 

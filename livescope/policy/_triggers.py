@@ -333,17 +333,22 @@ class _EnterRegion(_CellSetTrigger):
         self.region = tuple(float(v) for v in region)
 
     def check(self, obs: Observation) -> list[Hit]:
+        # a cell is forgotten once it is seen outside the region, not when a field
+        # misses it (it would fire again when seen inside on the next: as `feature`)
         c = obs.cells
         y0, x0, y1, x1 = self.region
         now = (c.y >= y0) & (c.y < y1) & (c.x >= x0) & (c.x < x1)
         hits = []
-        keep = {k for k in self.cells if not k.startswith(obs.position + "/")}
+        prefix = obs.position + "/"
+        mine = {k for k in self.cells if k.startswith(prefix)}
+        if mine:
+            gone = set(c.tracks[~now].tolist())
+            self.cells -= {k for k in mine if k[len(prefix) :] and int(k[len(prefix) :]) in gone}
         for i in np.flatnonzero(now).tolist():
             key = _key(obs, int(c.tracks[i]))
-            keep.add(key)
             if key not in self.cells:
+                self.cells.add(key)
                 hits.append(Hit(int(c.tracks[i]), float(c.y[i]), float(c.x[i]), {}))
-        self.cells = keep
         return hits
 
 

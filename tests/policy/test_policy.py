@@ -340,6 +340,26 @@ def test_cooldown_in_time_and_space() -> None:
     assert len(list(rule.decide(obs(9, [4], [0.9], ys=[100])))) == 1
 
 
+def test_the_cooldown_radius_holds_across_overlapping_fields_on_the_stage() -> None:
+    # two tiles 300 µm apart (fields 332.8 µm wide): one cell in the overlap, at stage
+    # x = 150 µm, is column 486.3 of A and column 24.7 of B: it fires once
+    def at(o: Observation, x_um: float, col: float) -> Observation:
+        cells = dataclasses.replace(o.cells, x=np.full(len(o.cells), col))
+        return dataclasses.replace(o, stage_um=(x_um, 0.0, 0.0), cells=cells)
+
+    rule = Rule("c", {"mitosis": {"frames": 1}}, CLOSEUP, cooldown_s=1800, cooldown_radius_um=20)
+    assert len(list(rule.decide(at(obs(0, [1], [0.9], position="A"), 0.0, 486.3)))) == 1
+    assert list(rule.decide(at(obs(0, [1], [0.9], position="B"), 300.0, 24.7))) == []
+    # another cell of B, away from A's: fires
+    assert len(list(rule.decide(at(obs(1, [2], [0.9], position="B"), 300.0, 300.0)))) == 1
+    # fields without stage positions: each position's frame coordinates are its own
+    rule = Rule("c", {"mitosis": {"frames": 1}}, {"record": {}}, cooldown_s=1800,
+                cooldown_radius_um=20)  # fmt: skip
+    for position in ("A", "B"):
+        o = dataclasses.replace(obs(0, [1], [0.9], position=position), stage_um=None)
+        assert len(list(rule.decide(o))) == 1
+
+
 def test_the_cooldown_radius_is_in_um_on_a_frame_without_a_stage_position() -> None:
     def nowhere(o: Observation) -> Observation:
         return dataclasses.replace(o, stage_um=None)
@@ -408,6 +428,12 @@ def test_division_region_lost_and_recentre() -> None:
     assert [f.track for f in list(region.decide(obs(0, [1, 2], ys=[100, 300])))] == [1]
     assert list(region.decide(obs(1, [1, 2], ys=[100, 300]))) == []  # already inside
     assert [f.track for f in list(region.decide(obs(2, [1, 2], ys=[100, 120])))] == [2]
+    # a field that misses a cell inside (segmentation, or out of focus) does not make it
+    # enter again; seen outside, it leaves, and coming back in it fires again
+    assert list(region.decide(obs(3, [2], ys=[120]))) == []
+    assert list(region.decide(obs(4, [1, 2], ys=[100, 120]))) == []
+    assert list(region.decide(obs(5, [1, 2], ys=[300, 120]))) == []
+    assert [f.track for f in list(region.decide(obs(6, [1, 2], ys=[100, 120])))] == [1]
     lost = Rule("lost", {"track_lost": {}}, {"stop_position": {}})
     assert [f.track for f in list(lost.decide(obs(0, [1], lost=(7,))))] == [7]
 
