@@ -10,6 +10,8 @@ next frame; later when it was first seen later).
 
 from __future__ import annotations
 
+import re
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,19 +227,60 @@ def write_ctc(
 def read_ctc(
     folder: str | Path, kind: Literal["gt", "res"] = "res"
 ) -> tuple[list[NDArray[np.uint16]], list[CtcTrack]]:
-    """Read a CTC label sequence written by `write_ctc` (or by anyone following CTC)."""
+    """Read a CTC label sequence written by `write_ctc` (or by anyone following CTC).
+
+    Frame ``t`` of the list is ``stemT.tif`` (``stem``: ``man_track`` or ``mask``);
+    other files are ignored.
+
+    Raises
+    ------
+    LivescopeError
+        naming the folder or file: no frame, a frame missing from ``0..last`` (the
+        track file's frame numbers would point at the wrong frames), a frame
+        numbered twice, a frame or track file that cannot be read.
+
+    """
     base = Path(folder) / "TRA" if kind == "gt" else Path(folder)
     stem, track_file = ("man_track", "man_track.txt") if kind == "gt" else ("mask", "res_track.txt")
-    files = sorted(base.glob(f"{stem}[0-9]*.tif"), key=lambda p: int(p.stem[len(stem) :]))
+    pattern = re.compile(rf"^{re.escape(stem)}(\d+)\.tif$")
+    files: dict[int, Path] = {}
+    for p in sorted(base.glob(f"{stem}*.tif")):
+        if (m := pattern.match(p.name)) is None:
+            continue
+        if (other := files.setdefault(int(m.group(1)), p)) != p:
+            raise LivescopeError(f"{other} and {p} are both frame {int(m.group(1))}")
     if not files:
         raise LivescopeError(f"no {stem}TTT.tif files in {base}{gt_folder_hint(folder)}")
-    frames = [np.asarray(tifffile.imread(p)) for p in files]
+    if gaps := sorted(set(range(max(files) + 1)) - set(files)):
+        named = ", ".join(map(str, gaps[:5])) + (", ..." if len(gaps) > 5 else "")
+        raise LivescopeError(
+            f"{base}: {stem}TTT.tif missing for {len(gaps)} of frames 0..{max(files)} ({named}); "
+            "a CTC sequence has a file for every frame, which its track file's numbers refer to"
+        )
+    frames = [_read_labels(files[t]) for t in range(len(files))]
+    try:
+        text = (base / track_file).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise LivescopeError(f"{base / track_file}: cannot be read ({exc})") from None
     tracks = []
-    for n, line in enumerate((base / track_file).read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         parts = line.split()
-        if len(parts) != 4:
-            raise LivescopeError(f"{base / track_file}:{n}: expected 'L B E P', got {line!r}")
-        tracks.append(CtcTrack(*(int(p) for p in parts)))
+        try:
+            label, begin, end, parent = (int(p) for p in parts)
+        except ValueError:  # (not 4 parts, or not numbers)
+            raise LivescopeError(
+                f"{base / track_file}:{n}: expected 'L B E P', got {line!r}"
+            ) from None
+        tracks.append(CtcTrack(label, begin, end, parent))
     return frames, tracks
+
+
+def _read_labels(path: Path) -> NDArray[np.uint16]:
+    """Return one CTC label image; LivescopeError naming the file if it cannot be read."""
+    try:
+        return np.asarray(tifffile.imread(path))
+    except (OSError, ValueError, IndexError, struct.error) as exc:
+        # (tifffile.TiffFileError is a ValueError; IndexError: a file cut short)
+        raise LivescopeError(f"{path}: cannot be read ({exc!r})") from None

@@ -111,11 +111,19 @@ class Dataset:
             return image
         if self.format == "ome-tiff":
             series, plane = self._index[key]
+            if self._source is None:
+                raise DatasetError(f"{self.path}: the dataset is closed")
             try:
-                image = np.asarray(self._source.series[series].pages[plane].asarray())
-            except (OSError, ValueError, IndexError) as exc:
+                page = self._source.series[series][plane]
+                if page is not None:  # (None: left out when the dataset was opened)
+                    image = np.asarray(page.asarray())
+            except Exception as exc:  # noqa: BLE001 (tifffile's decoders raise many kinds)
                 raise DatasetError(f"{self.path}: {key} cannot be read ({exc!r})") from None
-            return image.reshape(image.shape[-2:]) if image.ndim == 3 else image
+            if page is None:
+                raise DatasetError(f"{self.path}: {key} is in its OME metadata, not in the file")
+            image = image.reshape(image.shape[-2:]) if image.ndim == 3 else image
+            check_dtype(str(self.path), image.dtype, image.shape)
+            return image
         if self.format == "ome-zarr":
             array_path, idx = self._index[key]
             if self._source is None:
@@ -166,3 +174,22 @@ def _read_tiff_2d(path: Path) -> NDArray[Any]:
         raise DatasetError(f"{path}: cannot be read ({exc})") from None
     check_dtype(str(path), image.dtype, image.shape)
     return image
+
+
+def refuse_repeated_keys(p: Path, frames: list[RecordedFrame], axes: str) -> None:
+    """Refuse two frames with one key: a replay would serve one of them as both.
+
+    Raises
+    ------
+    DatasetError
+        naming both frames (e.g. two OME-TIFF series of one name, or NDTiff
+        tiles told apart only by axes livescope does not replay).
+
+    """
+    first: dict[FrameKey, str] = {}
+    for f in frames:
+        if (other := first.setdefault(f.key, f.origin)) != f.origin:
+            raise DatasetError(
+                f"{p}: {other} and {f.origin} are both {f.key}: livescope tells frames apart "
+                f"by {axes} only, so a replay would serve one of them as both"
+            )

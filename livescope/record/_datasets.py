@@ -6,15 +6,18 @@ position, pixel size) and `Dataset.read` for the pixels of one. Formats read so
 far:
 
 * ``livescope``: a livescope run folder (``frames.jsonl`` + ``data.ome.zarr``);
-  a run killed mid-write replays up to its last logged frame;
+  a run killed mid-write replays up to its last logged frame; a run's
+  ``data.ome.zarr`` given on its own opens as its run folder;
 * ``ctc``: a Cell Tracking Challenge image folder (``t000.tif``, ``t001.tif``, ...),
   one position and one channel, ``interval_s`` apart.
 
 * ``ndtiff``: an NDTiff dataset (pycromanager / Micro-Manager, ndstorage); frames
   after one cut short by a crash are left out, with a warning; each frame's
   ``PixelSizeAffine`` (how the camera was turned against the stage) is read;
-* ``ome-tiff``: an OME-TIFF file, one series per position, T/C/Z planes of YX
-  (a file cut short, without its OME metadata, is refused);
+* ``ome-tiff``: an OME-TIFF file, one series per position (its OME ``Image`` found by
+  name), T/C/Z planes of YX (a file cut short, without its OME metadata, is refused;
+  planes its OME-XML lists but the file lacks are left out, with a warning; a file
+  of a multi-file OME-TIFF whose metadata is in another is refused, naming that one);
 * ``ome-zarr``: an OME-Zarr image (NGFF 0.4 on Zarr v2, 0.5 on Zarr v3), or a
   ``bioformats2raw.layout`` folder of them, one per position; level 0 only. Planes
   whose chunks were never written (a crash mid-write) are left out, with a warning,
@@ -30,9 +33,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import logging
 import math
 import re
-import struct
 import threading
 from pathlib import Path
 from typing import Any
@@ -41,11 +44,21 @@ import numpy as np
 
 from livescope.schema import folder_key, folder_name_problem, safe_folder_name
 
-from ._dataset import Dataset, DatasetError, FrameKey, RecordedFrame, check_dtype
+from ._dataset import (
+    Dataset,
+    DatasetError,
+    FrameKey,
+    RecordedFrame,
+    check_dtype,
+    refuse_repeated_keys,
+)
 from ._ngff import open_ome_zarr
+from ._ometiff import open_ome_tiff
 from ._zarr import FRAMES_FILE, ZARR_NAME, RecordingReader, read_frames
 
 __all__ = ["open_dataset"]
+
+logger = logging.getLogger("livescope")
 
 _CTC_NAME = re.compile(r"^t(\d+)\.tiff?$")
 
@@ -60,7 +73,8 @@ def open_dataset(
     """Open a recorded dataset for replay, detecting its format (see the module).
 
     ``channel``, ``interval_s`` and ``pixel_size_um`` describe formats that do not
-    record them (CTC folders).
+    record them (CTC folders); ``pixel_size_um`` (µm per pixel), if given, also
+    replaces a recorded one, in every format.
 
     Raises
     ------
@@ -88,9 +102,9 @@ def _checked_pixel_sizes(ds: Dataset) -> Dataset:
             continue
         if um != 0:
             ds.close()
-            fix = "" if ds.format == "livescope" else " (--pixel-size gives the right one)"
             raise DatasetError(
-                f"{ds.path}: {f.origin} records a pixel size of {um} µm; it must be above 0{fix}"
+                f"{ds.path}: {f.origin} records a pixel size of {um} µm; it must be above 0 "
+                "(--pixel-size gives the right one)"
             )
         ds.frames[k] = dataclasses.replace(f, pixel_size_um=None)
     return ds
@@ -133,8 +147,13 @@ def _with_folder_names(ds: Dataset) -> Dataset:
 def _open(p: Path, channel: str, interval_s: float, pixel_size_um: float | None) -> Dataset:
     if not p.exists():
         raise DatasetError(f"{p}: no such file or folder")
+    if p.name == ZARR_NAME and p.is_dir() and (p.parent / FRAMES_FILE).is_file():
+        # a run's own store: its frame log holds what the store cannot (sample times,
+        # position names, which channels each time point took)
+        logger.info("%s is a livescope run's recording: opening its run folder %s", p, p.parent)
+        p = p.parent
     if p.is_dir() and (p / FRAMES_FILE).is_file() and (p / ZARR_NAME).is_dir():
-        return _open_livescope(p)
+        return _open_livescope(p, pixel_size_um)
     if p.is_dir() and not (p / "NDTiff.index").is_file():
         inner = [d for d in p.iterdir() if (d / "NDTiff.index").is_file()]
         if len(inner) == 1:  # the acquisition's folder (acq_1/) inside the one given
@@ -144,7 +163,7 @@ def _open(p: Path, channel: str, interval_s: float, pixel_size_um: float | None)
     if p.is_dir() and any((p / n).is_file() for n in ("zarr.json", ".zattrs", ".zgroup")):
         return open_ome_zarr(p, interval_s, pixel_size_um)
     if p.is_file() and p.suffix.lower() in (".tif", ".tiff"):
-        return _open_ome_tiff(p, interval_s, pixel_size_um)
+        return open_ome_tiff(p, interval_s, pixel_size_um)
     if p.is_dir() and any(_CTC_NAME.match(f.name) for f in p.iterdir()):
         return _open_ctc(p, channel, interval_s, pixel_size_um)
     raise DatasetError(
@@ -154,26 +173,8 @@ def _open(p: Path, channel: str, interval_s: float, pixel_size_um: float | None)
     )
 
 
-def _refuse_repeated_keys(p: Path, frames: list[RecordedFrame], axes: str) -> None:
-    """Refuse two frames with one key: a replay would serve one of them as both.
-
-    Raises
-    ------
-    DatasetError
-        naming both frames (e.g. two OME-TIFF series of one name, or NDTiff
-        tiles told apart only by axes livescope does not replay).
-
-    """
-    first: dict[FrameKey, str] = {}
-    for f in frames:
-        if (other := first.setdefault(f.key, f.origin)) != f.origin:
-            raise DatasetError(
-                f"{p}: {other} and {f.origin} are both {f.key}: livescope tells frames apart "
-                f"by {axes} only, so a replay would serve one of them as both"
-            )
-
-
-def _open_livescope(p: Path) -> Dataset:
+def _open_livescope(p: Path, pixel_size_um: float | None) -> Dataset:
+    """Open a livescope run folder; ``pixel_size_um`` (if given) replaces the logged one."""
     infos = read_frames(p)  # a line cut short by a crash is skipped
     if not infos:
         raise DatasetError(f"{p}: the recording holds no frame ({FRAMES_FILE} is empty)")
@@ -196,7 +197,8 @@ def _open_livescope(p: Path) -> Dataset:
                 sample_time_s=sample_t, x_um=info.get("x_um"),
                 y_um=info.get("y_um"), z_um=info.get("z_um"),
                 exposure_ms=info.get("exposure_ms"),
-                pixel_size_um=info.get("pixel_size_um") or None, origin=f"seq {info['seq']}",
+                pixel_size_um=pixel_size_um or info.get("pixel_size_um") or None,
+                origin=f"seq {info['seq']}",
             )
         )  # fmt: skip
         index[key] = info
@@ -309,7 +311,7 @@ def _open_ndtiff(p: Path, interval_s: float, pixel_size_um: float | None) -> Dat
                 )
             )  # fmt: skip
             index[key] = dict(coords)
-        _refuse_repeated_keys(p, frames, "position, time, channel and z")
+        refuse_repeated_keys(p, frames, "position, time, channel and z")
     except BaseException:
         nd.close()
         raise
@@ -317,81 +319,6 @@ def _open_ndtiff(p: Path, interval_s: float, pixel_size_um: float | None) -> Dat
         nd.close()
         raise DatasetError(f"{p}: the NDTiff dataset holds no complete frame")
     return Dataset(p, "ndtiff", frames, warnings=warnings, _source=nd, _index=index)
-
-
-_UNIT_UM = {None: 1.0, "µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3}
-
-
-def _open_ome_tiff(p: Path, interval_s: float, pixel_size_um: float | None) -> Dataset:
-    """One series per position; planes in the order of the series' leading axes (T, C, Z)."""
-    import logging
-
-    import tifffile
-
-    logged: list[str] = []
-
-    class _Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            logged.append(record.getMessage())
-
-    handler = _Collect(logging.WARNING)
-    log = logging.getLogger("tifffile")
-    log.addHandler(handler)
-    try:
-        tf = tifffile.TiffFile(p)
-    except (OSError, ValueError, struct.error, tifffile.TiffFileError) as exc:
-        raise DatasetError(f"{p}: not a readable TIFF ({exc!r})") from None
-    finally:
-        log.removeHandler(handler)
-    try:
-        if logged:
-            raise DatasetError(f"{p}: truncated or damaged TIFF ({logged[0]})")
-        if not tf.is_ome:
-            raise DatasetError(f"{p}: no OME metadata; cannot tell time, channel and z apart")
-        images = tifffile.xml2dict(tf.ome_metadata or "")["OME"]["Image"]
-        images = images if isinstance(images, list) else [images]
-        frames: list[RecordedFrame] = []
-        index: dict[FrameKey, Any] = {}
-        for i, series in enumerate(tf.series):
-            axes, shape = series.get_axes(False), series.get_shape(False)
-            lead = axes[: axes.index("Y")] if "Y" in axes else axes
-            if axes[len(lead) :] not in ("YX", "YXS") or set(lead) - set("TCZ"):
-                raise DatasetError(
-                    f"{p}: series {i} has axes {axes}; livescope replays T, C, Z planes of YX"
-                )
-            if axes.endswith("S") and shape[-1] != 1:
-                raise DatasetError(f"{p}: series {i} is RGB; livescope replays monochrome frames")
-            check_dtype(f"{p} (series {i})", series.dtype, tuple(shape[len(lead) : len(lead) + 2]))
-            px = images[i].get("Pixels", {}) if i < len(images) else {}
-            chans = px.get("Channel", [])
-            chans = chans if isinstance(chans, list) else [chans]
-            names = [c.get("Name") or f"c{k}" for k, c in enumerate(chans)]
-            size = px.get("PhysicalSizeX")
-            um = pixel_size_um
-            if um is None and size is not None:
-                um = float(size) * _UNIT_UM.get(px.get("PhysicalSizeXUnit"), 1.0)
-            step = float(px.get("TimeIncrement") or interval_s)
-            position = str(series.name or f"p{i}")
-            lead_shape = tuple(int(n) for n in shape[: len(lead)])
-            for plane, idx in enumerate(np.ndindex(*lead_shape)):
-                at = dict(zip(lead, idx, strict=True))
-                c = at.get("C", 0)
-                key = FrameKey(position, at.get("T", 0), names[c] if c < len(names) else f"c{c}",
-                               at.get("Z", 0))  # fmt: skip
-                frames.append(
-                    RecordedFrame(
-                        key, (int(shape[len(lead)]), int(shape[len(lead) + 1])),
-                        str(np.dtype(series.dtype)), sample_time_s=key.t * step,
-                        pixel_size_um=um, origin=f"series {i} plane {plane}",
-                    )
-                )  # fmt: skip
-                index[key] = (i, plane)
-        _refuse_repeated_keys(p, frames, "series name, T, C and Z")
-    except BaseException:
-        tf.close()
-        raise
-    frames.sort(key=lambda f: (f.key.t, *index[f.key]))  # time point, then series and plane
-    return Dataset(p, "ome-tiff", frames, _source=tf, _index=index)
 
 
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")

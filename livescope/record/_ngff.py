@@ -1,9 +1,18 @@
 """OME-Zarr images read for replay: NGFF 0.4 (Zarr v2) and 0.5 (Zarr v3), level 0 only.
 
-An image is one position; a ``bioformats2raw.layout`` folder holds one image
-per position. Planes whose chunks were never written (a run killed mid-write)
-are left out with a warning, and the replay ends at the last time point
-written in full. See `livescope.record.open_dataset`.
+An image is one position (named by livescope's own ``livescope.position``
+attribute where it has one, else ``p0``, ``p1``, ... in the order of the
+groups); a ``bioformats2raw.layout`` folder holds one image per position.
+
+Planes without a chunk on disk are left out, with a warning. Most are not
+damage: livescope's recorder leaves a plane unwritten when it was not acquired
+(a channel imaged only at some time points, a close-up position), and
+zarr-python does not store a chunk that holds only the fill value (a blank
+plane). Only the end of the recording is taken for a run cut short: the time
+points after the last one with any plane written, and that last one too when
+the planes it lacks follow all the planes it has (in t, position, c, z order)
+and were written at the time point before it (or it is the only one). See
+`livescope.record.open_dataset`.
 """
 
 from __future__ import annotations
@@ -62,7 +71,11 @@ def open_ome_zarr(p: Path, interval_s: float, pixel_size_um: float | None) -> Da
             raise DatasetError(f"{p}: bioformats2raw layout without an image group (0/, 1/, ...)")
         images = [_zarr_image(p, root[k], k, f"p{k}", interval_s, pixel_size_um) for k in keys]
     else:
+        keys = ["0"]
         images = [_zarr_image(p, root, "", "p0", interval_s, pixel_size_um)]
+    if len({image.position for image in images}) < len(images):
+        for k, image in zip(keys, images, strict=True):  # (names that clash: none is used)
+            image.position = f"p{k}"
 
     # every plane: t, position (index in images), c, z, its indices in the array, on disk
     planes: list[tuple[int, int, int, int, tuple[int, ...], bool]] = []
@@ -75,26 +88,24 @@ def open_ome_zarr(p: Path, interval_s: float, pixel_size_um: float | None) -> Da
     if not planes:
         raise DatasetError(f"{p}: the OME-Zarr image holds no plane")
     missing = [plane for plane in planes if not plane[5]]
-    incomplete = {plane[0] for plane in missing}
-    complete = [t for t in dict.fromkeys(plane[0] for plane in planes) if t not in incomplete]
+    several = len(images) > 1
+    named = ", ".join(
+        f"{images[i].position + ' ' if several else ''}t={t} c={c} z={z}"
+        for t, i, c, z, _, _ in missing[:_LISTED_PLANES]
+    ) + (", ..." if len(missing) > _LISTED_PLANES else "")
+    last = _last_time_point(planes)
+    if last is None:
+        raise DatasetError(
+            f"{p}: no time point was written in full ({len(missing)} of {len(planes)} "
+            f"planes never written: {named})"
+        )
     warnings: list[str] = []
     if missing:
-        several = len(images) > 1
-        named = ", ".join(
-            f"{images[i].position + ' ' if several else ''}t={t} c={c} z={z}"
-            for t, i, c, z, _, _ in missing[:_LISTED_PLANES]
-        )
-        more = ", ..." if len(missing) > _LISTED_PLANES else ""
-        if not complete:
-            raise DatasetError(
-                f"{p}: no time point was written in full ({len(missing)} of {len(planes)} "
-                f"planes never written: {named}{more})"
-            )
+        # (no word of a crash: most are planes not acquired, or blank; see the module's doc)
         warnings.append(
-            f"{p}: {len(missing)} of {len(planes)} planes never written ({named}{more}); "
-            f"replaying t={planes[0][0]}..{complete[-1]}"
+            f"{p}: {len(missing)} of {len(planes)} planes never written ({named}); "
+            f"replaying t={planes[0][0]}..{last}"
         )
-    last = complete[-1]
     frames: list[RecordedFrame] = []
     index: dict[FrameKey, Any] = {}
     for t, i, c, z, idx, on_disk in planes:
@@ -112,6 +123,33 @@ def open_ome_zarr(p: Path, interval_s: float, pixel_size_um: float | None) -> Da
         index[key] = (image.array_path, idx)
     source = {image.array_path: image.array for image in images}
     return Dataset(p, "ome-zarr", frames, warnings=warnings, _source=source, _index=index)
+
+
+def _last_time_point(planes: list[tuple[int, int, int, int, tuple[int, ...], bool]]) -> int | None:
+    """Return the last time point to replay; None when none was written in full.
+
+    ``planes`` are (t, image, c, z, indices, on disk), sorted. A plane missing
+    before the last time point with any plane written is a sparse acquisition
+    (not acquired there, or blank), not a sign of a crash: it is left out and
+    the later time points are replayed. At that last time point, a plane
+    missing after all those written, which the time point before it holds (or
+    any, when it is the first), is a run cut short: the time point is left out,
+    as a partial one (and with it the whole recording, when it is the first).
+    """
+    written = {plane[:4] for plane in planes if plane[5]}
+    if not written:
+        return None
+    end = max(t for t, *_ in written)
+    at_end = [plane for plane in planes if plane[0] == end]
+    last_written = max(k for k, plane in enumerate(at_end) if plane[5])
+    first = planes[0][0]
+    cut = any(
+        not on_disk and (end == first or (end - 1, i, c, z) in written)
+        for _, i, c, z, _, on_disk in at_end[last_written + 1 :]
+    )
+    if not cut:
+        return end
+    return end - 1 if end > first else None
 
 
 def _ome_attrs(group: Any) -> dict[str, Any]:
@@ -200,6 +238,9 @@ def _zarr_image(
         channels.append(label if isinstance(label, str) and label and label not in channels
                         else f"c{k}")  # fmt: skip
     missing = _missing_planes(array, p / array_path)
+    own = attrs.get("livescope")  # (what livescope's recorder writes: the position's name)
+    name = own.get("position") if isinstance(own, dict) else None
+    position = name if isinstance(name, str) and name else position
     return _ZarrImage(position, array_path, array, lead, channels, step, um, missing)
 
 

@@ -12,15 +12,25 @@ Arrays grow as events arrive, so runs whose events are added while they go on
 keep their true (t, c, z) axes instead of being flattened. A frame is on disk
 (chunk written, line appended and flushed) before `OmeZarrWriter.write` returns.
 zarr creates the groups and arrays; the writer encodes each frame's chunk with
-the array's own codecs and writes the chunk file, and the array's metadata when
-an axis grows, itself (each file written whole with `livescope.schema.write_atomic`:
-a reader sees it before or after, never in part), at half the CPU time of zarr's
-own write path.
+the array's own codecs and writes the chunk file, the array's metadata when an
+axis grows and the groups' attributes when they change, itself (each file
+written whole with `livescope.schema.write_atomic`: a reader sees it before or
+after, never in part; on Windows a file a reader holds open is retried), at
+half the CPU time of zarr's own write path.
+
+Every position's c axis holds every channel of the run, in the order of the
+omero channel list (a channel that appears mid-run is added to all of them). A
+plane never acquired (a channel imaged only at some time points, a position
+added mid-run) has no chunk and reads back as 0 (the fill value); the frame log
+says which frames were taken. Each position's t scale is the mean spacing of
+its time points' logged sample times (a close-up's own), written at
+`OmeZarrWriter.close`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 from pathlib import Path
@@ -73,6 +83,27 @@ reader (zarr-python, tensorstore, napari-ome-zarr) decodes Blosc.
 """
 _AXES = ("t", "c", "z", "y", "x")
 _COLORS = ("FFFFFF", "0000FF", "00FF00", "FF0000", "FF00FF", "00FFFF", "FFFF00")
+
+
+def _window(dtype: np.dtype[Any], bit_depth: int | None = None) -> dict[str, float]:
+    """Return the omero display window of a pixel type: its full range.
+
+    Shown up to the camera's counts (``2**bit_depth - 1``) where its bit depth is
+    given and smaller than the pixel type's (a 12-bit camera in uint16).
+    """
+    if dtype.kind in "ui":
+        info = np.iinfo(dtype)
+        end = int(info.max)
+        if bit_depth is not None and 0 < 2**bit_depth - 1 < end:
+            end = 2**bit_depth - 1
+        return {"start": int(info.min), "end": end,
+                "min": int(info.min), "max": int(info.max)}  # fmt: skip
+    return {"start": 0.0, "end": 1.0, "min": 0.0, "max": 1.0}
+
+
+def _metadata_file(node: Any) -> Path:
+    """Return the ``zarr.json`` of a group or array in a local store."""
+    return Path(str(node.store_path.store.root), node.path, "zarr.json")
 
 
 def _compressors(codec: str) -> Any:
@@ -132,13 +163,22 @@ class _Series:
     """One position's image group and its (t, c, z, y, x) array, written without zarr's I/O."""
 
     def __init__(
-        self, group: Any, name: str, shape_yx: tuple[int, int], dtype: np.dtype[Any], codec: str
+        self,
+        group: Any,
+        name: str,
+        shape_yx: tuple[int, int],
+        dtype: np.dtype[Any],
+        codec: str,
+        n_channels: int,
     ) -> None:
         self.group = group
         self.name = name
+        self._group_file = _metadata_file(group)
+        self._group_doc: dict[str, Any] = json.loads(self._group_file.read_text(encoding="utf-8"))
+        shape = (1, max(1, n_channels), 1)
         array = group.create_array(
             "0",
-            shape=(1, 1, 1, *shape_yx),
+            shape=(*shape, *shape_yx),
             chunks=(1, 1, 1, *shape_yx),
             dtype=dtype,
             fill_value=0,
@@ -147,19 +187,34 @@ class _Series:
         )
         self.dtype = np.dtype(dtype)
         self.shape_yx = shape_yx
-        self.shape = (1, 1, 1)
+        self.shape = shape
         self.dir = Path(str(array.store_path.store.root), array.path)
         self._metadata = json.loads((self.dir / "zarr.json").read_text(encoding="utf-8"))
-        if self._metadata.get("shape") != [1, 1, 1, *shape_yx]:  # pragma: no cover (zarr changed)
+        if self._metadata.get("shape") != [*shape, *shape_yx]:  # pragma: no cover (zarr changed)
             raise LivescopeError(f"unexpected array metadata in {self.dir}")
         self._chunk_key = array.metadata.encode_chunk_key
         self._encoder = _ChunkEncoder(array)
         self._dirs: set[Path] = set()
 
+    def set_attributes(self, attributes: dict[str, Any]) -> None:
+        """Replace the group's attributes (its metadata document, replaced whole).
+
+        Raises the OSError of the write (a PermissionError once the file stayed
+        locked for a second); the attributes are then as before.
+        """
+        if attributes == self._group_doc.get("attributes"):
+            return
+        doc = {**self._group_doc, "attributes": attributes}
+        write_atomic(self._group_file, json.dumps(doc, indent=2))
+        self._group_doc = doc
+
     def grow(self, tcz: tuple[int, int, int]) -> None:
         """Set the array's (t, c, z) extent (its metadata document, replaced whole)."""
-        self._metadata["shape"] = [*tcz, *self.shape_yx]
-        write_atomic(self.dir / "zarr.json", json.dumps(self._metadata, indent=2))
+        if tcz == self.shape:
+            return
+        metadata = {**self._metadata, "shape": [*tcz, *self.shape_yx]}
+        write_atomic(self.dir / "zarr.json", json.dumps(metadata, indent=2))
+        self._metadata = metadata
         self.shape = tcz
 
     def write(self, tcz: tuple[int, int, int], image: NDArray[Any]) -> None:
@@ -180,10 +235,20 @@ class OmeZarrWriter:
         Folder of the run (created; must not already hold a recording).
     channels
         Channel names known at the start (more may appear; the c axis grows).
-    pixel_size_um, z_step_um, interval_s
-        Physical scales written into the NGFF coordinate transformations.
+    pixel_size_um, z_step_um
+        Physical scales written into the NGFF coordinate transformations (µm).
+    interval_s
+        Seconds between time points as planned: the t scale until `close`, which
+        writes the mean spacing of the logged sample times of the time points
+        (each time point's earliest frame; its ``runner_time_ms`` where it has no
+        sample time) instead, where two or more time points have times that
+        differ. 0 (as fast as possible, unknown) is written as 1.0 until then,
+        and stays 1.0 where the times are not known.
     attrs
         Extra run attributes stored under ``livescope`` in the root group.
+    bit_depth
+        The camera's bits per pixel, if known: the channels' display window
+        (omero) ends at its largest count instead of the pixel type's.
     codec
         How frame chunks are compressed: one of `CODECS` (default ``blosc-zstd``).
 
@@ -203,6 +268,7 @@ class OmeZarrWriter:
         interval_s: float = 1.0,
         attrs: dict[str, Any] | None = None,
         codec: str = "blosc-zstd",
+        bit_depth: int | None = None,
     ) -> None:
         import zarr
 
@@ -211,19 +277,27 @@ class OmeZarrWriter:
                 f"unknown recording codec {codec!r}; use one of {', '.join(CODECS)}"
             )
         self.codec = codec
+        self.bit_depth = bit_depth
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / ZARR_NAME
         if self.path.exists():
             raise LivescopeError(f"{self.path} already exists; choose a new output folder")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.channels = list(channels)
-        self._scale = (interval_s or 1.0, 1.0, z_step_um or 1.0, pixel_size_um, pixel_size_um)
-        self._root = zarr.open_group(self.path, mode="w", zarr_format=3)
+        """The c axis of every position, in order (channels are added as they appear)."""
+        self._scale = [interval_s or 1.0, 1.0, z_step_um or 1.0, pixel_size_um, pixel_size_um]
         self._attrs = dict(attrs or {})
-        self._root.attrs.update(
-            {"ome": {"version": "0.5", "bioformats2raw.layout": 3}, "livescope": self._attrs}
-        )
+        self._root = zarr.open_group(
+            self.path, mode="w", zarr_format=3,
+            attributes={"ome": {"version": "0.5", "bioformats2raw.layout": 3},
+                        "livescope": self._attrs},
+        )  # fmt: skip
+        self._root_file = _metadata_file(self._root)
         self._series: dict[str, _Series] = {}
+        # each position's time points' earliest logged times (a close-up's sub-sequence
+        # counts its time points from 0 too, minutes after the plan's of the same index)
+        self._t_began: dict[str, dict[int, float]] = {}
+        self._t_scale: dict[str, float] = {}  # each position's t scale, set at close
         self._log = (self.run_dir / FRAMES_FILE).open("a", encoding="utf-8")
         self.frames_written = 0
         self.closed = False
@@ -234,19 +308,34 @@ class OmeZarrWriter:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _series_for(self, name: str, shape_yx: tuple[int, int], dtype: np.dtype[Any]) -> _Series:
-        if name not in self._series:
-            # the group is written with its attributes (one metadata write, not three:
-            # close-ups add a series each while the camera runs)
-            group = self._root.create_group(
-                str(len(self._series)), attributes=self._image_attrs(name)
-            )
-            self._series[name] = _Series(group, name, shape_yx, dtype, self.codec)
-        return self._series[name]
+    def _new_series(self, name: str, shape_yx: tuple[int, int], dtype: np.dtype[Any]) -> _Series:
+        # the group is written with its attributes (one metadata write, not three:
+        # close-ups add a series each while the camera runs), the array with every channel
+        group = self._root.create_group(
+            str(len(self._series)), attributes=self._image_attrs(name, dtype, self.channels)
+        )
+        series = _Series(group, name, shape_yx, dtype, self.codec, len(self.channels))
+        self._series[name] = series
+        return series
 
-    def _image_attrs(self, name: str) -> dict[str, Any]:
+    def _add_channel(self, channel: str) -> None:
+        """Put ``channel`` on every position's c axis and in its omero channel list.
+
+        Only once every position's metadata is written is the channel taken in:
+        a write that fails (raising its OSError) leaves it out, and the next frame
+        of that channel tries again.
+        """
+        channels = [*self.channels, channel]
+        for s in self._series.values():
+            # the array first: a channel listed is always on the c axis
+            s.grow((s.shape[0], max(s.shape[1], len(channels)), s.shape[2]))
+            s.set_attributes(self._image_attrs(s.name, s.dtype, channels))
+        self.channels = channels
+
+    def _image_attrs(self, name: str, dtype: np.dtype[Any], channels: list[str]) -> dict[str, Any]:
         """Return a series' NGFF attributes (multiscales, omero channels)."""
-        t_s, _, z_s, px_y, px_x = self._scale
+        _, _, z_s, px_y, px_x = self._scale
+        t_s = self._t_scale.get(name, self._scale[0])
         return {
             "ome": {
                 "version": "0.5",
@@ -276,9 +365,9 @@ class OmeZarrWriter:
                             "label": c,
                             "color": _COLORS[i % len(_COLORS)],
                             "active": True,
-                            "window": {"start": 0, "end": 4095, "min": 0, "max": 65535},
+                            "window": _window(dtype, self.bit_depth),
                         }
-                        for i, c in enumerate(self.channels)
+                        for i, c in enumerate(channels)
                     ],
                     "rdefs": {"model": "greyscale"},
                 },
@@ -293,59 +382,106 @@ class OmeZarrWriter:
         ------
         LivescopeError
             if the frame's shape does not match earlier frames of its position.
+        OSError
+            if a file cannot be written (a PermissionError: one another program
+            held open for a second); the frame is not logged, and a channel it
+            was the first of is not taken in (its next frame tries again).
 
         """
         if self.closed:
             raise LivescopeError("recording is closed; no more frames can be written")
-        if info["channel"] not in self.channels:
-            self.channels.append(info["channel"])
-            for s in self._series.values():
-                s.group.update_attributes(self._image_attrs(s.name))
         if image.ndim < 2 or image.size != image.shape[-2] * image.shape[-1]:
             raise LivescopeError(
                 f"frame {info['seq']} of position {info['position']!r} has shape "
                 f"{tuple(image.shape)}; one 2-D image per frame is written"
             )
         shape_yx = (int(image.shape[-2]), int(image.shape[-1]))
-        s = self._series_for(info["position"], shape_yx, image.dtype)
-        if s.dtype != image.dtype:
+        s = self._series.get(info["position"])
+        if s is not None and s.dtype != image.dtype:
             raise LivescopeError(
                 f"frame {info['seq']} of position {info['position']!r} is {image.dtype}, "
                 f"earlier frames are {s.dtype} (the camera's pixel type changed mid-run)"
             )
-        if s.shape_yx != shape_yx:
+        if s is not None and s.shape_yx != shape_yx:
             raise LivescopeError(
                 f"frame {info['seq']} of position {info['position']!r} is {shape_yx}, "
                 f"earlier frames are {s.shape_yx}"
             )
+        if info["channel"] not in self.channels:
+            self._add_channel(info["channel"])
+        if s is None:
+            s = self._new_series(info["position"], shape_yx, image.dtype)
         idx = info["index"]
         t, c, z = idx.get("t", 0), self.channels.index(info["channel"]), idx.get("z", 0)
         need = (max(s.shape[0], t + 1), max(s.shape[1], len(self.channels)), max(s.shape[2], z + 1))
-        if need != s.shape:
-            s.grow(need)
+        s.grow(need)
         s.write((t, c, z), image)
         self._log.write(json.dumps(info, default=str) + "\n")
         self._log.flush()
         self.frames_written += 1
+        began = info.get("sample_time_s")
+        if began is None and info.get("runner_time_ms") is not None:
+            began = float(info["runner_time_ms"]) / 1000.0
+        if began is not None and math.isfinite(began):
+            times = self._t_began.setdefault(info["position"], {})
+            times[t] = min(times.get(t, began), began)
+
+    def _time_scale_s(self, position: str) -> float:
+        """Seconds per time point of ``position``: the mean spacing of its logged times.
+
+        The interval given where fewer than two of its time points have times, or
+        they do not differ (a simulated plan run as fast as possible stamps every
+        time point 0 s).
+        """
+        times = self._t_began.get(position, {})
+        if len(times) >= 2:
+            first, last = min(times), max(times)
+            spacing = (times[last] - times[first]) / (last - first)
+            if spacing > 0:
+                return float(f"{spacing:.9g}")  # (not 0.30000000000000004)
+        return self._scale[0]
 
     def close(self) -> None:
-        """Flush and close the frame log (the arrays are already on disk)."""
+        """Flush and close the frame log; write the final metadata (writer thread).
+
+        Every position's c axis and channel list are made whole, its t scale set
+        from the logged times (`_time_scale_s`), and the root's attributes
+        completed (frames, positions, channels). Every write is tried; the first
+        OSError is raised after the others.
+        """
         if self.closed:
             return
         self.closed = True
         self._log.flush()
         os.fsync(self._log.fileno())
         self._log.close()
-        self._root.attrs.update(
-            {
-                "livescope": {
-                    **self._attrs,
-                    "frames": self.frames_written,
-                    "positions": list(self._series),
-                    "channels": self.channels,
-                }
-            }
-        )
+        error: OSError | None = None
+        for s in self._series.values():
+            self._t_scale[s.name] = self._time_scale_s(s.name)
+            try:
+                s.grow((s.shape[0], len(self.channels), s.shape[2]))
+                s.set_attributes(self._image_attrs(s.name, s.dtype, self.channels))
+            except OSError as exc:  # (a full disk, a file locked for a second)
+                error = error or exc
+        try:
+            self._write_root_attributes()
+        except OSError as exc:
+            error = error or exc
+        if error is not None:
+            raise error
+
+    def _write_root_attributes(self) -> None:
+        doc = json.loads(self._root_file.read_text(encoding="utf-8"))
+        doc["attributes"] = {
+            **doc.get("attributes", {}),
+            "livescope": {
+                **self._attrs,
+                "frames": self.frames_written,
+                "positions": list(self._series),
+                "channels": self.channels,
+            },
+        }
+        write_atomic(self._root_file, json.dumps(doc, indent=2))
 
 
 def read_frames(run_dir: str | Path) -> list[FrameInfo]:

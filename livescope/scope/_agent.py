@@ -225,6 +225,7 @@ class ScopeAgent:
             z_step_um=float(getattr(sequence.z_plan, "step", None) or 1.0),
             interval_s=_interval_s(sequence),
             attrs={"run_id": self.run_id, "profile": profile.name, "livescope": __version__},
+            bit_depth=profile.camera.bit_depth,
         )
         self.decision_log = DecisionLog(self.run_dir)
         if self.publisher is not None and self.server is not None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -201,3 +202,142 @@ def test_a_reader_waits_out_metadata_being_replaced_and_names_it_if_it_stays_loc
     refusals[0] = 10**6
     with pytest.raises(LivescopeError, match=r"metadata cannot be opened: .*in use"):
         reader.read(info)
+
+
+def _refusing_once(real: Any, *targets: Path) -> tuple[Any, list[Path]]:
+    """An os.replace refusing the first replace onto each of ``targets``, as Windows does."""
+    refused: list[Path] = []
+
+    def replace(src: str, dst: str) -> None:
+        if Path(dst) in targets and Path(dst) not in refused:
+            refused.append(Path(dst))
+            raise PermissionError(13, "the file is in use by another process", str(dst))
+        real(src, dst)
+
+    return replace, refused
+
+
+def test_attributes_held_open_by_a_reader_are_replaced_once_they_are_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new channel's and the closing attributes are retried like chunks (Windows locks)."""
+    import os
+
+    store = tmp_path / "data.ome.zarr"
+    replace, refused = _refusing_once(os.replace, store / "0" / "zarr.json", store / "zarr.json")
+    w = OmeZarrWriter(tmp_path, channels=["BF"], pixel_size_um=1.0)
+    w.write(np.zeros((8, 8), np.uint16), _info(0, 0, "BF"))
+    monkeypatch.setattr(os, "replace", replace)
+    w.write(np.ones((8, 8), np.uint16), _info(1, 0, "GFP"))  # a triggered channel
+    w.close()
+    monkeypatch.undo()
+    assert refused == [store / "0" / "zarr.json", store / "zarr.json"]
+    root = zarr.open_group(store, mode="r")
+    assert [c["label"] for c in root["0"].attrs["ome"]["omero"]["channels"]] == ["BF", "GFP"]
+    assert root.attrs["livescope"]["frames"] == 2
+    np.testing.assert_array_equal(root["0/0"][0, 1, 0], np.ones((8, 8), np.uint16))
+
+
+def test_a_channel_whose_attributes_stay_locked_is_taken_in_by_its_next_frame(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from livescope.record import RecordingReader
+
+    group = tmp_path / "data.ome.zarr" / "0" / "zarr.json"
+    real = os.replace
+
+    def refuse_the_group(src: str, dst: str) -> None:
+        if Path(dst) == group:
+            raise PermissionError(13, "the file is in use by another process", str(dst))
+        real(src, dst)
+
+    with OmeZarrWriter(tmp_path, channels=["BF"], pixel_size_um=1.0) as w:
+        w.write(np.zeros((8, 8), np.uint16), _info(0, 0, "BF"))
+        monkeypatch.setattr(os, "replace", refuse_the_group)
+        with pytest.raises(PermissionError, match="in use"):
+            w.write(np.ones((8, 8), np.uint16), _info(1, 0, "GFP"))
+        monkeypatch.undo()
+        assert (w.channels, w.frames_written) == (["BF"], 1)  # the refused frame: not taken
+        w.write(np.full((8, 8), 7, np.uint16), _info(2, 1, "GFP"))
+        w.write(np.full((8, 8), 8, np.uint16), _info(3, 1, "BF"))
+    reader = RecordingReader(tmp_path)
+    assert [int(reader.read(i)[0, 0]) for i in read_frames(tmp_path)] == [0, 7, 8]
+    assert zarr.open_group(tmp_path / "data.ome.zarr", mode="r")["0/0"].shape[1] == 2
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_every_position_holds_every_channel_in_its_pixel_types_window(
+    tmp_path: Path, dtype: type[np.unsignedinteger[Any]]
+) -> None:
+    """A channel first seen at one position widens every position's c axis (napari needs it)."""
+    top = int(np.iinfo(dtype).max)
+    w = OmeZarrWriter(tmp_path, channels=["BF"], pixel_size_um=1.0, interval_s=0)
+    w.write(np.full((8, 8), 200, dtype), _info(0, 0, "BF", "A"))
+    w.write(np.full((8, 8), 100, dtype), _info(1, 0, "GFP", "B"))  # GFP first seen at B
+    root = zarr.open_group(tmp_path / "data.ome.zarr", mode="r")
+    assert root["0/0"].shape == (1, 2, 1, 8, 8)  # at once, not only when A takes a frame
+    w.close()
+    for k in ("0", "1"):
+        channels = root[k].attrs["ome"]["omero"]["channels"]
+        assert [c["label"] for c in channels] == ["BF", "GFP"]
+        assert root[f"{k}/0"].shape[1] == len(channels)
+        assert channels[0]["window"] == {"start": 0, "end": top, "min": 0, "max": top}
+    assert root["1/0"][0, 0, 0, 0, 0] == 0  # B's BF, never taken: the fill value
+
+
+def test_each_position_keeps_the_t_scale_of_its_own_times(tmp_path: Path) -> None:
+    # the plan's p0 every 120 s; a close-up's sub-sequence, whose time points count
+    # from 0 too, every 30 s from 500 s on
+    with OmeZarrWriter(tmp_path, channels=["BF"], pixel_size_um=0.5, interval_s=120) as w:
+        seq = 0
+        for t in range(3):
+            w.write(
+                np.zeros((8, 8), np.uint16), {**_info(seq, t, "BF"), "sample_time_s": 120.0 * t}
+            )
+            seq += 1
+        for t in range(4):
+            info = {**_info(seq, t, "BF", pos="p0~closeup-0"), "sample_time_s": 500.0 + 30 * t}
+            w.write(np.zeros((8, 8), np.uint16), info)
+            seq += 1
+    root = zarr.open_group(tmp_path / "data.ome.zarr", mode="r")
+    scales = [root[k].attrs["ome"]["multiscales"][0]["datasets"][0]["coordinateTransformations"]
+              [0]["scale"][0] for k in ("0", "1")]  # fmt: skip
+    assert scales == [120.0, 30.0]
+
+
+def test_the_display_window_ends_at_the_cameras_largest_count(tmp_path: Path) -> None:
+    w = OmeZarrWriter(tmp_path, channels=["BF"], pixel_size_um=1.0, bit_depth=12)
+    w.write(np.full((8, 8), 200, np.uint16), _info(0, 0, "BF", "A"))
+    w.close()
+    root = zarr.open_group(tmp_path / "data.ome.zarr", mode="r")
+    window = root["0"].attrs["ome"]["omero"]["channels"][0]["window"]
+    assert window == {"start": 0, "end": 4095, "min": 0, "max": 65535}
+
+
+@pytest.mark.parametrize(
+    ("interval_s", "sample_s", "runner_ms", "scale"),
+    [
+        pytest.param(0, [0.0, 0.05, 0.1], [0.0] * 3, 0.05, id="as-fast-as-possible"),
+        pytest.param(1.0, [0.0, 5.0, 605.0], [0.0] * 3, 302.5, id="phases-5s-then-600s"),
+        pytest.param(60, [0.0, 60.0, 120.0], [0.0] * 3, 60.0, id="an-interval-kept"),
+        pytest.param(0, [0.0] * 3, [0.0] * 3, 1.0, id="simulated-as-fast-as-possible"),
+        pytest.param(30, [0.0], [0.0], 30.0, id="one-time-point-the-interval"),
+        pytest.param(0, [None] * 3, [0.0, 200.0, 400.0], 0.2, id="runner-time-without-sample"),
+    ],
+)  # fmt: skip
+def test_the_t_scale_is_the_mean_spacing_of_the_logged_times(
+    tmp_path: Path,
+    interval_s: float,
+    sample_s: list[float | None],
+    runner_ms: list[float],
+    scale: float,
+) -> None:
+    with OmeZarrWriter(tmp_path, channels=["BF"], pixel_size_um=0.5, interval_s=interval_s) as w:
+        for t, (sample, runner) in enumerate(zip(sample_s, runner_ms, strict=True)):
+            info: FrameInfo = {**_info(t, t, "BF"), "sample_time_s": sample}
+            w.write(np.zeros((8, 8), np.uint16), {**info, "runner_time_ms": runner})
+    attrs = zarr.open_group(tmp_path / "data.ome.zarr", mode="r")["0"].attrs["ome"]
+    transforms = attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"]
+    assert transforms == [{"type": "scale", "scale": [scale, 1.0, 1.0, 0.5, 0.5]}]

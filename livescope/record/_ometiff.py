@@ -1,0 +1,294 @@
+"""Open an OME-TIFF file for replay: one series per position, T/C/Z planes of YX.
+
+Each series is matched to its OME ``Image`` by name (by order where the images
+have no names of their own and their counts agree); units of length and time
+are converted from OME's; planes its OME-XML lists but the file lacks are left
+out, with a warning; a file of a multi-file OME-TIFF whose metadata is in
+another, and OME-XML that is not well-formed, are refused naming the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import struct
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._dataset import (
+    Dataset,
+    DatasetError,
+    FrameKey,
+    RecordedFrame,
+    check_dtype,
+    refuse_repeated_keys,
+)
+
+__all__ = ["open_ome_tiff"]
+
+logger = logging.getLogger("livescope")
+
+
+# OME's units of length and time (UnitsLength, UnitsTime) in µm and s, by their NFKC form:
+# that reads the micro sign (µ, which OME writes) as the Greek mu, and the angstrom sign as Å
+_UM_PER: dict[str, float] = {
+    "pm": 1e-6, "\u00c5": 1e-4, "nm": 1e-3, "\u03bcm": 1.0, "um": 1.0, "mm": 1e3, "cm": 1e4,
+    "dm": 1e5, "m": 1e6,
+}  # fmt: skip
+_S_PER: dict[str, float] = {
+    "ns": 1e-9, "\u03bcs": 1e-6, "us": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0, "h": 3600.0,
+}  # fmt: skip
+_LISTED_PLANES = 3  # missing planes named in a warning
+
+
+@dataclasses.dataclass(frozen=True)
+class _OmeImage:
+    """One ``Image`` of an OME-XML: its name, channel names and ``Pixels`` attributes."""
+
+    name: str | None
+    channels: tuple[str, ...]
+    pixels: dict[str, str]
+
+
+def open_ome_tiff(p: Path, interval_s: float, pixel_size_um: float | None) -> Dataset:
+    """One series per position; planes in the order of the series' leading axes (T, C, Z)."""
+    import tifffile
+
+    logged: list[str] = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            logged.append(record.getMessage())
+
+    handler = _Collect(logging.WARNING)
+    log = logging.getLogger("tifffile")
+    log.addHandler(handler)
+    try:
+        tf = tifffile.TiffFile(p)
+    except (OSError, ValueError, struct.error, tifffile.TiffFileError) as exc:
+        raise DatasetError(f"{p}: not a readable TIFF ({exc!r})") from None
+    finally:
+        log.removeHandler(handler)
+    try:
+        if logged:
+            raise DatasetError(f"{p}: truncated or damaged TIFF ({logged[0]})")
+        if not tf.is_ome:
+            raise DatasetError(f"{p}: no OME metadata; cannot tell time, channel and z apart")
+        images = _ome_images(p, tf.ome_metadata or "")
+        try:
+            # (parsed now, lazily: planes listed in the XML but not in the file are None)
+            all_series = list(tf.series)
+        except (KeyError, ValueError, IndexError) as exc:
+            raise DatasetError(f"{p}: its OME metadata does not fit its pages ({exc!r})") from None
+        if any(s.kind == "generic" for s in all_series):  # (tifffile's fallback: no OME plane)
+            raise DatasetError(f"{p}: none of the planes its OME metadata lists is in the file")
+        matched = _series_images(p, all_series, images)
+        warnings: list[str] = []
+        left_out = [im.name or f"image {k}" for k, im in enumerate(images) if im not in matched]
+        if left_out:
+            warnings.append(
+                f"{p}: {len(left_out)} of {len(images)} images its OME metadata lists have no "
+                f"plane in the file ({', '.join(map(repr, left_out))}; a file of a multi-file "
+                "OME-TIFF missing?); replaying without them"
+            )
+        frames: list[RecordedFrame] = []
+        index: dict[FrameKey, Any] = {}
+        missing: list[str] = []
+        planes = 0
+        for i, (series, image) in enumerate(zip(all_series, matched, strict=True)):
+            axes, shape = series.get_axes(False), series.get_shape(False)
+            lead = axes[: axes.index("Y")] if "Y" in axes else axes
+            if axes[len(lead) :] not in ("YX", "YXS") or set(lead) - set("TCZ"):
+                raise DatasetError(
+                    f"{p}: series {i} has axes {axes}; livescope replays T, C, Z planes of YX"
+                )
+            if axes.endswith("S") and shape[-1] != 1:
+                raise DatasetError(f"{p}: series {i} is RGB; livescope replays monochrome frames")
+            check_dtype(f"{p} (series {i})", series.dtype, tuple(shape[len(lead) : len(lead) + 2]))
+            um, step = _ome_scales(p, image, interval_s, pixel_size_um, warnings)
+            position = str(series.name or f"p{i}")
+            lead_shape = tuple(int(n) for n in shape[: len(lead)])
+            for plane, idx in enumerate(np.ndindex(*lead_shape)):
+                at = dict(zip(lead, idx, strict=True))
+                c = at.get("C", 0)
+                key = FrameKey(position, at.get("T", 0),
+                               image.channels[c] if c < len(image.channels) else f"c{c}",
+                               at.get("Z", 0))  # fmt: skip
+                planes += 1
+                if series[plane] is None:  # in a file not beside it, or never written
+                    missing.append(f"{position + ' ' if len(all_series) > 1 else ''}t={key.t} "
+                                   f"c={c} z={key.z}")  # fmt: skip
+                    continue
+                frames.append(
+                    RecordedFrame(
+                        key, (int(shape[len(lead)]), int(shape[len(lead) + 1])),
+                        str(np.dtype(series.dtype)), sample_time_s=key.t * step,
+                        pixel_size_um=um, origin=f"series {i} plane {plane}",
+                    )
+                )  # fmt: skip
+                index[key] = (i, plane)
+        if not frames:
+            raise DatasetError(f"{p}: none of the planes its OME metadata lists is in the file")
+        if missing:
+            named = ", ".join(missing[:_LISTED_PLANES])
+            more = ", ..." if len(missing) > _LISTED_PLANES else ""
+            warnings.append(
+                f"{p}: {len(missing)} of {planes} planes its OME metadata lists are not in the "
+                f"file ({named}{more}); replaying without them"
+            )
+        refuse_repeated_keys(p, frames, "series name, T, C and Z")
+    except BaseException:
+        tf.close()
+        raise
+    frames.sort(key=lambda f: (f.key.t, *index[f.key]))  # time point, then series and plane
+    return Dataset(p, "ome-tiff", frames, warnings=warnings, _source=tf, _index=index)
+
+
+def _ome_images(p: Path, xml: str) -> list[_OmeImage]:
+    """Return the images an OME-TIFF's OME-XML describes, in order.
+
+    Raises
+    ------
+    DatasetError
+        naming the file: XML that is not well-formed, the XML of a multi-file
+        OME-TIFF's other files that only names the one holding the metadata
+        (``BinaryOnly``), or XML that describes no image.
+
+    """
+    from xml.etree import ElementTree
+
+    try:
+        root = ElementTree.fromstring(xml)
+    except ElementTree.ParseError as exc:
+        raise DatasetError(
+            f"{p}: its OME metadata is not well-formed XML ({exc}); cannot tell time, channel "
+            "and z apart"
+        ) from None
+
+    def tag(element: ElementTree.Element) -> str:
+        return element.tag.rsplit("}", 1)[-1]  # without the schema's namespace
+
+    images: list[_OmeImage] = []
+    for element in root:
+        if tag(element) == "BinaryOnly":
+            raise DatasetError(_binary_only(p, element.attrib.get("MetadataFile")))
+        if tag(element) != "Image":
+            continue
+        pixels = next((e for e in element if tag(e) == "Pixels"), None)
+        channels = [e for e in (pixels if pixels is not None else ()) if tag(e) == "Channel"]
+        images.append(
+            _OmeImage(
+                element.attrib.get("Name"),
+                tuple(c.attrib.get("Name") or f"c{k}" for k, c in enumerate(channels)),
+                dict(pixels.attrib) if pixels is not None else {},
+            )
+        )
+    if not images:
+        raise DatasetError(f"{p}: its OME metadata describes no image")
+    return images
+
+
+def _binary_only(p: Path, metadata_file: str | None) -> str:
+    """Say which file holds the metadata of a multi-file OME-TIFF that ``p`` is part of."""
+    if not metadata_file:
+        return (
+            f"{p}: one file of a multi-file OME-TIFF whose metadata is in another file, which "
+            "its OME-XML (BinaryOnly) does not name"
+        )
+    master = p.parent / metadata_file
+    if master.is_file():
+        return (
+            f"{p}: one file of a multi-file OME-TIFF whose metadata (positions, times, "
+            f"channels) is in {metadata_file} (BinaryOnly OME-XML); open {master} instead"
+        )
+    return (
+        f"{p}: one file of a multi-file OME-TIFF whose metadata (positions, times, channels) "
+        f"is in {metadata_file} (BinaryOnly OME-XML), which is not beside it; open that file, "
+        "with the dataset's other files beside it"
+    )
+
+
+def _series_images(p: Path, series: list[Any], images: list[_OmeImage]) -> list[_OmeImage]:
+    """Return the OME ``Image`` each of tifffile's series reads.
+
+    tifffile leaves out an image none of whose planes it can reach (e.g. all in
+    a file of a multi-file OME-TIFF that is missing), so series n need not be
+    image n: they are matched by name where every image has its own, else in
+    order where none was left out.
+
+    Raises
+    ------
+    DatasetError
+        naming the file, where neither can be done.
+
+    """
+    names = [im.name for im in images]
+    if None not in names and len(set(names)) == len(names):
+        by_name = {im.name: im for im in images}
+        if all(s.name in by_name for s in series):
+            return [by_name[s.name] for s in series]
+    if len(series) == len(images):
+        return images
+    raise DatasetError(
+        f"{p}: its OME metadata describes {len(images)} images, the file holds planes of "
+        f"{len(series)}, and the images have no names of their own to tell which (a file of a "
+        "multi-file OME-TIFF missing?)"
+    )
+
+
+def _ome_scales(
+    p: Path, image: _OmeImage, interval_s: float, pixel_size_um: float | None, warnings: list[str]
+) -> tuple[float | None, float]:
+    """Return an image's pixel size (µm; ``pixel_size_um`` if given) and time step (s).
+
+    A unit livescope does not know is said in ``warnings``: the pixel size is then
+    None, the time step ``interval_s`` (as where none is recorded). A size that is
+    not a number is NaN, refused later naming the frame.
+    """
+    px = image.pixels
+    notes: list[str] = []
+    um = pixel_size_um
+    if um is None and (size := px.get("PhysicalSizeX")) is not None:
+        unit = px.get("PhysicalSizeXUnit")
+        um = _in_unit(size, unit, _UM_PER)
+        if um is None:
+            notes.append(
+                f"{p}: PhysicalSizeXUnit {unit!r} is not a unit of length livescope knows; "
+                "replayed without a pixel size (--pixel-size gives one)"
+            )
+    step = interval_s
+    if (increment := px.get("TimeIncrement")) is not None:
+        unit = px.get("TimeIncrementUnit")
+        seconds = _in_unit(increment, unit, _S_PER)
+        if seconds is None:
+            notes.append(
+                f"{p}: TimeIncrementUnit {unit!r} is not a unit of time livescope knows; "
+                f"time points replayed {interval_s:g} s apart (--interval-s)"
+            )
+        elif math.isfinite(seconds) and seconds > 0:
+            step = seconds
+        elif seconds != 0:  # (0: not recorded, as some writers put it)
+            notes.append(
+                f"{p}: TimeIncrement {increment!r} is not a time step; time points replayed "
+                f"{interval_s:g} s apart (--interval-s)"
+            )
+    warnings.extend(n for n in notes if n not in warnings)
+    return um, step
+
+
+def _in_unit(value: str, unit: str | None, per: dict[str, float]) -> float | None:
+    """Return an OME quantity in ``per``'s unit (µm or s; OME's default when ``unit`` is None).
+
+    None where ``unit`` is not in ``per``; NaN where ``value`` is not a number.
+    """
+    factor = 1.0 if unit is None else per.get(unicodedata.normalize("NFKC", unit.strip()))
+    if factor is None:
+        return None
+    try:
+        return float(value) * factor
+    except ValueError:
+        return math.nan
