@@ -9,6 +9,11 @@ A worker posts each of a field's decisions as soon as its policies make it
 (`DecisionClient.post`), so that the agent checks and queues one while the
 worker builds the next, and collects the answers once the field's policies are
 done (`DecisionClient.collect`).
+
+A decision is applied at most once: the server remembers the acknowledgements
+of the last 4096 decisions it answered, and answers a decision sent again (the
+same ``decision_id``, e.g. a retry after a wait ran out) with its first
+acknowledgement, without applying it again.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -39,7 +45,10 @@ _BURST_GAP_MS = 1
 _BURST_MAX = 64
 """Decisions answered at most before their log is written (a burst that goes on)."""
 _GIVEN_UP_MAX = 4096
-"""Decisions whose wait ran out that a client remembers (to tell their late answers)."""
+"""Decisions a client remembers answers to come for: their wait ran out (to tell their late
+answers), or they were sent more than once (to drop their extra answers)."""
+_ANSWERED_MAX = 4096
+"""Decisions whose acknowledgement the server remembers, to answer one sent again (LRU)."""
 
 Answered = tuple[bytes, Decision | None, DecisionAck]
 """One part of a decision message as answered: raw bytes, the decision (None if
@@ -55,6 +64,10 @@ class DecisionServer:
         Called on the server thread with each valid decision and the time its
         message was received (`livescope.schema.clock_ns`); returns the acknowledgement. It
         must not raise: an exception is turned into a rejection and logged.
+        It is called once per ``decision_id``: a decision sent again (one of
+        the last 4096 answered) is answered with its first acknowledgement,
+        and one that reuses an answered decision's ``decision_id`` with
+        other content is refused, neither reaching the handler.
     endpoint
         Where to bind (default: a fresh local endpoint).
     on_answered
@@ -64,7 +77,9 @@ class DecisionServer:
         decision) and its acknowledgement; e.g. to log them. Work done here is
         off the decisions' way: every acknowledgement of the burst is stamped
         and sent first. It is called for what was answered even when receiving
-        fails part-way.
+        fails part-way. A decision sent again is not handed on again (it was
+        at its first answer); one refused for reusing another's
+        ``decision_id`` is, as an invalid part (decision None).
 
     """
 
@@ -94,7 +109,14 @@ class DecisionServer:
         held_send_available()  # looked for now, not at the first answer
         self._stop = threading.Event()
         self.received = 0
+        """Parts received (decisions, repeated ones and malformed parts)."""
         self.rejected = 0
+        """Parts refused (a repeat of a refused decision is not counted again)."""
+        self.repeated = 0
+        """Decisions sent again, answered with their first acknowledgement (not applied)."""
+        # decision_id → (hash of the part, acknowledgement) of the decisions answered,
+        # least recently seen first: a repeat is answered from here, never applied twice
+        self._answered: OrderedDict[str, tuple[int, DecisionAck]] = OrderedDict()
         self._thread = threading.Thread(target=self._run, name="livescope-decisions", daemon=True)
         self._thread.start()
 
@@ -128,16 +150,21 @@ class DecisionServer:
         t_rx = clock_ns()
         mine: list[Answered] = []
         try:
+            acks: list[DecisionAck] = []
             for body in parts[1:] or [b""]:
-                mine.append((body, *self._answer(body, t_rx)))
+                decision, ack, repeat = self._answer(body, t_rx)
+                acks.append(ack)
+                if not repeat:  # (a repeat was handed on at its first answer)
+                    mine.append((body, decision, ack))
             # (the GIL kept: the answer is not held up by another thread of the agent)
-            answer = [ack.model_dump_json().encode() for _, _, ack in mine]
+            answer = [ack.model_dump_json().encode() for ack in acks]
             send_held(self._sock, [parts[0], *answer])
         except Exception:
             logger.exception("decision server: a message could not be answered")
         answered += mine
 
-    def _answer(self, body: bytes, t_rx: int) -> tuple[Decision | None, DecisionAck]:
+    def _answer(self, body: bytes, t_rx: int) -> tuple[Decision | None, DecisionAck, bool]:
+        """Answer one part (server thread): (decision or None, acknowledgement, a repeat)."""
         self.received += 1
         try:
             decision = parse_decision(body)
@@ -145,7 +172,7 @@ class DecisionServer:
             self.rejected += 1
             ident = _peek(body)
             logger.warning("rejected decision %s: %s", ident.get("decision_id", "?"), exc)
-            return None, DecisionAck(
+            refusal = DecisionAck(
                 decision_id=str(ident.get("decision_id", "")),
                 run_id=str(ident.get("run_id", "")),
                 type=str(ident.get("type", "")),
@@ -154,6 +181,10 @@ class DecisionServer:
                 t_received_ns=t_rx,
                 t_acked_ns=clock_ns(),
             )
+            return None, refusal, False
+        did = decision.decision_id
+        if (known := self._answered.get(did)) is not None:
+            return self._answer_again(decision, body, known, t_rx)
         try:
             ack = self._handler(decision, t_rx)
         except Exception as exc:
@@ -168,7 +199,40 @@ class DecisionServer:
             )
         if not ack.accepted:
             self.rejected += 1
-        return decision, ack
+        # (the part's hash, not the part: a repeat is told from a reused id without
+        # keeping up to 4096 messages of up to 4 MB)
+        self._answered[did] = (hash(body), ack)
+        if len(self._answered) > _ANSWERED_MAX:
+            self._answered.popitem(last=False)
+        return decision, ack, False
+
+    def _answer_again(
+        self, decision: Decision, body: bytes, known: tuple[int, DecisionAck], t_rx: int
+    ) -> tuple[Decision | None, DecisionAck, bool]:
+        """Answer a decision whose ``decision_id`` was answered before (server thread)."""
+        did = decision.decision_id
+        digest, ack = known
+        if digest == hash(body):  # sent again (a retry): answered as the first time
+            self._answered.move_to_end(did)
+            self.repeated += 1
+            logger.debug("decision %s sent again: answered as before, not applied again", did)
+            return decision, ack, True
+        self.rejected += 1
+        reason = (
+            f"decision_id {did} was used before by another decision: a decision is resent "
+            "unchanged, and a new one needs a decision_id of its own"
+        )
+        logger.warning("rejected decision %s: %s", did, reason)
+        refusal = DecisionAck(
+            decision_id=did,
+            run_id=decision.run_id,
+            type=decision.type,
+            accepted=False,
+            reason=reason,
+            t_received_ns=t_rx,
+            t_acked_ns=clock_ns(),
+        )
+        return None, refusal, False
 
     def close(self) -> None:
         """Stop the server thread and close the socket (again: nothing more happens)."""
@@ -197,6 +261,16 @@ class DecisionClient:
     """Worker side: send decisions and wait for their acknowledgements.
 
     Use from one thread.
+
+    A decision whose wait ran out may still be applied by the agent: it may be
+    queued behind others, or its answer on its way. Sending it again (the
+    same decision: its ``decision_id`` and content) is safe: the agent applies
+    it once and answers each send with its first acknowledgement (for the last
+    4096 decisions it answered), accepted or refused. To try a refused
+    decision again, make a new one (a new ``decision_id``). A wait for a
+    decision sent again takes the first of its answers to come, also one to
+    an earlier send, which is then not counted as late (`late_answers`); the
+    other answers are dropped.
     """
 
     def __init__(self, endpoint: str, *, security: BusSecurity | None = None) -> None:
@@ -207,7 +281,12 @@ class DecisionClient:
         self.endpoint = endpoint
         held_send_available()  # looked for now, not at the first decision
         self._pending: dict[str, DecisionAck] = {}  # answers read before they were asked for
-        self._given_up: dict[str, None] = {}  # decisions whose wait ran out (oldest first)
+        # decision_id → its answers still to come, of a decision whose last wait ran out
+        # before any came (oldest first): the first to come is late
+        self._given_up: dict[str, int] = {}
+        # decision_id → its answers still to come, of a decision sent more than once
+        # whose answer was taken (oldest first): dropped as they come
+        self._extra: dict[str, int] = {}
         self.late_answers = 0
         """Answers that came after their wait ran out (logged, then dropped)."""
         self.on_late: Callable[[DecisionAck], None] | None = None
@@ -218,6 +297,10 @@ class DecisionClient:
     def send(self, decision: Decision, timeout: float = 5.0) -> DecisionAck:
         """Send ``decision`` and return its acknowledgement.
 
+        A decision whose wait ran out may still be applied by the agent; sending
+        it again (the same ``decision_id``, unchanged) is safe: it is answered,
+        with its first acknowledgement, and not applied twice (see the class).
+
         Raises
         ------
         LivescopeError
@@ -225,7 +308,7 @@ class DecisionClient:
 
         """
         send_held(self._sock, [decision.model_dump_json().encode()])
-        return self._wait(decision.decision_id, timeout)
+        return self._wait(decision.decision_id, timeout, self._earlier(decision.decision_id))
 
     def send_many(
         self, decisions: list[Decision], timeout: float = 5.0
@@ -233,7 +316,9 @@ class DecisionClient:
         """Send several decisions in one message, then collect their acknowledgements (in order).
 
         Each entry is the decision's acknowledgement, or the `LivescopeError`
-        saying none arrived within ``timeout`` seconds of the send.
+        saying none arrived within ``timeout`` seconds of the send. As with
+        `send`, a decision without an answer may still be applied, and may be
+        sent again with the same ``decision_id``: it is not applied twice.
         """
         if not decisions:
             return []
@@ -256,13 +341,21 @@ class DecisionClient:
         """Return the acknowledgements of posted decisions, in the order of ``decision_ids``.
 
         Each entry is the acknowledgement, or the `LivescopeError` saying none
-        arrived within ``timeout`` seconds of this call.
+        arrived within ``timeout`` seconds of this call (the agent may still
+        apply that decision; see `send`).
         """
         out: list[DecisionAck | LivescopeError] = []
         deadline = time.monotonic() + timeout
+        earlier: dict[str, int] = {}
+        if self._given_up or self._extra:  # (else none was sent again: nothing to look up)
+            # all taken before the first wait: a decision sent again is answered to this
+            # call also while it waits for the decisions before it
+            for did in decision_ids:
+                earlier.setdefault(did, self._earlier(did))
         for did in decision_ids:
             try:
-                out.append(self._wait(did, max(0.0, deadline - time.monotonic())))
+                left = max(0.0, deadline - time.monotonic())
+                out.append(self._wait(did, left, earlier.pop(did, 0)))
             except LivescopeError:
                 out.append(LivescopeError(f"no acknowledgement from the agent within {timeout} s"))
         return out
@@ -272,10 +365,26 @@ class DecisionClient:
         self._sock.send(body)
         return self._wait(None, timeout)
 
-    def _wait(self, decision_id: str | None, timeout: float) -> DecisionAck:
+    def _earlier(self, decision_id: str) -> int:
+        """Take the answers still to come to earlier sends of a decision, to be waited for again.
+
+        A decision sent again takes the first of its answers that comes, not a
+        late one; the others are extra (see `_wait`).
+        """
+        if not (self._given_up or self._extra):
+            return 0
+        return self._given_up.pop(decision_id, 0) + self._extra.pop(decision_id, 0)
+
+    def _wait(self, decision_id: str | None, timeout: float, earlier: int = 0) -> DecisionAck:
+        """Wait for ``decision_id``'s answer (None: the next one).
+
+        ``earlier``: answers still to come to earlier sends of it (`_earlier`).
+        """
         deadline = time.monotonic() + timeout
         while True:
             if decision_id is not None and decision_id in self._pending:
+                if earlier:
+                    _remember(self._extra, decision_id, earlier)
                 return self._pending.pop(decision_id)
             # answers already here are read even once the time is up
             left_ms = max(0, int((deadline - time.monotonic()) * 1000) + 1)
@@ -286,16 +395,19 @@ class DecisionClient:
                 return acks[0]
             self._file(acks)
         if decision_id is not None:
-            self._given_up[decision_id] = None
-            if len(self._given_up) > _GIVEN_UP_MAX:  # an agent that stopped answering
-                del self._given_up[next(iter(self._given_up))]
+            _remember(self._given_up, decision_id, earlier + 1)
         raise LivescopeError(f"no acknowledgement from the agent within {timeout} s")
 
     def _file(self, acks: list[DecisionAck]) -> None:
         """Keep answers for their waits; log, count and drop those nobody waits for."""
         for a in acks:
-            if a.decision_id in self._given_up:  # its wait ran out
-                del self._given_up[a.decision_id]
+            if (extra := self._extra.pop(a.decision_id, 0)) > 0:  # answered already
+                if extra > 1:
+                    self._extra[a.decision_id] = extra - 1
+                logger.debug("decision %s: another answer to a send of it dropped", a.decision_id)
+            elif (owed := self._given_up.pop(a.decision_id, 0)) > 0:  # its wait ran out
+                if owed > 1:  # (sent more than once: its other answers are extra)
+                    _remember(self._extra, a.decision_id, owed - 1)
                 self.late_answers += 1
                 logger.warning(
                     "decision %s answered after its wait ran out: %s %s", a.decision_id,
@@ -315,3 +427,10 @@ class DecisionClient:
         """Close the socket."""
         self._sock.close(0)
         self._ctx.term()
+
+
+def _remember(table: dict[str, int], decision_id: str, answers: int) -> None:
+    """Note ``answers`` still to come for ``decision_id``, forgetting the oldest beyond a bound."""
+    table[decision_id] = answers
+    if len(table) > _GIVEN_UP_MAX:  # an agent that stopped answering
+        del table[next(iter(table))]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 import os
 import socket
 import stat
@@ -31,11 +32,14 @@ __all__ = [
     "connect",
     "is_loopback",
     "local_endpoint",
+    "pid_lives",
     "remove_ipc_files",
     "remove_left_ipc_file",
     "remove_stale_ipc_files",
     "subscribe",
 ]
+
+logger = logging.getLogger("livescope")
 
 STALE_AFTER_S = 60.0
 """A socket file of livescope's in the temp folder that no process has listened on for
@@ -81,6 +85,9 @@ def local_endpoint(name: str, *, transport: str | None = None) -> str:
     ``ipc://`` in the temp folder where ZeroMQ supports ipc, else
     ``tcp://127.0.0.1:*`` (the port is chosen when binding; `bind` returns it).
     ``transport`` (else ``LIVESCOPE_TRANSPORT``) forces ``"ipc"`` or ``"tcp"``.
+    Unforced, a temp folder whose path leaves no room for a socket file's
+    name (``zmq.IPC_PATH_MAX_LEN``, 107 bytes on Linux) gives tcp too; forced
+    ipc there, binding fails (`bind`).
     The first ipc endpoint of a process also removes the socket files killed
     processes left in the temp folder (`remove_stale_ipc_files`).
 
@@ -96,8 +103,22 @@ def local_endpoint(name: str, *, transport: str | None = None) -> str:
             remove_stale_ipc_files()
         # (the process id in the name: a sweep never takes the file of a process that lives)
         leaf = f"livescope-{name}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        return f"ipc://{os.path.join(tempfile.gettempdir(), leaf)}"
+        path = os.path.join(tempfile.gettempdir(), leaf)
+        forced = (transport or os.environ.get(TRANSPORT_ENV, "")).strip().lower() == "ipc"
+        if forced or not _ipc_path_too_long(path):
+            return f"ipc://{path}"
+        logger.debug(
+            "local endpoint %r on tcp: its socket file %s would be %d bytes, over the %d ipc "
+            "allows (a shorter TMPDIR gives ipc)", name, path, len(os.fsencode(path)),
+            zmq.IPC_PATH_MAX_LEN,
+        )  # fmt: skip
     return "tcp://127.0.0.1:*"
+
+
+def _ipc_path_too_long(path: str) -> bool:
+    """Whether ``path`` is longer than an ipc socket file's may be (False where none is known)."""
+    limit = zmq.IPC_PATH_MAX_LEN  # (0 where ZeroMQ knows none: no ipc there)
+    return bool(limit) and len(os.fsencode(path)) > limit
 
 
 def remove_ipc_files(*endpoints: str | None) -> None:
@@ -175,8 +196,18 @@ def _process_lives(name: str) -> bool:
     parts = name.split("-")
     if len(parts) < 4 or not parts[-2].isdigit():
         return False
+    return pid_lives(int(parts[-2]))
+
+
+def pid_lives(pid: int) -> bool:
+    """Return whether process ``pid`` is running (POSIX; also the rings of `livescope.bus._shm`).
+
+    A process of another user's, or one this process may not ask about, counts as running.
+    """
+    if pid <= 0:  # (0 and -1 would ask about process groups)
+        return False
     try:
-        os.kill(int(parts[-2]), 0)  # (signal 0: only asks; never called on Windows)
+        os.kill(pid, 0)  # (signal 0: only asks; never called on Windows)
     except ProcessLookupError:
         return False
     except OSError:  # (another user's process, or no permission to ask)
@@ -316,6 +347,20 @@ def bind(sock: zmq.Socket[Any], endpoint: str, security: BusSecurity | None = No
     try:
         sock.bind(endpoint)
     except zmq.ZMQError as exc:  # in use, malformed, or an ipc path whose folder is missing
+        path = endpoint[len("ipc://") :]
+        if scheme == "ipc" and _ipc_path_too_long(path):
+            size = f"its path is {len(os.fsencode(path))} bytes, over ipc's {zmq.IPC_PATH_MAX_LEN}"
+            if Path(path).parent == Path(tempfile.gettempdir()):  # (a `local_endpoint`)
+                advice = (
+                    f"the temp folder's path is too long: set {TRANSPORT_ENV}=tcp, "
+                    "or a shorter TMPDIR"
+                )
+            else:
+                advice = (
+                    "give a shorter path, or tcp://127.0.0.1:PORT (tcp://127.0.0.1:* for any "
+                    f"free port); {TRANSPORT_ENV}=tcp puts the endpoints not given on tcp"
+                )
+            raise LivescopeError(f"cannot listen on {endpoint}: {size}; {advice}") from None
         raise LivescopeError(
             f"cannot listen on {endpoint}: {exc.strerror}; give a free port "
             "(tcp://127.0.0.1:PORT, or tcp://127.0.0.1:* for any), or leave the endpoint out "

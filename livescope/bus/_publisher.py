@@ -85,6 +85,8 @@ class FramePublisher:
         self._control.setsockopt(zmq.LINGER, 0)
         self._lock = threading.Lock()
         self.ring: ShmRing | None = None
+        self._closed = False
+        self.endpoint = self.control_endpoint = ""
         try:
             self.endpoint = bind(self._sock, endpoint or local_endpoint("frames"), security)
             self.control_endpoint = bind(
@@ -101,6 +103,7 @@ class FramePublisher:
             if security is not None:
                 security.release(self._ctx)
             self._ctx.term()
+            remove_ipc_files(self.endpoint, self.control_endpoint)  # (those bound already)
             raise
         if mode == "shm":
             held_send_available()  # looked for now, not at the first frame
@@ -218,7 +221,10 @@ class FramePublisher:
         }
 
     def close(self) -> None:
-        """Stop the control thread, close the sockets, unlink shared memory."""
+        """Stop the control thread, close the sockets, unlink shared memory; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
         self._stop.set()
         self._thread.join(timeout=2)
         self._sock.close(0)

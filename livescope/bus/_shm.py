@@ -13,27 +13,49 @@ A slot is reused when no live reader holds it; a reader whose heartbeat is older
 than ``dead_after_s`` is declared dead and its holds are dropped. Readers check
 the slot's generation before and after use, so a frame overwritten under a reader
 that was (wrongly) declared dead is detected, never silently used.
+
+A ring is named ``lvs_<pid>_<hex>`` after the process that made it. On Linux its
+space in ``/dev/shm`` is reserved when it is made (a full ``/dev/shm`` is said
+then, instead of killing the process with SIGBUS at the first frame), its maker
+holds a shared lock on it while it lives, and the first ring a process makes
+removes the rings killed processes left behind (`remove_stale_rings`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import os
+import re
 import secrets
+import stat
+import sys
+import threading
+import time
 import uuid
+import weakref
+from collections.abc import Callable
 from multiprocessing import shared_memory
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
 
 from livescope.schema import LivescopeError, clock_ns
 
-__all__ = ["ShmReader", "ShmRing"]
+from ._endpoints import STALE_AFTER_S, pid_lives
+
+__all__ = ["ShmReader", "ShmRing", "SlotHold", "remove_stale_rings"]
 
 logger = logging.getLogger("livescope")
 
 _MAGIC = 0x4C56534D52494E47  # "LVSMRING"
+
+SHM_FOLDER = "/dev/shm"
+"""Where Linux keeps named shared memory (a tmpfs; Docker gives a container 64 MiB)."""
+_RING_NAME = re.compile(r"lvs_([0-9]+)_[0-9a-f]+")
+_swept = threading.Event()
 
 
 def _layout(n_slots: int, max_readers: int, slot_bytes: int) -> dict[str, int]:
@@ -90,6 +112,150 @@ def _attach(name: str) -> shared_memory.SharedMemory:
         resource_tracker.register = register
 
 
+def remove_stale_rings(
+    older_than_s: float = STALE_AFTER_S, *, folder: str = SHM_FOLDER
+) -> list[str]:
+    """Remove the rings killed processes left in ``/dev/shm``; return their paths (Linux).
+
+    Python's resource tracker unlinks a ring whose maker ends without closing
+    it, unless it dies too (a process group killed: a closed terminal, SIGKILL),
+    and then nothing else frees that memory. A ring is removed only if its name
+    is ``lvs_<pid>_<hex>`` (older names, without the maker's id, are left
+    alone), it is a file of this user's, older than ``older_than_s`` (its
+    maker may not hold its lock yet), the process named in it has ended, and no
+    process holds a lock on it (its maker holds one while it lives, also from
+    another PID namespace sharing ``/dev/shm``). ``folder``: where to look.
+    Nothing is done elsewhere than on Linux (macOS cannot list its shared
+    memory; Windows frees it with the last handle). Called by the first
+    `ShmRing` of a process.
+    """
+    if sys.platform != "linux":
+        return []
+    else:
+        import fcntl
+
+        removed = []
+        now = time.time()
+        with contextlib.suppress(OSError), os.scandir(folder) as entries:
+            for entry in entries:
+                match = _RING_NAME.fullmatch(entry.name)
+                if match is None:
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if (
+                    not stat.S_ISREG(st.st_mode)
+                    or now - st.st_mtime < older_than_s
+                    or st.st_uid != os.getuid()
+                    or pid_lives(int(match[1]))
+                ):
+                    continue
+                try:
+                    fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW)
+                except OSError:
+                    continue
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # (raises if its maker lives)
+                    os.unlink(entry.path)
+                    removed.append(entry.path)
+                except OSError:
+                    continue
+                finally:
+                    os.close(fd)
+        if removed:
+            logger.info("removed %d shared-memory ring(s) left by killed processes", len(removed))
+        return removed
+
+
+def _free_bytes(folder: str = SHM_FOLDER) -> int | None:
+    """Return the bytes free in ``folder`` (Linux); None where it has no limit or is not there."""
+    if sys.platform != "linux":
+        return None
+    else:
+        try:
+            st = os.statvfs(folder)
+        except OSError:
+            return None
+        if st.f_blocks == 0:  # (a tmpfs mounted without a size limit)
+            return None
+        return st.f_bavail * st.f_frsize
+
+
+def _no_room(needed: int, free: int | None) -> LivescopeError:
+    room = "not that much" if free is None else f"{free / 2**20:.0f} MiB"
+    return LivescopeError(
+        f"the shared-memory frame ring needs {needed / 2**20:.0f} MiB but {SHM_FOLDER} has "
+        f"{room} free (Docker gives a container 64 MiB): start the agent with `--bus inline` "
+        '(bus="inline" from Python), give the container more shared memory '
+        "(`docker run --shm-size=1g`), or make the ring smaller (FramePublisher's ring_bytes)"
+    )
+
+
+def _reserve(name: str, size: int) -> int:
+    """Reserve a new ring's pages and lock it as this process's (Linux); return the lock's fd.
+
+    The block is made sparse: a page touched when ``/dev/shm`` is full kills the
+    process with SIGBUS. ``posix_fallocate`` allocates every page now, or fails
+    at once with ENOSPC (tmpfs gives back what it allocated). The shared lock,
+    held until `ShmRing.close` (or the process's end), tells `remove_stale_rings`
+    the ring's maker lives. Returns -1 where the block is not in ``/dev/shm``.
+
+    Raises
+    ------
+    LivescopeError
+        if ``/dev/shm`` has not ``size`` bytes free.
+
+    """
+    if sys.platform != "linux":
+        return -1
+    else:
+        import fcntl
+
+        try:
+            fd = os.open(os.path.join(SHM_FOLDER, name), os.O_RDWR | os.O_NOFOLLOW)
+        except OSError as exc:
+            logger.debug(
+                "shared block %s not found in %s (%s): not reserved", name, SHM_FOLDER, exc
+            )
+            return -1
+        try:
+            os.posix_fallocate(fd, 0, size)
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno == errno.ENOSPC:
+                raise _no_room(size, _free_bytes()) from None
+            logger.debug("could not reserve shared block %s: %s", name, exc)
+            return -1
+        return fd
+
+
+class SlotHold:
+    """A reader's hold on one slot: the base of the frame's array and every view of it.
+
+    numpy keeps an array's base alive, so the hold lasts as long as the array a
+    `Frame` hands out or anything made from it (a slice, a reshape) is
+    referenced; ``release`` (a `weakref.finalize`) calls ``release_slot(*args)``
+    once: when called (`Frame.release`), or when the last of them is collected.
+    It also keeps the mapping referenced, so the block is not unmapped under them.
+    """
+
+    __slots__ = ("__array_interface__", "__weakref__", "_view", "release")
+
+    def __init__(
+        self, view: NDArray[Any], release_slot: Callable[..., object], *args: object
+    ) -> None:
+        self.__array_interface__ = view.__array_interface__  # (read-only, as the view)
+        self._view = view
+        self.release = weakref.finalize(self, release_slot, *args)
+
+    def array(self) -> NDArray[Any]:
+        """Return a new array over the slot whose base is this hold (zero-copy)."""
+        return np.asarray(cast(Any, self))
+
+
 class ShmRing:
     """Writer side: owns the shared block (created here, unlinked on `close`).
 
@@ -118,8 +284,23 @@ class ShmRing:
                 f"bad ring geometry: {n_slots} slots of {slot_bytes} bytes, {max_readers} readers"
             )
         lay = _layout(n_slots, max_readers, slot_bytes)
-        self.name = f"lvs_{uuid.uuid4().hex[:16]}"
+        if not _swept.is_set():  # once per process: first free what killed runs left
+            _swept.set()
+            remove_stale_rings()
+        free = _free_bytes()
+        if free is not None and lay["total"] > free:
+            raise _no_room(lay["total"], free)
+        # (the maker's id in the name: `remove_stale_rings` never takes a live process's;
+        # at most 7 + 16 digits: macOS allows 30 characters)
+        self.name = f"lvs_{os.getpid()}_{uuid.uuid4().hex[:16]}"
         self._shm = shared_memory.SharedMemory(name=self.name, create=True, size=lay["total"])
+        try:
+            self._lock_fd = _reserve(self.name, lay["total"])
+        except BaseException:
+            self._shm.close()
+            self._shm.unlink()
+            raise
+        self._closed = False
         self.v = _Views(_buffer(self._shm), n_slots, max_readers, slot_bytes)
         self.v.head[:] = (_MAGIC, n_slots, max_readers, slot_bytes)
         self.v.readers[:] = 0
@@ -209,11 +390,17 @@ class ShmRing:
         return int(self.v.slots[slot, 0])
 
     def close(self) -> None:
-        """Unlink the shared block (readers keep their mapping until they detach)."""
+        """Unlink the shared block (readers keep their mapping until they detach); idempotent."""
+        if self._closed:
+            return
+        self._closed = True
         self.v.release()
         self._shm.close()
         with contextlib.suppress(FileNotFoundError):
             self._shm.unlink()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # (the lock goes with it)
+            self._lock_fd = -1
 
 
 class ShmReader:
@@ -225,14 +412,33 @@ class ShmReader:
     """
 
     def __init__(self, geometry: dict[str, Any], reader_index: int, token: int) -> None:
+        """Map the ring named in ``geometry``.
+
+        Raises
+        ------
+        OSError
+            if the block cannot be mapped (``FileNotFoundError``: no block of that
+            name here, e.g. the agent runs in another container or namespace).
+        LivescopeError
+            if the block is not a livescope ring of that geometry.
+
+        """
         self._shm = _attach(str(geometry["name"]))
-        self.v = _Views(
-            _buffer(self._shm),
-            int(geometry["n_slots"]),
-            int(geometry["max_readers"]),
-            int(geometry["slot_bytes"]),
-        )
+        try:
+            self.v = _Views(
+                _buffer(self._shm),
+                int(geometry["n_slots"]),
+                int(geometry["max_readers"]),
+                int(geometry["slot_bytes"]),
+            )
+        except (TypeError, ValueError):  # (numpy: the block is smaller than the geometry)
+            self._shm.close()
+            raise LivescopeError(
+                f"shared block {geometry['name']} is smaller than its geometry says"
+            ) from None
         if int(self.v.head[0]) != _MAGIC:
+            self.v.release()
+            self._shm.close()
             raise LivescopeError(f"shared block {geometry['name']} is not a livescope ring")
         self.index = reader_index
         self.token = token
@@ -290,7 +496,7 @@ class ShmReader:
         return lost
 
     def view(self, slot: int, shape: tuple[int, ...], dtype: str) -> NDArray[Any]:
-        """Return a read-only numpy view of a slot (zero-copy)."""
+        """Return a read-only numpy view of a slot (zero-copy; it holds nothing: see `SlotHold`)."""
         dt = np.dtype(dtype)
         n = int(np.prod(shape)) * dt.itemsize
         arr: NDArray[Any] = self.v.data[slot, :n].view(dt).reshape(shape)

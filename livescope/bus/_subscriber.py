@@ -10,6 +10,8 @@ queue whose policy the receiver chooses:
 Every header is validated before use; a bad message is counted, logged and
 skipped, and the socket goes on. Frames are zero-copy views (of the message
 buffer, or of a shared-memory slot): call `Frame.release` (or use ``with``) when done.
+A shared-memory frame's array keeps its slot held for as long as it (or any
+view of it) is referenced, not only the `Frame`: see `livescope.bus._shm.SlotHold`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import json
 import logging
 import threading
 import time
-import weakref
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -29,7 +31,7 @@ from numpy.typing import NDArray
 from livescope.schema import FrameHeader, HeaderError, LivescopeError, clock_ns, decode_header
 
 from ._endpoints import BusSecurity, connect, subscribe
-from ._shm import ShmReader
+from ._shm import ShmReader, SlotHold
 
 __all__ = ["Frame", "FrameSubscriber"]
 
@@ -42,7 +44,9 @@ class Frame:
     """One received frame: ``header`` (wire protocol v1) and ``array`` (read-only view).
 
     ``t_received_ns`` is when the receiver thread got it (`livescope.schema.clock_ns`).
-    A frame that is garbage-collected without `release` is released then.
+    A frame's memory (its shared-memory slot) is given back by `release`, or once
+    the frame, its ``array`` and every array made from that (a slice, a reshape)
+    have been garbage-collected: ``a = frame.array`` may outlive the frame.
     """
 
     __slots__ = ("__weakref__", "_finalizer", "_owner", "array", "header", "t_received_ns")
@@ -53,17 +57,13 @@ class Frame:
         array: NDArray[Any],
         t_received_ns: int,
         owner: FrameSubscriber | None = None,
+        release: Callable[[], object] | None = None,
     ) -> None:
         self.header = header
         self.array = array
         self.t_received_ns = t_received_ns
         self._owner = owner
-        shm = header["shm"]
-        self._finalizer = (
-            weakref.finalize(self, owner.release_slot, shm["slot"], shm["generation"])
-            if owner is not None and shm is not None
-            else None
-        )
+        self._finalizer = release  # (runs once; also when the array's hold is collected)
 
     @property
     def seq(self) -> int:
@@ -83,7 +83,13 @@ class Frame:
         return reader is not None and reader.generation(shm["slot"]) == shm["generation"]
 
     def release(self) -> None:
-        """Give the frame's memory back (shared-memory slots return to the ring)."""
+        """Give the frame's memory back now (shared-memory slots return to the ring).
+
+        After it, ``array`` and every array made from it must not be used: the
+        writer may overwrite the slot under them at any time (`valid` says
+        whether it has). Copy what must outlive the frame first. Calling it
+        again does nothing.
+        """
         if self._finalizer is not None:
             self._finalizer()  # runs once
 
@@ -140,7 +146,8 @@ class FrameSubscriber:
         self.reader: ShmReader | None = None
         self._queue: collections.deque[Frame] = collections.deque()
         self._cond = threading.Condition()
-        self._in_use: dict[int, int] = {}  # shm slot -> frames holding it
+        self._in_use: dict[int, int] = {}  # shm slot -> frames of this registration holding it
+        self._registration = 0  # counts the reader's registrations (see `release_slot`)
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -178,19 +185,38 @@ class FrameSubscriber:
         if not reply.get("ok"):
             raise LivescopeError(f"bus control refused: {reply.get('error')}")
         if "ring" in reply:
-            self.reader = ShmReader(reply["ring"], int(reply["reader"]), int(reply["token"]))
+            ring, place, token = reply["ring"], int(reply["reader"]), int(reply["token"])
+            try:
+                self.reader = ShmReader(ring, place, token)
+            except OSError as exc:  # (not the agent's host, or another container/namespace)
+                self._send_bye(ctx, place, token)
+                raise LivescopeError(
+                    f"cannot map the agent's shared memory {ring.get('name')!r} "
+                    f"({exc.strerror or exc}): the agent sends frames in shared memory (bus "
+                    "mode shm); only a process on the same host sharing its shared memory "
+                    "(not another container or namespace) can read them: start the agent "
+                    'with `--bus inline` (bus="inline" from Python)'
+                ) from None
+            except LivescopeError:
+                self._send_bye(ctx, place, token)
+                raise
 
     def _bye(self, ctx: zmq.Context[Any]) -> None:
-        if self.control_endpoint is None or self.reader is None:
+        if self.reader is None:
+            return
+        self.reader.release_all()  # holds first: the place may be reassigned once we leave
+        self._send_bye(ctx, self.reader.index, self.reader.token)
+
+    def _send_bye(self, ctx: zmq.Context[Any], place: int, token: int) -> None:
+        """Give reader place ``place`` back to the writer (it may also be gone)."""
+        if self.control_endpoint is None:
             return
         req = ctx.socket(zmq.REQ)
         req.setsockopt(zmq.LINGER, 0)
         req.setsockopt(zmq.RCVTIMEO, 500)
-        self.reader.release_all()  # holds first: the place may be reassigned once we leave
         try:
             connect(req, self.control_endpoint, self.security)
-            bye = {"op": "bye", "reader": self.reader.index, "token": self.reader.token}
-            req.send(json.dumps(bye).encode())
+            req.send(json.dumps({"op": "bye", "reader": place, "token": token}).encode())
             req.recv()
         except zmq.ZMQError:
             pass  # the agent may be gone; it will declare this reader dead
@@ -242,19 +268,22 @@ class FrameSubscriber:
             with self._cond:
                 while self._queue:
                     self._queue.popleft().release()
-            if self.reader is not None:
-                self.reader.close()
+                if self.reader is not None:  # (under the lock: a frame may be released now)
+                    self.reader.close()
             ctx.term()
 
     def _reregister(self, ctx: zmq.Context[Any]) -> None:
         """Register again after the writer declared this reader dead (e.g. it stalled)."""
         logger.warning("shared-memory reader lost its place (declared dead); registering again")
         self.counts["reregistered"] += 1
-        old, self.reader = self.reader, None
         with self._cond:
-            self._in_use.clear()  # those holds are gone; frames still out are invalid
-        if old is not None:
-            old.close()
+            old, self.reader = self.reader, None
+            # those holds are gone; frames still out are invalid, and their release
+            # must not count against the new place's (`release_slot`)
+            self._in_use.clear()
+            self._registration += 1
+            if old is not None:
+                old.close()
         self._hello(ctx)
 
     def _receive(self, parts: list[zmq.Frame]) -> None:
@@ -312,26 +341,39 @@ class FrameSubscriber:
         nbytes = int(np.prod(shape)) * np.dtype(header["dtype"]).itemsize
         if nbytes > self.reader.v.slot_bytes:
             raise HeaderError(f"frame of {nbytes} bytes exceeds the ring's slots")
-        if not self.reader.holds(slot, shm["generation"]):
+        generation = shm["generation"]
+        if not self.reader.holds(slot, generation):
             self.counts["not_held"] += 1  # published before this reader registered, or reused
             return None
+        view = self.reader.view(slot, shape, header["dtype"])
         with self._cond:
             self._in_use[slot] = self._in_use.get(slot, 0) + 1
-        return Frame(header, self.reader.view(slot, shape, header["dtype"]), t_rx, self)
+            registration = self._registration
+        # the array's base holds the slot: it stays held while the frame or any array
+        # made from it lives (`SlotHold`), and is given back once, by `release_slot`
+        hold = SlotHold(view, self.release_slot, slot, generation, registration)
+        return Frame(header, hold.array(), t_rx, self, release=hold.release)
 
-    def release_slot(self, slot: int, generation: int) -> None:
-        """Give a frame's slot back; called once per frame by `Frame.release` (any thread)."""
-        reader = self.reader
-        if reader is None:
-            return
+    def release_slot(self, slot: int, generation: int, registration: int) -> None:
+        """Give a frame's slot back: once per frame, on any thread (`SlotHold.release`).
+
+        `Frame.release` calls it, or the collection of the frame's hold. A frame
+        from before the reader registered again (``registration``: the number of
+        re-registrations when it came) lost its hold with the old place: its
+        release changes nothing, so that it cannot drop the hold of a newer
+        frame in the same slot.
+        """
         with self._cond:
+            reader = self.reader
+            if reader is None or registration != self._registration:
+                return
             left = self._in_use.get(slot, 0) - 1
             if left > 0:
                 self._in_use[slot] = left
                 return
             self._in_use.pop(slot, None)
-        if reader.generation(slot) == generation:
-            reader.release(slot)
+            if reader.generation(slot) == generation:
+                reader.release(slot)
 
     # ------------------------------------------------------------ consumer API
 

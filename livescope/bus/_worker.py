@@ -99,6 +99,10 @@ class WorkerLink:
     def decide(self, decision: Decision, timeout: float = 5.0) -> DecisionAck:
         """Send a decision and wait for the agent's acknowledgement.
 
+        If none comes within ``timeout``, the agent may still apply it: sending
+        the same decision again (same ``decision_id``, unchanged) is safe, as it
+        is answered with its first acknowledgement and not applied twice.
+
         Raises
         ------
         LivescopeError
