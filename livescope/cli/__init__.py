@@ -11,11 +11,12 @@ def main() -> None:
     """Entry point of the ``livescope`` command.
 
     With ``--json`` a usage error (an unknown option, a missing or malformed
-    value) also prints one JSON object on stdout, as every other error does.
+    value) also prints one JSON object on stdout, as every other error does;
+    so does ``bench`` without it (a benchmark prints JSON with or without it).
     """
     from ._app import app
 
-    if "--json" not in sys.argv[1:]:
+    if "--json" not in sys.argv[1:] and sys.argv[1:2] != ["bench"]:
         app()
         return
     import typer

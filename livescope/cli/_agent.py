@@ -46,7 +46,11 @@ def agent(
     ] = None,
     time_acceleration: Annotated[
         float | None,
-        typer.Option(min=0.001, help="Simulated profiles: sample seconds per wall second."),
+        typer.Option(
+            min=0.001,
+            help="Simulated profiles: sample seconds per wall second (default: the "
+            "profile's, 600 for 'sim'; run and demo use 40).",
+        ),
     ] = None,
     backend: Annotated[
         str,
@@ -88,6 +92,8 @@ def agent(
         refuse_replay_profile(prof, "agent", as_json=json_out)
         sequence = load_plan(plan)
         check_plan(sequence, prof, str(plan))
+        # its policies too: a worker would refuse a bad rule only once acquisition is going
+        _check_policies(plan, prof)
         run_dir = out or Path("runs") / time.strftime("agent-%Y%m%d-%H%M%S")
         if (run_dir / "data.ome.zarr").exists():
             fail(
@@ -158,6 +164,33 @@ ATTACH_WAIT_S = 30.0
 """How long `livescope worker` waits for an agent to start in its run folder (its bus.json)."""
 
 
+def _check_policies(plan: Path, prof: Any) -> None:
+    """Refuse a plan whose policies the rig's guardrails or channels refuse (exit 2)."""
+    from livescope.policy import rules_for_profile
+    from livescope.schema import plan_sections
+
+    rules_for_profile(plan_sections(plan).get("policies"), prof, source=str(plan))
+
+
+def _check_worker_options(
+    seg: str, stain: str, states: str, backend: str | None, profile: str | None,
+    plan: Path | None,
+) -> None:  # fmt: skip
+    """Refuse an analysis worker's unknown engine, backend, profile or plan before it waits."""
+    from livescope.inference import find_engine, select_backend
+    from livescope.schema import load_profile
+
+    for name in (seg, stain, states):
+        if name:
+            find_engine(name)
+    if backend is not None:
+        select_backend(backend)
+    if profile is not None:
+        prof = load_profile(profile)
+        if plan is not None:
+            _check_policies(plan, prof)
+
+
 def _wait_for_run(run: Path, timeout_s: float) -> bool:
     """Wait up to ``timeout_s`` for an agent's run in ``run``; return whether one is there.
 
@@ -215,7 +248,8 @@ def worker(
     ),
     states: Annotated[str, typer.Option(help="Cell-state engine ('' for none).")] = "cell-state",
     nucleus_diameter_um: Annotated[
-        float | None, typer.Option(help="Typical nucleus diameter (default: the profile's).")
+        float | None,
+        typer.Option(min=0.1, help="Typical nucleus diameter, µm (default: the profile's)."),
     ] = None,
     backend: Annotated[str | None, typer.Option(help="Engine backend (default: best).")] = None,
     json_out: JsonOpt = False,
@@ -247,6 +281,14 @@ def worker(
         if analyse or config is not None:
             from livescope.pipeline import PipelineWorker, WorkerConfig
             from livescope.pipeline._worker import no_agent_error
+
+            if policy != "every":  # (the analysis worker takes every frame of every field)
+                fail("--policy is for counting frames: the analysis worker takes every frame",
+                     as_json=json_out)  # fmt: skip
+            if config is None:  # its own options now, not once an agent has started
+                _check_worker_options(seg, stain, states, backend, profile, plan)
+                if maxlen < 16:
+                    stderr.print(f"--maxlen {maxlen}: the analysis worker queues at least 16")
 
             if config is not None:
                 try:

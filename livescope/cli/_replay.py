@@ -149,6 +149,8 @@ def replay(
         fail(str(exc), as_json=json_out)
     run_dir = out or Path("runs") / time.strftime("replay-%Y%m%d-%H%M%S")
     if len(datasets) > 1 or cluster is not None:
+        with user_errors(json_out):  # once here, not as a failure of every task
+            _check_replay_options(plan, profile)
         options = {"plan": plan, "profile": profile, "speed": factor, "channel_map": mapping,
                    "channel": channel, "interval_s": interval_s, "pixel_size_um": pixel_size,
                    "gate_timeout_s": gate_timeout_s,
@@ -187,6 +189,26 @@ def replay(
     stderr.print(f"report: {summary['report']}", highlight=False)
     typer.echo(summary["out"])
     exit_if_interrupted(summary)
+
+
+def _check_replay_options(plan: Path | None, profile: str | None) -> None:
+    """Refuse a bad ``--profile`` or ``--plan`` (its policies) before any dataset is replayed.
+
+    Each task would fail the same way (see `livescope.pipeline.run_replay`,
+    which checks them again per dataset, against the profile each runs on).
+    """
+    from livescope.pipeline import replay_policies
+    from livescope.policy import rules_for_profile, rules_from_spec
+    from livescope.schema import load_profile
+
+    prof = load_profile(profile) if profile is not None else None
+    if plan is None:
+        return
+    policies = replay_policies(plan)
+    if prof is not None:
+        rules_for_profile(policies, prof, source=str(plan))
+    else:  # (each dataset's own profile is known only to its task: the rules' form here)
+        rules_from_spec(policies, source=str(plan))
 
 
 def _replay_cluster(

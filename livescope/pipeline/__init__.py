@@ -13,7 +13,7 @@ from ._analyzer import FrameAnalyzer, FrameResult
 from ._cluster import ReplaySpec, bench_replay_cluster, replay_many, run_replay_task
 from ._config import LATENCY_STAGES, PLAN_FILE, RESULTS_DIR, WorkerConfig
 from ._demo import DEMO_POLICIES, SLOW_FIELD_MS, evaluate_triggers, run_adaptive, write_plan
-from ._replay import replay_overhead, run_replay
+from ._replay import replay_overhead, replay_policies, run_replay
 from ._scoring import (
     flag_divisions_ctc,
     score_stain_simulated,
@@ -40,6 +40,7 @@ __all__ = [
     "flag_divisions_ctc",
     "replay_many",
     "replay_overhead",
+    "replay_policies",
     "run_adaptive",
     "run_replay",
     "run_replay_task",

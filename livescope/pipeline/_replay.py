@@ -115,6 +115,27 @@ def _binning(objective: Objective, pixel_um: float) -> int | None:
     return next((b for b in (1, 2, 3, 4) if objective.gives(pixel_um, b)), None)
 
 
+def replay_policies(plan: str | Path) -> Any:
+    """Return the ``policies:`` of a replay's ``--plan`` (the only part of it a replay takes).
+
+    Raises
+    ------
+    LivescopeError
+        if the plan is malformed (a misspelt key is an error, not ignored) or has
+        no ``policies:`` at all.
+
+    """
+    load_plan(plan)
+    sections = plan_sections(plan)
+    if "policies" not in sections:
+        raise LivescopeError(
+            f"{plan} has no policies: a replay takes only the policies of --plan (the "
+            "frames it serves are the recording's); add the rules to try, or "
+            "'policies: []' to replay with none"
+        )
+    return sections["policies"]
+
+
 def run_replay(
     dataset: str | Path,
     out_dir: str | Path,
@@ -169,15 +190,7 @@ def run_replay(
             sequence = replay_sequence(ds, prof, channels)
         policies: Any = None
         if plan is not None:
-            load_plan(plan)  # a misspelt key (e.g. 'policy:') is an error, not ignored
-            sections = plan_sections(plan)
-            if "policies" not in sections:
-                raise LivescopeError(
-                    f"{plan} has no policies: a replay takes only the policies of --plan (the "
-                    "frames it serves are the recording's); add the rules to try, or "
-                    "'policies: []' to replay with none"
-                )
-            policies = sections["policies"]
+            policies = replay_policies(plan)
         elif own and recorded_plan.is_file():
             policies = plan_sections(recorded_plan).get("policies")
         # bad rules are reported now, not by a worker that cannot start
