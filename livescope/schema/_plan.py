@@ -137,6 +137,27 @@ def _outside(value: float, lo_hi: tuple[float, float]) -> bool:
     return not lo_hi[0] <= value <= lo_hi[1]
 
 
+def _axis_order_problems(sequence: useq.MDASequence) -> list[str]:
+    """Return the problem of an axis order that images positions before time points.
+
+    The agent acquires time point by time point across positions (its queue
+    hands events over by when they are due), so ``ptc`` (each position's whole
+    time-lapse, then the next) would be interleaved, not run as written.
+    """
+    order = "".join(str(getattr(a, "value", a)) for a in sequence.axis_order)
+    sizes = sequence.sizes
+    if "t" not in order or sizes.get("t", 0) < 2:
+        return []
+    before = [a for a in order[: order.index("t")] if a in "pg" and sizes.get(a, 0) > 1]
+    if not before:
+        return []
+    return [
+        f"axis_order: {order!r} images each {'position' if 'p' in before else 'grid tile'}'s "
+        "time points before the next, but the agent acquires time point by time point "
+        "across positions; put t first (e.g. 'tpgcz')"
+    ]
+
+
 def _time_and_grid_problems(sequence: useq.MDASequence, profile: HardwareProfile) -> list[str]:
     """Return the problems of negative time steps and of grids without a field of view."""
     problems = []
@@ -279,6 +300,7 @@ def check_plan(
     ]:
         problems += _channel_problems(prefix, channels, profile)
     problems += _time_and_grid_problems(sequence, profile)
+    problems += _axis_order_problems(sequence)
     xy, z = profile.stages.xy, profile.stages.z
     seen: set[str] = set()
     named: dict[str, int] = {}  # position name -> the plan index of its first event

@@ -13,7 +13,7 @@ import math
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -126,6 +126,7 @@ class ScopeAgent:
         # for the plan check, the event queue and the guardrails' books
         planned = plan_events(sequence)
         _check_camera(core)
+        _check_stage_devices(core, planned)
         # (the camera's field on the stage, which the plan check uses, turns with it)
         given = profile
         profile = _objective_in_use(core, _oriented(core, profile, recorded=self.what_if))
@@ -728,6 +729,41 @@ def _check_camera(core: Any) -> None:
             "multi-camera): livescope records and analyses one camera's frames; choose one "
             "of its physical cameras as the core's camera"
         )
+
+
+def _check_stage_devices(core: Any, events: Sequence[useq.MDAEvent]) -> None:
+    """Refuse a plan that moves a focus drive or XY stage the core has none of.
+
+    Called before anything moves. Without a focus drive every plane would be
+    the same image, recorded at its planned z; without an XY stage every
+    position would be one place, recorded at its planned x/y (a plan that
+    images a single x/y is accepted: the sample sits there).
+
+    Raises
+    ------
+    LivescopeError
+        naming the missing device: if an event sets z and ``core.getFocusDevice()``
+        is empty, or events set x/y at more than one place and
+        ``core.getXYStageDevice()`` is empty.
+
+    """
+    subs = [s for e in events for s in (getattr(e, "events", None) or (e,))]
+    if not core.getFocusDevice():
+        zs = [s for s in subs if s.z_pos is not None]
+        if zs:
+            raise LivescopeError(
+                f"the plan sets z (e.g. {zs[0].z_pos:g} µm, event {index_text(zs[0].index)}) "
+                "but the core has no focus drive; set Core-Focus in the cfg (or give the "
+                "plan no z)"
+            )
+    if not core.getXYStageDevice():
+        places = {(s.x_pos, s.y_pos) for s in subs if s.x_pos is not None or s.y_pos is not None}
+        if len(places) > 1:
+            shown = ", ".join(f"({x}, {y})" for x, y in sorted(places, key=str)[:3])
+            raise LivescopeError(
+                f"the plan sets x/y at {len(places)} places (e.g. {shown} µm) but the core "
+                "has no XY stage; set Core-XYStage in the cfg (or image one place)"
+            )
 
 
 def _around_focus(sequence: useq.MDASequence, core: Any) -> useq.MDASequence:

@@ -76,6 +76,8 @@ class LivescopeEngine(MDAEngine):
         """Why the first failed event failed (None: none failed, or the reason is unknown)."""
         self._burst_position: Any = None
         """Where the stage was when a hardware-timed burst without x/y of its own began."""
+        self._xy_without_stage: tuple[float | None, float | None] | None = None
+        """On a core without an XY stage: the one x/y events may ask for (the first)."""
 
     # ------------------------------------------------------------ schedule
 
@@ -129,7 +131,7 @@ class LivescopeEngine(MDAEngine):
         for sub in getattr(event, "events", ()):
             self._check_limits(sub)
         if self.sim is not None:
-            self.sim.set_time(float(event.metadata.get(SAMPLE_TIME_KEY, 0.0)))
+            self.sim.set_time(sample_time_s(event))
         core = self.mmcore
         try:
             super().setup_event(event)
@@ -168,8 +170,18 @@ class LivescopeEngine(MDAEngine):
         """Move the XY stage for ``event``; raise `_Refused` if it refuses."""
         x, y = event.x_pos, event.y_pos
         core = self.mmcore
-        if (x is None and y is None) or not core.getXYStageDevice():
-            super()._set_event_xy_position(event)  # nothing to move (or no stage: its warning)
+        if x is None and y is None:
+            return  # nothing to move
+        if not core.getXYStageDevice():
+            # no stage: the sample sits at the first x/y asked for (a plan that images one
+            # place, `ScopeAgent` checks); another would be recorded where it never was
+            if self._xy_without_stage is None:
+                self._xy_without_stage = (x, y)
+            if (x, y) != self._xy_without_stage:
+                raise _Refused(
+                    f"the core has no XY stage to move to ({x}, {y}) µm; set Core-XYStage "
+                    "in the cfg"
+                )
             return
         if x is None or y is None:
             here = core.getXYPosition()
@@ -180,7 +192,12 @@ class LivescopeEngine(MDAEngine):
             raise _Refused(f"the XY stage did not move to ({x:g}, {y:g}) µm: {exc}") from exc
 
     def _set_event_z(self, event: MDAEvent) -> None:
-        """Move the focus drive for ``event``; raise `_Refused` if it refuses."""
+        """Move the focus drive for ``event``; raise `_Refused` if it refuses or there is none."""
+        if not self.mmcore.getFocusDevice():
+            raise _Refused(
+                f"the core has no focus drive to move to {event.z_pos:g} µm; set Core-Focus "
+                "in the cfg"
+            )
         try:
             super()._set_event_z(event)
         except Exception as exc:  # (whatever the device adapter raises)
@@ -271,6 +288,16 @@ class LivescopeEngine(MDAEngine):
         if not meta.get("pixel_size_um"):  # no calibration in Micro-Manager: the profile's
             meta["pixel_size_um"] = self.profile.objective.pixel_size_um
         return meta
+
+
+def sample_time_s(event: MDAEvent, default: float = 0.0) -> float:
+    """Return an event's planned sample time, seconds (`SAMPLE_TIME_KEY`), or ``default``.
+
+    A hardware-timed burst (pymmcore-plus's ``SequencedEvent``) has empty
+    metadata of its own: its first sub-event's time is the burst's.
+    """
+    subs = getattr(event, "events", None) or (event,)
+    return float(subs[0].metadata.get(SAMPLE_TIME_KEY, default))
 
 
 class _Refused(Exception):

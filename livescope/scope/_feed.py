@@ -17,7 +17,7 @@ import useq
 
 from livescope.schema import LivescopeError, PlanPositions, parent_position
 
-from ._engine import SAMPLE_TIME_KEY, LivescopeEngine
+from ._engine import LivescopeEngine, sample_time_s
 from ._fanout import position_name
 
 __all__ = ["EventFeed", "event_key"]
@@ -27,6 +27,11 @@ def event_key(event: useq.MDAEvent) -> tuple[str, int, str, int]:
     """Return (position, t, channel, z): an event's place in the plan."""
     ch = event.channel.config if event.channel else ""
     return (position_name(event), event.index.get("t", 0), ch, event.index.get("z", 0))
+
+
+def _field(event: useq.MDAEvent) -> tuple[str, int]:
+    """Return (position, t): the field an event belongs to."""
+    return (position_name(event), event.index.get("t", 0))
 
 
 class EventFeed:
@@ -91,6 +96,13 @@ class EventFeed:
         self._added_positions: set[str] = set()  # places that only decisions' events image
         self._added_xy: dict[str, tuple[float, float]] = {}  # an added place -> its x, y
         self._offsets: dict[str, tuple[float, float, float]] = {}
+        self._z_set: dict[str, float] = {}  # a moved position the plan gives no z -> its z
+        # the events taken off the queue together (one time point), and the fields
+        # (position, t) of it already begun, each with the move it began with: a move or
+        # stop takes effect from a position's next field, never within one
+        self._batch: list[useq.MDAEvent] = []
+        self._begun: dict[tuple[str, int], tuple[tuple[float, float, float] | None, float | None]]
+        self._begun = {}
         self.stopped = False
         self.finished = False
         # the clock: (wall time of plan time 0, wall time a pause began or None), one
@@ -155,8 +167,9 @@ class EventFeed:
     def __iter__(self) -> Iterator[useq.MDAEvent]:
         """Yield events (runner thread) until the plan is done or the run is stopped.
 
-        Decisions apply to every event not yet handed to the runner: moved
-        positions and stopped positions are applied as each event is yielded.
+        Decisions apply to every event not yet handed to the runner, from a
+        position's next field (position, t) on: a field already begun is imaged
+        whole, where it began, even if its position is moved or stopped meanwhile.
         """
         with self._lock:
             self._clock0 = (time.perf_counter(), self._clock0[1])
@@ -179,18 +192,25 @@ class EventFeed:
                     batch = []
                     while self._heap and self._heap[0][0] == due:
                         batch.append(heapq.heappop(self._heap)[2])
+                    self._batch, self._begun = batch, {}
                 for event in self._engine.event_iterator(batch):
                     with self._lock:
                         if self._is_stopped():  # a decision may have stopped the run
                             self.finished = True
                             return
                         subs = getattr(event, "events", None) or (event,)
-                        if all(self._stopped(position_name(e)) for e in subs):
+                        if all(self._dropped(e) for e in subs):
                             continue
-                        event = self._moved(event)
-                        t = event.index.get("t", 0)
-                        if t > self._last_t[0] and not event.metadata.get("added_by"):
-                            self._last_t = (t, float(event.metadata.get(SAMPLE_TIME_KEY, 0.0)))
+                        for e in subs:  # (a field begun keeps the move it began with)
+                            name = position_name(e)
+                            self._begun.setdefault(
+                                _field(e), (self._offsets.get(name), self._z_set.get(name))
+                            )
+                        event = self._moved(event, begun=True)
+                        for e in subs:  # (a burst's own index and metadata are empty)
+                            t = e.index.get("t", 0)
+                            if t > self._last_t[0] and not e.metadata.get("added_by"):
+                                self._last_t = (t, sample_time_s(e))
                     if first:  # the runner's event timer starts at the first event
                         event = event.model_copy(update={"reset_event_timer": True})
                         with self._lock:
@@ -252,14 +272,24 @@ class EventFeed:
                 out.append((self._moved(ev), key, key in self._planned_keys, stopper))
             return out
 
-    def _moved(self, event: useq.MDAEvent) -> useq.MDAEvent:
-        """Apply position moves: x/y to the new centre, z shifted by the same offset."""
+    def _dropped(self, ev: useq.MDAEvent) -> bool:
+        """Whether a stop drops an event of the batch (lock held): not if its field began."""
+        if not self._stopped_positions or _field(ev) in self._begun:
+            return False  # (no stop: the demo's hot path)
+        return self._stopped(position_name(ev)) or self._in_stopped_field(ev)
+
+    def _moved(self, event: useq.MDAEvent, *, begun: bool = False) -> useq.MDAEvent:
+        """Apply position moves: x/y to the new centre, z shifted by the same offset.
+
+        ``begun``: an event of a field already begun keeps the move its field began
+        with (a field is never split between two places).
+        """
         subs = getattr(event, "events", None)
         if subs:
             # a hardware-timed burst (of one position or several): its events moved, and
             # its stage sequences, merged before the move reached it, rebuilt from them
             # (they imaged the plan's places)
-            moved = tuple(self._moved(e) for e in subs)
+            moved = tuple(self._moved(e, begun=begun) for e in subs)
             if all(m is e for m, e in zip(moved, subs, strict=True)):
                 return event
             update: dict[str, Any] = {"events": moved}
@@ -269,11 +299,17 @@ class EventFeed:
                     update[f"{axis}_pos"] = getattr(first, f"{axis}_pos")
                 if getattr(event, f"{axis}_sequence", None):
                     update[f"{axis}_sequence"] = tuple(getattr(m, f"{axis}_pos") for m in moved)
+            zs = {m.z_pos for m in moved}
+            if event.z_pos is None and not getattr(event, "z_sequence", None) and len(zs) == 1:
+                update["z_pos"] = first.z_pos  # a move gave z to positions the plan gave none
             return event.model_copy(update=update)
         name = position_name(event)
-        if name not in self._offsets or event.metadata.get("explicit_xy"):
+        offset, z_set = self._offsets.get(name), self._z_set.get(name)
+        if begun and _field(event) in self._begun:
+            offset, z_set = self._begun[_field(event)]
+        if offset is None or event.metadata.get("explicit_xy"):
             return event
-        dx, dy, dz = self._offsets[name]
+        dx, dy, dz = offset
         update = {}
         if event.x_pos is not None:
             update["x_pos"] = event.x_pos + dx
@@ -281,6 +317,10 @@ class EventFeed:
             update["y_pos"] = event.y_pos + dy
         if event.z_pos is not None and dz:
             update["z_pos"] = event.z_pos + dz
+        elif event.z_pos is None and z_set is not None:
+            # the plan gives the position no z (imaged wherever the focus is): a move's
+            # z is where to image it
+            update["z_pos"] = z_set
         return event.model_copy(update=update)
 
     # ------------------------------------------------------------ decisions
@@ -312,6 +352,16 @@ class EventFeed:
                 return name
         return None
 
+    def _in_stopped_field(self, ev: useq.MDAEvent) -> bool:
+        """Whether an event imaged at x/y of its own lies in a stopped field (lock held).
+
+        As `preview_added` refuses such an event sent after the stop.
+        """
+        name = position_name(ev)
+        if not ev.metadata.get("explicit_xy") and parent_position(name) in self.positions:
+            return False  # imaged where its position is (moves applied), not at its own x/y
+        return self._stopped_field_at(ev.x_pos, ev.y_pos) is not None
+
     def position_of(self, pos_name: str | None, p: int | None, g: int | None) -> str | None:
         """Return the plan position an added event means (`PlanPositions.resolve`), or None."""
         return self._plan_positions.resolve(pos_name, p, g)
@@ -340,9 +390,12 @@ class EventFeed:
         `preview_added`), and so are events imaged at x/y of their own (a place
         of its own, or another position's event given x/y, such as a close-up)
         centred in the field of the position (where it is imaged now) or of
-        any of its sub-sequences.
+        any of its sub-sequences; such events already queued are dropped too. A
+        field (position, t) already begun is finished; the count includes the
+        events of the time point being acquired that are dropped.
         """
         with self._lock:
+            dropped_before = sum(map(self._dropped, self._batch))
             self._stopped_positions.add(name)
             x, y, _ = self.positions.get(name, (None, None, None))
             fields = [] if x is None or y is None else [(name, x, y)]
@@ -350,10 +403,14 @@ class EventFeed:
                        if k == name or parent_position(k) == name]  # fmt: skip
             self._stopped_fields += fields
             before = len(self._heap)
-            self._heap = [h for h in self._heap if not self._stopped(position_name(h[2]))]
+            self._heap = [
+                h for h in self._heap
+                if not self._stopped(position_name(h[2])) and not self._in_stopped_field(h[2])
+            ]  # fmt: skip
             heapq.heapify(self._heap)
             self._changed.notify_all()
-            return before - len(self._heap)
+            # (and those of the time point being acquired whose field has not begun)
+            return before - len(self._heap) + sum(map(self._dropped, self._batch)) - dropped_before
 
     def moved_coordinates(
         self, name: str, x: float, y: float, z: float | None
@@ -366,20 +423,23 @@ class EventFeed:
             dx, dy = x - px, y - py
             dz = 0.0 if z is None or pz is None else z - pz
             out: list[tuple[float | None, float | None, float | None]] = [(x, y, z)]
-            for _, _, ev in self._heap:
+            for ev in [h[2] for h in self._heap] + self._pending_in_batch():
                 if position_name(ev) == name and not ev.metadata.get("explicit_xy"):
                     out.append((
                         None if ev.x_pos is None else ev.x_pos + dx,
                         None if ev.y_pos is None else ev.y_pos + dy,
+                        z if ev.z_pos is None and pz is None else
                         None if ev.z_pos is None else ev.z_pos + dz,
                     ))  # fmt: skip
             return out
 
     def move(self, name: str, x: float, y: float, z: float | None) -> int:
-        """Image position ``name`` centred at (x, y[, z]) from its next event on.
+        """Image position ``name`` centred at (x, y[, z]) from its next field on.
 
         Applied as an offset from the plan's coordinates, so z-stacks keep their
-        planes. Returns how many pending events it affects.
+        planes; a position the plan gives no z is imaged at ``z`` (µm). A field
+        (position, t) already begun is finished where it began. Returns how many
+        pending events it affects (those of the time point being acquired too).
         """
         with self._lock:
             px, py, pz = self._plan_xyz[name]
@@ -388,9 +448,17 @@ class EventFeed:
             if px is None or py is None:
                 raise LivescopeError(f"position {name!r} has no planned x/y to move from")
             self._offsets[name] = (x - px, y - py, dz)
+            if z is not None and pz is None:
+                self._z_set[name] = z
             old = self.positions[name]
             self.positions[name] = (x, y, old[2] if z is None else z)
-            return sum(1 for h in self._heap if position_name(h[2]) == name)
+            return sum(1 for h in self._heap if position_name(h[2]) == name) + sum(
+                1 for e in self._pending_in_batch() if position_name(e) == name
+            )
+
+    def _pending_in_batch(self) -> list[useq.MDAEvent]:
+        """Return the events of the batch whose field has not begun, and not dropped (lock held)."""
+        return [e for e in self._batch if _field(e) not in self._begun and not self._dropped(e)]
 
     def change_interval(self, interval_s: float) -> int:
         """Re-time pending events of later time points to ``interval_s`` apart."""

@@ -85,7 +85,7 @@ from livescope.schema import (
 )
 
 from ._agent import ScopeAgent
-from ._engine import SAMPLE_TIME_KEY, index_text
+from ._engine import SAMPLE_TIME_KEY, index_text, sample_time_s
 from ._fanout import FrameFanout, Taken, _CtrlCHeld
 from ._pycromanager_core import (
     AxesKey,
@@ -318,7 +318,7 @@ class PycromanagerAgent(ScopeAgent):
         """Before the hardware moves (engine thread): the sample time, then the user's hook."""
         event = self._event_of(pm_event)
         if self.sim is not None and event is not None:
-            self.sim.set_time(float(event.metadata.get(SAMPLE_TIME_KEY, 0.0)))
+            self.sim.set_time(sample_time_s(event))
         return self._call_user("pre_hardware_hook_fn", pm_event)
 
     def _python_shutter(self) -> bool:

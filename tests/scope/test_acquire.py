@@ -94,7 +94,10 @@ def test_a_real_rig_times_frames_by_the_acquisition_clock(
     times = [f["sample_time_s"] for f in read_frames(tmp_path)]
     assert None not in times
     assert 0.0 <= times[0] < times[1] < times[2]
-    assert min(np.diff(times)) >= 0.19  # the interval's real waits, in s
+    # the interval's real waits, in s: time point k is due 0.2 k s after the start (the
+    # runner waits until then), so no frame comes before it; two frames may come less
+    # than 0.2 s apart, where the first was late (a busy machine: 0.216 then 0.188 s)
+    assert all(t >= 0.2 * k - 0.002 for k, t in enumerate(times)), times
 
 
 def test_a_core_without_pixel_calibration_stamps_the_profiles_pixel_size(

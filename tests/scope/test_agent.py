@@ -358,7 +358,9 @@ def test_stopping_a_position_stops_its_sub_sequences_and_what_is_added_for_it_la
     # a place that only added events image can be stopped by its name
     one = c.send(StopPosition(run_id=rid, position="A~closeup-1"))
     assert one.accepted, one.reason
-    assert one.reason == "1 pending event(s) dropped"
+    # its own, and A~closeup-0's: queued at x/y of its own inside the stopped field (sent
+    # after the stop, it would be refused)
+    assert one.reason == "2 pending event(s) dropped"
     assert c.send(StopPosition(run_id=rid, position="xy+900+0")).accepted
     # stopping A stops the sub-sequences of A's sample too
     stop_a = c.send(StopPosition(run_id=rid, position="A"))
