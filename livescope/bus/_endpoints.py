@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -164,28 +165,41 @@ def remove_stale_ipc_files(
     if os.name == "nt" or not hasattr(socket, "AF_UNIX"):
         return []
     removed = []
-    now = time.time()
     tmp = folder if folder is not None else tempfile.gettempdir()
-    with contextlib.suppress(OSError), os.scandir(tmp) as entries:
+    for entry in old_own_entries(tmp, "livescope-", stat.S_ISSOCK, older_than_s):
+        if _process_lives(entry.name) or not _refuses_connections(entry.path):
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(entry.path)
+            removed.append(entry.path)
+    return removed
+
+
+def old_own_entries(
+    folder: str, prefix: str, kind: Callable[[int], bool], older_than_s: float
+) -> Iterator[os.DirEntry[str]]:
+    """Yield the entries of ``folder`` left long enough to be judged stale (POSIX).
+
+    Those named ``prefix...``, this user's, of ``kind`` (a `stat.S_IS*` test of
+    their mode) and older than ``older_than_s``: where livescope looks for what
+    ended processes left (`remove_stale_ipc_files`, `_shm.remove_stale_rings`);
+    a folder it cannot read yields nothing.
+    """
+    now = time.time()
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
         for entry in entries:
-            if not entry.name.startswith("livescope-"):
+            if not entry.name.startswith(prefix):
                 continue
             try:
                 st = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
             if (
-                not stat.S_ISSOCK(st.st_mode)
-                or now - st.st_mtime < older_than_s
-                or (hasattr(os, "getuid") and st.st_uid != os.getuid())
+                kind(st.st_mode)
+                and now - st.st_mtime >= older_than_s
+                and (not hasattr(os, "getuid") or st.st_uid == os.getuid())
             ):
-                continue
-            if _process_lives(entry.name) or not _refuses_connections(entry.path):
-                continue
-            with contextlib.suppress(OSError):
-                os.unlink(entry.path)
-                removed.append(entry.path)
-    return removed
+                yield entry
 
 
 def _process_lives(name: str) -> bool:

@@ -32,7 +32,6 @@ import secrets
 import stat
 import sys
 import threading
-import time
 import uuid
 import weakref
 from collections.abc import Callable
@@ -44,7 +43,7 @@ from numpy.typing import NDArray
 
 from livescope.schema import LivescopeError, clock_ns
 
-from ._endpoints import STALE_AFTER_S, pid_lives
+from ._endpoints import STALE_AFTER_S, old_own_entries, pid_lives
 
 __all__ = ["ShmReader", "ShmRing", "SlotHold", "remove_stale_rings"]
 
@@ -135,35 +134,22 @@ def remove_stale_rings(
         import fcntl
 
         removed = []
-        now = time.time()
-        with contextlib.suppress(OSError), os.scandir(folder) as entries:
-            for entry in entries:
-                match = _RING_NAME.fullmatch(entry.name)
-                if match is None:
-                    continue
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                if (
-                    not stat.S_ISREG(st.st_mode)
-                    or now - st.st_mtime < older_than_s
-                    or st.st_uid != os.getuid()
-                    or pid_lives(int(match[1]))
-                ):
-                    continue
-                try:
-                    fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW)
-                except OSError:
-                    continue
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # (raises if its maker lives)
-                    os.unlink(entry.path)
-                    removed.append(entry.path)
-                except OSError:
-                    continue
-                finally:
-                    os.close(fd)
+        for entry in old_own_entries(folder, "lvs_", stat.S_ISREG, older_than_s):
+            match = _RING_NAME.fullmatch(entry.name)
+            if match is None or pid_lives(int(match[1])):
+                continue
+            try:
+                fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # (raises if its maker lives)
+                os.unlink(entry.path)
+                removed.append(entry.path)
+            except OSError:
+                continue
+            finally:
+                os.close(fd)
         if removed:
             logger.info("removed %d shared-memory ring(s) left by killed processes", len(removed))
         return removed
