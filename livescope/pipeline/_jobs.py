@@ -127,8 +127,6 @@ class StoreJob:
     state: dict[str, Any]
     policy_state: tuple[int, str]
     """(generation, JSON) of the policies' state once this field was decided."""
-    given_back: frozenset[int] = frozenset()
-    """Indices of ``verdicts`` whose firings were given back to their rules (stale)."""
 
 
 def overlap_ns(spans: Iterable[tuple[int, int]], start: int, end: int) -> int:

@@ -4,13 +4,17 @@
 ``policy.jsonl`` and ``latency.jsonl`` (the layout is in the docstring of the
 worker's module, ``livescope/pipeline/_worker.py``), and
 publishes each field's overlay. The worker's store thread calls it, one
-decided field at a time, off the decision path.
+decided field at a time, off the decision path; the decision thread appends
+each field's rule firings (`ResultsStore.log_firings`) once its decisions are
+answered, before it saves the policies' state, so that a restarted worker
+never lacks the firings of a decision that went out.
 """
 
 from __future__ import annotations
 
 import collections
 import csv
+import io
 import json
 import logging
 import shutil
@@ -33,6 +37,8 @@ __all__ = [
     "behind_from_log",
     "camera_to_start_ms",
     "ctc_staging",
+    "discard_live_masks",
+    "is_ctc_result",
     "latency_from_log",
     "restore_live_masks",
     "trim_results",
@@ -49,8 +55,8 @@ class ResultsStore:
     results
         The run's ``results`` folder (it exists).
     counts
-        The worker's counters; firings, guardrail refusals and overlay errors
-        are counted into it.
+        The worker's counters; firings and guardrail refusals (decision
+        thread) and overlay errors (store thread) are counted into it.
     tail_frames
         How many past centroids of each track the overlay shows.
     class_cols
@@ -72,6 +78,8 @@ class ResultsStore:
         self.tail_frames = tail_frames
         self.class_cols = list(class_cols)
         self.tails: dict[str, dict[int, collections.deque[tuple[float, float]]]] = {}
+        self.masks_written: set[str] = set()
+        """Positions this store wrote a track-id mask for (`store`)."""
         self.overlay: Any = None
         self._cells = (results / "cells.csv").open("a", encoding="utf-8", newline="")
         self._cells_writer = csv.writer(self._cells)
@@ -93,15 +101,13 @@ class ResultsStore:
             "ms": ms}) + "\n")  # fmt: skip
         self._latency_log.flush()
 
-    def store(
-        self, fld: Field, res: FrameResult, obs: Observation, verdicts: list[Verdict],
-        acks: dict[int, tuple[str, bool, str]], given_back: frozenset[int] = frozenset(),
-    ) -> None:  # fmt: skip
-        """Append a decided field's cells, track-id mask and rule firings (store thread).
+    def store(self, fld: Field, res: FrameResult, obs: Observation) -> None:
+        """Append a decided field's cells and track-id mask (store thread).
 
-        ``given_back``: the firings given back to their rules (the agent refused
-        their decision, or the one they shared, as stale): logged with
-        ``given_back: true``; the rule may fire on the cell again.
+        The mask holds the tracker's ids as they are: uint16 while they fit,
+        uint32 (uint64) once a position's tracker has handed out more (ids are
+        never reused, so a long run gets there; they are never wrapped). The
+        CTC result made of them at the end is renumbered compactly into 16 bits.
         """
         h = fld.header
         c = obs.cells
@@ -129,9 +135,33 @@ class ResultsStore:
         if res.labels is not None and res.tracks is not None:
             folder = self.results / "ctc" / fld.position
             folder.mkdir(parents=True, exist_ok=True)
-            lut = np.zeros(int(res.labels.max()) + 1, np.uint16)
-            lut[res.tracks.labels] = res.tracks.track_ids
+            ids = res.tracks.track_ids
+            top = int(ids.max()) if ids.size else 0
+            lut = np.zeros(
+                int(res.labels.max()) + 1, np.promote_types(np.uint16, np.min_scalar_type(top))
+            )
+            lut[res.tracks.labels] = ids
             tifffile.imwrite(folder / f"mask{fld.t:03d}.tif", lut[res.labels], compression="zlib")
+            self.masks_written.add(fld.position)
+
+    def log_firings(
+        self, fld: Field, obs: Observation, verdicts: list[Verdict],
+        acks: dict[int, tuple[str, bool, str]], given_back: frozenset[int] = frozenset(),
+    ) -> None:  # fmt: skip
+        """Append a decided field's rule firings to ``policy.jsonl`` and count them.
+
+        Called on the decision thread once the field's decisions are answered
+        (or the wait for them ended), before the policies' state that books
+        them is saved: one write and a flush (no sync), after the decisions'
+        latency was taken. ``given_back``: the firings given back to their
+        rules (the agent refused their decision, or the one they shared, as
+        stale): logged with ``given_back: true``; the rule may fire on the cell
+        again. Nothing is written for a field without firings.
+        """
+        if not verdicts:
+            return
+        h = fld.header
+        rows = []
         for i, v in enumerate(verdicts):
             f = v.firing
             stage, ok, reason = _outcome(i, verdicts, acks)
@@ -148,7 +178,7 @@ class ResultsStore:
                     self.counts["firings_shared_not_imaged"] += 1
             if stage == "guardrail":
                 self.counts["decisions_rejected_guardrail"] += 1
-            self._policy_log.write(json.dumps({
+            rows.append(json.dumps({
                 "rule": f.rule, "trigger": f.trigger, "position": f.position, "t": fld.t,
                 "seq": h.get("seq"), "sample_time_s": obs.sample_time_s, "track": f.track,
                 "y": f.y, "x": f.x, "inputs": f.inputs,
@@ -158,6 +188,7 @@ class ResultsStore:
                 "verdict": verdict, "stage": stage, "reason": reason, "engines": obs.engines,
                 "given_back": i in given_back,
             }, default=str) + "\n")  # fmt: skip
+        self._policy_log.write("".join(rows))
         self._policy_log.flush()
 
     def publish(
@@ -225,8 +256,32 @@ def ctc_staging(folder: Path) -> tuple[Path, Path]:
 
     The result is written to ``results/ctc/.<position>.new`` before it is
     swapped in; the live track-id masks wait in ``.<position>.live`` meanwhile.
+    A folder ``results/ctc/<position>`` holding ``res_track.txt`` is a CTC
+    result swapped in (the live masks never have one): see `is_ctc_result`.
     """
     return folder.with_name(f".{folder.name}.new"), folder.with_name(f".{folder.name}.live")
+
+
+def is_ctc_result(folder: Path) -> bool:
+    """Whether ``results/ctc/<position>`` holds a finished CTC result, not live track ids.
+
+    Its ``res_track.txt`` is written last into the staged result, which is then
+    swapped in whole: the live masks never have one.
+    """
+    return (folder / "res_track.txt").is_file()
+
+
+def discard_live_masks(live: Path) -> None:
+    """Remove a position's live masks once its CTC result and the state are saved.
+
+    Renamed first (``.<position>.old``, which `restore_live_masks` removes):
+    a worker killed while they are being removed must not take the rest of
+    them for masks to restore over the result.
+    """
+    old = live.with_name(f"{live.name[: -len('.live')]}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    replace_path(live, old)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def restore_live_masks(results: Path) -> None:
@@ -234,7 +289,8 @@ def restore_live_masks(results: Path) -> None:
 
     A position whose live masks are still kept aside gets them back (the
     rewritten result goes: it is written again at the end); a half-written
-    result is removed.
+    result is removed, and so are live masks being discarded after the state
+    was saved (`discard_live_masks`).
     """
     ctc = results / "ctc"
     if not ctc.is_dir():
@@ -245,7 +301,7 @@ def restore_live_masks(results: Path) -> None:
             shutil.rmtree(folder)
         replace_path(live, folder)
         logger.info("%s: the live track masks are restored (a rewrite was cut short)", folder)
-    for staged in ctc.glob(".*.new"):
+    for staged in (*ctc.glob(".*.new"), *ctc.glob(".*.old")):
         shutil.rmtree(staged, ignore_errors=True)
 
 
@@ -253,8 +309,11 @@ def trim_results(results: Path, done: dict[str, int], decided: dict[str, int]) -
     """Remove results of a field the killed worker had half stored (it is analysed again).
 
     Rows of cells.csv and latency.jsonl after ``done`` (position → last stored
-    t) go, and policy.jsonl's after ``decided``. Call before a `ResultsStore`
-    opens the files.
+    t) go, and policy.jsonl's after ``decided``. Rows are keyed by their field's
+    position exactly as ``done`` and ``decided`` are: a close-up's fields
+    (``<position>~<rule>-<n>``, analysed with ``analyse_added``) by their own
+    name, and a plan position may itself hold ``~``, ``,`` or quotes. Call
+    before a `ResultsStore` opens the files.
     """
 
     def keep(pos: str, t: int, upto: dict[str, int]) -> bool:
@@ -262,18 +321,34 @@ def trim_results(results: Path, done: dict[str, int], decided: dict[str, int]) -
 
     cells = results / "cells.csv"
     if cells.is_file():
-        lines = cells.read_text(encoding="utf-8").splitlines(keepends=True)
+        text = cells.read_bytes().decode("utf-8")
         # (a row without its newline was being written when the worker was killed: its
         # field was not stored, so it goes with the field's other rows)
-        rows = [ln for ln in lines[1:] if ln.endswith("\n") and keep(
-            ln.split(",", 2)[0], int(ln.split(",", 2)[1]), done)]  # fmt: skip
-        write_atomic(cells, "".join(lines[:1] + rows) if rows else "")
+        rows = list(csv.reader(io.StringIO(text[: text.rfind("\n") + 1], newline="")))
+        kept = []
+        for row in rows[1:]:
+            key = _cells_key(row, cells) if row else None
+            if key is not None and keep(*key, done):
+                kept.append(row)
+        out = io.StringIO(newline="")
+        if kept:
+            csv.writer(out).writerows(rows[:1] + kept)  # (as `ResultsStore` writes them)
+        write_atomic(cells, out.getvalue().encode("utf-8"))
     for name, upto in (("latency.jsonl", done), ("policy.jsonl", decided)):
         path = results / name
         if path.is_file():
-            out = [json.dumps(rec) + "\n" for rec in read_jsonl(path)
-                   if keep(str(rec["position"]).split("~")[0], int(rec["t"]), upto)]  # fmt: skip
-            write_atomic(path, "".join(out))
+            lines = [json.dumps(rec) + "\n" for rec in read_jsonl(path)
+                     if keep(str(rec["position"]), int(rec["t"]), upto)]  # fmt: skip
+            write_atomic(path, "".join(lines))
+
+
+def _cells_key(row: list[str], path: Path) -> tuple[str, int] | None:
+    """Return a cells.csv row's (position, t); None, with a warning, for a damaged row."""
+    try:
+        return row[0], int(row[1])
+    except (IndexError, ValueError):
+        logger.warning("%s: a damaged row is dropped: %r", path, row)
+        return None
 
 
 def _pct(values: Sequence[float]) -> dict[str, float]:

@@ -10,10 +10,11 @@ results store beside the raw data::
     <run>/results/
         cells.csv           one row per cell and field: track, centroid, area,
                             intensities, state probabilities
-        ctc/<position>/     maskTTT.tif: track ids while the run goes on; with
-                            res_track.txt, a valid CTC result (tracks without gaps) once
-                            it ends
-        policy.jsonl        every rule firing: decision, verdict, who decided (stage)
+        ctc/<position>/     maskTTT.tif: track ids while the run goes on (uint16, uint32
+                            once they pass 65535); with res_track.txt, a valid CTC
+                            result (tracks without gaps) once it ends, never rewritten
+        policy.jsonl        every rule firing: decision, verdict, who decided (stage);
+                            logged as the field is decided, before policy_state.json
         latency.jsonl       per field: ms per stage (see `livescope.pipeline.LATENCY_STAGES`)
         state.json          trackers, last field done, counts  } a restarted worker
         policy_state.json   policies, guardrail budgets       } resumes from both
@@ -62,6 +63,7 @@ from livescope.policy import (
     Policy,
     PolicyEngine,
     Rule,
+    Verdict,
     load_policies,
     rehearsal_field,
 )
@@ -93,6 +95,8 @@ from ._results import (
     ResultsStore,
     behind_from_log,
     ctc_staging,
+    discard_live_masks,
+    is_ctc_result,
     latency_from_log,
     restore_live_masks,
     trim_results,
@@ -158,8 +162,12 @@ WORKER_COUNTS = (
 happened."""
 
 
-STORE_COUNTS = ("firings_", "decisions_rejected_guardrail", "overlay_errors")
+STORE_COUNTS = ("overlay_errors",)
 """Counts only the store thread adds to (prefixes), for the field it stores."""
+
+DECISION_COUNTS = ("firings_", "decisions_")
+"""Counts only the decision thread adds to (prefixes; and the worker's end, after it):
+saved with the policies' state too, as of the last field decided (see `_restore`)."""
 
 
 def _thread_name(tid: int) -> str:
@@ -354,9 +362,17 @@ class PipelineWorker:
 
         Written apart from the trackers' (at once when a decision went out) so
         that a worker killed between sending a decision and storing the field's
-        results neither sends it twice nor forgets the light and frames it booked.
+        results neither sends it twice nor forgets the light and frames it booked;
+        with the decisions' counts, which the trackers' state (saved once the
+        field is stored) may not have yet (decision thread).
         """
-        return {"version": 1, "decided": dict(self.decided), "policy": self.policy.state()}
+        counts = dict(self.counts)  # (one copy: other threads add keys meanwhile)
+        return {
+            "version": 1,
+            "decided": dict(self.decided),
+            "policy": self.policy.state(),
+            "counts": {k: v for k, v in counts.items() if k.startswith(DECISION_COUNTS)},
+        }
 
     def _restore(self) -> list[str]:
         """Resume from the state a killed worker saved; return the cells table's state columns."""
@@ -379,6 +395,9 @@ class PipelineWorker:
             pstate = json.loads(ppath.read_text(encoding="utf-8"))
             self.policy.restore(pstate["policy"])
             self.decided = {str(k): int(v) for k, v in pstate["decided"].items()}
+            # the decisions of fields decided but not stored (not decided again: `_decide`)
+            for k, v in pstate.get("counts", {}).items():
+                self.counts[k] = max(self.counts[k], int(v))
         restore_live_masks(self.results)
         trim_results(self.results, self.done, self.decided)
         self.resumed = True
@@ -676,9 +695,16 @@ class PipelineWorker:
             self._decide_thread.join()
 
     def _decide(self, job: DecideJob) -> None:
-        """Run a field's policies, send its decisions, hand it to the store thread."""
+        """Run a field's policies, send its decisions, hand it to the store thread.
+
+        A field the worker before a restart decided but had not stored is
+        analysed again for its results, not decided again: its decisions went
+        out, their firings are in ``policy.jsonl`` and the policies' state
+        restored is as of after them.
+        """
         fld, res = job.fld, job.res
         t_handoff = clock_ns()
+        decided_before = fld.t <= self.decided.get(fld.position, -1)
         # no garbage collection (up to 2 ms) until answered: ~1-2 ms, at most the
         # decision timeout when the agent does not answer
         with collection_deferred():
@@ -692,14 +718,22 @@ class PipelineWorker:
             ms_prepare = 1000 * (time.perf_counter() - t0)
             t0 = time.perf_counter()
             outgoing = FieldDecisions(self.link, self.run_dir)  # each sent as it passes
-            verdicts = self.policy.evaluate(obs, on_pass=outgoing.post)
+            verdicts: list[Verdict] = []
+            if not decided_before:
+                verdicts = self.policy.evaluate(obs, on_pass=outgoing.post)
             ms_policy = 1000 * (time.perf_counter() - t0)
             sent, acks = outgoing.finish(
                 verdicts, obs, policy=self.policy, counts=self.counts,
                 timeout_s=self.config.decision_timeout_s, unanswered=self._unanswered,
             )  # fmt: skip
         t_decided = clock_ns()  # every decision answered (or timed out)
-        self.decided[fld.position] = fld.t
+        given_back = frozenset(outgoing.given_back)
+        # the firings are logged (and counted) before the policies' state that books them
+        # is saved: a worker killed in between drops them when restarted (and decides the
+        # field again), one killed after keeps them (and does not): never lost, never twice
+        self.store.log_firings(fld, obs, verdicts, acks, given_back)
+        if not decided_before:  # (never back: the killed worker may have decided later ones)
+            self.decided[fld.position] = fld.t
         self._policy_gen += 1  # snapshot now: the policies change with the next field
         policy_state = (self._policy_gen, json.dumps(self._policy_snapshot()))
         if verdicts:  # a decision went out: its budget and cooldown are saved before anything
@@ -714,10 +748,7 @@ class PipelineWorker:
         self._decided_done[fld.position] = fld.t
         self._tracker_states[fld.position] = job.tracker_state
         # results, overlay and state are written by the store thread, off the decision path
-        job_done = StoreJob(
-            fld, res, obs, verdicts, acks, ms, self._snapshot(), policy_state,
-            frozenset(outgoing.given_back),
-        )  # fmt: skip
+        job_done = StoreJob(fld, res, obs, verdicts, acks, ms, self._snapshot(), policy_state)
         self._store_q.put(job_done)
 
     def _snapshot(self) -> dict[str, Any]:
@@ -737,19 +768,23 @@ class PipelineWorker:
                 continue  # the worker is failing; state is not saved past the error
             try:
                 ms = 0.0
-                store = functools.partial(self.store.store, given_back=job.given_back)
-                for step in (store, self.store.publish):
+                steps = (
+                    functools.partial(self.store.store, job.fld, job.res, job.obs),
+                    functools.partial(self.store.publish, job.fld, job.res, job.obs,
+                                      job.verdicts, job.acks),
+                )  # fmt: skip
+                for step in steps:
                     self._main_free.wait(0.05)  # never longer: results must not lag behind
                     self._decide_free.wait(0.05)
                     t0 = time.perf_counter()
-                    step(job.fld, job.res, job.obs, job.verdicts, job.acks)
+                    step()
                     ms += 1000 * (time.perf_counter() - t0)
                 job.ms["store"] = round(ms, 3)
                 self._main_free.wait(0.05)
                 self._decide_free.wait(0.05)
                 self.store.log_latency(job.fld, job.ms)
                 # the counts only this thread keeps, as of this field (the state was taken
-                # when the field was decided, before they counted its firings)
+                # when the field was decided, before it was published)
                 counts = dict(self.counts)  # (one copy: other threads add keys meanwhile)
                 job.state["counts"].update(
                     {k: v for k, v in counts.items() if k.startswith(STORE_COUNTS)}
@@ -809,6 +844,16 @@ class PipelineWorker:
         if not failed:  # the live track-id masks become a valid CTC result (tracks without gaps)
             for pos, tracker in self.analyzer.trackers.items():
                 folder = self.results / "ctc" / pos
+                if is_ctc_result(folder):  # a worker before a restart had finished it
+                    if pos not in self.store.masks_written:
+                        continue  # its labels are no track ids: rewriting them scrambles it
+                    # (fields of a finished position, analysed after a restart: their
+                    # track ids beside the earlier fields' CTC labels, which cannot be
+                    # told apart any more)
+                    self.counts["ctc_results_not_written"] += 1
+                    logger.error("%s: fields were added to a finished CTC result; it is "
+                                 "not rewritten", folder)  # fmt: skip
+                    continue
                 folder.mkdir(parents=True, exist_ok=True)
                 # written beside them, then swapped in; the live masks are kept until the
                 # state below is saved: a worker killed before that resumes from them
@@ -853,6 +898,6 @@ class PipelineWorker:
         if not failed:
             self._save_state()
             for live in live_kept:
-                shutil.rmtree(live, ignore_errors=True)
+                discard_live_masks(live)
         write_atomic(self.results / "worker.json", json.dumps(summary, indent=1))
         return summary

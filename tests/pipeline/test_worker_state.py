@@ -79,7 +79,8 @@ def test_fields_of_a_plan_that_skips_channels(tmp_path: Path) -> None:
 
 def test_a_resumed_worker_drops_what_the_killed_one_half_stored(tmp_path: Path) -> None:
     res = tmp_path / "results"
-    _saved_state(res, {"p0": 4}, {"p0": 5}, extra_frames=8, sent_at=(1.0,))
+    # (a close-up's fields, analysed with analyse_added, are keyed by their own name)
+    _saved_state(res, {"p0": 4}, {"p0": 5, "p0~r-1": 0}, extra_frames=8, sent_at=(1.0,))
     header = "position,t,seq,sample_time_s,label,track\n"
     rows = "".join(f"p0,{t},{t},0,1,1\n" for t in range(6))
     (res / "cells.csv").write_text(header + rows)
@@ -87,13 +88,13 @@ def test_a_resumed_worker_drops_what_the_killed_one_half_stored(tmp_path: Path) 
         "".join(json.dumps({"position": "p0", "t": t, "ms": {}}) + "\n" for t in range(6))
     )
     (res / "policy.jsonl").write_text(
-        "".join(json.dumps({"position": f"p0~r-{t}" if t else "p0", "t": t}) + "\n"
-                for t in range(6))
+        "".join(json.dumps({"position": p, "t": t}) + "\n"
+                for p, t in [*(("p0", t) for t in range(6)), ("p0~r-1", 0), ("p0~r-1", 1)])
     )  # fmt: skip
     w = PipelineWorker(tmp_path, NO_ENGINES, resume=True)
     try:
         assert w.done == {"p0": 4}
-        assert w.decided == {"p0": 5}
+        assert w.decided == {"p0": 5, "p0~r-1": 0}
         assert w.policy.guardrails.extra_frames == 8  # the decisions already sent stay booked
         assert (res / "cells.csv").read_text() == header + "".join(
             f"p0,{t},{t},0,1,1\n" for t in range(5)
@@ -105,7 +106,10 @@ def test_a_resumed_worker_drops_what_the_killed_one_half_stored(tmp_path: Path) 
             3,
             4,
         ]
-        assert len((res / "policy.jsonl").read_text().splitlines()) == 6  # t 5 was decided
+        assert [(r["position"], r["t"]) for r in map(json.loads, (res / "policy.jsonl")
+                .read_text().splitlines())] == [  # t 5 was decided; p0~r-1's t 1 was not
+            *(("p0", t) for t in range(6)), ("p0~r-1", 0)
+        ]  # fmt: skip
     finally:
         w._finish(failed=True)
 
@@ -416,19 +420,21 @@ def test_each_fields_saved_state_holds_the_counts_its_storing_added(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # the state saved after a field was taken when it was decided, before the store
-    # thread counted its rule firings: a restart from it lost them
+    # thread counted what storing it added (then its rule firings; now, since those are
+    # counted as they are logged on the decision thread, its overlay errors): a restart
+    # from it lost them
     run = _recorded_run(tmp_path, timepoints=3)
     w = PipelineWorker(run, NO_ENGINES)
     real_store, real_save = w.store.store, w._save_state
     saved: list[int] = []
 
     def store(*args, **kwargs):  # type: ignore[no-untyped-def]
-        w.counts["firings_accepted"] += 1  # as storing a field with one accepted firing does
+        w.counts["overlay_errors"] += 1  # as a field whose overlay could not be published
         return real_store(*args, **kwargs)
 
     def save(state=None):  # type: ignore[no-untyped-def]
         if state is not None:  # (each field's; the run's end saves its own)
-            saved.append(state["counts"].get("firings_accepted", 0))
+            saved.append(state["counts"].get("overlay_errors", 0))
         real_save(state)
 
     monkeypatch.setattr(w.store, "store", store)

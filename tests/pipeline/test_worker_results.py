@@ -1,0 +1,221 @@
+"""The worker's results store across restarts: CTC tracks, track-id masks, rows kept, firings.
+
+Fields go through the worker's own decision and store threads (`PipelineWorker._decide`,
+as its main thread hands them over) with label images painted here: no engine runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from skimage.draw import disk
+
+from livescope.pipeline import FrameResult, PipelineWorker, WorkerConfig
+from livescope.pipeline._jobs import DecideJob, Field
+from livescope.policy import Firing, Observation
+from livescope.record import CtcTrack, read_ctc
+from livescope.tracking import OnlineTracker, measure_objects
+
+NO_ENGINES = WorkerConfig(segmenter=None, stain=None, states=None, overlay=False)
+A, B, C, D, E = (30, 30), (70, 90), (30, 90), (70, 30), (50, 60)
+
+
+def _paint(*cells: tuple[int, int]) -> np.ndarray:
+    lab = np.zeros((96, 128), np.int32)
+    for i, (y, x) in enumerate(cells, 1):
+        lab[disk((y, x), 6, shape=lab.shape)] = i
+    return lab
+
+
+def _field(tracker: OnlineTracker, position: str, t: int, labels: np.ndarray) -> DecideJob:
+    """A field as the main thread hands it to the decision thread (tracked here)."""
+    nuclear = np.where(labels > 0, 500, 100).astype(np.uint16)
+    objects = measure_objects(labels, nuclear)
+    res = FrameResult(
+        position, t, labels=labels, tracks=tracker.update(objects, frame=t), objects=objects
+    )
+    header = {"seq": t, "x_um": 0.0, "y_um": 0.0, "sample_time_s": 60.0 * t}
+    fld = Field(position, t, {("DAPI", 0): nuclear}, header, 0, live=False)
+    return DecideJob(fld, res, nuclear, 0.5, 0, 0, 0, tracker.snapshot())
+
+
+def _analysed(w: PipelineWorker, frames: dict[int, np.ndarray], position: str = "p0") -> None:
+    """Analyse ``frames`` (t → labels) of ``position`` with the worker's tracker."""
+    tracker = w.analyzer.trackers.setdefault(position, OnlineTracker())
+    for t, labels in frames.items():
+        w._decide(_field(tracker, position, t, labels))
+
+
+@pytest.mark.parametrize(
+    "killed",
+    [
+        pytest.param(False, id="finished"),
+        # after its state was saved, while it removed the live masks it no longer needs
+        pytest.param(True, id="killed-removing-live-masks"),
+    ],
+)
+def test_a_worker_resumed_after_finishing_leaves_its_ctc_result_as_it_was(
+    tmp_path: Path, killed: bool
+) -> None:
+    # B is missed at t=2: CTC continues it as a new track whose parent is its first one.
+    # A worker resumed after the end (killed before it exited, or `--resume` by hand) read
+    # the result's labels as track ids and relabelled them again: the link was lost
+    w = PipelineWorker(tmp_path, NO_ENGINES)
+    _analysed(w, {0: _paint(A, B, C), 1: _paint(A, B, C), 2: _paint(A, C), 3: _paint(A, B, C)})
+    assert w._finish()["ok"] is True
+    ctc = tmp_path / "results" / "ctc"
+    frames, tracks = read_ctc(ctc / "p0")
+    assert tracks == [CtcTrack(1, 0, 3, 0), CtcTrack(2, 0, 1, 0), CtcTrack(3, 0, 3, 0),
+                      CtcTrack(4, 3, 3, 2)]  # fmt: skip
+    if killed:
+        (ctc / ".p0.old").mkdir()
+        tifffile.imwrite(ctc / ".p0.old" / "mask003.tif", _paint(A, B, C))
+    for _ in range(2):
+        summary = PipelineWorker(tmp_path, NO_ENGINES, resume=True)._finish()
+        assert summary["ok"] is True
+        assert summary["ctc_results_not_written"] == 0
+        again, tracks_again = read_ctc(ctc / "p0")
+        assert tracks_again == tracks
+        assert all(np.array_equal(a, b) for a, b in zip(again, frames, strict=True))
+        assert sorted(p.name for p in ctc.iterdir()) == ["p0"]
+
+
+def test_fields_added_to_a_finished_ctc_result_leave_it_as_it_was_and_say_so(
+    tmp_path: Path,
+) -> None:
+    # (a worker resumed on a finished run finds no new field; were one recorded since,
+    # its track ids could not be told from the earlier fields' CTC labels)
+    w = PipelineWorker(tmp_path, NO_ENGINES)
+    _analysed(w, {0: _paint(A, B), 1: _paint(A, B)})
+    w._finish()
+    folder = tmp_path / "results" / "ctc" / "p0"
+    tracks = (folder / "res_track.txt").read_text()
+    w = PipelineWorker(tmp_path, NO_ENGINES, resume=True)
+    _analysed(w, {2: _paint(A, B)})
+    summary = w._finish()
+    assert summary["ctc_results_not_written"] == 1
+    assert (folder / "res_track.txt").read_text() == tracks
+
+
+def test_track_ids_past_16_bits_are_kept_in_the_live_masks(tmp_path: Path) -> None:
+    # ids are never reused: a long run's tracker hands out ids past 65535, which the
+    # live masks wrapped (65537 became 1, track 1's id, which the CTC result then joined)
+    w = PipelineWorker(tmp_path, NO_ENGINES)
+    _analysed(w, {0: _paint(A)})
+    early = w.analyzer.trackers["p0"]
+    w.analyzer.trackers["p0"] = OnlineTracker.from_state({**early.state(), "next_id": 65534})
+    _analysed(w, {t: _paint(B, C, D, E) for t in (10, 11, 12)})
+    w._drain_store()
+    folder = tmp_path / "results" / "ctc" / "p0"
+    first, late = (tifffile.imread(folder / f"mask{t:03d}.tif") for t in (0, 12))
+    assert first.dtype == np.uint16  # (as before while the ids fit)
+    assert sorted(set(np.unique(late).tolist()) - {0}) == [65534, 65535, 65536, 65537]
+    with (tmp_path / "results" / "cells.csv").open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["t"] == "12"]
+    for r in rows:  # each cell's mask value is its track id
+        assert late[round(float(r["y"])), round(float(r["x"]))] == int(r["track"])
+    summary = w._finish()
+    assert summary["ok"] is True
+    _, tracks = read_ctc(folder)
+    # the CTC result is renumbered compactly (16 bits), and no track took another's lineage
+    assert tracks == [CtcTrack(1, 0, 0, 0), *(CtcTrack(k, 10, 12, 0) for k in (2, 3, 4, 5))]
+
+
+def _saved_state(res: Path, done: dict[str, int], decided: dict[str, int]) -> None:
+    """The state a killed worker left in ``res`` (no trackers, no policies)."""
+    res.mkdir(parents=True, exist_ok=True)
+    (res / "state.json").write_text(json.dumps(
+        {"version": 1, "run_id": "r", "done": done, "counts": {}, "trackers": {},
+         "class_cols": []}
+    ))  # fmt: skip
+    (res / "policy_state.json").write_text(json.dumps(
+        {"version": 1, "decided": decided, "policy": {
+            "policies": {}, "disabled": {},
+            "guardrails": {"dose_s": {}, "dose_ch_s": {}, "extra_frames": 0, "sent_at": []}}}
+    ))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("position", "done"),
+    [
+        # csv.writer quotes these in cells.csv: the rows were split by hand at every ","
+        pytest.param("A1, site 2", {}, id="comma"),
+        pytest.param('dish "B"', {}, id="quotes"),
+        # a plan position may hold "~": everything after it was cut off
+        pytest.param("well~A1", {}, id="tilde"),
+        # a close-up's fields (analysed with analyse_added) are keyed by their own name,
+        # not by their parent position's
+        pytest.param("p0~mitosis-1", {"p0": 5}, id="close-up"),
+    ],
+)
+def test_a_resumed_worker_keeps_the_rows_of_every_position_name(
+    tmp_path: Path, position: str, done: dict[str, int]
+) -> None:
+    res = tmp_path / "results"
+    _saved_state(res, {**done, position: 2}, {**done, position: 2})
+    buf = io.StringIO(newline="")
+    table = csv.writer(buf)  # (as `ResultsStore` writes it)
+    table.writerow(["position", "t", "seq", "sample_time_s", "label", "track"])
+    table.writerows([[position, t, t, 0.0, 1, 1] for t in range(4)])
+    (res / "cells.csv").write_bytes(buf.getvalue().encode())
+    for name in ("latency.jsonl", "policy.jsonl"):
+        (res / name).write_text(
+            "".join(json.dumps({"position": position, "t": t, "ms": {}}) + "\n" for t in range(4))
+        )
+    w = PipelineWorker(tmp_path, NO_ENGINES, resume=True)
+    try:
+        with (res / "cells.csv").open(newline="") as f:
+            rows = list(csv.reader(f))
+        assert rows[0][:2] == ["position", "t"]
+        assert [(r[0], int(r[1])) for r in rows[1:]] == [(position, t) for t in range(3)]
+        for name in ("latency.jsonl", "policy.jsonl"):
+            recs = [json.loads(x) for x in (res / name).read_text().splitlines()]
+            assert [(r["position"], r["t"]) for r in recs] == [(position, t) for t in range(3)]
+    finally:
+        w._finish(failed=True)
+
+
+class EveryField:
+    """A Python policy that records every field it sees (so a field decided twice shows)."""
+
+    name = "every"
+
+    def decide(self, obs: Observation) -> list[Firing]:
+        return [Firing(self.name, "field", obs.position, None, inputs={"cells": len(obs.cells)})]
+
+
+def test_a_decided_fields_firings_are_logged_before_its_results_are_stored(
+    tmp_path: Path,
+) -> None:
+    # the policies' state (the field decided) was saved at once, its firings only when the
+    # store thread stored the field: a worker that died in between lost them for good
+    res = tmp_path / "results"
+    (res / "ctc" / "p0" / "mask001.tif").mkdir(parents=True)  # t=1 cannot be stored
+    w = PipelineWorker(tmp_path, NO_ENGINES, policies=[EveryField()])
+    _analysed(w, {t: _paint(A, B) for t in range(3)})
+    assert w._finish()["ok"] is False  # (the store failed on t=1: no state saved after t=0)
+    assert json.loads((res / "state.json").read_text())["done"] == {"p0": 0}
+    assert json.loads((res / "policy_state.json").read_text())["decided"] == {"p0": 2}
+
+    def fired() -> list[tuple[str, int, str]]:
+        lines = (res / "policy.jsonl").read_text().splitlines()
+        return [(r["rule"], r["t"], r["verdict"]) for r in map(json.loads, lines)]
+
+    assert fired() == [("every", t, "recorded") for t in range(3)]
+    # restarted: t=1 and 2 are analysed and stored again, not decided again (nor logged twice)
+    (res / "ctc" / "p0" / "mask001.tif").rmdir()
+    w = PipelineWorker(tmp_path, NO_ENGINES, resume=True, policies=[EveryField()])
+    _analysed(w, {t: _paint(A, B) for t in (1, 2, 3)})
+    summary = w._finish()
+    assert summary["ok"] is True
+    assert fired() == [("every", t, "recorded") for t in range(4)]
+    assert summary["firings_recorded"] == 4  # (t=1's and 2's counted once, never stored before)
+    assert json.loads((res / "policy_state.json").read_text())["decided"] == {"p0": 3}
+    with (res / "cells.csv").open(newline="") as f:
+        assert [int(r["t"]) for r in csv.DictReader(f)] == [0, 0, 1, 1, 2, 2, 3, 3]
