@@ -57,7 +57,7 @@ logger = logging.getLogger("livescope")
 
 ANALYSIS_GAPS = (
     "fields_missing", "fields_incomplete", "fields_unreadable", "decisions_unanswered",
-    "overlay_errors", "ctc_results_not_written",
+    "overlay_errors", "ctc_results_not_written", "cells_revisions_not_applied",
 )  # fmt: skip
 """The worker's counts of what it could not do, copied into a run's summary (``analysis_gaps``)."""
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import csv
+import dataclasses
 import io
 import json
 import logging
@@ -27,19 +28,22 @@ import tifffile
 from numpy.typing import NDArray
 
 from livescope.policy import Observation, Verdict
-from livescope.schema import read_jsonl, replace_path, write_atomic
+from livescope.schema import LivescopeError, read_jsonl, replace_path, write_atomic
+from livescope.tracking import Revision
 
 from ._analyzer import FrameResult
 from ._jobs import Field
 
 __all__ = [
     "ResultsStore",
+    "apply_revisions",
     "behind_from_log",
     "camera_to_start_ms",
     "ctc_staging",
     "discard_live_masks",
     "is_ctc_result",
     "latency_from_log",
+    "read_revisions",
     "restore_live_masks",
     "trim_results",
 ]
@@ -85,6 +89,7 @@ class ResultsStore:
         self._cells_writer = csv.writer(self._cells)
         self._policy_log = (results / "policy.jsonl").open("a", encoding="utf-8")
         self._latency_log = (results / "latency.jsonl").open("a", encoding="utf-8")
+        self._revisions_log = (results / "revisions.jsonl").open("a", encoding="utf-8")
 
     def open_overlay(self, run_id: str, run_dir: Path) -> None:
         """Start publishing overlays (once the run's id is known)."""
@@ -143,6 +148,13 @@ class ResultsStore:
             lut[res.tracks.labels] = ids
             tifffile.imwrite(folder / f"mask{fld.t:03d}.tif", lut[res.labels], compression="zlib")
             self.masks_written.add(fld.position)
+        if res.tracks is not None and res.tracks.revisions:
+            # a division found late changed ids in fields already stored: applied to
+            # cells.csv and the CTC result when the worker finishes (`apply_revisions`)
+            self._revisions_log.write("".join(
+                json.dumps({"position": fld.position, "t": fld.t, **dataclasses.asdict(r)}) + "\n"
+                for r in res.tracks.revisions))  # fmt: skip
+            self._revisions_log.flush()
 
     def log_firings(
         self, fld: Field, obs: Observation, verdicts: list[Verdict],
@@ -247,7 +259,7 @@ class ResultsStore:
 
     def close(self) -> None:
         """Close the files (after the store thread has stopped and the overlay is closed)."""
-        for f in (self._cells, self._policy_log, self._latency_log):
+        for f in (self._cells, self._policy_log, self._latency_log, self._revisions_log):
             f.close()
 
 
@@ -334,12 +346,68 @@ def trim_results(results: Path, done: dict[str, int], decided: dict[str, int]) -
         if kept:
             csv.writer(out).writerows(rows[:1] + kept)  # (as `ResultsStore` writes them)
         write_atomic(cells, out.getvalue().encode("utf-8"))
-    for name, upto in (("latency.jsonl", done), ("policy.jsonl", decided)):
+    for name, upto in (("latency.jsonl", done), ("policy.jsonl", decided),
+                       ("revisions.jsonl", done)):  # fmt: skip
         path = results / name
         if path.is_file():
             lines = [json.dumps(rec) + "\n" for rec in read_jsonl(path)
                      if keep(str(rec["position"]), int(rec["t"]), upto)]  # fmt: skip
             write_atomic(path, "".join(lines))
+
+
+def read_revisions(results: Path) -> dict[str, list[Revision]]:
+    """Return each position's track-id revisions (``revisions.jsonl``), in the order made."""
+    path = results / "revisions.jsonl"
+    out: dict[str, list[Revision]] = {}
+    if path.is_file():
+        for rec in read_jsonl(path):
+            rev = Revision(int(rec["old"]), int(rec["new"]), int(rec["first"]), int(rec["last"]))
+            out.setdefault(str(rec["position"]), []).append(rev)
+    return out
+
+
+def apply_revisions(results: Path, revisions: dict[str, list[Revision]]) -> int:
+    """Apply the tracker's late revisions to ``cells.csv``; return how many rows changed.
+
+    A division found a few fields after it happened gives the daughter the
+    mother's rows since the split (`livescope.tracking.Revision`): their
+    ``track`` becomes the daughter's and their ``parent`` the mother. Rows are
+    streamed to a file beside it, which then replaces it; applying the same
+    revisions again changes nothing (call once the store is closed).
+    """
+    cells = results / "cells.csv"
+    if not revisions or not cells.is_file():
+        return 0
+    with cells.open(encoding="utf-8", newline="") as src:
+        head = next(csv.reader(src), None)
+    if head is None:
+        return 0
+    needed = ("position", "t", "track", "parent")
+    if missing := [k for k in needed if k not in head]:
+        raise LivescopeError(f"{cells}: no column {', '.join(missing)}; revisions not applied")
+    col = {k: head.index(k) for k in needed}
+    tmp = cells.with_name(f".{cells.name}.revised")
+    changed = 0
+    with (
+        cells.open(encoding="utf-8", newline="") as src,
+        tmp.open("w", encoding="utf-8", newline="") as dst,
+    ):
+        writer = csv.writer(dst)
+        for n, row in enumerate(csv.reader(src)):
+            revs = revisions.get(row[col["position"]]) if n and len(row) == len(head) else None
+            if revs:
+                try:
+                    t, track = int(row[col["t"]]), int(row[col["track"]])
+                except ValueError:
+                    revs = None  # (a damaged row: written as it is)
+            for r in revs or ():
+                if r.first <= t <= r.last and track == r.old:
+                    track = r.new
+                    row[col["track"]], row[col["parent"]] = str(r.new), str(r.old)
+                    changed += 1
+            writer.writerow(row)
+    replace_path(tmp, cells)
+    return changed
 
 
 def _cells_key(row: list[str], path: Path) -> tuple[str, int] | None:

@@ -16,6 +16,8 @@ results store beside the raw data::
         policy.jsonl        every rule firing: decision, verdict, who decided (stage);
                             logged as the field is decided, before policy_state.json
         latency.jsonl       per field: ms per stage (see `livescope.pipeline.LATENCY_STAGES`)
+        revisions.jsonl     ids the tracker changed in fields already stored (a division
+                            found late): cells.csv and ctc/ take them when it ends
         state.json          trackers, last field done, counts  } a restarted worker
         policy_state.json   policies, guardrail budgets       } resumes from both
         worker.json         the worker's summary, written when it stops
@@ -93,11 +95,13 @@ from ._observe import observe
 from ._recorded import RecordedFields
 from ._results import (
     ResultsStore,
+    apply_revisions,
     behind_from_log,
     ctc_staging,
     discard_live_masks,
     is_ctc_result,
     latency_from_log,
+    read_revisions,
     restore_live_masks,
     trim_results,
 )
@@ -148,7 +152,8 @@ class Behind:
 
 
 WORKER_COUNTS = (
-    "added_frames_received", "cells", "ctc_results_not_written", "decisions_accepted",
+    "added_frames_received", "cells", "cells_revised", "cells_revisions_not_applied",
+    "ctc_results_not_written", "decisions_accepted",
     "decisions_accepted_late", "decisions_answered_late", "decisions_not_sent",
     "decisions_refused_late", "decisions_rejected_agent", "decisions_rejected_guardrail",
     "decisions_unanswered",
@@ -812,7 +817,7 @@ class PipelineWorker:
         self._drain_store()
         self.analyzer.close()
         self.store.close()
-        for name in ("cells.csv", "policy.jsonl", "latency.jsonl"):
+        for name in ("cells.csv", "policy.jsonl", "latency.jsonl", "revisions.jsonl"):
             path = self.results / name
             if path.is_file() and path.stat().st_size == 0:
                 path.unlink()
@@ -841,6 +846,7 @@ class PipelineWorker:
             self.link.close()
         self.store.close_overlay()
         live_kept: list[Path] = []
+        revisions = read_revisions(self.results) if not failed else {}
         if not failed:  # the live track-id masks become a valid CTC result (tracks without gaps)
             for pos, tracker in self.analyzer.trackers.items():
                 folder = self.results / "ctc" / pos
@@ -862,7 +868,9 @@ class PipelineWorker:
                 shutil.rmtree(staged, ignore_errors=True)
                 shutil.rmtree(live, ignore_errors=True)  # (a run's end killed before it went)
                 try:
-                    rewrite_ctc_result(folder, tracker.lineage, out=staged)
+                    rewrite_ctc_result(
+                        folder, tracker.lineage, out=staged, revisions=revisions.get(pos, ())
+                    )
                     replace_path(folder, live)  # (retried: a file in it held open)
                 except Exception:  # a file held open by another program, a damaged mask...
                     shutil.rmtree(staged, ignore_errors=True)
@@ -875,6 +883,13 @@ class PipelineWorker:
         runtimes = self.analyzer.engine_runtimes()  # those loaded (by the warm-up, or fields)
         self.analyzer.close()
         self.store.close()
+        if revisions:  # (ids as the tracker knows them now, as in the CTC result)
+            try:
+                self.counts["cells_revised"] = apply_revisions(self.results, revisions)
+            except Exception:  # a file held open by another program, the disk full...
+                self.counts["cells_revisions_not_applied"] += 1
+                logger.exception("%s: the tracker's late revisions (revisions.jsonl) could "
+                                 "not be applied", self.results / "cells.csv")  # fmt: skip
         counts = {**dict.fromkeys(WORKER_COUNTS, 0), **self.counts}
         summary: dict[str, Any] = {
             "ok": not failed,

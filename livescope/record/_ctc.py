@@ -22,7 +22,7 @@ import tifffile
 from numpy.typing import NDArray
 
 from livescope.schema import LivescopeError
-from livescope.tracking import gt_folder_hint
+from livescope.tracking import Revision, gt_folder_hint
 
 __all__ = ["CtcTrack", "read_ctc", "relabel_for_ctc", "rewrite_ctc_result", "write_ctc"]
 
@@ -139,10 +139,13 @@ def _relabel(
 class _MaskFiles(Sequence[NDArray[np.integer]]):
     """Frames ``0..n-1`` of a folder of ``maskT.tif`` files, read when asked for (absent: empty)."""
 
-    def __init__(self, files: dict[int, Path], shape: tuple[int, ...]) -> None:
+    def __init__(
+        self, files: dict[int, Path], shape: tuple[int, ...], revisions: Sequence[Revision] = ()
+    ) -> None:
         self._files = files
         self._shape = shape
         self._n = max(files) + 1 if files else 0
+        self._revisions = list(revisions)
 
     def __len__(self) -> int:
         return self._n
@@ -151,11 +154,22 @@ class _MaskFiles(Sequence[NDArray[np.integer]]):
         if not 0 <= f < self._n:
             raise IndexError(f)
         path = self._files.get(f)
-        return np.zeros(self._shape, np.uint16) if path is None else tifffile.imread(path)
+        if path is None:
+            return np.zeros(self._shape, np.uint16)
+        frame = tifffile.imread(path)
+        revs = [r for r in self._revisions if r.first <= f <= r.last]
+        if revs:
+            frame = frame.astype(np.int64)  # (a new id may not fit the mask's dtype)
+            for r in revs:  # in order: a later one may change an id an earlier one gave
+                frame[frame == r.old] = r.new
+        return frame
 
 
 def rewrite_ctc_result(
-    folder: str | Path, parent_of: Mapping[int, int], out: str | Path | None = None
+    folder: str | Path,
+    parent_of: Mapping[int, int],
+    out: str | Path | None = None,
+    revisions: Sequence[Revision] = (),
 ) -> list[CtcTrack]:
     """Make a folder of per-frame object-id masks a valid CTC result, in place or in ``out``.
 
@@ -163,8 +177,11 @@ def rewrite_ctc_result(
     tracker wrote them: an object may vanish for some frames and come back (gap
     closing), and frames may be missing. They are rewritten as CTC labels with
     ``res_track.txt`` (`relabel_for_ctc`), one frame in memory at a time; a
-    missing frame becomes an empty one. With ``out`` (a new folder), the result
-    goes there and ``folder`` is left as it was. Returns the tracks.
+    missing frame becomes an empty one. ``revisions``, in the order the tracker
+    made them: ids it changed in frames already written (a division found late:
+    see `livescope.tracking.Revision`), applied as each frame is read. With
+    ``out`` (a new folder), the result goes there and ``folder`` is left as it
+    was. Returns the tracks.
     """
     base = Path(folder)
     files: dict[int, Path] = {}
@@ -179,7 +196,7 @@ def rewrite_ctc_result(
         return []
     with tifffile.TiffFile(next(iter(files.values()))) as tf:
         shape = tuple(tf.pages[0].shape)
-    frames = _MaskFiles(files, shape)
+    frames = _MaskFiles(files, shape, revisions)
     tracks, label_at, _ = _ctc_tracks(frames, parent_of, None)
     nd = _digits(len(frames))
     for f in range(len(frames)):

@@ -219,3 +219,64 @@ def test_a_decided_fields_firings_are_logged_before_its_results_are_stored(
     assert json.loads((res / "policy_state.json").read_text())["decided"] == {"p0": 3}
     with (res / "cells.csv").open(newline="") as f:
         assert [int(r["t"]) for r in csv.DictReader(f)] == [0, 0, 1, 1, 2, 2, 3, 3]
+
+
+def _late_division() -> dict[int, np.ndarray]:
+    """A mother (50, 60) that splits at t=5; its second daughter is first seen at t=7."""
+
+    def paint(*cells: tuple[int, int, int]) -> np.ndarray:
+        lab = np.zeros((96, 128), np.int32)
+        for i, (y, x, r) in enumerate(cells, 1):
+            lab[disk((y, x), r, shape=lab.shape)] = i
+        return lab
+
+    other = (20, 20, 6)
+    return {
+        **{t: paint((50, 60, 9), other) for t in range(5)},
+        **{t: paint((50, 54, 6), other) for t in (5, 6)},
+        **{t: paint((50, 54, 6), (50, 70, 6), other) for t in (7, 8)},
+    }
+
+
+def _cells(res: Path) -> dict[tuple[int, int], tuple[int, int]]:
+    """(t, x) → (track, parent) of every row of cells.csv."""
+    with (res / "cells.csv").open(newline="") as f:
+        return {(int(r["t"]), round(float(r["x"]))): (int(r["track"]), int(r["parent"]))
+                for r in csv.DictReader(f)}  # fmt: skip
+
+
+@pytest.mark.parametrize("restarted", [False, True], ids=["one-worker", "restarted-after-t7"])
+def test_a_division_found_late_is_applied_to_the_cells_and_the_ctc_result(
+    tmp_path: Path, restarted: bool
+) -> None:
+    # at t=7 the tracker finds the split at t=5 and says the mother's rows of t=5 and 6
+    # were her first daughter's: the worker stored them as the mother's and left them so
+    # (cells.csv: the mother lived to t=6; CTC result: the division two frames late)
+    res = tmp_path / "results"
+    frames = _late_division()
+    w = PipelineWorker(tmp_path, NO_ENGINES)
+    _analysed(w, {t: frames[t] for t in range(8 if restarted else 9)})
+    if restarted:  # killed after t=7 was stored: its revision is read back from the log
+        w._drain_store()
+        w._finish(failed=True)
+        w = PipelineWorker(tmp_path, NO_ENGINES, resume=True)
+        _analysed(w, {8: frames[8]})
+    summary = w._finish()
+    assert summary["ok"] is True
+    assert summary["cells_revised"] == 2
+    cells = _cells(res)
+    assert [cells[(t, 60)] for t in range(5)] == [(1, 0)] * 5  # the mother
+    assert [cells[(t, 54)] for t in range(5, 9)] == [(3, 1)] * 4  # her first daughter
+    assert [cells[(t, 70)] for t in (7, 8)] == [(4, 1)] * 2  # the one seen late
+    _, tracks = read_ctc(res / "ctc" / "p0")
+    assert sorted((t.begin, t.end, t.parent) for t in tracks if not t.parent) == [
+        (0, 4, 0),
+        (0, 8, 0),
+    ]
+    (mother,) = (t for t in tracks if (t.begin, t.end, t.parent) == (0, 4, 0))
+    daughters = sorted((t.begin, t.end, t.parent) for t in tracks if t.parent)
+    assert daughters == [(5, 8, mother.label), (7, 8, mother.label)]
+    # a worker resumed after the end applies them again: nothing changes
+    before = (res / "cells.csv").read_bytes()
+    assert PipelineWorker(tmp_path, NO_ENGINES, resume=True)._finish()["cells_revised"] == 0
+    assert (res / "cells.csv").read_bytes() == before
