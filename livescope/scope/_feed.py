@@ -6,6 +6,7 @@ stop them while the run goes on (see `ScopeAgent`).
 
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
 import threading
@@ -21,6 +22,10 @@ from ._engine import LivescopeEngine, sample_time_s
 from ._fanout import position_name
 
 __all__ = ["EventFeed", "event_key"]
+
+
+_Entry = tuple[float, int, useq.MDAEvent]
+"""A queued event: (plan time it is due, order it was queued in, the event)."""
 
 
 def event_key(event: useq.MDAEvent) -> tuple[str, int, str, int]:
@@ -83,7 +88,7 @@ class EventFeed:
         self._clock = clock  # plan seconds since the start, when not the wall clock (replay)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # events added, moved, stopped
-        self._heap: list[tuple[float, int, useq.MDAEvent]] = []
+        self._heap: list[_Entry] = []
         self._order = itertools.count()
         self.positions: dict[str, tuple[float | None, float | None, float | None]] = {}
         self.p_of: dict[str, int] = {}
@@ -101,6 +106,7 @@ class EventFeed:
         # (position, t) of it already begun, each with the move it began with: a move or
         # stop takes effect from a position's next field, never within one
         self._batch: list[useq.MDAEvent] = []
+        self._rest: collections.deque[_Entry] = collections.deque()  # the batch not yet handed
         self._begun: dict[tuple[str, int], tuple[tuple[float, float, float] | None, float | None]]
         self._begun = {}
         self.stopped = False
@@ -188,12 +194,14 @@ class EventFeed:
                         return
                     if not first and self._wait_for_head():
                         continue  # something changed, or a while passed: look again
-                    due = self._heap[0][0]
-                    batch = []
-                    while self._heap and self._heap[0][0] == due:
-                        batch.append(heapq.heappop(self._heap)[2])
-                    self._batch, self._begun = batch, {}
-                for event in self._engine.event_iterator(batch):
+                    entries = self._take_added_due()
+                    if not entries:
+                        due = self._heap[0][0]
+                        while self._heap and self._heap[0][0] == due:
+                            entries.append(heapq.heappop(self._heap))
+                    self._batch, self._begun = [e for _, _, e in entries], {}
+                    self._rest = collections.deque(entries)
+                for event in self._engine.event_iterator(self._hand_out()):
                     with self._lock:
                         if self._is_stopped():  # a decision may have stopped the run
                             self.finished = True
@@ -219,9 +227,82 @@ class EventFeed:
                         # the feed's clock times every event, so the runner's never restarts
                         event = event.model_copy(update={"reset_event_timer": False})
                     yield event
+                with self._lock:  # (left for events decisions added: see `_hand_out`)
+                    for entry in self._rest:
+                        if not self._dropped(entry[2]):  # (a stop dropped it, and counted it)
+                            heapq.heappush(self._heap, entry)
+                    self._rest.clear()
+                    self._batch = []
         finally:
             with self._lock:
                 self.finished = True
+
+    def _hand_out(self) -> Iterator[useq.MDAEvent]:
+        """Yield the batch's events to the engine's iterator, which may join them in bursts.
+
+        A batch spans several time points when they are all due at once (a plan
+        with interval 0, or `ChangeInterval` to 0). It is handed out one time
+        point at a time (`__iter__` puts the rest back and looks at the queue
+        again: events a decision added that are due go first, and a new
+        interval or a stop applies to the time points not handed out), except
+        where the next time point is at the same place: that may join a
+        hardware-timed burst, which is left only for a decision's events due.
+        The engine's iterator looks one event ahead: a decision answered while
+        a burst is built waits for the end of that burst.
+        """
+        last: tuple[int, str] | None = None
+        while True:
+            with self._lock:
+                if not self._rest:
+                    return
+                ev = self._rest[0][2]
+                at = (ev.index.get("t", 0), position_name(ev))
+                if (
+                    last is not None
+                    and at[0] != last[0]
+                    and not ev.metadata.get("added_by")
+                    and self._clock is None  # (a replay serves the recording's order)
+                    and (at[1] != last[1] or self._added_due(pop=False))
+                ):
+                    return
+                self._rest.popleft()
+            last = at
+            yield ev
+
+    def _take_added_due(self) -> list[_Entry]:
+        """Take the events decisions added that are due off the queue, in order (lock held).
+
+        They go before plan events that are overdue (the plan is behind, or all
+        its time points are due at once): a close-up asked for now is imaged
+        after the time point in progress, not after every late one. A replay's
+        clock serves the recording's order: nothing is taken.
+        """
+        return self._added_due(pop=True) if self._clock is None else []
+
+    def _added_due(self, *, pop: bool) -> list[_Entry]:
+        """Return the queued events decisions added that are due (lock held); ``pop``: taken off.
+
+        Visits only the heap's entries due by now (and their children).
+        """
+        heap, now = self._heap, self.now() + self.lead_s * self._scale
+        found: list[int] = []
+        todo = [0]
+        while todo:
+            i = todo.pop()
+            if i >= len(heap) or heap[i][0] > now:
+                continue
+            if heap[i][2].metadata.get("added_by"):
+                found.append(i)
+                if not pop:
+                    break
+            todo += (2 * i + 1, 2 * i + 2)
+        if not pop or not found:
+            return [heap[i] for i in found]
+        taken = sorted(heap[i] for i in found)  # (due, order: unique) — never the events
+        drop = set(found)
+        self._heap = [h for i, h in enumerate(heap) if i not in drop]
+        heapq.heapify(self._heap)
+        return taken
 
     def _wait_for_head(self) -> bool:
         """Wait while the next event is not yet due (lock held); True if it waited.
@@ -465,10 +546,20 @@ class EventFeed:
         with self._lock:
             t_cur, t_start = self._last_t
             n = 0
+
+            def later(ev: useq.MDAEvent) -> bool:
+                return ev.index.get("t", 0) > t_cur and not ev.metadata.get("added_by")
+
+            # (a batch of time points all due at once gives back those not handed out yet)
+            moved = [entry for entry in self._rest if later(entry[2])]
+            if moved:
+                self._rest = collections.deque(e for e in self._rest if not later(e[2]))
+                taken = {id(e) for _, _, e in moved}
+                self._batch = [e for e in self._batch if id(e) not in taken]
+                self._heap += moved
             for i, (_, order, ev) in enumerate(self._heap):
-                t = ev.index.get("t", 0)
-                if t > t_cur and not ev.metadata.get("added_by"):
-                    due = t_start + (t - max(t_cur, 0)) * interval_s
+                if later(ev):
+                    due = t_start + (ev.index.get("t", 0) - max(t_cur, 0)) * interval_s
                     self._heap[i] = (due, order, ev.model_copy(update={"min_start_time": due}))
                     n += 1
             heapq.heapify(self._heap)

@@ -238,3 +238,52 @@ def test_a_new_interval_counts_from_the_last_hardware_timed_burst(
         # the simulated sample is rendered at the burst's time, not at 0
         engine.setup_event(later[-1])
         assert piezo_sim.time_s == 360.0
+
+
+# ------------------------------------------------------------ time points all due at once
+
+
+def _fast(loops: int = 4) -> useq.MDASequence:
+    """Two positions, time points as fast as the rig goes (interval 0): one batch."""
+    seq = _time_lapse(
+        useq.Position(x=0, y=0, z=0, name="A"), useq.Position(x=300, y=0, z=0, name="B")
+    )
+    return seq.replace(time_plan=useq.TIntervalLoops(interval=0, loops=loops))
+
+
+def _order(events: list[useq.MDAEvent]) -> list[tuple[str, int]]:
+    return [(str(e.pos_name), e.index["t"]) for e in events]
+
+
+def test_a_closeup_goes_after_the_time_point_in_progress_when_all_are_due_at_once(
+    sim: SimulatedMicroscope,
+) -> None:
+    # the plan's every time point was one batch: a close-up asked for during t=0 waited
+    # for the end of the whole plan
+    feed = EventFeed(_fast(), LivescopeEngine(sim.core, sim.profile, sim=sim), 6000.0)
+    events = iter(feed)
+    first = next(events)
+    closeup = useq.MDAEvent(
+        index={"t": 0}, x_pos=10.0, y_pos=0.0, pos_name="A~closeup-1",
+        channel={"config": "Phase"}, exposure=5.0, min_start_time=feed.now(),
+        metadata={"added_by": "d1"},
+    )  # fmt: skip
+    feed.add([closeup])
+    rest = list(events)
+    assert _order([first, *rest]) == [
+        ("A", 0), ("B", 0),  # the time point begun (the engine looks one event ahead)
+        ("A~closeup-1", 0),
+        *((p, t) for t in (1, 2, 3) for p in "AB"),
+    ]  # fmt: skip
+
+
+def test_a_new_interval_applies_to_time_points_that_were_all_due_at_once(
+    sim: SimulatedMicroscope,
+) -> None:
+    feed = EventFeed(_fast(), LivescopeEngine(sim.core, sim.profile, sim=sim), 1e6)
+    events = iter(feed)
+    assert _order([next(events), next(events)]) == [("A", 0), ("B", 0)]
+    assert feed.change_interval(60.0) == 6  # (those of t=1..3 were left as they were: 0)
+    rest = list(events)
+    assert _order(rest) == [(p, t) for t in (1, 2, 3) for p in "AB"]
+    assert [e.metadata["sample_time_s"] for e in rest] == [60.0, 60.0, 120.0, 120.0, 180.0, 180.0]
