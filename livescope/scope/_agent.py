@@ -126,7 +126,7 @@ class ScopeAgent:
         # for the plan check, the event queue and the guardrails' books
         planned = plan_events(sequence)
         _check_camera(core)
-        _check_stage_devices(core, planned)
+        self._rig_reach = _check_stage_devices(core, planned)
         # (the camera's field on the stage, which the plan check uses, turns with it)
         given = profile
         profile = _objective_in_use(core, _oriented(core, profile, recorded=self.what_if))
@@ -352,6 +352,7 @@ class ScopeAgent:
                     f"unknown position {d.position!r}; have {sorted(feed.positions)}"
                 )
             for xyz in feed.moved_coordinates(d.position, d.x_um, d.y_um, d.z_um):
+                self._rig_reach.check(*xyz, f"move {d.position}")
                 self.profile.check_stage_travel(*xyz, f"move {d.position}")
             n = feed.move(d.position, d.x_um, d.y_um, d.z_um)
             return 0, f"{n} pending event(s) moved"
@@ -464,6 +465,7 @@ class ScopeAgent:
                     f"earlier decision{lands}; nothing more is acquired there"
                 )
             if (xyz := (where.x_pos, where.y_pos, where.z_pos)) not in places:
+                self._rig_reach.check(*xyz, _event_label(i, d.events[i]))
                 self.profile.check_stage_travel(*xyz, _event_label(i, d.events[i]))
                 places.add(xyz)
             if taken or key in keys:
@@ -731,13 +733,34 @@ def _check_camera(core: Any) -> None:
         )
 
 
-def _check_stage_devices(core: Any, events: Sequence[useq.MDAEvent]) -> None:
+class _RigReach:
+    """Where a rig without a focus drive or XY stage can image: what decisions may ask."""
+
+    def __init__(self, focus: bool, xy: bool, place: tuple[float | None, float | None]):
+        self.focus, self.xy, self.place = focus, xy, place
+
+    def check(self, x: float | None, y: float | None, z: float | None, what: str) -> None:
+        """Raise LivescopeError naming ``what`` if the rig has no device to get there."""
+        if not self.xy and (x is not None or y is not None) and (x, y) != self.place:
+            where = "sets no x/y" if self.place == (None, None) else f"images {self.place} µm"
+            raise LivescopeError(
+                f"{what}: ({x}, {y}) µm, but the core has no XY stage (Core-XYStage) and the "
+                f"plan {where}; the sample stays where it is"
+            )
+        if not self.focus and z is not None:
+            raise LivescopeError(
+                f"{what}: z = {z:g} µm, but the core has no focus drive (Core-Focus)"
+            )
+
+
+def _check_stage_devices(core: Any, events: Sequence[useq.MDAEvent]) -> _RigReach:
     """Refuse a plan that moves a focus drive or XY stage the core has none of.
 
     Called before anything moves. Without a focus drive every plane would be
     the same image, recorded at its planned z; without an XY stage every
     position would be one place, recorded at its planned x/y (a plan that
-    images a single x/y is accepted: the sample sits there).
+    images a single x/y is accepted: the sample sits there). Returns what
+    decisions may ask of the rig later (`_RigReach`).
 
     Raises
     ------
@@ -756,7 +779,9 @@ def _check_stage_devices(core: Any, events: Sequence[useq.MDAEvent]) -> None:
                 "but the core has no focus drive; set Core-Focus in the cfg (or give the "
                 "plan no z)"
             )
-    if not core.getXYStageDevice():
+    place: tuple[float | None, float | None] = (None, None)
+    has_xy = bool(core.getXYStageDevice())
+    if not has_xy:
         places = {(s.x_pos, s.y_pos) for s in subs if s.x_pos is not None or s.y_pos is not None}
         if len(places) > 1:
             shown = ", ".join(f"({x}, {y})" for x, y in sorted(places, key=str)[:3])
@@ -764,6 +789,8 @@ def _check_stage_devices(core: Any, events: Sequence[useq.MDAEvent]) -> None:
                 f"the plan sets x/y at {len(places)} places (e.g. {shown} µm) but the core "
                 "has no XY stage; set Core-XYStage in the cfg (or image one place)"
             )
+        place = next(iter(places), place)
+    return _RigReach(bool(core.getFocusDevice()), has_xy, place)
 
 
 def _around_focus(sequence: useq.MDASequence, core: Any) -> useq.MDASequence:

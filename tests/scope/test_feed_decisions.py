@@ -60,6 +60,43 @@ def test_a_plan_at_two_places_on_a_rig_without_an_xy_stage_is_refused(
     assert summary["frames_acquired"] == 1
 
 
+def test_decisions_a_rig_without_a_stage_cannot_carry_out_are_refused(
+    sim: SimulatedMicroscope, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # they were accepted, booked against the light budget, and then failed in the engine
+    sim.core.setXYStageDevice("")
+    monkeypatch.setattr(sim.core, "getFocusDevice", lambda: "")
+    seq = useq.MDASequence(
+        stage_positions=[useq.Position(x=0, y=0, name="A")],
+        channels=[useq.Channel(config="Phase", exposure=5.0)],
+        time_plan=useq.TIntervalLoops(interval=60, loops=3),
+    )
+    agent = ScopeAgent(sim.core, sim.profile, seq, tmp_path / "run", sim=sim, bus="off")
+    rid = agent.run_id
+
+    def add(t: int, **where: object) -> AddEvents:
+        return AddEvents(run_id=rid, delay_s=600, events=[useq.MDAEvent(
+            index={"t": t}, channel={"config": "DAPI"}, **where)])  # fmt: skip
+
+    refused = {
+        "elsewhere": agent._on_decision(add(10, x_pos=40.0, y_pos=0.0), clock_ns()),
+        "z": agent._on_decision(add(11, pos_name="A", z_pos=5.0), clock_ns()),
+        "move": agent._on_decision(Move(run_id=rid, position="A", x_um=40, y_um=0), clock_ns()),
+    }
+    assert not any(ack.accepted for ack in refused.values())
+    assert (
+        "no XY stage (Core-XYStage) and the plan images (0.0, 0.0)" in refused["elsewhere"].reason
+    )
+    assert "no focus drive (Core-Focus)" in refused["z"].reason
+    assert "move A" in refused["move"].reason
+    assert "no XY stage" in refused["move"].reason
+    # where the sample sits, by name or at its x/y: accepted
+    assert agent._on_decision(add(12, pos_name="A"), clock_ns()).accepted
+    assert agent._on_decision(add(13, x_pos=0.0, y_pos=0.0), clock_ns()).accepted
+    agent.feed.stop()
+    agent.close()
+
+
 def test_the_engine_refuses_a_stage_move_the_rig_has_no_device_for(
     sim: SimulatedMicroscope, monkeypatch: pytest.MonkeyPatch
 ) -> None:
