@@ -333,6 +333,12 @@ def check_plan(
                     f"stage_positions.{p}: position name {key!r} {why}; a position's results "
                     "are kept in a folder of its name (results/ctc/<name>): rename the position"
                 )
+            elif "~" in key:
+                problems.append(
+                    f"stage_positions.{p}: position name {key!r} contains '~', which names "
+                    "the places decisions add to a position (<position>~<rule>-<n>: their "
+                    "light is booked to it, and stopping it stops them): rename the position"
+                )
             elif (other := folded.setdefault(folder_key(key), key)) != key:
                 problems.append(
                     f"stage_positions.{p}: position names {other!r} and {key!r} name one "

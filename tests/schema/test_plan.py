@@ -299,6 +299,9 @@ def test_only_union_members_are_taken_out_of_an_error_path() -> None:
         ("well/A1", "position name 'well/A1' contains '/'"),
         (".B.live", "starts with a dot"),  # the worker's staging folders are named so
         ("A1\n", "contains '\\n'"),
+        # '~' names a position's close-ups (p0~rule-3): 'well~A1' was taken for a
+        # close-up of 'well', booking its light there and stopped with it
+        ("well~A1", "contains '~', which names the places decisions add"),
     ],
 )
 def test_a_position_name_that_cannot_name_its_results_folder_is_refused(
