@@ -31,6 +31,7 @@ __all__ = [
     "BusSecurity",
     "bind",
     "connect",
+    "handshake_problem",
     "is_loopback",
     "local_endpoint",
     "pid_lives",
@@ -38,6 +39,7 @@ __all__ = [
     "remove_left_ipc_file",
     "remove_stale_ipc_files",
     "subscribe",
+    "watch_handshake",
 ]
 
 logger = logging.getLogger("livescope")
@@ -389,6 +391,51 @@ def connect(sock: zmq.Socket[Any], endpoint: str, security: BusSecurity | None =
     if security is not None:
         security.apply_client(sock)
     sock.connect(endpoint)
+
+
+_HANDSHAKE_EVENTS = (
+    zmq.EVENT_CONNECTED
+    | zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
+
+
+def watch_handshake(sock: zmq.Socket[Any]) -> zmq.Socket[Any]:
+    """Return a monitor of ``sock``'s connection and handshake (before it connects)."""
+    return sock.get_monitor_socket(_HANDSHAKE_EVENTS)
+
+
+def handshake_problem(monitor: zmq.Socket[Any], security: BusSecurity | None) -> str:
+    """Say why a socket watched by `watch_handshake` got no answer.
+
+    A CURVE handshake that fails gets no answer at all, as does an agent that
+    is not there: the monitor tells them apart.
+    """
+    from zmq.utils.monitor import recv_monitor_message
+
+    seen = 0
+    while monitor.poll(0):
+        seen |= int(recv_monitor_message(monitor)["event"])
+    if seen & zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        return (
+            "the agent refused this side's CURVE key (its public key is not among the "
+            "agent's allowed clients)"
+        )
+    if seen & (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
+        if security is None:
+            return (
+                "the security handshake failed: the agent listens with CURVE keys; give its "
+                "server public key (BusSecurity)"
+            )
+        return (
+            "the CURVE handshake failed: the server public key given is not the agent's "
+            "(or the agent listens without CURVE)"
+        )
+    if not seen & zmq.EVENT_CONNECTED:
+        return "nothing listens there (the agent has ended, or the address is wrong)"
+    return "the agent did not answer in time (it may be busy, or stopping)"
 
 
 def subscribe(

@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 
 from livescope.schema import FrameHeader, HeaderError, LivescopeError, clock_ns, decode_header
 
-from ._endpoints import BusSecurity, connect, subscribe
+from ._endpoints import BusSecurity, connect, handshake_problem, subscribe, watch_handshake
 from ._shm import ShmReader, SlotHold
 
 __all__ = ["Frame", "FrameSubscriber"]
@@ -115,6 +115,9 @@ class FrameSubscriber:
         Queue length for ``every``.
     security
         CURVE keys when the publisher listens on a network.
+    run_id
+        The run whose frames are wanted: a control endpoint that answers for
+        another run is refused (None: any).
 
     Notes
     -----
@@ -132,6 +135,7 @@ class FrameSubscriber:
         maxlen: int = 16,
         security: BusSecurity | None = None,
         rcvhwm: int = 256,
+        run_id: str | None = None,
     ) -> None:
         if policy not in ("every", "latest"):
             raise LivescopeError(f"delivery policy must be 'every' or 'latest', got {policy!r}")
@@ -143,6 +147,7 @@ class FrameSubscriber:
         self.maxlen = 1 if policy == "latest" else maxlen
         self.security = security
         self.rcvhwm = rcvhwm
+        self.run_id = run_id
         self.reader: ShmReader | None = None
         self._queue: collections.deque[Frame] = collections.deque()
         self._cond = threading.Condition()
@@ -172,18 +177,28 @@ class FrameSubscriber:
         req = ctx.socket(zmq.REQ)
         req.setsockopt(zmq.LINGER, 0)
         req.setsockopt(zmq.RCVTIMEO, 3000)
+        monitor = watch_handshake(req)
         connect(req, self.control_endpoint, self.security)
         try:
             req.send(b'{"op": "hello"}')
             reply = json.loads(req.recv())
         except zmq.Again:
+            why = handshake_problem(monitor, self.security)
             raise LivescopeError(
-                f"no answer from the bus control at {self.control_endpoint}"
+                f"no answer from the bus control at {self.control_endpoint}: {why}"
             ) from None
         finally:
+            req.disable_monitor()
+            monitor.close(0)
             req.close(0)
         if not reply.get("ok"):
             raise LivescopeError(f"bus control refused: {reply.get('error')}")
+        if self.run_id is not None and reply.get("run_id") != self.run_id:
+            raise LivescopeError(
+                f"the bus control at {self.control_endpoint} belongs to run "
+                f"{reply.get('run_id')!r}, not {self.run_id!r}: that run's agent has ended "
+                "and another listens at its address (its bus.json is out of date)"
+            )
         if "ring" in reply:
             ring, place, token = reply["ring"], int(reply["reader"]), int(reply["token"])
             try:

@@ -93,6 +93,7 @@ class WorkerLink:
             policy=policy,
             maxlen=maxlen,
             security=security,
+            run_id=info.run_id,
         )
         self.decisions = DecisionClient(info.decisions, security=security) if decisions else None
 

@@ -505,3 +505,46 @@ def test_a_reader_declared_dead_has_its_frames_overwritten_told_and_misses_none_
     finally:
         sub.close()
         pub.close()
+
+
+def _hello_refusal(control: str, security: BusSecurity | None = None, **kw: object) -> str:
+    with pytest.raises(LivescopeError) as info:
+        FrameSubscriber("tcp://127.0.0.1:1", control_endpoint=control, security=security, **kw)
+    return str(info.value)
+
+
+def test_a_worker_told_why_the_bus_control_does_not_answer() -> None:
+    # a CURVE key that does not fit got no answer, said as "no answer" only, as did no agent
+    server_public, server_secret = BusSecurity.generate()
+    client_public, client_secret = BusSecurity.generate()
+    server = BusSecurity(server_public, server_secret, allowed_clients=(client_public,))
+    pub = FramePublisher(
+        "r1", endpoint="tcp://0.0.0.0:*", control_endpoint="tcp://0.0.0.0:*", security=server
+    )
+    control = f"tcp://127.0.0.1:{pub.control_endpoint.rsplit(':', 1)[1]}"
+    other_public, other_secret = BusSecurity.generate()
+    try:
+        stranger = BusSecurity(
+            server_public, client_public=other_public, client_secret=other_secret
+        )
+        assert "not among the agent's allowed clients" in _hello_refusal(control, stranger)
+        wrong_server = BusSecurity(other_public, client_public=client_public,
+                                   client_secret=client_secret)  # fmt: skip
+        assert "server public key given is not the agent's" in _hello_refusal(control, wrong_server)
+        assert "listens with CURVE keys; give its server public key" in _hello_refusal(control)
+    finally:
+        pub.close()
+        server.close()
+    assert "nothing listens there" in _hello_refusal(control)
+
+
+def test_a_worker_refuses_the_bus_of_another_run() -> None:
+    # a bus.json left by an ended run names an address another run's agent now listens at
+    pub = FramePublisher("new-run")
+    try:
+        why = _hello_refusal(pub.control_endpoint, run_id="old-run")
+        assert "belongs to run 'new-run', not 'old-run'" in why
+        FrameSubscriber(pub.endpoint, control_endpoint=pub.control_endpoint,
+                        run_id="new-run").close()  # fmt: skip
+    finally:
+        pub.close()
