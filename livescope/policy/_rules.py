@@ -42,6 +42,7 @@ frames never collide with the plan's.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -245,9 +246,20 @@ class Acquire:
         return tuple(out)
 
 
+def firing_id(run_id: str, rule: str, n: int) -> str:
+    """Return the decision id of rule ``rule``'s ``n``-th firing in run ``run_id``.
+
+    The same firing gets the same id: a worker restarted after it sent a
+    decision, but before it saved the policies' state that books it, decides
+    that field again and sends the decision again, which the agent answers as
+    before and does not apply twice (a resend; `livescope.bus.DecisionServer`).
+    """
+    return hashlib.sha256(f"{run_id}\0{rule}\0{n}".encode()).hexdigest()[:32]
+
+
 def _decision(
     action: str, params: Mapping[str, Any], obs: Observation, hit: Hit, rule: str, n: int,
-    acquire: Acquire | None,
+    acquire: Acquire | None, decision_id: str | None = None,
 ) -> Decision | None:  # fmt: skip
     common: dict[str, Any] = {
         "run_id": obs.run_id,
@@ -261,6 +273,8 @@ def _decision(
         },
         "engines": dict(obs.engines),
     }
+    if decision_id is not None:
+        common["decision_id"] = decision_id
     if action == "record":
         return None
     if action == "acquire":
@@ -491,8 +505,9 @@ class Rule:
                 unmade = f"field {obs.position} t={obs.t} has no stage position"
             else:
                 decision = _decision(
-                    self.action, self.params, obs, hit, self.name, self.fires, self.acquire
-                )
+                    self.action, self.params, obs, hit, self.name, self.fires, self.acquire,
+                    decision_id=firing_id(obs.run_id, self.name, self.fires),
+                )  # fmt: skip
             self.fires += 1
             entry = None
             if self.cooldown_s > 0:

@@ -1501,3 +1501,30 @@ def test_a_field_without_a_stage_position_refuses_that_firing_only(
     assert engine.disabled == {}
     (later,) = engine.evaluate(obs(4, [2], [0.9]))  # the rule goes on
     assert later.ok
+
+
+def test_a_firing_decided_again_after_a_restart_is_the_same_decision() -> None:
+    # a worker killed after it sent a decision but before it saved the policies' state
+    # decides the field again: the decision had a new random id, and the agent, which
+    # answers a resent decision as before without applying it again, added the close-up
+    # a second time
+    when = {"mitosis": {"p_min": 0.5, "frames": 1}}
+    rule = Rule("closeup", when, CLOSEUP)
+    saved = json.loads(json.dumps(rule.state()))
+    field = obs(1, [1, 2], [0.9, 0.1])
+    (first,) = rule.decide(field)
+    again = Rule("closeup", when, CLOSEUP)
+    again.restore(saved)
+    (second,) = again.decide(field)
+    assert first.decision is not None
+    assert second.decision is not None
+    assert second.decision.decision_id == first.decision.decision_id
+    assert second.decision.model_dump_json() == first.decision.model_dump_json()  # a resend
+    # the next firing, and the same firing in another run, are decisions of their own
+    (later,) = rule.decide(obs(2, [1, 2], [0.9, 0.9]))
+    assert later.decision is not None
+    other_run = dataclasses.replace(field, run_id="r2")
+    (elsewhere,) = Rule("closeup", when, CLOSEUP).decide(other_run)
+    assert elsewhere.decision is not None
+    ids = {first.decision.decision_id, later.decision.decision_id, elsewhere.decision.decision_id}
+    assert len(ids) == 3
