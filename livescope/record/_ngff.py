@@ -4,8 +4,11 @@ An image is one position (named by livescope's own ``livescope.position``
 attribute where it has one, else ``p0``, ``p1``, ... in the order of the
 groups); a ``bioformats2raw.layout`` folder holds one image per position.
 
-Planes without a chunk on disk are left out, with a warning. Most are not
-damage: livescope's recorder leaves a plane unwritten when it was not acquired
+A z-plane without a chunk on disk below one written in its stack (time point,
+position, channel) is blank, and replayed as the fill value (zarr-python
+stores no chunk that holds only the fill value; a channel's stack is acquired
+whole). Other planes without a chunk are left out, with a warning.
+Most are not damage: livescope's recorder leaves a plane unwritten when it was not acquired
 (a channel imaged only at some time points, a close-up position), and
 zarr-python does not store a chunk that holds only the fill value (a blank
 plane). Only the end of the recording is taken for a run cut short: the time
@@ -87,6 +90,17 @@ def open_ome_zarr(p: Path, interval_s: float, pixel_size_um: float | None) -> Da
     planes.sort(key=lambda plane: plane[:4])
     if not planes:
         raise DatasetError(f"{p}: the OME-Zarr image holds no plane")
+    # a z-plane missing below one written in its stack (time point, position, channel)
+    # is blank (zarr-python stores no chunk of only the fill value), not unacquired: a
+    # channel's stack is acquired whole. (Planes missing above the last one written may
+    # be a stack cut short: they are left to `_last_time_point`.)
+    top: dict[tuple[int, int, int], int] = {}
+    for t, i, c, z, _, on_disk in planes:
+        if on_disk:
+            top[(t, i, c)] = max(z, top.get((t, i, c), z))
+    blank = {plane[:4] for plane in planes
+             if not plane[5] and plane[3] < top.get(plane[:3], -1)}  # fmt: skip
+    planes = [(*plane[:5], plane[5] or plane[:4] in blank) for plane in planes]
     missing = [plane for plane in planes if not plane[5]]
     several = len(images) > 1
     named = ", ".join(
@@ -100,6 +114,12 @@ def open_ome_zarr(p: Path, interval_s: float, pixel_size_um: float | None) -> Da
             f"planes never written: {named})"
         )
     warnings: list[str] = []
+    if blank:
+        warnings.append(
+            f"{p}: {len(blank)} z-plane(s) without a chunk below planes written in their "
+            "stack replayed as blank (the array's fill value: zarr-python stores no chunk "
+            "of only the fill value)"
+        )
     if missing:
         # (no word of a crash: most are planes not acquired, or blank; see the module's doc)
         warnings.append(

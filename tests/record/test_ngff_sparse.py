@@ -103,3 +103,35 @@ def test_a_livescope_recording_of_triggered_frames_replays_every_one_under_its_n
         assert ds.frames[-1].sample_time_s == 540.0
         (warning,) = ds.warnings
         assert warning.endswith("replaying t=0..9")
+
+
+def _stacks(path: Path, nt: int, blank: set[tuple[int, int]]) -> Path:
+    """An NGFF 0.5 image of ``nt`` time points, z-stacks of 3; planes (t, z) in ``blank``
+    hold only the fill value (zarr-python then stores no chunk)."""
+    group = zarr.open_group(path, mode="w", zarr_format=3)
+    group.attrs["ome"] = {
+        "version": "0.5",
+        "multiscales": [{"axes": [{"name": a} for a in "tzyx"], "datasets": [{"path": "0"}]}],
+    }
+    array = group.create_array("0", shape=(nt, 3, 8, 8), chunks=(1, 1, 8, 8), dtype="u2")
+    for t in range(nt):
+        for z in range(3):
+            array[t, z] = 0 if (t, z) in blank else 10 * t + z + 1
+    return path
+
+
+def test_a_blank_plane_below_others_in_its_stack_is_replayed_as_blank(tmp_path: Path) -> None:
+    # a dark plane of a z-stack (e.g. below the sample) has no chunk: the field was left
+    # without it, and the worker analysed it as incomplete
+    path = _stacks(tmp_path / "img.zarr", 2, blank={(0, 0), (1, 1)})
+    with open_dataset(path) as ds:
+        assert [(f.key.t, f.key.z) for f in ds.frames] == [(t, z) for t in (0, 1) for z in range(3)]
+        assert int(ds.read(FrameKey("p0", 1, ds.channels[0], 1)).max()) == 0
+        assert int(ds.read(FrameKey("p0", 1, ds.channels[0], 2))[0, 0]) == 13
+        assert ds.warnings == [f"{path}: 2 z-plane(s) without a chunk below planes written in "
+                               "their stack replayed as blank (the array's fill value: "
+                               "zarr-python stores no chunk of only the fill value)"]  # fmt: skip
+    # planes missing above the last one written in the last stack: a run cut short
+    cut = _stacks(tmp_path / "cut.zarr", 2, blank={(1, 2)})
+    with open_dataset(cut) as ds:
+        assert [(f.key.t, f.key.z) for f in ds.frames] == [(0, z) for z in range(3)]
