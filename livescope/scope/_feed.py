@@ -34,6 +34,16 @@ def event_key(event: useq.MDAEvent) -> tuple[str, int, str, int]:
     return (position_name(event), event.index.get("t", 0), ch, event.index.get("z", 0))
 
 
+def _same_frame_settings(a: useq.MDAEvent, b: useq.MDAEvent) -> bool:
+    """Whether two events image the same place, channel, plane and exposure."""
+    return (
+        position_name(a) == position_name(b)
+        and a.channel == b.channel
+        and (a.x_pos, a.y_pos, a.z_pos, a.exposure) == (b.x_pos, b.y_pos, b.z_pos, b.exposure)
+        and bool(a.metadata.get("added_by")) == bool(b.metadata.get("added_by"))
+    )
+
+
 def _field(event: useq.MDAEvent) -> tuple[str, int]:
     """Return (position, t): the field an event belongs to."""
     return (position_name(event), event.index.get("t", 0))
@@ -107,6 +117,11 @@ class EventFeed:
         # stop takes effect from a position's next field, never within one
         self._batch: list[useq.MDAEvent] = []
         self._rest: collections.deque[_Entry] = collections.deque()  # the batch not yet handed
+        # the queued events decisions added (their order numbers), and a heap of (due, order)
+        # of them that may hold some no longer queued: what is due is found without a look
+        # at every plan event (an interval-0 plan has them all due)
+        self._queued_added: set[int] = set()
+        self._added_index: list[tuple[float, int]] = []
         self._begun: dict[tuple[str, int], tuple[tuple[float, float, float] | None, float | None]]
         self._begun = {}
         self.stopped = False
@@ -130,8 +145,16 @@ class EventFeed:
         self._plan_xyz = dict(self.positions)
 
     def _push(self, event: useq.MDAEvent) -> None:
-        heapq.heappush(self._heap, (float(event.min_start_time or 0.0), next(self._order), event))
+        entry = (float(event.min_start_time or 0.0), next(self._order), event)
+        self._requeue(entry)
         self._planned_keys.add(event_key(event))
+
+    def _requeue(self, entry: _Entry) -> None:
+        """Put an entry on the queue (lock held)."""
+        heapq.heappush(self._heap, entry)
+        if entry[2].metadata.get("added_by"):
+            self._queued_added.add(entry[1])
+            heapq.heappush(self._added_index, entry[:2])
 
     # ------------------------------------------------------------ runner side
 
@@ -194,11 +217,7 @@ class EventFeed:
                         return
                     if not first and self._wait_for_head():
                         continue  # something changed, or a while passed: look again
-                    entries = self._take_added_due()
-                    if not entries:
-                        due = self._heap[0][0]
-                        while self._heap and self._heap[0][0] == due:
-                            entries.append(heapq.heappop(self._heap))
+                    entries = self._take_added_due() or self._take_time_point()
                     self._batch, self._begun = [e for _, _, e in entries], {}
                     self._rest = collections.deque(entries)
                 for event in self._engine.event_iterator(self._hand_out()):
@@ -215,10 +234,6 @@ class EventFeed:
                                 _field(e), (self._offsets.get(name), self._z_set.get(name))
                             )
                         event = self._moved(event, begun=True)
-                        for e in subs:  # (a burst's own index and metadata are empty)
-                            t = e.index.get("t", 0)
-                            if t > self._last_t[0] and not e.metadata.get("added_by"):
-                                self._last_t = (t, sample_time_s(e))
                     if first:  # the runner's event timer starts at the first event
                         event = event.model_copy(update={"reset_event_timer": True})
                         with self._lock:
@@ -230,7 +245,7 @@ class EventFeed:
                 with self._lock:  # (left for events decisions added: see `_hand_out`)
                     for entry in self._rest:
                         if not self._dropped(entry[2]):  # (a stop dropped it, and counted it)
-                            heapq.heappush(self._heap, entry)
+                            self._requeue(entry)
                     self._rest.clear()
                     self._batch = []
         finally:
@@ -240,34 +255,52 @@ class EventFeed:
     def _hand_out(self) -> Iterator[useq.MDAEvent]:
         """Yield the batch's events to the engine's iterator, which may join them in bursts.
 
-        A batch spans several time points when they are all due at once (a plan
-        with interval 0, or `ChangeInterval` to 0). It is handed out one time
-        point at a time (`__iter__` puts the rest back and looks at the queue
-        again: events a decision added that are due go first, and a new
-        interval or a stop applies to the time points not handed out), except
-        where the next time point is at the same place: that may join a
-        hardware-timed burst, which is left only for a decision's events due.
-        The engine's iterator looks one event ahead: a decision answered while
-        a burst is built waits for the end of that burst.
+        A batch holds one time point, or several at one place all due at once
+        that a hardware-timed burst may take together (`_take_time_point`):
+        those are left between two time points when events a decision added
+        are due, which go first (`__iter__` puts the rest back). The time
+        point an event belongs to counts as begun once the engine's iterator,
+        which looks one event ahead, has taken it (`change_interval`).
         """
-        last: tuple[int, str] | None = None
+        last_t: int | None = None
         while True:
             with self._lock:
                 if not self._rest:
                     return
                 ev = self._rest[0][2]
-                at = (ev.index.get("t", 0), position_name(ev))
-                if (
-                    last is not None
-                    and at[0] != last[0]
-                    and not ev.metadata.get("added_by")
-                    and self._clock is None  # (a replay serves the recording's order)
-                    and (at[1] != last[1] or self._added_due(pop=False))
-                ):
+                t = ev.index.get("t", 0)
+                added = bool(ev.metadata.get("added_by"))
+                if last_t is not None and t != last_t and not added and self._added_due_now():
                     return
                 self._rest.popleft()
-            last = at
+                if not added and t > self._last_t[0]:
+                    self._last_t = (t, sample_time_s(ev, float(ev.min_start_time or 0.0)))
+            last_t = t
             yield ev
+
+    def _take_time_point(self) -> list[_Entry]:
+        """Take the next time point's events off the queue, in order (lock held).
+
+        Events due at once go together, one time point at a time; later time
+        points at the same place, in the same channel, plane and exposure, go
+        along when the engine runs hardware-timed bursts, which may join them
+        (an interval-0 time-lapse of one place runs as one burst).
+        """
+        due, _, head = self._heap[0]
+        taken = [heapq.heappop(self._heap)]
+        burst = bool(getattr(self._engine, "use_hardware_sequencing", False))
+        prev = head
+        while self._heap and self._heap[0][0] == due:
+            ev = self._heap[0][2]
+            if ev.index.get("t", 0) != prev.index.get("t", 0) and not (
+                burst and _same_frame_settings(prev, ev)
+            ):
+                break
+            taken.append(heapq.heappop(self._heap))
+            prev = ev
+        if self._queued_added:
+            self._queued_added.difference_update(order for _, order, _ in taken)
+        return taken
 
     def _take_added_due(self) -> list[_Entry]:
         """Take the events decisions added that are due off the queue, in order (lock held).
@@ -277,32 +310,32 @@ class EventFeed:
         after the time point in progress, not after every late one. A replay's
         clock serves the recording's order: nothing is taken.
         """
-        return self._added_due(pop=True) if self._clock is None else []
-
-    def _added_due(self, *, pop: bool) -> list[_Entry]:
-        """Return the queued events decisions added that are due (lock held); ``pop``: taken off.
-
-        Visits only the heap's entries due by now (and their children).
-        """
-        heap, now = self._heap, self.now() + self.lead_s * self._scale
-        found: list[int] = []
-        todo = [0]
-        while todo:
-            i = todo.pop()
-            if i >= len(heap) or heap[i][0] > now:
-                continue
-            if heap[i][2].metadata.get("added_by"):
-                found.append(i)
-                if not pop:
-                    break
-            todo += (2 * i + 1, 2 * i + 2)
-        if not pop or not found:
-            return [heap[i] for i in found]
-        taken = sorted(heap[i] for i in found)  # (due, order: unique) — never the events
-        drop = set(found)
-        self._heap = [h for i, h in enumerate(heap) if i not in drop]
+        if not self._added_due_now():
+            return []
+        now, index = self._due_by(), self._added_index
+        due: set[int] = set()
+        while index and index[0][0] <= now:
+            order = heapq.heappop(index)[1]
+            if order in self._queued_added:
+                due.add(order)
+        taken = sorted(h for h in self._heap if h[1] in due)  # (due, order): never the events
+        self._heap = [h for h in self._heap if h[1] not in due]
         heapq.heapify(self._heap)
+        self._queued_added -= due
         return taken
+
+    def _added_due_now(self) -> bool:
+        """Whether an event a decision added is due (lock held; never on a replay's clock)."""
+        if self._clock is not None or not self._queued_added:
+            return False
+        index = self._added_index
+        while index and index[0][1] not in self._queued_added:
+            heapq.heappop(index)  # (taken, or dropped by a stop)
+        return bool(index) and index[0][0] <= self._due_by()
+
+    def _due_by(self) -> float:
+        """Plan time by which an event is due now (it is handed over ``lead_s`` early)."""
+        return self.now() + self.lead_s * self._scale
 
     def _wait_for_head(self) -> bool:
         """Wait while the next event is not yet due (lock held); True if it waited.
@@ -461,6 +494,8 @@ class EventFeed:
         with self._lock:
             self.stopped = True
             self._heap.clear()
+            self._queued_added.clear()
+            self._added_index.clear()
             self._changed.notify_all()
 
     def stop_position(self, name: str) -> int:
@@ -489,6 +524,7 @@ class EventFeed:
                 if not self._stopped(position_name(h[2])) and not self._in_stopped_field(h[2])
             ]  # fmt: skip
             heapq.heapify(self._heap)
+            self._queued_added &= {order for _, order, _ in self._heap}
             self._changed.notify_all()
             # (and those of the time point being acquired whose field has not begun)
             return before - len(self._heap) + sum(map(self._dropped, self._batch)) - dropped_before
@@ -551,12 +587,14 @@ class EventFeed:
                 return ev.index.get("t", 0) > t_cur and not ev.metadata.get("added_by")
 
             # (a batch of time points all due at once gives back those not handed out yet)
-            moved = [entry for entry in self._rest if later(entry[2])]
+            # (not those a stop dropped: they are skipped, and were counted by the stop)
+            moved = [e for e in self._rest if later(e[2]) and not self._dropped(e[2])]
             if moved:
                 self._rest = collections.deque(e for e in self._rest if not later(e[2]))
                 taken = {id(e) for _, _, e in moved}
                 self._batch = [e for e in self._batch if id(e) not in taken]
-                self._heap += moved
+                for entry in moved:
+                    self._requeue(entry)
             for i, (_, order, ev) in enumerate(self._heap):
                 if later(ev):
                     due = t_start + (ev.index.get("t", 0) - max(t_cur, 0)) * interval_s

@@ -18,7 +18,10 @@ How a run goes (`PycromanagerAgent.run`, on the caller's thread):
 * a feeder thread takes the plan's events from the agent's `EventFeed` *just in
   time* (``lead_s`` before each is due), converts each (`to_pycromanager_event`)
   and hands it to ``acq.acquire``: events added by decisions join the same feed,
-  so they reach the acquisition's event queue in time order. Each event is
+  so they reach the acquisition's event queue in time order. At most
+  ``queue_ahead`` events wait in pycromanager's queue (events all due at once,
+  an interval-0 plan, would all be queued at the start, and a close-up asked
+  for during the run would wait for the end of the plan). Each event is
   handed over on its own, so pycromanager never merges events into hardware
   sequences (bursts run as separate snaps);
 * frames come from pycromanager's fast path, ``image_saved_fn(axes, dataset)``:
@@ -166,6 +169,9 @@ class PycromanagerAgent(ScopeAgent):
     watchdog_s
         Abort the acquisition when no image has arrived for this long (wall-clock
         seconds) while events are outstanding.
+    queue_ahead
+        How many events handed to pycromanager may wait for their frame before
+        the feeder takes the next from the queue.
     pre_hardware_hook_fn, post_hardware_hook_fn, post_camera_hook_fn
         Optional pycromanager hooks taking one argument, the event (a dict); they
         run on pycromanager's engine thread. A returned dict replaces the event
@@ -192,6 +198,7 @@ class PycromanagerAgent(ScopeAgent):
         port: int = DEFAULT_PORT,
         lead_s: float = 0.05,
         watchdog_s: float = 30.0,
+        queue_ahead: int = 4,
         pre_hardware_hook_fn: Hook | None = None,
         post_hardware_hook_fn: Hook | None = None,
         post_camera_hook_fn: Hook | None = None,
@@ -242,6 +249,10 @@ class PycromanagerAgent(ScopeAgent):
         self.lead_s = float(lead_s)
         self.feed.lead_s = max(self.feed.lead_s, self.lead_s)  # the feeder's lead is its own
         self.watchdog_s = float(watchdog_s)
+        if queue_ahead < 1:
+            raise LivescopeError(f"queue_ahead must be >= 1, got {queue_ahead}")
+        self.queue_ahead = int(queue_ahead)
+        self._taken = threading.Event()  # a frame came: a place in pycromanager's queue is free
         self._hooks = hooks
         # one pycromanager event per useq event: pycromanager must not merge them
         self.engine.use_hardware_sequencing = False
@@ -400,6 +411,7 @@ class PycromanagerAgent(ScopeAgent):
             with self._lock:
                 event = self._pending.pop(key, None)
                 taken = self._snapped.pop(key, None)
+            self._taken.set()
             if event is None:
                 raise LivescopeError(f"pycromanager saved an image no event asked for: {axes}")
             if self.ndtiff_path is None:
@@ -477,7 +489,12 @@ class PycromanagerAgent(ScopeAgent):
         """Feeder thread: hand each event to pycromanager ``lead_s`` before it is due."""
         try:
             t0, t0_wall = time.perf_counter(), time.time()
-            for event in self.feed:
+            events = iter(self.feed)
+            while True:
+                self._wait_for_room()  # (before the next is taken: a decision's events go first)
+                event = next(events, None)
+                if event is None:
+                    break
                 if event.reset_event_timer:
                     t0, t0_wall = time.perf_counter(), time.time()
                 due = t0 + float(event.min_start_time or 0.0) - self.lead_s
@@ -497,6 +514,16 @@ class PycromanagerAgent(ScopeAgent):
         finally:
             with contextlib.suppress(Exception):
                 acq.mark_finished()
+
+    def _wait_for_room(self) -> None:
+        """Wait while ``queue_ahead`` events handed to pycromanager wait for their frames."""
+        while len(self._pending) >= self.queue_ahead and not (
+            self._halt.is_set() or self.feed.stopped
+        ):
+            self._taken.clear()
+            if len(self._pending) < self.queue_ahead:
+                break
+            self._taken.wait(0.05)
 
     @staticmethod
     def _abort(acq: Any, exc: BaseException) -> None:

@@ -324,3 +324,51 @@ def test_a_new_interval_applies_to_time_points_that_were_all_due_at_once(
     rest = list(events)
     assert _order(rest) == [(p, t) for t in (1, 2, 3) for p in "AB"]
     assert [e.metadata["sample_time_s"] for e in rest] == [60.0, 60.0, 120.0, 120.0, 180.0, 180.0]
+
+
+def _two_channels() -> useq.MDASequence:
+    """One place, two channels, as fast as the rig goes: fields of two events."""
+    return useq.MDASequence(
+        stage_positions=[useq.Position(x=0, y=0, z=0, name="A")],
+        channels=[useq.Channel(config="Phase", exposure=5.0),
+                  useq.Channel(config="DAPI", exposure=5.0)],
+        time_plan=useq.TIntervalLoops(interval=0, loops=4),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("decision", ["closeup", "interval"])
+def test_the_time_point_the_engine_looked_ahead_into_is_not_split(
+    sim: SimulatedMicroscope, decision: str
+) -> None:
+    # the engine's iterator reads one event ahead: t=1's first event was taken with t=0,
+    # so a new interval re-timed t=1's second event only (and was answered one short),
+    # and a close-up asked for after t=0 went after t=1
+    feed = EventFeed(_two_channels(), LivescopeEngine(sim.core, sim.profile, sim=sim), 1e6)
+    events = iter(feed)
+    t0 = [next(events), next(events)]
+    assert [(e.index["t"], e.channel.config) for e in t0] == [(0, "Phase"), (0, "DAPI")]
+    if decision == "interval":
+        assert feed.change_interval(60.0) == 6
+        times = [e.metadata["sample_time_s"] for e in events]
+        assert times == [60.0, 60.0, 120.0, 120.0, 180.0, 180.0]
+        return
+    feed.add([useq.MDAEvent(
+        index={"t": 0}, x_pos=10.0, y_pos=0.0, pos_name="A~closeup-1",
+        channel={"config": "Phase"}, exposure=5.0, min_start_time=feed.now(),
+        metadata={"added_by": "d1"},
+    )])  # fmt: skip
+    assert _order(list(events)) == [("A~closeup-1", 0), *((p, t) for t in (1, 2, 3) for p in "AA")]
+
+
+def test_a_stop_then_a_new_interval_count_the_events_once(sim: SimulatedMicroscope) -> None:
+    # the events a stop had dropped from a batch of time points all due at once were put
+    # back by a new interval: counted as re-timed, and dropped again by a second stop
+    places = [useq.Position(x=300.0 * i, y=0, z=0, name=name) for i, name in enumerate("ABC")]
+    seq = _fast().replace(stage_positions=places)
+    feed = EventFeed(seq, LivescopeEngine(sim.core, sim.profile, sim=sim), 1e6)
+    events = iter(feed)
+    assert _order([next(events), next(events)]) == [("A", 0), ("B", 0)]
+    assert feed.stop_position("C") == 4  # (C's t=0 field has not begun)
+    assert feed.change_interval(60.0) == 6  # A's and B's t=1..3
+    assert feed.stop_position("C") == 0
+    assert _order(list(events)) == [(p, t) for t in (1, 2, 3) for p in "AB"]

@@ -134,6 +134,37 @@ def test_acquisition_runs_through_the_agent_with_an_adaptive_decision(
     _registry_is_clean()
 
 
+def test_a_closeup_asked_for_during_an_interval_0_plan_is_not_queued_behind_it(
+    scope: SimulatedMicroscope, tmp_path: Path
+) -> None:
+    # the feeder handed pycromanager every time point at once: the feed ended at the
+    # start, and a close-up asked for at the first frame was refused ("the run has ended")
+    run = tmp_path / "run"
+    loops = 30
+    agent = PycromanagerAgent(
+        scope.core, scope.profile, _plan(loops=loops, interval_s=0), run, sim=scope, bus="inline"
+    )
+    first_frame = threading.Event()
+    result: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: result.update(agent.run(lambda n: first_frame.set())))
+    thread.start()
+    client = DecisionClient(agent.server.endpoint)  # type: ignore[union-attr]
+    try:
+        assert first_frame.wait(30)
+        added = [useq.MDAEvent(index={"t": 100, "p": 0}, channel={"config": "DAPI"})]
+        ack = client.send(AddEvents(run_id=agent.run_id, events=added, rule="closeup"))
+    finally:
+        thread.join(60)
+        client.close()
+    assert ack.accepted, ack
+    assert result["frames_acquired"] == 2 * 2 * loops + 1
+    frames = read_frames(run)
+    (closeup,) = [k for k, f in enumerate(frames) if f["added_by"]]
+    # after the events pycromanager held and the time point in progress (a few frames
+    # later on a busy machine), not after the whole plan
+    assert closeup < len(frames) // 2, [f["index"] for f in frames]
+
+
 def test_frames_are_the_pixels_the_camera_made(profile: HardwareProfile, tmp_path: Path) -> None:
     """Two defects darkened frames: ndstorage's buffered reader returned stale zeros in
     image_saved_fn, and UniMMCore's autoshutter leaves a Python shutter closed."""
