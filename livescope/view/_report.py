@@ -24,7 +24,7 @@ from livescope.record import ZARR_NAME, CtcTrack
 from livescope.schema import LivescopeError, write_atomic
 
 from . import _report_plots as plots
-from ._report_data import load_run
+from ._report_data import RESULTS_DIR, load_run
 from ._report_decisions import decisions_section, truth_section
 from ._report_fields import field_thumbnails
 from ._report_html import as_dict, esc, fmt, kv_table, missing, table, value_range
@@ -59,7 +59,6 @@ _LATENCY_ORDER = (
     "overhead",
     "store",
 )
-# What reading a damaged part of a run folder may raise: the section says so, the rest is drawn.
 # ------------------------------------------------------------------ sections
 
 
@@ -78,7 +77,7 @@ def _summary_section(page: ReportPage) -> str:
     accepted = decisions.get("accepted", s.get("decisions_accepted"))
     rejected = decisions.get("rejected", s.get("decisions_rejected"))
     disabled = s.get("policies_disabled") or []
-    engines = s.get("engines") or {}
+    engines = as_dict(s.get("engines"))
     runtimes = as_dict(s.get("engine_runtimes"))
     truth = as_dict(s.get("truth"))
     e2e = as_dict(as_dict(s.get("latency_ms")).get("end_to_end"))
@@ -172,7 +171,8 @@ def _summary_section(page: ReportPage) -> str:
             ("What-if decisions · frames served for them",
              f"{fmt(decisions.get('what_if'))} · {fmt(decisions.get('what_if_frames_served'))}"),
         ]  # fmt: skip
-    warnings = [w for w in s.get("warnings") or [] if isinstance(w, str)]
+    said = s.get("warnings") or []
+    warnings = [said] if isinstance(said, str) else [w for w in said if isinstance(w, str)]
     if s.get("ok") is False and isinstance(s.get("error"), str):
         warnings.insert(0, f"The run did not end as planned: {s['error']}.")
     out = ""
@@ -230,15 +230,26 @@ def _cells_section(page: ReportPage) -> str:
     return "".join(out)
 
 
-def _read_tracks(path: Path) -> list[CtcTrack]:
+def _read_tracks(path: Path, name: str) -> list[CtcTrack]:
+    """Read a CTC ``res_track.txt``; ``name`` is the path said in the error.
+
+    Raises
+    ------
+    LivescopeError
+        for a line that is not four integers.
+
+    """
     tracks = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    for n, line in enumerate(text.splitlines(), 1):
         parts = line.split()
         if not parts:
             continue
-        if len(parts) != 4:
-            raise LivescopeError(f"{path.name}:{n}: expected 'L B E P', got {line!r:.60}")
-        tracks.append(CtcTrack(*(int(p) for p in parts)))
+        try:
+            label, begin, end, parent = (int(p) for p in parts)
+        except ValueError:  # (not four integers: a line cut short, or another file)
+            raise LivescopeError(f"{name}:{n}: expected 'L B E P', got {line!r:.60}") from None
+        tracks.append(CtcTrack(label, begin, end, parent))
     return tracks
 
 
@@ -252,7 +263,12 @@ def _lineage_section(page: ReportPage) -> str:
         if folder is None:
             out.append(missing(f"{pos}: no lineage (results/ctc/{pos}/res_track.txt is missing)."))
             continue
-        tracks = _read_tracks(folder / "res_track.txt")
+        name = f"{RESULTS_DIR}/ctc/{pos}/res_track.txt"
+        try:
+            tracks = _read_tracks(folder / "res_track.txt", name)
+        except (OSError, LivescopeError) as exc:  # (one position's file: the others are drawn)
+            out.append(missing(f"{pos}: no lineage: {exc}."))
+            continue
         if not tracks:
             out.append(missing(f"{pos}: no tracks in res_track.txt."))
             continue
@@ -290,7 +306,7 @@ def _latency_section(page: ReportPage) -> str:
         return out
     values: dict[str, list[float]] = {}
     for row in run.latency:
-        for stage, ms in (row.get("ms") or {}).items():
+        for stage, ms in as_dict(row.get("ms")).items():
             if isinstance(ms, int | float) and math.isfinite(ms):
                 values.setdefault(str(stage), []).append(float(ms))
     if not values:
@@ -334,6 +350,10 @@ def _drops_section(page: ReportPage) -> str:
     elif run.cells is not None:
         analysed_from = "results/cells.csv (fields without cells are not listed there)"
         pairs = {(c.position, c.t) for c in run.cells}
+    elif run.has_results:
+        return out + missing(
+            "Analysed fields unknown: results/latency.jsonl and results/cells.csv are missing."
+        )
     else:
         return out + missing(f"Analysed fields unknown: {NO_RESULTS}.")
     rows2 = []
@@ -392,11 +412,12 @@ def write_report(run_dir: str | Path, *, out: Path | None = None) -> Path:
     Parameters
     ----------
     run_dir
-        The run folder: ``summary.json`` and ``frames.jsonl`` (required),
+        The run folder: ``frames.jsonl`` (required), ``summary.json``,
         ``data.ome.zarr``, ``decisions.jsonl``, ``results/`` (``cells.csv``,
         ``ctc/<position>/``, ``policy.jsonl``, ``latency.jsonl``) and
-        ``ground_truth/`` where present. A missing part leaves its section
-        saying what is missing.
+        ``ground_truth/`` where present. A missing or damaged part (a run
+        killed before it wrote its summary, a line or row cut short) leaves
+        its section, or the summary's list of problems, saying what it is.
     out
         Where to write the report (default ``run_dir/report.html``).
 
@@ -408,7 +429,7 @@ def write_report(run_dir: str | Path, *, out: Path | None = None) -> Path:
     Raises
     ------
     LivescopeError
-        if ``run_dir`` is not a run folder (no ``summary.json`` or ``frames.jsonl``).
+        if ``run_dir`` is not a run folder (no ``frames.jsonl``).
     OSError
         if the report cannot be written.
 

@@ -1,12 +1,15 @@
 """Reading a run folder for the run report: every part but the summary may be missing.
 
 Each reader returns None for a file that is not there (the report then says so)
-and skips a truncated last line of a JSON-lines log (a run killed mid-write).
+and skips a truncated last line of a JSON-lines log or of ``cells.csv`` (a run
+killed mid-write), saying so in `RunData.problems`. Bytes that are not UTF-8 (a
+character cut in half) are read as U+FFFD, never raised.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -115,12 +118,18 @@ def firing_outcome(verdict: object, stage: object) -> str:
     return "rejected"
 
 
+def _read_text(path: Path) -> str:
+    # (a writer killed mid-character leaves the first bytes of a UTF-8 sequence: they read as
+    # U+FFFD, and the line they end is then unreadable, not the whole file)
+    return path.read_bytes().decode("utf-8", errors="replace")
+
+
 def _read_jsonl(path: Path, problems: list[str]) -> list[dict[str, Any]] | None:
     if not path.is_file():
         return None
     out: list[dict[str, Any]] = []
     bad = 0
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in _read_text(path).splitlines():
         if not line.strip():
             continue
         try:
@@ -147,61 +156,94 @@ def _number(text: str | None) -> float:
 def _read_cells(path: Path, problems: list[str]) -> tuple[list[CellRow] | None, list[str]]:
     if not path.is_file():
         return None, []
+    text = _read_text(path)
+    if not text.strip():
+        return [], []  # (the worker opens it as it starts; its header comes with the first cells)
+    if not text.endswith("\n"):
+        # a row without its newline was being written when the run was killed (a resumed
+        # worker drops it too)
+        text = text[: text.rfind("\n") + 1]
+        problems.append("cells.csv: a half-written last row skipped (the run was cut short)")
     rows: list[CellRow] = []
-    with path.open(encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        names = list(reader.fieldnames or [])
-        missing = [c for c in ("position", "t") if c not in names]
-        if missing:
-            problems.append(f"cells.csv: no column {', '.join(missing)}; cells not shown")
-            return None, []
-        classes = [c[2:] for c in names if c.startswith("p_") and c != "p_mitosis"]
-        for rec in reader:
-            t = _number(rec.get("t"))
-            if math.isnan(t):
-                continue
-            track = _number(rec.get("track"))
-            rows.append(
-                CellRow(
-                    position=str(rec.get("position") or ""),
-                    t=int(t),
-                    sample_time_s=_number(rec.get("sample_time_s")),
-                    track=0 if math.isnan(track) else int(track),
-                    state=str(rec.get("state") or ""),
-                    p_mitosis=_number(rec.get("p_mitosis")),
-                )
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    names = list(reader.fieldnames or [])
+    missing = [c for c in ("position", "t") if c not in names]
+    if missing:
+        problems.append(f"cells.csv: no column {', '.join(missing)}; cells not shown")
+        return None, []
+    classes = [c[2:] for c in names if c.startswith("p_") and c != "p_mitosis"]
+    bad = 0
+    for rec in reader:
+        t = _number(rec.get("t"))
+        if not math.isfinite(t):
+            bad += 1
+            continue
+        track = _number(rec.get("track"))
+        rows.append(
+            CellRow(
+                position=str(rec.get("position") or ""),
+                t=int(t),
+                sample_time_s=_number(rec.get("sample_time_s")),
+                track=int(track) if math.isfinite(track) else 0,
+                state=str(rec.get("state") or ""),
+                p_mitosis=_number(rec.get("p_mitosis")),
             )
+        )
+    if bad:
+        problems.append(f"cells.csv: {bad} row(s) without a time point skipped")
     return rows, classes
+
+
+def _read_summary(run: Path, problems: list[str]) -> dict[str, Any] | None:
+    """Return the run summary; None, with the reason in ``problems``, if missing or unreadable."""
+    path = run / SUMMARY_FILE
+    if not path.is_file():
+        why = "is missing"
+    else:
+        try:
+            summary = json.loads(_read_text(path))
+        except ValueError as exc:
+            why = f"is not valid JSON ({exc})"
+        else:
+            if isinstance(summary, dict):
+                return summary
+            why = "does not hold a JSON object"
+    problems.append(
+        f"{SUMMARY_FILE} {why}: the run did not end as planned (it was killed, or is still "
+        "going on); what the summary says is not shown, the rest comes from the frame log "
+        "and results/"
+    )
+    return None
 
 
 def load_run(run_dir: str | Path) -> RunData:
     """Read a run folder (see `write_report` for its layout).
 
+    A run without a readable ``summary.json`` (killed before it ended) is read
+    with an empty summary, the reason in `RunData.problems`.
+
     Raises
     ------
     LivescopeError
-        if ``summary.json`` or ``frames.jsonl`` is missing or unreadable (not a run folder).
+        if ``frames.jsonl`` is missing (not a run folder).
 
     """
     run = Path(run_dir)
-    summary_path = run / SUMMARY_FILE
-    if not summary_path.is_file():
-        raise LivescopeError(f"{run} is not a run folder: {SUMMARY_FILE} is missing")
-    try:
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise LivescopeError(f"{summary_path} is not valid JSON: {exc}") from None
-    if not isinstance(summary, dict):
-        raise LivescopeError(f"{summary_path} does not hold a JSON object")
     problems: list[str] = []
+    summary = _read_summary(run, problems)
+    if summary is None and not (run / FRAMES_FILE).is_file():
+        raise LivescopeError(f"{run} is not a run folder: {SUMMARY_FILE} is missing")
     frames = _read_jsonl(run / FRAMES_FILE, problems)
     if frames is None:
         raise LivescopeError(f"{run} is not a run folder: {FRAMES_FILE} is missing")
+    if n := sum(not isinstance(f.get("index", {}), dict) for f in frames):
+        frames = [f for f in frames if isinstance(f.get("index", {}), dict)]
+        problems.append(f"{FRAMES_FILE}: {n} line(s) whose index is no object skipped")
     results = run / RESULTS_DIR
     cells, classes = _read_cells(results / "cells.csv", problems)
     return RunData(
         run_dir=run,
-        summary=summary,
+        summary=summary or {},
         frames=frames,
         decisions=_read_jsonl(run / DECISIONS_FILE, problems),
         cells=cells,

@@ -9,7 +9,7 @@ import numpy as np
 
 from . import _report_plots as plots
 from ._report_data import firing_outcome
-from ._report_html import esc, fmt, missing, table
+from ._report_html import as_dict, esc, fmt, missing, table
 from ._report_page import NO_RESULTS, ReportPage
 
 __all__ = ["decisions_section", "truth_section"]
@@ -30,7 +30,7 @@ def _firings(page: ReportPage) -> list[dict[str, Any]]:
                 {
                     "time": st,
                     "rule": str(r.get("rule") or "?"),
-                    "kind": (r.get("decision") or {}).get("type") or r.get("trigger") or "",
+                    "kind": as_dict(r.get("decision")).get("type") or r.get("trigger") or "",
                     "seq": r.get("seq"),
                     "position": pos,
                     "outcome": firing_outcome(r.get("verdict"), r.get("stage")),
@@ -39,7 +39,7 @@ def _firings(page: ReportPage) -> list[dict[str, Any]]:
             )
         return out
     for rec in run.decisions or []:
-        d, ack = rec.get("decision") or {}, rec.get("ack") or {}
+        d, ack = as_dict(rec.get("decision")), as_dict(rec.get("ack"))
         seq = d.get("seq", ack.get("seq"))
         pos, _, st = seqs.get(seq, ("", 0, None)) if isinstance(seq, int) else ("", 0, None)
         out.append(

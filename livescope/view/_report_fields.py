@@ -131,9 +131,16 @@ def field_thumbnails(run: RunData, *, notes: list[str]) -> list[tuple[str, bytes
             small, factor = plots.downsample(image, THUMBNAIL_PX)
             edges = None
             if t in masks:
-                labels = np.asarray(tifffile.imread(masks[t]))
-                if labels.shape == image.shape:
-                    edges = plots.mask_edges(labels, factor, small.shape)
+                try:
+                    labels = np.asarray(tifffile.imread(masks[t]))
+                except (OSError, ValueError) as exc:  # (written in place: a killed worker's last)
+                    notes.append(
+                        f"{pos}: {RESULTS_DIR}/ctc/{pos}/{masks[t].name} could not be read "
+                        f"(t={t} drawn without contours): {type(exc).__name__}: {exc}."
+                    )
+                else:
+                    if labels.shape == image.shape:
+                        edges = plots.mask_edges(labels, factor, small.shape)
             st = times.get((pos, t), math.nan)
             when = f" · {st / div:.4g} {unit_name}" if math.isfinite(st) else ""
             panels.append(

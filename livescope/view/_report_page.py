@@ -18,7 +18,11 @@ __all__ = ["NO_RESULTS", "SECTION_ERRORS", "ReportPage"]
 
 logger = logging.getLogger("livescope")
 
-SECTION_ERRORS = (OSError, ValueError, KeyError, TypeError, IndexError, LivescopeError)
+SECTION_ERRORS = (
+    OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, LivescopeError,
+)  # fmt: skip
+"""What reading a damaged part of a run folder may raise (a value of another type than
+written, in a hand-edited or older file: AttributeError): that section says so."""
 NO_RESULTS = "no analysis results (results/ is missing)"
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "latency_histograms",
     "lineage_tree",
     "mask_edges",
+    "plain_text",
     "thumbnails",
     "time_unit",
 ]
@@ -95,6 +96,14 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
+def plain_text(text: str) -> str:
+    """Return ``text`` for matplotlib to draw as written (``$`` would start its mathtext).
+
+    Every name from the run folder (position, rule, cell state, stage) goes through it.
+    """
+    return text.replace("$", r"\$")
+
+
 def time_unit(max_s: float) -> tuple[str, float]:
     """Return the unit label and divisor for sample times up to ``max_s`` seconds (min or h)."""
     return ("h", 3600.0) if max_s > 3 * 3600 else ("min", 60.0)
@@ -128,7 +137,8 @@ def cells_over_time(
     fig = _figure(10.0, 2.8)
     ax_n, ax_f = fig.subplots(1, 2)
     ax_n.plot(x, counts, marker="o", ms=3, color="#333333")
-    ax_n.set(xlabel=f"sample time ({name})", ylabel="cells", title=f"{position}: cells in view")
+    title = plain_text(position)
+    ax_n.set(xlabel=f"sample time ({name})", ylabel="cells", title=f"{title}: cells in view")
     ax_n.set_ylim(bottom=0)
     ax_n.grid(alpha=0.3)
     if fractions:
@@ -136,14 +146,14 @@ def cells_over_time(
         ax_f.stackplot(
             x,
             np.asarray([fractions[s] for s in states], float),
-            labels=states,
+            labels=[plain_text(s) for s in states],
             colors=_state_colours(states),
         )
         ax_f.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
     ax_f.set(
         xlabel=f"sample time ({name})",
         ylabel="fraction of cells",
-        title=f"{position}: cell states",
+        title=f"{title}: cell states",
         ylim=(0, 1),
     )
     if len(x):
@@ -229,7 +239,8 @@ def lineage_tree(
         ax.set_xlim(min(t.begin for t in rows) - 1, max(t.end for t in rows) + 1)
         ax.set_ylim(len(rows), -1)
     ax.set_yticks([])
-    ax.set(xlabel="time point", ylabel=f"{len(rows)} tracks", title=f"{position}: lineage")
+    title = f"{plain_text(position)}: lineage"
+    ax.set(xlabel="time point", ylabel=f"{len(rows)} tracks", title=title)
     ax.grid(axis="x", alpha=0.3)
     return _png(fig), len(rows), len(unique_dots)
 
@@ -253,7 +264,7 @@ def decisions_timeline(
         if pts:
             xs, ys = zip(*pts, strict=True)
             ax.scatter(xs, ys, marker=marker, s=40, color=colour, label=status, alpha=0.8)
-    ax.set_yticks(range(len(rules)), rules)
+    ax.set_yticks(range(len(rules)), [plain_text(r) for r in rules])
     ax.set_ylim(len(rules) - 0.5, -0.5)
     ax.set_xlim(-0.02 * x_max_s / div, 1.02 * max(x_max_s, 1.0) / div)
     ax.set(xlabel=f"sample time ({name})", title="rule firings and their outcome")
@@ -274,7 +285,7 @@ def latency_histograms(stages: Mapping[str, NDArray[np.float64]]) -> bytes:
         ax.hist(ms, bins=min(40, max(5, ms.size // 3)), color="#4393c3")
         ax.axvline(p50, color="#000000", lw=1)
         ax.axvline(p99, color="#d73027", lw=1, ls="--")
-        ax.set_title(f"{stage}\np50 {p50:.3g} ms · p99 {p99:.3g} ms", fontsize=9)
+        ax.set_title(f"{plain_text(stage)}\np50 {p50:.3g} ms · p99 {p99:.3g} ms", fontsize=9)
         ax.set_xlabel("ms", fontsize=8)
         ax.tick_params(labelsize=7)
     for ax in axes[n:]:
@@ -320,7 +331,7 @@ def thumbnails(panels: Sequence[FieldPanel], *, position: str) -> bytes:
                 ax.scatter(xs, ys, s=60, marker=marker, color=colour)
         ax.set_xlim(extent[0], extent[1])
         ax.set_ylim(extent[2], extent[3])
-        ax.set_title(f"{position} · {p.title}", fontsize=9)
+        ax.set_title(plain_text(f"{position} · {p.title}"), fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
     return _png(fig)
