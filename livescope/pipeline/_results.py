@@ -84,6 +84,9 @@ class ResultsStore:
         self.tails: dict[str, dict[int, collections.deque[tuple[float, float]]]] = {}
         self.masks_written: set[str] = set()
         """Positions this store wrote a track-id mask for (`store`)."""
+        self.masks_refused: set[str] = set()
+        """Positions whose folder holds a finished CTC result: their masks are not written."""
+        self._finished: dict[str, bool] = {}  # position -> its folder is a finished result
         self.overlay: Any = None
         self._cells = (results / "cells.csv").open("a", encoding="utf-8", newline="")
         self._cells_writer = csv.writer(self._cells)
@@ -139,6 +142,11 @@ class ResultsStore:
         self._cells.flush()
         if res.labels is not None and res.tracks is not None:
             folder = self.results / "ctc" / fld.position
+            if self._finished.setdefault(fld.position, is_ctc_result(folder)):
+                # (a worker resumed after the end: these track ids would join the result's
+                # CTC labels, and invalidate it; the worker's end says so)
+                self.masks_refused.add(fld.position)
+                return
             folder.mkdir(parents=True, exist_ok=True)
             ids = res.tracks.track_ids
             top = int(ids.max()) if ids.size else 0
@@ -292,21 +300,30 @@ def discard_live_masks(live: Path) -> None:
     """
     old = live.with_name(f"{live.name[: -len('.live')]}.old")
     shutil.rmtree(old, ignore_errors=True)
-    replace_path(live, old)
+    try:
+        replace_path(live, old)
+    except OSError as exc:  # (Windows: a file in it held open by another program)
+        logger.warning("%s could not be removed (%s); it is removed when the worker next "
+                       "starts on this run", live, exc)  # fmt: skip
+        return
     shutil.rmtree(old, ignore_errors=True)
 
 
-def restore_live_masks(results: Path) -> None:
+def restore_live_masks(results: Path, *, finished: bool = False) -> None:
     """Undo a CTC rewrite that a killed worker had not finished (before its state was saved).
 
     A position whose live masks are still kept aside gets them back (the
     rewritten result goes: it is written again at the end); a half-written
     result is removed, and so are live masks being discarded after the state
-    was saved (`discard_live_masks`).
+    was saved (`discard_live_masks`). ``finished``: the state was saved at the
+    worker's end, after the results were swapped in: live masks left are stale
+    (a file held open when they were to go), and are removed.
     """
     ctc = results / "ctc"
     if not ctc.is_dir():
         return
+    for live in ctc.glob(".*.live") if finished else ():
+        shutil.rmtree(live, ignore_errors=True)
     for live in ctc.glob(".*.live"):
         folder = live.with_name(live.name[1 : -len(".live")])
         if folder.exists():
@@ -333,10 +350,12 @@ def trim_results(results: Path, done: dict[str, int], decided: dict[str, int]) -
 
     cells = results / "cells.csv"
     if cells.is_file():
-        text = cells.read_bytes().decode("utf-8")
+        data = cells.read_bytes()
         # (a row without its newline was being written when the worker was killed: its
-        # field was not stored, so it goes with the field's other rows)
-        rows = list(csv.reader(io.StringIO(text[: text.rfind("\n") + 1], newline="")))
+        # field was not stored, so it goes with the field's other rows; cut as bytes, as
+        # it may end inside a character)
+        text = data[: data.rfind(b"\n") + 1].decode("utf-8")
+        rows = list(csv.reader(io.StringIO(text, newline="")))
         kept = []
         for row in rows[1:]:
             key = _cells_key(row, cells) if row else None

@@ -341,9 +341,15 @@ class PipelineWorker:
     def _state_path(self) -> Path:
         return self.results / "state.json"
 
-    def _save_state(self, state: dict[str, Any] | None = None) -> None:
-        """Trackers and the last analysed field of each position (after a field is stored)."""
+    def _save_state(self, state: dict[str, Any] | None = None, *, finished: bool = False) -> None:
+        """Trackers and the last analysed field of each position (after a field is stored).
+
+        ``finished``: saved at the worker's end, once the CTC results are swapped in
+        (live masks left then are stale: `restore_live_masks`).
+        """
         state = dict(state if state is not None else self._snapshot())
+        if finished:
+            state["finished"] = True
         # the trackers' snapshots become JSON here, on the store thread, off the decisions' way
         state["trackers"] = {p: st.state() for p, st in state["trackers"].items()}
         state["class_cols"] = self.store.class_cols
@@ -382,19 +388,21 @@ class PipelineWorker:
     def _restore(self) -> list[str]:
         """Resume from the state a killed worker saved; return the cells table's state columns."""
         path = self._state_path()
+        state: dict[str, Any] = {}
         if not path.is_file():
-            logger.warning("no %s to resume from; starting afresh", path)
-            return []
-        try:
-            state = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise LivescopeError(f"cannot read worker state {path}: {exc}") from exc
-        self.run_id = state.get("run_id", "")
-        self.done = {str(k): int(v) for k, v in state["done"].items()}
-        self.counts.update(state.get("counts", {}))
-        self.counts["restarts"] += 1
-        for pos, st in state["trackers"].items():
-            self.analyzer.trackers[pos] = OnlineTracker.from_state(st)
+            # (killed before its first field was stored: the fields are analysed afresh,
+            # but those it decided are not decided again, below)
+            logger.warning("no %s to resume from; the fields are analysed afresh", path)
+        else:
+            try:
+                state = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise LivescopeError(f"cannot read worker state {path}: {exc}") from exc
+            self.run_id = state.get("run_id", "")
+            self.done = {str(k): int(v) for k, v in state["done"].items()}
+            self.counts.update(state.get("counts", {}))
+            for pos, st in state["trackers"].items():
+                self.analyzer.trackers[pos] = OnlineTracker.from_state(st)
         ppath = self.results / "policy_state.json"
         if ppath.is_file():
             pstate = json.loads(ppath.read_text(encoding="utf-8"))
@@ -403,7 +411,10 @@ class PipelineWorker:
             # the decisions of fields decided but not stored (not decided again: `_decide`)
             for k, v in pstate.get("counts", {}).items():
                 self.counts[k] = max(self.counts[k], int(v))
-        restore_live_masks(self.results)
+        if not state and not ppath.is_file():
+            return []  # (nothing was done)
+        self.counts["restarts"] += 1
+        restore_live_masks(self.results, finished=bool(state.get("finished")))
         trim_results(self.results, self.done, self.decided)
         self.resumed = True
         logger.info("worker resumed: %s", dict(self.done))
@@ -851,14 +862,13 @@ class PipelineWorker:
             for pos, tracker in self.analyzer.trackers.items():
                 folder = self.results / "ctc" / pos
                 if is_ctc_result(folder):  # a worker before a restart had finished it
-                    if pos not in self.store.masks_written:
+                    if pos not in self.store.masks_refused:
                         continue  # its labels are no track ids: rewriting them scrambles it
                     # (fields of a finished position, analysed after a restart: their
-                    # track ids beside the earlier fields' CTC labels, which cannot be
-                    # told apart any more)
+                    # masks were not written beside the result's CTC labels, `store`)
                     self.counts["ctc_results_not_written"] += 1
-                    logger.error("%s: fields were added to a finished CTC result; it is "
-                                 "not rewritten", folder)  # fmt: skip
+                    logger.error("%s: fields analysed after this CTC result was finished are "
+                                 "not in it (their cells are in cells.csv)", folder)  # fmt: skip
                     continue
                 folder.mkdir(parents=True, exist_ok=True)
                 # written beside them, then swapped in; the live masks are kept until the
@@ -911,7 +921,7 @@ class PipelineWorker:
                     if k in stats},  # this worker process's connection only
         }  # fmt: skip
         if not failed:
-            self._save_state()
+            self._save_state(finished=True)
             for live in live_kept:
                 discard_live_masks(live)
         write_atomic(self.results / "worker.json", json.dumps(summary, indent=1))

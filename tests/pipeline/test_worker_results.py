@@ -101,6 +101,9 @@ def test_fields_added_to_a_finished_ctc_result_leave_it_as_it_was_and_say_so(
     summary = w._finish()
     assert summary["ctc_results_not_written"] == 1
     assert (folder / "res_track.txt").read_text() == tracks
+    # nor were the new field's track ids written beside its CTC labels (py-ctcmetrics then
+    # found the result invalid: a label in a mask but not in res_track.txt)
+    assert not (folder / "mask002.tif").exists()
 
 
 def test_track_ids_past_16_bits_are_kept_in_the_live_masks(tmp_path: Path) -> None:
@@ -280,3 +283,62 @@ def test_a_division_found_late_is_applied_to_the_cells_and_the_ctc_result(
     before = (res / "cells.csv").read_bytes()
     assert PipelineWorker(tmp_path, NO_ENGINES, resume=True)._finish()["cells_revised"] == 0
     assert (res / "cells.csv").read_bytes() == before
+
+
+def test_a_worker_killed_before_its_first_field_was_stored_does_not_log_firings_twice(
+    tmp_path: Path,
+) -> None:
+    # without state.json the restarted worker ignored policy_state.json: every field it had
+    # decided was decided, and logged, again
+    res = tmp_path / "results"
+    (res / "ctc" / "p0" / "mask000.tif").mkdir(parents=True)  # t=0 cannot be stored
+    w = PipelineWorker(tmp_path, NO_ENGINES, policies=[EveryField()])
+    _analysed(w, {t: _paint(A, B) for t in range(2)})
+    assert w._finish()["ok"] is False
+    assert not (res / "state.json").exists()
+    (res / "ctc" / "p0" / "mask000.tif").rmdir()
+    w = PipelineWorker(tmp_path, NO_ENGINES, resume=True, policies=[EveryField()])
+    _analysed(w, {t: _paint(A, B) for t in range(3)})
+    summary = w._finish()
+    assert summary["ok"] is True
+    assert summary["restarts"] == 1
+    lines = (res / "policy.jsonl").read_text().splitlines()
+    assert [json.loads(x)["t"] for x in lines] == [0, 1, 2]
+    with (res / "cells.csv").open(newline="") as f:
+        assert [int(r["t"]) for r in csv.DictReader(f)] == [0, 0, 1, 1, 2, 2]
+
+
+def test_live_masks_held_open_at_the_end_neither_fail_the_run_nor_come_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (Windows: a viewer holds a file of the live masks) the error escaped the worker's
+    # end: no worker.json after a good run, and a restart restored them over the result
+    import livescope.pipeline._results as results_module
+
+    def held(src: Path, dst: Path) -> None:
+        raise PermissionError(13, "being used by another process", str(src))
+
+    w = PipelineWorker(tmp_path, NO_ENGINES)
+    _analysed(w, {0: _paint(A, B), 1: _paint(A, B)})
+    with monkeypatch.context() as m:
+        m.setattr(results_module, "replace_path", held)
+        assert w._finish()["ok"] is True
+    ctc = tmp_path / "results" / "ctc"
+    assert (tmp_path / "results" / "worker.json").is_file()
+    assert sorted(p.name for p in ctc.iterdir()) == [".p0.live", "p0"]
+    tracks = (ctc / "p0" / "res_track.txt").read_text()
+    PipelineWorker(tmp_path, NO_ENGINES, resume=True)._finish()
+    assert sorted(p.name for p in ctc.iterdir()) == ["p0"]
+    assert (ctc / "p0" / "res_track.txt").read_text() == tracks
+
+
+def test_a_row_cut_inside_a_character_does_not_stop_the_resume(tmp_path: Path) -> None:
+    res = tmp_path / "results"
+    _saved_state(res, {"Bühne 1": 0}, {"Bühne 1": 0})
+    whole = "position,t,seq,sample_time_s,label,track\nBühne 1,0,0,0.0,1,1\n"
+    (res / "cells.csv").write_bytes((whole + "Bühne 1,1,1,0.0,1,1\n").encode()[:-19])  # (in the ü)
+    w = PipelineWorker(tmp_path, NO_ENGINES, resume=True)
+    try:
+        assert (res / "cells.csv").read_text(encoding="utf-8") == whole
+    finally:
+        w._finish(failed=True)

@@ -432,10 +432,10 @@ def test_each_fields_saved_state_holds_the_counts_its_storing_added(
         w.counts["overlay_errors"] += 1  # as a field whose overlay could not be published
         return real_store(*args, **kwargs)
 
-    def save(state=None):  # type: ignore[no-untyped-def]
+    def save(state=None, **kw):  # type: ignore[no-untyped-def]
         if state is not None:  # (each field's; the run's end saves its own)
             saved.append(state["counts"].get("overlay_errors", 0))
-        real_save(state)
+        real_save(state, **kw)
 
     monkeypatch.setattr(w.store, "store", store)
     monkeypatch.setattr(w, "_save_state", save)
