@@ -66,8 +66,11 @@ class DecisionServer:
         must not raise: an exception is turned into a rejection and logged.
         It is called once per ``decision_id``: a decision sent again (one of
         the last 4096 answered) is answered with its first acknowledgement,
-        and one that reuses an answered decision's ``decision_id`` with
-        other content is refused, neither reaching the handler.
+        and so is one sent again with other content by the same rule (a
+        policy's firing decided again after a worker restart, its inputs
+        measured anew: `livescope.policy.firing_id`); one that reuses an
+        answered decision's ``decision_id`` otherwise is refused. Neither
+        reaches the handler.
     endpoint
         Where to bind (default: a fresh local endpoint).
     on_answered
@@ -116,7 +119,8 @@ class DecisionServer:
         """Decisions sent again, answered with their first acknowledgement (not applied)."""
         # decision_id → (hash of the part, acknowledgement) of the decisions answered,
         # least recently seen first: a repeat is answered from here, never applied twice
-        self._answered: OrderedDict[str, tuple[int, DecisionAck]] = OrderedDict()
+        # decision_id -> (hash of its part, its rule, its acknowledgement)
+        self._answered: OrderedDict[str, tuple[int, str, DecisionAck]] = OrderedDict()
         self._thread = threading.Thread(target=self._run, name="livescope-decisions", daemon=True)
         self._thread.start()
 
@@ -201,22 +205,31 @@ class DecisionServer:
             self.rejected += 1
         # (the part's hash, not the part: a repeat is told from a reused id without
         # keeping up to 4096 messages of up to 4 MB)
-        self._answered[did] = (hash(body), ack)
+        self._answered[did] = (hash(body), decision.rule, ack)
         if len(self._answered) > _ANSWERED_MAX:
             self._answered.popitem(last=False)
         return decision, ack, False
 
     def _answer_again(
-        self, decision: Decision, body: bytes, known: tuple[int, DecisionAck], t_rx: int
+        self, decision: Decision, body: bytes, known: tuple[int, str, DecisionAck], t_rx: int
     ) -> tuple[Decision | None, DecisionAck, bool]:
         """Answer a decision whose ``decision_id`` was answered before (server thread)."""
         did = decision.decision_id
-        digest, ack = known
+        digest, rule, ack = known
         if digest == hash(body):  # sent again (a retry): answered as the first time
             self._answered.move_to_end(did)
             self.repeated += 1
             logger.debug("decision %s sent again: answered as before, not applied again", did)
             return decision, ack, True
+        if rule and (decision.rule, decision.type, decision.run_id) == (rule, ack.type, ack.run_id):
+            # the same firing decided again (a restarted worker measured its inputs anew):
+            # what was done stands
+            self._answered.move_to_end(did)
+            self.repeated += 1
+            logger.info("decision %s of rule %r sent again with other inputs: answered as "
+                        "before, not applied again", did, rule)  # fmt: skip
+            again = f"sent again with other inputs: answered as first; {ack.reason}".rstrip("; ")
+            return decision, ack.model_copy(update={"reason": again}), True
         self.rejected += 1
         reason = (
             f"decision_id {did} was used before by another decision: a decision is resent "

@@ -246,15 +246,18 @@ class Acquire:
         return tuple(out)
 
 
-def firing_id(run_id: str, rule: str, n: int) -> str:
-    """Return the decision id of rule ``rule``'s ``n``-th firing in run ``run_id``.
+def firing_id(run_id: str, rule: str, position: str, t: int, k: int) -> str:
+    """Return the decision id of rule ``rule``'s ``k``-th firing in field (``position``, ``t``).
 
-    The same firing gets the same id: a worker restarted after it sent a
-    decision, but before it saved the policies' state that books it, decides
-    that field again and sends the decision again, which the agent answers as
-    before and does not apply twice (a resend; `livescope.bus.DecisionServer`).
+    The same firing gets the same id, whatever the order fields are decided
+    in: a worker restarted after it sent a decision, but before it saved the
+    policies' state that books it, decides that field again and sends the
+    decision again, which the agent answers as before and does not apply
+    twice (`livescope.bus.DecisionServer`, also when the inputs measured anew
+    differ).
     """
-    return hashlib.sha256(f"{run_id}\0{rule}\0{n}".encode()).hexdigest()[:32]
+    key = "\0".join((run_id, rule, position, str(t), str(k)))
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 def _decision(
@@ -490,6 +493,7 @@ class Rule:
         whose frame carried no stage position has no decision (`Firing.unmade`
         says why; the engine refuses it): it counts as a refused firing does.
         """
+        k = 0  # this field's firings so far
         for hit in self.trigger.check(obs):
             if self.max_fires is not None and self.fires - self.given_back >= self.max_fires:
                 # not used up: a firing given back frees its place (`give_back`)
@@ -506,9 +510,10 @@ class Rule:
             else:
                 decision = _decision(
                     self.action, self.params, obs, hit, self.name, self.fires, self.acquire,
-                    decision_id=firing_id(obs.run_id, self.name, self.fires),
+                    decision_id=firing_id(obs.run_id, self.name, obs.position, obs.t, k),
                 )  # fmt: skip
             self.fires += 1
+            k += 1
             entry = None
             if self.cooldown_s > 0:
                 sx = sy = None

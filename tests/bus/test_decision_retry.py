@@ -210,3 +210,25 @@ def test_the_server_forgets_the_least_recently_seen_decisions_beyond_its_bound(
     client.send(d2, timeout=LONG_S)
     assert agent.applied == [d.decision_id for d in (d1, d2, d3, d4, d2)]
     assert server.repeated == 2
+
+
+def test_a_rules_decision_sent_again_with_other_inputs_is_answered_as_first(
+    channel: tuple[Agent, DecisionServer, DecisionClient],
+) -> None:
+    # a worker restarted before it booked a decision decides that field again: the rule's
+    # decision has the same id (livescope.policy.firing_id), but its inputs were measured
+    # anew; refused as a reused id, the worker logged an applied close-up as rejected
+    agent, server, client = channel
+    first = ChangeInterval(run_id="r", interval_s=60.0, rule="slow-down", inputs={"p": 0.91})
+    assert client.send(first, timeout=LONG_S).accepted
+    again = first.model_copy(update={"inputs": {"p": 0.9100001}})
+    ack = client.send(again, timeout=LONG_S)
+    assert ack.accepted
+    assert ack.reason == "sent again with other inputs: answered as first"
+    other_rule = first.model_copy(update={"rule": "another"})
+    refused = client.send(other_rule, timeout=LONG_S)
+    assert not refused.accepted
+    assert "used before by another decision" in refused.reason
+    _flush(agent, client)
+    assert agent.applied.count(first.decision_id) == 1
+    assert server.repeated == 1

@@ -1528,3 +1528,20 @@ def test_a_firing_decided_again_after_a_restart_is_the_same_decision() -> None:
     assert elsewhere.decision is not None
     ids = {first.decision.decision_id, later.decision.decision_id, elsewhere.decision.decision_id}
     assert len(ids) == 3
+
+
+def test_a_firings_decision_id_does_not_depend_on_the_order_fields_are_decided_in() -> None:
+    # (a restarted worker catches up position by position: with an id from the rule's
+    # firing count, another field's firing took the id of one sent before the restart)
+    when = {"mitosis": {"p_min": 0.5, "frames": 1}}
+
+    def ids(order: list[str]) -> dict[str, str]:
+        rule = Rule("closeup", when, CLOSEUP)
+        out = {}
+        for pos in order:
+            (f,) = rule.decide(obs(1, [1], [0.9], position=pos))
+            assert f.decision is not None
+            out[pos] = f.decision.decision_id
+        return out
+
+    assert ids(["p0", "p1"]) == ids(["p1", "p0"])
