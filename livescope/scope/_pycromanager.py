@@ -253,6 +253,9 @@ class PycromanagerAgent(ScopeAgent):
             raise LivescopeError(f"queue_ahead must be >= 1, got {queue_ahead}")
         self.queue_ahead = int(queue_ahead)
         self._taken = threading.Event()  # a frame came: a place in pycromanager's queue is free
+        # held by the feeder while it hands events over, and to stop it before an abort: no
+        # event is handed over after the abort (pycromanager would acquire it)
+        self._feeding = threading.Lock()
         self._hooks = hooks
         # one pycromanager event per useq event: pycromanager must not merge them
         self.engine.use_hardware_sequencing = False
@@ -503,10 +506,11 @@ class PycromanagerAgent(ScopeAgent):
                     if wait <= 0:
                         break
                     self._halt.wait(min(wait, 0.05))
-                if self._halt.is_set() or self.feed.stopped:
-                    break
-                for sub in getattr(event, "events", None) or (event,):
-                    self._submit(acq, sub, t0_wall)
+                with self._feeding:
+                    if self._halt.is_set() or self.feed.stopped:
+                        break
+                    for sub in getattr(event, "events", None) or (event,):
+                        self._submit(acq, sub, t0_wall)
         except Exception as exc:  # raised by run() after teardown
             logger.exception("feeding pycromanager failed")
             self._errors.append(exc)
@@ -514,6 +518,11 @@ class PycromanagerAgent(ScopeAgent):
         finally:
             with contextlib.suppress(Exception):
                 acq.mark_finished()
+
+    def _stop_feeding(self) -> None:
+        """Stop the feeder; once this returns, no event is handed to pycromanager."""
+        with self._feeding:
+            self._halt.set()
 
     def _wait_for_room(self) -> None:
         """Wait while ``queue_ahead`` events handed to pycromanager wait for their frames."""
@@ -554,7 +563,7 @@ class PycromanagerAgent(ScopeAgent):
             stalled = self._watch(acq, ended)
         except KeyboardInterrupt:  # the events pycromanager already holds must not go on
             self.feed.stop()
-            self._halt.set()
+            self._stop_feeding()
             self._abort(acq, LivescopeError("interrupted (Ctrl-C)"))
             # pycromanager must finish its abort before the core is taken from its
             # engine (adapt_core's exit): an event in flight would then fail, the end
@@ -603,7 +612,7 @@ class PycromanagerAgent(ScopeAgent):
                 )
                 self._errors.insert(0, err)
                 self.feed.stop()
-                self._halt.set()
+                self._stop_feeding()
                 self._abort(acq, err)
                 if not ended.wait(max(10.0, self.watchdog_s)):
                     raise err
@@ -696,7 +705,7 @@ class PycromanagerAgent(ScopeAgent):
         """Stop feeding and abort the acquisition: a sink failed (writer thread)."""
         self._sink_failed = True
         self.feed.stop()
-        self._halt.set()
+        self._stop_feeding()
         if self._acq is not None:
             self._abort(self._acq, LivescopeError("recording failed; acquisition aborted"))
 

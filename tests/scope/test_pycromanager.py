@@ -22,7 +22,7 @@ import useq
 
 from livescope.bus import DecisionClient
 from livescope.record import FrameKey, RecordingReader, open_dataset, read_frames
-from livescope.schema import AddEvents, HardwareProfile, LivescopeError
+from livescope.schema import AddEvents, DecisionAck, HardwareProfile, LivescopeError, clock_ns
 from livescope.scope import (
     PycromanagerAgent,
     ScopeAgent,
@@ -82,6 +82,25 @@ def _adler(image: np.ndarray) -> int:
     return zlib.adler32(np.ascontiguousarray(image).tobytes())
 
 
+def _run_with_a_closeup(
+    agent: PycromanagerAgent, added: list[useq.MDAEvent]
+) -> tuple[DecisionAck, dict[str, Any]]:
+    """Run ``agent``, sending a close-up of ``added`` once the first frame is in."""
+    first_frame = threading.Event()
+    result: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: result.update(agent.run(lambda n: first_frame.set())))
+    thread.start()
+    client = DecisionClient(agent.server.endpoint)  # type: ignore[union-attr]
+    try:
+        assert first_frame.wait(30)
+        ack = client.send(AddEvents(run_id=agent.run_id, events=added, rule="closeup"))
+    finally:
+        thread.join(60)
+        client.close()
+    assert not thread.is_alive()
+    return ack, result
+
+
 # ----------------------------------------------------------------- acceptance
 
 
@@ -92,22 +111,11 @@ def test_acquisition_runs_through_the_agent_with_an_adaptive_decision(
     agent = PycromanagerAgent(
         scope.core, scope.profile, _plan(loops=3, interval_s=300), run, sim=scope, bus="inline"
     )
-    first_frame = threading.Event()
-    result: dict[str, Any] = {}
-    thread = threading.Thread(target=lambda: result.update(agent.run(lambda n: first_frame.set())))
-    thread.start()
-    client = DecisionClient(agent.server.endpoint)  # type: ignore[union-attr]
-    try:
-        assert first_frame.wait(30)
-        added = [useq.MDAEvent(index={"t": 100 + i, "p": 0}, channel={"config": "DAPI"})
-                 for i in range(2)]  # fmt: skip
-        ack = client.send(AddEvents(run_id=agent.run_id, events=added, rule="closeup"))
-    finally:
-        thread.join(60)
-        client.close()
+    added = [useq.MDAEvent(index={"t": 100 + i, "p": 0}, channel={"config": "DAPI"})
+             for i in range(2)]  # fmt: skip
+    ack, result = _run_with_a_closeup(agent, added)
     assert ack.accepted, ack
     assert ack.events_added == 2
-    assert not thread.is_alive()
 
     planned = 2 * 2 * 3
     assert result["frames_acquired"] == result["frames_written"] == planned + 2
@@ -141,28 +149,26 @@ def test_a_closeup_asked_for_during_an_interval_0_plan_is_not_queued_behind_it(
     # start, and a close-up asked for at the first frame was refused ("the run has ended")
     run = tmp_path / "run"
     loops = 30
+    acks: list[DecisionAck] = []
+
+    def at_first_frame(event: dict[str, Any]) -> dict[str, Any]:  # (pycromanager's thread)
+        if not acks:
+            added = [useq.MDAEvent(index={"t": 100, "p": 0}, channel={"config": "DAPI"})]
+            closeup = AddEvents(run_id=agent.run_id, events=added, rule="closeup")
+            acks.append(agent._on_decision(closeup, clock_ns()))
+        return event
+
     agent = PycromanagerAgent(
-        scope.core, scope.profile, _plan(loops=loops, interval_s=0), run, sim=scope, bus="inline"
-    )
-    first_frame = threading.Event()
-    result: dict[str, Any] = {}
-    thread = threading.Thread(target=lambda: result.update(agent.run(lambda n: first_frame.set())))
-    thread.start()
-    client = DecisionClient(agent.server.endpoint)  # type: ignore[union-attr]
-    try:
-        assert first_frame.wait(30)
-        added = [useq.MDAEvent(index={"t": 100, "p": 0}, channel={"config": "DAPI"})]
-        ack = client.send(AddEvents(run_id=agent.run_id, events=added, rule="closeup"))
-    finally:
-        thread.join(60)
-        client.close()
-    assert ack.accepted, ack
+        scope.core, scope.profile, _plan(loops=loops, interval_s=0), run, sim=scope, bus="off",
+        post_camera_hook_fn=at_first_frame,
+    )  # fmt: skip
+    result = agent.run()
+    assert acks[0].accepted, acks[0]
     assert result["frames_acquired"] == 2 * 2 * loops + 1
     frames = read_frames(run)
     (closeup,) = [k for k, f in enumerate(frames) if f["added_by"]]
-    # after the events pycromanager held and the time point in progress (a few frames
-    # later on a busy machine), not after the whole plan
-    assert closeup < len(frames) // 2, [f["index"] for f in frames]
+    # after the events pycromanager held and the time point in progress, not at the end
+    assert closeup <= agent.queue_ahead + 2 * 2, [f["index"] for f in frames]
 
 
 def test_frames_are_the_pixels_the_camera_made(profile: HardwareProfile, tmp_path: Path) -> None:
