@@ -96,12 +96,15 @@ def engines_check(
         OnnxRuntimeBackend,
         TensorRTRTXBackend,
         TilePlan,
+        available_backends,
         builtin_engines,
     )
     from livescope.schema import EngineCard, LivescopeError
 
     names = engines or list(builtin_engines())
     results: list[dict[str, Any]] = []
+    # (a library that fails to import is a backend that cannot run, with its error)
+    runnable = {n: (ok, why) for n, ok, why in available_backends()}
     with user_errors(json_out):
         refs = [Engine(n, backend=OnnxRuntimeBackend()) for n in names]
         inputs = _test_inputs([e.card for e in refs])
@@ -118,7 +121,7 @@ def engines_check(
                     odd_row.update(status="error", detail=str(exc))
             ref_engine.close()
             for b in BACKENDS:
-                ok, why = b.available()
+                ok, why = runnable[b.name]
                 row: dict[str, Any] = {"engine": name, "backend": b.name}
                 if not ok:
                     results.append({**row, "status": "unavailable", "detail": why})

@@ -61,9 +61,14 @@ class BackendRunError(LivescopeError):
     """A loaded model failed on an input (the runtime's own message, with the input's shape)."""
 
 
+def _first_line(exc: BaseException) -> str:
+    """Return the first line of an exception's message (its type's name if it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _run_error(runtime: str, x: NDArray[Any], exc: BaseException) -> str:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return f"{runtime} failed on input {tuple(x.shape)}: {first}"
+    return f"{runtime} failed on input {tuple(x.shape)}: {_first_line(exc)}"
 
 
 @runtime_checkable
@@ -289,6 +294,37 @@ def _drop_cublas_workspaces(torch: Any) -> None:
         clear()
 
 
+def _torch_module(card: EngineCard) -> Any:
+    """Build the card's ``torch_module`` with its ``torch_kwargs``.
+
+    Raises
+    ------
+    LivescopeError
+        naming the card's fields when the class cannot be imported or built.
+
+    """
+    spec = str(card.torch_module)
+    mod_name, _, cls_name = spec.partition(":")
+    if not (mod_name and cls_name):
+        raise LivescopeError(
+            f"engine {card.name}: torch_module {spec!r} is not 'package.module:Class'"
+        )
+    try:
+        cls = getattr(importlib.import_module(mod_name), cls_name)
+    except (ImportError, AttributeError) as exc:
+        raise LivescopeError(
+            f"engine {card.name}: the card's torch_module {spec} cannot be imported "
+            f"({_first_line(exc)})"
+        ) from exc
+    try:
+        return cls(**card.torch_kwargs)
+    except (TypeError, ValueError) as exc:  # (arguments the class does not take)
+        raise LivescopeError(
+            f"engine {card.name}: {spec} cannot be built with the card's torch_kwargs "
+            f"{card.torch_kwargs} ({_first_line(exc)})"
+        ) from exc
+
+
 class _TorchSession:
     def __init__(self, model: Path, card: EngineCard, precision: str) -> None:
         import onnx
@@ -297,14 +333,18 @@ class _TorchSession:
 
         if not card.torch_module:
             raise LivescopeError(f"engine {card.name}: the card names no torch_module")
-        mod_name, _, cls_name = card.torch_module.partition(":")
-        cls = getattr(importlib.import_module(mod_name), cls_name)
-        net = cls(**card.torch_kwargs)
+        net = _torch_module(card)
         weights = {
             init.name: torch.from_numpy(numpy_helper.to_array(init).copy())
             for init in onnx.load(str(model)).graph.initializer
         }
-        missing, _ = net.load_state_dict(weights, strict=False)
+        try:
+            missing, _ = net.load_state_dict(weights, strict=False)
+        except RuntimeError as exc:  # (parameters of other shapes than the ONNX weights)
+            raise LivescopeError(
+                f"engine {card.name}: the ONNX weights do not fit {card.torch_module} built "
+                f"with torch_kwargs {card.torch_kwargs} ({_first_line(exc)})"
+            ) from exc
         missing = [m for m in missing if not m.endswith("num_batches_tracked")]
         if missing:
             raise LivescopeError(
@@ -649,9 +689,23 @@ BACKENDS: tuple[PBackend, ...] = (
 )
 
 
+def _can_run(b: PBackend) -> tuple[bool, str, int]:
+    """Return (can run here, why / on what, priority) of a backend.
+
+    A library that is installed but fails to load (e.g. torch or TensorRT missing a
+    CUDA library) is a backend that cannot run, named with its error, not an error
+    that keeps every other backend from being chosen.
+    """
+    try:
+        ok, why = b.available()
+        return ok, why, b.priority()
+    except (ImportError, OSError, RuntimeError) as exc:
+        return False, f"it fails to load: {type(exc).__name__}: {_first_line(exc)}", sys.maxsize
+
+
 def available_backends() -> list[tuple[str, bool, str]]:
     """(name, can run here, why / on what) for every known backend."""
-    return [(b.name, *b.available()) for b in BACKENDS]
+    return [(b.name, *_can_run(b)[:2]) for b in BACKENDS]
 
 
 def select_backend(name: str | None = None) -> PBackend:
@@ -663,7 +717,8 @@ def select_backend(name: str | None = None) -> PBackend:
         listing each backend tried and why it cannot run.
 
     """
-    wanted = name or os.environ.get("LIVESCOPE_BACKEND") or None
+    # (stripped: a value read from a .env file may end in a space or a Windows line end)
+    wanted = name or os.environ.get("LIVESCOPE_BACKEND", "").strip() or None
     by_name = {b.name: b for b in BACKENDS}
     if wanted is not None:
         if wanted not in by_name:
@@ -671,13 +726,14 @@ def select_backend(name: str | None = None) -> PBackend:
             raise BackendUnavailable(
                 f"unknown backend {wanted!r}{where}; known: {', '.join(by_name)}"
             )
-        ok, why = by_name[wanted].available()
+        ok, why, _ = _can_run(by_name[wanted])
         if not ok:
             raise BackendUnavailable(f"backend {wanted!r} cannot run here: {why}")
         return by_name[wanted]
     tried = []
-    for b in sorted(BACKENDS, key=lambda b: b.priority()):
-        ok, why = b.available()
+    for b, (ok, why, _) in sorted(
+        ((b, _can_run(b)) for b in BACKENDS), key=lambda item: item[1][2]
+    ):
         if ok:
             return b
         tried.append(f"{b.name}: {why}")

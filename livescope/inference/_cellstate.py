@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ._backends import CROP_BATCH
-from ._engine import Engine, EngineError
+from ._engine import Engine, EngineError, _float_problem
 
 __all__ = ["MITOTIC_CLASSES", "CellStateEngine", "CellStates", "cell_crops"]
 
@@ -237,8 +237,14 @@ class CellStateEngine(Engine):
             raise EngineError(f"engine {self.name}: frame dtype {f.dtype} is not camera counts")
         if lab.size and int(lab.min()) < 0:
             raise EngineError(f"engine {self.name}: labels must not be negative")
-        if f.dtype.kind == "f" and not np.isfinite(f).all():
-            raise EngineError(f"engine {self.name}: frame holds NaN or infinite values")
+        if lab.size and int(lab.max()) > np.iinfo(np.int64).max:  # (uint64 ids; cells' are int64)
+            raise EngineError(
+                f"engine {self.name}: label ids reach {int(lab.max())}, beyond int64; number "
+                "the cells from 1 (e.g. skimage.segmentation.relabel_sequential)"
+            )
+        if problem := _float_problem(f):
+            raise EngineError(f"engine {self.name}: frame {problem}")
+        self._session()  # (a closed engine refuses even a frame without cells)
         t0 = time.perf_counter()
         if not lab.any():
             empty = np.zeros((0, len(self.classes)), np.float32)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -139,6 +140,22 @@ class TilePlan:
         return out
 
 
+def _float_problem(frame: NDArray[Any]) -> str | None:
+    """Say what makes a float frame unfit for fp32 normalisation (NaN, inf, beyond it), or None."""
+    if frame.dtype.kind != "f" or frame.size == 0:
+        return None
+    if not np.isfinite(frame).all():
+        return "holds NaN or infinite values"
+    limit = float(np.finfo(np.float32).max)
+    if frame.dtype.itemsize > 4 and (peak := float(np.abs(frame).max())) > limit:
+        # cast to fp32 they would be inf, the maps NaN, and the frame empty of objects
+        return (
+            f"holds values up to {peak:.3g}, beyond float32 (±{limit:.3g}), in which it is "
+            "normalised (scale the frame first)"
+        )
+    return None
+
+
 class Engine:
     """An engine ready to run.
 
@@ -176,6 +193,7 @@ class Engine:
             raise EngineError(
                 f"engine {self.name}: precision must be fp32 or fp16, not {precision!r}"
             )
+        self._check_card()
         self.model_path = self.folder / self.card.model
         if not self.model_path.is_file():
             raise EngineError(f"engine {self.name}: model file {self.model_path} is missing")
@@ -195,11 +213,49 @@ class Engine:
             if frame_shape
             else []
         )
+        # one batch at a time: a TensorRT context and a CUDA graph's static buffers are
+        # shared by every call (two threads' frames would swap maps), and close() must
+        # not free a session under a run in flight
+        self._lock = threading.Lock()
         self.session: PSession | None = self.backend.load(
             self.model_path, self.card, precision=precision, shapes=shapes
         )
         with self._closed_if_refused():
             self._check_io()
+
+    def _check_card(self) -> None:
+        """Refuse card fields that pass the schema one by one but cannot work together.
+
+        A tile narrower than the pooling grid left gaps between tiles; an overlap as
+        wide as the tile cut frames into thousands of tiles; inverted percentiles or a
+        non-finite fixed scale turned every frame into one without nuclei, silently.
+        """
+        card = self.card
+        t, m, n = card.tiling, card.input.multiple_of, card.normalisation
+        problems = []
+        if t.tile_px < m:
+            problems.append(
+                f"tiling.tile_px {t.tile_px} is under input.multiple_of {m} (tiles could not "
+                "cover the frame)"
+            )
+        if t.overlap_px >= t.tile_px:
+            problems.append(
+                f"tiling.overlap_px {t.overlap_px} must be under tiling.tile_px {t.tile_px}"
+            )
+        if n.kind == "percentile" and n.low >= n.high:
+            problems.append(
+                f"normalisation.low {n.low:g} must be under normalisation.high {n.high:g} "
+                "(percentiles mapped to 0 and 1)"
+            )
+        if n.kind == "fixed":
+            for field, value in (("offset", n.offset), ("scale", n.scale)):
+                if not math.isfinite(value):
+                    problems.append(f"normalisation.{field} {value} is not a finite number")
+        if problems:
+            raise EngineError(
+                f"engine {self.name}: its card cannot work ({self.folder / 'card.yaml'}): "
+                + "; ".join(problems)
+            )
 
     @contextlib.contextmanager
     def _closed_if_refused(self) -> Iterator[None]:
@@ -237,6 +293,11 @@ class Engine:
             raise EngineError(f"engine {self.name} is closed")
         return self.session
 
+    def _run_session(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
+        """Run one batch on the session, never two at once (any thread may call it)."""
+        with self._lock:
+            return self._session().run(x)
+
     # ------------------------------------------------------------ frames
 
     def check_frame(self, frame: Any) -> NDArray[Any]:
@@ -264,8 +325,8 @@ class Engine:
             raise EngineError(f"engine {self.name}: frame has shape {frame.shape}, expected {want}")
         if min(frame.shape[-2:]) < 8:
             raise EngineError(f"engine {self.name}: frame {frame.shape} is too small (< 8 px)")
-        if frame.dtype.kind == "f" and not np.isfinite(frame).all():
-            raise EngineError(f"engine {self.name}: frame holds NaN or infinite values")
+        if problem := _float_problem(frame):
+            raise EngineError(f"engine {self.name}: frame {problem}")
         return frame
 
     def normalise(self, frame: NDArray[Any], *, normalised: bool = False) -> NDArray[np.float32]:
@@ -306,7 +367,7 @@ class Engine:
                 f"engine {self.name}: batch has shape {x.shape}, expected (N, {c}, H, W)"
             )
         try:
-            return self._session().run(np.ascontiguousarray(x))
+            return self._run_session(np.ascontiguousarray(x))
         except BackendRunError as exc:
             raise EngineError(f"engine {self.name}: {exc}") from exc
 
@@ -318,7 +379,7 @@ class Engine:
         if ph or pw:
             x = np.pad(x, ((0, 0), (0, ph), (0, pw)), mode="reflect")
         try:
-            out = self._session().run(x[None])
+            out = self._run_session(x[None])
         except BackendRunError as exc:
             raise EngineError(
                 f"engine {self.name}: {exc} (frame {h}x{w} padded to multiples of {m}, the "
@@ -334,7 +395,10 @@ class Engine:
         return maps
 
     def infer(self, frame: NDArray[Any], *, normalised: bool = False) -> NDArray[np.float32]:
-        """Model output maps (K, H, W) for one frame (tiled when larger than the card's tile)."""
+        """Model output maps (K, H, W) for one frame (tiled when larger than the card's tile).
+
+        Any thread may call it; the model runs one batch (tile) at a time.
+        """
         f = self.check_frame(frame)
         x = self.normalise(f, normalised=normalised)
         if x.ndim == 2:
@@ -441,10 +505,14 @@ class Engine:
         return {"backend": self.backend.name, "device": device, "precision": precision}
 
     def close(self) -> None:
-        """Free the session and its device memory; the engine cannot run afterwards."""
-        if self.session is not None:
-            self.session.close()
-            self.session = None
+        """Free the session and its device memory; the engine cannot run afterwards.
+
+        Waits for a batch another thread is running; its later calls raise `EngineError`.
+        """
+        with self._lock:
+            if self.session is not None:
+                self.session.close()
+                self.session = None
 
     def __enter__(self) -> Self:
         return self

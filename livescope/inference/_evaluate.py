@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 from livescope.schema import LivescopeError, check_input_folder
 
 from ._classical import classical_segmentation
-from ._engine import SegmentationEngine
+from ._engine import EngineError, SegmentationEngine
 from ._metrics import MatchCounts, match_counts, scores
 
 __all__ = [
@@ -39,16 +39,37 @@ def paired_files(images: Path, labels: Path, *, what: str = "label") -> list[tup
     """
     for d in (images, labels):
         check_input_folder(d)
-    # dot-files are not images (macOS writes "._name.tif" beside each file on shared drives)
-    imgs = sorted(
-        p for p in images.iterdir() if p.suffix.lower() in _SUFFIXES and not p.name.startswith(".")
-    )
+    imgs = _image_files(images)
     if not imgs:
         raise LivescopeError(f"no images ({', '.join(_SUFFIXES)}) in {images}")
     missing = [p.name for p in imgs if not (labels / p.name).is_file()]
     if missing:
-        raise LivescopeError(f"no {what} file in {labels} for: {', '.join(missing[:10])}")
+        raise LivescopeError(
+            f"no {what} file in {labels} for: {', '.join(missing[:10])}"
+            + _pairing_hint(missing, _image_files(labels), labels)
+        )
     return [(p, labels / p.name) for p in imgs]
+
+
+def _image_files(folder: Path) -> list[Path]:
+    # dot-files are not images (macOS writes "._name.tif" beside each file on shared drives)
+    return sorted(
+        p for p in folder.iterdir() if p.suffix.lower() in _SUFFIXES and not p.name.startswith(".")
+    )
+
+
+def _pairing_hint(missing: list[str], others: list[Path], folder: Path) -> str:
+    """Say what the second folder holds instead, so a near miss (another suffix) is seen."""
+    if not others:
+        return f" ({folder} holds no images: {', '.join(_SUFFIXES)})"
+    by_stem = {p.stem: p.name for p in others}
+    near = [f"{by_stem[Path(m).stem]} for {m}" for m in missing if Path(m).stem in by_stem]
+    if near:
+        return (
+            f" (it holds {', '.join(near[:5])}: files pair by the whole name, suffix "
+            "included; save both as the same type)"
+        )
+    return f" (it holds {', '.join(p.name for p in others[:5])}{', …' if len(others) > 5 else ''})"
 
 
 def read_image(path: Path) -> NDArray[Any]:
@@ -145,7 +166,10 @@ def evaluate_segmentation(
         if frame.dtype.kind == "f" and not np.isfinite(frame).all():
             raise LivescopeError(f"{img_path.name}: the image holds NaN or infinite values")
         if engine is not None:
-            res = engine.segment(frame)
+            try:
+                res = engine.segment(frame)
+            except EngineError as exc:  # (which of the folder's images the engine refused)
+                raise EngineError(f"{img_path.name}: {exc}") from exc
             pred = res.labels
             ms_engine.append(res.ms_engine)
             ms_post.append(res.ms_post)

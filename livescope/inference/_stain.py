@@ -63,6 +63,7 @@ class StainEngine(Engine):
     def predict(self, frame: NDArray[Any], *, pixel_size_um: float | None = None) -> StainResult:
         """Predicted stain for one label-free frame (rescaled as described in the module)."""
         f = self.check_frame(frame)
+        self._session()  # (a closed engine refuses even a frame without contrast)
         scale = self.pixel_scale(pixel_size_um, self.pixel_size_tolerance)
         t0 = time.perf_counter()
         if f.size == 0 or float(f.max()) == float(f.min()):
@@ -199,7 +200,10 @@ def evaluate_stain(
                 f"{tp.name}: the target holds {bad} NaN or infinite pixel(s) (e.g. a registration "
                 "border); fill or remove them first"
             )
-        res = engine.predict(frame, pixel_size_um=pixel_size_um)
+        try:
+            res = engine.predict(frame, pixel_size_um=pixel_size_um)
+        except EngineError as exc:  # (which of the folder's frames the engine refused)
+            raise EngineError(f"{ip.name}: {exc}") from exc
         t = normalize_percentile(tgt, tn.low, tn.high)
         p = res.image
         if crop is not None:
