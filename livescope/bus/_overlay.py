@@ -265,6 +265,8 @@ def _resolve(source: str | Path, timeout_s: float) -> tuple[str, str | None]:
         return source, None
     path = Path(source)
     file = path if path.suffix == ".json" and not path.is_dir() else path / OVERLAY_FILE
+    if not timeout_s >= 0:  # (also NaN, which would wait forever)
+        raise LivescopeError(f"timeout_s must be a number of seconds >= 0, got {timeout_s!r}")
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -287,6 +289,8 @@ def _resolve(source: str | Path, timeout_s: float) -> tuple[str, str | None]:
                     "publishing overlays for this run (e.g. `livescope worker --analyse`)?"
                 ) from None
             time.sleep(0.05)
+        except OSError as exc:  # a folder in its place, no permission, a file being replaced
+            raise LivescopeError(f"cannot read {file}: {exc.strerror or exc}") from None
     try:
         info = json.loads(raw)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -342,6 +346,7 @@ class OverlaySubscriber:
         rcvhwm: int = 16,
     ) -> None:
         self.endpoint, self.run_id = _resolve(source, timeout_s)
+        self._refused: str | None = None  # an endpoint in overlay.json that did not connect
         self._file: Path | None = None  # followed: a restarted worker binds a new endpoint
         if not (isinstance(source, str) and "://" in source):
             p = Path(source)
@@ -412,11 +417,18 @@ class OverlaySubscriber:
             endpoint, run_id = _resolve(self._file, 0.0)
         except LivescopeError:
             return  # gone (the worker stopped) or being rewritten: look again later
-        if endpoint == self.endpoint or run_id != self.run_id:
+        if endpoint in (self.endpoint, self._refused) or run_id != self.run_id:
+            return
+        try:
+            connect(sock, endpoint, self.security)
+        except (zmq.ZMQError, LivescopeError) as exc:  # keep the old one; say it once
+            self._refused = endpoint
+            logger.warning(
+                "overlay: cannot connect to %s named in %s: %s", endpoint, self._file, exc
+            )
             return
         with contextlib.suppress(zmq.ZMQError):
             sock.disconnect(self.endpoint)
-        connect(sock, endpoint, self.security)
         logger.info("overlay moved to %s (the worker was restarted)", endpoint)
         self.endpoint = endpoint
         self.counts["reconnected"] += 1

@@ -55,7 +55,7 @@ def view(
         float, typer.Option(min=0, help="Seconds to wait for RUN/overlay.json to appear.")
     ] = 30.0,
     interval_ms: Annotated[
-        int, typer.Option(min=10, help="Refresh interval of the viewer, ms.")
+        int, typer.Option(min=10, max=86_400_000, help="Refresh interval of the viewer, ms.")
     ] = 100,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,

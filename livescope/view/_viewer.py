@@ -160,15 +160,34 @@ class OverlayViewer:
                 return False
             self.position = seen[0]
         msg = self.subscriber.latest(self.position)
-        if msg is None or msg is self._shown:
+        if msg is None:
+            self._waiting()
             return False
+        if msg is self._shown:
+            return False
+        self._shown = msg  # (before drawing: a message napari cannot draw is not retried)
         self._draw(msg)
-        self._shown = msg
         self.frames_shown += 1
         return True
 
+    def _waiting(self) -> None:
+        """Say which position the viewer waits for when others have sent results."""
+        seen = self.positions()
+        if not seen:
+            return
+        names = ", ".join(seen[:10]) + (f", ... ({len(seen)} in all)" if len(seen) > 10 else "")
+        text = f"waiting for position {self.position!r} (seen so far: {names})"
+        overlay = self.viewer.text_overlay
+        if overlay.text != text:
+            overlay.text = text
+            overlay.visible = True
+            logger.warning("overlay viewer: %s", text)
+
     def _draw(self, msg: OverlayMessage) -> None:
         h = msg.header
+        for key in self._layers:  # a field without them (a stain skipped, another position)
+            if key not in msg.arrays and (key.startswith("raw:") or key in ("stain", "labels")):
+                self._blank(key)
         fluorescence = 0
         for name, arr in msg.arrays.items():
             if not name.startswith("raw:"):
@@ -214,15 +233,27 @@ class OverlayViewer:
         if above:
             layers.move(layers.index(layer), min(above))
 
+    def _blank(self, key: str) -> None:
+        """Empty a layer of ours that the shown field lacks (never left from an older one)."""
+        layer = self._live(key)
+        if layer is not None and np.any(layer.data):
+            layer.data = np.zeros_like(layer.data)
+
     def _image(self, key: str, data: NDArray[Any], kind: str, **style: Any) -> None:
         layer = self._live(key)
         if layer is not None:
+            changed = np.asarray(layer.data).dtype != data.dtype
             layer.data = data
+            if changed:  # another camera mode: the user's contrast was for the old range
+                layer.reset_contrast_limits_range()
+                layer.reset_contrast_limits()
         elif key not in self._layers:
             layer = self.viewer.add_image(data, name=key, **style)
             self._place(key, layer, _RANK[kind])
 
     def _labels(self, labels: NDArray[Any]) -> None:
+        if labels.dtype.kind not in "iu":  # napari draws integer labels only
+            labels = np.nan_to_num(labels).astype(np.int32)
         layer = self._live("labels")
         if layer is not None:
             layer.data = labels
@@ -325,6 +356,8 @@ class OverlayViewer:
         A refresh that takes longer than the interval delays the next tick (Qt
         does not queue timeouts), so the viewer runs at the rate napari can draw.
         """
+        if not 1 <= interval_ms <= 2**31 - 1:  # (also NaN)
+            raise ValueError(f"interval_ms must be 1 to {2**31 - 1} ms, got {interval_ms!r}")
         from qtpy.QtCore import QTimer
 
         self.stop()
