@@ -397,34 +397,33 @@ def apply_revisions(results: Path, revisions: dict[str, list[Revision]]) -> int:
     cells = results / "cells.csv"
     if not revisions or not cells.is_file():
         return 0
-    with cells.open(encoding="utf-8", newline="") as src:
-        head = next(csv.reader(src), None)
-    if head is None:
-        return 0
-    needed = ("position", "t", "track", "parent")
-    if missing := [k for k in needed if k not in head]:
-        raise LivescopeError(f"{cells}: no column {', '.join(missing)}; revisions not applied")
-    col = {k: head.index(k) for k in needed}
     tmp = cells.with_name(f".{cells.name}.revised")
     changed = 0
-    with (
-        cells.open(encoding="utf-8", newline="") as src,
-        tmp.open("w", encoding="utf-8", newline="") as dst,
-    ):
-        writer = csv.writer(dst)
-        for n, row in enumerate(csv.reader(src)):
-            revs = revisions.get(row[col["position"]]) if n and len(row) == len(head) else None
-            if revs:
-                try:
-                    t, track = int(row[col["t"]]), int(row[col["track"]])
-                except ValueError:
-                    revs = None  # (a damaged row: written as it is)
-            for r in revs or ():
-                if r.first <= t <= r.last and track == r.old:
-                    track = r.new
-                    row[col["track"]], row[col["parent"]] = str(r.new), str(r.old)
-                    changed += 1
-            writer.writerow(row)
+    with cells.open(encoding="utf-8", newline="") as src:
+        reader = csv.reader(src)
+        head = next(reader, None)
+        if head is None:
+            return 0
+        needed = ("position", "t", "track", "parent")
+        if missing := [k for k in needed if k not in head]:
+            raise LivescopeError(f"{cells}: no column {', '.join(missing)}; revisions not applied")
+        col = {k: head.index(k) for k in needed}
+        with tmp.open("w", encoding="utf-8", newline="") as dst:
+            writer = csv.writer(dst)
+            writer.writerow(head)
+            for row in reader:
+                revs = revisions.get(row[col["position"]]) if len(row) == len(head) else None
+                if revs:
+                    try:
+                        t, track = int(row[col["t"]]), int(row[col["track"]])
+                    except ValueError:
+                        revs = None  # (a damaged row: written as it is)
+                for r in revs or ():
+                    if r.first <= t <= r.last and track == r.old:
+                        track = r.new
+                        row[col["track"]], row[col["parent"]] = str(r.new), str(r.old)
+                        changed += 1
+                writer.writerow(row)
     replace_path(tmp, cells)
     return changed
 

@@ -771,7 +771,8 @@ def _check_stage_devices(core: Any, events: Sequence[useq.MDAEvent]) -> _RigReac
 
     """
     subs = [s for e in events for s in (getattr(e, "events", None) or (e,))]
-    if not core.getFocusDevice():
+    has_focus = bool(core.getFocusDevice())
+    if not has_focus:
         zs = [s for s in subs if s.z_pos is not None]
         if zs:
             raise LivescopeError(
@@ -790,7 +791,7 @@ def _check_stage_devices(core: Any, events: Sequence[useq.MDAEvent]) -> _RigReac
                 "has no XY stage; set Core-XYStage in the cfg (or image one place)"
             )
         place = next(iter(places), place)
-    return _RigReach(bool(core.getFocusDevice()), has_xy, place)
+    return _RigReach(has_focus, has_xy, place)
 
 
 def _around_focus(sequence: useq.MDASequence, core: Any) -> useq.MDASequence:
