@@ -46,7 +46,6 @@ from ._endpoints import (
     local_endpoint,
     remove_ipc_files,
     remove_left_ipc_file,
-    subscribe,
 )
 from ._overlay_wire import (
     OVERLAY_DTYPES,
@@ -59,6 +58,17 @@ from ._overlay_wire import (
 __all__ = ["OverlayPublisher", "OverlaySubscriber"]
 
 logger = logging.getLogger("livescope")
+
+_LINK_EVENTS = (
+    zmq.EVENT_CONNECTED
+    | zmq.EVENT_DISCONNECTED
+    | zmq.EVENT_CONNECT_RETRIED
+    | zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
+"""What the subscriber's socket monitor reports: whether a publisher is there."""
 
 
 def _plain(obj: object) -> Any:
@@ -320,6 +330,11 @@ class OverlaySubscriber:
         CURVE keys when the publisher listens on a network.
     rcvhwm
         Messages the socket may queue; the receiver thread keeps it near empty.
+    max_bytes
+        At most this many bytes of arrays are kept (1 GiB): past it, the
+        positions received longest ago are let go (`latest` returns None for
+        them until their next message), except the `pinned` one. A plate of
+        many positions would otherwise hold a full field of each.
 
     Raises
     ------
@@ -333,7 +348,9 @@ class OverlaySubscriber:
     each one (`decode_overlay`; a bad one is counted and logged, never raised)
     and replaces the stored message of that position. A run folder's run id is
     checked too: messages of another run are rejected. `latest`, `positions`
-    and `stats` may be called from any thread.
+    and `stats` may be called from any thread. A monitor of the socket tells
+    whether a publisher is there (`link_problem`): a worker killed before it
+    removed its ``overlay.json`` names an endpoint nothing publishes at.
 
     """
 
@@ -344,6 +361,7 @@ class OverlaySubscriber:
         timeout_s: float = 10.0,
         security: BusSecurity | None = None,
         rcvhwm: int = 16,
+        max_bytes: int = 1 << 30,
     ) -> None:
         self.endpoint, self.run_id = _resolve(source, timeout_s)
         self._refused: str | None = None  # an endpoint in overlay.json that did not connect
@@ -353,8 +371,15 @@ class OverlaySubscriber:
             self._file = p if p.suffix == ".json" and not p.is_dir() else p / OVERLAY_FILE
         self.security = security
         self.rcvhwm = rcvhwm
+        self.max_bytes = max_bytes
+        self.pinned: str | None = None  # the position a viewer shows: never let go
         self.counts = Counter[str]()
-        self._latest: dict[str, OverlayMessage] = {}
+        self._latest: dict[str, OverlayMessage] = {}  # received longest ago first
+        self._sizes: dict[str, int] = {}  # bytes of arrays kept per position
+        self._seen: dict[str, None] = {}  # every position, in the order first received
+        self._link = "connecting"  # connected, nothing (listens), gone, refused
+        self._link_since = time.monotonic()
+        self._link_wall = time.time()  # (the same moment, on the wall clock: said to the user)
         self._newest: OverlayMessage | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -370,26 +395,33 @@ class OverlaySubscriber:
 
     def _run(self) -> None:
         ctx: zmq.Context[Any] = zmq.Context()
-        sock: zmq.Socket[Any] | None = None
+        sock: zmq.Socket[Any] = ctx.socket(zmq.SUB)
+        monitor: zmq.Socket[Any] | None = None
         try:
-            sock = subscribe(ctx, self.endpoint, self.security, self.rcvhwm)
+            sock.setsockopt(zmq.RCVHWM, self.rcvhwm)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.SUBSCRIBE, b"")
+            monitor = sock.get_monitor_socket(_LINK_EVENTS)  # (before connecting: every event)
+            connect(sock, self.endpoint, self.security)
         except Exception as exc:  # noqa: BLE001 (reported to the constructor, which raises)
             self._error = exc
             self._ready.set()
-            if sock is not None:
-                sock.close(0)
-            ctx.term()
+            self._close(ctx, sock, monitor)
             return
         self._ready.set()
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
         next_check = time.monotonic() + 0.5
         try:
             while not self._stop.is_set():
                 if self._file is not None and time.monotonic() > next_check:
                     next_check = time.monotonic() + 0.5
                     self._follow(sock)
-                if not poller.poll(50):
+                ready = dict(poller.poll(50))
+                if monitor in ready:
+                    self._watch(monitor)
+                if sock not in ready:
                     continue
                 for _ in range(1024):  # everything queued now; the newest stays
                     try:
@@ -405,10 +437,47 @@ class OverlaySubscriber:
             logger.exception("overlay receiver stopped")
             self._error = exc
         finally:
-            sock.close(0)
-            if self.security is not None:
-                self.security.release(ctx)
-            ctx.term()
+            self._close(ctx, sock, monitor)
+
+    def _close(
+        self, ctx: zmq.Context[Any], sock: zmq.Socket[Any], monitor: zmq.Socket[Any] | None
+    ) -> None:
+        if monitor is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                sock.disable_monitor()
+            monitor.close(0)
+        sock.close(0)
+        if self.security is not None:
+            self.security.release(ctx)
+        ctx.term()
+
+    def _watch(self, monitor: zmq.Socket[Any]) -> None:
+        """Follow the socket monitor's events of the current endpoint (is a publisher there?)."""
+        from zmq.utils.monitor import recv_monitor_message
+
+        while monitor.poll(0):
+            event = recv_monitor_message(monitor)
+            if event.get("endpoint", b"").decode(errors="replace") != self.endpoint:
+                continue  # an endpoint left behind when a restarted worker was followed
+            kind = int(event["event"])
+            if kind & zmq.EVENT_HANDSHAKE_SUCCEEDED or (
+                kind & zmq.EVENT_CONNECTED and self.security is None
+            ):
+                state = "connected"
+            elif kind & zmq.EVENT_DISCONNECTED:
+                state = "gone"
+            elif kind & zmq.EVENT_CONNECT_RETRIED:
+                state = "gone" if self._link == "gone" else "nothing"
+            elif kind & zmq.EVENT_CONNECTED:
+                continue  # CURVE: connected, not yet shaken hands
+            else:
+                state = "refused"
+            if state != self._link:
+                self._set_link(state)
+
+    def _set_link(self, state: str) -> None:
+        self._link_since, self._link_wall = time.monotonic(), time.time()
+        self._link = state  # (last: link_problem reads the three without a lock)
 
     def _follow(self, sock: zmq.Socket[Any]) -> None:
         """Connect to the endpoint a restarted worker wrote into overlay.json, if it moved."""
@@ -431,6 +500,7 @@ class OverlaySubscriber:
             sock.disconnect(self.endpoint)
         logger.info("overlay moved to %s (the worker was restarted)", endpoint)
         self.endpoint = endpoint
+        self._set_link("connecting")
         self.counts["reconnected"] += 1
 
     def _receive(self, parts: list[zmq.Frame]) -> None:
@@ -446,12 +516,30 @@ class OverlaySubscriber:
             if n <= 10 or n % 1000 == 0:
                 logger.warning("rejected an overlay message (%d so far): %s", n, exc)
             return
+        size = sum(a.nbytes for a in msg.arrays.values())
         with self._lock:
-            if msg.position in self._latest:
+            if self._latest.pop(msg.position, None) is not None:
                 self.counts["replaced"] += 1
-            self._latest[msg.position] = msg
+            self._latest[msg.position] = msg  # (last: received most recently)
+            self._sizes[msg.position] = size
+            self._seen.setdefault(msg.position)
             self._newest = msg
+            self._let_go(keep=msg.position)
         self.counts["received"] += 1
+
+    def _let_go(self, keep: str) -> None:
+        """Let the positions received longest ago go while more than `max_bytes` is kept."""
+        held = sum(self._sizes.values())
+        if held <= self.max_bytes:
+            return
+        for position in list(self._latest):
+            if held <= self.max_bytes:
+                break
+            if position in (keep, self.pinned) or not self._sizes[position]:
+                continue  # (one without arrays frees nothing)
+            del self._latest[position]
+            held -= self._sizes.pop(position)
+            self.counts["let_go"] += 1
 
     # ------------------------------------------------------------ consumer API
 
@@ -465,16 +553,54 @@ class OverlaySubscriber:
             return self._newest if position is None else self._latest.get(position)
 
     def positions(self) -> list[str]:
-        """Positions seen so far, in the order they first arrived."""
+        """Positions seen so far, in the order they first arrived (also those let go)."""
         with self._lock:
-            return list(self._latest)
+            return list(self._seen)
+
+    def was_let_go(self, position: str) -> bool:
+        """Whether ``position``'s newest message was let go to keep under `max_bytes`."""
+        with self._lock:
+            return position in self._seen and position not in self._latest
+
+    def link_problem(self, grace_s: float = 1.0) -> str | None:
+        """Say why no publisher is there, or None (connected, or connecting under ``grace_s``).
+
+        A worker killed before it removed its ``overlay.json`` (nothing publishes
+        at the endpoint it names), a worker that stopped (the run ended, or it
+        was killed), or a CURVE handshake refused. A restarted worker's new
+        endpoint is followed all the same.
+        """
+        state, since = self._link, self._link_since
+        if state == "connected" or time.monotonic() - since < grace_s:
+            return None
+        named = f" named in {self._file}" if self._file is not None else ""
+        if state == "gone":
+            at = time.strftime("%H:%M:%S", time.localtime(self._link_wall))
+            return (
+                f"the worker stopped publishing at {at} (the run ended, or the worker was "
+                "stopped or killed)"
+            )
+        if state == "refused":
+            return f"the security handshake with {self.endpoint} failed (CURVE keys)"
+        if state == "nothing":
+            return (
+                f"nothing publishes at {self.endpoint}{named}: the worker that wrote it has "
+                "ended or was killed, or has not started yet"
+            )
+        return f"no answer yet from {self.endpoint}{named}"
 
     def stats(self) -> dict[str, Any]:
-        """Counters: ``messages``, ``received``, ``rejected``, ``replaced``, ``errors``."""
+        """Return the counters, ``positions``, ``link`` and ``alive``.
+
+        Counters: ``messages``, ``received``, ``rejected``, ``replaced``, ``errors``,
+        ``reconnected`` and ``let_go``. ``link``: is a publisher there (`link_problem`).
+        """
         out: dict[str, Any] = {"endpoint": self.endpoint, "run_id": self.run_id}
-        for key in ("messages", "received", "rejected", "replaced", "errors", "reconnected"):
+        keys = ("messages", "received", "rejected", "replaced", "errors", "reconnected", "let_go")
+        for key in keys:
             out[key] = int(self.counts[key])
         out["positions"] = self.positions()
+        out["link"] = self._link
         out["alive"] = self._thread.is_alive()
         return out
 

@@ -71,6 +71,19 @@ def _analysis_pace(s: dict[str, Any]) -> str:
     return "—"  # a rig, a replay, a run without analysis, or a summary from before it was said
 
 
+def _analysis_gaps(s: dict[str, Any]) -> str:
+    """Say the worker's counts of what it could not do that are above 0 ("none" if all are 0)."""
+    gaps = s.get("analysis_gaps")
+    if not isinstance(gaps, dict):
+        return "—"  # a run without analysis, or a summary from before it was said
+    said = [
+        f"{k.replace('_', ' ')} {fmt(v)}"
+        for k, v in gaps.items()
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0
+    ]
+    return "; ".join(said) or "none"
+
+
 def _summary_section(page: ReportPage) -> str:
     run, s = page.run, page.run.summary
     decisions = as_dict(s.get("decisions"))
@@ -131,6 +144,7 @@ def _summary_section(page: ReportPage) -> str:
             f"{fmt(stalls.get('slow_fields_in_a_stall'))} of {fmt(stalls.get('slow_fields'))}",
         ),
         ("Worker restarts", fmt(s.get("worker_restarts"))),
+        ("Analysis gaps (what the worker could not do)", _analysis_gaps(s)),
         (
             "Policies disabled",
             "; ".join(f"{d.get('rule')}: {d.get('error')}" for d in disabled if isinstance(d, dict))

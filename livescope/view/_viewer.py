@@ -123,12 +123,16 @@ class OverlayViewer:
             self.subscriber.close()
             raise
         self.position = position
+        self.subscriber.pinned = position
         self.frames_shown = 0
         self.refresh_errors = 0
         self._shown: OverlayMessage | None = None
         self._layers: dict[str, Any] = {}
         self._ranks: dict[str, int] = {}
         self._timer: Any = None
+        self._caption = ""  # the shown field's line in the text overlay
+        self._said = ""  # the text overlay's last text, logged once
+        self._problem: str | None = None  # why no worker publishes, logged once
 
     # ------------------------------------------------------------ positions
 
@@ -139,6 +143,7 @@ class OverlayViewer:
     def show_position(self, position: str) -> None:
         """Show ``position`` from the next `refresh` on."""
         self.position = position
+        self.subscriber.pinned = position
         self._shown = None
 
     def next_position(self) -> str | None:
@@ -157,13 +162,15 @@ class OverlayViewer:
         if self.position is None:
             seen = self.positions()
             if not seen:
+                self._say(f"waiting for the first results of run {self.subscriber.run_id}")
                 return False
-            self.position = seen[0]
+            self.show_position(seen[0])
         msg = self.subscriber.latest(self.position)
         if msg is None:
             self._waiting()
             return False
         if msg is self._shown:
+            self._say(self._caption)
             return False
         self._shown = msg  # (before drawing: a message napari cannot draw is not retried)
         self._draw(msg)
@@ -173,15 +180,31 @@ class OverlayViewer:
     def _waiting(self) -> None:
         """Say which position the viewer waits for when others have sent results."""
         seen = self.positions()
-        if not seen:
-            return
-        names = ", ".join(seen[:10]) + (f", ... ({len(seen)} in all)" if len(seen) > 10 else "")
-        text = f"waiting for position {self.position!r} (seen so far: {names})"
+        if self.subscriber.was_let_go(str(self.position)):
+            text = (
+                f"waiting for the next results of position {self.position!r} (its last ones "
+                "were let go: other positions' newer ones filled the viewer's memory)"
+            )
+        else:
+            names = ", ".join(seen[:10]) + (f", ... ({len(seen)} in all)" if len(seen) > 10 else "")
+            text = f"waiting for position {self.position!r} (seen so far: {names})"
+        self._say(text)
+
+    def _say(self, text: str) -> None:
+        """Show ``text`` in the text overlay, with why no worker publishes, if that is so."""
+        problem = self.subscriber.link_problem()
+        if problem is not None:
+            text = f"{text}\n{problem}" if text else problem
+        if problem != self._problem and problem is not None:
+            logger.warning("overlay viewer: %s", problem)
+        self._problem = problem
+        if text != self._caption and text != self._said:  # (a new field's own line is no news)
+            logger.warning("overlay viewer: %s", text.replace("\n", ": "))
+        self._said = text
         overlay = self.viewer.text_overlay
-        if overlay.text != text:
+        if text and overlay.text != text:
             overlay.text = text
             overlay.visible = True
-            logger.warning("overlay viewer: %s", text)
 
     def _draw(self, msg: OverlayMessage) -> None:
         h = msg.header
@@ -209,9 +232,8 @@ class OverlayViewer:
         self._decisions(h.get("decisions") or [])
         when = h.get("sample_time_s")
         clock = f" · {when / 60:.1f} min" if isinstance(when, int | float) else ""
-        overlay = self.viewer.text_overlay
-        overlay.text = f"{h['run_id']} · {h['position']} · t={h['t']}{clock} · frame {h['seq']}"
-        overlay.visible = True
+        self._caption = f"{h['run_id']} · {h['position']} · t={h['t']}{clock} · frame {h['seq']}"
+        self._say(self._caption)
 
     def _live(self, key: str) -> Any | None:
         """Return the layer made for ``key``, or None if not made yet or removed by the user."""

@@ -339,3 +339,58 @@ def test_subscriber_follows_a_restarted_publisher(tmp_path: Path) -> None:
             assert sub.endpoint != old
             assert sub.latest("p0").header["seq"] == 2
             assert sub.stats()["reconnected"] == 1
+
+
+# ---------------------------------------------------------------- is a publisher there
+
+
+def test_a_killed_workers_overlay_file_is_said_to_name_nothing(tmp_path: Path) -> None:
+    from livescope.bus import local_endpoint
+
+    endpoint = local_endpoint("overlay")  # nothing binds it: the worker was killed
+    (tmp_path / OVERLAY_FILE).write_text(
+        json.dumps({"run_id": "run-k", "endpoint": endpoint, "v": 1}), encoding="utf-8"
+    )
+    with OverlaySubscriber(tmp_path) as sub:
+        assert sub.link_problem(grace_s=60.0) is None  # (not said while it may still connect)
+        said = wait_for(lambda: sub.link_problem(grace_s=0.5))
+        assert "nothing publishes at" in said
+        assert str(tmp_path / OVERLAY_FILE) in said
+        assert sub.stats()["link"] == "nothing"
+
+
+def test_a_worker_that_stops_publishing_is_said_to_have_stopped(tmp_path: Path) -> None:
+    pub = OverlayPublisher("run-s", run_dir=tmp_path)
+    with OverlaySubscriber(tmp_path) as sub:
+        try:
+            connected(pub, sub)
+            time.sleep(0.3)
+            assert sub.link_problem(grace_s=0.1) is None  # a publisher is there
+            assert sub.stats()["link"] == "connected"
+        finally:
+            pub.close()  # the run ends (or the worker is killed)
+        said = wait_for(lambda: sub.link_problem(grace_s=0.2))
+        assert "stopped publishing at" in said
+        assert sub.latest("ping") is not None  # what came stays shown
+
+
+def test_positions_received_longest_ago_are_let_go_past_max_bytes(tmp_path: Path) -> None:
+    field = {"labels": np.ones((64, 64), np.int32)}  # 16 KiB
+    with (
+        OverlayPublisher("run-m", run_dir=tmp_path) as pub,
+        OverlaySubscriber(tmp_path, max_bytes=3 * 16384) as sub,
+    ):
+        connected(pub, sub)  # (ping: no arrays)
+        sub.pinned = "A1"  # the position a viewer shows
+        for seq, position in enumerate(["A1", "A2", "A3", "A4", "A5"], start=1):
+            assert pub.publish(header(seq, position), field)
+            wait_for(lambda p=position: sub.latest(p))  # type: ignore[misc]
+        assert sub.positions() == ["ping", "A1", "A2", "A3", "A4", "A5"]  # all still named
+        kept = [p for p in sub.positions() if sub.latest(p) is not None]
+        assert kept == ["ping", "A1", "A4", "A5"]  # the shown one and the newest ones
+        assert [p for p in sub.positions() if sub.was_let_go(p)] == ["A2", "A3"]
+        assert sub.stats()["let_go"] == 2
+        assert pub.publish(header(9, "A2"), field)  # a position let go comes back with its next
+        wait_for(lambda: sub.latest("A2"))
+        assert not sub.was_let_go("A2")
+        assert sub.was_let_go("A4")

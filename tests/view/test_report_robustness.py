@@ -317,3 +317,33 @@ def test_a_long_run_gives_a_small_report_quickly(tmp_path: Path) -> None:
     assert len(page) < 2_000_000
     assert took < 60  # (~2 s on a 2-core PC; a loose bound for a busy machine)
     assert "Showing the first 100 of 1000 firings." in page
+
+
+# ------------------------------------------------------------------ what the analysis could not do
+
+
+@pytest.mark.parametrize(
+    ("gaps", "said"),
+    [
+        pytest.param(
+            {"fields_missing": 2, "cells_revisions_not_applied": 1, "overlay_errors": 0},
+            "fields missing 2; cells revisions not applied 1",
+            id="some",
+        ),
+        pytest.param({"fields_missing": 0, "overlay_errors": 0}, "none", id="none"),
+        pytest.param(None, "—", id="not-said"),
+        pytest.param({"fields_missing": "x", "overlay_errors": 3}, "overlay errors 3", id="bad"),
+    ],
+)
+def test_the_summary_says_what_the_analysis_could_not_do(
+    tmp_path: Path, gaps: dict[str, Any] | None, said: str
+) -> None:
+    run = make_run(tmp_path / "run")
+    summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+    if gaps is not None:
+        summary["analysis_gaps"] = gaps
+    (run / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    page = write_report(run).read_text(encoding="utf-8")
+    row = re.search(r"<th>Analysis gaps[^<]*</th>\s*<td>(.*?)</td>", section(page, "summary"))
+    assert row is not None
+    assert row.group(1) == said

@@ -34,6 +34,7 @@ def deliver(ov: Any, msg: OverlayMessage) -> None:
     sub = ov.subscriber
     with sub._lock:
         sub._latest[msg.position] = msg
+        sub._seen.setdefault(msg.position)
         sub._newest = msg
 
 
@@ -181,3 +182,30 @@ def test_receiver_survives_an_overlay_file_it_cannot_read_or_use(tmp_path: Path)
             time.sleep(0.05)
         assert sub.latest("p0") is not None
         assert sub.stats()["alive"]
+
+
+def test_a_viewer_says_when_nothing_publishes_where_overlay_json_points(
+    overlay_viewer: Any,
+) -> None:
+    ov = overlay_viewer  # its endpoint: nothing binds it (a worker killed, its file left)
+    time.sleep(1.5)
+    assert not ov.refresh()
+    text = ov.viewer.text_overlay.text
+    assert "waiting for the first results" in text
+    assert "nothing publishes at" in text
+    assert ov.viewer.text_overlay.visible
+
+
+def test_a_position_let_go_for_memory_says_it_waits_for_its_next_results(
+    overlay_viewer: Any,
+) -> None:
+    ov = overlay_viewer
+    deliver(ov, message(1, "A1", arrays={"raw:DAPI": np.ones((8, 8), np.uint16)}))
+    ov.show_position("A1")
+    assert ov.subscriber.pinned == "A1"  # the shown position is never let go
+    with ov.subscriber._lock:
+        ov.subscriber._seen.setdefault("B2")  # B2 came, and was let go
+    ov.show_position("B2")
+    assert ov.subscriber.pinned == "B2"
+    assert not ov.refresh()
+    assert "next results of position 'B2'" in ov.viewer.text_overlay.text
