@@ -717,9 +717,14 @@ def select_backend(name: str | None = None) -> PBackend:
         listing each backend tried and why it cannot run.
 
     """
-    # (stripped: a value read from a .env file may end in a space or a Windows line end)
-    wanted = name or os.environ.get("LIVESCOPE_BACKEND", "").strip() or None
     by_name = {b.name: b for b in BACKENDS}
+    # (stripped: a value read from a file may end in a space or a Windows line end)
+    if name is not None and not name.strip():  # `--backend ''`: not the default unsaid
+        raise BackendUnavailable(
+            f"an empty backend name; known: {', '.join(by_name)} (leave it out for the best "
+            "available)"
+        )
+    wanted = (name or os.environ.get("LIVESCOPE_BACKEND", "")).strip() or None
     if wanted is not None:
         if wanted not in by_name:
             where = "" if name else " (from the LIVESCOPE_BACKEND environment variable)"

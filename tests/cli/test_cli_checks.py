@@ -37,6 +37,7 @@ def test_the_agent_refuses_a_plan_whose_policy_the_rig_refuses(tmp_path: Path) -
     [
         pytest.param(["--seg", "nuclei-unett"], "no engine 'nuclei-unett'", id="engine"),
         pytest.param(["--backend", "cuda-magic"], "unknown backend 'cuda-magic'", id="backend"),
+        pytest.param(["--backend", ""], "an empty backend name", id="empty-backend"),
         pytest.param(["--profile", "simm"], "simm", id="profile"),
         pytest.param(["--policy", "latest"], "--policy is for counting frames", id="policy"),
     ],

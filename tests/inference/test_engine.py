@@ -504,6 +504,10 @@ def test_backend_selection_reports_why(monkeypatch: pytest.MonkeyPatch) -> None:
         select_backend("tflite")
     monkeypatch.setenv("LIVESCOPE_BACKEND", "onnxruntime")
     assert select_backend().name == "onnxruntime"
+    for blank in ("", "  "):  # (`--backend ''`, or a config's empty value: not the default)
+        with pytest.raises(BackendUnavailable, match="an empty backend name; known: tensorrt"):
+            select_backend(blank)
+    assert select_backend(" onnxruntime\r").name == "onnxruntime"  # (from a Windows file)
     unavailable = [b for b in BACKENDS if not b.available()[0]]
     for b in unavailable:
         with pytest.raises(BackendUnavailable, match=f"backend '{b.name}' cannot run here: "):
