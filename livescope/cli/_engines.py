@@ -459,7 +459,7 @@ def _bench_stain(name: str, repeats: int) -> list[dict[str, Any]]:
     """Virtual-staining ms per frame per backend at 512², 1024², 2048² (simulated phase)."""
     import numpy as np
 
-    from livescope.inference import BACKENDS, StainEngine
+    from livescope.inference import BACKENDS, StainEngine, available_backends
     from livescope.scope import simulated_views
 
     frames = {
@@ -467,8 +467,9 @@ def _bench_stain(name: str, repeats: int) -> list[dict[str, Any]]:
         for size in (512, 1024, 2048)
     }
     rows: list[dict[str, Any]] = []
+    can_run = {n: (ok, why) for n, ok, why in available_backends()}
     for b in BACKENDS:
-        ok, why = b.available()
+        ok, why = can_run[b.name]  # (a library failing to load: cannot run)
         if not ok:
             continue
         with StainEngine(name, backend=b) as e:
@@ -500,12 +501,13 @@ def _bench_states(name: str, repeats: int) -> list[dict[str, Any]]:
     """Cell-state ms per frame (crops + one batched engine call) for 100 and 1,000 cells."""
     import numpy as np
 
-    from livescope.inference import BACKENDS, CellStateEngine
+    from livescope.inference import BACKENDS, CellStateEngine, available_backends
 
     rows: list[dict[str, Any]] = []
     cases = {n: _grid_of_cells(n) for n in (100, 1000)}
+    can_run = {n: (ok, why) for n, ok, why in available_backends()}
     for b in BACKENDS:
-        ok, why = b.available()
+        ok, why = can_run[b.name]  # (a library failing to load: cannot run)
         if not ok:
             continue
         with CellStateEngine(name, backend=b) as e:
@@ -542,6 +544,7 @@ def bench_engines(
     from livescope.inference import (
         BACKENDS,
         SegmentationEngine,
+        available_backends,
         classical_segmentation,
         find_engine,
         match_counts,
@@ -557,8 +560,9 @@ def bench_engines(
         frames = {
             size: simulated_frames(repeats, size=size, seed=size) for size in (512, 1024, 2048)
         }
+        can_run = {n: (ok, why) for n, ok, why in available_backends()}
         for b in BACKENDS:
-            ok, why = b.available()
+            ok, why = can_run[b.name]  # (a library failing to load: cannot run)
             if not ok:
                 rows.append({"backend": b.name, "available": False, "detail": why})
                 continue

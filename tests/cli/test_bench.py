@@ -162,3 +162,19 @@ def test_bench_engines_checks_every_engine_name_before_it_starts(
         bench_engines(json_out=True, stain="foo")
     assert info.value.exit_code == 2
     assert "no engine 'foo'" in json.loads(capsys.readouterr().out)["error"]
+
+
+def test_bench_engines_passes_over_a_backend_whose_library_fails_to_load(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from livescope.cli._engines import _bench_states
+    from livescope.inference import BACKENDS
+
+    def broken() -> tuple[bool, str]:
+        raise ImportError("libcudart.so.12: cannot open shared object file")
+
+    for b in BACKENDS:
+        if b.name != "onnxruntime":  # torch, TensorRT: installed, a CUDA library missing
+            monkeypatch.setattr(b, "available", broken)
+    rows = _bench_states("cell-state", 1)
+    assert {r["backend"] for r in rows} == {"onnxruntime"}
