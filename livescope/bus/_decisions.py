@@ -290,7 +290,14 @@ class DecisionClient:
         self._ctx = zmq.Context()
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
-        connect(self._sock, endpoint, security)
+        try:
+            connect(self._sock, endpoint, security)
+        except BaseException:  # (a malformed endpoint: nothing of this client stays open)
+            self._sock.close(0)
+            if security is not None:
+                security.release(self._ctx)
+            self._ctx.term()
+            raise
         self.endpoint = endpoint
         held_send_available()  # looked for now, not at the first decision
         self._pending: dict[str, DecisionAck] = {}  # answers read before they were asked for

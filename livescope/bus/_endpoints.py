@@ -377,6 +377,13 @@ def bind(sock: zmq.Socket[Any], endpoint: str, security: BusSecurity | None = No
                     f"free port); {TRANSPORT_ENV}=tcp puts the endpoints not given on tcp"
                 )
             raise LivescopeError(f"cannot listen on {endpoint}: {size}; {advice}") from None
+        if scheme == "ipc" and Path(path).parent == Path(tempfile.gettempdir()):
+            # a `local_endpoint`: the endpoint was left out, the temp folder is the trouble
+            raise LivescopeError(
+                f"cannot listen on {endpoint}: {exc.strerror}; the temp folder "
+                f"{Path(path).parent} cannot hold the bus's socket files: set "
+                f"{TRANSPORT_ENV}=tcp, or TMPDIR to a local folder that exists"
+            ) from None
         raise LivescopeError(
             f"cannot listen on {endpoint}: {exc.strerror}; give a free port "
             "(tcp://127.0.0.1:PORT, or tcp://127.0.0.1:* for any), or leave the endpoint out "
@@ -387,10 +394,24 @@ def bind(sock: zmq.Socket[Any], endpoint: str, security: BusSecurity | None = No
 
 
 def connect(sock: zmq.Socket[Any], endpoint: str, security: BusSecurity | None = None) -> None:
-    """Connect ``sock`` (as a CURVE client when ``security`` is given)."""
+    """Connect ``sock`` (as a CURVE client when ``security`` is given).
+
+    Raises
+    ------
+    LivescopeError
+        if ``endpoint`` is not one ZeroMQ can connect to (malformed, e.g. a
+        ``bus.json`` written by hand, or a transport it lacks).
+
+    """
     if security is not None:
         security.apply_client(sock)
-    sock.connect(endpoint)
+    try:
+        sock.connect(endpoint)
+    except zmq.ZMQError as exc:
+        raise LivescopeError(
+            f"cannot connect to {endpoint!r}: {exc.strerror}; an endpoint is "
+            "tcp://HOST:PORT or ipc://PATH (as the agent's bus.json names them)"
+        ) from None
 
 
 _HANDSHAKE_EVENTS = (

@@ -18,6 +18,7 @@ import zmq
 from numpy.typing import NDArray
 
 from livescope.schema import (
+    ALLOWED_DTYPES,
     PROTOCOL_VERSION,
     FrameHeader,
     FrameInfo,
@@ -34,6 +35,39 @@ from ._shm import ShmRing
 __all__ = ["FramePublisher"]
 
 logger = logging.getLogger("livescope")
+
+_MAX_SIDE = 65536  # (a side's largest length in a header: `livescope.schema.decode_header`)
+_MAX_RUN_ID = 128  # (a run id's most characters in a header, as in a decision)
+
+
+def _wire_array(image: NDArray[Any], seq: object) -> NDArray[Any]:
+    """Return ``image`` as wire protocol v1 carries it: C order, native byte order.
+
+    A big-endian frame (read from a file, a camera's driver) is converted, its
+    values kept: sent as it is, every subscriber would refuse its dtype.
+
+    Raises
+    ------
+    LivescopeError
+        for a frame no subscriber accepts (`decode_header`): a dtype other
+        than `ALLOWED_DTYPES`, not 1 to 4 dimensions, or a side of 0 or over
+        65536 pixels; sent, it would only be refused at the other end.
+
+    """
+    arr = np.asarray(image)
+    if not 1 <= arr.ndim <= 4 or not all(1 <= s <= _MAX_SIDE for s in arr.shape):
+        raise LivescopeError(
+            f"frame {seq} of shape {arr.shape} cannot go on the frame bus: a frame has 1 to 4 "
+            f"dimensions of 1 to {_MAX_SIDE} pixels"
+        )
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    if arr.dtype.name not in ALLOWED_DTYPES:
+        raise LivescopeError(
+            f"frame {seq} of dtype {arr.dtype} cannot go on the frame bus: it carries "
+            f"{', '.join(ALLOWED_DTYPES)} (convert the frame first)"
+        )
+    return np.ascontiguousarray(arr)
 
 
 class FramePublisher:
@@ -74,6 +108,12 @@ class FramePublisher:
     ) -> None:
         if mode not in ("inline", "shm"):
             raise LivescopeError(f"bus mode must be 'inline' or 'shm', got {mode!r}")
+        if not isinstance(run_id, str) or len(run_id) > _MAX_RUN_ID:
+            # (every subscriber would refuse every frame's header)
+            raise LivescopeError(
+                f"run id {run_id!r:.60} cannot go on the frame bus: give a string of at most "
+                f"{_MAX_RUN_ID} characters"
+            )
         self.run_id = run_id
         self.mode = mode
         self._security = security
@@ -166,8 +206,15 @@ class FramePublisher:
 
         Never blocks on slow subscribers. ``image`` must not change afterwards
         (inline frames are sent without a copy).
+
+        Raises
+        ------
+        LivescopeError
+            for a frame the bus cannot carry (dtype, dimensions: `_wire_array`),
+            or larger than the shared-memory ring's slots; nothing is sent.
+
         """
-        arr = np.ascontiguousarray(image)
+        arr = _wire_array(image, info["seq"])
         t_agent = clock_ns()
         shm: ShmRef | None = None
         if self.ring is not None:

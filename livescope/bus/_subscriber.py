@@ -158,6 +158,7 @@ class FrameSubscriber:
         self._error: BaseException | None = None
         self.counts = collections.Counter[str]()
         self._last_seq: int | None = None
+        self._last_run: str | None = None  # (the run of the last frame: its own sequence)
         self.max_depth = 0
         self._lat: dict[str, collections.deque[int]] = {
             k: collections.deque(maxlen=_LATENCY_SAMPLES)
@@ -178,8 +179,8 @@ class FrameSubscriber:
         req.setsockopt(zmq.LINGER, 0)
         req.setsockopt(zmq.RCVTIMEO, 3000)
         monitor = watch_handshake(req)
-        connect(req, self.control_endpoint, self.security)
         try:
+            connect(req, self.control_endpoint, self.security)
             req.send(b'{"op": "hello"}')
             reply = json.loads(req.recv())
         except zmq.Again:
@@ -233,7 +234,7 @@ class FrameSubscriber:
             connect(req, self.control_endpoint, self.security)
             req.send(json.dumps({"op": "bye", "reader": place, "token": token}).encode())
             req.recv()
-        except zmq.ZMQError:
+        except (zmq.ZMQError, LivescopeError):
             pass  # the agent may be gone; it will declare this reader dead
         finally:
             req.close(0)
@@ -308,6 +309,13 @@ class FrameSubscriber:
             if len(parts) != 2:
                 raise HeaderError(f"bad frame message: {len(parts)} parts, expected 2")
             header = decode_header(parts[0].bytes, len(parts[1].buffer))
+            if self.run_id is not None and header["run_id"] != self.run_id:
+                # (the socket reconnects by itself to whatever binds the address next)
+                raise HeaderError(
+                    f"frame {header['seq']} is of run {header['run_id']!r}, not "
+                    f"{self.run_id!r}: that run's agent has ended and another publishes at "
+                    f"its address {self.endpoint}"
+                )
             frame = self._frame(header, parts[1], t_rx)
         except HeaderError as exc:
             self.counts["rejected"] += 1
@@ -317,6 +325,8 @@ class FrameSubscriber:
                 )
             return
         seq = header["seq"]
+        if header["run_id"] != self._last_run:  # (another run's numbers: no gap to count)
+            self._last_run, self._last_seq = header["run_id"], None
         if self._last_seq is not None and seq > self._last_seq + 1:
             self.counts["dropped_upstream"] += seq - self._last_seq - 1
         self._last_seq = seq if self._last_seq is None else max(seq, self._last_seq)

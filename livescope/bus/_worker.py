@@ -95,7 +95,13 @@ class WorkerLink:
             security=security,
             run_id=info.run_id,
         )
-        self.decisions = DecisionClient(info.decisions, security=security) if decisions else None
+        try:
+            self.decisions = (
+                DecisionClient(info.decisions, security=security) if decisions else None
+            )
+        except BaseException:  # (the subscriber would hold its ring slots and place forever)
+            self.frames.close()
+            raise
 
     def decide(self, decision: Decision, timeout: float = 5.0) -> DecisionAck:
         """Send a decision and wait for the agent's acknowledgement.
