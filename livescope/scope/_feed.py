@@ -130,6 +130,7 @@ class EventFeed:
         # tuple so that `now` reads both at once without the lock
         self._clock0: tuple[float | None, float | None] = (None, None)
         self._last_t: tuple[int, float] = (-1, 0.0)  # last time index handed out, its time
+        self._timing = False  # the clock restarted at the first event (`__iter__`)
         stage = list(sequence.stage_positions)
         for event in sequence if events is None else events:
             self._push(event)
@@ -238,6 +239,7 @@ class EventFeed:
                         event = event.model_copy(update={"reset_event_timer": True})
                         with self._lock:
                             self._clock0, first = (time.perf_counter(), self._clock0[1]), False
+                            self._timing = True
                     elif event.reset_event_timer:  # useq sets it per position (p before t):
                         # the feed's clock times every event, so the runner's never restarts
                         event = event.model_copy(update={"reset_event_timer": False})
@@ -274,7 +276,12 @@ class EventFeed:
                     return
                 self._rest.popleft()
                 if not added and t > self._last_t[0]:
-                    self._last_t = (t, sample_time_s(ev, float(ev.min_start_time or 0.0)))
+                    # begun when planned, or now if the plan is behind (interval 0): a new
+                    # interval counts from then, not from a plan time long past
+                    begun = sample_time_s(ev, float(ev.min_start_time or 0.0))
+                    if self._clock is None and self._timing:  # (not a replay's clock)
+                        begun = max(begun, self.now())
+                    self._last_t = (t, begun)
             last_t = t
             yield ev
 
@@ -578,7 +585,11 @@ class EventFeed:
         return [e for e in self._batch if _field(e) not in self._begun and not self._dropped(e)]
 
     def change_interval(self, interval_s: float) -> int:
-        """Re-time pending events of later time points to ``interval_s`` apart."""
+        """Re-time pending events of later time points to ``interval_s`` apart.
+
+        Counted from when the time point in progress began: when it was planned,
+        or when it was handed out if the plan was behind (an interval-0 plan).
+        """
         with self._lock:
             t_cur, t_start = self._last_t
             n = 0

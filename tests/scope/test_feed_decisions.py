@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -269,12 +270,17 @@ def test_a_new_interval_counts_from_the_last_hardware_timed_burst(
         events = iter(feed)
         bursts = [next(events) for _ in range(3)]
         assert all(getattr(b, "events", None) for b in bursts)  # z-stacks run as bursts
+        now = feed.now()
         assert feed.change_interval(120.0) == 6
         later = list(events)
-        assert [e.events[0].metadata["sample_time_s"] for e in later] == [240.0, 360.0]
+        times = [e.events[0].metadata["sample_time_s"] for e in later]
+        # from when t=2's burst began: planned at 120 s, or later (the plan ran far behind
+        # at this clock scale), never before
+        assert 120.0 <= times[0] - 120.0 <= now
+        assert times[1] - times[0] == 120.0
         # the simulated sample is rendered at the burst's time, not at 0
         engine.setup_event(later[-1])
-        assert piezo_sim.time_s == 360.0
+        assert piezo_sim.time_s == times[1]
 
 
 # ------------------------------------------------------------ time points all due at once
@@ -324,6 +330,27 @@ def test_a_new_interval_applies_to_time_points_that_were_all_due_at_once(
     rest = list(events)
     assert _order(rest) == [(p, t) for t in (1, 2, 3) for p in "AB"]
     assert [e.metadata["sample_time_s"] for e in rest] == [60.0, 60.0, 120.0, 120.0, 180.0, 180.0]
+
+
+def test_a_new_interval_after_time_points_taken_as_fast_as_possible_counts_from_now(
+    sim: SimulatedMicroscope,
+) -> None:
+    # an interval-0 plan's time points are all planned at 0 s: a new interval counted from
+    # there, so the time points after it came as fast as before until the plan caught up
+    # with the clock (on a rig: an hour at interval 0, then 5 min asked, gave 12 at once)
+    feed = EventFeed(_fast(loops=8), LivescopeEngine(sim.core, sim.profile, sim=sim), 100.0)
+    events = iter(feed)
+    assert _order([next(events) for _ in range(6)])[-1] == ("B", 2)
+    time.sleep(0.1)  # 10 s of plan time at this clock scale
+    began = feed.now()
+    assert _order([next(events)]) == [("A", 3)]  # t=3 begins about now
+    assert began >= 10.0
+    assert feed.change_interval(2.0) == 8  # t=4..7 at A and B
+    rest = list(events)
+    assert _order(rest) == [("B", 3), *((p, t) for t in range(4, 8) for p in "AB")]
+    times = [e.metadata["sample_time_s"] for e in rest[1:]]
+    assert times[0] >= began + 2.0  # t=4: 2 s after t=3 began (was 2 s after plan time 0)
+    assert times == [times[0] + dt for dt in (0.0, 0.0, 2.0, 2.0, 4.0, 4.0, 6.0, 6.0)]
 
 
 def _two_channels() -> useq.MDASequence:
