@@ -4,7 +4,8 @@ A receiver thread drains the socket as fast as it can and keeps frames in a
 queue whose policy the receiver chooses:
 
 * ``every``: a bounded queue; when it is full the oldest frame is dropped (and
-  counted) so the newest always get in;
+  counted) so the newest always get in (shared-memory frames: at most 2 fewer
+  than the ring's slots, so that a slow receiver never holds them all);
 * ``latest``: only the newest frame is kept (conflation for live views).
 
 Every header is validated before use; a bad message is counted, logged and
@@ -112,7 +113,10 @@ class FrameSubscriber:
     policy
         ``"every"`` or ``"latest"`` (see the module doc).
     maxlen
-        Queue length for ``every``.
+        Queue length for ``every``. Shared-memory frames are kept to 2 fewer than
+        the ring's slots (one being worked on, one for the writer): a slow
+        receiver holding every slot would make the publisher drop the newest
+        frames of every receiver, not its own oldest.
     security
         CURVE keys when the publisher listens on a network.
     run_id
@@ -339,9 +343,12 @@ class FrameSubscriber:
         lat["sent_to_received"].append(t_rx - header["t_sent_ns"])
         lat["camera_to_received"].append(t_rx - header["t_camera_ns"])
         dropped: list[Frame] = []
+        limit = self.maxlen
+        if frame.header["shm"] is not None and self.reader is not None:
+            limit = min(limit, max(1, self.reader.v.n_slots - 2))
         with self._cond:
             self._queue.append(frame)
-            while len(self._queue) > self.maxlen:
+            while len(self._queue) > limit:
                 dropped.append(self._queue.popleft())
             self.max_depth = max(self.max_depth, len(self._queue))
             self._cond.notify()

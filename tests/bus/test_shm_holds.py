@@ -165,3 +165,29 @@ def test_closing_a_publisher_twice_does_nothing_the_second_time() -> None:
     pub.close()
     pub.close()
     ring.close()
+
+
+def test_a_slow_receiver_drops_its_own_oldest_frames_not_the_newest_of_every_receiver(
+    ring: tuple[FramePublisher, FrameSubscriber],
+) -> None:
+    """A receiver that never takes its frames queued up to ``maxlen`` (16), holding every
+    slot of a ring of fewer (large frames: 16 MiB ones fill 256 MiB in 16): the publisher
+    then had no slot and dropped the newest frames for every receiver."""
+    pub, slow = ring  # (slow: maxlen 64, never read)
+    fast = FrameSubscriber(pub.endpoint, control_endpoint=pub.control_endpoint, maxlen=64)
+    try:
+        time.sleep(0.3)
+        send = Sender(pub)
+        for value in range(12):
+            assert send(value), f"frame {value} found no slot"
+            got = fast.get(timeout=2)
+            assert got is not None
+            with got:
+                assert int(got.array[0, 0]) == value
+        assert pub.stats()["dropped_no_slot"] == 0
+        time.sleep(0.2)  # (the slow one's receiver thread has them all)
+        kept = [slow.get(timeout=1) for _ in range(SLOTS - 2)]
+        assert [int(f.array[0, 0]) for f in kept if f is not None] == [10, 11]  # the newest
+        assert slow.counts["dropped_queue"] == 12 - (SLOTS - 2)
+    finally:
+        fast.close()
