@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -169,7 +170,7 @@ def run_replay(
         when the plan, profile or channels do not fit, or the worker fails.
 
     """
-    if speed is not None and not speed > 0:
+    if speed is not None and not (math.isfinite(speed) and speed > 0):
         raise LivescopeError(f"speed must be > 0 (or None for as fast as possible), got {speed}")
     out = Path(out_dir)
     check_output_folder(out, empty=True)

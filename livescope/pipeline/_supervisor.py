@@ -15,6 +15,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -87,6 +88,7 @@ class WorkerSupervisor:
         self._watched: threading.Event | None = None  # (set when the watching thread ends)
         self._handled: subprocess.Popen[bytes] | None = None  # the last exit the watcher took
         self._log = (self.results / "worker.log").open("ab")
+        self._log_from = 0  # where the current worker's output begins in worker.log
 
     def _spawn(self, resume: bool) -> subprocess.Popen[bytes]:
         cmd = [sys.executable, "-m", "livescope", "worker", str(self.run_dir), "--config",
@@ -122,10 +124,17 @@ class WorkerSupervisor:
                 logger.warning("could not lower the worker's priority; it runs at normal")
         return proc
 
+    def _launch(self, resume: bool) -> subprocess.Popen[bytes]:
+        """Start a worker (lock held), its output in worker.log from here on."""
+        # (its errors are its own: an earlier worker's are not taken for this one's)
+        self._log.flush()
+        self._log_from = os.fstat(self._log.fileno()).st_size
+        return self._spawn(resume)
+
     def start(self) -> None:
         """Start the worker and the thread that watches it."""
         with self._lock:
-            self.proc = self._spawn(resume=False)
+            self.proc = self._launch(resume=False)
         self._watched = start_daemon(self._watch, "livescope-supervisor")
 
     def _watch(self) -> None:
@@ -144,7 +153,7 @@ class WorkerSupervisor:
                 return
             self._handled = proc
             if code != 0:  # before the exit is seen: whoever sees it can say why
-                self.error = self._last_error()
+                self.error = self._last_error() or _killed_by(code)
             self.exits.append(code)
             if code == 0:
                 return  # finished: the run ended and every field was analysed
@@ -163,14 +172,23 @@ class WorkerSupervisor:
             with self._lock:
                 if self._stop.is_set():  # (stop() came meanwhile)
                     return
-                self.proc = self._spawn(resume=True)
+                try:
+                    self.proc = self._launch(resume=True)
+                except OSError as exc:  # (e.g. no memory left to start it: as a last exit)
+                    self.restarts -= 1
+                    self.error = f"the worker could not be started again: {exc}"
+                    logger.error("%s; giving up", self.error)
+                    self._give_up()
+                    return
 
     def _last_error(self) -> str:
-        """Return the worker's own last error line in worker.log ('' if none)."""
+        """Return the current worker's own last error line in worker.log ('' if none)."""
         if not self._log.closed:
             self._log.flush()
         try:
-            lines = (self.results / "worker.log").read_text(encoding="utf-8", errors="replace")
+            with (self.results / "worker.log").open("rb") as fh:
+                fh.seek(self._log_from)
+                lines = fh.read().decode("utf-8", errors="replace")
         except OSError:
             return ""
         rows = [ln.strip() for ln in lines.splitlines() if ln.strip()]
@@ -204,7 +222,7 @@ class WorkerSupervisor:
                 self._handled = proc
                 self.exits.append(proc.returncode)
                 if ended_itself and proc.returncode != 0:
-                    self.error = self._last_error()
+                    self.error = self._last_error() or _killed_by(proc.returncode)
                     why = self.error or f"see {self.results / 'worker.log'}"
                     logger.error("the worker had exited with %s before it was stopped: %s",
                                  proc.returncode, why)  # fmt: skip
@@ -228,12 +246,10 @@ class WorkerSupervisor:
         deadline = time.monotonic() + timeout_s
         while self._watched is not None and not self._watched.is_set():
             if time.monotonic() > deadline:
-                self._stop.set()
-                with self._lock:
-                    if self.proc is not None and self.proc.poll() is None:
-                        self.proc.terminate()
+                # ended as stop() ends it: reaped, its exit taken as ours, not as a failure
+                self.stop()
                 raise LivescopeError(
-                    f"the worker did not finish within {timeout_s:.0f} s after the run "
+                    f"the worker did not finish within {timeout_s:g} s after the run "
                     f"(log: {self.results / 'worker.log'})"
                 )
             self._watched.wait(0.2)
@@ -255,3 +271,13 @@ class WorkerSupervisor:
                 f"{self.results / 'worker.log'}"
             )
         return summary
+
+
+def _killed_by(code: int) -> str:
+    """Name the signal that ended a POSIX process (a negative exit status); '' otherwise."""
+    if code >= 0:
+        return ""
+    try:
+        return f"killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"killed by signal {-code}"

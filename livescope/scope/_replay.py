@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -246,10 +247,18 @@ class ReplayGate:
         self.waited_s = 0.0
         self._offset = 0
         self._rest = b""
+        self._file_id: tuple[int, int] | None = None
 
     def _read(self) -> None:
         try:
             with self.path.open("rb") as fh:
+                st = os.fstat(fh.fileno())
+                # a restarted worker rewrites the log without a half-stored field
+                # (`trim_results`): read the new file from its start, not from an offset
+                # into it (a record there was read from its middle, or skipped)
+                file_id = (st.st_dev, st.st_ino)
+                if file_id != self._file_id or st.st_size < self._offset:
+                    self._file_id, self._offset, self._rest = file_id, 0, b""
                 fh.seek(self._offset)
                 data = fh.read()
         except FileNotFoundError:
@@ -499,7 +508,18 @@ def run_replay_scope(
 
     As `run_simulated`, with the recorded frames served by a `ReplayCamera`.
     ``gate``: hold each time point until the worker has analysed the earlier ones.
+
+    Raises
+    ------
+    LivescopeError
+        if ``speed`` is not a finite number above 0 (before anything is written).
+
     """
+    if speed is not None and not (math.isfinite(speed) and speed > 0):
+        raise LivescopeError(
+            f"replay speed must be a number > 0 (recorded seconds per second; None: as fast "
+            f"as the pipeline goes), got {speed}"
+        )
     source = ReplaySource(dataset, channels)
     expected = frames_in_plan(sequence)
     out = Path(out_dir)

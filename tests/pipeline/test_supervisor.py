@@ -107,3 +107,81 @@ def test_a_restart_says_why_the_worker_exited(
     assert (sup.results / "worker.failed").read_text(encoding="utf-8") == (
         "the engines could not load"
     )
+
+
+# ---------------------------------------------------------------- found by an independent review
+
+
+class _ResumingSupervisor(_ScriptedSupervisor):
+    """Its first worker runs ``script``, a restarted one ``resume_script`` (None: cannot start)."""
+
+    resume_script: str | None = "import sys; sys.exit(5)"  # fails without a word
+
+    def _spawn(self, resume: bool) -> subprocess.Popen[bytes]:
+        if not resume:
+            return super()._spawn(resume)
+        if self.resume_script is None:
+            raise OSError(12, "Cannot allocate memory")
+        return subprocess.Popen(
+            [sys.executable, "-c", self.resume_script], stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL, stderr=self._log,
+        )  # fmt: skip
+
+
+_FAILS_AT_ONCE = _FAILS_WHEN_TOLD.replace("sys.stdin.readline(); ", "")
+
+
+def test_a_restarted_worker_is_not_reported_with_an_earlier_workers_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sup = _ResumingSupervisor(tmp_path / "run", WorkerConfig(), max_restarts=1)
+    sup.script = _FAILS_AT_ONCE  # "error: the engines could not load", exit 3
+    sup.start()
+    with pytest.raises(LivescopeError, match=r"exit codes \[3, 5\]") as err:
+        sup.wait(60)
+    assert "engines could not load" not in str(err.value)  # (the first worker's)
+    assert "engines could not load" not in sup.error
+    assert "worker exited with 3 (the engines could not load); restarting it" in caplog.text
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_worker_killed_by_a_signal_says_which(tmp_path: Path) -> None:
+    sup = _ResumingSupervisor(tmp_path / "run", WorkerConfig(), max_restarts=1)
+    sup.script = _FAILS_AT_ONCE
+    sup.resume_script = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
+    sup.start()
+    with pytest.raises(LivescopeError, match=r"exit codes \[3, -9\]: killed by SIGKILL"):
+        sup.wait(60)
+    assert (sup.results / "worker.failed").read_text(encoding="utf-8") == "killed by SIGKILL"
+
+
+def test_a_worker_that_cannot_be_started_again_is_given_up_on_and_says_why(
+    tmp_path: Path,
+) -> None:
+    sup = _ResumingSupervisor(tmp_path / "run", WorkerConfig())
+    sup.script = _FAILS_AT_ONCE
+    sup.resume_script = None  # e.g. fork fails right after the OOM killer took the worker
+    sup.start()
+    with pytest.raises(
+        LivescopeError, match=r"exit codes \[3\]: the worker could not be started again: .*memory"
+    ):
+        sup.wait(60)
+    assert sup.restarts == 0
+    # (the replay's gate stops waiting for it)
+    assert "could not be started again" in (sup.results / "worker.failed").read_text("utf-8")
+
+
+def test_a_wait_that_times_out_stops_and_reaps_the_worker_it_ended(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sup = _ScriptedSupervisor(tmp_path / "run", WorkerConfig())
+    sup.start()
+    proc = sup.proc
+    assert proc is not None
+    with pytest.raises(LivescopeError, match=r"did not finish within 0.5 s"):
+        sup.wait(0.5)
+    assert proc.returncode is not None  # reaped (no zombie left)
+    sup.stop()  # (as run_adaptive does after wait() raised): nothing more to do
+    assert len(sup.exits) == 1
+    assert sup.error == ""
+    assert "before it was stopped" not in caplog.text
