@@ -57,6 +57,9 @@ class WorkerSupervisor:
 
     """
 
+    stop_grace_s = 10.0
+    """How long `stop` waits for a worker it told to end before it kills it."""
+
     def __init__(
         self,
         run_dir: str | Path,
@@ -215,7 +218,15 @@ class WorkerSupervisor:
         if self._watched is not None:
             self._watched.wait(5)  # (after it, the watcher neither takes an exit nor restarts)
         if proc is not None:
-            proc.wait(10)
+            try:
+                proc.wait(self.stop_grace_s)
+            except subprocess.TimeoutExpired:  # (stuck, or SIGTERM ignored: the error is ours)
+                logger.warning(
+                    "the worker did not end within %g s of being told to; killing it",
+                    self.stop_grace_s,
+                )
+                proc.kill()
+                proc.wait(10)
             if proc.stdin is not None:
                 proc.stdin.close()
             if proc is not self._handled:  # an exit the watcher did not take

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -185,3 +186,28 @@ def test_a_wait_that_times_out_stops_and_reaps_the_worker_it_ended(
     assert len(sup.exits) == 1
     assert sup.error == ""
     assert "before it was stopped" not in caplog.text
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows' terminate cannot be ignored")
+def test_a_worker_that_ignores_being_told_to_end_is_killed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # stop() waited 10 s, then raised TimeoutExpired, leaving the worker running and hiding
+    # whatever error the run was being stopped for
+    ready = tmp_path / "ready"
+    sup = _ScriptedSupervisor(tmp_path / "run", WorkerConfig(), max_restarts=0)
+    sup.stop_grace_s = 0.5
+    sup.script = (
+        "import pathlib, signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        f"pathlib.Path({str(ready)!r}).touch(); time.sleep(120)"
+    )
+    sup.start()
+    deadline = time.monotonic() + 30
+    while not ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert ready.exists()
+    proc = sup.proc
+    assert proc is not None
+    sup.stop()
+    assert proc.poll() is not None  # ended: killed, not left running
+    assert "did not end within 0.5 s of being told to; killing it" in caplog.text
