@@ -226,7 +226,22 @@ def write_ctc(
     ``kind="gt"`` writes ``folder/TRA/man_trackTTT.tif`` and ``man_track.txt``;
     ``kind="res"`` writes ``folder/maskTTT.tif`` and ``res_track.txt``.
     Returns the folder holding the track file.
+
+    Raises
+    ------
+    LivescopeError
+        if a frame holds a label CTC's 16-bit masks cannot (below 0 or above
+        65535: `relabel_for_ctc` numbers tracks from 1), naming the frame;
+        nothing is written.
+
     """
+    top = int(np.iinfo(np.uint16).max)
+    for f, frame in enumerate(frames):
+        if frame.size and (int(frame.min()) < 0 or int(frame.max()) > top):
+            raise LivescopeError(
+                f"frame {f} holds labels {int(frame.min())}..{int(frame.max())}; CTC masks hold "
+                f"0..{top} (relabel_for_ctc numbers the tracks from 1)"
+            )
     base = Path(folder) / "TRA" if kind == "gt" else Path(folder)
     base.mkdir(parents=True, exist_ok=True)
     stem, track_file = ("man_track", "man_track.txt") if kind == "gt" else ("mask", "res_track.txt")

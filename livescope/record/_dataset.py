@@ -18,6 +18,7 @@ from livescope.schema import LivescopeError
 
 __all__ = [
     "DATASET_DTYPES", "Dataset", "DatasetError", "FrameKey", "RecordedFrame", "check_dtype",
+    "dtype_name",
 ]  # fmt: skip
 
 DATASET_DTYPES = ("uint8", "uint16")
@@ -108,7 +109,7 @@ class Dataset:
             except Exception as exc:  # noqa: BLE001 (ndstorage raises many kinds on a bad file)
                 raise DatasetError(f"{self.path}: {key} cannot be read ({exc!r})") from None
             check_dtype(str(self.path), image.dtype, image.shape)
-            return image
+            return _native(image)
         if self.format == "ome-tiff":
             series, plane = self._index[key]
             if self._source is None:
@@ -123,7 +124,7 @@ class Dataset:
                 raise DatasetError(f"{self.path}: {key} is in its OME metadata, not in the file")
             image = image.reshape(image.shape[-2:]) if image.ndim == 3 else image
             check_dtype(str(self.path), image.dtype, image.shape)
-            return image
+            return _native(image)
         if self.format == "ome-zarr":
             array_path, idx = self._index[key]
             if self._source is None:
@@ -134,7 +135,7 @@ class Dataset:
             except Exception as exc:  # noqa: BLE001 (zarr's stores and codecs raise many kinds)
                 raise DatasetError(f"{self.path}: {key} cannot be read ({exc!r})") from None
             check_dtype(str(self.path / array_path), image.dtype, image.shape)
-            return image
+            return _native(image)
         return _read_tiff_2d(self._index[key])
 
     def close(self) -> None:
@@ -152,13 +153,28 @@ class Dataset:
         self.close()
 
 
+def dtype_name(dtype: Any) -> str:
+    """Return a pixel type's name in this machine's byte order (``>u2``, big-endian: ``uint16``).
+
+    Java writers (bioformats2raw) store big-endian Zarr arrays; their pixels are
+    returned in this machine's byte order (`Dataset.read`).
+    """
+    return str(np.dtype(dtype).newbyteorder("="))
+
+
+def _native(image: NDArray[Any]) -> NDArray[Any]:
+    """Return ``image`` in this machine's byte order (a copy only where it is not)."""
+    return image if image.dtype.isnative else image.astype(image.dtype.newbyteorder("="))
+
+
 def check_dtype(where: str, dtype: Any, shape: tuple[int, ...]) -> None:
+    """Refuse frames that are not 2-D uint8/uint16 (either byte order), naming ``where``."""
     if len(shape) != 2:
         raise DatasetError(
             f"{where}: frames of shape {shape} are not supported (livescope replays "
             "2-D monochrome frames)"
         )
-    if str(np.dtype(dtype)) not in DATASET_DTYPES:
+    if dtype_name(dtype) not in DATASET_DTYPES:
         raise DatasetError(
             f"{where}: pixel type {np.dtype(dtype)} is not supported (livescope replays "
             "uint8/uint16 monochrome frames)"
@@ -173,7 +189,7 @@ def _read_tiff_2d(path: Path) -> NDArray[Any]:
     except (OSError, ValueError, tifffile.TiffFileError) as exc:
         raise DatasetError(f"{path}: cannot be read ({exc})") from None
     check_dtype(str(path), image.dtype, image.shape)
-    return image
+    return _native(image)
 
 
 def refuse_repeated_keys(p: Path, frames: list[RecordedFrame], axes: str) -> None:

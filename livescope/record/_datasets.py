@@ -40,8 +40,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from livescope.schema import folder_key, folder_name_problem, safe_folder_name
 
 from ._dataset import (
@@ -50,6 +48,7 @@ from ._dataset import (
     FrameKey,
     RecordedFrame,
     check_dtype,
+    dtype_name,
     refuse_repeated_keys,
 )
 from ._ngff import open_ome_zarr
@@ -182,6 +181,8 @@ def _open_livescope(p: Path, pixel_size_um: float | None) -> Dataset:
     index: dict[FrameKey, Any] = {}
     for info in infos:
         shape = tuple(int(s) for s in info["shape"])
+        if len(shape) > 2 and all(n == 1 for n in shape[:-2]):
+            shape = shape[-2:]  # (a camera's (1, h, w) frame: the recorder wrote it as (h, w))
         check_dtype(f"{p} (frame {info['seq']})", info["dtype"], shape)
         idx = info["index"]
         key = FrameKey(str(info["position"]), int(idx.get("t", 0)), str(info["channel"]),
@@ -241,7 +242,7 @@ def _open_ctc(p: Path, channel: str, interval_s: float, pixel_size_um: float | N
             RecordedFrame(
                 key,
                 (shape[0], shape[1]),
-                str(np.dtype(dtype)),
+                dtype_name(dtype),
                 sample_time_s=t * interval_s,
                 pixel_size_um=pixel_size_um,
                 origin=f.name,
@@ -250,6 +251,7 @@ def _open_ctc(p: Path, channel: str, interval_s: float, pixel_size_um: float | N
         index[key] = f
     if not frames:
         raise DatasetError(f"{p}: no readable tNNN.tif frame")
+    refuse_repeated_keys(p, frames, "the number in the file name (tNNN.tif)")
     return Dataset(p, "ctc", frames, warnings=warnings, _index=index)
 
 
@@ -300,7 +302,7 @@ def _open_ndtiff(p: Path, interval_s: float, pixel_size_um: float | None) -> Dat
             affine = _mm_affine(meta.get("PixelSizeAffine", summary.get("PixelSizeAffine")))
             frames.append(
                 RecordedFrame(
-                    key, shape, str(np.dtype(nd.dtype)),
+                    key, shape, dtype_name(nd.dtype),
                     sample_time_s=elapsed / 1000.0 if elapsed is not None else t * interval_s,
                     x_um=_tag_num(meta, "XPositionUm", "XPosition_um_Intended"),
                     y_um=_tag_num(meta, "YPositionUm", "YPosition_um_Intended"),

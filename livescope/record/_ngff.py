@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ._dataset import Dataset, DatasetError, FrameKey, RecordedFrame, check_dtype
+from ._dataset import Dataset, DatasetError, FrameKey, RecordedFrame, check_dtype, dtype_name
 
 __all__ = ["open_ome_zarr"]
 
@@ -136,7 +136,7 @@ def open_ome_zarr(p: Path, interval_s: float, pixel_size_um: float | None) -> Da
         frames.append(
             RecordedFrame(
                 key, (int(image.array.shape[-2]), int(image.array.shape[-1])),
-                str(np.dtype(image.array.dtype)), sample_time_s=t * image.step_s,
+                dtype_name(image.array.dtype), sample_time_s=t * image.step_s,
                 pixel_size_um=image.pixel_size_um, origin=f"{image.array_path} t={t} c={c} z={z}",
             )
         )  # fmt: skip

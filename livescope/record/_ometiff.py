@@ -25,6 +25,7 @@ from ._dataset import (
     FrameKey,
     RecordedFrame,
     check_dtype,
+    dtype_name,
     refuse_repeated_keys,
 )
 
@@ -126,7 +127,7 @@ def open_ome_tiff(p: Path, interval_s: float, pixel_size_um: float | None) -> Da
                 frames.append(
                     RecordedFrame(
                         key, (int(shape[len(lead)]), int(shape[len(lead) + 1])),
-                        str(np.dtype(series.dtype)), sample_time_s=key.t * step,
+                        dtype_name(series.dtype), sample_time_s=key.t * step,
                         pixel_size_um=um, origin=f"series {i} plane {plane}",
                     )
                 )  # fmt: skip

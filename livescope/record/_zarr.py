@@ -217,9 +217,13 @@ class _Series:
         self._metadata = metadata
         self.shape = tcz
 
+    def chunk_path(self, tcz: tuple[int, int, int]) -> Path:
+        """Return the chunk file of the frame at (t, c, z)."""
+        return self.dir / str(self._chunk_key((*tcz, 0, 0)))
+
     def write(self, tcz: tuple[int, int, int], image: NDArray[Any]) -> None:
         """Write the frame at (t, c, z) as its chunk file."""
-        path = self.dir / self._chunk_key((*tcz, 0, 0))
+        path = self.chunk_path(tcz)
         if path.parent not in self._dirs:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._dirs.add(path.parent)
@@ -381,7 +385,9 @@ class OmeZarrWriter:
         Raises
         ------
         LivescopeError
-            if the frame's shape does not match earlier frames of its position.
+            if the frame's shape does not match earlier frames of its position, or
+            an earlier frame was recorded at its position, t, channel and z (it
+            would replace that one).
         OSError
             if a file cannot be written (a PermissionError: one another program
             held open for a second); the frame is not logged, and a channel it
@@ -407,11 +413,20 @@ class OmeZarrWriter:
                 f"frame {info['seq']} of position {info['position']!r} is {shape_yx}, "
                 f"earlier frames are {s.shape_yx}"
             )
+        idx = info["index"]
+        if s is not None and info["channel"] in self.channels:
+            at = (idx.get("t", 0), self.channels.index(info["channel"]), idx.get("z", 0))
+            if at[0] < s.shape[0] and at[2] < s.shape[2] and s.chunk_path(at).exists():
+                # (its pixels would replace the earlier frame's: that one would be lost)
+                raise LivescopeError(
+                    f"frame {info['seq']} of position {info['position']!r} is at t={at[0]}, "
+                    f"channel {info['channel']!r}, z={at[2]}, where an earlier frame is "
+                    "recorded already; it is not written over it"
+                )
         if info["channel"] not in self.channels:
             self._add_channel(info["channel"])
         if s is None:
             s = self._new_series(info["position"], shape_yx, image.dtype)
-        idx = info["index"]
         t, c, z = idx.get("t", 0), self.channels.index(info["channel"]), idx.get("z", 0)
         need = (max(s.shape[0], t + 1), max(s.shape[1], len(self.channels)), max(s.shape[2], z + 1))
         s.grow(need)
@@ -442,7 +457,7 @@ class OmeZarrWriter:
         return self._scale[0]
 
     def close(self) -> None:
-        """Flush and close the frame log; write the final metadata (writer thread).
+        """Flush, sync and close the frame log; write the final metadata (writer thread).
 
         Every position's c axis and channel list are made whole, its t scale set
         from the logged times (`_time_scale_s`), and the root's attributes
@@ -452,10 +467,16 @@ class OmeZarrWriter:
         if self.closed:
             return
         self.closed = True
-        self._log.flush()
-        os.fsync(self._log.fileno())
-        self._log.close()
         error: OSError | None = None
+        try:  # (a sync refused by a network share: the metadata below is written all the same)
+            self._log.flush()
+            os.fsync(self._log.fileno())
+        except OSError as exc:
+            error = exc
+        try:
+            self._log.close()
+        except OSError as exc:  # (closed all the same)
+            error = error or exc
         for s in self._series.values():
             self._t_scale[s.name] = self._time_scale_s(s.name)
             try:

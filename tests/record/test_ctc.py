@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from livescope.record import CtcTrack, read_ctc, relabel_for_ctc, write_ctc
+from livescope.schema import LivescopeError
 
 
 def _frame(*blobs: tuple[int, int, int]) -> np.ndarray:
@@ -116,3 +117,12 @@ def test_live_track_masks_are_rewritten_as_a_valid_ctc_result(tmp_path: Path) ->
     (gt / "man_track.txt").write_text((res / "res_track.txt").read_text())
     scores = evaluate_tracking(res, gt.parent)  # py-ctcmetrics refuses an invalid result
     assert scores["tra"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("label", [70000, -1])
+def test_labels_a_ctc_mask_cannot_hold_are_refused_not_wrapped(tmp_path: Path, label: int) -> None:
+    frame = np.zeros((8, 8), np.int32)
+    frame[2:4, 2:4] = label
+    with pytest.raises(LivescopeError, match=rf"frame 1 holds labels .*{label}.*0\.\.65535"):
+        write_ctc(tmp_path, [np.zeros((8, 8), np.int32), frame], [CtcTrack(label, 1, 1, 0)])
+    assert not list(tmp_path.iterdir())  # nothing written

@@ -570,3 +570,43 @@ def test_a_recorded_pixel_size_of_0_is_read_as_none(tmp_path: Path) -> None:
         tw.write(data, photometric="minisblack", metadata={"axes": "TCZYX", "PhysicalSizeX": 0})
     with open_dataset(path) as ds:
         assert {f.pixel_size_um for f in ds.frames} == {None}
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_a_big_endian_ome_zarr_replays_in_this_machines_byte_order(
+    tmp_path: Path, zarr_format: Literal[2, 3]
+) -> None:
+    """bioformats2raw (Java) writes its uint16 arrays big-endian (``>u2``)."""
+    data = _planes((2, 1, 1, 16, 16)) * 300
+    path = _ngff(tmp_path / "img.zarr", data.astype(">u2"), zarr_format=zarr_format)
+    with open_dataset(path) as ds:
+        assert [f.dtype for f in ds.frames] == ["uint16", "uint16"]
+        image = ds.read(ds.frames[1].key)
+        assert image.dtype == np.dtype("uint16")
+        assert image.dtype.isnative
+        assert np.array_equal(image, data[1, 0, 0])
+
+
+def test_a_run_of_frames_with_a_leading_axis_of_1_replays(tmp_path: Path) -> None:
+    """The recorder takes a camera's (1, h, w) frames (and logs that shape): replayed as (h, w)."""
+    from livescope.record import OmeZarrWriter
+
+    img = _planes((1, 8, 8))
+    info: Any = {
+        "seq": 0, "index": {"t": 0}, "position": "p0", "channel": "BF", "x_um": 0.0,
+        "y_um": 0.0, "z_um": 0.0, "exposure_ms": 10.0, "pixel_size_um": 0.65,
+        "sample_time_s": 0.0, "runner_time_ms": 0.0, "shape": img.shape, "dtype": "uint16",
+        "event": {},
+    }  # fmt: skip
+    with OmeZarrWriter(tmp_path, channels=["BF"], pixel_size_um=0.65) as w:
+        w.write(img, info)
+    with open_dataset(tmp_path) as ds:
+        assert ds.frames[0].shape == (8, 8)
+        assert np.array_equal(ds.read(ds.frames[0].key), img[0])
+
+
+def test_two_ctc_frames_of_one_number_are_refused_naming_both(tmp_path: Path) -> None:
+    folder = _ctc(tmp_path / "01", {t: np.full((8, 8), t, np.uint16) for t in (0, 1)})
+    tifffile.imwrite(folder / "t0001.tif", np.full((8, 8), 99, np.uint16))
+    with pytest.raises(DatasetError, match=r"t001\.tif and t0001\.tif are both .*t=1"):
+        open_dataset(folder)

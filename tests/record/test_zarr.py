@@ -167,9 +167,9 @@ def test_a_chunk_that_stays_locked_fails_the_write_with_the_os_error(
         raise PermissionError(13, "the file is in use by another process", str(dst))
 
     with OmeZarrWriter(tmp_path, channels=["DAPI"], pixel_size_um=1.0) as w:
-        w.write(np.zeros((8, 8), np.uint16), _info(0, 0, "DAPI"))
+        w.write(np.zeros((8, 8), np.uint16), _info(0, 1, "DAPI"))  # the array: t = 0, 1
         monkeypatch.setattr(os, "replace", refuse)
-        with pytest.raises(PermissionError, match="in use"):
+        with pytest.raises(PermissionError, match="in use"):  # t = 0: only its chunk is written
             w.write(np.zeros((8, 8), np.uint16), _info(1, 0, "DAPI"))
         monkeypatch.undo()
         assert w.frames_written == 1  # the refused frame is not logged as written
@@ -341,3 +341,42 @@ def test_the_t_scale_is_the_mean_spacing_of_the_logged_times(
     attrs = zarr.open_group(tmp_path / "data.ome.zarr", mode="r")["0"].attrs["ome"]
     transforms = attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"]
     assert transforms == [{"type": "scale", "scale": [scale, 1.0, 1.0, 0.5, 0.5]}]
+
+
+def test_a_second_frame_at_one_place_is_refused_not_written_over_the_first(
+    tmp_path: Path,
+) -> None:
+    with OmeZarrWriter(tmp_path, channels=["GFP"], pixel_size_um=1.0) as w:
+        w.write(np.full((8, 8), 1, np.uint16), _info(0, 0, "GFP", z=1))
+        with pytest.raises(LivescopeError, match=r"frame 1 .*t=0, channel 'GFP', z=1.*earlier"):
+            w.write(np.full((8, 8), 2, np.uint16), _info(1, 0, "GFP", z=1))
+        w.write(np.full((8, 8), 3, np.uint16), _info(2, 0, "GFP", "p1", z=1))  # another place
+    from livescope.record import RecordingReader
+
+    reader = RecordingReader(tmp_path)
+    assert [int(reader.read(i)[0, 0]) for i in read_frames(tmp_path)] == [1, 3]
+
+
+def test_a_failing_sync_of_the_frame_log_at_close_still_writes_the_final_metadata(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A network share may refuse fsync: the channels, t scale and frame count are written."""
+    import os
+
+    w = OmeZarrWriter(tmp_path, channels=["BF"], pixel_size_um=1.0, interval_s=0)
+    for t in range(3):
+        w.write(np.zeros((8, 8), np.uint16), {**_info(t, t, "BF"), "sample_time_s": 30.0 * t})
+
+    def refuse(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", refuse)
+    with pytest.raises(OSError, match="Input/output error"):
+        w.close()
+    monkeypatch.undo()
+    assert w._log.closed
+    root = zarr.open_group(tmp_path / "data.ome.zarr", mode="r")
+    assert root.attrs["livescope"]["frames"] == 3
+    scale = root["0"].attrs["ome"]["multiscales"][0]["datasets"][0]["coordinateTransformations"]
+    assert scale[0]["scale"][0] == 30.0
+    assert len(read_frames(tmp_path)) == 3
