@@ -12,7 +12,8 @@ worker has finished every field of the earlier ones (it follows the worker's
 any other replay: no frame is dropped on the bus and the decisions are
 reproducible. `ReplayAgent` logs decisions as "what-if" (``decisions.jsonl``,
 ``"what_if": true``): they never change which planned frames are served; an
-added event is served only where the recording holds its frame.
+added event is served only where the recording holds its frame, taken where the
+event asks (`WHAT_IF_PLACE_TOLERANCE_UM`).
 
 See docs/design/replay.md.
 """
@@ -68,6 +69,15 @@ __all__ = [
 
 WORKER_FAILED = "worker.failed"
 """Written in the results folder, with the worker's error, once its supervisor gives up."""
+
+WHAT_IF_PLACE_TOLERANCE_UM = 5.0
+"""How far (stage x/y, µm) from where an added event asks its recorded frame may have been
+taken and still be served as its frame in a replay."""
+# A nucleus is ~10 µm across: the same cell, found by another engine or threshold, is
+# centred within a few µm of where the recording imaged it (and a stage reads back its
+# place to well under 1 µm); another cell, even a neighbour, lies a nucleus or more away.
+# A close-up is named by its rule's firing count, not its cell: a replay whose rule fires
+# otherwise gives cell B's close-up the name (and t) of the recording's close-up of cell A.
 
 logger = logging.getLogger("livescope")
 
@@ -455,7 +465,8 @@ class ReplayAgent(ScopeAgent):
 
     `Move`, `ChangeInterval`, `StopPosition` and `StopRun` are accepted after the
     live agent's checks and not applied; `AddEvents` is served for the events
-    whose frames the recording holds.
+    whose frames the recording holds, taken within `WHAT_IF_PLACE_TOLERANCE_UM`
+    of where they ask (x/y, where the event gives its own and the recording has it).
     """
 
     what_if = True
@@ -470,14 +481,23 @@ class ReplayAgent(ScopeAgent):
         feed = self.feed
         if isinstance(d, AddEvents):
             events = self._prepare_added(d)
-            held = [e for e in events if self.source.recorded(e) is not None]
+            held: list[useq.MDAEvent] = []
+            elsewhere: list[float] = []  # how far away the recording took the others, µm
+            for e in events:
+                if (frame := self.source.recorded(e)) is None:
+                    continue
+                off = _offset_um(e, frame)
+                if off is not None and off > WHAT_IF_PLACE_TOLERANCE_UM:
+                    elsewhere.append(off)
+                else:
+                    held.append(e)
             if held:
                 feed.add(held)
             feed.note_added(events)  # (served or not, a later decision may name their places)
             self.what_if_served += len(held)
             return len(held), (
                 f"what-if: the recording holds {len(held)} of {len(events)} requested "
-                f"frame(s); {len(held)} served"
+                f"frame(s){_elsewhere_note(elsewhere)}; {len(held)} served"
             )
         if isinstance(d, Move) and d.position not in feed.positions:
             raise LivescopeError(f"unknown position {d.position!r}; have {sorted(feed.positions)}")
@@ -487,6 +507,30 @@ class ReplayAgent(ScopeAgent):
             for xyz in feed.moved_coordinates(d.position, d.x_um, d.y_um, d.z_um):
                 self.profile.check_stage_travel(*xyz, f"move {d.position}")
         return 0, f"what-if: {d.type} accepted, not applied (the replay serves the recording)"
+
+
+def _offset_um(event: useq.MDAEvent, frame: RecordedFrame) -> float | None:
+    """Return how far (stage x/y, µm) from ``event``'s place ``frame`` was taken (None: unknown).
+
+    Unknown where the recording has no x/y, or the event gives none of its own: one
+    that names a position of the plan asks for that position, wherever the recording
+    (moves and all) imaged it, and its recorded frame is found by the name.
+    """
+    if not event.metadata.get("explicit_xy"):
+        return None
+    ex, ey, fx, fy = event.x_pos, event.y_pos, frame.x_um, frame.y_um
+    if ex is None or ey is None or fx is None or fy is None:
+        return None
+    return math.hypot(ex - fx, ey - fy)
+
+
+def _elsewhere_note(offsets_um: Sequence[float]) -> str:
+    """Return the reason's note on recorded frames not served, taken at another place ('': none)."""
+    if not offsets_um:
+        return ""
+    lo, hi = round(min(offsets_um)), round(max(offsets_um))
+    far = f"{lo} µm" if lo == hi else f"{lo} to {hi} µm"
+    return f" ({len(offsets_um)} more taken {far} away: not served)"
 
 
 def run_replay_scope(
