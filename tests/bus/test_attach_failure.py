@@ -10,18 +10,11 @@ import pytest
 import zmq
 
 from livescope.bus import BusInfo, FramePublisher, attach, connect
-from livescope.schema import FrameInfo, LivescopeError, clock_ns
+from livescope.schema import LivescopeError, clock_ns
+
+from .test_bus import info
 
 SHAPE = (8, 8)
-
-
-def info(seq: int) -> FrameInfo:
-    return FrameInfo(
-        seq=seq, index={"t": seq}, position="p0", channel="DAPI", x_um=0.0, y_um=0.0, z_um=0.0,
-        exposure_ms=10.0, pixel_size_um=0.65, sample_time_s=0.0, runner_time_ms=0.0,
-        t_camera_ns=clock_ns(), hardware_triggered=False, added_by=None, adler32=0,
-        shape=SHAPE, dtype="uint8", event={},
-    )  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -62,7 +55,8 @@ def test_a_failed_attach_gives_the_agents_ring_back() -> None:
         left = [t.name for t in threading.enumerate() if t.ident not in before and t.is_alive()]
         assert "livescope-bus-rx" not in left
         assert not (pub.ring.v.readers[:, 1] != 0).any(), "the reader place was kept"
-        sent = [pub.publish(np.full(SHAPE, i, np.uint8), info(i), clock_ns()) for i in range(8)]
+        frames = [(np.full(SHAPE, i, np.uint8), info(i, SHAPE)) for i in range(8)]
+        sent = [pub.publish(image, meta, clock_ns()) for image, meta in frames]
         assert all(sent), f"{pub.stats()}"
     finally:
         pub.close()
