@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,11 @@ def evaluate_tracking(res: str | Path, gt: str | Path, *, div_tolerance: int = 1
         from ctc_metrics import evaluate_sequence
     except ImportError as exc:  # pragma: no cover (a core dependency)
         raise LivescopeError("livescope eval track needs py-ctcmetrics") from exc
+    tol: Any = div_tolerance  # (from a caller that may not be typed)
+    if isinstance(tol, bool) or not isinstance(tol, Integral) or tol < 0:
+        # (py-ctcmetrics would score it all, then fail on a missing key)
+        raise LivescopeError(f"div_tolerance must be a whole number of frames >= 0, got {tol!r}")
+    div_tolerance = int(tol)
     res, gt = Path(res), Path(gt)
     for folder in (res, gt):
         check_input_folder(folder)

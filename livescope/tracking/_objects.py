@@ -10,7 +10,7 @@ from numpy.typing import NDArray
 
 from livescope.schema import LivescopeError
 
-__all__ = ["ObjectTable", "measure_objects"]
+__all__ = ["ObjectTable", "check_objects", "measure_objects"]
 
 
 @dataclass(frozen=True)
@@ -38,10 +38,16 @@ def measure_objects(
     lab = np.asarray(labels)
     if lab.ndim != 2:
         raise LivescopeError(f"tracking needs 2-D label images, got shape {lab.shape}")
+    if not lab.size:
+        raise LivescopeError(f"tracking needs a label image with pixels, got shape {lab.shape}")
     if not np.issubdtype(lab.dtype, np.integer):
         raise LivescopeError(f"tracking needs integer label images, got dtype {lab.dtype}")
-    if lab.size and int(lab.min()) < 0:
+    if int(lab.min()) < 0:
         raise LivescopeError("label images must not hold negative labels")
+    if lab.dtype == np.uint64 and int(lab.max()) > np.iinfo(np.int64).max:
+        raise LivescopeError(
+            f"label id {int(lab.max())} is too large: tracking takes ids below 2**63"
+        )
     flat = lab.ravel()
     idx = np.flatnonzero(flat != 0)  # foreground only (a bool mask first: ~4x faster)
     ids = flat[idx].astype(np.int64, copy=False)
@@ -75,3 +81,50 @@ def measure_objects(
         si = np.bincount(ids, weights=img.ravel()[idx].astype(np.float64), minlength=n)
         inten = si[present] / a
     return ObjectTable(own.astype(np.int64), cent, a, inten, border, (lab.shape[0], lab.shape[1]))
+
+
+def check_objects(objs: ObjectTable) -> None:
+    """Refuse an `ObjectTable` the tracker cannot link (one not from `measure_objects`).
+
+    Labels one per row, whole numbers > 0, each once; centroids finite (row, col)
+    pairs; areas finite and > 0; optional columns as long as the labels. Raises
+    `LivescopeError` naming the first fault.
+    """
+    labels = np.asarray(objs.labels)
+    n = labels.shape[0] if labels.ndim == 1 else -1
+    if n < 0 or not np.issubdtype(labels.dtype, np.integer):
+        raise LivescopeError(
+            f"object table: labels must be a 1-D array of integers, got {labels.dtype} "
+            f"of shape {labels.shape}"
+        )
+    cols = {
+        "centroids": (objs.centroids, (n, 2)),
+        "areas": (objs.areas, (n,)),
+        "intensities": (objs.intensities, (n,)),
+        "on_border": (objs.on_border, (n,)),
+    }
+    for name, (col, want) in cols.items():
+        if col is not None and np.shape(col) != want:
+            raise LivescopeError(
+                f"object table: {name} has shape {np.shape(col)}, not {want} ({n} labels)"
+            )
+    if n == 0:
+        return
+    if int(labels.min()) <= 0:
+        raise LivescopeError(f"object table: label {int(labels.min())} (labels are > 0)")
+    if not (labels[1:] > labels[:-1]).all():  # (sorted and distinct: no sort needed)
+        uniq, counts = np.unique(labels, return_counts=True)
+        if (counts > 1).any():
+            raise LivescopeError(
+                f"object table: label {int(uniq[counts > 1][0])} is listed more than once"
+            )
+    for name, col, bad in (
+        ("centroid", objs.centroids, ~np.isfinite(np.asarray(objs.centroids, float)).all(1)),
+        ("area", objs.areas, ~(np.asarray(objs.areas, float) > 0) | ~np.isfinite(objs.areas)),
+    ):
+        if bad.any():
+            r = int(np.flatnonzero(bad)[0])
+            raise LivescopeError(
+                f"object table: the {name} of label {int(labels[r])} is {np.asarray(col)[r]} "
+                "(centroids are finite, areas finite and > 0)"
+            )

@@ -77,12 +77,14 @@ def track_sequence(
     label_frames: list[NDArray[np.integer[Any]]] = []
     divisions: list[Division] = []
     imgs = iter(images) if images is not None else None
+    start = tr.frame + 1  # a resumed tracker's first frame here is not frame 0
     for k, lab in enumerate(frames):
         img = next(imgs, None) if imgs is not None else None
         up = tr.update(lab, image=img)
         for rev in up.revisions:
-            for f in range(rev.first, rev.last + 1):
-                m = maps[f - (up.frame - len(maps))]
+            # frames before this sequence's first (a resumed tracker) are not here
+            for f in range(max(rev.first, start), rev.last + 1):
+                m = maps[f - start]
                 for label, tid in m.items():
                     if tid == rev.old:
                         m[label] = rev.new
@@ -98,6 +100,19 @@ def _apply(labels: NDArray[np.integer[Any]], mapping: dict[int, int]) -> NDArray
     """Replace each label by its track id (0 where unmapped), with a lookup table."""
     lab = np.asarray(labels)
     top = max(int(lab.max()) if lab.size else 0, max(mapping, default=0))
+    if top >= max(4 * lab.size, 1 << 16):
+        # ids far sparser than pixels (e.g. uint32 hashes, 2**40): a table as long as
+        # the largest id would not fit in memory; look each label up among the few
+        dt = np.uint64 if lab.dtype.kind == "u" else np.int64  # (never mixed: float64)
+        keys = np.array(sorted(mapping), dt)
+        vals = np.array([mapping[int(k)] for k in keys.tolist()], np.int64)
+        flat = lab.astype(dt, copy=False)
+        pos = np.minimum(np.searchsorted(keys, flat), max(keys.size - 1, 0))
+        out = np.zeros(lab.shape, np.int64)
+        if keys.size:
+            hit = (keys[pos] == flat) & (flat != 0)
+            out[hit] = vals[pos[hit]]
+        return out
     lut = np.zeros(top + 1, np.int64)
     for k, v in mapping.items():
         lut[k] = v

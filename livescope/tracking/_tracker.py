@@ -36,7 +36,7 @@ from numpy.typing import NDArray
 
 from livescope.schema import LivescopeError, write_atomic
 
-from ._objects import ObjectTable, measure_objects
+from ._objects import ObjectTable, check_objects, measure_objects
 from ._track_table import TrackTable, row_median
 from ._updates import Division, Revision, TrackUpdate
 
@@ -92,6 +92,10 @@ class TrackerConfig:
             raise LivescopeError("tracker config: velocity_smoothing must be in [0, 1]")
         if self.max_gap < 1:
             raise LivescopeError("tracker config: max_gap must be >= 1 (1 = no gaps)")
+        if self.division_window < 1:  # (0 found no division at all)
+            raise LivescopeError(
+                "tracker config: division_window must be >= 1 (1 = no late daughters)"
+            )
 
 
 def _edge_distance(p: tuple[float, float], shape: tuple[int, int]) -> float:
@@ -185,7 +189,11 @@ class OnlineTracker:
         """
         s, cfg, tb = self._s, self.config, self._t
         t = s.frame + 1 if frame is None else int(frame)
-        objs = labels if isinstance(labels, ObjectTable) else measure_objects(labels, image)
+        if isinstance(labels, ObjectTable):
+            check_objects(labels)  # (a NaN position would break every later frame)
+            objs = labels
+        else:
+            objs = measure_objects(labels, image)
         n = len(objs)
         if t <= s.frame:
             again = "a second time" if t == s.frame else "out of order"
@@ -210,7 +218,8 @@ class OnlineTracker:
             born.append(int(ids[r]))
         cont = ids[orows] == tb.id[trows]  # not taken over by a daughter
         self._extend(trows[cont], orows[cont], objs, t)
-        lost = tuple(tb.id[cands][tb.last_seen[cands] == t - 1].tolist())
+        # seen on the previous frame given (t - 1, or earlier after a jump), not on this one
+        lost = tuple(tb.id[tb.last_seen == s.frame].tolist()) if s.frame >= 0 else ()
         # forget tracks lost for good or divided (their lineage stays), add the new ones
         tb.take(~tb.ended & (t - tb.last_seen <= cfg.max_gap))
         tb.append(self._new)
@@ -251,6 +260,19 @@ class OnlineTracker:
             what = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
             raise LivescopeError(f"tracker state is malformed: {what}") from exc
 
+    def _check_ids(self) -> None:
+        """Refuse a loaded state whose ids would clash (two cells, one track id)."""
+        s, ids = self._s, self._t.id.tolist()
+        if len(set(ids)) != len(ids):
+            raise LivescopeError("tracker state: a track id is in the track table twice")
+        if unknown := sorted(set(ids) - set(s.parents)):
+            raise LivescopeError(f"tracker state: track {unknown[0]} has no lineage entry")
+        if s.parents and s.next_id <= max(s.parents):
+            raise LivescopeError(
+                f"tracker state: next_id {s.next_id} is not above the largest track id "
+                f"{max(s.parents)} (new tracks would reuse ids)"
+            )
+
     @classmethod
     def _from_state(cls, state: Mapping[str, Any]) -> OnlineTracker:
         version = state.get("version")
@@ -269,6 +291,7 @@ class OnlineTracker:
                 )
             except (KeyError, TypeError, ValueError) as exc:
                 raise LivescopeError(f"tracker state: bad lineage ({exc})") from exc
+            tr._check_ids()
             return tr
         rows = []  # version 1: one dict per track
         for d in state["tracks"]:
@@ -289,6 +312,7 @@ class OnlineTracker:
         s.parents = {int(k): int(v) for k, v in state["parents"].items()}
         s.first_frame = {int(k): int(v) for k, v in state["first_frame"].items()}
         s.last_frame = {int(k): int(v) for k, v in state["last_frame"].items()}
+        tr._check_ids()
         return tr
 
     @classmethod
@@ -550,10 +574,13 @@ class OnlineTracker:
         kept = tb.hf[k] >= split
         before = (tb.hf[k][kept].tolist(), [tuple(p) for p in tb.hp[k][kept].tolist()],
                   tb.ha[k][kept].tolist())  # fmt: skip
-        d1 = self._new_track(objs, sib, t, parent=pid, before=before, born=split)
+        # spans are frames the track was seen on (a gap may precede or follow the split)
+        born = before[0][0] if before[0] else t
+        d1 = self._new_track(objs, sib, t, parent=pid, before=before, born=born)
         if split < t:
             revisions.append(Revision(pid, d1, split, t - 1))
-        s.last_frame[pid] = split - 1
+        earlier = tb.hf[k][(tb.hf[k] >= 0) & (tb.hf[k] < split)]
+        s.last_frame[pid] = int(earlier.max()) if earlier.size else split - 1
         tb.ended[k] = True
         d2 = self._new_track(objs, j, t, parent=pid)
         ids[sib], ids[j] = d1, d2

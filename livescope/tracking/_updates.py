@@ -12,7 +12,11 @@ __all__ = ["Division", "Revision", "TrackUpdate"]
 
 @dataclass(frozen=True)
 class Division:
-    """``parent`` ends at ``frame - 1``; ``daughters`` begin at ``frame`` or later."""
+    """``parent`` ends at ``frame - 1``; ``daughters`` begin at ``frame`` or later.
+
+    (The parent's last sighting may be before ``frame - 1``, the daughters' first
+    after ``frame``, when it or they were missed: `OnlineTracker.spans` has those.)
+    """
 
     parent: int
     daughters: tuple[int, int]
@@ -39,6 +43,8 @@ class TrackUpdate:
     track_ids: NDArray[np.int64]
     born: tuple[int, ...] = ()
     lost: tuple[int, ...] = ()
+    """Tracks seen on the previous frame given (not always ``frame - 1``) and not on this
+    one; a parent that divided on this frame is one of them."""
     divisions: tuple[Division, ...] = ()
     revisions: tuple[Revision, ...] = ()
     ignored: str = ""
