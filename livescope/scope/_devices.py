@@ -8,6 +8,7 @@ controller does.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -161,9 +162,9 @@ class SimCamera(SimpleCameraDevice):
         return self._exposure_ms
 
     def set_exposure(self, exposure: float) -> None:
-        """Set the exposure in ms (must be > 0)."""
-        if not exposure > 0:
-            raise ValueError(f"exposure must be > 0 ms, got {exposure}")
+        """Set the exposure in ms (finite, > 0); raises `ValueError` otherwise."""
+        if not (exposure > 0 and math.isfinite(exposure)):
+            raise ValueError(f"exposure must be a finite number of ms > 0, got {exposure}")
         self._exposure_ms = float(exposure)
 
     def sensor_shape(self) -> tuple[int, int]:

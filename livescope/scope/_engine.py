@@ -39,6 +39,8 @@ logger = logging.getLogger("livescope")
 
 SAMPLE_TIME_KEY = "sample_time_s"
 """Key in ``MDAEvent.metadata``: the sample time (s) an event was planned for."""
+META_SAMPLE_TIME = "livescope.sample_time_s"
+"""Key in frame (and simulated camera) metadata: the sample time (s) the frame shows."""
 
 
 class LivescopeEngine(MDAEngine):
@@ -246,6 +248,7 @@ class LivescopeEngine(MDAEngine):
                 payload = next(inner)
                 while True:
                     n += payload is not None
+                    self._stamp_frame_time(payload)
                     signal = yield payload
                     cancelled = cancelled or signal == "cancel"
                     payload = inner.send(signal)
@@ -254,6 +257,7 @@ class LivescopeEngine(MDAEngine):
         else:  # pragma: no cover (the stock engine's is a generator)
             for payload in inner:
                 n += payload is not None
+                self._stamp_frame_time(payload)
                 yield payload
         if cancelled:
             return
@@ -267,6 +271,19 @@ class LivescopeEngine(MDAEngine):
                 index_text(event.index),
             )  # fmt: skip
             self.failed_events.extend(subs[n:])
+
+    def _stamp_frame_time(self, payload: PImagePayload | None) -> None:
+        """Give a burst frame's metadata the sample time its camera stamped (simulated scope).
+
+        Frame k of a hardware-timed burst shows the sample k frame periods after
+        the burst began; `get_frame_metadata` only knows the sub-event's planned time.
+        """
+        if payload is None or self.sim is None:
+            return
+        meta: Any = payload[2]
+        cam_meta = meta.get("camera_metadata") or {}
+        if (stamped := cam_meta.get(META_SAMPLE_TIME)) is not None:
+            meta[META_SAMPLE_TIME] = float(stamped)
 
     def get_frame_metadata(
         self,
@@ -284,7 +301,7 @@ class LivescopeEngine(MDAEngine):
             meta["position"] = self._burst_position
         if self.sim is not None:
             planned = float(event.metadata.get(SAMPLE_TIME_KEY, self.sim.time_s))
-            meta["livescope.sample_time_s"] = planned  # type: ignore[typeddict-unknown-key]
+            meta[META_SAMPLE_TIME] = planned  # type: ignore[literal-required]
         if not meta.get("pixel_size_um"):  # no calibration in Micro-Manager: the profile's
             meta["pixel_size_um"] = self.profile.objective.pixel_size_um
         return meta

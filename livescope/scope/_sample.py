@@ -120,6 +120,9 @@ class SimulatedSample:
     def __init__(self, params: Simulation, seed: int | None = None) -> None:
         self.params = params
         self.seed = params.seed if seed is None else int(seed)
+        self._ahead: tuple[int, dict[int, CellRecord]] | None = None
+        """The furthest step simulated and its lineage, while an earlier time is simulated
+        again (the lineage then keeps every cell simulated so far)."""
         self._reset()
 
     # ----------------------------------------------------------------- setup
@@ -194,12 +197,14 @@ class SimulatedSample:
         two hours behind the newest step are served from memory; older ones are
         simulated again from the seed (same result, slower).
         """
-        if time_s < 0:
-            raise ValueError(f"sample time must be >= 0 s, got {time_s}")
+        if not (time_s >= 0 and math.isfinite(time_s)):
+            raise ValueError(f"sample time must be a finite number of s >= 0, got {time_s}")
         step = math.floor(time_s / STEP_S + 1e-9)
         if step in self._history:
             return self._history[step]
         if step < self._t_step:
+            if self._ahead is None or self._ahead[0] < self._t_step:
+                self._ahead = (self._t_step, self.lineage)
             self._reset()
         while self._t_step < step:
             self._step()
@@ -233,6 +238,8 @@ class SimulatedSample:
             self.lineage[cid].apoptosis_onset_s = t
         self._advance_states(t)
         self._remember()
+        if self._ahead is not None and self._t_step >= self._ahead[0]:
+            self._ahead = None  # (the lineage simulated again is the same, and as far)
 
     def _advance_states(self, t: float) -> None:
         """Apply state transitions due at sample time ``t``."""
@@ -394,5 +401,10 @@ class SimulatedSample:
             self._history.popitem(last=False)
 
     def records(self) -> list[CellRecord]:
-        """Return the lineage of every cell simulated so far, by id."""
-        return [self.lineage[k] for k in sorted(self.lineage)]
+        """Return the lineage of every cell simulated so far, by id.
+
+        Simulating an earlier time again (`state_at`) does not forget the cells of
+        later times already simulated.
+        """
+        lineage = self.lineage if self._ahead is None else self._ahead[1]
+        return [lineage[k] for k in sorted(lineage)]

@@ -81,13 +81,24 @@ class _SimCore(UniMMCore):
 
     The C++ core cannot read Python devices' properties, so it never finds the
     current pixel-size config; the presets here are named after the objectives.
+    It also reports the simulated camera's ADC bit depth (``UniMMCore`` reports
+    the bits of the frame's dtype: 16 for a 12-bit camera), as a real camera's
+    adapter does.
     """
 
-    def __init__(self, objective: SimStateDevice) -> None:
+    def __init__(self, objective: SimStateDevice, camera: SimCamera, bit_depth: int) -> None:
         # An explicit (adapter-free) search path: no Micro-Manager installation is
         # looked for, since every device here is a Python device.
         super().__init__(mm_path=str(Path(__file__).parent))
         self._objective_device = objective
+        self._sim_camera = camera
+        self._sim_bit_depth = bit_depth
+
+    def getImageBitDepth(self) -> int:
+        """ADC bits of the current camera (the profile's ``camera.bit_depth`` for the sim's)."""
+        if self._py_camera() is self._sim_camera:
+            return self._sim_bit_depth
+        return int(super().getImageBitDepth())
 
     def getCurrentPixelSizeConfig(self, *args: Any, **kwargs: Any) -> str:  # type: ignore[override]
         """Return the pixel-size preset of the current objective."""
@@ -260,7 +271,7 @@ class SimulatedMicroscope:
         self._z = SimZStage(p.stages.z.z_range_um)
         self._light_path = SimStateDevice([c.name for c in p.channels.presets])
         self._objective = SimStateDevice([o.name for o in p.objectives])
-        core = _SimCore(self._objective)
+        core = _SimCore(self._objective, self._camera, p.camera.bit_depth)
         self._shutter = SimShutter()
         devices = {
             p.camera.name: self._camera,
@@ -310,17 +321,18 @@ class SimulatedMicroscope:
         return self._time_s
 
     def set_time(self, time_s: float) -> None:
-        """Set the sample time (seconds, >= 0) that the next frame shows."""
-        if not time_s >= 0:
-            raise ValueError(f"sample time must be >= 0 s, got {time_s}")
+        """Set the sample time (seconds, finite, >= 0) that the next frame shows."""
+        if not (time_s >= 0 and math.isfinite(time_s)):
+            raise ValueError(f"sample time must be a finite number of s >= 0, got {time_s}")
         self._time_s = float(time_s)
 
     # ----------------------------------------------------------- rendering
 
     def _field(self, time_s: float) -> tuple[FieldOfView, Optics]:
+        """Return the whole sensor's field (a camera ROI is a crop of it) and the optics."""
         x, y = self._xy.get_position_um()
         obj = next(o for o in self.profile.objectives if o.name == self._objective.current_label)
-        shape = self._camera.shape()
+        shape = self._camera.sensor_shape()
         fov = FieldOfView(
             center_y_um=y,
             center_x_um=x,
@@ -411,7 +423,9 @@ class SimulatedMicroscope:
         """Ground truth of a field: by default the current one (time, stage, objective).
 
         Pass the sample time and stage position a frame was taken at (its metadata
-        holds them) to get that frame's truth.
+        holds them) to get that frame's truth. The labels cover the camera's
+        current ROI (the frame's pixels); ``x_um``, ``y_um`` stay the stage
+        position (the centre of the whole sensor).
         """
         with self._lock:
             t = self._time_s if time_s is None else float(time_s)
@@ -427,18 +441,26 @@ class SimulatedMicroscope:
                 )
             state = self.sample.state_at(t)
             labels = render_labels(state, fov, optics)
+            x0, y0, w, h = self._camera.get_roi()
+            if (h, w) != labels.shape:
+                labels = np.ascontiguousarray(labels[y0 : y0 + h, x0 : x0 + w])
         ids = tuple(int(i) for i in np.unique(labels) if i)
         return FrameTruth(t, fov.center_x_um, fov.center_y_um, fov.pixel_um, labels, ids)
 
     def truth_for(self, metadata: Mapping[str, Any]) -> FrameTruth:
         """Ground truth of a recorded frame, from its livescope frame metadata.
 
-        ``metadata`` needs ``livescope.sample_time_s`` and the stage position
-        (``x_um``, ``y_um``), as `LivescopeEngine` records them.
+        ``metadata`` is a frame's metadata from `LivescopeEngine` (its
+        ``livescope.sample_time_s`` and ``position``) or a recorded frame's
+        `FrameInfo` (``sample_time_s``, ``x_um``, ``y_um``).
         """
         try:
-            t = float(metadata[META_SAMPLE_TIME])
-            x, y = float(metadata["x_um"]), float(metadata["y_um"])
+            if "x_um" in metadata:
+                x, y = float(metadata["x_um"]), float(metadata["y_um"])
+            else:
+                x, y = float(metadata["position"]["x"]), float(metadata["position"]["y"])
+            time_key = META_SAMPLE_TIME if META_SAMPLE_TIME in metadata else "sample_time_s"
+            t = float(metadata[time_key])
         except (KeyError, TypeError, ValueError) as exc:
             raise LivescopeError(
                 f"frame metadata lacks the sample time or stage position needed for ground "
