@@ -2,7 +2,7 @@
 
 Each `OnlineTracker.update` takes one frame's instance labels and returns the
 track id of every object in it. Linking is a linear assignment between the
-tracks alive (or lost for at most ``max_gap`` frames) and the new objects over the
+tracks seen at most ``max_gap`` frames ago (``max_gap - 1`` missed) and the new objects over the
 pairs inside each track's gate only (spatial gating with a k-d tree, one sparse
 assignment), so the cost per frame grows about linearly with the number of cells.
 
@@ -58,7 +58,7 @@ class TrackerConfig:
     no_link_cost: float = 0.6
     """Cost of starting or ending a track (a link is kept while cheaper than both)."""
     max_gap: int = 3
-    """Frames a track may be missed and still be continued (gap closing)."""
+    """Frames between sightings a link may span (gap closing): 1 = no gaps, 3 = up to 2 missed."""
     gap_cost: float = 0.15
     """Extra cost per missed frame of a gap-closing link."""
     velocity_smoothing: float = 0.5
