@@ -79,6 +79,12 @@ class GroundTruthWriter:
         for pos, files in self._frames.items():
             ts = sorted(files)
             ids = [np.asarray(tifffile.imread(files[t])) for t in ts]
+            # CTC frame k is time point k, as in the worker's result: a time point not
+            # acquired (a frame the rig refused) is an empty frame, not left out (the
+            # later frames would be numbered one short and scored against the wrong ones)
+            by_t = dict(zip(ts, ids, strict=True))
+            blank = np.zeros_like(ids[0])
+            ids = [by_t.get(t, blank) for t in range(ts[-1] + 1)]
             # in view only: a daughter that drifts in from outside the field later, or a
             # cell that leaves and comes back, is not linked (no tracker could see it)
             frames, tracks, object_of = relabel_for_ctc(ids, parent_of, max_link_gap=1)
@@ -101,7 +107,7 @@ class GroundTruthWriter:
             (self.out_dir / pos / "cells.json").write_text(
                 json.dumps({"timepoints": ts, "tracks": cells}, indent=1), encoding="utf-8"
             )
-            positions[pos] = {"frames": len(ts), "tracks": len(tracks), "divisions": divisions}
+            positions[pos] = {"frames": len(ids), "tracks": len(tracks), "divisions": divisions}
         (self.out_dir / "lineage.json").write_text(
             json.dumps([asdict(r) for r in records]), encoding="utf-8"
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -129,3 +130,31 @@ def test_truth_for_takes_the_engines_frame_metadata(sim: SimulatedMicroscope) ->
     # a recorded frame's FrameInfo works too
     info = {"sample_time_s": 60.0, "x_um": 120.0, "y_um": -40.0}
     assert np.array_equal(sim.truth_for(info).labels, expected.labels)
+
+
+def test_ground_truth_numbers_ctc_frames_by_time_point_with_one_not_acquired(
+    sim: SimulatedMicroscope, tmp_path: Path
+) -> None:
+    # t=2 was not acquired (the rig refused it): the truth numbered its frames 0..3 by their
+    # place in the list, so t=3's truth was frame 2 and scored against the result's t=2
+    from livescope.record import read_ctc
+    from livescope.schema import FrameInfo
+    from livescope.scope import GroundTruthWriter
+
+    writer = GroundTruthWriter(sim, tmp_path / "truth")
+    for seq, t in enumerate((0, 1, 3, 4)):
+        info = FrameInfo(
+            seq=seq, index={"t": t}, position="p0", channel="DAPI", x_um=0.0, y_um=0.0,
+            z_um=0.0, exposure_ms=20.0, pixel_size_um=0.65, sample_time_s=600.0 * t,
+            runner_time_ms=0.0, t_camera_ns=0, hardware_triggered=False, added_by=None,
+            adler32=0, shape=(512, 512), dtype="uint16", event={},
+        )  # fmt: skip
+        writer.write(np.zeros((512, 512), np.uint16), info)
+    writer.close()
+    frames, _ = read_ctc(tmp_path / "truth" / "p0", kind="gt")
+    assert len(frames) == 5
+    assert not frames[2].any()  # t=2: empty
+    cells_at = [int(len(np.unique(f)) - 1) for f in frames]
+    truth = [len(sim.ground_truth(600.0 * t, 0.0, 0.0).cell_ids) for t in (0, 1, 3, 4)]
+    assert [cells_at[t] for t in (0, 1, 3, 4)] == truth
+    assert writer.summary["positions"]["p0"]["frames"] == 5
