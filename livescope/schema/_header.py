@@ -134,7 +134,7 @@ def decode_header(raw: bytes, payload_nbytes: int | None = None) -> FrameHeader:
     except ValueError as exc:
         raise _fail(str(exc)) from None
     v = d.get("v")
-    if v != PROTOCOL_VERSION:
+    if type(v) is not int or v != PROTOCOL_VERSION:  # (true and 1.0 equal 1 in Python)
         raise _fail(f"protocol version {v!r} is not {PROTOCOL_VERSION}")
     index = d.get("index")
     if not isinstance(index, dict) or not all(

@@ -7,6 +7,7 @@ once with the field it concerns, not halfway through a run.
 
 from __future__ import annotations
 
+import math
 import sys
 import typing
 import weakref
@@ -58,9 +59,12 @@ def load_plan(path: str | Path) -> useq.MDASequence:
     if unknown := _unknown_keys(data):
         raise PlanError(str(path), unknown)
     try:
-        return useq.MDASequence.model_validate(data)
+        sequence = useq.MDASequence.model_validate(data)
     except ValidationError as exc:
         raise PlanError(str(path), format_validation_error(exc, data)) from None
+    if problems := _shape_problems(sequence):
+        raise PlanError(str(path), problems)
+    return sequence
 
 
 def _read_mapping(path: str | Path) -> dict[str, object]:
@@ -102,19 +106,23 @@ def _union_members(field: str) -> list[type[BaseModel]]:
     return out
 
 
-def _unknown_keys(data: dict[str, object]) -> list[str]:
-    """Keys useq would silently ignore (a misspelt field must not be dropped quietly)."""
+def _unknown_keys(data: dict[str, object], prefix: str = "") -> list[str]:
+    """Keys useq would silently ignore (a misspelt field must not be dropped quietly).
+
+    A position's own ``sequence`` is looked through too (``prefix``: where it is):
+    useq drops a misspelt key there as silently as at the top.
+    """
     problems = [
-        f"{k}: unknown field (not part of useq.MDASequence; check its spelling)"
+        f"{prefix}{k}: unknown field (not part of useq.MDASequence; check its spelling)"
         for k in data
         if k not in _fields(useq.MDASequence)
     ]
-    for key in ("time_plan", "z_plan", "grid_plan"):  # unions: a key no member takes
+    for key in ("time_plan", "z_plan", "grid_plan", "autofocus_plan"):  # a key no member takes
         plan = data.get(key)
         if isinstance(plan, dict):
             known = set().union(*(_fields(m) for m in _union_members(key)))
             problems += [
-                f"{key}.{k}: unknown field (takes {', '.join(sorted(known))})"
+                f"{prefix}{key}.{k}: unknown field (takes {', '.join(sorted(known))})"
                 for k in plan
                 if k not in known
             ]
@@ -124,12 +132,68 @@ def _unknown_keys(data: dict[str, object]) -> list[str]:
             continue
         known = _fields(model)
         for i, item in enumerate(items):
-            if isinstance(item, dict):
-                problems += [
-                    f"{key}.{i}.{k}: unknown field (check its spelling)"
-                    for k in item
-                    if k not in known
-                ]
+            if not isinstance(item, dict):
+                continue
+            problems += [
+                f"{prefix}{key}.{i}.{k}: unknown field (check its spelling)"
+                for k in item
+                if k not in known
+            ]
+            if key == "stage_positions" and isinstance(sub := item.get("sequence"), dict):
+                problems += _unknown_keys(sub, f"{prefix}{key}.{i}.sequence.")
+    return problems
+
+
+_MAX_PLANES = 100_000
+"""Most planes one z plan may give: more is a unit slip (a step in mm or nm), and
+expanding it would exhaust memory before anything could be checked."""
+
+
+def _shape_problems(sequence: useq.MDASequence) -> list[str]:
+    """Return the problems of z and time plans that cannot be expanded into events.
+
+    useq takes them, then fails (or fills memory) when the plan is expanded: a
+    z step or range that is NaN or infinite, a z step so small that the stack
+    has millions of planes, a negative step (a stack of no planes), an interval
+    of 0 with a duration (as many time points as fit in it: no number). The
+    plan's own and each position's sequence are looked at.
+    """
+    problems: list[str] = []
+    subs = [("", sequence)] + [
+        (f"stage_positions.{i}.sequence.", p.sequence)
+        for i, p in enumerate(sequence.stage_positions)
+        if p.sequence is not None
+    ]
+    for prefix, seq in subs:
+        zp, where = seq.z_plan, f"{prefix}z_plan"
+        if zp is not None:
+            bad = [
+                f"{where}.{name}: {value} µm is not a finite number"
+                for name, value in zp.model_dump().items()
+                for v in (value if isinstance(value, list | tuple) else [value])
+                if isinstance(v, float) and not math.isfinite(v)
+            ]
+            step = getattr(zp, "step", None)
+            if bad:
+                problems += list(dict.fromkeys(bad))
+            elif step is not None and step < 0:
+                problems.append(
+                    f"{where}.step: {step:g} µm gives no planes; give a step > 0 (go_up: false "
+                    "images the stack from the top down)"
+                )
+            elif (n := zp.num_positions()) > _MAX_PLANES:
+                problems.append(
+                    f"{where}: {n} planes (more than {_MAX_PLANES}); z_plan numbers are µm "
+                    "(a step in mm or nm?)"
+                )
+        tp = seq.time_plan
+        for k, phase in enumerate(getattr(tp, "phases", None) or ([tp] if tp else [])):
+            if isinstance(phase, useq.TIntervalDuration) and not phase.interval.total_seconds():
+                tag = f".phases.{k}" if isinstance(tp, useq.MultiPhaseTimePlan) else ""
+                problems.append(
+                    f"{prefix}time_plan{tag}.interval: 0 with a duration gives no number of time "
+                    "points; give loops (as fast as the rig can) or an interval > 0"
+                )
     return problems
 
 
@@ -287,7 +351,8 @@ def check_plan(
         listing each problem once (the first 20), naming the event index and value.
 
     """
-    problems: list[str] = []
+    if problems := _shape_problems(sequence):  # (nothing more can be checked: no events)
+        raise PlanError(source, problems)
     chans = profile.channels
     known = ", ".join(c.name for c in chans.presets)
     if not sequence.channels:

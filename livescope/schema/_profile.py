@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
 from ._base import FrozenModel
 from ._errors import ProfileError, StageLimitError
@@ -42,12 +42,23 @@ UNTURNED: tuple[float, float, float, float] = (1.0, 0.0, 0.0, 1.0)
 Range = Annotated[tuple[float, float], Field(description="(low, high), low < high")]
 
 
+class _RigModel(FrozenModel):
+    """A part of a hardware profile: every number finite.
+
+    A limit of ``.inf`` (or ``inf``, which YAML reads as a string and pydantic
+    as a float) would turn its check off without a word, and NaN passes no
+    comparison; a limit that does not apply is left out (None), not infinite.
+    """
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+
 def _check_range(name: str, r: tuple[float, float]) -> None:
     if not r[0] < r[1]:
         raise ValueError(f"{name} must be (low, high) with low < high, got {r}")
 
 
-class Camera(FrozenModel):
+class Camera(_RigModel):
     """The camera: sensor geometry, digitisation and noise (as on its datasheet)."""
 
     name: str = Field(min_length=1, description="Micro-Manager camera device label.")
@@ -81,7 +92,7 @@ class Camera(FrozenModel):
         return self
 
 
-class Objective(FrozenModel):
+class Objective(_RigModel):
     """An objective and the pixel size it gives on this camera."""
 
     name: str = Field(min_length=1, description="Preset name in the Objective group.")
@@ -95,7 +106,7 @@ class Objective(FrozenModel):
         return abs(own - pixel_size_um) <= 0.03 * own
 
 
-class Channel(FrozenModel):
+class Channel(_RigModel):
     """One preset of the channel config group."""
 
     name: str = Field(min_length=1, description="Preset name in the channel config group.")
@@ -120,7 +131,7 @@ class Channel(FrozenModel):
         return self
 
 
-class ChannelSet(FrozenModel):
+class ChannelSet(_RigModel):
     """The channel config group and its presets."""
 
     config_group: str = Field(default="Channel", min_length=1)
@@ -151,7 +162,7 @@ class ChannelSet(FrozenModel):
         )
 
 
-class XYStage(FrozenModel):
+class XYStage(_RigModel):
     """XY stage travel and speed."""
 
     name: str = Field(default="XY", min_length=1)
@@ -166,7 +177,7 @@ class XYStage(FrozenModel):
         return self
 
 
-class ZStage(FrozenModel):
+class ZStage(_RigModel):
     """Focus drive travel and speed."""
 
     name: str = Field(default="Z", min_length=1)
@@ -179,14 +190,14 @@ class ZStage(FrozenModel):
         return self
 
 
-class Stages(FrozenModel):
+class Stages(_RigModel):
     """The stages the rig moves the sample and focus with."""
 
     xy: XYStage
     z: ZStage
 
 
-class LightDoseBudget(FrozenModel):
+class LightDoseBudget(_RigModel):
     """How much excitation light the sample may receive (guardrails enforce it)."""
 
     max_exposure_ms_per_frame: PositiveFloat = Field(
@@ -205,7 +216,7 @@ class LightDoseBudget(FrozenModel):
     )
 
 
-class Guardrails(FrozenModel):
+class Guardrails(_RigModel):
     """Limits on what policies may ask of the rig (checked before a decision is sent)."""
 
     min_interval_s: PositiveFloat = Field(
@@ -228,7 +239,7 @@ class Guardrails(FrozenModel):
     )
 
 
-class Compute(FrozenModel):
+class Compute(_RigModel):
     """The analysis side: GPU, engine precision and the latency target."""
 
     gpu: str | None = Field(default=None, description="GPU model expected, None for CPU only.")
@@ -238,7 +249,7 @@ class Compute(FrozenModel):
     )
 
 
-class Simulation(FrozenModel):
+class Simulation(_RigModel):
     """Parameters of the simulated sample (only for ``kind: simulated``)."""
 
     seed: int = Field(ge=0, default=0)
@@ -265,7 +276,7 @@ class Simulation(FrozenModel):
     )
 
 
-class HardwareProfile(FrozenModel):
+class HardwareProfile(_RigModel):
     """A microscope rig, validated. Load with `load_profile` or `HardwareProfile.from_file`."""
 
     error_type = ProfileError
