@@ -53,6 +53,15 @@ about each (docs/design/replay.md, section 3; tests/scope/test_pycromanager.py):
 * a hook returning ``None`` cancels its event (an event-generation hook, the
   rest of the batch): livescope's hook wrappers always return an event, and no
   event-generation hook is used;
+* a core that refuses an event's stage move, channel or snap: the Python engine
+  prints the traceback and goes on without the event (the core's error only in
+  its log): an event not at the camera when a later one begins is counted failed
+  at once, with the error the core raised (`adapt_core`'s ``on_error``);
+* an aborted acquisition (a hook raised) ends only once its event queue has:
+  the feeder stops at pycromanager's "events finished" notification, and an end
+  not asked for fails the run;
+* an event giving x or y alone is not moved at all: the other axis is filled in
+  from the stage just before the move;
 * the engine is a process-wide singleton bound to the first core it saw: one
   pycromanager acquisition per process at a time (a module lock), and the
   engine is pointed at the run's core before it starts;
@@ -267,10 +276,16 @@ class PycromanagerAgent(ScopeAgent):
         self._last_progress = time.perf_counter()
         self._errors: list[BaseException] = []
         self._halt = threading.Event()
+        self._fed_all = False  # the feeder has handed over every event (none is left)
         self._sink_failed = False
         self._acq: Any = None
         self._pm_ended: threading.Event | None = None  # (set by _await when pycromanager ends)
         self._open_shutter = False
+        # events handed over whose camera has not run yet, in the order pycromanager runs
+        # them; one still here when a later one begins has failed (its error went nowhere)
+        self._unsnapped: dict[AxesKey, useq.MDAEvent] = {}
+        self._not_acquired: list[useq.MDAEvent] = []
+        self._core_error: BaseException | None = None  # the last a core call raised
         self._stage_at: dict[AxesKey, dict[str, float]] = {}
         """Where the stage stood for events that name no position (pycromanager tags none)."""
         self._first_image_wall: float | None = None
@@ -291,6 +306,7 @@ class PycromanagerAgent(ScopeAgent):
             "pre_hardware_hook_fn": self._pre_hardware,
             "post_hardware_hook_fn": self._post_hardware,
             "post_camera_hook_fn": self._post_camera,
+            "notification_callback_fn": self._on_notification,
         }
         if self.backend == "java":
             import pycromanager
@@ -330,10 +346,61 @@ class PycromanagerAgent(ScopeAgent):
 
     def _pre_hardware(self, pm_event: dict[str, Any]) -> dict[str, Any]:
         """Before the hardware moves (engine thread): the sample time, then the user's hook."""
+        self._fail_skipped(axes_key(pm_event.get("axes") or {}))
         event = self._event_of(pm_event)
         if self.sim is not None and event is not None:
             self.sim.set_time(sample_time_s(event))
+        if event is not None and (event.x_pos is None) != (event.y_pos is None):
+            # pycromanager moves the XY stage only for an event giving both: one giving
+            # x or y alone moves that axis, the other stays (as pymmcore-plus's engine does)
+            here = self._stage_position()
+            if "x" in here:
+                x = here["x"] if event.x_pos is None else float(event.x_pos)
+                y = here["y"] if event.y_pos is None else float(event.y_pos)
+                pm_event = {**pm_event, "x": x, "y": y}
         return self._call_user("pre_hardware_hook_fn", pm_event)
+
+    def _fail_skipped(self, key: AxesKey) -> None:
+        """Count the events handed over before ``key`` whose camera never ran as failed.
+
+        pycromanager 1.0.2's Python engine raises a failure to set an event's
+        hardware or take its image (the core refused a stage move, a channel, the
+        snap) into a future nobody reads: the traceback goes to stderr, the event
+        is dropped and the acquisition goes on. Events run in the order they were
+        handed over, so one that has not reached the camera when a later one
+        begins has failed: it stops taking a place in the queue (the feeder would
+        wait for its frame until the watchdog reported a stall) and is reported
+        with the core's error.
+        """
+        with self._lock:
+            if key not in self._unsnapped:
+                return
+            failed: list[useq.MDAEvent] = []
+            for k in list(self._unsnapped):
+                if k == key:
+                    break
+                event = self._unsnapped.pop(k)
+                if self._pending.pop(k, None) is not None:
+                    self._stage_at.pop(k, None)
+                    failed.append(event)
+            cause, self._core_error = self._core_error, None
+        if not failed:
+            return
+        self._taken.set()
+        why = "see stderr and the core log" if cause is None else f"{type(cause).__name__}: {cause}"
+        for event in failed:
+            logger.error("pycromanager did not acquire event %s (%s)", index_text(event.index), why)
+            err = LivescopeError(
+                f"event {index_text(event.index)} was not acquired: pycromanager could not "
+                f"set its hardware or take its image ({why})"
+            )
+            err.__cause__ = cause
+            self._errors.append(err)
+        self._not_acquired.extend(failed)
+
+    def _on_core_error(self, name: str, exc: BaseException) -> None:
+        """Keep what a core call of pycromanager's raised as the likely cause (engine thread)."""
+        self._core_error = exc
 
     def _python_shutter(self) -> bool:
         """Return True if the core's shutter is a Python device under autoshutter.
@@ -394,6 +461,7 @@ class PycromanagerAgent(ScopeAgent):
         t_camera = clock_ns()
         key = axes_key(pm_event.get("axes") or {})
         with self._lock:
+            self._unsnapped.pop(key, None)
             if key in self._pending:  # (not the finishing event, which has no frame)
                 clock = self._sample_clock
                 self._snapped[key] = Taken(t_camera, None if clock is None else clock())
@@ -402,6 +470,31 @@ class PycromanagerAgent(ScopeAgent):
         if self._open_shutter:
             self.core.setShutterOpen(False)
         return self._call_user("post_camera_hook_fn", pm_event)
+
+    def _on_notification(self, notification: Any) -> None:
+        """``notification_callback_fn`` (pycromanager's dispatcher thread): stop feeding at its end.
+
+        pycromanager ends its events by itself when it aborts (a hook or its saving
+        raised), but its ``await_completion`` returns only once the event queue has
+        ended (``mark_finished``): the feeder, waiting for room in the queue or for
+        its next event, must stop now, or the run hangs until the watchdog fires
+        and reports a stall in place of the failure. Never raises.
+        """
+        try:
+            if notification.is_acquisition_finished_notification():
+                if not (self._fed_all or self._halt.is_set()):
+                    # (not asked for: a hook or its saving failed, or on the Java backend
+                    # its viewer was closed; the events not handed over are not acquired)
+                    self._errors.append(
+                        LivescopeError(
+                            "pycromanager ended the acquisition before the plan was done "
+                            "(see stderr)"
+                        )
+                    )
+                self._halt.set()
+                self.feed.stop()
+        except Exception:
+            logger.exception("pycromanager notification %r", notification)
 
     def _on_image_saved(self, axes: dict[str, Any], dataset: Any) -> None:
         """``image_saved_fn`` (pycromanager's storage thread): read the frame, fan it out.
@@ -469,6 +562,7 @@ class PycromanagerAgent(ScopeAgent):
                 )
             self._by_axes[key] = event
             self._pending[key] = event
+            self._unsnapped[key] = event
             self.events_submitted += 1
             self._last_progress = time.perf_counter()
         acq.acquire(pm)
@@ -497,6 +591,7 @@ class PycromanagerAgent(ScopeAgent):
                 self._wait_for_room()  # (before the next is taken: a decision's events go first)
                 event = next(events, None)
                 if event is None:
+                    self._fed_all = True
                     break
                 if event.reset_event_timer:
                     t0, t0_wall = time.perf_counter(), time.time()
@@ -606,10 +701,14 @@ class PycromanagerAgent(ScopeAgent):
                 idle = time.perf_counter() - self._last_progress
             if not stalled and outstanding and idle > self.watchdog_s:
                 stalled = True
+                cause = self._core_error  # (the last event's failure, if nothing came after)
+                why = "" if cause is None else f" (the core raised {type(cause).__name__}: {cause})"
                 err = LivescopeError(
                     f"pycromanager stalled: no image for {idle:.1f} s with {outstanding} "
-                    f"event(s) outstanding (watchdog {self.watchdog_s:g} s); acquisition aborted"
+                    f"event(s) outstanding (watchdog {self.watchdog_s:g} s); acquisition "
+                    f"aborted{why}"
                 )
+                err.__cause__ = cause
                 self._errors.insert(0, err)
                 self.feed.stop()
                 self._stop_feeding()
@@ -645,7 +744,9 @@ class PycromanagerAgent(ScopeAgent):
         try:
             with contextlib.ExitStack() as stack:
                 if self.backend == "python":
-                    stack.enter_context(adapt_core(self.core, in_use=self._pm_running))
+                    stack.enter_context(
+                        adapt_core(self.core, in_use=self._pm_running, on_error=self._on_core_error)
+                    )
                 self._open_shutter = self._python_shutter()
                 if self._open_shutter:  # also after an abort between open and close
                     stack.callback(self.core.setShutterOpen, False)
@@ -674,9 +775,10 @@ class PycromanagerAgent(ScopeAgent):
                 error = exc if self._sink_failed else (error or exc)
             finally:
                 with self._lock:
-                    missing = list(self._pending.values())
+                    missing = self._not_acquired + list(self._pending.values())
                     self._stage_at.clear()  # (positions of frames that never came)
                     self._snapped.clear()  # (and their snaps' times)
+                    self._unsnapped.clear()
                 self.engine.failed_events.extend(missing)
                 if error is None and (missing or self._errors):  # (in the summary too)
                     first = f": {self._errors[0]}" if self._errors else " (see stderr)"

@@ -132,7 +132,9 @@ def _forget_cores() -> None:
 
 @contextlib.contextmanager
 def adapt_core(
-    core: CMMCorePlus, in_use: Callable[[], bool] | None = None
+    core: CMMCorePlus,
+    in_use: Callable[[], bool] | None = None,
+    on_error: Callable[[str, BaseException], None] | None = None,
 ) -> Iterator[CMMCorePlus]:
     """Let pycromanager's Python backend run on a pymmcore-plus core, for a ``with`` block.
 
@@ -146,6 +148,11 @@ def adapt_core(
     not ended (e.g. left to end in the background after a Ctrl+C), only once it
     has: taking the core from under pycromanager's engine would leave its
     threads waiting for ever.
+
+    ``on_error(name, exc)`` is called (on the calling thread, pycromanager's
+    engine) when a snake_case alias raises, before the error is raised on:
+    pycromanager 1.0.2 puts a failed stage move, channel or snap only on stderr
+    and into its core log, and raises errors that do not carry it.
 
     Not thread-safe: one adapted core at a time per process (`PycromanagerAgent`
     holds a module lock around it).
@@ -176,7 +183,10 @@ def adapt_core(
     try:
         for snake, camel in aliases.items():
             if snake not in extras:  # pymmcore-plus's getTaggedImage has another signature
-                setattr(core, snake, getattr(core, camel))
+                method = getattr(core, camel)
+                if on_error is not None:
+                    method = _reporting(snake, method, on_error)
+                setattr(core, snake, method)
                 added.append(snake)
         for name, value in extras.items():
             setattr(core, name, value)
@@ -203,6 +213,21 @@ def adapt_core(
             _UNADAPTING.append(
                 start_daemon(lambda: unadapt_later(in_use), "livescope-pycromanager-unadapt")
             )
+
+
+def _reporting(
+    name: str, method: Callable[..., Any], on_error: Callable[[str, BaseException], None]
+) -> Callable[..., Any]:
+    """Return ``method`` calling ``on_error(name, exc)`` with what it raises, then raising it."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except Exception as exc:
+            on_error(name, exc)
+            raise
+
+    return call
 
 
 def _unadapt(
