@@ -73,8 +73,10 @@ def rules_for_profile(
 
     A declared rule whose every firing the guardrails would refuse (an
     ``acquire`` exposure outside its channel's limits or over the light-dose
-    budget per frame, time points or a changed interval closer than
-    ``guardrails.min_interval_s``) is refused now, before anything moves.
+    budget per frame, a close-up of more frames than the run may add or more
+    fluorescence than a position's (or a channel's) whole budget, time points
+    or a changed interval closer than ``guardrails.min_interval_s``) is refused
+    now, before anything moves.
 
     Raises
     ------
@@ -109,9 +111,19 @@ def _never_passes(rule: Rule, profile: HardwareProfile) -> str | None:
             f"acquire.interval_s = {acq.interval_s:g} s is shorter than "
             f"guardrails.min_interval_s = {g.min_interval_s:g} s"
         )
+    frames = acq.loops * acq.z_planes * len(acq.channels)
+    if frames > dose.max_extra_frames_per_run:
+        return (
+            f"one close-up is {frames} frames (acquire.loops x z_planes x channels), more than "
+            f"light_dose.max_extra_frames_per_run = {dose.max_extra_frames_per_run}"
+        )
+    # every event of a close-up lands at one place: its light is all booked to each budget there
+    light_s: dict[str, float] = {}
     for ch in acq.channels:
         preset = profile.channels.get(ch)
         exp = (acq.exposure_ms or {}).get(ch, preset.default_exposure_ms)
+        if preset.kind == "fluorescence":
+            light_s[ch] = light_s.get(ch, 0.0) + exp / 1000.0 * acq.loops * acq.z_planes
         if not preset.exposure_min_ms <= exp <= preset.exposure_max_ms:
             return (
                 f"acquire.exposure_ms {ch}: {exp:g} ms is outside channel {ch!r} limits "
@@ -122,6 +134,37 @@ def _never_passes(rule: Rule, profile: HardwareProfile) -> str | None:
                 f"acquire.exposure_ms {ch}: {exp:g} ms exceeds "
                 f"light_dose.max_exposure_ms_per_frame = {dose.max_exposure_ms_per_frame:g} ms"
             )
+    if (total := sum(light_s.values())) > dose.max_fluorescence_s_per_position + 1e-9:
+        return (
+            f"one close-up is {total:g} s of fluorescence, more than "
+            f"light_dose.max_fluorescence_s_per_position = "
+            f"{dose.max_fluorescence_s_per_position:g} s"
+        )
+    per_ch = dose.max_fluorescence_s_per_channel
+    for ch, s in light_s.items():
+        if per_ch is not None and s > per_ch + 1e-9:
+            return (
+                f"one close-up is {s:g} s of {ch} fluorescence, more than "
+                f"light_dose.max_fluorescence_s_per_channel = {per_ch:g} s"
+            )
+    return None
+
+
+def _unloggable(f: Firing, name: str) -> str | None:
+    """Return why a Python policy's firing cannot be taken as policy ``name``'s, or None.
+
+    Its ``rule`` must be the policy's name (a stale refusal is given back, and
+    the firing logged, by it), and what the worker logs of it (``policy.jsonl``:
+    anything JSON cannot write is written as its ``str``) must be writable: a
+    mapping key JSON cannot take, or a value that holds itself, would stop the
+    worker's decision thread there.
+    """
+    if f.rule != name:
+        return f"decide() returned a Firing of rule {f.rule!r}, not of this policy ({name!r})"
+    try:
+        json.dumps([f.trigger, f.position, f.track, f.y, f.x, f.inputs], default=str)
+    except (TypeError, ValueError, RecursionError) as exc:
+        return f"decide() returned a Firing the run's log cannot write: {exc}"
     return None
 
 
@@ -200,12 +243,14 @@ class PolicyEngine:
 
         A policy that raises is disabled; the firings it gave before it raised
         stand (their decisions may already be on their way). So is one whose
-        firing's ``decision`` is neither None nor a `Decision` (that firing
-        goes nowhere: no verdict), and one whose decision the guardrails'
-        check raises on (that firing is refused at stage ``guardrail``, the
-        error its reason). A firing whose decision could not be made
-        (`Firing.unmade`: a field with no stage position, say) is refused at
-        stage ``guardrail`` with that reason; the policy goes on.
+        firing's ``decision`` is neither None nor a `Decision`, or (a Python
+        policy) whose firing names another rule or carries what the run's log
+        cannot write (`_unloggable`; that firing goes nowhere: no verdict), and
+        one whose decision the guardrails' check raises on (that firing is
+        refused at stage ``guardrail``, the error its reason). A firing whose
+        decision could not be made (`Firing.unmade`: a field with no stage
+        position, or a cell whose centroid is NaN, say) is refused at stage
+        ``guardrail`` with that reason; the policy goes on.
 
         A firing of a rule whose ``acquire`` shares fields (``share_field``) that
         the sub-sequence of an earlier firing of the field covers (it passed the
@@ -238,6 +283,8 @@ class PolicyEngine:
                             f"{type(f.decision).__name__}, not a decision "
                             f"({', '.join(d.__name__ for d in _DECISIONS)}) or None"
                         )
+                    if not isinstance(policy, Rule) and (why := _unloggable(f, policy.name)):
+                        raise TypeError(why)
                 except Exception as exc:  # noqa: BLE001 (any policy bug disables that policy)
                     self._disable(policy.name, f"{type(exc).__name__}: {exc}")
                     break

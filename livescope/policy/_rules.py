@@ -59,6 +59,7 @@ from livescope.schema import (
     Move,
     StopPosition,
     StopRun,
+    folder_name_problem,
 )
 
 from ._observation import Firing, Observation
@@ -82,7 +83,9 @@ class Policy(Protocol):
 
     ``decide`` must be pure in the observation and the policy's own state (no
     I/O, no clocks: use ``obs.sample_time_s``); an exception disables the policy
-    for the rest of the run (logged) and the run goes on. Optional ``state()``
+    for the rest of the run (logged) and the run goes on, as does a firing that
+    is not a `Firing` of the policy's own ``name`` with JSON-writable ``inputs``
+    (see `PolicyEngine.evaluate`). Optional ``state()``
     / ``restore(state)`` (JSON-serialisable) let a restarted worker resume it
     (one that raises, or a state that is not JSON, disables the policy too),
     and an optional ``give_back(decision_id) -> bool`` takes back a firing whose
@@ -408,6 +411,12 @@ class Rule:
         self.acquire: Acquire | None = None
         """The sub-sequence an ``acquire`` rule adds (checked once, here)."""
         if self.action == "acquire":
+            if (why := folder_name_problem(f"p~{name}-0")) is not None:
+                # (as a plan position's name: the worker keeps results in results/ctc/<position>)
+                raise ValueError(
+                    f"rule name {name!r} {why}; it names the positions of its close-ups "
+                    "(<position>~<rule>-<n>), whose results are kept in folders of those names"
+                )
             spec = _acquire_spec(self.params, channel_group)
             try:
                 self.acquire = acq = Acquire(**spec)
@@ -485,13 +494,45 @@ class Rule:
                 return True
         return False
 
+    def _unaimed(self, obs: Observation, hit: Hit) -> str:
+        """Return why a close-up or recentring on ``hit`` has no place to go (``""``: it has).
+
+        The field's frame carried no stage position; or the place is no finite
+        number (a cell whose centroid is NaN, a stage position that is); or a
+        recentring's hit has no cell place (a division whose daughters are not
+        among the field's cells). Other actions need no place.
+        """
+        if self.action not in _AIMED:
+            return ""
+        where = f"field {obs.position} t={obs.t}"
+        if obs.stage_um is None:
+            return f"{where} has no stage position"
+        track = "" if hit.track is None else f" (track {hit.track})"
+        z = obs.stage_um[2] if self.action == "acquire" else None  # (a move keeps its z)
+        place, what = (obs.stage_um[0], obs.stage_um[1]), "the field's centre"
+        if hit.y is not None and hit.x is not None:
+            if self.action == "recentre" or (self.acquire and self.acquire.centre == "cell"):
+                place = obs.stage_xy(hit.y, hit.x)
+                what = f"the cell{track} at row {hit.y:g}, column {hit.x:g}"
+        elif self.action == "recentre":
+            kind = self.trigger.kind
+            return f"{where}: recentre needs the cell's place; its {kind} hit{track} has none"
+        if not all(math.isfinite(v) for v in (*place, 0.0 if z is None else z)):
+            return (
+                f"{where}: {what} is at no finite stage place (x, y, z = {place[0]:g}, "
+                f"{place[1]:g}, {'-' if z is None else format(z, 'g')} µm)"
+            )
+        return ""
+
     def decide(self, obs: Observation) -> Iterator[Firing]:
         """Check the trigger; turn each hit outside its cooldown into a firing.
 
         Firings come one at a time (a generator): the caller may send each
-        decision before the next is made. A close-up or recentring in a field
-        whose frame carried no stage position has no decision (`Firing.unmade`
-        says why; the engine refuses it): it counts as a refused firing does.
+        decision before the next is made. A close-up or recentring with no
+        place to go (`_unaimed`: a field whose frame carried no stage position,
+        a cell whose centroid is NaN) has no decision (`Firing.unmade` says why;
+        the engine refuses it): it counts as a refused firing does, and the
+        rule goes on.
         """
         k = 0  # this field's firings so far
         for hit in self.trigger.check(obs):
@@ -502,12 +543,10 @@ class Rule:
             if self.cooldown_s > 0 and self._cooling(obs, hit):
                 self.trigger.release(obs.position, hit)  # it fires once the cooldown is over
                 continue
-            decision, unmade = None, ""
-            if obs.stage_um is None and self.action in _AIMED:
-                # nothing to aim at: this firing is refused (and counts, as a refused one
-                # does), not the rule disabled: later fields may carry their stage position
-                unmade = f"field {obs.position} t={obs.t} has no stage position"
-            else:
+            decision = None
+            # nothing to aim at: this firing is refused (and counts, as a refused one
+            # does), not the rule disabled: later fields may carry their stage position
+            if not (unmade := self._unaimed(obs, hit)):
                 decision = _decision(
                     self.action, self.params, obs, hit, self.name, self.fires, self.acquire,
                     decision_id=firing_id(obs.run_id, self.name, obs.position, obs.t, k),

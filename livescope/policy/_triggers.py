@@ -257,6 +257,12 @@ class _CellCount(Trigger):
     ) -> None:
         if (above is None) == (below is None):
             raise ValueError("cell_count needs exactly one of 'above' or 'below'")
+        # (a count is never below 0, and always above a negative number: such a rule
+        # would never fire, or fire once on the first field whatever it holds)
+        if below is not None and below <= 0:
+            raise ValueError(f"cell_count.below must be > 0 (1: no cells), got {below}")
+        if above is not None and above < 0:
+            raise ValueError(f"cell_count.above must be >= 0, got {above}")
         if not 0 <= hysteresis < 1:
             raise ValueError(f"cell_count.hysteresis must be in [0, 1), got {hysteresis}")
         self.above, self.below, self.hysteresis = above, below, float(hysteresis)
@@ -334,7 +340,8 @@ class _EnterRegion(_CellSetTrigger):
 
     def check(self, obs: Observation) -> list[Hit]:
         # a cell is forgotten once it is seen outside the region, not when a field
-        # misses it (it would fire again when seen inside on the next: as `feature`)
+        # misses it (it would fire again when seen inside on the next: as `feature`),
+        # nor when its centroid is no number (not seen anywhere)
         c = obs.cells
         y0, x0, y1, x1 = self.region
         now = (c.y >= y0) & (c.y < y1) & (c.x >= x0) & (c.x < x1)
@@ -342,7 +349,7 @@ class _EnterRegion(_CellSetTrigger):
         prefix = obs.position + "/"
         mine = {k for k in self.cells if k.startswith(prefix)}
         if mine:
-            gone = set(c.tracks[~now].tolist())
+            gone = set(c.tracks[~now & np.isfinite(c.y) & np.isfinite(c.x)].tolist())
             self.cells -= {k for k in mine if k[len(prefix) :] and int(k[len(prefix) :]) in gone}
         for i in np.flatnonzero(now).tolist():
             key = _key(obs, int(c.tracks[i]))
