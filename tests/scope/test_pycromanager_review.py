@@ -6,7 +6,6 @@ Each test failed before its fix (reproducers under /tmp/review_pm/).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,40 +13,24 @@ import pytest
 import useq
 
 from livescope.record import read_frames
-from livescope.schema import HardwareProfile, LivescopeError
+from livescope.schema import LivescopeError
 from livescope.scope import PycromanagerAgent, SimulatedMicroscope
 
-
-@pytest.fixture(scope="module")
-def profile(sim_profile: HardwareProfile) -> HardwareProfile:
-    """The simulated rig with a 64x64 camera (fast)."""
-    cam = sim_profile.camera.replace(sensor_shape_px=(64, 64))
-    return sim_profile.replace(camera=cam.model_dump())
+from .test_pycromanager import _plan, _registry_is_clean
+from .test_pycromanager import profile as profile
+from .test_pycromanager import scope as scope
 
 
-@pytest.fixture
-def scope(profile: HardwareProfile) -> Iterator[SimulatedMicroscope]:
-    with SimulatedMicroscope(profile) as sim:
-        yield sim
+def _refuse_position_b(core: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the core refuse the stage move to position B (y = 100 µm) as a limit switch would."""
+    real = core.setXYPosition
 
+    def refuse_b(*args: Any) -> Any:
+        if args and args[-1] == 100.0:  # (position B)
+            raise RuntimeError("XY stage hit its limit switch")
+        return real(*args)
 
-def _plan(loops: int = 2, interval_s: float = 120.0) -> useq.MDASequence:
-    return useq.MDASequence(
-        stage_positions=[useq.Position(x=300.0 * i, y=100.0 * i, z=0, name="AB"[i])
-                         for i in range(2)],
-        channels=[useq.Channel(config="Phase", exposure=5.0),
-                  useq.Channel(config="DAPI", exposure=10.0)],
-        time_plan=useq.TIntervalLoops(interval=interval_s, loops=loops),
-    )  # fmt: skip
-
-
-def _registry_is_clean() -> None:
-    from mmpycorex import launcher
-    from pycromanager.acquisition.acq_eng_py.internal.engine import Engine
-
-    assert launcher._PYMMCORES == []
-    engine = Engine.get_instance()
-    assert engine is None or engine.core is None
+    monkeypatch.setattr(core, "setXYPosition", refuse_b)
 
 
 def test_a_hook_that_raises_while_the_queue_is_full_ends_the_run_with_its_error(
@@ -84,14 +67,7 @@ def test_an_event_whose_stage_move_the_core_refuses_fails_alone_with_the_cores_e
     # its frame was waited for, the feeder stopped once queue_ahead of them were missing,
     # and the watchdog reported a stall; the core's error was nowhere
     core = scope.core
-    real = core.setXYPosition
-
-    def refuse_b(*args: Any) -> Any:
-        if args and args[-1] == 100.0:  # (position B)
-            raise RuntimeError("XY stage hit its limit switch")
-        return real(*args)
-
-    monkeypatch.setattr(core, "setXYPosition", refuse_b)
+    _refuse_position_b(core, monkeypatch)
     agent = PycromanagerAgent(
         core, scope.profile, _plan(), tmp_path / "run", sim=scope, bus="off", watchdog_s=20,
     )  # fmt: skip
@@ -162,14 +138,7 @@ def test_a_stall_after_the_core_refused_the_last_event_names_the_cores_error(
     # with one event in the queue, no later event reveals its failure: the watchdog ends
     # the run, and its message said nothing of the core's error
     core = scope.core
-    real = core.setXYPosition
-
-    def refuse_b(*args: Any) -> Any:
-        if args and args[-1] == 100.0:  # (position B)
-            raise RuntimeError("XY stage hit its limit switch")
-        return real(*args)
-
-    monkeypatch.setattr(core, "setXYPosition", refuse_b)
+    _refuse_position_b(core, monkeypatch)
     agent = PycromanagerAgent(
         core, scope.profile, _plan(), tmp_path / "run", sim=scope, bus="off", watchdog_s=1,
         queue_ahead=1,
