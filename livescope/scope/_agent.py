@@ -389,6 +389,12 @@ class ScopeAgent:
                     "ROI, an SLM image or an action other than acquiring an image"
                 )
             index = dict(ev.index)
+            if negative := {k: v for k, v in index.items() if v < 0}:
+                # (no recording holds a frame there: it was written out of the array's
+                # bounds, and read back as another frame)
+                raise LivescopeError(
+                    f"{_event_label(i, ev)}: index {index_text(negative)} is negative"
+                )
             if int(index.get("t", 0)) > self._max_t:
                 raise LivescopeError(
                     f"{_event_label(i, ev)}: time index t={index['t']} is past the plan's last "
@@ -521,13 +527,18 @@ class ScopeAgent:
 
     def _run(self, progress: Any) -> dict[str, Any]:
         self._rehearse_decision()
-        fanout = FrameFanout(
-            self.sinks, publisher=self.publisher, on_cancel=self._cancel, progress=progress,
-            clock=self._sample_clock,
-        )  # fmt: skip
-        self._fanout = fanout
         core = self.core
-        core.mda.set_engine(self.engine)
+        try:  # (nothing has run: what the agent opened is closed, bus.json removed)
+            core.mda.set_engine(self.engine)  # (refused while the core runs another MDA)
+            # (a wrong LIVESCOPE_BULK_PRIORITY stops the fan-out here)
+            fanout = FrameFanout(
+                self.sinks, publisher=self.publisher, on_cancel=self._cancel, progress=progress,
+                clock=self._sample_clock,
+            )  # fmt: skip
+        except BaseException:
+            self.close()
+            raise
+        self._fanout = fanout
         core.mda.events.frameReady.connect(fanout.on_frame)
         self.feed.runner_cancelled = lambda: not core.mda.is_running()
         self.feed.runner_pausing = lambda: core.mda.is_paused() or core.mda.status.pause_requested
