@@ -90,13 +90,12 @@ def engines_check(
     """
     setup_logging(False)
     from livescope.inference import (
-        BACKENDS,
         Engine,
         EngineError,
         OnnxRuntimeBackend,
         TensorRTRTXBackend,
         TilePlan,
-        available_backends,
+        backend_status,
         builtin_engines,
     )
     from livescope.schema import EngineCard, LivescopeError
@@ -104,7 +103,7 @@ def engines_check(
     names = engines or list(builtin_engines())
     results: list[dict[str, Any]] = []
     # (a library that fails to import is a backend that cannot run, with its error)
-    runnable = {n: (ok, why) for n, ok, why in available_backends()}
+    backends = backend_status()
     with user_errors(json_out):
         refs = [Engine(n, backend=OnnxRuntimeBackend()) for n in names]
         inputs = _test_inputs([e.card for e in refs])
@@ -120,8 +119,7 @@ def engines_check(
                 except EngineError as exc:
                     odd_row.update(status="error", detail=str(exc))
             ref_engine.close()
-            for b in BACKENDS:
-                ok, why = runnable[b.name]
+            for b, ok, why in backends:
                 row: dict[str, Any] = {"engine": name, "backend": b.name}
                 if not ok:
                     results.append({**row, "status": "unavailable", "detail": why})
@@ -459,7 +457,7 @@ def _bench_stain(name: str, repeats: int) -> list[dict[str, Any]]:
     """Virtual-staining ms per frame per backend at 512², 1024², 2048² (simulated phase)."""
     import numpy as np
 
-    from livescope.inference import BACKENDS, StainEngine, available_backends
+    from livescope.inference import StainEngine, backend_status
     from livescope.scope import simulated_views
 
     frames = {
@@ -467,9 +465,7 @@ def _bench_stain(name: str, repeats: int) -> list[dict[str, Any]]:
         for size in (512, 1024, 2048)
     }
     rows: list[dict[str, Any]] = []
-    can_run = {n: (ok, why) for n, ok, why in available_backends()}
-    for b in BACKENDS:
-        ok, why = can_run[b.name]  # (a library failing to load: cannot run)
+    for b, ok, why in backend_status():  # (a library failing to load: cannot run)
         if not ok:
             continue
         with StainEngine(name, backend=b) as e:
@@ -501,13 +497,11 @@ def _bench_states(name: str, repeats: int) -> list[dict[str, Any]]:
     """Cell-state ms per frame (crops + one batched engine call) for 100 and 1,000 cells."""
     import numpy as np
 
-    from livescope.inference import BACKENDS, CellStateEngine, available_backends
+    from livescope.inference import CellStateEngine, backend_status
 
     rows: list[dict[str, Any]] = []
     cases = {n: _grid_of_cells(n) for n in (100, 1000)}
-    can_run = {n: (ok, why) for n, ok, why in available_backends()}
-    for b in BACKENDS:
-        ok, why = can_run[b.name]  # (a library failing to load: cannot run)
+    for b, ok, why in backend_status():  # (a library failing to load: cannot run)
         if not ok:
             continue
         with CellStateEngine(name, backend=b) as e:
@@ -542,9 +536,8 @@ def bench_engines(
 
     from livescope.bus import machine_info
     from livescope.inference import (
-        BACKENDS,
         SegmentationEngine,
-        available_backends,
+        backend_status,
         classical_segmentation,
         find_engine,
         match_counts,
@@ -560,9 +553,7 @@ def bench_engines(
         frames = {
             size: simulated_frames(repeats, size=size, seed=size) for size in (512, 1024, 2048)
         }
-        can_run = {n: (ok, why) for n, ok, why in available_backends()}
-        for b in BACKENDS:
-            ok, why = can_run[b.name]  # (a library failing to load: cannot run)
+        for b, ok, why in backend_status():  # (a library failing to load: cannot run)
             if not ok:
                 rows.append({"backend": b.name, "available": False, "detail": why})
                 continue

@@ -703,9 +703,17 @@ def _can_run(b: PBackend) -> tuple[bool, str, int]:
         return False, f"it fails to load: {type(exc).__name__}: {_first_line(exc)}", sys.maxsize
 
 
+def backend_status() -> list[tuple[PBackend, bool, str]]:
+    """(backend, can run here, why / on what) for every known backend, in `BACKENDS` order.
+
+    A backend whose library fails to load cannot run (`_can_run`).
+    """
+    return [(b, *_can_run(b)[:2]) for b in BACKENDS]
+
+
 def available_backends() -> list[tuple[str, bool, str]]:
     """(name, can run here, why / on what) for every known backend."""
-    return [(b.name, *_can_run(b)[:2]) for b in BACKENDS]
+    return [(b.name, ok, why) for b, ok, why in backend_status()]
 
 
 def select_backend(name: str | None = None) -> PBackend:
