@@ -38,6 +38,7 @@ __all__ = [
     "remove_ipc_files",
     "remove_left_ipc_file",
     "remove_stale_ipc_files",
+    "sub_socket",
     "subscribe",
     "watch_handshake",
 ]
@@ -459,15 +460,25 @@ def handshake_problem(monitor: zmq.Socket[Any], security: BusSecurity | None) ->
     return "the agent did not answer in time (it may be busy, or stopping)"
 
 
-def subscribe(
-    ctx: zmq.Context[Any], endpoint: str, security: BusSecurity | None, rcvhwm: int
-) -> zmq.Socket[Any]:
-    """Open a SUB socket on ``endpoint`` receiving everything (no linger; closed on error)."""
+def sub_socket(ctx: zmq.Context[Any], rcvhwm: int) -> zmq.Socket[Any]:
+    """Make a SUB socket receiving everything, no linger, not yet connected."""
     sock: zmq.Socket[Any] = ctx.socket(zmq.SUB)
     try:
         sock.setsockopt(zmq.RCVHWM, rcvhwm)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SUBSCRIBE, b"")
+    except BaseException:
+        sock.close(0)
+        raise
+    return sock
+
+
+def subscribe(
+    ctx: zmq.Context[Any], endpoint: str, security: BusSecurity | None, rcvhwm: int
+) -> zmq.Socket[Any]:
+    """Open a SUB socket on ``endpoint`` receiving everything (no linger; closed on error)."""
+    sock = sub_socket(ctx, rcvhwm)
+    try:
         connect(sock, endpoint, security)
     except BaseException:
         sock.close(0)

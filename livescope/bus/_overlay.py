@@ -46,6 +46,7 @@ from ._endpoints import (
     local_endpoint,
     remove_ipc_files,
     remove_left_ipc_file,
+    sub_socket,
 )
 from ._overlay_wire import (
     OVERLAY_DTYPES,
@@ -395,12 +396,9 @@ class OverlaySubscriber:
 
     def _run(self) -> None:
         ctx: zmq.Context[Any] = zmq.Context()
-        sock: zmq.Socket[Any] = ctx.socket(zmq.SUB)
+        sock = sub_socket(ctx, self.rcvhwm)
         monitor: zmq.Socket[Any] | None = None
         try:
-            sock.setsockopt(zmq.RCVHWM, self.rcvhwm)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.SUBSCRIBE, b"")
             monitor = sock.get_monitor_socket(_LINK_EVENTS)  # (before connecting: every event)
             connect(sock, self.endpoint, self.security)
         except Exception as exc:  # noqa: BLE001 (reported to the constructor, which raises)
