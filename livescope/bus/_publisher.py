@@ -19,6 +19,8 @@ from numpy.typing import NDArray
 
 from livescope.schema import (
     ALLOWED_DTYPES,
+    MAX_RUN_ID,
+    MAX_SIDE,
     PROTOCOL_VERSION,
     FrameHeader,
     FrameInfo,
@@ -36,9 +38,6 @@ __all__ = ["FramePublisher"]
 
 logger = logging.getLogger("livescope")
 
-_MAX_SIDE = 65536  # (a side's largest length in a header: `livescope.schema.decode_header`)
-_MAX_RUN_ID = 128  # (a run id's most characters in a header, as in a decision)
-
 
 def _wire_array(image: NDArray[Any], seq: object) -> NDArray[Any]:
     """Return ``image`` as wire protocol v1 carries it: C order, native byte order.
@@ -55,10 +54,10 @@ def _wire_array(image: NDArray[Any], seq: object) -> NDArray[Any]:
 
     """
     arr = np.asarray(image)
-    if not 1 <= arr.ndim <= 4 or not all(1 <= s <= _MAX_SIDE for s in arr.shape):
+    if not 1 <= arr.ndim <= 4 or not all(1 <= s <= MAX_SIDE for s in arr.shape):
         raise LivescopeError(
             f"frame {seq} of shape {arr.shape} cannot go on the frame bus: a frame has 1 to 4 "
-            f"dimensions of 1 to {_MAX_SIDE} pixels"
+            f"dimensions of 1 to {MAX_SIDE} pixels"
         )
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
@@ -108,11 +107,11 @@ class FramePublisher:
     ) -> None:
         if mode not in ("inline", "shm"):
             raise LivescopeError(f"bus mode must be 'inline' or 'shm', got {mode!r}")
-        if not isinstance(run_id, str) or len(run_id) > _MAX_RUN_ID:
+        if not isinstance(run_id, str) or len(run_id) > MAX_RUN_ID:
             # (every subscriber would refuse every frame's header)
             raise LivescopeError(
                 f"run id {run_id!r:.60} cannot go on the frame bus: give a string of at most "
-                f"{_MAX_RUN_ID} characters"
+                f"{MAX_RUN_ID} characters"
             )
         self.run_id = run_id
         self.mode = mode

@@ -46,6 +46,8 @@ from ._errors import ConfigError, LivescopeError, PlanError, ProfileError, Stage
 from ._frame import FrameInfo
 from ._header import (
     ALLOWED_DTYPES,
+    MAX_RUN_ID,
+    MAX_SIDE,
     PROTOCOL_VERSION,
     FrameHeader,
     HeaderError,
@@ -100,6 +102,8 @@ __all__ = [
     "BULK_PRIORITY_ENV",
     "CASE_BLIND",
     "DECISION_PROTOCOL",
+    "MAX_RUN_ID",
+    "MAX_SIDE",
     "PLAN_SECTIONS",
     "PROTOCOL_VERSION",
     "UNTURNED",

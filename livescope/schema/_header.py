@@ -17,6 +17,8 @@ from ._errors import LivescopeError
 
 __all__ = [
     "ALLOWED_DTYPES",
+    "MAX_RUN_ID",
+    "MAX_SIDE",
     "PROTOCOL_VERSION",
     "FrameHeader",
     "HeaderError",
@@ -29,7 +31,10 @@ PROTOCOL_VERSION = 1
 ALLOWED_DTYPES = ("uint8", "uint16", "uint32", "float32")
 _ITEMSIZE = {"uint8": 1, "uint16": 2, "uint32": 4, "float32": 4}
 _MAX_HEADER_BYTES = 64 * 1024
-_MAX_SIDE = 65536
+MAX_SIDE = 65536
+"""A frame's longest side on the wire, pixels."""
+MAX_RUN_ID = 128
+"""A run id's most characters on the wire."""
 _MAX_NBYTES = 2**34
 
 
@@ -145,7 +150,7 @@ def decode_header(raw: bytes, payload_nbytes: int | None = None) -> FrameHeader:
     if (
         not isinstance(shape, list)
         or not 1 <= len(shape) <= 4
-        or not all(type(s) is int and 1 <= s <= _MAX_SIDE for s in shape)
+        or not all(type(s) is int and 1 <= s <= MAX_SIDE for s in shape)
     ):
         raise _fail(f"shape must be 1 to 4 positive integers, got {shape!r:.80}")
     dtype = d.get("dtype")
@@ -176,7 +181,7 @@ def decode_header(raw: bytes, payload_nbytes: int | None = None) -> FrameHeader:
         added_by = _str(d, "added_by", 64)
     header = FrameHeader(
         v=PROTOCOL_VERSION,
-        run_id=_str(d, "run_id", 128),
+        run_id=_str(d, "run_id", MAX_RUN_ID),
         seq=_int(d, "seq"),
         index={str(k): int(i) for k, i in index.items()},
         channel=_str(d, "channel"),
