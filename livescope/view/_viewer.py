@@ -132,7 +132,6 @@ class OverlayViewer:
         self._timer: Any = None
         self._caption = ""  # the shown field's line in the text overlay
         self._said = ""  # the text overlay's last text, logged once
-        self._problem: str | None = None  # why no worker publishes, logged once
 
     # ------------------------------------------------------------ positions
 
@@ -195,10 +194,8 @@ class OverlayViewer:
         problem = self.subscriber.link_problem()
         if problem is not None:
             text = f"{text}\n{problem}" if text else problem
-        if problem != self._problem and problem is not None:
-            logger.warning("overlay viewer: %s", problem)
-        self._problem = problem
-        if text != self._caption and text != self._said:  # (a new field's own line is no news)
+        # (said once, with the problem if there is one; a new field's own line is no news)
+        if text != self._caption and text != self._said:
             logger.warning("overlay viewer: %s", text.replace("\n", ": "))
         self._said = text
         overlay = self.viewer.text_overlay
