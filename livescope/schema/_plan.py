@@ -148,6 +148,55 @@ _MAX_PLANES = 100_000
 """Most planes one z plan may give: more is a unit slip (a step in mm or nm), and
 expanding it would exhaust memory before anything could be checked."""
 
+MAX_PLAN_EVENTS = 1_000_000
+"""Most events one plan may give. A run expands its plan's events when it
+starts (`plan_events`: ~2.5 kB and tens of µs each), so more is a run that
+takes minutes and gigabytes to start, or a unit slip (a time plan's loops or
+duration far too large), which would hang the start: split such a run."""
+
+
+def _axis_count(plan: Any, count: str) -> int:
+    if plan is None:
+        return 1
+    try:
+        return max(1, int(getattr(plan, count)()))
+    except (ValueError, ArithmeticError):  # (a grid without its field of view: reported later)
+        return 1
+
+
+def _event_count(sequence: useq.MDASequence) -> int:
+    """Return a lower bound on the number of events ``sequence`` gives, without expanding it.
+
+    Each position gives (time points x channels x z planes x grid tiles) events,
+    a position's own sequence taking, per axis, the larger of its count and the
+    plan's (useq nests it in the plan's axes: its events are at least these).
+    """
+
+    def sizes(seq: useq.MDASequence) -> tuple[int, int, int, int]:
+        return (_axis_count(seq.time_plan, "num_timepoints"), max(1, len(seq.channels)),
+                _axis_count(seq.z_plan, "num_positions"),
+                _axis_count(seq.grid_plan, "num_positions"))  # fmt: skip
+
+    top = sizes(sequence)
+    total = 0
+    for p in sequence.stage_positions or [None]:
+        sub = sizes(p.sequence) if p is not None and p.sequence is not None else top
+        total += math.prod(max(a, b) for a, b in zip(top, sub, strict=True))
+    return total
+
+
+def _event_count_problem(sequence: useq.MDASequence) -> str | None:
+    """Return why ``sequence`` has too many events to expand (`MAX_PLAN_EVENTS`), or None."""
+    if (n := _event_count(sequence)) <= MAX_PLAN_EVENTS:
+        return None
+    t = _axis_count(sequence.time_plan, "num_timepoints")
+    return (
+        f"the plan gives at least {n:,} events ({t:,} time points; more than "
+        f"{MAX_PLAN_EVENTS:,}): a run expands its plan's events when it starts (~2.5 kB each), "
+        "so this one would take minutes and gigabytes before the first frame; check the "
+        "time_plan's loops, duration and interval (seconds), or split the run"
+    )
+
 
 def _shape_problems(sequence: useq.MDASequence) -> list[str]:
     """Return the problems of z and time plans that cannot be expanded into events.
@@ -194,6 +243,8 @@ def _shape_problems(sequence: useq.MDASequence) -> list[str]:
                     f"{prefix}time_plan{tag}.interval: 0 with a duration gives no number of time "
                     "points; give loops (as fast as the rig can) or an interval > 0"
                 )
+    if not problems and (why := _event_count_problem(sequence)) is not None:
+        problems.append(why)
     return problems
 
 
@@ -270,9 +321,17 @@ def plan_events(sequence: useq.MDASequence) -> tuple[useq.MDAEvent, ...]:
     agent's check, its event queue and the guardrails' books): the events are
     kept for as long as the plan object lives (plans are frozen, so they
     cannot change), and the same plan given again costs nothing.
+
+    Raises
+    ------
+    PlanError
+        if the plan gives more than `MAX_PLAN_EVENTS` events (it is not expanded).
+
     """
     events = _EXPANDED.get(sequence)
     if events is None:
+        if (why := _event_count_problem(sequence)) is not None:
+            raise PlanError("plan", [why])
         events = _EXPANDED[sequence] = tuple(sequence)
     return events
 

@@ -11,9 +11,10 @@ from livescope.schema import (
     check_plan,
     load_plan,
     load_profile,
+    plan_events,
     planned_light_s,
 )
-from livescope.schema._plan import folder_name_problem
+from livescope.schema._plan import MAX_PLAN_EVENTS, _event_count, folder_name_problem
 
 
 def _plan(**kw: object) -> useq.MDASequence:
@@ -388,3 +389,39 @@ def test_a_relative_z_plan_without_a_position_z_is_not_checked_around_zero() -> 
     )
     with pytest.raises(PlanError, match="z = -1 µm is outside the stage travel"):
         check_plan(placed, rig)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"time_plan": {"interval": 1, "loops": 10**10}},  # (useq's own sizes never return)
+        {"time_plan": {"interval": 0.001, "duration": 10**7}},  # (ms written for s)
+        # a position's own sequence counts: t=700 x 40x40 tiles of its own = 1,120,000
+        {"time_plan": {"interval": 1, "loops": 700},
+         "stage_positions": [{"x": 0, "y": 0, "sequence": {"grid_plan": {
+             "rows": 40, "columns": 40, "fov_width": 10, "fov_height": 10}}}]},
+    ],
+)  # fmt: skip
+def test_a_plan_of_more_events_than_a_run_can_expand_is_refused_unexpanded(
+    sim_profile: HardwareProfile, kw: dict
+) -> None:
+    seq = useq.MDASequence(channels=["DAPI"], **kw)
+    with pytest.raises(PlanError, match=rf"at least [\d,]+ events .*{MAX_PLAN_EVENTS:,}"):
+        check_plan(seq, sim_profile)
+    with pytest.raises(PlanError, match="time_plan's loops"):  # (a library caller's agent)
+        plan_events(seq)
+
+
+def test_a_plan_just_under_the_event_limit_is_counted_not_refused() -> None:
+    # 2 positions x 500 time points x 2 channels x 5 planes = 10,000: the count is a lower bound
+    seq = useq.MDASequence(
+        channels=["DAPI", "Phase"], time_plan={"interval": 1, "loops": 500},
+        z_plan={"range": 4, "step": 1}, stage_positions=[(0, 0, 0), (10, 10, 0)],
+    )  # fmt: skip
+    assert _event_count(seq) == len(plan_events(seq)) == 10_000
+    nested = useq.MDASequence(
+        channels=["DAPI", "Phase"], time_plan={"interval": 1, "loops": 4},
+        stage_positions=[{"x": 0, "y": 0, "sequence": {"time_plan": {"interval": 1, "loops": 7},
+                                                       "channels": ["DAPI"]}}, (5, 5, 0)],
+    )  # fmt: skip
+    assert _event_count(nested) <= len(plan_events(nested))
