@@ -111,6 +111,13 @@ def _never_passes(rule: Rule, profile: HardwareProfile) -> str | None:
             f"acquire.interval_s = {acq.interval_s:g} s is shorter than "
             f"guardrails.min_interval_s = {g.min_interval_s:g} s"
         )
+    reach = acq.delay_s + (acq.loops - 1) * acq.interval_s
+    if g.max_added_span_s is not None and reach > g.max_added_span_s:
+        return (
+            f"a close-up's last frames start {reach:g} s after it is applied (acquire.delay_s + "
+            f"(loops - 1) x interval_s), later than guardrails.max_added_span_s = "
+            f"{g.max_added_span_s:g} s (seconds, not ms?)"
+        )
     frames = acq.loops * acq.z_planes * len(acq.channels)
     if frames > dose.max_extra_frames_per_run:
         return (

@@ -13,6 +13,8 @@ refuses it. Limits (``HardwareProfile``):
   or the spacing of an added time-lapse) shorter than this;
 * ``guardrails.max_decisions_per_min``: decisions per minute of run time (stops
   are neither limited nor counted: a stop only saves light);
+* ``guardrails.max_added_span_s``: no added frame that starts later than this
+  after the decision is applied (its ``delay_s`` plus the event's start);
 * ``guardrails.max_decision_age_s``: no close-up, move or interval change that
   answers a frame taken longer ago than this (the agent's check: it alone
   knows when each frame was taken); a stop is never refused as stale.
@@ -381,6 +383,15 @@ class Guardrails:
                 f"light_dose.max_extra_frames_per_run = {dose.max_extra_frames_per_run}"
             )
         times = sorted({float(e.min_start_time or 0.0) for e in events})
+        if (
+            g.max_added_span_s is not None
+            and (reach := decision.delay_s + max(times[-1], 0.0)) > g.max_added_span_s
+        ):
+            return (
+                f"time: the added frames start up to {reach:g} s after the decision "
+                f"(delay_s {decision.delay_s:g} s + last event at {times[-1]:g} s); "
+                f"guardrails.max_added_span_s = {g.max_added_span_s:g} s"
+            )
         gaps = [b - a for a, b in itertools.pairwise(times)]
         if gaps and min(gaps) < g.min_interval_s:
             return (

@@ -237,6 +237,16 @@ class Guardrails(_RigModel):
             "None: no limit."
         ),
     )
+    max_added_span_s: PositiveFloat | None = Field(
+        default=21600.0,
+        description=(
+            "Latest start of the frames a decision adds, s after the agent applies it (its "
+            "delay_s plus its last event's min_start_time): a close-up reaching further is "
+            "refused, and a rule whose every close-up would is refused at load. A run ends "
+            "when its added frames are done, so a delay or interval written in the wrong unit "
+            "(ms for s) would keep it going for hours. None: no limit."
+        ),
+    )
 
 
 class Compute(_RigModel):

@@ -580,6 +580,12 @@ def test_bad_rules_are_reported_by_name(spec: list, expected: str) -> None:
         pytest.param({"change_interval": {"interval_s": 0.01}},
                      "change_interval.interval_s = 0.01 s is shorter than "
                      "guardrails.min_interval_s = 1 s", id="change-interval"),
+        pytest.param({"acquire": {"channels": ["DAPI"], "delay_s": 60000}},
+                     "a close-up's last frames start 60000 s after it is applied "
+                     "(acquire.delay_s + (loops - 1) x interval_s), later than "
+                     "guardrails.max_added_span_s = 21600 s (seconds, not ms?)", id="delay-ms"),
+        pytest.param({"acquire": {"channels": ["DAPI"], "loops": 10**10, "interval_s": 1}},
+                     "a close-up's last frames start 1e+10 s after it is applied", id="loops"),
     ],
 )  # fmt: skip
 def test_a_rule_the_guardrails_would_always_refuse_is_refused_at_load(
@@ -588,7 +594,7 @@ def test_a_rule_the_guardrails_would_always_refuse_is_refused_at_load(
     spec = [{"name": "a", "when": {"mitosis": {}}, "do": do}]
     with pytest.raises(LivescopeError) as info:
         rules_for_profile(spec, load_profile("sim"), source="plan.yaml")
-    assert str(info.value) == f"plan.yaml: policies.0 (a): {expected}"
+    assert str(info.value).startswith(f"plan.yaml: policies.0 (a): {expected}")
     # within the rig's limits it loads
     ok = {"acquire": {"channels": ["DAPI"], "loops": 3, "interval_s": 1.0,
                       "exposure_ms": {"DAPI": 1000}}}  # fmt: skip
@@ -653,6 +659,23 @@ def test_guardrails_reject_each_limit_with_its_reason() -> None:
     assert g2.usage() == g.usage()
     assert g.check(ok, 10, rate=False) is None  # the agent's check: budgets, no rate
     assert "max_fluorescence_s_per_position" in str(g.check(big, 10, rate=False))
+
+
+def test_added_frames_starting_later_than_the_rigs_limit_are_refused() -> None:
+    # a run ends when its added frames are done: a delay in ms for s kept it going for hours
+    g = Guardrails(PROFILE)
+    span = PROFILE.guardrails.max_added_span_s
+    assert span == 21600
+    far = AddEvents(run_id="r1", events=(_ev(0), _ev(60)), delay_s=span - 59)
+    assert g.check(far, 0) == (
+        f"time: the added frames start up to {span + 1:g} s after the decision (delay_s "
+        f"{span - 59:g} s + last event at 60 s); guardrails.max_added_span_s = {span:g} s"
+    )
+    assert "max_added_span_s" in str(g.check(AddEvents(run_id="r1", events=(_ev(0),),
+                                                       delay_s=1e308), 0))  # fmt: skip
+    assert g.check(AddEvents(run_id="r1", events=(_ev(0), _ev(60)), delay_s=span - 60), 0) is None
+    rig = PROFILE.replace(guardrails={**PROFILE.guardrails.model_dump(), "max_added_span_s": None})
+    assert Guardrails(rig).check(far, 0) is None  # a rig may take the limit off
 
 
 def test_a_decision_answering_a_frame_older_than_the_rigs_limit_is_stale() -> None:
