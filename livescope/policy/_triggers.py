@@ -67,6 +67,8 @@ def cell_key(position: str, track: int | None) -> str:
 class _Mitosis(Trigger):
     """A cell in mitosis on ``frames`` fields in a row: one hit per track and mitosis.
 
+    A field that did not score the cell (NaN) neither adds to its run nor ends it.
+
     A cell already fired on is that mitosis, and so are its daughters while
     they are in it (anaphase, telophase; or a tracker's split within it). Such
     a daughter is re-armed, its own next mitosis (a cell cycle later) to fire,
@@ -155,6 +157,7 @@ class _Mitosis(Trigger):
             track = int(c.tracks[i])
             key = _key(obs, track)
             p = float(c.p_mitosis[i])
+            scored = bool(np.isfinite(p))  # (a cell not scored: nothing learnt of it)
             if p >= self.p_min and (track > newest or key in self.fresh):
                 fresh.add(key)  # (a track id above every one seen before: first seen now)
             if key in self.fired:
@@ -179,6 +182,9 @@ class _Mitosis(Trigger):
                     continue
                 self.inherited.discard(key)
                 self.own.add(key)
+            if not scored:  # its run neither grows nor ends, as on a field not scored at all
+                seen[key] = self.runs.get(key, 0)
+                continue
             run = self.runs.get(key, 0) + 1 if p >= self.p_min else 0
             seen[key] = run
             if run >= self.frames:

@@ -153,6 +153,23 @@ def test_a_daughter_of_a_fired_mitosis_fires_on_its_own_next_mitosis(
     assert [f.track for f in again.decide(obs(69, [5, 6], [0.9, 0.9], parents=[3, 3]))] == [6]
 
 
+def test_a_cell_the_classifier_did_not_score_keeps_its_run_in_mitosis() -> None:
+    # one cell unscored in a field whose other cells were scored: its run neither grows
+    # nor ends (as on a field not scored at all); it restarted, and the mitosis was late
+    rule = Rule("closeup", {"mitosis": {"p_min": 0.5, "frames": 3}}, CLOSEUP)
+    fields = [[0.9, 0.1], [0.9, 0.1], [np.nan, 0.1], [0.9, 0.1]]
+    fired = [[f.track for f in rule.decide(obs(t, [1, 2], p))] for t, p in enumerate(fields)]
+    assert fired == [[], [], [], [1]]
+    # a run restored from saved state keeps the cell's count across the unscored field
+    again = Rule("closeup", {"mitosis": {"p_min": 0.5, "frames": 3}}, CLOSEUP)
+    for t, p in enumerate([[0.9, 0.1], [np.nan, 0.1]]):
+        assert list(again.decide(obs(t, [1, 2], p))) == []
+    restored = Rule("closeup", {"mitosis": {"p_min": 0.5, "frames": 3}}, CLOSEUP)
+    restored.restore(json.loads(json.dumps(again.state())))
+    assert list(restored.decide(obs(2, [1, 2], [0.9, 0.1]))) == []
+    assert [f.track for f in restored.decide(obs(3, [1, 2], [0.9, 0.1]))] == [1]
+
+
 _LO, _HI, _NA = 0.1, 0.9, np.nan
 REARMING = [  # (time point, {track: (P(mitosis), parent)}, tracks fired on); 120 s apart
     (0, {2: (_HI, 0)}, []),  # 2: one field in mitosis, then it divides
