@@ -83,7 +83,8 @@ class Observation:
     divisions: tuple[tuple[int, tuple[int, int]], ...] = ()
     """(parent track, (daughter, daughter)) found on this frame."""
     lost: tuple[int, ...] = ()
-    """Tracks not seen on this frame that were seen on the previous one."""
+    """Tracks not seen on this frame that were seen on the previous one (a parent that
+    divided on this frame too: ``track_lost`` passes over those in ``divisions``)."""
     engines: dict[str, str] = field(default_factory=dict)
     """Engine name → model sha256 used for this field."""
     orientation: tuple[float, float, float, float] = UNTURNED

@@ -400,10 +400,13 @@ class _Feature(_CellSetTrigger):
 
 
 class _TrackLost(Trigger):
+    """A track seen on the previous field and not on this one; not a parent that divided."""
+
     kind = "track_lost"
 
     def check(self, obs: Observation) -> list[Hit]:
-        return [Hit(int(t), None, None, {}) for t in obs.lost]
+        divided = {parent for parent, _ in obs.divisions}  # (its daughters carry it on)
+        return [Hit(int(t), None, None, {}) for t in obs.lost if t not in divided]
 
 
 TRIGGERS: dict[str, type[Trigger]] = {

@@ -453,6 +453,9 @@ def test_division_region_lost_and_recentre() -> None:
     assert [f.track for f in list(region.decide(obs(6, [1, 2], ys=[100, 120])))] == [1]
     lost = Rule("lost", {"track_lost": {}}, {"stop_position": {}})
     assert [f.track for f in list(lost.decide(obs(0, [1], lost=(7,))))] == [7]
+    # a parent that divided is not lost: its daughters carry it on
+    divided = obs(1, [1, 8, 9], lost=(5, 6), divisions=((5, (8, 9)),), parents=[0, 5, 5])
+    assert [f.track for f in list(lost.decide(divided))] == [6]
 
 
 @pytest.mark.parametrize(
