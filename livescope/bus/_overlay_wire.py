@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from livescope.schema import HeaderError
+from livescope.schema import MAX_SIDE, HeaderError
 
 __all__ = [
     "OVERLAY_DTYPES",
@@ -33,7 +33,6 @@ OVERLAY_DTYPES = ("uint8", "uint16", "uint32", "int32", "float16", "float32")
 
 _MAX_HEADER_BYTES = 64 * 2**20
 _MAX_ARRAYS = 64
-_MAX_SIDE = 65536
 _MAX_NBYTES = 2**34
 _MAX_ITEMS = 1_000_000
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
@@ -123,7 +122,7 @@ def _check_arrays(specs: list[Any], sizes: Sequence[int]) -> None:
         if (
             type(shape) is not list
             or not 1 <= len(shape) <= 4
-            or not all(_is_int(s, 1, _MAX_SIDE) for s in shape)
+            or not all(_is_int(s, 1, MAX_SIDE) for s in shape)  # (a frame's sides at most)
         ):
             raise _fail(f"array {name!r}: shape must be 1 to 4 integers >= 1, got {shape!r:.80}")
         nbytes = math.prod(shape) * np.dtype(dtype).itemsize
