@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -49,7 +48,13 @@ from livescope.schema import (
     read_jsonl,
     write_atomic,
 )
-from livescope.scope import ScopeAgent, map_channels, replay_sequence, run_replay_scope
+from livescope.scope import (
+    ScopeAgent,
+    check_speed,
+    map_channels,
+    replay_sequence,
+    run_replay_scope,
+)
 
 from ._config import PLAN_FILE, RESULTS_DIR, WorkerConfig
 from ._demo import run_adaptive
@@ -170,8 +175,7 @@ def run_replay(
         when the plan, profile or channels do not fit, or the worker fails.
 
     """
-    if speed is not None and not (math.isfinite(speed) and speed > 0):
-        raise LivescopeError(f"speed must be > 0 (or None for as fast as possible), got {speed}")
+    check_speed(speed)
     out = Path(out_dir)
     check_output_folder(out, empty=True)
     uses_ipc()  # a bad LIVESCOPE_TRANSPORT: before anything is written

@@ -28,6 +28,7 @@ from ._replay import (
     ReplayGate,
     ReplayMicroscope,
     ReplaySource,
+    check_speed,
     run_replay_scope,
 )
 from ._replay_plan import frames_in_plan, map_channels, replay_sequence
@@ -67,6 +68,7 @@ __all__ = [
     "bench_camera",
     "bench_record",
     "check_micromanager_config",
+    "check_speed",
     "demo_sequence",
     "expose",
     "frame_info",

@@ -64,6 +64,7 @@ __all__ = [
     "ReplayGate",
     "ReplayMicroscope",
     "ReplaySource",
+    "check_speed",
     "run_replay_scope",
 ]
 
@@ -533,6 +534,15 @@ def _elsewhere_note(offsets_um: Sequence[float]) -> str:
     return f" ({len(offsets_um)} more taken {far} away: not served)"
 
 
+def check_speed(speed: float | None) -> None:
+    """Refuse a replay speed that is not a finite number above 0 (None: as fast as it goes)."""
+    if speed is not None and not (math.isfinite(speed) and speed > 0):
+        raise LivescopeError(
+            f"replay speed must be a number > 0 (recorded seconds per second; None: as fast "
+            f"as the pipeline goes), got {speed}"
+        )
+
+
 def run_replay_scope(
     dataset: Dataset,
     profile: HardwareProfile,
@@ -559,11 +569,7 @@ def run_replay_scope(
         if ``speed`` is not a finite number above 0 (before anything is written).
 
     """
-    if speed is not None and not (math.isfinite(speed) and speed > 0):
-        raise LivescopeError(
-            f"replay speed must be a number > 0 (recorded seconds per second; None: as fast "
-            f"as the pipeline goes), got {speed}"
-        )
+    check_speed(speed)
     source = ReplaySource(dataset, channels)
     expected = frames_in_plan(sequence)
     out = Path(out_dir)
