@@ -382,6 +382,7 @@ class OverlaySubscriber:
         self._link_since = time.monotonic()
         self._link_wall = time.time()  # (the same moment, on the wall clock: said to the user)
         self._newest: OverlayMessage | None = None
+        self._rejected: str | None = None  # why the newest message was rejected (None: taken)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -510,10 +511,12 @@ class OverlaySubscriber:
                 raise HeaderError(f"overlay of run {msg.header['run_id']!r:.80}, not this run")
         except HeaderError as exc:
             self.counts["rejected"] += 1
+            self._rejected = str(exc)
             n = self.counts["rejected"]
             if n <= 10 or n % 1000 == 0:
                 logger.warning("rejected an overlay message (%d so far): %s", n, exc)
             return
+        self._rejected = None
         size = sum(a.nbytes for a in msg.arrays.values())
         with self._lock:
             if self._latest.pop(msg.position, None) is not None:
@@ -561,14 +564,19 @@ class OverlaySubscriber:
             return position in self._seen and position not in self._latest
 
     def link_problem(self, grace_s: float = 1.0) -> str | None:
-        """Say why no publisher is there, or None (connected, or connecting under ``grace_s``).
+        """Say why no overlay can be shown, or None (connected, or connecting under ``grace_s``).
 
         A worker killed before it removed its ``overlay.json`` (nothing publishes
         at the endpoint it names), a worker that stopped (the run ended, or it
-        was killed), or a CURVE handshake refused. A restarted worker's new
-        endpoint is followed all the same.
+        was killed), a CURVE handshake refused, or a publisher whose newest
+        message was rejected (another protocol version: a worker of another
+        livescope version; another run's). A restarted worker's new endpoint is
+        followed all the same.
         """
         state, since = self._link, self._link_since
+        if state == "connected" and (why := self._rejected) is not None:
+            n = self.counts["rejected"]
+            return f"{n} overlay message(s) from {self.endpoint} rejected, the newest: {why}"
         if state == "connected" or time.monotonic() - since < grace_s:
             return None
         named = f" named in {self._file}" if self._file is not None else ""

@@ -311,6 +311,16 @@ def test_bad_messages_are_counted_not_fatal(tmp_path: Path) -> None:
             assert stats["errors"] == 0
             assert stats["alive"]
             assert stats["messages"] == stats["received"] + len(bad)
+            assert wait_for(lambda: sub.stats()["link"] == "connected")
+            assert sub.link_problem(grace_s=0.0) is None  # the newest was taken
+            # a worker of another protocol version: the viewer says why it shows nothing
+            pub.send_multipart(raw_message(seq=10, v=2))
+            said = wait_for(lambda: sub.link_problem(grace_s=0.0))
+            assert said.startswith(f"{len(bad) + 1} overlay message(s) from {endpoint} rejected")
+            assert "protocol version 2 is not 1" in said
+            pub.send_multipart(raw_message(seq=11))  # taken again: nothing to say
+            wait_for(lambda: (m := sub.latest("p0")) and m.seq == 11)
+            assert sub.link_problem(grace_s=0.0) is None
     finally:
         pub.close(0)
         ctx.term()
