@@ -197,46 +197,63 @@ class ScopeAgent:
             except BaseException:
                 self.publisher.close()
                 raise
-        # what ran, for workers and replays, each whole when it appears and before the
-        # frame log (a worker started first reads them once the log is there); not over
-        # a recorded run's (the recorder refuses its folder)
-        if not (self.run_dir / ZARR_NAME).exists():
-            import json
+        # what the agent opened is closed if the rest fails (e.g. the recorder refuses a
+        # recorded folder): no decision server or frame bus is left bound for the process's life
+        recorder: OmeZarrWriter | None = None
+        decision_log: DecisionLog | None = None
+        try:
+            # what ran, for workers and replays, each whole when it appears and before the
+            # frame log (a worker started first reads them once the log is there); not over
+            # a recorded run's (the recorder refuses its folder)
+            if not (self.run_dir / ZARR_NAME).exists():
+                import json
 
-            import yaml
+                import yaml
 
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            plan_file = self.run_dir / "plan.yaml"
-            if not plan_file.exists():
-                data = json.loads(
-                    sequence.model_dump_json(exclude_unset=True, exclude_defaults=True)
-                )
-                write_atomic(plan_file, yaml.safe_dump(data, sort_keys=False))
-            # the rig as run (a crashed run keeps it); written again when the camera's
-            # orientation came from Micro-Manager
-            profile_file = self.run_dir / "profile.yaml"
-            if profile is not given or not profile_file.exists():
-                write_atomic(
-                    profile_file, yaml.safe_dump(profile.model_dump(mode="json"), sort_keys=False)
-                )
-        self.recorder = OmeZarrWriter(
-            self.run_dir,
-            channels=channels,
-            pixel_size_um=_pixel_size_um(core, profile),
-            z_step_um=float(getattr(sequence.z_plan, "step", None) or 1.0),
-            interval_s=_interval_s(sequence),
-            attrs={"run_id": self.run_id, "profile": profile.name, "livescope": __version__},
-            bit_depth=profile.camera.bit_depth,
-        )
-        self.decision_log = DecisionLog(self.run_dir)
-        if self.publisher is not None and self.server is not None:
-            BusInfo(
-                self.run_id,
-                self.publisher.endpoint,
-                self.publisher.control_endpoint,
-                self.server.endpoint,
-                bus,
-            ).write(self.run_dir)
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                plan_file = self.run_dir / "plan.yaml"
+                if not plan_file.exists():
+                    data = json.loads(
+                        sequence.model_dump_json(exclude_unset=True, exclude_defaults=True)
+                    )
+                    write_atomic(plan_file, yaml.safe_dump(data, sort_keys=False))
+                # the rig as run (a crashed run keeps it); written again when the camera's
+                # orientation came from Micro-Manager
+                profile_file = self.run_dir / "profile.yaml"
+                if profile is not given or not profile_file.exists():
+                    rig = yaml.safe_dump(profile.model_dump(mode="json"), sort_keys=False)
+                    write_atomic(profile_file, rig)
+            self.recorder = recorder = OmeZarrWriter(
+                self.run_dir,
+                channels=channels,
+                pixel_size_um=_pixel_size_um(core, profile),
+                z_step_um=float(getattr(sequence.z_plan, "step", None) or 1.0),
+                interval_s=_interval_s(sequence),
+                attrs={"run_id": self.run_id, "profile": profile.name, "livescope": __version__},
+                bit_depth=profile.camera.bit_depth,
+            )
+            self.decision_log = decision_log = DecisionLog(self.run_dir)
+            if self.publisher is not None and self.server is not None:
+                BusInfo(
+                    self.run_id,
+                    self.publisher.endpoint,
+                    self.publisher.control_endpoint,
+                    self.server.endpoint,
+                    bus,
+                ).write(self.run_dir)
+        except BaseException:
+            if self.server is not None:
+                self.server.close()
+            if self.publisher is not None:
+                self.publisher.close()
+            if decision_log is not None:
+                decision_log.close()
+            if recorder is not None:
+                try:
+                    recorder.close()
+                except OSError as exc:  # (the error that stopped the agent is the one raised)
+                    logger.warning("closing the recording %s: %s", recorder.path, exc)
+            raise
         self.sinks: list[PSink] = [self.recorder, *(extra_sinks or [])]
 
     # ------------------------------------------------------------ decisions
@@ -549,6 +566,8 @@ class ScopeAgent:
             core.mda.run(iter(self.feed))
         except BaseException as exc:  # noqa: BLE001 (re-raised after teardown)
             error = exc
+            if not isinstance(exc, Exception):  # (Ctrl+C: pymmcore-plus left its run open)
+                _end_runner(core)
         finally:
             duration = time.perf_counter() - t0
             core.mda.events.frameReady.disconnect(fanout.on_frame)
@@ -673,10 +692,13 @@ class ScopeAgent:
         """Release the agent's sockets, threads and ``bus.json`` without running.
 
         For a caller whose own set-up fails between making the agent and `run`
-        (which closes it itself).
+        (which closes it itself). The bus is released even when closing the
+        recording fails (its error, e.g. an OSError, is raised afterwards).
         """
-        self.recorder.close()  # (the frame log; nothing was recorded)
-        self._close()
+        try:
+            self.recorder.close()  # (the frame log; nothing was recorded)
+        finally:
+            self._close()
 
     def _close(self) -> None:
         remove_file(self.run_dir / BUS_FILE)  # nobody can attach any more (never raises)
@@ -719,6 +741,30 @@ def ready_or_close(agent: ScopeAgent, on_ready: Callable[[ScopeAgent], None]) ->
     except BaseException:
         agent.close()  # its sockets and threads, which only `run` would close otherwise
         raise
+
+
+def _end_runner(core: Any) -> None:
+    """End the core's MDA run that a KeyboardInterrupt cut short (acquisition thread).
+
+    pymmcore-plus ends a run (the engine's sequence teardown, ``sequenceFinished``,
+    the runner idle again) only when it runs out of events or raises an
+    ``Exception``: after a Ctrl+C the core says it is still acquiring, and
+    refuses every later run ("Cannot register a new engine ...") for as long as
+    the process lives. Ended here as pymmcore-plus ends a run: its engine torn
+    down, ``sequenceFinished`` emitted (``sequenceCanceled`` first if it was
+    waiting for an event), the runner idle.
+    """
+    runner = core.mda
+    if not runner.is_running():
+        return
+    runner.cancel()  # (the reason the run ended: cancelled)
+    finish = getattr(runner, "_finish_run", None)  # (pymmcore-plus has no public way)
+    try:
+        if finish is None:
+            raise LivescopeError(f"{type(runner).__name__} has no _finish_run")
+        finish(getattr(runner, "_sequence", None) or useq.MDASequence())
+    except Exception:
+        logger.exception("ending the interrupted MDA run failed: the core may refuse the next")
 
 
 def _check_camera(core: Any) -> None:
