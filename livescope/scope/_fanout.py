@@ -293,6 +293,8 @@ class FrameFanout:
         self._publish_lock = threading.Lock()
         self._finished = False
         self.errors: list[BaseException] = []
+        self.refused: list[BaseException] = []
+        """Why frames from the camera could not be taken (each cancels the run)."""
         self.frames_acquired = 0
         self.frames_written = 0
         self.abandoned = False  # (a Ctrl+C while closing was pressed again: see finish())
@@ -314,10 +316,20 @@ class FrameFanout:
         here (pycromanager's); None: now.
 
         No garbage collection starts until the frame is on the bus (see
-        `collection_deferred`).
+        `collection_deferred`). A frame it cannot take (e.g. metadata a device
+        filled with text where a number belongs) cancels the run, as a
+        recording that fails does: pymmcore-plus only logs what a ``frameReady``
+        handler raises, so the frame would be lost without a word.
         """
-        with collection_deferred():
-            self._hand_off(image, event, meta, taken)
+        try:
+            with collection_deferred():
+                self._hand_off(image, event, meta, taken)
+        except Exception as exc:  # noqa: BLE001 (logged, kept, raised by finish())
+            index = dict(getattr(event, "index", {}) or {})
+            _log_failure(exc, f"taking the camera's frame {index} failed", "; cancelling the run")
+            self.refused.append(exc)  # (the frames before it are still written)
+            if self._on_cancel is not None:
+                self._on_cancel()
 
     def _hand_off(
         self, image: NDArray[Any], event: useq.MDAEvent, meta: Any, taken: Taken | None
@@ -414,7 +426,7 @@ class FrameFanout:
         Raises
         ------
         LivescopeError
-            if a sink failed.
+            if a sink failed, or a frame from the camera could not be taken.
         KeyboardInterrupt
             if Ctrl+C was pressed while it ran: held back until the recording
             is closed, then raised; pressed again, at once, the recording
@@ -460,6 +472,11 @@ class FrameFanout:
                 f"recording failed after {self.frames_written} of {self.frames_acquired} "
                 f"frame(s) were written: {self.errors[0]}"
             ) from self.errors[0]
+        if self.refused:
+            raise LivescopeError(
+                f"{len(self.refused)} frame(s) from the camera could not be taken (not "
+                f"recorded; the run was cancelled): {self.refused[0]!r}"
+            ) from self.refused[0]
         if self.frames_written != self.frames_acquired:
             raise LivescopeError(
                 f"recording incomplete: {self.frames_acquired} frames acquired, "

@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 from livescope.bus import FramePublisher, FrameSubscriber
 from livescope.record import OmeZarrWriter, zarr_threads
-from livescope.schema import BULK_PRIORITY_ENV, FrameInfo, clock_ns
+from livescope.schema import BULK_PRIORITY_ENV, FrameInfo, LivescopeError, clock_ns
 from livescope.scope._fanout import RECORDING_HOLD_S, FrameFanout
 
 
@@ -361,3 +361,19 @@ def test_ctrl_c_pressed_again_while_the_recording_closes_abandons_it_at_once(
     assert fan.frames_acquired == 10
     assert "Ctrl+C again abandons them" in caplog.text
     assert "the recording is abandoned: 7 frame(s) not written" in caplog.text
+
+
+def test_a_frame_that_cannot_be_taken_cancels_the_run_and_is_not_lost_without_a_word() -> None:
+    # pymmcore-plus only logs what a frameReady handler raises: the frame was lost, the
+    # run "ok". Metadata a device filled with text where a number belongs, for instance
+    sink, cancelled = ListSink(), []
+    fan = FrameFanout([sink], on_cancel=lambda: cancelled.append(True))
+    img = np.zeros((8, 8), np.uint16)
+    fan.on_frame(img, _event(0), {"pixel_size_um": 0.5})
+    fan.on_frame(img, _event(1), {"pixel_size_um": 0.5, "exposure_ms": "n/a"})
+    assert cancelled == [True]
+    fan.on_frame(img, _event(2), {"pixel_size_um": 0.5})  # (came before the cancel took)
+    with pytest.raises(LivescopeError, match=r"1 frame\(s\) from the camera could not be taken"):
+        fan.finish()
+    # the frames before and after it are recorded, not abandoned with it
+    assert [info["index"]["t"] for _, info in sink.frames] == [0, 2]
