@@ -31,6 +31,7 @@ from livescope.schema import (
     HardwareProfile,
     LivescopeError,
     check_output_folder,
+    plan_sections,
     read_jsonl,
     write_atomic,
 )
@@ -228,7 +229,14 @@ def run_adaptive(
             on_supervisor(supervisor)
 
     t0, started = time.perf_counter(), time.time()
-    monitor = StallMonitor().start() if watch_stalls else None
+    monitor: StallMonitor | None = None
+    machine: dict[str, Any] | None = None
+    if watch_stalls:
+        try:
+            monitor = StallMonitor().start()
+        except (LivescopeError, OSError) as exc:  # an aside: the run goes on without it
+            logger.warning("machine stalls not measured: %s", exc)
+            machine = {"error": str(exc)}
     try:
         if acquire is not None:
             summary = acquire(start_worker)
@@ -265,14 +273,15 @@ def run_adaptive(
         supervisor.stop()
         _stop_quietly(monitor)
         raise
-    machine: dict[str, Any] | None = None
     if monitor is not None:
         try:
             machine = {**monitor.stop(), **_slow_fields(out, monitor)}
         except LivescopeError as exc:  # an aside: the run itself succeeded
             logger.warning("machine stalls not measured: %s", exc)
             machine = {"error": str(exc)}
-    mitosis_rules = [p["name"] for p in policies or [] if "mitosis" in p.get("when", {})]
+    # the rules the worker ran: a plan file's own when no policies were given
+    spec = policies if policies is not None else plan_sections(out / PLAN_FILE).get("policies")
+    mitosis_rules = _mitosis_rules(spec)
     evaluation: dict[str, Any] = {"precision": None, "recall": None, "mitosis_to_trigger_s": None}
     truth, truth_profile = ground_truth or (out / "ground_truth", profile)
     tracking: dict[str, Any] | None = None
@@ -394,6 +403,17 @@ def evaluate_tracks(run_dir: str | Path, truth: str | Path) -> dict[str, Any]:
             continue
         out[gt.name] = {k: v for k, v in scores.items() if k not in ("aogm", "bc")}
     return out
+
+
+def _mitosis_rules(policies: object) -> list[str]:
+    """Names of a plan's declared mitosis rules, as the worker logs them (``name: 7``: "7")."""
+    if not isinstance(policies, list):
+        return []
+    return [
+        str(p["name"])
+        for p in policies
+        if isinstance(p, dict) and isinstance(p.get("when"), dict) and "mitosis" in p["when"]
+    ]
 
 
 def _stop_quietly(monitor: StallMonitor | None) -> None:
@@ -580,15 +600,13 @@ def _cell_at(m: Any, y: Any, x: Any, radius: int = 4) -> int:
     h, w = m.shape
     if 0 <= r < h and 0 <= c < w and m[r, c]:
         return int(m[r, c])
-    r0, r1, c0, c1 = (
-        max(0, r - radius),
-        min(h, r + radius + 1),
-        max(0, c - radius),
-        min(w, c + radius + 1),
-    )
+    # (clipped to the mask at both ends: a negative slice end would count from the far side)
+    r0, r1 = min(h, max(0, r - radius)), min(h, max(0, r + radius + 1))
+    c0, c1 = min(w, max(0, c - radius)), min(w, max(0, c + radius + 1))
     win = m[r0:r1, c0:c1]
     ys, xs = np.nonzero(win)
-    if ys.size == 0:
+    d2 = (ys + r0 - r) ** 2 + (xs + c0 - c) ** 2
+    if ys.size == 0 or d2.min() > radius**2:  # (the window's corners are further)
         return 0
-    k = int(np.argmin((ys + r0 - r) ** 2 + (xs + c0 - c) ** 2))
+    k = int(np.argmin(d2))
     return int(win[ys[k], xs[k]])

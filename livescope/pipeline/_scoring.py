@@ -9,6 +9,7 @@ Tracking Challenge sequence.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,7 @@ def score_stain_simulated(
     low, high = (tn.low, tn.high) if tn is not None else (1.0, 99.8)
     rows: list[dict[str, float]] = []
     seg_total = MatchCounts()
-    segs: dict[float, SegmentationEngine] = {}
+    segs: dict[float, SegmentationEngine] = {}  # by nucleus diameter, px
     ms: list[float] = []
     try:
         for i, v in enumerate(views):
@@ -69,13 +70,13 @@ def score_stain_simulated(
                 target = normalize_percentile(v.fluorescence, low, high)
                 rows.append(stain_scores(res.image, target))
             if segmenter is not None:
-                if v.pixel_um not in segs:
-                    segs[v.pixel_um] = SegmentationEngine(
-                        segmenter,
-                        backend=engine.backend,
-                        object_diameter_px=2 * v.nucleus_radius_um / v.pixel_um,
+                diameter_px = 2 * v.nucleus_radius_um / v.pixel_um
+                if diameter_px not in segs:
+                    segs[diameter_px] = SegmentationEngine(
+                        segmenter, backend=engine.backend, object_diameter_px=diameter_px
                     )
-                found = segs[v.pixel_um].segment(res.image, normalised=True)  # as the pipeline does
+                seg = segs[diameter_px]
+                found = seg.segment(res.image, normalised=True)  # as the pipeline does
                 seg_total.add(match_counts(v.labels, found.labels))
             if progress is not None:
                 progress(i + 1, len(views))
@@ -163,22 +164,27 @@ def flag_divisions_ctc(
 
     Cells are the ground-truth masks of a Cell Tracking Challenge sequence
     (``images``: ``tTTT.tif``; ``gt``: ``TRA/man_trackTTT.tif`` + ``man_track.txt``).
-    A division counts as flagged when the mother has P(mitosis) >= ``threshold``
-    in at least one of its last ``frames_before`` frames. ``other_flag_rate``
-    is the share of all other cell-frames (not within ``frames_before`` of a
-    division, daughters' first frames excluded too) that are flagged.
+    A division is a track with two daughters (a track with one child is an
+    object seen again after a gap). It counts as flagged when the mother has
+    P(mitosis) >= ``threshold`` in at least one of its last ``frames_before``
+    frames. ``other_flag_rate`` is the share of all other cell-frames (not
+    within ``frames_before`` of a division, daughters' first frames excluded
+    too) that are flagged.
     """
     frames, tracks = read_ctc(gt, kind="gt")
     files = sorted(Path(images).glob("t[0-9]*.tif"), key=lambda p: int(p.stem[1:]))
     if len(files) != len(frames):
         raise LivescopeError(f"{images} has {len(files)} frames, {gt} annotates {len(frames)}")
-    parents = {t.parent for t in tracks if t.parent}
+    # a division is a parent with two (or more) daughters; a parent with one child is
+    # the same object going on after frames it was missed in (CTC tracks have no gaps)
+    children = Counter(t.parent for t in tracks if t.parent)
+    parents = {label for label, n in children.items() if n >= 2}
     by_label = {t.label: t for t in tracks}
     near: set[tuple[int, int]] = set()  # (frame, label) around divisions
     for t in tracks:
         if t.label in parents:
             near.update((f, t.label) for f in range(t.end - frames_before + 1, t.end + 1))
-        if t.parent:
+        if t.parent in parents:
             near.update((f, t.label) for f in range(t.begin, t.begin + frames_before))
     p_of: dict[tuple[int, int], float] = {}
     other = other_flagged = 0

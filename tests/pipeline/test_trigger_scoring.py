@@ -14,13 +14,14 @@ from livescope.schema import load_profile
 PROFILE = load_profile("sim")  # mitosis 1800 s: anaphase (daughters) 540 s
 
 
-def _run(
-    tmp_path: Path, triggers: list[tuple[int, int, int]], given_back: tuple[int, ...] = ()
-) -> Path:
+def made_up_run(
+    tmp_path: Path, triggers: list[tuple[int, float, float]], given_back: tuple[int, ...] = (),
+    rule: str = "m",
+) -> Path:  # fmt: skip
     """Two cells over 4 time points 120 s apart: cell 1 enters mitosis at 100 s, cell 2 never.
 
-    ``triggers``: (t, y, x) of each mitosis firing; ``given_back``: the indices of those
-    given back to their rule (refused as stale).
+    ``triggers``: (t, y, x) of each firing of mitosis rule ``rule``; ``given_back``: the
+    indices of those given back to their rule (refused as stale).
     """
     truth = tmp_path / "ground_truth"
     (truth / "p0" / "cell_ids").mkdir(parents=True)
@@ -40,9 +41,9 @@ def _run(
         frames.append({"seq": t, "position": "p0", "index": {"t": t}, "added_by": None,
                        "sample_time_s": 120.0 * t, "channel": "DAPI"})  # fmt: skip
     (tmp_path / "frames.jsonl").write_text("".join(json.dumps(f) + "\n" for f in frames))
-    (tmp_path / "results").mkdir()
+    (tmp_path / "results").mkdir(exist_ok=True)
     fired = [
-        {"rule": "m", "trigger": "mitosis", "position": "p0", "t": t, "y": y, "x": x,
+        {"rule": rule, "trigger": "mitosis", "position": "p0", "t": t, "y": y, "x": x,
          "sample_time_s": 120.0 * t, "verdict": "rejected" if i in given_back else "accepted",
          "given_back": i in given_back}
         for i, (t, y, x) in enumerate(triggers)
@@ -52,7 +53,7 @@ def _run(
 
 
 def test_one_right_trigger_is_precision_and_recall_one(tmp_path: Path) -> None:
-    ev = evaluate_triggers(_run(tmp_path, [(2, 15, 15)]), PROFILE)
+    ev = evaluate_triggers(made_up_run(tmp_path, [(2, 15, 15)]), PROFILE)
     assert ev["precision"] == 1.0
     assert ev["recall"] == 1.0
     assert ev["mitosis_to_trigger_s"] == 240 - 100
@@ -62,7 +63,7 @@ def test_one_right_trigger_is_precision_and_recall_one(tmp_path: Path) -> None:
 def test_repeats_and_wrong_cells_count_against_precision(tmp_path: Path) -> None:
     # the mitosis triggered three times, the interphase cell once, a trigger before onset once
     ev = evaluate_triggers(
-        _run(tmp_path, [(0, 15, 15), (1, 15, 15), (2, 15, 15), (3, 15, 15), (2, 45, 45)]),
+        made_up_run(tmp_path, [(0, 15, 15), (1, 15, 15), (2, 15, 15), (3, 15, 15), (2, 45, 45)]),
         PROFILE,
     )
     assert ev["triggers_fired"] == 5
@@ -76,7 +77,9 @@ def test_repeats_and_wrong_cells_count_against_precision(tmp_path: Path) -> None
 def test_a_firing_given_back_to_its_rule_is_no_trigger(tmp_path: Path) -> None:
     # its close-up refused as stale, the rule fired on the mitosis again a field later:
     # one trigger, not a repeat (the first was never imaged)
-    ev = evaluate_triggers(_run(tmp_path, [(1, 15, 15), (2, 15, 15)], given_back=(0,)), PROFILE)
+    ev = evaluate_triggers(
+        made_up_run(tmp_path, [(1, 15, 15), (2, 15, 15)], given_back=(0,)), PROFILE
+    )
     assert (ev["triggers_fired"], ev["triggers_given_back"]) == (1, 1)
     assert ev["duplicate_triggers"] == 0
     assert ev["precision"] == 1.0
@@ -84,23 +87,23 @@ def test_a_firing_given_back_to_its_rule_is_no_trigger(tmp_path: Path) -> None:
 
 
 def test_no_trigger_is_recall_zero(tmp_path: Path) -> None:
-    ev = evaluate_triggers(_run(tmp_path, []), PROFILE)
+    ev = evaluate_triggers(made_up_run(tmp_path, []), PROFILE)
     assert ev["precision"] is None
     assert ev["recall"] == 0.0
     # the plan's mitosis rule never fired: it missed the mitosis
-    ev = evaluate_triggers(_run(tmp_path / "m", []), PROFILE, rules=["m"])
+    ev = evaluate_triggers(made_up_run(tmp_path / "m", []), PROFILE, rules=["m"])
     assert ev["recall"] == 0.0
     assert ev["note"] is None
 
 
 def test_a_plan_without_a_mitosis_rule_is_not_scored_on_recall(tmp_path: Path) -> None:
     # it never tried to catch mitoses: a recall of 0 would say it missed them
-    ev = evaluate_triggers(_run(tmp_path, []), PROFILE, rules=[])
+    ev = evaluate_triggers(made_up_run(tmp_path, []), PROFILE, rules=[])
     assert (ev["precision"], ev["recall"]) == (None, None)
     assert ev["note"] == "the plan has no mitosis rule"
     assert ev["mitoses_observable"] == 1  # (the truth is still read)
     # a policy of its own that fires on mitoses is scored
-    ev = evaluate_triggers(_run(tmp_path / "own", [(2, 15, 15)]), PROFILE, rules=[])
+    ev = evaluate_triggers(made_up_run(tmp_path / "own", [(2, 15, 15)]), PROFILE, rules=[])
     assert (ev["precision"], ev["recall"], ev["note"]) == (1.0, 1.0, None)
 
 
@@ -109,7 +112,7 @@ def test_tracks_are_scored_per_position_and_one_without_a_result_says_why(
 ) -> None:
     from livescope.pipeline._demo import evaluate_tracks
 
-    run = _run(tmp_path, [])
+    run = made_up_run(tmp_path, [])
     truth = run / "ground_truth"
     for pos in ("p0", "p1"):  # the truth's two cells, as CTC ground truth
         tra = truth / pos / "TRA"
