@@ -248,21 +248,36 @@ class WorkerSupervisor:
     def wait(self, timeout_s: float = 600.0) -> dict[str, Any]:
         """Wait for the worker to finish the run (after the agent ended); return its summary.
 
+        A worker still analysing the fields it fell behind on (it catches up on
+        the recording) is waited for as long as it stores a field at least every
+        ``timeout_s`` (``results/latency.jsonl`` grows); until session 53 it was
+        terminated ``timeout_s`` after the run, however far it had got.
+
         Raises
         ------
         LivescopeError
-            if it does not finish within ``timeout_s`` (it is then terminated).
+            if it does not finish, storing no field for ``timeout_s`` (it is then
+            terminated).
 
         """
-        deadline = time.monotonic() + timeout_s
+        progress = self.results / "latency.jsonl"
+        stored, said = _size(progress), False
+        t0 = time.monotonic()
+        deadline = t0 + timeout_s
         while self._watched is not None and not self._watched.is_set():
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if (size := _size(progress)) != stored:
+                stored, deadline = size, now + timeout_s
+            if now > deadline:
                 # ended as stop() ends it: reaped, its exit taken as ours, not as a failure
                 self.stop()
                 raise LivescopeError(
-                    f"the worker did not finish within {timeout_s:g} s after the run "
-                    f"(log: {self.results / 'worker.log'})"
+                    f"the worker did not finish: it stored no field for {timeout_s:g} s "
+                    f"after the run (log: {self.results / 'worker.log'})"
                 )
+            if not said and now - t0 > 10.0:
+                said = True
+                logger.info("waiting for the worker to analyse the fields it has not yet")
             self._watched.wait(0.2)
         self._log.close()
         path = self.results / "worker.json"
@@ -282,6 +297,14 @@ class WorkerSupervisor:
                 f"{self.results / 'worker.log'}"
             )
         return summary
+
+
+def _size(path: Path) -> int:
+    """Size of ``path`` in bytes (-1: not there)."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return -1
 
 
 def _killed_by(code: int) -> str:

@@ -179,7 +179,7 @@ def test_a_wait_that_times_out_stops_and_reaps_the_worker_it_ended(
     sup.start()
     proc = sup.proc
     assert proc is not None
-    with pytest.raises(LivescopeError, match=r"did not finish within 0.5 s"):
+    with pytest.raises(LivescopeError, match=r"did not finish: it stored no field for 0.5 s"):
         sup.wait(0.5)
     assert proc.returncode is not None  # reaped (no zombie left)
     sup.stop()  # (as run_adaptive does after wait() raised): nothing more to do
@@ -211,3 +211,24 @@ def test_a_worker_that_ignores_being_told_to_end_is_killed(
     sup.stop()
     assert proc.poll() is not None  # ended: killed, not left running
     assert "did not end within 0.5 s of being told to; killing it" in caplog.text
+
+
+def test_a_worker_catching_up_after_the_run_is_waited_for_while_it_stores_fields(
+    tmp_path: Path,
+) -> None:
+    # a worker behind the camera analyses the recorded fields it missed once the run
+    # has ended: it was terminated 600 s after the run however far it had got
+    sup = _ScriptedSupervisor(tmp_path / "run", WorkerConfig())
+    log = sup.results / "latency.jsonl"
+    sup.script = (
+        "import time\n"
+        "for i in range(12):\n"
+        f"    with open({str(log)!r}, 'a') as f: f.write('{{}}\\n')\n"
+        "    time.sleep(0.25)\n"
+    )  # 3 s of fields, one every 0.25 s
+    sup.start()
+    t0 = time.monotonic()
+    summary = sup.wait(1.0)
+    assert time.monotonic() - t0 > 1.0  # waited past timeout_s: it kept storing fields
+    assert summary["supervisor"]["exit_codes"] == [0]
+    assert len(log.read_text().splitlines()) == 12
