@@ -160,14 +160,16 @@ def sim(sim_profile: HardwareProfile) -> Iterator[SimulatedMicroscope]:
         yield scope
 
 
-def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, cwd: Path | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m livescope ARGS`` in a fresh interpreter, as a user would."""
     return subprocess.run(
         [sys.executable, "-m", "livescope", *args],
         capture_output=True,
         text=True,
         cwd=cwd or ROOT,
-        timeout=600,
+        timeout=timeout,
         check=False,
     )
 

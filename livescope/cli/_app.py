@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from livescope import __version__
 
@@ -21,6 +22,9 @@ from ._common import (
     emit,
     exit_if_interrupted,
     fail,
+    finite,
+    given,
+    given_path,
     progress_bar,
     refuse_replay_profile,
     setup_logging,
@@ -116,6 +120,7 @@ def demo(
         float | None,
         typer.Option(
             min=0,
+            callback=finite,
             help="Time-lapse interval in sample time, seconds; default 120. Not with --plan.",
             show_default=False,
         ),
@@ -123,15 +128,18 @@ def demo(
     out: Annotated[
         Path | None,
         typer.Option(
-            help="Run folder (new, or one without a recording). Default: runs/demo-<date>-<time>."
+            parser=given_path,
+            help="Run folder (new, or one without a recording). Default: runs/demo-<date>-<time>.",
         ),
     ] = None,
     profile: Annotated[
-        str, typer.Option(help="Hardware profile: a shipped name or a YAML path.")
+        str, typer.Option(callback=given, help="Hardware profile: a shipped name or a YAML path.")
     ] = "sim",
     plan: Annotated[
         Path | None,
-        typer.Option(help="Plan YAML (a useq MDASequence, optionally with policies:)."),
+        typer.Option(
+            parser=given_path, help="Plan YAML (a useq MDASequence, optionally with policies:)."
+        ),
     ] = None,
     seed: Annotated[
         int | None, typer.Option(min=0, help="Overrides the profile's simulation seed.")
@@ -146,6 +154,7 @@ def demo(
         float | None,
         typer.Option(
             min=0.001,
+            callback=finite,
             help="Sample seconds per wall second (default: 40 with analysis, so the CPU "
             "engines keep up on most 2-core PCs: a slower PC's summary says the pace they "
             "kept; the profile's without).",
@@ -266,14 +275,18 @@ def _acquire_and_report(
 
 @app.command("run")
 def run_cmd(
-    plan: Annotated[Path, typer.Argument(help="Plan YAML: a useq MDASequence, with policies:.")],
+    plan: Annotated[
+        Path,
+        typer.Argument(parser=given_path, help="Plan YAML: a useq MDASequence, with policies:."),
+    ],
     profile: Annotated[
-        str, typer.Option(help="Hardware profile: a shipped name or a YAML path.")
+        str, typer.Option(callback=given, help="Hardware profile: a shipped name or a YAML path.")
     ] = "sim",
     out: Annotated[
         Path | None,
         typer.Option(
-            help="Run folder (new, or one without a recording). Default: runs/run-<date>-<time>."
+            parser=given_path,
+            help="Run folder (new, or one without a recording). Default: runs/run-<date>-<time>.",
         ),
     ] = None,
     seed: Annotated[
@@ -283,6 +296,7 @@ def run_cmd(
         float | None,
         typer.Option(
             min=0.001,
+            callback=finite,
             help="Simulated profiles: sample seconds per wall second (default: 40, as in "
             "the demo).",
         ),
@@ -349,17 +363,21 @@ def _print_demo(summary: dict[str, Any], title: str = "livescope demo") -> None:
     from rich.table import Table
 
     table = Table(title=title, show_header=False)
+
+    def add_row(key: str, value: str) -> None:  # (escaped: a path may hold "[...]")
+        table.add_row(key, escape(value))
+
     for key in ("frames_acquired", "timepoints", "positions", "channels", "duration_s", "fps"):
         if (value := summary.get(key)) is not None:  # (a micromanager run has no timepoints)
-            table.add_row(key, ", ".join(value) if isinstance(value, list) else str(value))
+            add_row(key, ", ".join(value) if isinstance(value, list) else str(value))
     if (truth := summary.get("truth")) is not None:  # (simulated runs only)
-        table.add_row("ground-truth tracks", str(truth.get("tracks", 0)))
-        table.add_row("divisions in view", str(truth.get("divisions", 0)))
+        add_row("ground-truth tracks", str(truth.get("tracks", 0)))
+        add_row("divisions in view", str(truth.get("divisions", 0)))
     if "frames_analysed" in summary:
         d = summary["decisions"]
-        table.add_row("frames analysed", str(summary["frames_analysed"]))
+        add_row("frames analysed", str(summary["frames_analysed"]))
         if runtimes := summary.get("engine_runtimes"):
-            table.add_row(
+            add_row(
                 "engines run on",
                 "; ".join(f"{k}: {r['backend']} on {r['device']} ({r['precision']})"
                           for k, r in runtimes.items()),
@@ -372,56 +390,56 @@ def _print_demo(summary: dict[str, Any], title: str = "livescope demo") -> None:
             shared += f", {d['unanswered']} never answered"
         if d.get("answered_late"):
             shared += f"; {d['answered_late']} answered late"
-        table.add_row(
+        add_row(
             "decisions", f"{d['accepted']} accepted, {d['rejected']} rejected{not_sent}{shared}"
         )
-        table.add_row("trigger precision / recall", _trigger_scores(summary))
+        add_row("trigger precision / recall", _trigger_scores(summary))
         if (delay := summary["mitosis_to_trigger_s"]) is not None:
-            table.add_row("mitosis → trigger (median)", f"{delay} s")
+            add_row("mitosis → trigger (median)", f"{delay} s")
         if tracking := summary.get("tracking"):
-            table.add_row(
+            add_row(
                 "tracks vs ground truth (TRA)",
                 ", ".join(f"{p}: {sc['tra']}" if "tra" in sc else f"{p}: not scored"
                           for p, sc in tracking.items()),
             )  # fmt: skip
         over = summary["latency_ms"].get("overhead", {})
-        table.add_row("pipeline overhead p50 / p99", f"{over.get('p50')} / {over.get('p99')} ms")
+        add_row("pipeline overhead p50 / p99", f"{over.get('p50')} / {over.get('p99')} ms")
         if (behind := summary.get("analysis_behind_s")) and behind.get("max", 0) >= 1:
             skipped = summary.get("stains_skipped_behind")
-            table.add_row(
+            add_row(
                 "analysis behind the acquisition",
                 f"up to {behind['max']:.1f} s, {behind['last']:.1f} s at the end (the engines "
                 "were slower than the acquisition: decisions came that late)"
                 + (f"; {skipped} overlay stain(s) skipped to catch up" if skipped else ""),
             )
         if pace := summary.get("analysis_pace"):
-            table.add_row(
+            add_row(
                 "pace the analysis kept",
                 f"about {pace:g} sample s per wall s, the acquisition "
                 f"{summary.get('time_acceleration'):g} (a lower --time-acceleration keeps up, "
                 "and takes longer)",
             )
         if pc := summary.get("machine"):
-            table.add_row(
+            add_row(
                 "machine",
                 f"{pc['cpu']}, {pc['logical_cpus'] or '?'} logical CPUs; Python reference "
                 f"{pc['cpu_reference_ms']} ms",
             )
         if (stalls := summary.get("machine_stalls")) and "error" in stalls:
-            table.add_row("machine stalls > 2 ms", f"not measured: {stalls['error']}")
+            add_row("machine stalls > 2 ms", f"not measured: {stalls['error']}")
         elif stalls:
-            table.add_row(
+            add_row(
                 "machine stalls > 2 ms",
                 f"{stalls['over_2ms_per_s']}/s, longest {stalls['max_ms']} ms; in "
                 f"{stalls['slow_fields_in_a_stall']} of {stalls['slow_fields']} slow fields",
             )
         if mem := summary.get("peak_memory_mb"):
-            table.add_row("peak memory (this process / worker)",
-                          f"{mem.get('run')} / {mem.get('worker')} MB")  # fmt: skip
+            add_row("peak memory (this process / worker)",
+                    f"{mem.get('run')} / {mem.get('worker')} MB")  # fmt: skip
         dropped = f"{summary['dropped_analysis_frames']} / {summary['dropped_recorded_frames']}"
-        table.add_row("dropped (analysis / recorded)", dropped)
-    table.add_row("recording", summary["recording"])
-    table.add_row("report", summary["report"])
+        add_row("dropped (analysis / recorded)", dropped)
+    add_row("recording", summary["recording"])
+    add_row("report", summary["report"])
     stderr.print(table)
     typer.echo(summary["out"])
 
@@ -461,13 +479,15 @@ def profile_check(
         except ProfileError as exc:
             results.append({"file": str(f), "valid": False, "problems": exc.problems})
             if not json_out:
-                stderr.print(f"[red]✗[/] {f}", highlight=False)
+                stderr.print(f"[red]✗[/] {escape(str(f))}", highlight=False)
                 for p in exc.problems:
                     stderr.print(f"    {p}", highlight=False, markup=False)
         else:
             results.append({"file": str(f), "valid": True, "name": prof.name, "kind": prof.kind})
             if not json_out:
-                stderr.print(f"[green]✓[/] {f} ({prof.name}, {prof.kind})", highlight=False)
+                stderr.print(
+                    f"[green]✓[/] {escape(f'{f} ({prof.name}, {prof.kind})')}", highlight=False
+                )
     ok = all(r["valid"] for r in results)
     if json_out:
         emit({"ok": ok, "results": results})
@@ -477,7 +497,9 @@ def profile_check(
 
 @bench_app.command("bus")
 def bench_bus_cmd(
-    paced_seconds: Annotated[float, typer.Option(min=0.5, help="Length of the paced run.")] = 5.0,
+    paced_seconds: Annotated[
+        float, typer.Option(min=0.5, callback=finite, help="Length of the paced run.")
+    ] = 5.0,
     json_out: BenchJsonOpt = True,
 ) -> None:
     """Frame bus throughput and latency: raw pyzmq vs inline vs shared memory, + paced run."""
@@ -509,8 +531,12 @@ def bench_engines_cmd(
 
 @bench_app.command("camera")
 def bench_camera_cmd(
-    seconds: Annotated[float, typer.Option(min=0.1, help="Seconds per case.")] = 3.0,
-    profile: Annotated[str, typer.Option(help="Simulated hardware profile.")] = "sim",
+    seconds: Annotated[
+        float, typer.Option(min=0.1, callback=finite, help="Seconds per case.")
+    ] = 3.0,
+    profile: Annotated[
+        str, typer.Option(callback=given, help="Simulated hardware profile.")
+    ] = "sim",
     json_out: BenchJsonOpt = True,
 ) -> None:
     """Simulated-camera frames per second at 512² and 2048² (targets 100 and 10 fps)."""
@@ -526,7 +552,9 @@ def bench_camera_cmd(
 @bench_app.command("record")
 def bench_record_cmd(
     frames: Annotated[int, typer.Option(min=2, help="Frames per channel and size.")] = 20,
-    profile: Annotated[str, typer.Option(help="Simulated hardware profile.")] = "sim",
+    profile: Annotated[
+        str, typer.Option(callback=given, help="Simulated hardware profile.")
+    ] = "sim",
     json_out: BenchJsonOpt = True,
 ) -> None:
     """Measure recorder CPU ms and frames/s at 512² and 2048² per codec, side by side."""
@@ -541,7 +569,9 @@ def bench_record_cmd(
 
 @bench_app.command("jitter")
 def bench_jitter_cmd(
-    seconds: Annotated[float, typer.Option(min=0.5, help="Seconds per round (4 rounds).")] = 10.0,
+    seconds: Annotated[
+        float, typer.Option(min=0.5, callback=finite, help="Seconds per round (4 rounds).")
+    ] = 10.0,
     period_ms: Annotated[
         float, typer.Option(min=0.05, max=100, help="How long the probe sleeps each time.")
     ] = 1.0,
@@ -564,9 +594,12 @@ def bench_jitter_cmd(
 @bench_app.command("pacing")
 def bench_pacing_cmd(
     frames: Annotated[int, typer.Option(min=10, help="Time points in the plan.")] = 50,
-    interval_ms: Annotated[float, typer.Option(min=20, help="The plan's interval, ms.")] = 100.0,
+    interval_ms: Annotated[
+        float, typer.Option(min=20, callback=finite, help="The plan's interval, ms.")
+    ] = 100.0,
     worker_sleep_ms: Annotated[
-        float, typer.Option(min=1, help="The slow worker's sleep after each frame, ms.")
+        float,
+        typer.Option(min=1, callback=finite, help="The slow worker's sleep after each frame, ms."),
     ] = 300.0,
     json_out: BenchJsonOpt = True,
 ) -> None:
@@ -591,7 +624,8 @@ def bench_replay_cluster_cmd(
     timepoints: Annotated[int, typer.Option(min=2, help="Time points per dataset.")] = 12,
     size: Annotated[int, typer.Option(min=64, help="Frame size (pixels, square).")] = 512,
     keep: Annotated[
-        Path | None, typer.Option(help="Keep the datasets and replays in this folder.")
+        Path | None,
+        typer.Option(parser=given_path, help="Keep the datasets and replays in this folder."),
     ] = None,
     json_out: BenchJsonOpt = True,
 ) -> None:

@@ -8,11 +8,13 @@ import math
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from livescope.schema import ConfigError, LivescopeError, format_validation_error
 
@@ -23,6 +25,9 @@ __all__ = [
     "emit",
     "exit_if_interrupted",
     "fail",
+    "finite",
+    "given",
+    "given_path",
     "progress_bar",
     "report",
     "setup_logging",
@@ -56,6 +61,50 @@ ThreadsOpt = Annotated[
     typer.Option(min=1, help="CPU threads per engine in the worker (default: half the cores)."),
 ]
 """``--threads`` of the commands that start a pipeline worker."""
+
+
+def finite(value: float | None) -> float | None:
+    """Refuse an infinite float option (a callback; its ``min`` refuses NaN, not infinity).
+
+    Raises
+    ------
+    typer.BadParameter
+        a usage error (exit 2) that names the option.
+
+    """
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"must be a finite number, not {value}")
+    return value
+
+
+def given(value: str) -> str:
+    """Refuse an empty text option (a callback), e.g. ``--profile ""`` from an unset variable.
+
+    Raises
+    ------
+    typer.BadParameter
+        a usage error (exit 2) that names the option.
+
+    """
+    if not value.strip():
+        raise typer.BadParameter("is empty")
+    return value
+
+
+def given_path(value: str) -> Path:
+    """Parse a path option or argument, refusing an empty one (a parser).
+
+    ``Path("")`` is the current folder: an empty ``--out ""`` (an unset
+    variable in a script) would put a run's files there, an empty plan or
+    profile would be reported as the folder ".".
+
+    Raises
+    ------
+    typer.BadParameter
+        a usage error (exit 2) that names the option.
+
+    """
+    return Path(given(value))
 
 
 def accelerated(profile: Any, time_acceleration: float | None, *, as_json: bool) -> Any:
@@ -164,7 +213,10 @@ def _finite(obj: Any) -> Any:
 
 def fail(message: str, *, as_json: bool, problems: list[str] | None = None) -> NoReturn:
     """Report a user error (stderr, and one JSON object on stdout with ``--json``) and exit 2."""
-    stderr.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    # (escaped: a path or value in the message may hold "[...]", which rich would eat or refuse)
+    stderr.print(
+        f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True, soft_wrap=True
+    )
     if as_json:
         emit({"ok": False, "error": message, "problems": problems or []})
     raise typer.Exit(EXIT_USER_ERROR)
