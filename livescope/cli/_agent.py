@@ -16,6 +16,7 @@ from ._common import (
     emit,
     exit_if_interrupted,
     fail,
+    given_path,
     refuse_replay_profile,
     setup_logging,
     stderr,
@@ -31,7 +32,8 @@ def agent(
     out: Annotated[
         Path | None,
         typer.Option(
-            help="Run folder (new, or one without a recording). Default: runs/agent-<date>-<time>."
+            parser=given_path,
+            help="Run folder (new, or one without a recording). Default: runs/agent-<date>-<time>.",
         ),
     ] = None,
     bus: Annotated[
@@ -120,7 +122,7 @@ def agent(
 
         def ready(a: Any) -> None:
             attach = f"attach with {run_dir}/bus.json" if bus != "off" else "nothing to attach"
-            stderr.print(f"agent running {a.run_id}: bus {bus}, {attach}")
+            stderr.print(f"agent running {a.run_id}: bus {bus}, {attach}", markup=False)
 
         started = time.time()
         try:
@@ -276,7 +278,8 @@ def worker(
             fail(f"{run}: {above} is a file, so no agent can start a run there", as_json=json_out)
         if not run.is_file() and not any((run / f).exists() for f in ("bus.json", "summary.json")):
             stderr.print(
-                f"waiting up to {ATTACH_WAIT_S:g} s for an agent to start in {run} (its bus.json)"
+                f"waiting up to {ATTACH_WAIT_S:g} s for an agent to start in {run} (its bus.json)",
+                markup=False,
             )
         if analyse or config is not None:
             from livescope.pipeline import PipelineWorker, WorkerConfig
@@ -305,7 +308,8 @@ def worker(
                     if not Path(profile).is_file():
                         stderr.print(
                             f"no profile.yaml in {run}: using the shipped 'sim' profile "
-                            "(give the rig's with --profile)"
+                            "(give the rig's with --profile)",
+                            markup=False,
                         )
                         profile = "sim"
                 cfg = WorkerConfig(
@@ -343,4 +347,4 @@ def worker(
     if json_out:
         emit(result)
     else:
-        stderr.print(json.dumps(result, indent=1))
+        stderr.print(json.dumps(result, indent=1), markup=False)

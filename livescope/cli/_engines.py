@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from ._common import JsonOpt, emit, fail, progress_bar, report, setup_logging, stderr, user_errors
 
@@ -70,10 +71,10 @@ def engines_list(json_out: JsonOpt = False) -> None:
         emit({"engines": engines, "backends": backends})
         return
     for e in engines:
-        stderr.print(f"{e['name']} ({e['task']}): {e['folder']}")
+        stderr.print(f"{e['name']} ({e['task']}): {e['folder']}", markup=False)
     for b in backends:
         mark = "[green]✓[/]" if b["available"] else "[dim]✗[/]"
-        stderr.print(f"{mark} backend {b['name']}: {b['detail']}")
+        stderr.print(f"{mark} backend {escape(str(b['name']))}: {escape(str(b['detail']))}")
 
 
 @engines_app.command("check")
@@ -156,7 +157,8 @@ def engines_check(
         for r in results:
             err = r.get("relative_error", "")
             stderr.print(
-                f"{r['engine']} / {r['backend']}: {r['status']} {err} {r.get('detail', '')}"
+                f"{r['engine']} / {r['backend']}: {r['status']} {err} {r.get('detail', '')}",
+                markup=False,
             )
     if not ok:
         raise typer.Exit(1)

@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from ._common import (
     JsonOpt,
     emit,
     exit_if_interrupted,
     fail,
+    given_path,
     progress_bar,
     setup_logging,
     shared_closeups,
@@ -68,7 +70,9 @@ def replay(
     ],
     out: Annotated[
         Path | None,
-        typer.Option(help="Output folder (new). Default: runs/replay-<date>-<time>."),
+        typer.Option(
+            parser=given_path, help="Output folder (new). Default: runs/replay-<date>-<time>."
+        ),
     ] = None,
     plan: Annotated[
         Path | None,
@@ -169,7 +173,7 @@ def replay(
         exit_if_interrupted(summary)
         return
     for w in summary.get("warnings", []):
-        stderr.print(f"[yellow]warning:[/] {w}", highlight=False)
+        stderr.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
     d = summary["decisions"]
     over = summary.get("replay_overhead") or {}
     stderr.print(
@@ -185,8 +189,9 @@ def replay(
             else ""
         ),
         highlight=False,
+        markup=False,
     )
-    stderr.print(f"report: {summary['report']}", highlight=False)
+    stderr.print(f"report: {summary['report']}", highlight=False, markup=False)
     typer.echo(summary["out"])
     exit_if_interrupted(summary)
 
@@ -228,9 +233,10 @@ def _replay_cluster(
         emit(summary)
     else:
         for d in summary["done"]:
-            stderr.print(f"done: {d['dataset']} → {d['report']}", highlight=False)
+            stderr.print(f"done: {d['dataset']} → {d['report']}", highlight=False, markup=False)
         for f in summary["failed"]:
-            stderr.print(f"[red]failed:[/] {f['dataset']}: {f['error']}", highlight=False)
+            failed = escape(f"{f['dataset']}: {f['error']}")
+            stderr.print(f"[red]failed:[/] {failed}", highlight=False)
         typer.echo(summary["out"])
     if not summary["ok"]:
         raise typer.Exit(1)

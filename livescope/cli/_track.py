@@ -10,7 +10,15 @@ from typing import Annotated, Any
 
 import typer
 
-from ._common import BenchJsonOpt, JsonOpt, report, setup_logging, stderr, user_errors
+from ._common import (
+    BenchJsonOpt,
+    JsonOpt,
+    given_path,
+    report,
+    setup_logging,
+    stderr,
+    user_errors,
+)
 
 __all__ = ["bench_track", "eval_track", "track"]
 
@@ -43,7 +51,10 @@ def _frame_files(folder: Path) -> list[Path]:
 
 def track(
     images: Annotated[Path, typer.Argument(help="CTC-layout folder of frames (t000.tif ...).")],
-    out: Annotated[Path, typer.Option(help="Result folder (new): maskTTT.tif + res_track.txt.")],
+    out: Annotated[
+        Path,
+        typer.Option(parser=given_path, help="Result folder (new): maskTTT.tif + res_track.txt."),
+    ],
     engine: Annotated[
         str | None,
         typer.Option(help="Segmentation engine (name or folder). Default: nuclei-unet."),

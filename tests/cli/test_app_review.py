@@ -86,6 +86,9 @@ def test_an_infinite_float_option_is_refused_naming_the_option(
     [
         pytest.param(["demo", "--no-analysis", "--frames", "1", "--positions", "1"], id="demo"),
         pytest.param(["run", "plan.yaml"], id="run"),
+        pytest.param(["agent", "--plan", "plan.yaml"], id="agent"),
+        pytest.param(["replay", str(ROOT / "tests")], id="replay"),
+        pytest.param(["track", str(ROOT / "tests")], id="track"),
     ],
 )
 def test_an_empty_out_is_refused_not_taken_for_the_current_folder(
