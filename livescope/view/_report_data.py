@@ -194,26 +194,18 @@ def _read_cells(path: Path, problems: list[str]) -> tuple[list[CellRow] | None, 
     return rows, classes
 
 
-def _read_summary(run: Path, problems: list[str]) -> dict[str, Any] | None:
-    """Return the run summary; None, with the reason in ``problems``, if missing or unreadable."""
+def _read_summary(run: Path) -> tuple[dict[str, Any] | None, str]:
+    """Return the run summary, or None and why it cannot be read ("is missing", ...)."""
     path = run / SUMMARY_FILE
     if not path.is_file():
-        why = "is missing"
-    else:
-        try:
-            summary = json.loads(_read_text(path))
-        except ValueError as exc:
-            why = f"is not valid JSON ({exc})"
-        else:
-            if isinstance(summary, dict):
-                return summary
-            why = "does not hold a JSON object"
-    problems.append(
-        f"{SUMMARY_FILE} {why}: the run did not end as planned (it was killed, or is still "
-        "going on); what the summary says is not shown, the rest comes from the frame log "
-        "and results/"
-    )
-    return None
+        return None, "is missing"
+    try:
+        summary = json.loads(_read_text(path))
+    except ValueError as exc:
+        return None, f"is not valid JSON ({exc})"
+    if isinstance(summary, dict):
+        return summary, ""
+    return None, "does not hold a JSON object"
 
 
 def load_run(run_dir: str | Path) -> RunData:
@@ -230,9 +222,15 @@ def load_run(run_dir: str | Path) -> RunData:
     """
     run = Path(run_dir)
     problems: list[str] = []
-    summary = _read_summary(run, problems)
-    if summary is None and not (run / FRAMES_FILE).is_file():
-        raise LivescopeError(f"{run} is not a run folder: {SUMMARY_FILE} is missing")
+    summary, why = _read_summary(run)
+    if summary is None:
+        if not (run / FRAMES_FILE).is_file():
+            raise LivescopeError(f"{run} is not a run folder: {SUMMARY_FILE} {why}")
+        problems.append(
+            f"{SUMMARY_FILE} {why}: the run did not end as planned (it was killed, or is still "
+            "going on); what the summary says is not shown, the rest comes from the frame log "
+            "and results/"
+        )
     frames = _read_jsonl(run / FRAMES_FILE, problems)
     if frames is None:
         raise LivescopeError(f"{run} is not a run folder: {FRAMES_FILE} is missing")

@@ -141,7 +141,10 @@ def test_a_run_killed_before_its_summary_still_gets_a_report(
 
 def test_a_folder_without_a_frame_log_or_summary_is_still_no_run(tmp_path: Path) -> None:
     (tmp_path / "results").mkdir()
-    with pytest.raises(LivescopeError, match=r"not a run folder"):
+    with pytest.raises(LivescopeError, match=r"not a run folder: summary\.json is missing"):
+        write_report(tmp_path)
+    (tmp_path / "summary.json").write_text("{oops")  # there, but not read: not "missing"
+    with pytest.raises(LivescopeError, match=r"not a run folder: summary\.json is not valid JSON"):
         write_report(tmp_path)
     (tmp_path / "summary.json").write_text("{}")
     with pytest.raises(LivescopeError, match=r"frames\.jsonl is missing"):
