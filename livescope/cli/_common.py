@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
-from livescope.schema import ConfigError, LivescopeError, format_validation_error
+from livescope.schema import ConfigError, LivescopeError, format_validation_error, json_safe
 
 __all__ = [
     "BenchJsonOpt",
@@ -163,7 +163,7 @@ def setup_logging(verbose: bool = False) -> None:
 
 def emit(obj: dict[str, Any]) -> None:
     """Print one JSON object on stdout (strict JSON: a NaN or infinity is written as null)."""
-    sys.stdout.write(json.dumps(_finite(obj), default=str, allow_nan=False) + "\n")
+    sys.stdout.write(json.dumps(json_safe(obj), default=str, allow_nan=False) + "\n")
     sys.stdout.flush()
 
 
@@ -195,20 +195,9 @@ def report(obj: dict[str, Any], json_out: bool) -> None:
         return
     import yaml
 
-    plain = json.loads(json.dumps(_finite(obj), default=str))
+    plain = json.loads(json.dumps(json_safe(obj), default=str))
     text = yaml.safe_dump(plain, sort_keys=False, allow_unicode=True, width=100)
     stderr.print(text.rstrip(), highlight=False, markup=False)
-
-
-def _finite(obj: Any) -> Any:
-    """``obj`` with every non-finite float replaced by None (JSON has no NaN)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def fail(message: str, *, as_json: bool, problems: list[str] | None = None) -> NoReturn:

@@ -61,7 +61,7 @@ class FrameResult:
     ms: dict[str, float] = field(default_factory=dict)
 
     def cell_table(self) -> list[dict[str, Any]]:
-        """One row per cell: label, track id, state probabilities (when classified)."""
+        """One row per cell: label, track id, and its state and ``p_mitosis`` when classified."""
         if self.labels is None or self.tracks is None:
             return []
         track_of = self.tracks.mapping()

@@ -1,7 +1,7 @@
 """The pipeline worker's results store, beside the raw data, and its overlay.
 
 `ResultsStore` writes ``results/cells.csv``, ``results/ctc/<position>/``,
-``policy.jsonl`` and ``latency.jsonl`` (the layout is in the docstring of the
+``policy.jsonl``, ``latency.jsonl`` and ``revisions.jsonl`` (the layout is in the docstring of the
 worker's module, ``livescope/pipeline/_worker.py``), and
 publishes each field's overlay. The worker's store thread calls it, one
 decided field at a time, off the decision path; the decision thread appends
@@ -28,7 +28,7 @@ import tifffile
 from numpy.typing import NDArray
 
 from livescope.policy import Observation, Verdict
-from livescope.schema import LivescopeError, read_jsonl, replace_path, write_atomic
+from livescope.schema import LivescopeError, json_safe, read_jsonl, replace_path, write_atomic
 from livescope.tracking import Revision
 
 from ._analyzer import FrameResult
@@ -198,7 +198,8 @@ class ResultsStore:
                     self.counts["firings_shared_not_imaged"] += 1
             if stage == "guardrail":
                 self.counts["decisions_rejected_guardrail"] += 1
-            rows.append(json.dumps({
+            # (a Python policy's NaN inputs are null, as in its decision: JSON has no NaN)
+            rows.append(json.dumps(json_safe({
                 "rule": f.rule, "trigger": f.trigger, "position": f.position, "t": fld.t,
                 "seq": h.get("seq"), "sample_time_s": obs.sample_time_s, "track": f.track,
                 "y": f.y, "x": f.x, "inputs": f.inputs,
@@ -207,7 +208,7 @@ class ResultsStore:
                 else f.decision.model_dump(mode="json"),
                 "verdict": verdict, "stage": stage, "reason": reason, "engines": obs.engines,
                 "given_back": i in given_back,
-            }, default=str) + "\n")  # fmt: skip
+            }), default=str) + "\n")  # fmt: skip
         self._policy_log.write("".join(rows))
         self._policy_log.flush()
 
@@ -229,7 +230,7 @@ class ResultsStore:
             del tails[tid]
         if self.overlay is None:
             return
-        arrays: dict[str, NDArray[Any]] = {f"raw:{ch}": a for (ch, _), a in fld.frames.items()}
+        arrays = _segmented_planes(fld)
         if res.labels is not None:
             arrays["labels"] = res.labels.astype(np.int32, copy=False)
         if res.stain is not None:
@@ -472,6 +473,19 @@ def behind_from_log(path: Path) -> dict[str, float]:
         if rec.get("live") and "queue_wait" in (ms := rec.get("ms", {}))
     ]
     return {"max": round(max(waits, default=0.0), 3), "last": round(waits[-1] if waits else 0.0, 3)}
+
+
+def _segmented_planes(fld: Field) -> dict[str, NDArray[Any]]:
+    """Return ``raw:<channel>`` → the plane of each channel the worker analysed.
+
+    That is a z-stack's middle plane (the worker's choice for a full stack, and
+    a channel's only plane where it was not stacked), not its last one: the
+    labels drawn over it were segmented there.
+    """
+    planes: dict[str, dict[int, NDArray[Any]]] = {}
+    for (ch, z), a in fld.frames.items():
+        planes.setdefault(ch, {})[z] = a
+    return {f"raw:{ch}": by_z[sorted(by_z)[len(by_z) // 2]] for ch, by_z in planes.items()}
 
 
 def _r(v: float) -> float | str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -21,6 +22,7 @@ __all__ = [
     "check_output_folder",
     "format_validation_error",
     "json_object",
+    "json_safe",
     "read_jsonl",
     "read_yaml",
     "replace_path",
@@ -30,6 +32,21 @@ __all__ = [
 
 _M = TypeVar("_M", bound="FrozenModel")
 _T = TypeVar("_T")
+
+
+def json_safe(obj: Any) -> Any:
+    """Return ``obj`` with every non-finite float replaced by None (JSON has no NaN).
+
+    Dicts, lists and tuples are walked (tuples come back as lists, as JSON
+    writes them); anything else is returned as it is.
+    """
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj
 
 
 def check_input_folder(path: Path) -> None:
