@@ -139,11 +139,9 @@ def engines_check(
                 card: EngineCard = ref_engine.card  # the closed engine still names its model
                 t0 = time.perf_counter()
                 try:
-                    plan = rtx.build_ahead_of_time(
-                        ref_engine.model_path,
-                        card,
-                        TilePlan((2048, 2048), card.tiling.tile_px, 0).tile_shapes(),
-                    )
+                    tiles = TilePlan((2048, 2048), card.tiling.tile_px, card.tiling.overlap_px,
+                                     card.input.multiple_of)  # fmt: skip
+                    plan = rtx.build_ahead_of_time(ref_engine.model_path, card, tiles.tile_shapes())
                     results.append({"engine": name, "backend": "tensorrt-rtx (ahead-of-time build)",
                                     "status": "ok", "plan_bytes": len(plan),
                                     "seconds": round(time.perf_counter() - t0, 2)})  # fmt: skip

@@ -116,9 +116,13 @@ class TilePlan:
         return [(s, self.tile if s != last else n - s) for s in starts]
 
     def tile_shapes(self) -> list[tuple[int, int]]:
-        """Return the distinct (h, w) of the tiles (what a compiled plan must accept)."""
-        hs = {size for _, size in self.spans(self.shape[0])}
-        ws = {size for _, size in self.spans(self.shape[1])}
+        """Return the distinct (h, w) of the tiles as run (what a compiled plan must accept).
+
+        Each is padded to a multiple of ``align``, as `Engine` pads a tile for the model.
+        """
+        a = self.align
+        hs = {-(-size // a) * a for _, size in self.spans(self.shape[0])}
+        ws = {-(-size // a) * a for _, size in self.spans(self.shape[1])}
         return sorted((h, w) for h in hs for w in ws)
 
     def regions(self) -> list[tuple[tuple[slice, slice], tuple[slice, slice]]]:

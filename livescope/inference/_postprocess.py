@@ -53,12 +53,17 @@ def normalize_percentile(
 
     Always computed in fp32 (never fp16): large uint16 counts lose precision in fp16.
     Percentiles come from a strided subsample of large frames (same result to
-    within a count, much faster).
+    within a count, much faster). A frame whose two percentiles are equal (flat
+    but for a few pixels: one nucleus on a background-subtracted frame) is scaled
+    from its minimum to its maximum instead, not stretched by ``1 / eps``; a
+    constant frame becomes zeros.
     """
     x = np.asarray(image, dtype=np.float32)
     step = max(1, int(np.sqrt(x.size / 262144)))
     sample = x[::step, ::step] if x.ndim == 2 else x
     lo, hi = np.percentile(sample, [low, high])
+    if float(hi - lo) <= eps:
+        lo, hi = float(x.min()), float(x.max())
     scale = np.float32(1.0 / max(float(hi - lo), eps))
     out: NDArray[np.float32] = x - np.float32(lo)
     out *= scale

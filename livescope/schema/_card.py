@@ -46,7 +46,9 @@ class CardInput(FrozenModel):
 class Normalisation(FrozenModel):
     """How camera counts become model input (always in fp32, before any fp16 cast).
 
-    ``percentile``: per frame, the ``low``/``high`` percentiles map to 0/1.
+    ``percentile``: per frame, the ``low``/``high`` percentiles map to 0/1 (a frame
+    whose two are equal, flat but for a few pixels, is scaled from its minimum to
+    its maximum).
     ``fixed``: ``(counts - offset) / scale``.
     ``gamma`` < 1 then raises the result (negatives clipped to 0) to that power:
     0.5, the square root, evens out photon (Poisson) noise across intensities and
