@@ -346,20 +346,26 @@ def test_card_padding_less_than_its_unet_needs_names_the_setting(
         e.run(np.ones((1, 1, 520, 520), np.float32))  # a batch straight through: same error
 
 
-def test_tiled_inference_has_no_seams(tmp_path: Path, frame: np.ndarray) -> None:
+@pytest.mark.parametrize("name", _frame_engines())
+def test_tiled_inference_has_no_seams(tmp_path: Path, frame: np.ndarray, name: str) -> None:
+    # each shipped card's own overlap, in tiles of 448 px: every tile computes what the
+    # whole frame would (the stain U-Net, 4 poolings deep, needs 192 px: at 128 its
+    # output differed by up to 1 % of its range along each cut, until session 53)
     big = np.tile(frame, (2, 3))[:900, :1300]
     folders = []
-    for name, tile in (("whole", 4096), ("tiled", 384)):
-        folder = _copy_engine(tmp_path / name)
+    for part, tile in (("whole", 4096), ("tiled", 448)):
+        folder = tmp_path / part / name
+        shutil.copytree(builtin_engines()[name], folder)
         card = yaml.safe_load((folder / "card.yaml").read_text())
-        card["tiling"] = {"tile_px": tile, "overlap_px": 128}
+        overlap = card["tiling"]["overlap_px"]
+        card["tiling"]["tile_px"] = tile
         (folder / "card.yaml").write_text(yaml.safe_dump(card))
         folders.append(folder)
     whole = Engine(folders[0], backend="onnxruntime")
     tiled = Engine(folders[1], backend="onnxruntime")
-    assert len(TilePlan(big.shape, 384, 128).regions()) > 4
+    assert len(TilePlan(big.shape, 448, overlap).regions()) > 4
     a, b = whole.infer(big), tiled.infer(big)
-    assert np.max(np.abs(a - b)) < 1e-4
+    assert np.max(np.abs(a - b)) <= 1e-5 * max(1.0, float(np.abs(a).max()))
 
 
 def test_normalisation_is_fp32_for_large_counts() -> None:
