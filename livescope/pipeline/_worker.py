@@ -228,6 +228,7 @@ class PipelineWorker:
             self.sequence = load_plan(plan_path)
             rules = load_policies(plan_path, self.profile)
         self.kinds = {c.name: c.kind for c in self.profile.channels.presets}
+        self._no_pixel_size_said = False
         # which fluorescence channel is segmented: one whose target is nuclei first, then
         # one with no stated target (or not in the profile); never one showing something else
         self.nuclear_rank = {
@@ -710,6 +711,25 @@ class PipelineWorker:
             self._decide_q.put(None)
             self._decide_thread.join()
 
+    def _geometry_px(self, job: DecideJob) -> float:
+        """Return the µm per pixel the policies place close-ups and measure distances by.
+
+        The frame's, else the profile's objective's (a frame from a publisher of
+        one's own may carry none; taken for 1 µm, a close-up or recentring moved
+        the stage by pixels), said once.
+        """
+        if job.pixel_size_um:
+            return float(job.pixel_size_um)
+        px = float(self.profile.objective.pixel_size_um)
+        if not self._no_pixel_size_said:
+            self._no_pixel_size_said = True
+            logger.warning(
+                "frames carry no pixel size: the policies place close-ups and measure "
+                "distances by the profile's objective (%s, %g µm per pixel)",
+                self.profile.objective.name, px,
+            )  # fmt: skip
+        return px
+
     def _decide(self, job: DecideJob) -> None:
         """Run a field's policies, send its decisions, hand it to the store thread.
 
@@ -726,7 +746,7 @@ class PipelineWorker:
         with collection_deferred():
             t0 = time.perf_counter()
             obs = observe(
-                fld, res, nuclear_frame=job.nuclear, pixel_size_um=job.pixel_size_um,
+                fld, res, nuclear_frame=job.nuclear, pixel_size_um=self._geometry_px(job),
                 run_id=self.run_id,
                 engines=self.analyzer.engines_used(res, stain_decides=self._stain_decides),
                 tracker=job.tracker_state, orientation=self.profile.camera.orientation,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import useq
 from skimage.draw import disk
 
@@ -122,3 +123,48 @@ def test_policy_log_lines_are_json_when_a_cells_value_is_nan(tmp_path: Path) -> 
     for line in lines:
         rec = json.loads(line, parse_constant=_no_nan)
         assert rec["inputs"] == {"stain": None}
+
+
+class PlaceOfEveryCell:
+    """A Python policy that records where on the stage each cell is, and the field's µm/px."""
+
+    name = "place-log"
+
+    def decide(self, obs: Observation) -> list[Firing]:
+        c = obs.cells
+        return [
+            Firing(self.name, "cell", obs.position, None, track=int(c.tracks[i]),
+                   y=float(c.y[i]), x=float(c.x[i]),
+                   inputs={"px": obs.pixel_size_um, "xy": obs.stage_xy(c.y[i], c.x[i])})
+            for i in range(len(c))
+        ]  # fmt: skip
+
+
+def test_a_frame_without_a_pixel_size_is_placed_by_the_profiles_objective(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a frame from a publisher of one's own without pixel_size_um: the policies took 1 µm per
+    # pixel, so a close-up or recentring moved the stage by pixels (a cell 40 px off centre
+    # was placed 40 µm away, not 40 x 0.65)
+    cfg = WorkerConfig(segmenter=None, stain=None, states=None, overlay=False)
+    w = PipelineWorker(tmp_path, cfg, policies=[PlaceOfEveryCell()])
+    px = w.profile.objective.pixel_size_um
+    assert px != 1.0
+    labels = np.zeros((96, 128), np.int32)
+    labels[disk((30, 30), 6, shape=labels.shape)] = 1
+    nuclear = np.where(labels > 0, 500, 100).astype(np.uint16)
+    tracker = w.analyzer.trackers.setdefault("p0", OnlineTracker())
+    for t in (0, 1):  # (said once)
+        objects = measure_objects(labels, nuclear)
+        res = FrameResult("p0", t, labels=labels, tracks=tracker.update(objects, frame=t),
+                          objects=objects)  # fmt: skip
+        header = {"seq": t, "x_um": 0.0, "y_um": 0.0, "sample_time_s": 60.0 * t}
+        fld = Field("p0", t, {("DAPI", 0): nuclear}, header, t, live=False)
+        w._decide(DecideJob(fld, res, nuclear, None, t, t, t, tracker.snapshot()))
+    assert w._finish()["ok"] is True
+    lines = (tmp_path / "results" / "policy.jsonl").read_text().splitlines()
+    recs = [json.loads(line) for line in lines]
+    assert [r["inputs"]["px"] for r in recs] == [px, px]
+    x_um, y_um = recs[0]["inputs"]["xy"]  # (the cell: row 30, column 30 of a 96 x 128 field)
+    assert (abs(x_um), abs(y_um)) == pytest.approx(((63.5 - 30) * px, (47.5 - 30) * px), rel=0.05)
+    assert caplog.text.count("frames carry no pixel size") == 1
