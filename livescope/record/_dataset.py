@@ -186,8 +186,10 @@ def _read_tiff_2d(path: Path) -> NDArray[Any]:
 
     try:
         image = np.asarray(tifffile.imread(path))
-    except (OSError, ValueError, tifffile.TiffFileError) as exc:
+    except Exception as exc:  # noqa: BLE001 (tifffile's decoders raise many kinds)
         raise DatasetError(f"{path}: cannot be read ({exc})") from None
+    if image.ndim > 2 and all(n == 1 for n in image.shape[:-2]):
+        image = image.reshape(image.shape[-2:])  # (one plane, saved as (1, h, w))
     check_dtype(str(path), image.dtype, image.shape)
     return _native(image)
 

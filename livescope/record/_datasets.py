@@ -9,7 +9,9 @@ far:
   a run killed mid-write replays up to its last logged frame; a run's
   ``data.ome.zarr`` given on its own opens as its run folder;
 * ``ctc``: a Cell Tracking Challenge image folder (``t000.tif``, ``t001.tif``, ...),
-  one position and one channel, ``interval_s`` apart.
+  one position and one channel, ``interval_s`` apart; the pixel size its TIFF tags
+  state (a resolution per cm, mm or µm, or ImageJ's in microns), if any. A file of
+  several planes (a z-stack) is refused.
 
 * ``ndtiff``: an NDTiff dataset (pycromanager / Micro-Manager, ndstorage); frames
   after one cut short by a crash are left out, with a warning; each frame's
@@ -71,9 +73,10 @@ def open_dataset(
 ) -> Dataset:
     """Open a recorded dataset for replay, detecting its format (see the module).
 
-    ``channel``, ``interval_s`` and ``pixel_size_um`` describe formats that do not
-    record them (CTC folders); ``pixel_size_um`` (µm per pixel), if given, also
-    replaces a recorded one, in every format.
+    ``channel``, ``interval_s`` (seconds between time points) and ``pixel_size_um``
+    describe formats that do not record them (CTC folders; times, where a format
+    records none); ``pixel_size_um`` (µm per pixel), if given, also replaces a
+    recorded one, in every format.
 
     Raises
     ------
@@ -84,6 +87,8 @@ def open_dataset(
     """
     if pixel_size_um is not None and not (math.isfinite(pixel_size_um) and pixel_size_um > 0):
         raise DatasetError(f"{path}: pixel size {pixel_size_um} µm given; it must be above 0")
+    if not (math.isfinite(interval_s) and interval_s > 0):
+        raise DatasetError(f"{path}: interval {interval_s} s given; it must be above 0")
     ds = _open(Path(path), channel, interval_s, pixel_size_um)
     return _with_folder_names(_checked_pixel_sizes(ds))
 
@@ -231,11 +236,22 @@ def _open_ctc(p: Path, channel: str, interval_s: float, pixel_size_um: float | N
             with tifffile.TiffFile(f) as tf:
                 series = tf.series[0]
                 shape, dtype = tuple(int(s) for s in series.shape), series.dtype
+                # planes written one by one (imwrite(..., append=True)): a series each
+                planes = sum(math.prod(s.shape[:-2]) for s in tf.series
+                             if s.shape[-2:] == series.shape[-2:] and s.dtype == dtype)  # fmt: skip
+                um = _tiff_pixel_size(tf)
         except (OSError, ValueError, IndexError, tifffile.TiffFileError) as exc:
             # left out like a missing frame: the frames after it are still replayed
             why = "truncated or damaged TIFF" if isinstance(exc, IndexError) else repr(exc)
             warnings.append(f"{f}: cannot be read ({why}); replayed without it")
             continue
+        if len(shape) > 2 and all(n == 1 for n in shape[:-2]):
+            shape = shape[-2:]  # (one plane, saved as (1, h, w))
+        if planes > 1 and len(shape) == 2:
+            raise DatasetError(
+                f"{f}: holds {planes} planes of {shape[0]} × {shape[1]} (a z-stack?); "
+                "livescope replays one 2-D frame per tNNN.tif"
+            )
         check_dtype(str(f), dtype, shape)
         key = FrameKey("p0", t, channel, 0)
         frames.append(
@@ -244,7 +260,7 @@ def _open_ctc(p: Path, channel: str, interval_s: float, pixel_size_um: float | N
                 (shape[0], shape[1]),
                 dtype_name(dtype),
                 sample_time_s=t * interval_s,
-                pixel_size_um=pixel_size_um,
+                pixel_size_um=pixel_size_um or um,
                 origin=f.name,
             )
         )
@@ -253,6 +269,35 @@ def _open_ctc(p: Path, channel: str, interval_s: float, pixel_size_um: float | N
         raise DatasetError(f"{p}: no readable tNNN.tif frame")
     refuse_repeated_keys(p, frames, "the number in the file name (tNNN.tif)")
     return Dataset(p, "ctc", frames, warnings=warnings, _index=index)
+
+
+_UM_PER_UNIT = {3: 1e4, 4: 1e3, 5: 1.0}  # TIFF ResolutionUnit: CENTIMETER, MILLIMETER, µm
+_IMAGEJ_MICRONS = ("micron", "microns", "um", "µm", "\u03bcm", "\\u00B5m")
+
+
+def _tiff_pixel_size(tf: Any) -> float | None:
+    """Return the pixel size (µm) a TIFF's first page states, or None.
+
+    TIFF states pixels per ResolutionUnit: per cm (the Cell Tracking Challenge's
+    files), mm or µm are read; per inch (a screen's 72 dpi, as many writers put)
+    and none are not, but for ImageJ's, whose unit (``unit=micron``) is in its
+    description. Pixels that are not square: None.
+    """
+    page = tf.pages[0]
+    try:
+        x, y = (float(v) for v in page.resolution)
+        unit = int(page.resolutionunit)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    per_unit = _UM_PER_UNIT.get(unit)
+    if per_unit is None and unit == 1 and tf.is_imagej:
+        meta = tf.imagej_metadata or {}
+        per_unit = 1.0 if str(meta.get("unit", "")).strip() in _IMAGEJ_MICRONS else None
+    if per_unit is None or not (math.isfinite(x) and x > 0 and math.isfinite(y) and y > 0):
+        return None
+    if not math.isclose(x, y, rel_tol=1e-3):
+        return None
+    return per_unit / x
 
 
 _NDTIFF_LOCK = threading.Lock()
