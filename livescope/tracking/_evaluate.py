@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import io
+import shutil
+import tempfile
 import warnings
 from numbers import Integral
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from livescope.schema import LivescopeError, check_input_folder
 
@@ -28,7 +32,14 @@ def evaluate_tracking(res: str | Path, gt: str | Path, *, div_tolerance: int = 1
     ``res`` holds ``maskTTT.tif`` + ``res_track.txt``; ``gt`` holds
     ``TRA/man_trackTTT.tif`` + ``TRA/man_track.txt`` (a CTC ``NN_GT`` folder).
     Divisions are matched by py-ctcmetrics' branching criterion (BC(i)): parent
-    and both daughters must match, within ``div_tolerance`` frames.
+    and both daughters must match, within ``div_tolerance`` frames. ``lnk`` is
+    None where the ground truth has no links (LNK is 0/0 there).
+
+    py-ctcmetrics reads every ``.tif`` in a folder as a frame, and adds the
+    ground truth's top label + 1 to the result's labels in the masks' own type;
+    other ``.tif`` files beside the frames (an AppleDouble ``._mask000.tif``, an
+    overlay) and masks of a type too narrow for that sum (uint8) are scored from
+    a copy that holds only the frames, the masks widened.
     """
     try:
         from ctc_metrics import evaluate_sequence
@@ -55,10 +66,12 @@ def evaluate_tracking(res: str | Path, gt: str | Path, *, div_tolerance: int = 1
         raise LivescopeError(f"{res} has {n_res} masks but {gt / 'TRA'} has {n_gt} frames")
     n_tracks, n_true = (_check_track_file(f) for f in (res / "res_track.txt",
                                                         gt / "TRA" / "man_track.txt"))  # fmt: skip
+    dtypes = set()
     if masks:
-        want = _tiff_shape(truth[0])
+        want = _tiff_header(truth[0])[0]
         for m in masks:  # (headers only)
-            shape = _tiff_shape(m, labels=True)
+            shape, dtype = _tiff_header(m, labels=True)
+            dtypes.add(dtype)
             if shape != want:
                 raise LivescopeError(
                     f"{m} is {shape} px but the ground truth's {truth[0].name} is {want} px: "
@@ -66,22 +79,53 @@ def evaluate_tracking(res: str | Path, gt: str | Path, *, div_tolerance: int = 1
                 )
     if not n_tracks:
         raise LivescopeError(f"{res / 'res_track.txt'} lists no tracks: nothing to score")
+    if not n_true:
+        raise LivescopeError(
+            f"{gt / 'TRA' / 'man_track.txt'} lists no tracks: nothing to score against"
+        )
     if n_res < 2:  # (py-ctcmetrics fails on one frame: there are no links to score)
         raise LivescopeError(
             f"{res} has {n_res} frame{'' if n_res == 1 else 's'}: tracking is scored on 2 "
             "frames or more"
         )
-    metrics = ["Valid", "TRA", "DET", "LNK", f"BC({max(div_tolerance, 3)})"]
+    res_rows, gt_rows = (
+        _track_rows(res / "res_track.txt"),
+        _track_rows(gt / "TRA" / "man_track.txt"),
+    )
+    # py-ctcmetrics adds the truth's top label + 1 to the result's labels in the masks' type
+    top = max(r[0] for r in res_rows) + max(r[0] for r in gt_rows) + 1
+    widen = any(np.issubdtype(dt, np.integer) and top > np.iinfo(dt).max for dt in dtypes)
+    links = sum(end - begin for _, begin, end, _ in gt_rows) + sum(p != 0 for *_, p in gt_rows)
+    metrics = ["Valid", "TRA", "DET", *(["LNK"] if links else []), f"BC({max(div_tolerance, 3)})"]
     with (
+        tempfile.TemporaryDirectory(prefix="livescope-ctc-") as tmp,
         contextlib.redirect_stdout(io.StringIO()),  # ("Invalid results!": said below)
         warnings.catch_warnings(record=True) as said,
     ):
+        res_in, gt_in = res, gt
+        if widen or _stray_tifs(res, masks):
+            res_in = _frames_only(res, masks, "res_track.txt", Path(tmp, "res"), widen=widen)
+        if _stray_tifs(gt / "TRA", truth):
+            gt_in = _frames_only(
+                gt / "TRA", truth, "man_track.txt", Path(tmp, "gt", "TRA"), widen=False
+            ).parent
         warnings.simplefilter("always")
-        r = evaluate_sequence(str(res), str(gt), metrics=metrics, threads=1)
+        try:
+            r = evaluate_sequence(str(res_in), str(gt_in), metrics=metrics, threads=1)
+        except ZeroDivisionError:  # (links in man_track.txt, none in its markers)
+            raise LivescopeError(
+                f"{gt / 'TRA'}: the ground truth's markers hold no links (LNK is 0/0)"
+            ) from None
     if not r.get("Valid"):
         # py-ctcmetrics says why in warnings: the first few, e.g. "Label 3 in res_track
         # but not in mask .../mask004.tif."
-        why = list(dict.fromkeys(str(w.message) for w in said if w.category is UserWarning))
+        why = list(
+            dict.fromkeys(
+                str(w.message).replace(str(res_in), str(res))
+                for w in said
+                if w.category is UserWarning
+            )
+        )
         detail = "; ".join(why[:3]) + (f" (and {len(why) - 3} more)" if len(why) > 3 else "")
         raise LivescopeError(
             f"{res}: py-ctcmetrics finds the result invalid: "
@@ -94,7 +138,7 @@ def evaluate_tracking(res: str | Path, gt: str | Path, *, div_tolerance: int = 1
     return {
         "tra": round(float(r["TRA"]), 5),
         "det": round(float(r["DET"]), 5),
-        "lnk": round(float(r["LNK"]), 5),
+        "lnk": round(float(r["LNK"]), 5) if links else None,
         "div_precision": round(precision, 4),
         "div_recall": round(recall, 4),
         "div_f1": round(f1, 4),
@@ -163,9 +207,34 @@ def _check_track_file(path: Path) -> int:
     return len(rows)
 
 
-def _tiff_shape(path: Path, *, labels: bool = False) -> tuple[int, ...]:
-    """Return a TIFF's shape (its header only); ``labels``: refuse one that holds no labels."""
-    import numpy as np
+def _track_rows(path: Path) -> list[tuple[int, int, int, int]]:
+    """Return a (checked) track file's rows: label, begin, end, parent."""
+    rows = (line.split() for line in path.read_text(encoding="utf-8").splitlines())
+    return [(int(a), int(b), int(c), int(d)) for a, b, c, d in (r for r in rows if r)]
+
+
+def _stray_tifs(folder: Path, frames: list[Path]) -> list[Path]:
+    """Files py-ctcmetrics would take for frames (every name ending .tif) that are none."""
+    keep = {f.name for f in frames}
+    return [p for p in folder.iterdir() if p.name.endswith(".tif") and p.name not in keep]
+
+
+def _frames_only(folder: Path, frames: list[Path], track: str, dest: Path, *, widen: bool) -> Path:
+    """Copy ``frames`` and the track file to ``dest``; ``widen``: the frames as int64."""
+    import tifffile
+
+    dest.mkdir(parents=True)
+    shutil.copyfile(folder / track, dest / track)
+    for f in frames:
+        if widen:
+            tifffile.imwrite(dest / f.name, tifffile.imread(f).astype(np.int64))
+        else:
+            shutil.copyfile(f, dest / f.name)
+    return dest
+
+
+def _tiff_header(path: Path, *, labels: bool = False) -> tuple[tuple[int, ...], np.dtype[Any]]:
+    """Return a TIFF's shape and type (its header only); ``labels``: refuse one not of labels."""
     import tifffile
 
     try:
@@ -176,4 +245,4 @@ def _tiff_shape(path: Path, *, labels: bool = False) -> tuple[int, ...]:
         raise LivescopeError(f"{path}: cannot read it as a TIFF ({exc})") from exc
     if labels and not np.issubdtype(dtype, np.integer):
         raise LivescopeError(f"{path}: a mask must hold integer labels, not {dtype} values")
-    return shape
+    return shape, dtype
