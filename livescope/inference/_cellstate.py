@@ -7,7 +7,7 @@ cell's own mask so neighbours are told apart) and runs all crops as one batch.
 Frames at another pixel size than the card's are zoomed to it (only the crops are sampled).
 Class names come from the card's output channels; ``p_mitosis`` sums the
 mitotic ones (prophase = early mitosis; metaphase and anaphase/telophase = late).
-A frame without cells yields empty results.
+A frame without cells (or whose cells all vanish in the zoom) yields empty results.
 """
 
 from __future__ import annotations
@@ -185,6 +185,11 @@ class CellStateEngine(Engine):
                     f"engine {self.name}: a cell classifier takes 2 channels (signal, mask), the "
                     f"card says {self.card.input.channels}"
                 )
+            if not 1 <= max_batch <= MAX_BATCH:
+                raise EngineError(
+                    f"engine {self.name}: max_batch must be 1..{MAX_BATCH} cells per call (a "
+                    f"TensorRT plan's batch range), got {max_batch}"
+                )
             self.classes = tuple(self.card.outputs[0].channels)
             self.crop_px = int(self.card.crop_px)
             self.max_batch = max_batch
@@ -219,7 +224,16 @@ class CellStateEngine(Engine):
         """Class probabilities of every cell in ``labels`` (same 2-D shape as ``frame``).
 
         With ``pixel_size_um`` (the frame's), frame and labels are first zoomed
-        to the card's pixel size when they differ by more than 10%.
+        to the card's pixel size when they differ by more than 10%; a cell
+        that vanishes in a zoom out (a few pixels, between the zoomed ones) has
+        no row, as zooming the whole label image would lose it.
+
+        Raises
+        ------
+        EngineError
+            if frame or labels are unfit, or the pixel size is not positive or
+            more than 8x off the card's (whether or not the frame holds cells).
+
         """
         f = np.asarray(frame)
         if not isinstance(frame, np.ndarray) or f.ndim != 2:
@@ -245,12 +259,16 @@ class CellStateEngine(Engine):
         if problem := _float_problem(f):
             raise EngineError(f"engine {self.name}: frame {problem}")
         self._session()  # (a closed engine refuses even a frame without cells)
+        scale = self.pixel_scale(pixel_size_um)  # (and so does a wrong pixel size)
         t0 = time.perf_counter()
+        empty = np.zeros((0, len(self.classes)), np.float32)
         if not lab.any():
-            empty = np.zeros((0, len(self.classes)), np.float32)
             return CellStates(np.zeros(0, np.int64), empty, self.classes, 0.0)
         x = self.normalise(f)
-        ids, crops = cell_crops(x, lab, self.crop_px, scale=self.pixel_scale(pixel_size_um))
+        ids, crops = cell_crops(x, lab, self.crop_px, scale=scale)
+        if ids.size == 0:  # every cell lost in the zoom out: nothing to run
+            ms = 1000 * (time.perf_counter() - t0)
+            return CellStates(ids.astype(np.int64), empty, self.classes, ms)
         step = self.max_batch
         probs = np.concatenate(
             [self._run_bucketed(crops[i : i + step]) for i in range(0, len(crops), step)]
