@@ -21,14 +21,14 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
 
-from livescope.schema import EngineCard, LivescopeError
+from livescope.schema import EngineCard, LivescopeError, write_atomic
 
 __all__ = [
     "BACKENDS",
@@ -49,6 +49,9 @@ __all__ = [
 CROP_BATCH = (1, 256, 2048)
 """Crops per call of a per-cell classifier's TensorRT plan: least, the one it is tuned
 for, most (`CellStateEngine` calls it with at most the last)."""
+
+_TILE_BATCH = (1, 1, 4)
+"""Tiles per call of a (tiled) engine's TensorRT plan: least, tuned for, most."""
 
 logger = logging.getLogger("livescope")
 
@@ -353,6 +356,10 @@ class _TorchSession:
             )
         self._torch = torch
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device == "cpu" and os.environ.get("LIVESCOPE_THREADS", "").strip():
+            # (the supervisor's share of the cores, as ONNX Runtime keeps to; torch
+            # otherwise takes every core. Its pool is the process's: one setting.)
+            torch.set_num_threads(_threads())
         self._half = precision == "fp16" and self.device == "cuda"
         self.precision = "fp16" if self._half else "fp32"  # fp16 on CUDA only
         net = net.eval().to(self.device)
@@ -467,8 +474,49 @@ def plan_cache_dir() -> Path:
 def _plan_key(
     card: EngineCard, gpu: str, trt_version: str, precision: str, shapes: Sequence[tuple[int, int]]
 ) -> str:
-    text = "|".join([card.sha256, gpu, trt_version, precision, repr(sorted(set(shapes)))])
+    """Hash everything a plan depends on: the model, GPU, TensorRT, precision, profile.
+
+    The profile is the shapes (as ints: numpy's or a YAML list give the same key) and,
+    for a classifier, its card's ``crop_px`` (not in the ONNX file) and the batch sizes.
+    """
+    shape_set = sorted({(int(h), int(w)) for h, w in shapes})
+    profile = f"crop_px={card.crop_px}|crops={CROP_BATCH}|tiles={_TILE_BATCH}"
+    text = "|".join([card.sha256, gpu, trt_version, precision, repr(shape_set), profile])
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _store(path: Path, data: bytes) -> bool:
+    """Write a cache file whole (a reader never sees half of it); warn and go on if it cannot."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, data)
+    except OSError as exc:
+        logger.warning("cannot write %s (%s); it is not cached", path, _first_line(exc))
+        return False
+    return True
+
+
+_S = TypeVar("_S")
+
+
+def _cached_plan(path: Path, build: Callable[[], bytes], load: Callable[[bytes], _S]) -> _S:
+    """Load the plan cached at ``path``, else (or if it does not load) build, cache, load it.
+
+    A cached plan that does not load (half written by a process that died, or
+    left by another build) is built again and replaced; a cache that cannot be
+    written is warned about, and the plan built is loaded all the same.
+    """
+    plan = None
+    with contextlib.suppress(OSError):  # (not there, or a cache that cannot be read)
+        plan = path.read_bytes()
+    if plan is not None:
+        try:
+            return load(plan)
+        except LivescopeError as exc:
+            logger.warning("%s does not load (%s); building it again", path, _first_line(exc))
+    plan = build()
+    _store(path, plan)
+    return load(plan)
 
 
 def build_plan(
@@ -519,8 +567,12 @@ def build_plan(
         config.num_compute_capabilities = len(compute_capabilities)
         for i, cc in enumerate(compute_capabilities):
             config.set_compute_capability(getattr(trt.ComputeCapability, cc), i)
+    if is_rtx:  # (its timing-cache calls are deprecated no-ops that warn)
+        timing_cache = None
     if timing_cache is not None and hasattr(config, "create_timing_cache"):
-        blob = timing_cache.read_bytes() if timing_cache.exists() else b""
+        blob = b""
+        with contextlib.suppress(OSError):
+            blob = timing_cache.read_bytes()
         cache = config.create_timing_cache(blob)
         config.set_timing_cache(cache, ignore_mismatch=False)
     hs = [s[0] for s in shapes] or [512]
@@ -534,17 +586,16 @@ def build_plan(
     else:
         profile.set_shape(
             card.input.name,
-            (1, c, min(hs), min(ws)),
-            (1, c, max(hs), max(ws)),
-            (4, c, max(hs), max(ws)),
+            (_TILE_BATCH[0], c, min(hs), min(ws)),
+            (_TILE_BATCH[1], c, max(hs), max(ws)),
+            (_TILE_BATCH[2], c, max(hs), max(ws)),
         )
     config.add_optimization_profile(profile)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise LivescopeError(f"engine {card.name}: {trt.__name__} failed to build a plan")
     if timing_cache is not None and hasattr(config, "get_timing_cache"):
-        timing_cache.parent.mkdir(parents=True, exist_ok=True)
-        timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
+        _store(timing_cache, bytes(config.get_timing_cache().serialize()))  # (the plan is kept)
     return bytes(plan)
 
 
@@ -566,13 +617,18 @@ class _TrtSession:
         self.output_names = [n for n in names if self._engine.get_tensor_mode(n) != mode]
         self.input_rank = len(self._engine.get_tensor_shape(self.input_name))
         self.backend = backend
-        self.device = torch.cuda.get_device_name(0)
+        self.device = torch.cuda.get_device_name(torch.cuda.current_device())
         self._stream = torch.cuda.Stream()
         self._dtypes = {n: self._torch_dtype(trt, self._engine.get_tensor_dtype(n)) for n in names}
 
     def _torch_dtype(self, trt: Any, dt: Any) -> Any:
+        """Return the torch dtype of a plan's tensor (a buffer of another would be misread)."""
         torch = self._torch
-        return {trt.float32: torch.float32, trt.float16: torch.float16}.get(dt, torch.float32)
+        names = ("float32", "float16", "bfloat16", "int32", "int64", "int8", "uint8", "bool")
+        table = {getattr(trt, n): getattr(torch, n) for n in names if hasattr(trt, n)}
+        if dt not in table:
+            raise LivescopeError(f"a TensorRT plan's tensor of type {dt} has no torch buffer type")
+        return table[dt]
 
     def run(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
         torch = self._torch
@@ -591,6 +647,8 @@ class _TrtSession:
                 shape = tuple(ctx.get_tensor_shape(name))
                 outs[name] = torch.empty(shape, device="cuda", dtype=self._dtypes[name])
                 ctx.set_tensor_address(name, outs[name].data_ptr())
+            # (the input's copy and cast, and the outputs, were made on the current stream)
+            self._stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(self._stream):
                 if not ctx.execute_async_v3(self._stream.cuda_stream):
                     raise BackendRunError(
@@ -639,19 +697,19 @@ class TensorRTBackend:
         trt = importlib.import_module(self.module)
         import torch
 
-        gpu = torch.cuda.get_device_name(0)
-        key = _plan_key(card, gpu, str(trt.__version__), precision, shapes)
+        gpu = torch.cuda.get_device_name(torch.cuda.current_device())  # (the one it runs on)
+        version = str(trt.__version__)
+        key = _plan_key(card, gpu, version, precision, shapes)
         cache = plan_cache_dir() / f"{card.name}-{self.name}-{key}.plan"
-        if cache.exists():
-            plan = cache.read_bytes()
-        else:
-            timing = plan_cache_dir() / f"timing-{self.name}-{gpu.replace(' ', '_')}.cache"
-            plan = build_plan(
+        # (a timing cache of another TensorRT version is refused: one per version)
+        timing = plan_cache_dir() / f"timing-{self.name}-{version}-{gpu.replace(' ', '_')}.cache"
+        return _cached_plan(
+            cache,
+            lambda: build_plan(
                 trt, model, card, precision=precision, shapes=shapes, timing_cache=timing
-            )
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            cache.write_bytes(plan)
-        return _TrtSession(trt, plan, card, self.name)
+            ),
+            lambda plan: _TrtSession(trt, plan, card, self.name),
+        )
 
 
 class TensorRTRTXBackend(TensorRTBackend):
@@ -734,14 +792,14 @@ def select_backend(name: str | None = None) -> PBackend:
         )
     wanted = (name or os.environ.get("LIVESCOPE_BACKEND", "")).strip() or None
     if wanted is not None:
+        where = "" if name else " (from the LIVESCOPE_BACKEND environment variable)"
         if wanted not in by_name:
-            where = "" if name else " (from the LIVESCOPE_BACKEND environment variable)"
             raise BackendUnavailable(
                 f"unknown backend {wanted!r}{where}; known: {', '.join(by_name)}"
             )
         ok, why, _ = _can_run(by_name[wanted])
         if not ok:
-            raise BackendUnavailable(f"backend {wanted!r} cannot run here: {why}")
+            raise BackendUnavailable(f"backend {wanted!r}{where} cannot run here: {why}")
         return by_name[wanted]
     tried = []
     for b, (ok, why, _) in sorted(
