@@ -160,6 +160,16 @@ def sim(sim_profile: HardwareProfile) -> Iterator[SimulatedMicroscope]:
         yield scope
 
 
+def wait_for(cond: Callable[[], Any], timeout: float = 10.0) -> Any:
+    """Return ``cond()``'s first true value, polled every 10 ms; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := cond():
+            return value
+        time.sleep(0.01)
+    raise AssertionError("condition not met in time")
+
+
 def run_cli(
     *args: str, cwd: Path | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:

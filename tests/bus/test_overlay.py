@@ -6,7 +6,7 @@ import json
 import pickle
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +22,7 @@ from livescope.bus import (
     decode_overlay,
 )
 from livescope.schema import HeaderError, LivescopeError
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := cond():
-            return value
-        time.sleep(0.01)
-    raise AssertionError("condition not met in time")
+from tests.conftest import wait_for
 
 
 def header(seq: int, position: str = "p0", **extra: Any) -> dict[str, Any]:

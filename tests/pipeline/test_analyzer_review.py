@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -20,15 +17,7 @@ from livescope.policy import Firing, Observation
 from livescope.schema import load_profile
 from livescope.scope import demo_sequence, run_simulated
 from livescope.tracking import OnlineTracker, measure_objects
-
-
-def _wait_for(cond: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := cond():
-            return value
-        time.sleep(0.01)
-    raise AssertionError("condition not met in time")
+from tests.conftest import wait_for
 
 
 def test_the_overlay_shows_the_z_plane_that_was_segmented(tmp_path: Path) -> None:
@@ -56,11 +45,11 @@ def test_the_overlay_shows_the_z_plane_that_was_segmented(tmp_path: Path) -> Non
                 w.store.overlay.publish({"seq": 0, "position": "ping", "t": 0}, {})
                 return sub.latest("ping") is not None
 
-            _wait_for(ping)
+            wait_for(ping)
             w._analyse_field(fld)
             w._drain_decisions()
             w._drain_store()
-            msg = _wait_for(lambda: sub.latest(fld.position))
+            msg = wait_for(lambda: sub.latest(fld.position))
             raw = {k: np.array(a) for k, a in msg.arrays.items()}
     finally:
         summary = w._finish()

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from scipy import ndimage as ndi
 
 from livescope.bus import OverlayPublisher
 from livescope.scope import SimulatedView, simulated_views
+from tests.conftest import wait_for
 
 pytestmark = [
     pytest.mark.skipif(
@@ -159,15 +160,6 @@ def overlay_of(view: SimulatedView, seq: int, position: str = "p0") -> tuple[dic
         "stain": stain,
     }
     return header, arrays
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := cond():
-            return value
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 def screenshot_1to1(viewer: Any, shape: tuple[int, int]) -> np.ndarray:
