@@ -87,10 +87,14 @@ def test_a_run_stopped_by_ctrl_c_leaves_the_core_free_for_the_next_run(
         if written == 2:
             os.kill(os.getpid(), signal.SIGINT)
 
+    # (a shell starting the tests in the background hands SIGINT down ignored: Python's
+    # own handler, as a terminal's Ctrl+C meets it)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(KeyboardInterrupt):
             agent.run(ctrl_c_at_the_second_frame)
     finally:
+        signal.signal(signal.SIGINT, before)
         sim.core.mda.events.sequenceFinished.disconnect(finished.append)
     summary = json.loads((tmp_path / "r1" / "summary.json").read_text(encoding="utf-8"))
     assert summary["interrupted"] is True
