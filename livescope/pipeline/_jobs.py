@@ -39,6 +39,9 @@ class Field:
     z_um: dict[int, float] = field(default_factory=dict)
     """Stage z of its frames by z index, where their headers give it (a z-stack's
     planes: the header above is the last plane's)."""
+    analysed: dict[str, NDArray[Any]] = field(default_factory=dict)
+    """Channel → the plane the engines ran on (a z-stack's nearest its middle), set
+    when it is analysed: what the overlay shows under its labels."""
 
     def note_z(self, header: dict[str, Any]) -> None:
         """Keep the stage z of a frame of this field (nothing when it has none)."""

@@ -230,7 +230,8 @@ class ResultsStore:
             del tails[tid]
         if self.overlay is None:
             return
-        arrays = _segmented_planes(fld)
+        # (the plane each channel was analysed in: its labels were segmented there)
+        arrays: dict[str, NDArray[Any]] = {f"raw:{ch}": a for ch, a in fld.analysed.items()}
         if res.labels is not None:
             arrays["labels"] = res.labels.astype(np.int32, copy=False)
         if res.stain is not None:
@@ -473,19 +474,6 @@ def behind_from_log(path: Path) -> dict[str, float]:
         if rec.get("live") and "queue_wait" in (ms := rec.get("ms", {}))
     ]
     return {"max": round(max(waits, default=0.0), 3), "last": round(waits[-1] if waits else 0.0, 3)}
-
-
-def _segmented_planes(fld: Field) -> dict[str, NDArray[Any]]:
-    """Return ``raw:<channel>`` → the plane of each channel the worker analysed.
-
-    That is a z-stack's middle plane (the worker's choice for a full stack, and
-    a channel's only plane where it was not stacked), not its last one: the
-    labels drawn over it were segmented there.
-    """
-    planes: dict[str, dict[int, NDArray[Any]]] = {}
-    for (ch, z), a in fld.frames.items():
-        planes.setdefault(ch, {})[z] = a
-    return {f"raw:{ch}": by_z[sorted(by_z)[len(by_z) // 2]] for ch, by_z in planes.items()}
 
 
 def _r(v: float) -> float | str:

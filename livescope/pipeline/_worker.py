@@ -621,7 +621,7 @@ class PipelineWorker:
             raise LivescopeError(f"deciding failed: {self._decide_error}")
         t_start = clock_ns()
         h = fld.header
-        chans: dict[str, NDArray[Any]] = {}
+        chans = fld.analysed = {}
         for (ch, _z), arr in sorted(fld.frames.items(), key=lambda kv: abs(kv[0][1] - self.mid_z)):
             chans.setdefault(ch, arr)  # the plane nearest the middle of a z-stack
         nuclear = [(rank, c) for c in chans if self.kinds.get(c) != "label_free"
