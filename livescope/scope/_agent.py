@@ -242,12 +242,8 @@ class ScopeAgent:
                     bus,
                 ).write(self.run_dir)
         except BaseException:
-            if self.server is not None:
-                self.server.close()
-            if self.publisher is not None:
-                self.publisher.close()
-            if decision_log is not None:
-                decision_log.close()
+            # (not bus.json: the folder's may be another agent's, whose recording it holds)
+            self._release(decision_log)
             if recorder is not None:
                 try:
                     recorder.close()
@@ -702,11 +698,16 @@ class ScopeAgent:
 
     def _close(self) -> None:
         remove_file(self.run_dir / BUS_FILE)  # nobody can attach any more (never raises)
+        self._release(self.decision_log)
+
+    def _release(self, decision_log: DecisionLog | None) -> None:
+        """Close the decision server, the frame bus and ``decision_log`` (None: not opened)."""
         if self.server is not None:
             self.server.close()
         if self.publisher is not None:
             self.publisher.close()
-        self.decision_log.close()
+        if decision_log is not None:
+            decision_log.close()
 
 
 def interrupted_summary(run_dir: str | Path, *, since: float | None = None) -> dict[str, Any]:
