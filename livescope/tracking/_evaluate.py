@@ -64,8 +64,9 @@ def evaluate_tracking(res: str | Path, gt: str | Path, *, div_tolerance: int = 1
     n_res, n_gt = len(masks), len(truth)
     if n_res != n_gt:
         raise LivescopeError(f"{res} has {n_res} masks but {gt / 'TRA'} has {n_gt} frames")
-    n_tracks, n_true = (_check_track_file(f) for f in (res / "res_track.txt",
-                                                        gt / "TRA" / "man_track.txt"))  # fmt: skip
+    res_rows, gt_rows = (_check_track_file(f) for f in (res / "res_track.txt",
+                                                         gt / "TRA" / "man_track.txt"))  # fmt: skip
+    n_tracks, n_true = len(res_rows), len(gt_rows)
     dtypes = set()
     if masks:
         want = _tiff_header(truth[0])[0]
@@ -88,10 +89,6 @@ def evaluate_tracking(res: str | Path, gt: str | Path, *, div_tolerance: int = 1
             f"{res} has {n_res} frame{'' if n_res == 1 else 's'}: tracking is scored on 2 "
             "frames or more"
         )
-    res_rows, gt_rows = (
-        _track_rows(res / "res_track.txt"),
-        _track_rows(gt / "TRA" / "man_track.txt"),
-    )
     # py-ctcmetrics adds the truth's top label + 1 to the result's labels in the masks' type
     top = max(r[0] for r in res_rows) + max(r[0] for r in gt_rows) + 1
     widen = any(np.issubdtype(dt, np.integer) and top > np.iinfo(dt).max for dt in dtypes)
@@ -156,8 +153,8 @@ def evaluate_tracking(res: str | Path, gt: str | Path, *, div_tolerance: int = 1
     }
 
 
-def _check_track_file(path: Path) -> int:
-    """Return how many tracks a CTC track file lists; refuse one that is not a lineage.
+def _check_track_file(path: Path) -> list[tuple[int, int, int, int]]:
+    """Return a CTC track file's tracks: (label, begin, end, parent); refuse a non-lineage.
 
     Four whole numbers >= 0 per line; each label (> 0) listed once, beginning no
     later than it ends; a parent is 0 or a label listed in the file, not the
@@ -204,13 +201,7 @@ def _check_track_file(path: Path) -> int:
                 f"{parent} ends at frame {rows[parent][1]} "
                 "(a parent ends before its daughters begin)"
             )
-    return len(rows)
-
-
-def _track_rows(path: Path) -> list[tuple[int, int, int, int]]:
-    """Return a (checked) track file's rows: label, begin, end, parent."""
-    rows = (line.split() for line in path.read_text(encoding="utf-8").splitlines())
-    return [(int(a), int(b), int(c), int(d)) for a, b, c, d in (r for r in rows if r)]
+    return [(label, begin, end, parent) for label, (begin, end, parent, _) in rows.items()]
 
 
 def _stray_tifs(folder: Path, frames: list[Path]) -> list[Path]:
