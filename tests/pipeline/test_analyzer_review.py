@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -71,16 +73,17 @@ def test_the_overlay_shows_the_z_plane_that_was_segmented(tmp_path: Path) -> Non
     np.testing.assert_array_equal(raw["raw:Phase"], fld.frames[("Phase", z)])
 
 
-class StainOfEveryCell:
-    """A Python policy that records each cell with its virtual stain (NaN without that engine)."""
+class EveryCell:
+    """A Python policy that fires on each cell, recording what ``inputs(obs, i)`` gives."""
 
-    name = "stain-log"
+    def __init__(self, name: str, inputs: Callable[[Observation, int], dict[str, Any]]) -> None:
+        self.name, self.inputs = name, inputs
 
     def decide(self, obs: Observation) -> list[Firing]:
         c = obs.cells
         return [
             Firing(self.name, "cell", obs.position, None, track=int(c.tracks[i]),
-                   y=float(c.y[i]), x=float(c.x[i]), inputs={"stain": float(c.stain[i])})
+                   y=float(c.y[i]), x=float(c.x[i]), inputs=self.inputs(obs, i))
             for i in range(len(c))
         ]  # fmt: skip
 
@@ -94,7 +97,8 @@ def test_policy_log_lines_are_json_when_a_cells_value_is_nan(tmp_path: Path) -> 
     # logging what it saw wrote bare NaN into policy.jsonl, which is not JSON (jq, a
     # browser's JSON.parse and strict parsers refuse the line); its decision, as sent, says null
     cfg = WorkerConfig(segmenter=None, stain=None, states=None, overlay=False)
-    w = PipelineWorker(tmp_path, cfg, policies=[StainOfEveryCell()])
+    stain_log = EveryCell("stain-log", lambda obs, i: {"stain": float(obs.cells.stain[i])})
+    w = PipelineWorker(tmp_path, cfg, policies=[stain_log])
     labels = np.zeros((96, 128), np.int32)
     for i, (y, x) in enumerate(((30, 30), (70, 90)), 1):
         labels[disk((y, x), 6, shape=labels.shape)] = i
@@ -114,21 +118,6 @@ def test_policy_log_lines_are_json_when_a_cells_value_is_nan(tmp_path: Path) -> 
         assert rec["inputs"] == {"stain": None}
 
 
-class PlaceOfEveryCell:
-    """A Python policy that records where on the stage each cell is, and the field's µm/px."""
-
-    name = "place-log"
-
-    def decide(self, obs: Observation) -> list[Firing]:
-        c = obs.cells
-        return [
-            Firing(self.name, "cell", obs.position, None, track=int(c.tracks[i]),
-                   y=float(c.y[i]), x=float(c.x[i]),
-                   inputs={"px": obs.pixel_size_um, "xy": obs.stage_xy(c.y[i], c.x[i])})
-            for i in range(len(c))
-        ]  # fmt: skip
-
-
 def test_a_frame_without_a_pixel_size_is_placed_by_the_profiles_objective(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -136,7 +125,15 @@ def test_a_frame_without_a_pixel_size_is_placed_by_the_profiles_objective(
     # pixel, so a close-up or recentring moved the stage by pixels (a cell 40 px off centre
     # was placed 40 µm away, not 40 x 0.65)
     cfg = WorkerConfig(segmenter=None, stain=None, states=None, overlay=False)
-    w = PipelineWorker(tmp_path, cfg, policies=[PlaceOfEveryCell()])
+    # (each cell's stage place, and the field's µm per pixel)
+    place_log = EveryCell(
+        "place-log",
+        lambda obs, i: {
+            "px": obs.pixel_size_um,
+            "xy": obs.stage_xy(obs.cells.y[i], obs.cells.x[i]),
+        },
+    )
+    w = PipelineWorker(tmp_path, cfg, policies=[place_log])
     px = w.profile.objective.pixel_size_um
     assert px != 1.0
     labels = np.zeros((96, 128), np.int32)
