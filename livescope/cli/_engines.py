@@ -432,7 +432,11 @@ def eval_states(
             raise LivescopeError("give --simulated SEEDS, or --images and --gt, not both")
         if simulated is not None:
             seeds = _seeds(simulated)
-            result = score_states_simulated(e, views_for_seeds(seeds, views))
+            with progress_bar("classifying", json_out=json_out) as (bar, task):
+                result = score_states_simulated(
+                    e, views_for_seeds(seeds, views),
+                    progress=lambda k, n: bar.update(task, completed=k, total=n),
+                )  # fmt: skip
             result["simulated_seeds"] = seeds
         elif images is not None and gt is not None:
             for what, folder in (("--images", images), ("--gt", gt)):
@@ -444,9 +448,11 @@ def eval_states(
                     f"{e.card.pixel_size_um:g} µm per pixel (cells' crops are not rescaled)",
                     highlight=False,
                 )
-            result = flag_divisions_ctc(
-                e, images, gt, pixel_size_um=pixel_size, frames_before=frames_before
-            )
+            with progress_bar("classifying", json_out=json_out) as (bar, task):
+                result = flag_divisions_ctc(
+                    e, images, gt, pixel_size_um=pixel_size, frames_before=frames_before,
+                    progress=lambda k, n: bar.update(task, completed=k, total=n),
+                )  # fmt: skip
             result["pixel_size_um"] = pixel_size  # (None: taken to be the card's)
         else:
             raise LivescopeError("give --simulated SEEDS, or --images and --gt")

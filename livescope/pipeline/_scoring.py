@@ -9,6 +9,7 @@ Tracking Challenge sequence.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -128,8 +129,10 @@ def score_states_simulated(
             n_cells += 1
         if progress is not None:
             progress(i + 1, len(views))
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
+    # (None where undefined: no cell flagged, or no mitotic cell among the fields; 0.0
+    # would read as a classifier that flags wrongly or misses every mitosis)
+    precision = tp / (tp + fp) if tp + fp else None
+    recall = tp / (tp + fn) if tp + fn else None
     per_class = {}
     for s in CellState:
         row = confusion[int(s)]
@@ -137,11 +140,9 @@ def score_states_simulated(
         if row.sum() and name in classes:
             per_class[name] = round(float(row[classes.index(name)] / row.sum()), 4)
     return {
-        "mitosis_precision": round(precision, 4),
-        "mitosis_recall": round(recall, 4),
-        "mitosis_f1": round(2 * precision * recall / (precision + recall), 4)
-        if precision + recall
-        else 0.0,
+        "mitosis_precision": None if precision is None else round(precision, 4),
+        "mitosis_recall": None if recall is None else round(recall, 4),
+        "mitosis_f1": _f1(precision, recall),
         "mitotic_cells": tp + fn,
         "cells": n_cells,
         "class_recall": per_class,
@@ -149,6 +150,13 @@ def score_states_simulated(
         "confusion": {names[s]: confusion[int(s)].tolist() for s in CellState},
         "classes": list(classes),
     }
+
+
+def _f1(precision: float | None, recall: float | None) -> float | None:
+    """Their harmonic mean, rounded (None where either is undefined)."""
+    if precision is None or recall is None:
+        return None
+    return round(2 * precision * recall / (precision + recall), 4) if precision + recall else 0.0
 
 
 def flag_divisions_ctc(
@@ -159,6 +167,7 @@ def flag_divisions_ctc(
     pixel_size_um: float | None = None,
     frames_before: int = 5,
     threshold: float = 0.5,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Check whether the classifier flags each annotated mother cell before it splits.
 
@@ -169,7 +178,8 @@ def flag_divisions_ctc(
     P(mitosis) >= ``threshold`` in at least one of its last ``frames_before``
     frames. ``other_flag_rate`` is the share of all other cell-frames (not
     within ``frames_before`` of a division, daughters' first frames excluded
-    too) that are flagged.
+    too) that are flagged. A mother's P(mitosis) is None in a frame where the
+    classifier gave her none (not scored, or her mask held no pixel).
     """
     frames, tracks = read_ctc(gt, kind="gt")
     files = sorted(Path(images).glob("t[0-9]*.tif"), key=lambda p: int(p.stem[1:]))
@@ -191,29 +201,33 @@ def flag_divisions_ctc(
     for f, (path, lab) in enumerate(zip(files, frames, strict=True)):
         res = engine.classify(read_image(path), lab, pixel_size_um=pixel_size_um)
         for cid, p in zip(res.ids.tolist(), res.p_mitosis.tolist(), strict=True):
+            if math.isnan(p):  # (not scored: neither flagged nor counted)
+                continue
             p_of[(f, int(cid))] = p
             if (f, int(cid)) not in near:
                 other += 1
                 other_flagged += p >= threshold
+        if progress is not None:
+            progress(f + 1, len(files))
     divisions = []
     for label in sorted(parents):
         mother = by_label[label]
         window = range(max(mother.begin, mother.end - frames_before + 1), mother.end + 1)
-        ps = [round(p_of.get((f, label), 0.0), 3) for f in window]
+        ps = [None if (f, label) not in p_of else round(p_of[(f, label)], 3) for f in window]
         divisions.append(
             {
                 "mother": label,
                 "last_frame": mother.end,
                 "daughters": sorted(t.label for t in tracks if t.parent == label),
                 "p_mitosis_last_frames": ps,
-                "flagged": any(p >= threshold for p in ps),
+                "flagged": any(p is not None and p >= threshold for p in ps),
             }
         )
     return {
         "divisions": len(divisions),
         "flagged": sum(d["flagged"] for d in divisions),
         "other_cell_frames": other,
-        "other_flag_rate": round(other_flagged / other, 4) if other else 0.0,
+        "other_flag_rate": round(other_flagged / other, 4) if other else None,
         "frames_before": frames_before,
         "per_division": divisions,
     }

@@ -125,3 +125,28 @@ def test_stain_of_a_constant_frame_at_another_pixel_size_is_zero_at_its_size() -
         assert res.image.shape == blank.shape
         assert res.image.dtype == np.float32
         assert not res.image.any()
+
+
+def test_mitosis_scores_are_undefined_not_zero_without_a_mitotic_cell(
+    states: CellStateEngine, view: SimulatedView
+) -> None:
+    # fields whose scored cells are all interphase: recall has nothing to count, so it
+    # (and F1) is undefined; 0.0 would read as a classifier that misses every mitosis
+    from dataclasses import replace
+
+    from livescope.pipeline import score_states_simulated
+    from livescope.scope import CellState
+
+    calm = {k: v for k, v in view.states.items() if v[0] == CellState.INTERPHASE}
+    assert calm  # (what the case is about: some interphase cells, no mitotic one)
+    seen: list[tuple[int, int]] = []
+    out = score_states_simulated(
+        states, [replace(view, states=calm)], progress=lambda k, n: seen.append((k, n))
+    )
+    assert out["mitotic_cells"] == 0
+    assert out["cells"] == len(calm)
+    assert out["mitosis_recall"] is None
+    assert out["mitosis_f1"] is None
+    # precision is undefined too unless an interphase cell was flagged (then it is 0.0)
+    assert out["mitosis_precision"] in (None, 0.0)
+    assert seen == [(1, 1)]
