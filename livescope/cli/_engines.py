@@ -190,6 +190,7 @@ def engines_build(
         TensorRTRTXBackend,
         TilePlan,
         plan_cache_dir,
+        plan_file,
         select_backend,
     )
     from livescope.schema import LivescopeError, load_profile
@@ -213,10 +214,7 @@ def engines_build(
         t0 = time.perf_counter()
         if backend == "tensorrt-rtx" and compute_capability:
             plan = TensorRTRTXBackend().build_ahead_of_time(model, card, shapes, compute_capability)
-            out = (
-                plan_cache_dir()
-                / f"{card.name}-tensorrt-rtx-aot-{'-'.join(compute_capability)}.plan"
-            )
+            out = plan_file(card.name, "tensorrt-rtx-aot", *compute_capability)
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_bytes(plan)
             result = {"plan": str(out), "bytes": len(plan)}

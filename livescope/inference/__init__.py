@@ -22,6 +22,7 @@ from ._backends import (
     backend_status,
     build_plan,
     plan_cache_dir,
+    plan_file,
     select_backend,
 )
 from ._cellstate import MITOTIC_CLASSES, CellStateEngine, CellStates, cell_crops
@@ -99,6 +100,7 @@ __all__ = [
     "paired_files",
     "parse_crop",
     "plan_cache_dir",
+    "plan_file",
     "read_image",
     "refuse_label_image",
     "scores",

@@ -471,6 +471,17 @@ def plan_cache_dir() -> Path:
     return Path(root) / "plans"
 
 
+def plan_file(*parts: str, suffix: str = ".plan") -> Path:
+    """Return the plan cache's file named by ``parts``, joined by "-".
+
+    Each part keeps ASCII letters, digits, ".", "_" and "-" only (others become
+    "_"): an engine's name or a GPU's is not a path ("nuclei/v2", "..", ":").
+    """
+    safe = ("".join(ch if ch.isascii() and (ch.isalnum() or ch in "._-") else "_"
+                    for ch in part).strip(".") or "_" for part in parts)  # fmt: skip
+    return plan_cache_dir() / ("-".join(safe) + suffix)
+
+
 def _plan_key(
     card: EngineCard, gpu: str, trt_version: str, precision: str, shapes: Sequence[tuple[int, int]]
 ) -> str:
@@ -700,9 +711,9 @@ class TensorRTBackend:
         gpu = torch.cuda.get_device_name(torch.cuda.current_device())  # (the one it runs on)
         version = str(trt.__version__)
         key = _plan_key(card, gpu, version, precision, shapes)
-        cache = plan_cache_dir() / f"{card.name}-{self.name}-{key}.plan"
+        cache = plan_file(card.name, self.name, key)
         # (a timing cache of another TensorRT version is refused: one per version)
-        timing = plan_cache_dir() / f"timing-{self.name}-{version}-{gpu.replace(' ', '_')}.cache"
+        timing = plan_file("timing", self.name, version, gpu, suffix=".cache")
         return _cached_plan(
             cache,
             lambda: build_plan(

@@ -153,3 +153,24 @@ def test_a_backend_from_the_environment_that_cannot_run_says_where_it_came_from(
     with pytest.raises(B.BackendUnavailable) as named:  # (named by the caller: not said)
         B.select_backend(cannot[0])
     assert "LIVESCOPE_BACKEND" not in str(named.value)
+
+
+@pytest.mark.parametrize(
+    ("parts", "name"),
+    [
+        (("nuclei/v2", "tensorrt", "ab12"), "nuclei_v2-tensorrt-ab12.plan"),
+        (("..", "tensorrt-rtx-aot", "SM89"), "_-tensorrt-rtx-aot-SM89.plan"),
+        (("C:\\x", "tensorrt"), "C__x-tensorrt.plan"),
+        (("noyaux µ", "tensorrt"), "noyaux__-tensorrt.plan"),
+    ],
+)
+def test_plan_files_stay_in_the_plan_cache_whatever_the_engine_is_named(
+    parts: tuple[str, ...], name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # an engine's card names it freely ("nuclei/v2"): the plan's file name is made of it
+    monkeypatch.setenv("LIVESCOPE_CACHE", str(tmp_path))
+    path = B.plan_file(*parts)
+    assert path.parent == B.plan_cache_dir()
+    assert path.name == name
+    timing = B.plan_file("timing", "tensorrt", "10.13", "NVIDIA H100 80GB HBM3", suffix=".cache")
+    assert timing.name == "timing-tensorrt-10.13-NVIDIA_H100_80GB_HBM3.cache"
