@@ -119,7 +119,9 @@ def stain_scores(
 ) -> dict[str, float]:
     """Pearson r, SSIM and PSNR of a prediction against a target in the same units.
 
-    SSIM and PSNR use the target's range as the data range.
+    SSIM and PSNR use the target's range as the data range. SSIM is scikit-image's
+    default: a 7x7 uniform window with sample covariances (Wang et al. 2004 use an
+    11x11 Gaussian of sigma 1.5, which gives other figures).
     """
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
