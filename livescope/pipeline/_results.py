@@ -124,7 +124,8 @@ class ResultsStore:
         if self._cells.tell() == 0:
             self._cells_writer.writerow(
                 ["position", "t", "seq", "sample_time_s", "label", "track", "parent", "y", "x",
-                 "area", "intensity", "state", "p_mitosis", *(f"p_{k}" for k in self.class_cols)]
+                 "area", "intensity", "stain", "state", "p_mitosis",
+                 *(f"p_{k}" for k in self.class_cols)]
             )  # fmt: skip
         probs: dict[int, NDArray[Any]] = {}
         if res.states is not None and len(res.states):
@@ -134,8 +135,8 @@ class ResultsStore:
             self._cells_writer.writerow(
                 [fld.position, fld.t, h.get("seq", -1), round(obs.sample_time_s, 3),
                  int(c.labels[i]), int(c.tracks[i]), int(c.parents[i]), round(float(c.y[i]), 2),
-                 round(float(c.x[i]), 2), int(c.area[i]), _r(c.intensity[i]), c.state[i],
-                 _r(c.p_mitosis[i]),
+                 round(float(c.x[i]), 2), int(c.area[i]), _r(c.intensity[i]), _r(c.stain[i]),
+                 c.state[i], _r(c.p_mitosis[i]),
                  *([round(float(v), 4) for v in p] if p is not None else
                    [""] * len(self.class_cols))]
             )  # fmt: skip

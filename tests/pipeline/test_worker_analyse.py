@@ -100,9 +100,17 @@ def _behind_run(
     work = json.loads((out / "results" / "worker.json").read_text())
     rows = [json.loads(x) for x in (out / "results" / "latency.jsonl").read_text().splitlines()]
     assert sorted(r["t"] for r in rows) == [0, 1, 2, 3, 4]  # every field analysed
+    stained = sorted(r["t"] for r in rows if "stain" in r["ms"])
     with (out / "results" / "cells.csv").open() as f:  # every time point has its cells
-        assert {int(r["t"]) for r in csv.DictReader(f)} == set(range(5))
-    return summary, work, sorted(r["t"] for r in rows if "stain" in r["ms"]), rows
+        cells = list(csv.DictReader(f))
+    assert {int(r["t"]) for r in cells} == set(range(5))
+    # each cell's mean virtual stain, in the fields that were stained only
+    for r in cells:
+        if int(r["t"]) in stained:
+            assert 0.0 <= float(r["stain"]) <= 1.5, r
+        else:
+            assert r["stain"] == "", r
+    return summary, work, stained, rows
 
 
 def test_a_worker_a_time_point_behind_skips_the_overlays_stain(tmp_path: Path) -> None:
