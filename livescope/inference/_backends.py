@@ -488,8 +488,10 @@ def _plan_key(
     """Hash everything a plan depends on: the model, GPU, TensorRT, precision, profile.
 
     The profile is the shapes (as ints: numpy's or a YAML list give the same key) and,
-    for a classifier, its card's ``crop_px`` (not in the ONNX file) and the batch sizes.
+    for a classifier, its card's ``crop_px`` (not in the ONNX file) and the batch sizes
+    (not the frames' shapes: its crops are the same whatever the frame's).
     """
+    shapes = () if card.crop_px is not None else shapes
     shape_set = sorted({(int(h), int(w)) for h, w in shapes})
     profile = f"crop_px={card.crop_px}|crops={CROP_BATCH}|tiles={_TILE_BATCH}"
     text = "|".join([card.sha256, gpu, trt_version, precision, repr(shape_set), profile])
@@ -528,6 +530,39 @@ def _cached_plan(path: Path, build: Callable[[], bytes], load: Callable[[bytes],
     plan = build()
     _store(path, plan)
     return load(plan)
+
+
+Shape4 = tuple[int, int, int, int]
+
+
+def input_profile(card: EngineCard, shapes: Sequence[tuple[int, int]]) -> tuple[Shape4, ...]:
+    """Return the (min, opt, max) input shapes (N, C, H, W) a plan is built for.
+
+    A classifier takes its card's crops, many per call. A frame engine takes
+    batches of tiles of ``shapes`` (the tiles of the frames it will see, see
+    `TilePlan.tile_shapes`); without them (no frame shape given), every tile
+    `Engine` can make: from the model's pooling grid to a whole tile (the last
+    tile of a row runs up to ``multiple_of`` px longer), at its best for a tile.
+    """
+    c = card.input.channels
+    if card.crop_px is not None:  # a per-cell classifier: fixed crops, many per call
+        s = card.crop_px
+        lo, opt, hi = CROP_BATCH
+        return (lo, c, s, s), (opt, c, s, s), (hi, c, s, s)
+    if shapes:
+        hs, ws = [int(s[0]) for s in shapes], [int(s[1]) for s in shapes]
+        return (
+            (_TILE_BATCH[0], c, min(hs), min(ws)),
+            (_TILE_BATCH[1], c, max(hs), max(ws)),
+            (_TILE_BATCH[2], c, max(hs), max(ws)),
+        )
+    a, tile = card.input.multiple_of, card.tiling.tile_px
+    top = -(-(tile + a - 1) // a) * a  # (the longest last tile, padded to the grid)
+    return (
+        (_TILE_BATCH[0], c, a, a),
+        (_TILE_BATCH[1], c, -(-tile // a) * a, -(-tile // a) * a),
+        (_TILE_BATCH[2], c, top, top),
+    )
 
 
 def build_plan(
@@ -586,21 +621,8 @@ def build_plan(
             blob = timing_cache.read_bytes()
         cache = config.create_timing_cache(blob)
         config.set_timing_cache(cache, ignore_mismatch=False)
-    hs = [s[0] for s in shapes] or [512]
-    ws = [s[1] for s in shapes] or [512]
-    c = card.input.channels
     profile = builder.create_optimization_profile()
-    if card.crop_px is not None:  # a per-cell classifier: fixed crops, many per call
-        s = card.crop_px
-        lo, opt, hi = CROP_BATCH
-        profile.set_shape(card.input.name, (lo, c, s, s), (opt, c, s, s), (hi, c, s, s))
-    else:
-        profile.set_shape(
-            card.input.name,
-            (_TILE_BATCH[0], c, min(hs), min(ws)),
-            (_TILE_BATCH[1], c, max(hs), max(ws)),
-            (_TILE_BATCH[2], c, max(hs), max(ws)),
-        )
+    profile.set_shape(card.input.name, *input_profile(card, shapes))
     config.add_optimization_profile(profile)
     plan = builder.build_serialized_network(network, config)
     if plan is None:

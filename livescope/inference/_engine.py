@@ -172,7 +172,8 @@ class Engine:
     precision
         ``fp32`` or ``fp16`` (where the backend supports it).
     frame_shape
-        Frame (H, W) the engine will see, for compiled backends' shape profiles.
+        Frame (H, W) the engine will see, for compiled backends' shape profiles
+        (None: a profile for any frame's tiles, at its best for whole tiles).
 
     Raises
     ------

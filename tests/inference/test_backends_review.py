@@ -174,3 +174,38 @@ def test_plan_files_stay_in_the_plan_cache_whatever_the_engine_is_named(
     assert path.name == name
     timing = B.plan_file("timing", "tensorrt", "10.13", "NVIDIA H100 80GB HBM3", suffix=".cache")
     assert timing.name == "timing-tensorrt-10.13-NVIDIA_H100_80GB_HBM3.cache"
+
+
+def _covers(profile: tuple[tuple[int, int, int, int], ...], h: int, w: int) -> bool:
+    (_, _, h0, w0), _, (_, _, h1, w1) = profile
+    return h0 <= h <= h1 and w0 <= w <= w1
+
+
+@pytest.mark.parametrize("name", ["nuclei-unet", "nuclei-stain"])
+def test_a_plan_built_without_a_frame_shape_takes_every_tile_of_any_frame(name: str) -> None:
+    # the worker loads its engines without a frame shape (and a segmenter given the
+    # nuclei's size zooms each frame first): the plan was built for 512x512 tiles only,
+    # and TensorRT refused every other frame as outside its optimisation profile
+    from livescope.inference import TilePlan
+
+    card = _card(name)
+    t = card.tiling
+    profile = B.input_profile(card, [])
+    zoomed = round(2048 * 0.37)  # (a 2048² frame zoomed to the nuclei's size)
+    shapes = [(512, 512), (256, 256), (1024, 1024), (2048, 2048), (1200, 1600), (519, 519),
+              (333, 77), (8, 8), (zoomed, zoomed)]  # fmt: skip
+    for shape in shapes:
+        plan = TilePlan(shape, t.tile_px, t.overlap_px, card.input.multiple_of)
+        for h, w in plan.tile_shapes():
+            assert _covers(profile, h, w), (shape, (h, w), profile)
+    # a frame shape given: its tiles only (a tight profile)
+    sized = B.input_profile(card, TilePlan((512, 512), t.tile_px, t.overlap_px).tile_shapes())
+    assert sized[0][2:] == sized[2][2:]
+
+
+def test_a_classifier_plan_is_the_same_for_every_frame_shape() -> None:
+    # its crops do not depend on the frame: one plan, not one per camera shape
+    card = _card("cell-state")
+    args = ("NVIDIA H100 80GB HBM3", "10.9.0", "fp16")
+    assert B._plan_key(card, *args, [(512, 512)]) == B._plan_key(card, *args, [(2048, 2048)])
+    assert B.input_profile(card, [(512, 512)]) == B.input_profile(card, [])
