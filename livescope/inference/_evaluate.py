@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,9 +28,14 @@ __all__ = [
 
 _SUFFIXES = (".tif", ".tiff", ".png")
 
+logger = logging.getLogger(__name__)
+
 
 def paired_files(images: Path, labels: Path, *, what: str = "label") -> list[tuple[Path, Path]]:
     """Images and label images (or ``what`` the second folder holds) paired by file name.
+
+    A file of the second folder without an image of its name is not scored: a
+    warning names it (a misnamed image would otherwise go unscored unseen).
 
     Raises
     ------
@@ -48,6 +54,13 @@ def paired_files(images: Path, labels: Path, *, what: str = "label") -> list[tup
             f"no {what} file in {labels} for: {', '.join(missing[:10])}"
             + _pairing_hint(missing, _image_files(labels), labels)
         )
+    names = {p.name for p in imgs}
+    if unpaired := [p.name for p in _image_files(labels) if p.name not in names]:
+        logger.warning(
+            "%d %s file(s) in %s without an image of the same name in %s, not scored: %s%s",
+            len(unpaired), what, labels, images, ", ".join(unpaired[:5]),
+            ", …" if len(unpaired) > 5 else "",
+        )  # fmt: skip
     return [(p, labels / p.name) for p in imgs]
 
 

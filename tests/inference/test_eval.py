@@ -75,6 +75,24 @@ def test_pairs_skip_dot_files_and_unreadable_images_are_named(tmp_path: Path) ->
         read_image(tmp_path / "images" / "._a.tif")
 
 
+def test_labels_without_their_image_are_named_not_skipped_unseen(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # an image misnamed (or left out) had its labels pass unscored without a word
+    for d in ("images", "labels"):
+        (tmp_path / d).mkdir()
+        tifffile.imwrite(tmp_path / d / "a.tif", np.zeros((8, 8), np.uint16))
+    tifffile.imwrite(tmp_path / "labels" / "b.tif", np.zeros((8, 8), np.uint16))
+    (tmp_path / "labels" / "._b.tif").write_bytes(b"\x00\x05\x16\x07")  # (not an image)
+    with caplog.at_level("WARNING", logger="livescope"):
+        pairs = paired_files(tmp_path / "images", tmp_path / "labels")
+    assert [p.name for p, _ in pairs] == ["a.tif"]
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1, said
+    assert "1 label file(s)" in said[0]
+    assert said[0].endswith("not scored: b.tif")
+
+
 def test_a_binary_mask_as_labels_is_refused(tmp_path: Path) -> None:
     from livescope.inference import evaluate_segmentation
 
