@@ -39,6 +39,9 @@ __all__ = ["Answered", "DecisionClient", "DecisionServer"]
 logger = logging.getLogger("livescope")
 
 _MAX_MESSAGE = 4 * 1024 * 1024
+_MAX_DECISION = _MAX_MESSAGE - 64
+"""The largest decision a client sends, bytes: CURVE frames a part with 33 bytes more, which
+the server's limit counts (ZeroMQ drops the connection of a peer whose part is over it)."""
 
 _BURST_GAP_MS = 1
 """How long the server waits for a burst's next message before it logs the answered ones."""
@@ -199,7 +202,9 @@ class DecisionServer:
                 type=decision.type,
                 accepted=False,
                 reason=f"internal error: {exc}",
+                seq=decision.seq,
                 t_received_ns=t_rx,
+                t_acked_ns=clock_ns(),
             )
         if not ack.accepted:
             self.rejected += 1
@@ -267,7 +272,20 @@ def _peek(body: bytes) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         return {}
-    return {k: data[k] for k in ("decision_id", "run_id", "type") if isinstance(data.get(k), str)}
+    # (not a lone surrogate, which JSON allows: the refusal could not be sent, nor its message's)
+    return {
+        k: v for k in ("decision_id", "run_id", "type")
+        if isinstance(v := data.get(k), str) and _encodes(v)
+    }  # fmt: skip
+
+
+def _encodes(text: str) -> bool:
+    """Whether ``text`` can be sent as UTF-8."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class DecisionClient:
@@ -280,7 +298,9 @@ class DecisionClient:
     same decision: its ``decision_id`` and content) is safe: the agent applies
     it once and answers each send with its first acknowledgement (for the last
     4096 decisions it answered), accepted or refused. To try a refused
-    decision again, make a new one (a new ``decision_id``). A wait for a
+    decision again, make a new one (a new ``decision_id``). A decision too
+    large for the channel (over 4 MiB of JSON) is not sent: it is answered
+    here, refused with the reason. A wait for a
     decision sent again takes the first of its answers to come, also one to
     an earlier send, which is then not counted as late (`late_answers`); the
     other answers are dropped.
@@ -327,7 +347,8 @@ class DecisionClient:
             if no acknowledgement arrives within ``timeout`` seconds.
 
         """
-        send_held(self._sock, [decision.model_dump_json().encode()])
+        if (body := self._encode(decision)) is not None:
+            send_held(self._sock, [body])
         return self._wait(decision.decision_id, timeout, self._earlier(decision.decision_id))
 
     def send_many(
@@ -342,7 +363,8 @@ class DecisionClient:
         """
         if not decisions:
             return []
-        send_held(self._sock, [d.model_dump_json().encode() for d in decisions])
+        if parts := [body for d in decisions if (body := self._encode(d)) is not None]:
+            send_held(self._sock, parts)
         return self.collect([d.decision_id for d in decisions], timeout)
 
     def post(self, decision: Decision) -> None:
@@ -353,7 +375,8 @@ class DecisionClient:
         """
         # the GIL kept: a send through pyzmq gives it up, and taking it back from
         # another thread of the worker cost the first decision of a field 0.3-1.3 ms
-        send_held(self._sock, [decision.model_dump_json().encode()])
+        if (body := self._encode(decision)) is not None:
+            send_held(self._sock, [body])
 
     def collect(
         self, decision_ids: list[str], timeout: float = 5.0
@@ -379,6 +402,27 @@ class DecisionClient:
             except LivescopeError:
                 out.append(LivescopeError(f"no acknowledgement from the agent within {timeout} s"))
         return out
+
+    def _encode(self, decision: Decision) -> bytes | None:
+        """Return ``decision``'s message part, or None, its refusal kept, if it is too large.
+
+        A part over what the agent takes (4 MiB: a few thousand added events)
+        is not sent: ZeroMQ would drop this client's connection, unanswered,
+        and with it the answers on their way to the decisions sent before.
+        """
+        body = decision.model_dump_json().encode()
+        if len(body) <= _MAX_DECISION:
+            return body
+        reason = (
+            f"not sent: the decision is {len(body)} bytes, over the {_MAX_DECISION} a decision "
+            "to the agent may take; split its events among several decisions"
+        )
+        logger.warning("decision %s refused: %s", decision.decision_id, reason)
+        self._pending[decision.decision_id] = DecisionAck(
+            decision_id=decision.decision_id, run_id=decision.run_id, type=decision.type,
+            accepted=False, reason=reason, seq=decision.seq,
+        )  # fmt: skip
+        return None
 
     def send_raw(self, body: bytes, timeout: float = 5.0) -> DecisionAck:
         """Send raw bytes (for tests of malformed input) and return the next acknowledgement."""

@@ -136,11 +136,12 @@ class EventFeed:
             self._push(event)
             name = self._plan_positions.add(event)
             p = event.index.get("p", 0)
-            if "g" not in event.index and p < len(
-                stage
-            ):  # the position itself, not its first plane
+            if p < len(stage):  # the position itself, not its first plane
                 sp = stage[p]
-                self.positions.setdefault(name, (sp.x, sp.y, sp.z))
+                if "g" not in event.index:
+                    self.positions.setdefault(name, (sp.x, sp.y, sp.z))
+                elif sp.z is not None:  # a grid tile: its own x/y, its position's z
+                    self.positions.setdefault(name, (event.x_pos, event.y_pos, sp.z))
             self.positions.setdefault(name, (event.x_pos, event.y_pos, event.z_pos))
             self.p_of.setdefault(name, p)
         self._plan_xyz = dict(self.positions)
