@@ -469,6 +469,9 @@ class ScopeAgent:
             meta = {**ev.metadata, "added_by": d.decision_id, SAMPLE_TIME_KEY: due}
             if explicit:
                 meta["explicit_xy"] = True
+                if ev.z_pos is None and name is not None:
+                    # (its z is the position's: a move of the position's focus applies to it)
+                    meta["z_from_plan"] = True
             update.update(exposure=exposure, index=index, min_start_time=due, metadata=meta)
             out.append(ev.model_copy(update=update))  # one copy per event: decisions come in bursts
         # where each will really be imaged (moves applied), and whether its place in the

@@ -429,13 +429,16 @@ class EventFeed:
         offset, z_set = self._offsets.get(name), self._z_set.get(name)
         if begun and _field(event) in self._begun:
             offset, z_set = self._begun[_field(event)]
-        if offset is None or event.metadata.get("explicit_xy"):
+        # an event at x/y of its own (a close-up centred on a cell) keeps them, and its z
+        # too unless it took its position's (then it is refocused with the position)
+        explicit = bool(event.metadata.get("explicit_xy"))
+        if offset is None or (explicit and not event.metadata.get("z_from_plan")):
             return event
         dx, dy, dz = offset
         update = {}
-        if event.x_pos is not None:
+        if event.x_pos is not None and not explicit:
             update["x_pos"] = event.x_pos + dx
-        if event.y_pos is not None:
+        if event.y_pos is not None and not explicit:
             update["y_pos"] = event.y_pos + dy
         if event.z_pos is not None and dz:
             update["z_pos"] = event.z_pos + dz
@@ -443,7 +446,7 @@ class EventFeed:
             # the plan gives the position no z (imaged wherever the focus is): a move's
             # z is where to image it
             update["z_pos"] = z_set
-        return event.model_copy(update=update)
+        return event.model_copy(update=update) if update else event
 
     # ------------------------------------------------------------ decisions
 

@@ -143,6 +143,35 @@ def test_a_move_gives_z_to_a_position_the_plan_gives_none(
     agent.close()
 
 
+@pytest.mark.parametrize("plan_z", [10.0, None])
+def test_a_closeup_at_its_own_xy_takes_the_positions_focus_after_a_move(
+    sim: SimulatedMicroscope, tmp_path: Path, plan_z: float | None
+) -> None:
+    # a position refocused (Move z), then a close-up centred on a cell (x/y of its own, no z):
+    # it was imaged at the plan's z, not where the position is now in focus
+    seq = _time_lapse(useq.Position(x=0, y=0, z=plan_z, name="A"))
+    agent = ScopeAgent(sim.core, sim.profile, seq, tmp_path / "run", sim=sim, bus="off")
+    rid = agent.run_id
+    assert agent._on_decision(
+        Move(run_id=rid, position="A", x_um=5.0, y_um=0.0, z_um=14.0), clock_ns()
+    ).accepted
+
+    def closeup(t: int, **z: float) -> useq.MDAEvent:
+        return useq.MDAEvent(index={"t": t}, pos_name="A", x_pos=12.0, y_pos=3.0,
+                             channel={"config": "DAPI"}, **z)  # fmt: skip
+
+    d = AddEvents(run_id=rid, delay_s=600, events=[closeup(40), closeup(41, z_pos=11.0)])
+    assert agent._on_decision(d, clock_ns()).accepted
+    added = sorted(
+        (agent.feed.preview(e) for _, _, e in agent.feed._heap if e.metadata.get("added_by")),
+        key=lambda e: e.index["t"],
+    )
+    # its own x/y kept; the position's focus now, or the z the decision gave
+    assert [(e.x_pos, e.y_pos, e.z_pos) for e in added] == [(12.0, 3.0, 14.0), (12.0, 3.0, 11.0)]
+    agent.feed.stop()
+    agent.close()
+
+
 def test_a_stop_drops_queued_closeups_in_the_stopped_field(
     sim: SimulatedMicroscope, tmp_path: Path
 ) -> None:
