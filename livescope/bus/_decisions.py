@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 import zmq
+from pydantic_core import PydanticSerializationError
 
 from livescope.schema import Decision, DecisionAck, LivescopeError, clock_ns, parse_decision
 
@@ -410,13 +411,17 @@ class DecisionClient:
         is not sent: ZeroMQ would drop this client's connection, unanswered,
         and with it the answers on their way to the decisions sent before.
         """
-        body = decision.model_dump_json().encode()
-        if len(body) <= _MAX_DECISION:
-            return body
-        reason = (
-            f"not sent: the decision is {len(body)} bytes, over the {_MAX_DECISION} a decision "
-            "to the agent may take; split its events among several decisions"
-        )
+        try:
+            body = decision.model_dump_json().encode()
+        except PydanticSerializationError as exc:  # (e.g. a lone surrogate in a name)
+            reason = f"not sent: the decision cannot be written as JSON ({exc})"
+        else:
+            if len(body) <= _MAX_DECISION:
+                return body
+            reason = (
+                f"not sent: the decision is {len(body)} bytes, over the {_MAX_DECISION} a "
+                "decision to the agent may take; split its events among several decisions"
+            )
         logger.warning("decision %s refused: %s", decision.decision_id, reason)
         self._pending[decision.decision_id] = DecisionAck(
             decision_id=decision.decision_id, run_id=decision.run_id, type=decision.type,

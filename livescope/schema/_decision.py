@@ -26,6 +26,7 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
+from pydantic_core import PydanticSerializationError
 
 from ._base import format_validation_error, json_object
 
@@ -180,11 +181,12 @@ def parse_decision(raw: bytes) -> Decision:
     Raises
     ------
     ValueError
-        with a reason naming the problem (unknown type, bad field, not JSON).
+        with a reason naming the problem (unknown type, bad field, not JSON, text
+        that is not Unicode: a lone surrogate, which JSON can escape).
 
     """
     try:  # the usual case in one pass of pydantic's own JSON parser (half the time)
-        return _ADAPTER.validate_json(raw)
+        return _ADAPTER.validate_json(raw)  # (which refuses a lone surrogate)
     except ValidationError:
         pass  # parsed again below, for a reason that names what is wrong
     data = json_object(raw, "decision")
@@ -192,8 +194,26 @@ def parse_decision(raw: bytes) -> Decision:
     if data.get("type") not in kinds:
         raise ValueError(f"unknown decision type {data.get('type')!r}; known: {', '.join(kinds)}")
     try:
-        return _ADAPTER.validate_python(data)
+        decision = _ADAPTER.validate_python(data)
     except ValidationError as exc:
         raise ValueError(
             "invalid decision: " + "; ".join(format_validation_error(exc, data))
+        ) from None
+    _check_text(decision)
+    return decision
+
+
+def _check_text(decision: Decision) -> None:
+    """Refuse a decision holding a lone surrogate (in an event's or inputs' text).
+
+    Python's JSON parser takes one (pydantic's refuses it), and pydantic lets it
+    into an event's name or the inputs: the decision was accepted, then could
+    not be written to the decision log or the recording's metadata.
+    """
+    try:
+        _ADAPTER.dump_json(decision)
+    except PydanticSerializationError:
+        raise ValueError(
+            "invalid decision: its text holds a lone UTF-16 surrogate (\\ud800-\\udfff "
+            "escaped alone), which is not Unicode text"
         ) from None

@@ -64,6 +64,12 @@ def _add(**event: object) -> bytes:
     return json.dumps({"type": "add_events", "run_id": "r", "events": [ev]}).encode()
 
 
+def _surrogate_inputs() -> bytes:
+    event = {"index": {"t": 3}, "channel": "DAPI"}
+    data = {"type": "add_events", "run_id": "r", "events": [event], "inputs": {"c": ["\udc00"]}}
+    return json.dumps(data).encode()
+
+
 @pytest.mark.parametrize(
     ("raw", "reason"),
     [
@@ -101,12 +107,22 @@ def _add(**event: object) -> bytes:
             id="unknown-type",
         ),
         pytest.param(b"[1, 2]", "decision must be a JSON object, got list", id="not-an-object"),
+        # a lone surrogate (JSON escapes one; it is not text): accepted, it then failed in
+        # the decision log and the recording's metadata
+        pytest.param(_add(pos_name="A\ud800"), "lone UTF-16 surrogate", id="name-surrogate"),
+        pytest.param(_surrogate_inputs(), "lone UTF-16 surrogate", id="inputs-surrogate"),
         pytest.param(b"\xff{", "decision is not JSON", id="not-json"),
     ],
 )
 def test_bad_decisions_are_refused_naming_the_problem(raw: bytes, reason: str) -> None:
     with pytest.raises(ValueError, match=re.escape(reason)):
         parse_decision(raw)
+
+
+def test_a_surrogate_pair_is_a_character_and_parses() -> None:
+    d = parse_decision(_add(pos_name="A\U0001f600"))  # (json.dumps escapes it as a pair)
+    assert isinstance(d, AddEvents)
+    assert d.events[0].pos_name == "A\U0001f600"
 
 
 @pytest.mark.parametrize(

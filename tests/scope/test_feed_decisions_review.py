@@ -183,6 +183,27 @@ def test_a_grid_tiles_z_is_its_positions_not_its_first_planes(sim: SimulatedMicr
     feed = EventFeed(_grid_stack(), LivescopeEngine(sim.core, sim.profile, sim=sim), 1e6)
     x, y, z = feed.position_plan("A_g1")
     assert z == 10.0
+    assert x is not None
+    assert y is not None
     feed.move("A_g1", x + 5.0, y, 30.0)
-    planes = sorted({e.z_pos for e in feed if e.index.get("g") == 1})
+    planes = sorted({e.z_pos or 0.0 for e in feed if e.index.get("g") == 1})
     assert planes == [28.0, 30.0, 32.0]
+
+
+def test_a_decision_that_cannot_be_written_as_json_is_refused_not_raised() -> None:
+    # a Python policy's decision naming a position with a lone surrogate: the send raised
+    # pydantic's serialisation error on the worker's decision thread
+    agent = _Agent()
+    server = DecisionServer(agent.handle)
+    client = DecisionClient(server.endpoint)
+    try:
+        bad = AddEvents(run_id="r", events=[useq.MDAEvent(
+            index={"t": 1}, pos_name="A\ud800", channel={"config": "DAPI"})])  # fmt: skip
+        ack = client.send(bad, timeout=LONG_S)
+        assert not ack.accepted
+        assert ack.reason.startswith("not sent: the decision cannot be written as JSON")
+        assert client.send(ChangeInterval(run_id="r", interval_s=5.0), timeout=LONG_S).accepted
+        assert bad.decision_id not in agent.applied
+    finally:
+        client.close()
+        server.close()
