@@ -15,7 +15,9 @@ protocol v1), then one raw C-order buffer per array, in the order the header's
 ``{"name", "dtype", "shape"}``), ``cells`` (list of ``{"label", "track", "y",
 "x", "state", "p_mitosis"}``, centroids in px), ``tails`` (``{"<track id>":
 [[y, x], ...]}``, oldest first, px), ``decisions`` (list of ``{"rule", "y", "x",
-"accepted", "reason"}`` fired on this frame).
+"accepted", "reason"}`` fired on this frame), ``field_decisions`` (only when
+some fired on the whole field, with no place on it: list of ``{"rule",
+"accepted", "reason"}``; not checked by `decode_overlay`).
 
 Array names: ``raw:<channel>`` (camera frames), ``labels`` (int32 instance
 labels), ``stain`` (float32 or float16 virtual stain).
@@ -24,6 +26,7 @@ labels), ``stain`` (float32 or float16 virtual stain).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import threading
@@ -79,6 +82,20 @@ def _plain(obj: object) -> Any:
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def _placed(decisions: Any) -> tuple[Any, list[dict[str, Any]]]:
+    """Split decisions into those with a place (y, x) and those fired on the whole field."""
+    if not isinstance(decisions, list | tuple):
+        return decisions, []  # (sent as it is: the viewers reject it and say why)
+    placed: list[Any] = []
+    whole: list[dict[str, Any]] = []
+    for d in decisions:
+        if isinstance(d, Mapping) and (d.get("y") is None or d.get("x") is None):
+            whole.append({k: d.get(k) for k in ("rule", "accepted", "reason")})
+        else:
+            placed.append(d)
+    return placed, whole
 
 
 # ---------------------------------------------------------------- publisher
@@ -168,7 +185,9 @@ class OverlayPublisher:
             ``seq``, ``position``, ``t`` (required), ``sample_time_s``, ``cells``,
             ``tails``, ``decisions`` (optional: null or empty); see the module doc.
             ``v``, ``run_id`` and ``arrays`` are filled in here. Numpy scalars
-            and arrays are accepted (converted to JSON numbers and lists).
+            and arrays are accepted (converted to JSON numbers and lists). A
+            decision with a null ``y`` or ``x`` (a rule fired on the whole
+            field) is sent in ``field_decisions``.
         arrays
             Name → array (1 to 4 dimensions, a dtype of `OVERLAY_DTYPES`).
 
@@ -199,14 +218,17 @@ class OverlayPublisher:
             buffers.append(arr.data.cast("B"))
         msg = {
             "sample_time_s": None,
-            "cells": [],
-            "tails": {},
-            "decisions": [],
             **header,
             "v": OVERLAY_VERSION,
             "run_id": self.run_id,
             "arrays": specs,
         }
+        for key, empty in (("cells", []), ("tails", {}), ("decisions", [])):
+            if msg.get(key) is None:  # (null: none; the decoder wants a list or a map)
+                msg[key] = empty
+        msg["decisions"], whole = _placed(msg["decisions"])
+        if whole:  # (a null y or x would have every viewer reject the whole message)
+            msg["field_decisions"] = whole
         try:
             raw = json.dumps(msg, separators=(",", ":"), allow_nan=False, default=_plain).encode()
         except (TypeError, ValueError) as exc:
@@ -295,6 +317,8 @@ def _resolve(source: str | Path, timeout_s: float) -> tuple[str, str | None]:
                         f"{file.parent} does not exist (no run was started there within "
                         f"{timeout_s:g} s): check the run folder's path"
                     ) from None
+                if (hint := _not_a_run(file.parent)) is not None:
+                    raise LivescopeError(hint) from None
                 raise LivescopeError(
                     f"no {OVERLAY_FILE} in {file.parent} after {timeout_s:g} s: is a worker "
                     "publishing overlays for this run (e.g. `livescope worker --analyse`)?"
@@ -314,6 +338,38 @@ def _resolve(source: str | Path, timeout_s: float) -> tuple[str, str | None]:
     ):
         raise LivescopeError(f"{file} is not an overlay file of version {OVERLAY_VERSION}")
     return info["endpoint"], info["run_id"]
+
+
+_RUN_FILES = (OVERLAY_FILE, "bus.json", "frames.jsonl", "summary.json")
+"""Files only a run folder holds (`OverlaySubscriber` tells one from a folder near it)."""
+
+
+def _is_run(folder: Path) -> bool:
+    try:
+        return any((folder / name).is_file() for name in _RUN_FILES)
+    except OSError:  # (no permission: not one to tell about)
+        return False
+
+
+def _not_a_run(folder: Path) -> str | None:
+    """Say which run ``folder`` is in or holds, when it is not a run folder itself."""
+    if _is_run(folder):
+        return None
+    try:  # (the first 1000 entries: a folder of many files is not searched through)
+        entries = list(itertools.islice(folder.iterdir(), 1000))
+        runs = sorted(p.name for p in entries if p.is_dir() and _is_run(p))
+    except OSError:
+        runs = []
+    if runs:
+        names = ", ".join(runs[:10]) + (f", ... ({len(runs)} in all)" if len(runs) > 10 else "")
+        return (
+            f"{folder} holds run folders ({names}), it is not one: give the run's own folder, "
+            f"e.g. {folder / runs[-1]}"
+        )
+    for parent in list(folder.absolute().parents)[:3]:
+        if _is_run(parent):
+            return f"{folder} is inside the run folder {parent}: give that folder"
+    return None
 
 
 class OverlaySubscriber:

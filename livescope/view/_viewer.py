@@ -76,6 +76,23 @@ def _cell_color(state: object, p_mitosis: object) -> tuple[float, float, float, 
     return (1.0, 1.0, 0.2, 1.0)
 
 
+def _field_decisions(decisions: object) -> str:
+    """Say the decisions fired on a whole field (no place to mark), e.g. ``crowded (accepted)``.
+
+    The header's ``field_decisions`` is not checked by the decoder: odd items are left out.
+    """
+    said = []
+    for d in decisions if isinstance(decisions, list) else []:
+        if not isinstance(d, dict) or not isinstance(rule := d.get("rule"), str):
+            continue
+        verdict = "accepted" if d.get("accepted") is True else "rejected"
+        reason = d.get("reason")
+        said_why = isinstance(reason, str) and reason and verdict == "rejected"
+        why = f": {reason:.80}" if said_why else ""
+        said.append(f"{rule:.40} ({verdict}{why})")
+    return ", ".join(said[:5]) + (f", ... ({len(said)} in all)" if len(said) > 5 else "")
+
+
 class OverlayViewer:
     """napari showing the newest analysis results of one position of a running run.
 
@@ -127,6 +144,7 @@ class OverlayViewer:
         self.frames_shown = 0
         self.refresh_errors = 0
         self._shown: OverlayMessage | None = None
+        self._drawn: str | None = None  # the position whose field the layers show
         self._layers: dict[str, Any] = {}
         self._ranks: dict[str, int] = {}
         self._timer: Any = None
@@ -166,6 +184,8 @@ class OverlayViewer:
             self.show_position(seen[0])
         msg = self.subscriber.latest(self.position)
         if msg is None:
+            if self._drawn not in (None, self.position):
+                self._clear()  # (another position's field would pass for this one's)
             self._waiting()
             return False
         if msg is self._shown:
@@ -203,12 +223,22 @@ class OverlayViewer:
             overlay.text = text
             overlay.visible = True
 
+    def _clear(self) -> None:
+        """Empty every layer of ours (none of them shows the shown position's field)."""
+        for key in self._layers:
+            if key.startswith("raw:") or key in ("stain", "labels"):
+                self._blank(key)
+        self._tails({})
+        self._cells([])
+        self._decisions([])
+        self._drawn = None
+
     def _draw(self, msg: OverlayMessage) -> None:
         h = msg.header
+        self._drawn = msg.position
         for key in self._layers:  # a field without them (a stain skipped, another position)
             if key not in msg.arrays and (key.startswith("raw:") or key in ("stain", "labels")):
                 self._blank(key)
-        fluorescence = 0
         for name, arr in msg.arrays.items():
             if not name.startswith("raw:"):
                 continue
@@ -216,8 +246,10 @@ class OverlayViewer:
             if channel_is_label_free(channel):
                 self._image(name, arr, "label_free", colormap="gray", blending="translucent")
             else:
-                cmap = channel_colormap(channel, fluorescence)
-                fluorescence += 1
+                # (the fluorescence layers made so far: a channel taken only every few
+                # frames, or at one position, gets a colour of its own, not the first's)
+                made = sum(r == _RANK["fluorescence"] for r in self._ranks.values())
+                cmap = channel_colormap(channel, made)
                 self._image(name, arr, "fluorescence", colormap=cmap, blending="additive")
         if "stain" in msg.arrays:
             stain = np.asarray(msg.arrays["stain"], dtype=np.float32)  # GL has no float16 here
@@ -230,6 +262,8 @@ class OverlayViewer:
         when = h.get("sample_time_s")
         clock = f" · {when / 60:.1f} min" if isinstance(when, int | float) else ""
         self._caption = f"{h['run_id']} · {h['position']} · t={h['t']}{clock} · frame {h['seq']}"
+        if fired := _field_decisions(h.get("field_decisions")):
+            self._caption += f"\nfired on the whole field: {fired}"
         self._say(self._caption)
 
     def _live(self, key: str) -> Any | None:
@@ -406,7 +440,10 @@ class OverlayViewer:
         self.stop()
         self.subscriber.close()
         if self._owns_viewer:
-            self.viewer.close()
+            try:
+                self.viewer.close()
+            except RuntimeError:  # the user closed its window: Qt has deleted it already
+                logger.debug("overlay viewer: its napari window was closed", exc_info=True)
 
     def __enter__(self) -> OverlayViewer:
         return self
