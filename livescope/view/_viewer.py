@@ -29,7 +29,7 @@ logger = logging.getLogger("livescope")
 _RANK = {"label_free": 0, "fluorescence": 1, "stain": 2, "labels": 3, "tails": 4, "cells": 5,
          "decisions": 6}  # fmt: skip
 _LABEL_FREE_WORDS = {"phase", "brightfield", "bright", "bf", "dic", "pc", "trans", "transmitted",
-                     "labelfree", "label", "oblique", "qpi", "ph", "phc"}  # fmt: skip
+                     "labelfree", "oblique", "qpi", "ph", "phc"}  # fmt: skip
 _FLUORESCENCE_COLORMAPS = (
     (("dapi", "hoechst", "bfp", "405"), "blue"),
     (("gfp", "fitc", "yfp", "488", "venus"), "green"),
@@ -43,8 +43,11 @@ _REJECTED = (1.0, 0.15, 0.15, 1.0)
 
 def channel_is_label_free(channel: str) -> bool:
     """Guess from its name whether a channel is label-free (phase, brightfield, DIC...)."""
-    words = {w for w in re.split(r"[^a-z0-9]+", channel.lower().replace("-free", "free")) if w}
-    return bool(words & _LABEL_FREE_WORDS) or "labelfree" in channel.lower().replace("-", "")
+    # ("label free", "Label-free", "label_free" are one word; "label" alone is not: a
+    # "nuclear label" is fluorescence)
+    name = re.sub(r"label[^a-z0-9]*free", "labelfree", channel.lower())
+    words = {w for w in re.split(r"[^a-z0-9]+", name) if w}
+    return bool(words & _LABEL_FREE_WORDS) or "labelfree" in name
 
 
 def channel_colormap(channel: str, index: int = 0) -> str:

@@ -148,3 +148,16 @@ def test_a_channel_taken_every_few_frames_gets_a_colour_of_its_own(overlay_viewe
     first = layer(ov, "raw:mNeonGreen").colormap.name
     added = layer(ov, "raw:mScarlet").colormap.name
     assert first != added, f"both channels drawn in {first}, added up into one"
+
+
+@pytest.mark.parametrize(
+    ("channel", "free"),
+    [("Phase", True), ("BF", True), ("label free", True), ("Label-free", True),
+     ("label_free", True), ("LabelFree 20x", True), ("DIC", True), ("nuclear label", False),
+     ("Label 488", False), ("DAPI", False), ("mScarlet", False)],
+)  # fmt: skip
+def test_a_channel_named_a_label_is_fluorescence_not_label_free(channel: str, free: bool) -> None:
+    # "label" alone made a "nuclear label" channel a grey label-free layer
+    from livescope.view._viewer import channel_is_label_free
+
+    assert channel_is_label_free(channel) is free
