@@ -210,12 +210,21 @@ def _cells_section(page: ReportPage) -> str:
         return missing(f"No cell table: {why}.")
     out = []
     times = run.sample_times()
+    by_position: dict[str, list[Any]] = {}
+    for c in run.cells:
+        by_position.setdefault(c.position, []).append(c)
+    # a field without cells has no row in cells.csv: latency.jsonl says it was analysed (and
+    # the frame log when it was taken)
+    analysed: dict[str, set[int]] = {}
+    for r in run.latency or []:
+        if (key := (str(r.get("position")), r.get("t"))) in times:
+            analysed.setdefault(key[0], set()).add(key[1])
     for pos in run.positions:
-        rows = [c for c in run.cells if c.position == pos]
+        rows = by_position.get(pos, [])
         if not rows:
             out.append(missing(f"{pos}: no cells in results/cells.csv."))
             continue
-        ts = sorted({c.t for c in rows})
+        ts = sorted({c.t for c in rows} | analysed.get(pos, set()))
         by_t: dict[int, list[Any]] = {t: [] for t in ts}
         for c in rows:
             by_t[c.t].append(c)
@@ -223,8 +232,11 @@ def _cells_section(page: ReportPage) -> str:
         states += sorted({c.state for c in rows if c.state and c.state not in states})
         if any(not c.state for c in rows):
             states.append("unclassified")
-        fractions = {
-            st: [sum((c.state or "unclassified") == st for c in by_t[t]) / len(by_t[t]) for t in ts]
+        fractions = {  # (a field without cells: no state has a share of it)
+            st: [
+                sum((c.state or "unclassified") == st for c in by_t[t]) / max(len(by_t[t]), 1)
+                for t in ts
+            ]
             for st in states
         }
         fractions = {k: v for k, v in fractions.items() if any(v)}
@@ -370,10 +382,14 @@ def _drops_section(page: ReportPage) -> str:
         )
     else:
         return out + missing(f"Analysed fields unknown: {NO_RESULTS}.")
+    analysed: dict[str, set[int]] = {}
+    for p, t in pairs:
+        if isinstance(t, int):
+            analysed.setdefault(p, set()).add(t)
     rows2 = []
     for pos in run.positions:
         ts = recorded.get(pos, set())
-        done = {t for p, t in pairs if p == pos and isinstance(t, int)}
+        done = analysed.get(pos, set())
         skipped = sorted(ts - done)
         listed = ", ".join(map(str, skipped[:20])) + (" …" if len(skipped) > 20 else "")
         rows2.append([pos, len(ts), len(ts & done), len(skipped), listed or "—"])

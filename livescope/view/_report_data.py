@@ -59,11 +59,20 @@ class RunData:
 
     @property
     def positions(self) -> list[str]:
-        """Position names: the summary's, else those of the frame log, in order."""
+        """Position names: the summary's, else those of the frame log, in order.
+
+        From the frame log, those of the plan's own frames: a rule's sub-sequence
+        (``p0~rule-3``, its frames ``added_by`` a decision) is no position of the plan,
+        as in the summary.
+        """
         named = self.summary.get("positions")
         if isinstance(named, list) and named:
             return [str(p) for p in named]
-        return list(dict.fromkeys(str(f.get("position", "")) for f in self.frames))
+        return list(
+            dict.fromkeys(
+                str(f.get("position", "")) for f in self.frames if f.get("added_by") is None
+            )
+        )
 
     @property
     def channels(self) -> list[str]:
@@ -179,13 +188,18 @@ def _read_cells(path: Path, problems: list[str]) -> tuple[list[CellRow] | None, 
             bad += 1
             continue
         track = _number(rec.get("track"))
+        state = str(rec.get("state") or "")
+        if state in classes and math.isnan(_number(rec.get(f"p_{state}"))):
+            # NaN probabilities (the engine's output): the class the worker took for the
+            # most likely one is the first NaN's; the cell was not classified
+            state = ""
         rows.append(
             CellRow(
                 position=str(rec.get("position") or ""),
                 t=int(t),
                 sample_time_s=_number(rec.get("sample_time_s")),
                 track=int(track) if math.isfinite(track) else 0,
-                state=str(rec.get("state") or ""),
+                state=state,
                 p_mitosis=_number(rec.get("p_mitosis")),
             )
         )

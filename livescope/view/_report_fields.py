@@ -98,18 +98,19 @@ def field_thumbnails(run: RunData, *, notes: list[str]) -> list[tuple[str, bytes
         if isinstance(y, int | float) and isinstance(x, int | float) and isinstance(t, int):
             outcome = firing_outcome(r.get("verdict"), r.get("stage"))
             fired.setdefault((str(r.get("position")), t), []).append((float(y), float(x), outcome))
+    # each position's recorded z planes by channel and time point (one pass over the frame log)
+    recorded: dict[str, dict[str, dict[int, set[int]]]] = {}
+    for f in run.frames:
+        idx = f.get("index") or {}
+        ch = recorded.setdefault(str(f.get("position")), {}).setdefault(str(f.get("channel")), {})
+        ch.setdefault(int(idx.get("t", 0)), set()).add(int(idx.get("z", 0)))
     out = []
     for pos in run.positions:
         g = series.get(pos)
         if g is None:
             notes.append(f"{pos}: not in the recording.")
             continue
-        zs: dict[str, dict[int, set[int]]] = {}
-        for f in run.frames:
-            if str(f.get("position")) == pos:
-                idx = f.get("index") or {}
-                ch = zs.setdefault(str(f.get("channel")), {})
-                ch.setdefault(int(idx.get("t", 0)), set()).add(int(idx.get("z", 0)))
+        zs = recorded.get(pos, {})
         shown = nuclear if nuclear in zs else next((c for c in channels if c in zs), None)
         if shown is None or shown not in channels:
             notes.append(f"{pos}: no recorded frames.")
@@ -152,7 +153,7 @@ def field_thumbnails(run: RunData, *, notes: list[str]) -> list[tuple[str, bytes
                     markers=fired.get((pos, t), []),
                 )
             )
-        n_fired = sum(len(fired.get((pos, t), [])) for t in picked)
+        drawn = [st for t in picked for _, _, st in fired.get((pos, t), [])]
         caption = (
             f"{pos}: {shown} channel at time points {', '.join(map(str, picked))} of "
             f"{len(ts)}. Contours: segmented nuclei (results/ctc), one colour per track label."
@@ -160,13 +161,11 @@ def field_thumbnails(run: RunData, *, notes: list[str]) -> list[tuple[str, bytes
             else f"{pos}: {shown} channel at time points {', '.join(map(str, picked))} of "
             f"{len(ts)}."
         )
-        if n_fired:
+        if drawn:  # (the markers drawn, and only those, said as on the decisions timeline)
             caption += (
-                f" {n_fired} rule firing(s) marked: green circle accepted, light green circle "
-                "shared (imaged by another firing's sub-sequence), grey square recorded only, "
-                "red cross rejected by a guardrail, orange cross rejected by the agent, "
-                "pink cross shared a sub-sequence that was not made, grey cross not "
-                "answered by the agent in time, dark red cross rejected otherwise."
+                f" {len(drawn)} rule firing(s) marked: "
+                + "; ".join(v for k, v in plots.STATUS_CAPTION.items() if k in drawn)
+                + "."
             )
         out.append((pos, plots.thumbnails(panels, position=pos), caption))
     return out

@@ -56,7 +56,9 @@ def fmt(value: Any, digits: int = 3) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
-        return f"{value:,.{digits}g}" if abs(value) < 10**digits else f"{value:,.0f}"
+        # (from 10**digits up, rounded ones included: 999.7 is "1,000", not "1e+03")
+        text = f"{value:,.{digits}g}"
+        return f"{value:,.0f}" if "e+" in text else text
     if isinstance(value, list | tuple):
         return ", ".join(fmt(v, digits) for v in value) or "—"
     return str(value)

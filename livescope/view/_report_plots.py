@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 from livescope.record import CtcTrack
 
 if TYPE_CHECKING:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
 __all__ = [
@@ -91,8 +92,15 @@ def _figure(width_in: float, height_in: float) -> Figure:
 
 
 def _png(fig: Figure) -> bytes:
+    from PIL import Image
+
+    # drawn once, and the canvas's pixels written: savefig draws a figure with a layout engine
+    # twice (first to lay it out), a quarter more time for each of the report's plots
+    fig.canvas.draw()
+    canvas = cast("FigureCanvasAgg", fig.canvas)  # (`_figure`'s)
+    rgba = np.asarray(canvas.buffer_rgba())  # type: ignore[no-untyped-call]
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)
+    Image.fromarray(rgba).save(buf, format="png")
     return buf.getvalue()
 
 
@@ -258,8 +266,10 @@ def decisions_timeline(
     fig = _figure(10.0, float(np.clip(1.2 + 0.35 * len(rules), 2.2, 8.0)))
     ax = fig.subplots()
     for k, (status, (marker, colour)) in enumerate(STATUS_STYLE.items()):
-        # outcomes side by side within a rule's row: positions imaged together fire together
-        dy = 0.12 * (k - (len(STATUS_STYLE) - 1) / 2)
+        # outcomes side by side within a rule's row (positions imaged together fire together),
+        # all within 0.3 of its middle: a marker at the row's edge is cut off by the axes (the
+        # first and last rule's) or seems to be the next rule's
+        dy = 0.6 * (k / (len(STATUS_STYLE) - 1) - 0.5)
         pts = [(s / div, row[r] + dy) for s, r, st in events if st == status]
         if pts:
             xs, ys = zip(*pts, strict=True)
