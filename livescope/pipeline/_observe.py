@@ -99,9 +99,14 @@ def observe(
         by_label = {int(i): k for k, i in enumerate(res.states.ids.tolist())}
         pm = res.states.p_mitosis
         best = np.argmax(res.states.probs, axis=1)
+        # a cell the classifier did not score (NaN probabilities) has no state: argmax
+        # would name the first NaN's class (interphase)
+        unscored = set(np.flatnonzero(np.isnan(res.states.probs).any(axis=1)).tolist())
         ks = [by_label.get(int(lab)) for lab in res.tracks.labels.tolist()]
         p_mit = np.array([np.nan if k is None else float(pm[k]) for k in ks])
-        state = tuple("" if k is None else res.states.classes[int(best[k])] for k in ks)
+        state = tuple(
+            "" if k is None or k in unscored else res.states.classes[int(best[k])] for k in ks
+        )
     intens = objs.intensities[rows] if objs.intensities is not None else np.full(n, np.nan)
     cells = Cells(
         labels=res.tracks.labels.astype(np.int64),

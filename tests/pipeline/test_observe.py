@@ -94,3 +94,22 @@ def test_a_z_stack_field_is_placed_at_the_middle_of_its_planes() -> None:
     one = Field("A", 0, fld.frames, {**fld.header, "z_um": 4.0}, 0)
     assert one.z_centre_um() == 4.0
     assert fld.z_centre_um() is None
+
+
+def test_a_cell_the_classifier_did_not_score_has_no_state() -> None:
+    # its probabilities are NaN: argmax named the first NaN's class, so cells.csv and the
+    # policies (a rule on state) had an unscored cell in interphase
+    from livescope.inference import CellStates
+
+    fld, res, nuclear, _, tracker = _field_result(False)
+    classes = ("interphase", "prophase", "metaphase", "anaphase", "dead")
+    probs = np.full((4, len(classes)), 0.05, np.float32)
+    probs[:, 2] = 0.8  # (metaphase, where scored)
+    probs[1] = np.nan  # label 7: not scored
+    res.states = CellStates(np.array([3, 7, 12, 40]), probs, classes, ms=1.0)
+    obs = observe(
+        fld, res, nuclear_frame=nuclear, pixel_size_um=0.5, run_id="r", engines={},
+        tracker=tracker.snapshot(),
+    )  # fmt: skip
+    state = dict(zip(obs.cells.labels.tolist(), obs.cells.state, strict=True))
+    assert state == {3: "metaphase", 7: "", 12: "metaphase", 40: "metaphase"}
