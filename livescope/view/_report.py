@@ -27,7 +27,7 @@ from . import _report_plots as plots
 from ._report_data import RESULTS_DIR, load_run
 from ._report_decisions import decisions_section, truth_section
 from ._report_fields import field_thumbnails
-from ._report_html import as_dict, esc, fmt, kv_table, missing, table, value_range
+from ._report_html import as_dict, count, esc, fmt, kv_table, missing, table, value_range
 from ._report_page import NO_RESULTS, ReportPage
 
 __all__ = ["REPORT_FILE", "write_report"]
@@ -310,9 +310,9 @@ def _lineage_section(page: ReportPage) -> str:
             page.plot(
                 png,
                 alt=f"lineage tree of {pos}",
-                caption=f"{pos}: {len(tracks)} tracks, {total_div} divisions (red dots; black "
-                "connectors join a mother to her daughters, grey dashed ones a track to its "
-                f"continuation after a gap).{cap}",
+                caption=f"{pos}: {count(len(tracks), 'track')}, {count(total_div, 'division')} "
+                "(red dots; black connectors join a mother to her daughters, grey dashed ones a "
+                f"track to its continuation after a gap).{cap}",
             )
         )
     return "".join(out)

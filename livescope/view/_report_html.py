@@ -14,6 +14,7 @@ __all__ = [
     "CSS",
     "MAX_TABLE_ROWS",
     "as_dict",
+    "count",
     "esc",
     "fmt",
     "kv_table",
@@ -62,6 +63,11 @@ def fmt(value: Any, digits: int = 3) -> str:
     if isinstance(value, list | tuple):
         return ", ".join(fmt(v, digits) for v in value) or "—"
     return str(value)
+
+
+def count(n: int, noun: str) -> str:
+    """Say ``n`` of a noun, in the plural unless one: ``1 division``, ``3 tracks``."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def value_range(values: Sequence[int]) -> str:

@@ -18,6 +18,8 @@ from numpy.typing import NDArray
 
 from livescope.record import CtcTrack
 
+from ._report_html import fmt
+
 if TYPE_CHECKING:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -295,7 +297,7 @@ def latency_histograms(stages: Mapping[str, NDArray[np.float64]]) -> bytes:
         ax.hist(ms, bins=min(40, max(5, ms.size // 3)), color="#4393c3")
         ax.axvline(p50, color="#000000", lw=1)
         ax.axvline(p99, color="#d73027", lw=1, ls="--")
-        ax.set_title(f"{plain_text(stage)}\np50 {p50:.3g} ms · p99 {p99:.3g} ms", fontsize=9)
+        ax.set_title(f"{plain_text(stage)}\np50 {fmt(p50)} ms · p99 {fmt(p99)} ms", fontsize=9)
         ax.set_xlabel("ms", fontsize=8)
         ax.tick_params(labelsize=7)
     for ax in axes[n:]:

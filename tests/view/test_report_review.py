@@ -232,3 +232,13 @@ def test_a_cell_whose_state_probabilities_are_nan_is_unclassified(tmp_path: Path
     assert states[("p0", 2, "")] == 3
     assert states[("p0", 2, "interphase")] == 0
     assert states[("p0", 1, "interphase")] == 3  # (those with probabilities are as written)
+
+
+def test_counts_and_latency_titles_are_written_in_words_and_in_full() -> None:
+    # "1 divisions" in the lineage caption; "p99 4.36e+03 ms" in a latency histogram's title
+    from livescope.view._report_html import count, fmt
+
+    assert count(1, "division") == "1 division"
+    assert count(0, "division") == "0 divisions"
+    assert count(1234, "track") == "1,234 tracks"
+    assert fmt(4357.2) == "4,357"
