@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from livescope.record import ZARR_NAME, CtcTrack
 from livescope.schema import LivescopeError, write_atomic
 
 from . import _report_plots as plots
-from ._report_data import RESULTS_DIR, load_run
+from ._report_data import RESULTS_DIR, CellRow, load_run
 from ._report_decisions import decisions_section, truth_section
 from ._report_fields import field_thumbnails
 from ._report_html import as_dict, count, esc, fmt, kv_table, missing, table, value_range
@@ -279,22 +279,51 @@ def _read_tracks(path: Path, name: str) -> list[CtcTrack]:
     return tracks
 
 
+def _live_tracks(cells: Sequence[CellRow]) -> dict[str, list[CtcTrack]]:
+    """Each position's tracks as the cell table has them: first and last time point, parent."""
+    spans: dict[str, dict[int, list[int]]] = {}
+    for c in cells:
+        if c.track <= 0:
+            continue
+        span = spans.setdefault(c.position, {}).setdefault(c.track, [c.t, c.t, c.parent])
+        span[0], span[1] = min(span[0], c.t), max(span[1], c.t)
+        span[2] = span[2] or c.parent
+    return {
+        pos: [CtcTrack(track, b, e, p) for track, (b, e, p) in sorted(by_track.items())]
+        for pos, by_track in spans.items()
+    }
+
+
 def _lineage_section(page: ReportPage) -> str:
     run = page.run
     if not run.has_results:
         return missing(f"No lineage: {NO_RESULTS}.")
     out = []
+    live = _live_tracks(run.cells or [])
     for pos in run.positions:
         folder = run.ctc_folder(pos)
+        source = ""
         if folder is None:
-            out.append(missing(f"{pos}: no lineage (results/ctc/{pos}/res_track.txt is missing)."))
-            continue
-        name = f"{RESULTS_DIR}/ctc/{pos}/res_track.txt"
-        try:
-            tracks = _read_tracks(folder / "res_track.txt", name)
-        except (OSError, LivescopeError) as exc:  # (one position's file: the others are drawn)
-            out.append(missing(f"{pos}: no lineage: {exc}."))
-            continue
+            if not live.get(pos):
+                out.append(
+                    missing(f"{pos}: no lineage (results/ctc/{pos}/res_track.txt is missing).")
+                )
+                continue
+            # the worker was stopped before it wrote its result (a run cut short): the
+            # tracks as the cell table has them
+            tracks = live[pos]
+            source = (
+                f" From cells.csv: results/ctc/{pos}/res_track.txt is missing (the worker did "
+                "not finish), so track ids are as seen live, before late-found divisions "
+                "revised them."
+            )
+        else:
+            name = f"{RESULTS_DIR}/ctc/{pos}/res_track.txt"
+            try:
+                tracks = _read_tracks(folder / "res_track.txt", name)
+            except (OSError, LivescopeError) as exc:  # (one position's: the others are drawn)
+                out.append(missing(f"{pos}: no lineage: {exc}."))
+                continue
         if not tracks:
             out.append(missing(f"{pos}: no tracks in res_track.txt."))
             continue
@@ -312,7 +341,7 @@ def _lineage_section(page: ReportPage) -> str:
                 alt=f"lineage tree of {pos}",
                 caption=f"{pos}: {count(len(tracks), 'track')}, {count(total_div, 'division')} "
                 "(red dots; black connectors join a mother to her daughters, grey dashed ones a "
-                f"track to its continuation after a gap).{cap}",
+                f"track to its continuation after a gap).{cap}{source}",
             )
         )
     return "".join(out)

@@ -37,6 +37,8 @@ class CellRow:
     track: int
     state: str
     p_mitosis: float
+    parent: int = 0
+    """Parent track of the cell's track (0: none known)."""
 
 
 @dataclass
@@ -188,6 +190,7 @@ def _read_cells(path: Path, problems: list[str]) -> tuple[list[CellRow] | None, 
             bad += 1
             continue
         track = _number(rec.get("track"))
+        parent = _number(rec.get("parent"))
         state = str(rec.get("state") or "")
         if state in classes and math.isnan(_number(rec.get(f"p_{state}"))):
             # NaN probabilities (the engine's output): the class the worker took for the
@@ -201,6 +204,7 @@ def _read_cells(path: Path, problems: list[str]) -> tuple[list[CellRow] | None, 
                 track=int(track) if math.isfinite(track) else 0,
                 state=state,
                 p_mitosis=_number(rec.get("p_mitosis")),
+                parent=int(parent) if math.isfinite(parent) and parent > 0 else 0,
             )
         )
     if bad:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -242,3 +243,29 @@ def test_counts_and_latency_titles_are_written_in_words_and_in_full() -> None:
     assert count(0, "division") == "0 divisions"
     assert count(1234, "track") == "1,234 tracks"
     assert fmt(4357.2) == "4,357"
+
+
+def test_a_killed_runs_lineage_is_drawn_from_its_cell_table(tmp_path: Path) -> None:
+    # res_track.txt is written when the worker finishes: a run cut short had no lineage,
+    # though cells.csv holds every cell's track and parent
+    run = make_run(tmp_path / "run", positions=("p0",), timepoints=4, cells=2)
+    shutil.rmtree(run / "results" / "ctc")
+    path = run / "results" / "cells.csv"
+    with path.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    head = rows[0]
+    extra = []  # track 1 divides after t=1 into tracks 3 and 4
+    for r in rows[1:]:
+        if r[head.index("track")] == "1" and int(r[head.index("t")]) >= 2:
+            r[head.index("track")], r[head.index("parent")] = "3", "1"
+            twin = list(r)
+            twin[head.index("track")] = twin[head.index("label")] = "4"
+            extra.append(twin)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows(rows + extra)
+    page = write_report(run).read_text(encoding="utf-8")
+    lineage = section(page, "lineage")
+    assert "no lineage" not in lineage
+    assert "p0: 4 tracks, 1 division" in lineage
+    assert "From cells.csv" in lineage
+    assert '<img class="plot"' in lineage
