@@ -37,6 +37,8 @@ logger = logging.getLogger("livescope")
 REPORT_FILE = "report.html"
 MAX_LINEAGE_TRACKS = 250
 """Tracks drawn per position in the lineage tree (whole trees, dividing ones first)."""
+MAX_CLOSEUP_FIGURES = 6
+"""Close-ups shown as thumbnails (the first ones; the table lists them all)."""
 _LATENCY_ORDER = (
     # livescope.pipeline.LATENCY_STAGES, written out so that drawing a report does not import
     # the pipeline (and with it the scope and the bus); a test keeps the two the same
@@ -449,6 +451,57 @@ def _fields_section(page: ReportPage) -> str:
     return out
 
 
+def _closeups_section(page: ReportPage) -> str:
+    """Show the sub-sequences decisions added (close-ups): all in a table, the first drawn."""
+    run = page.run
+    frames_of: dict[str, list[dict[str, Any]]] = {}
+    for f in run.frames:
+        if f.get("added_by") is not None:
+            frames_of.setdefault(str(f.get("position", "")), []).append(f)
+    if not frames_of:
+        return "<p>No close-ups: no decision added frames to this run.</p>"
+    made_by: dict[str, dict[str, Any]] = {}
+    for rec in run.decisions or []:
+        d = as_dict(rec.get("decision"))
+        if isinstance(d.get("decision_id"), str):
+            made_by[d["decision_id"]] = d
+    rows = []
+    for name, frames in frames_of.items():
+        d = made_by.get(str(frames[0].get("added_by")), {})
+        inputs = as_dict(d.get("inputs"))
+        ts = {int(as_dict(f.get("index")).get("t", 0)) for f in frames}
+        when = [float(f["sample_time_s"]) for f in frames
+                if isinstance(f.get("sample_time_s"), int | float)]  # fmt: skip
+        rows.append([
+            name, d.get("rule"), inputs.get("position", name.split("~")[0]), inputs.get("t"),
+            inputs.get("track"), len(ts),
+            ", ".join(dict.fromkeys(str(f.get("channel")) for f in frames)), len(frames),
+            min(when) if when else None, max(when) if when else None,
+        ])  # fmt: skip
+    n_frames = sum(len(f) for f in frames_of.values())
+    out = (
+        f"<p>{count(len(frames_of), 'close-up')} (sub-sequences decisions added, each at a "
+        f"place of its own), {count(n_frames, 'frame')} in all. A close-up is named after its "
+        "position and rule; “field t” and “track” are the field and cell it answers.</p>"
+    )
+    out += table(
+        ["close-up", "rule", "position", "field t", "track", "time points", "channels",
+         "frames", "first (s)", "last (s)"],
+        rows, what="close-ups",
+    )  # fmt: skip
+    if not run.has_recording:
+        return out + missing(f"No thumbnails: the recording ({ZARR_NAME}) is missing.")
+    shown = list(frames_of)[:MAX_CLOSEUP_FIGURES]
+    notes: list[str] = []
+    figures = field_thumbnails(run, notes=notes, positions=shown)
+    out += "".join(missing(n) for n in notes)
+    if len(shown) < len(frames_of):
+        out += f"<p>Thumbnails of the first {len(shown)} of {len(frames_of)} close-ups.</p>"
+    for pos, png, caption in figures:
+        out += page.plot(png, alt=f"thumbnails of {pos}", caption=caption)
+    return out
+
+
 _SECTIONS: tuple[tuple[str, str, Callable[[ReportPage], str]], ...] = (
     ("summary", "At a glance", _summary_section),
     ("cells", "Cells over time", _cells_section),
@@ -457,6 +510,7 @@ _SECTIONS: tuple[tuple[str, str, Callable[[ReportPage], str]], ...] = (
     ("latency", "Latency", _latency_section),
     ("drops", "Drops", _drops_section),
     ("fields", "Fields with overlays", _fields_section),
+    ("closeups", "Close-ups", _closeups_section),
     ("truth", "Triggers and tracks vs ground truth", truth_section),
 )
 

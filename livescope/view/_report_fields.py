@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,8 +85,14 @@ def _pick(ts: list[int], k: int, must: int | None) -> list[int]:
     return sorted(set(picked))
 
 
-def field_thumbnails(run: RunData, *, notes: list[str]) -> list[tuple[str, bytes, str]]:
-    """One figure per position: (position, PNG, caption); what is missing goes to ``notes``."""
+def field_thumbnails(
+    run: RunData, *, notes: list[str], positions: Sequence[str] | None = None
+) -> list[tuple[str, bytes, str]]:
+    """One figure per position: (position, PNG, caption); what is missing goes to ``notes``.
+
+    ``positions``: the run's (default), or others of the recording (a rule's close-ups:
+    sub-sequences the worker does not segment, so no missing masks are noted).
+    """
     import tifffile
 
     series, channels = _series(run)
@@ -105,7 +112,8 @@ def field_thumbnails(run: RunData, *, notes: list[str]) -> list[tuple[str, bytes
         ch = recorded.setdefault(str(f.get("position")), {}).setdefault(str(f.get("channel")), {})
         ch.setdefault(int(idx.get("t", 0)), set()).add(int(idx.get("z", 0)))
     out = []
-    for pos in run.positions:
+    plan = set(run.positions)
+    for pos in run.positions if positions is None else positions:
         g = series.get(pos)
         if g is None:
             notes.append(f"{pos}: not in the recording.")
@@ -119,7 +127,7 @@ def field_thumbnails(run: RunData, *, notes: list[str]) -> list[tuple[str, bytes
         firing_ts = sorted(t for p, t in fired if p == pos and t in zs[shown])
         picked = _pick(ts, THUMBNAILS_PER_POSITION, firing_ts[0] if firing_ts else None)
         masks = _mask_files(run, pos) if run.has_results else {}
-        if run.has_results and not masks:
+        if run.has_results and not masks and pos in plan:
             notes.append(
                 f"{pos}: no masks (results/ctc/{pos}/maskTTT.tif): frames without contours."
             )

@@ -160,7 +160,7 @@ def test_demo_reports_the_machine_stalls_beside_its_slow_fields(
 def test_demo_report_opens_in_chromium_with_its_plots(demo_run: tuple[dict, Path]) -> None:
     from tests.view.test_report import open_in_chromium
 
-    summary, _ = demo_run
+    summary, out = demo_run
     page = Path(summary["report"]).read_text(encoding="utf-8")
     assert "http://" not in page
     assert "https://" not in page
@@ -182,6 +182,13 @@ def test_demo_report_opens_in_chromium_with_its_plots(demo_run: tuple[dict, Path
         "Pace, sample s per wall s: acquisition · analysis"
         f"</th><td>{fmt(summary['time_acceleration'])} · {kept}</td>"
     ) in page
+    # the close-ups the triggers added: every one listed, the first ones drawn
+    frames = [json.loads(x) for x in (out / "frames.jsonl").read_text().splitlines()]
+    closeups = {f["position"] for f in frames if f.get("added_by")}
+    assert closeups
+    closeup_section = page.split('<section id="closeups">')[1].split("</section>")[0]
+    assert f"{len(closeups)} close-up" in closeup_section
+    assert closeup_section.count('<img class="plot"') == min(6, len(closeups))
     images, errors, title = open_in_chromium(Path(summary["report"]))
     assert errors == []
     assert title.startswith("Run report")

@@ -27,7 +27,8 @@ from livescope.view import write_report
 ROOT = Path(__file__).resolve().parents[2]
 POSITIONS = 2
 TIMEPOINTS = 4
-SECTIONS = ("summary", "cells", "lineage", "decisions", "latency", "drops", "fields", "truth")
+SECTIONS = ("summary", "cells", "lineage", "decisions", "latency", "drops", "fields",
+            "closeups", "truth")  # fmt: skip
 # cells over time, lineage and thumbnails per position; one decisions timeline, one latency grid
 EXPECTED_PLOTS = 3 * POSITIONS + 2
 NASTY_REASON = "<b>light dose</b> budget & 'rate' exceeded"

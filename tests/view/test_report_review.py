@@ -269,3 +269,32 @@ def test_a_killed_runs_lineage_is_drawn_from_its_cell_table(tmp_path: Path) -> N
     assert "p0: 4 tracks, 1 division" in lineage
     assert "From cells.csv" in lineage
     assert '<img class="plot"' in lineage
+
+
+def test_the_closeups_decisions_added_are_listed_with_what_they_answer(tmp_path: Path) -> None:
+    # a rule's close-ups (most of a demo's frames) appeared nowhere in the report
+    run = make_run(tmp_path / "run", positions=("p0",))
+    channels = list(enumerate(("Phase", "DAPI")))
+    frames = [{"seq": 100 + 2 * t + c, "position": "p0~mitosis-burst-0", "channel": ch,
+               "index": {"t": t, "z": 0, "c": c}, "sample_time_s": 70.0 + 30 * t,
+               "added_by": "d-1"} for t in range(3) for c, ch in channels]  # fmt: skip
+    with (run / "frames.jsonl").open("a", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(f) + "\n" for f in frames)
+    decision = {"decision_id": "d-1", "rule": "mitosis-burst", "type": "add_events",
+                "inputs": {"position": "p0", "t": 1, "track": 7}}  # fmt: skip
+    (run / "decisions.jsonl").write_text(
+        json.dumps({"decision": decision, "ack": {"accepted": True}}) + "\n", encoding="utf-8"
+    )
+    page = section(write_report(run).read_text(encoding="utf-8"), "closeups")
+    assert "1 close-up (" in page
+    assert "6 frames in all" in page
+    row = ("<td>p0~mitosis-burst-0</td><td>mitosis-burst</td><td>p0</td>"
+           '<td class="num">1</td><td class="num">7</td><td class="num">3</td>'
+           '<td>Phase, DAPI</td><td class="num">6</td><td class="num">70</td>'
+           '<td class="num">130</td>')  # fmt: skip
+    assert row in page
+    assert "No thumbnails: the recording (data.ome.zarr) is missing." in page
+    # a run without close-ups says so
+    plain = section(write_report(make_run(tmp_path / "plain")).read_text(encoding="utf-8"),
+                    "closeups")  # fmt: skip
+    assert "No close-ups: no decision added frames to this run." in plain
