@@ -116,11 +116,12 @@ def replay(
         typer.Option(help="Dask scheduler address (tcp://host:8786) to spread the datasets over."),
     ] = None,
     workers: Annotated[
-        int,
+        int | None,
         typer.Option(
-            min=1, help="Several datasets without --cluster: local Dask worker processes."
+            min=1,
+            help="Several datasets without --cluster: local Dask worker processes (default 2).",
         ),
-    ] = 2,
+    ] = None,
     threads: Annotated[
         int | None,
         typer.Option(
@@ -151,15 +152,25 @@ def replay(
         mapping = parse_channel_map(channel_map or [])
     except ValueError as exc:
         fail(str(exc), as_json=json_out)
+    if workers is not None and cluster is not None:  # (it would be ignored)
+        fail(
+            "--workers sets the processes of a local cluster; the scheduler given by "
+            "--cluster runs the replays on its own workers",
+            as_json=json_out,
+        )
     run_dir = out or Path("runs") / time.strftime("replay-%Y%m%d-%H%M%S")
     if len(datasets) > 1 or cluster is not None:
         with user_errors(json_out):  # once here, not as a failure of every task
             _check_replay_options(plan, profile)
-        options = {"plan": plan, "profile": profile, "speed": factor, "channel_map": mapping,
-                   "channel": channel, "interval_s": interval_s, "pixel_size_um": pixel_size,
+        # paths absolute: a cluster's workers do not run in this folder
+        if profile is not None and Path(profile).exists():  # (a file, not a shipped name)
+            profile = str(Path(profile).resolve())
+        options = {"plan": plan.resolve() if plan else None, "profile": profile,
+                   "speed": factor, "channel_map": mapping, "channel": channel,
+                   "interval_s": interval_s, "pixel_size_um": pixel_size,
                    "gate_timeout_s": gate_timeout_s,
                    "nucleus_diameter_um": nucleus_diameter_um}  # fmt: skip
-        _replay_cluster(datasets, run_dir, cluster, workers, threads or 1, options, json_out)
+        _replay_cluster(datasets, run_dir, cluster, workers or 2, threads or 1, options, json_out)
         return
     with user_errors(json_out):
         summary = _replay_one(
@@ -234,6 +245,8 @@ def _replay_cluster(
     else:
         for d in summary["done"]:
             stderr.print(f"done: {d['dataset']} → {d['report']}", highlight=False, markup=False)
+            for w in d.get("warnings", []):
+                stderr.print(f"  [yellow]warning:[/] {escape(w)}", highlight=False)
         for f in summary["failed"]:
             failed = escape(f"{f['dataset']}: {f['error']}")
             stderr.print(f"[red]failed:[/] {failed}", highlight=False)

@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,7 @@ def run_replay_task(
         "deterministic": summary.get("deterministic"),
         "replay_overhead": summary.get("replay_overhead"),
         "report": summary.get("report"),
+        "warnings": summary.get("warnings", []),
         "task_s": round(time.perf_counter() - t0, 2),
         "pid": os.getpid(),
     }
@@ -98,18 +100,61 @@ def _warm_up() -> None:
 
 
 def _out_names(datasets: Sequence[str | Path]) -> list[str]:
-    """One folder name per dataset (its name; repeated names get -2, -3, ...)."""
+    """One folder name per dataset (its name; repeated names get -2, -3, ...).
+
+    Names are compared ignoring case: "Rec" and "rec" are one folder on Windows
+    and macOS.
+    """
     names: list[str] = []
+    taken: set[str] = set()
     for d in datasets:
-        p = Path(d)
+        p = Path(d).absolute()  # (a relative "01" names its dataset folder too)
         base = p.name.split(".")[0] or "dataset"
         if p.is_dir() and base.isdigit():  # CTC sequences: 01, 02 of a dataset folder
             base = f"{p.parent.name}-{base}"
         name, k = base, 2
-        while name in names:
+        while name.casefold() in taken:
             name, k = f"{base}-{k}", k + 1
         names.append(name)
+        taken.add(name.casefold())
     return names
+
+
+def _reach_scheduler(address: str) -> None:
+    """Connect to the scheduler at ``address`` once, within Dask's connect timeout.
+
+    `distributed.Client` waits for the scheduler's handshake without a timeout:
+    a server that accepts connections but is no scheduler (the dashboard's
+    port, say) would keep it waiting forever.
+
+    Raises
+    ------
+    OSError
+        if nothing answers as a Dask scheduler in time.
+    ValueError
+        if ``address`` is not an address (no port, an unknown scheme).
+
+    """
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    import dask
+    from dask.utils import parse_timedelta
+    from distributed.comm.core import connect
+    from distributed.security import Security
+
+    timeout = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), "s") or 30
+    tls = Security().get_connection_args("client")  # (as the client: from Dask's config)
+
+    async def handshake() -> None:
+        comm = await asyncio.wait_for(connect(address, timeout=timeout, **tls), timeout)
+        await comm.close()
+
+    try:  # (in a thread of its own: the caller may be running an event loop, e.g. Jupyter)
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, handshake()).result()
+    except asyncio.TimeoutError:
+        raise OSError(f"no Dask scheduler answered there within {timeout:g} s") from None
 
 
 def replay_many(
@@ -136,11 +181,11 @@ def replay_many(
     ------
     LivescopeError
         if dask.distributed is not installed, the output folder is in use, or
-        the scheduler cannot be reached.
+        the scheduler cannot be reached (or ``cluster`` is not an address).
 
     """
     try:
-        from distributed import Client, LocalCluster, as_completed
+        from distributed import CancelledError, Client, LocalCluster, as_completed
     except ImportError:
         raise LivescopeError(
             'replaying on a cluster needs dask.distributed: pip install "livescope[cluster]"'
@@ -161,24 +206,33 @@ def replay_many(
             threads_per_worker=1,
             processes=True,
             dashboard_address=None,
+            # (its scheduler serves HTTP even so, on 8787 by default: the port of any Dask
+            # dashboard already open, which it warned about)
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
             env={"LIVESCOPE_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)},
         )
     done: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
     try:
         try:
+            if cluster is not None:
+                _reach_scheduler(cluster)
             client = Client(local if local is not None else cluster)
-        except OSError as err:  # (a timeout too): nothing listens there, or a firewall
+        except (OSError, ValueError) as err:  # (a timeout too): nothing listens there, or a
+            # firewall; ValueError: not an address (http://, no port)
             raise LivescopeError(
                 f"cannot reach the Dask scheduler at {cluster}: {err}"
-                if cluster
+                if cluster is not None
                 else f"cannot start a local Dask cluster: {err}"
             ) from err
         with client:
             client.run(_warm_up)  # imports and engine runtimes, before the clock starts
             t_submit = time.perf_counter()
+            # keys of this call's own: a scheduler shared with others returns the result
+            # of any task it holds under the same key instead of running ours
+            run_id = uuid.uuid4().hex[:12]
             futures = {
-                client.submit(_run_task, task, s, key=f"replay-{i}-{Path(s.out).name}",
+                client.submit(_run_task, task, s, key=f"replay-{i}-{Path(s.out).name}-{run_id}",
                               retries=retries, pure=False): s
                 for i, s in enumerate(specs)
             }  # fmt: skip
@@ -192,6 +246,18 @@ def replay_many(
                     logger.error("cannot replay %s: %s", spec.dataset, res[_BAD_INPUT])
                 elif fut.status == "finished":
                     done.append(res)
+                elif fut.cancelled():  # (the scheduler lost or restarted, or it was cancelled
+                    # there): its exception() is None; result() raises why
+                    why = "unknown"
+                    try:
+                        fut.result()
+                    except CancelledError as err:
+                        why = str(err)
+                    failed.append({
+                        "dataset": spec.dataset, "out": spec.out, "key": str(fut.key),
+                        "error": f"cancelled: {why}", "attempts": None,
+                    })  # fmt: skip
+                    logger.error("replay of %s was cancelled: %s", spec.dataset, why)
                 else:
                     exc = fut.exception()
                     failed.append({
