@@ -215,16 +215,7 @@ class FramePublisher:
         """
         arr = _wire_array(image, info["seq"])
         t_agent = clock_ns()
-        shm: ShmRef | None = None
-        if self.ring is not None:
-            with self._lock:
-                slot = self.ring.claim(arr.nbytes)
-                if slot is None:
-                    self.dropped_no_slot += 1
-                    return False
-                self.ring.write(slot, arr)
-                gen = self.ring.publish(slot)
-            shm = ShmRef(name=self.ring.name, slot=slot, generation=gen)
+        # (made before a slot is taken: a field that fails must not leave one held)
         header = FrameHeader(
             v=PROTOCOL_VERSION,
             run_id=self.run_id,
@@ -239,15 +230,33 @@ class FramePublisher:
             pixel_size_um=float(info["pixel_size_um"]),
             t_camera_ns=int(t_camera_ns),
             t_agent_ns=t_agent,
-            t_sent_ns=clock_ns(),
+            t_sent_ns=0,
             shape=[int(s) for s in arr.shape],
             dtype=str(arr.dtype),
-            payload="shm" if shm else "inline",
-            shm=shm,
+            payload="inline",
+            shm=None,
             sample_time_s=info["sample_time_s"],
             added_by=info["added_by"],
         )
-        hdr = encode_header(header)
+        shm: ShmRef | None = None
+        if self.ring is not None:
+            with self._lock:
+                slot = self.ring.claim(arr.nbytes)
+                if slot is None:
+                    self.dropped_no_slot += 1
+                    return False
+                self.ring.write(slot, arr)
+                gen = self.ring.publish(slot)
+            shm = ShmRef(name=self.ring.name, slot=slot, generation=gen)
+            header["payload"], header["shm"] = "shm", shm
+        header["t_sent_ns"] = clock_ns()
+        try:
+            hdr = encode_header(header)
+        except BaseException:  # (e.g. a NaN stage position): no reader is told of the slot
+            if shm is not None and self.ring is not None:
+                with self._lock:
+                    self.ring.withdraw(shm["slot"])
+            raise
         if shm is None:
             self._sock.send_multipart([hdr, arr.data.cast("B")], copy=False)
         else:  # a header only: sent keeping the GIL (`livescope.bus._held`)

@@ -375,6 +375,10 @@ class ShmRing:
         self.v.holders[slot, :] = self.v.readers[:, 1] != 0
         return int(self.v.slots[slot, 0])
 
+    def withdraw(self, slot: int) -> None:
+        """Drop every hold `publish` gave ``slot``: its frame is never sent (its header failed)."""
+        self.v.holders[slot, :] = 0
+
     def close(self) -> None:
         """Unlink the shared block (readers keep their mapping until they detach); idempotent."""
         if self._closed:
@@ -422,10 +426,17 @@ class ShmReader:
             raise LivescopeError(
                 f"shared block {geometry['name']} is smaller than its geometry says"
             ) from None
+        problem = None
         if int(self.v.head[0]) != _MAGIC:
+            problem = "is not a livescope ring"
+        elif self.v.head[1:].tolist() != [self.v.n_slots, self.v.max_readers, self.v.slot_bytes]:
+            problem = f"has geometry {self.v.head[1:].tolist()}, not the one given"
+        elif not 0 <= reader_index < self.v.max_readers:
+            problem = f"has no reader place {reader_index}"
+        if problem is not None:
             self.v.release()
             self._shm.close()
-            raise LivescopeError(f"shared block {geometry['name']} is not a livescope ring")
+            raise LivescopeError(f"shared block {geometry['name']} {problem}")
         self.index = reader_index
         self.token = token
         self.name = str(geometry["name"])

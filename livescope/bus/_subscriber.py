@@ -157,6 +157,7 @@ class FrameSubscriber:
         self._cond = threading.Condition()
         self._in_use: dict[int, int] = {}  # shm slot -> frames of this registration holding it
         self._registration = 0  # counts the reader's registrations (see `release_slot`)
+        self._ring_changed = False  # (a frame named another ring: the agent here changed)
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -199,6 +200,8 @@ class FrameSubscriber:
         if not reply.get("ok"):
             raise LivescopeError(f"bus control refused: {reply.get('error')}")
         if self.run_id is not None and reply.get("run_id") != self.run_id:
+            if "ring" in reply:  # (hello gave a place: every frame would be held for it)
+                self._send_bye(ctx, int(reply["reader"]), int(reply["token"]))
             raise LivescopeError(
                 f"the bus control at {self.control_endpoint} belongs to run "
                 f"{reply.get('run_id')!r}, not {self.run_id!r}: that run's agent has ended "
@@ -269,11 +272,16 @@ class FrameSubscriber:
                     except Exception:
                         self.counts["errors"] += 1
                         logger.exception("frame receiver: a message could not be handled")
+                    if self._ring_changed:
+                        self._ring_changed = False
+                        self._bye(ctx)  # (harmless to another agent: the token is not its)
+                        self._reregister(ctx, "frames come in another shared-memory ring")
+                        continue
                 now = clock_ns()
                 if self.reader is not None and now - last_beat > 200_000_000:
                     last_beat = now
                     if not self.reader.heartbeat():
-                        self._reregister(ctx)
+                        self._reregister(ctx, "lost its place (declared dead)")
                         continue
                     with self._cond:
                         in_use = set(self._in_use)
@@ -292,9 +300,13 @@ class FrameSubscriber:
                     self.reader.close()
             ctx.term()
 
-    def _reregister(self, ctx: zmq.Context[Any]) -> None:
-        """Register again after the writer declared this reader dead (e.g. it stalled)."""
-        logger.warning("shared-memory reader lost its place (declared dead); registering again")
+    def _reregister(self, ctx: zmq.Context[Any], why: str) -> None:
+        """Register again (receiver thread), with a ``why`` for the log.
+
+        The writer declared this reader dead (e.g. it stalled), or another agent
+        publishes at the endpoint (restarted at the same tcp address).
+        """
+        logger.warning("shared-memory reader %s; registering again", why)
         self.counts["reregistered"] += 1
         with self._cond:
             old, self.reader = self.reader, None
@@ -364,6 +376,8 @@ class FrameSubscriber:
             arr.flags.writeable = False
             return Frame(header, arr, t_rx, self)
         if self.reader is None or shm["name"] != self.reader.name:
+            # (another agent at this address: its ring is attached on the receiver loop)
+            self._ring_changed = self.reader is not None
             raise HeaderError(
                 f"frame {header['seq']} is in shared memory {shm['name']!r}, not attached"
             )
