@@ -18,12 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tifffile
-import zarr
 from PIL import Image
 
-from livescope.schema import HardwareProfile
-from livescope.scope import demo_sequence, run_simulated
 from livescope.view import write_report
 from livescope.view._report_data import load_run
 from livescope.view._report_html import fmt
@@ -34,6 +30,7 @@ from livescope.view._report_plots import (
 )
 
 from .test_report_robustness import make_run, section
+from .test_report_robustness import recorded_run as recorded_run
 
 # ------------------------------------------------------------------ the decisions timeline
 
@@ -139,21 +136,6 @@ def test_the_summary_gives_a_duration_just_under_1000_s_in_full(tmp_path: Path) 
 
 
 # ------------------------------------------------------------------ thumbnails
-
-
-@pytest.fixture
-def recorded_run(tmp_path: Path, sim_profile: HardwareProfile) -> Path:
-    """A small simulated recording (1 position, 2 time points), its masks and one firing."""
-    run = tmp_path / "run"
-    run_simulated(sim_profile, demo_sequence(sim_profile, timepoints=2, positions=1), run, seed=3)
-    folder = run / "results" / "ctc" / "p0"
-    folder.mkdir(parents=True)
-    shape = zarr.open_group(run / "data.ome.zarr", mode="r")["0/0"].shape[-2:]
-    for t in range(2):
-        labels = np.zeros(shape, np.uint16)
-        labels[10:40, 10:40] = 1
-        tifffile.imwrite(folder / f"mask{t:03d}.tif", labels)
-    return run
 
 
 def test_the_thumbnails_caption_names_the_markers_drawn(recorded_run: Path) -> None:
