@@ -301,11 +301,13 @@ def _lineage_section(page: ReportPage) -> str:
     if not run.has_results:
         return missing(f"No lineage: {NO_RESULTS}.")
     out = []
-    live = _live_tracks(run.cells or [])
+    live: dict[str, list[CtcTrack]] | None = None  # (read from cells.csv when first needed)
     for pos in run.positions:
         folder = run.ctc_folder(pos)
         source = ""
         if folder is None:
+            if live is None:
+                live = _live_tracks(run.cells or [])
             if not live.get(pos):
                 out.append(
                     missing(f"{pos}: no lineage (results/ctc/{pos}/res_track.txt is missing).")

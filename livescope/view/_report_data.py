@@ -193,8 +193,9 @@ def _read_cells(path: Path, problems: list[str]) -> tuple[list[CellRow] | None, 
         parent = _number(rec.get("parent"))
         state = str(rec.get("state") or "")
         if state in classes and math.isnan(_number(rec.get(f"p_{state}"))):
-            # NaN probabilities (the engine's output): the class the worker took for the
-            # most likely one is the first NaN's; the cell was not classified
+            # NaN probabilities (the engine's output): the cell was not classified (a worker
+            # before 2026-12-06 wrote the first NaN's class as its state; runs it recorded
+            # are read as unclassified too)
             state = ""
         rows.append(
             CellRow(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -226,11 +226,15 @@ class OverlayViewer:
             overlay.text = text
             overlay.visible = True
 
+    def _blank_arrays(self, keep: Collection[str] = ()) -> None:
+        """Empty our layers of a field's arrays (frames, stain, labels) but those in ``keep``."""
+        for key in self._layers:
+            if key not in keep and (key.startswith("raw:") or key in ("stain", "labels")):
+                self._blank(key)
+
     def _clear(self) -> None:
         """Empty every layer of ours (none of them shows the shown position's field)."""
-        for key in self._layers:
-            if key.startswith("raw:") or key in ("stain", "labels"):
-                self._blank(key)
+        self._blank_arrays()
         self._tails({})
         self._cells([])
         self._decisions([])
@@ -239,9 +243,7 @@ class OverlayViewer:
     def _draw(self, msg: OverlayMessage) -> None:
         h = msg.header
         self._drawn = msg.position
-        for key in self._layers:  # a field without them (a stain skipped, another position)
-            if key not in msg.arrays and (key.startswith("raw:") or key in ("stain", "labels")):
-                self._blank(key)
+        self._blank_arrays(keep=msg.arrays)  # (a field without them: a stain skipped)
         for name, arr in msg.arrays.items():
             if not name.startswith("raw:"):
                 continue
