@@ -11,6 +11,7 @@ import typer
 from rich.markup import escape
 
 from ._common import (
+    EXIT_USER_ERROR,
     JsonOpt,
     emit,
     exit_if_interrupted,
@@ -251,6 +252,9 @@ def _replay_cluster(
             failed = escape(f"{f['dataset']}: {f['error']}")
             stderr.print(f"[red]failed:[/] {failed}", highlight=False)
         typer.echo(summary["out"])
+    if summary.get("interrupted"):  # (exit 2, as a run a Ctrl+C stopped)
+        stderr.print("interrupted: the replays not finished were cancelled", highlight=False)
+        raise typer.Exit(EXIT_USER_ERROR)
     if not summary["ok"]:
         raise typer.Exit(1)
 

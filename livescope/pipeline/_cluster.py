@@ -4,7 +4,8 @@ Each dataset is one task: `run_replay` (agent, supervised worker process,
 engines, policies) in a Dask worker process, writing to its own folder
 ``OUT/<dataset name>/``. A task that fails is retried (its partial folder is
 moved aside to ``<name>.failed-<n>`` first, so outputs never mix) and, if it
-still fails, reported with its error: never silently lost. Without a cluster
+still fails, reported with its error: never silently lost (a Ctrl+C reports
+the finished ones, and the others as interrupted). Without a cluster
 address a local one is started: ``workers`` processes of one thread each,
 with engines limited to ``threads`` threads (``LIVESCOPE_THREADS``), so that
 replays run side by side instead of fighting over the cores.
@@ -24,7 +25,7 @@ from typing import Any
 
 from livescope.bus import machine_info
 from livescope.record import DatasetError
-from livescope.schema import LivescopeError, check_output_folder
+from livescope.schema import ConfigError, LivescopeError, check_output_folder
 
 __all__ = ["ReplaySpec", "bench_replay_cluster", "replay_many", "run_replay_task"]
 
@@ -51,11 +52,7 @@ def run_replay_task(
     from ._replay import run_replay
 
     out = Path(spec.out)
-    if out.exists() and any(out.iterdir()):
-        n = 1
-        while out.with_name(f"{out.name}.failed-{n}").exists():
-            n += 1
-        shutil.move(str(out), str(out.with_name(f"{out.name}.failed-{n}")))
+    _move_aside(out)
     t0 = time.perf_counter()
     summary = run_replay(spec.dataset, out, **spec.options)
     if finish is not None:
@@ -75,19 +72,31 @@ def run_replay_task(
     }
 
 
+def _move_aside(out: Path) -> None:
+    """Move a folder an earlier attempt wrote to to ``<out>.failed-<n>`` (outputs never mix)."""
+    if out.exists() and any(out.iterdir()):
+        n = 1
+        while out.with_name(f"{out.name}.failed-{n}").exists():
+            n += 1
+        shutil.move(str(out), str(out.with_name(f"{out.name}.failed-{n}")))
+
+
 _BAD_INPUT = "livescope.bad_input"
 """Key of a task's result whose dataset cannot be replayed (not retried)."""
 
 
 def _run_task(task: Callable[[ReplaySpec], dict[str, Any]], spec: ReplaySpec) -> dict[str, Any]:
-    """Run ``task(spec)``; a dataset that cannot be read is a result, not an exception.
+    """Run ``task(spec)``; bad input is a result, not an exception.
 
-    Another attempt would fail the same way, so Dask must not retry it (nor
-    print its traceback from the worker).
+    A dataset that cannot be read, or a plan, profile or engine card that does
+    not fit it (`ConfigError`): another attempt would fail the same way, so
+    Dask must not retry it (nor print its traceback from the worker). The
+    folder of an earlier attempt is moved aside first, whatever the task.
     """
+    _move_aside(Path(spec.out))
     try:
         return task(spec)
-    except DatasetError as exc:
+    except (DatasetError, ConfigError) as exc:
         return {_BAD_INPUT: f"{type(exc).__name__}: {exc}"}
 
 
@@ -157,6 +166,15 @@ def _reach_scheduler(address: str) -> None:
         raise OSError(f"no Dask scheduler answered there within {timeout:g} s") from None
 
 
+def _moved_aside(out: str) -> list[str]:
+    """List the folders earlier attempts of the task writing ``out`` were moved to (in order)."""
+    p, n, found = Path(out), 1, []
+    while (q := p.with_name(f"{p.name}.failed-{n}")).exists():
+        found.append(str(q))
+        n += 1
+    return found
+
+
 def replay_many(
     datasets: Sequence[str | Path],
     out_dir: str | Path,
@@ -168,28 +186,38 @@ def replay_many(
     task: Callable[[ReplaySpec], dict[str, Any]] = run_replay_task,
     options: dict[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    worker_timeout_s: float = 60.0,
 ) -> dict[str, Any]:
     """Replay every dataset as one task on a Dask cluster; return the summary.
 
     ``cluster``: a scheduler address (``tcp://host:8786``); None starts a local
     cluster of ``workers`` processes. The summary lists ``done`` and ``failed``
-    tasks (dataset, error, attempts); ``ok`` is False when any failed. A task
-    that fails is tried ``retries`` more times, except one whose dataset cannot
-    be read (missing, not a recording: `DatasetError`), which would fail again.
+    tasks (dataset, error, attempts; ``earlier_attempts``: the folders failed
+    attempts were moved to); ``ok`` is False when any failed. A task that fails
+    is tried ``retries`` more times, except one whose dataset cannot be read
+    (missing, not a recording: `DatasetError`) or whose plan, profile or card
+    does not fit it (`ConfigError`), which would fail again. A Ctrl+C cancels
+    the tasks not finished, lists them as failed and returns the summary with
+    ``interrupted`` true.
 
     Raises
     ------
     LivescopeError
-        if dask.distributed is not installed, the output folder is in use, or
-        the scheduler cannot be reached (or ``cluster`` is not an address).
+        if dask.distributed is not installed, the output folder is in use, a
+        local cluster cannot start (or ``workers`` < 1), the scheduler cannot be reached (or
+        ``cluster`` is not an address), or it has no worker within
+        ``worker_timeout_s``.
 
     """
     try:
         from distributed import CancelledError, Client, LocalCluster, as_completed
+        from distributed.scheduler import KilledWorker
     except ImportError:
         raise LivescopeError(
             'replaying on a cluster needs dask.distributed: pip install "livescope[cluster]"'
         ) from None
+    if cluster is None and workers < 1:  # (its tasks would wait for a worker for ever)
+        raise LivescopeError(f"a local cluster needs at least 1 worker process, not {workers}")
     out = Path(out_dir)
     check_output_folder(out, empty=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -200,32 +228,42 @@ def replay_many(
     ]
     t0 = time.perf_counter()
     local = None
-    if cluster is None:
-        local = LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            # (its scheduler serves HTTP even so, on 8787 by default: the port of any Dask
-            # dashboard already open, which it warned about)
-            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-            env={"LIVESCOPE_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)},
-        )
     done: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
+    interrupted = False
     try:
         try:
-            if cluster is not None:
+            if cluster is None:
+                local = LocalCluster(
+                    n_workers=workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                    # (its scheduler serves HTTP even so, on 8787 by default: the port of any
+                    # Dask dashboard already open, which it warned about)
+                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                    env={"LIVESCOPE_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)},
+                )
+            else:
                 _reach_scheduler(cluster)
             client = Client(local if local is not None else cluster)
-        except (OSError, ValueError) as err:  # (a timeout too): nothing listens there, or a
-            # firewall; ValueError: not an address (http://, no port)
+        except (OSError, ValueError, RuntimeError) as err:  # (a timeout too): nothing listens
+            # there, or a firewall; ValueError: not an address (http://, no port); RuntimeError:
+            # a local cluster's workers failed to start
             raise LivescopeError(
                 f"cannot reach the Dask scheduler at {cluster}: {err}"
                 if cluster is not None
                 else f"cannot start a local Dask cluster: {err}"
             ) from err
         with client:
+            if cluster is not None:  # (tasks sent to a scheduler without workers wait for ever)
+                try:
+                    client.wait_for_workers(1, timeout=worker_timeout_s)
+                except TimeoutError:
+                    raise LivescopeError(
+                        f"the Dask scheduler at {cluster} has no worker (waited "
+                        f"{worker_timeout_s:g} s): start one there with `dask worker {cluster}`"
+                    ) from None
             client.run(_warm_up)  # imports and engine runtimes, before the clock starts
             t_submit = time.perf_counter()
             # keys of this call's own: a scheduler shared with others returns the result
@@ -236,43 +274,60 @@ def replay_many(
                               retries=retries, pure=False): s
                 for i, s in enumerate(specs)
             }  # fmt: skip
-            for fut in as_completed(futures):
+            ended: set[Any] = set()
+
+            def fail(fut: Any, error: str, attempts: int | None) -> None:
                 spec = futures[fut]
-                if fut.status == "finished" and _BAD_INPUT in (res := fut.result()):
-                    failed.append({
-                        "dataset": spec.dataset, "out": spec.out, "key": str(fut.key),
-                        "error": res[_BAD_INPUT], "attempts": 1,
-                    })  # fmt: skip
-                    logger.error("cannot replay %s: %s", spec.dataset, res[_BAD_INPUT])
-                elif fut.status == "finished":
-                    done.append(res)
-                elif fut.cancelled():  # (the scheduler lost or restarted, or it was cancelled
-                    # there): its exception() is None; result() raises why
-                    why = "unknown"
-                    try:
-                        fut.result()
-                    except CancelledError as err:
-                        why = str(err)
-                    failed.append({
-                        "dataset": spec.dataset, "out": spec.out, "key": str(fut.key),
-                        "error": f"cancelled: {why}", "attempts": None,
-                    })  # fmt: skip
-                    logger.error("replay of %s was cancelled: %s", spec.dataset, why)
-                else:
-                    exc = fut.exception()
-                    failed.append({
-                        "dataset": spec.dataset, "out": spec.out, "key": str(fut.key),
-                        "error": f"{type(exc).__name__}: {exc}", "attempts": retries + 1,
-                    })  # fmt: skip
-                    logger.error("replay of %s failed: %s", spec.dataset, exc)
-                if progress is not None:
-                    progress(len(done) + len(failed), len(specs))
+                failed.append({
+                    "dataset": spec.dataset, "out": spec.out, "key": str(fut.key),
+                    "error": error, "attempts": attempts,
+                    "earlier_attempts": _moved_aside(spec.out),
+                })  # fmt: skip
+
+            try:
+                for fut in as_completed(futures):
+                    spec = futures[fut]
+                    ended.add(fut)
+                    if fut.status == "finished" and _BAD_INPUT in (res := fut.result()):
+                        fail(fut, res[_BAD_INPUT], 1)
+                        logger.error("cannot replay %s: %s", spec.dataset, res[_BAD_INPUT])
+                    elif fut.status == "finished":
+                        done.append({**res, "earlier_attempts": _moved_aside(spec.out)})
+                    elif fut.cancelled():  # (the scheduler lost or restarted, or it was
+                        # cancelled there): its exception() is None; result() raises why
+                        why = "unknown"
+                        try:
+                            fut.result()
+                        except CancelledError as err:
+                            why = str(err)
+                        fail(fut, f"cancelled: {why}", None)
+                        logger.error("replay of %s was cancelled: %s", spec.dataset, why)
+                    elif isinstance(exc := fut.exception(), KilledWorker):  # (not `retries`:
+                        # the scheduler's allowed-failures deaths, each on another worker)
+                        n = exc.allowed_failures + 1
+                        fail(fut, f"KilledWorker: the worker process replaying it died, "
+                                  f"{n} times on {n} workers (out of memory? killed?): see the "
+                                  f"workers' logs", n)  # fmt: skip
+                        logger.error("replay of %s killed its worker %d times", spec.dataset, n)
+                    else:
+                        fail(fut, f"{type(exc).__name__}: {exc}", retries + 1)
+                        logger.error("replay of %s failed: %s", spec.dataset, exc)
+                    if progress is not None:
+                        progress(len(done) + len(failed), len(specs))
+            except KeyboardInterrupt:  # (the finished ones are kept: the caller prints them)
+                interrupted = True
+                rest = [f for f in futures if f not in ended]
+                client.cancel(rest, force=True)
+                for fut in rest:
+                    fail(fut, "interrupted (Ctrl+C) before it finished", None)
+                logger.error("interrupted: %d replay(s) cancelled", len(rest))
             wall = time.perf_counter() - t_submit
     finally:
         if local is not None:
             local.close()
     return {
         "ok": not failed,
+        "interrupted": interrupted,
         "datasets": len(specs),
         "done": sorted(done, key=lambda d: d["dataset"]),
         "failed": failed,
