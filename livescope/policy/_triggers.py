@@ -64,6 +64,22 @@ def cell_key(position: str, track: int | None) -> str:
     return f"{position}/{'' if track is None else track}"
 
 
+def _divided(obs: Observation) -> set[str]:
+    """Return the keys of tracks that ended by dividing: the parents of the field's cells.
+
+    The tracker ends a track that divides and never gives its id again, so what a
+    trigger remembers of it is never looked up again once its daughters have
+    been checked (they carry it on); kept, it grew with every cell cycle of a
+    long run, and the policies' state is written as JSON after every field.
+    """
+    c = obs.cells
+    parents = {parent for parent, _ in obs.divisions}
+    if c.parents.size:
+        parents.update(c.parents.tolist())
+    parents -= {0, *c.tracks.tolist()}  # (0: none known; a parent still seen is no parent)
+    return {_key(obs, int(p)) for p in parents}
+
+
 class _Mitosis(Trigger):
     """A cell in mitosis on ``frames`` fields in a row: one hit per track and mitosis.
 
@@ -206,6 +222,16 @@ class _Mitosis(Trigger):
         self.runs = {k: v for k, v in self.runs.items() if not k.startswith(prefix)}
         self.runs.update({k: v for k, v in seen.items() if v})
         self.fresh = {k for k in self.fresh if not k.startswith(prefix)} | fresh
+        # (only now: on a field not scored its daughters were not checked, and still
+        # look their mother up on the next)
+        if ended := _divided(obs):
+            self.fired -= ended
+            self.inherited -= ended
+            self.rearm -= ended
+            self.own -= ended
+            for key in ended:
+                self.leaving.pop(key, None)
+                self.out_since.pop(key, None)
         return hits
 
     def release(self, position: str, hit: Hit) -> None:
@@ -244,11 +270,15 @@ class _Division(Trigger):
 
     def check(self, obs: Observation) -> list[Hit]:
         hits = []
+        c = obs.cells
         for parent, daughters in obs.divisions:
             rows = [r for d in daughters if (r := obs.track_row(d)) is not None]
+            # between the daughters placed (one whose centroid is no number left the other's
+            # place unknown too); none placed: their NaN, which the rule says it cannot aim at
+            rows = [r for r in rows if math.isfinite(c.y[r]) and math.isfinite(c.x[r])] or rows
             if rows:
-                y = float(np.mean([obs.cells.y[r] for r in rows]))
-                x = float(np.mean([obs.cells.x[r] for r in rows]))
+                y = float(np.mean([c.y[r] for r in rows]))
+                x = float(np.mean([c.x[r] for r in rows]))
                 hits.append(Hit(parent, y, x, {"daughters": list(daughters)}))
             else:
                 hits.append(Hit(parent, None, None, {"daughters": list(daughters)}))
@@ -349,6 +379,7 @@ class _EnterRegion(_CellSetTrigger):
         # misses it (it would fire again when seen inside on the next: as `feature`),
         # nor when its centroid is no number (not seen anywhere)
         c = obs.cells
+        self.cells -= _divided(obs)
         y0, x0, y1, x1 = self.region
         now = (c.y >= y0) & (c.y < y1) & (c.x >= x0) & (c.x < x1)
         hits = []
@@ -382,6 +413,7 @@ class _Feature(_CellSetTrigger):
 
     def check(self, obs: Observation) -> list[Hit]:
         c = obs.cells
+        self.cells -= _divided(obs)
         values = c.feature(self.feature)
         hits = []
         for i in range(len(c)):
