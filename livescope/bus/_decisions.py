@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -47,7 +48,8 @@ the server's limit counts (ZeroMQ drops the connection of a peer whose part is o
 _BURST_GAP_MS = 1
 """How long the server waits for a burst's next message before it logs the answered ones."""
 _BURST_MAX = 64
-"""Decisions answered at most before their log is written (a burst that goes on)."""
+"""Decisions answered, or messages received, at most before their log is written (a burst
+that goes on: repeats, which are not handed on again, count as messages)."""
 _GIVEN_UP_MAX = 4096
 """Decisions a client remembers answers to come for: their wait ran out (to tell their late
 answers), or they were sent more than once (to drop their extra answers)."""
@@ -139,7 +141,8 @@ class DecisionServer:
                     # answered before any is logged, and no garbage collection (up to 2 ms)
                     # starts before the last answer has gone
                     with collection_deferred():
-                        while True:
+                        for _ in range(_BURST_MAX):  # (a client resending one decision
+                            # without pause held the answered ones back for as long)
                             self._answer_message(answered)
                             if len(answered) >= _BURST_MAX or not self._sock.poll(_BURST_GAP_MS):
                                 break
@@ -346,8 +349,12 @@ class DecisionClient:
         ------
         LivescopeError
             if no acknowledgement arrives within ``timeout`` seconds.
+        ValueError
+            if ``timeout`` is not a number of seconds ≥ 0 (``math.inf``: wait
+            until it comes); nothing is sent then.
 
         """
+        _check_timeout(timeout)
         if (body := self._encode(decision)) is not None:
             send_held(self._sock, [body])
         return self._wait(decision.decision_id, timeout, self._earlier(decision.decision_id))
@@ -362,6 +369,7 @@ class DecisionClient:
         `send`, a decision without an answer may still be applied, and may be
         sent again with the same ``decision_id``: it is not applied twice.
         """
+        _check_timeout(timeout)
         if not decisions:
             return []
         if parts := [body for d in decisions if (body := self._encode(d)) is not None]:
@@ -388,6 +396,7 @@ class DecisionClient:
         arrived within ``timeout`` seconds of this call (the agent may still
         apply that decision; see `send`).
         """
+        _check_timeout(timeout)
         out: list[DecisionAck | LivescopeError] = []
         deadline = time.monotonic() + timeout
         earlier: dict[str, int] = {}
@@ -455,8 +464,13 @@ class DecisionClient:
                 if earlier:
                     _remember(self._extra, decision_id, earlier)
                 return self._pending.pop(decision_id)
-            # answers already here are read even once the time is up
-            left_ms = max(0, int((deadline - time.monotonic()) * 1000) + 1)
+            # answers already here are read even once the time is up; an infinite
+            # timeout waits until one comes
+            left_ms = (
+                -1
+                if deadline == math.inf
+                else max(0, int((deadline - time.monotonic()) * 1000) + 1)
+            )
             if not self._sock.poll(left_ms):
                 break
             acks = [DecisionAck.model_validate_json(p) for p in self._sock.recv_multipart()]
@@ -496,6 +510,15 @@ class DecisionClient:
         """Close the socket."""
         self._sock.close(0)
         self._ctx.term()
+
+
+def _check_timeout(timeout: float) -> None:
+    """Refuse a wait that is no number of seconds ≥ 0 (NaN raised deep in the wait)."""
+    if not timeout >= 0:
+        raise ValueError(
+            f"timeout must be a number of seconds >= 0 (math.inf: wait until answered), "
+            f"not {timeout!r}"
+        )
 
 
 def _remember(table: dict[str, int], decision_id: str, answers: int) -> None:
