@@ -3,8 +3,9 @@
 The worker publishes one message per analysed field; viewers keep only the
 newest message of each position ("latest wins"). Neither side ever waits for
 the other: the publisher drops (and counts) a message that a slow viewer has no
-room for, and the viewer's receiver thread drains its socket as fast as it can,
-so what it shows is the newest frame, not a backlog.
+room for (for every viewer: see `OverlayPublisher`), and the viewer's receiver
+thread drains its socket as fast as it can, so what it shows is the newest
+frame, not a backlog.
 
 A message is a ZeroMQ multipart message: part 1 a UTF-8 JSON header (overlay
 protocol v1), then one raw C-order buffer per array, in the order the header's
@@ -56,12 +57,16 @@ from ._overlay_wire import (
     OVERLAY_FILE,
     OVERLAY_VERSION,
     OverlayMessage,
+    check_overlay_fields,
     decode_overlay,
 )
 
 __all__ = ["OverlayPublisher", "OverlaySubscriber"]
 
 logger = logging.getLogger("livescope")
+
+_CLOSE_LINGER_MS = 1000
+"""How long `OverlayPublisher.close` waits for queued messages to go out, in ms."""
 
 _LINK_EVENTS = (
     zmq.EVENT_CONNECTED
@@ -116,13 +121,17 @@ class OverlayPublisher:
     security
         CURVE keys; required to bind to a non-loopback address.
     sndhwm
-        Messages queued per viewer before new ones are dropped (and counted).
+        Messages queued per viewer before new ones are dropped (for every
+        viewer, see below) and counted.
 
     Notes
     -----
     The socket is an XPUB with ``XPUB_NODROP``: a message that a viewer has no
     room for makes `publish` return False at once instead of being lost
-    silently, so drops are counted here. Call `publish` from one thread only.
+    silently, so drops are counted here. Such a message goes to no viewer at
+    all: a viewer that stops reading (a stopped or frozen process, a stalled
+    network link) holds back every viewer's overlay until it disconnects. Call
+    `publish` and `close` from one thread only.
 
     """
 
@@ -195,7 +204,12 @@ class OverlayPublisher:
         ------
         LivescopeError
             if the header lacks a required field or cannot be encoded (NaN,
-            an unknown type), or an array has an unsupported dtype or shape.
+            an unknown type), a field every viewer checks is invalid (``seq``
+            or ``t`` not an integer >= 0, ``position`` not a string of at most
+            256 characters, ``sample_time_s`` not a number), or an array has an
+            unsupported dtype, name or shape (sides at most 65536). The
+            items of ``cells``, ``tails`` and ``decisions`` are checked by the
+            viewers only (`decode_overlay`).
 
         """
         if self._closed:
@@ -231,8 +245,14 @@ class OverlayPublisher:
             msg["field_decisions"] = whole
         try:
             raw = json.dumps(msg, separators=(",", ":"), allow_nan=False, default=_plain).encode()
+            top = {k: msg[k] for k in ("v", "run_id", "seq", "position", "t", "sample_time_s")}
+            top = json.loads(json.dumps({**top, "arrays": specs}, default=_plain))
         except (TypeError, ValueError) as exc:
             raise LivescopeError(f"overlay header cannot be encoded as JSON: {exc}") from None
+        try:  # (a message every viewer rejects would be counted as published here, and lost)
+            check_overlay_fields(top, [b.nbytes for b in buffers])
+        except HeaderError as exc:
+            raise LivescopeError(f"every viewer would reject this overlay message: {exc}") from None
         self._drain_subscriptions()
         try:
             self._sock.send_multipart([raw, *buffers], flags=zmq.NOBLOCK, copy=False)
@@ -254,13 +274,17 @@ class OverlayPublisher:
         }
 
     def close(self) -> None:
-        """Remove ``overlay.json`` and close the socket (idempotent)."""
+        """Remove ``overlay.json`` and close the socket (idempotent).
+
+        Waits up to 1 s for the messages still queued to go out: the run's last
+        field is the one a viewer left open goes on showing.
+        """
         if self._closed:
             return
         self._closed = True
         if self._file is not None:
             remove_file(self._file)  # (never raises: the socket below is closed whatever)
-        self._sock.close(0)
+        self._sock.close(_CLOSE_LINGER_MS)  # (bounded: a frozen viewer never holds it up longer)
         if self._security is not None:
             self._security.release(self._ctx)
         self._ctx.term()

@@ -17,13 +17,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from livescope.schema import MAX_SIDE, HeaderError
+from livescope.schema import MAX_RUN_ID, MAX_SIDE, HeaderError
 
 __all__ = [
     "OVERLAY_DTYPES",
     "OVERLAY_FILE",
     "OVERLAY_VERSION",
     "OverlayMessage",
+    "check_overlay_fields",
     "decode_overlay",
 ]
 
@@ -154,7 +155,12 @@ def _check_tails(tails: object) -> None:
         raise _fail(f"tails must map track ids to lists of [y, x], got {tails!r:.80}")
     for key, points in tails.items():
         digits = key[1:] if _is_str(key, 24) and key.startswith("-") else key
-        if not _is_str(digits, 24) or not digits.isascii() or not digits.isdecimal():
+        if (
+            not _is_str(digits, 24)
+            or not digits.isascii()
+            or not digits.isdecimal()
+            or not _is_int(int(key))  # (a cell's track id is an int64: so is a tail's)
+        ):
             raise _fail(f"tails keys must be track ids (integers as text), got {key!r:.40}")
         if type(points) is not list or len(points) > _MAX_ITEMS:
             raise _fail(f"tail of track {key} must be a list of [y, x], got {points!r:.80}")
@@ -177,6 +183,43 @@ def _check_decisions(decisions: list[Any]) -> None:
                 "decisions items must be {rule: str, y, x: numbers, accepted: bool, "
                 f"reason: str}}, got {d!r:.120}"
             )
+
+
+def check_overlay_fields(h: dict[str, Any], sizes: Sequence[int]) -> None:
+    """Check a parsed header's version, identity fields and ``arrays`` (not its items).
+
+    `decode_overlay` runs it first; `OverlayPublisher.publish` runs it on what it
+    is about to send (cheap: no ``cells``, ``tails`` or ``decisions``), so that a
+    message every viewer would reject is refused there, not lost in every viewer.
+
+    Parameters
+    ----------
+    h
+        The header as JSON gives it (plain ``int``, ``float``, ``str``, ``list``).
+    sizes
+        Bytes of each buffer of the message, in order.
+
+    Raises
+    ------
+    HeaderError
+        naming the first problem found.
+
+    """
+    # (type: JSON's true and 1.0 equal 1 in Python, and are no version)
+    if type(h.get("v")) is not int or h.get("v") != OVERLAY_VERSION:
+        raise _fail(f"protocol version {h.get('v')!r:.40} is not {OVERLAY_VERSION}")
+    for key, ok in (
+        ("run_id", _is_str(h.get("run_id"), MAX_RUN_ID)),
+        ("seq", _is_int(h.get("seq"), 0)),
+        ("position", _is_str(h.get("position"))),
+        ("t", _is_int(h.get("t"), 0)),
+    ):
+        if not ok:
+            raise _fail(f"{key} is missing or invalid, got {h.get(key)!r:.80}")
+    sample_time = h.get("sample_time_s")
+    if sample_time is not None and not _is_num(sample_time):
+        raise _fail(f"sample_time_s must be a finite number or null, got {sample_time!r:.40}")
+    _check_arrays(_list(h, "arrays"), sizes)
 
 
 def decode_overlay(
@@ -206,22 +249,9 @@ def decode_overlay(
     if len(raw_header) > _MAX_HEADER_BYTES:
         raise _fail(f"header of {len(raw_header)} bytes is larger than {_MAX_HEADER_BYTES}")
     h = _json_object(raw_header)
-    if h.get("v") != OVERLAY_VERSION:
-        raise _fail(f"protocol version {h.get('v')!r:.40} is not {OVERLAY_VERSION}")
-    for key, ok in (
-        ("run_id", _is_str(h.get("run_id"), 128)),
-        ("seq", _is_int(h.get("seq"), 0)),
-        ("position", _is_str(h.get("position"))),
-        ("t", _is_int(h.get("t"), 0)),
-    ):
-        if not ok:
-            raise _fail(f"{key} is missing or invalid, got {h.get(key)!r:.80}")
-    sample_time = h.get("sample_time_s")
-    if sample_time is not None and not _is_num(sample_time):
-        raise _fail(f"sample_time_s must be a finite number or null, got {sample_time!r:.40}")
-    specs = _list(h, "arrays")
     views = [memoryview(b) for b in buffers]
-    _check_arrays(specs, [v.nbytes for v in views])
+    check_overlay_fields(h, [v.nbytes for v in views])
+    specs = _list(h, "arrays")
     _check_cells(_list(h, "cells"))
     _check_tails(h.get("tails", {}))
     _check_decisions(_list(h, "decisions"))
