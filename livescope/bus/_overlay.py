@@ -2,10 +2,9 @@
 
 The worker publishes one message per analysed field; viewers keep only the
 newest message of each position ("latest wins"). Neither side ever waits for
-the other: the publisher drops (and counts) a message that a slow viewer has no
-room for (for every viewer: see `OverlayPublisher`), and the viewer's receiver
-thread drains its socket as fast as it can, so what it shows is the newest
-frame, not a backlog.
+the other: a viewer too far behind misses messages (that viewer only: see
+`OverlayPublisher`), and the viewer's receiver thread drains its socket as fast
+as it can, so what it shows is the newest frame, not a backlog.
 
 A message is a ZeroMQ multipart message: part 1 a UTF-8 JSON header (overlay
 protocol v1), then one raw C-order buffer per array, in the order the header's
@@ -121,16 +120,18 @@ class OverlayPublisher:
     security
         CURVE keys; required to bind to a non-loopback address.
     sndhwm
-        Messages queued per viewer before new ones are dropped (for every
-        viewer, see below) and counted.
+        Messages queued per viewer; a viewer this far behind misses the next
+        ones (it shows its position's next message: latest wins).
 
     Notes
     -----
-    The socket is an XPUB with ``XPUB_NODROP``: a message that a viewer has no
-    room for makes `publish` return False at once instead of being lost
-    silently, so drops are counted here. Such a message goes to no viewer at
-    all: a viewer that stops reading (a stopped or frozen process, a stalled
-    network link) holds back every viewer's overlay until it disconnects. Call
+    The socket is an XPUB: each viewer has a queue of its own, and a message
+    one viewer has no room for still goes to the others. (With
+    ``XPUB_NODROP`` such a message went to none: a viewer that stopped reading,
+    a process stopped in a debugger or a laptop asleep on a network link, held
+    back every viewer's overlay until its connection ended, minutes, or for
+    good; one on a slow link slowed every viewer to its pace.) What a viewer
+    missed is not seen here: it counts what it received and replaced. Call
     `publish` and `close` from one thread only.
 
     """
@@ -153,7 +154,6 @@ class OverlayPublisher:
         try:
             self._sock.setsockopt(zmq.SNDHWM, sndhwm)
             self._sock.setsockopt(zmq.LINGER, 0)
-            self._sock.setsockopt(zmq.XPUB_NODROP, 1)
             self.endpoint = bind(self._sock, endpoint or local_endpoint("overlay"), security)
             if run_dir is not None:
                 self._file = Path(run_dir) / OVERLAY_FILE
@@ -183,7 +183,7 @@ class OverlayPublisher:
                 self.subscribed = msg[:1] == b"\x01"
 
     def publish(self, header: Mapping[str, Any], arrays: Mapping[str, NDArray[Any]]) -> bool:
-        """Send the results of one frame; returns False if it was dropped.
+        """Send the results of one frame; returns False if the socket refused it.
 
         Never blocks. The arrays are sent without a copy: they must not change
         afterwards.
@@ -264,7 +264,11 @@ class OverlayPublisher:
         return True
 
     def stats(self) -> dict[str, Any]:
-        """Counters: ``published``, ``dropped`` (a viewer had no room), ``bytes``."""
+        """Counters: ``published``, ``dropped`` (refused by the socket), ``bytes``.
+
+        A message a viewer had no room for is not counted in ``dropped``: it
+        went to the others (see the class).
+        """
         return {
             "endpoint": self.endpoint,
             "published": self.published,
