@@ -11,7 +11,6 @@ next frame; later when it was first seen later).
 from __future__ import annotations
 
 import re
-import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -269,7 +268,8 @@ def read_ctc(
     LivescopeError
         naming the folder or file: no frame, a frame missing from ``0..last`` (the
         track file's frame numbers would point at the wrong frames), a frame
-        numbered twice, a frame or track file that cannot be read.
+        numbered twice, a frame or track file that cannot be read, a track file
+        that is no lineage (`_parse_tracks`: naming the line).
 
     """
     base = Path(folder) / "TRA" if kind == "gt" else Path(folder)
@@ -292,27 +292,67 @@ def read_ctc(
     frames = [_read_labels(files[t]) for t in range(len(files))]
     try:
         text = (base / track_file).read_text(encoding="utf-8")
-    except OSError as exc:
+    except (OSError, UnicodeDecodeError) as exc:  # (e.g. saved as UTF-16 by a Windows tool)
         raise LivescopeError(f"{base / track_file}: cannot be read ({exc})") from None
-    tracks = []
+    return frames, _parse_tracks(base / track_file, text)
+
+
+def _parse_tracks(path: Path, text: str) -> list[CtcTrack]:
+    """Return the tracks of a CTC track file's ``text``; refuse one that is no lineage.
+
+    Four whole numbers >= 0 per line; each label (> 0) listed once, beginning
+    no later than it ends; a parent is 0 or a label listed in the file, not the
+    track itself, and ends before its daughter begins (as CTC defines it).
+
+    Raises
+    ------
+    LivescopeError
+        naming the file and line of the first track that breaks these.
+
+    """
+    tracks: dict[int, tuple[CtcTrack, int]] = {}  # label -> (track, line)
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         parts = line.split()
-        try:
-            label, begin, end, parent = (int(p) for p in parts)
-        except ValueError:  # (not 4 parts, or not numbers)
+        if len(parts) != 4 or not all(p.isascii() and p.isdigit() for p in parts):
+            # (not 4 parts, not numbers, or below 0)
+            raise LivescopeError(f"{path}:{n}: expected 'L B E P' (four whole numbers >= 0), "
+                                 f"got {line!r}")  # fmt: skip
+        t = CtcTrack(*(int(p) for p in parts))
+        if t.label == 0:
+            raise LivescopeError(f"{path}:{n}: label 0 is the background, not a track")
+        if t.label in tracks:
             raise LivescopeError(
-                f"{base / track_file}:{n}: expected 'L B E P', got {line!r}"
-            ) from None
-        tracks.append(CtcTrack(label, begin, end, parent))
-    return frames, tracks
+                f"{path}:{n}: track {t.label} is listed again (line {tracks[t.label][1]})"
+            )
+        if t.begin > t.end:
+            raise LivescopeError(
+                f"{path}:{n}: track {t.label} begins (frame {t.begin}) after it ends ({t.end})"
+            )
+        if t.parent == t.label:
+            raise LivescopeError(f"{path}:{n}: track {t.label} is its own parent")
+        tracks[t.label] = (t, n)
+    for t, n in tracks.values():
+        if not t.parent:
+            continue
+        if t.parent not in tracks:
+            raise LivescopeError(
+                f"{path}:{n}: the parent {t.parent} of track {t.label} is not a track of this file"
+            )
+        if (mother := tracks[t.parent][0]).end >= t.begin:
+            raise LivescopeError(
+                f"{path}:{n}: track {t.label} begins at frame {t.begin}, but its parent "
+                f"{t.parent} ends at frame {mother.end} (a parent ends before its daughters begin)"
+            )
+    return [t for t, _ in tracks.values()]
 
 
 def _read_labels(path: Path) -> NDArray[np.uint16]:
     """Return one CTC label image; LivescopeError naming the file if it cannot be read."""
     try:
         return np.asarray(tifffile.imread(path))
-    except (OSError, ValueError, IndexError, struct.error) as exc:
-        # (tifffile.TiffFileError is a ValueError; IndexError: a file cut short)
+    except Exception as exc:  # noqa: BLE001 (tifffile and its decoders raise many kinds:
+        # TiffFileError, struct.error, IndexError on a file cut short; imagecodecs'
+        # DeflateError or zlib.error on damaged compressed data, as write_ctc writes)
         raise LivescopeError(f"{path}: cannot be read ({exc!r})") from None

@@ -2,7 +2,8 @@
 
 Each series is matched to its OME ``Image`` by name (by order where the images
 have no names of their own and their counts agree); units of length and time
-are converted from OME's; planes its OME-XML lists but the file lacks are left
+are converted from OME's; planes its OME-XML lists but the file lacks, planes
+the file ends inside of, and pages its OME-XML places in no plane are left
 out, with a warning; a file of a multi-file OME-TIFF whose metadata is in
 another, and OME-XML that is not well-formed, are refused naming the file.
 """
@@ -96,9 +97,18 @@ def open_ome_tiff(p: Path, interval_s: float, pixel_size_um: float | None) -> Da
                 f"plane in the file ({', '.join(map(repr, left_out))}; a file of a multi-file "
                 "OME-TIFF missing?); replaying without them"
             )
+        if unlisted := _unlisted_pages(tf, all_series):
+            named = ", ".join(map(str, unlisted[:_LISTED_PLANES]))
+            more = ", ..." if len(unlisted) > _LISTED_PLANES else ""
+            warnings.append(
+                f"{p}: {len(unlisted)} of the file's {len(tf.pages)} pages are in no plane its "
+                f"OME metadata lists (page {named}{more}; its SizeT, SizeC or SizeZ smaller than "
+                "what was written?); replaying without them"
+            )
         frames: list[RecordedFrame] = []
         index: dict[FrameKey, Any] = {}
         missing: list[str] = []
+        cut: list[str] = []
         planes = 0
         for i, (series, image) in enumerate(zip(all_series, matched, strict=True)):
             axes, shape = series.get_axes(False), series.get_shape(False)
@@ -120,9 +130,13 @@ def open_ome_tiff(p: Path, interval_s: float, pixel_size_um: float | None) -> Da
                                image.channels[c] if c < len(image.channels) else f"c{c}",
                                at.get("Z", 0))  # fmt: skip
                 planes += 1
-                if series[plane] is None:  # in a file not beside it, or never written
-                    missing.append(f"{position + ' ' if len(all_series) > 1 else ''}t={key.t} "
-                                   f"c={c} z={key.z}")  # fmt: skip
+                where = f"{position + ' ' if len(all_series) > 1 else ''}t={key.t} c={c} z={key.z}"
+                page = series[plane]
+                if page is None:  # in a file not beside it, or never written
+                    missing.append(where)
+                    continue
+                if _ends_past_file(page):  # (a writer stopped while writing it)
+                    cut.append(where)
                     continue
                 frames.append(
                     RecordedFrame(
@@ -140,6 +154,13 @@ def open_ome_tiff(p: Path, interval_s: float, pixel_size_um: float | None) -> Da
             warnings.append(
                 f"{p}: {len(missing)} of {planes} planes its OME metadata lists are not in the "
                 f"file ({named}{more}); replaying without them"
+            )
+        if cut:
+            named = ", ".join(cut[:_LISTED_PLANES])
+            more = ", ..." if len(cut) > _LISTED_PLANES else ""
+            warnings.append(
+                f"{p}: {len(cut)} of {planes} planes are cut short: the file ends inside them "
+                f"({named}{more}; a recording stopped while writing?); replaying without them"
             )
         refuse_repeated_keys(p, frames, "series name, T, C and Z")
     except BaseException:
@@ -239,6 +260,39 @@ def _series_images(p: Path, series: list[Any], images: list[_OmeImage]) -> list[
         f"{len(series)}, and the images have no names of their own to tell which (a file of a "
         "multi-file OME-TIFF missing?)"
     )
+
+
+def _ends_past_file(page: Any) -> bool:
+    """Whether a page's pixel data runs past the end of its file (which would fail on reading)."""
+    size = int(page.parent.filehandle.size)
+    return any(
+        int(o) + int(n) > size for o, n in zip(page.dataoffsets, page.databytecounts, strict=False)
+    )
+
+
+def _unlisted_pages(tf: Any, series: list[Any]) -> list[int]:
+    """Return the full-resolution pages of ``tf`` that none of its series reads.
+
+    tifffile reads as many pages as the OME sizes call for and drops the rest
+    (e.g. a writer that recorded SizeT before the run went on longer), and a
+    page its TiffData places outside the sizes. Reduced-resolution pages
+    (thumbnails, pyramid levels) are not frames and are not counted.
+    """
+    used = {page.index for s in series for page in s.pages
+            if page is not None and page.parent is tf}  # fmt: skip
+    unlisted = []
+    for i in range(len(tf.pages)):
+        if i in used:
+            continue
+        try:
+            page = tf.pages[i]
+            page = page.aspage() if hasattr(page, "aspage") else page  # (a frame: no subfiletype)
+            reduced = bool(page.subfiletype & 1)  # (bit 0: a reduced-resolution image)
+        except (OSError, ValueError, IndexError, struct.error):  # (TiffFileError: a ValueError)
+            reduced = False  # a damaged page: not read either way
+        if not reduced:
+            unlisted.append(i)
+    return unlisted
 
 
 def _ome_scales(
