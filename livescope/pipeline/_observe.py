@@ -71,8 +71,8 @@ def observe(
         "engines": engines,
         "orientation": orientation,
     }
-    if res.labels is None or res.tracks is None:
-        return Observation(**common)
+    if res.labels is None or res.tracks is None:  # (its cells unknown: no rule counts them 0)
+        return Observation(**common, segmented=False)
     if tracker is None:
         raise LivescopeError(f"position {fld.position!r} was tracked but has no tracker")
     nuclear = nuclear_frame if nuclear_frame is not None else res.stain

@@ -90,6 +90,10 @@ class Observation:
     orientation: tuple[float, float, float, float] = UNTURNED
     """The stage directions of the frame's columns and rows (the profile's
     ``camera.orientation``; Micro-Manager's pixel size affine on a real rig)."""
+    segmented: bool = True
+    """False for a field nothing was segmented in (no nuclear frame at this time
+    point and no virtual stain, or no segmentation engine): its `cells` are
+    unknown, not none. Rules pass over it; a Python policy may too."""
 
     def stage_xy(self, y: float, x: float) -> tuple[float, float]:
         """Stage (x, y) in µm of a pixel (row ``y``, column ``x``) of this field.

@@ -532,8 +532,12 @@ class Rule:
         place to go (`_unaimed`: a field whose frame carried no stage position,
         a cell whose centroid is NaN) has no decision (`Firing.unmade` says why;
         the engine refuses it): it counts as a refused firing does, and the
-        rule goes on.
+        rule goes on. A field nothing was segmented in (`Observation.segmented`)
+        is passed over: its cells are unknown (``cell_count`` fired on it as on
+        a field of none, a run of mitosis fields ended there).
         """
+        if not obs.segmented:
+            return
         k = 0  # this field's firings so far
         for hit in self.trigger.check(obs):
             if self.max_fires is not None and self.fires - self.given_back >= self.max_fires:
