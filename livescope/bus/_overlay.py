@@ -481,9 +481,12 @@ class OverlaySubscriber:
 
     def _run(self) -> None:
         ctx: zmq.Context[Any] = zmq.Context()
-        sock = sub_socket(ctx, self.rcvhwm)
+        sock: zmq.Socket[Any] | None = None
         monitor: zmq.Socket[Any] | None = None
         try:
+            # (in here: a socket that cannot be made, e.g. out of file handles, left the
+            # constructor waiting 5 s and returning a subscriber with no receiver)
+            sock = sub_socket(ctx, self.rcvhwm)
             monitor = sock.get_monitor_socket(_LINK_EVENTS)  # (before connecting: every event)
             connect(sock, self.endpoint, self.security)
         except Exception as exc:  # noqa: BLE001 (reported to the constructor, which raises)
@@ -523,13 +526,17 @@ class OverlaySubscriber:
             self._close(ctx, sock, monitor)
 
     def _close(
-        self, ctx: zmq.Context[Any], sock: zmq.Socket[Any], monitor: zmq.Socket[Any] | None
+        self,
+        ctx: zmq.Context[Any],
+        sock: zmq.Socket[Any] | None,
+        monitor: zmq.Socket[Any] | None,
     ) -> None:
-        if monitor is not None:
+        if monitor is not None and sock is not None:
             with contextlib.suppress(zmq.ZMQError):
                 sock.disable_monitor()
             monitor.close(0)
-        sock.close(0)
+        if sock is not None:
+            sock.close(0)
         if self.security is not None:
             self.security.release(ctx)
         ctx.term()
@@ -655,8 +662,11 @@ class OverlaySubscriber:
         was killed), a CURVE handshake refused, or a publisher whose newest
         message was rejected (another protocol version: a worker of another
         livescope version; another run's). A restarted worker's new endpoint is
-        followed all the same.
+        followed all the same. A receiver thread that stopped on an error says so
+        (nothing more would be shown).
         """
+        if self._error is not None and not self._thread.is_alive():
+            return f"the overlay receiver stopped on an error: {self._error!r}"
         state, since = self._link, self._link_since
         if state == "connected" and (why := self._rejected) is not None:
             n = self.counts["rejected"]

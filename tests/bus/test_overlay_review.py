@@ -135,3 +135,25 @@ def test_decode_accepts_a_header_without_arrays() -> None:
     msg = decode_overlay(json.dumps(raw).encode(), [])
     assert msg.arrays == {}
     assert msg.seq == 5
+
+
+def test_a_receiver_socket_that_cannot_be_made_is_an_error_at_once() -> None:
+    # (made outside the receiver's try: the thread died, the constructor waited 5 s and
+    # returned a subscriber that would never receive anything)
+    with pytest.raises(LivescopeError, match="cannot attach to the overlay bus"):
+        OverlaySubscriber("tcp://127.0.0.1:5", rcvhwm=-1)
+
+
+def test_a_receiver_that_stopped_on_an_error_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (link_problem went on saying "connected": the viewer showed the last field for good)
+    def broken(self: OverlaySubscriber, monitor: Any) -> None:
+        raise RuntimeError("receiver bug")
+
+    monkeypatch.setattr(OverlaySubscriber, "_watch", broken)
+    with OverlayPublisher("run-1", run_dir=tmp_path), OverlaySubscriber(tmp_path) as sub:
+        wait_for(lambda: not sub._thread.is_alive())
+        problem = sub.link_problem(grace_s=0)
+        assert problem is not None
+        assert "the overlay receiver stopped on an error: RuntimeError('receiver bug')" in problem
