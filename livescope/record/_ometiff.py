@@ -11,6 +11,7 @@ another, and OME-XML that is not well-formed, are refused naming the file.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
 import struct
@@ -54,6 +55,8 @@ class _OmeImage:
     name: str | None
     channels: tuple[str, ...]
     pixels: dict[str, str]
+    planes: tuple[dict[str, str], ...] = ()
+    """Its ``Plane`` elements' attributes (``TheT``, ``TheC``, ``TheZ``, ``DeltaT``, ...)."""
 
 
 def open_ome_tiff(p: Path, interval_s: float, pixel_size_um: float | None) -> Dataset:
@@ -121,6 +124,7 @@ def open_ome_tiff(p: Path, interval_s: float, pixel_size_um: float | None) -> Da
                 raise DatasetError(f"{p}: series {i} is RGB; livescope replays monochrome frames")
             check_dtype(f"{p} (series {i})", series.dtype, tuple(shape[len(lead) : len(lead) + 2]))
             um, step = _ome_scales(p, image, interval_s, pixel_size_um, warnings)
+            when = _plane_times(p, image, warnings)
             position = str(series.name or f"p{i}")
             lead_shape = tuple(int(n) for n in shape[: len(lead)])
             for plane, idx in enumerate(np.ndindex(*lead_shape)):
@@ -141,7 +145,8 @@ def open_ome_tiff(p: Path, interval_s: float, pixel_size_um: float | None) -> Da
                 frames.append(
                     RecordedFrame(
                         key, (int(shape[len(lead)]), int(shape[len(lead) + 1])),
-                        dtype_name(series.dtype), sample_time_s=key.t * step,
+                        dtype_name(series.dtype),
+                        sample_time_s=when.get((key.t, c, key.z), key.t * step),
                         pixel_size_um=um, origin=f"series {i} plane {plane}",
                     )
                 )  # fmt: skip
@@ -202,11 +207,13 @@ def _ome_images(p: Path, xml: str) -> list[_OmeImage]:
             continue
         pixels = next((e for e in element if tag(e) == "Pixels"), None)
         channels = [e for e in (pixels if pixels is not None else ()) if tag(e) == "Channel"]
+        planes = [e for e in (pixels if pixels is not None else ()) if tag(e) == "Plane"]
         images.append(
             _OmeImage(
                 element.attrib.get("Name"),
                 tuple(c.attrib.get("Name") or f"c{k}" for k, c in enumerate(channels)),
                 dict(pixels.attrib) if pixels is not None else {},
+                tuple(dict(e.attrib) for e in planes),
             )
         )
     if not images:
@@ -315,6 +322,15 @@ def _ome_scales(
                 f"{p}: PhysicalSizeXUnit {unit!r} is not a unit of length livescope knows; "
                 "replayed without a pixel size (--pixel-size gives one)"
             )
+        y_um = _in_unit(px.get("PhysicalSizeY", ""), px.get("PhysicalSizeYUnit"), _UM_PER)
+        if (  # (policies place cells with one pixel size)
+            um is not None and y_um is not None and math.isfinite(y_um) and y_um > 0
+            and abs(y_um - um) > 0.01 * um
+        ):  # fmt: skip
+            notes.append(
+                f"{p}: its pixels are not square (PhysicalSizeX {um:g} um, PhysicalSizeY "
+                f"{y_um:g} um); replayed as {um:g} um both ways"
+            )
     step = interval_s
     if (increment := px.get("TimeIncrement")) is not None:
         unit = px.get("TimeIncrementUnit")
@@ -333,6 +349,59 @@ def _ome_scales(
             )
     warnings.extend(n for n in notes if n not in warnings)
     return um, step
+
+
+def _plane_times(
+    p: Path, image: _OmeImage, warnings: list[str]
+) -> dict[tuple[int, int, int], float]:
+    """Return when each plane was taken, s, by (T, C, Z): its ``Plane`` ``DeltaT``.
+
+    Empty (time points ``TimeIncrement`` or ``--interval-s`` apart) where the
+    planes carry no DeltaT; also, said in ``warnings``, where some lack one or
+    have one that is no time, or where a later time point's planes were taken
+    before an earlier one's: one bad time would misplace every rule's cooldown.
+    """
+    times: dict[tuple[int, int, int], float] = {}
+    bad: str | None = None
+    for attrs in image.planes:
+        delta = attrs.get("DeltaT")
+        try:
+            at = tuple(int(attrs.get(k, "0")) for k in ("TheT", "TheC", "TheZ"))
+        except ValueError:
+            bad = f"a Plane's TheT/TheC/TheZ is no whole number ({attrs!r:.80})"
+            break
+        if delta is None:
+            if times:
+                bad = f"the plane at T={at[0]} C={at[1]} Z={at[2]} has no DeltaT"
+                break
+            continue
+        seconds = _in_unit(delta, attrs.get("DeltaTUnit"), _S_PER)
+        if seconds is None or not math.isfinite(seconds) or seconds < 0:
+            bad = f"DeltaT {delta!r} {attrs.get('DeltaTUnit', '')!s} is no time livescope knows"
+            break
+        times[(at[0], at[1], at[2])] = seconds
+    if bad is None and times and len(times) < len(image.planes):
+        bad = "only some of its planes have a DeltaT"
+    if bad is None and times:
+        first: dict[int, float] = {}
+        last: dict[int, float] = {}
+        for (t, _, _), s in times.items():
+            first[t], last[t] = min(first.get(t, s), s), max(last.get(t, s), s)
+        order = sorted(first)
+        for a, b in itertools.pairwise(order):
+            if first[b] < last[a]:
+                bad = f"time point {b} was taken (DeltaT) before time point {a} ended"
+                break
+    if bad is not None:
+        name = f" (image {image.name!r})" if image.name else ""
+        note = (
+            f"{p}{name}: the planes' times (DeltaT) are not used: {bad}; time points are "
+            "replayed evenly spaced (TimeIncrement, or --interval-s)"
+        )
+        if note not in warnings:
+            warnings.append(note)
+        return {}
+    return times
 
 
 def _in_unit(value: str, unit: str | None, per: dict[str, float]) -> float | None:
