@@ -85,8 +85,11 @@ def _pairing_hint(missing: list[str], others: list[Path], folder: Path) -> str:
     return f" (it holds {', '.join(p.name for p in others[:5])}{', …' if len(others) > 5 else ''})"
 
 
-def read_image(path: Path) -> NDArray[Any]:
+def read_image(path: Path, *, labels: bool = False) -> NDArray[Any]:
     """Read an image file (TIFF or PNG) into an array.
+
+    With ``labels=True`` a palette (indexed-colour) PNG, as annotation tools
+    save label images, gives its indices (the nuclei's ids), not their colours.
 
     Raises
     ------
@@ -97,9 +100,16 @@ def read_image(path: Path) -> NDArray[Any]:
     """
     try:
         if path.suffix.lower() == ".png":
+            from PIL import Image
             from skimage.io import imread
 
-            image = np.asarray(imread(path))
+            image = None
+            if labels:
+                with Image.open(path) as png:
+                    if png.mode == "P":
+                        image = np.asarray(png)
+            if image is None:
+                image = np.asarray(imread(path))
         else:
             image = np.asarray(tifffile.imread(path))
     except (OSError, ValueError, tifffile.TiffFileError) as exc:  # PIL's errors are OSErrors
@@ -140,6 +150,10 @@ def evaluate_segmentation(
 ) -> dict[str, Any]:
     """AP@0.5, mAP@0.5:0.95, F1/precision/recall@0.5, counts, errors and ms per image.
 
+    The folder's scores are those of its matches, misses and false objects
+    summed over the images (an image of many nuclei weighs more), not a mean of
+    the per-image scores (``per_image``).
+
     ``errors``: the objects left unmatched at IoU 0.5 by what went wrong
     and the predictions left unmatched that no such error accounts for
     (merged, split, missed, misdrawn; spurious, fragment; see ``_metrics``).
@@ -155,7 +169,7 @@ def evaluate_segmentation(
     per_image = []
     for i, (img_path, lab_path) in enumerate(pairs):
         frame = read_image(img_path)
-        truth = read_image(lab_path)
+        truth = read_image(lab_path, labels=True)
         if frame.ndim != 2:
             raise LivescopeError(
                 f"{img_path.name}: the image is {frame.shape}, not one 2-D plane (save a stack's "
@@ -163,9 +177,16 @@ def evaluate_segmentation(
                 "as RGB is read as one plane)"
             )
         if truth.shape != frame.shape:
+            colour = truth.ndim == 3 and truth.shape[:2] == frame.shape
             raise LivescopeError(
                 f"{img_path.name}: image {frame.shape} and labels {truth.shape} must be the same "
                 "2-D shape"
+                + (
+                    f" ({lab_path.name} is a colour image, each nucleus a colour? instance labels "
+                    "are one plane of whole numbers, one per nucleus, 0 the background)"
+                    if colour
+                    else ""
+                )
             )
         if truth.any() and np.array_equal(frame, truth):  # (an empty tile is no mistake)
             raise LivescopeError(

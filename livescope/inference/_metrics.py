@@ -1,9 +1,10 @@
 """Instance-segmentation scores: matching by IoU, AP, F1, precision, recall.
 
 Objects are matched one-to-one by the assignment that maximises total IoU among
-pairs above the threshold (as StarDist's ``matching``). AP at a threshold is
-``TP / (TP + FP + FN)`` (the Data Science Bowl 2018 definition); ``map`` is its
-mean over IoU 0.5, 0.55, ..., 0.95. Scores over a set sum TP, FP and FN first.
+pairs above the threshold (as StarDist's ``matching``; see `match_counts`). AP
+at a threshold is ``TP / (TP + FP + FN)`` (the Data Science Bowl 2018
+definition); ``map`` is its mean over IoU 0.5, 0.55, ..., 0.95. Scores over a
+set sum TP, FP and FN first.
 
 What went wrong at IoU 0.5 (`MatchCounts.errors`, `ERROR_KINDS`). Each true
 object left unmatched is counted once: ``merged`` (one predicted object holds at
@@ -58,76 +59,99 @@ class MatchCounts:
         self.n_pred += other.n_pred
 
 
-def _overlaps(
-    true: NDArray[Any], pred: NDArray[Any]
-) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
-    """Return the pixels each true object shares with each predicted one, and their areas."""
-    t_ids, t_inv = np.unique(true, return_inverse=True)
-    p_ids, p_inv = np.unique(pred, return_inverse=True)
-    t_inv, p_inv = t_inv.ravel(), p_inv.ravel()
-    nt, np_ = len(t_ids), len(p_ids)
-    inter = np.bincount(t_inv * np_ + p_inv, minlength=nt * np_).reshape(nt, np_).astype(float)
-    area_t, area_p = inter.sum(1), inter.sum(0)
-    t_fg, p_fg = t_ids != 0, p_ids != 0
-    return inter[t_fg][:, p_fg], area_t[t_fg], area_p[p_fg]
+def _object_index(labels: NDArray[Any]) -> tuple[NDArray[np.intp], int]:
+    """Return each pixel's object index (from 0, by label; -1 on the background), and the count."""
+    ids, inv = np.unique(labels, return_inverse=True)
+    fg = ids != 0
+    return np.where(fg, np.cumsum(fg) - 1, -1)[inv.ravel()], int(fg.sum())
+
+
+_Ints = NDArray[np.intp]
+
+
+def _overlaps(true: NDArray[Any], pred: NDArray[Any]) -> tuple[_Ints, _Ints, _Ints, _Ints, _Ints]:
+    """Return the overlapping pairs (true index, predicted index, shared pixels) and the areas.
+
+    Only pairs that share pixels are listed: a table of every true object
+    against every predicted one grows with the square of their number (2.7 GB
+    and 11 s for 8,100 nuclei in a 1080² image).
+    """
+    t_idx, nt = _object_index(true)
+    p_idx, np_ = _object_index(pred)
+    area_t = np.bincount(t_idx[t_idx >= 0], minlength=nt)
+    area_p = np.bincount(p_idx[p_idx >= 0], minlength=np_)
+    both = (t_idx >= 0) & (p_idx >= 0)
+    keys, inter = np.unique(t_idx[both] * max(np_, 1) + p_idx[both], return_counts=True)
+    return keys // max(np_, 1), keys % max(np_, 1), inter, area_t, area_p
 
 
 def match_counts(true: NDArray[Any], pred: NDArray[Any]) -> MatchCounts:
     """Match the objects of two label images of the same shape."""
-    from scipy.optimize import linear_sum_assignment
-
     if true.shape != pred.shape:
         raise ValueError(f"label images differ in shape: {true.shape} vs {pred.shape}")
-    inter, area_t, area_p = _overlaps(true, pred)
+    ti, pj, inter, area_t, area_p = _overlaps(true, pred)
     out = MatchCounts(n_true=len(area_t), n_pred=len(area_p))
+    iou = inter / (area_t[ti] + area_p[pj] - inter)
+    # The assignment needs no solver: an object overlaps at most one other at IoU > 0.5
+    # (labels are disjoint), and two pairs at IoU exactly 0.5 share an object only where it
+    # is exactly the two others (a nucleus cut in two equal halves, two equal nuclei found
+    # as one): each such group is one match.
+    tie = np.flatnonzero(iou == 0.5)
+    tie = tie[np.unique(ti[tie], return_index=True)[1]]  # one pair per true object
+    tie = tie[np.unique(pj[tie], return_index=True)[1]]  # and per predicted one
+    ok = iou > 0.5
+    ok[tie] = True
+    for t in IOU_THRESHOLDS:
+        out.tp[t] = int((ok & (iou >= t)).sum())
     matched_t, matched_p = np.zeros(len(area_t), bool), np.zeros(len(area_p), bool)
-    if len(area_t) and len(area_p):
-        iou = inter / np.maximum(area_t[:, None] + area_p[None, :] - inter, 1)
-        for t in IOU_THRESHOLDS:
-            cost = np.where(iou >= t, -iou, 0.0)
-            rows, cols = linear_sum_assignment(cost)
-            ok = iou[rows, cols] >= t
-            out.tp[t] = int(ok.sum())
-            if t == 0.5:
-                matched_t[rows[ok]] = matched_p[cols[ok]] = True
-    out.errors = _error_kinds(inter, area_t, area_p, matched_t, matched_p)
+    matched_t[ti[ok]] = matched_p[pj[ok]] = True
+    out.errors = _error_kinds(ti, pj, inter, area_t, area_p, matched_t, matched_p)
     return out
 
 
 def _error_kinds(
-    inter: NDArray[np.float64],
-    area_t: NDArray[np.float64],
-    area_p: NDArray[np.float64],
+    ti: _Ints,
+    pj: _Ints,
+    inter: _Ints,
+    area_t: _Ints,
+    area_p: _Ints,
     matched_t: NDArray[np.bool_],
     matched_p: NDArray[np.bool_],
 ) -> dict[str, int]:
-    """Count the objects left unmatched at IoU 0.5 by what went wrong (see the module)."""
-    share_t = inter / np.maximum(area_t[:, None], 1)  # of each true object, in each prediction
-    holds = share_t >= 0.5  # a prediction holding at least half of a true object
-    holds_two = holds.sum(axis=0) >= 2
+    """Count the objects left unmatched at IoU 0.5 by what went wrong (see the module).
+
+    Shares of a half are compared in whole pixels (``2 * shared >= area``), exactly.
+    """
+    nt, np_ = len(area_t), len(area_p)
+    holds = 2 * inter >= area_t[ti]  # a prediction holding at least half of a true object
+    holds_two = np.bincount(pj[holds], minlength=np_) >= 2
+    merged = np.bincount(ti[holds & holds_two[pj]], minlength=nt) > 0
+    held = np.bincount(ti[holds], minlength=nt) > 0
+    in_preds = 2 * np.bincount(ti, weights=inter, minlength=nt) >= area_t  # half, all together
     # of each prediction, on the true objects, and the true object it overlaps most
-    on_true = inter.sum(axis=0) / np.maximum(area_p, 1)
-    main = inter.argmax(axis=0) if len(area_t) else np.zeros(len(area_p), int)
-    main_matched = matched_t[main] if len(area_t) else np.zeros(len(area_p), bool)
+    on_true = 2 * np.bincount(pj, weights=inter, minlength=np_) >= area_p
+    order = np.lexsort((ti, -inter, pj))  # by prediction, most shared first, then lowest label
+    first_p, first = np.unique(pj[order], return_index=True)
+    main = np.zeros(np_, np.intp)
+    main[first_p] = ti[order][first]
+    main_matched = np.zeros(np_, bool)
+    main_matched[first_p] = matched_t[main[first_p]]
     # unmatched predictions holding no half of an unmatched true object (such a one is
     # that object's error), lying mostly on the true objects / mostly off them
-    free = ~matched_p & ~(holds & ~matched_t[:, None]).any(axis=0)
-    piece = free & (on_true >= 0.5)
-    small = np.zeros(len(area_t), bool)  # unmatched true objects with such a piece on them
+    holds_unmatched = np.bincount(pj[holds & ~matched_t[ti]], minlength=np_) > 0
+    free = ~matched_p & ~holds_unmatched
+    piece = free & on_true
+    small = np.zeros(nt, bool)  # unmatched true objects with such a piece on them
     small[main[piece & ~main_matched]] = True
+    um = ~matched_t
     out = dict.fromkeys(ERROR_KINDS, 0)
-    for g in np.flatnonzero(~matched_t):
-        if (holds[g] & holds_two).any():
-            out["merged"] += 1
-        elif holds[g].any():  # (one prediction holds half of it: drawn too large)
-            out["misdrawn"] += 1
-        elif share_t[g].sum() >= 0.5:  # (half of it in several predictions together)
-            out["split"] += 1
-        elif small[g]:  # (a prediction lying on it covers under half: drawn too small)
-            out["misdrawn"] += 1
-        else:
-            out["missed"] += 1
-    out["spurious"] = int((free & (on_true < 0.5)).sum())
+    out["merged"] = int((um & merged).sum())
+    # one prediction holds half of it: drawn too large; or a prediction lying on it covers
+    # under half: drawn too small
+    out["misdrawn"] = int((um & ~merged & held).sum() + (um & ~held & ~in_preds & small).sum())
+    out["split"] = int((um & ~held & in_preds).sum())  # half of it in several predictions
+    out["missed"] = int(um.sum()) - out["merged"] - out["misdrawn"] - out["split"]
+    out["spurious"] = int((free & ~on_true).sum())
     out["fragment"] = int((piece & main_matched).sum())
     return out
 
