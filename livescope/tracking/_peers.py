@@ -7,6 +7,7 @@ as ours; divisions are left at each package's default (off in both).
 
 from __future__ import annotations
 
+import importlib
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -72,6 +73,10 @@ def _run(
     max_distance: float,
     max_gap: int,
 ) -> TrackedSequence:
+    maps: list[dict[int, int]] = [{} for _ in frames]
+    if len(df) == 0:  # nothing to link (both peers fail on an empty table)
+        importlib.import_module(name)  # (still: not installed is an error)
+        return TrackedSequence([np.asarray(f) for f in frames], maps, {}, [])
     if name == "laptrack":
         from laptrack import LapTrack
 
@@ -101,7 +106,6 @@ def _run(
         ids = linked["particle"].to_numpy() + 1
         parents = {int(t): 0 for t in np.unique(ids)}
         fr, lab = linked["frame"].to_numpy(), linked["label"].to_numpy()
-    maps: list[dict[int, int]] = [{} for _ in frames]
     for f, lb, i in zip(fr.tolist(), lab.tolist(), ids.tolist(), strict=True):
         maps[int(f)][int(lb)] = int(i)
     return TrackedSequence([np.asarray(f) for f in frames], maps, parents, [])

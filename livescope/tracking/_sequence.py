@@ -9,6 +9,8 @@ from typing import Any, overload
 import numpy as np
 from numpy.typing import NDArray
 
+from livescope.schema import LivescopeError
+
 from ._tracker import OnlineTracker, TrackerConfig
 from ._updates import Division
 
@@ -50,17 +52,22 @@ class TrackedSequence:
 
     @property
     def n_tracks(self) -> int:
-        """Number of tracks."""
+        """Number of tracks in the lineage (a resumed tracker's earlier ones included)."""
         return len(self.parents)
 
 
 def _compact(labels: NDArray[Any]) -> NDArray[Any]:
+    """Copy ``labels`` into the smallest unsigned type that holds them.
+
+    Always a copy: a caller may hand the same buffer back refilled each frame (a
+    reader or slot ring), and a kept view would turn every frame into the last one.
+    """
     a = np.asarray(labels)
     top = int(a.max()) if a.size else 0
     for dt in (np.uint16, np.uint32):
         if top <= np.iinfo(dt).max:
-            return a.astype(dt, copy=False)
-    return a
+            return a.astype(dt)
+    return np.array(a)
 
 
 def track_sequence(
@@ -71,7 +78,18 @@ def track_sequence(
     tracker: OnlineTracker | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> TrackedSequence:
-    """Run `OnlineTracker` over label images; apply its revisions to earlier frames."""
+    """Run `OnlineTracker` over label images; apply its revisions to earlier frames.
+
+    Every frame must have the first one's shape. ``tracker`` (one resumed from a
+    saved state) continues with its own config: ``config`` is for a new one.
+    Raises `LivescopeError` on a frame the tracker cannot take, on one of another
+    shape, and on a ``config`` that differs from the given ``tracker``'s.
+    """
+    if tracker is not None and config is not None and config != tracker.config:
+        raise LivescopeError(
+            "track_sequence: config differs from the given tracker's own config, which it "
+            "keeps: pass one or the other"
+        )
     tr = tracker or OnlineTracker(config)
     maps: list[dict[int, int]] = []
     label_frames: list[NDArray[np.integer[Any]]] = []
@@ -79,6 +97,14 @@ def track_sequence(
     imgs = iter(images) if images is not None else None
     start = tr.frame + 1  # a resumed tracker's first frame here is not frame 0
     for k, lab in enumerate(frames):
+        if label_frames and np.shape(lab) != label_frames[0].shape:
+            # centroids of another frame size are in other coordinates (a crop, a binning):
+            # linking them to the tracks would join unrelated cells
+            first = label_frames[0].shape
+            raise LivescopeError(
+                f"track_sequence: frame {k} of the sequence has shape {np.shape(lab)}, "
+                f"its first {first} (every frame of a sequence must have the same size)"
+            )
         img = next(imgs, None) if imgs is not None else None
         up = tr.update(lab, image=img)
         for rev in up.revisions:

@@ -123,6 +123,21 @@ class TrackTable:
             setattr(self, c, arr.reshape(want))
         if n and not (self.hf[:, -1] >= 0).all():
             raise LivescopeError("tracker state: a track has no last position")
+        # (a NaN position or velocity broke every later frame; an area <= 0 or NaN gave
+        # a NaN gate, and a last_seen other than its last position's frame a wrong gap: the
+        # track never linked again)
+        filled = self.hf >= 0
+        good_area = (self.ha > 0) & np.isfinite(self.ha)
+        bad: dict[str, Any] = {  # one flag per track
+            "a position that is not finite": (~np.isfinite(self.hp).all(2) & filled).any(1),
+            "a velocity that is not finite": ~np.isfinite(self.vel).all(1),
+            "an area that is not finite and > 0": (~good_area & filled).any(1),
+            "a last_seen other than its last position's frame": self.last_seen != self.hf[:, -1],
+        }
+        for what, rows in bad.items():
+            if rows.any():
+                r = int(np.flatnonzero(rows)[0])
+                raise LivescopeError(f"tracker state: track {int(self.id[r])} has {what}")
         self.ha = np.where(self.hf >= 0, self.ha, np.nan)
         self.ended = np.zeros(n, bool)
         self.med = row_median(self.ha) if n else np.zeros(0)

@@ -44,7 +44,8 @@ class TrackUpdate:
     born: tuple[int, ...] = ()
     lost: tuple[int, ...] = ()
     """Tracks seen on the previous frame given (not always ``frame - 1``) and not on this
-    one; a parent that divided on this frame is one of them."""
+    one; a parent that divided on this frame is one of them if it was seen on that frame
+    (one missed before it divided was lost on the frame after its last sighting)."""
     divisions: tuple[Division, ...] = ()
     revisions: tuple[Revision, ...] = ()
     ignored: str = ""
