@@ -268,7 +268,8 @@ def read_ctc(
     LivescopeError
         naming the folder or file: no frame, a frame missing from ``0..last`` (the
         track file's frame numbers would point at the wrong frames), a frame
-        numbered twice, a frame or track file that cannot be read, a track file
+        numbered twice, a frame or track file that cannot be read, a frame that
+        is no 2-D plane of whole numbers or not of frame 0's size, a track file
         that is no lineage (`_parse_tracks`: naming the line).
 
     """
@@ -290,6 +291,18 @@ def read_ctc(
             "a CTC sequence has a file for every frame, which its track file's numbers refer to"
         )
     frames = [_read_labels(files[t]) for t in range(len(files))]
+    for t, frame in enumerate(frames):  # (what every caller takes: 2-D label planes)
+        if frame.ndim != 2 or not np.issubdtype(frame.dtype, np.integer):
+            raise LivescopeError(
+                f"{files[t]}: a {frame.dtype} frame of shape {frame.shape}; livescope reads "
+                "2-D CTC sequences (one plane of whole-number labels per frame; a 3-D set's "
+                "planes are not tracked here)"
+            )
+        if frame.shape != frames[0].shape:
+            raise LivescopeError(
+                f"{files[t]}: {frame.shape[0]}x{frame.shape[1]} px, frame 0 "
+                f"{frames[0].shape[0]}x{frames[0].shape[1]} (a sequence's frames have one size)"
+            )
     try:
         text = (base / track_file).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:  # (e.g. saved as UTF-16 by a Windows tool)

@@ -140,3 +140,26 @@ def test_a_track_file_that_is_not_utf8_text_is_named(tmp_path: Path) -> None:
     (folder / "man_track.txt").write_text("1 0 0 0\n", encoding="utf-16")
     with pytest.raises(LivescopeError, match=r"man_track\.txt: cannot be read"):
         read_ctc(tmp_path / "gt", kind="gt")
+
+
+@pytest.mark.parametrize(
+    ("frame", "why"),
+    [
+        pytest.param(
+            np.zeros((3, 16, 16), np.uint16),
+            r"of shape \(3, 16, 16\); livescope reads "
+            "2-D CTC sequences",
+            id="3-D",
+        ),
+        pytest.param(np.zeros((16, 16), np.float32), "a float32 frame", id="float"),
+        pytest.param(np.zeros((16, 8), np.uint16), "16x8 px, frame 0 16x16", id="other-size"),
+    ],
+)
+def test_a_ctc_frame_no_caller_can_take_is_refused_naming_it(
+    tmp_path: Path, frame: np.ndarray, why: str
+) -> None:
+    # (a 3-D set such as Fluo-N3DH, or masks of mixed sizes, reached the 2-D callers unchecked)
+    write_ctc(tmp_path, [np.zeros((16, 16), np.uint16)] * 2, [])
+    tifffile.imwrite(tmp_path / "mask001.tif", frame, photometric="minisblack")
+    with pytest.raises(LivescopeError, match=rf"mask001\.tif: .*{why}"):
+        read_ctc(tmp_path)
