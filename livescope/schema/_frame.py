@@ -10,7 +10,8 @@ __all__ = ["FrameInfo"]
 class FrameInfo(TypedDict):
     """What livescope records about every acquired frame (one JSON line each).
 
-    Units are in the names; times are seconds (sample time) or milliseconds.
+    Units are in the names; times are seconds (sample time), milliseconds, or
+    nanoseconds of `clock_ns` (``t_camera_ns``).
     ``index`` is the useq event index (``t``, ``p``, ``c``, ``z``, ...), ``seq`` the
     frame's sequence number in the run (0, 1, 2, ... in acquisition order).
     ``hardware_triggered`` marks frames of a hardware-timed burst (camera sequence).

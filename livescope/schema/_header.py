@@ -85,8 +85,36 @@ class FrameHeader(TypedDict):
 
 
 def encode_header(header: FrameHeader) -> bytes:
-    """Serialise a header (compact JSON; never pickle)."""
-    return json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
+    """Serialise a header (compact JSON in UTF-8; never pickle).
+
+    Raises
+    ------
+    HeaderError
+        naming the field that JSON cannot carry or that `decode_header` would
+        refuse as not text: a NaN or infinite number (e.g. a stage position),
+        a value of another type, a string with a lone surrogate.
+
+    """
+    try:
+        # (not ensure_ascii: a lone surrogate then fails here, at the sender, instead of being
+        # escaped into a header every subscriber refuses)
+        text = json.dumps(header, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+        return text.encode()
+    except (ValueError, TypeError) as exc:
+        raise _unencodable(header, exc) from None
+
+
+def _unencodable(header: FrameHeader, exc: Exception) -> HeaderError:
+    """Name the field of ``header`` that cannot be encoded (``exc``: json's error)."""
+    for key, value in header.items():
+        try:
+            json.dumps(value, allow_nan=False, ensure_ascii=False).encode()
+        except (ValueError, TypeError) as field_exc:
+            return _fail(
+                f"{key} = {value!r:.80} cannot go on the wire ({field_exc}): a header holds "
+                "finite numbers and Unicode text"
+            )
+    return _fail(f"cannot be encoded ({exc})")
 
 
 def _fail(msg: str) -> HeaderError:
@@ -100,10 +128,30 @@ def _int(d: dict[str, Any], key: str, lo: int = 0, hi: int = 2**63 - 1) -> int:
     return v
 
 
+def _is_text(s: str) -> bool:
+    r"""Whether ``s`` is Unicode text (JSON's ``\ud800`` escapes a lone surrogate, which is not).
+
+    A lone surrogate let through fails later, where the name is written as
+    UTF-8 (the worker's cells.csv), and stops the analysis.
+    """
+    if s.isascii():
+        return True
+    try:
+        s.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _str(d: dict[str, Any], key: str, max_len: int = 256) -> str:
     v = d.get(key)
     if not isinstance(v, str) or len(v) > max_len:
         raise _fail(f"{key} must be a string of at most {max_len} characters, got {v!r:.80}")
+    if not _is_text(v):
+        raise _fail(
+            f"{key} {v!r:.80} holds a lone UTF-16 surrogate (\\ud800-\\udfff escaped alone), "
+            "which is not Unicode text"
+        )
     return v
 
 
@@ -111,9 +159,13 @@ def _num(d: dict[str, Any], key: str, optional: bool = False) -> float | None:
     v = d.get(key)
     if v is None and optional:
         return None
-    if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v):
+    try:
+        ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    except OverflowError:  # (an integer too large for a float: JSON allows any number of digits)
+        ok = False
+    if not ok:
         raise _fail(f"{key} must be a finite number, got {v!r:.80}")
-    return float(v)
+    return float(v)  # type: ignore[arg-type]
 
 
 def decode_header(raw: bytes, payload_nbytes: int | None = None) -> FrameHeader:
@@ -143,7 +195,8 @@ def decode_header(raw: bytes, payload_nbytes: int | None = None) -> FrameHeader:
         raise _fail(f"protocol version {v!r} is not {PROTOCOL_VERSION}")
     index = d.get("index")
     if not isinstance(index, dict) or not all(
-        isinstance(k, str) and type(i) is int and 0 <= i < 2**31 for k, i in index.items()
+        isinstance(k, str) and _is_text(k) and type(i) is int and 0 <= i < 2**31
+        for k, i in index.items()
     ):
         raise _fail(f"index must map axis names to non-negative integers, got {index!r:.80}")
     shape = d.get("shape")
