@@ -17,6 +17,7 @@ tracks and states, never an error.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,8 @@ from livescope.tracking import (
 )
 
 __all__ = ["FrameAnalyzer", "FrameResult"]
+
+logger = logging.getLogger("livescope")
 
 
 @dataclass
@@ -121,6 +124,7 @@ class FrameAnalyzer:
         self.tracker_config = tracker_config
         self.trackers: dict[str, OnlineTracker] = {}
         self._frames: dict[str, int] = {}
+        self._stain_misfit: set[str] = set()  # positions told their stain is left out
 
     def _segmenter(self, pixel_size_um: float | None) -> SegmentationEngine:
         diameter = None
@@ -150,9 +154,30 @@ class FrameAnalyzer:
         of this position); a jump tells the tracker that frames were missed.
         ``stain=False`` skips the virtual stain of a field that has a
         fluorescence frame (it is always made when it is the only nuclear signal).
+
+        Raises
+        ------
+        LivescopeError
+            if there is no frame.
+
         """
         if fluorescence is None and label_free is None:
             raise LivescopeError("analyse needs a fluorescence frame, a label-free frame, or both")
+        if (
+            fluorescence is not None and label_free is not None and self.stain is not None
+            and fluorescence.shape != label_free.shape
+        ):  # fmt: skip
+            # (the stain is measured under the labels pixel by pixel: a stain of another
+            # shape read a wrong place of it for every cell, or failed on an index)
+            stain = False
+            if position not in self._stain_misfit:
+                self._stain_misfit.add(position)
+                logger.warning(
+                    "position %r: the fluorescence frame is %s pixels, the label-free one %s: "
+                    "its virtual stain is left out (it cannot be laid over the cells; acquire "
+                    "both channels with the same binning and camera ROI)",
+                    position, fluorescence.shape, label_free.shape,
+                )  # fmt: skip
         if frame is None:
             frame = self._frames.get(position, -1) + 1
         self._frames[position] = frame

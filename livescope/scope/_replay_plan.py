@@ -124,8 +124,15 @@ def replay_sequence(
 def frames_in_plan(
     sequence: useq.MDASequence | Iterable[useq.MDAEvent],
 ) -> dict[tuple[str, int], int]:
-    """Frames each field (position, time index) of a plan (or its expanded events) has."""
+    """Frames each field (position, time index) of a plan (or its expanded events) has.
+
+    Only events that take an image count: an autofocus event takes none (counted,
+    every field of a plan with an ``autofocus_plan`` waited for a frame that
+    never came).
+    """
     out: collections.Counter[tuple[str, int]] = collections.Counter()
     for event in sequence:
+        if not isinstance(event.action, useq.AcquireImage | None):
+            continue
         out[(position_name(event), int(event.index.get("t", 0)))] += 1
     return dict(out)
