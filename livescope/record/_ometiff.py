@@ -124,9 +124,13 @@ def open_ome_tiff(p: Path, interval_s: float, pixel_size_um: float | None) -> Da
                 raise DatasetError(f"{p}: series {i} is RGB; livescope replays monochrome frames")
             check_dtype(f"{p} (series {i})", series.dtype, tuple(shape[len(lead) : len(lead) + 2]))
             um, step = _ome_scales(p, image, interval_s, pixel_size_um, warnings)
-            when = _plane_times(p, image, warnings)
             position = str(series.name or f"p{i}")
             lead_shape = tuple(int(n) for n in shape[: len(lead)])
+            wanted = {
+                (at.get("T", 0), at.get("C", 0), at.get("Z", 0))
+                for at in (dict(zip(lead, idx, strict=True)) for idx in np.ndindex(*lead_shape))
+            }
+            when = _plane_times(p, image, wanted, warnings)
             for plane, idx in enumerate(np.ndindex(*lead_shape)):
                 at = dict(zip(lead, idx, strict=True))
                 c = at.get("C", 0)
@@ -352,14 +356,15 @@ def _ome_scales(
 
 
 def _plane_times(
-    p: Path, image: _OmeImage, warnings: list[str]
+    p: Path, image: _OmeImage, wanted: set[tuple[int, int, int]], warnings: list[str]
 ) -> dict[tuple[int, int, int], float]:
     """Return when each plane was taken, s, by (T, C, Z): its ``Plane`` ``DeltaT``.
 
     Empty (time points ``TimeIncrement`` or ``--interval-s`` apart) where the
-    planes carry no DeltaT; also, said in ``warnings``, where some lack one or
-    have one that is no time, or where a later time point's planes were taken
-    before an earlier one's: one bad time would misplace every rule's cooldown.
+    planes carry no DeltaT; also, said in ``warnings``, where a plane of
+    ``wanted`` (the series') lacks one or has one that is no time, or where a
+    later time point's planes were taken before an earlier one's: one bad time
+    would misplace every rule's cooldown (and times of two clocks mixed).
     """
     times: dict[tuple[int, int, int], float] = {}
     bad: str | None = None
@@ -380,8 +385,9 @@ def _plane_times(
             bad = f"DeltaT {delta!r} {attrs.get('DeltaTUnit', '')!s} is no time livescope knows"
             break
         times[(at[0], at[1], at[2])] = seconds
-    if bad is None and times and len(times) < len(image.planes):
-        bad = "only some of its planes have a DeltaT"
+    if bad is None and times and (lack := sorted(wanted - times.keys())):
+        t, c, z = lack[0]
+        bad = f"{len(lack)} of its {len(wanted)} planes have no DeltaT (T={t} C={c} Z={z}, ...)"
     if bad is None and times:
         first: dict[int, float] = {}
         last: dict[int, float] = {}

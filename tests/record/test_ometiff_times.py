@@ -92,3 +92,15 @@ def test_pixels_that_are_not_square_are_said(tmp_path: Path) -> None:
         ]
     with open_dataset(_write(tmp_path / "b.ome.tif", "", pixels='PhysicalSizeY="0.5"')) as ds:
         assert ds.warnings == []
+
+
+def test_delta_t_of_only_some_planes_is_not_mixed_with_evenly_spaced_times(
+    tmp_path: Path,
+) -> None:
+    # OME may list only some planes: the others fell back to t x TimeIncrement beside
+    # DeltaT's times (two clocks: time could run backwards)
+    path = _write(tmp_path / "a.ome.tif", _planes("500", "530"))
+    with open_dataset(path) as ds:
+        assert [f.sample_time_s for f in ds.frames] == [0.0, 60.0, 120.0]
+        (warning,) = ds.warnings
+        assert "1 of its 3 planes have no DeltaT (T=2 C=0 Z=0, ...)" in warning
