@@ -253,23 +253,40 @@ def _outside(value: float, lo_hi: tuple[float, float]) -> bool:
 
 
 def _axis_order_problems(sequence: useq.MDASequence) -> list[str]:
-    """Return the problem of an axis order that images positions before time points.
+    """Return the problems of an axis order that splits the agent's or the worker's units.
 
     The agent acquires time point by time point across positions (its queue
     hands events over by when they are due), so ``ptc`` (each position's whole
-    time-lapse, then the next) would be interleaved, not run as written.
+    time-lapse, then the next) would be interleaved, not run as written. The
+    worker analyses a field once its frames are in: ``tcpz`` (each channel
+    across the positions, then the next) would split every field.
     """
     order = "".join(str(getattr(a, "value", a)) for a in sequence.axis_order)
     sizes = sequence.sizes
+    problems = []
+    places = [a for a in order if a in "pg" and sizes.get(a, 0) > 1]
+    inner = [a for a in order if a in "cz" and sizes.get(a, 0) > 1]
+    if places and inner and order.index(inner[0]) < order.index(places[-1]):
+        # (the worker analyses a field, one position at one time point, once its frames are
+        # in: interleaved, each was analysed with its first channel or plane only, the rest
+        # dropped as already analysed)
+        across = "position" if places[-1] == "p" else "grid tile"
+        problems.append(
+            f"axis_order: {order!r} images each {'channel' if inner[0] == 'c' else 'z plane'} "
+            f"across the {across}s before the next, but the worker analyses one {across} "
+            f"at a time, all its channels and planes together; put {'/'.join(places)} before "
+            "c and z (e.g. 'tpgcz')"
+        )
     if "t" not in order or sizes.get("t", 0) < 2:
-        return []
+        return problems
     before = [a for a in order[: order.index("t")] if a in "pg" and sizes.get(a, 0) > 1]
     if not before:
-        return []
+        return problems
     return [
+        *problems,
         f"axis_order: {order!r} images each {'position' if 'p' in before else 'grid tile'}'s "
         "time points before the next, but the agent acquires time point by time point "
-        "across positions; put t first (e.g. 'tpgcz')"
+        "across positions; put t first (e.g. 'tpgcz')",
     ]
 
 
