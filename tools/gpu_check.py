@@ -12,8 +12,13 @@ states the precision asked for (``precision``) and the one that ran
 (``precision_run``: torch on a CPU runs fp16 as fp32). Where cupy
 is present, the GPU post-processing (`instance_labels` on cupy arrays: centre
 votes, or the flood that stands in for the watershed) is timed and its labels
-compared with the CPU's. Bounded to finish in under 6 minutes;
-writes one JSON file and prints it.
+compared with the CPU's. No case starts after ``--budget-s`` (330 s; those
+not started are named under ``"skipped"``), so the check finishes in about 6
+minutes (``--demo`` adds up to ``--demo-timeout-s``, its run folder a fresh one
+beside ``DIR`` where ``DIR`` already holds a run).
+The JSON file is written whole after every step and case, with
+``"finished": false`` until the end: a run stopped at the GPU machine's time
+limit still leaves every figure taken before it.
 
 Frames come from the simulated microscope, or, on a machine without
 pymmcore-plus, from ``--frames FILE.npz`` (written by ``--save-frames``).
@@ -32,6 +37,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,15 +45,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from livescope.inference import (  # noqa: E402
-    BACKENDS,
     Engine,
     OnnxRuntimeBackend,
+    PBackend,
     SegmentationEngine,
+    backend_status,
     builtin_engines,
     instance_labels,
     labels_from_maps_gpu,
 )
-from livescope.schema import PostProcess  # noqa: E402
+from livescope.schema import PostProcess, write_atomic  # noqa: E402
 
 SIZES = (512, 1024, 2048)
 
@@ -156,11 +163,44 @@ def parity(eng: Engine, rel: float) -> dict:
     }
 
 
-def other_engine_cases(name: str, task: str, frames: dict, seconds: float) -> list[dict]:
+class Report:
+    """The check's JSON: written whole to ``path`` after every step, so a run killed at the
+    GPU machine's time limit (the command's ``timeout_s``) keeps what it measured."""
+
+    def __init__(self, path: Path, result: dict[str, Any]) -> None:
+        self.path = path
+        self.result = result
+        self.save()
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.path, json.dumps(self.result, indent=1))
+
+    def case(self, case: dict[str, Any]) -> None:
+        self.result["cases"].append(case)
+        print(json.dumps(case), flush=True)
+        self.save()
+
+    def skip(self, what: str) -> None:
+        self.result["skipped"].append(what)
+        self.save()
+
+
+def other_engine_cases(
+    name: str,
+    task: str,
+    frames: dict,
+    seconds: float,
+    backends: list[PBackend],
+    deadline: float,
+    report: Report,
+) -> None:
     """Parity with ONNX Runtime CPU and ms per call for the stain and cell-state engines.
 
     Virtual stain: one frame per size (a camera frame is a valid input for
     timing and parity). Cell states: crops of 100 and 1,000 cells in one call.
+    ``backends``: those that can run here; no case starts after ``deadline``
+    (``time.perf_counter()``); each case goes to ``report`` as it is measured.
     """
     from livescope.cli._engines import _grid_of_cells
     from livescope.inference import cell_crops, normalize_percentile
@@ -177,11 +217,13 @@ def other_engine_cases(name: str, task: str, frames: dict, seconds: float) -> li
     run_ref = ref_engine.run if task == "classification" else ref_engine.infer
     refs = {k: run_ref(x) for k, x in inputs.items()}
     ref_engine.close()
-    cases = []
-    variants = [(b, "fp32") for b in BACKENDS if b.available()[0]]
-    variants += [(b, "fp16") for b in BACKENDS if b.name == "torch" and b.available()[0]]
+    variants = [(b, "fp32") for b in backends]
+    variants += [(b, "fp16") for b in backends if b.name == "torch"]
     for backend, precision in variants:
         for key, x in inputs.items():
+            if time.perf_counter() > deadline:
+                report.skip(f"{name}/{backend.name}/{precision}/{key}: time budget")
+                continue
             case: dict = {"engine": name, "backend": backend.name, "precision": precision,
                           ("cells" if task == "classification" else "size"): key}  # fmt: skip
             try:
@@ -207,28 +249,44 @@ def other_engine_cases(name: str, task: str, frames: dict, seconds: float) -> li
                 case["gpu_memory_left_after_close_mb"] = left_allocated_mb()
             except Exception as exc:  # noqa: BLE001 (report every failure, go on)
                 case["error"] = f"{type(exc).__name__}: {exc}"
-            cases.append(case)
-            print(json.dumps(case), flush=True)
-    return cases
+            report.case(case)
 
 
 DEMO_STAGES = ("stain", "segment", "track", "states", "engines", "policy", "post", "overhead",
                "end_to_end", "decision_executed")  # fmt: skip
 
 
+def fresh_folder(path: Path) -> Path:
+    """``path`` if it is new or empty, else the first of ``path-2``, ``path-3``, ... that is.
+
+    (`livescope demo` refuses a folder that holds a recording: a second check on a
+    GPU machine still warm from the first, with the same ``--demo DIR``, lost its demo.)
+    """
+    candidate, n = path, 1
+    while candidate.exists() and (not candidate.is_dir() or any(candidate.iterdir())):
+        n += 1
+        candidate = path.with_name(f"{path.name}-{n}")
+    return candidate
+
+
 def run_demo(out: Path, timeout_s: float) -> dict:
-    """Run the adaptive demo in a subprocess; its summary's figures, or why it failed."""
+    """Run the adaptive demo in a subprocess; its summary's figures, or why it failed.
+
+    ``out``: its run folder, or a fresh one beside it (`fresh_folder`), named under ``"out"``.
+    """
     import subprocess
 
+    out = fresh_folder(out)
     cmd = [sys.executable, "-m", "livescope", "demo", "--json", "--out", str(out)]
     t0 = time.perf_counter()
     try:
         done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        return {"error": f"the demo did not finish in {timeout_s:.0f} s"}
+        return {"out": str(out), "error": f"the demo did not finish in {timeout_s:.0f} s"}
     wall = round(time.perf_counter() - t0, 1)
     if done.returncode != 0:
-        return {"error": f"exit {done.returncode}", "stderr_tail": done.stderr[-3000:]}
+        return {"out": str(out), "error": f"exit {done.returncode}",
+                "stderr_tail": done.stderr[-3000:]}  # fmt: skip
     s = json.loads(done.stdout)
     keep = ("frames_acquired", "frames_analysed", "dropped_analysis_frames",
             "dropped_recorded_frames", "decisions", "trigger_precision", "trigger_recall",
@@ -236,6 +294,7 @@ def run_demo(out: Path, timeout_s: float) -> dict:
             "machine_stalls", "report")  # fmt: skip
     lat = s.get("latency_ms", {})
     return {
+        "out": str(out),
         "exit": 0,
         "wall_s": wall,
         **{k: s.get(k) for k in keep},
@@ -327,7 +386,7 @@ def quick_post(frames: dict[int, list[np.ndarray]]) -> dict:
     return out
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -340,7 +399,7 @@ def main() -> int:
     ap.add_argument("--demo-timeout-s", type=float, default=240.0)
     ap.add_argument("--quick", action="store_true",
                     help="only the engines together and the GPU post-processing (about a minute)")  # fmt: skip
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     if a.save_frames:
         fr = load_frames(None)
         np.savez(
@@ -348,19 +407,22 @@ def main() -> int:
         )
         return 0
     t_start = time.perf_counter()
-    result: dict = {
+    # (backend_status: a library that fails to load, e.g. torch missing a CUDA library,
+    # is a backend that cannot run, named with its error, not a crash before any figure)
+    status = backend_status()
+    runnable = [b for b, ok, _ in status if ok]
+    report = Report(a.out, {
+        "finished": False,
         "machine": {
             "python": platform.python_version(),
             "platform": platform.platform(),
             **gpu_info(),
         },
-        "backends": [
-            {"name": b.name, "available": b.available()[0], "detail": b.available()[1]}
-            for b in BACKENDS
-        ],
+        "backends": [{"name": b.name, "available": ok, "detail": why} for b, ok, why in status],
         "cases": [],
         "skipped": [],
-    }
+    })  # fmt: skip
+    result = report.result
     frames = load_frames(a.frames)
     try:
         import cupy
@@ -375,6 +437,7 @@ def main() -> int:
     except Exception as exc:  # noqa: BLE001 (report every failure, go on)
         result["together"] = {"error": f"{type(exc).__name__}: {exc}"}
     print(json.dumps({"together": result["together"]}), flush=True)
+    report.save()
     if a.quick:
         if has_cupy:
             try:
@@ -382,8 +445,8 @@ def main() -> int:
             except Exception as exc:  # noqa: BLE001
                 result["gpu_post"] = {"error": f"{type(exc).__name__}: {exc}"}
         result["seconds"] = round(time.perf_counter() - t_start, 1)
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps(result, indent=1))
+        result["finished"] = True
+        report.save()
         print(json.dumps(result, indent=1))
         return 0
     from livescope.schema import EngineCard
@@ -400,14 +463,12 @@ def main() -> int:
             return instance_labels(m, pp)
 
         ref_labels = {s: labels_of(rs[0]) for s, rs in refs.items()}
-        variants = [(b, "fp32") for b in BACKENDS if b.available()[0]]
-        variants += [(b, "fp16") for b in BACKENDS if b.name == "torch" and b.available()[0]]
+        variants = [(b, "fp32") for b in runnable]
+        variants += [(b, "fp16") for b in runnable if b.name == "torch"]
         for backend, precision in variants:
             for size in SIZES:
                 if time.perf_counter() - t_start > a.budget_s:
-                    result["skipped"].append(
-                        f"{name}/{backend.name}/{precision}/{size}: time budget"
-                    )
+                    report.skip(f"{name}/{backend.name}/{precision}/{size}: time budget")
                     continue
                 case = {
                     "engine": name,
@@ -464,17 +525,17 @@ def main() -> int:
                     case["gpu_memory_left_after_close_mb"] = left_allocated_mb()
                 except Exception as exc:  # noqa: BLE001 (report every failure, go on)
                     case["error"] = f"{type(exc).__name__}: {exc}"
-                result["cases"].append(case)
-                print(json.dumps(case), flush=True)
+                report.case(case)
     for name, task in tasks.items():
-        if task != "segmentation" and time.perf_counter() - t_start < a.budget_s:
-            result["cases"] += other_engine_cases(name, task, frames, a.seconds_per_case)
+        if task != "segmentation":
+            other_engine_cases(name, task, frames, a.seconds_per_case, runnable,
+                               t_start + a.budget_s, report)  # fmt: skip
     if a.demo is not None:
         result["demo"] = run_demo(a.demo, a.demo_timeout_s)
         print(json.dumps({"demo": result["demo"]}), flush=True)
     result["seconds"] = round(time.perf_counter() - t_start, 1)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(result, indent=1))
+    result["finished"] = True
+    report.save()
     print(json.dumps({k: v for k, v in result.items() if k != "cases"}, indent=1))
     return 0
 
