@@ -41,15 +41,22 @@ def new_card(
 
     ``multiple_of``: what H and W of the model's input must be multiples of
     (``2 ** depth`` for a U-Net: each pooling halves them).
+
+    Raises
+    ------
+    ValueError
+        when the card would not describe ``folder/model.onnx``: another input name,
+        channel count or output, or a ``torch_module``/``torch_kwargs`` that does not
+        build a network with exactly the ONNX file's weights (see `check_against_onnx`).
     """
-    return {
+    card = {
         "name": folder.name,
         "task": task,
         "version": "1",
         "description": description,
         "model": "model.onnx",
         "sha256": sha256_file(folder / "model.onnx"),
-        "opset": 17,
+        "opset": onnx_opset(folder / "model.onnx"),
         "input": {"name": input_name, "axes": "NCYX", "dtype": "float32", "channels": channels,
                   "multiple_of": multiple_of},
         "normalisation": {"kind": "percentile", "low": 1.0, "high": 99.8},
@@ -64,6 +71,97 @@ def new_card(
         },
         "metrics": {},
     }  # fmt: skip
+    check_against_onnx(folder / "model.onnx", card)
+    return card
+
+
+def onnx_opset(model: Path) -> int:
+    """The default-domain opset ``model`` was exported with."""
+    import onnx
+
+    proto = onnx.load(str(model), load_external_data=False)
+    return next(int(o.version) for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def check_against_onnx(model: Path, card: dict[str, Any]) -> None:
+    """Raise ValueError where ``card`` says something of ``model`` that its graph contradicts.
+
+    Checked: the one image input's name, rank, float32 dtype and (where the graph
+    fixes them) channel count and H, W (multiples of ``input.multiple_of``; the
+    card's ``crop_px``); the outputs' names and channel counts; and that the card's
+    ``torch_module`` built with its ``torch_kwargs`` has exactly the ONNX weights
+    (names and shapes), which is how the torch backend rebuilds the network. Each
+    of these was written by hand in a card script, apart from the export.
+    """
+    import onnx
+
+    proto = onnx.load(str(model), load_external_data=False)
+    graph = proto.graph
+    weights = {w.name: tuple(w.dims) for w in graph.initializer}
+
+    def dims(value: Any) -> list[int | str]:
+        return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+    problems = []
+    inputs = [i for i in graph.input if i.name not in weights]
+    spec = card["input"]
+    if [i.name for i in inputs] != [spec["name"]]:
+        problems.append(f"input {spec['name']!r}, the ONNX graph's {[i.name for i in inputs]}")
+    else:
+        shape = dims(inputs[0])
+        if inputs[0].type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+            problems.append(f"input dtype {spec['dtype']}, the ONNX graph's is not float32")
+        if len(shape) != 4:
+            problems.append(f"input axes {spec['axes']}, the ONNX input has shape {shape}")
+        else:
+            if isinstance(shape[1], int) and shape[1] != spec["channels"]:
+                problems.append(f"{spec['channels']} input channels, the ONNX graph's {shape[1]}")
+            for n in shape[2:]:
+                if isinstance(n, int) and n % spec["multiple_of"]:
+                    problems.append(f"input.multiple_of {spec['multiple_of']}, the ONNX H, W {n}")
+                if isinstance(n, int) and "crop_px" in card and n != card["crop_px"]:
+                    problems.append(f"crop_px {card['crop_px']}, the ONNX input's H, W {n}")
+    outputs = {o.name: dims(o) for o in graph.output}
+    if [o["name"] for o in card["outputs"]] != list(outputs):
+        problems.append(f"outputs {[o['name'] for o in card['outputs']]}, the ONNX {list(outputs)}")
+    else:
+        for o in card["outputs"]:
+            shape = outputs[o["name"]]
+            if len(shape) > 1 and isinstance(shape[1], int) and shape[1] != len(o["channels"]):
+                problems.append(
+                    f"output {o['name']} with {len(o['channels'])} channels, the ONNX {shape[1]}"
+                )
+    if card.get("torch_module"):
+        problems += _torch_mismatch(card["torch_module"], card.get("torch_kwargs", {}), weights)
+    if problems:
+        raise ValueError(
+            f"the card for {model} does not describe it: it says "
+            + "; ".join(problems)
+            + " (the card script's fields disagree with what the training script exported)"
+        )
+
+
+def _torch_mismatch(
+    spec: str, kwargs: dict[str, Any], weights: dict[str, tuple[int, ...]]
+) -> list[str]:
+    """What the network ``spec(**kwargs)`` holds other than the ONNX ``weights``."""
+    import importlib
+
+    mod_name, _, cls_name = spec.partition(":")
+    net = getattr(importlib.import_module(mod_name), cls_name)(**kwargs)
+    state = {
+        k: tuple(v.shape)
+        for k, v in net.state_dict().items()
+        if not k.endswith("num_batches_tracked")
+    }
+    if state == weights:
+        return []
+    other = sorted(k for k in state.keys() | weights.keys() if state.get(k) != weights.get(k))
+    return [
+        f"torch_kwargs {kwargs} for {spec}, whose weights differ from the ONNX file's "
+        f"({len(other)} of them, first {other[0]}: {state.get(other[0])} vs "
+        f"{weights.get(other[0])})"
+    ]
 
 
 def write_card(folder: Path, card: dict[str, Any]) -> None:

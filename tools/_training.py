@@ -32,9 +32,24 @@ def fit(
     t0: float,
     log_every: int = 50,
 ) -> list[dict[str, Any]]:
-    """Train ``model`` for ``iters`` steps of ``loss_at(iteration)``; returns the loss log."""
+    """Train ``model`` for ``iters`` steps of ``loss_at(iteration)``; returns the loss log.
+
+    Raises
+    ------
+    ValueError
+        when ``iters`` is under 1.
+
+    """
+    if iters < 1:
+        raise ValueError(f"--iters must be at least 1, got {iters}")
+    # The learning rate warms up over the first 10 % of the steps. OneCycleLR divides
+    # by zero when that is exactly one step (iters == 10, a natural smoke run): there
+    # it warms up over two. Every other count, the shipped engines' included, keeps 10 %.
+    warm_up = 0.2 if iters == 10 else 0.1
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=iters, pct_start=0.1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=3e-3, total_steps=iters, pct_start=warm_up
+    )
     model.train()
     log: list[dict[str, Any]] = []
     for it in range(iters):

@@ -1,6 +1,10 @@
 """Train the cell-state classifier (interphase / prophase / metaphase / anaphase / apoptotic).
 
-    python tools/train_cellstate.py --out engines/classification/cell-state --seed 0
+    python tools/train_cellstate.py --out engines/classification/cell-state --seed 0 \\
+        --seeds 0,1,2,3,4,5 --views 60 --iters 1500 --batch 64 --base 16 --threads 1
+
+made the shipped engine (its card's ``training.command``; the defaults alone take
+--threads 2, which need not give the same weights).
 
 Needs the ``train`` extra (torch, onnx). Trains on cells of the simulated
 microscope, whose renderer draws each state (condensing chromatin in prophase,

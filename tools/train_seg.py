@@ -1,6 +1,10 @@
 """Train the nuclei segmentation engine and export it to ONNX.
 
-    python tools/train_seg.py --out engines/segmentation/nuclei-unet --seed 0
+    python tools/train_seg.py --out engines/segmentation/nuclei-unet --seed 0 --iters 3000 \\
+        --batch 8 --base 16 --sim-images 36 --threads 2 --contact-weight 5 --dim-share 0.5
+
+made the shipped engine (its card's ``training.command``; the defaults alone give
+no --dim-share, so another model).
 
 Needs the ``train`` extra (torch, onnx) and the real data in ../shared/data (or
 $LIVESCOPE_DATA). Trains on nuclei-mnfinder/train plus simulated nuclei from

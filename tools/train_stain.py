@@ -1,6 +1,11 @@
 """Train the virtual-staining engine (phase contrast -> nuclear stain) and export it to ONNX.
 
-    python tools/train_stain.py --out engines/virtual_stain/nuclei-stain --seed 0
+    python tools/train_stain.py --out engines/virtual_stain/nuclei-stain --seed 0 \\
+        --iters 2000 --batch 8 --base 16 --depth 4 --isl-slices 4,5,6,7,8 \\
+        --sim-images 48 --sim-share 0.4 --threads 1
+
+made the shipped engine (its card's ``training.command``; the defaults alone take
+--threads 2, which need not give the same weights).
 
 Needs the ``train`` extra (torch, onnx) and the real data in ../shared/data (or
 $LIVESCOPE_DATA). Trains on two sources:

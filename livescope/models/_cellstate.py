@@ -23,7 +23,10 @@ def _conv(c_in: int, c_out: int) -> nn.Sequential:
 
 
 class CellStateNet(nn.Module):
-    """Three conv stages (pooling between them), global average pooling, a linear head."""
+    """Three stages of two convolutions and a 2x2 max pooling, a convolution, a linear head.
+
+    The head reads the last convolution's channels averaged over the crop.
+    """
 
     def __init__(self, n_classes: int = 5, base: int = 16, in_channels: int = 2) -> None:
         super().__init__()

@@ -57,7 +57,26 @@ class UNet(nn.Module):
         self.head = nn.Conv2d(chans[0], out_channels, 1)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw outputs (before any activation), for training."""
+        """Raw outputs (before any activation), for training.
+
+        Raises
+        ------
+        RuntimeError
+            when H or W of ``x`` is not a multiple of ``2**depth`` (the kind of error
+            torch raises for shapes, which the torch backend reports as such).
+
+        """
+        # (torch's own error comes from deep inside, a concatenation of 24 and 25 px; not
+        # checked while tracing for ONNX, whose graph then keeps H and W free)
+        if not torch.onnx.is_in_onnx_export():
+            m = 2**self.depth
+            h, w = x.shape[-2:]
+            if h % m or w % m:
+                raise RuntimeError(
+                    f"{type(self).__name__} (depth {self.depth}) takes H and W in multiples of "
+                    f"{m}, got {h}x{w}: pad the input (the engines pad each frame to their "
+                    "card's input.multiple_of)"
+                )
         skips = []
         for i, block in enumerate(self.down):
             x = block(x)
