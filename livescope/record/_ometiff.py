@@ -48,6 +48,11 @@ _S_PER: dict[str, float] = {
 _LISTED_PLANES = 3  # missing planes named in a warning
 
 
+def _first_few(names: list[str]) -> str:
+    """Join the first `_LISTED_PLANES` of ``names``, with ", ..." if there are more."""
+    return ", ".join(names[:_LISTED_PLANES]) + (", ..." if len(names) > _LISTED_PLANES else "")
+
+
 @dataclasses.dataclass(frozen=True)
 class _OmeImage:
     """One ``Image`` of an OME-XML: its name, channel names and ``Pixels`` attributes."""
@@ -101,12 +106,10 @@ def open_ome_tiff(p: Path, interval_s: float, pixel_size_um: float | None) -> Da
                 "OME-TIFF missing?); replaying without them"
             )
         if unlisted := _unlisted_pages(tf, all_series):
-            named = ", ".join(map(str, unlisted[:_LISTED_PLANES]))
-            more = ", ..." if len(unlisted) > _LISTED_PLANES else ""
             warnings.append(
                 f"{p}: {len(unlisted)} of the file's {len(tf.pages)} pages are in no plane its "
-                f"OME metadata lists (page {named}{more}; its SizeT, SizeC or SizeZ smaller than "
-                "what was written?); replaying without them"
+                f"OME metadata lists (page {_first_few(list(map(str, unlisted)))}; its SizeT, "
+                "SizeC or SizeZ smaller than what was written?); replaying without them"
             )
         frames: list[RecordedFrame] = []
         index: dict[FrameKey, Any] = {}
@@ -158,18 +161,14 @@ def open_ome_tiff(p: Path, interval_s: float, pixel_size_um: float | None) -> Da
         if not frames:
             raise DatasetError(f"{p}: none of the planes its OME metadata lists is in the file")
         if missing:
-            named = ", ".join(missing[:_LISTED_PLANES])
-            more = ", ..." if len(missing) > _LISTED_PLANES else ""
             warnings.append(
                 f"{p}: {len(missing)} of {planes} planes its OME metadata lists are not in the "
-                f"file ({named}{more}); replaying without them"
+                f"file ({_first_few(missing)}); replaying without them"
             )
         if cut:
-            named = ", ".join(cut[:_LISTED_PLANES])
-            more = ", ..." if len(cut) > _LISTED_PLANES else ""
             warnings.append(
                 f"{p}: {len(cut)} of {planes} planes are cut short: the file ends inside them "
-                f"({named}{more}; a recording stopped while writing?); replaying without them"
+                f"({_first_few(cut)}; a recording stopped while writing?); replaying without them"
             )
         refuse_repeated_keys(p, frames, "series name, T, C and Z")
     except BaseException:

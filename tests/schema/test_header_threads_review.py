@@ -11,18 +11,13 @@ import pytest
 
 from livescope.bus import FramePublisher
 from livescope.schema import FrameInfo, HeaderError, clock_ns, decode_header, encode_header
+from tests.bus.test_fuzz import _valid_header
 
 LONE = "\ud800"  # (a lone UTF-16 surrogate: JSON escapes it as \ud800, Python takes it)
 
 
 def _header(**change: Any) -> dict[str, Any]:
-    h = {
-        "v": 1, "run_id": "r", "seq": 3, "index": {"t": 1, "p": 0}, "channel": "DAPI",
-        "position": "p0", "x_um": 1.0, "y_um": 2.0, "z_um": None, "exposure_ms": 10.0,
-        "pixel_size_um": 0.65, "t_camera_ns": 1, "t_agent_ns": 2, "t_sent_ns": 3,
-        "shape": [4, 4], "dtype": "uint16", "payload": "inline", "shm": None,
-        "sample_time_s": 120.0, "added_by": None,
-    }  # fmt: skip
+    h = _valid_header()
     h.update(change)
     return h
 
