@@ -287,7 +287,11 @@ def run_demo(out: Path, timeout_s: float) -> dict:
     if done.returncode != 0:
         return {"out": str(out), "error": f"exit {done.returncode}",
                 "stderr_tail": done.stderr[-3000:]}  # fmt: skip
-    s = json.loads(done.stdout)
+    try:
+        s = json.loads(done.stdout)
+    except ValueError:  # (the figures taken before it are kept all the same)
+        return {"out": str(out), "error": "the demo exited 0 but printed no JSON summary",
+                "stdout_tail": done.stdout[-3000:]}  # fmt: skip
     keep = ("frames_acquired", "frames_analysed", "dropped_analysis_frames",
             "dropped_recorded_frames", "decisions", "trigger_precision", "trigger_recall",
             "mitosis_to_trigger_s", "worker_restarts", "engine_runtimes", "machine",

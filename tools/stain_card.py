@@ -41,7 +41,7 @@ def main() -> int:
              f"rows,cols {ISL_VALIDATION})", "images": len(train["isl_slices"]),
              "licence": "CC BY 4.0 (Christiansen et al., Cell 2018)"},
             {"name": "simulated microscope (livescope sim profile, Phase -> DAPI)",
-             "split": "generated, seed 0", "images": train["train_images_sim"],
+             "split": f"generated, seed {train['seed']}", "images": train["train_images_sim"],
              "licence": "generated here"},
         ],
         augmentation="scale 0.7-1.4x, rot90/flip, gain 0.7-1.3, offset +-0.1, blur sigma "

@@ -118,3 +118,20 @@ def test_a_second_demo_goes_to_a_fresh_folder_beside_the_first(tmp_path: Path) -
     again = tool.fresh_folder(first)
     assert again == tmp_path / "demo-3"
     assert not again.exists()
+
+
+def test_a_demo_that_prints_no_summary_is_said_not_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (json.loads raised at the check's last step: "finished" never came)
+    import subprocess
+
+    tool = _load_tool()
+
+    def no_json(*args: Any, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(args, 0, stdout="Traceback? no: a warning\n", stderr="")
+
+    monkeypatch.setattr(subprocess, "run", no_json)
+    res = tool.run_demo(tmp_path / "demo", 10.0)
+    assert res["error"] == "the demo exited 0 but printed no JSON summary"
+    assert res["stdout_tail"].startswith("Traceback? no")
