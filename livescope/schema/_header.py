@@ -155,7 +155,9 @@ def _str(d: dict[str, Any], key: str, max_len: int = 256) -> str:
     return v
 
 
-def _num(d: dict[str, Any], key: str, optional: bool = False) -> float | None:
+def _num(
+    d: dict[str, Any], key: str, optional: bool = False, lo: float | None = None
+) -> float | None:
     v = d.get(key)
     if v is None and optional:
         return None
@@ -165,6 +167,9 @@ def _num(d: dict[str, Any], key: str, optional: bool = False) -> float | None:
         ok = False
     if not ok:
         raise _fail(f"{key} must be a finite number, got {v!r:.80}")
+    if lo is not None and float(v) < lo:  # type: ignore[arg-type]
+        # (a negative pixel size placed every cell and close-up mirrored; 0: not known)
+        raise _fail(f"{key} must be >= {lo:g}, got {v!r:.80}")
     return float(v)  # type: ignore[arg-type]
 
 
@@ -242,8 +247,8 @@ def decode_header(raw: bytes, payload_nbytes: int | None = None) -> FrameHeader:
         x_um=_num(d, "x_um", optional=True),
         y_um=_num(d, "y_um", optional=True),
         z_um=_num(d, "z_um", optional=True),
-        exposure_ms=_num(d, "exposure_ms") or 0.0,
-        pixel_size_um=_num(d, "pixel_size_um") or 0.0,
+        exposure_ms=_num(d, "exposure_ms", lo=0.0) or 0.0,
+        pixel_size_um=_num(d, "pixel_size_um", lo=0.0) or 0.0,
         t_camera_ns=_int(d, "t_camera_ns"),
         t_agent_ns=_int(d, "t_agent_ns"),
         t_sent_ns=_int(d, "t_sent_ns"),

@@ -91,3 +91,12 @@ def test_a_frame_of_a_position_no_subscriber_can_take_is_refused_by_the_publishe
         assert pub.published == 0
     finally:
         pub.close()
+
+
+@pytest.mark.parametrize("key", ["exposure_ms", "pixel_size_um"])
+def test_a_negative_exposure_or_pixel_size_is_refused(key: str) -> None:
+    # (accepted: the worker took a pixel size of -0.65 um as given)
+    raw = json.dumps(_header(**{key: -0.65})).encode()
+    with pytest.raises(HeaderError, match=rf"{key} must be >= 0, got -0.65"):
+        decode_header(raw, 32)
+    assert decode_header(json.dumps(_header(**{key: 0.0})).encode(), 32)[key] == 0.0
