@@ -107,10 +107,11 @@ class FramePublisher:
     ) -> None:
         if mode not in ("inline", "shm"):
             raise LivescopeError(f"bus mode must be 'inline' or 'shm', got {mode!r}")
-        if not isinstance(run_id, str) or len(run_id) > MAX_RUN_ID:
-            # (every subscriber would refuse every frame's header)
+        if not isinstance(run_id, str) or not 0 < len(run_id) <= MAX_RUN_ID:
+            # (over: every subscriber would refuse every frame's header; empty: the run's
+            # decisions, which name it, would all be refused)
             raise LivescopeError(
-                f"run id {run_id!r:.60} cannot go on the frame bus: give a string of at most "
+                f"run id {run_id!r:.60} cannot go on the frame bus: give a string of 1 to "
                 f"{MAX_RUN_ID} characters"
             )
         self.run_id = run_id

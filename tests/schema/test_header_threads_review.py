@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from livescope.bus import FramePublisher
-from livescope.schema import FrameInfo, HeaderError, clock_ns, decode_header, encode_header
+from livescope.schema import (
+    FrameInfo,
+    HeaderError,
+    LivescopeError,
+    clock_ns,
+    decode_header,
+    encode_header,
+)
 from tests.bus.test_fuzz import _valid_header
 
 LONE = "\ud800"  # (a lone UTF-16 surrogate: JSON escapes it as \ud800, Python takes it)
@@ -100,3 +107,9 @@ def test_a_negative_exposure_or_pixel_size_is_refused(key: str) -> None:
     with pytest.raises(HeaderError, match=rf"{key} must be >= 0, got -0.65"):
         decode_header(raw, 32)
     assert decode_header(json.dumps(_header(**{key: 0.0})).encode(), 32)[key] == 0.0
+
+
+def test_an_empty_run_id_is_refused_by_the_publisher() -> None:
+    # (frames went out; every decision of the run, which must name it, was refused)
+    with pytest.raises(LivescopeError, match="give a string of 1 to 128 characters"):
+        FramePublisher("")
