@@ -52,6 +52,7 @@ from ._endpoints import (
     sub_socket,
 )
 from ._overlay_wire import (
+    MAX_HEADER_BYTES,
     OVERLAY_DTYPES,
     OVERLAY_FILE,
     OVERLAY_VERSION,
@@ -250,6 +251,10 @@ class OverlayPublisher:
         except (TypeError, ValueError) as exc:
             raise LivescopeError(f"overlay header cannot be encoded as JSON: {exc}") from None
         try:  # (a message every viewer rejects would be counted as published here, and lost)
+            if len(raw) > MAX_HEADER_BYTES:  # (cells and tails of a crowded field)
+                raise HeaderError(
+                    f"its header of {len(raw)} bytes is larger than {MAX_HEADER_BYTES}"
+                )
             check_overlay_fields(top, [b.nbytes for b in buffers])
         except HeaderError as exc:
             raise LivescopeError(f"every viewer would reject this overlay message: {exc}") from None

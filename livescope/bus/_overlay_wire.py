@@ -32,7 +32,7 @@ OVERLAY_VERSION = 1
 OVERLAY_FILE = "overlay.json"
 OVERLAY_DTYPES = ("uint8", "uint16", "uint32", "int32", "float16", "float32")
 
-_MAX_HEADER_BYTES = 64 * 2**20
+MAX_HEADER_BYTES = 64 * 2**20
 _MAX_ARRAYS = 64
 _MAX_NBYTES = 2**34
 _MAX_ITEMS = 1_000_000
@@ -246,8 +246,8 @@ def decode_overlay(
         naming the first problem found.
 
     """
-    if len(raw_header) > _MAX_HEADER_BYTES:
-        raise _fail(f"header of {len(raw_header)} bytes is larger than {_MAX_HEADER_BYTES}")
+    if len(raw_header) > MAX_HEADER_BYTES:
+        raise _fail(f"header of {len(raw_header)} bytes is larger than {MAX_HEADER_BYTES}")
     h = _json_object(raw_header)
     views = [memoryview(b) for b in buffers]
     check_overlay_fields(h, [v.nbytes for v in views])

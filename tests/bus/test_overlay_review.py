@@ -157,3 +157,19 @@ def test_a_receiver_that_stopped_on_an_error_says_so(
         problem = sub.link_problem(grace_s=0)
         assert problem is not None
         assert "the overlay receiver stopped on an error: RuntimeError('receiver bug')" in problem
+
+
+def test_a_header_larger_than_the_viewers_take_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (sent and counted as published; every viewer refused it unseen)
+    from livescope.bus import _overlay
+
+    monkeypatch.setattr(_overlay, "MAX_HEADER_BYTES", 4096)
+    cells = [{"label": i, "track": i, "y": 1.0, "x": 2.0, "state": None, "p_mitosis": None}
+             for i in range(1, 200)]  # fmt: skip
+    with OverlayPublisher("run-1", run_dir=tmp_path) as pub:
+        with pytest.raises(LivescopeError, match=r"header of \d+ bytes is larger than 4096"):
+            pub.publish({**header(), "cells": cells}, {})
+        assert pub.stats()["published"] == 0
+        assert pub.publish({**header(), "cells": cells[:5]}, {})
