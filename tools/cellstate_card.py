@@ -48,7 +48,8 @@ def main() -> int:
         crop_px=CROP,
         pixel_size_um=PIXEL_UM,
         torch_module="livescope.models:CellStateNet",
-        torch_kwargs={"n_classes": len(CLASSES), "base": 16},
+        # (train.json records --base since session 55; the shipped engine's was 16)
+        torch_kwargs={"n_classes": len(CLASSES), "base": int(train.get("base", 16))},
     )  # fmt: skip
     write_card(folder, card)
     engine = CellStateEngine(folder, backend="onnxruntime")

@@ -151,7 +151,7 @@ def main() -> int:
         "command": f"python tools/train_cellstate.py --out {a.out} --seed {a.seed} "
         f"--seeds {a.seeds} --views {a.views} --iters {a.iters} --batch {a.batch} "
         f"--base {a.base} --threads {a.threads}" + (" --no-realism" if a.no_realism else ""),
-        "realism": not a.no_realism, "seed": a.seed, "sim_seeds": seeds,
+        "realism": not a.no_realism, "seed": a.seed, "sim_seeds": seeds, "base": a.base,
         "views": a.views * len(seeds), "cells": len(y_all),
         "class_counts": dict(zip(CLASSES, counts.tolist(), strict=True)), "crop_px": CROP,
         "pixel_size_um": PIXEL_UM, "log": log,
