@@ -84,7 +84,10 @@ class DecideJob:
         field; ``t_decided_ns``: when every decision was answered (or the wait
         ended). Live fields also get their way from the camera and the
         pipeline overhead (end to end, minus this field's engines and the time
-        it waited for the engines on earlier fields).
+        it waited for the engines on earlier fields): measured on the agent's
+        clock (``t_camera_ns``, the answers' ``t_acked_ns``), so left out where
+        the frame's camera time is after it was received here (an agent on
+        another machine, its clock ahead: the figures would be the clocks').
         """
         fld, res = self.fld, self.res
         ms: dict[str, float] = {k: round(v, 3) for k, v in res.ms.items()}
@@ -96,20 +99,22 @@ class DecideJob:
         ms["prepare"] = round(prepare, 3)
         ms["analyse_other"] = round((self.t_analysed_ns - self.t_start_ns) / 1e6 - engines_ms, 3)
         ms["handoff"] = round((t_handoff_ns - self.t_analysed_ns) / 1e6, 3)
-        if fld.live:
-            t_cam = int(fld.header["t_camera_ns"])
+        if not fld.live:
+            return ms
+        t_cam = int(fld.header.get("t_camera_ns") or 0)
+        agent_clock = 0 < t_cam <= fld.t_received_ns  # (else: an agent's clock ahead of ours)
+        if agent_clock:
+            ms["camera_to_received"] = round((fld.t_received_ns - t_cam) / 1e6, 3)
+        ms["queue_wait"] = round((self.t_start_ns - fld.t_received_ns) / 1e6, 3)
+        ms["busy_wait"] = round(self.busy_ns / 1e6, 3)
+        if agent_clock:
             # a decision is enqueued when the agent stamps its answer (t_acked_ns, the
             # agent's clock, as t_camera_ns is); the answer's way back is not its latency.
             # Refused or unanswered ones end when their answer came (or the wait ended).
             t_end = max((a for _, a, _ in sent), default=t_decided_ns)
             e2e = (t_end - t_cam) / 1e6
-            ms.update(
-                camera_to_received=round((fld.t_received_ns - t_cam) / 1e6, 3),
-                queue_wait=round((self.t_start_ns - fld.t_received_ns) / 1e6, 3),
-                busy_wait=round(self.busy_ns / 1e6, 3),
-                end_to_end=round(e2e, 3),
-                overhead=round(e2e - engines_ms - self.busy_ns / 1e6, 3),
-            )
+            ms["end_to_end"] = round(e2e, 3)
+            ms["overhead"] = round(e2e - engines_ms - self.busy_ns / 1e6, 3)
             if sent:
                 ms["decision_enqueued"] = round(
                     float(np.median([(a - s) / 1e6 for s, a, _ in sent])), 3
