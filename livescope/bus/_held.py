@@ -107,7 +107,17 @@ def send_held(sock: zmq.Socket[bytes], parts: Sequence[bytes]) -> None:
     message's first part only if it will take the rest, unless the peer's
     pipe is being torn down: a later part refused then means the message is
     dropped (as libzmq drops it; logged).
+
+    Raises
+    ------
+    ValueError
+        if ``parts`` is empty (a ZeroMQ message has at least one part).
+    zmq.ZMQError
+        as pyzmq's send raises it.
+
     """
+    if not parts:  # (pyzmq's send fails on it, the held send sent nothing and said nothing)
+        raise ValueError("send_held: a message needs at least one part, got none")
     lib = _libzmq()
     if lib is None or not all(type(p) is bytes for p in parts):
         sock.send_multipart(parts)

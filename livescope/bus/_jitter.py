@@ -93,10 +93,13 @@ def _summary(late_ns: list[int], seconds: float) -> dict[str, Any]:
             "p999": round(float(np.percentile(ms, 99.9)), 4),
             "max": round(float(ms.max()), 4),
         },
-        "stalls_per_s": {
-            f"over_{t:g}ms": round(float((ms > t).sum()) / seconds, 3) for t in LATE_MS
-        },
+        # significant figures, not decimals: one stall in an hour's round is not 0.0 a second
+        "stalls_per_s": {f"over_{t:g}ms": _sig(float((ms > t).sum()) / seconds) for t in LATE_MS},
     }
+
+
+def _sig(x: float) -> float:
+    return float(f"{x:.4g}")
 
 
 def _child_answer(conn: Connection, timeout_s: float, what: str) -> Any:
@@ -229,14 +232,15 @@ def bench_jitter(
     def ratio(a: float, b: float) -> float | None:
         return round(a / b, 3) if b > 0 else None
 
+    # from the lateness itself, not the rounded summaries: a rare stall's rate rounds to
+    # nothing, and the ratio of two rounded figures is off by their rounding
+    p999 = {name: float(np.percentile(ns, 99.9)) for name, ns in late.items()}
+    over_2ms = {name: sum(1 for x in ns if x > 2_000_000) for name, ns in late.items()}
     ratios: dict[str, float | None] = {}
     pairs = [(name, "idle") for name in list(JITTER_ROUNDS)[1:]] + [("bulk_idle_class", "bulk")]
     for name, base in pairs:
-        r, b = rounds[name], rounds[base]
-        ratios[f"{name}_vs_{base}_p999"] = ratio(r["late_ms"]["p999"], b["late_ms"]["p999"])
-        ratios[f"{name}_vs_{base}_stalls_over_2ms"] = ratio(
-            r["stalls_per_s"]["over_2ms"], b["stalls_per_s"]["over_2ms"]
-        )
+        ratios[f"{name}_vs_{base}_p999"] = ratio(p999[name], p999[base])
+        ratios[f"{name}_vs_{base}_stalls_over_2ms"] = ratio(over_2ms[name], over_2ms[base])
     return {
         "benchmark": "jitter",
         "machine": machine_info(),

@@ -62,7 +62,8 @@ print(json.dumps({"t_begin_ns": t_begin}), flush=True)
 while not stop.is_set():
     t0 = time.perf_counter_ns()
     time.sleep(period_s)
-    late = time.perf_counter_ns() - t0 - want
+    t1 = time.perf_counter_ns()
+    late = t1 - t0 - want
     wakeups += 1
     if late > over_ns[0]:
         worst = max(worst, late)
@@ -70,7 +71,7 @@ while not stop.is_set():
             if late > o:
                 counts[i] += 1
         if late > stall_ns and len(kept) < max_kept:
-            kept.append((time.perf_counter_ns(), late))
+            kept.append((t1, late))  # when it woke (a later reading may be stalled again)
 out = {"t_begin_ns": t_begin, "t_end_ns": time.perf_counter_ns(), "wakeups": wakeups,
        "counts": counts, "worst_ns": worst, "stalls": kept}
 try:
@@ -302,8 +303,9 @@ class StallMonitor:
                 "period_ms": self.period_ms,
                 "seconds": round(seconds, 2),
                 "wakeups": int(raw["wakeups"]),
+                # significant figures, not decimals: a few stalls in a run of hours are not 0.0
                 **{
-                    f"over_{o:g}ms_per_s": round(c / seconds, 3)
+                    f"over_{o:g}ms_per_s": float(f"{c / seconds:.4g}")
                     for o, c in zip(LATE_MS, counts, strict=True)
                 },
                 "max_ms": round(int(raw["worst_ns"]) / 1e6, 3),

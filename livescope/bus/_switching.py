@@ -40,19 +40,33 @@ __all__ = [
 SWITCH_INTERVAL_S = 0.0005
 
 
+_switch_lock = threading.Lock()
+_switch_asked: list[float] = []  # the interval each block now running asked for
+_switch_was = 0.0  # the interval before the first of them began
+
+
 @contextlib.contextmanager
 def fast_thread_switching(interval_s: float = SWITCH_INTERVAL_S) -> Iterator[None]:
     """Run the block with a shorter GIL switch interval (and, on Windows, a 1 ms timer).
 
-    Both are restored after.
+    Both are restored after. Blocks on several threads, or nested, are
+    counted (the agent's and the worker's may run in one process, and end in
+    any order): the shortest interval asked for holds while any runs, and the
+    interval from before the first one began is restored when the last ends.
     """
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(min(old, interval_s))
+    global _switch_was
+    with _switch_lock:
+        if not _switch_asked:
+            _switch_was = sys.getswitchinterval()
+        sys.setswitchinterval(min([_switch_was, interval_s, *_switch_asked]))
+        _switch_asked.append(interval_s)
     try:
         with fine_system_timer():
             yield
     finally:
-        sys.setswitchinterval(old)
+        with _switch_lock:
+            _switch_asked.remove(interval_s)
+            sys.setswitchinterval(min([_switch_was, *_switch_asked]))
 
 
 @contextlib.contextmanager
