@@ -10,6 +10,7 @@ Tracking Challenge sequence.
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -55,7 +56,8 @@ def score_stain_simulated(
     With ``segmenter`` (a segmentation engine, rescaled to each field's
     nucleus size) the predicted stain is also segmented and scored against the true nuclei
     (``seg_f1``, ``seg_ap50`` at IoU 0.5). Fields without cells are skipped
-    for the stain scores (Pearson r is undefined there).
+    for the stain scores (Pearson r is undefined there): with none left, the
+    scores are None (``ms`` too, with no view).
     """
     tn = engine.card.target_normalisation
     low, high = (tn.low, tn.high) if tn is not None else (1.0, 99.8)
@@ -84,10 +86,12 @@ def score_stain_simulated(
     finally:
         for seg in segs.values():
             seg.close()
+    # (None with no field to score: no view, or none with cells; NaN is no JSON)
     out: dict[str, Any] = {
-        k: round(float(np.mean([r[k] for r in rows])), 4) for k in ("pearson", "ssim", "psnr")
+        k: round(float(np.mean([r[k] for r in rows])), 4) if rows else None
+        for k in ("pearson", "ssim", "psnr")
     }
-    out["ms"] = round(float(np.mean(ms)), 2)
+    out["ms"] = round(float(np.mean(ms)), 2) if ms else None
     out["frames"] = len(rows)
     if segs:
         s = scores(seg_total)
@@ -180,11 +184,35 @@ def flag_divisions_ctc(
     within ``frames_before`` of a division, daughters' first frames excluded
     too) that are flagged. A mother's P(mitosis) is None in a frame where the
     classifier gave her none (not scored, or her mask held no pixel).
+
+    Raises
+    ------
+    LivescopeError
+        if ``frames_before`` is below 1, the ground truth cannot be read
+        (`read_ctc`), or ``images`` does not hold one ``tTTT.tif`` for each
+        annotated frame ``TTT``.
+
     """
+    if frames_before < 1:
+        raise LivescopeError(
+            f"frames_before must be 1 or more (the mother's last frames looked in), "
+            f"not {frames_before}"
+        )
     frames, tracks = read_ctc(gt, kind="gt")
-    files = sorted(Path(images).glob("t[0-9]*.tif"), key=lambda p: int(p.stem[1:]))
+    # image tTTT is annotated frame TTT: other files (e.g. "t000 copy.tif") are not images
+    numbered: dict[int, Path] = {}
+    for p in Path(images).glob("t*.tif"):
+        if (m := re.fullmatch(r"t(\d+)\.tif", p.name)) is not None:
+            numbered.setdefault(int(m.group(1)), p)
+    files = [numbered[k] for k in sorted(numbered)]
     if len(files) != len(frames):
         raise LivescopeError(f"{images} has {len(files)} frames, {gt} annotates {len(frames)}")
+    if missing := sorted(set(range(len(frames))) - set(numbered)):
+        # (paired in order, each image after the gap met another frame's masks)
+        raise LivescopeError(
+            f"{images}: no image for frame(s) {', '.join(f't{t:03d}' for t in missing[:5])}; "
+            f"{gt} annotates frames t000..t{len(frames) - 1:03d}, one image tTTT.tif each"
+        )
     # a division is a parent with two (or more) daughters; a parent with one child is
     # the same object going on after frames it was missed in (CTC tracks have no gaps)
     children = Counter(t.parent for t in tracks if t.parent)
