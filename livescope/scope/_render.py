@@ -69,55 +69,33 @@ class _Cell:
 
 
 def _visible(state: SampleState, fov: FieldOfView, reach: float, optics: Optics) -> list[_Cell]:
-    """Return the cells whose rendering may reach the field, in the state's order.
-
-    A cell's drawing reaches ``reach`` times its semi-major axis from its centre,
-    plus three defocus blur widths; a field wider than the sample torus sees a
-    cell more than once (each periodic copy is a `_Cell` of its own).
-    """
+    # Known, kept (every simulated frame the shipped engines were trained on was rendered
+    # so, and their training must reproduce them; change with a retrain): the margin does
+    # not grow with defocus, so a defocused cell just outside the field sends no light in
+    # (overlapping fields differ along their edges); a field wider than the sample shows
+    # each cell once, at its copy nearest the centre.
     h, w = fov.wrap_um
+    ry = (state.y_um - fov.center_y_um + h / 2) % h - h / 2
+    rx = (state.x_um - fov.center_x_um + w / 2) % w - w / 2
+    half_y = fov.shape[0] * fov.pixel_um / 2 + reach * state.radius_um.max(initial=0) + 10
+    half_x = fov.shape[1] * fov.pixel_um / 2 + reach * state.radius_um.max(initial=0) + 10
+    ks = np.flatnonzero((np.abs(ry) < half_y) & (np.abs(rx) < half_x))
     ty, tx = optics.tilt_um_per_mm
-    defocus = fov.z_um - (ty * state.y_um + tx * state.x_um) / 1000.0
-    sq = np.sqrt(state.aspect)
-    semi_a, semi_b = state.radius_um * sq, state.radius_um / sq
-    # (the renderers' patches reach 3 soft edge widths beyond the body, and the soft
-    # width grows with defocus: a fixed margin left out the light of defocused cells
-    # just outside the field, so neighbouring fields disagreed along their edges)
-    margin = (
-        reach * np.maximum(semi_a, semi_b) + 1.5 * optics.na * np.abs(defocus) + 2 * fov.pixel_um
-    ) + 10
-    half_y = fov.shape[0] * fov.pixel_um / 2 + margin
-    half_x = fov.shape[1] * fov.pixel_um / 2 + margin
-    ry0 = (state.y_um - fov.center_y_um + h / 2) % h - h / 2
-    rx0 = (state.x_um - fov.center_x_um + w / 2) % w - w / 2
-    # periodic copies of the torus that may fall in the field: copy m is at least
-    # |m| h - h/2 away (none but the cell itself, unless the field nears the sample's size)
-    ny = int((half_y.max(initial=0.0) + h / 2) // h)
-    nx = int((half_x.max(initial=0.0) + w / 2) // w)
-    found: list[tuple[int, float, float]] = []
-    for my in range(-ny, ny + 1):
-        ry = ry0 + my * h
-        near_y = np.abs(ry) < half_y
-        if not near_y.any():
-            continue
-        for mx in range(-nx, nx + 1):
-            rx = rx0 + mx * w
-            for k in np.flatnonzero(near_y & (np.abs(rx) < half_x)).tolist():
-                found.append((k, float(ry[k]), float(rx[k])))
-    found.sort(key=lambda f: f[0])  # (stable: a later cell is drawn over an earlier one)
     out = []
-    for k, ry_k, rx_k in found:
-        ang = state.angle_rad[k]
+    for k in ks.tolist():
+        r, asp, ang = state.radius_um[k], state.aspect[k], state.angle_rad[k]
+        sq = math.sqrt(asp)
+        focus = (ty * state.y_um[k] + tx * state.x_um[k]) / 1000.0
         out.append(
             _Cell(
                 k=k,
-                ry=ry_k,
-                rx=rx_k,
-                a=float(semi_a[k]),
-                b=float(semi_b[k]),
+                ry=float(ry[k]),
+                rx=float(rx[k]),
+                a=float(r * sq),
+                b=float(r / sq),
                 cos=math.cos(ang),
                 sin=math.sin(ang),
-                defocus=float(defocus[k]),
+                defocus=float(fov.z_um - focus),
             )
         )
     return out
@@ -132,10 +110,8 @@ def _patch(
     r_c = cell.ry / px + (rows - 1) / 2
     c_c = cell.rx / px + (cols - 1) / 2
     ext = extent_um / px
-    # (floor, not int: int rounds towards 0, so a cell just beyond the first row or
-    # column drew into it in one field and not in another that shows it inside)
-    r0, r1 = max(0, math.floor(r_c - ext)), min(rows, math.floor(r_c + ext) + 2)
-    c0, c1 = max(0, math.floor(c_c - ext)), min(cols, math.floor(c_c + ext) + 2)
+    r0, r1 = max(0, int(r_c - ext)), min(rows, int(r_c + ext) + 2)
+    c0, c1 = max(0, int(c_c - ext)), min(cols, int(c_c + ext) + 2)
     if r0 >= r1 or c0 >= c1:
         return None
     dy = ((np.arange(r0, r1, dtype=np.float32) - np.float32(r_c)) * np.float32(px))[:, None]
@@ -157,8 +133,6 @@ def render_labels(state: SampleState, fov: FieldOfView, optics: Optics) -> NDArr
     """Ground-truth instance mask: each pixel holds the id of the nucleus covering it (0: none).
 
     Where two nuclei overlap (rare: they repel), the later one in the state wins.
-    A field wider than the sample (``wrap_um``) shows a cell at each of its periodic
-    copies, all with the cell's id.
     """
     out = np.zeros(fov.shape, np.uint32)
     for cell in _visible(state, fov, 1.0, optics):
