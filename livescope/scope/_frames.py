@@ -16,6 +16,26 @@ from ._sim import SimulatedMicroscope
 __all__ = ["SimulatedView", "simulated_frames", "simulated_views"]
 
 
+def _reach(
+    prof: HardwareProfile, sample_size_um: tuple[float, float]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """(x, y) bounds, µm, of the stage positions to draw: inside the sample and the travel.
+
+    A profile whose stage travels less than the sample's half-width would otherwise be
+    sent beyond its travel (`StageLimitError`).
+    """
+    span = max(0.5 * min(sample_size_um) - 100.0, 0.0)
+    xy = prof.stages.xy
+    lo = np.maximum([-span, -span], [xy.x_range_um[0], xy.y_range_um[0]])
+    hi = np.minimum([span, span], [xy.x_range_um[1], xy.y_range_um[1]])
+    if (lo > hi).any():
+        raise ValueError(
+            f"profile {prof.name!r}: the stage travel (stages.xy) does not reach within "
+            f"{span:g} µm of the sample's centre; widen it or the simulated sample"
+        )
+    return lo, hi
+
+
 def simulated_frames(
     n: int = 1,
     *,
@@ -31,15 +51,18 @@ def simulated_frames(
 
     Frames are size × size (default: the profile's camera). Without
     ``randomize`` they are taken at fixed times and positions (reproducible
-    benchmarks); with it, time, stage position, focus, exposure and objective
-    vary at random from ``seed`` (training data).
+    benchmarks); with it, time, stage position, focus and exposure vary at random
+    from ``seed`` and the objective cycles through the profile's (training data).
+    Positions stay within both the sample and the stage travel, focus within the
+    Z travel.
     """
     prof = profile or load_profile("sim")
     if size is not None:
         prof = prof.with_square_sensor(size)
     if prof.simulation is None:
         raise ValueError(f"profile {prof.name!r} is not a simulated profile")
-    span = 0.5 * min(prof.simulation.sample_size_um) - 100.0
+    lo, hi = _reach(prof, prof.simulation.sample_size_um)
+    z_lo, z_hi = prof.stages.z.z_range_um
     rng = np.random.default_rng(seed)
     objectives = [o.name for o in prof.objectives]
     out = []
@@ -51,15 +74,16 @@ def simulated_frames(
             if randomize:
                 core.setConfig("Objective", objectives[k % len(objectives)])
                 sim.set_time(float(rng.uniform(0, 7200)))
-                x, y = (float(v) for v in rng.uniform(-span, span, 2))
+                x, y = (float(v) for v in rng.uniform(lo, hi))
                 core.setXYPosition(x, y)
-                core.setPosition(float(rng.normal(0, 3)))
+                core.setPosition(float(np.clip(rng.normal(0, 3), z_lo, z_hi)))
                 core.setExposure(float(rng.uniform(10, 200)))
             else:
                 if objective is not None:
                     core.setConfig("Objective", objective)
                 sim.set_time(1200.0 + 600.0 * k)
-                core.setXYPosition(min(-400.0 + 400.0 * k, span), min(100.0 * k, span))
+                x, y = np.clip((-400.0 + 400.0 * k, 100.0 * k), lo, hi).tolist()
+                core.setXYPosition(x, y)
                 core.setExposure(exposure_ms)
             core.snapImage()
             out.append((np.asarray(core.getImage()).copy(), sim.ground_truth().labels))
@@ -106,7 +130,8 @@ def simulated_views(
     kinds = {c.kind: c.name for c in reversed(prof.channels.presets)}
     if "label_free" not in kinds or "fluorescence" not in kinds:
         raise ValueError(f"profile {prof.name!r} needs a label-free and a fluorescence channel")
-    span = 0.5 * min(prof.simulation.sample_size_um) - 100.0
+    lo, hi = _reach(prof, prof.simulation.sample_size_um)
+    z_lo, z_hi = prof.stages.z.z_range_um
     rng = np.random.default_rng([seed, 0x71E3])
     out = []
     with SimulatedMicroscope(prof, seed=seed) as sim:
@@ -116,8 +141,8 @@ def simulated_views(
         for k in range(n):
             core.setConfig("Objective", objectives[k % len(objectives)])
             t = float(rng.uniform(0, 7200))
-            core.setXYPosition(*(float(v) for v in rng.uniform(-span, span, 2)))
-            core.setPosition(float(rng.normal(0, focus_sd_um)))
+            core.setXYPosition(*(float(v) for v in rng.uniform(lo, hi)))
+            core.setPosition(float(np.clip(rng.normal(0, focus_sd_um), z_lo, z_hi)))
             frames = []
             for name, exposure in (
                 (kinds["label_free"], (5, 60)),

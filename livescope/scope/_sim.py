@@ -186,7 +186,7 @@ def expose(
 
     Shot noise is Poisson where the expected count is below 10 electrons and its
     normal approximation above (variance equal to the mean); read noise is
-    Gaussian; electrons clip at the full well and counts at ``2**bit_depth - 1``.
+    Gaussian; electrons clip at 0 and at the full well, counts at ``2**bit_depth - 1``.
     ``rate_e_per_ms`` is overwritten; ``scratch`` (two float32 arrays of the same
     shape) saves allocations per frame.
     """
@@ -206,6 +206,9 @@ def expose(
     e += z
     if low_values is not None:
         e[low] = low_values
+    # (clipped at 0 electrons, a dark frame's mean sits ~0.3 counts above offset_adu and
+    # its noise is one-sided, unlike a real camera's; kept: every simulated frame the
+    # shipped engines were trained on was made so, and their training must reproduce them)
     np.clip(e, 0.0, full_well_e, out=e)
     e *= np.float32(gain_adu_per_e)
     e += np.float32(offset_adu)
@@ -235,8 +238,9 @@ class SimulatedMicroscope:
     Notes
     -----
     Sample time (`time_s`) does not follow the wall clock: the acquisition engine
-    sets it from each event's schedule (see `LivescopeEngine`), and sequence
-    acquisitions advance it by one frame period per frame.
+    sets it from each event's schedule (see `LivescopeEngine`). Frame k of a
+    sequence acquisition shows the sample k frame periods after `time_s`, which the
+    sequence leaves as it was.
 
     """
 
