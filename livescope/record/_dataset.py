@@ -90,6 +90,9 @@ class Dataset:
         """
         if key not in self._index:
             raise DatasetError(f"{self.path}: no recorded frame for {key}")
+        if self._source is None and self.format in ("livescope", "ndtiff", "ome-tiff", "ome-zarr"):
+            # (`close` let go of the reader: a run folder's read crashed on None)
+            raise DatasetError(f"{self.path}: the dataset is closed")
         if self.format == "livescope":
             info = self._index[key]
             try:
@@ -112,8 +115,6 @@ class Dataset:
             return _native(image)
         if self.format == "ome-tiff":
             series, plane = self._index[key]
-            if self._source is None:
-                raise DatasetError(f"{self.path}: the dataset is closed")
             try:
                 page = self._source.series[series][plane]
                 if page is not None:  # (None: left out when the dataset was opened)
@@ -127,8 +128,6 @@ class Dataset:
             return _native(image)
         if self.format == "ome-zarr":
             array_path, idx = self._index[key]
-            if self._source is None:
-                raise DatasetError(f"{self.path}: the dataset is closed")
             plane = (*idx, slice(None), slice(None))
             try:
                 image = np.asarray(self._source[array_path][plane])

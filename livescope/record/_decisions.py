@@ -31,7 +31,10 @@ class DecisionLog:
     def __init__(self, run_dir: str | Path) -> None:
         self.path = Path(run_dir) / DECISIONS_FILE
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = self.path.open("a", encoding="utf-8")
+        # unbuffered: a line is written whole by `append` or, when the disk fills
+        # mid-line, cut back off (a buffered file would write the line's start, lose
+        # the rest, and glue the next line to it: a log `read_decisions` refuses)
+        self._f = self.path.open("ab", buffering=0)
         # synced through a descriptor of its own: on Windows a sync holds the
         # descriptor's lock, which the next answer's write would wait for
         self._sync_fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
@@ -47,11 +50,29 @@ class DecisionLog:
         self._syncer.start()
 
     def append(self, record: dict[str, Any]) -> None:
-        """Write one record and flush it (synced to disk by the log's thread)."""
+        """Write one record as one line (synced to disk by the log's thread).
+
+        Raises
+        ------
+        OSError
+            if the line cannot be written (e.g. the disk is full): what was
+            written of it is cut off again, so that the log holds whole lines.
+
+        """
         line = json.dumps(record, default=str, separators=(",", ":")) + "\n"
+        data = memoryview(line.encode("utf-8"))
         with self._lock:
-            self._f.write(line)
-            self._f.flush()
+            fd = self._f.fileno()
+            start = os.fstat(fd).st_size  # (the log's only writer: the end of its last line)
+            try:
+                while data:
+                    data = data[self._f.write(data) :]
+            except OSError:
+                try:
+                    os.ftruncate(fd, start)
+                except OSError as exc:
+                    logger.warning("cutting a half-written line off %s: %s", self.path, exc)
+                raise
         self._dirty.set()
 
     def _sync_loop(self) -> None:

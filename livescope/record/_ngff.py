@@ -32,13 +32,14 @@ from ._dataset import Dataset, DatasetError, FrameKey, RecordedFrame, check_dtyp
 
 __all__ = ["open_ome_zarr"]
 
+# (NGFF's units that a microscope's scales come in; another leaves the axis without one)
 _SPACE_UM: dict[str | None, float] = {
-    None: 1.0, "micrometer": 1.0, "nanometer": 1e-3, "angstrom": 1e-4, "millimeter": 1e3,
-    "centimeter": 1e4, "meter": 1e6,
+    None: 1.0, "micrometer": 1.0, "nanometer": 1e-3, "picometer": 1e-6, "angstrom": 1e-4,
+    "millimeter": 1e3, "centimeter": 1e4, "decimeter": 1e5, "meter": 1e6, "inch": 25400.0,
 }  # fmt: skip
 _TIME_S: dict[str | None, float] = {
-    None: 1.0, "second": 1.0, "millisecond": 1e-3, "microsecond": 1e-6, "minute": 60.0,
-    "hour": 3600.0,
+    None: 1.0, "second": 1.0, "millisecond": 1e-3, "microsecond": 1e-6, "nanosecond": 1e-9,
+    "centisecond": 1e-2, "decisecond": 0.1, "minute": 60.0, "hour": 3600.0, "day": 86400.0,
 }  # fmt: skip
 _LISTED_PLANES = 3  # missing planes named in the warning
 
@@ -269,11 +270,21 @@ def _zarr_scale(transforms: Any, ndim: int) -> list[float] | None:
     for tr in transforms if isinstance(transforms, list) else []:
         scale = tr.get("scale") if isinstance(tr, dict) and tr.get("type") == "scale" else None
         if isinstance(scale, list) and len(scale) == ndim:
-            try:
-                return [float(v) for v in scale]
-            except (TypeError, ValueError):
-                return None
+            # an entry that is no number (null, where a writer knew no pixel size) leaves
+            # that axis without a scale (NaN, not above 0), not every axis: the t scale
+            # was lost with it
+            return [_number(v) for v in scale]
     return None
+
+
+def _number(value: Any) -> float:
+    """Return ``value`` as a float; NaN where it is none (null, a bool, a word)."""
+    if isinstance(value, bool):
+        return float("nan")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def _missing_planes(array: Any, folder: Path) -> set[tuple[int, ...]]:
