@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,7 @@ class _ZarrImage:
     step_s: float
     pixel_size_um: float | None
     missing: set[tuple[int, ...]]  # planes (indices along ``lead``) never written
+    notes: list[str] = field(default_factory=list)  # for the dataset's warnings
 
 
 def open_ome_zarr(p: Path, interval_s: float, pixel_size_um: float | None) -> Dataset:
@@ -114,7 +115,7 @@ def open_ome_zarr(p: Path, interval_s: float, pixel_size_um: float | None) -> Da
             f"{p}: no time point was written in full ({len(missing)} of {len(planes)} "
             f"planes never written: {named})"
         )
-    warnings: list[str] = []
+    warnings: list[str] = [note for image in images for note in image.notes]
     if blank:
         warnings.append(
             f"{p}: {len(blank)} z-plane(s) without a chunk below planes written in their "
@@ -240,14 +241,25 @@ def _zarr_image(
         scale = [a * b for a, b in zip(scale, outer, strict=True)]
     scale = scale or outer
     um = pixel_size_um
+    notes: list[str] = []  # (a unit not known: that axis without a scale, said)
     x_factor = _SPACE_UM.get(units[-1])
     if um is None and scale is not None and x_factor is not None and scale[-1] > 0:
         um = scale[-1] * x_factor
+    elif um is None and scale is not None and x_factor is None:
+        notes.append(
+            f"{where}: the x axis's unit {units[-1]!r} is not one livescope knows; replayed "
+            "without a pixel size (--pixel-size gives one)"
+        )
     step = interval_s
     if "t" in names and scale is not None:
         t_factor = _TIME_S.get(units[names.index("t")])
         if t_factor is not None and scale[names.index("t")] > 0:
             step = scale[names.index("t")] * t_factor
+        elif t_factor is None:
+            notes.append(
+                f"{where}: the t axis's unit {units[names.index('t')]!r} is not one livescope "
+                f"knows; time points replayed {interval_s:g} s apart (--interval-s)"
+            )
 
     n_channels = int(array.shape[names.index("c")]) if "c" in names else 1
     omero = attrs.get("omero")
@@ -262,7 +274,7 @@ def _zarr_image(
     own = attrs.get("livescope")  # (what livescope's recorder writes: the position's name)
     name = own.get("position") if isinstance(own, dict) else None
     position = name if isinstance(name, str) and name else position
-    return _ZarrImage(position, array_path, array, lead, channels, step, um, missing)
+    return _ZarrImage(position, array_path, array, lead, channels, step, um, missing, notes)
 
 
 def _zarr_scale(transforms: Any, ndim: int) -> list[float] | None:

@@ -114,3 +114,17 @@ def test_ngff_time_and_space_units_are_converted(
     with open_dataset(path, interval_s=5) as ds:
         assert [f.sample_time_s for f in ds.frames] == pytest.approx([0, step_s, 2 * step_s])
         assert ds.frames[0].pixel_size_um == pytest.approx(um)
+
+
+def test_an_ngff_unit_livescope_does_not_know_is_said(tmp_path: Path) -> None:
+    # (that axis was left without a scale, the recorded interval or pixel size unused,
+    # without a word)
+    units = {"t": "fortnight", "y": "furlong", "x": "furlong"}
+    path = _ngff(tmp_path / "img.ome.zarr", units, [1.0, 1.0, 1.0, 0.25, 0.25])
+    with open_dataset(path, interval_s=5) as ds:
+        assert [f.sample_time_s for f in ds.frames] == [0, 5, 10]
+        assert ds.frames[0].pixel_size_um is None
+        text = "\n".join(ds.warnings)
+        assert "the x axis's unit 'furlong' is not one livescope knows" in text
+        assert "the t axis's unit 'fortnight' is not one livescope knows" in text
+        assert "replayed 5 s apart (--interval-s)" in text
