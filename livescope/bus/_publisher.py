@@ -111,8 +111,8 @@ class FramePublisher:
             # (over: every subscriber would refuse every frame's header; empty: the run's
             # decisions, which name it, would all be refused)
             raise LivescopeError(
-                f"run id {run_id!r:.60} cannot go on the frame bus: give a string of 1 to "
-                f"{MAX_RUN_ID} characters"
+                f"run id {run_id!r:.60} cannot go on the frame bus: give a string of at least "
+                f"1 and at most {MAX_RUN_ID} characters"
             )
         self.run_id = run_id
         self.mode = mode

@@ -11,6 +11,7 @@ import pytest
 
 from livescope.bus import Frame, FramePublisher, FrameSubscriber
 from livescope.schema import FrameInfo, clock_ns
+from tests.conftest import wait_for
 
 SHAPE = (8, 8)
 SLOTS = 4
@@ -184,6 +185,9 @@ def test_a_slow_receiver_drops_its_own_oldest_frames_not_the_newest_of_every_rec
             assert got is not None
             with got:
                 assert int(got.array[0, 0]) == value
+            # (the slow one's receiver thread takes each frame before the next is sent: on a
+            # loaded host it could lag one frame behind, its slot not yet given back)
+            wait_for(lambda v=value: slow.counts["received"] > v)
         assert pub.stats()["dropped_no_slot"] == 0
         time.sleep(0.2)  # (the slow one's receiver thread has them all)
         kept = [slow.get(timeout=1) for _ in range(SLOTS - 2)]

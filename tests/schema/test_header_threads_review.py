@@ -111,5 +111,5 @@ def test_a_negative_exposure_or_pixel_size_is_refused(key: str) -> None:
 
 def test_an_empty_run_id_is_refused_by_the_publisher() -> None:
     # (frames went out; every decision of the run, which must name it, was refused)
-    with pytest.raises(LivescopeError, match="give a string of 1 to 128 characters"):
+    with pytest.raises(LivescopeError, match="at least 1 and at most 128 characters"):
         FramePublisher("")
