@@ -8,6 +8,7 @@ field before anything uses it; a bad header raises `HeaderError` with the reason
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from typing import Any, Literal, TypedDict
@@ -161,16 +162,17 @@ def _num(
     v = d.get(key)
     if v is None and optional:
         return None
-    try:
-        ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-    except OverflowError:  # (an integer too large for a float: JSON allows any number of digits)
-        ok = False
-    if not ok:
+    x = math.nan
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        # (an integer too large for a float stays NaN: JSON allows any number of digits)
+        with contextlib.suppress(OverflowError):
+            x = float(v)
+    if not math.isfinite(x):
         raise _fail(f"{key} must be a finite number, got {v!r:.80}")
-    if lo is not None and float(v) < lo:  # type: ignore[arg-type]
+    if lo is not None and x < lo:
         # (a negative pixel size placed every cell and close-up mirrored; 0: not known)
         raise _fail(f"{key} must be >= {lo:g}, got {v!r:.80}")
-    return float(v)  # type: ignore[arg-type]
+    return x
 
 
 def decode_header(raw: bytes, payload_nbytes: int | None = None) -> FrameHeader:
