@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from livescope.schema import read_jsonl
+from livescope.schema import json_safe, read_jsonl
 
 __all__ = ["DECISIONS_FILE", "DecisionLog", "read_decisions"]
 
@@ -52,6 +52,8 @@ class DecisionLog:
     def append(self, record: dict[str, Any]) -> None:
         """Write one record as one line (synced to disk by the log's thread).
 
+        A float that is no number (NaN, infinity) is written as null.
+
         Raises
         ------
         OSError
@@ -59,7 +61,8 @@ class DecisionLog:
             written of it is cut off again, so that the log holds whole lines.
 
         """
-        line = json.dumps(record, default=str, separators=(",", ":")) + "\n"
+        # (JSON has no NaN: a bare NaN token made the log unreadable outside Python)
+        line = json.dumps(json_safe(record), default=str, separators=(",", ":")) + "\n"
         data = memoryview(line.encode("utf-8"))
         with self._lock:
             fd = self._f.fileno()

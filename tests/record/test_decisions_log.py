@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -69,3 +70,19 @@ def test_a_damaged_decision_record_is_named_and_a_cut_last_line_left_out(
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     with pytest.raises(LivescopeError, match=rf"{DECISIONS_FILE}, line 2: not a JSON decision"):
         read_decisions(tmp_path)
+
+
+def test_a_record_with_no_number_in_it_is_written_as_strict_json(tmp_path: Path) -> None:
+    # JSON has no NaN or Infinity: Python wrote them as bare tokens, which jq, a
+    # browser's JSON.parse and most JSON readers refuse (the whole log unreadable)
+    log = DecisionLog(tmp_path)
+    log.append({"inputs": {"p_mitosis": float("nan"), "area": [1.0, float("inf")]}, "n": 1})
+    log.close()
+
+    def refuse(token: str) -> None:
+        raise ValueError(f"not JSON: {token}")
+
+    text = (tmp_path / DECISIONS_FILE).read_text()
+    assert [json.loads(line, parse_constant=refuse) for line in text.splitlines()] == [
+        {"inputs": {"p_mitosis": None, "area": [1.0, None]}, "n": 1}
+    ]
