@@ -245,6 +245,11 @@ def _zarr_image(
     x_factor = _SPACE_UM.get(units[-1])
     if um is None and scale is not None and x_factor is not None and scale[-1] > 0:
         um = scale[-1] * x_factor
+        if units[-1] is None:  # (NGFF's unit is optional: a scale of no unit may be pixels)
+            notes.append(
+                f"{where}: the x axis has no unit; its scale {scale[-1]:g} read as µm per "
+                "pixel (--pixel-size gives another)"
+            )
     elif um is None and scale is not None and x_factor is None:
         notes.append(
             f"{where}: the x axis's unit {units[-1]!r} is not one livescope knows; replayed "
@@ -255,6 +260,11 @@ def _zarr_image(
         t_factor = _TIME_S.get(units[names.index("t")])
         if t_factor is not None and scale[names.index("t")] > 0:
             step = scale[names.index("t")] * t_factor
+            if units[names.index("t")] is None:
+                notes.append(
+                    f"{where}: the t axis has no unit; its scale {step:g} read as seconds "
+                    "between time points"
+                )
         elif t_factor is None:
             notes.append(
                 f"{where}: the t axis's unit {units[names.index('t')]!r} is not one livescope "

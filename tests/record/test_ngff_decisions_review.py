@@ -128,3 +128,18 @@ def test_an_ngff_unit_livescope_does_not_know_is_said(tmp_path: Path) -> None:
         assert "the x axis's unit 'furlong' is not one livescope knows" in text
         assert "the t axis's unit 'fortnight' is not one livescope knows" in text
         assert "replayed 5 s apart (--interval-s)" in text
+
+
+def test_an_ngff_scale_of_no_unit_is_read_as_um_and_seconds_and_said(tmp_path: Path) -> None:
+    # NGFF's unit is optional: a scale without one (often pixels, 1.0) was read as µm
+    # per pixel and seconds without a word
+    path = _ngff(tmp_path / "img.ome.zarr", {}, [30.0, 1.0, 1.0, 1.0, 1.0])
+    with open_dataset(path, interval_s=5) as ds:
+        assert [f.sample_time_s for f in ds.frames] == [0, 30, 60]
+        assert ds.frames[0].pixel_size_um == 1.0
+        text = "\n".join(ds.warnings)
+        assert "the x axis has no unit; its scale 1 read as µm per pixel" in text
+        assert "the t axis has no unit; its scale 30 read as seconds" in text
+    with open_dataset(path, interval_s=5, pixel_size_um=0.5) as ds:  # (given: no guess)
+        assert ds.frames[0].pixel_size_um == 0.5
+        assert "x axis has no unit" not in "\n".join(ds.warnings)
