@@ -16,6 +16,7 @@ compared with the CPU's. No case starts after ``--budget-s`` (330 s; those
 not started are named under ``"skipped"``), so the check finishes in about 6
 minutes (``--demo`` adds up to ``--demo-timeout-s``, its run folder a fresh one
 beside ``DIR`` where ``DIR`` already holds a run).
+Memory figures ending ``_mb`` are MiB (2**20 bytes), ``memory_gb`` GiB (2**30).
 The JSON file is written whole after every step and case, with
 ``"finished": false`` until the end: a run stopped at the GPU machine's time
 limit still leaves every figure taken before it.
@@ -32,6 +33,7 @@ trigger precision and recall, per-stage latency and where each engine ran.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import sys
@@ -186,6 +188,13 @@ class Report:
         self.save()
 
 
+def _close_quietly(eng: Engine | None) -> None:
+    """Close the engine of a case that failed (a second failure is no news)."""
+    if eng is not None:
+        with contextlib.suppress(Exception):
+            eng.close()
+
+
 def other_engine_cases(
     name: str,
     task: str,
@@ -226,6 +235,7 @@ def other_engine_cases(
                 continue
             case: dict = {"engine": name, "backend": backend.name, "precision": precision,
                           ("cells" if task == "classification" else "size"): key}  # fmt: skip
+            eng = None
             try:
                 eng = Engine(name, backend=backend, precision=precision)
                 run = eng.run if task == "classification" else eng.infer
@@ -249,6 +259,7 @@ def other_engine_cases(
                 case["gpu_memory_left_after_close_mb"] = left_allocated_mb()
             except Exception as exc:  # noqa: BLE001 (report every failure, go on)
                 case["error"] = f"{type(exc).__name__}: {exc}"
+                _close_quietly(eng)  # (else its device memory stays taken for the later cases)
             report.case(case)
 
 
@@ -342,24 +353,33 @@ def engines_together(frames: dict[int, list[np.ndarray]]) -> dict:
         ref[name] = run[name](eng)
         eng.close()
     reset_peak()
-    engines = {name: make(backend) for name, make in made.items()}
-    out: dict = {"backend": backend.name, "runtimes": {n: e.runtime() for n, e in engines.items()}}
-    got: dict = {}
-    for _ in range(3):
+    engines: dict = {}
+    try:
+        for name, make in made.items():
+            engines[name] = make(backend)
+        out: dict = {
+            "backend": backend.name,
+            "runtimes": {n: e.runtime() for n, e in engines.items()},
+        }
+        got: dict = {}
+        for _ in range(3):
+            for name, eng in engines.items():
+                got[name] = run[name](eng)
+        seg = scores(match_counts(ref["nuclei-unet"], got["nuclei-unet"]))
+        out["labels_f1_vs_ort_cpu"] = seg["f1"]
+        for name in ("nuclei-stain", "cell-state"):
+            r = ref[name]
+            err = float(np.max(np.abs(got[name] - r)) / max(float(np.max(np.abs(r))), 1e-12))
+            out[f"{name}_max_relative_error_vs_ort_cpu"] = err
+        out["peak_gpu_memory_mb"] = peak_memory_mb()
+        out["left_after_each_close_mb"] = {}
         for name, eng in engines.items():
-            got[name] = run[name](eng)
-    seg = scores(match_counts(ref["nuclei-unet"], got["nuclei-unet"]))
-    out["labels_f1_vs_ort_cpu"] = seg["f1"]
-    for name in ("nuclei-stain", "cell-state"):
-        r = ref[name]
-        err = float(np.max(np.abs(got[name] - r)) / max(float(np.max(np.abs(r))), 1e-12))
-        out[f"{name}_max_relative_error_vs_ort_cpu"] = err
-    out["peak_gpu_memory_mb"] = peak_memory_mb()
-    out["left_after_each_close_mb"] = {}
-    for name, eng in engines.items():
-        eng.close()
-        out["left_after_each_close_mb"][name] = left_allocated_mb()
-    return out
+            eng.close()
+            out["left_after_each_close_mb"][name] = left_allocated_mb()
+        return out
+    finally:
+        for eng in engines.values():  # (each closed already, unless a step failed)
+            _close_quietly(eng)
 
 
 def quick_post(frames: dict[int, list[np.ndarray]]) -> dict:
@@ -480,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
                     "precision": precision,
                     "size": size,
                 }
+                eng = None
                 try:
                     reset_peak()
                     eng = SegmentationEngine(name, backend=backend, precision=precision,
@@ -525,10 +546,11 @@ def main(argv: list[str] | None = None) -> int:
                         except Exception as exc:  # noqa: BLE001
                             case["gpu_post_error"] = f"{type(exc).__name__}: {exc}"
                     eng.close()
-                    del eng
+                    eng = None
                     case["gpu_memory_left_after_close_mb"] = left_allocated_mb()
                 except Exception as exc:  # noqa: BLE001 (report every failure, go on)
                     case["error"] = f"{type(exc).__name__}: {exc}"
+                    _close_quietly(eng)
                 report.case(case)
     for name, task in tasks.items():
         if task != "segmentation":

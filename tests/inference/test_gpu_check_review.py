@@ -135,3 +135,34 @@ def test_a_demo_that_prints_no_summary_is_said_not_a_crash(
     res = tool.run_demo(tmp_path / "demo", 10.0)
     assert res["error"] == "the demo exited 0 but printed no JSON summary"
     assert res["stdout_tail"].startswith("Traceback? no")
+
+
+def test_an_engine_whose_case_fails_is_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a case that raised after its engine was made left the engine open: on a GPU its
+    # device memory stayed taken for the rest of the check (later cases' memory figures
+    # and 2048² cases out of memory)
+    tool = _load_tool()
+    closed: list[str] = []
+
+    class Recorded(tool.Engine):  # type: ignore[name-defined,misc]
+        def close(self) -> None:
+            closed.append(self.name)
+            super().close()
+
+    def parity_fails(*args: Any) -> dict:
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(tool, "Engine", Recorded)
+    monkeypatch.setattr(tool, "parity", parity_fails)
+    monkeypatch.setattr(tool.Report, "save", lambda self: None)
+    report = tool.Report(Path("unused.json"), {"cases": [], "skipped": []})
+    frames = {512: [np.zeros((64, 64), np.float32)]}
+    ort = _backends.OnnxRuntimeBackend()
+    made_before = len(closed)
+    tool.other_engine_cases("nuclei-stain", "regression", frames, 0.0, [ort], 1e18, report)
+    cases = report.result["cases"]
+    assert [c.get("error") for c in cases] == [
+        "RuntimeError: CUDA error: an illegal memory access was encountered"
+    ]
+    # the reference engine and the failed case's engine, both closed
+    assert closed[made_before:] == ["nuclei-stain", "nuclei-stain"]
