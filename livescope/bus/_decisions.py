@@ -268,6 +268,10 @@ class DecisionServer:
         remove_ipc_files(self.endpoint)
 
 
+_PEEK_MAX = 256
+"""Longest id a refusal echoes (valid: decision ids 64 characters, run ids 128)."""
+
+
 def _peek(body: bytes) -> dict[str, Any]:
     """Best-effort id fields of a malformed decision, for its rejection."""
     try:
@@ -276,10 +280,11 @@ def _peek(body: bytes) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         return {}
-    # (not a lone surrogate, which JSON allows: the refusal could not be sent, nor its message's)
+    # (not a lone surrogate, which JSON allows: the refusal could not be sent, nor its
+    # message's; nor one far longer than any valid id, echoed into the answer and the log)
     return {
         k: v for k in ("decision_id", "run_id", "type")
-        if isinstance(v := data.get(k), str) and _encodes(v)
+        if isinstance(v := data.get(k), str) and len(v) <= _PEEK_MAX and _encodes(v)
     }  # fmt: skip
 
 

@@ -228,7 +228,8 @@ def format_validation_error(err: ValidationError, data: Any = None) -> list[str]
             msg = "required field is missing"
         got = e.get("input")
         if e["type"] not in ("missing", "extra_forbidden") and not isinstance(got, dict | list):
-            msg = f"{msg} (got {got!r})"
+            shown = repr(got)  # (shortened: a decision's 1 MB string came back whole)
+            msg = f"{msg} (got {shown if len(shown) <= 200 else shown[:200] + '…'})"
         if (line := f"{loc}: {msg}") not in lines:
             lines.append(line)
     return lines

@@ -192,7 +192,9 @@ def parse_decision(raw: bytes) -> Decision:
     data = json_object(raw, "decision")
     kinds = ("add_events", "move", "change_interval", "stop_position", "stop_run")
     if data.get("type") not in kinds:
-        raise ValueError(f"unknown decision type {data.get('type')!r}; known: {', '.join(kinds)}")
+        raise ValueError(
+            f"unknown decision type {data.get('type')!r:.80}; known: {', '.join(kinds)}"
+        )
     try:
         decision = _ADAPTER.validate_python(data)
     except ValidationError as exc:

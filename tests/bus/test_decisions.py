@@ -233,3 +233,30 @@ def test_a_worker_refuses_an_agent_of_another_decision_protocol(
         assert BusInfo.read(tmp_path) == written
     finally:
         server.close()
+
+
+def test_a_refused_decision_s_oversized_id_is_not_echoed() -> None:
+    # a malformed decision's ids were copied into its refusal whatever their size: a
+    # 1 MB decision_id came back in the answer and into the log (valid ids: <= 64)
+    server = DecisionServer(_accept)
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(server.endpoint)
+    try:
+        good = json.loads(ChangeInterval(run_id="r", interval_s=5.0).model_dump_json())
+        sock.send_multipart([
+            json.dumps({**good, "decision_id": "x" * 1_000_000}).encode(),
+            json.dumps({**good, "decision_id": "d1", "interval_s": "soon"}).encode(),
+        ])  # fmt: skip
+        assert sock.poll(5000)
+        big, small = [DecisionAck.model_validate_json(p) for p in sock.recv_multipart()]
+        assert [big.accepted, small.accepted] == [False, False]
+        assert big.decision_id == ""
+        assert "decision_id" in big.reason
+        assert len(big.reason) < 2000
+        assert (small.decision_id, small.run_id) == ("d1", "r")  # (a valid id still echoed)
+    finally:
+        sock.close(0)
+        ctx.term()
+        server.close()
