@@ -331,14 +331,17 @@ def _lineage_section(page: ReportPage) -> str:
         if not tracks:
             out.append(missing(f"{pos}: no tracks in res_track.txt."))
             continue
-        png, drawn, _ = plots.lineage_tree(tracks, position=pos, max_tracks=MAX_LINEAGE_TRACKS)
+        png, drawn, cut = plots.lineage_tree(tracks, position=pos, max_tracks=MAX_LINEAGE_TRACKS)
         kids = Counter(t.parent for t in tracks if t.parent)
         total_div = sum(n > 1 for n in kids.values())
-        cap = (
-            f" Showing {drawn} of {len(tracks)} tracks (whole trees, those with a division first)."
-            if drawn < len(tracks)
-            else ""
-        )
+        cap = ""
+        if cut:
+            cap = f" Showing {drawn} of {len(tracks)} tracks: the first tree cut at {drawn}."
+        elif drawn < len(tracks):
+            cap = (
+                f" Showing {drawn} of {len(tracks)} tracks (whole trees, those with a division "
+                "first)."
+            )
         out.append(
             page.plot(
                 png,

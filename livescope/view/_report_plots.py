@@ -199,19 +199,23 @@ def _lineage_order(tracks: Sequence[CtcTrack]) -> list[list[CtcTrack]]:
 
 def lineage_tree(
     tracks: Sequence[CtcTrack], *, position: str, max_tracks: int
-) -> tuple[bytes, int, int]:
+) -> tuple[bytes, int, bool]:
     """Lineage of one position: a line per track (first to last time point), connectors.
 
     Black connectors join a parent to its daughters (a division, marked with a
     dot); grey dashed ones join a track to its continuation after a gap.
-    Returns the PNG, the number of tracks drawn and the number of divisions drawn.
+    Whole trees are drawn, up to ``max_tracks`` tracks; a first tree larger
+    than that is cut. Returns the PNG, the number of tracks drawn and whether
+    that tree was cut.
     """
     from matplotlib.collections import LineCollection
 
     rows: list[CtcTrack] = []
+    cut = False
     for tree in _lineage_order(tracks):
         if rows and len(rows) + len(tree) > max_tracks:
             break
+        cut = len(tree) > max_tracks
         rows.extend(tree[: max_tracks - len(rows)])
     y_of = {t.label: i for i, t in enumerate(rows)}
     by_label = {t.label: t for t in rows}
@@ -252,7 +256,7 @@ def lineage_tree(
     title = f"{plain_text(position)}: lineage"
     ax.set(xlabel="time point", ylabel=f"{len(rows)} tracks", title=title)
     ax.grid(axis="x", alpha=0.3)
-    return _png(fig), len(rows), len(unique_dots)
+    return _png(fig), len(rows), cut
 
 
 def decisions_timeline(

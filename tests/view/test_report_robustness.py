@@ -350,3 +350,15 @@ def test_the_summary_says_what_the_analysis_could_not_do(
     row = re.search(r"<th>Analysis gaps[^<]*</th>\s*<td>(.*?)</td>", section(page, "summary"))
     assert row is not None
     assert row.group(1) == said
+
+
+def test_a_tree_larger_than_the_plot_is_said_to_be_cut(tmp_path: Path) -> None:
+    # the first tree alone held more tracks than the plot draws: it was cut, and the
+    # caption still said "whole trees"
+    run = make_run(tmp_path / "run", positions=("p0",))
+    lines = [f"{k} {k.bit_length() - 1} {k.bit_length() - 1} {k // 2}" for k in range(1, 301)]
+    (run / "results" / "ctc" / "p0" / "res_track.txt").write_text("\n".join(lines) + "\n")
+    page = section(write_report(run).read_text(encoding="utf-8"), "lineage")
+    assert "Showing 250 of 300 tracks" in page
+    assert "whole trees" not in page
+    assert "the first tree cut" in page
