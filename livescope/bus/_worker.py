@@ -3,6 +3,7 @@
 Examples
 --------
 >>> from livescope.bus import attach                      # doctest: +SKIP
+>>> from livescope.schema import StopRun                  # doctest: +SKIP
 >>> with attach("runs/my-run") as link:                   # doctest: +SKIP
 ...     while (frame := link.frames.get(timeout=5)) is not None:
 ...         with frame:                                   # zero-copy view; released after
@@ -66,6 +67,8 @@ class BusInfo:
             )
         except FileNotFoundError:
             raise LivescopeError(f"no {BUS_FILE} in {p}: is an agent running there?") from None
+        except OSError as exc:  # (no permission to read it, a folder by that name)
+            raise LivescopeError(f"cannot read {path}: {exc.strerror or exc}") from None
         except (KeyError, TypeError, ValueError) as exc:
             raise LivescopeError(f"{path} is not a livescope bus file ({exc})") from None
 
@@ -87,6 +90,7 @@ class WorkerLink:
     ) -> None:
         self.info = info
         self.run_id = info.run_id
+        self._closed = False
         self.frames = FrameSubscriber(
             info.frames,
             control_endpoint=info.control,
@@ -113,10 +117,14 @@ class WorkerLink:
         Raises
         ------
         LivescopeError
-            if no acknowledgement comes within ``timeout`` seconds, or the link
-            was attached for frames only.
+            if no acknowledgement comes within ``timeout`` seconds, the link
+            was attached for frames only, or it is closed.
 
         """
+        if self._closed:  # (its socket is gone: zmq would say "not a socket")
+            raise LivescopeError(
+                f"the link to run {self.run_id} is closed: attach again to send decisions"
+            )
         if self.decisions is None:
             raise LivescopeError(
                 f"the link to run {self.run_id} was attached for frames only "
@@ -125,10 +133,18 @@ class WorkerLink:
         return self.decisions.send(decision, timeout)
 
     def close(self) -> None:
-        """Detach (frames still held are released)."""
-        self.frames.close()
-        if self.decisions is not None:
-            self.decisions.close()
+        """Detach. Calling it again does nothing.
+
+        Every frame is released, also those taken and still held: the agent may
+        overwrite a shared-memory frame's pixels after (copy what must outlive
+        the link first).
+        """
+        self._closed = True
+        try:
+            self.frames.close()
+        finally:  # (the decision socket is closed also when stopping the frames fails)
+            if self.decisions is not None:
+                self.decisions.close()
 
     def __enter__(self) -> WorkerLink:
         return self

@@ -7,7 +7,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from numpy.typing import NDArray
 
@@ -61,6 +61,7 @@ class RecordedFields:
         self._fields: dict[FieldKey, list[dict[str, Any]]] = collections.defaultdict(list)
         self._log_bytes = 0
         self._log_lines = 0
+        self._log_head = b""  # (its first line: a log that starts otherwise is another run's)
 
     def count(self, key: FieldKey) -> int:
         """Return how many frames field ``key`` should have."""
@@ -76,42 +77,70 @@ class RecordedFields:
         Raises
         ------
         LivescopeError
-            if a complete line is not a JSON object (the log was damaged or edited).
+            if a complete line is not a JSON object, or one without a position,
+            an index or numbers for its seq and t (the log was damaged or
+            edited), naming the line. The lines before it are kept; each later
+            read stops at it again.
 
         """
         path = self.run_dir / FRAMES_FILE
         try:
             with path.open("rb") as f:
-                if f.seek(0, 2) < self._log_bytes:  # (shorter: another run's log now)
+                size = f.seek(0, 2)
+                if self._log_bytes and (size < self._log_bytes or not self._same_log(f)):
+                    # another run's log now (the folder emptied and used again): its
+                    # lines from the start, and its recording's positions looked up anew
+                    # (the old ones' group numbers read another position's pixels)
                     self._fields.clear()
                     self._log_bytes = self._log_lines = 0
+                    self._log_head = b""
                     self.last_seq = -1
+                    self._reader = None
                 f.seek(self._log_bytes)
                 data = f.read()
         except FileNotFoundError:
             return self._fields
         whole = data[: data.rfind(b"\n") + 1]
-        self._log_bytes += len(whole)
-        for raw in whole.splitlines():
+        if whole and not self._log_bytes:
+            self._log_head = whole[: whole.find(b"\n") + 1]
+        for raw in whole.splitlines(keepends=True):
+            # the offset passes a line once it is taken: a damaged line stops each read
+            # there again, and the lines after it are not skipped unread
+            self._take(raw, path, self._log_lines + 1)
+            self._log_bytes += len(raw)
             self._log_lines += 1
-            if not raw.strip():
-                continue
-            try:
-                info = json.loads(raw)
-            except ValueError as exc:
-                raise LivescopeError(
-                    f"{path}, line {self._log_lines}: not a JSON frame record ({exc})"
-                ) from None
-            if not isinstance(info, dict):
-                raise LivescopeError(
-                    f"{path}, line {self._log_lines}: a frame record is a JSON object, not "
-                    f"{type(info).__name__}"
-                )
-            self.last_seq = max(self.last_seq, int(info.get("seq", -1)))
-            if info.get("added_by") and not self.analyse_added:
-                continue
-            self._fields[(str(info["position"]), int(info["index"].get("t", 0)))].append(info)
         return self._fields
+
+    def _same_log(self, f: BinaryIO) -> bool:
+        """Return True if the open log ``f`` starts with the first line read before."""
+        f.seek(0)
+        return f.read(len(self._log_head)) == self._log_head
+
+    def _take(self, raw: bytes, path: Path, line: int) -> None:
+        """Parse one complete line of the log (``line``: its number) into the fields."""
+        if not raw.strip():
+            return
+        try:
+            info = json.loads(raw)
+        except ValueError as exc:
+            raise LivescopeError(f"{path}, line {line}: not a JSON frame record ({exc})") from None
+        if not isinstance(info, dict):
+            raise LivescopeError(
+                f"{path}, line {line}: a frame record is a JSON object, not {type(info).__name__}"
+            )
+        try:
+            seq = int(info.get("seq", -1))
+            if info.get("added_by") and not self.analyse_added:
+                self.last_seq = max(self.last_seq, seq)
+                return
+            key = (str(info["position"]), int(info["index"].get("t", 0)))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise LivescopeError(
+                f"{path}, line {line}: not a frame record (it needs a position, an index "
+                f"object and numbers for seq and t): {type(exc).__name__} {exc}"
+            ) from None
+        self.last_seq = max(self.last_seq, seq)
+        self._fields[key].append(info)
 
     def logged_until(
         self,
@@ -130,7 +159,7 @@ class RecordedFields:
         logs frames in the order they were taken, so until then it is behind,
         not missing them (a busy PC), and a field given up on then would never
         be analysed. Once the run has ended (its ``summary.json``), every frame
-        it took is logged: no longer wait.
+        it took is logged: the log is read once more, and not waited for.
         """
         t0 = time.monotonic()
         while True:
@@ -140,7 +169,9 @@ class RecordedFields:
             short = [k for k in want if len(fields.get(k, ())) < self.count(k)]
             if not short:
                 return fields
-            behind = until_seq is not None and self.last_seq < until_seq and not ended
+            if ended:  # (what is short now was never taken: its frames will never come)
+                return fields
+            behind = until_seq is not None and self.last_seq < until_seq
             waited = time.monotonic() - t0
             if waited > (max(wait_s, behind_s) if behind else wait_s):
                 return fields
@@ -155,12 +186,20 @@ class RecordedFields:
         """
         n = 0
         for info in infos:
-            fz = (str(info["channel"]), int(info["index"].get("z", 0)))
+            try:
+                fz = (str(info["channel"]), int(info["index"].get("z", 0)))
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                logger.warning(
+                    "frame %s: its record names no channel or z (%r)", info.get("seq"), exc
+                )
+                continue
             if fz in frames:
                 continue
-            if self._reader is None:
-                self._reader = RecordingReader(self.run_dir)
             try:
+                # (in the try: a recording not there, or moved away, leaves its frames out
+                # as unreadable, and the live fields go on being analysed)
+                if self._reader is None:
+                    self._reader = RecordingReader(self.run_dir)
                 frames[fz] = self._reader.read(info)  # type: ignore[arg-type]
                 n += 1
             except LivescopeError as exc:
