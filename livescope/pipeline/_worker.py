@@ -120,6 +120,10 @@ gain nothing: in demos, 2-4 ms stalls of the hand-off (20 ms allowed) made the
 largest pipeline overheads.
 """
 
+_ENDED_WAIT_S = 5.0
+"""How long a worker whose attach failed waits for the run's summary (the agent writes it
+after closing the bus: the run ended as the worker attached)."""
+
 BEHIND_WARN_S = 10.0
 """A live field whose analysis starts this long after its last frame was taken is logged
 as a warning (then again each time the wait doubles): the engines are slower than the
@@ -458,9 +462,7 @@ class PipelineWorker:
                 self._rehearse_decisions()
                 gc.collect()
                 gc.freeze()  # engines and config are loaded: later collections skip them
-                if bus.exists():
-                    self._live()
-                else:
+                if not (bus.exists() and self._live()):
                     (self.results / "ready").write_text(str(time.time()), encoding="utf-8")
                 self._catch_up_all()
                 self._drain_decisions()
@@ -503,8 +505,22 @@ class PipelineWorker:
         except Exception as exc:  # noqa: BLE001
             logger.debug("rehearsing the decisions failed: %s", exc)
 
-    def _live(self) -> None:
-        self.link = attach(self.run_dir, policy="every", maxlen=self.config.maxlen)
+    def _live(self) -> bool:
+        """Analyse fields as the agent sends them; False if the run ended before attaching."""
+        try:
+            self.link = attach(self.run_dir, policy="every", maxlen=self.config.maxlen)
+        except LivescopeError as exc:
+            # the agent ends by removing bus.json, closing the bus, then writing
+            # summary.json: a run that ended just as the worker attached is analysed
+            # from its recording (an agent gone without a summary is a failure)
+            deadline = time.monotonic() + _ENDED_WAIT_S
+            while time.monotonic() < deadline and not (self.run_dir / BUS_FILE).exists():
+                if (self.run_dir / "summary.json").exists():
+                    logger.info("the run ended as the worker attached (%s): analysing its "
+                                "recording", exc)  # fmt: skip
+                    return False
+                time.sleep(0.05)
+            raise
         self.run_id = self.link.run_id
         if self.link.decisions is not None:  # a late refusal gives its budget back
             self.link.decisions.on_late = self._unanswered.answered
@@ -536,6 +552,7 @@ class PipelineWorker:
                 self._process(item)
         finally:
             assembler.stop()
+        return True
 
     # ------------------------------------------------------------ catching up
 

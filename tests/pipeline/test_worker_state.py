@@ -534,3 +534,28 @@ def test_the_worker_says_when_its_analysis_falls_behind(caplog: pytest.LogCaptur
     assert len(warned) == 2, warned
     assert "12 s behind the acquisition (field p0 t=2)" in warned[0]
     assert "25 s behind the acquisition (field p0 t=5)" in warned[1]
+
+
+def test_a_run_that_ends_as_the_worker_attaches_is_analysed_from_its_recording(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # bus.json was there when the worker looked, then the agent ended (it removes bus.json,
+    # closes the bus, then writes summary.json): attaching failed, and the worker with it,
+    # the whole recording left unanalysed
+    from livescope.bus import BUS_FILE, BusInfo
+    from livescope.pipeline import _worker
+
+    run = _recorded_run(tmp_path, timepoints=2)
+    BusInfo(run_id="r", frames="tcp://127.0.0.1:1", control="tcp://127.0.0.1:1",
+            decisions="tcp://127.0.0.1:1", mode="inline").write(run)  # fmt: skip
+    (run / "summary.json").rename(run / "summary.later")
+    real_attach = _worker.attach
+
+    def attach_as_the_run_ends(*args: object, **kwargs: object) -> object:
+        (run / BUS_FILE).unlink()
+        threading.Timer(0.3, (run / "summary.later").rename, [run / "summary.json"]).start()
+        return real_attach(*args, **kwargs)
+
+    monkeypatch.setattr(_worker, "attach", attach_as_the_run_ends)
+    summary = PipelineWorker(run, NO_ENGINES).run(attach_timeout_s=1)
+    assert summary["fields_analysed"] == 2
