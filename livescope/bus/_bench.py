@@ -10,6 +10,7 @@ counts drops.
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing as mp
 import time
 from multiprocessing.connection import Connection
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from livescope.schema import FrameInfo, clock_ns
+from livescope.schema import MAX_SIDE, FrameInfo, LivescopeError, clock_ns
 
 from ._endpoints import local_endpoint, remove_ipc_files
 from ._publisher import FramePublisher
@@ -83,73 +84,97 @@ def _receive(
     conn.send({"count": count, "bytes": nbytes, "t_last": t_last, "lat": lat, "sum": checksum})
 
 
+def _reply(parent: Connection, proc: Any, seconds: float, mode: str, what: str) -> Any:
+    """Return the receiver's next message, waiting at most ``seconds``.
+
+    Raises RuntimeError at once if the receiver ended without sending it (its
+    traceback is on stderr), instead of waiting the whole time for nothing.
+    """
+    deadline = time.monotonic() + seconds
+    while not parent.poll(0.1):
+        if not proc.is_alive() and not parent.poll(0):
+            raise RuntimeError(
+                f"bench receiver for {mode} ended (exit code {proc.exitcode}) "
+                f"before it could {what}"
+            )
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"bench receiver for {mode} did not {what} in {seconds:.0f} s")
+    return parent.recv()
+
+
 def _run_mode(mode: str, frames: np.ndarray, n: int, fps: float | None = None) -> dict[str, Any]:
+    """Send ``n`` frames to a receiver process in ``mode``, flat out or at ``fps``.
+
+    The receiver, the sockets and the shared-memory ring are gone when this
+    returns or raises (an error, Ctrl+C): a failed run leaves nothing behind.
+    """
     ctx_mp = mp.get_context("spawn")
     shape = frames.shape[1:]
     nbytes = frames[0].nbytes
     pub: FramePublisher | None = None
     raw_ctx = raw_sock = None
-    if mode == "raw":
-        raw_ctx = zmq.Context()
-        raw_sock = raw_ctx.socket(zmq.PUB)
-        raw_sock.setsockopt(zmq.SNDHWM, n + 10)
-        raw_sock.setsockopt(zmq.LINGER, 0)
-        endpoint = local_endpoint("bench")
-        raw_sock.bind(endpoint)
-        endpoint = raw_sock.getsockopt(zmq.LAST_ENDPOINT).decode()  # type: ignore[union-attr]
-        control = ""
-    else:
-        pub = FramePublisher(
-            "bench",
-            mode=mode,  # type: ignore[arg-type]
-            max_frame_bytes=nbytes,
-            sndhwm=n + 10,
-        )
-        endpoint, control = pub.endpoint, pub.control_endpoint
-    parent, child = ctx_mp.Pipe()
-    proc = ctx_mp.Process(target=_receive, args=(mode, endpoint, control, n, 3.0, child))
-    proc.start()
-    if not parent.poll(30):
-        proc.kill()
-        raise RuntimeError(f"bench receiver for {mode} did not start")
-    parent.recv()
-    time.sleep(0.2)
-    period = None if fps is None else 1.0 / fps
-    t0 = clock_ns()
-    sent = retries = 0
-    for i in range(n):
-        if period is not None:
-            due = t0 / 1e9 + i * period  # (clock_ns: on Windows monotonic is another clock)
-            while (wait := due - clock_ns() / 1e9) > 0:
-                time.sleep(min(wait, 0.002))
-        img = frames[i % len(frames)]
-        if raw_sock is not None:
-            hdr = json.dumps({"seq": i, "t": clock_ns()}).encode()
-            raw_sock.send_multipart([hdr, memoryview(img).cast("B")], copy=False)
-            sent += 1
-        elif pub is not None:
-            while not pub.publish(img, _info(i, shape), clock_ns()):
-                if period is not None:
-                    break  # paced: a full ring is a drop, as in a live run
-                retries += 1  # flat out: wait for the reader to free a slot
-                time.sleep(0.0002)
-            else:
+    proc: Any = None
+    endpoint = ""
+    try:
+        if mode == "raw":
+            raw_ctx = zmq.Context()
+            raw_sock = raw_ctx.socket(zmq.PUB)
+            raw_sock.setsockopt(zmq.SNDHWM, n + 10)
+            raw_sock.setsockopt(zmq.LINGER, 0)
+            endpoint = local_endpoint("bench")
+            raw_sock.bind(endpoint)
+            endpoint = raw_sock.getsockopt(zmq.LAST_ENDPOINT).decode()  # type: ignore[union-attr]
+            control = ""
+        else:
+            pub = FramePublisher(
+                "bench",
+                mode=mode,  # type: ignore[arg-type]
+                max_frame_bytes=nbytes,
+                sndhwm=n + 10,
+            )
+            endpoint, control = pub.endpoint, pub.control_endpoint
+        parent, child = ctx_mp.Pipe()
+        proc = ctx_mp.Process(target=_receive, args=(mode, endpoint, control, n, 3.0, child))
+        proc.start()
+        _reply(parent, proc, 30, mode, "start")
+        time.sleep(0.2)
+        period = None if fps is None else 1.0 / fps
+        t0 = clock_ns()
+        sent = retries = 0
+        for i in range(n):
+            if period is not None:
+                due = t0 / 1e9 + i * period  # (clock_ns: on Windows monotonic is another clock)
+                while (wait := due - clock_ns() / 1e9) > 0:
+                    time.sleep(min(wait, 0.002))
+            img = frames[i % len(frames)]
+            if raw_sock is not None:
+                hdr = json.dumps({"seq": i, "t": clock_ns()}).encode()
+                raw_sock.send_multipart([hdr, memoryview(img).cast("B")], copy=False)
                 sent += 1
-    t_sent = clock_ns()
-    if not parent.poll(60):
-        proc.kill()
-        raise RuntimeError(f"bench receiver for {mode} did not report")
-    res = parent.recv()
-    proc.join(10)
-    if pub is not None:
-        pub_stats = pub.stats()
-        pub.close()
-    else:
-        pub_stats = {}
-    if raw_sock is not None and raw_ctx is not None:
-        raw_sock.close(0)
-        raw_ctx.term()
-        remove_ipc_files(endpoint)
+            elif pub is not None:
+                while not pub.publish(img, _info(i, shape), clock_ns()):
+                    if period is not None:
+                        break  # paced: a full ring is a drop, as in a live run
+                    retries += 1  # flat out: wait for the reader to free a slot
+                    time.sleep(0.0002)
+                else:
+                    sent += 1
+        t_sent = clock_ns()
+        res = _reply(parent, proc, 60, mode, "report")
+        proc.join(10)
+        pub_stats = pub.stats() if pub is not None else {}
+    finally:
+        # (a receiver still running would hold the ring and outlive an interrupted bench)
+        if proc is not None and proc.is_alive():
+            proc.kill()
+            proc.join(5)
+        if pub is not None:
+            pub.close()
+        if raw_sock is not None:
+            raw_sock.close(0)
+        if raw_ctx is not None:
+            raw_ctx.term()
+            remove_ipc_files(endpoint)
     elapsed = max(res["t_last"], t_sent) - t0
     lat = np.asarray(res["lat"], dtype=np.int64) / 1e6
     return {
@@ -201,7 +226,27 @@ def bench_bus(
 
     Each throughput case runs ``repeats`` times, the modes interleaved, and the
     median run is reported (with every run's GB/s), since these machines are shared.
+
+    Raises
+    ------
+    LivescopeError
+        for no sizes, a size the bus cannot carry, ``repeats`` < 1, or a paced
+        run of no frames (``paced_seconds`` × ``paced_fps`` < 1, either not > 0);
+        checked before anything runs.
+
     """
+    if not sizes or not all(1 <= s <= MAX_SIDE for s in sizes):
+        raise LivescopeError(
+            f"bus benchmark sizes must be 1 to {MAX_SIDE} pixels (at least one), got {sizes}"
+        )
+    if repeats < 1:
+        raise LivescopeError(f"bus benchmark repeats must be >= 1, got {repeats}")
+    n_paced = paced_seconds * paced_fps
+    if not (paced_seconds > 0 and paced_fps > 0 and math.isfinite(n_paced) and n_paced >= 1):
+        raise LivescopeError(
+            f"the paced run needs seconds × fps >= 1 (both > 0), got {paced_seconds} s at "
+            f"{paced_fps} fps"
+        )
     rng = np.random.default_rng(0)
     results: list[dict[str, Any]] = []
     by: dict[tuple[str, int], dict[str, Any]] = {}
@@ -227,9 +272,8 @@ def bench_bus(
     paced: list[dict[str, Any]] = []
     paced_size = 2048
     frames = rng.integers(0, 4096, (4, paced_size, paced_size), dtype=np.uint16)
-    n_paced = int(paced_seconds * paced_fps)
     for mode in ("inline", "shm"):
-        r = _run_mode(mode, frames, n_paced, fps=paced_fps)
+        r = _run_mode(mode, frames, int(n_paced), fps=paced_fps)
         r["target_fps"] = paced_fps
         r["target_gb_per_s"] = round(frames[0].nbytes * paced_fps / 1e9, 3)
         paced.append(r)

@@ -85,7 +85,21 @@ def _moving_cells(n_cells: int, n_frames: int, seed: int) -> list[NDArray[np.int
 
 
 def bench_scaling(cells: Sequence[int], frames: int = 20) -> dict[str, Any]:
-    """Tracker ms per frame (object measurement included) at each cell count."""
+    """Tracker ms per frame (object measurement included) at each cell count.
+
+    The first frame of each count is not timed (it only starts tracks), so
+    ``frames`` must be at least 2.
+
+    Raises
+    ------
+    LivescopeError
+        for no cell counts, a count < 1 or ``frames`` < 2, before anything runs.
+
+    """
+    if not cells or frames < 2:
+        raise LivescopeError(
+            f"need >= 1 cell count and >= 2 frames, got {len(cells)} counts and {frames} frames"
+        )
     rows = []
     for n in sorted(cells):
         if n < 1:

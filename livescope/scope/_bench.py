@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -45,6 +46,8 @@ def bench_camera(
             f"profile {profile.name!r} is not a simulated profile; this benchmark runs on the "
             "simulated microscope (e.g. --profile sim)"
         )
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise LivescopeError(f"seconds per case must be a finite number > 0, got {seconds}")
     chans = channels or tuple(c.name for c in profile.channels.presets)
     results: list[dict[str, Any]] = []
     for size in sizes:
