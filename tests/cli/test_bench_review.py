@@ -81,3 +81,14 @@ def test_bus_bench_says_at_once_when_its_receiver_dies() -> None:
     with pytest.raises(RuntimeError, match=r"ended \(exit code 1\) before it could report"):
         _run_mode("raw", np.zeros((1, 1, 1), np.uint8), 1)
     assert set(mp.active_children()) <= children
+
+
+def test_camera_bench_at_a_size_of_no_target_meets_none() -> None:
+    # a size without a target counted as meeting it: "all_targets_met" true with no
+    # target checked at all
+    from livescope.schema import load_profile
+    from livescope.scope import bench_camera
+
+    out = bench_camera(load_profile("sim"), sizes=(64,), seconds=0.01, channels=("DAPI",))
+    assert [r["meets_target"] for r in out["results"]] == [None]
+    assert out["all_targets_met"] is None
