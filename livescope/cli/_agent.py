@@ -16,6 +16,8 @@ from ._common import (
     emit,
     exit_if_interrupted,
     fail,
+    finite,
+    given,
     given_path,
     refuse_replay_profile,
     setup_logging,
@@ -24,10 +26,19 @@ from ._common import (
 )
 
 
+def _given_or_none(value: str | None) -> str | None:
+    """Refuse an empty optional text option (a callback): unset, it is None.
+
+    An empty ``--run-id ""`` or endpoint (an unset variable in a script) was
+    taken for "not given": the run got another id, the bus a default endpoint.
+    """
+    return None if value is None else given(value)
+
+
 def agent(
-    plan: Annotated[Path, typer.Option(help="Plan YAML (a useq MDASequence).")],
+    plan: Annotated[Path, typer.Option(parser=given_path, help="Plan YAML (a useq MDASequence).")],
     profile: Annotated[
-        str, typer.Option(help="Hardware profile: a shipped name or a YAML path.")
+        str, typer.Option(callback=given, help="Hardware profile: a shipped name or a YAML path.")
     ] = "sim",
     out: Annotated[
         Path | None,
@@ -39,10 +50,18 @@ def agent(
     bus: Annotated[
         str, typer.Option(help="Frame bus: inline, shm (shared memory) or off.")
     ] = "shm",
-    frames_endpoint: Annotated[str | None, typer.Option(help="Bind frames here.")] = None,
-    control_endpoint: Annotated[str | None, typer.Option(help="Bind bus control here.")] = None,
-    decisions_endpoint: Annotated[str | None, typer.Option(help="Bind decisions here.")] = None,
-    run_id: Annotated[str | None, typer.Option(help="Run id (default: generated).")] = None,
+    frames_endpoint: Annotated[
+        str | None, typer.Option(callback=_given_or_none, help="Bind frames here.")
+    ] = None,
+    control_endpoint: Annotated[
+        str | None, typer.Option(callback=_given_or_none, help="Bind bus control here.")
+    ] = None,
+    decisions_endpoint: Annotated[
+        str | None, typer.Option(callback=_given_or_none, help="Bind decisions here.")
+    ] = None,
+    run_id: Annotated[
+        str | None, typer.Option(callback=_given_or_none, help="Run id (default: generated).")
+    ] = None,
     seed: Annotated[
         int | None, typer.Option(min=0, help="Simulation seed (simulated profiles).")
     ] = None,
@@ -69,7 +88,10 @@ def agent(
 ) -> None:
     """Run a plan: record every frame, stream it on the bus, apply decisions from workers.
 
-    The bus endpoints are written to RUN/bus.json for workers to attach.
+    The bus endpoints are written to RUN/bus.json for workers to attach. Exits
+    0 when the run ended as planned, 1 when it ended but not so (its summary
+    says why), 2 on a usage error, a refused plan, frames that could not be
+    acquired, or Ctrl+C.
     """
     setup_logging(verbose)
     from livescope.schema import check_output_folder, check_plan, load_plan, load_profile
@@ -83,6 +105,21 @@ def agent(
     with user_errors(json_out):
         if bus not in ("inline", "shm", "off"):
             fail(f"--bus must be inline, shm or off, not {bus!r}", as_json=json_out)
+        bound = [
+            f"--{name}-endpoint"
+            for name, value in (
+                ("frames", frames_endpoint),
+                ("control", control_endpoint),
+                ("decisions", decisions_endpoint),
+            )
+            if value is not None
+        ]
+        if bus == "off" and bound:  # (they were ignored: a worker sent there waited in vain)
+            fail(
+                f"{' and '.join(bound)}: --bus off opens no bus to bind there; "
+                "leave them out or give --bus inline or shm",
+                as_json=json_out,
+            )
         from livescope.scope import BACKENDS
 
         if backend not in BACKENDS:
@@ -92,6 +129,8 @@ def agent(
             )
         prof = accelerated(load_profile(profile), time_acceleration, as_json=json_out)
         refuse_replay_profile(prof, "agent", as_json=json_out)
+        if seed is not None and prof.kind != "simulated":  # (a real rig's run ignored it)
+            fail("--seed applies to simulated profiles only", as_json=json_out)
         sequence = load_plan(plan)
         check_plan(sequence, prof, str(plan))
         # its policies too: a worker would refuse a bad rule only once acquisition is going
@@ -160,6 +199,12 @@ def agent(
         )
         typer.echo(summary["out"])
     exit_if_interrupted(summary)
+    if summary.get("ok") is False:  # it ended, yet not as planned (e.g. decisions not logged)
+        stderr.print(
+            f"error: the run did not end as planned: {summary.get('error')}",
+            highlight=False, markup=False,
+        )  # fmt: skip
+        raise typer.Exit(1)
 
 
 ATTACH_WAIT_S = 30.0
@@ -237,12 +282,14 @@ def worker(
     profile: Annotated[
         str | None,
         typer.Option(
+            callback=_given_or_none,
             help="Hardware profile: channels, guardrails (default: RUN/profile.yaml, the rig "
-            "as the agent runs it)."
+            "as the agent runs it).",
         ),
     ] = None,
     plan: Annotated[
-        Path | None, typer.Option(help="Plan file with policies (default: RUN/plan.yaml).")
+        Path | None,
+        typer.Option(parser=given_path, help="Plan file with policies (default: RUN/plan.yaml)."),
     ] = None,
     seg: Annotated[str, typer.Option(help="Segmentation engine ('' for none).")] = "nuclei-unet",
     stain: Annotated[str, typer.Option(help="Virtual-staining engine ('' for none).")] = (
@@ -251,7 +298,11 @@ def worker(
     states: Annotated[str, typer.Option(help="Cell-state engine ('' for none).")] = "cell-state",
     nucleus_diameter_um: Annotated[
         float | None,
-        typer.Option(min=0.1, help="Typical nucleus diameter, µm (default: the profile's)."),
+        typer.Option(
+            min=0.1,
+            callback=finite,
+            help="Typical nucleus diameter, µm (default: the profile's).",
+        ),
     ] = None,
     backend: Annotated[str | None, typer.Option(help="Engine backend (default: best).")] = None,
     json_out: JsonOpt = False,
@@ -272,6 +323,8 @@ def worker(
     with user_errors(json_out):
         if policy not in ("every", "latest"):
             fail(f"--policy must be every or latest, not {policy!r}", as_json=json_out)
+        if resume and not (analyse or config is not None):  # (counting frames ignored it)
+            fail("--resume is for the analysis worker: give --analyse too", as_json=json_out)
         # (a folder under a file can never be made: no agent will start there)
         above = next((p for p in run.parents if p.exists()), None)
         if above is not None and not above.is_dir():

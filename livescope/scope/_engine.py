@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pymmcore_plus.mda import MDAEngine, SkipEvent
-from pymmcore_plus.metadata import FrameMetaV1
+from pymmcore_plus.metadata import FrameMetaV1, Position
 from pymmcore_plus.metadata import functions as metadata_functions
 from useq import AcquireImage, MDAEvent
 
@@ -76,8 +76,8 @@ class LivescopeEngine(MDAEngine):
         self.failed_events: list[MDAEvent] = []
         self.first_failure: str | None = None
         """Why the first failed event failed (None: none failed, or the reason is unknown)."""
-        self._burst_position: Any = None
-        """Where the stage was when a hardware-timed burst without x/y of its own began."""
+        self._burst_position: Position | None = None
+        """Where the stage was when a hardware-timed burst without x, y or z of its own began."""
         self._xy_without_stage: tuple[float | None, float | None] | None = None
         """On a core without an XY stage: the one x/y events may ask for (the first)."""
 
@@ -157,11 +157,12 @@ class LivescopeEngine(MDAEngine):
             logger.error("%d frame(s) of event %s not acquired: %s", len(subs), where, exc)
             raise SkipEvent(num_frames=len(subs), reason=str(exc)) from exc
         # pymmcore-plus reads no stage position for a hardware-timed burst's frames (a
-        # stage query per frame would slow real hardware); a burst that gives no x/y of
-        # its own is stamped with the position read once here, so that every frame says
-        # where it was taken (its ground truth, a replay's place)
+        # stage query per frame would slow real hardware); a burst that gives no x, y or
+        # z of its own is stamped with the position read once here, so that every frame
+        # says where it was taken (its ground truth, a replay's place; a burst at a
+        # position without a z was recorded without one, a snap there with the focus)
         self._burst_position = None
-        if getattr(event, "events", None) and (event.x_pos is None or event.y_pos is None):
+        if getattr(event, "events", None) and None in (event.x_pos, event.y_pos, event.z_pos):
             self._burst_position = metadata_functions.position(core)
         shutter = core.getShutterDevice()
         is_py = getattr(core, "isPyDevice", None)
@@ -298,7 +299,15 @@ class LivescopeEngine(MDAEngine):
             event, prop_values, runner_time_ms, include_position, camera_device
         )
         if "position" not in meta and self._burst_position is not None:
-            meta["position"] = self._burst_position
+            # what the frame's own event sets is its own (a stage sequence moves per frame)
+            position: Position = {**self._burst_position}
+            if event.x_pos is not None:
+                position["x"] = event.x_pos
+            if event.y_pos is not None:
+                position["y"] = event.y_pos
+            if event.z_pos is not None:
+                position["z"] = event.z_pos
+            meta["position"] = position
         if self.sim is not None:
             planned = float(event.metadata.get(SAMPLE_TIME_KEY, self.sim.time_s))
             meta[META_SAMPLE_TIME] = planned  # type: ignore[literal-required]
