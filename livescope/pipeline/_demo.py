@@ -171,18 +171,20 @@ def run_adaptive(
     monitor failed, which is logged and does not fail the run). The summary's
     ``machine`` names the CPU and how fast it runs Python
     (`livescope.bus.machine_info`, timed before the run starts), so that
-    latencies from different PCs can be compared. The mitosis rules' triggers
-    (`evaluate_triggers`) and each position's tracks (`evaluate_tracks`) are
-    scored against the simulation's ground truth: ``out_dir/ground_truth``
-    with ``profile``'s simulation by default; ``ground_truth`` gives another
-    folder and the simulated profile it was made with (a replay of a simulated
-    recording). A scoring that fails is logged and said in the summary
-    (``error``); the run's results stand.
+    latencies from different PCs can be compared. The triggers of the mitosis
+    rules the worker ran (`evaluate_triggers`; the rules of the plan file it
+    read: ``plan_file``'s when given, else ``policies``) and each position's
+    tracks (`evaluate_tracks`) are scored against the simulation's ground
+    truth: ``out_dir/ground_truth`` with ``profile``'s simulation by default;
+    ``ground_truth`` gives another folder and the simulated profile it was made
+    with (a replay of a simulated recording). A scoring that fails is logged
+    and said in the summary (``error``); the run's results stand.
 
     Raises
     ------
     LivescopeError
-        if the worker does not become ready or does not finish.
+        if the worker does not become ready (within ``ready_timeout_s``) or does
+        not finish, or ``out_dir`` cannot be a run folder or holds a recording.
 
     """
     out = Path(out_dir)
@@ -218,8 +220,15 @@ def run_adaptive(
         ready = out / RESULTS_DIR / "ready"
         deadline = time.monotonic() + ready_timeout_s
         while not ready.exists():
-            if time.monotonic() > deadline or (supervisor.exits and supervisor.exits[-1] != 0):
-                why = f": {supervisor.error}" if supervisor.error else ""
+            failed = bool(supervisor.exits) and supervisor.exits[-1] != 0
+            if failed or time.monotonic() > deadline:
+                # (a worker still loading its engines has no error to show: its log ends
+                # mid-start, so the wait that ran out is what to say)
+                why = (
+                    f": {supervisor.error}" if supervisor.error
+                    else "" if failed
+                    else f": not ready within {ready_timeout_s:g} s"
+                )  # fmt: skip
                 raise LivescopeError(
                     f"the pipeline worker did not start{why} (see "
                     f"{out / RESULTS_DIR / 'worker.log'})"
@@ -279,8 +288,10 @@ def run_adaptive(
         except LivescopeError as exc:  # an aside: the run itself succeeded
             logger.warning("machine stalls not measured: %s", exc)
             machine = {"error": str(exc)}
-    # the rules the worker ran: a plan file's own when no policies were given
-    spec = policies if policies is not None else plan_sections(out / PLAN_FILE).get("policies")
+    # the rules the worker ran: those of the plan file it read (``policies`` were written
+    # into it, unless a plan file given as ``plan_file`` or in the worker's config took
+    # their place: scored by ``policies``, its firings were left out, recall 0)
+    spec = plan_sections(Path(cfg.plan) if cfg.plan else out / PLAN_FILE).get("policies")
     mitosis_rules = _mitosis_rules(spec)
     evaluation: dict[str, Any] = {"precision": None, "recall": None, "mitosis_to_trigger_s": None}
     truth, truth_profile = ground_truth or (out / "ground_truth", profile)

@@ -111,9 +111,10 @@ def run_simulated(
     """Acquire ``sequence`` on the simulated microscope, record it and its ground truth.
 
     Writes ``out_dir/data.ome.zarr``, ``frames.jsonl``, ``decisions.jsonl``,
-    ``ground_truth/`` and ``summary.json`` (and ``bus.json`` while a bus runs);
-    returns the summary. ``progress(frames_written, frames_planned)`` is called
-    after each frame; ``on_ready(agent)`` once the agent is listening.
+    ``plan.yaml``, ``profile.yaml``, ``ground_truth/`` and ``summary.json`` (and
+    ``bus.json`` while a bus runs); returns the summary.
+    ``progress(frames_written, frames_planned)`` is called after each frame (on
+    the recording's writer thread); ``on_ready(agent)`` once the agent is listening.
     ``backend="pycromanager"`` acquires through pycromanager's Python backend on
     the simulated core instead of pymmcore-plus's MDA runner.
 
@@ -121,6 +122,10 @@ def run_simulated(
     ------
     PlanError
         if the plan does not fit the profile (nothing is acquired).
+    LivescopeError
+        if ``out_dir`` cannot be a run folder or holds a recording, or the agent
+        cannot be made (e.g. an endpoint in use): the folders made for the
+        ground truth are taken away again.
 
     """
     check_plan(sequence, profile)
@@ -128,22 +133,32 @@ def run_simulated(
     out = Path(out_dir)
     check_output_folder(out)
     started = time.time()
+    # the folders the ground truth's writer makes before the agent checks anything: taken
+    # away again if the agent cannot be made (an endpoint in use, a recorded folder), as
+    # the agent leaves the run folder as it found it
+    truth_dir = out / "ground_truth"
+    made = [d for d in (*reversed(truth_dir.absolute().parents), truth_dir.absolute())
+            if not d.exists()]  # fmt: skip
     with SimulatedMicroscope(profile, seed=seed) as sim:
-        truth = GroundTruthWriter(sim, out / "ground_truth")
+        truth = GroundTruthWriter(sim, truth_dir)
         agent_cls: Any = ScopeAgent
-        if backend == "pycromanager":
-            from ._pycromanager import PycromanagerAgent as agent_cls
-        agent = agent_cls(
-            sim.core,
-            profile,
-            sequence,
-            out,
-            sim=sim,
-            run_id=run_id,
-            bus=bus,
-            endpoints=endpoints,
-            extra_sinks=[truth],
-        )
+        try:
+            if backend == "pycromanager":
+                from ._pycromanager import PycromanagerAgent as agent_cls
+            agent = agent_cls(
+                sim.core,
+                profile,
+                sequence,
+                out,
+                sim=sim,
+                run_id=run_id,
+                bus=bus,
+                endpoints=endpoints,
+                extra_sinks=[truth],
+            )
+        except BaseException:
+            _remove_empty(made)
+            raise
         if on_ready is not None:
             ready_or_close(agent, on_ready)
         planned = agent.planned_events
@@ -158,7 +173,7 @@ def run_simulated(
         {
             "timepoints": sequence.sizes.get("t", 1) or 1,
             "seed": sim.seed,
-            "ground_truth": str((out / "ground_truth").resolve()),
+            "ground_truth": str(truth_dir.resolve()),
             "truth": truth.summary,
         }
     )
@@ -168,6 +183,15 @@ def run_simulated(
     if stopped is not None:
         raise stopped
     return summary
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (outermost first) that hold nothing, innermost first."""
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()  # only if empty: anything else there stays
+        except OSError:
+            break
 
 
 def check_micromanager_config(profile: HardwareProfile, backend: str = "mda") -> None:
