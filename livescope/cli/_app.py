@@ -222,12 +222,22 @@ def demo(
 
 
 def _print_run(summary: dict[str, Any], title: str, json_out: bool) -> None:
-    """Print a run's summary (JSON, or the table); exit 2 if a Ctrl+C stopped it."""
+    """Print a run's summary (JSON, or the table); exit 2 if a Ctrl+C stopped it.
+
+    Exit 1 if it ended otherwise than planned (``ok`` false: frames not
+    acquired, decisions not logged), as `livescope agent` does.
+    """
     if json_out:
         emit(summary)
     else:
         _print_demo(summary, title)
     exit_if_interrupted(summary)
+    if summary.get("ok") is False:  # (exit 0: a script went on as if all were well)
+        stderr.print(
+            f"error: the run did not end as planned: {summary.get('error')}",
+            highlight=False, markup=False,
+        )  # fmt: skip
+        raise typer.Exit(1)
 
 
 def _acquire_and_report(

@@ -130,3 +130,22 @@ def test_an_empty_profile_or_plan_is_refused_naming_the_option(
     error = json.loads(res.stdout)["error"]
     assert option in error
     assert "empty" in error
+
+
+def test_a_run_that_did_not_end_as_planned_exits_1_and_says_why(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # `livescope run` and `demo` exited 0 on a summary with ok: false (frames not acquired,
+    # the decision log not written), as `livescope agent` did: a script went on
+    import typer
+
+    from livescope.cli._app import _print_run
+
+    summary = {"ok": False, "interrupted": False, "out": "runs/r",
+               "error": "2 write(s) or sync(s) of the decision log failed"}  # fmt: skip
+    with pytest.raises(typer.Exit) as ended:
+        _print_run(summary, "livescope run", True)
+    assert ended.value.exit_code == 1
+    err = capsys.readouterr().err
+    assert "the run did not end as planned: 2 write(s) or sync(s) of the decision log" in err
+    _print_run({**summary, "ok": True, "error": None}, "livescope run", True)  # (no exit)
