@@ -224,8 +224,8 @@ def demo(
 def _print_run(summary: dict[str, Any], title: str, json_out: bool) -> None:
     """Print a run's summary (JSON, or the table); exit 2 if a Ctrl+C stopped it.
 
-    Exit 1 if it ended otherwise than planned (``ok`` false: frames not
-    acquired, decisions not logged), as `livescope agent` does.
+    Exit 1 if it ended otherwise than planned (``ok`` false: e.g. decisions
+    not logged), as `livescope agent` does.
     """
     if json_out:
         emit(summary)
