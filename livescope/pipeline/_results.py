@@ -467,12 +467,14 @@ def behind_from_log(path: Path) -> dict[str, float]:
     too): each live field's way to the worker plus its wait there (0 when the
     engines keep up with the acquisition). The camera's stamps are the agent's
     clock: with the agent on another PC, as for every latency figure, only as
-    good as the two clocks' agreement.
+    good as the two clocks' agreement; a field whose camera time was left out
+    (that clock ahead of ours) is left out here too.
     """
     waits = [
         camera_to_start_ms(ms) / 1000
         for rec in read_jsonl(path)
-        if rec.get("live") and "queue_wait" in (ms := rec.get("ms", {}))
+        if rec.get("live")
+        and {"camera_to_received", "queue_wait"} <= (ms := rec.get("ms", {})).keys()
     ]
     return {"max": round(max(waits, default=0.0), 3), "last": round(waits[-1] if waits else 0.0, 3)}
 

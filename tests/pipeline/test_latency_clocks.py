@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
 from livescope.pipeline import FrameResult
 from livescope.pipeline._jobs import DecideJob, Field
+from livescope.pipeline._results import behind_from_log
 
 
 def _ms(t_camera_ns: int, t_received_ns: int) -> dict[str, float]:
@@ -37,3 +41,15 @@ def test_a_camera_time_after_the_frame_was_received_gives_no_camera_figures() ->
     assert "camera_to_received" not in ms
     assert ms["queue_wait"] == 1.0  # (this host's clock: kept)
     assert ms["engines"] == 5.0
+
+
+def test_how_far_behind_the_worker_was_leaves_out_fields_of_no_camera_time(
+    tmp_path: Path,
+) -> None:
+    # a field without the camera's figure (an agent's clock ahead of ours) made the
+    # worker's and the run's summary fail with a KeyError: 'camera_to_received'
+    log = tmp_path / "latency.jsonl"
+    ok = _ms(t_camera_ns=1_000_000_000, t_received_ns=1_002_000_000)
+    ahead = _ms(t_camera_ns=9_000_000_000_000, t_received_ns=1_002_000_000)
+    log.write_text("".join(json.dumps({"live": True, "ms": ms}) + "\n" for ms in (ok, ahead)))
+    assert behind_from_log(log) == {"max": 0.003, "last": 0.003}
