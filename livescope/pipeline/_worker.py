@@ -463,6 +463,7 @@ class PipelineWorker:
                 gc.collect()
                 gc.freeze()  # engines and config are loaded: later collections skip them
                 if not (bus.exists() and self._live()):
+                    self.run_id = self.run_id or self._recorded_run_id()
                     (self.results / "ready").write_text(str(time.time()), encoding="utf-8")
                 self._catch_up_all()
                 self._drain_decisions()
@@ -477,6 +478,15 @@ class PipelineWorker:
                 self._finish(failed=True)  # no state saved: the field in hand is redone
                 raise
             return self._finish()
+
+    def _recorded_run_id(self) -> str:
+        """Return the run id of the ended run's ``summary.json`` ('' if it has none)."""
+        try:
+            summary = json.loads((self.run_dir / "summary.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # (a run cut short has no summary)
+            return ""
+        run_id = summary.get("run_id") if isinstance(summary, dict) else None
+        return run_id if isinstance(run_id, str) else ""
 
     def _lower_pools(self, before: set[int]) -> None:
         """Lower the threads the engines started since ``before`` (Linux) as bulk threads.

@@ -559,3 +559,13 @@ def test_a_run_that_ends_as_the_worker_attaches_is_analysed_from_its_recording(
     monkeypatch.setattr(_worker, "attach", attach_as_the_run_ends)
     summary = PipelineWorker(run, NO_ENGINES).run(attach_timeout_s=1)
     assert summary["fields_analysed"] == 2
+
+
+def test_a_worker_on_a_finished_run_names_its_run(tmp_path: Path) -> None:
+    # a worker that analysed a run after it ended (no bus to learn the id from) wrote
+    # "run_id": "" into its summary, its policy log's observations and its state
+    run = _recorded_run(tmp_path, timepoints=1)
+    summary = PipelineWorker(run, NO_ENGINES).run(attach_timeout_s=1)
+    recorded = json.loads((run / "summary.json").read_text())["run_id"]
+    assert recorded
+    assert summary["run_id"] == recorded
