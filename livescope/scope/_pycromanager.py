@@ -23,7 +23,9 @@ How a run goes (`PycromanagerAgent.run`, on the caller's thread):
   an interval-0 plan, would all be queued at the start, and a close-up asked
   for during the run would wait for the end of the plan). Each event is
   handed over on its own, so pycromanager never merges events into hardware
-  sequences (bursts run as separate snaps);
+  sequences (bursts run as separate snaps). A `StopRun` decision stops the
+  feeder, and the events already handed over but not begun are skipped at their
+  pre-hardware hook (the event in progress is finished);
 * frames come from pycromanager's fast path, ``image_saved_fn(axes, dataset)``:
   pixels and metadata are read from the NDTiff file on disk (never over the
   bridge, never through ``image_process_fn``), joined with a side table
@@ -69,6 +71,9 @@ about each (docs/design/replay.md, section 3; tests/scope/test_pycromanager.py):
   registration is undone when the run ends (and at exit, should a run not end);
 * ``UniMMCore``'s autoshutter does not open a Python shutter: it is opened after
   the hardware is set and closed after the snap;
+* a channel preset holding the camera's exposure overrides the event's (the
+  exposure is set before the preset, and after it only when it differs from the
+  previous event's): on the Python backend it is set again once the hardware is;
 * ndstorage's readers are buffered, so a frame read in ``image_saved_fn`` can
   come back as the zeros of an earlier read-ahead: `read_saved_frame` reads it
   unbuffered; ndstorage's file writer leaves a reader of its file open: it is
@@ -89,8 +94,10 @@ import useq
 from useq import AcquireImage
 
 from livescope.schema import (
+    Decision,
     HardwareProfile,
     LivescopeError,
+    StopRun,
     clock_ns,
     plan_events,
     start_daemon,
@@ -120,11 +127,11 @@ def _quiet_bridge_threads(port: int) -> Callable[[], None]:
     """Log, not print, what the socket threads of pycromanager's bridge on ``port`` raise.
 
     A bridge that finds no Micro-Manager ends its socket thread with tracebacks
-    of its own (a timeout, then its own failing clean-up) after `Core` has
-    already raised; livescope's message says what is wrong. Other threads'
-    exceptions go to the hook that was there. Returns a function that puts
-    that hook back (called once the bridge is up; after a failure the filter
-    stays, for the dying thread).
+    of its own (a timeout, then its own failing clean-up) after `Core` (or the
+    acquisition) has already raised; livescope's message says what is wrong.
+    Other threads' exceptions go to the hook that was there. Returns a function
+    that puts that hook back (called once the bridge is up; after a failure the
+    filter stays, for the dying thread).
     """
     before = threading.excepthook
     prefix = f"BridgeSocketThread_port{port}"
@@ -180,7 +187,7 @@ class PycromanagerAgent(ScopeAgent):
         seconds) while events are outstanding.
     queue_ahead
         How many events handed to pycromanager may wait for their frame before
-        the feeder takes the next from the queue.
+        the feeder takes the next from the queue (>= 1).
     pre_hardware_hook_fn, post_hardware_hook_fn, post_camera_hook_fn
         Optional pycromanager hooks taking one argument, the event (a dict); they
         run on pycromanager's engine thread. A returned dict replaces the event
@@ -191,8 +198,11 @@ class PycromanagerAgent(ScopeAgent):
     Raises
     ------
     LivescopeError
-        if a hook does not take exactly one argument (before anything moves or is
-        written), or the plan does not fit the profile.
+        (before anything moves or is written) if a hook cannot be called with one
+        argument, ``backend``, ``watchdog_s`` or ``queue_ahead`` is out of range,
+        the plan asks for an action other than an image, the Python backend has no
+        core, or (Java backend) no Micro-Manager answers on ``port``; or if the
+        plan does not fit the profile.
 
     """
 
@@ -233,6 +243,8 @@ class PycromanagerAgent(ScopeAgent):
             check_hook(name, fn)
         if not watchdog_s > 0:
             raise LivescopeError(f"watchdog_s must be > 0 s, got {watchdog_s}")
+        if queue_ahead < 1:  # (before the bus and the run folder are opened)
+            raise LivescopeError(f"queue_ahead must be >= 1, got {queue_ahead}")
         if backend == "java":
             if core is None:
                 from pycromanager import Core
@@ -258,8 +270,6 @@ class PycromanagerAgent(ScopeAgent):
         self.lead_s = float(lead_s)
         self.feed.lead_s = max(self.feed.lead_s, self.lead_s)  # the feeder's lead is its own
         self.watchdog_s = float(watchdog_s)
-        if queue_ahead < 1:
-            raise LivescopeError(f"queue_ahead must be >= 1, got {queue_ahead}")
         self.queue_ahead = int(queue_ahead)
         self._taken = threading.Event()  # a frame came: a place in pycromanager's queue is free
         # held by the feeder while it hands events over, and to stop it before an abort: no
@@ -276,6 +286,8 @@ class PycromanagerAgent(ScopeAgent):
         self._last_progress = time.perf_counter()
         self._errors: list[BaseException] = []
         self._halt = threading.Event()
+        # a decision stopped the run: events handed over but not begun are withdrawn
+        self._stop_asked = threading.Event()
         self._fed_all = False  # the feeder has handed over every event (none is left)
         self._sink_failed = False
         self._acq: Any = None
@@ -311,7 +323,17 @@ class PycromanagerAgent(ScopeAgent):
         if self.backend == "java":
             import pycromanager
 
-            acq = pycromanager.JavaBackendAcquisition(port=self.port, **kwargs)
+            restore = _quiet_bridge_threads(self.port)
+            try:
+                acq = pycromanager.JavaBackendAcquisition(port=self.port, **kwargs)
+            except Exception as exc:  # (its bridge raises a bare Exception)
+                # (e.g. Micro-Manager was closed after the agent connected to it)
+                raise LivescopeError(
+                    f"pycromanager could not open its acquisition in Micro-Manager on port "
+                    f"{self.port} ({exc}); check that Micro-Manager is still running with its "
+                    "server on (Tools > Options > Run server on port)"
+                ) from exc
+            restore()
         else:
             from pycromanager.acquisition.python_backend_acquisitions import (
                 PythonBackendAcquisition,
@@ -344,9 +366,16 @@ class PycromanagerAgent(ScopeAgent):
             out = {k: v for k, v in out.items() if k != "tags"}
         return out
 
-    def _pre_hardware(self, pm_event: dict[str, Any]) -> dict[str, Any]:
-        """Before the hardware moves (engine thread): the sample time, then the user's hook."""
-        self._fail_skipped(axes_key(pm_event.get("axes") or {}))
+    def _pre_hardware(self, pm_event: dict[str, Any]) -> dict[str, Any] | None:
+        """Before the hardware moves (engine thread): the sample time, then the user's hook.
+
+        Returns None (pycromanager then skips the event, moving nothing) for an
+        event a `StopRun` withdrew.
+        """
+        key = axes_key(pm_event.get("axes") or {})
+        self._fail_skipped(key)
+        if self._stop_asked.is_set() and self._withdraw(key):
+            return None
         event = self._event_of(pm_event)
         if self.sim is not None and event is not None:
             self.sim.set_time(sample_time_s(event))
@@ -360,8 +389,32 @@ class PycromanagerAgent(ScopeAgent):
                 pm_event = {**pm_event, "x": x, "y": y}
         return self._call_user("pre_hardware_hook_fn", pm_event)
 
-    def _fail_skipped(self, key: AxesKey) -> None:
+    def _withdraw(self, key: AxesKey) -> bool:
+        """Take back an event handed over but not begun when a decision stopped the run.
+
+        The feeder stops at a `StopRun`, but up to ``queue_ahead`` events are
+        already in pycromanager's queue, and it has no way to take one back
+        short of an abort (which also loses the frame in progress): each is
+        skipped at its pre-hardware hook instead, and no longer counts as
+        submitted (as an event the feed never handed out). Returns whether
+        ``key`` was such an event.
+        """
+        with self._lock:
+            event = self._pending.pop(key, None)
+            if event is None:
+                return False
+            self._unsnapped.pop(key, None)
+            self._stage_at.pop(key, None)
+            self.events_submitted -= 1
+        self._taken.set()
+        logger.info("event %s withdrawn: the run was stopped", index_text(event.index))
+        return True
+
+    def _fail_skipped(self, key: AxesKey | None) -> None:
         """Count the events handed over before ``key`` whose camera never ran as failed.
+
+        ``key`` None: every such event (the acquisition has ended, and no later
+        event will begin to reveal the last ones' failure).
 
         pycromanager 1.0.2's Python engine raises a failure to set an event's
         hardware or take its image (the core refused a stage move, a channel, the
@@ -373,7 +426,7 @@ class PycromanagerAgent(ScopeAgent):
         with the core's error.
         """
         with self._lock:
-            if key not in self._unsnapped:
+            if key is not None and key not in self._unsnapped:
                 return
             failed: list[useq.MDAEvent] = []
             for k in list(self._unsnapped):
@@ -398,6 +451,12 @@ class PycromanagerAgent(ScopeAgent):
             self._errors.append(err)
         self._not_acquired.extend(failed)
 
+    def _apply(self, d: Decision) -> tuple[int, str]:
+        """Apply an accepted decision (decision server's thread); see `ScopeAgent`."""
+        if isinstance(d, StopRun):  # (before the feed stops: the feeder's end is asked for)
+            self._stop_asked.set()
+        return super()._apply(d)
+
     def _on_core_error(self, name: str, exc: BaseException) -> None:
         """Keep what a core call of pycromanager's raised as the likely cause (engine thread)."""
         self._core_error = exc
@@ -416,33 +475,48 @@ class PycromanagerAgent(ScopeAgent):
         return bool(shutter and core.getAutoShutter() and is_py is not None and is_py(shutter))
 
     def _post_hardware(self, pm_event: dict[str, Any]) -> dict[str, Any]:
-        """Hardware set (engine thread): note the stage, open a Python shutter, the user's hook.
+        """Hardware set (engine thread): note the stage, set the exposure, open a Python shutter.
+
+        Then the user's hook.
 
         pycromanager tags a frame with the stage position its event asked for
-        only; for an event that asks for none the frame gets where the stage
-        stands now (as pymmcore-plus's engine does), which the results, the
-        policies' close-ups and the simulator's ground truth need.
+        only; for an event that leaves an axis out (no position, or one giving
+        x and y but no z) the frame gets where the stage stands now (as
+        pymmcore-plus's engine does), which the results, the policies' close-ups
+        and the simulator's ground truth need.
         """
         event = self._event_of(pm_event)
-        if event is not None and (event.x_pos is None or event.y_pos is None):
-            here = self._stage_position()
+        if event is not None and None in (event.x_pos, event.y_pos, event.z_pos):
+            # (only the axes it leaves out: each read is a call over the Java bridge)
+            here = self._stage_position(xy=None in (event.x_pos, event.y_pos),
+                                        z=event.z_pos is None)  # fmt: skip
             if here:
                 with self._lock:
                     self._stage_at[axes_key(pm_event.get("axes") or {})] = here
+        exposure = pm_event.get("exposure")
+        # pycromanager 1.0.2 sets the exposure before the channel preset, and after it only
+        # if it differs from the previous event's: a preset holding the camera's exposure
+        # overrode the event's (and the frame was tagged with the event's)
+        if (
+            self.backend == "python"
+            and exposure is not None
+            and self.core.getExposure() != float(exposure)
+        ):
+            self.core.setExposure(float(exposure))
         if self._open_shutter:
             self.core.setShutterOpen(True)
         return self._call_user("post_hardware_hook_fn", pm_event)
 
-    def _stage_position(self) -> dict[str, float]:
-        """Return the XY stage's (and focus drive's) position now; {} on a rig without one."""
+    def _stage_position(self, *, xy: bool = True, z: bool = True) -> dict[str, float]:
+        """Return the XY stage's and focus drive's positions now (those asked for; µm)."""
         core = self.core
+        here: dict[str, float] = {}
         try:
-            if not core.getXYStageDevice():
-                return {}
-            # (two calls, not getXYPosition: through Micro-Manager's Java bridge that gives
-            # a Point2D, not a pair; only events that name no position pay for them)
-            here = {"x": float(core.getXPosition()), "y": float(core.getYPosition())}
-            if core.getFocusDevice():
+            if xy and core.getXYStageDevice():
+                # (two calls, not getXYPosition: through Micro-Manager's Java bridge that
+                # gives a Point2D, not a pair; only events that leave an axis out pay)
+                here = {"x": float(core.getXPosition()), "y": float(core.getYPosition())}
+            if z and core.getFocusDevice():
                 here["z"] = float(core.getPosition())
         except Exception:  # (a device that fails to answer: the frame goes untagged)
             logger.warning("could not read the stage position", exc_info=True)
@@ -482,7 +556,7 @@ class PycromanagerAgent(ScopeAgent):
         """
         try:
             if notification.is_acquisition_finished_notification():
-                if not (self._fed_all or self._halt.is_set()):
+                if not (self._fed_all or self._halt.is_set() or self._stop_asked.is_set()):
                     # (not asked for: a hook or its saving failed, or on the Java backend
                     # its viewer was closed; the events not handed over are not acquired)
                     self._errors.append(
@@ -774,6 +848,8 @@ class PycromanagerAgent(ScopeAgent):
             except LivescopeError as exc:
                 error = exc if self._sink_failed else (error or exc)
             finally:
+                if error is None and self._core_error is not None:
+                    self._fail_skipped(None)  # (the last events failed: named with the error)
                 with self._lock:
                     missing = self._not_acquired + list(self._pending.values())
                     self._stage_at.clear()  # (positions of frames that never came)
