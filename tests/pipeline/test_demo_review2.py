@@ -18,6 +18,7 @@ import yaml
 from livescope.pipeline import _demo
 from livescope.schema import LivescopeError, load_profile
 from livescope.scope import demo_sequence, run_simulated
+from tests.pipeline.test_demo_review import _Supervisor
 from tests.pipeline.test_trigger_scoring import made_up_run
 
 PROFILE = load_profile("sim")
@@ -57,26 +58,6 @@ def test_a_worker_not_ready_in_time_is_said_to_be_so(tmp_path: Path) -> None:
             PROFILE, seq, tmp_path / "run", ready_timeout_s=0.01, watch_stalls=False, threads=1
         )
     assert "worker.log" in str(exc.value)
-
-
-class _Supervisor:
-    """Stands in for `WorkerSupervisor`: ready at once, the worker's summary at the end."""
-
-    def __init__(self, out: Path, cfg: Any, threads: int) -> None:
-        self.out = out
-        self.exits: list[int] = []
-        self.error = ""
-
-    def start(self) -> None:
-        (self.out / "results").mkdir(exist_ok=True)
-        (self.out / "results" / "ready").touch()
-
-    def wait(self) -> dict[str, Any]:
-        self.exits.append(0)
-        return {"supervisor": {"restarts": 0, "exit_codes": [0]}}
-
-    def stop(self) -> None:
-        pass
 
 
 def _policy(name: str) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from livescope.scope import PycromanagerAgent, ScopeAgent, SimulatedMicroscope
 from .test_pycromanager import _plan, _registry_is_clean
 from .test_pycromanager import profile as profile
 from .test_pycromanager import scope as scope
+from .test_pycromanager_review import _refuse_position_b
 
 
 def test_a_stop_run_ends_the_run_after_the_current_frame_not_after_the_queued_ones(
@@ -173,14 +174,7 @@ def test_a_last_event_the_core_refuses_is_reported_with_the_cores_error(
     # and the run ended with "acquired 1 of 2 events (see stderr)": the core's error,
     # which the agent held, was named nowhere
     core = scope.core
-    real = core.setXYPosition
-
-    def refuse_b(*args: Any) -> Any:
-        if args and args[-1] == 100.0:  # (position B)
-            raise RuntimeError("XY stage hit its limit switch")
-        return real(*args)
-
-    monkeypatch.setattr(core, "setXYPosition", refuse_b)
+    _refuse_position_b(core, monkeypatch)
     plan = useq.MDASequence(
         stage_positions=[useq.Position(x=0.0, y=0.0, z=0, name="A"),
                          useq.Position(x=300.0, y=100.0, z=0, name="B")],
