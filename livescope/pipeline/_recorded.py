@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import time
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any, BinaryIO
 from numpy.typing import NDArray
 
 from livescope.record import FRAMES_FILE, RecordingReader
-from livescope.schema import LivescopeError
+from livescope.schema import LivescopeError, jsonl_record
 
 __all__ = ["RecordedFields"]
 
@@ -118,16 +117,9 @@ class RecordedFields:
 
     def _take(self, raw: bytes, path: Path, line: int) -> None:
         """Parse one complete line of the log (``line``: its number) into the fields."""
-        if not raw.strip():
+        info = jsonl_record(raw, path, line, "frame record")
+        if info is None:
             return
-        try:
-            info = json.loads(raw)
-        except ValueError as exc:
-            raise LivescopeError(f"{path}, line {line}: not a JSON frame record ({exc})") from None
-        if not isinstance(info, dict):
-            raise LivescopeError(
-                f"{path}, line {line}: a frame record is a JSON object, not {type(info).__name__}"
-            )
         try:
             seq = int(info.get("seq", -1))
             if info.get("added_by") and not self.analyse_added:

@@ -117,20 +117,27 @@ def read_jsonl(
         logging.getLogger("livescope").warning(
             "%s: its last line was cut short (a process killed mid-write); left out", p
         )
-    out: list[dict[str, Any]] = []
-    for n, line in enumerate(lines[:-1], start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except ValueError as exc:
-            raise LivescopeError(f"{p}, line {n}: not a JSON {what} ({exc})") from None
-        if not isinstance(rec, dict):
-            raise LivescopeError(
-                f"{p}, line {n}: a {what} is a JSON object, not {type(rec).__name__}"
-            )
-        out.append(rec)
-    return out
+    return [rec for n, line in enumerate(lines[:-1], start=1)
+            if (rec := jsonl_record(line, p, n, what)) is not None]  # fmt: skip
+
+
+def jsonl_record(line: str | bytes, path: Path, n: int, what: str) -> dict[str, Any] | None:
+    """Return line ``n`` of the JSON-lines file ``path`` as a dict (None: a blank line).
+
+    Raises `LivescopeError` naming the file, the line and ``what`` it should hold
+    if the line is not a JSON object.
+    """
+    if not line.strip():
+        return None
+    try:
+        rec = json.loads(line)
+    except ValueError as exc:
+        raise LivescopeError(f"{path}, line {n}: not a JSON {what} ({exc})") from None
+    if not isinstance(rec, dict):
+        raise LivescopeError(
+            f"{path}, line {n}: a {what} is a JSON object, not {type(rec).__name__}"
+        )
+    return rec
 
 
 def write_atomic(path: str | Path, data: str | bytes | memoryview) -> Path:
