@@ -136,10 +136,10 @@ def agent(
         # its policies too: a worker would refuse a bad rule only once acquisition is going
         _check_policies(plan, prof)
         run_dir = out or Path("runs") / time.strftime("agent-%Y%m%d-%H%M%S")
-        if (run_dir / "data.ome.zarr").exists():
-            fail(
-                f"{run_dir / 'data.ome.zarr'} already exists; choose a new --out", as_json=json_out
-            )
+        from livescope.record import earlier_recording
+
+        if (found := earlier_recording(run_dir)) is not None:
+            fail(f"{found} already exists; choose a new --out", as_json=json_out)
         check_output_folder(run_dir)
         check_micromanager_config(prof, backend)  # (before the run folder is made)
         from livescope.bus import uses_ipc

@@ -26,7 +26,7 @@ import useq
 import yaml
 
 from livescope.bus import StallMonitor, machine_info, peak_memory_mb, uses_ipc
-from livescope.record import read_frames
+from livescope.record import earlier_recording, read_frames
 from livescope.schema import (
     HardwareProfile,
     LivescopeError,
@@ -195,8 +195,8 @@ def run_adaptive(
             f"ground truth {ground_truth[0]} is scored with a simulated profile; "
             f"{ground_truth[1].name!r} is not one"
         )
-    if (out / "data.ome.zarr").exists():
-        raise LivescopeError(f"{out / 'data.ome.zarr'} already exists; choose a new output folder")
+    if (found := earlier_recording(out)) is not None:
+        raise LivescopeError(f"{found} already exists; choose a new output folder")
     if acquire is None:  # a rig's config file that is not there: before anything is written
         check_micromanager_config(profile, backend)
     out.mkdir(parents=True, exist_ok=True)

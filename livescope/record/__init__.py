@@ -11,6 +11,7 @@ from ._zarr import (
     ZARR_NAME,
     OmeZarrWriter,
     RecordingReader,
+    earlier_recording,
     read_frames,
     zarr_threads,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "PSink",
     "RecordedFrame",
     "RecordingReader",
+    "earlier_recording",
     "open_dataset",
     "read_ctc",
     "read_decisions",

@@ -29,9 +29,11 @@ its time points' logged sample times (a close-up's own), written at
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import shutil
 import threading
 from pathlib import Path
 from typing import Any, cast
@@ -47,6 +49,7 @@ __all__ = [
     "ZARR_NAME",
     "OmeZarrWriter",
     "RecordingReader",
+    "earlier_recording",
     "read_frames",
     "zarr_threads",
 ]
@@ -284,8 +287,9 @@ class OmeZarrWriter:
         self.bit_depth = bit_depth
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / ZARR_NAME
-        if self.path.exists():
-            raise LivescopeError(f"{self.path} already exists; choose a new output folder")
+        log = self.run_dir / FRAMES_FILE
+        if (found := earlier_recording(self.run_dir)) is not None:
+            raise LivescopeError(f"{found} already exists; choose a new output folder")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.channels = list(channels)
         """The c axis of every position, in order (channels are added as they appear)."""
@@ -302,7 +306,10 @@ class OmeZarrWriter:
         # counts its time points from 0 too, minutes after the plan's of the same index)
         self._t_began: dict[str, dict[int, float]] = {}
         self._t_scale: dict[str, float] = {}  # each position's t scale, set at close
-        self._log = (self.run_dir / FRAMES_FILE).open("a", encoding="utf-8")
+        # unbuffered: a line is written whole or taken back (`_append_line`), never left
+        # in a buffer to reach the log later, after its frame was reported not written
+        self._log = log.open("ab", buffering=0)
+        self._log_bytes = os.fstat(self._log.fileno()).st_size
         self.frames_written = 0
         self.closed = False
 
@@ -318,7 +325,13 @@ class OmeZarrWriter:
         group = self._root.create_group(
             str(len(self._series)), attributes=self._image_attrs(name, dtype, self.channels)
         )
-        series = _Series(group, name, shape_yx, dtype, self.codec, len(self.channels))
+        try:
+            series = _Series(group, name, shape_yx, dtype, self.codec, len(self.channels))
+        except BaseException:
+            # (a full disk): an image group without its array makes the whole store
+            # unreadable as NGFF, and its name would refuse the next position's group
+            shutil.rmtree(_metadata_file(group).parent, ignore_errors=True)
+            raise
         self._series[name] = series
         return series
 
@@ -390,8 +403,9 @@ class OmeZarrWriter:
             would replace that one).
         OSError
             if a file cannot be written (a PermissionError: one another program
-            held open for a second); the frame is not logged, and a channel it
-            was the first of is not taken in (its next frame tries again).
+            held open for a second); the frame is neither logged nor left in the
+            data (it may be written again), and a channel it was the first of is
+            not taken in (its next frame tries again).
 
         """
         if self.closed:
@@ -431,8 +445,15 @@ class OmeZarrWriter:
         need = (max(s.shape[0], t + 1), max(s.shape[1], len(self.channels)), max(s.shape[2], z + 1))
         s.grow(need)
         s.write((t, c, z), image)
-        self._log.write(json.dumps(info, default=str) + "\n")
-        self._log.flush()
+        try:
+            self._append_line(json.dumps(info, default=str) + "\n")
+        except OSError:
+            # a frame the log does not hold is not recorded: its chunk goes too, so that
+            # the data holds the logged frames only and the frame can be written again
+            # (a chunk left behind refuses it as recorded already)
+            with contextlib.suppress(OSError):  # (the log's error is the one raised)
+                s.chunk_path((t, c, z)).unlink(missing_ok=True)
+            raise
         self.frames_written += 1
         began = info.get("sample_time_s")
         if began is None and info.get("runner_time_ms") is not None:
@@ -440,6 +461,25 @@ class OmeZarrWriter:
         if began is not None and math.isfinite(began):
             times = self._t_began.setdefault(info["position"], {})
             times[t] = min(times.get(t, began), began)
+
+    def _append_line(self, line: str) -> None:
+        """Append ``line`` to the frame log whole, or raise its OSError leaving the log as it was.
+
+        A disk filling up takes part of a write: that part is cut off again, so
+        that no half line stays at the end of the log for the next line to follow.
+        """
+        data = memoryview(line.encode("utf-8"))
+        start = self._log_bytes
+        try:
+            done = 0
+            while done < len(data):
+                done += self._log.write(data[done:])
+        except OSError:
+            # (the write's error is the one raised; a reader skips a half line)
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._log.fileno(), start)
+            raise
+        self._log_bytes = start + len(data)
 
     def _time_scale_s(self, position: str) -> float:
         """Seconds per time point of ``position``: the mean spacing of its logged times.
@@ -457,7 +497,7 @@ class OmeZarrWriter:
         return self._scale[0]
 
     def close(self) -> None:
-        """Flush, sync and close the frame log; write the final metadata (writer thread).
+        """Sync and close the frame log; write the final metadata (once the last `write` returned).
 
         Every position's c axis and channel list are made whole, its t scale set
         from the logged times (`_time_scale_s`), and the root's attributes
@@ -505,6 +545,19 @@ class OmeZarrWriter:
         write_atomic(self._root_file, json.dumps(doc, indent=2))
 
 
+def earlier_recording(run_dir: str | Path) -> Path | None:
+    """Return the recording (``data.ome.zarr``) or frame log a run left in ``run_dir``, or None.
+
+    A new run is not recorded into either: a frame log appended to (its run's
+    store removed to run again there) would read that run's lines as this
+    run's frames, and this run's pixels for them.
+    """
+    for name in (ZARR_NAME, FRAMES_FILE):
+        if (found := Path(run_dir) / name).exists():
+            return found
+    return None
+
+
 def read_frames(run_dir: str | Path) -> list[FrameInfo]:
     """Read the frame log of a recorded run, in acquisition order.
 
@@ -516,6 +569,8 @@ def read_frames(run_dir: str | Path) -> list[FrameInfo]:
     LivescopeError
         if a complete line is not a JSON object (the log was damaged or edited),
         naming the line.
+    FileNotFoundError
+        if the folder holds no frame log.
 
     """
     # (while a run goes on, its last line may be being written: left out without a word)
@@ -558,8 +613,8 @@ class RecordingReader:
         Raises
         ------
         LivescopeError
-            if the recording does not hold that frame, or its chunk cannot be
-            read (a damaged file).
+            if the recording does not hold that frame (its chunk file is
+            missing), or its chunk cannot be read (a damaged file).
 
         """
 
@@ -586,6 +641,16 @@ class RecordingReader:
         if t >= arr.shape[0] or c >= arr.shape[1] or z >= arr.shape[2]:
             raise LivescopeError(f"frame {info['seq']} (t={t}, c={c}, z={z}) is not in {self.path}")
         frame = f"frame {info['seq']} ({info['position']} t={t} c={info['channel']} z={z})"
+        # (zarr reads a chunk that is not there as the fill value: a run copied in part
+        # would replay black frames without a word)
+        grid = arr.shards or arr.chunks
+        at = (t, c, z, *[0] * (len(grid) - 3))
+        key = arr.metadata.encode_chunk_key(tuple(i // n for i, n in zip(at, grid, strict=True)))
+        if not Path(str(arr.store_path.store.root), arr.path, key).is_file():
+            raise LivescopeError(
+                f"{frame} is logged but not in {self.path}: its chunk file {key} is missing "
+                "(a copy of the run folder that did not finish?)"
+            )
         try:
             return np.asarray(arr[t, c, z])
         except OSError as exc:  # (the file system's: a lock, a permission, a lost drive)

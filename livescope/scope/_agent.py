@@ -32,7 +32,7 @@ from livescope.bus import (
     fast_thread_switching,
 )
 from livescope.policy import Guardrails, rehearsal_closeup, rehearsal_field
-from livescope.record import ZARR_NAME, DecisionLog, OmeZarrWriter, PSink
+from livescope.record import DecisionLog, OmeZarrWriter, PSink, earlier_recording
 from livescope.schema import (
     UNTURNED,
     AddEvents,
@@ -205,7 +205,7 @@ class ScopeAgent:
             # what ran, for workers and replays, each whole when it appears and before the
             # frame log (a worker started first reads them once the log is there); not over
             # a recorded run's (the recorder refuses its folder)
-            if not (self.run_dir / ZARR_NAME).exists():
+            if earlier_recording(self.run_dir) is None:
                 import json
 
                 import yaml

@@ -156,3 +156,15 @@ def test_the_worker_refuses_an_option_it_would_misread(
     error = json.loads(res.stdout)["error"] if res.stdout else res.stderr
     assert says in error
     assert not (finished_run / "results").exists()  # nothing analysed
+
+
+def test_the_agent_refuses_a_folder_holding_another_runs_frame_log(tmp_path: Path) -> None:
+    # its store removed to run again there: the new run's frames were appended to the
+    # old run's log (read back as one run's, the old lines with the new pixels)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "frames.jsonl").write_text('{"seq": 0}\n', encoding="utf-8")
+    code, stdout, stderr = _agent(tmp_path, "--out", str(out))
+    assert code == 2, stdout + stderr
+    assert "frames.jsonl already exists" in json.loads(stdout)["error"]
+    assert sorted(p.name for p in out.iterdir()) == ["frames.jsonl"]
