@@ -84,6 +84,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -243,6 +244,8 @@ class PycromanagerAgent(ScopeAgent):
             check_hook(name, fn)
         if not watchdog_s > 0:
             raise LivescopeError(f"watchdog_s must be > 0 s, got {watchdog_s}")
+        if not 0 <= lead_s < math.inf:  # (NaN: the feeder waited for ever, no event out)
+            raise LivescopeError(f"lead_s must be a finite number >= 0 s, got {lead_s}")
         if queue_ahead < 1:  # (before the bus and the run folder are opened)
             raise LivescopeError(f"queue_ahead must be >= 1, got {queue_ahead}")
         if backend == "java":

@@ -50,16 +50,24 @@ def test_a_stop_run_ends_the_run_after_the_current_frame_not_after_the_queued_on
     _registry_is_clean()
 
 
+@pytest.mark.parametrize(
+    ("option", "says"),
+    [
+        pytest.param({"queue_ahead": 0}, "queue_ahead must be >= 1", id="queue_ahead"),
+        # (NaN: the feeder waited for ever with nothing handed over, the watchdog silent)
+        pytest.param({"lead_s": float("nan")}, "lead_s must be a finite number", id="lead_s"),
+    ],
+)
 def test_a_bad_queue_ahead_is_refused_before_the_run_folder_or_bus_is_opened(
-    scope: SimulatedMicroscope, tmp_path: Path
+    scope: SimulatedMicroscope, tmp_path: Path, option: dict[str, float], says: str
 ) -> None:
     # it was checked after ScopeAgent had opened the decision server, the frame bus and
     # the run folder: their threads and sockets were left open by the refused agent
     before = {t.ident for t in threading.enumerate()}
-    with pytest.raises(LivescopeError, match="queue_ahead must be >= 1"):
+    with pytest.raises(LivescopeError, match=says):
         PycromanagerAgent(
             scope.core, scope.profile, _plan(), tmp_path / "run", sim=scope, bus="inline",
-            queue_ahead=0,
+            **option,  # type: ignore[arg-type]
         )  # fmt: skip
     assert not (tmp_path / "run").exists()
     assert {t.ident for t in threading.enumerate() if t.is_alive()} <= before
