@@ -69,6 +69,7 @@ def agent(
         float | None,
         typer.Option(
             min=0.001,
+            callback=finite,
             help="Simulated profiles: sample seconds per wall second (default: the "
             "profile's, 600 for 'sim'; run and demo use 40).",
         ),

@@ -47,6 +47,7 @@ def _agent(tmp_path: Path, *options: str) -> tuple[int, str, str]:
             "--decisions-endpoint: --bus off opens no bus",
             id="endpoint-without-bus",
         ),
+        pytest.param(["--time-acceleration", "inf"], "--time-acceleration", id="acceleration"),
         pytest.param(
             ["--profile", "widefield-2048-scmos", "--seed", "3"],
             "--seed applies to simulated profiles only",
