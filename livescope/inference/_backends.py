@@ -64,6 +64,10 @@ class BackendRunError(LivescopeError):
     """A loaded model failed on an input (the runtime's own message, with the input's shape)."""
 
 
+class _PlanCannotRun(LivescopeError):
+    """A TensorRT plan that loads but cannot run here: building it again would not help."""
+
+
 def _first_line(exc: BaseException) -> str:
     """Return the first line of an exception's message (its type's name if it has none)."""
     text = str(exc).strip()
@@ -156,6 +160,14 @@ def _cuda_device() -> tuple[bool, str]:
     return True, torch.cuda.get_device_name(0)
 
 
+def _gpu_sm() -> str:
+    """Return the current CUDA GPU's compute capability as TensorRT names it (e.g. "SM89")."""
+    import torch
+
+    major, minor = torch.cuda.get_device_capability(torch.cuda.current_device())
+    return f"SM{major}{minor}"
+
+
 # ----------------------------------------------------------------- ONNX Runtime
 
 
@@ -229,7 +241,10 @@ class _OrtSession:
 
 
 class OnnxRuntimeBackend:
-    """ONNX Runtime: CPU, or CUDA / TensorRT execution providers where installed."""
+    """ONNX Runtime: CPU, or its CUDA execution provider where installed and a driver is.
+
+    Its TensorRT provider is not used (plans are the tensorrt backend's, cached by key).
+    """
 
     name = "onnxruntime"
 
@@ -438,7 +453,7 @@ class TorchBackend:
     name = "torch"
 
     def available(self) -> tuple[bool, str]:
-        """Return (True, device) when torch and onnx import."""
+        """Return (True, device) when torch and onnx are installed ("cpu" without a GPU)."""
         if not _has("torch"):
             return False, "torch is not installed (the train extra)"
         if not _has("onnx"):
@@ -487,14 +502,16 @@ def _plan_key(
 ) -> str:
     """Hash everything a plan depends on: the model, GPU, TensorRT, precision, profile.
 
-    The profile is the shapes (as ints: numpy's or a YAML list give the same key) and,
-    for a classifier, its card's ``crop_px`` (not in the ONNX file) and the batch sizes
-    (not the frames' shapes: its crops are the same whatever the frame's).
+    The profile is the (min, opt, max) input shapes the plan is built for
+    (`input_profile`), not what they were made from: the frames' tile shapes (as
+    ints: numpy's or a YAML list give the same key), or, with none, the card's
+    ``tiling.tile_px`` and ``input.multiple_of``; for a classifier its card's
+    ``crop_px`` and the batch sizes (not the frames' shapes: its crops are the
+    same whatever the frame's). None of the card's fields is in the ONNX file:
+    a key without them loaded a stale plan after the card was edited.
     """
-    shapes = () if card.crop_px is not None else shapes
-    shape_set = sorted({(int(h), int(w)) for h, w in shapes})
-    profile = f"crop_px={card.crop_px}|crops={CROP_BATCH}|tiles={_TILE_BATCH}"
-    text = "|".join([card.sha256, gpu, trt_version, precision, repr(shape_set), profile])
+    profile = repr((card.input.name, input_profile(card, shapes)))
+    text = "|".join([card.sha256, gpu, trt_version, precision, profile])
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -517,7 +534,9 @@ def _cached_plan(path: Path, build: Callable[[], bytes], load: Callable[[bytes],
 
     A cached plan that does not load (half written by a process that died, or
     left by another build) is built again and replaced; a cache that cannot be
-    written is warned about, and the plan built is loaded all the same.
+    written is warned about, and the plan built is loaded all the same. A plan
+    that loads but cannot run here (`_PlanCannotRun`: no GPU memory, a tensor
+    type without a buffer) is not built again: a new one would fail the same way.
     """
     plan = None
     with contextlib.suppress(OSError):  # (not there, or a cache that cannot be read)
@@ -525,6 +544,8 @@ def _cached_plan(path: Path, build: Callable[[], bytes], load: Callable[[bytes],
     if plan is not None:
         try:
             return load(plan)
+        except _PlanCannotRun:
+            raise
         except LivescopeError as exc:
             logger.warning("%s does not load (%s); building it again", path, _first_line(exc))
     plan = build()
@@ -644,6 +665,11 @@ class _TrtSession:
         if self._engine is None:
             raise LivescopeError(f"engine {card.name}: cannot deserialize the {backend} plan")
         self._context = self._engine.create_execution_context()
+        if self._context is None:  # (None, not an error: the first run then failed on None)
+            raise _PlanCannotRun(
+                f"engine {card.name}: {backend} cannot make an execution context for its plan "
+                "(most often no GPU memory left for its activations; TensorRT's log says why)"
+            )
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         mode = trt.TensorIOMode.INPUT
         self.input_name = next(n for n in names if self._engine.get_tensor_mode(n) == mode)
@@ -660,20 +686,22 @@ class _TrtSession:
         names = ("float32", "float16", "bfloat16", "int32", "int64", "int8", "uint8", "bool")
         table = {getattr(trt, n): getattr(torch, n) for n in names if hasattr(trt, n)}
         if dt not in table:
-            raise LivescopeError(f"a TensorRT plan's tensor of type {dt} has no torch buffer type")
+            raise _PlanCannotRun(f"a TensorRT plan's tensor of type {dt} has no torch buffer type")
         return table[dt]
 
     def run(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
         torch = self._torch
         ctx = self._context
+        # (checked before the input goes to the GPU: a refused input costs no copy)
+        if not ctx.set_input_shape(self.input_name, tuple(int(n) for n in x.shape)):
+            lo, _, hi = self._engine.get_tensor_profile_shape(self.input_name, 0)
+            raise BackendRunError(
+                f"{self.backend}: input {tuple(x.shape)} is outside the plan's optimisation "
+                f"profile, {tuple(lo)} to {tuple(hi)} (N, C, H, W): the shapes it was built for"
+            )
         try:
             inp = torch.from_numpy(np.ascontiguousarray(x)).to("cuda")
             inp = inp.to(self._dtypes[self.input_name])  # fp32 normalised first, cast on device
-            if not ctx.set_input_shape(self.input_name, tuple(inp.shape)):
-                raise BackendRunError(
-                    f"{self.backend}: input {tuple(x.shape)} is outside the plan's optimisation "
-                    "profile (the hardware profile's frame shapes it was built for)"
-                )
             ctx.set_tensor_address(self.input_name, inp.data_ptr())
             outs = {}
             for name in self.output_names:
@@ -708,10 +736,20 @@ class TensorRTBackend:
         return _has(self.module)
 
     def available(self) -> tuple[bool, str]:
-        """Return (True, GPU) when the library and a CUDA GPU are present."""
+        """Return (True, GPU) when the library loads and a CUDA GPU is present.
+
+        Raises
+        ------
+        ImportError, OSError
+            if the library is installed but does not load (e.g. a CUDA library it
+            needs is missing): `_can_run` names it a backend that cannot run.
+
+        """
         if not _has(self.module):
             return False, f"{self.module} is not installed (the gpu extra)"
         ok, how = _cuda_device()
+        if ok:  # (imported here, not first in load: one that does not load is passed over)
+            importlib.import_module(self.module)
         return ok, how
 
     def priority(self) -> int:
@@ -750,6 +788,25 @@ class TensorRTRTXBackend(TensorRTBackend):
 
     name = "tensorrt-rtx"
     module = "tensorrt_rtx"
+
+    def available(self) -> tuple[bool, str]:
+        """Return (True, GPU) when the library loads and the GPU is one it can build for.
+
+        TensorRT-RTX is for RTX-class GPUs: it has no kernels for others (e.g. no
+        Hopper, SM90: an H100 or H200), whose plan would fail to build where torch
+        could run the engine.
+        """
+        ok, how = super().available()
+        if not ok:
+            return ok, how
+        trt = importlib.import_module(self.module)
+        sm, known = _gpu_sm(), [n for n in dir(trt.ComputeCapability) if n.startswith("SM")]
+        if sm not in known:
+            return False, (
+                f"{how} ({sm}) is not a GPU {self.module} {trt.__version__} builds for "
+                f"({', '.join(known)})"
+            )
+        return True, how
 
     def priority(self) -> int:
         """Behind TensorRT."""
