@@ -18,21 +18,13 @@ from ._common import (
     fail,
     finite,
     given,
+    given_or_none,
     given_path,
     refuse_replay_profile,
     setup_logging,
     stderr,
     user_errors,
 )
-
-
-def _given_or_none(value: str | None) -> str | None:
-    """Refuse an empty optional text option (a callback): unset, it is None.
-
-    An empty ``--run-id ""`` or endpoint (an unset variable in a script) was
-    taken for "not given": the run got another id, the bus a default endpoint.
-    """
-    return None if value is None else given(value)
 
 
 def agent(
@@ -51,16 +43,16 @@ def agent(
         str, typer.Option(help="Frame bus: inline, shm (shared memory) or off.")
     ] = "shm",
     frames_endpoint: Annotated[
-        str | None, typer.Option(callback=_given_or_none, help="Bind frames here.")
+        str | None, typer.Option(callback=given_or_none, help="Bind frames here.")
     ] = None,
     control_endpoint: Annotated[
-        str | None, typer.Option(callback=_given_or_none, help="Bind bus control here.")
+        str | None, typer.Option(callback=given_or_none, help="Bind bus control here.")
     ] = None,
     decisions_endpoint: Annotated[
-        str | None, typer.Option(callback=_given_or_none, help="Bind decisions here.")
+        str | None, typer.Option(callback=given_or_none, help="Bind decisions here.")
     ] = None,
     run_id: Annotated[
-        str | None, typer.Option(callback=_given_or_none, help="Run id (default: generated).")
+        str | None, typer.Option(callback=given_or_none, help="Run id (default: generated).")
     ] = None,
     seed: Annotated[
         int | None, typer.Option(min=0, help="Simulation seed (simulated profiles).")
@@ -283,7 +275,7 @@ def worker(
     profile: Annotated[
         str | None,
         typer.Option(
-            callback=_given_or_none,
+            callback=given_or_none,
             help="Hardware profile: channels, guardrails (default: RUN/profile.yaml, the rig "
             "as the agent runs it).",
         ),

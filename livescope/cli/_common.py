@@ -91,6 +91,15 @@ def given(value: str) -> str:
     return value
 
 
+def given_or_none(value: str | None) -> str | None:
+    """Refuse an empty optional text option (a callback; unset, it is None).
+
+    An empty ``--run-id ""`` or endpoint (an unset variable in a script) was
+    taken for "not given": the run got another id, the bus a default endpoint.
+    """
+    return None if value is None else given(value)
+
+
 def given_path(value: str) -> Path:
     """Parse a path option or argument, refusing an empty one (a parser).
 

@@ -9,7 +9,17 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from ._common import JsonOpt, emit, fail, progress_bar, report, setup_logging, stderr, user_errors
+from ._common import (
+    JsonOpt,
+    emit,
+    fail,
+    given_or_none,
+    progress_bar,
+    report,
+    setup_logging,
+    stderr,
+    user_errors,
+)
 
 engines_app = typer.Typer(help="Inference engines: list, check, build.", no_args_is_help=True)
 eval_app = typer.Typer(help="Score engines against ground truth.", no_args_is_help=True)
@@ -173,15 +183,25 @@ def engines_build(
         ),
     ] = "tensorrt",
     profile: Annotated[
-        str, typer.Option(help="Hardware profile (frame shape → tile plan).")
-    ] = "sim",
-    precision: Annotated[str, typer.Option(help="fp32 or fp16.")] = "fp16",
+        str | None,
+        typer.Option(
+            callback=given_or_none,
+            help="Hardware profile whose frames the plan is for (frame shape → tile plan). "
+            "Default: any frame's tiles, the plan the pipeline worker loads.",
+        ),
+    ] = None,
+    precision: Annotated[str, typer.Option(help="fp32 (the pipeline worker's) or fp16.")] = "fp32",
     compute_capability: Annotated[
         list[str] | None, typer.Option(help="tensorrt-rtx ahead of time: e.g. SM89 (repeatable).")
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Compile an engine's ONNX into a plan for this GPU (or ahead of time with TensorRT-RTX)."""
+    """Compile an engine's ONNX into a plan for this GPU (or ahead of time with TensorRT-RTX).
+
+    By default the plan the pipeline worker loads (fp32, any frame's tiles), so
+    that a run's first start does not wait for the build; a plan for
+    ``--profile``'s frames or in fp16 is for other uses (benchmarks, your own code).
+    """
     setup_logging(False)
     from livescope.inference import (
         CROP_BATCH,
@@ -205,12 +225,13 @@ def engines_build(
             )
         if compute_capability and backend != "tensorrt-rtx":
             fail("--compute-capability is for tensorrt-rtx's ahead-of-time build", as_json=json_out)
-        prof = load_profile(profile)
+        prof = None if profile is None else load_profile(profile)
+        frame_shape = None if prof is None else prof.camera.sensor_shape_px
         # (checks the precision too, also for the ahead-of-time build that takes none)
         ref = Engine(engine, backend=OnnxRuntimeBackend(), precision=precision)
         card, model = ref.card, ref.model_path
         ref.close()
-        shapes = TilePlan.for_profile(prof, card).tile_shapes()
+        shapes = [] if prof is None else TilePlan.for_profile(prof, card).tile_shapes()
         t0 = time.perf_counter()
         if backend == "tensorrt-rtx" and compute_capability:
             plan = TensorRTRTXBackend().build_ahead_of_time(model, card, shapes, compute_capability)
@@ -228,17 +249,18 @@ def engines_build(
                     f"{exc}; to build without a GPU, name the GPUs it is for: "
                     "--compute-capability SM89 (repeatable)"
                 ) from None
-            Engine(
-                engine, backend=b, precision=precision, frame_shape=prof.camera.sensor_shape_px
-            ).close()
+            Engine(engine, backend=b, precision=precision, frame_shape=frame_shape).close()
             result = {"plan_cache": str(plan_cache_dir())}
         # (a per-cell classifier's plan takes batches of fixed crops, not tiles)
         inputs = (
             {"crop_px": card.crop_px, "batch": [CROP_BATCH[0], CROP_BATCH[-1]]}
             if card.crop_px is not None
-            else {"tile_shapes": shapes}
+            else {"tile_shapes": shapes or "any"}
         )  # fmt: skip
+        # (the ahead-of-time build takes its precision from the ONNX graph: fp32)
+        built = "fp32" if backend == "tensorrt-rtx" and compute_capability else precision
         result.update({"ok": True, "engine": card.name, "backend": backend, **inputs,
+                       "precision": built,
                        "seconds": round(time.perf_counter() - t0, 2)})  # fmt: skip
     report(result, json_out)
 

@@ -186,3 +186,22 @@ def test_eval_states_on_a_ctc_sequence_says_which_pixel_size_it_assumed(tmp_path
     assert res.returncode == 0, res.stderr[-2000:]
     assert "no --pixel-size" not in res.stderr
     assert json.loads(res.stdout)["pixel_size_um"] == 0.4
+
+
+def test_engines_build_makes_by_default_the_plan_the_worker_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the pipeline worker loads its engines in fp32 for any frame's tiles; the build
+    # made fp16 plans for the profile's sensor tiles: another key, never used, and the
+    # worker built its own on its first run (minutes on a rig's GPU)
+    pytest.importorskip("tensorrt_rtx")
+    monkeypatch.setenv("LIVESCOPE_CACHE", str(tmp_path))
+    args = ("engines", "build", "nuclei-unet", "--backend", "tensorrt-rtx",
+            "--compute-capability", "SM89", "--json")  # fmt: skip
+    res = run_cli(*args)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["precision"] == "fp32"
+    assert out["tile_shapes"] == "any"  # (the worker's profile: every tile Engine can make)
+    sized = json.loads(run_cli(*args[:-1], "--profile", "sim", "--json").stdout)
+    assert sized["tile_shapes"] == [[512, 512]]
