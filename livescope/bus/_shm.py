@@ -4,15 +4,24 @@ Layout of the shared block (all little-endian):
 
 * readers table: ``max_readers`` × (heartbeat ns, registration token; 0 = free) (u64)
 * slots table: ``n_slots`` × (generation, publish time ns) (u64)
-* holders table: ``n_slots`` × ``max_readers`` bytes (1: that reader still holds the slot)
+* holders table: ``n_slots`` × ``max_readers`` bytes (1: the slot was given to that reader)
+* released table: ``n_slots`` × ``max_readers`` (u64): the generation of the slot
+  that reader gave back
 * data: ``n_slots`` × ``slot_bytes``
 
-The writer (agent) is the only process that sets holder bytes and generations;
-each reader clears only its own holder bytes and writes only its own heartbeat.
+The writer (agent) is the only process that writes holder bytes and generations;
+each reader writes only its own column of the released table and its own
+heartbeat. A reader holds a slot while the slot is given to it and the
+generation it gave back is not the slot's: a reader gives a slot back by the
+generation it read before checking that its place is still its own, so a reader
+declared dead while it was stalled after that check, whose place went to
+another reader, writes an older generation, which frees none of the other's
+slots (a stale one can only keep a slot held, until that reader's `ShmReader.sweep`).
 A slot is reused when no live reader holds it; a reader whose heartbeat is older
-than ``dead_after_s`` is declared dead and its holds are dropped. Readers check
-the slot's generation before and after use, so a frame overwritten under a reader
-that was (wrongly) declared dead is detected, never silently used.
+than ``dead_after_s`` is declared dead and its holds are dropped. A receiver
+checks the slot's generation before it hands a frame out (`ShmReader.holds`);
+whether the frame was overwritten since (its reader was, wrongly, declared dead,
+or the frame released) only `Frame.valid` says, when called after use.
 
 A ring is named ``lvs_<pid>_<hex>`` after the process that made it. On Linux its
 space in ``/dev/shm`` is reserved when it is made (a full ``/dev/shm`` is said
@@ -49,7 +58,7 @@ __all__ = ["ShmReader", "ShmRing", "SlotHold", "remove_stale_rings"]
 
 logger = logging.getLogger("livescope")
 
-_MAGIC = 0x4C56534D52494E47  # "LVSMRING"
+_MAGIC = 0x4C56534D52494E32  # "LVSMRIN2" (2: the released table; "LVSMRING" had none)
 
 SHM_FOLDER = "/dev/shm"
 """Where Linux keeps named shared memory (a tmpfs; Docker gives a container 64 MiB)."""
@@ -61,27 +70,78 @@ def _layout(n_slots: int, max_readers: int, slot_bytes: int) -> dict[str, int]:
     head = 4 * 8
     readers = head
     gens = readers + max_readers * 16
-    holders = gens + n_slots * 16
+    released = gens + n_slots * 16
+    holders = released + n_slots * max_readers * 8
     data = holders + n_slots * max_readers
     data = (data + 63) // 64 * 64
-    return {"readers": readers, "gens": gens, "holders": holders, "data": data,
-            "total": data + n_slots * slot_bytes}  # fmt: skip
+    return {"readers": readers, "gens": gens, "released": released, "holders": holders,
+            "data": data, "total": data + n_slots * slot_bytes}  # fmt: skip
 
 
 class _Views:
-    """numpy views over a ring's shared block (both sides build the same views)."""
+    """numpy views over a ring's shared block (both sides build the same views).
+
+    All are made from ``block``, one `np.frombuffer` array over the whole block:
+    it holds a buffer export of the mapping for as long as it, or any array made
+    from it (a frame's view), lives, so `SharedMemory.close` cannot unmap the block
+    under them (it raises BufferError: see `_close_block`). Arrays made with
+    ``np.ndarray(..., buffer=...)`` hold none: the block was unmapped under a
+    frame's array still in use, and reading it killed the process (SIGSEGV).
+    """
 
     def __init__(self, buf: memoryview, n_slots: int, max_readers: int, slot_bytes: int) -> None:
         lay = _layout(n_slots, max_readers, slot_bytes)
+        if buf.nbytes < lay["total"]:
+            raise ValueError(f"block of {buf.nbytes} bytes; the geometry needs {lay['total']}")
         self.n_slots, self.max_readers, self.slot_bytes = n_slots, max_readers, slot_bytes
-        self.head = np.ndarray((4,), np.uint64, buf, 0)
-        self.readers = np.ndarray((max_readers, 2), np.uint64, buf, lay["readers"])
-        self.slots = np.ndarray((n_slots, 2), np.uint64, buf, lay["gens"])
-        self.holders = np.ndarray((n_slots, max_readers), np.uint8, buf, lay["holders"])
-        self.data = np.ndarray((n_slots, slot_bytes), np.uint8, buf, lay["data"])
+        self.block = np.frombuffer(buf, np.uint8, lay["total"])
+
+        def table(offset: int, shape: tuple[int, int], dtype: type[Any]) -> NDArray[Any]:
+            nbytes = shape[0] * shape[1] * np.dtype(dtype).itemsize
+            out: NDArray[Any] = self.block[offset : offset + nbytes].view(dtype).reshape(shape)
+            return out
+
+        self.head = self.block[:32].view(np.uint64)
+        self.readers = table(lay["readers"], (max_readers, 2), np.uint64)
+        self.slots = table(lay["gens"], (n_slots, 2), np.uint64)
+        self.released = table(lay["released"], (n_slots, max_readers), np.uint64)
+        self.holders = table(lay["holders"], (n_slots, max_readers), np.uint8)
+        self.data = table(lay["data"], (n_slots, slot_bytes), np.uint8)
 
     def release(self) -> None:
-        del self.head, self.readers, self.slots, self.holders, self.data
+        del self.block, self.head, self.readers, self.slots, self.released, self.holders
+        del self.data
+
+    def held(self) -> NDArray[np.bool_]:
+        """Return, for each slot, whether a reader holds it (see the module)."""
+        by_reader = (self.holders != 0) & (self.released != self.slots[:, :1])
+        return cast("NDArray[np.bool_]", by_reader.any(axis=1))
+
+
+def _close_quietly(shm: shared_memory.SharedMemory) -> None:
+    with contextlib.suppress(BufferError):
+        shm.close()
+
+
+def _close_block(shm: shared_memory.SharedMemory, views: _Views) -> bool:
+    """Drop ``views`` and unmap ``shm``; return False if arrays over it still live.
+
+    Those (a frame's array a user keeps, a write on another thread) keep the
+    block mapped; it is unmapped, and its descriptor closed, once the last of
+    them is freed, not at the process's end.
+    """
+    anchor = weakref.ref(views.block.base)  # (the memoryview of numpy's buffer export)
+    views.release()
+    try:
+        shm.close()
+    except BufferError:
+        exporter = anchor()
+        if exporter is None:  # (freed in between, on another thread)
+            _close_quietly(shm)
+            return True
+        weakref.finalize(exporter, _close_quietly, shm).atexit = False
+        return False
+    return True
 
 
 def _buffer(shm: shared_memory.SharedMemory) -> memoryview:
@@ -291,6 +351,7 @@ class ShmRing:
         self.v.head[:] = (_MAGIC, n_slots, max_readers, slot_bytes)
         self.v.readers[:] = 0
         self.v.slots[:] = 0
+        self.v.released[:] = 0
         self.v.holders[:] = 0
         self.v.data[:] = 0  # touch every page now, not during the acquisition
         self.dead_after_ns = int(dead_after_s * 1e9)
@@ -351,10 +412,10 @@ class ShmRing:
         if nbytes > self.v.slot_bytes:
             raise LivescopeError(f"frame of {nbytes} bytes exceeds the ring's {self.v.slot_bytes}")
         n = self.v.n_slots
-        held = self.v.holders.any(axis=1)
+        held = self.v.held()
         if held.all():
             self._reap_dead()
-            held = self.v.holders.any(axis=1)
+            held = self.v.held()
         for k in range(n):
             slot = (self._next + k) % n
             if not held[slot]:
@@ -365,13 +426,16 @@ class ShmRing:
     def write(self, slot: int, image: NDArray[Any]) -> None:
         """Copy ``image`` into ``slot`` (the single copy of the shared-memory path)."""
         flat = np.ascontiguousarray(image).reshape(-1).view(np.uint8)
+        # (no reader holds it: its bytes say only to whom it was given, which with a new
+        # generation would read as held again by every reader that gave it back)
+        self.v.holders[slot, :] = 0
         self.v.slots[slot, 0] += 1  # odd while being written
         np.copyto(self.v.data[slot, : flat.size], flat)
 
     def publish(self, slot: int) -> int:
         """Mark ``slot`` held by every live reader; returns its generation."""
+        self.v.slots[slot, 1] = clock_ns()  # (before the generation: `ShmReader.sweep`)
         self.v.slots[slot, 0] += 1  # even: complete
-        self.v.slots[slot, 1] = clock_ns()
         self.v.holders[slot, :] = self.v.readers[:, 1] != 0
         return int(self.v.slots[slot, 0])
 
@@ -384,10 +448,11 @@ class ShmRing:
         if self._closed:
             return
         self._closed = True
-        self.v.release()
-        self._shm.close()
+        # (the name first: the block goes from /dev/shm even while an array over it,
+        # e.g. of a `write` on another thread, keeps it mapped here)
         with contextlib.suppress(FileNotFoundError):
             self._shm.unlink()
+        _close_block(self._shm, self.v)
         if self._lock_fd >= 0:
             os.close(self._lock_fd)  # (the lock goes with it)
             self._lock_fd = -1
@@ -396,9 +461,10 @@ class ShmRing:
 class ShmReader:
     """Reader side: attaches to a ring by name with the place and token the writer gave it.
 
-    Every operation on holder bytes first checks that the place is still this
+    Every giving back of slots first checks that the place is still this
     reader's (same token); once the writer has declared it dead, the reader
-    touches nothing and `registered` is False.
+    touches nothing more and `registered` is False (a write already past that
+    check gives back older generations, which free no other reader's slot).
     """
 
     def __init__(self, geometry: dict[str, Any], reader_index: int, token: int) -> None:
@@ -421,7 +487,7 @@ class ShmReader:
                 int(geometry["max_readers"]),
                 int(geometry["slot_bytes"]),
             )
-        except (TypeError, ValueError):  # (numpy: the block is smaller than the geometry)
+        except (TypeError, ValueError):  # (`_Views`: the block is smaller than the geometry)
             self._shm.close()
             raise LivescopeError(
                 f"shared block {geometry['name']} is smaller than its geometry says"
@@ -460,10 +526,16 @@ class ShmReader:
 
     def holds(self, slot: int, generation: int) -> bool:
         """Return True if this reader holds ``slot`` at ``generation``."""
+        if self._closed:
+            return False
+        given = bool(self.v.holders[slot, self.index])
+        released = int(self.v.released[slot, self.index])
+        # (the place checked last: all that was read was this reader's then)
         return (
-            self.registered
-            and bool(self.v.holders[slot, self.index])
+            given
+            and released != generation
             and int(self.v.slots[slot, 0]) == generation
+            and self.registered
         )
 
     def generation(self, slot: int) -> int:
@@ -480,15 +552,23 @@ class ShmReader:
         subscribed, or dropped by the socket); its hold would block the slot forever.
         Returns how many were released.
         """
-        if not self.registered:
+        if self._closed:
             return 0
         now = clock_ns()
-        held = np.flatnonzero(self.v.holders[:, self.index])
+        # (all read before the place is checked; the generation first: `ShmRing.publish`
+        # writes the time before it, and `ShmRing.write` clears the holder bytes before
+        # making it odd, so an even one read here comes with its time and holders)
+        gens = self.v.slots[:, 0].copy()
+        given = self.v.holders[:, self.index] != 0
+        released = self.v.released[:, self.index].copy()
+        times = self.v.slots[:, 1].astype(np.int64)
+        if not self.registered:
+            return 0
         lost = 0
-        for slot in held.tolist():
-            age = now - int(self.v.slots[slot, 1])
-            if slot not in in_use and age > older_than_s * 1e9:
-                self.v.holders[slot, self.index] = 0
+        mine = given & (released != gens) & (gens % 2 == 0)  # (odd: being written)
+        for slot in np.flatnonzero(mine).tolist():
+            if slot not in in_use and now - int(times[slot]) > older_than_s * 1e9:
+                self.v.released[slot, self.index] = gens[slot]
                 lost += 1
         return lost
 
@@ -502,13 +582,19 @@ class ShmReader:
 
     def release(self, slot: int) -> None:
         """Give ``slot`` back to the writer."""
+        if self._closed:
+            return
+        generation = self.v.slots[slot, 0]  # (read before the check: see the module)
         if self.registered:
-            self.v.holders[slot, self.index] = 0
+            self.v.released[slot, self.index] = generation
 
     def release_all(self) -> None:
         """Give every slot back (before saying goodbye)."""
+        if self._closed:
+            return
+        generations = self.v.slots[:, 0].copy()  # (read before the check: see the module)
         if self.registered:
-            self.v.holders[:, self.index] = 0
+            self.v.released[:, self.index] = generations
 
     def close(self) -> None:
         """Release every hold and detach (views handed out stay readable until freed)."""
@@ -516,10 +602,7 @@ class ShmReader:
             return
         self.release_all()
         self._closed = True
-        self.v.release()
-        try:
-            self._shm.close()
-        except BufferError:  # views still alive in user code: the mapping goes with them
+        if not _close_block(self._shm, self.v):  # (frames' arrays still alive in user code)
             logger.debug(
                 "shared block %s still in use; detaching when its views are freed", self.name
             )
