@@ -17,6 +17,7 @@ import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
+import io
 import logging
 import os
 import sys
@@ -199,12 +200,23 @@ def _ort_session(model: Path, providers: list[str]) -> Any:
         # each engine as fast (stain / segmentation / cell states 486 / 110 / 54 ms
         # per 512² field either way; ONNX Runtime 1.32, one thread, 2026-12-02)
         opts.enable_mem_pattern = False
+    printed = io.StringIO()
     try:
-        return ort.InferenceSession(str(model), sess_options=opts, providers=providers)
+        # (ONNX Runtime prints a provider that failed to start, and its own fallback, to
+        # stdout: into a command's --json output; logged instead)
+        with contextlib.redirect_stdout(printed):
+            sess = ort.InferenceSession(str(model), sess_options=opts, providers=providers)
     except Exception as exc:  # (ORT's own error types derive from Exception only)
         raise LivescopeError(
             f"{model}: ONNX Runtime cannot load it as an ONNX model ({str(exc).strip()[:300]})"
         ) from exc
+    finally:
+        if text := printed.getvalue().strip():
+            logger.warning("%s: ONNX Runtime said: %s", model, text)
+    # a provider that fails mid-run is an error, not a silent move to the CPU (printed to
+    # stdout, the engine still said to run on the GPU): `_OrtSession` falls back at load
+    sess.disable_fallback()
+    return sess
 
 
 class _OrtSession:
@@ -226,11 +238,17 @@ class _OrtSession:
         self.output_names = [o.name for o in self._sess.get_outputs()]
 
     def run(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
-        from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument
+        from onnxruntime.capi.onnxruntime_pybind11_state import (
+            EPFail,
+            Fail,
+            InvalidArgument,
+            RuntimeException,
+        )
 
         try:
             out = self._sess.run(self.output_names[:1], {self.input_name: x})[0]
-        except (Fail, InvalidArgument) as exc:  # ORT's errors derive from Exception only
+        # (ORT's errors derive from Exception only; EPFail: a GPU provider failed)
+        except (Fail, InvalidArgument, EPFail, RuntimeException) as exc:
             raise BackendRunError(
                 f"onnxruntime failed on input {tuple(x.shape)}: {str(exc).strip()}"
             ) from exc

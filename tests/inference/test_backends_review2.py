@@ -191,3 +191,17 @@ def test_a_plan_without_gpu_memory_for_its_context_says_so_and_is_not_built_agai
     ):
         B._cached_plan(path, build, lambda p: B._TrtSession(_FakeTrt, p, card, "tensorrt"))
     assert built == []
+
+
+def test_onnx_runtime_falls_back_to_the_cpu_only_where_livescope_says_so() -> None:
+    # ONNX Runtime's own fallback (on by default) re-made a session whose GPU provider
+    # failed mid-run on the CPU, printing to stdout (into --json output) while the engine
+    # still said it ran on CUDA; livescope falls back at load only, with a warning
+    from livescope.inference import Engine, OnnxRuntimeBackend
+
+    eng = Engine("cell-state", backend=OnnxRuntimeBackend())
+    try:
+        assert eng.session is not None
+        assert eng.session._sess._enable_fallback is False  # (ORT's attribute)
+    finally:
+        eng.close()
