@@ -539,18 +539,23 @@ def _channel_problems(
         except KeyError as exc:
             problems.append(f"{where}.config: {exc.args[0]}")
             continue
-        if ch.exposure is not None:
-            if _outside(ch.exposure, (preset.exposure_min_ms, preset.exposure_max_ms)):
-                problems.append(
-                    f"{where}.exposure: {ch.exposure} ms is outside channel {preset.name!r} "
-                    f"limits [{preset.exposure_min_ms}, {preset.exposure_max_ms}] ms"
-                )
-            limit = profile.light_dose.max_exposure_ms_per_frame
-            if preset.kind == "fluorescence" and ch.exposure > limit:
-                problems.append(
-                    f"{where}.exposure: {ch.exposure} ms exceeds the light-dose budget "
-                    f"(light_dose.max_exposure_ms_per_frame = {limit} ms)"
-                )
+        if ch.exposure is not None and _outside(
+            ch.exposure, (preset.exposure_min_ms, preset.exposure_max_ms)
+        ):
+            problems.append(
+                f"{where}.exposure: {ch.exposure} ms is outside channel {preset.name!r} "
+                f"limits [{preset.exposure_min_ms}, {preset.exposure_max_ms}] ms"
+            )
+        # a channel that gives no exposure runs at its preset's default (held to the cap
+        # too: it went over it unnoticed)
+        limit = profile.light_dose.max_exposure_ms_per_frame
+        exposure = preset.default_exposure_ms if ch.exposure is None else ch.exposure
+        if preset.kind == "fluorescence" and exposure > limit:
+            given = "" if ch.exposure is not None else f" (channel {preset.name!r}'s default)"
+            problems.append(
+                f"{where}.exposure: {exposure} ms{given} exceeds the light-dose budget "
+                f"(light_dose.max_exposure_ms_per_frame = {limit} ms)"
+            )
 
     return problems
 

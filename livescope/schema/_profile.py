@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
-from ._base import FrozenModel
+from ._base import FrozenModel, read_yaml
 from ._errors import ProfileError, StageLimitError
 
 __all__ = [
@@ -401,7 +401,10 @@ def builtin_profiles() -> dict[str, Path]:
 
 
 def builtin_profile_path(name: str) -> Path:
-    """Return the path of a shipped profile.
+    """Return the path of a shipped profile, by its file's stem or the ``name`` it gives.
+
+    A run's summary records the profile's ``name`` (``widefield-2048``), which may
+    differ from its file's (``widefield-2048-scmos``): either finds it.
 
     Raises
     ------
@@ -410,16 +413,34 @@ def builtin_profile_path(name: str) -> Path:
 
     """
     found = builtin_profiles()
-    if name not in found:
-        raise ProfileError(name, [f"no shipped profile called {name!r}; have {sorted(found)}"])
-    return found[name]
+    if name in found:
+        return found[name]
+    for path in found.values():
+        try:
+            data = read_yaml(path, ProfileError)
+        except ProfileError:
+            continue  # (a broken file is reported when it is loaded by its own name)
+        if isinstance(data, dict) and data.get("name") == name:
+            return path
+    raise ProfileError(name, [f"no shipped profile called {name!r}; have {sorted(found)}"])
 
 
 def load_profile(path_or_name: str | Path | None = None) -> HardwareProfile:
-    """Load a profile from a YAML path, or a shipped one by name (default ``sim``)."""
+    """Load a profile from a YAML path, or a shipped one by name (default ``sim``).
+
+    A bare name without a suffix is a shipped profile unless a file of that
+    name exists (a folder does not count: an output folder called ``sim`` or
+    ``replay`` in the working directory hid the shipped profile).
+
+    Raises
+    ------
+    ProfileError
+        naming the file and every problem, or the unknown shipped name.
+
+    """
     if path_or_name is None:
         path_or_name = "sim"
     p = Path(path_or_name)
-    if not p.suffix and not p.exists():
+    if not p.suffix and len(p.parts) == 1 and not p.is_file():
         p = builtin_profile_path(str(path_or_name))
     return HardwareProfile.from_file(p)
