@@ -86,8 +86,8 @@ def uses_ipc(transport: str | None = None) -> bool:
 def local_endpoint(name: str, *, transport: str | None = None) -> str:
     """Return a fresh endpoint on this host for socket ``name``.
 
-    ``ipc://`` in the temp folder where ZeroMQ supports ipc, else
-    ``tcp://127.0.0.1:*`` (the port is chosen when binding; `bind` returns it).
+    ``ipc://`` in the temp folder where ZeroMQ supports ipc (not on Windows),
+    else ``tcp://127.0.0.1:*`` (the port is chosen when binding; `bind` returns it).
     ``transport`` (else ``LIVESCOPE_TRANSPORT``) forces ``"ipc"`` or ``"tcp"``.
     Unforced, a temp folder whose path leaves no room for a socket file's
     name (``zmq.IPC_PATH_MAX_LEN``, 107 bytes on Linux) gives tcp too; forced
@@ -219,12 +219,15 @@ def _process_lives(name: str) -> bool:
 def pid_lives(pid: int) -> bool:
     """Return whether process ``pid`` is running (POSIX; also the rings of `livescope.bus._shm`).
 
-    A process of another user's, or one this process may not ask about, counts as running.
+    A process of another user's, or one this process may not ask about, counts as running;
+    on Windows every process does (nothing is judged left behind there).
     """
+    if sys.platform == "win32":  # (os.kill there ends the process, whatever the signal)
+        return True
     if pid <= 0:  # (0 and -1 would ask about process groups)
         return False
     try:
-        os.kill(pid, 0)  # (signal 0: only asks; never called on Windows)
+        os.kill(pid, 0)  # (signal 0: only asks)
     except ProcessLookupError:
         return False
     except OSError:  # (another user's process, or no permission to ask)
@@ -345,7 +348,7 @@ def bind(sock: zmq.Socket[Any], endpoint: str, security: BusSecurity | None = No
     LivescopeError
         if ``endpoint`` is not a tcp, ipc or inproc address, is not loopback and
         ``security`` is None, or cannot be bound (in use, malformed, an ipc path
-        whose folder does not exist).
+        whose folder does not exist, or where a file that is not a socket is).
 
     """
     scheme, sep, _ = endpoint.partition("://")
@@ -354,6 +357,14 @@ def bind(sock: zmq.Socket[Any], endpoint: str, security: BusSecurity | None = No
             f"{endpoint!r} is not a ZeroMQ endpoint: give tcp://127.0.0.1:PORT (or "
             "tcp://127.0.0.1:* for any free port), or leave it out for a fresh local one"
         )
+    taken = _ipc_path_taken(endpoint[len("ipc://") :]) if scheme == "ipc" else None
+    if taken is not None:
+        raise LivescopeError(
+            f"cannot listen on {endpoint}: {taken}; give another path, or "
+            "tcp://127.0.0.1:PORT (tcp://127.0.0.1:* for any free port), or leave the "
+            "endpoint out for a fresh local one"
+        )
+    _enable_ipv6(sock, endpoint)
     if security is not None:
         security.apply_server(sock)
     elif not is_loopback(endpoint):
@@ -394,6 +405,46 @@ def bind(sock: zmq.Socket[Any], endpoint: str, security: BusSecurity | None = No
     return last.decode() if isinstance(last, bytes) else str(last)
 
 
+def _ipc_path_taken(path: str) -> str | None:
+    """Say what binding ipc at ``path`` would take from someone (None: nothing, POSIX).
+
+    ZeroMQ deletes whatever ``path`` names before it binds there, and succeeds:
+    the socket file of a process that listens on it (which goes on listening,
+    unreachable, its peers then reaching this one) or any file at all. A socket
+    file nothing listens on (left by a process that ended) is replaced, as
+    ZeroMQ does. (Another process may still bind the path between this look
+    and the bind.) Not looked at on Windows (Python has no AF_UNIX there).
+    """
+    if os.name == "nt" or not hasattr(socket, "AF_UNIX") or path.startswith("@") or path == "*":
+        return None  # (abstract names have no file; ``*`` is a fresh one ZeroMQ makes)
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return None  # (nothing there; or a folder that is missing, which bind reports)
+    if not stat.S_ISSOCK(mode):
+        return f"{path} is a file that is not a socket (ZeroMQ would delete it)"
+    if _refuses_connections(path):
+        return None
+    return f"another socket listens on {path} (a process that has it open)"
+
+
+def _enable_ipv6(sock: zmq.Socket[Any], endpoint: str) -> None:
+    """Let ``sock`` use IPv6 for a ``tcp://[IPv6 address]:PORT`` endpoint.
+
+    ZeroMQ sockets are IPv4 only unless told: binding ``tcp://[::1]:*`` fails
+    with "No such device", and connecting there never connects, saying nothing.
+    """
+    scheme, _, rest = endpoint.partition("://")
+    if scheme != "tcp":
+        return
+    try:
+        version = ipaddress.ip_address(rest.rsplit(":", 1)[0].strip("[]")).version
+    except ValueError:
+        return  # (a host or interface name, "*", an IPv4 address with a source...)
+    if version == 6:
+        sock.setsockopt(zmq.IPV6, 1)
+
+
 def connect(sock: zmq.Socket[Any], endpoint: str, security: BusSecurity | None = None) -> None:
     """Connect ``sock`` (as a CURVE client when ``security`` is given).
 
@@ -406,6 +457,7 @@ def connect(sock: zmq.Socket[Any], endpoint: str, security: BusSecurity | None =
     """
     if security is not None:
         security.apply_client(sock)
+    _enable_ipv6(sock, endpoint)
     try:
         sock.connect(endpoint)
     except zmq.ZMQError as exc:
