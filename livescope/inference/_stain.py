@@ -33,7 +33,11 @@ __all__ = ["StainEngine", "StainResult", "evaluate_stain", "parse_crop", "stain_
 
 @dataclass(frozen=True)
 class StainResult:
-    """A predicted stain (H, W) float32 at the frame's size, and the engine time."""
+    """A predicted stain (H, W) float32 at the frame's size, and the engine time.
+
+    ``ms`` is the engine's time; ``scale`` the zoom that brought the frame to the
+    card's pixel size (1.0: none).
+    """
 
     image: NDArray[np.float32]
     ms: float
@@ -61,7 +65,18 @@ class StainEngine(Engine):
             self.pixel_size_tolerance = pixel_size_tolerance
 
     def predict(self, frame: NDArray[Any], *, pixel_size_um: float | None = None) -> StainResult:
-        """Predicted stain for one label-free frame (rescaled as described in the module)."""
+        """Predicted stain for one label-free frame (rescaled as described in the module).
+
+        Any thread may call it (the model runs one tile at a time).
+
+        Raises
+        ------
+        EngineError
+            if the engine is closed, the frame is unfit (not (H, W), or (C, H, W) for
+            a card of C planes; under 8 px; NaN or infinite values), or the pixel size
+            is not > 0 or more than 8x off the card's, whether or not the frame has contrast.
+
+        """
         f = self.check_frame(frame)
         self._session()  # (a closed engine refuses even a frame without contrast)
         scale = self.pixel_scale(pixel_size_um, self.pixel_size_tolerance)

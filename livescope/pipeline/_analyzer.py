@@ -13,11 +13,18 @@ nuclear-stain frame, a label-free frame, or both) and returns, in one pass:
 
 Each stage's time is reported apart. A field with no cells yields empty labels,
 tracks and states, never an error.
+
+A position whose pixel size (objective, binning) or frame shape (ROI) changes
+starts its tracks anew: pixel centroids of two scales cannot be linked, so the
+tracks seen before the change end there (reported lost) and new ones begin
+(track ids go on from the old ones; the lineage is kept).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +52,9 @@ from livescope.tracking import (
 __all__ = ["FrameAnalyzer", "FrameResult"]
 
 logger = logging.getLogger("livescope")
+
+SAME_PIXEL_SIZE = 0.03
+"""Pixel sizes of one position within this fraction are one view (as `Objective.matches`)."""
 
 
 @dataclass
@@ -75,9 +85,12 @@ class FrameResult:
         if self.states is not None and len(self.states):
             by_label = {int(i): k for k, i in enumerate(self.states.ids.tolist())}
             p_mit = self.states.p_mitosis
+            # a cell the classifier did not score (NaN probabilities) has no state, as in
+            # the policies' `Observation`: argmax would name the first NaN's class
+            unscored = set(np.flatnonzero(np.isnan(self.states.probs).any(axis=1)).tolist())
             for row in rows:
                 k = by_label.get(row["label"])
-                if k is None:
+                if k is None or k in unscored:
                     continue
                 row["state"] = self.states.classes[int(np.argmax(self.states.probs[k]))]
                 row["p_mitosis"] = round(float(p_mit[k]), 4)
@@ -94,7 +107,7 @@ class FrameAnalyzer:
     backend
         Backend for every engine (None: the best available).
     nucleus_diameter_um
-        Typical nucleus diameter; with a frame's pixel size it sets the
+        Typical nucleus diameter, µm (> 0); with a frame's pixel size it sets the
         segmentation engine's rescaling. None: frames are segmented as they are.
     tracker_config
         Settings of the per-position trackers.
@@ -115,16 +128,32 @@ class FrameAnalyzer:
             raise LivescopeError(
                 "the cell-state stage needs a segmentation engine (cells to classify)"
             )
+        if nucleus_diameter_um is not None and not (
+            math.isfinite(nucleus_diameter_um) and nucleus_diameter_um > 0
+        ):
+            # (refused here, before any engine loads: at the first field it was blamed on
+            # the engine's diameter in pixels, and without a pixel size it was ignored)
+            raise LivescopeError(
+                f"nucleus diameter must be a number > 0 µm, got {nucleus_diameter_um} "
+                "(None: frames are segmented as they are)"
+            )
         self.backend = backend
         self.segmenter_name = segmenter
         self.nucleus_diameter_um = nucleus_diameter_um
         self.stain = StainEngine(stain, backend=backend) if stain is not None else None
-        self.states = CellStateEngine(states, backend=backend) if states is not None else None
+        try:
+            self.states = CellStateEngine(states, backend=backend) if states is not None else None
+        except BaseException:
+            if self.stain is not None:  # (its device memory goes now, not when collected)
+                self.stain.close()
+            raise
         self._segmenters: dict[float | None, SegmentationEngine] = {}
         self.tracker_config = tracker_config
         self.trackers: dict[str, OnlineTracker] = {}
         self._frames: dict[str, int] = {}
         self._stain_misfit: set[str] = set()  # positions told their stain is left out
+        # each position's last pixel size (None: never known) and frame shape, for `_tracker`
+        self._views: dict[str, tuple[float | None, tuple[int, ...]]] = {}
 
     def _segmenter(self, pixel_size_um: float | None) -> SegmentationEngine:
         diameter = None
@@ -155,14 +184,34 @@ class FrameAnalyzer:
         ``stain=False`` skips the virtual stain of a field that has a
         fluorescence frame (it is always made when it is the only nuclear signal).
 
+        ``pixel_size_um`` is the frames' (None: unknown; the engines then take
+        the frames as they are); a change of it, or of the frame's shape, at a
+        position starts its tracks anew (see the module).
+
         Raises
         ------
         LivescopeError
-            if there is no frame.
+            if there is no frame, a frame has no pixels, or the pixel size is not
+            a number > 0; an `EngineError` (a LivescopeError) if an engine refuses
+            a frame (NaN or infinite values, under 8 px, a pixel size more than 8x
+            off its card's).
 
         """
         if fluorescence is None and label_free is None:
             raise LivescopeError("analyse needs a fluorescence frame, a label-free frame, or both")
+        for what, arr in (("fluorescence", fluorescence), ("label-free", label_free)):
+            if arr is not None and np.asarray(arr).size == 0:
+                raise LivescopeError(
+                    f"position {position!r}: the {what} frame has no pixels (shape "
+                    f"{np.asarray(arr).shape}); check the camera's ROI"
+                )
+        if pixel_size_um is not None and not (math.isfinite(pixel_size_um) and pixel_size_um > 0):
+            # (0 is what Micro-Manager reports without a pixel size calibration: the
+            # segmentation took it as unknown, the stain and cell-state engines refused it)
+            raise LivescopeError(
+                f"position {position!r}: pixel size must be a number > 0 µm, got "
+                f"{pixel_size_um} (pass None when the frames' pixel size is unknown)"
+            )
         if (
             fluorescence is not None and label_free is not None and self.stain is not None
             and fluorescence.shape != label_free.shape
@@ -205,10 +254,11 @@ class FrameAnalyzer:
             labels = self._segmenter(pixel_size_um).segment(nuclear, normalised=virtual).labels
         res.labels = labels
         t1 = time.perf_counter()
-        if position not in self.trackers:
-            self.trackers[position] = OnlineTracker(self.tracker_config)
+        tracker, ended = self._tracker(position, pixel_size_um, labels.shape)
         res.objects = measure_objects(labels, nuclear)  # measured once: tracker and policies
-        res.tracks = self.trackers[position].update(res.objects, frame=frame)
+        res.tracks = tracker.update(res.objects, frame=frame)
+        if ended:
+            res.tracks = dataclasses.replace(res.tracks, lost=ended + res.tracks.lost)
         t2 = time.perf_counter()
         res.ms["segment"] = 1000 * (t1 - t0)
         res.ms["track"] = 1000 * (t2 - t1)
@@ -217,6 +267,38 @@ class FrameAnalyzer:
             res.ms["states"] = 1000 * (time.perf_counter() - t2)
         return res
 
+    def _tracker(
+        self, position: str, pixel_size_um: float | None, shape: tuple[int, ...]
+    ) -> tuple[OnlineTracker, tuple[int, ...]]:
+        """Return the position's tracker, and the tracks a change of view ended (see the module)."""
+        tracker = self.trackers.get(position)
+        last_px, last_shape = self._views.get(position, (None, shape))
+        px = pixel_size_um if pixel_size_um is not None else last_px
+        self._views[position] = (px, shape)
+        if tracker is None:
+            tracker = self.trackers[position] = OnlineTracker(self.tracker_config)
+            return tracker, ()
+        rescaled = (
+            px is not None and last_px is not None
+            and abs(px - last_px) > SAME_PIXEL_SIZE * min(px, last_px)
+        )  # fmt: skip
+        if not rescaled and shape == last_shape:
+            return tracker, ()
+        # linked in pixels, a cell near the middle of a 20x field would continue the track
+        # of whichever cell sat there at 10x (and every gate and area is off by the zoom)
+        snap = tracker.snapshot()
+        ids, seen = snap.tracks["id"].tolist(), snap.tracks["last_seen"].tolist()
+        ended = tuple(t for t, s in zip(ids, seen, strict=True) if s == snap.frame)
+        state = snap.state()
+        state["tracks"] = {c: [] for c in state["tracks"]}  # ids and lineage go on
+        tracker = self.trackers[position] = OnlineTracker.from_state(state)
+        logger.warning(
+            "position %r: the frames went from %s px at %s µm to %s px at %s µm (another "
+            "objective, binning or ROI): its %d track(s) end here and new ones begin",
+            position, last_shape, last_px, shape, px, len(ended),
+        )  # fmt: skip
+        return tracker, ended
+
     def warm_up(self, shape: tuple[int, int], pixel_size_um: float | None = None) -> float:
         """Run every loaded engine once on a synthetic field of ``shape``; return seconds taken.
 
@@ -224,15 +306,22 @@ class FrameAnalyzer:
         choose its algorithms (on a GPU ~4 s for the shipped engines, here ~0.5
         s more than a later field): done before the run, the first fields do
         not pay for it, nor do the fields queued behind them. A dim background
-        with a grid of bright discs gives the segmentation and the classifier
-        cells. No tracker is touched.
+        with a grid of bright discs of the run's nucleus size (16 px without
+        one) gives the segmentation and the classifier cells. No tracker is touched.
         """
         t0 = time.perf_counter()
         h, w = shape
         rng = np.random.default_rng(0)
         frame = rng.normal(200, 10, shape).clip(0, None)
         yy, xx = np.mgrid[:h, :w]
-        frame[((yy % 40) - 20) ** 2 + ((xx % 40) - 20) ** 2 < 64] += 800
+        # (discs of 16 px, at 40x a fifth of a 12 µm nucleus, vanished when the segmentation
+        # shrank the frame to its nucleus size: no cells, and the classifier was left cold)
+        r = 8.0
+        if self.nucleus_diameter_um is not None and pixel_size_um:
+            r = self.nucleus_diameter_um / pixel_size_um / 2
+        period = max(2, min(round(5 * r), h, w))
+        half = period // 2
+        frame[((yy % period) - half) ** 2 + ((xx % period) - half) ** 2 < r * r] += 800
         frame = frame.astype(np.uint16)
         if self.stain is not None:
             self.stain.predict(frame, pixel_size_um=pixel_size_um)
