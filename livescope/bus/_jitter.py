@@ -25,8 +25,10 @@ priority (see `livescope.schema`'s threads); where it cannot (macOS), they say
 from __future__ import annotations
 
 import contextlib
+import math
 import multiprocessing as mp
 import os
+import signal
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -56,6 +58,7 @@ JITTER_ROUNDS: dict[str, str | None] = {
 
 def _busy(priority: str, conn: Connection) -> None:
     """Load process: keep one core busy until told to stop; report the passes made."""
+    _ignore_ctrl_c()
     lowered = False
     if priority != "normal":
         lowered = lower_thread_priority(WORKER_NICE, idle=priority == "idle")
@@ -69,8 +72,18 @@ def _busy(priority: str, conn: Connection) -> None:
     conn.send(passes / (time.perf_counter() - t0))
 
 
+def _ignore_ctrl_c() -> None:
+    """Leave a terminal's Ctrl+C, which reaches the whole process group, to the benchmark.
+
+    Its ``_slice`` stops the busy processes and the probe itself; interrupted, each
+    printed a KeyboardInterrupt traceback of its own (one per core).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _probe(period_s: float, seconds: float, conn: Connection) -> None:
     """Probe process: sleep ``period_s`` again and again; send each wake-up's lateness (ns)."""
+    _ignore_ctrl_c()
     conn.send("ready")
     late: list[int] = []
     want = int(period_s * 1e9)
@@ -124,7 +137,9 @@ def _slice(
     busy: list[tuple[Any, Connection]] = []
     probe_parent, probe_child = ctx.Pipe()
     probe = ctx.Process(target=_probe, args=(period_s, seconds, probe_child), daemon=True)
-    what = f"a busy process of round {priority!r}"
+    # (by the round's name: the priority "idle" is not the round called idle)
+    name = next(n for n, p in JITTER_ROUNDS.items() if p == priority)
+    what = f"a busy process of round {name!r}"
     try:
         lowered: list[bool] = []
         if priority is not None:
@@ -200,8 +215,9 @@ def bench_jitter(
         does not start or finish.
 
     """
-    if not seconds > 0:
-        raise LivescopeError(f"seconds must be > 0, got {seconds}")
+    # (inf: an OverflowError from multiprocessing's wait, after a probe had started)
+    if not 0 < seconds < math.inf:
+        raise LivescopeError(f"seconds must be a finite number > 0, got {seconds}")
     if not 0.05 <= period_ms <= 100:
         raise LivescopeError(f"period_ms must be between 0.05 and 100, got {period_ms}")
     n_busy = busy if busy is not None else os.cpu_count() or 1

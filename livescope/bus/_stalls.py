@@ -221,6 +221,9 @@ class StallMonitor:
         ------
         LivescopeError
             if the probe does not start within ``timeout_s``.
+        OSError
+            if the probe's process cannot be started (no interpreter at
+            ``sys.executable``).
 
         """
         if self._proc is not None:
@@ -243,7 +246,7 @@ class StallMonitor:
         )
         try:
             self._line(timeout_s)
-        except LivescopeError:
+        except BaseException:  # a Ctrl+C too: the probe would run on until the program ends
             self._kill()
             raise
         return self
