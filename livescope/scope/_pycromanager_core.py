@@ -81,6 +81,13 @@ def _snake_aliases(core: Any) -> dict[str, str]:
     return out
 
 
+def _mm_pixel_type(bytes_per_pixel: int, components: int) -> str:
+    """Micro-Manager's name of a pixel type ("GRAY16"), as MMCoreJ tags images with it."""
+    if components > 1:
+        return {4: "RGB32", 8: "RGB64"}.get(bytes_per_pixel, "")
+    return {1: "GRAY8", 2: "GRAY16", 4: "GRAY32"}.get(bytes_per_pixel, "")
+
+
 def _get_tagged_image(
     core: Any,
     cam_index: int,
@@ -94,6 +101,10 @@ def _get_tagged_image(
 ) -> TaggedImage:
     """Return the last snapped image with the tags pycromanager's engine reads (engine thread)."""
     pix = core.getImage()
+    if pixel_type is None:
+        # (pycromanager 1.0.2's engine passes none: every frame's NDTiff metadata said
+        # "PixelType": null, where Micro-Manager's say GRAY8, GRAY16, ...)
+        pixel_type = _mm_pixel_type(core.getBytesPerPixel(), core.getNumberOfComponents())
     tags: dict[str, Any] = {
         "Camera": camera,
         "Height": height,
@@ -279,8 +290,10 @@ def to_pycromanager_event(
     ``channel`` (the preset's name) and ``z`` (when the event has a z index);
     ``config_group``, ``exposure`` (ms), ``x``/``y``/``z`` (µm) and
     ``min_start_time`` (s; ``min_start_time_s`` if given, else the event's) follow
-    the event. Never ``tags`` (pycromanager 1.0.2's Python backend hangs on
-    them): livescope keeps its per-event data keyed by the axes.
+    the event, ``x`` and ``y`` only together (pycromanager moves the XY stage for
+    an event giving both only; `PycromanagerAgent` fills in the other axis of an
+    event giving one). Never ``tags`` (pycromanager 1.0.2's Python backend hangs
+    on them): livescope keeps its per-event data keyed by the axes.
     """
     axes: dict[str, int | str] = {
         "time": int(event.index.get("t", 0)),
@@ -310,8 +323,12 @@ def axes_key(axes: dict[str, Any]) -> AxesKey:
     return tuple(sorted((str(k), v if isinstance(v, str) else int(v)) for k, v in axes.items()))
 
 
-_NDTIFF_DTYPES = {0: np.uint8, 1: np.uint16, 3: np.uint16, 4: np.uint16, 5: np.uint16,
-                  6: np.uint16}  # fmt: skip
+# NDTiff pixel type (ndstorage's ``NDTiffIndexEntry``) -> how its pixels are stored, its bits
+_NDTIFF_TYPES: dict[int, tuple[type[np.unsignedinteger[Any]], int]] = {
+    0: (np.uint8, 8), 1: (np.uint16, 16), 3: (np.uint16, 10), 4: (np.uint16, 12),
+    5: (np.uint16, 14), 6: (np.uint16, 11),
+}  # fmt: skip
+_NDTIFF_RGB = 2
 
 
 def read_saved_frame(dataset: Any, axes: dict[str, Any]) -> tuple[NDArray[Any], dict[str, Any]]:
@@ -322,10 +339,16 @@ def read_saved_frame(dataset: Any, axes: dict[str, Any]) -> tuple[NDArray[Any], 
     the file, and a buffer filled before the frame was written returns its old
     bytes (zeros) in place of the pixels (ndstorage 0.1.18).
 
+    NDTiff has no pixel type for 32-bit frames: a frame whose pixels take (at
+    least) twice the room on disk its pixel type gives them is refused, not
+    read as the first half of its bytes.
+
     Raises
     ------
     LivescopeError
-        if the dataset has no such frame, or the file holds less than it says.
+        if the dataset has no such frame; the frame is RGB, of a pixel type
+        NDTiff does not define, or of wider pixels than its type says (a 32-bit
+        camera); or the file holds less than it says.
 
     """
     import json
@@ -333,20 +356,42 @@ def read_saved_frame(dataset: Any, axes: dict[str, Any]) -> tuple[NDArray[Any], 
     entry = dataset.index.get(frozenset(axes.items()))
     if entry is None:
         raise LivescopeError(f"{dataset.path}: no frame {axes} in the NDTiff index")
-    dtype = _NDTIFF_DTYPES.get(int(entry.pixel_type))
-    if dtype is None:
+    code = entry.pixel_type
+    if code == _NDTIFF_RGB:
         raise LivescopeError(f"{dataset.path}: frame {axes} is RGB; livescope records monochrome")
+    if code not in _NDTIFF_TYPES:  # (ndstorage indexes a frame it cannot type as None)
+        raise LivescopeError(
+            f"{dataset.path}: frame {axes} has NDTiff pixel type {code!r}, which is none "
+            "NDTiff defines (0: 8-bit, 1: 16-bit, 3 to 6: 10- to 14-bit); livescope records "
+            "8- to 16-bit monochrome frames"
+        )
+    dtype, bits = _NDTIFF_TYPES[code]
     h, w = int(entry.image_height), int(entry.image_width)
     nbytes = h * w * np.dtype(dtype).itemsize
+    pix_offset, md_offset = int(entry.pix_offset), int(entry.metadata_offset)
+    md_length = int(entry.metadata_length)
     path = Path(str(dataset.path)) / str(entry.filename)
     with path.open("rb", buffering=0) as f:
-        f.seek(int(entry.pix_offset))
+        f.seek(pix_offset)
         data = f.read(nbytes)
-        f.seek(int(entry.metadata_offset))
-        md = f.read(int(entry.metadata_length))
-    if len(data) != nbytes or len(md) != int(entry.metadata_length):
+        f.seek(md_offset)
+        md_bytes = f.read(md_length)
+    if len(data) != nbytes or len(md_bytes) != md_length:
         raise LivescopeError(f"{path}: frame {axes} is cut short on disk")
-    return np.frombuffer(data, dtype=dtype).reshape(h, w), json.loads(md)
+    md = json.loads(md_bytes)
+    stored = md_offset - pix_offset
+    if stored >= 2 * nbytes:
+        # NDTiff writers put a frame's metadata right after its pixels (ndstorage's with
+        # no gap; twice the room leaves any writer's padding be): this is a frame of
+        # 32-bit pixels labelled 16-bit (NDTiff has no 32-bit type), and the first half
+        # of its bytes read as 16-bit pixels is garbage of the right shape
+        raise LivescopeError(
+            f"{path}: frame {axes} takes {stored // (h * w)} bytes a pixel on disk, but its "
+            f"NDTiff pixel type says {bits}-bit (the camera's pixel type: "
+            f"{md.get('PixelType')!r}); NDTiff has no 32-bit pixel type: set the camera to 8 "
+            "or 16 bits (its PixelType or BitDepth property) and run again"
+        )
+    return np.frombuffer(data, dtype=dtype).reshape(h, w), md
 
 
 def check_hook(name: str, fn: Hook | None) -> None:
@@ -388,6 +433,12 @@ def close_writer_readers(dataset: Any) -> None:
     raised on pycromanager's saving thread when the writer is dropped (at the end
     of the acquisition, or when a full file is replaced). The dataset's
     ``put_image`` and ``finish`` (saving thread) are wrapped to close it then.
+
+    ``put_image`` also refuses, with a `LivescopeError` naming the pixel type, a
+    frame ndstorage cannot save (other than 8- or 16-bit monochrome): ndstorage
+    0.1.18 raises only once it has opened a file for it, and that file's writer
+    then fails ``finish`` too, so pycromanager's saving thread dies without
+    ending the acquisition, which stalls.
     """
     put_image, finish = dataset.put_image, dataset.finish
 
@@ -397,9 +448,18 @@ def close_writer_readers(dataset: Any) -> None:
             with contextlib.suppress(OSError):
                 reader.close()
 
-    def put_and_close(*args: Any, **kwargs: Any) -> Any:
+    def put_and_close(coordinates: Any, image: Any, metadata: Any) -> Any:
+        dtype, shape = getattr(image, "dtype", None), getattr(image, "shape", None)
+        if dtype not in (np.uint8, np.uint16) or len(shape or ()) != 2:
+            tags = metadata if isinstance(metadata, dict) else {}
+            raise LivescopeError(
+                f"frame {coordinates}: the camera gives {dtype} pixels (shape {shape}, "
+                f"pixel type {tags.get('PixelType')!r}); pycromanager's NDTiff "
+                "storage saves 8- and 16-bit monochrome frames only: set the camera to 8 or "
+                "16 bits (its PixelType or BitDepth property) and run again"
+            )
         before = getattr(dataset, "current_writer", None)
-        out = put_image(*args, **kwargs)
+        out = put_image(coordinates, image, metadata)
         if before is not None and getattr(dataset, "current_writer", None) is not before:
             close_reader(before)
         return out
