@@ -84,8 +84,8 @@ def _receive(
     conn.send({"count": count, "bytes": nbytes, "t_last": t_last, "lat": lat, "sum": checksum})
 
 
-def _reply(parent: Connection, proc: Any, seconds: float, mode: str, what: str) -> Any:
-    """Return the receiver's next message, waiting at most ``seconds``.
+def _reply(parent: Any, proc: Any, seconds: float, mode: str, what: str) -> Any:
+    """Return the receiver's next message on ``parent`` (its pipe), waiting at most ``seconds``.
 
     Raises RuntimeError at once if the receiver ended without sending it (its
     traceback is on stderr), instead of waiting the whole time for nothing.

@@ -222,17 +222,19 @@ def pid_lives(pid: int) -> bool:
     A process of another user's, or one this process may not ask about, counts as running;
     on Windows every process does (nothing is judged left behind there).
     """
+    # (an if-else, not code after a return: mypy checks the else branch for POSIX only)
     if sys.platform == "win32":  # (os.kill there ends the process, whatever the signal)
         return True
-    if pid <= 0:  # (0 and -1 would ask about process groups)
-        return False
-    try:
-        os.kill(pid, 0)  # (signal 0: only asks)
-    except ProcessLookupError:
-        return False
-    except OSError:  # (another user's process, or no permission to ask)
+    else:
+        if pid <= 0:  # (0 and -1 would ask about process groups)
+            return False
+        try:
+            os.kill(pid, 0)  # (signal 0: only asks)
+        except ProcessLookupError:
+            return False
+        except OSError:  # (another user's process, or no permission to ask)
+            return True
         return True
-    return True
 
 
 def _refuses_connections(path: str) -> bool:
