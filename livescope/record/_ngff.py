@@ -2,12 +2,16 @@
 
 An image is one position (named by livescope's own ``livescope.position``
 attribute where it has one, else ``p0``, ``p1``, ... in the order of the
-groups); a ``bioformats2raw.layout`` folder holds one image per position.
+groups); a ``bioformats2raw.layout`` folder holds one image per position: those
+its ``OME`` group's ``series`` lists (named by their paths), else its groups
+numbered 0, 1, .... Axes are t, c, z, y, x, in either case.
 
 A z-plane without a chunk on disk below one written in its stack (time point,
 position, channel) is blank, and replayed as the fill value (zarr-python
 stores no chunk that holds only the fill value; a channel's stack is acquired
-whole). Other planes without a chunk are left out, with a warning.
+whole), and so is a y/x chunk that no plane has (a region of only the fill
+value, such as a mosaic's empty corner). Other planes without a chunk are left
+out, with a warning.
 Most are not damage: livescope's recorder leaves a plane unwritten when it was not acquired
 (a channel imaged only at some time points, a close-up position), and
 zarr-python does not store a chunk that holds only the fill value (a blank
@@ -41,6 +45,7 @@ _TIME_S: dict[str | None, float] = {
     None: 1.0, "second": 1.0, "millisecond": 1e-3, "microsecond": 1e-6, "nanosecond": 1e-9,
     "centisecond": 1e-2, "decisecond": 0.1, "minute": 60.0, "hour": 3600.0, "day": 86400.0,
 }  # fmt: skip
+_AXES = ("t", "c", "z", "y", "x")  # (the names livescope replays, in any case)
 _LISTED_PLANES = 3  # missing planes named in the warning
 
 
@@ -71,10 +76,23 @@ def open_ome_zarr(p: Path, interval_s: float, pixel_size_um: float | None) -> Da
     if "plate" in attrs or "well" in attrs:
         raise DatasetError(f"{p}: OME-Zarr plates are not supported yet")
     if "bioformats2raw.layout" in attrs and "multiscales" not in attrs:
-        keys = sorted((k for k in root.group_keys() if k.isdigit()), key=int)
+        # the images: those the OME group's "series" lists where it has one (they may
+        # have any name), else the groups numbered 0, 1, ... (the folders, not zarr's
+        # list of groups: that reads every member's metadata, and one damaged raised a
+        # bare JSONDecodeError naming no file)
+        ome = _member(p, root, "OME")
+        series = _ome_attrs(ome).get("series") if isinstance(ome, zarr.Group) else None
+        if isinstance(series, list) and series and all(isinstance(k, str) and k for k in series):
+            keys = list(dict.fromkeys(str(k) for k in series))
+        else:
+            keys = sorted((d.name for d in p.iterdir() if d.is_dir() and d.name.isdigit()), key=int)
         if not keys:
             raise DatasetError(f"{p}: bioformats2raw layout without an image group (0/, 1/, ...)")
-        images = [_zarr_image(p, root[k], k, f"p{k}", interval_s, pixel_size_um) for k in keys]
+        names = [f"p{k}" if k.isdigit() else k for k in keys]
+        images = [
+            _zarr_image(p, _member(p, root, k), k, name, interval_s, pixel_size_um)
+            for k, name in zip(keys, names, strict=True)
+        ]
     else:
         keys = ["0"]
         images = [_zarr_image(p, root, "", "p0", interval_s, pixel_size_um)]
@@ -207,10 +225,9 @@ def _zarr_image(
     if not isinstance(level, dict) or not isinstance(level.get("path"), str):
         raise DatasetError(f"{where}: the multiscales list no dataset path")
     array_path = f"{group_path}/{level['path']}" if group_path else level["path"]
-    try:
-        array = group[level["path"]]
-    except KeyError:
-        raise DatasetError(f"{p / array_path}: level 0 of the multiscales is missing") from None
+    array = _member(where, group, level["path"])
+    if array is None:
+        raise DatasetError(f"{p / array_path}: level 0 of the multiscales is missing")
     if not isinstance(array, zarr.Array):
         raise DatasetError(f"{p / array_path}: level 0 of the multiscales is not an array")
 
@@ -220,7 +237,10 @@ def _zarr_image(
     axes = axes if isinstance(axes, list) else []
     names = [a.get("name") if isinstance(a, dict) else a for a in axes]
     names = [n if isinstance(n, str) and n else None for n in names]
+    # (iohub, which shrimPy records with, names its axes T, C, Z, Y, X)
+    names = [n.lower() if n is not None and n.lower() in _AXES else n for n in names]
     units = [a.get("unit") if isinstance(a, dict) else None for a in axes]
+    units = [u if u is None or isinstance(u, str) else str(u) for u in units]  # (not a key)
     if "y" not in names or "x" not in names or None in names:
         raise DatasetError(f"{where}: multiscales axes {names} lack y/x")
     lead = [str(n) for n in names[:-2]]
@@ -275,16 +295,44 @@ def _zarr_image(
     omero = attrs.get("omero")
     listed = omero.get("channels") if isinstance(omero, dict) else None
     listed = listed if isinstance(listed, list) else []
+    labels = [listed[k].get("label") if k < len(listed) and isinstance(listed[k], dict)
+              else None for k in range(n_channels)]  # fmt: skip
+    labels = [label if isinstance(label, str) and label else None for label in labels]
     channels: list[str] = []
-    for k in range(n_channels):
-        label = listed[k].get("label") if k < len(listed) and isinstance(listed[k], dict) else None
-        channels.append(label if isinstance(label, str) and label and label not in channels
-                        else f"c{k}")  # fmt: skip
-    missing = _missing_planes(array, p / array_path)
+    for k, label in enumerate(labels):
+        # a channel without a label of its own is c<k>, unless that is another's label
+        # (two channels of one name: a replay served one as both)
+        chosen, j = label, 0
+        while chosen is None or chosen in channels or (chosen != label and chosen in labels):
+            chosen, j = (f"c{k}" if j == 0 else f"c{k}_{j}"), j + 1
+        channels.append(chosen)
+    missing, blank_tiles = _missing_planes(array, p / array_path)
+    if blank_tiles:
+        notes.append(
+            f"{p / array_path}: {blank_tiles} y/x chunk(s) written in no plane replayed as "
+            "blank (the array's fill value: zarr-python stores no chunk of only the fill value)"
+        )
     own = attrs.get("livescope")  # (what livescope's recorder writes: the position's name)
     name = own.get("position") if isinstance(own, dict) else None
     position = name if isinstance(name, str) and name else position
     return _ZarrImage(position, array_path, array, lead, channels, step, um, missing, notes)
+
+
+def _member(where: Path, group: Any, path: str) -> Any:
+    """Return ``group[path]`` (the group at ``where``), None where it has no such member.
+
+    Raises
+    ------
+    DatasetError
+        naming the member, when its Zarr metadata cannot be read (damaged).
+
+    """
+    try:
+        return group[path]
+    except KeyError:
+        return None
+    except Exception as exc:  # noqa: BLE001 (zarr raises many kinds on damaged metadata)
+        raise DatasetError(f"{where / path}: its Zarr metadata cannot be read ({exc!r})") from None
 
 
 def _zarr_scale(transforms: Any, ndim: int) -> list[float] | None:
@@ -309,13 +357,15 @@ def _number(value: Any) -> float:
         return float("nan")
 
 
-def _missing_planes(array: Any, folder: Path) -> set[tuple[int, ...]]:
-    """Planes (indices along the leading axes) with a chunk never written.
+def _missing_planes(array: Any, folder: Path) -> tuple[set[tuple[int, ...]], int]:
+    """Return the planes (indices along the leading axes) with a chunk never written.
 
-    A missing chunk reads back as the fill value, silently: a run killed mid-write
-    leaves some. The chunk files of the (local) array are listed once; a plane is
-    on disk when every chunk covering its y/x extent is (a chunk spanning several
-    planes counts for each of them). Sharded arrays are checked shard by shard.
+    And how many y/x chunks no plane has. A missing chunk reads back as the fill
+    value, silently: a run killed mid-write leaves some. The chunk files of the
+    (local) array are listed once; a plane is on disk when every chunk covering
+    its y/x extent is (a chunk spanning several planes counts for each of them),
+    but for y/x chunks that no plane has (a region of only the fill value).
+    Sharded arrays are checked shard by shard.
     """
     keys: set[str] = set()
     for dirpath, _, files in os.walk(folder):
@@ -325,13 +375,23 @@ def _missing_planes(array: Any, folder: Path) -> set[tuple[int, ...]]:
     grid = tuple(int(n) for n in (array.shards or array.chunks))
     counts = [-(-n // g) for n, g in zip(shape, grid, strict=True)]
     yx = [(yi, xi) for yi in range(counts[-2]) for xi in range(counts[-1])]
+    leads = list(np.ndindex(*counts[:-2]))
+    written = {
+        (lead, c) for lead in leads for c in yx
+        if array.metadata.encode_chunk_key((*lead, *c)) in keys
+    }  # fmt: skip
+    # a y/x chunk written in no plane, beside others that are, holds only the fill
+    # value (a mosaic's empty corner: zarr-python stores no chunk of only the fill
+    # value), not a write cut short: every plane was left out for it
+    never = {c for c in yx if not any((lead, c) in written for lead in leads)}
+    never = never if len(never) < len(yx) else set()
     missing: set[tuple[int, ...]] = set()
-    for lead in np.ndindex(*counts[:-2]):
-        if all(array.metadata.encode_chunk_key((*lead, *c)) in keys for c in yx):
+    for lead in leads:
+        if all((lead, c) in written for c in yx if c not in never):
             continue
         spans = [
             range(i * g, min((i + 1) * g, n))
             for i, g, n in zip(lead, grid[:-2], shape[:-2], strict=True)
         ]
         missing.update(itertools.product(*spans))
-    return missing
+    return missing, len(never)
