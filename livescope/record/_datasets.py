@@ -22,8 +22,10 @@ far:
   of a multi-file OME-TIFF whose metadata is in another is refused, naming that one);
 * ``ome-zarr``: an OME-Zarr image (NGFF 0.4 on Zarr v2, 0.5 on Zarr v3), or a
   ``bioformats2raw.layout`` folder of them, one per position; level 0 only. Planes
-  whose chunks were never written (a crash mid-write) are left out, with a warning,
-  and the replay ends at the last time point written in full (HCS plates are refused).
+  never written (not acquired, as a channel imaged at some time points only) are left
+  out, with a warning; blank planes and tiles (no chunk: only the fill value) are
+  replayed as such; a run cut short ends at its last time point written (see
+  `livescope.record._ngff`; HCS plates are refused).
 
 Only monochrome uint8 and uint16 frames are replayed; anything else is refused with the
 file named. Problems that do not stop a replay (a gap in a CTC numbering, a frame
