@@ -2,30 +2,69 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from typing import Any
 
 import numpy as np
 
 from . import _report_plots as plots
-from ._report_data import firing_outcome
+from ._report_data import RunData, firing_outcome
 from ._report_html import as_dict, esc, fmt, missing, table
 from ._report_page import NO_RESULTS, ReportPage
 
-__all__ = ["decisions_section", "truth_section"]
+__all__ = ["agent_answers", "decisions_section", "logged_outcome", "truth_section"]
+
+
+def _seconds(value: object) -> float | None:
+    """Return a sample time from a log, s; None where it is no finite number (an edited file)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def agent_answers(run: RunData) -> dict[str, dict[str, Any]]:
+    """Return the agent's answer to each decision it received (decisions.jsonl), by id."""
+    out: dict[str, dict[str, Any]] = {}
+    for rec in run.decisions or []:
+        ack = as_dict(rec.get("ack"))
+        decision_id = as_dict(rec.get("decision")).get("decision_id") or ack.get("decision_id")
+        if isinstance(decision_id, str) and isinstance(ack.get("accepted"), bool):
+            out[decision_id] = ack
+    return out
+
+
+def logged_outcome(record: dict[str, Any], answers: dict[str, dict[str, Any]]) -> tuple[str, str]:
+    """Return the outcome (a key of the marker styles) and reason of one policy.jsonl firing.
+
+    One logged as unanswered (the worker's wait for the agent ran out) whose
+    decision the agent's log shows answered later (``answers``, `agent_answers`)
+    takes that answer: accepted (carried out) or refused, the reason saying it
+    came late.
+    """
+    outcome = firing_outcome(record.get("verdict"), record.get("stage"))
+    reason = str(record.get("reason") or "")
+    late = answers.get(str(as_dict(record.get("decision")).get("decision_id")))
+    if outcome == "unanswered" and late is not None:
+        outcome = "accepted" if late["accepted"] else "rejected (agent)"
+        said = str(late.get("reason") or "")
+        reason = f"answered after the worker's wait{': ' + said if said else ''}"
+    return outcome, reason
 
 
 def _firings(page: ReportPage) -> list[dict[str, Any]]:
-    """Rule firings (policy.jsonl), else the agent's decision log, as uniform rows."""
+    """Rule firings (policy.jsonl; see `logged_outcome`), else the agent's decision log."""
     run = page.run
     times, seqs = run.sample_times(), run.seq_times()
     out: list[dict[str, Any]] = []
     if run.policy is not None:
+        answers = agent_answers(run)
         for r in run.policy:
             pos, t = str(r.get("position", "")), r.get("t")
-            st = r.get("sample_time_s")
-            if not isinstance(st, int | float) and isinstance(t, int):
+            st = _seconds(r.get("sample_time_s"))
+            if st is None and isinstance(t, int):
                 st = times.get((pos, t))
+            outcome, reason = logged_outcome(r, answers)
             out.append(
                 {
                     "time": st,
@@ -33,8 +72,8 @@ def _firings(page: ReportPage) -> list[dict[str, Any]]:
                     "kind": as_dict(r.get("decision")).get("type") or r.get("trigger") or "",
                     "seq": r.get("seq"),
                     "position": pos,
-                    "outcome": firing_outcome(r.get("verdict"), r.get("stage")),
-                    "reason": str(r.get("reason") or ""),
+                    "outcome": outcome,
+                    "reason": reason,
                 }
             )
         return out
@@ -75,7 +114,7 @@ def decisions_section(page: ReportPage) -> str:
     if not firings:
         out.append("<p>No rule fired and no decision was sent during this run.</p>")
         return "".join(out)
-    timed = [(float(f["time"]), f["rule"], f["outcome"]) for f in firings if f["time"] is not None]
+    timed = [(f["time"], f["rule"], f["outcome"]) for f in firings if f["time"] is not None]
     if timed:
         png = plots.decisions_timeline(timed, unit=page.unit, x_max_s=page.max_time_s)
         shown = {outcome for _, _, outcome in timed}

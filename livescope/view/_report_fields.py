@@ -10,36 +10,66 @@ from typing import Any
 import numpy as np
 
 from livescope.record import ZARR_NAME
-from livescope.schema import LivescopeError
+from livescope.schema import HardwareProfile, LivescopeError
 
 from . import _report_plots as plots
-from ._report_data import RESULTS_DIR, RunData, firing_outcome
+from ._report_data import RESULTS_DIR, RunData
+from ._report_decisions import agent_answers, logged_outcome
 
-__all__ = ["THUMBNAILS_PER_POSITION", "THUMBNAIL_PX", "field_thumbnails"]
+__all__ = ["MAX_THUMBNAIL_POSITIONS", "THUMBNAILS_PER_POSITION", "THUMBNAIL_PX", "field_thumbnails"]
 
 THUMBNAILS_PER_POSITION = 4
 THUMBNAIL_PX = 256
 """Longest side of a thumbnail, pixels (frames are block-averaged down to it)."""
-_NUCLEAR_NAMES = ("dapi", "hoechst", "h2b", "nls", "nuc", "dna", "draq5", "sir-dna", "spy")
+MAX_THUMBNAIL_POSITIONS = 16
+"""Positions of the run drawn (the first, in the plan's order): each figure is ~0.3 MB of
+the page, and a plate of 96 wells made a page of ~30 MB."""
+# (names of nuclear stains; SPY dyes are named by target, "SPY650-DNA": "spy" alone would
+# take a SPY555-tubulin channel)
+_NUCLEAR_NAMES = ("dapi", "hoechst", "h2b", "nls", "nuc", "dna", "draq5")
+_READ_ERRORS = (OSError, RuntimeError, ValueError, IndexError)
+"""What reading a frame of the recording may raise: zarr's codecs raise RuntimeError
+(blosc, zstd) or ValueError (uncompressed) on a damaged chunk; IndexError on a frame
+past the array's stored extent."""
 
 
-def _nuclear_channel(run: RunData, channels: list[str]) -> str | None:
-    """Find the channel imaging nuclei: from the run's hardware profile, else by name."""
+def _run_profile(run: RunData) -> HardwareProfile | None:
+    """Return the rig the run was made with: its ``profile.yaml``, else the shipped one named."""
     from livescope.schema import load_profile
 
     name = run.summary.get("profile")
-    if isinstance(name, str) and name:
+    for source in (run.run_dir / "profile.yaml", name if isinstance(name, str) else ""):
+        if not source or (isinstance(source, Path) and not source.is_file()):
+            continue
         try:
-            presets = load_profile(name).channels.presets
+            return load_profile(source)
         except (LivescopeError, OSError, ValueError):
-            presets = ()  # a profile file that is gone or changed: fall back to names
-        for p in presets:
-            if p.name in channels and p.target == "nuclei":
-                return p.name
-    for c in channels:
-        if any(k in c.lower() for k in _NUCLEAR_NAMES):
-            return c
+            continue  # a profile file that is damaged, gone or changed: the next, else names
     return None
+
+
+def _nuclear_channels(run: RunData, channels: list[str]) -> list[str]:
+    """Return ``channels``, the one the worker segments first (the thumbnails show it).
+
+    With the run's hardware profile, as the worker chooses (`livescope.pipeline`):
+    fluorescence channels whose target is nuclei, then those with no stated target
+    (or not in the profile), each by name; never a label-free one or one showing
+    something else. Without it, by name (DAPI, Hoechst, H2B, ...). The rest follow.
+    """
+    profile = _run_profile(run)
+    if profile is not None:
+        presets = {p.name: p for p in profile.channels.presets}
+        ranked = []
+        for c in channels:
+            p = presets.get(c)
+            if p is None:
+                ranked.append((1, c))
+            elif p.kind != "label_free" and p.target in ("nuclei", None):
+                ranked.append((0 if p.target == "nuclei" else 1, c))
+        first = [c for _, c in sorted(ranked)]
+    else:
+        first = [c for c in channels if any(k in c.lower() for k in _NUCLEAR_NAMES)]
+    return first + [c for c in channels if c not in first]
 
 
 def _series(run: RunData) -> tuple[dict[str, Any], list[str]]:
@@ -90,20 +120,23 @@ def field_thumbnails(
 ) -> list[tuple[str, bytes, str]]:
     """One figure per position: (position, PNG, caption); what is missing goes to ``notes``.
 
-    ``positions``: the run's (default), or others of the recording (a rule's close-ups:
-    sub-sequences the worker does not segment, so no missing masks are noted).
+    ``positions``: the run's (default; the first `MAX_THUMBNAIL_POSITIONS`, the
+    rest said in ``notes``), or others of the recording (a rule's close-ups:
+    sub-sequences the worker does not segment, so no missing masks are noted). A
+    frame or mask that cannot be read costs its panel or contours, said in ``notes``.
     """
     import tifffile
 
     series, channels = _series(run)
-    nuclear = _nuclear_channel(run, channels)
+    preferred = _nuclear_channels(run, channels)
     times = run.sample_times()
     unit_name, div = plots.time_unit(max(times.values(), default=0.0))
     fired: dict[tuple[str, int], list[tuple[float, float, str]]] = {}
+    answers = agent_answers(run) if run.policy else {}
     for r in run.policy or []:
         y, x, t = r.get("y"), r.get("x"), r.get("t")
         if isinstance(y, int | float) and isinstance(x, int | float) and isinstance(t, int):
-            outcome = firing_outcome(r.get("verdict"), r.get("stage"))
+            outcome, _ = logged_outcome(r, answers)  # (as in the decisions section)
             fired.setdefault((str(r.get("position")), t), []).append((float(y), float(x), outcome))
     # each position's recorded z planes by channel and time point (one pass over the frame log)
     recorded: dict[str, dict[str, dict[int, set[int]]]] = {}
@@ -113,14 +146,21 @@ def field_thumbnails(
         ch.setdefault(int(idx.get("t", 0)), set()).add(int(idx.get("z", 0)))
     out = []
     plan = set(run.positions)
-    for pos in run.positions if positions is None else positions:
+    if positions is None:
+        positions = run.positions[:MAX_THUMBNAIL_POSITIONS]
+        if len(run.positions) > len(positions):
+            notes.append(
+                f"Thumbnails of the first {len(positions)} of {len(run.positions)} positions "
+                "(the rest would make the page too large to open)."
+            )
+    for pos in positions:
         g = series.get(pos)
         if g is None:
             notes.append(f"{pos}: not in the recording.")
             continue
         zs = recorded.get(pos, {})
-        shown = nuclear if nuclear in zs else next((c for c in channels if c in zs), None)
-        if shown is None or shown not in channels:
+        shown = next((c for c in preferred if c in zs), None)
+        if shown is None:
             notes.append(f"{pos}: no recorded frames.")
             continue
         ts = sorted(zs[shown])
@@ -134,9 +174,19 @@ def field_thumbnails(
         array = g["0"]
         c = channels.index(shown)
         panels = []
+        unread: set[int] = set()
         for t in picked:
             z_all = sorted(zs[shown][t])
-            image = np.asarray(array[t, c, z_all[len(z_all) // 2]])
+            z = z_all[len(z_all) // 2]
+            try:
+                image = np.asarray(array[t, c, z])
+            except _READ_ERRORS as exc:  # (a damaged chunk: the report goes on without it)
+                notes.append(
+                    f"{pos}: the {shown} frame at t={t}, z={z} could not be read from "
+                    f"{ZARR_NAME} (not drawn): {type(exc).__name__}: {exc}."
+                )
+                unread.add(t)
+                continue
             small, factor = plots.downsample(image, THUMBNAIL_PX)
             edges = None
             if t in masks:
@@ -161,6 +211,9 @@ def field_thumbnails(
                     markers=fired.get((pos, t), []),
                 )
             )
+        if not panels:
+            continue
+        picked = [t for t in picked if t not in unread]
         drawn = [st for t in picked for _, _, st in fired.get((pos, t), [])]
         caption = (
             f"{pos}: {shown} channel at time points {', '.join(map(str, picked))} of "
