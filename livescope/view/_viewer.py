@@ -3,7 +3,9 @@
 The viewer subscribes with "latest wins" (`OverlaySubscriber`) and redraws on a
 Qt timer, as fast as napari can draw; the acquisition and the analysis never
 wait for it. Layers are made once and then updated in place (``.data``), so a
-user's changes to them (contrast, colormap, visibility, opacity) stay.
+user's changes to them (contrast, colormap, visibility, opacity) stay; a hidden
+tails, cells or decisions layer is brought up to date when shown again. Frames
+taken at another binning than the segmented one are scaled onto its pixels.
 
 napari (the ``viewer`` extra) is imported only inside the functions that need it.
 """
@@ -11,6 +13,7 @@ napari (the ``viewer`` extra) is imported only inside the functions that need it
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Collection, Sequence
 from pathlib import Path
@@ -30,11 +33,11 @@ _RANK = {"label_free": 0, "fluorescence": 1, "stain": 2, "labels": 3, "tails": 4
          "decisions": 6}  # fmt: skip
 _LABEL_FREE_WORDS = {"phase", "brightfield", "bright", "bf", "dic", "pc", "trans", "transmitted",
                      "labelfree", "oblique", "qpi", "ph", "phc"}  # fmt: skip
-_FLUORESCENCE_COLORMAPS = (
+_FLUORESCENCE_COLORMAPS = (  # (looked up in order: "irfp" is far-red before "rfp" is red)
     (("dapi", "hoechst", "bfp", "405"), "blue"),
     (("gfp", "fitc", "yfp", "488", "venus"), "green"),
-    (("rfp", "mcherry", "tritc", "cy3", "561", "tdtomato", "dsred"), "magenta"),
     (("cy5", "640", "647", "farred", "irfp"), "red"),
+    (("rfp", "mcherry", "tritc", "cy3", "561", "tdtomato", "dsred"), "magenta"),
 )
 _MITOTIC = {"prophase", "metaphase", "anaphase", "telophase", "mitosis", "mitotic"}
 _ACCEPTED = (0.2, 1.0, 0.2, 1.0)
@@ -77,6 +80,62 @@ def _cell_color(state: object, p_mitosis: object) -> tuple[float, float, float, 
     if name.startswith("apopto"):
         return (1.0, 0.3, 0.1, 1.0)
     return (1.0, 1.0, 0.2, 1.0)
+
+
+def _field_array(name: str) -> bool:
+    """Whether an overlay array is one of a field's images (camera frame, stain, labels)."""
+    return name.startswith("raw:") or name in ("stain", "labels")
+
+
+def _binning_scale(grid: tuple[int, ...], shape: tuple[int, ...]) -> tuple[float, ...] | None:
+    """Return the scale that lays a frame of ``shape`` over the ``grid`` of the labels.
+
+    None unless one is a binning of the other, side by side (2x, 3x..., within 1 %: a
+    sensor side that the binning does not divide): a cropped ROI cannot be placed.
+    """
+    scale = []
+    for g, n in zip(grid, shape, strict=True):
+        factor = max(g, n) / min(g, n)
+        if abs(factor - round(factor)) > 0.01 * factor:
+            return None
+        scale.append(g / n)
+    return tuple(scale)
+
+
+def _labels_grid(arrays: dict[str, NDArray[Any]]) -> tuple[int, ...] | None:
+    """Return the pixel grid of a field's labels, cells and tails (the segmented frame's).
+
+    The labels' shape, else the first fluorescence frame's (the one segmented), else
+    the first image's; None if the field has none.
+    """
+    planes = [(k, a.shape) for k, a in arrays.items() if _field_array(k) and a.ndim == 2]
+    for key, shape in planes:
+        if key == "labels":
+            return shape
+    for key, shape in planes:
+        if key.startswith("raw:") and not channel_is_label_free(key[4:]):
+            return shape
+    if planes:
+        return planes[0][1]
+    return next((a.shape for k, a in arrays.items() if _field_array(k) and a.ndim > 2), None)
+
+
+def _widen_contrast_range(layer: Any, data: NDArray[Any]) -> None:
+    """Widen an image layer's contrast range to take in a frame outside it.
+
+    napari sets the range (the slider's ends) from the layer's first frame and keeps
+    it: a dim first frame (a position out of focus, the lamp still off) left every
+    brighter frame saturated, beyond the slider's reach. The user's limits stay.
+    """
+    lo, hi = layer.contrast_limits_range
+    least, most = float(np.min(data)), float(np.max(data))
+    if not (math.isfinite(least) and math.isfinite(most)):  # a stain's NaN or inf pixels
+        finite = data[np.isfinite(data)]
+        if not finite.size:
+            return
+        least, most = float(finite.min()), float(finite.max())
+    if least < lo or most > hi:
+        layer.contrast_limits_range = (min(lo, least), max(hi, most))
 
 
 def _field_decisions(decisions: object) -> str:
@@ -148,7 +207,9 @@ class OverlayViewer:
         self.refresh_errors = 0
         self._shown: OverlayMessage | None = None
         self._drawn: str | None = None  # the position whose field the layers show
+        self._shape: tuple[int, ...] | None = None  # the frames' shape of the field drawn last
         self._layers: dict[str, Any] = {}
+        self._unshown: dict[str, Any] = {}  # the points a hidden layer has yet to show
         self._ranks: dict[str, int] = {}
         self._timer: Any = None
         self._caption = ""  # the shown field's line in the text overlay
@@ -226,11 +287,13 @@ class OverlayViewer:
             overlay.text = text
             overlay.visible = True
 
-    def _blank_arrays(self, keep: Collection[str] = ()) -> None:
+    def _blank_arrays(
+        self, keep: Collection[str] = (), shape: tuple[int, ...] | None = None
+    ) -> None:
         """Empty our layers of a field's arrays (frames, stain, labels) but those in ``keep``."""
         for key in self._layers:
-            if key not in keep and (key.startswith("raw:") or key in ("stain", "labels")):
-                self._blank(key)
+            if key not in keep and _field_array(key):
+                self._blank(key, shape)
 
     def _clear(self) -> None:
         """Empty every layer of ours (none of them shows the shown position's field)."""
@@ -243,8 +306,15 @@ class OverlayViewer:
     def _draw(self, msg: OverlayMessage) -> None:
         h = msg.header
         self._drawn = msg.position
-        self._blank_arrays(keep=msg.arrays)  # (a field without them: a stain skipped)
-        for name, arr in msg.arrays.items():
+        # (the wire allows 1-D arrays, napari draws images of 2-D or more: one of them
+        # raised in add_image, and the whole field went undrawn, a traceback in the log)
+        arrays = {k: a for k, a in msg.arrays.items() if a.ndim >= 2 or not _field_array(k)}
+        flat = [k for k in msg.arrays if k not in arrays]
+        shape = _labels_grid(arrays)
+        # (a field without them: a stain skipped; emptied in this field's shape, so that
+        # the old one's extent does not stay: napari's home view, the scale bar)
+        self._blank_arrays(keep=arrays, shape=shape)
+        for name, arr in arrays.items():
             if not name.startswith("raw:"):
                 continue
             channel = name[4:]
@@ -256,11 +326,16 @@ class OverlayViewer:
                 made = sum(r == _RANK["fluorescence"] for r in self._ranks.values())
                 cmap = channel_colormap(channel, made)
                 self._image(name, arr, "fluorescence", colormap=cmap, blending="additive")
-        if "stain" in msg.arrays:
-            stain = np.asarray(msg.arrays["stain"], dtype=np.float32)  # GL has no float16 here
+        if "stain" in arrays:
+            stain = np.asarray(arrays["stain"], dtype=np.float32)  # GL has no float16 here
             self._image("stain", stain, "stain", colormap="cyan", blending="additive")
-        if "labels" in msg.arrays:
-            self._labels(msg.arrays["labels"])
+        if "labels" in arrays:
+            self._labels(arrays["labels"])
+        unplaced = self._fit_to_labels(arrays, shape)
+        if shape is not None and shape != self._shape:
+            if self._shape is not None:  # another ROI or binning: the old view shows little
+                self.viewer.reset_view()
+            self._shape = shape
         self._tails(h.get("tails") or {})
         self._cells(h.get("cells") or [])
         self._decisions(h.get("decisions") or [])
@@ -269,7 +344,35 @@ class OverlayViewer:
         self._caption = f"{h['run_id']} · {h['position']} · t={h['t']}{clock} · frame {h['seq']}"
         if fired := _field_decisions(h.get("field_decisions")):
             self._caption += f"\nfired on the whole field: {fired}"
+        if flat:
+            names = ", ".join(f"{k:.40}" for k in flat[:5])
+            self._caption += f"\nnot drawn (1-D, not an image): {names}"
+        if unplaced:
+            self._caption += f"\nnot laid over the labels (another ROI, not a binning): {unplaced}"
         self._say(self._caption)
+
+    def _fit_to_labels(self, arrays: dict[str, NDArray[Any]], grid: tuple[int, ...] | None) -> str:
+        """Scale the field's 2-D images onto the labels' pixel ``grid``; say those that cannot be.
+
+        Channels may be taken at another binning (a fluorescence channel binned 2x
+        to spare the sample light): the labels, cells, tails and decisions are in
+        the pixels of the segmented frame, and a phase frame of twice its size was
+        drawn with only its top-left quarter under them.
+        """
+        unplaced = []
+        for key, arr in arrays.items():
+            layer = self._live(key)
+            if not _field_array(key) or arr.ndim != 2 or layer is None:
+                continue
+            scale = _binning_scale(grid, arr.shape) if grid and len(grid) == 2 else (1.0, 1.0)
+            if scale is None:
+                unplaced.append(f"{key:.40} {arr.shape[0]}x{arr.shape[1]}")
+                scale = (1.0, 1.0)
+            # (pixel centres: a binned pixel's centre is the middle of the pixels it bins)
+            translate = tuple((s - 1) / 2 for s in scale)
+            if tuple(layer.scale) != scale or tuple(layer.translate) != translate:
+                layer.scale, layer.translate = scale, translate
+        return ", ".join(unplaced[:5])
 
     def _live(self, key: str) -> Any | None:
         """Return the layer made for ``key``, or None if not made yet or removed by the user."""
@@ -291,11 +394,20 @@ class OverlayViewer:
         if above:
             layers.move(layers.index(layer), min(above))
 
-    def _blank(self, key: str) -> None:
-        """Empty a layer of ours that the shown field lacks (never left from an older one)."""
+    def _blank(self, key: str, shape: tuple[int, ...] | None = None) -> None:
+        """Empty a layer of ours that the shown field lacks (never left from an older one).
+
+        A 2-D layer takes ``shape``, the shown field's frames' shape, if given.
+        """
         layer = self._live(key)
-        if layer is not None and np.any(layer.data):
-            layer.data = np.zeros_like(layer.data)
+        if layer is None:
+            return
+        data = np.asarray(layer.data)
+        if shape is not None and data.ndim == 2 == len(shape) and data.shape != shape:
+            layer.data = np.zeros(shape, data.dtype)
+            layer.scale, layer.translate = (1.0, 1.0), (0.0, 0.0)  # (on the labels' grid)
+        elif np.any(data):
+            layer.data = np.zeros_like(data)
 
     def _image(self, key: str, data: NDArray[Any], kind: str, **style: Any) -> None:
         layer = self._live(key)
@@ -305,6 +417,8 @@ class OverlayViewer:
             if changed:  # another camera mode: the user's contrast was for the old range
                 layer.reset_contrast_limits_range()
                 layer.reset_contrast_limits()
+            else:
+                _widen_contrast_range(layer, data)
         elif key not in self._layers:
             layer = self.viewer.add_image(data, name=key, **style)
             self._place(key, layer, _RANK[kind])
@@ -321,13 +435,12 @@ class OverlayViewer:
             self._place("labels", layer, _RANK["labels"])
 
     def _tails(self, tails: dict[str, Sequence[Sequence[float]]]) -> None:
-        paths = [
-            (int(track), np.asarray(points, dtype=np.float64))
-            for track, points in tails.items()
-            if len(points) >= 2
-        ]
-        data = [(p, "path") for _, p in paths]
-        colors = track_colors(np.array([t for t, _ in paths]))
+        """Draw each track's tail, a path in the track's colour.
+
+        Not redrawn while the layer is hidden: napari triangulates every path in
+        Python, on the Qt thread (about 140 ms a field for 100 tracks, 400 ms for
+        300); hiding the tails makes a crowded field's viewer quick again.
+        """
         layer = self._live("tails")
         if layer is None:
             if "tails" in self._layers:
@@ -336,10 +449,20 @@ class OverlayViewer:
                 None, shape_type="path", edge_width=1.5, face_color="transparent", name="tails"
             )
             self._place("tails", layer, _RANK["tails"])
+            layer.events.visible.connect(lambda: self._shown_again("tails"))
+        elif self._hidden("tails", layer, tails):
+            return
+        paths = [
+            (int(track), np.asarray(points, dtype=np.float64))
+            for track, points in tails.items()
+            if len(points) >= 2
+        ]
+        data = [(p, "path") for _, p in paths]
         layer.data = data
         if data:
-            layer.edge_color = colors
-            layer.edge_width = [1.5] * len(data)
+            layer.edge_color = track_colors(np.array([t for t, _ in paths]))
+            # (napari gives new paths a width of 1, not the layer's: the user's width)
+            layer.edge_width = [float(layer.current_edge_width)] * len(data)
 
     def _cells(self, cells: Sequence[dict[str, Any]]) -> None:
         yx = np.array([[c["y"], c["x"]] for c in cells], dtype=np.float64).reshape(-1, 2)
@@ -368,6 +491,9 @@ class OverlayViewer:
                 text={"string": "{track}", "size": 8, "color": "white", "anchor": "upper_left"},
             )
             self._place("cells", layer, _RANK["cells"])
+            layer.events.visible.connect(lambda: self._shown_again("cells"))
+        elif self._hidden("cells", layer, cells):
+            return
         else:
             layer.data = yx
             layer.features = features
@@ -392,11 +518,40 @@ class OverlayViewer:
                 yx, name="decisions", symbol="star", size=14, border_width=0, features=features
             )
             self._place("decisions", layer, _RANK["decisions"])
+            layer.events.visible.connect(lambda: self._shown_again("decisions"))
+        elif self._hidden("decisions", layer, decisions):
+            return
         else:
             layer.data = yx
             layer.features = features
         if len(decisions):
             layer.face_color = colors
+
+    def _hidden(self, key: str, layer: Any, items: Any) -> bool:
+        """Keep a field's ``items`` for when its hidden layer is shown again; say if hidden.
+
+        napari slices no hidden layer: a field's cells or decisions set into one
+        were drawn at the points of the last field it showed, and raised
+        (IndexError) when a field had fewer; the rest of the field and its caption
+        went undrawn. Hidden tails wait too: they cost the most to draw.
+        """
+        if layer.visible:
+            self._unshown.pop(key, None)
+            return False
+        self._unshown[key] = items
+        return True
+
+    def _shown_again(self, key: str) -> None:
+        """Draw the field's points a layer missed while hidden (its visible event, Qt thread)."""
+        items = self._unshown.pop(key, None)
+        if items is None:
+            return
+        if key == "tails":
+            self._tails(items)
+        elif key == "cells":
+            self._cells(items)
+        else:
+            self._decisions(items)
 
     # ------------------------------------------------------------ live updates
 
