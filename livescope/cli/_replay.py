@@ -16,6 +16,9 @@ from ._common import (
     emit,
     exit_if_interrupted,
     fail,
+    finite,
+    given,
+    given_or_none,
     given_path,
     progress_bar,
     setup_logging,
@@ -65,8 +68,9 @@ def replay(
     datasets: Annotated[
         list[Path],
         typer.Argument(
+            parser=given_path,
             help="Recorded dataset(s): a livescope run folder, an NDTiff dataset, an OME-TIFF "
-            "file, an OME-Zarr store or a folder of tNNN.tif frames (Cell Tracking Challenge)."
+            "file, an OME-Zarr store or a folder of tNNN.tif frames (Cell Tracking Challenge).",
         ),
     ],
     out: Annotated[
@@ -77,11 +81,16 @@ def replay(
     ] = None,
     plan: Annotated[
         Path | None,
-        typer.Option(help="Plan YAML whose policies: run (default: the recording's own)."),
+        typer.Option(
+            parser=given_path, help="Plan YAML whose policies: run (default: the recording's own)."
+        ),
     ] = None,
     profile: Annotated[
         str | None,
-        typer.Option(help="Hardware profile (default: the recording's, else 'replay')."),
+        typer.Option(
+            callback=given_or_none,
+            help="Hardware profile (default: the recording's, else 'replay').",
+        ),
     ] = None,
     speed: Annotated[
         str,
@@ -92,20 +101,28 @@ def replay(
         typer.Option(help="DATASET_CHANNEL=PROFILE_CHANNEL (repeatable), e.g. GFP=Fluo."),
     ] = None,
     channel: Annotated[
-        str, typer.Option(help="Channel of a CTC folder (it does not name one).")
+        str, typer.Option(callback=given, help="Channel of a CTC folder (it does not name one).")
     ] = "Fluo",
     interval_s: Annotated[
         float,
-        typer.Option(min=1e-6, help="Seconds between time points, where the dataset lacks times."),
+        typer.Option(
+            min=1e-6,
+            callback=finite,
+            help="Seconds between time points, where the dataset lacks times.",
+        ),
     ] = 1.0,
     pixel_size: Annotated[
         float | None,
-        typer.Option(min=1e-6, help="Pixel size in µm, where the dataset does not state it."),
+        typer.Option(
+            min=1e-6, callback=finite, help="Pixel size in µm, where the dataset does not state it."
+        ),
     ] = None,
     nucleus_diameter_um: Annotated[
         float | None,
         typer.Option(
-            min=0.1, help="Nuclei's diameter in µm, for segmentation (with the pixel size)."
+            min=0.1,
+            callback=finite,  # (inf: refused by the worker, once started, into --out)
+            help="Nuclei's diameter in µm, for segmentation (with the pixel size).",
         ),
     ] = None,
     gate_timeout_s: Annotated[
@@ -114,7 +131,10 @@ def replay(
     ] = 60.0,
     cluster: Annotated[
         str | None,
-        typer.Option(help="Dask scheduler address (tcp://host:8786) to spread the datasets over."),
+        typer.Option(
+            callback=given_or_none,
+            help="Dask scheduler address (tcp://host:8786) to spread the datasets over.",
+        ),
     ] = None,
     workers: Annotated[
         int | None,
@@ -163,10 +183,8 @@ def replay(
     if len(datasets) > 1 or cluster is not None:
         with user_errors(json_out):  # once here, not as a failure of every task
             _check_replay_options(plan, profile)
-        # paths absolute: a cluster's workers do not run in this folder
-        if profile is not None and Path(profile).exists():  # (a file, not a shipped name)
-            profile = str(Path(profile).resolve())
-        options = {"plan": plan.resolve() if plan else None, "profile": profile,
+        options = {"plan": plan.resolve() if plan else None,
+                   "profile": _profile_for_workers(profile),
                    "speed": factor, "channel_map": mapping, "channel": channel,
                    "interval_s": interval_s, "pixel_size_um": pixel_size,
                    "gate_timeout_s": gate_timeout_s,
@@ -180,10 +198,30 @@ def replay(
             nucleus_diameter_um=nucleus_diameter_um,
             gate_timeout_s=gate_timeout_s, json_out=json_out,
         )  # fmt: skip
+    _print_replay(summary, json_out)
+
+
+def _print_replay(summary: dict[str, Any], json_out: bool) -> None:
+    """Print a replay's summary; exit 2 if a Ctrl+C stopped it, 1 if it did not end as planned.
+
+    ``ok`` false (e.g. decisions not logged) exited 0, as `livescope run` and
+    `livescope agent` no longer do: a script went on as if all were well.
+    """
     if json_out:
         emit(summary)
-        exit_if_interrupted(summary)
-        return
+    else:
+        _print_replay_text(summary)
+    exit_if_interrupted(summary)
+    if summary.get("ok") is False:
+        stderr.print(
+            f"error: the replay did not end as planned: {summary.get('error')}",
+            highlight=False, markup=False,
+        )  # fmt: skip
+        raise typer.Exit(1)
+
+
+def _print_replay_text(summary: dict[str, Any]) -> None:
+    """Say what a replay did, for people (stderr), and its folder on stdout."""
     for w in summary.get("warnings", []):
         stderr.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
     d = summary["decisions"]
@@ -205,7 +243,20 @@ def replay(
     )
     stderr.print(f"report: {summary['report']}", highlight=False, markup=False)
     typer.echo(summary["out"])
-    exit_if_interrupted(summary)
+
+
+def _profile_for_workers(profile: str | None) -> str | None:
+    """Return ``--profile`` as a cluster's workers can load it: a file's absolute path.
+
+    Paths are made absolute because the workers do not run in this folder. A
+    shipped name stays a name even where a folder of that name is here (an
+    earlier ``--out replay``): `load_profile` takes a bare name for a file only,
+    so the folder's absolute path made every task fail on "a folder, not a YAML
+    file" after the check here had passed.
+    """
+    if profile is not None and Path(profile).is_file():
+        return str(Path(profile).resolve())
+    return profile
 
 
 def _check_replay_options(plan: Path | None, profile: str | None) -> None:

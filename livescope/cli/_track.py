@@ -13,6 +13,7 @@ import typer
 from ._common import (
     BenchJsonOpt,
     JsonOpt,
+    given_or_none,
     given_path,
     report,
     setup_logging,
@@ -50,14 +51,20 @@ def _frame_files(folder: Path) -> list[Path]:
 
 
 def track(
-    images: Annotated[Path, typer.Argument(help="CTC-layout folder of frames (t000.tif ...).")],
+    images: Annotated[
+        Path,
+        typer.Argument(parser=given_path, help="CTC-layout folder of frames (t000.tif ...)."),
+    ],
     out: Annotated[
         Path,
         typer.Option(parser=given_path, help="Result folder (new): maskTTT.tif + res_track.txt."),
     ],
     engine: Annotated[
         str | None,
-        typer.Option(help="Segmentation engine (name or folder). Default: nuclei-unet."),
+        typer.Option(
+            callback=given_or_none,  # ("": the default engine ran in its place, silently)
+            help="Segmentation engine (name or folder). Default: nuclei-unet.",
+        ),
     ] = None,
     from_labels: Annotated[
         bool,
@@ -86,7 +93,7 @@ def track(
 
     from livescope.inference import as_instance_labels, read_image, refuse_label_image
     from livescope.record import relabel_for_ctc, write_ctc
-    from livescope.schema import LivescopeError
+    from livescope.schema import LivescopeError, check_output_folder
     from livescope.tracking import OnlineTracker, track_sequence
 
     with user_errors(json_out):
@@ -103,6 +110,8 @@ def track(
             raise LivescopeError(f"{out} is a file: --out must be a new result folder")
         if out.exists() and any(out.iterdir()):
             raise LivescopeError(f"{out} exists and is not empty: choose a new result folder")
+        # (a parent that is a file, or not writable: said now, not once every frame is segmented)
+        check_output_folder(out)
         if state is not None and (state.is_dir() or not state.parent.is_dir()):
             raise LivescopeError(
                 f"--state {state}: "
@@ -178,8 +187,13 @@ def track(
 
 
 def eval_track(
-    res: Annotated[Path, typer.Option(help="CTC result folder (maskTTT.tif + res_track.txt).")],
-    gt: Annotated[Path, typer.Option(help="CTC ground-truth folder (holding TRA/).")],
+    res: Annotated[
+        Path,
+        typer.Option(parser=given_path, help="CTC result folder (maskTTT.tif + res_track.txt)."),
+    ],
+    gt: Annotated[
+        Path, typer.Option(parser=given_path, help="CTC ground-truth folder (holding TRA/).")
+    ],
     div_tolerance: Annotated[
         int, typer.Option(min=0, help="Frames a division may be off and still match.")
     ] = 1,
