@@ -190,7 +190,7 @@ def flag_divisions_ctc(
     LivescopeError
         if ``frames_before`` is below 1, the ground truth cannot be read
         (`read_ctc`), or ``images`` does not hold one ``tTTT.tif`` for each
-        annotated frame ``TTT``.
+        annotated frame ``TTT`` (or holds two for one, ``t1.tif`` and ``t001.tif``).
 
     """
     if frames_before < 1:
@@ -201,9 +201,12 @@ def flag_divisions_ctc(
     frames, tracks = read_ctc(gt, kind="gt")
     # image tTTT is annotated frame TTT: other files (e.g. "t000 copy.tif") are not images
     numbered: dict[int, Path] = {}
-    for p in Path(images).glob("t*.tif"):
-        if (m := re.fullmatch(r"t(\d+)\.tif", p.name)) is not None:
-            numbered.setdefault(int(m.group(1)), p)
+    for image in sorted(Path(images).glob("t*.tif")):
+        if (m := re.fullmatch(r"t(\d+)\.tif", image.name)) is None:
+            continue
+        if (first := numbered.setdefault(int(m.group(1)), image)) != image:
+            # (which of the two was classified hung on the order the folder lists them in)
+            raise LivescopeError(f"{first} and {image} are both frame {int(m.group(1))}")
     files = [numbered[k] for k in sorted(numbered)]
     if len(files) != len(frames):
         raise LivescopeError(f"{images} has {len(files)} frames, {gt} annotates {len(frames)}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import shutil
 import tempfile
 import warnings
@@ -31,6 +32,9 @@ def evaluate_tracking(res: str | Path, gt: str | Path, *, div_tolerance: int = 1
 
     ``res`` holds ``maskTTT.tif`` + ``res_track.txt``; ``gt`` holds
     ``TRA/man_trackTTT.tif`` + ``TRA/man_track.txt`` (a CTC ``NN_GT`` folder).
+    Frame ``t`` is the file numbered ``t`` (``mask7.tif`` or ``mask007.tif``), as
+    `livescope.record.read_ctc` reads it; a number missing from ``0..last`` or
+    given twice is refused (the track files' frame numbers would point at other frames).
     Divisions are matched by py-ctcmetrics' branching criterion (BC(i)): parent
     and both daughters must match, within ``div_tolerance`` frames. ``lnk`` is
     None where the ground truth has no links (LNK is 0/0 there).
@@ -59,8 +63,9 @@ def evaluate_tracking(res: str | Path, gt: str | Path, *, div_tolerance: int = 1
         raise LivescopeError(
             f"{gt}: no TRA/man_track.txt (not a CTC ground-truth folder){gt_folder_hint(gt)}"
         )
-    masks = sorted(res.glob("mask*.tif"))
-    truth = sorted((gt / "TRA").glob("man_track*.tif"))
+    # frame t is maskTTT.tif / man_trackTTT.tif by its number, as `read_ctc` reads it:
+    # py-ctcmetrics pairs the files in name order (mask10.tif before mask2.tif)
+    masks, truth = _numbered(res, "mask"), _numbered(gt / "TRA", "man_track")
     n_res, n_gt = len(masks), len(truth)
     if n_res != n_gt:
         raise LivescopeError(f"{res} has {n_res} masks but {gt / 'TRA'} has {n_gt} frames")
@@ -100,9 +105,9 @@ def evaluate_tracking(res: str | Path, gt: str | Path, *, div_tolerance: int = 1
         warnings.catch_warnings(record=True) as said,
     ):
         res_in, gt_in = res, gt
-        if widen or _stray_tifs(res, masks):
+        if widen or _stray_tifs(res, masks) or _out_of_order(masks):
             res_in = _frames_only(res, masks, "res_track.txt", Path(tmp, "res"), widen=widen)
-        if _stray_tifs(gt / "TRA", truth):
+        if _stray_tifs(gt / "TRA", truth) or _out_of_order(truth):
             gt_in = _frames_only(
                 gt / "TRA", truth, "man_track.txt", Path(tmp, "gt", "TRA"), widen=False
             ).parent
@@ -113,12 +118,18 @@ def evaluate_tracking(res: str | Path, gt: str | Path, *, div_tolerance: int = 1
             raise LivescopeError(
                 f"{gt / 'TRA'}: the ground truth's markers hold no links (LNK is 0/0)"
             ) from None
+        except (ValueError, IndexError) as exc:
+            # (py-ctcmetrics fails inside, without a word, on markers that hold no cell or
+            # lack a label man_track.txt links to its parent)
+            if problem := _marker_problem(truth, gt_rows):
+                raise LivescopeError(f"{gt / 'TRA'}: {problem}") from exc
+            raise
     if not r.get("Valid"):
         # py-ctcmetrics says why in warnings: the first few, e.g. "Label 3 in res_track
         # but not in mask .../mask004.tif."
         why = list(
             dict.fromkeys(
-                str(w.message).replace(str(res_in), str(res))
+                _own_names(str(w.message), res_in, masks).replace(str(res_in), str(res))
                 for w in said
                 if w.category is UserWarning
             )
@@ -204,6 +215,77 @@ def _check_track_file(path: Path) -> list[tuple[int, int, int, int]]:
     return [(label, begin, end, parent) for label, (begin, end, parent, _) in rows.items()]
 
 
+def _marker_problem(truth: list[Path], rows: list[tuple[int, int, int, int]]) -> str:
+    """Say what in the ground truth's markers py-ctcmetrics cannot score ("" if nothing found).
+
+    Called only after py-ctcmetrics failed (it reads every marker again).
+    """
+    import tifffile
+
+    present = [set(np.unique(tifffile.imread(f)).tolist()) - {0} for f in truth]
+    if not any(present):
+        return "its markers (man_trackTTT.tif) hold no cell: nothing to score against"
+    spans = {label: (begin, end) for label, begin, end, _ in rows}
+    for label, begin, _, parent in rows:
+        if not parent:
+            continue
+        # (a parent link joins the parent's last frame to its daughter's first)
+        for who, t in ((parent, spans[parent][1]), (label, begin)):
+            if t >= len(truth) or who not in present[t]:
+                where = truth[t].name if t < len(truth) else f"frame {t} (there is none)"
+                return (
+                    f"man_track.txt links track {label} to its parent {parent}, but {where} "
+                    f"holds no label {who}: markers and track file must agree"
+                )
+    return ""
+
+
+def _numbered(folder: Path, stem: str) -> list[Path]:
+    """Frames ``stemT.tif`` of ``folder`` in frame order; refuse a gap or a frame named twice.
+
+    A track file's frame numbers are positions in this list: a missing frame
+    would pair every later one with another frame of the ground truth.
+    """
+    pattern = re.compile(rf"{re.escape(stem)}(\d+)\.tif")
+    files: dict[int, Path] = {}
+    for p in sorted(folder.glob(f"{stem}*.tif")):
+        if (m := pattern.fullmatch(p.name)) is None:
+            continue  # (e.g. "mask000 copy.tif": not a frame, left out by `_frames_only`)
+        if (other := files.setdefault(int(m.group(1)), p)) != p:
+            raise LivescopeError(f"{other} and {p} are both frame {int(m.group(1))}")
+    if gaps := sorted(set(range(max(files, default=-1) + 1)) - set(files)):
+        named = ", ".join(map(str, gaps[:5])) + (", ..." if len(gaps) > 5 else "")
+        raise LivescopeError(
+            f"{folder}: {stem}TTT.tif missing for {len(gaps)} of frames 0..{max(files)} "
+            f"({named}); a CTC sequence has a file for every frame, which its track file's "
+            "numbers refer to"
+        )
+    return [files[t] for t in range(len(files))]
+
+
+def _out_of_order(frames: list[Path]) -> bool:
+    """Whether py-ctcmetrics, which takes the files in name order, would misorder ``frames``."""
+    names = [f.name for f in frames]
+    return names != sorted(names)
+
+
+def _copy_names(frames: list[Path]) -> list[str]:
+    """Name the frames in `_frames_only`'s copy: their own names, zero-padded if out of order."""
+    if not _out_of_order(frames):
+        return [f.name for f in frames]
+    width = max(3, len(str(len(frames) - 1)))
+    stems = [re.sub(r"\d+\.tif$", "", f.name) for f in frames]
+    return [f"{stem}{t:0{width}d}.tif" for t, stem in enumerate(stems)]
+
+
+def _own_names(message: str, copy: Path, frames: list[Path]) -> str:
+    """``message`` with the frames of `_frames_only`'s ``copy`` named as the user's files."""
+    for f, name in zip(frames, _copy_names(frames), strict=True):
+        if name != f.name:
+            message = message.replace(str(copy / name), str(f))
+    return message
+
+
 def _stray_tifs(folder: Path, frames: list[Path]) -> list[Path]:
     """Files py-ctcmetrics would take for frames (every name ending .tif) that are none."""
     keep = {f.name for f in frames}
@@ -211,16 +293,20 @@ def _stray_tifs(folder: Path, frames: list[Path]) -> list[Path]:
 
 
 def _frames_only(folder: Path, frames: list[Path], track: str, dest: Path, *, widen: bool) -> Path:
-    """Copy ``frames`` and the track file to ``dest``; ``widen``: the frames as int64."""
+    """Copy ``frames`` and the track file to ``dest``; ``widen``: the frames as int64.
+
+    Frames whose names would sort out of frame order (``mask9.tif``,
+    ``mask10.tif``) are copied under zero-padded names, which do not.
+    """
     import tifffile
 
     dest.mkdir(parents=True)
     shutil.copyfile(folder / track, dest / track)
-    for f in frames:
+    for f, name in zip(frames, _copy_names(frames), strict=True):
         if widen:
-            tifffile.imwrite(dest / f.name, tifffile.imread(f).astype(np.int64))
+            tifffile.imwrite(dest / name, tifffile.imread(f).astype(np.int64))
         else:
-            shutil.copyfile(f, dest / f.name)
+            shutil.copyfile(f, dest / name)
     return dest
 
 
