@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -56,9 +57,27 @@ BenchJsonOpt = Annotated[
 ]
 """``--json`` of the benchmarks, whose output is JSON either way (errors too)."""
 
+
+def _at_most_the_cores(value: int | None) -> int | None:
+    """Refuse more engine threads than this PC has cores (a callback).
+
+    ``--threads 100000`` started a worker of some 32,000 threads, which used up the
+    machine's threads (every later thread start failed, "Resource temporarily
+    unavailable") and ran on after its replay had stopped.
+    """
+    cores = os.cpu_count() or 1
+    if value is not None and value > cores:
+        raise typer.BadParameter(f"{value} is more than this PC's {cores} cores")
+    return value
+
+
 ThreadsOpt = Annotated[
     int | None,
-    typer.Option(min=1, help="CPU threads per engine in the worker (default: half the cores)."),
+    typer.Option(
+        min=1,
+        callback=_at_most_the_cores,
+        help="CPU threads per engine in the worker, at most the cores (default: half of them).",
+    ),
 ]
 """``--threads`` of the commands that start a pipeline worker."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -179,6 +180,10 @@ def replay(
             "--cluster runs the replays on its own workers",
             as_json=json_out,
         )
+    if cluster is None and threads is not None and threads > (cores := os.cpu_count() or 1):
+        # (--threads 100000 started a worker of ~32,000 threads: every later thread start on
+        # the PC failed; a cluster's workers are other machines, their cores their own)
+        fail(f"--threads {threads} is more than this PC's {cores} cores", as_json=json_out)
     run_dir = out or Path("runs") / time.strftime("replay-%Y%m%d-%H%M%S")
     if len(datasets) > 1 or cluster is not None:
         with user_errors(json_out):  # once here, not as a failure of every task

@@ -137,3 +137,17 @@ def test_track_refuses_an_out_it_cannot_make_before_the_engine_loads(tmp_path: P
     assert error == f"cannot create the output folder {out}: {tmp_path / 'a-file'} is a file, " + (
         "not a folder"
     )
+
+
+@pytest.mark.parametrize("command", ["replay", "run"])
+def test_more_engine_threads_than_cores_are_refused(tmp_path: Path, command: str) -> None:
+    # --threads 100000 started a worker of some 32,000 threads: every later thread start
+    # on the PC failed ("Resource temporarily unavailable"), and it ran on after the replay
+    import os
+
+    too_many = str((os.cpu_count() or 1) + 1)
+    target = str(tmp_path / "in") if command == "replay" else str(tmp_path / "plan.yaml")
+    res = run_cli(command, target, "--threads", too_many, "--out", str(tmp_path / "out"), "--json")
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert f"more than this PC's {os.cpu_count() or 1} cores" in res.stdout + res.stderr
+    assert not (tmp_path / "out").exists()
