@@ -21,25 +21,11 @@ from livescope.record import (
     read_frames,
 )
 from livescope.schema import FrameInfo, LivescopeError
+from tests.record.test_zarr import _info as zarr_info
 
 
 def _info(seq: int, t: int, c: str = "BF", pos: str = "p0") -> FrameInfo:
-    return FrameInfo(
-        seq=seq,
-        index={"t": t, "p": 0, "z": 0},
-        position=pos,
-        channel=c,
-        x_um=0.0,
-        y_um=0.0,
-        z_um=0.0,
-        exposure_ms=10.0,
-        pixel_size_um=0.65,
-        sample_time_s=float(t),
-        runner_time_ms=0.0,
-        shape=(8, 8),
-        dtype="uint16",
-        event={},
-    )
+    return zarr_info(seq, t, c, pos)
 
 
 def _frame(value: int) -> np.ndarray:

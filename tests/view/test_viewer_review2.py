@@ -14,6 +14,7 @@ from .test_viewer import display as display
 from .test_viewer import napari_viewer as napari_viewer
 from .test_viewer import pytestmark  # noqa: F401 (the marks)
 from .test_viewer import screenshot_1to1 as screenshot_1to1
+from .test_viewer_review import cell
 from .test_viewer_robustness import deliver, layer, message
 
 
@@ -27,10 +28,6 @@ def overlay_viewer(napari_viewer: Any, tmp_path: Path) -> Iterator[Any]:
         yield ov
     finally:
         ov.close()
-
-
-def cell(track: int, y: float, x: float) -> dict[str, Any]:
-    return {"label": track, "track": track, "y": y, "x": x, "state": None, "p_mitosis": None}
 
 
 def test_a_brighter_frame_than_the_first_is_in_reach_of_the_contrast_slider(
