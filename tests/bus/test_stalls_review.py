@@ -32,23 +32,30 @@ def test_a_ctrl_c_while_the_probe_starts_leaves_no_probe_running(
     )
     stand_in.chmod(0o755)
     monkeypatch.setattr(sys, "executable", str(stand_in))
-    main, before = threading.get_ident(), set(threading.enumerate())
+    main = threading.get_ident()
 
     def ctrl_c() -> None:
-        # once start() reads the answer (its reader thread runs): it waits inside
-        while not set(threading.enumerate()) - before - {threading.current_thread()}:
+        # once the stand-in probe runs (its pid written: start() then waits for its answer);
+        # not on the first new thread: in a whole test run other tests' threads come and go
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (
+            pid_file.exists() and pid_file.read_text().strip()
+        ):
             time.sleep(0.005)
+        time.sleep(0.1)
         signal.pthread_kill(main, signal.SIGINT)
 
     sender = threading.Thread(target=ctrl_c)
     mon = StallMonitor()
     leaked: subprocess.Popen[str] | None = None
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)  # (Python's own)
     sender.start()
     try:
         with pytest.raises(KeyboardInterrupt):
             mon.start(timeout_s=30)
     finally:
         sender.join(30)
+        signal.signal(signal.SIGINT, handler)
         leaked = mon._proc
         if leaked is not None:  # (the old code's: ended here, not left to the test run)
             leaked.kill()
