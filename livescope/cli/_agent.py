@@ -14,7 +14,7 @@ from ._common import (
     VerboseOpt,
     accelerated,
     emit,
-    exit_if_interrupted,
+    exit_unless_as_planned,
     fail,
     finite,
     given,
@@ -191,13 +191,7 @@ def agent(
             f"{summary['decisions_rejected']} rejected"
         )
         typer.echo(summary["out"])
-    exit_if_interrupted(summary)
-    if summary.get("ok") is False:  # it ended, yet not as planned (e.g. decisions not logged)
-        stderr.print(
-            f"error: the run did not end as planned: {summary.get('error')}",
-            highlight=False, markup=False,
-        )  # fmt: skip
-        raise typer.Exit(1)
+    exit_unless_as_planned(summary)
 
 
 ATTACH_WAIT_S = 30.0

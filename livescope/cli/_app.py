@@ -20,7 +20,7 @@ from ._common import (
     VerboseOpt,
     accelerated,
     emit,
-    exit_if_interrupted,
+    exit_unless_as_planned,
     fail,
     finite,
     given,
@@ -231,13 +231,7 @@ def _print_run(summary: dict[str, Any], title: str, json_out: bool) -> None:
         emit(summary)
     else:
         _print_demo(summary, title)
-    exit_if_interrupted(summary)
-    if summary.get("ok") is False:  # (exit 0: a script went on as if all were well)
-        stderr.print(
-            f"error: the run did not end as planned: {summary.get('error')}",
-            highlight=False, markup=False,
-        )  # fmt: skip
-        raise typer.Exit(1)
+    exit_unless_as_planned(summary)
 
 
 def _acquire_and_report(

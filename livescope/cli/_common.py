@@ -25,6 +25,7 @@ __all__ = [
     "VerboseOpt",
     "emit",
     "exit_if_interrupted",
+    "exit_unless_as_planned",
     "fail",
     "finite",
     "given",
@@ -210,6 +211,21 @@ def exit_if_interrupted(summary: dict[str, Any]) -> None:
     if summary.get("interrupted"):
         stderr.print("interrupted: the run stopped early (its report covers what was acquired)")
         raise typer.Exit(EXIT_USER_ERROR)
+
+
+def exit_unless_as_planned(summary: dict[str, Any], what: str = "run") -> None:
+    """Exit as a printed run summary says: 2 if a Ctrl+C stopped it, 1 if not as planned.
+
+    ``ok`` false (e.g. decisions not logged) is said with its error; it exited 0,
+    and a script went on as if all were well.
+    """
+    exit_if_interrupted(summary)
+    if summary.get("ok") is False:
+        stderr.print(
+            f"error: the {what} did not end as planned: {summary.get('error')}",
+            highlight=False, markup=False,
+        )  # fmt: skip
+        raise typer.Exit(1)
 
 
 def report(obj: dict[str, Any], json_out: bool) -> None:

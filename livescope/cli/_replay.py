@@ -15,7 +15,7 @@ from ._common import (
     EXIT_USER_ERROR,
     JsonOpt,
     emit,
-    exit_if_interrupted,
+    exit_unless_as_planned,
     fail,
     finite,
     given,
@@ -216,13 +216,7 @@ def _print_replay(summary: dict[str, Any], json_out: bool) -> None:
         emit(summary)
     else:
         _print_replay_text(summary)
-    exit_if_interrupted(summary)
-    if summary.get("ok") is False:
-        stderr.print(
-            f"error: the replay did not end as planned: {summary.get('error')}",
-            highlight=False, markup=False,
-        )  # fmt: skip
-        raise typer.Exit(1)
+    exit_unless_as_planned(summary, "replay")
 
 
 def _print_replay_text(summary: dict[str, Any]) -> None:
