@@ -60,6 +60,10 @@ def run_replay_task(
     return {
         "dataset": spec.dataset,
         "out": str(out.resolve()),
+        # (a replay that ran to its end but not as planned: frames not served, decisions
+        # not logged, a worker that failed; `replay_many` lists it as failed)
+        "ok": summary.get("ok", True),
+        "error": summary.get("error"),
         "frames_analysed": summary.get("frames_analysed"),
         "fields_analysed": summary.get("fields_analysed"),
         "decisions": summary.get("decisions"),
@@ -193,7 +197,9 @@ def replay_many(
     ``cluster``: a scheduler address (``tcp://host:8786``); None starts a local
     cluster of ``workers`` processes. The summary lists ``done`` and ``failed``
     tasks (dataset, error, attempts; ``earlier_attempts``: the folders failed
-    attempts were moved to); ``ok`` is False when any failed. A task that fails
+    attempts were moved to); ``ok`` is False when any failed. A replay that ran
+    to its end but not as planned (its summary's ``ok`` false) is failed with its
+    error and ``report``, not retried. A task that fails
     is tried ``retries`` more times, except one whose dataset cannot be read
     (missing, not a recording: `DatasetError`) or whose plan, profile or card
     does not fit it (`ConfigError`), which would fail again. A Ctrl+C cancels
@@ -276,12 +282,12 @@ def replay_many(
             }  # fmt: skip
             ended: set[Any] = set()
 
-            def fail(fut: Any, error: str, attempts: int | None) -> None:
+            def fail(fut: Any, error: str, attempts: int | None, **more: Any) -> None:
                 spec = futures[fut]
                 failed.append({
                     "dataset": spec.dataset, "out": spec.out, "key": str(fut.key),
                     "error": error, "attempts": attempts,
-                    "earlier_attempts": _moved_aside(spec.out),
+                    "earlier_attempts": _moved_aside(spec.out), **more,
                 })  # fmt: skip
 
             try:
@@ -291,6 +297,12 @@ def replay_many(
                     if fut.status == "finished" and _BAD_INPUT in (res := fut.result()):
                         fail(fut, res[_BAD_INPUT], 1)
                         logger.error("cannot replay %s: %s", spec.dataset, res[_BAD_INPUT])
+                    elif fut.status == "finished" and res.get("ok") is False:
+                        # (ran to its end, not as planned: not retried, as a run is not; its
+                        # folder and report are kept, named with the error)
+                        error = f"the replay did not end as planned: {res.get('error')}"
+                        fail(fut, error, 1, report=res.get("report"))
+                        logger.error("replay of %s: %s", spec.dataset, error)
                     elif fut.status == "finished":
                         done.append({**res, "earlier_attempts": _moved_aside(spec.out)})
                     elif fut.cancelled():  # (the scheduler lost or restarted, or it was

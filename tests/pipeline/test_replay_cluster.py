@@ -50,6 +50,7 @@ def test_a_failed_task_is_retried_and_a_lost_one_reported(recordings, tmp_path: 
     assert sorted(Path(d["dataset"]).name for d in summary["done"]) == ["rec0", "rec1"]
     for d in summary["done"]:
         assert d["frames_analysed"] == 4  # 2 time points × phase + DAPI
+        assert (d["ok"], d["error"]) == (True, None)  # (the run's own, passed on)
         assert (Path(d["out"]) / "results" / "cells.csv").is_file()
     (lost,) = summary["failed"]
     assert lost["dataset"] == str(missing)

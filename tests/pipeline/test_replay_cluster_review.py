@@ -223,3 +223,26 @@ def test_the_local_cluster_keeps_off_another_clusters_dashboard_port(tmp_path: P
         taken.close()
     (failed,) = summary["failed"]
     assert failed["error"] == f"DatasetError: {tmp_path / 'a'}: no such file or folder"
+
+
+def test_a_replay_not_as_planned_is_failed_with_its_error(scheduler: str, tmp_path: Path) -> None:
+    # a replay that ran to its end with frames not served or decisions not logged (its
+    # summary's ok false) was listed done, and `livescope replay --cluster` exited 0
+    from livescope.pipeline import ReplaySpec
+
+    def not_as_planned(spec: ReplaySpec) -> dict:
+        Path(spec.out).mkdir(parents=True)
+        report = Path(spec.out) / "report.html"
+        report.write_text("<html></html>")
+        return {"dataset": spec.dataset, "out": spec.out, "ok": False,
+                "error": "2 frame(s) could not be acquired", "report": str(report)}  # fmt: skip
+
+    summary = replay_many([tmp_path / "a"], tmp_path / "out", cluster=scheduler,
+                          task=not_as_planned)  # fmt: skip
+    assert summary["ok"] is False
+    assert summary["done"] == []
+    (failed,) = summary["failed"]
+    assert failed["error"] == "the replay did not end as planned: 2 frame(s) could not be acquired"
+    assert failed["attempts"] == 1  # (not retried: it ran to its end)
+    assert failed["report"] == str(tmp_path / "out" / "a" / "report.html")
+    assert (tmp_path / "out" / "a" / "report.html").is_file()  # its folder is kept
