@@ -138,6 +138,11 @@ class ScopeAgent:
         self._max_t = max((int(e.index.get("t", 0)) for e in planned), default=0) + int(
             profile.light_dose.max_extra_frames_per_run
         )
+        # and z index (each plane a frame: an added stack holds at most that many more; a
+        # huge one grew the recording's z axis to match, past what a reader can open)
+        self._max_z = max((int(e.index.get("z", 0)) for e in planned), default=0) + int(
+            profile.light_dose.max_extra_frames_per_run
+        )
         self.planned_events = len(planned)
         """How many events the plan holds (decisions may add more)."""
         self._first_event = planned[0] if planned else None  # where a rehearsal lands
@@ -412,6 +417,11 @@ class ScopeAgent:
                 raise LivescopeError(
                     f"{_event_label(i, ev)}: time index t={index['t']} is past the plan's last "
                     f"plus light_dose.max_extra_frames_per_run (t <= {self._max_t})"
+                )
+            if int(index.get("z", 0)) > self._max_z:
+                raise LivescopeError(
+                    f"{_event_label(i, ev)}: z index z={index['z']} is past the plan's last "
+                    f"plus light_dose.max_extra_frames_per_run (z <= {self._max_z})"
                 )
             name = feed.position_of(ev.pos_name, index.get("p"), index.get("g"))
             update: dict[str, Any] = {}

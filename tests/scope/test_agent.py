@@ -280,6 +280,12 @@ def test_the_agent_holds_decisions_per_minute_and_time_indices_to_the_rig(
     ack = running.client.send(AddEvents(run_id=rid, events=[huge]))
     assert not ack.accepted
     assert "time index t=1000000000 is past the plan's last" in ack.reason
+    # nor its z index (the recording's z axis grew to 10**30 planes no reader could open)
+    deep = useq.MDAEvent(index={"t": 100, "z": 10**30}, pos_name="A", channel={"config": "Phase"})
+    ack = running.client.send(AddEvents(run_id=rid, events=[deep]))
+    assert not ack.accepted
+    assert f"z index z={10**30} is past the plan's last" in ack.reason
+    assert not running.agent.feed.is_taken(("A", 100, "Phase", 10**30))
     # a small limit, so that the burst takes a few ms of the simulated clock's minute
     # (600x: 0.1 s of wall time)
     g = running.agent.guardrails
