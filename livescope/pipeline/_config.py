@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import typing
 from dataclasses import dataclass
+from typing import Any
 
 from livescope.schema import LivescopeError
 
@@ -75,9 +78,50 @@ class WorkerConfig:
 
     @classmethod
     def from_json(cls, text: str) -> WorkerConfig:
-        """Read a config written by `to_json` (unknown keys are an error)."""
+        """Read a config written by `to_json` (or by hand).
+
+        Raises
+        ------
+        LivescopeError
+            if it is not a JSON object, has unknown keys, or a value of the
+            wrong type (naming the key and the type it takes).
+        ValueError
+            if it is not JSON.
+
+        """
         data = json.loads(text)
+        if not isinstance(data, dict):
+            raise LivescopeError(
+                f"worker config: must be a JSON object of settings, got {type(data).__name__}"
+            )
         known = {f.name for f in dataclasses.fields(cls)}
         if unknown := sorted(set(data) - known):
             raise LivescopeError(f"worker config: unknown key(s) {unknown}")
-        return cls(**data)
+        # (a hand-written "maxlen": "256" or "overlay": "false" was taken as it was, and
+        # failed far from here, or a string "false" turned the overlay on)
+        hints = typing.get_type_hints(cls)
+        return cls(**{k: _checked(k, v, hints[k]) for k, v in data.items()})
+
+
+_TYPE_WORDS = {str: "text", bool: "true or false", int: "a whole number",
+               float: "a finite number", type(None): "null"}  # fmt: skip
+
+
+def _checked(key: str, value: Any, hint: Any) -> Any:
+    """Return ``value`` of worker config key ``key`` if of its type ``hint`` (an int as a float)."""
+    allowed = typing.get_args(hint) or (hint,)
+    for kind in allowed:
+        if kind is type(None) and value is None:
+            return None
+        if kind is bool and isinstance(value, bool):
+            return value
+        if isinstance(value, bool):  # (JSON's true is no number)
+            continue
+        if kind is int and isinstance(value, int):
+            return value
+        if kind is float and isinstance(value, int | float) and math.isfinite(value):
+            return float(value)
+        if kind is str and isinstance(value, str):
+            return value
+    words = " or ".join(_TYPE_WORDS.get(k, str(k)) for k in allowed)
+    raise LivescopeError(f"worker config: {key} must be {words}, got {value!r}")

@@ -54,7 +54,12 @@ def observe(
     against the stage (the profile's ``camera.orientation``).
     """
     h = fld.header
-    shape = tuple(int(s) for s in next(iter(fld.frames.values())).shape[-2:])
+    # the frame the cells' centroids are pixels of (their labels'), which `stage_xy` turns
+    # into stage µm about its centre: a field's frames need not share a shape (a label-free
+    # channel binned, its virtual stain then left out), and its first frame's put every
+    # close-up off by the difference
+    frame = res.labels if res.labels is not None else next(iter(fld.frames.values()))
+    shape = tuple(int(s) for s in frame.shape[-2:])
     stage = None
     if h.get("x_um") is not None and h.get("y_um") is not None:
         # (z: the middle of a z-stack, not its last plane, which the header gives)
@@ -103,7 +108,9 @@ def observe(
         # would name the first NaN's class (interphase)
         unscored = set(np.flatnonzero(np.isnan(res.states.probs).any(axis=1)).tolist())
         ks = [by_label.get(int(lab)) for lab in res.tracks.labels.tolist()]
-        p_mit = np.array([np.nan if k is None else float(pm[k]) for k in ks])
+        # (nor a p_mitosis: a row NaN only in another class gave one, and a rule fired on a
+        # cell the results store says was not scored)
+        p_mit = np.array([np.nan if k is None or k in unscored else float(pm[k]) for k in ks])
         state = tuple(
             "" if k is None or k in unscored else res.states.classes[int(best[k])] for k in ks
         )

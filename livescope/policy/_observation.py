@@ -25,9 +25,11 @@ def _empty_i() -> NDArray[np.int64]:
 class Cells:
     """Per-cell measurements of one field (equal-length arrays, one entry per cell).
 
-    Centroids are pixels (row ``y``, column ``x``) of the field's frame. Values a
-    stage did not produce are NaN (``stain`` without a virtual-staining engine,
-    ``p_mitosis`` without a cell-state engine); ``state`` is then ``""``.
+    Centroids are pixels (row ``y``, column ``x``) of the field's segmented frame
+    (`Observation.shape`). Values a stage did not produce are NaN (``stain``
+    without a virtual-staining engine or at a time point it was not made,
+    ``p_mitosis`` without a cell-state engine or for a cell it did not score);
+    ``state`` is then ``""``.
     """
 
     labels: NDArray[np.int64] = field(default_factory=_empty_i)
@@ -76,6 +78,7 @@ class Observation:
     sample_time_s: float
     pixel_size_um: float
     shape: tuple[int, int]
+    """(rows, columns) of the frame the cells' centroids are pixels of (the segmented one)."""
     stage_um: tuple[float, float, float | None] | None = None
     """(x, y, z) of the field's centre, µm (None when the frame carried none); z is
     the middle of a z-stack's planes (until session 40 its last plane's)."""

@@ -30,7 +30,8 @@ def rehearsal_field(event: useq.MDAEvent, profile: HardwareProfile, run_id: str)
     """Return an observation of ``event``'s field with no cells (its place, a camera frame).
 
     ``event`` is a plan event (the plan's first, usually): the rehearsed
-    decisions land where the run's first ones may.
+    decisions land where the run's first ones may (at x, y = 0 where it gives
+    none).
     """
     x, y = event.x_pos or 0.0, event.y_pos or 0.0
     h, w = profile.camera.sensor_shape_px
@@ -56,7 +57,8 @@ def centre_hit(obs: Observation) -> Hit:
 def rehearsal_closeup(obs: Observation, profile: HardwareProfile) -> AddEvents:
     """Build a close-up as a rule does: every channel of the rig, 4 time points, on a cell.
 
-    (Its interval is the rig's shortest allowed, so that the guardrails check it through.)
+    (Its interval is the rig's shortest allowed, and at least 1 s, as a time-lapse
+    needs one: so that the guardrails check it through.)
     """
     acquire = Acquire(
         channels=tuple(c.name for c in profile.channels.presets),
