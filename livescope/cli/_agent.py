@@ -324,6 +324,7 @@ def worker(
         if analyse or config is not None:
             from livescope.pipeline import PipelineWorker, WorkerConfig
             from livescope.pipeline._worker import no_agent_error
+            from livescope.schema import LivescopeError
 
             if policy != "every":  # (the analysis worker takes every frame of every field)
                 fail("--policy is for counting frames: the analysis worker takes every frame",
@@ -336,7 +337,7 @@ def worker(
             if config is not None:
                 try:
                     cfg = WorkerConfig.from_json(config.read_text(encoding="utf-8"))
-                except (OSError, ValueError, TypeError) as exc:
+                except (OSError, ValueError, TypeError, LivescopeError) as exc:
                     fail(f"cannot read worker config {config}: {exc}", as_json=json_out)
             else:
                 # the run's plan (its policies) and profile are read when the worker is

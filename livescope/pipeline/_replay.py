@@ -36,7 +36,7 @@ from typing import Any
 
 from livescope.bus import uses_ipc
 from livescope.policy import rules_for_profile
-from livescope.record import Dataset, open_dataset
+from livescope.record import Dataset, DatasetError, open_dataset
 from livescope.schema import (
     HardwareProfile,
     LivescopeError,
@@ -203,7 +203,13 @@ def run_replay(
         cfg = worker
         saved_cfg = ds.path / RESULTS_DIR / "worker-config.json"
         if cfg is None and own and saved_cfg.is_file():
-            cfg = WorkerConfig.from_json(saved_cfg.read_text(encoding="utf-8"))
+            try:
+                cfg = WorkerConfig.from_json(saved_cfg.read_text(encoding="utf-8"))
+            except (LivescopeError, ValueError) as exc:  # (said without the file's name)
+                raise DatasetError(
+                    f"{saved_cfg}: {exc} (edit it, or move it aside to replay with the "
+                    "default worker settings)"
+                ) from None
         cfg = dataclasses.replace(cfg or WorkerConfig(stain_every=5), plan=None, idle_s=None)
         if nucleus_diameter_um is not None:
             cfg = dataclasses.replace(cfg, nucleus_diameter_um=nucleus_diameter_um)

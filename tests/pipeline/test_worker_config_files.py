@@ -1,0 +1,41 @@
+"""A worker config file that cannot be used is an error naming the file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from livescope.pipeline import run_replay
+from livescope.record import DatasetError
+from livescope.schema import load_profile
+from livescope.scope import demo_sequence, run_simulated
+
+from ..conftest import run_cli
+
+
+def test_a_recordings_damaged_worker_config_is_named_by_its_replay(tmp_path: Path) -> None:
+    # (one written by hand, or by another version with other settings): the error said what
+    # was wrong, not in which file, and a cluster retried it as a failure of the worker
+    prof = load_profile("sim").with_square_sensor(64)
+    rec = tmp_path / "rec"
+    run_simulated(prof, demo_sequence(prof, timepoints=1, positions=1), rec, seed=1)
+    saved = rec / "results" / "worker-config.json"
+    saved.parent.mkdir(exist_ok=True)
+    saved.write_text(json.dumps({"maxlen": "256"}), encoding="utf-8")
+    with pytest.raises(DatasetError, match=r"worker-config\.json: worker config: maxlen must be"):
+        run_replay(rec, tmp_path / "out")
+    assert not (tmp_path / "out" / "source.json").exists()  # (refused before it ran)
+
+
+def test_a_worker_config_of_the_wrong_type_is_a_clear_error_naming_the_file(
+    tmp_path: Path,
+) -> None:
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"overlay": "false"}), encoding="utf-8")
+    res = run_cli("worker", str(tmp_path / "run"), "--config", str(cfg), "--json")
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr
+    error = json.loads(res.stdout)["error"]
+    assert error.startswith(f"cannot read worker config {cfg}: worker config: overlay must be")
