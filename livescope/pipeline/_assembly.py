@@ -134,7 +134,7 @@ class FieldAssembler:
                         pending = Field(key[0], key[1], {}, dict(h), frame.t_received_ns)
                     z = int(h["index"].get("z", 0))
                     pending.frames[(str(h["channel"]), z)] = pixels
-                    pending.note_z(h)
+                    pending.note(h)
                     pending.header, pending.t_received_ns = dict(h), frame.t_received_ns
                 finally:
                     frame.release()

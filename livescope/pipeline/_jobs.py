@@ -43,10 +43,22 @@ class Field:
     """Channel → the plane the engines ran on (a z-stack's nearest its middle), set
     when it is analysed: what the overlay shows under its labels."""
 
-    def note_z(self, header: dict[str, Any]) -> None:
-        """Keep the stage z of a frame of this field (nothing when it has none)."""
+    pixel_um: dict[str, float] = field(default_factory=dict)
+    """Channel → µm per pixel its frames give (channels of a field may be binned
+    differently, a preset's binning: the header above is the last frame's)."""
+
+    def note(self, header: dict[str, Any]) -> None:
+        """Keep the stage z and the pixel size of a frame of this field (where it has them)."""
         if header.get("z_um") is not None:
             self.z_um[int(header.get("index", {}).get("z", 0))] = float(header["z_um"])
+        px = float(header.get("pixel_size_um") or 0.0)
+        if px > 0 and header.get("channel") is not None:
+            self.pixel_um[str(header["channel"])] = px
+
+    def pixel_size_um(self, channel: str | None) -> float | None:
+        """Return µm per pixel of ``channel``'s frames (else the header's; None: not given)."""
+        px = self.pixel_um.get(channel) if channel is not None else None
+        return px or float(self.header.get("pixel_size_um") or 0.0) or None
 
     def z_centre_um(self) -> float | None:
         """Return the middle of its planes' stage z (the header's z with none kept)."""

@@ -596,7 +596,7 @@ class PipelineWorker:
         fields = self.recorded.logged_until([key], self.config.recording_wait_s, until_seq=last)
         added = self.recorded.read_into(fields.get(key, []), fld.frames)
         for info in fields.get(key, []):
-            fld.note_z(info)
+            fld.note(info)
         self.counts["frames_completed_from_recording"] += added
         if len(fld.frames) < self.recorded.count(key):
             self.counts["fields_incomplete"] += 1
@@ -620,7 +620,7 @@ class PipelineWorker:
         self.counts["frames_dropped_live"] += len(frames)
         fld = Field(position, t, frames, header, clock_ns(), live=False)
         for info in infos:
-            fld.note_z(info)
+            fld.note(info)
         self._process(fld)
 
     # ------------------------------------------------------------ one field
@@ -654,8 +654,12 @@ class PipelineWorker:
         nuclear = [(rank, c) for c in chans if self.kinds.get(c) != "label_free"
                    if (rank := self.nuclear_rank.get(c, 1)) is not None]  # fmt: skip
         fluo = chans[min(nuclear)[1]] if nuclear else None
-        free = next((a for c, a in chans.items() if self.kinds.get(c) == "label_free"), None)
-        px = float(h.get("pixel_size_um") or 0.0) or None
+        free_ch = next((c for c in chans if self.kinds.get(c) == "label_free"), None)
+        free = chans[free_ch] if free_ch is not None else None
+        # the segmented frame's (the fluorescence, else the label-free one it is stained
+        # from): another channel's, binned otherwise, scaled the engines and placed the
+        # cells on the stage by twice or half the distance
+        px = fld.pixel_size_um(min(nuclear)[1] if nuclear else free_ch)
         stain = fld.t % max(1, self.config.stain_every) == 0
         if (
             stain and fluo is not None and free is not None and self.analyzer.stain is not None

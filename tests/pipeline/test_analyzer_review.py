@@ -34,7 +34,7 @@ def test_the_overlay_shows_the_z_plane_that_was_segmented(tmp_path: Path) -> Non
     records = [json.loads(line) for line in (run / "frames.jsonl").read_text().splitlines()]
     first = records[0]
     fld = Field(first["position"], 0, {}, first, 0, live=False)
-    fld.note_z(first)
+    fld.note(first)
     cfg = WorkerConfig(segmenter="nuclei-unet", stain=None, states=None, backend="onnxruntime")
     w = PipelineWorker(run, cfg)
     try:

@@ -83,7 +83,7 @@ def test_a_z_stack_field_is_placed_at_the_middle_of_its_planes() -> None:
     for k, z in enumerate((9.0, 10.0, 11.0)):
         h = {"seq": 1 + k, "x_um": 0.0, "y_um": 0.0, "z_um": z, "index": {"t": 0, "z": k}}
         stack.frames[("DAPI", k)], stack.header = nuclear, h
-        stack.note_z(h)
+        stack.note(h)
     obs = observe(
         stack, res, nuclear_frame=nuclear, pixel_size_um=0.5, run_id="r", engines={},
         tracker=tracker.snapshot(),

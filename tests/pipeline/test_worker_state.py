@@ -511,7 +511,7 @@ def test_a_z_stack_field_completed_from_the_recording_is_placed_at_its_middle(
     assert len(zs) == 3  # three planes, 2 µm apart
     first = frames[0]
     fld = Field("p0", 0, {(first["channel"], 0): np.zeros((8, 8), np.uint16)}, first, 0)
-    fld.note_z(first)
+    fld.note(first)
     w = PipelineWorker(run, NO_ENGINES)
     try:
         w._complete(fld)
@@ -569,3 +569,31 @@ def test_a_worker_on_a_finished_run_names_its_run(tmp_path: Path) -> None:
     recorded = json.loads((run / "summary.json").read_text())["run_id"]
     assert recorded
     assert summary["run_id"] == recorded
+
+
+def test_a_field_binned_by_channel_is_analysed_at_its_segmented_frames_pixel_size(
+    tmp_path: Path,
+) -> None:
+    # a preset may bin its channel (a dim fluorescence at 2x2): the field's pixel size was
+    # its last frame's (the phase's, half the DAPI's), which scaled the segmentation and
+    # placed the DAPI cells on the stage by half their distance
+    import numpy as np
+
+    from livescope.pipeline._jobs import Field
+
+    run = _recorded_run(tmp_path, timepoints=1)
+    dapi = {"seq": 0, "position": "p0", "channel": "DAPI", "index": {"t": 0}, "pixel_size_um": 1.3}
+    phase = {**dapi, "seq": 1, "channel": "Phase", "pixel_size_um": 0.65}
+    frames = {("DAPI", 0): np.zeros((8, 8), np.uint16), ("Phase", 0): np.zeros((16, 16), np.uint16)}
+    fld = Field("p0", 0, frames, phase, 0)
+    fld.note(dapi)
+    fld.note(phase)
+    w = PipelineWorker(run, NO_ENGINES)
+    try:
+        w._analyse_field(fld)
+        job = w._decide_q.get_nowait()
+    finally:
+        w._finish(failed=True)
+    assert job.pixel_size_um == 1.3
+    assert fld.pixel_size_um("Phase") == 0.65
+    assert fld.pixel_size_um("Brightfield") == 0.65  # (a channel without one: the header's)
