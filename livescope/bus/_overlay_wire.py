@@ -1,9 +1,12 @@
 """Overlay protocol v1: the message of the overlay bus, and its validation.
 
 A message is a ZeroMQ multipart message: part 1 a UTF-8 JSON header, then one
-raw C-order buffer per array, in the order the header's ``arrays`` lists them.
-`decode_overlay` checks every field before anything uses it; the JSON is parsed
-as data only (never unpickled). Header fields: see `OverlayPublisher`.
+raw C-order buffer per array, in the order the header's ``arrays`` lists them,
+in native byte order (the publisher's and the decoder's alike: little-endian on
+x86-64 and ARM64; the dtype names say no byte order). `decode_overlay` checks
+every field before anything uses it; the JSON is parsed as data only (never
+unpickled). Header fields: see the overlay bus's module doc
+(``livescope/bus/_overlay.py``); `OverlayPublisher.publish` fills them in.
 """
 
 from __future__ import annotations
@@ -49,7 +52,8 @@ class OverlayMessage:
     Attributes
     ----------
     header
-        The validated header (overlay protocol v1, see the module doc).
+        The validated header (overlay protocol v1: its fields are listed in
+        the overlay bus's module doc, ``livescope/bus/_overlay.py``).
     arrays
         Name → read-only array viewing the message's buffer.
     t_received_ns
@@ -125,10 +129,14 @@ def _check_arrays(specs: list[Any], sizes: Sequence[int]) -> None:
             or not 1 <= len(shape) <= 4
             or not all(_is_int(s, 1, MAX_SIDE) for s in shape)  # (a frame's sides at most)
         ):
-            raise _fail(f"array {name!r}: shape must be 1 to 4 integers >= 1, got {shape!r:.80}")
+            # (the limit said: a stitched label image 70000 px wide read "integers >= 1")
+            raise _fail(
+                f"array {name!r}: shape must be 1 to 4 integers from 1 to {MAX_SIDE}, "
+                f"got {shape!r:.80}"
+            )
         nbytes = math.prod(shape) * np.dtype(dtype).itemsize
         if nbytes > _MAX_NBYTES:
-            raise _fail(f"array {name!r} of {nbytes} bytes is too large")
+            raise _fail(f"array {name!r} of {nbytes} bytes is too large (at most {_MAX_NBYTES})")
         if nbytes != size:
             raise _fail(f"array {name!r}: buffer is {size} bytes, {dtype} {shape} needs {nbytes}")
 
@@ -207,7 +215,11 @@ def check_overlay_fields(h: dict[str, Any], sizes: Sequence[int]) -> None:
     """
     # (type: JSON's true and 1.0 equal 1 in Python, and are no version)
     if type(h.get("v")) is not int or h.get("v") != OVERLAY_VERSION:
-        raise _fail(f"protocol version {h.get('v')!r:.40} is not {OVERLAY_VERSION}")
+        # (what to do said: the viewer shows this, and nothing else, for every message)
+        raise _fail(
+            f"protocol version {h.get('v')!r:.40} is not {OVERLAY_VERSION} (a worker of another "
+            "livescope version? run the worker and the viewer from the same livescope)"
+        )
     for key, ok in (
         ("run_id", _is_str(h.get("run_id"), MAX_RUN_ID)),
         ("seq", _is_int(h.get("seq"), 0)),
