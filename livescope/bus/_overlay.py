@@ -476,11 +476,14 @@ class OverlaySubscriber:
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        # (the socket's own, apart: an error of the receiver right after it started, read
+        # here, raised instead of being said by `link_problem`, now and then)
+        self._start_error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="livescope-overlay-rx", daemon=True)
         self._thread.start()
         self._ready.wait(5.0)
-        if self._error is not None:
-            raise LivescopeError(f"cannot attach to the overlay bus: {self._error}")
+        if self._start_error is not None:
+            raise LivescopeError(f"cannot attach to the overlay bus: {self._start_error}")
 
     # ------------------------------------------------------------ receiver thread
 
@@ -495,7 +498,7 @@ class OverlaySubscriber:
             monitor = sock.get_monitor_socket(_LINK_EVENTS)  # (before connecting: every event)
             connect(sock, self.endpoint, self.security)
         except Exception as exc:  # noqa: BLE001 (reported to the constructor, which raises)
-            self._error = exc
+            self._error = self._start_error = exc
             self._ready.set()
             self._close(ctx, sock, monitor)
             return
