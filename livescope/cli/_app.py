@@ -33,6 +33,7 @@ from ._common import (
     user_errors,
 )
 from ._engines import bench_engines, engines_app, eval_app
+from ._plan import plan_app
 from ._replay import replay
 from ._track import bench_track, eval_track, track
 from ._view import view
@@ -51,6 +52,7 @@ bench_app = typer.Typer(
     help="Benchmarks (print JSON with ratios measured in one run).", no_args_is_help=True
 )
 app.add_typer(profile_app, name="profile")
+app.add_typer(plan_app, name="plan")
 app.add_typer(bench_app, name="bench")
 app.command()(agent)
 app.command()(worker)

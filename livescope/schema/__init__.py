@@ -70,6 +70,7 @@ from ._plan import (
     planned_light_s,
     safe_folder_name,
 )
+from ._plan_figures import plan_figures
 from ._positions import PlanPositions, position_name
 from ._profile import (
     UNTURNED,
@@ -174,6 +175,7 @@ __all__ = [
     "parse_decision",
     "place_name",
     "plan_events",
+    "plan_figures",
     "plan_sections",
     "planned_light_s",
     "position_name",
