@@ -116,18 +116,22 @@ def labels_from_maps(
     ``seed_threshold``) instead of at every region above ``seed_threshold``;
     ``smooth_px``: Gaussian sigma applied to the distance map first. Objects
     under ``min_size_px`` pixels, or whose mean foreground probability is
-    under ``min_score``, are dropped.
+    under ``min_score``, are dropped. NaN and -inf distances count as 0, +inf
+    as the map's largest finite distance.
     """
     from scipy import ndimage
     from skimage.segmentation import watershed
 
     mask = fg > fg_threshold
+    dist = _finite_distance(np.asarray(dist, np.float32), np)
     if smooth_px > 0:
-        dist = ndimage.gaussian_filter(np.asarray(dist, np.float32), smooth_px)
+        dist = ndimage.gaussian_filter(dist, smooth_px)
     seed_mask = (dist > seed_threshold) & mask
     if seed_h is not None:
         seed_mask = _h_maxima_cpu(np.asarray(dist, np.float32), seed_mask, seed_h)
-    seeds, n = ndimage.label(seed_mask)
+    # seeds 8-connected, as the h-maxima are: 4-connected, the diagonal ridge of a nucleus
+    # lying at 45 degrees was one seed per pixel, the nucleus cut into strips
+    seeds, n = ndimage.label(seed_mask, structure=np.ones((3, 3), bool))
     if n == 0:
         return np.zeros(fg.shape, np.int32)
     labels: NDArray[np.int32] = watershed(-dist, seeds, mask=mask)
@@ -157,14 +161,14 @@ def labels_from_maps_gpu(
     """
     xp, ndi = _modules(fg, xp)
     fg = xp.asarray(fg, dtype=xp.float32)
-    dist = xp.asarray(dist, dtype=xp.float32)
+    dist = _finite_distance(xp.asarray(dist, dtype=xp.float32), xp)
     mask = fg > fg_threshold
     if smooth_px > 0:
         dist = ndi.gaussian_filter(dist, smooth_px)
     seed_mask = (dist > seed_threshold) & mask
     if seed_h is not None:
         seed_mask &= _h_dome(xp.where(seed_mask, dist, -1), seed_h, xp, ndi) >= seed_h
-    labels, n = ndi.label(seed_mask)
+    labels, n = ndi.label(seed_mask, structure=xp.ones((3, 3), bool))  # as labels_from_maps
     if int(n) == 0:
         return xp.zeros(fg.shape, xp.int32)
     labels = labels.astype(xp.int32, copy=False)
@@ -211,7 +215,8 @@ def labels_from_votes(
     centre nearest to its vote, if that centre is within ``reach`` (else the
     pixel stays background: it voted where no nucleus was found). Objects
     under ``min_size_px`` pixels, or whose mean foreground probability is
-    under ``min_score``, are dropped.
+    under ``min_score``, are dropped. A pixel whose offset is NaN or infinite
+    casts no vote and stays background.
 
     The Gaussian's sigma (``vote_sigma``), the half-width of the square within
     which a centre must be the densest point (``peak_radius``, at least 1 px)
@@ -231,10 +236,12 @@ def labels_from_votes(
     xp, ndi = _modules(fg, xp)
     fg = xp.asarray(fg, dtype=xp.float32)
     h, w = fg.shape
-    ys, xs = xp.nonzero(fg > fg_threshold)
+    off = xp.asarray(offsets, dtype=xp.float32)
+    # a pixel whose vector is NaN or infinite (a model's fp16 overflow) points nowhere: it
+    # casts no vote and stays background (one NaN made the median radius NaN: a crash)
+    ys, xs = xp.nonzero((fg > fg_threshold) & xp.isfinite(off[0]) & xp.isfinite(off[1]))
     if ys.size == 0:
         return xp.zeros((h, w), xp.int32)
-    off = xp.asarray(offsets, dtype=xp.float32)
     dy, dx = off[0][ys, xs], off[1][ys, xs]
     radius = max(float(np.sqrt(2.0) * float(xp.median(xp.hypot(dy, dx)))), 1.0)
     vy = xp.clip(xp.rint(ys + dy), 0, h - 1).astype(xp.int64)
@@ -265,13 +272,11 @@ def drop_weak_objects(labels: Any, fg: Any, min_size_px: int, min_score: float, 
     The rest are numbered 1..N again, so ids never skip a number. ``xp`` is the
     array module of ``labels`` and ``fg`` (numpy, or cupy on the GPU).
     """
-    if min_size_px <= 0 and min_score <= 0:
-        return labels
     flat = labels.ravel()
-    sizes = xp.bincount(flat)
+    sizes = xp.bincount(flat, minlength=1)  # (an empty frame has no id 0 to count)
     keep = sizes >= max(min_size_px, 1)
     if min_score > 0:
-        total = xp.bincount(flat, weights=xp.asarray(fg, dtype=xp.float64).ravel())
+        total = xp.bincount(flat, weights=xp.asarray(fg, dtype=xp.float64).ravel(), minlength=1)
         keep &= total >= min_score * sizes
     keep[0] = False
     if bool(keep[1:].all()):
@@ -279,6 +284,20 @@ def drop_weak_objects(labels: Any, fg: Any, min_size_px: int, min_score: float, 
     lut = xp.zeros(sizes.size, xp.int32)
     lut[keep] = xp.arange(1, int(keep.sum()) + 1, dtype=xp.int32)
     return lut[labels]
+
+
+def _finite_distance(dist: Any, xp: Any) -> Any:
+    """``dist`` with NaN and -inf as 0 and +inf as its largest finite value (a copy if any).
+
+    A model's fp16 overflow can leave such pixels: smoothed, one NaN blanked a
+    whole nucleus' seed, and a +inf peak left its part with no h-maximum (the
+    reconstruction's inf - inf is NaN). Finite maps are returned as they are.
+    """
+    finite = xp.isfinite(dist)
+    if bool(finite.all()):
+        return dist
+    top = float(dist[finite].max()) if bool(finite.any()) else 0.0
+    return xp.nan_to_num(dist, nan=0.0, posinf=top, neginf=0.0)
 
 
 def _eps(d: Any, xp: Any) -> Any:
