@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,7 @@ class ObjectTable:
     areas: NDArray[np.float64]
     intensities: NDArray[np.float64] | None = None
     on_border: NDArray[np.bool_] | None = None  # touches the edge of the frame
-    shape: tuple[int, int] = (0, 0)  # of the frame
+    shape: tuple[int, int] = (0, 0)  # of the frame (rows, cols); (0, 0): not known
 
     def __len__(self) -> int:
         return int(self.labels.size)
@@ -87,8 +88,9 @@ def check_objects(objs: ObjectTable) -> None:
     """Refuse an `ObjectTable` the tracker cannot link (one not from `measure_objects`).
 
     Labels one per row, whole numbers > 0, each once; centroids finite (row, col)
-    pairs; areas finite and > 0; optional columns as long as the labels. Raises
-    `LivescopeError` naming the first fault.
+    pairs, inside the frame where its ``shape`` is given; areas finite and > 0;
+    optional columns as long as the labels; ``on_border`` only with the frame's
+    ``shape``. Raises `LivescopeError` naming the first fault.
     """
     labels = np.asarray(objs.labels)
     n = labels.shape[0] if labels.ndim == 1 else -1
@@ -108,6 +110,23 @@ def check_objects(objs: ObjectTable) -> None:
             raise LivescopeError(
                 f"object table: {name} has shape {np.shape(col)}, not {want} ({n} labels)"
             )
+    try:
+        size = tuple(float(v) for v in objs.shape)
+    except (TypeError, ValueError):
+        size = ()
+    if not (len(size) == 2 and (min(size) > 0 or size == (0, 0)) and max(size) < math.inf):
+        # (the edge distances would fail mid-frame, or be measured from nowhere)
+        raise LivescopeError(
+            f"object table: shape {objs.shape!r} is not the frame's (rows, cols) in pixels "
+            "(or (0, 0): not known)"
+        )
+    if objs.on_border is not None and size == (0, 0):
+        # edge objects are judged by their parent's distance to the edge: with no shape
+        # every one was taken for a cell entering the field, never a daughter
+        raise LivescopeError(
+            "object table: on_border is given but the frame's shape is not: give shape "
+            "(rows, cols) too"
+        )
     if n == 0:
         return
     if int(labels.min()) <= 0:
@@ -127,4 +146,16 @@ def check_objects(objs: ObjectTable) -> None:
             raise LivescopeError(
                 f"object table: the {name} of label {int(labels[r])} is {np.asarray(col)[r]} "
                 "(centroids are finite, areas finite and > 0)"
+            )
+    if size != (0, 0):
+        # a centroid off the frame is in other coordinates ((x, y), or microns): its
+        # distance to the edge, which decides daughters and returns, would be wrong
+        # (half a pixel of slack: pixel centres at 0.5 are the frame still)
+        cent = np.asarray(objs.centroids, float)
+        top = (size[0] - 0.5, size[1] - 0.5)
+        if cent.min() < -0.5 or cent[:, 0].max() > top[0] or cent[:, 1].max() > top[1]:
+            r = int(np.flatnonzero(((cent < -0.5) | (cent > top)).any(1))[0])
+            raise LivescopeError(
+                f"object table: the centroid of label {int(labels[r])} is {cent[r]}, outside "
+                f"the frame of shape {tuple(objs.shape)} (centroids are (row, col) in pixels)"
             )

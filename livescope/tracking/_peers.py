@@ -1,8 +1,9 @@
 """Peer trackers (laptrack, trackpy) on the same input, for side-by-side comparisons.
 
 Optional: each needs its package (``pip install laptrack trackpy``). Both get the
-same objects (centroids of the label images) and the same search radius and gap
-as ours; divisions are left at each package's default (off in both).
+same objects (centroids of the label images), one search radius (``max_distance``,
+the caller's choice: ours has per-track gates instead) and our gap (``max_gap``,
+frames between sightings); divisions are left at each package's default (off in both).
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ class TrackedSequence:
 
 
 def _compact(labels: NDArray[Any]) -> NDArray[Any]:
-    """Copy ``labels`` into the smallest unsigned type that holds them.
+    """Copy ``labels`` into uint16 or uint32 if either holds them (else in their own type).
 
     Always a copy: a caller may hand the same buffer back refilled each frame (a
     reader or slot ring), and a kept view would turn every frame into the last one.

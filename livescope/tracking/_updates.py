@@ -42,6 +42,8 @@ class TrackUpdate:
     labels: NDArray[np.int64]
     track_ids: NDArray[np.int64]
     born: tuple[int, ...] = ()
+    """Tracks started on this frame without a parent (a division's daughters are in
+    ``divisions``, not here)."""
     lost: tuple[int, ...] = ()
     """Tracks seen on the previous frame given (not always ``frame - 1``) and not on this
     one; a parent that divided on this frame is one of them if it was seen on that frame
