@@ -10,11 +10,34 @@ from typing import Annotated, Any
 
 import typer
 
-from ._common import JsonOpt, VerboseOpt, emit, fail, setup_logging, user_errors
+from ._common import (
+    JsonOpt,
+    VerboseOpt,
+    emit,
+    fail,
+    given_or_none,
+    setup_logging,
+    user_errors,
+)
 
 __all__ = ["view"]
 
 _INSTALL = 'pip install "livescope[viewer]"'  # (double quotes: cmd.exe takes them too)
+
+
+_DRAW_WITHOUT_DISPLAY = ("offscreen", "minimal", "vnc", "eglfs", "linuxfb")
+
+
+def _platform_can_start(platform: str, env: Mapping[str, str]) -> bool:
+    """Whether one Qt platform plugin (``xcb``, ``wayland:args``...) has what it needs."""
+    name = platform.split(":")[0].strip().lower()
+    if name in _DRAW_WITHOUT_DISPLAY:
+        return True
+    if name.startswith("wayland"):
+        return bool(env.get("WAYLAND_DISPLAY"))
+    if name == "xcb":
+        return bool(env.get("DISPLAY"))
+    return bool(env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"))  # (Qt's own choice)
 
 
 def no_display_reason(env: Mapping[str, str], platform: str = sys.platform) -> str | None:
@@ -23,24 +46,30 @@ def no_display_reason(env: Mapping[str, str], platform: str = sys.platform) -> s
     On Linux and the BSDs Qt needs an X11 display (``DISPLAY``) or a Wayland
     one (``WAYLAND_DISPLAY``), unless ``QT_QPA_PLATFORM`` names a platform that
     draws without one (``offscreen``, ``vnc``, ...); without it Qt aborts the
-    process instead of raising. Windows and macOS always have a desktop.
+    process instead of raising. ``QT_QPA_PLATFORM`` may list platforms to try in
+    turn (``wayland;xcb``): one that can start is enough. Windows and macOS
+    always have a desktop.
     """
     if platform.startswith(("win", "darwin", "cygwin")):
         return None
-    qpa = env.get("QT_QPA_PLATFORM", "").split(":")[0].strip().lower()
-    if qpa in ("offscreen", "minimal", "vnc", "eglfs", "linuxfb"):
+    qpa = env.get("QT_QPA_PLATFORM", "")
+    # (a list, "wayland;xcb", is what many desktops set: Qt goes on to xcb in an X11
+    # session, and refusing it there for want of a WAYLAND_DISPLAY was wrong)
+    tried = [p for p in qpa.split(";") if p.strip()] or [""]
+    if any(_platform_can_start(p, env) for p in tried):
         return None
-    if qpa.startswith("wayland"):
-        if env.get("WAYLAND_DISPLAY"):
-            return None
-    elif qpa == "xcb":
-        if env.get("DISPLAY"):
-            return None
-    elif env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"):
-        return None
+    if not qpa.strip():
+        return (
+            "livescope view needs a graphical display and none is set (no DISPLAY or "
+            "WAYLAND_DISPLAY): run it on the microscope PC's desktop, or over ssh -X"
+        )
+    # (a display of the other kind may be set: "no DISPLAY" would be untrue)
+    has = [f"only {k} is set" for k in ("DISPLAY", "WAYLAND_DISPLAY") if env.get(k)]
     return (
-        "livescope view needs a graphical display and none is set (no DISPLAY or "
-        "WAYLAND_DISPLAY): run it on the microscope PC's desktop, or over ssh -X"
+        f"livescope view needs a graphical display and none is set for QT_QPA_PLATFORM={qpa!r} "
+        f"({', '.join(has) or 'no DISPLAY or WAYLAND_DISPLAY'}): unset QT_QPA_PLATFORM or "
+        "name your display's platform (xcb for DISPLAY, wayland for WAYLAND_DISPLAY), or run "
+        "it on the microscope PC's desktop"
     )
 
 
@@ -48,8 +77,13 @@ def view(
     run: Annotated[
         Path, typer.Argument(help="Folder of a running run (where the worker writes overlay.json).")
     ],
+    # (an empty --position, an unset variable in a script, is refused: no field comes from
+    # a position "", and the viewer waited on it for ever)
     position: Annotated[
-        str | None, typer.Option(help="Position to show (default: the first that arrives).")
+        str | None,
+        typer.Option(
+            callback=given_or_none, help="Position to show (default: the first that arrives)."
+        ),
     ] = None,
     timeout_s: Annotated[
         float, typer.Option(min=0, help="Seconds to wait for RUN/overlay.json to appear.")

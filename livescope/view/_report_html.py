@@ -44,8 +44,13 @@ code{font-size:12px}
 
 
 def esc(value: object) -> str:
-    """Escape any value for HTML text or a quoted attribute."""
-    return html.escape(str(value), quote=True)
+    """Escape any value for HTML text or a quoted attribute (a lone surrogate becomes ``?``)."""
+    text = str(value)
+    if not text.isascii():
+        # (a path's bytes that are not UTF-8 are read as lone surrogates, "caf\udce9":
+        # UTF-8 cannot hold them, and writing the page raised, leaving no report)
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return html.escape(text, quote=True)
 
 
 def fmt(value: Any, digits: int = 3) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import math
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -19,11 +20,24 @@ __all__ = ["NO_RESULTS", "SECTION_ERRORS", "ReportPage"]
 logger = logging.getLogger("livescope")
 
 SECTION_ERRORS = (
-    OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, LivescopeError,
+    OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, ArithmeticError,
+    LivescopeError,
 )  # fmt: skip
 """What reading a damaged part of a run folder may raise (a value of another type than
-written, in a hand-edited or older file: AttributeError): that section says so."""
+written, in a hand-edited or older file: AttributeError; a number no float holds, or an
+infinite time point: OverflowError): that section says so."""
 NO_RESULTS = "no analysis results (results/ is missing)"
+
+
+def _seconds(value: object) -> float | None:
+    """Return a finite number of seconds, or None (not a number, NaN, infinite, too large)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        seconds = float(value)
+    except OverflowError:  # (an integer of more digits than a float holds)
+        return None
+    return seconds if math.isfinite(seconds) else None
 
 
 class ReportPage:
@@ -33,8 +47,11 @@ class ReportPage:
         self.run = run
         self.sections: list[tuple[str, str, str]] = []
         self.n_plots = 0
-        times = [f.get("sample_time_s") for f in run.frames]
-        self.max_time_s = max((float(t) for t in times if isinstance(t, int | float)), default=0.0)
+        times = [_seconds(f.get("sample_time_s")) for f in run.frames]
+        # (finite ones only: one infinite or NaN time in the frame log, e.g. a replayed
+        # dataset's broken timestamp, lost the decisions' timeline (an axis limit of inf)
+        # and put every time axis in hours)
+        self.max_time_s = max((t for t in times if t is not None), default=0.0)
         self.unit = plots.time_unit(self.max_time_s)
 
     def plot(self, png: bytes, *, alt: str, caption: str) -> str:
@@ -60,7 +77,9 @@ class ReportPage:
     def html(self) -> str:
         """Return the whole page."""
         s = self.run.summary
-        run_id = str(s.get("run_id") or self.run.run_dir.name)
+        where = self.run.run_dir.resolve()
+        # (the folder's own name: a report of "." had no name when the summary has no id)
+        run_id = str(s.get("run_id") or where.name)
         nav = "".join(f'<a href="#{a}">{esc(t)}</a>' for a, t, _ in self.sections)
         body = "".join(
             f'<section id="{a}"><h2>{esc(t)}</h2>{b}</section>' for a, t, b in self.sections
@@ -74,7 +93,7 @@ class ReportPage:
             '<link rel="icon" href="data:,">'
             f"<title>Run report: {esc(run_id)}</title><style>{CSS}</style></head><body>"
             f"<h1>Run report: {esc(run_id)}</h1>"
-            f'<p class="sub">{esc(self.run.run_dir.resolve())} · report written {esc(made)}'
+            f'<p class="sub">{esc(where)} · report written {esc(made)}'
             f"{' · livescope ' + esc(version) if version else ''}</p>"
             f"<nav>{nav}</nav>{body}</body></html>\n"
         )
