@@ -54,6 +54,8 @@ def demo_sequence(
 
     Raises
     ------
+    ValueError
+        if ``timepoints`` or ``positions`` is below 1.
     LivescopeError
         if more positions are asked for than fit along that diagonal without
         their fields overlapping (a plan file places any number).

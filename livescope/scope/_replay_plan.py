@@ -22,14 +22,17 @@ def map_channels(
 ) -> dict[str, str]:
     """Return {dataset channel: profile channel} for every channel of ``dataset``.
 
-    A channel keeps its name when the profile has it; ``channel_map`` renames
-    others. A dataset of one channel the profile does not know is imaged as the
-    profile's first fluorescence channel (a warning is added to the dataset).
+    A channel keeps its name unless ``channel_map`` renames it (any channel, one
+    the profile lacks or not). A dataset of one channel the profile does not know
+    is imaged as the profile's first fluorescence channel (a warning is added to
+    the dataset).
 
     Raises
     ------
     LivescopeError
-        naming the channels the profile lacks and how to map them.
+        naming the channels the profile lacks and how to map them; also if
+        ``channel_map`` names a channel the dataset lacks or the profile lacks,
+        or two dataset channels end up on one profile channel.
 
     """
     names = [c.name for c in profile.channels.presets]
@@ -80,8 +83,12 @@ def replay_sequence(
     """Build a plan asking for every frame of ``dataset`` (time points, positions, channels, z).
 
     For datasets that were not recorded by livescope (a livescope recording
-    replays its own ``plan.yaml``). Time points are numbered as in the dataset
-    (a gap in its numbering is a time point whose frames are absent, and skipped).
+    replays its own ``plan.yaml``). Time points and z planes are numbered as in
+    the dataset (a gap in its numbering is a time point or plane whose frames are
+    absent, and skipped). Positions and planes go where the dataset recorded
+    them (a plane without a recorded z: its index in µm above plane 0). The
+    interval is the median step between time points' first frames (1 s when the
+    dataset has one time point or records no times).
     """
     frames = dataset.frames
     first: dict[str, RecordedFrame] = {}
@@ -107,18 +114,43 @@ def replay_sequence(
         exposure = min(max(float(exp), lo), hi) if exp else preset.default_exposure_ms
         chans.append(useq.Channel(config=preset.name, group=group, exposure=exposure))
     z_plan: Any = None
-    if len(zs) > 1:
-        z_plan = useq.ZRelativePositions(relative=[float(z) for z in range(max(zs) + 1)])
+    # an event's z index is the frame's (a plane recorded alone at index 2 is asked for as
+    # plane 2 of a stack: as plane 0 it was never found); the stage goes where each plane
+    # was recorded, where the dataset says (the planes were sent to 0, 1, 2 ... µm)
+    if max(zs) > 0:
+        z_plan = useq.ZRelativePositions(relative=_z_offsets(frames, max(zs) + 1))
+    base = {
+        f.key.position: f.z_um
+        for f in reversed(frames)
+        if f.z_um is not None and (z_plan is None or f.key.z == 0)
+    }  # (the position's first frame (of plane 0 in a stack) with a recorded z)
     return useq.MDASequence(
         stage_positions=[
-            useq.Position(x=f.x_um, y=f.y_um, z=f.z_um if len(zs) == 1 else None, name=p)
-            for p, f in first.items()
+            useq.Position(x=f.x_um, y=f.y_um, z=base.get(p), name=p) for p, f in first.items()
         ],
         channels=chans,
         z_plan=z_plan,
         time_plan=useq.TIntervalLoops(interval=max(interval, 1e-3), loops=max(ts) + 1),
         axis_order="tpcz",
     )
+
+
+def _z_offsets(frames: Iterable[RecordedFrame], planes: int) -> list[float]:
+    """Return each z plane's offset (µm) from plane 0: the recorded one, else its index.
+
+    Per plane, the median over the stacks (position, time point, channel) that
+    recorded both its z and plane 0's.
+    """
+    stacks: dict[tuple[str, int, str], dict[int, float]] = {}
+    for f in frames:
+        if f.z_um is not None:
+            stacks.setdefault((f.key.position, f.key.t, f.key.channel), {})[f.key.z] = f.z_um
+    seen: dict[int, list[float]] = {}
+    for stack in stacks.values():
+        if 0 in stack:
+            for z, z_um in stack.items():
+                seen.setdefault(z, []).append(z_um - stack[0])
+    return [float(np.median(seen[z])) if z in seen else float(z) for z in range(planes)]
 
 
 def frames_in_plan(

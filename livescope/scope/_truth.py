@@ -2,7 +2,8 @@
 
 For each position, the truth of every time point (cell-id masks from the
 simulation, the same for all channels and z planes of that time point) is kept
-as it is acquired; at the end it is written as a Cell Tracking Challenge ground
+as it is acquired (``<position>/cell_ids/tTTTT.tif``, which trigger scoring
+reads); at the end it is written as a Cell Tracking Challenge ground
 truth (``<position>/TRA/man_trackTTT.tif`` + ``man_track.txt``), with the sim's
 cell ids and mitosis onsets in ``<position>/cells.json`` and the lineage of every
 simulated cell in ``lineage.json``.
@@ -51,18 +52,26 @@ class GroundTruthWriter:
 
         Frames added by decisions (close-ups at their own positions) are left out:
         the truth follows the plan's positions.
+
+        Raises
+        ------
+        LivescopeError
+            if the frame has no sample time or stage position.
+
         """
         if info.get("added_by"):
             return
         pos, t = info["position"], int(info["index"].get("t", 0))
-        seen = self._frames.setdefault(pos, {})
-        if t in seen:
+        if t in self._frames.get(pos, {}):
             return
         if info["sample_time_s"] is None or info["x_um"] is None or info["y_um"] is None:
             raise LivescopeError(
                 f"frame {info['seq']} has no sample time or stage position; "
                 "ground truth needs frames recorded by the livescope engine"
             )
+        # (a position is listed once it has a truth: `close` found one refused here
+        # with none, failed on it and wrote no lineage)
+        seen = self._frames.setdefault(pos, {})
         truth = self.sim.ground_truth(info["sample_time_s"], info["x_um"], info["y_um"])
         folder = self.out_dir / pos / "cell_ids"
         folder.mkdir(parents=True, exist_ok=True)
