@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import numpy as np
 import pytest
@@ -12,14 +11,7 @@ from livescope.bus import OverlayPublisher, decode_overlay
 from livescope.bus._overlay_wire import check_overlay_fields
 from livescope.schema import MAX_SIDE, HeaderError, LivescopeError
 
-
-def raw_header(**over: Any) -> bytes:
-    h = {
-        "v": 1, "run_id": "run-1", "seq": 5, "position": "p0", "t": 2, "sample_time_s": None,
-        "arrays": [{"name": "labels", "dtype": "int32", "shape": [4, 4]}],
-        "cells": [], "tails": {}, "decisions": [],
-    }  # fmt: skip
-    return json.dumps({**h, **over}).encode()
+from .test_overlay_review import good_raw as raw_header
 
 
 def test_a_label_image_too_wide_is_refused_naming_the_largest_side() -> None:

@@ -19,15 +19,18 @@ from livescope.inference import (
 
 CENTRES = ((20, 22), (44, 70), (70, 30))
 
-# the shipped nuclei-unet card's distance_watershed settings
-SHIPPED = {
-    "fg_threshold": 0.5,
-    "seed_threshold": 0.2,
-    "min_size_px": 12,
-    "seed_h": 0.3,
-    "smooth_px": 2.0,
-    "min_score": 0.8,
-}
+
+def _shipped() -> dict[str, float]:
+    """The shipped nuclei-unet card's distance_watershed settings."""
+    from livescope.inference import find_engine
+    from livescope.schema import EngineCard
+
+    pp = EngineCard.from_file(find_engine("nuclei-unet") / "card.yaml").postprocess
+    keys = ("fg_threshold", "seed_threshold", "min_size_px", "seed_h", "smooth_px", "min_score")
+    return {k: getattr(pp, k) for k in keys}
+
+
+SHIPPED = _shipped()
 
 
 def _nuclei(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
