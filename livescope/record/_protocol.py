@@ -17,7 +17,11 @@ class PSink(Protocol):
 
     `write` is called once per frame, in acquisition order, on livescope's writer
     thread (never on the acquisition thread); it returns when the frame is safe
-    (e.g. on disk). `close` is called once after the last frame, also after errors.
+    (e.g. on disk). The image (read-only) and ``info`` are shared by every
+    sink: change neither. Once any sink's `write` raises, the run is
+    cancelled and no later frame is written (to any sink). `close` is called
+    once after the last frame, also after errors (not when the user abandons
+    the recording with a second Ctrl+C).
     """
 
     def write(self, image: NDArray[Any], info: FrameInfo) -> None:

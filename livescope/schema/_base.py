@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -147,7 +148,8 @@ def write_atomic(path: str | Path, data: str | bytes | memoryview) -> Path:
     file beside it (named for this process and thread, so concurrent writers
     never share one), then replaces it. On Windows the replace fails while
     another process has the file open: it is retried for up to a second. A
-    write that fails (e.g. the disk is full) leaves neither file behind.
+    write that fails (the disk is full, a text UTF-8 cannot encode, Ctrl-C)
+    leaves the old file as it was and no temporary file behind.
     """
     target = Path(path)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
@@ -156,13 +158,12 @@ def write_atomic(path: str | Path, data: str | bytes | memoryview) -> Path:
             tmp.write_text(data, encoding="utf-8")
         else:
             tmp.write_bytes(data)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:
         while_locked(lambda: tmp.replace(target))
-    except PermissionError:
-        tmp.unlink(missing_ok=True)
+    except BaseException:
+        # (not only OSError: a text with a lone surrogate fails to encode after the
+        # file was made, and each such write left a .tmp file in the run folder)
+        with contextlib.suppress(OSError):  # (the write's error is the one to see)
+            tmp.unlink(missing_ok=True)
         raise
     return target
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic import Field, PositiveFloat, PositiveInt, ValidationInfo, field_validator
 
 from ._base import FrozenModel
 from ._errors import ConfigError
@@ -25,6 +25,10 @@ __all__ = [
     "Tiling",
     "TrainingRecord",
 ]
+
+_MAX_CLASS_NAME = 64
+"""Most characters of a classifier's class name: the overlay bus carries a cell's class
+(its ``state``) as text of at most this many, and viewers refuse a longer one."""
 
 
 class EngineCardError(ConfigError):
@@ -225,3 +229,23 @@ class EngineCard(FrozenModel):
     torch_kwargs: dict[str, int | float | str] = Field(default_factory=dict)
     training: TrainingRecord
     metrics: dict[str, dict[str, float]] = Field(default_factory=dict)
+
+    @field_validator("outputs")
+    @classmethod
+    def _class_names_fit_the_overlay(
+        cls, outputs: tuple[CardOutput, ...], info: ValidationInfo
+    ) -> tuple[CardOutput, ...]:
+        # a classifier's first output names its classes, and each cell's class goes
+        # to the viewers as its overlay state: a name the overlay decoder refuses
+        # (or "", which reads as no state) would lose every overlay message, in
+        # every viewer, for the whole run
+        if info.data.get("task") == "classification":
+            for name in outputs[0].channels:
+                if not 1 <= len(name) <= _MAX_CLASS_NAME:
+                    raise ValueError(
+                        f"the first output's channels name the classes: class name "
+                        f"{name[:80]!r} is {len(name)} characters, a class name is 1 to "
+                        f"{_MAX_CLASS_NAME} (the overlay sends each cell's to the viewers): "
+                        "shorten it"
+                    )
+        return outputs
