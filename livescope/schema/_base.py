@@ -134,6 +134,8 @@ def jsonl_record(line: str | bytes, path: Path, n: int, what: str) -> dict[str, 
         rec = json.loads(line)
     except ValueError as exc:
         raise LivescopeError(f"{path}, line {n}: not a JSON {what} ({exc})") from None
+    except RecursionError:  # (a damaged line of thousands of "[": a traceback otherwise)
+        raise LivescopeError(f"{path}, line {n}: not a JSON {what} (nested too deep)") from None
     if not isinstance(rec, dict):
         raise LivescopeError(
             f"{path}, line {n}: a {what} is a JSON object, not {type(rec).__name__}"

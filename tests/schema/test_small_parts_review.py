@@ -113,3 +113,12 @@ def test_a_data_folder_set_with_its_quotes_says_so(
     assert data_root() is None
     with pytest.raises(LivescopeError, match=r"the quotes are part of the value"):
         require_data_root()
+
+
+def test_a_log_line_nested_too_deep_is_named_not_a_traceback(tmp_path: Path) -> None:
+    from livescope.schema import read_jsonl
+
+    log = tmp_path / "frames.jsonl"
+    log.write_text('{"seq": 0}\n' + "[" * 100_000 + "\n", encoding="utf-8")
+    with pytest.raises(LivescopeError, match=r"jsonl, line 2: not a JSON .*nested too deep"):
+        read_jsonl(log)
