@@ -53,7 +53,7 @@ def _say(r: dict[str, Any], profile: str) -> None:
     interval = r["shortest_interval_s"]
     most = max(r["fluorescence_s"].values(), default=0.0)
     lines = [
-        f"{r['frames']} frames: {len(r['positions'])} position(s) × {r['time_points']} time "
+        f"{r['frames']} frame(s): {len(r['positions'])} position(s) × {r['time_points']} time "
         f"point(s), channels {', '.join(r['channels'])}",
         f"planned {r['planned_duration_s']:g} s; at least {r['estimated_duration_s']:g} s on "
         f"this rig (a time point ≥ {r['time_point_s']:g} s"

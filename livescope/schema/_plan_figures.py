@@ -5,9 +5,13 @@ what it will cost: frames, disk, light per position, and how long its time
 points take against its interval. The time is a lower bound: each frame's
 exposure, the camera's readout at its ``max_fps``, stage moves at their
 ``max_speed_um_s`` (x, y and z at once); filter changes, shutters, settling and
-autofocus add to it. A time point that takes longer than the interval does not
-fail the plan (useq starts the next one as soon as it can), but its frames are
-not taken when the plan says: that is a warning.
+autofocus add to it. Time points are taken as the agent's queue takes them
+(`livescope.scope.EventFeed`): by when each event is due, counted from the
+run's start, so positions with time plans of their own are imaged side by side
+(useq's event timer, reset per position, is not restarted). A time point that
+takes longer than the interval does not fail the plan (the next one starts as
+soon as it can), but its frames are not taken when the plan says: that is a
+warning.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any
 
 import useq
 
-from ._plan import plan_events, planned_light_s
+from ._plan import focus_centred_positions, plan_events, planned_light_s
 from ._positions import position_name
 from ._profile import HardwareProfile
 
@@ -51,7 +55,8 @@ def plan_figures(
     (the longest time point, lower bound; ``time_point``: its index ``t``),
     ``shortest_interval_s`` (between two time points' starts; None with one),
     ``late_s`` (how late the latest time point starts at best; 0 when all keep
-    time), ``recording_gb`` (full frames at the camera's bit depth),
+    time; one due with the one before it, an interval of 0, is never late),
+    ``recording_gb`` (full frames at the camera's bit depth),
     ``fluorescence_s`` (the plan's own, per position) with
     ``fluorescence_budget_s``, and ``warnings`` (each a sentence for people).
     """
@@ -61,31 +66,41 @@ def plan_figures(
     readout_s = 1.0 / cam.max_fps
     defaults = {c.name: c.default_exposure_ms for c in profile.channels.presets}
 
-    clock = origin = 0.0  # seconds since the run began; when the event timer was reset
-    where: tuple[float | None, float | None, float | None] = (None, None, None)
-    due_prev: float | None = None
+    # the agent's queue (`livescope.scope.EventFeed`) hands events over by when they are due,
+    # counted from the run's start (the event timer useq resets per position is not
+    # restarted), one time point (due, t) at a time: so a position's own time plan runs
+    # beside the others', not after them
+    queue = sorted(events, key=lambda e: float(e.min_start_time or 0.0))
+    clock = 0.0  # seconds since the run began
+    # (x, y, z) µm, and whether that z is counted from the focus where the run starts: a
+    # relative z plan's planes for a position without z (`focus_centred_positions`), unknown
+    # here, so no move between such a z and another is counted (the steps of a stack are)
+    where: tuple[float | None, float | None, float | None, bool] = (None, None, None, False)
+    from_focus = set(focus_centred_positions(sequence))
+    point: tuple[float, int] | None = None  # (due, t) of the time point being taken
     starts: list[tuple[float, float, useq.MDAEvent]] = []  # (due, started, first event)
     spans: list[tuple[float, useq.MDAEvent]] = []  # (seconds, first event) per time point
     late = 0.0
-    for ev in events:
-        if ev.reset_event_timer:
-            origin = clock
-        if ev.min_start_time is not None or not starts:  # (no time plan: one time point)
-            due = origin + float(ev.min_start_time or 0.0)
-            if due != due_prev:  # a new time point: it waits for its time, or starts late
-                if starts:
-                    spans.append((clock - starts[-1][1], starts[-1][2]))
-                late = max(late, clock - due)
-                clock = max(clock, due)
-                starts.append((due, clock, ev))
-                due_prev = due
+    for ev in queue:
+        due = float(ev.min_start_time or 0.0)
+        if (due, int(ev.index.get("t", 0))) != point:  # a new time point: it waits, or is late
+            if starts:
+                spans.append((clock - starts[-1][1], starts[-1][2]))
+                if due > starts[-1][0]:  # (one due with the one before: as soon as it can)
+                    late = max(late, clock - due)
+            clock = max(clock, due)
+            starts.append((due, clock, ev))
+            point = (due, int(ev.index.get("t", 0)))
         to = (ev.x_pos, ev.y_pos, ev.z_pos)
+        centred = int(ev.index.get("p", 0)) in from_focus
         xy_um = max(_apart(where[0], to[0]), _apart(where[1], to[1]))  # (x and y at once)
-        clock += max(xy_um / xy.max_speed_um_s, _apart(where[2], to[2]) / z.max_speed_um_s)
+        z_um = _apart(where[2], to[2]) if centred == where[3] else 0.0
+        clock += max(xy_um / xy.max_speed_um_s, z_um / z.max_speed_um_s)
         where = (
             to[0] if to[0] is not None else where[0],
             to[1] if to[1] is not None else where[1],
             to[2] if to[2] is not None else where[2],
+            centred if to[2] is not None else where[3],
         )
         if isinstance(ev.action, useq.AcquireImage):
             config = ev.channel.config if ev.channel is not None else ""
@@ -122,11 +137,13 @@ def plan_figures(
     }
     warnings: list[str] = figures["warnings"]
     if late >= LATE_WARN_S and longest is not None:
+        # (the interval a late time point waits for: not a burst's 0, which never is late)
+        waited = min((g for g in gaps if g > 0), default=0.0)
         warnings.append(
-            f"time points start late, the last by at least {late:.1f} s: a time point takes at "
+            f"time points start late, one by at least {late:.1f} s: a time point takes at "
             f"least {longest[0]:.1f} s (t={longest[1].index.get('t', 0)}: exposures, readout at "
             f"the camera's max_fps {cam.max_fps:g}, stage moves at max_speed_um_s), the shortest "
-            f"interval is {interval or 0.0:g} s (fewer positions, channels or planes, shorter "
+            f"interval is {waited:g} s (fewer positions, channels or planes, shorter "
             "exposures, or a longer interval)"
         )
     for pos, s in light.items():

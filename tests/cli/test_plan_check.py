@@ -68,7 +68,7 @@ def test_time_points_longer_than_the_interval_are_a_warning_with_how_late() -> N
     # no move back)
     assert f["late_s"] == pytest.approx(3 * (span - 0.1) - move, abs=1e-3)
     (warning,) = f["warnings"]
-    assert warning.startswith(f"time points start late, the last by at least {f['late_s']:.1f} s")
+    assert warning.startswith(f"time points start late, one by at least {f['late_s']:.1f} s")
     assert "the shortest interval is 0.1 s" in warning
 
 
@@ -124,7 +124,7 @@ def test_the_command_checks_each_plan_and_exits_1_when_one_does_not_fit(tmp_path
     assert any("GFP" in p for p in third["problems"])
     alone = run_cli("plan", "check", str(good))
     assert alone.returncode == 0, alone.stderr[-2000:]
-    assert "16 frames: 2 position(s) × 4 time point(s), channels Phase, DAPI" in alone.stderr
+    assert "16 frame(s): 2 position(s) × 4 time point(s), channels Phase, DAPI" in alone.stderr
 
 
 def test_a_profile_that_cannot_be_read_is_a_user_error(tmp_path: Path) -> None:
