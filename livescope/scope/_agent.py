@@ -51,6 +51,7 @@ from livescope.schema import (
     parse_decision,
     place_name,
     plan_events,
+    plan_figures,
     remove_file,
     write_atomic,
 )
@@ -132,6 +133,10 @@ class ScopeAgent:
         profile = _objective_in_use(core, _oriented(core, profile, recorded=self.what_if))
         # (a replay's plan asks for light that was given when its frames were recorded)
         check_plan(sequence, profile, events=planned, light_budget=not self.what_if)
+        if not self.what_if:  # (what `livescope plan check` warns of: time points that will
+            # start late, a light budget the plan nearly spends; a replay's are the recording's)
+            for warning in plan_figures(sequence, profile, events=planned)["warnings"]:
+                logger.warning("plan: %s", warning)
         self._undefined_presets = _undefined_presets(core, profile, planned)
         # the largest time index an added event may take (a huge one grew the recording's
         # time axis to match)

@@ -133,3 +133,20 @@ def test_a_profile_that_cannot_be_read_is_a_user_error(tmp_path: Path) -> None:
     res = run_cli("plan", "check", str(plan), "--profile", "no-such-rig", "--json")
     assert res.returncode == 2, res.stderr[-2000:]
     assert "no-such-rig" in json.loads(res.stdout)["error"]
+
+
+def test_an_agent_warns_at_its_start_of_time_points_that_will_start_late(
+    sim, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from livescope.scope import ScopeAgent
+
+    seq = _plan(interval=0.1)
+    with caplog.at_level("WARNING", logger="livescope"):
+        ScopeAgent(sim.core, sim.profile, seq, tmp_path / "late", bus="off").close()
+    warned = [r.getMessage() for r in caplog.records if r.getMessage().startswith("plan: ")]
+    assert warned == [f"plan: {w}" for w in plan_figures(seq, sim.profile)["warnings"]]
+    assert len(warned) == 1
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="livescope"):
+        ScopeAgent(sim.core, sim.profile, _plan(interval=60), tmp_path / "fine", bus="off").close()
+    assert not [r for r in caplog.records if r.getMessage().startswith("plan: ")]
