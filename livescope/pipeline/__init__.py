@@ -12,7 +12,7 @@ truth (simulated fields, annotated CTC sequences).
 from ._analyzer import FrameAnalyzer, FrameResult
 from ._cluster import ReplaySpec, bench_replay_cluster, replay_many, run_replay_task
 from ._config import LATENCY_STAGES, PLAN_FILE, RESULTS_DIR, WorkerConfig
-from ._demo import DEMO_POLICIES, SLOW_FIELD_MS, evaluate_triggers, run_adaptive, write_plan
+from ._demo import DEMO_POLICIES, SLOW_FIELD_MS, run_adaptive, write_plan
 from ._replay import replay_overhead, replay_policies, run_replay
 from ._scoring import (
     flag_divisions_ctc,
@@ -21,6 +21,7 @@ from ._scoring import (
     views_for_seeds,
 )
 from ._supervisor import WorkerSupervisor
+from ._truth_scores import evaluate_tracks, evaluate_triggers
 from ._worker import PipelineWorker
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "WorkerConfig",
     "WorkerSupervisor",
     "bench_replay_cluster",
+    "evaluate_tracks",
     "evaluate_triggers",
     "flag_divisions_ctc",
     "replay_many",

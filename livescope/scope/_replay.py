@@ -346,6 +346,11 @@ class ReplayEngine(LivescopeEngine):
         """Recorded seconds since the first frame, of the last event handed out."""
         self._gate_t = -1
         self._drained = -1
+        # planned frames the recording lacks, per field, and the fields another field's
+        # frame was served after (the worker has those whole even when a frame is missing)
+        self._lacking: collections.Counter[tuple[str, int]] = collections.Counter()
+        self._followed: set[tuple[str, int]] = set()
+        self._last_field: tuple[str, int] | None = None
 
     def event_iterator(self, events: Iterable[useq.MDAEvent]) -> Iterator[useq.MDAEvent]:
         """Time each event by its recorded frame; skip events the dataset lacks."""
@@ -353,6 +358,8 @@ class ReplayEngine(LivescopeEngine):
             frame = self.source.recorded(event)
             if frame is None:
                 self.source.not_recorded.append(str(self.source.key_of(event)))
+                if not event.metadata.get("added_by"):
+                    self._lacking[(position_name(event), int(event.index.get("t", 0)))] += 1
                 continue
             sample = frame.sample_time_s
             if sample is None:
@@ -371,19 +378,30 @@ class ReplayEngine(LivescopeEngine):
             self._gate_t = t
         self.source.select(event)
         if not event.metadata.get("added_by"):
-            self.source.served_fields[(position_name(event), t)] += 1
+            key = (position_name(event), t)
+            self.source.served_fields[key] += 1
+            if self._last_field is not None and self._last_field != key:
+                self._followed.add(self._last_field)
+            self._last_field = key
         super().setup_event(event)
 
     def _full_fields(self, before_t: int | None = None) -> list[tuple[str, int]]:
         """Fields served in full (before time index ``before_t``).
 
-        A field served in part (a frame missing from the recording) is not
-        waited for: the worker analyses it once a frame of another field arrives.
+        A field the recording lacks a frame of is served in full once its other
+        frames are, and waited for once a frame of another field was served after
+        them: the worker, which expects the plan's frames, analyses it when that
+        frame arrives (waited for sooner, the gate would hold that very frame
+        back until its timeout; never waited for, the replay ran ahead of the
+        worker there and the field's decisions came in wherever the host's
+        timing put them: not reproducible).
         """
-        served = self.source.served_fields
+        served, lacking, expected = self.source.served_fields, self._lacking, self.expected
         return [
             k for k, n in served.items()
-            if (before_t is None or k[1] < before_t) and n >= self.expected.get(k, n)
+            if (before_t is None or k[1] < before_t)
+            and n + lacking[k] >= expected.get(k, n)
+            and (n >= expected.get(k, n) or k in self._followed)
         ]  # fmt: skip
 
     def drain(self) -> bool:

@@ -110,7 +110,7 @@ def test_a_plan_without_a_mitosis_rule_is_not_scored_on_recall(tmp_path: Path) -
 def test_tracks_are_scored_per_position_and_one_without_a_result_says_why(
     tmp_path: Path,
 ) -> None:
-    from livescope.pipeline._demo import evaluate_tracks
+    from livescope.pipeline import evaluate_tracks
 
     run = made_up_run(tmp_path, [])
     truth = run / "ground_truth"

@@ -1,0 +1,278 @@
+"""A simulated run scored against its simulation's ground truth: triggers and tracks.
+
+`evaluate_triggers` pairs the mitosis rules' firings with the cells the
+simulation had in mitosis then (`lineage.json`, the true cell ids under each
+firing's cell); `evaluate_tracks` scores each position's CTC tracks against the
+simulation's (TRA, DET, LNK, divisions). Ground-truth files that are damaged or
+from another version are errors naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+
+from livescope.record import read_frames
+from livescope.schema import HardwareProfile, LivescopeError, read_jsonl
+from livescope.scope import ANAPHASE_SHARE
+from livescope.tracking import evaluate_tracking
+
+from ._config import RESULTS_DIR
+
+__all__ = ["evaluate_tracks", "evaluate_triggers"]
+
+logger = logging.getLogger("livescope")
+
+
+def evaluate_tracks(run_dir: str | Path, truth: str | Path) -> dict[str, Any]:
+    """Score each position's tracks (``results/ctc/<position>``) against the simulation's.
+
+    Per position, `livescope.tracking.evaluate_tracking` against
+    ``truth/<position>`` (its ``TRA/``): TRA, DET, LNK, division precision /
+    recall / F1 and counts. A position that cannot be scored gets
+    ``{"error": ...}`` (no CTC result written; a time point missing, so that
+    the frame counts differ; a damaged mask, also logged): the run's other
+    results stand.
+    """
+    out: dict[str, Any] = {}
+    ctc = Path(run_dir) / RESULTS_DIR / "ctc"
+    for gt in sorted(p for p in Path(truth).iterdir() if (p / "TRA" / "man_track.txt").is_file()):
+        try:
+            scores = evaluate_tracking(ctc / gt.name, gt)
+        except LivescopeError as exc:
+            out[gt.name] = {"error": str(exc)}
+            continue
+        except Exception as exc:  # e.g. a damaged mask: said, the run stands
+            logger.exception("%s: the tracks could not be scored", gt.name)
+            out[gt.name] = {"error": f"{type(exc).__name__}: {exc}"}
+            continue
+        out[gt.name] = {k: v for k, v in scores.items() if k not in ("aogm", "bc")}
+    return out
+
+
+def evaluate_triggers(
+    run_dir: str | Path,
+    profile: HardwareProfile,
+    *,
+    rules: list[str] | None = None,
+    truth: str | Path | None = None,
+) -> dict[str, Any]:
+    """Score mitosis triggers against the simulation's ground truth.
+
+    A trigger is correct when the cell it fired on (the true cell under its
+    centroid) was in mitosis at that frame's sample time: a mother between
+    mitosis onset and division, or a daughter in anaphase/telophase (then it is
+    its mother's mitosis). Precision counts only the first trigger on each true
+    mitosis as right: a repeat on one already triggered is a wasted acquisition
+    and counts as wrong. A true mitosis counts as observable when it was in view
+    in at least two plan time points of a position; recall is over those. A
+    firing given back to its rule (its close-up refused as stale:
+    ``guardrails.max_decision_age_s``) is no trigger: its rule may fire on the
+    cell again, and that firing is (``triggers_given_back`` counts them).
+
+    ``truth``: the ground truth's folder (default ``run_dir/ground_truth``; a
+    replay's is its recording's, whose time points and sample times it serves).
+    ``rules``: the mitosis rules to score (None: every mitosis firing); an empty
+    list (the plan has none) scores no recall unless a policy fired on mitoses.
+
+    Returns precision, recall, median onset-to-trigger delay (s), the ground
+    truth's folder and the per-trigger and per-mitosis lists.
+
+    Raises
+    ------
+    LivescopeError
+        if ``truth`` holds no ``lineage.json``, ``profile`` is not simulated, or
+        a ground-truth file is damaged (naming the file and what is wrong).
+
+    """
+    run = Path(run_dir)
+    truth = Path(truth) if truth is not None else run / "ground_truth"
+    if not (truth / "lineage.json").is_file():
+        raise LivescopeError(f"{truth} holds no simulation ground truth (lineage.json)")
+    sim = profile.simulation
+    if sim is None:
+        raise LivescopeError(f"profile {profile.name!r} is not simulated")
+    anaphase_s = ANAPHASE_SHARE * sim.mitosis_duration_s
+    lineage = _read_lineage(truth / "lineage.json")
+
+    def mitosis_of(cid: int, when: float) -> int | None:
+        r = lineage.get(cid)
+        if r is None:
+            return None
+        onset, end = r.get("mitosis_onset_s"), r.get("end_s")
+        if onset is not None and onset <= when and (end is None or when <= end):
+            return cid
+        parent = lineage.get(int(r["parent_id"]))
+        if parent is not None and r["birth_s"] <= when <= r["birth_s"] + anaphase_s:
+            return int(parent["cell_id"])
+        return None
+
+    times: dict[tuple[str, int], float] = {}
+    for f in read_frames(run):
+        when = f.get("sample_time_s")
+        if not f.get("added_by") and when is not None:
+            times.setdefault((str(f["position"]), int(f["index"].get("t", 0))), float(when))
+    masks: dict[tuple[str, int], Any] = {}
+
+    def mask(pos: str, t: int) -> Any:
+        if (pos, t) not in masks:
+            p = truth / pos / "cell_ids" / f"t{t:04d}.tif"
+            masks[(pos, t)] = _read_cell_ids(p) if p.is_file() else None
+        return masks[(pos, t)]
+
+    # observable mitoses: (position, mother) -> sample times it was seen mitotic
+    seen: dict[tuple[str, int], list[float]] = {}
+    for (pos, t), when in sorted(times.items()):
+        m = mask(pos, t)
+        if m is None:
+            continue
+        for cid in np.unique(m[m > 0]).tolist():
+            mother = mitosis_of(int(cid), when)
+            if mother is not None:
+                seen.setdefault((pos, mother), [])
+                if when not in seen[(pos, mother)]:
+                    seen[(pos, mother)].append(when)
+    observable = {k for k, v in seen.items() if len(v) >= 2}
+
+    triggers: list[dict[str, Any]] = []
+    given_back = 0
+    for rec in read_jsonl(run / RESULTS_DIR / "policy.jsonl"):
+        if rec.get("trigger") != "mitosis" or (rules and rec.get("rule") not in rules):
+            continue
+        if rec.get("given_back"):  # taken back by its rule (refused as stale): not a trigger
+            given_back += 1
+            continue
+        pos, t = str(rec["position"]), int(rec["t"])
+        when = float(rec.get("sample_time_s") or times.get((pos, t), 0.0))
+        cid = _cell_at(mask(pos, t), rec.get("y"), rec.get("x"))
+        mother = mitosis_of(cid, when) if cid else None
+        triggers.append({"position": pos, "t": t, "sample_time_s": when, "track": rec.get("track"),
+                         "y": rec.get("y"), "x": rec.get("x"), "cell_id": cid,
+                         "mitosis_of": mother, "ok": mother is not None,
+                         "verdict": rec.get("verdict")})  # fmt: skip
+    first: dict[tuple[str, int], float] = {}
+    for tr in sorted(triggers, key=lambda tr: tr["sample_time_s"]):
+        tr["duplicate"] = False
+        if tr["ok"]:
+            key = (tr["position"], int(tr["mitosis_of"]))
+            tr["duplicate"] = key in first
+            first.setdefault(key, tr["sample_time_s"])
+    mitoses: list[dict[str, Any]] = []
+    delays = []
+    for pos, mother in sorted(observable):
+        onset = lineage[mother].get("mitosis_onset_s")
+        hit = (pos, mother) in first
+        delay = None
+        if hit and onset is not None:
+            delay = round(first[(pos, mother)] - float(onset), 1)
+            delays.append(delay)
+        mitoses.append({"position": pos, "cell_id": mother, "onset_s": onset,
+                        "triggered": hit, "delay_s": delay})  # fmt: skip
+    n_ok = sum(tr["ok"] for tr in triggers)
+    hits = sum(m["triggered"] for m in mitoses)
+    counted = [k for k in first if k in observable]
+    # a plan without a mitosis rule (and no policy of its own firing on mitoses) was not
+    # asked to catch them: a recall of 0 would blame it for what it never tried
+    no_rule = rules is not None and not rules and not triggers
+    return {
+        # a second trigger on a mitosis already triggered counts against precision
+        "precision": round(len(first) / len(triggers), 4) if triggers else None,
+        "recall": round(hits / len(mitoses), 4) if mitoses and not no_rule else None,
+        "note": "the plan has no mitosis rule" if no_rule else None,  # (why: not scored)
+        "mitosis_to_trigger_s": round(float(np.median(delays)), 1) if delays else None,
+        "triggers_fired": len(triggers),
+        "triggers_given_back": given_back,
+        "triggers_correct": n_ok,
+        "duplicate_triggers": n_ok - len(first),
+        "mitoses_observable": len(mitoses),
+        "mitoses_triggered": hits,
+        "mitoses_triggered_outside_observable": len(first) - len(counted),
+        "ground_truth": str(truth.resolve()),
+        "triggers": triggers,
+        "mitoses": mitoses,
+    }
+
+
+_TRUTH_AGAIN = "damaged, or written by another version: simulate the run again to score it"
+_LINEAGE_FIELDS: tuple[tuple[str, type[float] | type[int]], ...] = (
+    ("cell_id", int), ("parent_id", int), ("birth_s", float), ("end_s", float),
+    ("mitosis_onset_s", float),
+)  # fmt: skip
+
+
+def _read_lineage(path: Path) -> dict[int, dict[str, Any]]:
+    """Return a simulation's ``lineage.json``, its cells by id (ids whole, times in s).
+
+    Raises
+    ------
+    LivescopeError
+        naming the file and what is wrong: not JSON, not a list of cells, or a
+        cell without a whole-number ``cell_id`` / ``parent_id`` and a number
+        ``birth_s``, or with an ``end_s`` / ``mitosis_onset_s`` not a number.
+
+    """
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # (ValueError: not UTF-8, or not JSON)
+        raise LivescopeError(f"{path}: cannot be read as JSON ({exc}; {_TRUTH_AGAIN})") from None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise LivescopeError(f"{path}: not a list of cells ({_TRUTH_AGAIN})")
+    lineage: dict[int, dict[str, Any]] = {}
+    for n, r in enumerate(rows):
+        cell: dict[str, Any] = {}
+        for key, kind in _LINEAGE_FIELDS:
+            value = r.get(key)
+            if value is None and key in ("end_s", "mitosis_onset_s"):  # (not yet, never)
+                cell[key] = None
+                continue
+            try:
+                cell[key] = kind(value)
+            except (TypeError, ValueError):
+                what = f"no {key}" if value is None else f"{key} {value!r:.40}, not a number"
+                raise LivescopeError(f"{path}: cell {n} has {what} ({_TRUTH_AGAIN})") from None
+        lineage[cell["cell_id"]] = cell
+    return lineage
+
+
+def _read_cell_ids(path: Path) -> Any:
+    """Return one time point's true cell ids (a 2-D mask, ``<position>/cell_ids/tTTTT.tif``).
+
+    Raises
+    ------
+    LivescopeError
+        naming the file if it cannot be read or is not a 2-D image.
+
+    """
+    try:
+        m = np.asarray(tifffile.imread(path))
+    except Exception as exc:  # noqa: BLE001 (tifffile and its decoders raise many kinds:
+        # TiffFileError, struct.error on a file cut short, zlib's errors on damaged data)
+        raise LivescopeError(f"{path}: cannot be read ({exc!r}; {_TRUTH_AGAIN})") from None
+    if m.ndim != 2:
+        raise LivescopeError(f"{path}: a mask of cell ids is 2-D, this one {m.shape}")
+    return m
+
+
+def _cell_at(m: Any, y: Any, x: Any, radius: int = 4) -> int:
+    """Return the true cell id under (y, x), else the nearest one within ``radius`` px (0: none)."""
+    if m is None or y is None or x is None:
+        return 0
+    r, c = round(float(y)), round(float(x))
+    h, w = m.shape
+    if 0 <= r < h and 0 <= c < w and m[r, c]:
+        return int(m[r, c])
+    # (clipped to the mask at both ends: a negative slice end would count from the far side)
+    r0, r1 = min(h, max(0, r - radius)), min(h, max(0, r + radius + 1))
+    c0, c1 = min(w, max(0, c - radius)), min(w, max(0, c + radius + 1))
+    win = m[r0:r1, c0:c1]
+    ys, xs = np.nonzero(win)
+    d2 = (ys + r0 - r) ** 2 + (xs + c0 - c) ** 2
+    if ys.size == 0 or d2.min() > radius**2:  # (the window's corners are further)
+        return 0
+    k = int(np.argmin(d2))
+    return int(win[ys[k], xs[k]])
