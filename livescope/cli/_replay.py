@@ -128,7 +128,11 @@ def replay(
     ] = None,
     gate_timeout_s: Annotated[
         float,
-        typer.Option(min=0.1, help="At max speed: longest wait for the worker per time point."),
+        typer.Option(
+            min=0.1,
+            callback=finite,  # (nan: never timed out, a hung worker hung the replay)
+            help="At max speed: longest wait for the worker per time point.",
+        ),
     ] = 60.0,
     cluster: Annotated[
         str | None,

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -176,6 +177,10 @@ def run_replay(
 
     """
     check_speed(speed)
+    if not (math.isfinite(gate_timeout_s) and gate_timeout_s > 0):  # (nan: never timed out)
+        raise LivescopeError(
+            f"gate_timeout_s must be a number of seconds > 0, got {gate_timeout_s}"
+        )
     out = Path(out_dir)
     check_output_folder(out, empty=True)
     uses_ipc()  # a bad LIVESCOPE_TRANSPORT: before anything is written

@@ -9,7 +9,7 @@ import pytest
 
 from livescope.pipeline import run_replay
 from livescope.record import DatasetError
-from livescope.schema import load_profile
+from livescope.schema import LivescopeError, load_profile
 from livescope.scope import demo_sequence, run_simulated
 
 from ..conftest import run_cli
@@ -53,3 +53,16 @@ def test_a_replay_at_full_speed_never_leaves_a_stain_out_to_catch_up(tmp_path: P
     assert saved["skip_stain_when_behind"] is False
     assert summary["stains_skipped_behind"] == 0
     assert summary["deterministic"] is True
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), 0.0, -1.0, float("inf")])
+def test_a_gate_timeout_that_never_times_out_is_refused_before_anything_runs(
+    tmp_path: Path, timeout: float
+) -> None:
+    # (nan: `now > t0 + nan` is never true, and a hung worker hung the replay for good)
+    with pytest.raises(LivescopeError, match="gate_timeout_s must be a number of seconds > 0"):
+        run_replay(tmp_path / "no-dataset-needed", tmp_path / "out", gate_timeout_s=timeout)
+    assert not (tmp_path / "out").exists()
+    res = run_cli("replay", str(tmp_path / "x"), "--gate-timeout-s", "nan", "--json")
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "--gate-timeout-s" in json.loads(res.stdout)["error"]
