@@ -68,6 +68,8 @@ class Dataset:
     warnings: list[str] = field(default_factory=list)
     _source: Any = None
     _index: dict[FrameKey, Any] = field(default_factory=dict)
+    _declared: dict[FrameKey, RecordedFrame] = field(default_factory=dict, repr=False)
+    _declared_from: list[RecordedFrame] | None = field(default=None, repr=False)
 
     @property
     def positions(self) -> list[str]:
@@ -85,9 +87,35 @@ class Dataset:
         Raises
         ------
         DatasetError
-            if the dataset has no such frame, or it cannot be read.
+            if the dataset has no such frame, it cannot be read, or its pixels are
+            not of the shape and pixel type its `RecordedFrame` declares.
 
         """
+        image = self._read(key)
+        frame = self._frame(key)
+        if frame is not None and (
+            image.shape != frame.shape or dtype_name(image.dtype) != dtype_name(frame.dtype)
+        ):
+            # (a replay camera serves every frame in the declared shape and type: a uint16
+            # frame copied into a uint8 buffer wraps around without a word)
+            where = self._index[key] if self.format == "ctc" else self.path
+            got, opened = _size(image.shape, image.dtype), _size(frame.shape, frame.dtype)
+            raise DatasetError(
+                f"{where}: {frame.origin or key} is {got}, not {opened} as the dataset was "
+                "opened (frames of other sizes or pixel types in one dataset, or a file changed "
+                "since it was opened); livescope replays frames of one size and type"
+            )
+        return image
+
+    def _frame(self, key: FrameKey) -> RecordedFrame | None:
+        """Return the recorded frame of ``key`` (None: not among `frames`)."""
+        if self._declared_from is not self.frames or key not in self._declared:
+            # (built again where `frames` was replaced or grew: positions renamed, say)
+            self._declared = {f.key: f for f in self.frames}
+            self._declared_from = self.frames
+        return self._declared.get(key)
+
+    def _read(self, key: FrameKey) -> NDArray[Any]:
         if key not in self._index:
             raise DatasetError(f"{self.path}: no recorded frame for {key}")
         if self._source is None and self.format in ("livescope", "ndtiff", "ome-tiff", "ome-zarr"):
@@ -161,6 +189,10 @@ def dtype_name(dtype: Any) -> str:
     return str(np.dtype(dtype).newbyteorder("="))
 
 
+def _size(shape: tuple[int, ...], dtype: Any) -> str:
+    return f"{' × '.join(str(n) for n in shape)} px {dtype_name(dtype)}"
+
+
 def _native(image: NDArray[Any]) -> NDArray[Any]:
     """Return ``image`` in this machine's byte order (a copy only where it is not)."""
     return image if image.dtype.isnative else image.astype(image.dtype.newbyteorder("="))
@@ -204,9 +236,13 @@ def refuse_repeated_keys(p: Path, frames: list[RecordedFrame], axes: str) -> Non
 
     """
     first: dict[FrameKey, str] = {}
-    for f in frames:
-        if (other := first.setdefault(f.key, f.origin)) != f.origin:
+    for k, f in enumerate(frames):
+        # (told apart by position in the list, not by origin: frames of one origin, or
+        # of none given, were let through as one)
+        here = f.origin or f"frame {k}"
+        if f.key in first:
             raise DatasetError(
-                f"{p}: {other} and {f.origin} are both {f.key}: livescope tells frames apart "
-                f"by {axes} only, so a replay would serve one of them as both"
+                f"{p}: {first[f.key]} and {here} are both {f.key}: livescope tells frames "
+                f"apart by {axes} only, so a replay would serve one of them as both"
             )
+        first[f.key] = here

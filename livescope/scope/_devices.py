@@ -66,6 +66,14 @@ class SimXYStage(XYStageDevice):
         """Not supported: the simulated stage keeps sample coordinates."""
         raise NotImplementedError("the simulated XY stage keeps absolute sample coordinates")
 
+    def set_adapter_origin_um(self, x: float, y: float) -> None:
+        """Not supported: the simulated stage keeps sample coordinates.
+
+        (The base class did nothing: ``setAdapterOriginXY`` returned as if the
+        current position were now (x, y), and the stage went on reporting the old one.)
+        """
+        raise NotImplementedError("the simulated XY stage keeps absolute sample coordinates")
+
     def home(self) -> None:
         """Move to (0, 0)."""
         self.set_position_um(0.0, 0.0)
@@ -100,6 +108,10 @@ class SimZStage(StageDevice):
 
     def set_origin(self) -> None:
         """Not supported: the simulated focus keeps sample coordinates."""
+        raise NotImplementedError("the simulated Z stage keeps absolute sample coordinates")
+
+    def set_adapter_origin_um(self, newZUm: float) -> None:
+        """Not supported: the simulated focus keeps sample coordinates (see `set_origin`)."""
         raise NotImplementedError("the simulated Z stage keeps absolute sample coordinates")
 
 
@@ -155,7 +167,6 @@ class SimCamera(SimpleCameraDevice):
         self._shape = (int(cam.sensor_shape_px[0]), int(cam.sensor_shape_px[1]))
         self._dtype = np.dtype(np.uint8 if cam.bit_depth <= 8 else np.uint16)
         self._exposure_ms = 10.0
-        self._frame_in_sequence = 0
 
     def get_exposure(self) -> float:
         """Exposure in ms."""
@@ -175,26 +186,53 @@ class SimCamera(SimpleCameraDevice):
         """uint16 (uint8 for 8-bit cameras)."""
         return self._dtype
 
+    def set_roi(self, x: int, y: int, width: int, height: int) -> None:
+        """Set the ROI in whole sensor pixels (as Micro-Manager's core takes it).
+
+        Raises `ValueError` for a fraction of a pixel (the base class kept it, and
+        every later snap failed slicing the frame) or a ROI outside the sensor.
+        """
+        roi = (x, y, width, height)
+        if not all(
+            isinstance(v, int | float | np.integer | np.floating) and float(v).is_integer()
+            for v in roi
+        ):
+            raise ValueError(f"camera ROI {roi} must be whole pixels (x, y, width, height)")
+        super().set_roi(*(int(v) for v in roi))
+
     def snap(self, buffer: np.ndarray) -> Mapping[str, Any]:
         """Render one frame into ``buffer`` and return its livescope metadata."""
-        return self._scope.render_into(buffer, self._exposure_ms, self._frame_in_sequence)
+        return self._scope.render_into(buffer, self._exposure_ms, 0)
 
     def start_sequence(
         self,
         n: int | None,
         get_buffer: Callable[[Sequence[int], DTypeLike], np.ndarray],
     ) -> Iterator[Mapping[str, Any]]:
-        """Yield frames; frame k is due at k frame periods (scaled) after the first."""
+        """Yield frames; frame k is due at k frame periods (scaled) after the first.
+
+        Runs on the core's acquisition thread (and, for one frame, in ``snapImage``).
+        Frame k shows the sample k frame periods after the sample time; k is this
+        sequence's own: a snap taken while it runs (which comes here too) once reset
+        a count the two shared, and the sequence's next frames repeated sample times.
+        """
         period_s = max(self._exposure_ms / 1000.0, 1.0 / self._scope.profile.camera.max_fps)
         wall_period = period_s / self._scope.time_acceleration
+        roi, shape, dtype = self._roi, self.shape(), self.dtype()
+        # (with a ROI the whole sensor is rendered, then cropped, as the base class does)
+        full = None if roi is None else np.empty(self.sensor_shape(), dtype)
         t0 = time.perf_counter()
-        self._frame_in_sequence = 0
-        try:
-            for meta in super().start_sequence(n, get_buffer):
-                yield meta
-                self._frame_in_sequence += 1
-                due = t0 + self._frame_in_sequence * wall_period
-                if (wait := due - time.perf_counter()) > 0:
-                    time.sleep(wait)
-        finally:
-            self._frame_in_sequence = 0
+        k = 0
+        while n is None or k < n:
+            out = get_buffer(shape, dtype)
+            if full is None or roi is None:
+                meta = self._scope.render_into(out, self._exposure_ms, k)
+            else:
+                x, y, w, h = roi
+                meta = self._scope.render_into(full, self._exposure_ms, k)
+                out[:] = full[y : y + h, x : x + w]
+            yield meta
+            k += 1
+            due = t0 + k * wall_period
+            if (wait := due - time.perf_counter()) > 0:
+                time.sleep(wait)
