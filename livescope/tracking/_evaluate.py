@@ -37,7 +37,9 @@ def evaluate_tracking(res: str | Path, gt: str | Path, *, div_tolerance: int = 1
     given twice is refused (the track files' frame numbers would point at other frames).
     Divisions are matched by py-ctcmetrics' branching criterion (BC(i)): parent
     and both daughters must match, within ``div_tolerance`` frames. ``lnk`` is
-    None where the ground truth has no links (LNK is 0/0 there).
+    None where the ground truth has no links (LNK is 0/0 there);
+    ``div_precision`` is None where no division was found, ``div_recall`` where
+    the truth has none, and ``div_f1`` where neither has one (all 0/0).
 
     py-ctcmetrics reads every ``.tif`` in a folder as a frame, and adds the
     ground truth's top label + 1 to the result's labels in the masks' own type;
@@ -140,16 +142,19 @@ def evaluate_tracking(res: str | Path, gt: str | Path, *, div_tolerance: int = 1
             + (detail or "labels missing from masks or res_track.txt")
         )
     tp, fp, fn = (int(r[f"{k}_div({div_tolerance})"]) for k in ("tp", "fp", "fn"))
-    precision = tp / (tp + fp) if tp + fp else (1.0 if fn == 0 else 0.0)
-    recall = tp / (tp + fn) if tp + fn else 1.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    # (None where undefined: no division found, or none in the truth; 1.0 scored the
+    # divisions of a sequence that has none, a test never made)
+    precision = round(tp / (tp + fp), 4) if tp + fp else None
+    recall = round(tp / (tp + fn), 4) if tp + fn else None
+    # (2tp / (2tp + fp + fn): 0 where divisions were all missed or all false)
+    f1 = round(2 * tp / (2 * tp + fp + fn), 4) if tp + fp + fn else None
     return {
         "tra": round(float(r["TRA"]), 5),
         "det": round(float(r["DET"]), 5),
         "lnk": round(float(r["LNK"]), 5) if links else None,
-        "div_precision": round(precision, 4),
-        "div_recall": round(recall, 4),
-        "div_f1": round(f1, 4),
+        "div_precision": precision,
+        "div_recall": recall,
+        "div_f1": f1,
         "div_tolerance": div_tolerance,
         "divisions_true": tp + fn,
         "divisions_found": tp + fp,

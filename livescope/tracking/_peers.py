@@ -9,8 +9,9 @@ frames between sightings); divisions are left at each package's default (off in 
 from __future__ import annotations
 
 import importlib
+import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -46,7 +47,7 @@ def objects_table(objects: Sequence[ObjectTable]) -> Any:
 
 def peer_track(
     name: str,
-    frames: Sequence[NDArray[np.integer[Any]]],
+    frames: Iterable[NDArray[np.integer[Any]]],
     *,
     max_distance: float,
     max_gap: int = 3,
@@ -54,15 +55,29 @@ def peer_track(
 ) -> TrackedSequence:
     """Track label images with a peer package; same output form as `track_sequence`.
 
-    ``table`` (from `objects_table`) skips measuring the objects again.
+    ``frames`` may be any iterable (read once); every frame must have the first
+    one's shape. ``table`` (from `objects_table`) skips measuring the objects again.
+    Raises `LivescopeError` on a frame of another shape and where the peer is
+    not installed.
     """
     if name not in PEERS:
         raise LivescopeError(f"unknown peer tracker {name!r} (known: {', '.join(PEERS)})")
+    # read once (a generator was read twice: IndexError); an iterator's frames copied as
+    # they come (a reader that refills one buffer would leave every frame the last one)
+    labels: list[NDArray[Any]] = []
+    for k, f in enumerate(frames):
+        if labels and np.shape(f) != labels[0].shape:
+            # (centroids of another frame size are in other coordinates, as in track_sequence)
+            raise LivescopeError(
+                f"peer_track: frame {k} of the sequence has shape {np.shape(f)}, its first "
+                f"{labels[0].shape} (every frame of a sequence must have the same size)"
+            )
+        labels.append(np.asarray(f) if isinstance(frames, Sequence) else np.array(f))
     try:
         with warnings.catch_warnings():  # the peers' own deprecation noise (pandas)
             warnings.simplefilter("ignore")
-            df = objects_table([measure_objects(f) for f in frames]) if table is None else table
-            return _run(name, frames, df, max_distance, max_gap)
+            df = objects_table([measure_objects(f) for f in labels]) if table is None else table
+            return _run(name, labels, df, max_distance, max_gap)
     except ImportError as exc:
         raise LivescopeError(f"peer tracker {name} is not installed (pip install {name})") from exc
 
@@ -77,7 +92,7 @@ def _run(
     maps: list[dict[int, int]] = [{} for _ in frames]
     if len(df) == 0:  # nothing to link (both peers fail on an empty table)
         importlib.import_module(name)  # (still: not installed is an error)
-        return TrackedSequence([np.asarray(f) for f in frames], maps, {}, [])
+        return TrackedSequence(list(frames), maps, {}, [])
     if name == "laptrack":
         from laptrack import LapTrack
 
@@ -99,14 +114,21 @@ def _run(
     else:
         import trackpy
 
-        trackpy.quiet()
-        # trackpy's memory counts the frames missed; max_gap, frames between sightings
-        linked = trackpy.link(
-            df, search_range=max_distance, memory=max_gap - 1, pos_columns=["y", "x"]
-        )
+        # its per-frame INFO lines hushed for this call only (trackpy.quiet() set its
+        # logger's level for the whole process)
+        log = logging.getLogger("trackpy")
+        level = log.level
+        log.setLevel(logging.WARNING)
+        try:
+            # trackpy's memory counts the frames missed; max_gap, frames between sightings
+            linked = trackpy.link(
+                df, search_range=max_distance, memory=max_gap - 1, pos_columns=["y", "x"]
+            )
+        finally:
+            log.setLevel(level)
         ids = linked["particle"].to_numpy() + 1
         parents = {int(t): 0 for t in np.unique(ids)}
         fr, lab = linked["frame"].to_numpy(), linked["label"].to_numpy()
     for f, lb, i in zip(fr.tolist(), lab.tolist(), ids.tolist(), strict=True):
         maps[int(f)][int(lb)] = int(i)
-    return TrackedSequence([np.asarray(f) for f in frames], maps, parents, [])
+    return TrackedSequence(list(frames), maps, parents, [])

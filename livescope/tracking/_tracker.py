@@ -29,6 +29,7 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from numbers import Integral
 from typing import Any
 
 import numpy as np
@@ -185,10 +186,18 @@ class OnlineTracker:
 
         Frames must come in increasing order: one that does not (out of order,
         or a second time) is ignored with a warning, and its update has track
-        ids 0 and says why in ``ignored``.
+        ids 0 and says why in ``ignored``. ``frame`` (default: the last one + 1)
+        is a whole number >= 0; another raises `LivescopeError`.
         """
         s, cfg, tb = self._s, self.config, self._t
-        t = s.frame + 1 if frame is None else int(frame)
+        given: Any = frame  # (from a caller that may not be typed)
+        if given is None:
+            t = s.frame + 1
+        elif isinstance(given, bool) or not isinstance(given, Integral) or given < 0:
+            # (int() floored 2.7 to 2 without a word; -1 was "a second time" of no frame)
+            raise LivescopeError(f"tracker: frame must be a whole number >= 0, got {given!r}")
+        else:
+            t = int(given)
         if isinstance(labels, ObjectTable):
             check_objects(labels)  # (a NaN position would break every later frame)
             objs = labels
@@ -273,6 +282,25 @@ class OnlineTracker:
                 f"{max(s.parents)} (new tracks would reuse ids)"
             )
 
+    def _check_frames(self) -> None:
+        """Refuse a loaded state whose frames disagree (its tracks could never link again)."""
+        s, tb = self._s, self._t
+        if s.frame < -1:
+            raise LivescopeError(f"tracker state: frame {s.frame} (-1 before the first, else >= 0)")
+        # (a track seen after the state's frame gave a negative gap on the next one: a NaN
+        # gate, every cell a new track, without a word)
+        if len(tb) and int(tb.last_seen.max()) > s.frame:
+            r = int(np.argmax(tb.last_seen))
+            raise LivescopeError(
+                f"tracker state: track {int(tb.id[r])} was last seen on frame "
+                f"{int(tb.last_seen[r])}, after the state's frame {s.frame}"
+            )
+        if not (set(s.parents) == set(s.first_frame) == set(s.last_frame)):
+            # (a track without its span failed later, in `spans` or at its division)
+            raise LivescopeError(
+                "tracker state: parents, first_frame and last_frame name different tracks"
+            )
+
     @classmethod
     def _from_state(cls, state: Mapping[str, Any]) -> OnlineTracker:
         version = state.get("version")
@@ -292,6 +320,7 @@ class OnlineTracker:
             except (KeyError, TypeError, ValueError) as exc:
                 raise LivescopeError(f"tracker state: bad lineage ({exc})") from exc
             tr._check_ids()
+            tr._check_frames()
             return tr
         rows = []  # version 1: one dict per track
         for d in state["tracks"]:
@@ -309,10 +338,14 @@ class OnlineTracker:
                          "frames": [int(p[0]) for p in pos], "pos": [p[1:] for p in pos],
                          "areas": [float(a) for a in d["areas"]]})  # fmt: skip
         tr._t.append(rows)
+        # through the checks a version-2 table gets (a NaN position broke every later
+        # frame; an area <= 0 or a wrong last_seen left the track unable to link)
+        tr._t.load_columns(tr._t.saved_columns())
         s.parents = {int(k): int(v) for k, v in state["parents"].items()}
         s.first_frame = {int(k): int(v) for k, v in state["first_frame"].items()}
         s.last_frame = {int(k): int(v) for k, v in state["last_frame"].items()}
         tr._check_ids()
+        tr._check_frames()
         return tr
 
     @classmethod
