@@ -91,6 +91,15 @@ class TrackerConfig:
                 raise LivescopeError(f"tracker config: {name} must be >= 0")
         if not 0 <= self.velocity_smoothing <= 1:
             raise LivescopeError("tracker config: velocity_smoothing must be in [0, 1]")
+        for name in ("daughter_area_max", "daughter_separation_min", "border_daughter_area_min",
+                     "split_margin"):  # fmt: skip
+            # (NaN compares false: every division test failed, and none was ever found)
+            if not math.isfinite(value := getattr(self, name)) or value < 0:
+                raise LivescopeError(f"tracker config: {name} must be a number >= 0, not {value}")
+        for name in ("max_gap", "division_window", "min_parent_age"):
+            # (a fraction of a frame failed deep in the track table's arrays)
+            if not isinstance(value := getattr(self, name), int) or isinstance(value, bool):
+                raise LivescopeError(f"tracker config: {name} must be a whole number of frames")
         if self.max_gap < 1:
             raise LivescopeError("tracker config: max_gap must be >= 1 (1 = no gaps)")
         if self.division_window < 1:  # (0 found no division at all)

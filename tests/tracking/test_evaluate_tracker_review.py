@@ -219,3 +219,20 @@ def test_trackpy_leaves_its_logger_as_it_was() -> None:
         assert log.level == logging.INFO
     finally:
         log.setLevel(before)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param({"daughter_area_max": float("nan")}, id="nan-daughter-area"),
+        pytest.param({"split_margin": -1.0}, id="negative-margin"),
+        pytest.param({"division_window": 9.5}, id="fraction-of-a-frame"),
+        pytest.param({"max_gap": True}, id="bool-gap"),
+    ],
+)
+def test_a_tracker_config_that_would_find_no_division_is_refused(bad: dict) -> None:
+    # (a NaN failed every division test without a word; 9.5 frames failed in numpy later)
+    from livescope.tracking import TrackerConfig
+
+    with pytest.raises(LivescopeError, match=f"tracker config: {next(iter(bad))} must be"):
+        TrackerConfig(**bad)
