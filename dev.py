@@ -4,7 +4,7 @@
     python dev.py demo [options of `livescope demo`]    set up, then run the demo
     python dev.py test [options of pytest]              set up, then run every check
 
-The same commands work on Windows, macOS and Linux (Python >= 3.10; on Windows
+The same commands work on Windows, macOS and Linux (Python >= 3.11; on Windows
 ``py dev.py ...`` works too). The environment lives in ``.venv`` beside this
 file and is reinstalled only when ``pyproject.toml`` changes.
 """

@@ -166,7 +166,7 @@ def _reach_scheduler(address: str) -> None:
     try:  # (in a thread of its own: the caller may be running an event loop, e.g. Jupyter)
         with ThreadPoolExecutor(1) as pool:
             pool.submit(asyncio.run, handshake()).result()
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise OSError(f"no Dask scheduler answered there within {timeout:g} s") from None
 
 

@@ -7,7 +7,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from livescope.schema import LivescopeError
 
@@ -84,7 +84,7 @@ class ReportPage:
         body = "".join(
             f'<section id="{a}"><h2>{esc(t)}</h2>{b}</section>' for a, t, b in self.sections
         )
-        made = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        made = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         version = s.get("livescope_version", "")
         return (
             "<!DOCTYPE html>\n"
