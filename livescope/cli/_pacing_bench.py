@@ -13,6 +13,7 @@ path only, never a recorded frame.
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -49,6 +50,8 @@ def _slow_worker(run: Path, sleep_ms: float, stats: dict[str, Any]) -> None:
             stats.update(link.frames.stats())
     except LivescopeError as exc:  # surfaced by the caller, after the agent has finished
         stats["error"] = f"the slow worker could not attach: {exc}"
+    except Exception as exc:  # noqa: BLE001 (raised by the caller: this case had no worker)
+        stats["error"] = f"the slow worker failed: {type(exc).__name__}: {exc}"
 
 
 def _case(
@@ -80,6 +83,9 @@ def _case(
         thread.join(30)
         if "error" in worker:
             raise LivescopeError(worker["error"])
+        if thread.is_alive() or "delivered" not in worker:
+            # (the case would report a run that no slow worker read as one with a slow worker)
+            raise LivescopeError("the slow worker did not finish within 30 s of the agent")
     summary = json.loads(out)
     logged = read_frames(run)
     t_ns = np.array([f["t_camera_ns"] for f in logged], dtype=np.int64)
@@ -108,7 +114,23 @@ def _case(
 def bench_pacing(
     frames: int = 50, interval_ms: float = 100.0, worker_sleep_ms: float = 300.0
 ) -> dict[str, Any]:
-    """Run the two cases side by side (no worker, slow worker); one JSON-able dict."""
+    """Run the two cases side by side (no worker, slow worker); one JSON-able dict.
+
+    Raises
+    ------
+    LivescopeError
+        for fewer than 2 frames (no interval to measure), an interval that is
+        not a finite number > 0, a worker sleep that is not finite or does not
+        exceed the interval (checked before anything runs), or a case that
+        failed.
+
+    """
+    if frames < 2:
+        raise LivescopeError(f"the plan needs at least 2 frames (1 interval), got {frames}")
+    if not (interval_ms > 0 and math.isfinite(interval_ms)):
+        raise LivescopeError(f"interval must be a finite number of ms > 0, got {interval_ms}")
+    if not math.isfinite(worker_sleep_ms):
+        raise LivescopeError(f"worker sleep must be a finite number of ms, got {worker_sleep_ms}")
     if worker_sleep_ms <= interval_ms:
         raise LivescopeError(
             f"worker sleep {worker_sleep_ms:g} ms must exceed the interval {interval_ms:g} ms "

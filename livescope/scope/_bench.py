@@ -28,6 +28,20 @@ def _machine(threads: int) -> dict[str, Any]:
     return {**machine_info(), "threads_used": threads}
 
 
+def _profiles(profile: HardwareProfile, sizes: tuple[int, ...]) -> list[HardwareProfile]:
+    """Return the profile at each sensor size, all made (so checked) before any is measured."""
+    if profile.simulation is None:
+        raise LivescopeError(
+            f"profile {profile.name!r} is not a simulated profile; this benchmark runs on the "
+            "simulated microscope (e.g. --profile sim)"
+        )
+    if not sizes or not all(s >= 1 for s in sizes):
+        raise LivescopeError(
+            f"benchmark sizes must be sensor sides of >= 1 pixel (at least one), got {sizes}"
+        )
+    return [profile.with_square_sensor(s) for s in sizes]
+
+
 def bench_camera(
     profile: HardwareProfile,
     sizes: tuple[int, ...] = (512, 2048),
@@ -40,18 +54,27 @@ def bench_camera(
     ``snapImage`` + ``getImage`` run for about ``seconds`` after a warm-up (in
     this process, on this thread: one core). Each result carries its ratio to the
     target in `CAMERA_TARGETS_FPS`, measured in the same run.
+
+    Raises
+    ------
+    LivescopeError
+        for a profile that is not simulated, no sizes or one < 1, ``seconds``
+        not a finite number > 0, or a channel the profile lacks; checked before
+        anything runs.
+
     """
-    if profile.simulation is None:
-        raise LivescopeError(
-            f"profile {profile.name!r} is not a simulated profile; this benchmark runs on the "
-            "simulated microscope (e.g. --profile sim)"
-        )
+    profs = _profiles(profile, sizes)
     if not (seconds > 0 and math.isfinite(seconds)):
         raise LivescopeError(f"seconds per case must be a finite number > 0, got {seconds}")
-    chans = channels or tuple(c.name for c in profile.channels.presets)
+    names = [c.name for c in profile.channels.presets]
+    chans = channels or tuple(names)
+    if unknown := [c for c in chans if c not in names]:
+        raise LivescopeError(
+            f"no channel {', '.join(map(repr, unknown))} in profile {profile.name!r}; "
+            f"it has: {', '.join(names)}"
+        )
     results: list[dict[str, Any]] = []
-    for size in sizes:
-        prof = profile.with_square_sensor(size)
+    for size, prof in zip(sizes, profs, strict=True):
         with SimulatedMicroscope(prof) as sim:
             core = sim.core
             core.setShutterOpen(True)
@@ -203,11 +226,20 @@ def bench_record(
     (``path: zarr``) writes the same frames with the default codec through
     zarr's own array writes, which the recorder bypasses (it encodes and writes
     each chunk itself); the default codec's row gives ``cpu_vs_zarr_path``.
+
+    Raises
+    ------
+    LivescopeError
+        for a profile that is not simulated, no sizes or one < 1, no codecs or
+        one that is not in `CODECS`, or ``repeats`` or ``frames`` < 1; checked
+        before anything runs.
+
     """
-    if profile.simulation is None:
+    _profiles(profile, sizes)
+    if not codecs or not set(codecs) <= set(CODECS):
+        # (none: the JSON would hold zarr's path alone, nothing of the recorder measured)
         raise LivescopeError(
-            f"profile {profile.name!r} is not a simulated profile; this benchmark runs on the "
-            "simulated microscope (e.g. --profile sim)"
+            f"benchmark codecs must be one or more of {', '.join(CODECS)}, got {codecs}"
         )
     if repeats < 1 or frames < 1:
         raise LivescopeError(f"repeats and frames must be >= 1, got {repeats} and {frames}")
