@@ -56,7 +56,15 @@ class BusInfo:
 
     @classmethod
     def read(cls, run_dir_or_file: str | Path) -> BusInfo:
-        """Read ``bus.json`` from a run folder (or the file itself)."""
+        """Read ``bus.json`` from a run folder (or the file itself).
+
+        Raises
+        ------
+        LivescopeError
+            if there is none (no agent runs there, or its run has finished), or
+            it cannot be read or is no bus file.
+
+        """
         p = Path(run_dir_or_file)
         path = p / BUS_FILE if p.is_dir() else p
         try:
@@ -66,6 +74,13 @@ class BusInfo:
                 decision_protocol=int(data.get("decision_protocol", 0)),
             )
         except FileNotFoundError:
+            if path.name == BUS_FILE and (path.parent / "summary.json").is_file():
+                # (the agent removes bus.json as it ends, then writes its summary)
+                raise LivescopeError(
+                    f"the run in {path.parent} has finished (its summary.json is there): no "
+                    "agent sends its frames any more (`livescope worker --analyse` analyses "
+                    "what it recorded)"
+                ) from None
             raise LivescopeError(f"no {BUS_FILE} in {p}: is an agent running there?") from None
         except OSError as exc:  # (no permission to read it, a folder by that name)
             raise LivescopeError(f"cannot read {path}: {exc.strerror or exc}") from None
@@ -76,7 +91,8 @@ class BusInfo:
 class WorkerLink:
     """A worker's connection to one agent: ``frames`` in, decisions out.
 
-    ``decisions`` is None on a link attached for frames only.
+    ``decisions`` is None on a link attached for frames only. Take frames on one
+    thread and send decisions on one thread (each socket is used by one).
     """
 
     def __init__(
@@ -119,6 +135,9 @@ class WorkerLink:
         LivescopeError
             if no acknowledgement comes within ``timeout`` seconds, the link
             was attached for frames only, or it is closed.
+        ValueError
+            if ``timeout`` is not a number of seconds >= 0 (``math.inf``: wait
+            until answered).
 
         """
         if self._closed:  # (its socket is gone: zmq would say "not a socket")
@@ -171,9 +190,10 @@ def attach(
     Raises
     ------
     LivescopeError
-        if there is no agent, or (with ``decisions``) it speaks another version
-        of the decision channel (`DECISION_PROTOCOL`: agent and worker from
-        different livescope versions).
+        if there is no agent (or its run has finished: said so), the agent at
+        its addresses answers for another run, or (with ``decisions``) it
+        speaks another version of the decision channel (`DECISION_PROTOCOL`:
+        agent and worker from different livescope versions).
 
     """
     info = run if isinstance(run, BusInfo) else BusInfo.read(run)

@@ -4,7 +4,9 @@ The worker's main thread runs the engines; frames keep arriving meanwhile.
 `FieldAssembler` takes them off the bus as they come, also while the engines
 run, and queues each field (the frames of one position at one time point) the
 moment its last frame is in: a field is ready as soon as the one before it is
-analysed, and its decisions wait for no copying.
+analysed, and its decisions wait for no copying. Frames come field by field: a
+field short of frames (some lost on the way, read back from the recording by the
+worker) is queued when a frame of another field comes.
 """
 
 from __future__ import annotations
@@ -54,10 +56,12 @@ class FieldAssembler:
         The worker's counts; ``count_lock`` is held to count
         ``frames_already_analysed``, which the main thread also adds to.
     orphaned
-        Set when the supervising process is gone (`watch_stdin`): the thread stops.
+        Set when the supervising process is gone (`watch_stdin`): the thread stops
+        with an error once no frame comes (the agent ran in that process).
 
-    The queue (`fields`) ends with None when the agent has finished, or with
-    the exception that stopped the thread.
+    The queue (`fields`) ends with None when the agent has finished (its
+    ``bus.json`` gone) or no frame came for ``idle_s``, or with the exception
+    that stopped the thread.
 
     """
 
@@ -100,7 +104,8 @@ class FieldAssembler:
                         break  # the agent has finished; the queue is drained
                     idle = self._config.idle_s
                     if idle is not None and time.monotonic() - last_frame > idle:
-                        logger.warning("no frame for %.0f s; the worker stops", idle)
+                        logger.warning("no frame for %g s (idle_s): the worker stops taking "
+                                       "frames and analyses what was recorded", idle)  # fmt: skip
                         break
                     if self._orphaned.is_set():
                         raise LivescopeError("the supervising process is gone; the worker stops")
@@ -109,10 +114,18 @@ class FieldAssembler:
                 try:
                     h = frame.header
                     counts["frames_received"] += 1
+                    key = (str(h["position"]), int(h["index"].get("t", 0)))
+                    if pending is not None and (pending.position, pending.t) != key:
+                        # frames come field by field: a frame of another field, also one
+                        # left out below (added, already analysed, overwritten), was taken
+                        # after every frame of this one (else a field whose last frame was
+                        # lost waited for the next time point: a whole interval)
+                        pending.next_seq = int(h["seq"])  # (its lost frames came before)
+                        fields.put(pending)  # incomplete: its other frames never came
+                        pending = None
                     if h.get("added_by") and not self._config.analyse_added:
                         counts["added_frames_received"] += 1
                         continue
-                    key = (str(h["position"]), int(h["index"].get("t", 0)))
                     if key[0] in self._done and key[1] <= self._done[key[0]]:
                         with self._count_lock:
                             counts["frames_already_analysed"] += 1
@@ -126,10 +139,6 @@ class FieldAssembler:
                             "it is read from the recording", h["seq"],
                         )  # fmt: skip
                         continue
-                    if pending is not None and (pending.position, pending.t) != key:
-                        pending.next_seq = int(h["seq"])  # (its lost frames came before)
-                        fields.put(pending)  # incomplete: its other frames never came
-                        pending = None
                     if pending is None:
                         pending = Field(key[0], key[1], {}, dict(h), frame.t_received_ns)
                     z = int(h["index"].get("z", 0))
