@@ -629,14 +629,14 @@ class PipelineWorker:
         if fld.live:
             # fields the bus lost come from the recording
             self._catch_up(fld.position, fld.t, int(fld.header.get("seq", -1)))
-            if len(fld.frames) < self.recorded.count((fld.position, fld.t)):
-                self._complete(fld)
         if fld.position in self.done and fld.t <= self.done[fld.position]:
             if fld.live:  # analysed from the recording while its frames were on their way
-                with self._skip_lock:
+                with self._skip_lock:  # (the frames received: none read back for nothing)
                     self.counts["frames_already_analysed"] += len(fld.frames)
             self._handoff.set()
             return
+        if fld.live and len(fld.frames) < self.recorded.count((fld.position, fld.t)):
+            self._complete(fld)
         self._main_free.clear()
         try:
             self._analyse_field(fld)

@@ -597,3 +597,26 @@ def test_a_field_binned_by_channel_is_analysed_at_its_segmented_frames_pixel_siz
     assert job.pixel_size_um == 1.3
     assert fld.pixel_size_um("Phase") == 0.65
     assert fld.pixel_size_um("Brightfield") == 0.65  # (a channel without one: the header's)
+
+
+def test_a_live_field_analysed_already_is_not_completed_from_the_recording(
+    tmp_path: Path,
+) -> None:
+    # its lost frames were read back from disk for nothing (waiting for the recorder), then
+    # counted as received and already analysed: the received frames' counts did not add up
+    import numpy as np
+
+    from livescope.pipeline._jobs import Field
+
+    run = _recorded_run(tmp_path, timepoints=1)
+    first = json.loads((run / "frames.jsonl").read_text().splitlines()[0])
+    fld = Field("p0", 0, {(first["channel"], 0): np.zeros((8, 8), np.uint16)}, first, 0)
+    w = PipelineWorker(run, NO_ENGINES)
+    w.done["p0"] = 0  # (analysed from the recording while its frames were on their way)
+    try:
+        w._process(fld)
+    finally:
+        w._finish(failed=True)
+    assert w.counts["frames_already_analysed"] == 1
+    assert w.counts["frames_completed_from_recording"] == 0
+    assert len(fld.frames) == 1
