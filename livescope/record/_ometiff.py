@@ -2,15 +2,19 @@
 
 Each series is matched to its OME ``Image`` by name (by order where the images
 have no names of their own and their counts agree); units of length and time
-are converted from OME's; planes its OME-XML lists but the file lacks, planes
+are converted from OME's (so are the planes' stage positions, ``PositionX/Y/Z``);
+a Micro-Manager MMStack file is read by its OME-XML, which tells its positions
+apart; planes its OME-XML lists but the file lacks, planes
 the file ends inside of, and pages its OME-XML places in no plane are left
 out, with a warning; a file of a multi-file OME-TIFF whose metadata is in
-another, and OME-XML that is not well-formed, are refused naming the file.
+another (or, Micro-Manager's, without it), and OME-XML that is not well-formed,
+are refused naming the file.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import glob
 import itertools
 import logging
 import math
@@ -78,7 +82,9 @@ def open_ome_tiff(p: Path, interval_s: float, pixel_size_um: float | None) -> Da
     log = logging.getLogger("tifffile")
     log.addHandler(handler)
     try:
-        tf = tifffile.TiffFile(p)
+        # (a Micro-Manager MMStack file is OME-TIFF too: tifffile would read it as one series
+        # of all positions from its own index map, which livescope cannot tell apart)
+        tf = tifffile.TiffFile(p, is_mmstack=False)
     except (OSError, ValueError, struct.error, tifffile.TiffFileError) as exc:
         raise DatasetError(f"{p}: not a readable TIFF ({exc!r})") from None
     finally:
@@ -87,7 +93,7 @@ def open_ome_tiff(p: Path, interval_s: float, pixel_size_um: float | None) -> Da
         if logged:
             raise DatasetError(f"{p}: truncated or damaged TIFF ({logged[0]})")
         if not tf.is_ome:
-            raise DatasetError(f"{p}: no OME metadata; cannot tell time, channel and z apart")
+            raise DatasetError(_no_ome(p, bool(tf.is_micromanager)))
         images = _ome_images(p, tf.ome_metadata or "")
         try:
             # (parsed now, lazily: planes listed in the XML but not in the file are None)
@@ -96,6 +102,7 @@ def open_ome_tiff(p: Path, interval_s: float, pixel_size_um: float | None) -> Da
             raise DatasetError(f"{p}: its OME metadata does not fit its pages ({exc!r})") from None
         if any(s.kind == "generic" for s in all_series):  # (tifffile's fallback: no OME plane)
             raise DatasetError(f"{p}: none of the planes its OME metadata lists is in the file")
+        _keep_files_open(tf, all_series)
         matched = _series_images(p, all_series, images)
         warnings: list[str] = []
         left_out = [im.name or f"image {k}" for k, im in enumerate(images) if im not in matched]
@@ -134,6 +141,7 @@ def open_ome_tiff(p: Path, interval_s: float, pixel_size_um: float | None) -> Da
                 for at in (dict(zip(lead, idx, strict=True)) for idx in np.ndindex(*lead_shape))
             }
             when = _plane_times(p, image, wanted, warnings)
+            stage = _plane_positions(p, image, warnings)
             for plane, idx in enumerate(np.ndindex(*lead_shape)):
                 at = dict(zip(lead, idx, strict=True))
                 c = at.get("C", 0)
@@ -149,11 +157,13 @@ def open_ome_tiff(p: Path, interval_s: float, pixel_size_um: float | None) -> Da
                 if _ends_past_file(page):  # (a writer stopped while writing it)
                     cut.append(where)
                     continue
+                x_um, y_um, z_um = stage.get((key.t, c, key.z), (None, None, None))
                 frames.append(
                     RecordedFrame(
                         key, (int(shape[len(lead)]), int(shape[len(lead) + 1])),
                         dtype_name(series.dtype),
                         sample_time_s=when.get((key.t, c, key.z), key.t * step),
+                        x_um=x_um, y_um=y_um, z_um=z_um,
                         pixel_size_um=um, origin=f"series {i} plane {plane}",
                     )
                 )  # fmt: skip
@@ -224,6 +234,39 @@ def _ome_images(p: Path, xml: str) -> list[_OmeImage]:
     return images
 
 
+def _no_ome(p: Path, micromanager: bool) -> str:
+    """Say that ``p`` has no OME-XML; for a Micro-Manager file, which file of its dataset has.
+
+    Micro-Manager writes the OME-XML of a whole dataset (all positions, all files)
+    into its first file only: ``<prefix>_MMStack_<position>.ome.tif``, the first
+    position's; the others (``..._1.ome.tif``, the other positions') have none.
+    """
+    import tifffile
+
+    plain = f"{p}: no OME metadata; cannot tell time, channel and z apart"
+    if not micromanager or "_MMStack" not in p.name:
+        return plain
+    prefix = p.name.split("_MMStack")[0]
+    for other in sorted(p.parent.glob(f"{glob.escape(prefix)}_MMStack*.tif")):
+        if other == p:
+            continue
+        try:
+            with tifffile.TiffFile(other, is_mmstack=False) as tf:
+                has_ome = bool(tf.is_ome)
+        except (OSError, ValueError, struct.error):  # (TiffFileError: a ValueError)
+            continue
+        if has_ome:
+            return (
+                f"{plain}: a file of a Micro-Manager dataset whose OME metadata (positions, "
+                f"times, channels) is in {other.name}; open {other} instead"
+            )
+    return (
+        f"{plain}: a file of a Micro-Manager dataset whose OME metadata is in its first file "
+        f"({prefix}_MMStack_<first position>.ome.tif), which is not beside it; open that file, "
+        "with the dataset's other files beside it"
+    )
+
+
 def _binary_only(p: Path, metadata_file: str | None) -> str:
     """Say which file holds the metadata of a multi-file OME-TIFF that ``p`` is part of."""
     if not metadata_file:
@@ -270,6 +313,18 @@ def _series_images(p: Path, series: list[Any], images: list[_OmeImage]) -> list[
         f"{len(series)}, and the images have no names of their own to tell which (a file of a "
         "multi-file OME-TIFF missing?)"
     )
+
+
+def _keep_files_open(tf: Any, series: list[Any]) -> None:
+    """Open the other files of a multi-file OME-TIFF whose planes ``series`` read.
+
+    tifffile closes each after reading its pages, and reopens it on the first read
+    with a UserWarning (an error where warnings are); open, they are closed with ``tf``.
+    """
+    for handle in {id(pg.parent): pg.parent.filehandle for s in series for pg in s.pages
+                   if pg is not None and pg.parent is not tf}.values():  # fmt: skip
+        if handle.closed:
+            handle.open()
 
 
 def _ends_past_file(page: Any) -> bool:
@@ -407,6 +462,43 @@ def _plane_times(
             warnings.append(note)
         return {}
     return times
+
+
+def _plane_positions(
+    p: Path, image: _OmeImage, warnings: list[str]
+) -> dict[tuple[int, int, int], tuple[float | None, float | None, float | None]]:
+    """Return where the stage was for each plane, µm, by (T, C, Z): its ``Plane`` PositionX/Y/Z.
+
+    An axis a plane does not state is None; so is one in a unit livescope does
+    not know (Bio-Formats writes 0 ``reference frame`` where none was recorded)
+    or that is no number, said in ``warnings``.
+    """
+    stage: dict[tuple[int, int, int], tuple[float | None, float | None, float | None]] = {}
+    unknown: list[str] = []
+    for attrs in image.planes:
+        try:
+            t, c, z = (int(attrs.get(k, "0")) for k in ("TheT", "TheC", "TheZ"))
+        except ValueError:  # (said by _plane_times)
+            continue
+        xyz: list[float | None] = []
+        for axis in "XYZ":
+            value, unit = attrs.get(f"Position{axis}"), attrs.get(f"Position{axis}Unit")
+            um = None if value is None else _in_unit(value, unit, _UM_PER)
+            if value is not None and (um is None or not math.isfinite(um)):
+                if (what := f"Position{axis} {value!r} {unit or ''}".rstrip()) not in unknown:
+                    unknown.append(what)
+                um = None
+            xyz.append(um)
+        stage[(t, c, z)] = (xyz[0], xyz[1], xyz[2])
+    if unknown:
+        name = f" (image {image.name!r})" if image.name else ""
+        note = (
+            f"{p}{name}: stage positions {_first_few(unknown)} are no length livescope knows; "
+            "replayed without them"
+        )
+        if note not in warnings:
+            warnings.append(note)
+    return stage
 
 
 def _in_unit(value: str, unit: str | None, per: dict[str, float]) -> float | None:
