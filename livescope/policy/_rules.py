@@ -101,10 +101,12 @@ class Policy(Protocol):
 
 
 def _check_numbers(where: str, params: Mapping[str, Any], *, skip: Iterable[str] = ()) -> None:
-    """Refuse a parameter that is not a finite number (YAML ``"1"`` is a string)."""
+    """Refuse a parameter that is not a finite number (YAML's ``"1"`` is a string, ``k:`` None)."""
     for key, value in params.items():
-        if key in skip or value is None:
+        if key in skip:
             continue
+        if value is None:  # (YAML's empty `key:`, which no setting takes as its default)
+            raise ValueError(f"{where}.{key} must be a number, got nothing")
         if (
             isinstance(value, bool)
             or not isinstance(value, int | float)
@@ -128,7 +130,15 @@ _ACTION_PARAMS: dict[str, frozenset[str]] = {
     "stop_run": frozenset(),
     "record": frozenset(),
 }
-"""Parameters each action other than ``acquire`` takes (it acts on the position that fired)."""
+"""Parameters each action other than ``acquire`` takes."""
+_ACTS_ON = {
+    "recentre": "it moves the position whose field fired onto the cell",
+    "change_interval": "it re-times the time points still to come, at every position",
+    "stop_position": "it stops the position whose field fired",
+    "stop_run": "it ends the run",
+    "record": "it only logs the firing",
+}
+"""What each action other than ``acquire`` acts on (why it takes no position: its errors)."""
 _AIMED = frozenset({"acquire", "recentre"})
 """Actions whose decision needs the field's stage position (to place a close-up or a move)."""
 
@@ -309,7 +319,12 @@ ACTIONS = ("acquire", "recentre", "change_interval", "stop_position", "stop_run"
 
 def _acquire_spec(params: Mapping[str, Any], group: str) -> dict[str, Any]:
     """`Acquire` keywords from a rule's ``acquire:`` (one channel may be given as a name)."""
-    spec = {"group": group, **params}
+    if params.get("group", group) != group:  # (its events would all be refused by the agent)
+        raise ValueError(
+            f"acquire.group {params['group']!r} is not the rig's channel group {group!r}: "
+            "leave it out (a rule's channels are the rig's)"
+        )
+    spec = {**params, "group": group}
     chans = spec.get("channels", ())
     if isinstance(chans, Mapping):
         raise ValueError(
@@ -339,6 +354,22 @@ def _place_um(obs: Observation, y: float, x: float) -> tuple[float, float]:
     return x * obs.pixel_size_um, y * obs.pixel_size_um
 
 
+def _hit_place_um(obs: Observation, hit: Hit) -> tuple[float, float] | None:
+    """Where ``hit``'s cell is (`_place_um`), or None: no cell, or at no finite place.
+
+    A cell whose centroid (or the field's stage position) is NaN is at an
+    unknown place, as a hit without a cell is: within its position every
+    firing in the cooldown holds it back (a NaN distance was never within the
+    radius: it fired however close it was). Its own firing holds back no
+    other: a close-up or recentring on it is refused (`Rule._unaimed`), and
+    held back everywhere in the position the others would lose their own.
+    """
+    if hit.y is None or hit.x is None:
+        return None
+    x, y = _place_um(obs, hit.y, hit.x)
+    return (x, y) if math.isfinite(x) and math.isfinite(y) else None
+
+
 class Rule:
     """A declared rule: ``when`` trigger, ``do`` action, cooldown in time and space.
 
@@ -357,7 +388,8 @@ class Rule:
         ... closer than this to where it fired (0: anywhere in the position).
         Where both fields carry their stage position, a firing at another
         position this close on the stage holds it back too (the same cell,
-        where the fields overlap: a grid's tiles).
+        where the fields overlap: a grid's tiles). A cell at no known place (a
+        NaN centroid) is held back by every firing at its position.
         A hit held back by the cooldown is not used up: a condition that lasts
         (a cell still in mitosis, still in the region, a feature or count still
         past its threshold) fires on the first field after the cooldown; a
@@ -393,6 +425,9 @@ class Rule:
         kind, params = next(iter(when.items()))
         if params is not None and not isinstance(params, Mapping):
             raise ValueError(f"rule {name!r}: trigger {kind} takes a mapping, got {params!r}")
+        if misspelt := _unknown_settings(TRIGGERS[kind], params):
+            # (before the numbers: a misspelt `feture: area` is no number, and was called one)
+            raise ValueError(f"rule {name!r}: trigger {kind}: {misspelt}")
         _check_numbers(f"rule {name!r}: {kind}", dict(params or {}), skip=("feature", "region"))
         try:
             self.trigger = TRIGGERS[kind](**dict(params or {}))
@@ -433,8 +468,8 @@ class Rule:
             if unknown := sorted(set(self.params) - _ACTION_PARAMS[self.action]):
                 takes = sorted(_ACTION_PARAMS[self.action]) or "nothing"
                 raise ValueError(
-                    f"rule {name!r}: {self.action} takes {takes}, not {unknown} (it acts on the "
-                    "position whose field fired)"
+                    f"rule {name!r}: {self.action} takes {takes}, not {unknown} "
+                    f"({_ACTS_ON[self.action]})"
                 )
             _check_numbers(f"rule {name!r}: {self.action}", self.params)
         if self.action == "change_interval" and not self.params.get("interval_s", 0) > 0:
@@ -449,8 +484,6 @@ class Rule:
                 raise ValueError(f"rule {name!r}: max_fires must be >= 1, got {max_fires}")
             max_fires = int(max_fires)
         cooldowns = {"cooldown_s": cooldown_s, "cooldown_radius_um": cooldown_radius_um}
-        if none := [k for k, v in cooldowns.items() if v is None]:  # (YAML's empty `key:`)
-            raise ValueError(f"rule {name!r}.{none[0]} must be a number, got nothing")
         _check_numbers(f"rule {name!r}", cooldowns)
         if cooldown_s < 0 or cooldown_radius_um < 0:
             raise ValueError(f"rule {name!r}: cooldowns must be >= 0")
@@ -480,17 +513,20 @@ class Rule:
     def _cooling(self, obs: Observation, hit: Hit) -> bool:
         now = obs.sample_time_s
         self.recent = [r for r in self.recent if now - r[1] < self.cooldown_s]
+        place = _hit_place_um(obs, hit)
         for pos, _, rx, ry, on_stage in self.recent:
-            if pos != obs.position:
-                # another position's firing: near on the stage, as where fields overlap
-                # (a grid's tiles), it is the same cell
-                near = on_stage and obs.stage_um and self.cooldown_radius_um > 0
-                if not near or hit.y is None or hit.x is None or rx is None:
-                    continue
-            elif self.cooldown_radius_um <= 0 or hit.y is None or hit.x is None or rx is None:
-                return True
-            x, y = _place_um(obs, hit.y, hit.x)
-            if math.hypot(x - rx, y - (ry or 0.0)) < self.cooldown_radius_um:
+            here = pos == obs.position
+            if rx is not None and ry is not None and not math.isfinite(rx + ry):
+                continue  # (a cell at no finite place, saved before they were left out)
+            if place is None or rx is None or ry is None or self.cooldown_radius_um <= 0:
+                if here:  # (no distance to tell: anywhere in the position)
+                    return True
+                continue
+            if not here and not (on_stage and obs.stage_um):
+                # another position's firing holds it back only near on the stage, as where
+                # fields overlap (a grid's tiles): it is the same cell
+                continue
+            if math.hypot(place[0] - rx, place[1] - ry) < self.cooldown_radius_um:
                 return True
         return False
 
@@ -558,10 +594,10 @@ class Rule:
             self.fires += 1
             k += 1
             entry = None
-            if self.cooldown_s > 0:
-                sx = sy = None
-                if hit.y is not None and hit.x is not None:
-                    sx, sy = _place_um(obs, hit.y, hit.x)
+            place = _hit_place_um(obs, hit)
+            if self.cooldown_s > 0 and (place is not None or hit.y is None or hit.x is None):
+                # (a cell at no finite place holds back no other: `_hit_place_um`)
+                sx, sy = place or (None, None)
                 entry = (obs.position, obs.sample_time_s, sx, sy, bool(obs.stage_um))
                 self.recent.append(entry)
             if decision is not None:
@@ -654,14 +690,25 @@ def _python_policy(item: dict[str, Any], where: str) -> Policy:
     return policy
 
 
-def _settings_problem(cls: Any, given: Mapping[str, Any] | None, exc: TypeError) -> str:
-    """Say which settings a trigger or action does not know (not its class' __init__)."""
+def _unknown_settings(cls: Any, given: Mapping[str, Any] | None) -> str:
+    """Say which settings a trigger or action does not know (``""``: none)."""
     import inspect
 
     params = inspect.signature(cls).parameters.values()
     takes = [p.name for p in params if not p.name.startswith("_")]
     if unknown := sorted(set(given or {}) - set(takes)):
         return f"unknown setting(s) {unknown}; it takes {takes}"
+    return ""
+
+
+def _settings_problem(cls: Any, given: Mapping[str, Any] | None, exc: TypeError) -> str:
+    """Say which settings a trigger or action does not know (not its class' __init__)."""
+    import inspect
+
+    if unknown := _unknown_settings(cls, given):
+        return unknown
+    params = inspect.signature(cls).parameters.values()
+    takes = [p.name for p in params if not p.name.startswith("_")]
     missing = [
         p.name for p in params
         if p.default is inspect.Parameter.empty and p.name not in (given or {})
@@ -713,6 +760,11 @@ def rules_from_spec(
         if not isinstance(item["when"], dict) or not isinstance(item["do"], dict):
             raise LivescopeError(f"{where}: 'when' and 'do' must be mappings")
         try:
+            if "max_fires" in item and item["max_fires"] is None:  # (YAML's empty `max_fires:`)
+                raise ValueError(
+                    f"rule {item['name']!r}.max_fires must be a number, got nothing (leave it "
+                    "out for no limit)"
+                )
             rules.append(
                 Rule(
                     str(item["name"]),
