@@ -467,7 +467,7 @@ def test_an_acquire_in_another_channel_group_is_refused_when_the_plan_is_read() 
 
     spec = [{"name": "closeup", "when": {"mitosis": {}},
              "do": {"acquire": {"channels": ["DAPI"], "group": "Filters"}}}]  # fmt: skip
-    with pytest.raises(LivescopeError, match="acquire.group 'Filters' is not the rig's"):
+    with pytest.raises(LivescopeError, match=r"acquire\.group 'Filters' is not the rig's"):
         rules_from_spec(spec, channel_group="Channel", channels=["DAPI"])
     spec[0]["do"]["acquire"]["group"] = "Channel"  # (the rig's own: as without it)
     assert rules_from_spec(spec, channel_group="Channel", channels=["DAPI"])
