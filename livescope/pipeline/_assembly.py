@@ -34,6 +34,11 @@ __all__ = ["FieldAssembler", "watch_stdin"]  # the worker's own, not re-exported
 
 logger = logging.getLogger("livescope")
 
+MAX_QUEUED_BYTES = 1 << 30
+"""Most bytes of frames queued for the engines (1 GiB): a field completed beyond it is
+not queued but left to the recording, which the worker reads it back from before the
+position's next field (a worker far behind on large frames filled memory until it died)."""
+
 
 class FieldAssembler:
     """Queue a live run's fields for the worker's main thread, from a thread of its own.
@@ -121,7 +126,7 @@ class FieldAssembler:
                         # after every frame of this one (else a field whose last frame was
                         # lost waited for the next time point: a whole interval)
                         pending.next_seq = int(h["seq"])  # (its lost frames came before)
-                        fields.put(pending)  # incomplete: its other frames never came
+                        self._queue(pending)  # incomplete: its other frames never came
                         pending = None
                     if h.get("added_by") and not self._config.analyse_added:
                         counts["added_frames_received"] += 1
@@ -148,13 +153,33 @@ class FieldAssembler:
                 finally:
                     frame.release()
                 if len(pending.frames) >= self._recorded.count((pending.position, pending.t)):
-                    fields.put(pending)
+                    self._queue(pending)
                     pending = None
             if pending is not None:
-                fields.put(pending)
+                self._queue(pending)
             fields.put(None)
         except Exception as exc:  # noqa: BLE001 (handed to the main thread, which raises it)
             fields.put(exc)
+
+    def _queue(self, fld: Field) -> None:
+        """Queue ``fld`` for the engines, or leave it to the recording past `MAX_QUEUED_BYTES`."""
+        size = sum(a.nbytes for a in fld.frames.values())
+        with self.fields.mutex:  # (a look at the queue: the main thread takes from it meanwhile)
+            queued = sum(
+                a.nbytes for f in self.fields.queue if isinstance(f, Field)
+                for a in f.frames.values()
+            )  # fmt: skip
+        if queued and queued + size > MAX_QUEUED_BYTES:
+            with self._count_lock:
+                self._counts["fields_left_to_recording"] += 1
+            if self._counts["fields_left_to_recording"] == 1:
+                logger.warning(
+                    "the engines are %.0f MB of frames behind: fields are read back from the "
+                    "recording until they catch up (field %s t=%d the first)",
+                    queued / 1e6, fld.position, fld.t,
+                )  # fmt: skip
+            return
+        self.fields.put(fld)
 
 
 def watch_stdin(gone: threading.Event) -> None:

@@ -92,3 +92,32 @@ def test_attaching_to_a_finished_run_says_that_it_has_finished(tmp_path: Path) -
             attach(where)
     with pytest.raises(LivescopeError, match="is an agent running there"):
         attach(tmp_path / "elsewhere")  # (no run there at all)
+
+
+def test_fields_past_the_queued_bytes_are_left_to_the_recording(
+    tmp_path: Path, bus: Bus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a worker far behind on large frames queued every field's frames in memory until it
+    # died: past the limit a field is left to the recording (read back before the
+    # position's next field), and queued again once the engines have caught up
+    from livescope.pipeline import _assembly
+
+    monkeypatch.setattr(_assembly, "MAX_QUEUED_BYTES", 100)  # (a field: 2 frames of 32 bytes)
+    expected = {("A", t): 2 for t in range(4)}
+    asm, counts = _start(tmp_path, bus, expected, {})
+    try:
+        for t in range(3):
+            bus.send(("A", t, "c0"), ("A", t, "c1"))
+        wait_for(lambda: counts["frames_received"] >= bus.sent)
+        wait_for(lambda: counts["fields_left_to_recording"] == 2)
+        first = asm.fields.get(timeout=2)  # (the engines take the field they had)
+        assert isinstance(first, Field)
+        assert first.t == 0
+        assert asm.fields.empty()  # t=1 and t=2 were left to the recording
+        bus.send(("A", 3, "c0"), ("A", 3, "c1"))
+        latest = asm.fields.get(timeout=2)  # (nothing queued: this one goes in again)
+        assert isinstance(latest, Field)
+        assert latest.t == 3
+        assert counts["fields_left_to_recording"] == 2
+    finally:
+        asm.stop()
