@@ -111,6 +111,18 @@ def _summary(late_ns: list[int], seconds: float) -> dict[str, Any]:
     }
 
 
+def _usable_cpus() -> int:
+    """Return how many cores this process may run on (the default number of busy processes).
+
+    Those of its CPU affinity where the platform has one (Linux): a container's or a
+    batch job's share of a large machine, not the whole machine's count, which would
+    crowd its few cores with a busy process for every core it cannot use.
+    """
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
 def _sig(x: float) -> float:
     return float(f"{x:.4g}")
 
@@ -191,7 +203,8 @@ def bench_jitter(
     period_ms
         How long the probe sleeps each time.
     busy
-        Busy processes in the loaded rounds (default: one per core).
+        Busy processes in the loaded rounds (default: one per core this process
+        may run on, its CPU affinity where the platform has one).
     turns
         How many times each round runs.
 
@@ -220,7 +233,7 @@ def bench_jitter(
         raise LivescopeError(f"seconds must be a finite number > 0, got {seconds}")
     if not 0.05 <= period_ms <= 100:
         raise LivescopeError(f"period_ms must be between 0.05 and 100, got {period_ms}")
-    n_busy = busy if busy is not None else os.cpu_count() or 1
+    n_busy = busy if busy is not None else _usable_cpus()
     if n_busy < 1:
         raise LivescopeError(f"busy must be >= 1, got {n_busy}")
     if turns < 1:

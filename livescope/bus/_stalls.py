@@ -10,6 +10,11 @@ wake-up more than 2 ms late, stamped on the clock the frames are stamped with
 machine. `livescope bench jitter` measures the same floor with nothing else
 running. `machine_info` names the PC's CPU and times a fixed piece of Python
 work on it, so that figures from two PCs can be compared.
+
+The probe's sleep must itself wake on time: on Windows, Python (3.11 on) sleeps
+on a high-resolution timer from Windows 10 version 1803 on; on an older Windows
+a sleep ends on the system's timer tick (~15.6 ms unless a program has asked
+for less), and nearly every wake-up then reads as a stall.
 """
 
 from __future__ import annotations
@@ -193,8 +198,9 @@ class StallMonitor:
     Parameters
     ----------
     period_ms
-        How long the probe sleeps each time (2 ms: ~500 wake-ups a second, a
-        fraction of a per cent of one core).
+        How long the probe sleeps each time (2 ms: ~480 wake-ups a second,
+        about 1 % of one core on a 2-core virtual machine, where each wake-up
+        costs the probe ~25 µs of CPU).
 
     Examples
     --------
@@ -228,6 +234,9 @@ class StallMonitor:
         """
         if self._proc is not None:
             raise LivescopeError("the stall monitor is already running")
+        # a monitor started again answers for this watch only: an earlier one's figures,
+        # kept should this one's stop fail, would pass for this run's
+        self.result, self.stalls = None, []
         # a plain process, not multiprocessing: runs also where the caller is a daemonic
         # process (a Dask worker replaying a dataset), which may not have children
         args = [
