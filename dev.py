@@ -6,7 +6,8 @@
 
 The same commands work on Windows, macOS and Linux (Python >= 3.11; on Windows
 ``py dev.py ...`` works too). The environment lives in ``.venv`` beside this
-file and is reinstalled only when ``pyproject.toml`` changes.
+file and is reinstalled only when ``pyproject.toml`` changes (made again when it
+cannot work: left half-made by an interrupted first run, or made by an older Python).
 """
 
 from __future__ import annotations
@@ -16,46 +17,117 @@ import os
 import subprocess
 import sys
 import venv
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 STAMP = VENV / ".livescope-installed"
+# zarr >= 3.0.8 and numcodecs >= 0.16, core dependencies, have no release for 3.10
+MIN_PYTHON = (3, 11)
+# set by run() when a Ctrl+C came while a command ran: `test` then stops instead of going on
+interrupted = False
 
 
 def venv_python() -> Path:
     return VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
 
-def run(cmd: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT) -> int:
+def run(cmd: Sequence[object], env: dict[str, str] | None = None, cwd: Path = ROOT) -> int:
     """Run a command (in ``cwd``, by default beside this file) and return its exit status.
 
     A Ctrl+C reaches the command (the console sends it to both): this script
     waits for it to finish on its own (the demo writes its summary when
-    interrupted) and returns its status, instead of stopping with a traceback.
+    interrupted) and returns its status, instead of stopping with a traceback;
+    ``interrupted`` is then set. A command killed by signal N (POSIX) gives
+    128 + N, as a shell says it: passed to sys.exit, -N would exit with 256 - N.
     """
+    global interrupted
     print("+ " + " ".join(str(c) for c in cmd), file=sys.stderr, flush=True)
     proc = subprocess.Popen([str(c) for c in cmd], cwd=cwd, env=env)
     while True:
         try:
-            return proc.wait()
+            status = proc.wait()
+            break
         except KeyboardInterrupt:
-            continue
+            interrupted = True
+    return 128 - status if status < 0 else status
+
+
+def venv_problem(py: Path) -> str | None:
+    """Why ``.venv`` cannot be used as it is (``py``, its python), None where it can.
+
+    A first run stopped while the environment was made (Ctrl+C, a full disk) leaves a
+    python without pip; a .venv made by an older Python cannot install livescope, and
+    one whose Python was removed or upgraded since (Homebrew's, a conda environment's)
+    does not start. Each would fail at every run: it is made again instead.
+    """
+    if not py.exists():  # a dangling link too: the Python it was made from is gone
+        return f"{py} is missing"
+    check = "import sys; print(*sys.version_info[:2]); import pip"
+    try:
+        # (errors replaced: a Windows launcher's message may come in another code page)
+        proc = subprocess.run(
+            [str(py), "-c", check],
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=300,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{py} does not start ({exc})"
+    version = tuple(int(v) for v in proc.stdout.split() if v.isdigit())
+    if len(version) != 2:
+        return f"{py} does not start ({(proc.stderr.strip().splitlines() or ['?'])[-1]})"
+    if version < MIN_PYTHON:
+        return f"it was made by Python {version[0]}.{version[1]}"
+    if proc.returncode != 0:
+        return "it has no pip (a first set-up stopped half-way?)"
+    return None
+
+
+def make_venv(clear: bool) -> None:
+    """Create .venv (``clear``: empty it first) with pip; exit with a message if that fails."""
+    try:
+        venv.create(VENV, clear=clear, with_pip=True)
+    except subprocess.CalledProcessError as exc:
+        # ensurepip's output says why (Debian and Ubuntu ship it apart: python3-venv)
+        sys.exit(
+            f"creating the virtual environment in {VENV} failed:\n{exc.output or exc}\n"
+            "On Debian or Ubuntu, install the python3-venv package (e.g. "
+            '"sudo apt install python3.11-venv"), then run this again.'
+        )
+    except OSError as exc:
+        sys.exit(
+            f"creating the virtual environment in {VENV} failed ({exc}): close the programs "
+            "that use it, or delete that folder, then run this again."
+        )
 
 
 def ensure_env(extra: str) -> Path:
     """Create .venv and install livescope (editable) with ``extra`` when needed."""
     py = venv_python()
-    if not py.exists():
+    if not VENV.exists():
         print(f"creating virtual environment in {VENV}", file=sys.stderr, flush=True)
-        venv.create(VENV, with_pip=True)
+        make_venv(clear=False)
+    else:
+        problem = venv_problem(py)
+        if problem is not None:
+            print(f"making the virtual environment in {VENV} again: {problem}", file=sys.stderr)
+            make_venv(clear=True)
     key = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     installed = STAMP.read_text(encoding="utf-8").split() if STAMP.exists() else []
     if installed[:1] == [key] and (extra in installed[1:] or extra == "core"):
         return py
     spec = "." if extra == "core" else f".[{extra}]"
     pip = [py, "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    # pip stopped half-way may have removed a package it was replacing: until it succeeds,
+    # no stamp claims any install (the next run installs again)
+    STAMP.unlink(missing_ok=True)
     if run([*pip, "-e", spec]) != 0:
+        if interrupted:
+            sys.exit("installing livescope was interrupted: the next run installs it again")
         sys.exit("installing livescope failed (see the pip output above)")
     extras = set(installed[1:]) if installed[:1] == [key] else set()
     STAMP.write_text(" ".join([key, *sorted(extras | {extra})]), encoding="utf-8")
@@ -111,6 +183,9 @@ def cmd_test(args: list[str]) -> int:
         print(f"\n=== {name}", file=sys.stderr, flush=True)
         if run(cmd, env) != 0:
             failed.append(name)
+        if interrupted:  # a Ctrl+C stops every check, not only the one running
+            print(f"\ninterrupted during {name}", file=sys.stderr)
+            return 130
     if failed:
         print(f"\nFAILED: {', '.join(failed)}", file=sys.stderr)
         return 1
@@ -119,6 +194,16 @@ def cmd_test(args: list[str]) -> int:
 
 
 def main() -> int:
+    if sys.version_info < MIN_PYTHON:
+        # before anything is made or installed: a .venv of this Python could not install
+        # livescope
+        sys.exit(
+            "livescope needs Python >= {}.{}; this is Python {}.{} ({}). Run this file with a "
+            'newer one (python.org or conda), e.g. "py -3.11 dev.py ..." on Windows or '
+            '"python3.11 dev.py ..." elsewhere.'.format(
+                *MIN_PYTHON, *sys.version_info[:2], sys.executable
+            )
+        )
     commands = {"demo": cmd_demo, "test": cmd_test}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         print(__doc__, file=sys.stderr)
