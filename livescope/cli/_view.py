@@ -15,7 +15,9 @@ from ._common import (
     VerboseOpt,
     emit,
     fail,
+    finite,
     given_or_none,
+    given_path,
     setup_logging,
     user_errors,
 )
@@ -74,8 +76,13 @@ def no_display_reason(env: Mapping[str, str], platform: str = sys.platform) -> s
 
 
 def view(
+    # (an empty RUN, an unset variable in a script, was the current folder)
     run: Annotated[
-        Path, typer.Argument(help="Folder of a running run (where the worker writes overlay.json).")
+        Path,
+        typer.Argument(
+            parser=given_path,
+            help="Folder of a running run (where the worker writes overlay.json).",
+        ),
     ],
     # (an empty --position, an unset variable in a script, is refused: no field comes from
     # a position "", and the viewer waited on it for ever)
@@ -86,7 +93,10 @@ def view(
         ),
     ] = None,
     timeout_s: Annotated[
-        float, typer.Option(min=0, help="Seconds to wait for RUN/overlay.json to appear.")
+        float,
+        typer.Option(
+            min=0, callback=finite, help="Seconds to wait for RUN/overlay.json to appear."
+        ),
     ] = 30.0,
     interval_ms: Annotated[
         int, typer.Option(min=10, max=86_400_000, help="Refresh interval of the viewer, ms.")

@@ -39,6 +39,9 @@ MAX_LINEAGE_TRACKS = 250
 """Tracks drawn per position in the lineage tree (whole trees, dividing ones first)."""
 MAX_CLOSEUP_FIGURES = 6
 """Close-ups shown as thumbnails (the first ones; the table lists them all)."""
+MAX_POSITION_PLOTS = 24
+"""Positions drawn in the cells and lineage sections (the first, in the plan's order; the
+rest in a table): a plate of 96 wells took 30 s and made a page of 3.4 MB."""
 _LATENCY_ORDER = (
     # livescope.pipeline.LATENCY_STAGES, written out so that drawing a report does not import
     # the pipeline (and with it the scope and the bus); a test keeps the two the same
@@ -221,15 +224,25 @@ def _cells_section(page: ReportPage) -> str:
     for r in run.latency or []:
         if (key := (str(r.get("position")), r.get("t"))) in times:
             analysed.setdefault(key[0], set()).add(key[1])
-    for pos in run.positions:
+    rest = []  # (positions past MAX_POSITION_PLOTS: a table row each)
+    for i, pos in enumerate(run.positions):
         rows = by_position.get(pos, [])
+        drawn = i < MAX_POSITION_PLOTS
         if not rows:
-            out.append(missing(f"{pos}: no cells in results/cells.csv."))
+            if drawn:
+                out.append(missing(f"{pos}: no cells in results/cells.csv."))
+            else:
+                rest.append([pos, 0, "no cells in results/cells.csv", 0])
             continue
         ts = sorted({c.t for c in rows} | analysed.get(pos, set()))
         by_t: dict[int, list[Any]] = {t: [] for t in ts}
         for c in rows:
             by_t[c.t].append(c)
+        counts = [len(by_t[t]) for t in ts]
+        mitotic = sum(c.p_mitosis >= 0.5 for c in rows)
+        if not drawn:
+            rest.append([pos, len(ts), value_range(counts), mitotic])
+            continue
         states = list(run.classes)
         states += sorted({c.state for c in rows if c.state and c.state not in states})
         if any(not c.state for c in rows):
@@ -243,9 +256,7 @@ def _cells_section(page: ReportPage) -> str:
         }
         fractions = {k: v for k, v in fractions.items() if any(v)}
         x = [times.get((pos, t), next((c.sample_time_s for c in by_t[t]), float(t))) for t in ts]
-        counts = [len(by_t[t]) for t in ts]
         png = plots.cells_over_time(x, counts, fractions, position=pos, unit=page.unit)
-        mitotic = sum(c.p_mitosis >= 0.5 for c in rows)
         out.append(
             page.plot(
                 png,
@@ -255,7 +266,21 @@ def _cells_section(page: ReportPage) -> str:
                 "P(mitosis) ≥ 0.5.",
             )
         )
+    if rest:
+        out.append(_not_drawn(len(run.positions), "results/cells.csv"))
+        headers = ["position", "analysed time points", "cells per time point",
+                   "cell observations with P(mitosis) ≥ 0.5"]  # fmt: skip
+        out.append(table(headers, rest, cap=None))
     return "".join(out)
+
+
+def _not_drawn(n_positions: int, source: str) -> str:
+    """Say that the positions past `MAX_POSITION_PLOTS` are in the table below, not drawn."""
+    return (
+        f"<p>Plots of the first {MAX_POSITION_PLOTS} of {n_positions} positions (more would "
+        f"make the page slow to write and to open); the others in the table below, in full in "
+        f"{esc(source)}.</p>"
+    )
 
 
 def _read_tracks(path: Path, name: str) -> list[CtcTrack]:
@@ -302,16 +327,20 @@ def _lineage_section(page: ReportPage) -> str:
         return missing(f"No lineage: {NO_RESULTS}.")
     out = []
     live: dict[str, list[CtcTrack]] | None = None  # (read from cells.csv when first needed)
-    for pos in run.positions:
+    rest = []  # (positions past MAX_POSITION_PLOTS: a table row each)
+    for i, pos in enumerate(run.positions):
+        drawn = i < MAX_POSITION_PLOTS
         folder = run.ctc_folder(pos)
         source = ""
         if folder is None:
             if live is None:
                 live = _live_tracks(run.cells or [])
             if not live.get(pos):
-                out.append(
-                    missing(f"{pos}: no lineage (results/ctc/{pos}/res_track.txt is missing).")
-                )
+                why = f"results/ctc/{pos}/res_track.txt is missing"
+                if drawn:
+                    out.append(missing(f"{pos}: no lineage ({why})."))
+                else:
+                    rest.append([pos, 0, 0, why])
                 continue
             # the worker was stopped before it wrote its result (a run cut short): the
             # tracks as the cell table has them
@@ -326,20 +355,29 @@ def _lineage_section(page: ReportPage) -> str:
             try:
                 tracks = _read_tracks(folder / "res_track.txt", name)
             except (OSError, LivescopeError) as exc:  # (one position's: the others are drawn)
-                out.append(missing(f"{pos}: no lineage: {exc}."))
+                if drawn:
+                    out.append(missing(f"{pos}: no lineage: {exc}."))
+                else:
+                    rest.append([pos, 0, 0, f"no lineage: {exc}"])
                 continue
         if not tracks:
-            out.append(missing(f"{pos}: no tracks in res_track.txt."))
+            if drawn:
+                out.append(missing(f"{pos}: no tracks in res_track.txt."))
+            else:
+                rest.append([pos, 0, 0, "no tracks in res_track.txt"])
             continue
-        png, drawn, cut = plots.lineage_tree(tracks, position=pos, max_tracks=MAX_LINEAGE_TRACKS)
         kids = Counter(t.parent for t in tracks if t.parent)
         total_div = sum(n > 1 for n in kids.values())
+        if not drawn:
+            rest.append([pos, len(tracks), total_div, source.strip() or "—"])
+            continue
+        png, n_drawn, cut = plots.lineage_tree(tracks, position=pos, max_tracks=MAX_LINEAGE_TRACKS)
         cap = ""
         if cut:
-            cap = f" Showing {drawn} of {len(tracks)} tracks: the first tree cut at {drawn}."
-        elif drawn < len(tracks):
+            cap = f" Showing {n_drawn} of {len(tracks)} tracks: the first tree cut at {n_drawn}."
+        elif n_drawn < len(tracks):
             cap = (
-                f" Showing {drawn} of {len(tracks)} tracks (whole trees, those with a division "
+                f" Showing {n_drawn} of {len(tracks)} tracks (whole trees, those with a division "
                 "first)."
             )
         out.append(
@@ -351,6 +389,9 @@ def _lineage_section(page: ReportPage) -> str:
                 f"track to its continuation after a gap).{cap}{source}",
             )
         )
+    if rest:
+        out.append(_not_drawn(len(run.positions), "results/ctc/"))
+        out.append(table(["position", "tracks", "divisions", "note"], rest, cap=None))
     return "".join(out)
 
 

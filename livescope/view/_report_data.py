@@ -2,7 +2,9 @@
 
 Each reader returns None for a file that is not there (the report then says so)
 and skips a truncated last line of a JSON-lines log or of ``cells.csv`` (a run
-killed mid-write), saying so in `RunData.problems`. Bytes that are not UTF-8 (a
+killed mid-write), saying so in `RunData.problems`; so are a damaged line (JSON
+that does not parse, a frame whose time point is no integer) and the rows of
+``cells.csv`` from one the csv module cannot read. Bytes that are not UTF-8 (a
 character cut in half) are read as U+FFFD, never raised.
 """
 
@@ -12,6 +14,7 @@ import csv
 import io
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,7 @@ from typing import Any
 from livescope.record import DECISIONS_FILE, FRAMES_FILE, ZARR_NAME
 from livescope.schema import LivescopeError
 
-__all__ = ["RESULTS_DIR", "CellRow", "RunData", "firing_outcome", "load_run"]
+__all__ = ["RESULTS_DIR", "CellRow", "RunData", "finite_seconds", "firing_outcome", "load_run"]
 
 RESULTS_DIR = "results"
 SUMMARY_FILE = "summary.json"
@@ -85,26 +88,28 @@ class RunData:
         return list(dict.fromkeys(str(f.get("channel", "")) for f in self.frames))
 
     def sample_times(self) -> dict[tuple[str, int], float]:
-        """Sample time (s) of each (position, time point), from the frame log."""
+        """Sample time (s) of each (position, time point), from the frame log.
+
+        A time that is no finite number (a replayed dataset's broken timestamp) is left out.
+        """
         out: dict[tuple[str, int], float] = {}
         for f in self.frames:
-            st = f.get("sample_time_s")
+            st = finite_seconds(f.get("sample_time_s"))
             t = (f.get("index") or {}).get("t", 0)
-            if isinstance(st, int | float):
+            if st is not None:
                 key = (str(f.get("position", "")), int(t))
-                out[key] = min(out.get(key, math.inf), float(st))
+                out[key] = min(out.get(key, math.inf), st)
         return out
 
     def seq_times(self) -> dict[int, tuple[str, int, float | None]]:
-        """Position, time point and sample time (s) of each frame sequence number."""
+        """Position, time point and sample time (s, None: unknown) of each frame sequence number."""
         out: dict[int, tuple[str, int, float | None]] = {}
         for f in self.frames:
             if isinstance(f.get("seq"), int):
-                st = f.get("sample_time_s")
                 out[f["seq"]] = (
                     str(f.get("position", "")),
                     int((f.get("index") or {}).get("t", 0)),
-                    float(st) if isinstance(st, int | float) else None,
+                    finite_seconds(f.get("sample_time_s")),
                 )
         return out
 
@@ -112,6 +117,26 @@ class RunData:
         """``results/ctc/<position>`` when it holds a ``res_track.txt``."""
         folder = self.run_dir / RESULTS_DIR / "ctc" / position
         return folder if (folder / "res_track.txt").is_file() else None
+
+
+def finite_seconds(value: object) -> float | None:
+    """Return a finite number of seconds, or None (not a number, NaN, infinite, too large)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        seconds = float(value)
+    except OverflowError:  # (an integer of more digits than a float holds)
+        return None
+    return seconds if math.isfinite(seconds) else None
+
+
+def _time_point_ok(frame: dict[str, Any]) -> bool:
+    """Whether a frame log line's index is an object whose time point (default 0) is an integer."""
+    index = frame.get("index", {})
+    if not isinstance(index, dict):
+        return False
+    t = index.get("t", 0)
+    return isinstance(t, int) or (isinstance(t, float) and t.is_integer())
 
 
 def firing_outcome(verdict: object, stage: object) -> str:
@@ -145,7 +170,7 @@ def _read_jsonl(path: Path, problems: list[str]) -> list[dict[str, Any]] | None:
             continue
         try:
             item = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # (RecursionError: nested too deep, damaged)
             bad += 1
             continue
         if isinstance(item, dict):
@@ -164,6 +189,22 @@ def _number(text: str | None) -> float:
         return math.nan
 
 
+def _csv_rows(reader: csv.DictReader[str], problems: list[str]) -> Iterator[dict[str, Any]]:
+    """Yield the rows of ``cells.csv`` up to one the csv module cannot read, said in ``problems``.
+
+    (csv.Error is no ValueError: a damaged row, e.g. a quote never closed, lost the whole
+    report; after it the csv module cannot tell where rows begin, so the rest is left out)
+    """
+    try:
+        yield from reader
+    except csv.Error as exc:
+        # (line_num counts the lines of the rows read in full: the damaged row begins after)
+        problems.append(
+            f"cells.csv: unreadable at line {reader.line_num + 1} ({exc}); the rows from there "
+            "on are not shown"
+        )
+
+
 def _read_cells(path: Path, problems: list[str]) -> tuple[list[CellRow] | None, list[str]]:
     if not path.is_file():
         return None, []
@@ -177,14 +218,18 @@ def _read_cells(path: Path, problems: list[str]) -> tuple[list[CellRow] | None, 
         problems.append("cells.csv: a half-written last row skipped (the run was cut short)")
     rows: list[CellRow] = []
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    names = list(reader.fieldnames or [])
+    try:
+        names = list(reader.fieldnames or [])
+    except csv.Error as exc:
+        problems.append(f"cells.csv: its header cannot be read ({exc}); cells not shown")
+        return None, []
     missing = [c for c in ("position", "t") if c not in names]
     if missing:
         problems.append(f"cells.csv: no column {', '.join(missing)}; cells not shown")
         return None, []
     classes = [c[2:] for c in names if c.startswith("p_") and c != "p_mitosis"]
     bad = 0
-    for rec in reader:
+    for rec in _csv_rows(reader, problems):
         t = _number(rec.get("t"))
         if not math.isfinite(t):
             bad += 1
@@ -220,7 +265,7 @@ def _read_summary(run: Path) -> tuple[dict[str, Any] | None, str]:
         return None, "is missing"
     try:
         summary = json.loads(_read_text(path))
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # (RecursionError: nested too deep, damaged)
         return None, f"is not valid JSON ({exc})"
     if isinstance(summary, dict):
         return summary, ""
@@ -253,9 +298,14 @@ def load_run(run_dir: str | Path) -> RunData:
     frames = _read_jsonl(run / FRAMES_FILE, problems)
     if frames is None:
         raise LivescopeError(f"{run} is not a run folder: {FRAMES_FILE} is missing")
-    if n := sum(not isinstance(f.get("index", {}), dict) for f in frames):
-        frames = [f for f in frames if isinstance(f.get("index", {}), dict)]
-        problems.append(f"{FRAMES_FILE}: {n} line(s) whose index is no object skipped")
+    # (a time point that is no integer, e.g. NaN, Infinity or null, cost every section that
+    # groups frames by time point; the line is damaged, so it costs only itself)
+    if n := sum(not _time_point_ok(f) for f in frames):
+        frames = [f for f in frames if _time_point_ok(f)]
+        problems.append(
+            f"{FRAMES_FILE}: {n} line(s) whose index is no object or whose time point is no "
+            "integer skipped"
+        )
     results = run / RESULTS_DIR
     cells, classes = _read_cells(results / "cells.csv", problems)
     return RunData(

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from typing import Any
 
 import numpy as np
 
 from . import _report_plots as plots
-from ._report_data import RunData, firing_outcome
+from ._report_data import RunData, finite_seconds, firing_outcome
 from ._report_html import as_dict, esc, fmt, missing, table
 from ._report_page import NO_RESULTS, ReportPage
 
 __all__ = ["agent_answers", "decisions_section", "logged_outcome", "truth_section"]
-
-
-def _seconds(value: object) -> float | None:
-    """Return a sample time from a log, s; None where it is no finite number (an edited file)."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
 
 
 def agent_answers(run: RunData) -> dict[str, dict[str, Any]]:
@@ -61,7 +53,7 @@ def _firings(page: ReportPage) -> list[dict[str, Any]]:
         answers = agent_answers(run)
         for r in run.policy:
             pos, t = str(r.get("position", "")), r.get("t")
-            st = _seconds(r.get("sample_time_s"))
+            st = finite_seconds(r.get("sample_time_s"))
             if st is None and isinstance(t, int):
                 st = times.get((pos, t))
             outcome, reason = logged_outcome(r, answers)

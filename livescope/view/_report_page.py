@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import math
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -12,7 +11,7 @@ from datetime import UTC, datetime
 from livescope.schema import LivescopeError
 
 from . import _report_plots as plots
-from ._report_data import RunData
+from ._report_data import RunData, finite_seconds
 from ._report_html import CSS, esc, missing
 
 __all__ = ["NO_RESULTS", "SECTION_ERRORS", "ReportPage"]
@@ -29,17 +28,6 @@ infinite time point: OverflowError): that section says so."""
 NO_RESULTS = "no analysis results (results/ is missing)"
 
 
-def _seconds(value: object) -> float | None:
-    """Return a finite number of seconds, or None (not a number, NaN, infinite, too large)."""
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return None
-    try:
-        seconds = float(value)
-    except OverflowError:  # (an integer of more digits than a float holds)
-        return None
-    return seconds if math.isfinite(seconds) else None
-
-
 class ReportPage:
     """The sections of one report and the plots in them."""
 
@@ -47,7 +35,7 @@ class ReportPage:
         self.run = run
         self.sections: list[tuple[str, str, str]] = []
         self.n_plots = 0
-        times = [_seconds(f.get("sample_time_s")) for f in run.frames]
+        times = [finite_seconds(f.get("sample_time_s")) for f in run.frames]
         # (finite ones only: one infinite or NaN time in the frame log, e.g. a replayed
         # dataset's broken timestamp, lost the decisions' timeline (an axis limit of inf)
         # and put every time axis in hours)

@@ -59,9 +59,7 @@ def test_a_number_no_float_holds_costs_its_sections_only(
     run = make_run(tmp_path / "run")
     _add_frame(run, t, sample_time_s)
     page = write_report(run).read_text(encoding="utf-8")  # (raised OverflowError: no report)
-    said = not_drawn(page)
-    assert said
-    assert all("OverflowError" in s for s in said)
+    assert not_drawn(page) == []  # (the frame's time left out: no section lost)
     assert "r1" in section(page, "summary")  # the rest of the report is there
     assert '<img class="plot"' in page
 
