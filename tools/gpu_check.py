@@ -15,7 +15,12 @@ votes, or the flood that stands in for the watershed) is timed and its labels
 compared with the CPU's. No case starts after ``--budget-s`` (330 s; those
 not started are named under ``"skipped"``), so the check finishes in about 6
 minutes (``--demo`` adds up to ``--demo-timeout-s``, its run folder a fresh one
-beside ``DIR`` where ``DIR`` already holds a run).
+beside ``DIR`` where ``DIR`` already holds a run). Whatever happens, it stops at
+``--stop-after-s`` (540 s, inside the GPU machine's 10 minutes per command): a
+call that hangs (a CUDA graph capture, a TensorRT build that runs on) leaves
+``"stopped"`` in the JSON, naming the step it was in, and exit status 3; one
+that hangs holding Python's lock has every thread's stack printed to stderr
+15 s later, and the process ends.
 Memory figures ending ``_mb`` are MiB (2**20 bytes), ``memory_gb`` GiB (2**30).
 The JSON file is written whole after every step and case, with
 ``"finished": false`` until the end: a run stopped at the GPU machine's time
@@ -34,9 +39,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import json
+import os
 import platform
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -95,61 +103,76 @@ def gpu_postprocess(maps: np.ndarray, cpu_labels: np.ndarray, pp: PostProcess) -
            "gpu_post_f1_vs_cpu": s["f1"], "gpu_post_map_vs_cpu": s["map"]}  # fmt: skip
     if pp.kind != "centre_votes":  # (votes run the same code on both; no kernels of their own)
         # the same steps with numpy (what the tests check here): the CUDA kernels must agree
-        same = labels_from_maps_gpu(maps[0], maps[1], xp=np, **pp.label_kwargs(1.0))
+        dist = maps[1]
+        if pp.neighbour_weight > 0:  # (as instance_labels: a card with a neighbour channel)
+            dist = np.clip(dist - np.float32(pp.neighbour_weight) * maps[2], 0.0, 1.0)
+        same = labels_from_maps_gpu(maps[0], dist, xp=np, **pp.label_kwargs(1.0))
         out["gpu_post_identical_to_numpy_steps"] = bool(np.array_equal(same, on_cpu))
     return out
 
 
-def left_allocated_mb() -> float | None:
+def _torch_error() -> str | None:
+    """Why torch cannot be imported here (None if it can).
+
+    Not only ImportError: a torch built for another CUDA raises OSError when a
+    library is missing (``libcudart.so.13``), and gpu_info, called before the
+    JSON was first written, took the whole check down with no figure saved.
+    """
     try:
-        import gc
-
-        import torch
-
-        if torch.cuda.is_available():
-            gc.collect()
-            torch.cuda.synchronize()
-            return round(torch.cuda.memory_allocated() / 2**20, 2)
-    except ImportError:
-        pass
+        import torch  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 (said in the JSON; the other checks go on)
+        return f"{type(exc).__name__}: {exc}"
     return None
+
+
+def _cuda_torch() -> Any:
+    """torch where it imports and sees a CUDA GPU, else None."""
+    if _torch_error() is not None:
+        return None
+    import torch
+
+    return torch if torch.cuda.is_available() else None
+
+
+def left_allocated_mb() -> float | None:
+    torch = _cuda_torch()
+    if torch is None:
+        return None
+    import gc
+
+    gc.collect()
+    torch.cuda.synchronize()
+    return round(float(torch.cuda.memory_allocated()) / 2**20, 2)
 
 
 def gpu_info() -> dict:
     info: dict = {}
-    try:
-        import torch
-
-        info["torch"] = torch.__version__
-        info["cuda_available"] = torch.cuda.is_available()
-        if torch.cuda.is_available():
-            info["gpu"] = torch.cuda.get_device_name(0)
-            info["cuda"] = torch.version.cuda
-            info["memory_gb"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
-    except ImportError:
+    error = _torch_error()
+    if error is not None:
         info["torch"] = None
+        if not error.startswith("ModuleNotFoundError"):  # (installed, but it does not load)
+            info["torch_error"] = error
+        return info
+    import torch
+
+    info["torch"] = torch.__version__
+    info["cuda_available"] = torch.cuda.is_available()
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["cuda"] = torch.version.cuda
+        info["memory_gb"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
     return info
 
 
 def peak_memory_mb() -> float | None:
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    except ImportError:
-        pass
-    return None
+    torch = _cuda_torch()
+    return None if torch is None else round(float(torch.cuda.max_memory_allocated()) / 2**20, 1)
 
 
 def reset_peak() -> None:
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-    except ImportError:
-        pass
+    torch = _cuda_torch()
+    if torch is not None:
+        torch.cuda.reset_peak_memory_stats()
 
 
 def parity(eng: Engine, rel: float) -> dict:
@@ -172,11 +195,38 @@ class Report:
     def __init__(self, path: Path, result: dict[str, Any]) -> None:
         self.path = path
         self.result = result
+        self.doing = "starting"  # the step under way, named where the check is stopped
+        self._lock = threading.Lock()  # (a save and the stop never interleave)
         self.save()
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.path, json.dumps(self.result, indent=1))
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.path, json.dumps(self.result, indent=1))
+
+    def stop_after(self, seconds: float) -> threading.Timer:
+        """End the process ``seconds`` from now, the JSON saying which step it was in.
+
+        A step that hangs (a CUDA graph capture, a TensorRT build, a GPU call
+        that never returns) would otherwise hold the GPU machine until its
+        command's limit, with nothing in the JSON to say where. Call ``cancel()``
+        on the timer returned once the check is done.
+        """
+        timer = threading.Timer(seconds, self._stop, args=(seconds,))
+        timer.daemon = True
+        timer.start()
+        return timer
+
+    def _stop(self, seconds: float) -> None:
+        with self._lock:  # (held to the end: no later save overwrites this one)
+            try:  # the last whole save, not the live figures another thread may be changing
+                saved = json.loads(self.path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                saved = {"finished": False}
+            saved["stopped"] = {"after_s": seconds, "during": self.doing}
+            write_atomic(self.path, json.dumps(saved, indent=1))
+            print(json.dumps({"stopped": saved["stopped"]}), flush=True)
+            os._exit(3)
 
     def case(self, case: dict[str, Any]) -> None:
         self.result["cases"].append(case)
@@ -235,6 +285,7 @@ def other_engine_cases(
                 continue
             case: dict = {"engine": name, "backend": backend.name, "precision": precision,
                           ("cells" if task == "classification" else "size"): key}  # fmt: skip
+            report.doing = f"{name}/{backend.name}/{precision}/{key}"
             eng = None
             try:
                 eng = Engine(name, backend=backend, precision=precision)
@@ -386,14 +437,16 @@ def quick_post(frames: dict[int, list[np.ndarray]]) -> dict:
     """The GPU post-processing on the shipped engine's maps, and on tiny and empty frames."""
     import cupy
 
-    ref_engine = Engine("nuclei-unet", backend=OnnxRuntimeBackend())
-    pp = ref_engine.card.postprocess
-    assert pp is not None
     out: dict = {}
-    for size in SIZES:
-        maps = ref_engine.infer(frames[size][0])
-        out[str(size)] = gpu_postprocess(maps, instance_labels(maps, pp), pp)
-    ref_engine.close()
+    with Engine("nuclei-unet", backend=OnnxRuntimeBackend()) as ref_engine:
+        pp = ref_engine.card.postprocess
+        assert pp is not None
+        for size in SIZES:  # (each on its own: a size that fails leaves the others' figures)
+            try:
+                maps = ref_engine.infer(frames[size][0])
+                out[str(size)] = gpu_postprocess(maps, instance_labels(maps, pp), pp)
+            except Exception as exc:  # noqa: BLE001 (report it)
+                out[str(size)] = {"error": f"{type(exc).__name__}: {exc}"}
     rng = np.random.default_rng(0)
     tiny = {}
     for shape in ((1, 1), (1, 9), (9, 1), (3, 17), (0, 5)):
@@ -421,6 +474,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--save-frames", type=Path, help="save the simulated frames here and exit")
     ap.add_argument("--demo", type=Path, help="also run `livescope demo` with its output here")
     ap.add_argument("--demo-timeout-s", type=float, default=240.0)
+    ap.add_argument("--stop-after-s", type=float, default=540.0,
+                    help="end the check this long after it starts, whatever it is doing")  # fmt: skip
     ap.add_argument("--quick", action="store_true",
                     help="only the engines together and the GPU post-processing (about a minute)")  # fmt: skip
     a = ap.parse_args(argv)
@@ -431,31 +486,59 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     t_start = time.perf_counter()
-    # (backend_status: a library that fails to load, e.g. torch missing a CUDA library,
-    # is a backend that cannot run, named with its error, not a crash before any figure)
-    status = backend_status()
-    runnable = [b for b, ok, _ in status if ok]
     report = Report(a.out, {
         "finished": False,
-        "machine": {
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            **gpu_info(),
-        },
-        "backends": [{"name": b.name, "available": ok, "detail": why} for b, ok, why in status],
+        "machine": {"python": platform.python_version(), "platform": platform.platform()},
+        "backends": [],
         "cases": [],
         "skipped": [],
     })  # fmt: skip
+    timer = report.stop_after(a.stop_after_s)
+    # (where even that thread cannot run, a call holding Python's lock: every thread's
+    # stack to stderr, then the process ends)
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # (no stderr file)
+        faulthandler.dump_traceback_later(a.stop_after_s + 15, exit=True, file=sys.stderr)
+    try:
+        return _check(a, report, t_start)
+    finally:
+        timer.cancel()
+        faulthandler.cancel_dump_traceback_later()
+
+
+def _check(a: argparse.Namespace, report: Report, t_start: float) -> int:
+    """The check itself, `main` without its arguments and its time limit."""
     result = report.result
-    frames = load_frames(a.frames)
+    # (backend_status: a library that fails to load, e.g. torch missing a CUDA library,
+    # is a backend that cannot run, named with its error, not a crash before any figure)
+    report.doing = "backends"
+    status = backend_status()
+    runnable = [b for b, ok, _ in status if ok]
+    result["backends"] = [{"name": b.name, "available": ok, "detail": why}
+                          for b, ok, why in status]  # fmt: skip
+    report.doing = "gpu info"
+    result["machine"].update(gpu_info())
+    report.save()
+    report.doing = "frames"
+    try:
+        frames = load_frames(a.frames)
+    except Exception as exc:  # noqa: BLE001 (no check runs without frames: said, exit 1)
+        result["error"] = f"no frames: {type(exc).__name__}: {exc}"
+        report.save()
+        print(json.dumps({"error": result["error"]}), flush=True)
+        return 1
+    report.doing = "cupy"
     try:
         import cupy
 
         has_cupy, cupy_version = True, str(cupy.__version__)
-    except ImportError:
+    except Exception as exc:  # noqa: BLE001 (installed but failing to load: said, no GPU post)
         has_cupy, cupy_version = False, None
+        if not isinstance(exc, ModuleNotFoundError):
+            result["machine"]["cupy_error"] = f"{type(exc).__name__}: {exc}"
     result["machine"]["cupy"] = has_cupy
     result["machine"]["cupy_version"] = cupy_version
+    report.save()
+    report.doing = "engines together"
     try:
         result["together"] = engines_together(frames)
     except Exception as exc:  # noqa: BLE001 (report every failure, go on)
@@ -464,6 +547,7 @@ def main(argv: list[str] | None = None) -> int:
     report.save()
     if a.quick:
         if has_cupy:
+            report.doing = "gpu post-processing"
             try:
                 result["gpu_post"] = quick_post(frames)
             except Exception as exc:  # noqa: BLE001
@@ -477,16 +561,21 @@ def main(argv: list[str] | None = None) -> int:
 
     tasks = {n: EngineCard.from_file(f / "card.yaml").task for n, f in builtin_engines().items()}
     for name in [n for n, t in tasks.items() if t == "segmentation"]:
-        ref_engine = Engine(name, backend=OnnxRuntimeBackend())
-        refs = {s: [ref_engine.infer(f) for f in fs] for s, fs in frames.items()}
-        ref_engine.close()
-        pp = ref_engine.card.postprocess
+        report.doing = f"{name}/onnxruntime/reference"
+        try:  # (a reference that fails leaves the other engines' cases to run)
+            with Engine(name, backend=OnnxRuntimeBackend()) as ref_engine:
+                refs = {s: [ref_engine.infer(f) for f in fs] for s, fs in frames.items()}
+            pp = ref_engine.card.postprocess
 
-        def labels_of(m: np.ndarray, pp: PostProcess | None = pp) -> np.ndarray:
-            assert pp is not None
-            return instance_labels(m, pp)
+            def labels_of(m: np.ndarray, pp: PostProcess | None = pp) -> np.ndarray:
+                assert pp is not None
+                return instance_labels(m, pp)
 
-        ref_labels = {s: labels_of(rs[0]) for s, rs in refs.items()}
+            ref_labels = {s: labels_of(rs[0]) for s, rs in refs.items()}
+        except Exception as exc:  # noqa: BLE001 (report every failure, go on)
+            report.case({"engine": name, "backend": "onnxruntime (reference)",
+                         "error": f"{type(exc).__name__}: {exc}"})  # fmt: skip
+            continue
         variants = [(b, "fp32") for b in runnable]
         variants += [(b, "fp16") for b in runnable if b.name == "torch"]
         for backend, precision in variants:
@@ -500,6 +589,7 @@ def main(argv: list[str] | None = None) -> int:
                     "precision": precision,
                     "size": size,
                 }
+                report.doing = f"{name}/{backend.name}/{precision}/{size}"
                 eng = None
                 try:
                     reset_peak()
@@ -554,10 +644,21 @@ def main(argv: list[str] | None = None) -> int:
                 report.case(case)
     for name, task in tasks.items():
         if task != "segmentation":
-            other_engine_cases(name, task, frames, a.seconds_per_case, runnable,
-                               t_start + a.budget_s, report)  # fmt: skip
+            report.doing = f"{name}/onnxruntime/reference"
+            try:  # (as above: one engine's failure outside its cases stops no other)
+                other_engine_cases(name, task, frames, a.seconds_per_case, runnable,
+                                   t_start + a.budget_s, report)  # fmt: skip
+            except Exception as exc:  # noqa: BLE001 (report every failure, go on)
+                report.case({"engine": name, "backend": "onnxruntime (reference)",
+                             "error": f"{type(exc).__name__}: {exc}"})  # fmt: skip
     if a.demo is not None:
-        result["demo"] = run_demo(a.demo, a.demo_timeout_s)
+        report.doing = "demo"
+        # (its own limit ends before the check's: the demo's figures or its error, not a stop)
+        left = t_start + a.stop_after_s - time.perf_counter() - 10
+        if left < 1:
+            result["demo"] = {"error": "not run: no time left before --stop-after-s"}
+        else:
+            result["demo"] = run_demo(a.demo, min(a.demo_timeout_s, left))
         print(json.dumps({"demo": result["demo"]}), flush=True)
     result["seconds"] = round(time.perf_counter() - t_start, 1)
     result["finished"] = True
