@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import math
 import threading
 import time
@@ -28,6 +29,8 @@ from livescope.schema import EngineCard, HardwareProfile, LivescopeError
 
 from ._backends import BackendRunError, PBackend, PSession, _has, select_backend
 from ._postprocess import apply_gamma, instance_labels, normalize_percentile
+
+logger = logging.getLogger("livescope")
 
 __all__ = [
     "Engine",
@@ -67,6 +70,28 @@ def builtin_engines() -> dict[str, Path]:
         if root.is_dir():
             return {p.parent.name: p.parent for p in sorted(root.glob("*/*/card.yaml"))}
     return {}
+
+
+_CUPY_PROBE: list[str | None] = []  # (its answer, once per process)
+
+
+def cupy_problem() -> str | None:
+    """Why cupy cannot run here (None: it can), found out once: an import and a tiny kernel.
+
+    Said once as a warning, with the post-processing left to the CPU.
+    """
+    if not _CUPY_PROBE:
+        try:
+            import cupy
+
+            int(cupy.arange(4).sum())  # (compiles and runs a kernel: NVRTC, the driver)
+            problem = None
+        except Exception as exc:  # noqa: BLE001 (import, CUDA and compile errors all count)
+            problem = f"{type(exc).__name__}: {exc}"
+            logger.warning("cupy is installed but cannot run here (%s): post-processing on "
+                           "the CPU", problem)  # fmt: skip
+        _CUPY_PROBE.append(problem)
+    return _CUPY_PROBE[0]
 
 
 def find_engine(name_or_path: str | Path) -> Path:
@@ -604,12 +629,16 @@ class SegmentationEngine(Engine):
         if asked is False:
             return False
         on_cuda = getattr(self.session, "device", None) == "cuda"
-        has_cupy = _has("cupy")
+        # (a cupy that is installed but cannot run here, no NVRTC or another CUDA, failed
+        # every segment() at its first call: it is tried once, and the CPU takes over)
+        broken = cupy_problem() if on_cuda and _has("cupy") else None
+        has_cupy = _has("cupy") and broken is None
         if asked and not (on_cuda and has_cupy):
+            cupy = "missing" if not _has("cupy") else f"not working: {broken}" if broken else ""
             raise EngineError(
                 f"engine {self.name}: GPU post-processing needs a CUDA backend and cupy "
                 f"(backend {self.backend.name} on {getattr(self.session, 'device', '?')}, "
-                f"cupy {'present' if has_cupy else 'missing'})"
+                f"cupy {cupy or 'present'})"
             )
         return on_cuda and has_cupy
 

@@ -198,3 +198,39 @@ def test_a_step_that_hangs_is_stopped_and_the_json_names_it(tmp_path: Path) -> N
     assert result["finished"] is False
     assert result["stopped"] == {"after_s": 2.0, "during": "engines together"}
     assert {b["name"] for b in result["backends"]} >= {"onnxruntime"}  # (saved before)
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        pytest.param(
+            "raise ImportError('libnvrtc.so.12: cannot open shared object file')",
+            "ImportError: libnvrtc.so.12",
+            id="cannot-import",
+        ),
+        pytest.param("import numpy\narange = numpy.arange", None, id="works"),
+    ],
+)
+def test_a_cupy_that_cannot_run_is_said_once_and_the_cpu_takes_over(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    body: str,
+    problem: str | None,
+) -> None:
+    # (a cupy installed for another CUDA, or without NVRTC, made every segment() fail at
+    # its first call: only find_spec was asked whether cupy was there)
+    from livescope.inference import _engine
+
+    (tmp_path / "cupy").mkdir()
+    (tmp_path / "cupy" / "__init__.py").write_text(body + "\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "cupy", raising=False)
+    monkeypatch.setattr(_engine, "_CUPY_PROBE", [])
+    with caplog.at_level("WARNING", logger="livescope"):
+        for _ in range(2):
+            found = _engine.cupy_problem()
+            assert (found or "").startswith(problem or "")
+            assert (found is None) == (problem is None)
+    said = caplog.text.count("cupy is installed but cannot run here")
+    assert said == (0 if problem is None else 1)
