@@ -109,8 +109,9 @@ def view(
     Label contours, track ids and tails, the virtual stain and the decisions of
     each analysed frame. The acquisition never waits for the viewer: it shows
     the newest results and skips what it had no time to draw. Needs the
-    ``viewer`` extra. Blocks until the napari window is closed; with ``--json``
-    then prints the viewer's counters.
+    ``viewer`` extra. PageDown and PageUp show the next and the previous
+    position. Blocks until the napari window is closed; with ``--json`` then
+    prints the viewer's counters.
     """
     setup_logging(verbose)
     with user_errors(json_out):

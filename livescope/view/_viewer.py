@@ -42,6 +42,7 @@ _FLUORESCENCE_COLORMAPS = (  # (looked up in order: "irfp" is far-red before "rf
 _MITOTIC = {"prophase", "metaphase", "anaphase", "telophase", "mitosis", "mitotic"}
 _ACCEPTED = (0.2, 1.0, 0.2, 1.0)
 _REJECTED = (1.0, 0.15, 0.15, 1.0)
+_UNTRACKED = (0.7, 0.7, 0.7, 1.0)  # a nucleus no cell names (napari's colormaps need one)
 
 
 def channel_is_label_free(channel: str) -> bool:
@@ -120,12 +121,13 @@ def _labels_grid(arrays: dict[str, NDArray[Any]]) -> tuple[int, ...] | None:
     return next((a.shape for k, a in arrays.items() if _field_array(k) and a.ndim > 2), None)
 
 
-def _widen_contrast_range(layer: Any, data: NDArray[Any]) -> None:
+def _widen_contrast_range(layer: Any, data: NDArray[Any], limits_too: bool = False) -> None:
     """Widen an image layer's contrast range to take in a frame outside it.
 
     napari sets the range (the slider's ends) from the layer's first frame and keeps
     it: a dim first frame (a position out of focus, the lamp still off) left every
-    brighter frame saturated, beyond the slider's reach. The user's limits stay.
+    brighter frame saturated, beyond the slider's reach. The limits are widened
+    too if ``limits_too`` (limits napari chose, not the user: theirs stay).
     """
     lo, hi = layer.contrast_limits_range
     least, most = float(np.min(data)), float(np.max(data))
@@ -136,6 +138,9 @@ def _widen_contrast_range(layer: Any, data: NDArray[Any]) -> None:
         least, most = float(finite.min()), float(finite.max())
     if least < lo or most > hi:
         layer.contrast_limits_range = (min(lo, least), max(hi, most))
+    low, high = layer.contrast_limits
+    if limits_too and (least < low or most > high):
+        layer.contrast_limits = (min(low, least), max(high, most))
 
 
 def _field_decisions(decisions: object) -> str:
@@ -180,7 +185,8 @@ class OverlayViewer:
     Notes
     -----
     Create, `refresh`, `start` and `close` on the Qt (main) thread. Messages
-    are received on the subscriber's own thread.
+    are received on the subscriber's own thread. PageDown and PageUp show the
+    next and the previous position.
 
     """
 
@@ -211,9 +217,14 @@ class OverlayViewer:
         self._layers: dict[str, Any] = {}
         self._unshown: dict[str, Any] = {}  # the points a hidden layer has yet to show
         self._ranks: dict[str, int] = {}
+        self._auto_limits: dict[str, tuple[float, ...]] = {}  # an image's limits not the user's
+        self._label_colormap: Any = None  # the labels layer's colormap set last, by us
+        self._label_tracks: dict[int, int] = {}  # the label -> track it was set from
         self._timer: Any = None
         self._caption = ""  # the shown field's line in the text overlay
         self._said = ""  # the text overlay's last text, logged once
+        self._keys: dict[str, Any] = {}  # the key bindings made here: undone by `close`
+        self._bind_keys()
 
     # ------------------------------------------------------------ positions
 
@@ -229,12 +240,39 @@ class OverlayViewer:
 
     def next_position(self) -> str | None:
         """Switch to the next position seen (wrapping around); returns it."""
+        return self._step_position(1)
+
+    def previous_position(self) -> str | None:
+        """Switch to the previous position seen (wrapping around); returns it."""
+        return self._step_position(-1)
+
+    def _step_position(self, step: int) -> str | None:
         seen = self.positions()
         if not seen:
             return None
-        i = seen.index(self.position) + 1 if self.position in seen else 0
+        i = seen.index(self.position) + step if self.position in seen else 0
         self.show_position(seen[i % len(seen)])
         return self.position
+
+    def _bind_keys(self) -> None:
+        """Bind PageDown and PageUp to the next and previous position (Qt thread).
+
+        Only ``--position`` chose what ``livescope view`` showed: watching another
+        of a plate's positions took closing the viewer and starting it again. A
+        key the user's own viewer has bound stays theirs.
+        """
+        for key, step in (("PageDown", 1), ("PageUp", -1)):
+
+            def switch(_viewer: Any, step: int = step) -> None:
+                self._step_position(step)
+                self._tick()  # (drawn now, not at the next tick)
+
+            try:
+                self.viewer.bind_key(key, switch)
+            except ValueError:  # already bound
+                logger.debug("overlay viewer: %s is bound already; left as it is", key)
+                continue
+            self._keys[key] = switch
 
     # ------------------------------------------------------------ drawing
 
@@ -330,7 +368,7 @@ class OverlayViewer:
             stain = np.asarray(arrays["stain"], dtype=np.float32)  # GL has no float16 here
             self._image("stain", stain, "stain", colormap="cyan", blending="additive")
         if "labels" in arrays:
-            self._labels(arrays["labels"])
+            self._labels(arrays["labels"], h.get("cells") or [])
         unplaced = self._fit_to_labels(arrays, shape)
         if shape is not None and shape != self._shape:
             if self._shape is not None:  # another ROI or binning: the old view shows little
@@ -413,17 +451,26 @@ class OverlayViewer:
         layer = self._live(key)
         if layer is not None:
             changed = np.asarray(layer.data).dtype != data.dtype
+            # (limits still those napari chose from a first frame follow brighter ones: a
+            # dark first frame, the shutter still closed, gave 0..1, and every frame after
+            # it was drawn as a white mask until the user found the contrast slider)
+            chosen = self._auto_limits.get(key) == tuple(layer.contrast_limits)
             layer.data = data
             if changed:  # another camera mode: the user's contrast was for the old range
                 layer.reset_contrast_limits_range()
                 layer.reset_contrast_limits()
             else:
-                _widen_contrast_range(layer, data)
+                _widen_contrast_range(layer, data, limits_too=chosen)
+            if not (changed or chosen):
+                return
         elif key not in self._layers:
             layer = self.viewer.add_image(data, name=key, **style)
             self._place(key, layer, _RANK[kind])
+        else:
+            return
+        self._auto_limits[key] = tuple(layer.contrast_limits)
 
-    def _labels(self, labels: NDArray[Any]) -> None:
+    def _labels(self, labels: NDArray[Any], cells: Sequence[dict[str, Any]]) -> None:
         if labels.dtype.kind not in "iu":  # napari draws integer labels only
             labels = np.nan_to_num(labels).astype(np.int32)
         layer = self._live("labels")
@@ -433,6 +480,34 @@ class OverlayViewer:
             layer = self.viewer.add_labels(labels, name="labels", opacity=1.0)
             layer.contour = 1  # outlines only: the frame stays visible inside each nucleus
             self._place("labels", layer, _RANK["labels"])
+        else:
+            return
+        self._track_colors(layer, cells)
+
+    def _track_colors(self, layer: Any, cells: Sequence[dict[str, Any]]) -> None:
+        """Draw each nucleus's outline in its track's colour, its tail's, frame after frame.
+
+        The segmenter numbers a field's nuclei anew in each frame: coloured by label
+        value, as napari does, a cell's outline changed colour from frame to frame
+        and two cells swapped theirs. A colormap the user chose (shuffled) stays.
+        """
+        if self._label_colormap is not None and layer.colormap is not self._label_colormap:
+            return  # the user's
+        tracks = {int(c["label"]): int(c["track"]) for c in cells if c["label"]}
+        if tracks == self._label_tracks and self._label_colormap is not None:
+            return  # (napari maps every pixel again on a new colormap)
+        from napari.utils.colormaps import DirectLabelColormap
+
+        colors = track_colors(np.fromiter(tracks.values(), np.int64, len(tracks)))
+        color_dict: dict[int | None, Any] = {None: _UNTRACKED, 0: (0.0, 0.0, 0.0, 0.0)}
+        color_dict.update(zip(tracks, colors.tolist(), strict=True))
+        layer.colormap = DirectLabelColormap(
+            color_dict=color_dict,
+            use_selection=layer.show_selected_label,  # (the user's "show selected")
+            selection=layer.selected_label,
+        )
+        self._label_colormap = layer.colormap  # (napari's own when no cell has a track)
+        self._label_tracks = tracks
 
     def _tails(self, tails: dict[str, Sequence[Sequence[float]]]) -> None:
         """Draw each track's tail, a path in the track's colour.
@@ -599,6 +674,11 @@ class OverlayViewer:
         """Stop refreshing and detach; closes the napari viewer if this object made it."""
         self.stop()
         self.subscriber.close()
+        for key, switch in self._keys.items():  # (a viewer of the user's lives on)
+            unbound = self.viewer.bind_key(key, None)
+            if unbound is not None and unbound is not switch:  # bound again since, by another
+                self.viewer.bind_key(key, unbound)
+        self._keys.clear()
         if self._owns_viewer:
             try:
                 self.viewer.close()
