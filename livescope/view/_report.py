@@ -24,7 +24,7 @@ from livescope.record import ZARR_NAME, CtcTrack
 from livescope.schema import LivescopeError, write_atomic
 
 from . import _report_plots as plots
-from ._report_data import RESULTS_DIR, CellRow, load_run
+from ._report_data import RESULTS_DIR, CellRow, finite_seconds, load_run
 from ._report_decisions import decisions_section, truth_section
 from ._report_fields import field_thumbnails
 from ._report_html import as_dict, count, esc, fmt, kv_table, missing, table, value_range
@@ -516,8 +516,7 @@ def _closeups_section(page: ReportPage) -> str:
         d = made_by.get(str(frames[0].get("added_by")), {})
         inputs = as_dict(d.get("inputs"))
         ts = {int(as_dict(f.get("index")).get("t", 0)) for f in frames}
-        when = [float(f["sample_time_s"]) for f in frames
-                if isinstance(f.get("sample_time_s"), int | float)]  # fmt: skip
+        when = [w for f in frames if (w := finite_seconds(f.get("sample_time_s"))) is not None]
         rows.append([
             name, d.get("rule"), inputs.get("position", name.split("~")[0]), inputs.get("t"),
             inputs.get("track"), len(ts),

@@ -150,3 +150,14 @@ def test_a_header_of_cells_csv_that_csv_cannot_read_costs_the_cells_only(tmp_pat
     assert any(n.startswith("cells.csv: its header cannot be read") for n in notes(page))
     assert not_drawn(page) == []
     assert _plots(section(page, "lineage")) == 2
+
+
+def test_a_close_ups_time_that_is_no_number_costs_no_section(tmp_path: Path) -> None:
+    # (float() of a time too large for a float raised OverflowError: the close-ups lost)
+    run = make_run(tmp_path / "run")
+    added = ('{"seq": 98, "position": "p0~rule-1", "channel": "DAPI", "index": {"t": 0}, '
+             '"added_by": "d1", "sample_time_s": 1%s}') % ("0" * 400)  # fmt: skip
+    _add_line(run / "frames.jsonl", added)
+    page = write_report(run).read_text(encoding="utf-8")
+    assert not_drawn(page) == []
+    assert "p0~rule-1" in page
