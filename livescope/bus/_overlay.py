@@ -472,6 +472,7 @@ class OverlaySubscriber:
         self._link_wall = time.time()  # (the same moment, on the wall clock: said to the user)
         self._newest: OverlayMessage | None = None
         self._rejected: str | None = None  # why the newest message was rejected (None: taken)
+        self._newer_run: str | None = None  # another run's id overlay.json names since
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -584,6 +585,8 @@ class OverlaySubscriber:
             endpoint, run_id = _resolve(self._file, 0.0)
         except LivescopeError:
             return  # gone (the worker stopped) or being rewritten: look again later
+        if run_id != self.run_id and run_id is not None:
+            self._newer_run = run_id  # (not followed: said by `link_problem`)
         if endpoint in (self.endpoint, self._refused) or run_id != self.run_id:
             return
         try:
@@ -684,9 +687,16 @@ class OverlaySubscriber:
         named = f" named in {self._file}" if self._file is not None else ""
         if state == "gone":
             at = time.strftime("%H:%M:%S", time.localtime(self._link_wall))
+            # (a new run in the folder is not followed: its overlay is another run's)
+            newer = (
+                f"; another run ({self._newer_run}) now publishes in this folder: start the "
+                "viewer again to see it"
+                if self._newer_run is not None
+                else ""
+            )
             return (
                 f"the worker stopped publishing at {at} (the run ended, or the worker was "
-                "stopped or killed)"
+                f"stopped or killed){newer}"
             )
         if state == "refused":
             return f"the security handshake with {self.endpoint} failed (CURVE keys)"

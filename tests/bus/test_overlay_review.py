@@ -173,3 +173,18 @@ def test_a_header_larger_than_the_viewers_take_is_refused(
             pub.publish({**header(), "cells": cells}, {})
         assert pub.stats()["published"] == 0
         assert pub.publish({**header(), "cells": cells[:5]}, {})
+
+
+def test_a_new_run_in_the_folder_is_said_when_the_old_one_has_stopped(tmp_path: Path) -> None:
+    # (a viewer of the old run said only "the worker stopped publishing", for good, while
+    # the new run's worker published beside it)
+    old = OverlayPublisher("run-1", run_dir=tmp_path)
+    with OverlaySubscriber(tmp_path) as sub:
+        wait_for(lambda: old.publish(header(0), {}) and sub.latest("p0"))
+        old.close()
+        wait_for(lambda: (sub.link_problem(grace_s=0) or "").startswith("the worker stopped"))
+        with OverlayPublisher("run-2", run_dir=tmp_path):
+            problem = wait_for(lambda: "another run" in (p := sub.link_problem(grace_s=0) or "")
+                               and p)  # fmt: skip
+        assert "another run (run-2) now publishes in this folder" in problem
+        assert sub.run_id == "run-1"  # (not followed: its overlay is another run's)
