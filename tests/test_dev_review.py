@@ -123,7 +123,16 @@ def run_dev(root: Path, args: list[str], **env: str) -> subprocess.CompletedProc
         capture_output=True,
         text=True,
         timeout=60,
+        # (Ctrl+C as a console gives it: a test run started in the background by a shell
+        # has SIGINT ignored, which dev.py would inherit, and it never saw the Ctrl+C)
+        preexec_fn=_sigint_default if os.name == "posix" else None,
     )
+
+
+def _sigint_default() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def calls(root: Path) -> list[dict[str, object]]:

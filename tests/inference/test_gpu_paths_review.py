@@ -227,10 +227,13 @@ def test_a_cupy_that_cannot_run_is_said_once_and_the_cpu_takes_over(
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "cupy", raising=False)
     monkeypatch.setattr(_engine, "_CUPY_PROBE", [])
-    with caplog.at_level("WARNING", logger="livescope"):
-        for _ in range(2):
-            found = _engine.cupy_problem()
-            assert (found or "").startswith(problem or "")
-            assert (found is None) == (problem is None)
+    try:
+        with caplog.at_level("WARNING", logger="livescope"):
+            for _ in range(2):
+                found = _engine.cupy_problem()
+                assert (found or "").startswith(problem or "")
+                assert (found is None) == (problem is None)
+    finally:  # (the stand-in imported stays in sys.modules: dask then took it for cupy)
+        sys.modules.pop("cupy", None)
     said = caplog.text.count("cupy is installed but cannot run here")
     assert said == (0 if problem is None else 1)
