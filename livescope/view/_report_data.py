@@ -139,6 +139,29 @@ def _time_point_ok(frame: dict[str, Any]) -> bool:
     return isinstance(t, int) or (isinstance(t, float) and t.is_integer())
 
 
+def _fields_only(
+    rows: list[dict[str, Any]] | None, problems: list[str]
+) -> list[dict[str, Any]] | None:
+    """Keep the lines of ``latency.jsonl`` that name a field: a position and an integer t.
+
+    (a time point that is a list or an object is unhashable: it cost the sections that
+    group the analysed fields, and the line is damaged, so it costs only itself)
+    """
+    if rows is None:
+        return None
+    ok = [
+        r for r in rows
+        if isinstance(r.get("position"), str)
+        and isinstance(t := r.get("t"), int) and not isinstance(t, bool)
+    ]  # fmt: skip
+    if n := len(rows) - len(ok):
+        problems.append(
+            f"latency.jsonl: {n} line(s) whose position is no name or whose time point is no "
+            "integer skipped"
+        )
+    return ok
+
+
 def firing_outcome(verdict: object, stage: object) -> str:
     """Outcome of one rule firing (a key of the report's marker styles)."""
     if verdict in ("accepted", "shared", "recorded"):
@@ -316,7 +339,7 @@ def load_run(run_dir: str | Path) -> RunData:
         cells=cells,
         classes=classes,
         policy=_read_jsonl(results / "policy.jsonl", problems),
-        latency=_read_jsonl(results / "latency.jsonl", problems),
+        latency=_fields_only(_read_jsonl(results / "latency.jsonl", problems), problems),
         has_results=results.is_dir(),
         has_recording=(run / ZARR_NAME).is_dir(),
         problems=problems,

@@ -101,6 +101,26 @@ def test_a_frame_whose_time_is_no_number_costs_no_section(
 
 
 @pytest.mark.parametrize(
+    "line",
+    [
+        pytest.param('{"position": "p0", "t": [0], "ms": {"engines": 1.0}}', id="t-a-list"),
+        pytest.param('{"position": "p0", "t": {"a": 1}, "ms": {}}', id="t-an-object"),
+        pytest.param('{"position": "p0", "t": 1.5, "ms": {}}', id="t-no-integer"),
+        pytest.param('{"position": ["p0"], "t": 0, "ms": {}}', id="position-a-list"),
+    ],
+)
+def test_a_latency_line_of_no_field_costs_only_itself(tmp_path: Path, line: str) -> None:
+    # (a time point that is a list or object raised TypeError: unhashable, and the cells and
+    # drops sections were lost)
+    run = make_run(tmp_path / "run")
+    _add_line(run / "results" / "latency.jsonl", line)
+    page = write_report(run).read_text(encoding="utf-8")
+    assert not_drawn(page) == []
+    assert any("latency.jsonl: 1 line(s)" in n for n in notes(page))
+    assert _plots(page) == _plots(write_report(make_run(tmp_path / "intact")).read_text("utf-8"))
+
+
+@pytest.mark.parametrize(
     "damage",
     [
         pytest.param('p0,1,9,60.0,"' + "x" * 200_000, id="unclosed-quote"),
