@@ -73,6 +73,24 @@ def builtin_engines() -> dict[str, Path]:
 
 
 _CUPY_PROBE: list[str | None] = []  # (its answer, once per process)
+_CUDA_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+_CUDA_BACKENDS = ("tensorrt", "tensorrt-rtx")
+
+
+def _on_cuda(session: object) -> bool:
+    """Whether a session's outputs come from an NVIDIA GPU (cupy can post-process them there).
+
+    Each backend names its device its own way: torch the device type (``cuda``),
+    ONNX Runtime the provider it runs on, TensorRT the GPU (only the first was
+    taken for a GPU, so TensorRT, the backend a GPU runs first, post-processed on
+    the CPU).
+    """
+    device = getattr(session, "device", None)
+    return (
+        device == "cuda"
+        or device in _CUDA_PROVIDERS
+        or getattr(session, "backend", None) in _CUDA_BACKENDS
+    )
 
 
 def cupy_problem() -> str | None:
@@ -628,7 +646,7 @@ class SegmentationEngine(Engine):
     def _want_gpu_post(self, asked: bool | None) -> bool:
         if asked is False:
             return False
-        on_cuda = getattr(self.session, "device", None) == "cuda"
+        on_cuda = _on_cuda(self.session)
         # (a cupy that is installed but cannot run here, no NVRTC or another CUDA, failed
         # every segment() at its first call: it is tried once, and the CPU takes over)
         broken = cupy_problem() if on_cuda and _has("cupy") else None

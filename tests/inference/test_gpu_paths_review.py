@@ -237,3 +237,37 @@ def test_a_cupy_that_cannot_run_is_said_once_and_the_cpu_takes_over(
         sys.modules.pop("cupy", None)
     said = caplog.text.count("cupy is installed but cannot run here")
     assert said == (0 if problem is None else 1)
+
+
+@pytest.mark.parametrize(
+    ("backend", "device", "on_gpu"),
+    [
+        pytest.param("tensorrt", "NVIDIA H200", True, id="tensorrt"),
+        pytest.param("tensorrt-rtx", "NVIDIA RTX A4000", True, id="tensorrt-rtx"),
+        pytest.param("onnxruntime", "CUDAExecutionProvider", True, id="onnxruntime-cuda"),
+        pytest.param("onnxruntime", "TensorrtExecutionProvider", True, id="onnxruntime-trt"),
+        pytest.param("torch", "cuda", True, id="torch-cuda"),
+        pytest.param("onnxruntime", "CPUExecutionProvider", False, id="onnxruntime-cpu"),
+        pytest.param("onnxruntime", "DmlExecutionProvider", False, id="directml"),
+        pytest.param("torch", "cpu", False, id="torch-cpu"),
+    ],
+)
+def test_every_backend_on_an_nvidia_gpu_post_processes_there_where_cupy_runs(
+    monkeypatch: pytest.MonkeyPatch, backend: str, device: str, on_gpu: bool
+) -> None:
+    # (only torch's "cuda" was taken for a GPU: TensorRT, which names the GPU, and ONNX
+    # Runtime, which names its provider, post-processed on the CPU)
+    from livescope.inference import EngineError, SegmentationEngine, _engine
+
+    engine = SegmentationEngine("nuclei-unet", backend="onnxruntime")
+    try:
+        monkeypatch.setattr(_engine, "_has", lambda module: module == "cupy")
+        monkeypatch.setattr(_engine, "cupy_problem", lambda: None)
+        monkeypatch.setattr(engine, "session", SimpleNamespace(backend=backend, device=device))
+        assert engine._want_gpu_post(None) is on_gpu
+        if not on_gpu:
+            with pytest.raises(EngineError, match="needs a CUDA backend"):
+                engine._want_gpu_post(True)
+    finally:
+        monkeypatch.undo()
+        engine.close()
