@@ -98,6 +98,13 @@ def make_venv(clear: bool) -> None:
             "On Debian or Ubuntu, install the python3-venv package (e.g. "
             '"sudo apt install python3.11-venv"), then run this again.'
         )
+    except KeyboardInterrupt:
+        # (Ctrl+C in ensurepip, which takes a while: a traceback told nothing; what it left,
+        # a python without pip, is made again by the next run)
+        sys.exit(
+            f"creating the virtual environment in {VENV} was interrupted: the next run makes "
+            "it again"
+        )
     except OSError as exc:
         sys.exit(
             f"creating the virtual environment in {VENV} failed ({exc}): close the programs "

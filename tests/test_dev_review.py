@@ -218,6 +218,21 @@ def test_second_run_remakes_a_venv_left_without_pip(
     assert has_pip.returncode == 0
 
 
+def test_ctrl_c_while_the_venv_is_made_says_so_and_the_next_run_makes_it_again(
+    dev: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_create = venv.create
+
+    def create_interrupted(path: Path, clear: bool = False, with_pip: bool = False) -> None:
+        real_create(path, clear=clear, with_pip=False)  # then Ctrl+C in ensurepip
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(venv, "create", create_interrupted)
+    with pytest.raises(SystemExit, match="was interrupted: the next run makes it again"):
+        dev.ensure_env("core")
+    assert "no pip" in dev.venv_problem(dev.venv_python())  # (so the next run remakes it)
+
+
 # ------------------------------------------------------------------ the install stamp
 
 
