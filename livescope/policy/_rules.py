@@ -26,7 +26,12 @@ that mitosis until it is seen out of it and not in it again for
 (``above`` / ``below``, with ``hysteresis``), ``enter_region`` (a track
 enters a rectangle ``[y0, x0, y1, x1]`` in pixels), ``feature`` (a cell's
 ``intensity`` / ``stain`` / ``area`` / ``p_mitosis`` rises to ``above``;
-re-armed when it falls to ``rearm_below``), ``track_lost``.
+re-armed when it falls below ``rearm_below``), ``track_lost``. For
+``enter_region`` and ``feature`` a division is no crossing: a daughter is born
+with her mother's state (inside the rectangle; above, until she falls below
+``rearm_below``), so she fires only once she has left it and enters it again;
+a daughter of a mother not in that state (or never seen, or held back by the
+cooldown) fires as any other cell does.
 
 Actions (``do``): ``acquire`` (a useq sub-sequence at the position or centred on
 the cell: ``channels``, ``loops`` × ``interval_s`` (a fast time-lapse),

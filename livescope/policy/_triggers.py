@@ -80,6 +80,16 @@ def _divided(obs: Observation) -> set[str]:
     return {_key(obs, int(p)) for p in parents}
 
 
+def _mothers(obs: Observation) -> dict[int, int]:
+    """Return the mother of each of the field's tracks that has a known one (track: mother)."""
+    c = obs.cells
+    mothers = {d: parent for parent, daughters in obs.divisions for d in daughters}
+    if c.parents.size:
+        tracks, parents = c.tracks.tolist(), c.parents.tolist()
+        mothers.update((t, p) for t, p in zip(tracks, parents, strict=True) if p)
+    return mothers
+
+
 class _Mitosis(Trigger):
     """A cell in mitosis on ``frames`` fields in a row: one hit per track and mitosis.
 
@@ -334,12 +344,31 @@ class _CellSetTrigger(Trigger):
 
     A cell hits when it enters the set; a hit not fired on (cooldown) leaves it,
     so it may hit again while the condition holds. Saved as ``{state_key: [...]}``.
+
+    A daughter is born in the set when her mother was in it (`_inherit`): a
+    division is no crossing, so she hits only once she herself has left the
+    condition and entered it again. A daughter of a mother not in the set (never
+    seen, seen outside it, or her hit held back by a cooldown) starts with no
+    state, and hits if she is in the condition.
     """
 
     state_key = ""
 
     def __init__(self) -> None:
         self.cells: set[str] = set()
+
+    def _inherit(self, obs: Observation) -> None:
+        """Put the field's daughters of mothers in the set into it, before they are checked.
+
+        Called on each field before its cells are checked; the mothers that
+        divided are forgotten only after (`_divided`), so a daughter is given
+        her mother's state on the field she is first seen on, whether or not
+        that field measured her (a centroid or a feature not made is NaN).
+        """
+        seen = set(obs.cells.tracks.tolist())  # (a parent still seen is no parent: `_divided`)
+        for track, mother in _mothers(obs).items():
+            if mother not in seen and _key(obs, mother) in self.cells:
+                self.cells.add(_key(obs, track))
 
     def release(self, position: str, hit: Hit) -> None:
         if hit.track is not None:
@@ -379,7 +408,7 @@ class _EnterRegion(_CellSetTrigger):
         # misses it (it would fire again when seen inside on the next: as `feature`),
         # nor when its centroid is no number (not seen anywhere)
         c = obs.cells
-        self.cells -= _divided(obs)
+        self._inherit(obs)
         y0, x0, y1, x1 = self.region
         now = (c.y >= y0) & (c.y < y1) & (c.x >= x0) & (c.x < x1)
         hits = []
@@ -393,6 +422,7 @@ class _EnterRegion(_CellSetTrigger):
             if key not in self.cells:
                 self.cells.add(key)
                 hits.append(Hit(int(c.tracks[i]), float(c.y[i]), float(c.x[i]), {}))
+        self.cells -= _divided(obs)  # (only now: their daughters took their state)
         return hits
 
 
@@ -413,7 +443,7 @@ class _Feature(_CellSetTrigger):
 
     def check(self, obs: Observation) -> list[Hit]:
         c = obs.cells
-        self.cells -= _divided(obs)
+        self._inherit(obs)
         values = c.feature(self.feature)
         hits = []
         for i in range(len(c)):
@@ -428,6 +458,7 @@ class _Feature(_CellSetTrigger):
                 self.cells.add(key)
                 hits.append(Hit(int(c.tracks[i]), float(c.y[i]), float(c.x[i]),
                                 {self.feature: round(v, 4)}))  # fmt: skip
+        self.cells -= _divided(obs)  # (only now: their daughters took their state)
         return hits
 
 

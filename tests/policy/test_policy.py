@@ -35,6 +35,67 @@ from livescope.schema import (
 PROFILE = load_profile("sim")
 
 
+def observation(
+    t: int,
+    tracks: list[int],
+    *,
+    p_mit: list[float] | None = None,
+    parents: list[int] | None = None,
+    ys: list[float] | None = None,
+    y_step: float = 40.0,
+    xs: list[float] | None = None,
+    area: list[float] | None = None,
+    intensity: list[float] | np.ndarray | None = None,
+    stain: list[float] | None = None,
+    state: str = "interphase",
+    divisions: tuple = (),
+    lost: tuple = (),
+    position: str = "p0",
+    stage: tuple[float, float, float | None] | None = (0.0, 0.0, 0.0),
+    when: float | None = None,
+    segmented: bool = True,
+    engines: dict[str, str] | None = None,
+) -> Observation:
+    """One analysed field: 512 x 512 px at 0.65 µm/px, every 120 s unless ``when``.
+
+    Its cells, one per track, stand in column 256 from row 100, ``y_step`` px apart,
+    each 200 px, of intensity 100, no stain, P(mitosis) 0 and no parent, unless given
+    (the builders of the policy tests each set their own).
+    """
+    n = len(tracks)
+
+    def column(v: list[float] | np.ndarray | None, default: float) -> np.ndarray:
+        return np.array(v if v is not None else [default] * n, float)
+
+    return Observation(
+        run_id="r1",
+        seq=t,
+        position=position,
+        t=t,
+        sample_time_s=120.0 * t if when is None else when,
+        pixel_size_um=0.65,
+        shape=(512, 512),
+        stage_um=stage,
+        cells=Cells(
+            labels=np.arange(1, n + 1),
+            tracks=np.array(tracks, np.int64),
+            parents=np.array(parents if parents is not None else [0] * n, np.int64),
+            age=np.zeros(n, np.int64),
+            y=np.array(ys if ys is not None else [100.0 + y_step * i for i in range(n)], float),
+            x=column(xs, 256.0),
+            area=column(area, 200.0),
+            intensity=column(intensity, 100.0),
+            stain=column(stain, np.nan),
+            p_mitosis=column(p_mit, 0.0),
+            state=(state,) * n,
+        ),
+        divisions=divisions,
+        lost=lost,
+        engines=engines if engines is not None else {},
+        segmented=segmented,
+    )
+
+
 def obs(
     t: int,
     tracks: list[int],
@@ -47,32 +108,18 @@ def obs(
     lost: tuple = (),
     when: float | None = None,
 ) -> Observation:
-    n = len(tracks)
-    ys = ys if ys is not None else [100.0 + 40 * i for i in range(n)]
-    return Observation(
-        run_id="r1",
-        seq=t,
-        position=position,
-        t=t,
-        sample_time_s=120.0 * t if when is None else when,
-        pixel_size_um=0.65,
-        shape=(512, 512),
-        stage_um=(0.0, 0.0, 0.0),
-        cells=Cells(
-            labels=np.arange(1, n + 1),
-            tracks=np.array(tracks, np.int64),
-            parents=np.array(parents or [0] * n, np.int64),
-            age=np.zeros(n, np.int64),
-            y=np.array(ys, float),
-            x=np.full(n, 256.0),
-            area=np.full(n, 200.0),
-            intensity=np.linspace(100, 1000, n) if n else np.zeros(0),
-            stain=np.full(n, np.nan),
-            p_mitosis=np.array(p_mit if p_mit is not None else [0.0] * n, float),
-            state=("interphase",) * n,
-        ),
+    """A field the nuclei engine analysed: its cells' intensity 100 to 1000 down the column."""
+    return observation(
+        t,
+        tracks,
+        p_mit=p_mit,
+        parents=parents or None,  # (none given, or an empty list: no parents)
+        ys=ys,
+        intensity=np.linspace(100, 1000, len(tracks)),
         divisions=divisions,
         lost=lost,
+        position=position,
+        when=when,
         engines={"nuclei-unet": "ab" * 32},
     )
 

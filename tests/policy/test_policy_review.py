@@ -12,8 +12,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from livescope.policy import Cells, Firing, Observation, PolicyEngine, rules_for_profile
+from livescope.policy import Firing, Observation, PolicyEngine, rules_for_profile
 from livescope.schema import LivescopeError, load_profile
+
+from .test_policy import observation
 
 PROFILE = load_profile("sim")
 CLOSEUP = {"acquire": {"channels": ["Phase", "DAPI"], "loops": 3, "interval_s": 30}}
@@ -29,31 +31,7 @@ def field(
     divisions: tuple = (),
     stage: tuple[float, float, float | None] | None = (0.0, 0.0, 0.0),
 ) -> Observation:
-    n = len(tracks)
-    return Observation(
-        run_id="r1",
-        seq=t,
-        position="p0",
-        t=t,
-        sample_time_s=120.0 * t,
-        pixel_size_um=0.65,
-        shape=(512, 512),
-        stage_um=stage,
-        cells=Cells(
-            labels=np.arange(1, n + 1),
-            tracks=np.array(tracks, np.int64),
-            parents=np.zeros(n, np.int64),
-            age=np.zeros(n, np.int64),
-            y=np.array(ys if ys is not None else [100.0 + 40 * i for i in range(n)], float),
-            x=np.array(xs if xs is not None else [256.0] * n, float),
-            area=np.full(n, 200.0),
-            intensity=np.full(n, 100.0),
-            stain=np.full(n, np.nan),
-            p_mitosis=np.array(p_mit if p_mit is not None else [0.0] * n, float),
-            state=("interphase",) * n,
-        ),
-        divisions=divisions,
-    )
+    return observation(t, tracks, p_mit=p_mit, ys=ys, xs=xs, divisions=divisions, stage=stage)
 
 
 def engine(*rules: dict[str, Any]) -> PolicyEngine:

@@ -3,11 +3,13 @@ microscopist would, run on synthetic fields; and the errors it says are refused.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import yaml
 
-from livescope.policy import Cells, Observation, PolicyEngine, Verdict, rules_for_profile
+from livescope.policy import Observation, PolicyEngine, Verdict, rules_for_profile
 from livescope.schema import (
     AddEvents,
     ChangeInterval,
@@ -17,6 +19,8 @@ from livescope.schema import (
     StopRun,
     load_profile,
 )
+
+from .test_policy import observation
 
 PROFILE = load_profile("sim")  # channels Phase, DAPI
 NAN = float("nan")
@@ -36,56 +40,14 @@ policies:
 """
 
 
-def field(
-    t: int,
-    tracks: list[int],
-    *,
-    p: list[float] | None = None,
-    ys: list[float] | None = None,
-    xs: list[float] | None = None,
-    area: list[float] | None = None,
-    intensity: list[float] | None = None,
-    stain: list[float] | None = None,
-    parents: list[int] | None = None,
-    divisions: tuple = (),
-    lost: tuple = (),
-    position: str = "p0",
-    stage: tuple[float, float, float | None] | None = (0.0, 0.0, 0.0),
-    when: float | None = None,
-    segmented: bool = True,
-) -> Observation:
-    """One analysed field: 512 x 512 px at 0.65 µm/px, every 120 s unless ``when``."""
-    n = len(tracks)
+def field(t: int, tracks: list[int], *, p: list[float] | None = None, **kw: Any) -> Observation:
+    """One analysed field: 512 x 512 px at 0.65 µm/px, every 120 s unless ``when``.
 
-    def arr(v: list[float] | None, default: float) -> np.ndarray:
-        return np.array(v if v is not None else [default] * n, float)
-
-    return Observation(
-        run_id="r1",
-        seq=t,
-        position=position,
-        t=t,
-        sample_time_s=120.0 * t if when is None else when,
-        pixel_size_um=0.65,
-        shape=(512, 512),
-        stage_um=stage,
-        cells=Cells(
-            labels=np.arange(1, n + 1),
-            tracks=np.array(tracks, np.int64),
-            parents=np.array(parents if parents is not None else [0] * n, np.int64),
-            age=np.zeros(n, np.int64),
-            y=np.array(ys if ys is not None else [100.0 + 60 * i for i in range(n)], float),
-            x=arr(xs, 256.0),
-            area=arr(area, 200.0),
-            intensity=arr(intensity, 100.0),
-            stain=arr(stain, NAN),
-            p_mitosis=arr(p, 0.0),
-            state=("",) * n,
-        ),
-        divisions=divisions,
-        lost=lost,
-        segmented=segmented,
-    )
+    ``p``: the cells' P(mitosis); ``kw``: those of `observation` (``ys``, ``xs``,
+    ``area``, ``intensity``, ``stain``, ``parents``, ``divisions``, ``lost``,
+    ``position``, ``stage``, ``when``, ``segmented``). Cells 60 px apart, of no state.
+    """
+    return observation(t, tracks, p_mit=p, y_step=60.0, state="", **kw)
 
 
 def load(text: str) -> PolicyEngine:
