@@ -5,7 +5,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -188,13 +188,17 @@ def write_ndtiff(
     root: Path,
     image: Callable[[int, int, int], Any],
     *,
-    timepoints: int = 3,
+    timepoints: int | Iterable[int] = 3,
     positions: int = 2,
     tags: Callable[[int, int, int], dict[str, Any]] | None = None,
+    interval_s: float = 120.0,
+    lacking: Collection[tuple[int, int, str]] = (),
 ) -> Path:
     """Write an NDTiff dataset as pycromanager does (ndstorage): phase + DAPI, 0.65 µm,
-    120 s apart, ``image(t, p, c)`` the pixels of each frame (``tags(t, p, c)`` its
-    image tags instead of the usual ones). Returns ``root``."""
+    ``interval_s`` apart, ``image(t, p, c)`` the pixels of each frame (``tags(t, p, c)``
+    its image tags instead of the usual ones). ``timepoints``: how many, or the time
+    indices written (a gap: time points the acquisition did not take); ``lacking``:
+    (t, position, channel name) of frames it did not take. Returns ``root``."""
     import gc
     import warnings
 
@@ -203,15 +207,17 @@ def write_ndtiff(
     channels = ["Phase", "DAPI"]
     ds = NDTiffDataset(str(root), name="acq", writable=True)
     ds.initialize({"PixelSize_um": 0.65, "ChNames": channels})
-    for t in range(timepoints):
+    for t in range(timepoints) if isinstance(timepoints, int) else timepoints:
         for p in range(positions):
             for c, name in enumerate(channels):
+                if (t, p, name) in lacking:
+                    continue
                 ds.put_image(
                     {"time": t, "position": p, "channel": name},
                     image(t, p, c),
                     tags(t, p, c) if tags is not None else
-                    {"ElapsedTime-ms": 120000.0 * t, "PixelSizeUm": 0.65, "Exposure": 20.0,
-                     "XPositionUm": 100.0 * p, "YPositionUm": 0.0},
+                    {"ElapsedTime-ms": 1000.0 * interval_s * t, "PixelSizeUm": 0.65,
+                     "Exposure": 20.0, "XPositionUm": 100.0 * p, "YPositionUm": 0.0},
                 )  # fmt: skip
     with warnings.catch_warnings():  # ndstorage's finish() leaves a file unclosed (upstream)
         warnings.simplefilter("ignore", ResourceWarning)

@@ -16,8 +16,9 @@ from livescope.schema import (
     DecisionAck,
     LivescopeError,
     StopRun,
-    clock_ns,
 )
+
+from .test_decisions import _accept
 
 SHORT_S = 0.2
 """A wait meant to run out (the agent is held until the test lets it go)."""
@@ -52,11 +53,7 @@ class Agent:
     def handle(self, decision: Decision, t_rx: int) -> DecisionAck:
         assert self.go.wait(LONG_S), "the test never let the agent go"
         self.applied.append(decision.decision_id)
-        return DecisionAck(
-            decision_id=decision.decision_id, run_id=decision.run_id, type=decision.type,
-            accepted=isinstance(decision, ChangeInterval), reason="", t_received_ns=t_rx,
-            t_acked_ns=clock_ns(),
-        )  # fmt: skip
+        return _accept(decision, t_rx)  # (a change of interval accepted, the rest refused)
 
 
 @pytest.fixture

@@ -16,12 +16,13 @@ PROFILE = load_profile("sim")  # mitosis 1800 s: anaphase (daughters) 540 s
 
 def made_up_run(
     tmp_path: Path, triggers: list[tuple[int, float, float]], given_back: tuple[int, ...] = (),
-    rule: str = "m",
+    rule: str = "m", compression: str | None = None,
 ) -> Path:  # fmt: skip
     """Two cells over 4 time points 120 s apart: cell 1 enters mitosis at 100 s, cell 2 never.
 
     ``triggers``: (t, y, x) of each firing of mitosis rule ``rule``; ``given_back``: the
-    indices of those given back to their rule (refused as stale).
+    indices of those given back to their rule (refused as stale); ``compression``: the
+    true cell ids' (``"zlib"``, as the simulator writes them), none unless given.
     """
     truth = tmp_path / "ground_truth"
     (truth / "p0" / "cell_ids").mkdir(parents=True)
@@ -37,7 +38,7 @@ def made_up_run(
         m = np.zeros((64, 64), np.uint16)
         m[10:20, 10:20] = 1
         m[40:50, 40:50] = 2
-        tifffile.imwrite(truth / "p0" / "cell_ids" / f"t{t:04d}.tif", m)
+        tifffile.imwrite(truth / "p0" / "cell_ids" / f"t{t:04d}.tif", m, compression=compression)
         frames.append({"seq": t, "position": "p0", "index": {"t": t}, "added_by": None,
                        "sample_time_s": 120.0 * t, "channel": "DAPI"})  # fmt: skip
     (tmp_path / "frames.jsonl").write_text("".join(json.dumps(f) + "\n" for f in frames))

@@ -7,11 +7,9 @@ truth was scored into an error that named no file.
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import re
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,7 +31,8 @@ from livescope.scope import (
 )
 from livescope.scope._fanout import position_name
 
-CHANNELS = ("Phase", "DAPI")
+from ..conftest import write_ndtiff
+from ..pipeline.test_trigger_scoring import made_up_run
 
 
 def _ndtiff(root: Path, timepoints: tuple[int, ...], lacking: set[tuple[int, int, str]]) -> Path:
@@ -41,27 +40,13 @@ def _ndtiff(root: Path, timepoints: tuple[int, ...], lacking: set[tuple[int, int
 
     ``lacking``: (t, position, channel) of the frames the acquisition did not take.
     """
-    from ndstorage import NDTiffDataset
-
-    ds = NDTiffDataset(str(root), name="acq", writable=True)
-    ds.initialize({"PixelSize_um": 0.65, "ChNames": list(CHANNELS)})
-    for t in timepoints:
-        for p in range(2):
-            for c in CHANNELS:
-                if (t, p, c) in lacking:
-                    continue
-                ds.put_image(
-                    {"time": t, "position": p, "channel": c},
-                    np.full((16, 16), 10 * t + p, np.uint16),
-                    {"ElapsedTime-ms": 60000.0 * t, "PixelSizeUm": 0.65, "Exposure": 20.0,
-                     "XPositionUm": 100.0 * p, "YPositionUm": 0.0},
-                )  # fmt: skip
-    with warnings.catch_warnings():  # ndstorage's finish() leaves a file unclosed (upstream)
-        warnings.simplefilter("ignore", ResourceWarning)
-        ds.finish()
-        ds.close()
-        gc.collect()
-    return root
+    return write_ndtiff(
+        root,
+        lambda t, p, c: np.full((16, 16), 10 * t + p, np.uint16),
+        timepoints=timepoints,
+        interval_s=60.0,
+        lacking=lacking,
+    )
 
 
 class _Worker:
@@ -155,32 +140,6 @@ def test_the_gate_never_waits_for_a_field_the_worker_cannot_have_yet(
     assert gate.timeouts == 0
 
 
-def _scored_run(tmp_path: Path) -> Path:
-    """A made-up simulated run: cell 1 enters mitosis at 100 s, a trigger on it at t = 2."""
-    truth = tmp_path / "ground_truth"
-    (truth / "p0" / "cell_ids").mkdir(parents=True)
-    lineage = [
-        {"cell_id": 1, "parent_id": 0, "birth_s": -500.0, "end_s": None, "fate": "alive",
-         "mitosis_onset_s": 100.0, "apoptosis_onset_s": None},
-        {"cell_id": 2, "parent_id": 0, "birth_s": -500.0, "end_s": None, "fate": "alive",
-         "mitosis_onset_s": None, "apoptosis_onset_s": None},
-    ]  # fmt: skip
-    (truth / "lineage.json").write_text(json.dumps(lineage))
-    frames = []
-    for t in range(3):
-        m = np.zeros((32, 32), np.uint16)
-        m[5:15, 5:15], m[20:30, 20:30] = 1, 2
-        tifffile.imwrite(truth / "p0" / "cell_ids" / f"t{t:04d}.tif", m, compression="zlib")
-        frames.append({"seq": t, "position": "p0", "index": {"t": t}, "added_by": None,
-                       "sample_time_s": 120.0 * t, "channel": "DAPI"})  # fmt: skip
-    (tmp_path / "frames.jsonl").write_text("".join(json.dumps(f) + "\n" for f in frames))
-    (tmp_path / "results").mkdir()
-    fired = {"rule": "m", "trigger": "mitosis", "position": "p0", "t": 2, "y": 10, "x": 10,
-             "sample_time_s": 240.0}  # fmt: skip
-    (tmp_path / "results" / "policy.jsonl").write_text(json.dumps(fired) + "\n")
-    return tmp_path
-
-
 def _lineage(text: str) -> Callable[[Path], Path]:
     def damage(truth: Path) -> Path:
         (truth / "lineage.json").write_text(text)
@@ -230,7 +189,9 @@ def test_damaged_ground_truth_is_named_with_what_is_wrong(
 ) -> None:
     # (it was a bare JSONDecodeError, KeyError 'birth_s', TiffFileError or ValueError
     # from deep inside the scoring: the run's summary said neither file nor problem)
-    run = _scored_run(tmp_path)
+    # cell 1 enters mitosis at 100 s, a trigger on it at t = 2 (its true cell ids
+    # compressed as the simulator writes them: a mask cut short is damaged zlib data)
+    run = made_up_run(tmp_path, [(2, 15, 15)], compression="zlib")
     ev = evaluate_triggers(run, load_profile("sim"))  # (the undamaged truth scores)
     assert (ev["precision"], ev["recall"]) == (1.0, 1.0)
     path = damage(run / "ground_truth")

@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 
 from .test_viewer import display as display
 from .test_viewer import napari_viewer as napari_viewer
 from .test_viewer import pytestmark  # noqa: F401 (the marks)
 from .test_viewer_review import cell
+from .test_viewer_review2 import overlay_viewer as overlay_viewer
 from .test_viewer_robustness import deliver, layer, message
-
-
-@pytest.fixture
-def overlay_viewer(napari_viewer: Any, tmp_path: Path) -> Iterator[Any]:
-    from livescope.view import OverlayViewer
-
-    ov = OverlayViewer(f"ipc://{tmp_path}/none", viewer=napari_viewer)  # nothing publishes
-    ov.show_position("p0")
-    try:
-        yield ov
-    finally:
-        ov.close()
 
 
 def test_contrast_limits_napari_chose_from_a_dark_first_frame_follow_the_data(
