@@ -225,7 +225,8 @@ def bench_bus(
     """Run the bus benchmark; returns the JSON-able result (see the module doc).
 
     Each throughput case runs ``repeats`` times, the modes interleaved, and the
-    median run is reported (with every run's GB/s), since these machines are shared.
+    median run is reported (with every run's GB/s), since these machines are shared;
+    of an even number of runs, the faster of the middle two (a run, not a mean of two).
 
     Raises
     ------
