@@ -15,7 +15,11 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -29,7 +33,7 @@ from livescope.schema import (
 )
 
 from ._decisions import DecisionClient
-from ._endpoints import BusSecurity
+from ._endpoints import BusSecurity, pid_lives
 from ._subscriber import FrameSubscriber
 
 __all__ = ["BUS_FILE", "BusInfo", "WorkerLink", "attach"]
@@ -49,6 +53,29 @@ class BusInfo:
     decision_protocol: int = DECISION_PROTOCOL
     """The agent's `DECISION_PROTOCOL`; 0 when the file states none (an agent from
     before the channel was versioned, whichever way it sent decisions)."""
+    pid: int | None = None
+    """The agent's process id; None when the file states none (an agent from before
+    2026-12, or a `BusInfo` made by hand)."""
+    host: str | None = None
+    """Where that process id holds: the agent's host name (on Linux with its pid
+    namespace, see `_this_host`); None as for ``pid``."""
+
+    def with_this_process(self) -> BusInfo:
+        """Return a copy naming this process and host as the agent's (what an agent writes)."""
+        return dataclasses.replace(self, pid=os.getpid(), host=_this_host())
+
+    def agent_gone(self) -> bool:
+        """Return whether the agent that wrote this file is gone without ending its run.
+
+        True only for an agent process of this host (`pid`, `host`) that no
+        longer runs (killed, crashed): it removes ``bus.json`` as it ends, so
+        the file outlived it. False while it runs, and when that cannot be told
+        from here: no process named (an older agent) or another host's.
+        Cheap (no socket): called about once a second while a worker waits.
+        """
+        if self.pid is None or self.host is None or self.host != _this_host():
+            return False
+        return not _process_lives(self.pid)
 
     def write(self, run_dir: Path) -> Path:
         """Write ``bus.json`` into ``run_dir`` (atomically)."""
@@ -72,6 +99,9 @@ class BusInfo:
             return cls(
                 **{k: str(data[k]) for k in ("run_id", "frames", "control", "decisions", "mode")},
                 decision_protocol=int(data.get("decision_protocol", 0)),
+                # (an agent from before they were written states neither)
+                pid=None if data.get("pid") is None else int(data["pid"]),
+                host=None if data.get("host") is None else str(data["host"]),
             )
         except FileNotFoundError:
             if path.name == BUS_FILE and (path.parent / "summary.json").is_file():
@@ -86,6 +116,51 @@ class BusInfo:
             raise LivescopeError(f"cannot read {path}: {exc.strerror or exc}") from None
         except (KeyError, TypeError, ValueError) as exc:
             raise LivescopeError(f"{path} is not a livescope bus file ({exc})") from None
+
+
+def _this_host() -> str:
+    """Return where this process's id holds: the host name, on Linux with its pid namespace.
+
+    e.g. ``"lab-pc pid:[4026531836]"``: a container's (or WSL's, beside a
+    Windows agent of the same host name) process ids are not the host's, and a
+    pid looked up in the wrong one would pass a running agent for gone.
+    """
+    try:
+        return f"{socket.gethostname()} {os.readlink('/proc/self/ns/pid')}"
+    except OSError:  # (no /proc: Windows, macOS; or no permission to read it)
+        return socket.gethostname()
+
+
+def _process_lives(pid: int) -> bool:
+    """Return whether process ``pid`` of this host runs; when it cannot be told, True."""
+    # (an if-else, not code after a return: mypy checks the branch of its platform only)
+    if sys.platform == "win32":  # (os.kill there ends the process, whatever the signal)
+        import ctypes
+        from ctypes import wintypes
+
+        kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+        kernel32.OpenProcess.restype = wintypes.HANDLE
+        kernel32.OpenProcess.argtypes = (wintypes.DWORD, wintypes.BOOL, wintypes.DWORD)
+        kernel32.GetExitCodeProcess.argtypes = (wintypes.HANDLE, ctypes.POINTER(wintypes.DWORD))
+        kernel32.CloseHandle.argtypes = (wintypes.HANDLE,)
+        handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if not handle:  # ERROR_INVALID_PARAMETER: no such process (denied: another user's)
+            return bool(ctypes.get_last_error() != 87)
+        try:
+            code = wintypes.DWORD()
+            if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
+                return True
+            return bool(code.value == 259)  # STILL_ACTIVE (a handle kept open keeps it listed)
+        finally:
+            kernel32.CloseHandle(handle)
+    else:
+        if not pid_lives(pid):
+            return False
+        try:  # (Linux) killed but not yet waited for by its parent: a zombie, gone all the same
+            stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+        except OSError:
+            return True
+        return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 class WorkerLink:
@@ -190,13 +265,20 @@ def attach(
     Raises
     ------
     LivescopeError
-        if there is no agent (or its run has finished: said so), the agent at
+        if there is no agent (or its run has finished, or its process is gone
+        without ending it: said so), the agent at
         its addresses answers for another run, or (with ``decisions``) it
         speaks another version of the decision channel (`DECISION_PROTOCOL`:
         agent and worker from different livescope versions).
 
     """
     info = run if isinstance(run, BusInfo) else BusInfo.read(run)
+    if info.agent_gone():  # (else "no answer from the bus control" after a 3 s wait)
+        raise LivescopeError(
+            f"the agent of run {info.run_id} (process {info.pid}) is gone without ending its "
+            f"run (killed or crashed): its {BUS_FILE} is left over and no agent sends its "
+            "frames any more (`livescope worker --analyse` analyses what it recorded)"
+        )
     if decisions and info.decision_protocol != DECISION_PROTOCOL:
         theirs = (
             f"decision protocol version {info.decision_protocol}"

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from livescope.bus import BUS_FILE
+from livescope.bus import BUS_FILE, BusInfo
 from livescope.schema import LivescopeError
 
 from ._config import WorkerConfig
@@ -38,6 +38,9 @@ MAX_QUEUED_BYTES = 1 << 30
 """Most bytes of frames queued for the engines (1 GiB): a field completed beyond it is
 not queued but left to the recording, which the worker reads it back from before the
 position's next field (a worker far behind on large frames filled memory until it died)."""
+
+AGENT_CHECK_S = 1.0
+"""How often a worker waiting for frames looks whether the agent's process still runs (s)."""
 
 
 class FieldAssembler:
@@ -63,10 +66,14 @@ class FieldAssembler:
     orphaned
         Set when the supervising process is gone (`watch_stdin`): the thread stops
         with an error once no frame comes (the agent ran in that process).
+    agent
+        The agent's ``bus.json`` as attached to: while no frame comes, its process
+        is looked at every `AGENT_CHECK_S` (`BusInfo.agent_gone`); None: never.
 
     The queue (`fields`) ends with None when the agent has finished (its
-    ``bus.json`` gone) or no frame came for ``idle_s``, or with the exception
-    that stopped the thread.
+    ``bus.json`` gone), its process is gone without ending the run (killed,
+    crashed: `agent_gone` is set, and ``bus.json`` is left over) or no frame
+    came for ``idle_s``, or with the exception that stopped the thread.
 
     """
 
@@ -80,11 +87,15 @@ class FieldAssembler:
         counts: collections.Counter[str],
         count_lock: threading.Lock,
         orphaned: threading.Event,
+        agent: BusInfo | None = None,
     ) -> None:
         self.fields: queue.Queue[Field | Exception | None] = queue.Queue()
         self._link, self._bus = link, run_dir / BUS_FILE
         self._config, self._recorded, self._done = config, recorded, done
         self._counts, self._count_lock, self._orphaned = counts, count_lock, orphaned
+        self._agent = agent
+        self.agent_gone = threading.Event()
+        """Set (by the thread) when the agent's process was found gone, its run not ended."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="livescope-fields", daemon=True)
 
@@ -100,13 +111,26 @@ class FieldAssembler:
     def _run(self) -> None:
         fields, counts = self.fields, self._counts
         pending: Field | None = None
-        last_frame = time.monotonic()
+        last_frame = last_check = time.monotonic()
         try:
             while not self._stop.is_set():
                 frame = self._link.frames.get(timeout=0.1)
                 if frame is None:
                     if not self._bus.exists():
                         break  # the agent has finished; the queue is drained
+                    # a killed agent leaves its bus.json: without this the worker waited forever
+                    agent, now = self._agent, time.monotonic()
+                    if agent is not None and now - last_check >= AGENT_CHECK_S:
+                        last_check = now
+                        if agent.agent_gone():
+                            self.agent_gone.set()
+                            logger.warning(
+                                "the agent of run %s (process %d) is gone without ending its "
+                                "run (killed or crashed; its %s is left over): the worker stops "
+                                "taking frames and analyses what was recorded",
+                                agent.run_id, agent.pid, self._bus,
+                            )  # fmt: skip
+                            break
                     idle = self._config.idle_s
                     if idle is not None and time.monotonic() - last_frame > idle:
                         logger.warning("no frame for %g s (idle_s): the worker stops taking "

@@ -55,6 +55,7 @@ from numpy.typing import NDArray
 
 from livescope.bus import (
     BUS_FILE,
+    BusInfo,
     attach,
     collection_deferred,
     fast_thread_switching,
@@ -296,6 +297,9 @@ class PipelineWorker:
             self.results, self.counts, tail_frames=cfg.tail_frames, class_cols=class_cols
         )
         self.link: Any = None
+        self._agent_gone = threading.Event()
+        """Set once the agent's process is found gone without ending its run (`_live`):
+        decisions are sent no more (none would be answered)."""
         self._parent_gone = threading.Event()
         if cfg.watch_parent:
             threading.Thread(
@@ -517,10 +521,27 @@ class PipelineWorker:
             logger.debug("rehearsing the decisions failed: %s", exc)
 
     def _live(self) -> bool:
-        """Analyse fields as the agent sends them; False if the run ended before attaching."""
+        """Analyse fields as the agent sends them; False if the run ended before attaching.
+
+        Also False when the agent's process is gone without ending its run
+        (killed or crashed before the worker attached: its ``bus.json`` left over).
+        """
+        info: BusInfo | None = None
         try:
-            self.link = attach(self.run_dir, policy="every", maxlen=self.config.maxlen)
+            info = BusInfo.read(self.run_dir)
+            self.link = attach(info, policy="every", maxlen=self.config.maxlen)
         except LivescopeError as exc:
+            if info is not None and info.agent_gone():  # (also killed while being attached to)
+                # nothing will remove its bus.json or write its summary: what it recorded
+                # is analysed, as for a run that ended (waiting would be for ever)
+                logger.warning(
+                    "the agent of run %s (process %d) is gone without ending its run (killed "
+                    "or crashed; its %s is left over): analysing what it recorded",
+                    info.run_id, info.pid, self.run_dir / BUS_FILE,
+                )  # fmt: skip
+                self._agent_gone.set()
+                self.run_id = self.run_id or info.run_id  # (there is no summary to say it)
+                return False
             # the agent ends by removing bus.json, closing the bus, then writing
             # summary.json: a run that ended just as the worker attached is analysed
             # from its recording (an agent gone without a summary is a failure)
@@ -541,8 +562,9 @@ class PipelineWorker:
         # engines run (see `FieldAssembler`)
         assembler = FieldAssembler(
             self.link, self.run_dir, self.config, self.recorded,
-            self.done, self.counts, self._skip_lock, self._parent_gone,
+            self.done, self.counts, self._skip_lock, self._parent_gone, agent=self.link.info,
         )  # fmt: skip
+        self._agent_gone = assembler.agent_gone
         self._fields = fields = assembler.fields
         assembler.start()
         try:
@@ -785,7 +807,9 @@ class PipelineWorker:
             )  # fmt: skip
             ms_prepare = 1000 * (time.perf_counter() - t0)
             t0 = time.perf_counter()
-            outgoing = FieldDecisions(self.link, self.run_dir)  # each sent as it passes
+            # each sent as it passes; none to an agent found gone (no answer would come)
+            link = None if self._agent_gone.is_set() else self.link
+            outgoing = FieldDecisions(link, self.run_dir)
             verdicts: list[Verdict] = []
             if not decided_before:
                 verdicts = self.policy.evaluate(obs, on_pass=outgoing.post)

@@ -250,7 +250,7 @@ class ScopeAgent:
                     self.publisher.control_endpoint,
                     self.server.endpoint,
                     bus,
-                ).write(self.run_dir)
+                ).with_this_process().write(self.run_dir)  # (a worker sees if it is killed)
         except BaseException:
             # (not bus.json: the folder's may be another agent's, whose recording it holds)
             self._release(decision_log)
