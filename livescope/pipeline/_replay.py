@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -51,6 +50,7 @@ from livescope.schema import (
 )
 from livescope.scope import (
     ScopeAgent,
+    check_gate_timeout,
     check_speed,
     map_channels,
     replay_sequence,
@@ -177,10 +177,7 @@ def run_replay(
 
     """
     check_speed(speed)
-    if not (math.isfinite(gate_timeout_s) and gate_timeout_s > 0):  # (nan: never timed out)
-        raise LivescopeError(
-            f"gate_timeout_s must be a number of seconds > 0, got {gate_timeout_s}"
-        )
+    check_gate_timeout(gate_timeout_s)
     out = Path(out_dir)
     check_output_folder(out, empty=True)
     uses_ipc()  # a bad LIVESCOPE_TRANSPORT: before anything is written
@@ -285,6 +282,7 @@ def run_replay(
                 speed is None
                 and not summary.get("interrupted")  # (a Ctrl+C: fewer frames served)
                 and summary.get("gate_timeouts", 0) == 0
+                and summary.get("gate_waits_skipped", 0) == 0  # (each follows a timeout)
                 and summary.get("fields_analysed_late", 0) == 0
                 and summary.get("worker_restarts", 0) == 0
                 and summary.get("stains_skipped_behind", 0) == 0

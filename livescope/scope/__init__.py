@@ -28,6 +28,7 @@ from ._replay import (
     ReplayGate,
     ReplayMicroscope,
     ReplaySource,
+    check_gate_timeout,
     check_speed,
     run_replay_scope,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "adapt_core",
     "bench_camera",
     "bench_record",
+    "check_gate_timeout",
     "check_micromanager_config",
     "check_speed",
     "demo_sequence",

@@ -21,7 +21,6 @@ See docs/design/replay.md.
 from __future__ import annotations
 
 import collections
-import contextlib
 import json
 import logging
 import math
@@ -37,7 +36,7 @@ from numpy.typing import DTypeLike, NDArray
 from pymmcore_plus.experimental.unicore import SimpleCameraDevice, UniMMCore
 from pymmcore_plus.metadata import FrameMetaV1
 
-from livescope.record import Dataset, FrameKey, RecordedFrame
+from livescope.record import Dataset, DatasetError, FrameKey, RecordedFrame
 from livescope.schema import (
     AddEvents,
     Decision,
@@ -64,6 +63,7 @@ __all__ = [
     "ReplayGate",
     "ReplayMicroscope",
     "ReplaySource",
+    "check_gate_timeout",
     "check_speed",
     "run_replay_scope",
 ]
@@ -79,6 +79,9 @@ taken and still be served as its frame in a replay."""
 # place to well under 1 µm); another cell, even a neighbour, lies a nucleus or more away.
 # A close-up is named by its rule's firing count, not its cell: a replay whose rule fires
 # otherwise gives cell B's close-up the name (and t) of the recording's close-up of cell A.
+
+UNREADABLE_SAID = 10
+"""How many unreadable frames a replay warns of one by one (all are in its summary)."""
 
 logger = logging.getLogger("livescope")
 
@@ -147,6 +150,9 @@ class ReplaySource:
     """Serves a dataset's frames in the order the events ask for them.
 
     ``channels`` maps dataset channel names to the plan's (`map_channels`).
+    Frames the dataset lacks are listed in ``not_recorded``; frames it holds but
+    cannot read (a damaged file or plane) in ``unreadable``, with the reader's
+    error: the replay skips both and goes on.
     """
 
     def __init__(self, dataset: Dataset, channels: Mapping[str, str]) -> None:
@@ -158,6 +164,9 @@ class ReplaySource:
         self.served = 0
         self.served_fields: collections.Counter[tuple[str, int]] = collections.Counter()
         self.not_recorded: list[str] = []
+        self.unreadable: list[dict[str, str]] = []
+        """``{"frame": key, "error": why}`` of each frame `read_ahead` could not read."""
+        self._ahead: tuple[FrameKey, NDArray[Any]] | None = None
         first = dataset.frames[0]
         self.shape = first.shape
         self.dtype = np.dtype(first.dtype)
@@ -180,13 +189,48 @@ class ReplaySource:
         """Return the recorded frame for ``event``, or None if the dataset lacks it."""
         return self._frames.get(self.key_of(event))
 
+    def read_ahead(self, event: useq.MDAEvent) -> bool:
+        """Read ``event``'s recorded frame before it is handed out (runner thread).
+
+        Returns False where the dataset holds the frame but cannot read it (a
+        damaged file or plane, a file cut short since the dataset was opened): it
+        is listed in `unreadable` with the reader's error and warned, for the
+        replay to skip it as a frame the recording lacks (an error in the snap
+        ended the whole replay). The pixels read wait for `select`.
+        """
+        key = self.key_of(event)
+        try:
+            self._ahead = (key, self.dataset.read(key))
+        except DatasetError as exc:  # (the readers' errors name the file and the problem)
+            self._ahead = None
+            self.unreadable.append({"frame": str(key), "error": str(exc)})
+            if len(self.unreadable) <= UNREADABLE_SAID:
+                logger.warning("replay: %s; the frame is skipped, the replay goes on", exc)
+            if len(self.unreadable) == UNREADABLE_SAID:
+                logger.warning(
+                    "replay: %d recorded frames cannot be read; more are not said one by one "
+                    "(every one is listed in the summary's frames_unreadable)",
+                    UNREADABLE_SAID,
+                )
+            return False
+        return True
+
     def select(self, event: useq.MDAEvent) -> None:
-        """Make ``event``'s frame the next one the camera serves (runner thread)."""
+        """Make ``event``'s frame the next one the camera serves (runner thread).
+
+        Raises
+        ------
+        LivescopeError
+            if the dataset lacks the frame, or (`DatasetError`) cannot read it
+            where `read_ahead` did not read it already.
+
+        """
         key = self.key_of(event)
         frame = self._frames.get(key)
         if frame is None:
             raise LivescopeError(f"{self.dataset.path}: no recorded frame for {key}")
-        self._pixels = self.dataset.read(key)
+        ahead, self._ahead = self._ahead, None
+        self._pixels = ahead[1] if ahead is not None and ahead[0] == key else self.dataset.read(key)
         self.current = frame
 
     def serve_into(self, buffer: NDArray[Any]) -> None:
@@ -243,7 +287,10 @@ class ReplayGate:
     ``results/latency.jsonl``, which the worker appends once per field after
     the field's decisions were answered. A wait longer than ``timeout_s`` logs a
     warning, lets the replay go on and counts a timeout (the replay is then not
-    guaranteed to be reproducible).
+    guaranteed to be reproducible). The worker has then stalled: until it
+    analyses a field it had not before, later waits are not made (counted in
+    ``skipped``; a hung worker cost ``timeout_s`` at every time point), then the
+    gate holds the replay again.
     """
 
     def __init__(self, run_dir: str | Path, *, timeout_s: float = 60.0, window: int = 1) -> None:
@@ -254,11 +301,17 @@ class ReplayGate:
         """How often the worker's log is read while waiting: a window ahead hides the delay."""
         self.done: set[tuple[str, int]] = set()
         self.timeouts = 0
+        """Waits that ran ``timeout_s`` without the worker analysing the fields waited for."""
+        self.skipped = 0
+        """Waits not made: the worker had analysed no new field since a timeout."""
         self.gave_up = False
         self.waited_s = 0.0
         self._offset = 0
         self._rest = b""
         self._file_id: tuple[int, int] | None = None
+        self._stalled_at: int | None = None
+        """How many fields the worker had analysed at the last timeout (None: no stall)."""
+        self._damage_said = False
 
     def _read(self) -> None:
         try:
@@ -277,9 +330,19 @@ class ReplayGate:
         self._offset += len(data)
         *lines, self._rest = (self._rest + data).split(b"\n")
         for line in lines:
-            with contextlib.suppress(ValueError, KeyError):
-                rec = json.loads(line)
-                self.done.add((str(rec["position"]), int(rec["t"])))
+            if not line.strip():
+                continue
+            field = _field_of(line)
+            if field is not None:
+                self.done.add(field)
+            elif not self._damage_said:
+                # (a damaged line raised out of the gate and ended the replay)
+                self._damage_said = True
+                logger.warning(
+                    "replay: %s has a line that is not a field's record (%r); passed over, as "
+                    "are any more (the gate may wait for that field until its timeout)",
+                    self.path, line[:80].decode("utf-8", "replace"),
+                )  # fmt: skip
 
     def worker_gone(self) -> bool:
         """Return True once the worker's supervisor gave up (``results/worker.failed``)."""
@@ -295,6 +358,15 @@ class ReplayGate:
             return True
         t0 = time.perf_counter()
         deadline = t0 + self.timeout_s
+        if self._stalled_at is not None:
+            self._read()
+            if len(self.done) > self._stalled_at:
+                self._stalled_at = None
+                logger.info("replay: the worker analyses fields again; the replay is gated again")
+            elif not want <= self.done and not self.worker_gone():
+                self.skipped += 1  # (the worker made no progress since it last timed out)
+                self.waited_s += time.perf_counter() - t0
+                return False
         while True:
             self._read()
             if want <= self.done:
@@ -306,9 +378,10 @@ class ReplayGate:
             if time.perf_counter() > deadline:
                 self.timeouts += 1
                 self.waited_s += time.perf_counter() - t0
+                self._stalled_at = len(self.done)
                 logger.warning(
-                    "replay: the worker has not analysed %s after %.0f s; going on (the replay "
-                    "may not be reproducible)",
+                    "replay: the worker has not analysed %s after %g s; going on (the replay "
+                    "may not be reproducible), ungated until the worker analyses a field again",
                     sorted(want - self.done)[:5],
                     self.timeout_s,
                 )
@@ -316,11 +389,26 @@ class ReplayGate:
             time.sleep(self.poll_s)
 
 
+def _field_of(line: bytes) -> tuple[str, int] | None:
+    """Return the (position, t) a ``latency.jsonl`` line is the record of (None: damaged)."""
+    try:
+        rec = json.loads(line)
+    except ValueError:  # (and UnicodeDecodeError)
+        return None
+    if not isinstance(rec, dict):
+        return None
+    position, t = rec.get("position"), rec.get("t")
+    if not isinstance(position, str) or not isinstance(t, int) or isinstance(t, bool):
+        return None
+    return position, t
+
+
 class ReplayEngine(LivescopeEngine):
     """The acquisition engine of a replay: selects each event's recorded frame.
 
     Events whose frame the dataset lacks (a position stopped in the live run,
-    a run cut short) are skipped and listed in ``source.not_recorded``. Each
+    a run cut short) are skipped and listed in ``source.not_recorded``; those
+    whose frame it cannot read (a damaged file), in ``source.unreadable``. Each
     frame's sample time is the recorded one. ``speed``: recorded seconds per
     wall-clock second (None: no waiting at all). Hardware sequencing is off, so
     every frame is one snap of one event.
@@ -351,15 +439,25 @@ class ReplayEngine(LivescopeEngine):
         self._lacking: collections.Counter[tuple[str, int]] = collections.Counter()
         self._followed: set[tuple[str, int]] = set()
         self._last_field: tuple[str, int] | None = None
+        self.added_unreadable = 0
+        """Added events a decision was told are served whose frames could not be read."""
 
     def event_iterator(self, events: Iterable[useq.MDAEvent]) -> Iterator[useq.MDAEvent]:
-        """Time each event by its recorded frame; skip events the dataset lacks."""
+        """Time each event by its recorded frame; skip events the dataset lacks or cannot read.
+
+        Each frame is read here, before its event is handed out: one that cannot
+        be read is skipped as one the recording lacks (and the gate does not wait
+        for the worker to have it), not a failed snap that ends the replay.
+        """
         for event in events:
             frame = self.source.recorded(event)
             if frame is None:
                 self.source.not_recorded.append(str(self.source.key_of(event)))
+            if frame is None or not self.source.read_ahead(event):
                 if not event.metadata.get("added_by"):
                     self._lacking[(position_name(event), int(event.index.get("t", 0)))] += 1
+                elif frame is not None:
+                    self.added_unreadable += 1
                 continue
             sample = frame.sample_time_s
             if sample is None:
@@ -561,6 +659,17 @@ def check_speed(speed: float | None) -> None:
         )
 
 
+def check_gate_timeout(gate_timeout_s: float) -> None:
+    """Refuse a gate timeout that is no finite number of seconds above 0.
+
+    (nan: ``now > t0 + nan`` is never true, and a hung worker hung the replay for good)
+    """
+    if not (math.isfinite(gate_timeout_s) and gate_timeout_s > 0):
+        raise LivescopeError(
+            f"gate_timeout_s must be a number of seconds > 0, got {gate_timeout_s}"
+        )
+
+
 def run_replay_scope(
     dataset: Dataset,
     profile: HardwareProfile,
@@ -588,6 +697,7 @@ def run_replay_scope(
 
     """
     check_speed(speed)
+    check_gate_timeout(gate_timeout_s)
     source = ReplaySource(dataset, channels)
     expected = frames_in_plan(sequence)
     out = Path(out_dir)
@@ -629,8 +739,11 @@ def run_replay_scope(
             "speed": "max" if speed is None else speed,
             "frames_served": source.served,
             "frames_not_recorded": len(source.not_recorded),
-            "what_if_served": agent.what_if_served,
+            "frames_unreadable": list(source.unreadable),
+            # (a decision's added frame that could not be read was not served after all)
+            "what_if_served": agent.what_if_served - engine.added_unreadable,
             "gate_timeouts": engine.gate.timeouts if engine.gate else 0,
+            "gate_waits_skipped": engine.gate.skipped if engine.gate else 0,
             "gate_wait_s": round(engine.gate.waited_s, 3) if engine.gate else 0.0,
             "source_wall_s": round(wall, 3),
             "warnings": list(dataset.warnings),
@@ -640,6 +753,12 @@ def run_replay_scope(
         summary["warnings"].append(
             f"{dataset.path}: {len(source.not_recorded)} planned frame(s) are not in the "
             f"recording and were skipped (first: {source.not_recorded[0]})"
+        )
+    if source.unreadable:
+        first = source.unreadable[0]
+        summary["warnings"].append(
+            f"{dataset.path}: {len(source.unreadable)} recorded frame(s) cannot be read and "
+            f"were skipped (listed in frames_unreadable; first: {first['error']})"
         )
     write_atomic(out / "summary.json", json.dumps(summary, indent=1))
     if stopped is not None:
