@@ -15,6 +15,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -32,9 +33,14 @@ __all__ = ["WORKER_FAILED", "WORKER_REFUSED", "WorkerSupervisor"]
 
 WORKER_REFUSED = 2
 """Exit status of a worker that refused its input or config (the CLI's user-error
-status): it is not restarted, since it would refuse again."""
+status): it is not restarted, since it would refuse again. Only before it was
+ready: the worker fails a run with the same status when its deciding or storing
+thread failed (``deciding failed: ...``), and such a worker is restarted."""
 
 logger = logging.getLogger("livescope")
+
+_NOT_ERRORS = re.compile(r"(DEBUG|INFO|WARNING) \S+: ")
+"""A line the worker's logging wrote below ERROR (``setup_logging``'s format)."""
 
 
 class WorkerSupervisor:
@@ -59,6 +65,12 @@ class WorkerSupervisor:
 
     stop_grace_s = 10.0
     """How long `stop` waits for a worker it told to end before it kills it."""
+
+    restart_delay_s = 1.0
+    """How long the supervisor waits before the first restart, doubled for each one
+    after it (at most 30 s): a worker that fails as it starts (a GPU not yet free, a
+    driver error) is not started again at once, over and over, beside the acquisition.
+    The fields it misses meanwhile are read back from the recording."""
 
     def __init__(
         self,
@@ -92,6 +104,7 @@ class WorkerSupervisor:
         self._handled: subprocess.Popen[bytes] | None = None  # the last exit the watcher took
         self._log = (self.results / "worker.log").open("ab")
         self._log_from = 0  # where the current worker's output begins in worker.log
+        self._ready_at_launch: str | None = None  # results/ready as the current worker found it
 
     def _spawn(self, resume: bool) -> subprocess.Popen[bytes]:
         cmd = [sys.executable, "-m", "livescope", "worker", str(self.run_dir), "--config",
@@ -132,7 +145,15 @@ class WorkerSupervisor:
         # (its errors are its own: an earlier worker's are not taken for this one's)
         self._log.flush()
         self._log_from = os.fstat(self._log.fileno()).st_size
+        self._ready_at_launch = self._ready()
         return self._spawn(resume)
+
+    def _ready(self) -> str | None:
+        """Return ``results/ready`` (the time a worker became ready; None: not there)."""
+        try:
+            return (self.results / "ready").read_text(encoding="utf-8")
+        except OSError:
+            return None
 
     def start(self) -> None:
         """Start the worker and the thread that watches it."""
@@ -156,22 +177,33 @@ class WorkerSupervisor:
                 return
             self._handled = proc
             if code != 0:  # before the exit is seen: whoever sees it can say why
-                self.error = self._last_error() or _killed_by(code)
+                self.error = self._why(code)
             self.exits.append(code)
             if code == 0:
                 return  # finished: the run ended and every field was analysed
-            if code == WORKER_REFUSED:  # its input or config is wrong: a restart cannot help
-                logger.error("the worker refused to run: %s", self.error)
+            # its input or config is wrong: a restart cannot help. A worker that had become
+            # ready (it wrote results/ready anew) accepted them: its status 2 is a failure
+            # of the run ("deciding failed", "storing results failed"), which a restart
+            # from its saved state can get past; it was taken for a refusal, and the rest
+            # of a long run went unanalysed after one failed field
+            if code == WORKER_REFUSED and self._ready() == self._ready_at_launch:
+                logger.error("the worker refused to run: %s (see %s)",
+                             self.error or f"exit status {code}", self._log_path)  # fmt: skip
                 self._give_up()
                 return
             if self.restarts >= self.max_restarts:
-                logger.error("worker exited with %s; %d restarts used, giving up", code,
-                             self.restarts)  # fmt: skip
+                logger.error("worker exited with %s%s; %d restarts used, giving up (see %s)",
+                             code, f" ({self.error})" if self.error else "", self.restarts,
+                             self._log_path)  # fmt: skip
                 self._give_up()
                 return
             self.restarts += 1
-            logger.warning("worker exited with %s%s; restarting it (%d)", code,
-                           f" ({self.error})" if self.error else "", self.restarts)  # fmt: skip
+            delay = min(30.0, self.restart_delay_s * 2 ** (self.restarts - 1))
+            logger.warning("worker exited with %s%s; restarting it (%d) in %g s", code,
+                           f" ({self.error})" if self.error else "", self.restarts,
+                           delay)  # fmt: skip
+            if self._stop.wait(delay):  # (stop() came meanwhile: it takes this exit)
+                return
             with self._lock:
                 if self._stop.is_set():  # (stop() came meanwhile)
                     return
@@ -184,8 +216,22 @@ class WorkerSupervisor:
                     self._give_up()
                     return
 
+    @property
+    def _log_path(self) -> Path:
+        return self.results / "worker.log"
+
+    def _why(self, code: int) -> str:
+        """Say why the current worker exited with ``code`` (not 0): its signal, its error."""
+        # (a signal is the reason, whatever it printed before: the OOM killer's SIGKILL was
+        # reported as the last warning the worker had logged, e.g. a slow field)
+        return ": ".join(part for part in (_killed_by(code), self._last_error()) if part)
+
     def _last_error(self) -> str:
-        """Return the current worker's own last error line in worker.log ('' if none)."""
+        """Return the current worker's own last error line in worker.log ('' if none).
+
+        Its logged warnings and notes (``WARNING livescope: ...``) are not errors: a
+        worker that printed nothing else (killed, or a crash in native code) has none.
+        """
         if not self._log.closed:
             self._log.flush()
         try:
@@ -195,6 +241,7 @@ class WorkerSupervisor:
         except OSError:
             return ""
         rows = [ln.strip() for ln in lines.splitlines() if ln.strip()]
+        rows = [ln for ln in rows if not _NOT_ERRORS.match(ln)]
         errors = [ln[len("error:") :].strip() for ln in rows if ln.lower().startswith("error:")]
         return (errors or rows or [""])[-1]
 
@@ -233,8 +280,8 @@ class WorkerSupervisor:
                 self._handled = proc
                 self.exits.append(proc.returncode)
                 if ended_itself and proc.returncode != 0:
-                    self.error = self._last_error() or _killed_by(proc.returncode)
-                    why = self.error or f"see {self.results / 'worker.log'}"
+                    self.error = self._why(proc.returncode)
+                    why = self.error or f"see {self._log_path}"
                     logger.error("the worker had exited with %s before it was stopped: %s",
                                  proc.returncode, why)  # fmt: skip
         self._log.close()
