@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -53,6 +54,22 @@ def _test_inputs(cards: list[Any]) -> list[Any]:
     return out
 
 
+_INSTALL = {
+    "tensorrt": 'pip install "livescope[gpu]" (NVIDIA TensorRT; a CUDA GPU to build on)',
+    "tensorrt-rtx": 'pip install "livescope[rtx]" (TensorRT-RTX; 64-bit Linux or Windows)',
+}
+"""What to install for each backend ``engines build`` takes."""
+
+
+def _fails_to_load(module: str, exc: BaseException) -> str:
+    """Say that ``module`` is installed but does not load, and why (its first line)."""
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return (
+        f"{module} is installed but fails to load ({type(exc).__name__}: {first}); a CUDA or "
+        f"TensorRT library it needs is missing or of another version"
+    )
+
+
 def _run_any(engine: Any, x: Any) -> Any:
     """Run a frame through `infer`, a batch (4-D) through `run`."""
     return engine.run(x) if x.ndim == 4 else engine.infer(x)
@@ -60,28 +77,35 @@ def _run_any(engine: Any, x: Any) -> Any:
 
 @engines_app.command("list")
 def engines_list(json_out: JsonOpt = False) -> None:
-    """List shipped engines and the backends that can run here."""
+    """List shipped engines and the backends that can run here.
+
+    An engine whose card does not load is listed with its error (``task`` null);
+    ``livescope engines check`` fails on it.
+    """
     from livescope.inference import available_backends, builtin_engines
-    from livescope.schema import EngineCard
+    from livescope.schema import EngineCard, LivescopeError
 
     engines = []
     for name, folder in builtin_engines().items():
-        card = EngineCard.from_file(folder / "card.yaml")
-        engines.append(
-            {
-                "name": name,
-                "task": card.task,
-                "folder": str(folder),
-                "sha256": card.sha256,
-                "metrics": card.metrics,
-            }
-        )
+        entry: dict[str, Any] = {"name": name, "folder": str(folder)}
+        # (one card that does not load, e.g. one added to engines/ by hand, was a
+        # traceback: no engine listed, and no JSON)
+        try:
+            card = EngineCard.from_file(folder / "card.yaml")
+        except LivescopeError as exc:
+            entry.update(task=None, error=str(exc))
+        else:
+            entry.update(task=card.task, sha256=card.sha256, metrics=card.metrics)
+        engines.append(entry)
     backends = [{"name": n, "available": ok, "detail": why} for n, ok, why in available_backends()]
     if json_out:
         emit({"engines": engines, "backends": backends})
         return
     for e in engines:
-        stderr.print(f"{e['name']} ({e['task']}): {e['folder']}", markup=False)
+        if "error" in e:
+            stderr.print(f"[red]{escape(e['name'])}: {escape(e['error'])}[/]", highlight=False)
+        else:
+            stderr.print(f"{e['name']} ({e['task']}): {e['folder']}", markup=False)
     for b in backends:
         mark = "[green]✓[/]" if b["available"] else "[dim]✗[/]"
         stderr.print(f"{mark} backend {escape(str(b['name']))}: {escape(str(b['detail']))}")
@@ -90,14 +114,17 @@ def engines_list(json_out: JsonOpt = False) -> None:
 @engines_app.command("check")
 def engines_check(
     engines: Annotated[
-        list[str] | None, typer.Argument(help="Engines (default: all shipped).")
+        list[str] | None,
+        typer.Argument(help="Engine names or folders (default: every shipped engine)."),
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Load each engine on every backend that can run here; check parity with ONNX Runtime CPU.
 
     Also builds each engine ahead of time with TensorRT-RTX where it is installed.
-    Exits 1 if any check fails.
+    An engine that does not load (its ONNX changed since its card's sha256, a card
+    that does not match the model) fails its check, and the others are still
+    checked. Exits 1 if any check fails, 2 if a name is no engine.
     """
     setup_logging(False)
     from livescope.inference import (
@@ -108,18 +135,38 @@ def engines_check(
         TilePlan,
         backend_status,
         builtin_engines,
+        find_engine,
     )
     from livescope.schema import EngineCard, LivescopeError
 
-    names = engines or list(builtin_engines())
-    results: list[dict[str, Any]] = []
+    # (once each: an engine named twice was checked twice)
+    names = list(dict.fromkeys(engines or builtin_engines()))
+    by_engine: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
     # (a library that fails to import is a backend that cannot run, with its error)
     backends = backend_status()
     with user_errors(json_out):
-        refs = [Engine(n, backend=OnnxRuntimeBackend()) for n in names]
-        inputs = _test_inputs([e.card for e in refs])
-        for name, ref_engine, frame in zip(names, refs, inputs, strict=True):
-            ref = _run_any(ref_engine, frame)
+        for n in names:  # a name that is no engine is a mistake in the command (exit 2)
+            find_engine(n)
+        # an engine that does not load (its ONNX changed, a card that does not match it)
+        # is a failed check; the others are still checked (it stopped the whole check,
+        # exit 2, nothing said of the engines that were fine)
+        refs: dict[str, Any] = {}
+        for n in names:
+            try:
+                refs[n] = Engine(n, backend=OnnxRuntimeBackend())
+            except LivescopeError as exc:
+                by_engine[n].append({"engine": n, "backend": "onnxruntime (reference)",
+                                     "status": "error", "detail": str(exc)})  # fmt: skip
+        inputs = _test_inputs([e.card for e in refs.values()]) if refs else []
+        for (name, ref_engine), frame in zip(refs.items(), inputs, strict=True):
+            results = by_engine[name]
+            try:
+                ref = _run_any(ref_engine, frame)
+            except LivescopeError as exc:
+                ref_engine.close()
+                results.append({"engine": name, "backend": "onnxruntime (reference)",
+                                "status": "error", "detail": str(exc)})  # fmt: skip
+                continue
             odd_row: dict[str, Any] | None = None
             if frame.ndim != 4:  # frame engines take any frame size (padded to the card's multiple)
                 odd = frame[..., : frame.shape[-2] - 3, : frame.shape[-1] - 5]
@@ -158,6 +205,11 @@ def engines_check(
                 except LivescopeError as exc:
                     results.append({"engine": name, "backend": "tensorrt-rtx (ahead-of-time build)",
                                     "status": "error", "detail": str(exc)})  # fmt: skip
+                except (ImportError, OSError) as exc:  # (installed, but its library fails to load)
+                    results.append({"engine": name, "backend": "tensorrt-rtx (ahead-of-time build)",
+                                    "status": "error",
+                                    "detail": _fails_to_load(rtx.module, exc)})  # fmt: skip
+    results = [r for n in names for r in by_engine[n]]
     ok = all(r["status"] in ("ok", "unavailable") for r in results)
     if json_out:
         emit({"ok": ok, "results": results})
@@ -168,6 +220,11 @@ def engines_check(
                 f"{r['engine']} / {r['backend']}: {r['status']} {err} {r.get('detail', '')}",
                 markup=False,
             )
+        failed = sorted({r["engine"] for r in results if r["status"] not in ("ok", "unavailable")})
+        stderr.print(
+            f"failed: {', '.join(failed)} (exit 1)" if failed else "all checks passed",
+            markup=False, highlight=False,
+        )  # fmt: skip
     if not ok:
         raise typer.Exit(1)
 
@@ -207,13 +264,14 @@ def engines_build(
         CROP_BATCH,
         Engine,
         OnnxRuntimeBackend,
+        TensorRTBackend,
         TensorRTRTXBackend,
         TilePlan,
         plan_cache_dir,
         plan_file,
         select_backend,
     )
-    from livescope.schema import LivescopeError, load_profile
+    from livescope.schema import LivescopeError, load_profile, write_atomic
 
     with user_errors(json_out):
         if backend not in ("tensorrt", "tensorrt-rtx"):
@@ -232,12 +290,35 @@ def engines_build(
         card, model = ref.card, ref.model_path
         ref.close()
         shapes = [] if prof is None else TilePlan.for_profile(prof, card).tile_shapes()
+        library = (TensorRTRTXBackend if backend == "tensorrt-rtx" else TensorRTBackend)()
+        if not library.installed():  # (said with what to install, before any work)
+            raise LivescopeError(
+                f"engines build --backend {backend}: {library.module} is not installed; "
+                f"install it with: {_INSTALL[backend]}"
+            )
+        if not json_out:  # (nothing was said during a build of minutes on a rig's GPU)
+            target = (
+                f"ahead of time for {', '.join(compute_capability)}: this can take minutes"
+                if compute_capability
+                else f"for this GPU, {precision}: minutes, unless it is cached already"
+            )
+            stderr.print(f"building {card.name}'s {backend} plan {target}", markup=False,
+                         highlight=False)  # fmt: skip
         t0 = time.perf_counter()
         if backend == "tensorrt-rtx" and compute_capability:
-            plan = TensorRTRTXBackend().build_ahead_of_time(model, card, shapes, compute_capability)
-            out = plan_file(card.name, "tensorrt-rtx-aot", *compute_capability)
+            try:
+                plan = TensorRTRTXBackend().build_ahead_of_time(
+                    model, card, shapes, compute_capability
+                )
+            except (ImportError, OSError) as exc:  # (a traceback, and no JSON, until now)
+                raise LivescopeError(_fails_to_load(library.module, exc)) from None
+            # (keyed by what the plan is built from, as the worker's plans are: a build for
+            # another profile, or another model of the same name, overwrote the last one)
+            made_from = repr((card.model_dump_json(), [(int(h), int(w)) for h, w in shapes]))
+            key = hashlib.sha256(made_from.encode()).hexdigest()[:16]
+            out = plan_file(card.name, "tensorrt-rtx-aot", key, *compute_capability)
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_bytes(plan)
+            write_atomic(out, plan)  # (never half a plan, e.g. after a Ctrl+C)
             result = {"plan": str(out), "bytes": len(plan)}
         else:
             try:
