@@ -11,8 +11,10 @@ refuses it. Limits (``HardwareProfile``):
   single exposure; frames added over the run (``max_extra_frames_per_run``);
 * ``guardrails.min_interval_s``: no interval (a changed time-lapse interval,
   or the spacing of an added time-lapse) shorter than this;
-* ``guardrails.max_decisions_per_min``: decisions per minute of run time (stops
-  are neither limited nor counted: a stop only saves light);
+* ``guardrails.max_decisions_per_min``: decisions per minute of run time, over
+  a sliding minute (a limit under one, over the time one decision is allowed:
+  0.5 is one in any 120 s); stops are neither limited nor counted: a stop only
+  saves light;
 * ``guardrails.max_added_span_s``: no added frame that starts later than this
   after the decision is applied (its ``delay_s`` plus the event's start);
 * ``guardrails.max_decision_age_s``: no close-up, move or interval change that
@@ -181,6 +183,16 @@ class Guardrails:
         for name, (cx, cy) in self._centres.items():
             self._neighbours[name] = set(self._near(cx, cy, 2, name))
 
+    @property
+    def _rate_window_s(self) -> float:
+        """Run time over which ``guardrails.max_decisions_per_min`` is counted, s.
+
+        A minute; for a limit under one a minute (0.5: one every two minutes),
+        the time one decision is allowed (120 s), in which one may pass: over a
+        minute not even one would (none of a rule's firings was ever sent).
+        """
+        return 60.0 / min(self.profile.guardrails.max_decisions_per_min, 1.0)
+
     def _near(self, x: float, y: float, fields: float, but: str | None = None) -> list[str]:
         """Return the plan positions centred (now) less than ``fields`` fields from x, y µm."""
         h, w = self._fov_um
@@ -327,12 +339,12 @@ class Guardrails:
         check, which knows; None: not checked), s of the sample's time.
 
         ``rate``: how many times ``guardrails.max_decisions_per_min`` may pass
-        in the last minute (0: not checked; a stop is never limited by it, nor
-        counted: it only saves light). The agent's second check allows
-        twice as many: its clock, when a decision arrives, is not the field's
-        sample time the worker counts by, so a burst the worker spread over
-        two minutes may reach it within one; twice the limit still stops a
-        client that floods the channel.
+        in the last minute (`_rate_window_s`; 0: not checked; a stop is never
+        limited by it, nor counted: it only saves light). The agent's second
+        check allows twice as many: its clock, when a decision arrives, is
+        not the field's sample time the worker counts by, so a burst the
+        worker spread over two minutes may reach it within one; twice the
+        limit still stops a client that floods the channel.
         """
         g, dose = self.profile.guardrails, self.profile.light_dose
         if (
@@ -344,13 +356,15 @@ class Guardrails:
                 f"{_STALE}it answers frame {decision.seq}, taken {age_s:.1f} s ago; "
                 f"guardrails.max_decision_age_s = {g.max_decision_age_s:g} s"
             )
-        recent = [t for t in self.sent_at if now_s - t < 60.0]
+        window_s = self._rate_window_s
+        recent = [t for t in self.sent_at if now_s - t < window_s]
         if (
-            rate > 0 and len(recent) + 1 > rate * g.max_decisions_per_min
+            rate > 0 and len(recent) + 1 > rate * max(g.max_decisions_per_min, 1.0)
             and not isinstance(decision, StopPosition | StopRun)  # (a stop only saves light)
         ):  # fmt: skip
+            last = "minute" if window_s == 60.0 else f"{window_s:g} s"
             return (
-                f"rate: {len(recent)} decisions in the last minute of run time; "
+                f"rate: {len(recent)} decisions in the last {last} of run time; "
                 f"guardrails.max_decisions_per_min = {g.max_decisions_per_min:g}"
                 + (f" (x{rate:g} here)" if rate != 1 else "")
             )
@@ -368,10 +382,16 @@ class Guardrails:
                 return why
             self._summed = (decision, (pairs,))
             return None
-        if isinstance(decision, ChangeInterval) and decision.interval_s < g.min_interval_s:
-            return (
-                f"interval: {decision.interval_s:g} s is shorter than "
-                f"guardrails.min_interval_s = {g.min_interval_s:g} s"
+        # (a number NaN passes no comparison, so each limit is written to pass only a
+        # number within it: a decision copied with ``model_copy(update=...)`` is not
+        # validated again, and a NaN exposure booked would turn its budgets off for good)
+        if isinstance(decision, ChangeInterval) and not (
+            math.isfinite(iv := decision.interval_s) and iv >= g.min_interval_s
+        ):
+            return f"interval: {iv:g} s is " + (
+                f"shorter than guardrails.min_interval_s = {g.min_interval_s:g} s"
+                if math.isfinite(iv)
+                else "not a finite number of seconds"
             )
         if not isinstance(decision, AddEvents):
             return None
@@ -383,6 +403,11 @@ class Guardrails:
                 f"light_dose.max_extra_frames_per_run = {dose.max_extra_frames_per_run}"
             )
         times = sorted({float(e.min_start_time or 0.0) for e in events})
+        if not (math.isfinite(decision.delay_s) and all(math.isfinite(t) for t in times)):
+            return (
+                f"time: delay_s {decision.delay_s:g} s and the events' min_start_time "
+                f"({', '.join(f'{t:g}' for t in times[:8])}) must be finite numbers of seconds"
+            )
         if (
             g.max_added_span_s is not None
             and (reach := decision.delay_s + max(times[-1], 0.0)) > g.max_added_span_s
@@ -393,7 +418,10 @@ class Guardrails:
                 f"guardrails.max_added_span_s = {g.max_added_span_s:g} s"
             )
         gaps = [b - a for a, b in itertools.pairwise(times)]
-        if gaps and min(gaps) < g.min_interval_s:
+        # (a float's tolerance: a close-up's k-th time point starts at k x interval_s,
+        # and 3 x 0.3 - 2 x 0.3 is 0.29999999999999993: every close-up at the shortest interval
+        # the rig allows was refused, though its rule passed at load)
+        if gaps and min(gaps) < g.min_interval_s - 1e-9:
             return (
                 f"interval: added time points {min(gaps):g} s apart; "
                 f"guardrails.min_interval_s = {g.min_interval_s:g} s"
@@ -409,11 +437,13 @@ class Guardrails:
             ch = ev.channel.config if ev.channel else ""
             if (
                 self._kind.get(ch) == "fluorescence"
-                and (exp := self._exposure(ev)) > dose.max_exposure_ms_per_frame
+                and not (exp := self._exposure(ev)) <= dose.max_exposure_ms_per_frame
             ):
+                limit = dose.max_exposure_ms_per_frame
                 return (
-                    f"light dose: event {i} exposure {exp:g} ms > "
-                    f"light_dose.max_exposure_ms_per_frame = {dose.max_exposure_ms_per_frame:g} ms"
+                    f"light dose: event {i} exposure {exp:g} ms "
+                    + ("is not a number; " if math.isnan(exp) else "> ")
+                    + f"light_dose.max_exposure_ms_per_frame = {limit:g} ms"
                 )
         summed = self._sum_light(events)
         if (why := self._over_budget(summed[0], summed[1])) is not None:
@@ -436,7 +466,7 @@ class Guardrails:
                 # (a float's tolerance: the worker books and gives back what the agent
                 # refuses, the agent never books it; both must reach the same verdict; a
                 # check books nothing, not even a zero)
-                if (total := booked.get(key, 0.0) + s) > limit + 1e-9:
+                if not (total := booked.get(key, 0.0) + s) <= limit + 1e-9:  # (NaN too)
                     where = key if key.startswith("area(") else what + key  # (a stage area)
                     return (
                         f"light dose: {doing}{where} would get {total:.2f} s of fluorescence; "
@@ -509,7 +539,8 @@ class Guardrails:
         books nothing, not even towards the rate (`check` does not limit it).
         """
         if not isinstance(decision, StopPosition | StopRun):
-            self.sent_at = [t for t in self.sent_at if now_s - t < 60.0] + [now_s]
+            window_s = self._rate_window_s
+            self.sent_at = [t for t in self.sent_at if now_s - t < window_s] + [now_s]
         checked, summed = self._summed
         self._summed = (None, ())
         if isinstance(decision, Move):
@@ -534,8 +565,10 @@ class Guardrails:
         """Give back what `commit` booked for a decision the agent refused.
 
         In any order: what a decision booked is given back as it was booked
-        (nothing, if it is no longer known: an answer later than `_UNDO_KEPT`
-        decisions, or from before a restart), and a refused move leaves its
+        (its light not, if it is no longer known: an answer later than
+        `_UNDO_KEPT` decisions, or from before a restart; its frames and its
+        place in the rate are given back even then, so call it once per
+        decision committed), and a refused move leaves its
         position where the moves still booked put it, with what they overlap
         booked.
         """
