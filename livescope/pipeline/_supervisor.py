@@ -53,7 +53,10 @@ class WorkerSupervisor:
     config
         The worker's configuration (written to ``results/worker-config.json``).
     max_restarts
-        Restarts allowed before the supervisor gives up (the run goes on, unanalysed).
+        Restarts in a row allowed before the supervisor gives up (the run goes on,
+        unanalysed): a worker that analysed a field before it failed starts the
+        count again (over a run of days, a rare crash each day stopped the analysis
+        for good once the run's total reached it).
     threads
         Threads each engine may use in the worker (None: the runtime's default).
     lower_priority
@@ -68,7 +71,7 @@ class WorkerSupervisor:
 
     restart_delay_s = 1.0
     """How long the supervisor waits before the first restart, doubled for each one
-    after it (at most 30 s): a worker that fails as it starts (a GPU not yet free, a
+    in a row after it (at most 30 s): a worker that fails as it starts (a GPU not yet free, a
     driver error) is not started again at once, over and over, beside the acquisition.
     The fields it misses meanwhile are read back from the recording."""
 
@@ -105,6 +108,8 @@ class WorkerSupervisor:
         self._log = (self.results / "worker.log").open("ab")
         self._log_from = 0  # where the current worker's output begins in worker.log
         self._ready_at_launch: str | None = None  # results/ready as the current worker found it
+        self._stored_at_launch = 0  # results/latency.jsonl's size as it found it
+        self._in_row = 0  # restarts since a worker last analysed a field
 
     def _spawn(self, resume: bool) -> subprocess.Popen[bytes]:
         cmd = [sys.executable, "-m", "livescope", "worker", str(self.run_dir), "--config",
@@ -146,6 +151,7 @@ class WorkerSupervisor:
         self._log.flush()
         self._log_from = os.fstat(self._log.fileno()).st_size
         self._ready_at_launch = self._ready()
+        self._stored_at_launch = self._stored()
         return self._spawn(resume)
 
     def _ready(self) -> str | None:
@@ -154,6 +160,13 @@ class WorkerSupervisor:
             return (self.results / "ready").read_text(encoding="utf-8")
         except OSError:
             return None
+
+    def _stored(self) -> int:
+        """Return the size of ``results/latency.jsonl`` (a line per field the worker stored)."""
+        try:
+            return (self.results / "latency.jsonl").stat().st_size
+        except OSError:
+            return 0
 
     def start(self) -> None:
         """Start the worker and the thread that watches it."""
@@ -191,14 +204,17 @@ class WorkerSupervisor:
                              self.error or f"exit status {code}", self._log_path)  # fmt: skip
                 self._give_up()
                 return
-            if self.restarts >= self.max_restarts:
-                logger.error("worker exited with %s%s; %d restarts used, giving up (see %s)",
-                             code, f" ({self.error})" if self.error else "", self.restarts,
-                             self._log_path)  # fmt: skip
+            if self._stored() > self._stored_at_launch:
+                self._in_row = 0  # it analysed fields: not a worker that cannot run
+            if self._in_row >= self.max_restarts:
+                logger.error("worker exited with %s%s; %d restarts in a row used, giving up "
+                             "(see %s)", code, f" ({self.error})" if self.error else "",
+                             self._in_row, self._log_path)  # fmt: skip
                 self._give_up()
                 return
             self.restarts += 1
-            delay = min(30.0, self.restart_delay_s * 2 ** (self.restarts - 1))
+            self._in_row += 1
+            delay = min(30.0, self.restart_delay_s * 2 ** (self._in_row - 1))
             logger.warning("worker exited with %s%s; restarting it (%d) in %g s", code,
                            f" ({self.error})" if self.error else "", self.restarts,
                            delay)  # fmt: skip
@@ -211,6 +227,7 @@ class WorkerSupervisor:
                     self.proc = self._launch(resume=True)
                 except OSError as exc:  # (e.g. no memory left to start it: as a last exit)
                     self.restarts -= 1
+                    self._in_row -= 1
                     self.error = f"the worker could not be started again: {exc}"
                     logger.error("%s; giving up", self.error)
                     self._give_up()

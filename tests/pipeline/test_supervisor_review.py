@@ -96,7 +96,7 @@ def test_giving_up_says_why_the_worker_failed_and_where_its_log_is(
         sup.wait(60)
     log = sup.results / "worker.log"
     assert (
-        f"worker exited with 3 (the engines could not load); 0 restarts used, giving up "
+        f"worker exited with 3 (the engines could not load); 0 restarts in a row used, giving up "
         f"(see {log})" in caplog.text
     )
 
@@ -167,3 +167,44 @@ def test_stop_during_the_wait_before_a_restart_starts_no_other_worker(tmp_path: 
     assert sup._watched.is_set()
     assert len(sup.spawned) == 1
     assert sup.exits == [3]
+
+
+def test_restarts_are_counted_in_a_row_a_worker_that_analysed_fields_starts_again(
+    tmp_path: Path,
+) -> None:
+    # (over a run of days, max_restarts rare crashes, each after hours of fields analysed,
+    # stopped the analysis for good: the count was the run's total)
+    sup = _supervisor(tmp_path, max_restarts=1)
+    runs = tmp_path / "runs"
+    stores_then_crashes = "\n".join([
+        "import pathlib, sys",
+        f"runs = pathlib.Path({str(runs)!r})",
+        "n = len(runs.read_text()) if runs.exists() else 0",
+        "runs.write_text('x' * (n + 1))",
+        f"log = pathlib.Path({str(sup.results / 'latency.jsonl')!r})",
+        "if n < 3:  # a field stored, then a crash",
+        "    log.open('a').write('{}\\n')",
+        "    sys.exit(1)",
+    ])  # fmt: skip
+    sup.script = sup.resume_script = stores_then_crashes
+    sup.start()
+    summary = sup.wait(60)
+    assert summary["supervisor"] == {"restarts": 3, "exit_codes": [1, 1, 1, 0]}
+    assert not (sup.results / "worker.failed").exists()
+
+
+def test_a_worker_that_fails_again_without_analysing_a_field_is_given_up_on(
+    tmp_path: Path,
+) -> None:
+    sup = _supervisor(tmp_path, max_restarts=2)
+    log = sup.results / "latency.jsonl"
+    # the first stores a field; the restarted ones fail before any
+    sup.script = (
+        f"import pathlib, sys; pathlib.Path({str(log)!r}).write_text('{{}}\\n'); sys.exit(1)"
+    )
+    sup.resume_script = "import sys; sys.exit(1)"
+    sup.start()
+    with pytest.raises(LivescopeError):
+        sup.wait(60)
+    assert sup.exits == [1, 1, 1]
+    assert (sup.results / "worker.failed").exists()
