@@ -13,6 +13,7 @@ never lacks the firings of a decision that went out.
 from __future__ import annotations
 
 import collections
+import contextlib
 import csv
 import dataclasses
 import io
@@ -65,7 +66,9 @@ class ResultsStore:
         How many past centroids of each track the overlay shows.
     class_cols
         Cell-state classes of the table's probability columns (a resumed
-        worker's, from its state; empty: taken from the first field with states).
+        worker's, from its state, or the classifier's; empty: taken from the
+        first field with states, or none). A ``cells.csv`` already begun has its
+        header's instead.
 
     """
 
@@ -87,7 +90,12 @@ class ResultsStore:
         self.masks_refused: set[str] = set()
         """Positions whose folder holds a finished CTC result: their masks are not written."""
         self._finished: dict[str, bool] = {}  # position -> its folder is a finished result
+        self._unlisted: set[str] = set()  # classes without a column, warned about once
         self.overlay: Any = None
+        # (the columns of a table already begun are those its rows must fill, whatever
+        # the state says: a resumed worker's rows go under the same header)
+        if (head := _cells_header(results / "cells.csv")) is not None:
+            self.class_cols = _header_classes(head, self.class_cols)
         self._cells = (results / "cells.csv").open("a", encoding="utf-8", newline="")
         self._cells_writer = csv.writer(self._cells)
         self._policy_log = (results / "policy.jsonl").open("a", encoding="utf-8")
@@ -116,20 +124,33 @@ class ResultsStore:
         uint32 (uint64) once a position's tracker has handed out more (ids are
         never reused, so a long run gets there; they are never wrapped). The
         CTC result made of them at the end is renumbered compactly into 16 bits.
+
+        The table's header comes with its first cells, its ``p_<class>``
+        columns those of the first classified field (or of the table a resumed
+        worker appends to); each row's probabilities go under their class's
+        column, by name. A class without one is left out (said once in the log).
         """
         h = fld.header
         c = obs.cells
-        if res.states is not None and not self.class_cols:
-            self.class_cols = list(res.states.classes)
-        if self._cells.tell() == 0:
-            self._cells_writer.writerow(
-                ["position", "t", "seq", "sample_time_s", "label", "track", "parent", "y", "x",
-                 "area", "intensity", "stain", "state", "p_mitosis",
-                 *(f"p_{k}" for k in self.class_cols)]
-            )  # fmt: skip
+        # (a field without cells, e.g. one without a nuclear frame, has no states: a header
+        # written for it would lack the state columns that later rows fill)
+        if (len(c) or self.class_cols) and self._cells.tell() == 0:
+            if res.states is not None and not self.class_cols:
+                self.class_cols = list(res.states.classes)
+            self._write_header()
         probs: dict[int, NDArray[Any]] = {}
+        cols = [-1] * len(self.class_cols)  # each state column's index in the probabilities
         if res.states is not None and len(res.states):
             probs = {int(i): res.states.probs[k] for k, i in enumerate(res.states.ids.tolist())}
+            classes = list(res.states.classes)
+            cols = [classes.index(k) if k in classes else -1 for k in self.class_cols]
+            if unlisted := set(classes) - set(self.class_cols) - self._unlisted:
+                self._unlisted |= unlisted
+                logger.warning(
+                    "cells.csv has no column for the cell state(s) %s (its columns are "
+                    "%s): their probabilities are left out of it; its state and "
+                    "p_mitosis columns count them", sorted(unlisted), self.class_cols or "none",
+                )  # fmt: skip
         for i in range(len(c)):
             p = probs.get(int(c.labels[i]))
             self._cells_writer.writerow(
@@ -137,8 +158,8 @@ class ResultsStore:
                  int(c.labels[i]), int(c.tracks[i]), int(c.parents[i]), round(float(c.y[i]), 2),
                  round(float(c.x[i]), 2), int(c.area[i]), _r(c.intensity[i]), _r(c.stain[i]),
                  c.state[i], _r(c.p_mitosis[i]),
-                 *([round(float(v), 4) for v in p] if p is not None else
-                   [""] * len(self.class_cols))]
+                 # (NaN, a cell the classifier did not score: blank, as every number here)
+                 *(_r(p[j]) if p is not None and j >= 0 else "" for j in cols)]
             )  # fmt: skip
         self._cells.flush()
         if res.labels is not None and res.tracks is not None:
@@ -268,10 +289,37 @@ class ResultsStore:
         if self.overlay is not None:
             self.overlay.close()
 
-    def close(self) -> None:
-        """Close the files (after the store thread has stopped and the overlay is closed)."""
+    def _write_header(self) -> None:
+        self._cells_writer.writerow(
+            ["position", "t", "seq", "sample_time_s", "label", "track", "parent", "y", "x",
+             "area", "intensity", "stain", "state", "p_mitosis",
+             *(f"p_{k}" for k in self.class_cols)]
+        )  # fmt: skip
+
+    def close(self, *, header: bool = True) -> None:
+        """Close the files (after the store thread has stopped and the overlay is closed).
+
+        With ``header``, a table no cell was written to gets its header (pandas
+        cannot read an empty file); a worker that had no run to analyse leaves none.
+
+        Raises
+        ------
+        OSError
+            the first file's that could not be written out (the disk full, say),
+            once every file is closed.
+
+        """
+        first: OSError | None = None
+        with contextlib.suppress(OSError):  # (said below, as the file fails to close)
+            if header and not self._cells.closed and self._cells.tell() == 0:
+                self._write_header()
         for f in (self._cells, self._policy_log, self._latency_log, self._revisions_log):
-            f.close()
+            try:
+                f.close()
+            except OSError as exc:  # (closed all the same: the others still are)
+                first = first or exc
+        if first is not None:
+            raise first
 
 
 def ctc_staging(folder: Path) -> tuple[Path, Path]:
@@ -411,24 +459,48 @@ def apply_revisions(results: Path, revisions: dict[str, list[Revision]]) -> int:
         if missing := [k for k in needed if k not in head]:
             raise LivescopeError(f"{cells}: no column {', '.join(missing)}; revisions not applied")
         col = {k: head.index(k) for k in needed}
-        with tmp.open("w", encoding="utf-8", newline="") as dst:
-            writer = csv.writer(dst)
-            writer.writerow(head)
-            for row in reader:
-                revs = revisions.get(row[col["position"]]) if len(row) == len(head) else None
-                if revs:
-                    try:
-                        t, track = int(row[col["t"]]), int(row[col["track"]])
-                    except ValueError:
-                        revs = None  # (a damaged row: written as it is)
-                for r in revs or ():
-                    if r.first <= t <= r.last and track == r.old:
-                        track = r.new
-                        row[col["track"]], row[col["parent"]] = str(r.new), str(r.old)
-                        changed += 1
-                writer.writerow(row)
+        try:
+            with tmp.open("w", encoding="utf-8", newline="") as dst:
+                writer = csv.writer(dst)
+                writer.writerow(head)
+                for row in reader:
+                    revs = revisions.get(row[col["position"]]) if len(row) == len(head) else None
+                    if revs:
+                        try:
+                            t, track = int(row[col["t"]]), int(row[col["track"]])
+                        except ValueError:
+                            revs = None  # (a damaged row: written as it is)
+                    for r in revs or ():
+                        if r.first <= t <= r.last and track == r.old:
+                            track = r.new
+                            row[col["track"]], row[col["parent"]] = str(r.new), str(r.old)
+                            changed += 1
+                    writer.writerow(row)
+        except BaseException:
+            # (the disk full, say: a half copy of a long run's table must not be left
+            # to fill it further; cells.csv is as it was)
+            tmp.unlink(missing_ok=True)
+            raise
     replace_path(tmp, cells)
     return changed
+
+
+def _cells_header(path: Path) -> list[str] | None:
+    """Return the header of a ``cells.csv`` already begun; None if it holds no whole line."""
+    if not path.is_file():
+        return None
+    with path.open(encoding="utf-8", newline="") as f:
+        line = f.readline(1 << 20)  # (a header is a few hundred bytes: not a damaged file's all)
+    if not line.endswith("\n"):
+        return None
+    return next(csv.reader([line]), None)
+
+
+def _header_classes(head: list[str], default: list[str]) -> list[str]:
+    """Return the cell-state classes of a cells.csv header (``p_<class>`` after ``p_mitosis``)."""
+    if "p_mitosis" not in head:
+        return default  # (not a table this store wrote)
+    return [k[2:] for k in head[head.index("p_mitosis") + 1 :] if k.startswith("p_")]
 
 
 def _cells_key(row: list[str], path: Path) -> tuple[str, int] | None:

@@ -293,6 +293,9 @@ class PipelineWorker:
         )
         self.resumed = False
         class_cols = self._restore() if resume else []
+        if not class_cols and self.analyzer.states is not None:
+            # (the table's columns from the start: its first field may have no cells)
+            class_cols = list(self.analyzer.states.classes)
         self.store = ResultsStore(
             self.results, self.counts, tail_frames=cfg.tail_frames, class_cols=class_cols
         )
@@ -903,7 +906,7 @@ class PipelineWorker:
         self._drain_decisions()
         self._drain_store()
         self.analyzer.close()
-        self.store.close()
+        self.store.close(header=False)  # (the files are removed below while empty)
         for name in ("cells.csv", "policy.jsonl", "latency.jsonl", "revisions.jsonl"):
             path = self.results / name
             if path.is_file() and path.stat().st_size == 0:
