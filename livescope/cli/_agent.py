@@ -11,16 +11,19 @@ import typer
 
 from ._common import (
     JsonOpt,
+    PortOpt,
+    ProfileOpt,
+    SeedOpt,
     VerboseOpt,
     accelerated,
     emit,
     exit_unless_as_planned,
     fail,
     finite,
-    given,
     given_or_none,
     given_path,
     refuse_replay_profile,
+    refuse_unknown_backend,
     setup_logging,
     stderr,
     user_errors,
@@ -29,9 +32,7 @@ from ._common import (
 
 def agent(
     plan: Annotated[Path, typer.Option(parser=given_path, help="Plan YAML (a useq MDASequence).")],
-    profile: Annotated[
-        str, typer.Option(callback=given, help="Hardware profile: a shipped name or a YAML path.")
-    ] = "sim",
+    profile: ProfileOpt = "sim",
     out: Annotated[
         Path | None,
         typer.Option(
@@ -54,9 +55,7 @@ def agent(
     run_id: Annotated[
         str | None, typer.Option(callback=given_or_none, help="Run id (default: generated).")
     ] = None,
-    seed: Annotated[
-        int | None, typer.Option(min=0, help="Simulation seed (simulated profiles).")
-    ] = None,
+    seed: SeedOpt = None,
     time_acceleration: Annotated[
         float | None,
         typer.Option(
@@ -73,9 +72,7 @@ def agent(
             "pycromanager's Python backend on a simulated profile)."
         ),
     ] = "mda",
-    port: Annotated[
-        int, typer.Option(min=1, max=65535, help="pycromanager: Micro-Manager's server port.")
-    ] = 4827,
+    port: PortOpt = 4827,
     json_out: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -113,13 +110,7 @@ def agent(
                 "leave them out or give --bus inline or shm",
                 as_json=json_out,
             )
-        from livescope.scope import BACKENDS
-
-        if backend not in BACKENDS:
-            fail(
-                f"unknown acquisition backend {backend!r}; use mda or pycromanager",
-                as_json=json_out,
-            )
+        refuse_unknown_backend(backend, as_json=json_out)
         prof = accelerated(load_profile(profile), time_acceleration, as_json=json_out)
         refuse_replay_profile(prof, "agent", as_json=json_out)
         if seed is not None and prof.kind != "simulated":  # (a real rig's run ignored it)

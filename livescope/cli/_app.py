@@ -16,6 +16,9 @@ from ._agent import agent, worker
 from ._common import (
     BenchJsonOpt,
     JsonOpt,
+    PortOpt,
+    ProfileOpt,
+    SeedOpt,
     ThreadsOpt,
     VerboseOpt,
     accelerated,
@@ -27,6 +30,7 @@ from ._common import (
     given_path,
     progress_bar,
     refuse_replay_profile,
+    refuse_unknown_backend,
     setup_logging,
     shared_closeups,
     stderr,
@@ -71,9 +75,8 @@ BackendOpt = Annotated[
         "Micro-Manager; pycromanager's Python backend on a simulated profile)."
     ),
 ]
-PortOpt = Annotated[
-    int, typer.Option(min=1, max=65535, help="pycromanager: Micro-Manager's server port.")
-]
+SimProfileOpt = Annotated[str, typer.Option(callback=given, help="Simulated hardware profile.")]
+"""``--profile`` of the benchmarks that run the simulated microscope."""
 
 
 @app.callback()
@@ -134,9 +137,7 @@ def demo(
             help="Run folder (new, or one without a recording). Default: runs/demo-<date>-<time>.",
         ),
     ] = None,
-    profile: Annotated[
-        str, typer.Option(callback=given, help="Hardware profile: a shipped name or a YAML path.")
-    ] = "sim",
+    profile: ProfileOpt = "sim",
     plan: Annotated[
         Path | None,
         typer.Option(
@@ -285,9 +286,7 @@ def run_cmd(
         Path,
         typer.Argument(parser=given_path, help="Plan YAML: a useq MDASequence, with policies:."),
     ],
-    profile: Annotated[
-        str, typer.Option(callback=given, help="Hardware profile: a shipped name or a YAML path.")
-    ] = "sim",
+    profile: ProfileOpt = "sim",
     out: Annotated[
         Path | None,
         typer.Option(
@@ -295,9 +294,7 @@ def run_cmd(
             help="Run folder (new, or one without a recording). Default: runs/run-<date>-<time>.",
         ),
     ] = None,
-    seed: Annotated[
-        int | None, typer.Option(min=0, help="Simulation seed (simulated profiles).")
-    ] = None,
+    seed: SeedOpt = None,
     time_acceleration: Annotated[
         float | None,
         typer.Option(
@@ -327,13 +324,7 @@ def run_cmd(
     from livescope.schema import check_plan, load_plan, load_profile, plan_sections
 
     with user_errors(json_out):
-        from livescope.scope import BACKENDS
-
-        if backend not in BACKENDS:
-            fail(
-                f"unknown acquisition backend {backend!r}; use mda or pycromanager",
-                as_json=json_out,
-            )
+        refuse_unknown_backend(backend, as_json=json_out)
         prof = load_profile(profile)
         if time_acceleration is None and prof.simulation is not None:
             time_acceleration = ANALYSIS_ACCELERATION  # (the profile's own, 600x, outruns them)
@@ -540,9 +531,7 @@ def bench_camera_cmd(
     seconds: Annotated[
         float, typer.Option(min=0.1, callback=finite, help="Seconds per case.")
     ] = 3.0,
-    profile: Annotated[
-        str, typer.Option(callback=given, help="Simulated hardware profile.")
-    ] = "sim",
+    profile: SimProfileOpt = "sim",
     json_out: BenchJsonOpt = True,
 ) -> None:
     """Simulated-camera frames per second at 512² and 2048² (targets 100 and 10 fps)."""
@@ -558,9 +547,7 @@ def bench_camera_cmd(
 @bench_app.command("record")
 def bench_record_cmd(
     frames: Annotated[int, typer.Option(min=2, help="Frames per channel and size.")] = 20,
-    profile: Annotated[
-        str, typer.Option(callback=given, help="Simulated hardware profile.")
-    ] = "sim",
+    profile: SimProfileOpt = "sim",
     json_out: BenchJsonOpt = True,
 ) -> None:
     """Measure recorder CPU ms and frames/s at 512² and 2048² per codec, side by side."""

@@ -22,6 +22,9 @@ from livescope.schema import ConfigError, LivescopeError, format_validation_erro
 __all__ = [
     "BenchJsonOpt",
     "JsonOpt",
+    "PortOpt",
+    "ProfileOpt",
+    "SeedOpt",
     "VerboseOpt",
     "emit",
     "exit_if_interrupted",
@@ -31,6 +34,7 @@ __all__ = [
     "given",
     "given_path",
     "progress_bar",
+    "refuse_unknown_backend",
     "report",
     "setup_logging",
     "shared_closeups",
@@ -134,6 +138,29 @@ def given_path(value: str) -> Path:
 
     """
     return Path(given(value))
+
+
+ProfileOpt = Annotated[
+    str, typer.Option(callback=given, help="Hardware profile: a shipped name or a YAML path.")
+]
+"""``--profile`` of the commands that run or check a plan on a rig (`agent`, `demo`,
+`run`, `plan check`)."""
+
+SeedOpt = Annotated[int | None, typer.Option(min=0, help="Simulation seed (simulated profiles).")]
+"""``--seed`` of `agent` and `run`."""
+
+PortOpt = Annotated[
+    int, typer.Option(min=1, max=65535, help="pycromanager: Micro-Manager's server port.")
+]
+"""``--port`` of the commands that can acquire with pycromanager (`agent`, `run`)."""
+
+
+def refuse_unknown_backend(backend: str, *, as_json: bool) -> None:
+    """Exit 2 with a clear message when ``backend`` is no acquisition backend (``--backend``)."""
+    from livescope.scope import BACKENDS
+
+    if backend not in BACKENDS:
+        fail(f"unknown acquisition backend {backend!r}; use mda or pycromanager", as_json=as_json)
 
 
 def accelerated(profile: Any, time_acceleration: float | None, *, as_json: bool) -> Any:

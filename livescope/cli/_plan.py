@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from ._common import JsonOpt, emit, given, stderr, user_errors
+from ._common import JsonOpt, ProfileOpt, emit, stderr, user_errors
 
 plan_app = typer.Typer(
     help="Acquisition plans: check them against a rig before a run.", no_args_is_help=True
@@ -71,9 +71,7 @@ def _say(r: dict[str, Any], profile: str) -> None:
 @plan_app.command("check")
 def plan_check(
     files: Annotated[list[Path], typer.Argument(help="Plan YAML files to check.")],
-    profile: Annotated[
-        str, typer.Option(callback=given, help="Hardware profile: a shipped name or a YAML path.")
-    ] = "sim",
+    profile: ProfileOpt = "sim",
     json_out: JsonOpt = False,
 ) -> None:
     """Check plans against a rig: every problem, else what each asks of it.

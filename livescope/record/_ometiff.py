@@ -453,13 +453,11 @@ def _plane_times(
                 bad = f"time point {b} was taken (DeltaT) before time point {a} ended"
                 break
     if bad is not None:
-        name = f" (image {image.name!r})" if image.name else ""
-        note = (
-            f"{p}{name}: the planes' times (DeltaT) are not used: {bad}; time points are "
-            "replayed evenly spaced (TimeIncrement, or --interval-s)"
-        )
-        if note not in warnings:
-            warnings.append(note)
+        _warn_once(
+            warnings, p, image,
+            f"the planes' times (DeltaT) are not used: {bad}; time points are "
+            "replayed evenly spaced (TimeIncrement, or --interval-s)",
+        )  # fmt: skip
         return {}
     return times
 
@@ -491,14 +489,23 @@ def _plane_positions(
             xyz.append(um)
         stage[(t, c, z)] = (xyz[0], xyz[1], xyz[2])
     if unknown:
-        name = f" (image {image.name!r})" if image.name else ""
-        note = (
-            f"{p}{name}: stage positions {_first_few(unknown)} are no length livescope knows; "
-            "replayed without them"
-        )
-        if note not in warnings:
-            warnings.append(note)
+        _warn_once(
+            warnings, p, image,
+            f"stage positions {_first_few(unknown)} are no length livescope knows; "
+            "replayed without them",
+        )  # fmt: skip
     return stage
+
+
+def _warn_once(warnings: list[str], p: Path, image: _OmeImage, problem: str) -> None:
+    """Add ``problem`` to ``warnings``, naming the file and ``image``, unless it is there already.
+
+    The image is named where it has a name; a note of two series that say the
+    same (series read by one ``Image``, or images without names) is added once.
+    """
+    name = f" (image {image.name!r})" if image.name else ""
+    if (note := f"{p}{name}: {problem}") not in warnings:
+        warnings.append(note)
 
 
 def _in_unit(value: str, unit: str | None, per: dict[str, float]) -> float | None:
