@@ -29,6 +29,7 @@ from livescope.scope import (
     run_simulated,
 )
 from livescope.scope._fanout import position_name
+from tests.scope.test_replay_gate_truth_review import _Worker
 
 
 def _rec(p: str, t: int) -> str:
@@ -147,34 +148,6 @@ def test_an_unreadable_frame_is_skipped_listed_and_said(
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["frames_unreadable"] == [lost]
 
 
-class _Worker:
-    """The worker's field assembly, as `test_replay_gate_truth_review` has it.
-
-    A field is analysed (logged) once its plan's frames are in, or once a frame of
-    another field arrives; ``slow`` fields are never finished.
-    """
-
-    def __init__(self, log: Path, expected: dict[tuple[str, int], int], slow: set) -> None:
-        self.log, self.expected, self.slow = log, expected, slow
-        self.pending: tuple[str, int] | None = None
-        self.frames = 0
-
-    def frame(self, key: tuple[str, int]) -> None:
-        if self.pending is not None and self.pending != key:
-            self.end()
-        if self.pending != key:
-            self.pending, self.frames = key, 0
-        self.frames += 1
-        if self.frames >= self.expected[key]:
-            self.end()
-
-    def end(self) -> None:
-        if self.pending is not None and self.pending not in self.slow:
-            with self.log.open("a") as fh:
-                fh.write(_rec(*self.pending))
-        self.pending = None
-
-
 @pytest.mark.parametrize(
     ("slow", "timeouts"),
     [
@@ -197,7 +170,7 @@ def test_a_field_with_an_unreadable_frame_is_gated_as_one_lacking_it(
     prof = load_profile("sim")
     plan = load_plan(data / "plan.yaml")
     expected = frames_in_plan(plan)
-    worker = _Worker(_log(tmp_path / "run"), expected, slow)
+    worker = _Worker(tmp_path / "run", expected, slow)
     gate = ReplayGate(tmp_path / "run", timeout_s=0.05)
     with caplog.at_level(logging.WARNING, logger="livescope"), open_dataset(data) as ds:
         source = ReplaySource(ds, map_channels(ds, prof))
