@@ -1,16 +1,19 @@
-"""Start the pipeline worker as its own process and restart it when it dies.
+"""Start the pipeline worker as its own process and restart it when it dies or hangs.
 
 ``livescope run`` / ``livescope demo`` start the agent in their own process and
 the worker beside it (``python -m livescope worker RUN --config FILE``); the
-supervisor watches the worker and, if it exits with an error or is killed
-while the run goes on, starts it again with ``--resume``: the new worker
-restores the trackers, policies and guardrails from ``results/state.json`` and
-reads the fields it missed back from the recording, so tracks keep their ids
-and no field goes unanalysed. The recording never depends on the worker.
+supervisor watches the worker and, if it exits with an error, is killed, or
+hangs (it stores no field for `WorkerSupervisor.hang_timeout_s` while recorded
+frames wait for it) while the run goes on, starts it again with ``--resume``:
+the new worker restores the trackers, policies and guardrails from
+``results/state.json`` and reads the fields it missed back from the recording,
+so tracks keep their ids and no field goes unanalysed. The recording never
+depends on the worker.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -24,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from livescope.record import FRAMES_FILE
 from livescope.schema import WORKER_NICE, LivescopeError, start_daemon, write_atomic
 from livescope.scope import WORKER_FAILED
 
@@ -67,7 +71,21 @@ class WorkerSupervisor:
     """
 
     stop_grace_s = 10.0
-    """How long `stop` waits for a worker it told to end before it kills it."""
+    """How long `stop` waits for a worker it told to end before it kills it (also one
+    taken as hung)."""
+
+    hang_timeout_s = 300.0
+    """How long a ready worker may store no field (``results/latency.jsonl``) while frames
+    newer than the newest field it stored are recorded (``frames.jsonl``) before it is
+    taken as hung (a deadlocked engine, a GPU driver stuck): it is ended as `stop` ends
+    it and restarted like a worker that exited. A worker with nothing to analyse is never
+    hung. Generous: engines on a slow CPU take seconds a field, and a field of a long
+    z-stack is stored only once its last plane is taken and analysed."""
+
+    start_timeout_s = 900.0
+    """As `hang_timeout_s`, for a worker not yet ready (``results/ready``): it loads its
+    engines, building a TensorRT plan not cached yet (minutes each, on a rig's GPU), and a
+    restarted one restores its state, rewriting results files that grow all run."""
 
     restart_delay_s = 1.0
     """How long the supervisor waits before the first restart, doubled for each one
@@ -97,6 +115,8 @@ class WorkerSupervisor:
         self.threads = threads
         self.lower_priority = lower_priority
         self.restarts = 0
+        self.hangs = 0
+        """Workers taken as hung (`hang_timeout_s`) and ended; each is restarted (in `restarts`)."""
         self.exits: list[int] = []
         self.error = ""
         """The worker's last error line once the supervisor gave up on it."""
@@ -110,6 +130,13 @@ class WorkerSupervisor:
         self._ready_at_launch: str | None = None  # results/ready as the current worker found it
         self._stored_at_launch = 0  # results/latency.jsonl's size as it found it
         self._in_row = 0  # restarts since a worker last analysed a field
+        self._backlog = _Backlog(self.run_dir, self.results, analyse_added=config.analyse_added)
+        self._progress_at = 0.0  # when the current worker last made progress (monotonic s)
+        self._waiting_since: float | None = None  # since when frames wait for it (monotonic s)
+        self._ready_seen: str | None = None  # results/ready as last seen
+        self._checked_at = 0.0  # the last look for a hang (monotonic s)
+        self._hung_proc: subprocess.Popen[bytes] | None = None  # the last worker taken as hung
+        self._hang_error = ""
 
     def _spawn(self, resume: bool) -> subprocess.Popen[bytes]:
         cmd = [sys.executable, "-m", "livescope", "worker", str(self.run_dir), "--config",
@@ -150,8 +177,9 @@ class WorkerSupervisor:
         # (its errors are its own: an earlier worker's are not taken for this one's)
         self._log.flush()
         self._log_from = os.fstat(self._log.fileno()).st_size
-        self._ready_at_launch = self._ready()
+        self._ready_at_launch = self._ready_seen = self._ready()
         self._stored_at_launch = self._stored()
+        self._progress_at = time.monotonic()  # (its start-up allowance counts from here)
         return self._spawn(resume)
 
     def _ready(self) -> str | None:
@@ -182,6 +210,9 @@ class WorkerSupervisor:
                 return
             code = proc.poll()
             if code is None:
+                if proc is not self._hung_proc and self._hung(proc):
+                    self._end_hung(proc)  # (its exit is taken below, as any other)
+                    continue
                 self._stop.wait(0.1)
                 continue
             if proc.stdin is not None:
@@ -190,7 +221,7 @@ class WorkerSupervisor:
                 return
             self._handled = proc
             if code != 0:  # before the exit is seen: whoever sees it can say why
-                self.error = self._why(code)
+                self.error = self._hang_error if proc is self._hung_proc else self._why(code)
             self.exits.append(code)
             if code == 0:
                 return  # finished: the run ended and every field was analysed
@@ -233,6 +264,64 @@ class WorkerSupervisor:
                     self._give_up()
                     return
 
+    def _hung(self, proc: subprocess.Popen[bytes]) -> bool:
+        """Return True if the running worker ``proc`` is to be taken as hung (watching thread).
+
+        It is when it made no progress (stored no field, became ready or was
+        started) for `hang_timeout_s` (`start_timeout_s` before it is ready) while
+        frames newer than the newest field stored were recorded for it all along.
+        """
+        now = time.monotonic()
+        allowed = self.hang_timeout_s
+        if now - self._checked_at < min(1.0, allowed / 10):
+            return False  # (minutes matter, not a tenth of a second: the logs read less)
+        self._checked_at = now
+        stored, waiting = self._backlog.read()
+        ready = self._ready()
+        if stored or ready != self._ready_seen:
+            self._progress_at, self._ready_seen = now, ready
+        if not waiting:
+            self._waiting_since = None
+            return False
+        if self._waiting_since is None:
+            self._waiting_since = now
+        if ready == self._ready_at_launch:
+            allowed = self.start_timeout_s
+        idle = now - max(self._progress_at, self._waiting_since)
+        if idle < allowed:
+            return False
+        self.hangs += 1
+        ready_or_not = "" if ready != self._ready_at_launch else " (it never became ready)"
+        self._hang_error = (
+            f"hung: it analysed no field for {idle:.0f} s while recorded frames waited"
+            f"{ready_or_not}"
+        )
+        logger.error(
+            "the worker (process %d) analysed no field for %.0f s while recorded frames waited "
+            "for it%s: it is taken as hung and ended (see %s)",
+            proc.pid, idle, ready_or_not, self._log_path,
+        )  # fmt: skip
+        return True
+
+    def _end_hung(self, proc: subprocess.Popen[bytes]) -> None:
+        """End the hung worker ``proc`` as `stop` ends one (watching thread); not waiting for it.
+
+        One that does not end when killed (stuck in its GPU driver) is restarted
+        once it has ended: a new worker would not get the GPU before that.
+        """
+        self._hung_proc = proc
+        proc.terminate()
+        deadline = time.monotonic() + self.stop_grace_s
+        while proc.poll() is None and time.monotonic() < deadline:
+            if self._stop.wait(0.05):
+                return  # (stop() ends it)
+        if proc.poll() is None:
+            logger.warning(
+                "the hung worker did not end within %g s of being told to; killing it",
+                self.stop_grace_s,
+            )
+            proc.kill()
+
     @property
     def _log_path(self) -> Path:
         return self.results / "worker.log"
@@ -272,6 +361,9 @@ class WorkerSupervisor:
         A worker that had failed on its own before this (its exit not yet seen by the
         watching thread) is not taken for one this stopped: its exit code is kept and
         its error line logged and kept in ``error``.
+
+        A KeyboardInterrupt (a second Ctrl+C) while it waits for the worker to end
+        kills the worker and closes ``worker.log`` before it is raised.
         """
         self._stop.set()
         with self._lock:
@@ -279,25 +371,37 @@ class WorkerSupervisor:
             ended_itself = proc is not None and proc.poll() is not None
             if proc is not None and not ended_itself:
                 proc.terminate()
-        if self._watched is not None:
-            self._watched.wait(5)  # (after it, the watcher neither takes an exit nor restarts)
-        if proc is not None:
-            try:
-                proc.wait(self.stop_grace_s)
-            except subprocess.TimeoutExpired:  # (stuck, or SIGTERM ignored: the error is ours)
-                logger.warning(
-                    "the worker did not end within %g s of being told to; killing it",
-                    self.stop_grace_s,
-                )
+        try:
+            if self._watched is not None:
+                self._watched.wait(5)  # (after it, the watcher neither takes an exit nor restarts)
+            if proc is not None:
+                try:
+                    proc.wait(self.stop_grace_s)
+                except subprocess.TimeoutExpired:  # (stuck, or SIGTERM ignored: the error is ours)
+                    logger.warning(
+                        "the worker did not end within %g s of being told to; killing it",
+                        self.stop_grace_s,
+                    )
+                    proc.kill()
+                    proc.wait(10)
+        except BaseException:
+            # (a Ctrl+C in the wait: the worker, in a session of its own, did not get it, and
+            # was left running after the run, holding the GPU)
+            if proc is not None:
                 proc.kill()
-                proc.wait(10)
+                if proc.stdin is not None:
+                    proc.stdin.close()
+            self._log.close()
+            raise
+        if proc is not None:
             if proc.stdin is not None:
                 proc.stdin.close()
             if proc is not self._handled:  # an exit the watcher did not take
                 self._handled = proc
                 self.exits.append(proc.returncode)
                 if ended_itself and proc.returncode != 0:
-                    self.error = self._why(proc.returncode)
+                    hung = proc is self._hung_proc  # (taken as hung; stop() came as it ended)
+                    self.error = self._hang_error if hung else self._why(proc.returncode)
                     why = self.error or f"see {self._log_path}"
                     logger.error("the worker had exited with %s before it was stopped: %s",
                                  proc.returncode, why)  # fmt: skip
@@ -315,7 +419,9 @@ class WorkerSupervisor:
         A worker still analysing the fields it fell behind on (it catches up on
         the recording) is waited for as long as it stores a field at least every
         ``timeout_s`` (``results/latency.jsonl`` grows); until session 53 it was
-        terminated ``timeout_s`` after the run, however far it had got.
+        terminated ``timeout_s`` after the run, however far it had got. A worker
+        that hangs meanwhile is restarted by the watching thread (`hang_timeout_s`);
+        one restarted, and one becoming ready, count as progress too.
 
         Raises
         ------
@@ -325,13 +431,14 @@ class WorkerSupervisor:
 
         """
         progress = self.results / "latency.jsonl"
-        stored, said = _size(progress), False
+        # (a restarted worker has its start-up, up to start_timeout_s, before its first field)
+        seen, said = (_size(progress), self._ready(), self.proc), False
         t0 = time.monotonic()
         deadline = t0 + timeout_s
         while self._watched is not None and not self._watched.is_set():
             now = time.monotonic()
-            if (size := _size(progress)) != stored:
-                stored, deadline = size, now + timeout_s
+            if (state := (_size(progress), self._ready(), self.proc)) != seen:
+                seen, deadline = state, now + timeout_s
             if now > deadline:
                 # ended as stop() ends it: reaped, its exit taken as ours, not as a failure
                 self.stop()
@@ -349,6 +456,8 @@ class WorkerSupervisor:
         if path.is_file():
             summary = json.loads(path.read_text(encoding="utf-8"))
         summary["supervisor"] = {"restarts": self.restarts, "exit_codes": self.exits}
+        if self.hangs:  # (workers taken as hung, ended and restarted: in restarts too)
+            summary["supervisor"]["hangs"] = self.hangs
         if not self.exits or self.exits[-1] != 0:
             raise LivescopeError(
                 f"the worker failed (exit codes {self.exits}"
@@ -361,6 +470,99 @@ class WorkerSupervisor:
                 f"{self.results / 'worker.log'}"
             )
         return summary
+
+
+class _Backlog:
+    """Whether recorded frames wait for the worker: frames newer than the newest field it stored.
+
+    Compared by the agent's frame numbers (``seq``), not by when the lines were
+    written: the recorder may log a field's frames after the worker, which had them
+    from the bus, stored the field. A field's stored ``seq`` is the frame that completed
+    it; a frame of that same field logged after it (one the bus lost) is not waiting.
+    Frames decisions added are left out unless the worker analyses them
+    (``analyse_added``). Each `read` parses only the lines appended since the last.
+    """
+
+    def __init__(self, run_dir: Path, results: Path, *, analyse_added: bool) -> None:
+        self.analyse_added = analyse_added
+        self._frames = _Appended(run_dir / FRAMES_FILE)
+        self._stored = _Appended(results / "latency.jsonl")
+        self.newest_frame: tuple[int, tuple[str, int]] | None = None
+        """The newest frame recorded for the worker: (seq, (position, t))."""
+        self.newest_stored: tuple[int, tuple[str, int]] | None = None
+        """The newest field the worker stored: (seq, (position, t))."""
+
+    def read(self) -> tuple[bool, bool]:
+        """Return (fields were stored since the last read, frames wait for the worker)."""
+        anew, lines = self._stored.read()
+        if anew:  # (a restarted worker rewrote the log: fields it redoes are gone from it)
+            self.newest_stored = None
+        for rec in _records(lines):
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                seq = int(rec["seq"])
+                if self.newest_stored is None or seq > self.newest_stored[0]:
+                    self.newest_stored = (seq, (str(rec["position"]), int(rec["t"])))
+        anew_frames, frame_lines = self._frames.read()
+        if anew_frames:  # (another run's log now)
+            self.newest_frame = None
+        for rec in _records(frame_lines):
+            if rec.get("added_by") and not self.analyse_added:
+                continue  # (the worker leaves it to the recording)
+            with contextlib.suppress(KeyError, TypeError, ValueError, AttributeError):
+                seq = int(rec["seq"])
+                if self.newest_frame is None or seq > self.newest_frame[0]:
+                    self.newest_frame = (seq, (str(rec["position"]), int(rec["index"].get("t", 0))))
+        frame, stored = self.newest_frame, self.newest_stored
+        waiting = frame is not None and (
+            stored is None or (frame[0] > stored[0] and frame[1] != stored[1])
+        )
+        return anew or bool(lines), waiting
+
+
+class _Appended:
+    """The whole lines appended to a log since the last `read` (all, once it was replaced)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._id: tuple[int, int] | None = None  # the file read: (device, inode)
+        self._offset = 0
+
+    def read(self) -> tuple[bool, list[bytes]]:
+        """Return (read from its start again: replaced or cut, the lines appended since)."""
+        try:
+            st = self.path.stat()
+        except OSError:
+            return False, []
+        anew = (st.st_dev, st.st_ino) != self._id or st.st_size < self._offset
+        if not anew and st.st_size == self._offset:
+            # (opened only when it changed: on Windows a file another process has open
+            # cannot be replaced, and a restarted worker replaces latency.jsonl)
+            return False, []
+        try:
+            with self.path.open("rb") as f:
+                st = os.fstat(f.fileno())  # (the file opened: it may have been replaced since)
+                if anew or (st.st_dev, st.st_ino) != self._id or st.st_size < self._offset:
+                    anew, self._id, self._offset = True, (st.st_dev, st.st_ino), 0
+                f.seek(self._offset)
+                data = f.read()
+        except OSError:
+            return False, []
+        whole = data[: data.rfind(b"\n") + 1]  # (a line being written waits for the next read)
+        self._offset += len(whole)
+        return anew, whole.splitlines()
+
+
+def _records(lines: list[bytes]) -> list[dict[str, Any]]:
+    """Return the JSON objects among ``lines`` (a damaged line is passed over)."""
+    out = []
+    for raw in lines:
+        try:
+            rec = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
 
 
 def _size(path: Path) -> int:
