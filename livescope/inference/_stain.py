@@ -13,6 +13,7 @@ shutter closed) yields an all-zero stain without running the model.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from ._evaluate import paired_files, read_image
 from ._postprocess import normalize_percentile
 
 __all__ = ["StainEngine", "StainResult", "evaluate_stain", "parse_crop", "stain_scores"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,29 @@ def stain_scores(
     return {"pearson": r, "ssim": ssim, "psnr": psnr}
 
 
+_SCORES = ("pearson", "ssim", "psnr")
+
+
+def _unscorable(
+    pred: NDArray[np.floating[Any]], target: NDArray[np.floating[Any]], where: str
+) -> str | None:
+    """Say why a prediction and target cannot be scored (Pearson r undefined), or None."""
+    why = {
+        "target": "a blank fluorescence frame?",
+        "prediction": "a label-free frame without contrast gives an all-zero stain",
+    }
+    for what, img in (("target", target), ("prediction", pred)):
+        if img.size and float(img.max()) == float(img.min()):
+            return f"the {what} is constant {where} ({why[what]}): Pearson r is undefined"
+    return None
+
+
 def _pairs(inp: Path, target: Path) -> list[tuple[Path, Path]]:
+    if inp.exists() and inp.resolve() == target.resolve():
+        # (each frame would be scored against itself: figures that mean nothing, no error)
+        raise LivescopeError(
+            f"input and target are the same {'folder' if inp.is_dir() else 'file'} ({inp})"
+        )
     if inp.is_file() and target.is_file():
         return [(inp, target)]
     if inp.is_dir() and target.is_dir():
@@ -184,6 +209,21 @@ def evaluate_stain(
 
     Targets are normalised as the card states (over the whole image), then the
     prediction and target are compared inside ``crop`` (whole image if None).
+    A frame whose prediction or target is constant there (Pearson r undefined:
+    a blank target, or a label-free frame without contrast) is not scored: it
+    is listed in ``unscored`` with why, its ``per_frame`` scores are None and the
+    means are over the other frames (``frames`` of them; None if none is left).
+    ``ms`` is over every frame.
+
+    Raises
+    ------
+    LivescopeError
+        naming the file, if a pair cannot be read or compared (shapes, NaN in
+        the target, a crop past the frame or under 7x7 px), or if input and
+        target are the same file or folder.
+    EngineError
+        naming the file the engine refuses.
+
     """
     tn = engine.card.target_normalisation
     if tn is None or tn.kind != "percentile":
@@ -191,7 +231,8 @@ def evaluate_stain(
             f"engine {engine.name}: its card states no percentile target_normalisation"
         )
     pairs = _pairs(inp, target)
-    rows = []
+    rows: list[dict[str, Any]] = []
+    unscored: list[dict[str, str]] = []
     planes = engine.card.input.channels  # the input: one plane, or that many z-slices
     for i, (ip, tp) in enumerate(pairs):
         frame, tgt = read_image(ip), read_image(tp)
@@ -227,14 +268,28 @@ def evaluate_stain(
             p, t = p[crop], t[crop]
             if p.size == 0:
                 raise LivescopeError(f"crop leaves nothing of the {frame.shape} frame {ip.name}")
-        rows.append({"input": ip.name, **stain_scores(p, t), "ms": res.ms})
+        if why := _unscorable(p, t, "inside the crop" if crop else "over the frame"):
+            # one blank frame (shutter closed, a dropped frame) must not cost the folder's scores
+            logger.warning("%s: not scored: %s", ip.name, why)
+            unscored.append({"input": ip.name, "why": why})
+            rows.append({"input": ip.name, **dict.fromkeys(_SCORES), "ms": res.ms})
+        else:
+            try:
+                rows.append({"input": ip.name, **stain_scores(p, t), "ms": res.ms})
+            except LivescopeError as exc:  # (which of the folder's frames it is)
+                raise LivescopeError(f"{ip.name}: {exc}") from exc
         if progress is not None:
             progress(i + 1, len(pairs))
-    mean = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in ("pearson", "ssim", "psnr")}
+    scored = [r for r in rows if r["pearson"] is not None]
+    # (None with no frame scored: NaN is no JSON)
+    mean = {
+        k: round(float(np.mean([r[k] for r in scored])), 4) if scored else None for k in _SCORES
+    }
     return {
         **mean,
         "ms": round(float(np.mean([r["ms"] for r in rows])), 2),
-        "frames": len(rows),
+        "frames": len(scored),
+        "unscored": unscored,
         "per_frame": [
             {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()} for r in rows
         ],
