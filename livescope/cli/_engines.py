@@ -480,6 +480,12 @@ def eval_stain(
         else:
             assert input is not None  # (checked above, with target)
             assert target is not None
+            if pixel_size is None and e.card.pixel_size_um is not None:  # (as eval states says)
+                stderr.print(
+                    f"warning: no --pixel-size: the input is taken to be at the engine's "
+                    f"{e.card.pixel_size_um:g} µm per pixel (not rescaled)",
+                    highlight=False,
+                )
             with progress_bar("scoring", json_out=json_out) as (bar, task):
                 result = evaluate_stain(
                     e, input, target, crop=box, pixel_size_um=pixel_size,

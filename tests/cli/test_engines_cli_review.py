@@ -168,3 +168,22 @@ def test_engines_build_says_what_it_builds_before_a_long_build(
     assert res.returncode == 0, res.stderr
     said = res.stderr.index("building nuclei-unet's tensorrt-rtx plan ahead of time for SM89")
     assert said < res.stderr.index("plan: ")
+
+
+def test_eval_stain_says_which_pixel_size_it_assumed(tmp_path: Path) -> None:
+    # (eval states said so; eval stain took the card's pixel size silently)
+    import numpy as np
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    for name in ("phase", "dapi"):
+        (tmp_path / name).mkdir()
+        tifffile.imwrite(tmp_path / name / "a.tif", rng.integers(100, 4000, (96, 96), np.uint16))
+    args = ("eval", "stain", "--engine", "nuclei-stain", "--input", str(tmp_path / "phase"),
+            "--target", str(tmp_path / "dapi"), "--json")  # fmt: skip
+    res = run_cli(*args)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "no --pixel-size: the input is taken to be at the engine's" in res.stderr
+    res = run_cli(*args, "--pixel-size", "0.65")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "no --pixel-size" not in res.stderr
