@@ -381,6 +381,14 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+BACKSLASH_HINT = (
+    "in double quotes YAML reads a backslash as the start of an escape (\\n, \\t, \\b ...): "
+    "write a Windows path with / (C:/Micro-Manager/rig.cfg) or in single quotes "
+    "('C:\\Micro-Manager\\rig.cfg')"
+)
+"""What to do about a Windows path a YAML file wrote in double quotes."""
+
+
 def read_yaml(path: str | Path, error: type[ConfigError] = ConfigError) -> Any:
     """Read a YAML file, raising ``error`` with the line and column of a syntax error.
 
@@ -407,6 +415,8 @@ def read_yaml(path: str | Path, error: type[ConfigError] = ConfigError) -> Any:
         if mark is not None:
             where = f"line {mark.line + 1}, column {mark.column + 1}: "
         problem = getattr(exc, "problem", None) or str(exc)
+        if "escape character" in problem:  # (a Windows path: "C:\Program Files\Micro-Manager")
+            problem += f"; {BACKSLASH_HINT}"
         raise error(str(p), [f"{where}YAML syntax error: {problem}"]) from exc
 
 

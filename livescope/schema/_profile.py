@@ -11,9 +11,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import ConfigDict, Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
-from ._base import FrozenModel, read_yaml
+from ._base import BACKSLASH_HINT, FrozenModel, read_yaml
 from ._errors import ProfileError, StageLimitError
 
 __all__ = [
@@ -306,6 +306,17 @@ class HardwareProfile(_RigModel):
     guardrails: Guardrails = Guardrails()
     compute: Compute = Compute()
     simulation: Simulation | None = None
+
+    @field_validator("micromanager_config")
+    @classmethod
+    def _no_control_characters(cls, path: Path | None) -> Path | None:
+        # (no file name holds one: a Windows path in double quotes was read with "\r",
+        # "\t"... turned into them, and "not found" later printed it broken over lines)
+        if path is not None and (bad := sorted({c for c in str(path) if ord(c) < 32})):
+            raise ValueError(
+                f"holds control character(s) {', '.join(repr(c) for c in bad)}: {BACKSLASH_HINT}"
+            )
+        return path
 
     @model_validator(mode="after")
     def _consistent(self) -> HardwareProfile:

@@ -47,6 +47,8 @@ from livescope.schema import (
     check_plan,
     clock_ns,
     focus_centred_positions,
+    folder_key,
+    folder_name_problem,
     parent_position,
     parse_decision,
     place_name,
@@ -459,6 +461,8 @@ class ScopeAgent:
             elif not ev.pos_name and "p" not in index:  # (an empty name is no name)
                 # a place of its own: named by it, not filed under the plan's first position
                 update["pos_name"] = place_name(ev.x_pos, ev.y_pos)
+            elif ev.pos_name and (why := _place_name_problem(ev.pos_name, feed.positions)):
+                raise LivescopeError(f"{_event_label(i, ev)}: position name {ev.pos_name!r} {why}")
             if ev.channel is None:
                 raise LivescopeError(f"{_event_label(i, ev)}: no channel")
             if ev.channel.group != chans.config_group:
@@ -1114,6 +1118,26 @@ def _bus_frame_bytes(core: Any, profile_shape: tuple[int, int]) -> int:
         h, w, nbytes // max(1, h * w), profile_shape[0], profile_shape[1],
     )  # fmt: skip
     return nbytes
+
+
+def _place_name_problem(name: str, plan_positions: Iterable[str]) -> str | None:
+    """Say why an added place may not be called ``name`` (None: it may).
+
+    Its frames and the worker's results (``results/ctc/<name>``) are filed
+    under it: it must name a folder of its own there, on this system. Accepted,
+    "../x" put them outside the run folder, "site:1" failed the worker's store on
+    Windows (restarted on the same field until it gave up), and "a" beside the
+    plan's "A" overwrote A's masks where case is ignored (Windows, macOS).
+    """
+    if (why := folder_name_problem(name)) is not None:
+        return f"{why} (its results are kept in a folder of its name)"
+    key = folder_key(name)
+    if same := sorted(p for p in plan_positions if p != name and folder_key(p) == key):
+        return (
+            f"is plan position {same[0]!r}'s but for case, and one folder here (its results "
+            "would overwrite that position's): name the position as the plan does, or another"
+        )
+    return None
 
 
 def _event_label(i: int, event: useq.MDAEvent) -> str:
