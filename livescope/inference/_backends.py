@@ -748,6 +748,8 @@ class TensorRTBackend:
 
     name = "tensorrt"
     module = "tensorrt"
+    extra = "gpu"
+    """The livescope extra that installs it (said where it is missing)."""
 
     def installed(self) -> bool:
         """Return True if the library is importable (a GPU may still be missing)."""
@@ -764,7 +766,7 @@ class TensorRTBackend:
 
         """
         if not _has(self.module):
-            return False, f"{self.module} is not installed (the gpu extra)"
+            return False, f"{self.module} is not installed (the {self.extra} extra)"
         ok, how = _cuda_device()
         if ok:  # (imported here, not first in load: one that does not load is passed over)
             importlib.import_module(self.module)
@@ -806,6 +808,7 @@ class TensorRTRTXBackend(TensorRTBackend):
 
     name = "tensorrt-rtx"
     module = "tensorrt_rtx"
+    extra = "rtx"
 
     def available(self) -> tuple[bool, str]:
         """Return (True, GPU) when the library loads and the GPU is one it can build for.

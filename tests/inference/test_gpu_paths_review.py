@@ -271,3 +271,18 @@ def test_every_backend_on_an_nvidia_gpu_post_processes_there_where_cupy_runs(
     finally:
         monkeypatch.undo()
         engine.close()
+
+
+def test_a_tensorrt_missing_names_the_extra_that_installs_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # (both said "the gpu extra"; TensorRT-RTX comes with the rtx one)
+    from livescope.inference import _backends
+
+    monkeypatch.setattr(_backends, "_has", lambda module: False)
+    assert _backends.TensorRTBackend().available() == (
+        False, "tensorrt is not installed (the gpu extra)"
+    )  # fmt: skip
+    assert _backends.TensorRTRTXBackend().available() == (
+        False, "tensorrt_rtx is not installed (the rtx extra)"
+    )  # fmt: skip
