@@ -114,6 +114,7 @@ def test_bench_track_compares_peers_on_simulated_cells() -> None:
                   "--sim-cells", "300", "--sim-frames", "6", "--no-gowt1")  # fmt: skip
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
+    assert out["bench"] == "track"  # (as every benchmark names itself)
     assert [r["cells"] for r in out["scaling"]["rows"]] == [50, 200]
     sim = out["peers_simulated"]
     assert "peers_gowt1_markers" not in out
