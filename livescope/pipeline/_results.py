@@ -415,14 +415,31 @@ def trim_results(results: Path, done: dict[str, int], decided: dict[str, int]) -
         out = io.StringIO(newline="")
         if kept:
             csv.writer(out).writerows(rows[:1] + kept)  # (as `ResultsStore` writes them)
-        write_atomic(cells, out.getvalue().encode("utf-8"))
+        _rewrite(cells, out.getvalue().encode("utf-8"))
     for name, upto in (("latency.jsonl", done), ("policy.jsonl", decided),
                        ("revisions.jsonl", done)):  # fmt: skip
         path = results / name
         if path.is_file():
             lines = [json.dumps(rec) + "\n" for rec in read_jsonl(path)
                      if keep(str(rec["position"]), int(rec["t"]), upto)]  # fmt: skip
-            write_atomic(path, "".join(lines))
+            _rewrite(path, "".join(lines))
+
+
+def _rewrite(path: Path, data: str | bytes) -> None:
+    """`write_atomic`, its refusal on Windows said with what to do.
+
+    (a spreadsheet that has ``cells.csv`` open locks it: "[WinError 5] Access is
+    denied" named a temporary file; the supervisor restarts the worker, which
+    resumes once the file is closed)
+    """
+    try:
+        write_atomic(path, data)
+    except PermissionError as exc:
+        raise PermissionError(
+            exc.errno,
+            f"{path} is open in another program (a spreadsheet?) or not writable: "
+            f"close it, and the worker resumes ({exc.strerror or exc})",
+        ) from exc
 
 
 def read_revisions(results: Path) -> dict[str, list[Revision]]:

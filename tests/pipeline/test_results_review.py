@@ -182,3 +182,23 @@ def test_a_worker_with_a_classifier_has_its_state_columns_from_the_first_field(
     head, rows = _table(tmp_path / "results")
     assert head[14:] == [f"p_{k}" for k in classes]
     assert rows == []
+
+
+def test_a_table_another_program_holds_says_so_as_a_resumed_worker_trims_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (Windows: a spreadsheet that has cells.csv open locks it; the refusal named only a
+    # temporary file, "[WinError 5] Access is denied")
+    from livescope.pipeline import _results
+
+    res = tmp_path / "results"
+    res.mkdir()
+    (res / "cells.csv").write_text("position,t\np0,0\np0,1\n", encoding="utf-8")
+
+    def locked(path: Path, data: object) -> None:
+        raise PermissionError(13, "Access is denied", str(path) + ".tmp")
+
+    monkeypatch.setattr(_results, "write_atomic", locked)
+    with pytest.raises(PermissionError, match=r"cells\.csv is open in another program") as got:
+        _results.trim_results(res, {"p0": 0}, {"p0": 0})
+    assert got.value.errno == 13  # (still an OSError: the supervisor restarts the worker)
