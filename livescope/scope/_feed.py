@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import heapq
 import itertools
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -316,21 +317,52 @@ class EventFeed:
         They go before plan events that are overdue (the plan is behind, or all
         its time points are due at once): a close-up asked for now is imaged
         after the time point in progress, not after every late one. A replay's
-        clock serves the recording's order: nothing is taken.
+        clock serves the recording's order: nothing is taken. One due only
+        within the lead (not yet late) goes after a plan event due before it
+        that is not late either: the lead may be long (a pycromanager feeder's,
+        or seconds of plan time on an accelerated clock), and the time point,
+        on time, would start late.
         """
         if not self._added_due_now():
             return []
-        now, index = self._due_by(), self._added_index
+        now, index = self.now(), self._added_index
+        due_by = now + self.lead_s * self._scale  # (`_due_by`, at the same moment)
+        plan_next: float | None = None  # when the next plan event is due (looked up once)
         due: set[int] = set()
-        while index and index[0][0] <= now:
+        while index and index[0][0] <= due_by:
+            if index[0][1] in self._queued_added and index[0][0] > now:
+                if plan_next is None:
+                    plan_next = self._next_plan_due()
+                # (a plan event already late waits: see above; at the same time, it goes first)
+                if now < plan_next <= index[0][0]:
+                    break
             order = heapq.heappop(index)[1]
             if order in self._queued_added:
                 due.add(order)
+        if not due:  # (all wait for a plan event due first)
+            return []
         taken = sorted(h for h in self._heap if h[1] in due)  # (due, order): never the events
         self._heap = [h for h in self._heap if h[1] not in due]
         heapq.heapify(self._heap)
         self._queued_added -= due
         return taken
+
+    def _next_plan_due(self) -> float:
+        """Return when the earliest queued plan event is due (lock held), or infinity.
+
+        A walk down the heap in order, past the added events ahead of it: a
+        look at those few, not at every plan event.
+        """
+        heap, queued = self._heap, self._queued_added
+        todo = [(heap[0][0], heap[0][1], 0)] if heap else []
+        while todo:
+            due, order, i = heapq.heappop(todo)
+            if order not in queued:
+                return due
+            for child in (2 * i + 1, 2 * i + 2):  # (a heap's children are never due earlier)
+                if child < len(heap):
+                    heapq.heappush(todo, (heap[child][0], heap[child][1], child))
+        return math.inf
 
     def _added_due_now(self) -> bool:
         """Whether an event a decision added is due (lock held; never on a replay's clock)."""
@@ -580,8 +612,16 @@ class EventFeed:
                 self._z_set[name] = z
             old = self.positions[name]
             self.positions[name] = (x, y, old[2] if z is None else z)
-            return sum(1 for h in self._heap if position_name(h[2]) == name) + sum(
-                1 for e in self._pending_in_batch() if position_name(e) == name
+
+            def follows(ev: useq.MDAEvent) -> bool:  # (as `_moved`: an event at x/y and z
+                # of its own, a close-up centred on a cell, stays where it is)
+                meta = ev.metadata
+                return position_name(ev) == name and (
+                    not meta.get("explicit_xy") or bool(meta.get("z_from_plan"))
+                )
+
+            return sum(1 for h in self._heap if follows(h[2])) + sum(
+                1 for e in self._pending_in_batch() if follows(e)
             )
 
     def _pending_in_batch(self) -> list[useq.MDAEvent]:
