@@ -162,6 +162,10 @@ class _ChunkEncoder:
         return raw.data if self._compress is None else bytes(self._compress.encode(raw))
 
 
+_DIRS_KEPT = 1024
+"""Chunk folders a series remembers having made (see `_Series.write`)."""
+
+
 class _Series:
     """One position's image group and its (t, c, z, y, x) array, written without zarr's I/O."""
 
@@ -198,6 +202,8 @@ class _Series:
         self._chunk_key = array.metadata.encode_chunk_key
         self._encoder = _ChunkEncoder(array)
         self._dirs: set[Path] = set()
+        """Chunk folders made (each frame has its own: kept, one Path of ~400 bytes per frame
+        of the run, ~1 MB a position of a 72-hour time-lapse; so forgotten now and then)."""
 
     def set_attributes(self, attributes: dict[str, Any]) -> None:
         """Replace the group's attributes (its metadata document, replaced whole).
@@ -229,6 +235,8 @@ class _Series:
         path = self.chunk_path(tcz)
         if path.parent not in self._dirs:
             path.parent.mkdir(parents=True, exist_ok=True)
+            if len(self._dirs) >= _DIRS_KEPT:
+                self._dirs.clear()  # (making one again is one call that finds it there)
             self._dirs.add(path.parent)
         write_atomic(path, self._encoder.encode(image))
 
@@ -322,15 +330,18 @@ class OmeZarrWriter:
     def _new_series(self, name: str, shape_yx: tuple[int, int], dtype: np.dtype[Any]) -> _Series:
         # the group is written with its attributes (one metadata write, not three:
         # close-ups add a series each while the camera runs), the array with every channel
-        group = self._root.create_group(
-            str(len(self._series)), attributes=self._image_attrs(name, dtype, self.channels)
-        )
+        key = str(len(self._series))
         try:
+            group = self._root.create_group(
+                key, attributes=self._image_attrs(name, dtype, self.channels)
+            )
             series = _Series(group, name, shape_yx, dtype, self.codec, len(self.channels))
         except BaseException:
             # (a full disk): an image group without its array makes the whole store
-            # unreadable as NGFF, and its name would refuse the next position's group
-            shutil.rmtree(_metadata_file(group).parent, ignore_errors=True)
+            # unreadable as NGFF, and its name would refuse the next position's group;
+            # a group whose metadata was refused leaves its folder (zarr warns of it
+            # each time the store is listed)
+            shutil.rmtree(self.path / key, ignore_errors=True)
             raise
         self._series[name] = series
         return series
@@ -386,7 +397,9 @@ class OmeZarrWriter:
                         }
                         for i, c in enumerate(channels)
                     ],
-                    "rdefs": {"model": "greyscale"},
+                    # (greyscale draws every channel grey in napari-ome-zarr, their colours
+                    # ignored: it is meant for an image of one channel)
+                    "rdefs": {"model": "color" if len(channels) > 1 else "greyscale"},
                 },
             },
             "livescope": {"position": name},
@@ -398,7 +411,8 @@ class OmeZarrWriter:
         Raises
         ------
         LivescopeError
-            if the frame's shape does not match earlier frames of its position, or
+            if the frame's shape or pixel type does not match earlier frames of
+            its position, its t or z index is negative or not a whole number, or
             an earlier frame was recorded at its position, t, channel and z (it
             would replace that one).
         OSError
@@ -428,8 +442,17 @@ class OmeZarrWriter:
                 f"earlier frames are {s.shape_yx}"
             )
         idx = info["index"]
+        t, z = idx.get("t", 0), idx.get("z", 0)
+        if not all(isinstance(i, int | np.integer) and i >= 0 for i in (t, z)):
+            # (a negative index names a chunk no reader finds: t=-1 was logged, read back
+            # as the last time point's frame, and its own pixels lost)
+            raise LivescopeError(
+                f"frame {info['seq']} of position {info['position']!r} has index t={t!r}, "
+                f"z={z!r}; t and z are whole numbers from 0: it is not written"
+            )
+        t, z = int(t), int(z)
         if s is not None and info["channel"] in self.channels:
-            at = (idx.get("t", 0), self.channels.index(info["channel"]), idx.get("z", 0))
+            at = (t, self.channels.index(info["channel"]), z)
             if at[0] < s.shape[0] and at[2] < s.shape[2] and s.chunk_path(at).exists():
                 # (its pixels would replace the earlier frame's: that one would be lost)
                 raise LivescopeError(
@@ -441,7 +464,7 @@ class OmeZarrWriter:
             self._add_channel(info["channel"])
         if s is None:
             s = self._new_series(info["position"], shape_yx, image.dtype)
-        t, c, z = idx.get("t", 0), self.channels.index(info["channel"]), idx.get("z", 0)
+        c = self.channels.index(info["channel"])
         need = (max(s.shape[0], t + 1), max(s.shape[1], len(self.channels)), max(s.shape[2], z + 1))
         s.grow(need)
         s.write((t, c, z), image)
