@@ -20,9 +20,9 @@ import io
 import json
 import logging
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import tifffile
@@ -395,37 +395,75 @@ def trim_results(results: Path, done: dict[str, int], decided: dict[str, int]) -
     name, and a plan position may itself hold ``~``, ``,`` or quotes. Call
     before a `ResultsStore` opens the files.
     """
-
-    def keep(pos: str, t: int, upto: dict[str, int]) -> bool:
-        return t <= upto.get(pos, -1)
-
     cells = results / "cells.csv"
     if cells.is_file():
-        data = cells.read_bytes()
-        # (a row without its newline was being written when the worker was killed: its
-        # field was not stored, so it goes with the field's other rows; cut as bytes, as
-        # it may end inside a character)
-        text = data[: data.rfind(b"\n") + 1].decode("utf-8")
-        rows = list(csv.reader(io.StringIO(text, newline="")))
-        kept = []
-        for row in rows[1:]:
-            key = _cells_key(row, cells) if row else None
-            if key is not None and keep(*key, done):
-                kept.append(row)
-        out = io.StringIO(newline="")
-        if kept:
-            csv.writer(out).writerows(rows[:1] + kept)  # (as `ResultsStore` writes them)
-        _rewrite(cells, out.getvalue().encode("utf-8"))
+        _trim_cells(cells, done)
     for name, upto in (("latency.jsonl", done), ("policy.jsonl", decided),
                        ("revisions.jsonl", done)):  # fmt: skip
         path = results / name
         if path.is_file():
             lines = [json.dumps(rec) + "\n" for rec in read_jsonl(path)
-                     if keep(str(rec["position"]), int(rec["t"]), upto)]  # fmt: skip
+                     if _kept(str(rec["position"]), int(rec["t"]), upto)]  # fmt: skip
             _rewrite(path, "".join(lines))
 
 
-def _rewrite(path: Path, data: str | bytes) -> None:
+def _trim_cells(cells: Path, done: dict[str, int]) -> None:
+    """Rewrite ``cells.csv`` with only the rows of fields up to ``done`` (see `trim_results`).
+
+    Read row by row, the rows kept written as UTF-8 to a buffer: read whole, as
+    rows of strings, a long run's table took ~1 kB of memory a row at a restart
+    (1.3 GB for a million rows), now about twice the file's size.
+    """
+    out = io.BytesIO()
+    with cells.open("rb") as src:
+        # (a row without its newline was being written when the worker was killed: its
+        # field was not stored, so it goes with the field's other rows; cut as bytes, as
+        # it may end inside a character)
+        end = _after_last_newline(src)
+        src.seek(0)
+
+        def lines() -> Iterator[str]:
+            left = end
+            for raw in src:
+                if left <= 0:
+                    return
+                yield raw[:left].decode("utf-8")
+                left -= len(raw)
+
+        reader = csv.reader(lines())
+        head = next(reader, None)
+        text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
+        writer = csv.writer(text)  # (as `ResultsStore` writes them)
+        for row in reader:
+            key = _cells_key(row, cells) if row else None
+            if key is not None and _kept(*key, done):
+                if head is not None:  # (a table left with no row: no header either)
+                    writer.writerow(head)
+                    head = None
+                writer.writerow(row)
+        text.detach()
+    _rewrite(cells, out.getbuffer())
+
+
+def _after_last_newline(f: BinaryIO) -> int:
+    """Return the offset just after the last newline of the open file ``f`` (0: none)."""
+    end = f.seek(0, 2)
+    while end > 0:
+        start = max(0, end - 65536)
+        f.seek(start)
+        block = f.read(end - start)
+        if (i := block.rfind(b"\n")) >= 0:
+            return start + i + 1
+        end = start
+    return 0
+
+
+def _kept(pos: str, t: int, upto: dict[str, int]) -> bool:
+    """Whether field (``pos``, ``t``) is at or before ``upto``'s last of its position."""
+    return t <= upto.get(pos, -1)
+
+
+def _rewrite(path: Path, data: str | bytes | memoryview) -> None:
     """`write_atomic`, its refusal on Windows said with what to do.
 
     (a spreadsheet that has ``cells.csv`` open locks it: "[WinError 5] Access is
