@@ -138,3 +138,18 @@ def test_a_windows_path_that_yaml_read_as_escapes_is_refused_with_how_to_write_i
     assert "single quotes" in str(err.value)
     plain = _rig_with_config(tmp_path, "micromanager_config: 'D:\\rigs\\ti2.cfg'")
     assert str(load_profile(plain).micromanager_config) == "D:\\rigs\\ti2.cfg"
+
+
+def test_the_worker_waits_for_fields_in_slices_and_takes_one_that_comes_late() -> None:
+    # (a wait without a timeout cannot be interrupted by Ctrl+C on Windows before Python
+    # 3.14: the worker waits in half-second slices, and an item after several is taken)
+    import queue
+    import threading
+
+    from livescope.pipeline._worker import _take
+
+    q: queue.Queue[object] = queue.Queue()
+    threading.Timer(1.2, q.put, args=("field",)).start()
+    assert _take(q) == "field"
+    q.put(None)
+    assert _take(q) is None

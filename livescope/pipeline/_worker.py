@@ -590,7 +590,7 @@ class PipelineWorker:
             while True:
                 if fields.empty():
                     self._handoff.set()  # nothing to move on to: the decisions go now
-                item = fields.get()
+                item = _take(fields)
                 if not isinstance(item, Field):
                     # the end of the run (or an error): the last field's decisions go now,
                     # not after the recording has been read for fields the bus lost
@@ -1019,3 +1019,17 @@ class PipelineWorker:
                 discard_live_masks(live)
         write_atomic(self.results / "worker.json", json.dumps(summary, indent=1))
         return summary
+
+
+def _take(fields: queue.Queue[Any]) -> Any:
+    """Return the next item of ``fields``, waiting as long as it takes, Ctrl+C heard meanwhile.
+
+    (On Windows, Python before 3.14 cannot interrupt a wait without a timeout: a
+    Ctrl+C to ``livescope worker`` waited for the next field, minutes in a slow
+    time-lapse. A wait of half a second at a time wakes as soon as an item comes.)
+    """
+    while True:
+        try:
+            return fields.get(timeout=0.5)
+        except queue.Empty:
+            continue
