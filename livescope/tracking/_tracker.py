@@ -83,12 +83,15 @@ class TrackerConfig:
     """A track must have been seen this many frames before it can divide."""
 
     def __post_init__(self) -> None:
+        # (infinity passed too: no_link_cost failed every frame with "no full matching
+        # exists", a zero gap or area change times an infinite weight gave NaN costs, an
+        # infinite gate or division radius paired every track with every object)
         for name in ("gate_radii", "gate_px", "no_link_cost", "division_radii"):
-            if not getattr(self, name) > 0:
-                raise LivescopeError(f"tracker config: {name} must be > 0")
+            if not (math.isfinite(value := getattr(self, name)) and value > 0):
+                raise LivescopeError(f"tracker config: {name} must be > 0 and finite, not {value}")
         for name in ("area_weight", "gap_cost"):  # link costs stay >= 0
-            if not getattr(self, name) >= 0:
-                raise LivescopeError(f"tracker config: {name} must be >= 0")
+            if not (math.isfinite(value := getattr(self, name)) and value >= 0):
+                raise LivescopeError(f"tracker config: {name} must be >= 0 and finite, not {value}")
         if not 0 <= self.velocity_smoothing <= 1:
             raise LivescopeError("tracker config: velocity_smoothing must be in [0, 1]")
         for name in ("daughter_area_max", "daughter_separation_min", "border_daughter_area_min",
@@ -285,6 +288,12 @@ class OnlineTracker:
             raise LivescopeError("tracker state: a track id is in the track table twice")
         if unknown := sorted(set(ids) - set(s.parents)):
             raise LivescopeError(f"tracker state: track {unknown[0]} has no lineage entry")
+        if not 1 <= s.next_id < 2**63:
+            # (0 is "no track" in every update and "no parent" in the lineage; an id
+            # past int64 failed mid-frame, half the frame's tracks started)
+            raise LivescopeError(
+                f"tracker state: next_id {s.next_id} is not a track id (1 to 2**63 - 1)"
+            )
         if s.parents and s.next_id <= max(s.parents):
             raise LivescopeError(
                 f"tracker state: next_id {s.next_id} is not above the largest track id "
@@ -578,11 +587,12 @@ class OnlineTracker:
                 used_births.add(j)
                 used_parents.add(k)
             else:
-                pending_lost.setdefault(k, []).append(j)
-                if len(pending_lost[k]) == 2:
-                    j1, j2 = pending_lost[k]
-                    if j1 in used_births or j2 in used_births:
-                        continue
+                # a birth held for this parent may have gone to another since: pair the two
+                # best still free (one taken kept the parent from ever dividing this frame)
+                pending = pending_lost.setdefault(k, [])
+                pending[:] = [b for b in pending if b not in used_births] + [j]
+                if len(pending) == 2:
+                    j1, j2 = pending
                     pid = int(tb.id[k])
                     tb.ended[k] = True
                     ids[j1] = self._new_track(objs, j1, t, parent=pid)
