@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import heapq
 import itertools
+import logging
 import math
 import threading
 import time
@@ -23,6 +24,8 @@ from ._engine import LivescopeEngine, sample_time_s
 from ._fanout import position_name
 
 __all__ = ["EventFeed", "event_key"]
+
+logger = logging.getLogger("livescope")
 
 
 _Entry = tuple[float, int, useq.MDAEvent]
@@ -631,12 +634,25 @@ class EventFeed:
     def change_interval(self, interval_s: float) -> int:
         """Re-time pending events of later time points to ``interval_s`` apart.
 
-        Counted from when the time point in progress began: when it was planned,
-        or when it was handed out if the plan was behind (an interval-0 plan).
+        Called on the decision-server thread. Counted from when the time point
+        in progress began: when it was planned, or when it was handed out if the
+        plan was behind (an interval-0 plan). A change that comes later than the
+        new interval after that makes the next time point due now, not overdue,
+        and later ones ``interval_s`` after it (on the run's clock, not a
+        replay's). Logs when the next time point is due; returns how many
+        events were re-timed.
         """
         with self._lock:
             t_cur, t_start = self._last_t
             n = 0
+            # the next time point is due an interval after the one in progress began, or
+            # now if that has passed: counted from its start, time points the change came
+            # too late for would all be overdue and run back to back, with no interval
+            nxt = max(t_cur + 1, 0)
+            next_due = t_start + (nxt - max(t_cur, 0)) * interval_s
+            if self._clock is None and self._timing:  # (as `_hand_out`: not a replay's clock)
+                next_due = max(next_due, self.now())
+            first: tuple[int, float] | None = None  # the earliest re-timed time point, its time
 
             def later(ev: useq.MDAEvent) -> bool:
                 return ev.index.get("t", 0) > t_cur and not ev.metadata.get("added_by")
@@ -652,12 +668,21 @@ class EventFeed:
                     self._requeue(entry)
             for i, (_, order, ev) in enumerate(self._heap):
                 if later(ev):
-                    due = t_start + (ev.index.get("t", 0) - max(t_cur, 0)) * interval_s
+                    t = ev.index.get("t", 0)
+                    due = next_due + (t - nxt) * interval_s
                     self._heap[i] = (due, order, ev.model_copy(update={"min_start_time": due}))
                     n += 1
+                    if first is None or t < first[0]:
+                        first = (t, due)
             heapq.heapify(self._heap)
             self._changed.notify_all()
-            return n
+            now = self.now()
+        if first is not None:  # (the answer says only how many: when is the user's question)
+            logger.info(
+                "new interval %g s: time point t=%d is due at %.3f s of plan time (now %.3f s)",
+                interval_s, first[0], first[1], now,
+            )  # fmt: skip
+        return n
 
     def add(self, events: list[useq.MDAEvent], *, wake: bool = True) -> None:
         """Schedule events (already checked and timed).

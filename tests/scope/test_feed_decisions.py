@@ -301,11 +301,13 @@ def test_a_new_interval_counts_from_the_last_hardware_timed_burst(
         assert all(getattr(b, "events", None) for b in bursts)  # z-stacks run as bursts
         now = feed.now()
         assert feed.change_interval(120.0) == 6
+        after = feed.now()
         later = list(events)
         times = [e.events[0].metadata["sample_time_s"] for e in later]
         # from when t=2's burst began: planned at 120 s, or later (the plan ran far behind
-        # at this clock scale), never before
-        assert 120.0 <= times[0] - 120.0 <= now
+        # at this clock scale), never before; or when the change came, if that is later
+        # still (the old upper bound, now + 120 s, pinned a change too late for it)
+        assert 240.0 <= times[0] <= max(now + 120.0, after)
         assert times[1] - times[0] == 120.0
         # the simulated sample is rendered at the burst's time, not at 0
         engine.setup_event(later[-1])
@@ -355,10 +357,17 @@ def test_a_new_interval_applies_to_time_points_that_were_all_due_at_once(
     feed = EventFeed(_fast(), LivescopeEngine(sim.core, sim.profile, sim=sim), 1e6)
     events = iter(feed)
     assert _order([next(events), next(events)]) == [("A", 0), ("B", 0)]
+    before = feed.now()
     assert feed.change_interval(60.0) == 6  # (those of t=1..3 were left as they were: 0)
+    after = feed.now()
     rest = list(events)
     assert _order(rest) == [(p, t) for t in (1, 2, 3) for p in "AB"]
-    assert [e.metadata["sample_time_s"] for e in rest] == [60.0, 60.0, 120.0, 120.0, 180.0, 180.0]
+    # t=1 is due 60 s after t=0 began (0 s), or when the change came if that is later:
+    # at this clock scale 60 s pass in 60 µs, and the old [60, 60, 120, 120, 180, 180]
+    # was then the bug (all overdue, run back to back); 60 s apart from t=1 on either way
+    times = [e.metadata["sample_time_s"] for e in rest]
+    assert max(60.0, before) <= times[0] <= max(60.0, after)
+    assert times == [times[0] + dt for dt in (0.0, 0.0, 60.0, 60.0, 120.0, 120.0)]
 
 
 def test_a_new_interval_after_time_points_taken_as_fast_as_possible_counts_from_now(
@@ -404,9 +413,14 @@ def test_the_time_point_the_engine_looked_ahead_into_is_not_split(
     t0 = [next(events), next(events)]
     assert [(e.index["t"], e.channel.config) for e in t0] == [(0, "Phase"), (0, "DAPI")]
     if decision == "interval":
+        before = feed.now()
         assert feed.change_interval(60.0) == 6
+        after = feed.now()
         times = [e.metadata["sample_time_s"] for e in events]
-        assert times == [60.0, 60.0, 120.0, 120.0, 180.0, 180.0]
+        # (t=1 at 60 s, or when the change came if later: at this clock scale the old
+        # exact 60.0 was the bug of a change too late for it, see the test above)
+        assert max(60.0, before) <= times[0] <= max(60.0, after)
+        assert times == [times[0] + dt for dt in (0.0, 0.0, 60.0, 60.0, 120.0, 120.0)]
         return
     feed.add([useq.MDAEvent(
         index={"t": 0}, x_pos=10.0, y_pos=0.0, pos_name="A~closeup-1",
