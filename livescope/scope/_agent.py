@@ -8,6 +8,7 @@ merge into hardware-timed sequences. Decisions are applied between events.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import re
@@ -239,7 +240,7 @@ class ScopeAgent:
                 self.run_dir,
                 channels=channels,
                 pixel_size_um=_pixel_size_um(core, profile),
-                z_step_um=float(getattr(sequence.z_plan, "step", None) or 1.0),
+                z_step_um=_z_step_um(sequence),
                 interval_s=_interval_s(sequence),
                 attrs={"run_id": self.run_id, "profile": profile.name, "livescope": __version__},
                 bit_depth=profile.camera.bit_depth,
@@ -1143,6 +1144,30 @@ def _place_name_problem(name: str, plan_positions: Iterable[str]) -> str | None:
 def _event_label(i: int, event: useq.MDAEvent) -> str:
     """``event <i> <index>``: how an error names an added event."""
     return f"event {i} {dict(event.index)}"
+
+
+def _z_step_um(sequence: useq.MDASequence) -> float:
+    """Return the plan's z spacing for the recording's scale (µm; 1 without a z-stack).
+
+    A plan of z positions (``ZAbsolutePositions``, ``ZRelativePositions``) has no
+    ``step``: its spacing is theirs (it was written as 1 µm whatever they were); of
+    planes unevenly spaced, their mean spacing, said.
+    """
+    z_plan = sequence.z_plan
+    if (step := getattr(z_plan, "step", None)) is not None:
+        return float(step) or 1.0
+    planes = sorted({float(z) for z in z_plan}) if z_plan is not None else []
+    if len(planes) < 2:
+        return 1.0
+    gaps = [b - a for a, b in itertools.pairwise(planes)]
+    mean = (planes[-1] - planes[0]) / (len(planes) - 1)
+    if max(gaps) - min(gaps) > 1e-6 * max(1.0, mean):
+        logger.warning(
+            "the plan's z planes are not evenly spaced (%s µm apart): the recording's z "
+            "scale is their mean spacing, %.4g µm (the frame log keeps each plane's z)",
+            ", ".join(f"{g:g}" for g in gaps[:6]), mean,
+        )  # fmt: skip
+    return mean
 
 
 def _interval_s(sequence: useq.MDASequence) -> float:
