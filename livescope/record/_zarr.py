@@ -314,6 +314,7 @@ class OmeZarrWriter:
         # counts its time points from 0 too, minutes after the plan's of the same index)
         self._t_began: dict[str, dict[int, float]] = {}
         self._t_scale: dict[str, float] = {}  # each position's t scale, set at close
+        self._imaged: dict[str, set[str]] = {}  # each position's channels with a frame
         # unbuffered: a line is written whole or taken back (`_append_line`), never left
         # in a buffer to reach the log later, after its frame was reported not written
         self._log = log.open("ab", buffering=0)
@@ -362,6 +363,7 @@ class OmeZarrWriter:
 
     def _image_attrs(self, name: str, dtype: np.dtype[Any], channels: list[str]) -> dict[str, Any]:
         """Return a series' NGFF attributes (multiscales, omero channels)."""
+        imaged = self._imaged.get(name, set())  # (none yet: all active, until closed)
         _, _, z_s, px_y, px_x = self._scale
         t_s = self._t_scale.get(name, self._scale[0])
         return {
@@ -392,7 +394,9 @@ class OmeZarrWriter:
                         {
                             "label": c,
                             "color": _COLORS[i % len(_COLORS)],
-                            "active": True,
+                            # (every preset of the rig has its place on the c axis:
+                            # the channels never imaged opened blank in napari)
+                            "active": not imaged or c in imaged,
                             "window": _window(dtype, self.bit_depth),
                         }
                         for i, c in enumerate(channels)
@@ -478,6 +482,7 @@ class OmeZarrWriter:
                 s.chunk_path((t, c, z)).unlink(missing_ok=True)
             raise
         self.frames_written += 1
+        self._imaged.setdefault(info["position"], set()).add(info["channel"])
         began = info.get("sample_time_s")
         if began is None and info.get("runner_time_ms") is not None:
             began = float(info["runner_time_ms"]) / 1000.0

@@ -47,3 +47,18 @@ def test_the_recordings_z_scale_is_the_plans_spacing(
     assert _z_scale(tmp_path) == pytest.approx(step)
     said = [r.getMessage() for r in caplog.records if "not evenly spaced" in r.getMessage()]
     assert bool(said) is uneven
+
+
+def test_only_the_channels_imaged_are_shown_active(
+    sim: SimulatedMicroscope, tmp_path: Path
+) -> None:
+    # every preset of the rig has its place on the c axis; those never imaged were marked
+    # active and opened as blank layers in napari
+    seq = useq.MDASequence(channels=[useq.Channel(config="DAPI", exposure=5.0)])
+    ScopeAgent(sim.core, sim.profile, seq, tmp_path, sim=sim, bus="off").run()
+    attrs = zarr.open_group(tmp_path / "data.ome.zarr", mode="r")["0"].attrs.asdict()
+    channels = attrs["ome"]["omero"]["channels"]
+    assert len(channels) > 1  # (the rig's other presets)
+    assert {c["label"]: c["active"] for c in channels} == {
+        c["label"]: c["label"] == "DAPI" for c in channels
+    }
