@@ -95,7 +95,8 @@ _Pairs = dict[tuple[str, str], _PerChannel]
 """(from, to) -> seconds of fluorescence per channel: ``from``'s light booked to ``to``."""
 _UNDO_KEPT = 4096
 """Decisions whose bookings are kept, to be given back as booked if refused (as many as
-a worker keeps waiting for an answer; an older refusal gives nothing back)."""
+a worker keeps waiting for an answer; an older refusal gives nothing back, and leaves a
+moved position where it is)."""
 
 
 def _accumulate(books: _PerChannel, chs: Mapping[str, float], sign: float = 1.0) -> bool:
@@ -161,7 +162,10 @@ class Guardrails:
         """What of each one's following light was booked to the other, per pair of
         positions a move made overlap."""
         self._moves: dict[str, list[tuple[str, tuple[float, float]]]] = {}
-        """Per moved position, the moves booked, in order: (decision id, centre)."""
+        """Per moved position, the moves booked, in order: (decision id, centre). Only
+        those a refusal can still give back (their bookings kept: `_undo`), after the
+        latest older one: where the position goes back to if they are all refused (one
+        per field of a cell-following policy, kept for days they grew without end)."""
         self._undo: dict[str, tuple[Any, ...]] = {}  # decision id -> what its commit booked
         if sequence is not None:
             events = (
@@ -527,7 +531,15 @@ class Guardrails:
     def _remember(self, decision: Decision, booked: tuple[Any, ...]) -> None:
         self._undo[decision.decision_id] = booked
         if len(self._undo) > _UNDO_KEPT:
-            del self._undo[next(iter(self._undo))]
+            old_id = next(iter(self._undo))
+            old = self._undo.pop(old_id)
+            if isinstance(old[0], str):  # a move's booking: (position, pairs)
+                # a refusal of it, or of any move before it, now gives nothing back: the
+                # moves before it are no longer needed (it is where the position goes
+                # back to if the later ones are refused)
+                moves = self._moves.get(old[0], [])
+                at = next((i for i, m in enumerate(moves) if m[0] == old_id), 0)
+                del moves[:at]
 
     # ------------------------------------------------------------ booking
 
@@ -570,7 +582,7 @@ class Guardrails:
         place in the rate are given back even then, so call it once per
         decision committed), and a refused move leaves its
         position where the moves still booked put it, with what they overlap
-        booked.
+        booked (a move no longer known leaves it where it is).
         """
         if not isinstance(decision, StopPosition | StopRun) and now_s in self.sent_at:
             self.sent_at.remove(now_s)  # (a stop was not counted: `commit`)
@@ -580,8 +592,11 @@ class Guardrails:
             name = decision.position
             if name not in self._centres:
                 return
-            if booked is not None:
-                self._book_pairs(booked[1], -1.0)
+            if booked is None:
+                # no longer known: nor are the moves before it (`_remember`), so where it
+                # would go back to is not known either
+                return
+            self._book_pairs(booked[1], -1.0)
             moves = self._moves.get(name, [])
             at = next((i for i, m in enumerate(moves) if m[0] == decision.decision_id), None)
             if at is None:
@@ -622,7 +637,9 @@ class Guardrails:
             "sent_at": self.sent_at,
             "following": {k: dict(v) for k, v in self._own.items()},
             "cross": [[src, dst, chs] for (src, dst), chs in self._cross.items()],
-            "moves": {k: [[i, *xy] for i, xy in v] for k, v in self._moves.items() if v},
+            # (where each moved position is: a restarted worker knows none of the moves
+            # before it, so a refusal of one gives nothing back)
+            "moves": {k: [[v[-1][0], *v[-1][1]]] for k, v in self._moves.items() if v},
         }
 
     def restore(self, state: Mapping[str, Any]) -> None:
@@ -641,5 +658,7 @@ class Guardrails:
         }
         for k, moves in state.get("moves", {}).items():
             if k in self._centres and moves:
-                self._moves[k] = [(str(i), (float(x), float(y))) for i, x, y in moves]
+                # (a state saved by an older livescope lists every move: the last is where it is)
+                i, x, y = moves[-1]
+                self._moves[k] = [(str(i), (float(x), float(y)))]
                 self._set_centre(k, self._moves[k][-1][1])

@@ -68,7 +68,7 @@ from livescope.schema import (
 )
 
 from ._observation import Firing, Observation
-from ._triggers import TRIGGERS, Hit, cell_key
+from ._triggers import TRIGGERS, Hit, _LastSeen, cell_key
 
 __all__ = [
     "ACTIONS",
@@ -503,7 +503,12 @@ class Rule:
         self.fires = 0
         """Firings so far (also numbering the close-ups' positions: never counts down)."""
         self.given_back_cells: set[str] = set()
-        """``position/track`` of the cells given back once (never twice; `give_back`)."""
+        """``position/track`` of the cells given back once (never twice; `give_back`).
+        A cell's track gone for good (not seen for `FORGET_AFTER_T` time points of its
+        position) is forgotten: no firing on it can come again (kept, they grew with
+        every cell given back over a run, in the state written after every field)."""
+        self._given_back_n = 0  # (cells forgotten still count: `given_back`)
+        self._given_back_seen = _LastSeen()  # when each of them was last seen
         self.recent: list[_Cooling] = []
         """(position, time, x, y µm, on the stage) of firings still in their cooldown."""
         self._booked: dict[str, tuple[str, Hit, _Cooling | None]]
@@ -513,7 +518,7 @@ class Rule:
     @property
     def given_back(self) -> int:
         """Firings given back (`give_back`, one per cell): not counted towards ``max_fires``."""
-        return len(self.given_back_cells)
+        return self._given_back_n
 
     def _cooling(self, obs: Observation, hit: Hit) -> bool:
         now = obs.sample_time_s
@@ -579,6 +584,10 @@ class Rule:
         """
         if not obs.segmented:
             return
+        if self.given_back_cells:
+            # (before the hits: a cell gone that long is in none of them)
+            gone = self._given_back_seen.ended(obs, self.given_back_cells)
+            self.given_back_cells.difference_update(gone)
         k = 0  # this field's firings so far
         for hit in self.trigger.check(obs):
             if self.max_fires is not None and self.fires - self.given_back >= self.max_fires:
@@ -631,7 +640,9 @@ class Rule:
         counted towards ``max_fires``; an event (a division, a lost track) is
         gone. Once per cell: while the analysis stays that far behind, its
         next firing is refused too, and a cell refused as stale again counts
-        as fired (so a rule does not fire on it on every field). Returns False
+        as fired (so a rule does not fire on it on every field; the cell is
+        remembered until its track has been gone for `FORGET_AFTER_T` time
+        points of its position, when no firing on it can come). Returns False
         when not given back: a decision this rule does not remember (not its
         own, older than its last `_BOOKED_MAX` firings, made before a worker
         restart, or given back already), or its cell's second.
@@ -644,6 +655,11 @@ class Rule:
         if cell in self.given_back_cells:
             return False
         self.given_back_cells.add(cell)
+        self._given_back_n += 1
+        if hit.track is not None:
+            # seen (as far as forgetting goes) on its position's next field: a division's
+            # parent or a lost track is in no field of its own any more
+            self._given_back_seen.note(position, hit.track)
         if entry is not None and entry in self.recent:
             self.recent.remove(entry)
         self.trigger.release(position, hit)
@@ -652,8 +668,8 @@ class Rule:
     def state(self) -> dict[str, Any]:
         """Everything needed to resume the rule after a worker restart."""
         return {
-            "fires": self.fires, "given_back_cells": sorted(self.given_back_cells),
-            "recent": self.recent,
+            "fires": self.fires, "given_back": self._given_back_n,
+            "given_back_cells": sorted(self.given_back_cells), "recent": self.recent,
             "trigger": self.trigger.state(),
         }  # fmt: skip
 
@@ -661,6 +677,9 @@ class Rule:
         """Continue from `state`."""
         self.fires = int(state.get("fires", 0))
         self.given_back_cells = {str(c) for c in state.get("given_back_cells", [])}
+        # (saved without the count: each cell given back was kept)
+        self._given_back_n = int(state.get("given_back", len(self.given_back_cells)))
+        self._given_back_seen.restore(self.given_back_cells)
         # (saved before session 50 without the last: taken as frame coordinates, the
         # cooldown as it was then, within the position)
         self.recent = [(str(r[0]), float(r[1]), r[2], r[3], bool(r[4]) if len(r) > 4 else False)

@@ -118,6 +118,10 @@ class _LastSeen:
                 gone.append(_key(obs, track))
         return gone
 
+    def note(self, position: str, track: int) -> None:
+        """Take ``track`` of ``position`` as seen on that position's next field (if not known)."""
+        self.t.setdefault(position, {}).setdefault(track, None)
+
     def restore(self, held: set[str]) -> None:
         """Take the cells in ``held`` (a restored state's) as seen on their position's next field.
 
