@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from livescope.record import ZARR_NAME, CtcTrack
 from livescope.schema import LivescopeError, write_atomic
 
 from . import _report_plots as plots
-from ._report_data import RESULTS_DIR, CellRow, finite_seconds, load_run
+from ._report_data import RESULTS_DIR, CellTable, finite_seconds, load_run
 from ._report_decisions import decisions_section, truth_section
 from ._report_fields import field_thumbnails
 from ._report_html import as_dict, count, esc, fmt, kv_table, missing, table, value_range
@@ -213,11 +213,8 @@ def _cells_section(page: ReportPage) -> str:
     if run.cells is None:
         why = NO_RESULTS if not run.has_results else "results/cells.csv is missing"
         return missing(f"No cell table: {why}.")
-    out = []
+    cells, out = run.cells, []
     times = run.sample_times()
-    by_position: dict[str, list[Any]] = {}
-    for c in run.cells:
-        by_position.setdefault(c.position, []).append(c)
     # a field without cells has no row in cells.csv: latency.jsonl says it was analysed (and
     # the frame log when it was taken)
     analysed: dict[str, set[int]] = {}
@@ -226,36 +223,44 @@ def _cells_section(page: ReportPage) -> str:
             analysed.setdefault(key[0], set()).add(key[1])
     rest = []  # (positions past MAX_POSITION_PLOTS: a table row each)
     for i, pos in enumerate(run.positions):
-        rows = by_position.get(pos, [])
+        # (the cell table's columns, not a row object each: a long plate run has tens of
+        # millions of rows)
+        rows = cells.rows_of(pos)
         drawn = i < MAX_POSITION_PLOTS
-        if not rows:
+        if not rows.size:
             if drawn:
                 out.append(missing(f"{pos}: no cells in results/cells.csv."))
             else:
                 rest.append([pos, 0, "no cells in results/cells.csv", 0])
             continue
-        ts = sorted({c.t for c in rows} | analysed.get(pos, set()))
-        by_t: dict[int, list[Any]] = {t: [] for t in ts}
-        for c in rows:
-            by_t[c.t].append(c)
-        counts = [len(by_t[t]) for t in ts]
-        mitotic = sum(c.p_mitosis >= 0.5 for c in rows)
+        t_rows = cells.t[rows]
+        n_at = _counts(t_rows)
+        ts = sorted(n_at.keys() | analysed.get(pos, set()))
+        counts = [n_at.get(t, 0) for t in ts]
+        mitotic = int(np.count_nonzero(cells.p_mitosis[rows] >= 0.5))
         if not drawn:
             rest.append([pos, len(ts), value_range(counts), mitotic])
             continue
+        state_rows = cells.state[rows]
+        seen = [cells.state_names[k] for k in np.unique(state_rows).tolist()]
         states = list(run.classes)
-        states += sorted({c.state for c in rows if c.state and c.state not in states})
-        if any(not c.state for c in rows):
+        states += sorted({st for st in seen if st and st not in states})
+        if "" in seen:
             states.append("unclassified")
-        fractions = {  # (a field without cells: no state has a share of it)
-            st: [
-                sum((c.state or "unclassified") == st for c in by_t[t]) / max(len(by_t[t]), 1)
-                for t in ts
+        fractions = {}  # (a field without cells: no state has a share of it)
+        for st in states:
+            codes = [
+                k for k, name in enumerate(cells.state_names) if (name or "unclassified") == st
             ]
-            for st in states
-        }
+            n_st = _counts(t_rows[np.isin(state_rows, codes)])
+            fractions[st] = [n_st.get(t, 0) / max(n_at.get(t, 0), 1) for t in ts]
         fractions = {k: v for k, v in fractions.items() if any(v)}
-        x = [times.get((pos, t), next((c.sample_time_s for c in by_t[t]), float(t))) for t in ts]
+        # (a time point's first row in the file: np.unique gives the first index of each)
+        first_t, first_row = np.unique(t_rows, return_index=True)
+        first_time: dict[int, float] = dict(
+            zip(first_t.tolist(), cells.sample_time_s[rows[first_row]].tolist(), strict=True)
+        )
+        x = [times.get((pos, t), first_time.get(t, float(t))) for t in ts]
         png = plots.cells_over_time(x, counts, fractions, position=pos, unit=page.unit)
         out.append(
             page.plot(
@@ -272,6 +277,12 @@ def _cells_section(page: ReportPage) -> str:
                    "cell observations with P(mitosis) ≥ 0.5"]  # fmt: skip
         out.append(table(headers, rest, cap=None))
     return "".join(out)
+
+
+def _counts(values: np.ndarray[Any, Any]) -> dict[int, int]:
+    """Return how often each value occurs."""
+    unique, n = np.unique(values, return_counts=True)
+    return dict(zip(unique.tolist(), n.tolist(), strict=True))
 
 
 def _not_drawn(n_positions: int, source: str) -> str:
@@ -306,15 +317,16 @@ def _read_tracks(path: Path, name: str) -> list[CtcTrack]:
     return tracks
 
 
-def _live_tracks(cells: Sequence[CellRow]) -> dict[str, list[CtcTrack]]:
+def _live_tracks(cells: CellTable) -> dict[str, list[CtcTrack]]:
     """Each position's tracks as the cell table has them: first and last time point, parent."""
     spans: dict[str, dict[int, list[int]]] = {}
-    for c in cells:
-        if c.track <= 0:
-            continue
-        span = spans.setdefault(c.position, {}).setdefault(c.track, [c.t, c.t, c.parent])
-        span[0], span[1] = min(span[0], c.t), max(span[1], c.t)
-        span[2] = span[2] or c.parent
+    for code, position in enumerate(cells.position_names):  # (a position's rows at a time)
+        rows = np.flatnonzero((cells.position == code) & (cells.track > 0))
+        columns = (cells.track[rows].tolist(), cells.t[rows].tolist(), cells.parent[rows].tolist())
+        for track, t, parent in zip(*columns, strict=True):
+            span = spans.setdefault(position, {}).setdefault(track, [t, t, parent])
+            span[0], span[1] = min(span[0], t), max(span[1], t)
+            span[2] = span[2] or parent
     return {
         pos: [CtcTrack(track, b, e, p) for track, (b, e, p) in sorted(by_track.items())]
         for pos, by_track in spans.items()
@@ -334,7 +346,7 @@ def _lineage_section(page: ReportPage) -> str:
         source = ""
         if folder is None:
             if live is None:
-                live = _live_tracks(run.cells or [])
+                live = _live_tracks(run.cells) if run.cells is not None else {}
             if not live.get(pos):
                 why = f"results/ctc/{pos}/res_track.txt is missing"
                 if drawn:
@@ -452,7 +464,12 @@ def _drops_section(page: ReportPage) -> str:
         pairs = {(str(r.get("position")), r.get("t")) for r in run.latency}
     elif run.cells is not None:
         analysed_from = "results/cells.csv (fields without cells are not listed there)"
-        pairs = {(c.position, c.t) for c in run.cells}
+        cells = run.cells
+        pairs = {  # (a position's time points at a time: not a Python pair per row)
+            (pos, t)
+            for code, pos in enumerate(cells.position_names)
+            for t in np.unique(cells.t[cells.position == code]).tolist()
+        }
     elif run.has_results:
         return out + missing(
             "Analysed fields unknown: results/latency.jsonl and results/cells.csv are missing."

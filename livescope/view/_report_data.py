@@ -6,31 +6,54 @@ killed mid-write), saying so in `RunData.problems`; so are a damaged line (JSON
 that does not parse, a frame whose time point is no integer) and the rows of
 ``cells.csv`` from one the csv module cannot read. Bytes that are not UTF-8 (a
 character cut in half) are read as U+FFFD, never raised.
+
+The files are read line by line and only what the report shows is kept: of each frame
+log line the fields it reads (`FRAME_FIELDS`), of ``cells.csv`` a column table
+(`CellTable`). A 72-hour plate run logs some 250,000 frames and 25 million cells:
+kept whole, as Python objects, they took gigabytes.
 """
 
 from __future__ import annotations
 
 import csv
-import io
+import itertools
 import json
 import math
-from collections.abc import Iterator
+import os
+from array import array
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
+
 from livescope.record import DECISIONS_FILE, FRAMES_FILE, ZARR_NAME
 from livescope.schema import LivescopeError
 
-__all__ = ["RESULTS_DIR", "CellRow", "RunData", "finite_seconds", "firing_outcome", "load_run"]
+__all__ = [
+    "FRAME_FIELDS",
+    "RESULTS_DIR",
+    "CellRow",
+    "CellTable",
+    "RunData",
+    "finite_seconds",
+    "firing_outcome",
+    "load_run",
+]
 
 RESULTS_DIR = "results"
 SUMMARY_FILE = "summary.json"
-_INT_COLUMNS = ("t", "seq", "label", "track", "parent")
-_FLOAT_COLUMNS = ("sample_time_s", "y", "x", "area", "intensity", "p_mitosis")
+FRAME_FIELDS = ("seq", "position", "channel", "index", "sample_time_s", "added_by")
+"""The fields of a frame log line the report reads (the others, ``event`` the largest, are
+not kept); of its ``index`` only ``t`` and ``z``."""
+_INDEX_FIELDS = ("t", "z")
+_INT64_LIMIT = 2.0**63
+"""Whole numbers of cells.csv from this magnitude on fit no int64 column (read as none)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CellRow:
     """One row of ``results/cells.csv`` (numbers parsed; a blank number is NaN or 0)."""
 
@@ -44,6 +67,53 @@ class CellRow:
     """Parent track of the cell's track (0: none known)."""
 
 
+@dataclass(frozen=True)
+class CellTable:
+    """The rows of ``results/cells.csv`` the report reads, column by column, in file order.
+
+    Iterating gives each row as a `CellRow`; the report itself works on the columns
+    (tens of millions of rows in a long plate run: an object each took gigabytes).
+    """
+
+    position_names: list[str]
+    """Position names; `position` holds indices into it."""
+    state_names: list[str]
+    """Cell states ("": unclassified); `state` holds indices into it."""
+    position: NDArray[np.int32]
+    t: NDArray[np.int64]
+    sample_time_s: NDArray[np.float64]
+    """Seconds (NaN: blank or not a number)."""
+    track: NDArray[np.int64]
+    """Track id (0: none)."""
+    state: NDArray[np.int32]
+    p_mitosis: NDArray[np.float64]
+    parent: NDArray[np.int64]
+    """Parent track of the cell's track (0: none known)."""
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    def __iter__(self) -> Iterator[CellRow]:
+        step = 65536  # (a slice of each column as Python numbers at a time, not all of them)
+        for i in range(0, len(self), step):
+            cols = (self.position, self.t, self.sample_time_s, self.track, self.state,
+                    self.p_mitosis, self.parent)  # fmt: skip
+            for pos, t, st, track, state, p, parent in zip(
+                *(c[i : i + step].tolist() for c in cols), strict=True
+            ):
+                yield CellRow(
+                    self.position_names[pos], t, st, track, self.state_names[state], p, parent
+                )
+
+    def rows_of(self, position: str) -> NDArray[np.intp]:
+        """Return the indices of one position's rows, in file order (none: an unknown name)."""
+        try:
+            code = self.position_names.index(position)
+        except ValueError:
+            return np.zeros(0, np.intp)
+        return np.flatnonzero(self.position == code)
+
+
 @dataclass
 class RunData:
     """Everything the report reads from a run folder (None: that part is missing)."""
@@ -51,8 +121,9 @@ class RunData:
     run_dir: Path
     summary: dict[str, Any]
     frames: list[dict[str, Any]]
+    """Each readable frame log line, in order: only its `FRAME_FIELDS` that it has."""
     decisions: list[dict[str, Any]] | None
-    cells: list[CellRow] | None
+    cells: CellTable | None
     classes: list[str]
     """Cell-state classes, in the order of the ``p_<class>`` columns of cells.csv."""
     policy: list[dict[str, Any]] | None
@@ -183,26 +254,67 @@ def _read_text(path: Path) -> str:
     return path.read_bytes().decode("utf-8", errors="replace")
 
 
+def _jsonl_objects(path: Path, problems: list[str]) -> Iterator[dict[str, Any]]:
+    """Yield the object of each line of a JSON-lines file, read a line at a time.
+
+    Once all are read, says in ``problems`` how many lines were unreadable.
+    """
+    bad = 0
+    with path.open("rb") as fh:
+        # (a UTF-8 sequence holds no newline byte: each line decodes as in the whole file; a
+        # line break other than \n, e.g. \r or U+2028, ends a line as it did there)
+        for raw in fh:
+            for line in raw.decode("utf-8", errors="replace").splitlines():
+                if not line.strip():
+                    continue
+                try:
+                    item = json.loads(line)
+                except (ValueError, RecursionError):  # (RecursionError: nested too deep)
+                    bad += 1
+                    continue
+                if isinstance(item, dict):
+                    yield item
+                else:
+                    bad += 1
+    if bad:
+        problems.append(f"{path.name}: {bad} unreadable line(s) skipped")
+
+
 def _read_jsonl(path: Path, problems: list[str]) -> list[dict[str, Any]] | None:
     if not path.is_file():
         return None
-    out: list[dict[str, Any]] = []
-    bad = 0
-    for line in _read_text(path).splitlines():
-        if not line.strip():
+    return list(_jsonl_objects(path, problems))
+
+
+def _read_frames(path: Path, problems: list[str]) -> list[dict[str, Any]] | None:
+    """Read the frame log: of each line with an integer time point its `FRAME_FIELDS`."""
+    if not path.is_file():
+        return None
+    frames = []
+    names: dict[str, str] = {}  # (one string object per position or channel name, not a line's)
+    n_bad_t = 0
+    for line in _jsonl_objects(path, problems):
+        # (a time point that is no integer, e.g. NaN, Infinity or null, cost every section
+        # that groups frames by time point; the line is damaged, so it costs only itself)
+        if not _time_point_ok(line):
+            n_bad_t += 1
             continue
-        try:
-            item = json.loads(line)
-        except (ValueError, RecursionError):  # (RecursionError: nested too deep, damaged)
-            bad += 1
-            continue
-        if isinstance(item, dict):
-            out.append(item)
-        else:
-            bad += 1
-    if bad:
-        problems.append(f"{path.name}: {bad} unreadable line(s) skipped")
-    return out
+        frame = {}
+        for key in FRAME_FIELDS:
+            if key in line:
+                value = line[key]
+                if isinstance(value, str):
+                    value = names.setdefault(value, value)
+                elif key == "index":
+                    value = {k: value[k] for k in _INDEX_FIELDS if k in value}
+                frame[key] = value
+        frames.append(frame)
+    if n_bad_t:
+        problems.append(
+            f"{path.name}: {n_bad_t} line(s) whose index is no object or whose time point is no "
+            "integer skipped"
+        )
+    return frames
 
 
 def _number(text: str | None) -> float:
@@ -228,19 +340,79 @@ def _csv_rows(reader: csv.DictReader[str], problems: list[str]) -> Iterator[dict
         )
 
 
-def _read_cells(path: Path, problems: list[str]) -> tuple[list[CellRow] | None, list[str]]:
+def _whole(value: float) -> int | None:
+    """Return a number of cells.csv as a whole number for an int64 column (None: it is none)."""
+    return int(value) if math.isfinite(value) and abs(value) < _INT64_LIMIT else None
+
+
+def _up_to_last_newline(lines: Iterable[str]) -> Iterator[str]:
+    """Yield the lines up to the last one that ends in a newline."""
+    held: list[str] = []  # (lines since the last "\n": a lone "\r" ends a line, not a row)
+    for line in lines:
+        if line.endswith("\n"):
+            yield from held
+            held.clear()
+            yield line
+        else:
+            held.append(line)
+
+
+def _ends_in_newline(path: Path) -> bool:
+    with path.open("rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) == b"\n"
+
+
+def _read_cells(path: Path, problems: list[str]) -> tuple[CellTable | None, list[str]]:
     if not path.is_file():
         return None, []
-    text = _read_text(path)
-    if not text.strip():
-        return [], []  # (the worker opens it as it starts; its header comes with the first cells)
-    if not text.endswith("\n"):
-        # a row without its newline was being written when the run was killed (a resumed
-        # worker drops it too)
-        text = text[: text.rfind("\n") + 1]
-        problems.append("cells.csv: a half-written last row skipped (the run was cut short)")
-    rows: list[CellRow] = []
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+    with path.open(encoding="utf-8", errors="replace", newline="") as fh:
+        head = []  # (blank lines before the header are still the csv module's to read)
+        for line in fh:
+            head.append(line)
+            if line.strip():
+                break
+        else:
+            # the worker opens it as it starts; its header comes with the first cells
+            return _cell_columns({}, {}, array("i"), array("q"), array("d"), array("q"),
+                                 array("i"), array("d"), array("q")), []  # fmt: skip
+        if not _ends_in_newline(path):
+            # a row without its newline was being written when the run was killed (a resumed
+            # worker drops it too)
+            problems.append("cells.csv: a half-written last row skipped (the run was cut short)")
+        lines = _up_to_last_newline(itertools.chain(head, fh))
+        return _cell_table(csv.DictReader(lines), problems)
+
+
+def _cell_columns(
+    positions: dict[str, int],
+    states: dict[str, int],
+    position: array[int],
+    t: array[int],
+    sample_time_s: array[float],
+    track: array[int],
+    state: array[int],
+    p_mitosis: array[float],
+    parent: array[int],
+) -> CellTable:
+    # (numpy arrays on the arrays' own buffers, not copies: a copy doubled the peak)
+    return CellTable(
+        list(positions),
+        list(states),
+        np.frombuffer(position, np.int32),
+        np.frombuffer(t, np.int64),
+        np.frombuffer(sample_time_s, np.float64),
+        np.frombuffer(track, np.int64),
+        np.frombuffer(state, np.int32),
+        np.frombuffer(p_mitosis, np.float64),
+        np.frombuffer(parent, np.int64),
+    )
+
+
+def _cell_table(
+    reader: csv.DictReader[str], problems: list[str]
+) -> tuple[CellTable | None, list[str]]:
+    """Read the rows of ``cells.csv`` into columns (arrays, not an object per row)."""
     try:
         names = list(reader.fieldnames or [])
     except csv.Error as exc:
@@ -251,34 +423,36 @@ def _read_cells(path: Path, problems: list[str]) -> tuple[list[CellRow] | None, 
         problems.append(f"cells.csv: no column {', '.join(missing)}; cells not shown")
         return None, []
     classes = [c[2:] for c in names if c.startswith("p_") and c != "p_mitosis"]
+    positions: dict[str, int] = {}
+    states: dict[str, int] = {}
+    position, t_col, track_col, state_col, parent_col = (array("i"), array("q"), array("q"),
+                                                        array("i"), array("q"))  # fmt: skip
+    time_col, p_col = array("d"), array("d")
     bad = 0
     for rec in _csv_rows(reader, problems):
-        t = _number(rec.get("t"))
-        if not math.isfinite(t):
+        t = _whole(_number(rec.get("t")))
+        if t is None:
             bad += 1
             continue
-        track = _number(rec.get("track"))
-        parent = _number(rec.get("parent"))
+        track = _whole(_number(rec.get("track")))
+        parent = _whole(_number(rec.get("parent")))
         state = str(rec.get("state") or "")
         if state in classes and math.isnan(_number(rec.get(f"p_{state}"))):
             # NaN probabilities (the engine's output): the cell was not classified (a worker
             # before 2026-12-06 wrote the first NaN's class as its state; runs it recorded
             # are read as unclassified too)
             state = ""
-        rows.append(
-            CellRow(
-                position=str(rec.get("position") or ""),
-                t=int(t),
-                sample_time_s=_number(rec.get("sample_time_s")),
-                track=int(track) if math.isfinite(track) else 0,
-                state=state,
-                p_mitosis=_number(rec.get("p_mitosis")),
-                parent=int(parent) if math.isfinite(parent) and parent > 0 else 0,
-            )
-        )
+        position.append(positions.setdefault(str(rec.get("position") or ""), len(positions)))
+        t_col.append(t)
+        time_col.append(_number(rec.get("sample_time_s")))
+        track_col.append(track or 0)
+        state_col.append(states.setdefault(state, len(states)))
+        p_col.append(_number(rec.get("p_mitosis")))
+        parent_col.append(parent if parent is not None and parent > 0 else 0)
     if bad:
         problems.append(f"cells.csv: {bad} row(s) without a time point skipped")
-    return rows, classes
+    columns = (position, t_col, time_col, track_col, state_col, p_col, parent_col)
+    return _cell_columns(positions, states, *columns), classes
 
 
 def _read_summary(run: Path) -> tuple[dict[str, Any] | None, str]:
@@ -318,17 +492,9 @@ def load_run(run_dir: str | Path) -> RunData:
             "going on); what the summary says is not shown, the rest comes from the frame log "
             "and results/"
         )
-    frames = _read_jsonl(run / FRAMES_FILE, problems)
+    frames = _read_frames(run / FRAMES_FILE, problems)
     if frames is None:
         raise LivescopeError(f"{run} is not a run folder: {FRAMES_FILE} is missing")
-    # (a time point that is no integer, e.g. NaN, Infinity or null, cost every section that
-    # groups frames by time point; the line is damaged, so it costs only itself)
-    if n := sum(not _time_point_ok(f) for f in frames):
-        frames = [f for f in frames if _time_point_ok(f)]
-        problems.append(
-            f"{FRAMES_FILE}: {n} line(s) whose index is no object or whose time point is no "
-            "integer skipped"
-        )
     results = run / RESULTS_DIR
     cells, classes = _read_cells(results / "cells.csv", problems)
     return RunData(
