@@ -120,6 +120,8 @@ def test_engine_commands_name_each_mistake(tmp_path: Path) -> None:
 
     frame = tmp_path / "f.tif"
     tifffile.imwrite(frame, np.zeros((64, 64), np.uint16))
+    target = tmp_path / "g.tif"  # (not the input itself: that is refused)
+    tifffile.imwrite(target, np.zeros((64, 64), np.uint16))
     rgb = tmp_path / "rgb.tif"
     colour = np.zeros((64, 64, 3), np.uint8)
     colour[..., 0], colour[..., 1] = 10, 20  # (two channels with signal, not grey)
@@ -141,9 +143,9 @@ def test_engine_commands_name_each_mistake(tmp_path: Path) -> None:
          "engine"),
         (("eval", "seg", "--engine", "nuclei-unet", "--images", str(tmp_path), "--labels",
           str(tmp_path), "--diameter", "0"), "object diameter must be > 0 px"),
-        ((*stain, str(frame), "--crop", "0:100,0:64"),
+        ((*stain, str(target), "--crop", "0:100,0:64"),
          "crop rows 0:100 reach past the 64x64 frame f.tif (rows 0:64)"),
-        ((*stain, str(frame), "--crop", "-5:10,0:64"),
+        ((*stain, str(target), "--crop", "-5:10,0:64"),
          "crop '-5:10,0:64': bounds are pixel indices from 0, not negative"),
     ):  # fmt: skip
         p = run_cli(*args, "--json")
