@@ -53,6 +53,36 @@ def _field(event: useq.MDAEvent) -> tuple[str, int]:
     return (position_name(event), event.index.get("t", 0))
 
 
+def _place_key(event: useq.MDAEvent) -> tuple[str, bool]:
+    """Return (position, imaged at x/y of its own): where a stop looks for an event."""
+    return (position_name(event), bool(event.metadata.get("explicit_xy")))
+
+
+def _heap_remove(heap: list[_Entry], entry: _Entry) -> None:
+    """Take one entry out of a heap, which stays a heap.
+
+    One search in C (`list.index`), then a walk of one branch: not a
+    re-sort of the whole queue (`heapq.heapify`), nor a look at each event.
+    """
+    i = heap.index(entry)
+    last = heap.pop()
+    if i == len(heap):
+        return
+    # the last entry takes its place, then goes up or down to where it belongs
+    while i > 0 and last < heap[(i - 1) // 2]:
+        heap[i] = heap[(i - 1) // 2]
+        i = (i - 1) // 2
+    n = len(heap)
+    while (child := 2 * i + 1) < n:
+        if child + 1 < n and heap[child + 1] < heap[child]:
+            child += 1
+        if not heap[child] < last:
+            break
+        heap[i] = heap[child]
+        i = child
+    heap[i] = last
+
+
 class EventFeed:
     """The queue of events still to acquire, consumed by the MDA runner.
 
@@ -121,11 +151,18 @@ class EventFeed:
         # stop takes effect from a position's next field, never within one
         self._batch: list[useq.MDAEvent] = []
         self._rest: collections.deque[_Entry] = collections.deque()  # the batch not yet handed
-        # the queued events decisions added (their order numbers), and a heap of (due, order)
-        # of them that may hold some no longer queued: what is due is found without a look
-        # at every plan event (an interval-0 plan has them all due)
-        self._queued_added: set[int] = set()
+        # the queued events decisions added (order number -> queue entry), and a heap of
+        # (due, order) of them that may hold some no longer queued: what is due is found,
+        # and taken, without a look at every plan event (an interval-0 plan has them all due)
+        self._queued_added: dict[int, _Entry] = {}
         self._added_index: list[tuple[float, int]] = []
+        # the queued events by `_place_key` (order number -> event): a stop finds those it
+        # drops without a look at every other position's
+        self._queued_at: dict[tuple[str, bool], dict[int, useq.MDAEvent]] = {}
+        # order numbers of queued events `change_interval` re-timed: the queue entry holds
+        # their time, the event is given it only when it is handed out (a copy of each of
+        # 100,000 events would hold the lock, and the runner, for seconds)
+        self._retimed: set[int] = set()
         self._begun: dict[tuple[str, int], tuple[tuple[float, float, float] | None, float | None]]
         self._begun = {}
         self.stopped = False
@@ -158,9 +195,21 @@ class EventFeed:
     def _requeue(self, entry: _Entry) -> None:
         """Put an entry on the queue (lock held)."""
         heapq.heappush(self._heap, entry)
+        self._queued_at.setdefault(_place_key(entry[2]), {})[entry[1]] = entry[2]
         if entry[2].metadata.get("added_by"):
-            self._queued_added.add(entry[1])
+            self._queued_added[entry[1]] = entry
             heapq.heappush(self._added_index, entry[:2])
+
+    def _unqueued(self, entries: Iterable[_Entry]) -> None:
+        """Forget entries taken off the heap (lock held)."""
+        for _, order, ev in entries:
+            key = _place_key(ev)
+            at = self._queued_at.get(key)
+            if at is not None:
+                at.pop(order, None)
+                if not at:
+                    del self._queued_at[key]
+            self._queued_added.pop(order, None)
 
     # ------------------------------------------------------------ runner side
 
@@ -274,12 +323,15 @@ class EventFeed:
             with self._lock:
                 if not self._rest:
                     return
-                ev = self._rest[0][2]
+                due, order, ev = self._rest[0]
                 t = ev.index.get("t", 0)
                 added = bool(ev.metadata.get("added_by"))
                 if last_t is not None and t != last_t and not added and self._added_due_now():
                     return
                 self._rest.popleft()
+                if order in self._retimed:  # (`change_interval` re-timed it in the queue)
+                    self._retimed.discard(order)
+                    ev = ev.model_copy(update={"min_start_time": due})
                 if not added and t > self._last_t[0]:
                     # begun when planned, or now if the plan is behind (interval 0): a new
                     # interval counts from then, not from a plan time long past
@@ -310,8 +362,7 @@ class EventFeed:
                 break
             taken.append(heapq.heappop(self._heap))
             prev = ev
-        if self._queued_added:
-            self._queued_added.difference_update(order for _, order, _ in taken)
+        self._unqueued(taken)
         return taken
 
     def _take_added_due(self) -> list[_Entry]:
@@ -344,10 +395,12 @@ class EventFeed:
                 due.add(order)
         if not due:  # (all wait for a plan event due first)
             return []
-        taken = sorted(h for h in self._heap if h[1] in due)  # (due, order): never the events
-        self._heap = [h for h in self._heap if h[1] not in due]
-        heapq.heapify(self._heap)
-        self._queued_added -= due
+        # (due, order): never the events; each taken out of the heap where it is, the plan's
+        # events left as they are
+        taken = sorted(self._queued_added[order] for order in due)
+        for entry in taken:
+            _heap_remove(self._heap, entry)
+        self._unqueued(taken)
         return taken
 
     def _next_plan_due(self) -> float:
@@ -542,6 +595,8 @@ class EventFeed:
             self._heap.clear()
             self._queued_added.clear()
             self._added_index.clear()
+            self._queued_at.clear()
+            self._retimed.clear()
             self._changed.notify_all()
 
     def stop_position(self, name: str) -> int:
@@ -565,12 +620,19 @@ class EventFeed:
                        if k == name or parent_position(k) == name]  # fmt: skip
             self._stopped_fields += fields
             before = len(self._heap)
-            self._heap = [
-                h for h in self._heap
-                if not self._stopped(position_name(h[2])) and not self._in_stopped_field(h[2])
-            ]  # fmt: skip
-            heapq.heapify(self._heap)
-            self._queued_added &= {order for _, order, _ in self._heap}
+            # the queued events of stopped positions, and those imaged at x/y of their own
+            # that lie in a stopped field: looked up by place, not at each queued event
+            drop: dict[int, useq.MDAEvent] = {}
+            for (place, explicit), at in self._queued_at.items():
+                if self._stopped(place):
+                    drop.update(at)
+                elif explicit or parent_position(place) not in self.positions:
+                    drop.update((o, ev) for o, ev in at.items() if self._in_stopped_field(ev))
+            if drop:
+                self._heap = [h for h in self._heap if h[1] not in drop]
+                heapq.heapify(self._heap)
+                self._unqueued((0.0, o, ev) for o, ev in drop.items())
+                self._retimed.difference_update(drop)
             self._changed.notify_all()
             # (and those of the time point being acquired whose field has not begun)
             return before - len(self._heap) + sum(map(self._dropped, self._batch)) - dropped_before
@@ -666,11 +728,15 @@ class EventFeed:
                 self._batch = [e for e in self._batch if id(e) not in taken]
                 for entry in moved:
                     self._requeue(entry)
-            for i, (_, order, ev) in enumerate(self._heap):
-                if later(ev):
-                    t = ev.index.get("t", 0)
+            # the new time in the queue entry only: the event is given it when handed out
+            # (`_hand_out`), not copied here while the runner waits on the lock
+            heap, retimed = self._heap, self._retimed
+            for i, (_, order, ev) in enumerate(heap):
+                t = ev.index.get("t", 0)
+                if t > t_cur and not ev.metadata.get("added_by"):  # (`later`, inlined)
                     due = next_due + (t - nxt) * interval_s
-                    self._heap[i] = (due, order, ev.model_copy(update={"min_start_time": due}))
+                    heap[i] = (due, order, ev)
+                    retimed.add(order)
                     n += 1
                     if first is None or t < first[0]:
                         first = (t, due)
