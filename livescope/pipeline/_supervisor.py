@@ -178,7 +178,7 @@ class WorkerSupervisor:
         self._log.flush()
         self._log_from = os.fstat(self._log.fileno()).st_size
         self._ready_at_launch = self._ready_seen = self._ready()
-        self._stored_at_launch = self._stored()
+        self._stored_at_launch = max(0, _size(self._progress_log))  # (an empty log: no field)
         self._progress_at = time.monotonic()  # (its start-up allowance counts from here)
         return self._spawn(resume)
 
@@ -188,13 +188,6 @@ class WorkerSupervisor:
             return (self.results / "ready").read_text(encoding="utf-8")
         except OSError:
             return None
-
-    def _stored(self) -> int:
-        """Return the size of ``results/latency.jsonl`` (a line per field the worker stored)."""
-        try:
-            return (self.results / "latency.jsonl").stat().st_size
-        except OSError:
-            return 0
 
     def start(self) -> None:
         """Start the worker and the thread that watches it."""
@@ -235,7 +228,7 @@ class WorkerSupervisor:
                              self.error or f"exit status {code}", self._log_path)  # fmt: skip
                 self._give_up()
                 return
-            if self._stored() > self._stored_at_launch:
+            if _size(self._progress_log) > self._stored_at_launch:
                 self._in_row = 0  # it analysed fields: not a worker that cannot run
             if self._in_row >= self.max_restarts:
                 logger.error("worker exited with %s%s; %d restarts in a row used, giving up "
@@ -321,6 +314,11 @@ class WorkerSupervisor:
                 self.stop_grace_s,
             )
             proc.kill()
+
+    @property
+    def _progress_log(self) -> Path:
+        """``results/latency.jsonl``: a line per field the worker stored."""
+        return self.results / "latency.jsonl"
 
     @property
     def _log_path(self) -> Path:
@@ -430,7 +428,7 @@ class WorkerSupervisor:
             terminated).
 
         """
-        progress = self.results / "latency.jsonl"
+        progress = self._progress_log
         # (a restarted worker has its start-up, up to start_timeout_s, before its first field)
         seen, said = (_size(progress), self._ready(), self.proc), False
         t0 = time.monotonic()
