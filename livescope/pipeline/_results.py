@@ -109,7 +109,11 @@ class ResultsStore:
         self.overlay = OverlayPublisher(run_id, run_dir=run_dir)
 
     def log_latency(self, fld: Field, ms: dict[str, float]) -> None:
-        """Append a field's ms per stage to ``latency.jsonl``."""
+        """Append a field's ms per stage to ``latency.jsonl``.
+
+        Readers count the field as analysed from its ``position`` and ``t``
+        (`livescope.record.field_key`): keep them a string and an int.
+        """
         self._latency_log.write(json.dumps({
             "position": fld.position, "t": fld.t,
             "seq": int(fld.header.get("seq", -1)), "live": fld.live,

@@ -4,6 +4,7 @@ from ._ctc import CtcTrack, read_ctc, relabel_for_ctc, rewrite_ctc_result, write
 from ._dataset import DATASET_DTYPES, Dataset, DatasetError, FrameKey, RecordedFrame
 from ._datasets import open_dataset
 from ._decisions import DECISIONS_FILE, DecisionLog, read_decisions
+from ._latency_log import field_key
 from ._protocol import PSink
 from ._zarr import (
     CODECS,
@@ -32,6 +33,7 @@ __all__ = [
     "RecordedFrame",
     "RecordingReader",
     "earlier_recording",
+    "field_key",
     "open_dataset",
     "read_ctc",
     "read_decisions",

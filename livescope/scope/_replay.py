@@ -36,7 +36,7 @@ from numpy.typing import DTypeLike, NDArray
 from pymmcore_plus.experimental.unicore import SimpleCameraDevice, UniMMCore
 from pymmcore_plus.metadata import FrameMetaV1
 
-from livescope.record import Dataset, DatasetError, FrameKey, RecordedFrame
+from livescope.record import Dataset, DatasetError, FrameKey, RecordedFrame, field_key
 from livescope.schema import (
     AddEvents,
     Decision,
@@ -390,17 +390,15 @@ class ReplayGate:
 
 
 def _field_of(line: bytes) -> tuple[str, int] | None:
-    """Return the (position, t) a ``latency.jsonl`` line is the record of (None: damaged)."""
+    """Return the (position, t) a ``latency.jsonl`` line is the record of (None: damaged).
+
+    (the rule is `livescope.record.field_key`'s, which the run report keeps too)
+    """
     try:
         rec = json.loads(line)
     except ValueError:  # (and UnicodeDecodeError)
         return None
-    if not isinstance(rec, dict):
-        return None
-    position, t = rec.get("position"), rec.get("t")
-    if not isinstance(position, str) or not isinstance(t, int) or isinstance(t, bool):
-        return None
-    return position, t
+    return field_key(rec)
 
 
 class ReplayEngine(LivescopeEngine):

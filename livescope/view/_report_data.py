@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from livescope.record import DECISIONS_FILE, FRAMES_FILE, ZARR_NAME
+from livescope.record import DECISIONS_FILE, FRAMES_FILE, ZARR_NAME, field_key
 from livescope.schema import LivescopeError
 
 __all__ = [
@@ -213,18 +213,14 @@ def _time_point_ok(frame: dict[str, Any]) -> bool:
 def _fields_only(
     rows: list[dict[str, Any]] | None, problems: list[str]
 ) -> list[dict[str, Any]] | None:
-    """Keep the lines of ``latency.jsonl`` that name a field: a position and an integer t.
+    """Keep the lines of ``latency.jsonl`` that name a field (`livescope.record.field_key`).
 
     (a time point that is a list or an object is unhashable: it cost the sections that
     group the analysed fields, and the line is damaged, so it costs only itself)
     """
     if rows is None:
         return None
-    ok = [
-        r for r in rows
-        if isinstance(r.get("position"), str)
-        and isinstance(t := r.get("t"), int) and not isinstance(t, bool)
-    ]  # fmt: skip
+    ok = [r for r in rows if field_key(r) is not None]
     if n := len(rows) - len(ok):
         problems.append(
             f"latency.jsonl: {n} line(s) whose position is no name or whose time point is no "
