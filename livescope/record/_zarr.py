@@ -31,11 +31,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import shutil
 import threading
 from pathlib import Path
+from types import TracebackType
 from typing import Any, cast
 
 import numpy as np
@@ -53,6 +55,8 @@ __all__ = [
     "read_frames",
     "zarr_threads",
 ]
+
+logger = logging.getLogger("livescope")
 
 
 def zarr_threads() -> list[threading.Thread]:
@@ -160,6 +164,24 @@ class _ChunkEncoder:
     def encode(self, image: NDArray[Any]) -> bytes | memoryview:
         raw = np.ascontiguousarray(image, dtype=self.dtype).reshape(-1).view(np.uint8)
         return raw.data if self._compress is None else bytes(self._compress.encode(raw))
+
+
+def _json_value(value: Any) -> Any:
+    """Return what the frame log writes for a value `json` cannot: numpy's as numbers.
+
+    A numpy integer in an event index (``t=np.int64(3)``) or metadata was written
+    as the text ``"3"``: a reader of the log got a string where a number was.
+    Anything else (a path, a date) is written as its text, as before.
+    """
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
 
 
 _DIRS_KEPT = 1024
@@ -270,6 +292,8 @@ class OmeZarrWriter:
     Notes
     -----
     Not thread-safe: call `write` from one thread (livescope's writer thread).
+    Used as a context manager it is closed on leaving; where the body raised, an
+    error of `close` is logged (and noted on the body's error), not raised in its place.
 
     """
 
@@ -325,8 +349,22 @@ class OmeZarrWriter:
     def __enter__(self) -> OmeZarrWriter:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except Exception as close_exc:  # noqa: BLE001 (the body's error is the one raised)
+            # the run failed: a close that fails too (the disk that filled up) must not
+            # replace why it failed; the close's error is logged and noted on it instead
+            logger.error("the recording %s could not be closed: %s", self.path, close_exc)
+            exc.add_note(f"the recording {self.path} could not be closed either: {close_exc!r}")
 
     def _new_series(self, name: str, shape_yx: tuple[int, int], dtype: np.dtype[Any]) -> _Series:
         # the group is written with its attributes (one metadata write, not three:
@@ -441,9 +479,13 @@ class OmeZarrWriter:
                 f"earlier frames are {s.dtype} (the camera's pixel type changed mid-run)"
             )
         if s is not None and s.shape_yx != shape_yx:
+            # (a position's array has one y/x size for all its frames and channels)
             raise LivescopeError(
-                f"frame {info['seq']} of position {info['position']!r} is {shape_yx}, "
-                f"earlier frames are {s.shape_yx}"
+                f"frame {info['seq']} of position {info['position']!r}, channel "
+                f"{info['channel']!r} is {shape_yx[0]}×{shape_yx[1]} px, earlier frames are "
+                f"{s.shape_yx[0]}×{s.shape_yx[1]} px (the camera's ROI or binning changed "
+                "mid-run?); a position's frames are all recorded at one size, so it is not "
+                "written: start a new acquisition (a new output folder) for the new size"
             )
         idx = info["index"]
         t, z = idx.get("t", 0), idx.get("z", 0)
@@ -473,7 +515,7 @@ class OmeZarrWriter:
         s.grow(need)
         s.write((t, c, z), image)
         try:
-            self._append_line(json.dumps(info, default=str) + "\n")
+            self._append_line(json.dumps(info, default=_json_value) + "\n")
         except OSError:
             # a frame the log does not hold is not recorded: its chunk goes too, so that
             # the data holds the logged frames only and the frame can be written again
