@@ -352,6 +352,8 @@ def run_adaptive(
             "fields_analysed_late": int(work.get("dropped_live", 0)),
             "dropped_recorded_frames": summary["frames_acquired"] - summary["frames_written"],
             "worker_restarts": work["supervisor"]["restarts"],
+            # of them, workers taken as hung (no field stored while frames waited) and ended
+            "worker_hangs": int(work["supervisor"].get("hangs", 0)),
             # what the analysis could not do (0 each in a run that went well): fields
             # neither received nor recorded in time, fields analysed without all their
             # frames, recorded fields none of whose frames could be read, decisions the

@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import re
 import signal
@@ -80,7 +81,14 @@ class WorkerSupervisor:
     taken as hung (a deadlocked engine, a GPU driver stuck): it is ended as `stop` ends
     it and restarted like a worker that exited. A worker with nothing to analyse is never
     hung. Generous: engines on a slow CPU take seconds a field, and a field of a long
-    z-stack is stored only once its last plane is taken and analysed."""
+    z-stack is stored only once its last plane is taken and analysed. The least a ready
+    worker is allowed: `hang_field_multiple` times its slowest field so far, where longer."""
+
+    hang_field_multiple = 5.0
+    """A ready worker is allowed at least this many times the slowest field it stored in
+    this run (its own stages' ms in ``results/latency.jsonl``) before it is taken as hung:
+    a large tiled field on a slow CPU may take minutes, and such a worker was taken as hung
+    and restarted, over and over, after `hang_timeout_s`."""
 
     start_timeout_s = 900.0
     """As `hang_timeout_s`, for a worker not yet ready (``results/ready``): it loads its
@@ -261,8 +269,9 @@ class WorkerSupervisor:
         """Return True if the running worker ``proc`` is to be taken as hung (watching thread).
 
         It is when it made no progress (stored no field, became ready or was
-        started) for `hang_timeout_s` (`start_timeout_s` before it is ready) while
-        frames newer than the newest field stored were recorded for it all along.
+        started) for `hang_timeout_s` (or `hang_field_multiple` times its slowest
+        field, where longer; `start_timeout_s` before it is ready) while frames
+        newer than the newest field stored were recorded for it all along.
         """
         now = time.monotonic()
         allowed = self.hang_timeout_s
@@ -280,6 +289,8 @@ class WorkerSupervisor:
             self._waiting_since = now
         if ready == self._ready_at_launch:
             allowed = self.start_timeout_s
+        else:  # (fields this slow are no hang: never less than the configured allowance)
+            allowed = max(allowed, self.hang_field_multiple * self._backlog.slowest_ms / 1000)
         idle = now - max(self._progress_at, self._waiting_since)
         if idle < allowed:
             return False
@@ -325,10 +336,10 @@ class WorkerSupervisor:
         return self.results / "worker.log"
 
     def _why(self, code: int) -> str:
-        """Say why the current worker exited with ``code`` (not 0): its signal, its error."""
+        """Say why the current worker exited with ``code`` (not 0): what ended it, its error."""
         # (a signal is the reason, whatever it printed before: the OOM killer's SIGKILL was
         # reported as the last warning the worker had logged, e.g. a slow field)
-        return ": ".join(part for part in (_killed_by(code), self._last_error()) if part)
+        return ": ".join(part for part in (_ended_by(code), self._last_error()) if part)
 
     def _last_error(self) -> str:
         """Return the current worker's own last error line in worker.log ('' if none).
@@ -489,6 +500,9 @@ class _Backlog:
         """The newest frame recorded for the worker: (seq, (position, t))."""
         self.newest_stored: tuple[int, tuple[str, int]] | None = None
         """The newest field the worker stored: (seq, (position, t))."""
+        self.slowest_ms = 0.0
+        """The longest a stored field took the worker itself (`_FIELD_WORK_STAGES`), ms:
+        of any worker of the run (one restarted runs the same engines on the same fields)."""
 
     def read(self) -> tuple[bool, bool]:
         """Return (fields were stored since the last read, frames wait for the worker)."""
@@ -500,6 +514,11 @@ class _Backlog:
                 seq = int(rec["seq"])
                 if self.newest_stored is None or seq > self.newest_stored[0]:
                     self.newest_stored = (seq, (str(rec["position"]), int(rec["t"])))
+            with contextlib.suppress(AttributeError, TypeError, ValueError):
+                ms = rec.get("ms") or {}
+                took = sum(float(ms.get(k) or 0.0) for k in _FIELD_WORK_STAGES)
+                if math.isfinite(took):  # (a damaged line's "Infinity": never hung at all)
+                    self.slowest_ms = max(self.slowest_ms, took)
         anew_frames, frame_lines = self._frames.read()
         if anew_frames:  # (another run's log now)
             self.newest_frame = None
@@ -571,11 +590,37 @@ def _size(path: Path) -> int:
         return -1
 
 
-def _killed_by(code: int) -> str:
-    """Name the signal that ended a POSIX process (a negative exit status); '' otherwise."""
-    if code >= 0:
+def _ended_by(code: int) -> str:
+    """Name what ended a process that exited with ``code``; '' for a status it chose.
+
+    A negative status is the POSIX signal that killed it. One above 0xFFFF is a
+    Windows NTSTATUS (a crash in native code reads 3221225477, which says nothing
+    until written 0xC0000005): given in hex, with its meaning where it is a known
+    one; the value says it, on any platform (POSIX statuses are 0-255).
+    """
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    if code <= 0xFFFF:
         return ""
-    try:
-        return f"killed by {signal.Signals(-code).name}"
-    except ValueError:
-        return f"killed by signal {-code}"
+    name = _NTSTATUS.get(code)
+    return f"ended by 0x{code:08X}" + (f" {name}" if name else "")
+
+
+_NTSTATUS = {
+    0xC0000005: "STATUS_ACCESS_VIOLATION, a crash in native code",
+    0xC000001D: "STATUS_ILLEGAL_INSTRUCTION, code built for a newer CPU",
+    0xC00000FD: "STATUS_STACK_OVERFLOW, a crash in native code",
+    0xC0000135: "STATUS_DLL_NOT_FOUND, a DLL it needs was not found",
+    0xC000013A: "STATUS_CONTROL_C_EXIT, a Ctrl+C or its console closed",
+    0xC0000374: "STATUS_HEAP_CORRUPTION, a crash in native code",
+    0xC0000409: "STATUS_STACK_BUFFER_OVERRUN, a crash in native code or an abort()",
+}
+"""Windows exit statuses (NTSTATUS) a crashed or ended worker leaves, and what they mean."""
+
+_FIELD_WORK_STAGES = ("engines", "analyse_other", "handoff", "prepare", "policy", "post", "store")
+"""The stages of a field's latency record the worker spends on the field itself, from
+its analysis start to its results stored (`livescope.pipeline.LATENCY_STAGES`; not the
+waits behind earlier fields, nor the way from the camera)."""
