@@ -76,6 +76,14 @@ def _analysis_pace(s: dict[str, Any]) -> str:
     return "—"  # a rig, a replay, a run without analysis, or a summary from before it was said
 
 
+def _restarts(s: dict[str, Any]) -> str:
+    """Return the worker's restarts and, of them, those it was taken for hung.
+
+    (run summaries before session 59 do not count hangs: "—")
+    """
+    return f"{fmt(s.get('worker_restarts'))} · {fmt(s.get('worker_hangs'))}"
+
+
 def _analysis_gaps(s: dict[str, Any]) -> str:
     """Say the worker's counts of what it could not do that are above 0 ("none" if all are 0)."""
     gaps = s.get("analysis_gaps")
@@ -148,7 +156,7 @@ def _summary_section(page: ReportPage) -> str:
             f"{fmt(stalls.get('over_2ms_per_s'))} · {fmt(stalls.get('max_ms'))} · "
             f"{fmt(stalls.get('slow_fields_in_a_stall'))} of {fmt(stalls.get('slow_fields'))}",
         ),
-        ("Worker restarts", fmt(s.get("worker_restarts"))),
+        ("Worker restarts · of them taken for hung", _restarts(s)),
         ("Analysis gaps (what the worker could not do)", _analysis_gaps(s)),
         (
             "Policies disabled",
@@ -452,7 +460,7 @@ def _drops_section(page: ReportPage) -> str:
         ("Frames dropped before analysis", fmt(s.get("dropped_analysis_frames"))),
         ("Frames dropped on the bus (agent side)", fmt(bus.get("dropped_in_agent"))),
         ("Frame log lines (frames.jsonl)", fmt(len(run.frames))),
-        ("Analysis worker restarts", fmt(s.get("worker_restarts"))),
+        ("Analysis worker restarts · of them taken for hung", _restarts(s)),
     ]
     out = kv_table(rows)
     recorded: dict[str, set[int]] = {}

@@ -225,7 +225,8 @@ def _analyse(out: Path, summary: dict[str, Any]) -> dict[str, Any]:
             },
             "dropped_analysis_frames": 0,
             "dropped_recorded_frames": 0,
-            "worker_restarts": 0,
+            "worker_restarts": 2,
+            "worker_hangs": 1,
             "policies_disabled": [{"rule": "focus-check", "error": "ZeroDivisionError"}],
             "engines": {
                 "nuclei-unet": _engine_sha("segmentation", "nuclei-unet"),
@@ -289,6 +290,8 @@ def test_report_has_every_section(analysed_run: tuple[Path, Path, float]) -> Non
     assert "plus signs not sent" not in page  # (no firing of this run came after its end)
     assert "nuclei-unet" in page
     assert "cell-state" in page
+    # the worker's restarts and, of them, those taken for hung (in both tables)
+    assert page.count("taken for hung</th><td>2 · 1</td>") == 2
     assert 'class="missing"' not in page  # every part of this run is there
 
 
