@@ -14,7 +14,8 @@ refuses it. Limits (``HardwareProfile``):
 * ``guardrails.max_decisions_per_min``: decisions per minute of run time, over
   a sliding minute (a limit under one, over the time one decision is allowed:
   0.5 is one in any 120 s); stops are neither limited nor counted: a stop only
-  saves light;
+  saves light; after the clock steps back, decisions stamped later than it
+  count for a window from the step;
 * ``guardrails.max_added_span_s``: no added frame that starts later than this
   after the decision is applied (its ``delay_s`` plus the event's start);
 * ``guardrails.max_decision_age_s``: no close-up, move or interval change that
@@ -140,6 +141,12 @@ class Guardrails:
         self.dose_ch_s: dict[str, float] = defaultdict(float)  # "position/channel" -> s
         self.extra_frames = 0
         self.sent_at: list[float] = []  # run times of decisions passed
+        self._back_s: float | None = None
+        """Run time the clock was first seen behind a decision passed (it stepped back),
+        while it still is: those decisions count as passed then (`_recent`)."""
+        self._released: dict[str, None] = {}
+        """Ids of the decisions given back (`release`), the latest `_UNDO_KEPT`: a refusal
+        answered twice gives back once."""
         self._kind = {c.name: c.kind for c in profile.channels.presets}
         # an event may name its position or give its plan index: both book to the same
         # place, the one the agent images it at (the position's first plan event's, grid
@@ -196,6 +203,28 @@ class Guardrails:
         minute not even one would (none of a rule's firings was ever sent).
         """
         return 60.0 / min(self.profile.guardrails.max_decisions_per_min, 1.0)
+
+    def _recent(self, now_s: float) -> list[float]:
+        """Return the run times of the decisions passed that count towards the rate at ``now_s``.
+
+        Those in the window before ``now_s`` (`_rate_window_s`). One stamped later
+        than ``now_s`` (the clock stepped back: a replay restarted, a worker
+        restarted on older fields, a system clock set back) counts as passed when
+        the clock was first seen behind it, for a window from then: not until the
+        clock reaches its stamp again (every decision refused meanwhile, for hours
+        after a replay restarted), and not dropped either (the rate given back
+        at once). Sets where the clock stepped back (``_back_s``), nothing else.
+        """
+        window_s = self._rate_window_s
+        if not any(t > now_s for t in self.sent_at):
+            self._back_s = None
+            return [t for t in self.sent_at if now_s - t < window_s]
+        if self._back_s is None or self._back_s > now_s:
+            self._back_s = now_s
+        # (not stamped anew: a field from before the step, such as the worker's rehearsal
+        # at sample time 0 after a restart, would give back every decision's place)
+        ahead = now_s - self._back_s < window_s
+        return [t for t in self.sent_at if (now_s - t < window_s if t <= now_s else ahead)]
 
     def _near(self, x: float, y: float, fields: float, but: str | None = None) -> list[str]:
         """Return the plan positions centred (now) less than ``fields`` fields from x, y µm."""
@@ -361,7 +390,7 @@ class Guardrails:
                 f"guardrails.max_decision_age_s = {g.max_decision_age_s:g} s"
             )
         window_s = self._rate_window_s
-        recent = [t for t in self.sent_at if now_s - t < window_s]
+        recent = self._recent(now_s)
         if (
             rate > 0 and len(recent) + 1 > rate * max(g.max_decisions_per_min, 1.0)
             and not isinstance(decision, StopPosition | StopRun)  # (a stop only saves light)
@@ -550,9 +579,9 @@ class Guardrails:
         the ones before them booked, so a batch can never exceed a limit. A stop
         books nothing, not even towards the rate (`check` does not limit it).
         """
+        self._released.pop(decision.decision_id, None)  # (booked again: may be given back)
         if not isinstance(decision, StopPosition | StopRun):
-            window_s = self._rate_window_s
-            self.sent_at = [t for t in self.sent_at if now_s - t < window_s] + [now_s]
+            self.sent_at = [*self._recent(now_s), now_s]
         checked, summed = self._summed
         self._summed = (None, ())
         if isinstance(decision, Move):
@@ -579,14 +608,21 @@ class Guardrails:
         In any order: what a decision booked is given back as it was booked
         (its light not, if it is no longer known: an answer later than
         `_UNDO_KEPT` decisions, or from before a restart; its frames and its
-        place in the rate are given back even then, so call it once per
-        decision committed), and a refused move leaves its
+        place in the rate are given back even then), and a refused move leaves its
         position where the moves still booked put it, with what they overlap
-        booked (a move no longer known leaves it where it is).
+        booked (a move no longer known leaves it where it is). A decision given
+        back already, and not committed since, gives back nothing more (a
+        refusal answered twice must not free another decision's frames or
+        place in the rate; the latest `_UNDO_KEPT` given back are known).
         """
+        self._summed = (None, ())
+        if decision.decision_id in self._released:
+            return
+        self._released[decision.decision_id] = None
+        if len(self._released) > _UNDO_KEPT:
+            del self._released[next(iter(self._released))]
         if not isinstance(decision, StopPosition | StopRun) and now_s in self.sent_at:
             self.sent_at.remove(now_s)  # (a stop was not counted: `commit`)
-        self._summed = (None, ())
         booked = self._undo.pop(decision.decision_id, None)
         if isinstance(decision, Move):
             name = decision.position
