@@ -19,6 +19,7 @@ import dataclasses
 import io
 import json
 import logging
+import math
 import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -29,7 +30,8 @@ import tifffile
 from numpy.typing import NDArray
 
 from livescope.policy import Observation, Verdict
-from livescope.schema import LivescopeError, json_safe, read_jsonl, replace_path, write_atomic
+from livescope.record import field_key
+from livescope.schema import LivescopeError, json_safe, jsonl_record, replace_path, write_atomic
 from livescope.tracking import Revision
 
 from ._analyzer import FrameResult
@@ -398,6 +400,12 @@ def trim_results(results: Path, done: dict[str, int], decided: dict[str, int]) -
     (``<position>~<rule>-<n>``, analysed with ``analyse_added``) by their own
     name, and a plan position may itself hold ``~``, ``,`` or quotes. Call
     before a `ResultsStore` opens the files.
+
+    A damaged line of the logs (no JSON object, or one that names no field by
+    `livescope.record.field_key`'s rule: a line a killed worker left half
+    written and the next one appended to, bytes of a full disk, an editor's)
+    is dropped, their number said once per file: one raised here and failed
+    every restart, until the supervisor gave up on the run's analysis.
     """
     cells = results / "cells.csv"
     if cells.is_file():
@@ -406,8 +414,18 @@ def trim_results(results: Path, done: dict[str, int], decided: dict[str, int]) -
                        ("revisions.jsonl", done)):  # fmt: skip
         path = results / name
         if path.is_file():
-            lines = [json.dumps(rec) + "\n" for rec in read_jsonl(path)
-                     if _kept(str(rec["position"]), int(rec["t"]), upto)]  # fmt: skip
+            recs, damaged = _log_records(path)
+            lines = []
+            for rec in recs:
+                if (key := field_key(rec)) is None:
+                    damaged += 1
+                elif _kept(*key, upto):
+                    lines.append(json.dumps(rec) + "\n")
+            if damaged:
+                logger.warning(
+                    "%s: %d damaged line(s) dropped while trimming (no JSON object that "
+                    "names a field's position and time point)", path, damaged,
+                )  # fmt: skip
             _rewrite(path, "".join(lines))
 
 
@@ -462,6 +480,40 @@ def _after_last_newline(f: BinaryIO) -> int:
     return 0
 
 
+def _log_records(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """Return the JSON objects of a results log's lines, and how many lines are damaged.
+
+    Read as `livescope.schema.read_jsonl` reads (a missing file holds none; a
+    last line without its newline, the one a killed worker was writing, is left
+    out and said; blank lines are skipped), but a whole line that is no JSON
+    object (one a killed worker left half written and the next one appended to,
+    bytes of a full disk, an editor's; not UTF-8 either) is counted, not raised:
+    the callers run as a worker resumes or ends, where one such line cost the
+    restart or the summary. Read line by line.
+    """
+    recs: list[dict[str, Any]] = []
+    damaged = 0
+    try:
+        f = path.open("rb")
+    except FileNotFoundError:
+        return recs, damaged
+    with f:
+        for n, raw in enumerate(f, start=1):
+            if not raw.endswith(b"\n"):
+                if raw.strip():
+                    logger.warning("%s: its last line was cut short (a process killed "
+                                   "mid-write); left out", path)  # fmt: skip
+                break
+            try:
+                rec = jsonl_record(raw.decode("utf-8"), path, n, "record")
+            except (UnicodeDecodeError, LivescopeError):
+                damaged += 1
+                continue
+            if rec is not None:
+                recs.append(rec)
+    return recs, damaged
+
+
 def _kept(pos: str, t: int, upto: dict[str, int]) -> bool:
     """Whether field (``pos``, ``t``) is at or before ``upto``'s last of its position."""
     return t <= upto.get(pos, -1)
@@ -485,13 +537,26 @@ def _rewrite(path: Path, data: str | bytes | memoryview) -> None:
 
 
 def read_revisions(results: Path) -> dict[str, list[Revision]]:
-    """Return each position's track-id revisions (``revisions.jsonl``), in the order made."""
-    path = results / "revisions.jsonl"
+    """Return each position's track-id revisions (``revisions.jsonl``), in the order made.
+
+    A damaged line (no JSON object, no field's position and time point, or ids
+    and time points that are no integers) is left out, their number said: one
+    raised as the worker ended, and its summary was lost.
+    """
     out: dict[str, list[Revision]] = {}
-    if path.is_file():
-        for rec in read_jsonl(path):
-            rev = Revision(int(rec["old"]), int(rec["new"]), int(rec["first"]), int(rec["last"]))
-            out.setdefault(str(rec["position"]), []).append(rev)
+    path = results / "revisions.jsonl"
+    recs, damaged = _log_records(path)
+    for rec in recs:
+        key = field_key(rec)
+        ids = [v for k in ("old", "new", "first", "last")
+               if isinstance(v := rec.get(k), int) and not isinstance(v, bool)]  # fmt: skip
+        if key is None or len(ids) < 4:
+            damaged += 1
+            continue
+        out.setdefault(key[0], []).append(Revision(*ids))
+    if damaged:
+        logger.warning("%s: %d damaged line(s) left out; their track-id revisions are not "
+                       "applied to cells.csv or the CTC result", path, damaged)  # fmt: skip
     return out
 
 
@@ -577,12 +642,41 @@ def _pct(values: Sequence[float]) -> dict[str, float]:
     return {"p50": p50, "p99": p99, "n": int(a.size)}
 
 
+def _stage_ms(rec: dict[str, Any]) -> dict[str, float] | None:
+    """Return a ``latency.jsonl`` record's ms per stage; None for a damaged line.
+
+    Damaged: no ``ms``, an ``ms`` that is no JSON object, or a value in it that
+    is no finite number (a bool is none; NaN would make every percentile NaN).
+    """
+    ms = rec.get("ms")
+    if not isinstance(ms, dict):
+        return None
+    out: dict[str, float] = {}
+    for k, v in ms.items():
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+            return None
+        out[k] = float(v)
+    return out
+
+
 def latency_from_log(path: Path) -> dict[str, dict[str, float]]:
-    """p50/p99 per stage over every field in ``latency.jsonl``."""
+    """p50/p99 per stage over every field in ``latency.jsonl``.
+
+    Called as the worker ends, for its summary. A damaged line (`_log_records`,
+    `_stage_ms`) is left out, their number said: one raised, and the summary
+    was lost.
+    """
     values: dict[str, list[float]] = collections.defaultdict(list)
-    for rec in read_jsonl(path):
-        for k, v in rec["ms"].items():
-            values[k].append(float(v))
+    recs, damaged = _log_records(path)
+    for rec in recs:
+        if (ms := _stage_ms(rec)) is None:
+            damaged += 1
+            continue
+        for k, v in ms.items():
+            values[k].append(v)
+    if damaged:
+        logger.warning("%s: %d damaged line(s) left out of the latency figures",
+                       path, damaged)  # fmt: skip
     return {k: _pct(v) for k, v in values.items()}
 
 
@@ -599,14 +693,19 @@ def behind_from_log(path: Path) -> dict[str, float]:
     engines keep up with the acquisition). The camera's stamps are the agent's
     clock: with the agent on another PC, as for every latency figure, only as
     good as the two clocks' agreement; a field whose camera time was left out
-    (that clock ahead of ours) is left out here too.
+    (that clock ahead of ours) is left out here too. So is a damaged line (as
+    in `latency_from_log`), their number said.
     """
-    waits = [
-        camera_to_start_ms(ms) / 1000
-        for rec in read_jsonl(path)
-        if rec.get("live")
-        and {"camera_to_received", "queue_wait"} <= (ms := rec.get("ms", {})).keys()
-    ]
+    waits: list[float] = []
+    recs, damaged = _log_records(path)
+    for rec in recs:
+        if (ms := _stage_ms(rec)) is None:
+            damaged += 1
+        elif rec.get("live") and {"camera_to_received", "queue_wait"} <= ms.keys():
+            waits.append(camera_to_start_ms(ms) / 1000)
+    if damaged:
+        logger.warning("%s: %d damaged line(s) left out of how far behind the worker was",
+                       path, damaged)  # fmt: skip
     return {"max": round(max(waits, default=0.0), 3), "last": round(waits[-1] if waits else 0.0, 3)}
 
 
