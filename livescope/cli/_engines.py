@@ -86,7 +86,9 @@ def engines_list(json_out: JsonOpt = False) -> None:
     from livescope.schema import EngineCard, LivescopeError
 
     engines = []
-    for name, folder in builtin_engines().items():
+    with user_errors(json_out):  # (two engines of one name: said, not a traceback)
+        shipped = builtin_engines()
+    for name, folder in shipped.items():
         entry: dict[str, Any] = {"name": name, "folder": str(folder)}
         # (one card that does not load, e.g. one added to engines/ by hand, was a
         # traceback: no engine listed, and no JSON)
@@ -139,8 +141,9 @@ def engines_check(
     )
     from livescope.schema import EngineCard, LivescopeError
 
-    # (once each: an engine named twice was checked twice)
-    names = list(dict.fromkeys(engines or builtin_engines()))
+    with user_errors(json_out):  # (two engines of one name: said, not a traceback)
+        # (once each: an engine named twice was checked twice)
+        names = list(dict.fromkeys(engines or builtin_engines()))
     by_engine: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
     # (a library that fails to import is a backend that cannot run, with its error)
     backends = backend_status()
@@ -285,9 +288,10 @@ def engines_build(
             fail("--compute-capability is for tensorrt-rtx's ahead-of-time build", as_json=json_out)
         prof = None if profile is None else load_profile(profile)
         frame_shape = None if prof is None else prof.camera.sensor_shape_px
-        # (checks the precision too, also for the ahead-of-time build that takes none)
+        # (checks the precision too, also for the ahead-of-time build that takes the
+        # ONNX graph's: ONNX Runtime's session says which it is)
         ref = Engine(engine, backend=OnnxRuntimeBackend(), precision=precision)
-        card, model = ref.card, ref.model_path
+        card, model, graph = ref.card, ref.model_path, ref.runtime()["precision"]
         ref.close()
         shapes = [] if prof is None else TilePlan.for_profile(prof, card).tile_shapes()
         library = (TensorRTRTXBackend if backend == "tensorrt-rtx" else TensorRTBackend)()
@@ -307,8 +311,10 @@ def engines_build(
         t0 = time.perf_counter()
         if backend == "tensorrt-rtx" and compute_capability:
             try:
+                # (another precision than the graph's is warned about: it built fp32
+                # without a word when fp16 was asked)
                 plan = TensorRTRTXBackend().build_ahead_of_time(
-                    model, card, shapes, compute_capability
+                    model, card, shapes, compute_capability, precision=precision
                 )
             except (ImportError, OSError) as exc:  # (a traceback, and no JSON, until now)
                 raise LivescopeError(_fails_to_load(library.module, exc)) from None
@@ -338,8 +344,8 @@ def engines_build(
             if card.crop_px is not None
             else {"tile_shapes": shapes or "any"}
         )  # fmt: skip
-        # (the ahead-of-time build takes its precision from the ONNX graph: fp32)
-        built = "fp32" if backend == "tensorrt-rtx" and compute_capability else precision
+        # (the ahead-of-time build takes its precision from the ONNX graph)
+        built = graph if backend == "tensorrt-rtx" and compute_capability else precision
         result.update({"ok": True, "engine": card.name, "backend": backend, **inputs,
                        "precision": built,
                        "seconds": round(time.perf_counter() - t0, 2)})  # fmt: skip

@@ -498,21 +498,56 @@ class TorchBackend:
 # ----------------------------------------------------------------- TensorRT (and -RTX)
 
 
+def _user_cache_root() -> Path:
+    """Return the folder this OS keeps users' caches in (the one its cleaners know).
+
+    %LOCALAPPDATA% on Windows (~/AppData/Local without it), ~/Library/Caches on
+    macOS, else ``$XDG_CACHE_HOME`` or ~/.cache (a relative ``$XDG_CACHE_HOME`` is
+    ignored, as the XDG spec says: it would move with the working directory).
+    """
+    if sys.platform == "win32":
+        local = os.environ.get("LOCALAPPDATA")
+        return Path(local) if local else Path.home() / "AppData" / "Local"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+
+
 def plan_cache_dir() -> Path:
-    """Where compiled plans are cached (``$LIVESCOPE_CACHE`` or ~/.cache/livescope)."""
-    root = os.environ.get("LIVESCOPE_CACHE") or Path.home() / ".cache" / "livescope"
+    """Where compiled plans are cached: ``plans`` in ``$LIVESCOPE_CACHE`` or the user's cache.
+
+    The user's cache is a ``livescope`` folder in the OS's cache folder: in
+    %LOCALAPPDATA% on Windows, ~/Library/Caches/livescope on macOS,
+    ``$XDG_CACHE_HOME/livescope`` or ~/.cache/livescope elsewhere.
+    """
+    root = os.environ.get("LIVESCOPE_CACHE") or _user_cache_root() / "livescope"
     return Path(root) / "plans"
+
+
+_PLAN_NAME_MAX = 120
+"""Most characters of a plan cache file's name. Windows refuses a path over 260
+characters (MAX_PATH) unless long paths are enabled, and TensorRT's error then
+does not say why; a deep user profile's cache folder takes some 80 of them."""
 
 
 def plan_file(*parts: str, suffix: str = ".plan") -> Path:
     """Return the plan cache's file named by ``parts``, joined by "-".
 
     Each part keeps ASCII letters, digits, ".", "_" and "-" only (others become
-    "_"): an engine's name or a GPU's is not a path ("nuclei/v2", "..", ":").
+    "_"): an engine's name or a GPU's is not a path ("nuclei/v2", "..", ":"). A
+    name over `_PLAN_NAME_MAX` characters (an engine's name is as long as its card
+    says) keeps its beginning and ends in a hash of the whole name, so that names
+    that differ only past the cut are still two files.
     """
     safe = ("".join(ch if ch.isascii() and (ch.isalnum() or ch in "._-") else "_"
                     for ch in part).strip(".") or "_" for part in parts)  # fmt: skip
-    return plan_cache_dir() / ("-".join(safe) + suffix)
+    name = "-".join(safe) + suffix
+    if len(name) > _PLAN_NAME_MAX:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+        keep = _PLAN_NAME_MAX - len(suffix) - len(digest) - 1
+        name = f"{name[:keep]}-{digest}{suffix}"
+    return plan_cache_dir() / name
 
 
 def _plan_key(
@@ -604,6 +639,30 @@ def input_profile(card: EngineCard, shapes: Sequence[tuple[int, int]]) -> tuple[
     )
 
 
+_GRAPH_PRECISION = {"FLOAT": "fp32", "HALF": "fp16", "BF16": "bf16"}
+"""The precision of an ONNX graph, by the TensorRT type (`DataType` name) of its input."""
+
+
+def _plan_precision(card: EngineCard, library: str, version: str, asked: str, graph: str) -> str:
+    """Return the precision a plan is built in, warning when it is not the one asked.
+
+    Called by `build_plan` once the ONNX graph is parsed; ``library`` and
+    ``version`` are the TensorRT module's name and version, ``graph`` the graph
+    input's precision. TensorRT 10 builds fp16 kernels when asked (a builder
+    flag); TensorRT >= 11 and TensorRT-RTX take precision from the graph (strongly
+    typed), whatever is asked: an fp16 plan needs a model exported in fp16.
+    """
+    takes_graph = library.startswith("tensorrt_rtx") or int(version.split(".")[0]) >= 11
+    built = graph if takes_graph else asked
+    if built != asked:  # (it was built in the graph's precision without a word)
+        logger.warning(
+            "engine %s: %s %s builds its plan in %s, not the %s asked: it takes precision "
+            "from the ONNX model, which is %s (export the model in %s for a plan in %s)",
+            card.name, library, version, built, asked, graph, asked, asked,
+        )  # fmt: skip
+    return built
+
+
 def build_plan(
     trt: Any,
     model: Path,
@@ -618,8 +677,9 @@ def build_plan(
 
     ``trt`` is the ``tensorrt`` or ``tensorrt_rtx`` module. TensorRT >= 11 (and
     TensorRT-RTX) take precision from the ONNX graph (strongly typed); TensorRT 10
-    enables fp16 kernels with a builder flag. ``compute_capabilities`` (RTX only,
-    e.g. ``["SM89"]``) builds ahead of time without a GPU.
+    enables fp16 kernels with a builder flag. A plan built in another precision
+    than ``precision`` is warned about (`_plan_precision`). ``compute_capabilities``
+    (RTX only, e.g. ``["SM89"]``) builds ahead of time without a GPU.
 
     Raises
     ------
@@ -639,6 +699,9 @@ def build_plan(
     if not parser.parse_from_file(str(model)):
         errors = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)]
         raise LivescopeError(f"engine {card.name}: {trt.__name__} cannot parse {model}: {errors}")
+    dtype = network.get_input(0).dtype
+    graph = _GRAPH_PRECISION.get(getattr(dtype, "name", ""), str(dtype))
+    _plan_precision(card, trt.__name__, str(trt.__version__), precision, graph)
     config = builder.create_builder_config()
     if not is_rtx and major < 11 and precision == "fp16":
         config.set_flag(trt.BuilderFlag.FP16)
@@ -839,13 +902,19 @@ class TensorRTRTXBackend(TensorRTBackend):
         card: EngineCard,
         shapes: Sequence[tuple[int, int]],
         compute_capabilities: Sequence[str] = ("SM80", "SM86", "SM89"),
+        *,
+        precision: str = "fp32",
     ) -> bytes:
-        """Build a plan for the given GPU generations without a GPU (e.g. in CI)."""
+        """Build a plan for the given GPU generations without a GPU (e.g. in CI).
+
+        The plan's precision is the ONNX graph's: another ``precision`` is warned
+        about (`_plan_precision`), not built.
+        """
         if not _has(self.module):
             raise BackendUnavailable(f"{self.module} is not installed")
         trt = importlib.import_module(self.module)
         return build_plan(
-            trt, model, card, precision="fp32", shapes=shapes,
+            trt, model, card, precision=precision, shapes=shapes,
             compute_capabilities=compute_capabilities,
         )  # fmt: skip
 

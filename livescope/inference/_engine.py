@@ -62,14 +62,42 @@ def sha256_file(path: Path) -> str:
 
 
 def builtin_engines() -> dict[str, Path]:
-    """Shipped engines by name (folders holding a card.yaml)."""
+    """Shipped engines by name (folders holding a card.yaml).
+
+    Raises
+    ------
+    EngineError
+        if two tasks' engines have the same folder name (`_engines_in`).
+
+    """
     for root in (
         Path(str(resources.files("livescope") / "_engines")),
         Path(__file__).resolve().parents[2] / "engines",  # source checkout
     ):
         if root.is_dir():
-            return {p.parent.name: p.parent for p in sorted(root.glob("*/*/card.yaml"))}
+            return _engines_in(root)
     return {}
+
+
+def _engines_in(root: Path) -> dict[str, Path]:
+    """Engines under ``root`` (``<task>/<name>/card.yaml``) by folder name.
+
+    Raises
+    ------
+    EngineError
+        naming both folders if two tasks hold an engine of the same name: a name
+        finds one engine (the second silently took the first's place).
+
+    """
+    found: dict[str, Path] = {}
+    for card in sorted(root.glob("*/*/card.yaml")):
+        folder = card.parent
+        if (first := found.setdefault(folder.name, folder)) != folder:
+            raise EngineError(
+                f"two engines are named {folder.name!r}: {first} and {folder}; an engine's "
+                "folder name must be unique across tasks (rename one of them)"
+            )
+    return found
 
 
 _CUPY_PROBE: list[str | None] = []  # (its answer, once per process)
