@@ -58,6 +58,45 @@ def _place_key(event: useq.MDAEvent) -> tuple[str, bool]:
     return (position_name(event), bool(event.metadata.get("explicit_xy")))
 
 
+class _PlannedKeys:
+    """The `event_key` of every event planned or added, kept compact.
+
+    A set of the keys took ~110 bytes an event (48 MB for 96 positions x
+    1,500 time points x 3 channels): a tuple each, and the set's table. Here
+    the time points of each (position, channel, z) are bits, one per t; a t
+    far beyond those bits (a decision's event far ahead), or below 0, is kept
+    as its key in a set, so that no t makes the bits grow large.
+    """
+
+    __slots__ = ("_bits", "_other")
+
+    def __init__(self) -> None:
+        self._bits: dict[tuple[str, str, int], bytearray] = {}
+        self._other: set[tuple[str, int, str, int]] = set()
+
+    def add(self, key: tuple[str, int, str, int]) -> None:
+        pos, t, ch, z = key
+        bits = self._bits.get((pos, ch, z))
+        size = 0 if bits is None else len(bits)
+        # (a plan's t come one after another: the bits grow a byte at a time, a
+        # bytearray over-allocates, and a t up to twice as far as those known is a bit)
+        if not 0 <= t >> 3 <= 2 * size + 16:
+            self._other.add(key)
+            return
+        if bits is None:
+            bits = self._bits[(pos, ch, z)] = bytearray()
+        if t >> 3 >= size:
+            bits.extend(bytes((t >> 3) + 1 - size))
+        bits[t >> 3] |= 1 << (t & 7)
+
+    def __contains__(self, key: tuple[str, int, str, int]) -> bool:
+        pos, t, ch, z = key
+        bits = self._bits.get((pos, ch, z))
+        if bits is not None and 0 <= t >> 3 < len(bits) and bits[t >> 3] >> (t & 7) & 1:
+            return True
+        return key in self._other  # (one that came when the bits were shorter)
+
+
 def _heap_remove(heap: list[_Entry], entry: _Entry) -> None:
     """Take one entry out of a heap, which stays a heap.
 
@@ -134,11 +173,16 @@ class EventFeed:
         self._changed = threading.Condition(self._lock)  # events added, moved, stopped
         self._heap: list[_Entry] = []
         self._order = itertools.count()
+        # what became of the events (`counts`), the plan's and those decisions added
+        self._counts = dict.fromkeys(
+            ("planned", "added", "planned_taken", "added_taken", "planned_stopped",
+             "added_stopped"), 0,
+        )  # fmt: skip
         self.positions: dict[str, tuple[float | None, float | None, float | None]] = {}
         self.p_of: dict[str, int] = {}
         # an added event may give a position's name or index, and a grid tile
         self._plan_positions = PlanPositions()
-        self._planned_keys: set[tuple[str, int, str, int]] = set()
+        self._planned_keys = _PlannedKeys()
         self._stopped_positions: set[str] = set()
         self._stopped_fields: list[tuple[str, float, float]] = []  # (name, x, y) of each
         self._fov_um = field_of_view_um
@@ -191,6 +235,28 @@ class EventFeed:
         entry = (float(event.min_start_time or 0.0), next(self._order), event)
         self._requeue(entry)
         self._planned_keys.add(event_key(event))
+        self._counts["added" if event.metadata.get("added_by") else "planned"] += 1
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Return how many events the plan has and decisions added, and what became of them.
+
+        ``planned`` and ``added``: events the plan holds and decisions added (a
+        replay's that it never serves are not added); ``planned_taken`` and
+        ``added_taken``: of those, handed to the runner (a burst counts each of
+        its events; one the hardware then fails is counted here too);
+        ``planned_stopped`` and ``added_stopped``: dropped by a stop of their
+        position or place (what `stop_position` returns, summed); ``left``: the
+        rest, still queued, never taken because the run stopped or ended first,
+        or skipped by the engine (frames a replay's recording lacks). Any thread.
+        """
+        with self._lock:
+            counts = dict(self._counts)
+        counts["left"] = (
+            counts["planned"] + counts["added"] - counts["planned_taken"]
+            - counts["added_taken"] - counts["planned_stopped"] - counts["added_stopped"]
+        )  # fmt: skip
+        return counts
 
     def _requeue(self, entry: _Entry) -> None:
         """Put an entry on the queue (lock held)."""
@@ -275,20 +341,34 @@ class EventFeed:
                     entries = self._take_added_due() or self._take_time_point()
                     self._batch, self._begun = [e for _, _, e in entries], {}
                     self._rest = collections.deque(entries)
-                for event in self._engine.event_iterator(self._hand_out()):
+                joined = self._engine.event_iterator(self._hand_out())
+                parts: collections.deque[useq.MDAEvent] = collections.deque()
+                while (event := parts.popleft() if parts else next(joined, None)) is not None:
                     with self._lock:
                         if self._is_stopped():  # a decision may have stopped the run
                             self.finished = True
                             return
                         subs = getattr(event, "events", None) or (event,)
-                        if all(self._dropped(e) for e in subs):
-                            continue
-                        for e in subs:  # (a field begun keeps the move it began with)
-                            name = position_name(e)
-                            self._begun.setdefault(
-                                _field(e), (self._offsets.get(name), self._z_set.get(name))
-                            )
-                        event = self._moved(event, begun=True)
+                        kept = [e for e in subs if not self._dropped(e)]
+                        rejoin: list[useq.MDAEvent] | None = None
+                        if len(kept) < len(subs):
+                            rejoin = kept
+                        else:
+                            for e in subs:  # (a field begun keeps the move it began with)
+                                name = position_name(e)
+                                self._begun.setdefault(
+                                    _field(e), (self._offsets.get(name), self._z_set.get(name))
+                                )
+                                self._counts["added_taken" if e.metadata.get("added_by")
+                                             else "planned_taken"] += 1  # fmt: skip
+                            event = self._moved(event, begun=True)
+                    if rejoin is not None:
+                        # a stop came while the engine held events it joins into a burst
+                        # (it looks ahead): those it dropped, and counted, are left out,
+                        # the rest joined again (a burst of several places went whole)
+                        if rejoin:  # (ahead of any other part, in order)
+                            parts.extendleft(reversed(list(self._engine.event_iterator(rejoin))))
+                        continue
                     if first:  # the runner's event timer starts at the first event
                         event = event.model_copy(update={"reset_event_timer": True})
                         with self._lock:
@@ -612,14 +692,13 @@ class EventFeed:
         events of the time point being acquired that are dropped.
         """
         with self._lock:
-            dropped_before = sum(map(self._dropped, self._batch))
+            dropped_before = [self._dropped(e) for e in self._batch]
             self._stopped_positions.add(name)
             x, y, _ = self.positions.get(name, (None, None, None))
             fields = [] if x is None or y is None else [(name, x, y)]
             fields += [(name, *xy) for k, xy in self._added_xy.items()
                        if k == name or parent_position(k) == name]  # fmt: skip
             self._stopped_fields += fields
-            before = len(self._heap)
             # the queued events of stopped positions, and those imaged at x/y of their own
             # that lie in a stopped field: looked up by place, not at each queued event
             drop: dict[int, useq.MDAEvent] = {}
@@ -635,7 +714,14 @@ class EventFeed:
                 self._retimed.difference_update(drop)
             self._changed.notify_all()
             # (and those of the time point being acquired whose field has not begun)
-            return before - len(self._heap) + sum(map(self._dropped, self._batch)) - dropped_before
+            gone = list(drop.values()) + [
+                e for e, was in zip(self._batch, dropped_before, strict=True)
+                if not was and self._dropped(e)
+            ]  # fmt: skip
+            for e in gone:
+                self._counts["added_stopped" if e.metadata.get("added_by")
+                             else "planned_stopped"] += 1  # fmt: skip
+            return len(gone)
 
     def moved_coordinates(
         self, name: str, x: float, y: float, z: float | None
@@ -648,7 +734,9 @@ class EventFeed:
             dx, dy = x - px, y - py
             dz = 0.0 if z is None or pz is None else z - pz
             out: list[tuple[float | None, float | None, float | None]] = [(x, y, z)]
-            for ev in [h[2] for h in self._heap] + self._pending_in_batch():
+            # its queued events looked up by place (`_queued_at`), not among every queued one
+            queued = self._queued_at.get((name, False), {}).values()
+            for ev in itertools.chain(queued, self._pending_in_batch()):
                 if position_name(ev) == name and not ev.metadata.get("explicit_xy"):
                     out.append((
                         None if ev.x_pos is None else ev.x_pos + dx,
@@ -685,7 +773,11 @@ class EventFeed:
                     not meta.get("explicit_xy") or bool(meta.get("z_from_plan"))
                 )
 
-            return sum(1 for h in self._heap if follows(h[2])) + sum(
+            # (its queued events looked up by place, not among every queued one)
+            queued = itertools.chain.from_iterable(
+                self._queued_at.get((name, explicit), {}).values() for explicit in (False, True)
+            )
+            return sum(1 for e in queued if follows(e)) + sum(
                 1 for e in self._pending_in_batch() if follows(e)
             )
 
