@@ -90,6 +90,9 @@ def read_image(path: Path, *, labels: bool = False) -> NDArray[Any]:
 
     With ``labels=True`` a palette (indexed-colour) PNG, as annotation tools
     save label images, gives its indices (the nuclei's ids), not their colours.
+    Axes of length 1 are dropped when two others remain: a single-plane stack
+    (1, H, W), as many tools save one plane, is that plane; a real stack is
+    returned as it is (callers refuse what is not one 2-D plane, naming its shape).
 
     Raises
     ------
@@ -116,6 +119,8 @@ def read_image(path: Path, *, labels: bool = False) -> NDArray[Any]:
         raise LivescopeError(f"{path}: cannot read it as an image ({exc})") from exc
     if image.size == 0:  # (what tifffile makes of a file cut short inside its pixel data)
         raise LivescopeError(f"{path}: no pixels could be read (a truncated or damaged file?)")
+    if image.ndim > 2 and sum(n > 1 for n in image.shape) == 2:
+        image = np.squeeze(image)
     return grey_plane(image)
 
 
@@ -237,7 +242,8 @@ def as_instance_labels(
     Refused, naming ``name`` (the file): fractional or negative values, an
     intensity image (neighbouring pixels differ almost everywhere; in labels
     only along borders; ``hint`` ends that message: what to do instead) and a
-    binary mask.
+    binary mask (a boolean image with any object, or one value over several
+    separate objects).
 
     Raises
     ------
@@ -246,6 +252,12 @@ def as_instance_labels(
 
     """
     if truth.dtype.kind == "b":
+        if truth.any():  # (true/false holds no ids: even one region may be nuclei merged)
+            raise LivescopeError(
+                f"{name}: the labels are a binary mask (true/false), not instance labels, one "
+                "whole number per nucleus (0 the background); label its connected components "
+                "first, e.g. skimage.measure.label"
+            )
         truth = truth.astype(np.uint8)
     elif truth.dtype.kind == "f":
         if not (np.isfinite(truth).all() and np.array_equal(truth, np.round(truth))):

@@ -21,6 +21,7 @@ import numpy as np
 from livescope.inference import (
     MITOTIC_CLASSES,
     CellStateEngine,
+    EngineError,
     MatchCounts,
     SegmentationEngine,
     StainEngine,
@@ -190,7 +191,10 @@ def flag_divisions_ctc(
     LivescopeError
         if ``frames_before`` is below 1, the ground truth cannot be read
         (`read_ctc`), or ``images`` does not hold one ``tTTT.tif`` for each
-        annotated frame ``TTT`` (or holds two for one, ``t1.tif`` and ``t001.tif``).
+        annotated frame ``TTT`` (or holds two for one, ``t1.tif`` and ``t001.tif``),
+        or an image is not one 2-D plane the size of its frame's masks (naming it).
+    EngineError
+        naming the image the engine refuses (e.g. NaN or infinite values).
 
     """
     if frames_before < 1:
@@ -230,7 +234,16 @@ def flag_divisions_ctc(
     p_of: dict[tuple[int, int], float] = {}
     other = other_flagged = 0
     for f, (path, lab) in enumerate(zip(files, frames, strict=True)):
-        res = engine.classify(read_image(path), lab, pixel_size_um=pixel_size_um)
+        pixels = read_image(path)
+        if pixels.shape != lab.shape:  # (the engine's error would name neither file)
+            raise LivescopeError(
+                f"{path}: the image is {pixels.shape}, but frame {f}'s masks in {Path(gt) / 'TRA'} "
+                f"are {lab.shape}: each image must be one 2-D plane the size of its masks"
+            )
+        try:
+            res = engine.classify(pixels, lab, pixel_size_um=pixel_size_um)
+        except EngineError as exc:  # (which of the sequence's images the engine refused)
+            raise EngineError(f"{path}: {exc}") from exc
         for cid, p in zip(res.ids.tolist(), res.p_mitosis.tolist(), strict=True):
             if math.isnan(p):  # (not scored: neither flagged nor counted)
                 continue

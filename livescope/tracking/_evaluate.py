@@ -76,7 +76,15 @@ def evaluate_tracking(res: str | Path, gt: str | Path, *, div_tolerance: int = 1
     n_tracks, n_true = len(res_rows), len(gt_rows)
     dtypes = set()
     if masks:
-        want = _tiff_header(truth[0])[0]
+        # every marker's header, as every mask's: py-ctcmetrics' error on a damaged one
+        # names no file
+        want = _tiff_header(truth[0], labels=True)[0]
+        for g in truth[1:]:
+            if (shape := _tiff_header(g, labels=True)[0]) != want:
+                raise LivescopeError(
+                    f"{g} is {shape} px but {truth[0].name} is {want} px: a ground truth's "
+                    "markers are one size (2-D label images)"
+                )
         for m in masks:  # (headers only)
             shape, dtype = _tiff_header(m, labels=True)
             dtypes.add(dtype)
