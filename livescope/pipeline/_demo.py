@@ -43,7 +43,7 @@ from livescope.scope import (
 )
 
 from ._config import LATENCY_STAGES, PLAN_FILE, RESULTS_DIR, WorkerConfig
-from ._results import behind_from_log, camera_to_start_ms
+from ._results import _log_records, _stage_ms, behind_from_log, camera_to_start_ms
 from ._supervisor import WorkerSupervisor
 from ._truth_scores import evaluate_tracks, evaluate_triggers
 
@@ -410,15 +410,31 @@ def _slow_fields(run_dir: Path, monitor: StallMonitor) -> dict[str, int]:
 
     A field spans its frame's camera time to the agent's answer (``end_to_end``);
     its camera time is its analysis start less its queue wait and its way to the worker.
+    A damaged line (`_log_records`, `_stage_ms`; a slow field without those
+    stages or a whole-number ``t_start_ns``) is left out, their number said: one
+    raised as the run ended, and the run's summary (or its machine stalls) was lost.
     """
+    path = run_dir / RESULTS_DIR / "latency.jsonl"
     slow = stalled = 0
-    for rec in read_jsonl(run_dir / RESULTS_DIR / "latency.jsonl"):
-        ms = rec.get("ms", {})
-        if not rec.get("live") or float(ms.get("overhead", 0.0)) <= SLOW_FIELD_MS:
+    recs, damaged = _log_records(path)
+    for rec in recs:
+        if (ms := _stage_ms(rec)) is None:
+            damaged += 1
+            continue
+        if not rec.get("live") or ms.get("overhead", 0.0) <= SLOW_FIELD_MS:
+            continue
+        # (a live field's overhead comes with these whenever its camera time is known)
+        t_start = rec.get("t_start_ns")
+        span = {"camera_to_received", "queue_wait", "end_to_end"} <= ms.keys()
+        if not isinstance(t_start, int) or isinstance(t_start, bool) or not span:
+            damaged += 1
             continue
         slow += 1
-        t_cam = int(rec["t_start_ns"]) - int(camera_to_start_ms(ms) * 1e6)
-        stalled += int(monitor.during(t_cam, t_cam + int(float(ms["end_to_end"]) * 1e6)))
+        t_cam = t_start - int(camera_to_start_ms(ms) * 1e6)
+        stalled += int(monitor.during(t_cam, t_cam + int(ms["end_to_end"] * 1e6)))
+    if damaged:
+        logger.warning("%s: %d damaged line(s) left out of the slow fields",
+                       path, damaged)  # fmt: skip
     return {"slow_fields": slow, "slow_fields_in_a_stall": stalled}
 
 

@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tifffile
 
-from livescope.record import read_frames
-from livescope.schema import HardwareProfile, LivescopeError, read_jsonl
+from livescope.record import field_key, read_frames
+from livescope.schema import HardwareProfile, LivescopeError
 from livescope.scope import ANAPHASE_SHARE
 from livescope.tracking import evaluate_tracking
 
 from ._config import RESULTS_DIR
+from ._results import _log_records
 
 __all__ = ["evaluate_tracks", "evaluate_triggers"]
 
@@ -79,6 +81,9 @@ def evaluate_triggers(
     replay's is its recording's, whose time points and sample times it serves).
     ``rules``: the mitosis rules to score (None: every mitosis firing); an empty
     list (the plan has none) scores no recall unless a policy fired on mitoses.
+    A damaged line of ``policy.jsonl`` (no JSON object; a firing that names no
+    field, `livescope.record.field_key`, or whose sample time or place is no
+    number) is left out, their number said.
 
     Returns precision, recall, median onset-to-trigger delay (s), the ground
     truth's folder and the per-trigger and per-mitosis lists.
@@ -141,13 +146,18 @@ def evaluate_triggers(
 
     triggers: list[dict[str, Any]] = []
     given_back = 0
-    for rec in read_jsonl(run / RESULTS_DIR / "policy.jsonl"):
+    log = run / RESULTS_DIR / "policy.jsonl"
+    recs, damaged = _log_records(log)
+    for rec in recs:
         if rec.get("trigger") != "mitosis" or (rules and rec.get("rule") not in rules):
+            continue
+        if (key := field_key(rec)) is None or not _firing_numbers(rec):
+            damaged += 1
             continue
         if rec.get("given_back"):  # taken back by its rule (refused as stale): not a trigger
             given_back += 1
             continue
-        pos, t = str(rec["position"]), int(rec["t"])
+        pos, t = key
         when = float(rec.get("sample_time_s") or times.get((pos, t), 0.0))
         cid = _cell_at(mask(pos, t), rec.get("y"), rec.get("x"))
         mother = mitosis_of(cid, when) if cid else None
@@ -155,6 +165,12 @@ def evaluate_triggers(
                          "y": rec.get("y"), "x": rec.get("x"), "cell_id": cid,
                          "mitosis_of": mother, "ok": mother is not None,
                          "verdict": rec.get("verdict")})  # fmt: skip
+    if damaged:
+        # (one raised, and the run's trigger scores were lost; a bool or float time point
+        # was taken for a field's)
+        logger.warning("%s: %d damaged line(s) left out of the trigger scores (no JSON object "
+                       "that names a field's position and time point, or a sample time or "
+                       "place that is no number)", log, damaged)  # fmt: skip
     first: dict[tuple[str, int], float] = {}
     for tr in sorted(triggers, key=lambda tr: tr["sample_time_s"]):
         tr["duplicate"] = False
@@ -256,6 +272,14 @@ def _read_cell_ids(path: Path) -> Any:
     if m.ndim != 2:
         raise LivescopeError(f"{path}: a mask of cell ids is 2-D, this one {m.shape}")
     return m
+
+
+def _firing_numbers(rec: dict[str, Any]) -> bool:
+    """Whether a firing's ``sample_time_s``, ``y`` and ``x`` are each a finite number or null."""
+    return all(
+        v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
+        for v in (rec.get("sample_time_s"), rec.get("y"), rec.get("x"))
+    )
 
 
 def _cell_at(m: Any, y: Any, x: Any, radius: int = 4) -> int:

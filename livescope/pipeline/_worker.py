@@ -431,12 +431,24 @@ class PipelineWorker:
                 self.analyzer.trackers[pos] = OnlineTracker.from_state(st)
         ppath = self.results / "policy_state.json"
         if ppath.is_file():
-            pstate = json.loads(ppath.read_text(encoding="utf-8"))
-            self.policy.restore(pstate["policy"])
-            self.decided = {str(k): int(v) for k, v in pstate["decided"].items()}
-            # the decisions of fields decided but not stored (not decided again: `_decide`)
-            for k, v in pstate.get("counts", {}).items():
-                self.counts[k] = max(self.counts[k], int(v))
+            # (as state.json's: a damaged file is the worker's refusal, naming it, which the
+            # supervisor does not retry; a bare KeyError was retried until it gave up)
+            try:
+                pstate = json.loads(ppath.read_text(encoding="utf-8"))
+                self.policy.restore(pstate["policy"])
+                self.decided = {str(k): int(v) for k, v in pstate["decided"].items()}
+                # the decisions of fields decided but not stored (not decided again: `_decide`)
+                for k, v in pstate.get("counts", {}).items():
+                    self.counts[k] = max(self.counts[k], int(v))
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                # (ValueError: not UTF-8, not JSON, or a count that is no number; the others:
+                # a part missing or of another kind, e.g. no "decided", or a list for it)
+                what = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
+                raise LivescopeError(
+                    f"cannot read the policies' state {ppath}: {what} (damaged or edited; "
+                    "the run's decisions cannot be resumed without it: restore it, or "
+                    "analyse the run again into an empty results folder)"
+                ) from exc
         if not state and not ppath.is_file():
             return []  # (nothing was done)
         self.counts["restarts"] += 1
