@@ -653,6 +653,8 @@ class ScopeAgent:
             "decisions_accepted": self.decisions_accepted,
             "decisions_rejected": self.decisions_rejected,
             "decision_log_errors": unlogged,
+            # what became of the plan's events and those decisions added (`EventFeed.counts`)
+            "events": self.feed.counts,
             "bus": bus,
             "out": str(self.run_dir.resolve()),
             "recording": str(self.recorder.path.resolve()),

@@ -10,7 +10,6 @@ import collections
 import heapq
 import itertools
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -22,14 +21,11 @@ from livescope.schema import LivescopeError, PlanPositions, parent_position
 
 from ._engine import LivescopeEngine, sample_time_s
 from ._fanout import position_name
+from ._feed_index import PlannedKeys, QueueEntry, heap_remove, next_plan_due
 
 __all__ = ["EventFeed", "event_key"]
 
 logger = logging.getLogger("livescope")
-
-
-_Entry = tuple[float, int, useq.MDAEvent]
-"""A queued event: (plan time it is due, order it was queued in, the event)."""
 
 
 def event_key(event: useq.MDAEvent) -> tuple[str, int, str, int]:
@@ -56,70 +52,6 @@ def _field(event: useq.MDAEvent) -> tuple[str, int]:
 def _place_key(event: useq.MDAEvent) -> tuple[str, bool]:
     """Return (position, imaged at x/y of its own): where a stop looks for an event."""
     return (position_name(event), bool(event.metadata.get("explicit_xy")))
-
-
-class _PlannedKeys:
-    """The `event_key` of every event planned or added, kept compact.
-
-    A set of the keys took ~110 bytes an event (48 MB for 96 positions x
-    1,500 time points x 3 channels): a tuple each, and the set's table. Here
-    the time points of each (position, channel, z) are bits, one per t; a t
-    far beyond those bits (a decision's event far ahead), or below 0, is kept
-    as its key in a set, so that no t makes the bits grow large.
-    """
-
-    __slots__ = ("_bits", "_other")
-
-    def __init__(self) -> None:
-        self._bits: dict[tuple[str, str, int], bytearray] = {}
-        self._other: set[tuple[str, int, str, int]] = set()
-
-    def add(self, key: tuple[str, int, str, int]) -> None:
-        pos, t, ch, z = key
-        bits = self._bits.get((pos, ch, z))
-        size = 0 if bits is None else len(bits)
-        # (a plan's t come one after another: the bits grow a byte at a time, a
-        # bytearray over-allocates, and a t up to twice as far as those known is a bit)
-        if not 0 <= t >> 3 <= 2 * size + 16:
-            self._other.add(key)
-            return
-        if bits is None:
-            bits = self._bits[(pos, ch, z)] = bytearray()
-        if t >> 3 >= size:
-            bits.extend(bytes((t >> 3) + 1 - size))
-        bits[t >> 3] |= 1 << (t & 7)
-
-    def __contains__(self, key: tuple[str, int, str, int]) -> bool:
-        pos, t, ch, z = key
-        bits = self._bits.get((pos, ch, z))
-        if bits is not None and 0 <= t >> 3 < len(bits) and bits[t >> 3] >> (t & 7) & 1:
-            return True
-        return key in self._other  # (one that came when the bits were shorter)
-
-
-def _heap_remove(heap: list[_Entry], entry: _Entry) -> None:
-    """Take one entry out of a heap, which stays a heap.
-
-    One search in C (`list.index`), then a walk of one branch: not a
-    re-sort of the whole queue (`heapq.heapify`), nor a look at each event.
-    """
-    i = heap.index(entry)
-    last = heap.pop()
-    if i == len(heap):
-        return
-    # the last entry takes its place, then goes up or down to where it belongs
-    while i > 0 and last < heap[(i - 1) // 2]:
-        heap[i] = heap[(i - 1) // 2]
-        i = (i - 1) // 2
-    n = len(heap)
-    while (child := 2 * i + 1) < n:
-        if child + 1 < n and heap[child + 1] < heap[child]:
-            child += 1
-        if not heap[child] < last:
-            break
-        heap[i] = heap[child]
-        i = child
-    heap[i] = last
 
 
 class EventFeed:
@@ -171,7 +103,7 @@ class EventFeed:
         self._clock = clock  # plan seconds since the start, when not the wall clock (replay)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # events added, moved, stopped
-        self._heap: list[_Entry] = []
+        self._heap: list[QueueEntry] = []
         self._order = itertools.count()
         # what became of the events (`counts`), the plan's and those decisions added
         self._counts = dict.fromkeys(
@@ -182,7 +114,7 @@ class EventFeed:
         self.p_of: dict[str, int] = {}
         # an added event may give a position's name or index, and a grid tile
         self._plan_positions = PlanPositions()
-        self._planned_keys = _PlannedKeys()
+        self._planned_keys = PlannedKeys()
         self._stopped_positions: set[str] = set()
         self._stopped_fields: list[tuple[str, float, float]] = []  # (name, x, y) of each
         self._fov_um = field_of_view_um
@@ -194,11 +126,11 @@ class EventFeed:
         # (position, t) of it already begun, each with the move it began with: a move or
         # stop takes effect from a position's next field, never within one
         self._batch: list[useq.MDAEvent] = []
-        self._rest: collections.deque[_Entry] = collections.deque()  # the batch not yet handed
+        self._rest: collections.deque[QueueEntry] = collections.deque()  # the batch not yet handed
         # the queued events decisions added (order number -> queue entry), and a heap of
         # (due, order) of them that may hold some no longer queued: what is due is found,
         # and taken, without a look at every plan event (an interval-0 plan has them all due)
-        self._queued_added: dict[int, _Entry] = {}
+        self._queued_added: dict[int, QueueEntry] = {}
         self._added_index: list[tuple[float, int]] = []
         # the queued events by `_place_key` (order number -> event): a stop finds those it
         # drops without a look at every other position's
@@ -258,7 +190,7 @@ class EventFeed:
         )  # fmt: skip
         return counts
 
-    def _requeue(self, entry: _Entry) -> None:
+    def _requeue(self, entry: QueueEntry) -> None:
         """Put an entry on the queue (lock held)."""
         heapq.heappush(self._heap, entry)
         self._queued_at.setdefault(_place_key(entry[2]), {})[entry[1]] = entry[2]
@@ -266,7 +198,7 @@ class EventFeed:
             self._queued_added[entry[1]] = entry
             heapq.heappush(self._added_index, entry[:2])
 
-    def _unqueued(self, entries: Iterable[_Entry]) -> None:
+    def _unqueued(self, entries: Iterable[QueueEntry]) -> None:
         """Forget entries taken off the heap (lock held)."""
         for _, order, ev in entries:
             key = _place_key(ev)
@@ -422,7 +354,7 @@ class EventFeed:
             last_t = t
             yield ev
 
-    def _take_time_point(self) -> list[_Entry]:
+    def _take_time_point(self) -> list[QueueEntry]:
         """Take the next time point's events off the queue, in order (lock held).
 
         Events due at once go together, one time point at a time; later time
@@ -445,7 +377,7 @@ class EventFeed:
         self._unqueued(taken)
         return taken
 
-    def _take_added_due(self) -> list[_Entry]:
+    def _take_added_due(self) -> list[QueueEntry]:
         """Take the events decisions added that are due off the queue, in order (lock held).
 
         They go before plan events that are overdue (the plan is behind, or all
@@ -466,7 +398,7 @@ class EventFeed:
         while index and index[0][0] <= due_by:
             if index[0][1] in self._queued_added and index[0][0] > now:
                 if plan_next is None:
-                    plan_next = self._next_plan_due()
+                    plan_next = next_plan_due(self._heap, self._queued_added)
                 # (a plan event already late waits: see above; at the same time, it goes first)
                 if now < plan_next <= index[0][0]:
                     break
@@ -479,26 +411,9 @@ class EventFeed:
         # events left as they are
         taken = sorted(self._queued_added[order] for order in due)
         for entry in taken:
-            _heap_remove(self._heap, entry)
+            heap_remove(self._heap, entry)
         self._unqueued(taken)
         return taken
-
-    def _next_plan_due(self) -> float:
-        """Return when the earliest queued plan event is due (lock held), or infinity.
-
-        A walk down the heap in order, past the added events ahead of it: a
-        look at those few, not at every plan event.
-        """
-        heap, queued = self._heap, self._queued_added
-        todo = [(heap[0][0], heap[0][1], 0)] if heap else []
-        while todo:
-            due, order, i = heapq.heappop(todo)
-            if order not in queued:
-                return due
-            for child in (2 * i + 1, 2 * i + 2):  # (a heap's children are never due earlier)
-                if child < len(heap):
-                    heapq.heappush(todo, (heap[child][0], heap[child][1], child))
-        return math.inf
 
     def _added_due_now(self) -> bool:
         """Whether an event a decision added is due (lock held; never on a replay's clock)."""
