@@ -84,6 +84,19 @@ def _restarts(s: dict[str, Any]) -> str:
     return f"{fmt(s.get('worker_restarts'))} · {fmt(s.get('worker_hangs'))}"
 
 
+def _events(s: dict[str, Any], kind: str) -> str:
+    """Return what became of a run's ``kind`` ("planned", "added") events (summary's ``events``).
+
+    (runs before session 59 do not count them: "—")
+    """
+    ev = as_dict(s.get("events"))
+    if not ev:
+        return "—"
+    return (
+        f"{fmt(ev.get(f'{kind}_taken'))} · {fmt(ev.get(f'{kind}_stopped'))} of {fmt(ev.get(kind))}"
+    )
+
+
 def _analysis_gaps(s: dict[str, Any]) -> str:
     """Say the worker's counts of what it could not do that are above 0 ("none" if all are 0)."""
     gaps = s.get("analysis_gaps")
@@ -461,6 +474,14 @@ def _drops_section(page: ReportPage) -> str:
         ("Frames dropped on the bus (agent side)", fmt(bus.get("dropped_in_agent"))),
         ("Frame log lines (frames.jsonl)", fmt(len(run.frames))),
         ("Analysis worker restarts · of them taken for hung", _restarts(s)),
+        # (what the acquisition did with the plan's events and the decisions': a run
+        # stopped early leaves some, a stopped position drops its own)
+        ("Planned events: taken · stopped of all", _events(s, "planned")),
+        ("Events added by decisions: taken · stopped of all", _events(s, "added")),
+        (
+            "Events left (never taken: the run ended first)",
+            fmt(as_dict(s.get("events")).get("left")),
+        ),
     ]
     out = kv_table(rows)
     recorded: dict[str, set[int]] = {}

@@ -275,7 +275,7 @@ def test_report_is_one_self_contained_file(analysed_run: tuple[Path, Path, float
 
 
 def test_report_has_every_section(analysed_run: tuple[Path, Path, float]) -> None:
-    _, report, _ = analysed_run
+    out, report, _ = analysed_run
     page = report.read_text(encoding="utf-8")
     for anchor in SECTIONS:
         assert f'<section id="{anchor}">' in page
@@ -292,6 +292,11 @@ def test_report_has_every_section(analysed_run: tuple[Path, Path, float]) -> Non
     assert "cell-state" in page
     # the worker's restarts and, of them, those taken for hung (in both tables)
     assert page.count("taken for hung</th><td>2 · 1</td>") == 2
+    # what became of the plan's events (the agent's count, a simulated run's)
+    ev = json.loads((out / "summary.json").read_text())["events"]
+    assert ev["planned"] > 0
+    taken = f"{ev['planned_taken']} · {ev['planned_stopped']} of {ev['planned']}"
+    assert f"Planned events: taken · stopped of all</th><td>{taken}</td>" in page
     assert 'class="missing"' not in page  # every part of this run is there
 
 
