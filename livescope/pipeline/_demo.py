@@ -25,13 +25,12 @@ import useq
 import yaml
 
 from livescope.bus import StallMonitor, machine_info, peak_memory_mb, uses_ipc
-from livescope.record import earlier_recording, read_frames
+from livescope.record import DECISIONS_FILE, FRAMES_FILE, earlier_recording, read_frames
 from livescope.schema import (
     HardwareProfile,
     LivescopeError,
     check_output_folder,
     plan_sections,
-    read_jsonl,
     write_atomic,
 )
 from livescope.scope import (
@@ -439,15 +438,44 @@ def _slow_fields(run_dir: Path, monitor: StallMonitor) -> dict[str, int]:
 
 
 def _decision_executed_ms(run_dir: Path) -> list[float]:
-    """Agent queued a decision's events → its first added frame acquired, ms."""
+    """Agent queued a decision's events → its first added frame acquired, ms.
+
+    Called as the run ends. A damaged line of ``decisions.jsonl`` (`_log_records`;
+    an answer that is no object with a true/false ``accepted``, or an accepted one
+    without a string ``decision_id`` or with a ``t_acked_ns`` that is no whole
+    number) and an added frame without a string ``added_by`` or a whole-number
+    ``t_camera_ns`` are left out, their number said: one raised, and the run's
+    summary was lost.
+    """
+    path = run_dir / DECISIONS_FILE
     acked: dict[str, int] = {}
-    for rec in read_jsonl(run_dir / "decisions.jsonl"):
-        ack = rec.get("ack", {})
-        if ack.get("accepted"):
-            acked[ack["decision_id"]] = int(ack.get("t_acked_ns", 0))
+    recs, damaged = _log_records(path)
+    for rec in recs:
+        ack = rec.get("ack")
+        if not isinstance(ack, dict) or not isinstance(ack.get("accepted"), bool):
+            damaged += 1
+        elif ack["accepted"]:
+            d, t = ack.get("decision_id"), ack.get("t_acked_ns", 0)
+            # (JSON's true is no time)
+            if not isinstance(d, str) or not isinstance(t, int) or isinstance(t, bool):
+                damaged += 1
+            else:
+                acked[d] = t
+    if damaged:
+        logger.warning("%s: %d damaged line(s) left out of the decisions' execution latency",
+                       path, damaged)  # fmt: skip
     first: dict[str, int] = {}
+    damaged = 0
     for f in read_frames(run_dir):
         d = f.get("added_by")
-        if d and d not in first:
-            first[str(d)] = int(f["t_camera_ns"])
+        if not d:
+            continue  # (a planned frame)
+        t = f.get("t_camera_ns")
+        if not isinstance(d, str) or not isinstance(t, int) or isinstance(t, bool):
+            damaged += 1
+        elif d not in first:
+            first[d] = t
+    if damaged:
+        logger.warning("%s: %d damaged added frame(s) left out of the decisions' execution "
+                       "latency", run_dir / FRAMES_FILE, damaged)  # fmt: skip
     return [(first[d] - t) / 1e6 for d, t in acked.items() if d in first and t]

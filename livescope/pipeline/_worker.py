@@ -413,22 +413,40 @@ class PipelineWorker:
         """Resume from the state a killed worker saved; return the cells table's state columns."""
         path = self._state_path()
         state: dict[str, Any] = {}
+        class_cols: list[str] = []
         if not path.is_file():
             # (killed before its first field was stored: the fields are analysed afresh,
             # but those it decided are not decided again, below)
             logger.warning("no %s to resume from; the fields are analysed afresh", path)
         else:
+            # (a damaged file is the worker's refusal, naming it, which the supervisor does
+            # not retry; a bare KeyError or TypeError was retried until it gave up)
+            redo = "damaged or edited; restore it, or delete it to analyse the run's fields afresh"
             try:
                 state = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                raise LivescopeError(f"cannot read worker state {path}: {exc}") from exc
-            self.run_id = state.get("run_id", "")
-            self.done = {str(k): int(v) for k, v in state["done"].items()}
+                run_id = state.get("run_id", "")
+                done = {str(k): int(v) for k, v in state["done"].items()}
+                counts = {str(k): int(v) for k, v in state.get("counts", {}).items()}
+                trackers: dict[str, OnlineTracker] = {}
+                for pos, st in state["trackers"].items():
+                    try:
+                        trackers[str(pos)] = OnlineTracker.from_state(st)
+                    except LivescopeError as exc:  # (a tracker state it refuses)
+                        raise LivescopeError(
+                            f"cannot read worker state {path}: position {pos}'s {exc} ({redo})"
+                        ) from exc
+                class_cols = list(state.get("class_cols", []))
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                # (ValueError: not UTF-8, not JSON, or a count or time point that is no
+                # number; the others: a part missing or of another kind, e.g. no "done")
+                what = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
+                raise LivescopeError(f"cannot read worker state {path}: {what} ({redo})") from exc
+            self.run_id = run_id
+            self.done = done
             for pos, t in self.done.items():  # (the log's entries of those are not kept)
                 self.recorded.forget(pos, t)
-            self.counts.update(state.get("counts", {}))
-            for pos, st in state["trackers"].items():
-                self.analyzer.trackers[pos] = OnlineTracker.from_state(st)
+            self.counts.update(counts)
+            self.analyzer.trackers.update(trackers)
         ppath = self.results / "policy_state.json"
         if ppath.is_file():
             # (as state.json's: a damaged file is the worker's refusal, naming it, which the
@@ -456,7 +474,7 @@ class PipelineWorker:
         trim_results(self.results, self.done, self.decided)
         self.resumed = True
         logger.info("worker resumed: %s", dict(self.done))
-        return list(state.get("class_cols", []))
+        return class_cols
 
     # ------------------------------------------------------------ running
 
