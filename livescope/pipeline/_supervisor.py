@@ -240,14 +240,14 @@ class WorkerSupervisor:
                 self._in_row = 0  # it analysed fields: not a worker that cannot run
             if self._in_row >= self.max_restarts:
                 logger.error("worker exited with %s%s; %d restarts in a row used, giving up "
-                             "(see %s)", code, f" ({self.error})" if self.error else "",
+                             "(see %s)", _status(code), f" ({self.error})" if self.error else "",
                              self._in_row, self._log_path)  # fmt: skip
                 self._give_up()
                 return
             self.restarts += 1
             self._in_row += 1
             delay = min(30.0, self.restart_delay_s * 2 ** (self._in_row - 1))
-            logger.warning("worker exited with %s%s; restarting it (%d) in %g s", code,
+            logger.warning("worker exited with %s%s; restarting it (%d) in %g s", _status(code),
                            f" ({self.error})" if self.error else "", self.restarts,
                            delay)  # fmt: skip
             if self._stop.wait(delay):  # (stop() came meanwhile: it takes this exit)
@@ -362,7 +362,9 @@ class WorkerSupervisor:
 
     def _give_up(self) -> None:
         """Leave ``results/worker.failed`` (the replay's gate stops waiting on it)."""
-        write_atomic(self.results / WORKER_FAILED, self.error or f"exit codes {self.exits}")
+        write_atomic(
+            self.results / WORKER_FAILED, self.error or f"exit codes {_statuses(self.exits)}"
+        )
 
     def stop(self) -> None:
         """Stop watching and terminate the worker (e.g. when the run could not start).
@@ -373,6 +375,15 @@ class WorkerSupervisor:
 
         A KeyboardInterrupt (a second Ctrl+C) while it waits for the worker to end
         kills the worker and closes ``worker.log`` before it is raised.
+
+        The worker is ended at once, with no chance to clean up, on every platform:
+        `~subprocess.Popen.terminate` is SIGTERM on POSIX, which the worker does not
+        catch, and TerminateProcess on Windows (its exit status is then 1). There is
+        no gentler stop (its stdin closing ends it only between frames, and as a
+        failure). Nothing a restart needs is lost: the worker replaces
+        ``results/state.json`` whole after each field it stores; the field it was
+        analysing is not stored. `stop_grace_s` is for a worker that does not end
+        then (stuck in its GPU driver), which is killed.
         """
         self._stop.set()
         with self._lock:
@@ -413,7 +424,7 @@ class WorkerSupervisor:
                     self.error = self._hang_error if hung else self._why(proc.returncode)
                     why = self.error or f"see {self._log_path}"
                     logger.error("the worker had exited with %s before it was stopped: %s",
-                                 proc.returncode, why)  # fmt: skip
+                                 _status(proc.returncode), why)  # fmt: skip
         self._log.close()
 
     def kill(self) -> None:
@@ -427,32 +438,36 @@ class WorkerSupervisor:
 
         A worker still analysing the fields it fell behind on (it catches up on
         the recording) is waited for as long as it stores a field at least every
-        ``timeout_s`` (``results/latency.jsonl`` grows); until session 53 it was
-        terminated ``timeout_s`` after the run, however far it had got. A worker
-        that hangs meanwhile is restarted by the watching thread (`hang_timeout_s`);
-        one restarted, and one becoming ready, count as progress too.
+        ``timeout_s`` (``results/latency.jsonl`` grows), or `hang_field_multiple`
+        times the slowest field it stored in this run (s), where longer; until
+        session 53 it was terminated ``timeout_s`` after the run, however far it had
+        got. A worker that hangs meanwhile is restarted by the watching thread
+        (`hang_timeout_s`); one restarted, and one becoming ready, count as progress too.
 
         Raises
         ------
         LivescopeError
-            if it does not finish, storing no field for ``timeout_s`` (it is then
+            if it does not finish, storing no field for that long (it is then
             terminated).
 
         """
         progress = self._progress_log
         # (a restarted worker has its start-up, up to start_timeout_s, before its first field)
         seen, said = (_size(progress), self._ready(), self.proc), False
-        t0 = time.monotonic()
-        deadline = t0 + timeout_s
+        t0 = progress_at = time.monotonic()
         while self._watched is not None and not self._watched.is_set():
             now = time.monotonic()
             if (state := (_size(progress), self._ready(), self.proc)) != seen:
-                seen, deadline = state, now + timeout_s
-            if now > deadline:
+                seen, progress_at = state, now
+            # as the hang check allows it (a big tiled field on a slow CPU takes minutes: such
+            # a worker was terminated after timeout_s while still working); slowest_ms is the
+            # watching thread's, a float it replaces, read here as it was last set
+            allowed = max(timeout_s, self.hang_field_multiple * self._backlog.slowest_ms / 1000)
+            if now - progress_at > allowed:
                 # ended as stop() ends it: reaped, its exit taken as ours, not as a failure
                 self.stop()
                 raise LivescopeError(
-                    f"the worker did not finish: it stored no field for {timeout_s:g} s "
+                    f"the worker did not finish: it stored no field for {allowed:g} s "
                     f"after the run (log: {self.results / 'worker.log'})"
                 )
             if not said and now - t0 > 10.0:
@@ -469,7 +484,7 @@ class WorkerSupervisor:
             summary["supervisor"]["hangs"] = self.hangs
         if not self.exits or self.exits[-1] != 0:
             raise LivescopeError(
-                f"the worker failed (exit codes {self.exits}"
+                f"the worker failed (exit codes {_statuses(self.exits)}"
                 + (f": {self.error}" if self.error else "")
                 + f"); see {self.results / 'worker.log'}"
             )
@@ -606,7 +621,22 @@ def _ended_by(code: int) -> str:
     if code <= 0xFFFF:
         return ""
     name = _NTSTATUS.get(code)
-    return f"ended by 0x{code:08X}" + (f" {name}" if name else "")
+    return f"ended by {_status(code)}" + (f" {name}" if name else "")
+
+
+def _status(code: int) -> str:
+    """Write exit status ``code`` as `_ended_by` names it: a Windows NTSTATUS in hex.
+
+    Wherever a status is shown (log lines, errors, ``worker.failed``): a Windows user
+    read 3221225477 in one place and 0xC0000005 in the next. POSIX statuses and
+    signals (-9) are written as they are.
+    """
+    return f"0x{code:08X}" if code > 0xFFFF else str(code)
+
+
+def _statuses(codes: list[int]) -> str:
+    """Write exit statuses as a list, each as `_status` writes it (``[1, 0xC0000005]``)."""
+    return "[" + ", ".join(_status(code) for code in codes) + "]"
 
 
 _NTSTATUS = {
