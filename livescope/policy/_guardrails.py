@@ -15,7 +15,11 @@ refuses it. Limits (``HardwareProfile``):
   a sliding minute (a limit under one, over the time one decision is allowed:
   0.5 is one in any 120 s); stops are neither limited nor counted: a stop only
   saves light; after the clock steps back, decisions stamped later than it
-  count for a window from the step;
+  count for a window from the step (where it stepped back is saved with the
+  books: `Guardrails.state`); a decision checked at a run time that is no
+  number (NaN, infinity) is refused, as the rate cannot be counted there; a
+  rehearsed decision (run id ``REHEARSAL``, checked at sample time 0 before
+  the first field) is checked as any other, but notes no step of the clock;
 * ``guardrails.max_added_span_s``: no added frame that starts later than this
   after the decision is applied (its ``delay_s`` plus the event's start);
 * ``guardrails.max_decision_age_s``: no close-up, move or interval change that
@@ -83,6 +87,8 @@ from livescope.schema import (
     planned_light_s,
 )
 
+from ._rehearsal import REHEARSAL
+
 __all__ = ["STALE_REFUSAL", "Guardrails", "parent_position"]
 
 _STALE = "stale: "  # how `Guardrails.check`'s reason for a frame too old begins
@@ -105,6 +111,15 @@ def _accumulate(books: _PerChannel, chs: Mapping[str, float], sign: float = 1.0)
     for ch, s in chs.items():
         books[ch] = books.get(ch, 0.0) + sign * s
     return all(abs(s) < 1e-12 for s in books.values())
+
+
+def _check_time(doing: str, decision: Decision, now_s: float) -> None:
+    """Raise ValueError if a decision counted towards the rate is booked at no number."""
+    if not math.isfinite(now_s) and not isinstance(decision, StopPosition | StopRun):
+        raise ValueError(
+            f"{doing}: now_s = {now_s:g} s is not a finite run time; book a decision at the "
+            "run time `Guardrails.check` passed it at (a stop books nothing, at any time)"
+        )
 
 
 def _net(pairs: _Pairs) -> tuple[dict[str, float], dict[str, float]]:
@@ -204,7 +219,7 @@ class Guardrails:
         """
         return 60.0 / min(self.profile.guardrails.max_decisions_per_min, 1.0)
 
-    def _recent(self, now_s: float) -> list[float]:
+    def _recent(self, now_s: float, *, note: bool = True) -> list[float]:
         """Return the run times of the decisions passed that count towards the rate at ``now_s``.
 
         Those in the window before ``now_s`` (`_rate_window_s`). One stamped later
@@ -213,17 +228,20 @@ class Guardrails:
         the clock was first seen behind it, for a window from then: not until the
         clock reaches its stamp again (every decision refused meanwhile, for hours
         after a replay restarted), and not dropped either (the rate given back
-        at once). Sets where the clock stepped back (``_back_s``), nothing else.
+        at once). Sets where the clock stepped back (``_back_s``), nothing else,
+        and that only if ``note`` (not for a rehearsal's check: `check`).
         """
         window_s = self._rate_window_s
         if not any(t > now_s for t in self.sent_at):
-            self._back_s = None
+            if note:
+                self._back_s = None
             return [t for t in self.sent_at if now_s - t < window_s]
-        if self._back_s is None or self._back_s > now_s:
-            self._back_s = now_s
+        back_s = now_s if self._back_s is None or self._back_s > now_s else self._back_s
+        if note:
+            self._back_s = back_s
         # (not stamped anew: a field from before the step, such as the worker's rehearsal
         # at sample time 0 after a restart, would give back every decision's place)
-        ahead = now_s - self._back_s < window_s
+        ahead = now_s - back_s < window_s
         return [t for t in self.sent_at if (now_s - t < window_s if t <= now_s else ahead)]
 
     def _near(self, x: float, y: float, fields: float, but: str | None = None) -> list[str]:
@@ -378,6 +396,13 @@ class Guardrails:
         not the field's sample time the worker counts by, so a burst the
         worker spread over two minutes may reach it within one; twice the
         limit still stops a client that floods the channel.
+
+        A decision checked at a ``now_s`` that is no number (NaN, infinity) is
+        refused (``time: ``; a stop is not: it only saves light). A check notes
+        where the clock stepped back (`_recent`), except one that does not
+        count the rate (``rate`` 0: the agent's rehearsal) and one of a
+        rehearsed decision (run id ``REHEARSAL``: the worker's, at sample time 0
+        after a restart, before any field), which leave the books as they were.
         """
         g, dose = self.profile.guardrails, self.profile.light_dose
         if (
@@ -389,8 +414,15 @@ class Guardrails:
                 f"{_STALE}it answers frame {decision.seq}, taken {age_s:.1f} s ago; "
                 f"guardrails.max_decision_age_s = {g.max_decision_age_s:g} s"
             )
+        if not math.isfinite(now_s) and not isinstance(decision, StopPosition | StopRun):
+            # (NaN passes no comparison: the rate would not be checked, and booked there it
+            # would empty the window)
+            return (
+                f"time: checked at run time {now_s:g} s, which is no number of seconds "
+                "(the field's sample time, or the agent's clock, is wrong)"
+            )
         window_s = self._rate_window_s
-        recent = self._recent(now_s)
+        recent = self._recent(now_s, note=rate > 0 and decision.run_id != REHEARSAL)
         if (
             rate > 0 and len(recent) + 1 > rate * max(g.max_decisions_per_min, 1.0)
             and not isinstance(decision, StopPosition | StopRun)  # (a stop only saves light)
@@ -578,7 +610,15 @@ class Guardrails:
         Decisions fired together are checked one after the other against what
         the ones before them booked, so a batch can never exceed a limit. A stop
         books nothing, not even towards the rate (`check` does not limit it).
+
+        Raises
+        ------
+        ValueError
+            if ``now_s`` is no number (NaN, infinity; not for a stop): `check`
+            refuses a decision there. Nothing is booked.
+
         """
+        _check_time("commit", decision, now_s)
         self._released.pop(decision.decision_id, None)  # (booked again: may be given back)
         if not isinstance(decision, StopPosition | StopRun):
             self.sent_at = [*self._recent(now_s), now_s]
@@ -613,8 +653,17 @@ class Guardrails:
         booked (a move no longer known leaves it where it is). A decision given
         back already, and not committed since, gives back nothing more (a
         refusal answered twice must not free another decision's frames or
-        place in the rate; the latest `_UNDO_KEPT` given back are known).
+        place in the rate; the latest `_UNDO_KEPT` given back are known, and
+        saved with the books: `state`).
+
+        Raises
+        ------
+        ValueError
+            if ``now_s`` is no number (NaN, infinity; not for a stop): `commit`
+            books nothing there. Nothing is given back.
+
         """
+        _check_time("release", decision, now_s)
         self._summed = (None, ())
         if decision.decision_id in self._released:
             return
@@ -676,16 +725,26 @@ class Guardrails:
             # (where each moved position is: a restarted worker knows none of the moves
             # before it, so a refusal of one gives nothing back)
             "moves": {k: [[v[-1][0], *v[-1][1]]] for k, v in self._moves.items() if v},
+            # (a refusal read again by the restarted worker gives back nothing more, and a
+            # clock that stepped back counts on from where it did)
+            "released": list(self._released),
+            "back_s": self._back_s,
         }
 
     def restore(self, state: Mapping[str, Any]) -> None:
-        """Continue from `state` (the plan's own dose is part of it)."""
+        """Continue from `state` (the plan's own dose is part of it).
+
+        A state saved by an older livescope (no ``released`` nor ``back_s``) knows
+        no decision given back, nor a step of the clock.
+        """
         self.dose_s = defaultdict(float, {str(k): float(v) for k, v in state["dose_s"].items()})
         self.dose_ch_s = defaultdict(
             float, {str(k): float(v) for k, v in state["dose_ch_s"].items()}
         )
         self.extra_frames = int(state["extra_frames"])
         self.sent_at = [float(t) for t in state["sent_at"]]
+        self._released = dict.fromkeys(str(i) for i in state.get("released", []))
+        self._back_s = None if (back_s := state.get("back_s")) is None else float(back_s)
         for k, chs in state.get("following", {}).items():
             self._own[str(k)] = defaultdict(float, {str(c): float(s) for c, s in chs.items()})
         self._cross = {

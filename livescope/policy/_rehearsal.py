@@ -9,6 +9,10 @@ first time and its parse, check and queueing ~0.5 ms more on the agent's
 decisions come at its busiest moment (the demo's first time point fires 5-12
 close-ups per field), so each side runs decisions like them through first,
 off the record: built, checked and serialised, never booked, sent or queued.
+Their check leaves the guardrails as it found them: a rehearsed decision (run
+id `REHEARSAL`, or a check with ``rate=0``, the agent's) notes no step back of
+the clock, which its field's sample time 0 would be after a restart
+(`Guardrails.check`).
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from ._rules import Acquire, Hit, _decision
 __all__ = ["REHEARSAL", "centre_hit", "rehearsal_closeup", "rehearsal_field"]
 
 REHEARSAL = "rehearsal"
-"""The rule name and run id of rehearsed decisions (never sent)."""
+"""The rule name and run id of rehearsed decisions (never sent; the guardrails' check of
+one leaves where the clock stepped back as it was)."""
 
 
 def rehearsal_field(event: useq.MDAEvent, profile: HardwareProfile, run_id: str) -> Observation:
@@ -31,7 +36,9 @@ def rehearsal_field(event: useq.MDAEvent, profile: HardwareProfile, run_id: str)
 
     ``event`` is a plan event (the plan's first, usually): the rehearsed
     decisions land where the run's first ones may (at x, y = 0 where it gives
-    none).
+    none). Its sample time is 0 s, before any field, also after a restart:
+    give it the run id `REHEARSAL` where the guardrails check its decisions
+    with the rate counted (`Guardrails.check`).
     """
     x, y = event.x_pos or 0.0, event.y_pos or 0.0
     h, w = profile.camera.sensor_shape_px
