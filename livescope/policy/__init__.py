@@ -11,11 +11,12 @@ minimum interval, decision rate) before anything is sent. Pure: no I/O, no
 clocks; time is the run's sample time carried by each observation.
 """
 
+from ._actions import ACTIONS, SHARE_MARGIN, Acquire
 from ._engine import PolicyEngine, Verdict, load_policies, rules_for_profile
 from ._guardrails import STALE_REFUSAL, Guardrails, parent_position
 from ._observation import FEATURES, Cells, Firing, Observation
 from ._rehearsal import REHEARSAL, rehearsal_closeup, rehearsal_field
-from ._rules import ACTIONS, SHARE_MARGIN, TRIGGERS, Acquire, Hit, Policy, Rule, rules_from_spec
+from ._rules import TRIGGERS, Hit, Policy, Rule, rules_from_spec
 
 __all__ = [
     "ACTIONS",

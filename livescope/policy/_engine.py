@@ -24,10 +24,11 @@ from livescope.schema import (
     plan_sections,
 )
 
+from ._actions import Acquire, _decision
 from ._guardrails import Guardrails
 from ._observation import Firing, Observation
 from ._rehearsal import centre_hit
-from ._rules import Acquire, Policy, Rule, _decision, rules_from_spec
+from ._rules import Policy, Rule, rules_from_spec
 
 __all__ = ["PolicyEngine", "Verdict", "load_policies", "rules_for_profile"]
 

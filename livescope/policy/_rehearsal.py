@@ -21,8 +21,9 @@ import useq
 
 from livescope.schema import AddEvents, HardwareProfile
 
+from ._actions import Acquire, _decision
 from ._observation import Observation
-from ._rules import Acquire, Hit, _decision
+from ._triggers import Hit
 
 __all__ = ["REHEARSAL", "centre_hit", "rehearsal_closeup", "rehearsal_field"]
 
