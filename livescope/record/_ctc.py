@@ -10,6 +10,8 @@ next frame; later when it was first seen later).
 
 from __future__ import annotations
 
+import io
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,10 +22,12 @@ import numpy as np
 import tifffile
 from numpy.typing import NDArray
 
-from livescope.schema import LivescopeError
+from livescope.schema import LivescopeError, write_atomic
 from livescope.tracking import Revision, gt_folder_hint
 
 __all__ = ["CtcTrack", "read_ctc", "relabel_for_ctc", "rewrite_ctc_result", "write_ctc"]
+
+logger = logging.getLogger("livescope")
 
 
 @dataclass(frozen=True)
@@ -180,7 +184,8 @@ def rewrite_ctc_result(
     made them: ids it changed in frames already written (a division found late:
     see `livescope.tracking.Revision`), applied as each frame is read. With
     ``out`` (a new folder), the result goes there and ``folder`` is left as it
-    was. Returns the tracks.
+    was. Returns the tracks. Each file is written whole (`livescope.schema.write_atomic`):
+    a write that fails leaves the file it would replace as it was.
     """
     base = Path(folder)
     files: dict[int, Path] = {}
@@ -191,7 +196,7 @@ def rewrite_ctc_result(
     dest = base if out is None else Path(out)
     dest.mkdir(parents=True, exist_ok=True)
     if not files:
-        (dest / "res_track.txt").write_text("", encoding="utf-8")
+        write_atomic(dest / "res_track.txt", "")
         return []
     with tifffile.TiffFile(next(iter(files.values()))) as tf:
         shape = tuple(tf.pages[0].shape)
@@ -201,13 +206,26 @@ def rewrite_ctc_result(
     for f in range(len(frames)):
         relabelled = _relabel(frames[f], f, label_at)
         target = dest / f"mask{f:0{nd}d}.tif"
-        tifffile.imwrite(target, relabelled, compression="zlib")
+        _write_mask(target, relabelled)
         if out is None and f in files and files[f] != target:
             files[f].unlink()  # the same frame under another number of digits
-    with (dest / "res_track.txt").open("w", encoding="utf-8") as fh:
-        for t in tracks:
-            fh.write(f"{t.label} {t.begin} {t.end} {t.parent}\n")
+    write_atomic(dest / "res_track.txt", _track_lines(tracks))
     return tracks
+
+
+def _write_mask(path: Path, frame: NDArray[np.uint16]) -> None:
+    """Write one label image to ``path`` whole: a crash mid-write leaves the old file or the new.
+
+    (written in place, a crash or a full disk left a truncated mask, which no reader
+    can open, where the old one had been)
+    """
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, frame, compression="zlib")
+    write_atomic(path, buf.getbuffer())
+
+
+def _track_lines(tracks: Sequence[CtcTrack]) -> str:
+    return "".join(f"{t.label} {t.begin} {t.end} {t.parent}\n" for t in tracks)
 
 
 def _digits(n_frames: int) -> int:
@@ -224,7 +242,9 @@ def write_ctc(
 
     ``kind="gt"`` writes ``folder/TRA/man_trackTTT.tif`` and ``man_track.txt``;
     ``kind="res"`` writes ``folder/maskTTT.tif`` and ``res_track.txt``.
-    Returns the folder holding the track file.
+    Returns the folder holding the track file. Each file is written whole
+    (`livescope.schema.write_atomic`): a write that fails (a full disk, a crash)
+    leaves the file it would replace as it was, never a truncated one.
 
     Raises
     ------
@@ -246,12 +266,8 @@ def write_ctc(
     stem, track_file = ("man_track", "man_track.txt") if kind == "gt" else ("mask", "res_track.txt")
     nd = _digits(len(frames))
     for f, frame in enumerate(frames):
-        tifffile.imwrite(
-            base / f"{stem}{f:0{nd}d}.tif", frame.astype(np.uint16), compression="zlib"
-        )
-    with (base / track_file).open("w", encoding="utf-8") as fh:
-        for t in tracks:
-            fh.write(f"{t.label} {t.begin} {t.end} {t.parent}\n")
+        _write_mask(base / f"{stem}{f:0{nd}d}.tif", frame.astype(np.uint16))
+    write_atomic(base / track_file, _track_lines(tracks))
     return base
 
 
@@ -270,7 +286,13 @@ def read_ctc(
         track file's frame numbers would point at the wrong frames), a frame
         numbered twice, a frame or track file that cannot be read, a frame that
         is no 2-D plane of whole numbers or not of frame 0's size, a track file
-        that is no lineage (`_parse_tracks`: naming the line).
+        that is no lineage (`_parse_tracks`: naming the line), a label in a
+        frame outside its track's begin..end, or (``kind="res"``) a track whose
+        label is missing from frames of its begin..end (`_check_labels`).
+
+    Labels of the masks no track lists, tracks ending after the last frame
+    and (``kind="gt"``) tracks missing from frames of their span are logged as
+    warnings (``livescope`` logger) and read as they are.
 
     """
     base = Path(folder) / "TRA" if kind == "gt" else Path(folder)
@@ -307,7 +329,86 @@ def read_ctc(
         text = (base / track_file).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:  # (e.g. saved as UTF-16 by a Windows tool)
         raise LivescopeError(f"{base / track_file}: cannot be read ({exc})") from None
-    return frames, _parse_tracks(base / track_file, text)
+    tracks = _parse_tracks(base / track_file, text)
+    _check_labels(base / track_file, [files[t] for t in range(len(files))], frames, tracks, kind)
+    return frames, tracks
+
+
+def _check_labels(
+    path: Path,
+    files: Sequence[Path],
+    frames: Sequence[NDArray[np.integer]],
+    tracks: Sequence[CtcTrack],
+    kind: Literal["gt", "res"],
+) -> None:
+    """Refuse masks that contradict their track file ``path``; warn where it misses some.
+
+    CTC: each label of the masks is a track of the track file, and is in every
+    frame from its begin to its end and in no other. A label in a frame outside
+    its track is refused (py-ctcmetrics finds such a result invalid; the frame
+    would be scored against the wrong track). A track missing from frames of
+    its span is refused in a result (py-ctcmetrics: invalid) and warned of in a
+    ground truth (py-ctcmetrics does not check those). Warned of: labels no
+    track lists (each read as a cell of no lineage; `livescope eval track`
+    refuses such a result through py-ctcmetrics) and tracks that end after the
+    last frame (py-ctcmetrics leaves their frames past it out).
+
+    Raises
+    ------
+    LivescopeError
+        naming the mask file, the label and its track's frames.
+
+    """
+    span = {t.label: t for t in tracks}
+    seen: dict[int, list[int]] = {}  # label -> the frames it is in
+    for f, frame in enumerate(frames):
+        # (the labelled pixels only: np.unique of whole frames took twice as long as reading them)
+        for label in np.unique(frame[frame != 0]).tolist():
+            seen.setdefault(label, []).append(f)
+            if (t := span.get(label)) is not None and not t.begin <= f <= t.end:
+                raise LivescopeError(
+                    f"{files[f]}: label {label} is in frame {f}, but {path} has track {label} "
+                    f"in frames {t.begin}..{t.end} only (a CTC track is in the frames from its "
+                    "begin to its end, and in no other)"
+                )
+    last = len(frames) - 1
+    if unlisted := sorted(label for label in seen if label not in span):
+        named = ", ".join(
+            f"{label} in {files[seen[label][0]].name}..{files[seen[label][-1]].name}"
+            for label in unlisted[:5]
+        ) + (f" and {len(unlisted) - 5} more" if len(unlisted) > 5 else "")
+        logger.warning(
+            "%s lists no track for label%s %s of the masks (a CTC track file lists every "
+            "label of its masks); read as cells of no lineage",
+            path, "s" if len(unlisted) > 1 else "", named,
+        )  # fmt: skip
+    gaps = []
+    for t in tracks:
+        listed = range(t.begin, min(t.end, last) + 1)
+        if missing := sorted(set(listed) - set(seen.get(t.label, ()))):
+            gaps.append((t, missing))
+    if gaps:
+        t, missing = gaps[0]
+        what = (
+            f"{path}: track {t.label} is in frames {t.begin}..{t.end}, but its label is missing "
+            f"from {len(missing)} of them ({files[missing[0]].name} first)"
+            + (f", and {len(gaps) - 1} other tracks from some of theirs" if len(gaps) > 1 else "")
+        )
+        if kind == "res":
+            raise LivescopeError(
+                f"{what}; a CTC result's track is in every frame of its span (an object missed "
+                "for some frames goes on as a new track, its parent the track before the gap)"
+            )
+        logger.warning("%s; each frame is read as it is", what)
+    if beyond := [t for t in tracks if t.end > last]:
+        named = ", ".join(f"{t.label} (to frame {t.end})" for t in beyond[:5])
+        logger.warning(
+            "%s: %d track%s end%s after the last frame, %d (%s): %s%s; frames missing at the "
+            "end of the sequence, or the track file of a longer one? The tracks are returned "
+            "as listed",
+            path, len(beyond), "s" if len(beyond) > 1 else "", "" if len(beyond) > 1 else "s",
+            last, files[last].name, named, ", ..." if len(beyond) > 5 else "",
+        )  # fmt: skip
 
 
 def _parse_tracks(path: Path, text: str) -> list[CtcTrack]:

@@ -474,9 +474,13 @@ class OmeZarrWriter:
         shape_yx = (int(image.shape[-2]), int(image.shape[-1]))
         s = self._series.get(info["position"])
         if s is not None and s.dtype != image.dtype:
+            # (a position's array has one pixel type for all its frames and channels)
             raise LivescopeError(
-                f"frame {info['seq']} of position {info['position']!r} is {image.dtype}, "
-                f"earlier frames are {s.dtype} (the camera's pixel type changed mid-run)"
+                f"frame {info['seq']} of position {info['position']!r}, channel "
+                f"{info['channel']!r} is {image.dtype}, earlier frames are {s.dtype} (the "
+                "camera's pixel type changed mid-run?); a position's frames are all "
+                "recorded as one pixel type, so it is not written: start a new acquisition (a "
+                "new output folder) for the new pixel type"
             )
         if s is not None and s.shape_yx != shape_yx:
             # (a position's array has one y/x size for all its frames and channels)
