@@ -326,6 +326,7 @@ def engines_build(
             out.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(out, plan)  # (never half a plan, e.g. after a Ctrl+C)
             result = {"plan": str(out), "bytes": len(plan)}
+            built = graph  # (the ahead-of-time build takes its precision from the ONNX graph)
         else:
             try:
                 b = select_backend(backend)
@@ -336,7 +337,10 @@ def engines_build(
                     f"{exc}; to build without a GPU, name the GPUs it is for: "
                     "--compute-capability SM89 (repeatable)"
                 ) from None
-            Engine(engine, backend=b, precision=precision, frame_shape=frame_shape).close()
+            with Engine(engine, backend=b, precision=precision, frame_shape=frame_shape) as eng:
+                # (the plan's own: TensorRT >= 11 and -RTX build in the ONNX graph's,
+                # whatever was asked, which was reported)
+                built = eng.runtime()["precision"]
             result = {"plan_cache": str(plan_cache_dir())}
         # (a per-cell classifier's plan takes batches of fixed crops, not tiles)
         inputs = (
@@ -344,8 +348,6 @@ def engines_build(
             if card.crop_px is not None
             else {"tile_shapes": shapes or "any"}
         )  # fmt: skip
-        # (the ahead-of-time build takes its precision from the ONNX graph)
-        built = graph if backend == "tensorrt-rtx" and compute_capability else precision
         result.update({"ok": True, "engine": card.name, "backend": backend, **inputs,
                        "precision": built,
                        "seconds": round(time.perf_counter() - t0, 2)})  # fmt: skip

@@ -395,6 +395,12 @@ class _TorchSession:
             torch.set_num_threads(_threads())
         self._half = precision == "fp16" and self.device == "cuda"
         self.precision = "fp16" if self._half else "fp32"  # fp16 on CUDA only
+        if precision == "fp16" and self.device == "cpu":  # (it ran fp32 without a word)
+            logger.warning(
+                "engine %s: torch on the CPU runs fp32, not the %s asked (fp16 runs on a CUDA "
+                "GPU only; ask for fp32 to run on the CPU)",
+                card.name, precision,
+            )  # fmt: skip
         net = net.eval().to(self.device)
         self._net = net.half() if self._half else net
         self.backend = "torch"
@@ -551,9 +557,22 @@ def plan_file(*parts: str, suffix: str = ".plan") -> Path:
 
 
 def _plan_key(
-    card: EngineCard, gpu: str, trt_version: str, precision: str, shapes: Sequence[tuple[int, int]]
+    card: EngineCard,
+    gpu: str,
+    trt_version: str,
+    precision: str,
+    shapes: Sequence[tuple[int, int]],
+    *,
+    library: str = "tensorrt",
 ) -> str:
     """Hash everything a plan depends on: the model, GPU, TensorRT, precision, profile.
+
+    The precision is the one the plan is built in: ``precision`` (the one asked)
+    where ``library`` (the TensorRT module's name) builds in it, not where it
+    takes the ONNX graph's (`_takes_graph_precision`), which the model's sha256
+    already fixes: fp16 and fp32 asked of TensorRT-RTX built two identical plans,
+    minutes each. (Plans cached by TensorRT >= 11 or TensorRT-RTX before this
+    were keyed by the precision asked: each is built once more.)
 
     The profile is the (min, opt, max) input shapes the plan is built for
     (`input_profile`), not what they were made from: the frames' tile shapes (as
@@ -564,7 +583,8 @@ def _plan_key(
     a key without them loaded a stale plan after the card was edited.
     """
     profile = repr((card.input.name, input_profile(card, shapes)))
-    text = "|".join([card.sha256, gpu, trt_version, precision, profile])
+    built = "graph" if _takes_graph_precision(library, trt_version) else precision
+    text = "|".join([card.sha256, gpu, trt_version, built, profile])
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -643,18 +663,33 @@ _GRAPH_PRECISION = {"FLOAT": "fp32", "HALF": "fp16", "BF16": "bf16"}
 """The precision of an ONNX graph, by the TensorRT type (`DataType` name) of its input."""
 
 
-def _plan_precision(card: EngineCard, library: str, version: str, asked: str, graph: str) -> str:
-    """Return the precision a plan is built in, warning when it is not the one asked.
+def _dtype_precision(dtype: Any) -> str:
+    """Return the precision of a TensorRT `DataType` (an ONNX graph's input, or a plan's)."""
+    return _GRAPH_PRECISION.get(getattr(dtype, "name", ""), str(dtype))
 
-    Called by `build_plan` once the ONNX graph is parsed; ``library`` and
-    ``version`` are the TensorRT module's name and version, ``graph`` the graph
-    input's precision. TensorRT 10 builds fp16 kernels when asked (a builder
-    flag); TensorRT >= 11 and TensorRT-RTX take precision from the graph (strongly
-    typed), whatever is asked: an fp16 plan needs a model exported in fp16.
+
+def _takes_graph_precision(library: str, version: str) -> bool:
+    """Return whether a TensorRT module (name, version) builds in the ONNX graph's precision.
+
+    TensorRT 10 builds fp16 kernels when asked (a builder flag); TensorRT >= 11
+    and TensorRT-RTX take precision from the graph (strongly typed), whatever is
+    asked: an fp16 plan needs a model exported in fp16.
     """
-    takes_graph = library.startswith("tensorrt_rtx") or int(version.split(".")[0]) >= 11
-    built = graph if takes_graph else asked
-    if built != asked:  # (it was built in the graph's precision without a word)
+    return library.startswith("tensorrt_rtx") or int(version.split(".")[0]) >= 11
+
+
+def _plan_precision(
+    card: EngineCard, library: str, version: str, asked: str, graph: str, *, warn: bool = True
+) -> str:
+    """Return the precision a plan is built in, warning (if ``warn``) when it is not the one asked.
+
+    Called by `build_plan` once the ONNX graph is parsed, and by `_TrtSession` for
+    the plan it loads (cached, or just built: then not warned twice); ``library``
+    and ``version`` are the TensorRT module's name and version, ``graph`` the graph
+    input's precision (`_takes_graph_precision` says which of the two is built).
+    """
+    built = graph if _takes_graph_precision(library, version) else asked
+    if warn and built != asked:  # (it was built in the graph's precision without a word)
         logger.warning(
             "engine %s: %s %s builds its plan in %s, not the %s asked: it takes precision "
             "from the ONNX model, which is %s (export the model in %s for a plan in %s)",
@@ -699,8 +734,7 @@ def build_plan(
     if not parser.parse_from_file(str(model)):
         errors = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)]
         raise LivescopeError(f"engine {card.name}: {trt.__name__} cannot parse {model}: {errors}")
-    dtype = network.get_input(0).dtype
-    graph = _GRAPH_PRECISION.get(getattr(dtype, "name", ""), str(dtype))
+    graph = _dtype_precision(network.get_input(0).dtype)
     _plan_precision(card, trt.__name__, str(trt.__version__), precision, graph)
     config = builder.create_builder_config()
     if not is_rtx and major < 11 and precision == "fp16":
@@ -735,9 +769,22 @@ def build_plan(
 
 
 class _TrtSession:
-    """Runs a plan with ``execute_async_v3``; I/O buffers are torch CUDA tensors."""
+    """Runs a plan with ``execute_async_v3``; I/O buffers are torch CUDA tensors.
 
-    def __init__(self, trt: Any, plan: bytes, card: EngineCard, backend: str) -> None:
+    ``precision`` is the one asked; the session's ``precision`` is the one its plan
+    was built in (`_plan_precision`, warned about when another unless not ``warn``).
+    """
+
+    def __init__(
+        self,
+        trt: Any,
+        plan: bytes,
+        card: EngineCard,
+        backend: str,
+        *,
+        precision: str = "fp32",
+        warn: bool = True,
+    ) -> None:
         import torch
 
         self._torch = torch
@@ -756,6 +803,12 @@ class _TrtSession:
         self.input_name = next(n for n in names if self._engine.get_tensor_mode(n) == mode)
         self.output_names = [n for n in names if self._engine.get_tensor_mode(n) != mode]
         self.input_rank = len(self._engine.get_tensor_shape(self.input_name))
+        # (the plan's input has the ONNX graph's type: where the library builds in the
+        # graph's precision, the plan is in it, cached or just built; the Engine said
+        # the one asked until now)
+        graph = _dtype_precision(self._engine.get_tensor_dtype(self.input_name))
+        version = str(trt.__version__)
+        self.precision = _plan_precision(card, trt.__name__, version, precision, graph, warn=warn)
         self.backend = backend
         self.device = torch.cuda.get_device_name(torch.cuda.current_device())
         self._stream = torch.cuda.Stream()
@@ -847,22 +900,37 @@ class TensorRTBackend:
         precision: str = "fp32",
         shapes: Sequence[tuple[int, int]] = (),
     ) -> PSession:
-        """Build (or reuse from the cache) a plan for this GPU and load it."""
+        """Build (or reuse from the cache) a plan for this GPU and load it.
+
+        The session's ``precision`` is the plan's, which with TensorRT >= 11 and
+        TensorRT-RTX is the ONNX graph's whatever is asked (`_plan_precision`).
+        """
         trt = importlib.import_module(self.module)
         import torch
 
         gpu = torch.cuda.get_device_name(torch.cuda.current_device())  # (the one it runs on)
         version = str(trt.__version__)
-        key = _plan_key(card, gpu, version, precision, shapes)
+        key = _plan_key(card, gpu, version, precision, shapes, library=trt.__name__)
         cache = plan_file(card.name, self.name, key)
         # (a timing cache of another TensorRT version is refused: one per version)
         timing = plan_file("timing", self.name, version, gpu, suffix=".cache")
+        built = False
+
+        def build() -> bytes:
+            nonlocal built
+            built = True
+            return build_plan(
+                trt, model, card, precision=precision, shapes=shapes, timing_cache=timing
+            )
+
+        # (a plan just built was warned about by build_plan; a cached one, maybe built
+        # for another precision asked (one key for both), is warned about on loading)
         return _cached_plan(
             cache,
-            lambda: build_plan(
-                trt, model, card, precision=precision, shapes=shapes, timing_cache=timing
+            build,
+            lambda plan: _TrtSession(
+                trt, plan, card, self.name, precision=precision, warn=not built
             ),
-            lambda plan: _TrtSession(trt, plan, card, self.name),
         )
 
 

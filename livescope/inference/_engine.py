@@ -240,7 +240,8 @@ class Engine:
     backend
         Backend name (default: ``$LIVESCOPE_BACKEND``, then the best available).
     precision
-        ``fp32`` or ``fp16`` (where the backend supports it).
+        ``fp32`` or ``fp16`` (where the backend supports it; `runtime` says which
+        it runs in).
     frame_shape
         Frame (H, W) the engine will see, for compiled backends' shape profiles
         (None: a profile for any frame's tiles, at its best for whole tiles).
@@ -569,13 +570,19 @@ class Engine:
         self.infer(blank)
 
     def runtime(self) -> dict[str, str]:
-        """Where the engine runs: backend, device (e.g. the GPU's name) and precision."""
+        """Where the engine runs: backend, device (e.g. the GPU's name) and precision.
+
+        The precision is the one it runs in, not always the one asked: ONNX
+        Runtime runs the ONNX graph's, torch on the CPU fp32, and TensorRT >= 11
+        and TensorRT-RTX build their plans in the graph's.
+        """
         device = str(getattr(self.session, "device", "closed"))
         if device == "cuda":  # torch names the device type only: add the GPU's name
             import torch
 
             device = f"cuda ({torch.cuda.get_device_name(torch.cuda.current_device())})"
-        # what the session really runs (torch on the CPU ignores fp16), else what was asked
+        # what the session really runs (each of livescope's sessions says; a TensorRT
+        # one reported the precision asked, not its plan's), else what was asked
         precision = str(getattr(self.session, "precision", self.precision))
         return {"backend": self.backend.name, "device": device, "precision": precision}
 
