@@ -257,6 +257,13 @@ class FrameAnalyzer:
         tracker, ended = self._tracker(position, pixel_size_um, labels.shape)
         res.objects = measure_objects(labels, nuclear)  # measured once: tracker and policies
         res.tracks = tracker.update(res.objects, frame=frame)
+        if res.tracks.ignored:
+            # (the tracker's own warning names no position; the cells are still returned,
+            # and stored, with track 0)
+            logger.warning(
+                "position %r t=%d: not tracked (%s); its %d cell(s) have track 0",
+                position, frame, res.tracks.ignored, len(res.tracks.labels),
+            )  # fmt: skip
         if ended:
             res.tracks = dataclasses.replace(res.tracks, lost=ended + res.tracks.lost)
         t2 = time.perf_counter()

@@ -20,6 +20,11 @@ come back through it.
 
 A frame that comes out of order or a second time is ignored with a warning in
 the log: its objects get track id 0 and the tracks and lineage stay as they were.
+A frame whose label image has another shape than the frames before (a new camera
+ROI or binning) is refused: its pixel positions are not those of the tracks, so a
+new view needs a new tracker (the pipeline's `FrameAnalyzer` starts one). The
+shape is not part of the saved state: a tracker resumed from one takes the shape
+of its next frame.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import logging
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from numbers import Integral
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
@@ -127,6 +132,8 @@ class _State:
     # every track id in the order the tracks started (the lineage dicts' order), only
     # ever appended to: snapshots share it (`_LineageView`)
     order: list[int] = field(default_factory=list)
+    # the frames' (rows, cols) so far (None: none of known shape yet; not in the state)
+    shape: tuple[int, int] | None = None
 
 
 class _LineageView(Mapping[int, int]):
@@ -256,13 +263,21 @@ class OnlineTracker:
         Frames must come in increasing order: one that does not (out of order,
         or a second time) is ignored with a warning, and its update has track
         ids 0 and says why in ``ignored``. ``frame`` (default: the last one + 1)
-        is a whole number >= 0; another raises `LivescopeError`.
+        is a whole number >= 0 (an int, a numpy integer or a float such as
+        3.0); another raises `LivescopeError`, as does a label image (or
+        `ObjectTable` ``shape``) of another shape than the frames before (see
+        the module), before anything changes.
         """
         s, cfg, tb = self._s, self.config, self._t
         given: Any = frame  # (from a caller that may not be typed)
+        # (3.0 too: a time index read back from JSON or a column of floats)
+        whole = not isinstance(given, bool) and (
+            isinstance(given, Integral)
+            or (isinstance(given, Real) and math.isfinite(given) and float(given).is_integer())
+        )
         if given is None:
             t = s.frame + 1
-        elif isinstance(given, bool) or not isinstance(given, Integral) or given < 0:
+        elif not whole or given < 0:
             # (int() floored 2.7 to 2 without a word; -1 was "a second time" of no frame)
             raise LivescopeError(f"tracker: frame must be a whole number >= 0, got {given!r}")
         else:
@@ -278,6 +293,15 @@ class OnlineTracker:
             why = f"frame {t} came after frame {s.frame} ({again}): ignored"
             logger.warning("tracker: %s; tracks and lineage unchanged", why)
             return TrackUpdate(t, objs.labels.copy(), np.zeros(n, np.int64), ignored=why)
+        shape = (int(objs.shape[0]), int(objs.shape[1]))  # (0, 0): not known, not checked
+        if shape != (0, 0) and s.shape is not None and shape != s.shape:
+            # (linked in pixels, a cell of the new view continued whichever track sat at
+            # its coordinates in the old one, every edge test measured from the wrong edge)
+            raise LivescopeError(
+                f"tracker: frame {t} is {shape[0]}x{shape[1]} pixels, the frames before were "
+                f"{s.shape[0]}x{s.shape[1]}: positions of two views cannot be linked; start a "
+                "new OnlineTracker for the new view (or crop or pad the labels to the old shape)"
+            )
         # candidates: tracks seen within max_gap frames (divided ones are gone already)
         cands = np.flatnonzero(t - tb.last_seen <= cfg.max_gap)
         orows, trows = self._link(cands, objs, t)  # object row -> track row
@@ -303,6 +327,8 @@ class OnlineTracker:
         tb.append(self._new)
         self._new = []
         s.frame = t
+        if shape != (0, 0):
+            s.shape = shape
         return TrackUpdate(t, objs.labels.copy(), ids, tuple(born), lost, tuple(divisions),
                            tuple(revisions))  # fmt: skip
 
@@ -651,7 +677,10 @@ class OnlineTracker:
                 # a birth held for this parent may have gone to another since: pair the two
                 # best still free (one taken kept the parent from ever dividing this frame)
                 pending = pending_lost.setdefault(k, [])
-                pending[:] = [b for b in pending if b not in used_births] + [j]
+                pending[:] = [b for b in pending if b not in used_births]
+                if pending and self._too_close(objs, pending[0], j, float(radius[k])):
+                    continue  # (as a sibling is: two halves of one cell, not daughters)
+                pending.append(j)
                 if len(pending) == 2:
                     j1, j2 = pending
                     pid = int(tb.id[k])
@@ -662,6 +691,13 @@ class OnlineTracker:
                     used_births |= {j1, j2}
                     used_parents.add(k)
         return [j for j in births if j not in used_births]
+
+    def _too_close(self, objs: ObjectTable, a: int, b: int, radius: float) -> bool:
+        """Whether objects ``a`` and ``b`` are too close to be a parent's two daughters."""
+        (ya, xa), (yb, xb) = (objs.centroids[a], objs.centroids[b])
+        return math.hypot(float(ya - yb), float(xa - xb)) < (
+            self.config.daughter_separation_min * radius
+        )
 
     @staticmethod
     def _near_parents(
