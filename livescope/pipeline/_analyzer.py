@@ -229,7 +229,9 @@ class FrameAnalyzer:
                 )  # fmt: skip
         if frame is None:
             frame = self._frames.get(position, -1) + 1
-        self._frames[position] = frame
+        # (the last frame tracked: one given again, or out of order, that the tracker
+        # ignores does not set the next default frame back)
+        self._frames[position] = max(frame, self._frames.get(position, -1))
         res = FrameResult(position=position, frame=frame)
         if label_free is not None and self.stain is not None and (stain or fluorescence is None):
             t0 = time.perf_counter()

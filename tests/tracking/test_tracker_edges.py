@@ -145,3 +145,19 @@ def test_a_frame_the_tracker_ignores_is_reported_with_its_position(
         caplog.text
     )
     assert f"its {len(rows)} cell(s) have track 0" in caplog.text
+
+
+def test_a_field_after_one_the_tracker_ignored_is_numbered_after_the_last_tracked() -> None:
+    """The next default frame number counts on from the last frame tracked: after an
+    ignored frame 0 it was 1 again, a second time, and that field was ignored too."""
+    from livescope.pipeline import FrameAnalyzer
+
+    with FrameAnalyzer(backend="onnxruntime", nucleus_diameter_um=12) as fa:
+        for t in (0, 1):
+            fa.analyse(fluorescence=_field(t), position="B2", pixel_size_um=0.65, frame=t)
+        assert fa.analyse(fluorescence=_field(2), position="B2", pixel_size_um=0.65,
+                          frame=0).tracks.ignored  # fmt: skip
+        nxt = fa.analyse(fluorescence=_field(2), position="B2", pixel_size_um=0.65)
+    assert nxt.frame == 2
+    assert nxt.tracks is not None
+    assert not nxt.tracks.ignored
