@@ -185,7 +185,11 @@ def rewrite_ctc_result(
     see `livescope.tracking.Revision`), applied as each frame is read. With
     ``out`` (a new folder), the result goes there and ``folder`` is left as it
     was. Returns the tracks. Each file is written whole (`livescope.schema.write_atomic`):
-    a write that fails leaves the file it would replace as it was.
+    a write that fails leaves the file it would replace as it was. The folder as
+    a whole is not: in place, a rewrite that fails partway (a damaged mask, a
+    full disk) leaves some frames relabelled and others not, and no
+    ``res_track.txt`` written. For a result that must stay whole, write to a
+    new ``out`` and swap it in (as the pipeline's worker does).
     """
     base = Path(folder)
     files: dict[int, Path] = {}
@@ -244,14 +248,18 @@ def write_ctc(
     ``kind="res"`` writes ``folder/maskTTT.tif`` and ``res_track.txt``.
     Returns the folder holding the track file. Each file is written whole
     (`livescope.schema.write_atomic`): a write that fails (a full disk, a crash)
-    leaves the file it would replace as it was, never a truncated one.
+    leaves the file it would replace as it was, never a truncated one. Frames
+    of a sequence the folder held before that are no frames of this one (past
+    its last frame, or numbered with other digits: ``stemTTTT.tif``) are removed
+    once this one is written; other files are left as they are.
 
     Raises
     ------
     LivescopeError
         if a frame holds a label CTC's 16-bit masks cannot (below 0 or above
         65535: `relabel_for_ctc` numbers tracks from 1), naming the frame;
-        nothing is written.
+        nothing is written. If a frame of the sequence the folder held before
+        cannot be removed, naming it (the new sequence is written).
 
     """
     top = int(np.iinfo(np.uint16).max)
@@ -265,9 +273,24 @@ def write_ctc(
     base.mkdir(parents=True, exist_ok=True)
     stem, track_file = ("man_track", "man_track.txt") if kind == "gt" else ("mask", "res_track.txt")
     nd = _digits(len(frames))
+    written: set[str] = set()
     for f, frame in enumerate(frames):
-        _write_mask(base / f"{stem}{f:0{nd}d}.tif", frame.astype(np.uint16))
+        name = f"{stem}{f:0{nd}d}.tif"
+        _write_mask(base / name, frame.astype(np.uint16))
+        written.add(name)
     write_atomic(base / track_file, _track_lines(tracks))
+    # (over an older sequence: its frames past this one's last, or under another number of
+    # digits, were read as frames of this one; removed once this one is written whole)
+    pattern = re.compile(rf"^{re.escape(stem)}\d+\.tif$")
+    for p in sorted(base.glob(f"{stem}*.tif")):
+        if pattern.match(p.name) and p.name not in written:
+            try:
+                p.unlink()
+            except OSError as exc:  # (e.g. held open by a viewer on Windows)
+                raise LivescopeError(
+                    f"{p}: a frame of the sequence {base} held before could not be removed "
+                    f"({exc}); remove it, or it is read as a frame of the one just written"
+                ) from None
     return base
 
 
