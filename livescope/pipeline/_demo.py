@@ -53,6 +53,7 @@ logger = logging.getLogger("livescope")
 ANALYSIS_GAPS = (
     "fields_missing", "fields_incomplete", "fields_unreadable", "decisions_unanswered",
     "overlay_errors", "ctc_results_not_written", "cells_revisions_not_applied",
+    "fields_not_tracked",
 )  # fmt: skip
 """The worker's counts of what it could not do, copied into a run's summary (``analysis_gaps``)."""
 
@@ -172,7 +173,11 @@ def run_adaptive(
     truth: ``out_dir/ground_truth`` with ``profile``'s simulation by default;
     ``ground_truth`` gives another folder and the simulated profile it was made
     with (a replay of a simulated recording). A scoring that fails is logged
-    and said in the summary (``error``); the run's results stand.
+    and said in the summary (``error``); the run's results stand. So is a
+    frame log that cannot be read (``frames.jsonl`` damaged: `read_frames`):
+    ``frame_log_error`` says why, and the counts and latency read from it
+    (``frames_planned_recorded``, ``frames_added``, ``decision_executed``)
+    are left out (None, absent).
 
     Raises
     ------
@@ -297,8 +302,21 @@ def run_adaptive(
             logger.exception("the triggers could not be scored against %s", truth)
             evaluation = {**evaluation, "error": f"{type(exc).__name__}: {exc}"}
         tracking = evaluate_tracks(out, truth)
-    frames = read_frames(out)
-    planned = sum(1 for f in frames if not f.get("added_by"))
+    # a damaged frame log (a line cut short by a full disk, then written after) loses the
+    # frame counts and the decisions' execution latency, not the rest of the summary
+    frame_log_error: str | None = None
+    planned: int | None = None
+    added: int | None = None
+    try:
+        frames = read_frames(out)
+    except (LivescopeError, OSError) as exc:  # an aside: the run's other results stand
+        logger.error("the frame log could not be read: %s; the frames it counts are left out "
+                     "of the run's summary (mend or remove the damaged line to count them)",
+                     exc)  # fmt: skip
+        frame_log_error = f"{type(exc).__name__}: {exc}"
+    else:
+        planned = sum(1 for f in frames if not f.get("added_by"))
+        added = len(frames) - planned
     latency = {k: {"p50": v["p50"], "p99": v["p99"]} for k, v in work.get("latency_ms", {}).items()
                if k in LATENCY_STAGES}  # fmt: skip
     for hop, v in work.get("bus", {}).get("latency", {}).items():  # the frame bus, hop by hop
@@ -307,7 +325,7 @@ def run_adaptive(
     behind = behind_from_log(out / RESULTS_DIR / "latency.jsonl")
     sim = profile.simulation if acquire is None else None
     accel = sim.time_acceleration if sim is not None else None
-    executed = _decision_executed_ms(out)
+    executed = _decision_executed_ms(out) if frame_log_error is None else []
     if executed:
         a = np.asarray(executed)
         latency["decision_executed"] = {"p50": round(float(np.percentile(a, 50)), 3),
@@ -317,7 +335,9 @@ def run_adaptive(
             "frames_analysed": int(work.get("frames_analysed", 0)),
             "fields_analysed": int(work.get("fields_analysed", 0)),
             "frames_planned_recorded": planned,
-            "frames_added": len(frames) - planned,
+            "frames_added": added,
+            # why the two above are None (the frame log could not be read), else None
+            "frame_log_error": frame_log_error,
             "decisions": {
                 "accepted": summary["decisions_accepted"],
                 "rejected": summary["decisions_rejected"]
@@ -357,7 +377,8 @@ def run_adaptive(
             # neither received nor recorded in time, fields analysed without all their
             # frames, recorded fields none of whose frames could be read, decisions the
             # agent never answered, overlay updates that failed, positions whose tracks
-            # could not be written as a CTC result
+            # could not be written as a CTC result, fields the tracker ignored (given again
+            # or out of order: their cells have track 0)
             "analysis_gaps": analysis_gaps(work),
             "policies_disabled": work.get("policies_disabled", []),
             "engines": work.get("engines", {}),

@@ -28,7 +28,10 @@ back from the recording before a later field of the same position is analysed,
 so the tracker sees every time point; such fields are counted as
 ``dropped_live``. Frames added by decisions (``added_by``) are recorded by the
 agent; the worker counts them but does not analyse them unless asked
-(``analyse_added``).
+(``analyse_added``). A field the tracker ignores (a time point it has tracked
+already, given again or out of order: a resumed worker whose saved trackers are
+ahead of its fields) is stored with track 0 for its cells and counted as
+``fields_not_tracked``.
 
 When the engines are slower than the acquisition the worker falls behind and
 goes on in order (the tracker needs every time point): its decisions come late,
@@ -163,7 +166,7 @@ WORKER_COUNTS = (
     "decisions_refused_late", "decisions_rejected_agent", "decisions_rejected_guardrail",
     "decisions_unanswered",
     "dropped_live", "fields_analysed", "fields_incomplete", "fields_left_to_recording",
-    "fields_missing",
+    "fields_missing", "fields_not_tracked",
     "fields_unreadable", "firings_given_back", "firings_recorded", "firings_shared_not_imaged",
     "firings_shared_unanswered", "frames_already_analysed", "frames_analysed",
     "frames_completed_from_recording", "frames_dropped_live", "frames_overwritten",
@@ -767,6 +770,9 @@ class PipelineWorker:
         self.recorded.forget(fld.position, fld.t)  # (never read back again)
         self.counts["fields_analysed"] += 1
         self.counts["frames_analysed"] += len(fld.frames)
+        if res.tracks is not None and res.tracks.ignored:
+            # (its cells are stored with track 0; the analyzer's warning names the field)
+            self.counts["fields_not_tracked"] += 1
         if fld.live and not self._fields.empty():
             self._handoff.clear()  # the next field is here: it goes first
         with self._deciding_lock:  # (before the main thread goes free: see _decide_free)
