@@ -653,9 +653,15 @@ def _stage_ms(rec: dict[str, Any]) -> dict[str, float] | None:
         return None
     out: dict[str, float] = {}
     for k, v in ms.items():
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
             return None
-        out[k] = float(v)
+        try:
+            f = float(v)
+        except OverflowError:  # (a JSON integer of hundreds of digits: no float holds it)
+            return None
+        if not math.isfinite(f):
+            return None
+        out[k] = f
     return out
 
 

@@ -524,12 +524,14 @@ class _Backlog:
         anew, lines = self._stored.read()
         if anew:  # (a restarted worker rewrote the log: fields it redoes are gone from it)
             self.newest_stored = None
+        # (OverflowError too: a damaged line's Infinity or 1e999 is no int, and one raised
+        # here ended the watching thread, and with it the worker's restarts and hang checks)
         for rec in _records(lines):
-            with contextlib.suppress(KeyError, TypeError, ValueError):
+            with contextlib.suppress(KeyError, TypeError, ValueError, OverflowError):
                 seq = int(rec["seq"])
                 if self.newest_stored is None or seq > self.newest_stored[0]:
                     self.newest_stored = (seq, (str(rec["position"]), int(rec["t"])))
-            with contextlib.suppress(AttributeError, TypeError, ValueError):
+            with contextlib.suppress(AttributeError, TypeError, ValueError, OverflowError):
                 ms = rec.get("ms") or {}
                 took = sum(float(ms.get(k) or 0.0) for k in _FIELD_WORK_STAGES)
                 if math.isfinite(took):  # (a damaged line's "Infinity": never hung at all)
@@ -540,7 +542,9 @@ class _Backlog:
         for rec in _records(frame_lines):
             if rec.get("added_by") and not self.analyse_added:
                 continue  # (the worker leaves it to the recording)
-            with contextlib.suppress(KeyError, TypeError, ValueError, AttributeError):
+            with contextlib.suppress(
+                KeyError, TypeError, ValueError, AttributeError, OverflowError
+            ):
                 seq = int(rec["seq"])
                 if self.newest_frame is None or seq > self.newest_frame[0]:
                     self.newest_frame = (seq, (str(rec["position"]), int(rec["index"].get("t", 0))))
@@ -590,7 +594,7 @@ def _records(lines: list[bytes]) -> list[dict[str, Any]]:
     for raw in lines:
         try:
             rec = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # (RecursionError: a line of thousands of "[")
             continue
         if isinstance(rec, dict):
             out.append(rec)
