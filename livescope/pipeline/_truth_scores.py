@@ -277,9 +277,17 @@ def _read_cell_ids(path: Path) -> Any:
 def _firing_numbers(rec: dict[str, Any]) -> bool:
     """Whether a firing's ``sample_time_s``, ``y`` and ``x`` are each a finite number or null."""
     return all(
-        v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
+        v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and _finite(v))
         for v in (rec.get("sample_time_s"), rec.get("y"), rec.get("x"))
     )
+
+
+def _finite(v: float) -> bool:
+    """Whether ``v`` is a finite float (a JSON integer of hundreds of digits is none)."""
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
 
 
 def _cell_at(m: Any, y: Any, x: Any, radius: int = 4) -> int:

@@ -91,6 +91,10 @@ from ._rehearsal import REHEARSAL
 
 __all__ = ["STALE_REFUSAL", "Guardrails", "parent_position"]
 
+_RELEASED_SAVED = 256
+"""Decisions given back whose ids `Guardrails.state` saves, the latest: an answer read again
+comes within seconds, and the state is written every field (4,096 ids were ~150 kB)."""
+
 _STALE = "stale: "  # how `Guardrails.check`'s reason for a frame too old begins
 STALE_REFUSAL = "guardrail: " + _STALE
 """How the agent's answer begins when it refuses a decision whose frame is too old
@@ -232,7 +236,8 @@ class Guardrails:
         and that only if ``note`` (not for a rehearsal's check: `check`).
         """
         window_s = self._rate_window_s
-        if not any(t > now_s for t in self.sent_at):
+        # (max, not a generator over them: this runs at every check and commit)
+        if not self.sent_at or max(self.sent_at) <= now_s:
             if note:
                 self._back_s = None
             return [t for t in self.sent_at if now_s - t < window_s]
@@ -727,7 +732,7 @@ class Guardrails:
             "moves": {k: [[v[-1][0], *v[-1][1]]] for k, v in self._moves.items() if v},
             # (a refusal read again by the restarted worker gives back nothing more, and a
             # clock that stepped back counts on from where it did)
-            "released": list(self._released),
+            "released": list(self._released)[-_RELEASED_SAVED:],
             "back_s": self._back_s,
         }
 
@@ -742,7 +747,9 @@ class Guardrails:
             float, {str(k): float(v) for k, v in state["dose_ch_s"].items()}
         )
         self.extra_frames = int(state["extra_frames"])
-        self.sent_at = [float(t) for t in state["sent_at"]]
+        # (a time that is no number, in a state saved before they were refused, is left
+        # out: compared as neither before nor after any time, it upset the rate's window)
+        self.sent_at = [t for t in map(float, state["sent_at"]) if math.isfinite(t)]
         self._released = dict.fromkeys(str(i) for i in state.get("released", []))
         self._back_s = None if (back_s := state.get("back_s")) is None else float(back_s)
         for k, chs in state.get("following", {}).items():

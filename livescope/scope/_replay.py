@@ -202,7 +202,7 @@ def _field_of(line: bytes) -> tuple[str, int] | None:
     """
     try:
         rec = json.loads(line)
-    except ValueError:  # (and UnicodeDecodeError)
+    except (ValueError, RecursionError):  # (UnicodeDecodeError; a line of thousands of "[")
         return None
     return field_key(rec)
 

@@ -150,6 +150,7 @@ def _firing(**change: Any) -> bytes:
         pytest.param(_firing(y="15"), id="y-a-string"),
         pytest.param(_firing(x=float("nan")), id="x-nan"),
         pytest.param(_firing(y=True), id="y-a-bool"),
+        pytest.param(_firing(x=10**400), id="x-no-float-holds"),
     ],
 )
 def test_the_trigger_scores_leave_out_a_damaged_line(

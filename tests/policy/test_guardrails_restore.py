@@ -157,3 +157,27 @@ def test_rehearsing_after_a_restore_leaves_the_guardrails_as_they_were() -> None
     g.check(rehearsal_closeup(rehearsal_field(PLAN[0], rig, "r1"), rig), 0.0, rate=0)
     assert g.state() == books
     assert "rate: 1 decisions" in str(g.check(change, 100.0))
+
+
+def test_a_saved_state_keeps_the_latest_decisions_given_back_only() -> None:
+    """The ids given back are saved with the books every field: the latest few hundred
+    (an answer comes again within seconds), not 4,096 (~150 kB of JSON a field)."""
+    g = Guardrails(PROFILE, PLAN)
+    g._released = dict.fromkeys(f"decision-{i:05d}" for i in range(4096))
+    saved = g.state()["released"]
+    assert 0 < len(saved) <= 256
+    assert saved[-1] == "decision-04095"  # (the latest)
+    again = Guardrails(PROFILE, PLAN)
+    again.restore(json.loads(json.dumps(g.state())))
+    assert list(again._released) == saved
+
+
+def test_a_restored_run_time_that_is_no_number_is_left_out() -> None:
+    """A state saved before NaN times were refused may hold one: left out on restoring (a
+    NaN in the rate window compared as neither before nor after any time)."""
+    g = Guardrails(PROFILE, PLAN)
+    state = json.loads(json.dumps(g.state()))
+    state["sent_at"] = [1.0, float("nan"), 2.0]
+    again = Guardrails(PROFILE, PLAN)
+    again.restore(state)
+    assert again.sent_at == [1.0, 2.0]

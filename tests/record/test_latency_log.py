@@ -61,3 +61,14 @@ def test_the_replay_gate_and_the_report_keep_the_same_fields(tmp_path: Path) -> 
     assert reported == gate.done == set(good)
     # the report says what it left out: the lines that are JSON objects but name no field
     assert any("latency.jsonl: 4 line(s)" in p for p in run.problems)
+
+
+def test_the_replay_gate_passes_over_a_line_nested_too_deep(tmp_path: Path) -> None:
+    # (a damaged line of thousands of "[" raised RecursionError in the gate's reader)
+    results = tmp_path / "results"
+    results.mkdir()
+    good = json.dumps({"position": "p0", "t": 0, "ms": {}})
+    (results / "latency.jsonl").write_text("[" * 100_000 + "\n" + good + "\n")
+    gate = ReplayGate(tmp_path, timeout_s=5.0)
+    assert gate.wait_for([("p0", 0)])
+    assert gate.done == {("p0", 0)}
