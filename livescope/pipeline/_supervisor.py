@@ -439,7 +439,9 @@ class WorkerSupervisor:
         A worker still analysing the fields it fell behind on (it catches up on
         the recording) is waited for as long as it stores a field at least every
         ``timeout_s`` (``results/latency.jsonl`` grows), or `hang_field_multiple`
-        times the slowest field it stored in this run (s), where longer; until
+        times the slowest field it stored in this run (s), where longer, or
+        `start_timeout_s` while it is not ready (a worker restarted after the run
+        loads its engines again, and may build TensorRT plans); until
         session 53 it was terminated ``timeout_s`` after the run, however far it had
         got. A worker that hangs meanwhile is restarted by the watching thread
         (`hang_timeout_s`); one restarted, and one becoming ready, count as progress too.
@@ -463,6 +465,8 @@ class WorkerSupervisor:
             # a worker was terminated after timeout_s while still working); slowest_ms is the
             # watching thread's, a float it replaces, read here as it was last set
             allowed = max(timeout_s, self.hang_field_multiple * self._backlog.slowest_ms / 1000)
+            if not seen[1]:  # (not ready: loading its engines, building TensorRT plans)
+                allowed = max(allowed, self.start_timeout_s)
             if now - progress_at > allowed:
                 # ended as stop() ends it: reaped, its exit taken as ours, not as a failure
                 self.stop()

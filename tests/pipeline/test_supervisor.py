@@ -176,6 +176,7 @@ def test_a_wait_that_times_out_stops_and_reaps_the_worker_it_ended(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     sup = _ScriptedSupervisor(tmp_path / "run", WorkerConfig())
+    sup.start_timeout_s = 0.5  # (it never becomes ready: allowed that long to start)
     sup.start()
     proc = sup.proc
     assert proc is not None

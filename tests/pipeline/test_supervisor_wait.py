@@ -105,6 +105,19 @@ def test_after_the_run_a_worker_is_allowed_five_times_its_slowest_field(
     assert summary["supervisor"] == {"restarts": 0, "exit_codes": [0]}
 
 
+def test_after_the_run_a_worker_not_ready_is_allowed_its_start_up(
+    supervisors: Callable[..., _Scripted],
+) -> None:
+    # a worker restarted after the run loads its engines again (TensorRT plans take
+    # minutes): wait() allowed it timeout_s, while the hang check allows start_timeout_s
+    sup = supervisors()
+    sup.start_timeout_s = 30.0
+    sup.script = "import time; time.sleep(1.0)"  # (its start-up: then it ends, all done)
+    sup.start()
+    summary = sup.wait(0.3)
+    assert summary["supervisor"] == {"restarts": 0, "exit_codes": [0]}
+
+
 def test_after_the_run_a_worker_with_quick_fields_is_still_given_timeout_s(
     supervisors: Callable[..., _Scripted],
 ) -> None:
