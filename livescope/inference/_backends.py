@@ -11,25 +11,57 @@ if none can run, the error lists every backend tried and why.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import functools
-import hashlib
 import importlib
-import importlib.metadata
-import importlib.util
 import io
-import logging
 import os
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from livescope.schema import EngineCard, LivescopeError, write_atomic
+from livescope.schema import EngineCard, LivescopeError
+
+# (the GPU probes are called through `_backend_base`, not imported by name: tests patch
+# them there, for every backend at once. Names other modules import from here are
+# re-exported explicitly ("as"): `_engine` imports `BackendRunError` and `_has`.)
+from . import _backend_base
+from ._backend_base import BackendRunError as BackendRunError
+from ._backend_base import (
+    BackendUnavailable,
+    PBackend,
+    PSession,
+    _first_line,
+    _run_error,
+    logger,
+)
+from ._backend_base import _cuda_driver as _cuda_driver
+from ._backend_base import _has as _has
+from ._tensorrt import (  # noqa: F401  (re-exported: callers and tests import them from here)
+    _GRAPH_PRECISION,
+    _PLAN_NAME_MAX,
+    _TILE_BATCH,
+    CROP_BATCH,
+    Shape4,
+    TensorRTBackend,
+    TensorRTRTXBackend,
+    _cached_plan,
+    _dtype_precision,
+    _plan_key,
+    _plan_precision,
+    _PlanCannotRun,
+    _store,
+    _takes_graph_precision,
+    _TrtSession,
+    _user_cache_root,
+    build_plan,
+    input_profile,
+    plan_cache_dir,
+)
+from ._tensorrt import plan_file as plan_file  # (explicit: __init__ imports it)
 
 __all__ = [
     "BACKENDS",
@@ -46,128 +78,6 @@ __all__ = [
     "plan_cache_dir",
     "select_backend",
 ]
-
-CROP_BATCH = (1, 256, 2048)
-"""Crops per call of a per-cell classifier's TensorRT plan: least, the one it is tuned
-for, most (`CellStateEngine` calls it with at most the last)."""
-
-_TILE_BATCH = (1, 1, 4)
-"""Tiles per call of a (tiled) engine's TensorRT plan: least, tuned for, most."""
-
-logger = logging.getLogger("livescope")
-
-
-class BackendUnavailable(LivescopeError):
-    """No requested backend can run here; the message lists each one tried and why."""
-
-
-class BackendRunError(LivescopeError):
-    """A loaded model failed on an input (the runtime's own message, with the input's shape)."""
-
-
-class _PlanCannotRun(LivescopeError):
-    """A TensorRT plan that loads but cannot run here: building it again would not help."""
-
-
-def _first_line(exc: BaseException) -> str:
-    """Return the first line of an exception's message (its type's name if it has none)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _run_error(runtime: str, x: NDArray[Any], exc: BaseException) -> str:
-    return f"{runtime} failed on input {tuple(x.shape)}: {_first_line(exc)}"
-
-
-@runtime_checkable
-class PSession(Protocol):
-    """A loaded model. `run` maps fp32 (N, C, H, W) to the first output, fp32."""
-
-    backend: str
-    device: str
-    input_name: str
-    input_rank: int
-    output_names: list[str]
-
-    def run(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
-        """Run one batch (called from one thread at a time)."""
-
-    def close(self) -> None:
-        """Free the session and its device memory."""
-
-
-@runtime_checkable
-class PBackend(Protocol):
-    """A provider of sessions."""
-
-    name: str
-
-    def available(self) -> tuple[bool, str]:
-        """Return (can run here, why not / on what)."""
-
-    def priority(self) -> int:
-        """Lower runs first when no backend is named."""
-
-    def load(
-        self,
-        model: Path,
-        card: EngineCard,
-        *,
-        precision: str = "fp32",
-        shapes: Sequence[tuple[int, int]] = (),
-    ) -> PSession:
-        """Load ``model`` for frames (tiles) of ``shapes`` (H, W)."""
-
-
-def _has(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-@functools.cache
-def _cuda_driver() -> bool:
-    """Return whether NVIDIA's CUDA driver library loads here (no GPU is touched).
-
-    Checked before torch is imported to ask for a GPU: where there is no driver,
-    importing torch only to hear "no GPU" cost a CPU-only worker ~0.18 GB of
-    memory and its import time. A ROCm build of torch (AMD GPUs, no CUDA
-    driver) is always asked.
-    """
-    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-        if "rocm" in importlib.metadata.version("torch"):
-            return True
-    names = {"win32": ("nvcuda.dll",), "darwin": ()}.get(sys.platform, ("libcuda.so.1",))
-    for name in names:
-        try:
-            ctypes.CDLL(name)
-        except OSError:
-            continue
-        return True
-    return False
-
-
-def _cuda_device() -> tuple[bool, str]:
-    """Return whether torch sees a CUDA GPU (torch allocates the device buffers)."""
-    if not _has("torch"):
-        return False, "torch is not installed (needed for CUDA device buffers)"
-    if not _cuda_driver():
-        return False, "no NVIDIA CUDA driver on this machine (no GPU for torch)"
-    import torch
-
-    if not torch.cuda.is_available():
-        return False, "no CUDA GPU visible to torch"
-    return True, torch.cuda.get_device_name(0)
-
-
-def _gpu_sm() -> str:
-    """Return the current CUDA GPU's compute capability as TensorRT names it (e.g. "SM89")."""
-    import torch
-
-    major, minor = torch.cuda.get_device_capability(torch.cuda.current_device())
-    return f"SM{major}{minor}"
-
 
 # ----------------------------------------------------------------- ONNX Runtime
 
@@ -271,13 +181,13 @@ class OnnxRuntimeBackend:
 
         have = ort.get_available_providers()
         # (onnxruntime-gpu lists CUDA where no driver is: it would then run on the CPU)
-        wanted = ["CUDAExecutionProvider"] if _cuda_driver() else []
+        wanted = ["CUDAExecutionProvider"] if _backend_base._cuda_driver() else []  # noqa: SLF001
         wanted.append("CPUExecutionProvider")
         return [p for p in wanted if p in have] or ["CPUExecutionProvider"]
 
     def available(self) -> tuple[bool, str]:
         """Return (True, providers) when onnxruntime imports."""
-        if not _has("onnxruntime"):
+        if not _backend_base._has("onnxruntime"):  # noqa: SLF001
             return False, "onnxruntime is not installed"
         return True, ", ".join(self._providers())
 
@@ -478,16 +388,16 @@ class TorchBackend:
 
     def available(self) -> tuple[bool, str]:
         """Return (True, device) when torch and onnx are installed ("cpu" without a GPU)."""
-        if not _has("torch"):
+        if not _backend_base._has("torch"):  # noqa: SLF001
             return False, "torch is not installed (the train extra)"
-        if not _has("onnx"):
+        if not _backend_base._has("onnx"):  # noqa: SLF001
             return False, "onnx is not installed (the train extra)"
-        ok, how = _cuda_device()
+        ok, how = _backend_base._cuda_device()  # noqa: SLF001
         return True, how if ok else "cpu"
 
     def priority(self) -> int:
         """CUDA: 15; CPU: 60 (behind ONNX Runtime)."""
-        return 15 if _cuda_device()[0] else 60
+        return 15 if _backend_base._cuda_device()[0] else 60  # noqa: SLF001
 
     def load(
         self,
@@ -499,492 +409,6 @@ class TorchBackend:
     ) -> PSession:
         """Rebuild the torch module and load the ONNX initialisers into it."""
         return _TorchSession(model, card, precision)
-
-
-# ----------------------------------------------------------------- TensorRT (and -RTX)
-
-
-def _user_cache_root() -> Path:
-    """Return the folder this OS keeps users' caches in (the one its cleaners know).
-
-    %LOCALAPPDATA% on Windows (~/AppData/Local without it), ~/Library/Caches on
-    macOS, else ``$XDG_CACHE_HOME`` or ~/.cache (a relative ``$XDG_CACHE_HOME`` is
-    ignored, as the XDG spec says: it would move with the working directory).
-    """
-    if sys.platform == "win32":
-        local = os.environ.get("LOCALAPPDATA")
-        return Path(local) if local else Path.home() / "AppData" / "Local"
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
-
-
-def plan_cache_dir() -> Path:
-    """Where compiled plans are cached: ``plans`` in ``$LIVESCOPE_CACHE`` or the user's cache.
-
-    The user's cache is a ``livescope`` folder in the OS's cache folder: in
-    %LOCALAPPDATA% on Windows, ~/Library/Caches/livescope on macOS,
-    ``$XDG_CACHE_HOME/livescope`` or ~/.cache/livescope elsewhere.
-    """
-    root = os.environ.get("LIVESCOPE_CACHE") or _user_cache_root() / "livescope"
-    return Path(root) / "plans"
-
-
-_PLAN_NAME_MAX = 120
-"""Most characters of a plan cache file's name. Windows refuses a path over 260
-characters (MAX_PATH) unless long paths are enabled, and TensorRT's error then
-does not say why; a deep user profile's cache folder takes some 80 of them."""
-
-
-def plan_file(*parts: str, suffix: str = ".plan") -> Path:
-    """Return the plan cache's file named by ``parts``, joined by "-".
-
-    Each part keeps ASCII letters, digits, ".", "_" and "-" only (others become
-    "_"): an engine's name or a GPU's is not a path ("nuclei/v2", "..", ":"). A
-    name over `_PLAN_NAME_MAX` characters (an engine's name is as long as its card
-    says) keeps its beginning and ends in a hash of the whole name, so that names
-    that differ only past the cut are still two files.
-    """
-    safe = ("".join(ch if ch.isascii() and (ch.isalnum() or ch in "._-") else "_"
-                    for ch in part).strip(".") or "_" for part in parts)  # fmt: skip
-    name = "-".join(safe) + suffix
-    if len(name) > _PLAN_NAME_MAX:
-        digest = hashlib.sha256(name.encode()).hexdigest()[:16]
-        keep = _PLAN_NAME_MAX - len(suffix) - len(digest) - 1
-        name = f"{name[:keep]}-{digest}{suffix}"
-    return plan_cache_dir() / name
-
-
-def _plan_key(
-    card: EngineCard,
-    gpu: str,
-    trt_version: str,
-    precision: str,
-    shapes: Sequence[tuple[int, int]],
-    *,
-    library: str = "tensorrt",
-) -> str:
-    """Hash everything a plan depends on: the model, GPU, TensorRT, precision, profile.
-
-    The precision is the one the plan is built in: ``precision`` (the one asked)
-    where ``library`` (the TensorRT module's name) builds in it, not where it
-    takes the ONNX graph's (`_takes_graph_precision`), which the model's sha256
-    already fixes: fp16 and fp32 asked of TensorRT-RTX built two identical plans,
-    minutes each. (Plans cached by TensorRT >= 11 or TensorRT-RTX before this
-    were keyed by the precision asked: each is built once more.)
-
-    The profile is the (min, opt, max) input shapes the plan is built for
-    (`input_profile`), not what they were made from: the frames' tile shapes (as
-    ints: numpy's or a YAML list give the same key), or, with none, the card's
-    ``tiling.tile_px`` and ``input.multiple_of``; for a classifier its card's
-    ``crop_px`` and the batch sizes (not the frames' shapes: its crops are the
-    same whatever the frame's). None of the card's fields is in the ONNX file:
-    a key without them loaded a stale plan after the card was edited.
-    """
-    profile = repr((card.input.name, input_profile(card, shapes)))
-    built = "graph" if _takes_graph_precision(library, trt_version) else precision
-    text = "|".join([card.sha256, gpu, trt_version, built, profile])
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-def _store(path: Path, data: bytes) -> bool:
-    """Write a cache file whole (a reader never sees half of it); warn and go on if it cannot."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, data)
-    except OSError as exc:
-        logger.warning("cannot write %s (%s); it is not cached", path, _first_line(exc))
-        return False
-    return True
-
-
-_S = TypeVar("_S")
-
-
-def _cached_plan(path: Path, build: Callable[[], bytes], load: Callable[[bytes], _S]) -> _S:
-    """Load the plan cached at ``path``, else (or if it does not load) build, cache, load it.
-
-    A cached plan that does not load (half written by a process that died, or
-    left by another build) is built again and replaced; a cache that cannot be
-    written is warned about, and the plan built is loaded all the same. A plan
-    that loads but cannot run here (`_PlanCannotRun`: no GPU memory, a tensor
-    type without a buffer) is not built again: a new one would fail the same way.
-    """
-    plan = None
-    with contextlib.suppress(OSError):  # (not there, or a cache that cannot be read)
-        plan = path.read_bytes()
-    if plan is not None:
-        try:
-            return load(plan)
-        except _PlanCannotRun:
-            raise
-        except LivescopeError as exc:
-            logger.warning("%s does not load (%s); building it again", path, _first_line(exc))
-    plan = build()
-    _store(path, plan)
-    return load(plan)
-
-
-Shape4 = tuple[int, int, int, int]
-
-
-def input_profile(card: EngineCard, shapes: Sequence[tuple[int, int]]) -> tuple[Shape4, ...]:
-    """Return the (min, opt, max) input shapes (N, C, H, W) a plan is built for.
-
-    A classifier takes its card's crops, many per call. A frame engine takes
-    batches of tiles of ``shapes`` (the tiles of the frames it will see, see
-    `TilePlan.tile_shapes`); without them (no frame shape given), every tile
-    `Engine` can make: from the model's pooling grid to a whole tile (the last
-    tile of a row runs up to ``multiple_of`` px longer), at its best for a tile.
-    """
-    c = card.input.channels
-    if card.crop_px is not None:  # a per-cell classifier: fixed crops, many per call
-        s = card.crop_px
-        lo, opt, hi = CROP_BATCH
-        return (lo, c, s, s), (opt, c, s, s), (hi, c, s, s)
-    if shapes:
-        hs, ws = [int(s[0]) for s in shapes], [int(s[1]) for s in shapes]
-        return (
-            (_TILE_BATCH[0], c, min(hs), min(ws)),
-            (_TILE_BATCH[1], c, max(hs), max(ws)),
-            (_TILE_BATCH[2], c, max(hs), max(ws)),
-        )
-    a, tile = card.input.multiple_of, card.tiling.tile_px
-    top = -(-(tile + a - 1) // a) * a  # (the longest last tile, padded to the grid)
-    return (
-        (_TILE_BATCH[0], c, a, a),
-        (_TILE_BATCH[1], c, -(-tile // a) * a, -(-tile // a) * a),
-        (_TILE_BATCH[2], c, top, top),
-    )
-
-
-_GRAPH_PRECISION = {"FLOAT": "fp32", "HALF": "fp16", "BF16": "bf16"}
-"""The precision of an ONNX graph, by the TensorRT type (`DataType` name) of its input."""
-
-
-def _dtype_precision(dtype: Any) -> str:
-    """Return the precision of a TensorRT `DataType` (an ONNX graph's input, or a plan's)."""
-    return _GRAPH_PRECISION.get(getattr(dtype, "name", ""), str(dtype))
-
-
-def _takes_graph_precision(library: str, version: str) -> bool:
-    """Return whether a TensorRT module (name, version) builds in the ONNX graph's precision.
-
-    TensorRT 10 builds fp16 kernels when asked (a builder flag); TensorRT >= 11
-    and TensorRT-RTX take precision from the graph (strongly typed), whatever is
-    asked: an fp16 plan needs a model exported in fp16.
-    """
-    return library.startswith("tensorrt_rtx") or int(version.split(".")[0]) >= 11
-
-
-def _plan_precision(
-    card: EngineCard, library: str, version: str, asked: str, graph: str, *, warn: bool = True
-) -> str:
-    """Return the precision a plan is built in, warning (if ``warn``) when it is not the one asked.
-
-    Called by `build_plan` once the ONNX graph is parsed, and by `_TrtSession` for
-    the plan it loads (cached, or just built: then not warned twice); ``library``
-    and ``version`` are the TensorRT module's name and version, ``graph`` the graph
-    input's precision (`_takes_graph_precision` says which of the two is built).
-    """
-    built = graph if _takes_graph_precision(library, version) else asked
-    if warn and built != asked:  # (it was built in the graph's precision without a word)
-        logger.warning(
-            "engine %s: %s %s builds its plan in %s, not the %s asked: it takes precision "
-            "from the ONNX model, which is %s (export the model in %s for a plan in %s)",
-            card.name, library, version, built, asked, graph, asked, asked,
-        )  # fmt: skip
-    return built
-
-
-def build_plan(
-    trt: Any,
-    model: Path,
-    card: EngineCard,
-    *,
-    precision: str,
-    shapes: Sequence[tuple[int, int]],
-    compute_capabilities: Sequence[str] = (),
-    timing_cache: Path | None = None,
-) -> bytes:
-    """Build a serialized plan from ONNX with one optimisation profile covering ``shapes``.
-
-    ``trt`` is the ``tensorrt`` or ``tensorrt_rtx`` module. TensorRT >= 11 (and
-    TensorRT-RTX) take precision from the ONNX graph (strongly typed); TensorRT 10
-    enables fp16 kernels with a builder flag. A plan built in another precision
-    than ``precision`` is warned about (`_plan_precision`). ``compute_capabilities``
-    (RTX only, e.g. ``["SM89"]``) builds ahead of time without a GPU.
-
-    Raises
-    ------
-    LivescopeError
-        naming the parser's errors or the failed build.
-
-    """
-    logger_ = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger_)
-    major = int(str(trt.__version__).split(".")[0])
-    is_rtx = trt.__name__.startswith("tensorrt_rtx")
-    flags = 0
-    if not is_rtx and major >= 11 and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger_)
-    if not parser.parse_from_file(str(model)):
-        errors = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)]
-        raise LivescopeError(f"engine {card.name}: {trt.__name__} cannot parse {model}: {errors}")
-    graph = _dtype_precision(network.get_input(0).dtype)
-    _plan_precision(card, trt.__name__, str(trt.__version__), precision, graph)
-    config = builder.create_builder_config()
-    if not is_rtx and major < 11 and precision == "fp16":
-        config.set_flag(trt.BuilderFlag.FP16)
-    if compute_capabilities:
-        known = [n for n in dir(trt.ComputeCapability) if n.startswith("SM")]
-        if unknown := [cc for cc in compute_capabilities if cc not in known]:
-            raise LivescopeError(
-                f"engine {card.name}: unknown compute capability {', '.join(unknown)}; "
-                f"{trt.__name__} {trt.__version__} knows {', '.join(known)}"
-            )
-        config.num_compute_capabilities = len(compute_capabilities)
-        for i, cc in enumerate(compute_capabilities):
-            config.set_compute_capability(getattr(trt.ComputeCapability, cc), i)
-    if is_rtx:  # (its timing-cache calls are deprecated no-ops that warn)
-        timing_cache = None
-    if timing_cache is not None and hasattr(config, "create_timing_cache"):
-        blob = b""
-        with contextlib.suppress(OSError):
-            blob = timing_cache.read_bytes()
-        cache = config.create_timing_cache(blob)
-        config.set_timing_cache(cache, ignore_mismatch=False)
-    profile = builder.create_optimization_profile()
-    profile.set_shape(card.input.name, *input_profile(card, shapes))
-    config.add_optimization_profile(profile)
-    plan = builder.build_serialized_network(network, config)
-    if plan is None:
-        raise LivescopeError(f"engine {card.name}: {trt.__name__} failed to build a plan")
-    if timing_cache is not None and hasattr(config, "get_timing_cache"):
-        _store(timing_cache, bytes(config.get_timing_cache().serialize()))  # (the plan is kept)
-    return bytes(plan)
-
-
-class _TrtSession:
-    """Runs a plan with ``execute_async_v3``; I/O buffers are torch CUDA tensors.
-
-    ``precision`` is the one asked; the session's ``precision`` is the one its plan
-    was built in (`_plan_precision`, warned about when another unless not ``warn``).
-    """
-
-    def __init__(
-        self,
-        trt: Any,
-        plan: bytes,
-        card: EngineCard,
-        backend: str,
-        *,
-        precision: str = "fp32",
-        warn: bool = True,
-    ) -> None:
-        import torch
-
-        self._torch = torch
-        self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self._engine = self._runtime.deserialize_cuda_engine(plan)
-        if self._engine is None:
-            raise LivescopeError(f"engine {card.name}: cannot deserialize the {backend} plan")
-        self._context = self._engine.create_execution_context()
-        if self._context is None:  # (None, not an error: the first run then failed on None)
-            raise _PlanCannotRun(
-                f"engine {card.name}: {backend} cannot make an execution context for its plan "
-                "(most often no GPU memory left for its activations; TensorRT's log says why)"
-            )
-        names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
-        mode = trt.TensorIOMode.INPUT
-        self.input_name = next(n for n in names if self._engine.get_tensor_mode(n) == mode)
-        self.output_names = [n for n in names if self._engine.get_tensor_mode(n) != mode]
-        self.input_rank = len(self._engine.get_tensor_shape(self.input_name))
-        # (the plan's input has the ONNX graph's type: where the library builds in the
-        # graph's precision, the plan is in it, cached or just built; the Engine said
-        # the one asked until now)
-        graph = _dtype_precision(self._engine.get_tensor_dtype(self.input_name))
-        version = str(trt.__version__)
-        self.precision = _plan_precision(card, trt.__name__, version, precision, graph, warn=warn)
-        self.backend = backend
-        self.device = torch.cuda.get_device_name(torch.cuda.current_device())
-        self._stream = torch.cuda.Stream()
-        self._dtypes = {n: self._torch_dtype(trt, self._engine.get_tensor_dtype(n)) for n in names}
-
-    def _torch_dtype(self, trt: Any, dt: Any) -> Any:
-        """Return the torch dtype of a plan's tensor (a buffer of another would be misread)."""
-        torch = self._torch
-        names = ("float32", "float16", "bfloat16", "int32", "int64", "int8", "uint8", "bool")
-        table = {getattr(trt, n): getattr(torch, n) for n in names if hasattr(trt, n)}
-        if dt not in table:
-            raise _PlanCannotRun(f"a TensorRT plan's tensor of type {dt} has no torch buffer type")
-        return table[dt]
-
-    def run(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
-        torch = self._torch
-        ctx = self._context
-        # (checked before the input goes to the GPU: a refused input costs no copy)
-        if not ctx.set_input_shape(self.input_name, tuple(int(n) for n in x.shape)):
-            lo, _, hi = self._engine.get_tensor_profile_shape(self.input_name, 0)
-            raise BackendRunError(
-                f"{self.backend}: input {tuple(x.shape)} is outside the plan's optimisation "
-                f"profile, {tuple(lo)} to {tuple(hi)} (N, C, H, W): the shapes it was built for"
-            )
-        try:
-            inp = torch.from_numpy(np.ascontiguousarray(x)).to("cuda")
-            inp = inp.to(self._dtypes[self.input_name])  # fp32 normalised first, cast on device
-            ctx.set_tensor_address(self.input_name, inp.data_ptr())
-            outs = {}
-            for name in self.output_names:
-                shape = tuple(ctx.get_tensor_shape(name))
-                outs[name] = torch.empty(shape, device="cuda", dtype=self._dtypes[name])
-                ctx.set_tensor_address(name, outs[name].data_ptr())
-            # (the input's copy and cast, and the outputs, were made on the current stream)
-            self._stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(self._stream):
-                if not ctx.execute_async_v3(self._stream.cuda_stream):
-                    raise BackendRunError(
-                        f"{self.backend}: execute_async_v3 failed on input {tuple(x.shape)}"
-                    )
-            self._stream.synchronize()
-            return outs[self.output_names[0]].float().cpu().numpy()  # type: ignore[no-any-return]
-        except RuntimeError as exc:  # CUDA errors, out of memory
-            raise BackendRunError(_run_error(self.backend, x, exc)) from exc
-
-    def close(self) -> None:
-        del self._context, self._engine, self._runtime
-        self._torch.cuda.empty_cache()
-
-
-class TensorRTBackend:
-    """NVIDIA TensorRT: plans built on the target GPU from ONNX, cached by key."""
-
-    name = "tensorrt"
-    module = "tensorrt"
-    extra = "gpu"
-    """The livescope extra that installs it (said where it is missing)."""
-
-    def installed(self) -> bool:
-        """Return True if the library is importable (a GPU may still be missing)."""
-        return _has(self.module)
-
-    def available(self) -> tuple[bool, str]:
-        """Return (True, GPU) when the library loads and a CUDA GPU is present.
-
-        Raises
-        ------
-        ImportError, OSError
-            if the library is installed but does not load (e.g. a CUDA library it
-            needs is missing): `_can_run` names it a backend that cannot run.
-
-        """
-        if not _has(self.module):
-            return False, f"{self.module} is not installed (the {self.extra} extra)"
-        ok, how = _cuda_device()
-        if ok:  # (imported here, not first in load: one that does not load is passed over)
-            importlib.import_module(self.module)
-        return ok, how
-
-    def priority(self) -> int:
-        """TensorRT first when it can run."""
-        return 10
-
-    def load(
-        self,
-        model: Path,
-        card: EngineCard,
-        *,
-        precision: str = "fp32",
-        shapes: Sequence[tuple[int, int]] = (),
-    ) -> PSession:
-        """Build (or reuse from the cache) a plan for this GPU and load it.
-
-        The session's ``precision`` is the plan's, which with TensorRT >= 11 and
-        TensorRT-RTX is the ONNX graph's whatever is asked (`_plan_precision`).
-        """
-        trt = importlib.import_module(self.module)
-        import torch
-
-        gpu = torch.cuda.get_device_name(torch.cuda.current_device())  # (the one it runs on)
-        version = str(trt.__version__)
-        key = _plan_key(card, gpu, version, precision, shapes, library=trt.__name__)
-        cache = plan_file(card.name, self.name, key)
-        # (a timing cache of another TensorRT version is refused: one per version)
-        timing = plan_file("timing", self.name, version, gpu, suffix=".cache")
-        built = False
-
-        def build() -> bytes:
-            nonlocal built
-            built = True
-            return build_plan(
-                trt, model, card, precision=precision, shapes=shapes, timing_cache=timing
-            )
-
-        # (a plan just built was warned about by build_plan; a cached one, maybe built
-        # for another precision asked (one key for both), is warned about on loading)
-        return _cached_plan(
-            cache,
-            build,
-            lambda plan: _TrtSession(
-                trt, plan, card, self.name, precision=precision, warn=not built
-            ),
-        )
-
-
-class TensorRTRTXBackend(TensorRTBackend):
-    """NVIDIA TensorRT-RTX (from PyPI): runs on RTX-class GPUs; builds ahead of time anywhere."""
-
-    name = "tensorrt-rtx"
-    module = "tensorrt_rtx"
-    extra = "rtx"
-
-    def available(self) -> tuple[bool, str]:
-        """Return (True, GPU) when the library loads and the GPU is one it can build for.
-
-        TensorRT-RTX is for RTX-class GPUs: it has no kernels for others (e.g. no
-        Hopper, SM90: an H100 or H200), whose plan would fail to build where torch
-        could run the engine.
-        """
-        ok, how = super().available()
-        if not ok:
-            return ok, how
-        trt = importlib.import_module(self.module)
-        sm, known = _gpu_sm(), [n for n in dir(trt.ComputeCapability) if n.startswith("SM")]
-        if sm not in known:
-            return False, (
-                f"{how} ({sm}) is not a GPU {self.module} {trt.__version__} builds for "
-                f"({', '.join(known)})"
-            )
-        return True, how
-
-    def priority(self) -> int:
-        """Behind TensorRT."""
-        return 12
-
-    def build_ahead_of_time(
-        self,
-        model: Path,
-        card: EngineCard,
-        shapes: Sequence[tuple[int, int]],
-        compute_capabilities: Sequence[str] = ("SM80", "SM86", "SM89"),
-        *,
-        precision: str = "fp32",
-    ) -> bytes:
-        """Build a plan for the given GPU generations without a GPU (e.g. in CI).
-
-        The plan's precision is the ONNX graph's: another ``precision`` is warned
-        about (`_plan_precision`), not built.
-        """
-        if not _has(self.module):
-            raise BackendUnavailable(f"{self.module} is not installed")
-        trt = importlib.import_module(self.module)
-        return build_plan(
-            trt, model, card, precision=precision, shapes=shapes,
-            compute_capabilities=compute_capabilities,
-        )  # fmt: skip
 
 
 BACKENDS: tuple[PBackend, ...] = (

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from livescope.inference import _backend_base, builtin_engines
 from livescope.inference import _backends as B
-from livescope.inference import builtin_engines
 from livescope.schema import EngineCard, LivescopeError
 
 needs_rtx = pytest.mark.skipif(
@@ -68,8 +68,8 @@ def gpu(monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.delenv("LIVESCOPE_BACKEND", raising=False)
 
     def set_gpu(name: str, sm: str) -> None:
-        monkeypatch.setattr(B, "_cuda_device", lambda: (True, name))
-        monkeypatch.setattr(B, "_gpu_sm", lambda: sm, raising=False)
+        monkeypatch.setattr(_backend_base, "_cuda_device", lambda: (True, name))
+        monkeypatch.setattr(_backend_base, "_gpu_sm", lambda: sm)
 
     return set_gpu
 

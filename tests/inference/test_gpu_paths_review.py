@@ -277,9 +277,9 @@ def test_a_tensorrt_missing_names_the_extra_that_installs_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # (both said "the gpu extra"; TensorRT-RTX comes with the rtx one)
-    from livescope.inference import _backends
+    from livescope.inference import _backend_base, _backends
 
-    monkeypatch.setattr(_backends, "_has", lambda module: False)
+    monkeypatch.setattr(_backend_base, "_has", lambda module: False)
     assert _backends.TensorRTBackend().available() == (
         False, "tensorrt is not installed (the gpu extra)"
     )  # fmt: skip
