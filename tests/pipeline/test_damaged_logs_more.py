@@ -23,6 +23,7 @@ from livescope.pipeline._jobs import Field
 from livescope.pipeline._results import ResultsStore
 from livescope.schema import LivescopeError
 from tests.conftest import run_cli
+from tests.pipeline.conftest import said_damaged
 from tests.pipeline.test_trigger_scoring import PROFILE, made_up_run
 from tests.pipeline.test_worker_results import A, B, EveryField, _analysed, _paint
 
@@ -42,14 +43,6 @@ def _insert(path: Path, line: bytes, at: int) -> None:
     lines = path.read_bytes().splitlines(keepends=True)
     lines.insert(at, line + b"\n")
     path.write_bytes(b"".join(lines))
-
-
-def _said(caplog: pytest.LogCaptureFixture, name: str) -> list[str]:
-    return [
-        r.getMessage()
-        for r in caplog.records
-        if r.levelno == logging.WARNING and name in r.getMessage() and "damaged" in r.getMessage()
-    ]
 
 
 # ------------------------------------------------------------------ slow fields
@@ -122,7 +115,7 @@ def test_the_slow_fields_leave_out_a_damaged_line(
         got = _slow_fields(run, _monitor())
     assert got == {"slow_fields": 2, "slow_fields_in_a_stall": 1}
     assert got == _slow_fields(clean, _monitor())
-    said = _said(caplog, "latency.jsonl")
+    said = said_damaged(caplog, "latency.jsonl")
     assert len(said) == 1, said
     assert "1 damaged line(s) left out of the slow fields" in said[0]
 
@@ -165,7 +158,7 @@ def test_the_trigger_scores_leave_out_a_damaged_line(
     with caplog.at_level(logging.WARNING, logger="livescope"):
         got = evaluate_triggers(run, PROFILE)
     assert got == want
-    said = _said(caplog, "policy.jsonl")
+    said = said_damaged(caplog, "policy.jsonl")
     assert len(said) == 1, said
     assert "1 damaged line(s) left out of the trigger scores" in said[0]
 
@@ -181,7 +174,7 @@ def test_a_firing_not_scored_is_not_counted_damaged(
         got = evaluate_triggers(run, PROFILE, rules=["m"])
     assert got["triggers_fired"] == 2
     assert [tr["cell_id"] for tr in got["triggers"]] == [1, 0]
-    assert _said(caplog, "policy.jsonl") == []
+    assert said_damaged(caplog, "policy.jsonl") == []
 
 
 # ------------------------------------------------------------------ policy_state.json

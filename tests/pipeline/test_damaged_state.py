@@ -21,11 +21,11 @@ from livescope.pipeline._demo import _decision_executed_ms
 from livescope.record import FRAMES_FILE, DecisionLog
 from livescope.schema import DecisionAck, LivescopeError
 from tests.conftest import run_cli
+from tests.pipeline.conftest import said_damaged
 from tests.pipeline.test_damaged_logs_more import (
     NO_ENGINES,
     NOT_AN_OBJECT,
     _insert,
-    _said,
     _stopped_worker,
 )
 from tests.pipeline.test_worker_results import EveryField
@@ -90,7 +90,7 @@ def test_the_decisions_execution_latency_leaves_out_a_damaged_line(
         got = _decision_executed_ms(run)
     assert got == [2.0, 5.0]
     assert got == _decision_executed_ms(clean)
-    said = _said(caplog, "decisions.jsonl")
+    said = said_damaged(caplog, "decisions.jsonl")
     assert len(said) == 1, said
     assert "1 damaged line(s) left out of the decisions' execution latency" in said[0]
 
@@ -118,7 +118,7 @@ def test_the_decisions_execution_latency_leaves_out_a_damaged_added_frame(
     with caplog.at_level(logging.WARNING, logger="livescope"):
         got = _decision_executed_ms(tmp_path)
     assert got == [2.0, 5.0]
-    said = _said(caplog, FRAMES_FILE)
+    said = said_damaged(caplog, FRAMES_FILE)
     assert len(said) == 1, said
     assert "1 damaged added frame(s) left out" in said[0]
 

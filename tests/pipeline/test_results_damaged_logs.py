@@ -22,6 +22,7 @@ from livescope.pipeline._results import (
     trim_results,
 )
 from livescope.tracking import Revision
+from tests.pipeline.conftest import said_damaged
 
 NO_ENGINES = WorkerConfig(segmenter=None, stain=None, states=None, overlay=False)
 
@@ -43,14 +44,6 @@ def _write(path: Path, recs: list[dict[str, Any]], damaged: bytes, at: int) -> N
     lines = [json.dumps(r).encode() + b"\n" for r in recs]
     lines.insert(at, damaged + b"\n")
     path.write_bytes(b"".join(lines))
-
-
-def _said(caplog: pytest.LogCaptureFixture, name: str) -> list[str]:
-    return [
-        r.getMessage()
-        for r in caplog.records
-        if r.levelno == logging.WARNING and name in r.getMessage() and "damaged" in r.getMessage()
-    ]
 
 
 @pytest.mark.parametrize("damaged", NO_FIELD)
@@ -79,7 +72,7 @@ def test_trimming_drops_a_damaged_line_and_keeps_the_fields_it_kept(
         upto = 1 if name == "policy.jsonl" else 2
         want = "".join(json.dumps(r) + "\n" for r in recs if r["t"] <= upto)
         assert (res / name).read_text(encoding="utf-8") == want, name
-        said = _said(caplog, name)
+        said = said_damaged(caplog, name)
         assert len(said) == 1, said
         assert "1 damaged line(s) dropped" in said[0]
 
@@ -167,7 +160,7 @@ def test_the_latency_figures_leave_out_a_damaged_line(
     assert got == latency_from_log(_clean(tmp_path, good))
     assert behind == behind_from_log(_clean(tmp_path, good))
     assert behind["last"] == pytest.approx((300.0 + 5.0) / 1000)
-    said = _said(caplog, "latency.jsonl")
+    said = said_damaged(caplog, "latency.jsonl")
     assert len(said) == 2, said  # (the figures, and how far behind)
     assert all("1 damaged line(s) left out" in s for s in said)
 
@@ -202,6 +195,6 @@ def test_the_revisions_leave_out_a_damaged_line(
     with caplog.at_level(logging.WARNING, logger="livescope"):
         got = read_revisions(res)
     assert got == {p: [Revision(2, 3 + t, 0, t) for t in range(2)] for p in ("p0", "p1")}
-    said = _said(caplog, "revisions.jsonl")
+    said = said_damaged(caplog, "revisions.jsonl")
     assert len(said) == 1, said
     assert "1 damaged line(s) left out" in said[0]

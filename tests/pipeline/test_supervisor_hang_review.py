@@ -13,31 +13,14 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from livescope.pipeline import WorkerConfig
 from livescope.schema import LivescopeError
 from tests.conftest import wait_for
 from tests.pipeline.test_supervisor_review import _Scripted
-
-
-@pytest.fixture
-def supervisors(tmp_path: Path) -> Iterator[Callable[..., _Scripted]]:
-    """Make supervisors of ``tmp_path/run``; each is stopped at the end (no worker left)."""
-    made: list[_Scripted] = []
-
-    def make(**kwargs: object) -> _Scripted:
-        sup = _Scripted(tmp_path / "run", WorkerConfig(), **kwargs)
-        made.append(sup)
-        return sup
-
-    yield make
-    for sup in made:
-        sup.stop_grace_s = 0.5
-        sup.stop()
 
 
 def _worker(results: Path, *, ready: bool = True, stores: tuple[tuple[str, int, int], ...] = (),

@@ -8,35 +8,19 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import useq
 
-from livescope.pipeline import WorkerConfig, _demo
+from livescope.pipeline import _demo
 from livescope.pipeline._supervisor import _ended_by
 from livescope.schema import load_profile
 from tests.conftest import wait_for
 from tests.pipeline.test_supervisor_hang_review import _record, _worker
 from tests.pipeline.test_supervisor_review import _Scripted
-
-
-@pytest.fixture
-def supervisors(tmp_path: Path) -> Iterator[Callable[..., _Scripted]]:
-    """Make supervisors of ``tmp_path/run``; each is stopped at the end (no worker left)."""
-    made: list[_Scripted] = []
-
-    def make(**kwargs: object) -> _Scripted:
-        sup = _Scripted(tmp_path / "run", WorkerConfig(), **kwargs)
-        made.append(sup)
-        return sup
-
-    yield make
-    for sup in made:
-        sup.stop_grace_s = 0.5
-        sup.stop()
 
 
 def test_the_run_summary_counts_the_workers_taken_for_hung(

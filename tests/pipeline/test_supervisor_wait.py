@@ -8,12 +8,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from livescope.pipeline import WorkerConfig
 from livescope.schema import LivescopeError
 from tests.conftest import wait_for
 from tests.pipeline.test_supervisor_review import _Scripted
@@ -57,20 +56,15 @@ class _CrashesOnWindows(_Scripted):
 
 
 @pytest.fixture
-def supervisors(tmp_path: Path) -> Iterator[Callable[..., _Scripted]]:
-    """Make supervisors of ``tmp_path/run``; each is stopped at the end (no worker left)."""
-    made: list[_Scripted] = []
+def supervisors(supervisors: Callable[..., _Scripted]) -> Callable[..., _Scripted]:
+    """The folder's `supervisors` (tests/pipeline/conftest.py), each checked for hangs often."""
 
     def make(kind: type[_Scripted] = _Scripted, **kwargs: object) -> _Scripted:
-        sup = kind(tmp_path / "run", WorkerConfig(), **kwargs)
+        sup = supervisors(kind, **kwargs)
         sup.hang_timeout_s = 0.2  # (its backlog read every 0.02 s; no frame waits: never hung)
-        made.append(sup)
         return sup
 
-    yield make
-    for sup in made:
-        sup.stop_grace_s = 0.5
-        sup.stop()
+    return make
 
 
 def _storing_worker(results: Path, engines_ms: float, then: str) -> str:

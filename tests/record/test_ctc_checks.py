@@ -13,9 +13,10 @@ import pytest
 import tifffile
 
 from livescope.record import CtcTrack, OmeZarrWriter, read_ctc, relabel_for_ctc, write_ctc
-from livescope.schema import FrameInfo, LivescopeError
+from livescope.schema import LivescopeError
 
 from ..conftest import shared_subfolder
+from .test_zarr import _info
 
 
 def _sequence(labels_per_frame: list[list[int]]) -> list[np.ndarray]:
@@ -174,32 +175,13 @@ def test_written_files_are_complete_and_no_temporary_file_is_left(
         assert np.array_equal(tifffile.imread(base / f"{stem}{t:03d}.tif"), frame)
 
 
-def _info(seq: int, channel: str) -> FrameInfo:
-    return FrameInfo(
-        seq=seq,
-        index={"t": seq, "p": 0, "z": 0},
-        position="p0",
-        channel=channel,
-        x_um=0.0,
-        y_um=0.0,
-        z_um=0.0,
-        exposure_ms=10.0,
-        pixel_size_um=0.65,
-        sample_time_s=float(seq),
-        runner_time_ms=0.0,
-        shape=(8, 8),
-        dtype="uint16",
-        event={},
-    )
-
-
 def test_a_frame_of_another_pixel_type_is_refused_naming_its_channel_and_what_to_do(
     tmp_path: Path,
 ) -> None:
     with OmeZarrWriter(tmp_path, channels=["BF", "GFP"], pixel_size_um=0.65) as w:
-        w.write(np.zeros((8, 8), np.uint16), _info(0, "BF"))
+        w.write(np.zeros((8, 8), np.uint16), _info(0, 0, "BF"))
         with pytest.raises(LivescopeError) as err:
-            w.write(np.zeros((8, 8), np.uint8), _info(1, "GFP"))
+            w.write(np.zeros((8, 8), np.uint8), _info(1, 1, "GFP"))
         assert w.frames_written == 1
     msg = str(err.value)
     assert "frame 1 of position 'p0', channel 'GFP' is uint8, earlier frames are uint16" in msg

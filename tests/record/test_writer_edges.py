@@ -7,32 +7,14 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
 from livescope.record import OmeZarrWriter, read_frames
-from livescope.schema import FrameInfo, LivescopeError
+from livescope.schema import LivescopeError
 
-
-def _info(seq: int, t: Any = 0, c: str = "Phase", *, z: Any = 0, event: Any = None) -> FrameInfo:
-    return FrameInfo(
-        seq=seq,
-        index={"t": t, "p": 0, "z": z},
-        position="p0",
-        channel=c,
-        x_um=0.0,
-        y_um=0.0,
-        z_um=0.0,
-        exposure_ms=10.0,
-        pixel_size_um=0.65,
-        sample_time_s=float(seq),
-        runner_time_ms=0.0,
-        shape=(8, 8),
-        dtype="uint16",
-        event=event or {},
-    )
+from .test_zarr import _info
 
 
 class _RunFailed(Exception):
@@ -47,7 +29,7 @@ def test_exit_keeps_the_body_error_when_close_fails(
         pytest.raises(_RunFailed) as raised,
         OmeZarrWriter(tmp_path, channels=["Phase"], pixel_size_um=0.65) as w,
     ):
-        w.write(np.ones((8, 8), np.uint16), _info(0))
+        w.write(np.ones((8, 8), np.uint16), _info(0, 0, "Phase"))
         # the store gone (a drive lost mid-run): close cannot write its metadata
         shutil.rmtree(w.path)
         raise _RunFailed("the camera stopped")
@@ -63,7 +45,7 @@ def test_exit_raises_the_close_error_without_a_body_error(tmp_path: Path) -> Non
         pytest.raises(FileNotFoundError, match=r"data\.ome\.zarr"),
         OmeZarrWriter(tmp_path, channels=["Phase"], pixel_size_um=0.65) as w,
     ):
-        w.write(np.ones((8, 8), np.uint16), _info(0))
+        w.write(np.ones((8, 8), np.uint16), _info(0, 0, "Phase"))
         shutil.rmtree(w.path)
 
 
@@ -76,7 +58,10 @@ def test_numpy_values_are_logged_as_json_numbers(tmp_path: Path) -> None:
         "offsets": np.array([1, 2], np.int64),
     }
     with OmeZarrWriter(tmp_path, channels=["Phase"], pixel_size_um=0.65) as w:
-        w.write(np.ones((8, 8), np.uint16), _info(0, t=np.int64(3), z=np.int32(1), event=event))
+        w.write(
+            np.ones((8, 8), np.uint16),
+            {**_info(0, np.int64(3), "Phase", z=np.int32(1)), "event": event},
+        )
     line = json.loads((tmp_path / "frames.jsonl").read_text(encoding="utf-8").splitlines()[0])
     assert line["index"] == {"t": 3, "p": 0, "z": 1}
     assert all(type(v) is int for v in line["index"].values()), line["index"]
@@ -101,9 +86,9 @@ def test_a_size_change_mid_run_is_refused_naming_what_to_do(
     tmp_path: Path, first: tuple[int, int], second: tuple[int, int], channel: str
 ) -> None:
     with OmeZarrWriter(tmp_path, channels=["Phase", "DAPI"], pixel_size_um=0.65) as w:
-        w.write(np.ones(first, np.uint16), _info(0))
+        w.write(np.ones(first, np.uint16), _info(0, 0, "Phase"))
         with pytest.raises(LivescopeError) as raised:
-            w.write(np.ones(second, np.uint16), _info(1, t=1, c=channel))
+            w.write(np.ones(second, np.uint16), _info(1, 1, channel))
     msg = str(raised.value)
     assert "'p0'" in msg, msg
     assert repr(channel) in msg, msg

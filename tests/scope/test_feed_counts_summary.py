@@ -7,7 +7,6 @@ position, or ended with events still queued, did not say how many.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,18 +31,8 @@ from livescope.scope import (
     run_simulated,
 )
 
-
-@pytest.fixture(scope="module")
-def profile(sim_profile: HardwareProfile) -> HardwareProfile:
-    """The simulated rig with a 64x64 camera (fast)."""
-    cam = sim_profile.camera.replace(sensor_shape_px=(64, 64))
-    return sim_profile.replace(camera=cam.model_dump())
-
-
-@pytest.fixture
-def scope(profile: HardwareProfile) -> Iterator[SimulatedMicroscope]:
-    with SimulatedMicroscope(profile) as sim:
-        yield sim
+from .test_pycromanager import profile as profile
+from .test_pycromanager import scope as scope
 
 
 def _plan(loops: int) -> useq.MDASequence:
