@@ -22,7 +22,8 @@ A frame that comes out of order or a second time is ignored with a warning in
 the log: its objects get track id 0 and the tracks and lineage stay as they were.
 A frame whose label image has another shape than the frames before (a new camera
 ROI or binning) is refused: its pixel positions are not those of the tracks, so a
-new view needs a new tracker (the pipeline's `FrameAnalyzer` starts one). The
+new view needs a new tracker (the pipeline's `FrameAnalyzer` starts one); one
+that also comes out of order is ignored as such, changing nothing either. The
 shape is not part of the saved state: a tracker resumed from one takes the shape
 of its next frame.
 """
