@@ -31,6 +31,7 @@ from livescope.schema import (
     LivescopeError,
     check_output_folder,
     plan_sections,
+    read_jsonl_counting,
     write_atomic,
 )
 from livescope.scope import (
@@ -42,7 +43,7 @@ from livescope.scope import (
 )
 
 from ._config import LATENCY_STAGES, PLAN_FILE, RESULTS_DIR, WorkerConfig
-from ._results import _log_records, _stage_ms, behind_from_log, camera_to_start_ms
+from ._results import _stage_ms, behind_from_log, camera_to_start_ms
 from ._supervisor import WorkerSupervisor
 from ._truth_scores import evaluate_tracks, evaluate_triggers
 
@@ -430,13 +431,14 @@ def _slow_fields(run_dir: Path, monitor: StallMonitor) -> dict[str, int]:
 
     A field spans its frame's camera time to the agent's answer (``end_to_end``);
     its camera time is its analysis start less its queue wait and its way to the worker.
-    A damaged line (`_log_records`, `_stage_ms`; a slow field without those
-    stages or a whole-number ``t_start_ns``) is left out, their number said: one
-    raised as the run ended, and the run's summary (or its machine stalls) was lost.
+    A damaged line (`livescope.schema.read_jsonl_counting`, `_stage_ms`; a slow
+    field without those stages or a whole-number ``t_start_ns``) is left out,
+    their number said: one raised as the run ended, and the run's summary (or its
+    machine stalls) was lost.
     """
     path = run_dir / RESULTS_DIR / "latency.jsonl"
     slow = stalled = 0
-    recs, damaged = _log_records(path)
+    recs, damaged = read_jsonl_counting(path)
     for rec in recs:
         if (ms := _stage_ms(rec)) is None:
             damaged += 1
@@ -461,16 +463,16 @@ def _slow_fields(run_dir: Path, monitor: StallMonitor) -> dict[str, int]:
 def _decision_executed_ms(run_dir: Path) -> list[float]:
     """Agent queued a decision's events → its first added frame acquired, ms.
 
-    Called as the run ends. A damaged line of ``decisions.jsonl`` (`_log_records`;
-    an answer that is no object with a true/false ``accepted``, or an accepted one
-    without a string ``decision_id`` or with a ``t_acked_ns`` that is no whole
-    number) and an added frame without a string ``added_by`` or a whole-number
-    ``t_camera_ns`` are left out, their number said: one raised, and the run's
-    summary was lost.
+    Called as the run ends. A damaged line of ``decisions.jsonl``
+    (`livescope.schema.read_jsonl_counting`; an answer that is no object with a
+    true/false ``accepted``, or an accepted one without a string ``decision_id``
+    or with a ``t_acked_ns`` that is no whole number) and an added frame without
+    a string ``added_by`` or a whole-number ``t_camera_ns`` are left out, their
+    number said: one raised, and the run's summary was lost.
     """
     path = run_dir / DECISIONS_FILE
     acked: dict[str, int] = {}
-    recs, damaged = _log_records(path)
+    recs, damaged = read_jsonl_counting(path)
     for rec in recs:
         ack = rec.get("ack")
         if not isinstance(ack, dict) or not isinstance(ack.get("accepted"), bool):

@@ -31,7 +31,13 @@ from numpy.typing import NDArray
 
 from livescope.policy import Observation, Verdict
 from livescope.record import field_key
-from livescope.schema import LivescopeError, json_safe, jsonl_record, replace_path, write_atomic
+from livescope.schema import (
+    LivescopeError,
+    json_safe,
+    read_jsonl_counting,
+    replace_path,
+    write_atomic,
+)
 from livescope.tracking import Revision
 
 from ._analyzer import FrameResult
@@ -414,7 +420,7 @@ def trim_results(results: Path, done: dict[str, int], decided: dict[str, int]) -
                        ("revisions.jsonl", done)):  # fmt: skip
         path = results / name
         if path.is_file():
-            recs, damaged = _log_records(path)
+            recs, damaged = read_jsonl_counting(path)
             lines = []
             for rec in recs:
                 if (key := field_key(rec)) is None:
@@ -480,40 +486,6 @@ def _after_last_newline(f: BinaryIO) -> int:
     return 0
 
 
-def _log_records(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """Return the JSON objects of a results log's lines, and how many lines are damaged.
-
-    Read as `livescope.schema.read_jsonl` reads (a missing file holds none; a
-    last line without its newline, the one a killed worker was writing, is left
-    out and said; blank lines are skipped), but a whole line that is no JSON
-    object (one a killed worker left half written and the next one appended to,
-    bytes of a full disk, an editor's; not UTF-8 either) is counted, not raised:
-    the callers run as a worker resumes or ends, where one such line cost the
-    restart or the summary. Read line by line.
-    """
-    recs: list[dict[str, Any]] = []
-    damaged = 0
-    try:
-        f = path.open("rb")
-    except FileNotFoundError:
-        return recs, damaged
-    with f:
-        for n, raw in enumerate(f, start=1):
-            if not raw.endswith(b"\n"):
-                if raw.strip():
-                    logger.warning("%s: its last line was cut short (a process killed "
-                                   "mid-write); left out", path)  # fmt: skip
-                break
-            try:
-                rec = jsonl_record(raw.decode("utf-8"), path, n, "record")
-            except (UnicodeDecodeError, LivescopeError):
-                damaged += 1
-                continue
-            if rec is not None:
-                recs.append(rec)
-    return recs, damaged
-
-
 def _kept(pos: str, t: int, upto: dict[str, int]) -> bool:
     """Whether field (``pos``, ``t``) is at or before ``upto``'s last of its position."""
     return t <= upto.get(pos, -1)
@@ -545,7 +517,7 @@ def read_revisions(results: Path) -> dict[str, list[Revision]]:
     """
     out: dict[str, list[Revision]] = {}
     path = results / "revisions.jsonl"
-    recs, damaged = _log_records(path)
+    recs, damaged = read_jsonl_counting(path)
     for rec in recs:
         key = field_key(rec)
         ids = [v for k in ("old", "new", "first", "last")
@@ -653,27 +625,36 @@ def _stage_ms(rec: dict[str, Any]) -> dict[str, float] | None:
         return None
     out: dict[str, float] = {}
     for k, v in ms.items():
-        if not isinstance(v, (int, float)) or isinstance(v, bool):
-            return None
-        try:
-            f = float(v)
-        except OverflowError:  # (a JSON integer of hundreds of digits: no float holds it)
-            return None
-        if not math.isfinite(f):
+        if (f := finite_number(v)) is None:
             return None
         out[k] = f
     return out
 
 
+def finite_number(v: object) -> float | None:
+    """Return a decoded JSON value as a float if it is a finite number, else None.
+
+    None for a bool (JSON's ``true`` is no number), NaN, infinity and an integer of
+    hundreds of digits that no float holds (a damaged log line's).
+    """
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return None
+    try:
+        f = float(v)
+    except OverflowError:
+        return None
+    return f if math.isfinite(f) else None
+
+
 def latency_from_log(path: Path) -> dict[str, dict[str, float]]:
     """p50/p99 per stage over every field in ``latency.jsonl``.
 
-    Called as the worker ends, for its summary. A damaged line (`_log_records`,
-    `_stage_ms`) is left out, their number said: one raised, and the summary
-    was lost.
+    Called as the worker ends, for its summary. A damaged line
+    (`livescope.schema.read_jsonl_counting`, `_stage_ms`) is left out, their
+    number said: one raised, and the summary was lost.
     """
     values: dict[str, list[float]] = collections.defaultdict(list)
-    recs, damaged = _log_records(path)
+    recs, damaged = read_jsonl_counting(path)
     for rec in recs:
         if (ms := _stage_ms(rec)) is None:
             damaged += 1
@@ -703,7 +684,7 @@ def behind_from_log(path: Path) -> dict[str, float]:
     in `latency_from_log`), their number said.
     """
     waits: list[float] = []
-    recs, damaged = _log_records(path)
+    recs, damaged = read_jsonl_counting(path)
     for rec in recs:
         if (ms := _stage_ms(rec)) is None:
             damaged += 1

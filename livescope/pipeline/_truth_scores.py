@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +18,12 @@ import numpy as np
 import tifffile
 
 from livescope.record import field_key, read_frames
-from livescope.schema import HardwareProfile, LivescopeError
+from livescope.schema import HardwareProfile, LivescopeError, read_jsonl_counting
 from livescope.scope import ANAPHASE_SHARE
 from livescope.tracking import evaluate_tracking
 
 from ._config import RESULTS_DIR
-from ._results import _log_records
+from ._results import finite_number
 
 __all__ = ["evaluate_tracks", "evaluate_triggers"]
 
@@ -147,7 +146,7 @@ def evaluate_triggers(
     triggers: list[dict[str, Any]] = []
     given_back = 0
     log = run / RESULTS_DIR / "policy.jsonl"
-    recs, damaged = _log_records(log)
+    recs, damaged = read_jsonl_counting(log)
     for rec in recs:
         if rec.get("trigger") != "mitosis" or (rules and rec.get("rule") not in rules):
             continue
@@ -277,17 +276,9 @@ def _read_cell_ids(path: Path) -> Any:
 def _firing_numbers(rec: dict[str, Any]) -> bool:
     """Whether a firing's ``sample_time_s``, ``y`` and ``x`` are each a finite number or null."""
     return all(
-        v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and _finite(v))
+        v is None or finite_number(v) is not None
         for v in (rec.get("sample_time_s"), rec.get("y"), rec.get("x"))
     )
-
-
-def _finite(v: float) -> bool:
-    """Whether ``v`` is a finite float (a JSON integer of hundreds of digits is none)."""
-    try:
-        return math.isfinite(v)
-    except OverflowError:
-        return False
 
 
 def _cell_at(m: Any, y: Any, x: Any, radius: int = 4) -> int:

@@ -122,6 +122,45 @@ def read_jsonl(
             if (rec := jsonl_record(line, p, n, what)) is not None]  # fmt: skip
 
 
+def read_jsonl_counting(
+    path: str | Path, *, what: str = "record"
+) -> tuple[list[dict[str, Any]], int]:
+    """Return the JSON objects of a log's lines, and how many lines are damaged.
+
+    Read as `read_jsonl` reads (a missing file holds none; a last line without
+    its newline, the one a killed process was writing, is left out and said;
+    blank lines are skipped), but a whole line that is no JSON object (one a
+    killed process left half written and the next one appended to, bytes of a
+    full disk, an editor's; not UTF-8 either) is counted, not raised: for
+    readers that must go on past it (a worker resuming or ending, a run's
+    summary). Read line by line.
+    """
+    p = Path(path)
+    recs: list[dict[str, Any]] = []
+    damaged = 0
+    try:
+        f = p.open("rb")
+    except FileNotFoundError:
+        return recs, damaged
+    with f:
+        for n, raw in enumerate(f, start=1):
+            if not raw.endswith(b"\n"):
+                if raw.strip():
+                    logging.getLogger("livescope").warning(
+                        "%s: its last line was cut short (a process killed mid-write); left out",
+                        p,
+                    )
+                break
+            try:
+                rec = jsonl_record(raw.decode("utf-8"), p, n, what)
+            except (UnicodeDecodeError, LivescopeError):
+                damaged += 1
+                continue
+            if rec is not None:
+                recs.append(rec)
+    return recs, damaged
+
+
 def jsonl_record(line: str | bytes, path: Path, n: int, what: str) -> dict[str, Any] | None:
     """Return line ``n`` of the JSON-lines file ``path`` as a dict (None: a blank line).
 
