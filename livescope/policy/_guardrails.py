@@ -117,9 +117,14 @@ def _accumulate(books: _PerChannel, chs: Mapping[str, float], sign: float = 1.0)
     return all(abs(s) < 1e-12 for s in books.values())
 
 
+def _timeless(decision: Decision, now_s: float) -> bool:
+    """Whether ``decision`` counts towards the rate (no stop) at a ``now_s`` that is no number."""
+    return not math.isfinite(now_s) and not isinstance(decision, StopPosition | StopRun)
+
+
 def _check_time(doing: str, decision: Decision, now_s: float) -> None:
     """Raise ValueError if a decision counted towards the rate is booked at no number."""
-    if not math.isfinite(now_s) and not isinstance(decision, StopPosition | StopRun):
+    if _timeless(decision, now_s):
         raise ValueError(
             f"{doing}: now_s = {now_s:g} s is not a finite run time; book a decision at the "
             "run time `Guardrails.check` passed it at (a stop books nothing, at any time)"
@@ -419,7 +424,7 @@ class Guardrails:
                 f"{_STALE}it answers frame {decision.seq}, taken {age_s:.1f} s ago; "
                 f"guardrails.max_decision_age_s = {g.max_decision_age_s:g} s"
             )
-        if not math.isfinite(now_s) and not isinstance(decision, StopPosition | StopRun):
+        if _timeless(decision, now_s):
             # (NaN passes no comparison: the rate would not be checked, and booked there it
             # would empty the window)
             return (

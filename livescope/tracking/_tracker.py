@@ -500,7 +500,7 @@ class OnlineTracker:
                     ys, xs = (float(v) for v in objs.centroids[sib])
                     if objs.areas[sib] > cfg.daughter_area_max * parent_area:
                         continue
-                    if math.hypot(ys - yj, xs - xj) < cfg.daughter_separation_min * r:
+                    if self._too_close(objs, sib, j, r):
                         continue
                     my, mx = (ys + yj) / 2, (xs + xj) / 2
                     dists = [(math.hypot(my - py, mx - px), -f) for f, py, px in recent]
