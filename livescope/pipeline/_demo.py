@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +27,7 @@ import yaml
 from livescope.bus import StallMonitor, machine_info, peak_memory_mb, uses_ipc
 from livescope.record import DECISIONS_FILE, FRAMES_FILE, earlier_recording, read_frames
 from livescope.schema import (
+    FrameInfo,
     HardwareProfile,
     LivescopeError,
     check_output_folder,
@@ -326,7 +327,7 @@ def run_adaptive(
     behind = behind_from_log(out / RESULTS_DIR / "latency.jsonl")
     sim = profile.simulation if acquire is None else None
     accel = sim.time_acceleration if sim is not None else None
-    executed = _decision_executed_ms(out) if frame_log_error is None else []
+    executed = _decision_executed_ms(out, frames) if frame_log_error is None else []
     if executed:
         a = np.asarray(executed)
         latency["decision_executed"] = {"p50": round(float(np.percentile(a, 50)), 3),
@@ -460,8 +461,10 @@ def _slow_fields(run_dir: Path, monitor: StallMonitor) -> dict[str, int]:
     return {"slow_fields": slow, "slow_fields_in_a_stall": stalled}
 
 
-def _decision_executed_ms(run_dir: Path) -> list[float]:
+def _decision_executed_ms(run_dir: Path, frames: Sequence[FrameInfo]) -> list[float]:
     """Agent queued a decision's events → its first added frame acquired, ms.
+
+    ``frames``: the run's frame log (`read_frames`), read once by the caller.
 
     Called as the run ends. A damaged line of ``decisions.jsonl``
     (`livescope.schema.read_jsonl_counting`; an answer that is no object with a
@@ -489,7 +492,7 @@ def _decision_executed_ms(run_dir: Path) -> list[float]:
                        path, damaged)  # fmt: skip
     first: dict[str, int] = {}
     damaged = 0
-    for f in read_frames(run_dir):
+    for f in frames:
         d = f.get("added_by")
         if not d:
             continue  # (a planned frame)

@@ -18,7 +18,7 @@ import pytest
 
 from livescope.pipeline import PipelineWorker
 from livescope.pipeline._demo import _decision_executed_ms
-from livescope.record import FRAMES_FILE, DecisionLog
+from livescope.record import FRAMES_FILE, DecisionLog, read_frames
 from livescope.schema import DecisionAck, LivescopeError
 from tests.conftest import run_cli
 from tests.pipeline.conftest import said_damaged
@@ -87,9 +87,9 @@ def test_the_decisions_execution_latency_leaves_out_a_damaged_line(
     _run(run)
     _insert(run / "decisions.jsonl", damaged, at=1)
     with caplog.at_level(logging.WARNING, logger="livescope"):
-        got = _decision_executed_ms(run)
+        got = _decision_executed_ms(run, read_frames(run))
     assert got == [2.0, 5.0]
-    assert got == _decision_executed_ms(clean)
+    assert got == _decision_executed_ms(clean, read_frames(clean))
     said = said_damaged(caplog, "decisions.jsonl")
     assert len(said) == 1, said
     assert "1 damaged line(s) left out of the decisions' execution latency" in said[0]
@@ -116,7 +116,7 @@ def test_the_decisions_execution_latency_leaves_out_a_damaged_added_frame(
     _run(tmp_path)
     _insert(tmp_path / FRAMES_FILE, json.dumps(frame).encode(), at=1)
     with caplog.at_level(logging.WARNING, logger="livescope"):
-        got = _decision_executed_ms(tmp_path)
+        got = _decision_executed_ms(tmp_path, read_frames(tmp_path))
     assert got == [2.0, 5.0]
     said = said_damaged(caplog, FRAMES_FILE)
     assert len(said) == 1, said
@@ -128,7 +128,7 @@ def test_a_refused_decision_and_a_planned_frame_are_no_damage(
 ) -> None:
     _run(tmp_path)
     with caplog.at_level(logging.WARNING, logger="livescope"):
-        assert _decision_executed_ms(tmp_path) == [2.0, 5.0]
+        assert _decision_executed_ms(tmp_path, read_frames(tmp_path)) == [2.0, 5.0]
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
