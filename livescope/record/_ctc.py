@@ -184,12 +184,24 @@ def rewrite_ctc_result(
     made them: ids it changed in frames already written (a division found late:
     see `livescope.tracking.Revision`), applied as each frame is read. With
     ``out`` (a new folder), the result goes there and ``folder`` is left as it
-    was. Returns the tracks. Each file is written whole (`livescope.schema.write_atomic`):
-    a write that fails leaves the file it would replace as it was. The folder as
-    a whole is not: in place, a rewrite that fails partway (a damaged mask, a
-    full disk) leaves some frames relabelled and others not, and no
-    ``res_track.txt`` written. For a result that must stay whole, write to a
-    new ``out`` and swap it in (as the pipeline's worker does).
+    was; frames of a result ``out`` held before that are no frames of this one
+    (past its last frame, or numbered with other digits: ``maskTTTT.tif``) are
+    removed once this one is written whole, as `write_ctc` does, and other files
+    are left as they are. In place, a frame under other digits than the new
+    ones is removed as it is rewritten. Returns the tracks. Each file is written
+    whole (`livescope.schema.write_atomic`): a write that fails leaves the file
+    it would replace as it was. The folder as a whole is not: in place, a
+    rewrite that fails partway (a damaged mask, a full disk) leaves some frames
+    relabelled and others not, and no ``res_track.txt`` written. For a result
+    that must stay whole, write to a new ``out`` and swap it in (as the
+    pipeline's worker does).
+
+    Raises
+    ------
+    LivescopeError
+        if a frame of the result ``out`` held before cannot be removed, naming
+        it (the new result is written).
+
     """
     base = Path(folder)
     files: dict[int, Path] = {}
@@ -201,19 +213,25 @@ def rewrite_ctc_result(
     dest.mkdir(parents=True, exist_ok=True)
     if not files:
         write_atomic(dest / "res_track.txt", "")
+        if out is not None:
+            _remove_stale_frames(dest, "mask", set())
         return []
     with tifffile.TiffFile(next(iter(files.values()))) as tf:
         shape = tuple(tf.pages[0].shape)
     frames = _MaskFiles(files, shape, revisions)
     tracks, label_at, _ = _ctc_tracks(frames, parent_of, None)
     nd = _digits(len(frames))
+    written: set[str] = set()
     for f in range(len(frames)):
         relabelled = _relabel(frames[f], f, label_at)
         target = dest / f"mask{f:0{nd}d}.tif"
         _write_mask(target, relabelled)
+        written.add(target.name)
         if out is None and f in files and files[f] != target:
             files[f].unlink()  # the same frame under another number of digits
     write_atomic(dest / "res_track.txt", _track_lines(tracks))
+    if out is not None:  # (in place, the frames are the folder's own: none past the last)
+        _remove_stale_frames(dest, "mask", written)
     return tracks
 
 
@@ -279,8 +297,22 @@ def write_ctc(
         _write_mask(base / name, frame.astype(np.uint16))
         written.add(name)
     write_atomic(base / track_file, _track_lines(tracks))
-    # (over an older sequence: its frames past this one's last, or under another number of
-    # digits, were read as frames of this one; removed once this one is written whole)
+    _remove_stale_frames(base, stem, written)
+    return base
+
+
+def _remove_stale_frames(base: Path, stem: str, written: set[str]) -> None:
+    """Remove the ``stemT.tif`` frames of ``base`` other than ``written`` (names), once those are.
+
+    (over an older sequence: its frames past this one's last, or under another number of
+    digits, were read as frames of this one; other files are left as they are)
+
+    Raises
+    ------
+    LivescopeError
+        naming a frame that cannot be removed.
+
+    """
     pattern = re.compile(rf"^{re.escape(stem)}\d+\.tif$")
     for p in sorted(base.glob(f"{stem}*.tif")):
         if pattern.match(p.name) and p.name not in written:
@@ -291,7 +323,6 @@ def write_ctc(
                     f"{p}: a frame of the sequence {base} held before could not be removed "
                     f"({exc}); remove it, or it is read as a frame of the one just written"
                 ) from None
-    return base
 
 
 def read_ctc(
