@@ -13,6 +13,7 @@ depends on the worker.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import json
@@ -33,6 +34,7 @@ from livescope.schema import WORKER_NICE, LivescopeError, start_daemon, write_at
 from livescope.scope import WORKER_FAILED
 
 from ._config import RESULTS_DIR, WorkerConfig
+from ._results import _stage_ms
 
 __all__ = ["WORKER_FAILED", "WORKER_REFUSED", "WorkerSupervisor"]
 
@@ -82,13 +84,17 @@ class WorkerSupervisor:
     it and restarted like a worker that exited. A worker with nothing to analyse is never
     hung. Generous: engines on a slow CPU take seconds a field, and a field of a long
     z-stack is stored only once its last plane is taken and analysed. The least a ready
-    worker is allowed: `hang_field_multiple` times its slowest field so far, where longer."""
+    worker is allowed: `hang_field_multiple` times the slowest of its recent fields, where
+    longer."""
 
     hang_field_multiple = 5.0
-    """A ready worker is allowed at least this many times the slowest field it stored in
-    this run (its own stages' ms in ``results/latency.jsonl``) before it is taken as hung:
-    a large tiled field on a slow CPU may take minutes, and such a worker was taken as hung
-    and restarted, over and over, after `hang_timeout_s`."""
+    """A ready worker is allowed at least this many times the slowest of the last
+    `_RECENT_FIELDS` fields stored in this run (their own stages' ms in
+    ``results/latency.jsonl``) before it is taken as hung: a large tiled field on a slow
+    CPU may take minutes, and such a worker was taken as hung and restarted, over and
+    over, after `hang_timeout_s`. Recent fields only: one that took long for a reason that
+    does not recur (the PC slept mid-field, a debugger paused it) raised the allowance for
+    the rest of the run, and a real hang was found only hours later."""
 
     start_timeout_s = 900.0
     """As `hang_timeout_s`, for a worker not yet ready (``results/ready``): it loads its
@@ -269,8 +275,8 @@ class WorkerSupervisor:
         """Return True if the running worker ``proc`` is to be taken as hung (watching thread).
 
         It is when it made no progress (stored no field, became ready or was
-        started) for `hang_timeout_s` (or `hang_field_multiple` times its slowest
-        field, where longer; `start_timeout_s` before it is ready) while frames
+        started) for `hang_timeout_s` (or `hang_field_multiple` times the slowest of
+        its recent fields, where longer; `start_timeout_s` before it is ready) while frames
         newer than the newest field stored were recorded for it all along.
         """
         now = time.monotonic()
@@ -439,7 +445,8 @@ class WorkerSupervisor:
         A worker still analysing the fields it fell behind on (it catches up on
         the recording) is waited for as long as it stores a field at least every
         ``timeout_s`` (``results/latency.jsonl`` grows), or `hang_field_multiple`
-        times the slowest field it stored in this run (s), where longer, or
+        times the slowest of the last fields stored in this run (s; as the hang check
+        allows it), where longer, or
         `start_timeout_s` while it is not ready (a worker restarted after the run
         loads its engines again, and may build TensorRT plans); until
         session 53 it was terminated ``timeout_s`` after the run, however far it had
@@ -519,9 +526,13 @@ class _Backlog:
         """The newest frame recorded for the worker: (seq, (position, t))."""
         self.newest_stored: tuple[int, tuple[str, int]] | None = None
         """The newest field the worker stored: (seq, (position, t))."""
+        self._recent_ms: collections.deque[float] = collections.deque(maxlen=_RECENT_FIELDS)
+        """What each of the last `_RECENT_FIELDS` stored fields took the worker, ms."""
         self.slowest_ms = 0.0
-        """The longest a stored field took the worker itself (`_FIELD_WORK_STAGES`), ms:
-        of any worker of the run (one restarted runs the same engines on the same fields)."""
+        """The longest one of the last `_RECENT_FIELDS` stored fields took the worker itself
+        (`_FIELD_WORK_STAGES`), ms: of any worker of the run (one restarted runs the same
+        engines on the same fields). A float replaced once per `read`, so that another
+        thread may read it."""
 
     def read(self) -> tuple[bool, bool]:
         """Return (fields were stored since the last read, frames wait for the worker)."""
@@ -530,16 +541,21 @@ class _Backlog:
             self.newest_stored = None
         # (OverflowError too: a damaged line's Infinity or 1e999 is no int, and one raised
         # here ended the watching thread, and with it the worker's restarts and hang checks)
+        # (not emptied when a restarted worker rewrote the log: its fields read again are
+        # the same fields, the last of them still the most recent)
+        recent = self._recent_ms
         for rec in _records(lines):
             with contextlib.suppress(KeyError, TypeError, ValueError, OverflowError):
                 seq = int(rec["seq"])
                 if self.newest_stored is None or seq > self.newest_stored[0]:
                     self.newest_stored = (seq, (str(rec["position"]), int(rec["t"])))
-            with contextlib.suppress(AttributeError, TypeError, ValueError, OverflowError):
-                ms = rec.get("ms") or {}
-                took = sum(float(ms.get(k) or 0.0) for k in _FIELD_WORK_STAGES)
-                if math.isfinite(took):  # (a damaged line's "Infinity": never hung at all)
-                    self.slowest_ms = max(self.slowest_ms, took)
+            # a line the latency figures take as damaged is passed over here too
+            if (ms := _stage_ms(rec)) is not None:
+                took = sum(ms.get(k, 0.0) for k in _FIELD_WORK_STAGES)
+                if math.isfinite(took):  # (finite values may sum to infinity)
+                    recent.append(took)
+        if lines:
+            self.slowest_ms = max(recent, default=0.0)
         anew_frames, frame_lines = self._frames.read()
         if anew_frames:  # (another run's log now)
             self.newest_frame = None
@@ -662,3 +678,12 @@ _FIELD_WORK_STAGES = ("engines", "analyse_other", "handoff", "prepare", "policy"
 """The stages of a field's latency record the worker spends on the field itself, from
 its analysis start to its results stored (`livescope.pipeline.LATENCY_STAGES`; not the
 waits behind earlier fields, nor the way from the camera)."""
+
+_RECENT_FIELDS = 256
+"""How many of the last stored fields the hang allowance follows (`hang_field_multiple`).
+
+A slow field that recurs must stay among them until it comes again, or the worker is taken
+as hung in it each time: a big tiled position comes once a time point, after every other
+position and its close-ups (a 96-well plate at two sites is 192 fields a time point). A
+field that does not recur (the PC slept mid-field) lifts the allowance for these many
+fields only: minutes to hours of a run of days, not all of it."""
