@@ -234,6 +234,19 @@ def _wait_for_run(run: Path, timeout_s: float) -> bool:
         time.sleep(0.05)
 
 
+def _say_waiting(run: Path) -> None:
+    """Say that the worker waits for an agent in ``run``, unless its run is already there.
+
+    Called where the wait begins, once the worker's own options have passed their
+    checks: a refused option (an unknown engine) ends it at once, with no wait to announce.
+    """
+    if not run.is_file() and not any((run / f).exists() for f in ("bus.json", "summary.json")):
+        stderr.print(
+            f"waiting up to {ATTACH_WAIT_S:g} s for an agent to start in {run} (its bus.json)",
+            markup=False,
+        )
+
+
 def worker(
     run: Annotated[Path, typer.Argument(help="Run folder of a running agent (or its bus.json).")],
     policy: Annotated[str, typer.Option(help="Delivery: every (queue) or latest.")] = "every",
@@ -307,11 +320,6 @@ def worker(
         above = next((p for p in run.parents if p.exists()), None)
         if above is not None and not above.is_dir():
             fail(f"{run}: {above} is a file, so no agent can start a run there", as_json=json_out)
-        if not run.is_file() and not any((run / f).exists() for f in ("bus.json", "summary.json")):
-            stderr.print(
-                f"waiting up to {ATTACH_WAIT_S:g} s for an agent to start in {run} (its bus.json)",
-                markup=False,
-            )
         if analyse or config is not None:
             from livescope.pipeline import PipelineWorker, WorkerConfig
             from livescope.pipeline._worker import no_agent_error
@@ -330,7 +338,9 @@ def worker(
                     cfg = WorkerConfig.from_json(config.read_text(encoding="utf-8"))
                 except (OSError, ValueError, TypeError, LivescopeError) as exc:
                     fail(f"cannot read worker config {config}: {exc}", as_json=json_out)
+                _say_waiting(run)
             else:
+                _say_waiting(run)
                 # the run's plan (its policies) and profile are read when the worker is
                 # made: a worker started before its agent waits for them first
                 if not resume and not _wait_for_run(run, ATTACH_WAIT_S):
@@ -357,6 +367,7 @@ def worker(
                 )
             result = PipelineWorker(run, cfg, resume=resume).run(attach_timeout_s=ATTACH_WAIT_S)
         else:
+            _say_waiting(run)
             deadline = time.monotonic() + ATTACH_WAIT_S
             while (
                 not (run / "bus.json").exists() and not run.is_file()
