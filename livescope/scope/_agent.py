@@ -55,6 +55,7 @@ from ._added_events import prepare_added
 from ._agent_rig import (
     _around_focus,
     _bus_frame_bytes,
+    _check_autofocus,
     _check_camera,
     _check_stage_devices,
     _interval_s,
@@ -136,6 +137,8 @@ class ScopeAgent:
         planned = plan_events(sequence)
         _check_camera(core)
         self._rig_reach = _check_stage_devices(core, planned)
+        if not self.what_if:  # (a replay's autofocus events were the recorded rig's)
+            _check_autofocus(core, planned)
         # (the camera's field on the stage, which the plan check uses, turns with it)
         given = profile
         profile = _objective_in_use(core, _oriented(core, profile, recorded=self.what_if))
@@ -511,9 +514,10 @@ class ScopeAgent:
         bus: dict[str, Any] = self.publisher.stats() if self.publisher else {"mode": "off"}
         bus["dropped_in_agent"] = fanout.bus_dropped
         failed = len(self.engine.failed_events)
+        unfocused = len(self.engine.autofocus_failed)
         unlogged = self.decision_log_errors + self.decision_log.sync_errors
         summary: dict[str, Any] = {
-            "ok": error is None and failed == 0 and unlogged == 0,
+            "ok": error is None and failed == 0 and unfocused == 0 and unlogged == 0,
             "interrupted": isinstance(error, KeyboardInterrupt),
             "error": (
                 "interrupted (Ctrl-C)"
@@ -522,6 +526,9 @@ class ScopeAgent:
                 if error is not None
                 else f"{failed} frame(s) could not be acquired{self._first_failure()}"
                 if failed
+                else f"{unfocused} autofocus event(s) failed; the first, at "
+                f"{self.engine.first_autofocus_failure}"
+                if unfocused
                 else f"{unlogged} write(s) or sync(s) of the decision log failed"
                 if unlogged
                 else None
@@ -530,6 +537,7 @@ class ScopeAgent:
             "frames_acquired": fanout.frames_acquired,
             "frames_written": fanout.frames_written,
             "frames_failed": failed,
+            "autofocus_failed": unfocused,
             "positions": list(self.feed.positions),
             "channels": self.recorder.channels,
             "duration_s": round(duration, 3),

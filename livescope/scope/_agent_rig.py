@@ -113,6 +113,27 @@ def _check_stage_devices(core: Any, events: Sequence[useq.MDAEvent]) -> _RigReac
     return _RigReach(has_focus, has_xy, place)
 
 
+def _check_autofocus(core: Any, events: Sequence[useq.MDAEvent]) -> None:
+    """Refuse a plan with autofocus events on a core without an autofocus device.
+
+    Called before anything moves. pymmcore-plus's engine logs a warning for
+    each such event and images at whatever focus the rig has: the run said ok.
+
+    Raises
+    ------
+    LivescopeError
+        naming the first autofocus event, if ``core.getAutoFocusDevice()`` is empty.
+
+    """
+    af = next((e for e in events if isinstance(e.action, useq.HardwareAutofocus)), None)
+    if af is not None and not core.getAutoFocusDevice():
+        raise LivescopeError(
+            f"the plan has autofocus events (e.g. event {index_text(af.index)}, from an "
+            "autofocus_plan) but the core has no autofocus device; set Core-AutoFocus in "
+            "the cfg (or give the plan no autofocus_plan)"
+        )
+
+
 def _around_focus(sequence: useq.MDASequence, core: Any) -> useq.MDASequence:
     """Return the plan with the focus drive's z for positions a relative z plan needs it for.
 

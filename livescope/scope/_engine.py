@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from pymmcore_plus.mda import MDAEngine, SkipEvent
 from pymmcore_plus.metadata import FrameMetaV1, Position
 from pymmcore_plus.metadata import functions as metadata_functions
-from useq import AcquireImage, MDAEvent
+from useq import AcquireImage, HardwareAutofocus, MDAEvent
 
 from livescope.schema import HardwareProfile
 
@@ -60,6 +60,9 @@ class LivescopeEngine(MDAEngine):
     failed_events
         Events that should have produced an image and did not (the stock engine
         logs and skips a failed snap; livescope counts and reports them).
+    autofocus_failed
+        Autofocus events whose autofocus failed (the stock engine logs a warning and
+        images at the focus it had; livescope counts and reports them).
 
     """
 
@@ -76,6 +79,11 @@ class LivescopeEngine(MDAEngine):
         self.failed_events: list[MDAEvent] = []
         self.first_failure: str | None = None
         """Why the first failed event failed (None: none failed, or the reason is unknown)."""
+        self.autofocus_failed: list[MDAEvent] = []
+        self.first_autofocus_failure: str | None = None
+        """Where and why the first autofocus failed (None: none failed)."""
+        self._af_error: str | None = None
+        """Why the running autofocus event's autofocus failed (None: it did not fail)."""
         self._burst_position: Position | None = None
         """Where the stage was when a hardware-timed burst without x, y or z of its own began."""
         self._xy_without_stage: tuple[float | None, float | None] | None = None
@@ -124,10 +132,12 @@ class LivescopeEngine(MDAEngine):
     def setup_event(self, event: MDAEvent) -> None:
         """Move hardware for ``event`` (runner thread); raises `StageLimitError`.
 
-        A stage or focus move, channel or exposure the hardware refuses fails the event:
-        its frames are not taken (the stock engine logs a warning and images
-        wherever the stage is, in whatever channel), and are counted in
-        `failed_events` (the run goes on; its summary says it failed).
+        A stage or focus move, channel or exposure the hardware refuses, or a
+        device still busy at the core's timeout (``getTimeoutMs``), fails the
+        event: its frames are not taken (the stock engine logs a warning and
+        images wherever the stage is, in whatever channel; its timeout ended the
+        run), and are counted in `failed_events` (the run goes on; its summary
+        says it failed).
         """
         self._check_limits(event)
         for sub in getattr(event, "events", ()):
@@ -148,14 +158,17 @@ class LivescopeEngine(MDAEngine):
                     f"the camera's exposure is {core.getExposure():g} ms, not the "
                     f"{event.exposure:g} ms asked for"
                 )
-        except _Refused as exc:
+        except Exception as exc:  # (a refusal, or whatever the core raises: the stock
+            # engine waits for every device at the end, and a stage still moving or stalled
+            # at the core's timeout raised TimeoutError or RuntimeError, which ended the run)
+            why = str(exc) if isinstance(exc, _Refused) else f"the hardware set-up failed: {exc}"
             subs = tuple(getattr(event, "events", ()) or (event,))
             where = index_text(subs[0].index)  # (a burst's own index is empty)
             if not self.failed_events:
-                self.first_failure = f"event {where}: {exc}"
+                self.first_failure = f"event {where}: {why}"
             self.failed_events.extend(subs)
-            logger.error("%d frame(s) of event %s not acquired: %s", len(subs), where, exc)
-            raise SkipEvent(num_frames=len(subs), reason=str(exc)) from exc
+            logger.error("%d frame(s) of event %s not acquired: %s", len(subs), where, why)
+            raise SkipEvent(num_frames=len(subs), reason=why) from exc
         # pymmcore-plus reads no stage position for a hardware-timed burst's frames (a
         # stage query per frame would slow real hardware); a burst that gives no x, y or
         # z of its own is stamped with the position read once here, so that every frame
@@ -235,43 +248,92 @@ class LivescopeEngine(MDAEngine):
     # ------------------------------------------------------------ frames
 
     def exec_event(self, event: MDAEvent) -> Iterable[PImagePayload | None]:
-        """Acquire ``event``; a single image event that yields nothing is counted as failed.
+        """Acquire ``event``; images it should have given and did not are counted as failed.
 
         The runner's signals (a stop or cancel) are passed on to the stock
         engine, which ends a hardware-timed burst on them (it went on to its
-        last frame); frames a stop cuts off are not counted as failed.
+        last frame); frames a stop cuts off are not counted as failed. A burst
+        whose camera stalls (pymmcore-plus raises `TimeoutError` at its deadline,
+        which ended the run) is stopped, and its missing frames counted, as one
+        that ends early. A failed autofocus is counted in `autofocus_failed`.
         """
         inner = iter(super().exec_event(event))
-        n = 0
+        n = given = 0  # (images; images and the stock engine's None for each missing)
         cancelled = False
+        stalled: TimeoutError | None = None
         if isinstance(inner, types.GeneratorType):
             try:
                 payload = next(inner)
                 while True:
                     n += payload is not None
+                    given += 1
                     self._stamp_frame_time(payload)
                     signal = yield payload
                     cancelled = cancelled or signal == "cancel"
                     payload = inner.send(signal)
             except StopIteration:
                 pass
+            except TimeoutError as exc:
+                stalled = exc
+                core = self.mmcore
+                if core.isSequenceRunning():
+                    core.stopSequenceAcquisition()
         else:  # pragma: no cover (the stock engine's is a generator)
             for payload in inner:
                 n += payload is not None
+                given += 1
                 self._stamp_frame_time(payload)
                 yield payload
+        af_error, self._af_error = self._af_error, None
+        if af_error is not None:
+            self._autofocus_failed(event, af_error)
         if cancelled:
             return
         wants_image = isinstance(event.action, AcquireImage)
         subs = tuple(getattr(event, "events", ()) or (event,))
         if wants_image and n < len(subs):
+            why = "no image came" if stalled is None else f"no image came in time: {stalled}"
+            where = index_text(subs[n].index)  # (a burst's own index is empty)
             if not self.failed_events:
-                self.first_failure = f"event {index_text(subs[n].index)}: no image came"
+                self.first_failure = f"event {where}: {why}"
             logger.error(
-                "%d of %d images missing for event %s", len(subs) - n, len(subs),
-                index_text(event.index),
+                "%d of %d images missing, the first for event %s: %s", len(subs) - n,
+                len(subs), where, why,
             )  # fmt: skip
             self.failed_events.extend(subs[n:])
+            for _ in range(len(subs) - given):  # (as the stock engine tells the runner's sinks)
+                yield None
+        elif stalled is not None:  # (not an image event's: nothing is missing, it is no stall)
+            raise stalled
+
+    def _execute_autofocus(self, action: HardwareAutofocus) -> float:
+        """Run the stock autofocus (runner thread); keep why it failed for `exec_event`.
+
+        Raises `RuntimeError` if it failed: the stock engine catches that, logs a
+        warning and goes on. A device still busy at the core's timeout fails it
+        too (`UniMMCore` raises `TimeoutError` there, which ended the run).
+        """
+        try:
+            return super()._execute_autofocus(action)
+        except RuntimeError as exc:
+            self._af_error = str(exc)
+            raise
+        except TimeoutError as exc:
+            self._af_error = str(exc)
+            raise RuntimeError(str(exc)) from exc
+
+    def _autofocus_failed(self, event: MDAEvent, why: str) -> None:
+        """Count a failed autofocus; its frames are taken at the focus the rig had."""
+        where = f"position {event.pos_name or event.index.get('p', 0)}"
+        if "t" in event.index:
+            where += f", time index {event.index['t']}"
+        if not self.autofocus_failed:
+            self.first_autofocus_failure = f"{where} (event {index_text(event.index)}): {why}"
+        self.autofocus_failed.append(event)
+        logger.warning(
+            "autofocus failed at %s (event %s): %s; imaged at the focus the rig had",
+            where, index_text(event.index), why,
+        )  # fmt: skip
 
     def _stamp_frame_time(self, payload: PImagePayload | None) -> None:
         """Give a burst frame's metadata the sample time its camera stamped (simulated scope).
