@@ -469,6 +469,7 @@ def _drops_section(page: ReportPage) -> str:
         ("Frames acquired", fmt(s.get("frames_acquired"))),
         ("Frames written to disk", fmt(s.get("frames_written"))),
         ("Frames that failed to record", fmt(s.get("frames_failed"))),
+        ("Autofocus events that failed (frames kept)", fmt(s.get("autofocus_failed"))),
         ("Recorded frames dropped", fmt(s.get("dropped_recorded_frames"))),
         ("Frames dropped before analysis", fmt(s.get("dropped_analysis_frames"))),
         ("Frames dropped on the bus (agent side)", fmt(bus.get("dropped_in_agent"))),

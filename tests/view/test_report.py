@@ -297,6 +297,8 @@ def test_report_has_every_section(analysed_run: tuple[Path, Path, float]) -> Non
     assert ev["planned"] > 0
     taken = f"{ev['planned_taken']} · {ev['planned_stopped']} of {ev['planned']}"
     assert f"Planned events: taken · stopped of all</th><td>{taken}</td>" in page
+    # autofocus events that failed (this simulated run has none; its agent counts them)
+    assert "Autofocus events that failed (frames kept)</th><td>0</td>" in page
     assert 'class="missing"' not in page  # every part of this run is there
 
 
