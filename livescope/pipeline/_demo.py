@@ -44,7 +44,7 @@ from livescope.scope import (
 )
 
 from ._config import LATENCY_STAGES, PLAN_FILE, RESULTS_DIR, WorkerConfig
-from ._results import _stage_ms, behind_from_log, camera_to_start_ms
+from ._results import LatencyLog, _stage_ms, behind_from_log, camera_to_start_ms
 from ._supervisor import WorkerSupervisor
 from ._truth_scores import evaluate_tracks, evaluate_triggers
 
@@ -283,9 +283,16 @@ def run_adaptive(
         supervisor.stop()
         _stop_quietly(monitor)
         raise
+    # read once, for the slow fields and how far behind (a run of days holds hundreds of
+    # thousands of lines)
+    try:
+        latency_log = LatencyLog.read(out / RESULTS_DIR / "latency.jsonl")
+    except BaseException:
+        _stop_quietly(monitor)
+        raise
     if monitor is not None:
         try:
-            machine = {**monitor.stop(), **_slow_fields(out, monitor)}
+            machine = {**monitor.stop(), **_slow_fields(out, monitor, latency_log)}
         except LivescopeError as exc:  # an aside: the run itself succeeded
             logger.warning("machine stalls not measured: %s", exc)
             machine = {"error": str(exc)}
@@ -324,7 +331,7 @@ def run_adaptive(
     for hop, v in work.get("bus", {}).get("latency", {}).items():  # the frame bus, hop by hop
         if hop != "camera_to_received":
             latency[hop] = {"p50": v["p50_ms"], "p99": v["p99_ms"]}
-    behind = behind_from_log(out / RESULTS_DIR / "latency.jsonl")
+    behind = behind_from_log(latency_log)
     sim = profile.simulation if acquire is None else None
     accel = sim.time_acceleration if sim is not None else None
     executed = _decision_executed_ms(out, frames) if frame_log_error is None else []
@@ -427,7 +434,9 @@ def _stop_quietly(monitor: StallMonitor | None) -> None:
             monitor.stop()
 
 
-def _slow_fields(run_dir: Path, monitor: StallMonitor) -> dict[str, int]:
+def _slow_fields(
+    run_dir: Path, monitor: StallMonitor, log: LatencyLog | None = None
+) -> dict[str, int]:
     """Count live fields whose overhead passed `SLOW_FIELD_MS`, and those a stall overlapped.
 
     A field spans its frame's camera time to the agent's answer (``end_to_end``);
@@ -435,12 +444,14 @@ def _slow_fields(run_dir: Path, monitor: StallMonitor) -> dict[str, int]:
     A damaged line (`livescope.schema.read_jsonl_counting`, `_stage_ms`; a slow
     field without those stages or a whole-number ``t_start_ns``) is left out,
     their number said: one raised as the run ended, and the run's summary (or its
-    machine stalls) was lost.
+    machine stalls) was lost. ``log``: the run's ``latency.jsonl`` as read once
+    (`LatencyLog`); None: read here.
     """
-    path = run_dir / RESULTS_DIR / "latency.jsonl"
+    if log is None:
+        log = LatencyLog.read(run_dir / RESULTS_DIR / "latency.jsonl")
     slow = stalled = 0
-    recs, damaged = read_jsonl_counting(path)
-    for rec in recs:
+    damaged = log.damaged
+    for rec in log.records:
         if (ms := _stage_ms(rec)) is None:
             damaged += 1
             continue
@@ -457,7 +468,7 @@ def _slow_fields(run_dir: Path, monitor: StallMonitor) -> dict[str, int]:
         stalled += int(monitor.during(t_cam, t_cam + int(ms["end_to_end"] * 1e6)))
     if damaged:
         logger.warning("%s: %d damaged line(s) left out of the slow fields",
-                       path, damaged)  # fmt: skip
+                       log.path, damaged)  # fmt: skip
     return {"slow_fields": slow, "slow_fields_in_a_stall": stalled}
 
 

@@ -44,6 +44,7 @@ from ._analyzer import FrameResult
 from ._jobs import Field
 
 __all__ = [
+    "LatencyLog",
     "ResultsStore",
     "apply_revisions",
     "behind_from_log",
@@ -646,16 +647,50 @@ def finite_number(v: object) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def latency_from_log(path: Path) -> dict[str, dict[str, float]]:
+@dataclasses.dataclass(frozen=True)
+class LatencyLog:
+    """A run's ``latency.jsonl``, read once for every figure taken from it as the run ends.
+
+    A run of days holds hundreds of thousands of lines: `latency_from_log`,
+    `behind_from_log` (and the demo's slow fields) take this instead of the
+    file's path so that it is read and parsed once.
+
+    Attributes
+    ----------
+    path
+        The file (said in the warnings about its damaged lines).
+    records
+        Its lines that are JSON objects, in order (a damaged ``ms`` included:
+        each figure leaves it out, `_stage_ms`, and says so).
+    damaged
+        How many of its lines are no JSON object (`livescope.schema.read_jsonl_counting`).
+
+    """
+
+    path: Path
+    records: list[dict[str, Any]]
+    damaged: int
+
+    @classmethod
+    def read(cls, path: Path) -> LatencyLog:
+        """Read ``path`` (a missing file holds no field); raises `OSError` if it cannot be read."""
+        records, damaged = read_jsonl_counting(path)
+        return cls(path, records, damaged)
+
+
+def latency_from_log(log: Path | LatencyLog) -> dict[str, dict[str, float]]:
     """p50/p99 per stage over every field in ``latency.jsonl``.
 
     Called as the worker ends, for its summary. A damaged line
     (`livescope.schema.read_jsonl_counting`, `_stage_ms`) is left out, their
-    number said: one raised, and the summary was lost.
+    number said: one raised, and the summary was lost. ``log``: its path, or
+    the log as read once (`LatencyLog`).
     """
+    if not isinstance(log, LatencyLog):
+        log = LatencyLog.read(log)
     values: dict[str, list[float]] = collections.defaultdict(list)
-    recs, damaged = read_jsonl_counting(path)
-    for rec in recs:
+    damaged = log.damaged
+    for rec in log.records:
         if (ms := _stage_ms(rec)) is None:
             damaged += 1
             continue
@@ -663,7 +698,7 @@ def latency_from_log(path: Path) -> dict[str, dict[str, float]]:
             values[k].append(v)
     if damaged:
         logger.warning("%s: %d damaged line(s) left out of the latency figures",
-                       path, damaged)  # fmt: skip
+                       log.path, damaged)  # fmt: skip
     return {k: _pct(v) for k, v in values.items()}
 
 
@@ -672,7 +707,7 @@ def camera_to_start_ms(ms: dict[str, Any]) -> float:
     return float(ms["camera_to_received"]) + float(ms["queue_wait"])
 
 
-def behind_from_log(path: Path) -> dict[str, float]:
+def behind_from_log(log: Path | LatencyLog) -> dict[str, float]:
     """How long after its last frame each live field's analysis started: the most, the last, s.
 
     From ``latency.jsonl`` (every worker process of the run, a restarted one's
@@ -681,18 +716,21 @@ def behind_from_log(path: Path) -> dict[str, float]:
     clock: with the agent on another PC, as for every latency figure, only as
     good as the two clocks' agreement; a field whose camera time was left out
     (that clock ahead of ours) is left out here too. So is a damaged line (as
-    in `latency_from_log`), their number said.
+    in `latency_from_log`), their number said. ``log``: its path, or the log
+    as read once (`LatencyLog`).
     """
+    if not isinstance(log, LatencyLog):
+        log = LatencyLog.read(log)
     waits: list[float] = []
-    recs, damaged = read_jsonl_counting(path)
-    for rec in recs:
+    damaged = log.damaged
+    for rec in log.records:
         if (ms := _stage_ms(rec)) is None:
             damaged += 1
         elif rec.get("live") and {"camera_to_received", "queue_wait"} <= ms.keys():
             waits.append(camera_to_start_ms(ms) / 1000)
     if damaged:
         logger.warning("%s: %d damaged line(s) left out of how far behind the worker was",
-                       path, damaged)  # fmt: skip
+                       log.path, damaged)  # fmt: skip
     return {"max": round(max(waits, default=0.0), 3), "last": round(waits[-1] if waits else 0.0, 3)}
 
 

@@ -98,6 +98,7 @@ from ._jobs import DecideJob, Field, StoreJob, overlap_ns
 from ._observe import observe
 from ._recorded import RecordedFields
 from ._results import (
+    LatencyLog,
     ResultsStore,
     apply_revisions,
     behind_from_log,
@@ -1030,20 +1031,22 @@ class PipelineWorker:
                 logger.exception("%s: the tracker's late revisions (revisions.jsonl) could "
                                  "not be applied", self.results / "cells.csv")  # fmt: skip
         counts = {**dict.fromkeys(WORKER_COUNTS, 0), **self.counts}
+        # from the latency log: every field, also those of a worker that was restarted (read
+        # once for both figures: a run of days holds hundreds of thousands of lines)
+        latency = LatencyLog.read(self.results / "latency.jsonl")
         summary: dict[str, Any] = {
             "ok": not failed,
             "run_id": self.run_id,
             "resumed": self.resumed,
             # every count, 0 included: a key a user looks for is there whatever happened
             **{k: int(v) for k, v in sorted(counts.items())},
-            # from the latency log: every field, also those of a worker that was restarted
-            "latency_ms": latency_from_log(self.results / "latency.jsonl"),
+            "latency_ms": latency_from_log(latency),
             "policies_disabled": [{"rule": k, "error": v} for k, v in self.policy.disabled.items()],
             "guardrails": self.policy.guardrails.usage(),
             "engines": self.engines,
             "engine_runtimes": runtimes,
             "warm_up_s": self.warm_up_s,  # the engines' first calls, before the first field
-            "behind_s": behind_from_log(self.results / "latency.jsonl"),  # (as latency_ms)
+            "behind_s": behind_from_log(latency),  # (as latency_ms)
             "peak_memory_mb": peak_memory_mb(),  # this process's (a restarted worker: its own)
             "bus": {k: stats[k] for k in ("received", "delivered", "drops", "dropped_queue",
                                            "dropped_upstream", "max_depth", "latency")
