@@ -55,6 +55,9 @@ _GIVEN_UP_MAX = 4096
 answers), or they were sent more than once (to drop their extra answers)."""
 _ANSWERED_MAX = 4096
 """Decisions whose acknowledgement the server remembers, to answer one sent again (LRU)."""
+_CLOSE_WAIT_S = 2.0
+"""How long `DecisionServer.close` waits for the server thread before closing the channel
+under it (a decision still being handled then goes unanswered; logged)."""
 
 Answered = tuple[bytes, Decision | None, DecisionAck]
 """One part of a decision message as answered: raw bytes, the decision (None if
@@ -152,6 +155,8 @@ class DecisionServer:
                             self._on_answered(answered)
                         except Exception:
                             logger.exception("decision server: handling answered decisions failed")
+        except zmq.ContextTerminated:  # closed under a slow handler (see `close`): ends here
+            logger.debug("decision server: the channel was closed while a message was handled")
         finally:
             self._sock.close(0)
 
@@ -170,9 +175,17 @@ class DecisionServer:
             # (the GIL kept: the answer is not held up by another thread of the agent)
             answer = [ack.model_dump_json().encode() for ack in acks]
             send_held(self._sock, [parts[0], *answer])
+        except zmq.ContextTerminated:  # (`close` gave up waiting for this message's handling)
+            logger.warning(
+                "decision(s) %s unanswered: the agent closed the decision channel while "
+                "handling them (the worker's wait for them runs out)",
+                ", ".join(a.decision_id or "?" for a in acks),
+            )
+            raise
         except Exception:
             logger.exception("decision server: a message could not be answered")
-        answered += mine
+        finally:
+            answered += mine
 
     def _answer(self, body: bytes, t_rx: int) -> tuple[Decision | None, DecisionAck, bool]:
         """Answer one part (server thread): (decision or None, acknowledgement, a repeat)."""
@@ -257,11 +270,17 @@ class DecisionServer:
         return None, refusal, False
 
     def close(self) -> None:
-        """Stop the server thread and close the socket (again: nothing more happens)."""
+        """Stop the server thread and close the socket (again: nothing more happens).
+
+        Waits up to 2 s for the thread, then closes the channel under it: a
+        decision still being handled then is not answered (a warning names
+        it; the server thread then ends), and this returns once its handler
+        has returned.
+        """
         if self._ctx.closed:
             return
         self._stop.set()
-        self._thread.join(timeout=2)
+        self._thread.join(timeout=_CLOSE_WAIT_S)
         if self._security is not None:
             self._security.release(self._ctx)
         self._ctx.term()
@@ -309,7 +328,9 @@ class DecisionClient:
     4096 decisions it answered), accepted or refused. To try a refused
     decision again, make a new one (a new ``decision_id``). A decision too
     large for the channel (over 4 MiB of JSON) is not sent: it is answered
-    here, refused with the reason. A wait for a
+    here, refused with the reason; so is one that cannot be queued (the agent
+    reads no decisions, and this client's queue to it is full: ZeroMQ holds
+    1000 messages), never waited for beyond its call's ``timeout``. A wait for a
     decision sent again takes the first of its answers to come, also one to
     an earlier send, which is then not counted as late (`late_answers`); the
     other answers are dropped.
@@ -336,6 +357,7 @@ class DecisionClient:
         # decision_id → its answers still to come, of a decision sent more than once
         # whose answer was taken (oldest first): dropped as they come
         self._extra: dict[str, int] = {}
+        self._unanswered = 0  # decisions sent whose answers have not been read (all parts)
         self.late_answers = 0
         """Answers that came after their wait ran out (logged, then dropped)."""
         self.on_late: Callable[[DecisionAck], None] | None = None
@@ -349,6 +371,8 @@ class DecisionClient:
         A decision whose wait ran out may still be applied by the agent; sending
         it again (the same ``decision_id``, unchanged) is safe: it is answered,
         with its first acknowledgement, and not applied twice (see the class).
+        One that cannot be queued within ``timeout`` (the agent reads no
+        decisions) is not sent: its answer is the refusal saying so.
 
         Raises
         ------
@@ -360,9 +384,15 @@ class DecisionClient:
 
         """
         _check_timeout(timeout)
+        deadline = time.monotonic() + timeout
         if (body := self._encode(decision)) is not None:
-            send_held(self._sock, [body])
-        return self._wait(decision.decision_id, timeout, self._earlier(decision.decision_id))
+            self._queue([body], [decision], deadline)
+        did = decision.decision_id
+        earlier = self._earlier(did)
+        try:
+            return self._wait(did, max(0.0, deadline - time.monotonic()), earlier)
+        except LivescopeError:  # (said for the whole call: part of it may have waited for room)
+            raise LivescopeError(f"no acknowledgement from the agent within {timeout} s") from None
 
     def send_many(
         self, decisions: list[Decision], timeout: float = 5.0
@@ -372,25 +402,33 @@ class DecisionClient:
         Each entry is the decision's acknowledgement, or the `LivescopeError`
         saying none arrived within ``timeout`` seconds of the send. As with
         `send`, a decision without an answer may still be applied, and may be
-        sent again with the same ``decision_id``: it is not applied twice.
+        sent again with the same ``decision_id``: it is not applied twice. A
+        message that cannot be queued within ``timeout`` (the agent reads no
+        decisions) is not sent: each of its decisions is answered with the
+        refusal saying so.
         """
         _check_timeout(timeout)
         if not decisions:
             return []
-        if parts := [body for d in decisions if (body := self._encode(d)) is not None]:
-            send_held(self._sock, parts)
-        return self.collect([d.decision_id for d in decisions], timeout)
+        deadline = time.monotonic() + timeout
+        sent = [(d, body) for d in decisions if (body := self._encode(d)) is not None]
+        if sent:
+            self._queue([body for _, body in sent], [d for d, _ in sent], deadline)
+        return self._collect([d.decision_id for d in decisions], timeout, deadline)
 
     def post(self, decision: Decision) -> None:
         """Send ``decision`` without waiting; its acknowledgement waits for `collect`.
 
         The agent starts on it at once: a caller that posts each decision as it
-        is made overlaps its own work with the agent's checks.
+        is made overlaps its own work with the agent's checks. One that cannot
+        be queued at once (the agent reads no decisions, and this client's
+        queue to it is full) is not sent, and does not wait: `collect` answers
+        it with the refusal saying so.
         """
         # the GIL kept: a send through pyzmq gives it up, and taking it back from
         # another thread of the worker cost the first decision of a field 0.3-1.3 ms
         if (body := self._encode(decision)) is not None:
-            send_held(self._sock, [body])
+            self._queue([body], [decision], deadline=0.0)
 
     def collect(
         self, decision_ids: list[str], timeout: float = 5.0
@@ -402,8 +440,13 @@ class DecisionClient:
         apply that decision; see `send`).
         """
         _check_timeout(timeout)
+        return self._collect(decision_ids, timeout, time.monotonic() + timeout)
+
+    def _collect(
+        self, decision_ids: list[str], timeout: float, deadline: float
+    ) -> list[DecisionAck | LivescopeError]:
+        """`collect`, waiting until ``deadline`` (`time.monotonic`, s; ``timeout``: as told)."""
         out: list[DecisionAck | LivescopeError] = []
-        deadline = time.monotonic() + timeout
         earlier: dict[str, int] = {}
         if self._given_up or self._extra:  # (else none was sent again: nothing to look up)
             # all taken before the first wait: a decision sent again is answered to this
@@ -436,16 +479,45 @@ class DecisionClient:
                 f"not sent: the decision is {len(body)} bytes, over the {_MAX_DECISION} a "
                 "decision to the agent may take; split its events among several decisions"
             )
+        self._refuse(decision, reason)
+        return None
+
+    def _queue(self, parts: list[bytes], decisions: list[Decision], deadline: float) -> None:
+        """Queue a message of ``decisions`` (their ``parts``), waiting for room until ``deadline``.
+
+        Never longer (`time.monotonic`, s; ``math.inf``: until there is room):
+        ZeroMQ's own send would wait for good on an agent that reads no
+        decisions, once this client's queue to it is full. A message not
+        queued by then is not sent: its decisions are refused here.
+        """
+        while not send_held(self._sock, parts, wait=False):
+            left = deadline - time.monotonic()
+            # (waiting for room gives the GIL up: only when the queue is full)
+            if left > 0 and self._sock.poll(
+                -1 if left == math.inf else int(left * 1000) + 1, zmq.POLLOUT
+            ):
+                continue
+            reason = (
+                f"not sent: the agent reads no decisions: {self._unanswered} queued unanswered; "
+                "check that the agent is running and answering"
+            )
+            for d in decisions:
+                self._refuse(d, reason)
+            return
+        self._unanswered += len(parts)
+
+    def _refuse(self, decision: Decision, reason: str) -> None:
+        """Refuse ``decision`` here (not sent) for ``reason``: logged, kept for its wait."""
         logger.warning("decision %s refused: %s", decision.decision_id, reason)
         self._pending[decision.decision_id] = DecisionAck(
             decision_id=decision.decision_id, run_id=decision.run_id, type=decision.type,
             accepted=False, reason=reason, seq=decision.seq,
         )  # fmt: skip
-        return None
 
     def send_raw(self, body: bytes, timeout: float = 5.0) -> DecisionAck:
         """Send raw bytes (for tests of malformed input) and return the next acknowledgement."""
         self._sock.send(body)
+        self._unanswered += 1
         return self._wait(None, timeout)
 
     def _earlier(self, decision_id: str) -> int:
@@ -478,7 +550,7 @@ class DecisionClient:
             )
             if not self._sock.poll(left_ms):
                 break
-            acks = [DecisionAck.model_validate_json(p) for p in self._sock.recv_multipart()]
+            acks = self._read()
             if decision_id is None:
                 return acks[0]
             self._file(acks)
@@ -509,7 +581,13 @@ class DecisionClient:
     def drain(self) -> None:
         """Read the answers that have arrived, without waiting (e.g. before counting late ones)."""
         while self._sock.poll(0):
-            self._file([DecisionAck.model_validate_json(p) for p in self._sock.recv_multipart()])
+            self._file(self._read())
+
+    def _read(self) -> list[DecisionAck]:
+        """Read one answer (a message is there: polled), an acknowledgement per decision."""
+        parts = self._sock.recv_multipart()
+        self._unanswered = max(0, self._unanswered - len(parts))
+        return [DecisionAck.model_validate_json(p) for p in parts]
 
     def close(self) -> None:
         """Close the socket."""

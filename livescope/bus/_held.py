@@ -17,7 +17,8 @@ extension, checked by its version and by a message sent through it), so the
 socket handle (`zmq.Socket.underlying`) is its own. Elsewhere (Windows,
 macOS: not looked for), with ``LIVESCOPE_HELD_SEND=0``, for parts other than
 `bytes`, or for a message libzmq cannot queue at once (the peer's queue full),
-pyzmq's own send is used.
+pyzmq's own send is used (or, for a sender that must not wait, none: the
+caller is told it was not queued).
 """
 
 from __future__ import annotations
@@ -97,16 +98,24 @@ def held_send_available() -> bool:
     return _libzmq() is not None
 
 
-def send_held(sock: zmq.Socket[bytes], parts: Sequence[bytes]) -> None:
+def send_held(sock: zmq.Socket[bytes], parts: Sequence[bytes], *, wait: bool = True) -> bool:
     """Send ``parts`` as one message on ``sock``, keeping the GIL (see the module).
 
     For small messages, from the one thread that uses ``sock``; parts other
     than `bytes` go through pyzmq. A message libzmq cannot queue at once (the
-    peer's queue full), or an error, goes through pyzmq's send instead, which
-    blocks as ``sock.send_multipart`` does, or raises. libzmq takes a
-    message's first part only if it will take the rest, unless the peer's
-    pipe is being torn down: a later part refused then means the message is
-    dropped (as libzmq drops it; logged).
+    peer's queue full) goes, with ``wait``, through pyzmq's send instead, which
+    blocks as ``sock.send_multipart`` does; without ``wait`` it is not sent
+    (False returned), e.g. for a sender that must not hang on a peer that
+    reads nothing. An error goes through pyzmq's send, which raises it.
+    libzmq takes a message's first part only if it will take the rest, unless
+    the peer's pipe is being torn down: a later part refused then means the
+    message is dropped (as libzmq drops it; logged).
+
+    Returns
+    -------
+    bool
+        True once the message is queued (or dropped, as above); False only
+        without ``wait``, when it could not be queued at once.
 
     Raises
     ------
@@ -120,16 +129,27 @@ def send_held(sock: zmq.Socket[bytes], parts: Sequence[bytes]) -> None:
         raise ValueError("send_held: a message needs at least one part, got none")
     lib = _libzmq()
     if lib is None or not all(type(p) is bytes for p in parts):
-        sock.send_multipart(parts)
-        return
+        return _send_pyzmq(sock, parts, wait)
     handle = sock.underlying
     last = len(parts) - 1
     for i, data in enumerate(parts):
         flags = zmq.DONTWAIT | (zmq.SNDMORE if i < last else 0)
         if lib.zmq_send(handle, data, len(data), flags) < 0:
             if i == 0:
-                sock.send_multipart(parts)
-            else:
-                logger.warning("a message's part %d of %d was refused: message dropped",
-                               i + 1, len(parts))  # fmt: skip
-            return
+                return _send_pyzmq(sock, parts, wait)
+            logger.warning("a message's part %d of %d was refused: message dropped",
+                           i + 1, len(parts))  # fmt: skip
+            return True
+    return True
+
+
+def _send_pyzmq(sock: zmq.Socket[bytes], parts: Sequence[bytes], wait: bool) -> bool:
+    """Send through pyzmq (the GIL given up); without ``wait``, False if not queued at once."""
+    if wait:
+        sock.send_multipart(parts)
+        return True
+    try:
+        sock.send_multipart(parts, flags=zmq.DONTWAIT)
+    except zmq.Again:
+        return False
+    return True
