@@ -44,7 +44,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from livescope.schema import folder_key, folder_name_problem, safe_folder_name
+from livescope.schema import (
+    LivescopeError,
+    folder_key,
+    folder_name_problem,
+    safe_folder_name,
+)
 
 from ._dataset import (
     Dataset,
@@ -180,36 +185,40 @@ def _open(p: Path, channel: str, interval_s: float, pixel_size_um: float | None)
 
 
 def _open_livescope(p: Path, pixel_size_um: float | None) -> Dataset:
-    """Open a livescope run folder; ``pixel_size_um`` (if given) replaces the logged one."""
-    infos = read_frames(p)  # a line cut short by a crash is skipped
+    """Open a livescope run folder; ``pixel_size_um`` (if given) replaces the logged one.
+
+    Raises DatasetError naming the frame log and its line where a line is not a
+    frame record (damaged, edited, another program's: a record lacking a field,
+    an index that is no number), or two lines are one frame.
+    """
+    log = p / FRAMES_FILE
+    try:
+        infos = read_frames(p)  # a line cut short by a crash is skipped
+    except (LivescopeError, OSError) as exc:  # (the error names the file and the line)
+        raise DatasetError(
+            str(exc) if isinstance(exc, LivescopeError) else f"{log}: {exc}"
+        ) from None
     if not infos:
         raise DatasetError(f"{p}: the recording holds no frame ({FRAMES_FILE} is empty)")
     frames: list[RecordedFrame] = []
     index: dict[FrameKey, Any] = {}
-    for info in infos:
-        shape = tuple(int(s) for s in info["shape"])
-        if len(shape) > 2 and all(n == 1 for n in shape[:-2]):
-            shape = shape[-2:]  # (a camera's (1, h, w) frame: the recorder wrote it as (h, w))
-        check_dtype(f"{p} (frame {info['seq']})", info["dtype"], shape)
-        idx = info["index"]
-        key = FrameKey(str(info["position"]), int(idx.get("t", 0)), str(info["channel"]),
-                       int(idx.get("z", 0)))  # fmt: skip
-        sample_t = info.get("sample_time_s")
-        if sample_t is None and info.get("runner_time_ms") is not None:
-            # a real rig's recording from before session 35 stamped no sample time: the
-            # acquisition's own clock, as such frames carry now
-            sample_t = float(info["runner_time_ms"]) / 1000.0
-        frames.append(
-            RecordedFrame(
-                key, (shape[0], shape[1]), str(info["dtype"]),
-                sample_time_s=sample_t, x_um=info.get("x_um"),
-                y_um=info.get("y_um"), z_um=info.get("z_um"),
-                exposure_ms=info.get("exposure_ms"),
-                pixel_size_um=pixel_size_um or info.get("pixel_size_um") or None,
-                origin=f"seq {info['seq']}",
-            )
-        )  # fmt: skip
-        index[key] = info
+    for k, info in enumerate(infos):
+        try:
+            frame = _logged_frame(p, info, pixel_size_um)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise DatasetError(
+                f"{log}, {_record_places(log, k + 1)[k]}: not a frame record livescope wrote "
+                f"({type(exc).__name__}: {exc}); the log was edited, or is another program's"
+            ) from None
+        frames.append(frame)
+        index[frame.key] = info
+    if len(index) < len(frames):  # (two lines are one frame: said with their lines)
+        places = _record_places(log, len(frames))
+        lined = [
+            dataclasses.replace(f, origin=f"{at} ({f.origin})")
+            for f, at in zip(frames, places, strict=True)
+        ]
+        refuse_repeated_keys(log, lined, "position, time index, channel and z")
     ds = Dataset(p, "livescope", frames, _source=RecordingReader(p), _index=index)
     if not (p / "summary.json").is_file():
         ds.warnings.append(
@@ -217,6 +226,44 @@ def _open_livescope(p: Path, pixel_size_um: float | None) -> Dataset:
             "logged frames"
         )
     return ds
+
+
+def _logged_frame(p: Path, info: Any, pixel_size_um: float | None) -> RecordedFrame:
+    """Return the `RecordedFrame` of one frame log record (KeyError, TypeError, ...: not one)."""
+    shape = tuple(int(s) for s in info["shape"])
+    if len(shape) > 2 and all(n == 1 for n in shape[:-2]):
+        shape = shape[-2:]  # (a camera's (1, h, w) frame: the recorder wrote it as (h, w))
+    check_dtype(f"{p} (frame {info['seq']})", info["dtype"], shape)
+    idx = info["index"]
+    key = FrameKey(str(info["position"]), int(idx.get("t", 0)), str(info["channel"]),
+                   int(idx.get("z", 0)))  # fmt: skip
+    sample_t = info.get("sample_time_s")
+    if sample_t is None and info.get("runner_time_ms") is not None:
+        # a real rig's recording from before session 35 stamped no sample time: the
+        # acquisition's own clock, as such frames carry now
+        sample_t = float(info["runner_time_ms"]) / 1000.0
+    return RecordedFrame(
+        key, (shape[0], shape[1]), str(info["dtype"]),
+        sample_time_s=sample_t, x_um=info.get("x_um"),
+        y_um=info.get("y_um"), z_um=info.get("z_um"),
+        exposure_ms=info.get("exposure_ms"),
+        pixel_size_um=pixel_size_um or info.get("pixel_size_um") or None,
+        origin=f"seq {info['seq']}",
+    )  # fmt: skip
+
+
+def _record_places(log: Path, n: int) -> list[str]:
+    """Return where each of the first ``n`` records of the frame log is: ``line 7``, ...
+
+    Lines are counted as `read_frames` reads them (blank lines hold no record).
+    Called only to name a record that is refused.
+    """
+    try:
+        text = log.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):  # (read a moment ago: gone or changed since)
+        text = ""
+    lines = [f"line {i}" for i, line in enumerate(text.split("\n")[:-1], start=1) if line.strip()]
+    return lines[:n] + [f"record {k + 1}" for k in range(len(lines), n)]
 
 
 def _open_ctc(p: Path, channel: str, interval_s: float, pixel_size_um: float | None) -> Dataset:

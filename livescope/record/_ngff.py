@@ -82,17 +82,23 @@ def open_ome_zarr(p: Path, interval_s: float, pixel_size_um: float | None) -> Da
         # bare JSONDecodeError naming no file)
         ome = _member(p, root, "OME")
         series = _ome_attrs(ome).get("series") if isinstance(ome, zarr.Group) else None
+        listed = False  # (the images are those the series lists)
         if isinstance(series, list) and series and all(isinstance(k, str) and k for k in series):
-            keys = list(dict.fromkeys(str(k) for k in series))
+            keys, listed = list(dict.fromkeys(str(k) for k in series)), True
         else:
             keys = sorted((d.name for d in p.iterdir() if d.is_dir() and d.name.isdigit()), key=int)
         if not keys:
             raise DatasetError(f"{p}: bioformats2raw layout without an image group (0/, 1/, ...)")
         names = [f"p{k}" if k.isdigit() else k for k in keys]
-        images = [
-            _zarr_image(p, _member(p, root, k), k, name, interval_s, pixel_size_um)
-            for k, name in zip(keys, names, strict=True)
-        ]
+        images = []
+        for k, name in zip(keys, names, strict=True):
+            group = _member(p, root, k)
+            if group is None and listed and not (p / k).exists():
+                raise DatasetError(
+                    f"{p / k}: listed in the OME group's series, but missing (a copy of the "
+                    "dataset that did not finish?)"
+                )
+            images.append(_zarr_image(p, group, k, name, interval_s, pixel_size_um))
     else:
         keys = ["0"]
         images = [_zarr_image(p, root, "", "p0", interval_s, pixel_size_um)]

@@ -36,9 +36,10 @@ import math
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -57,6 +58,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger("livescope")
+_T = TypeVar("_T")
 
 
 def zarr_threads() -> list[threading.Thread]:
@@ -111,6 +113,28 @@ def _window(dtype: np.dtype[Any], bit_depth: int | None = None) -> dict[str, flo
 def _metadata_file(node: Any) -> Path:
     """Return the ``zarr.json`` of a group or array in a local store."""
     return Path(str(node.store_path.store.root), node.path, "zarr.json")
+
+
+def _read_metadata(file: Path, read: Callable[[], _T]) -> _T:
+    """Return ``read()``, which reads the recording's metadata file ``file``.
+
+    Raises
+    ------
+    LivescopeError
+        naming ``file`` where it is missing or cannot be read (damaged, or not
+        what livescope's recorder writes).
+    OSError
+        of a file that cannot be opened, as it is (a PermissionError while the
+        recorder replaces it, on Windows: tried again by the caller).
+
+    """
+    try:
+        return read()
+    except OSError:
+        raise
+    except Exception as exc:  # noqa: BLE001 (zarr raises many kinds on damaged metadata)
+        why = f"cannot be read ({exc!r})" if file.is_file() else "is missing"
+        raise LivescopeError(f"{file}: the recording's metadata {why}") from None
 
 
 def _compressors(codec: str) -> Any:
@@ -669,17 +693,60 @@ class RecordingReader:
         self._zarr = zarr
         self._groups: dict[str, str] = {}
 
-    def _group(self, position: str) -> Any:
-        root = self._zarr.open_group(self.path, mode="r")
-        if position not in self._groups:
-            for key in sorted(root.group_keys(), key=lambda k: int(k) if k.isdigit() else 0):
-                meta: Any = root[key].attrs.get("livescope")
-                name = meta.get("position") if isinstance(meta, dict) else None
-                if isinstance(name, str):
-                    self._groups[name] = key
+    def _group_key(self, position: str) -> str:
+        """Return the folder of ``position``'s image group (``0``, ``1``, ...) in the store.
+
+        Each group not yet known is opened from its own folder, reading its own
+        ``zarr.json`` only (zarr's list of the root's groups reads every one's: one
+        damaged made every position unreadable, with an error naming no file).
+
+        Raises
+        ------
+        LivescopeError
+            if no readable group is the position's, naming the groups whose
+            metadata cannot be read (damaged) where there are any.
+        OSError
+            of a folder or file that cannot be opened (a PermissionError while the
+            recorder replaces it, on Windows).
+
+        """
+        if position in self._groups:
+            return self._groups[position]
+        known = set(self._groups.values())
+        folders = [d.name for d in self.path.iterdir() if d.is_dir() and d.name not in known]
+        damaged: list[str] = []
+        for key in sorted(folders, key=lambda k: int(k) if k.isdigit() else 0):
+            try:
+                meta: Any = self._zarr.open_group(self.path / key, mode="r").attrs.get("livescope")
+            except PermissionError:
+                raise  # (being replaced: tried again by the caller)
+            except FileNotFoundError:
+                continue  # (no group: a folder the recorder is making, or one left behind)
+            except Exception as exc:  # noqa: BLE001 (zarr raises many kinds on damaged metadata)
+                damaged.append(f"{self.path / key / 'zarr.json'} ({exc!r})")
+                continue
+            name = meta.get("position") if isinstance(meta, dict) else None
+            if isinstance(name, str):
+                self._groups[name] = key
+        if position not in self._groups and damaged:
+            raise LivescopeError(
+                f"position {position!r} is not among the readable groups of the recording "
+                f"{self.path}: the metadata of {', '.join(damaged)} cannot be read (damaged; "
+                "the position's may be among them)"
+            )
         if position not in self._groups:
             raise LivescopeError(f"position {position!r} is not in the recording {self.path}")
-        return root[self._groups[position]]
+        return self._groups[position]
+
+    def _group(self, position: str) -> Any:
+        """Return ``position``'s image group, opened from its own folder.
+
+        Opened again at each call: the recorder rewrites its metadata as the run
+        goes on (a channel added). Raises LivescopeError naming the metadata file
+        where it cannot be read (damaged), OSError where it cannot be opened.
+        """
+        folder = self.path / self._group_key(position)
+        return _read_metadata(folder / "zarr.json", lambda: self._zarr.open_group(folder, mode="r"))
 
     def read(self, info: FrameInfo) -> NDArray[Any]:
         """Return the pixels of the frame ``info`` describes.
@@ -688,13 +755,18 @@ class RecordingReader:
         ------
         LivescopeError
             if the recording does not hold that frame (its chunk file is
-            missing), or its chunk cannot be read (a damaged file).
+            missing), or its chunk or its position's metadata cannot be read (a
+            damaged file, named; other positions are read all the same).
 
         """
 
         def metadata() -> tuple[list[str], Any]:
             group = self._group(info["position"])
-            return [c["label"] for c in group.attrs["ome"]["omero"]["channels"]], group["0"]
+            file = _metadata_file(group)
+            labels = _read_metadata(
+                file, lambda: [c["label"] for c in group.attrs["ome"]["omero"]["channels"]]
+            )
+            return labels, _read_metadata(file.parent / "0" / "zarr.json", lambda: group["0"])
 
         try:
             # the metadata (zarr.json) the recorder replaces as the run grows: on Windows
