@@ -26,7 +26,7 @@ that mitosis until it is seen out of it and not in it again for
 (``above`` / ``below``, with ``hysteresis``), ``enter_region`` (a track
 enters a rectangle ``[y0, x0, y1, x1]`` in pixels), ``feature`` (a cell's
 ``intensity`` / ``stain`` / ``area`` / ``p_mitosis`` rises to ``above``;
-re-armed when it falls below ``rearm_below``), ``track_lost``. For
+re-armed when it falls below ``rearm_below``), ``track_lost`` (once per track). For
 ``enter_region`` and ``feature`` a division is no crossing: a daughter is born
 with her mother's state (inside the rectangle; above, until she falls below
 ``rearm_below``), so she fires only once she has left it and enters it again;
@@ -147,7 +147,9 @@ class Rule:
         Where both fields carry their stage position, a firing at another
         position this close on the stage holds it back too (the same cell,
         where the fields overlap: a grid's tiles). A cell at no known place (a
-        NaN centroid) is held back by every firing at its position.
+        NaN centroid) is held back by every firing at its position, and so is
+        a cell whose field and the firing's differ in carrying a stage position
+        (a place on the stage and one in the frame are no distance apart).
         A hit held back by the cooldown is not used up: a condition that lasts
         (a cell still in mitosis, still in the region, a feature or count still
         past its threshold) fires on the first field after the cooldown; a
@@ -256,7 +258,8 @@ class Rule:
         self.fires = 0
         """Firings so far (also numbering the close-ups' positions: never counts down)."""
         self.given_back_cells: set[str] = set()
-        """``position/track`` of the cells given back once (never twice; `give_back`).
+        """``position/track`` of the cells given back once (never twice; `give_back`;
+        ``position/`` for a hit without a cell, a count's, until its trigger re-arms).
         A cell's track gone for good (not seen for `FORGET_AFTER_T` time points of its
         position) is forgotten: no firing on it can come again (kept, they grew with
         every cell given back over a run, in the state written after every field)."""
@@ -281,8 +284,17 @@ class Rule:
             here = pos == obs.position
             if rx is not None and ry is not None and not math.isfinite(rx + ry):
                 continue  # (a cell at no finite place, saved before they were left out)
-            if place is None or rx is None or ry is None or self.cooldown_radius_um <= 0:
-                if here:  # (no distance to tell: anywhere in the position)
+            if (
+                place is None
+                or rx is None
+                or ry is None
+                or self.cooldown_radius_um <= 0
+                or on_stage != bool(obs.stage_um)
+            ):
+                # (no distance to tell: anywhere in the position; nor between a place on
+                # the stage and one in the frame, where one field carried its stage
+                # position and the other did not: the same cell was thousands of µm away)
+                if here:
                     return True
                 continue
             if not here and not (on_stage and obs.stage_um):
@@ -296,7 +308,8 @@ class Rule:
     def _unaimed(self, obs: Observation, hit: Hit) -> str:
         """Return why a close-up or recentring on ``hit`` has no place to go (``""``: it has).
 
-        The field's frame carried no stage position; or the place is no finite
+        The field's frame carried no stage position; or a close-up's z-stack
+        (``z_planes`` > 1) has no stage z to centre on; or the place is no finite
         number (a cell whose centroid is NaN, a stage position that is); or a
         recentring's hit has no cell place (a division whose daughters are not
         among the field's cells). Other actions need no place.
@@ -306,6 +319,13 @@ class Rule:
         where = f"field {obs.position} t={obs.t}"
         if obs.stage_um is None:
             return f"{where} has no stage position"
+        if self.acquire is not None and self.acquire.z_planes > 1 and obs.stage_um[2] is None:
+            # (its planes would have no z of their own: all taken at the one focus the
+            # microscope is at, the same plane N times, booking N times the light)
+            return (
+                f"{where}: a z-stack ({self.acquire.z_planes} planes) needs the field's "
+                "stage z; the frame has none"
+            )
         track = "" if hit.track is None else f" (track {hit.track})"
         z = obs.stage_um[2] if self.action == "acquire" else None  # (a move keeps its z)
         place, what = (obs.stage_um[0], obs.stage_um[1]), "the field's centre"
@@ -329,7 +349,8 @@ class Rule:
         Firings come one at a time (a generator): the caller may send each
         decision before the next is made. A close-up or recentring with no
         place to go (`_unaimed`: a field whose frame carried no stage position,
-        a cell whose centroid is NaN) has no decision (`Firing.unmade` says why;
+        a z-stack in one whose frame carried no stage z, a cell whose centroid
+        is NaN) has no decision (`Firing.unmade` says why;
         the engine refuses it): it counts as a refused firing does, and the
         rule goes on. A field nothing was segmented in (`Observation.segmented`)
         is passed over: its cells are unknown (``cell_count`` fired on it as on
@@ -341,8 +362,13 @@ class Rule:
             # (before the hits: a cell gone that long is in none of them)
             gone = self._given_back_seen.ended(obs, self.given_back_cells)
             self.given_back_cells.difference_update(gone)
+        hits = self.trigger.check(obs)
+        if self.given_back_cells and self.trigger.rearmed(obs.position):
+            # (a hit without a cell, a count, is keyed by its position alone: its crossing
+            # is over, and the next one is another, given back as this one was)
+            self.given_back_cells.discard(cell_key(obs.position, None))
         k = 0  # this field's firings so far
-        for hit in self.trigger.check(obs):
+        for hit in hits:
             if self.max_fires is not None and self.fires - self.given_back >= self.max_fires:
                 # not used up: a firing given back frees its place (`give_back`)
                 self.trigger.release(obs.position, hit)
@@ -398,7 +424,9 @@ class Rule:
         points of its position, when no firing on it can come). Returns False
         when not given back: a decision this rule does not remember (not its
         own, older than its last `_BOOKED_MAX` firings, made before a worker
-        restart, or given back already), or its cell's second.
+        restart, or given back already), or its cell's second (for a hit
+        without a cell, a count's: its crossing's second; the trigger's re-arming
+        ends a crossing).
         """
         booked = self._booked.pop(decision_id, None)
         if booked is None:

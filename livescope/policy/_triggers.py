@@ -53,6 +53,15 @@ class Trigger:
         """
         return None
 
+    def rearmed(self, position: str) -> bool:
+        """Return whether the last field checked re-armed ``position``'s hit without a cell.
+
+        (``cell_count``: its count went back past the threshold by the
+        hysteresis.) The rule then forgets that hit given back (`Rule.give_back`,
+        once per cell): the next crossing is another, given back as the first was.
+        """
+        return False
+
     def state(self) -> dict[str, Any]:
         return {}
 
@@ -382,8 +391,10 @@ class _CellCount(Trigger):
             raise ValueError(f"cell_count.hysteresis must be in [0, 1), got {hysteresis}")
         self.above, self.below, self.hysteresis = above, below, float(hysteresis)
         self.armed: dict[str, bool] = {}
+        self._rearmed = ""  # the position the last field checked re-armed ("": none)
 
     def check(self, obs: Observation) -> list[Hit]:
+        self._rearmed = ""
         n = len(obs.cells)
         armed = self.armed.get(obs.position, True)
         if self.above is not None:
@@ -396,10 +407,14 @@ class _CellCount(Trigger):
             return [Hit(None, None, None, {"cells": n})]
         if not armed and rearm:
             self.armed[obs.position] = True
+            self._rearmed = obs.position
         return []
 
     def release(self, position: str, hit: Hit) -> None:
         self.armed[position] = True
+
+    def rearmed(self, position: str) -> bool:
+        return bool(self._rearmed) and self._rearmed == position
 
     def state(self) -> dict[str, Any]:
         return {"armed": self.armed}
@@ -514,6 +529,12 @@ class _Feature(_CellSetTrigger):
             raise ValueError(
                 f"feature.feature must be one of {', '.join(FEATURES)}, got {feature!r}"
             )
+        if feature.startswith("p_"):  # (a probability: 0..1, as mitosis.p_min; not a percent)
+            for name, v in (("above", above), ("rearm_below", rearm_below)):
+                if v is not None and not 0 <= v <= 1:
+                    raise ValueError(
+                        f"feature.{name} must be in [0, 1] for {feature} (a probability), got {v}"
+                    )
         rearm = above if rearm_below is None else rearm_below
         if rearm > above:
             raise ValueError(f"feature.rearm_below ({rearm}) must be <= above ({above})")
@@ -542,13 +563,50 @@ class _Feature(_CellSetTrigger):
 
 
 class _TrackLost(Trigger):
-    """A track seen on the previous field and not on this one; not a parent that divided."""
+    """A track seen on the previous field and not on this one: once per track.
+
+    Not a parent that divided (its daughters carry it on). A field's `lost`
+    says only that a track was not seen; whether the tracker has ended it (no
+    longer able to close the gap, ``max_gap``) no observation tells, and a cell
+    the segmentation missed on one field comes back under the same id on the
+    next. So a track hits on its first loss only: seen again and lost again, it
+    does not hit again. A hit the rule did not fire on (held back by its
+    cooldown or ``max_fires``) or gave back (a stale refusal) is not used up:
+    the track hits on its next loss. A track no field of its position has shown
+    for `FORGET_AFTER_T` time points is forgotten (the tracker has ended it).
+    """
 
     kind = "track_lost"
 
+    def __init__(self) -> None:
+        self.fired: set[str] = set()
+        """The tracks (position/track) that hit."""
+        self.seen = _LastSeen()
+
     def check(self, obs: Observation) -> list[Hit]:
         divided = {parent for parent, _ in obs.divisions}  # (its daughters carry it on)
-        return [Hit(int(t), None, None, {}) for t in obs.lost if t not in divided]
+        hits = []
+        for track in obs.lost:
+            key = _key(obs, int(track))
+            if track in divided or key in self.fired:
+                continue
+            self.fired.add(key)
+            self.seen.note(obs.position, int(track))  # (not in this field: lost)
+            hits.append(Hit(int(track), None, None, {}))
+        self.fired -= _divided(obs)  # (the tracker never gives a parent's id again)
+        self.fired.difference_update(self.seen.ended(obs, self.fired))
+        return hits
+
+    def release(self, position: str, hit: Hit) -> None:
+        if hit.track is not None:
+            self.fired.discard(cell_key(position, hit.track))
+
+    def state(self) -> dict[str, Any]:
+        return {"fired": sorted(self.fired)}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        self.fired = {str(k) for k in state.get("fired", [])}
+        self.seen.restore(self.fired)
 
 
 TRIGGERS: dict[str, type[Trigger]] = {
