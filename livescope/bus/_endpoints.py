@@ -345,6 +345,10 @@ class _Allow:
 def bind(sock: zmq.Socket[Any], endpoint: str, security: BusSecurity | None = None) -> str:
     """Bind ``sock``; refuse a network address without CURVE keys. Returns the endpoint bound.
 
+    A relative ipc path (``ipc://frames.sock``) is bound in the current folder
+    and returned absolute: the endpoint is handed to processes started
+    elsewhere (``bus.json``), for whom the relative path names another file.
+
     Raises
     ------
     LivescopeError
@@ -359,6 +363,9 @@ def bind(sock: zmq.Socket[Any], endpoint: str, security: BusSecurity | None = No
             f"{endpoint!r} is not a ZeroMQ endpoint: give tcp://127.0.0.1:PORT (or "
             "tcp://127.0.0.1:* for any free port), or leave it out for a fresh local one"
         )
+    given = endpoint[len("ipc://") :] if scheme == "ipc" else ""
+    if given and not given.startswith("@") and given != "*":  # (no file: no folder either)
+        endpoint = f"ipc://{os.path.abspath(given)}"  # (its length is what ipc limits)
     taken = _ipc_path_taken(endpoint[len("ipc://") :]) if scheme == "ipc" else None
     if taken is not None:
         raise LivescopeError(
@@ -380,7 +387,7 @@ def bind(sock: zmq.Socket[Any], endpoint: str, security: BusSecurity | None = No
         path = endpoint[len("ipc://") :]
         if scheme == "ipc" and _ipc_path_too_long(path):
             size = f"its path is {len(os.fsencode(path))} bytes, over ipc's {zmq.IPC_PATH_MAX_LEN}"
-            if Path(path).parent == Path(tempfile.gettempdir()):  # (a `local_endpoint`)
+            if Path(given).parent == Path(tempfile.gettempdir()):  # (a `local_endpoint`)
                 advice = (
                     f"the temp folder's path is too long: set {TRANSPORT_ENV}=tcp, "
                     "or a shorter TMPDIR"
@@ -391,7 +398,7 @@ def bind(sock: zmq.Socket[Any], endpoint: str, security: BusSecurity | None = No
                     f"free port); {TRANSPORT_ENV}=tcp puts the endpoints not given on tcp"
                 )
             raise LivescopeError(f"cannot listen on {endpoint}: {size}; {advice}") from None
-        if scheme == "ipc" and Path(path).parent == Path(tempfile.gettempdir()):
+        if scheme == "ipc" and Path(given).parent == Path(tempfile.gettempdir()):
             # a `local_endpoint`: the endpoint was left out, the temp folder is the trouble
             raise LivescopeError(
                 f"cannot listen on {endpoint}: {exc.strerror}; the temp folder "

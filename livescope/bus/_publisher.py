@@ -38,6 +38,19 @@ __all__ = ["FramePublisher"]
 
 logger = logging.getLogger("livescope")
 
+QUEUE_BYTES_PER_SUBSCRIBER = 256 * 2**20
+"""Bytes of inline frames queued for one subscriber (bus mode ``inline``), beyond which its
+frames are dropped (counted by it from the sequence gaps). Inline frames are sent without a
+copy: each one queued for a subscriber that does not read (a worker paused in a debugger, a
+slow link) keeps a whole camera frame alive in the agent, and ZeroMQ counts its queue in
+frames. 256 MiB holds 32 frames of an 8 MiB sCMOS camera, over a second of its bursts;
+frames of 1 MiB or less stay at `DEFAULT_SNDHWM`."""
+MIN_QUEUED_FRAMES = 4
+"""Inline frames queued for one subscriber however large they are: a worker that reads
+needs a few frames' slack for its pauses (a garbage collection), or it would lose frames."""
+DEFAULT_SNDHWM = 256
+"""Frames queued for one subscriber unless told (``sndhwm``); shared-memory headers."""
+
 
 def _wire_array(image: NDArray[Any], seq: object) -> NDArray[Any]:
     """Return ``image`` as wire protocol v1 carries it: C order, native byte order.
@@ -69,6 +82,11 @@ def _wire_array(image: NDArray[Any], seq: object) -> NDArray[Any]:
     return np.ascontiguousarray(arr)
 
 
+def _bytes_hwm(hwm: int, frame_bytes: int) -> int:
+    """Return ``hwm`` lowered to the frames of ``frame_bytes`` that fit in a subscriber's queue."""
+    return min(hwm, max(MIN_QUEUED_FRAMES, QUEUE_BYTES_PER_SUBSCRIBER // frame_bytes))
+
+
 class FramePublisher:
     """Publishes frames (wire protocol v1) on a PUB socket.
 
@@ -82,9 +100,17 @@ class FramePublisher:
         ``"inline"`` (pixels in the message) or ``"shm"`` (pixels in shared memory).
     max_frame_bytes, ring_bytes
         Shared-memory ring geometry (``shm`` mode): slots of ``max_frame_bytes``,
-        as many as fit in ``ring_bytes`` (at least 4, at most 64).
+        as many as fit in ``ring_bytes`` (at least 4, at most 64). In ``inline``
+        mode ``max_frame_bytes`` (0: not known) sizes the subscribers' queues
+        (``sndhwm``).
     security
         CURVE keys; required to bind to a non-loopback address.
+    sndhwm
+        Frames queued for each subscriber before its frames are dropped. Unset:
+        `DEFAULT_SNDHWM`, and in ``inline`` mode no more than fit in
+        `QUEUE_BYTES_PER_SUBSCRIBER` (at least `MIN_QUEUED_FRAMES`), counted in
+        frames of ``max_frame_bytes`` (or of the largest frame published yet,
+        where it is 0 or smaller).
 
     Notes
     -----
@@ -103,7 +129,7 @@ class FramePublisher:
         max_frame_bytes: int = 0,
         ring_bytes: int = 256 * 2**20,
         security: BusSecurity | None = None,
-        sndhwm: int = 256,
+        sndhwm: int | None = None,
     ) -> None:
         if mode not in ("inline", "shm"):
             raise LivescopeError(f"bus mode must be 'inline' or 'shm', got {mode!r}")
@@ -119,7 +145,14 @@ class FramePublisher:
         self._security = security
         self._ctx = zmq.Context()
         self._sock = self._ctx.socket(zmq.PUB)
-        self._sock.setsockopt(zmq.SNDHWM, sndhwm)
+        self._hwm = DEFAULT_SNDHWM if sndhwm is None else sndhwm
+        self._bytes_bound = mode == "inline" and sndhwm is None  # (`_bound_queues`)
+        self._hwm_frame_bytes = max(0, max_frame_bytes)  # (the frames it is sized for)
+        if self._bytes_bound and max_frame_bytes > 0:
+            self._hwm = _bytes_hwm(self._hwm, max_frame_bytes)
+        # (set before binding: ZeroMQ gives each subscriber the SNDHWM the socket was bound with)
+        self._sock.setsockopt(zmq.SNDHWM, self._hwm)
+        self._bound_hwm = self._hwm
         self._sock.setsockopt(zmq.LINGER, 0)
         self._control = self._ctx.socket(zmq.REP)
         self._control.setsockopt(zmq.LINGER, 0)
@@ -259,12 +292,32 @@ class FramePublisher:
                     self.ring.withdraw(shm["slot"])
             raise
         if shm is None:
+            if self._bytes_bound:
+                self._bound_queues(arr.nbytes)
             self._sock.send_multipart([hdr, arr.data.cast("B")], copy=False)
         else:  # a header only: sent keeping the GIL (`livescope.bus._held`)
             send_held(self._sock, [hdr, b""])
         self.published += 1
         self.bytes_published += arr.nbytes
         return True
+
+    def _bound_queues(self, nbytes: int) -> None:
+        """Keep each subscriber's queue within `QUEUE_BYTES_PER_SUBSCRIBER` (inline frames).
+
+        Called by `publish` before each inline frame of ``nbytes`` is sent; does
+        something only where the queues were not sized at bind for frames this
+        large (no ``max_frame_bytes``, or a frame over it).
+        """
+        if nbytes > self._hwm_frame_bytes:
+            self._hwm_frame_bytes = nbytes
+            self._hwm = _bytes_hwm(self._hwm, nbytes)
+        if self._hwm < self._bound_hwm:
+            # A new SNDHWM reaches only the subscribers the socket has taken in (EVENTS
+            # takes in those that connected since); one that connects later comes with
+            # the SNDHWM of the bind: set again for every frame, such a subscriber
+            # queues a frame or two beyond the bound before it has it.
+            self._sock.getsockopt(zmq.EVENTS)
+            self._sock.setsockopt(zmq.SNDHWM, self._hwm)
 
     def stats(self) -> dict[str, Any]:
         """Counters of this publisher."""
