@@ -33,6 +33,7 @@ __all__ = [
     "finite",
     "given",
     "given_path",
+    "positive_size",
     "progress_bar",
     "refuse_unknown_backend",
     "report",
@@ -99,6 +100,27 @@ def finite(value: float | None) -> float | None:
     if value is not None and not math.isfinite(value):
         raise typer.BadParameter(f"must be a finite number, not {value}")
     return value
+
+
+def positive_size(option: str, value: float | None, what: str, unit: str) -> None:
+    """Refuse a size option that is not a finite number above 0, naming it (before any work).
+
+    A check in the command, not a callback, so that ``--json`` gets its JSON
+    error: ``--pixel-size -1`` was refused by the engine, once loaded, as an
+    image's fault, and ``--diameter inf`` as "must be > 0 px, got inf".
+
+    Raises
+    ------
+    LivescopeError
+        naming ``option`` and its value.
+
+    """
+    if value is None:
+        return
+    if not math.isfinite(value):
+        raise LivescopeError(f"{option} {value}: must be a finite number ({what}, {unit})")
+    if value <= 0:
+        raise LivescopeError(f"{option} {value:g}: {what} must be > 0 {unit}")
 
 
 def given(value: str) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
+import re
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,6 +17,7 @@ from ._common import (
     emit,
     fail,
     given_or_none,
+    positive_size,
     progress_bar,
     report,
     setup_logging,
@@ -145,6 +148,17 @@ def engines_check(
         # (once each: an engine named twice was checked twice)
         names = list(dict.fromkeys(engines or builtin_engines()))
     by_engine: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+
+    def add(row: dict[str, Any]) -> None:
+        # (said as each check ends: nothing was said until all were done, minutes where
+        # TensorRT builds its plans; with --json too, whose stdout stays the one object)
+        by_engine[row["engine"]].append(row)
+        err = row.get("relative_error", "")
+        stderr.print(
+            f"{row['engine']} / {row['backend']}: {row['status']} {err} {row.get('detail', '')}",
+            markup=False,
+        )  # fmt: skip
+
     # (a library that fails to import is a backend that cannot run, with its error)
     backends = backend_status()
     with user_errors(json_out):
@@ -158,17 +172,16 @@ def engines_check(
             try:
                 refs[n] = Engine(n, backend=OnnxRuntimeBackend())
             except LivescopeError as exc:
-                by_engine[n].append({"engine": n, "backend": "onnxruntime (reference)",
-                                     "status": "error", "detail": str(exc)})  # fmt: skip
+                add({"engine": n, "backend": "onnxruntime (reference)", "status": "error",
+                     "detail": str(exc)})  # fmt: skip
         inputs = _test_inputs([e.card for e in refs.values()]) if refs else []
         for (name, ref_engine), frame in zip(refs.items(), inputs, strict=True):
-            results = by_engine[name]
             try:
                 ref = _run_any(ref_engine, frame)
             except LivescopeError as exc:
                 ref_engine.close()
-                results.append({"engine": name, "backend": "onnxruntime (reference)",
-                                "status": "error", "detail": str(exc)})  # fmt: skip
+                add({"engine": name, "backend": "onnxruntime (reference)",
+                     "status": "error", "detail": str(exc)})  # fmt: skip
                 continue
             odd_row: dict[str, Any] | None = None
             if frame.ndim != 4:  # frame engines take any frame size (padded to the card's multiple)
@@ -183,17 +196,17 @@ def engines_check(
             for b, ok, why in backends:
                 row: dict[str, Any] = {"engine": name, "backend": b.name}
                 if not ok:
-                    results.append({**row, "status": "unavailable", "detail": why})
+                    add({**row, "status": "unavailable", "detail": why})
                     continue
                 try:
                     with Engine(name, backend=b) as e:
                         err = _relative_error(_run_any(e, frame), ref)
                     status = "ok" if err <= 1e-4 else "mismatch"
-                    results.append({**row, "status": status, "relative_error": err, "detail": why})
+                    add({**row, "status": status, "relative_error": err, "detail": why})
                 except (EngineError, LivescopeError) as exc:
-                    results.append({**row, "status": "error", "detail": str(exc)})
+                    add({**row, "status": "error", "detail": str(exc)})
             if odd_row is not None:
-                results.append(odd_row)
+                add(odd_row)
             rtx = TensorRTRTXBackend()
             if rtx.installed():
                 card: EngineCard = ref_engine.card  # the closed engine still names its model
@@ -202,27 +215,20 @@ def engines_check(
                     tiles = TilePlan((2048, 2048), card.tiling.tile_px, card.tiling.overlap_px,
                                      card.input.multiple_of)  # fmt: skip
                     plan = rtx.build_ahead_of_time(ref_engine.model_path, card, tiles.tile_shapes())
-                    results.append({"engine": name, "backend": "tensorrt-rtx (ahead-of-time build)",
-                                    "status": "ok", "plan_bytes": len(plan),
-                                    "seconds": round(time.perf_counter() - t0, 2)})  # fmt: skip
+                    add({"engine": name, "backend": "tensorrt-rtx (ahead-of-time build)",
+                         "status": "ok", "plan_bytes": len(plan),
+                         "seconds": round(time.perf_counter() - t0, 2)})  # fmt: skip
                 except LivescopeError as exc:
-                    results.append({"engine": name, "backend": "tensorrt-rtx (ahead-of-time build)",
-                                    "status": "error", "detail": str(exc)})  # fmt: skip
+                    add({"engine": name, "backend": "tensorrt-rtx (ahead-of-time build)",
+                         "status": "error", "detail": str(exc)})  # fmt: skip
                 except (ImportError, OSError) as exc:  # (installed, but its library fails to load)
-                    results.append({"engine": name, "backend": "tensorrt-rtx (ahead-of-time build)",
-                                    "status": "error",
-                                    "detail": _fails_to_load(rtx.module, exc)})  # fmt: skip
+                    add({"engine": name, "backend": "tensorrt-rtx (ahead-of-time build)",
+                         "status": "error", "detail": _fails_to_load(rtx.module, exc)})  # fmt: skip
     results = [r for n in names for r in by_engine[n]]
     ok = all(r["status"] in ("ok", "unavailable") for r in results)
     if json_out:
         emit({"ok": ok, "results": results})
-    else:
-        for r in results:
-            err = r.get("relative_error", "")
-            stderr.print(
-                f"{r['engine']} / {r['backend']}: {r['status']} {err} {r.get('detail', '')}",
-                markup=False,
-            )
+    else:  # (each check's line was said as it ended)
         failed = sorted({r["engine"] for r in results if r["status"] not in ("ok", "unavailable")})
         stderr.print(
             f"failed: {', '.join(failed)} (exit 1)" if failed else "all checks passed",
@@ -300,6 +306,21 @@ def engines_build(
                 f"engines build --backend {backend}: {library.module} is not installed; "
                 f"install it with: {_INSTALL[backend]}"
             )
+        # (said before "building ... minutes", which came first: a backend that cannot
+        # run here, or a GPU generation the library does not know)
+        on_this_gpu = None
+        if backend == "tensorrt-rtx" and compute_capability:
+            _refuse_unknown_capabilities(library.module, compute_capability)
+        else:
+            try:
+                on_this_gpu = select_backend(backend)
+            except LivescopeError as exc:
+                if backend != "tensorrt-rtx":
+                    raise
+                raise LivescopeError(
+                    f"{exc}; to build without a GPU, name the GPUs it is for: "
+                    "--compute-capability SM89 (repeatable)"
+                ) from None
         if not json_out:  # (nothing was said during a build of minutes on a rig's GPU)
             target = (
                 f"ahead of time for {', '.join(compute_capability)}: this can take minutes"
@@ -328,16 +349,9 @@ def engines_build(
             result = {"plan": str(out), "bytes": len(plan)}
             built = graph  # (the ahead-of-time build takes its precision from the ONNX graph)
         else:
-            try:
-                b = select_backend(backend)
-            except LivescopeError as exc:
-                if backend != "tensorrt-rtx":
-                    raise
-                raise LivescopeError(
-                    f"{exc}; to build without a GPU, name the GPUs it is for: "
-                    "--compute-capability SM89 (repeatable)"
-                ) from None
-            with Engine(engine, backend=b, precision=precision, frame_shape=frame_shape) as eng:
+            with Engine(
+                engine, backend=on_this_gpu, precision=precision, frame_shape=frame_shape
+            ) as eng:
                 # (the plan's own: TensorRT >= 11 and -RTX build in the ONNX graph's,
                 # whatever was asked, which was reported)
                 built = eng.runtime()["precision"]
@@ -352,6 +366,30 @@ def engines_build(
                        "precision": built,
                        "seconds": round(time.perf_counter() - t0, 2)})  # fmt: skip
     report(result, json_out)
+
+
+def _refuse_unknown_capabilities(module: str, wanted: list[str]) -> None:
+    """Refuse ``--compute-capability`` values that TensorRT-RTX (``module``) does not know.
+
+    Raises
+    ------
+    LivescopeError
+        naming the unknown ones and those it knows, or saying that the library,
+        installed, does not load.
+
+    """
+    from livescope.schema import LivescopeError
+
+    try:
+        trt = importlib.import_module(module)
+    except (ImportError, OSError) as exc:  # (installed, but its library fails to load)
+        raise LivescopeError(_fails_to_load(module, exc)) from None
+    known = [n for n in dir(trt.ComputeCapability) if n.startswith("SM")]
+    if unknown := [cc for cc in wanted if cc not in known]:
+        raise LivescopeError(
+            f"--compute-capability {', '.join(unknown)}: unknown to {module} "
+            f"{trt.__version__}, which knows {', '.join(known)}"
+        )
 
 
 @eval_app.command("seg")
@@ -387,6 +425,12 @@ def eval_seg(
                     "on the CPU, no rescaling); drop it or name an engine",
                     as_json=json_out,
                 )
+        # the options and folders first, before an engine is loaded
+        positive_size("--diameter", diameter, "object diameter", "px")
+        for option, folder in (("--images", images), ("--labels", labels)):
+            _check_input(option, folder, folder=True)
+        _refuse_swapped_folders(images, labels)
+        if engine == "classical":
             with progress_bar("scoring", json_out=json_out) as (bar, task):
                 result = evaluate_segmentation(
                     None, images, labels, classical=True,
@@ -408,6 +452,49 @@ def eval_seg(
         if not per_image:
             result.pop("per_image")
     report(result, json_out)
+
+
+def _check_input(option: str, path: Path, *, folder: bool = False) -> None:
+    """Refuse a missing input (or a file where a folder is needed), naming its option.
+
+    Said before an engine loads: the path alone was named ("nosuch does not
+    exist"), after the engine had loaded and warnings about other options.
+    """
+    from livescope.schema import LivescopeError
+
+    if not path.exists():
+        raise LivescopeError(f"{option} {path}: does not exist")
+    if folder and not path.is_dir():
+        raise LivescopeError(f"{option} {path}: is not a folder")
+
+
+def _refuse_swapped_folders(images: Path, labels: Path) -> None:
+    """Refuse a first label image that is none (--images and --labels swapped?), by its path.
+
+    `evaluate_segmentation` names a file without its folder ("a.tif: ..."),
+    and only once the engine has loaded; the pairing's own errors (no image,
+    no label file of its name, the same folder twice) are left to it.
+
+    Raises
+    ------
+    LivescopeError
+        naming the label file's path.
+
+    """
+    from livescope.inference import as_instance_labels, read_image
+
+    if images.resolve() == labels.resolve():
+        return
+    first = min(
+        (p for p in images.iterdir()
+         if p.suffix.lower() in (".tif", ".tiff", ".png") and not p.name.startswith(".")),
+        default=None,
+    )  # fmt: skip
+    if first is None or not (labels / first.name).is_file():
+        return
+    truth = read_image(labels / first.name, labels=True)
+    if truth.ndim == 2:  # (another shape: refused with the image's)
+        as_instance_labels(truth, str(labels / first.name))
 
 
 def _print_scores(result: dict[str, Any], engine: Any, json_out: bool) -> None:
@@ -470,6 +557,7 @@ def eval_stain(
         if simulated is None and (input is None or target is None):
             raise LivescopeError("give --input and --target, or --simulated SEEDS")
         seeds = _seeds(simulated) if simulated is not None else []
+        positive_size("--pixel-size", pixel_size, "pixel size", "µm")
         box = parse_crop(crop)
         if segment_with is not None:
             if simulated is None:
@@ -477,13 +565,20 @@ def eval_stain(
                     "--segment-with scores against the simulator's nuclei: give --simulated SEEDS"
                 )
             _check_segmenter(segment_with)
+        for option, path in (("--input", input), ("--target", target)):  # (then the paths)
+            if path is not None:
+                _check_input(option, path)
     with user_errors(json_out), StainEngine(engine, backend=backend) as e:
         e.warmup()
         if simulated is not None:
             from livescope.pipeline import score_stain_simulated, views_for_seeds
 
-            fields = views_for_seeds(seeds, views)
-            result = score_stain_simulated(e, fields, segmenter=segment_with)
+            # (as eval states does: seconds a field, and nothing was said meanwhile)
+            with progress_bar("scoring", json_out=json_out) as (bar, task):
+                result = score_stain_simulated(
+                    e, views_for_seeds(seeds, views), segmenter=segment_with,
+                    progress=lambda k, n: bar.update(task, completed=k, total=n),
+                )  # fmt: skip
             result["simulated_seeds"] = seeds
         else:
             assert input is not None  # (checked above, with target)
@@ -542,21 +637,29 @@ def eval_states(
     from livescope.pipeline import flag_divisions_ctc, score_states_simulated, views_for_seeds
     from livescope.schema import LivescopeError
 
-    with user_errors(json_out), CellStateEngine(engine, backend=backend) as e:
+    with user_errors(json_out):  # the options and folders first, before an engine is loaded
         if simulated is not None and (images is not None or gt is not None):
             raise LivescopeError("give --simulated SEEDS, or --images and --gt, not both")
+        seeds = _seeds(simulated) if simulated is not None else []
+        positive_size("--pixel-size", pixel_size, "pixel size", "µm")
+        if simulated is None:
+            if images is None or gt is None:
+                raise LivescopeError("give --simulated SEEDS, or --images and --gt")
+            for what, folder in (("--images", images), ("--gt", gt)):
+                if not folder.is_dir():
+                    raise LivescopeError(f"{what} {folder} does not exist or is not a folder")
+            _refuse_unnumbered_frames(images)
+    with user_errors(json_out), CellStateEngine(engine, backend=backend) as e:
         if simulated is not None:
-            seeds = _seeds(simulated)
             with progress_bar("classifying", json_out=json_out) as (bar, task):
                 result = score_states_simulated(
                     e, views_for_seeds(seeds, views),
                     progress=lambda k, n: bar.update(task, completed=k, total=n),
                 )  # fmt: skip
             result["simulated_seeds"] = seeds
-        elif images is not None and gt is not None:
-            for what, folder in (("--images", images), ("--gt", gt)):
-                if not folder.is_dir():
-                    raise LivescopeError(f"{what} {folder} does not exist or is not a folder")
+        else:
+            assert images is not None  # (checked above, with gt)
+            assert gt is not None
             if pixel_size is None and e.card.pixel_size_um is not None:
                 stderr.print(
                     f"warning: no --pixel-size: the images are taken to be at the classifier's "
@@ -569,9 +672,29 @@ def eval_states(
                     progress=lambda k, n: bar.update(task, completed=k, total=n),
                 )  # fmt: skip
             result["pixel_size_um"] = pixel_size  # (None: taken to be the card's)
-        else:
-            raise LivescopeError("give --simulated SEEDS, or --images and --gt")
     _print_scores(result, e, json_out)
+
+
+def _refuse_unnumbered_frames(images: Path) -> None:
+    """Refuse a CTC image folder without one frame named tTTT.tif, saying what it holds.
+
+    "imgs has 0 frames, gt annotates 3" did not say that frames are found by
+    their names (t000.tif, t001.tif ...), nor which names the folder has.
+    """
+    from livescope.schema import LivescopeError
+
+    names = sorted(p.name for p in images.iterdir() if not p.name.startswith("."))
+    if any(re.fullmatch(r"t\d+\.tif", n) for n in names):
+        return  # (too few or too many: said against the ground truth's frames)
+    found = (
+        f"it holds {', '.join(names[:3])}{', …' if len(names) > 3 else ''}"
+        if names
+        else "it is empty"
+    )
+    raise LivescopeError(
+        f"--images {images}: no frame named tTTT.tif (t000.tif, t001.tif ...: frame TTT of "
+        f"the ground truth's); {found}"
+    )
 
 
 def _bench_stain(name: str, repeats: int) -> list[dict[str, Any]]:

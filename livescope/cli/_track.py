@@ -15,6 +15,7 @@ from ._common import (
     JsonOpt,
     given_or_none,
     given_path,
+    positive_size,
     report,
     setup_logging,
     stderr,
@@ -105,6 +106,7 @@ def track(
                     f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for segmenting, "
                     "and --from-labels segments nothing: drop one or the other"
                 )
+        positive_size("--diameter", diameter, "object diameter", "px")  # (before any frame)
         files = _frame_files(images)
         if out.exists() and not out.is_dir():
             raise LivescopeError(f"{out} is a file: --out must be a new result folder")
