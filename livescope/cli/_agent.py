@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -197,23 +198,144 @@ def _check_policies(plan: Path, prof: Any) -> None:
     rules_for_profile(plan_sections(plan).get("policies"), prof, source=str(plan))
 
 
+ENGINE_TASKS = {"seg": ("segmentation", "nuclei-unet"),
+                "stain": ("virtual_stain", "nuclei-stain"),
+                "states": ("classification", "cell-state")}  # fmt: skip
+"""The task of each engine a worker (or `bench engines`) runs, with a shipped engine of it."""
+
+
+def check_engine_task(name: str, role: str, option: str) -> None:
+    """Refuse ``name`` unless it is an engine of ``role``'s task (`ENGINE_TASKS`).
+
+    Called before any work: an engine of another task (``--stain nuclei-unet``)
+    was refused only once its engine was made, after a worker's wait or a
+    benchmark's other engines had run.
+
+    Raises
+    ------
+    EngineError
+        naming ``option`` (how the user gave the engine), the engine and its task;
+        or no engine of that name.
+
+    """
+    from livescope.inference import EngineError, find_engine
+    from livescope.schema import EngineCard
+
+    task, example = ENGINE_TASKS[role]
+    try:
+        folder = find_engine(name)
+    except EngineError as exc:
+        raise EngineError(f"{option}: {exc}") from None
+    card = EngineCard.from_file(folder / "card.yaml")
+    if card.task != task:
+        raise EngineError(
+            f"{option} {name}: it is a {card.task} engine, not a {task} engine (e.g. {example})"
+        )
+
+
 def _check_worker_options(
     seg: str, stain: str, states: str, backend: str | None, profile: str | None,
-    plan: Path | None,
+    plan: Path | None, *, options: tuple[str, str, str] = ("--seg", "--stain", "--states"),
 ) -> None:  # fmt: skip
-    """Refuse an analysis worker's unknown engine, backend, profile or plan before it waits."""
-    from livescope.inference import find_engine, select_backend
+    """Refuse an analysis worker's unknown engine, backend, profile or plan before it waits.
+
+    ``options`` name the three engines in the messages (a config file's keys).
+    """
+    from livescope.inference import select_backend
     from livescope.schema import load_profile
 
-    for name in (seg, stain, states):
+    for name, role, option in zip((seg, stain, states), ENGINE_TASKS, options, strict=True):
         if name:
-            find_engine(name)
+            check_engine_task(name, role, option)
     if backend is not None:
         select_backend(backend)
     if profile is not None:
         prof = load_profile(profile)
         if plan is not None:
             _check_policies(plan, prof)
+
+
+def _config_problems(cfg: Any) -> list[str]:
+    """Return what is wrong with a worker config's values (its types are checked as it is read).
+
+    The limits of the options that set them (``--maxlen``, ``--idle-s``, ...):
+    a config's ``maxlen: 0`` was refused by the bus once an agent was there,
+    a ``tail_frames: -1`` once the first cells were stored.
+    """
+    limits = [
+        ("maxlen", cfg.maxlen, 1, "frames queued"),
+        ("stain_every", cfg.stain_every, 1, "time points"),
+        ("tail_frames", cfg.tail_frames, 0, "frames"),
+        ("idle_s", cfg.idle_s, 0, "seconds, or null"),
+        ("decision_timeout_s", cfg.decision_timeout_s, 0, "seconds"),
+        ("recording_wait_s", cfg.recording_wait_s, 0, "seconds"),
+    ]
+    problems = [f"{key} must be >= {least} ({what}), got {value!r}"
+                for key, value, least, what in limits
+                if value is not None and value < least]  # fmt: skip
+    if cfg.nucleus_diameter_um is not None and cfg.nucleus_diameter_um <= 0:
+        problems.append(
+            f"nucleus_diameter_um must be > 0 (µm, or null), got {cfg.nucleus_diameter_um!r}"
+        )
+    return problems
+
+
+def _check_worker_config(cfg: Any, config: Path, *, as_json: bool) -> None:
+    """Refuse a worker config's bad values, engines, backend, profile or plan before it waits.
+
+    As a worker's own options are checked (`_check_worker_options`), each
+    message naming the config file and its key (exit 2).
+    """
+    from livescope.schema import ConfigError, LivescopeError
+
+    if problems := _config_problems(cfg):
+        fail(
+            f"worker config {config} is invalid:\n  - " + "\n  - ".join(problems),
+            as_json=as_json,
+            problems=problems,
+        )
+    try:
+        _check_worker_options(
+            cfg.segmenter or "", cfg.stain or "", cfg.states or "", cfg.backend, cfg.profile,
+            Path(cfg.plan) if cfg.plan else None, options=("segmenter", "stain", "states"),
+        )  # fmt: skip
+    except LivescopeError as exc:
+        listed = exc.problems if isinstance(exc, ConfigError) else None
+        fail(f"worker config {config}: {exc}", as_json=as_json, problems=listed)
+
+
+def _check_bus_file(path: Path) -> None:
+    """Refuse a RUN given as a file that is no bus file, naming what it lacks.
+
+    (`BusInfo.read` said only "('run_id')": the text of its KeyError.) A file
+    that cannot be read or is not JSON is left to it: it says so.
+
+    Raises
+    ------
+    LivescopeError
+        if the file's JSON is not an object, or lacks a key an agent writes.
+
+    """
+    from livescope.bus import BusInfo
+    from livescope.schema import LivescopeError
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    what = "an agent's bus.json, in its run folder"
+    if not isinstance(data, dict):
+        raise LivescopeError(
+            f"{path} is not a livescope bus file: it holds a JSON {type(data).__name__}, "
+            f"not an object (give {what})"
+        )
+    unset = dataclasses.MISSING
+    needed = [f.name for f in dataclasses.fields(BusInfo)
+              if f.default is unset and f.default_factory is unset]  # fmt: skip
+    if missing := [k for k in needed if k not in data]:
+        raise LivescopeError(
+            f"{path} is not a livescope bus file: it has no {', '.join(missing)} (give {what})"
+        )
 
 
 def _wait_for_run(run: Path, timeout_s: float) -> bool:
@@ -248,7 +370,14 @@ def _say_waiting(run: Path) -> None:
 
 
 def worker(
-    run: Annotated[Path, typer.Argument(help="Run folder of a running agent (or its bus.json).")],
+    run: Annotated[
+        Path,
+        typer.Argument(
+            parser=given_path,
+            metavar="RUN",
+            help="Run folder of a running agent (or its bus.json).",
+        ),
+    ],
     policy: Annotated[str, typer.Option(help="Delivery: every (queue) or latest.")] = "every",
     maxlen: Annotated[int, typer.Option(min=1, help="Queue length for 'every'.")] = 16,
     idle_s: Annotated[
@@ -320,6 +449,8 @@ def worker(
         above = next((p for p in run.parents if p.exists()), None)
         if above is not None and not above.is_dir():
             fail(f"{run}: {above} is a file, so no agent can start a run there", as_json=json_out)
+        if run.is_file():
+            _check_bus_file(run)
         if analyse or config is not None:
             from livescope.pipeline import PipelineWorker, WorkerConfig
             from livescope.pipeline._worker import no_agent_error
@@ -338,6 +469,7 @@ def worker(
                     cfg = WorkerConfig.from_json(config.read_text(encoding="utf-8"))
                 except (OSError, ValueError, TypeError, LivescopeError) as exc:
                     fail(f"cannot read worker config {config}: {exc}", as_json=json_out)
+                _check_worker_config(cfg, config, as_json=json_out)
                 _say_waiting(run)
             else:
                 _say_waiting(run)

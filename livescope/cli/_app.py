@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,7 +13,7 @@ from rich.markup import escape
 
 from livescope import __version__
 
-from ._agent import agent, worker
+from ._agent import agent, check_engine_task, worker
 from ._common import (
     BenchJsonOpt,
     JsonOpt,
@@ -101,6 +102,20 @@ profile's own 600x most decisions would come after the run ended). On a slower P
 analysis falls behind; the summary's ``analysis_pace`` says the pace it kept."""
 
 
+def _finite_at_least_0(value: float | None) -> float | None:
+    """Refuse a negative or non-finite float option (a callback; ``min=0`` called NaN negative).
+
+    Raises
+    ------
+    typer.BadParameter
+        a usage error (exit 2) that names the option.
+
+    """
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise typer.BadParameter(f"must be a finite number >= 0, not {value:g}")
+    return value
+
+
 @app.command()
 def demo(
     frames: Annotated[
@@ -124,8 +139,7 @@ def demo(
     interval_s: Annotated[
         float | None,
         typer.Option(
-            min=0,
-            callback=finite,
+            callback=_finite_at_least_0,
             help="Time-lapse interval in sample time, seconds; default 120. Not with --plan.",
             show_default=False,
         ),
@@ -441,9 +455,65 @@ def _print_demo(summary: dict[str, Any], title: str = "livescope demo") -> None:
     typer.echo(summary["out"])
 
 
+def _refuse_no_run_folder(run: Path, *, as_json: bool) -> None:
+    """Exit 2 unless ``run`` is a folder with a frame log, saying what it is instead.
+
+    `write_report` said "summary.json is missing" of a path that did not exist,
+    a file, or an empty folder alike; the frame log is what a run needs (a run
+    killed before its summary still reports).
+    """
+    from livescope.record import FRAMES_FILE
+
+    if not run.exists():
+        fail(f"{run} does not exist: give a run folder (a demo, run, agent or replay)",
+             as_json=as_json)  # fmt: skip
+    if not run.is_dir():
+        in_run = (run.parent / FRAMES_FILE).is_file()
+        hint = f" (give the run folder it is in, {run.parent})" if in_run else ""
+        fail(f"{run} is a file, not a run folder{hint}", as_json=as_json)
+    if not (run / FRAMES_FILE).is_file():
+        fail(
+            f"{run} is not a run folder: it holds no {FRAMES_FILE} (the frame log every run "
+            "writes)",
+            as_json=as_json,
+        )
+
+
+def _say_if_summary_unreadable(run: Path) -> None:
+    """Warn on stderr when the run's summary.json is there but unreadable.
+
+    The report is written all the same, without what the summary says (its
+    problems list says why); the command exits 0, and nothing on the terminal
+    told that the summary had been left out.
+    """
+    path = run / "summary.json"
+    if not path.is_file():  # (a run killed before it ended: its report says so)
+        return
+    try:
+        # (as the report reads it: a damaged UTF-8 byte is no reason to leave it out)
+        summary = json.loads(path.read_bytes().decode("utf-8", errors="replace"))
+    except OSError as exc:
+        why = f"cannot be read ({exc.strerror or exc})"
+    except (ValueError, RecursionError) as exc:
+        why = f"is not valid JSON ({exc})"
+    else:
+        if isinstance(summary, dict):
+            return
+        why = "does not hold a JSON object"
+    stderr.print(
+        f"warning: {path} {why}: the report leaves out what the summary says",
+        highlight=False, markup=False,
+    )  # fmt: skip
+
+
 @app.command()
 def report(
-    run: Annotated[Path, typer.Argument(help="Run folder (a demo, run, agent or replay).")],
+    run: Annotated[
+        Path,
+        typer.Argument(
+            parser=given_path, metavar="RUN", help="Run folder (a demo, run, agent or replay)."
+        ),
+    ],
     json_out: JsonOpt = False,
 ) -> None:
     """Write (again) a run's self-contained HTML report, RUN/report.html."""
@@ -451,7 +521,9 @@ def report(
     from livescope.view import write_report
 
     with user_errors(json_out):
+        _refuse_no_run_folder(run, as_json=json_out)
         path = write_report(run).resolve()
+    _say_if_summary_unreadable(run)
     if json_out:
         emit({"ok": True, "report": str(path)})
     else:
@@ -460,7 +532,7 @@ def report(
 
 @profile_app.command("check")
 def profile_check(
-    files: Annotated[list[Path], typer.Argument(help="Profile YAML files to validate.")],
+    files: Annotated[list[str], typer.Argument(help="Profile YAML files to validate.")],
     json_out: JsonOpt = False,
 ) -> None:
     """Validate hardware profiles; print every error with its field path.
@@ -470,9 +542,12 @@ def profile_check(
     from livescope.schema import ProfileError, load_profile
 
     results = []
-    for f in files:
+    for text in files:
+        f = Path(text)
         try:
-            prof = load_profile(f)
+            # a path given as one (./rig, rig/) is a file, never a shipped profile's name:
+            # as a Path, ./somefolder lost its ./ and was looked up as a shipped profile
+            prof = load_profile(f if text == f.name else f.absolute())
         except ProfileError as exc:
             results.append({"file": str(f), "valid": False, "problems": exc.problems})
             if not json_out:
@@ -523,6 +598,11 @@ def bench_engines_cmd(
     Segmentation shows post-processing apart and the classical Otsu + watershed
     pipeline side by side; the classifier is timed per frame of 100 and 1,000 cells.
     """
+    with user_errors(json_out):  # each engine's task now, not once the others have run
+        for name, role, option in ((engine, "seg", "--engine"), (stain, "stain", "--stain"),
+                                   (states, "states", "--states")):  # fmt: skip
+            if name:
+                check_engine_task(name, role, option)
     bench_engines(json_out, engine, repeats, stain=stain or None, states=states or None)
 
 

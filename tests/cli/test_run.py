@@ -56,7 +56,7 @@ def test_run_applies_the_plans_policies(tmp_path: Path) -> None:
 def test_report_of_a_folder_that_is_not_a_run_is_a_clear_error(tmp_path: Path) -> None:
     res = run_cli("report", str(tmp_path), "--json")
     assert res.returncode == 2
-    assert "summary.json is missing" in json.loads(res.stdout)["error"]
+    assert "holds no frames.jsonl" in json.loads(res.stdout)["error"]
 
 
 def test_a_bad_rule_is_a_clear_error_before_anything_moves(tmp_path: Path) -> None:
