@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -29,6 +30,9 @@ from ._common import (
 )
 
 __all__ = ["parse_channel_map", "parse_speed", "replay", "replay_task"]
+
+_FILE_SUFFIXES = (".tif", ".tiff")
+"""How a dataset that is one file is named: an OME-TIFF (`livescope.record.open_dataset`)."""
 
 
 def parse_speed(text: str) -> float | None:
@@ -188,6 +192,17 @@ def replay(
         # (--threads 100000 started a worker of ~32,000 threads: every later thread start on
         # the PC failed; a cluster's workers are other machines, their cores their own)
         fail(f"--threads {threads} is more than this PC's {cores} cores", as_json=json_out)
+    with user_errors(json_out):  # (a path the system refuses to look at: named)
+        problems = _dataset_problems(datasets)
+    if problems:  # (before a cluster starts: one missing of several failed as the last task)
+        fail(
+            problems[0]
+            if len(problems) == 1
+            else f"{len(problems)} of the {len(datasets)} datasets cannot be replayed "
+            "(nothing was replayed):\n  - " + "\n  - ".join(problems),
+            as_json=json_out,
+            problems=problems,
+        )
     run_dir = out or Path("runs") / time.strftime("replay-%Y%m%d-%H%M%S")
     if len(datasets) > 1 or cluster is not None:
         with user_errors(json_out):  # once here, not as a failure of every task
@@ -248,6 +263,34 @@ def _print_replay_text(summary: dict[str, Any]) -> None:
     typer.echo(summary["out"])
 
 
+def _dataset_problems(datasets: list[Path]) -> list[str]:
+    """Say why each path of ``datasets`` cannot be a dataset ([] when each can be one).
+
+    Only what a path is, not what it holds: that is for `livescope.record.open_dataset`
+    to judge, in the replay (or task) of that dataset. Called before any cluster
+    starts or any dataset is replayed: a missing one of several was replayed as a
+    task that failed, after the others had been (13 s in for two datasets).
+
+    Raises
+    ------
+    OSError
+        if the system refuses to look at a path (e.g. no permission on its folder).
+
+    """
+    problems: list[str] = []
+    for d in datasets:
+        if not d.exists():  # (a link to nothing too)
+            problems.append(f"{d}: no such file or folder")
+        elif d.is_file() and d.suffix.lower() not in _FILE_SUFFIXES:
+            problems.append(
+                f"{d}: a file, and the only dataset livescope replays that is one file is an "
+                "OME-TIFF (.tif, .tiff)"
+            )
+        elif not d.is_file() and not d.is_dir():
+            problems.append(f"{d}: neither a file nor a folder")
+    return problems
+
+
 def _profile_for_workers(profile: str | None) -> str | None:
     """Return ``--profile`` as a cluster's workers can load it: a file's absolute path.
 
@@ -288,13 +331,22 @@ def _replay_cluster(
 ) -> None:  # fmt: skip
     from livescope.pipeline import replay_many
 
-    with user_errors(json_out):
-        summary = replay_many(
-            datasets, run_dir, cluster=cluster, workers=workers, threads=threads,
-            task=replay_task, options=options,
-            progress=None if json_out else lambda n, total: stderr.print(
-                f"{n}/{total} replays finished", highlight=False),
-        )  # fmt: skip
+    # for people, each failed task is listed below, with its error: replay_many's log of
+    # it as it failed said each twice (with --json, the list is on stdout, the log on stderr)
+    listed = _LoggedBy(replay_many.__name__, logging.ERROR)
+    log = logging.getLogger("livescope")
+    if not json_out:
+        log.addFilter(listed)
+    try:
+        with user_errors(json_out):
+            summary = replay_many(
+                datasets, run_dir, cluster=cluster, workers=workers, threads=threads,
+                task=replay_task, options=options,
+                progress=None if json_out else lambda n, total: stderr.print(
+                    f"{n}/{total} replays finished", highlight=False),
+            )  # fmt: skip
+    finally:
+        log.removeFilter(listed)
     if json_out:
         emit(summary)
     else:
@@ -311,6 +363,19 @@ def _replay_cluster(
         raise typer.Exit(EXIT_USER_ERROR)
     if not summary["ok"]:
         raise typer.Exit(1)
+
+
+class _LoggedBy(logging.Filter):
+    """Drops the records of ``level`` or above that the function ``func`` logs."""
+
+    def __init__(self, func: str, level: int) -> None:
+        super().__init__()
+        self.func = func
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Return False for a record to drop (called on the thread that logs it)."""
+        return not (record.funcName == self.func and record.levelno >= self.level)
 
 
 def _write_report(out: Path, summary: dict[str, Any]) -> None:

@@ -450,6 +450,9 @@ def run_replay_scope(
 
     As `run_simulated`, with the recorded frames served by a `ReplayCamera`.
     ``gate``: hold each time point until the worker has analysed the earlier ones.
+    A frame that cannot be read is skipped (``frames_unreadable``, warned); the
+    summary's ``ok`` is false, with the ``error`` why, when the plan asks for
+    recorded frames and none could be served (nothing was replayed).
 
     Raises
     ------
@@ -515,11 +518,22 @@ def run_replay_scope(
             f"{dataset.path}: {len(source.not_recorded)} planned frame(s) are not in the "
             f"recording and were skipped (first: {source.not_recorded[0]})"
         )
-    if source.unreadable:
-        first = source.unreadable[0]
+    unreadable = len(source.unreadable)
+    if planned and not source.served and summary.get("ok"):
+        # (it said "replayed 0 frame(s)", ok, and exited 0: a script went on as if it had
+        # worked; a replay that served some frames goes on past those it cannot read)
+        summary["ok"] = False
+        summary["error"] = (
+            f"{dataset.path}: no frame could be served; {unreadable} recorded frame(s) cannot "
+            f"be read (the first, {source.unreadable[0]['error']})"
+            if unreadable
+            else f"{dataset.path}: none of the {planned} recorded frame(s) the plan asks for "
+            "was served"
+        )
+    elif unreadable:  # (the first few were warned of one by one, with their errors)
         summary["warnings"].append(
-            f"{dataset.path}: {len(source.unreadable)} recorded frame(s) cannot be read and "
-            f"were skipped (listed in frames_unreadable; first: {first['error']})"
+            f"{dataset.path}: {unreadable} recorded frame(s) cannot be read and were skipped "
+            "(each is listed in frames_unreadable, with its error)"
         )
     write_atomic(out / "summary.json", json.dumps(summary, indent=1))
     if stopped is not None:

@@ -62,16 +62,21 @@ def test_a_failed_task_is_retried_and_a_lost_one_reported(recordings, tmp_path: 
 
 
 def test_the_command_reports_failed_datasets_and_exits_1(tmp_path: Path) -> None:
+    # (folders that are no dataset: paths that do not exist are refused before any replay)
     a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
     res = run_cli("replay", str(a), str(b), "--out", str(tmp_path / "o"), "--json")
     assert res.returncode == 1, res.stderr[-2000:]
     summary = json.loads(res.stdout)
     assert summary["ok"] is False
     assert summary["done"] == []
-    assert sorted(f["error"] for f in summary["failed"]) == [
-        f"DatasetError: {a}: no such file or folder",
-        f"DatasetError: {b}: no such file or folder",
+    errors = sorted(f["error"] for f in summary["failed"])
+    assert [e.split(": not a dataset livescope can replay")[0] for e in errors] == [
+        f"DatasetError: {a}",
+        f"DatasetError: {b}",
     ]
+    assert all(f["attempts"] == 1 for f in summary["failed"])  # bad input: never retried
     assert "Traceback" not in res.stderr  # (no Dask worker's "Compute Failed" traceback)
 
 
