@@ -189,7 +189,8 @@ def _open_livescope(p: Path, pixel_size_um: float | None) -> Dataset:
 
     Raises DatasetError naming the frame log and its line where a line is not a
     frame record (damaged, edited, another program's: a record lacking a field,
-    an index that is no number), or two lines are one frame.
+    an index, stage position, exposure, time or pixel size that is no number), or
+    two lines are one frame.
     """
     log = p / FRAMES_FILE
     try:
@@ -237,19 +238,43 @@ def _logged_frame(p: Path, info: Any, pixel_size_um: float | None) -> RecordedFr
     idx = info["index"]
     key = FrameKey(str(info["position"]), int(idx.get("t", 0)), str(info["channel"]),
                    int(idx.get("z", 0)))  # fmt: skip
-    sample_t = info.get("sample_time_s")
-    if sample_t is None and info.get("runner_time_ms") is not None:
+    sample_t = _logged_number(info, "sample_time_s")
+    if sample_t is None and (runner_ms := _logged_number(info, "runner_time_ms")) is not None:
         # a real rig's recording from before session 35 stamped no sample time: the
         # acquisition's own clock, as such frames carry now
-        sample_t = float(info["runner_time_ms"]) / 1000.0
+        sample_t = runner_ms / 1000.0
     return RecordedFrame(
         key, (shape[0], shape[1]), str(info["dtype"]),
-        sample_time_s=sample_t, x_um=info.get("x_um"),
-        y_um=info.get("y_um"), z_um=info.get("z_um"),
-        exposure_ms=info.get("exposure_ms"),
-        pixel_size_um=pixel_size_um or info.get("pixel_size_um") or None,
+        sample_time_s=sample_t, x_um=_logged_number(info, "x_um"),
+        y_um=_logged_number(info, "y_um"), z_um=_logged_number(info, "z_um"),
+        exposure_ms=_logged_number(info, "exposure_ms"),
+        pixel_size_um=pixel_size_um or _logged_number(info, "pixel_size_um") or None,
         origin=f"seq {info['seq']}",
     )  # fmt: skip
+
+
+def _logged_number(info: Any, field: str) -> float | None:
+    """Return a frame record's ``field`` as a finite number (None: null or not logged).
+
+    Earlier livescope versions logged numpy's numbers (a stage's ``np.float32``)
+    as their text, ``"0.65"``: text that is a number is read as that number, so
+    that their runs replay. Raises ValueError naming the field where it is
+    anything else (a word, a list, true, NaN), which failed far downstream in a
+    replay, or as a bare TypeError (a pixel size).
+    """
+    value = info.get(field)
+    if value is None:
+        return None
+    number = math.nan
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        number = float(value)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        # (an integer too large for a float stays NaN: JSON allows any number of digits)
+        with contextlib.suppress(OverflowError):
+            number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{field} is {value!r:.80}; it must be a finite number or null")
+    return number
 
 
 def _record_places(log: Path, n: int) -> list[str]:

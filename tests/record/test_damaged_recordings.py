@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -131,3 +132,108 @@ def test_an_image_its_series_lists_but_missing_is_said_so(tmp_path: Path) -> Non
     shutil.rmtree(path / "wellB")
     with pytest.raises(DatasetError, match=r"wellB: listed in the OME group's series, but missing"):
         open_dataset(path)
+
+
+@pytest.mark.parametrize(
+    ("field", "text", "number"),
+    [
+        pytest.param("x_um", "12.5", 12.5, id="x_um"),
+        pytest.param("y_um", "-3", -3.0, id="y_um"),
+        pytest.param("z_um", " 1e-05 ", 1e-05, id="z_um"),
+        pytest.param("exposure_ms", "10", 10.0, id="exposure_ms"),
+        pytest.param("sample_time_s", "7.25", 7.25, id="sample_time_s"),
+        pytest.param("pixel_size_um", "0.65", 0.65, id="pixel_size_um"),
+    ],
+)
+def test_a_number_an_earlier_version_logged_as_text_is_read_as_that_number(
+    tmp_path: Path, field: str, text: str, number: float
+) -> None:
+    """Numpy's numbers were logged as text ("0.65"): such a run must still replay.
+
+    A pixel size was a bare TypeError (math.isfinite); the others were passed on
+    as text, to fail later, downstream.
+    """
+    run = _run(tmp_path / "run")
+    log = run / FRAMES_FILE
+    lines = log.read_text(encoding="utf-8").splitlines()
+    _edit_record(2, lambda r: r.update({field: text}))(lines)
+    log.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    with open_dataset(run) as ds:
+        frame = ds.frames[2]
+        assert frame.origin == "seq 2"
+        assert getattr(frame, field) == number
+        assert isinstance(getattr(frame, field), float)
+
+
+def test_what_the_recorder_logs_without_a_value_is_read_as_none(tmp_path: Path) -> None:
+    """No stage (x, y, z null), no sample time (before session 35), no calibration (0)."""
+
+    def unknown(r: dict[str, Any]) -> None:
+        r.update(x_um=None, y_um=None, z_um=None, pixel_size_um=0.0, runner_time_ms=1500)
+        r.pop("sample_time_s")
+        r.pop("exposure_ms")
+
+    run = _run(tmp_path / "run")
+    log = run / FRAMES_FILE
+    lines = log.read_text(encoding="utf-8").splitlines()
+    _edit_record(2, unknown)(lines)
+    log.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    with open_dataset(run) as ds:
+        frame = ds.frames[2]
+        assert (frame.x_um, frame.y_um, frame.z_um, frame.exposure_ms) == (None,) * 4
+        assert (frame.pixel_size_um, frame.sample_time_s) == (None, 1.5)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        pytest.param("x_um", "left", id="x_um a word"),
+        pytest.param("y_um", [1.0, 2.0], id="y_um a list"),
+        pytest.param("z_um", True, id="z_um a bool"),
+        pytest.param("z_um", math.nan, id="z_um NaN"),
+        pytest.param("exposure_ms", {"ms": 10}, id="exposure_ms an object"),
+        pytest.param("exposure_ms", "nan", id="exposure_ms NaN as text"),
+        pytest.param("sample_time_s", math.inf, id="sample_time_s infinite"),
+        pytest.param("sample_time_s", "", id="sample_time_s empty text"),
+        pytest.param("pixel_size_um", "0.65 um", id="pixel_size_um a word"),
+        pytest.param("pixel_size_um", 10**400, id="pixel_size_um too large"),
+    ],
+)
+def test_a_logged_value_that_is_no_number_is_a_dataset_error_naming_line_and_field(
+    tmp_path: Path, field: str, value: object
+) -> None:
+    """Passed on as it was, it failed far from the cause (a pixel size: a bare TypeError)."""
+    run = _run(tmp_path / "run")
+    log = run / FRAMES_FILE
+    lines = log.read_text(encoding="utf-8").splitlines()
+    _edit_record(2, lambda r: r.update({field: value}))(lines)
+    log.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    with pytest.raises(DatasetError, match=rf"{FRAMES_FILE}, line 3: .*\b{field} is "):
+        open_dataset(run)
+
+
+def test_a_run_time_of_a_frame_without_sample_time_must_be_a_number(tmp_path: Path) -> None:
+    """Taken as the sample time, a NaN acquisition clock went on as one."""
+
+    def no_time(r: dict[str, Any]) -> None:
+        r.pop("sample_time_s")
+        r.update(runner_time_ms=math.nan)
+
+    run = _run(tmp_path / "run")
+    log = run / FRAMES_FILE
+    lines = log.read_text(encoding="utf-8").splitlines()
+    _edit_record(2, no_time)(lines)
+    log.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    with pytest.raises(DatasetError, match=rf"{FRAMES_FILE}, line 3: .*\brunner_time_ms is "):
+        open_dataset(run)
+
+
+def test_a_pixel_size_given_replaces_a_logged_one_that_is_no_number(tmp_path: Path) -> None:
+    """--pixel-size is the way out the error names: the logged value is not read."""
+    run = _run(tmp_path / "run")
+    log = run / FRAMES_FILE
+    lines = log.read_text(encoding="utf-8").splitlines()
+    _edit_record(2, lambda r: r.update(pixel_size_um="n/a"))(lines)
+    log.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    with open_dataset(run, pixel_size_um=0.5) as ds:
+        assert {f.pixel_size_um for f in ds.frames} == {0.5}
