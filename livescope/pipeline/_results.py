@@ -29,6 +29,7 @@ import numpy as np
 import tifffile
 from numpy.typing import NDArray
 
+from livescope.inference import MITOTIC_CLASSES
 from livescope.policy import Observation, Verdict
 from livescope.record import field_key
 from livescope.schema import (
@@ -60,6 +61,10 @@ __all__ = [
 
 logger = logging.getLogger("livescope")
 
+_CELLS_COLUMNS = ("position", "t", "seq", "sample_time_s", "label", "track", "parent", "y", "x",
+                 "area", "intensity", "stain", "state", "p_mitosis")  # fmt: skip
+"""The fixed columns of ``cells.csv``; a ``p_<class>`` column per cell-state class follows."""
+
 
 class ResultsStore:
     """Append-only results of one worker process (the files stay open until `close`).
@@ -78,6 +83,14 @@ class ResultsStore:
         worker's, from its state, or the classifier's; empty: taken from the
         first field with states, or none). A ``cells.csv`` already begun has its
         header's instead.
+    states_engine
+        The cell-state engine's name, said in the errors about its classes.
+
+    Raises
+    ------
+    LivescopeError
+        if a class's ``p_<class>`` column would be one of the fixed columns
+        (a class named ``mitosis`` made two ``p_mitosis`` columns).
 
     """
 
@@ -88,10 +101,15 @@ class ResultsStore:
         *,
         tail_frames: int,
         class_cols: Sequence[str] = (),
+        states_engine: str | None = None,
     ) -> None:
         self.results = results
         self.counts = counts
         self.tail_frames = tail_frames
+        self.states_engine = states_engine
+        self._no_mitotic_said = False
+        _check_classes(class_cols, states_engine)
+        self._said_no_mitotic(class_cols)
         self.class_cols = list(class_cols)
         self.tails: dict[str, dict[int, collections.deque[tuple[float, float]]]] = {}
         self.masks_written: set[str] = set()
@@ -149,6 +167,7 @@ class ResultsStore:
         # written for it would lack the state columns that later rows fill)
         if (len(c) or self.class_cols) and self._cells.tell() == 0:
             if res.states is not None and not self.class_cols:
+                _check_classes(res.states.classes, self.states_engine)
                 self.class_cols = list(res.states.classes)
             self._write_header()
         probs: dict[int, NDArray[Any]] = {}
@@ -156,6 +175,7 @@ class ResultsStore:
         if res.states is not None and len(res.states):
             probs = {int(i): res.states.probs[k] for k, i in enumerate(res.states.ids.tolist())}
             classes = list(res.states.classes)
+            self._said_no_mitotic(classes)
             cols = [classes.index(k) if k in classes else -1 for k in self.class_cols]
             if unlisted := set(classes) - set(self.class_cols) - self._unlisted:
                 self._unlisted |= unlisted
@@ -303,10 +323,18 @@ class ResultsStore:
             self.overlay.close()
 
     def _write_header(self) -> None:
-        self._cells_writer.writerow(
-            ["position", "t", "seq", "sample_time_s", "label", "track", "parent", "y", "x",
-             "area", "intensity", "stain", "state", "p_mitosis",
-             *(f"p_{k}" for k in self.class_cols)]
+        self._cells_writer.writerow([*_CELLS_COLUMNS, *(f"p_{k}" for k in self.class_cols)])
+
+    def _said_no_mitotic(self, classes: Sequence[str]) -> None:
+        """Warn once if a classifier's ``classes`` have no mitotic one: P(mitosis) is 0."""
+        if self._no_mitotic_said or not classes or set(classes) & set(MITOTIC_CLASSES):
+            return
+        self._no_mitotic_said = True
+        logger.warning(
+            "%s has none of the mitotic classes %s (its classes: %s): P(mitosis), the sum of "
+            "their probabilities, is 0 for every cell (cells.csv's p_mitosis, the rules on "
+            "mitosis); name its mitotic outputs so in its card",
+            _engine(self.states_engine), ", ".join(MITOTIC_CLASSES), ", ".join(classes),
         )  # fmt: skip
 
     def close(self, *, header: bool = True) -> None:
@@ -591,6 +619,32 @@ def _cells_header(path: Path) -> list[str] | None:
     if not line.endswith("\n"):
         return None
     return next(csv.reader([line]), None)
+
+
+def _check_classes(classes: Sequence[str], engine: str | None) -> None:
+    """Refuse cell-state classes whose ``p_<class>`` column is a fixed one of cells.csv.
+
+    A class named ``mitosis`` gave the table two ``p_mitosis`` columns: readers
+    (csv.DictReader, pandas, the report) took the class's probability for P(mitosis).
+
+    Raises
+    ------
+    LivescopeError
+        naming the engine, the class and the column.
+
+    """
+    if clash := [k for k in classes if f"p_{k}" in _CELLS_COLUMNS]:
+        raise LivescopeError(
+            f"{_engine(engine)} has a class named {clash[0]!r}: its probability column "
+            f"p_{clash[0]} would be a second one of that name in cells.csv, which has its own "
+            f"(P(mitosis), the sum of {', '.join(MITOTIC_CLASSES)}); rename the class in the "
+            "engine's card"
+        )
+
+
+def _engine(name: str | None) -> str:
+    """Name a cell-state engine in a message: ``cell-state engine 'x'``."""
+    return f"cell-state engine {name!r}" if name else "the cell-state engine"
 
 
 def _header_classes(head: list[str], default: list[str]) -> list[str]:

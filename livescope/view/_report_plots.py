@@ -140,28 +140,36 @@ def cells_over_time(
 ) -> bytes:
     """Cell count (left) and stacked state fractions (right) of one position over time.
 
-    ``fractions`` maps each state to its fraction at each of ``times_s``.
+    ``fractions`` maps each state to its fraction at each of ``times_s``. Time
+    points without a finite sample time (NaN: a time not logged) cannot be
+    placed: they are left out, and the x axes' label says how many.
     """
     name, div = unit
     x = np.asarray(times_s, float) / div
+    placed = np.isfinite(x)
+    unplaced = int(x.size - np.count_nonzero(placed))
+    x = x[placed]
+    xlabel = f"sample time ({name})"
+    if unplaced:
+        xlabel += f"; {unplaced} time point{'s' if unplaced > 1 else ''} with no time, not drawn"
     fig = _figure(10.0, 2.8)
     ax_n, ax_f = fig.subplots(1, 2)
-    ax_n.plot(x, counts, marker="o", ms=3, color="#333333")
+    ax_n.plot(x, np.asarray(counts, float)[placed], marker="o", ms=3, color="#333333")
     title = plain_text(position)
-    ax_n.set(xlabel=f"sample time ({name})", ylabel="cells", title=f"{title}: cells in view")
+    ax_n.set(xlabel=xlabel, ylabel="cells", title=f"{title}: cells in view")
     ax_n.set_ylim(bottom=0)
     ax_n.grid(alpha=0.3)
     if fractions:
         states = list(fractions)
         ax_f.stackplot(
             x,
-            np.asarray([fractions[s] for s in states], float),
+            np.asarray([fractions[s] for s in states], float).reshape(len(states), -1)[:, placed],
             labels=[plain_text(s) for s in states],
             colors=_state_colours(states),
         )
         ax_f.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
     ax_f.set(
-        xlabel=f"sample time ({name})",
+        xlabel=xlabel,
         ylabel="fraction of cells",
         title=f"{title}: cell states",
         ylim=(0, 1),

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from livescope.bus import OverlayMessage, OverlaySubscriber
+from livescope.schema import LivescopeError, load_profile
 
 __all__ = ["OverlayViewer"]
 
@@ -32,7 +33,10 @@ logger = logging.getLogger("livescope")
 _RANK = {"label_free": 0, "fluorescence": 1, "stain": 2, "labels": 3, "tails": 4, "cells": 5,
          "decisions": 6}  # fmt: skip
 _LABEL_FREE_WORDS = {"phase", "brightfield", "bright", "bf", "dic", "pc", "trans", "transmitted",
-                     "labelfree", "oblique", "qpi", "ph", "phc"}  # fmt: skip
+                     "transmission", "tl", "labelfree", "oblique", "qpi", "ph", "phc",
+                     "hoffman", "darkfield"}  # fmt: skip
+# (Nikon's phase rings Ph0..Ph3 and names like "Phase2": a word with a number after it)
+_LABEL_FREE_NUMBERED = re.compile(r"(ph|phase|phc|bf|dic|tl)\d+")
 _FLUORESCENCE_COLORMAPS = (  # (looked up in order: "irfp" is far-red before "rfp" is red)
     (("dapi", "hoechst", "bfp", "405"), "blue"),
     (("gfp", "fitc", "yfp", "488", "venus"), "green"),
@@ -45,13 +49,49 @@ _REJECTED = (1.0, 0.15, 0.15, 1.0)
 _UNTRACKED = (0.7, 0.7, 0.7, 1.0)  # a nucleus no cell names (napari's colormaps need one)
 
 
-def channel_is_label_free(channel: str) -> bool:
-    """Guess from its name whether a channel is label-free (phase, brightfield, DIC...)."""
+def channel_is_label_free(channel: str, kinds: Mapping[str, str] | None = None) -> bool:
+    """Say whether a channel is label-free (phase, brightfield, DIC...).
+
+    ``kinds`` maps channel names to their kind in the run's hardware profile
+    (``label_free`` or ``fluorescence``, `run_channel_kinds`): a channel in it is
+    what the profile says, as the pipeline takes it. Another is guessed from its
+    name (Phase, Ph2, BF, TL, Transmission, DIC...).
+    """
+    if kinds is not None and channel in kinds:
+        return kinds[channel] == "label_free"
     # ("label free", "Label-free", "label_free" are one word; "label" alone is not: a
     # "nuclear label" is fluorescence)
     name = re.sub(r"label[^a-z0-9]*free", "labelfree", channel.lower())
     words = {w for w in re.split(r"[^a-z0-9]+", name) if w}
+    if any(_LABEL_FREE_NUMBERED.fullmatch(w) for w in words):
+        return True
     return bool(words & _LABEL_FREE_WORDS) or "labelfree" in name
+
+
+def run_channel_kinds(source: str | Path) -> dict[str, str]:
+    """Return each channel's kind (``label_free``, ``fluorescence``) in a run's hardware profile.
+
+    ``source`` is what the viewer attaches to: a run folder, its ``overlay.json``
+    or an endpoint. The profile is the run folder's ``profile.yaml``, the one the
+    pipeline decides by; an endpoint, a run without one, or one that cannot be
+    read gives none (the channels' kinds are then guessed from their names).
+    """
+    if isinstance(source, str) and "://" in source:
+        return {}
+    path = Path(source)
+    run_dir = path.parent if path.suffix == ".json" and not path.is_dir() else path
+    profile = run_dir / "profile.yaml"
+    if not profile.is_file():
+        return {}
+    try:
+        presets = load_profile(profile).channels.presets
+    except (LivescopeError, OSError, ValueError) as exc:
+        logger.warning(
+            "overlay viewer: %s cannot be read (%s): channels are told label-free by their names",
+            profile, exc,
+        )  # fmt: skip
+        return {}
+    return {c.name: c.kind for c in presets}
 
 
 def channel_colormap(channel: str, index: int = 0) -> str:
@@ -93,28 +133,35 @@ def _binning_scale(grid: tuple[int, ...], shape: tuple[int, ...]) -> tuple[float
 
     None unless one is a binning of the other, side by side (2x, 3x..., within 1 %: a
     sensor side that the binning does not divide): a cropped ROI cannot be placed.
+    The scale is the whole binning factor (or its inverse): a camera drops the
+    sensor's pixels that do not fill a binned one, so a binned pixel always spans
+    ``factor`` pixels (512 at 3x gives 170 binned pixels of 3, not of 512/170).
     """
     scale = []
     for g, n in zip(grid, shape, strict=True):
         factor = max(g, n) / min(g, n)
         if abs(factor - round(factor)) > 0.01 * factor:
             return None
-        scale.append(g / n)
+        whole = float(round(factor))
+        scale.append(whole if g >= n else 1.0 / whole)
     return tuple(scale)
 
 
-def _labels_grid(arrays: dict[str, NDArray[Any]]) -> tuple[int, ...] | None:
+def _labels_grid(
+    arrays: dict[str, NDArray[Any]], kinds: Mapping[str, str] | None = None
+) -> tuple[int, ...] | None:
     """Return the pixel grid of a field's labels, cells and tails (the segmented frame's).
 
-    The labels' shape, else the first fluorescence frame's (the one segmented), else
-    the first image's; None if the field has none.
+    The labels' shape, else the first fluorescence frame's (the one segmented; the
+    channels' ``kinds`` as in `channel_is_label_free`), else the first image's;
+    None if the field has none.
     """
     planes = [(k, a.shape) for k, a in arrays.items() if _field_array(k) and a.ndim == 2]
     for key, shape in planes:
         if key == "labels":
             return shape
     for key, shape in planes:
-        if key.startswith("raw:") and not channel_is_label_free(key[4:]):
+        if key.startswith("raw:") and not channel_is_label_free(key[4:], kinds):
             return shape
     if planes:
         return planes[0][1]
@@ -201,6 +248,8 @@ class OverlayViewer:
         import napari  # the `viewer` extra; never at module level
 
         self.subscriber = OverlaySubscriber(source, timeout_s=timeout_s)
+        self._source = source
+        self._kinds: dict[str, str] | None = None  # the run's channels' kinds, read at first draw
         self._owns_viewer = viewer is None
         try:
             self.viewer: Any = viewer if viewer is not None else napari.Viewer(title="livescope")
@@ -348,7 +397,10 @@ class OverlayViewer:
         # raised in add_image, and the whole field went undrawn, a traceback in the log)
         arrays = {k: a for k, a in msg.arrays.items() if a.ndim >= 2 or not _field_array(k)}
         flat = [k for k in msg.arrays if k not in arrays]
-        shape = _labels_grid(arrays)
+        if self._kinds is None:  # (once results arrive, the run's profile.yaml is written)
+            self._kinds = run_channel_kinds(self._source)
+        kinds = self._kinds
+        shape = _labels_grid(arrays, kinds)
         # (a field without them: a stain skipped; emptied in this field's shape, so that
         # the old one's extent does not stay: napari's home view, the scale bar)
         self._blank_arrays(keep=arrays, shape=shape)
@@ -356,7 +408,7 @@ class OverlayViewer:
             if not name.startswith("raw:"):
                 continue
             channel = name[4:]
-            if channel_is_label_free(channel):
+            if channel_is_label_free(channel, kinds):
                 self._image(name, arr, "label_free", colormap="gray", blending="translucent")
             else:
                 # (the fluorescence layers made so far: a channel taken only every few
