@@ -180,6 +180,11 @@ happened."""
 STORE_COUNTS = ("overlay_errors",)
 """Counts only the store thread adds to (prefixes), for the field it stores."""
 
+CTC_LABELS = "labels.csv"
+"""Beside each position's finished CTC result (``results/ctc/<position>/``): the track id
+(cells.csv's ``track``) and frames of each of its labels, which CTC numbers afresh (see
+`livescope.record.rewrite_ctc_result`)."""
+
 DECISION_COUNTS = ("firings_", "decisions_")
 """Counts only the decision thread adds to (prefixes; and the worker's end, after it):
 saved with the policies' state too, as of the last field decided (see `_restore`)."""
@@ -472,7 +477,10 @@ class PipelineWorker:
                     "analyse the run again into an empty results folder)"
                 ) from exc
         if not state and not ppath.is_file():
-            return []  # (nothing was done)
+            # (nothing was done, but the killed worker may have stored its first field's rows
+            # before it could save a state: they go, as the field is analysed again)
+            trim_results(self.results, self.done, self.decided)
+            return []
         self.counts["restarts"] += 1
         restore_live_masks(self.results, finished=bool(state.get("finished")))
         trim_results(self.results, self.done, self.decided)
@@ -1008,9 +1016,11 @@ class PipelineWorker:
                 shutil.rmtree(staged, ignore_errors=True)
                 shutil.rmtree(live, ignore_errors=True)  # (a run's end killed before it went)
                 try:
+                    # (with the table of its CTC labels' track ids: CTC renumbers them)
                     rewrite_ctc_result(
-                        folder, tracker.lineage, out=staged, revisions=revisions.get(pos, ())
-                    )
+                        folder, tracker.lineage, out=staged, revisions=revisions.get(pos, ()),
+                        labels_csv=staged / CTC_LABELS,
+                    )  # fmt: skip
                     replace_path(folder, live)  # (retried: a file in it held open)
                 except Exception:  # a file held open by another program, a damaged mask...
                     shutil.rmtree(staged, ignore_errors=True)

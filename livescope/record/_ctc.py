@@ -173,6 +173,8 @@ def rewrite_ctc_result(
     parent_of: Mapping[int, int],
     out: str | Path | None = None,
     revisions: Sequence[Revision] = (),
+    *,
+    labels_csv: str | Path | None = None,
 ) -> list[CtcTrack]:
     """Make a folder of per-frame object-id masks a valid CTC result, in place or in ``out``.
 
@@ -196,6 +198,15 @@ def rewrite_ctc_result(
     that must stay whole, write to a new ``out`` and swap it in (as the
     pipeline's worker does).
 
+    CTC numbers the tracks afresh (by first frame), and an object seen again
+    after a gap becomes a track of its own: the labels are not the masks' ids.
+    ``labels_csv``: a file to write, before ``res_track.txt``, the table that
+    maps them back, ``label,track,begin,end`` (a CSV with that header: each CTC
+    label, the id it was made of, revisions applied, and its first and last
+    frame), one row per track in the order of ``res_track.txt``. CTC readers
+    (py-ctcmetrics, `read_ctc`) read only the masks and ``res_track.txt`` of a
+    folder: the table may go beside them.
+
     Raises
     ------
     LivescopeError
@@ -212,6 +223,8 @@ def rewrite_ctc_result(
     dest = base if out is None else Path(out)
     dest.mkdir(parents=True, exist_ok=True)
     if not files:
+        if labels_csv is not None:
+            write_atomic(labels_csv, _labels_table([], {}))
         write_atomic(dest / "res_track.txt", "")
         if out is not None:
             _remove_stale_frames(dest, "mask", set())
@@ -219,7 +232,7 @@ def rewrite_ctc_result(
     with tifffile.TiffFile(next(iter(files.values()))) as tf:
         shape = tuple(tf.pages[0].shape)
     frames = _MaskFiles(files, shape, revisions)
-    tracks, label_at, _ = _ctc_tracks(frames, parent_of, None)
+    tracks, label_at, object_of = _ctc_tracks(frames, parent_of, None)
     nd = _digits(len(frames))
     written: set[str] = set()
     for f in range(len(frames)):
@@ -229,6 +242,8 @@ def rewrite_ctc_result(
         written.add(target.name)
         if out is None and f in files and files[f] != target:
             files[f].unlink()  # the same frame under another number of digits
+    if labels_csv is not None:  # (first: a folder with res_track.txt is a result written whole)
+        write_atomic(labels_csv, _labels_table(tracks, object_of))
     write_atomic(dest / "res_track.txt", _track_lines(tracks))
     if out is not None:  # (in place, the frames are the folder's own: none past the last)
         _remove_stale_frames(dest, "mask", written)
@@ -248,6 +263,12 @@ def _write_mask(path: Path, frame: NDArray[np.uint16]) -> None:
 
 def _track_lines(tracks: Sequence[CtcTrack]) -> str:
     return "".join(f"{t.label} {t.begin} {t.end} {t.parent}\n" for t in tracks)
+
+
+def _labels_table(tracks: Sequence[CtcTrack], object_of: Mapping[int, int]) -> str:
+    """``labels_csv`` of `rewrite_ctc_result`: each CTC label's object id and frames."""
+    rows = "".join(f"{t.label},{object_of[t.label]},{t.begin},{t.end}\n" for t in tracks)
+    return "label,track,begin,end\n" + rows
 
 
 def _digits(n_frames: int) -> int:
