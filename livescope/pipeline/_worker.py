@@ -306,8 +306,9 @@ class PipelineWorker:
             # (the table's columns from the start: its first field may have no cells)
             class_cols = list(self.analyzer.states.classes)
         self.store = ResultsStore(
-            self.results, self.counts, tail_frames=cfg.tail_frames, class_cols=class_cols
-        )
+            self.results, self.counts, tail_frames=cfg.tail_frames, class_cols=class_cols,
+            states_engine=cfg.states,  # (named where its classes cannot be cells.csv columns)
+        )  # fmt: skip
         self.link: Any = None
         self._agent_gone = threading.Event()
         """Set once the agent's process is found gone without ending its run (`_live`):
