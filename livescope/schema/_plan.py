@@ -31,6 +31,7 @@ __all__ = [
     "load_plan",
     "plan_events",
     "plan_sections",
+    "plan_warnings",
     "planned_light_s",
 ]
 
@@ -56,13 +57,13 @@ def load_plan(path: str | Path) -> useq.MDASequence:
     """
     data = _read_mapping(path)
     data = {k: v for k, v in data.items() if k not in PLAN_SECTIONS}
-    if unknown := _unknown_keys(data):
+    if unknown := _unknown_keys(data) + _numeric_channels(data):
         raise PlanError(str(path), unknown)
     try:
         sequence = useq.MDASequence.model_validate(data)
     except ValidationError as exc:
         raise PlanError(str(path), format_validation_error(exc, data)) from None
-    if problems := _shape_problems(sequence):
+    if problems := _dropped_keys(data, sequence) or _shape_problems(sequence):
         raise PlanError(str(path), problems)
     return sequence
 
@@ -75,7 +76,7 @@ def _read_mapping(path: str | Path) -> dict[str, object]:
 
 
 def plan_sections(path: str | Path) -> dict[str, object]:
-    """Return livescope's own sections of a plan file (``policies``, ``analysis``), as read.
+    """Return livescope's own sections of a plan file (`PLAN_SECTIONS`: ``policies``), as read.
 
     Raises
     ------
@@ -93,10 +94,10 @@ def _fields(model: type[BaseModel]) -> set[str]:
     return names
 
 
-def _union_members(field: str) -> list[type[BaseModel]]:
-    """Return the models a union field of ``useq.MDASequence`` may hold (e.g. time plans)."""
+def _union_members(field: str, model: type[BaseModel] = useq.MDASequence) -> list[type[BaseModel]]:
+    """Return the models a union field of ``model`` may hold (e.g. time plans)."""
     out: list[type[BaseModel]] = []
-    stack = [useq.MDASequence.model_fields[field].annotation]
+    stack = [model.model_fields[field].annotation]
     while stack:
         a = stack.pop()
         if isinstance(a, type) and issubclass(a, BaseModel):
@@ -141,6 +142,117 @@ def _unknown_keys(data: dict[str, object], prefix: str = "") -> list[str]:
             ]
             if key == "stage_positions" and isinstance(sub := item.get("sequence"), dict):
                 problems += _unknown_keys(sub, f"{prefix}{key}.{i}.sequence.")
+    return problems
+
+
+def _numeric_channels(data: dict[str, object], prefix: str = "") -> list[str]:
+    """Channels named by a number: YAML reads ``405`` as an int, and useq refuses it.
+
+    useq says only "Invalid Channel argument" (or, for ``config: 405``, that it
+    wants a string); a position's own ``sequence`` is looked through too.
+    """
+    problems = []
+    items = data.get("channels")
+    for i, item in enumerate(items if isinstance(items, list) else []):
+        where, value = f"{prefix}channels.{i}", item
+        if isinstance(item, dict):
+            where, value = f"{where}.config", item.get("config")
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            problems.append(
+                f"{where}: {value!r} is read as a number, not a channel preset's name; write "
+                f"it in quotes: '{value}'"
+            )
+    positions = data.get("stage_positions")
+    for i, pos in enumerate(positions if isinstance(positions, list) else []):
+        if isinstance(pos, dict) and isinstance(sub := pos.get("sequence"), dict):
+            problems += _numeric_channels(sub, f"{prefix}stage_positions.{i}.sequence.")
+    return problems
+
+
+def _dropped_keys(
+    data: dict[str, object], sequence: useq.MDASequence, prefix: str = ""
+) -> list[str]:
+    """Return the keys written that the model useq chose for them lacks: it drops them.
+
+    A union field (time, z and grid plans, a time plan's phases, a plate plan's
+    well points) takes the member that validates: a grid with one bad value
+    (``mode: snake``) is read as one field (`useq.RelativePosition`, which needs
+    only ``fov_width`` and ``fov_height``), a time plan with interval, loops and
+    duration as interval and duration. Compared after validation, with the
+    member the keys suggest validated again for useq's own word on the bad value.
+    """
+    problems: list[str] = []
+    written: object
+    for key in ("time_plan", "z_plan", "grid_plan", "autofocus_plan"):
+        written, model = data.get(key), getattr(sequence, key)
+        if isinstance(written, list) and isinstance(model, useq.MultiPhaseTimePlan):
+            written = {"phases": written}  # (useq takes a list as the phases)
+        if not isinstance(written, dict) or not isinstance(model, BaseModel):
+            continue
+        problems += _dropped(written, model, f"{prefix}{key}", _union_members(key))
+        phases = written.get("phases")
+        if isinstance(model, useq.MultiPhaseTimePlan) and isinstance(phases, list):
+            members = _union_members("phases", useq.MultiPhaseTimePlan)
+            for k, (w, phase) in enumerate(zip(phases, model.phases, strict=False)):
+                if isinstance(w, dict):
+                    problems += _dropped(w, phase, f"{prefix}{key}.phases.{k}", members)
+    written, positions = data.get("stage_positions"), sequence.stage_positions
+    where = f"{prefix}stage_positions"
+    if isinstance(written, dict) and isinstance(positions, useq.WellPlatePlan):
+        problems += _dropped(written, positions, where, [useq.WellPlatePlan])
+        if isinstance(plate := written.get("plate"), dict):
+            problems += _dropped(plate, positions.plate, f"{where}.plate", [useq.WellPlate])
+        if isinstance(points := written.get("well_points_plan"), dict):
+            members = _union_members("well_points_plan", useq.WellPlatePlan)
+            problems += _dropped(
+                points, positions.well_points_plan, f"{where}.well_points_plan", members
+            )
+    elif isinstance(written, list) and isinstance(positions, tuple):
+        for i, (w, pos) in enumerate(zip(written, positions, strict=False)):
+            if (
+                isinstance(w, dict)
+                and isinstance(sub := w.get("sequence"), dict)
+                and pos.sequence is not None
+            ):
+                problems += _dropped_keys(sub, pos.sequence, f"{where}.{i}.sequence.")
+    return problems
+
+
+def _dropped(
+    written: dict[Any, object], model: BaseModel, where: str, members: list[type[BaseModel]]
+) -> list[str]:
+    """Return the keys of ``written`` that ``model`` (the member useq chose) lacks, said why."""
+    chosen = type(model)
+    dropped = [k for k in written if k not in _fields(chosen)]
+    if not dropped:
+        return []
+    kept = ", ".join(str(k) for k in written if k not in dropped)
+    read_as = (
+        f"useq would read {where} as a {chosen.__name__} ("
+        + ("one field, no grid; " if chosen is useq.RelativePosition else "")
+        + (f"it takes {kept})" if kept else "taking none of its keys)")
+    )
+    # the member the keys written suggest (one that takes them all): its own word on a bad value
+    for member in (m for m in members if m is not chosen and set(written) <= _fields(m)):
+        try:
+            member.model_validate(written)
+        except ValidationError as exc:
+            lost = ", ".join(map(str, dropped))
+            return [
+                f"{where}.{line}; as written, {read_as} and drop {lost}"
+                for line in format_validation_error(exc, written)
+            ]
+    problems = []
+    for k in dropped:
+        takers = [m.__name__ for m in members if k in _fields(m)]
+        if not takers:
+            known = sorted(set().union(*(_fields(m) for m in members)))
+            problems.append(f"{where}.{k}: unknown field (takes {', '.join(known)})")
+            continue
+        problems.append(
+            f"{where}.{k}: {', '.join(map(str, written))} do not go together: {read_as} and "
+            f"drop {k} (a field of {' or '.join(takers)}); give the keys of one of these only"
+        )
     return problems
 
 
@@ -325,6 +437,70 @@ def _time_and_grid_problems(sequence: useq.MDASequence, profile: HardwareProfile
     return problems
 
 
+_DAY_S = 86_400.0
+_MIN_Z_STEP_UM = 0.01
+_FOV_RATIO = 2.0
+
+
+def plan_warnings(sequence: useq.MDASequence, profile: HardwareProfile) -> list[str]:
+    """Return the likely unit slips of a plan that runs as written (each a sentence for people).
+
+    A grid whose fov_width or fov_height is more than 2x the profile's field
+    of view either way (pixels given for µm: tiles with gaps between them), a
+    time plan interval over a day (ms given for s), a z step under 0.01 µm
+    (mm given for µm). Not refused: such a plan may be meant.
+    """
+    warnings: list[str] = []
+    subs = [("", sequence)] + [
+        (f"stage_positions.{i}.sequence.", p.sequence)
+        for i, p in enumerate(sequence.stage_positions)
+        if p.sequence is not None
+    ]
+    grids = [(f"{prefix}grid_plan", seq.grid_plan) for prefix, seq in subs]
+    if isinstance(sequence.stage_positions, useq.WellPlatePlan):
+        grids.append(
+            ("stage_positions.well_points_plan", sequence.stage_positions.well_points_plan)
+        )
+    h, w = profile.field_of_view_um
+    pixels = sorted(float(n) for n in profile.camera.sensor_shape_px)
+    for where, grid in grids:
+        fw, fh = getattr(grid, "fov_width", None), getattr(grid, "fov_height", None)
+        if fw is None or fh is None or not (fw > 0 and fh > 0):
+            continue
+        # (the camera's pixel counts themselves: a slip a 2x margin misses at ~1 µm pixels)
+        as_px = sorted((fw, fh)) == pixels and not math.isclose(fw, w, rel_tol=0.01)
+        if as_px or not all(1 / _FOV_RATIO <= a / b <= _FOV_RATIO for a, b in ((fw, w), (fh, h))):
+            apart = "its camera's size in px" if as_px else f"{_FOV_RATIO:g}x apart or more"
+            warnings.append(
+                f"{where}: fov {fw:g} x {fh:g} µm, but this profile's field of view is "
+                f"{w:g} x {h:g} µm ({apart}): the tiles would "
+                f"{'leave gaps between them' if fw > w or fh > h else 'overlap mostly'} "
+                "(µm, not px?)"
+            )
+    for prefix, seq in subs:
+        tp = seq.time_plan
+        phases = getattr(tp, "phases", None) or ([tp] if tp is not None else [])
+        for k, phase in enumerate(phases):
+            interval = getattr(phase, "interval", None)
+            if interval is not None and (s := interval.total_seconds()) > _DAY_S:
+                tag = f".phases.{k}" if isinstance(tp, useq.MultiPhaseTimePlan) else ""
+                warnings.append(
+                    f"{prefix}time_plan{tag}.interval: {s:g} s is more than a day "
+                    f"({s / _DAY_S:.1f} days between time points): intervals are seconds "
+                    "(ms meant?)"
+                )
+        step = getattr(seq.z_plan, "step", None)
+        if step is not None and 0 < step < _MIN_Z_STEP_UM:
+            warnings.append(
+                f"{prefix}z_plan.step: {step:g} µm is less than {_MIN_Z_STEP_UM:g} µm: z_plan "
+                "numbers are µm (mm meant?)"
+            )
+    return warnings
+
+
+_IN_USE = "in use"
+"""How a plan not read from a file is named in its `PlanError` ("acquisition plan in use")."""
+
 _EXPANDED: weakref.WeakKeyDictionary[useq.MDASequence, tuple[useq.MDAEvent, ...]] = (
     weakref.WeakKeyDictionary()
 )
@@ -348,7 +524,7 @@ def plan_events(sequence: useq.MDASequence) -> tuple[useq.MDAEvent, ...]:
     events = _EXPANDED.get(sequence)
     if events is None:
         if (why := _event_count_problem(sequence)) is not None:
-            raise PlanError("plan", [why])
+            raise PlanError(_IN_USE, [why])
         events = _EXPANDED[sequence] = tuple(sequence)
     return events
 
@@ -404,10 +580,11 @@ def planned_light_s(
 def check_plan(
     sequence: useq.MDASequence,
     profile: HardwareProfile,
-    source: str = "plan",
+    source: str = _IN_USE,
     *,
     events: Sequence[useq.MDAEvent] | None = None,
     light_budget: bool = True,
+    autofocus_device: bool | None = None,
 ) -> None:
     """Check that every event of ``sequence`` can run on the rig of ``profile``.
 
@@ -420,6 +597,12 @@ def check_plan(
     if the caller has them already (expanding a plan costs ~40 µs per event).
     ``light_budget=False`` leaves out the positions' fluorescence over the
     plan (a replay: that light was given when the data were recorded).
+    Refused too, as a run's start would refuse them: a channel's z_offset
+    that useq does not apply (no z plan beside it), a relative z plan centred
+    on the focus wider than the whole z travel, and autofocus events where
+    the rig has no autofocus device (``autofocus_device``: whether it has
+    one; None: a simulated microscope has none, other rigs are checked when
+    the run starts).
 
     Raises
     ------
@@ -442,6 +625,7 @@ def check_plan(
         problems += _channel_problems(prefix, channels, profile)
     problems += _time_and_grid_problems(sequence, profile)
     problems += _axis_order_problems(sequence)
+    problems += _z_offset_problems(sequence)
     xy, z = profile.stages.xy, profile.stages.z
     seen: set[str] = set()
     named: dict[str, int] = {}  # position name -> the plan index of its first event
@@ -452,6 +636,9 @@ def check_plan(
     # positions whose relative z plan counts from the focus drive's z when the run starts
     # (the agent fills it in and checks the planes then): not from z = 0 here
     from_focus = set(focus_centred_positions(sequence))
+    problems += _focus_stack_problems(sequence, from_focus, profile)
+    if autofocus_device is False or (autofocus_device is None and profile.kind == "simulated"):
+        problems += _autofocus_problems(planned, profile)
     for event in planned:
         idx = dict(event.index)
         key, p = position_name(event), int(idx.get("p", 0))
@@ -511,6 +698,87 @@ def check_plan(
         problems += _dose_problems(planned_light_s(planned, profile), profile)
     if problems:
         raise PlanError(source, problems[:_MAX_REPORTED])
+
+
+def _z_offset_problems(sequence: useq.MDASequence) -> list[str]:
+    """Return the channels whose z_offset useq would not apply.
+
+    useq shifts a channel by its z_offset only in the planes of a z plan of
+    the sequence that holds the channel: the plan's, or a position's own
+    sequence's. Without one (or at a position whose own z plan replaces the
+    plan's) the channel is imaged at the position's z, and nothing is said.
+    """
+    problems = []
+    subs = [("", sequence)] + [
+        (f"stage_positions.{i}.sequence.", p.sequence)
+        for i, p in enumerate(sequence.stage_positions)
+        if p.sequence is not None
+    ]
+    for prefix, seq in subs:
+        if seq.z_plan is not None:
+            continue
+        problems += [
+            f"{prefix}channels.{i}.z_offset: {ch.z_offset:g} µm, but useq shifts a channel by "
+            "its z_offset only within a z-stack (a z_plan beside its channels), and "
+            f"{'this sequence' if prefix else 'the plan'} has none: channel {ch.config!r} would "
+            "be imaged at the position's z; give a z_plan there (one plane: z_plan: {relative: "
+            "[0]}), or put the offset in the positions' z"
+            for i, ch in enumerate(seq.channels)
+            if ch.z_offset
+        ]
+    if sequence.z_plan is not None and any(ch.z_offset for ch in sequence.channels):
+        problems += [
+            f"stage_positions.{i}.sequence.z_plan: the plan's channels' z_offset is not applied "
+            "in a position's own z plan (useq shifts them only in the plan's z-stack); give "
+            "this position's sequence its own channels, with their z_offset"
+            for i, p in enumerate(sequence.stage_positions)
+            if p.sequence is not None and p.sequence.z_plan is not None and not p.sequence.channels
+        ]
+    return problems
+
+
+def _focus_stack_problems(
+    sequence: useq.MDASequence, from_focus: set[int], profile: HardwareProfile
+) -> list[str]:
+    """Return the relative z plans centred on the focus that are wider than the z travel.
+
+    Their planes are checked when the run starts (`focus_centred_positions`),
+    but one wider than the whole travel is outside it wherever the focus is.
+    """
+    lo, hi = profile.stages.z.z_range_um
+    problems: list[str] = []
+    for i in sorted(from_focus):
+        sub = sequence.stage_positions[i].sequence if sequence.stage_positions else None
+        where, zp = "z_plan", sequence.z_plan
+        if sub is not None and sub.z_plan is not None:
+            where, zp = f"stage_positions.{i}.sequence.z_plan", sub.z_plan
+        planes = list(zp.positions()) if zp is not None else []
+        if planes and (span := max(planes) - min(planes)) > hi - lo:
+            msg = (
+                f"{where}: its planes span {span:g} µm, more than the whole stage travel "
+                f"[{lo:g}, {hi:g}] µm (stages.z.z_range_um): wherever the focus is when the "
+                "run starts, some are outside it; give a smaller range"
+            )
+            if msg not in problems:
+                problems.append(msg)
+    return problems
+
+
+def _autofocus_problems(events: Iterable[useq.MDAEvent], profile: HardwareProfile) -> list[str]:
+    """Return why a rig without an autofocus device cannot run the plan's autofocus events."""
+    af = next((e for e in events if isinstance(e.action, useq.HardwareAutofocus)), None)
+    if af is None:
+        return []
+    index = ", ".join(f"{k}={v}" for k, v in af.index.items())
+    rig = (
+        "the simulated microscope (profile kind: simulated)"
+        if profile.kind == "simulated"
+        else "the rig"
+    )
+    return [
+        f"autofocus_plan: the plan has autofocus events (e.g. event {index}, from an "
+        f"autofocus_plan) but {rig} has no autofocus device; give the plan no autofocus_plan"
+    ]
 
 
 def _channel_problems(

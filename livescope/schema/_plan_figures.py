@@ -22,7 +22,7 @@ from typing import Any
 
 import useq
 
-from ._plan import focus_centred_positions, plan_events, planned_light_s
+from ._plan import focus_centred_positions, plan_events, plan_warnings, planned_light_s
 from ._positions import position_name
 from ._profile import HardwareProfile
 
@@ -136,6 +136,7 @@ def plan_figures(
         "warnings": [],
     }
     warnings: list[str] = figures["warnings"]
+    warnings += plan_warnings(sequence, profile)  # (likely unit slips: ms for s, px for µm)
     if late >= LATE_WARN_S and longest is not None:
         # (the interval a late time point waits for: not a burst's 0, which never is late)
         waited = min((g for g in gaps if g > 0), default=0.0)

@@ -143,7 +143,11 @@ class ScopeAgent:
         given = profile
         profile = _objective_in_use(core, _oriented(core, profile, recorded=self.what_if))
         # (a replay's plan asks for light that was given when its frames were recorded)
-        check_plan(sequence, profile, events=planned, light_budget=not self.what_if)
+        # (autofocus: the core's own device was checked above; a replay's were the rig's)
+        check_plan(
+            sequence, profile, events=planned, light_budget=not self.what_if,
+            autofocus_device=True,
+        )  # fmt: skip
         if not self.what_if:  # (what `livescope plan check` warns of: time points that will
             # start late, a light budget the plan nearly spends; a replay's are the recording's)
             for warning in plan_figures(sequence, profile, events=planned)["warnings"]:
