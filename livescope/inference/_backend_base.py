@@ -52,7 +52,14 @@ def _run_error(runtime: str, x: NDArray[Any], exc: BaseException) -> str:
 
 @runtime_checkable
 class PSession(Protocol):
-    """A loaded model. `run` maps fp32 (N, C, H, W) to the first output, fp32."""
+    """A loaded model. `run` maps fp32 (N, C, H, W) to the card's output, fp32.
+
+    The output is the one the card names (``outputs[0]``), not the model's first:
+    an export may give more (logits before probabilities). A session may also say
+    its graph input's element type (``input_type``, e.g. ``"float16"``) and the
+    types it casts the fp32 batch to (``input_casts``); `Engine` refuses at load a
+    graph whose input the session cannot feed.
+    """
 
     backend: str
     device: str

@@ -1,8 +1,8 @@
 """Inference backends behind one interface, found by providers.
 
 Each backend reports whether it can run here (and why not), and loads an ONNX
-model into a session that maps an fp32 (N, C, H, W) array to the model's first
-output. Heavy libraries are imported only inside the backend that needs them.
+model into a session that maps an fp32 (N, C, H, W) array to the output its
+card names. Heavy libraries are imported only inside the backend that needs them.
 
 Choice: by argument, then ``$LIVESCOPE_BACKEND``, then priority (lower first);
 if none can run, the error lists every backend tried and why.
@@ -129,8 +129,19 @@ def _ort_session(model: Path, providers: list[str]) -> Any:
     return sess
 
 
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16"}
+"""Graph input types ONNX Runtime is fed (from numpy), by ONNX Runtime's name for them."""
+
+
 class _OrtSession:
-    def __init__(self, model: Path, providers: list[str]) -> None:
+    """An ONNX Runtime session giving ``output`` (the card's; None: the model's first).
+
+    An fp16 graph (exported in half precision, as TensorRT >= 11 and TensorRT-RTX
+    need for an fp16 plan) is fed the fp32-normalised batch cast to fp16, as the
+    TensorRT session casts it on the device.
+    """
+
+    def __init__(self, model: Path, providers: list[str], output: str | None = None) -> None:
         self._sess = _ort_session(model, providers)
         if providers[0] != "CPUExecutionProvider" and self._sess.get_providers()[0] == (
             "CPUExecutionProvider"
@@ -142,10 +153,14 @@ class _OrtSession:
         self.backend = "onnxruntime"
         self.device = self._sess.get_providers()[0]
         inp = self._sess.get_inputs()[0]
-        self.precision = "fp16" if "float16" in inp.type else "fp32"  # the graph's, as exported
+        # (a type ONNX Runtime cannot be fed from numpy keeps its own name: refused at load)
+        self.input_type = _ORT_TYPES.get(inp.type, inp.type)
+        self.input_casts = ("float16",)
+        self.precision = "fp16" if self.input_type == "float16" else "fp32"  # the graph's
         self.input_name = inp.name
         self.input_rank = len(inp.shape)
         self.output_names = [o.name for o in self._sess.get_outputs()]
+        self.output = output or self.output_names[0]
 
     def run(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
         from onnxruntime.capi.onnxruntime_pybind11_state import (
@@ -155,8 +170,11 @@ class _OrtSession:
             RuntimeException,
         )
 
+        feed: NDArray[Any] = x
+        if self.input_type in self.input_casts:  # (normalised in fp32 by the engine, cast here)
+            feed = x.astype(self.input_type)
         try:
-            out = self._sess.run(self.output_names[:1], {self.input_name: x})[0]
+            out = self._sess.run([self.output], {self.input_name: feed})[0]
         # (ORT's errors derive from Exception only; EPFail: a GPU provider failed)
         except (Fail, InvalidArgument, EPFail, RuntimeException) as exc:
             raise BackendRunError(
@@ -204,8 +222,8 @@ class OnnxRuntimeBackend:
         precision: str = "fp32",
         shapes: Sequence[tuple[int, int]] = (),
     ) -> PSession:
-        """Create an ONNX Runtime session (fp32 graph; precision is the graph's)."""
-        return _OrtSession(model, self._providers())
+        """Create an ONNX Runtime session giving the card's output (precision is the graph's)."""
+        return _OrtSession(model, self._providers(), card.outputs[0].name)
 
 
 # ----------------------------------------------------------------- torch

@@ -214,6 +214,91 @@ class TilePlan:
         return out
 
 
+# ONNX messages that can hold tensors, by the fields (numbers from onnx.proto) that lead to
+# them: a model's graph, its functions and training graphs; a graph's initialisers and
+# nodes; a node's attributes (tensors and subgraphs, e.g. If and Loop bodies)
+_ONNX_FIELDS: dict[str, dict[int, str]] = {
+    "model": {7: "graph", 20: "training", 25: "function"},
+    "training": {1: "graph", 2: "graph"},
+    "function": {7: "node"},
+    "graph": {1: "node", 5: "tensor", 15: "sparse"},
+    "node": {5: "attribute"},
+    "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"},
+    "sparse": {1: "tensor", 2: "tensor"},
+}
+_TENSOR_EXTERNAL_DATA = 13  # TensorProto.external_data: (key 1, value 2), "location" first
+_TENSOR_DATA_LOCATION = 14  # TensorProto.data_location; 1 is EXTERNAL
+
+
+def _varint(data: bytes, i: int) -> tuple[int, int]:
+    """Return the protobuf varint at ``data[i]`` and the index after it (IndexError: cut short)."""
+    value = shift = 0
+    while True:
+        b = data[i]
+        value |= (b & 0x7F) << shift
+        i += 1
+        if b < 0x80:
+            return value, i
+        shift += 7
+
+
+def _fields(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
+    """(field, wire type, a, b) of each field of the protobuf message at ``data[start:end]``.
+
+    A length-delimited field (wire type 2) gives where its bytes start and end (a,
+    b); a varint its value and the index after it; a fixed-size one its start and
+    end. Raises ValueError where the bytes are not protobuf (IndexError where
+    they are cut short).
+    """
+    i = start
+    while i < end:
+        tag, i = _varint(data, i)
+        field, wire = tag >> 3, tag & 7
+        if wire == 0:
+            value, i = _varint(data, i)
+            yield field, wire, value, i
+        elif wire == 2:
+            size, i = _varint(data, i)
+            if i + size > end:
+                raise ValueError("a field runs past its message")
+            yield field, wire, i, i + size
+            i += size
+        elif wire in (1, 5):
+            size = 8 if wire == 1 else 4
+            yield field, wire, i, i + size
+            i += size
+        else:  # (groups, unused by ONNX)
+            raise ValueError(f"wire type {wire}")
+
+
+def _external_data(data: bytes) -> str | None:
+    """Return where an ONNX model keeps a tensor outside its file (None: every tensor is inside).
+
+    Reads the protobuf's structure along the messages that can hold tensors, so
+    that the onnx package (not a core dependency) is not needed; weights are
+    skipped by their length, not read. A file that is not well-formed protobuf
+    gives None: ONNX Runtime refuses it with its own error.
+    """
+    stack = [("model", 0, len(data))]
+    try:
+        while stack:
+            kind, start, end = stack.pop()
+            nested = _ONNX_FIELDS.get(kind, {})
+            for field, wire, a, b in _fields(data, start, end):
+                if kind == "tensor" and field == _TENSOR_DATA_LOCATION and wire == 0 and a == 1:
+                    return "no location given"
+                if kind == "tensor" and field == _TENSOR_EXTERNAL_DATA and wire == 2:
+                    entry = {f: data[x:y] for f, w, x, y in _fields(data, a, b) if w == 2}
+                    if entry.get(1) == b"location" and entry.get(2):
+                        return entry[2].decode("utf-8", "replace")
+                    return "no location given"
+                if wire == 2 and field in nested:
+                    stack.append((nested[field], a, b))
+    except (IndexError, ValueError):
+        return None
+    return None
+
+
 def _float_problem(frame: NDArray[Any]) -> str | None:
     """Say what makes a float frame unfit for fp32 normalisation (NaN, inf, beyond it), or None."""
     if frame.dtype.kind != "f" or frame.size == 0:
@@ -230,6 +315,22 @@ def _float_problem(frame: NDArray[Any]) -> str | None:
     return None
 
 
+_SIZE_MISMATCH = (
+    "concat axis dimensions",  # ONNX Runtime: a skip connection's Concat
+    "broadcast",  # ONNX Runtime: an Add or Mul of two sizes
+    "sizes of tensors must match",  # torch: torch.cat
+    "must match the size of tensor",  # torch: an elementwise op
+    "in multiples of",  # livescope's own models (torch), e.g. NucleiUNet
+)
+"""What runtimes say when a model's layers disagree on a size (a tile the pooling cannot halve)."""
+
+
+def _size_mismatch(message: str) -> bool:
+    """Return whether a runtime's error is one that padding to another multiple may cure."""
+    text = message.lower()
+    return any(phrase in text for phrase in _SIZE_MISMATCH)
+
+
 class Engine:
     """An engine ready to run.
 
@@ -244,13 +345,18 @@ class Engine:
         it runs in).
     frame_shape
         Frame (H, W) the engine will see, for compiled backends' shape profiles
-        (None: a profile for any frame's tiles, at its best for whole tiles).
+        (None: a profile for any frame's tiles, at its best for whole tiles). The
+        profile is for the frame as the model sees it: zoomed, where the engine
+        zooms every frame (`SegmentationEngine`'s ``object_diameter_px``); for
+        any frame's tiles where the zoom comes with each call (a card with a
+        pixel size: `pixel_scale`).
 
     Raises
     ------
     EngineError
-        if the model is missing, its sha256 does not match the card, or its
-        input does not match the card.
+        if the model is missing, its sha256 does not match the card, it keeps
+        weights in files beside it (which the sha256 does not cover), or its
+        input or output does not match the card.
 
     """
 
@@ -273,22 +379,26 @@ class Engine:
         self.model_path = self.folder / self.card.model
         if not self.model_path.is_file():
             raise EngineError(f"engine {self.name}: model file {self.model_path} is missing")
-        digest = sha256_file(self.model_path)
+        data = self.model_path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
         if digest != self.card.sha256:
             raise EngineError(
                 f"engine {self.name}: {self.model_path.name} has sha256 {digest[:16]}…, the card "
                 f"says {self.card.sha256[:16]}…; the model was changed or corrupted (refusing it)"
             )
+        if (location := _external_data(data)) is not None:
+            # (the card's sha256, and so a TensorRT plan's key, covers model.onnx only:
+            # damaged or replaced weights beside it loaded without a word)
+            raise EngineError(
+                f"engine {self.name}: {self.model_path.name} keeps weights in an external file "
+                f"({location!r}), which the card's sha256 does not cover (refusing it); "
+                "livescope's engines keep their weights inside the model: save it with "
+                "onnx.save(model, path, save_as_external_data=False)"
+            )
+        del data
         self.backend = backend if not isinstance(backend, str | None) else select_backend(backend)
         self.precision = precision
-        t = self.card.tiling
-        shapes = (
-            TilePlan(
-                frame_shape, t.tile_px, t.overlap_px, self.card.input.multiple_of
-            ).tile_shapes()
-            if frame_shape
-            else []
-        )
+        shapes = self._profile_shapes(frame_shape)
         # one batch at a time: a TensorRT context and a CUDA graph's static buffers are
         # shared by every call (two threads' frames would swap maps), and close() must
         # not free a session under a run in flight
@@ -298,6 +408,30 @@ class Engine:
         )
         with self._closed_if_refused():
             self._check_io()
+
+    def _frame_zoom(self) -> float | None:
+        """Zoom the engine applies to every frame before the model (None: it varies by call).
+
+        Called by `__init__` before the session loads, for the shape profile. A card
+        with a pixel size may have frames zoomed to it call by call (`pixel_scale`).
+        """
+        return None if self.card.pixel_size_um is not None else 1.0
+
+    def _profile_shapes(self, frame_shape: tuple[int, int] | None) -> list[tuple[int, int]]:
+        """Tile shapes a compiled plan must take for frames of ``frame_shape`` ([]: any frame's).
+
+        The tiles are those of the frame as the model sees it, zoomed (`_frame_zoom`) as
+        `infer_scaled` zooms it; where the zoom varies by call, any frame's tiles.
+        """
+        zoom = self._frame_zoom()
+        if not frame_shape or zoom is None:
+            return []
+        if abs(zoom - 1.0) > 1e-3:  # (`ndimage.zoom`'s output shape)
+            frame_shape = (round(frame_shape[0] * zoom), round(frame_shape[1] * zoom))
+        t = self.card.tiling
+        return TilePlan(
+            frame_shape, t.tile_px, t.overlap_px, self.card.input.multiple_of
+        ).tile_shapes()
 
     def _check_card(self) -> None:
         """Refuse card fields that pass the schema one by one but cannot work together.
@@ -362,6 +496,16 @@ class Engine:
             raise EngineError(
                 f"engine {self.name}: the card's output {card.outputs[0].name!r} is not among the "
                 f"model's outputs {s.output_names}"
+            )
+        # (an fp16 graph is fed the fp32-normalised batch cast to fp16 by the session: how a
+        # half-precision plan is made on TensorRT >= 11 and -RTX; any other type failed on
+        # every frame, with ONNX Runtime's type error)
+        graph = getattr(s, "input_type", card.input.dtype)
+        if graph != card.input.dtype and graph not in getattr(s, "input_casts", ()):
+            raise EngineError(
+                f"engine {self.name}: the card's input {card.input.name!r} is "
+                f"{card.input.dtype}, the model's is {graph}, which {s.backend} cannot feed "
+                "(card and model do not match; export the model with a float32 or float16 input)"
             )
 
     def _session(self) -> PSession:
@@ -447,8 +591,8 @@ class Engine:
         except BackendRunError as exc:
             raise EngineError(f"engine {self.name}: {exc}") from exc
 
-    def _run_padded(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
-        """Run (C, H, W) padded to the model's multiple; returns (K, H, W)."""
+    def _run_padded(self, x: NDArray[np.float32], frame: tuple[int, int]) -> NDArray[np.float32]:
+        """Run a tile (C, H, W) of a ``frame`` (H, W) padded to the model's multiple; (K, H, W)."""
         m = self.card.input.multiple_of
         h, w = x.shape[-2:]
         ph, pw = (-h) % m, (-w) % m
@@ -457,10 +601,15 @@ class Engine:
         try:
             out = self._run_session(x[None])
         except BackendRunError as exc:
-            raise EngineError(
-                f"engine {self.name}: {exc} (frame {h}x{w} padded to multiples of {m}, the "
-                "card's input.multiple_of; a U-Net needs 2**depth)"
-            ) from exc
+            # (only where the model's layers disagree on a size: a type error, a tile
+            # outside a plan's profile or no memory left has other causes)
+            hint = (
+                f" (tile {h}x{w} of frame {frame[0]}x{frame[1]}, padded to multiples of {m}, "
+                "the card's input.multiple_of; a U-Net needs 2**depth)"
+                if _size_mismatch(str(exc))
+                else ""
+            )
+            raise EngineError(f"engine {self.name}: {exc}{hint}") from exc
         channels = self.card.outputs[0].channels
         if out.shape[1] != len(channels):
             raise EngineError(
@@ -484,10 +633,10 @@ class Engine:
         plan = TilePlan((h, w), tiling.tile_px, tiling.overlap_px, self.card.input.multiple_of)
         regions = plan.regions()
         if len(regions) == 1:
-            return self._run_padded(x)
+            return self._run_padded(x, (h, w))
         out: NDArray[np.float32] | None = None
         for src, keep in regions:
-            y = self._run_padded(x[:, src[0], src[1]])
+            y = self._run_padded(x[:, src[0], src[1]], (h, w))
             if out is None:
                 out = np.empty((y.shape[0], h, w), np.float32)
             ys = slice(src[0].start + keep[0].start, src[0].start + keep[0].stop)
@@ -636,6 +785,7 @@ class SegmentationEngine(Engine):
         segments best (the card's ``object_radius_px``), and the labels come
         back at the frame's size. None: frames are used as they are.
         """
+        self._object_diameter_px = object_diameter_px  # (for `_frame_zoom`, called by super)
         super().__init__(name_or_path, **kwargs)
         with self._closed_if_refused():
             if self.card.task != "segmentation" or self.card.postprocess is None:
@@ -644,26 +794,7 @@ class SegmentationEngine(Engine):
                     "post-processing"
                 )
             self.gpu_postprocess = self._want_gpu_post(gpu_postprocess)
-            self.scale = 1.0
-            if object_diameter_px is not None:
-                if not (math.isfinite(object_diameter_px) and object_diameter_px > 0):
-                    raise EngineError(
-                        f"engine {self.name}: object diameter must be > 0 px, "
-                        f"got {object_diameter_px}"
-                    )
-                if self.card.object_radius_px is None:
-                    raise EngineError(
-                        f"engine {self.name}: its card gives no object_radius_px, so frames "
-                        "cannot be rescaled to an object size"
-                    )
-                self.scale = 2 * self.card.object_radius_px / float(object_diameter_px)
-                if not 1 / MAX_RESCALE <= self.scale <= MAX_RESCALE:
-                    raise EngineError(
-                        f"engine {self.name}: nuclei of {object_diameter_px:g} px would be "
-                        f"rescaled {self.scale:.3g}x to the {2 * self.card.object_radius_px:g} px "
-                        f"it segments best; refusing more than {MAX_RESCALE:g}x either way (check "
-                        "the diameter and pixel size)"
-                    )
+            self.scale = self._object_scale()
             channels = self.card.outputs[0].channels
             want: tuple[str, ...] = ("foreground", "distance")
             post: str = self.card.postprocess.kind
@@ -677,6 +808,45 @@ class SegmentationEngine(Engine):
                     f"engine {self.name}: output channels {channels} do not start with {want} "
                     f"({post} post-processing needs them)"
                 )
+
+    def _object_scale(self) -> float:
+        """Zoom that brings nuclei of the diameter given to the card's size (1.0: none given).
+
+        Raises
+        ------
+        EngineError
+            if the diameter is not > 0, the card gives no object size, or the zoom
+            would exceed 8x either way.
+
+        """
+        diameter = self._object_diameter_px
+        if diameter is None:
+            return 1.0
+        if not (math.isfinite(diameter) and diameter > 0):
+            raise EngineError(f"engine {self.name}: object diameter must be > 0 px, got {diameter}")
+        if self.card.object_radius_px is None:
+            raise EngineError(
+                f"engine {self.name}: its card gives no object_radius_px, so frames "
+                "cannot be rescaled to an object size"
+            )
+        scale = 2 * self.card.object_radius_px / float(diameter)
+        if not 1 / MAX_RESCALE <= scale <= MAX_RESCALE:
+            raise EngineError(
+                f"engine {self.name}: nuclei of {diameter:g} px would be "
+                f"rescaled {scale:.3g}x to the {2 * self.card.object_radius_px:g} px "
+                f"it segments best; refusing more than {MAX_RESCALE:g}x either way (check "
+                "the diameter and pixel size)"
+            )
+        return scale
+
+    def _frame_zoom(self) -> float | None:
+        """Return the zoom `segment` applies to every frame (its nuclei to the card's size).
+
+        A card that is no segmentation engine's is left to `__init__` to refuse.
+        """
+        if self.card.task != "segmentation" or self.card.postprocess is None:
+            return super()._frame_zoom()
+        return self._object_scale()
 
     def _want_gpu_post(self, asked: bool | None) -> bool:
         if asked is False:

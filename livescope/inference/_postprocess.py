@@ -56,18 +56,34 @@ def normalize_percentile(
     within a count, much faster). A frame whose two percentiles are equal (flat
     but for a few pixels: one nucleus on a background-subtracted frame) is scaled
     from its minimum to its maximum instead, not stretched by ``1 / eps``; a
-    constant frame becomes zeros.
+    constant frame becomes zeros. Two values are equal when they are within
+    ``eps`` and within float32's resolution at their magnitude: a float frame in
+    physical units whose whole range is under ``eps`` is scaled by that range (it
+    was divided by ``eps``, and its nuclei vanished).
     """
     x = np.asarray(image, dtype=np.float32)
     step = max(1, int(np.sqrt(x.size / 262144)))
     sample = x[::step, ::step] if x.ndim == 2 else x
     lo, hi = np.percentile(sample, [low, high])
-    if float(hi - lo) <= eps:
+    if float(hi - lo) <= _flat_within(float(lo), float(hi), eps):
         lo, hi = float(x.min()), float(x.max())
-    scale = np.float32(1.0 / max(float(hi - lo), eps))
+    span = float(hi - lo)
+    scale = np.float32(1.0 / (span if span > _flat_within(float(lo), float(hi), eps) else eps))
     out: NDArray[np.float32] = x - np.float32(lo)
     out *= scale
     return out
+
+
+def _flat_within(lo: float, hi: float, eps: float) -> float:
+    """Return the largest range of ``lo`` to ``hi`` taken as none (the two as equal).
+
+    ``eps``, or less for values so small that float32 resolves finer ranges (a
+    float frame in physical units): a few units in their last place, and never a
+    range whose inverse overflows float32.
+    """
+    f32 = np.finfo(np.float32)
+    resolution = max(4 * float(f32.eps) * max(abs(lo), abs(hi)), float(f32.tiny))
+    return min(eps, resolution)
 
 
 def apply_gamma(x: NDArray[np.float32], gamma: float) -> NDArray[np.float32]:

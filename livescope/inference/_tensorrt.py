@@ -221,6 +221,11 @@ _GRAPH_PRECISION = {"FLOAT": "fp32", "HALF": "fp16", "BF16": "bf16"}
 """The precision of an ONNX graph, by the TensorRT type (`DataType` name) of its input."""
 
 
+_ELEMENT_TYPE = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16"}
+"""A plan's input element type (named as `Engine` and ONNX Runtime's session name it), by
+its `DataType` name."""
+
+
 def _dtype_precision(dtype: Any) -> str:
     """Return the precision of a TensorRT `DataType` (an ONNX graph's input, or a plan's)."""
     return _GRAPH_PRECISION.get(getattr(dtype, "name", ""), str(dtype))
@@ -331,7 +336,11 @@ class _TrtSession:
 
     ``precision`` is the one asked; the session's ``precision`` is the one its plan
     was built in (`_plan_precision`, warned about when another unless not ``warn``).
+    It gives the card's output (``output``), whatever the plan's order of outputs.
     """
+
+    input_casts = ("float16", "bfloat16")
+    """Input types the fp32 batch is cast to (on the device) for a plan in half precision."""
 
     def __init__(
         self,
@@ -364,7 +373,11 @@ class _TrtSession:
         # (the plan's input has the ONNX graph's type: where the library builds in the
         # graph's precision, the plan is in it, cached or just built; the Engine said
         # the one asked until now)
-        graph = _dtype_precision(self._engine.get_tensor_dtype(self.input_name))
+        dtype = self._engine.get_tensor_dtype(self.input_name)
+        name = str(getattr(dtype, "name", dtype))
+        self.input_type = _ELEMENT_TYPE.get(name, name.lower())
+        self.output = card.outputs[0].name  # (`Engine` refuses a plan without it)
+        graph = _dtype_precision(dtype)
         version = str(trt.__version__)
         self.precision = _plan_precision(card, trt.__name__, version, precision, graph, warn=warn)
         self.backend = backend
@@ -408,7 +421,7 @@ class _TrtSession:
                         f"{self.backend}: execute_async_v3 failed on input {tuple(x.shape)}"
                     )
             self._stream.synchronize()
-            return outs[self.output_names[0]].float().cpu().numpy()  # type: ignore[no-any-return]
+            return outs[self.output].float().cpu().numpy()  # type: ignore[no-any-return]
         except RuntimeError as exc:  # CUDA errors, out of memory
             raise BackendRunError(_run_error(self.backend, x, exc)) from exc
 
