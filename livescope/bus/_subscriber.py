@@ -318,9 +318,18 @@ class FrameSubscriber:
                 old.close()
         self._hello(ctx)
 
+    def _note_seq(self, run_id: str, seq: int) -> None:
+        """Count the gap before frame ``seq`` of ``run_id`` (taken in or refused: not a drop)."""
+        if run_id != self._last_run:  # (another run's numbers: no gap to count)
+            self._last_run, self._last_seq = run_id, None
+        if self._last_seq is not None and seq > self._last_seq + 1:
+            self.counts["dropped_upstream"] += seq - self._last_seq - 1
+        self._last_seq = seq if self._last_seq is None else max(seq, self._last_seq)
+
     def _receive(self, parts: list[zmq.Frame]) -> None:
         t_rx = clock_ns()
         self.counts["messages"] += 1
+        ours: FrameHeader | None = None  # (a frame of the run: its number is in the sequence)
         try:
             if len(parts) != 2:
                 raise HeaderError(f"bad frame message: {len(parts)} parts, expected 2")
@@ -332,6 +341,7 @@ class FrameSubscriber:
                     f"{self.run_id!r}: that run's agent has ended and another publishes at "
                     f"its address {self.endpoint}"
                 )
+            ours = header
             frame = self._frame(header, parts[1], t_rx)
         except HeaderError as exc:
             self.counts["rejected"] += 1
@@ -339,13 +349,10 @@ class FrameSubscriber:
                 logger.warning(
                     "rejected a frame message (%d so far): %s", self.counts["rejected"], exc
                 )
+            if ours is not None:  # counted once, as rejected (not again as a gap by the next)
+                self._note_seq(ours["run_id"], ours["seq"])
             return
-        seq = header["seq"]
-        if header["run_id"] != self._last_run:  # (another run's numbers: no gap to count)
-            self._last_run, self._last_seq = header["run_id"], None
-        if self._last_seq is not None and seq > self._last_seq + 1:
-            self.counts["dropped_upstream"] += seq - self._last_seq - 1
-        self._last_seq = seq if self._last_seq is None else max(seq, self._last_seq)
+        self._note_seq(header["run_id"], header["seq"])
         if frame is None:  # counted once, as not_held (not again as a gap by the next frame)
             return
         self.counts["received"] += 1
