@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import math
 import sys
-import typing
 import weakref
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import useq
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from ._base import format_validation_error, read_yaml, top_level_problem
 from ._decision import parent_position
 from ._errors import PlanError
+from ._plan_keys import _dropped_keys, _numeric_channels, _unknown_keys
 from ._positions import position_name
 from ._profile import HardwareProfile
 
@@ -31,7 +31,6 @@ __all__ = [
     "load_plan",
     "plan_events",
     "plan_sections",
-    "plan_warnings",
     "planned_light_s",
 ]
 
@@ -86,174 +85,6 @@ def plan_sections(path: str | Path) -> dict[str, object]:
     """
     data = _read_mapping(path)
     return {k: data[k] for k in PLAN_SECTIONS if k in data}
-
-
-def _fields(model: type[BaseModel]) -> set[str]:
-    names = set(model.model_fields)
-    names |= {f.alias for f in model.model_fields.values() if f.alias}
-    return names
-
-
-def _union_members(field: str, model: type[BaseModel] = useq.MDASequence) -> list[type[BaseModel]]:
-    """Return the models a union field of ``model`` may hold (e.g. time plans)."""
-    out: list[type[BaseModel]] = []
-    stack = [model.model_fields[field].annotation]
-    while stack:
-        a = stack.pop()
-        if isinstance(a, type) and issubclass(a, BaseModel):
-            out.append(a)
-        else:
-            stack.extend(typing.get_args(a))
-    return out
-
-
-def _unknown_keys(data: dict[str, object], prefix: str = "") -> list[str]:
-    """Keys useq would silently ignore (a misspelt field must not be dropped quietly).
-
-    A position's own ``sequence`` is looked through too (``prefix``: where it is):
-    useq drops a misspelt key there as silently as at the top.
-    """
-    problems = [
-        f"{prefix}{k}: unknown field (not part of useq.MDASequence; check its spelling)"
-        for k in data
-        if k not in _fields(useq.MDASequence)
-    ]
-    for key in ("time_plan", "z_plan", "grid_plan", "autofocus_plan"):  # a key no member takes
-        plan = data.get(key)
-        if isinstance(plan, dict):
-            known = set().union(*(_fields(m) for m in _union_members(key)))
-            problems += [
-                f"{prefix}{key}.{k}: unknown field (takes {', '.join(sorted(known))})"
-                for k in plan
-                if k not in known
-            ]
-    for key, model in (("channels", useq.Channel), ("stage_positions", useq.Position)):
-        items = data.get(key)
-        if not isinstance(items, list):
-            continue
-        known = _fields(model)
-        for i, item in enumerate(items):
-            if not isinstance(item, dict):
-                continue
-            problems += [
-                f"{prefix}{key}.{i}.{k}: unknown field (check its spelling)"
-                for k in item
-                if k not in known
-            ]
-            if key == "stage_positions" and isinstance(sub := item.get("sequence"), dict):
-                problems += _unknown_keys(sub, f"{prefix}{key}.{i}.sequence.")
-    return problems
-
-
-def _numeric_channels(data: dict[str, object], prefix: str = "") -> list[str]:
-    """Channels named by a number: YAML reads ``405`` as an int, and useq refuses it.
-
-    useq says only "Invalid Channel argument" (or, for ``config: 405``, that it
-    wants a string); a position's own ``sequence`` is looked through too.
-    """
-    problems = []
-    items = data.get("channels")
-    for i, item in enumerate(items if isinstance(items, list) else []):
-        where, value = f"{prefix}channels.{i}", item
-        if isinstance(item, dict):
-            where, value = f"{where}.config", item.get("config")
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            problems.append(
-                f"{where}: {value!r} is read as a number, not a channel preset's name; write "
-                f"it in quotes: '{value}'"
-            )
-    positions = data.get("stage_positions")
-    for i, pos in enumerate(positions if isinstance(positions, list) else []):
-        if isinstance(pos, dict) and isinstance(sub := pos.get("sequence"), dict):
-            problems += _numeric_channels(sub, f"{prefix}stage_positions.{i}.sequence.")
-    return problems
-
-
-def _dropped_keys(
-    data: dict[str, object], sequence: useq.MDASequence, prefix: str = ""
-) -> list[str]:
-    """Return the keys written that the model useq chose for them lacks: it drops them.
-
-    A union field (time, z and grid plans, a time plan's phases, a plate plan's
-    well points) takes the member that validates: a grid with one bad value
-    (``mode: snake``) is read as one field (`useq.RelativePosition`, which needs
-    only ``fov_width`` and ``fov_height``), a time plan with interval, loops and
-    duration as interval and duration. Compared after validation, with the
-    member the keys suggest validated again for useq's own word on the bad value.
-    """
-    problems: list[str] = []
-    written: object
-    for key in ("time_plan", "z_plan", "grid_plan", "autofocus_plan"):
-        written, model = data.get(key), getattr(sequence, key)
-        if isinstance(written, list) and isinstance(model, useq.MultiPhaseTimePlan):
-            written = {"phases": written}  # (useq takes a list as the phases)
-        if not isinstance(written, dict) or not isinstance(model, BaseModel):
-            continue
-        problems += _dropped(written, model, f"{prefix}{key}", _union_members(key))
-        phases = written.get("phases")
-        if isinstance(model, useq.MultiPhaseTimePlan) and isinstance(phases, list):
-            members = _union_members("phases", useq.MultiPhaseTimePlan)
-            for k, (w, phase) in enumerate(zip(phases, model.phases, strict=False)):
-                if isinstance(w, dict):
-                    problems += _dropped(w, phase, f"{prefix}{key}.phases.{k}", members)
-    written, positions = data.get("stage_positions"), sequence.stage_positions
-    where = f"{prefix}stage_positions"
-    if isinstance(written, dict) and isinstance(positions, useq.WellPlatePlan):
-        problems += _dropped(written, positions, where, [useq.WellPlatePlan])
-        if isinstance(plate := written.get("plate"), dict):
-            problems += _dropped(plate, positions.plate, f"{where}.plate", [useq.WellPlate])
-        if isinstance(points := written.get("well_points_plan"), dict):
-            members = _union_members("well_points_plan", useq.WellPlatePlan)
-            problems += _dropped(
-                points, positions.well_points_plan, f"{where}.well_points_plan", members
-            )
-    elif isinstance(written, list) and isinstance(positions, tuple):
-        for i, (w, pos) in enumerate(zip(written, positions, strict=False)):
-            if (
-                isinstance(w, dict)
-                and isinstance(sub := w.get("sequence"), dict)
-                and pos.sequence is not None
-            ):
-                problems += _dropped_keys(sub, pos.sequence, f"{where}.{i}.sequence.")
-    return problems
-
-
-def _dropped(
-    written: dict[Any, object], model: BaseModel, where: str, members: list[type[BaseModel]]
-) -> list[str]:
-    """Return the keys of ``written`` that ``model`` (the member useq chose) lacks, said why."""
-    chosen = type(model)
-    dropped = [k for k in written if k not in _fields(chosen)]
-    if not dropped:
-        return []
-    kept = ", ".join(str(k) for k in written if k not in dropped)
-    read_as = (
-        f"useq would read {where} as a {chosen.__name__} ("
-        + ("one field, no grid; " if chosen is useq.RelativePosition else "")
-        + (f"it takes {kept})" if kept else "taking none of its keys)")
-    )
-    # the member the keys written suggest (one that takes them all): its own word on a bad value
-    for member in (m for m in members if m is not chosen and set(written) <= _fields(m)):
-        try:
-            member.model_validate(written)
-        except ValidationError as exc:
-            lost = ", ".join(map(str, dropped))
-            return [
-                f"{where}.{line}; as written, {read_as} and drop {lost}"
-                for line in format_validation_error(exc, written)
-            ]
-    problems = []
-    for k in dropped:
-        takers = [m.__name__ for m in members if k in _fields(m)]
-        if not takers:
-            known = sorted(set().union(*(_fields(m) for m in members)))
-            problems.append(f"{where}.{k}: unknown field (takes {', '.join(known)})")
-            continue
-        problems.append(
-            f"{where}.{k}: {', '.join(map(str, written))} do not go together: {read_as} and "
-            f"drop {k} (a field of {' or '.join(takers)}); give the keys of one of these only"
-        )
-    return problems
 
 
 _MAX_PLANES = 100_000
@@ -435,67 +266,6 @@ def _time_and_grid_problems(sequence: useq.MDASequence, profile: HardwareProfile
                 f"tiles 1 µm apart; this profile's field of view is {w:g} x {h:g} µm"
             )
     return problems
-
-
-_DAY_S = 86_400.0
-_MIN_Z_STEP_UM = 0.01
-_FOV_RATIO = 2.0
-
-
-def plan_warnings(sequence: useq.MDASequence, profile: HardwareProfile) -> list[str]:
-    """Return the likely unit slips of a plan that runs as written (each a sentence for people).
-
-    A grid whose fov_width or fov_height is more than 2x the profile's field
-    of view either way (pixels given for µm: tiles with gaps between them), a
-    time plan interval over a day (ms given for s), a z step under 0.01 µm
-    (mm given for µm). Not refused: such a plan may be meant.
-    """
-    warnings: list[str] = []
-    subs = [("", sequence)] + [
-        (f"stage_positions.{i}.sequence.", p.sequence)
-        for i, p in enumerate(sequence.stage_positions)
-        if p.sequence is not None
-    ]
-    grids = [(f"{prefix}grid_plan", seq.grid_plan) for prefix, seq in subs]
-    if isinstance(sequence.stage_positions, useq.WellPlatePlan):
-        grids.append(
-            ("stage_positions.well_points_plan", sequence.stage_positions.well_points_plan)
-        )
-    h, w = profile.field_of_view_um
-    pixels = sorted(float(n) for n in profile.camera.sensor_shape_px)
-    for where, grid in grids:
-        fw, fh = getattr(grid, "fov_width", None), getattr(grid, "fov_height", None)
-        if fw is None or fh is None or not (fw > 0 and fh > 0):
-            continue
-        # (the camera's pixel counts themselves: a slip a 2x margin misses at ~1 µm pixels)
-        as_px = sorted((fw, fh)) == pixels and not math.isclose(fw, w, rel_tol=0.01)
-        if as_px or not all(1 / _FOV_RATIO <= a / b <= _FOV_RATIO for a, b in ((fw, w), (fh, h))):
-            apart = "its camera's size in px" if as_px else f"{_FOV_RATIO:g}x apart or more"
-            warnings.append(
-                f"{where}: fov {fw:g} x {fh:g} µm, but this profile's field of view is "
-                f"{w:g} x {h:g} µm ({apart}): the tiles would "
-                f"{'leave gaps between them' if fw > w or fh > h else 'overlap mostly'} "
-                "(µm, not px?)"
-            )
-    for prefix, seq in subs:
-        tp = seq.time_plan
-        phases = getattr(tp, "phases", None) or ([tp] if tp is not None else [])
-        for k, phase in enumerate(phases):
-            interval = getattr(phase, "interval", None)
-            if interval is not None and (s := interval.total_seconds()) > _DAY_S:
-                tag = f".phases.{k}" if isinstance(tp, useq.MultiPhaseTimePlan) else ""
-                warnings.append(
-                    f"{prefix}time_plan{tag}.interval: {s:g} s is more than a day "
-                    f"({s / _DAY_S:.1f} days between time points): intervals are seconds "
-                    "(ms meant?)"
-                )
-        step = getattr(seq.z_plan, "step", None)
-        if step is not None and 0 < step < _MIN_Z_STEP_UM:
-            warnings.append(
-                f"{prefix}z_plan.step: {step:g} µm is less than {_MIN_Z_STEP_UM:g} µm: z_plan "
-                "numbers are µm (mm meant?)"
-            )
-    return warnings
 
 
 _IN_USE = "in use"
@@ -833,8 +603,12 @@ CASE_BLIND = sys.platform in ("win32", "darwin")
 ``a1`` are one folder."""
 
 _WINDOWS_DEVICES = frozenset(
-    ["CON", "PRN", "AUX", "NUL"] + [f"{d}{i}" for d in ("COM", "LPT") for i in range(1, 10)]
+    ["CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"]
+    + [f"{d}{i}" for d in ("COM", "LPT") for i in [*"0123456789", "¹", "²", "³"]]
 )
+"""The names Windows keeps for devices (Microsoft's "Naming Files, Paths, and Namespaces"),
+upper case: COM and LPT take 0 and the superscripts ¹ ² ³ too, and the console's
+CONIN$ and CONOUT$ are among them (a folder so named cannot be made)."""
 
 
 def folder_name_problem(name: str, *, windows: bool | None = None) -> str | None:
@@ -844,8 +618,9 @@ def folder_name_problem(name: str, *, windows: bool | None = None) -> str | None
     staging folders are named so), a ``/`` (a folder inside another, or
     outside the run) or a control character. On Windows (``windows`` None:
     where this runs) also ``<>:"\|?*``, a trailing space or dot (Windows drops
-    them: two names, one folder) and device names (``CON``, ``NUL``, ``COM1``
-    ...), with or without an extension.
+    them: two names, one folder) and device names (``CON``, ``NUL``, ``COM1``,
+    ``COM¹``, ``CONIN$`` ...: `_WINDOWS_DEVICES`), in any case, with or without
+    an extension.
     """
     if windows is None:
         windows = sys.platform == "win32"

@@ -22,7 +22,8 @@ from typing import Any
 
 import useq
 
-from ._plan import focus_centred_positions, plan_events, plan_warnings, planned_light_s
+from ._plan import focus_centred_positions, plan_events, planned_light_s
+from ._plan_warnings import plan_warnings
 from ._positions import position_name
 from ._profile import HardwareProfile
 

@@ -8,7 +8,7 @@ import pytest
 import useq
 
 from livescope.schema import HardwareProfile, PlanError, check_plan, load_plan, load_profile
-from livescope.schema import _plan as plan_module
+from livescope.schema import _plan_warnings as plan_module
 
 ROOT = Path(__file__).resolve().parents[2]
 _GRID = "{rows: 3, columns: 3, fov_width: 300, fov_height: 300"
