@@ -524,8 +524,9 @@ def _rewrite(path: Path, data: str | bytes | memoryview) -> None:
     """`write_atomic`, its refusal on Windows said with what to do.
 
     (a spreadsheet that has ``cells.csv`` open locks it: "[WinError 5] Access is
-    denied" named a temporary file; the supervisor restarts the worker, which
-    resumes once the file is closed)
+    denied" named a temporary file; the supervisor restarts the worker a few times,
+    and one restarted after the file was closed resumes: no more is promised, as the
+    supervisor may give up first and says so)
     """
     try:
         write_atomic(path, data)
@@ -533,7 +534,8 @@ def _rewrite(path: Path, data: str | bytes | memoryview) -> None:
         raise PermissionError(
             exc.errno,
             f"{path} is open in another program (a spreadsheet?) or not writable: "
-            f"close it, and the worker resumes ({exc.strerror or exc})",
+            f"close it; the worker cannot resume until it can rewrite it "
+            f"({exc.strerror or exc})",
         ) from exc
 
 

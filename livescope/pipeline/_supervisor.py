@@ -49,6 +49,11 @@ logger = logging.getLogger("livescope")
 _NOT_ERRORS = re.compile(r"(DEBUG|INFO|WARNING) \S+: ")
 """A line the worker's logging wrote below ERROR (``setup_logging``'s format)."""
 
+_HELD_OPEN = re.compile(r"(?:.*?\[Errno \S+\] )?(?P<path>.+?) is open in another program")
+"""A worker's error that a results file it rewrites as it resumes is held open (the
+results store's message, after the exception's name and errno): a spreadsheet showing
+``cells.csv`` locks it on Windows."""
+
 
 class WorkerSupervisor:
     """Runs and supervises one worker process for a run folder.
@@ -245,9 +250,15 @@ class WorkerSupervisor:
             if _size(self._progress_log) > self._stored_at_launch:
                 self._in_row = 0  # it analysed fields: not a worker that cannot run
             if self._in_row >= self.max_restarts:
-                logger.error("worker exited with %s%s; %d restarts in a row used, giving up "
-                             "(see %s)", _status(code), f" ({self.error})" if self.error else "",
-                             self._in_row, self._log_path)  # fmt: skip
+                if held := _HELD_OPEN.match(self.error):
+                    # (its own line says "close it": no worker is started again to see it closed)
+                    self.error = self._held_open_error(held["path"])
+                    logger.error("%s (see %s)", self.error, self._log_path)
+                else:
+                    logger.error("worker exited with %s%s; %d restarts in a row used, giving "
+                                 "up (see %s)", _status(code),
+                                 f" ({self.error})" if self.error else "",
+                                 self._in_row, self._log_path)  # fmt: skip
                 self._give_up()
                 return
             self.restarts += 1
@@ -365,6 +376,22 @@ class WorkerSupervisor:
         rows = [ln for ln in rows if not _NOT_ERRORS.match(ln)]
         errors = [ln[len("error:") :].strip() for ln in rows if ln.lower().startswith("error:")]
         return (errors or rows or [""])[-1]
+
+    def _held_open_error(self, path: str) -> str:
+        """Say that the worker was given up because ``path`` was held open, and what to do.
+
+        Called by the watching thread as it gives up on a worker whose last error was
+        `_HELD_OPEN`: no worker is started again in this run, so the worker's own
+        "close it" is not enough; the fields left are analysed by a worker started by
+        hand on the ended run, which resumes as a restarted one does.
+        """
+        return (
+            f"the worker was given up after {self._in_row} restarts in a row: {path} was held "
+            "open by another program (a spreadsheet?) or not writable, and a resumed worker "
+            "must rewrite it; the rest of the run goes unanalysed. Close it and, once the run "
+            f"has ended, analyse the rest with `livescope worker {self.run_dir} --config "
+            f"{self.config_path} --resume` (then `livescope report {self.run_dir}`)"
+        )
 
     def _give_up(self) -> None:
         """Leave ``results/worker.failed`` (the replay's gate stops waiting on it)."""

@@ -229,6 +229,14 @@ def _acquire_spec(params: Mapping[str, Any], group: str) -> dict[str, Any]:
             f"acquire.channels must be a channel name or a list of them, got {chans!r}"
         )
     spec["channels"] = (chans,) if isinstance(chans, str) else tuple(chans or ())
+    for i, ch in enumerate(spec["channels"]):
+        # (YAML reads `channels: [405]` as a number: "must be channel names, got [405]"
+        # did not say why; said as the plan's channels say it)
+        if isinstance(ch, int | float) and not isinstance(ch, bool):
+            raise ValueError(
+                f"acquire.channels.{i}: {ch!r} is read as a number, not a channel preset's "
+                f"name; write it in quotes: '{ch}'"
+            )
     return spec
 
 

@@ -398,6 +398,7 @@ def _open_ndtiff(p: Path, interval_s: float, pixel_size_um: float | None) -> Dat
         frames: list[RecordedFrame] = []
         index: dict[FrameKey, Any] = {}
         warnings: list[str] = []
+        unread_um: list[str] = []  # frames whose pixel size tag is no number
         coords_list = list(nd.get_image_coordinates_list())
         for n, coords in enumerate(coords_list):
             try:
@@ -418,6 +419,11 @@ def _open_ndtiff(p: Path, interval_s: float, pixel_size_um: float | None) -> Dat
             elapsed = _tag_num(meta, "ElapsedTime-ms")
             um = pixel_size_um or meta.get("PixelSizeUm") or meta.get("PixelSize_um") or (
                 summary.get("PixelSize_um"))  # fmt: skip
+            try:  # (Micro-Manager writes some tags as text: "0.65" is read)
+                um = float(um) if um else None
+            except (TypeError, ValueError):  # (a word, a list: another program's, or edited)
+                unread_um.append(f"{coords}: {um!r:.80}")
+                um = None
             affine = _mm_affine(meta.get("PixelSizeAffine", summary.get("PixelSizeAffine")))
             frames.append(
                 RecordedFrame(
@@ -427,11 +433,17 @@ def _open_ndtiff(p: Path, interval_s: float, pixel_size_um: float | None) -> Dat
                     y_um=_tag_num(meta, "YPositionUm", "YPosition_um_Intended"),
                     z_um=_tag_num(meta, "ZPositionUm", "ZPosition_um_Intended"),
                     exposure_ms=_tag_num(meta, "Exposure"),
-                    pixel_size_um=float(um) if um else None, origin=f"NDTiff {coords}",
+                    pixel_size_um=um, origin=f"NDTiff {coords}",
                     affine=affine,
                 )
             )  # fmt: skip
             index[key] = dict(coords)
+        if unread_um:  # (it raised a bare ValueError, naming neither the dataset nor the tag)
+            warnings.append(
+                f"{p}: the pixel size (PixelSizeUm / PixelSize_um) of {len(unread_um)} "
+                f"frame(s) is not a number (the first, {unread_um[0]}); they are replayed "
+                "without a pixel size (--pixel-size gives one)"
+            )
         refuse_repeated_keys(p, frames, "position, time, channel and z")
     except BaseException:
         nd.close()
