@@ -290,6 +290,14 @@ def _torch_module(card: EngineCard) -> Any:
 
 
 class _TorchSession:
+    """The card's ``torch_module`` with the ONNX weights: it gives one output, its ``forward``'s.
+
+    That output is taken to be the card's (the module is the one the graph was
+    exported from; which of several graph outputs it is cannot be told).
+    ``output_names`` are the ONNX graph's, so that `Engine` refuses at load a
+    card naming an output the model lacks, as for the other backends.
+    """
+
     def __init__(self, model: Path, card: EngineCard, precision: str) -> None:
         import onnx
         import torch
@@ -298,10 +306,13 @@ class _TorchSession:
         if not card.torch_module:
             raise LivescopeError(f"engine {card.name}: the card names no torch_module")
         net = _torch_module(card)
+        graph = onnx.load(str(model)).graph
         weights = {
             init.name: torch.from_numpy(numpy_helper.to_array(init).copy())
-            for init in onnx.load(str(model)).graph.initializer
+            for init in graph.initializer
         }
+        outputs = [o.name for o in graph.output]
+        del graph  # (its weights are copied)
         try:
             missing, _ = net.load_state_dict(weights, strict=False)
         except RuntimeError as exc:  # (parameters of other shapes than the ONNX weights)
@@ -334,7 +345,7 @@ class _TorchSession:
         self.backend = "torch"
         self.input_name = card.input.name
         self.input_rank = 4
-        self.output_names = [o.name for o in card.outputs]
+        self.output_names = outputs  # the graph's (the card's is checked among them at load)
         self._graphs: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}
         self._open = True
 

@@ -177,15 +177,15 @@ def evaluate_segmentation(
         truth = read_image(lab_path, labels=True)
         if frame.ndim != 2:
             raise LivescopeError(
-                f"{img_path.name}: the image is {frame.shape}, not one 2-D plane (save a stack's "
+                f"{img_path}: the image is {frame.shape}, not one 2-D plane (save a stack's "
                 "planes, or a colour image's nuclear channel, as images of their own; grey saved "
                 "as RGB is read as one plane)"
             )
         if truth.shape != frame.shape:
             colour = truth.ndim == 3 and truth.shape[:2] == frame.shape
             raise LivescopeError(
-                f"{img_path.name}: image {frame.shape} and labels {truth.shape} must be the same "
-                "2-D shape"
+                f"{img_path}: image {frame.shape} and labels {lab_path} {truth.shape} must be the "
+                "same 2-D shape"
                 + (
                     f" ({lab_path.name} is a colour image, each nucleus a colour? instance labels "
                     "are one plane of whole numbers, one per nucleus, 0 the background)"
@@ -195,20 +195,17 @@ def evaluate_segmentation(
             )
         if truth.any() and np.array_equal(frame, truth):  # (an empty tile is no mistake)
             raise LivescopeError(
-                f"{img_path.name}: the image is its own label image (is --images a folder of "
-                "labels?)"
+                f"{img_path}: the image is its own label image (is --images a folder of labels?)"
             )
-        truth = as_instance_labels(truth, lab_path.name)
-        refuse_label_image(
-            frame, f"{img_path.name} (--images)", "; is --images a folder of labels?"
-        )
+        truth = as_instance_labels(truth, str(lab_path))
+        refuse_label_image(frame, f"{img_path} (--images)", "; is --images a folder of labels?")
         if frame.dtype.kind == "f" and not np.isfinite(frame).all():
-            raise LivescopeError(f"{img_path.name}: the image holds NaN or infinite values")
+            raise LivescopeError(f"{img_path}: the image holds NaN or infinite values")
         if engine is not None:
             try:
                 res = engine.segment(frame)
             except EngineError as exc:  # (which of the folder's images the engine refused)
-                raise EngineError(f"{img_path.name}: {exc}") from exc
+                raise EngineError(f"{img_path}: {exc}") from exc
             pred = res.labels
             ms_engine.append(res.ms_engine)
             ms_post.append(res.ms_post)

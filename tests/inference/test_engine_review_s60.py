@@ -406,7 +406,7 @@ def test_a_model_with_external_weights_is_refused(tmp_path: Path) -> None:
 
 
 def test_external_data_is_found_in_subgraphs_and_only_there() -> None:
-    from livescope.inference._engine import _external_data
+    from livescope.inference._onnx_scan import _external_data
 
     inner = helper.make_tensor("w", TensorProto.FLOAT, [4], np.arange(4, dtype=np.float32))
     inner.data_location = TensorProto.EXTERNAL

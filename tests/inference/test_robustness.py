@@ -359,7 +359,7 @@ def test_eval_names_the_image_an_engine_refuses(
     tifffile.imwrite(labels / "a.tif", (ok > 0).astype(np.uint16))
     tifffile.imwrite(images / "b.tif", image)
     tifffile.imwrite(labels / "b.tif", np.zeros(image.shape, np.uint16))
-    with pytest.raises(LivescopeError, match=r"^b.tif: engine nuclei-unet: frame "):
+    with pytest.raises(LivescopeError, match=r"[/\\]b\.tif: engine nuclei-unet: frame "):
         evaluate_segmentation(seg, images, labels)
 
 
