@@ -6,19 +6,25 @@
 
 The same commands work on Windows, macOS and Linux (Python >= 3.11; on Windows
 ``py dev.py ...`` works too). The environment lives in ``.venv`` beside this
-file and is reinstalled only when ``pyproject.toml`` changes (made again when it
-cannot work: left half-made by an interrupted first run, or made by an older Python).
+file and is reinstalled only when ``pyproject.toml`` changes or its python no
+longer imports livescope from this folder (made again when it cannot work: left
+half-made by an interrupted first run, made by an older Python, or made before
+this folder was moved or renamed).
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
+import json
 import os
 import subprocess
 import sys
 import venv
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
@@ -27,6 +33,22 @@ STAMP = VENV / ".livescope-installed"
 MIN_PYTHON = (3, 11)
 # set by run() when a Ctrl+C came while a command ran: `test` then stops instead of going on
 interrupted = False
+# Windows exit statuses (NTSTATUS) of a crash, as livescope.pipeline names them (this script
+# imports nothing of livescope: it runs before livescope is installed)
+NTSTATUS = {
+    0xC0000005: "STATUS_ACCESS_VIOLATION, a crash in native code",
+    0xC000001D: "STATUS_ILLEGAL_INSTRUCTION, code built for a newer CPU",
+    0xC00000FD: "STATUS_STACK_OVERFLOW, a crash in native code",
+    0xC0000135: "STATUS_DLL_NOT_FOUND, a DLL it needs was not found",
+    0xC000013A: "STATUS_CONTROL_C_EXIT, a Ctrl+C or its console closed",
+    0xC0000374: "STATUS_HEAP_CORRUPTION, a crash in native code",
+    0xC0000409: "STATUS_STACK_BUFFER_OVERRUN, a crash in native code or an abort()",
+}
+# where the venv's python finds livescope (printed with ascii(): a Windows pipe is in the
+# ANSI code page, which cannot write every folder name)
+FIND_LIVESCOPE = (
+    "import importlib.util as u; s = u.find_spec('livescope'); print(ascii(s and s.origin))"
+)
 
 
 def venv_python() -> Path:
@@ -41,6 +63,9 @@ def run(cmd: Sequence[object], env: dict[str, str] | None = None, cwd: Path = RO
     interrupted) and returns its status, instead of stopping with a traceback;
     ``interrupted`` is then set. A command killed by signal N (POSIX) gives
     128 + N, as a shell says it: passed to sys.exit, -N would exit with 256 - N.
+    A Windows NTSTATUS (a crash: 3221225477 is 0xC0000005) is named here and
+    gives 1: sys.exit cannot pass on a status >= 2**31 before Python 3.12.8
+    (it exited with -1, or 0xFFFFFFFF).
     """
     global interrupted
     print("+ " + " ".join(str(c) for c in cmd), file=sys.stderr, flush=True)
@@ -51,6 +76,13 @@ def run(cmd: Sequence[object], env: dict[str, str] | None = None, cwd: Path = RO
             break
         except KeyboardInterrupt:
             interrupted = True
+    if status >= 2**31:
+        name = NTSTATUS.get(status)
+        print(
+            f"{cmd[0]} ended with status 0x{status:08X}" + (f" ({name})" if name else ""),
+            file=sys.stderr,
+        )
+        return 1
     return 128 - status if status < 0 else status
 
 
@@ -60,7 +92,10 @@ def venv_problem(py: Path) -> str | None:
     A first run stopped while the environment was made (Ctrl+C, a full disk) leaves a
     python without pip; a .venv made by an older Python cannot install livescope, and
     one whose Python was removed or upgraded since (Homebrew's, a conda environment's)
-    does not start. Each would fail at every run: it is made again instead.
+    does not start. One made before this folder was moved or renamed (pip's record
+    names the old folder) imports livescope from there, and its programs (pip,
+    Windows' Scripts\\*.exe) start the python there. Each would fail at every run: it
+    is made again instead.
     """
     if not py.exists():  # a dangling link too: the Python it was made from is gone
         return f"{py} is missing"
@@ -84,6 +119,76 @@ def venv_problem(py: Path) -> str | None:
         return f"it was made by Python {version[0]}.{version[1]}"
     if proc.returncode != 0:
         return "it has no pip (a first set-up stopped half-way?)"
+    sources = installed_from(py.parents[1])
+    if sources and ROOT not in sources:
+        return f"it was made for {sources[0]} (this folder was moved or renamed since)"
+    return None
+
+
+def installed_from(env: Path) -> list[Path]:
+    """The folders livescope was installed from into the environment ``env``, as pip says.
+
+    pip writes where each package came from in its ``direct_url.json`` (PEP 610): for
+    ``pip install -e .``, the folder it ran in. Empty where there is none (livescope not
+    installed, or by a tool that keeps no such record): nothing to compare with.
+    """
+    sources = []
+    records = [
+        *env.glob("lib/*/site-packages/livescope-*.dist-info/direct_url.json"),
+        *env.glob("Lib/site-packages/livescope-*.dist-info/direct_url.json"),
+    ]
+    for record in records:
+        try:
+            parts = urlsplit(json.loads(record.read_text(encoding="utf-8"))["url"])
+            if parts.scheme != "file":
+                continue
+            # (a UNC path, file://server/share/..., keeps its server)
+            where = (
+                parts.path if parts.netloc in ("", "localhost") else f"//{parts.netloc}{parts.path}"
+            )
+            sources.append(Path(url2pathname(where)).resolve())
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # (a record pip left half-written says nothing)
+    return sources
+
+
+def import_problem(py: Path) -> str | None:
+    """Why ``py`` (the venv's python) does not import livescope from this folder; None if it does.
+
+    Run where the user may run it, outside this folder. A venv moved with this folder
+    imports the old folder's livescope; on Windows, Python 3.11 and 3.12 read the
+    installed ``.pth`` that points here in the ANSI code page, not in the UTF-8 it was
+    written in, and skip a folder name with other letters (C:\\Users\\Jürgen): only the
+    shipped engines and profiles copied into site-packages are found, as an empty
+    package. Not checked (None) where pip left no record of installing livescope.
+    """
+    if not installed_from(py.parents[1]):
+        return None
+    # (the user's PYTHONPATH is no part of the install; the venv's own folder holds no
+    # livescope/ that `-c` would find there)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    try:
+        proc = subprocess.run(
+            [str(py), "-c", FIND_LIVESCOPE],
+            cwd=py.parents[1],
+            env=env,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=300,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{py} does not start ({exc})"
+    try:
+        origin = ast.literal_eval((proc.stdout.strip().splitlines() or ["?"])[-1])
+    except (ValueError, SyntaxError):
+        return f"{py} does not start ({(proc.stderr.strip().splitlines() or ['?'])[-1]})"
+    if origin is None:
+        # no package, or only the folder of the shipped engines and profiles (a namespace)
+        return "`import livescope` finds no livescope package with code"
+    if Path(origin).resolve() != (ROOT / "livescope" / "__init__.py").resolve():
+        return f"`import livescope` loads {origin}"
     return None
 
 
@@ -126,7 +231,10 @@ def ensure_env(extra: str) -> Path:
     key = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     installed = STAMP.read_text(encoding="utf-8").split() if STAMP.exists() else []
     if installed[:1] == [key] and (extra in installed[1:] or extra == "core"):
-        return py
+        problem = import_problem(py)
+        if problem is None:
+            return py
+        print(f"installing livescope again: {problem}", file=sys.stderr, flush=True)
     spec = "." if extra == "core" else f".[{extra}]"
     pip = [py, "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     # pip stopped half-way may have removed a package it was replacing: until it succeeds,
@@ -136,9 +244,28 @@ def ensure_env(extra: str) -> Path:
         if interrupted:
             sys.exit("installing livescope was interrupted: the next run installs it again")
         sys.exit("installing livescope failed (see the pip output above)")
+    problem = import_problem(py)
+    if problem is not None:
+        # no stamp: the next run installs and checks again, instead of running another copy
+        sys.exit(
+            f"livescope was installed, but {py} does not import it from {ROOT}: {problem}.\n"
+            + import_advice()
+        )
     extras = set(installed[1:]) if installed[:1] == [key] else set()
     STAMP.write_text(" ".join([key, *sorted(extras | {extra})]), encoding="utf-8")
     return py
+
+
+def import_advice() -> str:
+    """What to do when the venv's python does not import livescope from this folder."""
+    if os.name == "nt" and not str(ROOT).isascii():
+        return (
+            f"Python 3.11 and 3.12 on Windows cannot find a folder whose path has letters such "
+            f"as those in {ROOT} (the .pth file pip installed is UTF-8; they read it in the "
+            "ANSI code page). Move this folder to a path of plain ASCII letters (e.g. "
+            "C:\\src\\livescope), or delete .venv and run this with Python 3.13 or newer."
+        )
+    return f"Delete {VENV} and run this again."
 
 
 def cmd_demo(args: list[str]) -> int:
