@@ -86,6 +86,26 @@ def run(cmd: Sequence[object], env: dict[str, str] | None = None, cwd: Path = RO
     return 128 - status if status < 0 else status
 
 
+def ask_python(
+    py: Path, code: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str] | str:
+    """Run ``code`` with the python ``py``; its output, or why it does not start (a str)."""
+    try:
+        # (errors replaced: a Windows launcher's message may come in another code page)
+        return subprocess.run(
+            [str(py), "-c", code],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=300,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{py} does not start ({exc})"
+
+
 def venv_problem(py: Path) -> str | None:
     """Why ``.venv`` cannot be used as it is (``py``, its python), None where it can.
 
@@ -100,18 +120,9 @@ def venv_problem(py: Path) -> str | None:
     if not py.exists():  # a dangling link too: the Python it was made from is gone
         return f"{py} is missing"
     check = "import sys; print(*sys.version_info[:2]); import pip"
-    try:
-        # (errors replaced: a Windows launcher's message may come in another code page)
-        proc = subprocess.run(
-            [str(py), "-c", check],
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=300,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"{py} does not start ({exc})"
+    proc = ask_python(py, check)
+    if isinstance(proc, str):
+        return proc
     version = tuple(int(v) for v in proc.stdout.split() if v.isdigit())
     if len(version) != 2:
         return f"{py} does not start ({(proc.stderr.strip().splitlines() or ['?'])[-1]})"
@@ -167,19 +178,9 @@ def import_problem(py: Path) -> str | None:
     # (the user's PYTHONPATH is no part of the install; the venv's own folder holds no
     # livescope/ that `-c` would find there)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    try:
-        proc = subprocess.run(
-            [str(py), "-c", FIND_LIVESCOPE],
-            cwd=py.parents[1],
-            env=env,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=300,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"{py} does not start ({exc})"
+    proc = ask_python(py, FIND_LIVESCOPE, cwd=py.parents[1], env=env)
+    if isinstance(proc, str):
+        return proc
     try:
         origin = ast.literal_eval((proc.stdout.strip().splitlines() or ["?"])[-1])
     except (ValueError, SyntaxError):

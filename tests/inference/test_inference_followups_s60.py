@@ -22,17 +22,9 @@ from livescope.inference import _backends as B
 from livescope.schema import LivescopeError
 
 from ..conftest import skip_unless_required
+from .test_eval_inputs import _nuclei
 
 # ------------------------------------------------ eval seg: which folder's file is meant
-
-
-def _nuclei(shape: tuple[int, int] = (48, 48)) -> np.ndarray:
-    """Instance labels: two separate square nuclei and one wide blob."""
-    lab = np.zeros(shape, np.uint16)
-    lab[4:12, 4:12] = 1
-    lab[4:12, 30:38] = 2
-    lab[24:40, 6:40] = 3
-    return lab
 
 
 _FRAME = (_nuclei() * 300 + 100).astype(np.uint16)
