@@ -55,6 +55,10 @@ _GIVEN_UP_MAX = 4096
 answers), or they were sent more than once (to drop their extra answers)."""
 _ANSWERED_MAX = 4096
 """Decisions whose acknowledgement the server remembers, to answer one sent again (LRU)."""
+_POST_ROOM_S = 5.0
+"""How long `DecisionClient.post` waits for room in its full queue to the agent (a burst
+that outruns an agent reading them) before it refuses the decision; not again until the
+agent has answered one (an agent that reads nothing would cost it at every post)."""
 _CLOSE_WAIT_S = 2.0
 """How long `DecisionServer.close` waits for the server thread before closing the channel
 under it (a decision still being handled then goes unanswered; logged)."""
@@ -358,6 +362,7 @@ class DecisionClient:
         # whose answer was taken (oldest first): dropped as they come
         self._extra: dict[str, int] = {}
         self._unanswered = 0  # decisions sent whose answers have not been read (all parts)
+        self._stalled = False  # (a wait for room ran out, and no answer was read since)
         self.late_answers = 0
         """Answers that came after their wait ran out (logged, then dropped)."""
         self.on_late: Callable[[DecisionAck], None] | None = None
@@ -420,15 +425,18 @@ class DecisionClient:
         """Send ``decision`` without waiting; its acknowledgement waits for `collect`.
 
         The agent starts on it at once: a caller that posts each decision as it
-        is made overlaps its own work with the agent's checks. One that cannot
-        be queued at once (the agent reads no decisions, and this client's
-        queue to it is full) is not sent, and does not wait: `collect` answers
-        it with the refusal saying so.
+        is made overlaps its own work with the agent's checks. Where this
+        client's queue to the agent is full (ZeroMQ holds 1000 messages: a
+        burst that outruns the agent, or an agent that reads no decisions), it
+        waits for room up to `_POST_ROOM_S`; one not queued by then is not sent,
+        and `collect` answers it with the refusal saying so. Until the agent
+        answers again, later posts that find the queue full are refused at once.
         """
         # the GIL kept: a send through pyzmq gives it up, and taking it back from
         # another thread of the worker cost the first decision of a field 0.3-1.3 ms
         if (body := self._encode(decision)) is not None:
-            self._queue([body], [decision], deadline=0.0)
+            wait = 0.0 if self._stalled else _POST_ROOM_S
+            self._queue([body], [decision], deadline=time.monotonic() + wait)
 
     def collect(
         self, decision_ids: list[str], timeout: float = 5.0
@@ -488,17 +496,25 @@ class DecisionClient:
         Never longer (`time.monotonic`, s; ``math.inf``: until there is room):
         ZeroMQ's own send would wait for good on an agent that reads no
         decisions, once this client's queue to it is full. A message not
-        queued by then is not sent: its decisions are refused here.
+        queued by then is not sent: its decisions are refused here. Answers that
+        come meanwhile are read (kept for their waits): an agent whose answers
+        are not read stops reading decisions, and no room would come.
         """
         while not send_held(self._sock, parts, wait=False):
             left = deadline - time.monotonic()
             # (waiting for room gives the GIL up: only when the queue is full)
-            if left > 0 and self._sock.poll(
-                -1 if left == math.inf else int(left * 1000) + 1, zmq.POLLOUT
+            if left > 0 and (
+                events := self._sock.poll(
+                    -1 if left == math.inf else int(left * 1000) + 1, zmq.POLLOUT | zmq.POLLIN
+                )
             ):
+                if events & zmq.POLLIN:
+                    self.drain()
                 continue
+            self._stalled = True  # (cleared once an answer is read)
             reason = (
-                f"not sent: the agent reads no decisions: {self._unanswered} queued unanswered; "
+                f"not sent: no room to queue it for the agent, {self._unanswered} decisions "
+                "sent are unanswered (the agent reads no decisions, or is far behind); "
                 "check that the agent is running and answering"
             )
             for d in decisions:
@@ -587,6 +603,7 @@ class DecisionClient:
         """Read one answer (a message is there: polled), an acknowledgement per decision."""
         parts = self._sock.recv_multipart()
         self._unanswered = max(0, self._unanswered - len(parts))
+        self._stalled = False
         return [DecisionAck.model_validate_json(p) for p in parts]
 
     def close(self) -> None:

@@ -476,7 +476,7 @@ def _z_offset_problems(sequence: useq.MDASequence) -> list[str]:
     useq shifts a channel by its z_offset only in the planes of a z plan of
     the sequence that holds the channel: the plan's, or a position's own
     sequence's. Without one (or at a position whose own z plan replaces the
-    plan's) the channel is imaged at the position's z, and nothing is said.
+    plan's) the channel is imaged without its offset, and nothing is said.
     """
     problems = []
     subs = [("", sequence)] + [
@@ -491,8 +491,9 @@ def _z_offset_problems(sequence: useq.MDASequence) -> list[str]:
             f"{prefix}channels.{i}.z_offset: {ch.z_offset:g} µm, but useq shifts a channel by "
             "its z_offset only within a z-stack (a z_plan beside its channels), and "
             f"{'this sequence' if prefix else 'the plan'} has none: channel {ch.config!r} would "
-            "be imaged at the position's z; give a z_plan there (one plane: z_plan: {relative: "
-            "[0]}), or put the offset in the positions' z"
+            "be imaged without its offset (at the planes of any z-stack around it, else at the "
+            "position's z); give a z_plan there (one plane: z_plan: {relative: [0]}), or put "
+            "the offset in the positions' z"
             for i, ch in enumerate(seq.channels)
             if ch.z_offset
         ]

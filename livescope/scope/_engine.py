@@ -164,10 +164,16 @@ class LivescopeEngine(MDAEngine):
             why = str(exc) if isinstance(exc, _Refused) else f"the hardware set-up failed: {exc}"
             subs = tuple(getattr(event, "events", ()) or (event,))
             where = index_text(subs[0].index)  # (a burst's own index is empty)
-            if not self.failed_events:
+            first = not self.failed_events
+            if first:
                 self.first_failure = f"event {where}: {why}"
             self.failed_events.extend(subs)
-            logger.error("%d frame(s) of event %s not acquired: %s", len(subs), where, why)
+            # (the first one not a refusal with its traceback: a device's error, or a fault
+            # in code of ours or a subclass's, which would fail every event the same way)
+            logger.error(
+                "%d frame(s) of event %s not acquired: %s", len(subs), where, why,
+                exc_info=first and not isinstance(exc, _Refused),
+            )  # fmt: skip
             raise SkipEvent(num_frames=len(subs), reason=why) from exc
         # pymmcore-plus reads no stage position for a hardware-timed burst's frames (a
         # stage query per frame would slow real hardware); a burst that gives no x, y or
