@@ -49,6 +49,7 @@ def test_a_malformed_scheduler_address_is_a_clear_error(
     tmp_path: Path, address: str, why: str
 ) -> None:
     # (Dask refuses them with a ValueError, which the command printed as a traceback)
+    (tmp_path / "any").mkdir()  # (a dataset path that exists: missing ones are refused first)
     with pytest.raises(LivescopeError, match=f"cannot reach the Dask scheduler at {address}: "):
         replay_many([tmp_path / "any"], tmp_path / "out", cluster=address)
     res = run_cli("replay", str(tmp_path / "any"), "--cluster", address, "--out",
@@ -68,6 +69,7 @@ def test_a_server_that_is_no_scheduler_is_a_clear_error(
     server.listen()
     address = f"tcp://127.0.0.1:{server.getsockname()[1]}"
     monkeypatch.setenv("DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT", "1s")
+    (tmp_path / "any").mkdir()  # (a dataset path that exists: missing ones are refused first)
     try:
         res = run_cli("replay", str(tmp_path / "any"), "--cluster", address, "--out",
                       str(tmp_path / "o"), "--json", timeout=120)  # fmt: skip
