@@ -5,11 +5,9 @@ from __future__ import annotations
 import gc
 import os
 import socket
-import tempfile
 import time
 import uuid
 import weakref
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +35,6 @@ def _info(seq: int) -> FrameInfo:
         seq=seq, index={"t": seq}, channel="BF", position="p0", x_um=0.0, y_um=0.0, z_um=0.0,
         exposure_ms=10.0, pixel_size_um=0.5, sample_time_s=None, added_by=None,
     )  # fmt: skip
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    """A folder short enough for ipc socket files (pytest's own may not be)."""
-    with tempfile.TemporaryDirectory(prefix="lvs") as folder:
-        yield Path(folder)
 
 
 # ------------------------------------------------------------------ relative ipc endpoints

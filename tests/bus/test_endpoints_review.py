@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,13 +23,6 @@ def _accept(decision: Decision, t_rx: int) -> DecisionAck:
         decision_id=decision.decision_id, run_id=decision.run_id, type=decision.type,
         accepted=True, t_received_ns=t_rx,
     )  # fmt: skip
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    """A folder short enough for ipc socket files (pytest's own may not be)."""
-    with tempfile.TemporaryDirectory(prefix="lvs") as folder:
-        yield Path(folder)
 
 
 @ipc_files
