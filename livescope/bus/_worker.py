@@ -94,10 +94,23 @@ class BusInfo:
         """
         p = Path(run_dir_or_file)
         path = p / BUS_FILE if p.is_dir() else p
+        keys = ("run_id", "frames", "control", "decisions", "mode")  # (those without default)
+        what = "an agent's bus.json, in its run folder"
         try:
             data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+            # (named: the text of a KeyError, "('run_id')", was all it said)
+            if not isinstance(data, dict):
+                raise LivescopeError(
+                    f"{path} is not a livescope bus file: it holds a JSON "
+                    f"{type(data).__name__}, not an object (give {what})"
+                )
+            if missing := [k for k in keys if k not in data]:
+                raise LivescopeError(
+                    f"{path} is not a livescope bus file: it has no {', '.join(missing)} "
+                    f"(give {what})"
+                )
             return cls(
-                **{k: str(data[k]) for k in ("run_id", "frames", "control", "decisions", "mode")},
+                **{k: str(data[k]) for k in keys},
                 decision_protocol=int(data.get("decision_protocol", 0)),
                 # (an agent from before they were written states neither)
                 pid=None if data.get("pid") is None else int(data["pid"]),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -304,40 +303,6 @@ def _check_worker_config(cfg: Any, config: Path, *, as_json: bool) -> None:
         fail(f"worker config {config}: {exc}", as_json=as_json, problems=listed)
 
 
-def _check_bus_file(path: Path) -> None:
-    """Refuse a RUN given as a file that is no bus file, naming what it lacks.
-
-    (`BusInfo.read` said only "('run_id')": the text of its KeyError.) A file
-    that cannot be read or is not JSON is left to it: it says so.
-
-    Raises
-    ------
-    LivescopeError
-        if the file's JSON is not an object, or lacks a key an agent writes.
-
-    """
-    from livescope.bus import BusInfo
-    from livescope.schema import LivescopeError
-
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return
-    what = "an agent's bus.json, in its run folder"
-    if not isinstance(data, dict):
-        raise LivescopeError(
-            f"{path} is not a livescope bus file: it holds a JSON {type(data).__name__}, "
-            f"not an object (give {what})"
-        )
-    unset = dataclasses.MISSING
-    needed = [f.name for f in dataclasses.fields(BusInfo)
-              if f.default is unset and f.default_factory is unset]  # fmt: skip
-    if missing := [k for k in needed if k not in data]:
-        raise LivescopeError(
-            f"{path} is not a livescope bus file: it has no {', '.join(missing)} (give {what})"
-        )
-
-
 def _wait_for_run(run: Path, timeout_s: float) -> bool:
     """Wait up to ``timeout_s`` for an agent's run in ``run``; return whether one is there.
 
@@ -449,8 +414,6 @@ def worker(
         above = next((p for p in run.parents if p.exists()), None)
         if above is not None and not above.is_dir():
             fail(f"{run}: {above} is a file, so no agent can start a run there", as_json=json_out)
-        if run.is_file():
-            _check_bus_file(run)
         if analyse or config is not None:
             from livescope.pipeline import PipelineWorker, WorkerConfig
             from livescope.pipeline._worker import no_agent_error
