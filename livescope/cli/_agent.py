@@ -254,31 +254,6 @@ def _check_worker_options(
             _check_policies(plan, prof)
 
 
-def _config_problems(cfg: Any) -> list[str]:
-    """Return what is wrong with a worker config's values (its types are checked as it is read).
-
-    The limits of the options that set them (``--maxlen``, ``--idle-s``, ...):
-    a config's ``maxlen: 0`` was refused by the bus once an agent was there,
-    a ``tail_frames: -1`` once the first cells were stored.
-    """
-    limits = [
-        ("maxlen", cfg.maxlen, 1, "frames queued"),
-        ("stain_every", cfg.stain_every, 1, "time points"),
-        ("tail_frames", cfg.tail_frames, 0, "frames"),
-        ("idle_s", cfg.idle_s, 0, "seconds, or null"),
-        ("decision_timeout_s", cfg.decision_timeout_s, 0, "seconds"),
-        ("recording_wait_s", cfg.recording_wait_s, 0, "seconds"),
-    ]
-    problems = [f"{key} must be >= {least} ({what}), got {value!r}"
-                for key, value, least, what in limits
-                if value is not None and value < least]  # fmt: skip
-    if cfg.nucleus_diameter_um is not None and cfg.nucleus_diameter_um <= 0:
-        problems.append(
-            f"nucleus_diameter_um must be > 0 (µm, or null), got {cfg.nucleus_diameter_um!r}"
-        )
-    return problems
-
-
 def _check_worker_config(cfg: Any, config: Path, *, as_json: bool) -> None:
     """Refuse a worker config's bad values, engines, backend, profile or plan before it waits.
 
@@ -287,7 +262,7 @@ def _check_worker_config(cfg: Any, config: Path, *, as_json: bool) -> None:
     """
     from livescope.schema import ConfigError, LivescopeError
 
-    if problems := _config_problems(cfg):
+    if problems := cfg.value_problems():
         fail(
             f"worker config {config} is invalid:\n  - " + "\n  - ".join(problems),
             as_json=as_json,

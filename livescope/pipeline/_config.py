@@ -72,6 +72,30 @@ class WorkerConfig:
     """Lower the engine and store threads' priority by this (Linux, per thread): the
     worker's receiving and decision threads, and the acquisition, go first."""
 
+    def value_problems(self) -> list[str]:
+        """Return what is wrong with the values (their types are checked by `from_json`).
+
+        The limits of the `livescope worker` options that set them (``--maxlen``,
+        ``--idle-s``, ...): a config's ``maxlen: 0`` was refused by the bus once an
+        agent was there, a ``tail_frames: -1`` once the first cells were stored.
+        """
+        limits = [
+            ("maxlen", self.maxlen, 1, "frames queued"),
+            ("stain_every", self.stain_every, 1, "time points"),
+            ("tail_frames", self.tail_frames, 0, "frames"),
+            ("idle_s", self.idle_s, 0, "seconds, or null"),
+            ("decision_timeout_s", self.decision_timeout_s, 0, "seconds"),
+            ("recording_wait_s", self.recording_wait_s, 0, "seconds"),
+        ]
+        problems = [f"{key} must be >= {least} ({what}), got {value!r}"
+                    for key, value, least, what in limits
+                    if value is not None and value < least]  # fmt: skip
+        if self.nucleus_diameter_um is not None and self.nucleus_diameter_um <= 0:
+            problems.append(
+                f"nucleus_diameter_um must be > 0 (µm, or null), got {self.nucleus_diameter_um!r}"
+            )
+        return problems
+
     def to_json(self) -> str:
         """Serialise (for the supervisor to hand to a worker process)."""
         return json.dumps(dataclasses.asdict(self))
