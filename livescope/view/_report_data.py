@@ -451,6 +451,26 @@ def _cell_table(
     return _cell_columns(positions, states, *columns), classes
 
 
+def _refuse_no_run_folder(run: Path) -> None:
+    """Raise unless ``run`` is a folder with a frame log, saying what it is instead.
+
+    (Not "summary.json is missing", which a run killed before its end lacks too,
+    of a path that does not exist, a file or an empty folder alike.)
+    """
+    if not run.exists():
+        raise LivescopeError(
+            f"{run} does not exist: give a run folder (a demo, run, agent or replay)"
+        )
+    if not run.is_dir():
+        in_run = (run.parent / FRAMES_FILE).is_file()
+        hint = f" (give the run folder it is in, {run.parent})" if in_run else ""
+        raise LivescopeError(f"{run} is a file, not a run folder{hint}")
+    if not (run / FRAMES_FILE).is_file():
+        raise LivescopeError(
+            f"{run} is not a run folder: it holds no {FRAMES_FILE} (the frame log every run writes)"
+        )
+
+
 def _read_summary(run: Path) -> tuple[dict[str, Any] | None, str]:
     """Return the run summary, or None and why it cannot be read ("is missing", ...)."""
     path = run / SUMMARY_FILE
@@ -474,15 +494,15 @@ def load_run(run_dir: str | Path) -> RunData:
     Raises
     ------
     LivescopeError
-        if ``frames.jsonl`` is missing (not a run folder).
+        if ``run_dir`` is no run folder: it does not exist, is a file, or holds
+        no ``frames.jsonl`` (the frame log every run writes).
 
     """
     run = Path(run_dir)
+    _refuse_no_run_folder(run)
     problems: list[str] = []
     summary, why = _read_summary(run)
     if summary is None:
-        if not (run / FRAMES_FILE).is_file():
-            raise LivescopeError(f"{run} is not a run folder: {SUMMARY_FILE} {why}")
         problems.append(
             f"{SUMMARY_FILE} {why}: the run did not end as planned (it was killed, or is still "
             "going on); what the summary says is not shown, the rest comes from the frame log "

@@ -139,16 +139,28 @@ def test_a_run_killed_before_its_summary_still_gets_a_report(
     assert page.count('<img class="plot"') == 2 * 2 + 2
 
 
-def test_a_folder_without_a_frame_log_or_summary_is_still_no_run(tmp_path: Path) -> None:
+def test_a_folder_without_a_frame_log_is_no_run_whatever_its_summary(tmp_path: Path) -> None:
     (tmp_path / "results").mkdir()
-    with pytest.raises(LivescopeError, match=r"not a run folder: summary\.json is missing"):
+    no_log = rf"{re.escape(str(tmp_path))} is not a run folder: it holds no frames\.jsonl"
+    with pytest.raises(LivescopeError, match=no_log):
         write_report(tmp_path)
-    (tmp_path / "summary.json").write_text("{oops")  # there, but not read: not "missing"
-    with pytest.raises(LivescopeError, match=r"not a run folder: summary\.json is not valid JSON"):
+    (tmp_path / "summary.json").write_text("{oops")
+    with pytest.raises(LivescopeError, match=no_log):
         write_report(tmp_path)
     (tmp_path / "summary.json").write_text("{}")
-    with pytest.raises(LivescopeError, match=r"frames\.jsonl is missing"):
+    with pytest.raises(LivescopeError, match=no_log):
         write_report(tmp_path)
+
+
+@pytest.mark.parametrize("make", ["missing", "file"])
+def test_a_path_that_is_no_folder_is_named_as_such(tmp_path: Path, make: str) -> None:
+    # (a library caller's write_report was told "summary.json is missing" of either)
+    run = tmp_path / "run"
+    if make == "file":
+        run.write_text("x", encoding="utf-8")
+    said = "does not exist: give a run folder" if make == "missing" else "is a file, not a run"
+    with pytest.raises(LivescopeError, match=re.escape(f"{run} {said}")):
+        write_report(run)
 
 
 def test_a_half_written_last_row_of_cells_csv_is_left_out(tmp_path: Path) -> None:
