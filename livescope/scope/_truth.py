@@ -21,7 +21,7 @@ import tifffile
 from numpy.typing import NDArray
 
 from livescope.record import relabel_for_ctc, write_ctc
-from livescope.schema import FrameInfo, LivescopeError
+from livescope.schema import FrameInfo, LivescopeError, write_atomic
 
 from ._sim import SimulatedMicroscope
 
@@ -113,13 +113,12 @@ class GroundTruthWriter:
                 )
                 // 2
             )
-            (self.out_dir / pos / "cells.json").write_text(
-                json.dumps({"timepoints": ts, "tracks": cells}, indent=1), encoding="utf-8"
+            write_atomic(  # (a run killed mid-write leaves none, not half a file)
+                self.out_dir / pos / "cells.json",
+                json.dumps({"timepoints": ts, "tracks": cells}, indent=1),
             )
             positions[pos] = {"frames": len(ids), "tracks": len(tracks), "divisions": divisions}
-        (self.out_dir / "lineage.json").write_text(
-            json.dumps([asdict(r) for r in records]), encoding="utf-8"
-        )
+        write_atomic(self.out_dir / "lineage.json", json.dumps([asdict(r) for r in records]))
         self.summary = {
             "positions": positions,
             "tracks": sum(p["tracks"] for p in positions.values()),
