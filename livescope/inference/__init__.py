@@ -47,6 +47,7 @@ from ._evaluate import (
 from ._metrics import ERROR_KINDS, IOU_THRESHOLDS, MatchCounts, match_counts, scores
 from ._postprocess import (
     apply_gamma,
+    apply_normalisation,
     drop_weak_objects,
     instance_labels,
     labels_from_maps,
@@ -80,6 +81,7 @@ __all__ = [
     "TilePlan",
     "TorchBackend",
     "apply_gamma",
+    "apply_normalisation",
     "as_instance_labels",
     "available_backends",
     "backend_status",

@@ -29,7 +29,7 @@ from livescope.schema import EngineCard, HardwareProfile, LivescopeError
 
 from ._backends import BackendRunError, PBackend, PSession, _has, select_backend
 from ._onnx_scan import _external_data
-from ._postprocess import apply_gamma, instance_labels, normalize_percentile
+from ._postprocess import apply_gamma, apply_normalisation, instance_labels
 
 logger = logging.getLogger("livescope")
 
@@ -474,17 +474,10 @@ class Engine:
         percentiles would blow a dark frame's noise up to full range.
         """
         n = self.card.normalisation
-        out: NDArray[np.float32]
-        if normalised:
-            out = np.asarray(frame, dtype=np.float32)
-        elif n.kind == "percentile":
-            out = normalize_percentile(frame, n.low, n.high)
-        else:
-            out = np.asarray(frame, dtype=np.float32) - np.float32(n.offset)
-            out *= np.float32(1.0 / n.scale)
-        if n.gamma != 1.0:
-            out = apply_gamma(out, n.gamma)
-        return out
+        if not normalised:
+            return apply_normalisation(frame, n)
+        out: NDArray[np.float32] = np.asarray(frame, dtype=np.float32)
+        return apply_gamma(out, n.gamma) if n.gamma != 1.0 else out
 
     def run(self, batch: NDArray[Any]) -> NDArray[np.float32]:
         """Run an already-normalised (N, C, H, W) batch straight through the model.

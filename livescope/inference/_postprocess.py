@@ -33,7 +33,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 if TYPE_CHECKING:
-    from livescope.schema import PostProcess
+    from livescope.schema import Normalisation, PostProcess
 
 __all__ = [
     "apply_gamma",
@@ -93,6 +93,19 @@ def apply_gamma(x: NDArray[np.float32], gamma: float) -> NDArray[np.float32]:
         np.sqrt(out, out=out)
     else:
         np.power(out, np.float32(gamma), out=out)
+    return out
+
+
+def apply_normalisation(frame: NDArray[Any], n: Normalisation) -> NDArray[np.float32]:
+    """``frame`` in fp32 after a card's normalisation ``n`` (percentiles or fixed, then gamma)."""
+    out: NDArray[np.float32]
+    if n.kind == "percentile":
+        out = normalize_percentile(frame, n.low, n.high)
+    else:
+        out = np.asarray(frame, dtype=np.float32) - np.float32(n.offset)
+        out *= np.float32(1.0 / n.scale)
+    if n.gamma != 1.0:
+        out = apply_gamma(out, n.gamma)
     return out
 
 

@@ -27,7 +27,7 @@ from livescope.schema import LivescopeError
 
 from ._engine import Engine, EngineError
 from ._evaluate import paired_files, read_image
-from ._postprocess import normalize_percentile
+from ._postprocess import apply_normalisation
 
 __all__ = ["StainEngine", "StainResult", "evaluate_stain", "parse_crop", "stain_scores"]
 
@@ -262,7 +262,7 @@ def evaluate_stain(
             res = engine.predict(frame, pixel_size_um=pixel_size_um)
         except EngineError as exc:  # (which of the folder's frames the engine refused)
             raise EngineError(f"{ip.name}: {exc}") from exc
-        t = normalize_percentile(tgt, tn.low, tn.high)
+        t = apply_normalisation(tgt, tn)  # (the card's percentiles, then its gamma)
         p = res.image
         if crop is not None:
             p, t = p[crop], t[crop]

@@ -25,14 +25,14 @@ from livescope.inference import (
     MatchCounts,
     SegmentationEngine,
     StainEngine,
+    apply_normalisation,
     match_counts,
-    normalize_percentile,
     read_image,
     scores,
     stain_scores,
 )
 from livescope.record import read_ctc
-from livescope.schema import LivescopeError
+from livescope.schema import LivescopeError, Normalisation
 from livescope.scope import CellState, SimulatedView, simulated_views
 
 __all__ = ["score_stain_simulated", "score_states_simulated", "views_for_seeds"]
@@ -60,8 +60,7 @@ def score_stain_simulated(
     for the stain scores (Pearson r is undefined there): with none left, the
     scores are None (``ms`` too, with no view).
     """
-    tn = engine.card.target_normalisation
-    low, high = (tn.low, tn.high) if tn is not None else (1.0, 99.8)
+    tn = engine.card.target_normalisation or Normalisation()  # (none: 1st/99.8th percentiles)
     rows: list[dict[str, float]] = []
     seg_total = MatchCounts()
     segs: dict[float, SegmentationEngine] = {}  # by nucleus diameter, px
@@ -71,7 +70,7 @@ def score_stain_simulated(
             res = engine.predict(v.phase, pixel_size_um=v.pixel_um)
             ms.append(res.ms)
             if v.states:
-                target = normalize_percentile(v.fluorescence, low, high)
+                target = apply_normalisation(v.fluorescence, tn)  # (its gamma too)
                 rows.append(stain_scores(res.image, target))
             if segmenter is not None:
                 diameter_px = 2 * v.nucleus_radius_um / v.pixel_um

@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
+import yaml
 
 from livescope.inference import (
     CellStateEngine,
     StainEngine,
+    builtin_engines,
     evaluate_segmentation,
     evaluate_stain,
     normalize_percentile,
     read_image,
     stain_scores,
 )
+from livescope.pipeline import score_stain_simulated
 from livescope.record import CtcTrack, write_ctc
 from livescope.schema import LivescopeError
+from livescope.scope import simulated_views
 
 
 def _nuclei(shape: tuple[int, int] = (48, 48)) -> np.ndarray:
@@ -225,3 +230,40 @@ def test_a_ground_truth_marker_eval_track_cannot_use_is_named(
     with pytest.raises(LivescopeError, match=error) as err:
         evaluate_tracking(root / "res", root / "gt")
     assert str(marker.parent) in str(err.value)
+
+
+def _gamma_target_engine(tmp_path: Path) -> Path:
+    """A copy of nuclei-stain whose card states its targets' gamma 0.5."""
+    eng = shutil.copytree(builtin_engines()["nuclei-stain"], tmp_path / "stain-g")
+    card = yaml.safe_load((eng / "card.yaml").read_text(encoding="utf-8"))
+    card["name"] = "stain-g"
+    card["target_normalisation"]["gamma"] = 0.5
+    (eng / "card.yaml").write_text(yaml.safe_dump(card), encoding="utf-8")
+    return eng
+
+
+def test_eval_stain_applies_the_cards_target_gamma(tmp_path: Path) -> None:
+    # (the card's gamma was accepted, then left out: targets scored in other units)
+    phase, target = _stain_pair(tmp_path)
+    tifffile.imwrite(tmp_path / "in.tif", phase)
+    tifffile.imwrite(tmp_path / "target.tif", target)
+    with StainEngine(str(_gamma_target_engine(tmp_path)), backend="onnxruntime") as engine:
+        got = evaluate_stain(engine, tmp_path / "in.tif", tmp_path / "target.tif")
+        tn = engine.card.target_normalisation
+        assert tn is not None
+        assert tn.gamma == 0.5
+        want = np.sqrt(np.maximum(normalize_percentile(target, tn.low, tn.high), 0))
+        once = stain_scores(engine.predict(phase).image, want)
+    assert [got[k] for k in ("pearson", "ssim", "psnr")] == [round(once[k], 4) for k in once]
+
+
+def test_simulated_stain_scores_apply_the_cards_target_gamma(tmp_path: Path) -> None:
+    view = simulated_views(1, seed=7, objectives=("20x",))[0]
+    with StainEngine(str(_gamma_target_engine(tmp_path)), backend="onnxruntime") as engine:
+        got = score_stain_simulated(engine, [view])
+        tn = engine.card.target_normalisation
+        assert tn is not None
+        target = np.sqrt(np.maximum(normalize_percentile(view.fluorescence, tn.low, tn.high), 0))
+        want = stain_scores(engine.predict(view.phase, pixel_size_um=view.pixel_um).image, target)
+    assert got["pearson"] == pytest.approx(want["pearson"], abs=1e-4)
+    assert got["ssim"] == pytest.approx(want["ssim"], abs=1e-4)
