@@ -13,7 +13,8 @@ from __future__ import annotations
 import io
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from bisect import bisect_left, bisect_right
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -45,6 +46,7 @@ def relabel_for_ctc(
     parent_of: Mapping[int, int],
     *,
     max_link_gap: int | None = None,
+    not_acquired: Collection[int] = (),
 ) -> tuple[list[NDArray[np.uint16]], list[CtcTrack], dict[int, int]]:
     """Turn per-frame object ids into CTC labels and tracks.
 
@@ -56,9 +58,14 @@ def relabel_for_ctc(
         Parent id of each object id (0 or missing: none).
     max_link_gap
         Link a track to its parent (or to its own track before a gap) only when it
-        begins at most this many frames after that one ends; None: always. The
-        simulator's ground truth uses 1, so that only what happens in view counts
-        (a daughter drifting in from outside the field many frames later does not).
+        begins at most this many acquired frames after that one ends (frames of
+        ``not_acquired`` are not counted); None: always. The simulator's ground
+        truth uses 1, so that only what happens in view counts (a daughter
+        drifting in from outside the field many frames later does not).
+    not_acquired
+        Frames that stand for time points not acquired (empty frames, where the rig
+        refused one). An object cannot be seen missing there: a gap over them alone
+        is still linked with ``max_link_gap=1``, as a tracker links it.
 
     Returns
     -------
@@ -70,7 +77,7 @@ def relabel_for_ctc(
         daughter begins.
 
     """
-    tracks, label_at, object_of = _ctc_tracks(id_frames, parent_of, max_link_gap)
+    tracks, label_at, object_of = _ctc_tracks(id_frames, parent_of, max_link_gap, not_acquired)
     out = [_relabel(frame, f, label_at) for f, frame in enumerate(id_frames)]
     return out, tracks, object_of
 
@@ -79,8 +86,15 @@ def _ctc_tracks(
     id_frames: Sequence[NDArray[np.integer]],
     parent_of: Mapping[int, int],
     max_link_gap: int | None,
+    not_acquired: Collection[int] = (),
 ) -> tuple[list[CtcTrack], dict[tuple[int, int], int], dict[int, int]]:
     """First pass of `relabel_for_ctc`: tracks, (object, frame) → label, label → object."""
+    skipped = sorted(set(not_acquired))
+
+    def acquired_gap(end: int, begin: int) -> int:
+        """Frames from ``end`` to ``begin``, the ones not acquired between them left out."""
+        return begin - end - (bisect_left(skipped, begin) - bisect_right(skipped, end))
+
     presence: dict[int, list[int]] = {}
     for f, frame in enumerate(id_frames):
         for i in np.unique(frame).tolist():
@@ -111,7 +125,7 @@ def _ctc_tracks(
         if (
             prev in last_label
             and last_label[prev][1] < begin
-            and (max_link_gap is None or begin - last_label[prev][1] <= max_link_gap)
+            and (max_link_gap is None or acquired_gap(last_label[prev][1], begin) <= max_link_gap)
         ):
             parent = last_label[prev][0]
         last_label[obj] = (n, end)

@@ -95,8 +95,13 @@ class GroundTruthWriter:
             blank = np.zeros_like(ids[0])
             ids = [by_t.get(t, blank) for t in range(ts[-1] + 1)]
             # in view only: a daughter that drifts in from outside the field later, or a
-            # cell that leaves and comes back, is not linked (no tracker could see it)
-            frames, tracks, object_of = relabel_for_ctc(ids, parent_of, max_link_gap=1)
+            # cell that leaves and comes back, is not linked (no tracker could see it);
+            # the gap counts acquired time points, so a track goes on over one not
+            # acquired (as the worker's result links it: else each such link scored as
+            # a redundant edge)
+            frames, tracks, object_of = relabel_for_ctc(
+                ids, parent_of, max_link_gap=1, not_acquired=set(range(len(ids))) - set(ts)
+            )
             write_ctc(self.out_dir / pos, frames, tracks, kind="gt")
             cells = {
                 str(label): {
