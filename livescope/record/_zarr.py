@@ -23,8 +23,9 @@ omero channel list (a channel that appears mid-run is added to all of them). A
 plane never acquired (a channel imaged only at some time points, a position
 added mid-run) has no chunk and reads back as 0 (the fill value); the frame log
 says which frames were taken. Each position's t scale is the mean spacing of
-its time points' logged sample times (a close-up's own), written at
-`OmeZarrWriter.close`.
+its time points' logged sample times (a close-up's own), and its z scale and
+z origin those of its z planes' logged stage z (negative for a stack taken from
+the top down), written at `OmeZarrWriter.close`.
 """
 
 from __future__ import annotations
@@ -298,6 +299,11 @@ class OmeZarrWriter:
         Channel names known at the start (more may appear; the c axis grows).
     pixel_size_um, z_step_um
         Physical scales written into the NGFF coordinate transformations (µm).
+        ``z_step_um`` is the z scale as planned (negative where z index 0 is the
+        top plane) until `close`, which writes instead each position's mean
+        signed step between the logged z (``z_um``) of its first and last z
+        planes, and the first plane's z as a translation, where two or more of
+        its planes have a logged z and they differ.
     interval_s
         Seconds between time points as planned: the t scale until `close`, which
         writes the mean spacing of the logged sample times of the time points
@@ -362,6 +368,10 @@ class OmeZarrWriter:
         # counts its time points from 0 too, minutes after the plan's of the same index)
         self._t_began: dict[str, dict[int, float]] = {}
         self._t_scale: dict[str, float] = {}  # each position's t scale, set at close
+        # each position's z planes' first logged z (a close-up's or a position's own
+        # sub-sequence has its own step), and the (scale, origin) set from them at close
+        self._z_at: dict[str, dict[int, float]] = {}
+        self._z_geometry: dict[str, tuple[float, float]] = {}
         self._imaged: dict[str, set[str]] = {}  # each position's channels with a frame
         # unbuffered: a line is written whole or taken back (`_append_line`), never left
         # in a buffer to reach the log later, after its frame was reported not written
@@ -428,6 +438,12 @@ class OmeZarrWriter:
         imaged = self._imaged.get(name, set())  # (none yet: all active, until closed)
         _, _, z_s, px_y, px_x = self._scale
         t_s = self._t_scale.get(name, self._scale[0])
+        z_0: float | None = None
+        if name in self._z_geometry:
+            z_s, z_0 = self._z_geometry[name]
+        transforms: list[dict[str, Any]] = [{"type": "scale", "scale": [t_s, 1.0, z_s, px_y, px_x]}]
+        if z_0 is not None:  # (NGFF: a translation follows the scale, in the same units)
+            transforms.append({"type": "translation", "translation": [0.0, 0.0, z_0, 0.0, 0.0]})
         return {
             "ome": {
                 "version": "0.5",
@@ -441,14 +457,7 @@ class OmeZarrWriter:
                             {"name": "y", "type": "space", "unit": "micrometer"},
                             {"name": "x", "type": "space", "unit": "micrometer"},
                         ],
-                        "datasets": [
-                            {
-                                "path": "0",
-                                "coordinateTransformations": [
-                                    {"type": "scale", "scale": [t_s, 1.0, z_s, px_y, px_x]}
-                                ],
-                            }
-                        ],
+                        "datasets": [{"path": "0", "coordinateTransformations": transforms}],
                     }
                 ],
                 "omero": {
@@ -559,6 +568,9 @@ class OmeZarrWriter:
         if began is not None and math.isfinite(began):
             times = self._t_began.setdefault(info["position"], {})
             times[t] = min(times.get(t, began), began)
+        z_um = info.get("z_um")
+        if z_um is not None and math.isfinite(z_um):
+            self._z_at.setdefault(info["position"], {}).setdefault(z, float(z_um))
 
     def _append_line(self, line: str) -> None:
         """Append ``line`` to the frame log whole, or raise its OSError leaving the log as it was.
@@ -594,11 +606,32 @@ class OmeZarrWriter:
                 return float(f"{spacing:.9g}")  # (not 0.30000000000000004)
         return self._scale[0]
 
+    def _z_scale_um(self, position: str) -> tuple[float, float] | None:
+        """µm per z plane of ``position`` and the z of its plane 0: those of its logged z.
+
+        The step is signed (negative where plane 0 is the top one: a reader shows
+        the stack the right way up): the mean step between its first and last
+        planes with a logged z (of planes unevenly spaced, their mean spacing, as
+        the scale of a plan of such planes is). Each plane's z is its first frame's.
+        None where fewer than two of its planes have a logged z, or they do not
+        differ (no z stage): the planned scale stands, without an origin.
+        """
+        at = self._z_at.get(position, {})
+        if len(at) < 2:
+            return None
+        first, last = min(at), max(at)
+        step = (at[last] - at[first]) / (last - first)
+        if step == 0 or not math.isfinite(step):
+            return None
+        origin = at[first] - first * step
+        return float(f"{step:.9g}"), float(f"{origin:.9g}")  # (not 0.30000000000000004)
+
     def close(self) -> None:
         """Sync and close the frame log; write the final metadata (once the last `write` returned).
 
         Every position's c axis and channel list are made whole, its t scale set
-        from the logged times (`_time_scale_s`), and the root's attributes
+        from the logged times (`_time_scale_s`), its z scale and origin from the
+        logged z (`_z_scale_um`), and the root's attributes
         completed (frames, positions, channels). Every write is tried; the first
         OSError is raised after the others.
         """
@@ -617,6 +650,8 @@ class OmeZarrWriter:
             error = error or exc
         for s in self._series.values():
             self._t_scale[s.name] = self._time_scale_s(s.name)
+            if (geometry := self._z_scale_um(s.name)) is not None:
+                self._z_geometry[s.name] = geometry
             try:
                 s.grow((s.shape[0], len(self.channels), s.shape[2]))
                 s.set_attributes(self._image_attrs(s.name, s.dtype, self.channels))

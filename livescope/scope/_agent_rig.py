@@ -385,12 +385,17 @@ def _z_step_um(sequence: useq.MDASequence) -> float:
 
     A plan of z positions (``ZAbsolutePositions``, ``ZRelativePositions``) has no
     ``step``: its spacing is theirs (it was written as 1 µm whatever they were); of
-    planes unevenly spaced, their mean spacing, said.
+    planes unevenly spaced, their mean spacing, said. Negative where z index 0 is
+    the top plane (``go_up=False``, positions listed top to bottom): a positive
+    scale showed such a stack upside down. The recorder replaces it at the end of
+    the run with each position's own, from the z its frames were taken at.
     """
     z_plan = sequence.z_plan
+    in_order = [float(z) for z in z_plan] if z_plan is not None else []
+    sign = -1.0 if len(in_order) >= 2 and in_order[-1] < in_order[0] else 1.0
     if (step := getattr(z_plan, "step", None)) is not None:
-        return float(step) or 1.0
-    planes = sorted({float(z) for z in z_plan}) if z_plan is not None else []
+        return sign * (float(step) or 1.0)
+    planes = sorted(set(in_order))
     if len(planes) < 2:
         return 1.0
     gaps = [b - a for a, b in itertools.pairwise(planes)]
@@ -401,7 +406,7 @@ def _z_step_um(sequence: useq.MDASequence) -> float:
             "scale is their mean spacing, %.4g µm (the frame log keeps each plane's z)",
             ", ".join(f"{g:g}" for g in gaps[:6]), mean,
         )  # fmt: skip
-    return mean
+    return sign * mean
 
 
 def _interval_s(sequence: useq.MDASequence) -> float:
