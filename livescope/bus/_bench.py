@@ -176,6 +176,8 @@ def _run_mode(mode: str, frames: np.ndarray, n: int, fps: float | None = None) -
             raw_ctx.term()
             remove_ipc_files(endpoint)
     elapsed = max(res["t_last"], t_sent) - t0
+    if period is not None:  # (n frames paced take n periods: from the first to the last
+        elapsed += round(period * 1e9)  # is n - 1 of them, which read n/(n-1) above target)
     lat = np.asarray(res["lat"], dtype=np.int64) / 1e6
     return {
         "mode": mode,

@@ -668,7 +668,10 @@ def bench_pacing_cmd(
 
 @bench_app.command("replay-cluster")
 def bench_replay_cluster_cmd(
-    datasets: Annotated[int, typer.Option(min=1, help="Recorded datasets to replay.")] = 8,
+    datasets: Annotated[
+        int,
+        typer.Option(min=2, help="Recorded datasets to replay (2 or more: 1 keeps a worker idle)."),
+    ] = 8,
     timepoints: Annotated[int, typer.Option(min=2, help="Time points per dataset.")] = 12,
     size: Annotated[int, typer.Option(min=64, help="Frame size (pixels, square).")] = 512,
     keep: Annotated[

@@ -412,6 +412,7 @@ def bench_replay_cluster(
         if keep is None:
             shutil.rmtree(base, ignore_errors=True)
     result: dict[str, Any] = {
+        "bench": "replay-cluster",  # (as every benchmark's JSON names itself)
         "datasets": datasets,
         "timepoints": timepoints,
         "frame": [size, size],

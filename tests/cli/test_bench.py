@@ -65,6 +65,9 @@ def test_bench_bus_runs_side_by_side() -> None:
     assert {"inline_vs_raw", "shm_vs_memcpy", "drops"} <= set(out)
     assert out["machine"]["cpu_reference_ms"] > 0  # comparable with other PCs' figures
     assert {p["mode"] for p in out["paced"]} == {"inline", "shm"}
+    for p in out["paced"]:  # (n frames sent no sooner than due take n periods: never above
+        assert p["fps"] <= p["target_fps"], p  # target; counted over n - 1 they read 1-2 % above)
+        assert p["gb_per_s"] <= p["target_gb_per_s"], p
     for r in out["results"]:
         if r["mode"] != "memcpy":
             assert r["received"] == r["frames"], r  # flat-out runs lose nothing

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from livescope.schema import LivescopeError, load_profile
+from tests.conftest import run_cli
 
 
 def _left_by_this_process() -> set[str]:
@@ -92,3 +93,10 @@ def test_camera_bench_at_a_size_of_no_target_meets_none() -> None:
     out = bench_camera(load_profile("sim"), sizes=(64,), seconds=0.01, channels=("DAPI",))
     assert [r["meets_target"] for r in out["results"]] == [None]
     assert out["all_targets_met"] is None
+
+
+def test_bench_replay_cluster_refuses_a_single_dataset() -> None:
+    # (one dataset cannot use a second worker: its 2-vs-1 ratio was noise)
+    res = run_cli("bench", "replay-cluster", "--datasets", "1", "--json")
+    assert res.returncode == 2
+    assert "--datasets" in res.stderr
