@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
+from rich.markup import escape
 
 from ._common import (
     JsonOpt,
@@ -309,6 +310,40 @@ def _say_waiting(run: Path) -> None:
         )
 
 
+def _runtime_failed(exc: BaseException) -> bool:
+    """Return True if ``exc`` is, or was raised from, a failure of an engine's runtime.
+
+    A model that loaded but whose runtime failed on an input (``BackendRunError``: a GPU
+    out of memory, a driver error), however the engine wrapped it (``engine NAME: ...``):
+    not the user's config or input, and a restarted worker may not meet it again.
+    """
+    from livescope.inference._backend_base import BackendRunError
+
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:  # (a cycle of causes ends the walk)
+        if isinstance(cause, BackendRunError):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def _fail_runtime(message: str, *, as_json: bool) -> NoReturn:
+    """Report a failure of the engines' runtime as `fail` reports a user error; exit 75.
+
+    With its own status (`WORKER_RUNTIME_FAILED`), not the user error's 2, which the
+    supervisor takes, before the worker is ready, for a refusal it does not restart.
+    """
+    from livescope.pipeline._supervisor import WORKER_RUNTIME_FAILED
+
+    stderr.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True,
+                 soft_wrap=True)  # fmt: skip
+    if as_json:
+        emit({"ok": False, "error": message, "problems": []})
+    raise typer.Exit(WORKER_RUNTIME_FAILED)
+
+
 def worker(
     run: Annotated[
         Path,
@@ -376,6 +411,11 @@ def worker(
     guardrails check, decisions go to the agent; results go to RUN/results/
     and the live overlay to RUN/overlay.json. It ends when the agent's run has
     ended and every recorded field is analysed.
+
+    Exit status: 0 when it has ended so; 2 when it refuses its options, config or
+    input (its supervisor does not restart it before it was ready: it would refuse
+    again); 75 when the engines' runtime failed (a GPU out of memory, a driver
+    error), which a restart may get past; 1 for any other failure (a traceback).
     """
     setup_logging(False)
     from livescope.bus import attach
@@ -435,7 +475,13 @@ def worker(
                     maxlen=max(maxlen, 16),
                     idle_s=idle_s,
                 )
-            result = PipelineWorker(run, cfg, resume=resume).run(attach_timeout_s=ATTACH_WAIT_S)
+            try:
+                work = PipelineWorker(run, cfg, resume=resume)
+                result = work.run(attach_timeout_s=ATTACH_WAIT_S)
+            except LivescopeError as exc:
+                if not _runtime_failed(exc):
+                    raise  # (its input or config: a user error, status 2)
+                _fail_runtime(str(exc), as_json=json_out)
         else:
             _say_waiting(run)
             deadline = time.monotonic() + ATTACH_WAIT_S

@@ -36,13 +36,22 @@ from livescope.scope import WORKER_FAILED
 from ._config import RESULTS_DIR, WorkerConfig
 from ._results import _stage_ms
 
-__all__ = ["WORKER_FAILED", "WORKER_REFUSED", "WorkerSupervisor"]
+__all__ = ["WORKER_FAILED", "WORKER_REFUSED", "WORKER_RUNTIME_FAILED", "WorkerSupervisor"]
 
 WORKER_REFUSED = 2
 """Exit status of a worker that refused its input or config (the CLI's user-error
 status): it is not restarted, since it would refuse again. Only before it was
 ready: the worker fails a run with the same status when its deciding or storing
 thread failed (``deciding failed: ...``), and such a worker is restarted."""
+
+WORKER_RUNTIME_FAILED = 75
+"""Exit status of a worker whose engines' runtime failed (a GPU out of memory, a driver
+error: ``BackendRunError``), not its input or config (sysexits' EX_TEMPFAIL). A restarted
+worker that fails so as it starts (the GPU not yet freed by the worker it replaces) is
+restarted after `WorkerSupervisor.restart_delay_s`, as one that crashed; it was taken for a
+refusal (`WORKER_REFUSED`), and the rest of the run went unanalysed. The run's first
+worker that fails so before it is ready is not restarted: its engines have not run in
+this run, and a broken model fails each restart the same way."""
 
 logger = logging.getLogger("livescope")
 
@@ -108,9 +117,10 @@ class WorkerSupervisor:
 
     restart_delay_s = 1.0
     """How long the supervisor waits before the first restart, doubled for each one
-    in a row after it (at most 30 s): a worker that fails as it starts (a GPU not yet free, a
-    driver error) is not started again at once, over and over, beside the acquisition.
-    The fields it misses meanwhile are read back from the recording."""
+    in a row after it (at most 30 s): a restarted worker that fails as it starts (a GPU not
+    yet free, a driver error: `WORKER_RUNTIME_FAILED`) is not started again at once, over
+    and over, beside the acquisition. The fields it misses meanwhile are read back from the
+    recording."""
 
     def __init__(
         self,
@@ -147,6 +157,7 @@ class WorkerSupervisor:
         self._log = (self.results / "worker.log").open("ab")
         self._log_from = 0  # where the current worker's output begins in worker.log
         self._ready_at_launch: str | None = None  # results/ready as the current worker found it
+        self._resumed = False  # the current worker is a restarted one (--resume)
         self._stored_at_launch = 0  # results/latency.jsonl's size as it found it
         self._in_row = 0  # restarts since a worker last analysed a field
         self._backlog = _Backlog(self.run_dir, self.results, analyse_added=config.analyse_added)
@@ -199,6 +210,7 @@ class WorkerSupervisor:
         self._ready_at_launch = self._ready_seen = self._ready()
         self._stored_at_launch = max(0, _size(self._progress_log))  # (an empty log: no field)
         self._progress_at = time.monotonic()  # (its start-up allowance counts from here)
+        self._resumed = resume
         return self._spawn(resume)
 
     def _ready(self) -> str | None:
@@ -242,8 +254,17 @@ class WorkerSupervisor:
             # of the run ("deciding failed", "storing results failed"), which a restart
             # from its saved state can get past; it was taken for a refusal, and the rest
             # of a long run went unanalysed after one failed field
-            if code == WORKER_REFUSED and self._ready() == self._ready_at_launch:
+            never_ready = self._ready() == self._ready_at_launch
+            if code == WORKER_REFUSED and never_ready:
                 logger.error("the worker refused to run: %s (see %s)",
+                             self.error or f"exit status {code}", self._log_path)  # fmt: skip
+                self._give_up()
+                return
+            # its engines' runtime failed as it started: a restarted one (the GPU not yet
+            # freed by the worker it replaces) is restarted below, the run's first is not
+            if code == WORKER_RUNTIME_FAILED and never_ready and not self._resumed:
+                logger.error("the worker's engines failed before it was ready: %s; not "
+                             "restarted, as they have not yet run in this run (see %s)",
                              self.error or f"exit status {code}", self._log_path)  # fmt: skip
                 self._give_up()
                 return
