@@ -18,8 +18,10 @@ results store beside the raw data::
         latency.jsonl       per field: ms per stage (see `livescope.pipeline.LATENCY_STAGES`)
         revisions.jsonl     ids the tracker changed in fields already stored (a division
                             found late): cells.csv and ctc/ take them when it ends
-        state.json          trackers, last field done, counts  } a restarted worker
-        policy_state.json   policies, guardrail budgets       } resumes from both
+        policy_state.json   policies, guardrail budgets       } a restarted worker
+        state.json          trackers, last field done, counts  } resumes from both
+        policy_hung.json    policies whose call has not returned (`POLICY_HANG_S`):
+                            a restarted worker runs without them
         worker.json         the worker's summary, written when it stops
 
 Nothing is lost when the worker falls behind or restarts: a field whose frames
@@ -41,6 +43,7 @@ which it says (``behind_s`` in the summary, `Behind`'s warnings in the log).
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import gc
 import json
@@ -133,6 +136,25 @@ BEHIND_WARN_S = 10.0
 """A live field whose analysis starts this long after its last frame was taken is logged
 as a warning (then again each time the wait doubles): the engines are slower than the
 acquisition, so its decisions come that much late."""
+
+
+POLICY_HANG_S = 10.0
+"""How long one call of a policy's own code (``decide()``, ``state()``, ``restore()``,
+``give_back()``) may run before the worker takes the policy as hung: the error is logged,
+naming it and the field, and the policy written to ``results/policy_hung.json``. The
+call goes on (a worker cannot stop it), holding up every later field's decisions and
+results, so the supervisor ends the worker as hung (`WorkerSupervisor.hang_timeout_s`,
+300 s by default: longer than this, or the policy is not marked yet); the worker
+restarted after it disables the policies that file names, as a policy that raised is
+disabled, and the run goes on without them. A call that returns after all was only slow:
+it is logged and taken off the file. Python policies decide in well under a millisecond
+a field: 10 s is no policy's honest work."""
+
+POLICY_HUNG = "policy_hung.json"
+"""In ``results/``: the policies taken as hung (`POLICY_HANG_S`), each with why."""
+
+_WATCH_EVERY_S = 1.0
+"""How often the policies' watchdog looks at the call in progress (s)."""
 
 
 class Behind:
@@ -301,14 +323,32 @@ class PipelineWorker:
             self.run_dir, self.expected, self.default_expected, analyse_added=cfg.analyse_added
         )
         self.resumed = False
-        class_cols = self._restore() if resume else []
-        if not class_cols and self.analyzer.states is not None:
-            # (the table's columns from the start: its first field may have no cells)
-            class_cols = list(self.analyzer.states.classes)
-        self.store = ResultsStore(
-            self.results, self.counts, tail_frames=cfg.tail_frames, class_cols=class_cols,
-            states_engine=cfg.states,  # (named where its classes cannot be cells.csv columns)
-        )  # fmt: skip
+        # a policy's call that does not return is found by a watchdog (`POLICY_HANG_S`),
+        # from here on: a policy's restore() runs below
+        self._hung: dict[str, str] = {}  # policy name -> why (as in results/policy_hung.json)
+        self._field_in_hand: tuple[str, int] | None = None  # (set by the decision thread)
+        self._watch_stop = threading.Event()
+        self._watcher = threading.Thread(
+            target=self._watch_policies, name="livescope-policy-watch", daemon=True
+        )
+        self._watcher.start()
+        try:
+            if resume:
+                class_cols = self._restore()
+            else:
+                class_cols = []
+                with contextlib.suppress(OSError):  # (a former analysis's: not this one's)
+                    (self.results / POLICY_HUNG).unlink(missing_ok=True)
+            if not class_cols and self.analyzer.states is not None:
+                # (the table's columns from the start: its first field may have no cells)
+                class_cols = list(self.analyzer.states.classes)
+            self.store = ResultsStore(
+                self.results, self.counts, tail_frames=cfg.tail_frames, class_cols=class_cols,
+                states_engine=cfg.states,  # (named where its classes cannot be cells.csv columns)
+            )  # fmt: skip
+        except BaseException:
+            self._stop_watch()  # (no worker: nothing to watch)
+            raise
         self.link: Any = None
         self._agent_gone = threading.Event()
         """Set once the agent's process is found gone without ending its run (`_live`):
@@ -421,6 +461,7 @@ class PipelineWorker:
 
     def _restore(self) -> list[str]:
         """Resume from the state a killed worker saved; return the cells table's state columns."""
+        self._disable_hung()  # (before the policies' restore(): one may be what hung)
         path = self._state_path()
         state: dict[str, Any] = {}
         class_cols: list[str] = []
@@ -488,6 +529,88 @@ class PipelineWorker:
         self.resumed = True
         logger.info("worker resumed: %s", dict(self.done))
         return class_cols
+
+    # ------------------------------------------------------------ hung policies
+
+    def _disable_hung(self) -> None:
+        """Disable the policies a worker before this one took as hung (`POLICY_HUNG`)."""
+        path = self.results / POLICY_HUNG
+        if not path.is_file():
+            return
+        try:
+            hung = json.loads(path.read_text(encoding="utf-8"))["policies"]
+            hung = {str(name): str(why) for name, why in hung.items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            # (never the worker's refusal: at worst the policy hangs again, as before)
+            logger.error("cannot read %s (%s): the policies it names as hung are not "
+                         "disabled; delete it if it was edited", path, exc)  # fmt: skip
+            return
+        self._hung = hung  # (kept in the file as long as the run goes on)
+        for name, why in hung.items():
+            self.policy.disable(name, why)
+
+    def _watch_policies(self) -> None:
+        """Take a policy whose call runs past `POLICY_HANG_S` as hung (its own daemon thread).
+
+        Reads only what the engine notes of each call (`PolicyEngine.calling`):
+        nothing is written on the decisions' way. The call, still running, is
+        logged as an error and written to `POLICY_HUNG` once; if it returns
+        after all (also when the watch stops), it is taken off the file again.
+        """
+        marked: tuple[str, str, float] | None = None  # the call taken as hung, while it runs
+        stopped = False
+        while not stopped:
+            stopped = self._watch_stop.wait(_WATCH_EVERY_S)
+            note = self.policy.calling
+            try:
+                if marked is not None and note is not marked:
+                    late, marked = marked, None
+                    self._unmark_hung(late)
+                if stopped or note is None or note is marked:
+                    continue
+                if time.monotonic() - note[2] < POLICY_HANG_S:
+                    continue
+                field = self._field_in_hand
+                if self.policy.calling is note:  # (still that call: the field is its own)
+                    marked = note
+                    self._mark_hung(note, field)
+            except Exception:  # a full disk, say: logged, and the watch goes on
+                logger.exception("the policies' watchdog could not write %s",
+                                 self.results / POLICY_HUNG)  # fmt: skip
+
+    def _stop_watch(self) -> None:
+        """End the policies' watchdog (a slow call's mark taken off first: its last look)."""
+        self._watch_stop.set()
+        self._watcher.join()
+
+    def _mark_hung(self, note: tuple[str, str, float], field: tuple[str, int] | None) -> None:
+        """Log policy call ``note`` (of ``field``, None: at start) as hung; name it in the file."""
+        name, call, since = note
+        where = f"on field {field[0]} t={field[1]}" if field is not None else "at start"
+        path = self.results / POLICY_HUNG
+        logger.error(
+            "policy %r has been in its %s %s for %.0f s and is taken as hung: it holds up the "
+            "decisions and results of every later field; a worker restarted after this one "
+            "(the supervisor ends it as hung) runs without it (%s)",
+            name, call, where, time.monotonic() - since, path,
+        )  # fmt: skip
+        self._hung[name] = (
+            f"hung: its {call} {where} had not returned after {POLICY_HANG_S:g} s when the "
+            "worker was ended (the worker was restarted without it)"
+        )
+        write_atomic(path, json.dumps({"version": 1, "policies": self._hung}))
+
+    def _unmark_hung(self, note: tuple[str, str, float]) -> None:
+        """Take policy call ``note``, marked hung, off the file: it returned (slow, not hung)."""
+        name, call, since = note
+        path = self.results / POLICY_HUNG
+        logger.warning("policy %r's %s returned after %.0f s: slow, not hung (taken off %s)",
+                       name, call, time.monotonic() - since, path)  # fmt: skip
+        self._hung.pop(name, None)
+        if self._hung:
+            write_atomic(path, json.dumps({"version": 1, "policies": self._hung}))
+        else:
+            path.unlink(missing_ok=True)
 
     # ------------------------------------------------------------ running
 
@@ -812,8 +935,15 @@ class PipelineWorker:
                     continue  # the worker is failing; nothing more is decided
                 self._handoff.wait(HANDOFF_WAIT_S)
                 self._decide(job)
-            except BaseException as exc:  # (a Python policy's SystemExit too: the worker stops)
-                logger.exception("deciding field %s t=%d failed", job.fld.position, job.fld.t)
+            except BaseException as exc:  # (a policy's KeyboardInterrupt too: the worker stops)
+                # (one a policy raised, that the engine does not take as its bug: named)
+                who, self.policy.calling = self.policy.calling, None  # (not hung: it ended)
+                if who is not None:
+                    exc = LivescopeError(
+                        f"policy {who[0]!r}'s {who[1]} raised {type(exc).__name__}: {exc}"
+                    )
+                logger.exception("deciding field %s t=%d failed%s", job.fld.position, job.fld.t,
+                                 f": {exc}" if who is not None else "")  # fmt: skip
                 self._decide_error = exc
             finally:
                 with self._deciding_lock:
@@ -857,6 +987,7 @@ class PipelineWorker:
         """
         fld, res = job.fld, job.res
         t_handoff = clock_ns()
+        self._field_in_hand = (fld.position, fld.t)  # (the policies' watchdog names it)
         decided_before = fld.t <= self.decided.get(fld.position, -1)
         # no garbage collection (up to 2 ms) until answered: ~1-2 ms, at most the
         # decision timeout when the agent does not answer
@@ -944,8 +1075,12 @@ class PipelineWorker:
                 job.state["counts"].update(
                     {k: v for k, v in counts.items() if k.startswith(STORE_COUNTS)}
                 )
-                self._save_state(job.state)
+                # the policies' state first: a worker killed (or a write failing) in between
+                # resumes with the field decided but not done, and analyses it again without
+                # deciding it again (`_decide`); the other way round it was done but never
+                # decided, and no policy ever saw it (a rule's streak of frames broken)
                 self._write_policy_state(*job.policy_state)
+                self._save_state(job.state)
             except Exception as exc:
                 logger.exception("storing field %s t=%d failed", job.fld.position, job.fld.t)
                 self._store_error = exc
@@ -965,6 +1100,7 @@ class PipelineWorker:
         """
         self._drain_decisions()
         self._drain_store()
+        self._stop_watch()
         self.analyzer.close()
         self.store.close(header=False)  # (the files are removed below while empty)
         for name in ("cells.csv", "policy.jsonl", "latency.jsonl", "revisions.jsonl"):
@@ -985,6 +1121,7 @@ class PipelineWorker:
         """
         self._drain_decisions()
         self._drain_store()
+        self._stop_watch()  # (only now: a hung policy holds up the decisions' drain)
         failed = failed or self._store_error is not None or self._decide_error is not None
         stats: dict[str, Any] = {}
         if self.link is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,6 +213,19 @@ def _share_refused(
             out[i] = Verdict(v.firing, False, "shared", f"{why}{v.reason})", by)
 
 
+def _policy_bug(exc: BaseException) -> None:
+    """Re-raise ``exc`` unless it is a policy's bug: anything but a Ctrl+C.
+
+    Called in the ``except BaseException`` around a policy's own code: a
+    ``SystemExit`` (a policy calling ``sys.exit``) or a ``GeneratorExit`` it
+    raises is its bug, which disables it as any exception does (caught as
+    ``Exception`` only, it stopped the worker, again on every restart, and
+    the error did not name the policy).
+    """
+    if isinstance(exc, KeyboardInterrupt):
+        raise exc
+
+
 class PolicyEngine:
     """Policies + guardrails for one run.
 
@@ -219,7 +233,11 @@ class PolicyEngine:
     logged and listed in `disabled`); the others go on. So is one whose firing
     carries something other than a decision, whose decision the guardrails'
     check raises on, or whose ``state()`` / ``restore()`` raises (or, for a
-    Python policy, whose ``state()`` is not JSON).
+    Python policy, whose ``state()`` is not JSON). Anything it raises but a
+    ``KeyboardInterrupt`` counts, ``SystemExit`` included.
+
+    `calling` says whose code runs now, for a watchdog that finds a policy
+    that never returns (the worker's); `disable` takes one out.
     """
 
     def __init__(
@@ -234,6 +252,13 @@ class PolicyEngine:
         self.policies = list(policies)
         self.guardrails = Guardrails(profile, sequence)
         self.disabled: dict[str, str] = {}
+        self.calling: tuple[str, str, float] | None = None
+        """The policy whose own code runs now: its name, the call (``"decide()"``,
+        ``"state()"``, ``"restore()"`` or ``"give_back()"``) and since when
+        (`time.monotonic`, s); None between calls. Set on the thread that calls
+        the engine, read by a watchdog on another: a new tuple for each call (the
+        same one seen again is the same call, still running). A
+        ``KeyboardInterrupt`` from the policy leaves it set (whose it was)."""
 
     def evaluate(
         self, obs: Observation, on_pass: Callable[[Decision], None] | None = None
@@ -277,6 +302,7 @@ class PolicyEngine:
             first = len(out)  # (this policy's first verdict)
             firings: Iterator[Firing] | None = None
             while True:
+                self.calling = (policy.name, "decide()", time.monotonic())
                 try:
                     if firings is None:
                         firings = iter(policy.decide(obs))
@@ -293,9 +319,11 @@ class PolicyEngine:
                         )
                     if not isinstance(policy, Rule) and (why := _unloggable(f, policy.name)):
                         raise TypeError(why)
-                except Exception as exc:  # noqa: BLE001 (any policy bug disables that policy)
+                except BaseException as exc:  # noqa: BLE001 (any policy bug disables that policy)
+                    _policy_bug(exc)
                     self._disable(policy.name, f"{type(exc).__name__}: {exc}")
                     break
+                self.calling = None  # (the guardrails and the sending are not the policy's)
                 by = None if acquire is None else _covering(out, made, acquire, obs, f)
                 if by is not None:
                     out.append(Verdict(f, False, "shared", _shared_reason(out[by].firing), by))
@@ -306,6 +334,7 @@ class PolicyEngine:
                 out.append(verdict)
                 if policy.name in self.disabled:  # (the guardrails' check raised on it)
                     break
+            self.calling = None  # (its firings ended, or it was disabled)
             if acquire is not None and made:
                 _share_refused(out, first, made, acquire, obs)
         return out
@@ -322,7 +351,8 @@ class PolicyEngine:
             return Verdict(f, False, "record", "recorded only (no action)")
         try:
             reason = self.guardrails.check(f.decision, obs.sample_time_s)
-        except Exception as exc:  # noqa: BLE001 (a decision they cannot read: the policy's bug)
+        except BaseException as exc:  # noqa: BLE001 (a decision they cannot read: the policy's bug)
+            _policy_bug(exc)
             why = f"{type(exc).__name__} in the guardrails' check of its {f.decision.type}: {exc}"
             self._disable(name, why)
             return Verdict(f, False, "guardrail", why)
@@ -400,12 +430,26 @@ class PolicyEngine:
             take = getattr(policy, "give_back", None)
             if not callable(take):
                 continue
+            self.calling = (policy.name, "give_back()", time.monotonic())
             try:
                 if take(decision.decision_id):
                     out.append(j)
-            except Exception as exc:  # noqa: BLE001 (a policy bug disables that policy)
+            except BaseException as exc:  # noqa: BLE001 (a policy bug disables that policy)
+                _policy_bug(exc)
                 self._disable(policy.name, f"{type(exc).__name__} in give_back: {exc}")
+            self.calling = None
         return out
+
+    def disable(self, name: str, why: str) -> None:
+        """Disable policy ``name`` for the rest of the run, saying ``why`` (logged as an error).
+
+        For a failure found outside the engine's own calls: a policy whose
+        call never returned (hung), found by the worker's watchdog, is
+        disabled by the worker restarted after it. Listed in `disabled` (saved
+        in `state`) as one that raised; a name no policy has is ignored.
+        """
+        if any(p.name == name for p in self.policies):
+            self._disable(name, why)
 
     def _disable(self, name: str, why: str) -> None:
         """Disable policy ``name`` for the rest of the run (it failed), saying ``why``."""
@@ -424,30 +468,38 @@ class PolicyEngine:
             get = getattr(p, "state", None)
             if not callable(get) or p.name in self.disabled:
                 continue
+            self.calling = (p.name, "state()", time.monotonic())
             try:
                 got = get()
                 if not isinstance(p, Rule):
                     json.dumps(got)  # (the worker writes it as JSON, on every field)
-            except Exception as exc:  # noqa: BLE001 (a policy bug disables that policy)
+            except BaseException as exc:  # noqa: BLE001 (a policy bug disables that policy)
+                _policy_bug(exc)
+                self.calling = None
                 self._disable(p.name, f"{type(exc).__name__} in state(): {exc}")
                 continue
+            self.calling = None
             pol[p.name] = got
         return {"policies": pol, "disabled": self.disabled, "guardrails": self.guardrails.state()}
 
     def restore(self, state: Mapping[str, Any]) -> None:
         """Continue from `state`.
 
-        A policy disabled when it was saved stays disabled; one whose
-        ``restore()`` raises is disabled now.
+        A policy disabled when it was saved stays disabled, as does one
+        disabled already (`disable`: it hung before the state was saved), whose
+        ``restore()`` is not called; one whose ``restore()`` raises is disabled now.
         """
-        self.disabled = dict(state.get("disabled", {}))
+        self.disabled = {**self.disabled, **dict(state.get("disabled", {}))}
         saved = state.get("policies", {})
         for p in self.policies:
             put = getattr(p, "restore", None)
             if not callable(put) or p.name not in saved or p.name in self.disabled:
                 continue
+            self.calling = (p.name, "restore()", time.monotonic())
             try:
                 put(saved[p.name])
-            except Exception as exc:  # noqa: BLE001 (a policy bug disables that policy)
+            except BaseException as exc:  # noqa: BLE001 (a policy bug disables that policy)
+                _policy_bug(exc)
                 self._disable(p.name, f"{type(exc).__name__} in restore(): {exc}")
+            self.calling = None
         self.guardrails.restore(state["guardrails"])
