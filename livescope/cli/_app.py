@@ -572,6 +572,9 @@ def bench_engines_cmd(
 
     Segmentation shows post-processing apart and the classical Otsu + watershed
     pipeline side by side; the classifier is timed per frame of 100 and 1,000 cells.
+    A backend that cannot run here is listed with why; one that fails to build or
+    run an engine is listed with its error, the others are still timed, and the
+    command exits 1 (``ok`` false).
     """
     with user_errors(json_out):  # each engine's task now, not once the others have run
         for name, role, option in ((engine, "seg", "--engine"), (stain, "stain", "--stain"),

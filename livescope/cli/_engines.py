@@ -697,11 +697,26 @@ def _refuse_unnumbered_frames(images: Path) -> None:
     )
 
 
+def _backend_failed(engine: str, b: Any, exc: Exception) -> dict[str, Any]:
+    """Make the row of a backend, said to be available, that failed to build or run ``engine``.
+
+    Said on stderr as well, as it happens: the benchmark goes on with the other
+    backends, for minutes.
+    """
+    stderr.print(f"{engine} / {b.name}: error {exc}", markup=False, highlight=False)
+    return {"backend": b.name, "available": True, "error": str(exc)}
+
+
 def _bench_stain(name: str, repeats: int) -> list[dict[str, Any]]:
-    """Virtual-staining ms per frame per backend at 512², 1024², 2048² (simulated phase)."""
+    """Virtual-staining ms per frame per backend at 512², 1024², 2048² (simulated phase).
+
+    A backend that cannot run here has a row with ``available`` false and why
+    (``detail``); one that fails to build or run the engine, a row with its ``error``.
+    """
     import numpy as np
 
     from livescope.inference import StainEngine, backend_status
+    from livescope.schema import LivescopeError
     from livescope.scope import simulated_views
 
     frames = {
@@ -710,14 +725,23 @@ def _bench_stain(name: str, repeats: int) -> list[dict[str, Any]]:
     }
     rows: list[dict[str, Any]] = []
     for b, ok, why in backend_status():  # (a library failing to load: cannot run)
-        if not ok:
+        if not ok:  # (left out without a word, where the segmentation rows said why)
+            rows.append({"engine": name, "backend": b.name, "available": False, "detail": why})
             continue
-        with StainEngine(name, backend=b) as e:
-            e.warmup((512, 512))
-            for size, items in frames.items():
-                ms = [e.predict(f).ms for f in items]
-                rows.append({"engine": name, "backend": b.name, "device": why, "size": size,
-                             "ms_total": round(float(np.median(ms)), 1)})  # fmt: skip
+        # (a backend said to be available may still fail to build the engine, e.g. a
+        # TensorRT build out of GPU memory, or to run it: that backend's row says so,
+        # and the others are still timed; it stopped the whole benchmark, exit 2)
+        try:
+            with StainEngine(name, backend=b) as e:
+                for size, items in frames.items():
+                    # (a whole call at each size first: only the engine at 512² was warmed,
+                    # so each size's first frame paid its first-call costs in the timing)
+                    e.predict(items[0])
+                    ms = [e.predict(f).ms for f in items]
+                    rows.append({"engine": name, "backend": b.name, "device": why, "size": size,
+                                 "ms_total": round(float(np.median(ms)), 1)})  # fmt: skip
+        except LivescopeError as exc:  # (EngineError, BackendRunError: the engine's, not ours)
+            rows.append({"engine": name, **_backend_failed(name, b, exc)})
     return rows
 
 
@@ -738,27 +762,39 @@ def _grid_of_cells(n: int, radius: int = 9) -> tuple[Any, Any]:
 
 
 def _bench_states(name: str, repeats: int) -> list[dict[str, Any]]:
-    """Cell-state ms per frame (crops + one batched engine call) for 100 and 1,000 cells."""
+    """Cell-state ms per frame (crops + one batched engine call) for 100 and 1,000 cells.
+
+    Rows of a backend that cannot run here, or fails to build or run the engine:
+    as `_bench_stain`'s.
+    """
     import numpy as np
 
     from livescope.inference import CellStateEngine, backend_status
+    from livescope.schema import LivescopeError
 
     rows: list[dict[str, Any]] = []
     cases = {n: _grid_of_cells(n) for n in (100, 1000)}
     for b, ok, why in backend_status():  # (a library failing to load: cannot run)
-        if not ok:
+        if not ok:  # (said, as in the segmentation rows)
+            rows.append({"engine": name, "backend": b.name, "available": False, "detail": why})
             continue
-        with CellStateEngine(name, backend=b) as e:
-            e.classify(*cases[100])
-            for n, (frame, labels) in cases.items():
-                ms = []
-                for _ in range(repeats):
-                    t0 = time.perf_counter()
+        try:  # (a backend that fails to build or run the engine: its row says so, as for stain)
+            with CellStateEngine(name, backend=b) as e:
+                for n, (frame, labels) in cases.items():
+                    # (a whole call for each cell count first: 1,000 cells are another
+                    # batch shape, whose first call was timed)
                     e.classify(frame, labels)
-                    ms.append(1000 * (time.perf_counter() - t0))
-                rows.append({"engine": name, "backend": b.name, "device": why, "cells": n,
-                             "ms_total": round(float(np.median(ms)), 1),
-                             "us_per_cell": round(1000 * float(np.median(ms)) / n, 1)})  # fmt: skip
+                    ms = []
+                    for _ in range(repeats):
+                        t0 = time.perf_counter()
+                        e.classify(frame, labels)
+                        ms.append(1000 * (time.perf_counter() - t0))
+                    median = float(np.median(ms))
+                    rows.append({"engine": name, "backend": b.name, "device": why, "cells": n,
+                                 "ms_total": round(median, 1),
+                                 "us_per_cell": round(1000 * median / n, 1)})  # fmt: skip
+        except LivescopeError as exc:  # (EngineError, BackendRunError: the engine's, not ours)
+            rows.append({"engine": name, **_backend_failed(name, b, exc)})
     return rows
 
 
@@ -773,7 +809,12 @@ def bench_engines(
     """Milliseconds per frame per backend at 512², 1024², 2048² with post-processing apart.
 
     Side by side: the classical Otsu + watershed pipeline on the same (simulated,
-    ground-truthed) frames, with both methods' AP@0.5.
+    ground-truthed) frames, with both methods' AP@0.5. Each engine makes one
+    whole call (engine and post-processing) at each size before it is timed.
+    A backend that cannot run here has one row, ``available`` false and why
+    (``detail``); one said to be available that fails to build or run an engine
+    has a row with its ``error``, the others are still timed, and ``ok`` is
+    false (exit 1 once the JSON is printed).
     """
     setup_logging(False)
     import numpy as np
@@ -787,6 +828,7 @@ def bench_engines(
         match_counts,
         scores,
     )
+    from livescope.schema import LivescopeError
     from livescope.scope import simulated_frames
 
     rows: list[dict[str, Any]] = []
@@ -801,25 +843,35 @@ def bench_engines(
             if not ok:
                 rows.append({"backend": b.name, "available": False, "detail": why})
                 continue
-            with SegmentationEngine(engine, backend=b) as e:
-                e.warmup((512, 512))
-                for size, items in frames.items():
-                    eng, post, counts = [], [], []
-                    for frame, truth in items:
-                        r = e.segment(frame)
-                        eng.append(r.ms_engine)
-                        post.append(r.ms_post)
-                        counts.append(scores(match_counts(truth, r.labels))["ap50"])
-                    total = float(np.median(eng) + np.median(post))
-                    rows.append({
-                        "backend": b.name, "device": why, "size": size,
-                        "ms_engine": round(float(np.median(eng)), 1),
-                        "ms_post": round(float(np.median(post)), 1),
-                        "ms_total": round(total, 1),
-                        "post_share": round(float(np.median(post)) / total, 3),
-                        "ap50_sim": round(float(np.mean(counts)), 3),
-                    })  # fmt: skip
+            # (one that fails to build the engine, e.g. a TensorRT build out of GPU memory,
+            # or to run it: its row says so and the others are still timed, as `engines
+            # check` does; it stopped the whole benchmark, exit 2, the other results lost)
+            try:
+                with SegmentationEngine(engine, backend=b) as e:
+                    for size, items in frames.items():
+                        # (a whole segment() at each size first: the warm-up ran the engine
+                        # at 512² only, so the first frame's post-processing, scikit-image's
+                        # import included, was timed in the first backend's 512² ms_post)
+                        e.segment(items[0][0])
+                        eng, post, counts = [], [], []
+                        for frame, truth in items:
+                            r = e.segment(frame)
+                            eng.append(r.ms_engine)
+                            post.append(r.ms_post)
+                            counts.append(scores(match_counts(truth, r.labels))["ap50"])
+                        total = float(np.median(eng) + np.median(post))
+                        rows.append({
+                            "backend": b.name, "device": why, "size": size,
+                            "ms_engine": round(float(np.median(eng)), 1),
+                            "ms_post": round(float(np.median(post)), 1),
+                            "ms_total": round(total, 1),
+                            "post_share": round(float(np.median(post)) / total, 3),
+                            "ap50_sim": round(float(np.mean(counts)), 3),
+                        })  # fmt: skip
+            except LivescopeError as exc:  # (EngineError, BackendRunError: the engine's)
+                rows.append(_backend_failed(engine, b, exc))
         for size, items in frames.items():
+            classical_segmentation(items[0][0])  # (its first call at each size, as the engines')
             ms, aps = [], []
             for frame, truth in items:
                 t0 = time.perf_counter()
@@ -832,8 +884,10 @@ def bench_engines(
         stain_rows = _bench_stain(stain, repeats) if stain else []
         state_rows = _bench_states(states, repeats) if states else []
     cpu_1024 = [r for r in rows if r.get("size") == 1024 and r.get("backend") == "onnxruntime"]
+    failed = [r for r in rows + stain_rows + state_rows if "error" in r]
     emit({
         "bench": "engines",
+        "ok": not failed,  # (as `engines check` says it: false when a backend failed)
         "engine": engine,
         "results": rows,
         "post_share_1024_cpu": cpu_1024[0]["post_share"] if cpu_1024 else None,
@@ -842,3 +896,9 @@ def bench_engines(
         "states": state_rows,
         "machine": machine_info(),  # (timed once the engines are done)
     })  # fmt: skip
+    if failed:  # (each was said on stderr as it failed; exit 1, as `engines check`)
+        names = ", ".join(
+            dict.fromkeys(f"{r.get('engine', engine)} / {r['backend']}" for r in failed)
+        )
+        stderr.print(f"failed: {names} (exit 1)", markup=False, highlight=False)
+        raise typer.Exit(1)

@@ -91,5 +91,5 @@ def test_bench_engines_includes_stain_and_states() -> None:
     assert sizes == {512, 1024, 2048}
     cells = {r["cells"] for r in out["states"] if r["backend"] == "onnxruntime"}
     assert cells == {100, 1000}
-    assert all(r["ms_total"] > 0 for r in out["stain"] + out["states"])
+    assert all(r["ms_total"] > 0 for r in out["stain"] + out["states"] if r.get("available", True))
     assert out["machine"]["cpu_reference_ms"] > 0  # comparable with other PCs' figures
