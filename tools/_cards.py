@@ -4,7 +4,9 @@ common head of a card, its training record, and writing card.yaml."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +16,21 @@ from livescope.inference import sha256_file
 
 
 def engine_and_record(doc: str | None) -> tuple[Path, dict[str, Any]]:
-    """Parse ``ENGINE_FOLDER`` from the command line; return it and its train.json."""
+    """Parse ``ENGINE_FOLDER`` from the command line; return it and its train.json.
+
+    Exits with a usage error (status 2) where the folder has no train.json: the
+    training script writes it, and a card is written only for what was trained.
+    """
     ap = argparse.ArgumentParser(
         description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("engine", type=Path)
     folder: Path = ap.parse_args().engine
+    if not (folder / "train.json").is_file():
+        # (stain_card.py's engine comes from train_stain.py, and so on)
+        kind = ap.prog.removesuffix(".py").removesuffix("_card")
+        trainer = f"tools/train_{kind}.py" if ap.prog.endswith("_card.py") else "tools/train_*.py"
+        ap.error(f"{folder} has no train.json: run {trainer} --out {folder} first")
     return folder, json.loads((folder / "train.json").read_text())
 
 
@@ -167,3 +178,26 @@ def _torch_mismatch(
 def write_card(folder: Path, card: dict[str, Any]) -> None:
     """Write ``folder/card.yaml`` (keys in the order given)."""
     (folder / "card.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
+
+
+@contextlib.contextmanager
+def draft_card(folder: Path, card: dict[str, Any]) -> Iterator[None]:
+    """Write ``card`` (metrics still empty) for the engine to load while it is measured.
+
+    The engine is loaded from ``folder/card.yaml``, so the card must be there before
+    its metrics are. Where the block raises (a failed measurement, Ctrl-C), the card
+    that was there before is put back, or the draft removed where there was none:
+    a card without metrics is never left behind. The caller writes the complete
+    card after the block.
+    """
+    path = folder / "card.yaml"
+    before = path.read_bytes() if path.is_file() else None
+    write_card(folder, card)
+    try:
+        yield
+    except BaseException:
+        if before is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.write_bytes(before)
+        raise

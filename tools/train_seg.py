@@ -439,6 +439,8 @@ def main() -> int:
         ap.error("--neighbours and --offsets are two ways to split nuclei: choose one")
     if a.stretch < 1:
         ap.error(f"--stretch must be >= 1 (1: none), got {a.stretch:g}")
+    if not 0 < a.gamma <= 1:  # (NaN too) the card's normalisation.gamma, which the engine checks
+        ap.error(f"--gamma must be > 0 and <= 1 (1: none, 0.5: square root), got {a.gamma:g}")
     if a.offset_weight != 1.0 and not a.offsets:
         ap.error("--offset-weight needs --offsets")
     seeded(a.seed, a.threads)

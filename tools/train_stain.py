@@ -161,6 +161,22 @@ def pearson_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (1 - r).mean()
 
 
+def isl_slices(ap: argparse.ArgumentParser, text: str, available: list[int]) -> list[int]:
+    """``--isl-slices`` as z indices, each one of the ISL field's ``available`` phase slices;
+    a usage error (status 2) otherwise, before anything is loaded or trained."""
+    try:
+        slices = [int(s) for s in text.split(",")]
+    except ValueError:
+        ap.error(f"--isl-slices takes z indices separated by commas (e.g. 4,5,6), got {text!r}")
+    missing = [z for z in slices if z not in available]
+    if missing:
+        ap.error(
+            f"--isl-slices {text}: the ISL field ({ISL}) has no phase slice "
+            f"{', '.join(map(str, missing))}; its slices are {', '.join(map(str, available))}"
+        )
+    return slices
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -176,9 +192,9 @@ def main() -> int:
     ap.add_argument("--sim-share", type=float, default=0.4)
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
+    slices = isl_slices(ap, a.isl_slices, sorted(isl_files(data_root())[0]))
     seeded(a.seed, a.threads)
     t0 = time.time()
-    slices = [int(s) for s in a.isl_slices.split(",")]
     isl = load_isl(data_root(), slices)
     sim = load_sim(a.sim_images, a.seed)
     sampler = Sampler(isl, sim, a.seed, a.sim_share)
