@@ -125,6 +125,11 @@ def test_a_windows_path_whose_backslashes_yaml_refuses_says_how_to_write_it(
         pytest.param(r'"D:\rigs\ti2.cfg"', id="carriage-return"),
         pytest.param(r'"D:\backup\ti2.cfg"', id="backspace"),
         pytest.param(r'"D:\new\ti2.cfg"', id="newline"),
+        # (read as invisible characters, U+2029, U+2028, U+0085, U+00A0: they passed)
+        pytest.param(r'"C:\Program Files/Micro-Manager-2.0/rig.cfg"', id="paragraph-separator"),
+        pytest.param(r'"D:\Labs/ti2.cfg"', id="line-separator"),
+        pytest.param(r'"D:\Nikon/ti2.cfg"', id="next-line"),
+        pytest.param(r'"D:\_rigs/ti2.cfg"', id="no-break-space"),
     ],
 )
 def test_a_windows_path_that_yaml_read_as_escapes_is_refused_with_how_to_write_it(

@@ -311,10 +311,13 @@ class HardwareProfile(_RigModel):
     @classmethod
     def _no_control_characters(cls, path: Path | None) -> Path | None:
         # (no file name holds one: a Windows path in double quotes was read with "\r",
-        # "\t"... turned into them, and "not found" later printed it broken over lines)
-        if path is not None and (bad := sorted({c for c in str(path) if ord(c) < 32})):
+        # "\t"... turned into them, and "not found" later printed it broken over lines;
+        # "\P", "\L", "\N", "\_" become U+2029, U+2028, U+0085, U+00A0, unseen and
+        # not refused: none is printable)
+        if path is not None and (bad := sorted({c for c in str(path) if not c.isprintable()})):
             raise ValueError(
-                f"holds control character(s) {', '.join(repr(c) for c in bad)}: {BACKSLASH_HINT}"
+                f"holds control or invisible character(s) {', '.join(repr(c) for c in bad)}: "
+                f"{BACKSLASH_HINT}"
             )
         return path
 
