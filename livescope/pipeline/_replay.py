@@ -13,7 +13,8 @@ What is replayed:
 
 * a livescope recording replays its own ``plan.yaml`` (frames it lacks are
   skipped), with the profile and worker settings it was recorded with, and its
-  policies unless ``plan`` gives others;
+  policies unless ``plan`` gives others; the plan's and its rules' channels
+  named as ``channel_map`` maps them (`map_channels`);
 * any other dataset gets a plan asking for each of its frames (positions,
   time points, channels, z), on the ``replay`` profile, with the policies of
   ``plan`` if given (else analysis only).
@@ -30,9 +31,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import useq
 
 from livescope.bus import uses_ipc
 from livescope.policy import rules_for_profile
@@ -42,6 +45,7 @@ from livescope.schema import (
     LivescopeError,
     Objective,
     check_output_folder,
+    check_plan,
     load_plan,
     load_profile,
     plan_sections,
@@ -122,6 +126,84 @@ def _binning(objective: Objective, pixel_um: float) -> int | None:
     return next((b for b in (1, 2, 3, 4) if objective.gives(pixel_um, b)), None)
 
 
+def _said(renamed: Mapping[str, str]) -> str:
+    """``{"Phase": "DAPI"}`` → ``"Phase → DAPI"``."""
+    return ", ".join(f"{k} → {v}" for k, v in renamed.items())
+
+
+def _plan_renamed(
+    sequence: useq.MDASequence, profile: HardwareProfile, renamed: Mapping[str, str]
+) -> useq.MDASequence:
+    """Return a recorded plan whose channels are named as ``renamed`` maps them.
+
+    ``renamed``: {recorded channel: profile channel} (`map_channels`, those it
+    renames). The plan's channels and those of its positions' own sequences
+    take the profile channel's name, their exposures held to its preset's
+    limits (as `replay_sequence` holds a dataset's); an event of channel DAPI
+    after ``--channel-map Phase=DAPI`` is then served the recorded Phase frame.
+    The plan itself when nothing is renamed.
+    """
+    if not renamed:
+        return sequence
+
+    def fitted(channels: Sequence[useq.Channel]) -> list[useq.Channel]:
+        out = []
+        for ch in channels:
+            if (name := renamed.get(ch.config)) is None:
+                out.append(ch)
+                continue
+            preset = profile.channels.get(name)
+            exposure = ch.exposure
+            if exposure is not None:
+                exposure = min(max(exposure, preset.exposure_min_ms), preset.exposure_max_ms)
+            out.append(ch.replace(config=name, exposure=exposure))
+        return out
+
+    positions = [
+        p if p.sequence is None else p.replace(sequence=p.sequence.replace(
+            channels=fitted(p.sequence.channels)))
+        for p in sequence.stage_positions
+    ]  # fmt: skip
+    return sequence.replace(channels=fitted(sequence.channels), stage_positions=positions)
+
+
+def _rules_renamed(policies: Any, renamed: Mapping[str, str], warnings: list[str]) -> Any:
+    """Return a recorded plan's ``policies:`` with their channels named as ``renamed`` maps them.
+
+    The channels (and exposures) of each declared rule's ``acquire``; a Python
+    policy's settings are passed as recorded (a warning in ``warnings``: which
+    of them name channels is its own affair). Anything malformed is left as it
+    is, for `rules_for_profile` to say what is wrong.
+    """
+    if not renamed or not isinstance(policies, list):
+        return policies
+
+    def name(ch: Any) -> Any:
+        return renamed.get(ch, ch) if isinstance(ch, str) else ch
+
+    out: list[Any] = []
+    for rule in policies:
+        if isinstance(rule, dict) and "python" in rule:
+            warnings.append(
+                f"policy {rule.get('name')!r} is a Python policy: its settings are passed as "
+                f"recorded, the channels they name not replayed as {_said(renamed)}"
+            )
+        do = rule.get("do") if isinstance(rule, dict) else None
+        if not isinstance(do, dict) or not isinstance(given := do.get("acquire"), dict):
+            out.append(rule)
+            continue
+        acquire = dict(given)
+        chans = acquire.get("channels")
+        if isinstance(chans, list | tuple):
+            acquire["channels"] = [name(c) for c in chans]
+        elif isinstance(chans, str):
+            acquire["channels"] = name(chans)
+        if isinstance(ms := acquire.get("exposure_ms"), dict):
+            acquire["exposure_ms"] = {name(k): v for k, v in ms.items()}
+        out.append({**rule, "do": {**do, "acquire": acquire}})
+    return out
+
+
 def replay_policies(plan: str | Path) -> Any:
     """Return the ``policies:`` of a replay's ``--plan`` (the only part of it a replay takes).
 
@@ -191,17 +273,29 @@ def run_replay(
         prof = fit_to_recording(profile or recorded or load_profile("replay"), ds)
         channels = map_channels(ds, prof, channel_map)
         recorded_plan = ds.path / PLAN_FILE
+        source = "in use"
+        # (the recorded plan names the recorded channels: renamed as they are served, or its
+        # events asked for a channel the profile lacks, or another channel's frames)
+        renamed = {k: v for k, v in channels.items() if k != v}
         if own and recorded_plan.is_file():
-            sequence = load_plan(recorded_plan)
+            sequence = _plan_renamed(load_plan(recorded_plan), prof, renamed)
+            source = str(recorded_plan) + (
+                f" (channels replayed as {_said(renamed)})" if renamed else ""
+            )
         else:
             sequence = replay_sequence(ds, prof, channels)
         policies: Any = None
         if plan is not None:
             policies = replay_policies(plan)
         elif own and recorded_plan.is_file():
-            policies = plan_sections(recorded_plan).get("policies")
+            policies = _rules_renamed(
+                plan_sections(recorded_plan).get("policies"), renamed, ds.warnings
+            )
         # bad rules are reported now, not by a worker that cannot start
         rules_for_profile(policies, prof, source=str(plan or recorded_plan))
+        # and a plan the profile cannot run, before anything is written in `out` (the agent
+        # refused it once the plan and profile were there: a rerun found `out` not empty)
+        check_plan(sequence, prof, source, light_budget=False, autofocus_device=True)
         cfg = worker
         saved_cfg = ds.path / RESULTS_DIR / "worker-config.json"
         if cfg is None and own and saved_cfg.is_file():

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable, Mapping
+import re
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,9 +32,11 @@ def map_channels(
     Raises
     ------
     LivescopeError
-        naming the channels the profile lacks and how to map them; also if
-        ``channel_map`` names a channel the dataset lacks or the profile lacks,
-        or two dataset channels end up on one profile channel.
+        naming the channels the profile lacks and how to map them (each to a
+        profile channel no other dataset channel takes, `_map_hint`), or that the
+        profile has too few channels for them; also if ``channel_map`` names a
+        channel the dataset lacks or the profile lacks, or two dataset channels
+        end up on one profile channel.
 
     """
     names = [c.name for c in profile.channels.presets]
@@ -66,15 +70,55 @@ def map_channels(
             )
             unknown = []
     if unknown:
-        bad = [f"{given.get(c, c)!r}" for c in unknown]
-        raise LivescopeError(
-            f"{dataset.path}: channel(s) {', '.join(bad)} not in profile {profile.name!r} "
-            f"(known: {', '.join(names)}); pass --channel-map {unknown[0]}={names[-1]}"
+        said = (
+            f"{dataset.path}: channel(s) {', '.join(repr(c) for c in unknown)} not in profile "
+            f"{profile.name!r} (known: {', '.join(names)})"
         )
+        hint = _map_hint(unknown, profile, taken=set(out.values()))
+        if hint is None:  # (a hint of one target for several channels led to a refusal)
+            free = [n for n in names if n not in out.values()]
+            raise LivescopeError(
+                f"{said}; the profile has {len(free)} channel(s) free "
+                f"({', '.join(free) or 'none'}) for the dataset's {len(unknown)}: each dataset "
+                "channel needs a channel of its own; replay on a profile with more "
+                "(--profile)"
+            )
+        raise LivescopeError(f"{said}; pass {hint}")
     targets = list(out.values())
     if dup := sorted({t for t in targets if targets.count(t) > 1}):
         raise LivescopeError(f"{dataset.path}: two dataset channels map to {dup}")
     return out
+
+
+_LABEL_FREE_NAMES = frozenset({"bf", "brightfield", "phase", "dic", "phc", "tl", "trans"})
+"""Words that name a label-free (transmitted light) channel: ``BF``, ``Phase``, ``DIC-40x``."""
+
+
+def _looks_label_free(name: str) -> bool:
+    """Whether a dataset channel's name says it is brightfield, phase or DIC."""
+    words = re.findall(r"[a-z]+", name.lower())
+    return any(w in _LABEL_FREE_NAMES for w in words) or "".join(words) == "brightfield"
+
+
+def _map_hint(unknown: Sequence[str], profile: HardwareProfile, taken: set[str]) -> str | None:
+    """Return ``--channel-map`` options giving each of ``unknown`` a free profile channel.
+
+    A brightfield- or phase-like name (`_looks_label_free`) gets the profile's
+    first free label-free channel, any other its first free fluorescence
+    channel; failing that, any free channel (each target once: a hint of one
+    target for two channels led to their refusal). None when the profile has
+    fewer free channels than ``unknown``.
+    """
+    free = [c for c in profile.channels.presets if c.name not in taken]
+    if len(free) < len(unknown):
+        return None
+    options = []
+    for ch in unknown:
+        kind = "label_free" if _looks_label_free(ch) else "fluorescence"
+        preset = next((c for c in free if c.kind == kind), free[0])
+        free.remove(preset)
+        options.append(f"--channel-map {shlex.quote(f'{ch}={preset.name}')}")
+    return " ".join(options)
 
 
 def replay_sequence(
