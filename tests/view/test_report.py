@@ -360,7 +360,7 @@ def test_triggers_not_scored_say_why_and_the_tracks_still_show(
 
 
 def test_not_a_run_folder_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(LivescopeError, match=r"summary\.json is missing"):
+    with pytest.raises(LivescopeError, match=r"not a run folder: it holds no frames\.jsonl"):
         write_report(tmp_path)
 
 
