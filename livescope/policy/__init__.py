@@ -11,7 +11,7 @@ minimum interval, decision rate) before anything is sent. Pure: no I/O, no
 clocks; time is the run's sample time carried by each observation.
 """
 
-from ._actions import ACTIONS, SHARE_MARGIN, Acquire
+from ._actions import ACTIONS, SHARE_MARGIN, Acquire, firing_id
 from ._engine import PolicyEngine, Verdict, load_policies, rules_for_profile
 from ._guardrails import STALE_REFUSAL, Guardrails, parent_position
 from ._observation import FEATURES, Cells, Firing, Observation
@@ -35,6 +35,7 @@ __all__ = [
     "PolicyEngine",
     "Rule",
     "Verdict",
+    "firing_id",
     "load_policies",
     "parent_position",
     "rehearsal_closeup",

@@ -94,6 +94,14 @@ class Policy(Protocol):
     and an optional ``give_back(decision_id) -> bool`` takes back a firing whose
     decision the microscope refused as stale (`STALE_REFUSAL`), returning True
     when it did (see `PolicyEngine.give_back`).
+
+    Give each decision the id `firing_id` makes of the field and the firing's
+    place in it (``decision_id=firing_id(obs.run_id, self.name, obs.position,
+    obs.t, k)``): a worker restarted after a decision went out, but before the
+    policies' state booked it, decides the field again and sends the decision
+    again, which the agent then answers as before without applying it twice. A
+    decision made without one gets a random id, new each time: the agent takes
+    it for another decision.
     """
 
     name: str
