@@ -26,6 +26,30 @@ says which frames were taken. Each position's t scale is the mean spacing of
 its time points' logged sample times (a close-up's own), and its z scale and
 z origin those of its z planes' logged stage z (negative for a stack taken from
 the top down), written at `OmeZarrWriter.close`.
+
+Display hints (omero): a channel's colour is its dye's or filter's where a word
+of its name (case aside; two words joined count too: ``Far Red``, ``Alexa
+488``) is one of these, else the next colour of white, blue, green, red,
+magenta, cyan, yellow by its place in the channel list:
+
+    ===============================================  =============
+    name word                                        colour
+    ===============================================  =============
+    dapi, hoechst, 405                               blue
+    gfp, egfp, fitc, 488, alexa488                   green
+    yfp                                              yellow
+    mcherry, rfp, tritc, cy3, 561, tdtomato          red
+    cy5, 640, 647, farred                            magenta
+    bf, brightfield, phase, phc, dic, trans          white
+    ===============================================  =============
+
+Its display window is its pixel type's range (up to the camera's largest count
+where its bit depth is given); for floating-point pixels, whose range says
+nothing of the data, the least and greatest finite value of the channel's
+frames at that position (`OmeZarrWriter.close`; 0 to 1 where it has none).
+
+A file that cannot be written (a full disk) raises an OSError of the file
+system's errno that names the file: a chunk, a ``zarr.json`` or the frame log.
 """
 
 from __future__ import annotations
@@ -35,6 +59,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import threading
 from collections.abc import Callable
@@ -45,7 +70,14 @@ from typing import Any, TypeVar, cast
 import numpy as np
 from numpy.typing import NDArray
 
-from livescope.schema import FrameInfo, LivescopeError, read_jsonl, while_locked, write_atomic
+from livescope.schema import (
+    FrameInfo,
+    LivescopeError,
+    json_safe,
+    read_jsonl,
+    while_locked,
+    write_atomic,
+)
 
 __all__ = [
     "CODECS",
@@ -93,13 +125,70 @@ reader (zarr-python, tensorstore, napari-ome-zarr) decodes Blosc.
 """
 _AXES = ("t", "c", "z", "y", "x")
 _COLORS = ("FFFFFF", "0000FF", "00FF00", "FF0000", "FF00FF", "00FFFF", "FFFF00")
+_DYE_COLORS = {
+    **dict.fromkeys(("dapi", "hoechst", "405"), "0000FF"),
+    **dict.fromkeys(("gfp", "egfp", "fitc", "488", "alexa488"), "00FF00"),
+    "yfp": "FFFF00",
+    **dict.fromkeys(("mcherry", "rfp", "tritc", "cy3", "561", "tdtomato"), "FF0000"),
+    **dict.fromkeys(("cy5", "640", "647", "farred"), "FF00FF"),
+    **dict.fromkeys(("bf", "brightfield", "phase", "phc", "dic", "trans"), "FFFFFF"),
+}
+"""The colour of a channel whose name has one of these words (the module's table)."""
+_WORD = re.compile(r"[a-z]+[0-9]*|[0-9]+")  # (``488nm``: 488; ``Cy5``, ``Alexa488``: whole)
 
 
-def _window(dtype: np.dtype[Any], bit_depth: int | None = None) -> dict[str, float]:
-    """Return the omero display window of a pixel type: its full range.
+def _channel_color(name: str, place: int) -> str:
+    """Return the omero colour of channel ``name``, at ``place`` in the channel list.
+
+    Its dye's or filter's (`_DYE_COLORS`) where a word of its name, or two
+    neighbouring words joined, is a known one (the first such word counts), else
+    the colour of its place (`_COLORS`).
+    """
+    words = _WORD.findall(name.lower())
+    for word, after in zip(words, [*words[1:], ""], strict=True):
+        for key in (word, word + after):
+            if (color := _DYE_COLORS.get(key)) is not None:
+                return color
+    return _COLORS[place % len(_COLORS)]
+
+
+_RANGE_SAMPLE_PX = 1 << 18
+"""Pixels of a floating-point frame its value range is taken from (`_value_range`).
+
+A 2048² float32 frame's NaN-ignoring minimum and maximum took 1.3-3.7 ms, those
+of every 16th row (256 Ki pixels) 0.08-0.1 ms (a busy 2-core PC): the range sets a
+display window only.
+"""
+
+
+def _value_range(image: NDArray[Any], shape_yx: tuple[int, int]) -> tuple[float, float] | None:
+    """Return the least and greatest finite value of a floating-point frame (None: it has none).
+
+    Taken from whole rows spread over the frame, `_RANGE_SAMPLE_PX` pixels or
+    so, where it has more: a display window, not a measurement.
+    """
+    rows = np.reshape(image, shape_yx)[:: max(1, image.size // _RANGE_SAMPLE_PX)]
+    lo, hi = float(np.fmin.reduce(rows, axis=None)), float(np.fmax.reduce(rows, axis=None))
+    if not (math.isfinite(lo) and math.isfinite(hi)):  # (all NaN, or an infinite pixel)
+        finite = rows[np.isfinite(rows)]
+        if not finite.size:
+            return None
+        lo, hi = float(finite.min()), float(finite.max())
+    return lo, hi
+
+
+def _window(
+    dtype: np.dtype[Any],
+    bit_depth: int | None = None,
+    value_range: tuple[float, float] | None = None,
+) -> dict[str, float]:
+    """Return the omero display window of a channel of a pixel type: its full range.
 
     Shown up to the camera's counts (``2**bit_depth - 1``) where its bit depth is
-    given and smaller than the pixel type's (a 12-bit camera in uint16).
+    given and smaller than the pixel type's (a 12-bit camera in uint16). Of
+    floating-point pixels, the channel's ``value_range`` (its least and greatest
+    value; 0 to 1 where None): 0 to 1 for every such channel showed data of
+    values 3 to 200 white (saturated) in napari-ome-zarr.
     """
     if dtype.kind in "ui":
         info = np.iinfo(dtype)
@@ -108,7 +197,34 @@ def _window(dtype: np.dtype[Any], bit_depth: int | None = None) -> dict[str, flo
             end = 2**bit_depth - 1
         return {"start": int(info.min), "end": end,
                 "min": int(info.min), "max": int(info.max)}  # fmt: skip
-    return {"start": 0.0, "end": 1.0, "min": 0.0, "max": 1.0}
+    if value_range is None:
+        return {"start": 0.0, "end": 1.0, "min": 0.0, "max": 1.0}
+    lo, hi = value_range
+    if hi <= lo:  # (frames of one value: a window of none draws nothing)
+        hi = lo + max(1.0, abs(lo))
+    return {"start": lo, "end": hi, "min": lo, "max": hi}
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """Return ``exc`` as an OSError of its kind and errno that names ``path``.
+
+    A write that fails on a file already open (a full disk) names no file: a
+    recording that failed said only ``[Errno 28] No space left on device``.
+    """
+    if exc.errno is None:
+        return type(exc)(f"{path}: {exc}")
+    try:
+        return type(exc)(exc.errno, exc.strerror or str(exc), str(path))
+    except TypeError:  # pragma: no cover (an OSError subclass of other arguments)
+        return OSError(exc.errno, exc.strerror or str(exc), str(path))
+
+
+def _write_file(path: Path, data: str | bytes | memoryview) -> None:
+    """Write ``path`` whole (`write_atomic`), or raise its OSError naming it (`_naming`)."""
+    try:
+        write_atomic(path, data)
+    except OSError as exc:
+        raise _naming(exc, path) from exc
 
 
 def _metadata_file(node: Any) -> Path:
@@ -196,16 +312,17 @@ def _json_value(value: Any) -> Any:
 
     A numpy integer in an event index (``t=np.int64(3)``) or metadata was written
     as the text ``"3"``: a reader of the log got a string where a number was.
-    Anything else (a path, a date) is written as its text, as before.
+    A NaN or infinity is null (JSON has none). Anything else (a path, a date) is
+    written as its text, as before.
     """
     if isinstance(value, np.bool_):
         return bool(value)
     if isinstance(value, np.integer):
         return int(value)
     if isinstance(value, np.floating):
-        return float(value)
+        return json_safe(float(value))  # (NaN: null, as every float of the line)
     if isinstance(value, np.ndarray):
-        return value.tolist()
+        return json_safe(value.tolist())
     return str(value)
 
 
@@ -255,21 +372,24 @@ class _Series:
     def set_attributes(self, attributes: dict[str, Any]) -> None:
         """Replace the group's attributes (its metadata document, replaced whole).
 
-        Raises the OSError of the write (a PermissionError once the file stayed
-        locked for a second); the attributes are then as before.
+        Raises the OSError of the write, naming the file (a PermissionError once
+        the file stayed locked for a second); the attributes are then as before.
         """
         if attributes == self._group_doc.get("attributes"):
             return
         doc = {**self._group_doc, "attributes": attributes}
-        write_atomic(self._group_file, json.dumps(doc, indent=2))
+        _write_file(self._group_file, json.dumps(doc, indent=2))
         self._group_doc = doc
 
     def grow(self, tcz: tuple[int, int, int]) -> None:
-        """Set the array's (t, c, z) extent (its metadata document, replaced whole)."""
+        """Set the array's (t, c, z) extent (its metadata document, replaced whole).
+
+        Raises the OSError of the write, naming the file; the extent is then as before.
+        """
         if tcz == self.shape:
             return
         metadata = {**self._metadata, "shape": [*tcz, *self.shape_yx]}
-        write_atomic(self.dir / "zarr.json", json.dumps(metadata, indent=2))
+        _write_file(self.dir / "zarr.json", json.dumps(metadata, indent=2))
         self._metadata = metadata
         self.shape = tcz
 
@@ -278,14 +398,17 @@ class _Series:
         return self.dir / str(self._chunk_key((*tcz, 0, 0)))
 
     def write(self, tcz: tuple[int, int, int], image: NDArray[Any]) -> None:
-        """Write the frame at (t, c, z) as its chunk file."""
+        """Write the frame at (t, c, z) as its chunk file (or raise the OSError naming it)."""
         path = self.chunk_path(tcz)
         if path.parent not in self._dirs:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise _naming(exc, path) from exc
             if len(self._dirs) >= _DIRS_KEPT:
                 self._dirs.clear()  # (making one again is one call that finds it there)
             self._dirs.add(path.parent)
-        write_atomic(path, self._encoder.encode(image))
+        _write_file(path, self._encoder.encode(image))
 
 
 class OmeZarrWriter:
@@ -349,7 +472,7 @@ class OmeZarrWriter:
         self.bit_depth = bit_depth
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / ZARR_NAME
-        log = self.run_dir / FRAMES_FILE
+        log = self._log_path = self.run_dir / FRAMES_FILE
         if (found := earlier_recording(self.run_dir)) is not None:
             raise LivescopeError(f"{found} already exists; choose a new output folder")
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -373,6 +496,8 @@ class OmeZarrWriter:
         self._z_at: dict[str, dict[int, float]] = {}
         self._z_geometry: dict[str, tuple[float, float]] = {}
         self._imaged: dict[str, set[str]] = {}  # each position's channels with a frame
+        # each (position, channel)'s least and greatest value of floating-point pixels
+        self._ranges: dict[tuple[str, str], tuple[float, float]] = {}
         # unbuffered: a line is written whole or taken back (`_append_line`), never left
         # in a buffer to reach the log later, after its frame was reported not written
         self._log = log.open("ab", buffering=0)
@@ -409,12 +534,14 @@ class OmeZarrWriter:
                 key, attributes=self._image_attrs(name, dtype, self.channels)
             )
             series = _Series(group, name, shape_yx, dtype, self.codec, len(self.channels))
-        except BaseException:
+        except BaseException as exc:
             # (a full disk): an image group without its array makes the whole store
             # unreadable as NGFF, and its name would refuse the next position's group;
             # a group whose metadata was refused leaves its folder (zarr warns of it
             # each time the store is listed)
             shutil.rmtree(self.path / key, ignore_errors=True)
+            if isinstance(exc, OSError):
+                raise _naming(exc, self.path / key) from exc
             raise
         self._series[name] = series
         return series
@@ -464,11 +591,11 @@ class OmeZarrWriter:
                     "channels": [
                         {
                             "label": c,
-                            "color": _COLORS[i % len(_COLORS)],
+                            "color": _channel_color(c, i),
                             # (every preset of the rig has its place on the c axis:
                             # the channels never imaged opened blank in napari)
                             "active": not imaged or c in imaged,
-                            "window": _window(dtype, self.bit_depth),
+                            "window": _window(dtype, self.bit_depth, self._ranges.get((name, c))),
                         }
                         for i, c in enumerate(channels)
                     ],
@@ -491,8 +618,10 @@ class OmeZarrWriter:
             an earlier frame was recorded at its position, t, channel and z (it
             would replace that one).
         OSError
-            if a file cannot be written (a PermissionError: one another program
-            held open for a second); the frame is neither logged nor left in the
+            if a file cannot be written (a full disk; a PermissionError: one
+            another program held open for a second), of the file system's errno,
+            naming the file (a chunk, a ``zarr.json``, the frame log or a new
+            position's folder); the frame is neither logged nor left in the
             data (it may be written again), and a channel it was the first of is
             not taken in (its next frame tries again).
 
@@ -552,7 +681,9 @@ class OmeZarrWriter:
         s.grow(need)
         s.write((t, c, z), image)
         try:
-            self._append_line(json.dumps(info, default=_json_value) + "\n")
+            # (JSON has no NaN: a bare NaN token, e.g. of a stage that gave no z, made
+            # the log unreadable outside Python)
+            self._append_line(json.dumps(json_safe(info), default=_json_value) + "\n")
         except OSError:
             # a frame the log does not hold is not recorded: its chunk goes too, so that
             # the data holds the logged frames only and the frame can be written again
@@ -562,6 +693,10 @@ class OmeZarrWriter:
             raise
         self.frames_written += 1
         self._imaged.setdefault(info["position"], set()).add(info["channel"])
+        if image.dtype.kind == "f" and (found := _value_range(image, shape_yx)) is not None:
+            key = (info["position"], info["channel"])
+            lo, hi = self._ranges.get(key, found)
+            self._ranges[key] = (min(lo, found[0]), max(hi, found[1]))
         began = info.get("sample_time_s")
         if began is None and info.get("runner_time_ms") is not None:
             began = float(info["runner_time_ms"]) / 1000.0
@@ -577,6 +712,7 @@ class OmeZarrWriter:
 
         A disk filling up takes part of a write: that part is cut off again, so
         that no half line stays at the end of the log for the next line to follow.
+        The OSError names the log (`_naming`).
         """
         data = memoryview(line.encode("utf-8"))
         start = self._log_bytes
@@ -584,11 +720,11 @@ class OmeZarrWriter:
             done = 0
             while done < len(data):
                 done += self._log.write(data[done:])
-        except OSError:
+        except OSError as exc:
             # (the write's error is the one raised; a reader skips a half line)
             with contextlib.suppress(OSError):
                 os.ftruncate(self._log.fileno(), start)
-            raise
+            raise _naming(exc, self._log_path) from exc
         self._log_bytes = start + len(data)
 
     def _time_scale_s(self, position: str) -> float:
@@ -631,9 +767,10 @@ class OmeZarrWriter:
 
         Every position's c axis and channel list are made whole, its t scale set
         from the logged times (`_time_scale_s`), its z scale and origin from the
-        logged z (`_z_scale_um`), and the root's attributes
+        logged z (`_z_scale_um`), the display window of its floating-point
+        channels from their frames' values (`_window`), and the root's attributes
         completed (frames, positions, channels). Every write is tried; the first
-        OSError is raised after the others.
+        OSError is raised after the others, naming its file.
         """
         if self.closed:
             return
@@ -643,11 +780,11 @@ class OmeZarrWriter:
             self._log.flush()
             os.fsync(self._log.fileno())
         except OSError as exc:
-            error = exc
+            error = _naming(exc, self._log_path)
         try:
             self._log.close()
         except OSError as exc:  # (closed all the same)
-            error = error or exc
+            error = error or _naming(exc, self._log_path)
         for s in self._series.values():
             self._t_scale[s.name] = self._time_scale_s(s.name)
             if (geometry := self._z_scale_um(s.name)) is not None:
@@ -665,7 +802,11 @@ class OmeZarrWriter:
             raise error
 
     def _write_root_attributes(self) -> None:
-        doc = json.loads(self._root_file.read_text(encoding="utf-8"))
+        """Complete the root group's attributes (raises the OSError naming its file)."""
+        try:
+            doc = json.loads(self._root_file.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise _naming(exc, self._root_file) from exc
         doc["attributes"] = {
             **doc.get("attributes", {}),
             "livescope": {
@@ -675,7 +816,7 @@ class OmeZarrWriter:
                 "channels": self.channels,
             },
         }
-        write_atomic(self._root_file, json.dumps(doc, indent=2))
+        _write_file(self._root_file, json.dumps(doc, indent=2))
 
 
 def earlier_recording(run_dir: str | Path) -> Path | None:
