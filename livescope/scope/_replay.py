@@ -24,6 +24,7 @@ See docs/design/replay.md.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import json
 import logging
@@ -237,6 +238,11 @@ class ReplayEngine(LivescopeEngine):
         self.clock_s = 0.0
         """Recorded seconds since the first frame, of the last event handed out."""
         self._gate_t = -1
+        """The plan time point the gate last held the replay for."""
+        self._seen_t = -1
+        """The latest plan time point whose events were handed to the engine (served or not)."""
+        self._plan_ts = sorted({t for _, t in self.expected})
+        """The plan's time points (its time indices), each held before the feed takes it."""
         self._drained = -1
         # planned frames the recording lacks, per field, and the fields another field's
         # frame was served after (the worker has those whole even when a frame is missing)
@@ -252,8 +258,17 @@ class ReplayEngine(LivescopeEngine):
         Each frame is read here, before its event is handed out: one that cannot
         be read is skipped as one the recording lacks (and the gate does not wait
         for the worker to have it), not a failed snap that ends the replay.
+
+        ``events`` is what the feed took off its queue together (a time point,
+        or added events due at once). Once they are served, the gate holds the
+        next time point here, before the feed takes its next events: the events
+        the worker's decisions add meanwhile, due before that time point, go
+        first (held in `setup_event`, with the time point already taken, they
+        went after it, and were timed by its clock).
         """
         for event in events:
+            if not event.metadata.get("added_by"):
+                self._seen_t = max(self._seen_t, int(event.index.get("t", 0)))
             frame = self.source.recorded(event)
             if frame is None:
                 self.source.not_recorded.append(str(self.source.key_of(event)))
@@ -271,13 +286,20 @@ class ReplayEngine(LivescopeEngine):
             meta = {**event.metadata, SAMPLE_TIME_KEY: float(sample)}
             due = None if self.speed is None else max(0.0, rel) / self.speed
             yield event.model_copy(update={"metadata": meta, "min_start_time": due})
+        following = bisect.bisect_right(self._plan_ts, self._seen_t)
+        if following < len(self._plan_ts):  # (after the last, `drain` waits for the rest)
+            self._hold(self._plan_ts[following])
 
     def setup_event(self, event: useq.MDAEvent) -> None:
-        """Wait for the worker (gate), select the recorded frame, then set up as usual."""
+        """Wait for the worker (gate), select the recorded frame, then set up as usual.
+
+        The gate has held a plan time point already where it follows the one
+        handed out last (`event_iterator`); here it holds one that comes otherwise
+        (a replay built without the plan's ``expected`` frames).
+        """
         t = int(event.index.get("t", 0))
-        if self.gate is not None and not event.metadata.get("added_by") and t > self._gate_t:
-            self.gate.wait_for(self._full_fields(before_t=t - self.gate.window))
-            self._gate_t = t
+        if not event.metadata.get("added_by"):
+            self._hold(t)
         self.source.select(event)
         if not event.metadata.get("added_by"):
             key = (position_name(event), t)
@@ -286,6 +308,16 @@ class ReplayEngine(LivescopeEngine):
                 self._followed.add(self._last_field)
             self._last_field = key
         super().setup_event(event)
+
+    def _hold(self, t: int) -> None:
+        """Hold plan time point ``t`` until the worker has the fields it waits for (gate).
+
+        Those of the time points ``gate.window`` or more before it; a time point
+        is held once. Runner thread.
+        """
+        if self.gate is not None and t > self._gate_t:
+            self.gate.wait_for(self._full_fields(before_t=t - self.gate.window))
+            self._gate_t = t
 
     def _full_fields(self, before_t: int | None = None) -> list[tuple[str, int]]:
         """Fields served in full (before time index ``before_t``).
@@ -450,6 +482,10 @@ def run_replay_scope(
 
     As `run_simulated`, with the recorded frames served by a `ReplayCamera`.
     ``gate``: hold each time point until the worker has analysed the earlier ones.
+    ``progress(frames_written, frames_to_write)`` is called after each frame
+    (writer thread): the frames to write are the recorded frames the plan asks
+    for, and those of decisions' added events queued so far (the total grows as
+    decisions add them), less those found unreadable.
     A frame that cannot be read is skipped (``frames_unreadable``, warned); the
     summary's ``ok`` is false, with the ``error`` why, when the plan asks for
     recorded frames and none could be served (nothing was replayed).
@@ -489,10 +525,17 @@ def run_replay_scope(
         if on_ready is not None:
             ready_or_close(agent, on_ready)
         planned = sum(1 for e in sequence if source.recorded(e) is not None)
+
+        def frames_to_write() -> int:
+            # (decisions' frames queued so far, less those found unreadable, planned or added)
+            return planned + agent.what_if_served - len(source.unreadable)
+
         t0 = time.perf_counter()
         stopped: KeyboardInterrupt | None = None
         try:
-            summary = agent.run(None if progress is None else (lambda n: progress(n, planned)))
+            summary = agent.run(
+                None if progress is None else (lambda n: progress(n, frames_to_write()))
+            )
         except KeyboardInterrupt as exc:  # (Ctrl+C: completed as below, then raised again)
             summary, stopped = interrupted_summary(out, since=started), exc
         wall = time.perf_counter() - t0
