@@ -65,7 +65,12 @@ def parse_channel_map(items: list[str]) -> dict[str, str]:
         name, sep, target = item.partition("=")
         if not sep or not name.strip() or not target.strip():
             raise ValueError(f"--channel-map {item!r}: write DATASET_CHANNEL=PROFILE_CHANNEL")
-        out[name.strip()] = target.strip()
+        name, target = name.strip(), target.strip()
+        if out.get(name, target) != target:  # (the last one was kept, without a word)
+            raise ValueError(
+                f"--channel-map maps {name!r} twice, to {out[name]!r} and to {target!r}: give one"
+            )
+        out[name] = target
     return out
 
 

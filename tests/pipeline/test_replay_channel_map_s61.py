@@ -191,3 +191,12 @@ def test_a_profile_with_too_few_channels_is_said_to_have_too_few(tmp_path: Path)
     assert "'BF', 'GFP', 'RFP' not in profile 'sim'" in said
     assert re.search(r"has 2 channel\(s\) free \(Phase, DAPI\) for the dataset's 3", said)
     assert "--channel-map" not in said
+
+
+def test_a_channel_mapped_twice_is_refused() -> None:
+    # (the last mapping was kept without a word)
+    from livescope.cli._replay import parse_channel_map
+
+    assert parse_channel_map(["GFP=Fluo", "GFP=Fluo", "BF=Phase"]) == {"GFP": "Fluo", "BF": "Phase"}
+    with pytest.raises(ValueError, match="maps 'GFP' twice, to 'Fluo' and to 'DAPI'"):
+        parse_channel_map(["GFP=Fluo", "GFP=DAPI"])
