@@ -112,7 +112,8 @@ def evaluate_triggers(
         if onset is not None and onset <= when and (end is None or when <= end):
             return cid
         parent = lineage.get(int(r["parent_id"]))
-        if parent is not None and r["birth_s"] <= when <= r["birth_s"] + anaphase_s:
+        # (`<`: the simulation turns a daughter back to interphase at birth + anaphase)
+        if parent is not None and r["birth_s"] <= when < r["birth_s"] + anaphase_s:
             return int(parent["cell_id"])
         return None
 

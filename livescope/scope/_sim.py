@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import pymmcore
 from numpy.typing import NDArray
 from pymmcore_plus.experimental.unicore import UniMMCore
 
-from livescope.schema import HardwareProfile, LivescopeError, load_profile
+from livescope.schema import HardwareProfile, LivescopeError, Objective, load_profile
 
 from ._devices import SimCamera, SimShutter, SimStateDevice, SimXYStage, SimZStage
 from ._render import (
@@ -257,6 +257,8 @@ class SimulatedMicroscope:
         self.profile = profile
         self.params = profile.simulation
         self.seed = self.params.seed if seed is None else int(seed)
+        if self.seed < 0:  # (numpy's generators said only "expected non-negative integer")
+            raise LivescopeError(f"simulation seed must be a whole number >= 0, got {seed}")
         self.sample = SimulatedSample(self.params, seed=self.seed)
         self.time_acceleration = self.params.time_acceleration
         self._lock = threading.RLock()
@@ -423,40 +425,116 @@ class SimulatedMicroscope:
         time_s: float | None = None,
         x_um: float | None = None,
         y_um: float | None = None,
+        *,
+        pixel_size_um: float | None = None,
+        shape: Sequence[int] | None = None,
+        roi: tuple[int, int, int, int] | None = None,
     ) -> FrameTruth:
-        """Ground truth of a field: by default the current one (time, stage, objective).
+        """Ground truth of a field: by default the current one (time, stage, objective, ROI).
 
-        Pass the sample time and stage position a frame was taken at (its metadata
-        holds them) to get that frame's truth. The labels cover the camera's
-        current ROI (the frame's pixels); ``x_um``, ``y_um`` stay the stage
-        position (the centre of the whole sensor).
+        Pass the sample time, stage position, pixel size and shape a frame was
+        taken with (its `FrameInfo` holds them) to get that frame's truth, whatever
+        the objective and camera ROI are now: ``pixel_size_um`` (µm) picks the
+        objective that gives it; ``shape`` (the frame's rows, cols) is the whole
+        sensor's or a ROI's; ``roi`` (x, y, width, height in sensor pixels) places
+        a ROI on the sensor. A frame's ROI is not recorded, only its shape: without
+        ``roi``, a frame smaller than the sensor is taken to be the camera's
+        current ROI, which must have its shape. ``x_um``, ``y_um`` stay the stage
+        position (the centre of the whole sensor). Any thread.
+
+        Raises
+        ------
+        LivescopeError
+            if no objective gives ``pixel_size_um``, or the frame's place on the
+            sensor cannot be known (a ``shape`` that is neither the sensor's nor
+            the current ROI's, a ``roi`` off the sensor or of another shape).
+
         """
         with self._lock:
             t = self._time_s if time_s is None else float(time_s)
             fov, optics = self._field(t)
-            if x_um is not None or y_um is not None:
-                fov = FieldOfView(
-                    center_y_um=fov.center_y_um if y_um is None else float(y_um),
-                    center_x_um=fov.center_x_um if x_um is None else float(x_um),
-                    pixel_um=fov.pixel_um,
-                    shape=fov.shape,
-                    z_um=fov.z_um,
-                    wrap_um=fov.wrap_um,
-                )
+            if pixel_size_um is not None:
+                obj = self._objective_giving(pixel_size_um)
+                fov = replace(fov, pixel_um=obj.pixel_size_um)
+                optics = replace(optics, na=obj.na)
+            fov = replace(
+                fov,
+                center_y_um=fov.center_y_um if y_um is None else float(y_um),
+                center_x_um=fov.center_x_um if x_um is None else float(x_um),
+            )
+            x0, y0, w, h = self._crop_of(shape, roi)
             state = self.sample.state_at(t)
             labels = render_labels(state, fov, optics)
-            x0, y0, w, h = self._camera.get_roi()
             if (h, w) != labels.shape:
                 labels = np.ascontiguousarray(labels[y0 : y0 + h, x0 : x0 + w])
         ids = tuple(int(i) for i in np.unique(labels) if i)
         return FrameTruth(t, fov.center_x_um, fov.center_y_um, fov.pixel_um, labels, ids)
 
-    def truth_for(self, metadata: Mapping[str, Any]) -> FrameTruth:
+    def _objective_giving(self, pixel_size_um: float) -> Objective:
+        """Return the profile's objective whose pixel size (within 3 %) a frame has."""
+        found = [o for o in self.profile.objectives if o.gives(pixel_size_um)]
+        if not found:
+            have = ", ".join(f"{o.name} {o.pixel_size_um:g} µm" for o in self.profile.objectives)
+            raise LivescopeError(
+                f"a frame with pixel size {pixel_size_um} µm: no objective of profile "
+                f"{self.profile.name!r} gives it ({have}); its ground truth cannot be drawn "
+                "(was the frame taken on this simulated microscope?)"
+            )
+        return min(found, key=lambda o: abs(o.pixel_size_um - pixel_size_um))
+
+    def _crop_of(
+        self, shape: Sequence[int] | None, roi: tuple[int, int, int, int] | None
+    ) -> tuple[int, int, int, int]:
+        """Return the (x, y, width, height) on the sensor of a frame of ``shape`` / ``roi``."""
+        rows, cols = self._camera.sensor_shape()
+        frame = None if shape is None else tuple(int(s) for s in shape)[-2:]
+        if frame is not None and len(frame) != 2:
+            raise LivescopeError(f"a frame's shape has rows and columns, got {tuple(shape or ())}")
+        if roi is None:
+            if frame is None:
+                return self._camera.get_roi()
+            if frame == (rows, cols):
+                return (0, 0, cols, rows)
+            now = self._camera.get_roi()
+            if frame == (now[3], now[2]):
+                return now
+            raise LivescopeError(
+                f"a frame of shape {frame} is neither the whole sensor's ({rows}, {cols}) nor "
+                f"the camera ROI's now {now} (x, y, width, height); where its ROI sat on the "
+                "sensor is not recorded: pass the frame's roi for its ground truth"
+            )
+        x0, y0, w, h = (int(v) for v in roi)
+        if x0 < 0 or y0 < 0 or w <= 0 or h <= 0 or x0 + w > cols or y0 + h > rows:
+            raise LivescopeError(
+                f"ROI {tuple(roi)} (x, y, width, height) is not on the {cols} x {rows} sensor"
+            )
+        if frame is not None and frame != (h, w):
+            raise LivescopeError(f"a frame of shape {frame} cannot come from ROI {tuple(roi)}")
+        return (x0, y0, w, h)
+
+    def truth_for(
+        self,
+        metadata: Mapping[str, Any],
+        *,
+        pixel_size_um: float | None = None,
+        shape: Sequence[int] | None = None,
+        roi: tuple[int, int, int, int] | None = None,
+    ) -> FrameTruth:
         """Ground truth of a recorded frame, from its livescope frame metadata.
 
         ``metadata`` is a frame's metadata from `LivescopeEngine` (its
-        ``livescope.sample_time_s`` and ``position``) or a recorded frame's
-        `FrameInfo` (``sample_time_s``, ``x_um``, ``y_um``).
+        ``livescope.sample_time_s``, ``position`` and ``pixel_size_um``) or a
+        recorded frame's `FrameInfo` (``sample_time_s``, ``x_um``, ``y_um``,
+        ``pixel_size_um``, ``shape``). The keywords, as for `ground_truth`, say
+        what the metadata does not (or override it); what neither says is taken
+        from the microscope as it is now.
+
+        Raises
+        ------
+        LivescopeError
+            if the metadata lacks the sample time or stage position, or the
+            frame's geometry cannot be reproduced (see `ground_truth`).
+
         """
         try:
             if "x_um" in metadata:
@@ -470,7 +548,11 @@ class SimulatedMicroscope:
                 f"frame metadata lacks the sample time or stage position needed for ground "
                 f"truth ({exc!r}); record with the livescope engine"
             ) from exc
-        return self.ground_truth(t, x, y)
+        if pixel_size_um is None and metadata.get("pixel_size_um") is not None:
+            pixel_size_um = float(metadata["pixel_size_um"])
+        if shape is None and metadata.get("shape") is not None:
+            shape = metadata["shape"]
+        return self.ground_truth(t, x, y, pixel_size_um=pixel_size_um, shape=shape, roi=roi)
 
     def lineage(self) -> list[CellRecord]:
         """Every cell simulated so far (ids, parents, birth/end times, fate, mitosis onset)."""

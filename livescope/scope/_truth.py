@@ -12,6 +12,7 @@ simulated cell in ``lineage.json``.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ from livescope.schema import FrameInfo, LivescopeError, write_atomic
 from ._sim import SimulatedMicroscope
 
 __all__ = ["GroundTruthWriter"]
+
+logger = logging.getLogger("livescope")
 
 
 class GroundTruthWriter:
@@ -51,12 +54,17 @@ class GroundTruthWriter:
         """Record the truth of the frame's (position, t), once per pair (writer thread).
 
         Frames added by decisions (close-ups at their own positions) are left out:
-        the truth follows the plan's positions.
+        the truth follows the plan's positions. The truth is drawn with the frame's
+        own pixel size and shape (``info``), not the objective and ROI in use when
+        this runs: the runner may have changed them since.
 
         Raises
         ------
         LivescopeError
-            if the frame has no sample time or stage position.
+            if the frame has no sample time or stage position, or a pixel size or
+            shape the simulated microscope cannot reproduce
+            (`SimulatedMicroscope.ground_truth`). The (position, t) is then left
+            without truth; `close` writes the rest.
 
         """
         if info.get("added_by"):
@@ -69,23 +77,34 @@ class GroundTruthWriter:
                 f"frame {info['seq']} has no sample time or stage position; "
                 "ground truth needs frames recorded by the livescope engine"
             )
-        # (a position is listed once it has a truth: `close` found one refused here
-        # with none, failed on it and wrote no lineage)
-        seen = self._frames.setdefault(pos, {})
-        truth = self.sim.ground_truth(info["sample_time_s"], info["x_um"], info["y_um"])
+        truth = self.sim.ground_truth(
+            info["sample_time_s"],
+            info["x_um"],
+            info["y_um"],
+            pixel_size_um=info["pixel_size_um"],
+            shape=info["shape"],
+        )
         folder = self.out_dir / pos / "cell_ids"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"t{t:04d}.tif"
         tifffile.imwrite(path, truth.labels, compression="zlib")
-        seen[t] = path
+        # (listed only once its truth is written: a position listed with none, its
+        # truth refused or failed, made `close` fail and write no lineage)
+        self._frames.setdefault(pos, {})[t] = path
 
     def close(self) -> None:
-        """Write the CTC ground truth of every position and the lineage."""
+        """Write the CTC ground truth of every position and the lineage.
+
+        A position with no truth written (every frame's refused) is left out, logged.
+        """
         records = self.sim.lineage()
         parent_of = {r.cell_id: r.parent_id for r in records}
         by_id = {r.cell_id: r for r in records}
         positions: dict[str, Any] = {}
         for pos, files in self._frames.items():
+            if not files:
+                logger.warning("%s: no ground truth written; the position is left out", pos)
+                continue
             ts = sorted(files)
             ids = [np.asarray(tifffile.imread(files[t])) for t in ts]
             # CTC frame k is time point k, as in the worker's result: a time point not
