@@ -17,7 +17,10 @@ tracks and states, never an error.
 A position whose pixel size (objective, binning) or frame shape (ROI) changes
 starts its tracks anew: pixel centroids of two scales cannot be linked, so the
 tracks seen before the change end there (reported lost) and new ones begin
-(track ids go on from the old ones; the lineage is kept).
+(track ids go on from the old ones; the lineage is kept). A field its tracker
+ignores (a time point tracked already, or out of order) changes neither. Each
+position's view is in `FrameAnalyzer.views`, saved and restored with its tracker
+(`FrameResult.view`: as of one field).
 """
 
 from __future__ import annotations
@@ -72,6 +75,9 @@ class FrameResult:
     objects: ObjectTable | None = None
     """Per-object centroid, area and mean nuclear signal (rows follow ascending labels)."""
     ms: dict[str, float] = field(default_factory=dict)
+    view: tuple[float | None, tuple[int, ...]] | None = None
+    """The position's view once this field is tracked: pixel size (µm; None: never known)
+    and frame shape (px), as in `FrameAnalyzer.views` (None: nothing was tracked)."""
 
     def cell_table(self) -> list[dict[str, Any]]:
         """One row per cell: label, track id, and its state and ``p_mitosis`` when classified."""
@@ -150,10 +156,12 @@ class FrameAnalyzer:
         self._segmenters: dict[float | None, SegmentationEngine] = {}
         self.tracker_config = tracker_config
         self.trackers: dict[str, OnlineTracker] = {}
+        self.views: dict[str, tuple[float | None, tuple[int, ...]]] = {}
+        """Each position's view: its last pixel size (µm; None: never known) and frame shape
+        (a change of either starts its tracks anew); a resumed worker restores it with
+        `trackers`."""
         self._frames: dict[str, int] = {}
         self._stain_misfit: set[str] = set()  # positions told their stain is left out
-        # each position's last pixel size (None: never known) and frame shape, for `_tracker`
-        self._views: dict[str, tuple[float | None, tuple[int, ...]]] = {}
 
     def _segmenter(self, pixel_size_um: float | None) -> SegmentationEngine:
         diameter = None
@@ -256,9 +264,10 @@ class FrameAnalyzer:
             labels = self._segmenter(pixel_size_um).segment(nuclear, normalised=virtual).labels
         res.labels = labels
         t1 = time.perf_counter()
-        tracker, ended = self._tracker(position, pixel_size_um, labels.shape)
+        tracker, ended = self._tracker(position, frame, pixel_size_um, labels.shape)
         res.objects = measure_objects(labels, nuclear)  # measured once: tracker and policies
         res.tracks = tracker.update(res.objects, frame=frame)
+        res.view = self.views.get(position)
         if res.tracks.ignored:
             # (the tracker's own warning names no position; the cells are still returned,
             # and stored, with track 0)
@@ -277,13 +286,17 @@ class FrameAnalyzer:
         return res
 
     def _tracker(
-        self, position: str, pixel_size_um: float | None, shape: tuple[int, ...]
+        self, position: str, frame: int, pixel_size_um: float | None, shape: tuple[int, ...]
     ) -> tuple[OnlineTracker, tuple[int, ...]]:
         """Return the position's tracker, and the tracks a change of view ended (see the module)."""
         tracker = self.trackers.get(position)
-        last_px, last_shape = self._views.get(position, (None, shape))
+        if tracker is not None and frame <= tracker.frame:
+            # the tracker ignores it (given again, or late): a late field of the view before
+            # ended the tracks of the new one, and the next field every track once more
+            return tracker, ()
+        last_px, last_shape = self.views.get(position, (None, shape))
         px = pixel_size_um if pixel_size_um is not None else last_px
-        self._views[position] = (px, shape)
+        self.views[position] = (px, shape)
         if tracker is None:
             tracker = self.trackers[position] = OnlineTracker(self.tracker_config)
             return tracker, ()

@@ -364,6 +364,9 @@ class PipelineWorker:
             p: tr.snapshot() for p, tr in self.analyzer.trackers.items()
         }
         self._decided_done: dict[str, int] = dict(self.done)
+        # each position's view (pixel size, frame shape) as of its tracker's state above: a
+        # resumed tracker without it linked the cells of a new objective or binning
+        self._decided_views = dict(self.analyzer.views)
         # each position's tracker state as JSON, made once per snapshot: a field changes
         # one position's tracker, and every position's was made again for each field's
         # state.json (96 positions: ~1-2 s a field after 10,000 fields, measured here)
@@ -410,6 +413,10 @@ class PipelineWorker:
 
     def _save_state(self, state: dict[str, Any] | None = None, *, finished: bool = False) -> None:
         """Trackers and the last analysed field of each position (after a field is stored).
+
+        Each tracker goes with its view (`FrameAnalyzer.views`: the pixel size and
+        frame shape its tracks are in): a resumed worker whose next field is of
+        another objective, binning or ROI ends the tracks, as one never stopped.
 
         ``finished``: saved at the worker's end, once the CTC results are swapped in
         (live masks left then are stale: `restore_live_masks`).
@@ -486,6 +493,11 @@ class PipelineWorker:
                         raise LivescopeError(
                             f"cannot read worker state {path}: position {pos}'s {exc} ({redo})"
                         ) from exc
+                # (a state saved before views were: as then, the first field's is taken)
+                views = {
+                    str(pos): (None if px is None else float(px), tuple(int(n) for n in shape))
+                    for pos, (px, shape) in state.get("views", {}).items()
+                }
                 class_cols = list(state.get("class_cols", []))
             except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
                 # (ValueError: not UTF-8, not JSON, or a count or time point that is no
@@ -498,6 +510,7 @@ class PipelineWorker:
                 self.recorded.forget(pos, t)
             self.counts.update(counts)
             self.analyzer.trackers.update(trackers)
+            self.analyzer.views.update(views)
         ppath = self.results / "policy_state.json"
         if ppath.is_file():
             # (as state.json's: a damaged file is the worker's refusal, naming it, which the
@@ -1033,6 +1046,8 @@ class PipelineWorker:
         self.counts["stains_skipped_behind"] += fld.stain_skipped
         self._decided_done[fld.position] = fld.t
         self._tracker_states[fld.position] = job.tracker_state
+        if res.view is not None:
+            self._decided_views[fld.position] = res.view
         # results, overlay and state are written by the store thread, off the decision path
         job_done = StoreJob(fld, res, obs, verdicts, acks, ms, self._snapshot(), policy_state)
         self._store_q.put(job_done)
@@ -1045,6 +1060,7 @@ class PipelineWorker:
             "done": dict(self._decided_done),
             "counts": dict(self.counts),
             "trackers": {p: st for p, st in self._tracker_states.items() if st is not None},
+            "views": dict(self._decided_views),
         }
 
     def _store_loop(self) -> None:

@@ -156,11 +156,13 @@ def _relabel(
 class _MaskFiles(Sequence[NDArray[np.integer]]):
     """Frames ``0..n-1`` of a folder of ``maskT.tif`` files, read when asked for (absent: empty)."""
 
-    def __init__(
-        self, files: dict[int, Path], shape: tuple[int, ...], revisions: Sequence[Revision] = ()
-    ) -> None:
+    def __init__(self, files: dict[int, Path], revisions: Sequence[Revision] = ()) -> None:
         self._files = files
-        self._shape = shape
+        self._first = files[min(files)] if files else None
+        self._shape: tuple[int, ...] = ()
+        if self._first is not None:
+            with tifffile.TiffFile(self._first) as tf:
+                self._shape = tuple(tf.pages[0].shape)
         self._n = max(files) + 1 if files else 0
         self._revisions = list(revisions)
 
@@ -174,6 +176,15 @@ class _MaskFiles(Sequence[NDArray[np.integer]]):
         if path is None:
             return np.zeros(self._shape, np.uint16)
         frame = tifffile.imread(path)
+        if frame.shape != self._shape:
+            # (written as they were, the result held masks of two sizes, which no CTC
+            # reader takes: py-ctcmetrics and `read_ctc` refuse it whole)
+            raise LivescopeError(
+                f"{path}: {'x'.join(map(str, frame.shape))} px, {self._first} "
+                f"{'x'.join(map(str, self._shape))} px: the masks of {path.parent} are of two "
+                "sizes (the position's binning, objective or ROI changed during the run), and "
+                "a CTC sequence has one: no CTC result is made of them"
+            )
         revs = [r for r in self._revisions if r.first <= f <= r.last]
         if revs:
             frame = frame.astype(np.int64)  # (a new id may not fit the mask's dtype)
@@ -224,8 +235,11 @@ def rewrite_ctc_result(
     Raises
     ------
     LivescopeError
-        if a frame of the result ``out`` held before cannot be removed, naming
-        it (the new result is written).
+        if the masks are not all of one size (a binning, objective or ROI
+        changed during the run), naming two of the sizes and their files:
+        nothing is written (a CTC sequence has one size; a missing frame is an
+        empty one of the first frame's). If a frame of the result ``out`` held
+        before cannot be removed, naming it (the new result is written).
 
     """
     base = Path(folder)
@@ -243,9 +257,7 @@ def rewrite_ctc_result(
         if out is not None:
             _remove_stale_frames(dest, "mask", set())
         return []
-    with tifffile.TiffFile(next(iter(files.values()))) as tf:
-        shape = tuple(tf.pages[0].shape)
-    frames = _MaskFiles(files, shape, revisions)
+    frames = _MaskFiles(files, revisions)
     tracks, label_at, object_of = _ctc_tracks(frames, parent_of, None)
     nd = _digits(len(frames))
     written: set[str] = set()
