@@ -180,7 +180,9 @@ class EventFeed:
         ``planned_stopped`` and ``added_stopped``: dropped by a stop of their
         position or place (what `stop_position` returns, summed); ``left``: the
         rest, still queued, never taken because the run stopped or ended first,
-        or skipped by the engine (frames a replay's recording lacks). Any thread.
+        or skipped by the engine (frames a replay's recording lacks); an event
+        handed out that the runner gave back unacquired (`untake`) counts there
+        too. Any thread.
         """
         with self._lock:
             counts = dict(self._counts)
@@ -189,6 +191,17 @@ class EventFeed:
             - counts["added_taken"] - counts["planned_stopped"] - counts["added_stopped"]
         )  # fmt: skip
         return counts
+
+    def untake(self, event: useq.MDAEvent) -> None:
+        """Count an event handed out as never taken: the runner gave it back unacquired.
+
+        pycromanager's feeder takes events ahead of its engine: those a
+        `StopRun` catches before the engine begins them are given back, and
+        count as ``left`` (`counts`), as on the MDA path, where a stop keeps
+        them from being handed out at all. Any thread.
+        """
+        with self._lock:
+            self._counts["added_taken" if event.metadata.get("added_by") else "planned_taken"] -= 1
 
     def _requeue(self, entry: QueueEntry) -> None:
         """Put an entry on the queue (lock held)."""

@@ -16,7 +16,8 @@ Two ways to reach a microscope, one class (`PycromanagerAgent`):
 How a run goes (`PycromanagerAgent.run`, on the caller's thread):
 
 * a feeder thread takes the plan's events from the agent's `EventFeed` *just in
-  time* (``lead_s`` before each is due), converts each (`to_pycromanager_event`)
+  time* (``lead_s`` before each is due; when due until the first image, which
+  starts pycromanager's clock), converts each (`to_pycromanager_event`)
   and hands it to ``acq.acquire``: events added by decisions join the same feed,
   so they reach the acquisition's event queue in time order. At most
   ``queue_ahead`` events wait in pycromanager's queue (events all due at once,
@@ -116,6 +117,7 @@ from ._pycromanager_core import (
     check_hook,
     close_writer_readers,
     read_saved_frame,
+    require_pycromanager,
     to_pycromanager_event,
 )
 
@@ -182,7 +184,9 @@ class PycromanagerAgent(ScopeAgent):
         Micro-Manager's ZMQ server port (Java backend).
     lead_s
         How long (wall-clock seconds) before it is due each event is handed to
-        pycromanager.
+        pycromanager, which waits out the rest. Until the first image (when
+        pycromanager's clock starts) events are handed over when due, not
+        before: pycromanager would acquire them on arrival, early.
     watchdog_s
         Abort the acquisition when no image has arrived for this long (wall-clock
         seconds) while events are outstanding.
@@ -202,8 +206,9 @@ class PycromanagerAgent(ScopeAgent):
         (before anything moves or is written) if a hook cannot be called with one
         argument, ``backend``, ``watchdog_s`` or ``queue_ahead`` is out of range,
         the plan asks for an action other than an image, the Python backend has no
-        core, or (Java backend) no Micro-Manager answers on ``port``; or if the
-        plan does not fit the profile.
+        core, pycromanager (or its mmpycorex or ndstorage) cannot be imported, or
+        (Java backend) no Micro-Manager answers on ``port``; or if the plan does
+        not fit the profile.
 
     """
 
@@ -248,6 +253,7 @@ class PycromanagerAgent(ScopeAgent):
             raise LivescopeError(f"lead_s must be a finite number >= 0 s, got {lead_s}")
         if queue_ahead < 1:  # (before the bus and the run folder are opened)
             raise LivescopeError(f"queue_ahead must be >= 1, got {queue_ahead}")
+        require_pycromanager(backend)  # (a missing package named before the run folder is made)
         if backend == "java":
             if core is None:
                 from pycromanager import Core
@@ -399,8 +405,9 @@ class PycromanagerAgent(ScopeAgent):
         already in pycromanager's queue, and it has no way to take one back
         short of an abort (which also loses the frame in progress): each is
         skipped at its pre-hardware hook instead, and no longer counts as
-        submitted (as an event the feed never handed out). Returns whether
-        ``key`` was such an event.
+        submitted, nor as taken from the feed (as an event the feed never
+        handed out: the summary's ``events`` count it as ``left``). Returns
+        whether ``key`` was such an event.
         """
         with self._lock:
             event = self._pending.pop(key, None)
@@ -409,6 +416,7 @@ class PycromanagerAgent(ScopeAgent):
             self._unsnapped.pop(key, None)
             self._stage_at.pop(key, None)
             self.events_submitted -= 1
+        self.feed.untake(event)
         self._taken.set()
         logger.info("event %s withdrawn: the run was stopped", index_text(event.index))
         return True
@@ -651,8 +659,8 @@ class PycromanagerAgent(ScopeAgent):
         as pymmcore-plus's do; pycromanager counts ``min_start_time`` from its
         first image, which a slow first set-up (a long stage move) delays: every
         later event would be that much late. Before the first image its clock
-        has not started, and an event runs when it is handed over (``lead_s``
-        before it is due at most).
+        has not started, and an event runs when it is handed over: the feeder
+        hands it over only once it is due (`_feed_loop`).
         """
         start = self._first_image_wall
         if start is None or not event.min_start_time:
@@ -672,16 +680,22 @@ class PycromanagerAgent(ScopeAgent):
                     break
                 if event.reset_event_timer:
                     t0, t0_wall = time.perf_counter(), time.time()
-                due = t0 + float(event.min_start_time or 0.0) - self.lead_s
+                due = t0 + float(event.min_start_time or 0.0)
                 while not (self._halt.is_set() or self.feed.stopped):
-                    wait = due - time.perf_counter()
+                    # (until the first image pycromanager's clock has not started, and it
+                    # would acquire an event handed over early at once: no lead before it)
+                    lead = 0.0 if self._first_image_wall is None else self.lead_s
+                    wait = due - lead - time.perf_counter()
                     if wait <= 0:
                         break
                     self._halt.wait(min(wait, 0.05))
+                subs = getattr(event, "events", None) or (event,)
                 with self._feeding:
                     if self._halt.is_set() or self.feed.stopped:
+                        for sub in subs:  # (taken from the feed, never handed over)
+                            self.feed.untake(sub)
                         break
-                    for sub in getattr(event, "events", None) or (event,):
+                    for sub in subs:
                         self._submit(acq, sub, t0_wall)
         except Exception as exc:  # raised by run() after teardown
             logger.exception("feeding pycromanager failed")

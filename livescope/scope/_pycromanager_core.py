@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib
 import inspect
 import re
 import threading
@@ -28,6 +29,7 @@ from livescope.schema import LivescopeError, start_daemon
 from ._fanout import position_name
 
 __all__ = [
+    "PYCROMANAGER_REQUIREMENT",
     "AxesKey",
     "Hook",
     "RemoteCore",
@@ -37,6 +39,7 @@ __all__ = [
     "check_hook",
     "close_writer_readers",
     "read_saved_frame",
+    "require_pycromanager",
     "to_pycromanager_event",
 ]
 
@@ -46,6 +49,41 @@ AxesKey = tuple[tuple[str, int | str], ...]
 
 _REGISTERED: list[Any] = []  # cores this module put into mmpycorex's core list
 _ATEXIT_SET = False
+
+PYCROMANAGER_REQUIREMENT = "pycromanager>=1.0.2,<1.1"
+"""The pycromanager livescope works with (as ``pyproject.toml`` pins it): the
+workarounds here are for 1.0.x's internals."""
+
+# what each backend imports during a run (pycromanager brings mmpycorex and ndstorage)
+_NEEDED = {
+    "java": ("pycromanager",),
+    "python": (
+        "pycromanager",
+        "pycromanager.acquisition.python_backend_acquisitions",
+        "pycromanager.acquisition.acq_eng_py.internal.engine",
+        "mmpycorex.launcher",
+        "ndstorage",
+    ),
+}
+
+
+def require_pycromanager(backend: str) -> None:
+    """Import what pycromanager's ``backend`` (``"python"`` or ``"java"``) needs for a run.
+
+    Called before a run folder is made: a missing package is one message
+    naming it and what to install, not a ``ModuleNotFoundError`` from within
+    the run. Raises `LivescopeError` if a module cannot be imported.
+    """
+    for name in _NEEDED[backend]:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            missing = (exc.name or name).split(".")[0]
+            raise LivescopeError(
+                f"the pycromanager backend ({backend}) needs {missing!r}, which cannot be "
+                f"imported ({exc}); install pycromanager and its dependencies (mmpycorex, "
+                f"ndstorage): pip install '{PYCROMANAGER_REQUIREMENT}'"
+            ) from exc
 
 
 # ----------------------------------------------------------------- the core
