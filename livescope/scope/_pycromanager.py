@@ -6,8 +6,10 @@ Two ways to reach a microscope, one class (`PycromanagerAgent`):
   ZMQ bridge. In Micro-Manager, enable Tools → Options → "Run server on port
   4827" (`PycromanagerAgent`'s ``port``); Java's acquisition engine then writes
   an NDTiff dataset into the run folder on this PC, and livescope reads each
-  frame from it. Not tested against a real Micro-Manager (none on the test
-  machines): the tests stand pycromanager's Python engine in for Java's.
+  frame from it; Micro-Manager opens no viewer window for it (closing one ended
+  the run: `livescope view` shows the frames). Not tested against a real
+  Micro-Manager (none on the test machines): the tests stand pycromanager's
+  Python engine in for Java's.
 * ``backend="python"``: pycromanager's Python acquisition engine on a
   pymmcore-plus core in this process (the simulated microscope in the tests);
   `adapt_core` makes the core look like the one pycromanager expects, for the
@@ -334,7 +336,11 @@ class PycromanagerAgent(ScopeAgent):
 
             restore = _quiet_bridge_threads(self.port)
             try:
-                acq = pycromanager.JavaBackendAcquisition(port=self.port, **kwargs)
+                # (no Micro-Manager viewer window: closing it, as one closes a window
+                # in the way, ended the run; `livescope view` shows the frames)
+                acq = pycromanager.JavaBackendAcquisition(
+                    port=self.port, show_display=False, **kwargs
+                )
             except Exception as exc:  # (its bridge raises a bare Exception)
                 # (e.g. Micro-Manager was closed after the agent connected to it)
                 raise LivescopeError(
@@ -569,7 +575,8 @@ class PycromanagerAgent(ScopeAgent):
             if notification.is_acquisition_finished_notification():
                 if not (self._fed_all or self._halt.is_set() or self._stop_asked.is_set()):
                     # (not asked for: a hook or its saving failed, or on the Java backend
-                    # its viewer was closed; the events not handed over are not acquired)
+                    # the acquisition was ended in Micro-Manager; the events not handed
+                    # over are not acquired)
                     self._errors.append(
                         LivescopeError(
                             "pycromanager ended the acquisition before the plan was done "

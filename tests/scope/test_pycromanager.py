@@ -506,8 +506,9 @@ def test_java_backend_connects_on_the_port_without_registering_the_core(
 
     ports = []
 
-    def java(*, port: int, **kwargs: Any) -> Any:
+    def java(*, port: int, show_display: bool, **kwargs: Any) -> Any:
         ports.append((port, list(launcher._PYMMCORES)))
+        assert show_display is False  # (closing Micro-Manager's viewer ended the run)
         return PythonBackendAcquisition(**kwargs)
 
     monkeypatch.setattr(pycromanager, "JavaBackendAcquisition", java)
