@@ -120,6 +120,15 @@ def test_a_windows_path_whose_backslashes_yaml_refuses_says_how_to_write_it(
 
 
 @pytest.mark.parametrize(
+    "name", ["実験\u3000データ", "\u0622\u0632\u0645\u0627\u06cc\u0634\u200c\u0647\u0627"]
+)
+def test_a_folder_name_with_a_wide_space_or_joiner_is_kept(tmp_path: Path, name: str) -> None:
+    # (not YAML's escapes: a Japanese full-width space, a Persian zero-width non-joiner)
+    path = _rig_with_config(tmp_path, f"micromanager_config: 'D:/{name}/ti2.cfg'")
+    assert str(load_profile(path).micromanager_config) == f"D:/{name}/ti2.cfg"
+
+
+@pytest.mark.parametrize(
     "value",
     [
         pytest.param(r'"D:\rigs\ti2.cfg"', id="carriage-return"),

@@ -286,6 +286,15 @@ class Simulation(_RigModel):
     )
 
 
+_YAML_INVISIBLE = frozenset("\u0085\u00a0\u2028\u2029")
+"""What YAML's double-quoted escapes (backslash N, _, L, P) make of a Windows path."""
+
+
+def _yaml_escaped(c: str) -> bool:
+    """Return True for a character a YAML escape leaves in a path (a control one, or invisible)."""
+    return ord(c) < 32 or c in _YAML_INVISIBLE
+
+
 class HardwareProfile(_RigModel):
     """A microscope rig, validated. Load with `load_profile` or `HardwareProfile.from_file`."""
 
@@ -312,9 +321,9 @@ class HardwareProfile(_RigModel):
     def _no_control_characters(cls, path: Path | None) -> Path | None:
         # (no file name holds one: a Windows path in double quotes was read with "\r",
         # "\t"... turned into them, and "not found" later printed it broken over lines;
-        # "\P", "\L", "\N", "\_" become U+2029, U+2028, U+0085, U+00A0, unseen and
-        # not refused: none is printable)
-        if path is not None and (bad := sorted({c for c in str(path) if not c.isprintable()})):
+        # "\P", "\L", "\N", "\_" become U+2029, U+2028, U+0085, U+00A0, unseen: those
+        # four only, as a folder's name may hold other spaces, U+3000 or U+200C)
+        if path is not None and (bad := sorted({c for c in str(path) if _yaml_escaped(c)})):
             raise ValueError(
                 f"holds control or invisible character(s) {', '.join(repr(c) for c in bad)}: "
                 f"{BACKSLASH_HINT}"

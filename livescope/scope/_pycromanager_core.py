@@ -82,7 +82,8 @@ def require_pycromanager(backend: str) -> None:
             raise LivescopeError(
                 f"the pycromanager backend ({backend}) needs {missing!r}, which cannot be "
                 f"imported ({exc}); install pycromanager and its dependencies (mmpycorex, "
-                f"ndstorage): pip install '{PYCROMANAGER_REQUIREMENT}'"
+                # (double quotes: cmd.exe takes no single ones, and reads > and < as redirects)
+                f'ndstorage): pip install "{PYCROMANAGER_REQUIREMENT}"'
             ) from exc
 
 

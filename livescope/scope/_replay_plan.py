@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import re
-import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -117,7 +116,9 @@ def _map_hint(unknown: Sequence[str], profile: HardwareProfile, taken: set[str])
         kind = "label_free" if _looks_label_free(ch) else "fluorescence"
         preset = next((c for c in free if c.kind == kind), free[0])
         free.remove(preset)
-        options.append(f"--channel-map {shlex.quote(f'{ch}={preset.name}')}")
+        # (double quotes where a name has a space: cmd.exe takes no single quotes)
+        pair = f"{ch}={preset.name}"
+        options.append(f'--channel-map "{pair}"' if " " in pair else f"--channel-map {pair}")
     return " ".join(options)
 
 

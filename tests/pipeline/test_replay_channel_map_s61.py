@@ -200,3 +200,12 @@ def test_a_channel_mapped_twice_is_refused() -> None:
     assert parse_channel_map(["GFP=Fluo", "GFP=Fluo", "BF=Phase"]) == {"GFP": "Fluo", "BF": "Phase"}
     with pytest.raises(ValueError, match="maps 'GFP' twice, to 'Fluo' and to 'DAPI'"):
         parse_channel_map(["GFP=Fluo", "GFP=DAPI"])
+
+
+def test_the_hint_quotes_a_spaced_name_as_cmd_exe_takes_it(tmp_path: Path) -> None:
+    # (single quotes, as shlex.quote gives, split 'Bright Field=...' in two on Windows)
+    src = _ome_tiff(tmp_path / "two.ome.tif", ["Bright Field", "mCherry"])
+    with open_dataset(src) as ds, pytest.raises(LivescopeError) as err:
+        map_channels(ds, load_profile("spinning-disk-3200-scmos"))
+    assert '--channel-map "Bright Field=Brightfield"' in str(err.value)
+    assert "'" not in str(err.value).split("; pass ", 1)[1]
