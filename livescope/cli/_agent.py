@@ -414,8 +414,10 @@ def worker(
 
     Exit status: 0 when it has ended so; 2 when it refuses its options, config or
     input (its supervisor does not restart it before it was ready: it would refuse
-    again); 75 when the engines' runtime failed (a GPU out of memory, a driver
-    error), which a restart may get past; 1 for any other failure (a traceback).
+    again), or, once ready, when deciding or storing results failed (``deciding
+    failed: ...``, a full disk; restarted from its saved state); 75 when the
+    engines' runtime failed (a GPU out of memory, a driver error), which a restart
+    may get past; 1 for any other failure (a traceback).
     """
     setup_logging(False)
     from livescope.bus import attach

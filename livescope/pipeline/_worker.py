@@ -144,7 +144,8 @@ POLICY_HANG_S = 10.0
 naming it and the field, and the policy written to ``results/policy_hung.json``. The
 call goes on (a worker cannot stop it), holding up every later field's decisions and
 results, so the supervisor ends the worker as hung (`WorkerSupervisor.hang_timeout_s`,
-300 s by default: longer than this, or the policy is not marked yet); the worker
+300 s by default: longer than this, or the policy is not marked yet; a ``restore()``
+that hangs as a resumed worker starts, before it is ready: `start_timeout_s`); the worker
 restarted after it disables the policies that file names, as a policy that raised is
 disabled, and the run goes on without them. A call that returns after all was only slow:
 it is logged and taken off the file. Python policies decide in well under a millisecond
@@ -953,7 +954,7 @@ class PipelineWorker:
                 who, self.policy.calling = self.policy.calling, None  # (not hung: it ended)
                 if who is not None:
                     exc = LivescopeError(
-                        f"policy {who[0]!r}'s {who[1]} raised {type(exc).__name__}: {exc}"
+                        f"policy {who[0]!r}: its {who[1]} raised {type(exc).__name__}: {exc}"
                     )
                 logger.exception("deciding field %s t=%d failed%s", job.fld.position, job.fld.t,
                                  f": {exc}" if who is not None else "")  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -220,9 +221,11 @@ def _policy_bug(exc: BaseException) -> None:
     ``SystemExit`` (a policy calling ``sys.exit``) or a ``GeneratorExit`` it
     raises is its bug, which disables it as any exception does (caught as
     ``Exception`` only, it stopped the worker, again on every restart, and
-    the error did not name the policy).
+    the error did not name the policy). So is a ``KeyboardInterrupt`` on a
+    thread other than the main one (the worker's decision thread), where no
+    Ctrl+C arrives: the policy raised it itself.
     """
-    if isinstance(exc, KeyboardInterrupt):
+    if isinstance(exc, KeyboardInterrupt) and threading.current_thread() is threading.main_thread():
         raise exc
 
 

@@ -48,6 +48,7 @@ class GroundTruthWriter:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._frames: dict[str, dict[int, Path]] = {}  # position -> t -> cell-id mask file
+        self._seen: set[str] = set()  # plan positions with a frame (its truth written or not)
         self.summary: dict[str, Any] = {}
 
     def write(self, image: NDArray[Any], info: FrameInfo) -> None:
@@ -55,8 +56,10 @@ class GroundTruthWriter:
 
         Frames added by decisions (close-ups at their own positions) are left out:
         the truth follows the plan's positions. The truth is drawn with the frame's
-        own pixel size and shape (``info``), not the objective and ROI in use when
-        this runs: the runner may have changed them since.
+        own pixel size and shape (``info``), not the objective and ROI size in use
+        when this runs: the runner may have changed them since (a ROI of the
+        frame's size is taken to sit where the camera's does now: the frame does
+        not say where its ROI was).
 
         Raises
         ------
@@ -72,6 +75,7 @@ class GroundTruthWriter:
         pos, t = info["position"], int(info["index"].get("t", 0))
         if t in self._frames.get(pos, {}):
             return
+        self._seen.add(pos)
         if info["sample_time_s"] is None or info["x_um"] is None or info["y_um"] is None:
             raise LivescopeError(
                 f"frame {info['seq']} has no sample time or stage position; "
@@ -95,16 +99,17 @@ class GroundTruthWriter:
     def close(self) -> None:
         """Write the CTC ground truth of every position and the lineage.
 
-        A position with no truth written (every frame's refused) is left out, logged.
+        A position with no truth written (every frame's refused, `write` raised for
+        each) is left out, logged.
         """
         records = self.sim.lineage()
         parent_of = {r.cell_id: r.parent_id for r in records}
         by_id = {r.cell_id: r for r in records}
         positions: dict[str, Any] = {}
+        for pos in sorted(self._seen - self._frames.keys()):
+            logger.warning("%s: no ground truth written (each frame's refused); the position "
+                           "is left out", pos)  # fmt: skip
         for pos, files in self._frames.items():
-            if not files:
-                logger.warning("%s: no ground truth written; the position is left out", pos)
-                continue
             ts = sorted(files)
             ids = [np.asarray(tifffile.imread(files[t])) for t in ts]
             # CTC frame k is time point k, as in the worker's result: a time point not

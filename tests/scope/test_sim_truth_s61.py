@@ -9,6 +9,7 @@ correlation with the frame -0.03, 0.93 right after the snap).
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +132,7 @@ def test_a_frames_geometry_that_cannot_be_reproduced_is_an_error(
     ],
 )
 def test_a_failed_truth_write_leaves_the_other_positions_truth_and_the_lineage(
-    sim: SimulatedMicroscope, tmp_path: Path, failing: FrameInfo
+    sim: SimulatedMicroscope, tmp_path: Path, failing: FrameInfo, caplog: pytest.LogCaptureFixture
 ) -> None:
     # B was listed before its truth was drawn: `close` then failed on it (IndexError) and
     # wrote no lineage.json, nor the truth of any position after it
@@ -140,7 +141,9 @@ def test_a_failed_truth_write_leaves_the_other_positions_truth_and_the_lineage(
     with pytest.raises((ValueError, LivescopeError)):
         writer.write(np.zeros((512, 512), np.uint16), failing)
     writer.write(np.zeros((512, 512), np.uint16), _info(2, "C"))
-    writer.close()
+    with caplog.at_level(logging.WARNING, logger="livescope"):
+        writer.close()
+    assert any(r.getMessage().startswith("B: no ground truth written") for r in caplog.records)
     assert (tmp_path / "lineage.json").is_file()
     assert list(writer.summary["positions"]) == ["A", "C"]
     assert (tmp_path / "C" / "TRA" / "man_track.txt").is_file()
