@@ -105,6 +105,10 @@ class ScopeAgent:
     clock
         Plan seconds since the run started, when not the wall clock (a replay's is
         the recorded time of the last event served).
+    recording_memory_bytes
+        How many bytes of frames may wait to be recorded before the run is
+        cancelled (the disk slower than the camera); None: a quarter of the PC's
+        physical memory (4 GiB where it cannot be read).
 
     """
 
@@ -130,6 +134,7 @@ class ScopeAgent:
         extra_sinks: list[PSink] | None = None,
         engine: LivescopeEngine | None = None,
         clock: Callable[[], float] | None = None,
+        recording_memory_bytes: int | None = None,
     ) -> None:
         sequence = _around_focus(sequence, core)
         # the plan expanded once (~40 µs per event: seconds for a long multi-position run)
@@ -165,6 +170,7 @@ class ScopeAgent:
         )
         self.planned_events = len(planned)
         """How many events the plan holds (decisions may add more)."""
+        self.recording_memory_bytes = recording_memory_bytes
         self._first_event = planned[0] if planned else None  # where a rehearsal lands
         self.core, self.profile, self.sequence, self.sim = core, profile, sequence, sim
         self.run_dir = Path(run_dir)
@@ -418,7 +424,10 @@ class ScopeAgent:
 
         Returns the run summary (also written to ``summary.json``). Runs with a
         short GIL switch interval (`fast_thread_switching`): frames change threads
-        several times on their way out.
+        several times on their way out. A Ctrl+C is raised (KeyboardInterrupt)
+        once the summary is written, also one that came after acquisition had
+        ended (the summary's ``interrupted_while_closing``; `interrupted_summary`
+        reads either).
         """
         with fast_thread_switching():
             return self._run(progress)
@@ -461,7 +470,7 @@ class ScopeAgent:
             # (a wrong LIVESCOPE_BULK_PRIORITY stops the fan-out here)
             fanout = FrameFanout(
                 self.sinks, publisher=self.publisher, on_cancel=self._cancel, progress=progress,
-                clock=self._sample_clock,
+                clock=self._sample_clock, max_held_bytes=self.recording_memory_bytes,
             )  # fmt: skip
         except BaseException:
             self.close()
@@ -514,7 +523,15 @@ class ScopeAgent:
     def _summary(
         self, fanout: FrameFanout, duration: float, error: BaseException | None = None
     ) -> dict[str, Any]:
-        """Return the run summary (``summary.json``); ``ok`` only if the run ended as planned."""
+        """Return the run summary (``summary.json``); ``ok`` only if the run ended as planned.
+
+        A Ctrl+C that came once acquisition had ended, while the recording was
+        closed, leaves a run whose every frame was recorded as it was:
+        ``interrupted_while_closing`` says it came (`run` raises it afterwards).
+        """
+        closing = error is not None and error is fanout.closing_interrupt
+        if closing:
+            error = None
         bus: dict[str, Any] = self.publisher.stats() if self.publisher else {"mode": "off"}
         bus["dropped_in_agent"] = fanout.bus_dropped
         failed = len(self.engine.failed_events)
@@ -559,6 +576,8 @@ class ScopeAgent:
             "livescope_version": __version__,
             **self._summary_extra(),
         }
+        if closing:
+            summary["interrupted_while_closing"] = True
         if fanout.abandoned:  # (Ctrl+C pressed again while the recording closed)
             summary["error"] = (
                 f"{summary['error'] or 'stopped'}; the recording was abandoned "
@@ -594,7 +613,7 @@ class ScopeAgent:
                 write_atomic(path, json.dumps(summary, indent=1))
             except OSError as exc:
                 logger.error("writing %s failed: %s", path, exc)
-                if error is None:
+                if error is None or error is fanout.closing_interrupt:
                     error = LivescopeError(
                         f"the run ended but its summary could not be written to {path}: {exc}"
                     )
@@ -636,8 +655,9 @@ def interrupted_summary(run_dir: str | Path, *, since: float | None = None) -> d
     """Return the summary a run stopped by Ctrl+C wrote, in its KeyboardInterrupt's handler.
 
     The agent stops acquiring, closes the recording and writes ``summary.json``
-    (``interrupted``) before it raises the KeyboardInterrupt: what was acquired
-    can still be analysed and reported. ``since``: when the run started
+    (``interrupted``, or ``interrupted_while_closing`` when the Ctrl+C came once
+    acquisition had ended) before it raises the KeyboardInterrupt: what was
+    acquired can still be analysed and reported. ``since``: when the run started
     (`time.time`); a ``summary.json`` written before then is an earlier run's.
     Raises KeyboardInterrupt again when the run wrote no such summary (stopped
     before it began acquiring).
@@ -652,7 +672,10 @@ def interrupted_summary(run_dir: str | Path, *, since: float | None = None) -> d
         summary = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         raise KeyboardInterrupt from None
-    if not isinstance(summary, dict) or summary.get("interrupted") is not True:
+    if not isinstance(summary, dict) or (
+        summary.get("interrupted") is not True
+        and summary.get("interrupted_while_closing") is not True
+    ):
         raise KeyboardInterrupt
     return summary
 

@@ -5,8 +5,12 @@ slows the whole run. `FrameFanout.on_frame` only builds the frame's `FrameInfo`,
 copies the pixels (one copy, shared read-only by all consumers), queues the copy
 for recording and publishes it:
 
-* the recording queue is unbounded: every frame is written, none is dropped; if
-  a sink fails the run is cancelled and the error raised. The writer thread (and
+* every frame queued is written, none is dropped; if a sink fails the run is
+  cancelled and the error raised. The queue holds at most ``max_held_bytes`` of
+  pixels (`recording_memory_default`: a share of the PC's memory): a recording
+  that falls that far behind (a disk slower than the camera) cancels the run,
+  rather than the system ending the process for its memory and every frame
+  queued with it; the frames queued are still written. The writer thread (and
   zarr's threads, which create the arrays) are bulk threads on Linux, as the
   worker's engines (niced and, unless ``LIVESCOPE_BULK_PRIORITY=nice``, in the
   ``SCHED_IDLE`` class: see `livescope.schema.lower_thread_priority`):
@@ -27,6 +31,7 @@ from __future__ import annotations
 import array
 import contextlib
 import logging
+import os
 import queue
 import signal
 import sys
@@ -56,15 +61,22 @@ from livescope.schema import (
 __all__ = [
     "RECORDING_HOLD_S",
     "RECORDING_LAG_WARN",
+    "RECORDING_MEMORY_FALLBACK_BYTES",
+    "RECORDING_MEMORY_SHARE",
     "RECORDING_NICE",
     "FrameFanout",
     "position_name",
+    "recording_memory_default",
 ]
 
 RECORDING_NICE = 5
 """Niceness added to the recording threads (Linux): as much as the worker's engines."""
 RECORDING_LAG_WARN = 64
 """Frames waiting to be recorded at which a warning is logged (then at 128, 256, ...)."""
+RECORDING_MEMORY_SHARE = 0.25
+"""Share of the PC's physical memory the frames waiting to be recorded may hold (default)."""
+RECORDING_MEMORY_FALLBACK_BYTES = 4 * 2**30
+"""What they may hold where the PC's memory cannot be read (Windows), bytes."""
 
 RECORDING_HOLD_S = 0.003
 """How long after a frame is handed to the bus the writer starts on it, s (Linux, idle class).
@@ -91,6 +103,23 @@ overhead p99 did not move beyond the demos' spread (4.19-6.84 against
 logger = logging.getLogger("livescope")
 
 _STOP = object()
+
+
+def recording_memory_default() -> int:
+    """Return how many bytes of frames may wait to be recorded, by default.
+
+    `RECORDING_MEMORY_SHARE` of the physical memory (read with ``os.sysconf``,
+    on Linux and macOS), or `RECORDING_MEMORY_FALLBACK_BYTES` where it cannot
+    be read. The rest is left to the worker's engines and the system.
+    """
+    if sys.platform != "win32":
+        try:
+            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError):  # (a name this system does not know)
+            total = 0
+        if total > 0:
+            return int(total * RECORDING_MEMORY_SHARE)
+    return RECORDING_MEMORY_FALLBACK_BYTES
 
 
 def _log_failure(exc: Exception, what: str, then: str = "") -> None:
@@ -240,7 +269,8 @@ class FrameFanout:
     Parameters
     ----------
     sinks
-        Recording sinks, called in order on the writer thread.
+        Recording sinks, called in order on the writer thread. The first is the
+        recording: ``frames_written`` counts the frames it wrote.
     publisher
         Optional bus publisher, called on the acquisition thread (it never blocks).
     on_cancel
@@ -260,6 +290,10 @@ class FrameFanout:
         The sample's clock (s), read as each frame comes (or its time given to
         `on_frame` as ``taken``): ``frame_times`` (the agent's check of how old
         the frame a decision answers is).
+    max_held_bytes
+        How many bytes of pixels may wait to be recorded (None:
+        `recording_memory_default`). A frame that would pass it is not queued
+        and cancels the run (``overrun``); so is every frame after it.
 
     """
 
@@ -273,6 +307,7 @@ class FrameFanout:
         recording_nice: int = RECORDING_NICE,
         hold_s: float | None = None,
         clock: Callable[[], float] | None = None,
+        max_held_bytes: int | None = None,
     ) -> None:
         for s in sinks:
             if not isinstance(s, PSink):
@@ -296,7 +331,19 @@ class FrameFanout:
         self.refused: list[BaseException] = []
         """Why frames from the camera could not be taken (each cancels the run)."""
         self.frames_acquired = 0
+        """Frames the camera handed in (also those refused, or not queued)."""
         self.frames_written = 0
+        """Frames the recording (the first sink) wrote."""
+        self._failed_sink: PSink | None = None  # (the first that raised)
+        self.max_held_bytes = (
+            recording_memory_default() if max_held_bytes is None else max_held_bytes
+        )
+        self._held_bytes = self._held_frames = 0  # (queued, or being written)
+        self._held_lock = threading.Lock()
+        self.overrun: str | None = None
+        """How far behind the recording was when it passed ``max_held_bytes`` (None: never)."""
+        self.closing_interrupt: KeyboardInterrupt | None = None
+        """The Ctrl+C `finish` raised after a complete recording was closed (None: none)."""
         self.abandoned = False  # (a Ctrl+C while closing was pressed again: see finish())
         self.max_queue_depth = 0
         self._lag_warn_at = RECORDING_LAG_WARN
@@ -335,11 +382,17 @@ class FrameFanout:
         self, image: NDArray[Any], event: useq.MDAEvent, meta: Any, taken: Taken | None
     ) -> None:
         stamp = None if taken is None else taken.t_camera_ns
-        info = frame_info(self.frames_acquired, image, event, meta, stamp)
+        # counted, its seq and time taken, before its metadata may refuse it: a frame
+        # refused is acquired and not written, and the bus sees the gap in seq
+        seq = self.frames_acquired
         self.frames_acquired += 1
         if self._clock is not None:
             then = None if taken is None else taken.clock_s
             self.frame_times.append(self._clock() if then is None else then)
+        info = frame_info(seq, image, event, meta, stamp)
+        if self.overrun is not None or self._held_bytes + image.nbytes > self.max_held_bytes:
+            self._overrun(image.nbytes)
+            return
         pixels = np.array(image, copy=True)
         pixels.flags.writeable = False
         with _no_ctrl_c(), self._publish_lock:  # one thread on the socket; none after finish()
@@ -348,6 +401,9 @@ class FrameFanout:
                 return
             # when the frame was handed to the bus (or queued, with none), for the writer's hold
             sent = [0 if self.publisher is not None else clock_ns()]
+            with self._held_lock:
+                self._held_bytes += pixels.nbytes
+                self._held_frames += 1
             self._frames.put((pixels, info, sent))
             depth = self._frames.qsize()
             self.max_queue_depth = max(self.max_queue_depth, depth)
@@ -371,6 +427,24 @@ class FrameFanout:
             else:
                 self.bus_dropped += 1
 
+    def _overrun(self, nbytes: int) -> None:
+        """Refuse a frame the memory held would not take (acquisition thread); cancel the run.
+
+        Not queued, not published: the camera is never held up, and the frames
+        queued before it are still written.
+        """
+        if self.overrun is not None:
+            return  # (a frame that came before the cancel took)
+        self.overrun = (
+            f"the recording fell {self._held_frames} frame(s) ({self._held_bytes / 1e6:.0f} MB) "
+            f"behind the camera, and the next ({nbytes / 1e6:.1f} MB) would pass the "
+            f"{self.max_held_bytes / 1e6:.0f} MB that frames waiting to be written may hold in "
+            "memory: the disk is slower than the camera"
+        )
+        logger.error("%s; cancelling the run (the frames queued are still written)", self.overrun)
+        if self._on_cancel is not None:
+            self._on_cancel()
+
     def _lower(self, threads: list[threading.Thread]) -> None:
         for t in threads:
             if t.ident is not None and t.ident not in self._lowered:
@@ -380,37 +454,51 @@ class FrameFanout:
     def _write_loop(self) -> None:
         self._lower([threading.current_thread()])
         while (item := self._frames.get()) is not _STOP:
-            if self.errors or self.abandoned:
-                continue  # the run is being cancelled; the error is raised by finish()
-            pixels, info, sent = item
-            if self._hold_ns:  # the field this frame completes goes to the engines first
-                now = clock_ns()
-                if (wait_ns := (sent[0] or now) + self._hold_ns - now) > 0:  # (0: being sent)
-                    time.sleep(wait_ns / 1e9)
-            # zarr starts its threads on first use: the ones that appear during a write
-            # with asyncio's executor names are its codec threads, bulk work like ours
-            known = {t.ident for t in threading.enumerate()} if self._nice > 0 else set()
             try:
-                info["adler32"] = zlib.adler32(memoryview(pixels).cast("B"))
-                for s in self.sinks:
-                    s.write(pixels, info)
-            except Exception as exc:  # noqa: BLE001 (logged, kept, raised by finish())
-                _log_failure(exc, f"writing frame {info['seq']} failed", "; cancelling the run")
-                self.errors.append(exc)
-                if self._on_cancel is not None:
-                    self._on_cancel()
-                continue
+                self._write(*item)
             finally:
-                if self._nice > 0:
-                    started = [t for t in threading.enumerate() if t.ident not in known
-                               and t.name.startswith("asyncio_")]  # fmt: skip
-                    self._lower([*zarr_threads(), *started])
-            self.frames_written += 1
-            if self._progress is not None:
+                with self._held_lock:
+                    self._held_bytes -= item[0].nbytes
+                    self._held_frames -= 1
+
+    def _write(self, pixels: NDArray[Any], info: FrameInfo, sent: list[int]) -> None:
+        """Write one frame to every sink (writer thread); a failure is kept and cancels the run."""
+        if self.errors or self.abandoned:
+            return  # the run is being cancelled; the error is raised by finish()
+        if self._hold_ns:  # the field this frame completes goes to the engines first
+            now = clock_ns()
+            if (wait_ns := (sent[0] or now) + self._hold_ns - now) > 0:  # (0: being sent)
+                time.sleep(wait_ns / 1e9)
+        # zarr starts its threads on first use: the ones that appear during a write
+        # with asyncio's executor names are its codec threads, bulk work like ours
+        known = {t.ident for t in threading.enumerate()} if self._nice > 0 else set()
+        try:
+            info["adler32"] = zlib.adler32(pixels.data.cast("B"))
+            for i, s in enumerate(self.sinks):
                 try:
-                    self._progress(self.frames_written)
+                    s.write(pixels, info)
                 except Exception:
-                    logger.exception("progress callback failed (recording goes on)")
+                    self._failed_sink = s
+                    raise
+                if i == 0:  # (what the summary promises: the frames in the recording)
+                    self.frames_written += 1
+        except Exception as exc:  # noqa: BLE001 (logged, kept, raised by finish())
+            to = "" if self._failed_sink is None else f" to {type(self._failed_sink).__name__}"
+            _log_failure(exc, f"writing frame {info['seq']}{to} failed", "; cancelling the run")
+            self.errors.append(exc)
+            if self._on_cancel is not None:
+                self._on_cancel()
+            return
+        finally:
+            if self._nice > 0:
+                started = [t for t in threading.enumerate() if t.ident not in known
+                           and t.name.startswith("asyncio_")]  # fmt: skip
+                self._lower([*zarr_threads(), *started])
+        if self._progress is not None:
+            try:
+                self._progress(self.frames_written)
+            except Exception:
+                logger.exception("progress callback failed (recording goes on)")
 
     @property
     def frames_unwritten(self) -> int:
@@ -429,7 +517,8 @@ class FrameFanout:
             if a sink failed, or a frame from the camera could not be taken.
         KeyboardInterrupt
             if Ctrl+C was pressed while it ran: held back until the recording
-            is closed, then raised; pressed again, at once, the recording
+            is closed, then raised (``closing_interrupt`` when every frame
+            acquired was recorded); pressed again, at once, the recording
             abandoned (``abandoned``: the frames still queued are not written,
             the sinks not closed).
 
@@ -457,6 +546,8 @@ class FrameFanout:
                     except Exception as exc:  # noqa: BLE001 (logged, kept, raised by finish())
                         _log_failure(exc, f"closing {type(s).__name__} failed")
                         self.errors.append(exc)
+                        if self._failed_sink is None:
+                            self._failed_sink = s
         except KeyboardInterrupt:
             if held.gave_up:  # (the frame being written when it came is finished)
                 self._writer_done.wait(1.0)
@@ -468,10 +559,22 @@ class FrameFanout:
                 )
             raise
         if self.errors:
+            failed, done, of = self._failed_sink, self.frames_written, self.frames_acquired
+            if failed is None or failed is self.sinks[0]:
+                what = f"recording failed after {done} of {of} frame(s) were written"
+            else:  # (the recording's own count: it may hold the frame the other failed on)
+                what = (
+                    f"{type(failed).__name__} failed (not the recording) after {done} of {of} "
+                    "frame(s) were recorded"
+                )
+            raise LivescopeError(f"{what}: {self.errors[0]}") from self.errors[0]
+        if self.overrun is not None:
             raise LivescopeError(
-                f"recording failed after {self.frames_written} of {self.frames_acquired} "
-                f"frame(s) were written: {self.errors[0]}"
-            ) from self.errors[0]
+                f"{self.overrun}; the run was cancelled: {self.frames_written} of "
+                f"{self.frames_acquired} frame(s) recorded, {self.frames_unwritten} not. Record "
+                "to a faster disk, take fewer or smaller frames, or let more wait in memory "
+                "(ScopeAgent's recording_memory_bytes)"
+            )
         if self.refused:
             raise LivescopeError(
                 f"{len(self.refused)} frame(s) from the camera could not be taken (not "
@@ -482,4 +585,8 @@ class FrameFanout:
                 f"recording incomplete: {self.frames_acquired} frames acquired, "
                 f"{self.frames_written} written"
             )
-        held.replay()  # (a recording that failed is the error that counts)
+        try:
+            held.replay()  # (a recording that failed is the error that counts)
+        except KeyboardInterrupt as exc:  # (the recording is complete: see ScopeAgent)
+            self.closing_interrupt = exc
+            raise

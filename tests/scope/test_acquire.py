@@ -388,11 +388,12 @@ def test_a_full_disk_is_reported_once_and_leaves_no_half_written_summary(
     monkeypatch.setattr(Path, "write_text", no_space)
     agent = ScopeAgent(sim.core, sim.profile, seq, tmp_path, sim=sim, bus="inline",
                        extra_sinks=[Full()])  # fmt: skip
-    # the recording's error is the one reported (not the summary's that came after it),
-    # with how far the recording got
+    # the sink's error is the one reported (not the summary's that came after it), naming
+    # it, with how far the recording got (it holds the frame the other sink failed on)
     with pytest.raises(
         LivescopeError,
-        match=r"recording failed after 2 of \d+ frame\(s\) were written: \[Errno 28\] No space",
+        match=r"Full failed \(not the recording\) after 3 of \d+ frame\(s\) were recorded: "
+        r"\[Errno 28\] No space",
     ):
         agent.run()
     # no summary.json, not an empty or cut-short one: the folder reads as a run cut short
