@@ -47,6 +47,11 @@ def test_a_stop_run_ends_the_run_after_the_current_frame_not_after_the_queued_on
     assert summary["ok"] is True, summary["error"]
     assert summary["frames_written"] == summary["images_saved"] == summary["events_submitted"] == 1
     assert scope._frames_rendered == 1
+    # the events withdrawn are left, not taken (the feed counted them taken: 4 for 1 frame,
+    # 16 left where 19 were never acquired; the mda backend counts a stopped event as left)
+    events = summary["events"]
+    assert events["planned_taken"] == 1, summary
+    assert events["left"] == events["planned"] - 1 == 19, summary
     _registry_is_clean()
 
 

@@ -17,7 +17,7 @@ from livescope.schema import DecisionAck, LivescopeError, StopRun, clock_ns
 from livescope.scope import PycromanagerAgent, SimulatedMicroscope
 
 from ..conftest import ROOT
-from .test_pycromanager import _plan, _registry_is_clean
+from .test_pycromanager import _plan
 from .test_pycromanager import profile as profile
 from .test_pycromanager import scope as scope
 
@@ -28,32 +28,6 @@ def _events_add_up(summary: dict[str, Any]) -> None:
     assert events["planned_taken"] == summary["frames_acquired"], summary
     assert events["planned_taken"] == summary["events_submitted"], summary
     assert events["left"] == events["planned"] - summary["frames_acquired"], summary
-
-
-def test_events_a_stop_withdraws_from_pycromanagers_queue_count_as_left(
-    scope: SimulatedMicroscope, tmp_path: Path
-) -> None:
-    # the queue_ahead events handed over before the stop were skipped, and no longer counted
-    # as submitted, but the feed still counted them as taken: 4 taken for 1 frame, 16 left
-    # where 19 were never acquired (the mda backend counts a stopped event as left)
-    acks: list[DecisionAck] = []
-
-    def stop_at_first_frame(event: dict[str, Any]) -> dict[str, Any]:  # (engine thread)
-        if not acks:
-            acks.append(agent._on_decision(StopRun(run_id=agent.run_id), clock_ns()))
-        return event
-
-    agent = PycromanagerAgent(
-        scope.core, scope.profile, _plan(loops=5, interval_s=0), tmp_path / "run", sim=scope,
-        bus="off", watchdog_s=20, queue_ahead=4, post_camera_hook_fn=stop_at_first_frame,
-    )  # fmt: skip
-    summary = agent.run()
-    assert acks[0].accepted, acks[0]
-    assert summary["ok"] is True, summary["error"]
-    assert len(read_frames(tmp_path / "run")) == summary["frames_acquired"] == 1
-    _events_add_up(summary)
-    assert summary["events"]["left"] == 19
-    _registry_is_clean()
 
 
 def test_an_event_the_feeder_holds_at_a_stop_counts_as_left(
