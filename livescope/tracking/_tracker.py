@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from numbers import Integral, Real
 from typing import Any
 
@@ -213,10 +213,16 @@ class OnlineTracker:
         write_atomic(path, json.dumps(self.state()))
 
     @classmethod
-    def from_state(cls, state: Mapping[str, Any]) -> OnlineTracker:
-        """Make a tracker that continues where the one that wrote ``state`` stopped."""
+    def from_state(
+        cls, state: Mapping[str, Any], ended: Sequence[Sequence[int]] = ()
+    ) -> OnlineTracker:
+        """Make a tracker that continues where the one that wrote ``state`` stopped.
+
+        ``ended``: the lineage rows (`TrackerSnapshot.ended_since`) of the tracks
+        whose lineage the state left out (`TrackerSnapshot.state` with ``ended=False``).
+        """
         try:
-            return cls._from_state(state)
+            return cls._from_state(state, ended)
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             what = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
             raise LivescopeError(f"tracker state is malformed: {what}") from exc
@@ -259,8 +265,23 @@ class OnlineTracker:
                 "tracker state: parents, first_frame and last_frame name different tracks"
             )
 
+    def _add_ended(self, ended: Sequence[Sequence[int]]) -> None:
+        """Add the lineage rows of ended tracks (`from_state`); keep the start order."""
+        if not ended:
+            return
+        s = self._s
+        for row in ended:
+            tid, parent, first, last = (int(v) for v in row)
+            if tid in s.parents:
+                raise LivescopeError(f"tracker state: track {tid}'s lineage is given twice")
+            s.parents[tid], s.first_frame[tid], s.last_frame[tid] = parent, first, last
+        order = sorted(s.parents)  # (ids are given in start order)
+        s.parents, s.first_frame, s.last_frame = (
+            {k: m[k] for k in order} for m in (s.parents, s.first_frame, s.last_frame)
+        )
+
     @classmethod
-    def _from_state(cls, state: Mapping[str, Any]) -> OnlineTracker:
+    def _from_state(cls, state: Mapping[str, Any], ended: Sequence[Sequence[int]]) -> OnlineTracker:
         version = state.get("version")
         if version not in (1, 2):
             raise LivescopeError(f"tracker state version {version!r} is not 1 or 2")
@@ -277,6 +298,7 @@ class OnlineTracker:
                 )
             except (KeyError, TypeError, ValueError) as exc:
                 raise LivescopeError(f"tracker state: bad lineage ({exc})") from exc
+            tr._add_ended(ended)
             s.order = list(s.parents)
             tr._check_ids()
             tr._check_frames()
@@ -303,6 +325,7 @@ class OnlineTracker:
         s.parents = {int(k): int(v) for k, v in state["parents"].items()}
         s.first_frame = {int(k): int(v) for k, v in state["first_frame"].items()}
         s.last_frame = {int(k): int(v) for k, v in state["last_frame"].items()}
+        tr._add_ended(ended)
         s.order = list(s.parents)
         tr._check_ids()
         tr._check_frames()

@@ -157,19 +157,53 @@ class TrackerSnapshot:
     first_frame: Mapping[int, int]
     last_frame: Mapping[int, int]
 
-    def state(self) -> dict[str, Any]:
-        """Return it as `OnlineTracker.state` does (JSON-ready; `OnlineTracker.from_state`)."""
+    def state(self, *, ended: bool = True) -> dict[str, Any]:
+        """Return it as `OnlineTracker.state` does (JSON-ready; `OnlineTracker.from_state`).
+
+        ``ended=False``: with the lineage of the tracks in the table only, the rows
+        that may still change. The others' never change again: a caller that saves
+        a state per frame keeps them once, elsewhere (`ended_since`), and gives
+        them back to `OnlineTracker.from_state` (``ended``); in the state they
+        made it grow with every track the run ever started.
+        """
+        if ended:
+            # lineage of every track ever started, as [track ids, values]
+            lineage = [_lineage_columns(m) for m in (self.parents, self.first_frame,
+                                                     self.last_frame)]  # fmt: skip
+        else:
+            ids = sorted(self.tracks["id"].tolist())  # (start order: ids are given in it)
+            lineage = [[ids, [m[k] for k in ids]]
+                       for m in (self.parents, self.first_frame, self.last_frame)]  # fmt: skip
         return {
             "version": 2,
             "config": asdict(self.config),
             "frame": self.frame,
             "next_id": self.next_id,
             "tracks": {c: a.tolist() for c, a in self.tracks.items()},
-            # lineage of every track ever started, as [track ids, values]
-            "parents": _lineage_columns(self.parents),
-            "first_frame": _lineage_columns(self.first_frame),
-            "last_frame": _lineage_columns(self.last_frame),
+            "parents": lineage[0],
+            "first_frame": lineage[1],
+            "last_frame": lineage[2],
         }
+
+    def ended_since(self, before: TrackerSnapshot | None) -> list[list[int]]:
+        """Return the lineage rows of the tracks that ended after ``before``, by track id.
+
+        A row is ``[track id, parent, first frame, last frame]``, final: a track
+        ended (lost for good, or divided) has left the table, and only a track in
+        it changes its row (a division found late ends its parent earlier while
+        the parent is still there). ``before``: an earlier snapshot of this
+        tracker's lineage (of the tracker it was made from at a change of view,
+        or of the state it was restored from), whose ended tracks the caller has
+        already; None: every ended track. It costs the tracks in the two tables
+        and those started in between, not the tracks that ended before.
+        """
+        if before is None:
+            ids = set(self.parents)
+        else:
+            ids = set(before.tracks["id"].tolist())
+            ids.update(k for k in range(before.next_id, self.next_id) if k in self.parents)
+        ids.difference_update(self.tracks["id"].tolist())
+        return [[k, self.parents[k], self.first_frame[k], self.last_frame[k]] for k in sorted(ids)]
 
 
 def _lineage_columns(m: Mapping[int, int]) -> list[list[int]]:

@@ -116,9 +116,9 @@ def test_each_fields_state_makes_only_the_changed_trackers_json(
         made: list[int] = []
         real = TrackerSnapshot.state
 
-        def state(self: TrackerSnapshot) -> dict[str, Any]:
+        def state(self: TrackerSnapshot, **kw: Any) -> dict[str, Any]:
             made.append(id(self))
-            return real(self)
+            return real(self, **kw)
 
         monkeypatch.setattr(TrackerSnapshot, "state", state)
         w._tracker_states.update(snaps)
