@@ -76,7 +76,7 @@ RECORDING_LAG_WARN = 64
 RECORDING_MEMORY_SHARE = 0.25
 """Share of the PC's physical memory the frames waiting to be recorded may hold (default)."""
 RECORDING_MEMORY_FALLBACK_BYTES = 4 * 2**30
-"""What they may hold where the PC's memory cannot be read (Windows), bytes."""
+"""What they may hold where the PC's memory cannot be read, bytes."""
 
 RECORDING_HOLD_S = 0.003
 """How long after a frame is handed to the bus the writer starts on it, s (Linux, idle class).
@@ -105,20 +105,44 @@ logger = logging.getLogger("livescope")
 _STOP = object()
 
 
+def _physical_memory() -> int:
+    """Return the PC's physical memory in bytes (0 where it cannot be read)."""
+    if sys.platform == "win32":
+        import ctypes
+
+        class _MemoryStatus(ctypes.Structure):  # (MEMORYSTATUSEX)
+            _fields_ = [
+                ("dwLength", ctypes.c_ulong), ("dwMemoryLoad", ctypes.c_ulong),
+                ("ullTotalPhys", ctypes.c_ulonglong), ("ullAvailPhys", ctypes.c_ulonglong),
+                ("ullTotalPageFile", ctypes.c_ulonglong), ("ullAvailPageFile", ctypes.c_ulonglong),
+                ("ullTotalVirtual", ctypes.c_ulonglong), ("ullAvailVirtual", ctypes.c_ulonglong),
+                ("ullAvailExtendedVirtual", ctypes.c_ulonglong),
+            ]  # fmt: skip
+
+        status = _MemoryStatus()
+        status.dwLength = ctypes.sizeof(_MemoryStatus)
+        try:
+            ok = ctypes.windll.kernel32.GlobalMemoryStatusEx(ctypes.byref(status))
+        except (AttributeError, OSError):
+            return 0
+        return int(status.ullTotalPhys) if ok else 0
+    else:  # (each platform its branch: mypy checks the one of the platform it checks)
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):  # (a name this system does not know)
+            return 0
+
+
 def recording_memory_default() -> int:
     """Return how many bytes of frames may wait to be recorded, by default.
 
-    `RECORDING_MEMORY_SHARE` of the physical memory (read with ``os.sysconf``,
-    on Linux and macOS), or `RECORDING_MEMORY_FALLBACK_BYTES` where it cannot
-    be read. The rest is left to the worker's engines and the system.
+    `RECORDING_MEMORY_SHARE` of the physical memory (``GlobalMemoryStatusEx`` on
+    Windows, ``os.sysconf`` elsewhere), or `RECORDING_MEMORY_FALLBACK_BYTES`
+    where it cannot be read. The rest is left to the worker's engines and the
+    system.
     """
-    if sys.platform != "win32":
-        try:
-            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (ValueError, OSError):  # (a name this system does not know)
-            total = 0
-        if total > 0:
-            return int(total * RECORDING_MEMORY_SHARE)
+    if (total := _physical_memory()) > 0:
+        return int(total * RECORDING_MEMORY_SHARE)
     return RECORDING_MEMORY_FALLBACK_BYTES
 
 

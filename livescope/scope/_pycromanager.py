@@ -834,7 +834,7 @@ class PycromanagerAgent(ScopeAgent):
     def _run_locked(self, progress: Any) -> dict[str, Any]:
         fanout = FrameFanout(
             self.sinks, publisher=self.publisher, on_cancel=self._cancel, progress=progress,
-            clock=self._sample_clock,
+            clock=self._sample_clock, max_held_bytes=self.recording_memory_bytes,
         )  # fmt: skip
         self._fanout = fanout
         t0 = time.perf_counter()

@@ -17,7 +17,7 @@ from livescope.schema import DecisionAck, LivescopeError, StopRun, clock_ns
 from livescope.scope import PycromanagerAgent, SimulatedMicroscope
 
 from ..conftest import ROOT
-from .test_pycromanager import _plan
+from .test_pycromanager import _plan, _registry_is_clean
 from .test_pycromanager import profile as profile
 from .test_pycromanager import scope as scope
 
@@ -121,3 +121,14 @@ def test_a_missing_pycromanager_is_named_before_the_run_folder_is_made(
     assert repr(missing) in message, message
     assert _pyproject_pin() in message, message
     assert not run.exists()
+
+
+def test_the_recordings_memory_ceiling_given_is_the_one_kept(
+    scope: SimulatedMicroscope, tmp_path: Path
+) -> None:
+    # (the pycromanager backend took the argument and kept the default ceiling)
+    agent = PycromanagerAgent(scope.core, scope.profile, _plan(loops=2), tmp_path / "run",
+                              sim=scope, bus="off", recording_memory_bytes=1)  # fmt: skip
+    with pytest.raises(LivescopeError, match=r"the run was cancelled: 0 of 1 frame\(s\) recorded"):
+        agent.run()
+    _registry_is_clean()
