@@ -269,10 +269,16 @@ def run_adaptive(
             supervisor.stop()
             _stop_quietly(monitor)
             raise
-        logger.warning(
-            "interrupted: the acquisition has stopped; the worker analyses what was recorded "
-            "(Ctrl+C again to stop it)"
-        )
+        if summary.get("interrupted_while_closing") is True:
+            logger.warning(
+                "interrupted as the recording closed, after every frame was acquired and "
+                "recorded; the worker analyses them (Ctrl+C again to stop it)"
+            )
+        else:
+            logger.warning(
+                "interrupted: the acquisition has stopped; the worker analyses what was "
+                "recorded (Ctrl+C again to stop it)"
+            )
     except BaseException:
         supervisor.stop()
         _stop_quietly(monitor)
