@@ -63,15 +63,29 @@ ISL_VALIDATION = "0:1024,768:1024"  # rows, cols held aside (the --crop of lives
 
 
 def isl_files(root: Path) -> tuple[dict[int, Path], Path]:
-    """Phase slices by z index, and the DAPI target, of the ISL field."""
+    """Phase slices by z index, and the DAPI target, of the ISL field.
+
+    Raises SystemExit naming the folder when it lacks either (a partial copy of the data).
+    """
     folder = root / ISL
     phase = {
         int(m.group(1)): p
         for p in folder.glob("*PHASE_CONTRAST*.png")
         if (m := re.search(r"z_depth-(\d+),", p.name))
     }
-    dapi = next(folder.glob("*channel-DAPI_CONFOCAL*.png"))
-    return phase, dapi
+    dapi = sorted(folder.glob("*channel-DAPI_CONFOCAL*.png"))
+    missing = [
+        what
+        for what, found in (("phase-contrast z slices", phase), ("DAPI confocal target", dapi))
+        if not found
+    ]
+    if missing:
+        raise SystemExit(
+            f"{folder}: no {' and no '.join(missing)} of the ISL field (files named "
+            "*PHASE_CONTRAST*z_depth-N,*.png and *channel-DAPI_CONFOCAL*.png); see "
+            "../shared/data/README.md for the data set and LIVESCOPE_DATA"
+        )
+    return phase, dapi[0]
 
 
 def load_isl(root: Path, slices: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
