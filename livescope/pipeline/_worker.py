@@ -494,9 +494,15 @@ class PipelineWorker:
             data = f.read(upto)
         if len(data) < upto:
             raise ValueError(f"{path} holds {len(data)} bytes, not the {upto} the state counts")
-        for line in data.decode("utf-8").splitlines():
-            rec = json.loads(line)
-            ended.setdefault(str(rec["position"]), []).extend(rec["tracks"])
+        for n, line in enumerate(data.split(b"\n"), start=1):
+            if not line and n > data.count(b"\n"):  # (after the last line's end)
+                break
+            try:
+                rec = json.loads(line.decode("utf-8"))
+                ended.setdefault(str(rec["position"]), []).extend(rec["tracks"])
+            except (ValueError, KeyError, TypeError) as exc:  # (named: the error says state.json)
+                what = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
+                raise ValueError(f"{path} line {n} is damaged ({what})") from exc
         return ended
 
     def _write_policy_state(self, generation: int, text: str) -> None:
