@@ -197,6 +197,14 @@ def replay(
         # (--threads 100000 started a worker of ~32,000 threads: every later thread start on
         # the PC failed; a cluster's workers are other machines, their cores their own)
         fail(f"--threads {threads} is more than this PC's {cores} cores", as_json=json_out)
+    if cluster is None and workers is not None and workers > (cores := os.cpu_count() or 1):
+        # (each local worker process replays a dataset with its own agent and engines:
+        # --workers 1000 started a thousand, the PC out of memory before any finished)
+        fail(
+            f"--workers {workers} is more than this PC's {cores} cores (each replays a "
+            "dataset with its own engines)",
+            as_json=json_out,
+        )
     with user_errors(json_out):  # (a path the system refuses to look at: named)
         problems = _dataset_problems(datasets)
     if problems:  # (before a cluster starts: one missing of several failed as the last task)
