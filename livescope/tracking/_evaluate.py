@@ -40,6 +40,10 @@ def evaluate_tracking(res: str | Path, gt: str | Path, *, div_tolerance: int = 1
     None where the ground truth has no links (LNK is 0/0 there);
     ``div_precision`` is None where no division was found, ``div_recall`` where
     the truth has none, and ``div_f1`` where neither has one (all 0/0).
+    ``aogm``: the AOGM (``total``), that of an empty result (``empty``, TRA's
+    normaliser: TRA = 1 - min(total, empty) / empty) and how many of each
+    operation it counts (``ns``, ``fn``, ``fp``, ``ed``, ``ea``, ``ec``: vertices
+    split, missed and false; edges deleted, added and of the wrong kind).
 
     py-ctcmetrics reads every ``.tif`` in a folder as a frame, and adds the
     ground truth's top label + 1 to the result's labels in the masks' own type;
@@ -170,8 +174,19 @@ def evaluate_tracking(res: str | Path, gt: str | Path, *, div_tolerance: int = 1
         "frames": n_res,
         "tracks": n_tracks,
         "tracks_true": n_true,
+        # (py-ctcmetrics' AOGM_0, the AOGM of an empty result and TRA's normaliser, had
+        # come out as the key "0"; the AOGM itself was left out)
         "aogm": {
-            k[5:].lower(): float(r[k]) for k in r if k.startswith("AOGM_") and r[k] is not None
+            **{
+                name: float(r[k])
+                for name, k in (("total", "AOGM"), ("empty", "AOGM_0"))
+                if r.get(k) is not None
+            },
+            **{
+                k[5:].lower(): float(r[k])
+                for k in r
+                if k.startswith("AOGM_") and k != "AOGM_0" and r[k] is not None
+            },
         },
         "bc": {k: float(r[k]) for k in r if k.startswith("BC(") and r[k] is not None},
     }
