@@ -153,9 +153,7 @@ def _plan_renamed(
                 out.append(ch)
                 continue
             preset = profile.channels.get(name)
-            exposure = ch.exposure
-            if exposure is not None:
-                exposure = min(max(exposure, preset.exposure_min_ms), preset.exposure_max_ms)
+            exposure = None if ch.exposure is None else preset.clamp_exposure(ch.exposure)
             out.append(ch.replace(config=name, exposure=exposure))
         return out
 

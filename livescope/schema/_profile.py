@@ -130,6 +130,20 @@ class Channel(_RigModel):
             )
         return self
 
+    def clamp_exposure(self, exposure_ms: float) -> float:
+        """Return ``exposure_ms`` held to ``[exposure_min_ms, exposure_max_ms]``, in ms.
+
+        Called when a replay builds its plan (`replay_sequence`, and a recorded
+        plan whose channels are renamed), whose recorded exposures need not suit
+        this rig: a frame recorded at 2000 ms is asked for at the preset's
+        maximum rather than refused. The light-dose cap
+        (``light_dose.max_exposure_ms_per_frame``) is not applied: `check_plan`
+        refuses a fluorescence exposure over it. Elsewhere (a plan's check, an
+        ``acquire`` decision) an exposure outside the limits is an error, never
+        clamped.
+        """
+        return min(max(float(exposure_ms), self.exposure_min_ms), self.exposure_max_ms)
+
 
 class ChannelSet(_RigModel):
     """The channel config group and its presets."""

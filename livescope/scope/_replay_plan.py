@@ -155,8 +155,7 @@ def replay_sequence(
     for ch in dataset.channels:
         preset = profile.channels.get(channels[ch])
         exp = next((f.exposure_ms for f in frames if f.key.channel == ch and f.exposure_ms), None)
-        lo, hi = preset.exposure_min_ms, preset.exposure_max_ms
-        exposure = min(max(float(exp), lo), hi) if exp else preset.default_exposure_ms
+        exposure = preset.clamp_exposure(exp) if exp else preset.default_exposure_ms
         chans.append(useq.Channel(config=preset.name, group=group, exposure=exposure))
     z_plan: Any = None
     # an event's z index is the frame's (a plane recorded alone at index 2 is asked for as
