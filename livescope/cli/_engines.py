@@ -6,6 +6,7 @@ import hashlib
 import importlib
 import re
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -707,6 +708,41 @@ def _backend_failed(engine: str, b: Any, exc: Exception) -> dict[str, Any]:
     return {"backend": b.name, "available": True, "error": str(exc)}
 
 
+def _rows_per_backend(
+    engine: str,
+    open_engine: Callable[[Any], Any],
+    timed: Callable[[Any], Iterator[dict[str, Any]]],
+    *,
+    tag: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Time ``engine`` on each backend: the rows ``timed(e)`` yields, ``e = open_engine(b)``.
+
+    Each row is ``tag`` (e.g. the engine's name), the backend, its device and the
+    row's own keys. A backend that cannot run here has one row, ``available``
+    false and why (``detail``). One said to be available may still fail to
+    build the engine (e.g. a TensorRT build out of GPU memory) or to run it:
+    its row says so (`_backend_failed`), the rows it made before are kept, and
+    the other backends are still timed (a failure had stopped the whole
+    benchmark, exit 2, the other results lost).
+    """
+    from livescope.inference import backend_status
+    from livescope.schema import LivescopeError
+
+    tag = tag or {}
+    rows: list[dict[str, Any]] = []
+    for b, ok, why in backend_status():  # (a library failing to load: cannot run)
+        if not ok:
+            rows.append({**tag, "backend": b.name, "available": False, "detail": why})
+            continue
+        try:
+            with open_engine(b) as e:
+                for row in timed(e):  # (each kept as it comes: a later size may fail)
+                    rows.append({**tag, "backend": b.name, "device": why, **row})
+        except LivescopeError as exc:  # (EngineError, BackendRunError: the engine's, not ours)
+            rows.append({**tag, **_backend_failed(engine, b, exc)})
+    return rows
+
+
 def _bench_stain(name: str, repeats: int) -> list[dict[str, Any]]:
     """Virtual-staining ms per frame per backend at 512², 1024², 2048² (simulated phase).
 
@@ -715,34 +751,25 @@ def _bench_stain(name: str, repeats: int) -> list[dict[str, Any]]:
     """
     import numpy as np
 
-    from livescope.inference import StainEngine, backend_status
-    from livescope.schema import LivescopeError
+    from livescope.inference import StainEngine
     from livescope.scope import simulated_views
 
     frames = {
         size: [v.phase for v in simulated_views(repeats, seed=size, size=size, objectives=("20x",))]
         for size in (512, 1024, 2048)
     }
-    rows: list[dict[str, Any]] = []
-    for b, ok, why in backend_status():  # (a library failing to load: cannot run)
-        if not ok:  # (left out without a word, where the segmentation rows said why)
-            rows.append({"engine": name, "backend": b.name, "available": False, "detail": why})
-            continue
-        # (a backend said to be available may still fail to build the engine, e.g. a
-        # TensorRT build out of GPU memory, or to run it: that backend's row says so,
-        # and the others are still timed; it stopped the whole benchmark, exit 2)
-        try:
-            with StainEngine(name, backend=b) as e:
-                for size, items in frames.items():
-                    # (a whole call at each size first: only the engine at 512² was warmed,
-                    # so each size's first frame paid its first-call costs in the timing)
-                    e.predict(items[0])
-                    ms = [e.predict(f).ms for f in items]
-                    rows.append({"engine": name, "backend": b.name, "device": why, "size": size,
-                                 "ms_total": round(float(np.median(ms)), 1)})  # fmt: skip
-        except LivescopeError as exc:  # (EngineError, BackendRunError: the engine's, not ours)
-            rows.append({"engine": name, **_backend_failed(name, b, exc)})
-    return rows
+
+    def timed(e: StainEngine) -> Iterator[dict[str, Any]]:
+        for size, items in frames.items():
+            # (a whole call at each size first: only the engine at 512² was warmed, so
+            # each size's first frame paid its first-call costs in the timing)
+            e.predict(items[0])
+            ms = [e.predict(f).ms for f in items]
+            yield {"size": size, "ms_total": round(float(np.median(ms)), 1)}
+
+    return _rows_per_backend(
+        name, lambda b: StainEngine(name, backend=b), timed, tag={"engine": name}
+    )
 
 
 def _grid_of_cells(n: int, radius: int = 9) -> tuple[Any, Any]:
@@ -769,33 +796,27 @@ def _bench_states(name: str, repeats: int) -> list[dict[str, Any]]:
     """
     import numpy as np
 
-    from livescope.inference import CellStateEngine, backend_status
-    from livescope.schema import LivescopeError
+    from livescope.inference import CellStateEngine
 
-    rows: list[dict[str, Any]] = []
     cases = {n: _grid_of_cells(n) for n in (100, 1000)}
-    for b, ok, why in backend_status():  # (a library failing to load: cannot run)
-        if not ok:  # (said, as in the segmentation rows)
-            rows.append({"engine": name, "backend": b.name, "available": False, "detail": why})
-            continue
-        try:  # (a backend that fails to build or run the engine: its row says so, as for stain)
-            with CellStateEngine(name, backend=b) as e:
-                for n, (frame, labels) in cases.items():
-                    # (a whole call for each cell count first: 1,000 cells are another
-                    # batch shape, whose first call was timed)
-                    e.classify(frame, labels)
-                    ms = []
-                    for _ in range(repeats):
-                        t0 = time.perf_counter()
-                        e.classify(frame, labels)
-                        ms.append(1000 * (time.perf_counter() - t0))
-                    median = float(np.median(ms))
-                    rows.append({"engine": name, "backend": b.name, "device": why, "cells": n,
-                                 "ms_total": round(median, 1),
-                                 "us_per_cell": round(1000 * median / n, 1)})  # fmt: skip
-        except LivescopeError as exc:  # (EngineError, BackendRunError: the engine's, not ours)
-            rows.append({"engine": name, **_backend_failed(name, b, exc)})
-    return rows
+
+    def timed(e: CellStateEngine) -> Iterator[dict[str, Any]]:
+        for n, (frame, labels) in cases.items():
+            # (a whole call for each cell count first: 1,000 cells are another batch
+            # shape, whose first call was timed)
+            e.classify(frame, labels)
+            ms = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                e.classify(frame, labels)
+                ms.append(1000 * (time.perf_counter() - t0))
+            median = float(np.median(ms))
+            yield {"cells": n, "ms_total": round(median, 1),
+                   "us_per_cell": round(1000 * median / n, 1)}  # fmt: skip
+
+    return _rows_per_backend(
+        name, lambda b: CellStateEngine(name, backend=b), timed, tag={"engine": name}
+    )
 
 
 def bench_engines(
@@ -822,16 +843,13 @@ def bench_engines(
     from livescope.bus import machine_info
     from livescope.inference import (
         SegmentationEngine,
-        backend_status,
         classical_segmentation,
         find_engine,
         match_counts,
         scores,
     )
-    from livescope.schema import LivescopeError
     from livescope.scope import simulated_frames
 
-    rows: list[dict[str, Any]] = []
     with user_errors(json_out):
         for name in (engine, stain, states):  # every name now, not once the others have run
             if name is not None:
@@ -839,37 +857,30 @@ def bench_engines(
         frames = {
             size: simulated_frames(repeats, size=size, seed=size) for size in (512, 1024, 2048)
         }
-        for b, ok, why in backend_status():  # (a library failing to load: cannot run)
-            if not ok:
-                rows.append({"backend": b.name, "available": False, "detail": why})
-                continue
-            # (one that fails to build the engine, e.g. a TensorRT build out of GPU memory,
-            # or to run it: its row says so and the others are still timed, as `engines
-            # check` does; it stopped the whole benchmark, exit 2, the other results lost)
-            try:
-                with SegmentationEngine(engine, backend=b) as e:
-                    for size, items in frames.items():
-                        # (a whole segment() at each size first: the warm-up ran the engine
-                        # at 512² only, so the first frame's post-processing, scikit-image's
-                        # import included, was timed in the first backend's 512² ms_post)
-                        e.segment(items[0][0])
-                        eng, post, counts = [], [], []
-                        for frame, truth in items:
-                            r = e.segment(frame)
-                            eng.append(r.ms_engine)
-                            post.append(r.ms_post)
-                            counts.append(scores(match_counts(truth, r.labels))["ap50"])
-                        total = float(np.median(eng) + np.median(post))
-                        rows.append({
-                            "backend": b.name, "device": why, "size": size,
-                            "ms_engine": round(float(np.median(eng)), 1),
-                            "ms_post": round(float(np.median(post)), 1),
-                            "ms_total": round(total, 1),
-                            "post_share": round(float(np.median(post)) / total, 3),
-                            "ap50_sim": round(float(np.mean(counts)), 3),
-                        })  # fmt: skip
-            except LivescopeError as exc:  # (EngineError, BackendRunError: the engine's)
-                rows.append(_backend_failed(engine, b, exc))
+
+        def timed(e: SegmentationEngine) -> Iterator[dict[str, Any]]:
+            for size, items in frames.items():
+                # (a whole segment() at each size first: the warm-up ran the engine at 512²
+                # only, so the first frame's post-processing, scikit-image's import
+                # included, was timed in the first backend's 512² ms_post)
+                e.segment(items[0][0])
+                eng, post, counts = [], [], []
+                for frame, truth in items:
+                    r = e.segment(frame)
+                    eng.append(r.ms_engine)
+                    post.append(r.ms_post)
+                    counts.append(scores(match_counts(truth, r.labels))["ap50"])
+                total = float(np.median(eng) + np.median(post))
+                yield {
+                    "size": size,
+                    "ms_engine": round(float(np.median(eng)), 1),
+                    "ms_post": round(float(np.median(post)), 1),
+                    "ms_total": round(total, 1),
+                    "post_share": round(float(np.median(post)) / total, 3),
+                    "ap50_sim": round(float(np.mean(counts)), 3),
+                }
+
+        rows = _rows_per_backend(engine, lambda b: SegmentationEngine(engine, backend=b), timed)
         for size, items in frames.items():
             classical_segmentation(items[0][0])  # (its first call at each size, as the engines')
             ms, aps = [], []
