@@ -19,7 +19,7 @@ from livescope.pipeline import flag_divisions_ctc, score_states_simulated, views
 from livescope.schema import require_data_root as data_root
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _cards import engine_and_record, new_card, write_card
+from _cards import draft_card, engine_and_record, new_card, write_card
 from train_cellstate import CLASSES, CROP, PIXEL_UM
 
 HELD_OUT_SEEDS = (100, 101, 102)
@@ -51,25 +51,28 @@ def main() -> int:
         # (train.json records --base since session 55; the shipped engine's was 16)
         torch_kwargs={"n_classes": len(CLASSES), "base": int(train.get("base", 16))},
     )  # fmt: skip
-    write_card(folder, card)
-    engine = CellStateEngine(folder, backend="onnxruntime")
-    views = views_for_seeds(HELD_OUT_SEEDS, VIEWS_PER_SEED)
-    sim = score_states_simulated(engine, views)
-    print("simulated, held-out seeds:", json.dumps(sim), flush=True)
-    key = f"simulated seeds {','.join(map(str, HELD_OUT_SEEDS))} (held out, true nuclei)"
-    card["metrics"][key] = {
-        k: float(sim[k])
-        for k in ("mitosis_precision", "mitosis_recall", "mitosis_f1", "mitotic_cells", "cells")
-    } | {f"recall_{k}": float(v) for k, v in sim["class_recall"].items()}  # type: ignore[index]
-    gowt1 = data_root() / "ctc-Fluo-N2DH-GOWT1"
-    div = flag_divisions_ctc(engine, gowt1 / "01", gowt1 / "01_GT", pixel_size_um=GOWT1_PIXEL_UM)
-    print("GOWT1 01:", json.dumps(div), flush=True)
-    card["metrics"]["ctc-Fluo-N2DH-GOWT1/01 (GT masks, 0.240 um/px)"] = {
-        "divisions": float(div["divisions"]),
-        "flagged_in_last_5_frames": float(div["flagged"]),
-        "other_cell_frames_flagged": float(div["other_flag_rate"]),
-    }  # type: ignore[index]
-    engine.close()
+    # (the engine loads its card from the folder: a draft without metrics, until they are in)
+    with draft_card(folder, card):
+        engine = CellStateEngine(folder, backend="onnxruntime")
+        views = views_for_seeds(HELD_OUT_SEEDS, VIEWS_PER_SEED)
+        sim = score_states_simulated(engine, views)
+        print("simulated, held-out seeds:", json.dumps(sim), flush=True)
+        key = f"simulated seeds {','.join(map(str, HELD_OUT_SEEDS))} (held out, true nuclei)"
+        card["metrics"][key] = {
+            k: float(sim[k])
+            for k in ("mitosis_precision", "mitosis_recall", "mitosis_f1", "mitotic_cells", "cells")
+        } | {f"recall_{k}": float(v) for k, v in sim["class_recall"].items()}  # type: ignore[index]
+        gowt1 = data_root() / "ctc-Fluo-N2DH-GOWT1"
+        div = flag_divisions_ctc(
+            engine, gowt1 / "01", gowt1 / "01_GT", pixel_size_um=GOWT1_PIXEL_UM
+        )
+        print("GOWT1 01:", json.dumps(div), flush=True)
+        card["metrics"]["ctc-Fluo-N2DH-GOWT1/01 (GT masks, 0.240 um/px)"] = {
+            "divisions": float(div["divisions"]),
+            "flagged_in_last_5_frames": float(div["flagged"]),
+            "other_cell_frames_flagged": float(div["other_flag_rate"]),
+        }  # type: ignore[index]
+        engine.close()
     write_card(folder, card)
     print(f"wrote {folder / 'card.yaml'}")
     return 0

@@ -33,7 +33,7 @@ from livescope.schema import PostProcess
 from livescope.schema import require_data_root as data_root
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _cards import engine_and_record, new_card, write_card
+from _cards import draft_card, engine_and_record, new_card, write_card
 
 SEED_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 SEED_HS = (0.1, 0.2, 0.3, 0.4)  # h-maxima heights, with seeds above H_FLOOR
@@ -139,49 +139,54 @@ def main() -> int:
     )  # fmt: skip
     if train.get("gamma", 1.0) != 1.0:  # the model was trained on normalised frames ** gamma
         card["normalisation"]["gamma"] = train["gamma"]  # type: ignore[index]
-    write_card(folder, card)
-    engine = SegmentationEngine(folder, backend="onnxruntime")
-    # thresholds: chosen on a third of the training images
-    root = data_root() / "nuclei-mnfinder" / "train"
-    maps, truths = [], []
-    for p in sorted((root / "images").glob("*.tif"))[::3]:
-        maps.append(engine.infer(tifffile.imread(p)))
-        truths.append(tifffile.imread(root / "labels" / p.name))
+    # (the engine loads its card from the folder: a draft without metrics, until they are in)
+    with draft_card(folder, card):
+        engine = SegmentationEngine(folder, backend="onnxruntime")
+        # thresholds: chosen on a third of the training images
+        root = data_root() / "nuclei-mnfinder" / "train"
+        maps, truths = [], []
+        for p in sorted((root / "images").glob("*.tif"))[::3]:
+            maps.append(engine.infer(tifffile.imread(p)))
+            truths.append(tifffile.imread(root / "labels" / p.name))
 
-    best: tuple[float, dict[str, float | None]] | None = None
-    for fg in (0.4, 0.5, 0.6):
-        for seeding in seedings(votes, neighbours):
-            trial = PostProcess(kind=kind, fg_threshold=fg, min_size_px=0, **seeding)  # type: ignore[arg-type]
-            unfiltered = [instance_labels(m, trial) for m in maps]
-            for min_score in MIN_SCORES:
-                total = MatchCounts()
-                for m, t, lab in zip(maps, truths, unfiltered, strict=True):
-                    total.add(
-                        match_counts(t, drop_weak_objects(lab, m[0], MIN_SIZE_PX, min_score, np))
-                    )
-                ap50 = scores(total)["ap50"]
-                if best is None or ap50 > best[0]:
-                    params = {"fg_threshold": fg, "min_size_px": MIN_SIZE_PX,
-                              "min_score": min_score, **seeding}  # fmt: skip
-                    best = (ap50, params)
-    assert best is not None
-    print(f"post-processing chosen on training images: {best[1]} (AP50 {best[0]})")
-    card["postprocess"].update(best[1])  # type: ignore[union-attr]
-    card["metrics"]["train_subset_for_thresholds"] = {"ap50": best[0]}  # type: ignore[index]
-    write_card(folder, card)
-    engine = SegmentationEngine(folder, backend="onnxruntime")
-    for key, sub in (
-        ("nuclei-mnfinder/validation", "nuclei-mnfinder/validation"),
-        ("nuclei-dsb2018", "nuclei-dsb2018"),
-    ):
-        r = evaluate_segmentation(
-            engine, data_root() / sub / "images", data_root() / sub / "labels"
-        )
-        r.pop("per_image")
-        print(key, r)
-        card["metrics"][key] = {
-            k: float(v) for k, v in r.items() if k in ("ap50", "map", "f1", "precision", "recall")
-        }  # type: ignore[index]
+        best: tuple[float, dict[str, float | None]] | None = None
+        for fg in (0.4, 0.5, 0.6):
+            for seeding in seedings(votes, neighbours):
+                trial = PostProcess(kind=kind, fg_threshold=fg, min_size_px=0, **seeding)  # type: ignore[arg-type]
+                unfiltered = [instance_labels(m, trial) for m in maps]
+                for min_score in MIN_SCORES:
+                    total = MatchCounts()
+                    for m, t, lab in zip(maps, truths, unfiltered, strict=True):
+                        total.add(
+                            match_counts(
+                                t, drop_weak_objects(lab, m[0], MIN_SIZE_PX, min_score, np)
+                            )
+                        )
+                    ap50 = scores(total)["ap50"]
+                    if best is None or ap50 > best[0]:
+                        params = {"fg_threshold": fg, "min_size_px": MIN_SIZE_PX,
+                                  "min_score": min_score, **seeding}  # fmt: skip
+                        best = (ap50, params)
+        assert best is not None
+        print(f"post-processing chosen on training images: {best[1]} (AP50 {best[0]})")
+        card["postprocess"].update(best[1])  # type: ignore[union-attr]
+        card["metrics"]["train_subset_for_thresholds"] = {"ap50": best[0]}  # type: ignore[index]
+        write_card(folder, card)
+        engine = SegmentationEngine(folder, backend="onnxruntime")
+        for key, sub in (
+            ("nuclei-mnfinder/validation", "nuclei-mnfinder/validation"),
+            ("nuclei-dsb2018", "nuclei-dsb2018"),
+        ):
+            r = evaluate_segmentation(
+                engine, data_root() / sub / "images", data_root() / sub / "labels"
+            )
+            r.pop("per_image")
+            print(key, r)
+            card["metrics"][key] = {
+                k: float(v)
+                for k, v in r.items()
+                if k in ("ap50", "map", "f1", "precision", "recall")
+            }  # type: ignore[index]
     write_card(folder, card)
     print(f"wrote {folder / 'card.yaml'}")
     return 0
