@@ -127,8 +127,8 @@ def _summary_section(page: ReportPage) -> str:
         ("Run", fmt(s.get("run_id"))),
         ("Hardware profile", fmt(s.get("profile"))),
         ("Positions", fmt(run.positions)),
-        ("Channels", fmt(run.channels)),
-        ("Time points", fmt(s.get("timepoints"))),
+        ("Channels", fmt(run.channels_taken)),
+        ("Time points", fmt(run.timepoints)),
         ("Duration (s) · frames per second", f"{fmt(s.get('duration_s'))} · {fmt(s.get('fps'))}"),
         (
             "Frames acquired · written · analysed",

@@ -158,6 +158,33 @@ class RunData:
             return [str(c) for c in named]
         return list(dict.fromkeys(str(f.get("channel", "")) for f in self.frames))
 
+    @property
+    def channels_taken(self) -> list[str]:
+        """Channel names of the plan's own frames in the frame log, else `channels`.
+
+        The summary's ``channels`` are the recording's channel axis: the plan's
+        channels, then every other preset of the rig (a close-up may add one), so
+        a one-channel replay listed every preset of the replay profile.
+        """
+        taken = dict.fromkeys(
+            str(f.get("channel", "")) for f in self.frames if f.get("added_by") is None
+        )
+        return list(taken) or self.channels
+
+    @property
+    def timepoints(self) -> int | None:
+        """The summary's ``timepoints``, else the plan's time points in the frame log.
+
+        (A replay's summary has none: the report showed "—".) None where neither says.
+        """
+        named = self.summary.get("timepoints")
+        if isinstance(named, int) and not isinstance(named, bool):
+            return named
+        taken = {
+            (f.get("index") or {}).get("t", 0) for f in self.frames if f.get("added_by") is None
+        }
+        return len(taken) or None
+
     def sample_times(self) -> dict[tuple[str, int], float]:
         """Sample time (s) of each (position, time point), from the frame log.
 
