@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -45,7 +46,10 @@ ANAPHASE_SHARE = _ANAPHASE_SHARE
 """Share of ``mitosis_duration_s`` the daughters spend in anaphase/telophase after division."""
 _APOPTOSIS_S = 2400.0
 _VELOCITY_MEMORY_S = 600.0  # persistence time of random motion
-_HISTORY_STEPS = 720  # states kept for random access (2 h of sample time)
+_HISTORY_STEPS = 720  # steps behind the newest served without simulating from t=0 (2 h)
+_RECENT_STEPS = 30  # newest states kept whole (5 min: frames' truth drawn a little behind)
+_CHECKPOINT_STEPS = 30  # the dynamics are kept every this many steps, to replay from
+_REPLAYED_STATES = 4  # states replayed from a checkpoint, kept for the next ask
 
 
 class CellState(IntEnum):
@@ -101,6 +105,27 @@ class SampleState:
         return int(self.ids.size)
 
 
+class _Checkpoint(NamedTuple):
+    """The dynamics after one step: enough to simulate on from it exactly."""
+
+    cells: dict[str, NDArray[Any]]
+    rng_state: Mapping[str, Any]
+    next_id: int
+
+
+class _ScratchLineage(dict[int, CellRecord]):
+    """The lineage of a replay: takes its writes and drops them.
+
+    A replay only simulates steps already simulated, whose records the real
+    lineage holds.
+    """
+
+    def __missing__(self, cell_id: int) -> CellRecord:
+        record = CellRecord(cell_id, 0, math.nan)
+        self[cell_id] = record
+        return record
+
+
 class SimulatedSample:
     """A deterministic cell population.
 
@@ -114,6 +139,12 @@ class SimulatedSample:
     Notes
     -----
     Not thread-safe: the simulated microscope calls it under its own lock.
+
+    Memory: the newest `_RECENT_STEPS` states are kept whole, and the dynamics
+    every `_CHECKPOINT_STEPS` steps back to `_HISTORY_STEPS` behind the newest;
+    a state in between is simulated again from the checkpoint before it (the
+    same state: the step is deterministic). Keeping all 720 states whole took
+    ~400 MB at the default density, ~5 GB at ten times it.
 
     """
 
@@ -173,6 +204,8 @@ class SimulatedSample:
         for _ in range(20):  # relax initial overlaps
             self._repel()
         self._history: OrderedDict[int, SampleState] = OrderedDict()
+        self._checkpoints: OrderedDict[int, _Checkpoint] = OrderedDict()
+        self._replayed: OrderedDict[int, SampleState] = OrderedDict()
         self._remember()
 
     def _new_ids(self, n: int) -> NDArray[np.int64]:
@@ -194,14 +227,21 @@ class SimulatedSample:
         """Return the population at sample time ``time_s`` (>= 0).
 
         The state is piecewise constant between steps of `STEP_S`. Times up to
-        two hours behind the newest step are served from memory; older ones are
-        simulated again from the seed (same result, slower).
+        two hours behind the newest step are served from memory (the last five
+        minutes at once, older ones simulated again from a checkpoint of at most
+        `_CHECKPOINT_STEPS` steps before); older ones are simulated again from
+        the seed (same result, slower).
         """
         if not (time_s >= 0 and math.isfinite(time_s)):
             raise ValueError(f"sample time must be a finite number of s >= 0, got {time_s}")
         step = math.floor(time_s / STEP_S + 1e-9)
         if step in self._history:
             return self._history[step]
+        if step in self._replayed:
+            self._replayed.move_to_end(step)
+            return self._replayed[step]
+        if self._checkpoints and next(iter(self._checkpoints)) <= step < self._t_step:
+            return self._replay(step)
         if step < self._t_step:
             if self._ahead is None or self._ahead[0] < self._t_step:
                 self._ahead = (self._t_step, self.lineage)
@@ -210,7 +250,38 @@ class SimulatedSample:
             self._step()
         return self._history[step]
 
+    def _replay(self, step: int) -> SampleState:
+        """Simulate ``step`` (older than the whole states kept) again from a checkpoint.
+
+        The sample's own dynamics and lineage are put back afterwards.
+        """
+        base = max(k for k in self._checkpoints if k <= step)
+        cp = self._checkpoints[base]
+        saved = (self._c, self._rng, self._t_step, self._next_id, self.lineage)
+        try:
+            self._c = {k: v.copy() for k, v in cp.cells.items()}
+            self._rng = np.random.Generator(np.random.PCG64())
+            self._rng.bit_generator.state = cp.rng_state
+            self._t_step, self._next_id = base, cp.next_id
+            self.lineage = _ScratchLineage()
+            while self._t_step < step:
+                self._advance()
+            snap = self._snapshot()
+        finally:
+            self._c, self._rng, self._t_step, self._next_id, self.lineage = saved
+        self._replayed[step] = snap
+        while len(self._replayed) > _REPLAYED_STATES:
+            self._replayed.popitem(last=False)
+        return snap
+
     def _step(self) -> None:
+        self._advance()
+        self._remember()
+        if self._ahead is not None and self._t_step >= self._ahead[0]:
+            self._ahead = None  # (the lineage simulated again is the same, and as far)
+
+    def _advance(self) -> None:
+        """Simulate one step on (the sample's dynamics and lineage; no state kept)."""
         p, c, rng = self.params, self._c, self._rng
         self._t_step += 1
         t = self.time_s
@@ -237,9 +308,6 @@ class SimulatedSample:
         for cid in c["ids"][dying].tolist():
             self.lineage[cid].apoptosis_onset_s = t
         self._advance_states(t)
-        self._remember()
-        if self._ahead is not None and self._t_step >= self._ahead[0]:
-            self._ahead = None  # (the lineage simulated again is the same, and as far)
 
     def _advance_states(self, t: float) -> None:
         """Apply state transitions due at sample time ``t``."""
@@ -351,6 +419,24 @@ class SimulatedSample:
     # -------------------------------------------------------------- snapshot
 
     def _remember(self) -> None:
+        """Keep the newest step's state, and its dynamics if a checkpoint falls on it."""
+        step = self._t_step
+        self._history[step] = self._snapshot()
+        while len(self._history) > _RECENT_STEPS:
+            self._history.popitem(last=False)
+        if step % _CHECKPOINT_STEPS == 0:
+            self._checkpoints[step] = _Checkpoint(
+                {k: v.copy() for k, v in self._c.items()},
+                self._rng.bit_generator.state,
+                self._next_id,
+            )
+        # the checkpoint before the oldest step served from memory stays
+        oldest = step - _HISTORY_STEPS + 1
+        while len(self._checkpoints) > 1 and list(self._checkpoints)[1] <= oldest:
+            self._checkpoints.popitem(last=False)
+
+    def _snapshot(self) -> SampleState:
+        """Return the population at the newest step, for rendering."""
         c, t, mito = self._c, self.time_s, self.params.mitosis_duration_s
         state = c["state"]
         elapsed = t - c["since"]
@@ -387,7 +473,7 @@ class SimulatedSample:
         bright[apo] *= 1 + 1.5 * np.sqrt(f[apo])
         r[apo] *= 1 - 0.5 * f[apo]
 
-        snap = SampleState(
+        return SampleState(
             time_s=t,
             ids=c["ids"].copy(),
             y_um=c["y"].copy(),
@@ -400,9 +486,6 @@ class SimulatedSample:
             progress=progress,
             texture=c["texture"].copy(),
         )
-        self._history[self._t_step] = snap
-        while len(self._history) > _HISTORY_STEPS:
-            self._history.popitem(last=False)
 
     def records(self) -> list[CellRecord]:
         """Return the lineage of every cell simulated so far, by id.
