@@ -171,7 +171,14 @@ def field_thumbnails(
             notes.append(
                 f"{pos}: no masks (results/ctc/{pos}/maskTTT.tif): frames without contours."
             )
-        array = g["0"]
+        try:
+            array = g["0"]
+        except KeyError:  # (a run killed between making the group and its array)
+            notes.append(
+                f"{pos}: its array is missing from {ZARR_NAME}/{g.path} (the run was "
+                "stopped as it was made): not drawn."
+            )
+            continue
         c = channels.index(shown)
         panels = []
         unread: set[int] = set()
