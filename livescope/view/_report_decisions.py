@@ -9,7 +9,7 @@ import numpy as np
 
 from . import _report_plots as plots
 from ._report_data import RunData, finite_seconds, firing_outcome
-from ._report_html import as_dict, esc, fmt, missing, table
+from ._report_html import Fixed, as_dict, esc, fmt, missing, table
 from ._report_page import NO_RESULTS, ReportPage
 
 __all__ = ["agent_answers", "decisions_section", "logged_outcome", "truth_section"]
@@ -146,7 +146,7 @@ def decisions_section(page: ReportPage) -> str:
             [f"time ({unit_name})", "rule", "decision", "frame", "position", "outcome", "reason"],
             [
                 [
-                    None if f["time"] is None else round(float(f["time"]) / div, 2),
+                    None if f["time"] is None else Fixed(float(f["time"]) / div, 2),
                     f["rule"],
                     f["kind"],
                     f["seq"],

@@ -53,10 +53,27 @@ def esc(value: object) -> str:
     return html.escape(text, quote=True)
 
 
+class Fixed(float):
+    """A number shown with ``places`` decimals (`fmt`), e.g. a time in a long run.
+
+    (At `fmt`'s 3 significant digits, firings at 11.50 h and 11.57 h both read
+    "11.5"/"11.6", and 170.17 and 170.83 min "170"/"171".)
+    """
+
+    places: int
+
+    def __new__(cls, value: float, places: int = 2) -> Fixed:
+        self = super().__new__(cls, value)
+        self.places = places
+        return self
+
+
 def fmt(value: Any, digits: int = 3) -> str:
     """Format a value for a table: ``—`` for missing, yes/no, thousands separators."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
+    if isinstance(value, Fixed):
+        return f"{value:,.{value.places}f}"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int):
