@@ -254,6 +254,11 @@ def remove_file(path: str | Path) -> bool:
     return True
 
 
+_DURATION_ERRORS = ("time_delta_parsing", "time_delta_type")
+"""pydantic's error types for a duration (``timedelta``: a time plan's interval or
+duration) it cannot read, such as ``2 min``."""
+
+
 def format_validation_error(err: ValidationError, data: Any = None) -> list[str]:
     """Return one line per error, each starting with its dotted field path.
 
@@ -279,6 +284,8 @@ def format_validation_error(err: ValidationError, data: Any = None) -> list[str]
         if e["type"] not in ("missing", "extra_forbidden") and not isinstance(got, dict | list):
             shown = repr(got)  # (shortened: a decision's 1 MB string came back whole)
             msg = f"{msg} (got {shown if len(shown) <= 200 else shown[:200] + '…'})"
+        if e["type"] in _DURATION_ERRORS:  # (pydantic's own words: "invalid character in hour")
+            msg += "; durations are seconds (e.g. 120 for 2 min)"
         if (line := f"{loc}: {msg}") not in lines:
             lines.append(line)
     return lines

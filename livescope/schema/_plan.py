@@ -142,13 +142,18 @@ def _event_count_problem(sequence: useq.MDASequence) -> str | None:
 
 
 def _shape_problems(sequence: useq.MDASequence) -> list[str]:
-    """Return the problems of z and time plans that cannot be expanded into events.
+    """Return the problems of z, grid and time plans that cannot be expanded into events.
 
-    useq takes them, then fails (or fills memory) when the plan is expanded: a
-    z step or range that is NaN or infinite, a z step so small that the stack
-    has millions of planes, a negative step (a stack of no planes), an interval
-    of 0 with a duration (as many time points as fit in it: no number). The
-    plan's own and each position's sequence are looked at.
+    useq takes them, then fails (or fills memory) when the plan is expanded,
+    or gives other planes, tiles or time points than written: a z step or
+    range that is NaN or infinite, a z step so small that the stack has
+    millions of planes, a negative step, range or top below bottom (a stack
+    of no planes), a step of 0 over a range (one plane, at its bottom), a
+    negative above or below (useq takes its size), a grid's field of view of 0
+    or less (tiles 1 µm apart) or overlap of 100 % or more (every tile on one
+    spot), a time plan of no phases (one time point), an interval of 0 with a
+    duration (as many time points as fit in it: no number). The plan's own
+    and each position's sequence are looked at.
     """
     problems: list[str] = []
     subs = [("", sequence)] + [
@@ -173,12 +178,21 @@ def _shape_problems(sequence: useq.MDASequence) -> list[str]:
                     f"{where}.step: {step:g} µm gives no planes; give a step > 0 (go_up: false "
                     "images the stack from the top down)"
                 )
+            elif wrong := _z_range_problems(zp, where):
+                problems += wrong
             elif (n := zp.num_positions()) > _MAX_PLANES:
                 problems.append(
                     f"{where}: {n} planes (more than {_MAX_PLANES}); z_plan numbers are µm "
                     "(a step in mm or nm?)"
                 )
+        problems += _grid_shape_problems(f"{prefix}grid_plan", seq.grid_plan)
         tp = seq.time_plan
+        if isinstance(tp, useq.MultiPhaseTimePlan) and not tp.phases:
+            problems.append(
+                f"{prefix}time_plan: no phases (an empty list) gives one time point; give its "
+                "phases (each an interval with loops or a duration, in seconds), or leave "
+                "time_plan out for one time point"
+            )
         for k, phase in enumerate(getattr(tp, "phases", None) or ([tp] if tp else [])):
             if isinstance(phase, useq.TIntervalDuration) and not phase.interval.total_seconds():
                 tag = f".phases.{k}" if isinstance(tp, useq.MultiPhaseTimePlan) else ""
@@ -186,8 +200,72 @@ def _shape_problems(sequence: useq.MDASequence) -> list[str]:
                     f"{prefix}time_plan{tag}.interval: 0 with a duration gives no number of time "
                     "points; give loops (as fast as the rig can) or an interval > 0"
                 )
+    if isinstance(sequence.stage_positions, useq.WellPlatePlan):
+        problems += _grid_shape_problems(
+            "stage_positions.well_points_plan", sequence.stage_positions.well_points_plan
+        )
     if not problems and (why := _event_count_problem(sequence)) is not None:
         problems.append(why)
+    return problems
+
+
+def _z_range_problems(zp: Any, where: str) -> list[str]:
+    """Return why a z plan with a finite step >= 0 gives no stack, or another than written.
+
+    A negative range or top below bottom gives no planes; a negative above or
+    below is taken as its size (-3 is 3, not 3 the other way); a step of 0
+    over a range gives one plane, at the range's bottom, off the position's z.
+    """
+    problems = [
+        f"{where}.{name}: {value:g} µm "
+        + ("gives no planes; give a range >= 0 µm" if name == "range" else
+           f"is taken as {abs(value):g} µm {name} the position's z; give a distance >= 0 µm")
+        + " (go_up: false images the stack from the top down)"
+        for name in ("range", "above", "below")
+        if (value := getattr(zp, name, None)) is not None and value < 0
+    ]  # fmt: skip
+    if isinstance(zp, useq.ZTopBottom) and zp.top < zp.bottom:
+        problems.append(
+            f"{where}: top {zp.top:g} µm is below bottom {zp.bottom:g} µm, which gives no planes; "
+            "swap them (go_up: false images the stack from the top down)"
+        )
+    if problems or getattr(zp, "step", None) != 0:
+        return problems
+    if isinstance(zp, useq.ZTopBottom):
+        span, at = zp.top - zp.bottom, f"at its bottom (z = {zp.bottom:g} µm)"
+    elif isinstance(zp, useq.ZAboveBelow):
+        span, at = zp.above + zp.below, f"{zp.below:g} µm below the position's z"
+    else:  # (ZRangeAround)
+        span, at = zp.range, f"{zp.range / 2:g} µm below the position's z"
+    if span:
+        problems.append(
+            f"{where}.step: 0 µm over a {span:g} µm range gives one plane, {at}, not a "
+            "stack; give a step > 0 (one plane: range 0)"
+        )
+    return problems
+
+
+def _grid_shape_problems(where: str, grid: Any) -> list[str]:
+    """Return why a grid's tiles would not be one field of view apart (``where``: its path).
+
+    A field of view of 0 is taken as 1 µm (tiles 1 µm apart, as without one:
+    a missing one is refused by `check_plan`, with the profile's), a negative
+    one mirrors the grid; an overlap of 100 % or more leaves no step between
+    tiles (a division by zero, or every tile on one spot).
+    """
+    problems = [
+        f"{where}.{name}: {value:g} µm; give the field of view (µm, > 0): useq places the "
+        "tiles 1 µm apart at 0, and mirrors the grid below it"
+        for name in ("fov_width", "fov_height")
+        if (value := getattr(grid, name, None)) is not None and not value > 0
+    ]
+    overlap = getattr(grid, "overlap", None)
+    if overlap is not None and any(not o < 100 for o in overlap):
+        shown = " x ".join(f"{o:g}" for o in overlap)
+        problems.append(
+            f"{where}.overlap: {shown} % leaves no step between tiles (every tile on one spot); "
+            "give an overlap < 100 (percent of the field of view)"
+        )
     return problems
 
 
