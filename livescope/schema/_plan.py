@@ -327,23 +327,29 @@ def _time_and_grid_problems(sequence: useq.MDASequence, profile: HardwareProfile
                     f"{where}.{name}: {step.total_seconds():g} s; time only runs forward "
                     "(give a value >= 0)"
                 )
+    h, w = profile.field_of_view_um
+    problems += [
+        f"{where}: give fov_width and fov_height (µm): without them useq places the "
+        f"tiles 1 µm apart; this profile's field of view is {w:g} x {h:g} µm"
+        for where in _grids_without_fov(sequence)
+    ]
+    return problems
+
+
+def _grids_without_fov(sequence: useq.MDASequence) -> list[str]:
+    """Return where the plan's grids lack a field of view (useq tiles them 1 µm apart)."""
     grids = [("grid_plan", sequence.grid_plan)] + [
         (f"stage_positions.{i}.sequence.grid_plan", p.sequence.grid_plan)
         for i, p in enumerate(sequence.stage_positions)
         if p.sequence is not None and p.sequence.grid_plan is not None
     ]
-    h, w = profile.field_of_view_um
-    for where, grid in grids:
-        if (
-            grid is not None
-            and hasattr(grid, "fov_width")
-            and (grid.fov_width is None or grid.fov_height is None)
-        ):
-            problems.append(
-                f"{where}: give fov_width and fov_height (µm): without them useq places the "
-                f"tiles 1 µm apart; this profile's field of view is {w:g} x {h:g} µm"
-            )
-    return problems
+    return [
+        where
+        for where, grid in grids
+        if grid is not None
+        and hasattr(grid, "fov_width")
+        and (grid.fov_width is None or grid.fov_height is None)
+    ]
 
 
 _IN_USE = "in use"
@@ -472,6 +478,9 @@ def check_plan(
     ]:
         problems += _channel_problems(prefix, channels, profile)
     problems += _time_and_grid_problems(sequence, profile)
+    if events is None and _grids_without_fov(sequence):
+        # (not expanded: at 1 µm tiles a 300 µm square grid is 90,000 events, 41 s to expand)
+        raise PlanError(source, problems)
     problems += _axis_order_problems(sequence)
     problems += _z_offset_problems(sequence)
     xy, z = profile.stages.xy, profile.stages.z
