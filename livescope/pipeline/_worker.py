@@ -58,6 +58,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import useq
 from numpy.typing import NDArray
 
@@ -96,7 +97,7 @@ from livescope.schema import (
 from livescope.scope import frames_in_plan
 from livescope.tracking import OnlineTracker, TrackerSnapshot
 
-from ._analyzer import FrameAnalyzer
+from ._analyzer import FrameAnalyzer, FrameResult
 from ._assembly import FieldAssembler, watch_stdin
 from ._config import PLAN_FILE, RESULTS_DIR, WorkerConfig
 from ._jobs import DecideJob, Field, StoreJob, overlap_ns
@@ -158,6 +159,19 @@ POLICY_HUNG = "policy_hung.json"
 
 _WATCH_EVERY_S = 1.0
 """How often the policies' watchdog looks at the call in progress (s)."""
+
+MAX_UNSTORED_BYTES = 1 << 29
+"""Most bytes of large arrays (frames, labels, virtual stain: `_held_bytes`) the fields
+analysed but not yet stored may hold (512 MiB; `PipelineWorker.max_unstored_bytes`): past
+it the main thread waits for the store thread before it analyses another field, so the
+analysis goes at the storage's pace (a slow or network disk, an antivirus scanning each
+file) and the fields wait in the recording, as when the engines are slow. A 512² field of
+two channels holds ~3 MB, one of 2048² z-stacks tens of MB; without a bound a store slower
+than the analysis for long filled the worker's memory until it died."""
+
+_STORE_WAIT_S = 0.5
+"""How long the main thread waits for the store at a time, looking between waits whether
+the store or decision thread failed (and hearing Ctrl+C, also on Windows)."""
 
 
 class Behind:
@@ -381,6 +395,14 @@ class PipelineWorker:
         self._policy_gen = self._policy_gen_written = 0
         self._policy_lock = threading.Lock()
         self._store_q: queue.Queue[StoreJob | None] = queue.Queue()
+        self.max_unstored_bytes = MAX_UNSTORED_BYTES
+        """The bound on the fields analysed but not yet stored (see `MAX_UNSTORED_BYTES`)."""
+        # bytes each of them holds (by id of its Field), from the moment the main thread
+        # hands it to the decision thread until it is stored (or dropped by a failure)
+        self._unstored: dict[int, int] = {}
+        self._unstored_bytes = 0
+        self._unstored_cv = threading.Condition()
+        self._unstored_said = False
         # set while the main thread is in the engines (which release the GIL) or waits for
         # frames: the store thread does its Python-heavy work then, not while the main
         # thread prepares a field or hands it on (nor while the decision thread works)
@@ -1009,12 +1031,71 @@ class PipelineWorker:
         with self._deciding_lock:  # (before the main thread goes free: see _decide_free)
             self._deciding += 1
             self._decide_free.clear()
+        with self._unstored_cv:
+            self._unstored[id(fld)] = 0  # (its bytes counted below)
         self._decide_q.put(
             DecideJob(fld, res, fluo, px, t_start, t_analysed, busy,
                        tracker.snapshot() if tracker is not None else None)
         )  # fmt: skip
+        size = _held_bytes(fld, res)
+        with self._unstored_cv:
+            if id(fld) in self._unstored:  # (not stored already)
+                self._unstored[id(fld)] = size
+                self._unstored_bytes += size
         if self._store_error is not None:
             raise LivescopeError(f"storing results failed: {self._store_error}")
+        # (after the hand-off: this field's decisions never wait for the store)
+        self._wait_for_store(size)
+
+    def _wait_for_store(self, size: int) -> None:
+        """Wait until the fields not yet stored leave room for another of ``size`` bytes.
+
+        Main thread, after a field is handed to the decision thread: the next
+        field's analysis waits for the store (`MAX_UNSTORED_BYTES`). Never while
+        nothing is left to store (a field larger than the bound goes alone).
+
+        Raises
+        ------
+        LivescopeError
+            if the store or decision thread failed (or ended) meanwhile.
+
+        """
+        with self._unstored_cv:
+            if not self._unstored_bytes or self._unstored_bytes + size <= self.max_unstored_bytes:
+                return
+        # the decisions of the fields handed on go now, and the store thread may work
+        self._handoff.set()
+        self._main_free.set()
+        if not self._unstored_said:
+            self._unstored_said = True
+            logger.warning(
+                "the results are stored slower than the fields are analysed: %.0f MB of "
+                "fields wait to be stored in %s (the bound, MAX_UNSTORED_BYTES: %.0f MB); the "
+                "analysis waits for the store from here on, so the fields wait in the "
+                "recording (none is lost); a faster local disk for the run folder, or one "
+                "an antivirus does not scan, keeps up",
+                self._unstored_bytes / 1e6, self.results, self.max_unstored_bytes / 1e6,
+            )  # fmt: skip
+        with self._unstored_cv:
+            while self._unstored_bytes and self._unstored_bytes + size > self.max_unstored_bytes:
+                if self._store_error is not None:
+                    raise LivescopeError(f"storing results failed: {self._store_error}")
+                if self._decide_error is not None:
+                    raise LivescopeError(f"deciding failed: {self._decide_error}")
+                if not self._store_thread.is_alive() or not self._decide_thread.is_alive():
+                    # (a BaseException ended it: nothing will store the fields waiting)
+                    raise LivescopeError(
+                        "storing results failed: the store or decision thread ended with "
+                        f"{self._unstored_bytes / 1e6:.0f} MB of fields not stored (see the "
+                        "log for its error)"
+                    )
+                self._unstored_cv.wait(_STORE_WAIT_S)
+
+    def _stored(self, fld: Field) -> None:
+        """Take ``fld`` off the fields not yet stored (stored, or dropped by a failure)."""
+        with self._unstored_cv:
+            self._unstored_bytes -= self._unstored.pop(id(fld), 0)
+            self._unstored_cv.notify_all()
 
     def _later_waiting(self, fld: Field) -> bool:
         """Whether a later time point of ``fld``'s position is already queued (live fields)."""
@@ -1030,10 +1111,12 @@ class PipelineWorker:
         while (job := self._decide_q.get()) is not None:
             try:
                 if self._decide_error is not None:
+                    self._stored(job.fld)  # (never stored: not waited for)
                     continue  # the worker is failing; nothing more is decided
                 self._handoff.wait(HANDOFF_WAIT_S)
                 self._decide(job)
             except BaseException as exc:  # (a policy's KeyboardInterrupt too: the worker stops)
+                self._stored(job.fld)  # (never stored: not waited for)
                 # (one a policy raised, that the engine does not take as its bug: named)
                 who, self.policy.calling = self.policy.calling, None  # (not hung: it ended)
                 if who is not None:
@@ -1152,6 +1235,7 @@ class PipelineWorker:
         lower_thread_priority(self.config.engine_nice)  # bulk work, like the engines
         while (job := self._store_q.get()) is not None:
             if self._store_error is not None:
+                self._stored(job.fld)  # (never stored: not waited for)
                 continue  # the worker is failing; state is not saved past the error
             try:
                 ms = 0.0
@@ -1185,6 +1269,8 @@ class PipelineWorker:
             except Exception as exc:
                 logger.exception("storing field %s t=%d failed", job.fld.position, job.fld.t)
                 self._store_error = exc
+            finally:
+                self._stored(job.fld)
 
     def _drain_store(self) -> None:
         """Wait until every field handed to the store thread is written."""
@@ -1307,6 +1393,24 @@ class PipelineWorker:
                 discard_live_masks(live)
         write_atomic(self.results / "worker.json", json.dumps(summary, indent=1))
         return summary
+
+
+def _held_bytes(fld: Field, res: FrameResult) -> int:
+    """Return the bytes of the large arrays a field and its result hold, each counted once.
+
+    Its frames, the planes the engines ran on, the labels and the virtual stain (a
+    few µs: the per-cell tables, a few kB, are left out; a generic walk over
+    every attribute took 0.1-0.2 ms of the main thread, on the decisions' way).
+    """
+    held: dict[int, int] = {}
+    for a in (*fld.frames.values(), *fld.analysed.values(), res.labels, res.stain):
+        if a is None:
+            continue
+        base = a
+        while isinstance(base.base, np.ndarray):  # (a view: its base's memory)
+            base = base.base
+        held[id(base)] = int(base.nbytes)
+    return sum(held.values())
 
 
 def _take(fields: queue.Queue[Any]) -> Any:
