@@ -344,6 +344,8 @@ def run_cmd(
             time_acceleration = ANALYSIS_ACCELERATION  # (the profile's own, 600x, outruns them)
         prof = accelerated(prof, time_acceleration, as_json=json_out)
         refuse_replay_profile(prof, "run", as_json=json_out)
+        if seed is not None and prof.kind != "simulated":  # (a real rig's run ignored it)
+            fail("--seed applies to simulated profiles only", as_json=json_out)
         sequence = load_plan(plan)
         check_plan(sequence, prof, str(plan))
         policies = plan_sections(plan).get("policies")

@@ -8,8 +8,8 @@ side may use (GPU, precision, latency budget). Units are in the field names.
 from __future__ import annotations
 
 from importlib import resources
-from pathlib import Path
-from typing import Annotated, Literal
+from pathlib import Path, PureWindowsPath
+from typing import Annotated, Literal, Self
 
 from pydantic import ConfigDict, Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
@@ -318,7 +318,9 @@ class HardwareProfile(_RigModel):
     description: str = ""
     kind: Literal["simulated", "replay", "micromanager"]
     micromanager_config: Path | None = Field(
-        default=None, description="Micro-Manager .cfg file (required for kind: micromanager)."
+        default=None,
+        description="Micro-Manager .cfg file (required for kind: micromanager); a relative "
+        "path is read from the profile file's folder.",
     )
     camera: Camera
     objectives: tuple[Objective, ...] = Field(min_length=1)
@@ -423,6 +425,39 @@ class HardwareProfile(_RigModel):
         px = self.objective.pixel_size_um
         a, b, c, d = self.camera.orientation
         return (abs(c) * w + abs(d) * h) * px, (abs(a) * w + abs(b) * h) * px
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Self:
+        """Load and validate a profile's YAML file; a relative ``micromanager_config`` is beside it.
+
+        The config's path is made absolute against the file's folder, so that the
+        rig is found whichever folder a command runs from, and a run's copy of the
+        profile names it in full. A profile made in code keeps the path it is given.
+
+        Raises
+        ------
+        ProfileError
+            listing every problem with its field path.
+
+        """
+        profile = super().from_file(path)
+        cfg = profile.micromanager_config
+        if cfg is None or _anchored(cfg):
+            return profile
+        # (validated already: only the path changes)
+        return profile.model_copy(
+            update={"micromanager_config": Path(path).absolute().parent / cfg}
+        )
+
+
+def _anchored(path: Path) -> bool:
+    """Return True for a path that does not depend on the current folder, on any platform.
+
+    ``D:/rigs/ti2.cfg`` is one on Linux too, where pathlib takes it as relative: a
+    Windows rig's profile checked elsewhere keeps its path as written. (A rooted
+    ``/...`` or drive-relative ``D:...`` path counts as anchored too.)
+    """
+    return bool(PureWindowsPath(str(path)).anchor)
 
 
 def builtin_profiles() -> dict[str, Path]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any, Literal
 
 import useq
@@ -200,13 +200,17 @@ def check_micromanager_config(profile: HardwareProfile, backend: str = "mda") ->
     """Raise `LivescopeError` if acquiring on ``profile`` needs a config file that is missing.
 
     The mda backend loads the profile's ``micromanager_config``; checked before
-    a run folder is made, so that a wrong path leaves nothing behind.
+    a run folder is made, so that a wrong path leaves nothing behind. A profile
+    file's relative path was made absolute against its folder when loaded; one
+    made in code is looked for in the current folder, and named in full.
     """
     _check_backend(backend)
     if backend == "mda" and profile.kind != "simulated":
         cfg = profile.micromanager_config
         if cfg is None or not Path(cfg).is_file():
-            raise LivescopeError(f"Micro-Manager config {cfg} (micromanager_config) not found")
+            # (a Windows drive path is relative to Linux's pathlib: shown as written)
+            shown = cfg if cfg is None or PureWindowsPath(str(cfg)).anchor else cfg.absolute()
+            raise LivescopeError(f"Micro-Manager config {shown} (micromanager_config) not found")
 
 
 def run_micromanager(
