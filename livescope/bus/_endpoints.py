@@ -8,6 +8,7 @@ an unauthenticated socket never listens on a network.
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import logging
 import os
@@ -353,7 +354,8 @@ def bind(sock: zmq.Socket[Any], endpoint: str, security: BusSecurity | None = No
     ------
     LivescopeError
         if ``endpoint`` is not a tcp, ipc or inproc address, is not loopback and
-        ``security`` is None, or cannot be bound (in use, malformed, an ipc path
+        ``security`` is None, is tcp with a port that is not ``*`` (or ``0``)
+        or a number from 1 to 65535, or cannot be bound (in use, malformed, an ipc path
         whose folder does not exist, or where a file that is not a socket is).
 
     """
@@ -362,6 +364,13 @@ def bind(sock: zmq.Socket[Any], endpoint: str, security: BusSecurity | None = No
         raise LivescopeError(
             f"{endpoint!r} is not a ZeroMQ endpoint: give tcp://127.0.0.1:PORT (or "
             "tcp://127.0.0.1:* for any free port), or leave it out for a fresh local one"
+        )
+    if (bad := _bad_port(endpoint, wildcard=True)) is not None:
+        # (ZeroMQ keeps a port's low 16 bits: asked :70000, it listened on :4464)
+        raise LivescopeError(
+            f"cannot listen on {endpoint}: Invalid argument ({bad}); give "
+            "tcp://127.0.0.1:PORT with PORT from 1 to 65535 (tcp://127.0.0.1:* for any free "
+            "port), or leave the endpoint out for a fresh local one"
         )
     given = endpoint[len("ipc://") :] if scheme == "ipc" else ""
     if given and not given.startswith("@") and given != "*":  # (no file: no folder either)
@@ -405,6 +414,18 @@ def bind(sock: zmq.Socket[Any], endpoint: str, security: BusSecurity | None = No
                 f"{Path(path).parent} cannot hold the bus's socket files: set "
                 f"{TRANSPORT_ENV}=tcp, or TMPDIR to a local folder that exists"
             ) from None
+        if scheme == "ipc" and given and not (folder := Path(path).parent).is_dir():
+            # (ZeroMQ names only the socket's path: the folder is what to make)
+            why = (
+                f"{folder} is not a folder; give"
+                if folder.exists()
+                else f"{os.strerror(errno.ENOENT)}: the folder {folder} does not exist; make "
+                "it, or give"
+            )
+            raise LivescopeError(
+                f"cannot listen on {endpoint}: {why} an ipc path in a folder that exists, or "
+                "tcp://127.0.0.1:PORT (tcp://127.0.0.1:* for any free port)"
+            ) from None
         raise LivescopeError(
             f"cannot listen on {endpoint}: {exc.strerror}; give a free port "
             "(tcp://127.0.0.1:PORT, or tcp://127.0.0.1:* for any), or leave the endpoint out "
@@ -412,6 +433,27 @@ def bind(sock: zmq.Socket[Any], endpoint: str, security: BusSecurity | None = No
         ) from None
     last = sock.getsockopt(zmq.LAST_ENDPOINT)
     return last.decode() if isinstance(last, bytes) else str(last)
+
+
+def _bad_port(endpoint: str, *, wildcard: bool) -> str | None:
+    """Say what is wrong with a ``tcp://`` endpoint's port (None: nothing, or not tcp).
+
+    A port is a number from 1 to 65535; binding, also ``*`` or ``0`` (any free
+    port, as ZeroMQ reads them). ZeroMQ itself keeps the low 16 bits of any
+    number and ignores what follows one: ``:70000`` listened on (or connected
+    to) ``:4464``, ``:-1`` on ``:65535``, ``:8e3`` on ``:8``, with no error.
+    """
+    scheme, _, rest = endpoint.partition("://")
+    if scheme != "tcp":
+        return None
+    _, sep, port = rest.rpartition(":")
+    if not sep or "]" in port:  # (``tcp://[::1]``: the colons are the address's)
+        return "no port"
+    if wildcard and port in ("*", "0"):
+        return None
+    if port.isascii() and port.isdigit() and 1 <= int(port) <= 65535:
+        return None
+    return f"port {port!r} is not a number from 1 to 65535"
 
 
 def _ipc_path_taken(path: str) -> str | None:
@@ -461,9 +503,16 @@ def connect(sock: zmq.Socket[Any], endpoint: str, security: BusSecurity | None =
     ------
     LivescopeError
         if ``endpoint`` is not one ZeroMQ can connect to (malformed, e.g. a
-        ``bus.json`` written by hand, or a transport it lacks).
+        ``bus.json`` written by hand, a tcp port that is not a number from 1 to
+        65535, or a transport it lacks).
 
     """
+    if (bad := _bad_port(endpoint, wildcard=False)) is not None:
+        # (ZeroMQ keeps a port's low 16 bits: it connected to :4464 when asked :70000)
+        raise LivescopeError(
+            f"cannot connect to {endpoint!r}: {bad}; an endpoint is tcp://HOST:PORT, "
+            "PORT from 1 to 65535 (as the agent's bus.json names them)"
+        )
     if security is not None:
         security.apply_client(sock)
     _enable_ipv6(sock, endpoint)

@@ -152,20 +152,24 @@ class OverlayPublisher:
         self._sock = self._ctx.socket(zmq.XPUB)
         self._file: Path | None = None
         self._closed = False
+        bound: str | None = None
         try:
             self._sock.setsockopt(zmq.SNDHWM, sndhwm)
             self._sock.setsockopt(zmq.LINGER, 0)
-            self.endpoint = bind(self._sock, endpoint or local_endpoint("overlay"), security)
+            self.endpoint = bound = bind(
+                self._sock, endpoint or local_endpoint("overlay"), security
+            )
             if run_dir is not None:
                 self._file = Path(run_dir) / OVERLAY_FILE
                 _remove_stale_socket(self._file)
                 info = {"run_id": run_id, "endpoint": self.endpoint, "v": OVERLAY_VERSION}
-                write_atomic(self._file, json.dumps(info, indent=1))
+                _write_overlay_file(self._file, json.dumps(info, indent=1))
         except BaseException:
             self._sock.close(0)
             if security is not None:
                 security.release(self._ctx)
             self._ctx.term()
+            remove_ipc_files(bound)  # (as `close` does: else its socket file stays behind)
             raise
         self.published = 0
         self.dropped = 0
@@ -304,6 +308,24 @@ class OverlayPublisher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _write_overlay_file(file: Path, text: str) -> None:
+    """Write ``overlay.json`` atomically.
+
+    Raises
+    ------
+    LivescopeError
+        if it cannot be written (the run folder is missing, read-only, full).
+
+    """
+    try:
+        write_atomic(file, text)
+    except OSError as exc:  # (it named the temporary file beside it, not the run folder)
+        why = exc.strerror or str(exc)
+        if not file.parent.is_dir():
+            why = f"the run folder {file.parent} does not exist"
+        raise LivescopeError(f"cannot write {file}: {why}") from None
 
 
 def _remove_stale_socket(file: Path) -> None:
