@@ -26,6 +26,7 @@ from livescope.schema import (
     FrameInfo,
     LivescopeError,
     ShmRef,
+    check_header,
     clock_ns,
     encode_header,
 )
@@ -244,9 +245,14 @@ class FramePublisher:
         ------
         LivescopeError
             for a frame the bus cannot carry (dtype, dimensions: `_wire_array`),
-            or larger than the shared-memory ring's slots; nothing is sent.
+            or larger than the shared-memory ring's slots; `HeaderError` for
+            metadata every subscriber would refuse (`check_header`: a name too
+            long, a negative exposure, ...), naming the field; nothing is sent.
+            Also once the publisher is closed.
 
         """
+        if self._closed:
+            raise LivescopeError("frame publisher is closed")
         arr = _wire_array(image, info["seq"])
         t_agent = clock_ns()
         # (made before a slot is taken: a field that fails must not leave one held)
@@ -272,6 +278,7 @@ class FramePublisher:
             sample_time_s=info["sample_time_s"],
             added_by=info["added_by"],
         )
+        check_header(header)  # (a header every subscriber refuses: not sent, no slot taken)
         shm: ShmRef | None = None
         if self.ring is not None:
             with self._lock:

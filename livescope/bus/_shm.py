@@ -544,17 +544,28 @@ class ShmReader:
             return -1
         return int(self.v.slots[slot, 0])
 
-    def sweep(self, in_use: set[int], older_than_s: float = 1.0) -> int:
-        """Release slots held for this reader whose message never arrived.
+    def sweep(
+        self, in_use: set[int], older_than_s: float = 1.0, *, before_ns: int | None = None
+    ) -> int:
+        """Release slots held for this reader whose message will never come.
 
-        A frame published more than ``older_than_s`` ago that is not in ``in_use``
-        (received and not yet released) was lost in transit (before this reader
-        subscribed, or dropped by the socket); its hold would block the slot forever.
+        A frame's message may be lost in transit (sent before this reader
+        subscribed, or dropped by a full socket queue); its hold would block
+        the slot for ever. Released: each slot held for this reader that is not
+        in ``in_use`` (received and not yet released), published more than
+        ``older_than_s`` ago and, with ``before_ns``, before that time
+        (`clock_ns`). The caller chooses them so that no such message can still
+        come: one waiting unread in the reader's socket is not lost, however
+        old (messages of one writer come in the order sent: a frame published
+        before the newest message received, and not received, was lost).
         Returns how many were released.
         """
         if self._closed:
             return 0
         now = clock_ns()
+        cutoff = now - int(older_than_s * 1e9)
+        if before_ns is not None:
+            cutoff = min(cutoff, before_ns)
         # (all read before the place is checked; the generation first: `ShmRing.publish`
         # writes the time before it, and `ShmRing.write` clears the holder bytes before
         # making it odd, so an even one read here comes with its time and holders)
@@ -567,7 +578,7 @@ class ShmReader:
         lost = 0
         mine = given & (released != gens) & (gens % 2 == 0)  # (odd: being written)
         for slot in np.flatnonzero(mine).tolist():
-            if slot not in in_use and now - int(times[slot]) > older_than_s * 1e9:
+            if slot not in in_use and int(times[slot]) < cutoff:
                 self.v.released[slot, self.index] = gens[slot]
                 lost += 1
         return lost

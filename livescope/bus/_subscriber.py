@@ -39,6 +39,8 @@ __all__ = ["Frame", "FrameSubscriber"]
 logger = logging.getLogger("livescope")
 
 _LATENCY_SAMPLES = 20000
+_IN_FLIGHT_NS = 1_000_000_000
+"""A frame's header not in the socket this long after the frame was published is lost."""
 
 
 class Frame:
@@ -158,6 +160,8 @@ class FrameSubscriber:
         self._in_use: dict[int, int] = {}  # shm slot -> frames of this registration holding it
         self._registration = 0  # counts the reader's registrations (see `release_slot`)
         self._ring_changed = False  # (a frame named another ring: the agent here changed)
+        self._unattached_shm = False  # (a shared-memory frame came, with no ring attached)
+        self._newest_sent_ns = 0  # (t_sent_ns of the newest frame of the ring attached)
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -264,9 +268,12 @@ class FrameSubscriber:
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         last_beat = 0
+        now = clock_ns()
         try:
             while not self._stop.is_set():
-                if poller.poll(50):
+                polled_at = now  # (at or before this poll)
+                waiting = poller.poll(50)
+                if waiting:
                     try:
                         self._receive(sock.recv_multipart(copy=False))
                     except Exception:
@@ -285,7 +292,16 @@ class FrameSubscriber:
                         continue
                     with self._cond:
                         in_use = set(self._in_use)
-                    self.counts["lost_in_transit"] += self.reader.sweep(in_use)
+                    # only frames whose header will never come, not those waiting unread in
+                    # the socket (this thread held up): headers come in the order sent, so
+                    # one published before the newest received that did not come is lost;
+                    # the socket found empty, so is one published well before the poll
+                    before = self._newest_sent_ns
+                    if not waiting:
+                        before = max(before, polled_at - _IN_FLIGHT_NS)
+                    self.counts["lost_in_transit"] += self.reader.sweep(
+                        in_use, 0.0, before_ns=before
+                    )
         except Exception as exc:
             logger.exception("frame receiver stopped")
             self._error = exc
@@ -314,6 +330,7 @@ class FrameSubscriber:
             # must not count against the new place's (`release_slot`)
             self._in_use.clear()
             self._registration += 1
+            self._newest_sent_ns = 0
             if old is not None:
                 old.close()
         self._hello(ctx)
@@ -385,9 +402,18 @@ class FrameSubscriber:
         if self.reader is None or shm["name"] != self.reader.name:
             # (another agent at this address: its ring is attached on the receiver loop)
             self._ring_changed = self.reader is not None
+            self._unattached_shm = self.reader is None
+            if self.reader is None and self.control_endpoint is None:
+                raise HeaderError(
+                    f"frame {header['seq']} is in shared memory {shm['name']!r}: the publisher "
+                    "sends shared-memory frames, which only a subscriber given its control "
+                    "endpoint can read: give control_endpoint (or use attach())"
+                )
             raise HeaderError(
                 f"frame {header['seq']} is in shared memory {shm['name']!r}, not attached"
             )
+        if header["t_sent_ns"] > self._newest_sent_ns:  # (for the sweep)
+            self._newest_sent_ns = header["t_sent_ns"]
         slot = shm["slot"]
         if slot >= self.reader.v.n_slots:
             raise HeaderError(f"shared-memory slot {slot} does not exist")
@@ -467,7 +493,7 @@ class FrameSubscriber:
             "maxlen": self.maxlen,
             "depth": len(self._queue),
             "max_depth": self.max_depth,
-            "mode": "shm" if self.reader is not None else "inline",
+            "mode": "shm" if self.reader is not None or self._unattached_shm else "inline",
         }
         for key in ("messages", "received", "delivered", "rejected", "dropped_queue", "replaced",
                     "dropped_upstream", "not_held", "lost_in_transit", "reregistered",

@@ -55,6 +55,7 @@ from ._header import (
     FrameHeader,
     HeaderError,
     ShmRef,
+    check_header,
     decode_header,
     encode_header,
 )
@@ -154,6 +155,7 @@ __all__ = [
     "builtin_profile_path",
     "builtin_profiles",
     "bulk_priority",
+    "check_header",
     "check_input_folder",
     "check_output_folder",
     "check_plan",

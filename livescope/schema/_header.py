@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, TypedDict, cast
 
 from ._base import json_object
 from ._errors import LivescopeError
@@ -24,6 +24,7 @@ __all__ = [
     "FrameHeader",
     "HeaderError",
     "ShmRef",
+    "check_header",
     "decode_header",
     "encode_header",
 ]
@@ -93,16 +94,20 @@ def encode_header(header: FrameHeader) -> bytes:
     HeaderError
         naming the field that JSON cannot carry or that `decode_header` would
         refuse as not text: a NaN or infinite number (e.g. a stage position),
-        a value of another type, a string with a lone surrogate.
+        a value of another type, a string with a lone surrogate; or for a header
+        larger than `decode_header` takes.
 
     """
     try:
         # (not ensure_ascii: a lone surrogate then fails here, at the sender, instead of being
         # escaped into a header every subscriber refuses)
         text = json.dumps(header, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
-        return text.encode()
+        raw = text.encode()
     except (ValueError, TypeError) as exc:
         raise _unencodable(header, exc) from None
+    if len(raw) > _MAX_HEADER_BYTES:  # (`decode_header` refuses it: e.g. an index of long names)
+        raise _fail(f"{len(raw)} bytes is larger than {_MAX_HEADER_BYTES}")
+    return raw
 
 
 def _unencodable(header: FrameHeader, exc: Exception) -> HeaderError:
@@ -197,6 +202,28 @@ def decode_header(raw: bytes, payload_nbytes: int | None = None) -> FrameHeader:
         d = json_object(raw, "header")
     except ValueError as exc:
         raise _fail(str(exc)) from None
+    return _checked(d, payload_nbytes)
+
+
+def check_header(header: FrameHeader) -> None:
+    """Raise if `decode_header` would refuse ``header`` once encoded (a sender, before sending).
+
+    The receiver's own checks, run on the header as built: a name longer than
+    the wire carries, a negative exposure, an index of 2**31 or more. (A dict
+    key that is not text, which JSON would turn into text, is refused here.)
+    Its size once encoded is checked by `encode_header`.
+
+    Raises
+    ------
+    HeaderError
+        naming the first field refused.
+
+    """
+    _checked(cast("dict[str, Any]", header), None)
+
+
+def _checked(d: dict[str, Any], payload_nbytes: int | None) -> FrameHeader:
+    """Return the header ``d`` holds, every field checked (`decode_header`)."""
     v = d.get("v")
     if type(v) is not int or v != PROTOCOL_VERSION:  # (true and 1.0 equal 1 in Python)
         raise _fail(f"protocol version {v!r} is not {PROTOCOL_VERSION}")
