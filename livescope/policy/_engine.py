@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -164,18 +164,44 @@ def _unloggable(f: Firing, name: str) -> str | None:
     """Return why a Python policy's firing cannot be taken as policy ``name``'s, or None.
 
     Its ``rule`` must be the policy's name (a stale refusal is given back, and
-    the firing logged, by it), and what the worker logs of it (``policy.jsonl``:
-    anything JSON cannot write is written as its ``str``) must be writable: a
-    mapping key JSON cannot take, or a value that holds itself, would stop the
-    worker's decision thread there.
+    the firing logged, by it), as must its decision's, where it names one (the
+    decision log and the agent file it under that rule; `_completed` fills an
+    empty one), and what the worker logs of it (``policy.jsonl``: anything JSON
+    cannot write is written as its ``str``) must be writable: a mapping key JSON
+    cannot take, or a value that holds itself, would stop the worker's decision
+    thread there.
     """
     if f.rule != name:
         return f"decide() returned a Firing of rule {f.rule!r}, not of this policy ({name!r})"
+    if f.decision is not None and f.decision.rule not in ("", name):
+        return (
+            f"decide() returned a decision of rule {f.decision.rule!r}, not of this policy "
+            f"({name!r}): give it rule={name!r}"
+        )
     try:
         json.dumps([f.trigger, f.position, f.track, f.y, f.x, f.inputs], default=str)
     except (TypeError, ValueError, RecursionError) as exc:
         return f"decide() returned a Firing the run's log cannot write: {exc}"
     return None
+
+
+def _completed(f: Firing, obs: Observation) -> Firing:
+    """Return a Python policy's firing with what its decision left out filled in.
+
+    Every decision carries the rule that made it and the sha256 of the engines
+    whose results it saw (a declared rule's does, `_decision`): a decision made
+    without them (``rule`` ``""``, ``engines`` empty) gets the firing's rule and
+    the field's engines (``obs.engines``); its id is kept.
+    """
+    d = f.decision
+    if d is None:
+        return f
+    update: dict[str, Any] = {}
+    if not d.rule:
+        update["rule"] = f.rule
+    if not d.engines and obs.engines:
+        update["engines"] = dict(obs.engines)
+    return replace(f, decision=d.model_copy(update=update)) if update else f
 
 
 def _shared_reason(by: Firing) -> str:
@@ -280,10 +306,12 @@ class PolicyEngine:
         A policy that raises is disabled; the firings it gave before it raised
         stand (their decisions may already be on their way). So is one whose
         firing's ``decision`` is neither None nor a `Decision`, or (a Python
-        policy) whose firing names another rule or carries what the run's log
-        cannot write (`_unloggable`; that firing goes nowhere: no verdict), and
-        one whose decision the guardrails' check raises on (that firing is
-        refused at stage ``guardrail``, the error its reason). A firing whose
+        policy) whose firing or its decision names another rule or carries what
+        the run's log cannot write (`_unloggable`; that firing goes nowhere: no
+        verdict), and one whose decision the guardrails' check raises on (that
+        firing is refused at stage ``guardrail``, the error its reason). A Python
+        policy's decision made without its rule or the engines' sha256 gets
+        them (`_completed`) before it is checked and handed on. A firing whose
         decision could not be made (`Firing.unmade`: a field with no stage
         position, or a cell whose centroid is NaN, say) is refused at stage
         ``guardrail`` with that reason; the policy goes on.
@@ -320,8 +348,10 @@ class PolicyEngine:
                             f"{type(f.decision).__name__}, not a decision "
                             f"({', '.join(d.__name__ for d in _DECISIONS)}) or None"
                         )
-                    if not isinstance(policy, Rule) and (why := _unloggable(f, policy.name)):
-                        raise TypeError(why)
+                    if not isinstance(policy, Rule):
+                        if why := _unloggable(f, policy.name):
+                            raise TypeError(why)
+                        f = _completed(f, obs)
                 except BaseException as exc:  # noqa: BLE001 (any policy bug disables that policy)
                     _policy_bug(exc)
                     self._disable(policy.name, f"{type(exc).__name__}: {exc}")

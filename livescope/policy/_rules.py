@@ -24,7 +24,8 @@ that mitosis until it is seen out of it and not in it again for
 ``rearm_after_s``, then its own next mitosis counts),
 ``division`` (the tracker saw one cell become two), ``cell_count``
 (``above`` / ``below``, with ``hysteresis``), ``enter_region`` (a track
-enters a rectangle ``[y0, x0, y1, x1]`` in pixels), ``feature`` (a cell's
+enters a rectangle ``[y0, x0, y1, x1]`` in pixels; the cells already inside
+on the first field seen at a position entered nothing), ``feature`` (a cell's
 ``intensity`` / ``stain`` / ``area`` / ``p_mitosis`` rises to ``above``;
 re-armed when it falls below ``rearm_below``), ``track_lost`` (once per track). For
 ``enter_region`` and ``feature`` a division is no crossing: a daughter is born
@@ -87,8 +88,9 @@ class Policy(Protocol):
     ``decide`` must be pure in the observation and the policy's own state (no
     I/O, no clocks: use ``obs.sample_time_s``); an exception disables the policy
     for the rest of the run (logged) and the run goes on, as does a firing that
-    is not a `Firing` of the policy's own ``name`` with JSON-writable ``inputs``
-    (see `PolicyEngine.evaluate`). Optional ``state()``
+    is not a `Firing` of the policy's own ``name`` with JSON-writable ``inputs``,
+    or whose decision names another rule (see `PolicyEngine.evaluate`; a
+    decision's empty ``rule`` and ``engines`` are filled in). Optional ``state()``
     / ``restore(state)`` (JSON-serialisable) let a restarted worker resume it
     (one that raises, or a state that is not JSON, disables the policy too),
     and an optional ``give_back(decision_id) -> bool`` takes back a firing whose
@@ -130,6 +132,14 @@ _ACTS_ON = {
 """What each action other than ``acquire`` acts on (why it takes no position: its errors)."""
 _AIMED = frozenset({"acquire", "recentre"})
 """Actions whose decision needs the field's stage position (to place a close-up or a move)."""
+
+
+def _only_one(what: str, key: str, given: Mapping[str, Any]) -> str:
+    """Say that a rule's ``key`` (``when``, ``do``) names more than one ``what``."""
+    return (
+        f"a rule takes exactly one {what} in '{key}' (got {len(given)}: "
+        f"{', '.join(map(str, given))}); declare a rule for each"
+    )
 
 
 _Cooling = tuple[str, float, float | None, float | None, bool]
@@ -186,6 +196,8 @@ class Rule:
         if not name or "~" in name:
             raise ValueError(f"rule name must be non-empty and without '~', got {name!r}")
         self.name = name
+        if len(when) > 1:
+            raise ValueError(f"rule {name!r}: {_only_one('trigger', 'when', when)}")
         if len(when) != 1 or next(iter(when)) not in TRIGGERS:
             raise ValueError(
                 f"rule {name!r}: 'when' must be one of {', '.join(TRIGGERS)}, got {dict(when)}"
@@ -203,6 +215,8 @@ class Rule:
             raise ValueError(
                 f"rule {name!r}: trigger {kind}: {_settings_problem(TRIGGERS[kind], params, exc)}"
             ) from None
+        if len(do) > 1:
+            raise ValueError(f"rule {name!r}: {_only_one('action', 'do', do)}")
         if len(do) != 1 or next(iter(do)) not in ACTIONS:
             raise ValueError(
                 f"rule {name!r}: 'do' must be one of {', '.join(ACTIONS)}, got {dict(do)}"
@@ -484,6 +498,10 @@ def _python_policy(item: dict[str, Any], where: str) -> Policy:
     if not isinstance(name, str) or not name or not isinstance(args, dict):
         raise LivescopeError(f"{where}: a Python policy needs a name and args as a mapping")
     module_name, _, attr = str(target).partition(":")
+    if not module_name or not attr:
+        raise LivescopeError(
+            f"{where} ({name}): python must be 'package.module:factory' (got {target!r})"
+        )
     try:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError) as exc:

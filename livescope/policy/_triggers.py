@@ -476,6 +476,15 @@ class _CellSetTrigger(Trigger):
 
 
 class _EnterRegion(_CellSetTrigger):
+    """A cell entering the rectangle ``region`` (``[y0, x0, y1, x1]`` px of the frame).
+
+    The cells inside it on the first field it checks at a position (the
+    position's first, or the first after the rule was added to a run) entered
+    nothing: they are taken as inside, with no hit. From the next field on, a
+    cell hits when seen inside after it was seen outside, or when its track
+    first appears there (a daughter of a mother inside excepted: `_inherit`).
+    """
+
     kind = "enter_region"
     state_key = "inside"
 
@@ -496,6 +505,8 @@ class _EnterRegion(_CellSetTrigger):
             )
         super().__init__()
         self.region = tuple(float(v) for v in region)
+        self.positions: set[str] = set()
+        """Positions a field has been checked at (their first field fires on no one)."""
 
     def _check(self, obs: Observation) -> list[Hit]:
         # a cell is forgotten once it is seen outside the region, not when a field
@@ -511,13 +522,25 @@ class _EnterRegion(_CellSetTrigger):
         if mine:
             gone = set(c.tracks[~now & np.isfinite(c.y) & np.isfinite(c.x)].tolist())
             self.cells -= {k for k in mine if k[len(prefix) :] and int(k[len(prefix) :]) in gone}
+        first = obs.position not in self.positions  # (its cells inside entered nothing)
+        self.positions.add(obs.position)
         for i in np.flatnonzero(now).tolist():
             key = _key(obs, int(c.tracks[i]))
             if key not in self.cells:
                 self.cells.add(key)
-                hits.append(Hit(int(c.tracks[i]), float(c.y[i]), float(c.x[i]), {}))
+                if not first:
+                    hits.append(Hit(int(c.tracks[i]), float(c.y[i]), float(c.x[i]), {}))
         self.cells -= _divided(obs)  # (only now: their daughters took their state)
         return hits
+
+    def state(self) -> dict[str, Any]:
+        return {**super().state(), "positions": sorted(self.positions)}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        super().restore(state)
+        # (a state saved before `positions`: those with a cell inside had had a field)
+        had = {k.rpartition("/")[0] for k in self.cells}
+        self.positions = {str(p) for p in state.get("positions", had)}
 
 
 class _Feature(_CellSetTrigger):

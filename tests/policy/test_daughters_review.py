@@ -40,8 +40,8 @@ def test_daughters_born_inside_the_region_fire_only_on_entering_it_themselves(
     # before: mother 1, inside and fired on, divided inside; her daughters 2 and 3 had
     # no memory and "entered" on their first field: two more close-ups of the same cell
     eng = engine(REGION)
-    before = [field(0, [1], [0.1], [0], ys=[100]), field(1, [1], [0.1], [0], ys=[110])]
-    assert _fired(eng, before) == [(0, 1)]
+    before = [field(0, [1], [0.1], [0], ys=[300]), field(1, [1], [0.1], [0], ys=[110])]
+    assert _fired(eng, before) == [(1, 1)]
     if restart:
         eng = _restarted(eng, (REGION,))
     after = [
@@ -60,13 +60,15 @@ def test_a_daughter_born_outside_the_region_of_a_mother_inside_fires_on_entering
         field(1, [2, 3], [0.1, 0.1], [1, 1], ys=[180, 240], divisions=((1, (2, 3)),)),
         field(2, [2, 3], [0.1, 0.1], [1, 1], ys=[180, 190]),  # 3 comes in
     ]
-    assert _fired(eng, fields) == [(0, 1), (2, 3)]
+    # (1, inside on the position's first field, entered nothing: no firing; its state
+    # is still the daughters' to carry)
+    assert _fired(eng, fields) == [(2, 3)]
 
 
 @pytest.mark.parametrize(
     ("mother", "fired"),
     [
-        pytest.param([], [(1, 2), (1, 3)], id="mother-never-seen"),
+        pytest.param([field(0, [], [], [])], [(1, 2), (1, 3)], id="mother-never-seen"),
         pytest.param([field(0, [1], [0.1], [0], ys=[300])], [(1, 2), (1, 3)],
                      id="mother-seen-outside"),
     ],
@@ -101,7 +103,8 @@ def test_daughters_not_scored_at_their_birth_still_carry_their_mother_s_state() 
               divisions=((1, (2, 3)),)),
         field(2, [2, 3], [0.9, 0.9], [1, 1], ys=[90, 130]),
     ]  # fmt: skip
-    assert _fired(eng, fields) == [(0, 1), (0, 1)]
+    # (the region's first field: 1 was inside already, it entered nothing)
+    assert _fired(eng, fields) == [(0, 1)]
 
 
 def test_daughters_of_a_mother_held_back_by_the_cooldown_fire_once_it_is_over() -> None:
@@ -109,10 +112,11 @@ def test_daughters_of_a_mother_held_back_by_the_cooldown_fire_once_it_is_over() 
     rule = {**REGION, "cooldown_s": 600}
     eng = engine(rule)
     fields = [
-        field(0, [9], [0.1], [0], ys=[100]),  # cell 9 fires: the cooldown starts
-        field(1, [9, 1], [0.1, 0.1], [0, 0], ys=[100, 150]),  # 1 enters, held back
-        field(2, [9, 2, 3], [0.1] * 3, [0, 1, 1], ys=[100, 140, 160],
+        field(0, [], [], []),  # (the position's first field: no one entered on it)
+        field(1, [9], [0.1], [0], ys=[100]),  # cell 9 fires: the cooldown starts
+        field(2, [9, 1], [0.1, 0.1], [0, 0], ys=[100, 150]),  # 1 enters, held back
+        field(3, [9, 2, 3], [0.1] * 3, [0, 1, 1], ys=[100, 140, 160],
               divisions=((1, (2, 3)),)),
-        field(6, [9, 2, 3], [0.1] * 3, [0, 1, 1], ys=[100, 140, 160]),  # cooldown over
+        field(7, [9, 2, 3], [0.1] * 3, [0, 1, 1], ys=[100, 140, 160]),  # cooldown over
     ]  # fmt: skip
-    assert _fired(eng, fields) == [(0, 9), (6, 2)]
+    assert _fired(eng, fields) == [(1, 9), (7, 2)]

@@ -91,6 +91,7 @@ def test_a_cell_whose_centroid_is_nan_on_one_field_is_not_taken_as_having_left_a
     eng = engine(
         {"name": "r", "when": {"enter_region": {"region": [0, 0, 512, 512]}}, "do": {"record": {}}}
     )
+    assert eng.evaluate(field(0, [1], ys=[600.0])) == []  # (outside on the first field)
     assert len(eng.evaluate(field(0, [1]))) == 1
     assert eng.evaluate(field(1, [1], ys=[np.nan])) == []
     assert eng.evaluate(field(2, [1])) == []  # still inside: no second firing
