@@ -31,8 +31,9 @@ from ._common import (
 
 __all__ = ["parse_channel_map", "parse_speed", "replay", "replay_task"]
 
-_FILE_SUFFIXES = (".tif", ".tiff")
-"""How a dataset that is one file is named: an OME-TIFF (`livescope.record.open_dataset`)."""
+_FILE_SUFFIXES = (".tif", ".tiff", ".btf", ".tf2", ".tf8")
+"""How a dataset that is one file is named: an OME-TIFF (`livescope.record.open_dataset`;
+a BigTIFF one also as Bio-Formats names it, ``.ome.btf``, ``.ome.tf2``, ``.ome.tf8``)."""
 
 
 def parse_speed(text: str) -> float | None:
@@ -297,7 +298,7 @@ def _dataset_problems(datasets: list[Path]) -> list[str]:
         elif d.is_file() and d.suffix.lower() not in _FILE_SUFFIXES:
             problems.append(
                 f"{d}: a file, and the only dataset livescope replays that is one file is an "
-                "OME-TIFF (.tif, .tiff)"
+                f"OME-TIFF ({', '.join(_FILE_SUFFIXES)})"
             )
         elif not d.is_file() and not d.is_dir():
             problems.append(f"{d}: neither a file nor a folder")

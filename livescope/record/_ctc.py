@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+import struct
 from bisect import bisect_left, bisect_right
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -161,8 +162,12 @@ class _MaskFiles(Sequence[NDArray[np.integer]]):
         self._first = files[min(files)] if files else None
         self._shape: tuple[int, ...] = ()
         if self._first is not None:
-            with tifffile.TiffFile(self._first) as tf:
-                self._shape = tuple(tf.pages[0].shape)
+            try:
+                with tifffile.TiffFile(self._first) as tf:
+                    self._shape = tuple(tf.pages[0].shape)
+            except (OSError, ValueError, IndexError, TypeError, struct.error) as exc:
+                # (a file cut short or damaged: TiffFileError, a ValueError, or struct.error)
+                raise LivescopeError(f"{self._first}: cannot be read ({exc!r})") from None
         self._n = max(files) + 1 if files else 0
         self._revisions = list(revisions)
 
@@ -175,7 +180,7 @@ class _MaskFiles(Sequence[NDArray[np.integer]]):
         path = self._files.get(f)
         if path is None:
             return np.zeros(self._shape, np.uint16)
-        frame = tifffile.imread(path)
+        frame = _read_labels(path)
         if frame.shape != self._shape:
             # (written as they were, the result held masks of two sizes, which no CTC
             # reader takes: py-ctcmetrics and `read_ctc` refuse it whole)
@@ -238,8 +243,9 @@ def rewrite_ctc_result(
         if the masks are not all of one size (a binning, objective or ROI
         changed during the run), naming two of the sizes and their files:
         nothing is written (a CTC sequence has one size; a missing frame is an
-        empty one of the first frame's). If a frame of the result ``out`` held
-        before cannot be removed, naming it (the new result is written).
+        empty one of the first frame's). If a mask cannot be read (cut short,
+        damaged), naming it. If a frame of the result ``out`` held before
+        cannot be removed, naming it (the new result is written).
 
     """
     base = Path(folder)
@@ -427,7 +433,8 @@ def read_ctc(
                 f"{frames[0].shape[0]}x{frames[0].shape[1]} (a sequence's frames have one size)"
             )
     try:
-        text = (base / track_file).read_text(encoding="utf-8")
+        # (utf-8-sig: also a file saved as "UTF-8 with BOM", as Windows Notepad saves it)
+        text = (base / track_file).read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:  # (e.g. saved as UTF-16 by a Windows tool)
         raise LivescopeError(f"{base / track_file}: cannot be read ({exc})") from None
     tracks = _parse_tracks(base / track_file, text)

@@ -16,7 +16,8 @@ far:
 * ``ndtiff``: an NDTiff dataset (pycromanager / Micro-Manager, ndstorage); frames
   after one cut short by a crash are left out, with a warning; each frame's
   ``PixelSizeAffine`` (how the camera was turned against the stage) is read;
-* ``ome-tiff``: an OME-TIFF file, one series per position (its OME ``Image`` found by
+* ``ome-tiff``: an OME-TIFF file (``.tif``, ``.tiff``; a BigTIFF one also ``.btf``,
+  ``.tf2``, ``.tf8``), one series per position (its OME ``Image`` found by
   name), T/C/Z planes of YX (a file cut short, without its OME metadata, is refused;
   planes its OME-XML lists but the file lacks are left out, with a warning; a file
   of a multi-file OME-TIFF whose metadata is in another is refused, naming that one);
@@ -40,6 +41,7 @@ import io
 import logging
 import math
 import re
+import struct
 import threading
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,8 @@ __all__ = ["open_dataset"]
 logger = logging.getLogger("livescope")
 
 _CTC_NAME = re.compile(r"^t(\d+)\.tiff?$")
+_OME_TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf2", ".tf8")
+"""How an OME-TIFF file is named; a BigTIFF one also as Bio-Formats names it (``.ome.btf``, ...)."""
 
 
 def open_dataset(
@@ -173,14 +177,15 @@ def _open(p: Path, channel: str, interval_s: float, pixel_size_um: float | None)
         return _open_ndtiff(p, interval_s, pixel_size_um)
     if p.is_dir() and any((p / n).is_file() for n in ("zarr.json", ".zattrs", ".zgroup")):
         return open_ome_zarr(p, interval_s, pixel_size_um)
-    if p.is_file() and p.suffix.lower() in (".tif", ".tiff"):
+    if p.is_file() and p.suffix.lower() in _OME_TIFF_SUFFIXES:
         return open_ome_tiff(p, interval_s, pixel_size_um)
     if p.is_dir() and any(_CTC_NAME.match(f.name) for f in p.iterdir()):
         return _open_ctc(p, channel, interval_s, pixel_size_um)
     raise DatasetError(
         f"{p}: not a dataset livescope can replay (a livescope run folder with "
         f"{FRAMES_FILE} and {ZARR_NAME}, an OME-Zarr image or bioformats2raw folder, an "
-        "NDTiff dataset, an OME-TIFF file, or a folder of tNNN.tif frames)"
+        f"NDTiff dataset, an OME-TIFF file ({', '.join(_OME_TIFF_SUFFIXES)}), or a folder of "
+        "tNNN.tif frames)"
     )
 
 
@@ -314,9 +319,20 @@ def _open_ctc(p: Path, channel: str, interval_s: float, pixel_size_um: float | N
                 planes = sum(math.prod(s.shape[:-2]) for s in tf.series
                              if s.shape[-2:] == series.shape[-2:] and s.dtype == dtype)  # fmt: skip
                 um = _tiff_pixel_size(tf)
-        except (OSError, ValueError, IndexError, tifffile.TiffFileError) as exc:
-            # left out like a missing frame: the frames after it are still replayed
-            why = "truncated or damaged TIFF" if isinstance(exc, IndexError) else repr(exc)
+        except (
+            OSError,
+            ValueError,
+            IndexError,
+            TypeError,
+            ZeroDivisionError,
+            struct.error,
+            tifffile.TiffFileError,
+        ) as exc:
+            # left out like a missing frame: the frames after it are still replayed (struct.error:
+            # a file shorter than its header, as one still being copied is; TypeError and
+            # ZeroDivisionError: tifffile on a page whose tags are damaged)
+            cut = isinstance(exc, IndexError | struct.error)
+            why = "truncated or damaged TIFF" if cut else repr(exc)
             warnings.append(f"{f}: cannot be read ({why}); replayed without it")
             continue
         if len(shape) > 2 and all(n == 1 for n in shape[:-2]):

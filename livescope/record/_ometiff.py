@@ -7,8 +7,10 @@ a Micro-Manager MMStack file is read by its OME-XML, which tells its positions
 apart; planes its OME-XML lists but the file lacks, planes
 the file ends inside of, and pages its OME-XML places in no plane are left
 out, with a warning; a file of a multi-file OME-TIFF whose metadata is in
-another (or, Micro-Manager's, without it), and OME-XML that is not well-formed,
-are refused naming the file.
+another (or, Micro-Manager's, without it), OME-XML that is not well-formed, and
+pages tifffile cannot lay out (damaged, cut short) are refused naming the file;
+what else tifffile warns of as it opens the file (a vendor's private tag of a
+type it does not know) is passed on as a warning.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import glob
 import itertools
 import logging
 import math
+import re
 import struct
 import unicodedata
 from pathlib import Path
@@ -50,6 +53,11 @@ _S_PER: dict[str, float] = {
     "ns": 1e-9, "\u03bcs": 1e-6, "us": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0, "h": 3600.0,
 }  # fmt: skip
 _LISTED_PLANES = 3  # missing planes named in a warning
+# how tifffile fails to make series of pages that do not fit their OME metadata or are damaged
+# (RuntimeError: 'incompatible keyframe', planes of one series whose strips or sizes differ)
+_SERIES_ERRORS = (
+    KeyError, ValueError, IndexError, TypeError, ZeroDivisionError, RuntimeError, struct.error,
+)  # fmt: skip
 
 
 def _first_few(names: list[str]) -> str:
@@ -85,26 +93,30 @@ def open_ome_tiff(p: Path, interval_s: float, pixel_size_um: float | None) -> Da
         # (a Micro-Manager MMStack file is OME-TIFF too: tifffile would read it as one series
         # of all positions from its own index map, which livescope cannot tell apart)
         tf = tifffile.TiffFile(p, is_mmstack=False)
-    except (OSError, ValueError, struct.error, tifffile.TiffFileError) as exc:
+    except (OSError, ValueError, TypeError, struct.error, tifffile.TiffFileError) as exc:
+        # (TypeError: tifffile on a first page whose tags are damaged, e.g. one value made two)
         raise DatasetError(f"{p}: not a readable TIFF ({exc!r})") from None
     finally:
         log.removeHandler(handler)
     try:
-        if logged:
-            raise DatasetError(f"{p}: truncated or damaged TIFF ({logged[0]})")
+        if damage := [m for m in logged if _is_damage(m)]:
+            raise DatasetError(f"{p}: truncated or damaged TIFF ({damage[0]})")
         if not tf.is_ome:
             raise DatasetError(_no_ome(p, bool(tf.is_micromanager)))
         images = _ome_images(p, tf.ome_metadata or "")
         try:
             # (parsed now, lazily: planes listed in the XML but not in the file are None)
             all_series = list(tf.series)
-        except (KeyError, ValueError, IndexError) as exc:
+        except _SERIES_ERRORS as exc:
             raise DatasetError(f"{p}: its OME metadata does not fit its pages ({exc!r})") from None
         if any(s.kind == "generic" for s in all_series):  # (tifffile's fallback: no OME plane)
             raise DatasetError(f"{p}: none of the planes its OME metadata lists is in the file")
         _keep_files_open(tf, all_series)
         matched = _series_images(p, all_series, images)
-        warnings: list[str] = []
+        # (what tifffile could not read but the planes do not need: a vendor's private tag)
+        warnings = [
+            f"{p}: tifffile warned on opening it, and read on ({m})" for m in dict.fromkeys(logged)
+        ]
         left_out = [im.name or f"image {k}" for k, im in enumerate(images) if im not in matched]
         if left_out:
             warnings.append(
@@ -186,6 +198,32 @@ def open_ome_tiff(p: Path, interval_s: float, pixel_size_um: float | None) -> Da
         raise
     frames.sort(key=lambda f: (f.key.t, *index[f.key]))  # time point, then series and plane
     return Dataset(p, "ome-tiff", frames, warnings=warnings, _source=tf, _index=index)
+
+
+# What tifffile logs, on opening a file, for damage to its pages: page offsets or tag values
+# past the end of the file (a file cut short), a broken chain of pages, a page without its
+# strips. Anything else it logs (a tag of a type it does not know, text that is not ASCII) is
+# passed on as a warning.
+_DAMAGE = re.compile(
+    r"invalid value ?offset|could not read all values|corrupted tag list|invalid offset to"
+    r"|invalid page offset|circular reference|contains no pages|suspicious number of tags"
+    r"|missing (data )?(offset|ByteCounts)|missing required tags|incorrect \w+ count"
+)
+# the tags the pixels are laid out by (TIFF 6 and tifffile's): one of these that tifffile could
+# not read leaves the pixels unreadable or misread
+_LAYOUT_TAGS = frozenset({
+    254, 256, 257, 258, 259, 262, 266, 273, 277, 278, 279, 284, 317, 322, 323, 324, 325, 330,
+    338, 339, 347, 530, 32997, 32998,
+})  # fmt: skip
+_TAG = re.compile(r"<tifffile\.TiffTag (\d+) @")
+
+
+def _is_damage(message: str) -> bool:
+    """Whether ``message``, logged by tifffile while it opened a file, says the file is damaged."""
+    if _DAMAGE.search(message):
+        return True
+    tag = _TAG.search(message)
+    return "TiffTag.fromfile" in message and tag is not None and int(tag[1]) in _LAYOUT_TAGS
 
 
 def _ome_images(p: Path, xml: str) -> list[_OmeImage]:
