@@ -119,9 +119,11 @@ def evaluate_tracking(res: str | Path, gt: str | Path, *, div_tolerance: int = 1
         warnings.catch_warnings(record=True) as said,
     ):
         res_in, gt_in = res, gt
-        if widen or _stray_tifs(res, masks) or _out_of_order(masks):
+        # (copied too where a track file starts with a BOM, which py-ctcmetrics cannot read)
+        res_bom, gt_bom = _has_bom(res / "res_track.txt"), _has_bom(gt / "TRA" / "man_track.txt")
+        if widen or res_bom or _stray_tifs(res, masks) or _out_of_order(masks):
             res_in = _frames_only(res, masks, "res_track.txt", Path(tmp, "res"), widen=widen)
-        if _stray_tifs(gt / "TRA", truth) or _out_of_order(truth):
+        if gt_bom or _stray_tifs(gt / "TRA", truth) or _out_of_order(truth):
             gt_in = _frames_only(
                 gt / "TRA", truth, "man_track.txt", Path(tmp, "gt", "TRA"), widen=False
             ).parent
@@ -201,7 +203,7 @@ def _check_track_file(path: Path) -> list[tuple[int, int, int, int]]:
     """
     rows: dict[int, tuple[int, int, int, int]] = {}  # label → (begin, end, parent, line)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # (-sig: also "UTF-8 with BOM", Notepad's)
     except UnicodeDecodeError:
         raise LivescopeError(f"{path}: not a text file of 'label begin end parent' lines") from None
     for n, line in enumerate(text.splitlines(), start=1):
@@ -320,6 +322,15 @@ def _stray_tifs(folder: Path, frames: list[Path]) -> list[Path]:
     return [p for p in folder.iterdir() if p.name.endswith(".tif") and p.name not in keep]
 
 
+_BOM = "\ufeff".encode()
+"""How a text file saved as "UTF-8 with BOM" (Windows Notepad) begins."""
+
+
+def _has_bom(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(len(_BOM)) == _BOM
+
+
 def _frames_only(folder: Path, frames: list[Path], track: str, dest: Path, *, widen: bool) -> Path:
     """Copy ``frames`` and the track file to ``dest``; ``widen``: the frames as int64.
 
@@ -329,7 +340,8 @@ def _frames_only(folder: Path, frames: list[Path], track: str, dest: Path, *, wi
     import tifffile
 
     dest.mkdir(parents=True)
-    shutil.copyfile(folder / track, dest / track)
+    data = (folder / track).read_bytes()
+    (dest / track).write_bytes(data.removeprefix(_BOM))  # (py-ctcmetrics reads no BOM)
     for f, name in zip(frames, _copy_names(frames), strict=True):
         if widen:
             tifffile.imwrite(dest / name, tifffile.imread(f).astype(np.int64))

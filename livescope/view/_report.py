@@ -325,7 +325,7 @@ def _read_tracks(path: Path, name: str) -> list[CtcTrack]:
 
     """
     tracks = []
-    text = path.read_bytes().decode("utf-8", errors="replace")
+    text = path.read_bytes().decode("utf-8-sig", errors="replace")  # (-sig: Notepad's BOM too)
     for n, line in enumerate(text.splitlines(), 1):
         parts = line.split()
         if not parts:
