@@ -50,6 +50,35 @@ def _run_error(runtime: str, x: NDArray[Any], exc: BaseException) -> str:
     return f"{runtime} failed on input {tuple(x.shape)}: {_first_line(exc)}"
 
 
+def _input_problem(
+    card: EngineCard, name: str, rank: int, channels: int | None = None
+) -> str | None:
+    """Say how a model's input differs from its card's (None: it matches the card).
+
+    ``name`` and ``rank`` are the model's input's; ``channels`` its size along the
+    card's ``C`` axis (None: not known, or dynamic). Called by `Engine` on a loaded
+    session and by `build_plan` on the parsed ONNX network, before a build that
+    would only say it failed: both say a mismatch in the same words.
+    """
+    want = card.input
+    if name != want.name:
+        return (
+            f"the card's input is {want.name!r}, the model's is {name!r} (card and model do "
+            "not match)"
+        )
+    if rank != len(want.axes):
+        return (
+            f"the card's input has axes {want.axes}, the model's input has rank {rank} (card "
+            "and model do not match)"
+        )
+    if channels is not None and channels != want.channels:
+        return (
+            f"the card's input {want.name!r} has {want.channels} channel(s), the model's has "
+            f"{channels} (card and model do not match)"
+        )
+    return None
+
+
 @runtime_checkable
 class PSession(Protocol):
     """A loaded model. `run` maps fp32 (N, C, H, W) to the card's output, fp32.

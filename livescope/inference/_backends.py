@@ -27,7 +27,8 @@ from livescope.schema import EngineCard, LivescopeError
 
 # (the GPU probes are called through `_backend_base`, not imported by name: tests patch
 # them there, for every backend at once. Names other modules import from here are
-# re-exported explicitly ("as"): `_engine` imports `BackendRunError` and `_has`.)
+# re-exported explicitly ("as"): `_engine` imports `BackendRunError`, `_has` and
+# `_input_problem`.)
 from . import _backend_base
 from ._backend_base import BackendRunError as BackendRunError
 from ._backend_base import (
@@ -40,6 +41,7 @@ from ._backend_base import (
 )
 from ._backend_base import _cuda_driver as _cuda_driver
 from ._backend_base import _has as _has
+from ._backend_base import _input_problem as _input_problem
 from ._tensorrt import (  # noqa: F401  (re-exported: callers and tests import them from here)
     _GRAPH_PRECISION,
     _PLAN_NAME_MAX,
@@ -258,6 +260,16 @@ def _drop_cublas_workspaces(torch: Any) -> None:
         clear()
 
 
+def _torch_card_problem(card: EngineCard) -> str | None:
+    """Say why torch cannot run ``card``'s engine (None: the card names its module)."""
+    if not card.torch_module:
+        return (
+            "the card names no torch_module (torch rebuilds the model from that class; "
+            "another backend runs the ONNX model as it is)"
+        )
+    return None
+
+
 def _torch_module(card: EngineCard) -> Any:
     """Build the card's ``torch_module`` with its ``torch_kwargs``.
 
@@ -303,8 +315,8 @@ class _TorchSession:
         import torch
         from onnx import numpy_helper
 
-        if not card.torch_module:
-            raise LivescopeError(f"engine {card.name}: the card names no torch_module")
+        if problem := _torch_card_problem(card):
+            raise LivescopeError(f"engine {card.name}: {problem}")
         net = _torch_module(card)
         graph = onnx.load(str(model)).graph
         weights = {
@@ -428,6 +440,14 @@ class TorchBackend:
         """CUDA: 15; CPU: 60 (behind ONNX Runtime)."""
         return 15 if _backend_base._cuda_device()[0] else 60  # noqa: SLF001
 
+    def card_problem(self, card: EngineCard) -> str | None:
+        """Say why this backend cannot run ``card``'s engine (None: it can).
+
+        torch rebuilds the model from the card's ``torch_module``, which the
+        schema leaves optional: a card without one is for the other backends.
+        """
+        return _torch_card_problem(card)
+
     def load(
         self,
         model: Path,
@@ -475,13 +495,29 @@ def available_backends() -> list[tuple[str, bool, str]]:
     return [(b.name, ok, why) for b, ok, why in backend_status()]
 
 
-def select_backend(name: str | None = None) -> PBackend:
+def _card_problem(b: PBackend, card: EngineCard) -> str | None:
+    """Say why backend ``b`` cannot run ``card``'s engine, though it can run here (None: it can).
+
+    A backend says so by a ``card_problem(card)`` method (torch: a card without
+    ``torch_module``); one without it (not part of `PBackend`) runs any card.
+    """
+    ask = getattr(b, "card_problem", None)
+    problem: str | None = None if ask is None else ask(card)
+    return problem
+
+
+def select_backend(name: str | None = None, *, card: EngineCard | None = None) -> PBackend:
     """Pick a backend: ``name``, else ``$LIVESCOPE_BACKEND``, else the best available.
+
+    With ``card``, the backend must also be able to run that card's engine
+    (`_card_problem`): one named that cannot is refused; left to the choice,
+    one that cannot is passed over (logged) for the next by priority.
 
     Raises
     ------
     BackendUnavailable
-        listing each backend tried and why it cannot run.
+        naming the backend asked for and why it cannot run (here, or this card);
+        with none asked, listing each backend tried and why it cannot.
 
     """
     by_name = {b.name: b for b in BACKENDS}
@@ -501,11 +537,18 @@ def select_backend(name: str | None = None) -> PBackend:
         ok, why, _ = _can_run(by_name[wanted])
         if not ok:
             raise BackendUnavailable(f"backend {wanted!r}{where} cannot run here: {why}")
+        if card is not None and (problem := _card_problem(by_name[wanted], card)):
+            raise BackendUnavailable(f"backend {wanted!r}{where} cannot run this engine: {problem}")
         return by_name[wanted]
     tried = []
     for b, (ok, why, _) in sorted(
         ((b, _can_run(b)) for b in BACKENDS), key=lambda item: item[1][2]
     ):
+        if ok and card is not None and (problem := _card_problem(b, card)):
+            # (torch, first on a CUDA GPU without TensorRT, refused a card without
+            # torch_module at load, where ONNX Runtime would have run it)
+            logger.info("engine %s: backend %s passed over: %s", card.name, b.name, problem)
+            ok, why = False, f"cannot run this engine: {problem}"
         if ok:
             return b
         tried.append(f"{b.name}: {why}")

@@ -27,7 +27,15 @@ from numpy.typing import NDArray
 
 from livescope.schema import EngineCard, HardwareProfile, LivescopeError
 
-from ._backends import BackendRunError, PBackend, PSession, _has, select_backend
+from ._backends import (
+    BackendRunError,
+    BackendUnavailable,
+    PBackend,
+    PSession,
+    _has,
+    _input_problem,
+    select_backend,
+)
 from ._onnx_scan import _external_data
 from ._postprocess import apply_gamma, apply_normalisation, instance_labels
 
@@ -51,6 +59,14 @@ MAX_RESCALE = 8.0
 
 class EngineError(LivescopeError):
     """An engine cannot be loaded or run; the message names the engine and the problem."""
+
+
+class _EngineBackendUnavailable(EngineError, BackendUnavailable):
+    """No backend can run an engine: `select_backend`'s refusal, with the engine's name.
+
+    Both an `EngineError` (what loading an engine raises) and a `BackendUnavailable`
+    (what it raised before it named the engine, and callers may catch).
+    """
 
 
 def sha256_file(path: Path) -> str:
@@ -255,7 +271,8 @@ class Engine:
     name_or_path
         A shipped engine's name or an engine folder.
     backend
-        Backend name (default: ``$LIVESCOPE_BACKEND``, then the best available).
+        Backend name (default: ``$LIVESCOPE_BACKEND``, then the best available
+        that can run this card: `select_backend`).
     precision
         ``fp32`` or ``fp16`` (where the backend supports it; `runtime` says which
         it runs in).
@@ -271,8 +288,10 @@ class Engine:
     ------
     EngineError
         if the model is missing, its sha256 does not match the card, it keeps
-        weights in files beside it (which the sha256 does not cover), or its
-        input or output does not match the card.
+        weights in files beside it (which the sha256 does not cover), its
+        input or output does not match the card, or no backend can run it (the
+        backend named cannot run here or cannot run this card, or none can): that
+        error is also a `BackendUnavailable`, with `select_backend`'s as its cause.
 
     """
 
@@ -312,7 +331,13 @@ class Engine:
                 "onnx.save(model, path, save_as_external_data=False)"
             )
         del data
-        self.backend = backend if not isinstance(backend, str | None) else select_backend(backend)
+        if isinstance(backend, str | None):
+            try:
+                self.backend = select_backend(backend, card=self.card)
+            except BackendUnavailable as exc:  # (said without the engine it was chosen for)
+                raise _EngineBackendUnavailable(f"engine {self.name}: {exc}") from exc
+        else:
+            self.backend = backend
         self.precision = precision
         shapes = self._profile_shapes(frame_shape)
         # one batch at a time: a TensorRT context and a CUDA graph's static buffers are
@@ -398,16 +423,8 @@ class Engine:
     def _check_io(self) -> None:
         s = self._session()
         card = self.card
-        if s.input_name != card.input.name:
-            raise EngineError(
-                f"engine {self.name}: the card's input is {card.input.name!r}, the model's is "
-                f"{s.input_name!r} (card and model do not match)"
-            )
-        if s.input_rank != len(card.input.axes):
-            raise EngineError(
-                f"engine {self.name}: the card's input has axes {card.input.axes}, the model's "
-                f"input has rank {s.input_rank} (card and model do not match)"
-            )
+        if problem := _input_problem(card, s.input_name, s.input_rank):
+            raise EngineError(f"engine {self.name}: {problem}")
         if card.outputs[0].name not in s.output_names:
             raise EngineError(
                 f"engine {self.name}: the card's output {card.outputs[0].name!r} is not among the "

@@ -33,6 +33,7 @@ from ._backend_base import (
     BackendUnavailable,
     PSession,
     _first_line,
+    _input_problem,
     _run_error,
     logger,
 )
@@ -282,7 +283,8 @@ def build_plan(
     Raises
     ------
     LivescopeError
-        naming the parser's errors or the failed build.
+        naming the parser's errors, an input that does not match the card's
+        (name, rank, channels: in `Engine`'s words) or the failed build.
 
     """
     logger_ = trt.Logger(trt.Logger.WARNING)
@@ -297,7 +299,15 @@ def build_plan(
     if not parser.parse_from_file(str(model)):
         errors = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)]
         raise LivescopeError(f"engine {card.name}: {trt.__name__} cannot parse {model}: {errors}")
-    graph = _dtype_precision(network.get_input(0).dtype)
+    # (checked before the build: the profile is set on the card's input, and a card that
+    # does not match the model only failed "to build a plan", TensorRT's log saying why)
+    inp = network.get_input(0)
+    dims = [int(n) for n in inp.shape]
+    c = card.input.axes.index("C")
+    channels = dims[c] if len(dims) == len(card.input.axes) and dims[c] > 0 else None
+    if problem := _input_problem(card, str(inp.name), len(dims), channels):
+        raise LivescopeError(f"engine {card.name}: {problem}")
+    graph = _dtype_precision(inp.dtype)
     _plan_precision(card, trt.__name__, str(trt.__version__), precision, graph)
     config = builder.create_builder_config()
     if not is_rtx and major < 11 and precision == "fp16":
