@@ -579,8 +579,10 @@ class _Feature(_CellSetTrigger):
                     self.cells.discard(key)
             elif v >= self.above:
                 self.cells.add(key)
+                # (6 significant digits: rounded to 4 decimals, a stain or intensity on a
+                # scale below 1e-4 was logged as 0.0, beside the threshold it passed)
                 hits.append(Hit(int(c.tracks[i]), float(c.y[i]), float(c.x[i]),
-                                {self.feature: round(v, 4)}))  # fmt: skip
+                                {self.feature: float(f"{v:.6g}")}))  # fmt: skip
         self.cells -= _divided(obs)  # (only now: their daughters took their state)
         return hits
 
