@@ -131,17 +131,20 @@ def _never_passes(rule: Rule, profile: HardwareProfile) -> str | None:
     light_s: dict[str, float] = {}
     for ch in acq.channels:
         preset = profile.channels.get(ch)
+        given = ch in (acq.exposure_ms or {})
         exp = (acq.exposure_ms or {}).get(ch, preset.default_exposure_ms)
+        # (an exposure the rule leaves out is the preset's: said so, the user wrote none)
+        said = "" if given else f" (channel {ch!r}'s default_exposure_ms in the profile)"
         if preset.kind == "fluorescence":
             light_s[ch] = light_s.get(ch, 0.0) + exp / 1000.0 * acq.loops * acq.z_planes
         if not preset.exposure_min_ms <= exp <= preset.exposure_max_ms:
             return (
-                f"acquire.exposure_ms {ch}: {exp:g} ms is outside channel {ch!r} limits "
+                f"acquire.exposure_ms {ch}: {exp:g} ms{said} is outside channel {ch!r} limits "
                 f"[{preset.exposure_min_ms:g}, {preset.exposure_max_ms:g}] ms"
             )
         if preset.kind == "fluorescence" and exp > dose.max_exposure_ms_per_frame:
             return (
-                f"acquire.exposure_ms {ch}: {exp:g} ms exceeds "
+                f"acquire.exposure_ms {ch}: {exp:g} ms{said} exceeds "
                 f"light_dose.max_exposure_ms_per_frame = {dose.max_exposure_ms_per_frame:g} ms"
             )
     if (total := sum(light_s.values())) > dose.max_fluorescence_s_per_position + 1e-9:
