@@ -103,6 +103,8 @@ overhead p99 did not move beyond the demos' spread (4.19-6.84 against
 logger = logging.getLogger("livescope")
 
 _STOP = object()
+_LOGGED_PUBLISH_FAILURES = 3
+"""Frames whose publishing failed that are logged with their traceback; the rest are counted."""
 
 
 def _physical_memory() -> int:
@@ -372,6 +374,8 @@ class FrameFanout:
         self.max_queue_depth = 0
         self._lag_warn_at = RECORDING_LAG_WARN
         self.bus_dropped = 0
+        self.publish_failures = 0
+        """Frames whose publishing raised (counted in ``bus_dropped`` too; the first few logged)."""
         self.bus_published = 0
         self._clock = clock
         self.frame_times = array.array("d")
@@ -443,7 +447,15 @@ class FrameFanout:
             try:
                 published = self.publisher.publish(pixels, info, info["t_camera_ns"])
             except Exception:
-                logger.exception("publishing frame %s failed (recording goes on)", info["seq"])
+                # (the first few with their traceback: one bad name in a plan failed every
+                # frame of its position, a traceback each, for the whole run)
+                self.publish_failures += 1
+                if self.publish_failures <= _LOGGED_PUBLISH_FAILURES:
+                    logger.exception(
+                        "publishing frame %s failed (recording goes on)%s", info["seq"],
+                        "; further failures are counted (bus_dropped), not logged"
+                        if self.publish_failures == _LOGGED_PUBLISH_FAILURES else "",
+                    )  # fmt: skip
                 published = False
             sent[0] = clock_ns()
             if published:
