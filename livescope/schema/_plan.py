@@ -699,12 +699,16 @@ upper case: COM and LPT take 0 and the superscripts ¹ ² ³ too, and the consol
 CONIN$ and CONOUT$ are among them (a folder so named cannot be made)."""
 
 
+_MAX_FOLDER_NAME = 255
+"""Most bytes of a folder name (NTFS: 255 UTF-16 units; ext4, APFS: 255 bytes)."""
+
+
 def folder_name_problem(name: str, *, windows: bool | None = None) -> str | None:
     r"""Return why ``name`` cannot name a folder of its own (None if it can).
 
     Everywhere: empty, ``.``, ``..``, a leading ``.`` (hidden; the worker's own
-    staging folders are named so), a ``/`` (a folder inside another, or
-    outside the run) or a control character. On Windows (``windows`` None:
+    staging folders are named so), longer than 255 bytes (UTF-8), a ``/`` (a
+    folder inside another, or outside the run) or a control character. On Windows (``windows`` None:
     where this runs) also ``<>:"\|?*``, a trailing space or dot (Windows drops
     them: two names, one folder) and device names (``CON``, ``NUL``, ``COM1``,
     ``COM¹``, ``CONIN$`` ...: `_WINDOWS_DEVICES`), in any case, with or without
@@ -716,6 +720,9 @@ def folder_name_problem(name: str, *, windows: bool | None = None) -> str | None
         return "is not a folder name"
     if name.startswith("."):
         return "starts with a dot (hidden, and the worker's own staging folders start so)"
+    if (size := len(name.encode("utf-8"))) > _MAX_FOLDER_NAME:
+        # (nor does a frame's header carry it: every frame of it was refused on the bus)
+        return f"is {size} bytes long, more than a folder name may be ({_MAX_FOLDER_NAME})"
     bad = sorted({c for c in name if _not_in_folder_names(c, windows)})
     if bad:
         shown = ", ".join(repr(c) for c in bad)
