@@ -276,7 +276,7 @@ def run_replay(
         # events asked for a channel the profile lacks, or another channel's frames)
         renamed = {k: v for k, v in channels.items() if k != v}
         if own and recorded_plan.is_file():
-            sequence = _plan_renamed(load_plan(recorded_plan), prof, renamed)
+            sequence = _plan_renamed(load_plan(recorded_plan, recorded=True), prof, renamed)
             source = str(recorded_plan) + (
                 f" (channels replayed as {_said(renamed)})" if renamed else ""
             )
@@ -293,7 +293,7 @@ def run_replay(
         rules_for_profile(policies, prof, source=str(plan or recorded_plan))
         # and a plan the profile cannot run, before anything is written in `out` (the agent
         # refused it once the plan and profile were there: a rerun found `out` not empty)
-        check_plan(sequence, prof, source, light_budget=False, autofocus_device=True)
+        check_plan(sequence, prof, source, light_budget=False, autofocus_device=True, recorded=True)
         cfg = worker
         saved_cfg = ds.path / RESULTS_DIR / "worker-config.json"
         if cfg is None and own and saved_cfg.is_file():

@@ -279,7 +279,8 @@ class PipelineWorker:
         self.sequence: useq.MDASequence | None = None
         rules: list[Policy] = []
         if plan_path.is_file():
-            self.sequence = load_plan(plan_path)
+            # (the plan the agent ran, checked there: one a recording replays included)
+            self.sequence = load_plan(plan_path, recorded=True)
             rules = load_policies(plan_path, self.profile)
         self.kinds = {c.name: c.kind for c in self.profile.channels.presets}
         self._no_pixel_size_said = False

@@ -507,6 +507,9 @@ class _EnterRegion(_CellSetTrigger):
         self.region = tuple(float(v) for v in region)
         self.positions: set[str] = set()
         """Positions a field has been checked at (their first field fires on no one)."""
+        self.every_seen = False
+        """Every position taken as seen: resumed from a state saved before `positions` were
+        (its run had begun; a position whose cells were all outside had had fields too)."""
 
     def _check(self, obs: Observation) -> list[Hit]:
         # a cell is forgotten once it is seen outside the region, not when a field
@@ -522,7 +525,8 @@ class _EnterRegion(_CellSetTrigger):
         if mine:
             gone = set(c.tracks[~now & np.isfinite(c.y) & np.isfinite(c.x)].tolist())
             self.cells -= {k for k in mine if k[len(prefix) :] and int(k[len(prefix) :]) in gone}
-        first = obs.position not in self.positions  # (its cells inside entered nothing)
+        # (its cells inside entered nothing)
+        first = not self.every_seen and obs.position not in self.positions
         self.positions.add(obs.position)
         for i in np.flatnonzero(now).tolist():
             key = _key(obs, int(c.tracks[i]))
@@ -534,13 +538,18 @@ class _EnterRegion(_CellSetTrigger):
         return hits
 
     def state(self) -> dict[str, Any]:
-        return {**super().state(), "positions": sorted(self.positions)}
+        return {
+            **super().state(),
+            "positions": sorted(self.positions),
+            **({"every_seen": True} if self.every_seen else {}),
+        }
 
     def restore(self, state: Mapping[str, Any]) -> None:
         super().restore(state)
-        # (a state saved before `positions`: those with a cell inside had had a field)
-        had = {k.rpartition("/")[0] for k in self.cells}
-        self.positions = {str(p) for p in state.get("positions", had)}
+        self.positions = {str(p) for p in state.get("positions", ())}
+        # (a state saved before `positions` were: the run had begun at every position, the
+        # ones whose cells were all outside too, whose next field is no first)
+        self.every_seen = bool(state.get("every_seen", "positions" not in state))
 
 
 class _Feature(_CellSetTrigger):

@@ -42,11 +42,14 @@ PLAN_SECTIONS = ("policies",)
 by the command (worker options), not by the plan: any other key is an error."""
 
 
-def load_plan(path: str | Path) -> useq.MDASequence:
+def load_plan(path: str | Path, *, recorded: bool = False) -> useq.MDASequence:
     """Load a plan file (YAML mapping of ``useq.MDASequence`` fields).
 
     The file may also hold livescope's own sections (`PLAN_SECTIONS`); they are
-    read by `plan_sections`, not here.
+    read by `plan_sections`, not here. ``recorded``: a recording's own plan,
+    replayed: it ran as useq read it, so what useq reads otherwise than written
+    (a z step of 0 over a range, a negative ``below``: `_shape_problems`) is
+    not refused in it.
 
     Raises
     ------
@@ -62,7 +65,9 @@ def load_plan(path: str | Path) -> useq.MDASequence:
         sequence = useq.MDASequence.model_validate(data)
     except ValidationError as exc:
         raise PlanError(str(path), format_validation_error(exc, data)) from None
-    if problems := _dropped_keys(data, sequence) or _shape_problems(sequence):
+    if problems := _dropped_keys(data, sequence) or _shape_problems(
+        sequence, as_written=not recorded
+    ):
         raise PlanError(str(path), problems)
     return sequence
 
@@ -141,7 +146,7 @@ def _event_count_problem(sequence: useq.MDASequence) -> str | None:
     )
 
 
-def _shape_problems(sequence: useq.MDASequence) -> list[str]:
+def _shape_problems(sequence: useq.MDASequence, *, as_written: bool = True) -> list[str]:
     """Return the problems of z, grid and time plans that cannot be expanded into events.
 
     useq takes them, then fails (or fills memory) when the plan is expanded,
@@ -153,7 +158,9 @@ def _shape_problems(sequence: useq.MDASequence) -> list[str]:
     or less (tiles 1 µm apart) or overlap of 100 % or more (every tile on one
     spot), a time plan of no phases (one time point), an interval of 0 with a
     duration (as many time points as fit in it: no number). The plan's own
-    and each position's sequence are looked at.
+    and each position's sequence are looked at. ``as_written`` False (a
+    recording's plan, replayed: it ran as useq read it): only what cannot be
+    expanded is refused, not what useq reads otherwise than written.
     """
     problems: list[str] = []
     subs = [("", sequence)] + [
@@ -178,16 +185,17 @@ def _shape_problems(sequence: useq.MDASequence) -> list[str]:
                     f"{where}.step: {step:g} µm gives no planes; give a step > 0 (go_up: false "
                     "images the stack from the top down)"
                 )
-            elif wrong := _z_range_problems(zp, where):
+            elif as_written and (wrong := _z_range_problems(zp, where)):
                 problems += wrong
             elif (n := zp.num_positions()) > _MAX_PLANES:
                 problems.append(
                     f"{where}: {n} planes (more than {_MAX_PLANES}); z_plan numbers are µm "
                     "(a step in mm or nm?)"
                 )
-        problems += _grid_shape_problems(f"{prefix}grid_plan", seq.grid_plan)
+        if as_written:
+            problems += _grid_shape_problems(f"{prefix}grid_plan", seq.grid_plan)
         tp = seq.time_plan
-        if isinstance(tp, useq.MultiPhaseTimePlan) and not tp.phases:
+        if as_written and isinstance(tp, useq.MultiPhaseTimePlan) and not tp.phases:
             problems.append(
                 f"{prefix}time_plan: no phases (an empty list) gives one time point; give its "
                 "phases (each an interval with loops or a duration, in seconds), or leave "
@@ -200,7 +208,7 @@ def _shape_problems(sequence: useq.MDASequence) -> list[str]:
                     f"{prefix}time_plan{tag}.interval: 0 with a duration gives no number of time "
                     "points; give loops (as fast as the rig can) or an interval > 0"
                 )
-    if isinstance(sequence.stage_positions, useq.WellPlatePlan):
+    if as_written and isinstance(sequence.stage_positions, useq.WellPlatePlan):
         problems += _grid_shape_problems(
             "stage_positions.well_points_plan", sequence.stage_positions.well_points_plan
         )
@@ -224,9 +232,11 @@ def _z_range_problems(zp: Any, where: str) -> list[str]:
         for name in ("range", "above", "below")
         if (value := getattr(zp, name, None)) is not None and value < 0
     ]  # fmt: skip
-    if isinstance(zp, useq.ZTopBottom) and zp.top < zp.bottom:
+    if isinstance(zp, useq.ZTopBottom) and zp.top < zp.bottom and _no_planes(zp):
+        # (within half a step below bottom useq gives one plane there: not refused)
         problems.append(
-            f"{where}: top {zp.top:g} µm is below bottom {zp.bottom:g} µm, which gives no planes; "
+            f"{where}: top {zp.top:.15g} µm is below bottom {zp.bottom:.15g} µm, which gives no "
+            "planes; "
             "swap them (go_up: false images the stack from the top down)"
         )
     if problems or getattr(zp, "step", None) != 0:
@@ -239,10 +249,18 @@ def _z_range_problems(zp: Any, where: str) -> list[str]:
         span, at = zp.range, f"{zp.range / 2:g} µm below the position's z"
     if span:
         problems.append(
-            f"{where}.step: 0 µm over a {span:g} µm range gives one plane, {at}, not a "
+            f"{where}.step: 0 µm over a {abs(span):g} µm range gives one plane, {at}, not a "
             "stack; give a step > 0 (one plane: range 0)"
         )
     return problems
+
+
+def _no_planes(zp: Any) -> bool:
+    """Whether useq gives z plan ``zp`` no planes (a step of 0 is taken as giving some)."""
+    try:
+        return int(zp.num_positions()) <= 0  # (useq counts top 0, bottom 5, step 1 as -4)
+    except (ValueError, ArithmeticError):  # (a step of 0: said apart, `_z_range_problems`)
+        return False
 
 
 def _grid_shape_problems(where: str, grid: Any) -> list[str]:
@@ -337,16 +355,25 @@ def _time_and_grid_problems(sequence: useq.MDASequence, profile: HardwareProfile
 
 
 def _grids_without_fov(sequence: useq.MDASequence) -> list[str]:
-    """Return where the plan's grids lack a field of view (useq tiles them 1 µm apart)."""
+    """Return where the plan's grids lack a field of view (useq tiles them 1 µm apart).
+
+    Random points are no tiles (their field of view is optional); a well plate's
+    points in each well are.
+    """
     grids = [("grid_plan", sequence.grid_plan)] + [
         (f"stage_positions.{i}.sequence.grid_plan", p.sequence.grid_plan)
         for i, p in enumerate(sequence.stage_positions)
         if p.sequence is not None and p.sequence.grid_plan is not None
     ]
+    if isinstance(sequence.stage_positions, useq.WellPlatePlan):
+        grids.append(
+            ("stage_positions.well_points_plan", sequence.stage_positions.well_points_plan)
+        )
     return [
         where
         for where, grid in grids
         if grid is not None
+        and not isinstance(grid, useq.RandomPoints)
         and hasattr(grid, "fov_width")
         and (grid.fov_width is None or grid.fov_height is None)
     ]
@@ -439,6 +466,7 @@ def check_plan(
     events: Sequence[useq.MDAEvent] | None = None,
     light_budget: bool = True,
     autofocus_device: bool | None = None,
+    recorded: bool = False,
 ) -> None:
     """Check that every event of ``sequence`` can run on the rig of ``profile``.
 
@@ -450,7 +478,8 @@ def check_plan(
     stage travel. ``events``: the sequence's events
     if the caller has them already (expanding a plan costs ~40 µs per event).
     ``light_budget=False`` leaves out the positions' fluorescence over the
-    plan (a replay: that light was given when the data were recorded).
+    plan (a replay: that light was given when the data were recorded);
+    ``recorded``: a recording's own plan, replayed (see `load_plan`).
     Refused too, as a run's start would refuse them: a channel's z_offset
     that useq does not apply (no z plan beside it), a relative z plan centred
     on the focus wider than the whole z travel, and autofocus events where
@@ -464,7 +493,8 @@ def check_plan(
         listing each problem once (the first 20), naming the event index and value.
 
     """
-    if problems := _shape_problems(sequence):  # (nothing more can be checked: no events)
+    # (nothing more can be checked: no events; ``recorded``: as `load_plan`'s)
+    if problems := _shape_problems(sequence, as_written=not recorded):
         raise PlanError(source, problems)
     chans = profile.channels
     known = ", ".join(c.name for c in chans.presets)

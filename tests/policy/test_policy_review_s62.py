@@ -143,13 +143,23 @@ def test_enter_region_resumed_from_its_state_goes_on_as_it_was() -> None:
 
 
 def test_enter_region_restores_a_state_saved_before_its_positions() -> None:
-    # (saved before session 62: the cells inside only; a position with one had had a field)
+    # (saved before session 62: the cells inside only; the run had begun at every position,
+    # one whose cells were all outside too: a cell entering there on the next field fires)
     rule = Rule("roi", REGION, {"record": {}})
     rule.restore({"fires": 1, "trigger": {"inside": ["p0/1"]}})
     assert _tracks(rule, field(5, [1, 2], [50, 150])) == [2]
-    assert _tracks(rule, field(5, [1, 2], [50, 150], position="p1")) == []  # its first
-    assert rule.state()["trigger"] == {"inside": ["p0/1", "p0/2", "p1/1", "p1/2"],
-                                       "positions": ["p0", "p1"]}  # fmt: skip
+    assert _tracks(rule, field(5, [1, 2], [50, 150], position="p1")) == [1, 2]
+    state = rule.state()["trigger"]
+    assert state == {"inside": ["p0/1", "p0/2", "p1/1", "p1/2"], "positions": ["p0", "p1"],
+                     "every_seen": True}  # fmt: skip
+    # ... and so again once restored from the state it saves now
+    again = Rule("roi", REGION, {"record": {}})
+    again.restore({"fires": 1, "trigger": state})
+    assert _tracks(again, field(6, [7], [50], position="p2")) == [7]
+    # a state saved with its positions keeps the first-field rule for the others
+    fresh = Rule("roi", REGION, {"record": {}})
+    fresh.restore({"fires": 0, "trigger": {"inside": [], "positions": ["p0"]}})
+    assert _tracks(fresh, field(6, [7], [50], position="p2")) == []  # p2's first
 
 
 # ---------------------------------------------------------------- what a plan is told
