@@ -151,7 +151,7 @@ class ScopeAgent:
         # (autofocus: the core's own device was checked above; a replay's were the rig's)
         check_plan(
             sequence, profile, events=planned, light_budget=not self.what_if,
-            autofocus_device=True,
+            autofocus_device=True, recorded=self.what_if,
         )  # fmt: skip
         if not self.what_if:  # (what `livescope plan check` warns of: time points that will
             # start late, a light budget the plan nearly spends; a replay's are the recording's)
