@@ -278,6 +278,8 @@ class FramePublisher:
             sample_time_s=info["sample_time_s"],
             added_by=info["added_by"],
         )
+        if (offset := info.get("roi_offset_px")) is not None:
+            header["roi_offset_px"] = [float(offset[0]), float(offset[1])]
         check_header(header)  # (a header every subscriber refuses: not sent, no slot taken)
         shm: ShmRef | None = None
         if self.ring is not None:

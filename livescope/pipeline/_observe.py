@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,7 @@ from livescope.tracking import TrackerSnapshot, measure_objects
 from ._analyzer import FrameResult
 from ._jobs import Field
 
-__all__ = ["observe", "sample_time_of"]
+__all__ = ["observe", "roi_offset_um", "sample_time_of"]
 
 
 def sample_time_of(header: dict[str, Any]) -> float:
@@ -31,6 +32,29 @@ def sample_time_of(header: dict[str, Any]) -> float:
     if sample_t is not None:
         return float(sample_t)
     return int(header.get("t_camera_ns") or 0) / 1e9
+
+
+def roi_offset_um(header: dict[str, Any], pixel_size_um: float) -> tuple[float, float]:
+    """Return where a frame's centre is from the camera sensor's, µm along its (columns, rows).
+
+    Its ``roi_offset_px`` (a camera ROI off the sensor's centre) is in its own
+    pixels, which the cells' frame's need not be (another channel's, binned
+    otherwise): times its own pixel size, else ``pixel_size_um``. (0, 0) for a
+    frame that carried none, or none that is two finite numbers (recorded
+    before it was, or from a publisher of your own): centred on the stage
+    position, as before.
+    """
+    offset = header.get("roi_offset_px")
+    if offset is None:
+        return (0.0, 0.0)
+    try:
+        cols, rows = (float(v) for v in offset)
+    except (TypeError, ValueError):  # (not two numbers)
+        return (0.0, 0.0)
+    if not (math.isfinite(cols) and math.isfinite(rows)):
+        return (0.0, 0.0)
+    px = float(header.get("pixel_size_um") or 0.0) or pixel_size_um
+    return (cols * px, rows * px)
 
 
 def observe(
@@ -64,15 +88,17 @@ def observe(
     if h.get("x_um") is not None and h.get("y_um") is not None:
         # (z: the middle of a z-stack, not its last plane, which the header gives)
         stage = (float(h["x_um"]), float(h["y_um"]), fld.z_centre_um())
+    px = pixel_size_um or 1.0
     common: dict[str, Any] = {
         "run_id": run_id or str(h.get("run_id", "")),
         "seq": int(h.get("seq", 0)),
         "position": fld.position,
         "t": fld.t,
         "sample_time_s": sample_time_of(h),
-        "pixel_size_um": pixel_size_um or 1.0,
+        "pixel_size_um": px,
         "shape": (shape[0], shape[1]),
         "stage_um": stage,
+        "roi_offset_um": roi_offset_um(h, px),
         "engines": engines,
         "orientation": orientation,
     }

@@ -97,13 +97,19 @@ class Observation:
     """False for a field nothing was segmented in (no nuclear frame at this time
     point and no virtual stain, or no segmentation engine): its `cells` are
     unknown, not none. Rules pass over it; a Python policy may too."""
+    roi_offset_um: tuple[float, float] = (0.0, 0.0)
+    """Where the frame's centre is from the camera sensor's, whose place `stage_um`
+    is, µm along the frame's (columns, rows): a camera ROI off the sensor's centre
+    (the frame's ``roi_offset_px``; (0, 0) where it carried none). `orientation`
+    turns it onto the stage as it does the pixels."""
 
     def stage_xy(self, y: float, x: float) -> tuple[float, float]:
         """Stage (x, y) in µm of a pixel (row ``y``, column ``x``) of this field.
 
         By default row 0 is at the smallest stage y and column 0 at the
         smallest x (the simulated microscope's and Micro-Manager's default
-        orientation); `orientation` turns or mirrors that.
+        orientation); `orientation` turns or mirrors that. The frame's centre
+        is `roi_offset_um` from `stage_um` (a camera ROI off the sensor's centre).
 
         Raises
         ------
@@ -115,7 +121,8 @@ class Observation:
             raise ValueError(f"field {self.position} t={self.t} has no stage position")
         sx, sy = self.stage_um[0], self.stage_um[1]
         h, w = self.shape
-        dcol, drow = (x - (w - 1) / 2) * self.pixel_size_um, (y - (h - 1) / 2) * self.pixel_size_um
+        dcol = (x - (w - 1) / 2) * self.pixel_size_um + self.roi_offset_um[0]
+        drow = (y - (h - 1) / 2) * self.pixel_size_um + self.roi_offset_um[1]
         a, b, c, d = self.orientation
         return sx + a * dcol + b * drow, sy + c * dcol + d * drow
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 __all__ = ["FrameInfo"]
 
@@ -20,6 +20,10 @@ class FrameInfo(TypedDict):
     Python backend, once the camera was triggered on Micro-Manager's Java one);
     ``added_by`` the id of the decision that added its event (None: the plan's);
     ``adler32`` the checksum of its pixels as the camera produced them.
+    ``roi_offset_px`` is where the frame's centre is from the camera sensor's
+    (the stage position), (columns, rows) in the frame's pixels: a camera ROI
+    off the sensor's centre. Absent or None where not known (frames recorded
+    before it was): taken as (0, 0), centred.
     """
 
     seq: int
@@ -40,3 +44,4 @@ class FrameInfo(TypedDict):
     shape: tuple[int, ...]
     dtype: str
     event: dict[str, Any]
+    roi_offset_px: NotRequired[tuple[float, float] | None]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from typing import Any, Literal, TypedDict, cast
+from typing import Any, Literal, NotRequired, TypedDict, cast
 
 from ._base import json_object
 from ._errors import LivescopeError
@@ -62,6 +62,10 @@ class FrameHeader(TypedDict):
     the decision that added the frame's event (None for the plan's own frames);
     both are optional in v1 (absent from older senders: None; the worker times
     a frame without a sample time by its ``t_camera_ns``).
+    ``roi_offset_px`` (optional too) is where the frame's centre is from the
+    camera sensor's, which the stage position is the place of: (columns, rows)
+    in the frame's pixels, a camera ROI off the sensor's centre. Absent or
+    None: not known, taken as centred.
     """
 
     v: int
@@ -84,6 +88,7 @@ class FrameHeader(TypedDict):
     shm: ShmRef | None
     sample_time_s: float | None
     added_by: str | None
+    roi_offset_px: NotRequired[list[float] | None]
 
 
 def encode_header(header: FrameHeader) -> bytes:
@@ -290,4 +295,20 @@ def _checked(d: dict[str, Any], payload_nbytes: int | None) -> FrameHeader:
         sample_time_s=_num(d, "sample_time_s", optional=True),
         added_by=added_by,
     )
+    offset = d.get("roi_offset_px")
+    if offset is not None:
+        # (NaN and infinity fail the bound too)
+        if (
+            not isinstance(offset, list | tuple)
+            or len(offset) != 2
+            or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) and abs(v) <= MAX_SIDE
+                for v in offset
+            )
+        ):
+            raise _fail(
+                f"roi_offset_px must be [columns, rows], each a number of at most {MAX_SIDE} "
+                f"px either way, got {offset!r:.80}"
+            )
+        header["roi_offset_px"] = [float(offset[0]), float(offset[1])]
     return header

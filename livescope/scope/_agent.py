@@ -493,6 +493,8 @@ class ScopeAgent:
             core.mda.events.frameReady.disconnect(fanout.on_frame)
             core.mda.events.sequencePauseToggled.disconnect(self.feed.pause_toggled)
             self.feed.stop()
+            for event in self.engine.cut_off_events():  # (a burst's, counted taken as handed)
+                self.feed.untake(event)
             try:
                 fanout.finish()
             except (LivescopeError, KeyboardInterrupt) as exc:  # (Ctrl+C: as if in the run)

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import logging
 import math
+import re
+import threading
 import types
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pymmcore_plus.mda import MDAEngine, SkipEvent
@@ -41,6 +44,8 @@ SAMPLE_TIME_KEY = "sample_time_s"
 """Key in ``MDAEvent.metadata``: the sample time (s) an event was planned for."""
 META_SAMPLE_TIME = "livescope.sample_time_s"
 """Key in frame (and simulated camera) metadata: the sample time (s) the frame shows."""
+META_ROI_OFFSET = "livescope.roi_offset_px"
+"""Key in frame metadata: where the frame's centre is from the sensor's (`roi_offset_px`)."""
 
 
 class LivescopeEngine(MDAEngine):
@@ -88,6 +93,11 @@ class LivescopeEngine(MDAEngine):
         """Where the stage was when a hardware-timed burst without x, y or z of its own began."""
         self._xy_without_stage: tuple[float | None, float | None] | None = None
         """On a core without an XY stage: the one x/y events may ask for (the first)."""
+        self._burst_lock = threading.Lock()  # (the runner's thread and the decisions')
+        self._burst: _Burst | None = None
+        """The hardware-timed burst handed to the runner (`burst_handed`), until it has run."""
+        self._cut_off: list[MDAEvent] = []
+        """Events of bursts a cancel cut off, or the run ended before they began."""
 
     # ------------------------------------------------------------ schedule
 
@@ -163,6 +173,10 @@ class LivescopeEngine(MDAEngine):
             # at the core's timeout raised TimeoutError or RuntimeError, which ended the run)
             why = str(exc) if isinstance(exc, _Refused) else f"the hardware set-up failed: {exc}"
             subs = tuple(getattr(event, "events", ()) or (event,))
+            # (a burst's events a stop of their position dropped were counted stopped)
+            subs = subs[: self._burst_done(event, len(subs))]
+            if not subs:
+                raise SkipEvent(num_frames=0, reason="a stop of its position ended it") from exc
             where = index_text(subs[0].index)  # (a burst's own index is empty)
             first = not self.failed_events
             if first:
@@ -251,6 +265,78 @@ class LivescopeEngine(MDAEngine):
             core.setShutterOpen(False)
         super().teardown_event(event)
 
+    # ------------------------------------------------------------ bursts
+
+    def burst_handed(self, event: MDAEvent) -> None:
+        """Note a hardware-timed burst handed to the runner, for `end_burst`.
+
+        Called by the event feed (runner thread) as it hands the burst over: a
+        stop may come while the runner waits for its time or sets up the
+        hardware. A copy of it (another ``reset_event_timer``) is the same burst.
+        """
+        subs = tuple(getattr(event, "events", ()))
+        with self._burst_lock:
+            self._burst = _Burst(subs, len(subs))
+
+    def end_burst(self, stops: Callable[[MDAEvent], bool]) -> list[MDAEvent]:
+        """End the handed burst early where a stop drops its events; return those cut off.
+
+        Called on the decision-server thread. The burst ends before its first
+        event of those on to its end that ``stops`` all drops, but never before
+        the frame in hand (a burst not yet begun is not begun at all): one that
+        interleaves a stopped position with others images the stopped one's
+        frames until the others' last. Returns the events it will not acquire,
+        in order (none: no burst is running, or its last event is not dropped).
+        """
+        with self._burst_lock:
+            burst = self._burst
+            if burst is None:
+                return []
+            subs = burst.events
+            end = burst.end
+            while end > burst.given and stops(subs[end - 1]):
+                end -= 1
+            cut_off, burst.end = list(subs[end : burst.end]), end
+            return cut_off
+
+    def cut_off_events(self) -> list[MDAEvent]:
+        """Return, and forget, the events of bursts the run ended before they were acquired.
+
+        Those a cancel (a stop of the run) cut off, and those of a burst handed
+        over that the run ended before it began. Called once the run has ended
+        (any thread); the feed counts them as never taken (``left``).
+        """
+        with self._burst_lock:
+            out, self._cut_off = self._cut_off, []
+            if self._burst is not None:  # (the runner stopped before it ran it)
+                out += self._burst.events[: self._burst.end]
+                self._burst = None
+            return out
+
+    def _give(self, event: MDAEvent, k: int) -> bool:
+        """Whether frame ``k`` of ``event`` is given to the runner: False once a stop ended it."""
+        with self._burst_lock:
+            burst = self._burst
+            if burst is None or getattr(event, "events", None) is not burst.events:
+                return True
+            if k >= burst.end:
+                return False
+            burst.given = k + 1  # (what `end_burst` keeps)
+            return True
+
+    def _burst_done(self, event: MDAEvent, n: int) -> int:
+        """Forget the handed burst once it has run or failed; return how many events it kept.
+
+        Those before a stop of their position ended it; ``n`` (its events) if
+        ``event`` is not the handed burst. Runner thread.
+        """
+        with self._burst_lock:
+            burst = self._burst
+            if burst is None or getattr(event, "events", None) is not burst.events:
+                return n
+            self._burst = None
+            return burst.end
+
     # ------------------------------------------------------------ frames
 
     def exec_event(self, event: MDAEvent) -> Iterable[PImagePayload | None]:
@@ -258,25 +344,40 @@ class LivescopeEngine(MDAEngine):
 
         The runner's signals (a stop or cancel) are passed on to the stock
         engine, which ends a hardware-timed burst on them (it went on to its
-        last frame); frames a stop cuts off are not counted as failed. A burst
-        whose camera stalls (pymmcore-plus raises `TimeoutError` at its deadline,
-        which ended the run) is stopped, and its missing frames counted, as one
-        that ends early. A failed autofocus is counted in `autofocus_failed`.
+        last frame); frames a stop cuts off are not counted as failed, but kept
+        for `cut_off_events`. A stop of a burst's position (`end_burst`) ends it
+        the same way, after the frame in hand. A burst whose camera stalls
+        (pymmcore-plus raises `TimeoutError` at its deadline, which ended the
+        run) is stopped, and its missing frames counted, as one that ends early.
+        A failed autofocus is counted in `autofocus_failed`.
         """
         inner = iter(super().exec_event(event))
         n = given = 0  # (images; images and the stock engine's None for each missing)
+        subs = tuple(getattr(event, "events", ()) or (event,))
+        kept = len(subs)  # (those after, a stop of their position dropped, and counted)
         cancelled = False
         stalled: TimeoutError | None = None
         if isinstance(inner, types.GeneratorType):
             try:
+                if not self._give(event, 0):  # (a stop ended the burst before it began)
+                    inner.close()
+                    return
                 payload = next(inner)
-                while True:
+                while self._give(event, given):
                     n += payload is not None
                     given += 1
                     self._stamp_frame_time(payload)
                     signal = yield payload
                     cancelled = cancelled or signal == "cancel"
                     payload = inner.send(signal)
+                # a stop ended the burst: the frame in hand is dropped, the camera stopped
+                # as on a cancel (the stock engine stops the sequence and returns)
+                try:
+                    inner.send("cancel")
+                except StopIteration:
+                    pass
+                else:  # (past its camera loop, giving None for missing frames)
+                    inner.close()
             except StopIteration:
                 pass
             except TimeoutError as exc:
@@ -284,6 +385,8 @@ class LivescopeEngine(MDAEngine):
                 core = self.mmcore
                 if core.isSequenceRunning():
                     core.stopSequenceAcquisition()
+            finally:
+                kept = self._burst_done(event, kept)
         else:  # pragma: no cover (the stock engine's is a generator)
             for payload in inner:
                 n += payload is not None
@@ -293,10 +396,11 @@ class LivescopeEngine(MDAEngine):
         af_error, self._af_error = self._af_error, None
         if af_error is not None:
             self._autofocus_failed(event, af_error)
-        if cancelled:
+        if cancelled:  # (the burst's events the cancel cut off were never acquired)
+            self._cut_off.extend(subs[given:kept])
             return
         wants_image = isinstance(event.action, AcquireImage)
-        subs = tuple(getattr(event, "events", ()) or (event,))
+        subs = subs[:kept]
         if wants_image and n < len(subs):
             why = "no image came" if stalled is None else f"no image came in time: {stalled}"
             where = index_text(subs[n].index)  # (a burst's own index is empty)
@@ -381,7 +485,77 @@ class LivescopeEngine(MDAEngine):
             meta[META_SAMPLE_TIME] = planned  # type: ignore[literal-required]
         if not meta.get("pixel_size_um"):  # no calibration in Micro-Manager: the profile's
             meta["pixel_size_um"] = self.profile.objective.pixel_size_um
+        # (where the frame sits on the sensor: the stage position is the sensor's centre, a
+        # frame of a ROI off it is not centred there, and close-ups aimed by it missed)
+        meta[META_ROI_OFFSET] = self._roi_offset_px()  # type: ignore[literal-required]
         return meta
+
+    _roi_read: tuple[Any, ...] | None = None
+    """The camera, ROI and binning `_roi_offset_px` read last (then set on the instance)."""
+    _roi_offset: tuple[float, float] | None = None
+    """The `roi_offset_px` they give."""
+
+    def _roi_offset_px(self) -> tuple[float, float] | None:
+        """Return the camera's `roi_offset_px` now (runner thread, every frame), None: unknown.
+
+        The ROI and binning are read for every frame (about 2 µs on the simulated
+        microscope: a ROI can change between any two events, and Micro-Manager
+        says so on no signal); the offset is worked out, and a ROI off the
+        sensor's centre logged, only when they changed.
+        """
+        core = self.mmcore
+        try:
+            cam = core.getCameraDevice()
+            roi = tuple(int(v) for v in core.getROI())
+        except RuntimeError:  # (no camera)
+            return None
+        try:
+            binning_text = str(core.getPropertyFromCache(cam, "Binning"))
+        except (RuntimeError, KeyError):  # (not cached until read on UniMMCore: KeyError)
+            has = bool(cam) and core.hasProperty(cam, "Binning")
+            binning_text = str(core.getProperty(cam, "Binning")) if has else "1"
+        read = (cam, roi, binning_text)
+        if read == self._roi_read:
+            return self._roi_offset
+        digits = re.match(r"\s*(\d+)", binning_text)  # "2" or "2x2"
+        binning = max(1, int(digits.group(1))) if digits else 1
+        sensor = self.profile.camera.sensor_shape_px
+        offset = roi_offset_px(roi, binning, sensor)
+        if offset is None:
+            logger.warning(
+                "camera ROI %s (x, y, width, height; binning %d) does not fit the profile's "
+                "%dx%d px sensor: frames are taken as centred on the stage position; set "
+                "camera.sensor_shape_px to this camera's for close-ups aimed in a ROI",
+                roi, binning, sensor[0], sensor[1],
+            )  # fmt: skip
+        elif offset != (0.0, 0.0):
+            logger.info(
+                "camera ROI %s (x, y, width, height; binning %d) of the profile's %dx%d px "
+                "sensor: its frames are centred %+g columns, %+g rows from the stage position",
+                roi, binning, sensor[0], sensor[1], offset[0], offset[1],
+            )  # fmt: skip
+        self._roi_read, self._roi_offset = read, offset
+        return offset
+
+
+def roi_offset_px(
+    roi: Sequence[int], binning: int, sensor_shape_px: tuple[int, int]
+) -> tuple[float, float] | None:
+    """Return where a camera ROI's centre is from the sensor's: (columns, rows), frame pixels.
+
+    ``roi`` is Micro-Manager's ``getROI()``: (x, y, width, height) in the
+    camera's pixels at its ``binning`` (its frames'); ``sensor_shape_px`` the
+    profile's sensor, (height, width) at binning 1. The stage position is the
+    sensor's centre: a frame's pixel at row ``r``, column ``c`` is ``c - (width
+    - 1) / 2`` plus the first, ``r - (height - 1) / 2`` plus the second, pixels
+    from it. (0, 0) for the whole sensor; None for a ROI that does not fit on
+    it (the profile describes another camera).
+    """
+    x, y, w, h = (int(v) for v in roi)
+    rows, cols = sensor_shape_px[0] // binning, sensor_shape_px[1] // binning
+    if x < 0 or y < 0 or w < 1 or h < 1 or x + w > cols or y + h > rows:
+        return None
+    return (x + w / 2 - cols / 2, y + h / 2 - rows / 2)
 
 
 def sample_time_s(event: MDAEvent, default: float = 0.0) -> float:
@@ -392,6 +566,18 @@ def sample_time_s(event: MDAEvent, default: float = 0.0) -> float:
     """
     subs = getattr(event, "events", None) or (event,)
     return float(subs[0].metadata.get(SAMPLE_TIME_KEY, default))
+
+
+@dataclass(slots=True)
+class _Burst:
+    """A hardware-timed burst handed to the runner, and how far it goes (`end_burst`)."""
+
+    events: tuple[MDAEvent, ...]
+    """Its sub-events (a copy of the burst holds the same tuple)."""
+    end: int
+    """How many of its events it acquires: all, or those before a stop ended it."""
+    given: int = 0
+    """How many frames it gave the runner, the one in hand included."""
 
 
 class _Refused(Exception):

@@ -187,7 +187,7 @@ def frame_info(
         # Micro-Manager's ElapsedTime-ms through pycromanager
         sample_time = float(meta["runner_time_ms"]) / 1000.0
     added_by = event.metadata.get("added_by")
-    return FrameInfo(
+    info = FrameInfo(
         seq=seq,
         index={k: int(v) for k, v in event.index.items()},
         position=position_name(event),
@@ -207,6 +207,9 @@ def frame_info(
         dtype=str(image.dtype),
         event=event.model_dump(mode="json", exclude_unset=True, exclude={"sequence"}),
     )
+    if (offset := meta.get("livescope.roi_offset_px")) is not None:
+        info["roi_offset_px"] = (float(offset[0]), float(offset[1]))
+    return info
 
 
 class _CtrlCHeld:

@@ -198,7 +198,9 @@ class EventFeed:
         pycromanager's feeder takes events ahead of its engine: those a
         `StopRun` catches before the engine begins them are given back, and
         count as ``left`` (`counts`), as on the MDA path, where a stop keeps
-        them from being handed out at all. Any thread.
+        them from being handed out at all; so are a hardware-timed burst's
+        that a stop of the run cut off (`LivescopeEngine.cut_off_events`). Any
+        thread.
         """
         with self._lock:
             self._counts["added_taken" if event.metadata.get("added_by") else "planned_taken"] -= 1
@@ -307,6 +309,8 @@ class EventFeed:
                                 self._counts["added_taken" if e.metadata.get("added_by")
                                              else "planned_taken"] += 1  # fmt: skip
                             event = self._moved(event, begun=True)
+                            if getattr(event, "events", None):  # (a stop may end it early,
+                                self._engine.burst_handed(event)  # see `stop_position`)
                     if rejoin is not None:
                         # a stop came while the engine held events it joins into a burst
                         # (it looks ahead): those it dropped, and counted, are left out,
@@ -617,7 +621,12 @@ class EventFeed:
         centred in the field of the position (where it is imaged now) or of
         any of its sub-sequences; such events already queued are dropped too. A
         field (position, t) already begun is finished; the count includes the
-        events of the time point being acquired that are dropped.
+        events of the time point being acquired that are dropped. A
+        hardware-timed burst handed to the runner takes later time points
+        along, begun with it: it ends after the frame in hand, and its events
+        on to its end that the stop drops are counted (one that images other
+        places after the stopped position's last frame goes on; see
+        `LivescopeEngine.end_burst`).
         """
         with self._lock:
             dropped_before = [self._dropped(e) for e in self._batch]
@@ -649,7 +658,15 @@ class EventFeed:
             for e in gone:
                 self._counts["added_stopped" if e.metadata.get("added_by")
                              else "planned_stopped"] += 1  # fmt: skip
-            return len(gone)
+            # (the burst's events were counted taken as it was handed over)
+            cut_off = self._engine.end_burst(
+                lambda e: self._stopped(position_name(e)) or self._in_stopped_field(e)
+            )
+            for e in cut_off:
+                added = "added" if e.metadata.get("added_by") else "planned"
+                self._counts[f"{added}_taken"] -= 1
+                self._counts[f"{added}_stopped"] += 1
+            return len(gone) + len(cut_off)
 
     def moved_coordinates(
         self, name: str, x: float, y: float, z: float | None
