@@ -116,7 +116,7 @@ class Acquire:
     def events(self, obs: Observation, hit: Hit, name: str) -> tuple[useq.MDAEvent, ...]:
         """Return the events, named ``name``, centred as asked (stage µm)."""
         if self.centre == "cell" and hit.y is not None and hit.x is not None:
-            x, y = obs.stage_xy(hit.y, hit.x)
+            x, y = obs.aim_xy(hit.y, hit.x)  # (the cell at the centre of its frames)
         else:
             if obs.stage_um is None:
                 raise ValueError(f"field {obs.position} t={obs.t} has no stage position")
@@ -194,7 +194,7 @@ def _decision(
     if action == "recentre":
         if hit.y is None or hit.x is None:
             raise ValueError("recentre needs a trigger that fires on a cell")
-        x, y = obs.stage_xy(hit.y, hit.x)
+        x, y = obs.aim_xy(hit.y, hit.x)  # (the cell at the centre of the position's frames)
         # x/y only: the field's z is its last frame's, a plane of a z-stack, which the
         # move would take for the position's centre (each recentring moved the stack up)
         return Move(position=obs.position, x_um=x, y_um=y, z_um=None, **common)

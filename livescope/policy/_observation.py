@@ -126,6 +126,27 @@ class Observation:
         a, b, c, d = self.orientation
         return sx + a * dcol + b * drow, sy + c * dcol + d * drow
 
+    def aim_xy(self, y: float, x: float) -> tuple[float, float]:
+        """Stage (x, y) in µm to image pixel (row ``y``, column ``x``) at the frame's centre.
+
+        Where a close-up centred on a cell, or a recentring, moves the stage: the
+        frames taken there, with the camera's ROI as it is, have the cell at their
+        centre. That is `stage_xy` less the ROI's offset (`roi_offset_um`: a ROI
+        off the sensor's centre images the stage position off its own centre), not
+        the cell's own stage place, which would put it at the sensor's centre,
+        at the ROI's edge or outside it.
+
+        Raises
+        ------
+        ValueError
+            if the frame carried no stage position.
+
+        """
+        sx, sy = self.stage_xy(y, x)
+        ox, oy = self.roi_offset_um
+        a, b, c, d = self.orientation
+        return sx - (a * ox + b * oy), sy - (c * ox + d * oy)
+
     def track_row(self, track: int) -> int | None:
         """Index of ``track`` in `cells` (None if not in this field)."""
         hits = np.flatnonzero(self.cells.tracks == track)

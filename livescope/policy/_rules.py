@@ -353,7 +353,7 @@ class Rule:
         place, what = (obs.stage_um[0], obs.stage_um[1]), "the field's centre"
         if hit.y is not None and hit.x is not None:
             if self.action == "recentre" or (self.acquire and self.acquire.centre == "cell"):
-                place = obs.stage_xy(hit.y, hit.x)
+                place = obs.aim_xy(hit.y, hit.x)
                 what = f"the cell{track} at row {hit.y:g}, column {hit.x:g}"
         elif self.action == "recentre":
             kind = self.trigger.kind
