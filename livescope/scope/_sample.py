@@ -47,7 +47,7 @@ ANAPHASE_SHARE = _ANAPHASE_SHARE
 _APOPTOSIS_S = 2400.0
 _VELOCITY_MEMORY_S = 600.0  # persistence time of random motion
 _HISTORY_STEPS = 720  # steps behind the newest served without simulating from t=0 (2 h)
-_RECENT_STEPS = 30  # newest states kept whole (5 min: frames' truth drawn a little behind)
+_RECENT_STEPS = 60  # newest states kept whole (10 min: frames' truth drawn a little behind)
 _CHECKPOINT_STEPS = 30  # the dynamics are kept every this many steps, to replay from
 _REPLAYED_STATES = 4  # states replayed from a checkpoint, kept for the next ask
 
@@ -206,6 +206,8 @@ class SimulatedSample:
         self._history: OrderedDict[int, SampleState] = OrderedDict()
         self._checkpoints: OrderedDict[int, _Checkpoint] = OrderedDict()
         self._replayed: OrderedDict[int, SampleState] = OrderedDict()
+        self._cursor: tuple[int, dict[str, NDArray[Any]], np.random.Generator, int] | None = None
+        """The dynamics where the last replay (`_replay`) ended: the next, later, goes on."""
         self._remember()
 
     def _new_ids(self, n: int) -> NDArray[np.int64]:
@@ -227,10 +229,11 @@ class SimulatedSample:
         """Return the population at sample time ``time_s`` (>= 0).
 
         The state is piecewise constant between steps of `STEP_S`. Times up to
-        two hours behind the newest step are served from memory (the last five
+        two hours behind the newest step are served from memory (the last ten
         minutes at once, older ones simulated again from a checkpoint of at most
-        `_CHECKPOINT_STEPS` steps before); older ones are simulated again from
-        the seed (same result, slower).
+        `_CHECKPOINT_STEPS` steps before, or on from the last such replay, when
+        asked in time order); older ones are simulated again from the seed (same
+        result, slower).
         """
         if not (time_s >= 0 and math.isfinite(time_s)):
             raise ValueError(f"sample time must be a finite number of s >= 0, got {time_s}")
@@ -256,17 +259,24 @@ class SimulatedSample:
         The sample's own dynamics and lineage are put back afterwards.
         """
         base = max(k for k in self._checkpoints if k <= step)
-        cp = self._checkpoints[base]
+        cursor, self._cursor = self._cursor, None  # (used up here, or left behind)
         saved = (self._c, self._rng, self._t_step, self._next_id, self.lineage)
         try:
-            self._c = {k: v.copy() for k, v in cp.cells.items()}
-            self._rng = np.random.Generator(np.random.PCG64())
-            self._rng.bit_generator.state = cp.rng_state
-            self._t_step, self._next_id = base, cp.next_id
+            if cursor is not None and base <= cursor[0] <= step:
+                # on from the last replay (asks in time order: the truth of frames drawn
+                # behind the camera), not from the checkpoint again each time
+                self._t_step, self._c, self._rng, self._next_id = cursor
+            else:
+                cp = self._checkpoints[base]
+                self._c = {k: v.copy() for k, v in cp.cells.items()}
+                self._rng = np.random.Generator(np.random.PCG64())
+                self._rng.bit_generator.state = cp.rng_state
+                self._t_step, self._next_id = base, cp.next_id
             self.lineage = _ScratchLineage()
             while self._t_step < step:
                 self._advance()
             snap = self._snapshot()
+            self._cursor = (self._t_step, self._c, self._rng, self._next_id)
         finally:
             self._c, self._rng, self._t_step, self._next_id, self.lineage = saved
         self._replayed[step] = snap
