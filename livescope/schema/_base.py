@@ -426,6 +426,20 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             seen[key] = key_node
         return super().construct_mapping(node, deep=deep)
 
+    def construct_yaml_str(self, node: yaml.ScalarNode) -> str:
+        r"""Return a string, its escaped UTF-16 pairs (``"\ud83d\ude00"``) joined."""
+        # YAML and JSON write a character past U+FFFF escaped as two halves (Python's
+        # json.dumps does, by default); the base loader keeps the halves, which no file
+        # name can hold nor UTF-8 encode. A lone half is left (named where used).
+        text = str(super().construct_yaml_str(node))
+        if any("\ud800" <= c <= "\udfff" for c in text):
+            with contextlib.suppress(UnicodeDecodeError):
+                return text.encode("utf-16", "surrogatepass").decode("utf-16")
+        return text
+
+
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:str", _UniqueKeyLoader.construct_yaml_str)
+
 
 BACKSLASH_HINT = (
     "in double quotes YAML reads a backslash as the start of an escape (\\n, \\t, \\b ...): "

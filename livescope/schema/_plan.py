@@ -730,7 +730,8 @@ CONIN$ and CONOUT$ are among them (a folder so named cannot be made)."""
 
 
 _MAX_FOLDER_NAME = 255
-"""Most bytes of a folder name (NTFS: 255 UTF-16 units; ext4, APFS: 255 bytes)."""
+"""Most bytes of a folder name in UTF-8 (ext4, APFS: 255 bytes; NTFS 255 UTF-16 units,
+more for most scripts: the bytes are held to so that a run folder moves between them)."""
 
 
 def folder_name_problem(name: str, *, windows: bool | None = None) -> str | None:
@@ -750,6 +751,11 @@ def folder_name_problem(name: str, *, windows: bool | None = None) -> str | None
         return "is not a folder name"
     if name.startswith("."):
         return "starts with a dot (hidden, and the worker's own staging folders start so)"
+    if surrogates := sorted({c for c in name if "\ud800" <= c <= "\udfff"}):
+        # (YAML's and JSON's "\ud83d\ude00" escapes: half characters, which no file name
+        # can be written in, nor UTF-8 encode)
+        shown = ", ".join(ascii(c) for c in surrogates)
+        return f"holds escaped half characters ({shown}); write the character itself"
     if (size := len(name.encode("utf-8"))) > _MAX_FOLDER_NAME:
         # (nor does a frame's header carry it: every frame of it was refused on the bus)
         return f"is {size} bytes long, more than a folder name may be ({_MAX_FOLDER_NAME})"

@@ -6,10 +6,12 @@ and every frame of it was refused on the bus.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import useq
 
-from livescope.schema import HardwareProfile, PlanError, check_plan
+from livescope.schema import HardwareProfile, PlanError, check_plan, load_plan
 from livescope.schema._plan import folder_name_problem
 
 
@@ -37,3 +39,25 @@ def test_the_plan_check_refuses_a_position_of_such_a_name(sim_profile: HardwareP
     with pytest.raises(PlanError) as info:
         check_plan(seq, sim_profile)
     assert any("is 300 bytes long" in p for p in info.value.problems)
+
+
+def test_a_name_of_escaped_half_characters_is_named_not_a_traceback(
+    tmp_path: Path, sim_profile: HardwareProfile
+) -> None:
+    # YAML's "\ud83d\ude00" (and JSON's, as Python's json.dumps writes an emoji) loaded as
+    # two half characters: encoding the name for its length raised UnicodeEncodeError.
+    # A pair is one character (joined as the file is read); a lone half is named
+    f = tmp_path / "plan.yaml"
+    f.write_text(
+        'channels: [DAPI]\nstage_positions: [{x: 0, y: 0, name: "well-\\ud83d\\ude00"}, '
+        '{x: 10, y: 0, name: "half-\\ud83d"}]\n'
+    )
+    sequence = load_plan(f)
+    assert [p.name for p in sequence.stage_positions] == ["well-\U0001f600", "half-\ud83d"]
+    with pytest.raises(PlanError) as info:
+        check_plan(sequence, sim_profile, str(f))
+    assert info.value.problems == [
+        "stage_positions.1: position name 'half-\\ud83d' holds escaped half characters "
+        "('\\ud83d'); write the character itself; a position's results are kept in a folder "
+        "of its name (results/ctc/<name>): rename the position"
+    ]
