@@ -536,6 +536,7 @@ class ScopeAgent:
             error = None
         bus: dict[str, Any] = self.publisher.stats() if self.publisher else {"mode": "off"}
         bus["dropped_in_agent"] = fanout.bus_dropped
+        bus["publish_failures"] = fanout.publish_failures  # (of those: publishing raised)
         failed = len(self.engine.failed_events)
         unfocused = len(self.engine.autofocus_failed)
         unlogged = self.decision_log_errors + self.decision_log.sync_errors

@@ -456,7 +456,8 @@ class FrameFanout:
                 if self.publish_failures <= _LOGGED_PUBLISH_FAILURES:
                     logger.exception(
                         "publishing frame %s failed (recording goes on)%s", info["seq"],
-                        "; further failures are counted (bus_dropped), not logged"
+                        "; further failures are counted (the summary's bus.publish_failures), "
+                        "not logged"
                         if self.publish_failures == _LOGGED_PUBLISH_FAILURES else "",
                     )  # fmt: skip
                 published = False
