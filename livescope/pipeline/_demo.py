@@ -271,8 +271,9 @@ def run_adaptive(
             raise
         if summary.get("interrupted_while_closing") is True:
             logger.warning(
-                "interrupted as the recording closed, after every frame was acquired and "
-                "recorded; the worker analyses them (Ctrl+C again to stop it)"
+                "interrupted as the recording closed, once the acquisition had ended and "
+                "each frame it took was recorded; the worker analyses them (Ctrl+C again to "
+                "stop it)"
             )
         else:
             logger.warning(

@@ -22,9 +22,12 @@ from tests.pipeline.test_supervisor_review import _Scripted
     ("closing", "said", "not_said"),
     [
         pytest.param(
-            True, "after every frame was acquired and recorded", "has stopped", id="while-closing"
+            True,
+            "once the acquisition had ended and each frame it took was recorded",
+            "has stopped",
+            id="while-closing",
         ),
-        pytest.param(False, "the acquisition has stopped", "every frame", id="mid-acquisition"),
+        pytest.param(False, "the acquisition has stopped", "had ended", id="mid-acquisition"),
     ],
 )
 def test_a_ctrl_c_is_logged_as_what_it_interrupted(
