@@ -56,6 +56,9 @@ class RecordedFrame:
     affine: tuple[float, float, float, float, float, float] | None = None
     """Micro-Manager's pixel size affine as recorded with the frame (None: not recorded,
     or all zeros: no calibration)."""
+    roi_offset_px: tuple[float, float] | None = None
+    """Where the frame's centre was from the camera sensor's, (columns, rows) px, as a
+    livescope recording logs it (a camera ROI off the sensor's centre; None: not logged)."""
 
 
 @dataclass

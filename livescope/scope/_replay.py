@@ -51,7 +51,7 @@ from livescope.schema import (
 )
 
 from ._agent import ScopeAgent, interrupted_summary, ready_or_close
-from ._engine import SAMPLE_TIME_KEY, LivescopeEngine
+from ._engine import META_ROI_OFFSET, SAMPLE_TIME_KEY, LivescopeEngine
 from ._fanout import position_name
 from ._replay_plan import frames_in_plan
 from ._replay_source import ReplayCamera, ReplayMicroscope, ReplaySource
@@ -80,6 +80,9 @@ taken and still be served as its frame in a replay."""
 # place to well under 1 µm); another cell, even a neighbour, lies a nucleus or more away.
 # A close-up is named by its rule's firing count, not its cell: a replay whose rule fires
 # otherwise gives cell B's close-up the name (and t) of the recording's close-up of cell A.
+
+_ROI_KEY = "livescope.recorded_roi_offset_px"
+"""Event metadata: the served frame's recorded ``roi_offset_px`` (None: not recorded)."""
 
 logger = logging.getLogger("livescope")
 
@@ -283,7 +286,8 @@ class ReplayEngine(LivescopeEngine):
                 sample = float(event.metadata.get(SAMPLE_TIME_KEY, event.min_start_time or 0.0))
             rel = sample - self.source.t0_s
             self.clock_s = max(self.clock_s, rel)
-            meta = {**event.metadata, SAMPLE_TIME_KEY: float(sample)}
+            meta = {**event.metadata, SAMPLE_TIME_KEY: float(sample),
+                    _ROI_KEY: frame.roi_offset_px}  # fmt: skip
             due = None if self.speed is None else max(0.0, rel) / self.speed
             yield event.model_copy(update={"metadata": meta, "min_start_time": due})
         following = bisect.bisect_right(self._plan_ts, self._seen_t)
@@ -367,6 +371,9 @@ class ReplayEngine(LivescopeEngine):
         )
         sample = event.metadata.get(SAMPLE_TIME_KEY)
         meta["livescope.sample_time_s"] = sample  # type: ignore[typeddict-unknown-key]
+        # the recorded frame's own place on its camera's sensor (None: not recorded, taken
+        # as centred), not the replay camera's, whose "sensor" is the recorded frame
+        meta[META_ROI_OFFSET] = event.metadata.get(_ROI_KEY)  # type: ignore[literal-required]
         return meta
 
 
