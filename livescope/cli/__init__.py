@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+from typing import Any
 
 __all__ = ["main"]
 
@@ -13,10 +16,14 @@ def main() -> None:
     With ``--json`` a usage error (an unknown option, a missing or malformed
     value) also prints one JSON object on stdout, as every other error does;
     so does ``bench`` without it (a benchmark prints JSON with or without it).
+    A command group given no command (``livescope bench``) prints its help on
+    stderr and says which commands it has.
     """
     from ._app import app
 
-    if "--json" not in sys.argv[1:] and sys.argv[1:2] != ["bench"]:
+    as_json = "--json" in sys.argv[1:] or sys.argv[1:2] == ["bench"]
+    _exit_if_no_command(app, sys.argv[1:], as_json=as_json)
+    if not as_json:
         app()
         return
     import typer
@@ -50,3 +57,45 @@ def _click_exception() -> type[Exception] | None:
     except ImportError:
         return None
     return click.ClickException
+
+
+def _exit_if_no_command(app: Any, args: list[str], *, as_json: bool) -> None:
+    """Exit 2 when ``args`` name a command group of ``app`` and nothing after it, saying so.
+
+    The group's help goes to stderr, then "missing command: one of ..." (and its
+    JSON on stdout with ``as_json``). typer printed the help on stdout and, under
+    ``--json`` or ``bench``, an error with no message after it.
+    """
+    sub = app
+    for name in args:  # (a group takes no option but --help: only command names lead to one)
+        sub = next((g.typer_instance for g in sub.registered_groups if g.name == name), None)
+        if sub is None:
+            return
+    import typer
+    import typer.main
+
+    from ._common import fail
+
+    # (the click commands made only now, to print the help: ~60 ms, too slow for every start)
+    group: Any = typer.main.get_command(app)
+    ctx = group.context_class(group, info_name=_program_name())
+    for name in args:
+        group = group.get_command(ctx, name)
+        ctx = group.context_class(group, info_name=name, parent=ctx)
+    with contextlib.redirect_stdout(sys.stderr):  # (typer's rich help prints on stdout)
+        text = ctx.get_help()
+    if text:  # (click's plain help is returned instead)
+        typer.echo(text, err=True)
+    names = [n for n in group.list_commands(ctx) if not group.get_command(ctx, n).hidden]
+    try:
+        fail(f"missing command: one of {', '.join(names)}", as_json=as_json)
+    except typer.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+
+
+def _program_name() -> str:
+    """Say how livescope was started, as click does in a usage line (``python -m livescope``)."""
+    package = getattr(sys.modules.get("__main__"), "__package__", None)
+    if package:  # (python -m livescope; a script or an entry point has none)
+        return f"python -m {package}"
+    return os.path.basename(sys.argv[0]) or "livescope"

@@ -80,8 +80,25 @@ SimProfileOpt = Annotated[str, typer.Option(callback=given, help="Simulated hard
 """``--profile`` of the benchmarks that run the simulated microscope."""
 
 
+def _print_version(value: bool) -> None:
+    """Print the livescope version and exit, as ``livescope version`` (``--version``)."""
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the livescope version and exit.",
+        ),
+    ] = False,
+) -> None:
     """Microscope-side real-time acquisition controller."""
 
 

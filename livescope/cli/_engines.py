@@ -13,6 +13,8 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
+from livescope.schema import install_command
+
 from ._common import (
     JsonOpt,
     emit,
@@ -59,8 +61,8 @@ def _test_inputs(cards: list[Any]) -> list[Any]:
 
 
 _INSTALL = {
-    "tensorrt": 'pip install "livescope[gpu]" (NVIDIA TensorRT; a CUDA GPU to build on)',
-    "tensorrt-rtx": 'pip install "livescope[rtx]" (TensorRT-RTX; 64-bit Linux or Windows)',
+    "tensorrt": f"{install_command('gpu')} (NVIDIA TensorRT; a CUDA GPU to build on)",
+    "tensorrt-rtx": f"{install_command('rtx')} (TensorRT-RTX; 64-bit Linux or Windows)",
 }
 """What to install for each backend ``engines build`` takes."""
 

@@ -10,6 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
+from livescope.schema import install_command
+
 from ._common import (
     JsonOpt,
     VerboseOpt,
@@ -23,9 +25,6 @@ from ._common import (
 )
 
 __all__ = ["view"]
-
-_INSTALL = 'pip install "livescope[viewer]"'  # (double quotes: cmd.exe takes them too)
-
 
 _DRAW_WITHOUT_DISPLAY = ("offscreen", "minimal", "vnc", "eglfs", "linuxfb")
 
@@ -120,7 +119,7 @@ def view(
         try:
             import napari
         except ImportError as exc:
-            fail(f"napari is not installed ({exc}): {_INSTALL}", as_json=json_out)
+            fail(f"napari is not installed ({exc}): {install_command('viewer')}", as_json=json_out)
         if (why := no_display_reason(os.environ)) is not None:
             fail(why, as_json=json_out)
         from livescope.view import OverlayViewer
@@ -128,7 +127,7 @@ def view(
         try:
             viewer = OverlayViewer(run, position=position, timeout_s=timeout_s)
         except ImportError as exc:  # napari present, but no Qt binding or OpenGL
-            fail(f"napari cannot start ({exc}): {_INSTALL}", as_json=json_out)
+            fail(f"napari cannot start ({exc}): {install_command('viewer')}", as_json=json_out)
         stats: dict[str, Any]
         try:
             viewer.start(interval_ms)

@@ -25,7 +25,7 @@ from typing import Any
 
 from livescope.bus import machine_info
 from livescope.record import DatasetError
-from livescope.schema import ConfigError, LivescopeError, check_output_folder
+from livescope.schema import ConfigError, LivescopeError, check_output_folder, install_command
 
 __all__ = ["ReplaySpec", "bench_replay_cluster", "replay_many", "run_replay_task"]
 
@@ -220,7 +220,7 @@ def replay_many(
         from distributed.scheduler import KilledWorker
     except ImportError:
         raise LivescopeError(
-            'replaying on a cluster needs dask.distributed: pip install "livescope[cluster]"'
+            f"replaying on a cluster needs dask.distributed: {install_command('cluster')}"
         ) from None
     if cluster is None and workers < 1:  # (its tasks would wait for a worker for ever)
         raise LivescopeError(f"a local cluster needs at least 1 worker process, not {workers}")

@@ -7,6 +7,9 @@ import json
 import logging
 import math
 import os
+import re
+import shlex
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +25,7 @@ __all__ = [
     "FrozenModel",
     "check_output_folder",
     "format_validation_error",
+    "install_command",
     "json_object",
     "json_safe",
     "read_jsonl",
@@ -48,6 +52,63 @@ def json_safe(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return [json_safe(v) for v in obj]
     return obj
+
+
+def install_command(extra: str) -> str:
+    """Return the command that installs livescope's optional ``extra`` into this Python.
+
+    For the hint of an error message, e.g. ``install_command("viewer")``.
+    livescope is not on PyPI, and a bare ``pip`` may be another Python's: it is
+    this Python's ``-m pip``, and from a source checkout (an editable install, as
+    ``python dev.py`` makes in ``.venv``) that checkout's extra,
+    ``-e "<checkout>[extra]"``; otherwise ``"livescope[extra]"``, which pip takes
+    from the livescope installed here. Quoted for this platform's shell: POSIX
+    quoting, or double quotes on Windows (cmd.exe and PowerShell).
+    """
+    windows = sys.platform == "win32"
+    quote = _double_quoted if windows else shlex.quote
+    checkout = _source_checkout()
+    # (the extra quoted: zsh takes "[...]" for a pattern)
+    target = f"-e {quote(f'{checkout}[{extra}]')}" if checkout else quote(f"livescope[{extra}]")
+    exe = sys.executable
+    # (quoted on Windows only where it must be: PowerShell runs a quoted one only after "&")
+    if not windows or re.search(r"[^\w@+=:,./\\-]", exe):
+        exe = quote(exe)
+    return f"{exe} -m pip install {target}"
+
+
+def _double_quoted(text: str) -> str:
+    """Double-quote ``text`` (cmd.exe takes no single quotes; no Windows path holds ``"``)."""
+    return f'"{text}"'
+
+
+def _source_checkout() -> Path | None:
+    """Find the source checkout livescope runs from (an editable install), or None.
+
+    The folder above the package when it holds ``pyproject.toml``, else the one
+    pip recorded for an editable install in ``direct_url.json`` (PEP 610) if it
+    still holds one.
+    """
+    here = Path(__file__).resolve().parents[2]  # (livescope/schema/_base.py)
+    if (here / "pyproject.toml").is_file():
+        return here
+    from importlib import metadata
+    from urllib.parse import urlsplit
+    from urllib.request import url2pathname  # (not at module level: it imports http, email)
+
+    try:
+        record = metadata.distribution("livescope").read_text("direct_url.json")
+        info = json.loads(record or "{}")
+        url = urlsplit(info["url"])
+        editable = bool(info.get("dir_info", {}).get("editable"))
+    except (metadata.PackageNotFoundError, ValueError, KeyError, TypeError, AttributeError):
+        return None  # (not installed, or a record that says nothing)
+    if not editable or url.scheme != "file":
+        return None
+    # (a UNC path, file://server/share/..., keeps its server)
+    where = url.path if url.netloc in ("", "localhost") else f"//{url.netloc}{url.path}"
+    folder = Path(url2pathname(where))
+    return folder if (folder / "pyproject.toml").is_file() else None
 
 
 def check_input_folder(path: Path) -> None:

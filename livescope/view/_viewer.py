@@ -225,7 +225,7 @@ class OverlayViewer:
     Raises
     ------
     ImportError
-        if napari is not installed (``pip install "livescope[viewer]"``).
+        if napari is not installed (the ``viewer`` extra: `livescope.schema.install_command`).
     LivescopeError
         if no overlay appears in time or it cannot be attached.
 

@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from livescope.cli._app import app
+from livescope.schema import install_command
 
 from ..conftest import ROOT, run_cli
 
@@ -110,7 +111,7 @@ def test_engines_build_without_tensorrt_says_what_to_install() -> None:
     assert res.returncode == 2, res.stdout + res.stderr
     assert json.loads(res.stdout)["error"].startswith(
         "engines build --backend tensorrt: tensorrt is not installed; install it with: "
-        'pip install "livescope[gpu]"'
+        + install_command("gpu")
     )
 
 
@@ -120,7 +121,7 @@ def test_ahead_of_time_build_without_tensorrt_rtx_says_what_to_install() -> None
                      "--compute-capability", "SM89", "--json", cwd=ROOT,
                      code="import sys; sys.modules['tensorrt_rtx'] = None")  # fmt: skip
     assert res.returncode == 2, res.stdout + res.stderr
-    assert 'pip install "livescope[rtx]"' in json.loads(res.stdout)["error"]
+    assert install_command("rtx") in json.loads(res.stdout)["error"]
 
 
 def test_ahead_of_time_build_with_a_tensorrt_rtx_that_fails_to_load(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from livescope.schema import install_command
 from tests.conftest import ROOT, run_cli
 
 
@@ -84,4 +85,4 @@ def test_view_without_napari_says_what_to_install(tmp_path: Path) -> None:
     )  # fmt: skip
     assert res.returncode == 2, res.stderr
     out = json.loads(res.stdout)
-    assert 'pip install "livescope[viewer]"' in out["error"]
+    assert install_command("viewer") in out["error"]  # (this Python's pip, this checkout)
