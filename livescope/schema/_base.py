@@ -493,13 +493,19 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         # json.dumps does, by default); the base loader keeps the halves, which no file
         # name can hold nor UTF-8 encode. A lone half is left (named where used).
         text = str(super().construct_yaml_str(node))
-        if any("\ud800" <= c <= "\udfff" for c in text):
-            with contextlib.suppress(UnicodeDecodeError):
-                return text.encode("utf-16", "surrogatepass").decode("utf-16")
+        if any("\ud800" <= c <= "\udfff" for c in text):  # (each pair joined; lone halves stay)
+            return _SURROGATE_PAIR.sub(_joined_pair, text)
         return text
 
 
 _UniqueKeyLoader.add_constructor("tag:yaml.org,2002:str", _UniqueKeyLoader.construct_yaml_str)
+
+_SURROGATE_PAIR = re.compile("[\ud800-\udbff][\udc00-\udfff]")
+
+
+def _joined_pair(m: re.Match[str]) -> str:
+    high, low = (ord(c) for c in m.group())
+    return chr(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00))
 
 
 BACKSLASH_HINT = (

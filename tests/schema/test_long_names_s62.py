@@ -61,3 +61,13 @@ def test_a_name_of_escaped_half_characters_is_named_not_a_traceback(
         "('\\ud83d'); write the character itself; a position's results are kept in a folder "
         "of its name (results/ctc/<name>): rename the position"
     ]
+
+
+def test_pairs_are_joined_beside_a_lone_half(tmp_path: Path) -> None:
+    # (one lone half in a string kept every pair in it split)
+    f = tmp_path / "plan.yaml"
+    f.write_text(
+        'channels: [DAPI]\nstage_positions: [{x: 0, y: 0, name: "a\\ud83d\\ude00b\\ud83d"}]\n'
+    )
+    (position,) = load_plan(f).stage_positions
+    assert position.name == "a\U0001f600b\ud83d"
