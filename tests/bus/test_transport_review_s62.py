@@ -15,22 +15,11 @@ import zmq
 
 from livescope.bus import FramePublisher, FrameSubscriber
 from livescope.bus._shm import ShmReader, ShmRing
-from livescope.schema import FrameInfo, HeaderError, LivescopeError, clock_ns
+from livescope.schema import HeaderError, LivescopeError, clock_ns
+from tests.bus.test_shm_review import SHAPE, info
 from tests.conftest import wait_for
 
-SHAPE = (8, 8)
 NBYTES = SHAPE[0] * SHAPE[1]
-
-
-def info(seq: int, **change: Any) -> FrameInfo:
-    out = FrameInfo(
-        seq=seq, index={"t": seq}, position="p0", channel="DAPI", x_um=0.0, y_um=0.0, z_um=0.0,
-        exposure_ms=10.0, pixel_size_um=0.65, sample_time_s=float(seq), runner_time_ms=0.0,
-        t_camera_ns=clock_ns(), hardware_triggered=False, added_by=None, adler32=0,
-        shape=SHAPE, dtype="uint8", event={},
-    )  # fmt: skip
-    out.update(change)  # type: ignore[typeddict-item]
-    return out
 
 
 def image(value: int = 0) -> np.ndarray[Any, Any]:
