@@ -302,14 +302,16 @@ class LivescopeEngine(MDAEngine):
     def cut_off_events(self) -> list[MDAEvent]:
         """Return, and forget, the events of bursts the run ended before they were acquired.
 
-        Those a cancel (a stop of the run) cut off, and those of a burst handed
-        over that the run ended before it began. Called once the run has ended
-        (any thread); the feed counts them as never taken (``left``).
+        Those a cancel (a stop of the run) or an error (Ctrl+C) in the engine
+        cut off, and those of a burst handed over that the run ended before it
+        began, or in it, the runner leaving it unfinished (Ctrl+C in a frame's
+        signal): its frames not yet given to the runner. Called once the run
+        has ended (any thread); the feed counts them as never taken (``left``).
         """
         with self._burst_lock:
             out, self._cut_off = self._cut_off, []
-            if self._burst is not None:  # (the runner stopped before it ran it)
-                out += self._burst.events[: self._burst.end]
+            if self._burst is not None:  # (the runner stopped before it ran it, or in it)
+                out += self._burst.events[self._burst.given : self._burst.end]
                 self._burst = None
             return out
 
@@ -323,6 +325,29 @@ class LivescopeEngine(MDAEngine):
                 return False
             burst.given = k + 1  # (what `end_burst` keeps)
             return True
+
+    def _handed(self, event: MDAEvent) -> _Burst | None:
+        """Return the handed burst if ``event`` is it (None: another event). Runner thread."""
+        with self._burst_lock:
+            burst = self._burst
+            if burst is None or getattr(event, "events", None) is not burst.events:
+                return None
+            return burst
+
+    def _broken_off(self, subs: tuple[MDAEvent, ...], given: int, burst: _Burst | None) -> None:
+        """Keep for `cut_off_events` the events an error ended before their frames came.
+
+        ``subs`` are the event's (a burst's events), ``given`` how many frames
+        it gave the runner, ``burst`` the handed burst it is (None: not one):
+        its events on to where a stop ended it, unless `cut_off_events` took
+        them already (the run ended while the runner was in it). Runner thread.
+        """
+        with self._burst_lock:
+            if burst is None:
+                self._cut_off.extend(subs[given:])
+            elif self._burst is burst:
+                self._cut_off.extend(burst.events[given : burst.end])
+                self._burst = None
 
     def _burst_done(self, event: MDAEvent, n: int) -> int:
         """Forget the handed burst once it has run or failed; return how many events it kept.
@@ -349,8 +374,12 @@ class LivescopeEngine(MDAEngine):
         the same way, after the frame in hand. A burst whose camera stalls
         (pymmcore-plus raises `TimeoutError` at its deadline, which ended the
         run) is stopped, and its missing frames counted, as one that ends early.
-        A failed autofocus is counted in `autofocus_failed`.
+        A failed autofocus is counted in `autofocus_failed`. One an error ends
+        (Ctrl+C while it waits for the camera, or the runner closing it) keeps
+        the events of the frames it had not given for `cut_off_events`, then
+        re-raises.
         """
+        burst = self._handed(event)
         inner = iter(super().exec_event(event))
         n = given = 0  # (images; images and the stock engine's None for each missing)
         subs = tuple(getattr(event, "events", ()) or (event,))
@@ -385,6 +414,9 @@ class LivescopeEngine(MDAEngine):
                 core = self.mmcore
                 if core.isSequenceRunning():
                     core.stopSequenceAcquisition()
+            except BaseException:  # (Ctrl+C, GeneratorExit: those frames never came)
+                self._broken_off(subs, given, burst)
+                raise
             finally:
                 kept = self._burst_done(event, kept)
         else:  # pragma: no cover (the stock engine's is a generator)

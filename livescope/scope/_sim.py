@@ -437,9 +437,10 @@ class SimulatedMicroscope:
         the objective and camera ROI are now: ``pixel_size_um`` (µm) picks the
         objective that gives it; ``shape`` (the frame's rows, cols) is the whole
         sensor's or a ROI's; ``roi`` (x, y, width, height in sensor pixels) places
-        a ROI on the sensor. A frame's ROI is not recorded, only its shape: without
-        ``roi``, a frame smaller than the sensor is taken to be the camera's
-        current ROI, which must have its shape. ``x_um``, ``y_um`` stay the stage
+        a ROI on the sensor (a frame's `FrameInfo` gives where: its ``roi_offset_px``,
+        which the truth writer turns back into ``roi``): without ``roi``, a frame
+        smaller than the sensor is taken to be the camera's current ROI, which
+        must have its shape. ``x_um``, ``y_um`` stay the stage
         position (the centre of the whole sensor). Any thread.
 
         Raises

@@ -56,16 +56,18 @@ class GroundTruthWriter:
 
         Frames added by decisions (close-ups at their own positions) are left out:
         the truth follows the plan's positions. The truth is drawn with the frame's
-        own pixel size and shape (``info``), not the objective and ROI size in use
-        when this runs: the runner may have changed them since (a ROI of the
-        frame's size is taken to sit where the camera's does now: the frame does
-        not say where its ROI was).
+        own pixel size, shape and place on the sensor (``info``: its
+        ``roi_offset_px``, binning 1 as the simulated camera's), not the
+        objective and ROI in use when this runs: the runner may have changed
+        them since. Only a frame that does not say where its ROI was (no
+        ``roi_offset_px``: recorded before it was) is taken to sit where the
+        camera's ROI does now, if that has its size.
 
         Raises
         ------
         LivescopeError
-            if the frame has no sample time or stage position, or a pixel size or
-            shape the simulated microscope cannot reproduce
+            if the frame has no sample time or stage position, or a pixel size,
+            shape or ROI offset the simulated microscope cannot reproduce
             (`SimulatedMicroscope.ground_truth`). The (position, t) is then left
             without truth; `close` writes the rest.
 
@@ -87,6 +89,7 @@ class GroundTruthWriter:
             info["y_um"],
             pixel_size_um=info["pixel_size_um"],
             shape=info["shape"],
+            roi=_roi_of(info, self.sim.profile.camera.sensor_shape_px),
         )
         folder = self.out_dir / pos / "cell_ids"
         folder.mkdir(parents=True, exist_ok=True)
@@ -153,3 +156,33 @@ class GroundTruthWriter:
             "tracks": sum(p["tracks"] for p in positions.values()),
             "divisions": sum(p["divisions"] for p in positions.values()),
         }
+
+
+def _roi_of(info: FrameInfo, sensor_shape_px: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """Return the camera ROI (x, y, width, height; sensor pixels) a frame was taken with.
+
+    Worked back from its ``roi_offset_px`` (as the engine works it out from the
+    ROI) and shape, on the sensor (``sensor_shape_px``, (height, width)) at
+    binning 1, the simulated camera's. None where the frame does not say (no
+    offset recorded).
+
+    Raises
+    ------
+    LivescopeError
+        if the offset puts the ROI between sensor pixels (the frame was not
+        taken on this sensor).
+
+    """
+    offset = info.get("roi_offset_px")
+    if offset is None:
+        return None
+    h, w = (int(s) for s in info["shape"][-2:])
+    rows, cols = sensor_shape_px
+    x, y = float(offset[0]) + (cols - w) / 2, float(offset[1]) + (rows - h) / 2
+    if abs(x - round(x)) > 1e-6 or abs(y - round(y)) > 1e-6:
+        raise LivescopeError(
+            f"frame {info['seq']}'s roi_offset_px {tuple(offset)} puts its {h} x {w} px ROI "
+            f"between pixels of the {rows} x {cols} px sensor; its ground truth cannot be "
+            "drawn (was the frame taken on this simulated microscope?)"
+        )
+    return (round(x), round(y), w, h)
