@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -114,6 +115,13 @@ def view(
     """
     setup_logging(verbose)
     with user_errors(json_out):
+        if re.match(r"(tcp|ipc|inproc):/", str(run)):  # (as a path, "tcp://h:p" is "tcp:/h:p")
+            # (it was waited for as a folder, then said not to exist)
+            fail(
+                f"livescope view takes the run's folder (where the worker writes overlay.json), "
+                f"not an endpoint ({run}); in Python, OverlayViewer(endpoint) attaches to one",
+                as_json=json_out,
+            )
         if run.exists() and not run.is_dir():
             fail(f"{run} is a file; give the run's folder", as_json=json_out)
         try:

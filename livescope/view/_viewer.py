@@ -272,6 +272,7 @@ class OverlayViewer:
         self._timer: Any = None
         self._caption = ""  # the shown field's line in the text overlay
         self._said = ""  # the text overlay's last text, logged once
+        self._said_key = ""  # ... and its words without their numbers, as last logged
         self._keys: dict[str, Any] = {}  # the key bindings made here: undone by `close`
         self._bind_keys()
 
@@ -366,8 +367,12 @@ class OverlayViewer:
         if problem is not None:
             text = f"{text}\n{problem}" if text else problem
         # (said once, with the problem if there is one; a new field's own line is no news)
-        if text != self._caption and text != self._said:
+        # (by its words, not its counts: a count of messages refused, which grows with each,
+        # logged the warning at the refresh rate)
+        key = re.sub(r"\d+", "#", text)
+        if text != self._caption and text != self._said and key != self._said_key:
             logger.warning("overlay viewer: %s", text.replace("\n", ": "))
+            self._said_key = key
         self._said = text
         overlay = self.viewer.text_overlay
         if text and overlay.text != text:
