@@ -13,10 +13,12 @@ replays run side by side instead of fighting over the cores.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import shutil
+import signal
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -25,7 +27,13 @@ from typing import Any
 
 from livescope.bus import machine_info
 from livescope.record import DatasetError
-from livescope.schema import ConfigError, LivescopeError, check_output_folder, install_command
+from livescope.schema import (
+    ConfigError,
+    LivescopeError,
+    check_output_folder,
+    install_command,
+    safe_folder_name,
+)
 
 __all__ = ["ReplaySpec", "bench_replay_cluster", "replay_many", "run_replay_task"]
 
@@ -112,17 +120,75 @@ def _warm_up() -> None:
     import livescope.scope  # noqa: F401
 
 
+_DATASET_SUFFIXES = (
+    *(f".ome{s}" for s in (".tif", ".tiff", ".btf", ".tf2", ".tf8", ".zarr")),
+    *(".tif", ".tiff", ".btf", ".tf2", ".tf8", ".zarr"),
+)
+"""How the files and folders `livescope.record.open_dataset` reads end (longest first)."""
+
+
+def _warm_up_workers(client: Any) -> None:
+    """Run `_warm_up` on each of ``client``'s workers (in the caller's thread).
+
+    Raises
+    ------
+    LivescopeError
+        naming the first worker that cannot import livescope or what a replay
+        needs (an environment without them: the error came as a traceback of
+        Dask's own).
+
+    """
+    # (errors returned, not raised: one that the worker could not even unpickle the
+    # function for comes back as a bare `Exception` holding the error's text)
+    results = client.run(_warm_up, on_error="return")
+    for worker, res in sorted(results.items()):
+        if isinstance(res, BaseException):
+            from livescope import __version__
+
+            error = str(res) if type(res) is Exception else f"{type(res).__name__}: {res}"
+            raise LivescopeError(
+                f"the cluster's workers cannot import livescope or what a replay needs "
+                f"({worker}: {error}): install livescope {__version__} (with its cluster "
+                "extra) in their environment"
+            )
+
+
+def _close_local_cluster(local: Any) -> None:
+    """Close the local cluster ``local``; a Ctrl+C meanwhile kills its workers instead.
+
+    Closing takes seconds (each worker process is asked to stop, then waited
+    for): a second Ctrl+C then must not throw away the summary of the replays
+    that finished. Its worker processes are killed without waiting; the
+    scheduler and nannies live in this process and end with it.
+    """
+    try:
+        local.close()
+    except KeyboardInterrupt:
+        pids = [pid for nanny in dict(local.workers).values() if (pid := nanny.pid)]
+        logger.error("interrupted while the local cluster closed: killing its %d worker "
+                     "process(es)", len(pids))  # fmt: skip
+        kill = getattr(signal, "SIGKILL", signal.SIGTERM)  # (on Windows: TerminateProcess)
+        for pid in pids:
+            with contextlib.suppress(OSError):  # (ended meanwhile)
+                os.kill(pid, kill)
+
+
 def _out_names(datasets: Sequence[str | Path]) -> list[str]:
     """One folder name per dataset (its name; repeated names get -2, -3, ...).
 
-    Names are compared ignoring case: "Rec" and "rec" are one folder on Windows
-    and macOS.
+    A dataset's name is its file or folder name less a dataset suffix
+    (``.ome.tif``, ``.zarr``, ...: `_DATASET_SUFFIXES`); other dots are kept
+    ("2024.01.05 HeLa", "siRNA.v2"). A folder named by digits only is a CTC
+    sequence (01, 02, ...) and is named after its dataset folder too. Names are
+    compared ignoring case: "Rec" and "rec" are one folder on Windows and macOS.
     """
     names: list[str] = []
     taken: set[str] = set()
     for d in datasets:
         p = Path(d).absolute()  # (a relative "01" names its dataset folder too)
-        base = p.name.split(".")[0] or "dataset"
+        suffix = next((s for s in _DATASET_SUFFIXES if p.name.lower().endswith(s)), "")
+        # (a name no folder here can have: a leading dot, a trailing one on Windows, ...)
+        base = safe_folder_name(p.name[: len(p.name) - len(suffix)] or "dataset")
         if p.is_dir() and base.isdigit():  # CTC sequences: 01, 02 of a dataset folder
             base = f"{p.parent.name}-{base}"
         name, k = base, 2
@@ -270,7 +336,7 @@ def replay_many(
                         f"the Dask scheduler at {cluster} has no worker (waited "
                         f"{worker_timeout_s:g} s): start one there with `dask worker {cluster}`"
                     ) from None
-            client.run(_warm_up)  # imports and engine runtimes, before the clock starts
+            _warm_up_workers(client)  # imports and engine runtimes, before the clock starts
             t_submit = time.perf_counter()
             # keys of this call's own: a scheduler shared with others returns the result
             # of any task it holds under the same key instead of running ours
@@ -336,7 +402,7 @@ def replay_many(
             wall = time.perf_counter() - t_submit
     finally:
         if local is not None:
-            local.close()
+            _close_local_cluster(local)
     return {
         "ok": not failed,
         "interrupted": interrupted,
