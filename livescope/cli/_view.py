@@ -115,11 +115,14 @@ def view(
     """
     setup_logging(verbose)
     with user_errors(json_out):
-        if re.match(r"(tcp|ipc|inproc):/", str(run)):  # (as a path, "tcp://h:p" is "tcp:/h:p")
+        # (as a path "tcp://h:p" is "tcp:/h:p", on Windows "tcp:\h:p")
+        if re.match(r"(tcp|ipc|inproc):[/\\]", str(run), re.IGNORECASE):
+            scheme = str(run).split(":", 1)[0].lower()
             # (it was waited for as a folder, then said not to exist)
             fail(
                 f"livescope view takes the run's folder (where the worker writes overlay.json), "
-                f"not an endpoint ({run}); in Python, OverlayViewer(endpoint) attaches to one",
+                f"not an endpoint (a {scheme}:// address); in Python, OverlayViewer(endpoint) "
+                "attaches to one",
                 as_json=json_out,
             )
         if run.exists() and not run.is_dir():

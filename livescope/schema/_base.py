@@ -63,7 +63,8 @@ def install_command(extra: str) -> str:
     ``python dev.py`` makes in ``.venv``) that checkout's extra,
     ``-e "<checkout>[extra]"``; otherwise ``"livescope[extra]"``, which pip takes
     from the livescope installed here. Quoted for this platform's shell: POSIX
-    quoting, or double quotes on Windows (cmd.exe and PowerShell).
+    quoting, or double quotes on Windows, as cmd.exe takes them (PowerShell runs
+    a quoted program path, e.g. one under ``C:/Program Files``, only after ``&``).
     """
     windows = sys.platform == "win32"
     quote = _double_quoted if windows else shlex.quote

@@ -233,7 +233,7 @@ def _z_range_problems(zp: Any, where: str) -> list[str]:
         if (value := getattr(zp, name, None)) is not None and value < 0
     ]  # fmt: skip
     if isinstance(zp, useq.ZTopBottom) and zp.top < zp.bottom and _no_planes(zp):
-        # (within half a step below bottom useq gives one plane there: not refused)
+        # (less than half a step below bottom useq gives one plane, at bottom: not refused)
         problems.append(
             f"{where}: top {zp.top:.15g} µm is below bottom {zp.bottom:.15g} µm, which gives no "
             "planes; "
@@ -258,7 +258,9 @@ def _z_range_problems(zp: Any, where: str) -> list[str]:
 def _no_planes(zp: Any) -> bool:
     """Whether useq gives z plan ``zp`` no planes (a step of 0 is taken as giving some)."""
     try:
-        return int(zp.num_positions()) <= 0  # (useq counts top 0, bottom 5, step 1 as -4)
+        # (the planes useq gives, not its count: top 0.5-1 step below bottom counts 1 and
+        # gives none, the frame then taken at the position's own z; top 0, bottom 5, -4)
+        return not list(zp)
     except (ValueError, ArithmeticError):  # (a step of 0: said apart, `_z_range_problems`)
         return False
 

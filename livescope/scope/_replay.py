@@ -357,6 +357,14 @@ class ReplayEngine(LivescopeEngine):
         self.gate.wait_for(fields)
         return True
 
+    def _roi_offset_px(self) -> tuple[float, float] | None:
+        """Return None: the replay camera's "sensor" is the recorded frame.
+
+        Its offset is neither worked out nor logged: `get_frame_metadata` gives the
+        recorded frame's own.
+        """
+        return None
+
     def get_frame_metadata(
         self,
         event: useq.MDAEvent,

@@ -56,6 +56,9 @@ def test_top_below_bottom_is_refused_only_where_useq_gives_no_planes(
 
     assert problems(5.0, 5.000000001) == []  # (one plane: meant as top = bottom)
     assert problems(10, 10.3) == []  # (one plane, at 10.3)
+    assert problems(4.6, 5) == []  # (one plane, at 5)
+    # (useq counts one plane here and gives none: the frame at the position's own z)
+    assert len(problems(4.2, 5)) == 1
     (said,) = problems(0, 5)
     assert said == (
         "z_plan: top 0 µm is below bottom 5 µm, which gives no planes; swap them "

@@ -9,6 +9,7 @@ the profile's sensor, was stamped on every replayed frame (a 128² recording rep
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -57,14 +58,17 @@ def test_a_recording_of_an_off_centre_roi_replays_with_its_offset(
 
 
 def test_a_recording_of_a_smaller_camera_replays_centred(
-    tmp_path: Path, sim_profile: HardwareProfile
+    tmp_path: Path, sim_profile: HardwareProfile, caplog: pytest.LogCaptureFixture
 ) -> None:
     small = sim_profile.replace(camera=sim_profile.camera.replace(sensor_shape_px=(128, 128))
                                 .model_dump())  # fmt: skip
     rec = tmp_path / "rec"
     run_simulated(small, demo_sequence(small, timepoints=2, positions=1, interval_s=1.0), rec)
     assert _offsets(rec) == {(0.0, 0.0)}
-    assert _replayed(rec, sim_profile, tmp_path / "out") == {(0.0, 0.0)}
+    with caplog.at_level(logging.INFO, "livescope"):
+        assert _replayed(rec, sim_profile, tmp_path / "out") == {(0.0, 0.0)}
+    # (the replay camera's own "ROI", the recorded frame, is no ROI: said of no frame)
+    assert not [r for r in caplog.records if "camera ROI" in r.getMessage()]
 
 
 def test_a_recording_that_logged_no_offset_replays_without_one(

@@ -42,3 +42,14 @@ def test_a_waiting_message_whose_count_grows_is_logged_once(
         "overlay viewer: waiting for position 'p3' (seen so far: p0)",
     ]
     assert overlay.text == "waiting for position 'p3' (seen so far: p0)"  # (shown, each time)
+
+
+@pytest.mark.parametrize(
+    ("given", "scheme"),
+    [("tcp:/127.0.0.1:5599", "tcp"), ("tcp:\\127.0.0.1:5599", "tcp"), ("IPC:/tmp/a.sock", "ipc")],
+)
+def test_an_endpoint_as_a_path_on_any_platform_is_refused(given: str, scheme: str) -> None:
+    # (what Path makes of "tcp://h:p": "tcp:/h:p" here, "tcp:\h:p" on Windows)
+    res = run_cli("view", given, "--timeout-s", "30", "--json")
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert f"not an endpoint (a {scheme}:// address)" in json.loads(res.stdout)["error"]
