@@ -31,10 +31,6 @@ from ._common import (
 
 __all__ = ["parse_channel_map", "parse_speed", "replay", "replay_task"]
 
-_FILE_SUFFIXES = (".tif", ".tiff", ".btf", ".tf2", ".tf8")
-"""How a dataset that is one file is named: an OME-TIFF (`livescope.record.open_dataset`;
-a BigTIFF one also as Bio-Formats names it, ``.ome.btf``, ``.ome.tf2``, ``.ome.tf8``)."""
-
 
 def parse_speed(text: str) -> float | None:
     """``realtime`` → 1, ``max`` → None (as fast as the pipeline goes), else a factor > 0.
@@ -291,14 +287,16 @@ def _dataset_problems(datasets: list[Path]) -> list[str]:
         if the system refuses to look at a path (e.g. no permission on its folder).
 
     """
+    from livescope.record import OME_TIFF_SUFFIXES  # (here: the replay imports it anyway)
+
     problems: list[str] = []
     for d in datasets:
         if not d.exists():  # (a link to nothing too)
             problems.append(f"{d}: no such file or folder")
-        elif d.is_file() and d.suffix.lower() not in _FILE_SUFFIXES:
+        elif d.is_file() and d.suffix.lower() not in OME_TIFF_SUFFIXES:
             problems.append(
                 f"{d}: a file, and the only dataset livescope replays that is one file is an "
-                f"OME-TIFF ({', '.join(_FILE_SUFFIXES)})"
+                f"OME-TIFF ({', '.join(OME_TIFF_SUFFIXES)})"
             )
         elif not d.is_file() and not d.is_dir():
             problems.append(f"{d}: neither a file nor a folder")

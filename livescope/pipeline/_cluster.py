@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from livescope.bus import machine_info
-from livescope.record import DatasetError
+from livescope.record import OME_TIFF_SUFFIXES, DatasetError
 from livescope.schema import (
     ConfigError,
     LivescopeError,
@@ -120,9 +120,8 @@ def _warm_up() -> None:
     import livescope.scope  # noqa: F401
 
 
-_DATASET_SUFFIXES = (
-    *(f".ome{s}" for s in (".tif", ".tiff", ".btf", ".tf2", ".tf8", ".zarr")),
-    *(".tif", ".tiff", ".btf", ".tf2", ".tf8", ".zarr"),
+_DATASET_SUFFIXES = tuple(
+    f"{ome}{s}" for ome in (".ome", "") for s in (*OME_TIFF_SUFFIXES, ".zarr")
 )
 """How the files and folders `livescope.record.open_dataset` reads end (longest first)."""
 

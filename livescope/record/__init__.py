@@ -2,7 +2,7 @@
 
 from ._ctc import CtcTrack, read_ctc, relabel_for_ctc, rewrite_ctc_result, write_ctc
 from ._dataset import DATASET_DTYPES, Dataset, DatasetError, FrameKey, RecordedFrame
-from ._datasets import open_dataset
+from ._datasets import OME_TIFF_SUFFIXES, open_dataset
 from ._decisions import DECISIONS_FILE, DecisionLog, read_decisions
 from ._latency_log import field_key
 from ._protocol import PSink
@@ -22,6 +22,7 @@ __all__ = [
     "DATASET_DTYPES",
     "DECISIONS_FILE",
     "FRAMES_FILE",
+    "OME_TIFF_SUFFIXES",
     "ZARR_NAME",
     "CtcTrack",
     "Dataset",

@@ -66,12 +66,12 @@ from ._ngff import open_ome_zarr
 from ._ometiff import open_ome_tiff
 from ._zarr import FRAMES_FILE, ZARR_NAME, RecordingReader, read_frames
 
-__all__ = ["open_dataset"]
+__all__ = ["OME_TIFF_SUFFIXES", "open_dataset"]
 
 logger = logging.getLogger("livescope")
 
 _CTC_NAME = re.compile(r"^t(\d+)\.tiff?$")
-_OME_TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf2", ".tf8")
+OME_TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf2", ".tf8")
 """How an OME-TIFF file is named; a BigTIFF one also as Bio-Formats names it (``.ome.btf``, ...)."""
 
 
@@ -177,14 +177,14 @@ def _open(p: Path, channel: str, interval_s: float, pixel_size_um: float | None)
         return _open_ndtiff(p, interval_s, pixel_size_um)
     if p.is_dir() and any((p / n).is_file() for n in ("zarr.json", ".zattrs", ".zgroup")):
         return open_ome_zarr(p, interval_s, pixel_size_um)
-    if p.is_file() and p.suffix.lower() in _OME_TIFF_SUFFIXES:
+    if p.is_file() and p.suffix.lower() in OME_TIFF_SUFFIXES:
         return open_ome_tiff(p, interval_s, pixel_size_um)
     if p.is_dir() and any(_CTC_NAME.match(f.name) for f in p.iterdir()):
         return _open_ctc(p, channel, interval_s, pixel_size_um)
     raise DatasetError(
         f"{p}: not a dataset livescope can replay (a livescope run folder with "
         f"{FRAMES_FILE} and {ZARR_NAME}, an OME-Zarr image or bioformats2raw folder, an "
-        f"NDTiff dataset, an OME-TIFF file ({', '.join(_OME_TIFF_SUFFIXES)}), or a folder of "
+        f"NDTiff dataset, an OME-TIFF file ({', '.join(OME_TIFF_SUFFIXES)}), or a folder of "
         "tNNN.tif frames)"
     )
 
