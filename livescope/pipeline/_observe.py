@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from livescope.policy import Cells, Observation
-from livescope.schema import UNTURNED, LivescopeError
+from livescope.schema import UNTURNED, LivescopeError, roi_offset_pair
 from livescope.tracking import TrackerSnapshot, measure_objects
 
 from ._analyzer import FrameResult
@@ -44,15 +43,10 @@ def roi_offset_um(header: dict[str, Any], pixel_size_um: float) -> tuple[float, 
     before it was, or from a publisher of your own): centred on the stage
     position, as before.
     """
-    offset = header.get("roi_offset_px")
+    offset = roi_offset_pair(header.get("roi_offset_px"))
     if offset is None:
         return (0.0, 0.0)
-    try:
-        cols, rows = (float(v) for v in offset)
-    except (TypeError, ValueError):  # (not two numbers)
-        return (0.0, 0.0)
-    if not (math.isfinite(cols) and math.isfinite(rows)):
-        return (0.0, 0.0)
+    cols, rows = offset
     px = float(header.get("pixel_size_um") or 0.0) or pixel_size_um
     return (cols * px, rows * px)
 

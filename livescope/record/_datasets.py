@@ -50,6 +50,7 @@ from livescope.schema import (
     LivescopeError,
     folder_key,
     folder_name_problem,
+    roi_offset_pair,
     safe_folder_name,
 )
 
@@ -254,19 +255,8 @@ def _logged_frame(p: Path, info: Any, pixel_size_um: float | None) -> RecordedFr
         y_um=_logged_number(info, "y_um"), z_um=_logged_number(info, "z_um"),
         exposure_ms=_logged_number(info, "exposure_ms"),
         pixel_size_um=pixel_size_um or _logged_number(info, "pixel_size_um") or None,
-        origin=f"seq {info['seq']}", roi_offset_px=_logged_roi_offset(info),
+        origin=f"seq {info['seq']}", roi_offset_px=roi_offset_pair(info.get("roi_offset_px")),
     )  # fmt: skip
-
-
-def _logged_roi_offset(info: Any) -> tuple[float, float] | None:
-    """Return a frame record's ``roi_offset_px`` (None: not logged, or not 2 finite numbers)."""
-    value = info.get("roi_offset_px")
-    if not isinstance(value, list | tuple) or len(value) != 2:
-        return None
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
-        return None
-    x, y = float(value[0]), float(value[1])
-    return (x, y) if math.isfinite(x) and math.isfinite(y) else None
 
 
 def _logged_number(info: Any, field: str) -> float | None:

@@ -47,7 +47,7 @@ from ._decision import (
     place_name,
 )
 from ._errors import ConfigError, LivescopeError, PlanError, ProfileError, StageLimitError
-from ._frame import FrameInfo
+from ._frame import FrameInfo, roi_offset_pair
 from ._header import (
     ALLOWED_DTYPES,
     MAX_RUN_ID,
@@ -190,6 +190,7 @@ __all__ = [
     "remove_file",
     "replace_path",
     "require_data_root",
+    "roi_offset_pair",
     "safe_folder_name",
     "start_daemon",
     "while_locked",

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, NotRequired, TypedDict
 
-__all__ = ["FrameInfo"]
+__all__ = ["FrameInfo", "roi_offset_pair"]
 
 
 class FrameInfo(TypedDict):
@@ -45,3 +46,21 @@ class FrameInfo(TypedDict):
     dtype: str
     event: dict[str, Any]
     roi_offset_px: NotRequired[tuple[float, float] | None]
+
+
+def roi_offset_pair(value: Any) -> tuple[float, float] | None:
+    """Return a frame's ``roi_offset_px`` as (columns, rows), or None where it is not one.
+
+    Two finite numbers (a bool is none), as a list or tuple: how a frame header,
+    a frame log line and the worker's observation read it. None also for None
+    (not known: the frame is taken as centred).
+    """
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        return None
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+        return None
+    try:
+        cols, rows = float(value[0]), float(value[1])
+    except OverflowError:  # (a whole number past any float)
+        return None
+    return (cols, rows) if math.isfinite(cols) and math.isfinite(rows) else None

@@ -15,6 +15,7 @@ from typing import Any, Literal, NotRequired, TypedDict, cast
 
 from ._base import json_object
 from ._errors import LivescopeError
+from ._frame import roi_offset_pair
 
 __all__ = [
     "ALLOWED_DTYPES",
@@ -297,18 +298,11 @@ def _checked(d: dict[str, Any], payload_nbytes: int | None) -> FrameHeader:
     )
     offset = d.get("roi_offset_px")
     if offset is not None:
-        # (NaN and infinity fail the bound too)
-        if (
-            not isinstance(offset, list | tuple)
-            or len(offset) != 2
-            or not all(
-                isinstance(v, int | float) and not isinstance(v, bool) and abs(v) <= MAX_SIDE
-                for v in offset
-            )
-        ):
+        pair = roi_offset_pair(offset)
+        if pair is None or max(abs(pair[0]), abs(pair[1])) > MAX_SIDE:
             raise _fail(
                 f"roi_offset_px must be [columns, rows], each a number of at most {MAX_SIDE} "
                 f"px either way, got {offset!r:.80}"
             )
-        header["roi_offset_px"] = [float(offset[0]), float(offset[1])]
+        header["roi_offset_px"] = list(pair)
     return header
