@@ -315,11 +315,17 @@ class LivescopeEngine(MDAEngine):
                 self._burst = None
             return out
 
+    def _burst_of(self, event: MDAEvent) -> _Burst | None:
+        """Return the handed burst if ``event`` is it (None: another event). Lock held."""
+        burst = self._burst
+        if burst is None or getattr(event, "events", None) is not burst.events:
+            return None
+        return burst
+
     def _give(self, event: MDAEvent, k: int) -> bool:
         """Whether frame ``k`` of ``event`` is given to the runner: False once a stop ended it."""
         with self._burst_lock:
-            burst = self._burst
-            if burst is None or getattr(event, "events", None) is not burst.events:
+            if (burst := self._burst_of(event)) is None:
                 return True
             if k >= burst.end:
                 return False
@@ -329,10 +335,7 @@ class LivescopeEngine(MDAEngine):
     def _handed(self, event: MDAEvent) -> _Burst | None:
         """Return the handed burst if ``event`` is it (None: another event). Runner thread."""
         with self._burst_lock:
-            burst = self._burst
-            if burst is None or getattr(event, "events", None) is not burst.events:
-                return None
-            return burst
+            return self._burst_of(event)
 
     def _broken_off(self, subs: tuple[MDAEvent, ...], given: int, burst: _Burst | None) -> None:
         """Keep for `cut_off_events` the events an error ended before their frames came.
@@ -356,8 +359,7 @@ class LivescopeEngine(MDAEngine):
         ``event`` is not the handed burst. Runner thread.
         """
         with self._burst_lock:
-            burst = self._burst
-            if burst is None or getattr(event, "events", None) is not burst.events:
+            if (burst := self._burst_of(event)) is None:
                 return n
             self._burst = None
             return burst.end
@@ -588,6 +590,23 @@ def roi_offset_px(
     if x < 0 or y < 0 or w < 1 or h < 1 or x + w > cols or y + h > rows:
         return None
     return (x + w / 2 - cols / 2, y + h / 2 - rows / 2)
+
+
+def roi_at_offset(
+    offset: Sequence[float], shape: Sequence[int], sensor_shape_px: tuple[int, int]
+) -> tuple[int, int, int, int] | None:
+    """Return the ROI (x, y, width, height) whose `roi_offset_px` is ``offset``: its inverse.
+
+    ``shape`` is the frame's (..., height, width), ``sensor_shape_px`` the
+    sensor's (height, width), at binning 1. None where the offset puts the ROI
+    between the sensor's pixels (the frame was not taken on this sensor).
+    """
+    h, w = (int(s) for s in shape[-2:])
+    rows, cols = sensor_shape_px
+    x, y = float(offset[0]) + (cols - w) / 2, float(offset[1]) + (rows - h) / 2
+    if abs(x - round(x)) > 1e-6 or abs(y - round(y)) > 1e-6:
+        return None
+    return (round(x), round(y), w, h)
 
 
 def sample_time_s(event: MDAEvent, default: float = 0.0) -> float:

@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 from livescope.record import relabel_for_ctc, write_ctc
 from livescope.schema import FrameInfo, LivescopeError, write_atomic
 
+from ._engine import roi_at_offset
 from ._sim import SimulatedMicroscope
 
 __all__ = ["GroundTruthWriter"]
@@ -161,10 +162,10 @@ class GroundTruthWriter:
 def _roi_of(info: FrameInfo, sensor_shape_px: tuple[int, int]) -> tuple[int, int, int, int] | None:
     """Return the camera ROI (x, y, width, height; sensor pixels) a frame was taken with.
 
-    Worked back from its ``roi_offset_px`` (as the engine works it out from the
-    ROI) and shape, on the sensor (``sensor_shape_px``, (height, width)) at
-    binning 1, the simulated camera's. None where the frame does not say (no
-    offset recorded).
+    Worked back from its ``roi_offset_px`` and shape (`roi_at_offset`, the
+    inverse of the engine's `roi_offset_px`), on the sensor (``sensor_shape_px``,
+    (height, width)) at binning 1, the simulated camera's. None where the frame
+    does not say (no offset recorded).
 
     Raises
     ------
@@ -176,13 +177,13 @@ def _roi_of(info: FrameInfo, sensor_shape_px: tuple[int, int]) -> tuple[int, int
     offset = info.get("roi_offset_px")
     if offset is None:
         return None
-    h, w = (int(s) for s in info["shape"][-2:])
-    rows, cols = sensor_shape_px
-    x, y = float(offset[0]) + (cols - w) / 2, float(offset[1]) + (rows - h) / 2
-    if abs(x - round(x)) > 1e-6 or abs(y - round(y)) > 1e-6:
+    roi = roi_at_offset(offset, info["shape"], sensor_shape_px)
+    if roi is None:
+        h, w = (int(s) for s in info["shape"][-2:])
+        rows, cols = sensor_shape_px
         raise LivescopeError(
             f"frame {info['seq']}'s roi_offset_px {tuple(offset)} puts its {h} x {w} px ROI "
             f"between pixels of the {rows} x {cols} px sensor; its ground truth cannot be "
             "drawn (was the frame taken on this simulated microscope?)"
         )
-    return (round(x), round(y), w, h)
+    return roi
