@@ -331,8 +331,14 @@ def _axis_order_problems(sequence: useq.MDASequence) -> list[str]:
     ]
 
 
-def _time_and_grid_problems(sequence: useq.MDASequence, profile: HardwareProfile) -> list[str]:
-    """Return the problems of negative time steps and of grids without a field of view."""
+def _time_and_grid_problems(
+    sequence: useq.MDASequence, profile: HardwareProfile, without_fov: list[str]
+) -> list[str]:
+    """Return the problems of negative time steps and of grids without a field of view.
+
+    ``without_fov``: where those grids are (`_grids_without_fov`, which `check_plan`
+    also looks at before the plan is expanded).
+    """
     problems = []
     tp = sequence.time_plan
     phases = getattr(tp, "phases", None) or ([tp] if tp is not None else [])
@@ -351,7 +357,7 @@ def _time_and_grid_problems(sequence: useq.MDASequence, profile: HardwareProfile
     problems += [
         f"{where}: give fov_width and fov_height (µm): without them useq places the "
         f"tiles 1 µm apart; this profile's field of view is {w:g} x {h:g} µm"
-        for where in _grids_without_fov(sequence)
+        for where in without_fov
     ]
     return problems
 
@@ -509,8 +515,9 @@ def check_plan(
         if p.sequence is not None
     ]:
         problems += _channel_problems(prefix, channels, profile)
-    problems += _time_and_grid_problems(sequence, profile)
-    if events is None and _grids_without_fov(sequence):
+    without_fov = _grids_without_fov(sequence)
+    problems += _time_and_grid_problems(sequence, profile, without_fov)
+    if events is None and without_fov:
         # (not expanded: at 1 µm tiles a 300 µm square grid is 90,000 events, 41 s to expand)
         raise PlanError(source, problems)
     problems += _axis_order_problems(sequence)
