@@ -1032,17 +1032,14 @@ class PipelineWorker:
         with self._deciding_lock:  # (before the main thread goes free: see _decide_free)
             self._deciding += 1
             self._decide_free.clear()
+        size = _held_bytes(fld, res)  # (a few µs)
         with self._unstored_cv:
-            self._unstored[id(fld)] = 0  # (its bytes counted below)
+            self._unstored[id(fld)] = size
+            self._unstored_bytes += size
         self._decide_q.put(
             DecideJob(fld, res, fluo, px, t_start, t_analysed, busy,
                        tracker.snapshot() if tracker is not None else None)
         )  # fmt: skip
-        size = _held_bytes(fld, res)
-        with self._unstored_cv:
-            if id(fld) in self._unstored:  # (not stored already)
-                self._unstored[id(fld)] = size
-                self._unstored_bytes += size
         if self._store_error is not None:
             raise LivescopeError(f"storing results failed: {self._store_error}")
         # (after the hand-off: this field's decisions never wait for the store)
@@ -1062,7 +1059,7 @@ class PipelineWorker:
 
         """
         with self._unstored_cv:
-            if not self._unstored_bytes or self._unstored_bytes + size <= self.max_unstored_bytes:
+            if not self._store_full(size):
                 return
         # the decisions of the fields handed on go now, and the store thread may work
         self._handoff.set()
@@ -1078,7 +1075,7 @@ class PipelineWorker:
                 self._unstored_bytes / 1e6, self.results, self.max_unstored_bytes / 1e6,
             )  # fmt: skip
         with self._unstored_cv:
-            while self._unstored_bytes and self._unstored_bytes + size > self.max_unstored_bytes:
+            while self._store_full(size):
                 if self._store_error is not None:
                     raise LivescopeError(f"storing results failed: {self._store_error}")
                 if self._decide_error is not None:
@@ -1091,6 +1088,10 @@ class PipelineWorker:
                         "log for its error)"
                     )
                 self._unstored_cv.wait(_STORE_WAIT_S)
+
+    def _store_full(self, size: int) -> bool:
+        """Whether the fields not yet stored leave no room for one of ``size`` bytes (lock held)."""
+        return self._unstored_bytes > 0 and self._unstored_bytes + size > self.max_unstored_bytes
 
     def _stored(self, fld: Field) -> None:
         """Take ``fld`` off the fields not yet stored (stored, or dropped by a failure)."""
