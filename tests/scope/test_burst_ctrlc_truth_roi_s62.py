@@ -34,6 +34,16 @@ def _interrupted_run(sim: SimulatedMicroscope, run: Path) -> dict[str, Any]:
     return summary
 
 
+def _assert_three_taken_the_rest_left(summary: dict[str, Any], run: Path) -> None:
+    """The run's 3 frames were recorded, counted acquired and taken; the rest left."""
+    frames = _frames(run)
+    counts = summary["events"]
+    assert len(frames) == 3
+    assert summary["frames_acquired"] == len(frames)
+    assert (counts["planned"], counts["planned_taken"]) == (LOOPS, len(frames))
+    assert counts["left"] == LOOPS - len(frames)
+
+
 def test_ctrl_c_while_the_engine_waits_for_the_camera_leaves_the_rest(
     sim: SimulatedMicroscope, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -47,13 +57,7 @@ def test_ctrl_c_while_the_engine_waits_for_the_camera_leaves_the_rest(
         return pop(*args)
 
     monkeypatch.setattr(sim.core, "popNextImageAndMD", pop_then_ctrl_c)
-    summary = _interrupted_run(sim, tmp_path / "run")
-    frames = _frames(tmp_path / "run")
-    counts = summary["events"]
-    assert len(frames) == 3
-    assert summary["frames_acquired"] == len(frames)
-    assert (counts["planned"], counts["planned_taken"]) == (LOOPS, len(frames))
-    assert counts["left"] == LOOPS - len(frames)
+    _assert_three_taken_the_rest_left(_interrupted_run(sim, tmp_path / "run"), tmp_path / "run")
 
 
 def test_ctrl_c_in_a_frames_signal_counts_the_frames_acquired(
@@ -69,13 +73,7 @@ def test_ctrl_c_in_a_frames_signal_counts_the_frames_acquired(
             raise KeyboardInterrupt
 
     monkeypatch.setattr(fanout_module.FrameFanout, "on_frame", on_frame_then_ctrl_c)
-    summary = _interrupted_run(sim, tmp_path / "run")
-    frames = _frames(tmp_path / "run")
-    counts = summary["events"]
-    assert len(frames) == 3
-    assert summary["frames_acquired"] == len(frames)
-    assert (counts["planned"], counts["planned_taken"]) == (LOOPS, len(frames))
-    assert counts["left"] == LOOPS - len(frames)
+    _assert_three_taken_the_rest_left(_interrupted_run(sim, tmp_path / "run"), tmp_path / "run")
 
 
 @pytest.mark.parametrize("closed_first", [True, False], ids=["closed-first", "cut-off-first"])
