@@ -1,6 +1,6 @@
 """Peer trackers (laptrack, trackpy) on the same input, for side-by-side comparisons.
 
-Optional: each needs its package (``pip install laptrack trackpy``). Both get the
+Optional: each needs its package (laptrack, trackpy: livescope's ``dev`` extra). Both get the
 same objects (centroids of the label images), one search radius (``max_distance``,
 the caller's choice: ours has per-track gates instead) and our gap (``max_gap``,
 frames between sightings); divisions are left at each package's default (off in both).
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from livescope.schema import LivescopeError
+from livescope.schema import LivescopeError, install_command
 
 from ._objects import ObjectTable, measure_objects
 from ._sequence import TrackedSequence
@@ -33,7 +33,8 @@ def objects_table(objects: Sequence[ObjectTable]) -> Any:
         import pandas as pd
     except ImportError as exc:
         raise LivescopeError(
-            "the peer trackers need pandas (pip install laptrack trackpy)"
+            f"the peer trackers need pandas, which livescope's dev extra brings with laptrack "
+            f"and trackpy: {install_command('dev')}"
         ) from exc
     cols = ("frame", "label", "y", "x")
     parts = [
@@ -79,7 +80,10 @@ def peer_track(
             df = objects_table([measure_objects(f) for f in labels]) if table is None else table
             return _run(name, labels, df, max_distance, max_gap)
     except ImportError as exc:
-        raise LivescopeError(f"peer tracker {name} is not installed (pip install {name})") from exc
+        raise LivescopeError(
+            f"peer tracker {name} is not installed ({exc}); livescope's dev extra brings it: "
+            f"{install_command('dev')}"
+        ) from exc
 
 
 def _run(
