@@ -1,10 +1,13 @@
 """Instance-segmentation scores: matching by IoU, AP, F1, precision, recall.
 
 Objects are matched one-to-one by the assignment that maximises total IoU among
-pairs above the threshold (as StarDist's ``matching``; see `match_counts`). AP
-at a threshold is ``TP / (TP + FP + FN)`` (the Data Science Bowl 2018
-definition); ``map`` is its mean over IoU 0.5, 0.55, ..., 0.95. Scores over a
-set sum TP, FP and FN first.
+pairs of IoU >= 0.5 (as StarDist's ``matching``; see `match_counts`); at a
+threshold t, the matched pairs of IoU >= t are its true positives, as StarDist
+counts them (the Data Science Bowl 2018's metric counts IoU > t: a prediction
+that is exactly half of a nucleus, IoU 0.5, is a hit here, not there). AP at a
+threshold is ``TP / (TP + FP + FN)`` (the Data Science Bowl 2018's form,
+StarDist's ``accuracy``); ``map`` is its mean over IoU 0.5, 0.55, ..., 0.95.
+Scores over a set sum TP, FP and FN first.
 
 What went wrong at IoU 0.5 (`MatchCounts.errors`, `ERROR_KINDS`). Each true
 object left unmatched is counted once: ``merged`` (one predicted object holds at
@@ -86,7 +89,10 @@ def _overlaps(true: NDArray[Any], pred: NDArray[Any]) -> tuple[_Ints, _Ints, _In
 
 
 def match_counts(true: NDArray[Any], pred: NDArray[Any]) -> MatchCounts:
-    """Match the objects of two label images of the same shape."""
+    """Match the objects of two label images of the same shape.
+
+    A pair counts at threshold t where its IoU >= t (as StarDist; see the module).
+    """
     if true.shape != pred.shape:
         raise ValueError(f"label images differ in shape: {true.shape} vs {pred.shape}")
     ti, pj, inter, area_t, area_p = _overlaps(true, pred)

@@ -81,21 +81,22 @@ def evaluate_tracking(res: str | Path, gt: str | Path, *, div_tolerance: int = 1
     dtypes = set()
     if masks:
         # every marker's header, as every mask's: py-ctcmetrics' error on a damaged one
-        # names no file
+        # names no file, and on stacks of other plane counts it fails inside
         want = _tiff_header(truth[0], labels=True)[0]
         for g in truth[1:]:
-            if (shape := _tiff_header(g, labels=True)[0]) != want:
+            if not _same_size(shape := _tiff_header(g, labels=True)[0], want):
                 raise LivescopeError(
                     f"{g} is {shape} px but {truth[0].name} is {want} px: a ground truth's "
-                    "markers are one size (2-D label images)"
+                    "markers are label images of one size (2-D, or 3-D of as many planes)"
                 )
         for m in masks:  # (headers only)
             shape, dtype = _tiff_header(m, labels=True)
             dtypes.add(dtype)
-            if shape != want:
+            if not _same_size(shape, want):
                 raise LivescopeError(
                     f"{m} is {shape} px but the ground truth's {truth[0].name} is {want} px: "
-                    "result and ground truth must be the same frames (2-D label images)"
+                    "result and ground truth must be the same frames, label images of one size "
+                    "(2-D, or 3-D of as many planes)"
                 )
     if not n_tracks:
         raise LivescopeError(f"{res / 'res_track.txt'} lists no tracks: nothing to score")
@@ -350,14 +351,27 @@ def _frames_only(folder: Path, frames: list[Path], track: str, dest: Path, *, wi
     return dest
 
 
+def _same_size(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
+    """Whether two frames' shapes agree, axes of length 1 aside.
+
+    (A plane saved as a stack of one, (1, H, W), as tifffile keeps its shape,
+    is the size of an (H, W) one: py-ctcmetrics scores the pair.)
+    """
+    return [n for n in a if n != 1] == [n for n in b if n != 1]
+
+
 def _tiff_header(path: Path, *, labels: bool = False) -> tuple[tuple[int, ...], np.dtype[Any]]:
-    """Return a TIFF's shape and type (its header only); ``labels``: refuse one not of labels."""
+    """Return a TIFF's shape and type (its headers only); ``labels``: refuse one not of labels.
+
+    The shape is the whole image's, as `tifffile.imread` reads it: a 3-D stack's
+    planes counted, not its first page's alone.
+    """
     import tifffile
 
     try:
         with tifffile.TiffFile(path) as tf:
-            page = tf.pages[0]
-            shape, dtype = tuple(page.shape), np.dtype(page.dtype)
+            series = tf.series[0]
+            shape, dtype = tuple(series.shape), np.dtype(series.dtype)
     except (OSError, ValueError, IndexError, tifffile.TiffFileError) as exc:
         raise LivescopeError(f"{path}: cannot read it as a TIFF ({exc})") from exc
     if labels and not np.issubdtype(dtype, np.integer):
