@@ -28,6 +28,7 @@ __all__ = [
     "install_command",
     "json_object",
     "json_safe",
+    "pip_install_command",
     "read_jsonl",
     "read_yaml",
     "replace_path",
@@ -66,16 +67,34 @@ def install_command(extra: str) -> str:
     quoting, or double quotes on Windows, as cmd.exe takes them (PowerShell runs
     a quoted program path, e.g. one under ``C:/Program Files``, only after ``&``).
     """
-    windows = sys.platform == "win32"
-    quote = _double_quoted if windows else shlex.quote
+    quote = _double_quoted if sys.platform == "win32" else shlex.quote
     checkout = _source_checkout()
     # (the extra quoted: zsh takes "[...]" for a pattern)
     target = f"-e {quote(f'{checkout}[{extra}]')}" if checkout else quote(f"livescope[{extra}]")
+    return f"{_this_pip()} install {target}"
+
+
+def pip_install_command(requirement: str) -> str:
+    """Return the command that installs a package ``requirement`` into this Python.
+
+    For the hint of an error message where a package, not an extra of
+    livescope's, is missing: this Python's ``-m pip`` with the requirement
+    quoted, as `install_command` quotes (double quotes on Windows: cmd.exe takes
+    no single ones, and reads > and < as redirects).
+    """
+    quote = _double_quoted if sys.platform == "win32" else shlex.quote
+    return f"{_this_pip()} install {quote(requirement)}"
+
+
+def _this_pip() -> str:
+    """Return this Python's ``-m pip``, its path quoted where the shell needs it."""
     exe = sys.executable
     # (quoted on Windows only where it must be: PowerShell runs a quoted one only after "&")
-    if not windows or re.search(r"[^\w@+=:,./\\-]", exe):
-        exe = quote(exe)
-    return f"{exe} -m pip install {target}"
+    if sys.platform != "win32":
+        exe = shlex.quote(exe)
+    elif re.search(r"[^\w@+=:,./\\-]", exe):
+        exe = _double_quoted(exe)
+    return f"{exe} -m pip"
 
 
 def _double_quoted(text: str) -> str:

@@ -162,12 +162,9 @@ class LivescopeEngine(MDAEngine):
             if (
                 event.exposure is not None
                 and not getattr(event, "exposure_sequence", ())
-                and not math.isclose(core.getExposure(), event.exposure, rel_tol=0.1, abs_tol=0.5)
+                and (why := exposure_not_reached(core.getExposure(), event.exposure))
             ):
-                raise _Refused(
-                    f"the camera's exposure is {core.getExposure():g} ms, not the "
-                    f"{event.exposure:g} ms asked for"
-                )
+                raise _Refused(why)
         except Exception as exc:  # (a refusal, or whatever the core raises: the stock
             # engine waits for every device at the end, and a stage still moving or stalled
             # at the core's timeout raised TimeoutError or RuntimeError, which ended the run)
@@ -570,6 +567,17 @@ class LivescopeEngine(MDAEngine):
             )  # fmt: skip
         self._roi_read, self._roi_offset = read, offset
         return offset
+
+
+def exposure_not_reached(actual_ms: float, asked_ms: float) -> str:
+    """Say why the camera's exposure is not the one asked for; "" where it is.
+
+    A camera may round an exposure a little (within 10 % or 0.5 ms); one it
+    cannot reach fails the event's frames, on every backend.
+    """
+    if math.isclose(actual_ms, asked_ms, rel_tol=0.1, abs_tol=0.5):
+        return ""
+    return f"the camera's exposure is {actual_ms:g} ms, not the {asked_ms:g} ms asked for"
 
 
 def roi_offset_px(

@@ -56,7 +56,8 @@ about each (docs/design/replay.md, section 3; tests/scope/test_pycromanager.py):
 * a hook taking ``(event, event_queue)`` ends the acquisition with 0 images and
   no exception: hooks must take one argument (checked before anything moves);
 * a hook returning ``None`` cancels its event (an event-generation hook, the
-  rest of the batch): livescope's hook wrappers always return an event, and no
+  rest of the batch): livescope's hook wrappers return an event but for one
+  they skip on purpose (withdrawn by a stop, or refused below), and no
   event-generation hook is used;
 * a core that refuses an event's stage move, channel or snap: the Python engine
   prints the traceback and goes on without the event (the core's error only in
@@ -77,6 +78,16 @@ about each (docs/design/replay.md, section 3; tests/scope/test_pycromanager.py):
 * a channel preset holding the camera's exposure overrides the event's (the
   exposure is set before the preset, and after it only when it differs from the
   previous event's): on the Python backend it is set again once the hardware is;
+* a frame is tagged with the exposure asked for, whatever the camera set: on
+  the Python backend the exposure is read back and stamped, and one the camera
+  does not reach fails the event's frame (the mda backend's rule); no ROI is
+  tagged: the Python backend reads the camera's ROI as the mda backend does
+  (``roi_offset_px``), the Java one takes it from Micro-Manager's ROI tags;
+* a camera that gives no image is asked again at once, for ever (its error
+  dropped): after a few failures in a row the acquisition is aborted with it;
+* an event giving x/y on a core without an XY stage is refused (a bare
+  ``Exception``, as pycromanager's other errors, which are named in a
+  `LivescopeError`): a plan imaging one place there is sent without x/y;
 * ndstorage's readers are buffered, so a frame read in ``image_saved_fn`` can
   come back as the zeros of an earlier read-ahead: `read_saved_frame` reads it
   unbuffered; ndstorage's file writer leaves a reader of its file open: it is
@@ -88,6 +99,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -108,7 +120,14 @@ from livescope.schema import (
 )
 
 from ._agent import ScopeAgent
-from ._engine import SAMPLE_TIME_KEY, index_text, sample_time_s
+from ._engine import (
+    META_ROI_OFFSET,
+    SAMPLE_TIME_KEY,
+    exposure_not_reached,
+    index_text,
+    roi_offset_px,
+    sample_time_s,
+)
 from ._fanout import FrameFanout, Taken, _CtrlCHeld
 from ._pycromanager_core import (
     AxesKey,
@@ -163,6 +182,9 @@ DEFAULT_PORT = 4827
 """Micro-Manager's ZMQ server port (Tools → Options → "Run server on port 4827")."""
 
 _RUN_LOCK = threading.Lock()  # one pycromanager acquisition per process (engine singleton)
+
+_IMAGE_TRIES = 3
+"""getImage failures in a row after which the camera is taken for gone (the run aborted)."""
 
 
 # ----------------------------------------------------------------- the agent
@@ -311,6 +333,11 @@ class PycromanagerAgent(ScopeAgent):
         self._core_error: BaseException | None = None  # the last a core call raised
         self._stage_at: dict[AxesKey, dict[str, float]] = {}
         """Where the stage stood for events that name no position (pycromanager tags none)."""
+        self._read_at: dict[AxesKey, dict[str, Any]] = {}
+        """Frame metadata read once each event's hardware was set (Python backend): the
+        exposure the camera has (pycromanager tags the one asked for), the ROI's offset."""
+        self._image_failures = 0  # getImage's failures in a row (pycromanager retries for ever)
+        self._roi_warned = False  # (Java backend: an off-centre ROI it cannot stamp, said once)
         self._first_image_wall: float | None = None
         """When the first snap ended (`time.time`): pycromanager's clock for ``min_start_time``."""
         self._snapped: dict[AxesKey, Taken] = {}
@@ -421,6 +448,7 @@ class PycromanagerAgent(ScopeAgent):
                 return False
             self._unsnapped.pop(key, None)
             self._stage_at.pop(key, None)
+            self._read_at.pop(key, None)
             self.events_submitted -= 1
         self.feed.untake(event)
         self._taken.set()
@@ -452,18 +480,38 @@ class PycromanagerAgent(ScopeAgent):
                 event = self._unsnapped.pop(k)
                 if self._pending.pop(k, None) is not None:
                     self._stage_at.pop(k, None)
+                    self._read_at.pop(k, None)
                     failed.append(event)
             cause, self._core_error = self._core_error, None
         if not failed:
             return
-        self._taken.set()
         why = "see stderr and the core log" if cause is None else f"{type(cause).__name__}: {cause}"
+        self._count_failed(
+            failed, f"pycromanager could not set its hardware or take its image ({why})", cause
+        )
+
+    def _refuse(self, key: AxesKey, why: str) -> None:
+        """Count the event at ``key`` failed now (engine thread): its hardware is not as asked.
+
+        It is cancelled at its post-hardware hook, before its snap: pycromanager
+        goes on with the next event.
+        """
+        with self._lock:
+            event = self._pending.pop(key, None)
+            self._unsnapped.pop(key, None)
+            self._stage_at.pop(key, None)
+            self._read_at.pop(key, None)
+        if event is not None:
+            self._count_failed([event], why, None)
+
+    def _count_failed(
+        self, failed: list[useq.MDAEvent], why: str, cause: BaseException | None
+    ) -> None:
+        """Record ``failed`` as not acquired, each with an error saying ``why``."""
+        self._taken.set()  # (their places in pycromanager's queue are free)
         for event in failed:
-            logger.error("pycromanager did not acquire event %s (%s)", index_text(event.index), why)
-            err = LivescopeError(
-                f"event {index_text(event.index)} was not acquired: pycromanager could not "
-                f"set its hardware or take its image ({why})"
-            )
+            logger.error("pycromanager did not acquire event %s: %s", index_text(event.index), why)
+            err = LivescopeError(f"event {index_text(event.index)} was not acquired: {why}")
             err.__cause__ = cause
             self._errors.append(err)
         self._not_acquired.extend(failed)
@@ -475,8 +523,31 @@ class PycromanagerAgent(ScopeAgent):
         return super()._apply(d)
 
     def _on_core_error(self, name: str, exc: BaseException) -> None:
-        """Keep what a core call of pycromanager's raised as the likely cause (engine thread)."""
+        """Keep what a core call of pycromanager's raised as the likely cause (engine thread).
+
+        pycromanager 1.0.2 calls a failing ``get_tagged_image`` (the camera gave no
+        image: it dropped out) again at once, for ever (about a million times in 3 s),
+        and drops its error: after `_IMAGE_TRIES` failures in a row the acquisition is
+        aborted with the camera's error, not left to the watchdog's stall.
+        """
         self._core_error = exc
+        if name != "get_tagged_image":
+            return
+        self._image_failures += 1
+        acq = self._acq
+        if self._image_failures != _IMAGE_TRIES or acq is None:
+            return
+        err = LivescopeError(
+            f"the camera gave no image: reading it raised {type(exc).__name__}: {exc} "
+            f"({_IMAGE_TRIES} times in a row); acquisition aborted: check the camera's "
+            "connection (cable, power) and the core log"
+        )
+        err.__cause__ = exc
+        logger.error("%s", err)
+        self._errors.insert(0, err)
+        self.feed.stop()
+        self._stop_feeding()
+        self._abort(acq, err)
 
     def _python_shutter(self) -> bool:
         """Return True if the core's shutter is a Python device under autoshutter.
@@ -491,17 +562,21 @@ class PycromanagerAgent(ScopeAgent):
         is_py = getattr(core, "isPyDevice", None)
         return bool(shutter and core.getAutoShutter() and is_py is not None and is_py(shutter))
 
-    def _post_hardware(self, pm_event: dict[str, Any]) -> dict[str, Any]:
+    def _post_hardware(self, pm_event: dict[str, Any]) -> dict[str, Any] | None:
         """Hardware set (engine thread): note the stage, set the exposure, open a Python shutter.
 
-        Then the user's hook.
+        Then the user's hook. Returns None (pycromanager then skips the event, its
+        snap included) for an event whose exposure the camera does not reach.
 
         pycromanager tags a frame with the stage position its event asked for
         only; for an event that leaves an axis out (no position, or one giving
         x and y but no z) the frame gets where the stage stands now (as
         pymmcore-plus's engine does), which the results, the policies' close-ups
-        and the simulator's ground truth need.
+        and the simulator's ground truth need. On the Python backend the
+        exposure the camera has and where its ROI sits on the sensor are read
+        too (pycromanager tags the exposure asked for, and no ROI).
         """
+        key = axes_key(pm_event.get("axes") or {})
         event = self._event_of(pm_event)
         if event is not None and None in (event.x_pos, event.y_pos, event.z_pos):
             # (only the axes it leaves out: each read is a call over the Java bridge)
@@ -509,20 +584,67 @@ class PycromanagerAgent(ScopeAgent):
                                         z=event.z_pos is None)  # fmt: skip
             if here:
                 with self._lock:
-                    self._stage_at[axes_key(pm_event.get("axes") or {})] = here
-        exposure = pm_event.get("exposure")
-        # pycromanager 1.0.2 sets the exposure before the channel preset, and after it only
-        # if it differs from the previous event's: a preset holding the camera's exposure
-        # overrode the event's (and the frame was tagged with the event's)
-        if (
-            self.backend == "python"
-            and exposure is not None
-            and self.core.getExposure() != float(exposure)
-        ):
-            self.core.setExposure(float(exposure))
+                    self._stage_at[key] = here
+        if self.backend == "python" and event is not None:
+            read = self._read_camera(pm_event.get("exposure"))
+            if isinstance(read, str):
+                self._refuse(key, read)
+                return None
+            with self._lock:
+                self._read_at[key] = read
         if self._open_shutter:
             self.core.setShutterOpen(True)
         return self._call_user("post_hardware_hook_fn", pm_event)
+
+    def _read_camera(self, exposure: float | None) -> dict[str, Any] | str:
+        """Set the exposure asked for and read the camera back (Python backend, engine thread).
+
+        Returns the frame's metadata read (its ``exposure_ms``, the ROI's offset),
+        or why the event must fail: an exposure the camera does not reach (as on
+        the mda backend; its frame was recorded as the exposure asked for).
+        """
+        core = self.core
+        # pycromanager 1.0.2 sets the exposure before the channel preset, and after it only
+        # if it differs from the previous event's: a preset holding the camera's exposure
+        # overrode the event's (and the frame was tagged with the event's)
+        if exposure is not None and core.getExposure() != float(exposure):
+            core.setExposure(float(exposure))
+        actual = float(core.getExposure())
+        if exposure is not None and (why := exposure_not_reached(actual, float(exposure))):
+            return why
+        # (the mda backend's reading: the camera's ROI and binning, a ROI off the sensor's
+        # centre logged when it changes)
+        offset = self.engine._roi_offset_px()  # noqa: SLF001 (this agent's own engine)
+        return {"exposure_ms": actual, META_ROI_OFFSET: offset}
+
+    def _roi_from_tags(
+        self, md: dict[str, Any], shape: tuple[int, ...]
+    ) -> tuple[float, float] | None:
+        """Return a Java backend frame's `roi_offset_px`, from its tags; None: unknown.
+
+        Micro-Manager tags its images with the ROI's start and the binning; a frame
+        without them is taken as centred, and where its size is not the sensor's a
+        warning says so, once.
+        """
+        sensor = self.profile.camera.sensor_shape_px
+        digits = re.match(r"\s*(\d+)", str(md.get("Binning", 1)))  # "2" or "2x2"
+        binning = max(1, int(digits.group(1))) if digits else 1
+        h, w = (int(v) for v in shape[-2:])
+        try:
+            x, y = int(md["ROI-X-start"]), int(md["ROI-Y-start"])
+        except (KeyError, TypeError, ValueError):
+            if (h, w) == (sensor[0] // binning, sensor[1] // binning):
+                return (0.0, 0.0)  # (the whole sensor)
+            if not self._roi_warned:
+                self._roi_warned = True
+                logger.warning(
+                    "pycromanager's frames (%dx%d px) are not the profile's %dx%d px sensor "
+                    "and carry no ROI position: they are taken as centred on the stage "
+                    "position (close-ups aimed in a ROI off the sensor's centre miss)",
+                    w, h, sensor[1], sensor[0],
+                )  # fmt: skip
+            return None
+        return roi_offset_px((x, y, w, h), binning, sensor)
 
     def _stage_position(self, *, xy: bool = True, z: bool = True) -> dict[str, float]:
         """Return the XY stage's and focus drive's positions now (those asked for; µm)."""
@@ -551,6 +673,7 @@ class PycromanagerAgent(ScopeAgent):
         """
         t_camera = clock_ns()
         key = axes_key(pm_event.get("axes") or {})
+        self._image_failures = 0  # (its image is read next)
         with self._lock:
             self._unsnapped.pop(key, None)
             if key in self._pending:  # (not the finishing event, which has no frame)
@@ -608,7 +731,7 @@ class PycromanagerAgent(ScopeAgent):
             fanout = self._fanout
             if fanout is None:  # pragma: no cover (set before the acquisition starts)
                 raise LivescopeError("image saved before the run started")
-            meta = self._frame_meta(md, event, key)
+            meta = self._frame_meta(md, event, key, pixels.shape)
             fanout.on_frame(pixels, event, meta, taken=taken)
             with self._lock:
                 self.images_saved += 1
@@ -617,7 +740,9 @@ class PycromanagerAgent(ScopeAgent):
             logger.exception("pycromanager image %s could not be recorded", axes)
             self._errors.append(exc)
 
-    def _frame_meta(self, md: dict[str, Any], event: useq.MDAEvent, key: AxesKey) -> dict[str, Any]:
+    def _frame_meta(
+        self, md: dict[str, Any], event: useq.MDAEvent, key: AxesKey, shape: tuple[int, ...]
+    ) -> dict[str, Any]:
         """Translate pycromanager's image tags to the metadata `FrameFanout` reads."""
         meta: dict[str, Any] = {}
         pos = {}
@@ -627,12 +752,21 @@ class PycromanagerAgent(ScopeAgent):
                 pos[axis] = float(md[tag])
         with self._lock:
             here = self._stage_at.pop(key, None)
+            read = self._read_at.pop(key, None)
         for axis, value in (here or {}).items():
             pos.setdefault(axis, value)
+        # (no XY stage: not sent to pycromanager, the sample sits at the plan's one x/y)
+        for axis, planned in (("x", event.x_pos), ("y", event.y_pos)):
+            if planned is not None:
+                pos.setdefault(axis, float(planned))
         if pos:
             meta["position"] = pos
         if md.get("Exposure") is not None:
             meta["exposure_ms"] = float(md["Exposure"])
+        if read is not None:  # (Python backend: the exposure the camera had, its ROI)
+            meta.update(read)
+        elif self.backend == "java":
+            meta[META_ROI_OFFSET] = self._roi_from_tags(md, shape)
         # no calibration in Micro-Manager (0 or absent): the profile's
         px = md.get("PixelSize_um") or self.profile.objective.pixel_size_um
         meta["pixel_size_um"] = float(px)
@@ -645,7 +779,13 @@ class PycromanagerAgent(ScopeAgent):
     # ------------------------------------------------------------ feeding
 
     def _submit(self, acq: Any, event: useq.MDAEvent, t0_wall: float) -> None:
-        pm = to_pycromanager_event(event, min_start_time_s=self._acquisition_time(event, t0_wall))
+        pm = to_pycromanager_event(
+            event,
+            min_start_time_s=self._acquisition_time(event, t0_wall),
+            # (no XY stage: the plan images one place, where the sample sits; pycromanager
+            # refuses every event giving x or y then)
+            xy_stage=self._rig_reach.xy,
+        )
         key = axes_key(pm["axes"])
         with self._lock:
             if key in self._by_axes:
@@ -785,7 +925,15 @@ class PycromanagerAgent(ScopeAgent):
         self._halt.set()  # ended (or aborted): nothing more is fed
         feeder.join(max(10.0, self.watchdog_s))
         if done and done[0] is not None and not stalled:
-            raise done[0]
+            exc = done[0]
+            if isinstance(exc, Exception) and not isinstance(exc, LivescopeError):
+                # (pycromanager raises bare Exceptions, e.g. for an event its core cannot
+                # do: named as its own, counted with the events it did not acquire)
+                err = LivescopeError(f"pycromanager raised {type(exc).__name__}: {exc}")
+                err.__cause__ = exc
+                self._errors.append(err)
+                return
+            raise exc
 
     def _watch(self, acq: Any, ended: threading.Event) -> bool:
         """Wait for pycromanager's end (``ended``); abort the acquisition if it stalls.
@@ -804,7 +952,7 @@ class PycromanagerAgent(ScopeAgent):
                 err = LivescopeError(
                     f"pycromanager stalled: no image for {idle:.1f} s with {outstanding} "
                     f"event(s) outstanding (watchdog {self.watchdog_s:g} s); acquisition "
-                    f"aborted{why}"
+                    f"aborted{why}; check the camera's connection and the core log"
                 )
                 err.__cause__ = cause
                 self._errors.insert(0, err)
@@ -877,6 +1025,7 @@ class PycromanagerAgent(ScopeAgent):
                 with self._lock:
                     missing = self._not_acquired + list(self._pending.values())
                     self._stage_at.clear()  # (positions of frames that never came)
+                    self._read_at.clear()
                     self._snapped.clear()  # (and their snaps' times)
                     self._unsnapped.clear()
                 self.engine.failed_events.extend(missing)

@@ -24,7 +24,7 @@ import useq
 from numpy.typing import NDArray
 from pymmcore_plus import CMMCorePlus
 
-from livescope.schema import LivescopeError, start_daemon
+from livescope.schema import LivescopeError, pip_install_command, start_daemon
 
 from ._fanout import position_name
 
@@ -82,8 +82,7 @@ def require_pycromanager(backend: str) -> None:
             raise LivescopeError(
                 f"the pycromanager backend ({backend}) needs {missing!r}, which cannot be "
                 f"imported ({exc}); install pycromanager and its dependencies (mmpycorex, "
-                # (double quotes: cmd.exe takes no single ones, and reads > and < as redirects)
-                f'ndstorage): pip install "{PYCROMANAGER_REQUIREMENT}"'
+                f"ndstorage): {pip_install_command(PYCROMANAGER_REQUIREMENT)}"
             ) from exc
 
 
@@ -200,9 +199,12 @@ def adapt_core(
     threads waiting for ever.
 
     ``on_error(name, exc)`` is called (on the calling thread, pycromanager's
-    engine) when a snake_case alias raises, before the error is raised on:
-    pycromanager 1.0.2 puts a failed stage move, channel or snap only on stderr
-    and into its core log, and raises errors that do not carry it.
+    engine) when a snake_case alias or ``get_tagged_image`` raises, before the
+    error is raised on: pycromanager 1.0.2 puts a failed stage move, channel or
+    snap only on stderr and into its core log, and raises errors that do not
+    carry it; a ``get_tagged_image`` that raises (the camera gave no image) it
+    calls again at once, for ever: ``on_error`` must end that (abort the
+    acquisition).
 
     Not thread-safe: one adapted core at a time per process (`PycromanagerAgent`
     holds a module lock around it).
@@ -221,8 +223,12 @@ def adapt_core(
         atexit.register(_forget_cores)  # runs before mmpycorex's own atexit (LIFO)
         _ATEXIT_SET = True
     aliases = _snake_aliases(core)
+    get_tagged_image: Callable[..., Any] = types.MethodType(_get_tagged_image, core)
+    if on_error is not None:
+        # (pycromanager 1.0.2 retries a failing getImage in a busy loop, and drops its error)
+        get_tagged_image = _reporting("get_tagged_image", get_tagged_image, on_error)
     extras = {
-        "get_tagged_image": types.MethodType(_get_tagged_image, core),
+        "get_tagged_image": get_tagged_image,
         "pop_next_tagged_image": types.MethodType(_pop_next_tagged_image, core),
         "TaggedImage": TaggedImage,
     }
@@ -321,7 +327,7 @@ class RemoteCore:
 
 
 def to_pycromanager_event(
-    event: useq.MDAEvent, *, min_start_time_s: float | None = None
+    event: useq.MDAEvent, *, min_start_time_s: float | None = None, xy_stage: bool = True
 ) -> dict[str, Any]:
     """Convert a useq event to a pycromanager acquisition event (a dict).
 
@@ -331,8 +337,11 @@ def to_pycromanager_event(
     ``min_start_time`` (s; ``min_start_time_s`` if given, else the event's) follow
     the event, ``x`` and ``y`` only together (pycromanager moves the XY stage for
     an event giving both only; `PycromanagerAgent` fills in the other axis of an
-    event giving one). Never ``tags`` (pycromanager 1.0.2's Python backend hangs
-    on them): livescope keeps its per-event data keyed by the axes.
+    event giving one), and not at all where ``xy_stage`` is False (a core with
+    no XY stage: pycromanager refuses an event giving x, and the agent accepts
+    such a plan only where it images one place, where the sample sits). Never
+    ``tags`` (pycromanager 1.0.2's Python backend hangs on them): livescope
+    keeps its per-event data keyed by the axes.
     """
     axes: dict[str, int | str] = {
         "time": int(event.index.get("t", 0)),
@@ -347,7 +356,7 @@ def to_pycromanager_event(
         out["config_group"] = [event.channel.group, event.channel.config]
     if event.exposure is not None:
         out["exposure"] = float(event.exposure)
-    if event.x_pos is not None and event.y_pos is not None:
+    if xy_stage and event.x_pos is not None and event.y_pos is not None:
         out["x"], out["y"] = float(event.x_pos), float(event.y_pos)
     if event.z_pos is not None:
         out["z"] = float(event.z_pos)
