@@ -15,6 +15,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -184,8 +185,10 @@ def run_adaptive(
     Raises
     ------
     LivescopeError
-        if the worker does not become ready (within ``ready_timeout_s``) or does
-        not finish, or ``out_dir`` cannot be a run folder or holds a recording.
+        if the worker does not become ready (within ``ready_timeout_s``; at once
+        when it fails by itself before it is ready, after its supervisor gave up
+        when it is killed each time) or does not finish, or ``out_dir`` cannot be
+        a run folder or holds a recording.
 
     """
     out = Path(out_dir)
@@ -221,15 +224,23 @@ def run_adaptive(
         ready = out / RESULTS_DIR / "ready"
         deadline = time.monotonic() + ready_timeout_s
         while not ready.exists():
-            failed = bool(supervisor.exits) and supervisor.exits[-1] != 0
+            failed = supervisor.gave_up or (
+                bool(supervisor.exits) and _failed_by_itself(supervisor.exits[-1])
+            )
             if failed or time.monotonic() > deadline:
                 # (a worker still loading its engines has no error to show: its log ends
-                # mid-start, so the wait that ran out is what to say)
-                why = (
-                    f": {supervisor.error}" if supervisor.error
-                    else "" if failed
-                    else f": not ready within {ready_timeout_s:g} s"
-                )  # fmt: skip
+                # mid-start, so the wait that ran out is what to say; the error of one
+                # killed before it, restarted, is said as that)
+                if failed:
+                    why = f": {supervisor.error}" if supervisor.error else ""
+                else:
+                    why = f": not ready within {ready_timeout_s:g} s"
+                    if supervisor.restarts:
+                        why += (
+                            f", restarted {supervisor.restarts} time(s)"
+                            + (f" (the last worker before: {supervisor.error})"
+                               if supervisor.error else "")
+                        )  # fmt: skip
                 raise LivescopeError(
                     f"the pipeline worker did not start{why} (see "
                     f"{out / RESULTS_DIR / 'worker.log'})"
@@ -432,6 +443,31 @@ def _mitosis_rules(policies: object) -> list[str]:
         for p in policies
         if isinstance(p, dict) and isinstance(p.get("when"), dict) and "mitosis" in p["when"]
     ]
+
+
+_KILLED_FROM_OUTSIDE = frozenset(
+    -int(sig)
+    for sig in (getattr(signal, name, None) for name in ("SIGKILL", "SIGTERM", "SIGINT", "SIGHUP"))
+    if sig is not None
+)
+"""Exit statuses of a process killed by another (POSIX): the OOM killer, a user, a shutdown."""
+
+
+def _failed_by_itself(code: int) -> bool:
+    """Return True if a worker that exited with ``code`` before it was ready failed by itself.
+
+    Such a worker fails the run's start at once, while its supervisor would restart it: it
+    exited with an error (an exception: a model not there, an engine that cannot load) or
+    crashed (SIGSEGV, SIGABRT; a Windows crash status) as it loaded its engines, which a
+    broken set-up does at each restart, and the error was said only after 5 restarts and
+    ~31 s of pauses between them. One killed by another process (`_KILLED_FROM_OUTSIDE`:
+    the OOM killer's SIGKILL, a user's kill) says nothing of the set-up: the run waits
+    while the supervisor restarts it, as it would once the worker is ready (the run failed
+    with "did not start: killed by SIGKILL" while its worker was being restarted), and
+    fails once the supervisor gives up (`WorkerSupervisor.gave_up`) or the ready timeout
+    ends. Exit 0 is no failure.
+    """
+    return code != 0 and code not in _KILLED_FROM_OUTSIDE
 
 
 def _stop_quietly(monitor: StallMonitor | None) -> None:

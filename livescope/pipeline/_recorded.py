@@ -86,8 +86,10 @@ class RecordedFields:
     def logged(self) -> dict[FieldKey, list[dict[str, Any]]]:
         """Return the frame log's entries by field (none before the recorder starts it).
 
-        The mapping is this reader's own, and grows as later reads find more of
-        the log: read it, do not change or keep it. A line being written (no
+        The mapping is this reader's own, grows as later reads find more of the
+        log and loses the fields `forget` drops (as each is analysed): read it, do
+        not change or keep it (what it lacks is to be looked up before fields are
+        analysed). A line being written (no
         newline yet) waits for the next read.
 
         Raises

@@ -36,7 +36,10 @@ from livescope.scope import WORKER_FAILED
 from ._config import RESULTS_DIR, WorkerConfig
 from ._results import _stage_ms
 
-__all__ = ["WORKER_FAILED", "WORKER_REFUSED", "WORKER_RUNTIME_FAILED", "WorkerSupervisor"]
+__all__ = [
+    "WORKER_FAILED", "WORKER_REFUSED", "WORKER_RESTART_ENV", "WORKER_RUNTIME_FAILED",
+    "WorkerSupervisor",
+]  # fmt: skip
 
 WORKER_REFUSED = 2
 """Exit status of a worker that refused its input or config (the CLI's user-error
@@ -52,6 +55,12 @@ restarted after `WorkerSupervisor.restart_delay_s`, as one that crashed; it was 
 refusal (`WORKER_REFUSED`), and the rest of the run went unanalysed. The run's first
 worker that fails so before it is ready is not restarted: its engines have not run in
 this run, and a broken model fails each restart the same way."""
+
+WORKER_RESTART_ENV = "LIVESCOPE_WORKER_RESTART"
+"""The environment variable that tells each worker the supervisor starts which restart of
+the run it is (0: the first worker), which it records as its ``restarts``: counted by the
+worker from the state it resumes from, a restarted worker killed before it stored a field
+saved none, and the next one counted one restart fewer than the supervisor's."""
 
 logger = logging.getLogger("livescope")
 
@@ -167,15 +176,32 @@ class WorkerSupervisor:
         self._checked_at = 0.0  # the last look for a hang (monotonic s)
         self._hung_proc: subprocess.Popen[bytes] | None = None  # the last worker taken as hung
         self._hang_error = ""
+        self._gave_up = False
 
-    def _spawn(self, resume: bool) -> subprocess.Popen[bytes]:
+    @property
+    def gave_up(self) -> bool:
+        """True once the supervisor has given up on the worker (``results/worker.failed``).
+
+        It starts no worker again in this run: one that refused its input or config,
+        failed as its engines first ran, or failed `max_restarts` times in a row. Until
+        then a worker that exited with an error is restarted (after `restart_delay_s`).
+        """
+        return self._gave_up
+
+    def _command(self, resume: bool) -> list[str]:
+        """Return the worker's command line."""
         cmd = [sys.executable, "-m", "livescope", "worker", str(self.run_dir), "--config",
                str(self.config_path), "--json"]  # fmt: skip
         if resume:
             cmd.append("--resume")
+        return cmd
+
+    def _spawn(self, resume: bool) -> subprocess.Popen[bytes]:
+        cmd = self._command(resume)
         # its errors in worker.log as UTF-8, which `_last_error` reads (Windows would
         # write them in the console's code page: "µm" came back as "�m")
         env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+        env[WORKER_RESTART_ENV] = str(self.restarts)  # (its own count may fall short)
         if self.threads is not None:
             env["LIVESCOPE_THREADS"] = str(self.threads)
         # a Ctrl+C in the terminal goes to the run, not to the worker as well (which
@@ -416,6 +442,7 @@ class WorkerSupervisor:
 
     def _give_up(self) -> None:
         """Leave ``results/worker.failed`` (the replay's gate stops waiting on it)."""
+        self._gave_up = True  # (first: the file may not be written, a full disk)
         write_atomic(
             self.results / WORKER_FAILED, self.error or f"exit codes {_statuses(self.exits)}"
         )

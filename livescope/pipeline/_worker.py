@@ -50,6 +50,7 @@ import functools
 import gc
 import json
 import logging
+import os
 import queue
 import shutil
 import threading
@@ -117,6 +118,7 @@ from ._results import (
     trim_results,
 )
 from ._sending import FieldDecisions, Unanswered
+from ._supervisor import WORKER_RESTART_ENV
 
 __all__ = ["PipelineWorker"]
 
@@ -371,6 +373,7 @@ class PipelineWorker:
         except BaseException:
             self._stop_watch()  # (no worker: nothing to watch)
             raise
+        self._take_restart_number()
         self.link: Any = None
         self._agent_gone = threading.Event()
         """Set once the agent's process is found gone without ending its run (`_live`):
@@ -651,6 +654,27 @@ class PipelineWorker:
         logger.info("worker resumed: %s", dict(self.done))
         return class_cols
 
+    def _take_restart_number(self) -> None:
+        """Count the restarts as the supervisor that started it does (`WORKER_RESTART_ENV`).
+
+        Counted from the state resumed from alone, one fell short for each restarted worker
+        killed before it stored a field (it saved no state): ``restarts`` said 1 where the
+        supervisor had restarted the worker twice. A worker started by hand keeps its own
+        count (one more than the state it resumed from).
+        """
+        given = os.environ.get(WORKER_RESTART_ENV)
+        if given is None:
+            return
+        try:
+            number = int(given)
+            if number < 0:
+                raise ValueError(given)
+        except ValueError:
+            logger.warning("%s=%r is not a restart number; the worker counts its restarts "
+                           "itself", WORKER_RESTART_ENV, given)  # fmt: skip
+            return
+        self.counts["restarts"] = number
+
     # ------------------------------------------------------------ hung policies
 
     def _disable_hung(self) -> None:
@@ -907,9 +931,13 @@ class PipelineWorker:
         fields = self.recorded.logged_until(want, self.config.recording_wait_s, until_seq=seq)
         ts = sorted(t for (p, t) in fields if p == position and t > last and
                     (before_t is None or t < before_t))  # fmt: skip
+        # (before they are analysed: `fields` is the log reader's own, and each field analysed
+        # is dropped from it (`RecordedFields.forget`); looked for after, every field read
+        # back was counted in fields_missing, "neither received nor recorded")
+        missing = [k for k in want if k not in fields]
         for t in ts:
             self._process_recorded(position, t, fields[(position, t)])
-        if missing := [k for k in want if k not in fields]:
+        if missing:
             self.counts["fields_missing"] += len(missing)
             logger.warning("fields %s were neither received nor recorded: not analysed", missing)
 
