@@ -29,6 +29,7 @@ from ._subscriber import FrameSubscriber
 __all__ = ["bench_bus"]
 
 SIZES = (512, 2048, 3200)
+MAX_PACED_SECONDS = 3600.0  # (an hour at a camera's rate; `bench bus --paced-seconds`'s bound)
 FRAMES = {512: 400, 2048: 100, 3200: 40}
 
 
@@ -140,7 +141,7 @@ def _run_mode(mode: str, frames: np.ndarray, n: int, fps: float | None = None) -
         time.sleep(0.2)
         period = None if fps is None else 1.0 / fps
         t0 = clock_ns()
-        sent = retries = 0
+        sent = slot_waits = retried = 0  # (waits for free slots; failed publishes retried)
         for i in range(n):
             if period is not None:
                 due = t0 / 1e9 + i * period  # (clock_ns: on Windows monotonic is another clock)
@@ -159,12 +160,12 @@ def _run_mode(mode: str, frames: np.ndarray, n: int, fps: float | None = None) -
                     # (398 of 400 received on a loaded host): wait for 3 slots free
                     ring = pub.ring
                     while int(ring.v.held().sum()) > ring.v.n_slots - 3:
-                        retries += 1
+                        slot_waits += 1  # (no publish tried: nothing the publisher counts)
                         time.sleep(0.0002)
                 while not pub.publish(img, _info(i, shape), clock_ns()):
                     if period is not None:
                         break  # paced: a full ring is a drop, as in a live run
-                    retries += 1  # flat out: wait for the reader to free a slot
+                    retried += 1  # flat out: wait for the reader to free a slot
                     time.sleep(0.0002)
                 else:
                     sent += 1
@@ -195,8 +196,9 @@ def _run_mode(mode: str, frames: np.ndarray, n: int, fps: float | None = None) -
         "sent": sent,
         "received": res["count"],
         "drops": n - res["count"],
-        "dropped_no_slot": pub_stats.get("dropped_no_slot", 0) - retries,
-        "waits_for_slot": retries,
+        # (the publisher counts every publish that found no slot; those retried were sent)
+        "dropped_no_slot": pub_stats.get("dropped_no_slot", 0) - retried,
+        "waits_for_slot": slot_waits + retried,  # (both kinds of wait for a free slot)
         "gb_per_s": round(res["bytes"] / elapsed, 3) if elapsed > 0 else 0.0,
         "fps": round(res["count"] / (elapsed / 1e9), 1) if elapsed > 0 else 0.0,
         "latency_p50_ms": round(float(np.percentile(lat, 50)), 3) if lat.size else None,
@@ -242,9 +244,9 @@ def bench_bus(
     Raises
     ------
     LivescopeError
-        for no sizes, a size the bus cannot carry, ``repeats`` < 1, or a paced
-        run of no frames (``paced_seconds`` × ``paced_fps`` < 1, either not > 0);
-        checked before anything runs.
+        for no sizes, a size the bus cannot carry, ``repeats`` < 1, a paced
+        run of no frames (``paced_seconds`` × ``paced_fps`` < 1, either not > 0)
+        or one longer than `MAX_PACED_SECONDS`; checked before anything runs.
 
     """
     if not sizes or not all(1 <= s <= MAX_SIDE for s in sizes):
@@ -258,6 +260,10 @@ def bench_bus(
         raise LivescopeError(
             f"the paced run needs seconds × fps >= 1 (both > 0), got {paced_seconds} s at "
             f"{paced_fps} fps"
+        )
+    if paced_seconds > MAX_PACED_SECONDS:
+        raise LivescopeError(
+            f"the paced run must be at most {MAX_PACED_SECONDS:g} s, got {paced_seconds:g} s"
         )
     rng = np.random.default_rng(0)
     results: list[dict[str, Any]] = []

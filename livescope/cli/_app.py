@@ -564,7 +564,8 @@ def profile_check(
 @bench_app.command("bus")
 def bench_bus_cmd(
     paced_seconds: Annotated[
-        float, typer.Option(min=0.5, callback=finite, help="Length of the paced run.")
+        float,
+        typer.Option(min=0.5, max=3600, callback=finite, help="Length of the paced run (s)."),
     ] = 5.0,
     json_out: BenchJsonOpt = True,
 ) -> None:
@@ -695,10 +696,17 @@ def bench_replay_cluster_cmd(
         typer.Option(min=2, help="Recorded datasets to replay (2 or more: 1 keeps a worker idle)."),
     ] = 8,
     timepoints: Annotated[int, typer.Option(min=2, help="Time points per dataset.")] = 12,
-    size: Annotated[int, typer.Option(min=64, help="Frame size (pixels, square).")] = 512,
+    size: Annotated[
+        int, typer.Option(min=64, max=4096, help="Frame size (pixels, square; 64 to 4096).")
+    ] = 512,
     keep: Annotated[
         Path | None,
-        typer.Option(parser=given_path, help="Keep the datasets and replays in this folder."),
+        typer.Option(
+            parser=given_path,
+            help="Keep the datasets and replays in this folder. A dataset kept there by an "
+            "earlier run is replayed again if it was recorded with the same --size and "
+            "--timepoints, and recorded again if not.",
+        ),
     ] = None,
     json_out: BenchJsonOpt = True,
 ) -> None:

@@ -30,6 +30,7 @@ from livescope.schema import LivescopeError
 __all__ = ["bench_pacing"]
 
 PACING_TARGET = 0.10  # p95 |interval - plan| as a share of the plan (issue 3)
+AGENT_GRACE_S = 60.0  # the agent's start and stop, beyond 3 x its plan's length
 
 
 def _slow_worker(run: Path, sleep_ms: float, stats: dict[str, Any]) -> None:
@@ -72,11 +73,18 @@ def _case(
                 name="bench-slow-worker", daemon=True,
             )  # fmt: skip
             thread.start()
-        out, err = agent.communicate(timeout=60 + 3 * frames * interval_ms / 1000)
-    finally:
+        timeout = AGENT_GRACE_S + 3 * frames * interval_ms / 1000
+        try:
+            out, err = agent.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise LivescopeError(
+                f"the agent did not finish within {timeout:.1f} s (case {run.name}, "
+                f"{frames} frames every {interval_ms:g} ms): stopped; is the machine overloaded?"
+            ) from None
+    finally:  # (the agent stopped, whatever ended the case: a timeout, Ctrl+C)
         if agent.poll() is None:
             agent.kill()
-            agent.wait()
+            agent.communicate()  # (waits, and closes its pipes)
     if agent.returncode != 0:
         raise LivescopeError(f"the agent failed (exit {agent.returncode}): {err.strip()[-2000:]}")
     if thread is not None:

@@ -416,6 +416,11 @@ def replay_many(
     }
 
 
+BENCH_MAX_SIZE = 4096
+"""Largest ``size`` of `bench_replay_cluster` (a 4096² sCMOS frame; 8 datasets of larger
+simulated frames would take the benchmark's memory and time, not measure replays)."""
+
+
 def bench_replay_cluster(
     *,
     datasets: int = 8,
@@ -432,29 +437,67 @@ def bench_replay_cluster(
     them at full speed with each cluster size, engines limited to ``threads``
     threads per task. Returns fields per second for each and the ratio, measured
     side by side in one run, with per-task times.
+
+    With ``keep``, the recordings and replays stay in that folder, and a
+    recording kept there by an earlier run is replayed again only if it ended
+    well with the same frame size, time points and seed; any other is recorded
+    again (``recordings_reused`` counts those replayed again). ``frame`` is the
+    frame size read from the recordings' frame logs.
+
+    Raises
+    ------
+    LivescopeError
+        for a ``size`` outside 64 to `BENCH_MAX_SIZE` or a ``keep`` that is a
+        file (checked before anything runs), or a replay that failed.
+
     """
+    import json
     import tempfile
 
+    from livescope.record import read_frames
     from livescope.schema import load_profile
     from livescope.scope import demo_sequence, run_simulated
 
+    if not 64 <= size <= BENCH_MAX_SIZE:
+        raise LivescopeError(f"bench frame size must be 64 to {BENCH_MAX_SIZE} pixels, got {size}")
     if keep is not None:  # (a folder of an earlier run's recordings is reused)
         if Path(keep).exists() and not Path(keep).is_dir():
             raise LivescopeError(f"--keep {keep} is a file; give a folder (new, or of a run)")
         check_output_folder(Path(keep))
+
+    def made_as_asked(rec: Path, seed: int) -> bool:
+        """Whether ``rec`` holds a recording that ended well, made as this run asks."""
+        try:
+            summary = json.loads((rec / "summary.json").read_text(encoding="utf-8"))
+            shapes = {tuple(f["shape"]) for f in read_frames(rec)}
+        except (OSError, ValueError, LivescopeError, KeyError, TypeError):
+            return False  # (none, or cut short or damaged)
+        return (
+            isinstance(summary, dict)
+            and summary.get("ok") is True
+            and summary.get("frames_failed") == 0
+            and (summary.get("timepoints"), summary.get("seed")) == (timepoints, seed)
+            and shapes == {(size, size)}
+        )
+
     base = Path(keep) if keep is not None else Path(tempfile.mkdtemp(prefix="livescope-bench-"))
-    base.mkdir(parents=True, exist_ok=True)
-    prof = load_profile("sim").with_square_sensor(size)
-    seq = demo_sequence(prof, timepoints=timepoints, positions=1)
-    recs = []
-    for i in range(datasets):
-        rec = base / f"rec-{i}"
-        if not (rec / "summary.json").is_file():
-            shutil.rmtree(rec, ignore_errors=True)
-            run_simulated(prof, seq, rec, seed=100 + i)
-        recs.append(rec)
     runs: dict[str, Any] = {}
-    try:
+    try:  # (from here on: a temp folder goes, whatever stops the run, recording included)
+        base.mkdir(parents=True, exist_ok=True)
+        prof = load_profile("sim").with_square_sensor(size)
+        seq = demo_sequence(prof, timepoints=timepoints, positions=1)
+        recs = []
+        reused = 0
+        for i in range(datasets):
+            rec = base / f"rec-{i}"
+            if made_as_asked(rec, 100 + i):
+                reused += 1
+            else:
+                shutil.rmtree(rec, ignore_errors=True)
+                run_simulated(prof, seq, rec, seed=100 + i)
+            recs.append(rec)
+        # (the size replayed, as the recordings' frame logs have it)
+        shapes = sorted({tuple(f["shape"]) for rec in recs for f in read_frames(rec)})
         for n in workers:
             out = base / f"replay-{n}w"
             shutil.rmtree(out, ignore_errors=True)
@@ -480,7 +523,8 @@ def bench_replay_cluster(
         "bench": "replay-cluster",  # (as every benchmark's JSON names itself)
         "datasets": datasets,
         "timepoints": timepoints,
-        "frame": [size, size],
+        "frame": list(shapes[0]) if len(shapes) == 1 else [list(s) for s in shapes],
+        "recordings_reused": reused,
         "engine_threads": threads,
         "cpu_count": os.cpu_count(),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
