@@ -9,7 +9,7 @@ results store beside the raw data::
 
     <run>/results/
         cells.csv           one row per cell and field: track, centroid, area,
-                            intensities, state probabilities
+                            intensity (mean of the segmented frame), state probabilities
         ctc/<position>/     maskTTT.tif: track ids while the run goes on (uint16, uint32
                             once they pass 65535); with res_track.txt, a valid CTC
                             result (tracks without gaps) once it ends, never rewritten
