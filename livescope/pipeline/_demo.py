@@ -319,7 +319,13 @@ def run_adaptive(
     # their place: scored by ``policies``, its firings were left out, recall 0)
     spec = plan_sections(Path(cfg.plan) if cfg.plan else out / PLAN_FILE).get("policies")
     mitosis_rules = _mitosis_rules(spec)
-    evaluation: dict[str, Any] = {"precision": None, "recall": None, "mitosis_to_trigger_s": None}
+    evaluation: dict[str, Any] = {
+        "precision": None,
+        "recall": None,
+        "mitosis_to_trigger_s": None,
+        "trigger_recall_imaged": None,
+        "mitosis_to_closeup_s": None,
+    }
     truth, truth_profile = ground_truth or (out / "ground_truth", profile)
     tracking: dict[str, Any] | None = None
     if (truth / "lineage.json").is_file():
@@ -393,6 +399,11 @@ def run_adaptive(
             "trigger_precision": evaluation["precision"],
             "trigger_recall": evaluation["recall"],
             "mitosis_to_trigger_s": evaluation["mitosis_to_trigger_s"],
+            # the same mitoses as the acquisition saw them (the three above are the
+            # detector's, a firing never sent included): those whose first right trigger
+            # got a close-up taken, and from onset to its first frame
+            "trigger_recall_imaged": evaluation["trigger_recall_imaged"],
+            "mitosis_to_closeup_s": evaluation["mitosis_to_closeup_s"],
             "latency_ms": latency,
             "dropped_analysis_frames": int(work.get("frames_dropped_live", 0)),
             "fields_analysed_late": int(work.get("dropped_live", 0)),

@@ -68,10 +68,13 @@ def evaluate_triggers(
     A trigger is correct when the cell it fired on (the true cell under its
     centroid) was in mitosis at that frame's sample time: a mother between
     mitosis onset and division, or a daughter in anaphase/telophase (then it is
-    its mother's mitosis). Precision counts only the first trigger on each true
-    mitosis as right: a repeat on one already triggered is a wasted acquisition
-    and counts as wrong. A true mitosis counts as observable when it was in view
-    in at least two plan time points of a position; recall is over those. A
+    its mother's mitosis). A true mitosis is its mother's (the simulation's cell
+    ids are global): fields that overlap, a grid's tiles, see the same one.
+    Precision counts only the first trigger on each true mitosis as right: a
+    repeat on one already triggered, in its field or another, is a wasted
+    acquisition and counts as wrong. A true mitosis counts as observable when it
+    was in view in at least two plan time points of a position; recall is over
+    those. A
     firing given back to its rule (its close-up refused as stale:
     ``guardrails.max_decision_age_s``) is no trigger: its rule may fire on the
     cell again, and that firing is (``triggers_given_back`` counts them).
@@ -84,8 +87,15 @@ def evaluate_triggers(
     field, `livescope.record.field_key`, or whose sample time or place is no
     number) is left out, their number said.
 
-    Returns precision, recall, median onset-to-trigger delay (s), the ground
-    truth's folder and the per-trigger and per-mitosis lists.
+    Returns precision, recall and the median onset-to-trigger delay (s, to the
+    field's sample time): the detector's, every firing counted whether its
+    close-up was sent, refused or taken. Beside them the acquisition's:
+    ``trigger_recall_imaged``, the share of the observable mitoses whose first
+    right trigger got a close-up taken (its own decision's, or the one a shared
+    firing's reason names, with a frame in ``frames.jsonl``), and
+    ``mitosis_to_closeup_s``, the median from onset to that close-up's first
+    frame. Then the ground truth's folder and the per-trigger and per-mitosis
+    lists (a mitosis with every field that saw it).
 
     Raises
     ------
@@ -118,10 +128,16 @@ def evaluate_triggers(
         return None
 
     times: dict[tuple[str, int], float] = {}
+    closeup_at: dict[str, float] = {}  # a decision's first frame (sample time, s)
     for f in read_frames(run):
         when = f.get("sample_time_s")
-        if not f.get("added_by") and when is not None:
+        if when is None:
+            continue
+        if not f.get("added_by"):
             times.setdefault((str(f["position"]), int(f["index"].get("t", 0))), float(when))
+        else:
+            did = str(f["added_by"])
+            closeup_at[did] = min(float(when), closeup_at.get(did, float(when)))
     masks: dict[tuple[str, int], Any] = {}
 
     def mask(pos: str, t: int) -> Any:
@@ -130,8 +146,10 @@ def evaluate_triggers(
             masks[(pos, t)] = _read_cell_ids(p) if p.is_file() else None
         return masks[(pos, t)]
 
-    # observable mitoses: (position, mother) -> sample times it was seen mitotic
-    seen: dict[tuple[str, int], list[float]] = {}
+    # the true mitoses seen: mother -> position -> sample times it was seen mitotic there.
+    # Keyed by the mother alone (the simulation's cell ids are global): fields that overlap,
+    # a grid's tiles, see one mitosis, which is one to catch, and a trigger in each is a repeat
+    seen: dict[int, dict[str, set[float]]] = {}
     for (pos, t), when in sorted(times.items()):
         m = mask(pos, t)
         if m is None:
@@ -139,15 +157,20 @@ def evaluate_triggers(
         for cid in np.unique(m[m > 0]).tolist():
             mother = mitosis_of(int(cid), when)
             if mother is not None:
-                seen.setdefault((pos, mother), [])
-                if when not in seen[(pos, mother)]:
-                    seen[(pos, mother)].append(when)
-    observable = {k for k, v in seen.items() if len(v) >= 2}
+                seen.setdefault(mother, {}).setdefault(pos, set()).add(when)
+    # (observable: in view on two plan time points of one field)
+    observable = {k for k, v in seen.items() if any(len(ts) >= 2 for ts in v.values())}
 
     triggers: list[dict[str, Any]] = []
     given_back = 0
     log = run / RESULTS_DIR / "policy.jsonl"
     recs, damaged = read_jsonl_counting(log)
+    # each field's close-ups, by sub-sequence name: the one a shared firing names is its own
+    subs: dict[tuple[Any, ...], dict[str, str]] = {}
+    for rec in recs:
+        own, name = _closeup(rec)
+        if own is not None and name is not None:
+            subs.setdefault(_field_of(rec), {})[name] = own
     for rec in recs:
         if rec.get("trigger") != "mitosis" or (rules and rec.get("rule") not in rules):
             continue
@@ -161,52 +184,74 @@ def evaluate_triggers(
         when = float(rec.get("sample_time_s") or times.get((pos, t), 0.0))
         cid = _cell_at(mask(pos, t), rec.get("y"), rec.get("x"))
         mother = mitosis_of(cid, when) if cid else None
+        # the close-up that images its cell: its own decision's, or (a shared firing, no
+        # decision of its own) the one its reason names; taken if frames.jsonl holds a frame
+        # of it (not one never sent, refused, or left when the run ended)
+        closeup = _closeup(rec)[0] or _shared_closeup(rec, subs.get(_field_of(rec), {}))
         triggers.append({"position": pos, "t": t, "sample_time_s": when, "track": rec.get("track"),
                          "y": rec.get("y"), "x": rec.get("x"), "cell_id": cid,
                          "mitosis_of": mother, "ok": mother is not None,
-                         "verdict": rec.get("verdict")})  # fmt: skip
+                         "verdict": rec.get("verdict"), "closeup": closeup,
+                         "closeup_s": closeup_at.get(closeup) if closeup else None})  # fmt: skip
     if damaged:
         # (one raised, and the run's trigger scores were lost; a bool or float time point
         # was taken for a field's)
         logger.warning("%s: %d damaged line(s) left out of the trigger scores (no JSON object "
                        "that names a field's position and time point, or a sample time or "
                        "place that is no number)", log, damaged)  # fmt: skip
-    first: dict[tuple[str, int], float] = {}
+    # each true mitosis's first right trigger (by its mother, in whichever field it fired)
+    first: dict[int, dict[str, Any]] = {}
     for tr in sorted(triggers, key=lambda tr: tr["sample_time_s"]):
         tr["duplicate"] = False
         if tr["ok"]:
-            key = (tr["position"], int(tr["mitosis_of"]))
-            tr["duplicate"] = key in first
-            first.setdefault(key, tr["sample_time_s"])
+            mother = int(tr["mitosis_of"])
+            tr["duplicate"] = mother in first
+            first.setdefault(mother, tr)
     mitoses: list[dict[str, Any]] = []
-    delays = []
-    for pos, mother in sorted(observable):
+    delays, closeup_delays = [], []
+    for mother in sorted(observable):
         onset = lineage[mother].get("mitosis_onset_s")
-        hit = (pos, mother) in first
-        delay = None
-        if hit and onset is not None:
-            delay = round(first[(pos, mother)] - float(onset), 1)
+        hit = first.get(mother)
+        delay = closeup_delay = None
+        imaged = hit is not None and hit["closeup_s"] is not None
+        if hit is not None and onset is not None:
+            delay = round(hit["sample_time_s"] - float(onset), 1)
             delays.append(delay)
-        mitoses.append({"position": pos, "cell_id": mother, "onset_s": onset,
-                        "triggered": hit, "delay_s": delay})  # fmt: skip
+            if imaged:
+                closeup_delay = round(hit["closeup_s"] - float(onset), 1)
+                closeup_delays.append(closeup_delay)
+        fields = sorted(seen[mother])
+        # ``position``: the field of its first right trigger, else the first that saw it;
+        # ``positions``: every field that saw it mitotic
+        mitoses.append({"position": hit["position"] if hit is not None else fields[0],
+                        "positions": fields, "cell_id": mother, "onset_s": onset,
+                        "triggered": hit is not None, "delay_s": delay, "imaged": imaged,
+                        "closeup_delay_s": closeup_delay})  # fmt: skip
     n_ok = sum(tr["ok"] for tr in triggers)
     hits = sum(m["triggered"] for m in mitoses)
+    n_imaged = sum(m["imaged"] for m in mitoses)
     counted = [k for k in first if k in observable]
     # a plan without a mitosis rule (and no policy of its own firing on mitoses) was not
     # asked to catch them: a recall of 0 would blame it for what it never tried
     no_rule = rules is not None and not rules and not triggers
+    scored = bool(mitoses) and not no_rule  # (recall's, both)
     return {
         # a second trigger on a mitosis already triggered counts against precision
         "precision": round(len(first) / len(triggers), 4) if triggers else None,
-        "recall": round(hits / len(mitoses), 4) if mitoses and not no_rule else None,
+        "recall": round(hits / len(mitoses), 4) if scored else None,
         "note": "the plan has no mitosis rule" if no_rule else None,  # (why: not scored)
-        "mitosis_to_trigger_s": round(float(np.median(delays)), 1) if delays else None,
+        "mitosis_to_trigger_s": _median(delays),
+        # the acquisition's: the mitoses whose first right trigger got a close-up taken, and
+        # from onset to its first frame (the figures above are the detector's, sent or not)
+        "trigger_recall_imaged": round(n_imaged / len(mitoses), 4) if scored else None,
+        "mitosis_to_closeup_s": _median(closeup_delays),
         "triggers_fired": len(triggers),
         "triggers_given_back": given_back,
         "triggers_correct": n_ok,
         "duplicate_triggers": n_ok - len(first),
         "mitoses_observable": len(mitoses),
         "mitoses_triggered": hits,
+        "mitoses_imaged": n_imaged,
         "mitoses_triggered_outside_observable": len(first) - len(counted),
         "ground_truth": str(truth.resolve()),
         "triggers": triggers,
@@ -272,6 +317,44 @@ def _read_cell_ids(path: Path) -> Any:
     if m.ndim != 2:
         raise LivescopeError(f"{path}: a mask of cell ids is 2-D, this one {m.shape}")
     return m
+
+
+# (how `livescope.policy`'s engine begins a shared firing's reason: the sub-sequence's name next)
+_SHARED = "imaged by the sub-sequence "
+
+
+def _field_of(rec: dict[str, Any]) -> tuple[Any, ...]:
+    """Return the field a ``policy.jsonl`` line was decided on (position, time point, seq)."""
+    return (rec.get("position"), rec.get("t"), rec.get("seq"))
+
+
+def _closeup(rec: dict[str, Any]) -> tuple[str | None, str | None]:
+    """Return a firing's own decision's id and sub-sequence name (None each: not logged)."""
+    d = rec.get("decision")
+    if not isinstance(d, dict):
+        return None, None
+    did, events = d.get("decision_id"), d.get("events")
+    ev = events[0] if isinstance(events, list) and events else None
+    name = ev.get("pos_name") if isinstance(ev, dict) else None
+    return (did if isinstance(did, str) else None, name if isinstance(name, str) else None)
+
+
+def _shared_closeup(rec: dict[str, Any], subs: dict[str, str]) -> str | None:
+    """Return the decision id of the close-up a shared firing's reason names, in its field.
+
+    ``subs``: the field's close-ups (sub-sequence name -> decision id). None when the
+    reason names none of them (not shared, or its close-up's decision was not logged).
+    """
+    reason = rec.get("reason")
+    if not isinstance(reason, str) or not reason.startswith(_SHARED):
+        return None
+    rest = reason.removeprefix(_SHARED)
+    return next((did for name, did in subs.items() if rest.startswith(f"{name} of ")), None)
+
+
+def _median(delays: list[float]) -> float | None:
+    """Return the median of ``delays`` (s, to 0.1 s), None for none."""
+    return round(float(np.median(delays)), 1) if delays else None
 
 
 def _firing_numbers(rec: dict[str, Any]) -> bool:

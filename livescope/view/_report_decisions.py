@@ -191,6 +191,16 @@ def truth_section(page: ReportPage) -> str:
         f"Median delay from mitosis onset to trigger: "
         f"{fmt(float(np.median(delays)) if delays else None)} s.",
     ]
+    if "trigger_recall_imaged" in ev:  # (a run scored before the acquisition's figures: none)
+        # the detector's figures above count a trigger never sent, or refused; the
+        # acquisition's, what its close-ups caught
+        imaged = sum(bool(m.get("imaged")) for m in mitoses)
+        lines += [
+            f"{imaged} of {len(mitoses)} mitoses in view got a close-up from their first "
+            f"right trigger (recall imaged {fmt(ev.get('trigger_recall_imaged'))}).",
+            f"Median delay from mitosis onset to the close-up's first frame: "
+            f"{fmt(ev.get('mitosis_to_closeup_s'))} s.",
+        ]
     if ev.get("note"):
         lines.append(f"Triggers not scored: {ev['note']}.")
     out = "<p>" + "<br>".join(esc(x) for x in lines) + "</p>"
@@ -207,6 +217,7 @@ def truth_section(page: ReportPage) -> str:
                 "x",
                 "true cell",
                 "correct",
+                "close-up first frame (s)",
             ],
             [
                 [
@@ -218,6 +229,7 @@ def truth_section(page: ReportPage) -> str:
                     t.get("x"),
                     t.get("cell_id"),
                     bool(t.get("ok")),
+                    t.get("closeup_s"),
                 ]
                 for t in triggers
             ],
@@ -229,14 +241,27 @@ def truth_section(page: ReportPage) -> str:
     out += "<h3>Mitoses in view</h3>"
     out += (
         table(
-            ["position", "cell", "onset (s)", "triggered", "delay (s)"],
+            [
+                "positions",
+                "cell",
+                "onset (s)",
+                "triggered",
+                "delay (s)",
+                "imaged",
+                "close-up delay (s)",
+            ],
             [
                 [
-                    m.get("position"),
+                    # (one mitosis, seen in each field that overlaps it)
+                    ", ".join(map(str, m["positions"]))
+                    if isinstance(m.get("positions"), list)
+                    else m.get("position"),
                     m.get("cell_id"),
                     m.get("onset_s"),
                     bool(m.get("triggered")),
                     m.get("delay_s"),
+                    m.get("imaged"),
+                    m.get("closeup_delay_s"),
                 ]
                 for m in mitoses
             ],
