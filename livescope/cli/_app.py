@@ -426,6 +426,13 @@ def _print_demo(summary: dict[str, Any], title: str = "livescope demo") -> None:
         add_row("trigger precision / recall", _trigger_scores(summary))
         if (delay := summary["mitosis_to_trigger_s"]) is not None:
             add_row("mitosis → trigger (median)", f"{delay} s")
+        if (imaged := summary.get("trigger_recall_imaged")) is not None:
+            # (the acquisition's figures: a trigger whose close-up took a frame)
+            closeup = summary.get("mitosis_to_closeup_s")
+            add_row(
+                "mitoses imaged by a close-up (recall)",
+                str(imaged) + (f", {closeup} s from onset (median)" if closeup is not None else ""),
+            )
         if tracking := summary.get("tracking"):
             add_row(
                 "tracks vs ground truth (TRA)",

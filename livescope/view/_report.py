@@ -149,6 +149,10 @@ def _summary_section(page: ReportPage) -> str:
             f"{fmt(s.get('trigger_precision'))} · {fmt(s.get('trigger_recall'))}",
         ),
         ("Mitosis to trigger, median (s)", fmt(s.get("mitosis_to_trigger_s"))),
+        (
+            "Mitoses imaged by a close-up: recall · from onset, median (s)",
+            f"{fmt(s.get('trigger_recall_imaged'))} · {fmt(s.get('mitosis_to_closeup_s'))}",
+        ),
         ("End-to-end latency p50 · p99 (ms)", f"{fmt(e2e.get('p50'))} · {fmt(e2e.get('p99'))}"),
         (
             "Analysis behind the acquisition: most · at the end (s) · overlay stains skipped",

@@ -371,6 +371,9 @@ def test_the_demo_table_names_the_machine(
     assert "1 accepted, 0 rejected" in err
     assert "not sent" not in err
     assert "│ 1.0 / 0.5 " in err
+    assert "imaged by a close-up" not in err  # (a summary from before it was scored)
+    _print_demo({**summary, "trigger_recall_imaged": 0.25, "mitosis_to_closeup_s": 480.0})
+    assert "0.25, 480.0 s from onset (median)" in capsys.readouterr().err
     # no trigger, no mitosis seen twice; no ground truth; a plan with no mitosis rule
     for evaluation, says in (
         ({"triggers": [], "mitoses": []}, "– (no trigger) / – (no mitosis in view twice)"),
