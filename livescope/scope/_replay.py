@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 import useq
 from pymmcore_plus.experimental.unicore import UniMMCore
-from pymmcore_plus.metadata import FrameMetaV1
+from pymmcore_plus.metadata import FrameMetaV1, Position
 
 from livescope.record import Dataset, RecordedFrame, field_key
 from livescope.schema import (
@@ -83,6 +83,9 @@ taken and still be served as its frame in a replay."""
 
 _ROI_KEY = "livescope.recorded_roi_offset_px"
 """Event metadata: the served frame's recorded ``roi_offset_px`` (None: not recorded)."""
+
+_PLACE_KEY = "livescope.recorded_place_um"
+"""Event metadata: the served frame's recorded stage (x, y, z), µm (each None: not recorded)."""
 
 logger = logging.getLogger("livescope")
 
@@ -217,9 +220,10 @@ class ReplayEngine(LivescopeEngine):
     Events whose frame the dataset lacks (a position stopped in the live run,
     a run cut short) are skipped and listed in ``source.not_recorded``; those
     whose frame it cannot read (a damaged file), in ``source.unreadable``. Each
-    frame's sample time is the recorded one. ``speed``: recorded seconds per
-    wall-clock second (None: no waiting at all). Hardware sequencing is off, so
-    every frame is one snap of one event.
+    frame's sample time, stage place (x, y, z, where recorded) and ROI offset are
+    the recorded ones; the stage itself follows the plan. ``speed``: recorded
+    seconds per wall-clock second (None: no waiting at all). Hardware sequencing
+    is off, so every frame is one snap of one event.
     """
 
     def __init__(
@@ -256,7 +260,7 @@ class ReplayEngine(LivescopeEngine):
         """Added events a decision was told are served whose frames could not be read."""
 
     def event_iterator(self, events: Iterable[useq.MDAEvent]) -> Iterator[useq.MDAEvent]:
-        """Time each event by its recorded frame; skip events the dataset lacks or cannot read.
+        """Time and place each event by its recorded frame; skip those not recorded or unreadable.
 
         Each frame is read here, before its event is handed out: one that cannot
         be read is skipped as one the recording lacks (and the gate does not wait
@@ -287,7 +291,8 @@ class ReplayEngine(LivescopeEngine):
             rel = sample - self.source.t0_s
             self.clock_s = max(self.clock_s, rel)
             meta = {**event.metadata, SAMPLE_TIME_KEY: float(sample),
-                    _ROI_KEY: frame.roi_offset_px}  # fmt: skip
+                    _ROI_KEY: frame.roi_offset_px,
+                    _PLACE_KEY: (frame.x_um, frame.y_um, frame.z_um)}  # fmt: skip
             due = None if self.speed is None else max(0.0, rel) / self.speed
             yield event.model_copy(update={"metadata": meta, "min_start_time": due})
         following = bisect.bisect_right(self._plan_ts, self._seen_t)
@@ -373,12 +378,28 @@ class ReplayEngine(LivescopeEngine):
         include_position: bool = True,
         camera_device: str | None = None,
     ) -> FrameMetaV1:
-        """Stock metadata plus the recorded sample time."""
+        """Stock metadata plus the recorded sample time, stage place and ROI offset."""
         meta = super().get_frame_metadata(
             event, prop_values, runner_time_ms, include_position, camera_device
         )
         sample = event.metadata.get(SAMPLE_TIME_KEY)
         meta["livescope.sample_time_s"] = sample  # type: ignore[typeddict-unknown-key]
+        # where the recording took the frame, not where the replay's stage is: the stage
+        # follows the plan (a replay applies no moves), and a frame the live run took after
+        # a recentre, or at a position that moved between time points, was not taken there.
+        # The worker aims close-ups and recentrings from the frame's place (from the stage's,
+        # they were off by the live move, and the recorded close-up "taken N µm away" was
+        # not served). An axis the recording lacks: the stage's
+        x, y, z = event.metadata.get(_PLACE_KEY) or (None, None, None)
+        if (x, y, z) != (None, None, None):
+            position: Position = {**meta.get("position", {})}
+            if x is not None:
+                position["x"] = float(x)
+            if y is not None:
+                position["y"] = float(y)
+            if z is not None:
+                position["z"] = float(z)
+            meta["position"] = position
         # the recorded frame's own place on its camera's sensor (None: not recorded, taken
         # as centred), not the replay camera's, whose "sensor" is the recorded frame
         meta[META_ROI_OFFSET] = event.metadata.get(_ROI_KEY)  # type: ignore[literal-required]

@@ -131,9 +131,11 @@ def replay_sequence(
     replays its own ``plan.yaml``). Time points and z planes are numbered as in
     the dataset (a gap in its numbering is a time point or plane whose frames are
     absent, and skipped). Positions and planes go where the dataset recorded
-    them (a plane without a recorded z: its index in µm above plane 0). The
-    interval is the median step between time points' first frames (1 s when the
-    dataset has one time point or records no times).
+    them (a plane without a recorded z: its index in µm above plane 0); a
+    position that moved between time points is visited at its first frame's
+    x/y throughout, and each frame is served with the place it was recorded at
+    (`ReplayEngine`). The interval is the median step between time points'
+    first frames (1 s when the dataset has one time point or records no times).
     """
     frames = dataset.frames
     first: dict[str, RecordedFrame] = {}
