@@ -137,7 +137,11 @@ class SimStateDevice(StateDevice):
 
 
 class SimShutter(ShutterDevice):
-    """The illumination shutter: frames taken while it is closed are dark."""
+    """The illumination shutter: frames taken while it is closed are dark.
+
+    Unless the core's autoshutter drives it: then it counts as open while the camera
+    exposes (`SimulatedMicroscope` renders so), as Micro-Manager opens it.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -172,11 +176,19 @@ class SimCamera(SimpleCameraDevice):
         """Exposure in ms."""
         return self._exposure_ms
 
-    def set_exposure(self, exposure: float) -> None:
-        """Set the exposure in ms (finite, > 0); raises `ValueError` otherwise."""
-        if not (exposure > 0 and math.isfinite(exposure)):
-            raise ValueError(f"exposure must be a finite number of ms > 0, got {exposure}")
-        self._exposure_ms = float(exposure)
+    def set_exposure(self, exposure: float | str) -> None:
+        """Set the exposure in ms (finite, > 0); raises `ValueError` otherwise.
+
+        Text is read as a number: Micro-Manager's presets and .cfg files hold the
+        ``Exposure`` property as text (``setProperty(cam, "Exposure", "30")``).
+        """
+        try:
+            value = float(exposure)
+        except (TypeError, ValueError):
+            value = math.nan
+        if not (value > 0 and math.isfinite(value)):
+            raise ValueError(f"exposure must be a finite number of ms > 0, got {exposure!r}")
+        self._exposure_ms = value
 
     def sensor_shape(self) -> tuple[int, int]:
         """(rows, cols) of the sensor."""

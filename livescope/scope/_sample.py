@@ -17,7 +17,9 @@ Cell cycle (times in sample seconds, per cell):
   Challenge semantics: the mother's track ends the step before the daughters'
   begin), first as small, bright, separating chromatin masses (anaphase /
   telophase), then interphase;
-* occasionally apoptosis: the nucleus shrinks and condenses, then disappears.
+* occasionally apoptosis: the nucleus shrinks and condenses, then disappears;
+* contact inhibition: no cell enters mitosis while the dish holds twice its
+  starting cells; the cells it held back then start as deaths make room.
 """
 
 from __future__ import annotations
@@ -325,8 +327,27 @@ class SimulatedSample:
         mito = p.mitosis_duration_s
         state, since = c["state"], c["since"]
         # onset of mitosis (paused while the dish is crowded: contact inhibition)
-        if c["ids"].size < 2 * self._n0:
-            onset = (state == CellState.INTERPHASE) & (t - c["birth"] >= c["cycle"])
+        n, cap = c["ids"].size, 2 * self._n0
+        if n < cap:
+            birth, cycle = c["birth"], c["cycle"]
+            onset = (state == CellState.INTERPHASE) & (t - birth >= cycle)
+            # Cells due at the step before too were held back by the full dish (while there
+            # is room each starts on the step it is due). They start only as deaths make
+            # room: at most as many a step as the dish lacks, counting each mitosis under
+            # way as the two cells it becomes; the most overdue first, ties by id. (All of
+            # them started in one step, hours after the dish filled, and the population
+            # doubled past the cap.) No random draw and no change until a cell is held:
+            # every step before the dish first fills is as it was (the shipped engines
+            # were trained on frames of it).
+            held = onset & ((t - STEP_S) - birth >= cycle)
+            if held.any():
+                mitotic = (state == CellState.PROPHASE) | (state == CellState.METAPHASE)
+                room = max(0, cap - n - int(np.count_nonzero(mitotic)))
+                if np.count_nonzero(onset) > room:
+                    idx = np.flatnonzero(onset)
+                    first = idx[np.lexsort((c["ids"][idx], birth[idx] + cycle[idx]))[:room]]
+                    onset[:] = False
+                    onset[first] = True
             state[onset] = CellState.PROPHASE
             since[onset] = t
             for cid in c["ids"][onset].tolist():

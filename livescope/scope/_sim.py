@@ -350,6 +350,18 @@ class SimulatedMicroscope:
         optics = Optics(na=obj.na, tilt_um_per_mm=self.params.focus_tilt_um_per_mm)
         return fov, optics
 
+    def _autoshutter(self) -> bool:
+        """Return True if the core's autoshutter drives the sim's shutter.
+
+        Micro-Manager's autoshutter opens the shutter for each snap and for a whole
+        sequence acquisition; ``UniMMCore``'s does not drive Python shutters (plain
+        snaps, MDA runs and sequences came out dark), so the shutter counts as open
+        while the camera exposes. (The livescope engine and the pycromanager path
+        open it themselves: their frames are the same.)
+        """
+        core = self.core
+        return bool(core.getAutoShutter()) and core.getShutterDevice() == SHUTTER
+
     def _bleach_of(self, cell_id: int) -> float:
         if cell_id in self._bleach:
             return self._bleach[cell_id]
@@ -372,6 +384,7 @@ class SimulatedMicroscope:
             metadata: sample time (s) and the render counter of this frame.
 
         """
+        lit = self._autoshutter()
         with self._lock:
             cam = self.profile.camera
             period_s = max(exposure_ms / 1000.0, 1.0 / cam.max_fps)
@@ -379,7 +392,7 @@ class SimulatedMicroscope:
             state = self.sample.state_at(t)
             fov, optics = self._field(t)
             channel = self.profile.channels.get(self._light_path.current_label)
-            if not self._shutter.get_open():
+            if not (lit or self._shutter.get_open()):
                 rate = np.zeros(fov.shape, np.float32)
             elif channel.kind == "fluorescence":
                 rate = render_fluorescence(state, fov, optics, self._bleach_of)
