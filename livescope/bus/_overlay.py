@@ -40,7 +40,14 @@ import numpy as np
 import zmq
 from numpy.typing import NDArray
 
-from livescope.schema import HeaderError, LivescopeError, clock_ns, remove_file, write_atomic
+from livescope.schema import (
+    HeaderError,
+    LivescopeError,
+    clock_ns,
+    remove_file,
+    while_locked,
+    write_atomic,
+)
 
 from ._endpoints import (
     BusSecurity,
@@ -358,7 +365,9 @@ def _resolve(source: str | Path, timeout_s: float) -> tuple[str, str | None]:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            raw = file.read_bytes()
+            # (on Windows a file being replaced, as the worker does, cannot be opened
+            # for a moment: PermissionError, tried again for up to a second)
+            raw = while_locked(file.read_bytes)
             break
         except FileNotFoundError:
             if (file.parent / "summary.json").is_file():  # (a run writes it as it ends)

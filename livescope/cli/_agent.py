@@ -446,7 +446,7 @@ def worker(
 
             if config is not None:
                 try:
-                    cfg = WorkerConfig.from_json(config.read_text(encoding="utf-8"))
+                    cfg = WorkerConfig.from_json(config.read_text(encoding="utf-8-sig"))
                 except (OSError, ValueError, TypeError, LivescopeError) as exc:
                     fail(f"cannot read worker config {config}: {exc}", as_json=json_out)
                 _check_worker_config(cfg, config, as_json=json_out)

@@ -298,7 +298,7 @@ def run_replay(
         saved_cfg = ds.path / RESULTS_DIR / "worker-config.json"
         if cfg is None and own and saved_cfg.is_file():
             try:
-                cfg = WorkerConfig.from_json(saved_cfg.read_text(encoding="utf-8"))
+                cfg = WorkerConfig.from_json(saved_cfg.read_text(encoding="utf-8-sig"))
             except (LivescopeError, ValueError) as exc:  # (said without the file's name)
                 raise DatasetError(
                     f"{saved_cfg}: {exc} (edit it, or move it aside to replay with the "

@@ -54,7 +54,7 @@ import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from livescope.schema import LivescopeError, folder_name_problem
+from livescope.schema import LivescopeError, folder_key, folder_name_problem
 
 from ._actions import (
     ACTIONS,
@@ -587,4 +587,18 @@ def rules_from_spec(
     names = [r.name for r in rules]
     if dups := sorted({n for n in names if names.count(n) > 1}):
         raise LivescopeError(f"{source}: rule names must be unique; repeated: {dups}")
+    # an acquire rule's name names its close-ups' folders (results/ctc/<position>~<rule>-<n>):
+    # where case is ignored (Windows, macOS) two named but for case shared them, and one's
+    # masks overwrote the other's
+    folded: dict[str, str] = {}  # `folder_key` -> the rule's name
+    for i, r in enumerate(rules):
+        if not isinstance(r, Rule) or r.acquire is None:
+            continue
+        if (other := folded.setdefault(folder_key(r.name), r.name)) != r.name:
+            raise LivescopeError(
+                f"{source}: policies.{i}: rule names {other!r} and {r.name!r} name one "
+                "folder here (this system's file names ignore case), which their "
+                "close-ups' results (results/ctc/<position>~<rule>-<n>) would share: "
+                "rename one of them"
+            )
     return rules

@@ -738,16 +738,20 @@ upper case: COM and LPT take 0 and the superscripts ¹ ² ³ too, and the consol
 CONIN$ and CONOUT$ are among them (a folder so named cannot be made)."""
 
 
-_MAX_FOLDER_NAME = 255
-"""Most bytes of a folder name in UTF-8 (ext4, APFS: 255 bytes; NTFS 255 UTF-16 units,
-more for most scripts: the bytes are held to so that a run folder moves between them)."""
+_MAX_FOLDER_NAME = 255 - 6
+"""Most bytes of a position's folder name in UTF-8: a folder name's 255 (ext4, APFS: 255
+bytes; NTFS 255 UTF-16 units, more for most scripts: the bytes are held to so that a run
+folder moves between them) less the 6 the worker's staging folders add (``.<name>.live``,
+``.<name>.new``, ``.<name>.old``: `livescope.pipeline.ctc_staging`). A name of 250 bytes
+was accepted, and its CTC result never written."""
 
 
 def folder_name_problem(name: str, *, windows: bool | None = None) -> str | None:
     r"""Return why ``name`` cannot name a folder of its own (None if it can).
 
     Everywhere: empty, ``.``, ``..``, a leading ``.`` (hidden; the worker's own
-    staging folders are named so), longer than 255 bytes (UTF-8), a ``/`` (a
+    staging folders are named so), longer than 249 bytes (UTF-8: 255 less the
+    6 the worker's staging folders ``.<name>.live`` add), a ``/`` (a
     folder inside another, or outside the run) or a control character. On Windows (``windows`` None:
     where this runs) also ``<>:"\|?*``, a trailing space or dot (Windows drops
     them: two names, one folder) and device names (``CON``, ``NUL``, ``COM1``,
@@ -767,7 +771,11 @@ def folder_name_problem(name: str, *, windows: bool | None = None) -> str | None
         return f"holds escaped half characters ({shown}); write the character itself"
     if (size := len(name.encode("utf-8"))) > _MAX_FOLDER_NAME:
         # (nor does a frame's header carry it: every frame of it was refused on the bus)
-        return f"is {size} bytes long, more than a folder name may be ({_MAX_FOLDER_NAME})"
+        return (
+            f"is {size} bytes long, more than a position's folder name may be "
+            f"({_MAX_FOLDER_NAME}: the worker stages its results in folders of the name and "
+            "6 bytes more, .<name>.live)"
+        )
     bad = sorted({c for c in name if _not_in_folder_names(c, windows)})
     if bad:
         shown = ", ".join(repr(c) for c in bad)
@@ -789,17 +797,28 @@ def _not_in_folder_names(c: str, windows: bool) -> bool:
 def safe_folder_name(name: str) -> str:
     """Return ``name`` made a folder name here, as near as can be (check the result again).
 
-    Each character a folder name may not hold becomes ``_``; a leading dot and a
-    trailing space or dot go; a name still refused (a device name on Windows,
-    or nothing left) gets a trailing ``_``. Names without a problem come back
-    as they are.
+    Each character a folder name may not hold becomes ``_``; a name longer than
+    a position's folder name may be is cut to it (whole characters); a leading
+    dot and a trailing space or dot go; a name still refused (a device name on
+    Windows, or nothing left) gets a trailing ``_``. Names without a problem
+    come back as they are.
     """
     if folder_name_problem(name) is None:
         return name
     windows = sys.platform == "win32"
     new = "".join("_" if _not_in_folder_names(c, windows) else c for c in name)
-    new = new.lstrip(".").rstrip(" .")
-    return new if folder_name_problem(new) is None else new + "_"
+    new = _cut_to(new, _MAX_FOLDER_NAME).lstrip(".").rstrip(" .")
+    if folder_name_problem(new) is None:
+        return new
+    # (room for the "_": a name cut to the limit went past it, and was still refused)
+    return _cut_to(new, _MAX_FOLDER_NAME - 1) + "_"
+
+
+def _cut_to(name: str, size: int) -> str:
+    """Return ``name`` without its last characters beyond ``size`` bytes in UTF-8."""
+    while len(name.encode("utf-8", "surrogatepass")) > size:
+        name = name[:-1]
+    return name
 
 
 def folder_key(name: str) -> str:

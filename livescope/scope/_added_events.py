@@ -7,6 +7,7 @@ the decision's answer.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from typing import Any
 
@@ -57,6 +58,7 @@ def prepare_added(
     chans = profile.channels
     start = feed.now() + d.delay_s
     out: list[useq.MDAEvent] = []
+    named: set[str] = set()  # the places this decision adds (not yet the feed's)
     for i, ev in enumerate(d.events):
         if (
             ev.properties or ev.keep_shutter_open or ev.roi is not None
@@ -111,8 +113,13 @@ def prepare_added(
         elif not ev.pos_name and "p" not in index:  # (an empty name is no name)
             # a place of its own: named by it, not filed under the plan's first position
             update["pos_name"] = place_name(ev.x_pos, ev.y_pos)
-        elif ev.pos_name and (why := _place_name_problem(ev.pos_name, feed.positions)):
-            raise LivescopeError(f"{_event_label(i, ev)}: position name {ev.pos_name!r} {why}")
+        elif ev.pos_name and ev.pos_name not in named:
+            # and the places added before (the feed's `_note_place` adds to them on this
+            # thread only, once a decision's events are prepared; it has no accessor)
+            added = itertools.chain(named, feed._added_positions)  # noqa: SLF001
+            if why := _place_name_problem(ev.pos_name, feed.positions, added):
+                raise LivescopeError(f"{_event_label(i, ev)}: position name {ev.pos_name!r} {why}")
+            named.add(ev.pos_name)
         if ev.channel is None:
             raise LivescopeError(f"{_event_label(i, ev)}: no channel")
         if ev.channel.group != chans.config_group:
@@ -169,14 +176,19 @@ def prepare_added(
     return out
 
 
-def _place_name_problem(name: str, plan_positions: Iterable[str]) -> str | None:
+def _place_name_problem(
+    name: str, plan_positions: Iterable[str], added_places: Iterable[str] = ()
+) -> str | None:
     """Say why an added place may not be called ``name`` (None: it may).
 
     Its frames and the worker's results (``results/ctc/<name>``) are filed
     under it: it must name a folder of its own there, on this system. Accepted,
     "../x" put them outside the run folder, "site:1" failed the worker's store on
-    Windows (restarted on the same field until it gave up), and "a" beside the
-    plan's "A" overwrote A's masks where case is ignored (Windows, macOS).
+    Windows (restarted on the same field until it gave up), a name of 250 bytes
+    left no room for the worker's staging folders (its CTC result was never
+    written), and "a" beside the plan's "A", or "p0~Rule-0" beside a place
+    "p0~rule-0" added before, overwrote the other's masks where case is ignored
+    (Windows, macOS).
     """
     if (why := folder_name_problem(name)) is not None:
         return f"{why} (its results are kept in a folder of its name)"
@@ -185,6 +197,11 @@ def _place_name_problem(name: str, plan_positions: Iterable[str]) -> str | None:
         return (
             f"is plan position {same[0]!r}'s but for case, and one folder here (its results "
             "would overwrite that position's): name the position as the plan does, or another"
+        )
+    if same := sorted(p for p in added_places if p != name and folder_key(p) == key):
+        return (
+            f"is added place {same[0]!r}'s but for case, and one folder here (their results "
+            "would overwrite each other): name the place as it was named, or another"
         )
     return None
 

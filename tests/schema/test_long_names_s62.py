@@ -12,16 +12,17 @@ import pytest
 import useq
 
 from livescope.schema import HardwareProfile, PlanError, check_plan, load_plan
-from livescope.schema._plan import folder_name_problem
+from livescope.schema._plan import folder_name_problem, safe_folder_name
 
 
 @pytest.mark.parametrize(
     ("name", "bad"),
     [
-        pytest.param("p" * 255, False, id="255-ascii"),
-        pytest.param("p" * 256, True, id="256-ascii"),
-        pytest.param("µ" * 127, False, id="254-bytes"),
-        pytest.param("µ" * 128, True, id="256-bytes"),
+        # (255 bytes less the 6 the worker's staging folders add: .<name>.live)
+        pytest.param("p" * 249, False, id="249-ascii"),
+        pytest.param("p" * 250, True, id="250-ascii"),
+        pytest.param("µ" * 124, False, id="248-bytes"),
+        pytest.param("µ" * 125, True, id="250-bytes"),
     ],
 )
 def test_a_name_longer_than_a_folder_name_may_be_is_refused(name: str, bad: bool) -> None:
@@ -30,8 +31,18 @@ def test_a_name_longer_than_a_folder_name_may_be_is_refused(name: str, bad: bool
         assert (said is not None) == bad
         if bad:
             assert said == (
-                f"is {len(name.encode())} bytes long, more than a folder name may be (255)"
+                f"is {len(name.encode())} bytes long, more than a position's folder name may "
+                "be (249: the worker stages its results in folders of the name and 6 bytes "
+                "more, .<name>.live)"
             )
+
+
+@pytest.mark.parametrize("name", ["q" * 300, "µ" * 200, "a:" * 140, "." + "b" * 260])
+def test_a_name_made_a_folder_name_is_cut_to_the_longest_one_allowed(name: str) -> None:
+    # (a dataset's long name, made a folder of a cluster replay: it went past 255 bytes)
+    new = safe_folder_name(name)
+    assert folder_name_problem(new) is None
+    assert 240 <= len(new.encode()) <= 249
 
 
 def test_the_plan_check_refuses_a_position_of_such_a_name(sim_profile: HardwareProfile) -> None:
