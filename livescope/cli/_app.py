@@ -393,6 +393,9 @@ def _print_demo(summary: dict[str, Any], title: str = "livescope demo") -> None:
     from rich.table import Table
 
     table = Table(title=title, show_header=False)
+    table.add_column()
+    # (folded, not cut short with "…": a path, the report's above all, is what a user copies)
+    table.add_column(overflow="fold")
 
     def add_row(key: str, value: str) -> None:  # (escaped: a path may hold "[...]")
         table.add_row(key, escape(value))
@@ -402,7 +405,19 @@ def _print_demo(summary: dict[str, Any], title: str = "livescope demo") -> None:
             add_row(key, ", ".join(value) if isinstance(value, list) else str(value))
     if (truth := summary.get("truth")) is not None:  # (simulated runs only)
         add_row("ground-truth tracks", str(truth.get("tracks", 0)))
-        add_row("divisions in view", str(truth.get("divisions", 0)))
+        # (completed in view, both daughters seen: not the mitoses recall is over, which
+        # counts those begun before the run or not divided by its end too)
+        mitoses = (summary.get("evaluation") or {}).get("mitoses_observable")
+        add_row(
+            "divisions completed in view",
+            str(truth.get("divisions", 0))
+            + (
+                f" ({mitoses} mitoses seen in view at 2+ time points, incl. begun before "
+                "the run or not divided by its end)"
+                if mitoses is not None
+                else ""
+            ),
+        )
     if "frames_analysed" in summary:
         d = summary["decisions"]
         add_row("frames analysed", str(summary["frames_analysed"]))

@@ -15,12 +15,20 @@ import useq
 from pydantic import BaseModel, ValidationError
 
 from ._base import format_validation_error
+from ._profile import HardwareProfile
 
 
 def _fields(model: type[BaseModel]) -> set[str]:
     names = set(model.model_fields)
     names |= {f.alias for f in model.model_fields.values() if f.alias}
     return names
+
+
+_PROFILE_KEYS = (
+    frozenset(HardwareProfile.model_fields) - _fields(useq.MDASequence) - {"name", "description"}
+)
+"""The hardware profile's sections (``guardrails``, ``light_dose``, ``camera``, ...): in a
+plan they are no plan's keys, and the error says where they go instead."""
 
 
 def _union_members(field: str, model: type[BaseModel] = useq.MDASequence) -> list[type[BaseModel]]:
@@ -43,7 +51,10 @@ def _unknown_keys(data: dict[str, object], prefix: str = "") -> list[str]:
     useq drops a misspelt key there as silently as at the top.
     """
     problems = [
-        f"{prefix}{k}: unknown field (not part of useq.MDASequence; check its spelling)"
+        f"{prefix}{k}: set in the hardware profile, not the plan (`--profile FILE`; e.g. copy "
+        f"hardware_profiles/sim.yaml and edit its `{k}:`)"
+        if k in _PROFILE_KEYS
+        else f"{prefix}{k}: unknown field (not part of useq.MDASequence; check its spelling)"
         for k in data
         if k not in _fields(useq.MDASequence)
     ]

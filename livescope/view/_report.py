@@ -194,7 +194,8 @@ def _summary_section(page: ReportPage) -> str:
             or "—",
         ),
         (
-            "Ground truth: tracks · divisions in view",
+            # (both daughters seen: not the mitoses recall is over, see the triggers' section)
+            "Ground truth: tracks · divisions completed in view",
             f"{fmt(truth.get('tracks'))} · {fmt(truth.get('divisions'))}" if truth else "—",
         ),
     ]

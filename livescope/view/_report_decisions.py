@@ -186,8 +186,10 @@ def truth_section(page: ReportPage) -> str:
     lines = [
         f"{hits} of {len(triggers)} triggers were on a cell in mitosis "
         f"(precision {fmt(s.get('trigger_precision'))}).",
-        f"{caught} of {len(mitoses)} mitoses in view were triggered on "
-        f"(recall {fmt(s.get('trigger_recall'))}).",
+        f"{caught} of {len(mitoses)} mitoses seen in view at 2+ time points were triggered on "
+        f"(recall {fmt(s.get('trigger_recall'))}): a mitosis counts when a field showed it on "
+        "two of the plan's time points or more, also one begun before the run or not divided "
+        "by its end (the summary's ground-truth divisions completed in view count neither).",
         f"Median delay from mitosis onset to trigger: "
         f"{fmt(float(np.median(delays)) if delays else None)} s.",
     ]
