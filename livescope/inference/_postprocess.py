@@ -60,27 +60,25 @@ def normalize_percentile(
     ``eps`` and within float32's resolution at their magnitude: a float frame in
     physical units whose whole range is under ``eps`` is scaled by that range (it
     was divided by ``eps``, and its nuclei vanished). A frame wider than fp32
-    holds exactly (float64, 32/64-bit integers) has its minimum taken off in
-    float64 first: the result is the same, and a large offset (int64 counts
-    from 2**40) no longer swallows its signal in the cast.
+    holds exactly (float64, 32/64-bit integers) is scaled in float64 and then
+    cast: cast first, a large offset (int64 counts from 2**40) swallowed its
+    signal.
     """
     a = np.asarray(image)
-    if a.dtype.itemsize > 4 or (a.dtype.kind in "iu" and a.dtype.itemsize == 4):
-        # (the scaling does not depend on an offset; in float64 first, so the cast rounds
-        # the frame's own range only: ~2 ms at 1024², only for such frames)
-        x = (a - np.float64(a.min() if a.size else 0)).astype(np.float32)
-    else:
-        x = np.asarray(a, dtype=np.float32)
+    wide = a.dtype.itemsize > 4 or (a.dtype.kind in "iu" and a.dtype.itemsize == 4)
+    # (float64 for such frames only: ~2 ms more at 1024²)
+    x: NDArray[Any] = a.astype(np.float64) if wide else np.asarray(a, dtype=np.float32)
     step = max(1, int(np.sqrt(x.size / 262144)))
     sample = x[::step, ::step] if x.ndim == 2 else x
     lo, hi = np.percentile(sample, [low, high])
     if float(hi - lo) <= _flat_within(float(lo), float(hi), eps):
         lo, hi = float(x.min()), float(x.max())
     span = float(hi - lo)
-    scale = np.float32(1.0 / (span if span > _flat_within(float(lo), float(hi), eps) else eps))
-    out: NDArray[np.float32] = x - np.float32(lo)
-    out *= scale
-    return out
+    kind = x.dtype.type
+    out = x - kind(lo)
+    out *= kind(1.0 / (span if span > _flat_within(float(lo), float(hi), eps) else eps))
+    result: NDArray[np.float32] = out.astype(np.float32, copy=False)  # (float32: no copy)
+    return result
 
 
 def _flat_within(lo: float, hi: float, eps: float) -> float:
