@@ -51,8 +51,9 @@ def _unknown_keys(data: dict[str, object], prefix: str = "") -> list[str]:
     useq drops a misspelt key there as silently as at the top.
     """
     problems = [
-        f"{prefix}{k}: set in the hardware profile, not the plan (`--profile FILE`; e.g. copy "
-        f"hardware_profiles/sim.yaml and edit its `{k}:`)"
+        # (not "copy sim.yaml": a rig's copy of the simulator's profile would run simulated)
+        f"{prefix}{k}: set in the hardware profile, not the plan: edit `{k}:` in your rig's "
+        "profile, the file given as `--profile FILE` (a shipped one: copy it first)"
         if k in _PROFILE_KEYS
         else f"{prefix}{k}: unknown field (not part of useq.MDASequence; check its spelling)"
         for k in data

@@ -102,7 +102,8 @@ def test_a_profile_section_in_a_plan_names_the_hardware_profile(tmp_path: Path, 
     assert problem.startswith(f"{key}: "), problem
     assert "hardware profile" in problem, problem
     assert "--profile" in problem, problem
-    assert f"hardware_profiles/sim.yaml and edit its `{key}:`" in problem, problem
+    assert f"edit `{key}:` in your rig's profile" in problem, problem
+    assert "sim.yaml" not in problem, problem  # (a rig's copy of it would run simulated)
     assert "check its spelling" not in problem, problem
     # a misspelt plan key is still one
     plan.write_text("channels: [{config: DAPI}]\ntime_plann: {interval: 60, loops: 2}\n")
