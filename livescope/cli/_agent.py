@@ -38,7 +38,8 @@ def agent(
         Path | None,
         typer.Option(
             parser=given_path,
-            help="Run folder (new, or one without a recording). Default: runs/agent-<date>-<time>.",
+            help="Run folder (new, or one without an earlier run's recording, summary, "
+            "decisions or results). Default: runs/agent-<date>-<time>.",
         ),
     ] = None,
     bus: Annotated[
@@ -123,7 +124,7 @@ def agent(
         run_dir = out or Path("runs") / time.strftime("agent-%Y%m%d-%H%M%S")
         from livescope.record import earlier_recording
 
-        if (found := earlier_recording(run_dir)) is not None:
+        if (found := earlier_recording(run_dir) or _earlier_run(run_dir)) is not None:
             fail(f"{found} already exists; choose a new --out", as_json=json_out)
         check_output_folder(run_dir)
         check_micromanager_config(prof, backend)  # (before the run folder is made)
@@ -188,6 +189,25 @@ def agent(
 
 ATTACH_WAIT_S = 30.0
 """How long `livescope worker` waits for an agent to start in its run folder (its bus.json)."""
+
+
+def _earlier_run(run_dir: Path) -> Path | None:
+    """Return what an earlier run left in ``run_dir`` besides its recording (None: nothing).
+
+    Its summary, its decision log or its worker's results: the new run's were
+    appended to them (two runs' ids in one file). A ``results`` folder a worker
+    made as it waits for this run (no results in it yet) is not an earlier run's.
+    """
+    from livescope.pipeline import RESULTS_DIR
+    from livescope.pipeline._results import earlier_results
+
+    for name in ("summary.json", "decisions.jsonl"):
+        if (run_dir / name).exists():
+            return run_dir / name
+    results = run_dir / RESULTS_DIR
+    if (results / "worker.json").exists():
+        return results
+    return results if earlier_results(results) is not None else None
 
 
 def _check_policies(plan: Path, prof: Any) -> None:
@@ -295,6 +315,40 @@ def _wait_for_run(run: Path, timeout_s: float) -> bool:
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.05)
+
+
+def _refuse_run_without_bus(run: Path, wait_s: float) -> None:
+    """Refuse a run that is recorded but has no bus to attach to (an agent with ``--bus off``).
+
+    Waits up to ``wait_s`` (5 s at least) for its ``bus.json`` (an agent writes its frame log and
+    profile before its bus) or ``summary.json`` (the run ended). Without either,
+    nothing tells a worker when the run ends (no process to ask, no run id): one
+    that went on analysed the fields recorded by then, said it was done, and its
+    policies failed for want of the run's id.
+
+    Raises
+    ------
+    LivescopeError
+        naming the folder, saying to analyse the run after it ends.
+
+    """
+    from livescope.bus import BUS_FILE
+    from livescope.schema import LivescopeError
+
+    deadline = time.monotonic() + max(wait_s, 5.0)  # (at least: the agent is writing it)
+    while True:
+        if any((run / f).exists() for f in (BUS_FILE, "summary.json")):
+            return
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    raise LivescopeError(
+        f"{run} holds a recording but no {BUS_FILE} or summary.json: the agent runs with "
+        "--bus off (no frames to attach to), or was killed without ending its run; "
+        "analyse the run after it ends (`livescope worker RUN --analyse` once "
+        "RUN/summary.json is there; a killed run's recording with `livescope replay RUN "
+        "--out DIR`), or start the agent with a bus"
+    )
 
 
 def _say_waiting(run: Path) -> None:
@@ -432,9 +486,14 @@ def worker(
         if above is not None and not above.is_dir():
             fail(f"{run}: {above} is a file, so no agent can start a run there", as_json=json_out)
         if analyse or config is not None:
-            from livescope.pipeline import PipelineWorker, WorkerConfig
+            from livescope.bus import BUS_FILE
+            from livescope.pipeline import RESULTS_DIR, PipelineWorker, WorkerConfig
+            from livescope.pipeline._results import earlier_results
             from livescope.pipeline._worker import no_agent_error
             from livescope.schema import LivescopeError
+
+            if run.name == BUS_FILE and not run.is_dir():  # (the run's bus.json: its folder)
+                run = run.parent
 
             if policy != "every":  # (the analysis worker takes every frame of every field)
                 fail("--policy is for counting frames: the analysis worker takes every frame",
@@ -454,9 +513,17 @@ def worker(
             else:
                 _say_waiting(run)
                 # the run's plan (its policies) and profile are read when the worker is
-                # made: a worker started before its agent waits for them first
-                if not resume and not _wait_for_run(run, ATTACH_WAIT_S):
+                # made: a worker started before its agent waits for them first (a resumed
+                # one too: it ran with the shipped 'sim' profile and no policies)
+                # (one whose results hold a state to resume from had its run: it says what
+                # is wrong with that state at once, not after a wait)
+                waited_from = time.monotonic()
+                if not (resume and earlier_results(run / RESULTS_DIR)) and not _wait_for_run(
+                    run, ATTACH_WAIT_S
+                ):
                     raise no_agent_error(run, ATTACH_WAIT_S)
+                if (run / "frames.jsonl").exists():
+                    _refuse_run_without_bus(run, ATTACH_WAIT_S - (time.monotonic() - waited_from))
                 if profile is None:
                     profile = str((run.parent if run.is_file() else run) / "profile.yaml")
                     if not Path(profile).is_file():

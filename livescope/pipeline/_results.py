@@ -20,7 +20,9 @@ import io
 import json
 import logging
 import math
+import os
 import shutil
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -46,12 +48,14 @@ from ._jobs import Field
 
 __all__ = [
     "LatencyLog",
+    "ResultsLock",
     "ResultsStore",
     "apply_revisions",
     "behind_from_log",
     "camera_to_start_ms",
     "ctc_staging",
     "discard_live_masks",
+    "earlier_results",
     "is_ctc_result",
     "latency_from_log",
     "read_revisions",
@@ -64,6 +68,135 @@ logger = logging.getLogger("livescope")
 _CELLS_COLUMNS = ("position", "t", "seq", "sample_time_s", "label", "track", "parent", "y", "x",
                  "area", "intensity", "stain", "state", "p_mitosis")  # fmt: skip
 """The fixed columns of ``cells.csv``; a ``p_<class>`` column per cell-state class follows."""
+
+
+WORKER_LOCK = "worker.lock"
+"""In ``results/``: the analysis worker writing there (`ResultsLock`)."""
+
+_RESULTS_FILES = ("state.json", "policy_state.json", "cells.csv", "policy.jsonl", "latency.jsonl")
+"""What an analysis leaves in ``results/`` (`earlier_results`); but for the two states, only
+with a line (a row of cells.csv): a worker stopped before it stored a field leaves them so."""
+
+_HELD: set[Path] = set()
+"""The lock files this process holds (`ResultsLock`): one naming this process that is not
+among them is stale (a copy of a running worker's folder), as one of a process gone."""
+
+
+def earlier_results(results: Path) -> Path | None:
+    """Return a file of an earlier analysis in ``results`` (None: none, or no folder).
+
+    A new analysis does not write there: it appended to those files (two analyses'
+    cells.csv rows, firings and latencies in one table and log).
+    """
+    for name in _RESULTS_FILES:
+        path = results / name
+        try:
+            if name.endswith("state.json"):
+                path.stat()
+                return path
+            with path.open("rb") as f:
+                if name == "cells.csv":
+                    f.readline()  # (its header, written also for a table without a row)
+                if f.read(1):
+                    return path
+        except OSError:  # (none)
+            continue
+    return None
+
+
+class ResultsLock:
+    """The one analysis worker of a ``results`` folder, for as long as it runs.
+
+    The lock is a file (`WORKER_LOCK`) naming the worker's process and host,
+    made only where there is none; it is removed by `release`. One whose process
+    is gone (killed, crashed: the file outlived it) is taken over, as a restarted
+    worker does; one of another host, whose process cannot be asked about, is not.
+
+    Raises
+    ------
+    LivescopeError
+        if another worker holds the lock, naming the file and its process.
+
+    """
+
+    def __init__(self, results: Path) -> None:
+        from livescope.bus._worker import _this_host
+
+        self.path = results / WORKER_LOCK
+        self._mine = json.dumps({"pid": os.getpid(), "host": _this_host()})
+        for _ in range(5):  # (a stale lock taken over by another at the same time: again)
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                self._take_over()
+                continue
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(self._mine)
+            _HELD.add(self.path.absolute())
+            return
+        raise LivescopeError(f"cannot take {self.path}: other workers keep taking it")
+
+    def _holder(self) -> str | None:
+        """Return the lock file's text (None: gone); waits briefly for one being written."""
+        deadline = time.monotonic() + 1.0
+        while True:
+            try:
+                text = self.path.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                return None
+            except OSError:  # (Windows: being renamed or written)
+                text = ""
+            if text or time.monotonic() >= deadline:
+                return text
+            time.sleep(0.02)  # (made, not yet written: its maker writes it at once)
+
+    def _take_over(self) -> None:
+        """Remove the lock file if its worker is gone; raise if it runs (or may)."""
+        from livescope.bus._worker import _process_lives, _this_host
+
+        text = self._holder()
+        if text is None:
+            return  # (given back meanwhile: taken on the next try)
+        try:
+            holder = json.loads(text)
+            pid, host = int(holder["pid"]), str(holder["host"])
+        except (ValueError, KeyError, TypeError):
+            pid, host = -1, ""  # (its maker died before it wrote it: stale)
+        if pid == os.getpid() and host == _this_host():
+            held = self.path.absolute() in _HELD  # (another worker of this process)
+        else:
+            held = pid >= 0 and (host != _this_host() or _process_lives(pid))
+        if held:
+            where = "" if host == _this_host() else f" on {host}"
+            raise LivescopeError(
+                f"another analysis worker (process {pid}{where}) is writing to "
+                f"{self.path.parent}: its lock {self.path} is held; wait for it to end, or "
+                "analyse into another run folder (delete the lock only if no worker runs)"
+            )
+        # aside under a name of its own, so that of two workers taking it over at once only
+        # one removes it; one that took a fresh lock (not the stale one) puts it back
+        aside = self.path.with_name(f"{WORKER_LOCK}.{os.getpid()}.stale")
+        try:
+            os.replace(self.path, aside)
+        except FileNotFoundError:
+            return
+        try:
+            stale = aside.read_text(encoding="utf-8") == text
+        except OSError:
+            stale = False
+        if stale:
+            logger.warning("took over %s: its worker (process %d) is gone", self.path, pid)
+        else:
+            with contextlib.suppress(OSError):
+                os.link(aside, self.path)  # (not over one made meanwhile)
+        aside.unlink(missing_ok=True)
+
+    def release(self) -> None:
+        """Remove the lock file, if it is still this worker's."""
+        with contextlib.suppress(OSError):
+            if self.path.absolute() in _HELD and self.path.read_text("utf-8") == self._mine:
+                self.path.unlink()
+        _HELD.discard(self.path.absolute())
 
 
 class ResultsStore:

@@ -106,11 +106,13 @@ from ._observe import observe
 from ._recorded import RecordedFields
 from ._results import (
     LatencyLog,
+    ResultsLock,
     ResultsStore,
     apply_revisions,
     behind_from_log,
     ctc_staging,
     discard_live_masks,
+    earlier_results,
     is_ctc_result,
     latency_from_log,
     read_revisions,
@@ -330,6 +332,8 @@ class PipelineWorker:
         self._made = [d for d in (*reversed(self.results.parents), self.results)
                       if not d.exists()]  # fmt: skip
         self.results.mkdir(parents=True, exist_ok=True)
+        # the one worker writing there (two appended to the same files), until it ends
+        self._lock = ResultsLock(self.results)
         self.done: dict[str, int] = {}  # position -> last analysed (and stored) t
         self.decided: dict[str, int] = {}  # position -> last t whose decisions were sent
         self.counts: collections.Counter[str] = collections.Counter()
@@ -357,6 +361,12 @@ class PipelineWorker:
         self._lineage_bytes = 0
         self._lineage_saved: dict[str, TrackerSnapshot] = {}
         try:
+            if not resume and (found := earlier_results(self.results)) is not None:
+                raise LivescopeError(
+                    f"{self.results} already holds an analysis ({found.name}); a new one "
+                    "would be appended to it: resume that one (`livescope worker --resume`), "
+                    "or analyse into another run folder"
+                )
             if resume:
                 class_cols = self._restore()
             else:
@@ -372,6 +382,7 @@ class PipelineWorker:
             )  # fmt: skip
         except BaseException:
             self._stop_watch()  # (no worker: nothing to watch)
+            self._lock.release()
             raise
         self._take_restart_number()
         self.link: Any = None
@@ -1324,6 +1335,7 @@ class PipelineWorker:
             path = self.results / name
             if path.is_file() and path.stat().st_size == 0:
                 path.unlink()
+        self._lock.release()
         for folder in reversed(self._made):
             try:
                 folder.rmdir()  # only if empty: anything else there stays
@@ -1422,6 +1434,7 @@ class PipelineWorker:
             for live in live_kept:
                 discard_live_masks(live)
         write_atomic(self.results / "worker.json", json.dumps(summary, indent=1))
+        self._lock.release()
         return summary
 
 
