@@ -84,7 +84,10 @@ about each (docs/design/replay.md, section 3; tests/scope/test_pycromanager.py):
   tagged: the Python backend reads the camera's ROI as the mda backend does
   (``roi_offset_px``), the Java one takes it from Micro-Manager's ROI tags;
 * a camera that gives no image is asked again at once, for ever (its error
-  dropped): after a few failures in a row the acquisition is aborted with it;
+  dropped): each failed read waits 1 ms before it is asked again, and once its
+  reads have failed for 1 s or twice the exposure, whichever is longer, the
+  acquisition is aborted with the camera's error (an image a few ms late is
+  taken);
 * an event giving x/y on a core without an XY stage is refused (a bare
   ``Exception``, as pycromanager's other errors, which are named in a
   `LivescopeError`): a plan imaging one place there is sent without x/y;
@@ -183,8 +186,23 @@ DEFAULT_PORT = 4827
 
 _RUN_LOCK = threading.Lock()  # one pycromanager acquisition per process (engine singleton)
 
-_IMAGE_TRIES = 3
-"""getImage failures in a row after which the camera is taken for gone (the run aborted)."""
+_IMAGE_PATIENCE_S = 1.0
+"""How long getImage's failures in a row may go on before the camera is taken for gone.
+
+At least: twice the exposure where longer (`_image_patience_s`). pycromanager's
+Python backend reads the image once ``snapImage`` has returned (the exposure
+over): an image late by its read-out and transfer (ms) must be taken, one not
+there after a second is not coming; a camera that returns from ``snapImage``
+before its exposure ends gets as long again. Far below the watchdog (30 s by
+default), which would report a stall and lose the camera's error.
+"""
+
+
+def _image_patience_s(exposure_ms: float | None) -> float:
+    """Return how long (s) a camera's image may fail to come before the run is aborted."""
+    if exposure_ms is None or not math.isfinite(exposure_ms):
+        return _IMAGE_PATIENCE_S
+    return max(_IMAGE_PATIENCE_S, 2.0 * exposure_ms / 1000.0)
 
 
 # ----------------------------------------------------------------- the agent
@@ -337,6 +355,9 @@ class PycromanagerAgent(ScopeAgent):
         """Frame metadata read once each event's hardware was set (Python backend): the
         exposure the camera has (pycromanager tags the one asked for), the ROI's offset."""
         self._image_failures = 0  # getImage's failures in a row (pycromanager retries for ever)
+        self._image_failing_since: float | None = None  # (`time.monotonic` of the first)
+        self._image_exposure_ms: float | None = None  # (the exposure of the image read)
+        self._image_gave_up = False  # (the camera taken for gone: the acquisition aborted)
         self._roi_warned = False  # (Java backend: an off-centre ROI it cannot stamp, said once)
         self._first_image_wall: float | None = None
         """When the first snap ended (`time.time`): pycromanager's clock for ``min_start_time``."""
@@ -526,21 +547,33 @@ class PycromanagerAgent(ScopeAgent):
         """Keep what a core call of pycromanager's raised as the likely cause (engine thread).
 
         pycromanager 1.0.2 calls a failing ``get_tagged_image`` (the camera gave no
-        image: it dropped out) again at once, for ever (about a million times in 3 s),
-        and drops its error: after `_IMAGE_TRIES` failures in a row the acquisition is
-        aborted with the camera's error, not left to the watchdog's stall.
+        image, or not yet) again at once, for ever, and drops its error (`adapt_core`
+        pauses 1 ms after each failure): once its failures in a row have gone on for
+        `_image_patience_s` the camera is taken for gone and the acquisition aborted
+        with its error, not left to the watchdog's stall. A count of failures would
+        not do: a camera whose image is 2 ms late failed 3 times in 14 µs.
         """
         self._core_error = exc
         if name != "get_tagged_image":
             return
+        now = time.monotonic()
         self._image_failures += 1
+        if self._image_failing_since is None:
+            self._image_failing_since = now
+        failing_s = now - self._image_failing_since
+        exposure = self._image_exposure_ms
+        if exposure is None:  # (an event that gives none: the camera's own)
+            with contextlib.suppress(Exception):
+                exposure = self._image_exposure_ms = float(self.core.getExposure())
         acq = self._acq
-        if self._image_failures != _IMAGE_TRIES or acq is None:
+        if self._image_gave_up or acq is None or failing_s < _image_patience_s(exposure):
             return
+        self._image_gave_up = True
         err = LivescopeError(
             f"the camera gave no image: reading it raised {type(exc).__name__}: {exc} "
-            f"({_IMAGE_TRIES} times in a row); acquisition aborted: check the camera's "
-            "connection (cable, power) and the core log"
+            f"({self._image_failures} times in a row over {failing_s:.1f} s, exposure "
+            f"{'unknown' if exposure is None else f'{exposure:g} ms'}); acquisition "
+            "aborted: check the camera's connection (cable, power) and the core log"
         )
         err.__cause__ = exc
         logger.error("%s", err)
@@ -622,16 +655,23 @@ class PycromanagerAgent(ScopeAgent):
     ) -> tuple[float, float] | None:
         """Return a Java backend frame's `roi_offset_px`, from its tags; None: unknown.
 
-        Micro-Manager tags its images with the ROI's start and the binning; a frame
-        without them is taken as centred, and where its size is not the sensor's a
-        warning says so, once.
+        MMCoreJ tags every image it gives with the camera's ROI, ``"ROI": "x-y-w-h"``
+        (``getROI``, at the binning, tagged ``"Binning"``): AcqEngJ's snaps carry
+        only that; images of a sequence acquisition also ``ROI-X-start`` and
+        ``ROI-Y-start`` (read where ``"ROI"`` cannot be, with the frame's size). A
+        frame with neither is taken as centred, and where its size is not the
+        sensor's a warning says so, once; so is one whose ROI is off the sensor.
         """
         sensor = self.profile.camera.sensor_shape_px
         digits = re.match(r"\s*(\d+)", str(md.get("Binning", 1)))  # "2" or "2x2"
         binning = max(1, int(digits.group(1))) if digits else 1
         h, w = (int(v) for v in shape[-2:])
+        tag = re.fullmatch(r"\s*(\d+)-(\d+)-(\d+)-(\d+)\s*", str(md.get("ROI", "")))
         try:
-            x, y = int(md["ROI-X-start"]), int(md["ROI-Y-start"])
+            if tag is not None:
+                x, y, w, h = (int(v) for v in tag.groups())
+            else:
+                x, y = int(md["ROI-X-start"]), int(md["ROI-Y-start"])
         except (KeyError, TypeError, ValueError):
             if (h, w) == (sensor[0] // binning, sensor[1] // binning):
                 return (0.0, 0.0)  # (the whole sensor)
@@ -644,7 +684,17 @@ class PycromanagerAgent(ScopeAgent):
                     w, h, sensor[1], sensor[0],
                 )  # fmt: skip
             return None
-        return roi_offset_px((x, y, w, h), binning, sensor)
+        offset = roi_offset_px((x, y, w, h), binning, sensor)
+        if offset is None and not self._roi_warned:
+            self._roi_warned = True
+            logger.warning(
+                "pycromanager's frames' camera ROI (%d, %d, %d, %d) (x, y, width, height; "
+                "binning %d) does not fit the profile's %dx%d px sensor: they are taken as "
+                "centred on the stage position; set camera.sensor_shape_px to this camera's "
+                "for close-ups aimed in a ROI",
+                x, y, w, h, binning, sensor[1], sensor[0],
+            )  # fmt: skip
+        return offset
 
     def _stage_position(self, *, xy: bool = True, z: bool = True) -> dict[str, float]:
         """Return the XY stage's and focus drive's positions now (those asked for; µm)."""
@@ -673,7 +723,10 @@ class PycromanagerAgent(ScopeAgent):
         """
         t_camera = clock_ns()
         key = axes_key(pm_event.get("axes") or {})
-        self._image_failures = 0  # (its image is read next)
+        # (its image is read next)
+        self._image_failures, self._image_failing_since = 0, None
+        exposure = pm_event.get("exposure")
+        self._image_exposure_ms = None if exposure is None else float(exposure)
         with self._lock:
             self._unsnapped.pop(key, None)
             if key in self._pending:  # (not the finishing event, which has no frame)
@@ -928,10 +981,12 @@ class PycromanagerAgent(ScopeAgent):
             exc = done[0]
             if isinstance(exc, Exception) and not isinstance(exc, LivescopeError):
                 # (pycromanager raises bare Exceptions, e.g. for an event its core cannot
-                # do: named as its own, counted with the events it did not acquire)
+                # do: named as its own, counted with the events it did not acquire; first,
+                # as the cause: the feeder's next submit may have failed after it, "this
+                # acquisition is already finished", and the run said only that)
                 err = LivescopeError(f"pycromanager raised {type(exc).__name__}: {exc}")
                 err.__cause__ = exc
-                self._errors.append(err)
+                self._errors.insert(0, err)
                 return
             raise exc
 

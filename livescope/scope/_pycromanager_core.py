@@ -202,9 +202,11 @@ def adapt_core(
     engine) when a snake_case alias or ``get_tagged_image`` raises, before the
     error is raised on: pycromanager 1.0.2 puts a failed stage move, channel or
     snap only on stderr and into its core log, and raises errors that do not
-    carry it; a ``get_tagged_image`` that raises (the camera gave no image) it
-    calls again at once, for ever: ``on_error`` must end that (abort the
-    acquisition).
+    carry it; a ``get_tagged_image`` that raises (the camera gave no image, or
+    not yet) it calls again at once, for ever: ``on_error`` must end that (abort
+    the acquisition) once the camera is taken for gone, and each failed call
+    waits `IMAGE_RETRY_PAUSE_S` before it raises, so that the loop does not
+    spin (only pycromanager's engine calls it: the pause is its thread's).
 
     Not thread-safe: one adapted core at a time per process (`PycromanagerAgent`
     holds a module lock around it).
@@ -223,10 +225,8 @@ def adapt_core(
         atexit.register(_forget_cores)  # runs before mmpycorex's own atexit (LIFO)
         _ATEXIT_SET = True
     aliases = _snake_aliases(core)
-    get_tagged_image: Callable[..., Any] = types.MethodType(_get_tagged_image, core)
-    if on_error is not None:
-        # (pycromanager 1.0.2 retries a failing getImage in a busy loop, and drops its error)
-        get_tagged_image = _reporting("get_tagged_image", get_tagged_image, on_error)
+    # (pycromanager 1.0.2 retries a failing getImage in a busy loop, and drops its error)
+    get_tagged_image = _paced(types.MethodType(_get_tagged_image, core), on_error)
     extras = {
         "get_tagged_image": get_tagged_image,
         "pop_next_tagged_image": types.MethodType(_pop_next_tagged_image, core),
@@ -281,6 +281,31 @@ def _reporting(
             return method(*args, **kwargs)
         except Exception as exc:
             on_error(name, exc)
+            raise
+
+    return call
+
+
+IMAGE_RETRY_PAUSE_S = 0.001
+"""How long a failed ``get_tagged_image`` waits before it raises (pycromanager asks again then).
+
+A camera whose image is late (read out a few ms after the snap) is asked at most
+a thousand times a second, not some 300000 (a whole core's time, and its log's).
+"""
+
+
+def _paced(
+    method: Callable[..., Any], on_error: Callable[[str, BaseException], None] | None
+) -> Callable[..., Any]:
+    """Return ``get_tagged_image`` reporting what it raises, then pausing before raising it."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except Exception as exc:
+            if on_error is not None:
+                on_error("get_tagged_image", exc)  # (first: it may abort the acquisition)
+            time.sleep(IMAGE_RETRY_PAUSE_S)
             raise
 
     return call

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import useq
 from livescope.record import read_frames
 from livescope.schema import LivescopeError
 from livescope.scope import PycromanagerAgent, SimulatedMicroscope, to_pycromanager_event
+from livescope.scope._engine import roi_offset_px
 from livescope.scope._pycromanager_core import PYCROMANAGER_REQUIREMENT, require_pycromanager
 
 from .test_pycromanager import _registry_is_clean
@@ -108,9 +110,80 @@ def test_a_camera_that_drops_out_ends_the_run_with_its_error(
     assert "RuntimeError: camera not responding (USB disconnected)" in message, message
     assert "check the camera's connection" in message, message
     assert "stalled" not in message, message
-    assert calls[0] < 100, calls[0]  # (a few tries, not a busy loop)
+    # (a failed read waits 1 ms before pycromanager asks again, and the camera is given up
+    # after 1 s of failures: about 1000 tries, where the busy loop made ~300000 a second)
+    assert calls[0] < 1100, calls[0]
     assert time.perf_counter() - t0 < 20  # (ended before the watchdog)
     assert len(read_frames(run)) == 2
+    _registry_is_clean()
+
+
+def test_a_camera_whose_image_is_late_gives_every_frame(
+    scope: SimulatedMicroscope, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (an image readable a few ms after its snap: pycromanager's engine asks again at once,
+    # so "3 failures in a row" came within ~14 us and aborted a run that used to get them
+    # all; here each image is there at its 5th read, whatever the time between reads)
+    core = scope.core
+    real_snap, real_get = core.snapImage, core.getImage
+    since_snap, failed = [0], [0]
+    threads: set[str] = set()
+
+    def snap(*args: Any, **kwargs: Any) -> Any:
+        since_snap[0] = 0
+        threads.add(threading.current_thread().name)
+        return real_snap(*args, **kwargs)
+
+    def get_image(*args: Any, **kwargs: Any) -> Any:
+        since_snap[0] += 1
+        if since_snap[0] <= 4:
+            failed[0] += 1
+            threads.add(threading.current_thread().name)
+            raise RuntimeError("image not yet read out")
+        return real_get(*args, **kwargs)
+
+    monkeypatch.setattr(core, "snapImage", snap)
+    monkeypatch.setattr(core, "getImage", get_image)
+    run = tmp_path / "run"
+    summary = PycromanagerAgent(
+        core, scope.profile, _one_place(loops=4), run, sim=scope, bus="off", watchdog_s=20
+    ).run()
+    assert summary["ok"] is True, summary["error"]
+    assert len(read_frames(run)) == 4
+    assert failed[0] == 16  # (each image was late)
+    # (the failed reads, and the pause after each, are on pycromanager's engine thread,
+    # the one that snaps: never the caller's)
+    assert len(threads) == 1, threads
+    assert threading.current_thread().name not in threads, threads
+
+
+def test_the_camera_is_given_up_after_1_s_or_twice_its_exposure() -> None:
+    from livescope.scope._pycromanager import _image_patience_s
+
+    assert _image_patience_s(5.0) == 1.0
+    assert _image_patience_s(None) == 1.0  # (the camera's exposure unknown)
+    assert _image_patience_s(2000.0) == 4.0  # (a long exposure's image can come that late)
+
+
+def test_a_failed_image_read_pauses_before_pycromanager_asks_again(
+    scope: SimulatedMicroscope, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (pycromanager 1.0.2 calls a failing get_tagged_image again at once: 100% of a core)
+    from livescope.scope._pycromanager_core import adapt_core
+
+    def get_image(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("no image")
+
+    monkeypatch.setattr(scope.core, "getImage", get_image)
+    seen: list[str] = []
+    with adapt_core(scope.core, on_error=lambda name, exc: seen.append(name)) as core:
+        adapted: Any = core  # (get_tagged_image is bound on the instance)
+        t0 = time.perf_counter()
+        for _ in range(20):
+            with pytest.raises(RuntimeError, match="no image"):
+                adapted.get_tagged_image(0, "Camera", 64, 64)
+        assert time.perf_counter() - t0 >= 20 * 0.001  # (1 ms each, at least)
+    assert seen == ["get_tagged_image"] * 20
     _registry_is_clean()
 
 
@@ -206,7 +279,7 @@ def test_java_frames_take_the_roi_from_micro_managers_tags(
 ) -> None:
     # (the Java backend's core is over the bridge: the ROI comes from the frame's tags)
     agent = PycromanagerAgent(scope.core, scope.profile, _one_place(), tmp_path / "run", bus="off")
-    tags = {"ROI-X-start": 0, "ROI-Y-start": 0, "Binning": "1"}
+    tags = {"ROI-X-start": 0, "ROI-Y-start": 0, "Binning": "1"}  # (sequence-acquired images)
     assert agent._roi_from_tags(tags, (32, 32)) == (-16.0, -16.0)
     assert agent._roi_from_tags({"Binning": "2x2"}, (32, 32)) == (0.0, 0.0)  # (whole, binned)
     with caplog.at_level("WARNING", logger="livescope"):
@@ -217,3 +290,55 @@ def test_java_frames_take_the_roi_from_micro_managers_tags(
     for sink in agent.sinks:  # (never run: closed as a run refused at its start is)
         sink.close()
     agent._close()
+
+
+def _mmcorej_tags(core: Any, binning: int) -> dict[str, Any]:
+    """The tags MMCoreJ's getTaggedImage gives a snap (AcqEngJ's): TaggedImageCreator's.
+
+    ``binning`` is the camera's "Binning" property (the simulated camera's is read-only 1).
+    """
+    return {
+        "ROI": "-".join(str(v) for v in core.getROI()),  # (getROITag: "x-y-w-h")
+        "Width": core.getImageWidth(),
+        "Height": core.getImageHeight(),
+        "Binning": str(binning),
+        "Camera": core.getCameraDevice(),
+        "PixelType": "GRAY16",
+    }
+
+
+@pytest.mark.parametrize(
+    ("binning", "roi", "offset"),
+    [(1, (0, 0, 32, 32), (-16.0, -16.0)), (1, (32, 16, 32, 16), (16.0, -8.0)),
+     (2, (16, 0, 16, 16), (8.0, -8.0))],
+)  # fmt: skip
+def test_java_snaps_take_the_roi_from_mmcorejs_roi_tag(
+    scope: SimulatedMicroscope, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+    binning: int, roi: tuple[int, int, int, int], offset: tuple[float, float],
+) -> None:  # fmt: skip
+    # (AcqEngJ snaps with core.getTaggedImage: its tags carry "ROI": "x-y-w-h", never
+    # ROI-X-start, which only sequence-acquired images get: the offset was never read)
+    core = scope.core
+    core.setROI(*roi)
+    tags = _mmcorej_tags(core, binning)
+    assert "ROI-X-start" not in tags
+    agent = PycromanagerAgent(core, scope.profile, _one_place(), tmp_path / "run", bus="off")
+    try:
+        with caplog.at_level("WARNING", logger="livescope"):
+            assert agent._roi_from_tags(tags, (roi[3], roi[2])) == offset
+        assert "carry no ROI position" not in caplog.text
+        # ("ROI" first; ROI-X-start where "ROI" cannot be read)
+        both = {**tags, "ROI-X-start": 0, "ROI-Y-start": 0}
+        assert agent._roi_from_tags(both, (roi[3], roi[2])) == offset
+        assert agent._roi_from_tags({**both, "ROI": "bad"}, (32, 32)) == roi_offset_px(
+            (0, 0, 32, 32), binning, scope.profile.camera.sensor_shape_px
+        )
+        # (a ROI off the profile's sensor: another camera's, said once)
+        with caplog.at_level("WARNING", logger="livescope"):
+            assert agent._roi_from_tags({**tags, "ROI": "64-0-32-32"}, (32, 32)) is None
+            assert agent._roi_from_tags({**tags, "ROI": "64-0-32-32"}, (32, 32)) is None
+        assert caplog.text.count("does not fit the profile's 64x64 px sensor") == 1, caplog.text
+    finally:
+        for sink in agent.sinks:  # (never run: closed as a run refused at its start is)
+            sink.close()
+        agent._close()
