@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
 import typer
 from rich.markup import escape
@@ -19,40 +19,87 @@ plan_app = typer.Typer(
 )
 
 
-def _planes(events: Iterable[useq.MDAEvent]) -> dict[str, list[int]]:
-    """Return each channel's planes per field (position, time point), each count found.
+class _Taken(NamedTuple):
+    """Where a plan takes one channel (`_planes`)."""
+
+    planes: list[int]
+    """Its planes per field (position, time point), each count found."""
+    time_points: list[int]
+    """The time points (``t``) it is taken at."""
+    positions: list[str]
+    """The positions it is taken at (`position_name`: a grid's tiles apart)."""
+
+
+def _planes(events: Iterable[useq.MDAEvent]) -> dict[str, _Taken]:
+    """Return each channel's planes per field (position, time point), and where it is taken.
 
     The frames are positions × time points × planes of each channel: a z-stack's
     channels have its planes, one with ``do_stack: false`` one plane, and a position
-    with a sequence of its own may have another z plan (then a channel has two counts).
+    with a sequence of its own may have another z plan (then a channel has two counts),
+    or channels of its own (then a channel is taken at some positions only); a channel
+    with ``acquire_every`` is taken at every n-th time point only.
     """
     import useq
 
+    from livescope.schema import position_name
+
     fields: dict[tuple[Any, ...], int] = {}
+    where: dict[str, tuple[set[int], dict[str, None]]] = {}
     for e in events:
         if isinstance(e.action, useq.AcquireImage) and e.channel is not None:
-            where = tuple(sorted((k, v) for k, v in e.index.items() if k not in ("c", "z")))
-            key = (e.channel.config, *where)
+            at = tuple(sorted((k, v) for k, v in e.index.items() if k not in ("c", "z")))
+            key = (e.channel.config, *at)
             fields[key] = fields.get(key, 0) + 1
+            ts, positions = where.setdefault(e.channel.config, (set(), {}))
+            ts.add(int(e.index.get("t", 0)))
+            positions[position_name(e)] = None  # (in the plan's order)
     counts: dict[str, set[int]] = {}
     for (channel, *_), n in fields.items():
         counts.setdefault(channel, set()).add(n)
-    return {c: sorted(n) for c, n in counts.items()}
+    return {c: _Taken(sorted(n), sorted(where[c][0]), list(where[c][1])) for c, n in counts.items()}
 
 
-def _channels(names: list[str], planes: dict[str, list[int]]) -> str:
-    """Say the channels, with their planes where a channel has a z-stack."""
-    if all(planes.get(c, [1]) == [1] for c in names):
-        return ", ".join(names)
+def _ordinal(n: int) -> str:
+    """Say ``n`` as an ordinal (2nd, 3rd, 11th)."""
+    suffix = "th" if n % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def _channels(names: list[str], planes: dict[str, _Taken]) -> str:
+    """Say the channels, with their planes where a channel has a z-stack.
+
+    A channel taken at fewer time points or positions than the plan's says so (every
+    n-th time point, the positions it is taken at), so that the factors said multiply
+    to the frames.
+    """
+    taken = [planes[c] for c in names if c in planes]
+    all_t = sorted({t for x in taken for t in x.time_points})
+    all_p = list(dict.fromkeys(p for x in taken for p in x.positions))
+    stacks = any(x.planes != [1] for x in taken)
     said = []
     for c in names:
-        n = planes.get(c, [1])
-        count = " or ".join(map(str, n))
-        said.append(f"{c} ({count} plane{'' if n == [1] else 's'})")
+        notes = []
+        x = planes.get(c)
+        n = x.planes if x is not None else [1]
+        if stacks:
+            notes.append(f"{' or '.join(map(str, n))} plane{'' if n == [1] else 's'}")
+        if x is not None and x.time_points != all_t:
+            every = x.time_points[1] - x.time_points[0] if len(x.time_points) > 1 else 0
+            # (useq's acquire_every: the time points t with t % n == 0)
+            if every > 1 and x.time_points == [t for t in all_t if t % every == 0]:
+                notes.append(f"every {_ordinal(every)} time point")
+            else:
+                notes.append(f"{len(x.time_points)} of {len(all_t)} time points")
+        if x is not None and len(x.positions) < len(all_p):
+            if len(x.positions) <= 3:
+                notes.append(f"positions {', '.join(x.positions)} only")
+            else:
+                notes.append(f"{len(x.positions)} of {len(all_p)} positions")
+        said.append(f"{c} ({'; '.join(notes)})" if notes else c)
     return ", ".join(said)
 
 
-def _check_one(path: Path, prof: Any) -> tuple[dict[str, Any], dict[str, list[int]]]:
+def _check_one(path: Path, prof: Any) -> tuple[dict[str, Any], dict[str, _Taken]]:
     """Check one plan file against ``prof``: its problems, else what it asks of the rig.
 
     Beside it, for people, each channel's planes per field (`_planes`: what makes
@@ -84,7 +131,7 @@ def _check_one(path: Path, prof: Any) -> tuple[dict[str, Any], dict[str, list[in
     return {"file": str(path), "valid": True, **figures}, _planes(events)
 
 
-def _say(r: dict[str, Any], profile: str, planes: dict[str, list[int]]) -> None:
+def _say(r: dict[str, Any], profile: str, planes: dict[str, _Taken]) -> None:
     """Print one plan's result for people (stderr); ``planes``: `_planes`."""
     name = escape(r["file"])
     if not r["valid"]:

@@ -92,10 +92,14 @@ def evaluate_triggers(
     close-up was sent, refused or taken. Beside them the acquisition's:
     ``trigger_recall_imaged``, the share of the observable mitoses whose first
     right trigger got a close-up taken (its own decision's, or the one a shared
-    firing's reason names, with a frame in ``frames.jsonl``), and
-    ``mitosis_to_closeup_s``, the median from onset to that close-up's first
-    frame. Then the ground truth's folder and the per-trigger and per-mitosis
-    lists (a mitosis with every field that saw it).
+    firing's reason names, with a frame in ``frames.jsonl``) whose first frame
+    came during the mitosis (while a trigger on its cells would be right: the
+    mother between onset and division, a daughter in anaphase), and
+    ``mitosis_to_closeup_s``, the median from onset to those close-ups' first
+    frames. A close-up begun later images cells back in interphase: counted
+    apart (``closeups_after_mitosis``; ``closeup_after_mitosis`` per mitosis).
+    Then the ground truth's folder and the per-trigger and per-mitosis lists (a
+    mitosis with every field that saw it).
 
     Raises
     ------
@@ -126,6 +130,14 @@ def evaluate_triggers(
         if parent is not None and r["birth_s"] <= when < r["birth_s"] + anaphase_s:
             return int(parent["cell_id"])
         return None
+
+    daughters: dict[int, list[int]] = {}
+    for cid, r in lineage.items():
+        daughters.setdefault(int(r["parent_id"]), []).append(cid)
+
+    def during(mother: int, when: float) -> bool:
+        """Whether a cell of ``mother``'s mitosis was in it at ``when`` (as `mitosis_of`)."""
+        return any(mitosis_of(c, when) == mother for c in (mother, *daughters.get(mother, ())))
 
     times: dict[tuple[str, int], float] = {}
     closeup_at: dict[str, float] = {}  # a decision's first frame (sample time, s)
@@ -213,7 +225,10 @@ def evaluate_triggers(
         onset = lineage[mother].get("mitosis_onset_s")
         hit = first.get(mother)
         delay = closeup_delay = None
-        imaged = hit is not None and hit["closeup_s"] is not None
+        taken = hit is not None and hit["closeup_s"] is not None
+        # imaged: its close-up began while the cell was still in mitosis (the window in which
+        # its trigger would be right); one begun later imaged interphase cells
+        imaged = hit is not None and taken and during(mother, float(hit["closeup_s"]))
         if hit is not None and onset is not None:
             delay = round(hit["sample_time_s"] - float(onset), 1)
             delays.append(delay)
@@ -226,6 +241,7 @@ def evaluate_triggers(
         mitoses.append({"position": hit["position"] if hit is not None else fields[0],
                         "positions": fields, "cell_id": mother, "onset_s": onset,
                         "triggered": hit is not None, "delay_s": delay, "imaged": imaged,
+                        "closeup_after_mitosis": taken and not imaged,
                         "closeup_delay_s": closeup_delay})  # fmt: skip
     n_ok = sum(tr["ok"] for tr in triggers)
     hits = sum(m["triggered"] for m in mitoses)
@@ -241,8 +257,9 @@ def evaluate_triggers(
         "recall": round(hits / len(mitoses), 4) if scored else None,
         "note": "the plan has no mitosis rule" if no_rule else None,  # (why: not scored)
         "mitosis_to_trigger_s": _median(delays),
-        # the acquisition's: the mitoses whose first right trigger got a close-up taken, and
-        # from onset to its first frame (the figures above are the detector's, sent or not)
+        # the acquisition's: the mitoses whose first right trigger got a close-up taken while
+        # they lasted, and from onset to its first frame (the figures above are the
+        # detector's, sent or not)
         "trigger_recall_imaged": round(n_imaged / len(mitoses), 4) if scored else None,
         "mitosis_to_closeup_s": _median(closeup_delays),
         "triggers_fired": len(triggers),
@@ -252,6 +269,7 @@ def evaluate_triggers(
         "mitoses_observable": len(mitoses),
         "mitoses_triggered": hits,
         "mitoses_imaged": n_imaged,
+        "closeups_after_mitosis": sum(m["closeup_after_mitosis"] for m in mitoses),
         "mitoses_triggered_outside_observable": len(first) - len(counted),
         "ground_truth": str(truth.resolve()),
         "triggers": triggers,
