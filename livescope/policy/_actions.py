@@ -64,6 +64,14 @@ class Acquire:
             raise ValueError("acquire.channels must name at least one channel")
         if not all(isinstance(c, str) and c for c in self.channels):
             raise ValueError(f"acquire.channels must be channel names, got {list(self.channels)}")
+        if twice := sorted({c for c in self.channels if self.channels.count(c) > 1}):
+            # (its second frame has the first's place in the plan: the agent refused every
+            # firing, each still counted as fired)
+            raise ValueError(
+                f"acquire.channels lists {', '.join(map(repr, twice))} more than once "
+                f"({list(self.channels)}): a channel is imaged once a plane and time point; "
+                "name each once"
+            )
         _check_numbers("acquire", {"loops": self.loops, "interval_s": self.interval_s,
                                    "z_planes": self.z_planes, "z_step_um": self.z_step_um,
                                    "delay_s": self.delay_s})  # fmt: skip

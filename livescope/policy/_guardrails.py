@@ -110,6 +110,18 @@ a worker keeps waiting for an answer; an older refusal gives nothing back, and l
 moved position where it is)."""
 
 
+def _past(total: float, limit: float) -> str:
+    """Return seconds ``total``, over ``limit``, with the digits that show it is over.
+
+    Two decimals, or more where two round it to the limit or below: "would get
+    1.00 s; ... = 1 s" read as within it (1 s booked, 1 ms more asked for).
+    """
+    for digits in range(2, 10):
+        if not float(text := f"{total:.{digits}f}") <= limit:  # (NaN: "nan")
+            return text
+    return f"{total!r}"
+
+
 def _accumulate(books: _PerChannel, chs: Mapping[str, float], sign: float = 1.0) -> bool:
     """Add ``sign`` times ``chs`` into ``books`` (per channel); return whether all is ~0."""
     for ch, s in chs.items():
@@ -544,8 +556,8 @@ class Guardrails:
                 if not (total := booked.get(key, 0.0) + s) <= limit + 1e-9:  # (NaN too)
                     where = key if key.startswith("area(") else what + key  # (a stage area)
                     return (
-                        f"light dose: {doing}{where} would get {total:.2f} s of fluorescence; "
-                        f"light_dose.{field} = {limit:g} s"
+                        f"light dose: {doing}{where} would get {_past(total, limit)} s of "
+                        f"fluorescence; light_dose.{field} = {limit:g} s"
                     )
         return None
 

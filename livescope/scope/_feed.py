@@ -19,7 +19,7 @@ import useq
 
 from livescope.schema import LivescopeError, PlanPositions, parent_position
 
-from ._engine import LivescopeEngine, sample_time_s
+from ._engine import SAMPLE_TIME_KEY, LivescopeEngine, sample_time_s
 from ._fanout import position_name
 from ._feed_index import PlannedKeys, QueueEntry, heap_remove, next_plan_due
 
@@ -404,7 +404,9 @@ class EventFeed:
         within the lead (not yet late) goes after a plan event due before it
         that is not late either: the lead may be long (a pycromanager feeder's,
         or seconds of plan time on an accelerated clock), and the time point,
-        on time, would start late.
+        on time, would start late. One time point (events due at once) of each
+        decision is taken at a time: where it is late, the decision's later ones
+        move later by as much (`_keep_spacing`).
         """
         if not self._added_due_now():
             return []
@@ -412,6 +414,8 @@ class EventFeed:
         due_by = now + self.lead_s * self._scale  # (`_due_by`, at the same moment)
         plan_next: float | None = None  # when the next plan event is due (looked up once)
         due: set[int] = set()
+        first: dict[str, float] = {}  # a decision -> when its time point taken now was due
+        later: list[tuple[float, int]] = []  # a decision's later time points, due too
         while index and index[0][0] <= due_by:
             if index[0][1] in self._queued_added and index[0][0] > now:
                 if plan_next is None:
@@ -419,9 +423,16 @@ class EventFeed:
                 # (a plan event already late waits: see above; at the same time, it goes first)
                 if now < plan_next <= index[0][0]:
                     break
-            order = heapq.heappop(index)[1]
+            at, order = heapq.heappop(index)
             if order in self._queued_added:
-                due.add(order)
+                # one time point (its events due at once) of a decision at a time: the
+                # rest are re-timed from when it is taken (`_keep_spacing`)
+                if first.setdefault(self._queued_added[order][2].metadata["added_by"], at) == at:
+                    due.add(order)
+                else:
+                    later.append((at, order))
+        for held in later:
+            heapq.heappush(index, held)
         if not due:  # (all wait for a plan event due first)
             return []
         # (due, order): never the events; each taken out of the heap where it is, the plan's
@@ -430,7 +441,39 @@ class EventFeed:
         for entry in taken:
             heap_remove(self._heap, entry)
         self._unqueued(taken)
+        self._keep_spacing({d: now - at for d, at in first.items() if now > at})
         return taken
+
+    def _keep_spacing(self, late: dict[str, float]) -> None:
+        """Move the queued events of decisions whose time point is taken late (lock held).
+
+        ``late``: a decision id -> how many seconds late. Its later time points
+        were timed when the decision was applied; one taken late (it waited for
+        a time point in progress, or the plan is behind) would leave them
+        overdue, all taken at once: a close-up time-lapse's frames came back to
+        back, not ``interval_s`` apart. They move later by as much, so they stay
+        as far apart as asked from when it began (the plan's own time points do
+        not move: `change_interval` re-times those). Each is given its new time
+        (and sample time) and queued anew.
+        """
+        if not late:
+            return
+        moving = [e for e in self._queued_added.values() if e[2].metadata["added_by"] in late]
+        if not moving:
+            return
+        if len(moving) <= 16:  # (a few: each taken out where it is, not the queue re-sorted)
+            for entry in moving:
+                heap_remove(self._heap, entry)
+        else:
+            gone = {order for _, order, _ in moving}
+            self._heap = [h for h in self._heap if h[1] not in gone]
+            heapq.heapify(self._heap)
+        self._unqueued(moving)
+        for due, _, ev in sorted(moving, key=lambda e: e[:2]):
+            when = due + late[ev.metadata["added_by"]]
+            meta = {**ev.metadata, SAMPLE_TIME_KEY: when}
+            ev = ev.model_copy(update={"min_start_time": when, "metadata": meta})
+            self._requeue((when, next(self._order), ev))
 
     def _added_due_now(self) -> bool:
         """Whether an event a decision added is due (lock held; never on a replay's clock)."""
