@@ -124,6 +124,9 @@ from ._supervisor import WORKER_RESTART_ENV
 
 __all__ = ["PipelineWorker"]
 
+SPAN_HORIZON_NS = 60_000_000_000
+"""How long before a field's frames the engines' spans are kept, ns (`_busy_since`)."""
+
 logger = logging.getLogger("livescope")
 
 HANDOFF_WAIT_S = 0.002
@@ -342,7 +345,9 @@ class PipelineWorker:
         """Held to count ``frames_already_analysed``: the only count two threads (the
         field-assembling and the main one) add to."""
         self.run_id = ""
-        self._engine_spans: collections.deque[tuple[int, int]] = collections.deque(maxlen=32)
+        self._engine_spans: collections.deque[tuple[int, int]] = collections.deque()
+        """When the engines ran on each field (begin, end; ns), back to `SPAN_HORIZON_NS`
+        before the newest field's frames (`_busy_since`)."""
         self.recorded = RecordedFields(
             self.run_dir, self.expected, self.default_expected, analyse_added=cfg.analyse_added
         )
@@ -685,6 +690,22 @@ class PipelineWorker:
                            "itself", WORKER_RESTART_ENV, given)  # fmt: skip
             return
         self.counts["restarts"] = number
+
+    def _busy_since(self, since: int, until: int) -> int:
+        """Return how long the engines ran on earlier fields between ``since`` and ``until`` (ns).
+
+        Every span back to ``since`` counts: with the last 32 alone, a field queued
+        behind more than 32 (a worker ~40 s behind in a 150-time-point demo) had
+        the rest of its wait taken for pipeline overhead (seconds of it). Spans
+        ended `SPAN_HORIZON_NS` before ``since`` are dropped: fields come in the
+        order their frames were taken, give or take that.
+        """
+        spans = self._engine_spans
+        busy = overlap_ns(spans, since, until)
+        horizon = since - SPAN_HORIZON_NS
+        while spans and spans[0][1] < horizon:
+            spans.popleft()
+        return busy
 
     # ------------------------------------------------------------ hung policies
 
@@ -1039,7 +1060,7 @@ class PipelineWorker:
         # (t_camera_ns is the agent's clock: used only where it can be this host's one)
         live_cam = fld.live and 0 < t_cam <= fld.t_received_ns
         since = t_cam if live_cam else fld.t_received_ns
-        busy = overlap_ns(self._engine_spans, since, t_start)
+        busy = self._busy_since(since, t_start)
         if live_cam:
             self.behind.note(fld.position, fld.t, (t_start - t_cam) / 1e9)
         t_a0 = clock_ns()
