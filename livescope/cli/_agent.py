@@ -213,9 +213,14 @@ def _earlier_run(run_dir: Path) -> Path | None:
 def _check_policies(plan: Path, prof: Any) -> None:
     """Refuse a plan whose policies the rig's guardrails or channels refuse (exit 2)."""
     from livescope.policy import rules_for_profile
-    from livescope.schema import plan_sections
+    from livescope.schema import load_plan, plan_events, plan_sections, position_name
 
-    rules_for_profile(plan_sections(plan).get("policies"), prof, source=str(plan))
+    rules_for_profile(
+        plan_sections(plan).get("policies"),
+        prof,
+        source=str(plan),
+        positions=map(position_name, plan_events(load_plan(plan))),
+    )
 
 
 ENGINE_TASKS = {"seg": ("segmentation", "nuclei-unet"),

@@ -276,8 +276,9 @@ def _acquire_and_report(
     """Acquire (with the supervised worker when ``analysis``), then write the report."""
     if analysis:  # a bad rule is reported now, not by a worker that cannot start
         from livescope.policy import rules_for_profile
+        from livescope.schema import plan_events, position_name
 
-        rules_for_profile(policies, prof)
+        rules_for_profile(policies, prof, positions=map(position_name, plan_events(sequence)))
     from livescope.scope import interrupted_summary, run_simulated
 
     with progress_bar("acquiring", json_out=json_out) as (bar, task):

@@ -114,6 +114,7 @@ def _check_one(path: Path, prof: Any) -> tuple[dict[str, Any], dict[str, _Taken]
         plan_events,
         plan_figures,
         plan_sections,
+        position_name,
     )
 
     try:
@@ -123,7 +124,12 @@ def _check_one(path: Path, prof: Any) -> tuple[dict[str, Any], dict[str, _Taken]
     except ConfigError as exc:
         return {"file": str(path), "valid": False, "problems": exc.problems}, {}
     try:  # (its rules, as a run checks them before anything moves)
-        rules_for_profile(plan_sections(path).get("policies"), prof, source=str(path))
+        rules_for_profile(
+            plan_sections(path).get("policies"),
+            prof,
+            source=str(path),
+            positions=map(position_name, events),
+        )
     except LivescopeError as exc:
         problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
         return {"file": str(path), "valid": False, "problems": problems}, {}

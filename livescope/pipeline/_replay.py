@@ -48,6 +48,7 @@ from livescope.schema import (
     check_plan,
     load_plan,
     load_profile,
+    plan_events,
     plan_sections,
     read_jsonl,
     write_atomic,
@@ -57,6 +58,7 @@ from livescope.scope import (
     check_gate_timeout,
     check_speed,
     map_channels,
+    position_name,
     replay_sequence,
     run_replay_scope,
 )
@@ -290,7 +292,12 @@ def run_replay(
                 plan_sections(recorded_plan).get("policies"), renamed, ds.warnings
             )
         # bad rules are reported now, not by a worker that cannot start
-        rules_for_profile(policies, prof, source=str(plan or recorded_plan))
+        rules_for_profile(
+            policies,
+            prof,
+            source=str(plan or recorded_plan),
+            positions=map(position_name, plan_events(sequence)),
+        )
         # and a plan the profile cannot run, before anything is written in `out` (the agent
         # refused it once the plan and profile were there: a rerun found `out` not empty)
         check_plan(sequence, prof, source, light_budget=False, autofocus_device=True, recorded=True)

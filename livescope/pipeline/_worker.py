@@ -95,7 +95,7 @@ from livescope.schema import (
     replace_path,
     write_atomic,
 )
-from livescope.scope import frames_in_plan
+from livescope.scope import frames_in_plan, position_name
 from livescope.tracking import OnlineTracker, TrackerSnapshot
 
 from ._analyzer import FrameAnalyzer, FrameResult
@@ -288,7 +288,9 @@ class PipelineWorker:
         if plan_path.is_file():
             # (the plan the agent ran, checked there: one a recording replays included)
             self.sequence = load_plan(plan_path, recorded=True)
-            rules = load_policies(plan_path, self.profile)
+            rules = load_policies(
+                plan_path, self.profile, positions=map(position_name, plan_events(self.sequence))
+            )
         self.kinds = {c.name: c.kind for c in self.profile.channels.presets}
         self._no_pixel_size_said = False
         # which fluorescence channel is segmented: one whose target is nuclei first, then

@@ -23,6 +23,7 @@ from livescope.schema import (
     Move,
     StopPosition,
     StopRun,
+    folder_name_problem,
     plan_sections,
 )
 
@@ -57,8 +58,12 @@ class Verdict:
     sub-sequence images its cell (should the agent refuse that one, this goes too)."""
 
 
-def load_policies(path: str | Path, profile: HardwareProfile) -> list[Policy]:
+def load_policies(
+    path: str | Path, profile: HardwareProfile, *, positions: Iterable[str] = ()
+) -> list[Policy]:
     """Rules declared under ``policies:`` in a plan file (none: empty list).
+
+    ``positions``: the plan's, for `rules_for_profile`.
 
     Raises
     ------
@@ -66,11 +71,17 @@ def load_policies(path: str | Path, profile: HardwareProfile) -> list[Policy]:
         naming the rule and what is wrong with it.
 
     """
-    return rules_for_profile(plan_sections(path).get("policies"), profile, source=str(path))
+    return rules_for_profile(
+        plan_sections(path).get("policies"), profile, source=str(path), positions=positions
+    )
 
 
 def rules_for_profile(
-    spec: object, profile: HardwareProfile, *, source: str = "plan"
+    spec: object,
+    profile: HardwareProfile,
+    *,
+    source: str = "plan",
+    positions: Iterable[str] = (),
 ) -> list[Policy]:
     """`rules_from_spec` checked against a rig: its channels and the guardrails' limits.
 
@@ -79,7 +90,9 @@ def rules_for_profile(
     budget per frame, a close-up of more frames than the run may add or more
     fluorescence than a position's (or a channel's) whole budget, time points
     or a changed interval closer than ``guardrails.min_interval_s``) is refused
-    now, before anything moves.
+    now, before anything moves. So is an ``acquire`` rule whose close-ups at one
+    of ``positions`` (the plan's, as the run names them: `position_name`) could
+    not be named: ``<position>~<rule>-<n>`` is held to a folder name's limits.
 
     Raises
     ------
@@ -93,9 +106,22 @@ def rules_for_profile(
         source=source,
         channels=[c.name for c in profile.channels.presets],
     )
+    names = list(dict.fromkeys(positions))
     for i, rule in enumerate(rules):
         if isinstance(rule, Rule) and (problem := _never_passes(rule, profile)):
             raise LivescopeError(f"{source}: policies.{i} ({rule.name}): {problem}")
+        if isinstance(rule, Rule) and rule.acquire is not None:
+            # its close-ups are named <position>~<rule>-<n>, held to a folder name's limits
+            # when the run adds them: a position too long for them gets none (9999: room for
+            # a run's close-ups, counted per rule)
+            for pos in names:
+                if (why := folder_name_problem(f"{pos}~{rule.name}-9999")) is not None:
+                    raise LivescopeError(
+                        f"{source}: policies.{i} ({rule.name}): its close-ups at position "
+                        f"{pos!r} would be named {pos}~{rule.name}-<n>, which (<n> up to 9999) "
+                        f"{why}: they would be refused during the run; shorten the position's "
+                        "name or the rule's"
+                    )
     return rules
 
 

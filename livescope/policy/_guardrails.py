@@ -83,6 +83,7 @@ from livescope.schema import (
     StopPosition,
     StopRun,
     parent_position,
+    past_limit,
     plan_events,
     planned_light_s,
 )
@@ -108,18 +109,6 @@ _UNDO_KEPT = 4096
 """Decisions whose bookings are kept, to be given back as booked if refused (as many as
 a worker keeps waiting for an answer; an older refusal gives nothing back, and leaves a
 moved position where it is)."""
-
-
-def _past(total: float, limit: float) -> str:
-    """Return seconds ``total``, over ``limit``, with the digits that show it is over.
-
-    Two decimals, or more where two round it to the limit or below: "would get
-    1.00 s; ... = 1 s" read as within it (1 s booked, 1 ms more asked for).
-    """
-    for digits in range(2, 10):
-        if not float(text := f"{total:.{digits}f}") <= limit:  # (NaN: "nan")
-            return text
-    return f"{total!r}"
 
 
 def _accumulate(books: _PerChannel, chs: Mapping[str, float], sign: float = 1.0) -> bool:
@@ -556,7 +545,7 @@ class Guardrails:
                 if not (total := booked.get(key, 0.0) + s) <= limit + 1e-9:  # (NaN too)
                     where = key if key.startswith("area(") else what + key  # (a stage area)
                     return (
-                        f"light dose: {doing}{where} would get {_past(total, limit)} s of "
+                        f"light dose: {doing}{where} would get {past_limit(total, limit)} s of "
                         f"fluorescence; light_dose.{field} = {limit:g} s"
                     )
         return None

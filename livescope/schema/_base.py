@@ -28,6 +28,7 @@ __all__ = [
     "install_command",
     "json_object",
     "json_safe",
+    "past_limit",
     "pip_install_command",
     "read_jsonl",
     "read_yaml",
@@ -72,6 +73,18 @@ def install_command(extra: str) -> str:
     # (the extra quoted: zsh takes "[...]" for a pattern)
     target = f"-e {quote(f'{checkout}[{extra}]')}" if checkout else quote(f"livescope[{extra}]")
     return f"{_this_pip()} install {target}"
+
+
+def past_limit(value: float, limit: float, decimals: int = 2) -> str:
+    """Return ``value``, over ``limit``, with the decimals that show it is over.
+
+    ``decimals``, or more where fewer round it to the limit or below: "would get
+    1.00 s; ... = 1 s" read as within it (1 s booked, 1 ms more asked for).
+    """
+    for digits in range(decimals, 10):
+        if not float(text := f"{value:.{digits}f}") <= limit:  # (NaN: "nan")
+            return text
+    return f"{value!r}"
 
 
 def pip_install_command(requirement: str) -> str:

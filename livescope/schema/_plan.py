@@ -17,7 +17,7 @@ from typing import Any
 import useq
 from pydantic import ValidationError
 
-from ._base import format_validation_error, read_yaml, top_level_problem
+from ._base import format_validation_error, past_limit, read_yaml, top_level_problem
 from ._decision import parent_position
 from ._errors import PlanError
 from ._plan_keys import _dropped_keys, _numeric_channels, _unknown_keys
@@ -843,17 +843,20 @@ def _dose_problems(light: dict[tuple[str, str], float], profile: HardwareProfile
     fix = (
         "(shorter exposures, fluorescence at fewer time points, or a larger budget in the profile)"
     )
+    # (one decimal, or more where one puts it at the limit: 1.04 s said "1.0 s" for 1 s)
+    most = budget.max_fluorescence_s_per_position
     out = [
-        f"light dose: position {key} gets {s:.1f} s of fluorescence from the plan alone; "
-        f"light_dose.max_fluorescence_s_per_position = {budget.max_fluorescence_s_per_position:g}"
+        f"light dose: position {key} gets {past_limit(s, most, 1)} s of fluorescence from the "
+        f"plan alone; light_dose.max_fluorescence_s_per_position = {most:g}"
         f" s {fix}"
         for key, s in dose.items()
         if s > budget.max_fluorescence_s_per_position + 1e-9
     ]
     if (limit := budget.max_fluorescence_s_per_channel) is not None:
         out += [
-            f"light dose: position {key}, channel {ch} gets {s:.1f} s of fluorescence from the "
-            f"plan alone; light_dose.max_fluorescence_s_per_channel = {limit:g} s {fix}"
+            f"light dose: position {key}, channel {ch} gets {past_limit(s, limit, 1)} s of "
+            "fluorescence from the plan alone; light_dose.max_fluorescence_s_per_channel = "
+            f"{limit:g} s {fix}"
             for (key, ch), s in light.items()
             if s > limit + 1e-9
         ]

@@ -196,10 +196,17 @@ def truth_section(page: ReportPage) -> str:
     if "trigger_recall_imaged" in ev:  # (a run scored before the acquisition's figures: none)
         # the detector's figures above count a trigger never sent, or refused; the
         # acquisition's, what its close-ups caught
+        # (a close-up counts only if its first frame came during the mitosis: one begun
+        # later imaged cells back in interphase, counted apart)
         imaged = sum(bool(m.get("imaged")) for m in mitoses)
+        late = ev.get("closeups_after_mitosis")
+        if isinstance(late, bool) or not isinstance(late, int):  # (none: its mitoses say it)
+            late = sum(bool(m.get("closeup_after_mitosis")) for m in mitoses)
+        after = f"; {late} more got one only after the mitosis" if late > 0 else ""
         lines += [
-            f"{imaged} of {len(mitoses)} mitoses in view got a close-up from their first "
-            f"right trigger (recall imaged {fmt(ev.get('trigger_recall_imaged'))}).",
+            f"{imaged} of {len(mitoses)} mitoses in view got a close-up during the mitosis "
+            f"from their first right trigger{after} (recall imaged "
+            f"{fmt(ev.get('trigger_recall_imaged'))}).",
             f"Median delay from mitosis onset to the close-up's first frame: "
             f"{fmt(ev.get('mitosis_to_closeup_s'))} s.",
         ]
