@@ -168,6 +168,7 @@ class FrameSubscriber:
         self.counts = collections.Counter[str]()
         self._last_seq: int | None = None
         self._last_run: str | None = None  # (the run of the last frame: its own sequence)
+        self._first_seq: int | None = None  # (the first frame of that run whose header came)
         self.max_depth = 0
         self._lat: dict[str, collections.deque[int]] = {
             k: collections.deque(maxlen=_LATENCY_SAMPLES)
@@ -336,9 +337,15 @@ class FrameSubscriber:
         self._hello(ctx)
 
     def _note_seq(self, run_id: str, seq: int) -> None:
-        """Count the gap before frame ``seq`` of ``run_id`` (taken in or refused: not a drop)."""
+        """Count the gap before frame ``seq`` of ``run_id`` (taken in or refused: not a drop).
+
+        Before the first frame of a run whose header came, the frames the agent numbered
+        from 0 never came either: counted apart (``missed_at_start``), as published
+        before this subscriber attached (or while it did), not as drops.
+        """
         if run_id != self._last_run:  # (another run's numbers: no gap to count)
-            self._last_run, self._last_seq = run_id, None
+            self._last_run, self._last_seq, self._first_seq = run_id, None, seq
+            self.counts["missed_at_start"] += max(seq, 0)
         if self._last_seq is not None and seq > self._last_seq + 1:
             self.counts["dropped_upstream"] += seq - self._last_seq - 1
         self._last_seq = seq if self._last_seq is None else max(seq, self._last_seq)
@@ -487,7 +494,15 @@ class FrameSubscriber:
             return len(self._queue)
 
     def stats(self) -> dict[str, Any]:
-        """Counters, queue depth and per-hop latency percentiles (ms)."""
+        """Counters, queue depth and per-hop latency percentiles (ms).
+
+        ``first_seq`` is the number of the first frame whose header came (of the run of
+        the newest one; None before any), and ``missed_at_start`` the frames numbered
+        before it (summed over the runs seen), which never came: not in ``drops``, which
+        counts only the frames lost after it. Reported always: whether they were lost
+        (the subscriber attached before the run's first frame, e.g. a worker that waited
+        for its bus.json) or only published before it attached, its caller knows.
+        """
         out: dict[str, Any] = {
             "policy": self.policy,
             "maxlen": self.maxlen,
@@ -500,6 +515,10 @@ class FrameSubscriber:
                     "errors"):  # fmt: skip
             out[key] = int(self.counts[key])
         out["drops"] = out["dropped_queue"] + out["dropped_upstream"] + out["not_held"]
+        # the frames before the first whose header came are not drops: a subscriber attached
+        # mid-run never had them; one attached before the run's first frame lost them
+        out["first_seq"] = self._first_seq
+        out["missed_at_start"] = int(self.counts["missed_at_start"])
         latency: dict[str, dict[str, float]] = {}
         for hop, samples in self._lat.items():
             if samples:
