@@ -194,16 +194,19 @@ ATTACH_WAIT_S = 30.0
 def _earlier_run(run_dir: Path) -> Path | None:
     """Return what an earlier run left in ``run_dir`` besides its recording (None: nothing).
 
-    Its summary, its decision log or its worker's results: the new run's were
-    appended to them (two runs' ids in one file). A ``results`` folder a worker
-    made as it waits for this run (no results in it yet) is not an earlier run's.
+    Its summary, its decision log (a file with lines) or its worker's results: the
+    new run's were appended to them (two runs' ids in one file). A ``results``
+    folder a worker made as it waits for this run (no results in it yet), or an
+    empty decision log, is not an earlier run's.
     """
     from livescope.pipeline import RESULTS_DIR
     from livescope.pipeline._results import earlier_results
 
-    for name in ("summary.json", "decisions.jsonl"):
-        if (run_dir / name).exists():
-            return run_dir / name
+    if (run_dir / "summary.json").exists():
+        return run_dir / "summary.json"
+    log = run_dir / "decisions.jsonl"
+    if log.is_file() and log.stat().st_size > 0:  # (a device, e.g. /dev/full: not a log)
+        return log
     results = run_dir / RESULTS_DIR
     if (results / "worker.json").exists():
         return results

@@ -145,7 +145,14 @@ def test_the_peak_memory_counts_what_the_process_held_at_its_busiest() -> None:
         "a = np.ones(300 * 2**20, np.uint8); del a\n"
         "print(before, peak_memory_mb())\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # (started by a small Python in between: Linux keeps a process's ru_maxrss across exec,
+    # so a child forked straight from this test run (gigabytes late in the suite) began
+    # with the run's peak: "before" read 2592 MB)
+    launcher = "import subprocess, sys; sys.exit(subprocess.run(sys.argv[1:]).returncode)"
+    out = subprocess.run(
+        [sys.executable, "-c", launcher, sys.executable, "-c", code],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
     before, after = (float(x) for x in out.stdout.split())
     assert 10 < before < 1000  # (MB of 2**20 bytes) the interpreter, numpy, livescope
     assert 300 <= after <= before + 300 + 50

@@ -146,6 +146,9 @@ def test_an_agent_refuses_a_folder_holding_an_earlier_runs_results(
         (out / "results" / "latency.jsonl").write_text('{"position": "p0", "t": 0}\n')
     else:
         shutil.copy(ended / earlier, out / earlier)
+        if earlier == "decisions.jsonl":  # (an earlier run's log holds its decisions)
+            with (out / earlier).open("a", encoding="utf-8") as f:
+                f.write('{"run_id": "run-earlier", "id": "d0"}\n')
     code, stdout, _ = _invoke("agent", "--plan", str(ended / "plan.yaml"), "--out", str(out),
                               "--bus", "off", "--json")  # fmt: skip
     assert code == 2
