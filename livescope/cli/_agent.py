@@ -122,9 +122,10 @@ def agent(
         # its policies too: a worker would refuse a bad rule only once acquisition is going
         _check_policies(plan, prof)
         run_dir = out or Path("runs") / time.strftime("agent-%Y%m%d-%H%M%S")
+        from livescope.pipeline._results import earlier_run
         from livescope.record import earlier_recording
 
-        if (found := earlier_recording(run_dir) or _earlier_run(run_dir)) is not None:
+        if (found := earlier_recording(run_dir) or earlier_run(run_dir)) is not None:
             fail(f"{found} already exists; choose a new --out", as_json=json_out)
         check_output_folder(run_dir)
         check_micromanager_config(prof, backend)  # (before the run folder is made)
@@ -189,28 +190,6 @@ def agent(
 
 ATTACH_WAIT_S = 30.0
 """How long `livescope worker` waits for an agent to start in its run folder (its bus.json)."""
-
-
-def _earlier_run(run_dir: Path) -> Path | None:
-    """Return what an earlier run left in ``run_dir`` besides its recording (None: nothing).
-
-    Its summary, its decision log (a file with lines) or its worker's results: the
-    new run's were appended to them (two runs' ids in one file). A ``results``
-    folder a worker made as it waits for this run (no results in it yet), or an
-    empty decision log, is not an earlier run's.
-    """
-    from livescope.pipeline import RESULTS_DIR
-    from livescope.pipeline._results import earlier_results
-
-    if (run_dir / "summary.json").exists():
-        return run_dir / "summary.json"
-    log = run_dir / "decisions.jsonl"
-    if log.is_file() and log.stat().st_size > 0:  # (a device, e.g. /dev/full: not a log)
-        return log
-    results = run_dir / RESULTS_DIR
-    if (results / "worker.json").exists():
-        return results
-    return results if earlier_results(results) is not None else None
 
 
 def _check_policies(plan: Path, prof: Any) -> None:

@@ -165,7 +165,8 @@ def demo(
         Path | None,
         typer.Option(
             parser=given_path,
-            help="Run folder (new, or one without a recording). Default: runs/demo-<date>-<time>.",
+            help="Run folder (new, or one without a recording or an earlier run's results). "
+            "Default: runs/demo-<date>-<time>.",
         ),
     ] = None,
     profile: ProfileOpt = "sim",
@@ -323,7 +324,8 @@ def run_cmd(
         Path | None,
         typer.Option(
             parser=given_path,
-            help="Run folder (new, or one without a recording). Default: runs/run-<date>-<time>.",
+            help="Run folder (new, or one without a recording or an earlier run's results). "
+            "Default: runs/run-<date>-<time>.",
         ),
     ] = None,
     seed: SeedOpt = None,

@@ -45,7 +45,7 @@ from livescope.scope import (
 )
 
 from ._config import LATENCY_STAGES, PLAN_FILE, RESULTS_DIR, WorkerConfig
-from ._results import LatencyLog, _stage_ms, behind_from_log, camera_to_start_ms
+from ._results import LatencyLog, _stage_ms, behind_from_log, camera_to_start_ms, earlier_run
 from ._supervisor import WorkerSupervisor
 from ._truth_scores import evaluate_tracks, evaluate_triggers
 
@@ -199,7 +199,9 @@ def run_adaptive(
             f"ground truth {ground_truth[0]} is scored with a simulated profile; "
             f"{ground_truth[1].name!r} is not one"
         )
-    if (found := earlier_recording(out)) is not None:
+    # (an earlier run's results too: its first worker refused them once the acquisition
+    # was going, and the new recording then blocked the next try)
+    if (found := earlier_recording(out) or earlier_run(out)) is not None:
         raise LivescopeError(f"{found} already exists; choose a new output folder")
     if acquire is None:  # a rig's config file that is not there: before anything is written
         check_micromanager_config(profile, backend)

@@ -44,6 +44,7 @@ from livescope.schema import (
 from livescope.tracking import Revision
 
 from ._analyzer import FrameResult
+from ._config import RESULTS_DIR
 from ._jobs import Field
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "ctc_staging",
     "discard_live_masks",
     "earlier_results",
+    "earlier_run",
     "is_ctc_result",
     "latency_from_log",
     "read_revisions",
@@ -102,6 +104,26 @@ def earlier_results(results: Path) -> Path | None:
         except OSError:  # (none)
             continue
     return None
+
+
+def earlier_run(run_dir: Path) -> Path | None:
+    """Return what an earlier run left in ``run_dir`` besides its recording (None: nothing).
+
+    Its summary, its decision log (a file with lines) or its worker's results: a
+    new run's were appended to them (two runs' ids in one file), or its worker
+    refused them once the acquisition was going. A ``results`` folder a worker
+    made as it waits for this run (no results in it yet), or an empty decision
+    log, is not an earlier run's.
+    """
+    if (run_dir / "summary.json").exists():
+        return run_dir / "summary.json"
+    log = run_dir / "decisions.jsonl"
+    if log.is_file() and log.stat().st_size > 0:  # (a device, e.g. /dev/full: not a log)
+        return log
+    results = run_dir / RESULTS_DIR
+    if (results / "worker.json").exists():
+        return results
+    return results if earlier_results(results) is not None else None
 
 
 class ResultsLock:

@@ -693,19 +693,22 @@ class PipelineWorker:
             return
         self.counts["restarts"] = number
 
-    def _busy_since(self, since: int, until: int) -> int:
+    def _busy_since(self, since: int, until: int, *, prune: bool = True) -> int:
         """Return how long the engines ran on earlier fields between ``since`` and ``until`` (ns).
 
         Every span back to ``since`` counts: with the last 32 alone, a field queued
         behind more than 32 (a worker ~40 s behind in a 150-time-point demo) had
         the rest of its wait taken for pipeline overhead (seconds of it). Spans
         ended `SPAN_HORIZON_NS` before ``since`` are dropped: fields come in the
-        order their frames were taken, give or take that.
+        order their frames were taken, give or take that; ``prune`` False for a
+        field whose ``since`` is not its frames' time (one read back from the
+        recording: its read time, now, would drop spans the live field after it
+        still waited behind).
         """
         spans = self._engine_spans
         busy = overlap_ns(spans, since, until)
         horizon = since - SPAN_HORIZON_NS
-        while spans and spans[0][1] < horizon:
+        while prune and spans and spans[0][1] < horizon:
             spans.popleft()
         return busy
 
@@ -1062,7 +1065,7 @@ class PipelineWorker:
         # (t_camera_ns is the agent's clock: used only where it can be this host's one)
         live_cam = fld.live and 0 < t_cam <= fld.t_received_ns
         since = t_cam if live_cam else fld.t_received_ns
-        busy = self._busy_since(since, t_start)
+        busy = self._busy_since(since, t_start, prune=live_cam)
         if live_cam:
             self.behind.note(fld.position, fld.t, (t_start - t_cam) / 1e9)
         t_a0 = clock_ns()
