@@ -20,4 +20,5 @@ def test_a_missing_peer_names_the_install_command_of_this_python(monkeypatch):
     message = str(info.value)
     assert "peer tracker laptrack is not installed" in message
     # this Python's pip with livescope's dev extra, not a bare `pip` that may be another's
-    assert "-m pip install" in message and "[dev]" in message
+    assert "-m pip install" in message
+    assert "[dev]" in message
