@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -24,7 +23,7 @@ from livescope.schema import (
     focus_centred_positions,
 )
 
-from ._engine import index_text
+from ._engine import binning_of, index_text
 
 logger = logging.getLogger("livescope")
 
@@ -250,8 +249,7 @@ def _binning(core: Any) -> int:
     cam = core.getCameraDevice()
     if not cam or not core.hasProperty(cam, "Binning"):
         return 1
-    digits = re.match(r"\s*(\d+)", str(core.getProperty(cam, "Binning")))  # "2" or "2x2"
-    return max(1, int(digits.group(1))) if digits else 1
+    return binning_of(core.getProperty(cam, "Binning"))
 
 
 def _affine(core: Any) -> tuple[float, ...] | None:

@@ -548,8 +548,7 @@ class LivescopeEngine(MDAEngine):
         read = (cam, roi, binning_text)
         if read == self._roi_read:
             return self._roi_offset
-        digits = re.match(r"\s*(\d+)", binning_text)  # "2" or "2x2"
-        binning = max(1, int(digits.group(1))) if digits else 1
+        binning = binning_of(binning_text)
         sensor = self.profile.camera.sensor_shape_px
         offset = roi_offset_px(roi, binning, sensor)
         if offset is None:
@@ -578,6 +577,12 @@ def exposure_not_reached(actual_ms: float, asked_ms: float) -> str:
     if math.isclose(actual_ms, asked_ms, rel_tol=0.1, abs_tol=0.5):
         return ""
     return f"the camera's exposure is {actual_ms:g} ms, not the {asked_ms:g} ms asked for"
+
+
+def binning_of(text: object) -> int:
+    """Return a camera's binning from Micro-Manager's ``Binning`` text ("2" or "2x2"); 1: none."""
+    digits = re.match(r"\s*(\d+)", str(text))
+    return max(1, int(digits.group(1))) if digits else 1
 
 
 def roi_offset_px(

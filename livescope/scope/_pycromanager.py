@@ -126,6 +126,7 @@ from ._agent import ScopeAgent
 from ._engine import (
     META_ROI_OFFSET,
     SAMPLE_TIME_KEY,
+    binning_of,
     exposure_not_reached,
     index_text,
     roi_offset_px,
@@ -663,8 +664,7 @@ class PycromanagerAgent(ScopeAgent):
         sensor's a warning says so, once; so is one whose ROI is off the sensor.
         """
         sensor = self.profile.camera.sensor_shape_px
-        digits = re.match(r"\s*(\d+)", str(md.get("Binning", 1)))  # "2" or "2x2"
-        binning = max(1, int(digits.group(1))) if digits else 1
+        binning = binning_of(md.get("Binning", 1))
         h, w = (int(v) for v in shape[-2:])
         tag = re.fullmatch(r"\s*(\d+)-(\d+)-(\d+)-(\d+)\s*", str(md.get("ROI", "")))
         try:
