@@ -22,7 +22,7 @@ from ._shm import ShmReader, ShmRing
 from ._stalls import STALL_MS, StallMonitor, machine_info, peak_memory_mb
 from ._subscriber import Frame, FrameSubscriber
 from ._switching import SWITCH_INTERVAL_S, collection_deferred, fast_thread_switching
-from ._worker import BUS_FILE, BusInfo, WorkerLink, attach
+from ._worker import BUS_FILE, BusInfo, WorkerLink, attach, process_gone, this_host
 
 __all__ = [
     "BUS_FILE",
@@ -59,5 +59,7 @@ __all__ = [
     "local_endpoint",
     "machine_info",
     "peak_memory_mb",
+    "process_gone",
+    "this_host",
     "uses_ipc",
 ]

@@ -36,7 +36,7 @@ from ._decisions import DecisionClient
 from ._endpoints import BusSecurity, pid_lives
 from ._subscriber import FrameSubscriber
 
-__all__ = ["BUS_FILE", "BusInfo", "WorkerLink", "attach"]
+__all__ = ["BUS_FILE", "BusInfo", "WorkerLink", "attach", "process_gone", "this_host"]
 
 BUS_FILE = "bus.json"
 
@@ -58,11 +58,11 @@ class BusInfo:
     2026-12, or a `BusInfo` made by hand)."""
     host: str | None = None
     """Where that process id holds: the agent's host name (on Linux with its pid
-    namespace, see `_this_host`); None as for ``pid``."""
+    namespace, see `this_host`); None as for ``pid``."""
 
     def with_this_process(self) -> BusInfo:
         """Return a copy naming this process and host as the agent's (what an agent writes)."""
-        return dataclasses.replace(self, pid=os.getpid(), host=_this_host())
+        return dataclasses.replace(self, pid=os.getpid(), host=this_host())
 
     def agent_gone(self) -> bool:
         """Return whether the agent that wrote this file is gone without ending its run.
@@ -73,9 +73,7 @@ class BusInfo:
         from here: no process named (an older agent) or another host's.
         Cheap (no socket): called about once a second while a worker waits.
         """
-        if self.pid is None or self.host is None or self.host != _this_host():
-            return False
-        return not _process_lives(self.pid)
+        return self.pid is not None and self.host is not None and process_gone(self.pid, self.host)
 
     def write(self, run_dir: Path) -> Path:
         """Write ``bus.json`` into ``run_dir`` (atomically)."""
@@ -131,7 +129,7 @@ class BusInfo:
             raise LivescopeError(f"{path} is not a livescope bus file ({exc})") from None
 
 
-def _this_host() -> str:
+def this_host() -> str:
     """Return where this process's id holds: the host name, on Linux with its pid namespace.
 
     e.g. ``"lab-pc pid:[4026531836]"``: a container's (or WSL's, beside a
@@ -142,6 +140,15 @@ def _this_host() -> str:
         return f"{socket.gethostname()} {os.readlink('/proc/self/ns/pid')}"
     except OSError:  # (no /proc: Windows, macOS; or no permission to read it)
         return socket.gethostname()
+
+
+def process_gone(pid: int, host: str) -> bool:
+    """Return whether process ``pid`` of ``host`` (as `this_host` names it) no longer runs.
+
+    True only for a process of this host found gone (killed, crashed; a zombie);
+    False while it runs and when that cannot be told from here (another host's).
+    """
+    return host == this_host() and not _process_lives(pid)
 
 
 def _process_lives(pid: int) -> bool:

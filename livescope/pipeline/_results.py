@@ -142,10 +142,10 @@ class ResultsLock:
     """
 
     def __init__(self, results: Path) -> None:
-        from livescope.bus._worker import _this_host
+        from livescope.bus import this_host
 
         self.path = results / WORKER_LOCK
-        self._mine = json.dumps({"pid": os.getpid(), "host": _this_host()})
+        self._mine = json.dumps({"pid": os.getpid(), "host": this_host()})
         for _ in range(5):  # (a stale lock taken over by another at the same time: again)
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -174,7 +174,7 @@ class ResultsLock:
 
     def _take_over(self) -> None:
         """Remove the lock file if its worker is gone; raise if it runs (or may)."""
-        from livescope.bus._worker import _process_lives, _this_host
+        from livescope.bus import process_gone, this_host
 
         text = self._holder()
         if text is None:
@@ -184,12 +184,12 @@ class ResultsLock:
             pid, host = int(holder["pid"]), str(holder["host"])
         except (ValueError, KeyError, TypeError):
             pid, host = -1, ""  # (its maker died before it wrote it: stale)
-        if pid == os.getpid() and host == _this_host():
+        if pid == os.getpid() and host == this_host():
             held = self.path.absolute() in _HELD  # (another worker of this process)
         else:
-            held = pid >= 0 and (host != _this_host() or _process_lives(pid))
+            held = pid >= 0 and not process_gone(pid, host)
         if held:
-            where = "" if host == _this_host() else f" on {host}"
+            where = "" if host == this_host() else f" on {host}"
             raise LivescopeError(
                 f"another analysis worker (process {pid}{where}) is writing to "
                 f"{self.path.parent}: its lock {self.path} is held; wait for it to end, or "

@@ -104,13 +104,13 @@ def test_a_second_analysis_without_resume_is_refused_and_leaves_the_first(
 
 
 def test_a_worker_is_refused_while_another_holds_the_results(ended: Path, tmp_path: Path) -> None:
-    from livescope.bus._worker import _this_host
+    from livescope.bus import this_host
 
     run = _copy(ended, tmp_path / "run")
     (run / "results").mkdir()
     lock = run / "results" / "worker.lock"
     # (this test's process: a worker that runs)
-    lock.write_text(json.dumps({"pid": os.getpid(), "host": _this_host()}), encoding="utf-8")
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": this_host()}), encoding="utf-8")
     res = _worker(run, cwd=tmp_path)
     assert res.returncode == 2, res.stderr
     error = json.loads(res.stdout)["error"]
@@ -121,14 +121,14 @@ def test_a_worker_is_refused_while_another_holds_the_results(ended: Path, tmp_pa
 
 
 def test_a_lock_whose_worker_is_gone_is_taken_over(ended: Path, tmp_path: Path) -> None:
-    from livescope.bus._worker import _this_host
+    from livescope.bus import this_host
 
     run = _copy(ended, tmp_path / "run")
     (run / "results").mkdir()
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)  # fmt: skip
     lock = run / "results" / "worker.lock"
-    lock.write_text(json.dumps({"pid": int(gone.stdout), "host": _this_host()}), encoding="utf-8")
+    lock.write_text(json.dumps({"pid": int(gone.stdout), "host": this_host()}), encoding="utf-8")
     res = _worker(run, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert _lines(run / "results" / "latency.jsonl") == 3
