@@ -114,9 +114,9 @@ def prepare_added(
             # a place of its own: named by it, not filed under the plan's first position
             update["pos_name"] = place_name(ev.x_pos, ev.y_pos)
         elif ev.pos_name and ev.pos_name not in named:
-            # and the places added before (the feed's `_note_place` adds to them on this
-            # thread only, once a decision's events are prepared; it has no accessor)
-            added = itertools.chain(named, feed._added_positions)  # noqa: SLF001
+            # and the places added before (the feed's `_note_place` adds to them once a
+            # decision's events are prepared)
+            added = itertools.chain(named, feed.added_places())
             if why := _place_name_problem(ev.pos_name, feed.positions, added):
                 raise LivescopeError(f"{_event_label(i, ev)}: position name {ev.pos_name!r} {why}")
             named.add(ev.pos_name)

@@ -643,6 +643,11 @@ class EventFeed:
         with self._lock:
             return name in self.positions or name in self._added_positions
 
+    def added_places(self) -> tuple[str, ...]:
+        """Return the places only decisions' events image (named by them, not the plan)."""
+        with self._lock:
+            return tuple(self._added_positions)
+
     def stop(self) -> None:
         """Stop after the current event."""
         with self._lock:
