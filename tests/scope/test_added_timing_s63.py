@@ -149,13 +149,14 @@ def test_a_closeup_time_lapse_on_time_is_not_moved(sim: SimulatedMicroscope, clo
 def test_a_closeup_time_lapse_asked_for_during_a_long_time_point_is_timed_from_its_start(
     sim: SimulatedMicroscope, tmp_path: Path
 ) -> None:
-    # the reviewer's run: one time point of 81 planes (~600 s of plan time on the simulator);
+    # the reviewer's run: one time point of 121 planes (~900 s of plan time on the simulator;
+    # with 81, ~400-600 s, a quick moment of the host ended it before 410 s);
     # a close-up time-lapse 200 s apart from 10 s in waits for it: its frames, all overdue
     # by then, came back to back
     seq = useq.MDASequence(
         stage_positions=[useq.Position(x=0.0, y=0.0, z=0.0, name="A")],
         channels=[useq.Channel(config="Phase", exposure=1.0)],
-        z_plan=useq.ZRangeAround(range=80, step=1),
+        z_plan=useq.ZRangeAround(range=120, step=1),
     )
     agent = ScopeAgent(sim.core, sim.profile, seq, tmp_path / "run", sim=sim, bus="off")
     closeup = AddEvents(run_id=agent.run_id, delay_s=10.0, events=[
