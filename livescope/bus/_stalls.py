@@ -121,19 +121,36 @@ def machine_info(rounds: int = 5) -> dict[str, Any]:
 def peak_memory_mb() -> float | None:
     """Return the most memory this process has held resident so far, in MB of 2**20 bytes.
 
-    The operating system's own figure (Linux and macOS ``ru_maxrss``, Windows
-    the peak working set): what the process needed at its busiest, e.g. to
-    size the PC for a run. Sampling cannot miss a peak this way. None where it
-    cannot be read.
+    The operating system's own figure (Linux ``VmHWM`` of ``/proc/self/status``,
+    macOS ``ru_maxrss``, Windows the peak working set): what the process needed
+    at its busiest, e.g. to size the PC for a run. Sampling cannot miss a peak
+    this way. None where it cannot be read.
+
+    (Not ``ru_maxrss`` on Linux: it is kept across exec, so a worker started by
+    a process that had held 600 MB read at least 600 MB, whatever it held itself.)
     """
     if sys.platform == "win32":
         peak_mb = _windows_peak_working_set_mb()
+    elif (hwm_kib := _linux_high_water_kib()) is not None:
+        peak_mb = round(hwm_kib / (1 << 10), 1)
     else:
         import resource
 
         peak = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
         peak_mb = round(peak / (1 << 20 if sys.platform == "darwin" else 1 << 10), 1)  # B / KiB
     return peak_mb
+
+
+def _linux_high_water_kib() -> int | None:
+    """Return this process's resident high-water mark in KiB (Linux); None elsewhere."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])  # ("VmHWM:    56636 kB")
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _windows_peak_working_set_mb() -> float | None:
