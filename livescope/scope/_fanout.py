@@ -320,7 +320,7 @@ class FrameFanout:
         `on_frame` as ``taken``): ``frame_times`` (the agent's check of how old
         the frame a decision answers is).
     max_held_bytes
-        How many bytes of pixels may wait to be recorded (None:
+        How many bytes of pixels may wait to be recorded, more than 0 (None:
         `recording_memory_default`). A frame that would pass it is not queued
         and cancels the run (``overrun``); so is every frame after it.
 
@@ -364,6 +364,12 @@ class FrameFanout:
         self.frames_written = 0
         """Frames the recording (the first sink) wrote."""
         self._failed_sink: PSink | None = None  # (the first that raised)
+        if max_held_bytes is not None and max_held_bytes <= 0:
+            raise ValueError(
+                f"max_held_bytes (the agent's recording_memory_bytes) is {max_held_bytes}: "
+                "the recording could not hold one frame waiting to be written; give a "
+                "positive number of bytes, or None for a share of the PC's memory"
+            )
         self.max_held_bytes = (
             recording_memory_default() if max_held_bytes is None else max_held_bytes
         )
@@ -424,7 +430,7 @@ class FrameFanout:
         if self.overrun is not None or self._held_bytes + image.nbytes > self.max_held_bytes:
             self._overrun(image.nbytes)
             return
-        pixels = np.array(image, copy=True)
+        pixels = np.array(image, copy=True, order="C")  # (the writers checksum its bytes)
         pixels.flags.writeable = False
         with _no_ctrl_c(), self._publish_lock:  # one thread on the socket; none after finish()
             if self._finished:
@@ -475,12 +481,20 @@ class FrameFanout:
         """
         if self.overrun is not None:
             return  # (a frame that came before the cancel took)
-        self.overrun = (
-            f"the recording fell {self._held_frames} frame(s) ({self._held_bytes / 1e6:.0f} MB) "
-            f"behind the camera, and the next ({nbytes / 1e6:.1f} MB) would pass the "
-            f"{self.max_held_bytes / 1e6:.0f} MB that frames waiting to be written may hold in "
-            "memory: the disk is slower than the camera"
-        )
+        if self._held_frames == 0:  # (nothing waits: the bound, not the disk)
+            self.overrun = (
+                f"a frame of {nbytes} bytes is larger than the {self.max_held_bytes} bytes "
+                "that frames waiting to be written may hold in memory (max_held_bytes, the "
+                "agent's recording_memory_bytes): the bound is smaller than one frame"
+            )
+        else:
+            self.overrun = (
+                f"the recording fell {self._held_frames} frame(s) "
+                f"({self._held_bytes / 1e6:.0f} MB) behind the camera, and the next "
+                f"({nbytes / 1e6:.1f} MB) would pass the "
+                f"{self.max_held_bytes / 1e6:.0f} MB that frames waiting to be written may hold "
+                "in memory: the disk is slower than the camera"
+            )
         logger.error("%s; cancelling the run (the frames queued are still written)", self.overrun)
         if self._on_cancel is not None:
             self._on_cancel()
