@@ -75,6 +75,11 @@ class Acquire:
         _check_numbers("acquire", {"loops": self.loops, "interval_s": self.interval_s,
                                    "z_planes": self.z_planes, "z_step_um": self.z_step_um,
                                    "delay_s": self.delay_s})  # fmt: skip
+        # whole numbers from here on: YAML reads `loops: 4.0` as a float, which passes the
+        # check above and was kept, and the rule's first firing (range(4.0)) raised and
+        # disabled it for the run
+        object.__setattr__(self, "loops", int(self.loops))
+        object.__setattr__(self, "z_planes", int(self.z_planes))
         if self.interval_s < 0 or self.delay_s < 0 or self.z_step_um <= 0:
             raise ValueError(
                 "acquire.interval_s and acquire.delay_s must be >= 0, acquire.z_step_um > 0"

@@ -193,8 +193,8 @@ class Rule:
         channel_group: str = "Channel",
         channels: Sequence[str] | None = None,
     ) -> None:
-        if not name or "~" in name:
-            raise ValueError(f"rule name must be non-empty and without '~', got {name!r}")
+        if not isinstance(name, str) or not name or "~" in name:
+            raise ValueError(f"rule name must be non-empty text without '~', got {name!r}")
         self.name = name
         if len(when) > 1:
             raise ValueError(f"rule {name!r}: {_only_one('trigger', 'when', when)}")
@@ -552,10 +552,19 @@ def rules_from_spec(
         where = f"{source}: policies.{i}"
         if not isinstance(item, dict):
             raise LivescopeError(f"{where}: a rule is a mapping with name, when, do")
-        if item.get("name") is None or not str(item["name"]).strip():  # (YAML's `name:`)
+        name = item.get("name")
+        if isinstance(name, int) and not isinstance(name, bool):
+            name = str(name)  # (`name: 7`, YAML's int 7: the rule "7", as the run logs it)
+        if name is not None and not isinstance(name, str):
+            # (a list or mapping was taken as its text: a rule named "['a']")
+            raise LivescopeError(
+                f"{where}: name must be text, got {name!r} (a {type(name).__name__}); write "
+                "it in quotes, e.g. name: 'mitosis-closeup'"
+            )
+        if name is None or not name.strip():  # (YAML's `name:`)
             raise LivescopeError(f"{where}: name is required")
         if "python" in item:
-            rules.append(_python_policy(item, where))
+            rules.append(_python_policy({**item, "name": name}, where))
             continue
         if unknown := sorted(set(item) - known):
             raise LivescopeError(f"{where}: unknown field(s) {unknown}; known: {sorted(known)}")
@@ -567,12 +576,12 @@ def rules_from_spec(
         try:
             if "max_fires" in item and item["max_fires"] is None:  # (YAML's empty `max_fires:`)
                 raise ValueError(
-                    f"rule {item['name']!r}.max_fires must be a number, got nothing (leave it "
+                    f"rule {name!r}.max_fires must be a number, got nothing (leave it "
                     "out for no limit)"
                 )
             rules.append(
                 Rule(
-                    str(item["name"]),
+                    name,
                     item["when"],
                     item["do"],
                     cooldown_s=item.get("cooldown_s", 0.0),
@@ -583,7 +592,7 @@ def rules_from_spec(
                 )
             )
         except (ValueError, TypeError) as exc:
-            raise LivescopeError(f"{where} ({item.get('name')}): {exc}") from None
+            raise LivescopeError(f"{where} ({name}): {exc}") from None
     names = [r.name for r in rules]
     if dups := sorted({n for n in names if names.count(n) > 1}):
         raise LivescopeError(f"{source}: rule names must be unique; repeated: {dups}")

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 _WHOLE = frozenset({"frames", "loops", "z_planes", "max_fires"})
+"""Settings that must be whole numbers. A float such as YAML's ``4.0`` passes the check:
+each is made an int where it is kept (`Acquire`, the ``mitosis`` trigger, `Rule`)."""
 
 
 def _check_numbers(where: str, params: Mapping[str, Any], *, skip: Iterable[str] = ()) -> None:
