@@ -32,13 +32,45 @@ from ._guardrails import Guardrails
 from ._observation import Firing, Observation
 from ._rehearsal import centre_hit
 from ._rules import Policy, Rule, rules_from_spec
+from ._triggers import _EnterRegion
 
-__all__ = ["PolicyEngine", "Verdict", "load_policies", "rules_for_profile"]
+__all__ = [
+    "DECIDE_HANG_S",
+    "PolicyEngine",
+    "Verdict",
+    "firings_cap",
+    "load_policies",
+    "rules_for_profile",
+]
 
 logger = logging.getLogger("livescope")
 
 _DONE: Any = object()  # the end of a policy's firings (a policy may yield None: an error)
 _DECISIONS = (AddEvents, Move, ChangeInterval, StopPosition, StopRun)  # (`Decision`'s members)
+
+DECIDE_HANG_S = 10.0
+"""How long a policy's own code may run, in all, on one field (s): its ``decide()`` and
+every step of its firings (a generator's ``next()``; not the guardrails' checks nor the
+sending, between them). Past it, the policy is disabled as soon as its code returns a
+firing (that firing goes nowhere). The worker's `POLICY_HANG_S` (the same 10 s) times
+each call alone, for one that never returns: a generator yielding without end returns
+again and again, each step soon, and only this total finds it."""
+
+_FIRINGS_PER_CELL = 10
+_FIRINGS_MIN = 1000
+
+
+def firings_cap(obs: Observation) -> int:
+    """Return the most firings one policy may make for field ``obs`` (past it: disabled).
+
+    10 per cell, lost track and division of the field, and at least 1000: a declared
+    rule makes at most one per cell, track or division (or one for the field), and a
+    decision that passes the guardrails is at most ``max_decisions_per_min`` a
+    minute; more is a policy yielding without end (a loop that never moves on),
+    which would hold up every later field and grow the field's verdicts without bound.
+    """
+    many = len(obs.cells) + len(obs.lost) + len(obs.divisions)
+    return max(_FIRINGS_MIN, _FIRINGS_PER_CELL * many)
 
 
 @dataclass(frozen=True)
@@ -93,6 +125,11 @@ def rules_for_profile(
     now, before anything moves. So is an ``acquire`` rule whose close-ups at one
     of ``positions`` (the plan's, as the run names them: `position_name`) could
     not be named: ``<position>~<rule>-<n>`` is held to a folder name's limits.
+    So is an ``enter_region`` whose region (pixels of the frame) lies wholly off
+    the camera's sensor at binning 1 (``camera.sensor_shape_px``: no frame, binned
+    or cropped, is larger), which no cell could enter: µm given for pixels, say.
+    For a ``replay`` profile (its camera a placeholder, or the recording's frame)
+    that is only a warning.
 
     Raises
     ------
@@ -110,6 +147,10 @@ def rules_for_profile(
     for i, rule in enumerate(rules):
         if isinstance(rule, Rule) and (problem := _never_passes(rule, profile)):
             raise LivescopeError(f"{source}: policies.{i} ({rule.name}): {problem}")
+        if isinstance(rule, Rule) and (problem := _off_frame(rule, profile)):
+            if profile.kind != "replay":
+                raise LivescopeError(f"{source}: policies.{i} ({rule.name}): {problem}")
+            logger.warning("%s: policies.%d (%s): %s", source, i, rule.name, problem)
         if isinstance(rule, Rule) and rule.acquire is not None:
             # its close-ups are named <position>~<rule>-<n>, held to a folder name's limits
             # when the run adds them: a position too long for them gets none (9999: room for
@@ -123,6 +164,23 @@ def rules_for_profile(
                         "name or the rule's"
                     )
     return rules
+
+
+def _off_frame(rule: Rule, profile: HardwareProfile) -> str | None:
+    """Return why ``rule``'s ``enter_region`` can never fire on the rig's frames, or None."""
+    if not isinstance(trigger := rule.trigger, _EnterRegion):
+        return None
+    y0, x0, y1, x1 = trigger.region
+    h, w = profile.camera.sensor_shape_px
+    # (a centroid is in the region when y0 <= y < y1 and x0 <= x < x1: the frame's are in
+    # [0, h) x [0, w) at most, at binning 1; a binned or cropped frame is smaller)
+    if y0 < h and y1 > 0 and x0 < w and x1 > 0:
+        return None
+    return (
+        f"enter_region.region [{y0:g}, {x0:g}, {y1:g}, {x1:g}] ([y0, x0, y1, x1]) lies wholly "
+        f"outside the camera's frame, {h} x {w} px (camera.sensor_shape_px; rows, columns): "
+        "no cell could enter it; regions are in pixels of the frame (0 to its size), not µm"
+    )
 
 
 def _never_passes(rule: Rule, profile: HardwareProfile) -> str | None:
@@ -214,13 +272,36 @@ def _unloggable(f: Firing, name: str) -> str | None:
     return None
 
 
+def _unseen(f: Firing, obs: Observation) -> str | None:
+    """Return why a Python policy's decision cannot answer the frame it names, or None.
+
+    A decision's ``seq`` is the frame it answers: the agent refuses it as stale
+    when that frame was taken longer ago than ``guardrails.max_decision_age_s``.
+    One later than the field's (``obs.seq``) names a frame the policy had not
+    seen when it decided: the decision would pass for fresher than it is. (An
+    earlier one, a frame of a field it kept from before, is kept: it is judged
+    older, as it is.)
+    """
+    d = f.decision
+    if d is not None and d.seq is not None and d.seq > obs.seq:
+        return (
+            f"decide() returned a decision answering frame seq={d.seq}, later than the "
+            f"field's it was given (seq {obs.seq}, {obs.position} t={obs.t}): leave seq out "
+            "(it is filled in with the field's) or give it obs.seq"
+        )
+    return None
+
+
 def _completed(f: Firing, obs: Observation) -> Firing:
     """Return a Python policy's firing with what its decision left out filled in.
 
-    Every decision carries the rule that made it and the sha256 of the engines
-    whose results it saw (a declared rule's does, `_decision`): a decision made
-    without them (``rule`` ``""``, ``engines`` empty) gets the firing's rule and
-    the field's engines (``obs.engines``); its id is kept.
+    Every decision carries the rule that made it, the frame it answers and the
+    sha256 of the engines whose results it saw (a declared rule's does,
+    `_decision`): a decision made without them (``rule`` ``""``, ``seq`` None,
+    ``engines`` empty) gets the firing's rule, the field's frame (``obs.seq``:
+    so that the agent's ``max_decision_age_s`` judges it) and the field's
+    engines (``obs.engines``); its id is kept. (Its ``run_id`` is required:
+    never left out.)
     """
     d = f.decision
     if d is None:
@@ -228,9 +309,33 @@ def _completed(f: Firing, obs: Observation) -> Firing:
     update: dict[str, Any] = {}
     if not d.rule:
         update["rule"] = f.rule
+    if d.seq is None:
+        update["seq"] = obs.seq
     if not d.engines and obs.engines:
         update["engines"] = dict(obs.engines)
     return replace(f, decision=d.model_copy(update=update)) if update else f
+
+
+def _runaway(spent: float, made: int, cap: int, obs: Observation) -> str | None:
+    """Return why a policy is taken as yielding without end on ``obs``, or None.
+
+    ``spent``: seconds its own code has run on the field, ``made``: its firings
+    so far (`DECIDE_HANG_S`, `firings_cap`).
+    """
+    where = f"field {obs.position} t={obs.t}"
+    if spent > DECIDE_HANG_S:
+        return (
+            f"decide() ran {spent:.3g} s on {where} (its {made} firings so far), more than "
+            f"the {DECIDE_HANG_S:g} s a policy's code may take on one field: does it yield "
+            "without end (a loop that never moves on)?"
+        )
+    if made > cap:
+        return (
+            f"decide() made more than {cap} firings for {where}, the most one policy may "
+            "make for one field (10 per cell, lost track or division, at least 1000): does "
+            "it yield without end (a loop that never moves on)?"
+        )
+    return None
 
 
 def _shared_reason(by: Firing) -> str:
@@ -295,7 +400,9 @@ class PolicyEngine:
     ``KeyboardInterrupt`` counts, ``SystemExit`` included.
 
     `calling` says whose code runs now, for a watchdog that finds a policy
-    that never returns (the worker's); `disable` takes one out.
+    that never returns (the worker's); `disable` takes one out. One whose
+    calls each return, but that yields without end, is found here
+    (`DECIDE_HANG_S`, `firings_cap`) and disabled as one that raised.
     """
 
     def __init__(
@@ -336,11 +443,20 @@ class PolicyEngine:
         stand (their decisions may already be on their way). So is one whose
         firing's ``decision`` is neither None nor a `Decision`, or (a Python
         policy) whose firing or its decision names another rule or carries what
-        the run's log cannot write (`_unloggable`; that firing goes nowhere: no
-        verdict), and one whose decision the guardrails' check raises on (that
-        firing is refused at stage ``guardrail``, the error its reason). A Python
-        policy's decision made without its rule or the engines' sha256 gets
-        them (`_completed`) before it is checked and handed on. A firing whose
+        the run's log cannot write (`_unloggable`) or answers a frame later than
+        the field's (`_unseen`; that firing goes nowhere: no verdict), and one
+        whose decision the guardrails' check raises on (that firing is refused
+        at stage ``guardrail``, the error its reason). A Python policy's decision
+        made without its rule, the frame it answers (``seq``) or the engines'
+        sha256 gets the field's (`_completed`) before it is checked and handed on.
+
+        So is one that yields without end: its own code (``decide()`` and each
+        step of its firings, not the guardrails nor the sending) run for longer
+        than `DECIDE_HANG_S` on one field, or more than `firings_cap` firings for
+        one field (the firing past either goes nowhere); the error says which.
+        (A single call that never returns is the worker's watchdog's to find.)
+
+        A firing whose
         decision could not be made (`Firing.unmade`: a field with no stage
         position, or a cell whose centroid is NaN, say) is refused at stage
         ``guardrail`` with that reason; the policy goes on.
@@ -361,13 +477,22 @@ class PolicyEngine:
             made: list[int] = []  # (the field's verdicts whose sub-sequences may be shared)
             first = len(out)  # (this policy's first verdict)
             firings: Iterator[Firing] | None = None
+            spent, made_n, cap = 0.0, 0, firings_cap(obs)  # (its own code's, on this field)
             while True:
-                self.calling = (policy.name, "decide()", time.monotonic())
+                # (a new note each step: the watchdog times one call that does not return;
+                # the steps' total is timed here, as each returns)
+                began = time.monotonic()
+                self.calling = (policy.name, "decide()", began)
                 try:
                     if firings is None:
                         firings = iter(policy.decide(obs))
                     f = next(firings, _DONE)
+                    spent += time.monotonic() - began
                     if f is _DONE:
+                        break
+                    made_n += 1
+                    if why := _runaway(spent, made_n, cap, obs):
+                        self._disable(policy.name, why)
                         break
                     if not isinstance(f, Firing):
                         raise TypeError(f"decide() returned {type(f).__name__}, not a Firing")
@@ -378,7 +503,7 @@ class PolicyEngine:
                             f"({', '.join(d.__name__ for d in _DECISIONS)}) or None"
                         )
                     if not isinstance(policy, Rule):
-                        if why := _unloggable(f, policy.name):
+                        if why := _unloggable(f, policy.name) or _unseen(f, obs):
                             raise TypeError(why)
                         f = _completed(f, obs)
                 except BaseException as exc:  # noqa: BLE001 (any policy bug disables that policy)

@@ -90,7 +90,9 @@ class Policy(Protocol):
     for the rest of the run (logged) and the run goes on, as does a firing that
     is not a `Firing` of the policy's own ``name`` with JSON-writable ``inputs``,
     or whose decision names another rule (see `PolicyEngine.evaluate`; a
-    decision's empty ``rule`` and ``engines`` are filled in). Optional ``state()``
+    decision's empty ``rule`` and ``engines`` are filled in, and a ``seq`` left out
+    is the field's frame, ``obs.seq``; one naming a later frame disables the
+    policy). Optional ``state()``
     / ``restore(state)`` (JSON-serialisable) let a restarted worker resume it
     (one that raises, or a state that is not JSON, disables the policy too),
     and an optional ``give_back(decision_id) -> bool`` takes back a firing whose
