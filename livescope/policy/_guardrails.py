@@ -220,14 +220,23 @@ class Guardrails:
             self._neighbours[name] = set(self._near(cx, cy, 2, name))
 
     @property
+    def _rate_allowed(self) -> int:
+        """How many decisions may pass in `_rate_window_s` (before the check's ``rate``)."""
+        # (1e-9: a limit of 60 written 60.000000000001 is still 60)
+        return max(1, math.ceil(self.profile.guardrails.max_decisions_per_min - 1e-9))
+
+    @property
     def _rate_window_s(self) -> float:
         """Run time over which ``guardrails.max_decisions_per_min`` is counted, s.
 
-        A minute; for a limit under one a minute (0.5: one every two minutes),
-        the time one decision is allowed (120 s), in which one may pass: over a
-        minute not even one would (none of a rule's firings was ever sent).
+        The time the limit allows `_rate_allowed` (its whole number, rounded
+        up) decisions in: a minute for a whole number; 120 s for 0.5 (one every
+        two minutes: over a minute not even one would pass, and none of a rule's
+        firings was ever sent); 80 s for 1.5, two (over a minute 1.5 let one
+        through, 1 a minute).
         """
-        return 60.0 / min(self.profile.guardrails.max_decisions_per_min, 1.0)
+        limit = self.profile.guardrails.max_decisions_per_min
+        return 60.0 * self._rate_allowed / limit
 
     def _recent(self, now_s: float, *, note: bool = True) -> list[float]:
         """Return the run times of the decisions passed that count towards the rate at ``now_s``.
@@ -435,10 +444,10 @@ class Guardrails:
         window_s = self._rate_window_s
         recent = self._recent(now_s, note=rate > 0 and decision.run_id != REHEARSAL)
         if (
-            rate > 0 and len(recent) + 1 > rate * max(g.max_decisions_per_min, 1.0)
+            rate > 0 and len(recent) + 1 > rate * self._rate_allowed
             and not isinstance(decision, StopPosition | StopRun)  # (a stop only saves light)
         ):  # fmt: skip
-            last = "minute" if window_s == 60.0 else f"{window_s:g} s"
+            last = "minute" if window_s == 60.0 else f"{window_s:.4g} s"
             return (
                 f"rate: {len(recent)} decisions in the last {last} of run time; "
                 f"guardrails.max_decisions_per_min = {g.max_decisions_per_min:g}"
