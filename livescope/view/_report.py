@@ -16,15 +16,16 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+from numpy.typing import NDArray
 
 from livescope.record import ZARR_NAME, CtcTrack
-from livescope.schema import LivescopeError, write_atomic
+from livescope.schema import FrameInfo, LivescopeError, write_atomic
 
 from . import _report_plots as plots
-from ._report_data import RESULTS_DIR, CellTable, finite_seconds, load_run
+from ._report_data import RESULTS_DIR, CellTable, RunData, finite_seconds, load_run
 from ._report_decisions import decisions_section, truth_section
 from ._report_fields import field_thumbnails
 from ._report_html import as_dict, count, esc, fmt, kv_table, missing, table, value_range
@@ -64,6 +65,12 @@ _LATENCY_ORDER = (
     "overhead",
     "store",
 )
+_BUS_HOPS = ("camera_to_agent", "agent_to_sent", "sent_to_received")
+"""The frame bus's hops (`livescope.bus`): in the run summary's ``latency_ms`` only
+(latency.jsonl has their sum per field, ``camera_to_received``)."""
+_TABLE_ORDER = (*_BUS_HOPS, *_LATENCY_ORDER)
+"""The latency table's stages as a frame passes them: camera → agent → bus → engines →
+policy → decision → executed (then the whole field's, and the store after it)."""
 # ------------------------------------------------------------------ sections
 
 
@@ -433,38 +440,110 @@ def _lineage_section(page: ReportPage) -> str:
     return "".join(out)
 
 
+def _summary_latency(summary: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], str]:
+    """Return the run summary's ``latency_ms`` stages, and a note on those left out.
+
+    A stage that is no object (a damaged summary) costs only its row, said in the note.
+    """
+    said = summary.get("latency_ms")
+    if said is None:
+        return {}, ""
+    if not isinstance(said, dict):
+        return {}, (
+            f"summary.json's latency_ms is no object (a {type(said).__name__}): its stages are "
+            "not shown (a damaged summary)."
+        )
+    bad = [str(k) for k, v in said.items() if not isinstance(v, dict)]
+    note = ""
+    if bad:
+        note = (
+            "summary.json's latency_ms has stages that are no object (a damaged summary), left "
+            f"out of the table: {', '.join(bad)}."
+        )
+    return {str(k): v for k, v in said.items() if isinstance(v, dict)}, note
+
+
+def _ms(value: object) -> float | None:
+    """Return a summary's figure if it is a finite number, else None (shown "—")."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return value
+    return None
+
+
+def _decision_executed(run: RunData) -> NDArray[np.float64] | None:
+    """Return each carried-out decision's execution latency (ms), as the run summary has it.
+
+    None where the run has no decision log, none was carried out, or it cannot be read.
+    """
+    if run.decisions is None:
+        return None
+    # (the summary's own function, so that the two agree; imported here, not with the module,
+    # so that a report of a run without decisions does not import the pipeline)
+    from livescope.pipeline._demo import _decision_executed_ms
+
+    try:
+        ms = _decision_executed_ms(run.run_dir, cast(list[FrameInfo], run.frames))
+    except OSError as exc:  # (an unreadable decision log: the summary's figures are shown)
+        logger.warning("the decisions' execution latency could not be computed: %s", exc)
+        return None
+    return np.asarray(ms, np.float64) if ms else None
+
+
 def _latency_section(page: ReportPage) -> str:
     run = page.run
-    summary_ms = run.summary.get("latency_ms")
+    out = ""
+    values: dict[str, list[float]] = {}
     if run.latency is None:
         why = NO_RESULTS if not run.has_results else "results/latency.jsonl is missing"
-        out = missing(f"No per-field latencies: {why}.")
-        if isinstance(summary_ms, dict) and summary_ms:
-            out += "<p>From the run summary:</p>" + table(
-                ["stage", "p50 (ms)", "p99 (ms)"],
-                [[k, v.get("p50"), v.get("p99")] for k, v in summary_ms.items()],
-            )
+        out += missing(f"No per-field latencies: {why}.")
+    else:
+        for row in run.latency:
+            for stage, ms in as_dict(row.get("ms")).items():
+                if isinstance(ms, int | float) and math.isfinite(ms):
+                    values.setdefault(str(stage), []).append(float(ms))
+        if not values:
+            out += missing("results/latency.jsonl holds no timings.")
+    said, note = _summary_latency(run.summary)
+    if note:
+        out += missing(note)
+    # (stage: its values and where they are from) for the histograms; the summary's other
+    # stages (the bus's hops, counted by the bus, not per field) have only its p50 and p99
+    drawn = {s: (np.asarray(v, np.float64), "results/latency.jsonl") for s, v in values.items()}
+    if (
+        "decision_executed" in said
+        and "decision_executed" not in drawn
+        and (executed := _decision_executed(run)) is not None
+    ):
+        drawn["decision_executed"] = (executed, "decisions.jsonl · frames.jsonl")
+    known = drawn.keys() | said.keys()
+    order = [s for s in _TABLE_ORDER if s in known] + sorted(known - set(_TABLE_ORDER))
+    if not order:
         return out
-    values: dict[str, list[float]] = {}
-    for row in run.latency:
-        for stage, ms in as_dict(row.get("ms")).items():
-            if isinstance(ms, int | float) and math.isfinite(ms):
-                values.setdefault(str(stage), []).append(float(ms))
-    if not values:
-        return missing("results/latency.jsonl holds no timings.")
-    order = [s for s in _LATENCY_ORDER if s in values] + sorted(set(values) - set(_LATENCY_ORDER))
-    stages = {s: np.asarray(values[s], np.float64) for s in order}
-    png = plots.latency_histograms(stages)
-    out = page.plot(
-        png,
-        alt="per-stage latency histograms",
-        caption="Per analysed field, milliseconds; black line p50, red dashed line p99.",
-    )
+    if drawn:
+        png = plots.latency_histograms({s: drawn[s][0] for s in order if s in drawn})
+        out += page.plot(
+            png,
+            alt="per-stage latency histograms",
+            caption="Per analysed field (decision_executed: per decision carried out), "
+            "milliseconds; black line p50, red dashed line p99.",
+        )
     rows = []
-    for s, ms in stages.items():
-        p50, p99 = np.percentile(ms, [50, 99])
-        rows.append([s, int(ms.size), float(p50), float(p99), float(ms.max())])
-    return out + table(["stage", "fields", "p50 (ms)", "p99 (ms)", "max (ms)"], rows, cap=None)
+    for s in order:
+        if s in drawn:
+            ms, source = drawn[s]
+            p50, p99 = np.percentile(ms, [50, 99])
+            rows.append([s, int(ms.size), float(p50), float(p99), float(ms.max()), source])
+        else:
+            v = said[s]
+            rows.append([s, _ms(v.get("n")), _ms(v.get("p50")), _ms(v.get("p99")), None,
+                         "run summary"])  # fmt: skip
+    out += (
+        "<p>n: the fields analysed, or the decisions carried out (decision_executed: from the "
+        "decision queued to its first added frame). A stage from the run summary has only its "
+        "p50 and p99.</p>"
+    )
+    headers = ["stage", "n", "p50 (ms)", "p99 (ms)", "max (ms)", "from"]
+    return out + table(headers, rows, cap=None)
 
 
 def _drops_section(page: ReportPage) -> str:

@@ -33,6 +33,7 @@ from livescope.record import DECISIONS_FILE, FRAMES_FILE, ZARR_NAME, field_key
 from livescope.schema import LivescopeError
 
 __all__ = [
+    "ADDED_FRAME_FIELDS",
     "FRAME_FIELDS",
     "RESULTS_DIR",
     "CellRow",
@@ -48,6 +49,10 @@ SUMMARY_FILE = "summary.json"
 FRAME_FIELDS = ("seq", "position", "channel", "index", "sample_time_s", "added_by")
 """The fields of a frame log line the report reads (the others, ``event`` the largest, are
 not kept); of its ``index`` only ``t`` and ``z``."""
+ADDED_FRAME_FIELDS = ("t_camera_ns",)
+"""Fields also kept of a frame added by a decision (``added_by``): its decision's execution
+latency (the first added frame's camera time, `livescope.pipeline._demo._decision_executed_ms`);
+not of the plan's own frames, most of a long run's."""
 _INDEX_FIELDS = ("t", "z")
 _INT64_LIMIT = 2.0**63
 """Whole numbers of cells.csv from this magnitude on fit no int64 column (read as none)."""
@@ -121,7 +126,8 @@ class RunData:
     run_dir: Path
     summary: dict[str, Any]
     frames: list[dict[str, Any]]
-    """Each readable frame log line, in order: only its `FRAME_FIELDS` that it has."""
+    """Each readable frame log line, in order: only its `FRAME_FIELDS` that it has (an
+    added frame's `ADDED_FRAME_FIELDS` too)."""
     decisions: list[dict[str, Any]] | None
     cells: CellTable | None
     classes: list[str]
@@ -310,7 +316,10 @@ def _read_jsonl(path: Path, problems: list[str]) -> list[dict[str, Any]] | None:
 
 
 def _read_frames(path: Path, problems: list[str]) -> list[dict[str, Any]] | None:
-    """Read the frame log: of each line with an integer time point its `FRAME_FIELDS`."""
+    """Read the frame log: of each line with an integer time point its `FRAME_FIELDS`.
+
+    A frame added by a decision (``added_by``) keeps its `ADDED_FRAME_FIELDS` too.
+    """
     if not path.is_file():
         return None
     frames = []
@@ -331,6 +340,8 @@ def _read_frames(path: Path, problems: list[str]) -> list[dict[str, Any]] | None
                 elif key == "index":
                     value = {k: value[k] for k in _INDEX_FIELDS if k in value}
                 frame[key] = value
+        if line.get("added_by"):
+            frame.update((key, line[key]) for key in ADDED_FRAME_FIELDS if key in line)
         frames.append(frame)
     if n_bad_t:
         problems.append(
