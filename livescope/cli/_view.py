@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,13 +28,27 @@ from ._common import (
 
 __all__ = ["view"]
 
-_DRAW_WITHOUT_DISPLAY = ("offscreen", "minimal", "vnc", "eglfs", "linuxfb")
+_DRAW_WITHOUT_DISPLAY = ("eglfs",)
+"""Qt platforms that need no display variable and can host napari's OpenGL canvas."""
+
+_NO_CANVAS = {
+    "offscreen": "it shows no window, and without an X display has no OpenGL either",
+    "minimal": "it shows no window and has no OpenGL",
+    "vnc": "it has no OpenGL",
+    "linuxfb": "it has no OpenGL",
+}
+"""Qt platforms that start without a display but cannot show napari's canvas, and why."""
+
+_WHAT_TO_DO = (
+    "unset QT_QPA_PLATFORM on a desktop, use xcb with an X display (DISPLAY, e.g. over "
+    "ssh -X), or run it on a virtual display such as Xvfb: xvfb-run livescope view RUN"
+)
 
 
 def _platform_can_start(platform: str, env: Mapping[str, str]) -> bool:
     """Whether one Qt platform plugin (``xcb``, ``wayland:args``...) has what it needs."""
     name = platform.split(":")[0].strip().lower()
-    if name in _DRAW_WITHOUT_DISPLAY:
+    if name in _DRAW_WITHOUT_DISPLAY or name in _NO_CANVAS:
         return True
     if name.startswith("wayland"):
         return bool(env.get("WAYLAND_DISPLAY"))
@@ -47,9 +62,11 @@ def no_display_reason(env: Mapping[str, str], platform: str = sys.platform) -> s
 
     On Linux and the BSDs Qt needs an X11 display (``DISPLAY``) or a Wayland
     one (``WAYLAND_DISPLAY``), unless ``QT_QPA_PLATFORM`` names a platform that
-    draws without one (``offscreen``, ``vnc``, ...); without it Qt aborts the
-    process instead of raising. ``QT_QPA_PLATFORM`` may list platforms to try in
-    turn (``wayland;xcb``): one that can start is enough. Windows and macOS
+    draws without one (``eglfs``); without it Qt aborts the process instead of
+    raising. Qt's ``offscreen``, ``minimal``, ``vnc`` and ``linuxfb`` start
+    without one but cannot show napari's OpenGL canvas (vispy then raises at
+    every paint, for ever). ``QT_QPA_PLATFORM`` may list platforms to try in turn
+    (``wayland;xcb``): Qt takes the first that can start. Windows and macOS
     always have a desktop.
     """
     if platform.startswith(("win", "darwin", "cygwin")):
@@ -58,8 +75,15 @@ def no_display_reason(env: Mapping[str, str], platform: str = sys.platform) -> s
     # (a list, "wayland;xcb", is what many desktops set: Qt goes on to xcb in an X11
     # session, and refusing it there for want of a WAYLAND_DISPLAY was wrong)
     tried = [p for p in qpa.split(";") if p.strip()] or [""]
-    if any(_platform_can_start(p, env) for p in tried):
-        return None
+    for p in tried:
+        name = p.split(":")[0].strip().lower()
+        if name in _NO_CANVAS:  # (it always starts: the platforms after it are never tried)
+            return (
+                f"napari's OpenGL canvas cannot be drawn on Qt's {name!r} platform "
+                f"(QT_QPA_PLATFORM={qpa!r}: {_NO_CANVAS[name]}): {_WHAT_TO_DO}"
+            )
+        if _platform_can_start(p, env):
+            return None
     if not qpa.strip():
         return (
             "livescope view needs a graphical display and none is set (no DISPLAY or "
@@ -72,6 +96,40 @@ def no_display_reason(env: Mapping[str, str], platform: str = sys.platform) -> s
         f"({', '.join(has) or 'no DISPLAY or WAYLAND_DISPLAY'}): unset QT_QPA_PLATFORM or "
         "name your display's platform (xcb for DISPLAY, wayland for WAYLAND_DISPLAY), or run "
         "it on the microscope PC's desktop"
+    )
+
+
+def canvas_problem(wait_s: float = 2.0) -> str | None:
+    """Say why napari's shown canvas has no OpenGL context, or None if it has one.
+
+    The safety net behind `no_display_reason`: on a platform that starts but
+    gives the canvas no OpenGL, vispy raises at every paint and napari goes on
+    for ever, drawing nothing. Qt makes the canvas's context as its window is
+    shown; events are processed for up to ``wait_s`` seconds in case it comes
+    later. A canvas that is no ``QOpenGLWidget`` (an older vispy) cannot be told
+    about: None.
+    """
+    from qtpy.QtOpenGLWidgets import QOpenGLWidget
+    from qtpy.QtWidgets import QApplication
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        shown = [
+            canvas
+            for window in QApplication.topLevelWidgets()
+            for canvas in window.findChildren(QOpenGLWidget)
+            if canvas.isVisible() and not canvas.size().isEmpty()
+        ]
+        if all(canvas.isValid() for canvas in shown):
+            return None
+        if time.monotonic() >= deadline:
+            break
+        QApplication.processEvents()
+        time.sleep(0.02)
+    name = QApplication.platformName()
+    return (
+        f"napari's canvas got no OpenGL context on Qt's {name!r} platform (QT_QPA_PLATFORM="
+        f"{os.environ.get('QT_QPA_PLATFORM', '')!r}), so nothing can be drawn: {_WHAT_TO_DO}"
     )
 
 
@@ -131,16 +189,23 @@ def view(
             import napari
         except ImportError as exc:
             fail(f"napari is not installed ({exc}): {install_command('viewer')}", as_json=json_out)
-        if (why := no_display_reason(os.environ)) is not None:
-            fail(why, as_json=json_out)
+        from livescope.bus import OverlaySubscriber
         from livescope.view import OverlayViewer
 
+        # (the run is looked for first, needing no window: a wrong folder, a finished run
+        # or no worker is said before a missing display, and with none)
+        OverlaySubscriber(run, timeout_s=timeout_s).close()
+        if (why := no_display_reason(os.environ)) is not None:
+            fail(why, as_json=json_out)
         try:
+            # (overlay.json is there now: a run that ended meanwhile is said to have)
             viewer = OverlayViewer(run, position=position, timeout_s=timeout_s)
         except ImportError as exc:  # napari present, but no Qt binding or OpenGL
             fail(f"napari cannot start ({exc}): {install_command('viewer')}", as_json=json_out)
         stats: dict[str, Any]
         try:
+            if (why := canvas_problem()) is not None:
+                fail(why, as_json=json_out)
             viewer.start(interval_ms)
             napari.run()
         finally:

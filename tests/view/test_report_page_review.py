@@ -69,7 +69,11 @@ def test_a_number_no_float_holds_costs_its_sections_only(
     [
         pytest.param({"QT_QPA_PLATFORM": "wayland;xcb", "DISPLAY": ":0"}, id="x11-session"),
         pytest.param({"QT_QPA_PLATFORM": "xcb;wayland", "WAYLAND_DISPLAY": "w"}, id="wayland"),
-        pytest.param({"QT_QPA_PLATFORM": "wayland;offscreen"}, id="offscreen-fallback"),
+        # (offscreen, after it, is never tried: it could not draw napari's canvas)
+        pytest.param(
+            {"QT_QPA_PLATFORM": "wayland;offscreen", "WAYLAND_DISPLAY": "w"},
+            id="wayland-before-offscreen",
+        ),
     ],
 )
 def test_a_list_of_qt_platforms_needs_one_that_can_start(env: dict[str, str]) -> None:
@@ -95,12 +99,13 @@ def test_a_refusal_for_the_qt_platform_names_it_and_not_a_missing_display() -> N
 
 def test_an_empty_position_is_refused(tmp_path: Path) -> None:
     # `--position "$POS"` with POS unset: the viewer waited for position "" for ever
-    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    # (no display: the option is checked before it)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}  # fmt: skip
     res = subprocess.run(
         [sys.executable, "-m", "livescope", "view", str(tmp_path), "--position", "",
          "--timeout-s", "0.2", "--json"],
-        capture_output=True, text=True, cwd=ROOT, timeout=120, check=False,
-        env={**env, "QT_QPA_PLATFORM": "offscreen"},
+        capture_output=True, text=True, cwd=ROOT, timeout=120, check=False, env=env,
     )  # fmt: skip
     assert res.returncode == 2, res.stderr
     error = json.loads(res.stdout)["error"]
