@@ -26,9 +26,12 @@ LATENCY_STAGES = (
     "prepare",  # per-cell measurements for the policies
     "policy",  # policies + guardrails
     "post",  # serialising and sending each decision as it passes (between the firings)
-    "decision_enqueued",  # decision posted → the agent queued its events (ack)
+    "decision_enqueued",  # decision posted → the agent queued its events (ack); a field's slowest
     "decision_executed",  # the agent queued it → first frame it added was acquired
-    "end_to_end",  # camera → the agent queued the decisions (→ policies done, when none fired)
+    # camera → the agent queued the decisions (→ policies done, when none fired); each posted
+    # decision's end counts: a refused or unanswered one's, when the worker had every answer or
+    # stopped waiting
+    "end_to_end",
     "overhead",  # end_to_end − engines − busy_wait: what the pipeline itself costs
     "store",  # results store + overlay (after the decisions; off the decision path)
 )  # fmt: skip

@@ -10,6 +10,7 @@ ground truth (`evaluate_triggers`) and returns the run summary.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import dataclasses
 import json
@@ -164,8 +165,9 @@ def run_adaptive(
     agent listens. ``backend`` / ``port``: how the agent acquires (`run_simulated`,
     `run_micromanager`). ``watch_stalls``: watch the machine for stalls while
     the run goes on (`livescope.bus.StallMonitor`; the summary's
-    ``machine_stalls``, with how many of the fields whose pipeline overhead
-    passed `SLOW_FIELD_MS` a stall overlapped; ``{"error": ...}`` if the
+    ``machine_stalls``, with the live fields whose pipeline overhead passed
+    `SLOW_FIELD_MS` and the others, and how many of each a stall overlapped
+    the overhead of, `_fields_in_a_stall`; ``{"error": ...}`` if the
     monitor failed, which is logged and does not fail the run). The summary's
     ``machine`` names the CPU and how fast it runs Python
     (`livescope.bus.machine_info`, timed before the run starts), so that
@@ -312,7 +314,7 @@ def run_adaptive(
         raise
     if monitor is not None:
         try:
-            machine = {**monitor.stop(), **_slow_fields(out, monitor, latency_log)}
+            machine = {**monitor.stop(), **_fields_in_a_stall(out, monitor, latency_log)}
         except LivescopeError as exc:  # an aside: the run itself succeeded
             logger.warning("machine stalls not measured: %s", exc)
             machine = {"error": str(exc)}
@@ -493,39 +495,113 @@ def _stop_quietly(monitor: StallMonitor | None) -> None:
 def _slow_fields(
     run_dir: Path, monitor: StallMonitor, log: LatencyLog | None = None
 ) -> dict[str, int]:
-    """Count live fields whose overhead passed `SLOW_FIELD_MS`, and those a stall overlapped.
+    """Return the slow fields' half of `_fields_in_a_stall` (its ``slow_`` keys)."""
+    got = _fields_in_a_stall(run_dir, monitor, log)
+    return {k: got[k] for k in ("slow_fields", "slow_fields_in_a_stall")}
 
-    A field spans its frame's camera time to the agent's answer (``end_to_end``);
-    its camera time is its analysis start less its queue wait and its way to the worker.
-    A damaged line (`livescope.schema.read_jsonl_counting`, `_stage_ms`; a slow
-    field without those stages or a whole-number ``t_start_ns``) is left out,
-    their number said: one raised as the run ended, and the run's summary (or its
-    machine stalls) was lost. ``log``: the run's ``latency.jsonl`` as read once
-    (`LatencyLog`); None: read here.
+
+def _fields_in_a_stall(
+    run_dir: Path, monitor: StallMonitor, log: LatencyLog | None = None
+) -> dict[str, int]:
+    """Count slow and fast live fields, and those a stall overlapped the overhead of.
+
+    Slow: its overhead passed `SLOW_FIELD_MS`; fast: the others. A field's
+    overhead windows: its frame's camera time to its analysis start, less where
+    the engines ran on other fields meanwhile (its ``busy_wait``), and its
+    analysis end to the agent's answer (``end_to_end``'s end). Its own
+    engines are left out: a stall there slows the engines, not the pipeline,
+    and at a few stalls a second one falls in nearly every field's seconds of
+    engines and waiting (the demo's fast fields were "in a stall" as often as
+    its slow ones). The fast fields' share is the baseline: slow fields in a
+    stall no more often than fast ones were not slowed by the stalls. Times
+    come from each line: its camera time is its analysis start less its queue
+    wait and its way to the worker, its analysis end its start plus its
+    ``engines`` and ``analyse_other``; the engines' spans are every line's
+    start to analysis end (recorded fields' too).
+
+    A damaged line (`livescope.schema.read_jsonl_counting`, `_stage_ms`; a live
+    field with an overhead but without those stages or a whole-number
+    ``t_start_ns``) is left out, their number said: one raised as the run
+    ended, and the run's summary (or its machine stalls) was lost. ``log``:
+    the run's ``latency.jsonl`` as read once (`LatencyLog`); None: read here.
     """
     if log is None:
         log = LatencyLog.read(run_dir / RESULTS_DIR / "latency.jsonl")
-    slow = stalled = 0
     damaged = log.damaged
+    spans: list[tuple[int, int]] = []  # each field's analysis: start → analysed (ns)
+    fields: list[tuple[bool, int, int, int, int]] = []  # (slow, camera, start, analysed, end)
     for rec in log.records:
         if (ms := _stage_ms(rec)) is None:
             damaged += 1
             continue
-        if not rec.get("live") or ms.get("overhead", 0.0) <= SLOW_FIELD_MS:
-            continue
-        # (a live field's overhead comes with these whenever its camera time is known)
         t_start = rec.get("t_start_ns")
-        span = {"camera_to_received", "queue_wait", "end_to_end"} <= ms.keys()
-        if not isinstance(t_start, int) or isinstance(t_start, bool) or not span:
+        if not isinstance(t_start, int) or isinstance(t_start, bool) or "engines" not in ms:
+            t_start = None
+        else:  # (a line before analyse_other was logged: its engines alone)
+            t_analysed = t_start + int((ms["engines"] + ms.get("analyse_other", 0.0)) * 1e6)
+            spans.append((t_start, t_analysed))
+        if not rec.get("live") or "overhead" not in ms:
+            continue  # (left out where its camera time is: the agent's clock ahead)
+        # (a live field's overhead comes with these whenever its camera time is known)
+        if t_start is None or not ms.keys() >= _SPAN_STAGES:
             damaged += 1
             continue
-        slow += 1
         t_cam = t_start - int(camera_to_start_ms(ms) * 1e6)
-        stalled += int(monitor.during(t_cam, t_cam + int(ms["end_to_end"] * 1e6)))
+        fields.append((ms["overhead"] > SLOW_FIELD_MS, t_cam, t_start, t_analysed,
+                       t_cam + int(ms["end_to_end"] * 1e6)))  # fmt: skip
+    busy = _merged(spans)
+    begins = [a for a, _ in busy]
+    got = dict.fromkeys(("slow_fields", "slow_fields_in_a_stall",
+                         "fast_fields", "fast_fields_in_a_stall"), 0)  # fmt: skip
+    for slow, t_cam, t_start, t_analysed, t_end in fields:
+        kind = "slow_fields" if slow else "fast_fields"
+        got[kind] += 1
+        windows = _outside(busy, begins, t_cam, t_start)
+        if t_end > t_analysed:
+            windows.append((t_analysed, t_end))
+        got[f"{kind}_in_a_stall"] += any(monitor.during(a, b) for a, b in windows)
     if damaged:
         logger.warning("%s: %d damaged line(s) left out of the slow fields",
                        log.path, damaged)  # fmt: skip
-    return {"slow_fields": slow, "slow_fields_in_a_stall": stalled}
+    return got
+
+
+_SPAN_STAGES = frozenset({"camera_to_received", "queue_wait", "engines", "end_to_end"})
+"""What `_fields_in_a_stall` places a live field's overhead windows by (ms per stage)."""
+
+
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Return the ``(begin, end)`` spans as disjoint ones, in order (overlapping ones joined)."""
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(spans):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+def _outside(
+    spans: list[tuple[int, int]], begins: list[int], start: int, end: int
+) -> list[tuple[int, int]]:
+    """Return the parts of ``[start, end]`` outside the disjoint, ordered ``spans``.
+
+    ``begins``: the spans' begins (bisected: a run of days logs hundreds of
+    thousands of fields).
+    """
+    out: list[tuple[int, int]] = []
+    at = start
+    # the first span that may reach into [start, end]: the one before the first to begin after it
+    for i in range(max(0, bisect.bisect_right(begins, start) - 1), len(spans)):
+        a, b = spans[i]
+        if a >= end:
+            break
+        if a > at:
+            out.append((at, a))
+        at = max(at, b)
+    if at < end:
+        out.append((at, end))
+    return out
 
 
 def _decision_executed_ms(run_dir: Path, frames: Sequence[FrameInfo]) -> list[float]:
