@@ -486,7 +486,14 @@ def _print_demo(summary: dict[str, Any], title: str = "livescope demo") -> None:
             add_row(
                 "machine stalls > 2 ms",
                 f"{stalls['over_2ms_per_s']}/s, longest {stalls['max_ms']} ms; in "
-                f"{stalls['slow_fields_in_a_stall']} of {stalls['slow_fields']} slow fields",
+                f"{stalls['slow_fields_in_a_stall']} of {stalls['slow_fields']} slow fields"
+                # (the fast fields' share beside it: a stall in as many of them says the
+                # stalls do not make the slow ones)
+                + (
+                    f", {stalls['fast_fields_in_a_stall']} of {stalls['fast_fields']} fast"
+                    if stalls.get("fast_fields") is not None
+                    else ""
+                ),
             )
         if mem := summary.get("peak_memory_mb"):
             add_row("peak memory (this process / worker)",

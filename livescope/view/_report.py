@@ -176,9 +176,11 @@ def _summary_section(page: ReportPage) -> str:
             f"{fmt(pc.get('cpu_reference_ms'))}",
         ),
         (
-            "Machine stalls over 2 ms: per second · longest (ms) · in slow fields",
+            "Machine stalls over 2 ms: per second · longest (ms) · in slow fields · in fast "
+            "fields (over their overhead)",
             f"{fmt(stalls.get('over_2ms_per_s'))} · {fmt(stalls.get('max_ms'))} · "
-            f"{fmt(stalls.get('slow_fields_in_a_stall'))} of {fmt(stalls.get('slow_fields'))}",
+            f"{fmt(stalls.get('slow_fields_in_a_stall'))} of {fmt(stalls.get('slow_fields'))} · "
+            f"{fmt(stalls.get('fast_fields_in_a_stall'))} of {fmt(stalls.get('fast_fields'))}",
         ),
         ("Worker restarts · of them taken for hung", _restarts(s)),
         ("Analysis gaps (what the worker could not do)", _analysis_gaps(s)),
