@@ -20,43 +20,67 @@ plan_app = typer.Typer(
 
 
 class _Taken(NamedTuple):
-    """Where a plan takes one channel (`_planes`)."""
+    """Where a plan takes one channel (`_frames`)."""
 
-    planes: list[int]
-    """Its planes per field (position, time point), each count found."""
+    planes: dict[str, list[int]]
+    """Its planes per field (position, time point) at each position it is taken at
+    (`position_name`: a grid's tiles apart; in the plan's order), each count found."""
     time_points: list[int]
     """The time points (``t``) it is taken at."""
-    positions: list[str]
-    """The positions it is taken at (`position_name`: a grid's tiles apart)."""
+
+    @property
+    def positions(self) -> list[str]:
+        """The positions it is taken at, in the plan's order."""
+        return list(self.planes)
 
 
-def _planes(events: Iterable[useq.MDAEvent]) -> dict[str, _Taken]:
-    """Return each channel's planes per field (position, time point), and where it is taken.
+class _Frames(NamedTuple):
+    """What a plan's frames are made of (`_frames`)."""
+
+    channels: dict[str, _Taken]
+    """Where each channel is taken, and its planes."""
+    time_points: dict[str, list[int]]
+    """The time points (``t``) imaged at each position, in the plan's order."""
+
+
+def _frames(events: Iterable[useq.MDAEvent]) -> _Frames:
+    """Return each position's time points, each channel's planes per field, and where it is taken.
 
     The frames are positions × time points × planes of each channel: a z-stack's
     channels have its planes, one with ``do_stack: false`` one plane, and a position
-    with a sequence of its own may have another z plan (then a channel has two counts),
-    or channels of its own (then a channel is taken at some positions only); a channel
-    with ``acquire_every`` is taken at every n-th time point only.
+    with a sequence of its own may have another z plan (then a channel has other
+    planes there), its own time plan (other time points), or channels of its own
+    (then a channel is taken at some positions only); a channel with
+    ``acquire_every`` is taken at every n-th time point only.
     """
     import useq
 
     from livescope.schema import position_name
 
     fields: dict[tuple[Any, ...], int] = {}
-    where: dict[str, tuple[set[int], dict[str, None]]] = {}
+    where: dict[str, set[int]] = {}
+    at_position: dict[str, set[int]] = {}
     for e in events:
-        if isinstance(e.action, useq.AcquireImage) and e.channel is not None:
+        if not isinstance(e.action, useq.AcquireImage):
+            continue
+        t = int(e.index.get("t", 0))
+        pos = position_name(e)
+        at_position.setdefault(pos, set()).add(t)  # (in the plan's order)
+        if e.channel is not None:
             at = tuple(sorted((k, v) for k, v in e.index.items() if k not in ("c", "z")))
-            key = (e.channel.config, *at)
+            key = (e.channel.config, pos, *at)
             fields[key] = fields.get(key, 0) + 1
-            ts, positions = where.setdefault(e.channel.config, (set(), {}))
-            ts.add(int(e.index.get("t", 0)))
-            positions[position_name(e)] = None  # (in the plan's order)
-    counts: dict[str, set[int]] = {}
-    for (channel, *_), n in fields.items():
-        counts.setdefault(channel, set()).add(n)
-    return {c: _Taken(sorted(n), sorted(where[c][0]), list(where[c][1])) for c, n in counts.items()}
+            where.setdefault(e.channel.config, set()).add(t)
+    counts: dict[str, dict[str, set[int]]] = {}
+    for (channel, pos, *_), n in fields.items():
+        counts.setdefault(channel, {}).setdefault(pos, set()).add(n)
+    return _Frames(
+        {
+            c: _Taken({p: sorted(n) for p, n in at.items()}, sorted(where[c]))
+            for c, at in counts.items()
+        },
+        {p: sorted(ts) for p, ts in at_position.items()},
+    )
 
 
 def _ordinal(n: int) -> str:
@@ -65,31 +89,68 @@ def _ordinal(n: int) -> str:
     return f"{n}{suffix}"
 
 
-def _channels(names: list[str], planes: dict[str, _Taken]) -> str:
+def _names(positions: list[str]) -> str:
+    """Say some positions: ``a``, ``a and b``, ``a, b and c``, else how many."""
+    if len(positions) > 3:
+        return f"{len(positions)} positions"
+    return " and ".join(filter(None, (", ".join(positions[:-1]), positions[-1])))
+
+
+def _by_position(counts: dict[str, list[int]], unit: str) -> str:
+    """Say counts of ``unit`` per position: ``5 planes`` where all agree, else where each is.
+
+    Positions with the same counts go together: ``10 time points at fast, 1 at slow``
+    (a position with two counts: ``1 or 5 planes``).
+    """
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for pos, n in counts.items():
+        groups.setdefault(tuple(n), []).append(pos)
+    said: list[str] = []
+    for group, where in groups.items():
+        amount = " or ".join(map(str, group))
+        if not said:
+            amount += f" {unit}{'' if group == (1,) else 's'}"
+        said.append(amount if len(groups) == 1 else f"{amount} at {_names(where)}")
+    return ", ".join(said)
+
+
+def _fields(frames: _Frames) -> str:
+    """Say the positions and their time points, apart where positions differ in them."""
+    counts = {p: [len(ts)] for p, ts in frames.time_points.items()}
+    if len({n[0] for n in counts.values()}) <= 1:
+        t = next(iter(counts.values()), [1])[0]
+        return f"{len(counts)} position(s) × {t} time point(s)"
+    return f"{len(counts)} position(s) ({_by_position(counts, 'time point')})"
+
+
+def _channels(names: list[str], frames: _Frames) -> str:
     """Say the channels, with their planes where a channel has a z-stack.
 
     A channel taken at fewer time points or positions than the plan's says so (every
-    n-th time point, the positions it is taken at), so that the factors said multiply
-    to the frames.
+    n-th time point of the positions it is taken at, the positions it is taken at),
+    and a channel with other planes at some positions says where: so that the
+    factors said (with `_fields`'s time points per position) multiply to the frames.
     """
-    taken = [planes[c] for c in names if c in planes]
-    all_t = sorted({t for x in taken for t in x.time_points})
+    taken = [frames.channels[c] for c in names if c in frames.channels]
     all_p = list(dict.fromkeys(p for x in taken for p in x.positions))
-    stacks = any(x.planes != [1] for x in taken)
+    stacks = any(n != [1] for x in taken for n in x.planes.values())
     said = []
     for c in names:
         notes = []
-        x = planes.get(c)
-        n = x.planes if x is not None else [1]
+        x = frames.channels.get(c)
         if stacks:
-            notes.append(f"{' or '.join(map(str, n))} plane{'' if n == [1] else 's'}")
-        if x is not None and x.time_points != all_t:
-            every = x.time_points[1] - x.time_points[0] if len(x.time_points) > 1 else 0
-            # (useq's acquire_every: the time points t with t % n == 0)
-            if every > 1 and x.time_points == [t for t in all_t if t % every == 0]:
-                notes.append(f"every {_ordinal(every)} time point")
-            else:
-                notes.append(f"{len(x.time_points)} of {len(all_t)} time points")
+            notes.append(_by_position(x.planes if x is not None else {"": [1]}, "plane"))
+        if x is not None:
+            # (the time points of the positions it is taken at: a position's own time plan
+            # may have more than the others)
+            its_t = sorted({t for p in x.positions for t in frames.time_points.get(p, [])})
+            if x.time_points != its_t:
+                every = x.time_points[1] - x.time_points[0] if len(x.time_points) > 1 else 0
+                # (useq's acquire_every: the time points t with t % n == 0)
+                if every > 1 and x.time_points == [t for t in its_t if t % every == 0]:
+                    notes.append(f"every {_ordinal(every)} time point")
+                else:
+                    notes.append(f"{len(x.time_points)} of {len(its_t)} time points")
         if x is not None and len(x.positions) < len(all_p):
             if len(x.positions) <= 3:
                 notes.append(f"positions {', '.join(x.positions)} only")
@@ -99,11 +160,12 @@ def _channels(names: list[str], planes: dict[str, _Taken]) -> str:
     return ", ".join(said)
 
 
-def _check_one(path: Path, prof: Any) -> tuple[dict[str, Any], dict[str, _Taken]]:
+def _check_one(path: Path, prof: Any) -> tuple[dict[str, Any], _Frames]:
     """Check one plan file against ``prof``: its problems, else what it asks of the rig.
 
-    Beside it, for people, each channel's planes per field (`_planes`: what makes
-    up the frames with a z-stack).
+    What it asks has each position's time points too (``time_points_per_position``:
+    a position's own time plan may have more or fewer than the plan's). Beside it,
+    for people, what its frames are made of (`_frames`).
     """
     from livescope.policy import rules_for_profile
     from livescope.schema import (
@@ -122,7 +184,7 @@ def _check_one(path: Path, prof: Any) -> tuple[dict[str, Any], dict[str, _Taken]
         events = plan_events(sequence)
         check_plan(sequence, prof, str(path), events=events)
     except ConfigError as exc:
-        return {"file": str(path), "valid": False, "problems": exc.problems}, {}
+        return {"file": str(path), "valid": False, "problems": exc.problems}, _NONE
     try:  # (its rules, as a run checks them before anything moves)
         rules_for_profile(
             plan_sections(path).get("policies"),
@@ -132,13 +194,25 @@ def _check_one(path: Path, prof: Any) -> tuple[dict[str, Any], dict[str, _Taken]
         )
     except LivescopeError as exc:
         problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
-        return {"file": str(path), "valid": False, "problems": problems}, {}
+        return {"file": str(path), "valid": False, "problems": problems}, _NONE
     figures = plan_figures(sequence, prof, events=events)
-    return {"file": str(path), "valid": True, **figures}, _planes(events)
+    frames = _frames(events)
+    result: dict[str, Any] = {"file": str(path), "valid": True}
+    for key, value in figures.items():
+        result[key] = value
+        if key == "time_points":  # (beside it: its count is the plan's, of all positions)
+            result["time_points_per_position"] = {
+                p: len(ts) for p, ts in frames.time_points.items()
+            }
+    return result, frames
 
 
-def _say(r: dict[str, Any], profile: str, planes: dict[str, _Taken]) -> None:
-    """Print one plan's result for people (stderr); ``planes``: `_planes`."""
+_NONE = _Frames({}, {})
+"""What a plan that does not fit is said to be made of (nothing: its problems are said)."""
+
+
+def _say(r: dict[str, Any], profile: str, frames: _Frames) -> None:
+    """Print one plan's result for people (stderr); ``frames``: `_frames`."""
     name = escape(r["file"])
     if not r["valid"]:
         stderr.print(f"[red]✗[/] {name}", highlight=False)
@@ -148,8 +222,7 @@ def _say(r: dict[str, Any], profile: str, planes: dict[str, _Taken]) -> None:
     interval = r["shortest_interval_s"]
     most = max(r["fluorescence_s"].values(), default=0.0)
     lines = [
-        f"{r['frames']} frame(s): {len(r['positions'])} position(s) × {r['time_points']} time "
-        f"point(s), channels {_channels(r['channels'], planes)}",
+        f"{r['frames']} frame(s): {_fields(frames)}, channels {_channels(r['channels'], frames)}",
         f"planned {r['planned_duration_s']:g} s; at least {r['estimated_duration_s']:g} s on "
         f"this rig (a time point ≥ {r['time_point_s']:g} s"
         + (f", interval {interval:g} s)" if interval is not None else ")"),
@@ -187,7 +260,7 @@ def plan_check(
     if json_out:
         emit({"ok": ok, "profile": prof.name, "results": results})
     else:
-        for r, planes in checked:
-            _say(r, prof.name, planes)
+        for r, frames in checked:
+            _say(r, prof.name, frames)
     if not ok:
         raise typer.Exit(1)

@@ -379,10 +379,37 @@ def format_validation_error(err: ValidationError, data: Any = None) -> list[str]
             shown = repr(got)  # (shortened: a decision's 1 MB string came back whole)
             msg = f"{msg} (got {shown if len(shown) <= 200 else shown[:200] + '…'})"
         if e["type"] in _DURATION_ERRORS:  # (pydantic's own words: "invalid character in hour")
-            msg += "; durations are seconds (e.g. 120 for 2 min)"
+            msg += f"; durations are seconds{_seconds_hint(got)}"
         if (line := f"{loc}: {msg}") not in lines:
             lines.append(line)
     return lines
+
+
+def _seconds_hint(got: Any) -> str:
+    """Say how to write a duration pydantic could not read (after "durations are seconds").
+
+    A number YAML read as text (in quotes, or, as PyYAML reads YAML 1.1, ``1e3``: an
+    exponent without a dot) is said as the number to write, without quotes: the
+    example alone (120 for 2 min) told someone who wrote ``'120'`` to write 120.
+    """
+    try:  # (a long text is no number anyone meant: its repr would fill the line)
+        seconds = float(got) if isinstance(got, str) and len(got) <= 100 else math.nan
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds):  # (no number, or "inf", which no plan means)
+        return " (e.g. 120 for 2 min)"
+    if seconds.is_integer() and abs(seconds) < 1e15:
+        number = str(int(seconds))
+    else:  # (as YAML writes a float: "0.25", "1.0e-07", read back as a number)
+        number = yaml.safe_dump(seconds).splitlines()[0]
+    with contextlib.suppress(yaml.YAMLError):
+        if isinstance(yaml.safe_load(got), int | float):
+            return (
+                f", written as a number: write {number}, without quotes (in quotes YAML reads "
+                "it as text)"
+            )
+    why = ", an exponent without a dot," if "e" in got.lower() else ""
+    return f", written as a number: write {number} (YAML reads {got!r}{why} as text)"
 
 
 def _likeliest_branches(errors: list[Any], start: int, models: set[str], data: Any) -> list[Any]:
