@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,8 +26,11 @@ from ._common import (
 __all__ = ["bench_track", "eval_track", "track"]
 
 
-def _frame_files(folder: Path) -> list[Path]:
-    """TIFF frames of a CTC-layout folder (t000.tif, man_track000.tif, mask000.tif ...)."""
+def _frame_files(folder: Path) -> tuple[int, list[Path]]:
+    """TIFF frames of a CTC-layout folder (t000.tif, man_track000.tif, mask000.tif ...).
+
+    Returns the first frame's number and the files, consecutive from it.
+    """
     from livescope.schema import LivescopeError, check_input_folder
 
     check_input_folder(folder)
@@ -48,13 +52,38 @@ def _frame_files(folder: Path) -> list[Path]:
     if idx != list(range(idx[0], idx[0] + len(idx))):
         missing = sorted(set(range(idx[0], idx[-1] + 1)) - set(idx))
         raise LivescopeError(f"{folder}: frames are not consecutive (missing {missing[:5]})")
-    return [p for _, p in numbered]
+    return idx[0], [p for _, p in numbered]
+
+
+class _FromFrame(Sequence[Any]):
+    """Label images ``frames`` numbered from ``first``: frames ``0..first-1`` are empty."""
+
+    def __init__(self, frames: Sequence[Any], first: int) -> None:
+        import numpy as np  # (not when the CLI starts)
+
+        self._frames, self._first = frames, first
+        # (one read-only zero image for all of them, however many)
+        self._empty = np.broadcast_to(np.zeros(1, np.int64), frames[0].shape) if frames else None
+
+    def __len__(self) -> int:
+        return self._first + len(self._frames) if self._frames else 0
+
+    def __getitem__(self, f: int) -> Any:  # type: ignore[override]
+        if not 0 <= f < len(self):
+            raise IndexError(f)
+        if f < self._first and self._empty is not None:
+            return self._empty
+        return self._frames[f - self._first]
 
 
 def track(
     images: Annotated[
         Path,
-        typer.Argument(parser=given_path, help="CTC-layout folder of frames (t000.tif ...)."),
+        typer.Argument(
+            parser=given_path,
+            help="CTC-layout folder of frames (t000.tif ...), consecutive; the result keeps "
+            "their numbers (one that starts at t010 gives empty mask000..mask009).",
+        ),
     ],
     out: Annotated[
         Path,
@@ -87,6 +116,10 @@ def track(
     """Segment (unless --from-labels) and track a sequence; write a CTC result.
 
     The tracker is the causal one used live: each frame is linked as it comes.
+    Frames keep their numbers: from a folder that starts at t010 (a part of a
+    sequence), the masks and the tracks' first and last frames in res_track.txt
+    and --state are numbered as the input (and its CTC ground truth) are, the
+    masks before the first are empty (CTC results start at mask000).
     """
     setup_logging(False)
     import numpy as np
@@ -107,7 +140,7 @@ def track(
                     "and --from-labels segments nothing: drop one or the other"
                 )
         positive_size("--diameter", diameter, "object diameter", "px")  # (before any frame)
-        files = _frame_files(images)
+        first, files = _frame_files(images)
         if out.exists() and not out.is_dir():
             raise LivescopeError(f"{out} is a file: --out must be a new result folder")
         if out.exists() and any(out.iterdir()):
@@ -159,6 +192,10 @@ def track(
                     yield r.labels
 
         tracker = OnlineTracker()
+        if first > 0:
+            # (numbered from 0, every begin and end of res_track.txt and the state was
+            # `first` frames early; the tracker goes on from the frame before the first)
+            tracker.skip(first - 1)
         t0 = time.perf_counter()
         with Progress(console=stderr, transient=True, disable=json_out) as bar:
             task = bar.add_task("tracking", total=len(files))
@@ -170,7 +207,7 @@ def track(
         wall = time.perf_counter() - t0
         if seg is not None:
             seg.close()
-        masks, tracks, _ = relabel_for_ctc(seq.id_frames, seq.parents)
+        masks, tracks, _ = relabel_for_ctc(_FromFrame(seq.id_frames, first), seq.parents)
         write_ctc(out, masks, tracks, kind="res")
         if state is not None:
             tracker.save(state)
@@ -179,6 +216,7 @@ def track(
             "ok": True,
             "out": str(out),
             "frames": len(files),
+            "first_frame": first,
             "tracks": len(tracks),
             "divisions": len(seq.divisions),
             "engine": None if seg is None else seg.name,

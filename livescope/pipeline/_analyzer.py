@@ -18,7 +18,11 @@ A position whose pixel size (objective, binning) or frame shape (ROI) changes
 starts its tracks anew: pixel centroids of two scales cannot be linked, so the
 tracks seen before the change end there (reported lost) and new ones begin
 (track ids go on from the old ones; the lineage is kept). A field its tracker
-ignores (a time point tracked already, or out of order) changes neither. Each
+ignores (a time point tracked already, or out of order) changes neither. A
+field with no nuclear image (a label-free frame without a stain engine: the
+nuclear channel is imaged every few time points) is not tracked, and its tracker
+is told so (`OnlineTracker.skip`): the tracks go on across it, a gap being
+counted in time points that had a nuclear image. Each
 position's view is in `FrameAnalyzer.views`, saved and restored with its tracker
 (`FrameResult.view`: as of one field).
 """
@@ -188,7 +192,9 @@ class FrameAnalyzer:
         """Run every loaded stage on one field at one time point (see the module).
 
         ``frame`` is the field's time index (default: one more than the last one
-        of this position); a jump tells the tracker that frames were missed.
+        of this position); a jump tells the tracker that frames were missed. A
+        field with no nuclear image to segment tells it that this one had nothing
+        to miss (see the module).
         ``stain=False`` skips the virtual stain of a field that has a
         fluorescence frame (it is always made when it is the only nuclear signal).
 
@@ -252,6 +258,11 @@ class FrameAnalyzer:
             nuclear, res.nuclear_source = res.stain, "virtual_stain"
         else:
             nuclear = None
+        if nuclear is None and (tracker := self.trackers.get(position)) is not None:
+            # nothing to segment at this time point (a nuclear channel imaged every few,
+            # no virtual stain): its tracks have missed no frame here; counted as a gap, each
+            # nuclear frame ended every track and started it anew
+            tracker.skip(frame)
         if nuclear is None or self.segmenter_name is None:
             return res
         t0 = time.perf_counter()

@@ -18,6 +18,17 @@ touching the frame's edge is a cell entering the field, not a daughter, unless
 its parent was near the edge too; a track that left through the edge can only
 come back through it.
 
+A time point that had nothing to segment (a nuclear channel imaged every few
+time points, ``acquire_every``, and no virtual stain) is told with `OnlineTracker.skip`.
+Gaps are then counted in time points that could have been segmented: ``max_gap``,
+the gap cost per missed frame, the edge rule and ``division_window`` count the
+frames on which a cell could have been seen and was not, so a cell seen on every
+nuclear frame keeps its track. The motion (velocity, prediction, the gate's growth
+with the gap) stays in time points: a cell moves as far in four of them whether or
+not it was imaged. Frame numbers (spans, divisions, revisions, updates) are always
+the real ones. A time point that had a nuclear image and was not given (a field
+dropped) is a gap as before.
+
 A frame that comes out of order or a second time is ignored with a warning in
 the log: its objects get track id 0 and the tracks and lineage stay as they were.
 A frame whose label image has another shape than the frames before (a new camera
@@ -55,6 +66,24 @@ _MAX_FRAME = 2**62
 """Largest frame number `OnlineTracker.update` takes (its frames are int64 arrays)."""
 
 
+def _skipped_runs(given: Any) -> list[list[int]]:
+    """Read a state's ``skipped``: runs ``[first, last]`` of frames, increasing, apart, >= 0."""
+    runs: list[list[int]] = []
+    for run in given if isinstance(given, list) else [given]:
+        ok = (
+            isinstance(run, list)
+            and len(run) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in run)
+        )
+        if not ok or not 0 <= run[0] <= run[1] <= _MAX_FRAME or (runs and run[0] <= runs[-1][1]):
+            raise LivescopeError(
+                f"tracker state: skipped holds {run!r}; it must be runs [first, last] of whole "
+                "frames, 0 <= first <= last, in increasing order without overlaps"
+            )
+        runs.append([int(run[0]), int(run[1])])
+    return runs
+
+
 def _edge_distance(p: tuple[float, float], shape: tuple[int, int]) -> float:
     if shape == (0, 0):
         return math.inf
@@ -84,8 +113,9 @@ class OnlineTracker:
 
     @property
     def frame(self) -> int:
-        """Index of the last frame given (-1 before the first)."""
-        return self._s.frame
+        """Index of the last frame given to `update` or `skip` (-1 before the first)."""
+        s = self._s
+        return max(s.frame, s.skipped[-1][1]) if s.skipped else s.frame
 
     @property
     def lineage(self) -> dict[int, int]:
@@ -113,35 +143,16 @@ class OnlineTracker:
         the module), before anything changes.
         """
         s, cfg, tb = self._s, self.config, self._t
-        given: Any = frame  # (from a caller that may not be typed)
-        # (3.0 too: a time index read back from JSON or a column of floats)
-        whole = not isinstance(given, bool) and (
-            isinstance(given, Integral)
-            or (isinstance(given, Real) and math.isfinite(given) and float(given).is_integer())
-        )
-        if given is None:
-            t = s.frame + 1
-        elif not whole or given < 0:
-            # (int() floored 2.7 to 2 without a word; -1 was "a second time" of no frame)
-            raise LivescopeError(f"tracker: frame must be a whole number >= 0, got {given!r}")
-        else:
-            t = int(given)
-        if t > _MAX_FRAME:
-            # (numpy's int64 frame arrays failed with "Python int too large to convert to C
-            # long" on this frame or the next; 2**62 leaves room for the gaps and -1 slots)
-            got = t if given is None else given
-            raise LivescopeError(
-                f"tracker: frame must be a whole number >= 0 and at most 2**62, got {got!r}"
-            )
+        t = self._frame_number(frame)
         if isinstance(labels, ObjectTable):
             check_objects(labels)  # (a NaN position would break every later frame)
             objs = labels
         else:
             objs = measure_objects(labels, image)
         n = len(objs)
-        if t <= s.frame:
-            again = "a second time" if t == s.frame else "out of order"
-            why = f"frame {t} came after frame {s.frame} ({again}): ignored"
+        if t <= self.frame:
+            again = "a second time" if t == self.frame else "out of order"
+            why = f"frame {t} came after frame {self.frame} ({again}): ignored"
             logger.warning("tracker: %s; tracks and lineage unchanged", why)
             return TrackUpdate(t, objs.labels.copy(), np.zeros(n, np.int64), ignored=why)
         shape = (int(objs.shape[0]), int(objs.shape[1]))  # (0, 0): not known, not checked
@@ -153,8 +164,9 @@ class OnlineTracker:
                 f"{s.shape[0]}x{s.shape[1]}: positions of two views cannot be linked; start a "
                 "new OnlineTracker for the new view (or crop or pad the labels to the old shape)"
             )
-        # candidates: tracks seen within max_gap frames (divided ones are gone already)
-        cands = np.flatnonzero(t - tb.last_seen <= cfg.max_gap)
+        # candidates: tracks seen within max_gap frames that could have been segmented
+        # (divided ones are gone already)
+        cands = np.flatnonzero(self._frames_since(t, tb.last_seen) <= cfg.max_gap)
         orows, trows = self._link(cands, objs, t)  # object row -> track row
         ids = np.zeros(n, np.int64)
         ids[orows] = tb.id[trows]
@@ -174,14 +186,112 @@ class OnlineTracker:
         # seen on the previous frame given (t - 1, or earlier after a jump), not on this one
         lost = tuple(tb.id[tb.last_seen == s.frame].tolist()) if s.frame >= 0 else ()
         # forget tracks lost for good or divided (their lineage stays), add the new ones
-        tb.take(~tb.ended & (t - tb.last_seen <= cfg.max_gap))
+        tb.take(~tb.ended & (self._frames_since(t, tb.last_seen) <= cfg.max_gap))
         tb.append(self._new)
         self._new = []
         s.frame = t
         if shape != (0, 0):
             s.shape = shape
+        self._forget_skipped()
         return TrackUpdate(t, objs.labels.copy(), ids, tuple(born), lost, tuple(divisions),
                            tuple(revisions))  # fmt: skip
+
+    def skip(self, frame: int) -> bool:
+        """Say that time point ``frame`` had nothing to segment (no nuclear image).
+
+        Gaps are counted without it (see the module): a cell seen on the frames
+        before and after it has missed no frame. Frames come in increasing order,
+        as `update`'s: one at or before the last frame given is ignored (returns
+        False); ``frame`` is checked as `update` checks it (`LivescopeError`).
+        """
+        t = self._frame_number(frame)
+        if t <= self.frame:
+            return False
+        runs = self._s.skipped
+        if runs and runs[-1][1] == t - 1:
+            runs[-1] = [runs[-1][0], t]  # (a new list: snapshots hold tuples anyway)
+        else:
+            runs.append([t, t])
+        self._forget_skipped()
+        return True
+
+    def _frame_number(self, frame: int | None) -> int:
+        """``frame`` as an int (None: the next one), or `LivescopeError` if it is not one."""
+        given: Any = frame  # (from a caller that may not be typed)
+        # (3.0 too: a time index read back from JSON or a column of floats)
+        whole = not isinstance(given, bool) and (
+            isinstance(given, Integral)
+            or (isinstance(given, Real) and math.isfinite(given) and float(given).is_integer())
+        )
+        if given is None:
+            t = self.frame + 1
+        elif not whole or given < 0:
+            # (int() floored 2.7 to 2 without a word; -1 was "a second time" of no frame)
+            raise LivescopeError(f"tracker: frame must be a whole number >= 0, got {given!r}")
+        else:
+            t = int(given)
+        if t > _MAX_FRAME:
+            # (numpy's int64 frame arrays failed with "Python int too large to convert to C
+            # long" on this frame or the next; 2**62 leaves room for the gaps and -1 slots)
+            got = t if given is None else given
+            raise LivescopeError(
+                f"tracker: frame must be a whole number >= 0 and at most 2**62, got {got!r}"
+            )
+        return t
+
+    def _skipped_upto(self, x: NDArray[np.int64]) -> NDArray[np.int64]:
+        """How many skipped time points there are at or before each frame of ``x``.
+
+        Only differences of it mean anything (runs before the live tracks are dropped).
+        """
+        runs = self._s.skipped
+        if not runs:
+            return np.zeros(np.shape(x), np.int64)
+        a = np.asarray(runs, np.int64)
+        first, last = a[:, 0], a[:, 1]
+        before = np.concatenate([[0], np.cumsum(last - first + 1)[:-1]])
+        i = np.searchsorted(first, x, side="right") - 1
+        k = np.maximum(i, 0)
+        n = before[k] + np.minimum(x, last[k]) - first[k] + 1
+        return np.where(i >= 0, n, 0).astype(np.int64)
+
+    def _frames_since(self, t: int, since: NDArray[np.int64]) -> NDArray[np.int64]:
+        """Count the frames from ``since`` to ``t`` that could have been segmented.
+
+        ``since``: tracked frames before ``t``; ``t - since`` less the skipped time
+        points between them.
+        """
+        since = np.asarray(since, np.int64)
+        skipped = self._skipped_upto(np.asarray(t - 1, np.int64)) - self._skipped_upto(since)
+        out: NDArray[np.int64] = (t - since) - skipped
+        return out
+
+    def _window_start(self, t: int, frames: int) -> int:
+        """Return the first of the last ``frames`` segmentable frames before ``t`` (>= 0)."""
+        upto_t = int(self._skipped_upto(np.asarray(t - 1)))
+        first = t - frames
+        while first > 0:  # (moves back over the skipped ones among them; once per run at most)
+            wider = t - frames - (upto_t - int(self._skipped_upto(np.asarray(first - 1))))
+            if wider == first:
+                break
+            first = wider
+        return max(first, 0)
+
+    def _forget_skipped(self) -> None:
+        """Drop the skipped runs before every live track's oldest recent frame.
+
+        No gap or window reaches them again. The last run stays while it is past the
+        last tracked frame (`frame` is it).
+        """
+        s, hf = self._s, self._t.hf
+        if not s.skipped:
+            return
+        known = hf[hf >= 0]
+        oldest = int(known.min()) if known.size else s.frame + 1
+        keep = [r for r in s.skipped if r[1] >= oldest]
+        if not keep and s.skipped[-1][1] > s.frame:
+            keep = [s.skipped[-1]]
+        s.skipped = keep
 
     # ------------------------------------------------------------------ state
 
@@ -206,6 +316,7 @@ class OnlineTracker:
             _LineageView(s.parents, s.order, s.next_id, {}),
             _LineageView(s.first_frame, s.order, s.next_id, {}),
             _LineageView(s.last_frame, s.order, s.next_id, live),
+            tuple((a, b) for a, b in s.skipped),
         )  # fmt: skip
 
     def save(self, path: Any) -> None:
@@ -259,6 +370,12 @@ class OnlineTracker:
                 f"tracker state: track {int(tb.id[r])} was last seen on frame "
                 f"{int(tb.last_seen[r])}, after the state's frame {s.frame}"
             )
+        # (a tracked frame inside a skipped run: its gaps were counted one short)
+        tracked = np.concatenate([[s.frame], tb.hf[tb.hf >= 0]]) if s.frame >= 0 else tb.hf[:0]
+        on = self._skipped_upto(tracked) - self._skipped_upto(tracked - 1)
+        if on.any():
+            f = int(tracked[np.flatnonzero(on)[0]])
+            raise LivescopeError(f"tracker state: frame {f} is both tracked and skipped")
         if not (set(s.parents) == set(s.first_frame) == set(s.last_frame)):
             # (a track without its span failed later, in `spans` or at its division)
             raise LivescopeError(
@@ -289,6 +406,7 @@ class OnlineTracker:
         s = tr._s
         s.frame = int(state["frame"])
         s.next_id = int(state["next_id"])
+        s.skipped = _skipped_runs(state.get("skipped", []))  # (none before it was kept)
         if version == 2:
             tr._t.load_columns(state["tracks"])
             try:
@@ -414,8 +532,11 @@ class OnlineTracker:
         none = np.zeros(0, np.int64), np.zeros(0, np.int64)
         if cands.size == 0 or len(objs) == 0:
             return none
-        # every candidate at once: last and predicted position, gate, median area
+        # every candidate at once: last and predicted position, gate, median area. The
+        # motion is in time points (a cell moves on while it is not imaged), the misses in
+        # frames that could have been segmented (`skip`)
         gap = (t - tb.last_seen[cands]).astype(np.float64)
+        missed = self._frames_since(t, tb.last_seen[cands]) - 1
         last = tb.hp[cands, -1]
         pred = last + 0.5 * tb.vel[cands] * gap[:, None]
         median_area = tb.med[cands]
@@ -443,14 +564,14 @@ class OnlineTracker:
         ei, ej, d = ei[inside], ej[inside], d[inside]
         if objs.on_border is not None:  # a track that left the field comes back through the edge
             left = tb.border[cands]
-            ok = ~((gap[ei] > 1) & left[ei] & ~np.asarray(objs.on_border, bool)[ej])
+            ok = ~((missed[ei] > 0) & left[ei] & ~np.asarray(objs.on_border, bool)[ej])
             ei, ej, d = ei[ok], ej[ok], d[ok]
         if ei.size == 0:
             return none
         da = np.log(np.maximum(np.asarray(objs.areas, np.float64)[ej], 1.0)) - np.log(
             np.maximum(median_area[ei], 1.0)
         )
-        cost = d * d + cfg.area_weight * da * da + cfg.gap_cost * (gap[ei] - 1)
+        cost = d * d + cfg.area_weight * da * da + cfg.gap_cost * missed[ei]
         self.gated_pairs = int(ei.size)
         # One sparse assignment over every gated pair (a block per connected group would
         # give the same answer). Rows: tracks, then objects; columns: objects, then tracks.
@@ -484,10 +605,12 @@ class OnlineTracker:
         cfg, tb = self.config, self._t
         obj_of = np.full(len(tb), -1, np.int64)  # track row -> object it was linked to
         obj_of[trows] = orows
-        par = np.flatnonzero((tb.seen >= cfg.min_parent_age) & (t - tb.last_seen <= cfg.max_gap))
+        alive = self._frames_since(t, tb.last_seen) <= cfg.max_gap
+        par = np.flatnonzero((tb.seen >= cfg.min_parent_age) & alive)
         # a parent is near a birth if one of its positions in the window is: within its
-        # reach plus its span (farthest such position from its last one) of its last position
-        first = max(t - cfg.division_window, 0)  # frames are >= 0; -1 marks an empty slot
+        # reach plus its span (farthest such position from its last one) of its last position.
+        # The window is division_window frames that could have been segmented (`skip`)
+        first = self._window_start(t, cfg.division_window)  # (>= 0; -1 marks an empty slot)
         hp = tb.hp[par]
         in_window = (tb.hf[par] >= first) & (tb.hf[par] < t)
         if not in_window.any():

@@ -95,6 +95,9 @@ class _State:
     order: list[int] = field(default_factory=list)
     # the frames' (rows, cols) so far (None: none of known shape yet; not in the state)
     shape: tuple[int, int] | None = None
+    # time points that had nothing to segment (`OnlineTracker.skip`), as runs [first, last]
+    # in increasing order; those before every live track's recent frames are dropped
+    skipped: list[list[int]] = field(default_factory=list)
 
 
 class _LineageView(Mapping[int, int]):
@@ -156,6 +159,9 @@ class TrackerSnapshot:
     parents: Mapping[int, int]
     first_frame: Mapping[int, int]
     last_frame: Mapping[int, int]
+    skipped: tuple[tuple[int, int], ...] = ()
+    """Runs ``(first, last)`` of time points that had nothing to segment (`OnlineTracker.skip`)
+    that a gap may still span; ``frame`` is the last one tracked, these may go past it."""
 
     def state(self, *, ended: bool = True) -> dict[str, Any]:
         """Return it as `OnlineTracker.state` does (JSON-ready; `OnlineTracker.from_state`).
@@ -183,6 +189,7 @@ class TrackerSnapshot:
             "parents": lineage[0],
             "first_frame": lineage[1],
             "last_frame": lineage[2],
+            "skipped": [list(r) for r in self.skipped],
         }
 
     def ended_since(self, before: TrackerSnapshot | None) -> list[list[int]]:
