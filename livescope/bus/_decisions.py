@@ -411,8 +411,16 @@ class DecisionClient:
         message that cannot be queued within ``timeout`` (the agent reads no
         decisions) is not sent: each of its decisions is answered with the
         refusal saying so.
+
+        Raises
+        ------
+        ValueError
+            if ``timeout`` is not a number of seconds ≥ 0, or a ``decision_id``
+            is given more than once (see `collect`); nothing is sent then.
+
         """
         _check_timeout(timeout)
+        _check_once([d.decision_id for d in decisions], "send_many")
         if not decisions:
             return []
         deadline = time.monotonic() + timeout
@@ -446,8 +454,19 @@ class DecisionClient:
         Each entry is the acknowledgement, or the `LivescopeError` saying none
         arrived within ``timeout`` seconds of this call (the agent may still
         apply that decision; see `send`).
+
+        Raises
+        ------
+        ValueError
+            if ``timeout`` is not a number of seconds ≥ 0, or a ``decision_id``
+            is given more than once (its answers would be taken as one, and the
+            second wait run out: the policies pass a ``decision_id`` once a field,
+            `livescope.policy.PolicyEngine`). Nothing is waited for then: the
+            answers stay for a later call.
+
         """
         _check_timeout(timeout)
+        _check_once(decision_ids, "collect")
         return self._collect(decision_ids, timeout, time.monotonic() + timeout)
 
     def _collect(
@@ -619,6 +638,22 @@ def _check_timeout(timeout: float) -> None:
             f"timeout must be a number of seconds >= 0 (math.inf: wait until answered), "
             f"not {timeout!r}"
         )
+
+
+def _check_once(decision_ids: list[str], call: str) -> None:
+    """Refuse a ``decision_id`` given twice to one call: its answers were filed as one.
+
+    (Both waited for one answer: the second, finding none left, waited its whole
+    timeout and was then booked as given up, its answer to come counted late.)
+    """
+    seen: set[str] = set()
+    for did in decision_ids:
+        if did in seen:
+            raise ValueError(
+                f"{call}: decision_id {did} is given more than once: give each decision "
+                "once (a decision sent again is answered as its first time, in a call of its own)"
+            )
+        seen.add(did)
 
 
 def _remember(table: dict[str, int], decision_id: str, answers: int) -> None:

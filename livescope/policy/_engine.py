@@ -82,8 +82,10 @@ class Verdict:
     stage: str = ""
     """``guardrail`` when the guardrails rejected it, or when its decision could not
     be made (`Firing.unmade`, say a field with no stage position; the reason says
-    so); ``record`` for a rule that only records; ``shared`` when another firing's
-    sub-sequence images its cell (the reason names it); ``""`` when it may be sent."""
+    so) or its ``decision_id`` was given by a passing firing of the field already
+    (the reason names it and that rule: see `PolicyEngine.evaluate`); ``record``
+    for a rule that only records; ``shared`` when another firing's sub-sequence
+    images its cell (the reason names it); ``""`` when it may be sent."""
     reason: str = ""
     by: int | None = None
     """A shared one's: the index, among the field's verdicts, of the firing whose
@@ -338,6 +340,16 @@ def _runaway(spent: float, made: int, cap: int, obs: Observation) -> str | None:
     return None
 
 
+def _repeated(decision_id: str, rule: str) -> str:
+    """Say why a decision whose id a passing firing of the field gave (``rule``'s) is refused."""
+    return (
+        f"decision_id {decision_id} was given already by a passing firing of rule {rule!r} "
+        "on this field: the agent would apply it once, so it is not booked nor sent again; "
+        "give each firing its own id (firing_id(obs.run_id, name, obs.position, obs.t, k), "
+        "a k of its own)"
+    )
+
+
 def _shared_reason(by: Firing) -> str:
     """Say which sub-sequence images a shared firing's cell."""
     name = ""
@@ -459,7 +471,13 @@ class PolicyEngine:
         A firing whose
         decision could not be made (`Firing.unmade`: a field with no stage
         position, or a cell whose centroid is NaN, say) is refused at stage
-        ``guardrail`` with that reason; the policy goes on.
+        ``guardrail`` with that reason; the policy goes on. So is one whose
+        decision's ``decision_id`` a passing firing of the field (of any policy)
+        has given already (`_repeated`: a Python policy yielding a firing twice, or
+        giving two the same `firing_id`): the agent would apply it once, and
+        answer the second as the first, so it is neither booked nor sent again;
+        its reason names the id and the rule that gave it. The policy is not
+        disabled: its first firing stands, and its other firings are judged.
 
         A firing of a rule whose ``acquire`` shares fields (``share_field``) that
         the sub-sequence of an earlier firing of the field covers (it passed the
@@ -469,6 +487,7 @@ class PolicyEngine:
         (its reason says why its own was refused).
         """
         out: list[Verdict] = []
+        given: dict[str, str] = {}  # the field's passing decisions' ids → their rules
         for policy in self.policies:
             if policy.name in self.disabled:
                 continue
@@ -515,7 +534,14 @@ class PolicyEngine:
                 if by is not None:
                     out.append(Verdict(f, False, "shared", _shared_reason(out[by].firing), by))
                     continue
+                if (d := f.decision) is not None and d.decision_id in given:
+                    why = _repeated(d.decision_id, given[d.decision_id])
+                    logger.warning("no %s from %r sent: %s", d.type, f.rule, why)
+                    out.append(Verdict(f, False, "guardrail", why))
+                    continue
                 verdict = self._judge(policy.name, f, obs, on_pass)
+                if verdict.ok and f.decision is not None:
+                    given[f.decision.decision_id] = f.rule
                 if verdict.ok and sharing:
                     made.append(len(out))
                 out.append(verdict)
