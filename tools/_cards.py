@@ -1,18 +1,63 @@
 """What the card scripts in tools/ share: the engine folder and its train.json, the
-common head of a card, its training record, and writing card.yaml."""
+common head of a card, its training record, and writing card.yaml; and the simulator
+seeds the cards validate on, which the training scripts refuse."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from livescope.inference import sha256_file
+
+HELD_OUT_SEEDS = (100, 101, 102)
+"""Simulator seeds whose fields the card scripts score as held out (cellstate_card.py,
+stain_card.py). No training may draw fields from them: ``simulated_views(n, seed=s)``
+starts with the same fields for every ``n``, so a model trained on seed 100 would be
+scored on its own training fields and its fit reported as generalisation."""
+
+
+def held_out(seeds: Iterable[int]) -> list[int]:
+    """Those of the simulator ``seeds`` that are `HELD_OUT_SEEDS`, in order, once each."""
+    return sorted(set(seeds) & set(HELD_OUT_SEEDS))
+
+
+def _held_out_said(used: list[int]) -> str:
+    seeds = ", ".join(map(str, used))
+    return (
+        f"simulator seed{'s' * (len(used) > 1)} {seeds} {'are' if len(used) > 1 else 'is'} "
+        f"held out for the card's validation (HELD_OUT_SEEDS {list(HELD_OUT_SEEDS)} in "
+        "tools/_cards.py)"
+    )
+
+
+def refuse_held_out(ap: argparse.ArgumentParser, given: str, seeds: Iterable[int]) -> None:
+    """A usage error (status 2) where a training script would draw simulated fields from
+    `HELD_OUT_SEEDS`; ``given`` is the option as written (``--seeds 0,100``)."""
+    if used := held_out(seeds):
+        ap.error(f"{given}: {_held_out_said(used)}; train on other seeds")
+
+
+def require_unseen(folder: Path, recorded: str, seeds: Iterable[int]) -> None:
+    """Exit naming ``folder``'s train.json where its training drew simulated fields from
+    `HELD_OUT_SEEDS` (``seeds``; ``recorded``: how train.json says them), which the card
+    would score as held out.
+
+    Raises
+    ------
+    SystemExit
+        with the message, before anything is measured or written.
+    """
+    if used := held_out(seeds):
+        raise SystemExit(
+            f"{folder / 'train.json'}: {recorded}: {_held_out_said(used)}, so its held-out "
+            "metrics would be measured on training fields; train again on other seeds"
+        )
 
 
 def engine_and_record(doc: str | None) -> tuple[Path, dict[str, Any]]:

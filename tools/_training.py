@@ -3,7 +3,8 @@
 Every script: `seeded` first (torch's generator, threads, deterministic
 kernels), then its own data and model, then `fit` (AdamW with a one-cycle
 learning rate, a line of JSON every ``log_every`` iterations), `export_onnx`
-and `write_record` (train.json, from which the card scripts write the card).
+and `write_record` (train.json, from which the card scripts write the card), whose
+command writes float options with `float_arg`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,17 @@ def seeded(seed: int, threads: int) -> None:
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
+
+
+def float_arg(value: float) -> str:
+    """``value`` as written on a command line that gives back exactly ``value``.
+
+    ``:g`` where that is exact (5, 0.5, 0.4: as the shipped cards' commands have them),
+    else the shortest exact form (``repr``): ``:g`` keeps 6 significant digits, so a
+    recorded ``--gamma 0.33333333`` would have read 0.333333 and not reproduced the run.
+    """
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
 
 
 def fit(

@@ -3,7 +3,9 @@
     python tools/cellstate_card.py engines/classification/cell-state
 
 Metrics are measured with ONNX Runtime on simulated fields from seeds the
-training never used (100-102, 20 fields each, true nuclei as the cells), and on
+training never used (`HELD_OUT_SEEDS` of tools/_cards.py, 20 fields each, true
+nuclei as the cells; a model whose train.json ``sim_seeds`` include one is
+refused, as train_cellstate.py refuses them), and on
 the annotated GOWT1 sequence 01: how many of its divisions the classifier flags
 in the mother's last 5 frames, and how often it flags any other cell-frame.
 """
@@ -19,16 +21,23 @@ from livescope.pipeline import flag_divisions_ctc, score_states_simulated, views
 from livescope.schema import require_data_root as data_root
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _cards import draft_card, engine_and_record, new_card, write_card
+from _cards import (
+    HELD_OUT_SEEDS,
+    draft_card,
+    engine_and_record,
+    new_card,
+    require_unseen,
+    write_card,
+)
 from train_cellstate import CLASSES, CROP, PIXEL_UM
 
-HELD_OUT_SEEDS = (100, 101, 102)
 VIEWS_PER_SEED = 20
 GOWT1_PIXEL_UM = 0.240  # Cell Tracking Challenge dataset description for Fluo-N2DH-GOWT1
 
 
 def main() -> int:
     folder, train = engine_and_record(__doc__)
+    require_unseen(folder, f"sim_seeds {train['sim_seeds']}", train["sim_seeds"])
     card = new_card(
         folder, train, task="classification",
         description="Cell state from a crop of the nuclear signal centred on each cell and the "

@@ -6,10 +6,12 @@ Metrics are measured with ONNX Runtime: on the held-aside columns of the ISL
 field (x >= 768; one row per phase slice the model was trained with, and the
 card's headline on slice 6, the middle of the shipped engine's 4-8, or on the
 middle of the model's own slices where it was not trained on 6), and on
-simulated fields from seeds the training never used (100-102), where the
-predicted stain is also segmented by nuclei-unet and scored against the true
-nuclei. The card is written once its metrics are: where they fail, the card
-that was in the folder before is put back.
+simulated fields from seeds the training never used (`HELD_OUT_SEEDS` of
+tools/_cards.py; a model whose simulated pairs came from one, its train.json
+``seed`` with ``train_images_sim`` above 0, is refused, as train_stain.py
+refuses it), where the predicted stain is also segmented by nuclei-unet and
+scored against the true nuclei. The card is written once its metrics are:
+where they fail, the card that was in the folder before is put back.
 """
 
 from __future__ import annotations
@@ -22,10 +24,16 @@ from livescope.pipeline import score_stain_simulated, views_for_seeds
 from livescope.schema import require_data_root as data_root
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _cards import draft_card, engine_and_record, new_card, write_card
-from train_stain import ISL, ISL_VALIDATION, PIXEL_UM, isl_files
+from _cards import (
+    HELD_OUT_SEEDS,
+    draft_card,
+    engine_and_record,
+    new_card,
+    require_unseen,
+    write_card,
+)
+from train_stain import ISL, ISL_VALIDATION, PIXEL_UM, isl_files, sim_seeds
 
-HELD_OUT_SEEDS = (100, 101, 102)
 VIEWS_PER_SEED = 8
 HEADLINE_SLICE = 6
 
@@ -74,6 +82,11 @@ def measure(folder: Path, slices: list[int]) -> dict[str, dict[str, float]]:
 
 def main() -> int:
     folder, train = engine_and_record(__doc__)
+    n_sim = int(train["train_images_sim"])
+    require_unseen(
+        folder, f"seed {train['seed']} (of its {n_sim} simulated pairs)",
+        sim_seeds(n_sim, int(train["seed"])),
+    )  # fmt: skip
     card = new_card(
         folder, train, task="virtual_stain",
         description="Virtual nuclear stain: a small U-Net predicts the nuclear (DAPI) "

@@ -12,7 +12,8 @@ a bright plate in metaphase, small separating masses in anaphase/telophase,
 shrunken condensed nuclei in apoptosis) and whose ground truth gives every
 cell's state. Fields come from seeds ``--seeds`` (default 0-5), at all three
 objectives, zoomed to the card's pixel size (0.325 µm) as the engine does;
-seeds 100-102 are held out for the card's validation (tools/cellstate_card.py).
+the card's held-out seeds (`HELD_OUT_SEEDS`, tools/_cards.py), whose fields
+tools/cellstate_card.py validates on, are refused.
 Crops are cut by the engine's own `cell_crops`; augmentation: rotation/flip,
 gain/offset, noise, the mask grown or shrunk by a pixel (segmentation error),
 and, on half the crops, what real nuclei look like but simulated ones do not
@@ -37,6 +38,7 @@ from livescope.inference import cell_crops, normalize_percentile
 from livescope.models import CellStateNet
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _cards import HELD_OUT_SEEDS, refuse_held_out
 from _training import export_onnx, fit, seeded, write_record
 
 CLASSES = ("interphase", "prophase", "metaphase", "anaphase", "apoptotic")
@@ -117,7 +119,11 @@ def main() -> int:
     )
     ap.add_argument("--out", type=Path, default=Path("engines/classification/cell-state"))
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--seeds", default="0,1,2,3,4,5", help="simulator seeds to train on")
+    ap.add_argument(
+        "--seeds", default="0,1,2,3,4,5",
+        help="simulator seeds to train on (not the card's held-out "
+        f"{','.join(map(str, HELD_OUT_SEEDS))})",
+    )  # fmt: skip
     ap.add_argument("--views", type=int, default=60, help="fields per simulator seed")
     ap.add_argument("--iters", type=int, default=1500)
     ap.add_argument("--batch", type=int, default=64)
@@ -128,10 +134,15 @@ def main() -> int:
         help="only the basic augmentation (no size, chromatin grain or nucleoli), as model 1",
     )  # fmt: skip
     a = ap.parse_args()
+    try:
+        seeds = [int(s) for s in a.seeds.split(",")]
+    except ValueError:
+        ap.error(f"--seeds takes simulator seeds separated by commas (e.g. 0,1,2), got {a.seeds!r}")
+    # (the card scores the fields of HELD_OUT_SEEDS as held out)
+    refuse_held_out(ap, f"--seeds {a.seeds}", seeds)
     seeded(a.seed, a.threads)
     rng = np.random.default_rng(a.seed)
     t0 = time.time()
-    seeds = [int(s) for s in a.seeds.split(",")]
     x_all, y_all = collect(seeds, a.views)
     counts = np.bincount(y_all, minlength=len(CLASSES))
     print(f"data: {len(y_all)} cells {dict(zip(CLASSES, counts.tolist(), strict=True))} "

@@ -32,7 +32,7 @@ from livescope.inference import apply_gamma, normalize_percentile
 from livescope.models import NucleiUNet
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _training import export_onnx, fit, seeded, write_record
+from _training import export_onnx, fit, float_arg, seeded, write_record
 
 from livescope.schema import require_data_root as data_root
 
@@ -486,12 +486,12 @@ def main() -> int:
     write_record(a.out, {
         "command": f"python tools/train_seg.py --out {a.out} --seed {a.seed} --iters {a.iters} "
         f"--batch {a.batch} --base {a.base} --sim-images {a.sim_images} --threads {a.threads} "
-        f"--contact-weight {a.contact_weight:g}"
-        + (f" --crowd-share {a.crowd_share:g}" if a.crowd_share else "")
-        + (f" --gamma {a.gamma:g}" if a.gamma != 1.0 else "")
-        + (f" --dim-share {a.dim_share:g}" if a.dim_share else "")
-        + (f" --offsets --offset-weight {a.offset_weight:g}" if a.offsets else "")
-        + (f" --stretch {a.stretch:g}" if a.stretch != 1.0 else "")
+        f"--contact-weight {float_arg(a.contact_weight)}"
+        + (f" --crowd-share {float_arg(a.crowd_share)}" if a.crowd_share else "")
+        + (f" --gamma {float_arg(a.gamma)}" if a.gamma != 1.0 else "")
+        + (f" --dim-share {float_arg(a.dim_share)}" if a.dim_share else "")
+        + (f" --offsets --offset-weight {float_arg(a.offset_weight)}" if a.offsets else "")
+        + (f" --stretch {float_arg(a.stretch)}" if a.stretch != 1.0 else "")
         + (" --neighbours" if a.neighbours else "")
         + (f" --depth {a.depth}" if a.depth != 3 else ""),
         "seed": a.seed, "iters": a.iters, "batch": a.batch, "patch": PATCH, "base": a.base,

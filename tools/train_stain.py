@@ -50,7 +50,8 @@ from livescope.inference._postprocess import normalize_percentile
 from livescope.models import StainUNet
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _training import export_onnx, fit, seeded, write_record
+from _cards import refuse_held_out
+from _training import export_onnx, fit, float_arg, seeded, write_record
 
 from livescope.schema import require_data_root as data_root
 
@@ -97,12 +98,20 @@ def load_isl(root: Path, slices: list[int]) -> list[tuple[np.ndarray, np.ndarray
     return [(normalize_percentile(imread(phase[z]))[:, c0:c1], target) for z in slices]
 
 
+def sim_seeds(n: int, seed: int) -> list[int]:
+    """The simulator seeds whose fields `load_sim` draws ``n`` pairs from: ``seed``'s own
+    (none without pairs). train.json records ``seed`` and ``train_images_sim``, from
+    which stain_card.py finds them."""
+    return [seed] if n > 0 else []
+
+
 def load_sim(n: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Simulated pairs at all objectives, zoomed to the card's pixel size as the engine does."""
     from livescope.scope import simulated_views
 
     out = []
-    for v in simulated_views(n, seed=seed):
+    views = [v for s in sim_seeds(n, seed) for v in simulated_views(n, seed=s)]
+    for v in views:
         pair = [normalize_percentile(v.phase), normalize_percentile(v.fluorescence)]
         scale = v.pixel_um / PIXEL_UM
         if abs(scale - 1) > 0.1:
@@ -206,6 +215,11 @@ def main() -> int:
     ap.add_argument("--sim-share", type=float, default=0.4)
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
+    # (the card scores simulated fields of HELD_OUT_SEEDS; --seed picks the training's)
+    refuse_held_out(
+        ap, f"--seed {a.seed} (the seed of the --sim-images simulated pairs)",
+        sim_seeds(a.sim_images, a.seed),
+    )  # fmt: skip
     slices = isl_slices(ap, a.isl_slices, sorted(isl_files(data_root())[0]))
     seeded(a.seed, a.threads)
     t0 = time.time()
@@ -225,7 +239,7 @@ def main() -> int:
     write_record(a.out, {
         "command": f"python tools/train_stain.py --out {a.out} --seed {a.seed} --iters {a.iters} "
         f"--batch {a.batch} --base {a.base} --depth {a.depth} --isl-slices {a.isl_slices} "
-        f"--sim-images {a.sim_images} --sim-share {a.sim_share:g} --threads {a.threads}",
+        f"--sim-images {a.sim_images} --sim-share {float_arg(a.sim_share)} --threads {a.threads}",
         "seed": a.seed, "iters": a.iters, "batch": a.batch, "patch": PATCH, "base": a.base,
         "depth": a.depth, "isl_slices": slices, "isl_train_cols": list(ISL_TRAIN_COLS),
         "isl_validation": ISL_VALIDATION, "train_images_sim": len(sim), "log": log,
