@@ -20,7 +20,14 @@ from pydantic import ValidationError
 from ._base import format_validation_error, past_limit, read_yaml, top_level_problem
 from ._decision import parent_position
 from ._errors import PlanError
-from ._plan_keys import _dropped_keys, _numeric_channels, _unknown_keys
+from ._plan_keys import (
+    _ABSOLUTE,
+    _RELATIVE,
+    _dropped_keys,
+    _ignored_xy,
+    _numeric_channels,
+    _unknown_keys,
+)
 from ._positions import position_name
 from ._profile import HardwareProfile
 
@@ -48,8 +55,10 @@ def load_plan(path: str | Path, *, recorded: bool = False) -> useq.MDASequence:
     The file may also hold livescope's own sections (`PLAN_SECTIONS`); they are
     read by `plan_sections`, not here. ``recorded``: a recording's own plan,
     replayed: it ran as useq read it, so what useq reads otherwise than written
-    (a z step of 0 over a range, a negative ``below``: `_shape_problems`) is
-    not refused in it.
+    (a z step of 0 over a range, a negative ``below``, a plan part whose axis
+    ``axis_order`` leaves out: `_shape_problems`; a position's x/y under an
+    absolute grid: `_ignored_xy`; random points without a seed:
+    `_unseeded_points`) is not refused in it.
 
     Raises
     ------
@@ -65,9 +74,13 @@ def load_plan(path: str | Path, *, recorded: bool = False) -> useq.MDASequence:
         sequence = useq.MDASequence.model_validate(data)
     except ValidationError as exc:
         raise PlanError(str(path), format_validation_error(exc, data)) from None
-    if problems := _dropped_keys(data, sequence) or _shape_problems(
-        sequence, as_written=not recorded
-    ):
+    problems = _dropped_keys(data, sequence)
+    if not recorded:  # (x/y that useq drops: read from the keys written, the model lost them)
+        problems += _ignored_xy(data, sequence)
+    if problems := problems or _shape_problems(sequence, as_written=not recorded):
+        raise PlanError(str(path), problems)
+    if not recorded and (problems := _unseeded_points(sequence)):
+        # (a recording's plan is not: its points are in its data, whatever a load draws now)
         raise PlanError(str(path), problems)
     return sequence
 
@@ -157,18 +170,18 @@ def _shape_problems(sequence: useq.MDASequence, *, as_written: bool = True) -> l
     negative above or below (useq takes its size), a grid's field of view of 0
     or less (tiles 1 µm apart) or overlap of 100 % or more (every tile on one
     spot), a time plan of no phases (one time point), an interval of 0 with a
-    duration (as many time points as fit in it: no number). The plan's own
-    and each position's sequence are looked at. ``as_written`` False (a
-    recording's plan, replayed: it ran as useq read it): only what cannot be
-    expanded is refused, not what useq reads otherwise than written.
+    duration (as many time points as fit in it: no number), a plan part
+    (time, positions, grid, channels, z) whose letter ``axis_order`` leaves
+    out (useq drops it), an absolute grid (``GridFromEdges``) over several
+    positions (each images the same tiles). The plan's own and each
+    position's sequence are looked at. ``as_written`` False (a recording's
+    plan, replayed: it ran as useq read it): only what cannot be expanded is
+    refused, not what useq reads otherwise than written.
     """
     problems: list[str] = []
-    subs = [("", sequence)] + [
-        (f"stage_positions.{i}.sequence.", p.sequence)
-        for i, p in enumerate(sequence.stage_positions)
-        if p.sequence is not None
-    ]
-    for prefix, seq in subs:
+    for prefix, seq in _subs(sequence):
+        if as_written:
+            problems += _dropped_axis_problems(prefix, seq)
         zp, where = seq.z_plan, f"{prefix}z_plan"
         if zp is not None:
             bad = [
@@ -212,9 +225,94 @@ def _shape_problems(sequence: useq.MDASequence, *, as_written: bool = True) -> l
         problems += _grid_shape_problems(
             "stage_positions.well_points_plan", sequence.stage_positions.well_points_plan
         )
+    if as_written:
+        problems += _absolute_grid_problems(sequence)
     if not problems and (why := _event_count_problem(sequence)) is not None:
         problems.append(why)
     return problems
+
+
+def _subs(sequence: useq.MDASequence) -> list[tuple[str, useq.MDASequence]]:
+    """Return the plan's own sequence and each position's, with the path to each (a prefix)."""
+    return [("", sequence)] + [
+        (f"stage_positions.{i}.sequence.", p.sequence)
+        for i, p in enumerate(sequence.stage_positions)
+        if p.sequence is not None
+    ]
+
+
+_AXIS_PARTS = (("t", "time_plan"), ("p", "stage_positions"), ("g", "grid_plan"),
+               ("c", "channels"), ("z", "z_plan"))  # fmt: skip
+"""Each axis letter of ``axis_order`` and the plan part useq iterates for it."""
+
+
+def _dropped_axis_problems(prefix: str, seq: useq.MDASequence) -> list[str]:
+    """Return the plan parts given whose letter ``seq``'s ``axis_order`` leaves out.
+
+    useq expands only the axes ``axis_order`` names: ``tpcz`` gives no grid
+    tiles, ``tc`` no positions (each frame where the stage happens to be, never
+    checked against its travel). A position's sequence iterates its own parts
+    in its own ``axis_order`` (``tpgcz`` unless it gives one), not the plan's.
+    """
+    order = "".join(str(getattr(a, "value", a)) for a in seq.axis_order)
+    whose = "the position's" if prefix else "the plan's"
+    return [
+        f"{prefix}axis_order: {order!r} leaves out {letter!r}, so useq would drop {whose} "
+        f"{part} (it expands only the axes axis_order names); add {letter!r} to "
+        f"{prefix}axis_order (e.g. 'tpgcz')"
+        for letter, part in _AXIS_PARTS
+        if letter not in order and getattr(seq, part)  # (as useq's iter_axis: a part given)
+    ]
+
+
+def _absolute_grid_problems(sequence: useq.MDASequence) -> list[str]:
+    """Return why the plan's absolute grid would image one spot for several positions.
+
+    useq places a ``GridFromEdges``'s tiles where its edges say, whatever the
+    position (it drops their x/y: `_plan_keys._ignored_xy` refuses x/y written),
+    so each position images the same tiles; a position whose own sequence has
+    a grid takes that one instead.
+    """
+    grid = sequence.grid_plan
+    if grid is None or grid.is_relative:
+        return []
+    under = [
+        f"stage_positions.{i}" + (f" ({p.name})" if p.name else "")
+        for i, p in enumerate(sequence.stage_positions)
+        if p.sequence is None or not p.sequence.grid_plan
+    ]
+    if len(under) < 2:
+        return []
+    shown = ", ".join(under[:5]) + (f" and {len(under) - 5} more" if len(under) > 5 else "")
+    fix = (
+        "give the plate's well_points_plan instead (a grid in each well)"
+        if isinstance(sequence.stage_positions, useq.WellPlatePlan)
+        else f"give one position without x/y, or {_RELATIVE} around each position"
+    )
+    return [
+        f"grid_plan: {_ABSOLUTE} gives every position the same tiles, and the plan has "
+        f"{len(under)} ({shown}); {fix}"
+    ]
+
+
+def _unseeded_points(sequence: useq.MDASequence) -> list[str]:
+    """Return the random-points grids without a ``random_seed`` (useq draws anew at each load).
+
+    The plan check, the run (which reads the plan again) and its copy of the
+    plan would each get other points: those checked are not those imaged.
+    """
+    grids = [(f"{prefix}grid_plan", seq.grid_plan) for prefix, seq in _subs(sequence)]
+    if isinstance(sequence.stage_positions, useq.WellPlatePlan):
+        grids.append(
+            ("stage_positions.well_points_plan", sequence.stage_positions.well_points_plan)
+        )
+    return [
+        f"{where}: random points without random_seed are drawn anew each time the plan is "
+        "read, so the run (and its copy of the plan) would image other points than were "
+        "checked; add `random_seed: <n>` (any whole number) to it"
+        for where, grid in grids
+        if isinstance(grid, useq.RandomPoints) and grid.random_seed is None
+    ]
 
 
 def _z_range_problems(zp: Any, where: str) -> list[str]:
@@ -336,23 +434,26 @@ def _time_and_grid_problems(
 ) -> list[str]:
     """Return the problems of negative time steps and of grids without a field of view.
 
+    The plan's own time plan and each position's are looked at.
+
     ``without_fov``: where those grids are (`_grids_without_fov`, which `check_plan`
     also looks at before the plan is expanded).
     """
     problems = []
-    tp = sequence.time_plan
-    phases = getattr(tp, "phases", None) or ([tp] if tp is not None else [])
-    for k, phase in enumerate(phases):
-        where = "time_plan" + (f".phases.{k}" if len(phases) > 1 else "")
-        for name in ("interval", "duration"):
-            if name not in phase.model_fields_set:
-                continue  # (derived, e.g. a loops plan's duration: its interval is named)
-            step = getattr(phase, name, None)
-            if step is not None and step.total_seconds() < 0:
-                problems.append(
-                    f"{where}.{name}: {step.total_seconds():g} s; time only runs forward "
-                    "(give a value >= 0)"
-                )
+    for prefix, seq in _subs(sequence):  # (a position's own: its events came due backwards)
+        tp = seq.time_plan
+        phases = getattr(tp, "phases", None) or ([tp] if tp is not None else [])
+        for k, phase in enumerate(phases):
+            where = f"{prefix}time_plan" + (f".phases.{k}" if len(phases) > 1 else "")
+            for name in ("interval", "duration"):
+                if name not in phase.model_fields_set:
+                    continue  # (derived, e.g. a loops plan's duration: its interval is named)
+                step = getattr(phase, name, None)
+                if step is not None and step.total_seconds() < 0:
+                    problems.append(
+                        f"{where}.{name}: {step.total_seconds():g} s; time only runs forward "
+                        "(give a value >= 0)"
+                    )
     h, w = profile.field_of_view_um
     problems += [
         f"{where}: give fov_width and fov_height (µm): without them useq places the "
@@ -481,7 +582,8 @@ def check_plan(
     Checks channel group and preset names (each channel given once; at least
     one), exposures against each preset's limits and the light-dose budget
     (each frame's exposure, and each position's fluorescence over the plan),
-    time steps (none negative), grids (their field of view given), and every
+    time steps (none negative, in a position's own time plan either; at least
+    one frame), grids (their field of view given), and every
     stage position (including grid and z-plan offsets) against the profile's
     stage travel. ``events``: the sequence's events
     if the caller has them already (expanding a plan costs ~40 µs per event).
@@ -590,10 +692,26 @@ def check_plan(
                 problems.append(msg)
         if len(problems) >= _MAX_REPORTED:
             break
+    if not any(isinstance(e.action, useq.AcquireImage) for e in planned):
+        problems.append(_no_frames(sequence))
     if light_budget:
         problems += _dose_problems(planned_light_s(planned, profile), profile)
     if problems:
         raise PlanError(source, problems[:_MAX_REPORTED])
+
+
+def _no_frames(sequence: useq.MDASequence) -> str:
+    """Return why ``sequence`` expands to no frames (a run of nothing, said "valid")."""
+    why = []
+    for prefix, seq in _subs(sequence):
+        try:
+            if seq.time_plan is not None and seq.time_plan.num_timepoints() < 1:
+                why.append(f"{prefix}time_plan gives no time points")
+        except (ValueError, ArithmeticError):  # (an interval of 0: `_shape_problems`)
+            continue
+    return "the plan gives no frames: " + (
+        "; ".join(why) if why else "check its channels, time_plan and axis_order"
+    )
 
 
 def _z_offset_problems(sequence: useq.MDASequence) -> list[str]:

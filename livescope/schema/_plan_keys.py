@@ -3,7 +3,8 @@
 useq ignores a key it does not know and, where a field takes one of several
 models (time, z and grid plans, a plate plan's well points), the member that
 validates drops the keys it lacks: `load_plan` refuses both, naming the key,
-before a run does something other than written.
+before a run does something other than written; so too a position's x/y,
+which useq drops under an absolute grid (`_ignored_xy`).
 """
 
 from __future__ import annotations
@@ -157,6 +158,55 @@ def _dropped_keys(
             ):
                 problems += _dropped_keys(sub, pos.sequence, f"{where}.{i}.sequence.")
     return problems
+
+
+# how an absolute grid, and what to give instead, are said (here and by `_plan`)
+_ABSOLUTE = "a GridFromEdges (top, left, bottom and right are stage coordinates)"
+_RELATIVE = "a relative grid (rows and columns, or width and height)"
+
+
+def _ignored_xy(data: dict[str, object], sequence: useq.MDASequence) -> list[str]:
+    """Return the positions whose x/y useq drops: an absolute grid's tiles are imaged instead.
+
+    Under the plan's ``GridFromEdges`` useq clears every position's x/y (with a
+    warning on stderr only), so all image the same tiles; under a position's
+    own, its x/y go unused. Read from the keys written: the model has lost them.
+    """
+    written, positions = data.get("stage_positions"), sequence.stage_positions
+    if not isinstance(written, list) or not isinstance(positions, tuple):
+        return []  # (a well plate's positions are its wells': no x/y written)
+    top = sequence.grid_plan is not None and not sequence.grid_plan.is_relative
+    under_top, problems = [], []
+    for i, (w, pos) in enumerate(zip(written, positions, strict=False)):
+        if not isinstance(w, dict) or (w.get("x") is None and w.get("y") is None):
+            continue
+        name = f"stage_positions.{i}" + (f" ({pos.name})" if pos.name else "")
+        own = pos.sequence.grid_plan if pos.sequence is not None else None
+        if own:
+            if not own.is_relative:
+                problems.append(
+                    f"{name}: x/y are ignored under its sequence.grid_plan, {_ABSOLUTE}, which "
+                    f"images its own tiles, not around the position; leave out the position's "
+                    f"x/y, or give {_RELATIVE} around it"
+                )
+        elif top:
+            under_top.append(name)
+    if not under_top:
+        return problems
+    # (useq's own grid for a position with a grid of its own; the plan's for the others)
+    shared = sum(1 for p in positions if p.sequence is None or not p.sequence.grid_plan)
+    said = f"{', '.join(under_top)}: x/y are ignored under grid_plan, {_ABSOLUTE}, "
+    if shared > 1:
+        said += (
+            "so every position would image the same tiles; give one position without x/y, "
+            f"or {_RELATIVE} around each position"
+        )
+    else:
+        said += (
+            "which images its own tiles, not around the position; leave out the position's "
+            f"x/y, or give {_RELATIVE} around it"
+        )
+    return [said, *problems]
 
 
 def _dropped(
