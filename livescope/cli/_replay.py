@@ -121,7 +121,9 @@ def replay(
     pixel_size: Annotated[
         float | None,
         typer.Option(
-            min=1e-6, callback=finite, help="Pixel size in µm, where the dataset does not state it."
+            min=1e-6,
+            callback=finite,
+            help="Pixel size in µm; replaces the dataset's own, if it has one.",
         ),
     ] = None,
     nucleus_diameter_um: Annotated[

@@ -92,7 +92,9 @@ def read_image(path: Path, *, labels: bool = False) -> NDArray[Any]:
     save label images, gives its indices (the nuclei's ids), not their colours.
     Axes of length 1 are dropped when two others remain: a single-plane stack
     (1, H, W), as many tools save one plane, is that plane; a real stack is
-    returned as it is (callers refuse what is not one 2-D plane, naming its shape).
+    returned as it is (callers refuse what is not one 2-D plane, naming its shape),
+    and so is a TIFF's every plane of one size where each is a series of its own
+    (a z-stack written plane by plane, an OME-TIFF's positions): (N, H, W).
 
     Raises
     ------
@@ -114,7 +116,23 @@ def read_image(path: Path, *, labels: bool = False) -> NDArray[Any]:
             if image is None:
                 image = np.asarray(imread(path))
         else:
-            image = np.asarray(tifffile.imread(path))
+            with tifffile.TiffFile(path) as tf:
+                # planes written one by one (imwrite(..., append=True)) are a series each, and so
+                # are an OME-TIFF's positions: all of one plane shape and type are read, as the
+                # CTC reader counts them, not series 0 alone (a stack's first plane, scored as
+                # if it were the image); a pyramid's smaller levels are its series' levels, and a
+                # thumbnail's other shape is not a plane of it
+                def plane(s: Any) -> tuple[tuple[int, ...], Any]:
+                    yx = tuple(int(n) for n, a in zip(s.shape, s.axes, strict=True) if a in "YXS")
+                    return yx, s.dtype
+
+                same = [s for s in tf.series if plane(s) == plane(tf.series[0])]
+                if len(same) > 1:
+                    image = np.concatenate(
+                        [np.asarray(s.asarray()).reshape(-1, *plane(s)[0]) for s in same]
+                    )
+                else:
+                    image = np.asarray(tf.asarray())
     except (OSError, ValueError, tifffile.TiffFileError) as exc:  # PIL's errors are OSErrors
         raise LivescopeError(f"{path}: cannot read it as an image ({exc})") from exc
     if image.size == 0:  # (what tifffile makes of a file cut short inside its pixel data)

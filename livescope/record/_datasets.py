@@ -10,8 +10,9 @@ far:
   ``data.ome.zarr`` given on its own opens as its run folder;
 * ``ctc``: a Cell Tracking Challenge image folder (``t000.tif``, ``t001.tif``, ...),
   one position and one channel, ``interval_s`` apart; the pixel size its TIFF tags
-  state (a resolution per cm, mm or µm, or ImageJ's in microns), if any. A file of
-  several planes (a z-stack) is refused.
+  state (a resolution per cm, mm or µm, or ImageJ's in nm, microns, mm, cm or m; in
+  another unit: none, with a warning), if any. A file of several planes (a z-stack) is
+  refused.
 
 * ``ndtiff``: an NDTiff dataset (pycromanager / Micro-Manager, ndstorage); frames
   after one cut short by a crash are left out, with a warning; each frame's
@@ -43,6 +44,7 @@ import math
 import re
 import struct
 import threading
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +66,7 @@ from ._dataset import (
     refuse_repeated_keys,
 )
 from ._ngff import open_ome_zarr
-from ._ometiff import open_ome_tiff
+from ._ometiff import _UM_PER, open_ome_tiff
 from ._zarr import FRAMES_FILE, ZARR_NAME, RecordingReader, read_frames
 
 __all__ = ["OME_TIFF_SUFFIXES", "open_dataset"]
@@ -307,6 +309,7 @@ def _open_ctc(p: Path, channel: str, interval_s: float, pixel_size_um: float | N
     frames: list[RecordedFrame] = []
     index: dict[FrameKey, Any] = {}
     warnings: list[str] = []
+    units_warned: set[str] = set()
     expected = files[0][0]
     for t, f in files:
         if t != expected:
@@ -319,7 +322,7 @@ def _open_ctc(p: Path, channel: str, interval_s: float, pixel_size_um: float | N
                 # planes written one by one (imwrite(..., append=True)): a series each
                 planes = sum(math.prod(s.shape[:-2]) for s in tf.series
                              if s.shape[-2:] == series.shape[-2:] and s.dtype == dtype)  # fmt: skip
-                um = _tiff_pixel_size(tf)
+                um, unknown = _tiff_pixel_size(tf)
         except (
             OSError,
             ValueError,
@@ -344,6 +347,13 @@ def _open_ctc(p: Path, channel: str, interval_s: float, pixel_size_um: float | N
                 "livescope replays one 2-D frame per tNNN.tif"
             )
         check_dtype(str(f), dtype, shape)
+        if unknown is not None and pixel_size_um is None and unknown not in units_warned:
+            units_warned.add(unknown)  # (once: a folder's frames are all saved alike)
+            warnings.append(
+                f"{f}: its ImageJ pixel size is in {unknown!r}, a unit livescope does not know "
+                f"(it reads micron, {', '.join(_UM_PER)}); replayed without a pixel size: give it "
+                "with --pixel-size"
+            )
         key = FrameKey("p0", t, channel, 0)
         frames.append(
             RecordedFrame(
@@ -363,32 +373,40 @@ def _open_ctc(p: Path, channel: str, interval_s: float, pixel_size_um: float | N
 
 
 _UM_PER_UNIT = {3: 1e4, 4: 1e3, 5: 1.0}  # TIFF ResolutionUnit: CENTIMETER, MILLIMETER, µm
-_IMAGEJ_MICRONS = ("micron", "microns", "um", "µm", "\u03bcm", "\\u00B5m")
+# ImageJ's own spellings of µm (its description is ASCII: µ escaped), besides OME's units
+_IMAGEJ_MICRONS = ("micron", "microns", "\\u00B5m", "\\u00b5m")
+_IMAGEJ_NO_UNIT = ("", "pixel", "pixels")  # (uncalibrated: no size stated, nothing to warn of)
 
 
-def _tiff_pixel_size(tf: Any) -> float | None:
-    """Return the pixel size (µm) a TIFF's first page states, or None.
+def _tiff_pixel_size(tf: Any) -> tuple[float | None, str | None]:
+    """Return the pixel size (µm) a TIFF's first page states, or None, and an unknown unit.
 
     TIFF states pixels per ResolutionUnit: per cm (the Cell Tracking Challenge's
     files), mm or µm are read; per inch (a screen's 72 dpi, as many writers put)
-    and none are not, but for ImageJ's, whose unit (``unit=micron``) is in its
-    description. Pixels that are not square: None.
+    and none are not, but for ImageJ's, whose unit (``unit=micron``, ``nm``, ``mm``)
+    is in its description and read by OME's table of units of length. Pixels that
+    are not square: None. The unit, where ImageJ's is one that is not in the table
+    (the caller warns: the size is lost), else None.
     """
     page = tf.pages[0]
     try:
         x, y = (float(v) for v in page.resolution)
         unit = int(page.resolutionunit)
     except (AttributeError, TypeError, ValueError):
-        return None
+        return None, None
     per_unit = _UM_PER_UNIT.get(unit)
     if per_unit is None and unit == 1 and tf.is_imagej:
-        meta = tf.imagej_metadata or {}
-        per_unit = 1.0 if str(meta.get("unit", "")).strip() in _IMAGEJ_MICRONS else None
+        name = str((tf.imagej_metadata or {}).get("unit", "")).strip()
+        per_unit = (
+            1.0 if name in _IMAGEJ_MICRONS else _UM_PER.get(unicodedata.normalize("NFKC", name))
+        )
+        if per_unit is None and name.lower() not in _IMAGEJ_NO_UNIT:
+            return None, name
     if per_unit is None or not (math.isfinite(x) and x > 0 and math.isfinite(y) and y > 0):
-        return None
+        return None, None
     if not math.isclose(x, y, rel_tol=1e-3):
-        return None
-    return per_unit / x
+        return None, None
+    return per_unit / x, None
 
 
 _NDTIFF_LOCK = threading.Lock()

@@ -103,7 +103,8 @@ def open_ome_tiff(p: Path, interval_s: float, pixel_size_um: float | None) -> Da
             raise DatasetError(f"{p}: truncated or damaged TIFF ({damage[0]})")
         if not tf.is_ome:
             raise DatasetError(_no_ome(p, bool(tf.is_micromanager)))
-        images = _ome_images(p, tf.ome_metadata or "")
+        renamed: list[str] = []
+        images = _ome_images(p, tf.ome_metadata or "", renamed)
         try:
             # (parsed now, lazily: planes listed in the XML but not in the file are None)
             all_series = list(tf.series)
@@ -116,7 +117,7 @@ def open_ome_tiff(p: Path, interval_s: float, pixel_size_um: float | None) -> Da
         # (what tifffile could not read but the planes do not need: a vendor's private tag)
         warnings = [
             f"{p}: tifffile warned on opening it, and read on ({m})" for m in dict.fromkeys(logged)
-        ]
+        ] + renamed
         left_out = [im.name or f"image {k}" for k, im in enumerate(images) if im not in matched]
         if left_out:
             warnings.append(
@@ -226,8 +227,11 @@ def _is_damage(message: str) -> bool:
     return "TiffTag.fromfile" in message and tag is not None and int(tag[1]) in _LAYOUT_TAGS
 
 
-def _ome_images(p: Path, xml: str) -> list[_OmeImage]:
+def _ome_images(p: Path, xml: str, warnings: list[str]) -> list[_OmeImage]:
     """Return the images an OME-TIFF's OME-XML describes, in order.
+
+    Channels are told apart by name: of two of one name, the later is renamed (see
+    `_channel_names`), said in ``warnings``.
 
     Raises
     ------
@@ -259,10 +263,12 @@ def _ome_images(p: Path, xml: str) -> list[_OmeImage]:
         pixels = next((e for e in element if tag(e) == "Pixels"), None)
         channels = [e for e in (pixels if pixels is not None else ()) if tag(e) == "Channel"]
         planes = [e for e in (pixels if pixels is not None else ()) if tag(e) == "Plane"]
+        name = element.attrib.get("Name")
+        where = f"{p} (image {name!r})" if name else str(p)
         images.append(
             _OmeImage(
-                element.attrib.get("Name"),
-                tuple(c.attrib.get("Name") or f"c{k}" for k, c in enumerate(channels)),
+                name,
+                _channel_names(where, [c.attrib.get("Name") for c in channels], warnings),
                 dict(pixels.attrib) if pixels is not None else {},
                 tuple(dict(e.attrib) for e in planes),
             )
@@ -270,6 +276,33 @@ def _ome_images(p: Path, xml: str) -> list[_OmeImage]:
     if not images:
         raise DatasetError(f"{p}: its OME metadata describes no image")
     return images
+
+
+def _channel_names(where: str, names: list[str | None], warnings: list[str]) -> tuple[str, ...]:
+    """Name each channel: its own name, or ``c<k>`` where it has none or an earlier one has it.
+
+    As the OME-Zarr reader names them (`livescope.record._ngff`): ``c<k>`` is not
+    taken where it is another channel's name (``c<k>_1`` then). Two channels of one
+    name would be one to a replay (frames are told apart by channel name), so the
+    later is renamed, with a warning in ``warnings`` naming ``where`` and the names.
+    """
+    given = [name or None for name in names]
+    chosen: list[str] = []
+    for k, name in enumerate(given):
+        pick, j = name, 0
+        while pick is None or pick in chosen or (pick != name and pick in given):
+            pick, j = (f"c{k}" if j == 0 else f"c{k}_{j}"), j + 1
+        chosen.append(pick)
+    renamed = [f"channel {k} {name!r} as {pick!r}"
+               for k, (name, pick) in enumerate(zip(given, chosen, strict=True))
+               if name is not None and pick != name]  # fmt: skip
+    if renamed:
+        shared = [name for name in dict.fromkeys(given) if name and given.count(name) > 1]
+        warnings.append(
+            f"{where}: {' and '.join(f'{given.count(n)} channels are named {n!r}' for n in shared)}"
+            f"; livescope tells channels apart by name, so it replays {', '.join(renamed)}"
+        )
+    return tuple(chosen)
 
 
 def _no_ome(p: Path, micromanager: bool) -> str:
