@@ -56,7 +56,8 @@ def load_plan(path: str | Path, *, recorded: bool = False) -> useq.MDASequence:
     read by `plan_sections`, not here. ``recorded``: a recording's own plan,
     replayed: it ran as useq read it, so what useq reads otherwise than written
     (a z step of 0 over a range, a negative ``below``, a plan part whose axis
-    ``axis_order`` leaves out: `_shape_problems`; a position's x/y under an
+    ``axis_order`` leaves out, a channel's acquire_every that useq does not
+    apply at a position: `_shape_problems`; a position's x/y under an
     absolute grid: `_ignored_xy`; random points without a seed:
     `_unseeded_points`) is not refused in it.
 
@@ -173,7 +174,9 @@ def _shape_problems(sequence: useq.MDASequence, *, as_written: bool = True) -> l
     duration (as many time points as fit in it: no number), a plan part
     (time, positions, grid, channels, z) whose letter ``axis_order`` leaves
     out (useq drops it), an absolute grid (``GridFromEdges``) over several
-    positions (each images the same tiles). The plan's own and each
+    positions (each images the same tiles), a channel's acquire_every or
+    ``do_stack: false`` that useq does not apply at a position with a
+    sequence of its own (`_sub_channel_problems`). The plan's own and each
     position's sequence are looked at. ``as_written`` False (a recording's
     plan, replayed: it ran as useq read it): only what cannot be expanded is
     refused, not what useq reads otherwise than written.
@@ -227,6 +230,7 @@ def _shape_problems(sequence: useq.MDASequence, *, as_written: bool = True) -> l
         )
     if as_written:
         problems += _absolute_grid_problems(sequence)
+        problems += _sub_channel_problems(sequence)
     if not problems and (why := _event_count_problem(sequence)) is not None:
         problems.append(why)
     return problems
@@ -263,6 +267,72 @@ def _dropped_axis_problems(prefix: str, seq: useq.MDASequence) -> list[str]:
         for letter, part in _AXIS_PARTS
         if letter not in order and getattr(seq, part)  # (as useq's iter_axis: a part given)
     ]
+
+
+def _sub_channel_problems(sequence: useq.MDASequence) -> list[str]:
+    """Return the channels' acquire_every and do_stack that useq drops at a position's sequence.
+
+    useq skips a channel's time points (``acquire_every``) and planes (``do_stack:
+    false``) against the time and z plans of the sequence that holds the channel
+    only: the plan's channels, imaged in a position's own time plan or z plan,
+    are taken at each of its time points or planes; a position's own channels,
+    without a time plan (or z plan) of its own, at each of the plan's. And the
+    plan's first channel's acquire_every decides at which of the plan's time
+    points a position with channels of its own is imaged at all.
+    """
+    problems: list[str] = []
+    times = _axis_count(sequence.time_plan, "num_timepoints")
+    for i, p in enumerate(sequence.stage_positions):
+        sub = p.sequence
+        if sub is None or not (sub.time_plan or sub.z_plan or sub.grid_plan or sub.channels):
+            continue  # (no axes of its own: useq images it with the plan's)
+        at = f"stage_positions.{i}" + (f" ({p.name})" if p.name else "")
+        own = f"stage_positions.{i}.sequence"
+        if sub.channels:
+            first = sequence.channels[0] if sequence.channels else None
+            if first is not None and first.acquire_every > 1 and times > 1:
+                problems.append(
+                    f"channels.0.acquire_every: {first.acquire_every} (channel {first.config!r}) "
+                    f"decides when {at} is imaged at all: useq images the position's own "
+                    f"channels at 1 time point in {first.acquire_every} of the plan only; list "
+                    "a channel without acquire_every first in the plan's channels"
+                )
+            for k, ch in enumerate(sub.channels):
+                if ch.acquire_every > 1 and sub.time_plan is None:
+                    problems.append(
+                        f"{own}.channels.{k}.acquire_every: {ch.acquire_every} (channel "
+                        f"{ch.config!r}) is not applied at {at}: useq counts it only against "
+                        f"a time_plan in {own}, which has none, so the channel would be taken "
+                        f"at every time point; move the time plan into {own}, or leave out "
+                        "acquire_every"
+                    )
+                if not ch.do_stack and sub.z_plan is None and sequence.z_plan is not None:
+                    problems.append(
+                        f"{own}.channels.{k}.do_stack: false (channel {ch.config!r}) is not "
+                        f"applied at {at}: useq takes one plane only of a z_plan in {own}, "
+                        "which has none, so the channel would be taken at every plane of the "
+                        f"plan's z_plan; give {own} its own z_plan"
+                    )
+            continue  # (the plan's channels are not imaged here: the position's own are)
+        for k, ch in enumerate(sequence.channels):
+            if ch.acquire_every > 1 and sub.time_plan is not None:
+                problems.append(
+                    f"channels.{k}.acquire_every: {ch.acquire_every} (channel {ch.config!r}) "
+                    f"is not applied at {at}, which has a time_plan of its own: useq counts "
+                    "it against the plan's time points only, so the channel would be taken at "
+                    f"every time point of the position's own; give {own} its own channels, "
+                    "with acquire_every there, or leave out the position's own time_plan"
+                )
+            if not ch.do_stack and sub.z_plan is not None:
+                problems.append(
+                    f"channels.{k}.do_stack: false (channel {ch.config!r}) is not applied at "
+                    f"{at}, which has a z_plan of its own: useq takes the middle plane only of "
+                    "the plan's z_plan, so the channel would be taken at every plane of the "
+                    "position's own (or at none, where the plan has a z_plan too); give "
+                    f"{own} its own channels, with do_stack: false there, or leave out the "
+                    "position's own z_plan"
+                )
+    return problems
 
 
 def _absolute_grid_problems(sequence: useq.MDASequence) -> list[str]:
