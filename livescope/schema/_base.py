@@ -388,9 +388,10 @@ def format_validation_error(err: ValidationError, data: Any = None) -> list[str]
 def _seconds_hint(got: Any) -> str:
     """Say how to write a duration pydantic could not read (after "durations are seconds").
 
-    A number YAML read as text (in quotes, or, as PyYAML reads YAML 1.1, ``1e3``: an
-    exponent without a dot) is said as the number to write, without quotes: the
-    example alone (120 for 2 min) told someone who wrote ``'120'`` to write 120.
+    A number YAML read as text (in quotes, or, as PyYAML reads YAML 1.1, ``1e3`` or
+    ``1.5e3``: an exponent is a number only with a dot and a sign, ``1.5e+3``) is
+    said as the number to write, without quotes: the example alone (120 for 2 min)
+    told someone who wrote ``'120'`` to write 120. A negative one is not suggested.
     """
     try:  # (a long text is no number anyone meant: its repr would fill the line)
         seconds = float(got) if isinstance(got, str) and len(got) <= 100 else math.nan
@@ -398,6 +399,8 @@ def _seconds_hint(got: Any) -> str:
         seconds = math.nan
     if not math.isfinite(seconds):  # (no number, or "inf", which no plan means)
         return " (e.g. 120 for 2 min)"
+    if seconds < 0:  # (written as a number, it would be refused as negative)
+        return ", 0 or more (e.g. 120 for 2 min)"
     if seconds.is_integer() and abs(seconds) < 1e15:
         number = str(int(seconds))
     else:  # (as YAML writes a float: "0.25", "1.0e-07", read back as a number)
@@ -408,7 +411,8 @@ def _seconds_hint(got: Any) -> str:
                 f", written as a number: write {number}, without quotes (in quotes YAML reads "
                 "it as text)"
             )
-    why = ", an exponent without a dot," if "e" in got.lower() else ""
+    # (YAML 1.1 reads an exponent as a number only with a dot and a sign: 1.5e+3)
+    why = ", an exponent without both a dot and a sign," if "e" in got.lower() else ""
     return f", written as a number: write {number} (YAML reads {got!r}{why} as text)"
 
 

@@ -22,9 +22,20 @@ _CHANNELS = "channels:\n  - {config: Phase, exposure: 20}\n  - {config: DAPI, ex
         ("'120'", "write 120, without quotes (in quotes YAML reads it as text)"),
         ('"90.5"', "write 90.5, without quotes (in quotes YAML reads it as text)"),
         # (YAML 1.1, PyYAML's, reads an exponent without a dot as text, quoted or not)
-        ("1e3", "write 1000 (YAML reads '1e3', an exponent without a dot, as text)"),
-        ("2e-1", "write 0.2 (YAML reads '2e-1', an exponent without a dot, as text)"),
+        (
+            "1e3",
+            "write 1000 (YAML reads '1e3', an exponent without both a dot and a sign, as text)",
+        ),
+        (
+            "2e-1",
+            "write 0.2 (YAML reads '2e-1', an exponent without both a dot and a sign, as text)",
+        ),
         ("'1.5e+3'", "write 1500, without quotes (in quotes YAML reads it as text)"),
+        # (it has a dot: the reason given was "an exponent without a dot")
+        (
+            "1.5e3",
+            "write 1500 (YAML reads '1.5e3', an exponent without both a dot and a sign, as text)",
+        ),
     ],
 )
 def test_seconds_yaml_read_as_text_are_said_to_be_written_as_a_number(
@@ -133,3 +144,14 @@ def test_a_plan_whose_positions_agree_is_said_as_before(tmp_path: Path) -> None:
     )
     assert line == "16 frame(s): 2 position(s) × 4 time point(s), channels Phase, DAPI"
     assert result["time_points_per_position"] == {"A": 4, "B": 4}
+
+
+def test_a_negative_duration_read_as_text_is_not_suggested_as_written(tmp_path: Path) -> None:
+    # ("write -5, without quotes" was said: the plan then refused it as negative)
+    f = tmp_path / "plan.yaml"
+    f.write_text(f"{_CHANNELS}time_plan: {{interval: '-5', loops: 3}}\n")
+    with pytest.raises(PlanError) as info:
+        load_plan(f)
+    (problem,) = info.value.problems
+    assert problem.endswith("; durations are seconds, 0 or more (e.g. 120 for 2 min)"), problem
+    assert "write -5" not in problem
