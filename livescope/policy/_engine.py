@@ -49,12 +49,15 @@ _DONE: Any = object()  # the end of a policy's firings (a policy may yield None:
 _DECISIONS = (AddEvents, Move, ChangeInterval, StopPosition, StopRun)  # (`Decision`'s members)
 
 DECIDE_HANG_S = 10.0
-"""How long a policy's own code may run, in all, on one field (s): its ``decide()`` and
-every step of its firings (a generator's ``next()``; not the guardrails' checks nor the
-sending, between them). Past it, the policy is disabled as soon as its code returns a
-firing (that firing goes nowhere). The worker's `POLICY_HANG_S` (the same 10 s) times
-each call alone, for one that never returns: a generator yielding without end returns
-again and again, each step soon, and only this total finds it."""
+"""How long a policy's own code may run, in all, on one field (s), after its first firing:
+every later step of its firings (a generator's ``next()``; not the guardrails' checks nor
+the sending, between them). Past it, the policy is disabled as soon as its code returns a
+firing (that firing goes nowhere). Its ``decide()`` call and the step to its first firing
+are single calls, the worker's to judge: `POLICY_HANG_S` (the same 10 s) times each call
+alone, for one that never returns; one that returns after all (a model loaded on the
+first field) was only slow, whether it returns a firing or none. A generator yielding
+without end returns again and again, each step soon, and only this total (or
+`firings_cap`) finds it."""
 
 _FIRINGS_PER_CELL = 10
 _FIRINGS_MIN = 1000
@@ -321,15 +324,15 @@ def _completed(f: Firing, obs: Observation) -> Firing:
 def _runaway(spent: float, made: int, cap: int, obs: Observation) -> str | None:
     """Return why a policy is taken as yielding without end on ``obs``, or None.
 
-    ``spent``: seconds its own code has run on the field, ``made``: its firings
-    so far (`DECIDE_HANG_S`, `firings_cap`).
+    ``spent``: seconds its own code has run on the field after its first firing,
+    ``made``: its firings so far (`DECIDE_HANG_S`, `firings_cap`).
     """
     where = f"field {obs.position} t={obs.t}"
     if spent > DECIDE_HANG_S:
         return (
-            f"decide() ran {spent:.3g} s on {where} (its {made} firings so far), more than "
-            f"the {DECIDE_HANG_S:g} s a policy's code may take on one field: does it yield "
-            "without end (a loop that never moves on)?"
+            f"decide() ran {spent:.3g} s on {where} after its first firing (its {made} "
+            f"firings so far), more than the {DECIDE_HANG_S:g} s a policy's code may take "
+            "on one field: does it yield without end (a loop that never moves on)?"
         )
     if made > cap:
         return (
@@ -462,11 +465,13 @@ class PolicyEngine:
         made without its rule, the frame it answers (``seq``) or the engines'
         sha256 gets the field's (`_completed`) before it is checked and handed on.
 
-        So is one that yields without end: its own code (``decide()`` and each
-        step of its firings, not the guardrails nor the sending) run for longer
-        than `DECIDE_HANG_S` on one field, or more than `firings_cap` firings for
-        one field (the firing past either goes nowhere); the error says which.
-        (A single call that never returns is the worker's watchdog's to find.)
+        So is one that yields without end: its own code after its first firing
+        (each later step of its firings, not the guardrails nor the sending) run
+        for longer than `DECIDE_HANG_S` on one field, or more than `firings_cap`
+        firings for one field (the firing past either goes nowhere); the error
+        says which. (Its ``decide()`` call and the step to its first firing are
+        single calls, the worker's watchdog's to judge, as is a call that never
+        returns: one slow once, that returns a firing or none, is only slow.)
 
         A firing whose
         decision could not be made (`Firing.unmade`: a field with no stage
@@ -499,14 +504,18 @@ class PolicyEngine:
             spent, made_n, cap = 0.0, 0, firings_cap(obs)  # (its own code's, on this field)
             while True:
                 # (a new note each step: the watchdog times one call that does not return;
-                # the steps' total is timed here, as each returns)
+                # the later steps' total is timed here, as each returns)
                 began = time.monotonic()
                 self.calling = (policy.name, "decide()", began)
                 try:
                     if firings is None:
                         firings = iter(policy.decide(obs))
                     f = next(firings, _DONE)
-                    spent += time.monotonic() - began
+                    if made_n:
+                        # (only the steps after its first firing: decide() and the step to
+                        # its first are single calls, the watchdog's; one that returns was
+                        # only slow, a firing returned or none)
+                        spent += time.monotonic() - began
                     if f is _DONE:
                         break
                     made_n += 1

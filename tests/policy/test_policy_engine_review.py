@@ -98,6 +98,7 @@ def test_a_policy_whose_decide_runs_past_the_hang_limit_is_disabled(
 ) -> None:
     # each next() returns soon (the worker's watchdog, timing one call, saw none hang);
     # together they run past the limit. Before: all 50 firings made, the policy enabled.
+    # (Only the steps after its first firing count: the first is a single call.)
     monkeypatch.setattr(engine_mod, "DECIDE_HANG_S", 0.01, raising=False)
     policy = _Looping(50, decision=False, spin_s=0.02)
     eng = PolicyEngine([policy], PROFILE)
@@ -107,8 +108,9 @@ def test_a_policy_whose_decide_runs_past_the_hang_limit_is_disabled(
     assert "decide() ran" in why
     assert "p0 t=5" in why
     assert "0.01 s" in why
-    assert policy.made == 1  # (its first firing took it past the limit: it goes nowhere)
-    assert verdicts == []
+    assert "after its first firing" in why
+    assert policy.made == 2  # (its second firing took it past the limit: it goes nowhere)
+    assert [v.firing.rule for v in verdicts] == ["looping"]
 
 
 def test_the_hang_limit_counts_the_policy_s_own_code_not_the_sending(
@@ -133,6 +135,65 @@ def test_the_hang_limit_counts_the_policy_s_own_code_not_the_sending(
     eng = PolicyEngine([_Two()], PROFILE)
     verdicts = eng.evaluate(field(0, [1]), slow_send)
     assert [v.ok for v in verdicts] == [True, True]
+    assert eng.disabled == {}
+
+
+class _SlowOnce:
+    """Slow on its first field only (loads its model: ``slow_s``), then as quick as any.
+
+    ``fires``: whether it returns one firing (a list) or none (``[]``); ``lazy``: a
+    generator, whose first step does the slow work.
+    """
+
+    def __init__(self, slow_s: float, *, fires: bool = True, lazy: bool = False) -> None:
+        self.name = "slow-once"
+        self.slow_s = slow_s
+        self.fires = fires
+        self.lazy = lazy
+        self.loaded = False
+
+    def _load(self) -> None:
+        if not self.loaded:
+            began = time.monotonic()
+            while time.monotonic() - began < self.slow_s:  # (its model loading)
+                pass
+            self.loaded = True
+
+    def _firings(self, o: Observation) -> list[Firing]:
+        d = ChangeInterval(run_id=o.run_id, seq=o.seq, interval_s=30)
+        return [Firing(self.name, "custom", o.position, d)] if self.fires else []
+
+    def _steps(self, o: Observation) -> Iterator[Firing]:
+        self._load()
+        yield from self._firings(o)
+
+    def decide(self, o: Observation) -> Iterator[Firing] | list[Firing]:
+        if self.lazy:
+            return self._steps(o)
+        self._load()
+        return self._firings(o)
+
+
+@pytest.mark.parametrize(
+    ("fires", "lazy"), [(True, False), (True, True), (False, False), (False, True)],
+    ids=["one-firing", "one-firing-generator", "none", "none-generator"],
+)  # fmt: skip
+def test_a_policy_slow_once_that_returns_is_only_slow(
+    monkeypatch: pytest.MonkeyPatch, fires: bool, lazy: bool
+) -> None:
+    # before: decide() past the limit once (a model loaded on the first field) and one
+    # firing returned: disabled for the run, though the worker's watchdog takes a call that
+    # returns after all as only slow; the same policy returning [] was kept. The decide()
+    # call and its first step are single calls, the watchdog's to judge.
+    monkeypatch.setattr(engine_mod, "DECIDE_HANG_S", 0.01, raising=False)
+    policy = _SlowOnce(0.05, fires=fires, lazy=lazy)
+    eng = PolicyEngine([policy], PROFILE)
+    first = eng.evaluate(field(0, [1, 2]))
+    assert eng.disabled == {}, f"a policy slow once was disabled: {eng.disabled}"
+    assert [v.ok for v in first] == [True] * fires
+    # its next field (quick now) is judged as any
+    nxt = eng.evaluate(field(1, [1, 2]))
+    assert [(v.firing.rule, v.stage) for v in nxt] == [("slow-once", "")] * fires
     assert eng.disabled == {}
 
 
