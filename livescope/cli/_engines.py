@@ -562,6 +562,15 @@ def eval_stain(
         seeds = _seeds(simulated) if simulated is not None else []
         positive_size("--pixel-size", pixel_size, "pixel size", "µm")
         box = parse_crop(crop)
+        if simulated is not None and (crop is not None or pixel_size is not None):
+            # (they were read, checked, then left out: whole frames scored at each simulated
+            # view's own pixel size, as though the crop or the size had been applied)
+            given = " and ".join(o for o, v in (("--crop", crop), ("--pixel-size", pixel_size))
+                                 if v is not None)  # fmt: skip
+            raise LivescopeError(
+                f"{given}: only with --input and --target; simulated pairs are scored whole, "
+                "at each view's own pixel size"
+            )
         if segment_with is not None:
             if simulated is None:
                 raise LivescopeError(
@@ -645,6 +654,12 @@ def eval_states(
             raise LivescopeError("give --simulated SEEDS, or --images and --gt, not both")
         seeds = _seeds(simulated) if simulated is not None else []
         positive_size("--pixel-size", pixel_size, "pixel size", "µm")
+        if simulated is not None and pixel_size is not None:
+            # (it was read, checked, then left out: each view classified at its own size)
+            raise LivescopeError(
+                "--pixel-size: only with --images and --gt (the CTC images'); simulated views "
+                "are classified at each view's own pixel size"
+            )
         if simulated is None:
             if images is None or gt is None:
                 raise LivescopeError("give --simulated SEEDS, or --images and --gt")
