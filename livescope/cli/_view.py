@@ -133,6 +133,20 @@ def canvas_problem(wait_s: float = 2.0) -> str | None:
     )
 
 
+def _not_started(run: Path) -> bool:
+    """Whether ``run`` holds no overlay.json and no finished run: one waiting may mend.
+
+    A folder that does not exist yet is one (the worker makes it). What cannot
+    be looked at (no permission) is not: `OverlaySubscriber` says why at once.
+    """
+    from livescope.bus import OVERLAY_FILE
+
+    try:
+        return not (run / OVERLAY_FILE).exists() and not (run / "summary.json").is_file()
+    except OSError:
+        return False
+
+
 def view(
     # (an empty RUN, an unset variable in a script, was the current folder)
     run: Annotated[
@@ -192,13 +206,22 @@ def view(
         from livescope.bus import OverlaySubscriber
         from livescope.view import OverlayViewer
 
-        # (the run is looked for first, needing no window: a wrong folder, a finished run
-        # or no worker is said before a missing display, and with none)
-        OverlaySubscriber(run, timeout_s=timeout_s).close()
+        # (what the run folder holds now is looked at first, needing no window: a finished
+        # run or a bad overlay.json is said before a missing display, and with none; a run
+        # not started yet is waited for only once the display is known: the viewer is
+        # usually started before the worker, and without a display it waited all of
+        # --timeout-s to blame the worker instead)
+        if not _not_started(run):
+            OverlaySubscriber(run, timeout_s=timeout_s).close()  # (at once: the file is there)
         if (why := no_display_reason(os.environ)) is not None:
+            if not run.exists():  # (a typo'd path, or a run the worker has yet to make)
+                why = (
+                    f"{run} does not exist (no run was started there yet): check the run "
+                    f"folder's path; and {why}"
+                )
             fail(why, as_json=json_out)
         try:
-            # (overlay.json is there now: a run that ended meanwhile is said to have)
+            # (overlay.json is waited for here: a run that ended meanwhile is said to have)
             viewer = OverlayViewer(run, position=position, timeout_s=timeout_s)
         except ImportError as exc:  # napari present, but no Qt binding or OpenGL
             fail(f"napari cannot start ({exc}): {install_command('viewer')}", as_json=json_out)

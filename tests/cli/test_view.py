@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -44,16 +45,21 @@ def _view(*args: str, timeout: float = 120, **env: str) -> subprocess.CompletedP
 
 @pytest.mark.skipif(find_spec("napari") is None, reason="napari not installed")
 def test_view_without_an_overlay_fails_clearly(tmp_path: Path) -> None:
-    # (no display at all: what is wrong with the run folder is said first, before the
-    # display, which a user fixing the path would otherwise hear about in its place)
-    res = _view(str(tmp_path), "--timeout-s", "0.2")
+    # (eglfs draws without a display variable: the display is let through, and overlay.json
+    # is waited for)
+    res = _view(str(tmp_path), "--timeout-s", "0.2", QT_QPA_PLATFORM="eglfs")
     assert res.returncode == 2, res.stderr
     out = json.loads(res.stdout)
     assert out["ok"] is False
     assert "no overlay.json" in out["error"]
+    # (no display at all: what is wrong with the run folder is said too, not only the
+    # display, which a user fixing that would otherwise hear about in its place)
     res = _view(str(tmp_path / "typo"), "--timeout-s", "0.2")
     assert res.returncode == 2, res.stderr
-    assert "typo does not exist (no run was started there" in json.loads(res.stdout)["error"]
+    error = json.loads(res.stdout)["error"]
+    assert "typo does not exist (no run was started there" in error
+    if sys.platform.startswith("linux"):
+        assert "needs a graphical display and none is set" in error
     (tmp_path / "summary.json").write_text("{}")
     res = _view(str(tmp_path), "--timeout-s", "0.2")
     assert res.returncode == 2, res.stderr
@@ -90,6 +96,22 @@ def test_view_without_a_display_fails_clearly_instead_of_aborting(tmp_path: Path
         res = _view(str(tmp_path), "--timeout-s", "5")  # (Qt would abort the process: exit 134)
     assert res.returncode == 2, res.stderr
     assert "needs a graphical display and none is set" in json.loads(res.stdout)["error"]
+
+
+@pytest.mark.skipif(find_spec("napari") is None, reason="napari not installed")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a desktop always has a display")
+def test_view_without_a_display_says_so_before_waiting_for_the_run(tmp_path: Path) -> None:
+    # the viewer is started first and the worker second: without a display the command
+    # waited all of --timeout-s for overlay.json, then blamed the worker for it and never
+    # said that it could not have shown anything anyway
+    started = time.monotonic()
+    res = _view(str(tmp_path), "--timeout-s", "20", timeout=60)
+    took = time.monotonic() - started
+    assert res.returncode == 2, res.stderr
+    error = json.loads(res.stdout)["error"]
+    assert "needs a graphical display and none is set" in error
+    assert "overlay.json" not in error  # (the worker may well not have started yet)
+    assert took < 15, f"it said so after {took:.1f} s (--timeout-s 20: it waited for the run)"
 
 
 def test_which_platforms_need_a_display_variable() -> None:
