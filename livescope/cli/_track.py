@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import re
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -53,27 +52,6 @@ def _frame_files(folder: Path) -> tuple[int, list[Path]]:
         missing = sorted(set(range(idx[0], idx[-1] + 1)) - set(idx))
         raise LivescopeError(f"{folder}: frames are not consecutive (missing {missing[:5]})")
     return idx[0], [p for _, p in numbered]
-
-
-class _FromFrame(Sequence[Any]):
-    """Label images ``frames`` numbered from ``first``: frames ``0..first-1`` are empty."""
-
-    def __init__(self, frames: Sequence[Any], first: int) -> None:
-        import numpy as np  # (not when the CLI starts)
-
-        self._frames, self._first = frames, first
-        # (one read-only zero image for all of them, however many)
-        self._empty = np.broadcast_to(np.zeros(1, np.int64), frames[0].shape) if frames else None
-
-    def __len__(self) -> int:
-        return self._first + len(self._frames) if self._frames else 0
-
-    def __getitem__(self, f: int) -> Any:  # type: ignore[override]
-        if not 0 <= f < len(self):
-            raise IndexError(f)
-        if f < self._first and self._empty is not None:
-            return self._empty
-        return self._frames[f - self._first]
 
 
 def track(
@@ -207,8 +185,10 @@ def track(
         wall = time.perf_counter() - t0
         if seg is not None:
             seg.close()
-        masks, tracks, _ = relabel_for_ctc(_FromFrame(seq.id_frames, first), seq.parents)
-        write_ctc(out, masks, tracks, kind="res")
+        # (only the frames given: the empty ones before them are written by write_ctc, one
+        # image for all; relabelled one by one they cost minutes and GB from t1500)
+        masks, tracks, _ = relabel_for_ctc(seq.id_frames, seq.parents, first_frame=first)
+        write_ctc(out, masks, tracks, kind="res", first_frame=first)
         if state is not None:
             tracker.save(state)
         ms_total = 1000 * wall / len(files)

@@ -48,6 +48,7 @@ def relabel_for_ctc(
     *,
     max_link_gap: int | None = None,
     not_acquired: Collection[int] = (),
+    first_frame: int = 0,
 ) -> tuple[list[NDArray[np.uint16]], list[CtcTrack], dict[int, int]]:
     """Turn per-frame object ids into CTC labels and tracks.
 
@@ -67,19 +68,30 @@ def relabel_for_ctc(
         Frames that stand for time points not acquired (empty frames, where the rig
         refused one). An object cannot be seen missing there: a gap over them alone
         is still linked with ``max_link_gap=1``, as a tracker links it.
+    first_frame
+        The number of ``id_frames[0]`` (0 or more; LivescopeError below): the tracks'
+        first and last frames (and ``not_acquired``) are numbered from it, for a
+        sequence that starts late.
+        Only the frames given are relabelled: write them with `write_ctc`'s
+        ``first_frame``, which writes the empty ones before them.
 
     Returns
     -------
     frames, tracks, object_of
-        uint16 label images, the track list, and the object id of each CTC label.
+        uint16 label images (one per frame of ``id_frames``), the track list, and
+        the object id of each CTC label.
         An object missed for some frames and seen again continues as a new track
         whose parent is its own track before the gap (CTC tracks have no gaps); a
         daughter links to its parent's last track when that ends before the
         daughter begins.
 
     """
-    tracks, label_at, object_of = _ctc_tracks(id_frames, parent_of, max_link_gap, not_acquired)
-    out = [_relabel(frame, f, label_at) for f, frame in enumerate(id_frames)]
+    if first_frame < 0:
+        raise LivescopeError(f"first_frame {first_frame}: frames are numbered from 0")
+    tracks, label_at, object_of = _ctc_tracks(
+        id_frames, parent_of, max_link_gap, not_acquired, first_frame
+    )
+    out = [_relabel(frame, f, label_at) for f, frame in enumerate(id_frames, first_frame)]
     return out, tracks, object_of
 
 
@@ -88,6 +100,7 @@ def _ctc_tracks(
     parent_of: Mapping[int, int],
     max_link_gap: int | None,
     not_acquired: Collection[int] = (),
+    first_frame: int = 0,
 ) -> tuple[list[CtcTrack], dict[tuple[int, int], int], dict[int, int]]:
     """First pass of `relabel_for_ctc`: tracks, (object, frame) → label, label → object."""
     skipped = sorted(set(not_acquired))
@@ -97,7 +110,7 @@ def _ctc_tracks(
         return begin - end - (bisect_left(skipped, begin) - bisect_right(skipped, end))
 
     presence: dict[int, list[int]] = {}
-    for f, frame in enumerate(id_frames):
+    for f, frame in enumerate(id_frames, first_frame):
         for i in np.unique(frame).tolist():
             if i:
                 presence.setdefault(int(i), []).append(f)
@@ -288,9 +301,14 @@ def _write_mask(path: Path, frame: NDArray[np.uint16]) -> None:
     (written in place, a crash or a full disk left a truncated mask, which no reader
     can open, where the old one had been)
     """
+    write_atomic(path, _encode_mask(frame))
+
+
+def _encode_mask(frame: NDArray[np.uint16]) -> memoryview:
+    """One label image as the bytes of its TIFF file (zlib-compressed)."""
     buf = io.BytesIO()
     tifffile.imwrite(buf, frame, compression="zlib")
-    write_atomic(path, buf.getbuffer())
+    return buf.getbuffer()
 
 
 def _track_lines(tracks: Sequence[CtcTrack]) -> str:
@@ -312,6 +330,8 @@ def write_ctc(
     frames: Sequence[NDArray[np.uint16]],
     tracks: Sequence[CtcTrack],
     kind: Literal["gt", "res"] = "res",
+    *,
+    first_frame: int = 0,
 ) -> Path:
     """Write a label sequence in CTC layout.
 
@@ -324,13 +344,19 @@ def write_ctc(
     its last frame, or numbered with other digits: ``stemTTTT.tif``) are removed
     once this one is written; other files are left as they are.
 
+    ``first_frame``: the number of ``frames[0]``, for a sequence that starts late
+    (tracks numbered so: `relabel_for_ctc`'s ``first_frame``). CTC sequences
+    start at frame 0: the frames before it are written empty, of ``frames[0]``'s
+    size (one image encoded once, however many; none when ``frames`` is empty).
+
     Raises
     ------
     LivescopeError
         if a frame holds a label CTC's 16-bit masks cannot (below 0 or above
         65535: `relabel_for_ctc` numbers tracks from 1), naming the frame;
-        nothing is written. If a frame of the sequence the folder held before
-        cannot be removed, naming it (the new sequence is written).
+        nothing is written; so too if ``first_frame`` is below 0. If a frame of
+        the sequence the folder held before cannot be removed, naming it (the
+        new sequence is written).
 
     """
     top = int(np.iinfo(np.uint16).max)
@@ -341,11 +367,22 @@ def write_ctc(
                 f"0..{top} (relabel_for_ctc numbers the tracks from 1)"
             )
     base = Path(folder) / "TRA" if kind == "gt" else Path(folder)
+    if first_frame < 0:
+        raise LivescopeError(f"first_frame {first_frame}: frames are numbered from 0")
     base.mkdir(parents=True, exist_ok=True)
     stem, track_file = ("man_track", "man_track.txt") if kind == "gt" else ("mask", "res_track.txt")
-    nd = _digits(len(frames))
+    first = first_frame if len(frames) else 0
+    nd = _digits(first + len(frames))
     written: set[str] = set()
-    for f, frame in enumerate(frames):
+    if first:
+        # (one empty image encoded once and written again: a label image, its check and
+        # its compression for each frame before a late first one cost minutes and GB)
+        empty = _encode_mask(np.zeros(frames[0].shape, np.uint16))
+        for f in range(first):
+            name = f"{stem}{f:0{nd}d}.tif"
+            write_atomic(base / name, empty)
+            written.add(name)
+    for f, frame in enumerate(frames, first):
         name = f"{stem}{f:0{nd}d}.tif"
         _write_mask(base / name, frame.astype(np.uint16))
         written.add(name)
