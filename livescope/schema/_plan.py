@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import useq
 from pydantic import ValidationError
 
@@ -613,15 +614,20 @@ def focus_centred_positions(sequence: useq.MDASequence) -> list[int]:
 
 
 def planned_light_s(
-    events: Iterable[useq.MDAEvent], profile: HardwareProfile
+    events: Iterable[useq.MDAEvent], profile: HardwareProfile, *, received: bool = False
 ) -> dict[tuple[str, str], float]:
     """Return the seconds of fluorescence a plan's own events give each (position, channel).
 
     An event's light goes to the plan position it images (a sub-sequence's or
     a grid tile's to its position), at its exposure, else its channel's default;
-    other channels give none. The plan check holds it to the light-dose budget,
-    and the guardrails book it before any decision adds more.
+    other channels give none. The guardrails book it before any decision adds
+    more. ``received``: what the sample under each position's field gets where
+    it gets most, its own frames' and those of the plan fields overlapping it
+    there (`_light_by_field`), which the plan check holds to the light-dose
+    budget; the same as without it where no two plan fields overlap.
     """
+    if received:
+        return {k: sum(by.values()) for k, by in _light_by_field(events, profile)[1].items()}
     fluo_ms = {
         c.name: c.default_exposure_ms for c in profile.channels.presets if c.kind == "fluorescence"
     }
@@ -635,6 +641,142 @@ def planned_light_s(
             key = (parent_position(position_name(event)), config)
             light[key] = light.get(key, 0.0) + ms / 1000.0
     return light
+
+
+_EDGE_UM = 1e-6
+"""How far two fields of view may reach into each other and still only share an edge, µm:
+a grid's tiles at 0 % overlap are one field apart but for a float's rounding (1e-13 µm
+either way), and tiles that just touch light no sample twice."""
+
+_Booked = dict[str, float]
+"""Seconds of fluorescence at a field's hottest point, by the field whose frames give them."""
+
+
+def _light_by_field(
+    events: Iterable[useq.MDAEvent], profile: HardwareProfile
+) -> tuple[dict[str, _Booked], dict[tuple[str, str], _Booked]]:
+    """Return the fluorescence the hottest point of each plan field's field of view gets.
+
+    (per field over all its channels, per (field, channel)); each {field whose
+    frames light that point: s}, the field itself first where it has any. A
+    field is a plan position or grid tile (as `planned_light_s` names them),
+    centred where its first event with an x/y is; its own frames light all of
+    it. Another field's frame lights the camera's field of view
+    (`HardwareProfile.field_of_view_um`) centred on its x/y, where that
+    overlaps this field's (sharing only an edge, `_EDGE_UM`, is no overlap; a
+    frame without x/y lights its own field only). The hottest point is found
+    exactly: the overlapping frames' edges cut the field into cells, each lit
+    alike throughout, and the one whose frames give most wins. A 3x3 grid at
+    90 % overlap images one patch nine times: its centre gets the light of
+    all nine; at 10 % overlap no point is imaged more than four times (where
+    four tiles' corners meet). Per field and per channel apart (the hottest
+    point of one channel need not be another's); without overlap, each
+    field's own light, summed as `planned_light_s` sums it.
+    """
+    fluo_ms = {
+        c.name: c.default_exposure_ms for c in profile.channels.presets if c.kind == "fluorescence"
+    }
+    h, w = profile.field_of_view_um
+    centres: dict[str, tuple[float, float]] = {}
+    own: dict[tuple[str, str], float] = {}  # (field, channel) -> its own frames' s
+    places: dict[tuple[float, float], dict[tuple[str, str], float]] = {}  # frame x/y -> s
+    for event in events:
+        key = parent_position(position_name(event))
+        x, y = event.x_pos, event.y_pos
+        at = None if x is None or y is None or not math.isfinite(x + y) else (float(x), float(y))
+        if at is not None:
+            centres.setdefault(key, at)
+        if not isinstance(event.action, useq.AcquireImage):
+            continue  # (an autofocus event before an image: no fluorescence of its own)
+        config = event.channel.config if event.channel is not None else ""
+        if config not in fluo_ms:
+            continue
+        s = (fluo_ms[config] if event.exposure is None else float(event.exposure)) / 1000.0
+        own[(key, config)] = own.get((key, config), 0.0) + s
+        if at is not None:
+            lit = places.setdefault(at, {})
+            lit[(key, config)] = lit.get((key, config), 0.0) + s
+    order = {k: i for i, k in enumerate(dict.fromkeys([*(k for k, _ in own), *centres]))}
+    squares: dict[tuple[int, int], list[tuple[float, float]]] = {}  # field-sized -> places
+    for px, py in places:
+        squares.setdefault((math.floor(px / w), math.floor(py / h)), []).append((px, py))
+
+    by_key: dict[str, dict[str, float]] = {}  # field -> channel -> its own frames' s
+    for (k, ch), s in own.items():
+        by_key.setdefault(k, {})[ch] = s
+    per_field: dict[str, _Booked] = {}
+    per_channel: dict[tuple[str, str], _Booked] = {(k, ch): {k: s} for (k, ch), s in own.items()}
+    for key in order:
+        mine = by_key.get(key, {})
+        if key not in centres:  # (no x/y: nothing else is known to light it)
+            if mine:
+                per_field[key] = {key: sum(mine.values())}
+            continue
+        cx, cy = centres[key]
+        i, j = math.floor(cx / w), math.floor(cy / h)
+        near = [
+            (px, py, {src: s for src, s in places[(px, py)].items() if src[0] != key})
+            for di in (-1, 0, 1)
+            for dj in (-1, 0, 1)
+            for px, py in squares.get((i + di, j + dj), ())
+            if abs(px - cx) < w - _EDGE_UM and abs(py - cy) < h - _EDGE_UM
+        ]
+        near = [n for n in near if n[2]]
+        if not near:  # (summed as `planned_light_s` and the budget sum: no float drift)
+            if mine:
+                per_field[key] = {key: sum(mine.values())}
+            continue
+        xs, ys = np.array([n[0] for n in near]), np.array([n[1] for n in near])
+        mx = _cell_middles(cx - w / 2, cx + w / 2, xs - w / 2, xs + w / 2)
+        my = _cell_middles(cy - h / 2, cy + h / 2, ys - h / 2, ys + h / 2)
+        # (frame, cell): whether the frame lights that cell (x and y cells crossed, flat)
+        covers = (np.abs(mx[None, :] - xs[:, None]) < w / 2)[:, :, None] & (
+            np.abs(my[None, :] - ys[:, None]) < h / 2
+        )[:, None, :]
+        covers = covers.reshape(len(near), -1)
+        channels = list(dict.fromkeys([*mine, *(ch for n in near for _, ch in n[2])]))
+        per_field[key] = _hottest(key, mine, near, covers, channels, order)
+        for ch in channels:
+            per_channel[(key, ch)] = _hottest(key, mine, near, covers, [ch], order)
+    return per_field, per_channel
+
+
+def _hottest(
+    key: str,
+    mine: dict[str, float],
+    near: list[tuple[float, float, dict[tuple[str, str], float]]],
+    covers: np.ndarray,
+    chs: list[str],
+    order: dict[str, int],
+) -> _Booked:
+    """Return what field ``key``'s hottest cell gets of channels ``chs``, by field.
+
+    ``mine``: its own frames' light per channel, alike in every cell; ``near``:
+    the other fields' frames overlapping it, (x, y, {(field, channel): s});
+    ``covers``: (frame, cell) whether that frame lights that cell; ``order``:
+    the fields' order in the plan, which the result keeps.
+    """
+    got = np.array([sum(s for (_, ch), s in lit.items() if ch in chs) for _, _, lit in near])
+    best = int(np.argmax(got @ covers))
+    booked: _Booked = {}
+    if any(ch in mine for ch in chs):
+        booked[key] = sum(mine[ch] for ch in chs if ch in mine)
+    for (_, _, lit), there in zip(near, covers[:, best], strict=True):
+        for (src, ch), s in lit.items():
+            if there and ch in chs:
+                booked[src] = booked.get(src, 0.0) + s
+    return dict(sorted(booked.items(), key=lambda kv: order.get(kv[0], len(order))))
+
+
+def _cell_middles(lo: float, hi: float, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Return the middles of the cells frames spanning ``starts``-``ends`` cut ``lo``-``hi`` into.
+
+    Edges closer than `_EDGE_UM` to the one before are one edge: a sliver that
+    thin is where fields share an edge, lit by neither twice.
+    """
+    edges = np.unique(np.clip(np.concatenate(([lo, hi], starts, ends)), lo, hi))
+    edges = edges[np.concatenate(([True], np.diff(edges) > _EDGE_UM))]
+    return np.asarray((edges[:-1] + edges[1:]) / 2)
 
 
 def check_plan(
@@ -651,7 +793,9 @@ def check_plan(
 
     Checks channel group and preset names (each channel given once; at least
     one), exposures against each preset's limits and the light-dose budget
-    (each frame's exposure, and each position's fluorescence over the plan),
+    (each frame's exposure, and each position's fluorescence over the plan: what
+    the hottest point of its field of view gets, its own frames' and those of
+    the plan fields whose field of view overlaps it there),
     time steps (none negative, in a position's own time plan either; at least
     one frame), grids (their field of view given), and every
     stage position (including grid and z-plan offsets) against the profile's
@@ -764,8 +908,10 @@ def check_plan(
             break
     if not any(isinstance(e.action, useq.AcquireImage) for e in planned):
         problems.append(_no_frames(sequence))
-    if light_budget:
-        problems += _dose_problems(planned_light_s(planned, profile), profile)
+    if light_budget:  # (what each field's hottest point gets: its own and overlapping frames)
+        received = _light_by_field(planned, profile)
+        light = {k: sum(by.values()) for k, by in received[1].items()}
+        problems += _dose_problems(light, profile, received)
     if problems:
         raise PlanError(source, problems[:_MAX_REPORTED])
 
@@ -1022,30 +1168,83 @@ def _same_name(key: str, first: int, again: int) -> str:
     )
 
 
-def _dose_problems(light: dict[tuple[str, str], float], profile: HardwareProfile) -> list[str]:
-    """Positions (and channels) whose planned fluorescence alone passes the light-dose budget."""
-    dose: dict[str, float] = {}
-    for (key, _), s in light.items():
-        dose[key] = dose.get(key, 0.0) + s
+def _dose_problems(
+    light: dict[tuple[str, str], float],
+    profile: HardwareProfile,
+    received: tuple[dict[str, _Booked], dict[tuple[str, str], _Booked]] | None = None,
+) -> list[str]:
+    """Positions (and channels) whose planned fluorescence alone passes the light-dose budget.
+
+    ``light``: per (position, channel), the seconds of fluorescence its field
+    gets. ``received``: per position and per (position, channel), what the
+    hottest point of its field of view gets, by the field whose frames give
+    them (`_light_by_field`): a position is held to that (over all its
+    channels: one channel's hottest point need not be another's), and where
+    other fields' add to its own, the message says which. Without it, each
+    position's own light, summed over its channels.
+    """
+    if received is None:
+        dose: dict[str, _Booked] = {}
+        for (key, _), s in light.items():
+            books = dose.setdefault(key, {key: 0.0})
+            books[key] += s
+        booked = {k: {k[0]: s} for k, s in light.items()}
+    else:
+        dose, booked = received
     budget = profile.light_dose
     fix = (
         "(shorter exposures, fluorescence at fewer time points, or a larger budget in the profile)"
     )
+    # (a field others overlap: less overlap is a way out too)
+    fix_shared = (
+        "(shorter exposures, fluorescence at fewer time points, less overlap between these "
+        "fields, or a larger budget in the profile)"
+    )
+    channels: dict[str, list[str]] = {}
+    for key, ch in light:
+        channels.setdefault(key, []).append(ch)
+
+    def sources(key: str, booked: dict[str, float], chs: list[str]) -> tuple[str, str, str]:
+        """Return what a message adds where fields overlap ``key``'s: channels, why, fix."""
+        others = {src: s for src, s in booked.items() if src != key}
+        if not others:
+            return "", "", fix
+        shown = [f"{src} {_seconds(s)} s" for src, s in list(others.items())[:_MAX_SOURCES]]
+        if len(others) > _MAX_SOURCES:
+            shown.append(f"and {len(others) - _MAX_SOURCES} more")
+        why = (
+            f" at the hottest point of its field of view ({_seconds(booked.get(key, 0.0))} s "
+            f"from its own frames, {_seconds(sum(others.values()))} s from those of the plan "
+            f"fields whose field of view overlaps it there: {', '.join(shown)})"
+        )
+        return f" ({', '.join(chs)})", why, fix_shared
+
     # (one decimal, or more where one puts it at the limit: 1.04 s said "1.0 s" for 1 s)
     most = budget.max_fluorescence_s_per_position
     out = [
-        f"light dose: position {key} gets {past_limit(s, most, 1)} s of fluorescence from the "
-        f"plan alone; light_dose.max_fluorescence_s_per_position = {most:g}"
-        f" s {fix}"
-        for key, s in dose.items()
-        if s > budget.max_fluorescence_s_per_position + 1e-9
+        f"light dose: position {key} gets {past_limit(s, most, 1)} s of fluorescence{chs} from "
+        f"the plan alone{why}; light_dose.max_fluorescence_s_per_position = {most:g}"
+        f" s {fixed}"
+        for key, by in dose.items()
+        if (s := sum(by.values())) > budget.max_fluorescence_s_per_position + 1e-9
+        for chs, why, fixed in [sources(key, by, channels.get(key, []))]
     ]
     if (limit := budget.max_fluorescence_s_per_channel) is not None:
         out += [
             f"light dose: position {key}, channel {ch} gets {past_limit(s, limit, 1)} s of "
-            "fluorescence from the plan alone; light_dose.max_fluorescence_s_per_channel = "
-            f"{limit:g} s {fix}"
+            f"fluorescence from the plan alone{why}; "
+            f"light_dose.max_fluorescence_s_per_channel = {limit:g} s {fixed}"
             for (key, ch), s in light.items()
             if s > limit + 1e-9
+            for _, why, fixed in [sources(key, booked.get((key, ch), {key: s}), [ch])]
         ]
     return out
+
+
+_MAX_SOURCES = 8
+"""Most overlapping fields a light-dose refusal names (a 3x3 grid's tile: the other 8)."""
+
+
+def _seconds(s: float) -> str:
+    """Return ``s`` seconds as a refusal shows a part of a field's light (one decimal)."""
+    return f"{s:.1f}" if s >= 0.05 or s == 0 else f"{s:.2g}"

@@ -22,7 +22,7 @@ from typing import Any
 
 import useq
 
-from ._plan import focus_centred_positions, plan_events, planned_light_s
+from ._plan import _light_by_field, focus_centred_positions, plan_events, planned_light_s
 from ._plan_warnings import plan_warnings
 from ._positions import position_name
 from ._profile import HardwareProfile
@@ -30,8 +30,8 @@ from ._profile import HardwareProfile
 __all__ = ["plan_figures"]
 
 LIGHT_WARN_SHARE = 0.8
-"""Warn when the plan alone gives a position this share of its fluorescence budget
-(the decisions' close-ups may add little more)."""
+"""Warn when the plan alone gives a position this share of its fluorescence budget, at the
+hottest point of its field of view (the decisions' close-ups may add little more)."""
 
 LATE_WARN_S = 1.0
 """Warn when a time point starts at least this much later than the plan says."""
@@ -58,8 +58,12 @@ def plan_figures(
     ``late_s`` (how late the latest time point starts at best; 0 when all keep
     time; one due with the one before it, an interval of 0, is never late),
     ``recording_gb`` (full frames at the camera's bit depth),
-    ``fluorescence_s`` (the plan's own, per position) with
-    ``fluorescence_budget_s``, and ``warnings`` (each a sentence for people).
+    ``fluorescence_s`` (the plan's own frames', per position),
+    ``received_fluorescence_s`` (what the hottest point of each position's
+    field of view gets: its own frames' and those of the plan fields
+    overlapping it there, as `check_plan` holds it to the budget; the same
+    where no fields overlap) with ``fluorescence_budget_s``, and ``warnings``
+    (each a sentence for people).
     """
     events = plan_events(sequence) if events is None else events
     images = [e for e in events if isinstance(e.action, useq.AcquireImage)]
@@ -118,6 +122,8 @@ def plan_figures(
     light: dict[str, float] = {}
     for (pos, _), s in planned_light_s(events, profile).items():
         light[pos] = light.get(pos, 0.0) + s
+    # (what the hottest point of each field gets, its own frames' and overlapping ones')
+    received = {k: sum(by.values()) for k, by in _light_by_field(events, profile)[0].items()}
     budget = profile.light_dose.max_fluorescence_s_per_position
     h, w = cam.sensor_shape_px
     figures: dict[str, Any] = {
@@ -133,6 +139,7 @@ def plan_figures(
         "late_s": round(late, 3),
         "recording_gb": round(len(images) * h * w * (1 if cam.bit_depth <= 8 else 2) / 1e9, 3),
         "fluorescence_s": {k: round(v, 3) for k, v in light.items()},
+        "received_fluorescence_s": {k: round(v, 3) for k, v in received.items()},
         "fluorescence_budget_s": budget,
         "warnings": [],
     }
@@ -148,10 +155,13 @@ def plan_figures(
             f"interval is {waited:g} s (fewer positions, channels or planes, shorter "
             "exposures, or a longer interval)"
         )
-    for pos, s in light.items():
+    for pos, s in received.items():
         if s >= LIGHT_WARN_SHARE * budget:
+            # (overlapping fields add to its own frames' light: say how much is its own)
+            own = light.get(pos, 0.0)
+            most = "" if s == own else f" where it gets most ({own:.1f} s from its own frames)"
             warnings.append(
-                f"position {pos} gets {s:.1f} s of fluorescence from the plan alone, "
+                f"position {pos} gets {s:.1f} s of fluorescence from the plan alone{most}, "
                 f"{100 * s / budget:.0f}% of light_dose.max_fluorescence_s_per_position "
                 f"({budget:g} s): decisions may add at most {max(budget - s, 0.0):.1f} s there"
             )
