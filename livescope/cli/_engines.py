@@ -173,7 +173,9 @@ def engines_check(
         refs: dict[str, Any] = {}
         for n in names:
             try:
-                refs[n] = Engine(n, backend=OnnxRuntimeBackend())
+                # (the CPU provider alone: ONNX Runtime picks CUDA first where it is, and the
+                # GPU backends were then held against a GPU run, not the CPU said)
+                refs[n] = Engine(n, backend=OnnxRuntimeBackend(cpu_only=True))
             except LivescopeError as exc:
                 add({"engine": n, "backend": "onnxruntime (reference)", "status": "error",
                      "detail": str(exc)})  # fmt: skip
@@ -358,6 +360,10 @@ def engines_build(
                 # (the plan's own: TensorRT >= 11 and -RTX build in the ONNX graph's,
                 # whatever was asked, which was reported)
                 built = eng.runtime()["precision"]
+                # (the tiles the plan was built for: any frame's where frames are zoomed
+                # call by call (a card with a pixel size); the profile's unzoomed tiles
+                # were reported)
+                shapes = eng.profile_shapes
             result = {"plan_cache": str(plan_cache_dir())}
         # (a per-cell classifier's plan takes batches of fixed crops, not tiles)
         inputs = (

@@ -135,6 +135,13 @@ _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16"}
 """Graph input types ONNX Runtime is fed (from numpy), by ONNX Runtime's name for them."""
 
 
+def _channels(shape: Sequence[Any]) -> int | None:
+    """Size of a (N, C, ...) tensor's C axis where the graph fixes it (None: dynamic, or no C)."""
+    c = shape[1] if len(shape) > 1 else None
+    # (ONNX Runtime names a dynamic axis by a string, or None; ONNX by a dim_value of 0)
+    return c if isinstance(c, int) and not isinstance(c, bool) and c > 0 else None
+
+
 class _OrtSession:
     """An ONNX Runtime session giving ``output`` (the card's; None: the model's first).
 
@@ -161,8 +168,15 @@ class _OrtSession:
         self.precision = "fp16" if self.input_type == "float16" else "fp32"  # the graph's
         self.input_name = inp.name
         self.input_rank = len(inp.shape)
-        self.output_names = [o.name for o in self._sess.get_outputs()]
+        outputs = self._sess.get_outputs()
+        self.output_names = [o.name for o in outputs]
         self.output = output or self.output_names[0]
+        # (what the graph fixes, for `Engine` to hold against the card at load: a card
+        # naming other channel counts loaded, and every frame was refused for it)
+        self.input_channels = _channels(inp.shape)
+        self.output_channels = next(
+            (_channels(o.shape) for o in outputs if o.name == self.output), None
+        )
 
     def run(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
         from onnxruntime.capi.onnxruntime_pybind11_state import (
@@ -192,13 +206,20 @@ class OnnxRuntimeBackend:
     """ONNX Runtime: CPU, or its CUDA execution provider where installed and a driver is.
 
     Its TensorRT provider is not used (plans are the tensorrt backend's, cached by key).
+    ``cpu_only``: the CPU provider alone, wherever CUDA is (the reference `engines
+    check` compares every backend with).
     """
 
     name = "onnxruntime"
 
+    def __init__(self, *, cpu_only: bool = False) -> None:
+        self.cpu_only = cpu_only
+
     def _providers(self) -> list[str]:
         import onnxruntime as ort
 
+        if self.cpu_only:
+            return ["CPUExecutionProvider"]
         have = ort.get_available_providers()
         # (onnxruntime-gpu lists CUDA where no driver is: it would then run on the CPU)
         wanted = ["CUDAExecutionProvider"] if _backend_base._cuda_driver() else []  # noqa: SLF001
@@ -301,6 +322,11 @@ def _torch_module(card: EngineCard) -> Any:
         ) from exc
 
 
+def _onnx_dims(value: Any) -> list[int]:
+    """Dimensions of an ONNX graph input or output (0 where dynamic, as ONNX says)."""
+    return [int(d.dim_value) for d in value.type.tensor_type.shape.dim]
+
+
 class _TorchSession:
     """The card's ``torch_module`` with the ONNX weights: it gives one output, its ``forward``'s.
 
@@ -324,6 +350,9 @@ class _TorchSession:
             for init in graph.initializer
         }
         outputs = [o.name for o in graph.output]
+        inp = next((i for i in graph.input if i.name == card.input.name), None)
+        in_channels = None if inp is None else _channels(_onnx_dims(inp))
+        out_channels = {o.name: _channels(_onnx_dims(o)) for o in graph.output}
         del graph  # (its weights are copied)
         try:
             missing, _ = net.load_state_dict(weights, strict=False)
@@ -358,6 +387,9 @@ class _TorchSession:
         self.input_name = card.input.name
         self.input_rank = 4
         self.output_names = outputs  # the graph's (the card's is checked among them at load)
+        # (the graph's, which the module was exported from: held against the card at load)
+        self.input_channels = in_channels
+        self.output_channels = out_channels.get(card.outputs[0].name)
         self._graphs: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}
         self._open = True
 

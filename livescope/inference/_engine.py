@@ -282,14 +282,16 @@ class Engine:
         profile is for the frame as the model sees it: zoomed, where the engine
         zooms every frame (`SegmentationEngine`'s ``object_diameter_px``); for
         any frame's tiles where the zoom comes with each call (a card with a
-        pixel size: `pixel_scale`).
+        pixel size: `pixel_scale`). `profile_shapes` says which tile shapes the
+        backend was asked for ([]: any).
 
     Raises
     ------
     EngineError
         if the model is missing, its sha256 does not match the card, it keeps
         weights in files beside it (which the sha256 does not cover), its
-        input or output does not match the card, or no backend can run it (the
+        input or output does not match the card (name, rank, type, and channel
+        counts where the backend knows the graph's), or no backend can run it (the
         backend named cannot run here or cannot run this card, or none can): that
         error is also a `BackendUnavailable`, with `select_backend`'s as its cause.
 
@@ -340,6 +342,7 @@ class Engine:
             self.backend = backend
         self.precision = precision
         shapes = self._profile_shapes(frame_shape)
+        self.profile_shapes: list[tuple[int, int]] = shapes
         # one batch at a time: a TensorRT context and a CUDA graph's static buffers are
         # shared by every call (two threads' frames would swap maps), and close() must
         # not free a session under a run in flight
@@ -423,12 +426,28 @@ class Engine:
     def _check_io(self) -> None:
         s = self._session()
         card = self.card
-        if problem := _input_problem(card, s.input_name, s.input_rank):
-            raise EngineError(f"engine {self.name}: {problem}")
+        # (channel counts where the session knows the graph's, None: not checked here, but
+        # per tile in `_run_padded`; a card naming others loaded, and then refused every
+        # frame, blaming the frame)
+        channels: int | None = getattr(s, "input_channels", None)
+        if problem := _input_problem(card, s.input_name, s.input_rank, channels):
+            raise EngineError(
+                f"engine {self.name}: {problem}; fix input.channels in {self.folder / 'card.yaml'}"
+                if channels is not None and channels != card.input.channels
+                else f"engine {self.name}: {problem}"
+            )
         if card.outputs[0].name not in s.output_names:
             raise EngineError(
                 f"engine {self.name}: the card's output {card.outputs[0].name!r} is not among the "
                 f"model's outputs {s.output_names}"
+            )
+        named = card.outputs[0].channels
+        given: int | None = getattr(s, "output_channels", None)
+        if given is not None and given != len(named):
+            raise EngineError(
+                f"engine {self.name}: the model gives {given} output channels, the card "
+                f"names {len(named)} ({', '.join(named)}): card and model do not match; fix "
+                f"outputs[0].channels in {self.folder / 'card.yaml'}"
             )
         # (an fp16 graph is fed the fp32-normalised batch cast to fp16 by the session: how a
         # half-precision plan is made on TensorRT >= 11 and -RTX; any other type failed on
@@ -604,13 +623,19 @@ class Engine:
     ) -> NDArray[np.float32]:
         """`infer` on the frame zoomed by ``scale`` (anti-aliased when shrinking).
 
-        The maps come back at the frame's own size.
+        The maps come back at the frame's own size. The frame is zoomed in fp32,
+        or in float64 where fp32 cannot hold it exactly (as `normalise` scales it).
         """
         if abs(scale - 1.0) <= 1e-3:
             return self.infer(frame, normalised=normalised)
         from scipy import ndimage
 
-        x = np.asarray(self.check_frame(frame), dtype=np.float32)
+        f = self.check_frame(frame)
+        # zoomed in float64 where fp32 cannot hold the frame exactly, as `normalise` scales
+        # it (`normalize_percentile`): cast first, a large offset (int64 counts from 2**40)
+        # swallowed its signal. Other frames in fp32, as before.
+        wide = f.dtype.itemsize > 4 or (f.dtype.kind in "iu" and f.dtype.itemsize == 4)
+        x: NDArray[Any] = f.astype(np.float64) if wide else np.asarray(f, dtype=np.float32)
         if min(x.shape[-2:]) * scale < 8:
             raise EngineError(
                 f"engine {self.name}: frame {x.shape[-2]}x{x.shape[-1]} px zoomed {scale:.3g}x "
