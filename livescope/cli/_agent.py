@@ -385,6 +385,10 @@ def _fail_runtime(message: str, *, as_json: bool) -> NoReturn:
     raise typer.Exit(WORKER_RUNTIME_FAILED)
 
 
+WORKER_ENGINES = {"seg": "nuclei-unet", "stain": "nuclei-stain", "states": "cell-state"}
+"""The engines of an analysis worker not told others (``--seg``, ``--stain``, ``--states``)."""
+
+
 def worker(
     run: Annotated[
         Path,
@@ -427,11 +431,23 @@ def worker(
         Path | None,
         typer.Option(parser=given_path, help="Plan file with policies (default: RUN/plan.yaml)."),
     ] = None,
-    seg: Annotated[str, typer.Option(help="Segmentation engine ('' for none).")] = "nuclei-unet",
-    stain: Annotated[str, typer.Option(help="Virtual-staining engine ('' for none).")] = (
-        "nuclei-stain"
-    ),
-    states: Annotated[str, typer.Option(help="Cell-state engine ('' for none).")] = "cell-state",
+    # (None: not given, which a counting worker must know; the analysis worker's defaults)
+    seg: Annotated[
+        str | None,
+        typer.Option(help="Segmentation engine ('' for none).", show_default=WORKER_ENGINES["seg"]),
+    ] = None,
+    stain: Annotated[
+        str | None,
+        typer.Option(
+            help="Virtual-staining engine ('' for none).", show_default=WORKER_ENGINES["stain"]
+        ),
+    ] = None,
+    states: Annotated[
+        str | None,
+        typer.Option(
+            help="Cell-state engine ('' for none).", show_default=WORKER_ENGINES["states"]
+        ),
+    ] = None,
     nucleus_diameter_um: Annotated[
         float | None,
         typer.Option(
@@ -445,7 +461,8 @@ def worker(
 ) -> None:
     """Attach to a running agent; with --analyse run the analysis pipeline on its frames.
 
-    Without --analyse it receives and counts frames (drops, per-hop latency).
+    Without --analyse it receives and counts frames (drops, per-hop latency);
+    the analysis worker's options (--seg, --profile, --resume, ...) are refused.
     With --analyse (or --config) it is the pipeline worker: each field (the
     frames of one position and time point) gets one pass of virtual stain,
     segmentation, tracking and cell states; the plan's policies decide, the
@@ -468,6 +485,22 @@ def worker(
             fail(f"--policy must be every or latest, not {policy!r}", as_json=json_out)
         if resume and not (analyse or config is not None):  # (counting frames ignored it)
             fail("--resume is for the analysis worker: give --analyse too", as_json=json_out)
+        if not (analyse or config is not None):  # (ignored too, even bad values, exit 0)
+            given = [
+                option
+                for option, value in (
+                    ("--seg", seg), ("--stain", stain), ("--states", states), ("--plan", plan),
+                    ("--profile", profile), ("--backend", backend),
+                    ("--nucleus-diameter-um", nucleus_diameter_um),
+                )
+                if value is not None
+            ]  # fmt: skip
+            if given:
+                fail(
+                    f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for the analysis "
+                    "worker: give --analyse too",
+                    as_json=json_out,
+                )
         # (a folder under a file can never be made: no agent will start there)
         above = next((p for p in run.parents if p.exists()), None)
         if above is not None and not above.is_dir():
@@ -485,6 +518,9 @@ def worker(
             if policy != "every":  # (the analysis worker takes every frame of every field)
                 fail("--policy is for counting frames: the analysis worker takes every frame",
                      as_json=json_out)  # fmt: skip
+            seg = WORKER_ENGINES["seg"] if seg is None else seg
+            stain = WORKER_ENGINES["stain"] if stain is None else stain
+            states = WORKER_ENGINES["states"] if states is None else states
             if config is None:  # its own options now, not once an agent has started
                 _check_worker_options(seg, stain, states, backend, profile, plan)
                 if maxlen < 16:

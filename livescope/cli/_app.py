@@ -22,6 +22,7 @@ from ._common import (
     SeedOpt,
     ThreadsOpt,
     VerboseOpt,
+    _at_most_the_cores,
     accelerated,
     emit,
     exit_unless_as_planned,
@@ -558,7 +559,10 @@ def report(
 
 @profile_app.command("check")
 def profile_check(
-    files: Annotated[list[str], typer.Argument(help="Profile YAML files to validate.")],
+    # (`given`, not `given_path`: the text as given tells a path from a shipped name)
+    files: Annotated[
+        list[str], typer.Argument(parser=given, help="Profile YAML files to validate.")
+    ],
     json_out: JsonOpt = False,
 ) -> None:
     """Validate hardware profiles; print every error with its field path.
@@ -680,7 +684,11 @@ def bench_jitter_cmd(
     ] = 1.0,
     busy: Annotated[
         int | None,
-        typer.Option(min=1, help="Busy processes in the loaded rounds (default: one per core)."),
+        typer.Option(
+            min=1,
+            callback=_at_most_the_cores,  # (--busy 100000: a load average past 100)
+            help="Busy processes in the loaded rounds, at most the cores (default: one per core).",
+        ),
     ] = None,
     turns: Annotated[int, typer.Option(min=1, help="How many times each round runs.")] = 4,
     json_out: BenchJsonOpt = True,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 import typer
 from rich.markup import escape
 
-from ._common import JsonOpt, ProfileOpt, emit, stderr, user_errors
+from ._common import JsonOpt, ProfileOpt, emit, given_path, stderr, user_errors
 
 if TYPE_CHECKING:
     import useq
@@ -238,7 +238,9 @@ def _say(r: dict[str, Any], profile: str, frames: _Frames) -> None:
 
 @plan_app.command("check")
 def plan_check(
-    files: Annotated[list[Path], typer.Argument(help="Plan YAML files to check.")],
+    files: Annotated[
+        list[Path], typer.Argument(parser=given_path, help="Plan YAML files to check.")
+    ],
     profile: ProfileOpt = "sim",
     json_out: JsonOpt = False,
 ) -> None:
