@@ -9,6 +9,7 @@ cell, in Cell Tracking Challenge terms.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import threading
 from collections.abc import Mapping, Sequence
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 import pymmcore
 from numpy.typing import NDArray
-from pymmcore_plus.experimental.unicore import UniMMCore
+from pymmcore_plus.experimental.unicore import Device, UniMMCore
 
 from livescope.schema import HardwareProfile, LivescopeError, Objective, load_profile
 
@@ -49,6 +50,11 @@ SHUTTER = "Shutter"
 META_SAMPLE_TIME = "livescope.sample_time_s"
 META_FRAME = "livescope.sim_frame"
 
+DEVICE_LOCK_WAIT_S = 5.0
+"""How long `SimulatedMicroscope.close` waits for a device in use before it gives up, s."""
+
+logger = logging.getLogger("livescope")
+
 
 def load_devices(core: UniMMCore, devices: dict[str, Any], profile: HardwareProfile) -> None:
     """Load and initialise Python devices; define the profile's channel group.
@@ -72,8 +78,75 @@ def release_core(core: UniMMCore) -> None:
     while the interpreter shuts down (which aborts the process).
     """
     core.unloadAllDevices()
+    _detach(core)
+
+
+def _detach(core: UniMMCore) -> None:
     with contextlib.suppress(Exception):
         pymmcore.CMMCore.registerCallback(core, None)
+
+
+class _CtrlCSafe(Device):
+    """A Python device whose lock a Ctrl+C cannot leave held.
+
+    pymmcore-plus's ``Device.__enter__`` acquires a plain lock and returns: a
+    SIGINT that arrives meanwhile is raised (KeyboardInterrupt) right after the
+    acquire, inside ``__enter__``, so the ``with`` never runs ``__exit__`` and
+    the lock stays held for ever (the agent, Ctrl+C'd as the simulator started,
+    hung in `close` unloading the device). Here the lock is reentrant, and an
+    interrupted ``__enter__`` lets go of what it took (a reentrant lock knows
+    whether this thread holds it; a plain one does not).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._safe_lock = threading.RLock()
+
+    def __enter__(self) -> Any:
+        lock = self._safe_lock
+        try:
+            lock.acquire()
+        except BaseException:  # (KeyboardInterrupt, raised before or after the acquire)
+            if lock._is_owned():  # type: ignore[attr-defined]  # noqa: SLF001 (no public way)
+                lock.release()
+            raise
+        return self
+
+    def __exit__(self, *args: Any) -> None:
+        self._safe_lock.release()
+
+    def lock(self, blocking: bool = True, timeout: float = -1) -> bool:
+        return self._safe_lock.acquire(blocking, timeout)
+
+    def unlock(self) -> None:
+        self._safe_lock.release()
+
+    def free_within(self, timeout_s: float) -> bool:
+        """Return True if no other thread holds the device within ``timeout_s`` s."""
+        if not self._safe_lock.acquire(timeout=timeout_s):
+            return False
+        self._safe_lock.release()
+        return True
+
+
+class _Camera(_CtrlCSafe, SimCamera):
+    """`SimCamera` whose lock survives a Ctrl+C (`_CtrlCSafe`)."""
+
+
+class _XYStage(_CtrlCSafe, SimXYStage):
+    """`SimXYStage` whose lock survives a Ctrl+C (`_CtrlCSafe`)."""
+
+
+class _ZStage(_CtrlCSafe, SimZStage):
+    """`SimZStage` whose lock survives a Ctrl+C (`_CtrlCSafe`)."""
+
+
+class _StateDevice(_CtrlCSafe, SimStateDevice):
+    """`SimStateDevice` whose lock survives a Ctrl+C (`_CtrlCSafe`)."""
+
+
+class _Shutter(_CtrlCSafe, SimShutter):
+    """`SimShutter` whose lock survives a Ctrl+C (`_CtrlCSafe`)."""
 
 
 class _SimCore(UniMMCore):
@@ -272,14 +345,14 @@ class SimulatedMicroscope:
 
     def _build_core(self) -> UniMMCore:
         p = self.profile
-        self._camera = SimCamera(self)
-        self._xy = SimXYStage(p.stages.xy.x_range_um, p.stages.xy.y_range_um)
-        self._z = SimZStage(p.stages.z.z_range_um)
-        self._light_path = SimStateDevice([c.name for c in p.channels.presets])
-        self._objective = SimStateDevice([o.name for o in p.objectives])
+        self._camera = _Camera(self)
+        self._xy = _XYStage(p.stages.xy.x_range_um, p.stages.xy.y_range_um)
+        self._z = _ZStage(p.stages.z.z_range_um)
+        self._light_path = _StateDevice([c.name for c in p.channels.presets])
+        self._objective = _StateDevice([o.name for o in p.objectives])
         core = _SimCore(self._objective, self._camera, p.camera.bit_depth)
-        self._shutter = SimShutter()
-        devices = {
+        self._shutter = _Shutter()
+        devices: dict[str, _CtrlCSafe] = {
             p.camera.name: self._camera,
             p.stages.xy.name: self._xy,
             p.stages.z.name: self._z,
@@ -287,6 +360,7 @@ class SimulatedMicroscope:
             OBJECTIVE: self._objective,
             SHUTTER: self._shutter,
         }
+        self._devices = devices
         load_devices(core, devices, p)
         core.defineConfigGroup(OBJECTIVE)
         for obj in p.objectives:
@@ -309,9 +383,23 @@ class SimulatedMicroscope:
         """Unload the devices and detach the core's callbacks from Python.
 
         Detaching first means no callback from the core's own threads can reach
-        Python while the interpreter shuts down (which aborts the process).
+        Python while the interpreter shuts down (which aborts the process). A
+        device that another thread still holds after `DEVICE_LOCK_WAIT_S` is
+        named in a warning and the devices are left loaded (unloading would wait
+        for it for ever); the callbacks are detached all the same.
         """
-        release_core(self.core)
+        busy = [label for label, dev in self._devices.items()
+                if not dev.free_within(DEVICE_LOCK_WAIT_S)]  # fmt: skip
+        if not busy:
+            release_core(self.core)
+            return
+        logger.warning(
+            "simulated microscope: device(s) %s still in use by another thread after %g s; "
+            "closing without unloading the devices",
+            ", ".join(busy),
+            DEVICE_LOCK_WAIT_S,
+        )
+        _detach(self.core)
 
     def __enter__(self) -> SimulatedMicroscope:
         return self
