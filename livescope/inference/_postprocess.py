@@ -47,7 +47,12 @@ __all__ = [
 
 
 def normalize_percentile(
-    image: NDArray[Any], low: float = 1.0, high: float = 99.8, eps: float = 1e-6
+    image: NDArray[Any],
+    low: float = 1.0,
+    high: float = 99.8,
+    eps: float = 1e-6,
+    *,
+    high_at_least: float | None = None,
 ) -> NDArray[np.float32]:
     """Scale camera counts so the ``low``/``high`` percentiles map to 0/1, in fp32.
 
@@ -62,7 +67,10 @@ def normalize_percentile(
     was divided by ``eps``, and its nuclei vanished). A frame wider than fp32
     holds exactly (float64, 32/64-bit integers) is scaled in float64 and then
     cast: cast first, a large offset (int64 counts from 2**40) swallowed its
-    signal.
+    signal. ``high_at_least``: the value mapped to 1 is at least this one (the
+    cell-state engine's floor for sparse frames, `CellStateEngine.classify`);
+    where the ``high`` percentile is already as high, the result is unchanged
+    to the bit.
     """
     a = np.asarray(image)
     wide = a.dtype.itemsize > 4 or (a.dtype.kind in "iu" and a.dtype.itemsize == 4)
@@ -71,6 +79,8 @@ def normalize_percentile(
     step = max(1, int(np.sqrt(x.size / 262144)))
     sample = x[::step, ::step] if x.ndim == 2 else x
     lo, hi = np.percentile(sample, [low, high])
+    if high_at_least is not None and high_at_least > hi:  # (not where equal: bit for bit)
+        hi = high_at_least
     if float(hi - lo) <= _flat_within(float(lo), float(hi), eps):
         lo, hi = float(x.min()), float(x.max())
     span = float(hi - lo)
@@ -103,11 +113,17 @@ def apply_gamma(x: NDArray[np.float32], gamma: float) -> NDArray[np.float32]:
     return out
 
 
-def apply_normalisation(frame: NDArray[Any], n: Normalisation) -> NDArray[np.float32]:
-    """``frame`` in fp32 after a card's normalisation ``n`` (percentiles or fixed, then gamma)."""
+def apply_normalisation(
+    frame: NDArray[Any], n: Normalisation, *, high_at_least: float | None = None
+) -> NDArray[np.float32]:
+    """``frame`` in fp32 after a card's normalisation ``n`` (percentiles or fixed, then gamma).
+
+    ``high_at_least``: a floor on the value a percentile normalisation maps to 1
+    (`normalize_percentile`); a fixed one ignores it.
+    """
     out: NDArray[np.float32]
     if n.kind == "percentile":
-        out = normalize_percentile(frame, n.low, n.high)
+        out = normalize_percentile(frame, n.low, n.high, high_at_least=high_at_least)
     else:
         out = np.asarray(frame, dtype=np.float32) - np.float32(n.offset)
         out *= np.float32(1.0 / n.scale)
