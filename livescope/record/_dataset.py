@@ -17,8 +17,8 @@ from numpy.typing import NDArray
 from livescope.schema import LivescopeError
 
 __all__ = [
-    "DATASET_DTYPES", "Dataset", "DatasetError", "FrameKey", "RecordedFrame", "check_dtype",
-    "dtype_name",
+    "DATASET_DTYPES", "Dataset", "DatasetError", "FrameKey", "RecordedFrame", "channel_names",
+    "check_dtype", "dtype_name",
 ]  # fmt: skip
 
 DATASET_DTYPES = ("uint8", "uint16")
@@ -249,3 +249,30 @@ def refuse_repeated_keys(p: Path, frames: list[RecordedFrame], axes: str) -> Non
                 f"apart by {axes} only, so a replay would serve one of them as both"
             )
         first[f.key] = here
+
+
+def channel_names(where: str, names: list[str | None], warnings: list[str]) -> tuple[str, ...]:
+    """Name each channel: its own name, or ``c<k>`` where it has none or an earlier one has it.
+
+    The OME-TIFF and OME-Zarr readers' rule: ``c<k>`` is not taken where it is
+    another channel's name (``c<k>_1`` then). Two channels of one name would be one
+    to a replay (frames are told apart by channel name), so the later is renamed,
+    with a warning in ``warnings`` naming ``where`` and the names.
+    """
+    given = [name or None for name in names]
+    chosen: list[str] = []
+    for k, name in enumerate(given):
+        pick, j = name, 0
+        while pick is None or pick in chosen or (pick != name and pick in given):
+            pick, j = (f"c{k}" if j == 0 else f"c{k}_{j}"), j + 1
+        chosen.append(pick)
+    renamed = [f"channel {k} {name!r} as {pick!r}"
+               for k, (name, pick) in enumerate(zip(given, chosen, strict=True))
+               if name is not None and pick != name]  # fmt: skip
+    if renamed:
+        shared = [name for name in dict.fromkeys(given) if name and given.count(name) > 1]
+        warnings.append(
+            f"{where}: {' and '.join(f'{given.count(n)} channels are named {n!r}' for n in shared)}"
+            f"; livescope tells channels apart by name, so it replays {', '.join(renamed)}"
+        )
+    return tuple(chosen)

@@ -32,7 +32,15 @@ from typing import Any
 
 import numpy as np
 
-from ._dataset import Dataset, DatasetError, FrameKey, RecordedFrame, check_dtype, dtype_name
+from ._dataset import (
+    Dataset,
+    DatasetError,
+    FrameKey,
+    RecordedFrame,
+    channel_names,
+    check_dtype,
+    dtype_name,
+)
 
 __all__ = ["open_ome_zarr"]
 
@@ -304,14 +312,9 @@ def _zarr_image(
     labels = [listed[k].get("label") if k < len(listed) and isinstance(listed[k], dict)
               else None for k in range(n_channels)]  # fmt: skip
     labels = [label if isinstance(label, str) and label else None for label in labels]
-    channels: list[str] = []
-    for k, label in enumerate(labels):
-        # a channel without a label of its own is c<k>, unless that is another's label
-        # (two channels of one name: a replay served one as both)
-        chosen, j = label, 0
-        while chosen is None or chosen in channels or (chosen != label and chosen in labels):
-            chosen, j = (f"c{k}" if j == 0 else f"c{k}_{j}"), j + 1
-        channels.append(chosen)
+    # a channel without a label of its own is c<k>, unless that is another's label (two
+    # channels of one name: a replay served one as both)
+    channels = list(channel_names(str(p / array_path), labels, notes))
     missing, blank_tiles = _missing_planes(array, p / array_path)
     if blank_tiles:
         notes.append(

@@ -33,6 +33,7 @@ from ._dataset import (
     DatasetError,
     FrameKey,
     RecordedFrame,
+    channel_names,
     check_dtype,
     dtype_name,
     refuse_repeated_keys,
@@ -268,7 +269,7 @@ def _ome_images(p: Path, xml: str, warnings: list[str]) -> list[_OmeImage]:
         images.append(
             _OmeImage(
                 name,
-                _channel_names(where, [c.attrib.get("Name") for c in channels], warnings),
+                channel_names(where, [c.attrib.get("Name") for c in channels], warnings),
                 dict(pixels.attrib) if pixels is not None else {},
                 tuple(dict(e.attrib) for e in planes),
             )
@@ -276,33 +277,6 @@ def _ome_images(p: Path, xml: str, warnings: list[str]) -> list[_OmeImage]:
     if not images:
         raise DatasetError(f"{p}: its OME metadata describes no image")
     return images
-
-
-def _channel_names(where: str, names: list[str | None], warnings: list[str]) -> tuple[str, ...]:
-    """Name each channel: its own name, or ``c<k>`` where it has none or an earlier one has it.
-
-    As the OME-Zarr reader names them (`livescope.record._ngff`): ``c<k>`` is not
-    taken where it is another channel's name (``c<k>_1`` then). Two channels of one
-    name would be one to a replay (frames are told apart by channel name), so the
-    later is renamed, with a warning in ``warnings`` naming ``where`` and the names.
-    """
-    given = [name or None for name in names]
-    chosen: list[str] = []
-    for k, name in enumerate(given):
-        pick, j = name, 0
-        while pick is None or pick in chosen or (pick != name and pick in given):
-            pick, j = (f"c{k}" if j == 0 else f"c{k}_{j}"), j + 1
-        chosen.append(pick)
-    renamed = [f"channel {k} {name!r} as {pick!r}"
-               for k, (name, pick) in enumerate(zip(given, chosen, strict=True))
-               if name is not None and pick != name]  # fmt: skip
-    if renamed:
-        shared = [name for name in dict.fromkeys(given) if name and given.count(name) > 1]
-        warnings.append(
-            f"{where}: {' and '.join(f'{given.count(n)} channels are named {n!r}' for n in shared)}"
-            f"; livescope tells channels apart by name, so it replays {', '.join(renamed)}"
-        )
-    return tuple(chosen)
 
 
 def _no_ome(p: Path, micromanager: bool) -> str:
