@@ -11,6 +11,7 @@ import typer
 from rich.markup import escape
 
 from ._common import (
+    EXIT_USER_ERROR,
     JsonOpt,
     PortOpt,
     ProfileOpt,
@@ -151,6 +152,7 @@ def agent(
             stderr.print(f"agent running {a.run_id}: bus {bus}, {attach}", markup=False)
 
         started = time.time()
+        stopped = False  # a Ctrl+C came (also one held while the recording closed)
         try:
             if prof.kind == "simulated":
                 summary = run_simulated(
@@ -171,6 +173,7 @@ def agent(
                 )  # fmt: skip
         except KeyboardInterrupt:  # Ctrl+C: what was recorded is reported
             summary = interrupted_summary(run_dir, since=started)
+            stopped = True
         from livescope.view import write_report
 
         # a worker attached to this run may still be finishing: `livescope report RUN`
@@ -185,6 +188,11 @@ def agent(
             f"{summary['decisions_rejected']} rejected"
         )
         typer.echo(summary["out"])
+    if stopped and not summary.get("interrupted"):
+        # one that came as acquisition ended, once every frame was recorded (the summary's
+        # interrupted_while_closing, its "ok" true): it exited 0, as if no Ctrl+C had come
+        stderr.print("interrupted: the Ctrl+C came as the run ended (every frame was recorded)")
+        raise typer.Exit(EXIT_USER_ERROR)
     exit_unless_as_planned(summary)
 
 

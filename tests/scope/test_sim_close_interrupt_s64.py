@@ -9,15 +9,20 @@ simulator started, wrote its summary and hung until killed.
 
 from __future__ import annotations
 
+import json
+import os
 import signal
+import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from livescope.scope import SimulatedMicroscope
 from tests.cli.test_cli_edges_s64 import PLAN, _interrupt, _start, needs_proc
+from tests.conftest import ROOT
 
 CLOSE_BOUND_S = 30.0
 
@@ -73,4 +78,38 @@ def test_the_agent_ctrl_c_as_the_simulator_starts_exits(tmp_path, after_s: float
     )
     code, out, err = _interrupt(proc, after_s)  # (fails the test if it has not ended in 120 s)
     assert "Traceback" not in err, err
-    assert code in (0, 2), (code, out, err)
+    assert code == 2, (code, out, err)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to itself: POSIX")
+def test_the_agent_ctrl_c_as_the_recording_closes_exits_2(tmp_path: Path) -> None:
+    # a Ctrl+C that came once acquisition had ended, while the recording closed (held
+    # back until it was closed, the summary's interrupted_while_closing) ended the
+    # agent with exit 0 and "interrupted": false, as if it had never come
+    (tmp_path / "ctrl_c_at_close.py").write_text(
+        "import os, signal\n"
+        "from livescope.record import OmeZarrWriter\n"
+        "from livescope.cli import main\n"
+        "close = OmeZarrWriter.close\n"
+        "def ctrl_c_then_close(self):\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    close(self)\n"
+        "OmeZarrWriter.close = ctrl_c_then_close\n"
+        "main()\n",
+        encoding="utf-8",
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    run = tmp_path / "run"
+    res = subprocess.run(
+        [sys.executable, "-m", "ctrl_c_at_close", "agent", "--json", "--bus", "off",
+         "--plan", str(PLAN), "--out", str(run)],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    assert "Traceback" not in res.stderr, res.stderr
+    summary = json.loads(res.stdout.splitlines()[-1])
+    # (the Ctrl+C came where the test meant it to: every frame acquired was recorded)
+    assert summary.get("interrupted_while_closing") is True, summary
+    assert res.returncode == 2, (
+        f"agent exited {res.returncode} after a Ctrl+C as its recording closed "
+        f"(summary interrupted={summary.get('interrupted')}); stderr: {res.stderr}"
+    )
