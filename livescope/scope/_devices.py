@@ -9,6 +9,7 @@ controller does.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import DTypeLike
 from pymmcore_plus.experimental.unicore import (
+    Device,
     ShutterDevice,
     SimpleCameraDevice,
     StageDevice,
@@ -28,7 +30,7 @@ from livescope.schema import StageLimitError
 if TYPE_CHECKING:
     from ._sim import SimulatedMicroscope
 
-__all__ = ["SimCamera", "SimShutter", "SimStateDevice", "SimXYStage", "SimZStage"]
+__all__ = ["CtrlCSafe", "SimCamera", "SimShutter", "SimStateDevice", "SimXYStage", "SimZStage"]
 
 
 def _check(axis: str, value: float, lo_hi: tuple[float, float], field: str) -> None:
@@ -40,7 +42,50 @@ def _check(axis: str, value: float, lo_hi: tuple[float, float], field: str) -> N
         )
 
 
-class SimXYStage(XYStageDevice):
+class CtrlCSafe(Device):
+    """A Python device whose lock a Ctrl+C cannot leave held.
+
+    pymmcore-plus's ``Device.__enter__`` acquires a plain lock and returns: a
+    SIGINT that arrives meanwhile is raised (KeyboardInterrupt) right after the
+    acquire, inside ``__enter__``, so the ``with`` never runs ``__exit__`` and
+    the lock stays held for ever (the agent, Ctrl+C'd as the simulator started,
+    hung in `SimulatedMicroscope.close` unloading the device). Here the lock is reentrant, and an
+    interrupted ``__enter__`` lets go of what it took (a reentrant lock knows
+    whether this thread holds it; a plain one does not).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._safe_lock = threading.RLock()
+
+    def __enter__(self) -> Any:
+        lock = self._safe_lock
+        try:
+            lock.acquire()
+        except BaseException:  # (KeyboardInterrupt, raised before or after the acquire)
+            if lock._is_owned():  # type: ignore[attr-defined]  # noqa: SLF001 (no public way)
+                lock.release()
+            raise
+        return self
+
+    def __exit__(self, *args: Any) -> None:
+        self._safe_lock.release()
+
+    def lock(self, blocking: bool = True, timeout: float = -1) -> bool:
+        return self._safe_lock.acquire(blocking, timeout)
+
+    def unlock(self) -> None:
+        self._safe_lock.release()
+
+    def free_within(self, timeout_s: float) -> bool:
+        """Return True if no other thread holds the device within ``timeout_s`` s."""
+        if not self._safe_lock.acquire(timeout=timeout_s):
+            return False
+        self._safe_lock.release()
+        return True
+
+
+class SimXYStage(CtrlCSafe, XYStageDevice):
     """XY stage with travel limits, in µm."""
 
     def __init__(self, x_range_um: tuple[float, float], y_range_um: tuple[float, float]) -> None:
@@ -82,7 +127,7 @@ class SimXYStage(XYStageDevice):
         """Do nothing: moves are instantaneous."""
 
 
-class SimZStage(StageDevice):
+class SimZStage(CtrlCSafe, StageDevice):
     """Focus drive with travel limits, in µm (0 is the dish's focal plane at the origin)."""
 
     def __init__(self, z_range_um: tuple[float, float]) -> None:
@@ -115,7 +160,7 @@ class SimZStage(StageDevice):
         raise NotImplementedError("the simulated Z stage keeps absolute sample coordinates")
 
 
-class SimStateDevice(StateDevice):
+class SimStateDevice(CtrlCSafe, StateDevice):
     """A labelled state device (light path / filter set, objective turret)."""
 
     def __init__(self, labels: Sequence[str]) -> None:
@@ -136,7 +181,7 @@ class SimStateDevice(StateDevice):
         return str(self._state_to_label[self._state])
 
 
-class SimShutter(ShutterDevice):
+class SimShutter(CtrlCSafe, ShutterDevice):
     """The illumination shutter: frames taken while it is closed are dark.
 
     Unless the core's autoshutter drives it: then it counts as open while the camera
@@ -156,7 +201,7 @@ class SimShutter(ShutterDevice):
         self._open = bool(open)
 
 
-class SimCamera(SimpleCameraDevice):
+class SimCamera(CtrlCSafe, SimpleCameraDevice):
     """Camera that renders the simulated sample under the current hardware state.
 
     Sequence acquisitions advance sample time by one frame period per frame

@@ -23,7 +23,7 @@ from pymmcore_plus.experimental.unicore import SimpleCameraDevice, UniMMCore
 from livescope.record import Dataset, DatasetError, FrameKey, RecordedFrame
 from livescope.schema import HardwareProfile, LivescopeError
 
-from ._devices import SimShutter, SimStateDevice, SimXYStage, SimZStage
+from ._devices import CtrlCSafe, SimShutter, SimStateDevice, SimXYStage, SimZStage
 from ._feed import event_key
 from ._sim import LIGHT_PATH, SHUTTER, load_devices, release_core
 
@@ -196,7 +196,7 @@ class ReplaySource:
         self.served += 1
 
 
-class ReplayCamera(SimpleCameraDevice):
+class ReplayCamera(CtrlCSafe, SimpleCameraDevice):
     """A Micro-Manager camera (Python device) whose frames come from a `ReplaySource`."""
 
     def __init__(self, source: ReplaySource) -> None:

@@ -20,11 +20,18 @@ from typing import Any
 import numpy as np
 import pymmcore
 from numpy.typing import NDArray
-from pymmcore_plus.experimental.unicore import Device, UniMMCore
+from pymmcore_plus.experimental.unicore import UniMMCore
 
 from livescope.schema import HardwareProfile, LivescopeError, Objective, load_profile
 
-from ._devices import SimCamera, SimShutter, SimStateDevice, SimXYStage, SimZStage
+from ._devices import (
+    CtrlCSafe,
+    SimCamera,
+    SimShutter,
+    SimStateDevice,
+    SimXYStage,
+    SimZStage,
+)
 from ._render import (
     FieldOfView,
     Optics,
@@ -84,69 +91,6 @@ def release_core(core: UniMMCore) -> None:
 def _detach(core: UniMMCore) -> None:
     with contextlib.suppress(Exception):
         pymmcore.CMMCore.registerCallback(core, None)
-
-
-class _CtrlCSafe(Device):
-    """A Python device whose lock a Ctrl+C cannot leave held.
-
-    pymmcore-plus's ``Device.__enter__`` acquires a plain lock and returns: a
-    SIGINT that arrives meanwhile is raised (KeyboardInterrupt) right after the
-    acquire, inside ``__enter__``, so the ``with`` never runs ``__exit__`` and
-    the lock stays held for ever (the agent, Ctrl+C'd as the simulator started,
-    hung in `close` unloading the device). Here the lock is reentrant, and an
-    interrupted ``__enter__`` lets go of what it took (a reentrant lock knows
-    whether this thread holds it; a plain one does not).
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._safe_lock = threading.RLock()
-
-    def __enter__(self) -> Any:
-        lock = self._safe_lock
-        try:
-            lock.acquire()
-        except BaseException:  # (KeyboardInterrupt, raised before or after the acquire)
-            if lock._is_owned():  # type: ignore[attr-defined]  # noqa: SLF001 (no public way)
-                lock.release()
-            raise
-        return self
-
-    def __exit__(self, *args: Any) -> None:
-        self._safe_lock.release()
-
-    def lock(self, blocking: bool = True, timeout: float = -1) -> bool:
-        return self._safe_lock.acquire(blocking, timeout)
-
-    def unlock(self) -> None:
-        self._safe_lock.release()
-
-    def free_within(self, timeout_s: float) -> bool:
-        """Return True if no other thread holds the device within ``timeout_s`` s."""
-        if not self._safe_lock.acquire(timeout=timeout_s):
-            return False
-        self._safe_lock.release()
-        return True
-
-
-class _Camera(_CtrlCSafe, SimCamera):
-    """`SimCamera` whose lock survives a Ctrl+C (`_CtrlCSafe`)."""
-
-
-class _XYStage(_CtrlCSafe, SimXYStage):
-    """`SimXYStage` whose lock survives a Ctrl+C (`_CtrlCSafe`)."""
-
-
-class _ZStage(_CtrlCSafe, SimZStage):
-    """`SimZStage` whose lock survives a Ctrl+C (`_CtrlCSafe`)."""
-
-
-class _StateDevice(_CtrlCSafe, SimStateDevice):
-    """`SimStateDevice` whose lock survives a Ctrl+C (`_CtrlCSafe`)."""
-
-
-class _Shutter(_CtrlCSafe, SimShutter):
-    """`SimShutter` whose lock survives a Ctrl+C (`_CtrlCSafe`)."""
 
 
 class _SimCore(UniMMCore):
@@ -345,14 +289,14 @@ class SimulatedMicroscope:
 
     def _build_core(self) -> UniMMCore:
         p = self.profile
-        self._camera = _Camera(self)
-        self._xy = _XYStage(p.stages.xy.x_range_um, p.stages.xy.y_range_um)
-        self._z = _ZStage(p.stages.z.z_range_um)
-        self._light_path = _StateDevice([c.name for c in p.channels.presets])
-        self._objective = _StateDevice([o.name for o in p.objectives])
+        self._camera = SimCamera(self)
+        self._xy = SimXYStage(p.stages.xy.x_range_um, p.stages.xy.y_range_um)
+        self._z = SimZStage(p.stages.z.z_range_um)
+        self._light_path = SimStateDevice([c.name for c in p.channels.presets])
+        self._objective = SimStateDevice([o.name for o in p.objectives])
         core = _SimCore(self._objective, self._camera, p.camera.bit_depth)
-        self._shutter = _Shutter()
-        devices: dict[str, _CtrlCSafe] = {
+        self._shutter = SimShutter()
+        devices: dict[str, CtrlCSafe] = {
             p.camera.name: self._camera,
             p.stages.xy.name: self._xy,
             p.stages.z.name: self._z,

@@ -113,3 +113,20 @@ def test_the_agent_ctrl_c_as_the_recording_closes_exits_2(tmp_path: Path) -> Non
         f"agent exited {res.returncode} after a Ctrl+C as its recording closed "
         f"(summary interrupted={summary.get('interrupted')}); stderr: {res.stderr}"
     )
+
+
+def test_every_python_device_of_the_simulator_and_the_replay_has_the_safe_lock() -> None:
+    # (the replay core loads the same stages and shutter, and a camera of its own: with
+    # plain locks, a Ctrl+C as a call took one left it held, as the simulator's did)
+    from livescope.scope._devices import (
+        CtrlCSafe,
+        SimCamera,
+        SimShutter,
+        SimStateDevice,
+        SimXYStage,
+        SimZStage,
+    )
+    from livescope.scope._replay_source import ReplayCamera
+
+    for cls in (SimCamera, SimShutter, SimStateDevice, SimXYStage, SimZStage, ReplayCamera):
+        assert issubclass(cls, CtrlCSafe), cls.__name__
