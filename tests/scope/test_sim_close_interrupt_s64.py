@@ -55,9 +55,14 @@ def test_close_returns_after_a_ctrl_c_as_a_device_call_takes_its_lock() -> None:
         args=(sim._xy, threading.get_ident(), failures),
         daemon=True,
     )
-    holder.start()
-    with pytest.raises(KeyboardInterrupt):
-        sim.core.getXYPosition()
+    # (Python's own handler: a test run in the background of a shell ignores SIGINT)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        holder.start()
+        with pytest.raises(KeyboardInterrupt):
+            sim.core.getXYPosition()
+    finally:
+        signal.signal(signal.SIGINT, before)
     holder.join(CLOSE_BOUND_S)
     assert not failures, failures
     # the interrupted call let go of the stage: the core still answers, close() returns
@@ -104,6 +109,8 @@ def test_the_agent_ctrl_c_as_the_recording_closes_exits_2(tmp_path: Path) -> Non
         [sys.executable, "-m", "ctrl_c_at_close", "agent", "--json", "--bus", "off",
          "--plan", str(PLAN), "--out", str(run)],
         capture_output=True, text=True, cwd=ROOT, env=env, timeout=120, check=False,
+        # (a test run in the background of a shell ignores SIGINT, and so would the agent)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     assert "Traceback" not in res.stderr, res.stderr
     summary = json.loads(res.stdout.splitlines()[-1])
