@@ -12,9 +12,48 @@ from tests.conftest import run_cli
 @pytest.mark.parametrize(
     ("args", "named"),
     [
-        (["stain", "--simulated", "100", "--views", "1", "--crop", "0:3,0:3"], "--crop"),
-        (["stain", "--simulated", "100", "--views", "1", "--pixel-size", "100"], "--pixel-size"),
-        (["states", "--simulated", "100", "--views", "1", "--pixel-size", "100"], "--pixel-size"),
+        (
+            [
+                "stain",
+                "--engine",
+                "nuclei-stain",
+                "--simulated",
+                "100",
+                "--views",
+                "1",
+                "--crop",
+                "0:3,0:3",
+            ],
+            "--crop",
+        ),
+        (
+            [
+                "stain",
+                "--engine",
+                "nuclei-stain",
+                "--simulated",
+                "100",
+                "--views",
+                "1",
+                "--pixel-size",
+                "100",
+            ],
+            "--pixel-size",
+        ),
+        (
+            [
+                "states",
+                "--engine",
+                "cell-state",
+                "--simulated",
+                "100",
+                "--views",
+                "1",
+                "--pixel-size",
+                "100",
+            ],
+            "--pixel-size",
+        ),
     ],
 )
 def test_an_option_the_simulated_scoring_leaves_out_is_refused(args: list[str], named: str) -> None:
