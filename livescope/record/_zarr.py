@@ -62,6 +62,7 @@ import os
 import re
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -411,6 +412,20 @@ class _Series:
         _write_file(path, self._encoder.encode(image))
 
 
+def _remove_settled(folder: Path) -> None:
+    """Remove ``folder``, again while zarr's writes still in flight make it anew.
+
+    zarr writes a group's or array's metadata files concurrently: one refused (a
+    full disk) raises while another may still be on its way, and that one's
+    write made the folder again after it was removed (1 run in 7 of a test).
+    """
+    for _ in range(50):  # (at most ~0.5 s: a write in flight ends in milliseconds)
+        shutil.rmtree(folder, ignore_errors=True)
+        time.sleep(0.01)
+        if not folder.exists():
+            return
+
+
 class OmeZarrWriter:
     """Write frames of one run into an OME-Zarr store plus a JSON-lines frame log.
 
@@ -539,7 +554,7 @@ class OmeZarrWriter:
             # unreadable as NGFF, and its name would refuse the next position's group;
             # a group whose metadata was refused leaves its folder (zarr warns of it
             # each time the store is listed)
-            shutil.rmtree(self.path / key, ignore_errors=True)
+            _remove_settled(self.path / key)
             if isinstance(exc, OSError):
                 raise _naming(exc, self.path / key) from exc
             raise
