@@ -37,7 +37,7 @@ from ._backends import (
     select_backend,
 )
 from ._onnx_scan import _external_data
-from ._postprocess import apply_gamma, apply_normalisation, instance_labels
+from ._postprocess import apply_gamma, apply_normalisation, as_working_float, instance_labels
 
 logger = logging.getLogger("livescope")
 
@@ -634,8 +634,7 @@ class Engine:
         # zoomed in float64 where fp32 cannot hold the frame exactly, as `normalise` scales
         # it (`normalize_percentile`): cast first, a large offset (int64 counts from 2**40)
         # swallowed its signal. Other frames in fp32, as before.
-        wide = f.dtype.itemsize > 4 or (f.dtype.kind in "iu" and f.dtype.itemsize == 4)
-        x: NDArray[Any] = f.astype(np.float64) if wide else np.asarray(f, dtype=np.float32)
+        x = as_working_float(f)
         if min(x.shape[-2:]) * scale < 8:
             raise EngineError(
                 f"engine {self.name}: frame {x.shape[-2]}x{x.shape[-1]} px zoomed {scale:.3g}x "
