@@ -256,9 +256,17 @@ def shared_closeups(decisions: dict[str, Any]) -> str:
 
 
 def exit_if_interrupted(summary: dict[str, Any]) -> None:
-    """Exit 2, saying so, after printing the summary of a run a Ctrl+C stopped."""
+    """Exit 2, saying so, after printing the summary of a run a Ctrl+C stopped.
+
+    A Ctrl+C that came as the run ended, once every frame was recorded (the
+    summary's ``interrupted_while_closing``, its ``interrupted`` false), exits 2
+    too: it exited 0, as if none had come.
+    """
     if summary.get("interrupted"):
         stderr.print("interrupted: the run stopped early (its report covers what was acquired)")
+        raise typer.Exit(EXIT_USER_ERROR)
+    if summary.get("interrupted_while_closing"):
+        stderr.print("interrupted: the Ctrl+C came as the run ended (every frame was recorded)")
         raise typer.Exit(EXIT_USER_ERROR)
 
 
