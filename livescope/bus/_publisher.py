@@ -4,6 +4,8 @@ A PUB socket never blocks the sender: a subscriber that falls behind loses
 frames (it counts them from the sequence-number gaps), the acquisition never
 waits. In shared-memory mode the pixels go into a `ShmRing` slot and only the
 header travels; a small control socket (REP) hands readers their place in the ring.
+Closing sends an end-of-run message (`end_message`): the number of the run's last
+frame, so that a subscriber counts the frames lost after the last it received too.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from typing import Any, Literal
 
 import numpy as np
@@ -51,6 +54,29 @@ MIN_QUEUED_FRAMES = 4
 needs a few frames' slack for its pauses (a garbage collection), or it would lose frames."""
 DEFAULT_SNDHWM = 256
 """Frames queued for one subscriber unless told (``sndhwm``); shared-memory headers."""
+END_REPEAT_S = 0.1
+"""How long closing repeats the end-of-run message (s), every `END_REPEAT_EVERY_S`. Sent to a
+subscriber whose queue is full (the case where the run's last frames were dropped), it is
+dropped like a frame; once that subscriber reads again, a repeat gets in."""
+END_REPEAT_EVERY_S = 0.01
+END_LINGER_MS = 1000
+"""How long closing waits for what is still queued for a subscriber (the run's last frames,
+the end-of-run message) to reach it (ms). One that reads none of it by then gets none: its
+subscriber, told of no end, says that the frames after the last it received are not known."""
+END_TYPE = "end"
+"""``type`` of the end-of-run message (`end_message`)."""
+
+
+def end_message(run_id: str, last_seq: int | None) -> bytes:
+    """Return the end-of-run message of run ``run_id`` (one part, unlike a frame's two).
+
+    ``last_seq``: the number of the last frame handed to `FramePublisher.publish`,
+    sent or not (None: none was). A subscriber counts the frames numbered after the
+    last it received as lost (`livescope.bus.FrameSubscriber`); one from before this
+    message existed rejects it (a message of one part), counted and logged.
+    """
+    msg = {"v": PROTOCOL_VERSION, "type": END_TYPE, "run_id": run_id, "last_seq": last_seq}
+    return json.dumps(msg).encode()
 
 
 def _wire_array(image: NDArray[Any], seq: object) -> NDArray[Any]:
@@ -189,6 +215,8 @@ class FramePublisher:
         self.published = 0
         self.bytes_published = 0
         self.dropped_no_slot = 0
+        self.last_seq: int | None = None
+        """The highest frame number handed to `publish` (sent or not); None before any."""
 
     # ------------------------------------------------------------ control
 
@@ -253,13 +281,16 @@ class FramePublisher:
         """
         if self._closed:
             raise LivescopeError("frame publisher is closed")
-        arr = _wire_array(image, info["seq"])
+        seq = int(info["seq"])
+        # (a frame refused below is lost to every subscriber: at the end of the run too)
+        self.last_seq = seq if self.last_seq is None else max(seq, self.last_seq)
+        arr = _wire_array(image, seq)
         t_agent = clock_ns()
         # (made before a slot is taken: a field that fails must not leave one held)
         header = FrameHeader(
             v=PROTOCOL_VERSION,
             run_id=self.run_id,
-            seq=int(info["seq"]),
+            seq=seq,
             index=dict(info["index"]),
             channel=info["channel"],
             position=info["position"],
@@ -336,16 +367,28 @@ class FramePublisher:
             "bytes": self.bytes_published,
             "dropped_no_slot": self.dropped_no_slot,
             "readers_declared_dead": self.ring.readers_declared_dead if self.ring else 0,
+            "last_seq": self.last_seq,
         }
 
     def close(self) -> None:
-        """Stop the control thread, close the sockets, unlink shared memory; idempotent."""
+        """End the run: send the end-of-run message, close the sockets, unlink shared memory.
+
+        Takes `END_REPEAT_S` (the message is repeated), and up to `END_LINGER_MS`
+        more while a subscriber that does not read has frames queued. Idempotent.
+        """
         if self._closed:
             return
         self._closed = True
         self._stop.set()
+        end = end_message(self.run_id, self.last_seq)
+        until = time.monotonic() + END_REPEAT_S
+        while True:  # (the control thread stops meanwhile: it polls every 100 ms)
+            self._sock.send(end)
+            if time.monotonic() >= until:
+                break
+            time.sleep(END_REPEAT_EVERY_S)
         self._thread.join(timeout=2)
-        self._sock.close(0)
+        self._sock.close(END_LINGER_MS)  # (the context's end waits for what is queued)
         if self.ring is not None:
             self.ring.close()
         if self._security is not None:

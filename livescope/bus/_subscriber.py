@@ -9,7 +9,10 @@ queue whose policy the receiver chooses:
 * ``latest``: only the newest frame is kept (conflation for live views).
 
 Every header is validated before use; a bad message is counted, logged and
-skipped, and the socket goes on. Frames are zero-copy views (of the message
+skipped, and the socket goes on. Frames lost upstream are counted from the gaps
+in their numbers, and those after the last received from the publisher's
+end-of-run message (`livescope.bus._publisher.end_message`); until it comes,
+those are not known. Frames are zero-copy views (of the message
 buffer, or of a shared-memory slot): call `Frame.release` (or use ``with``) when done.
 A shared-memory frame's array keeps its slot held for as long as it (or any
 view of it) is referenced, not only the `Frame`: see `livescope.bus._shm.SlotHold`.
@@ -29,7 +32,15 @@ import numpy as np
 import zmq
 from numpy.typing import NDArray
 
-from livescope.schema import FrameHeader, HeaderError, LivescopeError, clock_ns, decode_header
+from livescope.schema import (
+    MAX_RUN_ID,
+    PROTOCOL_VERSION,
+    FrameHeader,
+    HeaderError,
+    LivescopeError,
+    clock_ns,
+    decode_header,
+)
 
 from ._endpoints import BusSecurity, connect, handshake_problem, subscribe, watch_handshake
 from ._shm import ShmReader, SlotHold
@@ -41,6 +52,37 @@ logger = logging.getLogger("livescope")
 _LATENCY_SAMPLES = 20000
 _IN_FLIGHT_NS = 1_000_000_000
 """A frame's header not in the socket this long after the frame was published is lost."""
+_END_TYPE = "end"  # (`livescope.bus._publisher.end_message`)
+_MAX_END_BYTES = 4096  # (a run id of `MAX_RUN_ID` characters, each escaped, fits)
+
+
+def _end_of_run(raw: bytes) -> tuple[str, int | None] | None:
+    """Return the run id and last frame number of an end-of-run message; None: not one.
+
+    Raises
+    ------
+    HeaderError
+        for a message that says it is one and is malformed.
+
+    """
+    if len(raw) > _MAX_END_BYTES:
+        return None
+    try:
+        msg = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(msg, dict) or msg.get("type") != _END_TYPE:
+        return None
+    v, run_id, last = msg.get("v"), msg.get("run_id"), msg.get("last_seq")
+    if type(v) is not int or v != PROTOCOL_VERSION:  # (true and 1.0 equal 1 in Python)
+        raise HeaderError(f"end-of-run message of protocol version {v!r}, not {PROTOCOL_VERSION}")
+    if not isinstance(run_id, str) or not 0 < len(run_id) <= MAX_RUN_ID:
+        raise HeaderError(
+            f"end-of-run message of run id {run_id!r:.60}: not 1 to {MAX_RUN_ID} characters"
+        )
+    if "last_seq" not in msg or (last is not None and (type(last) is not int or last < 0)):
+        raise HeaderError(f"end-of-run message of last_seq {last!r:.40}: not a number >= 0")
+    return run_id, last
 
 
 class Frame:
@@ -169,6 +211,7 @@ class FrameSubscriber:
         self._last_seq: int | None = None
         self._last_run: str | None = None  # (the run of the last frame: its own sequence)
         self._first_seq: int | None = None  # (the first frame of that run whose header came)
+        self._ended_run: str | None = None  # (the last run whose end-of-run message came)
         self.max_depth = 0
         self._lat: dict[str, collections.deque[int]] = {
             k: collections.deque(maxlen=_LATENCY_SAMPLES)
@@ -343,6 +386,8 @@ class FrameSubscriber:
         from 0 never came either: counted apart (``missed_at_start``), as published
         before this subscriber attached (or while it did), not as drops.
         """
+        if run_id == self._ended_run:  # (a run of that id again: its end is to come)
+            self._ended_run = None
         if run_id != self._last_run:  # (another run's numbers: no gap to count)
             self._last_run, self._last_seq, self._first_seq = run_id, None, seq
             self.counts["missed_at_start"] += max(seq, 0)
@@ -350,11 +395,39 @@ class FrameSubscriber:
             self.counts["dropped_upstream"] += seq - self._last_seq - 1
         self._last_seq = seq if self._last_seq is None else max(seq, self._last_seq)
 
+    def _note_end(self, run_id: str, last_seq: int | None) -> None:
+        """Count the frames of ``run_id`` after the last whose header came, up to ``last_seq``.
+
+        Those are lost (``dropped_at_end``, also in ``dropped_upstream``); of a run
+        none of whose frames came, all were (``missed_at_start``, as before a first
+        frame). The publisher repeats the message: counted once.
+        """
+        if run_id == self._ended_run:
+            return
+        if self.run_id is not None and run_id != self.run_id:  # (another agent's, since)
+            logger.debug("end of run %r, not %r: ignored", run_id, self.run_id)
+            return
+        self._ended_run = run_id
+        if run_id != self._last_run or self._last_seq is None:
+            self._last_run, self._last_seq, self._first_seq = run_id, last_seq, None
+            self.counts["missed_at_start"] += 0 if last_seq is None else last_seq + 1
+            return
+        if last_seq is None:  # (nothing was published, said a publisher of this run)
+            return
+        if last_seq > self._last_seq:
+            lost = last_seq - self._last_seq
+            self.counts["dropped_at_end"] += lost
+            self.counts["dropped_upstream"] += lost
+            self._last_seq = last_seq
+
     def _receive(self, parts: list[zmq.Frame]) -> None:
         t_rx = clock_ns()
         self.counts["messages"] += 1
         ours: FrameHeader | None = None  # (a frame of the run: its number is in the sequence)
         try:
+            if len(parts) == 1 and (end := _end_of_run(parts[0].bytes)) is not None:
+                self._note_end(*end)
+                return
             if len(parts) != 2:
                 raise HeaderError(f"bad frame message: {len(parts)} parts, expected 2")
             header = decode_header(parts[0].bytes, len(parts[1].buffer))
@@ -488,6 +561,16 @@ class FrameSubscriber:
             self.counts["delivered"] += 1
             return self._queue.popleft()
 
+    @property
+    def ended(self) -> bool:
+        """Whether the publisher's end-of-run message for the newest run came (any thread).
+
+        No frame of that run comes after it: a caller waiting for the run's last
+        frames may stop once `pending` is 0 (``dropped_at_end`` in `stats` then counts
+        those lost).
+        """
+        return self._ended_run is not None and self._ended_run == self._last_run
+
     def pending(self) -> int:
         """Return how many frames are waiting to be taken with `get`."""
         with self._cond:
@@ -502,6 +585,12 @@ class FrameSubscriber:
         counts only the frames lost after it. Reported always: whether they were lost
         (the subscriber attached before the run's first frame, e.g. a worker that waited
         for its bus.json) or only published before it attached, its caller knows.
+
+        ``dropped_at_end`` (of ``dropped_upstream``) counts the frames numbered after
+        the last received, which no gap shows: lost at a full queue, refused by the
+        publisher, or still queued when it closed. It is None until the publisher's
+        end-of-run message for the newest run came (the run goes on, this subscriber
+        stopped first, or the publisher is older): frames may have been lost there.
         """
         out: dict[str, Any] = {
             "policy": self.policy,
@@ -515,6 +604,8 @@ class FrameSubscriber:
                     "errors"):  # fmt: skip
             out[key] = int(self.counts[key])
         out["drops"] = out["dropped_queue"] + out["dropped_upstream"] + out["not_held"]
+        # (the frames after the last received: known once the run's end came, else None)
+        out["dropped_at_end"] = int(self.counts["dropped_at_end"]) if self.ended else None
         # the frames before the first whose header came are not drops: a subscriber attached
         # mid-run never had them; one attached before the run's first frame lost them
         out["first_seq"] = self._first_seq

@@ -11,7 +11,6 @@ import typer
 from rich.markup import escape
 
 from ._common import (
-    EXIT_USER_ERROR,
     JsonOpt,
     PortOpt,
     ProfileOpt,
@@ -152,7 +151,6 @@ def agent(
             stderr.print(f"agent running {a.run_id}: bus {bus}, {attach}", markup=False)
 
         started = time.time()
-        stopped = False  # a Ctrl+C came (also one held while the recording closed)
         try:
             if prof.kind == "simulated":
                 summary = run_simulated(
@@ -173,7 +171,6 @@ def agent(
                 )  # fmt: skip
         except KeyboardInterrupt:  # Ctrl+C: what was recorded is reported
             summary = interrupted_summary(run_dir, since=started)
-            stopped = True
         from livescope.view import write_report
 
         # a worker attached to this run may still be finishing: `livescope report RUN`
@@ -188,11 +185,6 @@ def agent(
             f"{summary['decisions_rejected']} rejected"
         )
         typer.echo(summary["out"])
-    if stopped and not summary.get("interrupted"):
-        # one that came as acquisition ended, once every frame was recorded (the summary's
-        # interrupted_while_closing, its "ok" true): it exited 0, as if no Ctrl+C had come
-        stderr.print("interrupted: the Ctrl+C came as the run ended (every frame was recorded)")
-        raise typer.Exit(EXIT_USER_ERROR)
     exit_unless_as_planned(summary)
 
 
@@ -396,8 +388,41 @@ def _fail_runtime(message: str, *, as_json: bool) -> NoReturn:
 WORKER_ENGINES = {"seg": "nuclei-unet", "stain": "nuclei-stain", "states": "cell-state"}
 """The engines of an analysis worker not told others (``--seg``, ``--stain``, ``--states``)."""
 
+WORKER_CONFIG_KEYS = {"seg": "segmenter", "stain": "stain", "states": "states", "plan": "plan",
+                      "profile": "profile", "backend": "backend",
+                      "nucleus_diameter_um": "nucleus_diameter_um", "maxlen": "maxlen",
+                      "idle_s": "idle_s"}  # fmt: skip
+"""The worker's options that its ``--config`` sets: each one's parameter, with the config's key."""
+
+
+def _refuse_options_config_sets(ctx: typer.Context, config: Path, *, as_json: bool) -> None:
+    """Refuse the options given beside ``--config`` that it sets (`WORKER_CONFIG_KEYS`), exit 2.
+
+    The config's values were taken and the options ignored: ``--seg ''`` beside it ran the
+    config's segmentation engine, and the worker exited 0. An option left at its default
+    was not given; one the config cannot set (``--resume``) is the worker's to take.
+    """
+    opts = {param.name: param.opts[0] for param in ctx.command.params}
+    # (by name: the enum is that of the click typer uses, its own copy since typer 0.2x)
+    given = [
+        (opts[name], key)
+        for name, key in WORKER_CONFIG_KEYS.items()
+        if (source := ctx.get_parameter_source(name)) is not None
+        and source.name not in ("DEFAULT", "DEFAULT_MAP")
+    ]
+    if given:
+        names = [option for option, _ in given]
+        listed = (", ".join(names[:-1]) + f" and {names[-1]}") if len(names) > 1 else names[0]
+        it = "it" if len(given) == 1 else "them"
+        fail(
+            f"{listed}: --config {config} sets {it} (its {', '.join(k for _, k in given)}); "
+            f"put {it} in the config file, or leave out --config",
+            as_json=as_json,
+        )
+
 
 def worker(
+    ctx: typer.Context,
     run: Annotated[
         Path,
         typer.Argument(
@@ -412,8 +437,8 @@ def worker(
         float | None,
         typer.Option(
             min=0,
-            help="Stop after this long without frames (default: 5 s; with --analyse: wait "
-            "for as long as the run goes on).",
+            help="Stop after this long without frames, or when the run ends (default: 5 s; "
+            "with --analyse: wait for as long as the run goes on).",
         ),
     ] = None,
     analyse: Annotated[
@@ -422,7 +447,11 @@ def worker(
     ] = False,
     config: Annotated[
         Path | None,
-        typer.Option(help="Pipeline worker config (JSON, as the supervisor writes it)."),
+        typer.Option(
+            help="Pipeline worker config (JSON, as the supervisor writes it). It sets --seg, "
+            "--stain, --states, --plan, --profile, --backend, --nucleus-diameter-um, --maxlen "
+            "and --idle-s: they are refused beside it."
+        ),
     ] = None,
     resume: Annotated[
         bool, typer.Option(help="Resume from RUN/results/state.json (a restarted worker).")
@@ -509,6 +538,8 @@ def worker(
                     "worker: give --analyse too",
                     as_json=json_out,
                 )
+        if config is not None:  # (they were ignored: the config's values were taken)
+            _refuse_options_config_sets(ctx, config, as_json=json_out)
         # (a folder under a file can never be made: no agent will start there)
         above = next((p for p in run.parents if p.exists()), None)
         if above is not None and not above.is_dir():
@@ -599,8 +630,16 @@ def worker(
             # frames only: counting needs no decision channel (nor its version)
             with attach(run, policy=policy, maxlen=maxlen, decisions=False) as link:  # type: ignore[arg-type]
                 wait_s = 5.0 if idle_s is None else idle_s  # (0: only frames already waiting)
-                while (frame := link.frames.get(timeout=wait_s)) is not None:
-                    frame.release()
+                idle_since = time.monotonic()
+                while True:
+                    frame = link.frames.get(timeout=min(wait_s, 0.1))
+                    if frame is not None:
+                        frame.release()
+                        idle_since = time.monotonic()
+                    elif link.frames.ended and not link.frames.pending():
+                        break  # the run's end came: no frame after it (its lost ones counted)
+                    elif time.monotonic() - idle_since >= wait_s:
+                        break
                 stats = link.frames.stats()
             result = {"ok": True, "run_id": link.run_id, **stats}
     if json_out:

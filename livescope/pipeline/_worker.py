@@ -1452,7 +1452,8 @@ class PipelineWorker:
             "behind_s": behind_from_log(latency),  # (as latency_ms)
             "peak_memory_mb": peak_memory_mb(),  # this process's (a restarted worker: its own)
             "bus": {k: stats[k] for k in ("received", "delivered", "drops", "dropped_queue",
-                                           "dropped_upstream", "max_depth", "latency")
+                                           "dropped_upstream", "dropped_at_end", "max_depth",
+                                           "latency")
                     if k in stats},  # this worker process's connection only
         }  # fmt: skip
         if not failed:
