@@ -63,6 +63,7 @@ from ._agent_rig import (
     _oriented,
     _pixel_size_um,
     _undefined_presets,
+    _warn_other_labels,
     _z_step_um,
 )
 from ._engine import LivescopeEngine, index_text
@@ -144,6 +145,7 @@ class ScopeAgent:
         self._rig_reach = _check_stage_devices(core, planned)
         if not self.what_if:  # (a replay's autofocus events were the recorded rig's)
             _check_autofocus(core, planned)
+            _warn_other_labels(core, profile)  # (a replay's devices are its own)
         # (the camera's field on the stage, which the plan check uses, turns with it)
         given = profile
         profile = _objective_in_use(core, _oriented(core, profile, recorded=self.what_if))

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import useq
+from pymmcore_plus import DeviceType
 
 from livescope.schema import (
     UNTURNED,
@@ -29,16 +30,35 @@ logger = logging.getLogger("livescope")
 
 
 def _check_camera(core: Any) -> None:
-    """Refuse a multi-camera.
+    """Refuse a core without a camera, a colour camera and a multi-camera.
 
     Raises
     ------
     LivescopeError
-        if the core's camera is a multi-camera (two or more camera channels):
-        their frames share one channel and index, so one would be recorded over
-        the other.
+        if the core has no camera (Core-Camera is empty: every event failed, its
+        exposure 0 ms); if its camera gives more than one component per pixel
+        (a colour camera: livescope records one 2-D image per frame, and the
+        run failed at its first frame); or if it is a multi-camera (two or more
+        camera channels): their frames share one channel and index, so one
+        would be recorded over the other.
 
     """
+    camera = core.getCameraDevice()
+    if not camera:
+        raise LivescopeError(
+            "the core has no camera (Core-Camera is empty); set Core-Camera in the config "
+            "(Micro-Manager's Hardware Configuration Wizard, or Property,Core,Camera,<label>)"
+        )
+    try:
+        components = int(core.getNumberOfComponents())
+    except Exception:  # noqa: BLE001 (a core that cannot say: one component)
+        components = 1
+    if components > 1:
+        raise LivescopeError(
+            f"the camera {camera!r} gives {components} components per pixel (colour): "
+            "livescope records and analyses one 2-D grey image per frame; set the camera "
+            "to a monochrome pixel type, or choose a monochrome camera as the core's camera"
+        )
     try:
         cams = int(core.getNumberOfCameraChannels())
     except Exception:  # noqa: BLE001 (a core that cannot say: one camera)
@@ -49,6 +69,33 @@ def _check_camera(core: Any) -> None:
             "multi-camera): livescope records and analyses one camera's frames; choose one "
             "of its physical cameras as the core's camera"
         )
+
+
+def _warn_other_labels(core: Any, profile: HardwareProfile) -> None:
+    """Warn once where the core's camera, XY stage or focus drive is not the profile's.
+
+    Called once, as a live agent starts. The profile names them (``camera.name``,
+    ``stages.xy.name``, ``stages.z.name``) by their Micro-Manager device labels:
+    another label says its limits (travel, sensor) may describe another device.
+    A device the core has none of is left to the checks that need it.
+    """
+    try:
+        pairs = [
+            ("camera.name", profile.camera.name, core.getCameraDevice()),
+            ("stages.xy.name", profile.stages.xy.name, core.getXYStageDevice()),
+            ("stages.z.name", profile.stages.z.name, core.getFocusDevice()),
+        ]
+    except Exception:  # noqa: BLE001 (a core that cannot say: nothing to compare)
+        return
+    other = [(key, name, str(label)) for key, name, label in pairs if label and label != name]
+    if not other:
+        return
+    cfg = profile.micromanager_config or "Micro-Manager's configuration"
+    logger.warning(
+        "the device labels of %s are not the profile's: %s; the profile's limits may "
+        "describe other devices: check them, and set those names to the cfg's labels",
+        cfg, ", ".join(f"{key} {name!r}, the core's {label!r}" for key, name, label in other),
+    )  # fmt: skip
 
 
 class _RigReach:
@@ -121,16 +168,39 @@ def _check_autofocus(core: Any, events: Sequence[useq.MDAEvent]) -> None:
     Raises
     ------
     LivescopeError
-        naming the first autofocus event, if ``core.getAutoFocusDevice()`` is empty.
+        naming the first autofocus event, if ``core.getAutoFocusDevice()`` is empty;
+        naming the device and the loaded ones that could be meant, if an event's
+        ``autofocus_device_name`` is not loaded (each of its autofocus failed).
 
     """
     af = next((e for e in events if isinstance(e.action, useq.HardwareAutofocus)), None)
-    if af is not None and not core.getAutoFocusDevice():
+    if af is None:
+        return
+    if not core.getAutoFocusDevice():
         raise LivescopeError(
             f"the plan has autofocus events (e.g. event {index_text(af.index)}, from an "
             "autofocus_plan) but the core has no autofocus device; set Core-AutoFocus in "
             "the cfg (or give the plan no autofocus_plan)"
         )
+    loaded = [d for d in core.getLoadedDevices() if d != "Core"]
+    for e in events:
+        name = getattr(e.action, "autofocus_device_name", None)
+        if name and name not in loaded:
+            raise LivescopeError(
+                f"the plan's autofocus device {name!r} (autofocus_device_name, event "
+                f"{index_text(e.index)}) is not loaded in Micro-Manager; name its offset "
+                f"drive, one of the loaded {_devices_meant(core, loaded)}"
+            )
+
+
+def _devices_meant(core: Any, loaded: list[str]) -> str:
+    """Name the loaded focus stages (an autofocus offset drive is one), else every device."""
+    try:
+        stages = [str(d) for d in core.getLoadedDevicesOfType(DeviceType.Stage)]
+    except Exception:  # noqa: BLE001 (a core that cannot say: all of them)
+        stages = []
+    kind, names = ("focus stages", stages) if stages else ("devices", loaded)
+    return f"{kind}: {', '.join(map(repr, names)) or 'none'}"
 
 
 def _around_focus(sequence: useq.MDASequence, core: Any) -> useq.MDASequence:
@@ -339,16 +409,22 @@ def _oriented(core: Any, profile: HardwareProfile, *, recorded: bool = False) ->
 
 
 def _pixel_size_um(core: Any, profile: HardwareProfile) -> float:
-    """Micro-Manager's pixel size, or the profile's where it has no calibration (0), µm."""
+    """Micro-Manager's pixel size, or where it has no calibration (0) the profile's, µm.
+
+    The profile's objective's pixel size is at binning 1: times the camera's
+    binning (a binned frame's pixel spans that many of the sensor's).
+    """
     px = float(core.getPixelSizeUm() or 0.0)
     if px > 0:
         return px
-    px = profile.objective.pixel_size_um
+    binning = _binning(core)
+    px = profile.objective.pixel_size_um * binning
     logger.warning(
         "Micro-Manager has no pixel size calibration for the current configuration: frames "
-        "are stamped with the profile's %g µm (objective %r at binning 1); calibrate the pixel "
-        "size in Micro-Manager if the objective or binning differ (close-ups and recentring "
-        "move the stage by it)", px, profile.objective.name,
+        "are stamped with the profile's %g µm (objective %r) times the camera's binning %d: "
+        "%g µm; calibrate the pixel size in Micro-Manager if the objective differs "
+        "(close-ups and recentring move the stage by it)",
+        profile.objective.pixel_size_um, profile.objective.name, binning, px,
     )  # fmt: skip
     return px
 

@@ -262,8 +262,10 @@ def run_micromanager(
     except (OSError, RuntimeError) as exc:  # (Micro-Manager names the device, not the file)
         raise LivescopeError(
             f"Micro-Manager could not load the configuration {cfg} ({exc}); check it in "
-            "Micro-Manager's Hardware Configuration Wizard, and that the device adapters "
-            "are installed (pymmcore-plus finds them with `mmcore find`)"
+            "Micro-Manager's Hardware Configuration Wizard, and that its device adapters "
+            "are installed: `mmcore list` shows the Micro-Manager installations "
+            "pymmcore-plus finds, `mmcore use PATH` points it at yours (its device "
+            "interface version must match pymmcore's)"
         ) from exc
     agent = ScopeAgent(
         core, profile, sequence, out_dir, run_id=run_id, bus=bus, endpoints=endpoints

@@ -5,6 +5,8 @@
   place).
 * A Python shutter is opened around exposures when autoshutter is on
   (``UniMMCore``'s autoshutter does not drive Python shutters: frames come out dark).
+  An event whose preset leaves the core without a shutter (an LED rig) is imaged
+  without one (the stock engine closed "no device" after each snap, and failed).
 * On the simulated microscope, the engine sets sample time from each event's
   schedule and divides the waits of the plan by the simulation's
   ``time_acceleration``, so a two-hour time-lapse plays in seconds.
@@ -98,6 +100,10 @@ class LivescopeEngine(MDAEngine):
         """The hardware-timed burst handed to the runner (`burst_handed`), until it has run."""
         self._cut_off: list[MDAEvent] = []
         """Events of bursts a cancel cut off, or the run ended before they began."""
+        self._shutter_skipped = False
+        """The running event's preset left the core without a shutter: the stock engine's
+        autoshutter open and close are skipped for it (`_skip_missing_shutter`)."""
+        self._warned_no_shutter = False
 
     # ------------------------------------------------------------ schedule
 
@@ -239,16 +245,44 @@ class LivescopeEngine(MDAEngine):
     def _set_event_channel(self, event: MDAEvent) -> None:
         """Set ``event``'s channel preset; raise `_Refused` if it cannot be set."""
         ch = event.channel
-        if ch is None or (ch.group, ch.config) == getattr(self.mmcore, "_last_config", None):
+        if ch is not None and (ch.group, ch.config) != getattr(self.mmcore, "_last_config", None):
+            try:
+                self.mmcore.setConfig(ch.group, ch.config)
+            except Exception as exc:  # (a preset missing from the config, a device error)
+                why = f"channel {ch.config!r} (group {ch.group!r}) was not set: {exc}"
+                raise _Refused(why) from exc
+        self._skip_missing_shutter(event)
+
+    def _skip_missing_shutter(self, event: MDAEvent) -> None:
+        """Skip the stock engine's shutter open and close for ``event`` where there is none.
+
+        Called (runner thread) once ``event``'s preset is applied, which may set
+        Core-Shutter or clear it, and before the stock set-up opens the shutter
+        for `keep_shutter_open`. With autoshutter on, the stock engine closes the
+        core's shutter after each snap: on a rig without one (an LED or
+        brightfield rig) ``setShutterOpen`` raised "No device with label" and the
+        run died at its first frame. `teardown_event` restores it.
+        """
+        core = self.mmcore
+        if not self._autoshutter_was_set or core.getShutterDevice():
             return
-        try:
-            self.mmcore.setConfig(ch.group, ch.config)
-        except Exception as exc:  # (a preset missing from the config, a device error)
-            why = f"channel {ch.config!r} (group {ch.group!r}) was not set: {exc}"
-            raise _Refused(why) from exc
+        self._autoshutter_was_set, self._shutter_skipped = False, True
+        if not self._warned_no_shutter:
+            self._warned_no_shutter = True
+            ch = event.channel
+            logger.warning(
+                "the core has no shutter (Core-Shutter is empty%s): the light is not blanked "
+                "between frames, and the light-dose budget counts exposures only; set "
+                "Core-Shutter in the cfg or the channel presets to blank it",
+                f" for channel {ch.config!r}" if ch is not None else "",
+            )  # fmt: skip
 
     def teardown_event(self, event: MDAEvent) -> None:
-        """Close a Python shutter opened by `setup_event`, then the stock teardown."""
+        """Close a Python shutter opened by `setup_event`, then the stock teardown.
+
+        The stock shutter handling skipped for an event without a shutter
+        (`_skip_missing_shutter`) is restored for the next.
+        """
         core = self.mmcore
         shutter = core.getShutterDevice()
         is_py = getattr(core, "isPyDevice", None)
@@ -261,6 +295,8 @@ class LivescopeEngine(MDAEngine):
         ):
             core.setShutterOpen(False)
         super().teardown_event(event)
+        if self._shutter_skipped:  # (for the next event's preset to decide again)
+            self._autoshutter_was_set, self._shutter_skipped = True, False
 
     # ------------------------------------------------------------ bursts
 
@@ -514,25 +550,28 @@ class LivescopeEngine(MDAEngine):
         if self.sim is not None:
             planned = float(event.metadata.get(SAMPLE_TIME_KEY, self.sim.time_s))
             meta[META_SAMPLE_TIME] = planned  # type: ignore[literal-required]
-        if not meta.get("pixel_size_um"):  # no calibration in Micro-Manager: the profile's
-            meta["pixel_size_um"] = self.profile.objective.pixel_size_um
         # (where the frame sits on the sensor: the stage position is the sensor's centre, a
         # frame of a ROI off it is not centred there, and close-ups aimed by it missed)
         meta[META_ROI_OFFSET] = self._roi_offset_px()  # type: ignore[literal-required]
+        if not meta.get("pixel_size_um"):  # no calibration in Micro-Manager: the profile's,
+            # at binning 1 (a binned frame's pixel spans that many of the sensor's)
+            meta["pixel_size_um"] = self.profile.objective.pixel_size_um * self._roi_binning
         return meta
 
     _roi_read: tuple[Any, ...] | None = None
     """The camera, ROI and binning `_roi_offset_px` read last (then set on the instance)."""
     _roi_offset: tuple[float, float] | None = None
     """The `roi_offset_px` they give."""
+    _roi_binning: int = 1
+    """The camera's binning they give."""
 
     def _roi_offset_px(self) -> tuple[float, float] | None:
         """Return the camera's `roi_offset_px` now (runner thread, every frame), None: unknown.
 
         The ROI and binning are read for every frame (about 2 µs on the simulated
         microscope: a ROI can change between any two events, and Micro-Manager
-        says so on no signal); the offset is worked out, and a ROI off the
-        sensor's centre logged, only when they changed.
+        says so on no signal); the offset (and `_roi_binning`) is worked out, and a
+        ROI off the sensor's centre logged, only when they changed.
         """
         core = self.mmcore
         try:
@@ -564,7 +603,7 @@ class LivescopeEngine(MDAEngine):
                 "sensor: its frames are centred %+g columns, %+g rows from the stage position",
                 roi, binning, sensor[0], sensor[1], offset[0], offset[1],
             )  # fmt: skip
-        self._roi_read, self._roi_offset = read, offset
+        self._roi_read, self._roi_offset, self._roi_binning = read, offset, binning
         return offset
 
 
