@@ -16,12 +16,14 @@ import collections
 import contextlib
 import csv
 import dataclasses
+import errno
 import io
 import json
 import logging
 import math
 import os
 import shutil
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -129,10 +131,12 @@ def earlier_run(run_dir: Path) -> Path | None:
 class ResultsLock:
     """The one analysis worker of a ``results`` folder, for as long as it runs.
 
-    The lock is a file (`WORKER_LOCK`) naming the worker's process and host,
-    made only where there is none; it is removed by `release`. One whose process
-    is gone (killed, crashed: the file outlived it) is taken over, as a restarted
-    worker does; one of another host, whose process cannot be asked about, is not.
+    The lock is a file (`WORKER_LOCK`) naming the worker's process, its start
+    (`_started`) and host, made only where there is none; it is removed by
+    `release`. One whose process is gone (killed, crashed: the file outlived it;
+    on Linux also one whose pid another process has since been given) is taken
+    over, as a restarted worker does; one of another host, whose process cannot
+    be asked about, is not. Workers take it one at a time (`_one_taker`).
 
     Raises
     ------
@@ -145,17 +149,19 @@ class ResultsLock:
         from livescope.bus import this_host
 
         self.path = results / WORKER_LOCK
-        self._mine = json.dumps({"pid": os.getpid(), "host": this_host()})
-        for _ in range(5):  # (a stale lock taken over by another at the same time: again)
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                self._take_over()
-                continue
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(self._mine)
-            _HELD.add(self.path.absolute())
-            return
+        pid = os.getpid()
+        self._mine = json.dumps({"pid": pid, "host": this_host(), "started": _started(pid)})
+        with _one_taker(results):
+            for _ in range(5):  # (a stale lock taken over by another at the same time: again)
+                try:
+                    fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                except FileExistsError:
+                    self._take_over()
+                    continue
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    f.write(self._mine)
+                _HELD.add(self.path.absolute())
+                return
         raise LivescopeError(f"cannot take {self.path}: other workers keep taking it")
 
     def _holder(self) -> str | None:
@@ -182,12 +188,16 @@ class ResultsLock:
         try:
             holder = json.loads(text)
             pid, host = int(holder["pid"]), str(holder["host"])
+            started = holder.get("started")  # (None: not known, or a lock of an older version)
         except (ValueError, KeyError, TypeError):
-            pid, host = -1, ""  # (its maker died before it wrote it: stale)
+            pid, host, started = -1, "", None  # (its maker died before it wrote it: stale)
         if pid == os.getpid() and host == this_host():
             held = self.path.absolute() in _HELD  # (another worker of this process)
         else:
             held = pid >= 0 and not process_gone(pid, host)
+            if held and started is not None and host == this_host():
+                # (its pid given to another process since: the lock's worker is gone)
+                held = _started(pid) in (None, started)
         if held:
             where = "" if host == this_host() else f" on {host}"
             raise LivescopeError(
@@ -219,6 +229,109 @@ class ResultsLock:
             if self.path.absolute() in _HELD and self.path.read_text("utf-8") == self._mine:
                 self.path.unlink()
         _HELD.discard(self.path.absolute())
+
+
+def _started(pid: int) -> str | None:
+    """Return when process ``pid`` of this host started, as a text to compare (None: not known).
+
+    Linux: the boot's id and the start in clock ticks after boot (``/proc``), so that a
+    lock whose pid was given to another process once its worker was gone is found stale.
+    Elsewhere (Windows, macOS) None: a lock names its process by pid alone, and one whose
+    pid another process has since been given is taken for held (its error says to delete it).
+    """
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()  # (after the name, which may hold spaces)
+    return f"{boot} {fields[19]}" if len(fields) > 19 else None
+
+
+@contextlib.contextmanager
+def _one_taker(results: Path) -> Iterator[None]:
+    """Hold, while a worker takes the lock of ``results``, a lock the system gives up with it.
+
+    The lock file's check, removal as stale and making again are then one step to the
+    other workers: of three taking a stale lock at once, one moved aside the lock another
+    had just taken over, and a third made its own before it was put back (both held it).
+    POSIX: ``flock`` on the folder; Windows: ``msvcrt.locking`` on a file beside the lock,
+    removed after. Where the file system has no such locks (a network share's, maybe),
+    nothing is held.
+
+    Raises
+    ------
+    LivescopeError
+        if another worker has been taking the lock for `_TAKING_S`.
+
+    """
+    deadline = time.monotonic() + _TAKING_S
+    if sys.platform == "win32":
+        import msvcrt
+
+        guard = results / f"{WORKER_LOCK}.taking"
+        while True:
+            try:
+                fd = os.open(guard, os.O_CREAT | os.O_RDWR, 0o644)
+                break
+            except PermissionError:  # (another taker's, being removed: "delete pending")
+                if time.monotonic() >= deadline:
+                    raise _still_taking(guard) from None
+                time.sleep(0.05)
+        try:
+            while True:
+                try:
+                    msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+                    locked = True
+                except OSError as exc:  # (EACCES: another taker's; else no locks there)
+                    locked = False
+                    if exc.errno in (errno.EACCES, errno.EDEADLK):
+                        if time.monotonic() >= deadline:
+                            raise _still_taking(guard) from None
+                        time.sleep(0.05)
+                        continue
+                break
+            try:
+                yield
+            finally:
+                if locked:
+                    os.lseek(fd, 0, os.SEEK_SET)
+                    msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+        finally:
+            os.close(fd)
+            with contextlib.suppress(OSError):  # (open by another taker: it stays, for it)
+                guard.unlink()
+    else:
+        import fcntl
+
+        fd = os.open(results, os.O_RDONLY)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:  # (another taker's)
+                    if time.monotonic() >= deadline:
+                        raise _still_taking(results) from None
+                    time.sleep(0.05)
+                    continue
+                except OSError:  # (no locks there)
+                    pass
+                break
+            yield
+        finally:
+            os.close(fd)  # (which gives the lock up)
+
+
+_TAKING_S = 30.0
+"""How long a worker waits for another taking the results lock (`_one_taker`), s: one takes it
+in a second or two (it waits up to 1 s for a lock file being written)."""
+
+
+def _still_taking(path: Path) -> LivescopeError:
+    return LivescopeError(
+        f"another analysis worker has been taking the lock of {path} for {_TAKING_S:g} s: "
+        "is it hung? End it, or analyse into another run folder"
+    )
 
 
 class ResultsStore:
