@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -39,7 +41,7 @@ import useq
 
 from livescope.bus import uses_ipc
 from livescope.policy import rules_for_profile
-from livescope.record import Dataset, DatasetError, open_dataset
+from livescope.record import FRAMES_FILE, Dataset, DatasetError, open_dataset
 from livescope.schema import (
     HardwareProfile,
     LivescopeError,
@@ -54,6 +56,7 @@ from livescope.schema import (
     write_atomic,
 )
 from livescope.scope import (
+    ReplaySource,
     ScopeAgent,
     check_gate_timeout,
     check_speed,
@@ -67,6 +70,8 @@ from ._config import PLAN_FILE, RESULTS_DIR, WorkerConfig
 from ._demo import run_adaptive
 
 __all__ = ["replay_overhead", "run_replay"]
+
+logger = logging.getLogger("livescope")
 
 
 def _recording_profile(ds: Dataset) -> HardwareProfile:
@@ -264,7 +269,11 @@ def run_replay(
     check_output_folder(out, empty=True)
     uses_ipc()  # a bad LIVESCOPE_TRANSPORT: before anything is written
     ds = open_dataset(dataset, channel=channel, interval_s=interval_s, pixel_size_um=pixel_size_um)
+    writing = False  # (in `out`: what a Ctrl+C before the first frame removes)
+    made: Path | None = None
     try:
+        # frames one camera cannot serve: before `out` is made (it was refused half written)
+        ReplaySource.check_frames(ds)
         own = ds.format == "livescope"
         if isinstance(profile, str):
             profile = load_profile(profile)
@@ -317,12 +326,23 @@ def run_replay(
             cfg = dataclasses.replace(cfg, skip_stain_when_behind=False)
         if nucleus_diameter_um is not None:
             cfg = dataclasses.replace(cfg, nucleus_diameter_um=nucleus_diameter_um)
-            if not any(f.pixel_size_um for f in ds.frames):
-                ds.warnings.append(
-                    f"{ds.path}: the dataset states no pixel size, so the nucleus diameter "
-                    f"({nucleus_diameter_um:g} µm) cannot be turned into pixels and is not used, "
-                    "and positions are taken as 1 µm per pixel; pass --pixel-size"
-                )
+        # no pixel size: close-ups and recentring move by the one taken, which is the replay
+        # profile's placeholder (a rig's profile, chosen with --profile, gives its objective's)
+        if not any(f.pixel_size_um for f in ds.frames) and (
+            prof.kind == "replay" or nucleus_diameter_um is not None
+        ):
+            unused = (
+                f"; the nucleus diameter ({nucleus_diameter_um:g} µm) cannot be turned into "
+                "pixels and is not used"
+                if nucleus_diameter_um is not None
+                else ""
+            )
+            ds.warnings.append(
+                f"{ds.path}: the dataset states no pixel size: taken as "
+                f"{prof.objective.pixel_size_um:g} µm per pixel (the objective of profile "
+                f"{prof.name!r}){unused}; pass --pixel-size"
+            )
+        made, writing = _first_made(out), True
         out.mkdir(parents=True, exist_ok=True)
         (out / "source.json").write_text(
             json.dumps(
@@ -366,6 +386,10 @@ def run_replay(
             progress=progress, acquire=acquire, ground_truth=truth,
         )  # fmt: skip
         wall = time.perf_counter() - t0
+    except KeyboardInterrupt:
+        if writing:
+            _remove_unrecorded(out, made)
+        raise
     finally:
         ds.close()
     overhead = replay_overhead(out)
@@ -393,6 +417,40 @@ def run_replay(
     )
     write_atomic(out / "summary.json", json.dumps(summary, indent=1))
     return summary
+
+
+def _first_made(out: Path) -> Path | None:
+    """Return the first folder ``out.mkdir(parents=True)`` makes (None: ``out`` is there)."""
+    if out.is_dir():
+        return None
+    made = out.absolute()
+    while not made.parent.exists() and made.parent != made:
+        made = made.parent
+    return made
+
+
+def _remove_unrecorded(out: Path, made: Path | None) -> None:
+    """Remove what a replay stopped before its first frame was recorded wrote (a Ctrl+C).
+
+    Its worker starts for many seconds before the first frame: left there, the
+    empty recording, logs and worker lock made a rerun into ``out`` "not empty".
+    ``made``: the folder the replay made (`_first_made`), removed whole; None
+    when ``out`` was there (empty, `check_output_folder`): what is in it goes.
+    What was recorded is kept.
+    """
+    frames = out / FRAMES_FILE
+    if frames.is_file() and frames.stat().st_size > 0:
+        return
+    if made is not None:
+        shutil.rmtree(made, ignore_errors=True)
+    else:
+        for p in out.iterdir() if out.is_dir() else ():
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+    logger.warning("interrupted before the first frame was recorded: what the replay wrote "
+                   "is removed, %s can be used again", out)  # fmt: skip
 
 
 def replay_overhead(run_dir: str | Path) -> dict[str, float] | None:

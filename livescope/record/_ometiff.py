@@ -289,8 +289,12 @@ def _no_ome(p: Path, micromanager: bool) -> str:
     import tifffile
 
     plain = f"{p}: no OME metadata; cannot tell time, channel and z apart"
-    if not micromanager or "_MMStack" not in p.name:
-        return plain
+    if not micromanager or "_MMStack" not in p.name:  # (an ImageJ hyperstack, a plain stack)
+        return (
+            f"{plain}: save it as OME-TIFF (in Fiji: Plugins > Bio-Formats > Bio-Formats "
+            "Exporter, to a .ome.tif), or, for one channel in 2D, as a folder of one frame "
+            "per file: t000.tif, t001.tif, ..."
+        )
     prefix = p.name.split("_MMStack")[0]
     for other in sorted(p.parent.glob(f"{glob.escape(prefix)}_MMStack*.tif")):
         if other == p:

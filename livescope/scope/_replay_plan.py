@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import useq
 
-from livescope.record import Dataset, RecordedFrame
-from livescope.schema import HardwareProfile, LivescopeError
+from livescope.record import Dataset, DatasetError, RecordedFrame
+from livescope.schema import HardwareProfile
 
 from ._fanout import position_name
 
@@ -30,23 +30,24 @@ def map_channels(
 
     Raises
     ------
-    LivescopeError
+    DatasetError
         naming the channels the profile lacks and how to map them (each to a
         profile channel no other dataset channel takes, `_map_hint`), or that the
         profile has too few channels for them; also if ``channel_map`` names a
         channel the dataset lacks or the profile lacks, or two dataset channels
-        end up on one profile channel.
+        end up on one profile channel. (Not a plain `LivescopeError`: a cluster
+        retried those, and this fails the same way each time.)
 
     """
     names = [c.name for c in profile.channels.presets]
     given = dict(channel_map or {})
     if stray := sorted(set(given) - set(dataset.channels)):
-        raise LivescopeError(
+        raise DatasetError(
             f"{dataset.path}: --channel-map names channel(s) {stray} the dataset does not have "
             f"(its channels: {', '.join(dataset.channels)})"
         )
     if bad := sorted({t for t in given.values() if t not in names}):
-        raise LivescopeError(
+        raise DatasetError(
             f"{dataset.path}: --channel-map maps to {bad}, not channels of profile "
             f"{profile.name!r} (known: {', '.join(names)})"
         )
@@ -76,16 +77,16 @@ def map_channels(
         hint = _map_hint(unknown, profile, taken=set(out.values()))
         if hint is None:  # (a hint of one target for several channels led to a refusal)
             free = [n for n in names if n not in out.values()]
-            raise LivescopeError(
+            raise DatasetError(
                 f"{said}; the profile has {len(free)} channel(s) free "
                 f"({', '.join(free) or 'none'}) for the dataset's {len(unknown)}: each dataset "
                 "channel needs a channel of its own; replay on a profile with more "
                 "(--profile)"
             )
-        raise LivescopeError(f"{said}; pass {hint}")
+        raise DatasetError(f"{said}; pass {hint}")
     targets = list(out.values())
     if dup := sorted({t for t in targets if targets.count(t) > 1}):
-        raise LivescopeError(f"{dataset.path}: two dataset channels map to {dup}")
+        raise DatasetError(f"{dataset.path}: two dataset channels map to {dup}")
     return out
 
 

@@ -116,18 +116,33 @@ class ReplaySource:
         self.unreadable: list[dict[str, str]] = []
         """``{"frame": key, "error": why}`` of each frame `read_ahead` could not read."""
         self._ahead: tuple[FrameKey, NDArray[Any]] | None = None
+        self.check_frames(dataset)
         first = dataset.frames[0]
         self.shape = first.shape
         self.dtype = np.dtype(first.dtype)
-        for f in dataset.frames:  # one camera, one frame size: refused now, not mid-run
+        known = [f.sample_time_s for f in dataset.frames if f.sample_time_s is not None]
+        self.t0_s = min(known) if known else 0.0
+
+    @staticmethod
+    def check_frames(dataset: Dataset) -> None:
+        """Refuse a dataset whose frames differ in size or pixel type (one camera serves them).
+
+        Raises
+        ------
+        DatasetError
+            naming the first frame that differs from the first one.
+
+        """
+        if not dataset.frames:
+            return
+        first = dataset.frames[0]
+        for f in dataset.frames:
             if f.shape != first.shape or f.dtype != first.dtype:
-                raise LivescopeError(
+                raise DatasetError(
                     f"{dataset.path}: frame {f.origin} is {f.shape[0]}x{f.shape[1]} px "
                     f"{f.dtype}, the first ({first.origin}) {first.shape[0]}x{first.shape[1]} "
                     f"px {first.dtype}; a replay serves frames of one size and type"
                 )
-        known = [f.sample_time_s for f in dataset.frames if f.sample_time_s is not None]
-        self.t0_s = min(known) if known else 0.0
 
     def key_of(self, event: useq.MDAEvent) -> FrameKey:
         """Return the recorded frame an event asks for (plan channel → dataset channel)."""
