@@ -259,7 +259,7 @@ class ScopeAgent:
             self.recorder = recorder = OmeZarrWriter(
                 self.run_dir,
                 channels=channels,
-                pixel_size_um=_pixel_size_um(core, profile),
+                pixel_size_um=_pixel_size_um(core, profile, replay=self.what_if),
                 z_step_um=_z_step_um(sequence),
                 interval_s=_interval_s(sequence),
                 attrs={"run_id": self.run_id, "profile": profile.name, "livescope": __version__},

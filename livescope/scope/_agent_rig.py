@@ -408,17 +408,22 @@ def _oriented(core: Any, profile: HardwareProfile, *, recorded: bool = False) ->
     return out
 
 
-def _pixel_size_um(core: Any, profile: HardwareProfile) -> float:
+def _pixel_size_um(core: Any, profile: HardwareProfile, *, replay: bool = False) -> float:
     """Micro-Manager's pixel size, or where it has no calibration (0) the profile's, µm.
 
     The profile's objective's pixel size is at binning 1: times the camera's
-    binning (a binned frame's pixel spans that many of the sensor's).
+    binning (a binned frame's pixel spans that many of the sensor's). ``replay``:
+    the core serves a recorded dataset, which stated none (the replay says so in
+    its warnings; Micro-Manager's calibration has nothing to do with it).
     """
     px = float(core.getPixelSizeUm() or 0.0)
     if px > 0:
         return px
     binning = _binning(core)
     px = profile.objective.pixel_size_um * binning
+    if replay:
+        logger.info("the dataset states no pixel size: frames are stamped with %g µm", px)
+        return px
     logger.warning(
         "Micro-Manager has no pixel size calibration for the current configuration: frames "
         "are stamped with the profile's %g µm (objective %r) times the camera's binning %d: "
