@@ -265,14 +265,14 @@ def other_engine_cases(
     from livescope.inference import cell_crops, normalize_percentile
 
     if task == "classification":
-        card = Engine(name, backend=OnnxRuntimeBackend()).card
+        card = Engine(name, backend=OnnxRuntimeBackend(cpu_only=True)).card
         inputs = {}
         for n in (100, 1000):
             frame, labels = _grid_of_cells(n)
             inputs[n] = cell_crops(normalize_percentile(frame), labels, card.crop_px)[1]
     else:
         inputs = {size: fs[0] for size, fs in frames.items()}
-    ref_engine = Engine(name, backend=OnnxRuntimeBackend())
+    ref_engine = Engine(name, backend=OnnxRuntimeBackend(cpu_only=True))
     run_ref = ref_engine.run if task == "classification" else ref_engine.infer
     refs = {k: run_ref(x) for k, x in inputs.items()}
     ref_engine.close()
@@ -400,7 +400,7 @@ def engines_together(frames: dict[int, list[np.ndarray]]) -> dict:
     }
     ref = {}
     for name in made:
-        eng = made[name](OnnxRuntimeBackend())
+        eng = made[name](OnnxRuntimeBackend(cpu_only=True))
         ref[name] = run[name](eng)
         eng.close()
     reset_peak()
@@ -438,7 +438,7 @@ def quick_post(frames: dict[int, list[np.ndarray]]) -> dict:
     import cupy
 
     out: dict = {}
-    with Engine("nuclei-unet", backend=OnnxRuntimeBackend()) as ref_engine:
+    with Engine("nuclei-unet", backend=OnnxRuntimeBackend(cpu_only=True)) as ref_engine:
         pp = ref_engine.card.postprocess
         assert pp is not None
         for size in SIZES:  # (each on its own: a size that fails leaves the others' figures)
@@ -563,7 +563,7 @@ def _check(a: argparse.Namespace, report: Report, t_start: float) -> int:
     for name in [n for n, t in tasks.items() if t == "segmentation"]:
         report.doing = f"{name}/onnxruntime/reference"
         try:  # (a reference that fails leaves the other engines' cases to run)
-            with Engine(name, backend=OnnxRuntimeBackend()) as ref_engine:
+            with Engine(name, backend=OnnxRuntimeBackend(cpu_only=True)) as ref_engine:
                 refs = {s: [ref_engine.infer(f) for f in fs] for s, fs in frames.items()}
             pp = ref_engine.card.postprocess
 

@@ -61,7 +61,10 @@ def _test_inputs(cards: list[Any]) -> list[Any]:
 
 
 _INSTALL = {
-    "tensorrt": f"{install_command('gpu')} (NVIDIA TensorRT; a CUDA GPU to build on)",
+    "tensorrt": (
+        f"{install_command('gpu')} (NVIDIA TensorRT, and torch for its device buffers; a CUDA "
+        "GPU to build on)"
+    ),
     "tensorrt-rtx": f"{install_command('rtx')} (TensorRT-RTX; 64-bit Linux or Windows)",
 }
 """What to install for each backend ``engines build`` takes."""

@@ -27,6 +27,7 @@ from numpy.typing import NDArray
 
 from livescope.schema import EngineCard, HardwareProfile, LivescopeError
 
+from ._backend_base import _first_line
 from ._backends import (
     BackendRunError,
     BackendUnavailable,
@@ -293,7 +294,9 @@ class Engine:
         input or output does not match the card (name, rank, type, and channel
         counts where the backend knows the graph's), or no backend can run it (the
         backend named cannot run here or cannot run this card, or none can): that
-        error is also a `BackendUnavailable`, with `select_backend`'s as its cause.
+        error is also a `BackendUnavailable`, with `select_backend`'s as its cause;
+        or if the backend fails to load it (a RuntimeError or OSError of its
+        library, e.g. CUDA out of memory: the cause).
 
     """
 
@@ -347,9 +350,18 @@ class Engine:
         # shared by every call (two threads' frames would swap maps), and close() must
         # not free a session under a run in flight
         self._lock = threading.Lock()
-        self.session: PSession | None = self.backend.load(
-            self.model_path, self.card, precision=precision, shapes=shapes
-        )
+        try:
+            self.session: PSession | None = self.backend.load(
+                self.model_path, self.card, precision=precision, shapes=shapes
+            )
+        except (RuntimeError, OSError) as exc:  # (torch's CUDA out of memory, a file unread)
+            # (said without the engine or backend, and past `engines check` and `bench
+            # engines`, which go on past a LivescopeError only)
+            raise EngineError(
+                f"engine {self.name}: backend {self.backend.name} failed to load it "
+                f"({type(exc).__name__}: {_first_line(exc)}); free the GPU's memory if it ran "
+                "out, or choose another backend (backend=, $LIVESCOPE_BACKEND)"
+            ) from exc
         with self._closed_if_refused():
             self._check_io()
 
@@ -381,8 +393,10 @@ class Engine:
         """Refuse card fields that pass the schema one by one but cannot work together.
 
         A tile narrower than the pooling grid left gaps between tiles; an overlap as
-        wide as the tile cut frames into thousands of tiles; inverted percentiles or a
-        non-finite fixed scale turned every frame into one without nuclei, silently.
+        wide as the tile cut frames into thousands of tiles, one that leaves a step
+        under the grid overlapped them by less than it says (seams); inverted
+        percentiles or a non-finite fixed scale turned every frame into one without
+        nuclei, silently.
         """
         card = self.card
         t, m, n = card.tiling, card.input.multiple_of, card.normalisation
@@ -395,6 +409,15 @@ class Engine:
         if t.overlap_px >= t.tile_px:
             problems.append(
                 f"tiling.overlap_px {t.overlap_px} must be under tiling.tile_px {t.tile_px}"
+            )
+        elif t.tile_px >= m and (step := t.tile_px - t.overlap_px) < m:
+            # (tiles start on the grid, `TilePlan.spans`: they step by m and overlap by
+            # tile_px - m, down to 0 at tile_px = m, a seam at each tile's edge)
+            problems.append(
+                f"tiling.tile_px {t.tile_px} - tiling.overlap_px {t.overlap_px} = {step} is "
+                f"under input.multiple_of {m} (tiles start every {m} px, so they would overlap "
+                f"by {t.tile_px - m} px, not {t.overlap_px}): make tiling.overlap_px at most "
+                f"{t.tile_px - m}"
             )
         if n.kind == "percentile" and n.low >= n.high:
             problems.append(

@@ -115,6 +115,10 @@ def plan_file(*parts: str, suffix: str = ".plan") -> Path:
     return plan_cache_dir() / name
 
 
+_NO_TF32 = "fp32-without-tf32"
+"""In every plan key: plans built since fp32 means fp32 (not TF32) in `build_plan`."""
+
+
 def _plan_key(
     card: EngineCard,
     gpu: str,
@@ -140,10 +144,13 @@ def _plan_key(
     ``crop_px`` and the batch sizes (not the frames' shapes: its crops are the
     same whatever the frame's). None of the card's fields is in the ONNX file:
     a key without them loaded a stale plan after the card was edited.
+
+    `_NO_TF32` marks plans whose fp32 layers are built without TF32 (`build_plan`):
+    one cached before, with TF32, is not loaded (each is built once more).
     """
     profile = repr((card.input.name, input_profile(card, shapes)))
     built = "graph" if _takes_graph_precision(library, trt_version) else precision
-    text = "|".join([card.sha256, gpu, trt_version, built, profile])
+    text = "|".join([card.sha256, gpu, trt_version, built, profile, _NO_TF32])
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -277,7 +284,8 @@ def build_plan(
     ``trt`` is the ``tensorrt`` or ``tensorrt_rtx`` module. TensorRT >= 11 (and
     TensorRT-RTX) take precision from the ONNX graph (strongly typed); TensorRT 10
     enables fp16 kernels with a builder flag. A plan built in another precision
-    than ``precision`` is warned about (`_plan_precision`). ``compute_capabilities``
+    than ``precision`` is warned about (`_plan_precision`); one built in fp32 is
+    built without TF32 (as torch runs fp32). ``compute_capabilities``
     (RTX only, e.g. ``["SM89"]``) builds ahead of time without a GPU.
 
     Raises
@@ -308,10 +316,15 @@ def build_plan(
     if problem := _input_problem(card, str(inp.name), len(dims), channels):
         raise LivescopeError(f"engine {card.name}: {problem}")
     graph = _dtype_precision(inp.dtype)
-    _plan_precision(card, trt.__name__, str(trt.__version__), precision, graph)
+    built = _plan_precision(card, trt.__name__, str(trt.__version__), precision, graph)
     config = builder.create_builder_config()
     if not is_rtx and major < 11 and precision == "fp16":
         config.set_flag(trt.BuilderFlag.FP16)
+    if built == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
+        # (on by default: on Ampere and later an fp32 plan ran its convolutions and
+        # matrix products in TF32, a 10-bit mantissa, and missed the 1e-4 parity the
+        # torch backend keeps with TF32 off)
+        config.clear_flag(trt.BuilderFlag.TF32)
     if compute_capabilities:
         known = [n for n in dir(trt.ComputeCapability) if n.startswith("SM")]
         if unknown := [cc for cc in compute_capabilities if cc not in known]:
@@ -391,17 +404,30 @@ class _TrtSession:
         version = str(trt.__version__)
         self.precision = _plan_precision(card, trt.__name__, version, precision, graph, warn=warn)
         self.backend = backend
+        self._dtypes = {
+            n: self._torch_dtype(
+                trt, self._engine.get_tensor_dtype(n),
+                tensor=f"engine {card.name}: the {backend} plan's tensor {n!r}",
+            )
+            for n in names
+        }  # fmt: skip
         self.device = torch.cuda.get_device_name(torch.cuda.current_device())
         self._stream = torch.cuda.Stream()
-        self._dtypes = {n: self._torch_dtype(trt, self._engine.get_tensor_dtype(n)) for n in names}
 
-    def _torch_dtype(self, trt: Any, dt: Any) -> Any:
-        """Return the torch dtype of a plan's tensor (a buffer of another would be misread)."""
+    def _torch_dtype(self, trt: Any, dt: Any, *, tensor: str = "a TensorRT plan's tensor") -> Any:
+        """Return the torch dtype of a plan's tensor (a buffer of another would be misread).
+
+        ``tensor`` names it (its engine, backend and name) in the error.
+        """
         torch = self._torch
         names = ("float32", "float16", "bfloat16", "int32", "int64", "int8", "uint8", "bool")
         table = {getattr(trt, n): getattr(torch, n) for n in names if hasattr(trt, n)}
         if dt not in table:
-            raise _PlanCannotRun(f"a TensorRT plan's tensor of type {dt} has no torch buffer type")
+            raise _PlanCannotRun(
+                f"{tensor} is of type {getattr(dt, 'name', dt)}, which has no torch buffer "
+                f"type (the plan's inputs and outputs must be one of {', '.join(names)}: "
+                "export the model with those)"
+            )
         return table[dt]
 
     def run(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
