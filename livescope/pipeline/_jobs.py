@@ -82,6 +82,10 @@ class DecideJob:
     tracker_state: TrackerSnapshot | None
     """Its position's tracker right after this field (the next field may change it; None:
     nothing was tracked)."""
+    counts: dict[str, int] | None = None
+    """The main thread's counts right after this field (the worker's ``MAIN_COUNTS``), for
+    its saved state: the main thread has often analysed the next field by the time this one
+    is decided (None: the worker's counts as they are then)."""
 
     def latency_ms(
         self, *, prepare: float, policy: float, posting: float, posted: int,

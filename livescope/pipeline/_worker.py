@@ -226,6 +226,15 @@ happened."""
 STORE_COUNTS = ("overlay_errors",)
 """Counts only the store thread adds to (prefixes), for the field it stores."""
 
+MAIN_COUNTS = (
+    "dropped_live", "fields_analysed", "fields_incomplete", "fields_missing",
+    "fields_not_tracked", "fields_unreadable", "frames_analysed",
+    "frames_completed_from_recording", "frames_dropped_live",
+)  # fmt: skip
+"""Counts only the main thread adds to, as it analyses fields: each field's state saves them
+as of that field (`DecideJob.counts`), since a worker resumed from it analyses the fields
+after it again."""
+
 CTC_LABELS = "labels.csv"
 """Beside each position's finished CTC result (``results/ctc/<position>/``): the track id
 (cells.csv's ``track``) and frames of each of its labels, which CTC numbers afresh (see
@@ -1103,7 +1112,8 @@ class PipelineWorker:
             self._unstored_bytes += size
         self._decide_q.put(
             DecideJob(fld, res, fluo, px, t_start, t_analysed, busy,
-                       tracker.snapshot() if tracker is not None else None)
+                       tracker.snapshot() if tracker is not None else None,
+                       {k: self.counts[k] for k in MAIN_COUNTS})
         )  # fmt: skip
         if self._store_error is not None:
             raise LivescopeError(f"storing results failed: {self._store_error}")
@@ -1284,16 +1294,24 @@ class PipelineWorker:
         if res.view is not None:
             self._decided_views[fld.position] = res.view
         # results, overlay and state are written by the store thread, off the decision path
-        job_done = StoreJob(fld, res, obs, verdicts, acks, ms, self._snapshot(), policy_state)
+        state = self._snapshot(job.counts)
+        job_done = StoreJob(fld, res, obs, verdicts, acks, ms, state, policy_state)
         self._store_q.put(job_done)
 
-    def _snapshot(self) -> dict[str, Any]:
-        """Return the state as of the last decided field, for the store thread to save."""
+    def _snapshot(self, main_counts: dict[str, int] | None = None) -> dict[str, Any]:
+        """Return the state as of the last decided field, for the store thread to save.
+
+        ``main_counts``: the main thread's counts as of that field (`DecideJob.counts`),
+        not as they are now (a field or two on); None: as they are (the worker's end).
+        """
+        counts = dict(self.counts)  # (one copy: other threads add keys meanwhile)
+        if main_counts is not None:
+            counts.update(main_counts)
         return {
             "version": 1,
             "run_id": self.run_id,
             "done": dict(self._decided_done),
-            "counts": dict(self.counts),
+            "counts": counts,
             "trackers": {p: st for p, st in self._tracker_states.items() if st is not None},
             "views": dict(self._decided_views),
         }
