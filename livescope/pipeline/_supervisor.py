@@ -4,7 +4,8 @@
 the worker beside it (``python -m livescope worker RUN --config FILE``); the
 supervisor watches the worker and, if it exits with an error, is killed, or
 hangs (it stores no field for `WorkerSupervisor.hang_timeout_s` while recorded
-frames wait for it) while the run goes on, starts it again with ``--resume``:
+frames wait for it, or, once the run has ended, makes no progress in its end for
+`WorkerSupervisor.end_timeout_s`), starts it again with ``--resume``:
 the new worker restores the trackers, policies and guardrails from
 ``results/state.json`` and reads the fields it missed back from the recording,
 so tracks keep their ids and no field goes unanalysed. The recording never
@@ -105,10 +106,22 @@ class WorkerSupervisor:
     newer than the newest field it stored are recorded (``frames.jsonl``) before it is
     taken as hung (a deadlocked engine, a GPU driver stuck): it is ended as `stop` ends
     it and restarted like a worker that exited. A worker with nothing to analyse is never
-    hung. Generous: engines on a slow CPU take seconds a field, and a field of a long
-    z-stack is stored only once its last plane is taken and analysed. The least a ready
-    worker is allowed: `hang_field_multiple` times the slowest of its recent fields, where
-    longer."""
+    hung while the run goes on (once it has ended: `end_timeout_s`). Generous: engines on a
+    slow CPU take seconds a field, and a field of a long z-stack is stored only once its
+    last plane is taken and analysed. The least a ready worker is allowed:
+    `hang_field_multiple` times the slowest of its recent fields, where longer."""
+
+    end_timeout_s = 300.0
+    """As `hang_timeout_s`, once the run has ended (`wait`) and every recorded field is
+    stored: how long a ready worker that has not finished may make no progress in its end
+    (closing the bus, the decisions' drain, the CTC rewrite: what it writes then,
+    `_end_marks`) before it is taken as hung, ended and restarted (a restarted worker
+    finishes an ended run in seconds). Such a worker was never taken as hung, with no frame
+    waiting for it: `wait` ended it after its timeout and the run failed, every field
+    analysed but no CTC result or ``worker.json`` written. Not `hang_timeout_s`: the end's
+    silent stretches (the CTC rewrite's first pass reads each mask of a position and writes
+    nothing) have nothing to do with a field's time. Less than `wait`'s timeout (600 s), or
+    the run fails first."""
 
     hang_field_multiple = 5.0
     """A ready worker is allowed at least this many times the slowest of the last
@@ -177,6 +190,8 @@ class WorkerSupervisor:
         self._hung_proc: subprocess.Popen[bytes] | None = None  # the last worker taken as hung
         self._hang_error = ""
         self._gave_up = False
+        self._ended = False  # wait() began: the run ended, a worker running has its end to do
+        self._end_seen: tuple[object, ...] | None = None  # `_end_marks` as last seen
 
     @property
     def gave_up(self) -> bool:
@@ -335,7 +350,9 @@ class WorkerSupervisor:
         It is when it made no progress (stored no field, became ready or was
         started) for `hang_timeout_s` (or `hang_field_multiple` times the slowest of
         its recent fields, where longer; `start_timeout_s` before it is ready) while frames
-        newer than the newest field stored were recorded for it all along.
+        newer than the newest field stored were recorded for it all along; or, once the
+        run has ended (`wait`) with every field stored, wrote nothing of its end
+        (`_end_marks`) either, for `end_timeout_s`.
         """
         now = time.monotonic()
         allowed = self.hang_timeout_s
@@ -346,13 +363,18 @@ class WorkerSupervisor:
         ready = self._ready()
         if stored or ready != self._ready_seen:
             self._progress_at, self._ready_seen = now, ready
-        if not waiting:
+        ending = self._ended  # (set by wait(): a bool, read here as it was last set)
+        if ending and (marks := self._end_marks()) != self._end_seen:
+            self._progress_at, self._end_seen = now, marks
+        if not waiting and not ending:
             self._waiting_since = None
             return False
         if self._waiting_since is None:
             self._waiting_since = now
         if ready == self._ready_at_launch:
             allowed = self.start_timeout_s
+        elif not waiting:  # (the run ended, every field stored: the worker's end)
+            allowed = self.end_timeout_s
         else:  # (fields this slow are no hang: never less than the configured allowance)
             allowed = max(allowed, self.hang_field_multiple * self._backlog.slowest_ms / 1000)
         idle = now - max(self._progress_at, self._waiting_since)
@@ -360,16 +382,35 @@ class WorkerSupervisor:
             return False
         self.hangs += 1
         ready_or_not = "" if ready != self._ready_at_launch else " (it never became ready)"
-        self._hang_error = (
-            f"hung: it analysed no field for {idle:.0f} s while recorded frames waited"
-            f"{ready_or_not}"
-        )
-        logger.error(
-            "the worker (process %d) analysed no field for %.0f s while recorded frames waited "
-            "for it%s: it is taken as hung and ended (see %s)",
-            proc.pid, idle, ready_or_not, self._log_path,
-        )  # fmt: skip
+        if waiting:
+            what = f"analysed no field for {idle:.0f} s while recorded frames waited"
+        else:
+            what = f"made no progress for {idle:.0f} s in its end, every field stored,"
+            what += " after the run had ended"
+        self._hang_error = f"hung: it {what}{ready_or_not}"
+        logger.error("the worker (process %d) %s%s: it is taken as hung and ended (see %s)",
+                     proc.pid, what + (" for it" if waiting else ""), ready_or_not,
+                     self._log_path)  # fmt: skip
         return True
+
+    def _end_marks(self) -> tuple[object, ...]:
+        """Return what a worker writes as it ends, after its last field: its progress then.
+
+        ``state.json`` (saved once it finished), ``cells.csv`` (rewritten with the
+        tracker's late revisions), ``worker.json``, and each folder of ``results/ctc``
+        (a CTC result is written a mask at a time into a staging folder, then swapped
+        in): a long run's rewrite takes minutes, and is no hang. Its first pass reads
+        a position's masks and writes nothing: one of more than `end_timeout_s` is taken
+        for a hang. Called by the watching thread and by `wait`.
+        """
+        marks: list[object] = [
+            _stamp(self.results / name) for name in ("state.json", "cells.csv", "worker.json")
+        ]
+        ctc = self.results / "ctc"
+        marks.append(_stamp(ctc))
+        with contextlib.suppress(OSError), os.scandir(ctc) as entries:
+            marks += sorted((e.name, _stamp(Path(e.path))) for e in entries)
+        return tuple(marks)
 
     def _end_hung(self, proc: subprocess.Popen[bytes]) -> None:
         """End the hung worker ``proc`` as `stop` ends one (watching thread); not waiting for it.
@@ -526,7 +567,10 @@ class WorkerSupervisor:
         loads its engines again, and may build TensorRT plans); until
         session 53 it was terminated ``timeout_s`` after the run, however far it had
         got. A worker that hangs meanwhile is restarted by the watching thread
-        (`hang_timeout_s`); one restarted, and one becoming ready, count as progress too.
+        (`hang_timeout_s`), also one stuck in its end once it stored every field
+        (`end_timeout_s`); one restarted, one becoming ready, and what it writes as it
+        ends (`_end_marks`: the CTC result, ``state.json``, ``worker.json``) count as
+        progress too.
 
         Raises
         ------
@@ -536,12 +580,14 @@ class WorkerSupervisor:
 
         """
         progress = self._progress_log
+        self._ended = True  # (the watching thread now takes a worker stuck in its end as hung)
         # (a restarted worker has its start-up, up to start_timeout_s, before its first field)
-        seen, said = (_size(progress), self._ready(), self.proc), False
+        seen, said = (_size(progress), self._ready(), self.proc, self._end_marks()), False
         t0 = progress_at = time.monotonic()
         while self._watched is not None and not self._watched.is_set():
             now = time.monotonic()
-            if (state := (_size(progress), self._ready(), self.proc)) != seen:
+            state = (_size(progress), self._ready(), self.proc, self._end_marks())
+            if state != seen:
                 seen, progress_at = state, now
             # as the hang check allows it (a big tiled field on a slow CPU takes minutes: such
             # a worker was terminated after timeout_s while still working); slowest_ms is the
@@ -694,6 +740,18 @@ def _records(lines: list[bytes]) -> list[dict[str, Any]]:
         if isinstance(rec, dict):
             out.append(rec)
     return out
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """Return ``path``'s (inode, size, modification time in ns); None: not there.
+
+    A folder's changes as files are made in it or renamed into it.
+    """
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _size(path: Path) -> int:
