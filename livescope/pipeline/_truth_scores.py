@@ -9,15 +9,19 @@ from another version are errors naming the file.
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
+import re
+import tempfile
+from bisect import bisect_left, bisect_right
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tifffile
 
-from livescope.record import field_key, read_frames
+from livescope.record import CtcTrack, field_key, read_ctc, read_frames, relabel_for_ctc, write_ctc
 from livescope.schema import HardwareProfile, LivescopeError, read_jsonl_counting
 from livescope.scope import ANAPHASE_SHARE
 from livescope.tracking import evaluate_tracking
@@ -35,16 +39,37 @@ def evaluate_tracks(run_dir: str | Path, truth: str | Path) -> dict[str, Any]:
 
     Per position, `livescope.tracking.evaluate_tracking` against
     ``truth/<position>`` (its ``TRA/``): TRA, DET, LNK, division precision /
-    recall / F1 and counts. A position that cannot be scored gets
+    recall / F1 and counts, with ``time_points`` (the truth's) and
+    ``time_points_scored``. A position that cannot be scored gets
     ``{"error": ...}`` (no CTC result written; a time point missing, so that
     the frame counts differ; a damaged mask, also logged): the run's other
     results stand.
+
+    Time points the worker analysed with nothing to segment (a nuclear channel
+    imaged every few, ``acquire_every``, and no virtual stain: ``latency.jsonl``
+    holds their fields without a ``segment`` stage) are left out of both sides
+    (`_score_segmented`): the truth's frames at the others, numbered 0, 1, ...,
+    its tracks over them, against the tracker's own ids there (the CTC result's
+    labels mapped back through its ``labels.csv``: the result splits a track at
+    each skipped time point, where CTC allows no gap). Its CTC result ends at
+    its last segmented time point, so that it may hold fewer masks than the
+    truth has frames: scored so, it need not hold more. Where none was skipped,
+    the result is scored as it is (``time_points_scored`` equals
+    ``time_points``). A time point never analysed (a field missing) is scored,
+    as one whose cells were all missed.
     """
     out: dict[str, Any] = {}
     ctc = Path(run_dir) / RESULTS_DIR / "ctc"
+    skipped = _unsegmented(Path(run_dir) / RESULTS_DIR / "latency.jsonl")
     for gt in sorted(p for p in Path(truth).iterdir() if (p / "TRA" / "man_track.txt").is_file()):
         try:
-            scores = evaluate_tracking(ctc / gt.name, gt)
+            n = _frame_count(gt)
+            kept = [t for t in range(n) if t not in skipped.get(gt.name, ())]
+            if len(kept) < n:
+                scores = _score_segmented(ctc / gt.name, gt, kept)
+            else:
+                scores = evaluate_tracking(ctc / gt.name, gt)
+            scores = {**scores, "time_points": n, "time_points_scored": len(kept)}
         except LivescopeError as exc:
             out[gt.name] = {"error": str(exc)}
             continue
@@ -54,6 +79,121 @@ def evaluate_tracks(run_dir: str | Path, truth: str | Path) -> dict[str, Any]:
             continue
         out[gt.name] = {k: v for k, v in scores.items() if k not in ("aogm", "bc")}
     return out
+
+
+def _frame_count(gt: Path) -> int:
+    """Return the number of frames of a ground truth (``TRA/man_trackT.tif``: the last + 1)."""
+    pattern = re.compile(r"man_track(\d+)\.tif")
+    numbers = [int(m.group(1)) for p in (gt / "TRA").iterdir() if (m := pattern.fullmatch(p.name))]
+    return max(numbers) + 1 if numbers else 0
+
+
+def _unsegmented(latency: Path) -> dict[str, set[int]]:
+    """Each position's time points analysed with nothing to segment (from ``latency.jsonl``).
+
+    A field whose line has no ``segment`` stage had no nuclear image (or no
+    segmentation engine); a time point that has such a line and none with it
+    (a field redone after a restart has two) was not segmented. Damaged lines
+    are left out: their time points are scored.
+    """
+    recs, _ = read_jsonl_counting(latency)
+    seen: dict[str, set[int]] = {}
+    segmented: dict[str, set[int]] = {}
+    for rec in recs:
+        if (key := field_key(rec)) is None or not isinstance(ms := rec.get("ms"), dict):
+            continue
+        pos, t = key
+        (segmented if "segment" in ms else seen).setdefault(pos, set()).add(t)
+    return {pos: ts - segmented.get(pos, set()) for pos, ts in seen.items()}
+
+
+def _score_segmented(res: Path, gt: Path, kept: list[int]) -> dict[str, Any]:
+    """Score the CTC result ``res`` against the truth ``gt`` at the time points ``kept`` only.
+
+    Both are written anew, frames ``kept`` numbered 0, 1, ...: the truth's
+    tracks over them (one seen at none of them left out; its daughters then
+    have no parent), and the result's as the tracker made them (its labels
+    mapped back to track ids by ``labels.csv``, beside the masks, so that a
+    track split at a skipped time point is one again), made a CTC result
+    (`livescope.record.relabel_for_ctc`). A kept time point past the result's
+    last mask is an empty frame.
+
+    Raises
+    ------
+    LivescopeError
+        if fewer than 2 time points are kept (nothing to link), the result or
+        the truth cannot be read (`livescope.record.read_ctc`), or the result
+        has no ``labels.csv`` or a label it lists no track for.
+
+    """
+    if len(kept) < 2:
+        raise LivescopeError(
+            f"{res}: {len(kept)} time point(s) segmented: tracking is scored on 2 or more"
+        )
+    true_frames, true_tracks = read_ctc(gt, "gt")
+    res_frames, res_tracks = read_ctc(res, "res")
+    track_of = _track_ids(res / "labels.csv")
+    ids = []
+    for t in kept:
+        if t >= len(res_frames):
+            ids.append(np.zeros(res_frames[0].shape, np.int64))
+            continue
+        frame = res_frames[t]
+        labels = np.unique(frame[frame != 0]).tolist()
+        if missing := [label for label in labels if label not in track_of]:
+            raise LivescopeError(
+                f"{res / 'labels.csv'} lists no track for label {missing[0]} of frame {t}: "
+                "the result's tracks cannot be joined across the time points not segmented"
+            )
+        lut = np.zeros(int(frame.max()) + 1, np.int64)
+        for label in labels:
+            lut[label] = track_of[label]
+        ids.append(lut[frame])
+    parent_of: dict[int, int] = {}
+    for tr in res_tracks:  # (by first frame: a track's first piece, whose parent is its own)
+        obj, parent = track_of.get(tr.label, 0), track_of.get(tr.parent, 0)
+        if obj and parent != obj:
+            parent_of.setdefault(obj, parent)
+    frames, tracks, _ = relabel_for_ctc(ids, parent_of)
+    with tempfile.TemporaryDirectory(prefix="livescope-ctc-kept-") as tmp:
+        write_ctc(Path(tmp, "res"), frames, tracks)
+        write_ctc(
+            Path(tmp, "gt"), [true_frames[t] for t in kept], _tracks_over(true_tracks, kept), "gt"
+        )
+        try:
+            scores = evaluate_tracking(Path(tmp, "res"), Path(tmp, "gt"))
+        except LivescopeError as exc:  # (named as the user's folders, not the copies')
+            what = str(exc).replace(str(Path(tmp, "res")), str(res))
+            what = what.replace(str(Path(tmp, "gt")), str(gt))
+            raise LivescopeError(f"{what} (at its {len(kept)} time points segmented)") from None
+    return scores
+
+
+def _track_ids(path: Path) -> dict[int, int]:
+    """Return each label's track id from a CTC result's ``labels.csv`` (``label,track,...``)."""
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            return {int(r["label"]): int(r["track"]) for r in csv.DictReader(fh)}
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise LivescopeError(
+            f"{path}: cannot be read ({exc!r}); it maps the CTC result's labels to track ids, "
+            "which join its tracks across the time points not segmented"
+        ) from None
+
+
+def _tracks_over(tracks: list[CtcTrack], kept: list[int]) -> list[CtcTrack]:
+    """``tracks`` over the frames ``kept`` (numbered 0, 1, ...); one at none of them is left out.
+
+    A daughter whose parent was left out has none.
+    """
+    out: dict[int, CtcTrack] = {}
+    for tr in tracks:
+        begin, end = bisect_left(kept, tr.begin), bisect_right(kept, tr.end) - 1
+        if begin <= end:
+            out[tr.label] = CtcTrack(tr.label, begin, end, tr.parent)
+    return [
+        tr if tr.parent in out else CtcTrack(tr.label, tr.begin, tr.end, 0) for tr in out.values()
+    ]
 
 
 def evaluate_triggers(
@@ -70,14 +210,15 @@ def evaluate_triggers(
     mitosis onset and division, or a daughter in anaphase/telophase (then it is
     its mother's mitosis). A true mitosis is its mother's (the simulation's cell
     ids are global): fields that overlap, a grid's tiles, see the same one.
-    Precision counts only the first trigger on each true mitosis as right: a
-    repeat on one already triggered, in its field or another, is a wasted
-    acquisition and counts as wrong. A true mitosis counts as observable when it
-    was in view in at least two plan time points of a position; recall is over
-    those. A
-    firing given back to its rule (its close-up refused as stale:
-    ``guardrails.max_decision_age_s``) is no trigger: its rule may fire on the
-    cell again, and that firing is (``triggers_given_back`` counts them).
+    Precision counts only each rule's first trigger on each true mitosis as
+    right: a repeat by a rule on one it already triggered, in its field or
+    another, is a wasted acquisition and counts as wrong (a second mitosis rule's,
+    a record-only one beside a close-up one, is no repeat). A true mitosis counts
+    as observable when it was in view in at least two plan time points of a
+    position; recall is over those. A right firing given back to its rule (its
+    close-up refused as stale: ``guardrails.max_decision_age_s``) is no trigger:
+    its rule may fire on the cell again, and that firing is; a wrong one is a
+    wrong trigger (``triggers_given_back`` counts both).
 
     ``truth``: the ground truth's folder (default ``run_dir/ground_truth``; a
     replay's is its recording's, whose time points and sample times it serves).
@@ -89,15 +230,20 @@ def evaluate_triggers(
 
     Returns precision, recall and the median onset-to-trigger delay (s, to the
     field's sample time): the detector's, every firing counted whether its
-    close-up was sent, refused or taken. Beside them the acquisition's:
-    ``trigger_recall_imaged``, the share of the observable mitoses whose first
-    right trigger got a close-up taken (its own decision's, or the one a shared
-    firing's reason names, with a frame in ``frames.jsonl``) whose first frame
-    came during the mitosis (while a trigger on its cells would be right: the
-    mother between onset and division, a daughter in anaphase), and
-    ``mitosis_to_closeup_s``, the median from onset to those close-ups' first
-    frames. A close-up begun later images cells back in interphase: counted
-    apart (``closeups_after_mitosis``; ``closeup_after_mitosis`` per mitosis).
+    close-up was sent, refused or taken. A mitosis begun before the run first
+    imaged the fields that saw it is timed from that first frame instead, when
+    the run could first have seen it (``mitoses_begun_before_first_frame``;
+    ``begun_before_first_frame`` per mitosis). Beside them the acquisition's:
+    ``trigger_recall_imaged``, the share of the observable mitoses whose rules'
+    first right triggers got a close-up taken (its own decision's, or the one a
+    shared firing's reason names, with a frame in ``frames.jsonl``), the
+    earliest, whose first frame came during the mitosis (while a trigger on its
+    cells would be right: the mother between onset and division, a daughter in
+    anaphase; of them, ``closeups_after_division`` began once the mother had
+    divided), and ``mitosis_to_closeup_s``, the median from onset (as above) to
+    those close-ups' first frames. A close-up begun later images cells back in
+    interphase: counted apart (``closeups_after_mitosis``;
+    ``closeup_after_mitosis`` per mitosis).
     Then the ground truth's folder and the per-trigger and per-mitosis lists (a
     mitosis with every field that saw it).
 
@@ -189,18 +335,22 @@ def evaluate_triggers(
         if (key := field_key(rec)) is None or not _firing_numbers(rec):
             damaged += 1
             continue
-        if rec.get("given_back"):  # taken back by its rule (refused as stale): not a trigger
-            given_back += 1
-            continue
         pos, t = key
         when = float(rec.get("sample_time_s") or times.get((pos, t), 0.0))
         cid = _cell_at(mask(pos, t), rec.get("y"), rec.get("x"))
         mother = mitosis_of(cid, when) if cid else None
+        if rec.get("given_back"):  # taken back by its rule (refused as stale)
+            given_back += 1
+            # a right one is no trigger (its rule may fire on the cell again, no repeat);
+            # a wrong one is still the detector's mistake
+            if mother is not None:
+                continue
         # the close-up that images its cell: its own decision's, or (a shared firing, no
         # decision of its own) the one its reason names; taken if frames.jsonl holds a frame
         # of it (not one never sent, refused, or left when the run ended)
         closeup = _closeup(rec)[0] or _shared_closeup(rec, subs.get(_field_of(rec), {}))
-        triggers.append({"position": pos, "t": t, "sample_time_s": when, "track": rec.get("track"),
+        triggers.append({"rule": rec.get("rule"), "position": pos, "t": t, "sample_time_s": when,
+                         "track": rec.get("track"), "given_back": bool(rec.get("given_back")),
                          "y": rec.get("y"), "x": rec.get("x"), "cell_id": cid,
                          "mitosis_of": mother, "ok": mother is not None,
                          "verdict": rec.get("verdict"), "closeup": closeup,
@@ -211,42 +361,62 @@ def evaluate_triggers(
         logger.warning("%s: %d damaged line(s) left out of the trigger scores (no JSON object "
                        "that names a field's position and time point, or a sample time or "
                        "place that is no number)", log, damaged)  # fmt: skip
-    # each true mitosis's first right trigger (by its mother, in whichever field it fired)
-    first: dict[int, dict[str, Any]] = {}
+    # each true mitosis's first right trigger of each rule (by its mother, in whichever field
+    # it fired): a second rule's, a plan's record-only one beside its close-up one, no repeat
+    first: dict[tuple[Any, int], dict[str, Any]] = {}
     for tr in sorted(triggers, key=lambda tr: tr["sample_time_s"]):
         tr["duplicate"] = False
         if tr["ok"]:
-            mother = int(tr["mitosis_of"])
-            tr["duplicate"] = mother in first
-            first.setdefault(mother, tr)
+            of_rule = (tr["rule"], int(tr["mitosis_of"]))
+            tr["duplicate"] = of_rule in first
+            first.setdefault(of_rule, tr)
+    firsts: dict[int, list[dict[str, Any]]] = {}  # (by time: the first rule's first)
+    for (_, mother), tr in sorted(first.items(), key=lambda kv: kv[1]["sample_time_s"]):
+        firsts.setdefault(mother, []).append(tr)
+    # when the run could first have seen a mitosis: its fields' first frame, for one begun
+    # before it (the simulation starts cells up to most of a mitosis in), else its onset
+    field_from: dict[str, float] = {}
+    for (pos, _), when in times.items():
+        field_from[pos] = min(when, field_from.get(pos, when))
     mitoses: list[dict[str, Any]] = []
     delays, closeup_delays = [], []
     for mother in sorted(observable):
         onset = lineage[mother].get("mitosis_onset_s")
-        hit = first.get(mother)
+        hits_of = firsts.get(mother, [])
+        hit = hits_of[0] if hits_of else None
         delay = closeup_delay = None
-        taken = hit is not None and hit["closeup_s"] is not None
+        # its close-up: the earliest taken of its rules' first right triggers
+        shot = [float(tr["closeup_s"]) for tr in hits_of if tr["closeup_s"] is not None]
+        closeup_s = min(shot) if shot else None
         # imaged: its close-up began while the cell was still in mitosis (the window in which
         # its trigger would be right); one begun later imaged interphase cells
-        imaged = hit is not None and taken and during(mother, float(hit["closeup_s"]))
-        if hit is not None and onset is not None:
-            delay = round(hit["sample_time_s"] - float(onset), 1)
-            delays.append(delay)
-            if imaged:
-                closeup_delay = round(hit["closeup_s"] - float(onset), 1)
-                closeup_delays.append(closeup_delay)
+        imaged = closeup_s is not None and during(mother, closeup_s)
         fields = sorted(seen[mother])
+        first_frame = min(field_from[p] for p in fields)
+        early = onset is not None and float(onset) < first_frame
+        if hit is not None and onset is not None:
+            since = first_frame if early else float(onset)
+            delay = round(hit["sample_time_s"] - since, 1)
+            delays.append(delay)
+            if imaged and closeup_s is not None:
+                closeup_delay = round(closeup_s - since, 1)
+                closeup_delays.append(closeup_delay)
+        end = lineage[mother].get("end_s")
+        after_division = imaged and closeup_s is not None and end is not None and closeup_s >= end
         # ``position``: the field of its first right trigger, else the first that saw it;
         # ``positions``: every field that saw it mitotic
         mitoses.append({"position": hit["position"] if hit is not None else fields[0],
                         "positions": fields, "cell_id": mother, "onset_s": onset,
+                        "begun_before_first_frame": early,
                         "triggered": hit is not None, "delay_s": delay, "imaged": imaged,
-                        "closeup_after_mitosis": taken and not imaged,
+                        "closeup_after_mitosis": closeup_s is not None and not imaged,
+                        # (imaged, but by a daughter in anaphase: the mother had divided)
+                        "closeup_after_division": after_division,
                         "closeup_delay_s": closeup_delay})  # fmt: skip
     n_ok = sum(tr["ok"] for tr in triggers)
     hits = sum(m["triggered"] for m in mitoses)
     n_imaged = sum(m["imaged"] for m in mitoses)
-    counted = [k for k in first if k in observable]
+    counted = [k for k in firsts if k in observable]
     # a plan without a mitosis rule (and no policy of its own firing on mitoses) was not
     # asked to catch them: a recall of 0 would blame it for what it never tried
     no_rule = rules is not None and not rules and not triggers
@@ -270,7 +440,11 @@ def evaluate_triggers(
         "mitoses_triggered": hits,
         "mitoses_imaged": n_imaged,
         "closeups_after_mitosis": sum(m["closeup_after_mitosis"] for m in mitoses),
-        "mitoses_triggered_outside_observable": len(first) - len(counted),
+        # of the imaged, those whose close-up began once the mother had divided
+        "closeups_after_division": sum(m["closeup_after_division"] for m in mitoses),
+        # (their delays from the field's first frame, when the run could first see them)
+        "mitoses_begun_before_first_frame": sum(m["begun_before_first_frame"] for m in mitoses),
+        "mitoses_triggered_outside_observable": len(firsts) - len(counted),
         "ground_truth": str(truth.resolve()),
         "triggers": triggers,
         "mitoses": mitoses,

@@ -225,7 +225,12 @@ def rewrite_ctc_result(
     tracker wrote them: an object may vanish for some frames and come back (gap
     closing), and frames may be missing. They are rewritten as CTC labels with
     ``res_track.txt`` (`relabel_for_ctc`), one frame in memory at a time; a
-    missing frame becomes an empty one. ``revisions``, in the order the tracker
+    missing frame becomes an empty one. The result ends at the last mask of
+    ``folder``: time points after it with nothing segmented (a nuclear channel
+    imaged every few, whose last ones were not) have no frame, there being no
+    knowing them here; such a result holds fewer frames than its run's time
+    points (`livescope.pipeline.evaluate_tracks` scores it over the time points
+    segmented). ``revisions``, in the order the tracker
     made them: ids it changed in frames already written (a division found late:
     see `livescope.tracking.Revision`), applied as each frame is read. With
     ``out`` (a new folder), the result goes there and ``folder`` is left as it

@@ -162,6 +162,17 @@ def decisions_section(page: ReportPage) -> str:
     return "".join(out)
 
 
+def _before_first(ev: dict[str, Any]) -> str:
+    """Say from when the delay of a mitosis begun before its fields' first frame counts."""
+    n = ev.get("mitoses_begun_before_first_frame")
+    if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
+        return ""
+    return (
+        f" ({n} mitoses began before their fields' first frame: theirs count from that frame, "
+        "when the run could first see them)"
+    )
+
+
 def truth_section(page: ReportPage) -> str:
     run, s = page.run, page.run.summary
     ev = s.get("evaluation")
@@ -191,7 +202,7 @@ def truth_section(page: ReportPage) -> str:
         "two of the plan's time points or more, also one begun before the run or not divided "
         "by its end (the summary's ground-truth divisions completed in view count neither).",
         f"Median delay from mitosis onset to trigger: "
-        f"{fmt(float(np.median(delays)) if delays else None)} s.",
+        f"{fmt(float(np.median(delays)) if delays else None)} s{_before_first(ev)}.",
     ]
     if "trigger_recall_imaged" in ev:  # (a run scored before the acquisition's figures: none)
         # the detector's figures above count a trigger never sent, or refused; the
@@ -203,12 +214,18 @@ def truth_section(page: ReportPage) -> str:
         if isinstance(late, bool) or not isinstance(late, int):  # (none: its mitoses say it)
             late = sum(bool(m.get("closeup_after_mitosis")) for m in mitoses)
         after = f"; {late} more got one only after the mitosis" if late > 0 else ""
+        divided = ev.get("closeups_after_division")
+        on_daughters = (
+            f" ({divided} of them only once the mother had divided, on a daughter in anaphase)"
+            if isinstance(divided, int) and not isinstance(divided, bool) and divided > 0
+            else ""
+        )
         lines += [
             f"{imaged} of {len(mitoses)} mitoses in view got a close-up during the mitosis "
-            f"from their first right trigger{after} (recall imaged "
+            f"from their first right trigger{on_daughters}{after} (recall imaged "
             f"{fmt(ev.get('trigger_recall_imaged'))}).",
             f"Median delay from mitosis onset to the close-up's first frame: "
-            f"{fmt(ev.get('mitosis_to_closeup_s'))} s.",
+            f"{fmt(ev.get('mitosis_to_closeup_s'))} s{_before_first(ev)}.",
         ]
     if ev.get("note"):
         lines.append(f"Triggers not scored: {ev['note']}.")
