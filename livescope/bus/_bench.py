@@ -18,8 +18,11 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing as mp
+import signal
+import threading
 import time
 from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 import numpy as np
@@ -48,10 +51,29 @@ def _info(seq: int, shape: tuple[int, ...]) -> FrameInfo:
     )  # fmt: skip
 
 
+def _start_ignoring_ctrl_c(proc: BaseProcess) -> None:
+    """Start a receiver with Ctrl+C ignored, as a spawned Python keeps it from its first line.
+
+    A terminal's Ctrl+C reaches the whole process group; the bench ends its receiver
+    itself, which, interrupted (importing, too), printed a KeyboardInterrupt traceback.
+    """
+    old = signal.getsignal(signal.SIGINT)
+    if old is None or threading.current_thread() is not threading.main_thread():
+        proc.start()  # (a handler not set from Python, or not the main thread: cannot swap it)
+        return
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        proc.start()
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 def _receive(
     mode: str, endpoint: str, control: str, n: int, idle_s: float, conn: Connection
 ) -> None:
     """Receiver process: count frames and bytes, time them, report."""
+    # (started ignoring it if it could be; see _start_ignoring_ctrl_c)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     lat: list[int] = []
     count = nbytes = 0
     t_last = 0
@@ -144,7 +166,7 @@ def _run_mode(mode: str, frames: np.ndarray, n: int, fps: float | None = None) -
             endpoint, control = pub.endpoint, pub.control_endpoint
         parent, child = ctx_mp.Pipe()
         proc = ctx_mp.Process(target=_receive, args=(mode, endpoint, control, n, 3.0, child))
-        proc.start()
+        _start_ignoring_ctrl_c(proc)
         _reply(parent, proc, 30, mode, "start")
         time.sleep(0.2)
         period = None if fps is None else 1.0 / fps

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import subprocess
 import sys
 import tempfile
@@ -31,6 +32,9 @@ __all__ = ["bench_pacing"]
 
 PACING_TARGET = 0.10  # p95 |interval - plan| as a share of the plan (issue 3)
 AGENT_GRACE_S = 60.0  # the agent's start and stop, beyond 3 x its plan's length
+AGENT_STOP_S = 10.0  # for the agent to close its bus and recording once stopped, before a kill
+EXPOSURE_MS = 20  # the plan's one channel
+MIN_INTERVAL_EXPOSURES = 2  # (a shorter interval measures the camera, not the pacing)
 
 
 def _slow_worker(run: Path, sleep_ms: float, stats: dict[str, Any]) -> None:
@@ -83,8 +87,18 @@ def _case(
             ) from None
     finally:  # (the agent stopped, whatever ended the case: a timeout, Ctrl+C)
         if agent.poll() is None:
-            agent.kill()
-            agent.communicate()  # (waits, and closes its pipes)
+            # (a Ctrl+C lets it release its shared memory and bus files, a kill does not; on
+            # Windows it shares the console, whose Ctrl+C reached it already)
+            if sys.platform != "win32":
+                agent.send_signal(signal.SIGINT)
+            try:
+                agent.communicate(timeout=AGENT_STOP_S)
+            except subprocess.TimeoutExpired:
+                pass  # (killed below)
+            finally:  # (a second Ctrl+C while it stops, too)
+                if agent.poll() is None:
+                    agent.kill()
+                    agent.communicate()  # (waits, and closes its pipes)
     if agent.returncode != 0:
         raise LivescopeError(f"the agent failed (exit {agent.returncode}): {err.strip()[-2000:]}")
     if thread is not None:
@@ -128,7 +142,8 @@ def bench_pacing(
     ------
     LivescopeError
         for fewer than 2 frames (no interval to measure), an interval that is
-        not a finite number > 0, a worker sleep that is not finite or does not
+        not a finite number > 0 or is under `MIN_INTERVAL_EXPOSURES` times the
+        plan's exposure (`EXPOSURE_MS`), a worker sleep that is not finite or does not
         exceed the interval (checked before anything runs), or a case that
         failed.
 
@@ -137,6 +152,12 @@ def bench_pacing(
         raise LivescopeError(f"the plan needs at least 2 frames (1 interval), got {frames}")
     if not (interval_ms > 0 and math.isfinite(interval_ms)):
         raise LivescopeError(f"interval must be a finite number of ms > 0, got {interval_ms}")
+    if interval_ms < MIN_INTERVAL_EXPOSURES * EXPOSURE_MS:  # (nor the camera keep it)
+        raise LivescopeError(
+            f"interval {interval_ms:g} ms is too short for the plan's {EXPOSURE_MS} ms exposure "
+            "(the camera could not keep it, with a worker or without): give at least "
+            f"{MIN_INTERVAL_EXPOSURES * EXPOSURE_MS} ms"
+        )
     if not math.isfinite(worker_sleep_ms):
         raise LivescopeError(f"worker sleep must be a finite number of ms, got {worker_sleep_ms}")
     if worker_sleep_ms <= interval_ms:
@@ -149,7 +170,7 @@ def bench_pacing(
         plan = folder / "plan.yaml"
         plan.write_text(
             "stage_positions: [{x: 0, y: 0, z: 0}]\n"
-            "channels: [{config: DAPI, exposure: 20}]\n"
+            f"channels: [{{config: DAPI, exposure: {EXPOSURE_MS:g}}}]\n"
             f"time_plan: {{interval: {interval_ms / 1000:g}, loops: {frames}}}\n",
             encoding="utf-8",
         )
@@ -157,7 +178,7 @@ def bench_pacing(
     free, slow = cases
     return {
         "bench": "pacing",
-        "plan": {"frames": frames, "interval_ms": interval_ms, "exposure_ms": 20},
+        "plan": {"frames": frames, "interval_ms": interval_ms, "exposure_ms": EXPOSURE_MS},
         "target_interval_dev_p95_ms": PACING_TARGET * interval_ms,
         "cases": cases,
         "slow_vs_free_dev_p95": round(

@@ -420,6 +420,10 @@ BENCH_MAX_SIZE = 4096
 """Largest ``size`` of `bench_replay_cluster` (a 4096² sCMOS frame; 8 datasets of larger
 simulated frames would take the benchmark's memory and time, not measure replays)."""
 
+BENCH_MARKER = ".livescope-bench"
+"""The file that marks a ``keep`` folder as `bench_replay_cluster`'s: only in a folder
+holding it are its ``rec-<i>`` and ``replay-<n>w`` folders removed and made again."""
+
 
 def bench_replay_cluster(
     *,
@@ -442,13 +446,18 @@ def bench_replay_cluster(
     recording kept there by an earlier run is replayed again only if it ended
     well with the same frame size, time points and seed; any other is recorded
     again (``recordings_reused`` counts those replayed again). ``frame`` is the
-    frame size read from the recordings' frame logs.
+    frame size read from the recordings' frame logs. A new or empty ``keep`` is
+    marked with a `BENCH_MARKER` file; one that holds anything else is refused, so
+    that no file of the user's is removed.
 
     Raises
     ------
     LivescopeError
-        for a ``size`` outside 64 to `BENCH_MAX_SIZE` or a ``keep`` that is a
-        file (checked before anything runs), or a replay that failed.
+        for a ``size`` outside 64 to `BENCH_MAX_SIZE`, a ``keep`` that is a file
+        or a folder not empty and not marked (checked before anything runs), or a
+        replay that failed.
+    KeyboardInterrupt
+        when a Ctrl+C stopped the replays.
 
     """
     import json
@@ -464,6 +473,13 @@ def bench_replay_cluster(
         if Path(keep).exists() and not Path(keep).is_dir():
             raise LivescopeError(f"--keep {keep} is a file; give a folder (new, or of a run)")
         check_output_folder(Path(keep))
+        held = sorted(p.name for p in Path(keep).iterdir()) if Path(keep).is_dir() else []
+        if held and BENCH_MARKER not in held:  # (its rec-<i> and replay-<n>w would be removed)
+            shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+            raise LivescopeError(
+                f"--keep {keep} holds {shown} and is not a bench folder (no {BENCH_MARKER} "
+                "file): give a new or empty folder, or one an earlier --keep made"
+            )
 
     def made_as_asked(rec: Path, seed: int) -> bool:
         """Whether ``rec`` holds a recording that ended well, made as this run asks."""
@@ -484,6 +500,7 @@ def bench_replay_cluster(
     runs: dict[str, Any] = {}
     try:  # (from here on: a temp folder goes, whatever stops the run, recording included)
         base.mkdir(parents=True, exist_ok=True)
+        (base / BENCH_MARKER).touch()  # (this folder's rec-<i>, replay-<n>w are the bench's)
         prof = load_profile("sim").with_square_sensor(size)
         seq = demo_sequence(prof, timepoints=timepoints, positions=1)
         recs = []
@@ -502,8 +519,13 @@ def bench_replay_cluster(
             out = base / f"replay-{n}w"
             shutil.rmtree(out, ignore_errors=True)
             res = replay_many(recs, out, workers=n, threads=threads)
+            if res.get("interrupted"):  # (a Ctrl+C, not a failure: the CLI says "interrupted")
+                raise KeyboardInterrupt
             if not res["ok"]:
-                raise LivescopeError(f"bench replay with {n} worker(s) failed: {res['failed']}")
+                lines = "\n  ".join(
+                    f"{Path(f['dataset']).name}: {f['error']}" for f in res["failed"]
+                )
+                raise LivescopeError(f"bench replay with {n} worker(s) failed:\n  {lines}")
             fields = sum(int(d["fields_analysed"] or 0) for d in res["done"])
             tasks = [d["task_s"] for d in res["done"]]
             runs[f"{n}_workers"] = {
