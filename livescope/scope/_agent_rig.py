@@ -49,26 +49,26 @@ def _check_camera(core: Any) -> None:
             "the core has no camera (Core-Camera is empty); set Core-Camera in the config "
             "(Micro-Manager's Hardware Configuration Wizard, or Property,Core,Camera,<label>)"
         )
-    try:
-        components = int(core.getNumberOfComponents())
-    except Exception:  # noqa: BLE001 (a core that cannot say: one component)
-        components = 1
-    if components > 1:
+    if (components := _count_or_1(core.getNumberOfComponents)) > 1:
         raise LivescopeError(
             f"the camera {camera!r} gives {components} components per pixel (colour): "
             "livescope records and analyses one 2-D grey image per frame; set the camera "
             "to a monochrome pixel type, or choose a monochrome camera as the core's camera"
         )
-    try:
-        cams = int(core.getNumberOfCameraChannels())
-    except Exception:  # noqa: BLE001 (a core that cannot say: one camera)
-        cams = 1
-    if cams > 1:
+    if (cams := _count_or_1(core.getNumberOfCameraChannels)) > 1:
         raise LivescopeError(
             f"the camera {core.getCameraDevice()!r} has {cams} camera channels (a "
             "multi-camera): livescope records and analyses one camera's frames; choose one "
             "of its physical cameras as the core's camera"
         )
+
+
+def _count_or_1(call: Any) -> int:
+    """Return the count the core's ``call`` gives; 1 where it cannot say (an older core)."""
+    try:
+        return int(call())
+    except Exception:  # noqa: BLE001 (one component, one camera)
+        return 1
 
 
 def _warn_other_labels(core: Any, profile: HardwareProfile) -> None:
