@@ -262,6 +262,9 @@ def run_adaptive(
         except (LivescopeError, OSError) as exc:  # an aside: the run goes on without it
             logger.warning("machine stalls not measured: %s", exc)
             machine = {"error": str(exc)}
+        except BaseException:  # (a Ctrl+C as its probe starts: worker.log was left open)
+            supervisor.stop()
+            raise
     try:
         if acquire is not None:
             summary = acquire(start_worker)
