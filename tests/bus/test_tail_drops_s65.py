@@ -17,18 +17,10 @@ import pytest
 import zmq
 
 from livescope.bus import FramePublisher, FrameSubscriber
-from livescope.schema import FrameInfo, LivescopeError, clock_ns
+from livescope.schema import LivescopeError, clock_ns
 
+from .test_bus import info
 from .test_fuzz import _valid_header
-
-
-def info(seq: int, shape: tuple[int, ...]) -> FrameInfo:
-    return FrameInfo(
-        seq=seq, index={"t": seq}, position="p0", channel="DAPI", x_um=0.0, y_um=0.0, z_um=0.0,
-        exposure_ms=10.0, pixel_size_um=0.65, sample_time_s=0.0, runner_time_ms=0.0,
-        t_camera_ns=clock_ns(), hardware_triggered=False, added_by=None, adler32=0,
-        shape=shape, dtype="uint16", event={},
-    )  # fmt: skip
 
 
 def ended(sub: FrameSubscriber, timeout: float = 10.0) -> dict[str, Any]:
