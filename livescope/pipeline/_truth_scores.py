@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import re
 import tempfile
 from bisect import bisect_left, bisect_right
 from pathlib import Path
@@ -24,7 +23,7 @@ import tifffile
 from livescope.record import CtcTrack, field_key, read_ctc, read_frames, relabel_for_ctc, write_ctc
 from livescope.schema import HardwareProfile, LivescopeError, read_jsonl_counting
 from livescope.scope import ANAPHASE_SHARE
-from livescope.tracking import evaluate_tracking
+from livescope.tracking import evaluate_tracking, numbered_frames
 
 from ._config import RESULTS_DIR
 from ._results import finite_number
@@ -63,7 +62,7 @@ def evaluate_tracks(run_dir: str | Path, truth: str | Path) -> dict[str, Any]:
     skipped = _unsegmented(Path(run_dir) / RESULTS_DIR / "latency.jsonl")
     for gt in sorted(p for p in Path(truth).iterdir() if (p / "TRA" / "man_track.txt").is_file()):
         try:
-            n = _frame_count(gt)
+            n = len(numbered_frames(gt / "TRA", "man_track"))  # (a gap: refused, named)
             kept = [t for t in range(n) if t not in skipped.get(gt.name, ())]
             if len(kept) < n:
                 scores = _score_segmented(ctc / gt.name, gt, kept)
@@ -79,13 +78,6 @@ def evaluate_tracks(run_dir: str | Path, truth: str | Path) -> dict[str, Any]:
             continue
         out[gt.name] = {k: v for k, v in scores.items() if k not in ("aogm", "bc")}
     return out
-
-
-def _frame_count(gt: Path) -> int:
-    """Return the number of frames of a ground truth (``TRA/man_trackT.tif``: the last + 1)."""
-    pattern = re.compile(r"man_track(\d+)\.tif")
-    numbers = [int(m.group(1)) for p in (gt / "TRA").iterdir() if (m := pattern.fullmatch(p.name))]
-    return max(numbers) + 1 if numbers else 0
 
 
 def _unsegmented(latency: Path) -> dict[str, set[int]]:

@@ -6,7 +6,7 @@ restores. `track_sequence` runs it over a recorded sequence; `evaluate_tracking`
 scores a Cell Tracking Challenge result with py-ctcmetrics.
 """
 
-from ._evaluate import evaluate_tracking, gt_folder_hint
+from ._evaluate import evaluate_tracking, gt_folder_hint, numbered_frames
 from ._objects import ObjectTable, measure_objects
 from ._sequence import TrackedSequence, track_sequence
 from ._tracker import OnlineTracker, TrackerConfig, TrackerSnapshot
@@ -24,5 +24,6 @@ __all__ = [
     "evaluate_tracking",
     "gt_folder_hint",
     "measure_objects",
+    "numbered_frames",
     "track_sequence",
 ]

@@ -71,7 +71,7 @@ def evaluate_tracking(res: str | Path, gt: str | Path, *, div_tolerance: int = 1
         )
     # frame t is maskTTT.tif / man_trackTTT.tif by its number, as `read_ctc` reads it:
     # py-ctcmetrics pairs the files in name order (mask10.tif before mask2.tif)
-    masks, truth = _numbered(res, "mask"), _numbered(gt / "TRA", "man_track")
+    masks, truth = numbered_frames(res, "mask"), numbered_frames(gt / "TRA", "man_track")
     n_res, n_gt = len(masks), len(truth)
     if n_res != n_gt:
         raise LivescopeError(f"{res} has {n_res} masks but {gt / 'TRA'} has {n_gt} frames")
@@ -271,7 +271,7 @@ def _marker_problem(truth: list[Path], rows: list[tuple[int, int, int, int]]) ->
     return ""
 
 
-def _numbered(folder: Path, stem: str) -> list[Path]:
+def numbered_frames(folder: Path, stem: str) -> list[Path]:
     """Frames ``stemT.tif`` of ``folder`` in frame order; refuse a gap or a frame named twice.
 
     A track file's frame numbers are positions in this list: a missing frame
